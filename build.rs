@@ -1,0 +1,48 @@
+//! Build script: kept small on purpose (STYLE 18). It writes only under OUT_DIR.
+//!
+//! When the developer has not pointed Kiln at an ONNX Runtime (`ORT_DYLIB_PATH`)
+//! and has not opted out (`KILN_FETCH_ORT=0`), it runs the project's setup script
+//! `tools/fetch_onnxruntime.py`, which takes the pinned runtime from its PyPI
+//! wheel. The library records that path as its last-resort search location, so
+//! `cargo run --example generate` and `cargo test` work on a fresh machine.
+//! A failed fetch is a warning, never a build error: the runtime then reports
+//! every path it tried.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=tools/fetch_onnxruntime.py");
+    println!("cargo:rerun-if-env-changed=KILN_FETCH_ORT");
+    println!("cargo:rerun-if-env-changed=KILN_PYTHON");
+
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // The header travels with the crate so dependants can find it (`DEP_KILN_INCLUDE`).
+    let include = out_dir.join("include");
+    let _ = std::fs::create_dir_all(&include);
+    let _ = std::fs::copy("include/kiln.h", include.join("kiln.h"));
+    println!("cargo:include={}", include.display());
+
+    let mut fetched = String::new();
+    if std::env::var("KILN_FETCH_ORT").map(|v| v != "0").unwrap_or(true) {
+        let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
+        let dest = out_dir.join("onnxruntime");
+        match Command::new(&python)
+            .arg("tools/fetch_onnxruntime.py")
+            .arg("--dest")
+            .arg(&dest)
+            .output()
+        {
+            Ok(out) if out.status.success() => {
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                fetched = stdout.lines().last().unwrap_or("").trim().to_string();
+            }
+            Ok(out) => println!(
+                "cargo:warning=could not fetch ONNX Runtime ({}); set ORT_DYLIB_PATH or pass a path at runtime creation",
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("unknown error")
+            ),
+            Err(e) => println!("cargo:warning=could not run {python} to fetch ONNX Runtime: {e}"),
+        }
+    }
+    println!("cargo:rustc-env=KILN_SETUP_ORT_PATH={fetched}");
+}

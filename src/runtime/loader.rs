@@ -1,0 +1,184 @@
+//! Finding and loading the ONNX Runtime shared library.
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The library this process loaded.
+#[derive(Debug, Clone)]
+pub struct LoadedLibrary {
+    /// Absolute path of the library file.
+    pub path: PathBuf,
+    /// Version string reported by the library, e.g. `1.31.1`.
+    pub version: String,
+}
+
+static LOADED: Mutex<Option<LoadedLibrary>> = Mutex::new(None);
+
+/// File name of ONNX Runtime on this platform.
+pub(crate) fn library_file_name() -> &'static str {
+    if cfg!(windows) {
+        "onnxruntime.dll"
+    } else if cfg!(target_os = "macos") {
+        "libonnxruntime.dylib"
+    } else {
+        "libonnxruntime.so"
+    }
+}
+
+/// The search list, in order, each with where it came from.
+pub(crate) fn candidates(explicit: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
+    // An explicit path is the only candidate: a studio that names its runtime
+    // must get that one or an error, never a different copy found elsewhere.
+    if let Some(p) = explicit {
+        return vec![(absolute(p), "runtime options")];
+    }
+    let mut list = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        list.push((absolute(Path::new(&p)), "ORT_DYLIB_PATH"));
+    }
+    if let Some(dir) = own_library_dir() {
+        list.push((dir.join(library_file_name()), "beside libkiln"));
+        if cfg!(target_os = "linux") {
+            // Wheels and many SDKs ship only the versioned name.
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                let mut versioned: Vec<PathBuf> = entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+                    })
+                    .collect();
+                versioned.sort();
+                if let Some(p) = versioned.pop() {
+                    list.push((p, "beside libkiln"));
+                }
+            }
+        }
+    }
+    let fetched = env!("KILN_SETUP_ORT_PATH");
+    if !fetched.is_empty() {
+        list.push((PathBuf::from(fetched), "fetched by the project's setup"));
+    }
+    list
+}
+
+/// Loads ONNX Runtime once per process; later calls check they agree.
+pub(crate) fn load(explicit: Option<&Path>) -> Result<LoadedLibrary> {
+    let mut loaded = LOADED.lock();
+    if let Some(lib) = loaded.as_ref() {
+        if let Some(p) = explicit {
+            let wanted = absolute(p);
+            if !same_file(&wanted, &lib.path) {
+                return Err(Error::new(
+                    ErrorKind::RuntimeLoad,
+                    format!(
+                        "ONNX Runtime is already loaded in this process from {} (version {}); it cannot also load {}",
+                        lib.path.display(),
+                        lib.version,
+                        wanted.display()
+                    ),
+                ));
+            }
+        }
+        return Ok(lib.clone());
+    }
+    let mut tried = Vec::new();
+    for (path, origin) in candidates(explicit) {
+        if !path.is_file() {
+            tried.push(format!("{} ({origin}): no such file", path.display()));
+            continue;
+        }
+        match try_load(&path) {
+            Ok(version) => {
+                let lib = LoadedLibrary { path, version };
+                *loaded = Some(lib.clone());
+                return Ok(lib);
+            }
+            Err(why) => tried.push(format!("{} ({origin}): {why}", path.display())),
+        }
+    }
+    if tried.is_empty() {
+        tried.push("no candidate: pass a path, set ORT_DYLIB_PATH, or put the library beside libkiln".into());
+    }
+    Err(Error::new(
+        ErrorKind::RuntimeLoad,
+        format!("could not load ONNX Runtime; tried: {}", tried.join("; ")),
+    ))
+}
+
+fn try_load(path: &Path) -> std::result::Result<String, String> {
+    // ort validates the API version and keeps the library; a failure leaves it
+    // unset so the next candidate can be tried. Guard against panics inside.
+    let result = std::panic::catch_unwind(|| ort::init_from(path).map(|_| ()));
+    match result {
+        Ok(Ok(())) => Ok(version_of(path).unwrap_or_else(|| "unknown".into())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("loading panicked inside ort".into()),
+    }
+}
+
+/// Reads the version string through the library's own `OrtGetApiBase`.
+fn version_of(path: &Path) -> Option<String> {
+    #[repr(C)]
+    struct ApiBase {
+        get_api: unsafe extern "C" fn(u32) -> *const std::ffi::c_void,
+        get_version_string: unsafe extern "C" fn() -> *const std::ffi::c_char,
+    }
+    // SAFETY: the library is already loaded by ort (this only bumps its refcount);
+    // OrtGetApiBase and GetVersionString are stable since ORT 1.0.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<unsafe extern "C" fn() -> *const ApiBase> = lib.get(b"OrtGetApiBase").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let s = ((*base).get_version_string)();
+        if s.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// The folder holding the binary Kiln's code is in (libkiln.so when used as a
+/// shared library, the executable when linked statically).
+fn own_library_dir() -> Option<PathBuf> {
+    #[cfg(unix)]
+    {
+        // SAFETY: dladdr only reads loader tables; the address is a function of ours.
+        unsafe {
+            let mut info: libc::Dl_info = std::mem::zeroed();
+            let addr = own_library_dir as *const std::ffi::c_void;
+            if libc::dladdr(addr, &mut info) != 0 && !info.dli_fname.is_null() {
+                let name = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy().into_owned();
+                let path = absolute(Path::new(&name));
+                return path.parent().map(Path::to_path_buf);
+            }
+        }
+        None
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf))
+    }
+}

@@ -1,0 +1,122 @@
+//! ONNX Runtime loading and the process-wide environment.
+//!
+//! `ort`'s implicit loader panics when the library is missing, so Kiln loads it
+//! explicitly and fallibly with `ort::init_from`. ONNX Runtime allows one loaded
+//! library and one environment per process: the first [`Runtime`] loads it, later
+//! runtimes share it, and asking for a different library afterwards is an error
+//! rather than a silent mismatch.
+mod loader;
+pub mod log;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+pub use self::loader::LoadedLibrary;
+pub use self::log::{LogCallback, LogLevel};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to create a [`Runtime`]. `Default` gives engine-friendly settings.
+#[derive(Clone, Default)]
+pub struct RuntimeOptions {
+    /// Path of the ONNX Runtime library. `None` searches: `ORT_DYLIB_PATH`, the
+    /// folder holding libkiln, then the copy the project's setup fetched.
+    pub onnxruntime_path: Option<PathBuf>,
+    /// Threads one graph may use (ORT intra-op). 0 = all cores but one, at least one,
+    /// so the game keeps a core.
+    pub intra_op_threads: usize,
+    /// Threads running independent graph branches (ORT inter-op). 0 = 1.
+    pub inter_op_threads: usize,
+    /// Let ORT's thread pool spin while waiting for work. Off by default: spinning
+    /// threads steal cycles from the host (and collide when several models run).
+    pub allow_spinning: bool,
+    /// Where log lines go; `None` drops them.
+    pub log: Option<LogCallback>,
+    /// The least severe level that reaches `log`.
+    pub log_level: LogLevel,
+}
+
+/// A loaded ONNX Runtime plus Kiln's settings for it. Cheap to clone; thread-safe.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) environment: ort::environment::Environment,
+    pub(crate) library: LoadedLibrary,
+    pub(crate) intra_op_threads: usize,
+    pub(crate) inter_op_threads: usize,
+    pub(crate) allow_spinning: bool,
+    pub(crate) logger: log::Logger,
+}
+
+/// The one environment of this process, kept while any runtime holds it.
+static ENVIRONMENT: Mutex<Option<std::sync::Weak<ort::environment::Environment>>> = Mutex::new(None);
+
+impl Runtime {
+    /// Loads ONNX Runtime (once per process) and makes a runtime.
+    pub fn new(options: &RuntimeOptions) -> Result<Self> {
+        let logger = log::Logger::new(options.log.clone(), options.log_level);
+        let library = loader::load(options.onnxruntime_path.as_deref())?;
+        logger.info(&format!(
+            "ONNX Runtime {} loaded from {}",
+            library.version,
+            library.path.display()
+        ));
+        let environment = shared_environment()?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let intra = if options.intra_op_threads == 0 { cores.saturating_sub(1).max(1) } else { options.intra_op_threads };
+        let inter = options.inter_op_threads.max(1);
+        Ok(Self {
+            inner: Arc::new(RuntimeInner {
+                environment: (*environment).clone(),
+                library,
+                intra_op_threads: intra,
+                inter_op_threads: inter,
+                allow_spinning: options.allow_spinning,
+                logger,
+            }),
+        })
+    }
+
+    /// The ONNX Runtime version in use, e.g. `1.31.1`.
+    pub fn onnxruntime_version(&self) -> &str {
+        &self.inner.library.version
+    }
+
+    /// The path the ONNX Runtime library was loaded from.
+    pub fn onnxruntime_path(&self) -> &std::path::Path {
+        &self.inner.library.path
+    }
+
+    /// Threads one graph uses.
+    pub fn intra_op_threads(&self) -> usize {
+        self.inner.intra_op_threads
+    }
+
+    pub(crate) fn logger(&self) -> &log::Logger {
+        &self.inner.logger
+    }
+}
+
+fn shared_environment() -> Result<Arc<ort::environment::Environment>> {
+    // Keeping an Arc in a static would release the environment at process exit,
+    // after ORT's own statics (ort #609/#614 crash there); a Weak avoids that.
+    let mut slot = ENVIRONMENT.lock();
+    if let Some(env) = slot.as_ref().and_then(|w| w.upgrade()) {
+        return Ok(env);
+    }
+    let env = ort::init()
+        .with_name("kiln")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::RuntimeLoad, format!("could not create the ONNX Runtime environment: {e}")))?;
+    let env = Arc::new(env);
+    *slot = Some(Arc::downgrade(&env));
+    // Leak one strong count: ORT forbids re-creating the environment after it is
+    // released, and an engine may create and destroy runtimes many times.
+    std::mem::forget(Arc::clone(&env));
+    Ok(env)
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Fetch the ONNX Runtime shared library from its PyPI wheel.
+
+Kiln loads ONNX Runtime dynamically and never downloads it at run time. This
+script is the project's one setup step for machines where the caller has not
+pointed Kiln at a runtime: `build.rs` runs it (into OUT_DIR) and engines can run
+it by hand to get the library they ship beside libkiln.
+
+    python3 tools/fetch_onnxruntime.py --dest DIR [--package onnxruntime-gpu] [--version 1.31.1]
+
+It uses only pip and the standard library. It prints the path of the extracted
+library on its last line and exits 0, or prints why it failed and exits 1.
+"""
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+DEFAULT_PACKAGE = "onnxruntime"
+DEFAULT_VERSION = "1.31.1"
+
+
+def library_pattern():
+    if sys.platform.startswith("win"):
+        return ("onnxruntime.dll",)
+    if sys.platform == "darwin":
+        return ("libonnxruntime.",)  # libonnxruntime.1.31.1.dylib
+    return ("libonnxruntime.so",)
+
+
+def wanted(member):
+    """Keep the runtime and the provider libraries that ship with it."""
+    if "/capi/" not in member:
+        return False
+    base = member.rsplit("/", 1)[-1]
+    if "pybind" in base:
+        return False
+    if base.startswith("libonnxruntime") or base.startswith("onnxruntime") or base == "DirectML.dll":
+        return base.endswith((".so", ".dll", ".dylib")) or ".so." in base
+    return False
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dest", required=True, help="folder that receives the libraries")
+    ap.add_argument("--package", default=DEFAULT_PACKAGE,
+                    help="onnxruntime (CPU), onnxruntime-gpu (CUDA/TensorRT), onnxruntime-directml (Windows)")
+    ap.add_argument("--version", default=DEFAULT_VERSION)
+    args = ap.parse_args()
+
+    dest = os.path.abspath(args.dest)
+    stamp = os.path.join(dest, f".{args.package}-{args.version}")
+    main_lib = None
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            main_lib = f.read().strip()
+        if os.path.exists(main_lib):
+            print(main_lib)
+            return 0
+
+    os.makedirs(dest, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "-d", tmp, f"{args.package}=={args.version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            print(f"fetch_onnxruntime: pip could not download {args.package}=={args.version}", file=sys.stderr)
+            return 1
+        wheels = glob.glob(os.path.join(tmp, "*.whl"))
+        if not wheels:
+            print("fetch_onnxruntime: pip produced no wheel", file=sys.stderr)
+            return 1
+        prefix = library_pattern()
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            for member in wheel.namelist():
+                if not wanted(member):
+                    continue
+                base = member.rsplit("/", 1)[-1]
+                target = os.path.join(dest, base)
+                with wheel.open(member) as src, open(target + ".part", "wb") as out:
+                    shutil.copyfileobj(src, out)
+                os.replace(target + ".part", target)
+                if base.startswith(prefix) and "providers" not in base and main_lib is None:
+                    main_lib = target
+    if main_lib is None:
+        print("fetch_onnxruntime: the wheel holds no ONNX Runtime library for this platform", file=sys.stderr)
+        return 1
+    with open(stamp, "w") as f:
+        f.write(main_lib)
+    print(main_lib)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
