@@ -1,0 +1,186 @@
+//! The panic boundary, the thread-local last error, and argument helpers.
+//!
+//! Three macros wrap every export:
+//! - `boundary!` for calls returning `kiln_status`,
+//! - `boundary_void!` for `*_free`/`*_destroy` style calls,
+//! - `boundary_value!(default, ..)` for plain getters.
+//!
+//! None lets a panic unwind into the host; a caught panic becomes
+//! `KILN_STATUS_INTERNAL` (or the documented default).
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+
+use super::status::kiln_status;
+use crate::error::{Error, ErrorKind, Result};
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+pub(crate) fn set_last_error(message: &str) {
+    LAST_ERROR.with(|e| {
+        let mut e = e.borrow_mut();
+        e.clear();
+        e.push_str(message);
+    });
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error (caught panic): {what}")
+}
+
+/// Runs `body`, records the error message, and converts to a status.
+pub(crate) fn run_status(body: impl FnOnce() -> Result<()>) -> kiln_status {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(())) => {
+            set_last_error("");
+            kiln_status::Ok
+        }
+        Ok(Err(e)) => {
+            set_last_error(e.message());
+            e.kind().into()
+        }
+        Err(panic) => {
+            set_last_error(&panic_message(&panic));
+            kiln_status::Internal
+        }
+    }
+}
+
+/// Wraps a body returning `Result<()>` into a `kiln_status` export.
+macro_rules! boundary {
+    ($body:block) => {
+        $crate::ffi::boundary::run_status(move || -> $crate::error::Result<()> { $body })
+    };
+}
+
+/// Wraps a body with no result (free/destroy); panics are swallowed.
+macro_rules! boundary_void {
+    ($body:block) => {{
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || $body));
+    }};
+}
+
+/// Wraps a getter; a panic returns `$default`.
+macro_rules! boundary_value {
+    ($default:expr, $body:block) => {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || $body)).unwrap_or($default)
+    };
+}
+
+/// A required pointer argument.
+pub(crate) fn non_null<T>(p: *const T, name: &str) -> Result<()> {
+    if p.is_null() {
+        Err(Error::new(ErrorKind::NullArgument, format!("`{name}` is NULL")))
+    } else {
+        Ok(())
+    }
+}
+
+/// A required UTF-8 C string argument.
+///
+/// # Safety
+/// `p` must be NULL or point to a NUL-terminated string.
+pub(crate) unsafe fn utf8_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str> {
+    non_null(p, name)?;
+    // SAFETY: non-null and NUL-terminated per the caller's contract.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|e| Error::new(ErrorKind::InvalidUtf8, format!("`{name}` is not valid UTF-8 ({e})")))
+}
+
+/// An optional UTF-8 C string argument (NULL = `None`).
+///
+/// # Safety
+/// As [`utf8_arg`].
+pub(crate) unsafe fn utf8_opt<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        unsafe { utf8_arg(p, name) }.map(Some)
+    }
+}
+
+/// Copies `text` into a caller buffer with the size-query convention used by
+/// every string getter: `*len_out` receives the length in bytes without the
+/// terminating NUL; `buf == NULL` is a pure size query; a buffer shorter than
+/// `len + 1` gets a truncated, NUL-terminated copy and `BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// `buf` must be NULL or valid for `buf_len` bytes; `len_out` NULL or valid.
+pub(crate) unsafe fn write_string(text: &str, buf: *mut c_char, buf_len: usize, len_out: *mut usize) -> Result<()> {
+    let bytes = text.as_bytes();
+    if !len_out.is_null() {
+        // SAFETY: checked non-null; caller guarantees it is writable.
+        unsafe { *len_out = bytes.len() };
+    }
+    if buf.is_null() {
+        return Ok(());
+    }
+    if buf_len == 0 {
+        return Err(Error::new(ErrorKind::BufferTooSmall, format!("buffer of 0 bytes; need {}", bytes.len() + 1)));
+    }
+    let n = bytes.len().min(buf_len - 1);
+    // SAFETY: buf is valid for buf_len bytes and n < buf_len.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
+        *buf.add(n) = 0;
+    }
+    if n < bytes.len() {
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!("buffer of {buf_len} bytes; need {}", bytes.len() + 1),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a versioned options struct whose first field is `uint32_t struct_size`.
+/// Sizes between `min_size` (the first published layout) and `size_of::<T>()`
+/// are accepted; fields past `struct_size` keep the values from `defaults`.
+///
+/// # Safety
+/// `p` must be NULL or point to at least `struct_size` readable bytes.
+pub(crate) unsafe fn read_versioned<T: Copy>(p: *const T, defaults: T, min_size: usize, name: &str) -> Result<T> {
+    non_null(p, name)?;
+    // SAFETY: every versioned struct starts with a u32 size.
+    let size = unsafe { *(p as *const u32) } as usize;
+    let max = std::mem::size_of::<T>();
+    if size < min_size || size > max {
+        return Err(Error::new(
+            ErrorKind::StructSizeMismatch,
+            format!("`{name}->struct_size` is {size}; this library accepts {min_size}..={max} (call the matching *_init first)"),
+        ));
+    }
+    let mut out = defaults;
+    // SAFETY: copying `size` bytes that the caller promised are readable into a
+    // value of at least that size; T is plain old data (Copy, repr(C)).
+    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, size) };
+    Ok(out)
+}
+
+/// Copies the calling thread's last error message into `buf` (see the string
+/// convention in the header). The message describes the most recent failed
+/// call on this thread and is empty after a successful one. This call does not
+/// change it.
+///
+/// Returns `KILN_STATUS_OK`, or `KILN_STATUS_BUFFER_TOO_SMALL` after writing a
+/// truncated message.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_last_error_message(buf: *mut c_char, buf_len: usize, len_out: *mut usize) -> kiln_status {
+    boundary_value!(kiln_status::Internal, {
+        LAST_ERROR.with(|e| {
+            let text = e.borrow().clone();
+            // SAFETY: forwarded caller contract.
+            match unsafe { write_string(&text, buf, buf_len, len_out) } {
+                Ok(()) => kiln_status::Ok,
+                Err(err) => err.kind().into(),
+            }
+        })
+    })
+}

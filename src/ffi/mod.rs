@@ -1,0 +1,19 @@
+//! The C ABI: the only module with `#[no_mangle]`. `include/kiln.h` is generated
+//! from these files by cbindgen (see `tests/header.rs`).
+//!
+//! Every exported function runs inside one of the boundary macros of
+//! [`boundary`], which catch panics and turn errors into a `kiln_status` plus a
+//! thread-local message; a test checks that none is missing.
+#![allow(non_camel_case_types)]
+
+#[macro_use]
+mod boundary;
+mod handles;
+pub mod image;
+pub mod model;
+pub mod runtime;
+pub mod status;
+pub mod version;
+
+pub use self::boundary::kiln_last_error_message;
+pub use self::status::kiln_status;

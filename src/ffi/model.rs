@@ -1,0 +1,300 @@
+//! `kiln_model`: a loaded Stable Diffusion export, and generation from it.
+use std::ffi::c_char;
+use std::path::Path;
+
+use super::boundary::{non_null, read_versioned, utf8_arg, utf8_opt};
+use super::handles::{self, Handle};
+use super::image::kiln_image;
+use super::runtime::kiln_runtime;
+use super::status::kiln_status;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::Model;
+use crate::pipeline::{GenerateRequest, InitialNoise};
+use crate::scheduler::SchedulerKind;
+
+/// A loaded model. Internally synchronized: several threads may generate from
+/// one model at once (its graphs run one call at a time). Do not free it while
+/// a call on it is in progress on another thread.
+pub struct kiln_model {
+    _private: [u8; 0],
+}
+
+impl Handle for kiln_model {
+    type Target = Model;
+    const NAME: &'static str = "model";
+}
+
+/// Schedulers; the value goes in `kiln_generate_options.scheduler`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_scheduler {
+    /// The one the model's `scheduler_config.json` names, if Kiln has it; else Euler.
+    Default = 0,
+    /// diffusers `DDIMScheduler` (eta = 0).
+    Ddim = 1,
+    /// diffusers `EulerDiscreteScheduler`.
+    Euler = 2,
+}
+
+/// Facts about a loaded model, filled by `kiln_model_get_info`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct kiln_model_info {
+    /// Set by the caller to `sizeof(kiln_model_info)` before the call.
+    pub struct_size: u32,
+    /// Native width and height in pixels (used when a request gives 0).
+    pub default_size: u32,
+    /// Width and height must be multiples of this.
+    pub size_multiple: u32,
+    /// Latent channels (4 for SD 1.x/2.x).
+    pub latent_channels: u32,
+    /// Pixels per latent pixel (8 for SD).
+    pub vae_downsampling: u32,
+    /// Width of the text embeddings (768 for SD 1.x).
+    pub embedding_dim: u32,
+    /// 1 if the export has a VAE encoder (img2img), else 0.
+    pub has_vae_encoder: u32,
+}
+
+/// One text-to-image request. Fill with `kiln_generate_options_init`, then set
+/// at least `prompt`. Strings and arrays are borrowed for the call only.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kiln_generate_options {
+    /// `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
+    pub struct_size: u32,
+    /// Width in pixels; 0 = the model's native size.
+    pub width: u32,
+    /// Height in pixels; 0 = the model's native size.
+    pub height: u32,
+    /// Denoising steps; 0 = 20.
+    pub steps: u32,
+    /// Classifier-free guidance scale; ≤ 1 skips the unconditional pass. Default 7.5.
+    pub guidance_scale: f32,
+    /// A `kiln_scheduler` value. Default `KILN_SCHEDULER_DEFAULT`.
+    pub scheduler: u32,
+    /// Seed of Kiln's portable noise (same seed, same image on every platform).
+    pub seed: u64,
+    /// UTF-8 prompt, required (may be empty).
+    pub prompt: *const c_char,
+    /// UTF-8 negative prompt, or NULL for none.
+    pub negative_prompt: *const c_char,
+    /// Optional exact initial latents, float32 NCHW `[1, C, height/8, width/8]`,
+    /// used as diffusers' `latents=` argument. NULL = seeded noise.
+    pub initial_noise: *const f32,
+    /// Number of floats at `initial_noise`.
+    pub initial_noise_len: usize,
+}
+
+const GENERATE_OPTIONS_V1: usize = std::mem::size_of::<kiln_generate_options>();
+
+fn default_generate_options() -> kiln_generate_options {
+    kiln_generate_options {
+        struct_size: GENERATE_OPTIONS_V1 as u32,
+        width: 0,
+        height: 0,
+        steps: 20,
+        guidance_scale: 7.5,
+        scheduler: kiln_scheduler::Default as u32,
+        seed: 0,
+        prompt: std::ptr::null(),
+        negative_prompt: std::ptr::null(),
+        initial_noise: std::ptr::null(),
+        initial_noise_len: 0,
+    }
+}
+
+/// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_generate_options_init(options: *mut kiln_generate_options) {
+    boundary_void!({
+        if !options.is_null() {
+            // SAFETY: non-null; the caller passes a writable struct.
+            unsafe { options.write(default_generate_options()) };
+        }
+    })
+}
+
+/// Loads a model folder in the diffusers/optimum ONNX layout (`model_index.json`,
+/// `text_encoder/`, `unet/`, `vae_decoder/`, `tokenizer/`, `scheduler/`).
+///
+/// `model_dir` is a UTF-8 path. On failure `*model_out` is NULL and the message
+/// names the missing or malformed file. Errors: NULL_ARGUMENT, INVALID_UTF8,
+/// MODEL_NOT_FOUND, MODEL_INVALID, UNSUPPORTED, IO, INFERENCE_FAILED.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_load(
+    runtime: *const kiln_runtime,
+    model_dir: *const c_char,
+    model_out: *mut *mut kiln_model,
+) -> kiln_status {
+    boundary!({
+        non_null(model_out, "model_out")?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
+        // SAFETY: NULL or a live handle; NUL-terminated string.
+        let rt = unsafe { handles::borrow(runtime)? };
+        let dir = unsafe { utf8_arg(model_dir, "model_dir")? };
+        let model = Model::load(rt, Path::new(dir))?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
+        Ok(())
+    })
+}
+
+/// Frees a model. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_free(model: *mut kiln_model) {
+    boundary_void!({
+        // SAFETY: NULL or a handle from kiln_model_load.
+        unsafe { handles::free(model) }
+    })
+}
+
+/// Fills `*info_out` (whose `struct_size` the caller sets first).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out: *mut kiln_model_info) -> kiln_status {
+    boundary!({
+        // SAFETY: NULL or a live handle.
+        let m = unsafe { handles::borrow(model)? };
+        non_null(info_out, "info_out")?;
+        // SAFETY: non-null; struct_size is the first field.
+        let size = unsafe { (*info_out).struct_size } as usize;
+        let ours = std::mem::size_of::<kiln_model_info>();
+        if size < 8 || size > ours {
+            return Err(Error::new(
+                ErrorKind::StructSizeMismatch,
+                format!("`info_out->struct_size` is {size}; this library writes at most {ours} bytes"),
+            ));
+        }
+        let i = m.info();
+        let info = kiln_model_info {
+            struct_size: size as u32,
+            default_size: i.default_size as u32,
+            size_multiple: i.size_multiple as u32,
+            latent_channels: i.latent_channels as u32,
+            vae_downsampling: i.vae_downsampling as u32,
+            embedding_dim: i.embedding_dim as u32,
+            has_vae_encoder: i.has_vae_encoder as u32,
+        };
+        // SAFETY: the caller's struct has `size` writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(&info as *const _ as *const u8, info_out as *mut u8, size) };
+        Ok(())
+    })
+}
+
+/// Converts the C request to the Rust one, validating every field.
+unsafe fn request_from(options: *const kiln_generate_options) -> Result<GenerateRequest> {
+    // SAFETY: caller passes a struct of at least struct_size bytes.
+    let o = unsafe { read_versioned(options, default_generate_options(), GENERATE_OPTIONS_V1, "options")? };
+    // SAFETY: NUL-terminated strings per the header.
+    let prompt = unsafe { utf8_arg(o.prompt, "options->prompt")? };
+    let negative = unsafe { utf8_opt(o.negative_prompt, "options->negative_prompt")? }.unwrap_or("");
+    let scheduler = match o.scheduler {
+        0 => SchedulerKind::Default,
+        1 => SchedulerKind::Ddim,
+        2 => SchedulerKind::Euler,
+        other => return Err(Error::invalid(format!("options->scheduler {other} is not a kiln_scheduler"))),
+    };
+    let initial_noise = if o.initial_noise.is_null() {
+        if o.initial_noise_len != 0 {
+            return Err(Error::new(ErrorKind::NullArgument, "`options->initial_noise` is NULL but its length is not 0"));
+        }
+        None
+    } else {
+        const MAX_NOISE: usize = 1 << 28;
+        if o.initial_noise_len == 0 || o.initial_noise_len > MAX_NOISE {
+            return Err(Error::new(ErrorKind::InvalidSize, format!("options->initial_noise_len {} is not usable", o.initial_noise_len)));
+        }
+        // SAFETY: the caller guarantees initial_noise_len readable floats.
+        let data = unsafe { std::slice::from_raw_parts(o.initial_noise, o.initial_noise_len) }.to_vec();
+        Some(data)
+    };
+    Ok(GenerateRequest {
+        prompt: prompt.to_string(),
+        negative_prompt: negative.to_string(),
+        width: o.width as usize,
+        height: o.height as usize,
+        steps: if o.steps == 0 { 20 } else { o.steps as usize },
+        guidance_scale: o.guidance_scale,
+        seed: o.seed,
+        scheduler,
+        // The shape is completed once the model's latent size is known.
+        initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
+    })
+}
+
+/// Completes the initial-noise shape from the model and the request size.
+fn finish_request(model: &Model, mut request: GenerateRequest) -> GenerateRequest {
+    if let Some(noise) = request.initial_noise.as_mut() {
+        let info = model.info();
+        let w = if request.width == 0 { info.default_size } else { request.width };
+        let h = if request.height == 0 { info.default_size } else { request.height };
+        let f = info.vae_downsampling.max(1);
+        let expected = [1, info.latent_channels, h / f, w / f];
+        // A length mismatch is reported by the pipeline with both shapes.
+        noise.shape = if noise.data.len() == expected.iter().product::<usize>() { expected } else { [0, 0, 0, noise.data.len()] };
+    }
+    request
+}
+
+/// Generates an image into a new Kiln-owned `kiln_image` (RGBA8, alpha 255).
+/// Blocks the calling thread until done. On failure `*image_out` is NULL.
+/// Errors: NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT,
+/// INVALID_SIZE, UNSUPPORTED, INFERENCE_FAILED.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_generate(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    image_out: *mut *mut kiln_image,
+) -> kiln_status {
+    boundary!({
+        non_null(image_out, "image_out")?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
+        // SAFETY: NULL or a live handle; options per the header.
+        let m = unsafe { handles::borrow(model)? };
+        let request = finish_request(m, unsafe { request_from(options)? });
+        let image = m.generate(&request)?.to_rgba8();
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
+        Ok(())
+    })
+}
+
+/// Generates an image straight into a caller buffer: RGBA8, each row
+/// `row_pitch` bytes after the previous (0 = `width * 4`). The buffer must hold
+/// `row_pitch * (height - 1) + width * 4` bytes; this is checked before any work.
+/// Bytes between rows are not touched.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_generate_into(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    pixels_out: *mut u8,
+    pixels_len: usize,
+    row_pitch: usize,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: NULL or a live handle; options per the header.
+        let m = unsafe { handles::borrow(model)? };
+        non_null(pixels_out, "pixels_out")?;
+        let request = finish_request(m, unsafe { request_from(options)? });
+        let info = m.info();
+        let w = if request.width == 0 { info.default_size } else { request.width };
+        let h = if request.height == 0 { info.default_size } else { request.height };
+        let pitch = if row_pitch == 0 { w * 4 } else { row_pitch };
+        if pitch < w * 4 {
+            return Err(Error::invalid(format!("row_pitch {pitch} is smaller than one row ({} bytes)", w * 4)));
+        }
+        let need = pitch * (h.max(1) - 1) + w * 4;
+        if pixels_len < need {
+            return Err(Error::new(
+                ErrorKind::BufferTooSmall,
+                format!("pixels_len is {pixels_len}; a {w}x{h} RGBA8 image with row pitch {pitch} needs {need}"),
+            ));
+        }
+        let image = m.generate(&request)?.to_rgba8();
+        // SAFETY: the caller guarantees pixels_len writable bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(pixels_out, pixels_len) };
+        image.copy_to(dst, pitch)
+    })
+}

@@ -1,0 +1,201 @@
+//! `kiln_runtime`: the loaded ONNX Runtime and Kiln's settings for it.
+use std::ffi::{c_char, c_void};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::boundary::{non_null, read_versioned, utf8_opt, write_string};
+use super::handles::{self, Handle};
+use super::status::kiln_status;
+use crate::error::Error;
+use crate::runtime::{LogLevel, Runtime, RuntimeOptions};
+
+/// A loaded ONNX Runtime plus settings. Thread-safe: any thread may load models
+/// from it concurrently. Destroy it with `kiln_runtime_destroy`; models loaded
+/// from it keep what they need alive, so the order of destruction is free.
+pub struct kiln_runtime {
+    _private: [u8; 0],
+}
+
+impl Handle for kiln_runtime {
+    type Target = Runtime;
+    const NAME: &'static str = "runtime";
+}
+
+/// Severity of a log line.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_log_level {
+    /// Step-by-step detail, including ONNX Runtime's informational output.
+    Debug = 0,
+    /// Normal events: runtime loaded, model loaded.
+    Info = 1,
+    /// Something degraded but the call went on.
+    Warning = 2,
+    /// A call failed.
+    Error = 3,
+}
+
+/// Receives log lines. `message` is UTF-8, `message_len` bytes long (also
+/// NUL-terminated), and valid only during the call. Called on whichever thread
+/// is doing the work that logs (the caller's thread for synchronous calls);
+/// it must be thread-safe if the runtime is used from several threads.
+pub type kiln_log_fn =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, level: u32, message: *const c_char, message_len: usize)>;
+
+/// Options for `kiln_runtime_create`. Fill with `kiln_runtime_options_init`;
+/// fields are only ever appended, and `struct_size` tells which exist.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kiln_runtime_options {
+    /// `sizeof(kiln_runtime_options)`, set by `kiln_runtime_options_init`.
+    pub struct_size: u32,
+    /// Threads one graph may use; 0 = all cores but one (at least one).
+    pub intra_op_threads: u32,
+    /// Threads running independent graph branches; 0 = 1.
+    pub inter_op_threads: u32,
+    /// Non-zero lets ONNX Runtime's threads spin while idle (faster on an idle
+    /// machine, steals cycles from a game). Default 0.
+    pub allow_spinning: u32,
+    /// UTF-8 path of the ONNX Runtime library, or NULL to search:
+    /// `ORT_DYLIB_PATH`, the folder holding libkiln, then the copy fetched by
+    /// the project's setup. Copied during the call.
+    pub onnxruntime_path: *const c_char,
+    /// Log sink, or NULL for none.
+    pub log_callback: kiln_log_fn,
+    /// Passed as the first argument of `log_callback`.
+    pub log_user_data: *mut c_void,
+    /// Least severe `kiln_log_level` delivered. Default `KILN_LOG_LEVEL_INFO`.
+    pub log_level: u32,
+}
+
+const RUNTIME_OPTIONS_V1: usize = std::mem::size_of::<kiln_runtime_options>();
+
+fn default_runtime_options() -> kiln_runtime_options {
+    kiln_runtime_options {
+        struct_size: RUNTIME_OPTIONS_V1 as u32,
+        intra_op_threads: 0,
+        inter_op_threads: 0,
+        allow_spinning: 0,
+        onnxruntime_path: std::ptr::null(),
+        log_callback: None,
+        log_user_data: std::ptr::null_mut(),
+        log_level: kiln_log_level::Info as u32,
+    }
+}
+
+/// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_runtime_options_init(options: *mut kiln_runtime_options) {
+    boundary_void!({
+        if !options.is_null() {
+            // SAFETY: non-null; the caller passes a writable struct.
+            unsafe { options.write(default_runtime_options()) };
+        }
+    })
+}
+
+struct UserData(*mut c_void);
+// SAFETY: the header makes thread-safety of user_data the caller's contract.
+unsafe impl Send for UserData {}
+unsafe impl Sync for UserData {}
+
+/// Loads ONNX Runtime (once per process) and creates a runtime.
+///
+/// `options` may be NULL for defaults. On success `*runtime_out` receives a
+/// handle to destroy with `kiln_runtime_destroy`; on failure it is set to NULL
+/// and `kiln_last_error_message` lists every library path tried.
+/// Errors: NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT,
+/// RUNTIME_LOAD_FAILED (including asking for a different library than the one
+/// this process already loaded).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_runtime_create(
+    options: *const kiln_runtime_options,
+    runtime_out: *mut *mut kiln_runtime,
+) -> kiln_status {
+    boundary!({
+        non_null(runtime_out, "runtime_out")?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(runtime_out, std::ptr::null_mut()) };
+        let o = if options.is_null() {
+            default_runtime_options()
+        } else {
+            // SAFETY: caller passes a struct of at least struct_size bytes.
+            unsafe { read_versioned(options, default_runtime_options(), RUNTIME_OPTIONS_V1, "options")? }
+        };
+        // SAFETY: NUL-terminated per the header.
+        let path = unsafe { utf8_opt(o.onnxruntime_path, "options->onnxruntime_path")? };
+        let log_level = match o.log_level {
+            0 => LogLevel::Debug,
+            1 => LogLevel::Info,
+            2 => LogLevel::Warning,
+            3 => LogLevel::Error,
+            other => return Err(Error::invalid(format!("options->log_level {other} is not a kiln_log_level"))),
+        };
+        let log = o.log_callback.map(|cb| {
+            let user = UserData(o.log_user_data);
+            Arc::new(move |level: LogLevel, text: &str| {
+                let mut bytes = Vec::with_capacity(text.len() + 1);
+                bytes.extend_from_slice(text.as_bytes());
+                bytes.push(0);
+                let u = &user;
+                // SAFETY: the callback contract is the caller's.
+                unsafe { cb(u.0, level as u32, bytes.as_ptr().cast(), text.len()) };
+            }) as crate::runtime::LogCallback
+        });
+        let runtime = Runtime::new(&RuntimeOptions {
+            onnxruntime_path: path.map(PathBuf::from),
+            intra_op_threads: o.intra_op_threads as usize,
+            inter_op_threads: o.inter_op_threads as usize,
+            allow_spinning: o.allow_spinning != 0,
+            log,
+            log_level,
+        })?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(runtime_out, handles::into_raw::<kiln_runtime>(runtime)) };
+        Ok(())
+    })
+}
+
+/// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_runtime_destroy(runtime: *mut kiln_runtime) {
+    boundary_void!({
+        // SAFETY: NULL or a handle from kiln_runtime_create.
+        unsafe { handles::free(runtime) }
+    })
+}
+
+/// Copies the loaded ONNX Runtime's version (e.g. "1.31.1") into `buf` (string
+/// convention: see `kiln_last_error_message`).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_runtime_onnxruntime_version(
+    runtime: *const kiln_runtime,
+    buf: *mut c_char,
+    buf_len: usize,
+    len_out: *mut usize,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: NULL or a live handle.
+        let rt = unsafe { handles::borrow(runtime)? };
+        // SAFETY: forwarded caller contract.
+        unsafe { write_string(rt.onnxruntime_version(), buf, buf_len, len_out) }
+    })
+}
+
+/// Copies the path ONNX Runtime was loaded from into `buf` (string convention:
+/// see `kiln_last_error_message`).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_runtime_onnxruntime_path(
+    runtime: *const kiln_runtime,
+    buf: *mut c_char,
+    buf_len: usize,
+    len_out: *mut usize,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: NULL or a live handle.
+        let rt = unsafe { handles::borrow(runtime)? };
+        let path = rt.onnxruntime_path().to_string_lossy().into_owned();
+        // SAFETY: forwarded caller contract.
+        unsafe { write_string(&path, buf, buf_len, len_out) }
+    })
+}

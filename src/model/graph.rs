@@ -1,0 +1,219 @@
+//! One ONNX graph in a session, described by what the session reports.
+//!
+//! Exports differ (optimum: rank-0 float `timestep`, int64 `input_ids`; legacy
+//! diffusers script: int64 `[batch]` timestep, int32 `input_ids`; fp16 graphs), so
+//! Kiln never assumes a dtype or rank: it reads them here and converts at the
+//! boundary.
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use ort::session::{RunOptions, Session};
+use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use parking_lot::Mutex;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::{LogLevel, Runtime};
+
+/// Name, element type and shape (-1 = dynamic) of one graph input or output.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    /// The tensor's name in the graph.
+    pub name: String,
+    /// Element type.
+    pub ty: TensorElementType,
+    /// Dimensions; -1 where the graph leaves it dynamic.
+    pub shape: Vec<i64>,
+}
+
+/// Data handed to a graph; converted to the input's declared element type.
+pub enum GraphInput {
+    /// Floating-point data (sent as f32, f16 or f64).
+    Float(ArrayD<f32>),
+    /// Integer data (sent as i64 or i32).
+    Int(ArrayD<i64>),
+}
+
+/// A loaded graph. `run` is serialized per graph because ORT sessions are not
+/// safe to run concurrently from several threads through `ort`.
+pub struct Graph {
+    /// Which component this is (`unet`, ...), for messages.
+    pub name: &'static str,
+    /// Inputs, in graph order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in graph order.
+    pub outputs: Vec<TensorSpec>,
+    session: Mutex<Session>,
+}
+
+impl Graph {
+    /// Creates a session for `path` with the runtime's settings.
+    pub fn load(runtime: &Runtime, name: &'static str, path: &Path) -> Result<Self> {
+        let rt = &runtime.inner;
+        let fail = |e: ort::Error| {
+            let text = e.to_string();
+            let kind = if text.contains("Protobuf parsing failed") || text.contains("INVALID_PROTOBUF") || text.contains("Load model") {
+                ErrorKind::ModelInvalid
+            } else {
+                ErrorKind::Inference
+            };
+            Error::new(kind, format!("cannot load {name} graph {}: {text}", path.display()))
+        };
+        let logger = runtime.logger().clone();
+        let ort_logger: ort::logging::LoggerFunction = std::sync::Arc::new(move |level, _category, _id, _loc, msg| {
+            let level = match level {
+                ort::logging::LogLevel::Verbose | ort::logging::LogLevel::Info => LogLevel::Debug,
+                ort::logging::LogLevel::Warning => LogLevel::Warning,
+                _ => LogLevel::Error,
+            };
+            logger.log(level, &format!("onnxruntime: {msg}"));
+        });
+        let session = Session::builder(&rt.environment)
+            .map_err(fail)?
+            .with_intra_threads(rt.intra_op_threads)
+            .map_err(|e| fail(e.into()))?
+            .with_inter_threads(rt.inter_op_threads)
+            .map_err(|e| fail(e.into()))?
+            .with_intra_op_spinning(rt.allow_spinning)
+            .map_err(|e| fail(e.into()))?
+            .with_inter_op_spinning(rt.allow_spinning)
+            .map_err(|e| fail(e.into()))?
+            .with_logger(ort_logger)
+            .map_err(|e| fail(e.into()))?
+            .with_log_level(ort::logging::LogLevel::Warning)
+            .map_err(|e| fail(e.into()))?
+            .commit_from_file(path)
+            .map_err(fail)?;
+        let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
+            outlets
+                .iter()
+                .map(|o| match o.dtype() {
+                    ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+                        name: o.name().to_string(),
+                        ty: *ty,
+                        shape: shape.iter().copied().collect(),
+                    }),
+                    other => Err(Error::model(format!(
+                        "{name} graph: `{}` is {other:?}, expected a tensor",
+                        o.name()
+                    ))),
+                })
+                .collect()
+        };
+        let inputs = spec(session.inputs())?;
+        let outputs = spec(session.outputs())?;
+        Ok(Self { name, inputs, outputs, session: Mutex::new(session) })
+    }
+
+    /// Finds an input by any of `names`, or by rank when `rank` is given.
+    pub fn find_input(&self, names: &[&str], rank: Option<usize>) -> Option<&TensorSpec> {
+        self.inputs
+            .iter()
+            .find(|s| names.contains(&s.name.as_str()))
+            .or_else(|| rank.and_then(|r| self.inputs.iter().find(|s| s.shape.len() == r)))
+    }
+
+    /// Finds an output by any of `names`, else the first output.
+    pub fn find_output(&self, names: &[&str]) -> Option<&TensorSpec> {
+        self.outputs
+            .iter()
+            .find(|s| names.contains(&s.name.as_str()))
+            .or_else(|| self.outputs.first())
+    }
+
+    /// Runs the graph. Inputs are converted to the declared element types; the
+    /// named output comes back as f32.
+    pub fn run(&self, inputs: Vec<(&TensorSpec, GraphInput)>, output: &str, options: Option<&RunOptions>) -> Result<ArrayD<f32>> {
+        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        for (spec, data) in inputs {
+            values.push((spec.name.clone(), self.to_value(spec, data)?));
+        }
+        let mut session = self.session.lock();
+        let outputs = match options {
+            Some(o) => session.run_with_options(values, o),
+            None => session.run(values),
+        }
+        .map_err(|e| Error::inference(self.name, e))?;
+        let value = outputs
+            .get(output)
+            .ok_or_else(|| Error::model(format!("{} graph produced no output `{output}`", self.name)))?;
+        to_f32(self.name, output, value)
+    }
+
+    fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<DynValue> {
+        let wrong = |what: &str| {
+            Error::model(format!(
+                "{} graph input `{}` has element type {:?}; Kiln cannot feed it {what}",
+                self.name, spec.name, spec.ty
+            ))
+        };
+        let value: DynValue = match data {
+            GraphInput::Float(a) => {
+                let shape = shape_of(&a);
+                let data: Vec<f32> = a.into_iter().collect();
+                match spec.ty {
+                    TensorElementType::Float32 => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
+                    TensorElementType::Float16 => {
+                        let data: Vec<half::f16> = data.into_iter().map(half::f16::from_f32).collect();
+                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                    }
+                    TensorElementType::Float64 => {
+                        let data: Vec<f64> = data.into_iter().map(f64::from).collect();
+                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                    }
+                    // Legacy exports take an integer timestep; diffusers casts with numpy (truncation).
+                    TensorElementType::Int64 => {
+                        let data: Vec<i64> = data.into_iter().map(|x| x as i64).collect();
+                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                    }
+                    TensorElementType::Int32 => {
+                        let data: Vec<i32> = data.into_iter().map(|x| x as i32).collect();
+                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                    }
+                    _ => return Err(wrong("floating-point data")),
+                }
+            }
+            GraphInput::Int(a) => {
+                let shape = shape_of(&a);
+                let data: Vec<i64> = a.into_iter().collect();
+                match spec.ty {
+                    TensorElementType::Int64 => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
+                    TensorElementType::Int32 => {
+                        let data: Vec<i32> = data.into_iter().map(|x| x as i32).collect();
+                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                    }
+                    _ => return Err(wrong("integer data")),
+                }
+            }
+        }
+        .map_err(|e| Error::internal(format!("cannot make a tensor for {}: {e}", spec.name)))?;
+        Ok(value)
+    }
+}
+
+fn shape_of<T>(a: &ArrayD<T>) -> Vec<i64> {
+    a.shape().iter().map(|&d| d as i64).collect()
+}
+
+fn to_f32(graph: &str, name: &str, value: &DynValue) -> Result<ArrayD<f32>> {
+    let bad = |e: ort::Error| Error::model(format!("{graph} graph output `{name}`: {e}"));
+    let ty = match value.dtype() {
+        ValueType::Tensor { ty, .. } => *ty,
+        other => return Err(Error::model(format!("{graph} graph output `{name}` is {other:?}, not a tensor"))),
+    };
+    let (shape, data): (Vec<usize>, Vec<f32>) = match ty {
+        TensorElementType::Float32 => {
+            let (s, d) = value.try_extract_tensor::<f32>().map_err(bad)?;
+            (s.iter().map(|&x| x as usize).collect(), d.to_vec())
+        }
+        TensorElementType::Float16 => {
+            let (s, d) = value.try_extract_tensor::<half::f16>().map_err(bad)?;
+            (s.iter().map(|&x| x as usize).collect(), d.iter().map(|x| x.to_f32()).collect())
+        }
+        TensorElementType::Float64 => {
+            let (s, d) = value.try_extract_tensor::<f64>().map_err(bad)?;
+            (s.iter().map(|&x| x as usize).collect(), d.iter().map(|&x| x as f32).collect())
+        }
+        other => return Err(Error::model(format!("{graph} graph output `{name}` has element type {other:?}"))),
+    };
+    ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| Error::internal(format!("{graph}: {e}")))
+}

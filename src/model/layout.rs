@@ -1,0 +1,201 @@
+//! The folder layout the diffusers/optimum ONNX exporter writes, and its configs.
+//!
+//! ```text
+//! model_index.json
+//! text_encoder/model.onnx   text_encoder/config.json
+//! unet/model.onnx           unet/config.json
+//! vae_decoder/model.onnx    vae_decoder/config.json
+//! vae_encoder/model.onnx    (optional, img2img)
+//! tokenizer/vocab.json + merges.txt (or tokenizer.json), tokenizer_config.json
+//! scheduler/scheduler_config.json
+//! ```
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Paths and parsed configs of a model folder.
+#[derive(Debug, Clone)]
+pub struct ModelLayout {
+    /// The model folder.
+    pub root: PathBuf,
+    /// `text_encoder/model.onnx`.
+    pub text_encoder: PathBuf,
+    /// `unet/model.onnx`.
+    pub unet: PathBuf,
+    /// `vae_decoder/model.onnx`.
+    pub vae_decoder: PathBuf,
+    /// `vae_encoder/model.onnx`, when the export has one.
+    pub vae_encoder: Option<PathBuf>,
+    /// `tokenizer/`.
+    pub tokenizer_dir: PathBuf,
+    /// The U-Net's config.
+    pub unet_config: UnetConfig,
+    /// The VAE's config.
+    pub vae_config: VaeConfig,
+    /// The text encoder's config.
+    pub text_config: TextConfig,
+    /// `scheduler/scheduler_config.json`, parsed later by the scheduler.
+    pub scheduler_config: Value,
+}
+
+/// What Kiln needs from `unet/config.json`.
+#[derive(Debug, Clone)]
+pub struct UnetConfig {
+    /// Latent side of the model's native resolution.
+    pub sample_size: usize,
+    /// Input channels (4, or 9 for inpainting U-Nets).
+    pub in_channels: usize,
+    /// Number of resolution levels; the U-Net halves the latent `levels - 1` times.
+    pub levels: usize,
+    /// LCM-distilled U-Nets embed the guidance scale (`timestep_cond`).
+    pub time_cond_proj_dim: Option<usize>,
+}
+
+/// What Kiln needs from the VAE's config.
+#[derive(Debug, Clone)]
+pub struct VaeConfig {
+    /// Latent channels (4 for SD 1.x/2.x).
+    pub latent_channels: usize,
+    /// Latents are multiplied by this after encoding, divided before decoding.
+    pub scaling_factor: f32,
+    /// Pixels per latent pixel along each axis (8 for SD).
+    pub downsampling: usize,
+}
+
+/// What Kiln needs from `text_encoder/config.json`.
+#[derive(Debug, Clone)]
+pub struct TextConfig {
+    /// Width of the embeddings.
+    pub hidden_size: usize,
+    /// Longest token sequence the encoder accepts.
+    pub max_position_embeddings: usize,
+}
+
+impl ModelLayout {
+    /// Reads and validates a model folder, naming the first missing or malformed file.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.is_dir() {
+            return Err(Error::new(
+                ErrorKind::ModelNotFound,
+                format!("model folder {} does not exist or is not a folder", root.display()),
+            ));
+        }
+        let index = root.join("model_index.json");
+        let index_json = read_json(&index)?;
+        if !index_json.is_object() {
+            return Err(Error::model(format!("{} is not a JSON object", index.display())));
+        }
+        let need = |rel: &str| -> Result<PathBuf> {
+            let p = root.join(rel);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::new(ErrorKind::ModelNotFound, format!("model file {} is missing", p.display())))
+            }
+        };
+        let text_encoder = need("text_encoder/model.onnx")?;
+        let unet = need("unet/model.onnx")?;
+        let vae_decoder = need("vae_decoder/model.onnx")?;
+        let vae_encoder = Some(root.join("vae_encoder/model.onnx")).filter(|p| p.is_file());
+        let tokenizer_dir = root.join("tokenizer");
+        let has_bpe = tokenizer_dir.join("vocab.json").is_file() && tokenizer_dir.join("merges.txt").is_file();
+        if !has_bpe && !tokenizer_dir.join("tokenizer.json").is_file() {
+            return Err(Error::new(
+                ErrorKind::ModelNotFound,
+                format!(
+                    "tokenizer files are missing: {} needs vocab.json and merges.txt (or tokenizer.json)",
+                    tokenizer_dir.display()
+                ),
+            ));
+        }
+        let scheduler_config = read_json(&need("scheduler/scheduler_config.json")?)?;
+
+        let unet_json = read_json(&need("unet/config.json")?)?;
+        let unet_path = root.join("unet/config.json");
+        let unet_config = UnetConfig {
+            sample_size: get_usize(&unet_json, "sample_size", &unet_path)?.unwrap_or(64),
+            in_channels: get_usize(&unet_json, "in_channels", &unet_path)?.unwrap_or(4),
+            levels: get_array_len(&unet_json, "block_out_channels", &unet_path)?.unwrap_or(4),
+            time_cond_proj_dim: get_usize(&unet_json, "time_cond_proj_dim", &unet_path)?,
+        };
+
+        // optimum writes the AutoencoderKL config beside each VAE half.
+        let vae_path = need("vae_decoder/config.json")?;
+        let vae_json = read_json(&vae_path)?;
+        let vae_levels = get_array_len(&vae_json, "block_out_channels", &vae_path)?.unwrap_or(4);
+        let vae_config = VaeConfig {
+            latent_channels: get_usize(&vae_json, "latent_channels", &vae_path)?.unwrap_or(4),
+            scaling_factor: get_f64(&vae_json, "scaling_factor", &vae_path)?.unwrap_or(0.18215) as f32,
+            downsampling: 1 << vae_levels.saturating_sub(1),
+        };
+
+        let text_path = need("text_encoder/config.json")?;
+        let text_json = read_json(&text_path)?;
+        let text_config = TextConfig {
+            hidden_size: get_usize(&text_json, "hidden_size", &text_path)?.unwrap_or(768),
+            max_position_embeddings: get_usize(&text_json, "max_position_embeddings", &text_path)?.unwrap_or(77),
+        };
+
+        Ok(Self {
+            root: root.to_path_buf(),
+            text_encoder,
+            unet,
+            vae_decoder,
+            vae_encoder,
+            tokenizer_dir,
+            unet_config,
+            vae_config,
+            text_config,
+            scheduler_config,
+        })
+    }
+
+    /// Width and height the model was trained at.
+    pub fn default_size(&self) -> usize {
+        self.unet_config.sample_size * self.vae_config.downsampling
+    }
+
+    /// Image sizes must be multiples of this.
+    pub fn size_multiple(&self) -> usize {
+        self.vae_config.downsampling * (1 << self.unet_config.levels.saturating_sub(1))
+    }
+}
+
+/// Reads a JSON file; a missing file is `ModelNotFound`, bad JSON `ModelInvalid`.
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::ModelNotFound } else { ErrorKind::Io };
+        Error::new(kind, format!("cannot read {}: {e}", path.display()))
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::model(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+fn get_usize(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| Error::model(format!("{}: `{key}` must be a non-negative integer", file.display()))),
+    }
+}
+
+fn get_f64(v: &Value, key: &str, file: &Path) -> Result<Option<f64>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| Error::model(format!("{}: `{key}` must be a number", file.display()))),
+    }
+}
+
+fn get_array_len(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) if !a.is_empty() => Ok(Some(a.len())),
+        Some(_) => Err(Error::model(format!("{}: `{key}` must be a non-empty list", file.display()))),
+    }
+}

@@ -1,0 +1,232 @@
+//! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
+pub mod graph;
+pub mod layout;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ort::value::TensorElementType;
+
+pub use self::graph::{Graph, GraphInput, TensorSpec};
+pub use self::layout::ModelLayout;
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+use crate::tokenizer::ClipTokenizer;
+
+/// How the U-Net wants its inputs, read from the session.
+#[derive(Debug, Clone)]
+pub struct UnetIo {
+    /// Latent input (`sample`).
+    pub sample: TensorSpec,
+    /// Timestep input: rank 0 (optimum) or rank 1 `[batch]` (legacy export).
+    pub timestep: TensorSpec,
+    /// Text embeddings input (`encoder_hidden_states`).
+    pub encoder_hidden_states: TensorSpec,
+    /// Guidance embedding of LCM-distilled U-Nets.
+    pub timestep_cond: Option<TensorSpec>,
+    /// Noise prediction output (`out_sample`).
+    pub output: String,
+    /// Largest batch one call may take (`None` = dynamic).
+    pub max_batch: Option<usize>,
+}
+
+/// Text encoder inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct TextEncoderIo {
+    /// Token ids input.
+    pub input_ids: TensorSpec,
+    /// Per-token embeddings output (`last_hidden_state`).
+    pub output: String,
+}
+
+/// VAE decoder inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct VaeDecoderIo {
+    /// Latent input.
+    pub latent: TensorSpec,
+    /// Image output.
+    pub output: String,
+}
+
+/// A model ready to generate. Cheap to clone; safe to share between threads
+/// (each graph runs one call at a time).
+#[derive(Clone)]
+pub struct Model {
+    pub(crate) inner: Arc<ModelInner>,
+}
+
+pub(crate) struct ModelInner {
+    pub(crate) runtime: Runtime,
+    pub(crate) layout: ModelLayout,
+    pub(crate) tokenizer: ClipTokenizer,
+    pub(crate) text_encoder: Graph,
+    pub(crate) text_io: TextEncoderIo,
+    pub(crate) unet: Graph,
+    pub(crate) unet_io: UnetIo,
+    pub(crate) vae_decoder: Graph,
+    pub(crate) vae_io: VaeDecoderIo,
+}
+
+/// Facts about a loaded model that callers commonly need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Native width and height in pixels.
+    pub default_size: usize,
+    /// Width and height must be multiples of this.
+    pub size_multiple: usize,
+    /// Latent channels.
+    pub latent_channels: usize,
+    /// Pixels per latent pixel.
+    pub vae_downsampling: usize,
+    /// Width of the text embeddings.
+    pub embedding_dim: usize,
+    /// Whether the export has a VAE encoder (needed for img2img).
+    pub has_vae_encoder: bool,
+}
+
+impl Model {
+    /// Loads a model folder in the diffusers/optimum ONNX layout.
+    pub fn load(runtime: &Runtime, dir: &Path) -> Result<Self> {
+        let layout = ModelLayout::open(dir)?;
+        let tokenizer = ClipTokenizer::from_dir(&layout.tokenizer_dir, layout.text_config.max_position_embeddings)?;
+        let text_encoder = Graph::load(runtime, "text_encoder", &layout.text_encoder)?;
+        let text_io = text_encoder_io(&text_encoder)?;
+        let unet = Graph::load(runtime, "unet", &layout.unet)?;
+        let unet_io = unet_io(&unet)?;
+        let vae_decoder = Graph::load(runtime, "vae_decoder", &layout.vae_decoder)?;
+        let vae_io = vae_decoder_io(&vae_decoder)?;
+        check_consistency(&layout, &unet_io)?;
+        runtime.logger().info(&format!(
+            "model {} loaded: {}px native, unet timestep {:?} rank {}, batch {}",
+            layout.root.display(),
+            layout.default_size(),
+            unet_io.timestep.ty,
+            unet_io.timestep.shape.len(),
+            unet_io.max_batch.map_or("dynamic".to_string(), |b| b.to_string()),
+        ));
+        Ok(Self {
+            inner: Arc::new(ModelInner {
+                runtime: runtime.clone(),
+                layout,
+                tokenizer,
+                text_encoder,
+                text_io,
+                unet,
+                unet_io,
+                vae_decoder,
+                vae_io,
+            }),
+        })
+    }
+
+    /// Sizes and channel counts of this model.
+    pub fn info(&self) -> ModelInfo {
+        let l = &self.inner.layout;
+        ModelInfo {
+            default_size: l.default_size(),
+            size_multiple: l.size_multiple(),
+            latent_channels: l.vae_config.latent_channels,
+            vae_downsampling: l.vae_config.downsampling,
+            embedding_dim: l.text_config.hidden_size,
+            has_vae_encoder: l.vae_encoder.is_some(),
+        }
+    }
+
+    /// The parsed folder layout and configs.
+    pub fn layout(&self) -> &ModelLayout {
+        &self.inner.layout
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.inner.tokenizer
+    }
+
+    /// How the U-Net takes its inputs.
+    pub fn unet_io(&self) -> &UnetIo {
+        &self.inner.unet_io
+    }
+}
+
+fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
+    let input_ids = g
+        .find_input(&["input_ids"], Some(2))
+        .cloned()
+        .ok_or_else(|| Error::model("text_encoder graph has no `input_ids` input"))?;
+    if !matches!(input_ids.ty, TensorElementType::Int32 | TensorElementType::Int64) {
+        return Err(Error::model(format!("text_encoder `input_ids` is {:?}; expected int32 or int64", input_ids.ty)));
+    }
+    let output = g
+        .find_output(&["last_hidden_state"])
+        .ok_or_else(|| Error::model("text_encoder graph has no outputs"))?
+        .name
+        .clone();
+    Ok(TextEncoderIo { input_ids, output })
+}
+
+fn unet_io(g: &Graph) -> Result<UnetIo> {
+    for unsupported in ["text_embeds", "time_ids", "added_cond_kwargs"] {
+        if g.inputs.iter().any(|s| s.name == unsupported) {
+            return Err(Error::unsupported(format!(
+                "the U-Net takes `{unsupported}`: this is an SDXL-family export, which Kiln does not run yet"
+            )));
+        }
+    }
+    let sample = g
+        .find_input(&["sample"], Some(4))
+        .cloned()
+        .ok_or_else(|| Error::model("unet graph has no rank-4 `sample` input"))?;
+    let timestep = g
+        .find_input(&["timestep", "t", "timesteps"], None)
+        .cloned()
+        .ok_or_else(|| Error::model("unet graph has no `timestep` input"))?;
+    if timestep.shape.len() > 1 {
+        return Err(Error::model(format!("unet `timestep` has rank {}; expected 0 or 1", timestep.shape.len())));
+    }
+    let encoder_hidden_states = g
+        .find_input(&["encoder_hidden_states"], Some(3))
+        .cloned()
+        .ok_or_else(|| Error::model("unet graph has no `encoder_hidden_states` input"))?;
+    let timestep_cond = g.find_input(&["timestep_cond"], None).cloned();
+    let output = g
+        .find_output(&["out_sample"])
+        .ok_or_else(|| Error::model("unet graph has no outputs"))?
+        .name
+        .clone();
+    let max_batch = match sample.shape.first() {
+        Some(&d) if d > 0 => Some(d as usize),
+        _ => None,
+    };
+    Ok(UnetIo { sample, timestep, encoder_hidden_states, timestep_cond, output, max_batch })
+}
+
+fn vae_decoder_io(g: &Graph) -> Result<VaeDecoderIo> {
+    let latent = g
+        .find_input(&["latent_sample", "latents", "z"], Some(4))
+        .cloned()
+        .ok_or_else(|| Error::model("vae_decoder graph has no rank-4 latent input"))?;
+    let output = g
+        .find_output(&["sample"])
+        .ok_or_else(|| Error::model("vae_decoder graph has no outputs"))?
+        .name
+        .clone();
+    Ok(VaeDecoderIo { latent, output })
+}
+
+fn check_consistency(layout: &ModelLayout, unet: &UnetIo) -> Result<()> {
+    let channels = unet.sample.shape.get(1).copied().unwrap_or(-1);
+    if channels > 0 && channels as usize != layout.unet_config.in_channels {
+        return Err(Error::model(format!(
+            "unet/config.json says in_channels = {} but the graph's `sample` has {channels} channels",
+            layout.unet_config.in_channels
+        )));
+    }
+    let dim = unet.encoder_hidden_states.shape.get(2).copied().unwrap_or(-1);
+    if dim > 0 && dim as usize != layout.text_config.hidden_size {
+        return Err(Error::model(format!(
+            "the U-Net expects {dim}-wide text embeddings but text_encoder/config.json has hidden_size {}",
+            layout.text_config.hidden_size
+        )));
+    }
+    Ok(())
+}

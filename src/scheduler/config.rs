@@ -1,0 +1,267 @@
+//! `scheduler_config.json`: the fields the diffusers schedulers share.
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// How betas are laid out over the training timesteps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BetaSchedule {
+    /// Evenly spaced betas.
+    Linear,
+    /// Evenly spaced square roots of betas (Stable Diffusion).
+    ScaledLinear,
+    /// The cosine schedule (`squaredcos_cap_v2`).
+    SquaredCosCapV2,
+    /// Betas given in the config.
+    Trained(Vec<f64>),
+}
+
+/// What the U-Net predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionType {
+    /// The noise (SD 1.x, SD 2.x-base).
+    Epsilon,
+    /// The velocity (SD 2.x 768).
+    VPrediction,
+    /// The clean sample.
+    Sample,
+}
+
+/// How inference timesteps are picked from the training ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestepSpacing {
+    /// `arange(0, n) * (N // n)` reversed, plus `steps_offset`.
+    Leading,
+    /// `arange(N, 0, -N/n).round() - 1`.
+    Trailing,
+    /// `linspace(0, N - 1, n)` reversed.
+    Linspace,
+}
+
+/// The shared scheduler settings, with diffusers' defaults.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// `_class_name`, e.g. `PNDMScheduler`.
+    pub class_name: Option<String>,
+    /// Training timesteps (1000).
+    pub num_train_timesteps: usize,
+    /// Betas.
+    pub beta_schedule: BetaSchedule,
+    /// First beta.
+    pub beta_start: f64,
+    /// Last beta.
+    pub beta_end: f64,
+    /// What the U-Net predicts.
+    pub prediction_type: PredictionType,
+    /// Timestep spacing.
+    pub timestep_spacing: TimestepSpacing,
+    /// Added to leading timesteps (SD uses 1).
+    pub steps_offset: usize,
+    /// DDIM: final alpha_cumprod is 1 (else alphas_cumprod[0]).
+    pub set_alpha_to_one: bool,
+    /// Clamp the predicted clean sample.
+    pub clip_sample: bool,
+    /// Range of that clamp.
+    pub clip_sample_range: f64,
+    /// Rescale betas to zero terminal SNR.
+    pub rescale_betas_zero_snr: bool,
+}
+
+impl SchedulerConfig {
+    /// Parses a diffusers scheduler config; unknown fields are ignored.
+    pub fn from_json(v: &Value) -> Result<Self> {
+        let bad = |key: &str, what: &str| Error::model(format!("scheduler_config.json: `{key}` {what}"));
+        let num = |key: &str, default: f64| -> Result<f64> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x.as_f64().ok_or_else(|| bad(key, "must be a number")),
+            }
+        };
+        let flag = |key: &str, default: bool| -> Result<bool> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x.as_bool().ok_or_else(|| bad(key, "must be true or false")),
+            }
+        };
+        let text = |key: &str, default: &str| -> Result<String> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(default.to_string()),
+                Some(x) => x.as_str().map(str::to_string).ok_or_else(|| bad(key, "must be a string")),
+            }
+        };
+        let num_train_timesteps = num("num_train_timesteps", 1000.0)?;
+        if !(1.0..=100_000.0).contains(&num_train_timesteps) {
+            return Err(bad("num_train_timesteps", "is out of range"));
+        }
+        let trained = match v.get("trained_betas") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(
+                a.iter()
+                    .map(|x| x.as_f64().ok_or_else(|| bad("trained_betas", "must hold numbers")))
+                    .collect::<Result<Vec<f64>>>()?,
+            ),
+            Some(_) => return Err(bad("trained_betas", "must be a list")),
+        };
+        let beta_schedule = match trained {
+            Some(b) => {
+                if b.len() != num_train_timesteps as usize {
+                    return Err(bad("trained_betas", "must have num_train_timesteps entries"));
+                }
+                BetaSchedule::Trained(b)
+            }
+            None => match text("beta_schedule", "linear")?.as_str() {
+                "linear" => BetaSchedule::Linear,
+                "scaled_linear" => BetaSchedule::ScaledLinear,
+                "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
+                other => return Err(bad("beta_schedule", &format!("{other:?} is not supported"))),
+            },
+        };
+        let prediction_type = match text("prediction_type", "epsilon")?.as_str() {
+            "epsilon" => PredictionType::Epsilon,
+            "v_prediction" => PredictionType::VPrediction,
+            "sample" => PredictionType::Sample,
+            other => return Err(bad("prediction_type", &format!("{other:?} is not supported"))),
+        };
+        let timestep_spacing = match text("timestep_spacing", "leading")?.as_str() {
+            "leading" => TimestepSpacing::Leading,
+            "trailing" => TimestepSpacing::Trailing,
+            "linspace" => TimestepSpacing::Linspace,
+            other => return Err(bad("timestep_spacing", &format!("{other:?} is not supported"))),
+        };
+        Ok(Self {
+            class_name: v.get("_class_name").and_then(|x| x.as_str()).map(str::to_string),
+            num_train_timesteps: num_train_timesteps as usize,
+            beta_schedule,
+            beta_start: num("beta_start", 0.0001)?,
+            beta_end: num("beta_end", 0.02)?,
+            prediction_type,
+            timestep_spacing,
+            steps_offset: num("steps_offset", 0.0)? as usize,
+            set_alpha_to_one: flag("set_alpha_to_one", true)?,
+            clip_sample: flag("clip_sample", true)?,
+            clip_sample_range: num("clip_sample_range", 1.0)?,
+            rescale_betas_zero_snr: flag("rescale_betas_zero_snr", false)?,
+        })
+    }
+
+    /// The training betas. diffusers computes them in float32; Kiln rounds
+    /// through f32 at the same points so the schedules agree to the last bit
+    /// that matters.
+    pub fn betas(&self) -> Vec<f64> {
+        let n = self.num_train_timesteps;
+        let linspace = |a: f64, b: f64| -> Vec<f64> {
+            (0..n)
+                .map(|i| if n == 1 { a } else { a + (b - a) * i as f64 / (n - 1) as f64 })
+                .collect()
+        };
+        let betas: Vec<f64> = match &self.beta_schedule {
+            BetaSchedule::Linear => linspace(self.beta_start, self.beta_end).into_iter().map(|b| b as f32 as f64).collect(),
+            BetaSchedule::ScaledLinear => linspace(self.beta_start.sqrt(), self.beta_end.sqrt())
+                .into_iter()
+                .map(|b| {
+                    let b = b as f32;
+                    (b * b) as f64
+                })
+                .collect(),
+            BetaSchedule::SquaredCosCapV2 => {
+                let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+                (0..n)
+                    .map(|i| {
+                        let t1 = i as f64 / n as f64;
+                        let t2 = (i + 1) as f64 / n as f64;
+                        ((1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999)) as f32 as f64
+                    })
+                    .collect()
+            }
+            BetaSchedule::Trained(b) => b.iter().map(|&x| x as f32 as f64).collect(),
+        };
+        if self.rescale_betas_zero_snr {
+            rescale_zero_terminal_snr(&betas)
+        } else {
+            betas
+        }
+    }
+
+    /// Cumulative products of (1 - beta), accumulated in f32 as torch does.
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        let mut acc = 1.0f32;
+        let mut out: Vec<f64> = self
+            .betas()
+            .into_iter()
+            .map(|b| {
+                acc *= 1.0 - b as f32;
+                acc as f64
+            })
+            .collect();
+        if self.rescale_betas_zero_snr {
+            // diffusers nudges the last value off zero so sigmas stay finite.
+            if let Some(last) = out.last_mut() {
+                if *last == 0.0 {
+                    *last = 2f64.powi(-24);
+                }
+            }
+        }
+        out
+    }
+
+    /// Integer timesteps for `steps` steps, per `timestep_spacing` (DDIM-style).
+    pub fn discrete_timesteps(&self, steps: usize) -> Vec<f64> {
+        let n = self.num_train_timesteps;
+        match self.timestep_spacing {
+            TimestepSpacing::Leading => {
+                let ratio = n / steps;
+                (0..steps).rev().map(|i| (i * ratio + self.steps_offset) as f64).collect()
+            }
+            TimestepSpacing::Trailing => {
+                let ratio = n as f64 / steps as f64;
+                // np.round(np.arange(N, 0, -ratio)) - 1
+                (0..steps).map(|i| round_half_even(n as f64 - i as f64 * ratio) - 1.0).collect()
+            }
+            TimestepSpacing::Linspace => {
+                (0..steps).rev().map(|i| round_half_even(linspace_at(0.0, (n - 1) as f64, steps, i))).collect()
+            }
+        }
+    }
+}
+
+/// `np.linspace(a, b, count)[i]`.
+pub(crate) fn linspace_at(a: f64, b: f64, count: usize, i: usize) -> f64 {
+    if count == 1 {
+        return a;
+    }
+    let step = (b - a) / (count - 1) as f64;
+    if i == count - 1 {
+        b
+    } else {
+        a + i as f64 * step
+    }
+}
+
+/// numpy's `round` (half to even).
+pub(crate) fn round_half_even(x: f64) -> f64 {
+    x.round_ties_even()
+}
+
+/// diffusers' `rescale_zero_terminal_snr` (arXiv 2305.08891, Algorithm 1).
+fn rescale_zero_terminal_snr(betas: &[f64]) -> Vec<f64> {
+    let mut acc = 1.0;
+    let mut sqrt_ac: Vec<f64> = betas
+        .iter()
+        .map(|b| {
+            acc *= 1.0 - b;
+            f64::sqrt(acc)
+        })
+        .collect();
+    let first = sqrt_ac[0];
+    let last = *sqrt_ac.last().unwrap_or(&0.0);
+    for v in sqrt_ac.iter_mut() {
+        *v = (*v - last) * first / (first - last);
+    }
+    let ac: Vec<f64> = sqrt_ac.iter().map(|v| v * v).collect();
+    let mut out = Vec::with_capacity(ac.len());
+    for i in 0..ac.len() {
+        let alpha = if i == 0 { ac[0] } else { ac[i] / ac[i - 1] };
+        out.push(1.0 - alpha);
+    }
+    out
+}

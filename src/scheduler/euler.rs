@@ -1,0 +1,90 @@
+//! `EulerDiscreteScheduler` (Karras et al. 2022, Algorithm 2 without churn), as
+//! diffusers implements it with its default settings.
+use ndarray::ArrayD;
+
+use super::config::{linspace_at, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::Scheduler;
+use crate::error::Result;
+
+/// Euler in sigma space.
+pub struct Euler {
+    timesteps: Vec<f64>,
+    /// One sigma per step plus the final 0.
+    sigmas: Vec<f64>,
+    init_noise_sigma: f32,
+    prediction_type: PredictionType,
+}
+
+impl Euler {
+    /// Prepares Euler for `steps` steps.
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        let n = config.num_train_timesteps;
+        let timesteps: Vec<f64> = match config.timestep_spacing {
+            // Euler keeps linspace timesteps fractional (float32), unlike DDIM.
+            TimestepSpacing::Linspace => (0..steps)
+                .rev()
+                .map(|i| linspace_at(0.0, (n - 1) as f64, steps, i) as f32 as f64)
+                .collect(),
+            _ => config.discrete_timesteps(steps),
+        };
+        let train_sigmas: Vec<f64> = config
+            .alphas_cumprod()
+            .iter()
+            .map(|&a| {
+                let a = a as f32;
+                ((1.0 - a) / a).sqrt() as f64
+            })
+            .collect();
+        // np.interp(timesteps, arange(N), sigmas): linear interpolation.
+        let mut sigmas: Vec<f64> = timesteps
+            .iter()
+            .map(|&t| {
+                let lo = (t.floor() as usize).min(n - 1);
+                let hi = (lo + 1).min(n - 1);
+                let frac = t - lo as f64;
+                let s = train_sigmas[lo] + (train_sigmas[hi] - train_sigmas[lo]) * frac;
+                s as f32 as f64
+            })
+            .collect();
+        sigmas.push(0.0);
+        let max_sigma = sigmas.iter().cloned().fold(0.0f64, f64::max) as f32;
+        let init_noise_sigma = match config.timestep_spacing {
+            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
+            TimestepSpacing::Leading => (max_sigma * max_sigma + 1.0).sqrt(),
+        };
+        Ok(Self { timesteps, sigmas, init_noise_sigma, prediction_type: config.prediction_type })
+    }
+}
+
+impl Scheduler for Euler {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        self.init_noise_sigma
+    }
+
+    fn scale_model_input(&self, sample: &ArrayD<f32>, index: usize) -> ArrayD<f32> {
+        let sigma = self.sigmas[index] as f32;
+        let scale = 1.0 / (sigma * sigma + 1.0).sqrt();
+        sample.mapv(|x| x * scale)
+    }
+
+    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let sigma = self.sigmas[index] as f32;
+        let dt = self.sigmas[index + 1] as f32 - sigma;
+        let prediction = self.prediction_type;
+        let mut out = sample.clone();
+        ndarray::Zip::from(&mut out).and(model_output).and(sample).for_each(|o, &m, &x| {
+            let x0 = match prediction {
+                PredictionType::Epsilon => x - sigma * m,
+                PredictionType::VPrediction => m * (-sigma / (sigma * sigma + 1.0).sqrt()) + x / (sigma * sigma + 1.0),
+                PredictionType::Sample => m,
+            };
+            let derivative = (x - x0) / sigma;
+            *o = x + derivative * dt;
+        });
+        Ok(out)
+    }
+}
