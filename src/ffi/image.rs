@@ -21,23 +21,29 @@ impl Handle for kiln_image {
 /// Width in pixels; 0 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_image_width(image: *const kiln_image) -> u32 {
-    // SAFETY: NULL or a live handle.
-    boundary_value!(0, { unsafe { handles::borrow(image) }.map_or(0, |i| i.width as u32) })
+    boundary_value!(0, {
+        // SAFETY: NULL or a live handle.
+        unsafe { handles::borrow(image) }.map_or(0, |i| i.width as u32)
+    })
 }
 
 /// Height in pixels; 0 for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_image_height(image: *const kiln_image) -> u32 {
-    // SAFETY: NULL or a live handle.
-    boundary_value!(0, { unsafe { handles::borrow(image) }.map_or(0, |i| i.height as u32) })
+    boundary_value!(0, {
+        // SAFETY: NULL or a live handle.
+        unsafe { handles::borrow(image) }.map_or(0, |i| i.height as u32)
+    })
 }
 
 /// The pixels (`width * height * 4` bytes, row pitch `width * 4`), valid until
 /// the image is freed; NULL for NULL. Never free this pointer.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_image_pixels(image: *const kiln_image) -> *const u8 {
-    // SAFETY: NULL or a live handle.
-    boundary_value!(std::ptr::null(), { unsafe { handles::borrow(image) }.map_or(std::ptr::null(), |i| i.pixels.as_ptr()) })
+    boundary_value!(std::ptr::null(), {
+        // SAFETY: NULL or a live handle.
+        unsafe { handles::borrow(image) }.map_or(std::ptr::null(), |i| i.pixels.as_ptr())
+    })
 }
 
 /// Copies the pixels into a caller buffer with a row pitch (0 = `width * 4`).

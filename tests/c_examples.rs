@@ -1,0 +1,78 @@
+//! The C examples are tests: each is compiled with the system C compiler
+//! against include/kiln.h and the freshly built libkiln shared library, then run.
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// target/<profile>/, where cargo puts libkiln.so next to the test's deps/ folder.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// Builds each example once per test process (tests run in parallel threads).
+fn build_c(example: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(n, _)| *n == example) {
+        return p.clone();
+    }
+    let p = compile_c(example);
+    built.push((example, p.clone()));
+    p
+}
+
+fn compile_c(example: &str) -> PathBuf {
+    let out_dir = std::env::temp_dir().join(format!("kiln-c-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let bin = out_dir.join(example);
+    let lib = lib_dir();
+    assert!(
+        lib.join(if cfg!(target_os = "macos") { "libkiln.dylib" } else { "libkiln.so" }).exists(),
+        "libkiln shared library not found in {}",
+        lib.display()
+    );
+    let status = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O1"])
+        .arg("-I")
+        .arg(common::root().join("include"))
+        .arg(common::root().join(format!("examples/c/{example}.c")))
+        .arg("-o")
+        .arg(&bin)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lkiln")
+        .output()
+        .expect("cc runs");
+    assert!(status.status.success(), "compiling {example}.c failed:\n{}", String::from_utf8_lossy(&status.stderr));
+    bin
+}
+
+#[test]
+fn txt2img_writes_a_png() {
+    let bin = build_c("txt2img");
+    let png = bin.with_extension("png");
+    let out = Command::new(&bin)
+        .arg(common::fixture())
+        .arg("mossy stone brick wall")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "txt2img failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (64, 64));
+    assert_eq!(info.color_type, png::ColorType::Rgba);
+}
+
+#[test]
+fn txt2img_reports_a_missing_model_by_name() {
+    let bin = build_c("txt2img");
+    let out = Command::new(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/model"), "{err}");
+}

@@ -1,0 +1,142 @@
+//! The committed C header is exactly what cbindgen generates from src/ffi, it
+//! compiles cleanly as C99 and C++ (two translation units, one binary), its
+//! version macros match Cargo.toml, and every export sits behind a panic
+//! boundary. `KILN_BLESS=1 cargo test --test header header_is_fresh` rewrites the header.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn version_macros() -> String {
+    let (ma, mi, pa): (u32, u32, u32) = (
+        env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap(),
+        env!("CARGO_PKG_VERSION_MINOR").parse().unwrap(),
+        env!("CARGO_PKG_VERSION_PATCH").parse().unwrap(),
+    );
+    format!(
+        "\n/* Version of this header; compare KILN_VERSION with kiln_version() at run time. */\n\
+         #define KILN_VERSION_MAJOR {ma}\n#define KILN_VERSION_MINOR {mi}\n#define KILN_VERSION_PATCH {pa}\n\
+         #define KILN_VERSION ((KILN_VERSION_MAJOR << 16) | (KILN_VERSION_MINOR << 8) | KILN_VERSION_PATCH)\n\
+         #define KILN_VERSION_STRING \"{}\"\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn generate() -> String {
+    let mut config = cbindgen::Config::from_file(root().join("cbindgen.toml")).expect("cbindgen.toml");
+    config.after_includes = Some(version_macros());
+    let mut out = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(root())
+        .with_config(config)
+        .generate()
+        .expect("cbindgen generates")
+        .write(&mut out);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn header_is_fresh() {
+    let generated = generate();
+    let path = root().join("include/kiln.h");
+    if std::env::var("KILN_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "include/kiln.h is stale: run `KILN_BLESS=1 cargo test --test header header_is_fresh` and commit it"
+    );
+}
+
+fn compile(compiler: &str, args: &[&str], sources: &[(&str, &str)], out: &Path) {
+    let dir = out.parent().unwrap();
+    let mut cmd = Command::new(compiler);
+    cmd.args(args).arg("-I").arg(root().join("include")).arg("-o").arg(out);
+    for (name, text) in sources {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        cmd.arg(p);
+    }
+    let result = cmd.output().unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(result.status.success(), "{compiler} failed:\n{}", String::from_utf8_lossy(&result.stderr));
+}
+
+#[test]
+fn header_compiles_as_c99_and_cpp_under_strict_warnings() {
+    let dir = std::env::temp_dir().join(format!("kiln-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let strict = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+    let tu = "#include \"kiln.h\"\nint kiln_tu_a(void) { return (int)sizeof(kiln_generate_options) + KILN_STATUS_OK; }\n";
+    let tu2 = "#include \"kiln.h\"\n#include \"kiln.h\"\nint kiln_tu_a(void);\nint main(void) { return kiln_tu_a() > 0 && KILN_VERSION > 0 ? 0 : 1; }\n";
+    let mut c_args = vec!["-std=c99", "-c"];
+    c_args.extend(strict);
+    // Compile-only (no link) for C: two TUs each build alone, then link them together.
+    let obj = dir.join("a.o");
+    compile("cc", &c_args, &[("a.c", tu)], &obj);
+    let mut link = vec!["-std=c99"];
+    link.extend(strict);
+    let mut cmd = Command::new("cc");
+    cmd.args(&link).arg("-I").arg(root().join("include")).arg(&obj);
+    std::fs::write(dir.join("b.c"), tu2).unwrap();
+    cmd.arg(dir.join("b.c")).arg("-o").arg(dir.join("c_bin"));
+    let r = cmd.output().unwrap();
+    assert!(r.status.success(), "C link failed:\n{}", String::from_utf8_lossy(&r.stderr));
+    assert!(Command::new(dir.join("c_bin")).status().unwrap().success());
+
+    let mut cpp = vec!["-std=c++17"];
+    cpp.extend(strict);
+    let tu_cpp = tu.replace("int kiln_tu_a", "extern \"C\" int kiln_tu_a");
+    let tu2_cpp = tu2.replace("int kiln_tu_a(void);", "extern \"C\" int kiln_tu_a(void);");
+    compile("c++", &cpp, &[("a.cpp", &tu_cpp), ("b.cpp", &tu2_cpp)], &dir.join("cpp_bin"));
+    assert!(Command::new(dir.join("cpp_bin")).status().unwrap().success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn version_macros_match_the_library() {
+    let header = std::fs::read_to_string(root().join("include/kiln.h")).unwrap();
+    let v = env!("CARGO_PKG_VERSION");
+    assert!(header.contains(&format!("#define KILN_VERSION_STRING \"{v}\"")));
+    let expected = (env!("CARGO_PKG_VERSION_MAJOR").parse::<u32>().unwrap() << 16)
+        | (env!("CARGO_PKG_VERSION_MINOR").parse::<u32>().unwrap() << 8)
+        | env!("CARGO_PKG_VERSION_PATCH").parse::<u32>().unwrap();
+    assert_eq!(kiln::ffi::version::kiln_version(), expected);
+    let s = unsafe { std::ffi::CStr::from_ptr(kiln::ffi::version::kiln_version_string()) };
+    assert_eq!(s.to_str().unwrap(), v);
+}
+
+/// Every `extern "C"` function in src/ffi must start its body with a boundary
+/// macro, so no panic can unwind into the host.
+#[test]
+fn every_export_is_behind_a_panic_boundary() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("src/ffi")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("extern \"C\" fn ") {
+            let after = &rest[i..];
+            let name: String = after["extern \"C\" fn ".len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let body_start = after.find('{').expect("function body");
+            let body = after[body_start + 1..].trim_start();
+            assert!(
+                body.starts_with("boundary!(") || body.starts_with("boundary_void!(") || body.starts_with("boundary_value!("),
+                "{}: `{name}` does not start with a boundary macro",
+                path.display()
+            );
+            assert!(after[..body_start].contains(&name), "parse error near {name}");
+            let preceding = &rest[..i];
+            assert!(
+                preceding.trim_end().ends_with("pub unsafe") || preceding.trim_end().ends_with("pub"),
+                "`{name}` must be pub"
+            );
+            assert!(preceding[preceding.len().saturating_sub(200)..].contains("#[no_mangle]"), "`{name}` lacks #[no_mangle]");
+            checked += 1;
+            rest = &after[body_start..];
+        }
+    }
+    assert!(checked >= 15, "found only {checked} exports; the scan is broken");
+}
