@@ -56,6 +56,8 @@ pub struct Model {
 }
 
 pub(crate) struct ModelInner {
+    /// Held so the ONNX Runtime environment outlives every session of the model.
+    #[allow(dead_code)]
     pub(crate) runtime: Runtime,
     pub(crate) layout: ModelLayout,
     pub(crate) tokenizer: ClipTokenizer,

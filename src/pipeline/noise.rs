@@ -10,6 +10,7 @@
 //!    `z1 = r sin(2π u2)`, computed in f64 with the pure-Rust `libm` (so no
 //!    platform math library is involved), then rounded to f32.
 //! 4. Latents are filled in NCHW order.
+/// The seeded generator behind Kiln's initial noise (see the module docs).
 pub struct NoiseRng {
     s: [u64; 4],
     spare: Option<f64>,

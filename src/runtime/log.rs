@@ -39,13 +39,7 @@ impl Logger {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(level, text)));
         }
     }
-    pub(crate) fn debug(&self, text: &str) {
-        self.log(LogLevel::Debug, text)
-    }
     pub(crate) fn info(&self, text: &str) {
         self.log(LogLevel::Info, text)
-    }
-    pub(crate) fn warn(&self, text: &str) {
-        self.log(LogLevel::Warning, text)
     }
 }

@@ -1,0 +1,64 @@
+//! `examples/generate.rs`, the README's first command: it reproduces the
+//! reference when given the same initial noise, writes PNG metadata, and
+//! rejects bad flags with a usage error.
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn generate_bin() -> PathBuf {
+    // cargo test builds examples into target/<profile>/examples/.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let bin = dir.join(if cfg!(windows) { "generate.exe" } else { "generate" });
+    assert!(
+        bin.exists(),
+        "{} is missing: plain `cargo test` builds the examples; with a target filter run `cargo build --example generate` first",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn cli_reproduces_the_reference_from_its_noise() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let r = Command::new(generate_bin())
+        .args(["--model"])
+        .arg(common::fixture())
+        .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "10", "--guidance", "7.5"])
+        .args(["--scheduler", "euler", "--init-noise"])
+        .arg(common::golden("noise_1x4x8x8.npy"))
+        .arg("--out")
+        .arg(out.join("a.png"))
+        .arg("--out-latents")
+        .arg(out.join("l.npy"))
+        .arg("--out-npy")
+        .arg(out.join("i.npy"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, got) = kiln::image::npy::read_f32(&out.join("l.npy")).unwrap();
+    let (_, want) = common::read_npy("euler_cfg.latents.npy");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(common::max_abs_diff(&got, &want) / scale <= 1e-3);
+    let (_, img) = kiln::image::npy::read_f32(&out.join("i.npy")).unwrap();
+    let (_, want_img) = common::read_npy("euler_cfg.image.npy");
+    assert!(common::max_abs_diff(&img, &want_img) <= 2e-3);
+    let png = std::fs::read(out.join("a.png")).unwrap();
+    let text = String::from_utf8_lossy(&png);
+    assert!(text.contains("mossy stone brick wall") && text.contains("steps=10"), "PNG carries the settings");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn cli_rejects_bad_flags_and_values() {
+    for args in [&["--bogus"][..], &["--steps", "ten"], &["--scheduler", "warp"], &["--steps"]] {
+        let r = Command::new(generate_bin()).args(args).output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&r.stderr).contains("usage:"), "{args:?}");
+    }
+    let r = Command::new(generate_bin()).args(["--width", "100", "--out", "/tmp/kiln-never.png"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("multiple of 16"));
+}
