@@ -1,11 +1,33 @@
-//! CLIP's byte-level BPE, matching transformers' `CLIPTokenizer`.
+//! CLIP's byte-level BPE, matching transformers' slow `CLIPTokenizer` as it
+//! normally runs, i.e. with `ftfy` installed.
 //!
-//! The BPE merges, byte-to-unicode mapping and word splitting are done by the
-//! `tokenizers` crate. The text clean-up before it follows the slow
-//! `CLIPTokenizer` without `ftfy` (transformers' `BasicTokenizer` with
-//! `strip_accents=False`, no punctuation split): control characters dropped,
-//! whitespace collapsed, spaces around CJK ideographs, NFC, lower case.
-//! Start and end tokens, truncation and padding are applied here.
+//! Pipeline, in transformers' order:
+//! 1. The prompt is split on the literal text of the added/special tokens
+//!    (`<|startoftext|>`, `<|endoftext|>`, and e.g. SD 2.x's pad token `!`);
+//!    those map straight to their ids.
+//! 2. Every other piece is cleaned as `whitespace_clean(ftfy.fix_text(t)).lower()`
+//!    ([`clean_text`]), with the parts of ftfy 6.3 `fix_text` (default config)
+//!    that matter for prompts, each applied as ftfy does it:
+//!    HTML entity unescaping (only on lines without a `<`), C1 controls read
+//!    as Windows-1252, Latin ligatures split, full/half-width forms narrowed,
+//!    curly quotes straightened, line breaks unified, ANSI terminal escapes and
+//!    invisible control characters removed, NFC; repeated until nothing changes.
+//! 3. BPE merges, byte-to-unicode mapping and word splitting are done by the
+//!    `tokenizers` crate with CLIP's word pattern.
+//! 4. Start and end tokens, truncation and padding are applied here.
+//!
+//! Knowingly not implemented from ftfy: mojibake repair (`fix_encoding` with
+//! its `restore_byte_a0` / `replace_lossy_sequences` / `decode_inconsistent_utf8`
+//! helpers, e.g. "cafÃ©" -> "café", "x Â y" -> "x\u{a0}y"; since `&Acirc;` and
+//! `&Atilde;` decode to such text, ftfy goes on to "repair" them and Kiln does
+//! not), `fix_surrogates` (a Rust `str` cannot hold surrogates), and HTML5-only
+//! entity names: the named entities decoded are the HTML 4 set plus `&apos;`
+//! (`&amp;`, `&lt;`, `&eacute;`, `&hellip;`, `&mdash;`,
+//! ...), rarer HTML5 names such as `&check;` are left as typed. Numeric
+//! references (`&#233;`, `&#xE9;`) are decoded like Python's `html.unescape`.
+//! Without ftfy, transformers uses `BasicTokenizer` instead (CJK ideographs
+//! spaced apart, no quote/width/ligature/entity fixes); Kiln does not follow
+//! that path.
 use std::path::Path;
 
 use tokenizers::models::bpe::BPE;
@@ -15,9 +37,11 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
-use unicode_normalization::UnicodeNormalization;
 
-use crate::error::{Error, ErrorKind, Result};
+use self::text_cleanup::clean_text;
+use crate::error::{Error, Result};
+
+mod text_cleanup;
 
 /// The word pattern of CLIP (`CLIPTokenizer.pat`), without its special tokens,
 /// which are matched earlier as added tokens.
@@ -26,6 +50,9 @@ const CLIP_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\
 /// A CLIP tokenizer with its special tokens and fixed sequence length.
 pub struct ClipTokenizer {
     inner: Tokenizer,
+    /// Added/special token texts and ids, longest text first; the prompt is
+    /// split on these before clean-up, like transformers' added-token trie.
+    added: Vec<(String, u32)>,
     bos: u32,
     eos: u32,
     pad: u32,
@@ -61,6 +88,13 @@ impl ClipTokenizer {
             t.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
             t
         };
+        for text in ["<|startoftext|>", "<|endoftext|>"] {
+            if inner.token_to_id(text).is_none() {
+                return Err(Error::model(format!("{}: not a CLIP vocabulary (no {text})", dir.display())));
+            }
+        }
+        // Inside cleaned text these two still match whole, like the
+        // `<\|startoftext\|>|<\|endoftext\|>` head of CLIP's word pattern.
         inner.add_special_tokens(&[
             AddedToken::from("<|startoftext|>", true),
             AddedToken::from("<|endoftext|>", true),
@@ -74,32 +108,51 @@ impl ClipTokenizer {
                 .find_map(|v| token_text(v.get(key)?))
                 .unwrap_or_else(|| default.to_string())
         };
-        let id = |text: String| -> Result<u32> {
-            inner.token_to_id(&text).ok_or_else(|| {
+        let id = |text: &str| -> Result<u32> {
+            inner.token_to_id(text).ok_or_else(|| {
                 Error::model(format!("{}: special token {text:?} is not in the vocabulary", dir.display()))
             })
         };
-        let bos = id(token_named("bos_token", "<|startoftext|>"))?;
-        let eos = id(token_named("eos_token", "<|endoftext|>"))?;
-        let pad = id(token_named("pad_token", "<|endoftext|>"))?;
+        let mut added: Vec<(String, u32)> = Vec::new();
+        let mut add = |text: String, id: u32| {
+            if !text.is_empty() && !added.iter().any(|(t, _)| *t == text) {
+                added.push((text, id));
+            }
+        };
+        let bos_text = token_named("bos_token", "<|startoftext|>");
+        let eos_text = token_named("eos_token", "<|endoftext|>");
+        let pad_text = token_named("pad_token", "<|endoftext|>");
+        let (bos, eos, pad) = (id(&bos_text)?, id(&eos_text)?, id(&pad_text)?);
+        add(bos_text, bos);
+        add(eos_text, eos);
+        add(pad_text, pad);
+        let unk = token_named("unk_token", "<|endoftext|>");
+        if let Some(tid) = inner.token_to_id(&unk) {
+            add(unk, tid);
+        }
+        if let Some(map) = config.get("added_tokens_decoder").and_then(|v| v.as_object()) {
+            for (key, token) in map {
+                let (Some(text), Ok(tid)) = (token_text(token), key.parse::<u32>()) else {
+                    return Err(Error::model(format!("{}: bad added_tokens_decoder entry {key:?}", dir.display())));
+                };
+                add(text, tid);
+            }
+        }
+        added.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+
         let config_len = config
             .get("model_max_length")
             .and_then(|v| v.as_u64())
-            .filter(|&n| n >= 2 && n < 100_000)
+            .filter(|n| (2..100_000).contains(n))
             .map(|n| n as usize)
             .unwrap_or(77);
-        Ok(Self { inner, bos, eos, pad, max_len: config_len.min(max_len.max(2)) })
+        Ok(Self { inner, added, bos, eos, pad, max_len: config_len.min(max_len.max(2)) })
     }
 
     /// Token ids of `text`, with start/end tokens, truncated and padded to the
     /// model's sequence length.
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
-        let cleaned = clean_text(text);
-        let encoding = self
-            .inner
-            .encode(cleaned.as_str(), false)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("tokenizer failed: {e}")))?;
-        let body = encoding.get_ids();
+        let body = self.content_ids(text)?;
         let take = body.len().min(self.max_len - 2);
         let mut ids = Vec::with_capacity(self.max_len);
         ids.push(self.bos as i64);
@@ -116,64 +169,42 @@ impl ClipTokenizer {
 
     /// Number of content tokens `text` has before truncation.
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
-        let cleaned = clean_text(text);
-        self.inner
+        Ok(self.content_ids(text)?.len())
+    }
+
+    /// The ids between start and end token, untruncated: added tokens typed
+    /// literally map to their ids, the text between them is cleaned and BPE'd.
+    fn content_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut piece_start = 0;
+        let mut pos = 0;
+        while pos < text.len() {
+            match self.added.iter().find(|(t, _)| text[pos..].starts_with(t.as_str())) {
+                Some((t, id)) => {
+                    self.push_cleaned(&text[piece_start..pos], &mut ids)?;
+                    ids.push(*id);
+                    pos += t.len();
+                    piece_start = pos;
+                }
+                None => pos += text[pos..].chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        self.push_cleaned(&text[piece_start..], &mut ids)?;
+        Ok(ids)
+    }
+
+    fn push_cleaned(&self, piece: &str, ids: &mut Vec<u32>) -> Result<()> {
+        let cleaned = clean_text(piece);
+        if cleaned.is_empty() {
+            return Ok(());
+        }
+        let encoding = self
+            .inner
             .encode(cleaned.as_str(), false)
-            .map(|e| e.get_ids().len())
-            .map_err(|e| Error::internal(format!("tokenizer failed: {e}")))
+            .map_err(|e| Error::internal(format!("tokenizer failed: {e}")))?;
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(())
     }
-}
-
-/// transformers' `BasicTokenizer.tokenize` as `CLIPTokenizer` uses it, joined by spaces.
-fn clean_text(text: &str) -> String {
-    let mut spaced = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        let cp = c as u32;
-        if cp == 0 || cp == 0xFFFD || is_control(c) {
-            continue;
-        }
-        if is_whitespace(c) {
-            spaced.push(' ');
-        } else if is_cjk(cp) {
-            spaced.push(' ');
-            spaced.push(c);
-            spaced.push(' ');
-        } else {
-            spaced.push(c);
-        }
-    }
-    let normalized: String = spaced.nfc().collect();
-    let words: Vec<String> = normalized.split_whitespace().map(|w| w.to_lowercase()).collect();
-    words.join(" ")
-}
-
-fn is_whitespace(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r') || c.is_whitespace() && unicode_category_zs(c)
-}
-
-/// Python's `unicodedata.category(c) == "Zs"`.
-fn unicode_category_zs(c: char) -> bool {
-    matches!(c as u32, 0x20 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x202F | 0x205F | 0x3000)
-}
-
-/// `BasicTokenizer._is_control`: categories Cc/Cf/Cn/Co/Cs except \t \n \r.
-fn is_control(c: char) -> bool {
-    if matches!(c, '\t' | '\n' | '\r') {
-        return false;
-    }
-    let cp = c as u32;
-    c.is_control() // Cc
-        || matches!(cp, 0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x8E2 | 0x180E | 0x200B..=0x200F
-            | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
-            | 0x110BD | 0x110CD | 0x13430..=0x1343F | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
-            | 0xE0001 | 0xE0020..=0xE007F) // Cf
-        || matches!(cp, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD) // Co
-}
-
-/// `BasicTokenizer._is_chinese_char`: the CJK ideograph blocks.
-fn is_cjk(cp: u32) -> bool {
-    matches!(cp, 0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
-        | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0xF900..=0xFAFF | 0x2F800..=0x2FA1F)
 }
 
 fn read_optional_json(path: &Path) -> Result<serde_json::Value> {
@@ -188,17 +219,4 @@ fn token_text(v: &serde_json::Value) -> Option<String> {
     v.as_str()
         .map(str::to_string)
         .or_else(|| v.get("content").and_then(|c| c.as_str()).map(str::to_string))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean_text;
-
-    #[test]
-    fn clean_text_matches_basic_tokenizer_rules() {
-        assert_eq!(clean_text("  Mossy\tBRICK\n wall "), "mossy brick wall");
-        assert_eq!(clean_text("日本の城"), "日 本 の 城");
-        assert_eq!(clean_text("a\u{0}b\u{200B}c"), "abc");
-        assert_eq!(clean_text(""), "");
-    }
 }
