@@ -215,7 +215,7 @@ fn bad_sizes_values_and_buffers_are_reported() {
     let mut o = options(&p);
     o.steps = 5000;
     check(&o, kiln_status::InvalidArgument, "steps");
-    let noise = vec![0.0f32; 10];
+    let noise = [0.0f32; 10];
     let mut o = options(&p);
     o.initial_noise = noise.as_ptr();
     o.initial_noise_len = noise.len();

@@ -6,7 +6,7 @@
 //!    (`<|startoftext|>`, `<|endoftext|>`, and e.g. SD 2.x's pad token `!`);
 //!    those map straight to their ids.
 //! 2. Every other piece is cleaned as `whitespace_clean(ftfy.fix_text(t)).lower()`
-//!    ([`clean_text`]), with the parts of ftfy 6.3 `fix_text` (default config)
+//!    (`text_cleanup::clean_text`), with the parts of ftfy 6.3 `fix_text` (default config)
 //!    that matter for prompts, each applied as ftfy does it:
 //!    HTML entity unescaping (only on lines without a `<`), C1 controls read
 //!    as Windows-1252, Latin ligatures split, full/half-width forms narrowed,
