@@ -14,11 +14,14 @@ fn case(name: &str) {
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(common::golden("cases.json")).unwrap()).unwrap();
     let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).expect("case in cases.json");
-    let scheduler = match c["scheduler"].as_str().unwrap() {
-        "DDIMScheduler" => SchedulerKind::Ddim,
-        "EulerDiscreteScheduler" => SchedulerKind::Euler,
-        other => panic!("no Kiln scheduler for {other}"),
-    };
+    // `kiln_scheduler` is the Kiln name the case stands for (the class alone
+    // does not tell DPM-Solver++ 2M from its Karras variant).
+    let kiln_name = c["kiln_scheduler"].as_str().expect("case names its kiln_scheduler");
+    let scheduler = SchedulerKind::from_name(kiln_name).unwrap_or_else(|| panic!("no Kiln scheduler {kiln_name}"));
+    if kiln_name != "dpmpp_2m_karras" {
+        let class = c["scheduler"].as_str().unwrap();
+        assert_eq!(SchedulerKind::from_class_name(class), Some(scheduler), "{name}: {class} maps to {kiln_name}");
+    }
     let (shape, noise) = common::read_npy(c["noise"].as_str().unwrap());
     let request = GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),
@@ -68,6 +71,36 @@ fn ddim_without_guidance_matches_diffusers() {
 #[test]
 fn euler_without_guidance_matches_diffusers() {
     case("euler_noguide");
+}
+
+#[test]
+fn pndm_with_guidance_matches_diffusers() {
+    case("pndm_cfg");
+}
+
+#[test]
+fn pndm_without_guidance_matches_diffusers() {
+    case("pndm_noguide");
+}
+
+#[test]
+fn dpmpp_2m_with_guidance_matches_diffusers() {
+    case("dpmpp_2m_cfg");
+}
+
+#[test]
+fn dpmpp_2m_karras_with_guidance_matches_diffusers() {
+    case("dpmpp_2m_karras_cfg");
+}
+
+#[test]
+fn lms_with_guidance_matches_diffusers() {
+    case("lms_cfg");
+}
+
+#[test]
+fn heun_with_guidance_matches_diffusers() {
+    case("heun_cfg");
 }
 
 #[test]

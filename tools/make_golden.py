@@ -5,7 +5,7 @@ What it makes (in OUT, default tests/fixtures/golden/):
   noise_1x4x8x8.npy            fixed initial noise (numpy default_rng(1234))
   cases.json                   every case's parameters (read by the Rust tests)
   <case>.latents.npy           final latents, before dividing by vae scaling_factor
-  <case>.step_latents.npy      latents after every scheduler step [steps,1,4,8,8]
+  <case>.step_latents.npy      latents after every scheduler step [calls,1,4,8,8]
   <case>.image.npy             float32 HWC RGB in [0,1] (output_type="np")
   <case>.png                   the same, quantized as diffusers does
   <case>.timesteps.json        timesteps the U-Net was called with, in order
@@ -40,12 +40,22 @@ REPO = Path(__file__).resolve().parent.parent
 # guidance_scale <= 1.0 makes diffusers skip the unconditional pass.
 # ---------------------------------------------------------------------------
 CASES = [
-    # name,            scheduler,                 steps, guidance, prompt,                   negative
-    ("ddim_cfg",       "DDIMScheduler",           10,    7.5,      "mossy stone brick wall", "blurry"),
-    ("euler_cfg",      "EulerDiscreteScheduler",  10,    7.5,      "mossy stone brick wall", "blurry"),
-    ("ddim_noguide",   "DDIMScheduler",           6,     1.0,      "rusty iron plate",       None),
-    ("euler_noguide",  "EulerDiscreteScheduler",  6,     1.0,      "rusty iron plate",       None),
+    # name,                 kiln (--scheduler), scheduler,                 steps, guidance, prompt,                   negative
+    ("ddim_cfg",            "ddim",            "DDIMScheduler",               10, 7.5, "mossy stone brick wall", "blurry"),
+    ("euler_cfg",           "euler",           "EulerDiscreteScheduler",      10, 7.5, "mossy stone brick wall", "blurry"),
+    ("ddim_noguide",        "ddim",            "DDIMScheduler",               6,  1.0, "rusty iron plate",       None),
+    ("euler_noguide",       "euler",           "EulerDiscreteScheduler",      6,  1.0, "rusty iron plate",       None),
+    ("pndm_cfg",            "pndm",            "PNDMScheduler",               10, 7.5, "mossy stone brick wall", "blurry"),
+    ("pndm_noguide",        "pndm",            "PNDMScheduler",               6,  1.0, "rusty iron plate",       None),
+    ("dpmpp_2m_cfg",        "dpmpp_2m",        "DPMSolverMultistepScheduler", 10, 7.5, "mossy stone brick wall", "blurry"),
+    ("dpmpp_2m_karras_cfg", "dpmpp_2m_karras", "DPMSolverMultistepScheduler", 10, 7.5, "mossy stone brick wall", "blurry"),
+    ("lms_cfg",             "lms",             "LMSDiscreteScheduler",        10, 7.5, "mossy stone brick wall", "blurry"),
+    ("heun_cfg",            "heun",            "HeunDiscreteScheduler",       10, 7.5, "mossy stone brick wall", "blurry"),
 ]
+# Config overrides on top of the fixture's scheduler config, per case.
+SCHEDULER_OVERRIDES = {
+    "dpmpp_2m_karras_cfg": {"use_karras_sigmas": True},
+}
 WIDTH = HEIGHT = 64
 NOISE_SEED = 1234
 NOISE_FILE = "noise_1x4x8x8.npy"
@@ -77,11 +87,11 @@ def load_pipe(fixture: Path):
     return pipe
 
 
-def set_scheduler(pipe, base_config, cls_name: str):
+def set_scheduler(pipe, base_config, cls_name: str, overrides: dict):
     import diffusers
 
     cls = getattr(diffusers, cls_name)
-    pipe.scheduler = cls.from_config(base_config)
+    pipe.scheduler = cls.from_config(base_config, **overrides)
     return pipe.scheduler
 
 
@@ -89,8 +99,8 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
     """Run one case; returns dict of arrays/lists."""
     import torch
 
-    name, sched_name, steps, guidance, prompt, negative = case
-    sched = set_scheduler(pipe, base_config, sched_name)
+    name, _kiln, sched_name, steps, guidance, prompt, negative = case
+    sched = set_scheduler(pipe, base_config, sched_name, SCHEDULER_OVERRIDES.get(name, {}))
 
     # record what the U-Net is actually fed
     unet_calls = []
@@ -143,7 +153,10 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
     image = np.asarray(out_np.images[0], dtype=np.float32)  # HWC
     lat_from_latent_run = out_lat.images.detach().cpu().numpy() if hasattr(out_lat.images, "detach") else np.asarray(out_lat.images)
     lat_from_callback = step_latents[-1]
-    assert len(step_latents) == steps, (len(step_latents), steps)
+    # PNDM (PLMS warm-up) and Heun call the U-Net more often than `steps`; the
+    # pipeline steps once per entry of scheduler.timesteps.
+    calls = len(sched.timesteps)
+    assert len(step_latents) == calls, (len(step_latents), calls)
     if not np.array_equal(lat_from_callback, lat_from_latent_run):
         raise SystemExit(
             f"{name}: callback latents != output_type=latent latents "
@@ -152,7 +165,7 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
 
     # timesteps: the scheduler's list after set_timesteps, and what the U-Net got
     cfg_batch = 2 if guidance > 1.0 else 1
-    assert len(calls_np) == steps, (len(calls_np), steps)
+    assert len(calls_np) == calls, (len(calls_np), calls)
     for c in calls_np:
         assert c["sample_shape"][0] == cfg_batch, c
     fed = [float(c["timestep"]) for c in calls_np]
@@ -162,7 +175,7 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
         timesteps = [int(t) for t in sched_timesteps]
     else:
         timesteps = [float(t) for t in sched_timesteps]
-    assert len(timesteps) == steps
+    assert len(timesteps) == calls
     assert [float(np.float32(t)) for t in timesteps] == fed, (timesteps, fed)
 
     res = {
@@ -204,7 +217,10 @@ def jsonable(v):
     if isinstance(v, dict):
         return {k: jsonable(x) for k, x in v.items()}
     if isinstance(v, np.generic):
-        return v.item()
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        # JSON has no infinities (e.g. DPMSolver's lambda_min_clipped = -inf)
+        return repr(v)
     return v
 
 
@@ -226,7 +242,7 @@ def main() -> None:
 
     cases_json = []
     for case in CASES:
-        name, sched_name, steps, guidance, prompt, negative = case
+        name, kiln, sched_name, steps, guidance, prompt, negative = case
         a = run_case(pipe, base_config, case, noise)
         b = run_case(pipe, base_config, case, noise)
         for k in ("latents", "step_latents", "image", "cond_embeds", "uncond_embeds"):
@@ -259,6 +275,7 @@ def main() -> None:
                     "steps": steps,
                     "guidance_scale": guidance,
                     "scheduler": sched_name,
+                    "kiln_scheduler": kiln,
                     "noise": NOISE_FILE,
                     "width": WIDTH,
                     "height": HEIGHT,
@@ -275,7 +292,7 @@ def main() -> None:
             f"latents[0,0,0,:3]={a['latents'][0, 0, 0, :3]} image mean={a['image'].mean():.6f}"
         )
 
-    (out / "cases.json").write_text(json.dumps(cases_json, indent=2) + "\n")
+    (out / "cases.json").write_text(json.dumps(cases_json, indent=2, allow_nan=False) + "\n")
 
     # README (keeps the tokenizer section that make_tokenizer_golden.py owns)
     readme_path = out / "README.md"
@@ -312,10 +329,13 @@ def main() -> None:
         "  With CFG the U-Net batch is 2, ordered [uncond, cond], and noise = u + g·(c − u).",
         "- `<case>.latents.npy`: final latents before `/ vae_scaling_factor` (identical from the",
         "  callback at the last step and from `output_type=\"latent\"`; checked).",
-        "- `<case>.step_latents.npy`: latents after each scheduler step, shape [steps,1,4,8,8].",
+        "- `<case>.step_latents.npy`: latents after each scheduler step, shape [calls,1,4,8,8], where calls is",
+        "  the number of U-Net calls (= steps, except PNDM: steps + 1 with its PLMS warm-up, Heun: 2·steps − 1).",
+        "- `kiln_scheduler` in cases.json is the Kiln `--scheduler` name the case is compared with;",
+        "  `dpmpp_2m_karras_cfg` builds DPMSolverMultistepScheduler with `use_karras_sigmas=True`.",
         "- `<case>.image.npy`: (1,64,64,3)[0] → HWC float32 in [0,1] = clamp(vae_decode(latents/sf)/2+0.5, 0, 1).",
         "- `<case>.png`: `round(image*255)` as uint8 (diffusers' numpy_to_pil).",
-        "- `<case>.timesteps.json`: `scheduler.timesteps` after `set_timesteps` (DDIM int64, Euler float32).",
+        "- `<case>.timesteps.json`: `scheduler.timesteps` after `set_timesteps` (int64 or float32 per scheduler).",
         "  The U-Net graph's `timestep` input is a rank-0 float32 tensor: optimum casts each value to float32",
         "  (`unet_timestep_feed` in cases.json holds exactly what was fed).",
         "- Euler's `init_noise_sigma` depends on the step count ('leading' spacing: sigma of the first selected",

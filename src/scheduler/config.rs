@@ -57,7 +57,7 @@ pub struct SchedulerConfig {
     pub timestep_spacing: TimestepSpacing,
     /// Added to leading timesteps (SD uses 1).
     pub steps_offset: usize,
-    /// DDIM: final alpha_cumprod is 1 (else alphas_cumprod[0]).
+    /// DDIM: final alpha_cumprod is 1 (else `alphas_cumprod[0]`).
     pub set_alpha_to_one: bool,
     /// Clamp the predicted clean sample.
     pub clip_sample: bool,
@@ -65,6 +65,8 @@ pub struct SchedulerConfig {
     pub clip_sample_range: f64,
     /// Rescale betas to zero terminal SNR.
     pub rescale_betas_zero_snr: bool,
+    /// The whole config, for the fields only one scheduler reads.
+    pub raw: Value,
 }
 
 impl SchedulerConfig {
@@ -141,7 +143,61 @@ impl SchedulerConfig {
             clip_sample: flag("clip_sample", true)?,
             clip_sample_range: num("clip_sample_range", 1.0)?,
             rescale_betas_zero_snr: flag("rescale_betas_zero_snr", false)?,
+            raw: v.clone(),
         })
+    }
+
+    /// A boolean field only some schedulers read, with that scheduler's default.
+    pub(crate) fn extra_flag(&self, key: &str, default: bool) -> Result<bool> {
+        match self.raw.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x
+                .as_bool()
+                .ok_or_else(|| Error::model(format!("scheduler_config.json: `{key}` must be true or false"))),
+        }
+    }
+
+    /// A number field only some schedulers read (`None` when absent or null).
+    pub(crate) fn extra_num(&self, key: &str) -> Result<Option<f64>> {
+        match self.raw.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| Error::model(format!("scheduler_config.json: `{key}` must be a number"))),
+        }
+    }
+
+    /// A string field only some schedulers read, with that scheduler's default.
+    pub(crate) fn extra_text(&self, key: &str, default: &str) -> Result<String> {
+        match self.raw.get(key) {
+            None | Some(Value::Null) => Ok(default.to_string()),
+            Some(x) => x
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::model(format!("scheduler_config.json: `{key}` must be a string"))),
+        }
+    }
+
+    /// `timestep_spacing`, or `default` when the config leaves it out (the
+    /// diffusers classes differ: DDIM/PNDM default to leading, the
+    /// sigma-based ones to linspace).
+    pub(crate) fn spacing_or(&self, default: TimestepSpacing) -> TimestepSpacing {
+        match self.raw.get("timestep_spacing") {
+            None | Some(Value::Null) => default,
+            Some(_) => self.timestep_spacing,
+        }
+    }
+
+    /// Training sigmas `sqrt((1 - ᾱ) / ᾱ)`, computed in f32 as torch does.
+    pub(crate) fn train_sigmas(&self) -> Vec<f32> {
+        self.alphas_cumprod()
+            .iter()
+            .map(|&a| {
+                let a = a as f32;
+                ((1.0 - a) / a).sqrt()
+            })
+            .collect()
     }
 
     /// The training betas. diffusers computes them in float32; Kiln rounds
@@ -149,20 +205,23 @@ impl SchedulerConfig {
     /// that matters.
     pub fn betas(&self) -> Vec<f64> {
         let n = self.num_train_timesteps;
-        let linspace = |a: f64, b: f64| -> Vec<f64> {
+        // torch.linspace(a, b, n, dtype=float32) on the CPU: a float32 step,
+        // each value one fused multiply-add from the nearer end.
+        let linspace = |a: f64, b: f64| -> Vec<f32> {
+            let (a, b) = (a as f32, b as f32);
+            if n == 1 {
+                return vec![a];
+            }
+            let step = (b - a) / (n - 1) as f32;
             (0..n)
-                .map(|i| if n == 1 { a } else { a + (b - a) * i as f64 / (n - 1) as f64 })
+                .map(|i| if i < n / 2 { step.mul_add(i as f32, a) } else { (-step).mul_add((n - 1 - i) as f32, b) })
                 .collect()
         };
         let betas: Vec<f64> = match &self.beta_schedule {
-            BetaSchedule::Linear => linspace(self.beta_start, self.beta_end).into_iter().map(|b| b as f32 as f64).collect(),
-            BetaSchedule::ScaledLinear => linspace(self.beta_start.sqrt(), self.beta_end.sqrt())
-                .into_iter()
-                .map(|b| {
-                    let b = b as f32;
-                    (b * b) as f64
-                })
-                .collect(),
+            BetaSchedule::Linear => linspace(self.beta_start, self.beta_end).into_iter().map(|b| b as f64).collect(),
+            BetaSchedule::ScaledLinear => {
+                linspace(self.beta_start.sqrt(), self.beta_end.sqrt()).into_iter().map(|b| (b * b) as f64).collect()
+            }
             BetaSchedule::SquaredCosCapV2 => {
                 let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
                 (0..n)
@@ -182,15 +241,17 @@ impl SchedulerConfig {
         }
     }
 
-    /// Cumulative products of (1 - beta), accumulated in f32 as torch does.
+    /// Cumulative products of the f32 alphas (1 - beta). torch's CPU
+    /// `cumprod` on float32 accumulates in double and rounds each entry to
+    /// float32; so does Kiln.
     pub fn alphas_cumprod(&self) -> Vec<f64> {
-        let mut acc = 1.0f32;
+        let mut acc = 1.0f64;
         let mut out: Vec<f64> = self
             .betas()
             .into_iter()
             .map(|b| {
-                acc *= 1.0 - b as f32;
-                acc as f64
+                acc *= (1.0 - b as f32) as f64;
+                acc as f32 as f64
             })
             .collect();
         if self.rescale_betas_zero_snr {
@@ -222,6 +283,41 @@ impl SchedulerConfig {
             }
         }
     }
+}
+
+/// `np.interp(t, arange(len(ys)), ys)` for `t` in `[0, len - 1]`.
+pub(crate) fn interp(ys: &[f32], t: f64) -> f64 {
+    let n = ys.len();
+    let lo = (t.floor().max(0.0) as usize).min(n - 1);
+    let hi = (lo + 1).min(n - 1);
+    let frac = t - lo as f64;
+    ys[lo] as f64 + (ys[hi] as f64 - ys[lo] as f64) * frac
+}
+
+/// Karras et al. (2022) sigmas, rho = 7, from `sigma_max` down to `sigma_min`
+/// (diffusers `_convert_to_karras`, in f64 like numpy).
+pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, steps: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let min_inv = sigma_min.powf(1.0 / rho);
+    let max_inv = sigma_max.powf(1.0 / rho);
+    (0..steps)
+        .map(|i| (max_inv + linspace_at(0.0, 1.0, steps, i) * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// diffusers `_sigma_to_t`: the fractional training timestep of `sigma`,
+/// interpolating log-sigmas linearly.
+pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let n = log_sigmas.len();
+    // argmax of the cumsum of (dists >= 0): the last index at or below log_sigma, 0 if none.
+    let last = log_sigmas.iter().rposition(|&l| log_sigma - l as f64 >= 0.0).unwrap_or(0);
+    let low_idx = last.min(n - 2);
+    let high_idx = low_idx + 1;
+    let low = log_sigmas[low_idx] as f64;
+    let high = log_sigmas[high_idx] as f64;
+    let w = ((low - log_sigma) / (low - high)).clamp(0.0, 1.0);
+    (1.0 - w) * low_idx as f64 + w * high_idx as f64
 }
 
 /// `np.linspace(a, b, count)[i]`.

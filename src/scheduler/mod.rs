@@ -6,13 +6,21 @@
 //! the same name does (parity is tested against it on the same graphs).
 mod config;
 mod ddim;
+mod dpm;
 mod euler;
+mod heun;
+mod lms;
+mod pndm;
 
 use ndarray::ArrayD;
 
 pub use self::config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use self::ddim::Ddim;
+pub use self::dpm::DpmSolverMultistep;
 pub use self::euler::Euler;
+pub use self::heun::Heun;
+pub use self::lms::Lms;
+pub use self::pndm::Pndm;
 use crate::error::{Error, Result};
 
 /// The schedulers Kiln offers. Values match `kiln_scheduler` in the C header.
@@ -27,30 +35,75 @@ pub enum SchedulerKind {
     Ddim = 1,
     /// `EulerDiscreteScheduler`.
     Euler = 2,
+    /// `PNDMScheduler` with `skip_prk_steps` (PLMS; SD 1.x's default).
+    /// Calls the U-Net steps + 1 times.
+    Pndm = 3,
+    /// `DPMSolverMultistepScheduler`, DPM-Solver++(2M).
+    DpmPP2M = 4,
+    /// `DPMSolverMultistepScheduler`, DPM-Solver++(2M) with Karras sigmas.
+    DpmPP2MKarras = 5,
+    /// `LMSDiscreteScheduler` (order 4).
+    Lms = 6,
+    /// `HeunDiscreteScheduler`. Calls the U-Net 2·steps − 1 times.
+    Heun = 7,
 }
 
 impl SchedulerKind {
-    /// Parses a command-line name (`ddim`, `euler`, `default`).
+    /// Parses a command-line name (one of [`Self::NAMES`]).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "default" => Some(Self::Default),
             "ddim" => Some(Self::Ddim),
             "euler" => Some(Self::Euler),
+            "pndm" => Some(Self::Pndm),
+            "dpmpp_2m" => Some(Self::DpmPP2M),
+            "dpmpp_2m_karras" => Some(Self::DpmPP2MKarras),
+            "lms" => Some(Self::Lms),
+            "heun" => Some(Self::Heun),
             _ => None,
         }
     }
 
     /// Every name `from_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["default", "ddim", "euler"];
+    pub const NAMES: &'static [&'static str] =
+        &["default", "ddim", "euler", "pndm", "dpmpp_2m", "dpmpp_2m_karras", "lms", "heun"];
 
-    /// The kind a diffusers class name stands for.
+    /// The kind a diffusers class name stands for. `DPMSolverMultistepScheduler`
+    /// gives `DpmPP2M`; `build` picks the Karras variant when the config asks.
     pub fn from_class_name(name: &str) -> Option<Self> {
         match name {
             "DDIMScheduler" => Some(Self::Ddim),
             "EulerDiscreteScheduler" => Some(Self::Euler),
+            "PNDMScheduler" => Some(Self::Pndm),
+            "DPMSolverMultistepScheduler" => Some(Self::DpmPP2M),
+            "LMSDiscreteScheduler" => Some(Self::Lms),
+            "HeunDiscreteScheduler" => Some(Self::Heun),
             _ => None,
         }
     }
+}
+
+/// The kind `Default` stands for with this config: its class if Kiln has it
+/// with these settings, else Euler.
+fn resolve_default(config: &SchedulerConfig) -> Result<SchedulerKind> {
+    let kind = config.class_name.as_deref().and_then(SchedulerKind::from_class_name);
+    Ok(match kind {
+        // Kiln's PNDM is PLMS only.
+        Some(SchedulerKind::Pndm) if !config.extra_flag("skip_prk_steps", false)? => SchedulerKind::Euler,
+        Some(SchedulerKind::DpmPP2M) => {
+            let plus_plus = config.extra_text("algorithm_type", "dpmsolver++")? == "dpmsolver++";
+            let order2 = config.extra_num("solver_order")?.unwrap_or(2.0) == 2.0;
+            if !(plus_plus && order2) {
+                SchedulerKind::Euler
+            } else if config.extra_flag("use_karras_sigmas", false)? {
+                SchedulerKind::DpmPP2MKarras
+            } else {
+                SchedulerKind::DpmPP2M
+            }
+        }
+        Some(k) => k,
+        None => SchedulerKind::Euler,
+    })
 }
 
 /// One scheduler, prepared for a fixed number of steps.
@@ -78,15 +131,59 @@ pub fn build(kind: SchedulerKind, config_json: &serde_json::Value, steps: usize)
         )));
     }
     let kind = match kind {
-        SchedulerKind::Default => config
-            .class_name
-            .as_deref()
-            .and_then(SchedulerKind::from_class_name)
-            .unwrap_or(SchedulerKind::Euler),
+        SchedulerKind::Default => resolve_default(&config)?,
         k => k,
     };
     Ok(match kind {
         SchedulerKind::Ddim => Box::new(Ddim::new(&config, steps)?),
         SchedulerKind::Euler | SchedulerKind::Default => Box::new(Euler::new(&config, steps)?),
+        SchedulerKind::Pndm => Box::new(Pndm::new(&config, steps)?),
+        SchedulerKind::DpmPP2M => Box::new(DpmSolverMultistep::new(&config, steps, false)?),
+        SchedulerKind::DpmPP2MKarras => Box::new(DpmSolverMultistep::new(&config, steps, true)?),
+        SchedulerKind::Lms => Box::new(Lms::new(&config, steps)?),
+        SchedulerKind::Heun => Box::new(Heun::new(&config, steps)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_values_are_stable() {
+        for name in SchedulerKind::NAMES {
+            assert!(SchedulerKind::from_name(name).is_some(), "{name}");
+        }
+        let values = [
+            (SchedulerKind::Default, 0),
+            (SchedulerKind::Ddim, 1),
+            (SchedulerKind::Euler, 2),
+            (SchedulerKind::Pndm, 3),
+            (SchedulerKind::DpmPP2M, 4),
+            (SchedulerKind::DpmPP2MKarras, 5),
+            (SchedulerKind::Lms, 6),
+            (SchedulerKind::Heun, 7),
+        ];
+        for (kind, v) in values {
+            assert_eq!(kind as u32, v);
+        }
+    }
+
+    #[test]
+    fn default_follows_the_config_class() {
+        let resolve = |v: serde_json::Value| resolve_default(&SchedulerConfig::from_json(&v).unwrap()).unwrap();
+        use serde_json::json;
+        assert_eq!(resolve(json!({"_class_name": "PNDMScheduler", "skip_prk_steps": true})), SchedulerKind::Pndm);
+        // PRK warm-up is not implemented: fall back to Euler.
+        assert_eq!(resolve(json!({"_class_name": "PNDMScheduler"})), SchedulerKind::Euler);
+        assert_eq!(resolve(json!({"_class_name": "DPMSolverMultistepScheduler"})), SchedulerKind::DpmPP2M);
+        assert_eq!(
+            resolve(json!({"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true})),
+            SchedulerKind::DpmPP2MKarras
+        );
+        assert_eq!(resolve(json!({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3})), SchedulerKind::Euler);
+        assert_eq!(resolve(json!({"_class_name": "LMSDiscreteScheduler"})), SchedulerKind::Lms);
+        assert_eq!(resolve(json!({"_class_name": "HeunDiscreteScheduler"})), SchedulerKind::Heun);
+        assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler"})), SchedulerKind::Euler);
+    }
 }

@@ -1,0 +1,259 @@
+//! `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"` and
+//! `solver_order = 2` (DPM-Solver++(2M), Lu et al. 2022), as diffusers
+//! implements it, optionally with Karras sigmas (`use_karras_sigmas`).
+//!
+//! Supported from the config: `solver_type` midpoint/heun, `lower_order_final`,
+//! `euler_at_final`, `final_sigmas_type` zero/sigma_min, `lambda_min_clipped`,
+//! `sigma_min`/`sigma_max` (Karras), every prediction type. Not supported:
+//! thresholding, SDE variants, order 1/3, exponential/beta/Lu/flow sigmas.
+use ndarray::ArrayD;
+
+use super::config::{
+    interp, karras_sigmas, round_half_even, sigma_to_t, PredictionType, SchedulerConfig, TimestepSpacing,
+};
+use super::Scheduler;
+use crate::error::{Error, Result};
+
+/// DPM-Solver++(2M).
+pub struct DpmSolverMultistep {
+    timesteps: Vec<f64>,
+    /// One sigma per step plus the final one.
+    sigmas: Vec<f32>,
+    prediction_type: PredictionType,
+    heun: bool,
+    lower_order_final: bool,
+    euler_at_final: bool,
+    final_zero: bool,
+    /// The previous step's data prediction (x0).
+    prev_x0: Option<ArrayD<f32>>,
+    lower_order_nums: usize,
+}
+
+/// `alpha_t, sigma_t` of a sigma (`_sigma_to_alpha_sigma_t`), and `lambda_t`.
+fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    let s = sigma * alpha;
+    (alpha, s, alpha.ln() - s.ln())
+}
+
+impl DpmSolverMultistep {
+    /// Prepares DPM-Solver++(2M) for `steps` steps; `karras` picks Karras sigmas.
+    pub fn new(config: &SchedulerConfig, steps: usize, karras: bool) -> Result<Self> {
+        if config.extra_flag("thresholding", false)? {
+            return Err(Error::model("DPM-Solver++: thresholding is not supported"));
+        }
+        for key in ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"] {
+            if config.extra_flag(key, false)? {
+                return Err(Error::model(format!("DPM-Solver++: `{key}` is not supported")));
+            }
+        }
+        let heun = match config.extra_text("solver_type", "midpoint")?.as_str() {
+            "heun" => true,
+            // diffusers maps the UniPC/DEIS names to midpoint.
+            "midpoint" | "logrho" | "bh1" | "bh2" => false,
+            other => return Err(Error::model(format!("DPM-Solver++: solver_type {other:?} is not supported"))),
+        };
+        let final_zero = match config.extra_text("final_sigmas_type", "zero")?.as_str() {
+            "zero" => true,
+            "sigma_min" => false,
+            other => return Err(Error::model(format!("DPM-Solver++: final_sigmas_type {other:?} is not supported"))),
+        };
+        let n = config.num_train_timesteps;
+        let alphas_cumprod = config.alphas_cumprod();
+        // lambda_min_clipped: searchsorted(flip(lambda_t), clipped) training steps are dropped at the end.
+        let clipped_idx = match config.extra_num("lambda_min_clipped")? {
+            None => 0,
+            Some(clip) => alphas_cumprod
+                .iter()
+                .map(|&a| {
+                    let a = a as f32;
+                    a.sqrt().ln() - (1.0 - a).sqrt().ln()
+                })
+                .filter(|&l| (l as f64) < clip)
+                .count(),
+        };
+        let last = n - clipped_idx;
+        let mut timesteps: Vec<f64> = match config.spacing_or(TimestepSpacing::Linspace) {
+            TimestepSpacing::Linspace => (0..steps)
+                .map(|i| round_half_even(super::config::linspace_at(0.0, last as f64 - 1.0, steps + 1, steps - i)))
+                .collect(),
+            TimestepSpacing::Leading => {
+                let ratio = last / (steps + 1);
+                (0..steps).map(|i| ((steps - i) * ratio + config.steps_offset) as f64).collect()
+            }
+            TimestepSpacing::Trailing => {
+                let ratio = n as f64 / steps as f64;
+                (0..)
+                    .map(|i| last as f64 - i as f64 * ratio)
+                    .take_while(|&t| t > 0.0)
+                    .map(|t| round_half_even(t) - 1.0)
+                    .collect()
+            }
+        };
+        let train_sigmas = config.train_sigmas();
+        let mut sigmas: Vec<f32> = if karras {
+            let log_sigmas: Vec<f32> = train_sigmas.iter().map(|s| s.ln()).collect();
+            let sigma_min = config.extra_num("sigma_min")?.unwrap_or(train_sigmas[0] as f64);
+            let sigma_max = config.extra_num("sigma_max")?.unwrap_or(train_sigmas[n - 1] as f64);
+            let ks = karras_sigmas(sigma_min, sigma_max, steps);
+            timesteps = ks
+                .iter()
+                .map(|&s| {
+                    let t = sigma_to_t(s, &log_sigmas);
+                    if matches!(config.beta_schedule, super::config::BetaSchedule::SquaredCosCapV2) {
+                        t.trunc() // int64 cast
+                    } else {
+                        round_half_even(t)
+                    }
+                })
+                .collect();
+            ks.iter().map(|&s| s as f32).collect()
+        } else {
+            timesteps.iter().map(|&t| interp(&train_sigmas, t) as f32).collect()
+        };
+        sigmas.push(if final_zero { 0.0 } else { train_sigmas[0] });
+        Ok(Self {
+            timesteps,
+            sigmas,
+            prediction_type: config.prediction_type,
+            heun,
+            lower_order_final: config.extra_flag("lower_order_final", true)?,
+            euler_at_final: config.extra_flag("euler_at_final", false)?,
+            final_zero,
+            prev_x0: None,
+            lower_order_nums: 0,
+        })
+    }
+}
+
+impl Scheduler for DpmSolverMultistep {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+
+    fn scale_model_input(&self, sample: &ArrayD<f32>, _index: usize) -> ArrayD<f32> {
+        sample.clone()
+    }
+
+    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let count = self.timesteps.len();
+        let lower_order_final =
+            index == count - 1 && (self.euler_at_final || (self.lower_order_final && count < 15) || self.final_zero);
+
+        // convert_model_output: the data prediction x0.
+        let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[index]);
+        let prediction = self.prediction_type;
+        let mut x0 = sample.clone();
+        ndarray::Zip::from(&mut x0).and(model_output).and(sample).for_each(|o, &m, &x| {
+            *o = match prediction {
+                PredictionType::Epsilon => (x - sigma_s0 * m) / alpha_s0,
+                PredictionType::Sample => m,
+                PredictionType::VPrediction => alpha_s0 * x - sigma_s0 * m,
+            };
+        });
+
+        let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(self.sigmas[index + 1]);
+        let h = lambda_t - lambda_s0;
+        let ratio = sigma_t / sigma_s0;
+        let c0 = alpha_t * ((-h).exp() - 1.0);
+        let mut out = sample.clone();
+        let prev = self.prev_x0.take();
+        match prev {
+            Some(m1) if self.lower_order_nums >= 1 && !lower_order_final => {
+                // multistep_dpm_solver_second_order_update
+                let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[index - 1]);
+                let h0 = lambda_s0 - lambda_s1;
+                let r0 = h0 / h;
+                let inv_r0 = 1.0 / r0;
+                let c1 = if self.heun { alpha_t * (((-h).exp() - 1.0) / h + 1.0) } else { 0.5 * c0 };
+                let heun = self.heun;
+                ndarray::Zip::from(&mut out).and(&x0).and(&m1).and(sample).for_each(|o, &d0, &m1, &x| {
+                    let d1 = inv_r0 * (d0 - m1);
+                    *o = if heun { ratio * x - c0 * d0 + c1 * d1 } else { ratio * x - c0 * d0 - c1 * d1 };
+                });
+            }
+            _ => {
+                // dpm_solver_first_order_update
+                ndarray::Zip::from(&mut out).and(&x0).and(sample).for_each(|o, &d0, &x| {
+                    *o = ratio * x - c0 * d0;
+                });
+            }
+        }
+        if self.lower_order_nums < 2 {
+            self.lower_order_nums += 1;
+        }
+        self.prev_x0 = Some(x0);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SD 1.5's scheduler_config.json (tests/fixtures/tiny-sd), as diffusers loads it.
+    fn sd15(extra: serde_json::Value) -> SchedulerConfig {
+        let mut v = serde_json::json!({
+            "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
+            "prediction_type": "epsilon", "set_alpha_to_one": false, "skip_prk_steps": true,
+            "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": null
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        SchedulerConfig::from_json(&v).unwrap()
+    }
+
+    fn ts(s: &DpmSolverMultistep) -> Vec<i64> {
+        s.timesteps.iter().map(|&t| t as i64).collect()
+    }
+
+    // Values printed from diffusers 0.39 DPMSolverMultistepScheduler.from_config(sd15, ...).set_timesteps(n).
+    #[test]
+    fn timesteps_match_diffusers() {
+        let c = sd15(serde_json::json!({}));
+        assert_eq!(ts(&DpmSolverMultistep::new(&c, 7, false).unwrap()), [876, 751, 626, 501, 376, 251, 126]);
+        let want25: Vec<i64> = (0..25).map(|i| 951 - 38 * i).collect();
+        assert_eq!(ts(&DpmSolverMultistep::new(&c, 25, false).unwrap()), want25);
+        let lin = sd15(serde_json::json!({"timestep_spacing": "linspace"}));
+        assert_eq!(ts(&DpmSolverMultistep::new(&lin, 7, false).unwrap()), [999, 856, 714, 571, 428, 285, 143]);
+        let tr = sd15(serde_json::json!({"timestep_spacing": "trailing"}));
+        assert_eq!(ts(&DpmSolverMultistep::new(&tr, 7, false).unwrap()), [999, 856, 713, 570, 428, 285, 142]);
+    }
+
+    #[test]
+    fn karras_timesteps_and_sigmas_match_diffusers() {
+        let c = sd15(serde_json::json!({}));
+        let s = DpmSolverMultistep::new(&c, 7, true).unwrap();
+        assert_eq!(ts(&s), [999, 868, 687, 427, 146, 18, 0]);
+        let want = [
+            14.614646911621094,
+            7.094420433044434,
+            3.1686110496520996,
+            1.2741053104400635,
+            0.44692090153694153,
+            0.13030873239040375,
+            0.02916753478348255,
+            0.0,
+        ];
+        for (g, w) in s.sigmas.iter().zip(want) {
+            assert!((*g as f64 - w).abs() <= 1e-6 * w, "{g} vs {w}");
+        }
+        let s = DpmSolverMultistep::new(&c, 25, true).unwrap();
+        assert_eq!(
+            ts(&s),
+            [
+                999, 970, 938, 905, 868, 829, 786, 739, 687, 630, 568, 500, 427, 352, 278, 207, 146, 96, 59, 34, 18, 9,
+                4, 1, 0
+            ]
+        );
+        let plain = DpmSolverMultistep::new(&c, 7, false).unwrap();
+        assert_eq!(plain.sigmas[0] as f64, 7.371846675872803);
+        assert_eq!(plain.sigmas[7], 0.0);
+    }
+}
