@@ -16,7 +16,7 @@ const USAGE: &str = "usage: generate [options]
   --negative-prompt TEXT  what to avoid
   --steps N               denoising steps (default 20)
   --guidance G            classifier-free guidance scale (default 7.5; <= 1 disables)
-  --scheduler NAME        default | ddim | euler
+  --scheduler NAME        default | ddim | euler | pndm | dpmpp_2m | dpmpp_2m_karras | lms | heun
   --width N, --height N   size in pixels (default: the model's native size)
   --seed N                seed of Kiln's portable noise (default 0)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
@@ -118,7 +118,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     }
     let t1 = std::time::Instant::now();
     let mut report = |p: kiln::pipeline::StepProgress| eprint!("\rstep {}/{}", p.step, p.total);
-    let out = model.generate_with(&request, Hooks { cancel: None, on_step: Some(&mut report) })?;
+    let out = model.generate_with(&request, Hooks { on_step: Some(&mut report), ..Default::default() })?;
     eprintln!();
     let gen_s = t1.elapsed().as_secs_f64();
 

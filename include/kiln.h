@@ -60,6 +60,8 @@ enum kiln_status
     KILN_STATUS_INVALID_SIZE = 104,
     // An options struct's `struct_size` is not one this library knows.
     KILN_STATUS_STRUCT_SIZE_MISMATCH = 105,
+    // A job id that is unknown, stale or already freed.
+    KILN_STATUS_INVALID_HANDLE = 106,
     // A model folder or file does not exist.
     KILN_STATUS_MODEL_NOT_FOUND = 200,
     // A model file is malformed or not a Stable Diffusion export Kiln reads.
@@ -124,12 +126,48 @@ enum kiln_scheduler
     KILN_SCHEDULER_DDIM = 1,
     // diffusers `EulerDiscreteScheduler`.
     KILN_SCHEDULER_EULER = 2,
+    // diffusers `PNDMScheduler` with `skip_prk_steps` (PLMS; SD 1.x's default).
+    // Calls the U-Net steps + 1 times.
+    KILN_SCHEDULER_PNDM = 3,
+    // diffusers `DPMSolverMultistepScheduler` (DPM-Solver++(2M)).
+    KILN_SCHEDULER_DPM_PP2M = 4,
+    // diffusers `DPMSolverMultistepScheduler` with `use_karras_sigmas`.
+    KILN_SCHEDULER_DPM_PP2M_KARRAS = 5,
+    // diffusers `LMSDiscreteScheduler` (order 4).
+    KILN_SCHEDULER_LMS = 6,
+    // diffusers `HeunDiscreteScheduler`. Calls the U-Net 2 * steps - 1 times.
+    KILN_SCHEDULER_HEUN = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
 typedef enum kiln_scheduler kiln_scheduler;
 #else
 typedef uint32_t kiln_scheduler;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Where a job is in its life.
+enum kiln_job_state
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Waiting for a worker thread.
+    KILN_JOB_STATE_QUEUED = 0,
+    // Generating.
+    KILN_JOB_STATE_RUNNING = 1,
+    // Finished; the image can be copied out.
+    KILN_JOB_STATE_SUCCEEDED = 2,
+    // Finished with an error; see `kiln_job_error_message`.
+    KILN_JOB_STATE_FAILED = 3,
+    // Stopped by `kiln_job_cancel` (or `kiln_job_free`) before finishing.
+    KILN_JOB_STATE_CANCELLED = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_job_state kiln_job_state;
+#else
+typedef uint32_t kiln_job_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -174,6 +212,19 @@ typedef struct kiln_generate_options {
     // Number of floats at `initial_noise`.
     size_t initial_noise_len;
 } kiln_generate_options;
+
+// A job's state and progress, filled by `kiln_job_poll`.
+typedef struct kiln_job_progress {
+    // Set by the caller to `sizeof(kiln_job_progress)` before the call.
+    uint32_t struct_size;
+    // A `kiln_job_state` value.
+    uint32_t state;
+    // Denoising U-Net calls finished.
+    uint32_t step;
+    // U-Net calls in total: the step count, or more for schedulers that call
+    // the U-Net several times per step (PNDM's warm-up, Heun).
+    uint32_t total_steps;
+} kiln_job_progress;
 
 // Facts about a loaded model, filled by `kiln_model_get_info`.
 typedef struct kiln_model_info {
@@ -221,6 +272,9 @@ typedef struct kiln_runtime_options {
     void *log_user_data;
     // Least severe `kiln_log_level` delivered. Default `KILN_LOG_LEVEL_INFO`.
     uint32_t log_level;
+    // Worker threads for `kiln_job_submit`; 0 = 1. The pool is process-wide
+    // and sized by the first runtime whose model submits a job.
+    uint32_t job_workers;
 } kiln_runtime_options;
 
 #ifdef __cplusplus
@@ -260,6 +314,43 @@ kiln_status kiln_image_write_png(const struct kiln_image *image, const char *pat
 
 // Frees an image. NULL is a no-op.
 void kiln_image_free(struct kiln_image *image);
+
+// Queues a generation and returns at once with its id in `*job_out`.
+// Jobs run on Kiln's worker threads (see `kiln_runtime_options.job_workers`),
+// higher `priority` first, then in submission order. The options and their
+// strings are copied before this returns. Free every job with `kiln_job_free`.
+kiln_status kiln_job_submit(const struct kiln_model *model,
+                            const struct kiln_generate_options *options,
+                            int32_t priority,
+                            uint64_t *job_out);
+
+// Reads a job's state and progress without blocking (cheap enough for every
+// frame). `progress_out->struct_size` must be set first.
+kiln_status kiln_job_poll(uint64_t job, struct kiln_job_progress *progress_out);
+
+// Blocks until the job ends or `timeout_ms` passes (for tools and bake
+// scripts; a game should poll). `*state_out` (optional) receives the state.
+kiln_status kiln_job_wait(uint64_t job, uint32_t timeout_ms, uint32_t *state_out);
+
+// Asks a job to stop. A queued job never starts; a running one stops within
+// one graph call (ONNX Runtime's run is terminated mid-graph). Cancelling an
+// ended job does nothing.
+kiln_status kiln_job_cancel(uint64_t job);
+
+// Copies the job's own error message (string convention: see
+// `kiln_last_error_message`); empty unless it failed or was cancelled.
+kiln_status kiln_job_error_message(uint64_t job, char *buf, size_t buf_len, size_t *len_out);
+
+// Width and height of a succeeded job's image. KILN_STATUS_BUSY while it runs.
+kiln_status kiln_job_image_size(uint64_t job, uint32_t *width_out, uint32_t *height_out);
+
+// Copies a succeeded job's RGBA8 image into a caller buffer with a row pitch
+// (0 = `width * 4`). KILN_STATUS_BUSY while the job runs.
+kiln_status kiln_job_copy_image(uint64_t job, uint8_t *pixels_out, size_t pixels_len, size_t row_pitch);
+
+// Releases a job: cancels it if it has not ended and frees its memory; the id
+// becomes stale. Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.
+kiln_status kiln_job_free(uint64_t job);
 
 // Fills `options` with defaults, including `struct_size`. NULL is ignored.
 void kiln_generate_options_init(struct kiln_generate_options *options);

@@ -31,6 +31,10 @@ pub enum ErrorKind {
     Inference,
     /// The operation was cancelled.
     Cancelled,
+    /// The object is busy (e.g. a job has not finished yet).
+    Busy,
+    /// A handle or id that is unknown, stale or already freed.
+    InvalidHandle,
     /// A feature the model or build does not support.
     Unsupported,
     /// A bug in Kiln (including a caught panic).

@@ -21,6 +21,7 @@
 pub mod error;
 pub mod ffi;
 pub mod image;
+pub mod jobs;
 pub mod model;
 pub mod pipeline;
 pub mod runtime;

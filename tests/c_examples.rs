@@ -5,10 +5,24 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// target/<profile>/, where cargo puts libkiln.so next to the test's deps/ folder.
+fn lib_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libkiln.dylib"
+    } else {
+        "libkiln.so"
+    }
+}
+
+/// Where cargo put the cdylib built for this test run: target/<profile>/deps/
+/// (beside the test executable), or target/<profile>/ after a `cargo build`.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let deps = exe.parent().unwrap().to_path_buf();
+    if deps.join(lib_name()).exists() {
+        deps
+    } else {
+        deps.parent().unwrap().to_path_buf()
+    }
 }
 
 /// Builds each example once per test process (tests run in parallel threads).
@@ -29,7 +43,7 @@ fn compile_c(example: &str) -> PathBuf {
     let bin = out_dir.join(example);
     let lib = lib_dir();
     assert!(
-        lib.join(if cfg!(target_os = "macos") { "libkiln.dylib" } else { "libkiln.so" }).exists(),
+        lib.join(lib_name()).exists(),
         "libkiln shared library not found in {}",
         lib.display()
     );
@@ -75,4 +89,13 @@ fn txt2img_reports_a_missing_model_by_name() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/model"), "{err}");
+}
+
+#[test]
+fn async_poll_runs_the_frame_loop_and_cancels() {
+    let bin = build_c("async_poll");
+    let out = Command::new(&bin).arg(common::fixture()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "async_poll failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
 }

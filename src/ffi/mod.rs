@@ -13,6 +13,7 @@
 mod boundary;
 mod handles;
 pub mod image;
+pub mod job;
 pub mod model;
 pub mod runtime;
 pub mod status;

@@ -34,6 +34,17 @@ pub enum kiln_scheduler {
     Ddim = 1,
     /// diffusers `EulerDiscreteScheduler`.
     Euler = 2,
+    /// diffusers `PNDMScheduler` with `skip_prk_steps` (PLMS; SD 1.x's default).
+    /// Calls the U-Net steps + 1 times.
+    Pndm = 3,
+    /// diffusers `DPMSolverMultistepScheduler` (DPM-Solver++(2M)).
+    DpmPP2M = 4,
+    /// diffusers `DPMSolverMultistepScheduler` with `use_karras_sigmas`.
+    DpmPP2MKarras = 5,
+    /// diffusers `LMSDiscreteScheduler` (order 4).
+    Lms = 6,
+    /// diffusers `HeunDiscreteScheduler`. Calls the U-Net 2 * steps - 1 times.
+    Heun = 7,
 }
 
 /// Facts about a loaded model, filled by `kiln_model_get_info`.
@@ -183,7 +194,7 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
 }
 
 /// Converts the C request to the Rust one, validating every field.
-unsafe fn request_from(options: *const kiln_generate_options) -> Result<GenerateRequest> {
+pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Result<GenerateRequest> {
     // SAFETY: caller passes a struct of at least struct_size bytes.
     let o = unsafe { read_versioned(options, default_generate_options(), GENERATE_OPTIONS_V1, "options")? };
     // SAFETY: NUL-terminated strings per the header.
@@ -193,6 +204,11 @@ unsafe fn request_from(options: *const kiln_generate_options) -> Result<Generate
         0 => SchedulerKind::Default,
         1 => SchedulerKind::Ddim,
         2 => SchedulerKind::Euler,
+        3 => SchedulerKind::Pndm,
+        4 => SchedulerKind::DpmPP2M,
+        5 => SchedulerKind::DpmPP2MKarras,
+        6 => SchedulerKind::Lms,
+        7 => SchedulerKind::Heun,
         other => return Err(Error::invalid(format!("options->scheduler {other} is not a kiln_scheduler"))),
     };
     let initial_noise = if o.initial_noise.is_null() {
@@ -224,7 +240,7 @@ unsafe fn request_from(options: *const kiln_generate_options) -> Result<Generate
 }
 
 /// Completes the initial-noise shape from the model and the request size.
-fn finish_request(model: &Model, mut request: GenerateRequest) -> GenerateRequest {
+pub(crate) fn finish_request(model: &Model, mut request: GenerateRequest) -> GenerateRequest {
     if let Some(noise) = request.initial_noise.as_mut() {
         let info = model.info();
         let w = if request.width == 0 { info.default_size } else { request.width };

@@ -66,6 +66,9 @@ pub struct kiln_runtime_options {
     pub log_user_data: *mut c_void,
     /// Least severe `kiln_log_level` delivered. Default `KILN_LOG_LEVEL_INFO`.
     pub log_level: u32,
+    /// Worker threads for `kiln_job_submit`; 0 = 1. The pool is process-wide
+    /// and sized by the first runtime whose model submits a job.
+    pub job_workers: u32,
 }
 
 const RUNTIME_OPTIONS_V1: usize = std::mem::size_of::<kiln_runtime_options>();
@@ -80,6 +83,7 @@ fn default_runtime_options() -> kiln_runtime_options {
         log_callback: None,
         log_user_data: std::ptr::null_mut(),
         log_level: kiln_log_level::Info as u32,
+        job_workers: 0,
     }
 }
 
@@ -149,6 +153,7 @@ pub unsafe extern "C" fn kiln_runtime_create(
             allow_spinning: o.allow_spinning != 0,
             log,
             log_level,
+            job_workers: o.job_workers as usize,
         })?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(runtime_out, handles::into_raw::<kiln_runtime>(runtime)) };

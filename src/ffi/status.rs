@@ -23,6 +23,8 @@ pub enum kiln_status {
     InvalidSize = 104,
     /// An options struct's `struct_size` is not one this library knows.
     StructSizeMismatch = 105,
+    /// A job id that is unknown, stale or already freed.
+    InvalidHandle = 106,
     /// A model folder or file does not exist.
     ModelNotFound = 200,
     /// A model file is malformed or not a Stable Diffusion export Kiln reads.
@@ -62,6 +64,8 @@ impl From<ErrorKind> for kiln_status {
             ErrorKind::Provider => Self::ProviderUnavailable,
             ErrorKind::Inference => Self::InferenceFailed,
             ErrorKind::Cancelled => Self::Cancelled,
+            ErrorKind::Busy => Self::Busy,
+            ErrorKind::InvalidHandle => Self::InvalidHandle,
             ErrorKind::Internal => Self::Internal,
         }
     }
@@ -77,6 +81,7 @@ impl kiln_status {
             Self::BufferTooSmall => b"KILN_STATUS_BUFFER_TOO_SMALL\0",
             Self::InvalidSize => b"KILN_STATUS_INVALID_SIZE\0",
             Self::StructSizeMismatch => b"KILN_STATUS_STRUCT_SIZE_MISMATCH\0",
+            Self::InvalidHandle => b"KILN_STATUS_INVALID_HANDLE\0",
             Self::ModelNotFound => b"KILN_STATUS_MODEL_NOT_FOUND\0",
             Self::ModelInvalid => b"KILN_STATUS_MODEL_INVALID\0",
             Self::Io => b"KILN_STATUS_IO\0",
@@ -90,9 +95,9 @@ impl kiln_status {
         }
     }
 
-    const ALL: [kiln_status; 17] = [
+    const ALL: [kiln_status; 18] = [
         Self::Ok, Self::NullArgument, Self::InvalidArgument, Self::InvalidUtf8, Self::BufferTooSmall,
-        Self::InvalidSize, Self::StructSizeMismatch, Self::ModelNotFound, Self::ModelInvalid, Self::Io,
+        Self::InvalidSize, Self::StructSizeMismatch, Self::InvalidHandle, Self::ModelNotFound, Self::ModelInvalid, Self::Io,
         Self::Unsupported, Self::RuntimeLoadFailed, Self::ProviderUnavailable, Self::InferenceFailed,
         Self::Cancelled, Self::Busy, Self::Internal,
     ];

@@ -57,7 +57,6 @@ pub struct Model {
 
 pub(crate) struct ModelInner {
     /// Held so the ONNX Runtime environment outlives every session of the model.
-    #[allow(dead_code)]
     pub(crate) runtime: Runtime,
     pub(crate) layout: ModelLayout,
     pub(crate) tokenizer: ClipTokenizer,
@@ -132,6 +131,11 @@ impl Model {
             embedding_dim: l.text_config.hidden_size,
             has_vae_encoder: l.vae_encoder.is_some(),
         }
+    }
+
+    /// The runtime this model was loaded with.
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
     }
 
     /// The parsed folder layout and configs.

@@ -87,6 +87,9 @@ pub struct Hooks<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Called after each step.
     pub on_step: Option<&'a mut dyn FnMut(StepProgress)>,
+    /// Passed to every graph run, so `RunOptions::terminate` stops a U-Net call
+    /// mid-graph instead of waiting for the step to end.
+    pub run_options: Option<&'a ort::session::RunOptions>,
 }
 
 impl Model {
@@ -135,14 +138,18 @@ fn check_size(m: &ModelInner, request: &GenerateRequest) -> Result<(usize, usize
 }
 
 fn encode_prompt(m: &ModelInner, prompt: &str) -> Result<ArrayD<f32>> {
+    encode_prompt_with(m, prompt, None)
+}
+
+fn encode_prompt_with(m: &ModelInner, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
     let ids = m.tokenizer.encode(prompt)?;
     let len = ids.len();
     let ids = ArrayD::from_shape_vec(IxDyn(&[1, len]), ids).map_err(|e| Error::internal(e.to_string()))?;
-    m.text_encoder.run(vec![(&m.text_io.input_ids, GraphInput::Int(ids))], &m.text_io.output, None)
+    m.text_encoder.run(vec![(&m.text_io.input_ids, GraphInput::Int(ids))], &m.text_io.output, options)
 }
 
 fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
-    let Hooks { cancel, mut on_step } = hooks;
+    let Hooks { cancel, mut on_step, run_options } = hooks;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let (width, height) = check_size(m, request)?;
     if !request.guidance_scale.is_finite() {
@@ -157,8 +164,8 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     let lcm = m.unet_io.timestep_cond.clone();
     let do_cfg = request.guidance_scale > 1.0 && lcm.is_none();
 
-    let cond = encode_prompt(m, &request.prompt)?;
-    let uncond = if do_cfg { Some(encode_prompt(m, &request.negative_prompt)?) } else { None };
+    let cond = encode_prompt_with(m, &request.prompt, run_options)?;
+    let uncond = if do_cfg { Some(encode_prompt_with(m, &request.negative_prompt, run_options)?) } else { None };
     if cancelled() {
         return Err(Error::new(ErrorKind::Cancelled, "generation cancelled"));
     }
@@ -206,17 +213,17 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         let noise_pred = match (&uncond, &embeds_batched) {
             (Some(_), Some(embeds)) => {
                 let input = concatenate(Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?;
-                let out = unet_call(m, input, t, embeds.clone(), w_embedding.as_ref())?;
+                let out = unet_call(m, input, t, embeds.clone(), w_embedding.as_ref(), run_options)?;
                 let u = out.slice(s![0..1, .., .., ..]).into_dyn().to_owned();
                 let c = out.slice(s![1..2, .., .., ..]).into_dyn().to_owned();
                 guide(&u, &c, request.guidance_scale)
             }
             (Some(u_emb), None) => {
-                let u = unet_call(m, scaled.clone(), t, u_emb.clone(), w_embedding.as_ref())?;
-                let c = unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref())?;
+                let u = unet_call(m, scaled.clone(), t, u_emb.clone(), w_embedding.as_ref(), run_options)?;
+                let c = unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?;
                 guide(&u, &c, request.guidance_scale)
             }
-            (None, _) => unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref())?,
+            (None, _) => unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?,
         };
         latents = scheduler.step(&noise_pred, i, &latents)?;
         if let Some(cb) = on_step.as_mut() {
@@ -226,7 +233,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     if cancelled() {
         return Err(Error::new(ErrorKind::Cancelled, "generation cancelled before decoding"));
     }
-    let image = decode(m, &latents)?;
+    let image = decode(m, &latents, run_options)?;
     Ok(Generation { image, latents, timesteps })
 }
 
@@ -237,7 +244,14 @@ fn guide(uncond: &ArrayD<f32>, cond: &ArrayD<f32>, g: f32) -> ArrayD<f32> {
     out
 }
 
-fn unet_call(m: &ModelInner, sample: ArrayD<f32>, t: f64, embeds: ArrayD<f32>, w: Option<&Vec<f32>>) -> Result<ArrayD<f32>> {
+fn unet_call(
+    m: &ModelInner,
+    sample: ArrayD<f32>,
+    t: f64,
+    embeds: ArrayD<f32>,
+    w: Option<&Vec<f32>>,
+    options: Option<&ort::session::RunOptions>,
+) -> Result<ArrayD<f32>> {
     let io = &m.unet_io;
     let batch = sample.shape()[0];
     let timestep = if io.timestep.shape.is_empty() {
@@ -258,13 +272,13 @@ fn unet_call(m: &ModelInner, sample: ArrayD<f32>, t: f64, embeds: ArrayD<f32>, w
         let arr = ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))?;
         inputs.push((spec, GraphInput::Float(arr)));
     }
-    m.unet.run(inputs, &io.output, None)
+    m.unet.run(inputs, &io.output, options)
 }
 
-fn decode(m: &ModelInner, latents: &ArrayD<f32>) -> Result<FloatImage> {
+fn decode(m: &ModelInner, latents: &ArrayD<f32>, options: Option<&ort::session::RunOptions>) -> Result<FloatImage> {
     let scale = 1.0 / m.layout.vae_config.scaling_factor;
     let z = latents.mapv(|x| x * scale);
-    let out = m.vae_decoder.run(vec![(&m.vae_io.latent, GraphInput::Float(z))], &m.vae_io.output, None)?;
+    let out = m.vae_decoder.run(vec![(&m.vae_io.latent, GraphInput::Float(z))], &m.vae_io.output, options)?;
     let shape = out.shape().to_vec();
     if shape.len() != 4 || shape[0] != 1 || shape[1] != 3 {
         return Err(Error::model(format!("vae_decoder returned shape {shape:?}; expected [1, 3, H, W]")));

@@ -35,6 +35,9 @@ pub struct RuntimeOptions {
     pub log: Option<LogCallback>,
     /// The least severe level that reaches `log`.
     pub log_level: LogLevel,
+    /// Worker threads running asynchronous jobs; 0 = 1. The pool is shared by
+    /// the whole process and sized by the first runtime that submits a job.
+    pub job_workers: usize,
 }
 
 /// A loaded ONNX Runtime plus Kiln's settings for it. Cheap to clone; thread-safe.
@@ -50,6 +53,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) inter_op_threads: usize,
     pub(crate) allow_spinning: bool,
     pub(crate) logger: log::Logger,
+    pub(crate) job_workers: usize,
 }
 
 /// The one environment of this process, kept while any runtime holds it.
@@ -77,6 +81,7 @@ impl Runtime {
                 inter_op_threads: inter,
                 allow_spinning: options.allow_spinning,
                 logger,
+                job_workers: options.job_workers.max(1),
             }),
         })
     }
@@ -94,6 +99,11 @@ impl Runtime {
     /// Threads one graph uses.
     pub fn intra_op_threads(&self) -> usize {
         self.inner.intra_op_threads
+    }
+
+    /// The process-wide job pool (started on first use).
+    pub fn jobs(&self) -> &'static crate::jobs::JobPool {
+        crate::jobs::global_pool(self.inner.job_workers)
     }
 
     pub(crate) fn logger(&self) -> &log::Logger {

@@ -1,0 +1,375 @@
+//! Asynchronous generation jobs: submit returns at once, worker threads run
+//! jobs by priority then FIFO, and every fact about a job can be polled cheaply
+//! from a game's main thread (no callbacks needed, so IL2CPP/Godot can drive it).
+//!
+//! Jobs are named by generation-counted ids (slot index + generation), so a
+//! stale or freed id is reported as such instead of touching freed memory.
+//! Cancellation sets a flag checked between steps *and* terminates the ONNX
+//! Runtime call in flight (`RunOptions::terminate`), so it takes effect within
+//! one graph call.
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::image::Rgba8Image;
+use crate::model::Model;
+use crate::pipeline::{GenerateRequest, Hooks, StepProgress};
+
+/// Where a job is in its life. Values match `kiln_job_state` in the C header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued = 0,
+    /// A worker is generating.
+    Running = 1,
+    /// Finished with an image.
+    Succeeded = 2,
+    /// Finished with an error (see the job's message).
+    Failed = 3,
+    /// Stopped by `cancel` before finishing.
+    Cancelled = 4,
+}
+
+impl JobState {
+    fn from_u32(v: u32) -> Self {
+        match v {
+            0 => Self::Queued,
+            1 => Self::Running,
+            2 => Self::Succeeded,
+            3 => Self::Failed,
+            _ => Self::Cancelled,
+        }
+    }
+    /// Whether the job has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A snapshot of a job, as `poll` returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobSnapshot {
+    /// Current state.
+    pub state: JobState,
+    /// Denoising steps finished.
+    pub step: u32,
+    /// Denoising steps in total (0 until the job starts).
+    pub total_steps: u32,
+}
+
+struct Job {
+    state: AtomicU32,
+    step: AtomicU32,
+    total: AtomicU32,
+    cancel: AtomicBool,
+    run_options: Mutex<Option<Arc<ort::session::RunOptions>>>,
+    result: Mutex<Option<Rgba8Image>>,
+    error: Mutex<String>,
+    done: Mutex<bool>,
+    done_cv: Condvar,
+}
+
+impl Job {
+    fn finish(&self, state: JobState) {
+        self.state.store(state as u32, Ordering::Release);
+        *self.done.lock() = true;
+        self.done_cv.notify_all();
+    }
+}
+
+struct Queued {
+    priority: i32,
+    seq: u64,
+    id: u64,
+    model: Model,
+    request: GenerateRequest,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.priority, self.seq) == (o.priority, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    /// Higher priority first, then earlier submission.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.priority.cmp(&o.priority).then(o.seq.cmp(&self.seq))
+    }
+}
+
+struct Slot {
+    generation: u32,
+    job: Option<Arc<Job>>,
+}
+
+struct State {
+    queue: BinaryHeap<Queued>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    seq: u64,
+    shutdown: bool,
+}
+
+/// The process-wide pool, started by the first job. Its workers live for the
+/// process (idle ones sleep on a condition variable); being global, it is never
+/// dropped from one of its own threads.
+pub fn global_pool(workers: usize) -> &'static JobPool {
+    static POOL: std::sync::OnceLock<JobPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| JobPool::new(workers))
+}
+
+/// A pool of worker threads and the table of jobs it owns.
+pub struct JobPool {
+    state: Arc<(Mutex<State>, Condvar)>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn make_id(index: u32, generation: u32) -> u64 {
+    ((generation as u64) << 32) | index as u64
+}
+
+impl JobPool {
+    /// Starts `workers` threads (at least one).
+    pub fn new(workers: usize) -> Self {
+        let state = Arc::new((
+            Mutex::new(State { queue: BinaryHeap::new(), slots: Vec::new(), free_slots: Vec::new(), seq: 0, shutdown: false }),
+            Condvar::new(),
+        ));
+        let workers = (0..workers.max(1))
+            .map(|i| {
+                let state = Arc::clone(&state);
+                std::thread::Builder::new()
+                    .name(format!("kiln-worker-{i}"))
+                    .spawn(move || worker(&state))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        Self { state, workers }
+    }
+
+    /// Queues a generation and returns its id at once.
+    pub fn submit(&self, model: &Model, request: GenerateRequest, priority: i32) -> u64 {
+        let job = Arc::new(Job {
+            state: AtomicU32::new(JobState::Queued as u32),
+            step: AtomicU32::new(0),
+            total: AtomicU32::new(0),
+            cancel: AtomicBool::new(false),
+            run_options: Mutex::new(None),
+            result: Mutex::new(None),
+            error: Mutex::new(String::new()),
+            done: Mutex::new(false),
+            done_cv: Condvar::new(),
+        });
+        let (lock, cv) = &*self.state;
+        let mut st = lock.lock();
+        let index = match st.free_slots.pop() {
+            Some(i) => i,
+            None => {
+                st.slots.push(Slot { generation: 1, job: None });
+                (st.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut st.slots[index as usize];
+        slot.job = Some(job);
+        let id = make_id(index, slot.generation);
+        st.seq += 1;
+        let seq = st.seq;
+        st.queue.push(Queued { priority, seq, id, model: model.clone(), request });
+        cv.notify_one();
+        id
+    }
+
+    fn lookup(&self, id: u64) -> Result<Arc<Job>> {
+        lookup(&self.state.0.lock(), id)
+    }
+
+    /// State and progress; cheap (a lock-protected table lookup and three atomic loads).
+    pub fn poll(&self, id: u64) -> Result<JobSnapshot> {
+        let job = self.lookup(id)?;
+        Ok(JobSnapshot {
+            state: JobState::from_u32(job.state.load(Ordering::Acquire)),
+            step: job.step.load(Ordering::Relaxed),
+            total_steps: job.total.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Blocks until the job ends or `timeout` passes; returns the state then.
+    pub fn wait(&self, id: u64, timeout: Duration) -> Result<JobState> {
+        let job = self.lookup(id)?;
+        let deadline = Instant::now() + timeout;
+        let mut done = job.done.lock();
+        while !*done {
+            if job.done_cv.wait_until(&mut done, deadline).timed_out() {
+                break;
+            }
+        }
+        drop(done);
+        Ok(JobState::from_u32(job.state.load(Ordering::Acquire)))
+    }
+
+    /// Asks the job to stop: a queued job never starts, a running one stops
+    /// within one graph call. No effect on an ended job.
+    pub fn cancel(&self, id: u64) -> Result<()> {
+        let job = self.lookup(id)?;
+        cancel_job(&job);
+        Ok(())
+    }
+
+    /// The job's error message (empty unless it failed or was cancelled).
+    pub fn error_message(&self, id: u64) -> Result<String> {
+        Ok(self.lookup(id)?.error.lock().clone())
+    }
+
+    /// Runs `f` on the job's image; `Busy` while the job is not done.
+    pub fn with_image<T>(&self, id: u64, f: impl FnOnce(&Rgba8Image) -> Result<T>) -> Result<T> {
+        let job = self.lookup(id)?;
+        let state = JobState::from_u32(job.state.load(Ordering::Acquire));
+        match state {
+            JobState::Succeeded => {}
+            JobState::Queued | JobState::Running => {
+                return Err(Error::new(ErrorKind::Busy, "the job has not finished; poll until it succeeds"))
+            }
+            JobState::Failed | JobState::Cancelled => {
+                return Err(Error::invalid(format!("the job ended {state:?} and has no image: {}", job.error.lock())))
+            }
+        }
+        let guard = job.result.lock();
+        let image = guard.as_ref().ok_or_else(|| Error::internal("succeeded job without an image"))?;
+        f(image)
+    }
+
+    /// Releases the job: cancels it if it has not ended, frees its image, and
+    /// makes the id stale. A worker still running it stops and drops it.
+    pub fn release(&self, id: u64) -> Result<()> {
+        let (lock, _) = &*self.state;
+        let mut st = lock.lock();
+        let job = lookup(&st, id)?;
+        cancel_job(&job);
+        let index = (id & 0xFFFF_FFFF) as usize;
+        let slot = &mut st.slots[index];
+        slot.job = None;
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        st.free_slots.push(index as u32);
+        Ok(())
+    }
+}
+
+fn lookup(st: &State, id: u64) -> Result<Arc<Job>> {
+    let index = (id & 0xFFFF_FFFF) as usize;
+    let generation = (id >> 32) as u32;
+    st.slots
+        .get(index)
+        .filter(|s| s.generation == generation)
+        .and_then(|s| s.job.clone())
+        .ok_or_else(|| Error::new(ErrorKind::InvalidHandle, format!("job {id:#x} is unknown or was already freed")))
+}
+
+fn cancel_job(job: &Job) {
+    job.cancel.store(true, Ordering::Release);
+    if let Some(ro) = job.run_options.lock().as_ref() {
+        let _ = ro.terminate();
+    }
+}
+
+fn worker(state: &(Mutex<State>, Condvar)) {
+    let (lock, cv) = state;
+    loop {
+        let (item, job) = {
+            let mut st = lock.lock();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                if let Some(item) = st.queue.pop() {
+                    match lookup(&st, item.id) {
+                        Ok(job) => break (item, job),
+                        Err(_) => continue, // released while queued
+                    }
+                }
+                cv.wait(&mut st);
+            }
+        };
+        run_job(&item, &job);
+    }
+}
+
+fn run_job(item: &Queued, job: &Job) {
+    if job.cancel.load(Ordering::Acquire) {
+        *job.error.lock() = "cancelled before it started".into();
+        job.finish(JobState::Cancelled);
+        return;
+    }
+    let run_options = match ort::session::RunOptions::new() {
+        Ok(o) => Arc::new(o),
+        Err(e) => {
+            *job.error.lock() = format!("cannot create ONNX Runtime run options: {e}");
+            job.finish(JobState::Failed);
+            return;
+        }
+    };
+    *job.run_options.lock() = Some(Arc::clone(&run_options));
+    // A cancel that raced the line above has already set the flag; honour it.
+    if job.cancel.load(Ordering::Acquire) {
+        let _ = run_options.terminate();
+    }
+    job.state.store(JobState::Running as u32, Ordering::Release);
+    let mut on_step = |p: StepProgress| {
+        job.total.store(p.total as u32, Ordering::Relaxed);
+        job.step.store(p.step as u32, Ordering::Relaxed);
+    };
+    job.total.store(item.request.steps as u32, Ordering::Relaxed);
+    // Each job catches its own panics: a bug must fail one job, not the worker.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        item.model.generate_with(
+            &item.request,
+            Hooks { cancel: Some(&job.cancel), on_step: Some(&mut on_step), run_options: Some(&run_options) },
+        )
+    }));
+    *job.run_options.lock() = None;
+    match outcome {
+        Ok(Ok(generation)) => {
+            *job.result.lock() = Some(generation.image.to_rgba8());
+            job.finish(JobState::Succeeded);
+        }
+        Ok(Err(e)) if e.kind() == ErrorKind::Cancelled || job.cancel.load(Ordering::Acquire) => {
+            *job.error.lock() = e.message().to_string();
+            job.finish(JobState::Cancelled);
+        }
+        Ok(Err(e)) => {
+            *job.error.lock() = e.message().to_string();
+            job.finish(JobState::Failed);
+        }
+        Err(_) => {
+            *job.error.lock() = "internal error: the generation panicked".into();
+            job.finish(JobState::Failed);
+        }
+    }
+}
+
+impl Drop for JobPool {
+    fn drop(&mut self) {
+        {
+            let (lock, cv) = &*self.state;
+            let mut st = lock.lock();
+            st.shutdown = true;
+            for slot in st.slots.iter().filter_map(|s| s.job.as_ref()) {
+                cancel_job(slot);
+            }
+            cv.notify_all();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Asynchronous jobs through the C API: polling, progress, results identical
+//! to a synchronous generation, cancellation of running and queued jobs within
+//! one graph call, and misuse (stale ids, double free, early copy) reported
+//! with a status instead of crashing.
+mod common;
+
+use std::ffi::CString;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use kiln::ffi::job::*;
+use kiln::ffi::kiln_status;
+use kiln::ffi::model::*;
+use kiln::ffi::runtime::*;
+
+struct Handles {
+    rt: *mut kiln_runtime,
+    model: *mut kiln_model,
+}
+
+fn open() -> Handles {
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let mut model = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok);
+    Handles { rt, model }
+}
+
+fn options(prompt: &CString, steps: u32) -> kiln_generate_options {
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = steps;
+    o.seed = 11;
+    o.scheduler = kiln_scheduler::Ddim as u32; // one U-Net call per step
+    o
+}
+
+fn poll(job: u64) -> kiln_job_progress {
+    let mut p = kiln_job_progress { struct_size: std::mem::size_of::<kiln_job_progress>() as u32, ..Default::default() };
+    assert_eq!(unsafe { kiln_job_poll(job, &mut p) }, kiln_status::Ok);
+    p
+}
+
+fn wait_for(job: u64, pred: impl Fn(&kiln_job_progress) -> bool, what: &str) -> kiln_job_progress {
+    let start = Instant::now();
+    loop {
+        let p = poll(job);
+        if pred(&p) {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}: {p:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn job_result_matches_synchronous_generation() {
+    let h = open();
+    let prompt = CString::new("cobblestone").unwrap();
+    let o = options(&prompt, 8);
+    let mut job = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, 0, &mut job) }, kiln_status::Ok);
+    assert_ne!(job, 0);
+    let done = wait_for(job, |p| p.state >= kiln_job_state::Succeeded as u32, "success");
+    assert_eq!(done.state, kiln_job_state::Succeeded as u32);
+    assert_eq!((done.step, done.total_steps), (8, 8));
+    let (mut w, mut hgt) = (0u32, 0u32);
+    assert_eq!(unsafe { kiln_job_image_size(job, &mut w, &mut hgt) }, kiln_status::Ok);
+    let mut from_job = vec![0u8; (w * hgt * 4) as usize];
+    assert_eq!(unsafe { kiln_job_copy_image(job, from_job.as_mut_ptr(), from_job.len(), 0) }, kiln_status::Ok);
+    let mut sync = vec![0u8; from_job.len()];
+    assert_eq!(unsafe { kiln_model_generate_into(h.model, &o, sync.as_mut_ptr(), sync.len(), 0) }, kiln_status::Ok);
+    assert_eq!(from_job, sync, "a job gives exactly the synchronous result");
+    assert_eq!(unsafe { kiln_job_free(job) }, kiln_status::Ok);
+    // Misuse after free: every call reports the stale id.
+    let mut p = kiln_job_progress { struct_size: 16, ..Default::default() };
+    assert_eq!(unsafe { kiln_job_poll(job, &mut p) }, kiln_status::InvalidHandle);
+    assert_eq!(kiln_job_free(job), kiln_status::InvalidHandle);
+    assert_eq!(kiln_job_cancel(job), kiln_status::InvalidHandle);
+    assert_eq!(unsafe { kiln_job_copy_image(job, from_job.as_mut_ptr(), from_job.len(), 0) }, kiln_status::InvalidHandle);
+    assert_eq!(unsafe { kiln_job_poll(0xdead_beef_0000_0001, &mut p) }, kiln_status::InvalidHandle);
+    unsafe { kiln_model_free(h.model) };
+    unsafe { kiln_runtime_destroy(h.rt) };
+}
+
+#[test]
+fn cancel_stops_running_and_queued_jobs() {
+    let h = open();
+    let prompt = CString::new("lava").unwrap();
+    // Long jobs: 900 steps takes seconds on the tiny model.
+    let long = options(&prompt, 900);
+    let (mut a, mut b) = (0u64, 0u64);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &long, 0, &mut a) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &long, 0, &mut b) }, kiln_status::Ok);
+    wait_for(a, |p| p.state == kiln_job_state::Running as u32 && p.step >= 1, "job a to run");
+    // Early copy of a running job is BUSY, not a crash.
+    let mut buf = vec![0u8; 64 * 64 * 4];
+    assert_eq!(unsafe { kiln_job_copy_image(a, buf.as_mut_ptr(), buf.len(), 0) }, kiln_status::Busy);
+    let t = Instant::now();
+    assert_eq!(kiln_job_cancel(a), kiln_status::Ok);
+    assert_eq!(kiln_job_cancel(b), kiln_status::Ok);
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(a, 30_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Cancelled as u32);
+    let took = t.elapsed();
+    let pa = poll(a);
+    assert!(pa.step < 900, "cancelled before the end: {pa:?} after {took:?}");
+    assert_eq!(unsafe { kiln_job_wait(b, 30_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Cancelled as u32);
+    assert_eq!(poll(b).step, 0, "a cancelled queued job never runs");
+    let mut len = 0usize;
+    assert_eq!(unsafe { kiln_job_error_message(a, ptr::null_mut(), 0, &mut len) }, kiln_status::Ok);
+    assert!(len > 0);
+    assert_eq!(kiln_job_cancel(a), kiln_status::Ok, "cancelling an ended job is a no-op");
+    assert_eq!(kiln_job_free(a), kiln_status::Ok);
+    assert_eq!(kiln_job_free(b), kiln_status::Ok);
+    unsafe { kiln_model_free(h.model) };
+    unsafe { kiln_runtime_destroy(h.rt) };
+}
+
+#[test]
+fn freeing_the_model_or_a_running_job_is_safe() {
+    let h = open();
+    let prompt = CString::new("snow").unwrap();
+    let o = options(&prompt, 6);
+    let mut keep = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, 0, &mut keep) }, kiln_status::Ok);
+    let long = options(&prompt, 900);
+    let mut dropped = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &long, 0, &mut dropped) }, kiln_status::Ok);
+    // The model handle can go while jobs still use it; the jobs keep it alive.
+    unsafe { kiln_model_free(h.model) };
+    unsafe { kiln_runtime_destroy(h.rt) };
+    // Freeing a job that is queued or running cancels it and releases it.
+    assert_eq!(kiln_job_free(dropped), kiln_status::Ok);
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(keep, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32);
+    assert_eq!(kiln_job_free(keep), kiln_status::Ok);
+    // Bad arguments.
+    let mut id = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(ptr::null(), &o, 0, &mut id) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_poll(1, ptr::null_mut()) }, kiln_status::NullArgument);
+    let mut p = kiln_job_progress { struct_size: 1, ..Default::default() };
+    assert_eq!(unsafe { kiln_job_poll(1, &mut p) }, kiln_status::StructSizeMismatch);
+}
