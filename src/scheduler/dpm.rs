@@ -195,19 +195,7 @@ impl Scheduler for DpmSolverMultistep {
 mod tests {
     use super::*;
 
-    /// SD 1.5's scheduler_config.json (tests/fixtures/tiny-sd), as diffusers loads it.
-    fn sd15(extra: serde_json::Value) -> SchedulerConfig {
-        let mut v = serde_json::json!({
-            "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-            "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
-            "prediction_type": "epsilon", "set_alpha_to_one": false, "skip_prk_steps": true,
-            "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": null
-        });
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        SchedulerConfig::from_json(&v).unwrap()
-    }
+    use crate::scheduler::test_configs::sd15;
 
     fn ts(s: &DpmSolverMultistep) -> Vec<i64> {
         s.timesteps.iter().map(|&t| t as i64).collect()

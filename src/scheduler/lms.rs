@@ -152,19 +152,7 @@ impl Scheduler for Lms {
 mod tests {
     use super::*;
 
-    /// SD 1.5's scheduler_config.json (tests/fixtures/tiny-sd), as diffusers loads it.
-    fn sd15(extra: serde_json::Value) -> SchedulerConfig {
-        let mut v = serde_json::json!({
-            "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-            "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
-            "prediction_type": "epsilon", "set_alpha_to_one": false, "skip_prk_steps": true,
-            "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": null
-        });
-        for (k, x) in extra.as_object().unwrap() {
-            v[k] = x.clone();
-        }
-        SchedulerConfig::from_json(&v).unwrap()
-    }
+    use crate::scheduler::test_configs::sd15;
 
     /// init_noise_sigma to 1e-6: torch's vectorized float32 sqrt (this CPU
     /// build) is not correctly rounded, so ~1 in 5 training sigmas differ from

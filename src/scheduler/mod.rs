@@ -187,3 +187,24 @@ mod tests {
         assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler"})), SchedulerKind::Euler);
     }
 }
+
+/// Configs shared by the schedulers' unit tests.
+#[cfg(test)]
+pub(crate) mod test_configs {
+    use super::SchedulerConfig;
+
+    /// SD 1.5's scheduler_config.json (as in tests/fixtures/tiny-sd), with
+    /// `extra` fields overriding it, parsed as diffusers' `from_config` reads it.
+    pub(crate) fn sd15(extra: serde_json::Value) -> SchedulerConfig {
+        let mut v = serde_json::json!({
+            "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
+            "prediction_type": "epsilon", "set_alpha_to_one": false, "skip_prk_steps": true,
+            "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": null
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        SchedulerConfig::from_json(&v).unwrap()
+    }
+}
