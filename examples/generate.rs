@@ -117,7 +117,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         request.initial_noise = Some(InitialNoise { shape, data });
     }
     let t1 = std::time::Instant::now();
-    let mut report = |p: kiln::pipeline::StepProgress| eprint!("\rstep {}/{}", p.step, p.total);
+    let mut report = |p: &kiln::pipeline::StepProgress<'_>| eprint!("\rstep {}/{}", p.step, p.total);
     let out = model.generate_with(&request, Hooks { on_step: Some(&mut report), ..Default::default() })?;
     eprintln!();
     let gen_s = t1.elapsed().as_secs_f64();

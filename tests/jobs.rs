@@ -73,7 +73,7 @@ fn job_result_matches_synchronous_generation() {
     let mut sync = vec![0u8; from_job.len()];
     assert_eq!(unsafe { kiln_model_generate_into(h.model, &o, sync.as_mut_ptr(), sync.len(), 0) }, kiln_status::Ok);
     assert_eq!(from_job, sync, "a job gives exactly the synchronous result");
-    assert_eq!(unsafe { kiln_job_free(job) }, kiln_status::Ok);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
     // Misuse after free: every call reports the stale id.
     let mut p = kiln_job_progress { struct_size: 16, ..Default::default() };
     assert_eq!(unsafe { kiln_job_poll(job, &mut p) }, kiln_status::InvalidHandle);

@@ -324,7 +324,7 @@ fn run_job(item: &Queued, job: &Job) {
         let _ = run_options.terminate();
     }
     job.state.store(JobState::Running as u32, Ordering::Release);
-    let mut on_step = |p: StepProgress| {
+    let mut on_step = |p: &StepProgress<'_>| {
         job.total.store(p.total as u32, Ordering::Relaxed);
         job.step.store(p.step as u32, Ordering::Relaxed);
     };

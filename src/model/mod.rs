@@ -154,6 +154,17 @@ impl Model {
     }
 }
 
+impl ModelInner {
+    /// Token embeddings `[1, seq, dim]` for one prompt (the text encoder's
+    /// `last_hidden_state`).
+    pub(crate) fn encode_text(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ndarray::ArrayD<f32>> {
+        let ids = self.tokenizer.encode(prompt)?;
+        let len = ids.len();
+        let ids = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, len]), ids).map_err(|e| Error::internal(e.to_string()))?;
+        self.text_encoder.run(vec![(&self.text_io.input_ids, GraphInput::Int(ids))], &self.text_io.output, options)
+    }
+}
+
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
     let input_ids = g
         .find_input(&["input_ids"], Some(2))

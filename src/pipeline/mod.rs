@@ -71,13 +71,15 @@ pub struct Generation {
     pub timesteps: Vec<f64>,
 }
 
-/// Progress reported after every denoising step.
+/// Progress reported after every U-Net call's scheduler step.
 #[derive(Debug, Clone, Copy)]
-pub struct StepProgress {
-    /// Steps finished.
+pub struct StepProgress<'a> {
+    /// U-Net calls finished.
     pub step: usize,
-    /// Steps in total.
+    /// U-Net calls in total.
     pub total: usize,
+    /// The latents after this step (for previews), `[1, C, h, w]`.
+    pub latents: &'a ArrayD<f32>,
 }
 
 /// Optional observers of a generation.
@@ -86,7 +88,7 @@ pub struct Hooks<'a> {
     /// Checked between steps; when set the generation stops with `Cancelled`.
     pub cancel: Option<&'a AtomicBool>,
     /// Called after each step.
-    pub on_step: Option<&'a mut dyn FnMut(StepProgress)>,
+    pub on_step: Option<&'a mut dyn FnMut(&StepProgress<'_>)>,
     /// Passed to every graph run, so `RunOptions::terminate` stops a U-Net call
     /// mid-graph instead of waiting for the step to end.
     pub run_options: Option<&'a ort::session::RunOptions>,
@@ -142,10 +144,7 @@ fn encode_prompt(m: &ModelInner, prompt: &str) -> Result<ArrayD<f32>> {
 }
 
 fn encode_prompt_with(m: &ModelInner, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
-    let ids = m.tokenizer.encode(prompt)?;
-    let len = ids.len();
-    let ids = ArrayD::from_shape_vec(IxDyn(&[1, len]), ids).map_err(|e| Error::internal(e.to_string()))?;
-    m.text_encoder.run(vec![(&m.text_io.input_ids, GraphInput::Int(ids))], &m.text_io.output, options)
+    m.encode_text(prompt, options)
 }
 
 fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
@@ -227,7 +226,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         };
         latents = scheduler.step(&noise_pred, i, &latents)?;
         if let Some(cb) = on_step.as_mut() {
-            cb(StepProgress { step: i + 1, total });
+            cb(&StepProgress { step: i + 1, total, latents: &latents });
         }
     }
     if cancelled() {
