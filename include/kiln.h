@@ -171,6 +171,27 @@ typedef uint32_t kiln_job_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What a `kiln_job_event` reports.
+enum kiln_job_event_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // A U-Net call finished: `step` of `total_steps`.
+    KILN_JOB_EVENT_KIND_PROGRESS = 0,
+    // A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
+    KILN_JOB_EVENT_KIND_PREVIEW = 1,
+    // The job ended; `state` says how.
+    KILN_JOB_EVENT_KIND_FINISHED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_job_event_kind kiln_job_event_kind;
+#else
+typedef uint32_t kiln_job_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -184,6 +205,50 @@ typedef struct kiln_model kiln_model;
 // from it concurrently. Destroy it with `kiln_runtime_destroy`; models loaded
 // from it keep what they need alive, so the order of destruction is free.
 typedef struct kiln_runtime kiln_runtime;
+
+// One event of a job, passed to `kiln_job_callback`. Borrowed: valid only
+// during the callback (copy the pixels if you need them later).
+typedef struct kiln_job_event {
+    // `sizeof(kiln_job_event)` of the library; fields are only appended.
+    uint32_t struct_size;
+    // A `kiln_job_event_kind` value.
+    uint32_t kind;
+    // The job's id.
+    uint64_t job;
+    // U-Net calls finished (progress) or shown (preview).
+    uint32_t step;
+    // U-Net calls in total.
+    uint32_t total_steps;
+    // A `kiln_job_state` value (for `KILN_JOB_EVENT_KIND_FINISHED`).
+    uint32_t state;
+    // Preview width in pixels.
+    uint32_t width;
+    // Preview height in pixels.
+    uint32_t height;
+    // Bytes between preview rows.
+    size_t row_pitch;
+    // Preview RGBA8 pixels; NULL for other kinds.
+    const uint8_t *pixels;
+} kiln_job_event;
+
+// Receives job events. Called on the Kiln worker thread running the job (never
+// on the caller's thread), so it must be thread-safe and quick; everything it
+// reports can also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+typedef void (*kiln_job_callback)(void *user_data, const struct kiln_job_event *event);
+
+// How to run a job. Fill with `kiln_job_options_init`; NULL = defaults.
+typedef struct kiln_job_options {
+    // `sizeof(kiln_job_options)`, set by `kiln_job_options_init`.
+    uint32_t struct_size;
+    // Higher runs first; equal priorities run in submission order. Default 0.
+    int32_t priority;
+    // Make a preview every this many U-Net calls, and at the last; 0 = none.
+    uint32_t preview_interval;
+    // Optional event callback (see `kiln_job_callback`).
+    kiln_job_callback callback;
+    // First argument of `callback`.
+    void *user_data;
+} kiln_job_options;
 
 // One text-to-image request. Fill with `kiln_generate_options_init`, then set
 // at least `prompt`. Strings and arrays are borrowed for the call only.
@@ -224,6 +289,12 @@ typedef struct kiln_job_progress {
     // U-Net calls in total: the step count, or more for schedulers that call
     // the U-Net several times per step (PNDM's warm-up, Heun).
     uint32_t total_steps;
+    // Step shown by the newest preview; 0 while there is none.
+    uint32_t preview_step;
+    // Width of the newest preview in pixels (latent resolution); 0 if none.
+    uint32_t preview_width;
+    // Height of the newest preview in pixels; 0 if none.
+    uint32_t preview_height;
 } kiln_job_progress;
 
 // Facts about a loaded model, filled by `kiln_model_get_info`.
@@ -315,13 +386,17 @@ kiln_status kiln_image_write_png(const struct kiln_image *image, const char *pat
 // Frees an image. NULL is a no-op.
 void kiln_image_free(struct kiln_image *image);
 
+// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+void kiln_job_options_init(struct kiln_job_options *options);
+
 // Queues a generation and returns at once with its id in `*job_out`.
 // Jobs run on Kiln's worker threads (see `kiln_runtime_options.job_workers`),
-// higher `priority` first, then in submission order. The options and their
-// strings are copied before this returns. Free every job with `kiln_job_free`.
+// higher priority first, then in submission order. `job_options` may be NULL.
+// The options and their strings are copied before this returns. Free every
+// job with `kiln_job_free`.
 kiln_status kiln_job_submit(const struct kiln_model *model,
                             const struct kiln_generate_options *options,
-                            int32_t priority,
+                            const struct kiln_job_options *job_options,
                             uint64_t *job_out);
 
 // Reads a job's state and progress without blocking (cheap enough for every
@@ -347,6 +422,16 @@ kiln_status kiln_job_image_size(uint64_t job, uint32_t *width_out, uint32_t *hei
 // Copies a succeeded job's RGBA8 image into a caller buffer with a row pitch
 // (0 = `width * 4`). KILN_STATUS_BUSY while the job runs.
 kiln_status kiln_job_copy_image(uint64_t job, uint8_t *pixels_out, size_t pixels_len, size_t row_pitch);
+
+// Copies the newest preview (RGBA8, `preview_width × preview_height` from
+// `kiln_job_poll`) into a caller buffer with a row pitch (0 = `width * 4`);
+// `*step_out` (optional) receives the step it shows. KILN_STATUS_BUSY while
+// there is no preview yet.
+kiln_status kiln_job_copy_preview(uint64_t job,
+                                  uint8_t *pixels_out,
+                                  size_t pixels_len,
+                                  size_t row_pitch,
+                                  uint32_t *step_out);
 
 // Releases a job: cancels it if it has not ended and frees its memory; the id
 // becomes stale. Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.

@@ -61,7 +61,7 @@ fn job_result_matches_synchronous_generation() {
     let prompt = CString::new("cobblestone").unwrap();
     let o = options(&prompt, 8);
     let mut job = 0u64;
-    assert_eq!(unsafe { kiln_job_submit(h.model, &o, 0, &mut job) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, ptr::null(), &mut job) }, kiln_status::Ok);
     assert_ne!(job, 0);
     let done = wait_for(job, |p| p.state >= kiln_job_state::Succeeded as u32, "success");
     assert_eq!(done.state, kiln_job_state::Succeeded as u32);
@@ -92,8 +92,8 @@ fn cancel_stops_running_and_queued_jobs() {
     // Long jobs: 900 steps takes seconds on the tiny model.
     let long = options(&prompt, 900);
     let (mut a, mut b) = (0u64, 0u64);
-    assert_eq!(unsafe { kiln_job_submit(h.model, &long, 0, &mut a) }, kiln_status::Ok);
-    assert_eq!(unsafe { kiln_job_submit(h.model, &long, 0, &mut b) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &long, ptr::null(), &mut a) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &long, ptr::null(), &mut b) }, kiln_status::Ok);
     wait_for(a, |p| p.state == kiln_job_state::Running as u32 && p.step >= 1, "job a to run");
     // Early copy of a running job is BUSY, not a crash.
     let mut buf = vec![0u8; 64 * 64 * 4];
@@ -126,10 +126,10 @@ fn freeing_the_model_or_a_running_job_is_safe() {
     let prompt = CString::new("snow").unwrap();
     let o = options(&prompt, 6);
     let mut keep = 0u64;
-    assert_eq!(unsafe { kiln_job_submit(h.model, &o, 0, &mut keep) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, ptr::null(), &mut keep) }, kiln_status::Ok);
     let long = options(&prompt, 900);
     let mut dropped = 0u64;
-    assert_eq!(unsafe { kiln_job_submit(h.model, &long, 0, &mut dropped) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit(h.model, &long, ptr::null(), &mut dropped) }, kiln_status::Ok);
     // The model handle can go while jobs still use it; the jobs keep it alive.
     unsafe { kiln_model_free(h.model) };
     unsafe { kiln_runtime_destroy(h.rt) };
@@ -141,8 +141,77 @@ fn freeing_the_model_or_a_running_job_is_safe() {
     assert_eq!(kiln_job_free(keep), kiln_status::Ok);
     // Bad arguments.
     let mut id = 0u64;
-    assert_eq!(unsafe { kiln_job_submit(ptr::null(), &o, 0, &mut id) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_submit(ptr::null(), &o, ptr::null(), &mut id) }, kiln_status::NullArgument);
     assert_eq!(unsafe { kiln_job_poll(1, ptr::null_mut()) }, kiln_status::NullArgument);
     let mut p = kiln_job_progress { struct_size: 1, ..Default::default() };
     assert_eq!(unsafe { kiln_job_poll(1, &mut p) }, kiln_status::StructSizeMismatch);
+}
+
+/// Events seen by the C callback, recorded for the test.
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<(u32, u32, u32, u32, u32, Option<Vec<u8>>, std::thread::ThreadId)>>,
+}
+
+unsafe extern "C" fn record(user: *mut std::ffi::c_void, e: *const kiln_job_event) {
+    let r = unsafe { &*(user as *const Recorder) };
+    let e = unsafe { &*e };
+    let pixels = (!e.pixels.is_null())
+        .then(|| unsafe { std::slice::from_raw_parts(e.pixels, e.row_pitch * e.height as usize) }.to_vec());
+    r.events.lock().unwrap().push((e.kind, e.step, e.total_steps, e.state, e.width, pixels, std::thread::current().id()));
+}
+
+#[test]
+fn callbacks_and_polled_previews_agree() {
+    let h = open();
+    let prompt = CString::new("moss").unwrap();
+    let o = options(&prompt, 6);
+    let recorder = Box::new(Recorder::default());
+    let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };
+    unsafe { kiln_job_options_init(&mut jo) };
+    jo.preview_interval = 2;
+    jo.callback = Some(record);
+    jo.user_data = &*recorder as *const Recorder as *mut _;
+    let mut job = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, &jo, &mut job) }, kiln_status::Ok);
+    let mut state = 0;
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32);
+    // The Finished event is sent right after the state changes; give it a moment.
+    let start = Instant::now();
+    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let events = recorder.events.lock().unwrap();
+    let progress: Vec<u32> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Progress as u32).map(|e| e.1).collect();
+    assert_eq!(progress, vec![1, 2, 3, 4, 5, 6]);
+    let previews: Vec<&_> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Preview as u32).collect();
+    assert_eq!(previews.iter().map(|e| e.1).collect::<Vec<_>>(), vec![2, 4, 6]);
+    assert!(previews.iter().all(|e| e.4 == 8 && e.5.as_ref().unwrap().len() == 8 * 8 * 4));
+    assert_eq!(events.last().unwrap().0, kiln_job_event_kind::Finished as u32);
+    assert_eq!(events.last().unwrap().3, kiln_job_state::Succeeded as u32);
+    assert!(events.iter().all(|e| e.6 != std::thread::current().id()), "callbacks run on a worker thread");
+    // Polling sees the same newest preview.
+    let p = poll(job);
+    assert_eq!((p.preview_step, p.preview_width, p.preview_height), (6, 8, 8));
+    let mut buf = vec![0u8; 8 * 8 * 4];
+    let mut step = 0u32;
+    assert_eq!(unsafe { kiln_job_copy_preview(job, buf.as_mut_ptr(), buf.len(), 0, &mut step) }, kiln_status::Ok);
+    assert_eq!(step, 6);
+    assert_eq!(&buf, previews.last().unwrap().5.as_ref().unwrap());
+    drop(events);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+
+    // No preview interval: no preview to copy, reported as BUSY.
+    let mut job2 = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, ptr::null(), &mut job2) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(job2, 60_000, ptr::null_mut()) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_copy_preview(job2, buf.as_mut_ptr(), buf.len(), 0, ptr::null_mut()) }, kiln_status::Busy);
+    assert_eq!(kiln_job_free(job2), kiln_status::Ok);
+    let mut bad = jo;
+    bad.struct_size = 2;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &o, &bad, &mut job2) }, kiln_status::StructSizeMismatch);
+    unsafe { kiln_model_free(h.model) };
+    unsafe { kiln_runtime_destroy(h.rt) };
 }

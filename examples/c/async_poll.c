@@ -32,9 +32,12 @@ int main(int argc, char **argv) {
     options.prompt = "weathered oak planks";
     options.steps = 12;
     uint64_t texture_job = 0, doomed_job = 0;
-    if ((status = kiln_job_submit(model, &options, 1, &texture_job)) != KILN_STATUS_OK) return fail("kiln_job_submit", status);
+    kiln_job_options job_options;
+    kiln_job_options_init(&job_options);
+    job_options.priority = 1;
+    if ((status = kiln_job_submit(model, &options, &job_options, &texture_job)) != KILN_STATUS_OK) return fail("kiln_job_submit", status);
     options.steps = 900; /* long enough to still be queued or running when cancelled */
-    if ((status = kiln_job_submit(model, &options, 0, &doomed_job)) != KILN_STATUS_OK) return fail("kiln_job_submit", status);
+    if ((status = kiln_job_submit(model, &options, NULL, &doomed_job)) != KILN_STATUS_OK) return fail("kiln_job_submit", status);
 
     kiln_job_progress progress = {0};
     progress.struct_size = sizeof progress;

@@ -2,14 +2,16 @@
 //! copy the result into the engine's buffer. Jobs are named by 64-bit ids that
 //! carry a generation count, so a stale or freed id returns
 //! `KILN_STATUS_INVALID_HANDLE` instead of touching freed memory.
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::boundary::{non_null, write_string};
+use super::boundary::{non_null, read_versioned, write_string};
 use super::handles;
 use super::model::{finish_request, kiln_model, kiln_generate_options, request_from};
 use super::status::kiln_status;
 use crate::error::{Error, ErrorKind};
+use crate::jobs::{JobConfig, JobEvent, JobObserver};
 
 /// Where a job is in its life.
 #[repr(u32)]
@@ -40,17 +42,148 @@ pub struct kiln_job_progress {
     /// U-Net calls in total: the step count, or more for schedulers that call
     /// the U-Net several times per step (PNDM's warm-up, Heun).
     pub total_steps: u32,
+    /// Step shown by the newest preview; 0 while there is none.
+    pub preview_step: u32,
+    /// Width of the newest preview in pixels (latent resolution); 0 if none.
+    pub preview_width: u32,
+    /// Height of the newest preview in pixels; 0 if none.
+    pub preview_height: u32,
+}
+
+/// What a `kiln_job_event` reports.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_job_event_kind {
+    /// A U-Net call finished: `step` of `total_steps`.
+    Progress = 0,
+    /// A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
+    Preview = 1,
+    /// The job ended; `state` says how.
+    Finished = 2,
+}
+
+/// One event of a job, passed to `kiln_job_callback`. Borrowed: valid only
+/// during the callback (copy the pixels if you need them later).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kiln_job_event {
+    /// `sizeof(kiln_job_event)` of the library; fields are only appended.
+    pub struct_size: u32,
+    /// A `kiln_job_event_kind` value.
+    pub kind: u32,
+    /// The job's id.
+    pub job: u64,
+    /// U-Net calls finished (progress) or shown (preview).
+    pub step: u32,
+    /// U-Net calls in total.
+    pub total_steps: u32,
+    /// A `kiln_job_state` value (for `KILN_JOB_EVENT_KIND_FINISHED`).
+    pub state: u32,
+    /// Preview width in pixels.
+    pub width: u32,
+    /// Preview height in pixels.
+    pub height: u32,
+    /// Bytes between preview rows.
+    pub row_pitch: usize,
+    /// Preview RGBA8 pixels; NULL for other kinds.
+    pub pixels: *const u8,
+}
+
+/// Receives job events. Called on the Kiln worker thread running the job (never
+/// on the caller's thread), so it must be thread-safe and quick; everything it
+/// reports can also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+pub type kiln_job_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const kiln_job_event)>;
+
+/// How to run a job. Fill with `kiln_job_options_init`; NULL = defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kiln_job_options {
+    /// `sizeof(kiln_job_options)`, set by `kiln_job_options_init`.
+    pub struct_size: u32,
+    /// Higher runs first; equal priorities run in submission order. Default 0.
+    pub priority: i32,
+    /// Make a preview every this many U-Net calls, and at the last; 0 = none.
+    pub preview_interval: u32,
+    /// Optional event callback (see `kiln_job_callback`).
+    pub callback: kiln_job_callback,
+    /// First argument of `callback`.
+    pub user_data: *mut c_void,
+}
+
+const JOB_OPTIONS_V1: usize = std::mem::size_of::<kiln_job_options>();
+
+fn default_job_options() -> kiln_job_options {
+    kiln_job_options { struct_size: JOB_OPTIONS_V1 as u32, priority: 0, preview_interval: 0, callback: None, user_data: std::ptr::null_mut() }
+}
+
+/// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_options_init(options: *mut kiln_job_options) {
+    boundary_void!({
+        if !options.is_null() {
+            // SAFETY: non-null; the caller passes a writable struct.
+            unsafe { options.write(default_job_options()) };
+        }
+    })
+}
+
+/// Forwards job events to a C callback.
+struct CallbackObserver {
+    callback: unsafe extern "C" fn(*mut c_void, *const kiln_job_event),
+    user_data: *mut c_void,
+}
+// SAFETY: the header makes the callback's and user_data's thread-safety the caller's contract.
+unsafe impl Send for CallbackObserver {}
+unsafe impl Sync for CallbackObserver {}
+
+impl JobObserver for CallbackObserver {
+    fn on_event(&self, id: u64, event: &JobEvent<'_>) {
+        let mut e = kiln_job_event {
+            struct_size: std::mem::size_of::<kiln_job_event>() as u32,
+            kind: 0,
+            job: id,
+            step: 0,
+            total_steps: 0,
+            state: 0,
+            width: 0,
+            height: 0,
+            row_pitch: 0,
+            pixels: std::ptr::null(),
+        };
+        match event {
+            JobEvent::Progress { step, total } => {
+                e.kind = kiln_job_event_kind::Progress as u32;
+                e.step = *step;
+                e.total_steps = *total;
+            }
+            JobEvent::Preview { step, image } => {
+                e.kind = kiln_job_event_kind::Preview as u32;
+                e.step = *step;
+                e.width = image.width as u32;
+                e.height = image.height as u32;
+                e.row_pitch = image.width * 4;
+                e.pixels = image.pixels.as_ptr();
+            }
+            JobEvent::Finished { state } => {
+                e.kind = kiln_job_event_kind::Finished as u32;
+                e.state = *state as u32;
+            }
+        }
+        // SAFETY: the callback contract is the caller's; `e` outlives the call.
+        unsafe { (self.callback)(self.user_data, &e) };
+    }
 }
 
 /// Queues a generation and returns at once with its id in `*job_out`.
 /// Jobs run on Kiln's worker threads (see `kiln_runtime_options.job_workers`),
-/// higher `priority` first, then in submission order. The options and their
-/// strings are copied before this returns. Free every job with `kiln_job_free`.
+/// higher priority first, then in submission order. `job_options` may be NULL.
+/// The options and their strings are copied before this returns. Free every
+/// job with `kiln_job_free`.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_submit(
     model: *const kiln_model,
     options: *const kiln_generate_options,
-    priority: i32,
+    job_options: *const kiln_job_options,
     job_out: *mut u64,
 ) -> kiln_status {
     boundary!({
@@ -60,7 +193,17 @@ pub unsafe extern "C" fn kiln_job_submit(
         // SAFETY: NULL or a live handle; options per the header.
         let m = unsafe { handles::borrow(model)? };
         let request = finish_request(m, unsafe { request_from(options)? });
-        let id = m.runtime().jobs().submit(m, request, priority);
+        let jo = if job_options.is_null() {
+            default_job_options()
+        } else {
+            // SAFETY: caller passes a struct of at least struct_size bytes.
+            unsafe { read_versioned(job_options, default_job_options(), JOB_OPTIONS_V1, "job_options")? }
+        };
+        let observer = jo.callback.map(|callback| {
+            Arc::new(CallbackObserver { callback, user_data: jo.user_data }) as Arc<dyn JobObserver>
+        });
+        let config = JobConfig { priority: jo.priority, preview_interval: jo.preview_interval, observer };
+        let id = m.runtime().jobs().submit(m, request, config);
         // SAFETY: checked non-null.
         unsafe { handles::write_out(job_out, id) };
         Ok(())
@@ -80,7 +223,15 @@ pub unsafe extern "C" fn kiln_job_poll(job: u64, progress_out: *mut kiln_job_pro
             return Err(Error::new(ErrorKind::StructSizeMismatch, format!("`progress_out->struct_size` is {size}; expected 8..={ours}")));
         }
         let snap = crate::jobs::global_pool(1).poll(job)?;
-        let p = kiln_job_progress { struct_size: size as u32, state: snap.state as u32, step: snap.step, total_steps: snap.total_steps };
+        let p = kiln_job_progress {
+            struct_size: size as u32,
+            state: snap.state as u32,
+            step: snap.step,
+            total_steps: snap.total_steps,
+            preview_step: snap.preview_step,
+            preview_width: snap.preview_size.0,
+            preview_height: snap.preview_size.1,
+        };
         // SAFETY: the caller's struct has `size` writable bytes.
         unsafe { std::ptr::copy_nonoverlapping(&p as *const _ as *const u8, progress_out as *mut u8, size) };
         Ok(())
@@ -147,6 +298,34 @@ pub unsafe extern "C" fn kiln_job_copy_image(job: u64, pixels_out: *mut u8, pixe
             let dst = unsafe { std::slice::from_raw_parts_mut(pixels_out, pixels_len) };
             image.copy_to(dst, row_pitch)
         })
+    })
+}
+
+/// Copies the newest preview (RGBA8, `preview_width × preview_height` from
+/// `kiln_job_poll`) into a caller buffer with a row pitch (0 = `width * 4`);
+/// `*step_out` (optional) receives the step it shows. KILN_STATUS_BUSY while
+/// there is no preview yet.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_copy_preview(
+    job: u64,
+    pixels_out: *mut u8,
+    pixels_len: usize,
+    row_pitch: usize,
+    step_out: *mut u32,
+) -> kiln_status {
+    boundary!({
+        non_null(pixels_out, "pixels_out")?;
+        let step = crate::jobs::global_pool(1).with_preview(job, |step, image| {
+            // SAFETY: the caller guarantees pixels_len writable bytes.
+            let dst = unsafe { std::slice::from_raw_parts_mut(pixels_out, pixels_len) };
+            image.copy_to(dst, row_pitch)?;
+            Ok(step)
+        })?;
+        if !step_out.is_null() {
+            // SAFETY: non-null.
+            unsafe { handles::write_out(step_out, step) };
+        }
+        Ok(())
     })
 }
 

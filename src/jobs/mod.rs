@@ -56,10 +56,56 @@ impl JobState {
 pub struct JobSnapshot {
     /// Current state.
     pub state: JobState,
-    /// Denoising steps finished.
+    /// U-Net calls finished.
     pub step: u32,
-    /// Denoising steps in total (0 until the job starts).
+    /// U-Net calls in total.
     pub total_steps: u32,
+    /// Step of the newest preview (0 = none yet).
+    pub preview_step: u32,
+    /// Preview width and height in pixels (0 when there is none).
+    pub preview_size: (u32, u32),
+}
+
+/// What an observer hears about, on the worker thread running the job.
+#[derive(Debug)]
+pub enum JobEvent<'a> {
+    /// A U-Net call and its scheduler step finished.
+    Progress {
+        /// U-Net calls finished.
+        step: u32,
+        /// U-Net calls in total.
+        total: u32,
+    },
+    /// A new preview image (valid only during the call).
+    Preview {
+        /// The step it shows.
+        step: u32,
+        /// The preview, at latent resolution.
+        image: &'a Rgba8Image,
+    },
+    /// The job ended in `state`.
+    Finished {
+        /// Succeeded, Failed or Cancelled.
+        state: JobState,
+    },
+}
+
+/// Receives a job's events on the worker thread. Must not block for long:
+/// the job waits for it.
+pub trait JobObserver: Send + Sync {
+    /// Called for every event of job `id`.
+    fn on_event(&self, id: u64, event: &JobEvent<'_>);
+}
+
+/// How to run one job.
+#[derive(Clone, Default)]
+pub struct JobConfig {
+    /// Higher runs first; equal priorities run in submission order.
+    pub priority: i32,
+    /// Make a preview every this many U-Net calls (0 = never).
+    pub preview_interval: u32,
+    /// Optional event receiver.
+    pub observer: Option<Arc<dyn JobObserver>>,
 }
 
 struct Job {
@@ -69,6 +115,7 @@ struct Job {
     cancel: AtomicBool,
     run_options: Mutex<Option<Arc<ort::session::RunOptions>>>,
     result: Mutex<Option<Rgba8Image>>,
+    preview: Mutex<Option<(u32, Rgba8Image)>>,
     error: Mutex<String>,
     done: Mutex<bool>,
     done_cv: Condvar,
@@ -88,6 +135,7 @@ struct Queued {
     id: u64,
     model: Model,
     request: GenerateRequest,
+    config: JobConfig,
 }
 
 impl PartialEq for Queued {
@@ -159,7 +207,7 @@ impl JobPool {
     }
 
     /// Queues a generation and returns its id at once.
-    pub fn submit(&self, model: &Model, request: GenerateRequest, priority: i32) -> u64 {
+    pub fn submit(&self, model: &Model, request: GenerateRequest, config: JobConfig) -> u64 {
         let job = Arc::new(Job {
             state: AtomicU32::new(JobState::Queued as u32),
             step: AtomicU32::new(0),
@@ -167,6 +215,7 @@ impl JobPool {
             cancel: AtomicBool::new(false),
             run_options: Mutex::new(None),
             result: Mutex::new(None),
+            preview: Mutex::new(None),
             error: Mutex::new(String::new()),
             done: Mutex::new(false),
             done_cv: Condvar::new(),
@@ -185,7 +234,7 @@ impl JobPool {
         let id = make_id(index, slot.generation);
         st.seq += 1;
         let seq = st.seq;
-        st.queue.push(Queued { priority, seq, id, model: model.clone(), request });
+        st.queue.push(Queued { priority: config.priority, seq, id, model: model.clone(), request, config });
         cv.notify_one();
         id
     }
@@ -197,10 +246,16 @@ impl JobPool {
     /// State and progress; cheap (a lock-protected table lookup and three atomic loads).
     pub fn poll(&self, id: u64) -> Result<JobSnapshot> {
         let job = self.lookup(id)?;
+        let (preview_step, preview_size) = match job.preview.lock().as_ref() {
+            Some((step, image)) => (*step, (image.width as u32, image.height as u32)),
+            None => (0, (0, 0)),
+        };
         Ok(JobSnapshot {
             state: JobState::from_u32(job.state.load(Ordering::Acquire)),
             step: job.step.load(Ordering::Relaxed),
             total_steps: job.total.load(Ordering::Relaxed),
+            preview_step,
+            preview_size,
         })
     }
 
@@ -247,6 +302,16 @@ impl JobPool {
         let guard = job.result.lock();
         let image = guard.as_ref().ok_or_else(|| Error::internal("succeeded job without an image"))?;
         f(image)
+    }
+
+    /// Runs `f` on the newest preview; `Busy` while there is none yet.
+    pub fn with_preview<T>(&self, id: u64, f: impl FnOnce(u32, &Rgba8Image) -> Result<T>) -> Result<T> {
+        let job = self.lookup(id)?;
+        let guard = job.preview.lock();
+        match guard.as_ref() {
+            Some((step, image)) => f(*step, image),
+            None => Err(Error::new(ErrorKind::Busy, "no preview yet (set a preview interval and poll preview_step)")),
+        }
     }
 
     /// Releases the job: cancels it if it has not ended, frees its image, and
@@ -305,17 +370,29 @@ fn worker(state: &(Mutex<State>, Condvar)) {
 }
 
 fn run_job(item: &Queued, job: &Job) {
+    let state = execute(item, job);
+    job.finish(state);
+    if let Some(observer) = &item.config.observer {
+        notify(observer.as_ref(), item.id, &JobEvent::Finished { state });
+    }
+}
+
+/// Calls an observer, containing any panic that crosses back from it.
+fn notify(observer: &dyn JobObserver, id: u64, event: &JobEvent<'_>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observer.on_event(id, event)));
+}
+
+/// Runs the generation and returns the state the job ends in.
+fn execute(item: &Queued, job: &Job) -> JobState {
     if job.cancel.load(Ordering::Acquire) {
         *job.error.lock() = "cancelled before it started".into();
-        job.finish(JobState::Cancelled);
-        return;
+        return JobState::Cancelled;
     }
     let run_options = match ort::session::RunOptions::new() {
         Ok(o) => Arc::new(o),
         Err(e) => {
             *job.error.lock() = format!("cannot create ONNX Runtime run options: {e}");
-            job.finish(JobState::Failed);
-            return;
+            return JobState::Failed;
         }
     };
     *job.run_options.lock() = Some(Arc::clone(&run_options));
@@ -324,9 +401,29 @@ fn run_job(item: &Queued, job: &Job) {
         let _ = run_options.terminate();
     }
     job.state.store(JobState::Running as u32, Ordering::Release);
+    let observer = item.config.observer.as_deref();
+    let interval = item.config.preview_interval;
     let mut on_step = |p: &StepProgress<'_>| {
-        job.total.store(p.total as u32, Ordering::Relaxed);
-        job.step.store(p.step as u32, Ordering::Relaxed);
+        let (step, total) = (p.step as u32, p.total as u32);
+        job.total.store(total, Ordering::Relaxed);
+        job.step.store(step, Ordering::Relaxed);
+        if let Some(o) = observer {
+            notify(o, item.id, &JobEvent::Progress { step, total });
+        }
+        if interval > 0 && (step % interval == 0 || step == total) {
+            match item.model.preview(p.latents) {
+                Ok(image) => {
+                    if let Some(o) = observer {
+                        notify(o, item.id, &JobEvent::Preview { step, image: &image });
+                    }
+                    *job.preview.lock() = Some((step, image));
+                }
+                Err(e) => item.model.runtime().logger().log(
+                    crate::runtime::LogLevel::Warning,
+                    &format!("job {:#x}: no preview: {e}", item.id),
+                ),
+            }
+        }
     };
     job.total.store(item.request.steps as u32, Ordering::Relaxed);
     // Each job catches its own panics: a bug must fail one job, not the worker.
@@ -340,19 +437,19 @@ fn run_job(item: &Queued, job: &Job) {
     match outcome {
         Ok(Ok(generation)) => {
             *job.result.lock() = Some(generation.image.to_rgba8());
-            job.finish(JobState::Succeeded);
+            JobState::Succeeded
         }
         Ok(Err(e)) if e.kind() == ErrorKind::Cancelled || job.cancel.load(Ordering::Acquire) => {
             *job.error.lock() = e.message().to_string();
-            job.finish(JobState::Cancelled);
+            JobState::Cancelled
         }
         Ok(Err(e)) => {
             *job.error.lock() = e.message().to_string();
-            job.finish(JobState::Failed);
+            JobState::Failed
         }
         Err(_) => {
             *job.error.lock() = "internal error: the generation panicked".into();
-            job.finish(JobState::Failed);
+            JobState::Failed
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
 pub mod graph;
 pub mod layout;
+pub mod preview;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub(crate) struct ModelInner {
     pub(crate) unet_io: UnetIo,
     pub(crate) vae_decoder: Graph,
     pub(crate) vae_io: VaeDecoderIo,
+    /// Fitted on first use (see `preview`).
+    pub(crate) preview_projection: std::sync::OnceLock<Result<preview::LatentProjection>>,
 }
 
 /// Facts about a loaded model that callers commonly need.
@@ -116,6 +119,7 @@ impl Model {
                 unet_io,
                 vae_decoder,
                 vae_io,
+                preview_projection: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -131,6 +135,20 @@ impl Model {
             embedding_dim: l.text_config.hidden_size,
             has_vae_encoder: l.vae_encoder.is_some(),
         }
+    }
+
+    /// The latent→RGB projection used for step previews, fitted on first use.
+    pub fn preview_projection(&self) -> Result<&preview::LatentProjection> {
+        self.inner
+            .preview_projection
+            .get_or_init(|| preview::LatentProjection::fit(&self.inner))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// A cheap RGBA8 preview of `[1, C, h, w]` latents at latent resolution.
+    pub fn preview(&self, latents: &ndarray::ArrayD<f32>) -> Result<crate::image::Rgba8Image> {
+        self.preview_projection()?.apply(latents)
     }
 
     /// The runtime this model was loaded with.
