@@ -25,6 +25,8 @@ const USAGE: &str = "usage: generate [options]
   --out-latents FILE.npy  final latents before VAE decoding (unscaled)
   --onnxruntime PATH      ONNX Runtime library to load (default: search)
   --threads N             threads per graph (default: all cores)
+  --provider LIST         execution providers, best first: cpu,cuda,tensorrt,directml,coreml
+  --require-provider      fail instead of falling back to the CPU
   --help                  this text";
 
 /// The model used without --model: the bundled default model when present,
@@ -48,6 +50,7 @@ struct Args {
     out_latents: Option<PathBuf>,
     onnxruntime: Option<PathBuf>,
     threads: usize,
+    providers: kiln::runtime::ProviderPolicy,
 }
 
 fn parse(argv: &[String]) -> Result<Option<Args>, String> {
@@ -60,6 +63,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         out_latents: None,
         onnxruntime: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        providers: Default::default(),
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -90,6 +94,21 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--out-latents" => a.out_latents = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
             "--threads" => a.threads = number(flag, value()?)?,
+            "--provider" => {
+                use kiln::runtime::Provider;
+                for name in value()?.split(',') {
+                    let p = match name.trim() {
+                        "cpu" => Provider::Cpu,
+                        "cuda" => Provider::Cuda,
+                        "tensorrt" => Provider::TensorRt,
+                        "directml" => Provider::DirectMl,
+                        "coreml" => Provider::CoreMl,
+                        other => return Err(format!("--provider: unknown {other:?}")),
+                    };
+                    a.providers.preferred.push(p);
+                }
+            }
+            "--require-provider" => a.providers.require = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -103,11 +122,15 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     let runtime = Runtime::new(&RuntimeOptions {
         onnxruntime_path: a.onnxruntime.clone(),
         intra_op_threads: a.threads,
+        providers: a.providers.clone(),
         ..Default::default()
     })?;
     let t0 = std::time::Instant::now();
     let model = Model::load(&runtime, &a.model)?;
     let load_s = t0.elapsed().as_secs_f64();
+    for (graph, choice) in model.graph_providers() {
+        eprintln!("{graph}: {}", choice.describe());
+    }
     let mut request = a.request.clone();
     if let Some(path) = &a.init_noise {
         let (shape, data) = kiln::image::npy::read_f32(path)?;

@@ -91,6 +91,31 @@ typedef uint32_t kiln_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// An execution provider. Values match `kiln_provider` in the C header.
+enum Provider
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // ONNX Runtime's CPU provider (always available).
+    PROVIDER_CPU = 0,
+    // NVIDIA CUDA (`onnxruntime-gpu`).
+    PROVIDER_CUDA = 1,
+    // NVIDIA TensorRT (`onnxruntime-gpu` with TensorRT libraries).
+    PROVIDER_TENSOR_RT = 2,
+    // DirectML on Windows (`onnxruntime-directml`).
+    PROVIDER_DIRECT_ML = 3,
+    // Apple CoreML.
+    PROVIDER_CORE_ML = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum Provider Provider;
+#else
+typedef uint32_t Provider;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Severity of a log line.
 enum kiln_log_level
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -189,6 +214,52 @@ enum kiln_job_event_kind
 typedef enum kiln_job_event_kind kiln_job_event_kind;
 #else
 typedef uint32_t kiln_job_event_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Execution providers; values go in `kiln_runtime_options.providers`.
+enum kiln_provider
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // ONNX Runtime's CPU provider (always present).
+    KILN_PROVIDER_CPU = 0,
+    // NVIDIA CUDA (ship the `onnxruntime-gpu` runtime).
+    KILN_PROVIDER_CUDA = 1,
+    // NVIDIA TensorRT (`onnxruntime-gpu` plus TensorRT libraries).
+    KILN_PROVIDER_TENSORRT = 2,
+    // DirectML on Windows (`onnxruntime-directml`).
+    KILN_PROVIDER_DIRECTML = 3,
+    // Apple CoreML.
+    KILN_PROVIDER_COREML = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_provider kiln_provider;
+#else
+typedef uint32_t kiln_provider;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// The graphs of a model, for `kiln_model_graph_provider`.
+enum kiln_graph
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // `text_encoder/model.onnx`.
+    KILN_GRAPH_TEXT_ENCODER = 0,
+    // `unet/model.onnx`.
+    KILN_GRAPH_UNET = 1,
+    // `vae_decoder/model.onnx`.
+    KILN_GRAPH_VAE_DECODER = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_graph kiln_graph;
+#else
+typedef uint32_t kiln_graph;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -346,7 +417,21 @@ typedef struct kiln_runtime_options {
     // Worker threads for `kiln_job_submit`; 0 = 1. The pool is process-wide
     // and sized by the first runtime whose model submits a job.
     uint32_t job_workers;
+    // Preferred execution providers (`kiln_provider` values), best first, or
+    // NULL for the CPU only. Copied during the call.
+    const uint32_t *providers;
+    // Number of entries at `providers`.
+    size_t providers_len;
+    // GPU index for CUDA/TensorRT, adapter index for DirectML. Default 0.
+    int32_t device_id;
+    // Non-zero: model loading fails with KILN_STATUS_PROVIDER_UNAVAILABLE when
+    // none of `providers` can be used. Zero (default): fall back to the CPU,
+    // log a warning, and say why in `kiln_model_graph_provider`.
+    uint32_t require_provider;
 } kiln_runtime_options;
+
+// Every provider Kiln knows, in value order.
+#define Provider_ALL { Provider_Cpu, Provider_Cuda, Provider_TensorRt, Provider_DirectMl, Provider_CoreMl, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -436,6 +521,24 @@ kiln_status kiln_job_copy_preview(uint64_t job,
 // Releases a job: cancels it if it has not ended and frees its memory; the id
 // becomes stale. Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.
 kiln_status kiln_job_free(uint64_t job);
+
+// Bit `1 << p` is set for every `kiln_provider` p compiled into this build.
+uint32_t kiln_providers_compiled(void);
+
+// Sets `*available_out` to 1 if the loaded ONNX Runtime includes `provider`
+// (it may still be unusable, e.g. without a GPU driver), else 0.
+kiln_status kiln_runtime_provider_available(const struct kiln_runtime *runtime,
+                                            uint32_t provider,
+                                            uint32_t *available_out);
+
+// Copies which execution provider runs `graph` (a `kiln_graph`), e.g.
+// `"CUDAExecutionProvider"`, followed in parentheses by why any requested
+// provider was skipped (string convention: see `kiln_last_error_message`).
+kiln_status kiln_model_graph_provider(const struct kiln_model *model,
+                                      uint32_t graph,
+                                      char *buf,
+                                      size_t buf_len,
+                                      size_t *len_out);
 
 // Fills `options` with defaults, including `struct_size`. NULL is ignored.
 void kiln_generate_options_init(struct kiln_generate_options *options);

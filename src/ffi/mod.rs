@@ -14,6 +14,7 @@ mod boundary;
 mod handles;
 pub mod image;
 pub mod job;
+pub mod provider;
 pub mod model;
 pub mod runtime;
 pub mod status;

@@ -7,7 +7,7 @@ use super::boundary::{non_null, read_versioned, utf8_opt, write_string};
 use super::handles::{self, Handle};
 use super::status::kiln_status;
 use crate::error::Error;
-use crate::runtime::{LogLevel, Runtime, RuntimeOptions};
+use crate::runtime::{LogLevel, Provider, ProviderPolicy, Runtime, RuntimeOptions};
 
 /// A loaded ONNX Runtime plus settings. Thread-safe: any thread may load models
 /// from it concurrently. Destroy it with `kiln_runtime_destroy`; models loaded
@@ -69,6 +69,17 @@ pub struct kiln_runtime_options {
     /// Worker threads for `kiln_job_submit`; 0 = 1. The pool is process-wide
     /// and sized by the first runtime whose model submits a job.
     pub job_workers: u32,
+    /// Preferred execution providers (`kiln_provider` values), best first, or
+    /// NULL for the CPU only. Copied during the call.
+    pub providers: *const u32,
+    /// Number of entries at `providers`.
+    pub providers_len: usize,
+    /// GPU index for CUDA/TensorRT, adapter index for DirectML. Default 0.
+    pub device_id: i32,
+    /// Non-zero: model loading fails with KILN_STATUS_PROVIDER_UNAVAILABLE when
+    /// none of `providers` can be used. Zero (default): fall back to the CPU,
+    /// log a warning, and say why in `kiln_model_graph_provider`.
+    pub require_provider: u32,
 }
 
 const RUNTIME_OPTIONS_V1: usize = std::mem::size_of::<kiln_runtime_options>();
@@ -84,6 +95,10 @@ fn default_runtime_options() -> kiln_runtime_options {
         log_user_data: std::ptr::null_mut(),
         log_level: kiln_log_level::Info as u32,
         job_workers: 0,
+        providers: std::ptr::null(),
+        providers_len: 0,
+        device_id: 0,
+        require_provider: 0,
     }
 }
 
@@ -154,11 +169,32 @@ pub unsafe extern "C" fn kiln_runtime_create(
             log,
             log_level,
             job_workers: o.job_workers as usize,
+            providers: provider_policy(&o)?,
         })?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(runtime_out, handles::into_raw::<kiln_runtime>(runtime)) };
         Ok(())
     })
+}
+
+fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPolicy> {
+    let list: &[u32] = if o.providers.is_null() {
+        if o.providers_len != 0 {
+            return Err(Error::new(crate::error::ErrorKind::NullArgument, "`options->providers` is NULL but providers_len is not 0"));
+        }
+        &[]
+    } else {
+        if o.providers_len > 64 {
+            return Err(Error::invalid(format!("options->providers_len {} is implausible", o.providers_len)));
+        }
+        // SAFETY: the caller guarantees providers_len readable values.
+        unsafe { std::slice::from_raw_parts(o.providers, o.providers_len) }
+    };
+    let preferred = list
+        .iter()
+        .map(|&v| Provider::from_u32(v).ok_or_else(|| Error::invalid(format!("options->providers holds {v}, not a kiln_provider"))))
+        .collect::<crate::error::Result<Vec<_>>>()?;
+    Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0 })
 }
 
 /// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.

@@ -42,6 +42,8 @@ pub struct Graph {
     pub inputs: Vec<TensorSpec>,
     /// Outputs, in graph order.
     pub outputs: Vec<TensorSpec>,
+    /// Execution providers this graph got, and why others were skipped.
+    pub provider: crate::runtime::ProviderChoice,
     session: Mutex<Session>,
 }
 
@@ -67,8 +69,15 @@ impl Graph {
             };
             logger.log(level, &format!("onnxruntime: {msg}"));
         });
-        let session = Session::builder(&rt.environment)
-            .map_err(fail)?
+        let mut builder = Session::builder(&rt.environment).map_err(fail)?;
+        let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name)?;
+        let line = format!("{name}: execution provider {}", provider.describe());
+        if provider.skipped.is_empty() {
+            runtime.logger().info(&line);
+        } else {
+            runtime.logger().log(LogLevel::Warning, &line);
+        }
+        let session = builder
             .with_intra_threads(rt.intra_op_threads)
             .map_err(|e| fail(e.into()))?
             .with_inter_threads(rt.inter_op_threads)
@@ -101,7 +110,7 @@ impl Graph {
         };
         let inputs = spec(session.inputs())?;
         let outputs = spec(session.outputs())?;
-        Ok(Self { name, inputs, outputs, session: Mutex::new(session) })
+        Ok(Self { name, inputs, outputs, provider, session: Mutex::new(session) })
     }
 
     /// Finds an input by any of `names`, or by rank when `rank` is given.

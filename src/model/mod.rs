@@ -151,6 +151,16 @@ impl Model {
         self.preview_projection()?.apply(latents)
     }
 
+    /// Which execution providers each graph got: text encoder, U-Net, VAE decoder.
+    pub fn graph_providers(&self) -> [(&'static str, &crate::runtime::ProviderChoice); 3] {
+        let i = &self.inner;
+        [
+            (i.text_encoder.name, &i.text_encoder.provider),
+            (i.unet.name, &i.unet.provider),
+            (i.vae_decoder.name, &i.vae_decoder.provider),
+        ]
+    }
+
     /// The runtime this model was loaded with.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime

@@ -7,6 +7,7 @@
 //! rather than a silent mismatch.
 mod loader;
 pub mod log;
+pub mod providers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use parking_lot::Mutex;
 
 pub use self::loader::LoadedLibrary;
 pub use self::log::{LogCallback, LogLevel};
+pub use self::providers::{Provider, ProviderChoice, ProviderPolicy};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How to create a [`Runtime`]. `Default` gives engine-friendly settings.
@@ -38,6 +40,8 @@ pub struct RuntimeOptions {
     /// Worker threads running asynchronous jobs; 0 = 1. The pool is shared by
     /// the whole process and sized by the first runtime that submits a job.
     pub job_workers: usize,
+    /// Execution providers for the graphs of models loaded from this runtime.
+    pub providers: ProviderPolicy,
 }
 
 /// A loaded ONNX Runtime plus Kiln's settings for it. Cheap to clone; thread-safe.
@@ -54,6 +58,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) allow_spinning: bool,
     pub(crate) logger: log::Logger,
     pub(crate) job_workers: usize,
+    pub(crate) providers: ProviderPolicy,
 }
 
 /// The one environment of this process, kept while any runtime holds it.
@@ -82,6 +87,7 @@ impl Runtime {
                 allow_spinning: options.allow_spinning,
                 logger,
                 job_workers: options.job_workers.max(1),
+                providers: options.providers.clone(),
             }),
         })
     }

@@ -1,0 +1,192 @@
+//! Execution providers: which hardware back end runs each graph, chosen loudly.
+//!
+//! The caller lists providers in order of preference. For every graph Kiln
+//! registers, in that order, each requested provider that is compiled into
+//! this build (cargo features `cuda`, `tensorrt`, `directml`, `coreml`) and
+//! present in the loaded ONNX Runtime; ONNX Runtime then places each node on
+//! the first registered provider that supports it, and on the CPU otherwise.
+//! What was registered, and why anything was skipped, is recorded per graph
+//! and logged. If nothing but the CPU is left and the caller asked for it,
+//! loading fails with `ProviderUnavailable` instead of silently running on
+//! the CPU (ONNX Runtime's own behaviour, and a common complaint).
+use std::ffi::{c_char, CStr};
+
+use ort::session::builder::SessionBuilder;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// An execution provider. Values match `kiln_provider` in the C header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Provider {
+    /// ONNX Runtime's CPU provider (always available).
+    Cpu = 0,
+    /// NVIDIA CUDA (`onnxruntime-gpu`).
+    Cuda = 1,
+    /// NVIDIA TensorRT (`onnxruntime-gpu` with TensorRT libraries).
+    TensorRt = 2,
+    /// DirectML on Windows (`onnxruntime-directml`).
+    DirectMl = 3,
+    /// Apple CoreML.
+    CoreMl = 4,
+}
+
+impl Provider {
+    /// Every provider Kiln knows, in value order.
+    pub const ALL: [Provider; 5] = [Self::Cpu, Self::Cuda, Self::TensorRt, Self::DirectMl, Self::CoreMl];
+
+    /// From the C value.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    /// ONNX Runtime's name, e.g. `CUDAExecutionProvider`.
+    pub fn ort_name(self) -> &'static str {
+        match self {
+            Self::Cpu => "CPUExecutionProvider",
+            Self::Cuda => "CUDAExecutionProvider",
+            Self::TensorRt => "TensorrtExecutionProvider",
+            Self::DirectMl => "DmlExecutionProvider",
+            Self::CoreMl => "CoreMLExecutionProvider",
+        }
+    }
+
+    /// The cargo feature that compiles it in.
+    fn feature(self) -> &'static str {
+        match self {
+            Self::Cpu => "",
+            Self::Cuda => "cuda",
+            Self::TensorRt => "tensorrt",
+            Self::DirectMl => "directml",
+            Self::CoreMl => "coreml",
+        }
+    }
+
+    /// Whether this build of Kiln can register it.
+    pub fn compiled_in(self) -> bool {
+        match self {
+            Self::Cpu => true,
+            Self::Cuda => cfg!(feature = "cuda"),
+            Self::TensorRt => cfg!(feature = "tensorrt"),
+            Self::DirectMl => cfg!(feature = "directml"),
+            Self::CoreMl => cfg!(feature = "coreml"),
+        }
+    }
+}
+
+/// How a runtime picks providers.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderPolicy {
+    /// Preferred providers, best first. Empty = CPU only.
+    pub preferred: Vec<Provider>,
+    /// GPU index for CUDA/TensorRT, adapter index for DirectML.
+    pub device_id: i32,
+    /// Fail instead of falling back to the CPU when none of `preferred` registers.
+    pub require: bool,
+}
+
+/// What one graph got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderChoice {
+    /// Providers registered for the graph, in order; the CPU always follows.
+    pub registered: Vec<Provider>,
+    /// Why requested providers were skipped (empty if none were).
+    pub skipped: Vec<String>,
+}
+
+impl ProviderChoice {
+    /// The provider that gets first pick of the graph's nodes.
+    pub fn primary(&self) -> Provider {
+        self.registered.first().copied().unwrap_or(Provider::Cpu)
+    }
+
+    /// One line for logs and `kiln_model_graph_provider`.
+    pub fn describe(&self) -> String {
+        let mut s = self.primary().ort_name().to_string();
+        if !self.skipped.is_empty() {
+            s.push_str(" (");
+            s.push_str(&self.skipped.join("; "));
+            s.push(')');
+        }
+        s
+    }
+}
+
+/// The providers the loaded ONNX Runtime library was built with.
+pub fn available_in_runtime() -> Vec<String> {
+    let api = ort::api();
+    let mut list: *mut *mut c_char = std::ptr::null_mut();
+    let mut count = 0i32;
+    // SAFETY: GetAvailableProviders fills an array that ReleaseAvailableProviders frees.
+    unsafe {
+        let status = (api.GetAvailableProviders)(&mut list, &mut count);
+        if !status.0.is_null() {
+            (api.ReleaseStatus)(status.0);
+            return Vec::new();
+        }
+        if list.is_null() {
+            return Vec::new();
+        }
+        let names = (0..count.max(0) as usize)
+            .map(|i| CStr::from_ptr(*list.add(i)).to_string_lossy().into_owned())
+            .collect();
+        let _ = (api.ReleaseAvailableProviders)(list, count);
+        names
+    }
+}
+
+/// Registers the policy's providers on `builder` for graph `graph`.
+pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, graph: &str) -> Result<ProviderChoice> {
+    let available = available_in_runtime();
+    let mut choice = ProviderChoice { registered: Vec::new(), skipped: Vec::new() };
+    for &p in &policy.preferred {
+        if p == Provider::Cpu || choice.registered.contains(&p) {
+            continue;
+        }
+        if !p.compiled_in() {
+            choice.skipped.push(format!(
+                "{}: not compiled into this Kiln build (cargo feature `{}`)",
+                p.ort_name(),
+                p.feature()
+            ));
+            continue;
+        }
+        if !available.iter().any(|a| a == p.ort_name()) {
+            choice.skipped.push(format!(
+                "{}: the loaded ONNX Runtime does not include it (it has {})",
+                p.ort_name(),
+                available.join(", ")
+            ));
+            continue;
+        }
+        match register_one(builder, p, policy.device_id) {
+            Ok(()) => choice.registered.push(p),
+            Err(e) => choice.skipped.push(format!("{}: registration failed: {e}", p.ort_name())),
+        }
+    }
+    let wanted_gpu = policy.preferred.iter().any(|&p| p != Provider::Cpu);
+    if policy.require && wanted_gpu && choice.registered.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Provider,
+            format!("{graph}: none of the requested execution providers is usable: {}", choice.skipped.join("; ")),
+        ));
+    }
+    Ok(choice)
+}
+
+#[allow(unused_variables)]
+fn register_one(builder: &mut SessionBuilder, p: Provider, device_id: i32) -> std::result::Result<(), String> {
+    #[allow(unused_imports)]
+    use ort::ep::ExecutionProvider;
+    match p {
+        #[cfg(feature = "cuda")]
+        Provider::Cuda => ort::ep::CUDA::default().with_device_id(device_id).register(builder).map_err(|e| e.to_string()),
+        #[cfg(feature = "tensorrt")]
+        Provider::TensorRt => ort::ep::TensorRT::default().with_device_id(device_id).register(builder).map_err(|e| e.to_string()),
+        #[cfg(feature = "directml")]
+        Provider::DirectMl => ort::ep::DirectML::default().with_device_id(device_id).register(builder).map_err(|e| e.to_string()),
+        #[cfg(feature = "coreml")]
+        Provider::CoreMl => ort::ep::CoreML::default().register(builder).map_err(|e| e.to_string()),
+        _ => Err("not compiled in".into()),
+    }
+}
