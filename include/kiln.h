@@ -263,6 +263,26 @@ typedef uint32_t kiln_graph;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Which graphs of a model stay loaded between uses.
+enum kiln_residency
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Every graph stays loaded: fastest, most memory.
+    KILN_RESIDENCY_ALL_RESIDENT = 0,
+    // Only the graph in use is loaded: using one releases the others, so peak
+    // memory is the largest single graph, at the cost of reloading per stage.
+    KILN_RESIDENCY_PER_STAGE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_residency kiln_residency;
+#else
+typedef uint32_t kiln_residency;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -428,6 +448,12 @@ typedef struct kiln_runtime_options {
     // none of `providers` can be used. Zero (default): fall back to the CPU,
     // log a warning, and say why in `kiln_model_graph_provider`.
     uint32_t require_provider;
+    // A `kiln_residency` value: which graphs of a model stay loaded.
+    // Default `KILN_RESIDENCY_ALL_RESIDENT`.
+    uint32_t residency;
+    // Prompts whose text embeddings each model caches (LRU), so repeated
+    // prompts skip the text encoder. `kiln_runtime_options_init` sets 32; 0 = off.
+    uint32_t embedding_cache_entries;
 } kiln_runtime_options;
 
 // Every provider Kiln knows, in value order.

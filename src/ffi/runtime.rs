@@ -80,6 +80,23 @@ pub struct kiln_runtime_options {
     /// none of `providers` can be used. Zero (default): fall back to the CPU,
     /// log a warning, and say why in `kiln_model_graph_provider`.
     pub require_provider: u32,
+    /// A `kiln_residency` value: which graphs of a model stay loaded.
+    /// Default `KILN_RESIDENCY_ALL_RESIDENT`.
+    pub residency: u32,
+    /// Prompts whose text embeddings each model caches (LRU), so repeated
+    /// prompts skip the text encoder. `kiln_runtime_options_init` sets 32; 0 = off.
+    pub embedding_cache_entries: u32,
+}
+
+/// Which graphs of a model stay loaded between uses.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_residency {
+    /// Every graph stays loaded: fastest, most memory.
+    AllResident = 0,
+    /// Only the graph in use is loaded: using one releases the others, so peak
+    /// memory is the largest single graph, at the cost of reloading per stage.
+    PerStage = 1,
 }
 
 const RUNTIME_OPTIONS_V1: usize = std::mem::size_of::<kiln_runtime_options>();
@@ -99,6 +116,8 @@ fn default_runtime_options() -> kiln_runtime_options {
         providers_len: 0,
         device_id: 0,
         require_provider: 0,
+        residency: kiln_residency::AllResident as u32,
+        embedding_cache_entries: 32,
     }
 }
 
@@ -170,6 +189,12 @@ pub unsafe extern "C" fn kiln_runtime_create(
             log_level,
             job_workers: o.job_workers as usize,
             providers: provider_policy(&o)?,
+            residency: match o.residency {
+                0 => crate::model::Residency::AllResident,
+                1 => crate::model::Residency::PerStage,
+                other => return Err(Error::invalid(format!("options->residency {other} is not a kiln_residency"))),
+            },
+            embedding_cache_entries: Some(o.embedding_cache_entries as usize),
         })?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(runtime_out, handles::into_raw::<kiln_runtime>(runtime)) };

@@ -4,7 +4,8 @@
 //! diffusers script: int64 `[batch]` timestep, int32 `input_ids`; fp16 graphs), so
 //! Kiln never assumes a dtype or rank: it reads them here and converts at the
 //! boundary.
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 use ort::session::{RunOptions, Session};
@@ -44,12 +45,119 @@ pub struct Graph {
     pub outputs: Vec<TensorSpec>,
     /// Execution providers this graph got, and why others were skipped.
     pub provider: crate::runtime::ProviderChoice,
-    session: Mutex<Session>,
+    /// `None` while released (per-stage residency); reloaded on the next run.
+    session: Arc<Mutex<Option<Session>>>,
+    runtime: Runtime,
+    path: PathBuf,
+    group: Arc<ResidencyGroup>,
+    index: usize,
+}
+
+/// Which of a model's graphs stay loaded between uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u32)]
+pub enum Residency {
+    /// Every graph stays loaded: fastest, most memory.
+    #[default]
+    AllResident = 0,
+    /// Only the graph in use is loaded: loading one releases the others, so
+    /// peak memory is the largest single graph (text encoder, U-Net or VAE),
+    /// at the cost of reloading each stage per generation.
+    PerStage = 1,
+}
+
+/// The graphs of one model, for per-stage residency.
+#[derive(Default)]
+pub(crate) struct ResidencyGroup {
+    per_stage: bool,
+    current: Mutex<Option<usize>>,
+    slots: Mutex<Vec<Arc<Mutex<Option<Session>>>>>,
+}
+
+impl ResidencyGroup {
+    pub(crate) fn new(policy: Residency) -> Arc<Self> {
+        Arc::new(Self { per_stage: policy == Residency::PerStage, ..Default::default() })
+    }
+
+    /// Names of the graphs now loaded, by index.
+    pub(crate) fn loaded(&self) -> Vec<usize> {
+        self.slots.lock().iter().enumerate().filter(|(_, s)| s.lock().is_some()).map(|(i, _)| i).collect()
+    }
 }
 
 impl Graph {
-    /// Creates a session for `path` with the runtime's settings.
-    pub fn load(runtime: &Runtime, name: &'static str, path: &Path) -> Result<Self> {
+    /// Loads `path`, reads its inputs and outputs, and joins `group`; under
+    /// per-stage residency the session is released again right away.
+    pub(crate) fn load(runtime: &Runtime, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>) -> Result<Self> {
+        let (session, provider) = open_session(runtime, name, path)?;
+        let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
+            outlets
+                .iter()
+                .map(|o| match o.dtype() {
+                    ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+                        name: o.name().to_string(),
+                        ty: *ty,
+                        shape: shape.iter().copied().collect(),
+                    }),
+                    other => Err(Error::model(format!(
+                        "{name} graph: `{}` is {other:?}, expected a tensor",
+                        o.name()
+                    ))),
+                })
+                .collect()
+        };
+        let inputs = spec(session.inputs())?;
+        let outputs = spec(session.outputs())?;
+        let slot = Arc::new(Mutex::new((!group.per_stage).then_some(session)));
+        let index = {
+            let mut slots = group.slots.lock();
+            slots.push(Arc::clone(&slot));
+            slots.len() - 1
+        };
+        Ok(Self {
+            name,
+            inputs,
+            outputs,
+            provider,
+            session: slot,
+            runtime: runtime.clone(),
+            path: path.to_path_buf(),
+            group: Arc::clone(group),
+            index,
+        })
+    }
+
+    /// Whether the session is loaded now.
+    pub fn is_loaded(&self) -> bool {
+        self.session.lock().is_some()
+    }
+
+    /// Locks this graph's session, loading it (and, per stage, releasing the
+    /// model's other graphs first) when it is not resident.
+    fn acquire(&self) -> Result<parking_lot::MutexGuard<'_, Option<Session>>> {
+        if self.group.per_stage {
+            let mut current = self.group.current.lock();
+            if *current != Some(self.index) {
+                let slots = self.group.slots.lock().clone();
+                for (i, slot) in slots.iter().enumerate() {
+                    if i != self.index {
+                        *slot.lock() = None;
+                    }
+                }
+                *current = Some(self.index);
+            }
+        }
+        let mut guard = self.session.lock();
+        if guard.is_none() {
+            *guard = Some(open_session(&self.runtime, self.name, &self.path)?.0);
+        }
+        Ok(guard)
+    }
+}
+
+/// Creates a session for `path` with the runtime's settings.
+fn open_session(runtime: &Runtime, name: &'static str, path: &Path) -> Result<(Session, crate::runtime::ProviderChoice)> {
+    {
         let rt = &runtime.inner;
         let fail = |e: ort::Error| {
             let text = e.to_string();
@@ -92,26 +200,11 @@ impl Graph {
             .map_err(|e| fail(e.into()))?
             .commit_from_file(path)
             .map_err(fail)?;
-        let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
-            outlets
-                .iter()
-                .map(|o| match o.dtype() {
-                    ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
-                        name: o.name().to_string(),
-                        ty: *ty,
-                        shape: shape.iter().copied().collect(),
-                    }),
-                    other => Err(Error::model(format!(
-                        "{name} graph: `{}` is {other:?}, expected a tensor",
-                        o.name()
-                    ))),
-                })
-                .collect()
-        };
-        let inputs = spec(session.inputs())?;
-        let outputs = spec(session.outputs())?;
-        Ok(Self { name, inputs, outputs, provider, session: Mutex::new(session) })
+        Ok((session, provider))
     }
+}
+
+impl Graph {
 
     /// Finds an input by any of `names`, or by rank when `rank` is given.
     pub fn find_input(&self, names: &[&str], rank: Option<usize>) -> Option<&TensorSpec> {
@@ -136,7 +229,8 @@ impl Graph {
         for (spec, data) in inputs {
             values.push((spec.name.clone(), self.to_value(spec, data)?));
         }
-        let mut session = self.session.lock();
+        let mut guard = self.acquire()?;
+        let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
         let outputs = match options {
             Some(o) => session.run_with_options(values, o),
             None => session.run(values),

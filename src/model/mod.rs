@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ort::value::TensorElementType;
 
-pub use self::graph::{Graph, GraphInput, TensorSpec};
+pub use self::graph::{Graph, GraphInput, Residency, TensorSpec};
 pub use self::layout::ModelLayout;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
@@ -69,6 +69,48 @@ pub(crate) struct ModelInner {
     pub(crate) vae_io: VaeDecoderIo,
     /// Fitted on first use (see `preview`).
     pub(crate) preview_projection: std::sync::OnceLock<Result<preview::LatentProjection>>,
+    pub(crate) residency: std::sync::Arc<graph::ResidencyGroup>,
+    /// Recently used prompts and their embeddings, most recent last.
+    pub(crate) embedding_cache: parking_lot::Mutex<EmbeddingCache>,
+}
+
+/// A small LRU of prompt → text-encoder output, so repeated prompts (the empty
+/// negative prompt above all) skip the text encoder.
+#[derive(Default)]
+pub(crate) struct EmbeddingCache {
+    capacity: usize,
+    entries: Vec<(String, ndarray::ArrayD<f32>)>,
+    hits: u64,
+    misses: u64,
+}
+
+impl EmbeddingCache {
+    fn get(&mut self, prompt: &str) -> Option<ndarray::ArrayD<f32>> {
+        let i = self.entries.iter().position(|(p, _)| p == prompt);
+        match i {
+            Some(i) => {
+                let entry = self.entries.remove(i);
+                let value = entry.1.clone();
+                self.entries.push(entry);
+                self.hits += 1;
+                Some(value)
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    fn put(&mut self, prompt: &str, value: &ndarray::ArrayD<f32>) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.remove(0);
+        }
+        self.entries.push((prompt.to_string(), value.clone()));
+    }
 }
 
 /// Facts about a loaded model that callers commonly need.
@@ -93,11 +135,12 @@ impl Model {
     pub fn load(runtime: &Runtime, dir: &Path) -> Result<Self> {
         let layout = ModelLayout::open(dir)?;
         let tokenizer = ClipTokenizer::from_dir(&layout.tokenizer_dir, layout.text_config.max_position_embeddings)?;
-        let text_encoder = Graph::load(runtime, "text_encoder", &layout.text_encoder)?;
+        let group = graph::ResidencyGroup::new(runtime.inner.residency);
+        let text_encoder = Graph::load(runtime, "text_encoder", &layout.text_encoder, &group)?;
         let text_io = text_encoder_io(&text_encoder)?;
-        let unet = Graph::load(runtime, "unet", &layout.unet)?;
+        let unet = Graph::load(runtime, "unet", &layout.unet, &group)?;
         let unet_io = unet_io(&unet)?;
-        let vae_decoder = Graph::load(runtime, "vae_decoder", &layout.vae_decoder)?;
+        let vae_decoder = Graph::load(runtime, "vae_decoder", &layout.vae_decoder, &group)?;
         let vae_io = vae_decoder_io(&vae_decoder)?;
         check_consistency(&layout, &unet_io)?;
         runtime.logger().info(&format!(
@@ -120,6 +163,11 @@ impl Model {
                 vae_decoder,
                 vae_io,
                 preview_projection: std::sync::OnceLock::new(),
+                residency: group,
+                embedding_cache: parking_lot::Mutex::new(EmbeddingCache {
+                    capacity: runtime.inner.embedding_cache_entries,
+                    ..Default::default()
+                }),
             }),
         })
     }
@@ -161,6 +209,19 @@ impl Model {
         ]
     }
 
+    /// Names of the graphs loaded right now (all of them unless the runtime
+    /// asked for per-stage residency).
+    pub fn resident_graphs(&self) -> Vec<&'static str> {
+        let names = ["text_encoder", "unet", "vae_decoder"];
+        self.inner.residency.loaded().into_iter().filter_map(|i| names.get(i).copied()).collect()
+    }
+
+    /// Prompt-embedding cache hits and misses so far.
+    pub fn embedding_cache_stats(&self) -> (u64, u64) {
+        let c = self.inner.embedding_cache.lock();
+        (c.hits, c.misses)
+    }
+
     /// The runtime this model was loaded with.
     pub fn runtime(&self) -> &Runtime {
         &self.inner.runtime
@@ -186,6 +247,15 @@ impl ModelInner {
     /// Token embeddings `[1, seq, dim]` for one prompt (the text encoder's
     /// `last_hidden_state`).
     pub(crate) fn encode_text(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ndarray::ArrayD<f32>> {
+        if let Some(hit) = self.embedding_cache.lock().get(prompt) {
+            return Ok(hit);
+        }
+        let embeddings = self.run_text_encoder(prompt, options)?;
+        self.embedding_cache.lock().put(prompt, &embeddings);
+        Ok(embeddings)
+    }
+
+    fn run_text_encoder(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ndarray::ArrayD<f32>> {
         let ids = self.tokenizer.encode(prompt)?;
         let len = ids.len();
         let ids = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, len]), ids).map_err(|e| Error::internal(e.to_string()))?;

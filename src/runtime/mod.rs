@@ -42,6 +42,10 @@ pub struct RuntimeOptions {
     pub job_workers: usize,
     /// Execution providers for the graphs of models loaded from this runtime.
     pub providers: ProviderPolicy,
+    /// Which graphs of a model stay loaded between uses.
+    pub residency: crate::model::Residency,
+    /// Prompts whose embeddings each model keeps (LRU); `None` = 32, 0 = off.
+    pub embedding_cache_entries: Option<usize>,
 }
 
 /// A loaded ONNX Runtime plus Kiln's settings for it. Cheap to clone; thread-safe.
@@ -59,6 +63,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) logger: log::Logger,
     pub(crate) job_workers: usize,
     pub(crate) providers: ProviderPolicy,
+    pub(crate) residency: crate::model::Residency,
+    pub(crate) embedding_cache_entries: usize,
 }
 
 /// The one environment of this process, kept while any runtime holds it.
@@ -88,6 +94,8 @@ impl Runtime {
                 logger,
                 job_workers: options.job_workers.max(1),
                 providers: options.providers.clone(),
+                residency: options.residency,
+                embedding_cache_entries: options.embedding_cache_entries.unwrap_or(32),
             }),
         })
     }
