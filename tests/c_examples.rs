@@ -27,17 +27,21 @@ fn lib_dir() -> PathBuf {
 
 /// Builds each example once per test process (tests run in parallel threads).
 fn build_c(example: &'static str) -> PathBuf {
+    build_source(example, &format!("examples/c/{example}.c"), &[])
+}
+
+fn build_source(name: &'static str, source: &str, extra: &[&str]) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap();
-    if let Some((_, p)) = built.iter().find(|(n, _)| *n == example) {
+    if let Some((_, p)) = built.iter().find(|(n, _)| *n == name) {
         return p.clone();
     }
-    let p = compile_c(example);
-    built.push((example, p.clone()));
+    let p = compile_c(name, source, extra);
+    built.push((name, p.clone()));
     p
 }
 
-fn compile_c(example: &str) -> PathBuf {
+fn compile_c(example: &str, source: &str, extra: &[&str]) -> PathBuf {
     let out_dir = std::env::temp_dir().join(format!("kiln-c-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let bin = out_dir.join(example);
@@ -51,7 +55,8 @@ fn compile_c(example: &str) -> PathBuf {
         .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O1"])
         .arg("-I")
         .arg(common::root().join("include"))
-        .arg(common::root().join(format!("examples/c/{example}.c")))
+        .args(extra)
+        .arg(common::root().join(source))
         .arg("-o")
         .arg(&bin)
         .arg("-L")
@@ -98,4 +103,34 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "async_poll failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
+}
+
+#[test]
+fn cancel_stops_a_running_generation_quickly() {
+    let bin = build_c("cancel");
+    let out = Command::new(&bin).arg(common::fixture()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "cancel failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("cancelled at step") && stdout.contains("of 900"), "{stdout}");
+}
+
+/// 8 threads x 50 jobs with random cancels and frees, under AddressSanitizer
+/// with leak detection on and no suppressions.
+#[test]
+fn stress_jobs_under_address_sanitizer() {
+    let bin = build_source(
+        "stress",
+        "tests/c/stress.c",
+        &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
+    );
+    let out = Command::new(&bin)
+        .arg(common::fixture())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stress failed:\n{stdout}{stderr}");
+    assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    assert!(stdout.contains("mismatched 0, protocol errors 0"), "{stdout}");
 }
