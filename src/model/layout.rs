@@ -38,6 +38,9 @@ pub struct ModelLayout {
     pub text_config: TextConfig,
     /// `scheduler/scheduler_config.json`, parsed later by the scheduler.
     pub scheduler_config: Value,
+    /// Per-graph config files the export lacks (older diffusers-script exports
+    /// have none); their values come from defaults and the graphs.
+    pub missing_configs: Vec<String>,
 }
 
 /// What Kiln needs from `unet/config.json`.
@@ -112,7 +115,20 @@ impl ModelLayout {
         }
         let scheduler_config = read_json(&need("scheduler/scheduler_config.json")?)?;
 
-        let unet_json = read_json(&need("unet/config.json")?)?;
+        // Exports made by diffusers' older ONNX script carry no per-graph
+        // config.json; Kiln then uses SD 1.x defaults and, in Model::load,
+        // takes channel counts and widths from the graphs themselves.
+        let mut missing_configs = Vec::new();
+        let mut optional_json = |rel: &str| -> Result<Value> {
+            let p = root.join(rel);
+            if p.is_file() {
+                read_json(&p)
+            } else {
+                missing_configs.push(rel.to_string());
+                Ok(Value::Object(Default::default()))
+            }
+        };
+        let unet_json = optional_json("unet/config.json")?;
         let unet_path = root.join("unet/config.json");
         let unet_config = UnetConfig {
             sample_size: get_usize(&unet_json, "sample_size", &unet_path)?.unwrap_or(64),
@@ -122,8 +138,8 @@ impl ModelLayout {
         };
 
         // optimum writes the AutoencoderKL config beside each VAE half.
-        let vae_path = need("vae_decoder/config.json")?;
-        let vae_json = read_json(&vae_path)?;
+        let vae_path = root.join("vae_decoder/config.json");
+        let vae_json = optional_json("vae_decoder/config.json")?;
         let vae_levels = get_array_len(&vae_json, "block_out_channels", &vae_path)?.unwrap_or(4);
         let vae_config = VaeConfig {
             latent_channels: get_usize(&vae_json, "latent_channels", &vae_path)?.unwrap_or(4),
@@ -131,8 +147,8 @@ impl ModelLayout {
             downsampling: 1 << vae_levels.saturating_sub(1),
         };
 
-        let text_path = need("text_encoder/config.json")?;
-        let text_json = read_json(&text_path)?;
+        let text_path = root.join("text_encoder/config.json");
+        let text_json = optional_json("text_encoder/config.json")?;
         let text_config = TextConfig {
             hidden_size: get_usize(&text_json, "hidden_size", &text_path)?.unwrap_or(768),
             max_position_embeddings: get_usize(&text_json, "max_position_embeddings", &text_path)?.unwrap_or(77),
@@ -149,6 +165,7 @@ impl ModelLayout {
             vae_config,
             text_config,
             scheduler_config,
+            missing_configs,
         })
     }
 

@@ -142,7 +142,21 @@ impl Model {
         let unet_io = unet_io(&unet)?;
         let vae_decoder = Graph::load(runtime, "vae_decoder", &layout.vae_decoder, &group)?;
         let vae_io = vae_decoder_io(&vae_decoder)?;
+        let mut layout = layout;
+        fill_from_graphs(&mut layout, &unet_io, &vae_io);
         check_consistency(&layout, &unet_io)?;
+        if !layout.missing_configs.is_empty() {
+            runtime.logger().log(
+                crate::runtime::LogLevel::Warning,
+                &format!(
+                    "{}: no {}; using SD 1.x defaults (native size {}px, VAE scaling {}) and the graphs' own shapes",
+                    layout.root.display(),
+                    layout.missing_configs.join(", "),
+                    layout.default_size(),
+                    layout.vae_config.scaling_factor
+                ),
+            );
+        }
         runtime.logger().info(&format!(
             "model {} loaded: {}px native, unet timestep {:?} rank {}, batch {}",
             layout.root.display(),
@@ -326,6 +340,30 @@ fn vae_decoder_io(g: &Graph) -> Result<VaeDecoderIo> {
         .name
         .clone();
     Ok(VaeDecoderIo { latent, output })
+}
+
+/// Where a per-graph config is missing, takes what the graphs state instead.
+fn fill_from_graphs(layout: &mut ModelLayout, unet: &UnetIo, vae: &VaeDecoderIo) {
+    let dim = |spec: &TensorSpec, i: usize| spec.shape.get(i).copied().filter(|&d| d > 0).map(|d| d as usize);
+    let missing = |rel: &str| layout.missing_configs.iter().any(|m| m == rel);
+    if missing("unet/config.json") {
+        if let Some(c) = dim(&unet.sample, 1) {
+            layout.unet_config.in_channels = c;
+        }
+        if let Some(s) = dim(&unet.sample, 2) {
+            layout.unet_config.sample_size = s;
+        }
+    }
+    if missing("text_encoder/config.json") {
+        if let Some(d) = dim(&unet.encoder_hidden_states, 2) {
+            layout.text_config.hidden_size = d;
+        }
+    }
+    if missing("vae_decoder/config.json") {
+        if let Some(c) = dim(&vae.latent, 1) {
+            layout.vae_config.latent_channels = c;
+        }
+    }
 }
 
 fn check_consistency(layout: &ModelLayout, unet: &UnetIo) -> Result<()> {
