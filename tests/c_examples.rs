@@ -69,16 +69,56 @@ fn compile_c(example: &str, source: &str, extra: &[&str]) -> PathBuf {
     bin
 }
 
+/// A command for a compiled example. cargo puts target/<profile> on
+/// LD_LIBRARY_PATH, which outranks the binary's RUNPATH and can pick up a stale
+/// libkiln from an earlier `cargo build`; the example must load the one built
+/// for this test run.
+fn c_program(bin: &std::path::Path) -> Command {
+    let mut c = Command::new(bin);
+    c.env_remove("LD_LIBRARY_PATH").env_remove("DYLD_LIBRARY_PATH");
+    c
+}
+
+/// Runs `cmd` to completion, killing it after `secs` so a hung example fails
+/// the test instead of hanging the suite.
+fn run_limited(cmd: &mut Command, secs: u64) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{:?} did not finish within {secs} s", cmd.get_program());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+}
+
 #[test]
 fn txt2img_writes_a_png() {
     let bin = build_c("txt2img");
     let png = bin.with_extension("png");
-    let out = Command::new(&bin)
+    let out = run_limited(&mut c_program(&bin)
         .arg(common::fixture())
         .arg("mossy stone brick wall")
-        .arg(&png)
-        .output()
-        .unwrap();
+        .arg(&png), 300);
     assert!(out.status.success(), "txt2img failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let reader = decoder.read_info().unwrap();
@@ -90,7 +130,7 @@ fn txt2img_writes_a_png() {
 #[test]
 fn txt2img_reports_a_missing_model_by_name() {
     let bin = build_c("txt2img");
-    let out = Command::new(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png").output().unwrap();
+    let out = run_limited(&mut c_program(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png"), 300);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/model"), "{err}");
@@ -99,7 +139,7 @@ fn txt2img_reports_a_missing_model_by_name() {
 #[test]
 fn async_poll_runs_the_frame_loop_and_cancels() {
     let bin = build_c("async_poll");
-    let out = Command::new(&bin).arg(common::fixture()).output().unwrap();
+    let out = run_limited(&mut c_program(&bin).arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "async_poll failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
@@ -108,7 +148,7 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
 #[test]
 fn cancel_stops_a_running_generation_quickly() {
     let bin = build_c("cancel");
-    let out = Command::new(&bin).arg(common::fixture()).output().unwrap();
+    let out = run_limited(&mut c_program(&bin).arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "cancel failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("cancelled at step") && stdout.contains("of 900"), "{stdout}");
@@ -123,11 +163,9 @@ fn stress_jobs_under_address_sanitizer() {
         "tests/c/stress.c",
         &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
     );
-    let out = Command::new(&bin)
+    let out = run_limited(&mut c_program(&bin)
         .arg(common::fixture())
-        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        .output()
-        .unwrap();
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stress failed:\n{stdout}{stderr}");

@@ -45,7 +45,7 @@ int main(int argc, char **argv) {
     progress.struct_size = sizeof progress;
     do { /* wait until it is really running */
         kiln_job_poll(job, &progress);
-    } while (progress.step < 3);
+    } while (progress.step < 3 && progress.state < KILN_JOB_STATE_SUCCEEDED);
 
     double start = now_ms();
     kiln_job_cancel(job);
