@@ -16,7 +16,9 @@ const USAGE: &str = "usage: generate [options]
   --negative-prompt TEXT  what to avoid
   --steps N               denoising steps (default 20)
   --guidance G            classifier-free guidance scale (default 7.5; <= 1 disables)
-  --scheduler NAME        default | ddim | euler | pndm | dpmpp_2m | dpmpp_2m_karras | lms | heun
+  --scheduler NAME        default | ddim | euler | euler_a | pndm | dpmpp_2m | dpmpp_2m_karras |
+                          dpmpp_2m_sde | lms | heun | unipc | lcm
+  --guidance-rescale PHI  diffusers' guidance_rescale, 0..=1 (default 0)
   --width N, --height N   size in pixels (default: the model's native size)
   --seed N                seed of Kiln's portable noise (default 0)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
@@ -80,6 +82,13 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--negative-prompt" => a.request.negative_prompt = value()?,
             "--steps" => a.request.steps = number(flag, value()?)?,
             "--guidance" => a.request.guidance_scale = number(flag, value()?)?,
+            "--guidance-rescale" => {
+                let phi: f32 = number(flag, value()?)?;
+                if !(0.0..=1.0).contains(&phi) {
+                    return Err(format!("--guidance-rescale must be within 0..=1, got {phi}"));
+                }
+                a.request.guidance_rescale = phi;
+            }
             "--scheduler" => {
                 let v = value()?;
                 a.request.scheduler = SchedulerKind::from_name(&v)

@@ -162,6 +162,17 @@ enum kiln_scheduler
     KILN_SCHEDULER_LMS = 6,
     // diffusers `HeunDiscreteScheduler`. Calls the U-Net 2 * steps - 1 times.
     KILN_SCHEDULER_HEUN = 7,
+    // diffusers `EulerAncestralDiscreteScheduler`. Stochastic: draws noise at
+    // every step from the seed's stream.
+    KILN_SCHEDULER_EULER_A = 8,
+    // diffusers `DPMSolverMultistepScheduler` with `sde-dpmsolver++`
+    // (DPM-Solver++(2M) SDE). Stochastic: draws noise at every step.
+    KILN_SCHEDULER_DPM_PP2M_SDE = 9,
+    // diffusers `UniPCMultistepScheduler` (bh2, order 2). Deterministic.
+    KILN_SCHEDULER_UNI_PC = 10,
+    // diffusers `LCMScheduler`, for LCM-distilled U-Nets (2-8 steps).
+    // Stochastic: draws noise between steps.
+    KILN_SCHEDULER_LCM = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -367,6 +378,11 @@ typedef struct kiln_generate_options {
     const float *initial_noise;
     // Number of floats at `initial_noise`.
     size_t initial_noise_len;
+    // Guidance rescale (diffusers `guidance_rescale`) in [0, 1]: mixes in the
+    // guided prediction rescaled to the conditional one's standard deviation,
+    // against over-exposure at high guidance. 0 = off (default); only used
+    // with classifier-free guidance.
+    float guidance_rescale;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`.

@@ -9,6 +9,8 @@ What it makes (in OUT, default tests/fixtures/golden/):
   <case>.image.npy             float32 HWC RGB in [0,1] (output_type="np")
   <case>.png                   the same, quantized as diffusers does
   <case>.timesteps.json        timesteps the U-Net was called with, in order
+  <case>.step_noise.npy        stochastic schedulers only: every noise tensor the
+                               scheduler drew (randn_tensor), in order [draws,1,4,8,8]
   ddim_cfg.cond_embeds.npy / ddim_cfg.uncond_embeds.npy   text encoder outputs
   README.md                    versions and notes
 
@@ -51,11 +53,28 @@ CASES = [
     ("dpmpp_2m_karras_cfg", "dpmpp_2m_karras", "DPMSolverMultistepScheduler", 10, 7.5, "mossy stone brick wall", "blurry"),
     ("lms_cfg",             "lms",             "LMSDiscreteScheduler",        10, 7.5, "mossy stone brick wall", "blurry"),
     ("heun_cfg",            "heun",            "HeunDiscreteScheduler",       10, 7.5, "mossy stone brick wall", "blurry"),
+    ("euler_a_cfg",         "euler_a",         "EulerAncestralDiscreteScheduler", 10, 7.5, "mossy stone brick wall", "blurry"),
+    ("dpmpp_2m_sde_cfg",    "dpmpp_2m_sde",    "DPMSolverMultistepScheduler", 10, 7.5, "mossy stone brick wall", "blurry"),
+    ("unipc_cfg",           "unipc",           "UniPCMultistepScheduler",     10, 7.5, "mossy stone brick wall", "blurry"),
+    # LCM-LoRA style: StableDiffusionPipeline + LCMScheduler with low CFG (the tiny
+    # U-Net has no timestep_cond, so LatentConsistencyModelPipeline semantics do not apply).
+    ("lcm_cfg",             "lcm",             "LCMScheduler",                4,  1.5, "mossy stone brick wall", "blurry"),
+    ("euler_rescale",       "euler",           "EulerDiscreteScheduler",      10, 7.5, "mossy stone brick wall", "blurry"),
 ]
 # Config overrides on top of the fixture's scheduler config, per case.
 SCHEDULER_OVERRIDES = {
     "dpmpp_2m_karras_cfg": {"use_karras_sigmas": True},
+    "dpmpp_2m_sde_cfg": {"algorithm_type": "sde-dpmsolver++"},
 }
+# Extra pipeline arguments, per case (also written to cases.json).
+PIPE_OVERRIDES = {
+    "euler_rescale": {"guidance_rescale": 0.7},
+}
+# Cases whose scheduler draws noise while stepping: the pipeline gets
+# torch.Generator().manual_seed(STEP_NOISE_SEED) and every randn_tensor call of
+# the scheduler's module is recorded to <case>.step_noise.npy.
+STOCHASTIC = {"euler_a_cfg", "dpmpp_2m_sde_cfg", "lcm_cfg"}
+STEP_NOISE_SEED = 4321
 WIDTH = HEIGHT = 64
 NOISE_SEED = 1234
 NOISE_FILE = "noise_1x4x8x8.npy"
@@ -118,6 +137,24 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
 
     pipe.unet._prepare_onnx_inputs = spy_prepare
 
+    # record every noise tensor the scheduler draws
+    step_noise = []
+    sched_module = sys.modules[type(sched).__module__]
+    orig_randn = getattr(sched_module, "randn_tensor", None)
+
+    def spy_randn(*args, **kwargs):
+        t = orig_randn(*args, **kwargs)
+        step_noise.append(t.detach().cpu().numpy().astype(np.float32).copy())
+        return t
+
+    if orig_randn is not None:
+        sched_module.randn_tensor = spy_randn
+    extra = dict(PIPE_OVERRIDES.get(name, {}))
+    stochastic = name in STOCHASTIC
+
+    def generator():
+        return {"generator": torch.Generator("cpu").manual_seed(STEP_NOISE_SEED)} if stochastic else {}
+
     step_latents = []
 
     def on_step_end(p, i, t, kw):
@@ -137,18 +174,28 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
     try:
         out_np = pipe(
             **common,
+            **extra,
+            **generator(),
             latents=torch.from_numpy(noise.copy()),
             output_type="np",
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
         )
         calls_np = list(unet_calls)
+        noise_np = list(step_noise)
         sched_timesteps = sched.timesteps.detach().cpu().numpy().copy()
         init_sigma = float(sched.init_noise_sigma)
         unet_calls.clear()
-        out_lat = pipe(**common, latents=torch.from_numpy(noise.copy()), output_type="latent")
+        step_noise.clear()
+        out_lat = pipe(**common, **extra, **generator(), latents=torch.from_numpy(noise.copy()), output_type="latent")
+        if [a.tobytes() for a in step_noise] != [a.tobytes() for a in noise_np]:
+            raise SystemExit(f"{name}: the two runs drew different step noise")
     finally:
         pipe.unet._prepare_onnx_inputs = orig_prepare
+        if orig_randn is not None:
+            sched_module.randn_tensor = orig_randn
+    if stochastic != bool(noise_np):
+        raise SystemExit(f"{name}: stochastic={stochastic} but the scheduler drew {len(noise_np)} noise tensors")
 
     image = np.asarray(out_np.images[0], dtype=np.float32)  # HWC
     lat_from_latent_run = out_lat.images.detach().cpu().numpy() if hasattr(out_lat.images, "detach") else np.asarray(out_lat.images)
@@ -192,6 +239,14 @@ def run_case(pipe, base_config, case, noise: np.ndarray):
             "scheduler_config": {k: v for k, v in sorted(dict(sched.config).items()) if k != "_use_default_values"},
         },
     }
+
+    if noise_np:
+        for a in noise_np:
+            assert a.shape == noise.shape, (a.shape, noise.shape)
+        res["step_noise"] = np.stack(noise_np).astype(np.float32)
+        res["meta"]["step_noise_draws"] = len(noise_np)
+        res["meta"]["step_noise_seed"] = STEP_NOISE_SEED
+    res["meta"].update(extra)
 
     if name in EMBED_CASES:
         cond, uncond = pipe.encode_prompt(
@@ -245,7 +300,7 @@ def main() -> None:
         name, kiln, sched_name, steps, guidance, prompt, negative = case
         a = run_case(pipe, base_config, case, noise)
         b = run_case(pipe, base_config, case, noise)
-        for k in ("latents", "step_latents", "image", "cond_embeds", "uncond_embeds"):
+        for k in ("latents", "step_latents", "image", "cond_embeds", "uncond_embeds", "step_noise"):
             if k in a and not np.array_equal(a[k], b[k]):
                 raise SystemExit(f"{name}: {k} not bitwise deterministic across two runs")
         assert a["timesteps"] == b["timesteps"]
@@ -262,7 +317,7 @@ def main() -> None:
             "png": f"{name}.png",
             "timesteps": f"{name}.timesteps.json",
         }
-        for k in ("cond_embeds", "uncond_embeds"):
+        for k in ("cond_embeds", "uncond_embeds", "step_noise"):
             if k in a:
                 np.save(out / f"{name}.{k}.npy", a[k])
                 files[k] = f"{name}.{k}.npy"
@@ -332,7 +387,18 @@ def main() -> None:
         "- `<case>.step_latents.npy`: latents after each scheduler step, shape [calls,1,4,8,8], where calls is",
         "  the number of U-Net calls (= steps, except PNDM: steps + 1 with its PLMS warm-up, Heun: 2·steps − 1).",
         "- `kiln_scheduler` in cases.json is the Kiln `--scheduler` name the case is compared with;",
-        "  `dpmpp_2m_karras_cfg` builds DPMSolverMultistepScheduler with `use_karras_sigmas=True`.",
+        "  `dpmpp_2m_karras_cfg` builds DPMSolverMultistepScheduler with `use_karras_sigmas=True`,",
+        "  `dpmpp_2m_sde_cfg` the same class with `algorithm_type=\"sde-dpmsolver++\"`.",
+        "- Stochastic cases (`euler_a_cfg`, `dpmpp_2m_sde_cfg`, `lcm_cfg`): the pipeline gets",
+        f"  `generator=torch.Generator(\"cpu\").manual_seed({STEP_NOISE_SEED})` and every `randn_tensor` call in the",
+        "  scheduler's module is recorded, in order, to `<case>.step_noise.npy` [draws,1,4,8,8] (`step_noise_draws`",
+        "  in cases.json). Euler ancestral and DPM++ 2M SDE draw once per step (the last included), LCM once per",
+        "  step but the last. Kiln replays these draws through `GenerateRequest::step_noise`.",
+        "- `lcm_cfg`: StableDiffusionPipeline with LCMScheduler (LCM-LoRA usage), 4 steps, guidance 1.5 with CFG;",
+        "  the tiny U-Net has no `timestep_cond`. LCMScheduler ignores `timestep_spacing`/`steps_offset` and takes",
+        "  its timesteps from `original_inference_steps` (50).",
+        "- `euler_rescale`: Euler with `guidance_rescale=0.7` (diffusers `rescale_noise_cfg`; `guidance_rescale`",
+        "  in cases.json).",
         "- `<case>.image.npy`: (1,64,64,3)[0] → HWC float32 in [0,1] = clamp(vae_decode(latents/sf)/2+0.5, 0, 1).",
         "- `<case>.png`: `round(image*255)` as uint8 (diffusers' numpy_to_pil).",
         "- `<case>.timesteps.json`: `scheduler.timesteps` after `set_timesteps` (int64 or float32 per scheduler).",

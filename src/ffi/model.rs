@@ -45,6 +45,17 @@ pub enum kiln_scheduler {
     Lms = 6,
     /// diffusers `HeunDiscreteScheduler`. Calls the U-Net 2 * steps - 1 times.
     Heun = 7,
+    /// diffusers `EulerAncestralDiscreteScheduler`. Stochastic: draws noise at
+    /// every step from the seed's stream.
+    EulerA = 8,
+    /// diffusers `DPMSolverMultistepScheduler` with `sde-dpmsolver++`
+    /// (DPM-Solver++(2M) SDE). Stochastic: draws noise at every step.
+    DpmPP2MSde = 9,
+    /// diffusers `UniPCMultistepScheduler` (bh2, order 2). Deterministic.
+    UniPc = 10,
+    /// diffusers `LCMScheduler`, for LCM-distilled U-Nets (2-8 steps).
+    /// Stochastic: draws noise between steps.
+    Lcm = 11,
 }
 
 /// Facts about a loaded model, filled by `kiln_model_get_info`.
@@ -95,13 +106,19 @@ pub struct kiln_generate_options {
     pub initial_noise: *const f32,
     /// Number of floats at `initial_noise`.
     pub initial_noise_len: usize,
+    /// Guidance rescale (diffusers `guidance_rescale`) in [0, 1]: mixes in the
+    /// guided prediction rescaled to the conditional one's standard deviation,
+    /// against over-exposure at high guidance. 0 = off (default); only used
+    /// with classifier-free guidance.
+    pub guidance_rescale: f32,
 }
 
-const GENERATE_OPTIONS_V1: usize = std::mem::size_of::<kiln_generate_options>();
+/// The first published layout ended after `initial_noise_len`.
+const GENERATE_OPTIONS_V1: usize = std::mem::offset_of!(kiln_generate_options, guidance_rescale);
 
 fn default_generate_options() -> kiln_generate_options {
     kiln_generate_options {
-        struct_size: GENERATE_OPTIONS_V1 as u32,
+        struct_size: std::mem::size_of::<kiln_generate_options>() as u32,
         width: 0,
         height: 0,
         steps: 20,
@@ -112,6 +129,7 @@ fn default_generate_options() -> kiln_generate_options {
         negative_prompt: std::ptr::null(),
         initial_noise: std::ptr::null(),
         initial_noise_len: 0,
+        guidance_rescale: 0.0,
     }
 }
 
@@ -200,17 +218,8 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     // SAFETY: NUL-terminated strings per the header.
     let prompt = unsafe { utf8_arg(o.prompt, "options->prompt")? };
     let negative = unsafe { utf8_opt(o.negative_prompt, "options->negative_prompt")? }.unwrap_or("");
-    let scheduler = match o.scheduler {
-        0 => SchedulerKind::Default,
-        1 => SchedulerKind::Ddim,
-        2 => SchedulerKind::Euler,
-        3 => SchedulerKind::Pndm,
-        4 => SchedulerKind::DpmPP2M,
-        5 => SchedulerKind::DpmPP2MKarras,
-        6 => SchedulerKind::Lms,
-        7 => SchedulerKind::Heun,
-        other => return Err(Error::invalid(format!("options->scheduler {other} is not a kiln_scheduler"))),
-    };
+    let scheduler = SchedulerKind::from_u32(o.scheduler)
+        .ok_or_else(|| Error::invalid(format!("options->scheduler {} is not a kiln_scheduler", o.scheduler)))?;
     let initial_noise = if o.initial_noise.is_null() {
         if o.initial_noise_len != 0 {
             return Err(Error::new(ErrorKind::NullArgument, "`options->initial_noise` is NULL but its length is not 0"));
@@ -232,10 +241,12 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         height: o.height as usize,
         steps: if o.steps == 0 { 20 } else { o.steps as usize },
         guidance_scale: o.guidance_scale,
+        guidance_rescale: o.guidance_rescale,
         seed: o.seed,
         scheduler,
         // The shape is completed once the model's latent size is known.
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
+        step_noise: None,
     })
 }
 
@@ -313,4 +324,47 @@ pub unsafe extern "C" fn kiln_model_generate_into(
         let dst = unsafe { std::slice::from_raw_parts_mut(pixels_out, pixels_len) };
         image.copy_to(dst, pitch)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn c_scheduler_values_match_the_rust_enum() {
+        let all = [
+            kiln_scheduler::Default,
+            kiln_scheduler::Ddim,
+            kiln_scheduler::Euler,
+            kiln_scheduler::Pndm,
+            kiln_scheduler::DpmPP2M,
+            kiln_scheduler::DpmPP2MKarras,
+            kiln_scheduler::Lms,
+            kiln_scheduler::Heun,
+            kiln_scheduler::EulerA,
+            kiln_scheduler::DpmPP2MSde,
+            kiln_scheduler::UniPc,
+            kiln_scheduler::Lcm,
+        ];
+        for (i, c) in all.iter().enumerate() {
+            assert_eq!(*c as u32, i as u32);
+            assert_eq!(SchedulerKind::from_u32(*c as u32).map(|k| k as u32), Some(i as u32));
+        }
+    }
+
+    #[test]
+    fn v1_options_keep_the_new_defaults() {
+        // A caller built against the first layout passes the shorter size.
+        let mut o = default_generate_options();
+        o.struct_size = GENERATE_OPTIONS_V1 as u32;
+        o.guidance_rescale = 123.0; // past struct_size: must not be read
+        o.prompt = c"x".as_ptr();
+        let r = unsafe { request_from(&o) }.unwrap();
+        assert_eq!(r.guidance_rescale, 0.0);
+        let mut o = default_generate_options();
+        o.prompt = c"x".as_ptr();
+        o.guidance_rescale = 0.7;
+        assert_eq!(unsafe { request_from(&o) }.unwrap().guidance_rescale, 0.7);
+        assert!(GENERATE_OPTIONS_V1 < std::mem::size_of::<kiln_generate_options>());
+    }
 }

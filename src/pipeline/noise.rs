@@ -10,6 +10,16 @@
 //!    `z1 = r sin(2π u2)`, computed in f64 with the pure-Rust `libm` (so no
 //!    platform math library is involved), then rounded to f32.
 //! 4. Latents are filled in NCHW order.
+//!
+//! Stochastic schedulers (`euler_a`, `dpmpp_2m_sde`, `lcm`) draw their per-step
+//! noise from the same stream: after the initial latents, each draw takes the
+//! next `C·H·W` normals, again in NCHW order. When the caller gives the initial
+//! latents, the stream starts at the seed with no initial draw. For exact
+//! replays (the parity tests use diffusers' recorded draws) a request can carry
+//! the per-step noise itself ([`RecordedNoise`]).
+use crate::error::{Error, Result};
+use crate::scheduler::NoiseSource;
+
 /// The seeded generator behind Kiln's initial noise (see the module docs).
 pub struct NoiseRng {
     s: [u64; 4],
@@ -69,9 +79,66 @@ impl NoiseRng {
     }
 }
 
+impl NoiseSource for NoiseRng {
+    fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+        for v in out {
+            *v = self.normal() as f32;
+        }
+        Ok(())
+    }
+}
+
+/// Caller-given noise, handed out in order: the draws of a stochastic
+/// scheduler replayed exactly (e.g. recorded from diffusers).
+pub struct RecordedNoise<'a> {
+    data: &'a [f32],
+    used: usize,
+}
+
+impl<'a> RecordedNoise<'a> {
+    /// Replays `data` from the start.
+    pub fn new(data: &'a [f32]) -> Self {
+        Self { data, used: 0 }
+    }
+
+    /// Values not handed out yet.
+    pub fn remaining(&self) -> usize {
+        self.data.len() - self.used
+    }
+}
+
+impl NoiseSource for RecordedNoise<'_> {
+    fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+        let end = self.used + out.len();
+        if end > self.data.len() {
+            return Err(Error::invalid(format!(
+                "step noise ran out: the scheduler asked for values {}..{end} but only {} were given",
+                self.used,
+                self.data.len()
+            )));
+        }
+        out.copy_from_slice(&self.data[self.used..end]);
+        self.used = end;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::NoiseRng;
+    use super::{NoiseRng, NoiseSource, RecordedNoise};
+
+    #[test]
+    fn step_noise_continues_the_stream() {
+        let all = NoiseRng::new(9).normals(3 * 16);
+        let mut rng = NoiseRng::new(9);
+        assert_eq!(rng.normals(16), all[..16]);
+        let next = rng.draw(&[1, 2, 2, 4]).unwrap();
+        assert_eq!(next.as_slice().unwrap(), &all[16..32]);
+        let mut rec = RecordedNoise::new(&all[..20]);
+        assert_eq!(rec.draw(&[16]).unwrap().as_slice().unwrap(), &all[..16]);
+        assert_eq!(rec.remaining(), 4);
+        assert!(rec.draw(&[16]).is_err());
+    }
 
     #[test]
     fn same_seed_same_noise_and_known_values() {

@@ -2,7 +2,7 @@
 use ndarray::ArrayD;
 
 use super::config::{PredictionType, SchedulerConfig};
-use super::Scheduler;
+use super::{NoiseSource, Scheduler};
 use crate::error::Result;
 
 /// Deterministic DDIM.
@@ -44,7 +44,13 @@ impl Scheduler for Ddim {
         sample.clone()
     }
 
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>> {
         let t = self.timesteps[index] as i64;
         // diffusers: prev_timestep = t - N // steps, whatever the spacing.
         let prev = t - self.step_ratio as i64;

@@ -1,17 +1,21 @@
 //! `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"` and
 //! `solver_order = 2` (DPM-Solver++(2M), Lu et al. 2022), as diffusers
-//! implements it, optionally with Karras sigmas (`use_karras_sigmas`).
+//! implements it, optionally with Karras sigmas (`use_karras_sigmas`), and its
+//! stochastic form `algorithm_type = "sde-dpmsolver++"` (DPM-Solver++(2M) SDE),
+//! which draws one latent-sized block of standard normals from the
+//! [`NoiseSource`] at every step (diffusers: `randn_tensor` per step, not the
+//! Brownian tree of `DPMSolverSDEScheduler`).
 //!
 //! Supported from the config: `solver_type` midpoint/heun, `lower_order_final`,
 //! `euler_at_final`, `final_sigmas_type` zero/sigma_min, `lambda_min_clipped`,
 //! `sigma_min`/`sigma_max` (Karras), every prediction type. Not supported:
-//! thresholding, SDE variants, order 1/3, exponential/beta/Lu/flow sigmas.
+//! thresholding, `sde-dpmsolver`/`dpmsolver`, order 1/3, exponential/beta/Lu/flow sigmas.
 use ndarray::ArrayD;
 
 use super::config::{
     interp, karras_sigmas, round_half_even, sigma_to_t, PredictionType, SchedulerConfig, TimestepSpacing,
 };
-use super::Scheduler;
+use super::{NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// DPM-Solver++(2M).
@@ -21,6 +25,8 @@ pub struct DpmSolverMultistep {
     sigmas: Vec<f32>,
     prediction_type: PredictionType,
     heun: bool,
+    /// `sde-dpmsolver++`: stochastic steps.
+    sde: bool,
     lower_order_final: bool,
     euler_at_final: bool,
     final_zero: bool,
@@ -30,15 +36,16 @@ pub struct DpmSolverMultistep {
 }
 
 /// `alpha_t, sigma_t` of a sigma (`_sigma_to_alpha_sigma_t`), and `lambda_t`.
-fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
+pub(super) fn alpha_sigma_lambda(sigma: f32) -> (f32, f32, f32) {
     let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
     let s = sigma * alpha;
     (alpha, s, alpha.ln() - s.ln())
 }
 
 impl DpmSolverMultistep {
-    /// Prepares DPM-Solver++(2M) for `steps` steps; `karras` picks Karras sigmas.
-    pub fn new(config: &SchedulerConfig, steps: usize, karras: bool) -> Result<Self> {
+    /// Prepares DPM-Solver++(2M) for `steps` steps; `karras` picks Karras
+    /// sigmas, `sde` the stochastic `sde-dpmsolver++` form.
+    pub fn new(config: &SchedulerConfig, steps: usize, karras: bool, sde: bool) -> Result<Self> {
         if config.extra_flag("thresholding", false)? {
             return Err(Error::model("DPM-Solver++: thresholding is not supported"));
         }
@@ -117,6 +124,7 @@ impl DpmSolverMultistep {
             sigmas,
             prediction_type: config.prediction_type,
             heun,
+            sde,
             lower_order_final: config.extra_flag("lower_order_final", true)?,
             euler_at_final: config.extra_flag("euler_at_final", false)?,
             final_zero,
@@ -139,7 +147,13 @@ impl Scheduler for DpmSolverMultistep {
         sample.clone()
     }
 
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>> {
         let count = self.timesteps.len();
         let lower_order_final =
             index == count - 1 && (self.euler_at_final || (self.lower_order_final && count < 15) || self.final_zero);
@@ -156,19 +170,25 @@ impl Scheduler for DpmSolverMultistep {
             };
         });
 
+        // sde-dpmsolver++ draws its noise at every step, the last one included.
+        let noise = if self.sde { Some(noise.draw(sample.shape())?) } else { None };
         let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(self.sigmas[index + 1]);
         let h = lambda_t - lambda_s0;
         let ratio = sigma_t / sigma_s0;
         let c0 = alpha_t * ((-h).exp() - 1.0);
         let mut out = sample.clone();
         let prev = self.prev_x0.take();
-        match prev {
+        let second = match prev {
             Some(m1) if self.lower_order_nums >= 1 && !lower_order_final => {
-                // multistep_dpm_solver_second_order_update
                 let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[index - 1]);
-                let h0 = lambda_s0 - lambda_s1;
-                let r0 = h0 / h;
-                let inv_r0 = 1.0 / r0;
+                let r0 = (lambda_s0 - lambda_s1) / h;
+                Some((m1, 1.0 / r0))
+            }
+            _ => None,
+        };
+        match (noise, second) {
+            (None, Some((m1, inv_r0))) => {
+                // multistep_dpm_solver_second_order_update
                 let c1 = if self.heun { alpha_t * (((-h).exp() - 1.0) / h + 1.0) } else { 0.5 * c0 };
                 let heun = self.heun;
                 ndarray::Zip::from(&mut out).and(&x0).and(&m1).and(sample).for_each(|o, &d0, &m1, &x| {
@@ -176,11 +196,34 @@ impl Scheduler for DpmSolverMultistep {
                     *o = if heun { ratio * x - c0 * d0 + c1 * d1 } else { ratio * x - c0 * d0 - c1 * d1 };
                 });
             }
-            _ => {
+            (None, None) => {
                 // dpm_solver_first_order_update
                 ndarray::Zip::from(&mut out).and(&x0).and(sample).for_each(|o, &d0, &x| {
                     *o = ratio * x - c0 * d0;
                 });
+            }
+            (Some(z), second) => {
+                // The sde-dpmsolver++ updates (first and second order).
+                let decay = ratio * (-h).exp();
+                let e2 = 1.0 - (-2.0 * h).exp();
+                let a = alpha_t * e2;
+                let s = sigma_t * e2.sqrt();
+                match second {
+                    Some((m1, inv_r0)) => {
+                        let c1 = if self.heun { alpha_t * (e2 / (-2.0 * h) + 1.0) } else { 0.5 * a };
+                        ndarray::Zip::from(&mut out).and(&x0).and(&m1).and(sample).and(&z).for_each(
+                            |o, &d0, &m1, &x, &z| {
+                                let d1 = inv_r0 * (d0 - m1);
+                                *o = decay * x + a * d0 + c1 * d1 + s * z;
+                            },
+                        );
+                    }
+                    None => {
+                        ndarray::Zip::from(&mut out).and(&x0).and(sample).and(&z).for_each(|o, &d0, &x, &z| {
+                            *o = decay * x + a * d0 + s * z;
+                        });
+                    }
+                }
             }
         }
         if self.lower_order_nums < 2 {
@@ -205,19 +248,19 @@ mod tests {
     #[test]
     fn timesteps_match_diffusers() {
         let c = sd15(serde_json::json!({}));
-        assert_eq!(ts(&DpmSolverMultistep::new(&c, 7, false).unwrap()), [876, 751, 626, 501, 376, 251, 126]);
+        assert_eq!(ts(&DpmSolverMultistep::new(&c, 7, false, false).unwrap()), [876, 751, 626, 501, 376, 251, 126]);
         let want25: Vec<i64> = (0..25).map(|i| 951 - 38 * i).collect();
-        assert_eq!(ts(&DpmSolverMultistep::new(&c, 25, false).unwrap()), want25);
+        assert_eq!(ts(&DpmSolverMultistep::new(&c, 25, false, false).unwrap()), want25);
         let lin = sd15(serde_json::json!({"timestep_spacing": "linspace"}));
-        assert_eq!(ts(&DpmSolverMultistep::new(&lin, 7, false).unwrap()), [999, 856, 714, 571, 428, 285, 143]);
+        assert_eq!(ts(&DpmSolverMultistep::new(&lin, 7, false, false).unwrap()), [999, 856, 714, 571, 428, 285, 143]);
         let tr = sd15(serde_json::json!({"timestep_spacing": "trailing"}));
-        assert_eq!(ts(&DpmSolverMultistep::new(&tr, 7, false).unwrap()), [999, 856, 713, 570, 428, 285, 142]);
+        assert_eq!(ts(&DpmSolverMultistep::new(&tr, 7, false, false).unwrap()), [999, 856, 713, 570, 428, 285, 142]);
     }
 
     #[test]
     fn karras_timesteps_and_sigmas_match_diffusers() {
         let c = sd15(serde_json::json!({}));
-        let s = DpmSolverMultistep::new(&c, 7, true).unwrap();
+        let s = DpmSolverMultistep::new(&c, 7, true, false).unwrap();
         assert_eq!(ts(&s), [999, 868, 687, 427, 146, 18, 0]);
         let want = [
             14.614646911621094,
@@ -232,7 +275,7 @@ mod tests {
         for (g, w) in s.sigmas.iter().zip(want) {
             assert!((*g as f64 - w).abs() <= 1e-6 * w, "{g} vs {w}");
         }
-        let s = DpmSolverMultistep::new(&c, 25, true).unwrap();
+        let s = DpmSolverMultistep::new(&c, 25, true, false).unwrap();
         assert_eq!(
             ts(&s),
             [
@@ -240,7 +283,7 @@ mod tests {
                 4, 1, 0
             ]
         );
-        let plain = DpmSolverMultistep::new(&c, 7, false).unwrap();
+        let plain = DpmSolverMultistep::new(&c, 7, false, false).unwrap();
         assert_eq!(plain.sigmas[0] as f64, 7.371846675872803);
         assert_eq!(plain.sigmas[7], 0.0);
     }

@@ -3,16 +3,16 @@
 use ndarray::ArrayD;
 
 use super::config::{linspace_at, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::Scheduler;
+use super::{NoiseSource, Scheduler};
 use crate::error::Result;
 
 /// Euler in sigma space.
 pub struct Euler {
-    timesteps: Vec<f64>,
+    pub(super) timesteps: Vec<f64>,
     /// One sigma per step plus the final 0.
-    sigmas: Vec<f64>,
-    init_noise_sigma: f32,
-    prediction_type: PredictionType,
+    pub(super) sigmas: Vec<f64>,
+    pub(super) init_noise_sigma: f32,
+    pub(super) prediction_type: PredictionType,
 }
 
 impl Euler {
@@ -71,7 +71,13 @@ impl Scheduler for Euler {
         sample.mapv(|x| x * scale)
     }
 
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>> {
         let sigma = self.sigmas[index] as f32;
         let dt = self.sigmas[index + 1] as f32 - sigma;
         let prediction = self.prediction_type;

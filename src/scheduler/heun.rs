@@ -9,7 +9,7 @@ use ndarray::ArrayD;
 
 use super::config::{interp, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::lms::sigma_timesteps;
-use super::Scheduler;
+use super::{NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// Heun's second-order method.
@@ -77,7 +77,13 @@ impl Scheduler for Heun {
         sample.mapv(|x| x / denom)
     }
 
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>> {
         let first_order = self.pending.is_none();
         let (sigma, sigma_next) = if first_order {
             (self.sigmas[index], self.sigmas[index + 1])

@@ -6,7 +6,7 @@
 use ndarray::ArrayD;
 
 use super::config::{interp, linspace_at, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::Scheduler;
+use super::{NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// The multistep order diffusers' pipelines use (`step(order=4)`).
@@ -113,7 +113,13 @@ impl Scheduler for Lms {
         sample.mapv(|x| x / denom)
     }
 
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>> {
         let sigma = self.sigmas[index];
         let prediction = self.prediction_type;
         let mut derivative = sample.clone();

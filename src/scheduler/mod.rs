@@ -4,13 +4,21 @@
 //! Each scheduler turns a step count into the U-Net timesteps, scales the model
 //! input and advances the latents by one step, exactly as the diffusers class of
 //! the same name does (parity is tested against it on the same graphs).
+//!
+//! Stochastic schedulers (`euler_a`, `dpmpp_2m_sde`, `lcm`) take their per-step
+//! noise from a [`NoiseSource`] handed to every [`Scheduler::step`]: in a
+//! generation that is Kiln's seeded generator (`pipeline::noise::NoiseRng`), in
+//! the parity tests a recording of the draws diffusers made.
 mod config;
 mod ddim;
 mod dpm;
 mod euler;
+mod euler_a;
 mod heun;
+mod lcm;
 mod lms;
 mod pndm;
+mod unipc;
 
 use ndarray::ArrayD;
 
@@ -18,9 +26,12 @@ pub use self::config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSp
 pub use self::ddim::Ddim;
 pub use self::dpm::DpmSolverMultistep;
 pub use self::euler::Euler;
+pub use self::euler_a::EulerAncestral;
 pub use self::heun::Heun;
+pub use self::lcm::Lcm;
 pub use self::lms::Lms;
 pub use self::pndm::Pndm;
+pub use self::unipc::UniPc;
 use crate::error::{Error, Result};
 
 /// The schedulers Kiln offers. Values match `kiln_scheduler` in the C header.
@@ -46,6 +57,16 @@ pub enum SchedulerKind {
     Lms = 6,
     /// `HeunDiscreteScheduler`. Calls the U-Net 2·steps − 1 times.
     Heun = 7,
+    /// `EulerAncestralDiscreteScheduler` (stochastic: noise at every step).
+    EulerA = 8,
+    /// `DPMSolverMultistepScheduler` with `algorithm_type = "sde-dpmsolver++"`,
+    /// DPM-Solver++(2M) SDE (stochastic: noise at every step).
+    DpmPP2MSde = 9,
+    /// `UniPCMultistepScheduler` (bh2, order 2, predicting x0).
+    UniPc = 10,
+    /// `LCMScheduler` (stochastic: noise between steps). For LCM-distilled
+    /// U-Nets and LCM-LoRA merges; 2–8 steps.
+    Lcm = 11,
 }
 
 impl SchedulerKind {
@@ -60,16 +81,58 @@ impl SchedulerKind {
             "dpmpp_2m_karras" => Some(Self::DpmPP2MKarras),
             "lms" => Some(Self::Lms),
             "heun" => Some(Self::Heun),
+            "euler_a" => Some(Self::EulerA),
+            "dpmpp_2m_sde" => Some(Self::DpmPP2MSde),
+            "unipc" => Some(Self::UniPc),
+            "lcm" => Some(Self::Lcm),
             _ => None,
         }
     }
 
     /// Every name `from_name` accepts.
-    pub const NAMES: &'static [&'static str] =
-        &["default", "ddim", "euler", "pndm", "dpmpp_2m", "dpmpp_2m_karras", "lms", "heun"];
+    pub const NAMES: &'static [&'static str] = &[
+        "default",
+        "ddim",
+        "euler",
+        "pndm",
+        "dpmpp_2m",
+        "dpmpp_2m_karras",
+        "lms",
+        "heun",
+        "euler_a",
+        "dpmpp_2m_sde",
+        "unipc",
+        "lcm",
+    ];
+
+    /// The kind with this `kiln_scheduler` value.
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            0 => Self::Default,
+            1 => Self::Ddim,
+            2 => Self::Euler,
+            3 => Self::Pndm,
+            4 => Self::DpmPP2M,
+            5 => Self::DpmPP2MKarras,
+            6 => Self::Lms,
+            7 => Self::Heun,
+            8 => Self::EulerA,
+            9 => Self::DpmPP2MSde,
+            10 => Self::UniPc,
+            11 => Self::Lcm,
+            _ => return None,
+        })
+    }
+
+    /// Whether this scheduler draws noise while it steps (from the request's
+    /// seed, or the recorded `step_noise`). `Default` answers for itself only.
+    pub fn is_stochastic(self) -> bool {
+        matches!(self, Self::EulerA | Self::DpmPP2MSde | Self::Lcm)
+    }
 
     /// The kind a diffusers class name stands for. `DPMSolverMultistepScheduler`
-    /// gives `DpmPP2M`; `build` picks the Karras variant when the config asks.
+    /// gives `DpmPP2M`; `Default` picks the Karras or SDE variant when the
+    /// config asks.
     pub fn from_class_name(name: &str) -> Option<Self> {
         match name {
             "DDIMScheduler" => Some(Self::Ddim),
@@ -78,6 +141,9 @@ impl SchedulerKind {
             "DPMSolverMultistepScheduler" => Some(Self::DpmPP2M),
             "LMSDiscreteScheduler" => Some(Self::Lms),
             "HeunDiscreteScheduler" => Some(Self::Heun),
+            "EulerAncestralDiscreteScheduler" => Some(Self::EulerA),
+            "UniPCMultistepScheduler" => Some(Self::UniPc),
+            "LCMScheduler" => Some(Self::Lcm),
             _ => None,
         }
     }
@@ -91,19 +157,38 @@ fn resolve_default(config: &SchedulerConfig) -> Result<SchedulerKind> {
         // Kiln's PNDM is PLMS only.
         Some(SchedulerKind::Pndm) if !config.extra_flag("skip_prk_steps", false)? => SchedulerKind::Euler,
         Some(SchedulerKind::DpmPP2M) => {
-            let plus_plus = config.extra_text("algorithm_type", "dpmsolver++")? == "dpmsolver++";
+            let algorithm = config.extra_text("algorithm_type", "dpmsolver++")?;
             let order2 = config.extra_num("solver_order")?.unwrap_or(2.0) == 2.0;
-            if !(plus_plus && order2) {
-                SchedulerKind::Euler
-            } else if config.extra_flag("use_karras_sigmas", false)? {
-                SchedulerKind::DpmPP2MKarras
-            } else {
-                SchedulerKind::DpmPP2M
+            let karras = config.extra_flag("use_karras_sigmas", false)?;
+            match (algorithm.as_str(), order2, karras) {
+                ("dpmsolver++", true, true) => SchedulerKind::DpmPP2MKarras,
+                ("dpmsolver++", true, false) => SchedulerKind::DpmPP2M,
+                // Kiln has no Karras-sigma SDE variant.
+                ("sde-dpmsolver++", true, false) => SchedulerKind::DpmPP2MSde,
+                _ => SchedulerKind::Euler,
             }
         }
+        Some(SchedulerKind::UniPc) if !unipc::supports(config)? => SchedulerKind::Euler,
         Some(k) => k,
         None => SchedulerKind::Euler,
     })
+}
+
+/// Where stochastic schedulers get their noise: the next standard normals of a
+/// stream, in order. Every draw is one tensor of the latents' shape, filled in
+/// NCHW order, and each scheduler draws exactly when diffusers' class of the
+/// same name calls `randn_tensor`, so a recording of diffusers' draws replays
+/// number for number.
+pub trait NoiseSource {
+    /// The next `out.len()` standard normals.
+    fn fill_normals(&mut self, out: &mut [f32]) -> Result<()>;
+
+    /// The next tensor of `shape` standard normals.
+    fn draw(&mut self, shape: &[usize]) -> Result<ArrayD<f32>> {
+        let mut data = vec![0.0f32; shape.iter().product()];
+        self.fill_normals(&mut data)?;
+        ArrayD::from_shape_vec(ndarray::IxDyn(shape), data).map_err(|e| Error::internal(e.to_string()))
+    }
 }
 
 /// One scheduler, prepared for a fixed number of steps.
@@ -115,7 +200,14 @@ pub trait Scheduler: Send {
     /// Scales the latents before the U-Net call of step `index`.
     fn scale_model_input(&self, sample: &ArrayD<f32>, index: usize) -> ArrayD<f32>;
     /// Advances `sample` by step `index` given the (guided) model output.
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>>;
+    /// Stochastic schedulers draw their noise from `noise`; the others ignore it.
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>>;
 }
 
 /// Builds the scheduler `kind` for `steps` steps from a diffusers config.
@@ -138,10 +230,14 @@ pub fn build(kind: SchedulerKind, config_json: &serde_json::Value, steps: usize)
         SchedulerKind::Ddim => Box::new(Ddim::new(&config, steps)?),
         SchedulerKind::Euler | SchedulerKind::Default => Box::new(Euler::new(&config, steps)?),
         SchedulerKind::Pndm => Box::new(Pndm::new(&config, steps)?),
-        SchedulerKind::DpmPP2M => Box::new(DpmSolverMultistep::new(&config, steps, false)?),
-        SchedulerKind::DpmPP2MKarras => Box::new(DpmSolverMultistep::new(&config, steps, true)?),
+        SchedulerKind::DpmPP2M => Box::new(DpmSolverMultistep::new(&config, steps, false, false)?),
+        SchedulerKind::DpmPP2MKarras => Box::new(DpmSolverMultistep::new(&config, steps, true, false)?),
         SchedulerKind::Lms => Box::new(Lms::new(&config, steps)?),
         SchedulerKind::Heun => Box::new(Heun::new(&config, steps)?),
+        SchedulerKind::EulerA => Box::new(EulerAncestral::new(&config, steps)?),
+        SchedulerKind::DpmPP2MSde => Box::new(DpmSolverMultistep::new(&config, steps, false, true)?),
+        SchedulerKind::UniPc => Box::new(UniPc::new(&config, steps)?),
+        SchedulerKind::Lcm => Box::new(Lcm::new(&config, steps)?),
     })
 }
 
@@ -163,9 +259,19 @@ mod tests {
             (SchedulerKind::DpmPP2MKarras, 5),
             (SchedulerKind::Lms, 6),
             (SchedulerKind::Heun, 7),
+            (SchedulerKind::EulerA, 8),
+            (SchedulerKind::DpmPP2MSde, 9),
+            (SchedulerKind::UniPc, 10),
+            (SchedulerKind::Lcm, 11),
         ];
         for (kind, v) in values {
             assert_eq!(kind as u32, v);
+            assert_eq!(SchedulerKind::from_u32(v), Some(kind));
+        }
+        assert_eq!(SchedulerKind::from_u32(12), None);
+        assert_eq!(SchedulerKind::NAMES.len(), values.len());
+        for (name, want) in [("euler_a", 8), ("dpmpp_2m_sde", 9), ("unipc", 10), ("lcm", 11)] {
+            assert_eq!(SchedulerKind::from_name(name).map(|k| k as u32), Some(want));
         }
     }
 
@@ -184,7 +290,22 @@ mod tests {
         assert_eq!(resolve(json!({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 3})), SchedulerKind::Euler);
         assert_eq!(resolve(json!({"_class_name": "LMSDiscreteScheduler"})), SchedulerKind::Lms);
         assert_eq!(resolve(json!({"_class_name": "HeunDiscreteScheduler"})), SchedulerKind::Heun);
-        assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler"})), SchedulerKind::Euler);
+        assert_eq!(
+            resolve(json!({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"})),
+            SchedulerKind::DpmPP2MSde
+        );
+        assert_eq!(
+            resolve(json!({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": true})),
+            SchedulerKind::Euler
+        );
+        assert_eq!(resolve(json!({"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver"})), SchedulerKind::Euler);
+        assert_eq!(resolve(json!({"_class_name": "EulerAncestralDiscreteScheduler"})), SchedulerKind::EulerA);
+        assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler"})), SchedulerKind::UniPc);
+        assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler", "solver_order": 3})), SchedulerKind::Euler);
+        assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler", "solver_type": "bh1"})), SchedulerKind::Euler);
+        assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler", "use_karras_sigmas": true})), SchedulerKind::Euler);
+        assert_eq!(resolve(json!({"_class_name": "LCMScheduler"})), SchedulerKind::Lcm);
+        assert_eq!(resolve(json!({"_class_name": "FlowMatchEulerDiscreteScheduler"})), SchedulerKind::Euler);
     }
 }
 

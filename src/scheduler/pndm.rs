@@ -8,7 +8,7 @@
 use ndarray::ArrayD;
 
 use super::config::{PredictionType, SchedulerConfig};
-use super::Scheduler;
+use super::{NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// PLMS.
@@ -92,7 +92,13 @@ impl Scheduler for Pndm {
         sample.clone()
     }
 
-    fn step(&mut self, model_output: &ArrayD<f32>, index: usize, sample: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    fn step(
+        &mut self,
+        model_output: &ArrayD<f32>,
+        index: usize,
+        sample: &ArrayD<f32>,
+        _noise: &mut dyn NoiseSource,
+    ) -> Result<ArrayD<f32>> {
         // diffusers' step_plms, driven by its counter like the original.
         let mut t = self.timesteps[index] as i64;
         let mut prev = t - self.step_ratio;
