@@ -2,6 +2,7 @@
 pub mod graph;
 pub mod layout;
 pub mod preview;
+mod text;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,47 +72,9 @@ pub(crate) struct ModelInner {
     pub(crate) preview_projection: std::sync::OnceLock<Result<preview::LatentProjection>>,
     pub(crate) residency: std::sync::Arc<graph::ResidencyGroup>,
     /// Recently used prompts and their embeddings, most recent last.
-    pub(crate) embedding_cache: parking_lot::Mutex<EmbeddingCache>,
+    pub(crate) embedding_cache: parking_lot::Mutex<text::EmbeddingCache>,
 }
 
-/// A small LRU of prompt → text-encoder output, so repeated prompts (the empty
-/// negative prompt above all) skip the text encoder.
-#[derive(Default)]
-pub(crate) struct EmbeddingCache {
-    capacity: usize,
-    entries: Vec<(String, ndarray::ArrayD<f32>)>,
-    hits: u64,
-    misses: u64,
-}
-
-impl EmbeddingCache {
-    fn get(&mut self, prompt: &str) -> Option<ndarray::ArrayD<f32>> {
-        let i = self.entries.iter().position(|(p, _)| p == prompt);
-        match i {
-            Some(i) => {
-                let entry = self.entries.remove(i);
-                let value = entry.1.clone();
-                self.entries.push(entry);
-                self.hits += 1;
-                Some(value)
-            }
-            None => {
-                self.misses += 1;
-                None
-            }
-        }
-    }
-
-    fn put(&mut self, prompt: &str, value: &ndarray::ArrayD<f32>) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            self.entries.remove(0);
-        }
-        self.entries.push((prompt.to_string(), value.clone()));
-    }
-}
 
 /// Facts about a loaded model that callers commonly need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,10 +141,7 @@ impl Model {
                 vae_io,
                 preview_projection: std::sync::OnceLock::new(),
                 residency: group,
-                embedding_cache: parking_lot::Mutex::new(EmbeddingCache {
-                    capacity: runtime.inner.embedding_cache_entries,
-                    ..Default::default()
-                }),
+                embedding_cache: parking_lot::Mutex::new(text::EmbeddingCache::new(runtime.inner.embedding_cache_entries)),
             }),
         })
     }
@@ -223,6 +183,16 @@ impl Model {
         ]
     }
 
+    /// Per graph: ONNX Runtime run calls so far and seconds inside them.
+    pub fn graph_run_times(&self) -> [(&'static str, u64, f64); 3] {
+        let i = &self.inner;
+        let t = |g: &Graph| {
+            let (calls, secs) = g.run_time();
+            (g.name, calls, secs)
+        };
+        [t(&i.text_encoder), t(&i.unet), t(&i.vae_decoder)]
+    }
+
     /// Names of the graphs loaded right now (all of them unless the runtime
     /// asked for per-stage residency).
     pub fn resident_graphs(&self) -> Vec<&'static str> {
@@ -232,8 +202,7 @@ impl Model {
 
     /// Prompt-embedding cache hits and misses so far.
     pub fn embedding_cache_stats(&self) -> (u64, u64) {
-        let c = self.inner.embedding_cache.lock();
-        (c.hits, c.misses)
+        self.inner.embedding_cache.lock().stats()
     }
 
     /// The runtime this model was loaded with.
@@ -254,26 +223,6 @@ impl Model {
     /// How the U-Net takes its inputs.
     pub fn unet_io(&self) -> &UnetIo {
         &self.inner.unet_io
-    }
-}
-
-impl ModelInner {
-    /// Token embeddings `[1, seq, dim]` for one prompt (the text encoder's
-    /// `last_hidden_state`).
-    pub(crate) fn encode_text(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ndarray::ArrayD<f32>> {
-        if let Some(hit) = self.embedding_cache.lock().get(prompt) {
-            return Ok(hit);
-        }
-        let embeddings = self.run_text_encoder(prompt, options)?;
-        self.embedding_cache.lock().put(prompt, &embeddings);
-        Ok(embeddings)
-    }
-
-    fn run_text_encoder(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ndarray::ArrayD<f32>> {
-        let ids = self.tokenizer.encode(prompt)?;
-        let len = ids.len();
-        let ids = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, len]), ids).map_err(|e| Error::internal(e.to_string()))?;
-        self.text_encoder.run(vec![(&self.text_io.input_ids, GraphInput::Int(ids))], &self.text_io.output, options)
     }
 }
 
