@@ -1,0 +1,263 @@
+//! `bench`: where the time and memory of a generation go.
+//!
+//! ```text
+//! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
+//!     [--runs N] [--residency all|per-stage] [--threads N] [--json FILE] [--markdown FILE]
+//! ```
+//!
+//! Reports, for one process: model load (cold), the first image (cold) and the
+//! mean of `--runs` warm images; per stage the time inside ONNX Runtime's run
+//! calls (text encoder, each U-Net call, VAE decode); Kiln's overhead = wall
+//! time − time inside ONNX Runtime (tokenizer, tensor conversion, scheduler,
+//! guidance, post-processing); tokenizer and RGBA8 conversion on their own;
+//! time to the first preview of a job; `kiln_job_poll` latency p50/p99 while a
+//! job runs; images per minute; and the process's peak RSS (Linux VmHWM).
+//! Ratios against another configuration come from running both in one script
+//! (see `tools/bench_compare.py`), never from absolute numbers alone.
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kiln::jobs::{JobConfig, JobEvent, JobObserver};
+use kiln::model::Residency;
+use kiln::pipeline::{GenerateRequest, Hooks};
+use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
+
+struct Args {
+    model: PathBuf,
+    size: usize,
+    steps: usize,
+    guidance: f32,
+    runs: usize,
+    residency: Residency,
+    threads: usize,
+    json: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut a = Args {
+        model: root.join("tests/fixtures/tiny-sd"),
+        size: 0,
+        steps: 20,
+        guidance: 7.5,
+        runs: 5,
+        residency: Residency::AllResident,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        json: None,
+        markdown: None,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = argv.iter();
+    while let Some(flag) = it.next() {
+        let mut v = || it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |s: String| s.parse::<f64>().map_err(|_| format!("{flag}: {s:?} is not a number"));
+        match flag.as_str() {
+            "--model" => a.model = PathBuf::from(v()?),
+            "--size" => a.size = num(v()?)? as usize,
+            "--steps" => a.steps = num(v()?)? as usize,
+            "--guidance" => a.guidance = num(v()?)? as f32,
+            "--runs" => a.runs = (num(v()?)? as usize).max(1),
+            "--threads" => a.threads = num(v()?)? as usize,
+            "--residency" => {
+                a.residency = match v()?.as_str() {
+                    "all" => Residency::AllResident,
+                    "per-stage" => Residency::PerStage,
+                    other => return Err(format!("--residency: unknown {other:?}")),
+                }
+            }
+            "--json" => a.json = Some(PathBuf::from(v()?)),
+            "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(a)
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+struct FirstPreview {
+    at: std::sync::Mutex<Option<Instant>>,
+}
+
+impl JobObserver for FirstPreview {
+    fn on_event(&self, _id: u64, event: &JobEvent<'_>) {
+        if let JobEvent::Preview { .. } = event {
+            self.at.lock().unwrap().get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(&a) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<(), kiln::Error> {
+    let runtime = Runtime::new(&RuntimeOptions {
+        intra_op_threads: a.threads,
+        residency: a.residency,
+        // The benchmark measures the text encoder each run, so no cache.
+        embedding_cache_entries: Some(0),
+        ..Default::default()
+    })?;
+    let t = Instant::now();
+    let model = Model::load(&runtime, &a.model)?;
+    let load_s = t.elapsed().as_secs_f64();
+    let request = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        negative_prompt: "blurry".into(),
+        width: a.size,
+        height: a.size,
+        steps: a.steps,
+        guidance_scale: a.guidance,
+        seed: 1,
+        scheduler: SchedulerKind::Euler,
+        ..Default::default()
+    };
+
+    let t = Instant::now();
+    let first = model.generate_with(&request, Hooks::default())?;
+    let first_image_s = t.elapsed().as_secs_f64();
+    let before = model.graph_run_times();
+
+    let mut walls = Vec::new();
+    let mut rgba_s = 0.0;
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        let out = model.generate_with(&request, Hooks::default())?;
+        let t2 = Instant::now();
+        let _ = out.image.to_rgba8();
+        rgba_s += t2.elapsed().as_secs_f64();
+        walls.push(t.elapsed().as_secs_f64());
+    }
+    let after = model.graph_run_times();
+    let runs = a.runs as f64;
+    let warm_s = walls.iter().sum::<f64>() / runs;
+    let stage = |i: usize| -> (f64, f64) {
+        let calls = (after[i].1 - before[i].1) as f64 / runs;
+        let secs = (after[i].2 - before[i].2) / runs;
+        (calls, secs)
+    };
+    let (te_calls, te_s) = stage(0);
+    let (unet_calls, unet_s) = stage(1);
+    let (vae_calls, vae_s) = stage(2);
+    let ort_s = te_s + unet_s + vae_s;
+    let overhead_s = warm_s - ort_s;
+
+    let tokenizer = model.tokenizer();
+    let t = Instant::now();
+    let n_tok = 2000;
+    for i in 0..n_tok {
+        let _ = tokenizer.encode(if i % 2 == 0 { &request.prompt } else { "weathered oak planks, highly detailed" })?;
+    }
+    let tokenize_us = t.elapsed().as_secs_f64() * 1e6 / n_tok as f64;
+
+    // Time to first preview, and poll latency while that job runs.
+    let observer = std::sync::Arc::new(FirstPreview { at: std::sync::Mutex::new(None) });
+    let submitted = Instant::now();
+    let pool = runtime.jobs();
+    let job = pool.submit(
+        &model,
+        request.clone(),
+        JobConfig { priority: 0, preview_interval: 1, observer: Some(observer.clone()) },
+    );
+    let mut polls = Vec::new();
+    let mut progress = kiln::ffi::job::kiln_job_progress {
+        struct_size: std::mem::size_of::<kiln::ffi::job::kiln_job_progress>() as u32,
+        ..Default::default()
+    };
+    loop {
+        let t = Instant::now();
+        // SAFETY: `progress` is a valid, sized struct.
+        let status = unsafe { kiln::ffi::job::kiln_job_poll(job, &mut progress) };
+        polls.push(t.elapsed().as_secs_f64() * 1e6);
+        if status != kiln::ffi::kiln_status::Ok || progress.state >= 2 {
+            break;
+        }
+        // A game polls once a frame; poll far more often to gather samples.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let first_preview_ms = observer.at.lock().unwrap().map(|t| (t - submitted).as_secs_f64() * 1e3);
+    pool.release(job)?;
+    polls.sort_by(f64::total_cmp);
+
+    let peak = peak_rss_mib();
+    let size = first.image.width;
+    let report = serde_json::json!({
+        "model": a.model.display().to_string(),
+        "size": size,
+        "steps": a.steps,
+        "guidance": a.guidance,
+        "runs": a.runs,
+        "threads": a.threads,
+        "residency": format!("{:?}", a.residency),
+        "onnxruntime": runtime.onnxruntime_version(),
+        "cold": { "model_load_s": load_s, "first_image_s": first_image_s },
+        "warm": {
+            "image_s": warm_s,
+            "images_per_minute": 60.0 / warm_s,
+            "inside_onnxruntime_s": ort_s,
+            "kiln_overhead_s": overhead_s,
+            "kiln_overhead_pct": 100.0 * overhead_s / warm_s,
+            "text_encoder": { "calls": te_calls, "s": te_s },
+            "unet": { "calls": unet_calls, "s": unet_s, "per_call_s": unet_s / unet_calls.max(1.0) },
+            "vae_decoder": { "calls": vae_calls, "s": vae_s },
+            "rgba8_conversion_s": rgba_s / runs,
+        },
+        "tokenize_us": tokenize_us,
+        "first_preview_ms": first_preview_ms,
+        "job_poll_us": { "samples": polls.len(), "p50": percentile(&polls, 0.5), "p99": percentile(&polls, 0.99), "max": polls.last() },
+        "peak_rss_mib": peak,
+    });
+    let md = format!(
+        "| metric | value |\n| --- | --- |\n\
+         | model load (cold) | {load_s:.3} s |\n| first image (cold) | {first_image_s:.3} s |\n\
+         | image (warm, mean of {}) | {warm_s:.4} s ({:.1} images/min) |\n\
+         | inside ONNX Runtime | {ort_s:.4} s (text encoder {te_s:.4}, U-Net {unet_s:.4} over {unet_calls:.0} calls, VAE {vae_s:.4}) |\n\
+         | Kiln overhead | {overhead_s:.4} s ({:.1} %) |\n| tokenize one prompt | {tokenize_us:.1} µs |\n\
+         | first preview after submit | {} |\n| kiln_job_poll p50 / p99 | {:.2} / {:.2} µs ({} samples) |\n\
+         | peak RSS | {} |\n",
+        a.runs,
+        60.0 / warm_s,
+        100.0 * overhead_s / warm_s,
+        first_preview_ms.map_or("n/a".into(), |v| format!("{v:.1} ms")),
+        percentile(&polls, 0.5),
+        percentile(&polls, 0.99),
+        polls.len(),
+        peak.map_or("n/a".into(), |v| format!("{v:.0} MiB")),
+    );
+    println!("{}x{}, {} steps, guidance {}, {} threads, residency {:?}\n\n{md}", size, size, a.steps, a.guidance, a.threads, a.residency);
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report).unwrap())
+            .map_err(|e| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", p.display())))?;
+    }
+    if let Some(p) = &a.markdown {
+        std::fs::write(p, md).map_err(|e| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", p.display())))?;
+    }
+    Ok(())
+}
