@@ -1,9 +1,10 @@
 //! Build script: kept small on purpose (STYLE 18). It writes only under OUT_DIR.
 //!
-//! When the developer has not pointed Kiln at an ONNX Runtime (`ORT_DYLIB_PATH`)
-//! and has not opted out (`KILN_FETCH_ORT=0`), it runs the project's setup script
+//! Unless opted out (`KILN_FETCH_ORT=0`), it runs the project's setup script
 //! `tools/fetch_onnxruntime.py`, which takes the pinned runtime from its PyPI
-//! wheel. The library records that path as its last-resort search location, so
+//! wheel (`KILN_ORT_PACKAGE=onnxruntime-gpu` for CUDA/TensorRT). The library
+//! records that path as its last-resort search location (after the caller's
+//! path, `ORT_DYLIB_PATH` and the folder holding libkiln), so
 //! `cargo run --example generate` and `cargo test` work on a fresh machine.
 //! A failed fetch is a warning, never a build error: the runtime then reports
 //! every path it tried.
@@ -15,6 +16,7 @@ fn main() {
     println!("cargo:rerun-if-changed=tools/fetch_onnxruntime.py");
     println!("cargo:rerun-if-env-changed=KILN_FETCH_ORT");
     println!("cargo:rerun-if-env-changed=KILN_PYTHON");
+    println!("cargo:rerun-if-env-changed=KILN_ORT_PACKAGE");
 
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // The header travels with the crate so dependants can find it (`DEP_KILN_INCLUDE`).
@@ -26,11 +28,16 @@ fn main() {
     let mut fetched = String::new();
     if std::env::var("KILN_FETCH_ORT").map(|v| v != "0").unwrap_or(true) {
         let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
-        let dest = out_dir.join("onnxruntime");
+        // onnxruntime (CPU, default), onnxruntime-gpu (CUDA/TensorRT) or
+        // onnxruntime-directml (Windows), matching the cargo features in use.
+        let package = std::env::var("KILN_ORT_PACKAGE").unwrap_or_else(|_| "onnxruntime".into());
+        let dest = out_dir.join("onnxruntime").join(&package);
         match Command::new(&python)
             .arg("tools/fetch_onnxruntime.py")
             .arg("--dest")
             .arg(&dest)
+            .arg("--package")
+            .arg(&package)
             .output()
         {
             Ok(out) if out.status.success() => {

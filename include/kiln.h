@@ -294,6 +294,29 @@ typedef uint32_t kiln_residency;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Which axes an image tiles along.
+enum kiln_seamless
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Ordinary padding: the image does not tile.
+    KILN_SEAMLESS_NONE = 0,
+    // Tiles left-right.
+    KILN_SEAMLESS_X = 1,
+    // Tiles top-bottom.
+    KILN_SEAMLESS_Y = 2,
+    // Tiles both ways.
+    KILN_SEAMLESS_XY = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_seamless kiln_seamless;
+#else
+typedef uint32_t kiln_seamless;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -649,6 +672,14 @@ kiln_status kiln_runtime_onnxruntime_path(const struct kiln_runtime *runtime,
                                           char *buf,
                                           size_t buf_len,
                                           size_t *len_out);
+
+// Makes a model handle whose images tile along `axes` (a `kiln_seamless`):
+// the U-Net's and VAE decoder's convolutions are rewritten at load time to
+// wrap around instead of padding with zeros. The rewritten graphs are made
+// once per setting and shared; the new handle is freed with
+// `kiln_model_free` independently of `model`. Errors: NULL_ARGUMENT,
+// INVALID_ARGUMENT, MODEL_INVALID / UNSUPPORTED (a graph Kiln cannot rewrite).
+kiln_status kiln_model_seamless(const struct kiln_model *model, uint32_t axes, struct kiln_model **model_out);
 
 // The constant's name of `status` (e.g. `"KILN_STATUS_OK"`), or
 // `"KILN_STATUS_UNKNOWN"`. The string is static: never free it.

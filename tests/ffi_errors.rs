@@ -301,4 +301,6 @@ fn log_callback_receives_lines_with_user_data() {
     let lines = lines.lock().unwrap();
     assert!(lines.iter().any(|(l, t)| *l == 1 && t.contains("ONNX Runtime") && t.contains("loaded")), "{lines:?}");
     assert!(lines.iter().any(|(_, t)| t.contains("model") && t.contains("loaded")), "{lines:?}");
+    // At debug level ONNX Runtime's own session log reaches the same callback.
+    assert!(lines.iter().any(|(l, t)| *l == 0 && t.starts_with("onnxruntime: ")), "{lines:?}");
 }

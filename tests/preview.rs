@@ -42,3 +42,49 @@ fn preview_tracks_the_decoded_image() {
     eprintln!("preview error {err_preview:.2} vs flat grey {err_flat:.2}");
     assert!(err_preview < err_flat, "the preview must beat a flat guess ({err_preview} vs {err_flat})");
 }
+
+/// tiny-sd plus the taesd-preview variant's `preview_decoder/` in a temp folder.
+fn taesd_model() -> kiln::Model {
+    let dst = std::env::temp_dir().join(format!("kiln-taesd-{}", std::process::id()));
+    fn copy(src: &std::path::Path, dst: &std::path::Path) {
+        std::fs::create_dir_all(dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &dst.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    copy(&common::fixture(), &dst);
+    copy(&common::root().join("tests/fixtures/variants/taesd-preview/preview_decoder"), &dst.join("preview_decoder"));
+    kiln::Model::load(common::runtime(), &dst).unwrap()
+}
+
+/// With a `preview_decoder/` (TAESD-style AutoencoderTiny decoder), previews are
+/// its full-size decode, equal to diffusers' AutoencoderTiny on the same latents
+/// (tools/make_preview_decoder_fixture.py) up to 8-bit rounding.
+#[test]
+fn preview_decoder_matches_autoencoder_tiny() {
+    let m = taesd_model();
+    assert!(m.has_preview_decoder());
+    let dir = common::root().join("tests/fixtures/variants/taesd-preview/golden");
+    let (shape, latents) = kiln::image::npy::read_f32(&dir.join("latents.npy")).unwrap();
+    let latents = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), latents).unwrap();
+    let (_, want) = kiln::image::npy::read_f32(&dir.join("preview.npy")).unwrap();
+    let got = m.preview(&latents).unwrap();
+    assert_eq!((got.width, got.height), (64, 64));
+    let mut worst = 0.0f32;
+    for (i, w) in want.iter().enumerate() {
+        let g = got.pixels[(i / 3) * 4 + i % 3] as f32 / 255.0;
+        worst = worst.max((g - w).abs());
+    }
+    assert!(worst <= 0.5 / 255.0 + 1e-4, "preview differs from diffusers by {worst}");
+    // Jobs deliver full-size previews from it.
+    let request = GenerateRequest { prompt: "ice".into(), steps: 3, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let mut sizes = Vec::new();
+    let mut on_step = |p: &kiln::pipeline::StepProgress<'_>| sizes.push(m.preview(p.latents).unwrap().width);
+    m.generate_with(&request, Hooks { on_step: Some(&mut on_step), ..Default::default() }).unwrap();
+    assert_eq!(sizes, vec![64, 64, 64]);
+}

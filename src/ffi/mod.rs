@@ -17,6 +17,7 @@ pub mod job;
 pub mod provider;
 pub mod model;
 pub mod runtime;
+pub mod seamless;
 pub mod status;
 pub mod version;
 

@@ -48,12 +48,31 @@ pub struct Graph {
     /// `None` while released (per-stage residency); reloaded on the next run.
     session: Arc<Mutex<Option<Session>>>,
     runtime: Runtime,
-    path: PathBuf,
+    source: GraphSource,
     group: Arc<ResidencyGroup>,
     index: usize,
     /// Calls and nanoseconds spent inside ONNX Runtime's run, for benchmarks.
     run_calls: std::sync::atomic::AtomicU64,
     run_nanos: std::sync::atomic::AtomicU64,
+}
+
+/// Where a graph's bytes come from.
+#[derive(Clone)]
+pub(crate) enum GraphSource {
+    /// An ONNX file (external data resolved beside it).
+    File(PathBuf),
+    /// A graph rewritten in memory; `dir` is the original file's folder, where
+    /// its external-data files live.
+    Memory { bytes: Arc<Vec<u8>>, dir: PathBuf, label: String },
+}
+
+impl GraphSource {
+    fn label(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Memory { label, .. } => label.clone(),
+        }
+    }
 }
 
 /// Which of a model's graphs stay loaded between uses.
@@ -92,7 +111,12 @@ impl Graph {
     /// Loads `path`, reads its inputs and outputs, and joins `group`; under
     /// per-stage residency the session is released again right away.
     pub(crate) fn load(runtime: &Runtime, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>) -> Result<Self> {
-        let (session, provider) = open_session(runtime, name, path)?;
+        Self::load_from(runtime, name, GraphSource::File(path.to_path_buf()), group)
+    }
+
+    /// As [`Graph::load`], from any source.
+    pub(crate) fn load_from(runtime: &Runtime, name: &'static str, source: GraphSource, group: &Arc<ResidencyGroup>) -> Result<Self> {
+        let (session, provider) = open_session(runtime, name, &source)?;
         let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
             outlets
                 .iter()
@@ -124,7 +148,7 @@ impl Graph {
             provider,
             session: slot,
             runtime: runtime.clone(),
-            path: path.to_path_buf(),
+            source,
             group: Arc::clone(group),
             index,
             run_calls: Default::default(),
@@ -161,14 +185,15 @@ impl Graph {
         }
         let mut guard = self.session.lock();
         if guard.is_none() {
-            *guard = Some(open_session(&self.runtime, self.name, &self.path)?.0);
+            *guard = Some(open_session(&self.runtime, self.name, &self.source)?.0);
         }
         Ok(guard)
     }
 }
 
 /// Creates a session for `path` with the runtime's settings.
-fn open_session(runtime: &Runtime, name: &'static str, path: &Path) -> Result<(Session, crate::runtime::ProviderChoice)> {
+fn open_session(runtime: &Runtime, name: &'static str, source: &GraphSource) -> Result<(Session, crate::runtime::ProviderChoice)> {
+    let path = source.label();
     {
         let rt = &runtime.inner;
         let fail = |e: ort::Error| {
@@ -178,7 +203,7 @@ fn open_session(runtime: &Runtime, name: &'static str, path: &Path) -> Result<(S
             } else {
                 ErrorKind::Inference
             };
-            Error::new(kind, format!("cannot load {name} graph {}: {text}", path.display()))
+            Error::new(kind, format!("cannot load {name} graph {path}: {text}"))
         };
         let logger = runtime.logger().clone();
         let ort_logger: ort::logging::LoggerFunction = std::sync::Arc::new(move |level, _category, _id, _loc, msg| {
@@ -197,7 +222,7 @@ fn open_session(runtime: &Runtime, name: &'static str, path: &Path) -> Result<(S
         } else {
             runtime.logger().log(LogLevel::Warning, &line);
         }
-        let session = builder
+        let mut builder = builder
             .with_intra_threads(rt.intra_op_threads)
             .map_err(|e| fail(e.into()))?
             .with_inter_threads(rt.inter_op_threads)
@@ -208,10 +233,22 @@ fn open_session(runtime: &Runtime, name: &'static str, path: &Path) -> Result<(S
             .map_err(|e| fail(e.into()))?
             .with_logger(ort_logger)
             .map_err(|e| fail(e.into()))?
-            .with_log_level(ort::logging::LogLevel::Warning)
-            .map_err(|e| fail(e.into()))?
-            .commit_from_file(path)
-            .map_err(fail)?;
+            // ONNX Runtime's informational lines only when the host asked for debug logs.
+            .with_log_level(if runtime.logger().level() <= LogLevel::Debug {
+                ort::logging::LogLevel::Info
+            } else {
+                ort::logging::LogLevel::Warning
+            })
+            .map_err(|e| fail(e.into()))?;
+        let session = match source {
+            GraphSource::File(p) => builder.commit_from_file(p).map_err(fail)?,
+            GraphSource::Memory { bytes, dir, .. } => builder
+                // External-data files of a graph loaded from memory are looked up here.
+                .with_config_entry("session.model_external_initializers_file_folder_path", dir.to_string_lossy())
+                .map_err(|e| fail(e.into()))?
+                .commit_from_memory(bytes)
+                .map_err(fail)?,
+        };
         Ok((session, provider))
     }
 }

@@ -28,6 +28,12 @@ pub struct ModelLayout {
     pub vae_decoder: PathBuf,
     /// `vae_encoder/model.onnx`, when the export has one.
     pub vae_encoder: Option<PathBuf>,
+    /// `preview_decoder/model.onnx`: an optional small decoder (TAESD-style)
+    /// used for step previews instead of the linear projection.
+    pub preview_decoder: Option<PathBuf>,
+    /// Latents are divided by this before the preview decoder
+    /// (`preview_decoder/config.json` `scaling_factor`; 1.0 for TAESD).
+    pub preview_scaling_factor: f32,
     /// `tokenizer/`.
     pub tokenizer_dir: PathBuf,
     /// The U-Net's config.
@@ -102,6 +108,13 @@ impl ModelLayout {
         let unet = need("unet/model.onnx")?;
         let vae_decoder = need("vae_decoder/model.onnx")?;
         let vae_encoder = Some(root.join("vae_encoder/model.onnx")).filter(|p| p.is_file());
+        let preview_decoder = Some(root.join("preview_decoder/model.onnx")).filter(|p| p.is_file());
+        let preview_config = root.join("preview_decoder/config.json");
+        let preview_scaling_factor = if preview_decoder.is_some() && preview_config.is_file() {
+            get_f64(&read_json(&preview_config)?, "scaling_factor", &preview_config)?.unwrap_or(1.0) as f32
+        } else {
+            1.0
+        };
         let tokenizer_dir = root.join("tokenizer");
         let has_bpe = tokenizer_dir.join("vocab.json").is_file() && tokenizer_dir.join("merges.txt").is_file();
         if !has_bpe && !tokenizer_dir.join("tokenizer.json").is_file() {
@@ -160,6 +173,8 @@ impl ModelLayout {
             unet,
             vae_decoder,
             vae_encoder,
+            preview_decoder,
+            preview_scaling_factor,
             tokenizer_dir,
             unet_config,
             vae_config,

@@ -1,7 +1,9 @@
 //! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
 pub mod graph;
 pub mod layout;
+mod onnx_proto;
 pub mod preview;
+pub mod seamless;
 mod text;
 
 use std::path::Path;
@@ -61,18 +63,28 @@ pub(crate) struct ModelInner {
     /// Held so the ONNX Runtime environment outlives every session of the model.
     pub(crate) runtime: Runtime,
     pub(crate) layout: ModelLayout,
-    pub(crate) tokenizer: ClipTokenizer,
-    pub(crate) text_encoder: Graph,
+    // Shared between a model and its seamless variants (`Model::seamless`).
+    pub(crate) tokenizer: Arc<ClipTokenizer>,
+    pub(crate) text_encoder: Arc<Graph>,
     pub(crate) text_io: TextEncoderIo,
-    pub(crate) unet: Graph,
+    pub(crate) unet: Arc<Graph>,
     pub(crate) unet_io: UnetIo,
-    pub(crate) vae_decoder: Graph,
+    pub(crate) vae_decoder: Arc<Graph>,
     pub(crate) vae_io: VaeDecoderIo,
+    /// The optional TAESD-style preview decoder and its latent input.
+    pub(crate) preview_decoder: Option<Arc<(Graph, VaeDecoderIo)>>,
     /// Fitted on first use (see `preview`).
-    pub(crate) preview_projection: std::sync::OnceLock<Result<preview::LatentProjection>>,
-    pub(crate) residency: std::sync::Arc<graph::ResidencyGroup>,
+    pub(crate) preview_projection: Arc<std::sync::OnceLock<Result<preview::LatentProjection>>>,
+    pub(crate) residency: Arc<graph::ResidencyGroup>,
     /// Recently used prompts and their embeddings, most recent last.
-    pub(crate) embedding_cache: parking_lot::Mutex<text::EmbeddingCache>,
+    pub(crate) embedding_cache: Arc<parking_lot::Mutex<text::EmbeddingCache>>,
+    /// Which axes this model's graphs wrap around on.
+    pub(crate) seamless: seamless::Seamless,
+    /// Seamless variants made from this (base) model, kept for reuse. Variants
+    /// hold no reference back, so there is no cycle.
+    pub(crate) variants: parking_lot::Mutex<std::collections::HashMap<seamless::Seamless, Model>>,
+    /// For a variant: the model it was made from.
+    pub(crate) base: Option<std::sync::Weak<ModelInner>>,
 }
 
 
@@ -105,6 +117,17 @@ impl Model {
         let unet_io = unet_io(&unet)?;
         let vae_decoder = Graph::load(runtime, "vae_decoder", &layout.vae_decoder, &group)?;
         let vae_io = vae_decoder_io(&vae_decoder)?;
+        // The preview decoder runs between U-Net calls, so it never takes part
+        // in per-stage residency (that would reload the U-Net every step).
+        let preview_decoder = match &layout.preview_decoder {
+            Some(path) => {
+                let own_group = graph::ResidencyGroup::new(Residency::AllResident);
+                let g = Graph::load(runtime, "preview_decoder", path, &own_group)?;
+                let io = vae_decoder_io(&g).map_err(|e| e.context("preview_decoder"))?;
+                Some(Arc::new((g, io)))
+            }
+            None => None,
+        };
         let mut layout = layout;
         fill_from_graphs(&mut layout, &unet_io, &vae_io);
         check_consistency(&layout, &unet_io)?;
@@ -132,16 +155,20 @@ impl Model {
             inner: Arc::new(ModelInner {
                 runtime: runtime.clone(),
                 layout,
-                tokenizer,
-                text_encoder,
+                tokenizer: Arc::new(tokenizer),
+                text_encoder: Arc::new(text_encoder),
                 text_io,
-                unet,
+                unet: Arc::new(unet),
                 unet_io,
-                vae_decoder,
+                vae_decoder: Arc::new(vae_decoder),
                 vae_io,
-                preview_projection: std::sync::OnceLock::new(),
+                preview_decoder,
+                preview_projection: Arc::new(std::sync::OnceLock::new()),
                 residency: group,
-                embedding_cache: parking_lot::Mutex::new(text::EmbeddingCache::new(runtime.inner.embedding_cache_entries)),
+                embedding_cache: Arc::new(parking_lot::Mutex::new(text::EmbeddingCache::new(runtime.inner.embedding_cache_entries))),
+                seamless: seamless::Seamless::None,
+                variants: Default::default(),
+                base: None,
             }),
         })
     }
@@ -168,9 +195,84 @@ impl Model {
             .map_err(Clone::clone)
     }
 
-    /// A cheap RGBA8 preview of `[1, C, h, w]` latents at latent resolution.
+    /// A cheap RGBA8 preview of `[1, C, h, w]` latents: the model's preview
+    /// decoder at full resolution when the folder has `preview_decoder/`,
+    /// otherwise the linear projection at latent resolution.
     pub fn preview(&self, latents: &ndarray::ArrayD<f32>) -> Result<crate::image::Rgba8Image> {
-        self.preview_projection()?.apply(latents)
+        match &self.inner.preview_decoder {
+            Some(decoder) => {
+                let (graph, io) = &**decoder;
+                let scale = 1.0 / self.inner.layout.preview_scaling_factor;
+                let input = latents.mapv(|x| x * scale);
+                let out = graph.run(vec![(&io.latent, GraphInput::Float(input))], &io.output, None)?;
+                preview::image_from_decoder_output(&out)
+            }
+            None => self.preview_projection()?.apply(latents),
+        }
+    }
+
+    /// A view of this model whose U-Net and VAE decoder wrap around on `axes`,
+    /// so images tile seamlessly (see [`seamless`]). The rewritten graphs are
+    /// made once per axis setting and kept while this model lives; tokenizer,
+    /// text encoder and prompt cache are shared.
+    pub fn seamless(&self, axes: seamless::Seamless) -> Result<Model> {
+        if let Some(base) = self.inner.base.as_ref().and_then(std::sync::Weak::upgrade) {
+            return Model { inner: base }.seamless(axes);
+        }
+        if axes == self.inner.seamless {
+            return Ok(self.clone());
+        }
+        let mut variants = self.inner.variants.lock();
+        if let Some(m) = variants.get(&axes) {
+            return Ok(m.clone());
+        }
+        let m = &self.inner;
+        let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
+        let rewrite = |name: &'static str, path: &Path| -> Result<Graph> {
+            let bytes = std::fs::read(path).map_err(|e| crate::error::Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
+            let (rewritten, report) = seamless::make_seamless(&bytes, axes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
+            m.runtime.logger().info(&format!("{name}: seamless {axes:?}: {} convolutions wrap", report.convs_rewritten));
+            let source = graph::GraphSource::Memory {
+                bytes: Arc::new(rewritten),
+                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                label: format!("{} (seamless {axes:?})", path.display()),
+            };
+            Graph::load_from(&m.runtime, name, source, &group)
+        };
+        let unet = rewrite("unet", &m.layout.unet)?;
+        let vae_decoder = rewrite("vae_decoder", &m.layout.vae_decoder)?;
+        let variant = Model {
+            inner: Arc::new(ModelInner {
+                runtime: m.runtime.clone(),
+                layout: m.layout.clone(),
+                tokenizer: Arc::clone(&m.tokenizer),
+                text_encoder: Arc::clone(&m.text_encoder),
+                text_io: m.text_io.clone(),
+                unet_io: unet_io(&unet)?,
+                unet: Arc::new(unet),
+                vae_io: vae_decoder_io(&vae_decoder)?,
+                vae_decoder: Arc::new(vae_decoder),
+                preview_decoder: m.preview_decoder.clone(),
+                preview_projection: Arc::clone(&m.preview_projection),
+                residency: group,
+                embedding_cache: Arc::clone(&m.embedding_cache),
+                seamless: axes,
+                variants: Default::default(),
+                base: Some(Arc::downgrade(&self.inner)),
+            }),
+        };
+        variants.insert(axes, variant.clone());
+        Ok(variant)
+    }
+
+    /// The axes this model's output tiles along.
+    pub fn seamless_axes(&self) -> seamless::Seamless {
+        self.inner.seamless
+    }
+
+    /// Whether previews come from a preview decoder graph.
+    pub fn has_preview_decoder(&self) -> bool {
+        self.inner.preview_decoder.is_some()
     }
 
     /// Which execution providers each graph got: text encoder, U-Net, VAE decoder.

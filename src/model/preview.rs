@@ -9,6 +9,11 @@
 //! coefficients, so it works for any export, and costs a few VAE decodes of a
 //! 64-pixel image. Applying it is one small matrix product per latent pixel,
 //! so previews cost microseconds; they are at latent resolution (1/8 size).
+//!
+//! A model folder may instead carry `preview_decoder/model.onnx`, a small
+//! decoder such as TAESD (diffusers `AutoencoderTiny`) exported like the VAE
+//! decoder (latents divided by its `scaling_factor` in, [-1, 1] image out);
+//! previews then come from it at full resolution.
 use ndarray::{ArrayD, IxDyn};
 
 use super::{GraphInput, ModelInner};
@@ -140,6 +145,26 @@ impl LatentProjection {
         }
         Ok(Rgba8Image { width: w, height: h, pixels })
     }
+}
+
+/// RGBA8 from a decoder's `[1, 3, H, W]` output in [-1, 1].
+pub(crate) fn image_from_decoder_output(out: &ArrayD<f32>) -> Result<Rgba8Image> {
+    let shape = out.shape();
+    if shape.len() != 4 || shape[0] != 1 || shape[1] != 3 {
+        return Err(Error::model(format!("preview decoder returned shape {shape:?}; expected [1, 3, H, W]")));
+    }
+    let (h, w) = (shape[2], shape[3]);
+    let mut pixels = Vec::with_capacity(h * w * 4);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let v = (out[[0, c, y, x]] / 2.0 + 0.5).clamp(0.0, 1.0);
+                pixels.push((v * 255.0).round_ties_even() as u8);
+            }
+            pixels.push(255);
+        }
+    }
+    Ok(Rgba8Image { width: w, height: h, pixels })
 }
 
 /// Solves `a · x = b` for three right-hand sides by Gaussian elimination with

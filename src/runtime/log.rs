@@ -39,6 +39,9 @@ impl Logger {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(level, text)));
         }
     }
+    pub(crate) fn level(&self) -> LogLevel {
+        self.level
+    }
     pub(crate) fn info(&self, text: &str) {
         self.log(LogLevel::Info, text)
     }
