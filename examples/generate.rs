@@ -7,13 +7,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
+use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise, PromptSyntax};
 use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
 
 const USAGE: &str = "usage: generate [options]
   --model DIR             model folder (default: the bundled default model)
   --prompt TEXT           what to draw (default: empty)
   --negative-prompt TEXT  what to avoid
+  --weighted-prompt       read both prompts with AUTOMATIC1111 syntax: (word) x1.1, [word] /1.1,
+                          (word:1.5), \\( \\) escapes, BREAK, and more than 75 tokens
   --steps N               denoising steps (default 20)
   --guidance G            classifier-free guidance scale (default 7.5; <= 1 disables)
   --scheduler NAME        default | ddim | euler | euler_a | pndm | dpmpp_2m | dpmpp_2m_karras |
@@ -80,6 +82,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--model" => a.model = PathBuf::from(value()?),
             "--prompt" => a.request.prompt = value()?,
             "--negative-prompt" => a.request.negative_prompt = value()?,
+            "--weighted-prompt" => a.request.prompt_syntax = PromptSyntax::Weighted,
             "--steps" => a.request.steps = number(flag, value()?)?,
             "--guidance" => a.request.guidance_scale = number(flag, value()?)?,
             "--guidance-rescale" => {
@@ -156,14 +159,15 @@ fn run(a: Args) -> Result<(), kiln::Error> {
 
     let image = out.image.to_rgba8();
     let settings = format!(
-        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={}",
+        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?}",
         request.steps,
         request.guidance_scale,
         request.scheduler,
         request.seed,
         image.width,
         image.height,
-        a.init_noise.as_ref().map_or("none".to_string(), |p| p.display().to_string())
+        a.init_noise.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        request.prompt_syntax,
     );
     image.save_png_with_text(
         &a.out,

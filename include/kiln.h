@@ -406,6 +406,17 @@ typedef struct kiln_generate_options {
     // against over-exposure at high guidance. 0 = off (default); only used
     // with classifier-free guidance.
     float guidance_rescale;
+    // How `prompt` and `negative_prompt` are read: 0 = plain, as diffusers
+    // (default); 1 = AUTOMATIC1111 weighting: `(text)` x1.1, `[text]` /1.1,
+    // `(text:1.5)`, `\(` escapes, `BREAK`, and prompts longer than 75 tokens
+    // in 75-token chunks. Bad syntax fails with `KILN_STATUS_INVALID_ARGUMENT`
+    // and a message naming the column.
+    uint32_t prompt_weighting;
+    // Reserved; set to 0 by `kiln_generate_options_init`, ignored. It makes
+    // this layout larger than the previous one (which ended with
+    // `guidance_rescale` and padding), so Kiln can tell the two apart by
+    // `struct_size` and never reads that padding as `prompt_weighting`.
+    uint32_t reserved;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`.

@@ -43,6 +43,7 @@ fn case(name: &str) {
         scheduler,
         initial_noise: Some(InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
         step_noise,
+        ..Default::default()
     };
     let out = common::tiny_model().generate_with(&request, Hooks::default()).expect("generation succeeds");
 

@@ -9,7 +9,7 @@ use super::runtime::kiln_runtime;
 use super::status::kiln_status;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
-use crate::pipeline::{GenerateRequest, InitialNoise};
+use crate::pipeline::{GenerateRequest, InitialNoise, PromptSyntax};
 use crate::scheduler::SchedulerKind;
 
 /// A loaded model. Internally synchronized: several threads may generate from
@@ -111,10 +111,30 @@ pub struct kiln_generate_options {
     /// against over-exposure at high guidance. 0 = off (default); only used
     /// with classifier-free guidance.
     pub guidance_rescale: f32,
+    /// How `prompt` and `negative_prompt` are read: 0 = plain, as diffusers
+    /// (default); 1 = AUTOMATIC1111 weighting: `(text)` x1.1, `[text]` /1.1,
+    /// `(text:1.5)`, `\(` escapes, `BREAK`, and prompts longer than 75 tokens
+    /// in 75-token chunks. Bad syntax fails with `KILN_STATUS_INVALID_ARGUMENT`
+    /// and a message naming the column.
+    pub prompt_weighting: u32,
+    /// Reserved; set to 0 by `kiln_generate_options_init`, ignored. It makes
+    /// this layout larger than the previous one (which ended with
+    /// `guidance_rescale` and padding), so Kiln can tell the two apart by
+    /// `struct_size` and never reads that padding as `prompt_weighting`.
+    pub reserved: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
 const GENERATE_OPTIONS_V1: usize = std::mem::offset_of!(kiln_generate_options, guidance_rescale);
+
+/// `sizeof` of the second layout, which ended after `guidance_rescale`: a
+/// caller built against it passes this size, and the bytes after
+/// `guidance_rescale` are its struct's padding, not `prompt_weighting`.
+const GENERATE_OPTIONS_V2: usize = {
+    let end = std::mem::offset_of!(kiln_generate_options, guidance_rescale) + std::mem::size_of::<f32>();
+    let align = std::mem::align_of::<kiln_generate_options>();
+    end.div_ceil(align) * align
+};
 
 fn default_generate_options() -> kiln_generate_options {
     kiln_generate_options {
@@ -130,6 +150,8 @@ fn default_generate_options() -> kiln_generate_options {
         initial_noise: std::ptr::null(),
         initial_noise_len: 0,
         guidance_rescale: 0.0,
+        prompt_weighting: 0,
+        reserved: 0,
     }
 }
 
@@ -214,7 +236,15 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
 /// Converts the C request to the Rust one, validating every field.
 pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Result<GenerateRequest> {
     // SAFETY: caller passes a struct of at least struct_size bytes.
-    let o = unsafe { read_versioned(options, default_generate_options(), GENERATE_OPTIONS_V1, "options")? };
+    let mut o = unsafe { read_versioned(options, default_generate_options(), GENERATE_OPTIONS_V1, "options")? };
+    if o.struct_size as usize <= GENERATE_OPTIONS_V2 {
+        o.prompt_weighting = 0;
+    }
+    let prompt_syntax = match o.prompt_weighting {
+        0 => PromptSyntax::Plain,
+        1 => PromptSyntax::Weighted,
+        other => return Err(Error::invalid(format!("options->prompt_weighting {other} is not 0 (plain) or 1 (A1111 weighting)"))),
+    };
     // SAFETY: NUL-terminated strings per the header.
     let prompt = unsafe { utf8_arg(o.prompt, "options->prompt")? };
     let negative = unsafe { utf8_opt(o.negative_prompt, "options->negative_prompt")? }.unwrap_or("");
@@ -237,6 +267,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     Ok(GenerateRequest {
         prompt: prompt.to_string(),
         negative_prompt: negative.to_string(),
+        prompt_syntax,
         width: o.width as usize,
         height: o.height as usize,
         steps: if o.steps == 0 { 20 } else { o.steps as usize },
@@ -247,6 +278,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         // The shape is completed once the model's latent size is known.
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
         step_noise: None,
+        ..Default::default()
     })
 }
 
@@ -366,5 +398,29 @@ mod tests {
         o.guidance_rescale = 0.7;
         assert_eq!(unsafe { request_from(&o) }.unwrap().guidance_rescale, 0.7);
         assert!(GENERATE_OPTIONS_V1 < std::mem::size_of::<kiln_generate_options>());
+    }
+
+    #[test]
+    fn v2_options_never_read_prompt_weighting_from_padding() {
+        assert!(GENERATE_OPTIONS_V2 < std::mem::size_of::<kiln_generate_options>());
+        assert!(GENERATE_OPTIONS_V2 > std::mem::offset_of!(kiln_generate_options, prompt_weighting));
+        // A caller built against the guidance_rescale layout: its padding may hold anything.
+        let mut o = default_generate_options();
+        o.struct_size = GENERATE_OPTIONS_V2 as u32;
+        o.prompt_weighting = 0xdead_beef;
+        o.guidance_rescale = 0.5;
+        o.prompt = c"x".as_ptr();
+        let r = unsafe { request_from(&o) }.unwrap();
+        assert_eq!(r.prompt_syntax, PromptSyntax::Plain);
+        assert_eq!(r.guidance_rescale, 0.5);
+        let mut o = default_generate_options();
+        o.prompt = c"x".as_ptr();
+        assert_eq!(unsafe { request_from(&o) }.unwrap().prompt_syntax, PromptSyntax::Plain);
+        o.prompt_weighting = 1;
+        assert_eq!(unsafe { request_from(&o) }.unwrap().prompt_syntax, PromptSyntax::Weighted);
+        o.prompt_weighting = 2;
+        let e = unsafe { request_from(&o) }.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.message().contains("prompt_weighting"), "{e}");
     }
 }

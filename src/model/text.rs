@@ -1,27 +1,92 @@
 //! Prompt → text embeddings: the text encoder behind an LRU cache.
-use ndarray::{ArrayD, IxDyn};
+//!
+//! Plain prompts are encoded as diffusers does (one 77-token sequence).
+//! Weighted prompts follow AUTOMATIC1111 (`sd_hijack_clip.py` with the
+//! "Original" emphasis of `sd_emphasis.py`): each 77-token chunk from
+//! [`ClipTokenizer::weighted_chunks`](crate::tokenizer::ClipTokenizer::weighted_chunks)
+//! goes through the text encoder on its own; its `last_hidden_state` `z` is
+//! multiplied per token by the weights, then by `mean(z) / mean(z·w)` so the
+//! overall mean is restored; the chunks are concatenated along the sequence
+//! axis into `[1, 77·k, dim]`.
+use ndarray::{concatenate, ArrayD, Axis, IxDyn};
 
 use super::{GraphInput, ModelInner};
 use crate::error::{Error, Result};
+use crate::tokenizer::weighting::PromptSyntax;
 
 impl ModelInner {
-    /// Token embeddings `[1, seq, dim]` for one prompt (the text encoder's
-    /// `last_hidden_state`).
-    pub(crate) fn encode_text(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
-        if let Some(hit) = self.embedding_cache.lock().get(prompt) {
+    /// Token embeddings `[1, seq, dim]` for one prompt: the text encoder's
+    /// `last_hidden_state`, 77 tokens in plain mode, 77·chunks when weighted.
+    pub(crate) fn encode_text(
+        &self,
+        prompt: &str,
+        syntax: PromptSyntax,
+        options: Option<&ort::session::RunOptions>,
+    ) -> Result<ArrayD<f32>> {
+        if let Some(hit) = self.embedding_cache.lock().get(syntax, prompt) {
             return Ok(hit);
         }
-        let embeddings = self.run_text_encoder(prompt, options)?;
-        self.embedding_cache.lock().put(prompt, &embeddings);
+        let embeddings = match syntax {
+            PromptSyntax::Plain => self.run_text_encoder(self.tokenizer.encode(prompt)?, options)?,
+            PromptSyntax::Weighted => self.run_weighted(prompt, options)?,
+        };
+        self.embedding_cache.lock().put(syntax, prompt, &embeddings);
         Ok(embeddings)
     }
 
-    fn run_text_encoder(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
-        let ids = self.tokenizer.encode(prompt)?;
+    fn run_text_encoder(&self, ids: Vec<i64>, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
         let len = ids.len();
         let ids = ArrayD::from_shape_vec(IxDyn(&[1, len]), ids).map_err(|e| Error::internal(e.to_string()))?;
         self.text_encoder.run(vec![(&self.text_io.input_ids, GraphInput::Int(ids))], &self.text_io.output, options)
     }
+
+    fn run_weighted(&self, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
+        let chunks = self.tokenizer.weighted_chunks(prompt)?;
+        let mut encoded = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let mut z = self.run_text_encoder(chunk.ids, options)?;
+            apply_emphasis(&mut z, &chunk.weights)?;
+            encoded.push(z);
+        }
+        let views: Vec<_> = encoded.iter().map(|z| z.view()).collect();
+        concatenate(Axis(1), &views).map_err(|e| Error::internal(format!("joining prompt chunks: {e}")))
+    }
+}
+
+/// Mean of all values, accumulated in f64, rounded to f32 (torch's `z.mean()`
+/// on a float32 tensor, up to summation order).
+fn mean(z: &ArrayD<f32>) -> f32 {
+    (z.iter().map(|&v| v as f64).sum::<f64>() / z.len().max(1) as f64) as f32
+}
+
+/// A1111's "Original" emphasis on one chunk `z` `[1, seq, dim]`:
+/// `z *= w` per token, then `z *= mean_before / mean_after` (in f32).
+pub(crate) fn apply_emphasis(z: &mut ArrayD<f32>, weights: &[f32]) -> Result<()> {
+    let shape = z.shape().to_vec();
+    if shape.len() != 3 || shape[0] != 1 || shape[1] != weights.len() {
+        return Err(Error::model(format!(
+            "text encoder returned shape {shape:?} for a {}-token chunk; expected [1, {}, dim]",
+            weights.len(),
+            weights.len()
+        )));
+    }
+    if weights.iter().all(|&w| w == 1.0) {
+        return Ok(()); // exactly what the formula gives: z * 1 * (m / m)
+    }
+    let before = mean(z);
+    for (t, mut row) in z.index_axis_mut(Axis(0), 0).axis_iter_mut(Axis(0)).enumerate() {
+        let w = weights[t];
+        row.mapv_inplace(|v| v * w);
+    }
+    let after = mean(z);
+    let ratio = before / after;
+    if !ratio.is_finite() {
+        return Err(Error::invalid(format!(
+            "the prompt's weights make the mean of its embeddings {after}, so A1111's mean restoration cannot be applied; use other weights"
+        )));
+    }
+    z.mapv_inplace(|v| v * ratio);
+    Ok(())
 }
 
 
@@ -30,7 +95,7 @@ impl ModelInner {
 #[derive(Default)]
 pub(crate) struct EmbeddingCache {
     capacity: usize,
-    entries: Vec<(String, ArrayD<f32>)>,
+    entries: Vec<((PromptSyntax, String), ArrayD<f32>)>,
     hits: u64,
     misses: u64,
 }
@@ -45,8 +110,8 @@ impl EmbeddingCache {
         (self.hits, self.misses)
     }
 
-    fn get(&mut self, prompt: &str) -> Option<ArrayD<f32>> {
-        let i = self.entries.iter().position(|(p, _)| p == prompt);
+    fn get(&mut self, syntax: PromptSyntax, prompt: &str) -> Option<ArrayD<f32>> {
+        let i = self.entries.iter().position(|((s, p), _)| *s == syntax && p == prompt);
         match i {
             Some(i) => {
                 let entry = self.entries.remove(i);
@@ -62,13 +127,39 @@ impl EmbeddingCache {
         }
     }
 
-    fn put(&mut self, prompt: &str, value: &ArrayD<f32>) {
+    fn put(&mut self, syntax: PromptSyntax, prompt: &str, value: &ArrayD<f32>) {
         if self.capacity == 0 {
             return;
         }
         if self.entries.len() >= self.capacity {
             self.entries.remove(0);
         }
-        self.entries.push((prompt.to_string(), value.clone()));
+        self.entries.push(((syntax, prompt.to_string()), value.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emphasis_scales_tokens_then_restores_the_mean() {
+        // Two tokens, two dims; mean 1.0 before.
+        let mut z = ArrayD::from_shape_vec(IxDyn(&[1, 2, 2]), vec![1.0f32, 2.0, 0.5, 0.5]).unwrap();
+        apply_emphasis(&mut z, &[2.0, 1.0]).unwrap();
+        // z·w = [2, 4, 0.5, 0.5], mean 1.75; times 1 / 1.75.
+        let want = [2.0 / 1.75, 4.0 / 1.75, 0.5 / 1.75, 0.5 / 1.75];
+        for (g, w) in z.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        let mean: f32 = z.iter().sum::<f32>() / 4.0;
+        assert!((mean - 1.0).abs() < 1e-6);
+        // All ones: untouched. Weights cancelling the mean: an error, not NaN.
+        let mut same = ArrayD::from_shape_vec(IxDyn(&[1, 2, 1]), vec![0.25f32, -0.5]).unwrap();
+        let before = same.clone();
+        apply_emphasis(&mut same, &[1.0, 1.0]).unwrap();
+        assert_eq!(same, before);
+        let e = apply_emphasis(&mut same, &[2.0, 1.0]).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
     }
 }

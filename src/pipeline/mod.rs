@@ -10,6 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::FloatImage;
 use crate::model::{GraphInput, Model, ModelInner};
 use crate::scheduler::{self, SchedulerKind};
+pub use crate::tokenizer::weighting::PromptSyntax;
 
 /// Caller-provided initial latents, used exactly as diffusers' `latents=`
 /// argument (multiplied by the scheduler's `init_noise_sigma`).
@@ -28,6 +29,9 @@ pub struct GenerateRequest {
     pub prompt: String,
     /// What to steer away from (used when guidance > 1).
     pub negative_prompt: String,
+    /// How both prompts are read: `Plain` (diffusers, default) or `Weighted`
+    /// (AUTOMATIC1111 weighting syntax and prompts longer than 75 tokens).
+    pub prompt_syntax: PromptSyntax,
     /// Width in pixels; 0 = the model's native size.
     pub width: usize,
     /// Height in pixels; 0 = the model's native size.
@@ -51,6 +55,25 @@ pub struct GenerateRequest {
     /// (NCHW) per draw (e.g. diffusers' recorded draws). It must match the
     /// draws exactly: running out, or values left over, is an error.
     pub step_noise: Option<Vec<f32>>,
+    /// img2img: the picture to start from (resized with a Lanczos3 filter
+    /// when its size differs from the request's).
+    pub init_image: Option<InitImage>,
+    /// img2img: how much of the schedule runs, 0..=1 (diffusers' `strength`):
+    /// 1 ignores the picture, 0.3 keeps most of it.
+    pub strength: f32,
+    /// img2img: start from the VAE posterior's mean instead of a sample of it.
+    pub posterior_mean: bool,
+}
+
+/// An 8-bit sRGB picture for img2img (alpha, if any, is ignored).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitImage {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height * 3` bytes, RGB, rows tightly packed.
+    pub rgb: Vec<u8>,
 }
 
 impl Default for GenerateRequest {
@@ -58,6 +81,7 @@ impl Default for GenerateRequest {
         Self {
             prompt: String::new(),
             negative_prompt: String::new(),
+            prompt_syntax: PromptSyntax::Plain,
             width: 0,
             height: 0,
             steps: 20,
@@ -67,6 +91,9 @@ impl Default for GenerateRequest {
             scheduler: SchedulerKind::Default,
             initial_noise: None,
             step_noise: None,
+            init_image: None,
+            strength: 0.8,
+            posterior_mean: false,
         }
     }
 }
@@ -118,7 +145,14 @@ impl Model {
 
     /// Token embeddings `[1, 77, dim]` for a prompt, as the text encoder makes them.
     pub fn encode_prompt(&self, prompt: &str) -> Result<ArrayD<f32>> {
-        encode_prompt(&self.inner, prompt)
+        encode_prompt_with(&self.inner, prompt, PromptSyntax::Plain, None)
+    }
+
+    /// Token embeddings for a prompt read with `syntax`: `[1, 77, dim]` when
+    /// plain, `[1, 77·chunks, dim]` when weighted (A1111 chunks, weights and
+    /// mean restoration; see the README's "Prompts").
+    pub fn encode_prompt_as(&self, prompt: &str, syntax: PromptSyntax) -> Result<ArrayD<f32>> {
+        encode_prompt_with(&self.inner, prompt, syntax, None)
     }
 }
 
@@ -150,12 +184,40 @@ fn check_size(m: &ModelInner, request: &GenerateRequest) -> Result<(usize, usize
     Ok((width, height))
 }
 
-fn encode_prompt(m: &ModelInner, prompt: &str) -> Result<ArrayD<f32>> {
-    encode_prompt_with(m, prompt, None)
+fn encode_prompt_with(
+    m: &ModelInner,
+    prompt: &str,
+    syntax: PromptSyntax,
+    options: Option<&ort::session::RunOptions>,
+) -> Result<ArrayD<f32>> {
+    m.encode_text(prompt, syntax, options)
 }
 
-fn encode_prompt_with(m: &ModelInner, prompt: &str, options: Option<&ort::session::RunOptions>) -> Result<ArrayD<f32>> {
-    m.encode_text(prompt, options)
+/// Gives weighted prompt and negative prompt the same number of 77-token
+/// chunks, as A1111 does with "Pad prompt/negative prompt" (`pad_cond_uncond`):
+/// the shorter one gets copies of the empty prompt's embeddings appended.
+fn match_chunk_counts(
+    m: &ModelInner,
+    cond: &mut ArrayD<f32>,
+    uncond: &mut ArrayD<f32>,
+    syntax: PromptSyntax,
+    options: Option<&ort::session::RunOptions>,
+) -> Result<()> {
+    let (lc, lu) = (cond.shape()[1], uncond.shape()[1]);
+    if lc == lu {
+        return Ok(());
+    }
+    let empty = encode_prompt_with(m, "", syntax, options)?;
+    let chunk = empty.shape()[1];
+    let short = if lc < lu { cond } else { uncond };
+    let missing = lc.abs_diff(lu);
+    if chunk == 0 || missing % chunk != 0 {
+        return Err(Error::internal(format!("prompt lengths {lc} and {lu} are not whole chunks of {chunk}")));
+    }
+    let mut parts = vec![short.view()];
+    parts.extend(std::iter::repeat_n(empty.view(), missing / chunk));
+    *short = concatenate(Axis(1), &parts).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(())
 }
 
 fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
@@ -177,16 +239,38 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     let lcm = m.unet_io.timestep_cond.clone();
     let do_cfg = request.guidance_scale > 1.0 && lcm.is_none();
 
-    let cond = encode_prompt_with(m, &request.prompt, run_options)?;
-    let uncond = if do_cfg { Some(encode_prompt_with(m, &request.negative_prompt, run_options)?) } else { None };
+    let syntax = request.prompt_syntax;
+    let mut cond = encode_prompt_with(m, &request.prompt, syntax, run_options)?;
+    let mut uncond = if do_cfg { Some(encode_prompt_with(m, &request.negative_prompt, syntax, run_options)?) } else { None };
+    if let Some(u) = uncond.as_mut() {
+        match_chunk_counts(m, &mut cond, u, syntax, run_options)?;
+    }
+    let seq = cond.shape()[1];
+    if let Some(&fixed) = m.unet_io.encoder_hidden_states.shape.get(1).filter(|&&d| d > 0) {
+        if fixed as usize != seq {
+            return Err(Error::unsupported(format!(
+                "this U-Net was exported with a fixed text length of {fixed} tokens; the prompt needs {seq} \
+                 ({} chunks): shorten it to {} tokens without BREAK, or re-export the U-Net with a dynamic `encoder_hidden_states` sequence axis",
+                seq / m.tokenizer.max_len().max(1),
+                m.tokenizer.max_len() - 2,
+            )));
+        }
+    }
     if cancelled() {
         return Err(Error::new(ErrorKind::Cancelled, "generation cancelled"));
     }
 
     // One seeded stream: the initial latents (unless given), then the per-step
-    // noise of stochastic schedulers (unless given).
+    // noise of stochastic schedulers (unless given). img2img draws, in this
+    // order, the VAE posterior sample, the noise added at the start step, then
+    // the per-step noise, from the same source (as diffusers does).
     let mut rng = noise::NoiseRng::new(request.seed);
+    let img2img_start = match &request.init_image {
+        Some(_) => Some(img2img_start(request)?),
+        None => None,
+    };
     let noise = match &request.initial_noise {
+        _ if img2img_start.is_some() => Vec::new(),
         Some(n) => {
             if n.shape != latent_shape || n.data.len() != latent_shape.iter().product::<usize>() {
                 return Err(Error::new(
@@ -203,10 +287,24 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         Some(r) => r,
         None => &mut rng,
     };
-    let sigma0 = scheduler.init_noise_sigma();
-    let mut latents = ArrayD::from_shape_vec(IxDyn(&latent_shape), noise)
-        .map_err(|e| Error::internal(e.to_string()))?
-        .mapv(|x| x * sigma0);
+    let (mut latents, start) = match (&request.init_image, img2img_start) {
+        (Some(init), Some(start)) => {
+            let image = init_image_tensor(init, width, height)?;
+            let clean = m.encode_image(image, step_noise, request.posterior_mean, run_options)?;
+            if clean.shape() != latent_shape {
+                return Err(Error::model(format!("vae_encoder gave latents {:?}; expected {latent_shape:?}", clean.shape())));
+            }
+            let n = step_noise.draw(&latent_shape)?;
+            (scheduler.add_noise(&clean, &n, start)?, start)
+        }
+        _ => {
+            let sigma0 = scheduler.init_noise_sigma();
+            let latents = ArrayD::from_shape_vec(IxDyn(&latent_shape), noise)
+                .map_err(|e| Error::internal(e.to_string()))?
+                .mapv(|x| x * sigma0);
+            (latents, 0)
+        }
+    };
 
     let batch_ok = m.unet_io.max_batch.is_none_or(|b| b >= 2);
     let embeds_batched = match &uncond {
@@ -224,11 +322,13 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         _ => None,
     };
 
-    let timesteps = scheduler.timesteps().to_vec();
+    let timesteps = scheduler.timesteps()[start..].to_vec();
     let total = timesteps.len();
-    for (i, &t) in timesteps.iter().enumerate() {
+    for (k, &t) in timesteps.iter().enumerate() {
+        // `i` indexes the full schedule; img2img begins part-way in.
+        let i = start + k;
         if cancelled() {
-            return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", i + 1)));
+            return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
         let scaled = scheduler.scale_model_input(&latents, i);
         let noise_pred = match (&uncond, &embeds_batched) {
@@ -248,7 +348,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         };
         latents = scheduler.step(&noise_pred, i, &latents, step_noise)?;
         if let Some(cb) = on_step.as_mut() {
-            cb(&StepProgress { step: i + 1, total, latents: &latents });
+            cb(&StepProgress { step: k + 1, total, latents: &latents });
         }
     }
     if cancelled() {
@@ -261,6 +361,51 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     }
     let image = decode(m, &latents, run_options)?;
     Ok(Generation { image, latents, timesteps })
+}
+
+/// Index of the first step img2img runs: diffusers' `get_timesteps`
+/// (`t_start = steps - min(int(steps * strength), steps)`), computed on the
+/// strength's shortest decimal form so it rounds as Python does.
+fn img2img_start(request: &GenerateRequest) -> Result<usize> {
+    if !(0.0..=1.0).contains(&request.strength) {
+        return Err(Error::invalid(format!("strength {} must be within 0..=1", request.strength)));
+    }
+    let strength: f64 = request.strength.to_string().parse().unwrap_or(request.strength as f64);
+    let run = ((request.steps as f64 * strength) as usize).min(request.steps);
+    if run == 0 {
+        return Err(Error::invalid(format!(
+            "strength {} with {} steps runs no denoising step; raise one of them",
+            request.strength, request.steps
+        )));
+    }
+    Ok(request.steps - run)
+}
+
+/// The init picture as `[1, 3, H, W]` in [-1, 1], resized if needed.
+fn init_image_tensor(init: &InitImage, width: usize, height: usize) -> Result<ArrayD<f32>> {
+    if init.width == 0 || init.height == 0 || init.rgb.len() != init.width * init.height * 3 {
+        return Err(Error::new(
+            ErrorKind::InvalidSize,
+            format!("init image of {}x{} needs {} RGB bytes, got {}", init.width, init.height, init.width * init.height * 3, init.rgb.len()),
+        ));
+    }
+    let rgb: std::borrow::Cow<'_, [u8]> = if (init.width, init.height) == (width, height) {
+        std::borrow::Cow::Borrowed(&init.rgb)
+    } else {
+        let img = image::RgbImage::from_raw(init.width as u32, init.height as u32, init.rgb.clone())
+            .ok_or_else(|| Error::internal("init image buffer"))?;
+        let resized = image::imageops::resize(&img, width as u32, height as u32, image::imageops::FilterType::Lanczos3);
+        std::borrow::Cow::Owned(resized.into_raw())
+    };
+    let mut t = ArrayD::zeros(IxDyn(&[1, 3, height, width]));
+    for y in 0..height {
+        for x in 0..width {
+            for c in 0..3 {
+                t[[0, c, y, x]] = rgb[(y * width + x) * 3 + c] as f32 / 255.0 * 2.0 - 1.0;
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// `uncond + g * (cond - uncond)`, then guidance rescale by `phi` when > 0.

@@ -42,6 +42,24 @@ use self::text_cleanup::clean_text;
 use crate::error::{Error, Result};
 
 mod text_cleanup;
+pub mod weighting;
+
+use self::weighting::Piece;
+
+/// A1111's `comma_padding_backtrack` default: when a chunk fills up, the
+/// tokens after its last comma move to the next chunk if that comma is within
+/// this many tokens of the end.
+pub(crate) const COMMA_BACKTRACK: usize = 20;
+
+/// One text-encoder input of a weighted prompt: `max_len` ids
+/// (`[BOS] + 75 tokens + [EOS]`, padded) and one weight per id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedChunk {
+    /// Token ids, `max_len` of them.
+    pub ids: Vec<i64>,
+    /// Per-token weights (1.0 for start, end and padding), as f32 like A1111's tensor.
+    pub weights: Vec<f32>,
+}
 
 /// The word pattern of CLIP (`CLIPTokenizer.pat`), without its special tokens,
 /// which are matched earlier as added tokens.
@@ -162,6 +180,50 @@ impl ClipTokenizer {
         Ok(ids)
     }
 
+    /// A prompt in A1111's weighting syntax as text-encoder chunks: parsed
+    /// (see [`weighting`]), each piece tokenized on its own, then cut into
+    /// chunks of `max_len - 2` tokens (75) at `BREAK`, when full, or at the
+    /// last comma within 20 tokens of a full chunk's end (A1111's
+    /// `comma_padding_backtrack` default). Each
+    /// chunk is padded with the end token to 75, wrapped in start/end tokens,
+    /// and everything after its first end token becomes the pad token (SD 2.x).
+    /// An empty prompt is one chunk.
+    pub fn weighted_chunks(&self, prompt: &str) -> Result<Vec<WeightedChunk>> {
+        let pieces = weighting::parse(prompt)?;
+        let chunk_len = self.max_len - 2;
+        let comma = self.inner.token_to_id(",</w>");
+        let mut b = ChunkBuilder { tok: self, chunks: Vec::new(), tokens: Vec::new(), weights: Vec::new(), last_comma: None };
+        for piece in &pieces {
+            let (text, weight) = match piece {
+                Piece::Break => {
+                    b.finish();
+                    continue;
+                }
+                Piece::Text { text, weight } => (text, *weight as f32),
+            };
+            for token in self.content_ids(text)? {
+                if Some(token) == comma {
+                    b.last_comma = Some(b.tokens.len());
+                } else if let Some(at) = b.last_comma.filter(|&at| b.tokens.len() == chunk_len && chunk_len - at <= COMMA_BACKTRACK) {
+                    let moved_tokens = b.tokens.split_off(at + 1);
+                    let moved_weights = b.weights.split_off(at + 1);
+                    b.finish();
+                    b.tokens = moved_tokens;
+                    b.weights = moved_weights;
+                }
+                if b.tokens.len() == chunk_len {
+                    b.finish();
+                }
+                b.tokens.push(token);
+                b.weights.push(weight);
+            }
+        }
+        if !b.tokens.is_empty() || b.chunks.is_empty() {
+            b.finish();
+        }
+        Ok(b.chunks)
+    }
+
     /// Sequence length (77 for SD).
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -204,6 +266,42 @@ impl ClipTokenizer {
             .map_err(|e| Error::internal(format!("tokenizer failed: {e}")))?;
         ids.extend_from_slice(encoding.get_ids());
         Ok(())
+    }
+}
+
+/// The chunk being filled and the ones done (A1111's `tokenize_line` state).
+struct ChunkBuilder<'a> {
+    tok: &'a ClipTokenizer,
+    chunks: Vec<WeightedChunk>,
+    tokens: Vec<u32>,
+    weights: Vec<f32>,
+    /// Index in `tokens` of the last comma of the current chunk.
+    last_comma: Option<usize>,
+}
+
+impl ChunkBuilder<'_> {
+    /// Pads the current chunk with the end token to 75, wraps it in start/end
+    /// tokens, turns everything after its first end token into the pad token,
+    /// and starts an empty one.
+    fn finish(&mut self) {
+        let t = self.tok;
+        let chunk_len = t.max_len - 2;
+        self.last_comma = None;
+        let mut ids = Vec::with_capacity(t.max_len);
+        ids.push(t.bos as i64);
+        ids.extend(self.tokens.drain(..).map(|id| id as i64));
+        ids.resize(chunk_len + 1, t.eos as i64);
+        ids.push(t.eos as i64);
+        if let Some(first_end) = ids.iter().position(|&id| id == t.eos as i64) {
+            for id in &mut ids[first_end + 1..] {
+                *id = t.pad as i64;
+            }
+        }
+        let mut weights = Vec::with_capacity(t.max_len);
+        weights.push(1.0);
+        weights.append(&mut self.weights);
+        weights.resize(t.max_len, 1.0);
+        self.chunks.push(WeightedChunk { ids, weights });
     }
 }
 
