@@ -85,6 +85,20 @@ pub(crate) struct ModelInner {
     pub(crate) variants: parking_lot::Mutex<std::collections::HashMap<seamless::Seamless, Model>>,
     /// For a variant: the model it was made from.
     pub(crate) base: Option<std::sync::Weak<ModelInner>>,
+    /// The VAE encoder (img2img, inpainting), loaded on first use.
+    pub(crate) vae_encoder: Arc<std::sync::OnceLock<Result<Arc<(Graph, VaeEncoderIo)>>>>,
+}
+
+/// VAE encoder inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct VaeEncoderIo {
+    /// Image input `[1, 3, H, W]` in [-1, 1].
+    pub image: TensorSpec,
+    /// `latent_parameters` (mean and log-variance, optimum) or `latent_sample`
+    /// (already sampled, older exports).
+    pub output: String,
+    /// Whether the output holds mean and log-variance.
+    pub parameters: bool,
 }
 
 
@@ -169,6 +183,7 @@ impl Model {
                 seamless: seamless::Seamless::None,
                 variants: Default::default(),
                 base: None,
+                vae_encoder: Default::default(),
             }),
         })
     }
@@ -259,6 +274,7 @@ impl Model {
                 seamless: axes,
                 variants: Default::default(),
                 base: Some(Arc::downgrade(&self.inner)),
+                vae_encoder: Arc::clone(&m.vae_encoder),
             }),
         };
         variants.insert(axes, variant.clone());
@@ -414,6 +430,68 @@ fn fill_from_graphs(layout: &mut ModelLayout, unet: &UnetIo, vae: &VaeDecoderIo)
         if let Some(c) = dim(&vae.latent, 1) {
             layout.vae_config.latent_channels = c;
         }
+    }
+}
+
+impl ModelInner {
+    /// The VAE encoder, loaded on first use.
+    pub(crate) fn vae_encoder(&self) -> Result<Arc<(Graph, VaeEncoderIo)>> {
+        self.vae_encoder
+            .get_or_init(|| {
+                let path = self.layout.vae_encoder.as_ref().ok_or_else(|| {
+                    crate::error::Error::unsupported(format!(
+                        "{} has no vae_encoder/model.onnx, which img2img and inpainting need",
+                        self.layout.root.display()
+                    ))
+                })?;
+                let g = Graph::load(&self.runtime, "vae_encoder", path, &self.residency)?;
+                let image = g
+                    .find_input(&["sample"], Some(4))
+                    .cloned()
+                    .ok_or_else(|| Error::model("vae_encoder graph has no rank-4 `sample` input"))?;
+                let (output, parameters) = if g.outputs.iter().any(|o| o.name == "latent_parameters") {
+                    ("latent_parameters".to_string(), true)
+                } else {
+                    let o = g.find_output(&["latent_sample"]).ok_or_else(|| Error::model("vae_encoder graph has no outputs"))?;
+                    (o.name.clone(), false)
+                };
+                Ok(Arc::new((g, VaeEncoderIo { image, output, parameters })))
+            })
+            .clone()
+    }
+
+    /// Encodes an image `[1, 3, H, W]` in [-1, 1] to U-Net-scale latents. A
+    /// posterior given as mean and log-variance is sampled with `noise`
+    /// (diffusers' `DiagonalGaussianDistribution.sample`) unless `use_mean`.
+    pub(crate) fn encode_image(
+        &self,
+        image: ndarray::ArrayD<f32>,
+        noise: &mut dyn crate::scheduler::NoiseSource,
+        use_mean: bool,
+        options: Option<&ort::session::RunOptions>,
+    ) -> Result<ndarray::ArrayD<f32>> {
+        let enc = self.vae_encoder()?;
+        let (graph, io) = &*enc;
+        let out = graph.run(vec![(&io.image, GraphInput::Float(image))], &io.output, options)?;
+        let scale = self.layout.vae_config.scaling_factor;
+        if !io.parameters {
+            return Ok(out.mapv(|x| x * scale));
+        }
+        let shape = out.shape().to_vec();
+        if shape.len() != 4 || shape[1] % 2 != 0 {
+            return Err(Error::model(format!("vae_encoder latent_parameters has shape {shape:?}")));
+        }
+        let c = shape[1] / 2;
+        let mean = out.slice(ndarray::s![.., 0..c, .., ..]).to_owned().into_dyn();
+        if use_mean {
+            return Ok(mean.mapv(|x| x * scale));
+        }
+        let logvar = out.slice(ndarray::s![.., c.., .., ..]).to_owned().into_dyn();
+        let eps = noise.draw(mean.shape())?;
+        Ok(ndarray::Zip::from(&mean).and(&logvar).and(&eps).map_collect(|&m, &lv, &e| {
+            let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
+            (m + std * e) * scale
+        }))
     }
 }
 

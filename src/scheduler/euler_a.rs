@@ -72,6 +72,11 @@ impl Scheduler for EulerAncestral {
         });
         Ok(out)
     }
+
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        let sigma = self.euler.sigmas[index] as f32;
+        Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| x + n * sigma))
+    }
 }
 
 #[cfg(test)]

@@ -208,6 +208,16 @@ pub trait Scheduler: Send {
         sample: &ArrayD<f32>,
         noise: &mut dyn NoiseSource,
     ) -> Result<ArrayD<f32>>;
+
+    /// Noises clean latents to the level of step `index` (img2img and
+    /// inpainting start there), as diffusers' `add_noise` does. Schedulers
+    /// without it report `Unsupported`.
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        let _ = (original, noise, index);
+        Err(crate::error::Error::unsupported(
+            "img2img and inpainting run with the ddim, euler and euler_a schedulers for now",
+        ))
+    }
 }
 
 /// Builds the scheduler `kind` for `steps` steps from a diffusers config.

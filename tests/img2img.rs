@@ -1,0 +1,90 @@
+//! img2img parity with optimum's ORTStableDiffusionImg2ImgPipeline on the tiny
+//! fixture (tools/make_img2img_golden.py): same init picture, same strength,
+//! every random draw replayed (VAE posterior sample, start noise, step noise).
+//! Tolerances as tests/parity.rs: latents ≤ 1e-3 relative, image ≤ 2e-3,
+//! U-Net timesteps exact.
+mod common;
+
+use kiln::pipeline::{GenerateRequest, Hooks, InitImage};
+use kiln::SchedulerKind;
+
+fn init_image() -> InitImage {
+    let file = std::fs::File::open(common::golden("ddim_cfg.png")).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let rgb: Vec<u8> = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    InitImage { width: info.width as usize, height: info.height as usize, rgb }
+}
+
+fn case(name: &str) {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::golden("img2img/cases.json")).unwrap()).unwrap();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let scheduler = match c["scheduler"].as_str().unwrap() {
+        "DDIMScheduler" => SchedulerKind::Ddim,
+        _ => SchedulerKind::Euler,
+    };
+    let (_, draws) = common::read_npy(&format!("img2img/{name}.draws.npy"));
+    let request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        strength: c["strength"].as_f64().unwrap() as f32,
+        scheduler,
+        init_image: Some(init_image()),
+        step_noise: Some(draws),
+        ..Default::default()
+    };
+    let out = common::tiny_model().generate_with(&request, Hooks::default()).unwrap();
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: timesteps");
+    let (_, want) = common::read_npy(&format!("img2img/{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = common::max_abs_diff(&got, &want) / scale;
+    assert!(rel <= 1e-3, "{name}: latents differ by {rel:e}");
+    let (_, want_img) = common::read_npy(&format!("img2img/{name}.image.npy"));
+    let d = common::max_abs_diff(&out.image.data, &want_img);
+    assert!(d <= 2e-3, "{name}: image differs by {d:e}");
+    eprintln!("{name}: latents {rel:e}, image {d:e}");
+}
+
+#[test]
+fn ddim_strength_06_matches_diffusers() {
+    case("ddim_s06");
+}
+
+#[test]
+fn euler_strength_06_matches_diffusers() {
+    case("euler_s06");
+}
+
+#[test]
+fn ddim_strength_1_matches_diffusers() {
+    case("ddim_s10");
+}
+
+#[test]
+fn euler_strength_03_without_guidance_matches_diffusers() {
+    case("euler_s03_noguide");
+}
+
+#[test]
+fn bad_img2img_requests_are_reported() {
+    let m = common::tiny_model();
+    let base = GenerateRequest { prompt: "x".into(), steps: 4, init_image: Some(init_image()), scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let err = |r: GenerateRequest| m.generate_with(&r, Hooks::default()).unwrap_err();
+    assert_eq!(err(GenerateRequest { strength: 0.1, ..base.clone() }).kind(), kiln::ErrorKind::InvalidArgument);
+    assert_eq!(err(GenerateRequest { strength: 1.5, ..base.clone() }).kind(), kiln::ErrorKind::InvalidArgument);
+    let bad = InitImage { width: 64, height: 64, rgb: vec![0; 10] };
+    assert_eq!(err(GenerateRequest { init_image: Some(bad), ..base.clone() }).kind(), kiln::ErrorKind::InvalidSize);
+    assert_eq!(err(GenerateRequest { scheduler: SchedulerKind::Lms, ..base.clone() }).kind(), kiln::ErrorKind::Unsupported);
+    // A differently sized picture is resized; the posterior mean is deterministic.
+    let small = InitImage { width: 32, height: 32, rgb: vec![128; 32 * 32 * 3] };
+    let r = GenerateRequest { init_image: Some(small), posterior_mean: true, ..base.clone() };
+    let a = m.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!((a.image.width, a.image.height), (64, 64));
+}

@@ -1,0 +1,106 @@
+"""Golden outputs for Kiln's img2img: optimum's ORTStableDiffusionImg2ImgPipeline
+on tests/fixtures/tiny-sd, with every random draw recorded so Kiln can replay it.
+
+Writes tests/fixtures/golden/img2img/<case>.{latents,image,draws}.npy,
+<case>.timesteps.json and cases.json. The init image is golden/ddim_cfg.png
+(64x64). Draw order (what Kiln must consume, in this order): the VAE
+posterior sample noise, then the noise added at the start timestep, then any
+per-step noise of stochastic schedulers.
+
+    /work/venv/bin/python tools/make_img2img_golden.py
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "tests/fixtures/tiny-sd")
+OUT = os.path.join(ROOT, "tests/fixtures/golden/img2img")
+
+CASES = [
+    # name, scheduler class, steps, strength, guidance
+    ("ddim_s06", "DDIMScheduler", 10, 0.6, 7.5),
+    ("euler_s06", "EulerDiscreteScheduler", 10, 0.6, 7.5),
+    ("ddim_s10", "DDIMScheduler", 6, 1.0, 7.5),
+    ("euler_s03_noguide", "EulerDiscreteScheduler", 10, 0.3, 1.0),
+]
+
+
+def record_draws():
+    """Wraps diffusers' randn_tensor wherever it was imported; returns the list of draws."""
+    import diffusers.utils.torch_utils as tu
+
+    draws = []
+    original = tu.randn_tensor
+
+    def recording(*args, **kwargs):
+        t = original(*args, **kwargs)
+        draws.append(t.detach().cpu().numpy().astype(np.float32).copy())
+        return t
+
+    for name, module in list(sys.modules.items()):
+        if (name.startswith("diffusers") or name.startswith("optimum")) and getattr(module, "randn_tensor", None) is original:
+            module.randn_tensor = recording
+    tu.randn_tensor = recording
+    return draws
+
+
+def main():
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+    from optimum.onnxruntime import ORTStableDiffusionImg2ImgPipeline
+
+    os.makedirs(OUT, exist_ok=True)
+    init = Image.open(os.path.join(ROOT, "tests/fixtures/golden/ddim_cfg.png")).convert("RGB")
+    index = []
+    for name, cls, steps, strength, guidance in CASES:
+        results = []
+        for _ in range(2):  # determinism check
+            pipe = ORTStableDiffusionImg2ImgPipeline.from_pretrained(FIXTURE, provider="CPUExecutionProvider")
+            klass = {"DDIMScheduler": DDIMScheduler, "EulerDiscreteScheduler": EulerDiscreteScheduler}[cls]
+            pipe.scheduler = klass.from_config(pipe.scheduler.config)
+            draws = record_draws()
+            captured = {}
+
+            def on_end(p, i, t, kw):
+                captured["latents"] = kw["latents"].detach().cpu().numpy().astype(np.float32).copy()
+                return kw
+
+            out = pipe(
+                prompt="mossy stone brick wall",
+                negative_prompt="blurry" if guidance > 1 else None,
+                image=init,
+                strength=strength,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=torch.Generator().manual_seed(777),
+                output_type="np",
+                callback_on_step_end=on_end,
+            )
+            timesteps = [float(t) for t in pipe.scheduler.timesteps]
+            t_start = steps - min(int(steps * strength), steps)
+            used = timesteps[t_start:]
+            results.append((captured["latents"], out.images[0].astype(np.float32), np.concatenate([d.reshape(-1) for d in draws]), used))
+        a, b = results
+        assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])), f"{name}: not deterministic"
+        latents, image, draws, used = a
+        np.save(os.path.join(OUT, f"{name}.latents.npy"), latents)
+        np.save(os.path.join(OUT, f"{name}.image.npy"), image)
+        np.save(os.path.join(OUT, f"{name}.draws.npy"), draws.astype(np.float32))
+        with open(os.path.join(OUT, f"{name}.timesteps.json"), "w") as f:
+            json.dump(used, f)
+        index.append({
+            "name": name, "scheduler": cls, "steps": steps, "strength": strength, "guidance_scale": guidance,
+            "prompt": "mossy stone brick wall", "negative_prompt": "blurry" if guidance > 1 else "",
+            "init_image": "../ddim_cfg.png", "draws_len": int(draws.size), "unet_timesteps": used,
+        })
+        print(name, "draws", draws.size, "timesteps", used)
+    with open(os.path.join(OUT, "cases.json"), "w") as f:
+        json.dump(index, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
