@@ -24,6 +24,9 @@ const USAGE: &str = "usage: generate [options]
   --width N, --height N   size in pixels (default: the model's native size)
   --seed N                seed of Kiln's portable noise (default 0)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
+  --init-image FILE.png   img2img: start from this picture (resized if its size differs)
+  --strength S            img2img: how much of the schedule runs, 0..=1 (default 0.8)
+  --seamless AXES         x | y | xy: the texture tiles along these axes
   --out FILE.png          output image (default: kiln.png)
   --out-npy FILE.npy      float32 HWC RGB image in [0,1] before quantization
   --out-latents FILE.npy  final latents before VAE decoding (unscaled)
@@ -55,6 +58,8 @@ struct Args {
     onnxruntime: Option<PathBuf>,
     threads: usize,
     providers: kiln::runtime::ProviderPolicy,
+    init_image: Option<PathBuf>,
+    seamless: kiln::model::seamless::Seamless,
 }
 
 fn parse(argv: &[String]) -> Result<Option<Args>, String> {
@@ -68,6 +73,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         onnxruntime: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         providers: Default::default(),
+        init_image: None,
+        seamless: Default::default(),
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -102,6 +109,13 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--seed" => a.request.seed = number(flag, value()?)?,
             "--init-noise" => a.init_noise = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),
+            "--init-image" => a.init_image = Some(PathBuf::from(value()?)),
+            "--strength" => a.request.strength = number(flag, value()?)?,
+            "--seamless" => {
+                let v = value()?;
+                a.seamless = kiln::model::seamless::Seamless::from_name(&v)
+                    .ok_or_else(|| format!("--seamless: {v:?} is not x, y, xy or none"))?;
+            }
             "--out-npy" => a.out_npy = Some(PathBuf::from(value()?)),
             "--out-latents" => a.out_latents = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
@@ -138,7 +152,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         ..Default::default()
     })?;
     let t0 = std::time::Instant::now();
-    let model = Model::load(&runtime, &a.model)?;
+    let model = Model::load(&runtime, &a.model)?.seamless(a.seamless)?;
     let load_s = t0.elapsed().as_secs_f64();
     for (graph, choice) in model.graph_providers() {
         eprintln!("{graph}: {}", choice.describe());
@@ -151,6 +165,9 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         })?;
         request.initial_noise = Some(InitialNoise { shape, data });
     }
+    if let Some(path) = &a.init_image {
+        request.init_image = Some(read_rgb(path)?);
+    }
     let t1 = std::time::Instant::now();
     let mut report = |p: &kiln::pipeline::StepProgress<'_>| eprint!("\rstep {}/{}", p.step, p.total);
     let out = model.generate_with(&request, Hooks { on_step: Some(&mut report), ..Default::default() })?;
@@ -159,7 +176,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
 
     let image = out.image.to_rgba8();
     let settings = format!(
-        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?}",
+        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?} seamless={:?} init_image={} strength={}",
         request.steps,
         request.guidance_scale,
         request.scheduler,
@@ -168,6 +185,9 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         image.height,
         a.init_noise.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
         request.prompt_syntax,
+        a.seamless,
+        a.init_image.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        request.strength,
     );
     image.save_png_with_text(
         &a.out,
@@ -194,6 +214,13 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         runtime.onnxruntime_version()
     );
     Ok(())
+}
+
+/// Reads a PNG (any colour type the png crate expands to 8-bit) as RGB.
+fn read_rgb(path: &std::path::Path) -> Result<kiln::pipeline::InitImage, kiln::Error> {
+    let io = |e: &dyn std::fmt::Display| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", path.display()));
+    let img = image::open(path).map_err(|e| io(&e))?.to_rgb8();
+    Ok(kiln::pipeline::InitImage { width: img.width() as usize, height: img.height() as usize, rgb: img.into_raw() })
 }
 
 fn main() -> ExitCode {

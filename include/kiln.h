@@ -417,6 +417,25 @@ typedef struct kiln_generate_options {
     // `guidance_rescale` and padding), so Kiln can tell the two apart by
     // `struct_size` and never reads that padding as `prompt_weighting`.
     uint32_t reserved;
+    // img2img: the picture to start from, RGB8 or RGBA8 (alpha ignored), or
+    // NULL for text-to-image. Borrowed for the call (copied before a job is queued).
+    const uint8_t *init_image;
+    // Bytes readable at `init_image`.
+    size_t init_image_len;
+    // Width of `init_image` in pixels; resized (Lanczos3) if it differs from the request.
+    uint32_t init_image_width;
+    // Height of `init_image` in pixels.
+    uint32_t init_image_height;
+    // Bytes between rows of `init_image`; 0 = `width * channels`.
+    size_t init_image_row_pitch;
+    // 3 (RGB) or 4 (RGBA).
+    uint32_t init_image_channels;
+    // img2img: how much of the schedule runs, 0..=1 (diffusers' `strength`). Default 0.8.
+    float strength;
+    // img2img: non-zero starts from the VAE posterior's mean instead of a sample.
+    uint32_t posterior_mean;
+    // Reserved; 0.
+    uint32_t reserved2;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`.

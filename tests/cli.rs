@@ -62,3 +62,33 @@ fn cli_rejects_bad_flags_and_values() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("multiple of 16"));
 }
+
+#[test]
+fn cli_makes_seamless_and_img2img_textures() {
+    let out = std::env::temp_dir().join(format!("kiln-cli2-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--prompt", "lava", "--steps", "4", "--scheduler", "ddim", "--seamless", "xy"])
+        .arg("--out")
+        .arg(out.join("tile.png"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--prompt", "lava", "--steps", "4", "--scheduler", "euler", "--strength", "0.5", "--init-image"])
+        .arg(out.join("tile.png"))
+        .arg("--out")
+        .arg(out.join("again.png"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let png = String::from_utf8_lossy(&std::fs::read(out.join("again.png")).unwrap()).into_owned();
+    assert!(png.contains("strength=0.5") && png.contains("tile.png"), "settings recorded");
+    let r = Command::new(generate_bin()).args(["--seamless", "diagonal"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -88,3 +88,52 @@ fn bad_img2img_requests_are_reported() {
     let a = m.generate_with(&r, Hooks::default()).unwrap();
     assert_eq!((a.image.width, a.image.height), (64, 64));
 }
+
+#[test]
+fn c_api_img2img_checks_the_picture_and_runs() {
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    use std::ptr;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let dir = std::ffi::CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let mut m = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok);
+    let prompt = std::ffi::CString::new("moss").unwrap();
+    let init = init_image();
+    // RGBA with a padded row pitch.
+    let pitch = 64 * 4 + 8;
+    let mut rgba = vec![0u8; pitch * 64];
+    for y in 0..64 {
+        for x in 0..64 {
+            let s = (y * 64 + x) * 3;
+            rgba[y * pitch + x * 4..y * pitch + x * 4 + 4].copy_from_slice(&[init.rgb[s], init.rgb[s + 1], init.rgb[s + 2], 255]);
+        }
+    }
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = 4;
+    o.scheduler = 1;
+    o.init_image = rgba.as_ptr();
+    o.init_image_len = rgba.len();
+    o.init_image_width = 64;
+    o.init_image_height = 64;
+    o.init_image_row_pitch = pitch;
+    o.init_image_channels = 4;
+    o.strength = 0.5;
+    let mut out = vec![0u8; 64 * 64 * 4];
+    assert_eq!(unsafe { kiln_model_generate_into(m, &o, out.as_mut_ptr(), out.len(), 0) }, kiln_status::Ok);
+    let mut bad = o;
+    bad.init_image_len = 100;
+    assert_eq!(unsafe { kiln_model_generate_into(m, &bad, out.as_mut_ptr(), out.len(), 0) }, kiln_status::BufferTooSmall);
+    let mut bad = o;
+    bad.init_image_channels = 2;
+    assert_eq!(unsafe { kiln_model_generate_into(m, &bad, out.as_mut_ptr(), out.len(), 0) }, kiln_status::InvalidArgument);
+    let mut bad = o;
+    bad.strength = 0.01;
+    assert_eq!(unsafe { kiln_model_generate_into(m, &bad, out.as_mut_ptr(), out.len(), 0) }, kiln_status::InvalidArgument);
+    unsafe { kiln_model_free(m) };
+    unsafe { kiln_runtime_destroy(rt) };
+}

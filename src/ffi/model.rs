@@ -122,6 +122,25 @@ pub struct kiln_generate_options {
     /// `guidance_rescale` and padding), so Kiln can tell the two apart by
     /// `struct_size` and never reads that padding as `prompt_weighting`.
     pub reserved: u32,
+    /// img2img: the picture to start from, RGB8 or RGBA8 (alpha ignored), or
+    /// NULL for text-to-image. Borrowed for the call (copied before a job is queued).
+    pub init_image: *const u8,
+    /// Bytes readable at `init_image`.
+    pub init_image_len: usize,
+    /// Width of `init_image` in pixels; resized (Lanczos3) if it differs from the request.
+    pub init_image_width: u32,
+    /// Height of `init_image` in pixels.
+    pub init_image_height: u32,
+    /// Bytes between rows of `init_image`; 0 = `width * channels`.
+    pub init_image_row_pitch: usize,
+    /// 3 (RGB) or 4 (RGBA).
+    pub init_image_channels: u32,
+    /// img2img: how much of the schedule runs, 0..=1 (diffusers' `strength`). Default 0.8.
+    pub strength: f32,
+    /// img2img: non-zero starts from the VAE posterior's mean instead of a sample.
+    pub posterior_mean: u32,
+    /// Reserved; 0.
+    pub reserved2: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -151,6 +170,15 @@ fn default_generate_options() -> kiln_generate_options {
         initial_noise_len: 0,
         guidance_rescale: 0.0,
         prompt_weighting: 0,
+        init_image: std::ptr::null(),
+        init_image_len: 0,
+        init_image_width: 0,
+        init_image_height: 0,
+        init_image_row_pitch: 0,
+        init_image_channels: 4,
+        strength: 0.8,
+        posterior_mean: 0,
+        reserved2: 0,
         reserved: 0,
     }
 }
@@ -245,6 +273,8 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         1 => PromptSyntax::Weighted,
         other => return Err(Error::invalid(format!("options->prompt_weighting {other} is not 0 (plain) or 1 (A1111 weighting)"))),
     };
+    // SAFETY: the caller guarantees init_image_len readable bytes.
+    let init_image = unsafe { init_image_from(&o)? };
     // SAFETY: NUL-terminated strings per the header.
     let prompt = unsafe { utf8_arg(o.prompt, "options->prompt")? };
     let negative = unsafe { utf8_opt(o.negative_prompt, "options->negative_prompt")? }.unwrap_or("");
@@ -268,6 +298,9 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         prompt: prompt.to_string(),
         negative_prompt: negative.to_string(),
         prompt_syntax,
+        init_image,
+        strength: o.strength,
+        posterior_mean: o.posterior_mean != 0,
         width: o.width as usize,
         height: o.height as usize,
         steps: if o.steps == 0 { 20 } else { o.steps as usize },
@@ -280,6 +313,40 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         step_noise: None,
         ..Default::default()
     })
+}
+
+/// Copies the img2img picture out of the caller's buffer as tight RGB.
+unsafe fn init_image_from(o: &kiln_generate_options) -> Result<Option<crate::pipeline::InitImage>> {
+    if o.init_image.is_null() {
+        return Ok(None);
+    }
+    let (w, h, ch) = (o.init_image_width as usize, o.init_image_height as usize, o.init_image_channels as usize);
+    if w == 0 || h == 0 || w > 16384 || h > 16384 {
+        return Err(Error::new(ErrorKind::InvalidSize, format!("init image size {w}x{h} is not usable")));
+    }
+    if ch != 3 && ch != 4 {
+        return Err(Error::invalid(format!("options->init_image_channels is {ch}; use 3 (RGB) or 4 (RGBA)")));
+    }
+    let pitch = if o.init_image_row_pitch == 0 { w * ch } else { o.init_image_row_pitch };
+    if pitch < w * ch {
+        return Err(Error::invalid(format!("options->init_image_row_pitch {pitch} is smaller than one row ({} bytes)", w * ch)));
+    }
+    let need = pitch * (h - 1) + w * ch;
+    if o.init_image_len < need {
+        return Err(Error::new(
+            ErrorKind::BufferTooSmall,
+            format!("options->init_image_len is {}; a {w}x{h} picture with {ch} channels and row pitch {pitch} needs {need}", o.init_image_len),
+        ));
+    }
+    // SAFETY: checked that `need` bytes are within the caller's buffer.
+    let src = unsafe { std::slice::from_raw_parts(o.init_image, need) };
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for px in src[y * pitch..y * pitch + w * ch].chunks_exact(ch) {
+            rgb.extend_from_slice(&px[..3]);
+        }
+    }
+    Ok(Some(crate::pipeline::InitImage { width: w, height: h, rgb }))
 }
 
 /// Completes the initial-noise shape from the model and the request size.
