@@ -317,6 +317,44 @@ typedef uint32_t kiln_seamless;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Green channel convention of a normal map.
+enum kiln_normal_convention
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Green is +Y up the image (OpenGL, Blender, Unity, Godot).
+    KILN_NORMAL_CONVENTION_OPENGL = 0,
+    // Green is +Y down the image (DirectX, Unreal).
+    KILN_NORMAL_CONVENTION_DIRECTX = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_normal_convention kiln_normal_convention;
+#else
+typedef uint32_t kiln_normal_convention;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// How a pixel-art cell's pixels become one colour.
+enum kiln_cell_color
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Alpha-weighted mean in linear light; alpha is the mean alpha.
+    KILN_CELL_COLOR_MEAN = 0,
+    // The most frequent RGBA value (first in row-major order on ties).
+    KILN_CELL_COLOR_MODE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_cell_color kiln_cell_color;
+#else
+typedef uint32_t kiln_cell_color;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -474,6 +512,101 @@ typedef struct kiln_model_info {
     // 1 if the export has a VAE encoder (img2img), else 0.
     uint32_t has_vae_encoder;
 } kiln_model_info;
+
+// How `kiln_image_make_sprite` cuts a sprite out of an image generated on a
+// flat key background. Fill with `kiln_sprite_options_init`; NULL = defaults.
+typedef struct kiln_sprite_options {
+    // `sizeof(kiln_sprite_options)`, set by `kiln_sprite_options_init`.
+    uint32_t struct_size;
+    // 1 (default): detect the key colour as the per-channel median of the
+    // border pixels; 0: use `key_rgb`.
+    uint32_t auto_key;
+    // The key colour as 0xRRGGBB (sRGB), used when `auto_key` is 0. Default
+    // 0x00FF00.
+    uint32_t key_rgb;
+    // Oklab distance from the key at or below which a pixel is fully
+    // transparent (Oklab L runs 0..1; pure red and green are about 0.52
+    // apart). Default 0.10.
+    float inner_tolerance;
+    // Oklab distance at or above which a pixel is fully opaque; alpha rises
+    // linearly in between. Must be ≥ `inner_tolerance`. Default 0.22.
+    float outer_tolerance;
+    // 1 (default): remove the key's tint from partly transparent pixels
+    // (unmix the key in linear light, then clamp the key's dominant channels
+    // to the others); 0: off.
+    uint32_t despill;
+    // Radius in pixels of a Gaussian blur of the alpha; 0 = off (default),
+    // at most 64.
+    uint32_t feather_radius;
+    // 0 (default): straight alpha; 1: premultiplied (RGB × alpha in the
+    // stored sRGB values, so RGB ≤ alpha).
+    uint32_t premultiplied;
+    // Pixels with alpha ≥ this (1..255; 0 counts as 1) make up the bounding
+    // box. Default 1.
+    uint32_t bbox_threshold;
+} kiln_sprite_options;
+
+// A pixel rectangle. Empty (all fields 0) when it holds no pixel.
+typedef struct kiln_rect {
+    // Left column.
+    uint32_t x;
+    // Top row.
+    uint32_t y;
+    // Width in pixels.
+    uint32_t width;
+    // Height in pixels.
+    uint32_t height;
+} kiln_rect;
+
+// How `kiln_image_pixel_art` makes pixel art. Fill with
+// `kiln_pixel_art_options_init`; NULL = defaults. The palette is borrowed for
+// the call only.
+typedef struct kiln_pixel_art_options {
+    // `sizeof(kiln_pixel_art_options)`, set by `kiln_pixel_art_options_init`.
+    uint32_t struct_size;
+    // Cell size in source pixels; each cell becomes one output colour. The
+    // grid is `ceil(width / cell) x ceil(height / cell)`. Default 8; 0 is
+    // INVALID_ARGUMENT.
+    uint32_t cell;
+    // Output pixels per cell (nearest neighbour): the output is `grid x
+    // scale`. Default 1; 0 is INVALID_ARGUMENT.
+    uint32_t scale;
+    // Quantize to at most this many colours by k-means in Oklab
+    // (deterministic: same input, same output); 0 = keep every cell's
+    // colour. Default 16, at most 256. Ignored when a palette is given.
+    uint32_t colors;
+    // A `kiln_cell_color` value. Default `KILN_CELL_COLOR_MEAN`.
+    uint32_t cell_color;
+    // 1..255: binary alpha, a cell is opaque if its alpha ≥ this, else fully
+    // transparent; 0 = keep the cell's alpha (default).
+    uint32_t alpha_threshold;
+    // Optional caller palette, `palette_len / 3` sRGB colours as R, G, B
+    // bytes; each cell takes the nearest in Oklab. NULL = none (default).
+    const uint8_t *palette_rgb;
+    // Bytes at `palette_rgb`: a multiple of 3, 3..=768 when `palette_rgb` is
+    // set (a non-NULL palette of 0 colours is INVALID_ARGUMENT).
+    size_t palette_len;
+} kiln_pixel_art_options;
+
+// How `kiln_image_material_maps` derives height and normal maps. Fill with
+// `kiln_material_options_init`; NULL = defaults.
+typedef struct kiln_material_options {
+    // `sizeof(kiln_material_options)`, set by `kiln_material_options_init`.
+    uint32_t struct_size;
+    // Radius in pixels of the Gaussian blur of the height (σ = radius / 2);
+    // 0 = none. Default 1, at most 256.
+    uint32_t blur_radius;
+    // Multiplies the height gradient (height in [0, 1], per pixel) before
+    // normalizing: larger is bumpier, 0 is flat. Finite, ≥ 0. Default 4.
+    float strength;
+    // A `kiln_normal_convention` value. Default `KILN_NORMAL_CONVENTION_OPENGL`.
+    uint32_t convention;
+    // 1: sample across the edges by wrapping around, so the maps of a
+    // seamless texture tile too; 0 (default): clamp at the edges.
+    uint32_t wrap;
+    // 1: bright is low; 0 (default): bright is high.
+    uint32_t invert_height;
+} kiln_material_options;
 
 // Receives log lines. `message` is UTF-8, `message_len` bytes long (also
 // NUL-terminated), and valid only during the call. Called on whichever thread
@@ -671,6 +804,82 @@ kiln_status kiln_model_generate_into(const struct kiln_model *model,
                                      uint8_t *pixels_out,
                                      size_t pixels_len,
                                      size_t row_pitch);
+
+// Makes a Kiln image from caller pixels (RGBA8, sRGB, straight alpha), e.g. an
+// engine texture to post-process. Row `y` starts `y * row_pitch` bytes into
+// `pixels` (`row_pitch` 0 = `width * 4`); the pixels are copied, so the
+// buffer is only borrowed for the call. Free the image with `kiln_image_free`.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (width or height 0, pitch smaller
+// than a row, a size too large to address), BUFFER_TOO_SMALL (`pixels_len`
+// shorter than `row_pitch * (height - 1) + width * 4`).
+kiln_status kiln_image_create(uint32_t width,
+                              uint32_t height,
+                              const uint8_t *pixels,
+                              size_t pixels_len,
+                              size_t row_pitch,
+                              struct kiln_image **image_out);
+
+// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+void kiln_sprite_options_init(struct kiln_sprite_options *options);
+
+// Cuts a sprite with alpha out of `image`, an image generated on a flat key
+// background (e.g. "… on a plain green background"): soft matte by Oklab
+// distance to the key, despill, colour bleeding under transparent pixels
+// (so filtering never pulls the key back in), optional feathering, straight
+// or premultiplied output. `image` is left as it is; the sprite is a new
+// image of the same size in `*image_out`, freed with `kiln_image_free`.
+// `*bbox_out` receives the bounding box of the pixels with alpha ≥
+// `bbox_threshold` (all 0 when there are none); `bbox_out` may be NULL.
+// `options` NULL = defaults. Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH,
+// INVALID_ARGUMENT (tolerances negative, non-finite or `outer < inner`,
+// feather radius over 64, `key_rgb` over 0xFFFFFF, `bbox_threshold` over 255).
+kiln_status kiln_image_make_sprite(const struct kiln_image *image,
+                                   const struct kiln_sprite_options *options,
+                                   struct kiln_image **image_out,
+                                   struct kiln_rect *bbox_out);
+
+// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+void kiln_pixel_art_options_init(struct kiln_pixel_art_options *options);
+
+// Turns `image` into pixel art: snaps it to a grid of `cell`-pixel cells
+// (one colour each), reduces the colours (k-means in Oklab, or the nearest
+// colour of a caller palette), optionally makes alpha binary, and scales the
+// grid by `scale` with nearest-neighbour sampling. The result is a new image
+// of `ceil(width / cell) * scale x ceil(height / cell) * scale` pixels in
+// `*image_out`, freed with `kiln_image_free`. `options` NULL = defaults.
+// Errors: NULL_ARGUMENT (also a NULL `palette_rgb` with a non-zero
+// `palette_len`), STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (cell or scale 0,
+// more than 256 colours, a palette of 0 colours or whose length is not a
+// multiple of 3, an unknown `cell_color`, an alpha threshold over 255).
+kiln_status kiln_image_pixel_art(const struct kiln_image *image,
+                                 const struct kiln_pixel_art_options *options,
+                                 struct kiln_image **image_out);
+
+// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+void kiln_material_options_init(struct kiln_material_options *options);
+
+// Derives material maps from a colour texture. Height: Rec. 709 luminance of
+// the linear-light colour, blurred, stored as grey RGB `round(h * 255)`
+// (linear data) with alpha 255. Normal: Sobel on the (unquantized) height
+// times `strength`, tangent space, RGB = `round((n * 0.5 + 0.5) * 255)`,
+// alpha 255; flat is (128, 128, 255). Each map is a new image of the input's
+// size, freed with `kiln_image_free`. Either of `height_out` and `normal_out`
+// may be NULL when that map is not wanted, not both. `options` NULL =
+// defaults. Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT
+// (unknown convention, negative or non-finite strength, blur radius over 256).
+kiln_status kiln_image_material_maps(const struct kiln_image *image,
+                                     const struct kiln_material_options *options,
+                                     struct kiln_image **height_out,
+                                     struct kiln_image **normal_out);
+
+// How visible the wrap seam of a tileable texture is along `axis`
+// (`KILN_SEAMLESS_X`: last column against first; `KILN_SEAMLESS_Y`: last row
+// against first): the mean absolute RGBA difference across the wrap edge
+// divided by the mean absolute difference between adjacent columns (rows)
+// inside the image. About 1 or below: tiles cleanly; much more than 1: a
+// visible seam. A flat image scores 1. Errors: NULL_ARGUMENT,
+// INVALID_ARGUMENT (`axis` not X or Y, fewer than 2 pixels along it).
+kiln_status kiln_image_seam_score(const struct kiln_image *image, uint32_t axis, float *score_out);
 
 // Fills `options` with defaults, including `struct_size`. NULL is ignored.
 void kiln_runtime_options_init(struct kiln_runtime_options *options);

@@ -16,6 +16,7 @@ pub mod image;
 pub mod job;
 pub mod provider;
 pub mod model;
+pub mod postprocess;
 pub mod runtime;
 pub mod seamless;
 pub mod status;

@@ -1,6 +1,10 @@
 //! Images out of the pipeline: float RGB from the VAE, RGBA8 for engines, and
 //! copies into caller-owned buffers with a row pitch.
+pub mod material;
 pub mod npy;
+pub mod pixel_art;
+pub mod seam;
+pub mod sprite;
 
 use std::path::Path;
 
