@@ -27,6 +27,7 @@ const USAGE: &str = "usage: generate [options]
   --init-image FILE.png   img2img: start from this picture (resized if its size differs)
   --strength S            img2img: how much of the schedule runs, 0..=1 (default 0.8)
   --seamless AXES         x | y | xy: the texture tiles along these axes
+  --clip-skip N           take text embeddings N layers before the encoder's end
   --out FILE.png          output image (default: kiln.png)
   --out-npy FILE.npy      float32 HWC RGB image in [0,1] before quantization
   --out-latents FILE.npy  final latents before VAE decoding (unscaled)
@@ -111,6 +112,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--out" => a.out = PathBuf::from(value()?),
             "--init-image" => a.init_image = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
+            "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
             "--seamless" => {
                 let v = value()?;
                 a.seamless = kiln::model::seamless::Seamless::from_name(&v)

@@ -474,6 +474,10 @@ typedef struct kiln_generate_options {
     uint32_t posterior_mean;
     // Reserved; 0.
     uint32_t reserved2;
+    // Text-encoder layers to skip from the end (diffusers' `clip_skip`); 0 = off.
+    uint32_t clip_skip;
+    // Reserved; 0.
+    uint32_t reserved3;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`.

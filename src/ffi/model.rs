@@ -141,6 +141,10 @@ pub struct kiln_generate_options {
     pub posterior_mean: u32,
     /// Reserved; 0.
     pub reserved2: u32,
+    /// Text-encoder layers to skip from the end (diffusers' `clip_skip`); 0 = off.
+    pub clip_skip: u32,
+    /// Reserved; 0.
+    pub reserved3: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -179,6 +183,8 @@ fn default_generate_options() -> kiln_generate_options {
         strength: 0.8,
         posterior_mean: 0,
         reserved2: 0,
+        clip_skip: 0,
+        reserved3: 0,
         reserved: 0,
     }
 }
@@ -301,6 +307,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         init_image,
         strength: o.strength,
         posterior_mean: o.posterior_mean != 0,
+        clip_skip: o.clip_skip,
         width: o.width as usize,
         height: o.height as usize,
         steps: if o.steps == 0 { 20 } else { o.steps as usize },

@@ -1,6 +1,7 @@
 //! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
 pub mod graph;
 pub mod layout;
+mod clip_skip;
 mod onnx_proto;
 pub mod preview;
 pub mod seamless;
@@ -80,9 +81,11 @@ pub(crate) struct ModelInner {
     pub(crate) embedding_cache: Arc<parking_lot::Mutex<text::EmbeddingCache>>,
     /// Which axes this model's graphs wrap around on.
     pub(crate) seamless: seamless::Seamless,
-    /// Seamless variants made from this (base) model, kept for reuse. Variants
-    /// hold no reference back, so there is no cycle.
-    pub(crate) variants: parking_lot::Mutex<std::collections::HashMap<seamless::Seamless, Model>>,
+    /// Text-encoder layers skipped from the end (CLIP skip).
+    pub(crate) clip_skip: u32,
+    /// Variants (seamless, CLIP skip) made from this base model, kept for
+    /// reuse. Variants hold only a weak reference back, so there is no cycle.
+    pub(crate) variants: parking_lot::Mutex<std::collections::HashMap<(seamless::Seamless, u32), Model>>,
     /// For a variant: the model it was made from.
     pub(crate) base: Option<std::sync::Weak<ModelInner>>,
     /// The VAE encoder (img2img, inpainting), loaded on first use.
@@ -181,6 +184,7 @@ impl Model {
                 residency: group,
                 embedding_cache: Arc::new(parking_lot::Mutex::new(text::EmbeddingCache::new(runtime.inner.embedding_cache_entries))),
                 seamless: seamless::Seamless::None,
+                clip_skip: 0,
                 variants: Default::default(),
                 base: None,
                 vae_encoder: Default::default(),
@@ -228,56 +232,81 @@ impl Model {
 
     /// A view of this model whose U-Net and VAE decoder wrap around on `axes`,
     /// so images tile seamlessly (see [`seamless`]). The rewritten graphs are
-    /// made once per axis setting and kept while this model lives; tokenizer,
+    /// made once per setting and kept while this model lives; tokenizer,
     /// text encoder and prompt cache are shared.
     pub fn seamless(&self, axes: seamless::Seamless) -> Result<Model> {
+        self.variant(axes, self.inner.clip_skip)
+    }
+
+    /// A view of this model that takes its text embeddings `skip` layers
+    /// before the end of the text encoder (diffusers' `clip_skip`); 0 = off.
+    pub fn clip_skip(&self, skip: u32) -> Result<Model> {
+        self.variant(self.inner.seamless, skip)
+    }
+
+    fn variant(&self, axes: seamless::Seamless, skip: u32) -> Result<Model> {
         if let Some(base) = self.inner.base.as_ref().and_then(std::sync::Weak::upgrade) {
-            return Model { inner: base }.seamless(axes);
+            return Model { inner: base }.variant(axes, skip);
         }
-        if axes == self.inner.seamless {
+        if (axes, skip) == (self.inner.seamless, self.inner.clip_skip) {
             return Ok(self.clone());
         }
         let mut variants = self.inner.variants.lock();
-        if let Some(m) = variants.get(&axes) {
+        if let Some(m) = variants.get(&(axes, skip)) {
             return Ok(m.clone());
         }
         let m = &self.inner;
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
-        let rewrite = |name: &'static str, path: &Path| -> Result<Graph> {
+        let rewrite = |name: &'static str, path: &Path, what: String, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>| -> Result<Graph> {
             let bytes = std::fs::read(path).map_err(|e| crate::error::Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
-            let (rewritten, report) = seamless::make_seamless(&bytes, axes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
-            m.runtime.logger().info(&format!("{name}: seamless {axes:?}: {} convolutions wrap", report.convs_rewritten));
+            let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
+            m.runtime.logger().info(&format!("{name}: rewritten for {what}"));
             let source = graph::GraphSource::Memory {
                 bytes: Arc::new(rewritten),
                 dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                label: format!("{} (seamless {axes:?})", path.display()),
+                label: format!("{} ({what})", path.display()),
             };
             Graph::load_from(&m.runtime, name, source, &group)
         };
-        let unet = rewrite("unet", &m.layout.unet)?;
-        let vae_decoder = rewrite("vae_decoder", &m.layout.vae_decoder)?;
+        let tiled = |name: &'static str, path: &Path| {
+            rewrite(name, path, format!("seamless {axes:?}"), &|b| seamless::make_seamless(b, axes).map(|(out, _)| out))
+        };
+        let (unet, vae_decoder) = if axes == seamless::Seamless::None {
+            (Arc::clone(&m.unet), Arc::clone(&m.vae_decoder))
+        } else {
+            (Arc::new(tiled("unet", &m.layout.unet)?), Arc::new(tiled("vae_decoder", &m.layout.vae_decoder)?))
+        };
+        let (text_encoder, embedding_cache) = if skip == 0 {
+            (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
+        } else {
+            let g = rewrite("text_encoder", &m.layout.text_encoder, format!("CLIP skip {skip}"), &|b| clip_skip::rewrite(b, skip))?;
+            // Different embeddings for the same prompt: a cache of its own.
+            let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
+            (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
+        };
         let variant = Model {
             inner: Arc::new(ModelInner {
                 runtime: m.runtime.clone(),
                 layout: m.layout.clone(),
                 tokenizer: Arc::clone(&m.tokenizer),
-                text_encoder: Arc::clone(&m.text_encoder),
-                text_io: m.text_io.clone(),
+                text_io: text_encoder_io(&text_encoder)?,
+                text_encoder,
                 unet_io: unet_io(&unet)?,
-                unet: Arc::new(unet),
+                unet,
                 vae_io: vae_decoder_io(&vae_decoder)?,
-                vae_decoder: Arc::new(vae_decoder),
+                vae_decoder,
                 preview_decoder: m.preview_decoder.clone(),
                 preview_projection: Arc::clone(&m.preview_projection),
                 residency: group,
-                embedding_cache: Arc::clone(&m.embedding_cache),
+                embedding_cache,
                 seamless: axes,
+                clip_skip: skip,
                 variants: Default::default(),
                 base: Some(Arc::downgrade(&self.inner)),
                 vae_encoder: Arc::clone(&m.vae_encoder),
             }),
         };
-        variants.insert(axes, variant.clone());
+        variants.insert((axes, skip), variant.clone());
         Ok(variant)
     }
 

@@ -63,6 +63,10 @@ pub struct GenerateRequest {
     pub strength: f32,
     /// img2img: start from the VAE posterior's mean instead of a sample of it.
     pub posterior_mean: bool,
+    /// Take the text embeddings this many text-encoder layers before the end
+    /// (diffusers' `clip_skip`; 0 = off). The text encoder is rewritten once
+    /// per value (see `Model::clip_skip`).
+    pub clip_skip: u32,
 }
 
 /// An 8-bit sRGB picture for img2img (alpha, if any, is ignored).
@@ -94,6 +98,7 @@ impl Default for GenerateRequest {
             init_image: None,
             strength: 0.8,
             posterior_mean: false,
+            clip_skip: 0,
         }
     }
 }
@@ -140,6 +145,9 @@ impl Model {
 
     /// Generates, returning latents and timesteps too, with progress and cancellation.
     pub fn generate_with(&self, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
+        if request.clip_skip != self.inner.clip_skip {
+            return run(&self.clip_skip(request.clip_skip)?.inner, request, hooks);
+        }
         run(&self.inner, request, hooks)
     }
 
