@@ -26,6 +26,7 @@ const USAGE: &str = "usage: generate [options]
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
   --init-image FILE.png   img2img: start from this picture (resized if its size differs)
   --strength S            img2img: how much of the schedule runs, 0..=1 (default 0.8)
+  --mask FILE.png         inpainting: white (>= 128) is repainted, the rest kept exactly
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
   --out FILE.png          output image (default: kiln.png)
@@ -60,6 +61,7 @@ struct Args {
     threads: usize,
     providers: kiln::runtime::ProviderPolicy,
     init_image: Option<PathBuf>,
+    mask: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
 }
 
@@ -75,6 +77,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         providers: Default::default(),
         init_image: None,
+        mask: None,
         seamless: Default::default(),
     };
     let mut it = argv.iter();
@@ -111,6 +114,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--init-noise" => a.init_noise = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),
             "--init-image" => a.init_image = Some(PathBuf::from(value()?)),
+            "--mask" => a.mask = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
             "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
             "--seamless" => {
@@ -169,6 +173,12 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     }
     if let Some(path) = &a.init_image {
         request.init_image = Some(read_rgb(path)?);
+    }
+    if let Some(path) = &a.mask {
+        let img = image::open(path)
+            .map_err(|e| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", path.display())))?
+            .to_luma8();
+        request.mask = Some(kiln::pipeline::Mask { width: img.width() as usize, height: img.height() as usize, data: img.into_raw() });
     }
     let t1 = std::time::Instant::now();
     let mut report = |p: &kiln::pipeline::StepProgress<'_>| eprint!("\rstep {}/{}", p.step, p.total);

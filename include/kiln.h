@@ -478,6 +478,15 @@ typedef struct kiln_generate_options {
     uint32_t clip_skip;
     // Reserved; 0.
     uint32_t reserved3;
+    // Inpainting: one byte per pixel of `init_image` (tightly packed), values
+    // ≥ 128 are repainted, the rest kept exactly; NULL = no inpainting.
+    const uint8_t *mask;
+    // Bytes at `mask`: `mask_width * mask_height`.
+    size_t mask_len;
+    // Mask width; must equal the init image's.
+    uint32_t mask_width;
+    // Mask height; must equal the init image's.
+    uint32_t mask_height;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`.

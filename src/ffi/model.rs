@@ -145,6 +145,15 @@ pub struct kiln_generate_options {
     pub clip_skip: u32,
     /// Reserved; 0.
     pub reserved3: u32,
+    /// Inpainting: one byte per pixel of `init_image` (tightly packed), values
+    /// ≥ 128 are repainted, the rest kept exactly; NULL = no inpainting.
+    pub mask: *const u8,
+    /// Bytes at `mask`: `mask_width * mask_height`.
+    pub mask_len: usize,
+    /// Mask width; must equal the init image's.
+    pub mask_width: u32,
+    /// Mask height; must equal the init image's.
+    pub mask_height: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -185,6 +194,10 @@ fn default_generate_options() -> kiln_generate_options {
         reserved2: 0,
         clip_skip: 0,
         reserved3: 0,
+        mask: std::ptr::null(),
+        mask_len: 0,
+        mask_width: 0,
+        mask_height: 0,
         reserved: 0,
     }
 }
@@ -281,6 +294,17 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     };
     // SAFETY: the caller guarantees init_image_len readable bytes.
     let init_image = unsafe { init_image_from(&o)? };
+    let mask = if o.mask.is_null() {
+        None
+    } else {
+        let (w, h) = (o.mask_width as usize, o.mask_height as usize);
+        if w == 0 || h == 0 || o.mask_len != w * h {
+            return Err(Error::new(ErrorKind::InvalidSize, format!("options->mask is {w}x{h} but mask_len is {}", o.mask_len)));
+        }
+        // SAFETY: the caller guarantees mask_len readable bytes.
+        let data = unsafe { std::slice::from_raw_parts(o.mask, o.mask_len) }.to_vec();
+        Some(crate::pipeline::Mask { width: w, height: h, data })
+    };
     // SAFETY: NUL-terminated strings per the header.
     let prompt = unsafe { utf8_arg(o.prompt, "options->prompt")? };
     let negative = unsafe { utf8_opt(o.negative_prompt, "options->negative_prompt")? }.unwrap_or("");
@@ -308,6 +332,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         strength: o.strength,
         posterior_mean: o.posterior_mean != 0,
         clip_skip: o.clip_skip,
+        mask,
         width: o.width as usize,
         height: o.height as usize,
         steps: if o.steps == 0 { 20 } else { o.steps as usize },

@@ -63,10 +63,26 @@ pub struct GenerateRequest {
     pub strength: f32,
     /// img2img: start from the VAE posterior's mean instead of a sample of it.
     pub posterior_mean: bool,
+    /// Inpainting: 8-bit mask of the init image's size; pixels ≥ 128 are
+    /// repainted, the others kept exactly (pasted back after decoding).
+    /// Needs `init_image`. Works with ordinary 4-channel U-Nets by blending
+    /// the latents at every step (diffusers' `StableDiffusionInpaintPipeline`).
+    pub mask: Option<Mask>,
     /// Take the text embeddings this many text-encoder layers before the end
     /// (diffusers' `clip_skip`; 0 = off). The text encoder is rewritten once
     /// per value (see `Model::clip_skip`).
     pub clip_skip: u32,
+}
+
+/// An inpainting mask: one byte per pixel, ≥ 128 = repaint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mask {
+    /// Width in pixels (must equal the init image's).
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height` bytes.
+    pub data: Vec<u8>,
 }
 
 /// An 8-bit sRGB picture for img2img (alpha, if any, is ignored).
@@ -99,6 +115,7 @@ impl Default for GenerateRequest {
             strength: 0.8,
             posterior_mean: false,
             clip_skip: 0,
+            mask: None,
         }
     }
 }
@@ -295,6 +312,17 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         Some(r) => r,
         None => &mut rng,
     };
+    let inpaint = match (&request.mask, &request.init_image) {
+        (Some(mask), Some(init)) => Some(inpaint_mask(mask, init, width, height, f, channels)?),
+        (Some(_), None) => return Err(Error::invalid("a mask needs an init image (inpainting repaints a picture)")),
+        _ => None,
+    };
+    if inpaint.is_some() && m.unet_io.sample.shape.get(1).copied() == Some(9) {
+        return Err(Error::unsupported("9-channel inpainting U-Nets are not supported yet; use an ordinary U-Net with a mask"));
+    }
+    // Inpainting keeps the clean latents and the start noise to re-noise the
+    // kept area at every step.
+    let mut blend: Option<(ArrayD<f32>, ArrayD<f32>)> = None;
     let (mut latents, start) = match (&request.init_image, img2img_start) {
         (Some(init), Some(start)) => {
             let image = init_image_tensor(init, width, height)?;
@@ -303,7 +331,20 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
                 return Err(Error::model(format!("vae_encoder gave latents {:?}; expected {latent_shape:?}", clean.shape())));
             }
             let n = step_noise.draw(&latent_shape)?;
-            (scheduler.add_noise(&clean, &n, start)?, start)
+            // diffusers also encodes the masked picture (for 9-channel U-Nets)
+            // and so consumes one more draw; keep the stream in step with it.
+            if inpaint.is_some() {
+                step_noise.draw(&latent_shape)?;
+            }
+            let start_latents = if inpaint.is_some() && request.strength >= 1.0 {
+                n.mapv(|x| x * scheduler.init_noise_sigma())
+            } else {
+                scheduler.add_noise(&clean, &n, start)?
+            };
+            if inpaint.is_some() {
+                blend = Some((clean, n));
+            }
+            (start_latents, start)
         }
         _ => {
             let sigma0 = scheduler.init_noise_sigma();
@@ -355,6 +396,11 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             (None, _) => unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?,
         };
         latents = scheduler.step(&noise_pred, i, &latents, step_noise)?;
+        if let (Some((clean, n)), Some(mask)) = (&blend, &inpaint) {
+            // Keep the unmasked area on the original picture's noise level.
+            let kept = if k + 1 < total { scheduler.add_noise(clean, n, i + 1)? } else { clean.clone() };
+            ndarray::Zip::from(&mut latents).and(&kept).and(&mask.latent).for_each(|l, &o, &w| *l = (1.0 - w) * o + w * *l);
+        }
         if let Some(cb) = on_step.as_mut() {
             cb(&StepProgress { step: k + 1, total, latents: &latents });
         }
@@ -367,7 +413,10 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             "step_noise has {left} values this scheduler did not use (it must match the draws exactly)"
         )));
     }
-    let image = decode(m, &latents, run_options)?;
+    let mut image = decode(m, &latents, run_options)?;
+    if let (Some(mask), Some(init)) = (&inpaint, &request.init_image) {
+        paste_kept_pixels(&mut image, init, mask)?;
+    }
     Ok(Generation { image, latents, timesteps })
 }
 
@@ -387,6 +436,56 @@ fn img2img_start(request: &GenerateRequest) -> Result<usize> {
         )));
     }
     Ok(request.steps - run)
+}
+
+/// A mask binarized at pixel resolution and sampled (nearest) at latent resolution.
+struct InpaintMask {
+    /// Per pixel: repaint?
+    pixels: Vec<bool>,
+    /// `[1, C, h, w]` of 0/1 for blending latents.
+    latent: ArrayD<f32>,
+}
+
+fn inpaint_mask(mask: &Mask, init: &InitImage, width: usize, height: usize, f: usize, channels: usize) -> Result<InpaintMask> {
+    if (mask.width, mask.height) != (init.width, init.height) || mask.data.len() != mask.width * mask.height {
+        return Err(Error::new(
+            ErrorKind::InvalidSize,
+            format!(
+                "the mask is {}x{} ({} bytes) but the init image is {}x{}",
+                mask.width, mask.height, mask.data.len(), init.width, init.height
+            ),
+        ));
+    }
+    if (init.width, init.height) != (width, height) {
+        return Err(Error::new(ErrorKind::InvalidSize, format!("inpainting needs the init image at the output size {width}x{height}")));
+    }
+    let pixels: Vec<bool> = mask.data.iter().map(|&v| v >= 128).collect();
+    let (h, w) = (height / f, width / f);
+    // torch.nn.functional.interpolate(mode="nearest"): source index = dst * scale.
+    let mut latent = ArrayD::zeros(IxDyn(&[1, channels, h, w]));
+    for c in 0..channels {
+        for y in 0..h {
+            for x in 0..w {
+                latent[[0, c, y, x]] = pixels[(y * f) * width + x * f] as u8 as f32;
+            }
+        }
+    }
+    Ok(InpaintMask { pixels, latent })
+}
+
+/// Restores the kept (unmasked) pixels exactly from the init picture.
+fn paste_kept_pixels(image: &mut FloatImage, init: &InitImage, mask: &InpaintMask) -> Result<()> {
+    if (image.width, image.height) != (init.width, init.height) {
+        return Err(Error::internal("inpainting output and init image sizes differ"));
+    }
+    for (i, keep) in mask.pixels.iter().map(|r| !r).enumerate() {
+        if keep {
+            for c in 0..3 {
+                image.data[i * 3 + c] = init.rgb[i * 3 + c] as f32 / 255.0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The init picture as `[1, 3, H, W]` in [-1, 1], resized if needed.
