@@ -27,6 +27,8 @@ const USAGE: &str = "usage: generate [options]
   --init-image FILE.png   img2img: start from this picture (resized if its size differs)
   --strength S            img2img: how much of the schedule runs, 0..=1 (default 0.8)
   --mask FILE.png         inpainting: white (>= 128) is repainted, the rest kept exactly
+  --extend L,R,T,B        outpaint the --init-image by these pixels per side
+  --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
   --out FILE.png          output image (default: kiln.png)
@@ -63,6 +65,8 @@ struct Args {
     init_image: Option<PathBuf>,
     mask: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
+    extend: Option<kiln::pipeline::texture::Extend>,
+    make_tileable: Option<usize>,
 }
 
 fn parse(argv: &[String]) -> Result<Option<Args>, String> {
@@ -79,6 +83,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         init_image: None,
         mask: None,
         seamless: Default::default(),
+        extend: None,
+        make_tileable: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -115,6 +121,14 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--out" => a.out = PathBuf::from(value()?),
             "--init-image" => a.init_image = Some(PathBuf::from(value()?)),
             "--mask" => a.mask = Some(PathBuf::from(value()?)),
+            "--extend" => {
+                let v = value()?;
+                let parts: Vec<usize> = v.split(',').map(|p| p.trim().parse::<usize>()).collect::<Result<_, _>>()
+                    .map_err(|_| format!("--extend: {v:?} is not four numbers L,R,T,B"))?;
+                let [l, r, t, b] = parts[..] else { return Err(format!("--extend: {v:?} is not four numbers L,R,T,B")) };
+                a.extend = Some(kiln::pipeline::texture::Extend { left: l, right: r, top: t, bottom: b });
+            }
+            "--make-tileable" => a.make_tileable = Some(number(flag, value()?)?),
             "--strength" => a.request.strength = number(flag, value()?)?,
             "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
             "--seamless" => {
@@ -182,7 +196,17 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     }
     let t1 = std::time::Instant::now();
     let mut report = |p: &kiln::pipeline::StepProgress<'_>| eprint!("\rstep {}/{}", p.step, p.total);
-    let out = model.generate_with(&request, Hooks { on_step: Some(&mut report), ..Default::default() })?;
+    let out = match (a.extend, a.make_tileable, request.init_image.take()) {
+        (Some(extend), _, Some(picture)) => model.extend_texture(&request, &picture, extend)?,
+        (None, Some(band), Some(picture)) => model.make_tileable(&request, &picture, band)?,
+        (Some(_), _, None) | (_, Some(_), None) => {
+            return Err(kiln::Error::new(kiln::ErrorKind::InvalidArgument, "--extend and --make-tileable need --init-image"));
+        }
+        (None, None, picture) => {
+            request.init_image = picture;
+            model.generate_with(&request, Hooks { on_step: Some(&mut report), ..Default::default() })?
+        }
+    };
     eprintln!();
     let gen_s = t1.elapsed().as_secs_f64();
 

@@ -939,6 +939,30 @@ kiln_status kiln_model_seamless(const struct kiln_model *model, uint32_t axes, s
 // Takes a plain integer so any value a caller holds is safe to pass.
 const char *kiln_status_name(uint32_t status);
 
+// Extends the picture in `options->init_image` by the given pixels on each
+// side: the new border is inpainted (use `strength` 1.0 for a free fill) and
+// the original pixels are kept exactly. The new size must be a multiple of the
+// model's `size_multiple`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT,
+// INVALID_SIZE, and those of `kiln_model_generate`.
+kiln_status kiln_model_extend_texture(const struct kiln_model *model,
+                                      const struct kiln_generate_options *options,
+                                      uint32_t left,
+                                      uint32_t right,
+                                      uint32_t top,
+                                      uint32_t bottom,
+                                      struct kiln_image **image_out);
+
+// Makes the picture in `options->init_image` tile seamlessly: it is offset by
+// half its size and a band `band` pixels wide around the resulting central
+// cross is inpainted with the model's seamless view. The result is that
+// offset picture (as a tile, the same texture); pixels outside the band are
+// kept exactly. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no picture, band 0 or
+// wider than half the picture), and those of `kiln_model_generate`.
+kiln_status kiln_model_make_tileable(const struct kiln_model *model,
+                                     const struct kiln_generate_options *options,
+                                     uint32_t band,
+                                     struct kiln_image **image_out);
+
 // Kiln's version as `(major << 16) | (minor << 8) | patch`; compare with the
 // header's `KILN_VERSION` to detect a header/library mismatch.
 uint32_t kiln_version(void);

@@ -20,6 +20,7 @@ pub mod postprocess;
 pub mod runtime;
 pub mod seamless;
 pub mod status;
+pub mod texture;
 pub mod version;
 
 pub use self::boundary::kiln_last_error_message;

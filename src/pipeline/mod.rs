@@ -1,6 +1,7 @@
 //! Text-to-image: prompt → embeddings → denoising loop → VAE decode, the same
 //! computation as diffusers' `StableDiffusionPipeline` on the same graphs.
 pub mod noise;
+pub mod texture;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
