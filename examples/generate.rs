@@ -31,6 +31,10 @@ const USAGE: &str = "usage: generate [options]
   --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
+  --sprite                make the flat background transparent (chroma-key matte, despill)
+  --pixel-art CELL:COLORS snap to CELL-pixel cells and quantize to COLORS colours
+  --height-map FILE.png   also write a height map of the result
+  --normal-map FILE.png   also write an OpenGL normal map (tiles when --seamless)
   --out FILE.png          output image (default: kiln.png)
   --out-npy FILE.npy      float32 HWC RGB image in [0,1] before quantization
   --out-latents FILE.npy  final latents before VAE decoding (unscaled)
@@ -67,6 +71,10 @@ struct Args {
     seamless: kiln::model::seamless::Seamless,
     extend: Option<kiln::pipeline::texture::Extend>,
     make_tileable: Option<usize>,
+    sprite: bool,
+    pixel_art: Option<(u32, u32)>,
+    height_map: Option<PathBuf>,
+    normal_map: Option<PathBuf>,
 }
 
 fn parse(argv: &[String]) -> Result<Option<Args>, String> {
@@ -85,6 +93,10 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         seamless: Default::default(),
         extend: None,
         make_tileable: None,
+        sprite: false,
+        pixel_art: None,
+        height_map: None,
+        normal_map: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -129,6 +141,17 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 a.extend = Some(kiln::pipeline::texture::Extend { left: l, right: r, top: t, bottom: b });
             }
             "--make-tileable" => a.make_tileable = Some(number(flag, value()?)?),
+            "--sprite" => a.sprite = true,
+            "--pixel-art" => {
+                let v = value()?;
+                let (cell, colors) = v
+                    .split_once(':')
+                    .and_then(|(c, n)| Some((c.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
+                    .ok_or_else(|| format!("--pixel-art: {v:?} is not CELL:COLORS"))?;
+                a.pixel_art = Some((cell, colors));
+            }
+            "--height-map" => a.height_map = Some(PathBuf::from(value()?)),
+            "--normal-map" => a.normal_map = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
             "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
             "--seamless" => {
@@ -210,9 +233,28 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     eprintln!();
     let gen_s = t1.elapsed().as_secs_f64();
 
-    let image = out.image.to_rgba8();
+    let mut image = out.image.to_rgba8();
+    if a.height_map.is_some() || a.normal_map.is_some() {
+        use kiln::image::material::{material_maps, MaterialOptions};
+        let maps = material_maps(&image, &MaterialOptions { wrap: a.seamless != Default::default(), ..Default::default() })?;
+        if let Some(p) = &a.height_map {
+            maps.height.save_png(p)?;
+        }
+        if let Some(p) = &a.normal_map {
+            maps.normal.save_png(p)?;
+        }
+    }
+    if a.sprite {
+        let sprite = kiln::image::sprite::make_sprite(&image, &Default::default())?;
+        eprintln!("sprite: key {:?}, opaque box {:?}", sprite.key, sprite.bbox);
+        image = sprite.image;
+    }
+    if let Some((cell, colors)) = a.pixel_art {
+        use kiln::image::pixel_art::{pixel_art, PixelArtOptions, Quantize};
+        image = pixel_art(&image, &PixelArtOptions { cell, quantize: Quantize::KMeans(colors), ..Default::default() })?;
+    }
     let settings = format!(
-        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?} seamless={:?} init_image={} strength={}",
+        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?} seamless={:?} init_image={} strength={} sprite={} pixel_art={:?}",
         request.steps,
         request.guidance_scale,
         request.scheduler,
@@ -224,6 +266,8 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         a.seamless,
         a.init_image.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
         request.strength,
+        a.sprite,
+        a.pixel_art,
     );
     image.save_png_with_text(
         &a.out,

@@ -88,6 +88,20 @@ fn cli_makes_seamless_and_img2img_textures() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let png = String::from_utf8_lossy(&std::fs::read(out.join("again.png")).unwrap()).into_owned();
     assert!(png.contains("strength=0.5") && png.contains("tile.png"), "settings recorded");
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--prompt", "gem", "--steps", "2", "--sprite", "--pixel-art", "8:4"])
+        .arg("--normal-map")
+        .arg(out.join("n.png"))
+        .arg("--out")
+        .arg(out.join("sprite.png"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.join("n.png").exists());
+    let r = Command::new(generate_bin()).args(["--pixel-art", "8"]).output().unwrap();
+    assert_eq!(r.status.code(), Some(2));
     let r = Command::new(generate_bin()).args(["--seamless", "diagonal"]).output().unwrap();
     assert_eq!(r.status.code(), Some(2));
     std::fs::remove_dir_all(&out).ok();
