@@ -21,6 +21,7 @@ const USAGE: &str = "usage: generate [options]
   --scheduler NAME        default | ddim | euler | euler_a | pndm | dpmpp_2m | dpmpp_2m_karras |
                           dpmpp_2m_sde | lms | heun | unipc | lcm
   --guidance-rescale PHI  diffusers' guidance_rescale, 0..=1 (default 0)
+  --scheduler-config JSON fields that override scheduler_config.json, e.g. {\"timestep_spacing\": \"trailing\"}
   --width N, --height N   size in pixels (default: the model's native size)
   --seed N                seed of Kiln's portable noise (default 0)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
@@ -154,6 +155,14 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--normal-map" => a.normal_map = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
             "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
+            "--scheduler-config" => {
+                let v = value()?;
+                let json: serde_json::Value = serde_json::from_str(&v).map_err(|e| format!("--scheduler-config: {e}"))?;
+                if !json.is_object() {
+                    return Err("--scheduler-config must be a JSON object".into());
+                }
+                a.request.scheduler_overrides = Some(json);
+            }
             "--seamless" => {
                 let v = value()?;
                 a.seamless = kiln::model::seamless::Seamless::from_name(&v)

@@ -487,6 +487,10 @@ typedef struct kiln_generate_options {
     uint32_t mask_width;
     // Mask height; must equal the init image's.
     uint32_t mask_height;
+    // UTF-8 JSON object whose fields replace the model's
+    // `scheduler_config.json` values for this request (e.g.
+    // `{"timestep_spacing":"trailing"}`), or NULL.
+    const char *scheduler_overrides;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`.

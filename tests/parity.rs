@@ -43,6 +43,8 @@ fn case(name: &str) {
         scheduler,
         initial_noise: Some(InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
         step_noise,
+        // The case's scheduler config as diffusers built it (overrides included).
+        scheduler_overrides: Some(c["scheduler_config"].clone()),
         ..Default::default()
     };
     let out = common::tiny_model().generate_with(&request, Hooks::default()).expect("generation succeeds");
@@ -139,6 +141,21 @@ fn euler_with_guidance_rescale_matches_diffusers() {
     case("euler_rescale");
 }
 
+#[test]
+fn ddim_with_clip_sample_matches_diffusers() {
+    case("ddim_clip");
+}
+
+#[test]
+fn ddim_with_dynamic_thresholding_matches_diffusers() {
+    case("ddim_threshold");
+}
+
+#[test]
+fn euler_with_zero_terminal_snr_and_trailing_spacing_matches_diffusers() {
+    case("euler_zero_snr");
+}
+
 /// Every case in cases.json has a test above.
 #[test]
 fn every_golden_case_is_tested() {
@@ -209,4 +226,42 @@ fn text_embeddings_match_diffusers() {
         let d = common::max_abs_diff(&got.iter().copied().collect::<Vec<_>>(), &want);
         assert!(d <= 1e-4, "{prompt}: embeddings differ by {d:e}");
     }
+}
+
+/// Per-request scheduler overrides, through the C API too.
+#[test]
+fn scheduler_overrides_apply_per_request() {
+    let m = common::tiny_model();
+    let r = GenerateRequest {
+        prompt: "x".into(),
+        steps: 10,
+        scheduler: SchedulerKind::Ddim,
+        scheduler_overrides: Some(serde_json::json!({"timestep_spacing": "trailing"})),
+        ..Default::default()
+    };
+    let out = m.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(out.timesteps[0], 999.0);
+    let bad = GenerateRequest { scheduler_overrides: Some(serde_json::json!({"timestep_spacing": "sideways"})), ..r };
+    assert_eq!(m.generate_with(&bad, Hooks::default()).unwrap_err().kind(), kiln::ErrorKind::ModelInvalid);
+
+    use kiln::ffi::{kiln_status, model::*, runtime::*};
+    use std::ptr;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let dir = std::ffi::CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let mut model = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok);
+    let prompt = std::ffi::CString::new("x").unwrap();
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = 2;
+    let mut buf = vec![0u8; 64 * 64 * 4];
+    for (json, want) in [("{\"timestep_spacing\": \"trailing\"}", kiln_status::Ok), ("not json", kiln_status::InvalidArgument), ("[1]", kiln_status::InvalidArgument)] {
+        let j = std::ffi::CString::new(json).unwrap();
+        o.scheduler_overrides = j.as_ptr();
+        assert_eq!(unsafe { kiln_model_generate_into(model, &o, buf.as_mut_ptr(), buf.len(), 0) }, want, "{json}");
+    }
+    unsafe { kiln_model_free(model) };
+    unsafe { kiln_runtime_destroy(rt) };
 }

@@ -60,11 +60,19 @@ CASES = [
     # U-Net has no timestep_cond, so LatentConsistencyModelPipeline semantics do not apply).
     ("lcm_cfg",             "lcm",             "LCMScheduler",                4,  1.5, "mossy stone brick wall", "blurry"),
     ("euler_rescale",       "euler",           "EulerDiscreteScheduler",      10, 7.5, "mossy stone brick wall", "blurry"),
+    # Config semantics: DDIM with clip_sample, with dynamic thresholding, and
+    # zero-terminal-SNR betas with trailing spacing.
+    ("ddim_clip",           "ddim",            "DDIMScheduler",               10, 7.5, "mossy stone brick wall", "blurry"),
+    ("ddim_threshold",      "ddim",            "DDIMScheduler",               10, 7.5, "mossy stone brick wall", "blurry"),
+    ("euler_zero_snr",      "euler",           "EulerDiscreteScheduler",      10, 7.5, "mossy stone brick wall", "blurry"),
 ]
 # Config overrides on top of the fixture's scheduler config, per case.
 SCHEDULER_OVERRIDES = {
     "dpmpp_2m_karras_cfg": {"use_karras_sigmas": True},
     "dpmpp_2m_sde_cfg": {"algorithm_type": "sde-dpmsolver++"},
+    "ddim_clip": {"clip_sample": True, "clip_sample_range": 2.0},
+    "ddim_threshold": {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 3.0},
+    "euler_zero_snr": {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"},
 }
 # Extra pipeline arguments, per case (also written to cases.json).
 PIPE_OVERRIDES = {

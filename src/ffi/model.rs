@@ -154,6 +154,10 @@ pub struct kiln_generate_options {
     pub mask_width: u32,
     /// Mask height; must equal the init image's.
     pub mask_height: u32,
+    /// UTF-8 JSON object whose fields replace the model's
+    /// `scheduler_config.json` values for this request (e.g.
+    /// `{"timestep_spacing":"trailing"}`), or NULL.
+    pub scheduler_overrides: *const c_char,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -198,6 +202,7 @@ fn default_generate_options() -> kiln_generate_options {
         mask_len: 0,
         mask_width: 0,
         mask_height: 0,
+        scheduler_overrides: std::ptr::null(),
         reserved: 0,
     }
 }
@@ -294,6 +299,18 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     };
     // SAFETY: the caller guarantees init_image_len readable bytes.
     let init_image = unsafe { init_image_from(&o)? };
+    // SAFETY: NUL-terminated per the header.
+    let scheduler_overrides = match unsafe { utf8_opt(o.scheduler_overrides, "options->scheduler_overrides")? } {
+        None => None,
+        Some(text) => {
+            let v: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| Error::invalid(format!("options->scheduler_overrides is not JSON: {e}")))?;
+            if !v.is_object() {
+                return Err(Error::invalid("options->scheduler_overrides must be a JSON object"));
+            }
+            Some(v)
+        }
+    };
     let mask = if o.mask.is_null() {
         None
     } else {
@@ -333,6 +350,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         posterior_mean: o.posterior_mean != 0,
         clip_skip: o.clip_skip,
         mask,
+        scheduler_overrides,
         width: o.width as usize,
         height: o.height as usize,
         steps: if o.steps == 0 { 20 } else { o.steps as usize },

@@ -201,7 +201,67 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
         let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::ModelNotFound } else { ErrorKind::Io };
         Error::new(kind, format!("cannot read {}: {e}", path.display()))
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::model(format!("{} is not valid JSON: {e}", path.display())))
+    serde_json::from_str(&text)
+        .or_else(|e| serde_json::from_str(&quote_non_finite(&text)).map_err(|_| e))
+        .map_err(|e| Error::model(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+/// Python's `json.dumps` writes `Infinity`, `-Infinity` and `NaN` (diffusers'
+/// DPM-Solver configs hold `"lambda_min_clipped": -Infinity`); strict JSON has
+/// no such literals, so they become the strings the configs' readers accept.
+fn quote_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+        }
+        let literal = ["-Infinity", "Infinity", "NaN"].into_iter().find(|l| rest.starts_with(l));
+        match literal {
+            Some("NaN") => {
+                out.push_str("null");
+                rest = &rest[3..];
+            }
+            Some(l) => {
+                out.push('"');
+                out.push_str(l);
+                out.push('"');
+                rest = &rest[l.len()..];
+            }
+            _ => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn python_non_finite_literals_are_read() {
+        let fixed = super::quote_non_finite(r#"{"a": -Infinity, "b": "NaN stays", "c": NaN, "d": Infinity}"#);
+        let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(v["a"], "-Infinity");
+        assert_eq!(v["b"], "NaN stays");
+        assert!(v["c"].is_null());
+        assert_eq!(v["d"], "Infinity");
+    }
 }
 
 fn get_usize(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {

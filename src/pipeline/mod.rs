@@ -64,6 +64,9 @@ pub struct GenerateRequest {
     pub strength: f32,
     /// img2img: start from the VAE posterior's mean instead of a sample of it.
     pub posterior_mean: bool,
+    /// Fields that replace the model's `scheduler_config.json` values for this
+    /// request (a JSON object, e.g. `{"timestep_spacing": "trailing"}`).
+    pub scheduler_overrides: Option<serde_json::Value>,
     /// Inpainting: 8-bit mask of the init image's size; pixels ≥ 128 are
     /// repainted, the others kept exactly (pasted back after decoding).
     /// Needs `init_image`. Works with ordinary 4-channel U-Nets by blending
@@ -117,6 +120,7 @@ impl Default for GenerateRequest {
             posterior_mean: false,
             clip_skip: 0,
             mask: None,
+            scheduler_overrides: None,
         }
     }
 }
@@ -256,7 +260,20 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     if !(0.0..=1.0).contains(&request.guidance_rescale) {
         return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
     }
-    let mut scheduler = scheduler::build(request.scheduler, &m.layout.scheduler_config, request.steps)?;
+    let scheduler_config = match &request.scheduler_overrides {
+        None => std::borrow::Cow::Borrowed(&m.layout.scheduler_config),
+        Some(overrides) => {
+            let mut merged = m.layout.scheduler_config.clone();
+            let (Some(base), Some(extra)) = (merged.as_object_mut(), overrides.as_object()) else {
+                return Err(Error::invalid("scheduler overrides must be a JSON object of scheduler_config.json fields"));
+            };
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+            std::borrow::Cow::Owned(merged)
+        }
+    };
+    let mut scheduler = scheduler::build(request.scheduler, &scheduler_config, request.steps)?;
     let channels = m.layout.vae_config.latent_channels;
     let f = m.layout.vae_config.downsampling;
     let latent_shape = [1, channels, height / f, width / f];

@@ -158,9 +158,17 @@ impl SchedulerConfig {
     }
 
     /// A number field only some schedulers read (`None` when absent or null).
+    /// Infinities written as strings (`"-inf"`, `"-Infinity"`: JSON has no
+    /// literal for them, and DPM-Solver's `lambda_min_clipped` defaults to -inf)
+    /// are accepted.
     pub(crate) fn extra_num(&self, key: &str) -> Result<Option<f64>> {
         match self.raw.get(key) {
             None | Some(Value::Null) => Ok(None),
+            Some(Value::String(t)) => match t.as_str() {
+                "-inf" | "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
+                "inf" | "Infinity" => Ok(Some(f64::INFINITY)),
+                _ => Err(Error::model(format!("scheduler_config.json: `{key}` must be a number"))),
+            },
             Some(x) => x
                 .as_f64()
                 .map(Some)

@@ -13,6 +13,8 @@ pub struct Ddim {
     step_ratio: usize,
     prediction_type: PredictionType,
     clip: Option<f64>,
+    /// Dynamic thresholding (Imagen): (ratio, sample_max_value).
+    threshold: Option<(f64, f64)>,
 }
 
 impl Ddim {
@@ -27,6 +29,14 @@ impl Ddim {
             step_ratio: config.num_train_timesteps / steps,
             prediction_type: config.prediction_type,
             clip: config.clip_sample.then_some(config.clip_sample_range),
+            threshold: if config.extra_flag("thresholding", false)? {
+                Some((
+                    config.extra_num("dynamic_thresholding_ratio")?.unwrap_or(0.995),
+                    config.extra_num("sample_max_value")?.unwrap_or(1.0),
+                ))
+            } else {
+                None
+            },
         })
     }
 }
@@ -62,19 +72,22 @@ impl Scheduler for Ddim {
         let coef_eps = (1.0 - a_prev).sqrt();
         let prediction = self.prediction_type;
         let clip = self.clip.map(|c| c as f32);
-        let mut out = sample.clone();
-        ndarray::Zip::from(&mut out).and(model_output).and(sample).for_each(|o, &m, &x| {
-            let (mut x0, eps) = match prediction {
+        let mut x0 = sample.clone();
+        let mut eps = sample.clone();
+        ndarray::Zip::from(&mut x0).and(&mut eps).and(model_output).and(sample).for_each(|x0, eps, &m, &x| {
+            (*x0, *eps) = match prediction {
                 PredictionType::Epsilon => ((x - sb * m) / sa, m),
                 PredictionType::Sample => (m, (x - sa * m) / sb),
                 PredictionType::VPrediction => (sa * x - sb * m, sa * m + sb * x),
             };
-            if let Some(r) = clip {
-                // diffusers keeps the unclipped epsilon (use_clipped_model_output=False).
-                x0 = x0.clamp(-r, r);
-            }
-            *o = coef_x0 * x0 + coef_eps * eps;
         });
+        // diffusers keeps the unclipped epsilon (use_clipped_model_output=False).
+        if let Some((ratio, max)) = self.threshold {
+            dynamic_threshold(&mut x0, ratio, max);
+        } else if let Some(r) = clip {
+            x0.mapv_inplace(|v| v.clamp(-r, r));
+        }
+        let out = ndarray::Zip::from(&x0).and(&eps).map_collect(|&x0, &e| coef_x0 * x0 + coef_eps * e);
         Ok(out)
     }
 
@@ -83,4 +96,20 @@ impl Scheduler for Ddim {
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
         Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| sa * x + sb * n))
     }
+}
+
+/// diffusers' `_threshold_sample` for one sample: s = the `ratio` quantile of
+/// |x0| (linear interpolation, as torch.quantile), clamped to [1, max]; then
+/// x0 = clamp(x0, -s, s) / s.
+fn dynamic_threshold(x0: &mut ArrayD<f32>, ratio: f64, max: f64) {
+    let mut abs: Vec<f32> = x0.iter().map(|v| v.abs()).collect();
+    if abs.is_empty() {
+        return;
+    }
+    abs.sort_by(f32::total_cmp);
+    let pos = ratio * (abs.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let q = abs[lo] as f64 + (abs[hi] as f64 - abs[lo] as f64) * (pos - lo as f64);
+    let s = q.clamp(1.0, max.max(1.0)) as f32;
+    x0.mapv_inplace(|v| v.clamp(-s, s) / s);
 }
