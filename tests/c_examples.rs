@@ -115,7 +115,7 @@ fn run_limited(cmd: &mut Command, secs: u64) -> std::process::Output {
 fn txt2img_writes_a_png() {
     let bin = build_c("txt2img");
     let png = bin.with_extension("png");
-    let out = run_limited(&mut c_program(&bin)
+    let out = run_limited(c_program(&bin)
         .arg(common::fixture())
         .arg("mossy stone brick wall")
         .arg(&png), 300);
@@ -130,7 +130,7 @@ fn txt2img_writes_a_png() {
 #[test]
 fn txt2img_reports_a_missing_model_by_name() {
     let bin = build_c("txt2img");
-    let out = run_limited(&mut c_program(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png"), 300);
+    let out = run_limited(c_program(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png"), 300);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/model"), "{err}");
@@ -139,7 +139,7 @@ fn txt2img_reports_a_missing_model_by_name() {
 #[test]
 fn async_poll_runs_the_frame_loop_and_cancels() {
     let bin = build_c("async_poll");
-    let out = run_limited(&mut c_program(&bin).arg(common::fixture()), 300);
+    let out = run_limited(c_program(&bin).arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "async_poll failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
@@ -148,7 +148,7 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
 #[test]
 fn cancel_stops_a_running_generation_quickly() {
     let bin = build_c("cancel");
-    let out = run_limited(&mut c_program(&bin).arg(common::fixture()), 300);
+    let out = run_limited(c_program(&bin).arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "cancel failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("cancelled at step") && stdout.contains("of 900"), "{stdout}");
@@ -163,7 +163,7 @@ fn stress_jobs_under_address_sanitizer() {
         "tests/c/stress.c",
         &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
     );
-    let out = run_limited(&mut c_program(&bin)
+    let out = run_limited(c_program(&bin)
         .arg(common::fixture())
         .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);

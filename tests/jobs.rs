@@ -149,6 +149,7 @@ fn freeing_the_model_or_a_running_job_is_safe() {
 
 /// Events seen by the C callback, recorded for the test.
 #[derive(Default)]
+#[allow(clippy::type_complexity)]
 struct Recorder {
     events: std::sync::Mutex<Vec<(u32, u32, u32, u32, u32, Option<Vec<u8>>, std::thread::ThreadId)>>,
 }

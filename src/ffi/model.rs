@@ -361,7 +361,6 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         // The shape is completed once the model's latent size is known.
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
         step_noise: None,
-        ..Default::default()
     })
 }
 

@@ -251,18 +251,6 @@ fn quote_non_finite(text: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn python_non_finite_literals_are_read() {
-        let fixed = super::quote_non_finite(r#"{"a": -Infinity, "b": "NaN stays", "c": NaN, "d": Infinity}"#);
-        let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();
-        assert_eq!(v["a"], "-Infinity");
-        assert_eq!(v["b"], "NaN stays");
-        assert!(v["c"].is_null());
-        assert_eq!(v["d"], "Infinity");
-    }
-}
 
 fn get_usize(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {
     match v.get(key) {
@@ -289,5 +277,18 @@ fn get_array_len(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) if !a.is_empty() => Ok(Some(a.len())),
         Some(_) => Err(Error::model(format!("{}: `{key}` must be a non-empty list", file.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn python_non_finite_literals_are_read() {
+        let fixed = super::quote_non_finite(r#"{"a": -Infinity, "b": "NaN stays", "c": NaN, "d": Infinity}"#);
+        let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(v["a"], "-Infinity");
+        assert_eq!(v["b"], "NaN stays");
+        assert!(v["c"].is_null());
+        assert_eq!(v["d"], "Infinity");
     }
 }

@@ -89,8 +89,11 @@ pub(crate) struct ModelInner {
     /// For a variant: the model it was made from.
     pub(crate) base: Option<std::sync::Weak<ModelInner>>,
     /// The VAE encoder (img2img, inpainting), loaded on first use.
-    pub(crate) vae_encoder: Arc<std::sync::OnceLock<Result<Arc<(Graph, VaeEncoderIo)>>>>,
+    pub(crate) vae_encoder: LazyEncoder,
 }
+
+/// The VAE encoder, shared by a model and its variants, loaded on first use.
+pub(crate) type LazyEncoder = Arc<std::sync::OnceLock<Result<Arc<(Graph, VaeEncoderIo)>>>>;
 
 /// VAE encoder inputs and outputs.
 #[derive(Debug, Clone)]

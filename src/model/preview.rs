@@ -41,7 +41,7 @@ impl LatentProjection {
         let c = m.layout.vae_config.latent_channels;
         let f = m.layout.vae_config.downsampling;
         let scale = 1.0 / m.layout.vae_config.scaling_factor;
-        let mut rng = NoiseRng::new(0x7072_6576_6965_77); // "preview"
+        let mut rng = NoiseRng::new(0x0070_7265_7669_6577); // "preview"
         let mut rows: Vec<Vec<f64>> = Vec::new();
         let mut targets: Vec<[f64; 3]> = Vec::new();
         for sample in 0..FIT_SAMPLES {
@@ -169,6 +169,7 @@ pub(crate) fn image_from_decoder_output(out: &ArrayD<f32>) -> Result<Rgba8Image>
 
 /// Solves `a · x = b` for three right-hand sides by Gaussian elimination with
 /// partial pivoting.
+#[allow(clippy::needless_range_loop)] // index loops read clearest for elimination
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<[f64; 3]>) -> Option<Vec<[f64; 3]>> {
     let n = a.len();
     for col in 0..n {
