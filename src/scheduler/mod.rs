@@ -195,10 +195,17 @@ pub trait NoiseSource {
 pub trait Scheduler: Send {
     /// The timesteps the U-Net is called with, in order.
     fn timesteps(&self) -> &[f64];
-    /// Factor the initial noise is multiplied by.
-    fn init_noise_sigma(&self) -> f32;
-    /// Scales the latents before the U-Net call of step `index`.
-    fn scale_model_input(&self, sample: &ArrayD<f32>, index: usize) -> ArrayD<f32>;
+    /// Factor the initial noise is multiplied by (1 unless the scheduler
+    /// works in sigma space).
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+    /// Scales the latents before the U-Net call of step `index` (unchanged
+    /// unless the scheduler works in sigma space).
+    fn scale_model_input(&self, sample: &ArrayD<f32>, index: usize) -> ArrayD<f32> {
+        let _ = index;
+        sample.clone()
+    }
     /// Advances `sample` by step `index` given the (guided) model output.
     /// Stochastic schedulers draw their noise from `noise`; the others ignore it.
     fn step(
