@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
-//!     [--runs N] [--residency all|per-stage] [--threads N] [--json FILE] [--markdown FILE]
+//!     [--runs N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--json FILE] [--markdown FILE]
 //! ```
 //!
 //! Reports, for one process: model load (cold), the first image (cold) and the
@@ -32,6 +32,7 @@ struct Args {
     threads: usize,
     json: Option<PathBuf>,
     markdown: Option<PathBuf>,
+    seamless: kiln::model::seamless::Seamless,
 }
 
 fn parse() -> Result<Args, String> {
@@ -46,6 +47,7 @@ fn parse() -> Result<Args, String> {
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         json: None,
         markdown: None,
+        seamless: Default::default(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -67,6 +69,10 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--json" => a.json = Some(PathBuf::from(v()?)),
+            "--seamless" => {
+                let name = v()?;
+                a.seamless = kiln::model::seamless::Seamless::from_name(&name).ok_or_else(|| format!("--seamless: {name:?}"))?;
+            }
             "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
             other => return Err(format!("unknown option {other:?}")),
         }
@@ -126,7 +132,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         ..Default::default()
     })?;
     let t = Instant::now();
-    let model = Model::load(&runtime, &a.model)?;
+    let model = Model::load(&runtime, &a.model)?.seamless(a.seamless)?;
     let load_s = t.elapsed().as_secs_f64();
     let request = GenerateRequest {
         prompt: "mossy stone brick wall".into(),
@@ -216,6 +222,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "runs": a.runs,
         "threads": a.threads,
         "residency": format!("{:?}", a.residency),
+        "seamless": format!("{:?}", a.seamless),
         "onnxruntime": runtime.onnxruntime_version(),
         "cold": { "model_load_s": load_s, "first_image_s": first_image_s },
         "warm": {
