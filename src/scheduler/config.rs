@@ -328,6 +328,30 @@ pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     (1.0 - w) * low_idx as f64 + w * high_idx as f64
 }
 
+/// Timesteps of the multistep solvers (DPM-Solver, UniPC): `last` is the
+/// number of training steps in use (`num_train_timesteps`, fewer when DPM's
+/// `lambda_min_clipped` drops some); each spacing as diffusers computes it,
+/// linspace dropping its final point.
+pub(crate) fn multistep_timesteps(config: &SchedulerConfig, steps: usize, last: usize) -> Vec<f64> {
+    match config.spacing_or(TimestepSpacing::Linspace) {
+        TimestepSpacing::Linspace => (0..steps)
+            .map(|i| round_half_even(linspace_at(0.0, last as f64 - 1.0, steps + 1, steps - i)))
+            .collect(),
+        TimestepSpacing::Leading => {
+            let ratio = last / (steps + 1);
+            (0..steps).map(|i| ((steps - i) * ratio + config.steps_offset) as f64).collect()
+        }
+        TimestepSpacing::Trailing => {
+            let ratio = config.num_train_timesteps as f64 / steps as f64;
+            (0..)
+                .map(|i| last as f64 - i as f64 * ratio)
+                .take_while(|&t| t > 0.0)
+                .map(|t| round_half_even(t) - 1.0)
+                .collect()
+        }
+    }
+}
+
 /// `np.linspace(a, b, count)[i]`.
 pub(crate) fn linspace_at(a: f64, b: f64, count: usize, i: usize) -> f64 {
     if count == 1 {

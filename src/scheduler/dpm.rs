@@ -13,7 +13,7 @@
 use ndarray::ArrayD;
 
 use super::config::{
-    interp, karras_sigmas, round_half_even, sigma_to_t, PredictionType, SchedulerConfig, TimestepSpacing,
+    interp, karras_sigmas, round_half_even, sigma_to_t, PredictionType, SchedulerConfig,
 };
 use super::{NoiseSource, Scheduler};
 use crate::error::{Error, Result};
@@ -80,23 +80,7 @@ impl DpmSolverMultistep {
                 .count(),
         };
         let last = n - clipped_idx;
-        let mut timesteps: Vec<f64> = match config.spacing_or(TimestepSpacing::Linspace) {
-            TimestepSpacing::Linspace => (0..steps)
-                .map(|i| round_half_even(super::config::linspace_at(0.0, last as f64 - 1.0, steps + 1, steps - i)))
-                .collect(),
-            TimestepSpacing::Leading => {
-                let ratio = last / (steps + 1);
-                (0..steps).map(|i| ((steps - i) * ratio + config.steps_offset) as f64).collect()
-            }
-            TimestepSpacing::Trailing => {
-                let ratio = n as f64 / steps as f64;
-                (0..)
-                    .map(|i| last as f64 - i as f64 * ratio)
-                    .take_while(|&t| t > 0.0)
-                    .map(|t| round_half_even(t) - 1.0)
-                    .collect()
-            }
-        };
+        let mut timesteps = super::config::multistep_timesteps(config, steps, last);
         let train_sigmas = config.train_sigmas();
         let mut sigmas: Vec<f32> = if karras {
             let log_sigmas: Vec<f32> = train_sigmas.iter().map(|s| s.ln()).collect();

@@ -129,14 +129,7 @@ impl Scheduler for Heun {
 mod tests {
     use super::*;
 
-    use crate::scheduler::test_configs::sd15;
-
-    /// init_noise_sigma to 1e-6: torch's vectorized float32 sqrt (this CPU
-    /// build) is not correctly rounded, so ~1 in 5 training sigmas differ from
-    /// Kiln's by one ulp.
-    fn close(got: f32, want: f64) {
-        assert!((got as f64 - want).abs() <= 1e-6 * want, "{got} vs {want}");
-    }
+    use crate::scheduler::test_configs::{close, sd15};
 
     // Values printed from diffusers 0.39 HeunDiscreteScheduler.from_config(sd15).set_timesteps(n).
     #[test]

@@ -11,7 +11,7 @@
 //! Karras/exponential/beta/flow sigmas, dynamic shifting, `solver_p`.
 use ndarray::ArrayD;
 
-use super::config::{interp, linspace_at, round_half_even, PredictionType, SchedulerConfig, TimestepSpacing};
+use super::config::{interp, PredictionType, SchedulerConfig};
 use super::dpm::alpha_sigma_lambda;
 use super::{NoiseSource, Scheduler};
 use crate::error::{Error, Result};
@@ -78,23 +78,7 @@ impl UniPc {
             return Err(Error::model(format!("UniPC: {why} is not supported")));
         }
         let n = config.num_train_timesteps;
-        let timesteps: Vec<f64> = match config.spacing_or(TimestepSpacing::Linspace) {
-            TimestepSpacing::Linspace => (0..steps)
-                .map(|i| round_half_even(linspace_at(0.0, n as f64 - 1.0, steps + 1, steps - i)))
-                .collect(),
-            TimestepSpacing::Leading => {
-                let ratio = n / (steps + 1);
-                (0..steps).map(|i| ((steps - i) * ratio + config.steps_offset) as f64).collect()
-            }
-            TimestepSpacing::Trailing => {
-                let ratio = n as f64 / steps as f64;
-                (0..)
-                    .map(|i| n as f64 - i as f64 * ratio)
-                    .take_while(|&t| t > 0.0)
-                    .map(|t| round_half_even(t) - 1.0)
-                    .collect()
-            }
-        };
+        let timesteps = super::config::multistep_timesteps(config, steps, n);
         let train_sigmas = config.train_sigmas();
         let mut sigmas: Vec<f32> = timesteps.iter().map(|&t| interp(&train_sigmas, t) as f32).collect();
         sigmas.push(match config.extra_text("final_sigmas_type", "zero")?.as_str() {
