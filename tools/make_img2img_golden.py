@@ -22,12 +22,42 @@ FIXTURE = os.path.join(ROOT, "tests/fixtures/tiny-sd")
 OUT = os.path.join(ROOT, "tests/fixtures/golden/img2img")
 
 CASES = [
-    # name, scheduler class, steps, strength, guidance
-    ("ddim_s06", "DDIMScheduler", 10, 0.6, 7.5),
-    ("euler_s06", "EulerDiscreteScheduler", 10, 0.6, 7.5),
-    ("ddim_s10", "DDIMScheduler", 6, 1.0, 7.5),
-    ("euler_s03_noguide", "EulerDiscreteScheduler", 10, 0.3, 1.0),
+    # name, Kiln scheduler name, steps, strength, guidance
+    ("ddim_s06", "ddim", 10, 0.6, 7.5),
+    ("euler_s06", "euler", 10, 0.6, 7.5),
+    ("ddim_s10", "ddim", 6, 1.0, 7.5),
+    ("euler_s03_noguide", "euler", 10, 0.3, 1.0),
+    # The multistep schedulers start part-way through their schedule via
+    # set_begin_index (diffusers' get_timesteps).
+    ("dpmpp_2m_s06", "dpmpp_2m", 10, 0.6, 7.5),
+    ("dpmpp_2m_karras_s05", "dpmpp_2m_karras", 10, 0.5, 7.5),
+    ("dpmpp_2m_sde_s06", "dpmpp_2m_sde", 10, 0.6, 7.5),
+    ("unipc_s06", "unipc", 10, 0.6, 7.5),
+    ("unipc_s1_noguide", "unipc", 6, 1.0, 1.0),
+    ("pndm_s06", "pndm", 10, 0.6, 7.5),
+    ("lms_s06", "lms", 10, 0.6, 7.5),
+    ("heun_s05", "heun", 6, 0.5, 7.5),  # order 2: timesteps[t_start * 2:]
 ]
+
+# Kiln scheduler name -> diffusers class and config overrides.
+SCHEDULERS = {
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+}
+
+
+def make_scheduler(kiln_name, config):
+    import diffusers
+
+    cls, extra = SCHEDULERS[kiln_name]
+    return getattr(diffusers, cls).from_config(config, **extra)
 
 
 def record_draws():
@@ -50,23 +80,23 @@ def record_draws():
 
 
 def main():
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler
     from optimum.onnxruntime import ORTStableDiffusionImg2ImgPipeline
 
     os.makedirs(OUT, exist_ok=True)
     init = Image.open(os.path.join(ROOT, "tests/fixtures/golden/ddim_cfg.png")).convert("RGB")
     index = []
-    for name, cls, steps, strength, guidance in CASES:
+    for name, kiln_name, steps, strength, guidance in CASES:
+        cls = SCHEDULERS[kiln_name][0]
         results = []
         for _ in range(2):  # determinism check
             pipe = ORTStableDiffusionImg2ImgPipeline.from_pretrained(FIXTURE, provider="CPUExecutionProvider")
-            klass = {"DDIMScheduler": DDIMScheduler, "EulerDiscreteScheduler": EulerDiscreteScheduler}[cls]
-            pipe.scheduler = klass.from_config(pipe.scheduler.config)
+            pipe.scheduler = make_scheduler(kiln_name, pipe.scheduler.config)
             draws = record_draws()
-            captured = {}
+            captured = {"t": []}
 
             def on_end(p, i, t, kw):
                 captured["latents"] = kw["latents"].detach().cpu().numpy().astype(np.float32).copy()
+                captured["t"].append(float(t))
                 return kw
 
             out = pipe(
@@ -82,7 +112,8 @@ def main():
             )
             timesteps = [float(t) for t in pipe.scheduler.timesteps]
             t_start = steps - min(int(steps * strength), steps)
-            used = timesteps[t_start:]
+            used = timesteps[t_start * pipe.scheduler.order:]
+            assert used == captured["t"], (name, used, captured["t"])
             results.append((captured["latents"], out.images[0].astype(np.float32), np.concatenate([d.reshape(-1) for d in draws]), used))
         a, b = results
         assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])), f"{name}: not deterministic"
@@ -93,7 +124,7 @@ def main():
         with open(os.path.join(OUT, f"{name}.timesteps.json"), "w") as f:
             json.dump(used, f)
         index.append({
-            "name": name, "scheduler": cls, "steps": steps, "strength": strength, "guidance_scale": guidance,
+            "name": name, "scheduler": cls, "kiln_scheduler": kiln_name, "steps": steps, "strength": strength, "guidance_scale": guidance,
             "prompt": "mossy stone brick wall", "negative_prompt": "blurry" if guidance > 1 else "",
             "init_image": "../ddim_cfg.png", "draws_len": int(draws.size), "unet_timesteps": used,
         })

@@ -1,5 +1,7 @@
 //! Text-to-image: prompt → embeddings → denoising loop → VAE decode, the same
-//! computation as diffusers' `StableDiffusionPipeline` on the same graphs.
+//! computation as diffusers' `StableDiffusionPipeline` on the same graphs;
+//! img2img and inpainting as `StableDiffusionImg2ImgPipeline` and
+//! `StableDiffusionInpaintPipeline`, with every scheduler but `lcm`.
 pub mod noise;
 pub mod texture;
 
@@ -309,7 +311,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     // the per-step noise, from the same source (as diffusers does).
     let mut rng = noise::NoiseRng::new(request.seed);
     let img2img_start = match &request.init_image {
-        Some(_) => Some(img2img_start(request)?),
+        Some(_) => Some(img2img_start(request)? * scheduler.order()),
         None => None,
     };
     let noise = match &request.initial_noise {

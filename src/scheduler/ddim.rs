@@ -85,8 +85,7 @@ impl Scheduler for Ddim {
 
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
         let a = self.alphas_cumprod[self.timesteps[index] as usize] as f32;
-        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
-        Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| sa * x + sb * n))
+        Ok(super::add_noise_alpha(original, noise, a))
     }
 }
 

@@ -208,6 +208,13 @@ impl Scheduler for DpmSolverMultistep {
         self.prev_x0 = Some(x0);
         Ok(out)
     }
+
+    /// `alpha_t · x + sigma_t · n` at the sigma of call `index`
+    /// (`_sigma_to_alpha_sigma_t`), as diffusers once `set_begin_index` ran.
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[index]);
+        Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| alpha_t * x + sigma_t * n))
+    }
 }
 
 #[cfg(test)]

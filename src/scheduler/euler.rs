@@ -95,7 +95,6 @@ impl Scheduler for Euler {
     }
 
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
-        let sigma = self.sigmas[index] as f32;
-        Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| x + n * sigma))
+        Ok(super::add_noise_sigma(original, noise, self.sigmas[index] as f32))
     }
 }

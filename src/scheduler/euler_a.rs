@@ -74,8 +74,7 @@ impl Scheduler for EulerAncestral {
     }
 
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
-        let sigma = self.euler.sigmas[index] as f32;
-        Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| x + n * sigma))
+        Ok(super::add_noise_sigma(original, noise, self.euler.sigmas[index] as f32))
     }
 }
 

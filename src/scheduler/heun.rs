@@ -123,6 +123,15 @@ impl Scheduler for Heun {
             }
         }
     }
+
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        Ok(super::add_noise_sigma(original, noise, self.sigmas[index]))
+    }
+
+    /// Every timestep but the first is called twice (predictor, corrector).
+    fn order(&self) -> usize {
+        2
+    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,18 @@ impl Scheduler for Lcm {
         ndarray::Zip::from(&mut denoised).and(&z).for_each(|o, &z| *o = a * *o + b * z);
         Ok(denoised)
     }
+
+    /// Refused: diffusers' LCM img2img (`LatentConsistencyModelImg2ImgPipeline`)
+    /// shortens the distillation schedule itself by the strength
+    /// (`set_timesteps(strength=…)`), a different schedule from the one a
+    /// plain img2img slice of [`Scheduler::timesteps`] would give.
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        let _ = (original, noise, index);
+        Err(Error::unsupported(
+            "img2img and inpainting with the lcm scheduler are not supported yet (diffusers' LCM img2img \
+             shortens the distillation schedule by the strength); use another scheduler",
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -152,6 +152,10 @@ impl Scheduler for Lms {
         }
         Ok(out)
     }
+
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        Ok(super::add_noise_sigma(original, noise, self.sigmas[index]))
+    }
 }
 
 #[cfg(test)]

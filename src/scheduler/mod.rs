@@ -216,15 +216,33 @@ pub trait Scheduler: Send {
         noise: &mut dyn NoiseSource,
     ) -> Result<ArrayD<f32>>;
 
-    /// Noises clean latents to the level of step `index` (img2img and
-    /// inpainting start there), as diffusers' `add_noise` does. Schedulers
-    /// without it report `Unsupported`.
-    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
-        let _ = (original, noise, index);
-        Err(crate::error::Error::unsupported(
-            "img2img and inpainting run with the ddim, euler and euler_a schedulers for now",
-        ))
+    /// Noises clean latents to the level of U-Net call `index` (img2img and
+    /// inpainting start there; 4-channel inpainting re-noises the kept area to
+    /// the next call's level after every step), as diffusers' `add_noise` does
+    /// once `set_begin_index` has been called: the noise level is the one at
+    /// that position in the schedule, not looked up by timestep value.
+    /// A scheduler that cannot start part-way reports `Unsupported`.
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>>;
+
+    /// U-Net calls per step (diffusers' `order`: 2 for Heun, whose timesteps
+    /// repeat, 1 for the rest). img2img begins at call `t_start · order`,
+    /// as diffusers' `get_timesteps` slices `timesteps[t_start * order:]`.
+    fn order(&self) -> usize {
+        1
     }
+}
+
+/// `sqrt(ᾱ)·x + sqrt(1 − ᾱ)·n` in f32, diffusers' `add_noise` of the DDPM-style
+/// schedulers (DDIM, PNDM) for one `alphas_cumprod` value.
+pub(crate) fn add_noise_alpha(original: &ArrayD<f32>, noise: &ArrayD<f32>, alpha_cumprod: f32) -> ArrayD<f32> {
+    let (sa, sb) = (alpha_cumprod.sqrt(), (1.0 - alpha_cumprod).sqrt());
+    ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| sa * x + sb * n)
+}
+
+/// `x + σ·n`, diffusers' `add_noise` of the sigma-space schedulers (Euler,
+/// Euler ancestral, LMS, Heun).
+pub(crate) fn add_noise_sigma(original: &ArrayD<f32>, noise: &ArrayD<f32>, sigma: f32) -> ArrayD<f32> {
+    ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| x + n * sigma)
 }
 
 /// Builds the scheduler `kind` for `steps` steps from a diffusers config.

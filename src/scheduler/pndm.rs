@@ -127,6 +127,13 @@ impl Scheduler for Pndm {
         self.counter += 1;
         Ok(out)
     }
+
+    /// DDPM-style, at the timestep of call `index` (PNDM has no begin index:
+    /// diffusers looks `alphas_cumprod` up by the timestep value).
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        let a = self.alphas_cumprod[self.timesteps[index] as usize];
+        Ok(super::add_noise_alpha(original, noise, a))
+    }
 }
 
 #[cfg(test)]

@@ -231,6 +231,12 @@ impl Scheduler for UniPc {
         }
         Ok(out)
     }
+
+    /// `alpha_t · x + sigma_t · n` at the sigma of call `index`, as DPM-Solver.
+    fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
+        let (alpha_t, sigma_t, _) = alpha_sigma_lambda(self.sigmas[index]);
+        Ok(ndarray::Zip::from(original).and(noise).map_collect(|&x, &n| alpha_t * x + sigma_t * n))
+    }
 }
 
 #[cfg(test)]
