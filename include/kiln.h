@@ -479,7 +479,10 @@ typedef struct kiln_generate_options {
     // Reserved; 0.
     uint32_t reserved3;
     // Inpainting: one byte per pixel of `init_image` (tightly packed), values
-    // ≥ 128 are repainted, the rest kept exactly; NULL = no inpainting.
+    // ≥ 128 are repainted, the rest kept exactly (with a 9-channel inpainting
+    // U-Net the whole picture is regenerated, as diffusers does, and the
+    // rest is the model's reconstruction, not the input exactly); NULL = no
+    // inpainting.
     const uint8_t *mask;
     // Bytes at `mask`: `mask_width * mask_height`.
     size_t mask_len;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the tiny *model-variant* fixtures in tests/fixtures/variants/ (issue 3).
 
-What it makes: five small ONNX Stable Diffusion model folders in the export
+What it makes: six small ONNX Stable Diffusion model folders in the export
 conventions that real users have, each with seeded random weights (like
 tools/make_tiny_fixture.py) and the real CLIP vocabulary of tiny-sd:
 
@@ -25,6 +25,10 @@ tools/make_tiny_fixture.py) and the real CLIP vocabulary of tiny-sd:
   lcm-unet      a U-Net with time_cond_proj_dim 32 (graph input
                 `timestep_cond`), LCM-Dreamshaper's LCMScheduler config,
                 LatentConsistencyModelPipeline model_index.json. Exported with optimum.
+  inpaint9      an inpainting U-Net (in_channels 9: latents, mask, masked
+                picture's latents, as stable-diffusion-inpainting),
+                StableDiffusionInpaintPipeline model_index.json. Exported with
+                optimum (task "inpainting").
 
 Size: the CLIP token embedding (49408 x hidden floats) dominates every text
 encoder, so each variant stores only the files that differ from
@@ -64,7 +68,7 @@ BASE_REL = "../../tiny-sd"  # base folder, relative to a variant folder
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_tiny_fixture as mtf  # noqa: E402  (versions, graph_summary, build_pipeline)
 
-VARIANTS = ["sd2-vpred", "legacy-int64", "fp16", "fixed-batch1", "lcm-unet"]
+VARIANTS = ["sd2-vpred", "legacy-int64", "fp16", "fixed-batch1", "lcm-unet", "inpaint9"]
 
 # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json
 SD21_SCHEDULER = dict(
@@ -218,7 +222,7 @@ def unet_wrap(unet):
     return UnetWrap(unet).eval()
 
 
-def optimum_export(pipe, tmp: Path, name: str) -> Path:
+def optimum_export(pipe, tmp: Path, name: str, task: str = "text-to-image") -> Path:
     from optimum.exporters.onnx import main_export
 
     pt = tmp / f"{name}-pt"
@@ -227,7 +231,7 @@ def optimum_export(pipe, tmp: Path, name: str) -> Path:
     main_export(
         str(pt),
         output=str(out),
-        task="text-to-image",
+        task=task,
         device="cpu",
         do_validation=True,
         local_files_only=True,
@@ -597,12 +601,69 @@ def make_lcm(tmp: Path, vdir: Path) -> None:
     )
 
 
+def make_inpaint9(tmp: Path, vdir: Path) -> None:
+    import numpy as np
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline
+
+    tiny = mtf.build_pipeline(BASE / "tokenizer")
+    unet = small_unet(in_channels=9)
+    pipe = StableDiffusionInpaintPipeline(
+        vae=tiny.vae,
+        text_encoder=tiny.text_encoder,
+        tokenizer=tiny.tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler.from_config(dict(mtf.SD15_SCHEDULER)),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    out = optimum_export(pipe, tmp, "inpaint9", task="inpainting")
+    same_vocab(out / "tokenizer")
+    shapes = {i.name: i.shape for i in ort_session(out / "unet" / "model.onnx").get_inputs()}
+    assert shapes["sample"][1] == 9, shapes
+    # text encoder and VAE are tiny-sd's modules: check the exported graphs agree
+    ids = np.array([tiny.tokenizer("mossy stone brick wall", padding="max_length", max_length=77).input_ids], np.int64)
+    a = ort_session(out / "text_encoder" / "model.onnx").run(None, {"input_ids": ids})[0]
+    b = ort_session(BASE / "text_encoder" / "model.onnx").run(None, {"input_ids": ids})[0]
+    assert np.array_equal(a, b), "inpaint9 text encoder differs from tiny-sd's"
+    img = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
+    a = ort_session(out / "vae_encoder" / "model.onnx").run(None, {"sample": img})[0]
+    b = ort_session(BASE / "vae_encoder" / "model.onnx").run(None, {"sample": img})[0]
+    assert np.array_equal(a, b), "inpaint9 VAE encoder differs from tiny-sd's"
+    own = [
+        "model_index.json",
+        "unet/config.json",
+        "unet/model.onnx",
+    ]
+    copy_into(out, vdir, own)
+    mi = json.loads((vdir / "model_index.json").read_text())
+    assert "Inpaint" in mi["_class_name"], mi
+    write_variant_json(
+        vdir,
+        "inpainting U-Net: in_channels 9 (latents, mask, masked picture's latents, as "
+        "stable-diffusion-inpainting), StableDiffusionInpaintPipeline model_index.json, SD 1.5's PNDM config",
+        [
+            "scheduler/scheduler_config.json",
+            "text_encoder/config.json",
+            "text_encoder/model.onnx",
+            *TOKENIZER_VOCAB,
+            "tokenizer/special_tokens_map.json",
+            "tokenizer/tokenizer_config.json",
+            *BASE_VAE,
+        ],
+        "optimum main_export(task=inpainting) of a seeded diffusers StableDiffusionInpaintPipeline with a "
+        "32/32-channel 9-input U-Net; text encoder and VAE are tiny-sd's (same constructors and seeds; text "
+        "encoder and VAE encoder outputs checked equal), so those graphs are taken from tiny-sd",
+    )
+
+
 MAKERS = {
     "sd2-vpred": make_sd2,
     "legacy-int64": make_legacy,
     "fp16": make_fp16,
     "fixed-batch1": make_fixed_batch1,
     "lcm-unet": make_lcm,
+    "inpaint9": make_inpaint9,
 }
 
 

@@ -146,7 +146,10 @@ pub struct kiln_generate_options {
     /// Reserved; 0.
     pub reserved3: u32,
     /// Inpainting: one byte per pixel of `init_image` (tightly packed), values
-    /// ≥ 128 are repainted, the rest kept exactly; NULL = no inpainting.
+    /// ≥ 128 are repainted, the rest kept exactly (with a 9-channel inpainting
+    /// U-Net the whole picture is regenerated, as diffusers does, and the
+    /// rest is the model's reconstruction, not the input exactly); NULL = no
+    /// inpainting.
     pub mask: *const u8,
     /// Bytes at `mask`: `mask_width * mask_height`.
     pub mask_len: usize,
@@ -361,6 +364,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         // The shape is completed once the model's latent size is known.
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
         step_noise: None,
+        paste_unmasked: None,
     })
 }
 

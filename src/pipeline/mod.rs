@@ -1,7 +1,8 @@
 //! Text-to-image: prompt → embeddings → denoising loop → VAE decode, the same
 //! computation as diffusers' `StableDiffusionPipeline` on the same graphs;
 //! img2img and inpainting as `StableDiffusionImg2ImgPipeline` and
-//! `StableDiffusionInpaintPipeline`, with every scheduler but `lcm`.
+//! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
+//! scheduler but `lcm`.
 pub mod noise;
 pub mod texture;
 
@@ -70,10 +71,23 @@ pub struct GenerateRequest {
     /// request (a JSON object, e.g. `{"timestep_spacing": "trailing"}`).
     pub scheduler_overrides: Option<serde_json::Value>,
     /// Inpainting: 8-bit mask of the init image's size; pixels ≥ 128 are
-    /// repainted, the others kept exactly (pasted back after decoding).
-    /// Needs `init_image`. Works with ordinary 4-channel U-Nets by blending
-    /// the latents at every step (diffusers' `StableDiffusionInpaintPipeline`).
+    /// repainted. Needs `init_image`. Runs as diffusers'
+    /// `StableDiffusionInpaintPipeline` does: an ordinary (4-channel) U-Net
+    /// by blending the latents at every step, so the kept area stays on the
+    /// init picture; an inpainting U-Net (9 channels: latents, mask, masked
+    /// picture's latents) sees the mask and the picture at every call and
+    /// regenerates the whole image, the kept area included (no blending).
+    /// See `paste_unmasked` for what happens to the kept pixels.
     pub mask: Option<Mask>,
+    /// Inpainting: paste the kept (unmasked) pixels of the init picture over
+    /// the decoded image, so they come out exactly. `None` = the default:
+    /// yes with an ordinary U-Net (whose kept area already follows the
+    /// picture, up to the VAE round trip), no with a 9-channel inpainting
+    /// U-Net, whose output diffusers returns as decoded (its kept area is the
+    /// model's reconstruction of the picture, not the picture exactly, and
+    /// pasting can leave a visible edge along the mask). The texture helpers always paste unless told
+    /// `Some(false)`.
+    pub paste_unmasked: Option<bool>,
     /// Take the text embeddings this many text-encoder layers before the end
     /// (diffusers' `clip_skip`; 0 = off). The text encoder is rewritten once
     /// per value (see `Model::clip_skip`).
@@ -122,6 +136,7 @@ impl Default for GenerateRequest {
             posterior_mean: false,
             clip_skip: 0,
             mask: None,
+            paste_unmasked: None,
             scheduler_overrides: None,
         }
     }
@@ -280,6 +295,38 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     let f = m.layout.vae_config.downsampling;
     let latent_shape = [1, channels, height / f, width / f];
 
+    // An ordinary U-Net takes the latents; an inpainting U-Net (9 channels for
+    // SD) also the mask and the masked picture's latents. The graph says which
+    // (its config, when the graph's channel axis is dynamic).
+    let unet_channels = match m.unet_io.sample.shape.get(1).copied() {
+        Some(c) if c > 0 => c as usize,
+        _ => m.layout.unet_config.in_channels,
+    };
+    let inpainting_unet = unet_channels == 2 * channels + 1;
+    if unet_channels != channels && !inpainting_unet {
+        return Err(Error::unsupported(format!(
+            "the U-Net takes {unet_channels} input channels; Kiln runs U-Nets with {channels} (ordinary) or {} (inpainting)",
+            2 * channels + 1
+        )));
+    }
+    // img2img and inpainting start part-way into the schedule.
+    let start = match &request.init_image {
+        Some(_) => Some(img2img_start(request)? * scheduler.order()),
+        None => None,
+    };
+    let inpaint = match (&request.mask, &request.init_image) {
+        (Some(mask), Some(init)) => {
+            Some(inpaint_mask(mask, init, width, height, f, if inpainting_unet { 1 } else { channels })?)
+        }
+        (Some(_), None) => return Err(Error::invalid("a mask needs an init image (inpainting repaints a picture)")),
+        _ => None,
+    };
+    if inpainting_unet && inpaint.is_none() {
+        return Err(Error::invalid(format!(
+            "this is an inpainting U-Net ({unet_channels} input channels): it needs an init image and a mask"
+        )));
+    }
+
     // LCM-distilled U-Nets embed the guidance instead of running CFG (diffusers).
     let lcm = m.unet_io.timestep_cond.clone();
     let do_cfg = request.guidance_scale > 1.0 && lcm.is_none();
@@ -309,13 +356,14 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     // noise of stochastic schedulers (unless given). img2img draws, in this
     // order, the VAE posterior sample, the noise added at the start step, then
     // the per-step noise, from the same source (as diffusers does).
+    // Inpainting (diffusers' StableDiffusionInpaintPipeline) draws the init
+    // picture's posterior sample, the start noise, the masked picture's
+    // posterior sample, then the per-step noise; an inpainting U-Net at
+    // strength 1 starts from pure noise and never encodes the init picture,
+    // so its first draw is the start noise.
     let mut rng = noise::NoiseRng::new(request.seed);
-    let img2img_start = match &request.init_image {
-        Some(_) => Some(img2img_start(request)? * scheduler.order()),
-        None => None,
-    };
     let noise = match &request.initial_noise {
-        _ if img2img_start.is_some() => Vec::new(),
+        _ if start.is_some() => Vec::new(),
         Some(n) => {
             if n.shape != latent_shape || n.data.len() != latent_shape.iter().product::<usize>() {
                 return Err(Error::new(
@@ -332,37 +380,46 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         Some(r) => r,
         None => &mut rng,
     };
-    let inpaint = match (&request.mask, &request.init_image) {
-        (Some(mask), Some(init)) => Some(inpaint_mask(mask, init, width, height, f, channels)?),
-        (Some(_), None) => return Err(Error::invalid("a mask needs an init image (inpainting repaints a picture)")),
-        _ => None,
+    let encode = |image: ArrayD<f32>, noise: &mut dyn scheduler::NoiseSource| -> Result<ArrayD<f32>> {
+        let z = m.encode_image(image, noise, request.posterior_mean, run_options)?;
+        if z.shape() != latent_shape {
+            return Err(Error::model(format!("vae_encoder gave latents {:?}; expected {latent_shape:?}", z.shape())));
+        }
+        Ok(z)
     };
-    if inpaint.is_some() && m.unet_io.sample.shape.get(1).copied() == Some(9) {
-        return Err(Error::unsupported("9-channel inpainting U-Nets are not supported yet; use an ordinary U-Net with a mask"));
-    }
-    // Inpainting keeps the clean latents and the start noise to re-noise the
-    // kept area at every step.
+    // 4-channel inpainting keeps the clean latents and the start noise to
+    // re-noise the kept area at every step.
     let mut blend: Option<(ArrayD<f32>, ArrayD<f32>)> = None;
-    let (mut latents, start) = match (&request.init_image, img2img_start) {
+    // An inpainting U-Net's extra input channels, `[1, 1 + C, h, w]`: the
+    // mask, then the masked picture's latents.
+    let mut conditioning: Option<ArrayD<f32>> = None;
+    let (mut latents, start) = match (&request.init_image, start) {
         (Some(init), Some(start)) => {
             let image = init_image_tensor(init, width, height)?;
-            let clean = m.encode_image(image, step_noise, request.posterior_mean, run_options)?;
-            if clean.shape() != latent_shape {
-                return Err(Error::model(format!("vae_encoder gave latents {:?}; expected {latent_shape:?}", clean.shape())));
-            }
+            // diffusers: `is_strength_max` inpainting starts from pure noise.
+            let pure_noise = inpaint.is_some() && request.strength >= 1.0;
+            let clean = if inpainting_unet && pure_noise { None } else { Some(encode(image.clone(), step_noise)?) };
             let n = step_noise.draw(&latent_shape)?;
-            // diffusers also encodes the masked picture (for 9-channel U-Nets)
-            // and so consumes one more draw; keep the stream in step with it.
-            if inpaint.is_some() {
-                step_noise.draw(&latent_shape)?;
-            }
-            let start_latents = if inpaint.is_some() && request.strength >= 1.0 {
-                n.mapv(|x| x * scheduler.init_noise_sigma())
-            } else {
-                scheduler.add_noise(&clean, &n, start)?
+            let start_latents = match &clean {
+                _ if pure_noise => n.mapv(|x| x * scheduler.init_noise_sigma()),
+                Some(clean) => scheduler.add_noise(clean, &n, start)?,
+                None => return Err(Error::internal("img2img without init latents")),
             };
-            if inpaint.is_some() {
-                blend = Some((clean, n));
+            if let Some(mask) = &inpaint {
+                if inpainting_unet {
+                    // diffusers' prepare_mask_latents: the picture with the
+                    // repainted pixels zeroed, encoded like the init picture.
+                    let masked = encode(masked_image(&image, mask), step_noise)?;
+                    conditioning = Some(
+                        concatenate(Axis(1), &[mask.latent.view(), masked.view()]).map_err(|e| Error::internal(e.to_string()))?,
+                    );
+                } else {
+                    // diffusers encodes the masked picture for every U-Net and
+                    // so consumes one more draw; keep the stream in step with it.
+                    step_noise.draw(&latent_shape)?;
+                    let clean = clean.ok_or_else(|| Error::internal("inpainting without init latents"))?;
+                    blend = Some((clean, n));
+                }
             }
             (start_latents, start)
         }
@@ -372,6 +429,15 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
                 .map_err(|e| Error::internal(e.to_string()))?
                 .mapv(|x| x * sigma0);
             (latents, 0)
+        }
+    };
+    // The U-Net input of one batch item: the scaled latents, then any
+    // inpainting channels (not scaled, as diffusers concatenates them after
+    // `scale_model_input`).
+    let unet_input = |scaled: ArrayD<f32>| -> Result<ArrayD<f32>> {
+        match &conditioning {
+            None => Ok(scaled),
+            Some(c) => concatenate(Axis(1), &[scaled.view(), c.view()]).map_err(|e| Error::internal(e.to_string())),
         }
     };
 
@@ -399,7 +465,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         if cancelled() {
             return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
-        let scaled = scheduler.scale_model_input(&latents, i);
+        let scaled = unet_input(scheduler.scale_model_input(&latents, i))?;
         let noise_pred = match (&uncond, &embeds_batched) {
             (Some(_), Some(embeds)) => {
                 let input = concatenate(Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?;
@@ -435,7 +501,9 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     }
     let mut image = decode(m, &latents, run_options)?;
     if let (Some(mask), Some(init)) = (&inpaint, &request.init_image) {
-        paste_kept_pixels(&mut image, init, mask)?;
+        if request.paste_unmasked.unwrap_or(!inpainting_unet) {
+            paste_kept_pixels(&mut image, init, mask)?;
+        }
     }
     Ok(Generation { image, latents, timesteps })
 }
@@ -462,8 +530,26 @@ fn img2img_start(request: &GenerateRequest) -> Result<usize> {
 struct InpaintMask {
     /// Per pixel: repaint?
     pixels: Vec<bool>,
-    /// `[1, C, h, w]` of 0/1 for blending latents.
+    /// `[1, C, h, w]` of 0/1: C latent channels for blending latents (ordinary
+    /// U-Net), 1 for an inpainting U-Net's mask input.
     latent: ArrayD<f32>,
+}
+
+/// diffusers' `masked_image = init_image * (mask < 0.5)`: the `[1, 3, H, W]`
+/// picture in [-1, 1] with the repainted pixels set to 0.
+fn masked_image(image: &ArrayD<f32>, mask: &InpaintMask) -> ArrayD<f32> {
+    let mut out = image.clone();
+    let (channels, h, w) = (image.shape()[1], image.shape()[2], image.shape()[3]);
+    for y in 0..h {
+        for x in 0..w {
+            if mask.pixels[y * w + x] {
+                for c in 0..channels {
+                    out[[0, c, y, x]] = 0.0;
+                }
+            }
+        }
+    }
+    out
 }
 
 fn inpaint_mask(mask: &Mask, init: &InitImage, width: usize, height: usize, f: usize, channels: usize) -> Result<InpaintMask> {
@@ -479,9 +565,11 @@ fn inpaint_mask(mask: &Mask, init: &InitImage, width: usize, height: usize, f: u
     if (init.width, init.height) != (width, height) {
         return Err(Error::new(ErrorKind::InvalidSize, format!("inpainting needs the init image at the output size {width}x{height}")));
     }
+    // diffusers' mask processor: value / 255 binarized at 0.5.
     let pixels: Vec<bool> = mask.data.iter().map(|&v| v >= 128).collect();
     let (h, w) = (height / f, width / f);
-    // torch.nn.functional.interpolate(mode="nearest"): source index = dst * scale.
+    // torch.nn.functional.interpolate(mode="nearest"), as both the latent
+    // blend and prepare_mask_latents use it: source index = dst * scale.
     let mut latent = ArrayD::zeros(IxDyn(&[1, channels, h, w]));
     for c in 0..channels {
         for y in 0..h {

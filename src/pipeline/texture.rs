@@ -50,6 +50,8 @@ impl Model {
             height: h,
             init_image: Some(InitImage { width: w, height: h, rgb }),
             mask: Some(Mask { width: w, height: h, data: mask }),
+            // The kept pixels come out exactly, whatever the U-Net.
+            paste_unmasked: request.paste_unmasked.or(Some(true)),
             ..request.clone()
         };
         self.generate_with(&r, Hooks::default())
@@ -95,6 +97,8 @@ impl Model {
             height: h,
             init_image: Some(InitImage { width: w, height: h, rgb: rolled }),
             mask: Some(Mask { width: w, height: h, data: mask }),
+            // The kept pixels come out exactly, whatever the U-Net.
+            paste_unmasked: request.paste_unmasked.or(Some(true)),
             ..request.clone()
         };
         let tiled = self.seamless(crate::model::seamless::Seamless::Xy)?;
