@@ -37,6 +37,8 @@ const USAGE: &str = "usage: generate [options]
   --height-map FILE.png   also write a height map of the result
   --normal-map FILE.png   also write an OpenGL normal map (tiles when --seamless)
   --out FILE.png          output image (default: kiln.png)
+  --batch FILE.tsv        many images, one model load: each line is OUT.png<TAB>SEED<TAB>PROMPT
+                          (every other option applies to all; blank lines and # comments skipped)
   --out-npy FILE.npy      float32 HWC RGB image in [0,1] before quantization
   --out-latents FILE.npy  final latents before VAE decoding (unscaled)
   --onnxruntime PATH      ONNX Runtime library to load (default: search)
@@ -76,6 +78,32 @@ struct Args {
     pixel_art: Option<(u32, u32)>,
     height_map: Option<PathBuf>,
     normal_map: Option<PathBuf>,
+    batch: Option<PathBuf>,
+}
+
+/// One image to make: where it goes, and the seed and prompt that differ per `--batch` line.
+struct Job {
+    out: PathBuf,
+    seed: u64,
+    prompt: String,
+}
+
+/// Reads a `--batch` file: `OUT.png<TAB>SEED<TAB>PROMPT` per line.
+fn read_batch(path: &std::path::Path) -> Result<Vec<Job>, kiln::Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", path.display())))?;
+    let mut jobs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || kiln::Error::new(kiln::ErrorKind::InvalidArgument, format!("{}:{}: expected OUT.png<TAB>SEED<TAB>PROMPT", path.display(), n + 1));
+        let mut cols = line.splitn(3, '\t');
+        let (Some(out), Some(seed), Some(prompt)) = (cols.next(), cols.next(), cols.next()) else { return Err(bad()) };
+        let seed = seed.trim().parse().map_err(|_| bad())?;
+        jobs.push(Job { out: PathBuf::from(out), seed, prompt: prompt.to_string() });
+    }
+    Ok(jobs)
 }
 
 fn parse(argv: &[String]) -> Result<Option<Args>, String> {
@@ -98,6 +126,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         pixel_art: None,
         height_map: None,
         normal_map: None,
+        batch: None,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -132,6 +161,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--seed" => a.request.seed = number(flag, value()?)?,
             "--init-noise" => a.init_noise = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),
+            "--batch" => a.batch = Some(PathBuf::from(value()?)),
             "--init-image" => a.init_image = Some(PathBuf::from(value()?)),
             "--mask" => a.mask = Some(PathBuf::from(value()?)),
             "--extend" => {
@@ -209,7 +239,27 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     for (graph, choice) in model.graph_providers() {
         eprintln!("{graph}: {}", choice.describe());
     }
-    let mut request = a.request.clone();
+    let jobs = match &a.batch {
+        Some(path) => read_batch(path)?,
+        None => vec![Job { out: a.out.clone(), seed: a.request.seed, prompt: a.request.prompt.clone() }],
+    };
+    for job in &jobs {
+        let mut request = a.request.clone();
+        request.seed = job.seed;
+        request.prompt = job.prompt.clone();
+        generate_one(&a, &runtime, &model, request, &job.out, load_s)?;
+    }
+    Ok(())
+}
+
+fn generate_one(
+    a: &Args,
+    runtime: &Runtime,
+    model: &Model,
+    mut request: GenerateRequest,
+    out_path: &std::path::Path,
+    load_s: f64,
+) -> Result<(), kiln::Error> {
     if let Some(path) = &a.init_noise {
         let (shape, data) = kiln::image::npy::read_f32(path)?;
         let shape: [usize; 4] = shape.try_into().map_err(|s: Vec<usize>| {
@@ -279,7 +329,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         a.pixel_art,
     );
     image.save_png_with_text(
-        &a.out,
+        out_path,
         &[
             ("prompt", &request.prompt),
             ("negative_prompt", &request.negative_prompt),
@@ -297,7 +347,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     }
     println!(
         "wrote {} ({}x{}) in {gen_s:.2}s (model load {load_s:.2}s, ONNX Runtime {})",
-        a.out.display(),
+        out_path.display(),
         image.width,
         image.height,
         runtime.onnxruntime_version()

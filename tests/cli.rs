@@ -106,3 +106,38 @@ fn cli_makes_seamless_and_img2img_textures() {
     assert_eq!(r.status.code(), Some(2));
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn cli_batch_makes_each_line_like_a_single_run_and_names_bad_lines() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let batch = out.join("batch.tsv");
+    std::fs::write(
+        &batch,
+        format!("# out\tseed\tprompt\n\n{}\t3\tred brick wall\n{}\t4\tgreen moss\n", out.join("a.png").display(), out.join("b.png").display()),
+    )
+    .unwrap();
+    let common_args = ["--steps", "3", "--scheduler", "ddim"];
+    let r = Command::new(generate_bin()).arg("--model").arg(common::fixture()).args(common_args).arg("--batch").arg(&batch).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // the second line equals a single run with the same seed and prompt
+    let single = out.join("single.png");
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(common_args)
+        .args(["--seed", "4", "--prompt", "green moss", "--out"])
+        .arg(&single)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let pixels = |p: &std::path::Path| image::open(p).unwrap().to_rgb8().into_raw();
+    assert_eq!(pixels(&out.join("b.png")), pixels(&single));
+    assert_ne!(pixels(&out.join("a.png")), pixels(&single), "seed and prompt come from each line");
+    // a malformed line is named by its line number
+    std::fs::write(&batch, format!("{}\tnot-a-seed\tprompt\n", out.join("c.png").display())).unwrap();
+    let r = Command::new(generate_bin()).arg("--model").arg(common::fixture()).arg("--batch").arg(&batch).output().unwrap();
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("batch.tsv:1"), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::remove_dir_all(&out).ok();
+}
