@@ -10,14 +10,15 @@ Stages (each resumable; outputs under --work, outside the repo):
   export      save a diffusers pipeline from the EMA weights and export it with optimum into --out
 
 Why these choices (a 2-core CPU, ~2 hours): the VAE downsamples 4x (64 px -> 16x16x4 latents), so the
-U-Net works on 256 positions; the U-Net has attention only at 8x8 and 4x4; the text encoder keeps
-CLIP's real 49408-token vocabulary (the tokenizer path is the real one) but a 48-wide embedding,
+U-Net works on 256 positions; group norms have 4+ channels per group (one channel per group is an
+instance norm, which erases each channel's mean, i.e. the colour: a first run lost every hue); the
+U-Net has attention only at 8x8 and 4x4; the text encoder keeps CLIP's real 49408-token vocabulary (the tokenizer path is the real one) but a 48-wide embedding,
 because the embedding table is most of its size. All convolutions train with circular padding: the
 data is periodic, and Kiln's `--seamless` mode rewrites the exported (zero-padded) graphs to exactly
 that wrap, so seamless generation runs the network the way it was trained. Min-SNR loss weighting and
 EMA weights make the most of few steps.
 
-    python tools/train_default_model.py --stages all --unet-minutes 80
+    python tools/train_default_model.py --stages all --vae-minutes 15 --unet-minutes 75
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def make_vae():
     return AutoencoderKL(
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4, norm_num_groups=32,
+        block_out_channels=(32, 64, 64), layers_per_block=1, latent_channels=4, norm_num_groups=8,
         sample_size=64, scaling_factor=1.0,
     )
 
@@ -242,14 +243,14 @@ def stage_vae(a, work):
     while time.time() - t0 < budget:
         frac = (time.time() - t0) / budget
         for g in opt.param_groups:
-            g["lr"] = 1e-3 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))) * min(1.0, (step + 1) / 100)
+            g["lr"] = 6e-4 * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))) * min(1.0, (step + 1) / 100)
         idx = torch.randint(0, len(x), (a.vae_batch,))
         xb = random_roll(x[idx])
         post = vae.encode(xb).latent_dist
         z = post.sample()
         rec = vae.decode(z).sample
         kl = post.kl().mean() / (64 * 64 * 3)
-        loss = (rec - xb).abs().mean() + 0.5 * ((rec - xb) ** 2).mean() + 0.5 * grad_l1(rec, xb) + 1e-4 * kl
+        loss = (rec - xb).abs().mean() + 0.5 * ((rec - xb) ** 2).mean() + 0.25 * grad_l1(rec, xb) + 1e-4 * kl
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -338,7 +339,7 @@ def make_unet():
         sample_size=16, in_channels=4, out_channels=4, block_out_channels=(64, 96, 128), layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=32)
+        cross_attention_dim=TEXT_HIDDEN, attention_head_dim=8, norm_num_groups=16)
 
 
 def make_scheduler_config():
@@ -453,9 +454,12 @@ def stage_export(a, work):
     with tempfile.TemporaryDirectory(prefix="kiln_tiny_textures_") as tmp:
         pt = Path(tmp) / "pt"
         pipe.save_pretrained(str(pt), safe_serialization=True)
+        card = (out / "README.md").read_text() if (out / "README.md").exists() else None  # the hand-written model card
         if out.exists():
             shutil.rmtree(out)
         main_export(str(pt), output=str(out), task="text-to-image", device="cpu", do_validation=True, local_files_only=True)
+        if card is not None:
+            (out / "README.md").write_text(card)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     info = {"unet_steps": steps, "bytes": total,
             "params": {"text_encoder": sum(p.numel() for p in pipe.text_encoder.parameters()),
