@@ -3,6 +3,7 @@
 pub mod material;
 pub mod npy;
 pub mod pixel_art;
+pub mod resize;
 pub mod seam;
 pub mod sprite;
 

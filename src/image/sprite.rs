@@ -1,7 +1,9 @@
 //! Sprites with alpha from images generated on a flat key background
 //! (chroma key): a soft matte by colour distance in Oklab, despill, colour
 //! bleeding under transparent pixels, feathering, straight or premultiplied
-//! output, and the bounding box of the visible pixels.
+//! output, and the bounding box of the visible pixels. [`sprite_from_matte`]
+//! finishes a matte computed elsewhere (a matting graph, `model::matting`)
+//! the same way.
 use std::collections::VecDeque;
 
 use super::material::blur_plane;
@@ -77,8 +79,9 @@ pub struct Sprite {
     pub image: Rgba8Image,
     /// Bounding box of the pixels with alpha ≥ the threshold.
     pub bbox: Rect,
-    /// The key colour used (given or detected).
-    pub key: [u8; 3],
+    /// The key colour used (given or detected); for [`sprite_from_matte`],
+    /// the given key it despilled against, if any.
+    pub key: Option<[u8; 3]>,
 }
 
 /// The key colour of an image generated on a flat background: the median of
@@ -157,19 +160,13 @@ pub fn make_sprite(image: &Rgba8Image, options: &SpriteOptions) -> Result<Sprite
         Some(k) => k,
         None => detect_key(image)?,
     };
-    let (w, h) = (image.width, image.height);
-    let n = w * h;
+    let n = image.width * image.height;
     let lut = srgb_lut();
     let key_lin = key.map(|c| lut[c as usize]);
     let key_lab = linear_to_oklab(key_lin);
-    // The key's dominant channels (above its mean) and the others.
-    let key_mean = (key_lin[0] + key_lin[1] + key_lin[2]) / 3.0;
-    let dominant: [bool; 3] = key_lin.map(|c| c > key_mean + 1e-6);
-
     // 1. Matte; colours in linear light.
     let mut color: Vec<[f32; 3]> = Vec::with_capacity(n);
     let mut matte: Vec<f32> = Vec::with_capacity(n);
-    let mut alpha: Vec<f32> = Vec::with_capacity(n);
     for p in image.pixels.chunks_exact(4) {
         let lin = [lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]];
         let lab = linear_to_oklab(lin);
@@ -183,12 +180,65 @@ pub fn make_sprite(image: &Rgba8Image, options: &SpriteOptions) -> Result<Sprite
         };
         color.push(lin);
         matte.push(m);
-        alpha.push(m * p[3] as f32 / 255.0);
     }
+    let (image, bbox) = finish(image, color, &matte, options.despill.then_some(key_lin), options);
+    Ok(Sprite { image, bbox, key: Some(key) })
+}
+
+/// Makes a sprite from `image` and a matte computed elsewhere (e.g. by a
+/// matting graph): `matte` holds one value per pixel, row-major, 1 = opaque;
+/// values are clamped to 0..1 (NaN counts as 0) and rounded to 1/255 steps.
+/// Then as [`make_sprite`] from step 2: alpha = matte × input alpha; despill
+/// only when `options.key` names a key colour (the background the matte
+/// unmixes, `F = (P − (1 − α)·K) / α`; a detected key needs a flat
+/// background, which a matting graph does not assume) and `options.despill`
+/// is on; colour bleeding under transparent pixels, feathering, straight or
+/// premultiplied output, bounding box. The tolerances are not used.
+///
+/// Errors (`InvalidArgument`): `matte` not `width × height` long; a feather
+/// radius over 64.
+pub fn sprite_from_matte(image: &Rgba8Image, matte: &[f32], options: &SpriteOptions) -> Result<Sprite> {
+    if options.feather_radius > 64 {
+        return Err(Error::invalid(format!("feather radius {} is over 64", options.feather_radius)));
+    }
+    let n = image.width * image.height;
+    if matte.len() != n {
+        return Err(Error::invalid(format!(
+            "the matte has {} values; a {}x{} image needs {n}",
+            matte.len(),
+            image.width,
+            image.height
+        )));
+    }
+    let lut = srgb_lut();
+    let color: Vec<[f32; 3]> =
+        image.pixels.chunks_exact(4).map(|p| [lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]]).collect();
+    let matte: Vec<f32> =
+        matte.iter().map(|&m| if m.is_nan() { 0.0 } else { (m.clamp(0.0, 1.0) * 255.0).round() / 255.0 }).collect();
+    let key = options.key.filter(|_| options.despill);
+    let (image, bbox) = finish(image, color, &matte, key.map(|k| k.map(|c| lut[c as usize])), options);
+    Ok(Sprite { image, bbox, key })
+}
+
+/// Steps 2 to 5 of [`make_sprite`] on linear-light colours and a matte in
+/// 0..1; despills against `despill_key` (linear light) when given.
+fn finish(
+    image: &Rgba8Image,
+    mut color: Vec<[f32; 3]>,
+    matte: &[f32],
+    despill_key: Option<[f32; 3]>,
+    options: &SpriteOptions,
+) -> (Rgba8Image, Rect) {
+    let (w, h) = (image.width, image.height);
+    let n = w * h;
+    let mut alpha: Vec<f32> = matte.iter().zip(image.pixels.chunks_exact(4)).map(|(m, p)| m * p[3] as f32 / 255.0).collect();
 
     // 2. Despill the edge.
     let mut changed = vec![false; n];
-    if options.despill {
+    if let Some(key_lin) = despill_key {
+        // The key's dominant channels (above its mean) and the others.
+        let key_mean = (key_lin[0] + key_lin[1] + key_lin[2]) / 3.0;
+        let dominant: [bool; 3] = key_lin.map(|c| c > key_mean + 1e-6);
         // An opaque pixel next to a keyed one is an edge pixel too: a mostly
         // covered pixel can reach the outer tolerance and still carry spill.
         let near_key = |i: usize| -> bool {
@@ -270,7 +320,7 @@ pub fn make_sprite(image: &Rgba8Image, options: &SpriteOptions) -> Result<Sprite
     }
     let out = Rgba8Image { width: w, height: h, pixels };
     let bbox = alpha_bbox(&out, options.bbox_threshold);
-    Ok(Sprite { image: out, bbox, key })
+    (out, bbox)
 }
 
 #[cfg(test)]
@@ -312,7 +362,7 @@ mod tests {
     fn red_disc_on_green_key() {
         let (img, cov) = disc_on_key(64, RED, GREEN);
         let s = make_sprite(&img, &SpriteOptions::default()).unwrap();
-        assert_eq!(s.key, GREEN, "auto-detected key");
+        assert_eq!(s.key, Some(GREEN), "auto-detected key");
         assert_eq!(s.bbox, Rect { x: 12, y: 12, width: 40, height: 40 });
         let mut edges = 0;
         for (p, c) in s.image.pixels.chunks_exact(4).zip(&cov) {
