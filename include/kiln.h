@@ -676,6 +676,15 @@ typedef struct kiln_runtime_options {
     // Prompts whose text embeddings each model caches (LRU), so repeated
     // prompts skip the text encoder. `kiln_runtime_options_init` sets 32; 0 = off.
     uint32_t embedding_cache_entries;
+    // UTF-8 path of a folder where ONNX Runtime's optimized graphs are kept, so
+    // later loads (in this or another process) skip graph optimization, or
+    // NULL (default) for none: Kiln then writes nothing to disk. Created when
+    // first needed; entries are keyed on the model files, ONNX Runtime
+    // version, options and CPU, and one that is unusable is logged and
+    // rewritten, never failing a load. Safe to share between processes;
+    // delete it at any time. Copied during the call. (Added after the first
+    // layout: a caller passing the older `struct_size` gets NULL.)
+    const char *graph_cache_dir;
 } kiln_runtime_options;
 
 // Every provider Kiln knows, in value order.

@@ -86,6 +86,15 @@ pub struct kiln_runtime_options {
     /// Prompts whose text embeddings each model caches (LRU), so repeated
     /// prompts skip the text encoder. `kiln_runtime_options_init` sets 32; 0 = off.
     pub embedding_cache_entries: u32,
+    /// UTF-8 path of a folder where ONNX Runtime's optimized graphs are kept, so
+    /// later loads (in this or another process) skip graph optimization, or
+    /// NULL (default) for none: Kiln then writes nothing to disk. Created when
+    /// first needed; entries are keyed on the model files, ONNX Runtime
+    /// version, options and CPU, and one that is unusable is logged and
+    /// rewritten, never failing a load. Safe to share between processes;
+    /// delete it at any time. Copied during the call. (Added after the first
+    /// layout: a caller passing the older `struct_size` gets NULL.)
+    pub graph_cache_dir: *const c_char,
 }
 
 /// Which graphs of a model stay loaded between uses.
@@ -99,11 +108,18 @@ pub enum kiln_residency {
     PerStage = 1,
 }
 
-const RUNTIME_OPTIONS_V1: usize = std::mem::size_of::<kiln_runtime_options>();
+/// `sizeof` of the first published layout, which ended after
+/// `embedding_cache_entries` (rounded up to the struct's alignment, as a C
+/// compiler pads it).
+const RUNTIME_OPTIONS_V1: usize = {
+    let end = std::mem::offset_of!(kiln_runtime_options, embedding_cache_entries) + std::mem::size_of::<u32>();
+    let align = std::mem::align_of::<kiln_runtime_options>();
+    end.div_ceil(align) * align
+};
 
 fn default_runtime_options() -> kiln_runtime_options {
     kiln_runtime_options {
-        struct_size: RUNTIME_OPTIONS_V1 as u32,
+        struct_size: std::mem::size_of::<kiln_runtime_options>() as u32,
         intra_op_threads: 0,
         inter_op_threads: 0,
         allow_spinning: 0,
@@ -118,6 +134,7 @@ fn default_runtime_options() -> kiln_runtime_options {
         require_provider: 0,
         residency: kiln_residency::AllResident as u32,
         embedding_cache_entries: 32,
+        graph_cache_dir: std::ptr::null(),
     }
 }
 
@@ -162,6 +179,11 @@ pub unsafe extern "C" fn kiln_runtime_create(
         };
         // SAFETY: NUL-terminated per the header.
         let path = unsafe { utf8_opt(o.onnxruntime_path, "options->onnxruntime_path")? };
+        // SAFETY: NUL-terminated per the header; `read_versioned` left it NULL for older layouts.
+        let graph_cache_dir = unsafe { utf8_opt(o.graph_cache_dir, "options->graph_cache_dir")? };
+        if graph_cache_dir == Some("") {
+            return Err(Error::invalid("options->graph_cache_dir is empty; pass NULL for no cache"));
+        }
         let log_level = match o.log_level {
             0 => LogLevel::Debug,
             1 => LogLevel::Info,
@@ -195,6 +217,8 @@ pub unsafe extern "C" fn kiln_runtime_create(
                 other => return Err(Error::invalid(format!("options->residency {other} is not a kiln_residency"))),
             },
             embedding_cache_entries: Some(o.embedding_cache_entries as usize),
+            graph_cache_dir: graph_cache_dir.map(PathBuf::from),
+            graph_optimization: Default::default(),
         })?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(runtime_out, handles::into_raw::<kiln_runtime>(runtime)) };
@@ -264,4 +288,28 @@ pub unsafe extern "C" fn kiln_runtime_onnxruntime_path(
         // SAFETY: forwarded caller contract.
         unsafe { write_string(&path, buf, buf_len, len_out) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_layout_ends_where_graph_cache_dir_begins() {
+        assert_eq!(RUNTIME_OPTIONS_V1, std::mem::offset_of!(kiln_runtime_options, graph_cache_dir));
+        assert!(RUNTIME_OPTIONS_V1 < std::mem::size_of::<kiln_runtime_options>());
+    }
+
+    #[test]
+    fn v1_options_never_read_graph_cache_dir() {
+        // A caller built against the first layout passes the shorter size; the
+        // bytes after it are not its to give.
+        let mut o = default_runtime_options();
+        o.struct_size = RUNTIME_OPTIONS_V1 as u32;
+        o.graph_cache_dir = c"/must/not/be/read".as_ptr();
+        let read = unsafe { read_versioned(&o, default_runtime_options(), RUNTIME_OPTIONS_V1, "options") }.unwrap();
+        assert!(read.graph_cache_dir.is_null());
+        let o = default_runtime_options();
+        assert_eq!(o.struct_size as usize, std::mem::size_of::<kiln_runtime_options>());
+    }
 }

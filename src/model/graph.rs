@@ -49,6 +49,9 @@ pub struct Graph {
     session: Arc<Mutex<Option<Session>>>,
     runtime: Runtime,
     source: GraphSource,
+    /// Hash of an in-memory source's bytes, for the optimized-graph cache
+    /// (computed once, reused when per-stage residency reloads the graph).
+    source_digest: std::sync::OnceLock<String>,
     group: Arc<ResidencyGroup>,
     index: usize,
     /// Calls and nanoseconds spent inside ONNX Runtime's run, for benchmarks.
@@ -67,6 +70,11 @@ pub(crate) enum GraphSource {
 }
 
 impl GraphSource {
+    /// A graph rewritten in memory whose external data lives in `dir`.
+    pub(crate) fn memory(bytes: Vec<u8>, dir: PathBuf, label: String) -> Self {
+        Self::Memory { bytes: Arc::new(bytes), dir, label }
+    }
+
     fn label(&self) -> String {
         match self {
             Self::File(p) => p.display().to_string(),
@@ -116,7 +124,8 @@ impl Graph {
 
     /// As [`Graph::load`], from any source.
     pub(crate) fn load_from(runtime: &Runtime, name: &'static str, source: GraphSource, group: &Arc<ResidencyGroup>) -> Result<Self> {
-        let (session, provider) = open_session(runtime, name, &source)?;
+        let source_digest = std::sync::OnceLock::new();
+        let (session, provider) = open_session(runtime, name, &source, &source_digest)?;
         let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
             outlets
                 .iter()
@@ -149,6 +158,7 @@ impl Graph {
             session: slot,
             runtime: runtime.clone(),
             source,
+            source_digest,
             group: Arc::clone(group),
             index,
             run_calls: Default::default(),
@@ -185,71 +195,248 @@ impl Graph {
         }
         let mut guard = self.session.lock();
         if guard.is_none() {
-            *guard = Some(open_session(&self.runtime, self.name, &self.source)?.0);
+            *guard = Some(open_session(&self.runtime, self.name, &self.source, &self.source_digest)?.0);
         }
         Ok(guard)
     }
 }
 
-/// Creates a session for `path` with the runtime's settings.
-fn open_session(runtime: &Runtime, name: &'static str, source: &GraphSource) -> Result<(Session, crate::runtime::ProviderChoice)> {
-    let path = source.label();
-    {
-        let rt = &runtime.inner;
-        let fail = |e: ort::Error| {
-            let text = e.to_string();
-            let kind = if text.contains("Protobuf parsing failed") || text.contains("INVALID_PROTOBUF") || text.contains("Load model") {
-                ErrorKind::ModelInvalid
-            } else {
-                ErrorKind::Inference
-            };
-            Error::new(kind, format!("cannot load {name} graph {path}: {text}"))
-        };
-        let logger = runtime.logger().clone();
-        let ort_logger: ort::logging::LoggerFunction = std::sync::Arc::new(move |level, _category, _id, _loc, msg| {
-            let level = match level {
-                ort::logging::LogLevel::Verbose | ort::logging::LogLevel::Info => LogLevel::Debug,
-                ort::logging::LogLevel::Warning => LogLevel::Warning,
-                _ => LogLevel::Error,
-            };
-            logger.log(level, &format!("onnxruntime: {msg}"));
-        });
-        let mut builder = Session::builder(&rt.environment).map_err(fail)?;
-        let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name)?;
-        let line = format!("{name}: execution provider {}", provider.describe());
-        if provider.skipped.is_empty() {
-            runtime.logger().info(&line);
-        } else {
-            runtime.logger().log(LogLevel::Warning, &line);
+/// Creates a session for `source` with the runtime's settings, through the
+/// runtime's optimized-graph cache when it has one.
+fn open_session(
+    runtime: &Runtime,
+    name: &'static str,
+    source: &GraphSource,
+    digest: &std::sync::OnceLock<String>,
+) -> Result<(Session, crate::runtime::ProviderChoice)> {
+    let label = source.label();
+    let (builder, provider) = session_builder(runtime, name, &label)?;
+    let line = format!("{name}: execution provider {}", provider.describe());
+    if provider.skipped.is_empty() {
+        runtime.logger().info(&line);
+    } else {
+        runtime.logger().log(LogLevel::Warning, &line);
+    }
+    let session = match &runtime.inner.graph_cache {
+        Some(cache) => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider)?,
+        None => {
+            let level = runtime.inner.graph_optimization.ort();
+            let builder = builder.with_optimization_level(level).map_err(|e| load_error(name, &label, e.into()))?;
+            commit(builder, source).map_err(|e| load_error(name, &label, e))?
         }
-        let mut builder = builder
-            .with_intra_threads(rt.intra_op_threads)
-            .map_err(|e| fail(e.into()))?
-            .with_inter_threads(rt.inter_op_threads)
-            .map_err(|e| fail(e.into()))?
-            .with_intra_op_spinning(rt.allow_spinning)
-            .map_err(|e| fail(e.into()))?
-            .with_inter_op_spinning(rt.allow_spinning)
-            .map_err(|e| fail(e.into()))?
-            .with_logger(ort_logger)
-            .map_err(|e| fail(e.into()))?
-            // ONNX Runtime's informational lines only when the host asked for debug logs.
-            .with_log_level(if runtime.logger().level() <= LogLevel::Debug {
-                ort::logging::LogLevel::Info
-            } else {
-                ort::logging::LogLevel::Warning
-            })
-            .map_err(|e| fail(e.into()))?;
-        let session = match source {
-            GraphSource::File(p) => builder.commit_from_file(p).map_err(fail)?,
-            GraphSource::Memory { bytes, dir, .. } => builder
-                // External-data files of a graph loaded from memory are looked up here.
-                .with_config_entry("session.model_external_initializers_file_folder_path", dir.to_string_lossy())
-                .map_err(|e| fail(e.into()))?
-                .commit_from_memory(bytes)
-                .map_err(fail)?,
+    };
+    Ok((session, provider))
+}
+
+/// The error for a session that could not be created.
+fn load_error(name: &str, path: &str, e: ort::Error) -> Error {
+    let text = e.to_string();
+    let kind = if text.contains("Protobuf parsing failed") || text.contains("INVALID_PROTOBUF") || text.contains("Load model") {
+        ErrorKind::ModelInvalid
+    } else {
+        ErrorKind::Inference
+    };
+    Error::new(kind, format!("cannot load {name} graph {path}: {text}"))
+}
+
+/// A session builder with the runtime's providers, threads and logging
+/// (optimization level not set yet).
+fn session_builder(
+    runtime: &Runtime,
+    name: &'static str,
+    path: &str,
+) -> Result<(ort::session::builder::SessionBuilder, crate::runtime::ProviderChoice)> {
+    let rt = &runtime.inner;
+    let fail = |e: ort::Error| load_error(name, path, e);
+    let logger = runtime.logger().clone();
+    let ort_logger: ort::logging::LoggerFunction = std::sync::Arc::new(move |level, _category, _id, _loc, msg| {
+        let level = match level {
+            ort::logging::LogLevel::Verbose | ort::logging::LogLevel::Info => LogLevel::Debug,
+            // Said whenever a graph optimized for this CPU is saved, which the
+            // graph cache does knowingly (its key holds the CPU's features).
+            ort::logging::LogLevel::Warning if msg.contains("may contain hardware specific optimizations") => LogLevel::Debug,
+            ort::logging::LogLevel::Warning => LogLevel::Warning,
+            _ => LogLevel::Error,
         };
-        Ok((session, provider))
+        logger.log(level, &format!("onnxruntime: {msg}"));
+    });
+    let mut builder = Session::builder(&rt.environment).map_err(fail)?;
+    let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name)?;
+    let builder = builder
+        .with_intra_threads(rt.intra_op_threads)
+        .map_err(|e| fail(e.into()))?
+        .with_inter_threads(rt.inter_op_threads)
+        .map_err(|e| fail(e.into()))?
+        .with_intra_op_spinning(rt.allow_spinning)
+        .map_err(|e| fail(e.into()))?
+        .with_inter_op_spinning(rt.allow_spinning)
+        .map_err(|e| fail(e.into()))?
+        .with_logger(ort_logger)
+        .map_err(|e| fail(e.into()))?
+        // ONNX Runtime's informational lines only when the host asked for debug logs.
+        .with_log_level(if runtime.logger().level() <= LogLevel::Debug {
+            ort::logging::LogLevel::Info
+        } else {
+            ort::logging::LogLevel::Warning
+        })
+        .map_err(|e| fail(e.into()))?;
+    Ok((builder, provider))
+}
+
+/// Creates the session from the source's bytes.
+fn commit(mut builder: ort::session::builder::SessionBuilder, source: &GraphSource) -> std::result::Result<Session, ort::Error> {
+    match source {
+        GraphSource::File(p) => builder.commit_from_file(p),
+        GraphSource::Memory { bytes, dir, .. } => builder
+            // External-data files of a graph loaded from memory are looked up here.
+            .with_config_entry("session.model_external_initializers_file_folder_path", dir.to_string_lossy())
+            .map_err(ort::Error::<()>::from)?
+            .commit_from_memory(bytes),
+    }
+}
+
+/// Opens a session from the cached optimized graph when a valid one exists;
+/// otherwise from the source, saving the optimized graph for next time. The
+/// cache never fails a load: whatever goes wrong with it is logged and the
+/// graph is loaded as without a cache.
+fn open_through_cache(
+    runtime: &Runtime,
+    cache: &crate::runtime::graph_cache::GraphCache,
+    name: &'static str,
+    (source, digest): (&GraphSource, &std::sync::OnceLock<String>),
+    label: &str,
+    builder: ort::session::builder::SessionBuilder,
+    provider: &crate::runtime::ProviderChoice,
+) -> Result<Session> {
+    use crate::runtime::graph_cache::{self, GraphOptimization, Lookup};
+    let log = runtime.logger();
+    let level = runtime.inner.graph_optimization;
+    let plain = |builder: ort::session::builder::SessionBuilder| -> Result<Session> {
+        let builder = builder.with_optimization_level(level.ort()).map_err(|e| load_error(name, label, e.into()))?;
+        commit(builder, source).map_err(|e| load_error(name, label, e))
+    };
+    let skip = |why: String| {
+        cache.note_skipped();
+        log.log(LogLevel::Warning, &format!("{name}: optimized-graph cache not used: {why}"));
+    };
+    if !provider.registered.is_empty() {
+        // GPU providers: TensorRT, CoreML and DirectML compile nodes that ONNX
+        // Runtime cannot save, and CUDA graphs carry copy nodes; not verified yet.
+        skip(format!("only CPU sessions are cached, and this graph runs on {}", provider.primary().ort_name()));
+        return plain(builder);
+    }
+    if level == GraphOptimization::Disabled {
+        cache.note_skipped();
+        log.info(&format!("{name}: optimized-graph cache not used: graph optimization is off"));
+        return plain(builder);
+    }
+    let available = crate::runtime::providers::available_in_runtime();
+    let settings = graph_cache::Settings {
+        graph: name,
+        onnxruntime: runtime.onnxruntime_version(),
+        available: &available,
+        registered: &provider.registered,
+        level,
+    };
+    let id = match source {
+        GraphSource::File(p) => graph_cache::SourceId::File(p),
+        GraphSource::Memory { bytes, dir, .. } => graph_cache::SourceId::Memory { bytes, dir, digest },
+    };
+    let key = match graph_cache::key(&settings, &id) {
+        Ok(k) => k,
+        Err(e) => {
+            skip(format!("cannot identify {label}: {e}"));
+            return plain(builder);
+        }
+    };
+    let entry = cache.entry_dir(&key);
+    let mut builder = Some(builder);
+    let rejected = match cache.lookup(&key) {
+        Lookup::Miss => None,
+        Lookup::Unusable(why) => Some(why),
+        Lookup::Hit(model) => {
+            let started = std::time::Instant::now();
+            let b = builder.take().expect("builder unused so far");
+            let opened = b
+                .with_optimization_level(GraphOptimization::Disabled.ort())
+                .map_err(ort::Error::<()>::from)
+                .and_then(|mut b| b.commit_from_file(&model));
+            match opened {
+                Ok(session) => {
+                    cache.note_hit();
+                    log.info(&format!(
+                        "{name}: optimized graph from the cache ({}, {:.2} s)",
+                        entry.display(),
+                        started.elapsed().as_secs_f64()
+                    ));
+                    return Ok(session);
+                }
+                Err(e) => Some(format!("ONNX Runtime refused it: {e}")),
+            }
+        }
+    };
+    if let Some(why) = rejected {
+        cache.note_rejected();
+        log.log(
+            LogLevel::Warning,
+            &format!("{name}: cached optimized graph {} is unusable ({why}); loading {label} and rewriting it", entry.display()),
+        );
+        if let Err(e) = cache.retire(&key) {
+            // Still in use elsewhere (Windows): load without the cache this time.
+            skip(e);
+            return plain(match builder {
+                Some(b) => b,
+                None => session_builder(runtime, name, label)?.0,
+            });
+        }
+    }
+    let builder = match builder {
+        Some(b) => b,
+        None => session_builder(runtime, name, label)?.0,
+    };
+    let pending = match cache.begin(&key) {
+        Ok(p) => p,
+        Err(e) => {
+            skip(format!("cannot write in {}: {e}", cache.dir().display()));
+            return plain(builder);
+        }
+    };
+    let started = std::time::Instant::now();
+    let saving = builder
+        .with_optimization_level(level.ort())
+        .and_then(|b| b.with_optimized_model_path(pending.model_path()))
+        .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_file_name", graph_cache::DATA_FILE))
+        .and_then(|b| {
+            b.with_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                graph_cache::EXTERNAL_MIN_BYTES.to_string(),
+            )
+        })
+        .map_err(ort::Error::<()>::from)
+        .and_then(|b| commit(b, source));
+    match saving {
+        Ok(session) => {
+            match pending.publish() {
+                Ok(bytes) => {
+                    cache.note_write();
+                    log.info(&format!(
+                        "{name}: optimized graph saved to the cache ({}, {:.1} MiB, {:.2} s)",
+                        entry.display(),
+                        bytes as f64 / (1 << 20) as f64,
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                Err(e) => skip(format!("cannot save the optimized graph: {e}")),
+            }
+            Ok(session)
+        }
+        Err(e) => {
+            // Saving may be what failed (a full disk, a graph ONNX Runtime
+            // cannot serialize); a broken model fails again just below.
+            drop(pending);
+            skip(format!("creating the session while saving its optimized graph failed ({e}); loading without it"));
+            plain(session_builder(runtime, name, label)?.0)
+        }
     }
 }
 

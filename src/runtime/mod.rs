@@ -5,6 +5,7 @@
 //! library and one environment per process: the first [`Runtime`] loads it, later
 //! runtimes share it, and asking for a different library afterwards is an error
 //! rather than a silent mismatch.
+pub mod graph_cache;
 mod loader;
 pub mod log;
 pub mod providers;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+pub use self::graph_cache::{GraphCacheStats, GraphOptimization};
 pub use self::loader::LoadedLibrary;
 pub use self::log::{LogCallback, LogLevel};
 pub use self::providers::{Provider, ProviderChoice, ProviderPolicy};
@@ -46,6 +48,14 @@ pub struct RuntimeOptions {
     pub residency: crate::model::Residency,
     /// Prompts whose embeddings each model keeps (LRU); `None` = 32, 0 = off.
     pub embedding_cache_entries: Option<usize>,
+    /// Folder where ONNX Runtime's optimized graphs are kept between processes,
+    /// so later loads skip graph optimization (see [`graph_cache`]). `None`
+    /// (the default): no cache, and Kiln writes nothing to disk. Created when
+    /// first needed; a folder that cannot be used is logged and never fails a load.
+    pub graph_cache_dir: Option<PathBuf>,
+    /// How much ONNX Runtime optimizes each graph when a session is created
+    /// (default: everything, ONNX Runtime's own default).
+    pub graph_optimization: GraphOptimization,
 }
 
 /// A loaded ONNX Runtime plus Kiln's settings for it. Cheap to clone; thread-safe.
@@ -65,6 +75,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) providers: ProviderPolicy,
     pub(crate) residency: crate::model::Residency,
     pub(crate) embedding_cache_entries: usize,
+    pub(crate) graph_cache: Option<graph_cache::GraphCache>,
+    pub(crate) graph_optimization: GraphOptimization,
 }
 
 /// The one environment of this process, kept while any runtime holds it.
@@ -84,6 +96,10 @@ impl Runtime {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let intra = if options.intra_op_threads == 0 { cores.saturating_sub(1).max(1) } else { options.intra_op_threads };
         let inter = options.inter_op_threads.max(1);
+        let graph_cache = options.graph_cache_dir.as_deref().map(graph_cache::GraphCache::new);
+        if let Some(cache) = &graph_cache {
+            logger.info(&format!("optimized-graph cache: {}", cache.dir().display()));
+        }
         Ok(Self {
             inner: Arc::new(RuntimeInner {
                 environment: (*environment).clone(),
@@ -96,6 +112,8 @@ impl Runtime {
                 providers: options.providers.clone(),
                 residency: options.residency,
                 embedding_cache_entries: options.embedding_cache_entries.unwrap_or(32),
+                graph_cache,
+                graph_optimization: options.graph_optimization,
             }),
         })
     }
@@ -113,6 +131,16 @@ impl Runtime {
     /// Threads one graph uses.
     pub fn intra_op_threads(&self) -> usize {
         self.inner.intra_op_threads
+    }
+
+    /// The optimized-graph cache folder, if this runtime has one (absolute).
+    pub fn graph_cache_dir(&self) -> Option<&std::path::Path> {
+        self.inner.graph_cache.as_ref().map(|c| c.dir())
+    }
+
+    /// What the optimized-graph cache has done so far (all zero without one).
+    pub fn graph_cache_stats(&self) -> GraphCacheStats {
+        self.inner.graph_cache.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
     /// The process-wide job pool (started on first use).
