@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
-//!     [--runs N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--json FILE] [--markdown FILE]
+//!     [--runs N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR]
+//!     [--json FILE] [--markdown FILE]
 //! ```
 //!
 //! Reports, for one process: model load (cold), the first image (cold) and the
@@ -33,6 +34,7 @@ struct Args {
     json: Option<PathBuf>,
     markdown: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
+    graph_cache: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -48,6 +50,7 @@ fn parse() -> Result<Args, String> {
         json: None,
         markdown: None,
         seamless: Default::default(),
+        graph_cache: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -74,6 +77,7 @@ fn parse() -> Result<Args, String> {
                 a.seamless = kiln::model::seamless::Seamless::from_name(&name).ok_or_else(|| format!("--seamless: {name:?}"))?;
             }
             "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
+            "--graph-cache" => a.graph_cache = Some(PathBuf::from(v()?)),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -129,6 +133,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         residency: a.residency,
         // The benchmark measures the text encoder each run, so no cache.
         embedding_cache_entries: Some(0),
+        graph_cache_dir: a.graph_cache.clone(),
         ..Default::default()
     })?;
     let t = Instant::now();
@@ -225,6 +230,10 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "seamless": format!("{:?}", a.seamless),
         "onnxruntime": runtime.onnxruntime_version(),
         "cold": { "model_load_s": load_s, "first_image_s": first_image_s },
+        "graph_cache": a.graph_cache.as_ref().map(|d| {
+            let s = runtime.graph_cache_stats();
+            serde_json::json!({ "dir": d.display().to_string(), "hits": s.hits, "writes": s.writes, "rejected": s.rejected, "skipped": s.skipped })
+        }),
         "warm": {
             "image_s": warm_s,
             "images_per_minute": 60.0 / warm_s,
@@ -243,12 +252,16 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
     });
     let md = format!(
         "| metric | value |\n| --- | --- |\n\
-         | model load (cold) | {load_s:.3} s |\n| first image (cold) | {first_image_s:.3} s |\n\
+         | model load (cold) | {load_s:.3} s{} |\n| first image (cold) | {first_image_s:.3} s |\n\
          | image (warm, mean of {}) | {warm_s:.4} s ({:.1} images/min) |\n\
          | inside ONNX Runtime | {ort_s:.4} s (text encoder {te_s:.4}, U-Net {unet_s:.4} over {unet_calls:.0} calls, VAE {vae_s:.4}) |\n\
          | Kiln overhead | {overhead_s:.4} s ({:.1} %) |\n| tokenize one prompt | {tokenize_us:.1} µs |\n\
          | first preview after submit | {} |\n| kiln_job_poll p50 / p99 | {:.2} / {:.2} µs ({} samples) |\n\
          | peak RSS | {} |\n",
+        a.graph_cache.as_ref().map_or(String::new(), |_| {
+            let s = runtime.graph_cache_stats();
+            format!(" (graph cache: {} hits, {} written)", s.hits, s.writes)
+        }),
         a.runs,
         60.0 / warm_s,
         100.0 * overhead_s / warm_s,

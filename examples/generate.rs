@@ -45,6 +45,7 @@ const USAGE: &str = "usage: generate [options]
   --threads N             threads per graph (default: all cores)
   --provider LIST         execution providers, best first: cpu,cuda,tensorrt,directml,coreml
   --require-provider      fail instead of falling back to the CPU
+  --graph-cache DIR       keep ONNX Runtime's optimized graphs in DIR so later starts skip optimizing
   --help                  this text";
 
 /// The model used without --model: the bundled default model when present,
@@ -69,6 +70,7 @@ struct Args {
     onnxruntime: Option<PathBuf>,
     threads: usize,
     providers: kiln::runtime::ProviderPolicy,
+    graph_cache: Option<PathBuf>,
     init_image: Option<PathBuf>,
     mask: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
@@ -117,6 +119,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         onnxruntime: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         providers: Default::default(),
+        graph_cache: None,
         init_image: None,
         mask: None,
         seamless: Default::default(),
@@ -217,6 +220,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 }
             }
             "--require-provider" => a.providers.require = true,
+            "--graph-cache" => a.graph_cache = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -231,6 +235,7 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         onnxruntime_path: a.onnxruntime.clone(),
         intra_op_threads: a.threads,
         providers: a.providers.clone(),
+        graph_cache_dir: a.graph_cache.clone(),
         ..Default::default()
     })?;
     let t0 = std::time::Instant::now();

@@ -23,6 +23,11 @@ Two comparisons, each as pairs run A B A B ... after one warm-up of each side:
   - Kiln: `generate` (examples/generate.rs).
   Peak RSS of every child comes from wait4() (ru_maxrss); the reference also
   reports getrusage() from inside.
+  With --graph-cache DIR (absent or empty), Kiln's processes keep ONNX
+  Runtime's optimized graphs in DIR: the cold warm-up run writes them (its
+  time is reported as the cache-writing start), and every cold pair becomes a
+  triple (reference, Kiln without the cache, Kiln with it), so one run gives
+  the before / after ratios side by side.
 
 Ratios are Kiln / reference per pair (< 1: Kiln faster / smaller) and their
 median. Results go to bench/<name>.json and bench/<name>.md.
@@ -296,6 +301,9 @@ def main() -> None:
     ap.add_argument("--ref-keep-vae-encoder", action="store_true",
                     help="let the reference load vae_encoder too (optimum's default; Kiln does not load it)")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. machine load)")
+    ap.add_argument("--graph-cache", default=None, metavar="DIR",
+                    help="Kiln keeps ONNX Runtime's optimized graphs in DIR (must be absent or empty: the cold "
+                         "warm-up run fills it); each cold pair also runs Kiln without it, for before/after ratios")
     # internal modes
     ap.add_argument("--ref-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ref-once", action="store_true", help=argparse.SUPPRESS)
@@ -315,6 +323,12 @@ def main() -> None:
         if not b.is_file():
             sys.exit(f"{b} missing: build with CARGO_TARGET_DIR={target} cargo build --release --example bench --example generate")
     model = str(Path(a.model).resolve())
+    cache_args = []
+    if a.graph_cache:
+        cache = Path(a.graph_cache).resolve()
+        if cache.exists() and any(cache.iterdir()):
+            sys.exit(f"--graph-cache {cache} is not empty: give an absent or empty folder (the warm-up run fills it)")
+        cache_args = ["--graph-cache", str(cache)]
     tmp = Path(tempfile.mkdtemp(prefix="kiln_bench_"))
     common = ["--model", model, "--size", str(a.size), "--steps", str(a.steps), "--guidance", str(a.guidance),
               "--threads", str(a.threads)]
@@ -329,7 +343,9 @@ def main() -> None:
                      "--threads", str(a.threads), "--out", str(tmp / "kiln.png")]
     if a.provider != "cpu":
         kiln_cold_cmd += ["--provider", a.provider, "--require-provider"]
-    kiln_warm_cmd = [str(bench_bin), *common, "--runs", "1", "--json", str(tmp / "kiln.json")]
+    kiln_uncached_cmd = list(kiln_cold_cmd)
+    kiln_cold_cmd = kiln_cold_cmd + cache_args
+    kiln_warm_cmd = [str(bench_bin), *common, "--runs", "1", "--json", str(tmp / "kiln.json"), *cache_args]
     command = shlex.join([a.python, *sys.argv])
     mach = machine(a.threads, target)
     print(f"{name}: {a.size}x{a.size}, {a.steps} steps, guidance {a.guidance}, {a.threads} threads, "
@@ -339,9 +355,11 @@ def main() -> None:
                "config": {"model": model, "size": a.size, "steps": a.steps, "guidance": a.guidance,
                           "threads": a.threads, "provider": a.provider, "scheduler": "euler", "prompt": PROMPT,
                           "negative_prompt": NEGATIVE, "pairs": a.pairs,
-                          "reference_loads_vae_encoder": a.ref_keep_vae_encoder},
+                          "reference_loads_vae_encoder": a.ref_keep_vae_encoder,
+                          "graph_cache": cache_args[1] if cache_args else None},
                "commands": {"reference_cold": shlex.join(ref_once_cmd), "kiln_cold": shlex.join(kiln_cold_cmd),
                             "kiln_warm": shlex.join(kiln_warm_cmd),
+                            "kiln_cold_uncached": shlex.join(kiln_uncached_cmd) if cache_args else None,
                             "reference_warm": shlex.join([a.python, str(Path(__file__).resolve()), "--ref-server", *ref_common])},
                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": {"start": loadavg()},
                "warm": [], "cold": []}
@@ -352,8 +370,8 @@ def main() -> None:
         return {"to_png_s": r.get("to_png_s"), "process_wall_s": r["wall_s"], "maxrss_mib": r["maxrss_mib"],
                 "inner": j, "loadavg": loadavg()}
 
-    def kiln_cold():
-        r = spawn_wait4(kiln_cold_cmd, tmp / "kiln.png")
+    def kiln_cold(cmd=kiln_cold_cmd):
+        r = spawn_wait4(cmd, tmp / "kiln.png")
         return {"to_png_s": r.get("to_png_s"), "process_wall_s": r["wall_s"], "maxrss_mib": r["maxrss_mib"],
                 "loadavg": loadavg()}
 
@@ -368,7 +386,8 @@ def main() -> None:
         print("warm-up: cold reference, cold Kiln", flush=True)
         results["cold_warmup"] = {"reference": ref_cold(), "kiln": kiln_cold()}
         print(f"  reference {results['cold_warmup']['reference']['to_png_s']:.2f} s, "
-              f"kiln {results['cold_warmup']['kiln']['to_png_s']:.2f} s", flush=True)
+              f"kiln {results['cold_warmup']['kiln']['to_png_s']:.2f} s"
+              + (" (writing the graph cache)" if cache_args else ""), flush=True)
 
     server = None
     if a.skip != "warm":
@@ -397,13 +416,21 @@ def main() -> None:
                   f"kiln/ref {ratio:.3f}  load {loadavg()}", flush=True)
         if a.skip != "cold":
             rc = ref_cold()
+            ku = kiln_cold(kiln_uncached_cmd) if cache_args else None
             kc = kiln_cold()
             ratio = kc["to_png_s"] / rc["to_png_s"]
             rss = kc["maxrss_mib"] / rc["maxrss_mib"]
-            results["cold"].append({"reference": rc, "kiln": kc, "ratio": ratio, "rss_ratio": rss})
+            entry = {"reference": rc, "kiln": kc, "ratio": ratio, "rss_ratio": rss}
+            extra = ""
+            if ku is not None:
+                entry.update({"kiln_uncached": ku, "ratio_uncached": ku["to_png_s"] / rc["to_png_s"],
+                              "cached_over_uncached": kc["to_png_s"] / ku["to_png_s"]})
+                extra = (f", without cache {ku['to_png_s']:.2f} s (kiln/ref {entry['ratio_uncached']:.3f}), "
+                         f"cached/uncached {entry['cached_over_uncached']:.3f}")
+            results["cold"].append(entry)
             print(f"pair {i + 1} cold: reference {rc['to_png_s']:.2f} s ({rc['maxrss_mib']:.0f} MiB), "
                   f"kiln {kc['to_png_s']:.2f} s ({kc['maxrss_mib']:.0f} MiB), kiln/ref {ratio:.3f}, "
-                  f"rss {rss:.3f}  load {loadavg()}", flush=True)
+                  f"rss {rss:.3f}{extra}  load {loadavg()}", flush=True)
     if server is not None:
         server.stdin.write("quit\n")
         server.stdin.flush()
@@ -441,6 +468,16 @@ def main() -> None:
             "rss_ratio_per_pair": [c["rss_ratio"] for c in C],
             "rss_ratio_median": med([c["rss_ratio"] for c in C]),
         }
+        if cache_args:
+            summary["cold"].update({
+                "kiln_uncached_to_png_s_median": med([c["kiln_uncached"]["to_png_s"] for c in C]),
+                "ratio_uncached_per_pair": [c["ratio_uncached"] for c in C],
+                "ratio_uncached_median": med([c["ratio_uncached"] for c in C]),
+                "cached_over_uncached_per_pair": [c["cached_over_uncached"] for c in C],
+                "cached_over_uncached_median": med([c["cached_over_uncached"] for c in C]),
+                "kiln_uncached_maxrss_mib_median": med([c["kiln_uncached"]["maxrss_mib"] for c in C]),
+                "cache_writing_start_s": results["cold_warmup"]["kiln"]["to_png_s"],
+            })
     results["summary"] = summary
     for w in W:  # keep the files small: drop the big bench copies' repeated fields
         w["kiln"]["bench"].pop("model", None)
@@ -508,6 +545,17 @@ def render_md(r: dict) -> str:
               f"**{sc['rss_ratio_median']:.3f}**. Inside the reference process: imports of "
               f"optimum/diffusers + pipeline load {med([x['model_load_s'] for x in ri]):.2f} s, first image + PNG "
               f"{med([x['first_image_s'] for x in ri]):.2f} s.", ""]
+        if "ratio_uncached_median" in sc:
+            L += [f"With the optimized-graph cache (`{c['graph_cache']}`; the table's Kiln column): per pair, Kiln "
+                  "without it ran between the reference and Kiln with it.", "",
+                  "| pair | Kiln without cache s | without / ref | with / ref | with / without | Kiln without cache peak RSS MiB |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+            for i, cc in enumerate(r["cold"], 1):
+                L.append(f"| {i} | {cc['kiln_uncached']['to_png_s']:.2f} | {cc['ratio_uncached']:.3f} | {cc['ratio']:.3f} | "
+                         f"**{cc['cached_over_uncached']:.3f}** | {cc['kiln_uncached']['maxrss_mib']:.0f} |")
+            L += ["", f"Medians: without cache / reference **{sc['ratio_uncached_median']:.3f}**, with cache / reference "
+                  f"**{sc['ratio_median']:.3f}**, with / without **{sc['cached_over_uncached_median']:.3f}**. The warm-up "
+                  f"run that wrote the cache took {sc['cache_writing_start_s']:.2f} s to its PNG.", ""]
     return "\n".join(L)
 
 
