@@ -127,9 +127,11 @@ def main():
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--scheduler", default="default")
     ap.add_argument("--sweep", action="store_true", help="compare sampler settings on 4 images per family")
+    ap.add_argument("--no-build", action="store_true", help="use target/release/examples/generate as it is")
     a = ap.parse_args()
     work = Path(a.work)
-    ensure_generate()
+    if not a.no_build:
+        ensure_generate()
     ensure_classifier(work)
 
     if a.sweep:
@@ -179,13 +181,13 @@ def main():
         report["machine"] = f"{os.cpu_count()} CPU cores ({platform_cpu()}), Kiln CLI, ONNX Runtime CPU provider"
         print("timing", timing, flush=True)
         # the README's picture: the first command's texture, tiled 2x2
-        p, _ = run_batch(a.model, [("mossy stone brick wall", 7)], tmp / "readme", sampler_flags(a) + ["--seamless", "xy", "--width", "128", "--height", "128"])
+        p, _ = run_batch(a.model, [("mossy stone brick wall", 7)], tmp / "readme", sampler_flags(a) + ["--seamless", "xy"])
         tex = Image.open(p[0]).convert("RGB")
         tiled = Image.new("RGB", (tex.width * 2, tex.height * 2))
         for dy in (0, 1):
             for dx in (0, 1):
                 tiled.paste(tex, (dx * tex.width, dy * tex.height))
-        tiled.resize((tiled.width * 2, tiled.height * 2), Image.NEAREST).save(out / "brick-tiled-2x2.png")
+        tiled.resize((tiled.width * 3, tiled.height * 3), Image.NEAREST).save(out / "brick-tiled-2x2.png")
         report["readme_texture_seam_score"] = {ax: seam_score(np.asarray(tex), ax) for ax in ("x", "y")}
     json.dump(report, open(out / "quality.json", "w"), indent=1)
     write_markdown(report, out / "quality.md")
