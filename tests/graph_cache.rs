@@ -431,9 +431,12 @@ mod proto {
         out.extend_from_slice(bytes);
     }
 
-    /// Copies a message; `edit` sees each length-delimited field and returns
-    /// `None` to keep it, `Some(None)` to drop it or `Some(Some(bytes))` to replace it.
-    pub fn rewrite(buf: &[u8], edit: &mut dyn FnMut(u32, &[u8]) -> Option<Option<Vec<u8>>>) -> Vec<u8> {
+    /// What `rewrite` does with a field: `None` keeps it, `Some(None)` drops
+    /// it, `Some(Some(bytes))` replaces its payload.
+    pub type Edit<'a> = dyn FnMut(u32, &[u8]) -> Option<Option<Vec<u8>>> + 'a;
+
+    /// Copies a message; `edit` sees each length-delimited field.
+    pub fn rewrite(buf: &[u8], edit: &mut Edit<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(buf.len());
         let mut pos = 0;
         while pos < buf.len() {
@@ -471,7 +474,7 @@ mod proto {
         let mut moved = None;
         let mut out = rewrite(tensor, &mut |n, payload| {
             if n == 9 && payload.len() >= 1024 {
-                while data.len() % 64 != 0 {
+                while !data.len().is_multiple_of(64) {
                     data.push(0);
                 }
                 moved = Some((data.len(), payload.len()));

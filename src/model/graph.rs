@@ -402,22 +402,21 @@ fn open_through_cache(
         }
     };
     let started = std::time::Instant::now();
-    let saving = builder
-        .with_optimization_level(level.ort())
-        .and_then(|b| b.with_optimized_model_path(pending.model_path()))
-        .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_file_name", graph_cache::DATA_FILE))
-        .and_then(|b| {
-            b.with_config_entry(
+    let saving = (|| -> std::result::Result<Session, ort::Error> {
+        let b = builder
+            .with_optimization_level(level.ort())?
+            .with_optimized_model_path(pending.model_path())?
+            .with_config_entry("session.optimized_model_external_initializers_file_name", graph_cache::DATA_FILE)?
+            .with_config_entry(
                 "session.optimized_model_external_initializers_min_size_in_bytes",
                 graph_cache::EXTERNAL_MIN_BYTES.to_string(),
-            )
-        })
-        .map_err(ort::Error::<()>::from)
-        .and_then(|b| commit(b, source));
+            )?;
+        commit(b, source)
+    })();
     match saving {
         Ok(session) => {
             match pending.publish() {
-                Ok(bytes) => {
+                Ok(Some(bytes)) => {
                     cache.note_write();
                     log.info(&format!(
                         "{name}: optimized graph saved to the cache ({}, {:.1} MiB, {:.2} s)",
@@ -425,6 +424,10 @@ fn open_through_cache(
                         bytes as f64 / (1 << 20) as f64,
                         started.elapsed().as_secs_f64()
                     ));
+                }
+                Ok(None) => {
+                    cache.note_write();
+                    log.info(&format!("{name}: optimized graph saved to the cache by another process first ({})", entry.display()));
                 }
                 Err(e) => skip(format!("cannot save the optimized graph: {e}")),
             }

@@ -307,9 +307,9 @@ impl Pending {
     }
 
     /// Writes the manifest, flushes everything to disk and renames the folder
-    /// into place. Returns the entry's size in bytes. If another writer got
-    /// there first, its entry stays and this one is discarded.
-    pub(crate) fn publish(mut self) -> Result<u64, String> {
+    /// into place. Returns the entry's size in bytes, or `None` when another
+    /// writer got there first: its entry stays and this one is discarded.
+    pub(crate) fn publish(mut self) -> Result<Option<u64>, String> {
         let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
         let model = self.tmp.join(MODEL_FILE);
         if !model.is_file() {
@@ -341,10 +341,10 @@ impl Pending {
                 if let Some(parent) = self.entry.parent() {
                     sync_dir(parent);
                 }
-                Ok(total)
+                Ok(Some(total))
             }
             // Another process published the same entry first: keep theirs.
-            Err(_) if self.entry.join(MANIFEST).is_file() => Ok(0),
+            Err(_) if self.entry.join(MANIFEST).is_file() => Ok(None),
             Err(e) => Err(io(&format!("cannot rename {} to {}", self.tmp.display(), self.entry.display()), e)),
         }
     }
@@ -702,7 +702,7 @@ mod tests {
     fn sampled_digest_sees_truncation_and_torn_blocks() {
         let dir = scratch("digest");
         let p = dir.join("big");
-        let data: Vec<u8> = (0..(FULL_HASH_LIMIT + (3 << 20))).map(|i| (i * 2654435761 >> 13) as u8).collect();
+        let data: Vec<u8> = (0..(FULL_HASH_LIMIT + (3 << 20))).map(|i| ((i * 2654435761) >> 13) as u8).collect();
         fs::write(&p, &data).unwrap();
         let (size, d0) = file_digest(&p).unwrap();
         assert_eq!(size, data.len() as u64);
