@@ -355,6 +355,31 @@ typedef uint32_t kiln_cell_color;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Where a sprite's alpha comes from; the value goes in
+// `kiln_sprite_options.matte`.
+enum kiln_matte
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // `kiln_model_make_sprite`: the model's matting graph when it has one
+    // (`kiln_model_info.has_matting`), else the chroma key.
+    // `kiln_image_make_sprite`: the chroma key.
+    KILN_MATTE_AUTO = 0,
+    // The chroma key (colour distance to the key, despill), always.
+    KILN_MATTE_KEY = 1,
+    // The model's matting graph; MODEL_NOT_FOUND when the model has none.
+    // Only `kiln_model_make_sprite` can use it.
+    KILN_MATTE_GRAPH = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_matte kiln_matte;
+#else
+typedef uint32_t kiln_matte;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -515,6 +540,29 @@ typedef struct kiln_job_progress {
     uint32_t preview_height;
 } kiln_job_progress;
 
+// How `kiln_model_load_with` loads a model. Fill with
+// `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
+// does). Strings are borrowed for the call only.
+typedef struct kiln_model_load_options {
+    // `sizeof(kiln_model_load_options)`, set by `kiln_model_load_options_init`.
+    uint32_t struct_size;
+    // A `kiln_seamless` value. Non-zero loads the U-Net and VAE decoder
+    // already rewritten to wrap around on those axes instead of the plain
+    // ones, and the handle is that seamless view: a game that only wants
+    // tileable textures never holds the plain graphs (about half the
+    // memory of loading plain and calling `kiln_model_seamless`). Images are
+    // bit-identical to that path. `kiln_model_seamless(handle, KILN_SEAMLESS_NONE)`
+    // still works and loads the plain graphs then. Default 0 (plain).
+    uint32_t seamless;
+    // UTF-8 path of a matting graph for `kiln_model_make_sprite`: a folder
+    // holding `model.onnx` and optionally `config.json` (as a model folder's
+    // `matting/`), or an ONNX file whose settings, if any, are in the `.json`
+    // of the same name beside it (`rmbg.onnx`, `rmbg.json`). It must exist
+    // (MODEL_NOT_FOUND otherwise) and is loaded on the first sprite. NULL
+    // (default) = the model folder's `matting/` when there is one.
+    const char *matting_path;
+} kiln_model_load_options;
+
 // Facts about a loaded model, filled by `kiln_model_get_info`.
 typedef struct kiln_model_info {
     // Set by the caller to `sizeof(kiln_model_info)` before the call.
@@ -531,15 +579,21 @@ typedef struct kiln_model_info {
     uint32_t embedding_dim;
     // 1 if the export has a VAE encoder (img2img), else 0.
     uint32_t has_vae_encoder;
+    // 1 if sprites from `kiln_model_make_sprite` can use a matting graph
+    // (`matting/` in the model folder, or `matting_path` given at load), else 0.
+    uint32_t has_matting;
 } kiln_model_info;
 
-// How `kiln_image_make_sprite` cuts a sprite out of an image generated on a
-// flat key background. Fill with `kiln_sprite_options_init`; NULL = defaults.
+// How `kiln_image_make_sprite` and `kiln_model_make_sprite` cut a sprite out
+// of an image: the key fields drive the chroma key, the rest applies to a
+// matting graph's matte too. Fill with `kiln_sprite_options_init`; NULL =
+// defaults.
 typedef struct kiln_sprite_options {
     // `sizeof(kiln_sprite_options)`, set by `kiln_sprite_options_init`.
     uint32_t struct_size;
     // 1 (default): detect the key colour as the per-channel median of the
-    // border pixels; 0: use `key_rgb`.
+    // border pixels; 0: use `key_rgb`. With a matting graph the key is only
+    // used for despill, and only when given (`auto_key` 0).
     uint32_t auto_key;
     // The key colour as 0xRRGGBB (sRGB), used when `auto_key` is 0. Default
     // 0x00FF00.
@@ -564,6 +618,10 @@ typedef struct kiln_sprite_options {
     // Pixels with alpha ≥ this (1..255; 0 counts as 1) make up the bounding
     // box. Default 1.
     uint32_t bbox_threshold;
+    // A `kiln_matte` value: where the alpha comes from. Default
+    // `KILN_MATTE_AUTO`, which is also what a caller built before this field
+    // existed (a smaller `struct_size`) gets.
+    uint32_t matte;
 } kiln_sprite_options;
 
 // A pixel rectangle. Empty (all fields 0) when it holds no pixel.
@@ -810,6 +868,19 @@ kiln_status kiln_model_load(const struct kiln_runtime *runtime,
                             const char *model_dir,
                             struct kiln_model **model_out);
 
+// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+void kiln_model_load_options_init(struct kiln_model_load_options *options);
+
+// As `kiln_model_load`, with options (NULL = defaults): load a seamless
+// view without the plain graphs, or name a matting graph. Errors: as
+// `kiln_model_load`, and STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (`seamless`
+// not a `kiln_seamless`), MODEL_NOT_FOUND (`matting_path` does not exist),
+// MODEL_INVALID / UNSUPPORTED (a graph Kiln cannot rewrite).
+kiln_status kiln_model_load_with(const struct kiln_runtime *runtime,
+                                 const char *model_dir,
+                                 const struct kiln_model_load_options *options,
+                                 struct kiln_model **model_out);
+
 // Frees a model. NULL is a no-op.
 void kiln_model_free(struct kiln_model *model);
 
@@ -859,10 +930,45 @@ void kiln_sprite_options_init(struct kiln_sprite_options *options);
 // image of the same size in `*image_out`, freed with `kiln_image_free`.
 // `*bbox_out` receives the bounding box of the pixels with alpha ≥
 // `bbox_threshold` (all 0 when there are none); `bbox_out` may be NULL.
-// `options` NULL = defaults. Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH,
+// `options` NULL = defaults. To use a matting graph instead of the key, call
+// `kiln_model_make_sprite`. Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH,
 // INVALID_ARGUMENT (tolerances negative, non-finite or `outer < inner`,
-// feather radius over 64, `key_rgb` over 0xFFFFFF, `bbox_threshold` over 255).
+// feather radius over 64, `key_rgb` over 0xFFFFFF, `bbox_threshold` over
+// 255, an unknown `matte`, or `KILN_MATTE_GRAPH`, which needs a model).
 kiln_status kiln_image_make_sprite(const struct kiln_image *image,
+                                   const struct kiln_sprite_options *options,
+                                   struct kiln_image **image_out,
+                                   struct kiln_rect *bbox_out);
+
+// Cuts a sprite with alpha out of `image` (typically one `model` generated)
+// using the model's matting graph: `matting/model.onnx` in the model folder,
+// or the graph named by `kiln_model_load_options.matting_path`. With
+// `options->matte` AUTO (the default) a model without one keys as
+// `kiln_image_make_sprite` does, so one call serves both kinds of model;
+// `kiln_model_info.has_matting` says which it is. KEY forces the key,
+// GRAPH requires the graph.
+//
+// With the graph: the image's RGB goes in (resized to a fixed input size,
+// normalized by the graph's settings file or ImageNet's mean and std), the
+// matte comes out, is resized back bilinearly and becomes the alpha (times
+// the input's alpha); then colour bleeding, feathering, straight or
+// premultiplied output and the bounding box as for keyed sprites. Despill
+// needs a background colour, so it runs only when `auto_key` is 0 (against
+// `key_rgb`); the tolerances are unused. The graph is loaded on the first
+// call (with the runtime's providers and threads) and kept with the model;
+// a failed load is retried on the next call, and the model stays usable.
+//
+// Ownership and out-parameters as `kiln_image_make_sprite`. Thread-safe
+// like generation: calls on one model may come from several threads (the
+// graph runs one call at a time). Errors: NULL_ARGUMENT,
+// STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (as `kiln_image_make_sprite`, an
+// empty image), MODEL_NOT_FOUND (GRAPH asked of a model without a matting
+// graph, or `matting/` without `model.onnx`), MODEL_INVALID (the file is not
+// an ONNX graph with one float `[1, 3, H, W]` input and a `[1, 1, h, w]`,
+// `[1, h, w]` or `[h, w]` output, a bad settings file, NaN output), IO,
+// INFERENCE_FAILED (ONNX Runtime failed running it).
+kiln_status kiln_model_make_sprite(const struct kiln_model *model,
+                                   const struct kiln_image *image,
                                    const struct kiln_sprite_options *options,
                                    struct kiln_image **image_out,
                                    struct kiln_rect *bbox_out);
@@ -945,7 +1051,10 @@ kiln_status kiln_runtime_onnxruntime_path(const struct kiln_runtime *runtime,
 // the U-Net's and VAE decoder's convolutions are rewritten at load time to
 // wrap around instead of padding with zeros. The rewritten graphs are made
 // once per setting and shared; the new handle is freed with
-// `kiln_model_free` independently of `model`. Errors: NULL_ARGUMENT,
+// `kiln_model_free` independently of `model`. The view holds its own U-Net
+// and decoder beside `model`'s plain ones; a game that only wants tileable
+// output loads with `kiln_model_load_with` and `seamless` set instead, and
+// never loads the plain ones. Errors: NULL_ARGUMENT,
 // INVALID_ARGUMENT, MODEL_INVALID / UNSUPPORTED (a graph Kiln cannot rewrite).
 kiln_status kiln_model_seamless(const struct kiln_model *model, uint32_t axes, struct kiln_model **model_out);
 

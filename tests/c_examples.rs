@@ -172,3 +172,28 @@ fn stress_jobs_under_address_sanitizer() {
     assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
     assert!(stdout.contains("mismatched 0, protocol errors 0"), "{stdout}");
 }
+
+#[test]
+fn sprite_cuts_out_with_a_matting_graph_or_reports_a_bad_one() {
+    let bin = build_c("sprite");
+    let png = bin.with_extension("png");
+    let matting = common::root().join("tests/fixtures/matting/fixed");
+    let out = run_limited(c_program(&bin).arg(common::fixture()).arg(&matting).arg("gem").arg(&png), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sprite failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("matte: graph"), "{stdout}");
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut buf).unwrap();
+    let px: Vec<&[u8]> = buf.chunks_exact(4).collect();
+    assert!(px.iter().any(|p| p[3] == 0) && px.iter().any(|p| p[3] == 255), "a real cut-out");
+    assert!(px.iter().all(|p| p[0] <= p[3] && p[1] <= p[3] && p[2] <= p[3]), "premultiplied");
+    // Without a graph it keys; with a missing one the load names it.
+    let out = run_limited(c_program(&bin).arg(common::fixture()).arg("-").arg("gem").arg(&png), 300);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("matte: key"));
+    let out = run_limited(c_program(&bin).arg(common::fixture()).arg("/nonexistent/rmbg.onnx").arg("gem").arg(&png), 300);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/rmbg.onnx"), "{err}");
+}

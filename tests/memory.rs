@@ -76,3 +76,100 @@ fn bad_residency_value_is_rejected() {
     assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln::ffi::kiln_status::InvalidArgument);
     assert!(rt.is_null());
 }
+
+#[test]
+fn seamless_only_load_never_holds_the_plain_graphs() {
+    use kiln::model::seamless::Seamless;
+    use kiln::ModelOptions;
+    let rt = common::runtime();
+    let req = GenerateRequest { prompt: "cobblestone".into(), steps: 2, seed: 5, scheduler: SchedulerKind::Ddim, ..Default::default() };
+
+    // Today's path: load plain, then ask for the view. Both sets stay loaded.
+    let plain = Model::load(rt, &common::fixture()).unwrap();
+    assert_eq!(plain.loaded_sessions(), 3, "text encoder, U-Net, VAE decoder");
+    let view = plain.seamless(Seamless::Xy).unwrap();
+    assert_eq!(view.loaded_sessions(), 5, "the view adds a rewritten U-Net and decoder");
+    let view_image = view.generate_with(&req, Hooks::default()).unwrap().image.data;
+    let plain_image = plain.generate_with(&req, Hooks::default()).unwrap().image.data;
+
+    // Loading the seamless view directly holds only three sessions, and draws
+    // the same image bit for bit.
+    let only = Model::load_with(rt, &common::fixture(), &ModelOptions { seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    assert_eq!(only.seamless_axes(), Seamless::Xy);
+    assert_eq!(only.loaded_sessions(), 3);
+    assert_eq!(only.generate_with(&req, Hooks::default()).unwrap().image.data, view_image);
+    assert_eq!(only.seamless(Seamless::Xy).unwrap().loaded_sessions(), 3, "asking for its own setting loads nothing");
+    assert_ne!(view_image, plain_image);
+    // The plain view loads the plain graphs only when asked for, and matches.
+    let back = only.seamless(Seamless::None).unwrap();
+    assert_eq!(back.seamless_axes(), Seamless::None);
+    assert_eq!(only.loaded_sessions(), 5);
+    assert_eq!(back.generate_with(&req, Hooks::default()).unwrap().image.data, plain_image);
+    // Another axis from the seamless root is rewritten from the files too.
+    let x = only.seamless(Seamless::X).unwrap();
+    assert_eq!(x.generate_with(&req, Hooks::default()).unwrap().image.data, plain.seamless(Seamless::X).unwrap().generate_with(&req, Hooks::default()).unwrap().image.data);
+
+    // Per-stage residency: nothing resident after load, one graph at a time after.
+    let lazy_rt = Runtime::new(&RuntimeOptions { residency: Residency::PerStage, ..Default::default() }).unwrap();
+    let lazy = Model::load_with(&lazy_rt, &common::fixture(), &ModelOptions { seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    assert_eq!(lazy.loaded_sessions(), 0);
+    assert_eq!(lazy.generate_with(&req, Hooks::default()).unwrap().image.data, view_image);
+    assert_eq!(lazy.loaded_sessions(), 1);
+}
+
+#[test]
+fn c_seamless_load_option_matches_the_seamless_handle() {
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    use kiln::ffi::seamless::kiln_model_seamless;
+    use std::ptr;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let dir = std::ffi::CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let prompt = std::ffi::CString::new("sand").unwrap();
+    let mut go = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut go) };
+    go.prompt = prompt.as_ptr();
+    go.steps = 2;
+    let draw = |m: *const kiln_model| {
+        let mut buf = vec![0u8; 64 * 64 * 4];
+        assert_eq!(unsafe { kiln_model_generate_into(m, &go, buf.as_mut_ptr(), buf.len(), 0) }, kiln_status::Ok);
+        buf
+    };
+    let mut base = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut base) }, kiln_status::Ok);
+    let mut tiled = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_seamless(base, 2, &mut tiled) }, kiln_status::Ok);
+    let mut o = unsafe { std::mem::zeroed::<kiln_model_load_options>() };
+    unsafe { kiln_model_load_options_init(&mut o) };
+    o.seamless = 2;
+    let mut only = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load_with(rt, dir.as_ptr(), &o, &mut only) }, kiln_status::Ok);
+    assert_eq!(draw(only), draw(tiled));
+    let mut plain = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_seamless(only, 0, &mut plain) }, kiln_status::Ok);
+    assert_eq!(draw(plain), draw(base));
+    for m in [base, tiled, only, plain] {
+        unsafe { kiln_model_free(m) };
+    }
+    unsafe { kiln_runtime_destroy(rt) };
+}
+
+#[test]
+fn a_view_that_outlives_its_base_makes_correct_views() {
+    use kiln::model::seamless::Seamless;
+    let req = GenerateRequest { prompt: "bark".into(), steps: 2, seed: 9, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let draw = |m: &Model| m.generate_with(&req, Hooks::default()).unwrap().image.data;
+    let plain = draw(common::tiny_model());
+    let tiled = draw(&common::tiny_model().seamless(Seamless::X).unwrap());
+    let skipped = draw(&common::tiny_model().clip_skip(1).unwrap());
+    // The C pattern: make a view, free the base handle, ask the view for others.
+    let base = Model::load(common::runtime(), &common::fixture()).unwrap();
+    let view = base.seamless(Seamless::X).unwrap().clip_skip(1).unwrap();
+    drop(base);
+    let back = view.seamless(Seamless::None).unwrap().clip_skip(0).unwrap();
+    assert_eq!(draw(&back), plain, "plain again: neither the wrapped U-Net nor the skipped encoder reused");
+    assert_eq!(draw(&view.clip_skip(0).unwrap()), tiled);
+    assert_eq!(draw(&view.seamless(Seamless::None).unwrap()), skipped);
+}

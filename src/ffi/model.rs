@@ -76,6 +76,9 @@ pub struct kiln_model_info {
     pub embedding_dim: u32,
     /// 1 if the export has a VAE encoder (img2img), else 0.
     pub has_vae_encoder: u32,
+    /// 1 if sprites from `kiln_model_make_sprite` can use a matting graph
+    /// (`matting/` in the model folder, or `matting_path` given at load), else 0.
+    pub has_matting: u32,
 }
 
 /// One text-to-image request. Fill with `kiln_generate_options_init`, then set
@@ -247,6 +250,87 @@ pub unsafe extern "C" fn kiln_model_load(
     })
 }
 
+/// How `kiln_model_load_with` loads a model. Fill with
+/// `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
+/// does). Strings are borrowed for the call only.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct kiln_model_load_options {
+    /// `sizeof(kiln_model_load_options)`, set by `kiln_model_load_options_init`.
+    pub struct_size: u32,
+    /// A `kiln_seamless` value. Non-zero loads the U-Net and VAE decoder
+    /// already rewritten to wrap around on those axes instead of the plain
+    /// ones, and the handle is that seamless view: a game that only wants
+    /// tileable textures never holds the plain graphs (about half the
+    /// memory of loading plain and calling `kiln_model_seamless`). Images are
+    /// bit-identical to that path. `kiln_model_seamless(handle, KILN_SEAMLESS_NONE)`
+    /// still works and loads the plain graphs then. Default 0 (plain).
+    pub seamless: u32,
+    /// UTF-8 path of a matting graph for `kiln_model_make_sprite`: a folder
+    /// holding `model.onnx` and optionally `config.json` (as a model folder's
+    /// `matting/`), or an ONNX file whose settings, if any, are in the `.json`
+    /// of the same name beside it (`rmbg.onnx`, `rmbg.json`). It must exist
+    /// (MODEL_NOT_FOUND otherwise) and is loaded on the first sprite. NULL
+    /// (default) = the model folder's `matting/` when there is one.
+    pub matting_path: *const c_char,
+}
+
+const MODEL_LOAD_OPTIONS_V1: usize = std::mem::size_of::<kiln_model_load_options>();
+
+fn default_model_load_options() -> kiln_model_load_options {
+    kiln_model_load_options {
+        struct_size: MODEL_LOAD_OPTIONS_V1 as u32,
+        seamless: 0,
+        matting_path: std::ptr::null(),
+    }
+}
+
+/// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_load_options_init(options: *mut kiln_model_load_options) {
+    boundary_void!({
+        if !options.is_null() {
+            // SAFETY: non-null; the caller passes a writable struct.
+            unsafe { options.write(default_model_load_options()) };
+        }
+    })
+}
+
+/// As `kiln_model_load`, with options (NULL = defaults): load a seamless
+/// view without the plain graphs, or name a matting graph. Errors: as
+/// `kiln_model_load`, and STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (`seamless`
+/// not a `kiln_seamless`), MODEL_NOT_FOUND (`matting_path` does not exist),
+/// MODEL_INVALID / UNSUPPORTED (a graph Kiln cannot rewrite).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_load_with(
+    runtime: *const kiln_runtime,
+    model_dir: *const c_char,
+    options: *const kiln_model_load_options,
+    model_out: *mut *mut kiln_model,
+) -> kiln_status {
+    boundary!({
+        non_null(model_out, "model_out")?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
+        // SAFETY: NULL or a live handle; NUL-terminated string.
+        let rt = unsafe { handles::borrow(runtime)? };
+        let dir = unsafe { utf8_arg(model_dir, "model_dir")? };
+        let o = if options.is_null() {
+            default_model_load_options()
+        } else {
+            // SAFETY: non-null; the caller's struct holds struct_size bytes.
+            unsafe { read_versioned(options, default_model_load_options(), MODEL_LOAD_OPTIONS_V1, "options")? }
+        };
+        let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
+        // SAFETY: NULL or a NUL-terminated string.
+        let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
+        let model = Model::load_with(rt, Path::new(dir), &crate::model::ModelOptions { seamless, matting })?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
+        Ok(())
+    })
+}
+
 /// Frees a model. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_free(model: *mut kiln_model) {
@@ -281,6 +365,7 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
             vae_downsampling: i.vae_downsampling as u32,
             embedding_dim: i.embedding_dim as u32,
             has_vae_encoder: i.has_vae_encoder as u32,
+            has_matting: i.has_matting as u32,
         };
         // SAFETY: the caller's struct has `size` writable bytes.
         unsafe { std::ptr::copy_nonoverlapping(&info as *const _ as *const u8, info_out as *mut u8, size) };

@@ -1,11 +1,13 @@
 //! Game-asset post-processing of Kiln images in the C API: sprites with alpha
-//! (chroma key), pixel art, material maps (height and normal), the seam score
+//! (chroma key, or a model's matting graph), pixel art, material maps (height
+//! and normal), the seam score
 //! of a tileable texture, and `kiln_image_create` to bring an engine's own
 //! pixels in. Every call leaves its input untouched and returns new images
 //! (a `kiln_image` is immutable), freed with `kiln_image_free`.
 use super::boundary::{non_null, read_versioned};
 use super::handles;
 use super::image::kiln_image;
+use super::model::kiln_model;
 use super::status::kiln_status;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::material::{material_maps, MaterialOptions, NormalConvention};
@@ -13,6 +15,7 @@ use crate::image::pixel_art::{pixel_art, CellColor, PixelArtOptions, Quantize, M
 use crate::image::seam::{seam_score, Axis};
 use crate::image::sprite::{make_sprite, Rect, SpriteOptions};
 use crate::image::Rgba8Image;
+use crate::model::matting::Matte;
 
 /// A pixel rectangle. Empty (all fields 0) when it holds no pixel.
 #[repr(C)]
@@ -42,6 +45,22 @@ pub enum kiln_normal_convention {
     Opengl = 0,
     /// Green is +Y down the image (DirectX, Unreal).
     Directx = 1,
+}
+
+/// Where a sprite's alpha comes from; the value goes in
+/// `kiln_sprite_options.matte`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_matte {
+    /// `kiln_model_make_sprite`: the model's matting graph when it has one
+    /// (`kiln_model_info.has_matting`), else the chroma key.
+    /// `kiln_image_make_sprite`: the chroma key.
+    Auto = 0,
+    /// The chroma key (colour distance to the key, despill), always.
+    Key = 1,
+    /// The model's matting graph; MODEL_NOT_FOUND when the model has none.
+    /// Only `kiln_model_make_sprite` can use it.
+    Graph = 2,
 }
 
 /// How a pixel-art cell's pixels become one colour.
@@ -112,15 +131,18 @@ pub unsafe extern "C" fn kiln_image_create(
 
 // ---- Sprites ----
 
-/// How `kiln_image_make_sprite` cuts a sprite out of an image generated on a
-/// flat key background. Fill with `kiln_sprite_options_init`; NULL = defaults.
+/// How `kiln_image_make_sprite` and `kiln_model_make_sprite` cut a sprite out
+/// of an image: the key fields drive the chroma key, the rest applies to a
+/// matting graph's matte too. Fill with `kiln_sprite_options_init`; NULL =
+/// defaults.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_sprite_options {
     /// `sizeof(kiln_sprite_options)`, set by `kiln_sprite_options_init`.
     pub struct_size: u32,
     /// 1 (default): detect the key colour as the per-channel median of the
-    /// border pixels; 0: use `key_rgb`.
+    /// border pixels; 0: use `key_rgb`. With a matting graph the key is only
+    /// used for despill, and only when given (`auto_key` 0).
     pub auto_key: u32,
     /// The key colour as 0xRRGGBB (sRGB), used when `auto_key` is 0. Default
     /// 0x00FF00.
@@ -145,13 +167,18 @@ pub struct kiln_sprite_options {
     /// Pixels with alpha ≥ this (1..255; 0 counts as 1) make up the bounding
     /// box. Default 1.
     pub bbox_threshold: u32,
+    /// A `kiln_matte` value: where the alpha comes from. Default
+    /// `KILN_MATTE_AUTO`, which is also what a caller built before this field
+    /// existed (a smaller `struct_size`) gets.
+    pub matte: u32,
 }
 
-const SPRITE_OPTIONS_V1: usize = std::mem::size_of::<kiln_sprite_options>();
+/// The first layout ended before `matte`.
+const SPRITE_OPTIONS_V1: usize = std::mem::offset_of!(kiln_sprite_options, matte);
 
 fn default_sprite_options() -> kiln_sprite_options {
     kiln_sprite_options {
-        struct_size: SPRITE_OPTIONS_V1 as u32,
+        struct_size: std::mem::size_of::<kiln_sprite_options>() as u32,
         auto_key: 1,
         key_rgb: 0x00FF00,
         inner_tolerance: 0.10,
@@ -160,6 +187,7 @@ fn default_sprite_options() -> kiln_sprite_options {
         feather_radius: 0,
         premultiplied: 0,
         bbox_threshold: 1,
+        matte: kiln_matte::Auto as u32,
     }
 }
 
@@ -174,7 +202,13 @@ pub unsafe extern "C" fn kiln_sprite_options_init(options: *mut kiln_sprite_opti
     })
 }
 
-fn sprite_options(o: &kiln_sprite_options) -> Result<SpriteOptions> {
+fn sprite_options(o: &kiln_sprite_options) -> Result<(SpriteOptions, Matte)> {
+    let matte = match o.matte {
+        0 => Matte::Auto,
+        1 => Matte::Key,
+        2 => Matte::Graph,
+        other => return Err(Error::invalid(format!("matte {other} is not a kiln_matte"))),
+    };
     if o.key_rgb > 0xFF_FFFF {
         return Err(Error::invalid(format!("key_rgb 0x{:X} is not 0xRRGGBB", o.key_rgb)));
     }
@@ -182,7 +216,7 @@ fn sprite_options(o: &kiln_sprite_options) -> Result<SpriteOptions> {
         return Err(Error::invalid(format!("bbox_threshold {} is over 255", o.bbox_threshold)));
     }
     let k = o.key_rgb;
-    Ok(SpriteOptions {
+    let options = SpriteOptions {
         key: (o.auto_key == 0).then_some([(k >> 16) as u8, (k >> 8) as u8, k as u8]),
         inner_tolerance: o.inner_tolerance,
         outer_tolerance: o.outer_tolerance,
@@ -190,7 +224,52 @@ fn sprite_options(o: &kiln_sprite_options) -> Result<SpriteOptions> {
         feather_radius: o.feather_radius,
         premultiplied: o.premultiplied != 0,
         bbox_threshold: o.bbox_threshold as u8,
-    })
+    };
+    Ok((options, matte))
+}
+
+/// Reads the caller's sprite options (NULL = defaults).
+///
+/// # Safety
+/// `options` is NULL or holds `struct_size` readable bytes.
+unsafe fn read_sprite_options(options: *const kiln_sprite_options) -> Result<(SpriteOptions, Matte)> {
+    let o = if options.is_null() {
+        default_sprite_options()
+    } else {
+        // SAFETY: non-null; the caller's struct holds struct_size bytes.
+        unsafe { read_versioned(options, default_sprite_options(), SPRITE_OPTIONS_V1, "options")? }
+    };
+    sprite_options(&o)
+}
+
+/// Writes a sprite to the out-parameters (both checked by the caller).
+///
+/// # Safety
+/// `image_out` is writable; `bbox_out` is NULL or writable.
+unsafe fn write_sprite(sprite: crate::image::sprite::Sprite, image_out: *mut *mut kiln_image, bbox_out: *mut kiln_rect) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        if !bbox_out.is_null() {
+            handles::write_out(bbox_out, sprite.bbox.into());
+        }
+        handles::write_out(image_out, handles::into_raw::<kiln_image>(sprite.image));
+    }
+}
+
+/// Zeroes the sprite out-parameters on entry.
+///
+/// # Safety
+/// `image_out` is writable (checked non-null); `bbox_out` is NULL or writable.
+unsafe fn clear_sprite_outs(image_out: *mut *mut kiln_image, bbox_out: *mut kiln_rect) -> Result<()> {
+    non_null(image_out, "image_out")?;
+    // SAFETY: checked non-null; bbox_out NULL or writable.
+    unsafe {
+        handles::write_out(image_out, std::ptr::null_mut());
+        if !bbox_out.is_null() {
+            handles::write_out(bbox_out, kiln_rect::default());
+        }
+    }
+    Ok(())
 }
 
 /// Cuts a sprite with alpha out of `image`, an image generated on a flat key
@@ -201,9 +280,11 @@ fn sprite_options(o: &kiln_sprite_options) -> Result<SpriteOptions> {
 /// image of the same size in `*image_out`, freed with `kiln_image_free`.
 /// `*bbox_out` receives the bounding box of the pixels with alpha ≥
 /// `bbox_threshold` (all 0 when there are none); `bbox_out` may be NULL.
-/// `options` NULL = defaults. Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH,
+/// `options` NULL = defaults. To use a matting graph instead of the key, call
+/// `kiln_model_make_sprite`. Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH,
 /// INVALID_ARGUMENT (tolerances negative, non-finite or `outer < inner`,
-/// feather radius over 64, `key_rgb` over 0xFFFFFF, `bbox_threshold` over 255).
+/// feather radius over 64, `key_rgb` over 0xFFFFFF, `bbox_threshold` over
+/// 255, an unknown `matte`, or `KILN_MATTE_GRAPH`, which needs a model).
 #[no_mangle]
 pub unsafe extern "C" fn kiln_image_make_sprite(
     image: *const kiln_image,
@@ -212,30 +293,70 @@ pub unsafe extern "C" fn kiln_image_make_sprite(
     bbox_out: *mut kiln_rect,
 ) -> kiln_status {
     boundary!({
-        non_null(image_out, "image_out")?;
-        // SAFETY: checked non-null; bbox_out NULL or writable.
-        unsafe {
-            handles::write_out(image_out, std::ptr::null_mut());
-            if !bbox_out.is_null() {
-                handles::write_out(bbox_out, kiln_rect::default());
-            }
-        }
+        // SAFETY: the caller passes writable out-parameters (NULL checked).
+        unsafe { clear_sprite_outs(image_out, bbox_out)? };
         // SAFETY: NULL or a live handle.
         let img = unsafe { handles::borrow(image)? };
-        let o = if options.is_null() {
-            default_sprite_options()
-        } else {
-            // SAFETY: non-null; the caller's struct holds struct_size bytes.
-            unsafe { read_versioned(options, default_sprite_options(), SPRITE_OPTIONS_V1, "options")? }
-        };
-        let sprite = make_sprite(img, &sprite_options(&o)?)?;
-        // SAFETY: checked above.
-        unsafe {
-            if !bbox_out.is_null() {
-                handles::write_out(bbox_out, sprite.bbox.into());
-            }
-            handles::write_out(image_out, handles::into_raw::<kiln_image>(sprite.image));
+        // SAFETY: NULL or a struct of struct_size bytes.
+        let (opts, matte) = unsafe { read_sprite_options(options)? };
+        if matte == Matte::Graph {
+            return Err(Error::invalid(
+                "matte KILN_MATTE_GRAPH needs a model's matting graph: call kiln_model_make_sprite",
+            ));
         }
+        let sprite = make_sprite(img, &opts)?;
+        // SAFETY: checked above.
+        unsafe { write_sprite(sprite, image_out, bbox_out) };
+        Ok(())
+    })
+}
+
+/// Cuts a sprite with alpha out of `image` (typically one `model` generated)
+/// using the model's matting graph: `matting/model.onnx` in the model folder,
+/// or the graph named by `kiln_model_load_options.matting_path`. With
+/// `options->matte` AUTO (the default) a model without one keys as
+/// `kiln_image_make_sprite` does, so one call serves both kinds of model;
+/// `kiln_model_info.has_matting` says which it is. KEY forces the key,
+/// GRAPH requires the graph.
+///
+/// With the graph: the image's RGB goes in (resized to a fixed input size,
+/// normalized by the graph's settings file or ImageNet's mean and std), the
+/// matte comes out, is resized back bilinearly and becomes the alpha (times
+/// the input's alpha); then colour bleeding, feathering, straight or
+/// premultiplied output and the bounding box as for keyed sprites. Despill
+/// needs a background colour, so it runs only when `auto_key` is 0 (against
+/// `key_rgb`); the tolerances are unused. The graph is loaded on the first
+/// call (with the runtime's providers and threads) and kept with the model;
+/// a failed load is retried on the next call, and the model stays usable.
+///
+/// Ownership and out-parameters as `kiln_image_make_sprite`. Thread-safe
+/// like generation: calls on one model may come from several threads (the
+/// graph runs one call at a time). Errors: NULL_ARGUMENT,
+/// STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (as `kiln_image_make_sprite`, an
+/// empty image), MODEL_NOT_FOUND (GRAPH asked of a model without a matting
+/// graph, or `matting/` without `model.onnx`), MODEL_INVALID (the file is not
+/// an ONNX graph with one float `[1, 3, H, W]` input and a `[1, 1, h, w]`,
+/// `[1, h, w]` or `[h, w]` output, a bad settings file, NaN output), IO,
+/// INFERENCE_FAILED (ONNX Runtime failed running it).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_make_sprite(
+    model: *const kiln_model,
+    image: *const kiln_image,
+    options: *const kiln_sprite_options,
+    image_out: *mut *mut kiln_image,
+    bbox_out: *mut kiln_rect,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller passes writable out-parameters (NULL checked).
+        unsafe { clear_sprite_outs(image_out, bbox_out)? };
+        // SAFETY: NULL or live handles.
+        let m = unsafe { handles::borrow(model)? };
+        let img = unsafe { handles::borrow(image)? };
+        // SAFETY: NULL or a struct of struct_size bytes.
+        let (opts, matte) = unsafe { read_sprite_options(options)? };
+        let sprite = m.make_sprite(img, &opts, matte)?;
+        // SAFETY: checked above.
+        unsafe { write_sprite(sprite, image_out, bbox_out) };
         Ok(())
     })
 }

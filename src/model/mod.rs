@@ -1,13 +1,14 @@
 //! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
 pub mod graph;
 pub mod layout;
+pub mod matting;
 mod clip_skip;
 mod onnx_proto;
 pub mod preview;
 pub mod seamless;
 mod text;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ort::value::TensorElementType;
@@ -90,6 +91,26 @@ pub(crate) struct ModelInner {
     pub(crate) base: Option<std::sync::Weak<ModelInner>>,
     /// The VAE encoder (img2img, inpainting), loaded on first use.
     pub(crate) vae_encoder: LazyEncoder,
+    /// The optional matting graph for sprites, loaded on first use.
+    pub(crate) matting: Arc<matting::MattingSlot>,
+}
+
+/// How [`Model::load_with`] loads a model. `Default` is what [`Model::load`] does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelOptions {
+    /// Load the U-Net and VAE decoder already rewritten to wrap around on these
+    /// axes (see [`Model::seamless`]) instead of the plain ones, so a caller
+    /// that only wants tileable output never holds the plain graphs. The
+    /// loaded model is that seamless view; `seamless(Seamless::None)` on it
+    /// loads the plain graphs then. Images are bit-identical to
+    /// `Model::load(..)?.seamless(axes)`.
+    pub seamless: seamless::Seamless,
+    /// A matting graph for sprites: a folder holding `model.onnx` (and
+    /// optionally `config.json`), or an ONNX file (settings from the `.json`
+    /// of the same name beside it, if any). It must exist; it is loaded on the
+    /// first sprite. `None` = the model folder's `matting/` when present (see
+    /// [`matting`]).
+    pub matting: Option<PathBuf>,
 }
 
 /// The VAE encoder, shared by a model and its variants, loaded on first use.
@@ -123,19 +144,52 @@ pub struct ModelInfo {
     pub embedding_dim: usize,
     /// Whether the export has a VAE encoder (needed for img2img).
     pub has_vae_encoder: bool,
+    /// Whether sprites can use a matting graph ([`Model::has_matting`]).
+    pub has_matting: bool,
 }
 
 impl Model {
     /// Loads a model folder in the diffusers/optimum ONNX layout.
     pub fn load(runtime: &Runtime, dir: &Path) -> Result<Self> {
+        Self::load_with(runtime, dir, &ModelOptions::default())
+    }
+
+    /// Loads a model folder with options: a seamless view without the plain
+    /// graphs, a matting graph from elsewhere.
+    pub fn load_with(runtime: &Runtime, dir: &Path, options: &ModelOptions) -> Result<Self> {
         let layout = ModelLayout::open(dir)?;
+        let matting_source = match &options.matting {
+            Some(p) => {
+                let file = matting::graph_file(p);
+                if !file.is_file() {
+                    return Err(Error::new(
+                        crate::error::ErrorKind::ModelNotFound,
+                        format!("matting graph {} does not exist", file.display()),
+                    ));
+                }
+                Some(p.clone())
+            }
+            // A `matting/` folder counts even without model.onnx: a sprite then
+            // fails with MODEL_NOT_FOUND instead of silently keying.
+            None => Some(layout.root.join("matting")).filter(|p| p.is_dir()),
+        };
         let tokenizer = ClipTokenizer::from_dir(&layout.tokenizer_dir, layout.text_config.max_position_embeddings)?;
         let group = graph::ResidencyGroup::new(runtime.inner.residency);
         let text_encoder = Graph::load(runtime, "text_encoder", &layout.text_encoder, &group)?;
         let text_io = text_encoder_io(&text_encoder)?;
-        let unet = Graph::load(runtime, "unet", &layout.unet, &group)?;
+        let axes = options.seamless;
+        let (unet, vae_decoder) = if axes == seamless::Seamless::None {
+            (
+                Graph::load(runtime, "unet", &layout.unet, &group)?,
+                Graph::load(runtime, "vae_decoder", &layout.vae_decoder, &group)?,
+            )
+        } else {
+            (
+                load_seamless(runtime, "unet", &layout.unet, axes, &group)?,
+                load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, &group)?,
+            )
+        };
         let unet_io = unet_io(&unet)?;
-        let vae_decoder = Graph::load(runtime, "vae_decoder", &layout.vae_decoder, &group)?;
         let vae_io = vae_decoder_io(&vae_decoder)?;
         // The preview decoder runs between U-Net calls, so it never takes part
         // in per-stage residency (that would reload the U-Net every step).
@@ -186,11 +240,12 @@ impl Model {
                 preview_projection: Arc::new(std::sync::OnceLock::new()),
                 residency: group,
                 embedding_cache: Arc::new(parking_lot::Mutex::new(text::EmbeddingCache::new(runtime.inner.embedding_cache_entries))),
-                seamless: seamless::Seamless::None,
+                seamless: axes,
                 clip_skip: 0,
                 variants: Default::default(),
                 base: None,
                 vae_encoder: Default::default(),
+                matting: Arc::new(matting::MattingSlot::new(matting_source)),
             }),
         })
     }
@@ -205,6 +260,7 @@ impl Model {
             vae_downsampling: l.vae_config.downsampling,
             embedding_dim: l.text_config.hidden_size,
             has_vae_encoder: l.vae_encoder.is_some(),
+            has_matting: self.has_matting(),
         }
     }
 
@@ -236,7 +292,10 @@ impl Model {
     /// A view of this model whose U-Net and VAE decoder wrap around on `axes`,
     /// so images tile seamlessly (see [`seamless`]). The rewritten graphs are
     /// made once per setting and kept while this model lives; tokenizer,
-    /// text encoder and prompt cache are shared.
+    /// text encoder and prompt cache are shared. The view holds its own
+    /// U-Net and decoder next to the plain ones: to hold only the rewritten
+    /// ones, load with [`ModelOptions::seamless`] (then `Seamless::None`
+    /// here loads the plain graphs on demand).
     pub fn seamless(&self, axes: seamless::Seamless) -> Result<Model> {
         self.variant(axes, self.inner.clip_skip)
     }
@@ -260,29 +319,35 @@ impl Model {
         }
         let m = &self.inner;
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
-        let rewrite = |name: &'static str, path: &Path, what: String, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>| -> Result<Graph> {
-            let bytes = std::fs::read(path).map_err(|e| crate::error::Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
-            let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
-            m.runtime.logger().info(&format!("{name}: rewritten for {what}"));
-            let source = graph::GraphSource::Memory {
-                bytes: Arc::new(rewritten),
-                dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                label: format!("{} ({what})", path.display()),
-            };
-            Graph::load_from(&m.runtime, name, source, &group)
-        };
-        let tiled = |name: &'static str, path: &Path| {
-            rewrite(name, path, format!("seamless {axes:?}"), &|b| seamless::make_seamless(b, axes).map(|(out, _)| out))
-        };
-        let (unet, vae_decoder) = if axes == seamless::Seamless::None {
+        // `m` is the root (its U-Net and decoder are plain or, when loaded with
+        // `ModelOptions::seamless`, already rewritten) or a view that outlived
+        // its root: either way its own graphs serve only its own setting.
+        let (unet, vae_decoder) = if axes == m.seamless {
             (Arc::clone(&m.unet), Arc::clone(&m.vae_decoder))
+        } else if axes == seamless::Seamless::None {
+            m.runtime.logger().info("loading the plain U-Net and VAE decoder for a view without seamless tiling");
+            (
+                Arc::new(Graph::load(&m.runtime, "unet", &m.layout.unet, &group)?),
+                Arc::new(Graph::load(&m.runtime, "vae_decoder", &m.layout.vae_decoder, &group)?),
+            )
         } else {
-            (Arc::new(tiled("unet", &m.layout.unet)?), Arc::new(tiled("vae_decoder", &m.layout.vae_decoder)?))
+            (
+                Arc::new(load_seamless(&m.runtime, "unet", &m.layout.unet, axes, &group)?),
+                Arc::new(load_seamless(&m.runtime, "vae_decoder", &m.layout.vae_decoder, axes, &group)?),
+            )
         };
-        let (text_encoder, embedding_cache) = if skip == 0 {
+        // As for the U-Net: `m` is the root, or a view whose root is gone, so
+        // its own text encoder is only reused for its own setting.
+        let (text_encoder, embedding_cache) = if skip == m.clip_skip {
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
         } else {
-            let g = rewrite("text_encoder", &m.layout.text_encoder, format!("CLIP skip {skip}"), &|b| clip_skip::rewrite(b, skip))?;
+            let g = if skip == 0 {
+                Graph::load(&m.runtime, "text_encoder", &m.layout.text_encoder, &group)?
+            } else {
+                load_rewritten(&m.runtime, "text_encoder", &m.layout.text_encoder, &format!("CLIP skip {skip}"), &group, &|b| {
+                    clip_skip::rewrite(b, skip)
+                })?
+            };
             // Different embeddings for the same prompt: a cache of its own.
             let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
             (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
@@ -307,6 +372,7 @@ impl Model {
                 variants: Default::default(),
                 base: Some(Arc::downgrade(&self.inner)),
                 vae_encoder: Arc::clone(&m.vae_encoder),
+                matting: Arc::clone(&m.matting),
             }),
         };
         variants.insert((axes, skip), variant.clone());
@@ -350,6 +416,43 @@ impl Model {
         self.inner.residency.loaded().into_iter().filter_map(|i| names.get(i).copied()).collect()
     }
 
+    /// How many ONNX Runtime sessions are loaded right now for this model:
+    /// its graphs, those of the views made from it (seamless, CLIP skip) that
+    /// are still alive, and the optional ones once loaded (VAE encoder,
+    /// preview decoder, matting); each shared graph counted once. Under
+    /// per-stage residency only the resident ones count. A measure of the
+    /// memory the model holds, for tests and tools.
+    pub fn loaded_sessions(&self) -> usize {
+        let root = self.inner.base.as_ref().and_then(std::sync::Weak::upgrade).unwrap_or_else(|| Arc::clone(&self.inner));
+        let mut models = vec![Arc::clone(&root)];
+        models.extend(root.variants.lock().values().map(|v| Arc::clone(&v.inner)));
+        if !models.iter().any(|m| Arc::ptr_eq(m, &self.inner)) {
+            models.push(Arc::clone(&self.inner)); // a view whose root is gone
+        }
+        let mut seen: Vec<*const Graph> = Vec::new();
+        let mut add = |g: &Graph| {
+            let p = g as *const Graph;
+            if g.is_loaded() && !seen.contains(&p) {
+                seen.push(p);
+            }
+        };
+        for m in &models {
+            add(&m.text_encoder);
+            add(&m.unet);
+            add(&m.vae_decoder);
+            if let Some(p) = &m.preview_decoder {
+                add(&p.0);
+            }
+            if let Some(Ok(e)) = m.vae_encoder.get() {
+                add(&e.0);
+            }
+            if let Some(g) = &*m.matting.loaded.lock() {
+                add(g.graph());
+            }
+        }
+        seen.len()
+    }
+
     /// Prompt-embedding cache hits and misses so far.
     pub fn embedding_cache_stats(&self) -> (u64, u64) {
         self.inner.embedding_cache.lock().stats()
@@ -374,6 +477,32 @@ impl Model {
     pub fn unet_io(&self) -> &UnetIo {
         &self.inner.unet_io
     }
+}
+
+/// Loads `path` rewritten in memory by `f` (seamless tiling, CLIP skip);
+/// external-data weights are still read from the original folder.
+fn load_rewritten(
+    runtime: &Runtime,
+    name: &'static str,
+    path: &Path,
+    what: &str,
+    group: &Arc<graph::ResidencyGroup>,
+    f: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Graph> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
+    let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
+    runtime.logger().info(&format!("{name}: rewritten for {what}"));
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let source = graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display()));
+    Graph::load_from(runtime, name, source, group)
+}
+
+/// Loads `path` with its padded convolutions wrapping around on `axes`.
+fn load_seamless(runtime: &Runtime, name: &'static str, path: &Path, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
+    load_rewritten(runtime, name, path, &format!("seamless {axes:?}"), group, &|b| {
+        seamless::make_seamless(b, axes).map(|(out, _)| out)
+    })
 }
 
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
