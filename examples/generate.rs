@@ -32,7 +32,10 @@ const USAGE: &str = "usage: generate [options]
   --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
-  --sprite                make the flat background transparent (chroma-key matte, despill)
+  --sprite                cut out a sprite with alpha: the model's matting graph (matting/model.onnx)
+                          when it has one, else a chroma key of the flat background (despill)
+  --matting PATH          matting graph for --sprite: a folder with model.onnx (+ config.json) or
+                          an ONNX file (+ the .json of its name)
   --pixel-art CELL:COLORS snap to CELL-pixel cells and quantize to COLORS colours
   --height-map FILE.png   also write a height map of the result
   --normal-map FILE.png   also write an OpenGL normal map (tiles when --seamless)
@@ -77,6 +80,7 @@ struct Args {
     extend: Option<kiln::pipeline::texture::Extend>,
     make_tileable: Option<usize>,
     sprite: bool,
+    matting: Option<PathBuf>,
     pixel_art: Option<(u32, u32)>,
     height_map: Option<PathBuf>,
     normal_map: Option<PathBuf>,
@@ -126,6 +130,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         extend: None,
         make_tileable: None,
         sprite: false,
+        matting: None,
         pixel_art: None,
         height_map: None,
         normal_map: None,
@@ -176,6 +181,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             }
             "--make-tileable" => a.make_tileable = Some(number(flag, value()?)?),
             "--sprite" => a.sprite = true,
+            "--matting" => a.matting = Some(PathBuf::from(value()?)),
             "--pixel-art" => {
                 let v = value()?;
                 let (cell, colors) = v
@@ -227,6 +233,9 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
     if a.request.steps == 0 {
         return Err("--steps must be at least 1".into());
     }
+    if a.matting.is_some() && !a.sprite {
+        return Err("--matting is for --sprite".into());
+    }
     Ok(Some(a))
 }
 
@@ -239,7 +248,9 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         ..Default::default()
     })?;
     let t0 = std::time::Instant::now();
-    let model = Model::load(&runtime, &a.model)?.seamless(a.seamless)?;
+    // A seamless load holds only the rewritten U-Net and decoder.
+    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone() };
+    let model = Model::load_with(&runtime, &a.model, &options)?;
     let load_s = t0.elapsed().as_secs_f64();
     for (graph, choice) in model.graph_providers() {
         eprintln!("{graph}: {}", choice.describe());
@@ -309,8 +320,11 @@ fn generate_one(
         }
     }
     if a.sprite {
-        let sprite = kiln::image::sprite::make_sprite(&image, &Default::default())?;
-        eprintln!("sprite: key {:?}, opaque box {:?}", sprite.key, sprite.bbox);
+        let sprite = model.make_sprite(&image, &Default::default(), kiln::model::matting::Matte::Auto)?;
+        match sprite.key {
+            Some(key) => eprintln!("sprite: chroma key {key:?}, visible box {:?}", sprite.bbox),
+            None => eprintln!("sprite: matting graph, visible box {:?}", sprite.bbox),
+        }
         image = sprite.image;
     }
     if let Some((cell, colors)) = a.pixel_art {

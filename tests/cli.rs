@@ -141,3 +141,43 @@ fn cli_batch_makes_each_line_like_a_single_run_and_names_bad_lines() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("batch.tsv:1"), "{}", String::from_utf8_lossy(&r.stderr));
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn cli_sprite_uses_a_matting_graph_when_named() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-matting-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let matting = common::root().join("tests/fixtures/matting/fixed");
+    let run = |extra: &[&std::ffi::OsStr], png: &str| {
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(common::fixture())
+            .args(["--prompt", "gem", "--steps", "2", "--sprite"])
+            .args(extra)
+            .arg("--out")
+            .arg(out.join(png))
+            .output()
+            .unwrap()
+    };
+    let r = run(&["--matting".as_ref(), matting.as_os_str()], "matted.png");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("sprite: matting graph"), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run(&[], "keyed.png");
+    assert!(String::from_utf8_lossy(&r.stderr).contains("sprite: chroma key"), "{}", String::from_utf8_lossy(&r.stderr));
+
+    // The PNG holds exactly what the Rust API makes from the same request.
+    let options = kiln::ModelOptions { matting: Some(matting.clone()), ..Default::default() };
+    let model = kiln::Model::load_with(common::runtime(), &common::fixture(), &options).unwrap();
+    let request = kiln::GenerateRequest { prompt: "gem".into(), steps: 2, ..Default::default() };
+    let image = model.generate(&request).unwrap().to_rgba8();
+    let want = model.make_sprite(&image, &Default::default(), kiln::model::matting::Matte::Graph).unwrap();
+    let got = image::open(out.join("matted.png")).unwrap().to_rgba8().into_raw();
+    assert!(got == want.image.pixels, "the CLI's sprite differs from Model::make_sprite");
+    assert!(got.chunks_exact(4).any(|p| p[3] < 255), "the matte made something transparent");
+
+    let r = Command::new(generate_bin()).arg("--matting").arg(&matting).output().unwrap();
+    assert_eq!(r.status.code(), Some(2), "--matting without --sprite");
+    let r = run(&["--matting".as_ref(), "/nonexistent/rmbg.onnx".as_ref()], "never.png");
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/rmbg.onnx"));
+    std::fs::remove_dir_all(&out).ok();
+}
