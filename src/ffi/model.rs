@@ -237,16 +237,8 @@ pub unsafe extern "C" fn kiln_model_load(
     model_out: *mut *mut kiln_model,
 ) -> kiln_status {
     boundary!({
-        non_null(model_out, "model_out")?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
-        // SAFETY: NULL or a live handle; NUL-terminated string.
-        let rt = unsafe { handles::borrow(runtime)? };
-        let dir = unsafe { utf8_arg(model_dir, "model_dir")? };
-        let model = Model::load(rt, Path::new(dir))?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
-        Ok(())
+        // SAFETY: the caller's contract is `load_into`'s; NULL options = defaults.
+        unsafe { load_into(runtime, model_dir, std::ptr::null(), model_out) }
     })
 }
 
@@ -309,26 +301,42 @@ pub unsafe extern "C" fn kiln_model_load_with(
     model_out: *mut *mut kiln_model,
 ) -> kiln_status {
     boundary!({
-        non_null(model_out, "model_out")?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
-        // SAFETY: NULL or a live handle; NUL-terminated string.
-        let rt = unsafe { handles::borrow(runtime)? };
-        let dir = unsafe { utf8_arg(model_dir, "model_dir")? };
-        let o = if options.is_null() {
-            default_model_load_options()
-        } else {
-            // SAFETY: non-null; the caller's struct holds struct_size bytes.
-            unsafe { read_versioned(options, default_model_load_options(), MODEL_LOAD_OPTIONS_V1, "options")? }
-        };
-        let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
-        // SAFETY: NULL or a NUL-terminated string.
-        let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
-        let model = Model::load_with(rt, Path::new(dir), &crate::model::ModelOptions { seamless, matting })?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
-        Ok(())
+        // SAFETY: the caller's contract is `load_into`'s.
+        unsafe { load_into(runtime, model_dir, options, model_out) }
     })
+}
+
+/// The one body of `kiln_model_load` (NULL options) and `kiln_model_load_with`.
+///
+/// # Safety
+/// `runtime` NULL or a live handle, `model_dir` NULL or NUL-terminated,
+/// `options` NULL or a struct of at least its `struct_size` bytes,
+/// `model_out` NULL or writable.
+unsafe fn load_into(
+    runtime: *const kiln_runtime,
+    model_dir: *const c_char,
+    options: *const kiln_model_load_options,
+    model_out: *mut *mut kiln_model,
+) -> crate::error::Result<()> {
+    non_null(model_out, "model_out")?;
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
+    // SAFETY: NULL or a live handle; NUL-terminated string.
+    let rt = unsafe { handles::borrow(runtime)? };
+    let dir = unsafe { utf8_arg(model_dir, "model_dir")? };
+    let o = if options.is_null() {
+        default_model_load_options()
+    } else {
+        // SAFETY: non-null; the caller's struct holds struct_size bytes.
+        unsafe { read_versioned(options, default_model_load_options(), MODEL_LOAD_OPTIONS_V1, "options")? }
+    };
+    let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
+    // SAFETY: NULL or a NUL-terminated string.
+    let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
+    let model = Model::load_with(rt, Path::new(dir), &crate::model::ModelOptions { seamless, matting })?;
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
+    Ok(())
 }
 
 /// Frees a model. NULL is a no-op.
