@@ -107,6 +107,19 @@ impl Rgba8Image {
     }
 }
 
+/// An opaque `w`×`h` test image whose pixel (x, y) has the colour `f(x, y)`.
+#[cfg(test)]
+pub(crate) fn opaque_test_image(w: usize, h: usize, f: impl Fn(usize, usize) -> [u8; 3]) -> Rgba8Image {
+    let mut pixels = Vec::with_capacity(w * h * 4);
+    for y in 0..h {
+        for x in 0..w {
+            let c = f(x, y);
+            pixels.extend_from_slice(&[c[0], c[1], c[2], 255]);
+        }
+    }
+    Rgba8Image { width: w, height: h, pixels }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

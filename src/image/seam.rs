@@ -68,16 +68,7 @@ pub fn seam_score(image: &Rgba8Image, axis: Axis) -> Result<f32> {
 mod tests {
     use super::*;
 
-    fn image(w: usize, h: usize, f: impl Fn(usize, usize) -> [u8; 3]) -> Rgba8Image {
-        let mut pixels = Vec::with_capacity(w * h * 4);
-        for y in 0..h {
-            for x in 0..w {
-                let c = f(x, y);
-                pixels.extend_from_slice(&[c[0], c[1], c[2], 255]);
-            }
-        }
-        Rgba8Image { width: w, height: h, pixels }
-    }
+    use crate::image::opaque_test_image as image;
 
     fn transpose(img: &Rgba8Image) -> Rgba8Image {
         let mut pixels = vec![0; img.pixels.len()];
