@@ -5,7 +5,9 @@ use super::handles;
 use super::image::kiln_image;
 use super::model::{finish_request, kiln_generate_options, kiln_model, request_from};
 use super::status::kiln_status;
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::pipeline::{Generation, GenerateRequest, InitImage};
+use crate::Model;
 use crate::pipeline::texture::Extend;
 
 /// Extends the picture in `options->init_image` by the given pixels on each
@@ -24,18 +26,9 @@ pub unsafe extern "C" fn kiln_model_extend_texture(
     image_out: *mut *mut kiln_image,
 ) -> kiln_status {
     boundary!({
-        non_null(image_out, "image_out")?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
-        // SAFETY: NULL or a live handle; options per the header.
-        let m = unsafe { handles::borrow(model)? };
-        let mut request = finish_request(m, unsafe { request_from(options)? });
-        let picture = request.init_image.take().ok_or_else(|| Error::invalid("options->init_image is NULL: there is no texture to extend"))?;
         let extend = Extend { left: left as usize, right: right as usize, top: top as usize, bottom: bottom as usize };
-        let image = m.extend_texture(&request, &picture, extend)?.image.to_rgba8();
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
-        Ok(())
+        // SAFETY: the caller's contract is `texture_op`'s.
+        unsafe { texture_op(model, options, image_out, "extend", |m, request, picture| m.extend_texture(request, picture, extend)) }
     })
 }
 
@@ -53,16 +46,36 @@ pub unsafe extern "C" fn kiln_model_make_tileable(
     image_out: *mut *mut kiln_image,
 ) -> kiln_status {
     boundary!({
-        non_null(image_out, "image_out")?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
-        // SAFETY: NULL or a live handle; options per the header.
-        let m = unsafe { handles::borrow(model)? };
-        let mut request = finish_request(m, unsafe { request_from(options)? });
-        let picture = request.init_image.take().ok_or_else(|| Error::invalid("options->init_image is NULL: there is no texture to make tileable"))?;
-        let image = m.make_tileable(&request, &picture, band as usize)?.image.to_rgba8();
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
-        Ok(())
+        // SAFETY: the caller's contract is `texture_op`'s.
+        unsafe { texture_op(model, options, image_out, "make tileable", |m, request, picture| m.make_tileable(request, picture, band as usize)) }
     })
+}
+
+/// The shared body of the texture helpers: checks the arguments, takes the
+/// picture out of `options->init_image`, runs `op` and hands its image out.
+///
+/// # Safety
+/// `model` NULL or a live handle, `options` as `kiln_model_generate` takes it,
+/// `image_out` NULL or writable.
+unsafe fn texture_op(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    image_out: *mut *mut kiln_image,
+    what: &str,
+    op: impl FnOnce(&Model, &GenerateRequest, &InitImage) -> Result<Generation>,
+) -> Result<()> {
+    non_null(image_out, "image_out")?;
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
+    // SAFETY: NULL or a live handle; options per the header.
+    let m = unsafe { handles::borrow(model)? };
+    let mut request = finish_request(m, unsafe { request_from(options)? });
+    let picture = request
+        .init_image
+        .take()
+        .ok_or_else(|| Error::invalid(format!("options->init_image is NULL: there is no texture to {what}")))?;
+    let image = op(m, &request, &picture)?.image.to_rgba8();
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
+    Ok(())
 }
