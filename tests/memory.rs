@@ -43,6 +43,42 @@ fn per_stage_residency_holds_one_graph_and_changes_nothing() {
     assert_eq!(again.image.data, reference.image.data);
 }
 
+/// Per-stage residency reads each graph's inputs and outputs from the file
+/// instead of a session; they must be exactly what ONNX Runtime reports, on
+/// every export shape the fixtures cover (fp16, int32 ids, fixed batch, 9
+/// input channels, v-prediction...).
+#[test]
+fn per_stage_reads_the_same_graph_io_as_a_session() {
+    common::runtime();
+    let eager_rt = Runtime::new(&RuntimeOptions::default()).unwrap();
+    let lazy_rt = Runtime::new(&RuntimeOptions { residency: Residency::PerStage, ..Default::default() }).unwrap();
+    let mut folders = vec![common::fixture()];
+    for v in ["fp16", "legacy-int64", "fixed-batch1", "inpaint9", "sd2-vpred", "lcm-unet"] {
+        folders.push(common::variant_folder(v));
+    }
+    let describe = |m: &Model| -> Vec<String> {
+        m.graph_io()
+            .iter()
+            .flat_map(|(graph, inputs, outputs)| {
+                let side = |dir: &'static str, list: &[kiln::model::TensorSpec]| {
+                    list.iter().map(move |t| format!("{graph} {dir} {} {:?} {:?}", t.name, t.ty, t.shape)).collect::<Vec<_>>()
+                };
+                let mut all = side("in", inputs);
+                all.extend(side("out", outputs));
+                all
+            })
+            .collect()
+    };
+    for folder in folders {
+        let eager = Model::load(&eager_rt, &folder).unwrap();
+        let lazy = Model::load(&lazy_rt, &folder).unwrap();
+        assert_eq!(lazy.loaded_sessions(), 0, "{}", folder.display());
+        let (want, got) = (describe(&eager), describe(&lazy));
+        assert!(want.len() >= 6, "{want:?}");
+        assert_eq!(got, want, "{}", folder.display());
+    }
+}
+
 #[test]
 fn embedding_cache_skips_repeated_prompts() {
     let cached = model(Residency::AllResident, Some(4));

@@ -101,17 +101,20 @@ pub enum Residency {
 pub(crate) struct ResidencyGroup {
     per_stage: bool,
     current: Mutex<Option<usize>>,
-    slots: Mutex<Vec<Arc<Mutex<Option<Session>>>>>,
+    slots: Mutex<Vec<(&'static str, SessionSlot)>>,
 }
+
+/// A graph's session, `None` while released.
+type SessionSlot = Arc<Mutex<Option<Session>>>;
 
 impl ResidencyGroup {
     pub(crate) fn new(policy: Residency) -> Arc<Self> {
         Arc::new(Self { per_stage: policy == Residency::PerStage, ..Default::default() })
     }
 
-    /// Names of the graphs now loaded, by index.
-    pub(crate) fn loaded(&self) -> Vec<usize> {
-        self.slots.lock().iter().enumerate().filter(|(_, s)| s.lock().is_some()).map(|(i, _)| i).collect()
+    /// Names of the graphs now loaded.
+    pub(crate) fn loaded(&self) -> Vec<&'static str> {
+        self.slots.lock().iter().filter(|(_, s)| s.lock().is_some()).map(|(name, _)| *name).collect()
     }
 }
 
@@ -125,6 +128,14 @@ impl Graph {
     /// As [`Graph::load`], from any source.
     pub(crate) fn load_from(runtime: &Runtime, name: &'static str, source: GraphSource, group: &Arc<ResidencyGroup>) -> Result<Self> {
         let source_digest = std::sync::OnceLock::new();
+        if group.per_stage {
+            // Per stage, the session is made when the stage first runs: the
+            // inputs and outputs come from the file, so loading the model opens
+            // nothing and a one-shot generation loads each graph once.
+            let (inputs, outputs) = declared_specs(name, &source)?;
+            let provider = session_builder(runtime, name, &source.label())?.1;
+            return Ok(Self::assemble(runtime, name, (inputs, outputs), provider, None, source, source_digest, group));
+        }
         let (session, provider) = open_session(runtime, name, &source, &source_digest)?;
         let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
             outlets
@@ -144,13 +155,27 @@ impl Graph {
         };
         let inputs = spec(session.inputs())?;
         let outputs = spec(session.outputs())?;
-        let slot = Arc::new(Mutex::new((!group.per_stage).then_some(session)));
+        Ok(Self::assemble(runtime, name, (inputs, outputs), provider, Some(session), source, source_digest, group))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        runtime: &Runtime,
+        name: &'static str,
+        (inputs, outputs): (Vec<TensorSpec>, Vec<TensorSpec>),
+        provider: crate::runtime::ProviderChoice,
+        session: Option<Session>,
+        source: GraphSource,
+        source_digest: std::sync::OnceLock<String>,
+        group: &Arc<ResidencyGroup>,
+    ) -> Self {
+        let slot = Arc::new(Mutex::new(session));
         let index = {
             let mut slots = group.slots.lock();
-            slots.push(Arc::clone(&slot));
+            slots.push((name, Arc::clone(&slot)));
             slots.len() - 1
         };
-        Ok(Self {
+        Self {
             name,
             inputs,
             outputs,
@@ -163,7 +188,7 @@ impl Graph {
             index,
             run_calls: Default::default(),
             run_nanos: Default::default(),
-        })
+        }
     }
 
     /// Calls of ONNX Runtime's run so far and the seconds spent inside them
@@ -185,7 +210,7 @@ impl Graph {
             let mut current = self.group.current.lock();
             if *current != Some(self.index) {
                 let slots = self.group.slots.lock().clone();
-                for (i, slot) in slots.iter().enumerate() {
+                for (i, (_, slot)) in slots.iter().enumerate() {
                     if i != self.index {
                         *slot.lock() = None;
                     }
@@ -198,6 +223,51 @@ impl Graph {
             *guard = Some(open_session(&self.runtime, self.name, &self.source, &self.source_digest)?.0);
         }
         Ok(guard)
+    }
+}
+
+/// The inputs and outputs `source` declares, read from the ONNX file without
+/// making a session (what ONNX Runtime reports for the same graph).
+fn declared_specs(name: &str, source: &GraphSource) -> Result<(Vec<TensorSpec>, Vec<TensorSpec>)> {
+    use crate::model::onnx_proto::{declared_io, DeclaredTensor};
+    let declared = match source {
+        GraphSource::File(p) => {
+            let file = std::fs::File::open(p).map_err(|e| {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::ModelNotFound } else { ErrorKind::Io };
+                Error::new(kind, format!("cannot open {name} graph {}: {e}", p.display()))
+            })?;
+            declared_io(file)
+        }
+        GraphSource::Memory { bytes, .. } => declared_io(std::io::Cursor::new(bytes.as_slice())),
+    }
+    .map_err(|e| Error::new(ErrorKind::ModelInvalid, format!("{name} graph {}: {}", source.label(), e.message())))?;
+    let convert = |list: Vec<DeclaredTensor>| -> Vec<TensorSpec> {
+        list.into_iter()
+            .map(|t| TensorSpec { name: t.name, ty: element_type(t.elem_type), shape: t.dims })
+            .collect()
+    };
+    Ok((convert(declared.0), convert(declared.1)))
+}
+
+/// ONNX's TensorProto.DataType number as ONNX Runtime's element type.
+fn element_type(onnx: i32) -> TensorElementType {
+    use TensorElementType as T;
+    match onnx {
+        1 => T::Float32,
+        2 => T::Uint8,
+        3 => T::Int8,
+        4 => T::Uint16,
+        5 => T::Int16,
+        6 => T::Int32,
+        7 => T::Int64,
+        8 => T::String,
+        9 => T::Bool,
+        10 => T::Float16,
+        11 => T::Float64,
+        12 => T::Uint32,
+        13 => T::Uint64,
+        16 => T::Bfloat16,
+        _ => T::Undefined,
     }
 }
 

@@ -175,20 +175,9 @@ impl Model {
         };
         let tokenizer = ClipTokenizer::from_dir(&layout.tokenizer_dir, layout.text_config.max_position_embeddings)?;
         let group = graph::ResidencyGroup::new(runtime.inner.residency);
-        let text_encoder = Graph::load(runtime, "text_encoder", &layout.text_encoder, &group)?;
-        let text_io = text_encoder_io(&text_encoder)?;
         let axes = options.seamless;
-        let (unet, vae_decoder) = if axes == seamless::Seamless::None {
-            (
-                Graph::load(runtime, "unet", &layout.unet, &group)?,
-                Graph::load(runtime, "vae_decoder", &layout.vae_decoder, &group)?,
-            )
-        } else {
-            (
-                load_seamless(runtime, "unet", &layout.unet, axes, &group)?,
-                load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, &group)?,
-            )
-        };
+        let (text_encoder, unet, vae_decoder) = load_core_graphs(runtime, &layout, axes, &group)?;
+        let text_io = text_encoder_io(&text_encoder)?;
         let unet_io = unet_io(&unet)?;
         let vae_io = vae_decoder_io(&vae_decoder)?;
         // The preview decoder runs between U-Net calls, so it never takes part
@@ -399,6 +388,17 @@ impl Model {
         ]
     }
 
+    /// Inputs and outputs of the text encoder, U-Net and VAE decoder, as their
+    /// sessions report them (under per-stage residency, as the files declare
+    /// them: the same names, element types and shapes, -1 where dynamic).
+    pub fn graph_io(&self) -> [(&'static str, &[TensorSpec], &[TensorSpec]); 3] {
+        let i = &self.inner;
+        fn io(g: &Graph) -> (&'static str, &[TensorSpec], &[TensorSpec]) {
+            (g.name, g.inputs.as_slice(), g.outputs.as_slice())
+        }
+        [io(&i.text_encoder), io(&i.unet), io(&i.vae_decoder)]
+    }
+
     /// Per graph: ONNX Runtime run calls so far and seconds inside them.
     pub fn graph_run_times(&self) -> [(&'static str, u64, f64); 3] {
         let i = &self.inner;
@@ -413,7 +413,8 @@ impl Model {
     /// asked for per-stage residency).
     pub fn resident_graphs(&self) -> Vec<&'static str> {
         let names = ["text_encoder", "unet", "vae_decoder"];
-        self.inner.residency.loaded().into_iter().filter_map(|i| names.get(i).copied()).collect()
+        let loaded = self.inner.residency.loaded();
+        names.into_iter().filter(|n| loaded.contains(n)).collect()
     }
 
     /// How many ONNX Runtime sessions are loaded right now for this model:
@@ -477,6 +478,49 @@ impl Model {
     pub fn unet_io(&self) -> &UnetIo {
         &self.inner.unet_io
     }
+}
+
+/// Loads the text encoder, U-Net and VAE decoder (the latter two rewritten for
+/// `axes` unless `None`). Unless the runtime asks for sequential loading they
+/// load on three threads at once: creating a session (reading the weights,
+/// optimizing the graph) is mostly single-threaded, so the small graphs load
+/// while the U-Net does. Per-stage residency opens no session here, so there
+/// is nothing to overlap.
+fn load_core_graphs(
+    runtime: &Runtime,
+    layout: &ModelLayout,
+    axes: seamless::Seamless,
+    group: &Arc<graph::ResidencyGroup>,
+) -> Result<(Graph, Graph, Graph)> {
+    let text = || Graph::load(runtime, "text_encoder", &layout.text_encoder, group);
+    let unet = || match axes {
+        seamless::Seamless::None => Graph::load(runtime, "unet", &layout.unet, group),
+        _ => load_seamless(runtime, "unet", &layout.unet, axes, group),
+    };
+    let vae = || match axes {
+        seamless::Seamless::None => Graph::load(runtime, "vae_decoder", &layout.vae_decoder, group),
+        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group),
+    };
+    if runtime.inner.sequential_load || runtime.inner.residency == Residency::PerStage {
+        return Ok((text()?, unet()?, vae()?));
+    }
+    std::thread::scope(|scope| {
+        // The U-Net, the longest, starts first; a panicking loader becomes an error.
+        let unet_thread = std::thread::Builder::new().name("kiln-load-unet".into()).spawn_scoped(scope, unet);
+        let vae_thread = std::thread::Builder::new().name("kiln-load-vae".into()).spawn_scoped(scope, vae);
+        let join = |what: &str, handle: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<Graph>>>, inline: &dyn Fn() -> Result<Graph>| {
+            match handle {
+                Ok(h) => h.join().unwrap_or_else(|_| Err(Error::internal(format!("loading the {what} graph panicked")))),
+                // No thread to be had: load it on this one.
+                Err(_) => inline(),
+            }
+        };
+        let text = text();
+        let unet = join("unet", unet_thread, &unet);
+        let vae = join("vae_decoder", vae_thread, &vae);
+        // The first failure in pipeline order is the one reported.
+        Ok((text?, unet?, vae?))
+    })
 }
 
 /// Loads `path` rewritten in memory by `f` (seamless tiling, CLIP skip);

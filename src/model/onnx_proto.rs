@@ -250,6 +250,158 @@ pub fn int64_tensor(name: &str, values: &[i64]) -> Message<'static> {
     t
 }
 
+/// A graph input or output as the ONNX file declares it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredTensor {
+    /// ValueInfoProto.name.
+    pub name: String,
+    /// TensorProto.DataType (1 = float, 7 = int64, 10 = float16, ...); 0 when not a tensor.
+    pub elem_type: i32,
+    /// Dimensions; -1 for a symbolic or missing dimension.
+    pub dims: Vec<i64>,
+}
+
+/// The inputs (initializers left out, as ONNX Runtime reports them) and
+/// outputs a model file declares, read without loading it: large fields
+/// (weights, nodes) are skipped with seeks, so a 2 GB graph costs a few reads.
+pub fn declared_io<R: std::io::Read + std::io::Seek>(r: R) -> Result<(Vec<DeclaredTensor>, Vec<DeclaredTensor>)> {
+    let mut s = Stream { r: std::io::BufReader::with_capacity(1 << 16, r), pos: 0 };
+    let end = std::io::Seek::seek(&mut s.r, std::io::SeekFrom::End(0)).map_err(io)?;
+    std::io::Seek::seek(&mut s.r, std::io::SeekFrom::Start(0)).map_err(io)?;
+    let (mut inputs, mut outputs, mut initializers) = (Vec::new(), Vec::new(), std::collections::HashSet::new());
+    let mut found_graph = false;
+    while s.pos < end {
+        match s.field(end)? {
+            (7, Some(len)) => {
+                // ModelProto.graph
+                found_graph = true;
+                let graph_end = s.pos + len;
+                while s.pos < graph_end {
+                    match s.field(graph_end)? {
+                        (11, Some(len)) => inputs.push(value_info(&s.take(len)?)?),
+                        (12, Some(len)) => outputs.push(value_info(&s.take(len)?)?),
+                        (5, Some(len)) => {
+                            // GraphProto.initializer: only its name (field 8) is read.
+                            let tensor_end = s.pos + len;
+                            while s.pos < tensor_end {
+                                match s.field(tensor_end)? {
+                                    (8, Some(len)) => {
+                                        initializers.insert(String::from_utf8_lossy(&s.take(len)?).into_owned());
+                                    }
+                                    (_, Some(len)) => s.skip(len)?,
+                                    (_, None) => {}
+                                }
+                            }
+                        }
+                        (_, Some(len)) => s.skip(len)?,
+                        (_, None) => {}
+                    }
+                }
+            }
+            (_, Some(len)) => s.skip(len)?,
+            (_, None) => {}
+        }
+    }
+    if !found_graph {
+        return Err(bad("no graph in the model"));
+    }
+    inputs.retain(|t: &DeclaredTensor| !initializers.contains(&t.name));
+    Ok((inputs, outputs))
+}
+
+fn io(e: std::io::Error) -> Error {
+    bad(&format!("cannot read: {e}"))
+}
+
+/// Reads protobuf fields from a seekable stream, tracking the position.
+struct Stream<R> {
+    r: std::io::BufReader<R>,
+    pos: u64,
+}
+
+impl<R: std::io::Read + std::io::Seek> Stream<R> {
+    fn byte(&mut self) -> Result<u8> {
+        let mut b = [0u8; 1];
+        std::io::Read::read_exact(&mut self.r, &mut b).map_err(|_| bad("truncated field"))?;
+        self.pos += 1;
+        Ok(b[0])
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad("varint longer than 10 bytes"))
+    }
+
+    /// The next field's number, and its length when it is length-delimited
+    /// (other wire types are consumed here). Lengths past `limit` are errors.
+    fn field(&mut self, limit: u64) -> Result<(u32, Option<u64>)> {
+        let key = self.varint()?;
+        let number = (key >> 3) as u32;
+        if number == 0 {
+            return Err(bad("field number 0"));
+        }
+        match key & 7 {
+            0 => {
+                self.varint()?;
+                Ok((number, None))
+            }
+            1 => self.skip(8).map(|_| (number, None)),
+            5 => self.skip(4).map(|_| (number, None)),
+            2 => {
+                let len = self.varint()?;
+                if self.pos.checked_add(len).is_none_or(|e| e > limit) {
+                    return Err(bad("length past the end"));
+                }
+                Ok((number, Some(len)))
+            }
+            w => Err(bad(&format!("unsupported wire type {w}"))),
+        }
+    }
+
+    fn skip(&mut self, len: u64) -> Result<()> {
+        let offset = i64::try_from(len).map_err(|_| bad("length too large"))?;
+        self.r.seek_relative(offset).map_err(io)?;
+        self.pos += len;
+        Ok(())
+    }
+
+    fn take(&mut self, len: u64) -> Result<Vec<u8>> {
+        if len > 1 << 24 {
+            return Err(bad("graph input or output description over 16 MiB"));
+        }
+        let mut b = vec![0u8; len as usize];
+        std::io::Read::read_exact(&mut self.r, &mut b).map_err(|_| bad("truncated field"))?;
+        self.pos += len;
+        Ok(b)
+    }
+}
+
+/// ValueInfoProto (name = 1, type = 2) → TypeProto.tensor_type (1) →
+/// elem_type (1), shape (2) → dim (1) → dim_value (1) | dim_param (2).
+fn value_info(bytes: &[u8]) -> Result<DeclaredTensor> {
+    let info = Message::parse(bytes)?;
+    let name = info.string(1).ok_or_else(|| bad("graph input or output without a name"))?.to_string();
+    let mut out = DeclaredTensor { name, elem_type: 0, dims: Vec::new() };
+    let Some(ty) = info.bytes_of(2).next() else { return Ok(out) };
+    let ty = Message::parse(ty)?;
+    let Some(tensor) = ty.bytes_of(1).next().map(Message::parse).transpose()? else { return Ok(out) };
+    out.elem_type = tensor.ints(1)?.first().copied().unwrap_or(0) as i32;
+    if let Some(shape) = tensor.bytes_of(2).next() {
+        for dim in Message::parse(shape)?.bytes_of(1) {
+            let dim = Message::parse(dim)?;
+            out.dims.push(dim.ints(1)?.first().copied().unwrap_or(-1));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +426,49 @@ mod tests {
         for junk in [&[0x0a, 0x05, 1][..], &[0xff; 11][..], &[0x0b][..], &[0x00, 0x01][..]] {
             assert!(Message::parse(junk).is_err(), "{junk:?}");
         }
+    }
+
+    fn value_info_bytes(name: &str, elem: u64, dims: &[Result<i64, &str>]) -> Message<'static> {
+        let mut shape = Message::default();
+        for d in dims {
+            let mut dim = Message::default();
+            match d {
+                Ok(v) => dim.push_varint(1, *v as u64),
+                Err(p) => dim.push_string(2, p),
+            }
+            shape.push_message(1, &dim);
+        }
+        let mut tensor = Message::default();
+        tensor.push_varint(1, elem);
+        tensor.push_message(2, &shape);
+        let mut ty = Message::default();
+        ty.push_message(1, &tensor);
+        let mut info = Message::default();
+        info.push_string(1, name);
+        info.push_message(2, &ty);
+        info
+    }
+
+    #[test]
+    fn declared_io_skips_weights_and_initializer_inputs() {
+        let mut graph = Message::default();
+        graph.push_message(1, &node("Add", "a", &["x", "w"], &["y"], &[]));
+        graph.push_message(5, &int64_tensor("w", &[1, 2, 3]));
+        graph.push_message(11, &value_info_bytes("x", 1, &[Err("batch"), Ok(4), Ok(8)]));
+        // IR < 4 exports list initializers among the inputs; ONNX Runtime does not report them.
+        graph.push_message(11, &value_info_bytes("w", 7, &[Ok(3)]));
+        graph.push_message(12, &value_info_bytes("y", 10, &[Err("batch"), Ok(4), Ok(8)]));
+        let mut model = Message::default();
+        model.push_varint(1, 8); // ir_version
+        model.push_message(7, &graph);
+        let bytes = model.to_bytes();
+        let (inputs, outputs) = declared_io(std::io::Cursor::new(&bytes)).unwrap();
+        assert_eq!(inputs, vec![DeclaredTensor { name: "x".into(), elem_type: 1, dims: vec![-1, 4, 8] }]);
+        assert_eq!(outputs, vec![DeclaredTensor { name: "y".into(), elem_type: 10, dims: vec![-1, 4, 8] }]);
+        // Every truncation is an error, never a panic or a partial answer.
+        for cut in 1..bytes.len() {
+            assert!(declared_io(std::io::Cursor::new(&bytes[..cut])).is_err(), "cut at {cut}");
+        }
+        assert!(declared_io(std::io::Cursor::new(&[0x08, 0x07][..])).is_err(), "no graph");
     }
 }
