@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
-//!     [--runs N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR]
+//!     [--runs N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
 //!     [--json FILE] [--markdown FILE]
 //! ```
 //!
@@ -35,6 +35,7 @@ struct Args {
     markdown: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
     graph_cache: Option<PathBuf>,
+    sequential_load: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -51,6 +52,7 @@ fn parse() -> Result<Args, String> {
         markdown: None,
         seamless: Default::default(),
         graph_cache: None,
+        sequential_load: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -78,6 +80,7 @@ fn parse() -> Result<Args, String> {
             }
             "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(v()?)),
+            "--sequential-load" => a.sequential_load = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -134,6 +137,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         // The benchmark measures the text encoder each run, so no cache.
         embedding_cache_entries: Some(0),
         graph_cache_dir: a.graph_cache.clone(),
+        sequential_load: a.sequential_load,
         ..Default::default()
     })?;
     let t = Instant::now();

@@ -49,6 +49,9 @@ const USAGE: &str = "usage: generate [options]
   --provider LIST         execution providers, best first: cpu,cuda,tensorrt,directml,coreml
   --require-provider      fail instead of falling back to the CPU
   --graph-cache DIR       keep ONNX Runtime's optimized graphs in DIR so later starts skip optimizing
+  --residency all|per-stage
+                          per-stage: only the graph in use is loaded (least memory; each loads when its stage runs)
+  --sequential-load       load the graphs one after another instead of at once on three threads
   --help                  this text";
 
 /// The model used without --model: the bundled default model when present,
@@ -74,6 +77,8 @@ struct Args {
     threads: usize,
     providers: kiln::runtime::ProviderPolicy,
     graph_cache: Option<PathBuf>,
+    residency: kiln::model::Residency,
+    sequential_load: bool,
     init_image: Option<PathBuf>,
     mask: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
@@ -124,6 +129,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         providers: Default::default(),
         graph_cache: None,
+        residency: Default::default(),
+        sequential_load: false,
         init_image: None,
         mask: None,
         seamless: Default::default(),
@@ -227,6 +234,14 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             }
             "--require-provider" => a.providers.require = true,
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(value()?)),
+            "--residency" => {
+                a.residency = match value()?.as_str() {
+                    "all" => kiln::model::Residency::AllResident,
+                    "per-stage" => kiln::model::Residency::PerStage,
+                    other => return Err(format!("--residency: {other:?} is not all or per-stage")),
+                }
+            }
+            "--sequential-load" => a.sequential_load = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -245,6 +260,8 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         intra_op_threads: a.threads,
         providers: a.providers.clone(),
         graph_cache_dir: a.graph_cache.clone(),
+        residency: a.residency,
+        sequential_load: a.sequential_load,
         ..Default::default()
     })?;
     let t0 = std::time::Instant::now();

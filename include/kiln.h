@@ -743,6 +743,11 @@ typedef struct kiln_runtime_options {
     // delete it at any time. Copied during the call. (Added after the first
     // layout: a caller passing the older `struct_size` gets NULL.)
     const char *graph_cache_dir;
+    // Non-zero: load a model's graphs one after another on the calling
+    // thread. Zero (default): the text encoder, U-Net and VAE decoder load at
+    // once on three threads, which is faster when a core is free. (Added after
+    // `graph_cache_dir`; older layouts get 0.)
+    uint32_t sequential_load;
 } kiln_runtime_options;
 
 // Every provider Kiln knows, in value order.

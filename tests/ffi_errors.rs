@@ -161,7 +161,16 @@ fn missing_and_corrupt_model_files_name_the_file() {
         ("badsched", "scheduler/scheduler_config.json", Some(br#"{"beta_schedule": "wavy"}"#), kiln_status::Ok),
         ("badvocab", "tokenizer/vocab.json", Some(b"[1, 2"), kiln_status::ModelInvalid),
     ];
-    for (tag, rel, contents, want) in cases {
+    // Per-stage residency opens no session at load (it reads the graphs'
+    // inputs and outputs from the files), and sequential loading skips the
+    // loader threads: both must still refuse the same files the same way.
+    let mut lazy = ptr::null_mut();
+    let mut lazy_options = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut lazy_options) };
+    lazy_options.residency = kiln_residency::PerStage as u32;
+    lazy_options.sequential_load = 1;
+    assert_eq!(unsafe { kiln_runtime_create(&lazy_options, &mut lazy) }, kiln_status::Ok);
+    for ((tag, rel, contents, want), rt) in cases.into_iter().flat_map(|c| [(c, rt), (c, lazy)]) {
         let dir = broken_fixture(tag, rel, contents);
         let (s, m) = load(rt, &dir);
         assert_eq!(s, want, "{tag}: {}", last_error());
@@ -179,12 +188,14 @@ fn missing_and_corrupt_model_files_name_the_file() {
         }
         std::fs::remove_dir_all(&dir).ok();
     }
-    // The runtime is still usable.
-    let (s, m) = load(rt, &common::fixture());
-    assert_eq!(s, kiln_status::Ok);
-    still_works(m);
-    unsafe { kiln_model_free(m) };
-    unsafe { kiln_runtime_destroy(rt) };
+    // The runtimes are still usable.
+    for rt in [rt, lazy] {
+        let (s, m) = load(rt, &common::fixture());
+        assert_eq!(s, kiln_status::Ok);
+        still_works(m);
+        unsafe { kiln_model_free(m) };
+        unsafe { kiln_runtime_destroy(rt) };
+    }
 }
 
 #[test]

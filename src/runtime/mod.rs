@@ -56,6 +56,11 @@ pub struct RuntimeOptions {
     /// How much ONNX Runtime optimizes each graph when a session is created
     /// (default: everything, ONNX Runtime's own default).
     pub graph_optimization: GraphOptimization,
+    /// Load a model's graphs one after another. By default (`false`) the text
+    /// encoder, U-Net and VAE decoder load at once on three threads, which
+    /// shortens loading when the machine has a spare core; sequential loading
+    /// keeps loading to one core.
+    pub sequential_load: bool,
 }
 
 /// A loaded ONNX Runtime plus Kiln's settings for it. Cheap to clone; thread-safe.
@@ -77,6 +82,7 @@ pub(crate) struct RuntimeInner {
     pub(crate) embedding_cache_entries: usize,
     pub(crate) graph_cache: Option<graph_cache::GraphCache>,
     pub(crate) graph_optimization: GraphOptimization,
+    pub(crate) sequential_load: bool,
 }
 
 /// The one environment of this process, kept while any runtime holds it.
@@ -114,6 +120,7 @@ impl Runtime {
                 embedding_cache_entries: options.embedding_cache_entries.unwrap_or(32),
                 graph_cache,
                 graph_optimization: options.graph_optimization,
+                sequential_load: options.sequential_load,
             }),
         })
     }
