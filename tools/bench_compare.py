@@ -24,9 +24,11 @@ Two comparisons, each as pairs run A B A B ... after one warm-up of each side:
   Peak RSS of every child comes from wait4() (ru_maxrss); the reference also
   reports getrusage() from inside.
   With --graph-cache DIR (absent or empty), Kiln's processes keep ONNX
-  Runtime's optimized graphs in DIR: the cold warm-up run writes them (its
-  time is reported as the cache-writing start), and every cold pair becomes a
-  triple (reference, Kiln without the cache, Kiln with it), so one run gives
+  Runtime's optimized graphs in DIR: the cold warm-up run writes them.
+  --kiln-args ARGS adds flags to Kiln's processes (e.g. per-stage residency).
+  With --graph-cache or --kiln-baseline-args ARGS (may be ""), every cold
+  pair becomes a triple (reference, Kiln's baseline, Kiln): the baseline runs without the
+  cache and with the baseline flags instead of --kiln-args, so one run gives
   the before / after ratios side by side.
 
 Ratios are Kiln / reference per pair (< 1: Kiln faster / smaller) and their
@@ -304,6 +306,11 @@ def main() -> None:
     ap.add_argument("--graph-cache", default=None, metavar="DIR",
                     help="Kiln keeps ONNX Runtime's optimized graphs in DIR (must be absent or empty: the cold "
                          "warm-up run fills it); each cold pair also runs Kiln without it, for before/after ratios")
+    ap.add_argument("--kiln-args", default="", metavar="ARGS",
+                    help="extra flags for Kiln's processes, cold and warm (e.g. '--residency per-stage')")
+    ap.add_argument("--kiln-baseline-args", default=None, metavar="ARGS",
+                    help="each cold pair also runs Kiln with these flags instead of --kiln-args and without "
+                         "--graph-cache (e.g. '--sequential-load'), for before/after ratios in one run")
     # internal modes
     ap.add_argument("--ref-server", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--ref-once", action="store_true", help=argparse.SUPPRESS)
@@ -343,9 +350,11 @@ def main() -> None:
                      "--threads", str(a.threads), "--out", str(tmp / "kiln.png")]
     if a.provider != "cpu":
         kiln_cold_cmd += ["--provider", a.provider, "--require-provider"]
-    kiln_uncached_cmd = list(kiln_cold_cmd)
-    kiln_cold_cmd = kiln_cold_cmd + cache_args
-    kiln_warm_cmd = [str(bench_bin), *common, "--runs", "1", "--json", str(tmp / "kiln.json"), *cache_args]
+    extra = shlex.split(a.kiln_args)
+    baseline = cache_args or a.kiln_baseline_args is not None
+    kiln_baseline_cmd = kiln_cold_cmd + shlex.split(a.kiln_baseline_args or "") if baseline else None
+    kiln_cold_cmd = kiln_cold_cmd + cache_args + extra
+    kiln_warm_cmd = [str(bench_bin), *common, "--runs", "1", "--json", str(tmp / "kiln.json"), *cache_args, *extra]
     command = shlex.join([a.python, *sys.argv])
     mach = machine(a.threads, target)
     print(f"{name}: {a.size}x{a.size}, {a.steps} steps, guidance {a.guidance}, {a.threads} threads, "
@@ -356,10 +365,11 @@ def main() -> None:
                           "threads": a.threads, "provider": a.provider, "scheduler": "euler", "prompt": PROMPT,
                           "negative_prompt": NEGATIVE, "pairs": a.pairs,
                           "reference_loads_vae_encoder": a.ref_keep_vae_encoder,
-                          "graph_cache": cache_args[1] if cache_args else None},
+                          "graph_cache": cache_args[1] if cache_args else None,
+                          "kiln_args": a.kiln_args, "kiln_baseline_args": a.kiln_baseline_args},
                "commands": {"reference_cold": shlex.join(ref_once_cmd), "kiln_cold": shlex.join(kiln_cold_cmd),
                             "kiln_warm": shlex.join(kiln_warm_cmd),
-                            "kiln_cold_uncached": shlex.join(kiln_uncached_cmd) if cache_args else None,
+                            "kiln_cold_baseline": shlex.join(kiln_baseline_cmd) if baseline else None,
                             "reference_warm": shlex.join([a.python, str(Path(__file__).resolve()), "--ref-server", *ref_common])},
                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": {"start": loadavg()},
                "warm": [], "cold": []}
@@ -416,17 +426,18 @@ def main() -> None:
                   f"kiln/ref {ratio:.3f}  load {loadavg()}", flush=True)
         if a.skip != "cold":
             rc = ref_cold()
-            ku = kiln_cold(kiln_uncached_cmd) if cache_args else None
+            ku = kiln_cold(kiln_baseline_cmd) if baseline else None
             kc = kiln_cold()
             ratio = kc["to_png_s"] / rc["to_png_s"]
             rss = kc["maxrss_mib"] / rc["maxrss_mib"]
             entry = {"reference": rc, "kiln": kc, "ratio": ratio, "rss_ratio": rss}
             extra = ""
             if ku is not None:
-                entry.update({"kiln_uncached": ku, "ratio_uncached": ku["to_png_s"] / rc["to_png_s"],
-                              "cached_over_uncached": kc["to_png_s"] / ku["to_png_s"]})
-                extra = (f", without cache {ku['to_png_s']:.2f} s (kiln/ref {entry['ratio_uncached']:.3f}), "
-                         f"cached/uncached {entry['cached_over_uncached']:.3f}")
+                entry.update({"kiln_baseline": ku, "ratio_baseline": ku["to_png_s"] / rc["to_png_s"],
+                              "over_baseline": kc["to_png_s"] / ku["to_png_s"],
+                              "rss_over_baseline": kc["maxrss_mib"] / ku["maxrss_mib"]})
+                extra = (f", baseline {ku['to_png_s']:.2f} s ({ku['maxrss_mib']:.0f} MiB, kiln/ref "
+                         f"{entry['ratio_baseline']:.3f}), kiln/baseline {entry['over_baseline']:.3f}")
             results["cold"].append(entry)
             print(f"pair {i + 1} cold: reference {rc['to_png_s']:.2f} s ({rc['maxrss_mib']:.0f} MiB), "
                   f"kiln {kc['to_png_s']:.2f} s ({kc['maxrss_mib']:.0f} MiB), kiln/ref {ratio:.3f}, "
@@ -468,15 +479,16 @@ def main() -> None:
             "rss_ratio_per_pair": [c["rss_ratio"] for c in C],
             "rss_ratio_median": med([c["rss_ratio"] for c in C]),
         }
-        if cache_args:
+        if baseline:
             summary["cold"].update({
-                "kiln_uncached_to_png_s_median": med([c["kiln_uncached"]["to_png_s"] for c in C]),
-                "ratio_uncached_per_pair": [c["ratio_uncached"] for c in C],
-                "ratio_uncached_median": med([c["ratio_uncached"] for c in C]),
-                "cached_over_uncached_per_pair": [c["cached_over_uncached"] for c in C],
-                "cached_over_uncached_median": med([c["cached_over_uncached"] for c in C]),
-                "kiln_uncached_maxrss_mib_median": med([c["kiln_uncached"]["maxrss_mib"] for c in C]),
-                "cache_writing_start_s": results["cold_warmup"]["kiln"]["to_png_s"],
+                "kiln_baseline_to_png_s_median": med([c["kiln_baseline"]["to_png_s"] for c in C]),
+                "ratio_baseline_per_pair": [c["ratio_baseline"] for c in C],
+                "ratio_baseline_median": med([c["ratio_baseline"] for c in C]),
+                "over_baseline_per_pair": [c["over_baseline"] for c in C],
+                "over_baseline_median": med([c["over_baseline"] for c in C]),
+                "kiln_baseline_maxrss_mib_median": med([c["kiln_baseline"]["maxrss_mib"] for c in C]),
+                "rss_over_baseline_median": med([c["rss_over_baseline"] for c in C]),
+                "warmup_kiln_to_png_s": results["cold_warmup"]["kiln"]["to_png_s"],
             })
     results["summary"] = summary
     for w in W:  # keep the files small: drop the big bench copies' repeated fields
@@ -545,17 +557,22 @@ def render_md(r: dict) -> str:
               f"**{sc['rss_ratio_median']:.3f}**. Inside the reference process: imports of "
               f"optimum/diffusers + pipeline load {med([x['model_load_s'] for x in ri]):.2f} s, first image + PNG "
               f"{med([x['first_image_s'] for x in ri]):.2f} s.", ""]
-        if "ratio_uncached_median" in sc:
-            L += [f"With the optimized-graph cache (`{c['graph_cache']}`; the table's Kiln column): per pair, Kiln "
-                  "without it ran between the reference and Kiln with it.", "",
-                  "| pair | Kiln without cache s | without / ref | with / ref | with / without | Kiln without cache peak RSS MiB |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        if "ratio_baseline_median" in sc:
+            tuned = " ".join(x for x in [f"--graph-cache {c['graph_cache']}" if c.get("graph_cache") else "",
+                                         c.get("kiln_args") or ""] if x) or "no extra flags"
+            base = c.get("kiln_baseline_args") or "no extra flags, no graph cache"
+            L += [f"Before/after in the same run: each pair also ran Kiln's baseline (`{base}`) between the reference "
+                  f"and the Kiln of the table (`{tuned}`).", "",
+                  "| pair | baseline s | baseline / ref | Kiln / ref | Kiln / baseline | baseline peak RSS MiB | RSS Kiln / baseline |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
             for i, cc in enumerate(r["cold"], 1):
-                L.append(f"| {i} | {cc['kiln_uncached']['to_png_s']:.2f} | {cc['ratio_uncached']:.3f} | {cc['ratio']:.3f} | "
-                         f"**{cc['cached_over_uncached']:.3f}** | {cc['kiln_uncached']['maxrss_mib']:.0f} |")
-            L += ["", f"Medians: without cache / reference **{sc['ratio_uncached_median']:.3f}**, with cache / reference "
-                  f"**{sc['ratio_median']:.3f}**, with / without **{sc['cached_over_uncached_median']:.3f}**. The warm-up "
-                  f"run that wrote the cache took {sc['cache_writing_start_s']:.2f} s to its PNG.", ""]
+                L.append(f"| {i} | {cc['kiln_baseline']['to_png_s']:.2f} | {cc['ratio_baseline']:.3f} | {cc['ratio']:.3f} | "
+                         f"**{cc['over_baseline']:.3f}** | {cc['kiln_baseline']['maxrss_mib']:.0f} | {cc['rss_over_baseline']:.3f} |")
+            L += ["", f"Medians: baseline / reference **{sc['ratio_baseline_median']:.3f}**, Kiln / reference "
+                  f"**{sc['ratio_median']:.3f}**, Kiln / baseline **{sc['over_baseline_median']:.3f}** (peak RSS "
+                  f"{sc['rss_over_baseline_median']:.3f}). The warm-up Kiln run"
+                  + (" (which wrote the graph cache)" if c.get("graph_cache") else "")
+                  + f" took {sc['warmup_kiln_to_png_s']:.2f} s to its PNG.", ""]
     return "\n".join(L)
 
 
