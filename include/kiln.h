@@ -688,8 +688,10 @@ typedef struct kiln_material_options {
 
 // Receives log lines. `message` is UTF-8, `message_len` bytes long (also
 // NUL-terminated), and valid only during the call. Called on whichever thread
-// is doing the work that logs (the caller's thread for synchronous calls);
-// it must be thread-safe if the runtime is used from several threads.
+// is doing the work that logs: the caller's thread for synchronous calls,
+// except that `kiln_model_load` also logs from the threads that load the
+// U-Net and VAE decoder (unless `sequential_load`), a job's worker for jobs.
+// It must be thread-safe.
 typedef void (*kiln_log_fn)(void *user_data, uint32_t level, const char *message, size_t message_len);
 
 // Options for `kiln_runtime_create`. Fill with `kiln_runtime_options_init`;

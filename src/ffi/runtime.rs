@@ -37,8 +37,10 @@ pub enum kiln_log_level {
 
 /// Receives log lines. `message` is UTF-8, `message_len` bytes long (also
 /// NUL-terminated), and valid only during the call. Called on whichever thread
-/// is doing the work that logs (the caller's thread for synchronous calls);
-/// it must be thread-safe if the runtime is used from several threads.
+/// is doing the work that logs: the caller's thread for synchronous calls,
+/// except that `kiln_model_load` also logs from the threads that load the
+/// U-Net and VAE decoder (unless `sequential_load`), a job's worker for jobs.
+/// It must be thread-safe.
 pub type kiln_log_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, level: u32, message: *const c_char, message_len: usize)>;
 
