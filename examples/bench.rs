@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
-//!     [--runs N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
+//!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
 //!     [--json FILE] [--markdown FILE]
 //! ```
 //!
 //! Reports, for one process: model load (cold), the first image (cold) and the
-//! mean of `--runs` warm images; per stage the time inside ONNX Runtime's run
+//! mean of `--runs` warm images made after `--warmup` untimed ones (default 1:
+//! on the SD 1.5 export the second image of a process still decodes ≈ 15 %
+//! slower than later ones, so the first warm image is not a fair sample); per stage the time inside ONNX Runtime's run
 //! calls (text encoder, each U-Net call, VAE decode); Kiln's overhead = wall
 //! time − time inside ONNX Runtime (tokenizer, tensor conversion, scheduler,
 //! guidance, post-processing); tokenizer and RGBA8 conversion on their own;
@@ -29,6 +31,7 @@ struct Args {
     steps: usize,
     guidance: f32,
     runs: usize,
+    warmup: usize,
     residency: Residency,
     threads: usize,
     json: Option<PathBuf>,
@@ -46,6 +49,7 @@ fn parse() -> Result<Args, String> {
         steps: 20,
         guidance: 7.5,
         runs: 5,
+        warmup: 1,
         residency: Residency::AllResident,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         json: None,
@@ -65,6 +69,7 @@ fn parse() -> Result<Args, String> {
             "--steps" => a.steps = num(v()?)? as usize,
             "--guidance" => a.guidance = num(v()?)? as f32,
             "--runs" => a.runs = (num(v()?)? as usize).max(1),
+            "--warmup" => a.warmup = num(v()?)? as usize,
             "--threads" => a.threads = num(v()?)? as usize,
             "--residency" => {
                 a.residency = match v()?.as_str() {
@@ -158,6 +163,9 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
     let t = Instant::now();
     let first = model.generate_with(&request, Hooks::default())?;
     let first_image_s = t.elapsed().as_secs_f64();
+    for _ in 0..a.warmup {
+        model.generate_with(&request, Hooks::default())?;
+    }
     let before = model.graph_run_times();
 
     let mut walls = Vec::new();
@@ -229,6 +237,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "steps": a.steps,
         "guidance": a.guidance,
         "runs": a.runs,
+        "warmup": a.warmup,
         "threads": a.threads,
         "residency": format!("{:?}", a.residency),
         "seamless": format!("{:?}", a.seamless),

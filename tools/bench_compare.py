@@ -11,11 +11,11 @@ Two comparisons, each as pairs run A B A B ... after one warm-up of each side:
 
 * warm: one image with the model already loaded.
   - reference: a long-lived Python process (this script with --ref-server)
-    loads the pipeline once, generates one warm-up image, then one image per
+    loads the pipeline once, generates two warm-up images, then one image per
     "gen" line read on stdin; the time around the pipeline call (PIL output)
     is reported, plus the time spent inside InferenceSession.run.
-  - Kiln: one `bench --runs 1` process per pair; its warm image (the image
-    after the first one, RGBA8 conversion included) is used, with its stage
+  - Kiln: one `bench --warmup 1 --runs 1` process per pair; its warm image
+    (the third of the process, RGBA8 conversion included) is used, with its stage
     breakdown, cold numbers and peak RSS (VmHWM).
 * cold: fresh process start -> first PNG written (model load included),
   measured the same way for both: the PNG's mtime minus the spawn time.
@@ -153,7 +153,7 @@ def maxrss_mib() -> float:
 
 
 def ref_server(a) -> None:
-    """Load once, warm up once, then one image per 'gen' line on stdin."""
+    """Load once, make two warm-up images (as Kiln's bench does), then one image per 'gen' line on stdin."""
     timer = RunTimer()
     t = time.perf_counter()
     pipe = ref_load(a.model, a.threads, not a.ref_keep_vae_encoder, a.provider)
@@ -161,6 +161,7 @@ def ref_server(a) -> None:
     t = time.perf_counter()
     ref_generate(pipe, a)
     first_s = time.perf_counter() - t
+    ref_generate(pipe, a)
     timer.take()
     print(json.dumps({"ready": True, "model_load_s": load_s, "first_image_s": first_s}), flush=True)
     for line in sys.stdin:
@@ -354,7 +355,7 @@ def main() -> None:
     baseline = cache_args or a.kiln_baseline_args is not None
     kiln_baseline_cmd = kiln_cold_cmd + shlex.split(a.kiln_baseline_args or "") if baseline else None
     kiln_cold_cmd = kiln_cold_cmd + cache_args + extra
-    kiln_warm_cmd = [str(bench_bin), *common, "--runs", "1", "--json", str(tmp / "kiln.json"), *cache_args, *extra]
+    kiln_warm_cmd = [str(bench_bin), *common, "--warmup", "1", "--runs", "1", "--json", str(tmp / "kiln.json"), *cache_args, *extra]
     command = shlex.join([a.python, *sys.argv])
     mach = machine(a.threads, target)
     print(f"{name}: {a.size}x{a.size}, {a.steps} steps, guidance {a.guidance}, {a.threads} threads, "
