@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from profile_unet import cpu_name, feeds
+from profile_unet import alternate, cpu_name, feeds
 
 REPO = Path(__file__).resolve().parent.parent
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -84,15 +84,8 @@ def main() -> None:
         load_s = time.perf_counter() - t
         variant.run(None, x)
         variant.run(None, x)
-        pairs = []
-        for _ in range(a.pairs):
-            t = time.perf_counter()
-            base.run(None, x)
-            b = time.perf_counter() - t
-            t = time.perf_counter()
-            variant.run(None, x)
-            v = time.perf_counter() - t
-            pairs.append({"kiln_settings_s": b, "variant_s": v, "ratio": v / b})
+        timed = alternate(lambda: base.run(None, x), lambda: variant.run(None, x), a.pairs)
+        pairs = [{"kiln_settings_s": b, "variant_s": v, "ratio": v / b} for b, v in timed]
         med = statistics.median(p["ratio"] for p in pairs)
         print(f"{vname}: variant / Kiln's settings {ratios(pairs)} "
               f"(median {med:.3f}); session creation {load_s:.1f} s", flush=True)
