@@ -35,10 +35,18 @@ fn bad(what: &str) -> Error {
 }
 
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
+    decode_varint(|| {
         let b = *buf.get(*pos).ok_or_else(|| bad("truncated varint"))?;
         *pos += 1;
+        Ok(b)
+    })
+}
+
+/// A base-128 varint from `next_byte`, whatever the bytes come from.
+fn decode_varint(mut next_byte: impl FnMut() -> Result<u8>) -> Result<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = next_byte()?;
         v |= ((b & 0x7f) as u64) << shift;
         if b & 0x80 == 0 {
             return Ok(v);
@@ -328,15 +336,7 @@ impl<R: std::io::Read + std::io::Seek> Stream<R> {
     }
 
     fn varint(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad("varint longer than 10 bytes"))
+        decode_varint(|| self.byte())
     }
 
     /// The next field's number, and its length when it is length-delimited
