@@ -53,7 +53,6 @@ pub struct Graph {
     /// (computed once, reused when per-stage residency reloads the graph).
     source_digest: std::sync::OnceLock<String>,
     group: Arc<ResidencyGroup>,
-    index: usize,
     /// Calls and nanoseconds spent inside ONNX Runtime's run, for benchmarks.
     run_calls: std::sync::atomic::AtomicU64,
     run_nanos: std::sync::atomic::AtomicU64,
@@ -100,7 +99,8 @@ pub enum Residency {
 #[derive(Default)]
 pub(crate) struct ResidencyGroup {
     per_stage: bool,
-    current: Mutex<Option<usize>>,
+    /// The graph loaded now (names are unique within a group).
+    current: Mutex<Option<&'static str>>,
     slots: Mutex<Vec<(&'static str, SessionSlot)>>,
 }
 
@@ -128,15 +128,6 @@ impl Graph {
     /// As [`Graph::load`], from any source.
     pub(crate) fn load_from(runtime: &Runtime, name: &'static str, source: GraphSource, group: &Arc<ResidencyGroup>) -> Result<Self> {
         let source_digest = std::sync::OnceLock::new();
-        if group.per_stage {
-            // Per stage, the session is made when the stage first runs: the
-            // inputs and outputs come from the file, so loading the model opens
-            // nothing and a one-shot generation loads each graph once.
-            let (inputs, outputs) = declared_specs(name, &source)?;
-            let provider = session_builder(runtime, name, &source.label())?.1;
-            return Ok(Self::assemble(runtime, name, (inputs, outputs), provider, None, source, source_digest, group));
-        }
-        let (session, provider) = open_session(runtime, name, &source, &source_digest)?;
         let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
             outlets
                 .iter()
@@ -153,29 +144,20 @@ impl Graph {
                 })
                 .collect()
         };
-        let inputs = spec(session.inputs())?;
-        let outputs = spec(session.outputs())?;
-        Ok(Self::assemble(runtime, name, (inputs, outputs), provider, Some(session), source, source_digest, group))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        runtime: &Runtime,
-        name: &'static str,
-        (inputs, outputs): (Vec<TensorSpec>, Vec<TensorSpec>),
-        provider: crate::runtime::ProviderChoice,
-        session: Option<Session>,
-        source: GraphSource,
-        source_digest: std::sync::OnceLock<String>,
-        group: &Arc<ResidencyGroup>,
-    ) -> Self {
-        let slot = Arc::new(Mutex::new(session));
-        let index = {
-            let mut slots = group.slots.lock();
-            slots.push((name, Arc::clone(&slot)));
-            slots.len() - 1
+        let (inputs, outputs, provider, session) = if group.per_stage {
+            // Per stage, the session is made when the stage first runs: the
+            // inputs and outputs come from the file, so loading the model opens
+            // nothing and a one-shot generation loads each graph once.
+            let (inputs, outputs) = declared_specs(name, &source)?;
+            let provider = session_builder(runtime, name, &source.label())?.1;
+            (inputs, outputs, provider, None)
+        } else {
+            let (session, provider) = open_session(runtime, name, &source, &source_digest)?;
+            (spec(session.inputs())?, spec(session.outputs())?, provider, Some(session))
         };
-        Self {
+        let slot = Arc::new(Mutex::new(session));
+        group.slots.lock().push((name, Arc::clone(&slot)));
+        Ok(Self {
             name,
             inputs,
             outputs,
@@ -185,10 +167,9 @@ impl Graph {
             source,
             source_digest,
             group: Arc::clone(group),
-            index,
             run_calls: Default::default(),
             run_nanos: Default::default(),
-        }
+        })
     }
 
     /// Calls of ONNX Runtime's run so far and the seconds spent inside them
@@ -208,14 +189,14 @@ impl Graph {
     fn acquire(&self) -> Result<parking_lot::MutexGuard<'_, Option<Session>>> {
         if self.group.per_stage {
             let mut current = self.group.current.lock();
-            if *current != Some(self.index) {
+            if *current != Some(self.name) {
                 let slots = self.group.slots.lock().clone();
-                for (i, (_, slot)) in slots.iter().enumerate() {
-                    if i != self.index {
+                for (name, slot) in &slots {
+                    if *name != self.name {
                         *slot.lock() = None;
                     }
                 }
-                *current = Some(self.index);
+                *current = Some(self.name);
             }
         }
         let mut guard = self.session.lock();
