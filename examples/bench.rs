@@ -72,11 +72,8 @@ fn parse() -> Result<Args, String> {
             "--warmup" => a.warmup = num(v()?)? as usize,
             "--threads" => a.threads = num(v()?)? as usize,
             "--residency" => {
-                a.residency = match v()?.as_str() {
-                    "all" => Residency::AllResident,
-                    "per-stage" => Residency::PerStage,
-                    other => return Err(format!("--residency: unknown {other:?}")),
-                }
+                let name = v()?;
+                a.residency = Residency::from_name(&name).ok_or_else(|| format!("--residency: unknown {name:?}"))?;
             }
             "--json" => a.json = Some(PathBuf::from(v()?)),
             "--seamless" => {

@@ -235,11 +235,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--require-provider" => a.providers.require = true,
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(value()?)),
             "--residency" => {
-                a.residency = match value()?.as_str() {
-                    "all" => kiln::model::Residency::AllResident,
-                    "per-stage" => kiln::model::Residency::PerStage,
-                    other => return Err(format!("--residency: {other:?} is not all or per-stage")),
-                }
+                let v = value()?;
+                a.residency = kiln::model::Residency::from_name(&v).ok_or_else(|| format!("--residency: {v:?} is not all or per-stage"))?;
             }
             "--sequential-load" => a.sequential_load = true,
             other => return Err(format!("unknown option {other:?}")),

@@ -95,6 +95,17 @@ pub enum Residency {
     PerStage = 1,
 }
 
+impl Residency {
+    /// Parses a command-line name: `all` or `per-stage`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "all" => Some(Self::AllResident),
+            "per-stage" => Some(Self::PerStage),
+            _ => None,
+        }
+    }
+}
+
 /// The graphs of one model, for per-stage residency.
 #[derive(Default)]
 pub(crate) struct ResidencyGroup {
