@@ -63,7 +63,11 @@ CASES = [
     # Config semantics: DDIM with clip_sample, with dynamic thresholding, and
     # zero-terminal-SNR betas with trailing spacing.
     ("ddim_clip",           "ddim",            "DDIMScheduler",               10, 7.5, "mossy stone brick wall", "blurry"),
-    ("ddim_threshold",      "ddim",            "DDIMScheduler",               10, 7.5, "mossy stone brick wall", "blurry"),
+    # ddim_threshold at guidance 3: at 7.5 this random U-Net makes the thresholded
+    # trajectory ill-conditioned (a 1e-5 change in the noise moves the final latents
+    # by 1e-3, so CPU kernels alone broke the bound); at 3 the same s regimes occur
+    # (clamped to max, inside (1, max), clamped to 1) with ~13x less amplification.
+    ("ddim_threshold",      "ddim",            "DDIMScheduler",               10, 3.0, "mossy stone brick wall", "blurry"),
     ("euler_zero_snr",      "euler",           "EulerDiscreteScheduler",      10, 7.5, "mossy stone brick wall", "blurry"),
 ]
 # Config overrides on top of the fixture's scheduler config, per case.
