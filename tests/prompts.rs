@@ -3,7 +3,15 @@
 //! the same text-encoder graph through onnxruntime), the plain mode unchanged,
 //! syntax errors through the C API, and a long weighted prompt generated end to
 //! end through the C API.
+//!
+//! Weighted embeddings run on the `te-bias` variant (tiny-sd with a realistic
+//! final LayerNorm bias, tools/make_te_bias_variant.py): on tiny-sd's zero-bias
+//! encoder the mean restoration divides rounding noise by rounding noise, so
+//! Kiln refuses it there (tested below) instead of returning CPU-dependent noise.
 mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
@@ -14,6 +22,18 @@ use kiln::ffi::model::*;
 use kiln::ffi::runtime::*;
 use kiln::pipeline::PromptSyntax;
 use kiln::tokenizer::weighting::{parse, Piece};
+use kiln::Model;
+
+/// The te-bias variant assembled once per process.
+fn weighted_folder() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| common::variant_folder("te-bias"))
+}
+
+fn weighted_model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), weighted_folder()).expect("te-bias variant loads"))
+}
 
 /// Embeddings: max |Kiln − golden| allowed.
 const TOL: f32 = 1e-4;
@@ -66,7 +86,7 @@ fn parse_and_chunks_match_the_reference() {
 
 #[test]
 fn weighted_embeddings_match_the_goldens() {
-    let m = common::tiny_model();
+    let m = weighted_model();
     let mut worst = (0.0f32, String::new());
     for e in index() {
         let name = e["name"].as_str().unwrap();
@@ -76,8 +96,7 @@ fn weighted_embeddings_match_the_goldens() {
         assert_eq!(got.shape(), &shape[..], "{name}: shape");
         let got: Vec<f32> = got.iter().copied().collect();
         let d = common::max_abs_diff(&got, &want);
-        eprintln!("{name:16} {shape:?} max|Δ| = {d:.2e}");
-        assert!(d <= TOL, "{name}: embeddings differ by {d:e}");
+        common::check_margin(&format!("prompts::{name}::embeds_abs"), d as f64, TOL as f64);
         if d > worst.0 {
             worst = (d, name.to_string());
         }
@@ -88,11 +107,12 @@ fn weighted_embeddings_match_the_goldens() {
 #[test]
 fn plain_mode_is_unchanged_and_the_cache_keeps_modes_apart() {
     let m = common::tiny_model();
+    let w = weighted_model();
     let (_, want) = common::read_npy("ddim_cfg.cond_embeds.npy");
     let plain = m.encode_prompt_as("mossy stone brick wall", PromptSyntax::Plain).unwrap();
     let plain: Vec<f32> = plain.iter().copied().collect();
     let d = common::max_abs_diff(&plain, &want);
-    assert!(d <= TOL, "plain mode differs from diffusers by {d:e}");
+    common::check_margin("prompts::plain_mode::embeds_abs", d as f64, TOL as f64);
     let default: Vec<f32> = m.encode_prompt("mossy stone brick wall").unwrap().iter().copied().collect();
     assert_eq!(plain, default, "encode_prompt is the plain mode");
     // Without any syntax in it, a short prompt encodes the same either way (SD 1.x pads with EOS).
@@ -101,18 +121,31 @@ fn plain_mode_is_unchanged_and_the_cache_keeps_modes_apart() {
 
     // Same text, other mode: a different cache entry with a different result.
     let p = "a (mossy:1.5) wall";
-    let a = m.encode_prompt_as(p, PromptSyntax::Plain).unwrap();
-    let b = m.encode_prompt_as(p, PromptSyntax::Weighted).unwrap();
+    let a = w.encode_prompt_as(p, PromptSyntax::Plain).unwrap();
+    let b = w.encode_prompt_as(p, PromptSyntax::Weighted).unwrap();
     assert_ne!(a, b);
-    let (hits, _) = m.embedding_cache_stats();
-    assert_eq!(m.encode_prompt_as(p, PromptSyntax::Plain).unwrap(), a);
-    assert_eq!(m.encode_prompt_as(p, PromptSyntax::Weighted).unwrap(), b);
-    assert!(m.embedding_cache_stats().0 >= hits + 2, "both modes are cached");
+    let (hits, _) = w.embedding_cache_stats();
+    assert_eq!(w.encode_prompt_as(p, PromptSyntax::Plain).unwrap(), a);
+    assert_eq!(w.encode_prompt_as(p, PromptSyntax::Weighted).unwrap(), b);
+    assert!(w.embedding_cache_stats().0 >= hits + 2, "both modes are cached");
     // Plain mode truncates at 77 tokens; weighted keeps everything.
     let long = index().into_iter().find(|e| e["name"] == "long_150").unwrap();
     let long = long["prompt"].as_str().unwrap();
-    assert_eq!(m.encode_prompt_as(long, PromptSyntax::Plain).unwrap().shape(), &[1, 77, 32]);
-    assert_eq!(m.encode_prompt_as(long, PromptSyntax::Weighted).unwrap().shape(), &[1, 154, 32]);
+    assert_eq!(w.encode_prompt_as(long, PromptSyntax::Plain).unwrap().shape(), &[1, 77, 32]);
+    assert_eq!(w.encode_prompt_as(long, PromptSyntax::Weighted).unwrap().shape(), &[1, 154, 32]);
+}
+
+/// tiny-sd's zero-bias encoder makes A1111's mean restoration ill-conditioned
+/// (mean 2e-10 of the magnitude): a weighted prompt is refused with a message
+/// that says why, and the same model still serves plain and unweighted prompts.
+#[test]
+fn an_ill_conditioned_mean_restoration_is_refused_not_amplified() {
+    let m = common::tiny_model();
+    let e = m.encode_prompt_as("a (mossy) stone wall", PromptSyntax::Weighted).unwrap_err();
+    assert_eq!(e.kind(), kiln::ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("rounding noise"), "{e}");
+    assert!(m.encode_prompt_as("a (mossy) stone wall", PromptSyntax::Plain).is_ok());
+    assert!(m.encode_prompt_as("mossy stone wall", PromptSyntax::Weighted).is_ok(), "all weights 1: no restoration");
 }
 
 // --- the C API -----------------------------------------------------------------------------
@@ -126,7 +159,7 @@ fn last_error() -> String {
 fn c_model() -> (*mut kiln_runtime, *mut kiln_model) {
     let mut rt = ptr::null_mut();
     assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
-    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let dir = CString::new(weighted_folder().to_str().unwrap()).unwrap();
     let mut m = ptr::null_mut();
     assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok, "{}", last_error());
     (rt, m)
@@ -191,7 +224,7 @@ fn long_weighted_prompt_generates_end_to_end_through_the_c_api() {
     let long = long["prompt"].as_str().unwrap().to_string();
     // 3 chunks for the prompt, 1 for the negative: the U-Net gets [2, 231, 32]
     // (negative padded with empty-prompt chunks) in one batch-2 call.
-    assert_eq!(common::tiny_model().encode_prompt_as(&long, PromptSyntax::Weighted).unwrap().shape(), &[1, 231, 32]);
+    assert_eq!(weighted_model().encode_prompt_as(&long, PromptSyntax::Weighted).unwrap().shape(), &[1, 231, 32]);
     let p = CString::new(long).unwrap();
     let n = CString::new("(blurry:1.3), [text]").unwrap();
     let mut o = options(&p, 1);

@@ -29,8 +29,10 @@ The parser here is deliberately the *lenient* A1111 one; Kiln's Rust parser is s
 refuses what A1111 would silently reinterpret). Every prompt below is valid, so the two must
 agree exactly; that is what tests/prompts.rs checks.
 
-Encoder: the SAME graph Kiln runs, tests/fixtures/tiny-sd/text_encoder/model.onnx, through
-onnxruntime (CPUExecutionProvider), one [1, 77] chunk per call. Tokenizer: transformers'
+Encoder: the SAME graph Kiln runs, tests/fixtures/variants/te-bias/text_encoder/model.onnx
+(tiny-sd's encoder with a realistic final LayerNorm bias, see tools/make_te_bias_variant.py:
+on tiny-sd's zero-bias encoder the mean restoration divides rounding noise by rounding noise),
+through onnxruntime (CPUExecutionProvider), one [1, 77] chunk per call. Tokenizer: transformers'
 slow CLIPTokenizer from tests/fixtures/tiny-sd/tokenizer (with ftfy, as Kiln follows).
 
 Usage (from the repo root): /work/venv/bin/python tools/make_prompt_golden.py
@@ -47,6 +49,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "tiny-sd"
+ENCODER = REPO / "tests" / "fixtures" / "variants" / "te-bias" / "text_encoder" / "model.onnx"
 OUT = REPO / "tests" / "fixtures" / "golden" / "prompts"
 CHUNK = 75
 COMMA_BACKTRACK = 20
@@ -172,10 +175,8 @@ def encode(session, chunks) -> tuple[np.ndarray, float]:
         z = session.run(["last_hidden_state"], {"input_ids": np.array([ids], dtype=np.int64)})[0].astype(np.float32)
         w = np.asarray(ws, dtype=np.float32)  # A1111: torch.asarray(python floats) -> float32
         # The means are taken in float64 and rounded to float32. A1111 takes them
-        # with torch in float32; on real CLIP encoders the two agree to float32
-        # rounding, but the tiny fixture's final LayerNorm has zero bias, so its
-        # mean is ~1e-10 of values ~1 and a float32 mean is mostly rounding noise
-        # (that gap is printed). float64 makes the golden well defined.
+        # with torch in float32; with a real (non-zero) final LayerNorm bias the two
+        # agree to float32 rounding (that gap is printed).
         original_mean = np.float32(z.astype(np.float64).mean())
         zw = z * w[None, :, None]
         new_mean = np.float32(zw.astype(np.float64).mean())
@@ -217,7 +218,7 @@ def main() -> int:
     assert tok.fix_text is not None, "install ftfy: Kiln follows transformers' ftfy path"
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(FIXTURE / "text_encoder" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(ENCODER), opts, providers=["CPUExecutionProvider"])
 
     texture_words = [
         "mossy stone", "cracked bricks", "(wet:1.2) cobbles", "lichen", "[dust]", "autumn leaves",
@@ -285,7 +286,8 @@ def main() -> int:
         "# weighted-prompt goldens\n\n"
         "Made by `tools/make_prompt_golden.py` (see its docstring for the A1111 files followed): "
         "AUTOMATIC1111 prompt weighting, chunking and \"Original\" emphasis re-implemented in Python, "
-        "encoded with `tests/fixtures/tiny-sd/text_encoder/model.onnx` through onnxruntime.\n\n"
+        "encoded with `tests/fixtures/variants/te-bias/text_encoder/model.onnx` (tiny-sd's encoder with "
+        "a realistic final LayerNorm bias: tools/make_te_bias_variant.py) through onnxruntime.\n\n"
         + "".join(f"- {k} {v}\n" for k, v in versions.items())
     )
     return 0

@@ -59,8 +59,26 @@ fn mean(z: &ArrayD<f32>) -> f32 {
     (z.iter().map(|&v| v as f64).sum::<f64>() / z.len().max(1) as f64) as f32
 }
 
+/// Mean of the absolute values (the embeddings' magnitude), accumulated in f64.
+fn mean_abs(z: &ArrayD<f32>) -> f32 {
+    (z.iter().map(|&v| (v as f64).abs()).sum::<f64>() / z.len().max(1) as f64) as f32
+}
+
+/// The smallest |mean| / mean|z| at which A1111's mean restoration is still
+/// well-conditioned. The restoration multiplies by mean(z) / mean(z·w); a
+/// rounding difference of about 1e-7 of the magnitude (what ONNX Runtime's
+/// kernels differ by between CPUs) moves that factor by 1e-7 / this ratio.
+/// At 1e-5 that is 1 %; below it the factor is rounding noise and would
+/// change from one CPU to the next, so Kiln refuses rather than guess.
+/// Trained CLIP encoders sit far above it (their final LayerNorm bias gives
+/// the embeddings a sizeable mean; Kiln's bundled default model: 5e-4);
+/// random-weight encoders with zero biases sit far below (tiny-sd: 2.5e-10).
+pub(crate) const MIN_MEAN_RATIO: f32 = 1e-5;
+
 /// A1111's "Original" emphasis on one chunk `z` `[1, seq, dim]`:
 /// `z *= w` per token, then `z *= mean_before / mean_after` (in f32).
+/// An error, never a NaN or noise-driven result, when either mean is too
+/// small against the embeddings' magnitude ([`MIN_MEAN_RATIO`]).
 pub(crate) fn apply_emphasis(z: &mut ArrayD<f32>, weights: &[f32]) -> Result<()> {
     let shape = z.shape().to_vec();
     if shape.len() != 3 || shape[0] != 1 || shape[1] != weights.len() {
@@ -74,21 +92,25 @@ pub(crate) fn apply_emphasis(z: &mut ArrayD<f32>, weights: &[f32]) -> Result<()>
         return Ok(()); // exactly what the formula gives: z * 1 * (m / m)
     }
     let before = mean(z);
+    let magnitude_before = mean_abs(z);
     for (t, mut row) in z.index_axis_mut(Axis(0), 0).axis_iter_mut(Axis(0)).enumerate() {
         let w = weights[t];
         row.mapv_inplace(|v| v * w);
     }
     let after = mean(z);
+    let magnitude_after = mean_abs(z);
     let ratio = before / after;
-    if !ratio.is_finite() {
+    let ill = |m: f32, magnitude: f32| !(m.abs() >= MIN_MEAN_RATIO * magnitude);
+    if !ratio.is_finite() || ill(before, magnitude_before) || ill(after, magnitude_after) {
         return Err(Error::invalid(format!(
-            "the prompt's weights make the mean of its embeddings {after}, so A1111's mean restoration cannot be applied; use other weights"
+            "prompt weighting: A1111's mean restoration multiplies by mean(z) / mean(z*w) = {before:e} / {after:e}, \
+             but this text encoder's embeddings (mean |z| {magnitude_before:e}) have a mean below {MIN_MEAN_RATIO:e} \
+             of their magnitude, so that factor would be rounding noise; use plain prompts with this model, or other weights"
         )));
     }
     z.mapv_inplace(|v| v * ratio);
     Ok(())
 }
-
 
 /// A small LRU of prompt → text-encoder output, so repeated prompts (the empty
 /// negative prompt above all) skip the text encoder.
@@ -161,5 +183,18 @@ mod tests {
         assert_eq!(same, before);
         let e = apply_emphasis(&mut same, &[2.0, 1.0]).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn a_mean_that_is_rounding_noise_is_refused_not_amplified() {
+        // mean 5e-8 against magnitude ~1 (a zero-bias random encoder): refused.
+        let mut z = ArrayD::from_shape_vec(IxDyn(&[1, 2, 1]), vec![1.0f32, -0.9999999]).unwrap();
+        let e = apply_emphasis(&mut z, &[1.1, 1.0]).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("rounding noise"), "{e}");
+        // mean 1e-3 of the magnitude (the default model's order): applied.
+        let mut z = ArrayD::from_shape_vec(IxDyn(&[1, 2, 1]), vec![1.0f32, -0.998]).unwrap();
+        apply_emphasis(&mut z, &[1.0, 1.001]).unwrap();
+        assert!(z.iter().all(|v| v.is_finite()));
     }
 }
