@@ -41,10 +41,10 @@ fn cli_reproduces_the_reference_from_its_noise() {
     let (_, got) = kiln::image::npy::read_f32(&out.join("l.npy")).unwrap();
     let (_, want) = common::read_npy("euler_cfg.latents.npy");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(common::max_abs_diff(&got, &want) / scale <= 1e-3);
+    common::check_margin("cli::generate_npy::euler_cfg::latents_rel", (common::max_abs_diff(&got, &want) / scale) as f64, 1e-3);
     let (_, img) = kiln::image::npy::read_f32(&out.join("i.npy")).unwrap();
     let (_, want_img) = common::read_npy("euler_cfg.image.npy");
-    assert!(common::max_abs_diff(&img, &want_img) <= 2e-3);
+    common::check_margin("cli::generate_npy::euler_cfg::image_abs", common::max_abs_diff(&img, &want_img) as f64, 2e-3);
     let png = std::fs::read(out.join("a.png")).unwrap();
     let text = String::from_utf8_lossy(&png);
     assert!(text.contains("mossy stone brick wall") && text.contains("steps=10"), "PNG carries the settings");
@@ -180,4 +180,69 @@ fn cli_sprite_uses_a_matting_graph_when_named() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/rmbg.onnx"));
     std::fs::remove_dir_all(&out).ok();
+}
+
+/// `--noise-draws`: diffusers' own draws, recorded into an .npz by
+/// tools/make_noise_draws_golden.py, replayed by the CLI: a stochastic sampler
+/// in txt2img (with `--init-noise` for the initial latents) and in img2img
+/// (posterior sample and add-noise draw from the file too, no `--init-noise`).
+#[test]
+fn noise_draws_replay_diffusers_exactly() {
+    let dir = common::golden("noise_draws");
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let out = std::env::temp_dir().join(format!("kiln-cli-draws-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    for c in cases.as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let mut cmd = Command::new(generate_bin());
+        cmd.arg("--model").arg(common::fixture());
+        cmd.args(["--prompt", c["prompt"].as_str().unwrap(), "--negative-prompt", c["negative_prompt"].as_str().unwrap()]);
+        cmd.args(["--steps", &c["steps"].to_string(), "--guidance", &c["guidance_scale"].to_string()]);
+        cmd.args(["--scheduler", c["kiln_scheduler"].as_str().unwrap()]);
+        cmd.arg("--noise-draws").arg(dir.join(c["draws"].as_str().unwrap()));
+        if let Some(init) = c["init_noise"].as_str() {
+            cmd.arg("--init-noise").arg(dir.join(init));
+        }
+        if let Some(image) = c["init_image"].as_str() {
+            cmd.arg("--init-image").arg(common::root().join(image));
+            cmd.args(["--strength", &c["strength"].to_string()]);
+        }
+        let (l, i) = (out.join(format!("{name}.l.npy")), out.join(format!("{name}.i.npy")));
+        cmd.arg("--out").arg(out.join(format!("{name}.png"))).arg("--out-latents").arg(&l).arg("--out-npy").arg(&i);
+        let r = cmd.output().unwrap();
+        assert!(r.status.success(), "{name}: {}", String::from_utf8_lossy(&r.stderr));
+        let (_, got) = kiln::image::npy::read_f32(&l).unwrap();
+        let (_, want) = kiln::image::npy::read_f32(&dir.join(format!("{name}.latents.npy"))).unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        common::check_margin(&format!("cli::noise_draws::{name}::latents_rel"), (common::max_abs_diff(&got, &want) / scale) as f64, 1e-3);
+        let (_, img) = kiln::image::npy::read_f32(&i).unwrap();
+        let (_, want_img) = kiln::image::npy::read_f32(&dir.join(format!("{name}.image.npy"))).unwrap();
+        common::check_margin(&format!("cli::noise_draws::{name}::image_abs"), common::max_abs_diff(&img, &want_img) as f64, 2e-3);
+    }
+    // One draw too few is an error that says so, not a silently different image.
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--prompt", "x", "--steps", "9", "--scheduler", "euler_a"])
+        .arg("--noise-draws")
+        .arg(dir.join("euler_a_txt2img.draws.npz"))
+        .arg("--out")
+        .arg(out.join("short.png"))
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("step noise ran out"), "{}", String::from_utf8_lossy(&r.stderr));
+    // Not an archive: a clear error naming the flag.
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--prompt", "x", "--scheduler", "euler_a", "--noise-draws"])
+        .arg(common::golden("noise_1x4x8x8.npy"))
+        .arg("--out")
+        .arg(out.join("bad.png"))
+        .output()
+        .unwrap();
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not an .npz"), "{}", String::from_utf8_lossy(&r.stderr));
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -44,10 +44,10 @@ fn case(name: &str) {
     let got: Vec<f32> = out.latents.iter().copied().collect();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let rel = common::max_abs_diff(&got, &want) / scale;
-    assert!(rel <= 1e-3, "{name}: latents differ by {rel:e}");
+    common::check_margin(&format!("img2img::{name}::latents_rel"), rel as f64, 1e-3);
     let (_, want_img) = common::read_npy(&format!("img2img/{name}.image.npy"));
     let d = common::max_abs_diff(&out.image.data, &want_img);
-    assert!(d <= 2e-3, "{name}: image differs by {d:e}");
+    common::check_margin(&format!("img2img::{name}::image_abs"), d as f64, 2e-3);
     eprintln!("{name}: latents {rel:e}, image {d:e}");
 }
 

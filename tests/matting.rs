@@ -106,9 +106,9 @@ fn check_goldens(variant: &str, graph_size: (usize, usize)) {
     let matte = m.matte(&img).unwrap();
     let e_matte = max_diff(&matte, &golden_matte);
     eprintln!("{variant}: input {e_in:e}, graph output {e_out:e}, matte {e_matte:e}");
-    assert!(e_in <= INPUT_TOL, "{variant}: pre-processing differs by {e_in}");
-    assert!(e_out <= OUTPUT_TOL, "{variant}: graph output differs by {e_out}");
-    assert!(e_matte <= MATTE_TOL, "{variant}: matte differs by {e_matte}");
+    common::check_margin(&format!("matting::{variant}::input_abs"), e_in as f64, INPUT_TOL as f64);
+    common::check_margin(&format!("matting::{variant}::graph_output_abs"), e_out as f64, OUTPUT_TOL as f64);
+    common::check_margin(&format!("matting::{variant}::matte_abs"), e_matte as f64, MATTE_TOL as f64);
     // The matte is not trivial: the check can fail.
     let (lo, hi) = golden_matte.iter().fold((1f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
     assert!(hi - lo > 0.5, "{variant}: golden matte spans only {lo}..{hi}");

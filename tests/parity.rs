@@ -57,12 +57,12 @@ fn case(name: &str) {
     let got_latents: Vec<f32> = out.latents.iter().copied().collect();
     let scale = want_latents.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let rel = common::max_abs_diff(&got_latents, &want_latents) / scale;
-    assert!(rel <= 1e-3, "{name}: final latents differ by {rel:e} relative (max |ref| {scale})");
+    common::check_margin(&format!("parity::{name}::latents_rel"), rel as f64, 1e-3);
 
     let (ishape, want_image) = common::read_npy(c["files"]["image"].as_str().unwrap());
     assert_eq!(ishape, vec![out.image.height, out.image.width, 3], "{name}: image shape");
     let d = common::max_abs_diff(&out.image.data, &want_image);
-    assert!(d <= 2e-3, "{name}: decoded image differs by {d:e}");
+    common::check_margin(&format!("parity::{name}::image_abs"), d as f64, 2e-3);
     eprintln!("{name}: latents rel {rel:e}, image abs {d:e}");
 }
 
@@ -224,7 +224,7 @@ fn text_embeddings_match_diffusers() {
         let (shape, want) = common::read_npy(file);
         assert_eq!(got.shape(), &shape[..]);
         let d = common::max_abs_diff(&got.iter().copied().collect::<Vec<_>>(), &want);
-        assert!(d <= 1e-4, "{prompt}: embeddings differ by {d:e}");
+        common::check_margin(&format!("parity::embeds::{prompt}"), d as f64, 1e-4);
     }
 }
 

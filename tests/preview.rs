@@ -80,7 +80,8 @@ fn preview_decoder_matches_autoencoder_tiny() {
         let g = got.pixels[(i / 3) * 4 + i % 3] as f32 / 255.0;
         worst = worst.max((g - w).abs());
     }
-    assert!(worst <= 0.5 / 255.0 + 1e-4, "preview differs from diffusers by {worst}");
+    // Half an 8-bit step (rounding) plus 1e-4 for the decoder's float output.
+    common::check_margin("preview::taesd_decoder::rgb8_abs", worst as f64, 0.5 / 255.0 + 1e-4);
     // Jobs deliver full-size previews from it.
     let request = GenerateRequest { prompt: "ice".into(), steps: 3, scheduler: SchedulerKind::Ddim, ..Default::default() };
     let mut sizes = Vec::new();

@@ -74,3 +74,15 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// Checks `measured <= bound` and prints the margin line that
+/// tools/test_margins.py collects into docs/test-margins.md:
+/// `margin <id>: measured <m> bound <b> headroom <b/m>x`.
+/// Every tolerance-based test goes through here, so its margin is visible on
+/// every CPU it runs on.
+#[track_caller]
+pub fn check_margin(id: &str, measured: f64, bound: f64) {
+    let headroom = if measured > 0.0 { bound / measured } else { f64::INFINITY };
+    eprintln!("margin {id}: measured {measured:.3e} bound {bound:.3e} headroom {headroom:.1}x");
+    assert!(measured <= bound, "{id}: measured {measured:e} exceeds the bound {bound:e}");
+}

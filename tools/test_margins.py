@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Collect every tolerance-based test's margin into docs/test-margins.md.
+
+Each such test prints `margin <id>: measured <m> bound <b> headroom <h>x` through
+tests/common/mod.rs `check_margin`. This script builds the test binaries, runs the
+numeric ones on this CPU and, on an AVX-512 machine, again under
+`qemu-x86_64 -cpu Haswell` (Debian's qemu-user), whose CPUID has AVX2 but no AVX-512,
+so ONNX Runtime's MLAS picks its AVX2 kernels just as on an AVX2-only CPU. Results
+are kept per CPU kind in docs/test-margins.json, so runs on different machines add
+up; the table shows each case's bound, what each kind measured and the smaller
+headroom, and flags any case under 10x.
+
+    python3 tools/test_margins.py                 # this CPU (+ emulated AVX2 on AVX-512 hosts)
+    python3 tools/test_margins.py --no-emulate    # this CPU only
+    python3 tools/test_margins.py --only parity,prompts
+
+The emulated run is slow (about 40 s per parity case); `cli` is never emulated,
+since qemu-user does not follow the test's child process.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+NUMERIC = ["parity", "img2img", "inpaint", "variants", "prompts", "clip_skip", "matting", "preview", "seamless", "cli"]
+LINE = re.compile(r"^margin (\S.*?): measured (\S+) bound (\S+) headroom")
+
+
+def cpu_flags():
+    text = Path("/proc/cpuinfo").read_text()
+    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split())
+    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1).strip()
+    return flags, model
+
+
+def test_binaries():
+    out = subprocess.run(
+        ["cargo", "test", "--release", "--no-run", "--message-format=json"],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    bins = {}
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") and "test" in msg["target"]["kind"]:
+            bins[msg["target"]["name"]] = msg["executable"]
+    return bins
+
+
+def run(binary, prefix):
+    env = dict(os.environ, RUST_TEST_THREADS="1")
+    p = subprocess.run(prefix + [binary, "--nocapture"], cwd=REPO, env=env, capture_output=True, text=True)
+    found = {}
+    for line in (p.stdout + p.stderr).splitlines():
+        m = LINE.match(line.strip())
+        if m:
+            found[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+    return p.returncode, found
+
+
+def table(results):
+    kinds = sorted(results)
+    ids = sorted({i for k in kinds for i in results[k]["margins"]})
+    rows = ["| case | bound | " + " | ".join(kinds) + " | smallest headroom |", "|---|---|" + "---|" * len(kinds) + "---|"]
+    low = []
+    for i in ids:
+        bound = next(results[k]["margins"][i][1] for k in kinds if i in results[k]["margins"])
+        cells, heads = [], []
+        for k in kinds:
+            if i in results[k]["margins"]:
+                m = results[k]["margins"][i][0]
+                cells.append(f"{m:.2e}")
+                heads.append(bound / m if m > 0 else float("inf"))
+            else:
+                cells.append("–")
+        h = min(heads)
+        hs = "exact" if h == float("inf") else f"{h:.0f}x"
+        if h < 10:
+            hs += " **< 10x**"
+            low.append(i)
+        rows.append(f"| `{i}` | {bound:.1e} | " + " | ".join(cells) + f" | {hs} |")
+    return rows, low
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma list of test binaries (default: the numeric ones)")
+    ap.add_argument("--no-emulate", action="store_true", help="skip the qemu AVX2 run")
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else NUMERIC
+    bins = test_binaries()
+    flags, model = cpu_flags()
+    native_kind = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "pre-AVX2")
+    runs = [(f"{native_kind} (native: {model})", [])]
+    if native_kind == "AVX-512" and not args.no_emulate:
+        qemu = shutil.which("qemu-x86_64")
+        if not qemu:
+            sys.exit("qemu-x86_64 is missing: apt-get install qemu-user (or pass --no-emulate)")
+        runs.append(("AVX2 (qemu-x86_64 -cpu Haswell)", [qemu, "-cpu", "Haswell"]))
+    store = DOCS / "test-margins.json"
+    results = json.loads(store.read_text()) if store.exists() else {}
+    failed = []
+    for kind, prefix in runs:
+        margins = {}
+        for name in names:
+            if prefix and name == "cli":
+                continue
+            print(f"[{kind}] {name} ...", flush=True)
+            code, found = run(bins[name], prefix)
+            if code != 0:
+                failed.append(f"{name} on {kind}")
+            margins.update(found)
+        results[kind] = {"margins": margins}
+    store.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    rows, low = table(results)
+    doc = [
+        "# Test margins",
+        "",
+        "Every tolerance-based test's measured value next to its bound, per kind of CPU. Made by",
+        "`python3 tools/test_margins.py` (see its docstring); the raw numbers are in `test-margins.json`.",
+        "ONNX Runtime picks different kernels per CPU, so graph outputs differ in the last bits between",
+        "these columns. The AVX2 column comes from `qemu-x86_64 -cpu Haswell` on an AVX-512 machine.",
+        "`exact`: Kiln and the reference agreed bit for bit.",
+        "",
+    ] + rows + [""]
+    if low:
+        doc += ["Cases under 10x headroom: " + ", ".join(f"`{i}`" for i in low) + ".", ""]
+    (DOCS / "test-margins.md").write_text("\n".join(doc))
+    print(f"wrote {DOCS / 'test-margins.md'} ({len(rows) - 2} cases; {len(low)} under 10x)")
+    if failed:
+        sys.exit("test failures: " + ", ".join(failed))
+
+
+if __name__ == "__main__":
+    main()
