@@ -25,6 +25,10 @@ const USAGE: &str = "usage: generate [options]
   --width N, --height N   size in pixels (default: the model's native size)
   --seed N                seed of Kiln's portable noise (default 0)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
+  --noise-draws FILE.npz  replay diffusers' random draws exactly: arrays draw_0, draw_1, ... in the
+                          order its pipeline asks for them after the txt2img initial latents (img2img:
+                          VAE posterior sample, add-noise draw; then each stochastic sampler step);
+                          other arrays are ignored
   --init-image FILE.png   img2img: start from this picture (resized if its size differs)
   --strength S            img2img: how much of the schedule runs, 0..=1 (default 0.8)
   --mask FILE.png         inpainting: white (>= 128) is repainted, the rest kept exactly
@@ -70,6 +74,7 @@ struct Args {
     model: PathBuf,
     request: GenerateRequest,
     init_noise: Option<PathBuf>,
+    noise_draws: Option<PathBuf>,
     out: PathBuf,
     out_npy: Option<PathBuf>,
     out_latents: Option<PathBuf>,
@@ -122,6 +127,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         model: default_model(),
         request: GenerateRequest::default(),
         init_noise: None,
+        noise_draws: None,
         out: PathBuf::from("kiln.png"),
         out_npy: None,
         out_latents: None,
@@ -175,6 +181,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--height" => a.request.height = number(flag, value()?)?,
             "--seed" => a.request.seed = number(flag, value()?)?,
             "--init-noise" => a.init_noise = Some(PathBuf::from(value()?)),
+            "--noise-draws" => a.noise_draws = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),
             "--batch" => a.batch = Some(PathBuf::from(value()?)),
             "--init-image" => a.init_image = Some(PathBuf::from(value()?)),
@@ -297,6 +304,9 @@ fn generate_one(
         })?;
         request.initial_noise = Some(InitialNoise { shape, data });
     }
+    if let Some(path) = &a.noise_draws {
+        request.step_noise = Some(read_noise_draws(path)?);
+    }
     if let Some(path) = &a.init_image {
         request.init_image = Some(read_rgb(path)?);
     }
@@ -414,4 +424,47 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `--noise-draws`: the arrays `draw_0`, `draw_1`, ... of an `.npz` file (as
+/// `numpy.savez` or `savez_compressed` write it), in index order, joined into
+/// the request's `step_noise`. Every draw must have one shape, rank 4 with
+/// batch 1 (a latent); the pipeline then checks that the count matches what
+/// the scheduler and the img2img set-up draw. Other arrays are ignored.
+fn read_noise_draws(path: &std::path::Path) -> Result<Vec<f32>, kiln::Error> {
+    let invalid = |m: String| kiln::Error::new(kiln::ErrorKind::InvalidArgument, format!("--noise-draws {}: {m}", path.display()));
+    let file = std::fs::File::open(path)
+        .map_err(|e| kiln::Error::new(kiln::ErrorKind::Io, format!("--noise-draws {}: {e}", path.display())))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| invalid(format!("not an .npz (zip) archive: {e}")))?;
+    let mut draws: Vec<(usize, String)> = (0..archive.len())
+        .filter_map(|i| {
+            let name = archive.name_for_index(i)?.ok()?.to_string();
+            let index = name.strip_prefix("draw_")?.strip_suffix(".npy")?.parse::<usize>().ok()?;
+            Some((index, name))
+        })
+        .collect();
+    draws.sort();
+    if draws.is_empty() {
+        return Err(invalid("no draw_0, draw_1, ... arrays in it".into()));
+    }
+    let mut data = Vec::new();
+    let mut first_shape: Option<Vec<usize>> = None;
+    for (k, (index, name)) in draws.iter().enumerate() {
+        if *index != k {
+            return Err(invalid(format!("draw_{k} is missing (the draws must be numbered 0, 1, 2, ... without gaps)")));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut archive.by_name(name).map_err(|e| invalid(format!("{name}: {e}")))?, &mut bytes)
+            .map_err(|e| invalid(format!("{name}: {e}")))?;
+        let (shape, values) = kiln::image::npy::parse_f32(&bytes).map_err(|e| invalid(format!("{name}: {e}")))?;
+        if shape.len() != 4 || shape[0] != 1 {
+            return Err(invalid(format!("{name} has shape {shape:?}; a draw is one latent, [1, C, H/8, W/8]")));
+        }
+        match &first_shape {
+            Some(s) if *s != shape => return Err(invalid(format!("{name} has shape {shape:?}, draw_0 {s:?}; all draws share one shape"))),
+            _ => first_shape = Some(shape),
+        }
+        data.extend(values);
+    }
+    Ok(data)
 }

@@ -11,7 +11,9 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     parse_f32(&bytes).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
 }
 
-fn parse_f32(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+/// Parses the bytes of a `.npy` file as [`read_f32`] reads them (for arrays
+/// that come from elsewhere, such as the members of an `.npz` archive).
+pub fn parse_f32(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file".into());
     }
