@@ -52,6 +52,8 @@ const USAGE: &str = "usage: generate [options]
   --threads N             threads per graph (default: all cores)
   --provider LIST         execution providers, best first: cpu,cuda,tensorrt,directml,coreml
   --require-provider      fail instead of falling back to the CPU
+  --gpu-math fast|exact   fast (default): CUDA uses TF32 tensor cores; exact: full float32, matches the CPU
+  --gpu-mem-limit MIB     cap each CUDA session's memory arena at MIB mebibytes
   --graph-cache DIR       keep ONNX Runtime's optimized graphs in DIR so later starts skip optimizing
   --residency all|per-stage
                           per-stage: only the graph in use is loaded (least memory; each loads when its stage runs)
@@ -240,6 +242,15 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 }
             }
             "--require-provider" => a.providers.require = true,
+            "--gpu-math" => {
+                let v = value()?;
+                a.providers.gpu_math = kiln::runtime::GpuMath::from_name(&v).ok_or(format!("--gpu-math: fast or exact, not {v:?}"))?
+            }
+            "--gpu-mem-limit" => {
+                let v = value()?;
+                let mib: usize = v.parse().map_err(|_| format!("--gpu-mem-limit: a number of MiB, not {v:?}"))?;
+                a.providers.gpu_memory_limit = mib.checked_mul(1 << 20).ok_or("--gpu-mem-limit: too large")?;
+            }
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(value()?)),
             "--residency" => {
                 let v = value()?;

@@ -252,7 +252,7 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
         .iter()
         .map(|&v| Provider::from_u32(v).ok_or_else(|| Error::invalid(format!("options->providers holds {v}, not a kiln_provider"))))
         .collect::<crate::error::Result<Vec<_>>>()?;
-    Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0 })
+    Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0, ..Default::default() })
 }
 
 /// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 pub use self::graph_cache::{GraphCacheStats, GraphOptimization};
 pub use self::loader::LoadedLibrary;
 pub use self::log::{LogCallback, LogLevel};
-pub use self::providers::{Provider, ProviderChoice, ProviderPolicy};
+pub use self::providers::{GpuMath, Provider, ProviderChoice, ProviderPolicy};
 use crate::error::{Error, ErrorKind, Result};
 
 /// How to create a [`Runtime`]. `Default` gives engine-friendly settings.

@@ -19,9 +19,34 @@ pub fn golden(name: &str) -> PathBuf {
 
 /// One runtime per test process. Spinning is off (Kiln's default), so test
 /// threads running graphs at once do not fight over the two cores.
+///
+/// On a GPU machine the same tests check a provider: `KILN_TEST_PROVIDERS=cuda`
+/// (required, no CPU fallback) and `KILN_TEST_GPU_MATH=exact|fast`
+/// (tools/gpu_check.sh sets them). Unset, the tests run on the CPU.
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime must load for the tests"))
+    RT.get_or_init(|| {
+        let mut options = RuntimeOptions::default();
+        if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
+            for name in list.split(',').filter(|n| !n.is_empty()) {
+                use kiln::runtime::Provider;
+                let p = match name {
+                    "cpu" => Provider::Cpu,
+                    "cuda" => Provider::Cuda,
+                    "tensorrt" => Provider::TensorRt,
+                    "directml" => Provider::DirectMl,
+                    "coreml" => Provider::CoreMl,
+                    other => panic!("KILN_TEST_PROVIDERS: unknown provider {other}"),
+                };
+                options.providers.preferred.push(p);
+            }
+            options.providers.require = true;
+        }
+        if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
+            options.providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
+        }
+        Runtime::new(&options).expect("ONNX Runtime must load for the tests")
+    })
 }
 
 pub fn tiny_model() -> &'static Model {
