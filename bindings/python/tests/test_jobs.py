@@ -7,12 +7,11 @@ import pytest
 
 import kiln
 
-FAST = dict(steps=4, seed=7)
 
 
 def test_poll_every_frame_until_done_then_same_pixels_as_generate(model: kiln.Model) -> None:
-    reference = model.generate("weathered oak planks", **FAST).to_numpy()
-    with model.submit("weathered oak planks", preview_interval=1, **FAST) as job:
+    reference = model.generate("weathered oak planks", steps=4, seed=7).to_numpy()
+    with model.submit("weathered oak planks", preview_interval=1, steps=4, seed=7) as job:
         frames = 0
         while True:  # one iteration = one frame of a game or tool loop
             progress = job.poll()

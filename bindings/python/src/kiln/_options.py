@@ -54,14 +54,14 @@ class Request:
         o = _abi.GenerateOptions()
         _library.lib().kiln_generate_options_init(ctypes.byref(o))
         self.keep: list[Any] = []
-        kw = dict(options)
+        kw: dict[str, Any] = dict(options)
         o.prompt = self._text(prompt)
         for name in ("width", "height", "steps", "seed", "clip_skip"):
             if name in kw:
-                setattr(o, name, int(kw.pop(name)))  # type: ignore[call-overload]
+                setattr(o, name, int(kw.pop(name)))
         for name in ("guidance_scale", "guidance_rescale", "strength"):
             if name in kw:
-                setattr(o, name, float(kw.pop(name)))  # type: ignore[arg-type]
+                setattr(o, name, float(kw.pop(name)))
         for name in ("prompt_weighting", "posterior_mean"):
             if name in kw:
                 setattr(o, name, 1 if kw.pop(name) else 0)
@@ -69,14 +69,14 @@ class Request:
             s = kw.pop("scheduler")
             o.scheduler = int(Scheduler[s.upper()] if isinstance(s, str) else Scheduler(s))
         if kw.get("negative_prompt") is not None:
-            o.negative_prompt = self._text(kw.pop("negative_prompt"))  # type: ignore[arg-type]
+            o.negative_prompt = self._text(kw.pop("negative_prompt"))
         kw.pop("negative_prompt", None)
         if "initial_noise" in kw:
             noise = np.ascontiguousarray(kw.pop("initial_noise"), dtype=np.float32)
             self.keep.append(noise)
             o.initial_noise, o.initial_noise_len = noise.ctypes.data, noise.size
         if "init_image" in kw:
-            pixels = as_pixels(kw.pop("init_image"))  # type: ignore[arg-type]
+            pixels = as_pixels(kw.pop("init_image"))
             self.keep.append(pixels)
             o.init_image, o.init_image_len = pixels.ctypes.data, pixels.nbytes
             o.init_image_height, o.init_image_width, o.init_image_channels = pixels.shape

@@ -123,20 +123,20 @@ class Model:
                 source.close()
         return Sprite(Image(out.value or 0), Rect(bbox.x, bbox.y, bbox.width, bbox.height))
 
-    def extend_texture(self, init_image: ImageLike, prompt: str, *, left: int = 0, right: int = 0, top: int = 0,
+    def extend_texture(self, texture: ImageLike, prompt: str, *, left: int = 0, right: int = 0, top: int = 0,
                        bottom: int = 0, **options: Unpack[GenerateOptions]) -> Image:
-        """Outpaints ``init_image`` by the given pixels on each side; its own pixels are kept exactly."""
-        options["init_image"] = init_image
+        """Outpaints ``texture`` by the given pixels on each side; its own pixels are kept exactly."""
+        options["init_image"] = texture
         request = Request(prompt, options)
         out = ctypes.c_void_p()
         check(_library.lib().kiln_model_extend_texture(self.handle, request.ref(), left, right, top, bottom,
                                                        ctypes.byref(out)))
         return Image(out.value or 0)
 
-    def make_tileable(self, init_image: ImageLike, prompt: str, *, band: int,
+    def make_tileable(self, texture: ImageLike, prompt: str, *, band: int,
                       **options: Unpack[GenerateOptions]) -> Image:
-        """Makes ``init_image`` tile: offset by half, a ``band``-pixel cross inpainted over the seams."""
-        options["init_image"] = init_image
+        """Makes ``texture`` tile: offset by half, a ``band``-pixel cross inpainted over the seams."""
+        options["init_image"] = texture
         request = Request(prompt, options)
         out = ctypes.c_void_p()
         check(_library.lib().kiln_model_make_tileable(self.handle, request.ref(), band, ctypes.byref(out)))
