@@ -677,15 +677,20 @@ public:
     }
     /** The newest preview; Status::busy while there is none. */
     Result<Preview> preview() const {
-        Result<Progress> p = poll();
-        if (!p) return p.error();
-        Preview out;
-        out.width = p->preview_width;
-        out.height = p->preview_height;
-        out.pixels.resize(std::size_t(out.width) * out.height * 4);
-        ::kiln_status s = ::kiln_job_copy_preview(id_, out.pixels.data(), out.pixels.size(), 0, &out.step);
-        if (s != KILN_STATUS_OK) return detail::last_error(s);
-        return out;
+        for (int attempt = 0;; ++attempt) {
+            Result<Progress> p = poll();
+            if (!p) return p.error();
+            Preview out;
+            out.width = p->preview_width;
+            out.height = p->preview_height;
+            // At least one byte, so that without a preview Kiln answers BUSY rather than NULL_ARGUMENT.
+            out.pixels.resize(std::size_t(out.width) * out.height * 4 + (out.width == 0 ? 1 : 0));
+            ::kiln_status s = ::kiln_job_copy_preview(id_, out.pixels.data(), out.pixels.size(), 0, &out.step);
+            // The first preview may land between the poll and the copy: poll again once for its size.
+            if (s == KILN_STATUS_BUFFER_TOO_SMALL && attempt == 0) continue;
+            if (s != KILN_STATUS_OK) return detail::last_error(s);
+            return out;
+        }
     }
     /** Frees the job now and reports how that went; the destructor does the same silently. */
     Result<void> free() {

@@ -127,6 +127,7 @@ static void test_job(const kiln::Model &model) {
     auto longer = options_for("weathered oak planks", 7, 900);
     kiln::Result<kiln::Job> doomed = model.submit(longer);
     CHECK(doomed.ok());
+    CHECK(doomed->preview().status() == kiln::Status::busy);  // no preview interval, so never one
     CHECK(doomed->cancel().ok());
     kiln::Result<kiln::JobState> end = doomed->wait(60000);
     CHECK(end.ok() && *end == kiln::JobState::cancelled);
