@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use kiln::{Model, Runtime, RuntimeOptions};
 
+pub mod programs;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

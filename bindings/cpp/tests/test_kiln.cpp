@@ -1,0 +1,191 @@
+// Tests of kiln.hpp against the built library: ownership, results and errors, the job API, the
+// throwing layer. Run by tests/cpp_binding.rs as `test_kiln MODEL_DIR`; prints "N passed, N failed".
+#include "kiln.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+// Handles own a C object each: movable, never copyable, and moving never throws.
+static_assert(!std::is_copy_constructible<kiln::Runtime>::value && std::is_nothrow_move_constructible<kiln::Runtime>::value, "");
+static_assert(!std::is_copy_constructible<kiln::Model>::value && std::is_nothrow_move_assignable<kiln::Model>::value, "");
+static_assert(!std::is_copy_constructible<kiln::Image>::value && std::is_nothrow_move_constructible<kiln::Image>::value, "");
+static_assert(!std::is_copy_constructible<kiln::Job>::value && std::is_nothrow_move_assignable<kiln::Job>::value, "");
+static_assert(sizeof(kiln::Image) == sizeof(void *) && sizeof(kiln::Job) == sizeof(std::uint64_t), "handles add no state");
+static_assert(kiln::to_c(kiln::Status::model_not_found) == KILN_STATUS_MODEL_NOT_FOUND, "");
+static_assert(kiln::to_c(kiln::JobState::cancelled) == KILN_JOB_STATE_CANCELLED, "");
+
+static int passed = 0, failed = 0;
+#define CHECK(cond)                                                                     \
+    do {                                                                                \
+        if (cond) {                                                                     \
+            ++passed;                                                                   \
+        } else {                                                                        \
+            ++failed;                                                                   \
+            std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond);               \
+        }                                                                               \
+    } while (0)
+
+static kiln_generate_options options_for(const char *prompt, std::uint64_t seed, std::uint32_t steps) {
+    auto o = kiln::defaults<kiln_generate_options>();
+    o.prompt = prompt;
+    o.seed = seed;
+    o.steps = steps;
+    return o;
+}
+
+static void test_errors_keep_handles_usable(const kiln::Runtime &rt) {
+    kiln::Result<kiln::Model> missing = rt.load_model("/nonexistent/kiln-model");
+    CHECK(!missing.ok());
+    CHECK(missing.status() == kiln::Status::model_not_found);
+    CHECK(missing.error().message().find("/nonexistent/kiln-model") != std::string::npos);
+    CHECK(missing.error().describe().rfind("KILN_STATUS_MODEL_NOT_FOUND: ", 0) == 0);
+    std::printf("missing model: %s\n", missing.error().describe().c_str());
+
+    std::vector<std::uint8_t> px(4 * 4 * 4 - 1, 0);
+    kiln::Result<kiln::Image> small = kiln::Image::create(4, 4, px.data(), px.size());
+    CHECK(small.status() == kiln::Status::buffer_too_small);
+    px.push_back(0);
+    kiln::Result<kiln::Image> fine = kiln::Image::create(4, 4, px.data(), px.size());
+    CHECK(fine.ok() && fine->width() == 4 && fine->height() == 4);
+
+    kiln::Result<float> axis = fine->seam_score(kiln::Seamless::xy);
+    CHECK(axis.status() == kiln::Status::invalid_argument);
+    kiln::Result<float> score = fine->seam_score(kiln::Seamless::x);
+    CHECK(score.ok() && *score == 1.0f);  // a flat image scores exactly 1 (kiln.h)
+
+    CHECK(rt.onnxruntime_version().ok());
+    CHECK(rt.provider_available(kiln::Provider::cpu).value_or(false));
+}
+
+static void test_generate(const kiln::Model &model) {
+    kiln::Result<kiln_model_info> info = model.info();
+    CHECK(info.ok() && info->default_size > 0);
+    const std::uint32_t size = info->default_size;
+
+    auto o = options_for("weathered oak planks", 7, 4);
+    kiln::Result<kiln::Image> image = model.generate(o);
+    CHECK(image.ok() && image->width() == size && image->height() == size);
+
+    // The same request into an engine buffer with padded rows: same pixels, padding untouched.
+    const std::size_t pitch = size * 4 + 16;
+    std::vector<std::uint8_t> buffer(pitch * size, 0xAB);
+    CHECK(model.generate_into(o, buffer.data(), buffer.size(), pitch).ok());
+    bool same = true, padding_kept = true;
+    for (std::uint32_t y = 0; y < size; ++y) {
+        same = same && std::memcmp(buffer.data() + y * pitch, image->pixels() + y * size * 4, size * 4) == 0;
+        for (std::size_t x = size * 4; x < pitch; ++x) padding_kept = padding_kept && buffer[y * pitch + x] == 0xAB;
+    }
+    CHECK(same);
+    CHECK(padding_kept);
+
+    auto bad = o;
+    bad.width = 7;
+    kiln::Result<kiln::Image> refused = model.generate(bad);
+    CHECK(refused.status() == kiln::Status::invalid_size);
+    CHECK(model.generate(o).ok());  // the model is still usable
+
+    kiln::Result<kiln::Image> art = image->pixel_art();
+    CHECK(art.ok() && art->width() > 0);
+    kiln::Result<kiln::MaterialMaps> maps = image->material_maps();
+    CHECK(maps.ok() && maps->height.width() == size && maps->normal.height() == size);
+}
+
+static void test_job(const kiln::Model &model) {
+    auto o = options_for("weathered oak planks", 7, 4);
+    kiln::Result<kiln::Image> reference = model.generate(o);
+    CHECK(reference.ok());
+
+    auto jo = kiln::defaults<kiln_job_options>();
+    jo.preview_interval = 1;
+    kiln::Result<kiln::Job> job = model.submit(o, &jo);
+    CHECK(job.ok());
+    kiln::Progress p;
+    unsigned frames = 0;
+    while (true) {  // one iteration = one frame
+        kiln::Result<kiln::Progress> polled = job->poll();
+        CHECK(polled.ok());
+        if (!polled) return;
+        p = *polled;
+        ++frames;
+        if (p.finished()) break;
+        (void)job->wait(5);  // stands in for rendering a frame
+    }
+    std::printf("job finished after %u polls: state %u, step %u/%u\n", frames, kiln::to_c(p.state), p.step, p.total_steps);
+    CHECK(p.state == kiln::JobState::succeeded);
+    CHECK(p.step == p.total_steps && p.total_steps > 0);
+    kiln::Result<std::vector<std::uint8_t>> pixels = job->image();
+    CHECK(pixels.ok() && pixels->size() == reference->size_bytes());
+    CHECK(pixels.ok() && std::memcmp(pixels->data(), reference->pixels(), reference->size_bytes()) == 0);
+    kiln::Result<kiln::Preview> preview = job->preview();
+    CHECK(preview.ok() && preview->width > 0 && preview->pixels.size() == std::size_t(preview->width) * preview->height * 4);
+    CHECK(job->error_message().ok() && job->error_message()->empty());
+
+    // Cancel a long job; its own message says so; freeing twice is a status, not a crash.
+    auto longer = options_for("weathered oak planks", 7, 900);
+    kiln::Result<kiln::Job> doomed = model.submit(longer);
+    CHECK(doomed.ok());
+    CHECK(doomed->preview().status() == kiln::Status::busy);  // no preview interval, so never one
+    CHECK(doomed->cancel().ok());
+    kiln::Result<kiln::JobState> end = doomed->wait(60000);
+    CHECK(end.ok() && *end == kiln::JobState::cancelled);
+    CHECK(doomed->image_size().status() != kiln::Status::ok);
+    std::uint64_t id = doomed->id();
+    CHECK(doomed->free().ok());
+    kiln::Job stale(id);
+    CHECK(stale.poll().status() == kiln::Status::invalid_handle);
+    CHECK(stale.free().status() == kiln::Status::invalid_handle);
+
+    // Moving a job moves ownership: the moved-from one is empty and frees nothing.
+    kiln::Result<kiln::Job> a = model.submit(o);
+    CHECK(a.ok());
+    kiln::Job b = std::move(*a);
+    CHECK(a->id() == 0 && b.id() != 0);
+    CHECK(b.wait(60000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+}
+
+#ifdef KILN_CPP_EXCEPTIONS
+static void test_throwing_layer(const kiln::Runtime &rt) {
+    bool thrown = false;
+    try {
+        kiln::Model m = kiln::check(rt.load_model("/nonexistent/kiln-model"));
+        (void)m;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::model_not_found &&
+                 std::string(e.what()).find("KILN_STATUS_MODEL_NOT_FOUND") != std::string::npos;
+    }
+    CHECK(thrown);
+    CHECK(kiln::check(rt.onnxruntime_version()).size() > 0);
+}
+#endif
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: test_kiln MODEL_DIR\n");
+        return 2;
+    }
+    CHECK(kiln::header_matches_library());
+    kiln::Result<kiln::Runtime> rt = kiln::Runtime::create();
+    CHECK(rt.ok());
+    if (!rt) {
+        std::printf("runtime: %s\n", rt.error().describe().c_str());
+        std::printf("%d passed, %d failed\n", passed, failed);
+        return 1;
+    }
+    test_errors_keep_handles_usable(*rt);
+    kiln::Result<kiln::Model> model = rt->load_model(argv[1]);
+    CHECK(model.ok());
+    if (model) {
+        test_generate(*model);
+        test_job(*model);
+        kiln::Model moved = std::move(*model);
+        CHECK(!*model && moved);
+    }
+#ifdef KILN_CPP_EXCEPTIONS
+    test_throwing_layer(*rt);
+#endif
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,104 @@
+"""Generation requests: keyword arguments to a ``kiln_generate_options`` struct, keeping the
+buffers it borrows alive for the call."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from typing import Any, TypedDict, Union
+
+import numpy as np
+
+from kiln import _abi, _library
+from kiln._convert import ImageLike, as_mask, as_pixels
+from kiln.enums import Scheduler
+
+__all__ = ["GenerateOptions", "Request"]
+
+
+class GenerateOptions(TypedDict, total=False):
+    """Keyword arguments of a generation; omitted ones keep Kiln's defaults."""
+
+    #: Width and height in pixels; 0 = the model's native size.
+    width: int
+    height: int
+    #: Denoising steps; 0 = 20.
+    steps: int
+    #: Classifier-free guidance scale (default 7.5; <= 1 skips the unconditional pass).
+    guidance_scale: float
+    #: A Scheduler or its name ("euler_a").
+    scheduler: Union[Scheduler, str]
+    #: Seed of Kiln's portable noise (default 0).
+    seed: int
+    negative_prompt: str
+    #: Exact initial latents, float32 NCHW [1, C, H/f, W/f].
+    initial_noise: "np.ndarray[Any, Any]"
+    guidance_rescale: float
+    #: AUTOMATIC1111 prompt weighting: (text:1.3), [text], BREAK.
+    prompt_weighting: bool
+    #: img2img / inpainting: the picture to start from.
+    init_image: ImageLike
+    strength: float
+    posterior_mean: bool
+    clip_skip: int
+    #: Inpainting: (H, W) uint8 (>= 128 repainted) or bool, or a PIL image.
+    mask: Any
+    #: Replaces scheduler_config.json values for this request.
+    scheduler_overrides: Union[dict[str, Any], str]
+
+
+class Request:
+    """A filled ``kiln_generate_options`` and the objects whose memory it points into."""
+
+    def __init__(self, prompt: str, options: GenerateOptions) -> None:
+        o = _abi.GenerateOptions()
+        _library.lib().kiln_generate_options_init(ctypes.byref(o))
+        self.keep: list[Any] = []
+        kw: dict[str, Any] = dict(options)
+        o.prompt = self._text(prompt)
+        for name in ("width", "height", "steps", "seed", "clip_skip"):
+            if name in kw:
+                setattr(o, name, int(kw.pop(name)))
+        for name in ("guidance_scale", "guidance_rescale", "strength"):
+            if name in kw:
+                setattr(o, name, float(kw.pop(name)))
+        for name in ("prompt_weighting", "posterior_mean"):
+            if name in kw:
+                setattr(o, name, 1 if kw.pop(name) else 0)
+        if "scheduler" in kw:
+            s = kw.pop("scheduler")
+            o.scheduler = int(Scheduler[s.upper()] if isinstance(s, str) else Scheduler(s))
+        if kw.get("negative_prompt") is not None:
+            o.negative_prompt = self._text(kw.pop("negative_prompt"))
+        kw.pop("negative_prompt", None)
+        if "initial_noise" in kw:
+            noise = np.ascontiguousarray(kw.pop("initial_noise"), dtype=np.float32)
+            self.keep.append(noise)
+            o.initial_noise, o.initial_noise_len = noise.ctypes.data, noise.size
+        if "init_image" in kw:
+            pixels = as_pixels(kw.pop("init_image"))
+            self.keep.append(pixels)
+            o.init_image, o.init_image_len = pixels.ctypes.data, pixels.nbytes
+            o.init_image_height, o.init_image_width, o.init_image_channels = pixels.shape
+        if "mask" in kw:
+            mask = as_mask(kw.pop("mask"))
+            self.keep.append(mask)
+            o.mask, o.mask_len = mask.ctypes.data, mask.nbytes
+            o.mask_height, o.mask_width = mask.shape
+        if "scheduler_overrides" in kw:
+            over = kw.pop("scheduler_overrides")
+            o.scheduler_overrides = self._text(over if isinstance(over, str) else json.dumps(over))
+        if kw:
+            raise TypeError(f"unknown generation options: {', '.join(sorted(kw))}")
+        self.struct = o
+
+    def _text(self, text: str) -> bytes:
+        data = text.encode("utf-8")
+        if b"\0" in data:
+            raise ValueError("Kiln strings are NUL-terminated: this one contains a NUL character")
+        self.keep.append(data)
+        return data
+
+    def ref(self) -> Any:
+        """A pointer to the struct for a C call."""
+        return ctypes.byref(self.struct)

@@ -1,0 +1,151 @@
+"""Kiln's C enums as IntEnums. Member names are the C constants without their prefix:
+``Status.MODEL_NOT_FOUND`` is ``KILN_STATUS_MODEL_NOT_FOUND``."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "Status", "LogLevel", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph", "Residency",
+    "Seamless", "NormalConvention", "CellColor", "Matte", "C_PREFIXES",
+]
+
+
+class Status(IntEnum):
+    """Result of a call (``kiln_status``): 1xx argument, 2xx model/IO, 3xx runtime, 4xx flow, 9xx internal."""
+
+    OK = 0
+    NULL_ARGUMENT = 100
+    INVALID_ARGUMENT = 101
+    INVALID_UTF8 = 102
+    BUFFER_TOO_SMALL = 103
+    INVALID_SIZE = 104
+    STRUCT_SIZE_MISMATCH = 105
+    INVALID_HANDLE = 106
+    MODEL_NOT_FOUND = 200
+    MODEL_INVALID = 201
+    IO = 202
+    UNSUPPORTED = 203
+    RUNTIME_LOAD_FAILED = 300
+    PROVIDER_UNAVAILABLE = 301
+    INFERENCE_FAILED = 302
+    CANCELLED = 400
+    BUSY = 401
+    INTERNAL = 900
+
+
+class LogLevel(IntEnum):
+    """Severity of a log line (``kiln_log_level``)."""
+
+    DEBUG = 0
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+
+class Scheduler(IntEnum):
+    """A scheduler (``kiln_scheduler``); DEFAULT is the one the model's config names."""
+
+    DEFAULT = 0
+    DDIM = 1
+    EULER = 2
+    PNDM = 3
+    DPM_PP2M = 4
+    DPM_PP2M_KARRAS = 5
+    LMS = 6
+    HEUN = 7
+    EULER_A = 8
+    DPM_PP2M_SDE = 9
+    UNI_PC = 10
+    LCM = 11
+
+
+class JobState(IntEnum):
+    """Where a job is in its life (``kiln_job_state``)."""
+
+    QUEUED = 0
+    RUNNING = 1
+    SUCCEEDED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
+class JobEventKind(IntEnum):
+    """What a job event reports (``kiln_job_event_kind``)."""
+
+    PROGRESS = 0
+    PREVIEW = 1
+    FINISHED = 2
+
+
+class Provider(IntEnum):
+    """An execution provider (``kiln_provider``)."""
+
+    CPU = 0
+    CUDA = 1
+    TENSORRT = 2
+    DIRECTML = 3
+    COREML = 4
+
+
+class Graph(IntEnum):
+    """A graph of a model (``kiln_graph``)."""
+
+    TEXT_ENCODER = 0
+    UNET = 1
+    VAE_DECODER = 2
+
+
+class Residency(IntEnum):
+    """Which graphs of a model stay loaded (``kiln_residency``)."""
+
+    ALL_RESIDENT = 0
+    PER_STAGE = 1
+
+
+class Seamless(IntEnum):
+    """Which axes an image tiles along (``kiln_seamless``)."""
+
+    NONE = 0
+    X = 1
+    Y = 2
+    XY = 3
+
+
+class NormalConvention(IntEnum):
+    """Green channel convention of a normal map (``kiln_normal_convention``)."""
+
+    OPENGL = 0
+    DIRECTX = 1
+
+
+class CellColor(IntEnum):
+    """How a pixel-art cell becomes one colour (``kiln_cell_color``)."""
+
+    MEAN = 0
+    MODE = 1
+
+
+class Matte(IntEnum):
+    """Where a sprite's alpha comes from (``kiln_matte``)."""
+
+    AUTO = 0
+    KEY = 1
+    GRAPH = 2
+
+
+#: Each enum's C constant prefix: the C name of a member is prefix + member name.
+C_PREFIXES: dict[type[IntEnum], str] = {
+    Status: "KILN_STATUS_",
+    LogLevel: "KILN_LOG_LEVEL_",
+    Scheduler: "KILN_SCHEDULER_",
+    JobState: "KILN_JOB_STATE_",
+    JobEventKind: "KILN_JOB_EVENT_KIND_",
+    Provider: "KILN_PROVIDER_",
+    Graph: "KILN_GRAPH_",
+    Residency: "KILN_RESIDENCY_",
+    Seamless: "KILN_SEAMLESS_",
+    NormalConvention: "KILN_NORMAL_CONVENTION_",
+    CellColor: "KILN_CELL_COLOR_",
+    Matte: "KILN_MATTE_",
+}

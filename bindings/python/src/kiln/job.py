@@ -1,0 +1,157 @@
+"""kiln.Job: a queued generation, pollable once a frame, waitable from a bake script."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln import _abi, _library
+from kiln.enums import JobState, Status
+from kiln.errors import CancelledError, JobFailedError, check, read_string
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+__all__ = ["Job", "Progress", "Preview"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A job's state and progress (``kiln_job_progress``)."""
+
+    state: JobState
+    #: U-Net calls finished, of ``total_steps``.
+    step: int
+    total_steps: int
+    #: Step of the newest preview; 0 while there is none.
+    preview_step: int
+    preview_width: int
+    preview_height: int
+
+    @property
+    def done(self) -> bool:
+        """Succeeded, failed or cancelled."""
+        return self.state >= JobState.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A job's newest preview: (H, W, 4) uint8 pixels and the step it shows."""
+
+    pixels: np.ndarray[Any, Any]
+    step: int
+
+
+class Job:
+    """A generation running on Kiln's worker threads. ``poll()`` never blocks; ``wait()`` does.
+    Closing (or leaving ``with``) frees it, cancelling it first if it still runs."""
+
+    def __init__(self, job_id: int) -> None:
+        """Takes ownership of a job id from ``kiln_job_submit`` (use ``Model.submit``)."""
+        self._id: int | None = job_id
+
+    @property
+    def id(self) -> int:
+        """The job id; ValueError once closed."""
+        if self._id is None:
+            raise ValueError("the job is closed")
+        return self._id
+
+    def poll(self) -> Progress:
+        """State and progress, without blocking (cheap enough for every frame)."""
+        p = _abi.JobProgress()
+        p.struct_size = ctypes.sizeof(p)
+        check(_library.lib().kiln_job_poll(self.id, ctypes.byref(p)))
+        return Progress(JobState(p.state), p.step, p.total_steps, p.preview_step, p.preview_width, p.preview_height)
+
+    @property
+    def state(self) -> JobState:
+        """The current state."""
+        return self.poll().state
+
+    @property
+    def done(self) -> bool:
+        """True once it succeeded, failed or was cancelled."""
+        return self.poll().done
+
+    def wait(self, timeout: float | None = None) -> JobState:
+        """Blocks until the job ends or ``timeout`` seconds pass (None: no limit); the state then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        state = ctypes.c_uint32()
+        while True:
+            left_ms = 1000 if deadline is None else max(0, min(1000, int((deadline - time.monotonic()) * 1000)))
+            # Slices of at most a second, so Ctrl-C reaches a waiting script.
+            check(_library.lib().kiln_job_wait(self.id, left_ms, ctypes.byref(state)))
+            if state.value >= JobState.SUCCEEDED or (deadline is not None and time.monotonic() >= deadline):
+                return JobState(state.value)
+
+    def cancel(self) -> None:
+        """Asks the job to stop: a queued job never starts, a running one stops within one graph call."""
+        check(_library.lib().kiln_job_cancel(self.id))
+
+    @property
+    def error_message(self) -> str:
+        """The job's own error message: empty unless it failed or was cancelled."""
+        job = self.id
+        status, text = read_string(lambda b, n, l: _library.lib().kiln_job_error_message(job, b, n, l))
+        check(status)
+        return text
+
+    def result(self, timeout: float | None = None) -> np.ndarray[Any, Any]:
+        """Waits for the job and returns its image as an (H, W, 4) uint8 array. Raises CancelledError
+        for a cancelled job, JobFailedError (with the job's message) for a failed one, and
+        BusyError when ``timeout`` passes first."""
+        state = self.wait(timeout)
+        lib = _library.lib()
+        if state in (JobState.FAILED, JobState.CANCELLED):
+            message = self.error_message
+            if state == JobState.CANCELLED:
+                raise CancelledError(Status.CANCELLED, message)
+            status = lib.kiln_job_image_size(self.id, ctypes.byref(ctypes.c_uint32()), ctypes.byref(ctypes.c_uint32()))
+            raise JobFailedError(status, message, state)
+        width, height = ctypes.c_uint32(), ctypes.c_uint32()
+        check(lib.kiln_job_image_size(self.id, ctypes.byref(width), ctypes.byref(height)))
+        out = np.empty((height.value, width.value, 4), np.uint8)
+        check(lib.kiln_job_copy_image(self.id, out.ctypes.data, out.nbytes, 0))
+        return out
+
+    def result_pil(self, timeout: float | None = None) -> PIL.Image.Image:
+        """``result()`` as a PIL RGBA image."""
+        import PIL.Image
+
+        return PIL.Image.fromarray(self.result(timeout), "RGBA")
+
+    def preview(self) -> Preview | None:
+        """The newest preview (``Model.submit(..., preview_interval=N)``), or None while there is none."""
+        p = self.poll()
+        if p.preview_step == 0:
+            return None
+        out = np.empty((p.preview_height, p.preview_width, 4), np.uint8)
+        step = ctypes.c_uint32()
+        check(_library.lib().kiln_job_copy_preview(self.id, out.ctypes.data, out.nbytes, 0, ctypes.byref(step)))
+        return Preview(out, int(step.value))
+
+    def close(self) -> None:
+        """Frees the job (cancelling it if it runs); closing twice is fine."""
+        job, self._id = self._id, None
+        if job is not None:
+            check(_library.lib().kiln_job_free(job))
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<kiln.Job {self._id}>" if self._id is not None else "<kiln.Job closed>"

@@ -1,0 +1,161 @@
+"""kiln.Model: a loaded model that generates images, synchronously or as jobs."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln import _abi, _library
+from kiln._convert import ImageLike, writable_rgba
+from kiln._options import GenerateOptions, Request
+from kiln.enums import Graph, Seamless
+from kiln.errors import check, read_string
+from kiln.image import Image, Rect, Sprite, sprite_options
+from kiln.job import Job
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Unpack
+    else:
+        from typing_extensions import Unpack
+
+    from kiln.runtime import Runtime
+
+__all__ = ["Model", "ModelInfo"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Facts about a loaded model (``kiln_model_info``)."""
+
+    default_size: int
+    size_multiple: int
+    latent_channels: int
+    vae_downsampling: int
+    embedding_dim: int
+    has_vae_encoder: bool
+    has_matting: bool
+
+
+class Model:
+    """A loaded model (``Runtime.load_model``). Thread-safe; close it, or use ``with``."""
+
+    def __init__(self, handle: int, runtime: Runtime | None = None) -> None:
+        """Takes ownership of a ``kiln_model *``."""
+        if not handle:
+            raise ValueError("NULL kiln_model")
+        self._handle: int | None = handle
+        # Keeps the runtime's log callback alive while this model can log.
+        self._runtime = runtime
+
+    @property
+    def handle(self) -> int:
+        """The ``kiln_model *`` address; ValueError once closed."""
+        if self._handle is None:
+            raise ValueError("the model is closed")
+        return self._handle
+
+    @property
+    def info(self) -> ModelInfo:
+        """Native size, size multiple, latent layout and what the export has."""
+        i = _abi.ModelInfo()
+        i.struct_size = ctypes.sizeof(i)
+        check(_library.lib().kiln_model_get_info(self.handle, ctypes.byref(i)))
+        return ModelInfo(i.default_size, i.size_multiple, i.latent_channels, i.vae_downsampling, i.embedding_dim,
+                         bool(i.has_vae_encoder), bool(i.has_matting))
+
+    def generate(self, prompt: str, **options: Unpack[GenerateOptions]) -> Image:
+        """Generates an image, blocking until done. Options: see ``kiln.GenerateOptions``."""
+        request = Request(prompt, options)
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_model_generate(self.handle, request.ref(), ctypes.byref(out)))
+        return Image(out.value or 0)
+
+    def generate_into(self, out: np.ndarray[Any, Any], prompt: str, **options: Unpack[GenerateOptions]) -> None:
+        """Generates straight into an (H, W, 4) uint8 array, which may be a view with padded rows;
+        its shape gives the size unless ``width``/``height`` are passed."""
+        address, length, pitch, height = writable_rgba(out)
+        options.setdefault("width", out.shape[1])
+        options.setdefault("height", height)
+        request = Request(prompt, options)
+        check(_library.lib().kiln_model_generate_into(self.handle, request.ref(), address, length, pitch))
+
+    def submit(self, prompt: str, *, priority: int = 0, preview_interval: int = 0,
+               **options: Unpack[GenerateOptions]) -> Job:
+        """Queues a generation and returns at once. Higher ``priority`` runs first; a preview is made
+        every ``preview_interval`` U-Net calls (0: none)."""
+        request = Request(prompt, options)
+        jo = _abi.JobOptions()
+        _library.lib().kiln_job_options_init(ctypes.byref(jo))
+        jo.priority, jo.preview_interval = int(priority), int(preview_interval)
+        job = ctypes.c_uint64()
+        check(_library.lib().kiln_job_submit(self.handle, request.ref(), ctypes.byref(jo), ctypes.byref(job)))
+        return Job(int(job.value))
+
+    def seamless(self, axes: Seamless) -> Model:
+        """A model handle whose images tile along ``axes``; close it independently."""
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_model_seamless(self.handle, int(Seamless(axes)), ctypes.byref(out)))
+        return Model(out.value or 0, self._runtime)
+
+    def graph_provider(self, graph: Graph) -> str:
+        """Which execution provider runs ``graph``, and why any requested one was skipped."""
+        handle, g = self.handle, int(Graph(graph))
+        status, text = read_string(lambda b, n, l: _library.lib().kiln_model_graph_provider(handle, g, b, n, l))
+        check(status)
+        return text
+
+    def make_sprite(self, image: ImageLike, **options: Any) -> Sprite:
+        """A sprite cut out with the model's matting graph when it has one, else by the key
+        (options as ``Image.make_sprite``)."""
+        o = sprite_options(**options)
+        source = image if isinstance(image, Image) else Image.from_array(image)
+        out, bbox = ctypes.c_void_p(), _abi.Rect()
+        try:
+            check(_library.lib().kiln_model_make_sprite(self.handle, source.handle, ctypes.byref(o), ctypes.byref(out),
+                                                        ctypes.byref(bbox)))
+        finally:
+            if source is not image:
+                source.close()
+        return Sprite(Image(out.value or 0), Rect(bbox.x, bbox.y, bbox.width, bbox.height))
+
+    def extend_texture(self, texture: ImageLike, prompt: str, *, left: int = 0, right: int = 0, top: int = 0,
+                       bottom: int = 0, **options: Unpack[GenerateOptions]) -> Image:
+        """Outpaints ``texture`` by the given pixels on each side; its own pixels are kept exactly."""
+        options["init_image"] = texture
+        request = Request(prompt, options)
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_model_extend_texture(self.handle, request.ref(), left, right, top, bottom,
+                                                       ctypes.byref(out)))
+        return Image(out.value or 0)
+
+    def make_tileable(self, texture: ImageLike, prompt: str, *, band: int,
+                      **options: Unpack[GenerateOptions]) -> Image:
+        """Makes ``texture`` tile: offset by half, a ``band``-pixel cross inpainted over the seams."""
+        options["init_image"] = texture
+        request = Request(prompt, options)
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_model_make_tileable(self.handle, request.ref(), band, ctypes.byref(out)))
+        return Image(out.value or 0)
+
+    def close(self) -> None:
+        """Frees the model; closing twice is fine."""
+        handle, self._handle = self._handle, None
+        if handle:
+            _library.lib().kiln_model_free(handle)
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

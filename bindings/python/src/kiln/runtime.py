@@ -1,0 +1,148 @@
+"""kiln.Runtime: ONNX Runtime loaded with Kiln's settings; loads models."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from typing import Callable, Sequence
+
+from kiln import _abi, _library
+from kiln.enums import LogLevel, Provider, Residency, Seamless
+from kiln.errors import check, read_string
+from kiln.model import Model
+
+__all__ = ["Runtime", "LogCallback"]
+
+#: Receives Kiln's log lines: (level, message). Called on whichever thread does the work.
+LogCallback = Callable[[LogLevel, str], None]
+
+# Log trampolines stay referenced for the life of the process: models keep what they need of a
+# runtime alive after it is closed, and may still log through its callback.
+_trampolines: list[object] = []
+_trampolines_lock = threading.Lock()
+
+
+def _trampoline(log: LogCallback) -> object:
+    def call(_user_data: object, level: int, message: int, length: int) -> None:
+        # Never let a Python exception reach Kiln's thread; ctypes would only print it anyway.
+        try:
+            log(LogLevel(level), ctypes.string_at(message, length).decode("utf-8", "replace"))
+        except Exception:
+            pass
+
+    fn = _abi.LOG_FN(call)
+    with _trampolines_lock:
+        _trampolines.append(fn)
+    return fn
+
+
+class Runtime:
+    """ONNX Runtime loaded with Kiln's settings (``kiln_runtime_create``). Thread-safe; close it, or
+    use ``with``. Models loaded from it stay usable after it is closed."""
+
+    def __init__(
+        self,
+        *,
+        onnxruntime_path: str | os.PathLike[str] | None = None,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        allow_spinning: bool = False,
+        job_workers: int = 0,
+        providers: Sequence[Provider] = (),
+        device_id: int = 0,
+        require_provider: bool = False,
+        residency: Residency = Residency.ALL_RESIDENT,
+        embedding_cache_entries: int | None = None,
+        graph_cache_dir: str | os.PathLike[str] | None = None,
+        sequential_load: bool = False,
+        log: LogCallback | None = None,
+        log_level: LogLevel = LogLevel.INFO,
+    ) -> None:
+        """Loads ONNX Runtime (once per process). Arguments are ``kiln_runtime_options``' fields;
+        ``onnxruntime_path`` None searches ``ORT_DYLIB_PATH``, libkiln's folder, then the build's copy."""
+        lib = _library.lib()
+        o = _abi.RuntimeOptions()
+        lib.kiln_runtime_options_init(ctypes.byref(o))
+        o.intra_op_threads, o.inter_op_threads, o.job_workers = intra_op_threads, inter_op_threads, job_workers
+        o.allow_spinning, o.require_provider = int(allow_spinning), int(require_provider)
+        o.sequential_load, o.device_id = int(sequential_load), device_id
+        o.residency, o.log_level = int(Residency(residency)), int(LogLevel(log_level))
+        if embedding_cache_entries is not None:
+            o.embedding_cache_entries = embedding_cache_entries
+        if onnxruntime_path is not None:
+            o.onnxruntime_path = os.fsencode(onnxruntime_path)
+        if graph_cache_dir is not None:
+            o.graph_cache_dir = os.fsencode(graph_cache_dir)
+        wanted = (ctypes.c_uint32 * len(providers))(*[int(Provider(p)) for p in providers])
+        if providers:
+            o.providers, o.providers_len = ctypes.addressof(wanted), len(providers)
+        if log is not None:
+            o.log_callback = _trampoline(log)
+        out = ctypes.c_void_p()
+        check(lib.kiln_runtime_create(ctypes.byref(o), ctypes.byref(out)))
+        self._handle: int | None = out.value
+
+    @property
+    def handle(self) -> int:
+        """The ``kiln_runtime *`` address; ValueError once closed."""
+        if self._handle is None:
+            raise ValueError("the runtime is closed")
+        return self._handle
+
+    def load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
+                   matting: str | os.PathLike[str] | None = None) -> Model:
+        """Loads a diffusers/optimum ONNX model folder. ``seamless`` loads only the tiling graphs;
+        ``matting`` names a matting graph for ``Model.make_sprite``."""
+        lib = _library.lib()
+        out = ctypes.c_void_p()
+        if seamless == Seamless.NONE and matting is None:
+            check(lib.kiln_model_load(self.handle, os.fsencode(model_dir), ctypes.byref(out)))
+        else:
+            o = _abi.ModelLoadOptions()
+            lib.kiln_model_load_options_init(ctypes.byref(o))
+            o.seamless = int(Seamless(seamless))
+            if matting is not None:
+                o.matting_path = os.fsencode(matting)
+            check(lib.kiln_model_load_with(self.handle, os.fsencode(model_dir), ctypes.byref(o), ctypes.byref(out)))
+        return Model(out.value or 0, self)
+
+    @property
+    def onnxruntime_version(self) -> str:
+        """The loaded ONNX Runtime's version, e.g. "1.31.1"."""
+        handle = self.handle
+        status, text = read_string(lambda b, n, l: _library.lib().kiln_runtime_onnxruntime_version(handle, b, n, l))
+        check(status)
+        return text
+
+    @property
+    def onnxruntime_path(self) -> str:
+        """The path ONNX Runtime was loaded from."""
+        handle = self.handle
+        status, text = read_string(lambda b, n, l: _library.lib().kiln_runtime_onnxruntime_path(handle, b, n, l))
+        check(status)
+        return text
+
+    def provider_available(self, provider: Provider) -> bool:
+        """Whether the loaded ONNX Runtime includes ``provider``."""
+        available = ctypes.c_uint32()
+        check(_library.lib().kiln_runtime_provider_available(self.handle, int(Provider(provider)), ctypes.byref(available)))
+        return bool(available.value)
+
+    def close(self) -> None:
+        """Destroys the runtime; closing twice is fine."""
+        handle, self._handle = self._handle, None
+        if handle:
+            _library.lib().kiln_runtime_destroy(handle)
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
