@@ -140,3 +140,70 @@ fn every_export_is_behind_a_panic_boundary() {
     }
     assert!(checked >= 15, "found only {checked} exports; the scan is broken");
 }
+
+/// Every object-like macro of the header expands to something a C and a C++
+/// compiler accept (a `Provider_ALL` naming undeclared constants once slipped
+/// in), and every name the header declares carries Kiln's prefix.
+#[test]
+fn every_macro_expands_and_every_name_is_prefixed() {
+    let header = std::fs::read_to_string(root().join("include/kiln.h")).unwrap();
+    let mut uses = String::new();
+    let mut names = Vec::new();
+    for line in header.lines() {
+        let Some(rest) = line.strip_prefix("#define ") else { continue };
+        let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        names.push(name.to_string());
+        if name == "KILN_H" || name.contains('(') {
+            continue;
+        }
+        let i = names.len();
+        let value = value.trim();
+        uses += &if value.starts_with('{') {
+            format!("    const unsigned int v{i}[] = {name};\n    sum += (long long)v{i}[0];\n")
+        } else if value.starts_with('"') {
+            format!("    const char *v{i} = {name};\n    sum += (long long)v{i}[0];\n")
+        } else {
+            format!("    sum += (long long)({name});\n")
+        };
+    }
+    assert!(names.len() >= 6, "found only {names:?}: the scan is broken");
+    let ident = |t: &str| t.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut declared = Vec::new();
+    for line in header.lines().map(str::trim_start).filter(|l| !l.starts_with("//") && !l.starts_with('*')) {
+        for word in ["enum ", "struct "] {
+            for (i, _) in line.match_indices(word) {
+                let before = line[..i].chars().last();
+                if before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
+                    declared.push((ident(&line[i + word.len()..]), line.to_string()));
+                }
+            }
+        }
+        if line.starts_with("typedef ") && !line.ends_with('{') {
+            let name = match line.find("(*") {
+                Some(i) => ident(&line[i + 2..]),
+                None => line.trim_end_matches(';').rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("").to_string(),
+            };
+            declared.push((name, line.to_string()));
+        }
+    }
+    assert!(declared.len() >= 20, "found only {} declarations: the scan is broken", declared.len());
+    for (name, line) in &declared {
+        assert!(name.starts_with("kiln_") || name.starts_with("KILN_"), "unprefixed name `{name}` in the header: {line}");
+    }
+    for name in &names {
+        assert!(name.starts_with("KILN_"), "unprefixed macro {name}");
+    }
+    let program = format!("#include \"kiln.h\"\nint main(void) {{\n    long long sum = 0;\n{uses}    return sum > 0 ? 0 : 1;\n}}\n");
+    let dir = std::env::temp_dir().join(format!("kiln-macros-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let strict = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+    let mut c = vec!["-std=c99"];
+    c.extend(strict);
+    compile("cc", &c, &[("macros.c", &program)], &dir.join("macros_c"));
+    assert!(Command::new(dir.join("macros_c")).status().unwrap().success());
+    let mut cpp = vec!["-std=c++17"];
+    cpp.extend(strict);
+    compile("c++", &cpp, &[("macros.cpp", &program)], &dir.join("macros_cpp"));
+    assert!(Command::new(dir.join("macros_cpp")).status().unwrap().success());
+    std::fs::remove_dir_all(&dir).ok();
+}
