@@ -207,3 +207,51 @@ fn every_macro_expands_and_every_name_is_prefixed() {
     assert!(Command::new(dir.join("macros_cpp")).status().unwrap().success());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The boundary lint's second half: no export takes or returns a Rust reference
+/// (`&T`, `&mut T`, `Option<&T>`) where a checked raw pointer belongs, none is
+/// generic or takes Rust-only types, and every `kiln_*` symbol the built
+/// library exports is one the scan above checked (so an export made another
+/// way, e.g. by a macro, cannot slip past the panic-boundary check).
+#[test]
+fn exports_take_raw_pointers_and_the_scan_sees_every_symbol() {
+    let mut scanned = Vec::new();
+    for entry in std::fs::read_dir(root().join("src/ffi")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("extern \"C\" fn ") {
+            let after = &rest[i + "extern \"C\" fn ".len()..];
+            let name: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let signature = &after[..after.find('{').expect("function body")];
+            assert!(!signature.contains('&'), "{}: `{name}` takes a Rust reference: {signature}", path.display());
+            let tokens: Vec<&str> = signature.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+            for banned in ["str", "String", "Vec", "Box", "Arc", "impl", "dyn", "bool", "char"] {
+                assert!(!tokens.contains(&banned), "{}: `{name}` has Rust-only `{banned}` in its signature: {signature}", path.display());
+            }
+            assert!(!signature.starts_with(&format!("{name}<")), "`{name}` is generic");
+            scanned.push(name);
+            rest = after;
+        }
+    }
+    // The cdylib beside this test (target/<profile>/deps or target/<profile>).
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let lib = [deps.join("libkiln.so"), deps.parent().unwrap().join("libkiln.so")].into_iter().find(|p| p.exists());
+    let Some(lib) = lib else {
+        println!("no libkiln.so beside the test (not Linux?); symbol cross-check skipped");
+        return;
+    };
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&lib).output().expect("nm runs (binutils)");
+    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    let symbols: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("kiln_"))
+        .map(str::to_string)
+        .collect();
+    assert!(symbols.len() >= 40, "only {} kiln_ symbols in {}", symbols.len(), lib.display());
+    let unscanned: Vec<&String> = symbols.iter().filter(|s| !scanned.contains(s)).collect();
+    assert!(unscanned.is_empty(), "exported but not checked by the boundary scan: {unscanned:?}");
+    println!("{} exports scanned, {} kiln_ symbols in {}", scanned.len(), symbols.len(), lib.display());
+}
