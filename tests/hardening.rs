@@ -87,7 +87,7 @@ fn pixel_art_scale_past_the_limit_is_a_status_not_an_abort() {
     unsafe { kiln_pixel_art_options_init(&mut o) };
     // 8x8 grid x 100000 = 800000 pixels a side: 2.5 TB, which used to abort.
     o.scale = 100_000;
-    let mut out = 0x1 as *mut kiln_image;
+    let mut out = ptr::dangling_mut::<kiln_image>();
     expect(unsafe { kiln_image_pixel_art(img, &o, &mut out) }, kiln_status::InvalidSize, "16384");
     assert!(out.is_null());
     o.scale = u32::MAX;
