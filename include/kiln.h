@@ -24,7 +24,8 @@
  * - Generation, img2img, inpainting, texture extension: width and height at most 8192
  *   and multiples of kiln_model_info.size_multiple (INVALID_SIZE).
  * - Any image Kiln makes or reads (kiln_image_create, init images, masks, pixel art,
- *   sprites, material maps): 1..16384 pixels a side (INVALID_SIZE); pixel art's
+ *   sprites, material maps): 1..16384 pixels a side (INVALID_SIZE; INVALID_ARGUMENT
+ *   from kiln_image_create, as it always reported sizes it cannot take); pixel art's
  *   output is ceil(width / cell) * scale a side, so scale is bounded by that.
  * - kiln_runtime_options: intra_op_threads and inter_op_threads at most 1024,
  *   job_workers at most 64, providers_len at most 64 (INVALID_ARGUMENT).
@@ -393,7 +394,9 @@ typedef struct kiln_image kiln_image;
 
 // A loaded model. Internally synchronized: several threads may generate from
 // one model at once (its graphs run one call at a time). Do not free it while
-// a call on it is in progress on another thread.
+// a call on it is in progress on another thread. Freeing it while jobs
+// submitted from it are queued or running is safe: each job holds what it
+// needs of the model, which is released when the last job ends.
 typedef struct kiln_model kiln_model;
 
 // A loaded ONNX Runtime plus settings. Thread-safe: any thread may load models
@@ -969,8 +972,8 @@ kiln_status kiln_model_generate_into(const struct kiln_model *model,
 // engine texture to post-process. Row `y` starts `y * row_pitch` bytes into
 // `pixels` (`row_pitch` 0 = `width * 4`); the pixels are copied, so the
 // buffer is only borrowed for the call. Free the image with `kiln_image_free`.
-// Errors: NULL_ARGUMENT, INVALID_SIZE (width or height 0 or over 16384),
-// INVALID_ARGUMENT (pitch smaller than a row, or so large that
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (width or height 0 or over 16384,
+// pitch smaller than a row, or so large that
 // `row_pitch * (height - 1)` does not fit in `size_t`), BUFFER_TOO_SMALL
 // (`pixels_len` shorter than `row_pitch * (height - 1) + width * 4`),
 // OUT_OF_MEMORY.
@@ -1094,7 +1097,10 @@ void kiln_runtime_options_init(struct kiln_runtime_options *options);
 kiln_status kiln_runtime_create(const struct kiln_runtime_options *options,
                                 struct kiln_runtime **runtime_out);
 
-// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.
+// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid,
+// and so do jobs queued or running on them: they hold what they need of the
+// runtime, which is released with the last of them. Do not destroy it while a
+// call on it (a model load) is in progress on another thread.
 void kiln_runtime_destroy(struct kiln_runtime *runtime);
 
 // Copies the loaded ONNX Runtime's version (e.g. "1.31.1") into `buf` (string

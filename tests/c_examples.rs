@@ -221,3 +221,25 @@ fn hostile_caller_gets_statuses_not_crashes() {
     assert!(!stderr.contains("runtime error:"), "UBSan: {stderr}");
     assert!(stdout.contains(", failed 0"), "{stdout}");
 }
+
+/// Lifetimes under concurrency (tests/c/lifetimes.c), 8 threads under
+/// AddressSanitizer with leak detection: models freed while their jobs run,
+/// the runtime destroyed while jobs run, job ids freed on one thread while
+/// another polls them.
+#[test]
+fn lifetimes_under_concurrency_are_defined() {
+    let bin = build_source(
+        "lifetimes",
+        "tests/c/lifetimes.c",
+        &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
+    );
+    let out = run_limited(c_program(&bin)
+        .arg(common::fixture())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "lifetimes failed:\n{stdout}{stderr}");
+    assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    assert!(stdout.contains("protocol errors 0"), "{stdout}");
+}

@@ -15,7 +15,9 @@ use crate::scheduler::SchedulerKind;
 
 /// A loaded model. Internally synchronized: several threads may generate from
 /// one model at once (its graphs run one call at a time). Do not free it while
-/// a call on it is in progress on another thread.
+/// a call on it is in progress on another thread. Freeing it while jobs
+/// submitted from it are queued or running is safe: each job holds what it
+/// needs of the model, which is released when the last job ends.
 pub struct kiln_model {
     _private: [u8; 0],
 }

@@ -277,7 +277,10 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
     Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0 })
 }
 
-/// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.
+/// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid,
+/// and so do jobs queued or running on them: they hold what they need of the
+/// runtime, which is released with the last of them. Do not destroy it while a
+/// call on it (a model load) is in progress on another thread.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_runtime_destroy(runtime: *mut kiln_runtime) {
     boundary_void!({
