@@ -200,7 +200,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
     // Time to first preview, and poll latency while that job runs.
     let observer = std::sync::Arc::new(FirstPreview { at: std::sync::Mutex::new(None) });
     let submitted = Instant::now();
-    let pool = runtime.jobs();
+    let pool = kiln::jobs::pool_for(&runtime)?;
     let job = pool.submit(
         &model,
         request.clone(),

@@ -13,7 +13,35 @@
  *   is a no-op. Pixels can also go straight into caller buffers with a row pitch.
  * - Options structs start with uint32_t struct_size; fill them with kiln_*_init(),
  *   then change fields. Fields are only ever appended.
- * - No panic or C++ exception crosses this boundary; Kiln never aborts the process.
+ * - Options structs accept only the struct_size values of layouts Kiln published (each
+ *   struct's comment lists them); any other size is KILN_STATUS_STRUCT_SIZE_MISMATCH,
+ *   because a size between two layouts would cut a field, even a pointer, in two.
+ * - No panic or C++ exception crosses this boundary; Kiln never aborts the process:
+ *   every size is checked against the limits below before anything is allocated, and
+ *   an allocation that still fails is KILN_STATUS_OUT_OF_MEMORY.
+ *
+ * Limits (larger values are refused with the status named, never clamped)
+ * - Generation, img2img, inpainting, texture extension: width and height at most 8192
+ *   and multiples of kiln_model_info.size_multiple (INVALID_SIZE).
+ * - Any image Kiln makes or reads (kiln_image_create, init images, masks, pixel art,
+ *   sprites, material maps): 1..16384 pixels a side (INVALID_SIZE; INVALID_ARGUMENT
+ *   from kiln_image_create, as it always reported sizes it cannot take); pixel art's
+ *   output is ceil(width / cell) * scale a side, so scale is bounded by that.
+ * - kiln_runtime_options: intra_op_threads and inter_op_threads at most 1024,
+ *   job_workers at most 64, providers_len at most 64 (INVALID_ARGUMENT).
+ * - initial_noise_len at most 2^28 floats; palettes 1..256 colours.
+ * - Row pitches: a pitch for which pitch * (height - 1) + row does not fit in size_t
+ *   is BUFFER_TOO_SMALL (INVALID_ARGUMENT for kiln_image_create), checked before any work.
+ *
+ * Handles
+ * - kiln_runtime, kiln_model and kiln_image are plain pointers to Kiln-owned objects,
+ *   like FILE*: Kiln checks them for NULL only, and passing a freed or foreign pointer
+ *   (double free, use after free) is undefined behaviour. This is deliberate: they are
+ *   long-lived, owned in one place by an engine (the C++, C# and Python bindings wrap
+ *   each in RAII / SafeHandle / a context manager), and a lookup table could not make a
+ *   caller's own use-after-free safe, only slower. Jobs, which are short-lived and
+ *   passed between systems, are generation-counted 64-bit ids instead: a stale or
+ *   freed id returns KILN_STATUS_INVALID_HANDLE, never touches freed memory.
  *
  * Thread safety
  * - kiln_runtime and kiln_model are internally synchronized: several threads may use
@@ -39,7 +67,8 @@
 
 
 // Result of a fallible call. 0 is success; values are grouped by family
-// (1xx argument, 2xx model/IO, 3xx runtime/provider, 4xx flow, 9xx internal)
+// (1xx argument, 2xx model/IO, 3xx runtime/provider, 4xx flow, 5xx resources,
+// 9xx internal)
 // and never renumbered. `kiln_last_error_message` has the details.
 enum kiln_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -80,6 +109,10 @@ enum kiln_status
     KILN_STATUS_CANCELLED = 400,
     // The object is busy with another operation.
     KILN_STATUS_BUSY = 401,
+    // Memory for the result could not be allocated (the size was within
+    // Kiln's documented limits, but the machine had too little free). Nothing
+    // was changed; the handle stays usable.
+    KILN_STATUS_OUT_OF_MEMORY = 500,
     // A bug in Kiln, including a caught panic. The handle stays usable.
     KILN_STATUS_INTERNAL = 900,
 };
@@ -88,31 +121,6 @@ enum kiln_status
 typedef enum kiln_status kiln_status;
 #else
 typedef uint32_t kiln_status;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-// An execution provider. Values match `kiln_provider` in the C header.
-enum Provider
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-    // ONNX Runtime's CPU provider (always available).
-    PROVIDER_CPU = 0,
-    // NVIDIA CUDA (`onnxruntime-gpu`).
-    PROVIDER_CUDA = 1,
-    // NVIDIA TensorRT (`onnxruntime-gpu` with TensorRT libraries).
-    PROVIDER_TENSOR_RT = 2,
-    // DirectML on Windows (`onnxruntime-directml`).
-    PROVIDER_DIRECT_ML = 3,
-    // Apple CoreML.
-    PROVIDER_CORE_ML = 4,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum Provider Provider;
-#else
-typedef uint32_t Provider;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -386,7 +394,9 @@ typedef struct kiln_image kiln_image;
 
 // A loaded model. Internally synchronized: several threads may generate from
 // one model at once (its graphs run one call at a time). Do not free it while
-// a call on it is in progress on another thread.
+// a call on it is in progress on another thread. Freeing it while jobs
+// submitted from it are queued or running is safe: each job holds what it
+// needs of the model, which is released when the last job ends.
 typedef struct kiln_model kiln_model;
 
 // A loaded ONNX Runtime plus settings. Thread-safe: any thread may load models
@@ -419,12 +429,22 @@ typedef struct kiln_job_event {
     const uint8_t *pixels;
 } kiln_job_event;
 
-// Receives job events. Called on the Kiln worker thread running the job (never
-// on the caller's thread), so it must be thread-safe and quick; everything it
-// reports can also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+// Receives job events. Called on a Kiln worker thread (never on the caller's
+// thread), so it must be thread-safe and quick; everything it reports can
+// also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+//
+// Every job submitted with a callback gets exactly one
+// `KILN_JOB_EVENT_KIND_FINISHED` event, its last: when it ends, or when it is
+// freed first. A job freed while queued gets it (state CANCELLED) from a
+// worker soon after `kiln_job_free`, before that worker starts other work; one
+// freed while running gets it when the run stops (within one graph call).
+// `user_data` must stay valid until that FINISHED callback has returned;
+// after it Kiln never touches `user_data` again. The callback may call
+// `kiln_job_poll`, `kiln_job_cancel` or `kiln_job_free` on its own job.
 typedef void (*kiln_job_callback)(void *user_data, const struct kiln_job_event *event);
 
 // How to run a job. Fill with `kiln_job_options_init`; NULL = defaults.
+// Accepted `struct_size`: `sizeof(kiln_job_options)` only.
 typedef struct kiln_job_options {
     // `sizeof(kiln_job_options)`, set by `kiln_job_options_init`.
     uint32_t struct_size;
@@ -440,6 +460,11 @@ typedef struct kiln_job_options {
 
 // One text-to-image request. Fill with `kiln_generate_options_init`, then set
 // at least `prompt`. Strings and arrays are borrowed for the call only.
+//
+// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
+// older published layout, one that ended after `initial_noise_len`,
+// `guidance_rescale`, `reserved`, `reserved2`, `reserved3` or `mask_height`
+// (on 64-bit targets 64, 72, 80, 128, 136, 160; the current size is 168).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
@@ -521,7 +546,8 @@ typedef struct kiln_generate_options {
     const char *scheduler_overrides;
 } kiln_generate_options;
 
-// A job's state and progress, filled by `kiln_job_poll`.
+// A job's state and progress, filled by `kiln_job_poll`. Accepted
+// `struct_size`: `sizeof(kiln_job_progress)` (28) or 16 (before `preview_step`).
 typedef struct kiln_job_progress {
     // Set by the caller to `sizeof(kiln_job_progress)` before the call.
     uint32_t struct_size;
@@ -542,7 +568,8 @@ typedef struct kiln_job_progress {
 
 // How `kiln_model_load_with` loads a model. Fill with
 // `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
-// does). Strings are borrowed for the call only.
+// does). Strings are borrowed for the call only. Accepted `struct_size`:
+// `sizeof(kiln_model_load_options)` only (one layout published).
 typedef struct kiln_model_load_options {
     // `sizeof(kiln_model_load_options)`, set by `kiln_model_load_options_init`.
     uint32_t struct_size;
@@ -563,7 +590,8 @@ typedef struct kiln_model_load_options {
     const char *matting_path;
 } kiln_model_load_options;
 
-// Facts about a loaded model, filled by `kiln_model_get_info`.
+// Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
+// `struct_size`: `sizeof(kiln_model_info)` (32) or 28 (before `has_matting`).
 typedef struct kiln_model_info {
     // Set by the caller to `sizeof(kiln_model_info)` before the call.
     uint32_t struct_size;
@@ -587,7 +615,8 @@ typedef struct kiln_model_info {
 // How `kiln_image_make_sprite` and `kiln_model_make_sprite` cut a sprite out
 // of an image: the key fields drive the chroma key, the rest applies to a
 // matting graph's matte too. Fill with `kiln_sprite_options_init`; NULL =
-// defaults.
+// defaults. Accepted `struct_size`: `sizeof(kiln_sprite_options)` (40) or 36
+// (the layout before `matte`).
 typedef struct kiln_sprite_options {
     // `sizeof(kiln_sprite_options)`, set by `kiln_sprite_options_init`.
     uint32_t struct_size;
@@ -638,7 +667,7 @@ typedef struct kiln_rect {
 
 // How `kiln_image_pixel_art` makes pixel art. Fill with
 // `kiln_pixel_art_options_init`; NULL = defaults. The palette is borrowed for
-// the call only.
+// the call only. Accepted `struct_size`: `sizeof(kiln_pixel_art_options)` only.
 typedef struct kiln_pixel_art_options {
     // `sizeof(kiln_pixel_art_options)`, set by `kiln_pixel_art_options_init`.
     uint32_t struct_size;
@@ -667,7 +696,8 @@ typedef struct kiln_pixel_art_options {
 } kiln_pixel_art_options;
 
 // How `kiln_image_material_maps` derives height and normal maps. Fill with
-// `kiln_material_options_init`; NULL = defaults.
+// `kiln_material_options_init`; NULL = defaults. Accepted `struct_size`:
+// `sizeof(kiln_material_options)` only.
 typedef struct kiln_material_options {
     // `sizeof(kiln_material_options)`, set by `kiln_material_options_init`.
     uint32_t struct_size;
@@ -696,12 +726,16 @@ typedef void (*kiln_log_fn)(void *user_data, uint32_t level, const char *message
 
 // Options for `kiln_runtime_create`. Fill with `kiln_runtime_options_init`;
 // fields are only ever appended, and `struct_size` tells which exist.
+// Accepted `struct_size`: `sizeof(kiln_runtime_options)`, or that of a layout
+// that ended after `embedding_cache_entries` or after `graph_cache_dir` (on
+// 64-bit targets 80 and 88; the current size is 96).
 typedef struct kiln_runtime_options {
     // `sizeof(kiln_runtime_options)`, set by `kiln_runtime_options_init`.
     uint32_t struct_size;
-    // Threads one graph may use; 0 = all cores but one (at least one).
+    // Threads one graph may use; 0 = all cores but one (at least one); at
+    // most 1024 (more is INVALID_ARGUMENT).
     uint32_t intra_op_threads;
-    // Threads running independent graph branches; 0 = 1.
+    // Threads running independent graph branches; 0 = 1; at most 1024.
     uint32_t inter_op_threads;
     // Non-zero lets ONNX Runtime's threads spin while idle (faster on an idle
     // machine, steals cycles from a game). Default 0.
@@ -716,8 +750,11 @@ typedef struct kiln_runtime_options {
     void *log_user_data;
     // Least severe `kiln_log_level` delivered. Default `KILN_LOG_LEVEL_INFO`.
     uint32_t log_level;
-    // Worker threads for `kiln_job_submit`; 0 = 1. The pool is process-wide
-    // and sized by the first runtime whose model submits a job.
+    // Worker threads for `kiln_job_submit`; 0 = 1, at most 64 (more is
+    // INVALID_ARGUMENT). The pool is process-wide: each submit grows it to
+    // the `job_workers` of the submitting model's runtime if it has fewer, so
+    // it has the largest count any submitting runtime asked for; it never
+    // shrinks. Polling, waiting, cancelling or freeing never starts a thread.
     uint32_t job_workers;
     // Preferred execution providers (`kiln_provider` values), best first, or
     // NULL for the CPU only. Copied during the call.
@@ -752,8 +789,7 @@ typedef struct kiln_runtime_options {
     uint32_t sequential_load;
 } kiln_runtime_options;
 
-// Every provider Kiln knows, in value order.
-#define Provider_ALL { Provider_Cpu, Provider_Cuda, Provider_TensorRt, Provider_DirectMl, Provider_CoreMl, }
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -807,11 +843,15 @@ kiln_status kiln_job_submit(const struct kiln_model *model,
                             uint64_t *job_out);
 
 // Reads a job's state and progress without blocking (cheap enough for every
-// frame). `progress_out->struct_size` must be set first.
+// frame). `progress_out->struct_size` must be set first, to
+// `sizeof(kiln_job_progress)` or the older published size 16 (the layout
+// without the preview fields); other sizes are STRUCT_SIZE_MISMATCH. On
+// failure every field after `struct_size` is 0. Never starts worker threads.
 kiln_status kiln_job_poll(uint64_t job, struct kiln_job_progress *progress_out);
 
 // Blocks until the job ends or `timeout_ms` passes (for tools and bake
-// scripts; a game should poll). `*state_out` (optional) receives the state.
+// scripts; a game should poll). `*state_out` (optional) is set to 0 on
+// entry and receives the state on success. Never starts worker threads.
 kiln_status kiln_job_wait(uint64_t job, uint32_t timeout_ms, uint32_t *state_out);
 
 // Asks a job to stop. A queued job never starts; a running one stops within
@@ -823,17 +863,25 @@ kiln_status kiln_job_cancel(uint64_t job);
 // `kiln_last_error_message`); empty unless it failed or was cancelled.
 kiln_status kiln_job_error_message(uint64_t job, char *buf, size_t buf_len, size_t *len_out);
 
-// Width and height of a succeeded job's image. KILN_STATUS_BUSY while it runs.
+// Width and height of a succeeded job's image. Both outputs are set to 0 on
+// entry. Errors: NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY
+// (queued or running), INVALID_ARGUMENT (the job failed or was cancelled, so it
+// has no image; the message carries the job's own error).
 kiln_status kiln_job_image_size(uint64_t job, uint32_t *width_out, uint32_t *height_out);
 
 // Copies a succeeded job's RGBA8 image into a caller buffer with a row pitch
-// (0 = `width * 4`). KILN_STATUS_BUSY while the job runs.
+// (0 = `width * 4`). Errors: as `kiln_job_image_size`, and
+// INVALID_ARGUMENT (pitch smaller than a row), BUFFER_TOO_SMALL (also a pitch
+// so large that `pitch * (height - 1)` does not fit in `size_t`).
 kiln_status kiln_job_copy_image(uint64_t job, uint8_t *pixels_out, size_t pixels_len, size_t row_pitch);
 
 // Copies the newest preview (RGBA8, `preview_width × preview_height` from
 // `kiln_job_poll`) into a caller buffer with a row pitch (0 = `width * 4`);
-// `*step_out` (optional) receives the step it shows. KILN_STATUS_BUSY while
-// there is no preview yet.
+// `*step_out` (optional; 0 on entry) receives the step it shows.
+// KILN_STATUS_BUSY while the job has no preview, and that includes forever
+// when none will come: `preview_interval` 0, or a job that ended (failed,
+// cancelled) before its first preview. Check `kiln_job_progress.preview_step`
+// (non-zero once a preview exists) or the job's state rather than retrying.
 kiln_status kiln_job_copy_preview(uint64_t job,
                                   uint8_t *pixels_out,
                                   size_t pixels_len,
@@ -841,7 +889,10 @@ kiln_status kiln_job_copy_preview(uint64_t job,
                                   uint32_t *step_out);
 
 // Releases a job: cancels it if it has not ended and frees its memory; the id
-// becomes stale. Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.
+// becomes stale at once (every call with it returns INVALID_HANDLE, also from
+// other threads). Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.
+// Its callback still receives FINISHED (see `kiln_job_callback`), so keep
+// `user_data` alive until then.
 kiln_status kiln_job_free(uint64_t job);
 
 // Bit `1 << p` is set for every `kiln_provider` p compiled into this build.
@@ -891,7 +942,10 @@ kiln_status kiln_model_load_with(const struct kiln_runtime *runtime,
 // Frees a model. NULL is a no-op.
 void kiln_model_free(struct kiln_model *model);
 
-// Fills `*info_out` (whose `struct_size` the caller sets first).
+// Fills `*info_out`, whose `struct_size` the caller sets first to
+// `sizeof(kiln_model_info)` or an older published size (28: the layout
+// without `has_matting`); other sizes are STRUCT_SIZE_MISMATCH. On failure
+// every field after `struct_size` is 0.
 kiln_status kiln_model_get_info(const struct kiln_model *model, struct kiln_model_info *info_out);
 
 // Generates an image into a new Kiln-owned `kiln_image` (RGBA8, alpha 255).
@@ -904,7 +958,9 @@ kiln_status kiln_model_generate(const struct kiln_model *model,
 
 // Generates an image straight into a caller buffer: RGBA8, each row
 // `row_pitch` bytes after the previous (0 = `width * 4`). The buffer must hold
-// `row_pitch * (height - 1) + width * 4` bytes; this is checked before any work.
+// `row_pitch * (height - 1) + width * 4` bytes; this is checked (with
+// overflow-checked arithmetic) after the options and before any generation
+// work: BUFFER_TOO_SMALL, or INVALID_ARGUMENT for a pitch smaller than a row.
 // Bytes between rows are not touched.
 kiln_status kiln_model_generate_into(const struct kiln_model *model,
                                      const struct kiln_generate_options *options,
@@ -916,9 +972,11 @@ kiln_status kiln_model_generate_into(const struct kiln_model *model,
 // engine texture to post-process. Row `y` starts `y * row_pitch` bytes into
 // `pixels` (`row_pitch` 0 = `width * 4`); the pixels are copied, so the
 // buffer is only borrowed for the call. Free the image with `kiln_image_free`.
-// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (width or height 0, pitch smaller
-// than a row, a size too large to address), BUFFER_TOO_SMALL (`pixels_len`
-// shorter than `row_pitch * (height - 1) + width * 4`).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (width or height 0 or over 16384,
+// pitch smaller than a row, or so large that
+// `row_pitch * (height - 1)` does not fit in `size_t`), BUFFER_TOO_SMALL
+// (`pixels_len` shorter than `row_pitch * (height - 1) + width * 4`),
+// OUT_OF_MEMORY.
 kiln_status kiln_image_create(uint32_t width,
                               uint32_t height,
                               const uint8_t *pixels,
@@ -992,7 +1050,9 @@ void kiln_pixel_art_options_init(struct kiln_pixel_art_options *options);
 // Errors: NULL_ARGUMENT (also a NULL `palette_rgb` with a non-zero
 // `palette_len`), STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (cell or scale 0,
 // more than 256 colours, a palette of 0 colours or whose length is not a
-// multiple of 3, an unknown `cell_color`, an alpha threshold over 255).
+// multiple of 3, an unknown `cell_color`, an alpha threshold over 255),
+// INVALID_SIZE (an output over 16384 pixels a side: `scale` too large for the
+// grid; checked before any work), OUT_OF_MEMORY.
 kiln_status kiln_image_pixel_art(const struct kiln_image *image,
                                  const struct kiln_pixel_art_options *options,
                                  struct kiln_image **image_out);
@@ -1037,7 +1097,10 @@ void kiln_runtime_options_init(struct kiln_runtime_options *options);
 kiln_status kiln_runtime_create(const struct kiln_runtime_options *options,
                                 struct kiln_runtime **runtime_out);
 
-// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.
+// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid,
+// and so do jobs queued or running on them: they hold what they need of the
+// runtime, which is released with the last of them. Do not destroy it while a
+// call on it (a model load) is in progress on another thread.
 void kiln_runtime_destroy(struct kiln_runtime *runtime);
 
 // Copies the loaded ONNX Runtime's version (e.g. "1.31.1") into `buf` (string

@@ -37,6 +37,8 @@ pub enum ErrorKind {
     InvalidHandle,
     /// A feature the model or build does not support.
     Unsupported,
+    /// Memory for a result within Kiln's limits could not be allocated.
+    OutOfMemory,
     /// A bug in Kiln (including a caught panic).
     Internal,
 }

@@ -197,3 +197,49 @@ fn sprite_cuts_out_with_a_matting_graph_or_reports_a_bad_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/rmbg.onnx"), "{err}");
 }
+
+/// The hostile caller (tests/c/hostile.c): every argument a careless or
+/// hostile engine could pass, each with its expected status, then a normal
+/// generation on the same handles; under AddressSanitizer (leaks on) and
+/// UndefinedBehaviorSanitizer (any report fails).
+#[test]
+fn hostile_caller_gets_statuses_not_crashes() {
+    let bin = build_source(
+        "hostile",
+        "tests/c/hostile.c",
+        &["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g", "-pthread"],
+    );
+    let out = run_limited(c_program(&bin)
+        .arg(common::fixture())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "hostile failed:\n{stdout}{stderr}");
+    assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    assert!(!stderr.contains("runtime error:"), "UBSan: {stderr}");
+    assert!(stdout.contains(", failed 0"), "{stdout}");
+}
+
+/// Lifetimes under concurrency (tests/c/lifetimes.c), 8 threads under
+/// AddressSanitizer with leak detection: models freed while their jobs run,
+/// the runtime destroyed while jobs run, job ids freed on one thread while
+/// another polls them.
+#[test]
+fn lifetimes_under_concurrency_are_defined() {
+    let bin = build_source(
+        "lifetimes",
+        "tests/c/lifetimes.c",
+        &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
+    );
+    let out = run_limited(c_program(&bin)
+        .arg(common::fixture())
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "lifetimes failed:\n{stdout}{stderr}");
+    assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    assert!(stdout.contains("protocol errors 0"), "{stdout}");
+}

@@ -140,3 +140,118 @@ fn every_export_is_behind_a_panic_boundary() {
     }
     assert!(checked >= 15, "found only {checked} exports; the scan is broken");
 }
+
+/// Every object-like macro of the header expands to something a C and a C++
+/// compiler accept (a `Provider_ALL` naming undeclared constants once slipped
+/// in), and every name the header declares carries Kiln's prefix.
+#[test]
+fn every_macro_expands_and_every_name_is_prefixed() {
+    let header = std::fs::read_to_string(root().join("include/kiln.h")).unwrap();
+    let mut uses = String::new();
+    let mut names = Vec::new();
+    for line in header.lines() {
+        let Some(rest) = line.strip_prefix("#define ") else { continue };
+        let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+        names.push(name.to_string());
+        if name == "KILN_H" || name.contains('(') {
+            continue;
+        }
+        let i = names.len();
+        let value = value.trim();
+        uses += &if value.starts_with('{') {
+            format!("    const unsigned int v{i}[] = {name};\n    sum += (long long)v{i}[0];\n")
+        } else if value.starts_with('"') {
+            format!("    const char *v{i} = {name};\n    sum += (long long)v{i}[0];\n")
+        } else {
+            format!("    sum += (long long)({name});\n")
+        };
+    }
+    assert!(names.len() >= 6, "found only {names:?}: the scan is broken");
+    let ident = |t: &str| t.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut declared = Vec::new();
+    for line in header.lines().map(str::trim_start).filter(|l| !l.starts_with("//") && !l.starts_with('*')) {
+        for word in ["enum ", "struct "] {
+            for (i, _) in line.match_indices(word) {
+                let before = line[..i].chars().last();
+                if before.is_none_or(|c| !(c.is_alphanumeric() || c == '_')) {
+                    declared.push((ident(&line[i + word.len()..]), line.to_string()));
+                }
+            }
+        }
+        if line.starts_with("typedef ") && !line.ends_with('{') {
+            let name = match line.find("(*") {
+                Some(i) => ident(&line[i + 2..]),
+                None => line.trim_end_matches(';').rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("").to_string(),
+            };
+            declared.push((name, line.to_string()));
+        }
+    }
+    assert!(declared.len() >= 20, "found only {} declarations: the scan is broken", declared.len());
+    for (name, line) in &declared {
+        assert!(name.starts_with("kiln_") || name.starts_with("KILN_"), "unprefixed name `{name}` in the header: {line}");
+    }
+    for name in &names {
+        assert!(name.starts_with("KILN_"), "unprefixed macro {name}");
+    }
+    let program = format!("#include \"kiln.h\"\nint main(void) {{\n    long long sum = 0;\n{uses}    return sum > 0 ? 0 : 1;\n}}\n");
+    let dir = std::env::temp_dir().join(format!("kiln-macros-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let strict = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+    let mut c = vec!["-std=c99"];
+    c.extend(strict);
+    compile("cc", &c, &[("macros.c", &program)], &dir.join("macros_c"));
+    assert!(Command::new(dir.join("macros_c")).status().unwrap().success());
+    let mut cpp = vec!["-std=c++17"];
+    cpp.extend(strict);
+    compile("c++", &cpp, &[("macros.cpp", &program)], &dir.join("macros_cpp"));
+    assert!(Command::new(dir.join("macros_cpp")).status().unwrap().success());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The boundary lint's second half: no export takes or returns a Rust reference
+/// (`&T`, `&mut T`, `Option<&T>`) where a checked raw pointer belongs, none is
+/// generic or takes Rust-only types, and every `kiln_*` symbol the built
+/// library exports is one the scan above checked (so an export made another
+/// way, e.g. by a macro, cannot slip past the panic-boundary check).
+#[test]
+fn exports_take_raw_pointers_and_the_scan_sees_every_symbol() {
+    let mut scanned = Vec::new();
+    for entry in std::fs::read_dir(root().join("src/ffi")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("extern \"C\" fn ") {
+            let after = &rest[i + "extern \"C\" fn ".len()..];
+            let name: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let signature = &after[..after.find('{').expect("function body")];
+            assert!(!signature.contains('&'), "{}: `{name}` takes a Rust reference: {signature}", path.display());
+            let tokens: Vec<&str> = signature.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+            for banned in ["str", "String", "Vec", "Box", "Arc", "impl", "dyn", "bool", "char"] {
+                assert!(!tokens.contains(&banned), "{}: `{name}` has Rust-only `{banned}` in its signature: {signature}", path.display());
+            }
+            assert!(!signature.starts_with(&format!("{name}<")), "`{name}` is generic");
+            scanned.push(name);
+            rest = after;
+        }
+    }
+    // The cdylib beside this test (target/<profile>/deps or target/<profile>).
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let lib = [deps.join("libkiln.so"), deps.parent().unwrap().join("libkiln.so")].into_iter().find(|p| p.exists());
+    let Some(lib) = lib else {
+        println!("no libkiln.so beside the test (not Linux?); symbol cross-check skipped");
+        return;
+    };
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&lib).output().expect("nm runs (binutils)");
+    assert!(out.status.success(), "nm failed: {}", String::from_utf8_lossy(&out.stderr));
+    let symbols: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|s| s.starts_with("kiln_"))
+        .map(str::to_string)
+        .collect();
+    assert!(symbols.len() >= 40, "only {} kiln_ symbols in {}", symbols.len(), lib.display());
+    let unscanned: Vec<&String> = symbols.iter().filter(|s| !scanned.contains(s)).collect();
+    assert!(unscanned.is_empty(), "exported but not checked by the boundary scan: {unscanned:?}");
+    println!("{} exports scanned, {} kiln_ symbols in {}", scanned.len(), symbols.len(), lib.display());
+}

@@ -242,7 +242,10 @@ fn scheduler_overrides_apply_per_request() {
     let out = m.generate_with(&r, Hooks::default()).unwrap();
     assert_eq!(out.timesteps[0], 999.0);
     let bad = GenerateRequest { scheduler_overrides: Some(serde_json::json!({"timestep_spacing": "sideways"})), ..r };
-    assert_eq!(m.generate_with(&bad, Hooks::default()).unwrap_err().kind(), kiln::ErrorKind::ModelInvalid);
+    // A bad value the caller's overrides brought in is the caller's argument (issue 14), not a broken model.
+    let e = m.generate_with(&bad, Hooks::default()).unwrap_err();
+    assert_eq!(e.kind(), kiln::ErrorKind::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("scheduler_overrides") && e.message().contains("sideways"), "{}", e.message());
 
     use kiln::ffi::{kiln_status, model::*, runtime::*};
     use std::ptr;

@@ -13,6 +13,25 @@ fn last_error() -> String {
     unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
+/// An `OrtGetApiBase` of an ONNX Runtime too old for Kiln (API level 22).
+const FAKE_OLD_ORT: &str = "typedef struct { const void *(*get_api)(unsigned); const char *(*version)(void); } api_base;\n\
+static const void *get_api(unsigned v) { (void)v; return 0; }\n\
+static const char *version(void) { return \"1.10.0\"; }\n\
+static const api_base base = { get_api, version };\n\
+const api_base *OrtGetApiBase(void) { return &base; }\n";
+
+/// Compiles `source` into a shared library `name` in a scratch folder.
+fn fake_library(name: &str, source: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-fake-ort-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(name).with_extension("c");
+    std::fs::write(&c, source).unwrap();
+    let lib = dir.join(name);
+    let out = std::process::Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&c).output().expect("cc runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lib
+}
+
 fn create(path: Option<&str>) -> (kiln_status, *mut kiln_runtime) {
     let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
     unsafe { kiln_runtime_options_init(&mut o) };
@@ -36,6 +55,21 @@ fn loading_fails_loudly_then_succeeds() {
     let (s, _) = create(Some(not_a_lib));
     assert_eq!(s, kiln_status::RuntimeLoadFailed);
     assert!(last_error().contains("Cargo.toml"), "{}", last_error());
+
+    // Real shared libraries that are not a usable ONNX Runtime, built here:
+    // one without `OrtGetApiBase`, one whose `OrtGetApiBase` reports version
+    // 1.10.0 and offers no API at the level Kiln needs.
+    for (name, source, needle) in [
+        ("libnot_ort.so", "int not_onnxruntime(void) { return 42; }\n", "libnot_ort.so"),
+        ("libold_ort.so", FAKE_OLD_ORT, "libold_ort.so"),
+    ] {
+        let lib = fake_library(name, source);
+        let (s, rt) = create(Some(lib.to_str().unwrap()));
+        println!("{name}: {s:?}: {}", last_error());
+        assert_eq!(s, kiln_status::RuntimeLoadFailed, "{}", last_error());
+        assert!(rt.is_null());
+        assert!(last_error().contains(needle), "{}", last_error());
+    }
 
     // The search path still works after those failures.
     let (s, rt) = create(None);

@@ -140,28 +140,109 @@ pub(crate) unsafe fn write_string(text: &str, buf: *mut c_char, buf_len: usize, 
     Ok(())
 }
 
+/// `sizeof` of a published layout of `T` that ended just before `field` (the
+/// first field it did not have), rounded up to `T`'s alignment as a C compiler
+/// pads it. Written as a field name, so it is right on 32- and 64-bit targets.
+macro_rules! layout_before {
+    ($t:ty, $field:ident) => {
+        $crate::ffi::boundary::padded(std::mem::offset_of!($t, $field), std::mem::align_of::<$t>())
+    };
+}
+
+/// `end` rounded up to a multiple of `align`.
+pub(crate) const fn padded(end: usize, align: usize) -> usize {
+    end.div_ceil(align) * align
+}
+
+/// Checks a caller's `struct_size` against the sizes of the layouts this
+/// library published for `T`: `older` (oldest first) and `size_of::<T>()`.
+/// Any other value, even one between two of them, would make Kiln read half
+/// a field (a pointer cut in two), so it is `STRUCT_SIZE_MISMATCH`.
+pub(crate) fn check_struct_size<T>(size: usize, older: &[usize], name: &str) -> Result<()> {
+    let ours = std::mem::size_of::<T>();
+    if size == ours || older.contains(&size) {
+        return Ok(());
+    }
+    let accepted: Vec<String> = older.iter().chain(std::iter::once(&ours)).map(|s| s.to_string()).collect();
+    Err(Error::new(
+        ErrorKind::StructSizeMismatch,
+        format!(
+            "`{name}->struct_size` is {size}; this library accepts only the published layouts' sizes {} (call the matching *_init first)",
+            accepted.join(", ")
+        ),
+    ))
+}
+
 /// Reads a versioned options struct whose first field is `uint32_t struct_size`.
-/// Sizes between `min_size` (the first published layout) and `size_of::<T>()`
-/// are accepted; fields past `struct_size` keep the values from `defaults`.
+/// Only the sizes of published layouts are accepted (see
+/// [`check_struct_size`]); fields past `struct_size` keep the values from
+/// `defaults`.
 ///
 /// # Safety
 /// `p` must be NULL or point to at least `struct_size` readable bytes.
-pub(crate) unsafe fn read_versioned<T: Copy>(p: *const T, defaults: T, min_size: usize, name: &str) -> Result<T> {
+pub(crate) unsafe fn read_versioned<T: Copy>(p: *const T, defaults: T, older: &[usize], name: &str) -> Result<T> {
     non_null(p, name)?;
     // SAFETY: every versioned struct starts with a u32 size.
     let size = unsafe { *(p as *const u32) } as usize;
-    let max = std::mem::size_of::<T>();
-    if size < min_size || size > max {
-        return Err(Error::new(
-            ErrorKind::StructSizeMismatch,
-            format!("`{name}->struct_size` is {size}; this library accepts {min_size}..={max} (call the matching *_init first)"),
-        ));
-    }
+    check_struct_size::<T>(size, older, name)?;
     let mut out = defaults;
     // SAFETY: copying `size` bytes that the caller promised are readable into a
     // value of at least that size; T is plain old data (Copy, repr(C)).
     unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, size) };
     Ok(out)
+}
+
+/// Writes a caller's versioned out-struct: checks its `struct_size` like
+/// [`read_versioned`], then copies the first `struct_size` bytes of `value`
+/// (whose own `struct_size` is set to the caller's).
+///
+/// # Safety
+/// `out` must be NULL or point to a struct of at least `struct_size` writable bytes.
+pub(crate) unsafe fn write_versioned<T: Copy>(out: *mut T, mut value: T, older: &[usize], name: &str) -> Result<()> {
+    non_null(out, name)?;
+    // SAFETY: every versioned struct starts with a u32 size.
+    let size = unsafe { *(out as *const u32) } as usize;
+    check_struct_size::<T>(size, older, name)?;
+    // SAFETY: `value` is repr(C) with a leading u32.
+    unsafe { *(&mut value as *mut T as *mut u32) = size as u32 };
+    // SAFETY: the caller's struct has `size` writable bytes; size <= size_of::<T>().
+    unsafe { std::ptr::copy_nonoverlapping(&value as *const T as *const u8, out as *mut u8, size) };
+    Ok(())
+}
+
+/// Clears a versioned out-struct on entry (all but `struct_size`), so a
+/// failed call leaves zeros, as the header promises. Does nothing when `out`
+/// is NULL or its size is not one this library knows.
+///
+/// # Safety
+/// As [`write_versioned`].
+pub(crate) unsafe fn clear_versioned<T: Copy>(out: *mut T, older: &[usize]) {
+    if out.is_null() {
+        return;
+    }
+    // SAFETY: every versioned struct starts with a u32 size.
+    let size = unsafe { *(out as *const u32) } as usize;
+    if check_struct_size::<T>(size, older, "").is_ok() {
+        // SAFETY: the caller's struct has `size` writable bytes.
+        unsafe { std::ptr::write_bytes((out as *mut u8).add(4), 0, size - 4) };
+    }
+}
+
+/// Clears the outputs of a string getter on entry: `*len_out` = 0 and an empty
+/// string in `buf`, so a failed call never leaves stale text or a stale length.
+///
+/// # Safety
+/// As [`write_string`].
+pub(crate) unsafe fn clear_string_outs(buf: *mut c_char, buf_len: usize, len_out: *mut usize) {
+    // SAFETY: per the caller's contract.
+    unsafe {
+        if !len_out.is_null() {
+            *len_out = 0;
+        }
+        if !buf.is_null() && buf_len > 0 {
+            *buf = 0;
+        }
+    }
 }
 
 /// Copies the calling thread's last error message into `buf` (see the string

@@ -6,11 +6,10 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::boundary::{non_null, read_versioned, write_string};
+use super::boundary::{check_struct_size, clear_string_outs, clear_versioned, non_null, read_versioned, write_string, write_versioned};
 use super::handles;
 use super::model::{finish_request, kiln_model, kiln_generate_options, request_from};
 use super::status::kiln_status;
-use crate::error::{Error, ErrorKind};
 use crate::jobs::{JobConfig, JobEvent, JobObserver};
 
 /// Where a job is in its life.
@@ -29,7 +28,8 @@ pub enum kiln_job_state {
     Cancelled = 4,
 }
 
-/// A job's state and progress, filled by `kiln_job_poll`.
+/// A job's state and progress, filled by `kiln_job_poll`. Accepted
+/// `struct_size`: `sizeof(kiln_job_progress)` (28) or 16 (before `preview_step`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct kiln_job_progress {
@@ -89,12 +89,22 @@ pub struct kiln_job_event {
     pub pixels: *const u8,
 }
 
-/// Receives job events. Called on the Kiln worker thread running the job (never
-/// on the caller's thread), so it must be thread-safe and quick; everything it
-/// reports can also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+/// Receives job events. Called on a Kiln worker thread (never on the caller's
+/// thread), so it must be thread-safe and quick; everything it reports can
+/// also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+///
+/// Every job submitted with a callback gets exactly one
+/// `KILN_JOB_EVENT_KIND_FINISHED` event, its last: when it ends, or when it is
+/// freed first. A job freed while queued gets it (state CANCELLED) from a
+/// worker soon after `kiln_job_free`, before that worker starts other work; one
+/// freed while running gets it when the run stops (within one graph call).
+/// `user_data` must stay valid until that FINISHED callback has returned;
+/// after it Kiln never touches `user_data` again. The callback may call
+/// `kiln_job_poll`, `kiln_job_cancel` or `kiln_job_free` on its own job.
 pub type kiln_job_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const kiln_job_event)>;
 
 /// How to run a job. Fill with `kiln_job_options_init`; NULL = defaults.
+/// Accepted `struct_size`: `sizeof(kiln_job_options)` only.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_job_options {
@@ -197,34 +207,38 @@ pub unsafe extern "C" fn kiln_job_submit(
             default_job_options()
         } else {
             // SAFETY: caller passes a struct of at least struct_size bytes.
-            unsafe { read_versioned(job_options, default_job_options(), JOB_OPTIONS_V1, "job_options")? }
+            unsafe { read_versioned(job_options, default_job_options(), &[], "job_options")? }
         };
         let observer = jo.callback.map(|callback| {
             Arc::new(CallbackObserver { callback, user_data: jo.user_data }) as Arc<dyn JobObserver>
         });
         let config = JobConfig { priority: jo.priority, preview_interval: jo.preview_interval, observer };
-        let id = m.runtime().jobs().submit(m, request, config);
+        let id = crate::jobs::pool_for(m.runtime())?.submit(m, request, config);
         // SAFETY: checked non-null.
         unsafe { handles::write_out(job_out, id) };
         Ok(())
     })
 }
 
+/// `kiln_job_progress` first ended before `preview_step`.
+const JOB_PROGRESS_OLDER: [usize; 1] = [layout_before!(kiln_job_progress, preview_step)];
+
 /// Reads a job's state and progress without blocking (cheap enough for every
-/// frame). `progress_out->struct_size` must be set first.
+/// frame). `progress_out->struct_size` must be set first, to
+/// `sizeof(kiln_job_progress)` or the older published size 16 (the layout
+/// without the preview fields); other sizes are STRUCT_SIZE_MISMATCH. On
+/// failure every field after `struct_size` is 0. Never starts worker threads.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_poll(job: u64, progress_out: *mut kiln_job_progress) -> kiln_status {
     boundary!({
+        // SAFETY: NULL or a struct of its struct_size bytes; cleared so a failure leaves zeros.
+        unsafe { clear_versioned(progress_out, &JOB_PROGRESS_OLDER) };
         non_null(progress_out, "progress_out")?;
-        // SAFETY: non-null; struct_size is the first field.
-        let size = unsafe { (*progress_out).struct_size } as usize;
-        let ours = std::mem::size_of::<kiln_job_progress>();
-        if !(8..=ours).contains(&size) {
-            return Err(Error::new(ErrorKind::StructSizeMismatch, format!("`progress_out->struct_size` is {size}; expected 8..={ours}")));
-        }
-        let snap = crate::jobs::global_pool(1).poll(job)?;
+        // SAFETY: non-null; struct_size is the first field. Checked before the id.
+        check_struct_size::<kiln_job_progress>(unsafe { (*progress_out).struct_size } as usize, &JOB_PROGRESS_OLDER, "progress_out")?;
+        let snap = crate::jobs::job_table().poll(job)?;
         let p = kiln_job_progress {
-            struct_size: size as u32,
+            struct_size: 0,
             state: snap.state as u32,
             step: snap.step,
             total_steps: snap.total_steps,
@@ -232,18 +246,22 @@ pub unsafe extern "C" fn kiln_job_poll(job: u64, progress_out: *mut kiln_job_pro
             preview_width: snap.preview_size.0,
             preview_height: snap.preview_size.1,
         };
-        // SAFETY: the caller's struct has `size` writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(&p as *const _ as *const u8, progress_out as *mut u8, size) };
-        Ok(())
+        // SAFETY: the caller's struct has its struct_size writable bytes.
+        unsafe { write_versioned(progress_out, p, &JOB_PROGRESS_OLDER, "progress_out") }
     })
 }
 
 /// Blocks until the job ends or `timeout_ms` passes (for tools and bake
-/// scripts; a game should poll). `*state_out` (optional) receives the state.
+/// scripts; a game should poll). `*state_out` (optional) is set to 0 on
+/// entry and receives the state on success. Never starts worker threads.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_wait(job: u64, timeout_ms: u32, state_out: *mut u32) -> kiln_status {
     boundary!({
-        let state = crate::jobs::global_pool(1).wait(job, Duration::from_millis(timeout_ms as u64))?;
+        if !state_out.is_null() {
+            // SAFETY: non-null; zeroed on entry as the header's convention says.
+            unsafe { handles::write_out(state_out, 0) };
+        }
+        let state = crate::jobs::job_table().wait(job, Duration::from_millis(timeout_ms as u64))?;
         if !state_out.is_null() {
             // SAFETY: non-null.
             unsafe { handles::write_out(state_out, state as u32) };
@@ -257,7 +275,7 @@ pub unsafe extern "C" fn kiln_job_wait(job: u64, timeout_ms: u32, state_out: *mu
 /// ended job does nothing.
 #[no_mangle]
 pub extern "C" fn kiln_job_cancel(job: u64) -> kiln_status {
-    boundary!({ crate::jobs::global_pool(1).cancel(job) })
+    boundary!({ crate::jobs::job_table().cancel(job) })
 }
 
 /// Copies the job's own error message (string convention: see
@@ -265,19 +283,33 @@ pub extern "C" fn kiln_job_cancel(job: u64) -> kiln_status {
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_error_message(job: u64, buf: *mut c_char, buf_len: usize, len_out: *mut usize) -> kiln_status {
     boundary!({
-        let text = crate::jobs::global_pool(1).error_message(job)?;
+        // SAFETY: forwarded caller contract.
+        unsafe { clear_string_outs(buf, buf_len, len_out) };
+        let text = crate::jobs::job_table().error_message(job)?;
         // SAFETY: forwarded caller contract.
         unsafe { write_string(&text, buf, buf_len, len_out) }
     })
 }
 
-/// Width and height of a succeeded job's image. KILN_STATUS_BUSY while it runs.
+/// Width and height of a succeeded job's image. Both outputs are set to 0 on
+/// entry. Errors: NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY
+/// (queued or running), INVALID_ARGUMENT (the job failed or was cancelled, so it
+/// has no image; the message carries the job's own error).
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_image_size(job: u64, width_out: *mut u32, height_out: *mut u32) -> kiln_status {
     boundary!({
+        // SAFETY: each NULL or writable; zeroed on entry.
+        unsafe {
+            if !width_out.is_null() {
+                handles::write_out(width_out, 0);
+            }
+            if !height_out.is_null() {
+                handles::write_out(height_out, 0);
+            }
+        }
         non_null(width_out, "width_out")?;
         non_null(height_out, "height_out")?;
-        let (w, h) = crate::jobs::global_pool(1).with_image(job, |i| Ok((i.width as u32, i.height as u32)))?;
+        let (w, h) = crate::jobs::job_table().with_image(job, |i| Ok((i.width as u32, i.height as u32)))?;
         // SAFETY: checked non-null.
         unsafe {
             handles::write_out(width_out, w);
@@ -288,12 +320,14 @@ pub unsafe extern "C" fn kiln_job_image_size(job: u64, width_out: *mut u32, heig
 }
 
 /// Copies a succeeded job's RGBA8 image into a caller buffer with a row pitch
-/// (0 = `width * 4`). KILN_STATUS_BUSY while the job runs.
+/// (0 = `width * 4`). Errors: as `kiln_job_image_size`, and
+/// INVALID_ARGUMENT (pitch smaller than a row), BUFFER_TOO_SMALL (also a pitch
+/// so large that `pitch * (height - 1)` does not fit in `size_t`).
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_copy_image(job: u64, pixels_out: *mut u8, pixels_len: usize, row_pitch: usize) -> kiln_status {
     boundary!({
         non_null(pixels_out, "pixels_out")?;
-        crate::jobs::global_pool(1).with_image(job, |image| {
+        crate::jobs::job_table().with_image(job, |image| {
             // SAFETY: the caller guarantees pixels_len writable bytes.
             let dst = unsafe { std::slice::from_raw_parts_mut(pixels_out, pixels_len) };
             image.copy_to(dst, row_pitch)
@@ -303,8 +337,11 @@ pub unsafe extern "C" fn kiln_job_copy_image(job: u64, pixels_out: *mut u8, pixe
 
 /// Copies the newest preview (RGBA8, `preview_width × preview_height` from
 /// `kiln_job_poll`) into a caller buffer with a row pitch (0 = `width * 4`);
-/// `*step_out` (optional) receives the step it shows. KILN_STATUS_BUSY while
-/// there is no preview yet.
+/// `*step_out` (optional; 0 on entry) receives the step it shows.
+/// KILN_STATUS_BUSY while the job has no preview, and that includes forever
+/// when none will come: `preview_interval` 0, or a job that ended (failed,
+/// cancelled) before its first preview. Check `kiln_job_progress.preview_step`
+/// (non-zero once a preview exists) or the job's state rather than retrying.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_copy_preview(
     job: u64,
@@ -314,8 +351,12 @@ pub unsafe extern "C" fn kiln_job_copy_preview(
     step_out: *mut u32,
 ) -> kiln_status {
     boundary!({
+        if !step_out.is_null() {
+            // SAFETY: non-null; zeroed on entry.
+            unsafe { handles::write_out(step_out, 0) };
+        }
         non_null(pixels_out, "pixels_out")?;
-        let step = crate::jobs::global_pool(1).with_preview(job, |step, image| {
+        let step = crate::jobs::job_table().with_preview(job, |step, image| {
             // SAFETY: the caller guarantees pixels_len writable bytes.
             let dst = unsafe { std::slice::from_raw_parts_mut(pixels_out, pixels_len) };
             image.copy_to(dst, row_pitch)?;
@@ -330,8 +371,11 @@ pub unsafe extern "C" fn kiln_job_copy_preview(
 }
 
 /// Releases a job: cancels it if it has not ended and frees its memory; the id
-/// becomes stale. Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.
+/// becomes stale at once (every call with it returns INVALID_HANDLE, also from
+/// other threads). Freeing an id twice returns KILN_STATUS_INVALID_HANDLE.
+/// Its callback still receives FINISHED (see `kiln_job_callback`), so keep
+/// `user_data` alive until then.
 #[no_mangle]
 pub extern "C" fn kiln_job_free(job: u64) -> kiln_status {
-    boundary!({ crate::jobs::global_pool(1).release(job) })
+    boundary!({ crate::jobs::job_table().release(job) })
 }

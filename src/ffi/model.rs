@@ -2,7 +2,8 @@
 use std::ffi::c_char;
 use std::path::Path;
 
-use super::boundary::{non_null, read_versioned, utf8_arg, utf8_opt};
+use super::boundary::{clear_versioned, non_null, read_versioned, utf8_arg, utf8_opt, write_versioned};
+use crate::image::limits::{check_image_size, pitched_len, try_with_capacity};
 use super::handles::{self, Handle};
 use super::image::kiln_image;
 use super::runtime::kiln_runtime;
@@ -14,7 +15,9 @@ use crate::scheduler::SchedulerKind;
 
 /// A loaded model. Internally synchronized: several threads may generate from
 /// one model at once (its graphs run one call at a time). Do not free it while
-/// a call on it is in progress on another thread.
+/// a call on it is in progress on another thread. Freeing it while jobs
+/// submitted from it are queued or running is safe: each job holds what it
+/// needs of the model, which is released when the last job ends.
 pub struct kiln_model {
     _private: [u8; 0],
 }
@@ -58,7 +61,8 @@ pub enum kiln_scheduler {
     Lcm = 11,
 }
 
-/// Facts about a loaded model, filled by `kiln_model_get_info`.
+/// Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
+/// `struct_size`: `sizeof(kiln_model_info)` (32) or 28 (before `has_matting`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct kiln_model_info {
@@ -83,6 +87,11 @@ pub struct kiln_model_info {
 
 /// One text-to-image request. Fill with `kiln_generate_options_init`, then set
 /// at least `prompt`. Strings and arrays are borrowed for the call only.
+///
+/// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
+/// older published layout, one that ended after `initial_noise_len`,
+/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3` or `mask_height`
+/// (on 64-bit targets 64, 72, 80, 128, 136, 160; the current size is 168).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -167,16 +176,25 @@ pub struct kiln_generate_options {
 }
 
 /// The first published layout ended after `initial_noise_len`.
-const GENERATE_OPTIONS_V1: usize = std::mem::offset_of!(kiln_generate_options, guidance_rescale);
+const GENERATE_OPTIONS_V1: usize = layout_before!(kiln_generate_options, guidance_rescale);
 
 /// `sizeof` of the second layout, which ended after `guidance_rescale`: a
 /// caller built against it passes this size, and the bytes after
 /// `guidance_rescale` are its struct's padding, not `prompt_weighting`.
-const GENERATE_OPTIONS_V2: usize = {
-    let end = std::mem::offset_of!(kiln_generate_options, guidance_rescale) + std::mem::size_of::<f32>();
-    let align = std::mem::align_of::<kiln_generate_options>();
-    end.div_ceil(align) * align
-};
+const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_weighting);
+
+/// Sizes of every published layout of `kiln_generate_options` before the
+/// current one, oldest first: each ended just before the named field
+/// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `reserved2`,
+/// `reserved3`, `mask_height`).
+const GENERATE_OPTIONS_OLDER: [usize; 6] = [
+    GENERATE_OPTIONS_V1,
+    GENERATE_OPTIONS_V2,
+    layout_before!(kiln_generate_options, init_image),
+    layout_before!(kiln_generate_options, clip_skip),
+    layout_before!(kiln_generate_options, mask),
+    layout_before!(kiln_generate_options, scheduler_overrides),
+];
 
 fn default_generate_options() -> kiln_generate_options {
     kiln_generate_options {
@@ -244,7 +262,8 @@ pub unsafe extern "C" fn kiln_model_load(
 
 /// How `kiln_model_load_with` loads a model. Fill with
 /// `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
-/// does). Strings are borrowed for the call only.
+/// does). Strings are borrowed for the call only. Accepted `struct_size`:
+/// `sizeof(kiln_model_load_options)` only (one layout published).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_model_load_options {
@@ -268,6 +287,9 @@ pub struct kiln_model_load_options {
 }
 
 const MODEL_LOAD_OPTIONS_V1: usize = std::mem::size_of::<kiln_model_load_options>();
+
+/// `kiln_model_info` first ended before `has_matting`.
+const MODEL_INFO_OLDER: [usize; 1] = [layout_before!(kiln_model_info, has_matting)];
 
 fn default_model_load_options() -> kiln_model_load_options {
     kiln_model_load_options {
@@ -328,7 +350,7 @@ unsafe fn load_into(
         default_model_load_options()
     } else {
         // SAFETY: non-null; the caller's struct holds struct_size bytes.
-        unsafe { read_versioned(options, default_model_load_options(), MODEL_LOAD_OPTIONS_V1, "options")? }
+        unsafe { read_versioned(options, default_model_load_options(), &[], "options")? }
     };
     let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
     // SAFETY: NULL or a NUL-terminated string.
@@ -348,25 +370,20 @@ pub unsafe extern "C" fn kiln_model_free(model: *mut kiln_model) {
     })
 }
 
-/// Fills `*info_out` (whose `struct_size` the caller sets first).
+/// Fills `*info_out`, whose `struct_size` the caller sets first to
+/// `sizeof(kiln_model_info)` or an older published size (28: the layout
+/// without `has_matting`); other sizes are STRUCT_SIZE_MISMATCH. On failure
+/// every field after `struct_size` is 0.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out: *mut kiln_model_info) -> kiln_status {
     boundary!({
+        // SAFETY: NULL or a struct of its struct_size bytes; cleared so a failure leaves zeros.
+        unsafe { clear_versioned(info_out, &MODEL_INFO_OLDER) };
         // SAFETY: NULL or a live handle.
         let m = unsafe { handles::borrow(model)? };
-        non_null(info_out, "info_out")?;
-        // SAFETY: non-null; struct_size is the first field.
-        let size = unsafe { (*info_out).struct_size } as usize;
-        let ours = std::mem::size_of::<kiln_model_info>();
-        if size < 8 || size > ours {
-            return Err(Error::new(
-                ErrorKind::StructSizeMismatch,
-                format!("`info_out->struct_size` is {size}; this library writes at most {ours} bytes"),
-            ));
-        }
         let i = m.info();
         let info = kiln_model_info {
-            struct_size: size as u32,
+            struct_size: 0,
             default_size: i.default_size as u32,
             size_multiple: i.size_multiple as u32,
             latent_channels: i.latent_channels as u32,
@@ -375,16 +392,15 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
             has_vae_encoder: i.has_vae_encoder as u32,
             has_matting: i.has_matting as u32,
         };
-        // SAFETY: the caller's struct has `size` writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(&info as *const _ as *const u8, info_out as *mut u8, size) };
-        Ok(())
+        // SAFETY: NULL or a struct of its struct_size bytes.
+        unsafe { write_versioned(info_out, info, &MODEL_INFO_OLDER, "info_out") }
     })
 }
 
 /// Converts the C request to the Rust one, validating every field.
 pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Result<GenerateRequest> {
     // SAFETY: caller passes a struct of at least struct_size bytes.
-    let mut o = unsafe { read_versioned(options, default_generate_options(), GENERATE_OPTIONS_V1, "options")? };
+    let mut o = unsafe { read_versioned(options, default_generate_options(), &GENERATE_OPTIONS_OLDER, "options")? };
     if o.struct_size as usize <= GENERATE_OPTIONS_V2 {
         o.prompt_weighting = 0;
     }
@@ -411,7 +427,8 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         None
     } else {
         let (w, h) = (o.mask_width as usize, o.mask_height as usize);
-        if w == 0 || h == 0 || o.mask_len != w * h {
+        check_image_size(w, h, "options->mask")?;
+        if o.mask_len != w * h {
             return Err(Error::new(ErrorKind::InvalidSize, format!("options->mask is {w}x{h} but mask_len is {}", o.mask_len)));
         }
         // SAFETY: the caller guarantees mask_len readable bytes.
@@ -435,6 +452,12 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         }
         // SAFETY: the caller guarantees initial_noise_len readable floats.
         let data = unsafe { std::slice::from_raw_parts(o.initial_noise, o.initial_noise_len) }.to_vec();
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "options->initial_noise[{i}] is {}; initial noise must be finite",
+                data[i]
+            )));
+        }
         Some(data)
     };
     Ok(GenerateRequest {
@@ -467,17 +490,16 @@ unsafe fn init_image_from(o: &kiln_generate_options) -> Result<Option<crate::pip
         return Ok(None);
     }
     let (w, h, ch) = (o.init_image_width as usize, o.init_image_height as usize, o.init_image_channels as usize);
-    if w == 0 || h == 0 || w > 16384 || h > 16384 {
-        return Err(Error::new(ErrorKind::InvalidSize, format!("init image size {w}x{h} is not usable")));
-    }
+    check_image_size(w, h, "options->init_image")?;
     if ch != 3 && ch != 4 {
         return Err(Error::invalid(format!("options->init_image_channels is {ch}; use 3 (RGB) or 4 (RGBA)")));
     }
-    let pitch = if o.init_image_row_pitch == 0 { w * ch } else { o.init_image_row_pitch };
-    if pitch < w * ch {
-        return Err(Error::invalid(format!("options->init_image_row_pitch {pitch} is smaller than one row ({} bytes)", w * ch)));
+    let row = w * ch;
+    let pitch = if o.init_image_row_pitch == 0 { row } else { o.init_image_row_pitch };
+    if pitch < row {
+        return Err(Error::invalid(format!("options->init_image_row_pitch {pitch} is smaller than one row ({row} bytes)")));
     }
-    let need = pitch * (h - 1) + w * ch;
+    let need = pitched_len(pitch, row, h).unwrap_or(usize::MAX);
     if o.init_image_len < need {
         return Err(Error::new(
             ErrorKind::BufferTooSmall,
@@ -486,9 +508,9 @@ unsafe fn init_image_from(o: &kiln_generate_options) -> Result<Option<crate::pip
     }
     // SAFETY: checked that `need` bytes are within the caller's buffer.
     let src = unsafe { std::slice::from_raw_parts(o.init_image, need) };
-    let mut rgb = Vec::with_capacity(w * h * 3);
+    let mut rgb = try_with_capacity(w * h * 3, "the init image")?;
     for y in 0..h {
-        for px in src[y * pitch..y * pitch + w * ch].chunks_exact(ch) {
+        for px in src[y * pitch..y * pitch + row].chunks_exact(ch) {
             rgb.extend_from_slice(&px[..3]);
         }
     }
@@ -535,7 +557,9 @@ pub unsafe extern "C" fn kiln_model_generate(
 
 /// Generates an image straight into a caller buffer: RGBA8, each row
 /// `row_pitch` bytes after the previous (0 = `width * 4`). The buffer must hold
-/// `row_pitch * (height - 1) + width * 4` bytes; this is checked before any work.
+/// `row_pitch * (height - 1) + width * 4` bytes; this is checked (with
+/// overflow-checked arithmetic) after the options and before any generation
+/// work: BUFFER_TOO_SMALL, or INVALID_ARGUMENT for a pitch smaller than a row.
 /// Bytes between rows are not touched.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_generate_into(
@@ -557,8 +581,11 @@ pub unsafe extern "C" fn kiln_model_generate_into(
         if pitch < w * 4 {
             return Err(Error::invalid(format!("row_pitch {pitch} is smaller than one row ({} bytes)", w * 4)));
         }
-        let need = pitch * (h.max(1) - 1) + w * 4;
-        if pixels_len < need {
+        // Checked arithmetic: a pitch whose `pitch * (height - 1)` wraps must
+        // not pass, and this check comes before any generation work.
+        let need = pitched_len(pitch, w * 4, h.max(1));
+        if need.is_none_or(|need| pixels_len < need) {
+            let need = need.map_or_else(|| "more than fits in size_t".to_string(), |n| n.to_string());
             return Err(Error::new(
                 ErrorKind::BufferTooSmall,
                 format!("pixels_len is {pixels_len}; a {w}x{h} RGBA8 image with row pitch {pitch} needs {need}"),

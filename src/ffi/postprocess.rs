@@ -14,6 +14,7 @@ use crate::image::material::{material_maps, MaterialOptions, NormalConvention};
 use crate::image::pixel_art::{pixel_art, CellColor, PixelArtOptions, Quantize, MAX_COLORS};
 use crate::image::seam::{seam_score, Axis};
 use crate::image::sprite::{make_sprite, Rect, SpriteOptions};
+use crate::image::limits::{check_image_size, try_with_capacity};
 use crate::image::Rgba8Image;
 use crate::model::matting::Matte;
 
@@ -79,9 +80,11 @@ pub enum kiln_cell_color {
 /// engine texture to post-process. Row `y` starts `y * row_pitch` bytes into
 /// `pixels` (`row_pitch` 0 = `width * 4`); the pixels are copied, so the
 /// buffer is only borrowed for the call. Free the image with `kiln_image_free`.
-/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (width or height 0, pitch smaller
-/// than a row, a size too large to address), BUFFER_TOO_SMALL (`pixels_len`
-/// shorter than `row_pitch * (height - 1) + width * 4`).
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (width or height 0 or over 16384,
+/// pitch smaller than a row, or so large that
+/// `row_pitch * (height - 1)` does not fit in `size_t`), BUFFER_TOO_SMALL
+/// (`pixels_len` shorter than `row_pitch * (height - 1) + width * 4`),
+/// OUT_OF_MEMORY.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_image_create(
     width: u32,
@@ -100,8 +103,9 @@ pub unsafe extern "C" fn kiln_image_create(
         if w == 0 || h == 0 {
             return Err(Error::invalid(format!("image size {width}x{height} is empty")));
         }
-        let row = w.checked_mul(4).filter(|r| r.checked_mul(h).is_some());
-        let row = row.ok_or_else(|| Error::invalid(format!("image size {width}x{height} is too large")))?;
+        // INVALID_ARGUMENT here, as this call has always reported sizes it cannot take.
+        check_image_size(w, h, "the image").map_err(|e| Error::invalid(e.message()))?;
+        let row = w * 4;
         let pitch = if row_pitch == 0 { row } else { row_pitch };
         if pitch < row {
             return Err(Error::invalid(format!("row pitch {pitch} is smaller than one row ({row} bytes)")));
@@ -118,7 +122,7 @@ pub unsafe extern "C" fn kiln_image_create(
         }
         // SAFETY: the caller guarantees pixels_len readable bytes; need <= pixels_len.
         let src = unsafe { std::slice::from_raw_parts(pixels, need) };
-        let mut data = Vec::with_capacity(row * h);
+        let mut data = try_with_capacity(row * h, "the image's pixels")?;
         for y in 0..h {
             data.extend_from_slice(&src[y * pitch..y * pitch + row]);
         }
@@ -134,7 +138,8 @@ pub unsafe extern "C" fn kiln_image_create(
 /// How `kiln_image_make_sprite` and `kiln_model_make_sprite` cut a sprite out
 /// of an image: the key fields drive the chroma key, the rest applies to a
 /// matting graph's matte too. Fill with `kiln_sprite_options_init`; NULL =
-/// defaults.
+/// defaults. Accepted `struct_size`: `sizeof(kiln_sprite_options)` (40) or 36
+/// (the layout before `matte`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_sprite_options {
@@ -174,7 +179,7 @@ pub struct kiln_sprite_options {
 }
 
 /// The first layout ended before `matte`.
-const SPRITE_OPTIONS_V1: usize = std::mem::offset_of!(kiln_sprite_options, matte);
+const SPRITE_OPTIONS_V1: usize = layout_before!(kiln_sprite_options, matte);
 
 fn default_sprite_options() -> kiln_sprite_options {
     kiln_sprite_options {
@@ -237,7 +242,7 @@ unsafe fn read_sprite_options(options: *const kiln_sprite_options) -> Result<(Sp
         default_sprite_options()
     } else {
         // SAFETY: non-null; the caller's struct holds struct_size bytes.
-        unsafe { read_versioned(options, default_sprite_options(), SPRITE_OPTIONS_V1, "options")? }
+        unsafe { read_versioned(options, default_sprite_options(), &[SPRITE_OPTIONS_V1], "options")? }
     };
     sprite_options(&o)
 }
@@ -365,7 +370,7 @@ pub unsafe extern "C" fn kiln_model_make_sprite(
 
 /// How `kiln_image_pixel_art` makes pixel art. Fill with
 /// `kiln_pixel_art_options_init`; NULL = defaults. The palette is borrowed for
-/// the call only.
+/// the call only. Accepted `struct_size`: `sizeof(kiln_pixel_art_options)` only.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_pixel_art_options {
@@ -473,7 +478,9 @@ unsafe fn pixel_art_options(o: &kiln_pixel_art_options) -> Result<PixelArtOption
 /// Errors: NULL_ARGUMENT (also a NULL `palette_rgb` with a non-zero
 /// `palette_len`), STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (cell or scale 0,
 /// more than 256 colours, a palette of 0 colours or whose length is not a
-/// multiple of 3, an unknown `cell_color`, an alpha threshold over 255).
+/// multiple of 3, an unknown `cell_color`, an alpha threshold over 255),
+/// INVALID_SIZE (an output over 16384 pixels a side: `scale` too large for the
+/// grid; checked before any work), OUT_OF_MEMORY.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_image_pixel_art(
     image: *const kiln_image,
@@ -490,7 +497,7 @@ pub unsafe extern "C" fn kiln_image_pixel_art(
             default_pixel_art_options()
         } else {
             // SAFETY: non-null; the caller's struct holds struct_size bytes.
-            unsafe { read_versioned(options, default_pixel_art_options(), PIXEL_ART_OPTIONS_V1, "options")? }
+            unsafe { read_versioned(options, default_pixel_art_options(), &[], "options")? }
         };
         // SAFETY: the caller guarantees the palette pointer and length.
         let opts = unsafe { pixel_art_options(&o)? };
@@ -504,7 +511,8 @@ pub unsafe extern "C" fn kiln_image_pixel_art(
 // ---- Material maps ----
 
 /// How `kiln_image_material_maps` derives height and normal maps. Fill with
-/// `kiln_material_options_init`; NULL = defaults.
+/// `kiln_material_options_init`; NULL = defaults. Accepted `struct_size`:
+/// `sizeof(kiln_material_options)` only.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_material_options {
@@ -583,7 +591,7 @@ pub unsafe extern "C" fn kiln_image_material_maps(
             default_material_options()
         } else {
             // SAFETY: non-null; the caller's struct holds struct_size bytes.
-            unsafe { read_versioned(options, default_material_options(), MATERIAL_OPTIONS_V1, "options")? }
+            unsafe { read_versioned(options, default_material_options(), &[], "options")? }
         };
         let convention = match o.convention {
             0 => NormalConvention::OpenGl,

@@ -2,7 +2,7 @@
 //! ONNX Runtime has, and what each graph of a model got.
 use std::ffi::c_char;
 
-use super::boundary::{non_null, write_string};
+use super::boundary::{clear_string_outs, non_null, write_string};
 use super::handles;
 use super::model::kiln_model;
 use super::runtime::kiln_runtime;
@@ -53,9 +53,11 @@ pub unsafe extern "C" fn kiln_runtime_provider_available(
     available_out: *mut u32,
 ) -> kiln_status {
     boundary!({
+        non_null(available_out, "available_out")?;
+        // SAFETY: checked non-null; zeroed on entry.
+        unsafe { handles::write_out(available_out, 0) };
         // SAFETY: NULL or a live handle.
         let _rt = unsafe { handles::borrow(runtime)? };
-        non_null(available_out, "available_out")?;
         let p = Provider::from_u32(provider).ok_or_else(|| Error::invalid(format!("provider {provider} is not a kiln_provider")))?;
         let has = available_in_runtime().iter().any(|n| n == p.ort_name());
         // SAFETY: checked non-null.
@@ -76,6 +78,8 @@ pub unsafe extern "C" fn kiln_model_graph_provider(
     len_out: *mut usize,
 ) -> kiln_status {
     boundary!({
+        // SAFETY: forwarded caller contract.
+        unsafe { clear_string_outs(buf, buf_len, len_out) };
         // SAFETY: NULL or a live handle.
         let m = unsafe { handles::borrow(model)? };
         let text = match graph {

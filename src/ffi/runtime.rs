@@ -3,7 +3,7 @@ use std::ffi::{c_char, c_void};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::boundary::{non_null, read_versioned, utf8_opt, write_string};
+use super::boundary::{clear_string_outs, non_null, read_versioned, utf8_opt, write_string};
 use super::handles::{self, Handle};
 use super::status::kiln_status;
 use crate::error::Error;
@@ -46,14 +46,18 @@ pub type kiln_log_fn =
 
 /// Options for `kiln_runtime_create`. Fill with `kiln_runtime_options_init`;
 /// fields are only ever appended, and `struct_size` tells which exist.
+/// Accepted `struct_size`: `sizeof(kiln_runtime_options)`, or that of a layout
+/// that ended after `embedding_cache_entries` or after `graph_cache_dir` (on
+/// 64-bit targets 80 and 88; the current size is 96).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_runtime_options {
     /// `sizeof(kiln_runtime_options)`, set by `kiln_runtime_options_init`.
     pub struct_size: u32,
-    /// Threads one graph may use; 0 = all cores but one (at least one).
+    /// Threads one graph may use; 0 = all cores but one (at least one); at
+    /// most 1024 (more is INVALID_ARGUMENT).
     pub intra_op_threads: u32,
-    /// Threads running independent graph branches; 0 = 1.
+    /// Threads running independent graph branches; 0 = 1; at most 1024.
     pub inter_op_threads: u32,
     /// Non-zero lets ONNX Runtime's threads spin while idle (faster on an idle
     /// machine, steals cycles from a game). Default 0.
@@ -68,8 +72,11 @@ pub struct kiln_runtime_options {
     pub log_user_data: *mut c_void,
     /// Least severe `kiln_log_level` delivered. Default `KILN_LOG_LEVEL_INFO`.
     pub log_level: u32,
-    /// Worker threads for `kiln_job_submit`; 0 = 1. The pool is process-wide
-    /// and sized by the first runtime whose model submits a job.
+    /// Worker threads for `kiln_job_submit`; 0 = 1, at most 64 (more is
+    /// INVALID_ARGUMENT). The pool is process-wide: each submit grows it to
+    /// the `job_workers` of the submitting model's runtime if it has fewer, so
+    /// it has the largest count any submitting runtime asked for; it never
+    /// shrinks. Polling, waiting, cancelling or freeing never starts a thread.
     pub job_workers: u32,
     /// Preferred execution providers (`kiln_provider` values), best first, or
     /// NULL for the CPU only. Copied during the call.
@@ -118,11 +125,11 @@ pub enum kiln_residency {
 /// `sizeof` of the first published layout, which ended after
 /// `embedding_cache_entries` (rounded up to the struct's alignment, as a C
 /// compiler pads it).
-const RUNTIME_OPTIONS_V1: usize = {
-    let end = std::mem::offset_of!(kiln_runtime_options, embedding_cache_entries) + std::mem::size_of::<u32>();
-    let align = std::mem::align_of::<kiln_runtime_options>();
-    end.div_ceil(align) * align
-};
+const RUNTIME_OPTIONS_V1: usize = layout_before!(kiln_runtime_options, graph_cache_dir);
+
+/// Sizes of the published layouts before the current one: without
+/// `graph_cache_dir`, then without `sequential_load`.
+const RUNTIME_OPTIONS_OLDER: [usize; 2] = [RUNTIME_OPTIONS_V1, layout_before!(kiln_runtime_options, sequential_load)];
 
 fn default_runtime_options() -> kiln_runtime_options {
     kiln_runtime_options {
@@ -157,6 +164,9 @@ pub unsafe extern "C" fn kiln_runtime_options_init(options: *mut kiln_runtime_op
     })
 }
 
+/// Largest `intra_op_threads` / `inter_op_threads` accepted.
+const MAX_ORT_THREADS: u32 = 1024;
+
 struct UserData(*mut c_void);
 // SAFETY: the header makes thread-safety of user_data the caller's contract.
 unsafe impl Send for UserData {}
@@ -183,7 +193,7 @@ pub unsafe extern "C" fn kiln_runtime_create(
             default_runtime_options()
         } else {
             // SAFETY: caller passes a struct of at least struct_size bytes.
-            unsafe { read_versioned(options, default_runtime_options(), RUNTIME_OPTIONS_V1, "options")? }
+            unsafe { read_versioned(options, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options")? }
         };
         // SAFETY: NUL-terminated per the header.
         let path = unsafe { utf8_opt(o.onnxruntime_path, "options->onnxruntime_path")? };
@@ -191,6 +201,18 @@ pub unsafe extern "C" fn kiln_runtime_create(
         let graph_cache_dir = unsafe { utf8_opt(o.graph_cache_dir, "options->graph_cache_dir")? };
         if graph_cache_dir == Some("") {
             return Err(Error::invalid("options->graph_cache_dir is empty; pass NULL for no cache"));
+        }
+        if o.job_workers as usize > crate::jobs::MAX_JOB_WORKERS {
+            return Err(Error::invalid(format!(
+                "options->job_workers {} is over the limit of {}",
+                o.job_workers,
+                crate::jobs::MAX_JOB_WORKERS
+            )));
+        }
+        for (name, v) in [("intra_op_threads", o.intra_op_threads), ("inter_op_threads", o.inter_op_threads)] {
+            if v > MAX_ORT_THREADS {
+                return Err(Error::invalid(format!("options->{name} {v} is over the limit of {MAX_ORT_THREADS}")));
+            }
         }
         let log_level = match o.log_level {
             0 => LogLevel::Debug,
@@ -255,7 +277,10 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
     Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0, ..Default::default() })
 }
 
-/// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid.
+/// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid,
+/// and so do jobs queued or running on them: they hold what they need of the
+/// runtime, which is released with the last of them. Do not destroy it while a
+/// call on it (a model load) is in progress on another thread.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_runtime_destroy(runtime: *mut kiln_runtime) {
     boundary_void!({
@@ -274,6 +299,8 @@ pub unsafe extern "C" fn kiln_runtime_onnxruntime_version(
     len_out: *mut usize,
 ) -> kiln_status {
     boundary!({
+        // SAFETY: forwarded caller contract.
+        unsafe { clear_string_outs(buf, buf_len, len_out) };
         // SAFETY: NULL or a live handle.
         let rt = unsafe { handles::borrow(runtime)? };
         // SAFETY: forwarded caller contract.
@@ -291,6 +318,8 @@ pub unsafe extern "C" fn kiln_runtime_onnxruntime_path(
     len_out: *mut usize,
 ) -> kiln_status {
     boundary!({
+        // SAFETY: forwarded caller contract.
+        unsafe { clear_string_outs(buf, buf_len, len_out) };
         // SAFETY: NULL or a live handle.
         let rt = unsafe { handles::borrow(runtime)? };
         let path = rt.onnxruntime_path().to_string_lossy().into_owned();
@@ -316,7 +345,7 @@ mod tests {
         let mut o = default_runtime_options();
         o.struct_size = RUNTIME_OPTIONS_V1 as u32;
         o.graph_cache_dir = c"/must/not/be/read".as_ptr();
-        let read = unsafe { read_versioned(&o, default_runtime_options(), RUNTIME_OPTIONS_V1, "options") }.unwrap();
+        let read = unsafe { read_versioned(&o, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options") }.unwrap();
         assert!(read.graph_cache_dir.is_null());
         let o = default_runtime_options();
         assert_eq!(o.struct_size as usize, std::mem::size_of::<kiln_runtime_options>());
@@ -329,10 +358,10 @@ mod tests {
         let mut o = default_runtime_options();
         o.struct_size = v2 as u32;
         o.sequential_load = 1;
-        let read = unsafe { read_versioned(&o, default_runtime_options(), RUNTIME_OPTIONS_V1, "options") }.unwrap();
+        let read = unsafe { read_versioned(&o, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options") }.unwrap();
         assert_eq!(read.sequential_load, 0);
         o.struct_size = std::mem::size_of::<kiln_runtime_options>() as u32;
-        let read = unsafe { read_versioned(&o, default_runtime_options(), RUNTIME_OPTIONS_V1, "options") }.unwrap();
+        let read = unsafe { read_versioned(&o, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options") }.unwrap();
         assert_eq!(read.sequential_load, 1);
     }
 }

@@ -4,7 +4,8 @@ use std::ffi::c_char;
 use crate::error::ErrorKind;
 
 /// Result of a fallible call. 0 is success; values are grouped by family
-/// (1xx argument, 2xx model/IO, 3xx runtime/provider, 4xx flow, 9xx internal)
+/// (1xx argument, 2xx model/IO, 3xx runtime/provider, 4xx flow, 5xx resources,
+/// 9xx internal)
 /// and never renumbered. `kiln_last_error_message` has the details.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub enum kiln_status {
     Cancelled = 400,
     /// The object is busy with another operation.
     Busy = 401,
+    /// Memory for the result could not be allocated (the size was within
+    /// Kiln's documented limits, but the machine had too little free). Nothing
+    /// was changed; the handle stays usable.
+    OutOfMemory = 500,
     /// A bug in Kiln, including a caught panic. The handle stays usable.
     Internal = 900,
 }
@@ -66,6 +71,7 @@ impl From<ErrorKind> for kiln_status {
             ErrorKind::Cancelled => Self::Cancelled,
             ErrorKind::Busy => Self::Busy,
             ErrorKind::InvalidHandle => Self::InvalidHandle,
+            ErrorKind::OutOfMemory => Self::OutOfMemory,
             ErrorKind::Internal => Self::Internal,
         }
     }
@@ -91,15 +97,16 @@ impl kiln_status {
             Self::InferenceFailed => b"KILN_STATUS_INFERENCE_FAILED\0",
             Self::Cancelled => b"KILN_STATUS_CANCELLED\0",
             Self::Busy => b"KILN_STATUS_BUSY\0",
+            Self::OutOfMemory => b"KILN_STATUS_OUT_OF_MEMORY\0",
             Self::Internal => b"KILN_STATUS_INTERNAL\0",
         }
     }
 
-    const ALL: [kiln_status; 18] = [
+    const ALL: [kiln_status; 19] = [
         Self::Ok, Self::NullArgument, Self::InvalidArgument, Self::InvalidUtf8, Self::BufferTooSmall,
         Self::InvalidSize, Self::StructSizeMismatch, Self::InvalidHandle, Self::ModelNotFound, Self::ModelInvalid, Self::Io,
         Self::Unsupported, Self::RuntimeLoadFailed, Self::ProviderUnavailable, Self::InferenceFailed,
-        Self::Cancelled, Self::Busy, Self::Internal,
+        Self::Cancelled, Self::Busy, Self::OutOfMemory, Self::Internal,
     ];
 }
 

@@ -1,5 +1,6 @@
 //! Images out of the pipeline: float RGB from the VAE, RGBA8 for engines, and
 //! copies into caller-owned buffers with a row pitch.
+pub mod limits;
 pub mod material;
 pub mod npy;
 pub mod pixel_art;
@@ -54,31 +55,35 @@ fn quantize(c: f32) -> u8 {
 }
 
 impl Rgba8Image {
-    /// Bytes needed for a caller buffer with the given row pitch.
-    pub fn required_len(&self, row_pitch: usize) -> usize {
-        if self.height == 0 {
-            0
-        } else {
-            row_pitch * (self.height - 1) + self.width * 4
-        }
+    /// Bytes needed for a caller buffer with the given row pitch, or `None`
+    /// when that does not fit in `usize`.
+    pub fn required_len(&self, row_pitch: usize) -> Option<usize> {
+        limits::pitched_len(row_pitch, self.width * 4, self.height)
     }
 
     /// Copies the pixels into `dst`, each row starting `row_pitch` bytes after
     /// the previous (0 = tightly packed). Bytes between rows are left untouched.
+    /// A pitch whose `pitch * (height - 1)` overflows is `BufferTooSmall` (no
+    /// buffer can be that large).
     pub fn copy_to(&self, dst: &mut [u8], row_pitch: usize) -> Result<()> {
         let row = self.width * 4;
         let pitch = if row_pitch == 0 { row } else { row_pitch };
         if pitch < row {
             return Err(Error::invalid(format!("row pitch {pitch} is smaller than one row ({row} bytes)")));
         }
-        let need = self.required_len(pitch);
+        let Some(need) = self.required_len(pitch) else {
+            return Err(Error::new(
+                ErrorKind::BufferTooSmall,
+                format!("a {}x{} RGBA8 image with row pitch {pitch} needs more bytes than fit in size_t", self.width, self.height),
+            ));
+        };
         if dst.len() < need {
             return Err(Error::new(
                 ErrorKind::BufferTooSmall,
                 format!("buffer holds {} bytes; a {}x{} RGBA8 image with row pitch {pitch} needs {need}", dst.len(), self.width, self.height),
             ));
         }
-        for (y, src) in self.pixels.chunks_exact(row).enumerate() {
+        for (y, src) in self.pixels.chunks_exact(row.max(1)).enumerate() {
             dst[y * pitch..y * pitch + row].copy_from_slice(src);
         }
         Ok(())
@@ -144,5 +149,8 @@ mod tests {
         let mut small = vec![0u8; 19];
         assert_eq!(img.copy_to(&mut small, 12).unwrap_err().kind(), ErrorKind::BufferTooSmall);
         assert_eq!(img.copy_to(&mut buf, 4).unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // A pitch whose `pitch * (height - 1)` wraps must not pass the length check.
+        assert_eq!(img.copy_to(&mut buf, usize::MAX).unwrap_err().kind(), ErrorKind::BufferTooSmall);
+        assert_eq!(img.copy_to(&mut buf, usize::MAX / 2 + 1).unwrap_err().kind(), ErrorKind::BufferTooSmall);
     }
 }

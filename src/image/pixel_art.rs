@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use super::limits::{check_image_size, try_filled};
 use super::Rgba8Image;
 use crate::error::{Error, Result};
 
@@ -73,12 +74,18 @@ pub fn grid_size(width: usize, height: usize, cell: u32) -> (usize, usize) {
 
 /// Turns `image` into pixel art; see [`PixelArtOptions`].
 ///
-/// Errors (`InvalidArgument`): `cell` or `scale` 0, `KMeans(0)` or more than
-/// 256 colours, an empty or over-long palette, a 0 alpha threshold, an output
-/// too large to address.
+/// Errors: `InvalidArgument` for `cell` or `scale` 0, `KMeans(0)` or more
+/// than 256 colours, an empty or over-long palette, a 0 alpha threshold;
+/// `InvalidSize` for an output past
+/// [`MAX_IMAGE_SIDE`](super::limits::MAX_IMAGE_SIDE) on a side (checked
+/// before any work); `OutOfMemory` when its pixels cannot be allocated.
 pub fn pixel_art(image: &Rgba8Image, options: &PixelArtOptions) -> Result<Rgba8Image> {
     validate(options)?;
     let (gw, gh) = grid_size(image.width, image.height, options.cell);
+    let scale = options.scale as usize;
+    let (ow, oh) = (gw.saturating_mul(scale), gh.saturating_mul(scale));
+    check_image_size(ow, oh, &format!("pixel art of a {gw}x{gh} grid at scale {scale}"))?;
+    let mut pixels = try_filled(ow * oh * 4, 0u8, "the pixel art image")?;
     let mut cells = cell_colors(image, options.cell as usize, options.cell_color);
     if let Some(t) = options.alpha_threshold {
         for c in &mut cells {
@@ -93,13 +100,6 @@ pub fn pixel_art(image: &Rgba8Image, options: &PixelArtOptions) -> Result<Rgba8I
         }
         Quantize::Palette(p) => map_to_palette(&mut cells, p),
     }
-    let scale = options.scale as usize;
-    let (ow, oh) = (gw.checked_mul(scale), gh.checked_mul(scale));
-    let (ow, oh) = match (ow, oh) {
-        (Some(w), Some(h)) if w.checked_mul(h).and_then(|n| n.checked_mul(4)).is_some() => (w, h),
-        _ => return Err(Error::invalid(format!("a {gw}x{gh} grid at scale {scale} is too large"))),
-    };
-    let mut pixels = vec![0u8; ow * oh * 4];
     for (y, row) in pixels.chunks_exact_mut(ow * 4).enumerate() {
         let gy = y / scale;
         for (x, px) in row.chunks_exact_mut(4).enumerate() {

@@ -163,24 +163,40 @@ struct Slot {
 
 struct State {
     queue: BinaryHeap<Queued>,
+    /// Jobs freed while still queued: a worker reports FINISHED (cancelled)
+    /// to their observer before taking new work, then drops them.
+    released: Vec<Queued>,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     seq: u64,
     shutdown: bool,
 }
 
-/// The process-wide pool, started by the first job. Its workers live for the
-/// process (idle ones sleep on a condition variable); being global, it is never
-/// dropped from one of its own threads.
-pub fn global_pool(workers: usize) -> &'static JobPool {
+/// Most worker threads the pool runs (`kiln_runtime_options.job_workers`).
+pub const MAX_JOB_WORKERS: usize = 64;
+
+/// The process-wide job table and its workers. Looking a job up (poll, wait,
+/// cancel, free) never starts a thread; [`JobPool::submit`] starts workers up
+/// to the count it asks for. Being global, it is never dropped from one of
+/// its own threads.
+pub fn job_table() -> &'static JobPool {
     static POOL: std::sync::OnceLock<JobPool> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| JobPool::new(workers))
+    POOL.get_or_init(|| JobPool::new(0))
+}
+
+/// The process-wide pool with at least `runtime`'s `job_workers` threads: the
+/// pool grows to the largest count any runtime that submitted asked for, and
+/// never shrinks (idle workers sleep).
+pub fn pool_for(runtime: &crate::runtime::Runtime) -> Result<&'static JobPool> {
+    let pool = job_table();
+    pool.ensure_workers(runtime.job_workers())?;
+    Ok(pool)
 }
 
 /// A pool of worker threads and the table of jobs it owns.
 pub struct JobPool {
     state: Arc<(Mutex<State>, Condvar)>,
-    workers: Vec<std::thread::JoinHandle<()>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 fn make_id(index: u32, generation: u32) -> u64 {
@@ -188,22 +204,51 @@ fn make_id(index: u32, generation: u32) -> u64 {
 }
 
 impl JobPool {
-    /// Starts `workers` threads (at least one).
+    /// Makes a pool with `workers` threads (0 = none until
+    /// [`ensure_workers`](Self::ensure_workers) or a submit asks).
     pub fn new(workers: usize) -> Self {
         let state = Arc::new((
-            Mutex::new(State { queue: BinaryHeap::new(), slots: Vec::new(), free_slots: Vec::new(), seq: 0, shutdown: false }),
+            Mutex::new(State {
+                queue: BinaryHeap::new(),
+                released: Vec::new(),
+                slots: Vec::new(),
+                free_slots: Vec::new(),
+                seq: 0,
+                shutdown: false,
+            }),
             Condvar::new(),
         ));
-        let workers = (0..workers.max(1))
-            .map(|i| {
-                let state = Arc::clone(&state);
-                std::thread::Builder::new()
-                    .name(format!("kiln-worker-{i}"))
-                    .spawn(move || worker(&state))
-                    .expect("spawning a worker thread")
-            })
-            .collect();
-        Self { state, workers }
+        let pool = Self { state, workers: Mutex::new(Vec::new()) };
+        // A thread that cannot start leaves the pool smaller; submit reports it.
+        let _ = pool.ensure_workers(workers);
+        pool
+    }
+
+    /// Starts worker threads until there are `count` (capped at
+    /// [`MAX_JOB_WORKERS`]); never stops any. Fails only when the system
+    /// cannot start a thread and the pool has none.
+    pub fn ensure_workers(&self, count: usize) -> Result<()> {
+        let count = count.min(MAX_JOB_WORKERS);
+        let mut workers = self.workers.lock();
+        while workers.len() < count {
+            let state = Arc::clone(&self.state);
+            let spawned = std::thread::Builder::new()
+                .name(format!("kiln-worker-{}", workers.len()))
+                .spawn(move || worker(&state));
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) if workers.is_empty() => {
+                    return Err(Error::new(ErrorKind::OutOfMemory, format!("cannot start a job worker thread: {e}")))
+                }
+                Err(_) => break, // run with the workers there are
+            }
+        }
+        Ok(())
+    }
+
+    /// Worker threads running now.
+    pub fn worker_count(&self) -> usize {
+        self.workers.lock().len()
     }
 
     /// Queues a generation and returns its id at once.
@@ -315,9 +360,12 @@ impl JobPool {
     }
 
     /// Releases the job: cancels it if it has not ended, frees its image, and
-    /// makes the id stale. A worker still running it stops and drops it.
+    /// makes the id stale. A worker still running it stops and drops it. A job
+    /// still queued is taken out of the queue and handed to a worker, which
+    /// reports FINISHED (cancelled) to its observer before any other work: an
+    /// observer hears FINISHED exactly once, whenever the job is freed.
     pub fn release(&self, id: u64) -> Result<()> {
-        let (lock, _) = &*self.state;
+        let (lock, cv) = &*self.state;
         let mut st = lock.lock();
         let job = lookup(&st, id)?;
         cancel_job(&job);
@@ -326,6 +374,14 @@ impl JobPool {
         slot.job = None;
         slot.generation = slot.generation.wrapping_add(1).max(1);
         st.free_slots.push(index as u32);
+        if JobState::from_u32(job.state.load(Ordering::Acquire)) == JobState::Queued {
+            let queue = std::mem::take(&mut st.queue).into_vec();
+            let (freed, kept): (Vec<Queued>, Vec<Queued>) = queue.into_iter().partition(|q| q.id == id);
+            st.queue = kept.into();
+            // Without an observer nobody needs to hear of it: drop it here.
+            st.released.extend(freed.into_iter().filter(|q| q.config.observer.is_some()));
+            cv.notify_one();
+        }
         Ok(())
     }
 }
@@ -353,13 +409,23 @@ fn worker(state: &(Mutex<State>, Condvar)) {
         let (item, job) = {
             let mut st = lock.lock();
             loop {
+                if let Some(freed) = st.released.pop() {
+                    drop(st);
+                    if let Some(observer) = &freed.config.observer {
+                        let finished = JobEvent::Finished { state: JobState::Cancelled };
+                        notify(observer.as_ref(), freed.id, &finished);
+                    }
+                    drop(freed);
+                    st = lock.lock();
+                    continue;
+                }
                 if st.shutdown {
                     return;
                 }
                 if let Some(item) = st.queue.pop() {
                     match lookup(&st, item.id) {
                         Ok(job) => break (item, job),
-                        Err(_) => continue, // released while queued
+                        Err(_) => continue, // released while queued, without an observer
                     }
                 }
                 cv.wait(&mut st);
@@ -465,7 +531,7 @@ impl Drop for JobPool {
             }
             cv.notify_all();
         }
-        for w in self.workers.drain(..) {
+        for w in self.workers.get_mut().drain(..) {
             let _ = w.join();
         }
     }

@@ -295,6 +295,9 @@ fn load_error(name: &str, path: &str, e: ort::Error) -> Error {
     let text = e.to_string();
     let kind = if text.contains("Protobuf parsing failed") || text.contains("INVALID_PROTOBUF") || text.contains("Load model") {
         ErrorKind::ModelInvalid
+    } else if text.contains("does not exist") || text.contains("NO_SUCHFILE") {
+        // A per-stage graph reloaded after its folder was deleted or moved.
+        ErrorKind::ModelNotFound
     } else {
         ErrorKind::Inference
     };

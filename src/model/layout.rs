@@ -144,27 +144,32 @@ impl ModelLayout {
         let unet_json = optional_json("unet/config.json")?;
         let unet_path = root.join("unet/config.json");
         let unet_config = UnetConfig {
-            sample_size: get_usize(&unet_json, "sample_size", &unet_path)?.unwrap_or(64),
-            in_channels: get_usize(&unet_json, "in_channels", &unet_path)?.unwrap_or(4),
-            levels: get_array_len(&unet_json, "block_out_channels", &unet_path)?.unwrap_or(4),
+            sample_size: get_usize_in(&unet_json, "sample_size", &unet_path, 1..=1024)?.unwrap_or(64),
+            in_channels: get_usize_in(&unet_json, "in_channels", &unet_path, 1..=64)?.unwrap_or(4),
+            levels: in_range(get_array_len(&unet_json, "block_out_channels", &unet_path)?, "block_out_channels", &unet_path, 1..=8)?.unwrap_or(4),
             time_cond_proj_dim: get_usize(&unet_json, "time_cond_proj_dim", &unet_path)?,
         };
 
         // optimum writes the AutoencoderKL config beside each VAE half.
         let vae_path = root.join("vae_decoder/config.json");
         let vae_json = optional_json("vae_decoder/config.json")?;
-        let vae_levels = get_array_len(&vae_json, "block_out_channels", &vae_path)?.unwrap_or(4);
+        let vae_levels = in_range(get_array_len(&vae_json, "block_out_channels", &vae_path)?, "block_out_channels", &vae_path, 1..=8)?.unwrap_or(4);
         let vae_config = VaeConfig {
-            latent_channels: get_usize(&vae_json, "latent_channels", &vae_path)?.unwrap_or(4),
-            scaling_factor: get_f64(&vae_json, "scaling_factor", &vae_path)?.unwrap_or(0.18215) as f32,
+            latent_channels: get_usize_in(&vae_json, "latent_channels", &vae_path, 1..=64)?.unwrap_or(4),
+            scaling_factor: match get_f64(&vae_json, "scaling_factor", &vae_path)? {
+                Some(f) if !(f.is_finite() && f > 0.0 && (f as f32).is_normal()) => {
+                    return Err(Error::model(format!("{}: `scaling_factor` {f} must be a positive number", vae_path.display())))
+                }
+                f => f.unwrap_or(0.18215) as f32,
+            },
             downsampling: 1 << vae_levels.saturating_sub(1),
         };
 
         let text_path = root.join("text_encoder/config.json");
         let text_json = optional_json("text_encoder/config.json")?;
         let text_config = TextConfig {
-            hidden_size: get_usize(&text_json, "hidden_size", &text_path)?.unwrap_or(768),
-            max_position_embeddings: get_usize(&text_json, "max_position_embeddings", &text_path)?.unwrap_or(77),
+            hidden_size: get_usize_in(&text_json, "hidden_size", &text_path, 1..=65536)?.unwrap_or(768),
+            max_position_embeddings: get_usize_in(&text_json, "max_position_embeddings", &text_path, 1..=4096)?.unwrap_or(77),
         };
 
         Ok(Self {
@@ -251,6 +256,25 @@ fn quote_non_finite(text: &str) -> String {
     out
 }
 
+
+/// An optional integer field that must lie in `range`: absurd values (a
+/// latent of 0 channels, 2^40-pixel samples) are the file's error at load,
+/// not a confusing failure, or an overflow, later.
+fn get_usize_in(v: &Value, key: &str, file: &Path, range: std::ops::RangeInclusive<usize>) -> Result<Option<usize>> {
+    in_range(get_usize(v, key, file)?, key, file, range)
+}
+
+fn in_range(n: Option<usize>, key: &str, file: &Path, range: std::ops::RangeInclusive<usize>) -> Result<Option<usize>> {
+    match n {
+        Some(n) if !range.contains(&n) => Err(Error::model(format!(
+            "{}: `{key}` is {n}; Kiln reads {}..={}",
+            file.display(),
+            range.start(),
+            range.end()
+        ))),
+        n => Ok(n),
+    }
+}
 
 fn get_usize(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {
     match v.get(key) {

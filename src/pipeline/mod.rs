@@ -203,12 +203,15 @@ impl Model {
     }
 }
 
+/// Largest width or height a generation (and a texture extension) may have.
+pub const MAX_GENERATE_SIDE: usize = 8192;
+
 fn check_size(m: &ModelInner, request: &GenerateRequest) -> Result<(usize, usize)> {
     let default = m.layout.default_size();
     let multiple = m.layout.size_multiple();
     let width = if request.width == 0 { default } else { request.width };
     let height = if request.height == 0 { default } else { request.height };
-    const MAX_SIDE: usize = 8192;
+    const MAX_SIDE: usize = MAX_GENERATE_SIDE;
     for (what, v) in [("width", width), ("height", height)] {
         if v % multiple != 0 || v > MAX_SIDE {
             return Err(Error::new(
@@ -290,7 +293,17 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             std::borrow::Cow::Owned(merged)
         }
     };
-    let mut scheduler = scheduler::build(request.scheduler, &scheduler_config, request.steps)?;
+    let mut scheduler = match scheduler::build(request.scheduler, &scheduler_config, request.steps) {
+        // A value the caller's overrides brought in is the caller's argument,
+        // not a broken model: say so when the model's own config builds.
+        Err(e) if e.kind() == ErrorKind::ModelInvalid
+            && request.scheduler_overrides.is_some()
+            && scheduler::build(request.scheduler, &m.layout.scheduler_config, request.steps).is_ok() =>
+        {
+            return Err(Error::invalid(format!("options->scheduler_overrides: {}", e.message())));
+        }
+        other => other?,
+    };
     let channels = m.layout.vae_config.latent_channels;
     let f = m.layout.vae_config.downsampling;
     let latent_shape = [1, channels, height / f, width / f];

@@ -24,7 +24,18 @@ impl Model {
     /// multiple of the model's size multiple.
     pub fn extend_texture(&self, request: &GenerateRequest, image: &InitImage, extend: Extend) -> Result<Generation> {
         check_image(image)?;
-        let (w, h) = (image.width + extend.left + extend.right, image.height + extend.top + extend.bottom);
+        // Checked before anything is allocated: a caller may ask for 2^31 pixels a side.
+        let side = |a: usize, b: usize, c: usize| a.checked_add(b).and_then(|n| n.checked_add(c)).unwrap_or(usize::MAX);
+        let (w, h) = (side(image.width, extend.left, extend.right), side(image.height, extend.top, extend.bottom));
+        if w > super::MAX_GENERATE_SIDE || h > super::MAX_GENERATE_SIDE {
+            return Err(Error::new(
+                ErrorKind::InvalidSize,
+                format!(
+                    "the extended texture would be {w}x{h}; each side must be at most {}",
+                    super::MAX_GENERATE_SIDE
+                ),
+            ));
+        }
         let multiple = self.info().size_multiple;
         if w % multiple != 0 || h % multiple != 0 {
             return Err(Error::new(

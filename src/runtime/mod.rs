@@ -150,9 +150,10 @@ impl Runtime {
         self.inner.graph_cache.as_ref().map(|c| c.stats()).unwrap_or_default()
     }
 
-    /// The process-wide job pool (started on first use).
-    pub fn jobs(&self) -> &'static crate::jobs::JobPool {
-        crate::jobs::global_pool(self.inner.job_workers)
+    /// Worker threads this runtime asks of the process-wide job pool
+    /// (`kiln::jobs::pool_for`), at least 1.
+    pub fn job_workers(&self) -> usize {
+        self.inner.job_workers
     }
 
     pub(crate) fn logger(&self) -> &log::Logger {

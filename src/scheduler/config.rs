@@ -92,14 +92,32 @@ impl SchedulerConfig {
             }
         };
         let num_train_timesteps = num("num_train_timesteps", 1000.0)?;
-        if !(1.0..=100_000.0).contains(&num_train_timesteps) {
-            return Err(bad("num_train_timesteps", "is out of range"));
+        // Two at least: the sigma schedulers interpolate between neighbours.
+        if !(2.0..=100_000.0).contains(&num_train_timesteps) || num_train_timesteps.fract() != 0.0 {
+            return Err(bad("num_train_timesteps", &format!("is {num_train_timesteps}; it must be a whole number from 2 to 100000")));
+        }
+        let steps_offset = num("steps_offset", 0.0)?;
+        if !(0.0..num_train_timesteps).contains(&steps_offset) || steps_offset.fract() != 0.0 {
+            return Err(bad("steps_offset", &format!("is {steps_offset}; it must be a whole number below num_train_timesteps")));
+        }
+        let unit = |key: &str, default: f64| -> Result<f64> {
+            let x = num(key, default)?;
+            if (0.0..=1.0).contains(&x) { Ok(x) } else { Err(bad(key, &format!("is {x}; it must be within 0..=1"))) }
+        };
+        let (beta_start, beta_end) = (unit("beta_start", 0.0001)?, unit("beta_end", 0.02)?);
+        let clip_sample_range = num("clip_sample_range", 1.0)?;
+        if clip_sample_range.is_nan() || clip_sample_range <= 0.0 {
+            return Err(bad("clip_sample_range", &format!("is {clip_sample_range}; it must be above 0")));
         }
         let trained = match v.get("trained_betas") {
             None | Some(Value::Null) => None,
             Some(Value::Array(a)) => Some(
                 a.iter()
-                    .map(|x| x.as_f64().ok_or_else(|| bad("trained_betas", "must hold numbers")))
+                    .map(|x| {
+                        x.as_f64()
+                            .filter(|b| (0.0..=1.0).contains(b))
+                            .ok_or_else(|| bad("trained_betas", "must hold numbers within 0..=1"))
+                    })
                     .collect::<Result<Vec<f64>>>()?,
             ),
             Some(_) => return Err(bad("trained_betas", "must be a list")),
@@ -134,14 +152,14 @@ impl SchedulerConfig {
             class_name: v.get("_class_name").and_then(|x| x.as_str()).map(str::to_string),
             num_train_timesteps: num_train_timesteps as usize,
             beta_schedule,
-            beta_start: num("beta_start", 0.0001)?,
-            beta_end: num("beta_end", 0.02)?,
+            beta_start,
+            beta_end,
             prediction_type,
             timestep_spacing,
-            steps_offset: num("steps_offset", 0.0)? as usize,
+            steps_offset: steps_offset as usize,
             set_alpha_to_one: flag("set_alpha_to_one", true)?,
             clip_sample: flag("clip_sample", true)?,
-            clip_sample_range: num("clip_sample_range", 1.0)?,
+            clip_sample_range,
             rescale_betas_zero_snr: flag("rescale_betas_zero_snr", false)?,
             raw: v.clone(),
         })

@@ -30,10 +30,13 @@ impl Ddim {
             prediction_type: config.prediction_type,
             clip: config.clip_sample.then_some(config.clip_sample_range),
             threshold: if config.extra_flag("thresholding", false)? {
-                Some((
-                    config.extra_num("dynamic_thresholding_ratio")?.unwrap_or(0.995),
-                    config.extra_num("sample_max_value")?.unwrap_or(1.0),
-                ))
+                let ratio = config.extra_num("dynamic_thresholding_ratio")?.unwrap_or(0.995);
+                if !(0.0..=1.0).contains(&ratio) {
+                    return Err(crate::error::Error::model(format!(
+                        "scheduler_config.json: `dynamic_thresholding_ratio` is {ratio}; it must be within 0..=1"
+                    )));
+                }
+                Some((ratio, config.extra_num("sample_max_value")?.unwrap_or(1.0)))
             } else {
                 None
             },

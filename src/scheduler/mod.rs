@@ -261,7 +261,7 @@ pub fn build(kind: SchedulerKind, config_json: &serde_json::Value, steps: usize)
         SchedulerKind::Default => resolve_default(&config)?,
         k => k,
     };
-    Ok(match kind {
+    let scheduler: Box<dyn Scheduler> = match kind {
         SchedulerKind::Ddim => Box::new(Ddim::new(&config, steps)?),
         SchedulerKind::Euler | SchedulerKind::Default => Box::new(Euler::new(&config, steps)?),
         SchedulerKind::Pndm => Box::new(Pndm::new(&config, steps)?),
@@ -273,7 +273,17 @@ pub fn build(kind: SchedulerKind, config_json: &serde_json::Value, steps: usize)
         SchedulerKind::DpmPP2MSde => Box::new(DpmSolverMultistep::new(&config, steps, false, true)?),
         SchedulerKind::UniPc => Box::new(UniPc::new(&config, steps)?),
         SchedulerKind::Lcm => Box::new(Lcm::new(&config, steps)?),
-    })
+    };
+    // Every scheduler indexes its training tables by these timesteps: one
+    // outside them (a large `steps_offset` with leading spacing) is the
+    // config's error, never an out-of-bounds panic later.
+    let last = (config.num_train_timesteps - 1) as f64;
+    if let Some(t) = scheduler.timesteps().iter().find(|t| !(0.0..=last).contains(*t)) {
+        return Err(Error::model(format!(
+            "scheduler_config.json: timestep {t} is outside 0..={last} (check `steps_offset` and `num_train_timesteps`)"
+        )));
+    }
+    Ok(scheduler)
 }
 
 #[cfg(test)]
@@ -341,6 +351,87 @@ mod tests {
         assert_eq!(resolve(json!({"_class_name": "UniPCMultistepScheduler", "use_karras_sigmas": true})), SchedulerKind::Euler);
         assert_eq!(resolve(json!({"_class_name": "LCMScheduler"})), SchedulerKind::Lcm);
         assert_eq!(resolve(json!({"_class_name": "FlowMatchEulerDiscreteScheduler"})), SchedulerKind::Euler);
+    }
+
+    struct Zeros;
+    impl NoiseSource for Zeros {
+        fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+            out.fill(0.0);
+            Ok(())
+        }
+    }
+
+    /// Absurd but well-formed configs (what a caller can put in
+    /// `scheduler_overrides`) must give an error or a usable scheduler for
+    /// every kind, never a panic, and never non-finite latents.
+    #[test]
+    fn absurd_configs_are_errors_not_panics() {
+        use serde_json::json;
+        let base = json!({
+            "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000,
+            "prediction_type": "epsilon", "set_alpha_to_one": false, "skip_prk_steps": true,
+            "steps_offset": 1, "timestep_spacing": "leading"
+        });
+        let absurd = [
+            json!({"steps_offset": 1e30}),
+            json!({"steps_offset": -1}),
+            json!({"steps_offset": 999}),
+            json!({"steps_offset": 0.5}),
+            json!({"num_train_timesteps": 1}),
+            json!({"num_train_timesteps": 2}),
+            json!({"num_train_timesteps": 1.5}),
+            json!({"num_train_timesteps": 1e30}),
+            json!({"num_train_timesteps": -5}),
+            json!({"beta_start": 5.0}),
+            json!({"beta_start": -1.0, "beta_end": -2.0}),
+            json!({"beta_end": 1.0, "beta_schedule": "linear"}),
+            json!({"beta_start": 1e300, "beta_end": 1e300}),
+            json!({"clip_sample": true, "clip_sample_range": -1e30}),
+            json!({"trained_betas": [0.5, 0.5], "num_train_timesteps": 2}),
+            json!({"trained_betas": [2.0, -1.0], "num_train_timesteps": 2}),
+            json!({"timestep_spacing": "trailing", "num_train_timesteps": 3}),
+            json!({"timestep_spacing": "linspace", "num_train_timesteps": 2}),
+            json!({"original_inference_steps": 1e30}),
+            json!({"original_inference_steps": 0}),
+            json!({"solver_order": 1e30}),
+            json!({"lambda_min_clipped": "inf"}),
+            json!({"sigma_min": -1, "sigma_max": -1, "use_karras_sigmas": true}),
+            json!({"thresholding": true, "dynamic_thresholding_ratio": 5.0, "sample_max_value": -1}),
+            json!({"rescale_betas_zero_snr": true, "num_train_timesteps": 2}),
+            json!({"eta": 1e30}),
+        ];
+        let kinds: Vec<SchedulerKind> = (0..12).filter_map(SchedulerKind::from_u32).collect();
+        let mut failures = Vec::new();
+        for extra in &absurd {
+            let mut config = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                config[k] = v.clone();
+            }
+            for &kind in &kinds {
+                for steps in [1usize, 2, 3, 20] {
+                    let outcome = std::panic::catch_unwind(|| -> Result<()> {
+                        let mut s = build(kind, &config, steps)?;
+                        let shape = [1usize, 4, 2, 2];
+                        let mut x = ndarray::ArrayD::<f32>::from_elem(ndarray::IxDyn(&shape), 0.5);
+                        let out = ndarray::ArrayD::<f32>::from_elem(ndarray::IxDyn(&shape), 0.1);
+                        let calls = s.timesteps().len();
+                        let _ = s.add_noise(&x, &out, 0);
+                        let _ = s.add_noise(&x, &out, calls.saturating_sub(1));
+                        for i in 0..calls {
+                            let input = s.scale_model_input(&x, i);
+                            let _ = input;
+                            x = s.step(&out, i, &x, &mut Zeros)?;
+                        }
+                        Ok(())
+                    });
+                    if outcome.is_err() {
+                        failures.push(format!("{kind:?} steps {steps} with {extra}"));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{} panics:\n{}", failures.len(), failures.join("\n"));
     }
 }
 
