@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-#[allow(unused)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -307,5 +306,204 @@ fn dds_files_load_in_an_independent_reader_and_every_mip_level_tiles() {
                 assert!(s <= bound, "{name} level {l} {axis:?}: seam score {s} over {bound}");
             }
         }
+    }
+}
+
+/// Spawns a bake with stderr piped; returns the child and a reader of its lines.
+fn spawn_bake(manifest: &Path, out: &Path, env: &[(&str, &str)]) -> (std::process::Child, std::io::Lines<BufReader<std::process::ChildStderr>>) {
+    let report = out.with_extension("report.json");
+    let mut cmd = Command::new(bin());
+    cmd.arg(manifest).arg("--out").arg(out).arg("--report").arg(&report).stderr(Stdio::piped()).stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+#[test]
+fn a_bake_killed_midway_leaves_no_truncated_file_and_a_rerun_completes() {
+    let dir = scratch("kill");
+    let manifest = example_manifest_in(&dir);
+    let out = dir.join("out");
+    // The hook pauses between a complete temporary file and its rename, and
+    // says so: the kill lands in the middle of the second asset's writes.
+    let (mut child, mut lines) = spawn_bake(&manifest, &out, &[("KILN_BAKE_PAUSE_BEFORE_RENAME_MS", "2000")]);
+    let mut temporaries = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(tmp) = line.strip_prefix("kiln-bake: wrote temporary ") {
+            temporaries.push(PathBuf::from(tmp));
+            if temporaries.len() == 5 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(temporaries.len(), 5, "the bake wrote five files before the kill");
+    let pending = temporaries.last().unwrap();
+    println!("killed while {} waited for its rename", pending.display());
+    assert!(pending.is_file(), "the temporary is whole and hidden");
+    assert!(pending.file_name().unwrap().to_string_lossy().starts_with('.'));
+    assert!(!out.join("ground_grass.dds").exists(), "the asset in flight has no output under its real name");
+    assert!(!out.join("ground_grass.kiln-key").exists(), "and no key, so it is redone");
+    assert!(out.join("ground_cobblestone.kiln-key").is_file(), "the first asset finished, key last");
+    let checked = assert_no_truncated_file(&out);
+    println!("{checked} files checked whole after the kill");
+
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("removed 1 temporary file"), "{}", stderr(&o));
+    assert_eq!(statuses(&report)["ground_cobblestone"], "skipped", "finished before the kill");
+    assert_eq!(names_with(&report, "baked").len(), EXAMPLE_ASSETS.len(), "the other five assets and the atlas");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".kiln-tmp")).collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(assert_no_truncated_file(&out), 17);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_the_running_job_and_exits_cleanly() {
+    let dir = scratch("interrupt");
+    let manifest = example_manifest_in(&dir);
+    let out = dir.join("out");
+    let (mut child, mut lines) = spawn_bake(&manifest, &out, &[]);
+    for line in lines.by_ref() {
+        if line.unwrap().contains("ground_grass: generating") {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    println!("{}", rest.join("\n"));
+    assert_eq!(status.code(), Some(130), "interrupted bakes exit 130");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("report.json")).unwrap()).unwrap();
+    let interrupted: Vec<&str> = report["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["error"].as_str().is_some_and(|m| m.contains("interrupted")))
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    println!("interrupted: {interrupted:?}");
+    assert!(!interrupted.is_empty() && !interrupted.contains(&"ground_cobblestone"));
+    assert!(std::fs::read_dir(&out).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".kiln-tmp")), "no temporaries left");
+    assert_no_truncated_file(&out);
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for name in interrupted {
+        assert_eq!(statuses(&report)[name], "baked", "{name} is finished by the rerun");
+    }
+}
+
+fn generate_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join(if cfg!(windows) { "generate.exe" } else { "generate" });
+    assert!(bin.exists(), "{} is missing: plain `cargo test` builds the examples; else `cargo build --release --example generate`", bin.display());
+    bin
+}
+
+/// A PNG's pixels (RGBA8) and its text chunks.
+fn read_png(path: &Path) -> (Vec<u8>, BTreeMap<String, String>) {
+    let decoder = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = decoder.read_info().unwrap();
+    let text = reader.info().uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    (image::open(path).unwrap().to_rgba8().into_raw(), text)
+}
+
+#[test]
+fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
+    let dir = scratch("parity");
+    let model = bundled_model();
+    let manifest = dir.join("parity.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\n\
+             [[asset]]\nname = \"brick\"\nprompt = \"red brick wall\"\nnegative_prompt = \"blurry\"\nseed = 4\nsteps = 6\nscheduler = \"euler_a\"\nguidance = 5.0\nseamless = \"xy\"\nnormal_map = true\nheight_map = true\n\
+             [[asset]]\nname = \"gem\"\nprompt = \"red gem\"\nseed = 2\nsteps = 5\nscheduler = \"ddim\"\nsize = [48, 32]\nsprite = true\npixel_art = \"4:8\"\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, _) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let generate = |args: &[&str], files: &[(&str, &str)]| {
+        let mut cmd = Command::new(generate_bin());
+        cmd.arg("--model").arg(&model).args(args);
+        for (flag, name) in files {
+            cmd.arg(flag).arg(dir.join(name));
+        }
+        let r = cmd.output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    };
+    generate(
+        &["--prompt", "red brick wall", "--negative-prompt", "blurry", "--seed", "4", "--steps", "6", "--scheduler", "euler_a", "--guidance", "5", "--seamless", "xy"],
+        &[("--out", "brick.png"), ("--normal-map", "brick_n.png"), ("--height-map", "brick_h.png")],
+    );
+    generate(
+        &["--prompt", "red gem", "--seed", "2", "--steps", "5", "--scheduler", "ddim", "--width", "48", "--height", "32", "--sprite", "--pixel-art", "4:8"],
+        &[("--out", "gem.png")],
+    );
+    for (baked, generated) in [("brick.png", "brick.png"), ("brick_normal.png", "brick_n.png"), ("brick_height.png", "brick_h.png"), ("gem.png", "gem.png")] {
+        let (a, ta) = read_png(&out.join(baked));
+        let (b, tb) = read_png(&dir.join(generated));
+        assert!(a == b, "{baked}: kiln-bake's pixels differ from generate's");
+        for key in ["prompt", "negative_prompt", "kiln:settings", "Software"] {
+            assert_eq!(ta.get(key), tb.get(key), "{baked}: text chunk {key}");
+        }
+    }
+    let (_, text) = read_png(&out.join("gem.png"));
+    assert!(text["kiln:settings"].contains("seed=2") && text["kiln:settings"].contains("pixel_art=Some((4, 8))"), "{text:?}");
+}
+
+#[test]
+fn a_failed_asset_does_not_stop_the_others_and_the_exit_status_says_so() {
+    let dir = scratch("failure");
+    let manifest = dir.join("f.toml");
+    // 24 px passes the manifest's check (a multiple of 8) but this model needs multiples of 16.
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nsteps = 2\nformat = \"png\"\n[[asset]]\nname = \"odd_size\"\nsize = [24, 24]\n[[asset]]\nname = \"fine\"\nprompt = \"sand\"\n",
+            bundled_model().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(statuses(&report)["fine"], "baked");
+    assert_eq!(statuses(&report)["odd_size"], "failed");
+    let error = report["assets"][0]["error"].as_str().unwrap();
+    println!("odd_size: {error}");
+    assert!(error.contains("16"), "the report says why: {error}");
+    assert!(!out.join("odd_size.png").exists() && !out.join("odd_size.kiln-key").exists());
+}
+
+#[test]
+fn manifest_errors_name_asset_key_and_line_and_nothing_is_baked() {
+    let dir = scratch("errors");
+    let model = format!("{:?}", bundled_model().display().to_string());
+    let cases = [
+        (format!("[defaults]\nmodel = {model}\n[[asset]]\nname = \"grass\"\nprompt = \"grass\"\ncolour = \"green\"\n"), "line 6, asset \"grass\", key `colour`: unknown field"),
+        (format!("[defaults]\nmodel = {model}\n[[asset]]\nname = \"grass\"\nsteps = 0\n"), "line 5, asset \"grass\", key `steps`: 0 is outside 1..=1000"),
+        (format!("[defaults]\nmodel = {model}\nlora = {{ path = \"moss.safetensors\", scale = 0.8 }}\n[[asset]]\nname = \"a\"\n"), "line 3, asset \"a\", key `lora`: LoRA not supported by this build"),
+        (format!("[defaults]\nmodel = {model}\n[[asset]]\nname = \"a\"\n[[asset]]\nname = \"a\"\n"), "line 6, asset \"a\", key `name`: an earlier asset has this name"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let manifest = dir.join(format!("m{i}.toml"));
+        std::fs::write(&manifest, text).unwrap();
+        let out = dir.join(format!("out{i}"));
+        let (o, _) = bake(&manifest, &out, &[]);
+        assert_eq!(o.status.code(), Some(2), "case {i}");
+        assert!(stderr(&o).contains(want), "case {i}: wanted {want:?} in\n{}", stderr(&o));
+        assert!(!out.exists(), "case {i}: nothing is written for an invalid manifest");
     }
 }
