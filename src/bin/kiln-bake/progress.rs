@@ -62,7 +62,7 @@ impl Progress {
             Self::Bars { .. } => {}
             // Plain logs get a line per quarter, not per step.
             Self::Plain { last_quarter, .. } => {
-                let quarter = if total == 0 { 0 } else { (step * 4 / total) as usize };
+                let quarter = (step * 4).checked_div(total).unwrap_or(0) as usize;
                 if quarter > *last_quarter {
                     *last_quarter = quarter;
                     eprintln!("kiln-bake:        {name}: step {step}/{total}");
