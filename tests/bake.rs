@@ -243,6 +243,7 @@ fn two_shards_cover_the_manifest_exactly_once() {
             *seen.entry(n).or_default() += 1;
         }
     }
+    assert!(!dir.join("big-out").exists(), "a dry run writes nothing");
     assert_eq!(seen.len(), 60, "every asset is in some shard");
     assert!(seen.values().all(|&c| c == 1), "every asset is in exactly one shard");
 }

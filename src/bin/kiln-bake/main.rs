@@ -154,10 +154,13 @@ struct Todo<'a> {
 
 fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     let out = &args.out;
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    let stale = store::remove_stale_temporaries(out).map_err(|e| format!("cannot clean {}: {e}", out.display()))?;
-    if stale > 0 {
-        eprintln!("kiln-bake: removed {stale} temporary file(s) left by an interrupted bake");
+    // A dry run changes nothing on disk.
+    if !args.dry_run {
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let stale = store::remove_stale_temporaries(out).map_err(|e| format!("cannot clean {}: {e}", out.display()))?;
+        if stale > 0 {
+            eprintln!("kiln-bake: removed {stale} temporary file(s) left by an interrupted bake");
+        }
     }
     let selected: Vec<&Asset> = manifest
         .assets
