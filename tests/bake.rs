@@ -486,6 +486,14 @@ fn a_failed_asset_does_not_stop_the_others_and_the_exit_status_says_so() {
     println!("odd_size: {error}");
     assert!(error.contains("16"), "the report says why: {error}");
     assert!(!out.join("odd_size.png").exists() && !out.join("odd_size.kiln-key").exists());
+
+    // Without ONNX Runtime nothing bakes, and the report says so for each asset.
+    let (o, report) = bake(&manifest, &dir.join("out2"), &["--onnxruntime", "/nonexistent/libonnxruntime.so"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for e in report["assets"].as_array().unwrap() {
+        assert_eq!(e["status"], "failed");
+        assert!(e["error"].as_str().unwrap().contains("/nonexistent/libonnxruntime.so"), "{e}");
+    }
 }
 
 #[test]

@@ -221,13 +221,18 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         }
     });
 
-    if !todo.is_empty() {
-        let runtime = Runtime::new(&RuntimeOptions {
-            onnxruntime_path: args.onnxruntime.clone(),
-            intra_op_threads: args.threads,
-            ..Default::default()
-        })
-        .map_err(|e| format!("ONNX Runtime: {e}"))?;
+    let runtime = match todo.is_empty() {
+        true => None,
+        false => Some(Runtime::new(&RuntimeOptions { onnxruntime_path: args.onnxruntime.clone(), intra_op_threads: args.threads, ..Default::default() })),
+    };
+    if let Some(Err(e)) = &runtime {
+        // Nothing can bake; the report still says why for every asset.
+        for Todo { asset, .. } in &todo {
+            progress.finish(&format!("{}: failed: ONNX Runtime: {e}", asset.name));
+            entries.push(failed(asset, format!("ONNX Runtime: {e}"), 0.0));
+        }
+    }
+    if let Some(Ok(runtime)) = &runtime {
         // All assets of one model in a row, so it loads once; file order otherwise.
         let mut order: Vec<usize> = (0..todo.len()).collect();
         let first_of: HashMap<&Path, usize> = todo.iter().enumerate().rev().map(|(i, t)| (t.asset.model.as_path(), i)).collect();
@@ -244,13 +249,13 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 // never holds the plain U-Net (other axes come as views of it).
                 let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| a.model == asset.model));
                 progress.log(&format!("loading model {} (seamless {axes:?})", asset.model.display()));
-                Model::load_with(&runtime, &asset.model, &ModelOptions { seamless: axes, matting: None })
+                Model::load_with(runtime, &asset.model, &ModelOptions { seamless: axes, matting: None })
                     .map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
             let t0 = Instant::now();
             progress.start(&asset.name);
             let result = match model {
-                Ok(model) => bake_one(&runtime, model, asset, key, out, &mut progress),
+                Ok(model) => bake_one(runtime, model, asset, key, out, &mut progress),
                 Err(e) => Err(e.clone()),
             };
             let seconds = t0.elapsed().as_secs_f64();
