@@ -18,6 +18,16 @@ fn main() {
     println!("cargo:rerun-if-env-changed=KILN_PYTHON");
     println!("cargo:rerun-if-env-changed=KILN_ORT_PACKAGE");
 
+    // kiln-bake's block compressor (intel_tex_2) links prebuilt ISPC kernels
+    // whose ASTC part is C++, so the binaries name the C++ runtime (the
+    // library itself never links them).
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target.contains("linux-gnu") || target.contains("android") {
+        println!("cargo:rustc-link-arg-bins=-lstdc++");
+    } else if target.contains("apple") {
+        println!("cargo:rustc-link-arg-bins=-lc++");
+    }
+
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // The header travels with the crate so dependants can find it (`DEP_KILN_INCLUDE`).
     let include = out_dir.join("include");

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use kiln::pipeline::outputs::{self, PostProcess};
 use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise, PromptSyntax};
 use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
 
@@ -343,55 +344,27 @@ fn generate_one(
     eprintln!();
     let gen_s = t1.elapsed().as_secs_f64();
 
-    let mut image = out.image.to_rgba8();
-    if a.height_map.is_some() || a.normal_map.is_some() {
-        use kiln::image::material::{material_maps, MaterialOptions};
-        let maps = material_maps(&image, &MaterialOptions { wrap: a.seamless != Default::default(), ..Default::default() })?;
-        if let Some(p) = &a.height_map {
-            maps.height.save_png(p)?;
-        }
-        if let Some(p) = &a.normal_map {
-            maps.normal.save_png(p)?;
+    let post = PostProcess {
+        sprite: a.sprite,
+        pixel_art: a.pixel_art,
+        height_map: a.height_map.is_some(),
+        normal_map: a.normal_map.is_some(),
+        seamless: a.seamless,
+    };
+    let finished = outputs::finish(model, out.image.to_rgba8(), &post)?;
+    for (path, map) in [(&a.height_map, &finished.height), (&a.normal_map, &finished.normal)] {
+        if let (Some(p), Some(map)) = (path, map) {
+            map.save_png(p)?;
         }
     }
-    if a.sprite {
-        let sprite = model.make_sprite(&image, &Default::default(), kiln::model::matting::Matte::Auto)?;
-        match sprite.key {
-            Some(key) => eprintln!("sprite: chroma key {key:?}, visible box {:?}", sprite.bbox),
-            None => eprintln!("sprite: matting graph, visible box {:?}", sprite.bbox),
-        }
-        image = sprite.image;
+    if let Some(note) = &finished.sprite_note {
+        eprintln!("{note}");
     }
-    if let Some((cell, colors)) = a.pixel_art {
-        use kiln::image::pixel_art::{pixel_art, PixelArtOptions, Quantize};
-        image = pixel_art(&image, &PixelArtOptions { cell, quantize: Quantize::KMeans(colors), ..Default::default() })?;
-    }
-    let settings = format!(
-        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?} seamless={:?} init_image={} strength={} sprite={} pixel_art={:?}",
-        request.steps,
-        request.guidance_scale,
-        request.scheduler,
-        request.seed,
-        image.width,
-        image.height,
-        a.init_noise.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
-        request.prompt_syntax,
-        a.seamless,
-        a.init_image.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
-        request.strength,
-        a.sprite,
-        a.pixel_art,
-    );
-    image.save_png_with_text(
-        out_path,
-        &[
-            ("prompt", &request.prompt),
-            ("negative_prompt", &request.negative_prompt),
-            ("kiln:settings", &settings),
-            ("kiln:model", &a.model.display().to_string()),
-            ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION"))),
-        ],
-    )?;
+    let image = finished.image;
+    let from = outputs::Provenance { model: &a.model, init_noise: a.init_noise.as_deref(), init_image: a.init_image.as_deref() };
+    let text = outputs::png_text(&request, &post, &from, image.width, image.height);
+    let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    image.save_png_with_text(out_path, &text)?;
     if let Some(p) = &a.out_npy {
         kiln::image::npy::write_f32(p, &[out.image.height, out.image.width, 3], &out.image.data)?;
     }

@@ -89,21 +89,27 @@ impl Rgba8Image {
         Ok(())
     }
 
-    /// Writes a PNG file, with optional `tEXt` chunks (key, value).
-    pub fn save_png_with_text(&self, path: &Path, text: &[(&str, &str)]) -> Result<()> {
-        let io = |e: &dyn std::fmt::Display| Error::new(ErrorKind::Io, format!("cannot write {}: {e}", path.display()));
-        let file = std::fs::File::create(path).map_err(|e| io(&e))?;
-        let w = std::io::BufWriter::new(file);
-        let mut encoder = png::Encoder::new(w, self.width as u32, self.height as u32);
+    /// Encodes a PNG in memory, with optional `tEXt` chunks (key, value).
+    pub fn encode_png_with_text(&self, text: &[(&str, &str)]) -> Result<Vec<u8>> {
+        let fail = |e: &dyn std::fmt::Display| Error::new(ErrorKind::Internal, format!("PNG encoding failed: {e}"));
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
         encoder.set_color(png::ColorType::Rgba);
         encoder.set_depth(png::BitDepth::Eight);
         encoder.set_source_srgb(png::SrgbRenderingIntent::Perceptual);
         for (k, v) in text {
-            encoder.add_text_chunk(k.to_string(), v.to_string()).map_err(|e| io(&e))?;
+            encoder.add_text_chunk(k.to_string(), v.to_string()).map_err(|e| fail(&e))?;
         }
-        let mut writer = encoder.write_header().map_err(|e| io(&e))?;
-        writer.write_image_data(&self.pixels).map_err(|e| io(&e))?;
-        writer.finish().map_err(|e| io(&e))
+        let mut writer = encoder.write_header().map_err(|e| fail(&e))?;
+        writer.write_image_data(&self.pixels).map_err(|e| fail(&e))?;
+        writer.finish().map_err(|e| fail(&e))?;
+        Ok(bytes)
+    }
+
+    /// Writes a PNG file, with optional `tEXt` chunks (key, value).
+    pub fn save_png_with_text(&self, path: &Path, text: &[(&str, &str)]) -> Result<()> {
+        let bytes = self.encode_png_with_text(text)?;
+        std::fs::write(path, bytes).map_err(|e| Error::new(ErrorKind::Io, format!("cannot write {}: {e}", path.display())))
     }
 
     /// Writes a PNG file.

@@ -4,6 +4,7 @@
 //! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
 //! scheduler but `lcm`.
 pub mod noise;
+pub mod outputs;
 pub mod texture;
 
 use std::sync::atomic::{AtomicBool, Ordering};

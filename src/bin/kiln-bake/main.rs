@@ -1,0 +1,465 @@
+//! `kiln-bake`: bakes the textures and sprites of a TOML manifest into files an
+//! engine imports directly (PNG with settings, DDS with wrap-aware mip chains,
+//! sprite atlases), resumably, on one machine or split over many.
+//!
+//! ```text
+//! kiln-bake MANIFEST.toml --out DIR [--shard I/N] [--force] [--dry-run] [--report FILE.json]
+//! ```
+mod atlas;
+mod dds;
+mod manifest;
+mod progress;
+mod store;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kiln::jobs::JobState;
+use kiln::model::seamless::Seamless;
+use kiln::pipeline::outputs;
+use kiln::{Model, ModelOptions, Rgba8Image, Runtime, RuntimeOptions};
+
+use manifest::{Asset, Format, Manifest};
+use progress::Progress;
+
+const USAGE: &str = "usage: kiln-bake MANIFEST.toml --out DIR [options]
+  --out DIR            where the outputs, their .kiln-key files and atlases go (created if missing)
+  --shard I/N          bake only the assets whose stable name hash falls in shard I of N (1-based);
+                       N machines or CI jobs with I = 1..N bake disjoint sets that together cover all
+  --force              bake even assets whose key says they are up to date
+  --dry-run            validate and say what would be baked or skipped; generate nothing
+  --report FILE.json   write {\"assets\": [{name, status, outputs, seconds, error}]} there
+  --onnxruntime PATH   ONNX Runtime library to load (default: search)
+  --threads N          threads per graph (default: all cores)
+  --help               this text
+Exit status: 0 when every asset baked or was skipped, 1 when any failed, 2 for a bad command
+line or manifest, 130 when interrupted (Ctrl-C cancels the running job; run again to resume).";
+
+struct Args {
+    manifest: PathBuf,
+    out: PathBuf,
+    shard: Option<(u32, u32)>,
+    force: bool,
+    dry_run: bool,
+    report: Option<PathBuf>,
+    onnxruntime: Option<PathBuf>,
+    threads: usize,
+}
+
+fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
+    let mut manifest = None;
+    let mut out = None;
+    let mut a = Args {
+        manifest: PathBuf::new(),
+        out: PathBuf::new(),
+        shard: None,
+        force: false,
+        dry_run: false,
+        report: None,
+        onnxruntime: None,
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--out" => out = Some(PathBuf::from(value()?)),
+            "--shard" => {
+                let v = value()?;
+                let parsed = v.split_once('/').and_then(|(i, n)| Some((i.parse::<u32>().ok()?, n.parse::<u32>().ok()?)));
+                match parsed {
+                    Some((i, n)) if n >= 1 && (1..=n).contains(&i) => a.shard = Some((i, n)),
+                    _ => return Err(format!("--shard: {v:?} is not I/N with 1 <= I <= N")),
+                }
+            }
+            "--force" => a.force = true,
+            "--dry-run" => a.dry_run = true,
+            "--report" => a.report = Some(PathBuf::from(value()?)),
+            "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
+            "--threads" => {
+                let v = value()?;
+                a.threads = v.parse().ok().filter(|&n| n >= 1).ok_or_else(|| format!("--threads: {v:?} is not a positive number"))?;
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
+            s if manifest.is_none() => manifest = Some(PathBuf::from(s)),
+            s => return Err(format!("one manifest only; {s:?} is extra")),
+        }
+    }
+    a.manifest = manifest.ok_or("no MANIFEST.toml given")?;
+    a.out = out.ok_or("--out DIR is required")?;
+    Ok(Some(a))
+}
+
+/// One line of the JSON report.
+#[derive(Debug, serde::Serialize)]
+struct Entry {
+    name: String,
+    /// `baked`, `skipped`, `failed`, or `planned` in a dry run.
+    status: &'static str,
+    outputs: Vec<String>,
+    seconds: f64,
+    error: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    assets: Vec<Entry>,
+    atlases: Vec<Entry>,
+}
+
+/// Set by Ctrl-C; the running job is cancelled through Kiln and nothing new starts.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("kiln-bake: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let manifest = match manifest::load(&args.manifest) {
+        Ok(m) => m,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("kiln-bake: {}: {e}", args.manifest.display());
+            }
+            eprintln!("kiln-bake: {} error(s) in the manifest; nothing was baked", errors.len());
+            return ExitCode::from(2);
+        }
+    };
+    match bake(&args, &manifest) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kiln-bake: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An asset that needs baking, with its key.
+struct Todo<'a> {
+    asset: &'a Asset,
+    key: String,
+}
+
+fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
+    let out = &args.out;
+    // A dry run changes nothing on disk.
+    if !args.dry_run {
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let stale = store::remove_stale_temporaries(out).map_err(|e| format!("cannot clean {}: {e}", out.display()))?;
+        if stale > 0 {
+            eprintln!("kiln-bake: removed {stale} temporary file(s) left by an interrupted bake");
+        }
+    }
+    let selected: Vec<&Asset> = manifest
+        .assets
+        .iter()
+        .filter(|a| args.shard.is_none_or(|(i, n)| store::in_shard(&a.name, i, n)))
+        .collect();
+    if let Some((i, n)) = args.shard {
+        eprintln!("kiln-bake: shard {i}/{n}: {} of {} assets", selected.len(), manifest.assets.len());
+    }
+
+    // Keys first: they need each model's identity, not the model itself.
+    let mut identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut todo: Vec<Todo<'_>> = Vec::new();
+    let mut keys: HashMap<String, String> = HashMap::new();
+    for asset in &selected {
+        let identity = identities
+            .entry(asset.model.clone())
+            .or_insert_with(|| store::model_identity(&asset.model).map_err(|e| format!("cannot read model {}: {e}", asset.model.display())))
+            .clone();
+        let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
+        match identity {
+            Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
+            Ok(id) => {
+                let key = store::content_key(asset, &id);
+                keys.insert(asset.name.clone(), key.clone());
+                if !args.force && store::is_current(out, &asset.name, &key) {
+                    entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
+                } else {
+                    if args.dry_run {
+                        entries.push(Entry { name: asset.name.clone(), status: "planned", outputs: paths, seconds: 0.0, error: None });
+                    }
+                    todo.push(Todo { asset, key });
+                }
+            }
+        }
+    }
+    if args.dry_run {
+        for e in &entries {
+            println!("{:8} {}", e.status, e.name);
+        }
+        let atlases = if args.shard.is_some() { vec![] } else { manifest.atlases.iter().map(|a| planned(&a.name)).collect() };
+        write_report(args, &Report { assets: entries, atlases })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut progress = Progress::new(selected.len());
+    for e in &entries {
+        progress.finish(&match &e.error {
+            None => format!("{}: skipped (up to date)", e.name),
+            Some(err) => format!("{}: failed: {err}", e.name),
+        });
+    }
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: leave now (temporaries are cleaned next time).
+            std::process::exit(130);
+        }
+    });
+
+    let runtime = match todo.is_empty() {
+        true => None,
+        false => Some(Runtime::new(&RuntimeOptions { onnxruntime_path: args.onnxruntime.clone(), intra_op_threads: args.threads, ..Default::default() })),
+    };
+    if let Some(Err(e)) = &runtime {
+        // Nothing can bake; the report still says why for every asset.
+        for Todo { asset, .. } in &todo {
+            progress.finish(&format!("{}: failed: ONNX Runtime: {e}", asset.name));
+            entries.push(failed(asset, format!("ONNX Runtime: {e}"), 0.0));
+        }
+    }
+    if let Some(Ok(runtime)) = &runtime {
+        // All assets of one model in a row, so it loads once; file order otherwise.
+        let mut order: Vec<usize> = (0..todo.len()).collect();
+        let first_of: HashMap<&Path, usize> = todo.iter().enumerate().rev().map(|(i, t)| (t.asset.model.as_path(), i)).collect();
+        order.sort_by_key(|&i| (first_of[todo[i].asset.model.as_path()], i));
+        let mut models: HashMap<&Path, Result<Model, String>> = HashMap::new();
+        for i in order {
+            let Todo { asset, key } = &todo[i];
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                entries.push(failed(asset, "interrupted before it started (Ctrl-C)".into(), 0.0));
+                continue;
+            }
+            let model = models.entry(asset.model.as_path()).or_insert_with(|| {
+                // Load the graphs most of this model's assets use, so an all-seamless set
+                // never holds the plain U-Net (other axes come as views of it).
+                let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| a.model == asset.model));
+                progress.log(&format!("loading model {} (seamless {axes:?})", asset.model.display()));
+                Model::load_with(runtime, &asset.model, &ModelOptions { seamless: axes, matting: None })
+                    .map_err(|e| format!("model {}: {e}", asset.model.display()))
+            });
+            let t0 = Instant::now();
+            progress.start(&asset.name);
+            let result = match model {
+                Ok(model) => bake_one(runtime, model, asset, key, out, &mut progress),
+                Err(e) => Err(e.clone()),
+            };
+            let seconds = t0.elapsed().as_secs_f64();
+            match result {
+                Ok(paths) => {
+                    progress.finish(&format!("{}: baked in {seconds:.2}s -> {}", asset.name, paths.join(", ")));
+                    entries.push(Entry { name: asset.name.clone(), status: "baked", outputs: paths, seconds, error: None });
+                }
+                Err(e) => {
+                    progress.finish(&format!("{}: failed: {e}", asset.name));
+                    entries.push(failed(asset, e, seconds));
+                }
+            }
+        }
+    }
+    progress.close();
+
+    // Atlases come from the baked PNGs, so they need every member: an unsharded run
+    // (which skips the assets the shards already baked) makes them.
+    let mut atlases = Vec::new();
+    for atlas in &manifest.atlases {
+        if args.shard.is_some() {
+            atlases.push(Entry {
+                name: atlas.name.clone(),
+                status: "skipped",
+                outputs: vec![],
+                seconds: 0.0,
+                error: Some("atlases are made by a run without --shard, after the shards".into()),
+            });
+            continue;
+        }
+        atlases.push(bake_atlas(atlas, manifest, &keys, &entries, out, args.force));
+    }
+    for a in &atlases {
+        if a.status != "skipped" || a.error.is_none() {
+            eprintln!("kiln-bake: atlas {}: {}{}", a.name, a.status, a.error.as_ref().map_or(String::new(), |e| format!(": {e}")));
+        }
+    }
+
+    // Report in manifest order.
+    let rank: HashMap<&str, usize> = manifest.assets.iter().enumerate().map(|(i, a)| (a.name.as_str(), i)).collect();
+    entries.sort_by_key(|e| rank[e.name.as_str()]);
+    let count = |s: &str| entries.iter().chain(&atlases).filter(|e| e.status == s).count();
+    let (baked, skipped, failed_n) = (count("baked"), count("skipped"), count("failed"));
+    eprintln!("kiln-bake: {baked} baked, {skipped} skipped, {failed_n} failed");
+    write_report(args, &Report { assets: entries, atlases })?;
+    Ok(if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!("kiln-bake: interrupted; run the same command again to finish");
+        ExitCode::from(130)
+    } else if failed_n > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn planned(name: &str) -> Entry {
+    Entry { name: name.to_string(), status: "planned", outputs: vec![], seconds: 0.0, error: None }
+}
+
+fn failed(asset: &Asset, error: String, seconds: f64) -> Entry {
+    Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds, error: Some(error) }
+}
+
+fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
+    let mut counts: Vec<(Seamless, usize)> = Vec::new();
+    for a in assets {
+        match counts.iter_mut().find(|(s, _)| *s == a.seamless) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((a.seamless, 1)),
+        }
+    }
+    // The first of the most common (max_by_key keeps the last of equals).
+    counts.iter().rev().max_by_key(|(_, n)| *n).map_or(Seamless::None, |(s, _)| *s)
+}
+
+/// Generates one asset as a Kiln job (so Ctrl-C cancels it through Kiln),
+/// post-processes it as `generate` does and writes every output, then its key.
+fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Path, progress: &mut Progress) -> Result<Vec<String>, String> {
+    let view = if model.seamless_axes() == asset.seamless { model.clone() } else { model.seamless(asset.seamless).map_err(|e| e.to_string())? };
+    let pool = runtime.jobs();
+    let id = pool.submit(&view, asset.request(), Default::default());
+    let mut step = 0;
+    let mut cancelled = false;
+    let state = loop {
+        let state = pool.wait(id, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        if let Ok(snap) = pool.poll(id) {
+            if snap.step != step {
+                step = snap.step;
+                progress.step(&asset.name, snap.step, snap.total_steps);
+            }
+        }
+        if state.is_terminal() {
+            break state;
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
+            cancelled = true;
+            pool.cancel(id).map_err(|e| e.to_string())?;
+        }
+    };
+    let image = match state {
+        JobState::Succeeded => pool.with_image(id, |img| Ok(img.clone())).map_err(|e| e.to_string()),
+        JobState::Cancelled => Err("interrupted (Ctrl-C): the job was cancelled; nothing was written".to_string()),
+        _ => Err(pool.error_message(id).unwrap_or_else(|e| e.to_string())),
+    };
+    let _ = pool.release(id);
+    let image = image?;
+    let post = asset.post();
+    let finished = outputs::finish(&view, image, &post).map_err(|e| e.to_string())?;
+    if let Some(note) = &finished.sprite_note {
+        progress.log(&format!("{}: {note}", asset.name));
+    }
+    let names = asset.outputs();
+    let mut files: Vec<(&String, Vec<u8>)> = Vec::new();
+    let request = asset.request();
+    let main = match asset.format {
+        Format::Png => {
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None };
+            let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
+            let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?
+        }
+        _ => dds::encode_dds(&finished.image, dds::Content::Colour, asset.format, asset.mipmaps, asset.seamless)?,
+    };
+    files.push((&names[0], main));
+    let maps = [(&finished.normal, dds::Content::Normal), (&finished.height, dds::Content::Height)];
+    for (map, content) in maps.into_iter().filter_map(|(m, c)| m.as_ref().map(|m| (m, c))) {
+        let bytes = match asset.format {
+            Format::Png => map.encode_png_with_text(&[]).map_err(|e| e.to_string())?,
+            _ => dds::encode_dds(map, content, asset.format, asset.mipmaps, asset.seamless)?,
+        };
+        let suffix = if content == dds::Content::Normal { "_normal." } else { "_height." };
+        let name = names.iter().find(|n| n.contains(suffix)).expect("outputs list every map");
+        files.push((name, bytes));
+    }
+    for (name, bytes) in &files {
+        store::write_atomic(&out.join(name), bytes).map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))?;
+    }
+    // The key goes last: a bake killed before this point is redone next time.
+    let settings = serde_json::to_value(asset).map_err(|e| e.to_string())?;
+    let key_file = store::KeyFile { key: key.to_string(), outputs: names.clone(), settings };
+    let json = serde_json::to_vec_pretty(&key_file).map_err(|e| e.to_string())?;
+    let key_path = store::key_path(out, &asset.name);
+    store::write_atomic(&key_path, &json).map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
+    Ok(names.iter().map(|n| out.join(n).display().to_string()).collect())
+}
+
+/// Packs an atlas from its members' PNGs (baked now or earlier).
+fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<String, String>, entries: &[Entry], out: &Path, force: bool) -> Entry {
+    let t0 = Instant::now();
+    let fail = |e: String| Entry { name: atlas.name.clone(), status: "failed", outputs: vec![], seconds: t0.elapsed().as_secs_f64(), error: Some(e) };
+    let paths = vec![out.join(format!("{}.png", atlas.name)).display().to_string(), out.join(format!("{}.json", atlas.name)).display().to_string()];
+    let mut h = store::Fnv::new();
+    h.field(b"kiln-bake atlas v1");
+    h.field(&atlas.padding.to_le_bytes());
+    for m in &atlas.assets {
+        if let Some(e) = entries.iter().find(|e| &e.name == m && e.status == "failed") {
+            return fail(format!("member \"{m}\" failed: {}", e.error.clone().unwrap_or_default()));
+        }
+        let Some(k) = keys.get(m) else { return fail(format!("member \"{m}\" has no key")) };
+        h.field(m.as_bytes());
+        h.field(k.as_bytes());
+    }
+    let key = format!("{:016x}", h.finish());
+    if !force && store::is_current(out, &atlas.name, &key) {
+        return Entry { name: atlas.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None };
+    }
+    let mut sprites = Vec::new();
+    for m in &atlas.assets {
+        let asset = manifest.assets.iter().find(|a| &a.name == m).expect("validated member");
+        let p = out.join(&asset.outputs()[0]);
+        match image::open(&p) {
+            Ok(img) => {
+                let img = img.to_rgba8();
+                sprites.push((m.clone(), Rgba8Image { width: img.width() as usize, height: img.height() as usize, pixels: img.into_raw() }));
+            }
+            Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+        }
+    }
+    let sheet = atlas::pack(&sprites, atlas.padding);
+    let json = serde_json::json!({
+        "image": format!("{}.png", atlas.name),
+        "width": sheet.image.width,
+        "height": sheet.image.height,
+        "sprites": sheet.placements,
+    });
+    let write = || -> Result<(), String> {
+        let png = sheet.image.encode_png_with_text(&[("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")))]).map_err(|e| e.to_string())?;
+        store::write_atomic(Path::new(&paths[0]), &png).map_err(|e| e.to_string())?;
+        store::write_atomic(Path::new(&paths[1]), &serde_json::to_vec_pretty(&json).expect("json")).map_err(|e| e.to_string())?;
+        let names = vec![format!("{}.png", atlas.name), format!("{}.json", atlas.name)];
+        let key_file = store::KeyFile { key: key.clone(), outputs: names, settings: serde_json::json!({"assets": atlas.assets, "padding": atlas.padding}) };
+        store::write_atomic(&store::key_path(out, &atlas.name), &serde_json::to_vec_pretty(&key_file).expect("json")).map_err(|e| e.to_string())
+    };
+    match write() {
+        Ok(()) => Entry { name: atlas.name.clone(), status: "baked", outputs: paths, seconds: t0.elapsed().as_secs_f64(), error: None },
+        Err(e) => fail(e),
+    }
+}
+
+fn write_report(args: &Args, report: &Report) -> Result<(), String> {
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(report).map_err(|e| e.to_string())?;
+        store::write_atomic(path, &json).map_err(|e| format!("cannot write the report {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

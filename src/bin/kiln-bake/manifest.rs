@@ -1,0 +1,639 @@
+//! The bake manifest: a TOML file with `[defaults]`, one `[[asset]]` table per
+//! asset and optional `[[atlas]]` tables. Everything is validated before
+//! anything is generated; every error names the asset, the key and the line.
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use kiln::model::seamless::Seamless;
+use kiln::pipeline::outputs::PostProcess;
+use kiln::SchedulerKind;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Keys shared by `[defaults]` and `[[asset]]`. Every value keeps its span so
+/// a bad one can be reported with its line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    name: Option<Spanned<String>>,
+    prompt: Option<Spanned<String>>,
+    negative_prompt: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    seed: Option<Spanned<i64>>,
+    steps: Option<Spanned<i64>>,
+    scheduler: Option<Spanned<String>>,
+    guidance: Option<Spanned<f64>>,
+    size: Option<Spanned<Vec<i64>>>,
+    seamless: Option<Spanned<String>>,
+    lora: Option<Spanned<Lora>>,
+    sprite: Option<Spanned<bool>>,
+    pixel_art: Option<Spanned<String>>,
+    normal_map: Option<Spanned<bool>>,
+    height_map: Option<Spanned<bool>>,
+    format: Option<Spanned<String>>,
+    mipmaps: Option<Spanned<bool>>,
+}
+
+/// `lora = { path = "…", scale = 0.8 }` or a list of them. The shape is
+/// checked now so manifests written for a LoRA-enabled build validate the same.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+#[allow(dead_code)] // the specs are read once LoRA lands
+enum Lora {
+    One(LoraSpec),
+    Many(Vec<LoraSpec>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read once LoRA lands; until then only the shape is checked
+struct LoraSpec {
+    path: String,
+    scale: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AtlasTable {
+    name: Spanned<String>,
+    assets: Spanned<Vec<Spanned<String>>>,
+    padding: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    defaults: Option<Table>,
+    #[serde(default)]
+    asset: Vec<Spanned<Table>>,
+    #[serde(default)]
+    atlas: Vec<Spanned<AtlasTable>>,
+}
+
+/// Only the tables and their header spans, read first so that a type error
+/// deep in an asset can still say which asset it is in.
+#[derive(Debug, Deserialize)]
+struct Outline {
+    defaults: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    asset: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    atlas: Vec<Spanned<toml::Table>>,
+}
+
+/// How an image is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// PNG with the settings in text chunks.
+    Png,
+    /// DDS, colour as BC1 (opaque, 4 bits per pixel).
+    DdsBc1,
+    /// DDS, colour as BC3 (with alpha, 8 bits per pixel).
+    DdsBc3,
+    /// DDS, colour as BC7 (best quality, 8 bits per pixel).
+    DdsBc7,
+}
+
+impl Format {
+    const NAMES: &'static str = "png, dds (= dds-bc7), dds-bc1, dds-bc3, dds-bc7";
+
+    fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "png" => Self::Png,
+            "dds" | "dds-bc7" => Self::DdsBc7,
+            "dds-bc1" => Self::DdsBc1,
+            "dds-bc3" => Self::DdsBc3,
+            _ => return None,
+        })
+    }
+
+    /// File extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            _ => "dds",
+        }
+    }
+}
+
+/// One asset with the defaults applied and every value checked.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Asset {
+    /// Unique; the stem of its file names.
+    pub name: String,
+    /// The model folder.
+    #[serde(skip)]
+    pub model: PathBuf,
+    /// What to draw.
+    pub prompt: String,
+    /// What to avoid.
+    pub negative_prompt: String,
+    /// Seed of Kiln's portable noise.
+    pub seed: u64,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Scheduler name as written (validated).
+    pub scheduler: String,
+    /// Guidance scale.
+    pub guidance: f32,
+    /// Width and height; 0 = the model's native size.
+    pub size: [usize; 2],
+    /// Tiling axes.
+    #[serde(serialize_with = "seamless_name")]
+    pub seamless: Seamless,
+    /// Cut out a sprite.
+    pub sprite: bool,
+    /// `(cell, colors)`.
+    pub pixel_art: Option<(u32, u32)>,
+    /// Also write `<name>_normal.*`.
+    pub normal_map: bool,
+    /// Also write `<name>_height.*`.
+    pub height_map: bool,
+    /// How images are stored.
+    pub format: Format,
+    /// Full mip chain in DDS files.
+    pub mipmaps: bool,
+}
+
+fn seamless_name<S: serde::Serializer>(s: &Seamless, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(match s {
+        Seamless::None => "none",
+        Seamless::X => "x",
+        Seamless::Y => "y",
+        Seamless::Xy => "xy",
+    })
+}
+
+impl Asset {
+    /// The request for Kiln, exactly as `generate` builds it from the same flags.
+    pub fn request(&self) -> kiln::GenerateRequest {
+        kiln::GenerateRequest {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            seed: self.seed,
+            steps: self.steps,
+            scheduler: SchedulerKind::from_name(&self.scheduler).expect("validated"),
+            guidance_scale: self.guidance,
+            width: self.size[0],
+            height: self.size[1],
+            ..Default::default()
+        }
+    }
+
+    /// The post-processing asked for.
+    pub fn post(&self) -> PostProcess {
+        PostProcess {
+            sprite: self.sprite,
+            pixel_art: self.pixel_art,
+            height_map: self.height_map,
+            normal_map: self.normal_map,
+            seamless: self.seamless,
+        }
+    }
+
+    /// Output file names (relative to the output folder), main image first.
+    pub fn outputs(&self) -> Vec<String> {
+        let ext = self.format.extension();
+        let mut out = vec![format!("{}.{ext}", self.name)];
+        if self.normal_map {
+            out.push(format!("{}_normal.{ext}", self.name));
+        }
+        if self.height_map {
+            out.push(format!("{}_height.{ext}", self.name));
+        }
+        out
+    }
+}
+
+/// Sprites packed into one sheet.
+#[derive(Debug, Clone)]
+pub struct Atlas {
+    /// Stem of `<name>.png` and `<name>.json`.
+    pub name: String,
+    /// Member asset names, in packing order.
+    pub assets: Vec<String>,
+    /// Transparent pixels around each sprite.
+    pub padding: u32,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Assets in file order.
+    pub assets: Vec<Asset>,
+    /// Atlases in file order.
+    pub atlases: Vec<Atlas>,
+}
+
+/// A manifest error: where, which asset and key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    /// 1-based line.
+    pub line: usize,
+    /// Asset name (or `[defaults]`, `atlas NAME`), when known.
+    pub asset: Option<String>,
+    /// Key, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}", self.line)?;
+        if let Some(a) = &self.asset {
+            write!(f, ", {a}")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ", key `{k}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Byte offset → 1-based line.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn of(&self, offset: usize) -> usize {
+        self.0[..offset.min(self.0.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+    /// The key written at the start of the line holding `offset` (`key = …`).
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let start = self.0[..offset.min(self.0.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.0[start..].lines().next()?;
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        (!key.is_empty() && !key.starts_with('[')).then(|| key.to_string())
+    }
+}
+
+/// Reads and validates `path`. Relative model folders are relative to the
+/// manifest's folder. All semantic errors are returned at once.
+pub fn load(path: &Path) -> Result<Manifest, Vec<ManifestError>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ManifestError { line: 0, asset: None, key: None, message: format!("cannot read {}: {e}", path.display()) }])?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base)
+}
+
+/// Validates manifest `text`; `base` is the folder relative model paths start from.
+pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
+    let lines = Lines(text);
+    let doc: Document = toml::from_str(text).map_err(|e| vec![syntax_error(text, &lines, &e)])?;
+    let mut errors = Vec::new();
+    let defaults = doc.defaults.unwrap_or_default();
+    if let Some(n) = &defaults.name {
+        errors.push(ManifestError {
+            line: lines.of(n.span().start),
+            asset: Some("[defaults]".into()),
+            key: Some("name".into()),
+            message: "`name` belongs to an asset, not to [defaults]".into(),
+        });
+    }
+    let mut assets = Vec::new();
+    let mut names = HashSet::new();
+    for (i, table) in doc.asset.iter().enumerate() {
+        let header = lines.of(table.span().start);
+        if let Some(n) = &table.get_ref().name {
+            if !names.insert(n.get_ref().clone()) {
+                errors.push(ManifestError {
+                    line: lines.of(n.span().start),
+                    asset: Some(format!("asset \"{}\"", n.get_ref())),
+                    key: Some("name".into()),
+                    message: "an earlier asset has this name; names must be unique".into(),
+                });
+            }
+        }
+        match resolve(table.get_ref(), &defaults, header, i, base, &lines) {
+            Ok(asset) => assets.push(asset),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if doc.asset.is_empty() {
+        errors.push(ManifestError { line: 1, asset: None, key: None, message: "the manifest has no [[asset]] tables".into() });
+    }
+    let mut atlases = Vec::new();
+    for table in &doc.atlas {
+        let t = table.get_ref();
+        let who = Some(format!("atlas \"{}\"", t.name.get_ref()));
+        let err = |span: Range<usize>, key: &str, message: String| ManifestError {
+            line: lines.of(span.start),
+            asset: who.clone(),
+            key: Some(key.into()),
+            message,
+        };
+        let name = t.name.get_ref().clone();
+        if let Err(m) = check_name(&name) {
+            errors.push(err(t.name.span(), "name", m));
+        }
+        if !names.insert(name.clone()) {
+            errors.push(err(t.name.span(), "name", "an asset or atlas already has this name".into()));
+        }
+        let mut members = Vec::new();
+        for m in t.assets.get_ref() {
+            match assets.iter().find(|a| &a.name == m.get_ref()) {
+                None => errors.push(err(m.span(), "assets", format!("no asset is named \"{}\"", m.get_ref()))),
+                Some(a) if a.format != Format::Png => errors.push(err(
+                    m.span(),
+                    "assets",
+                    format!("asset \"{}\" is {:?}; atlases are packed from PNG assets", a.name, a.format),
+                )),
+                Some(_) if members.contains(m.get_ref()) => errors.push(err(m.span(), "assets", format!("\"{}\" is listed twice", m.get_ref()))),
+                Some(_) => members.push(m.get_ref().clone()),
+            }
+        }
+        if t.assets.get_ref().is_empty() {
+            errors.push(err(t.assets.span(), "assets", "an atlas needs at least one asset".into()));
+        }
+        let padding = match &t.padding {
+            None => 1,
+            Some(p) if (0..=64).contains(p.get_ref()) => *p.get_ref() as u32,
+            Some(p) => {
+                errors.push(err(p.span(), "padding", format!("{} is outside 0..=64", p.get_ref())));
+                0
+            }
+        };
+        atlases.push(Atlas { name, assets: members, padding });
+    }
+    if errors.is_empty() {
+        Ok(Manifest { assets, atlases })
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(errors)
+    }
+}
+
+/// A TOML or schema error from the deserializer, placed in its asset.
+fn syntax_error(text: &str, lines: &Lines<'_>, e: &toml::de::Error) -> ManifestError {
+    let span = e.span().unwrap_or(0..0);
+    let mut asset = None;
+    // The outline reads even when a value has the wrong type (it fails only on
+    // broken TOML). A table's span is its header, so the error belongs to the
+    // last header before it.
+    if let Ok(outline) = toml::from_str::<Outline>(text) {
+        let name_of = |t: &toml::Table, what: &str, i: usize| match t.get("name").and_then(|n| n.as_str()) {
+            Some(n) => format!("{what} \"{n}\""),
+            None => format!("{what} #{}", i + 1),
+        };
+        let mut headers: Vec<(usize, String)> = Vec::new();
+        if let Some(d) = &outline.defaults {
+            headers.push((d.span().start, "[defaults]".to_string()));
+        }
+        headers.extend(outline.asset.iter().enumerate().map(|(i, t)| (t.span().start, name_of(t.get_ref(), "asset", i))));
+        headers.extend(outline.atlas.iter().enumerate().map(|(i, t)| (t.span().start, name_of(t.get_ref(), "atlas", i))));
+        asset = headers.into_iter().filter(|(start, _)| *start <= span.start).max_by_key(|(start, _)| *start).map(|(_, who)| who);
+    }
+    let message = e.message().trim().to_string();
+    // An unknown key's span covers the key itself; a bad value's span the value.
+    let key = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+        .map(str::to_string)
+        .or_else(|| lines.key_at(span.start));
+    ManifestError { line: lines.of(span.start), asset, key, message }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a usable file name: use 1-128 of A-Z a-z 0-9 _ - . (not starting with .)"))
+    }
+}
+
+/// Applies the defaults to one asset table and checks every value.
+fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines: &Lines<'_>) -> Result<Asset, Vec<ManifestError>> {
+    let mut errors = Vec::new();
+    let who = match &t.name {
+        Some(n) => format!("asset \"{}\"", n.get_ref()),
+        None => format!("asset #{}", index + 1),
+    };
+    let err = |line: usize, key: &str, message: String| ManifestError { line, asset: Some(who.clone()), key: Some(key.into()), message };
+    // The asset's own value, else the default's.
+    macro_rules! pick {
+        ($field:ident) => {
+            t.$field.as_ref().or(d.$field.as_ref()).map(|v| (v.get_ref(), lines.of(v.span().start)))
+        };
+    }
+    let name = match &t.name {
+        Some(n) => {
+            if let Err(m) = check_name(n.get_ref()) {
+                errors.push(err(lines.of(n.span().start), "name", m));
+            }
+            n.get_ref().clone()
+        }
+        None => {
+            errors.push(err(header, "name", "every asset needs a `name`".into()));
+            String::new()
+        }
+    };
+    let model = match pick!(model) {
+        Some((m, line)) => {
+            let dir = base.join(m);
+            if !dir.join("model_index.json").is_file() {
+                errors.push(err(line, "model", format!("{} is not a model folder (no model_index.json)", dir.display())));
+            }
+            dir
+        }
+        None => {
+            errors.push(err(header, "model", "no `model` folder (set it in [defaults] or in the asset)".into()));
+            PathBuf::new()
+        }
+    };
+    let prompt = pick!(prompt).map_or(String::new(), |(p, _)| p.clone());
+    let negative_prompt = pick!(negative_prompt).map_or(String::new(), |(p, _)| p.clone());
+    let seed = match pick!(seed) {
+        None => 0,
+        Some((&s, _)) if s >= 0 => s as u64,
+        Some((s, line)) => {
+            errors.push(err(line, "seed", format!("{s} is negative")));
+            0
+        }
+    };
+    let steps = match pick!(steps) {
+        None => kiln::GenerateRequest::default().steps,
+        Some((&s, _)) if (1..=1000).contains(&s) => s as usize,
+        Some((s, line)) => {
+            errors.push(err(line, "steps", format!("{s} is outside 1..=1000")));
+            1
+        }
+    };
+    let scheduler = match pick!(scheduler) {
+        None => "default".to_string(),
+        Some((s, _)) if SchedulerKind::from_name(s).is_some() => s.clone(),
+        Some((s, line)) => {
+            errors.push(err(line, "scheduler", format!("unknown {s:?}; one of {}", SchedulerKind::NAMES.join(", "))));
+            "default".to_string()
+        }
+    };
+    let guidance = match pick!(guidance) {
+        None => kiln::GenerateRequest::default().guidance_scale,
+        Some((&g, _)) if g.is_finite() && (0.0..=100.0).contains(&g) => g as f32,
+        Some((g, line)) => {
+            errors.push(err(line, "guidance", format!("{g} is outside 0..=100")));
+            1.0
+        }
+    };
+    let size = match pick!(size) {
+        None => [0, 0],
+        Some((s, line)) => match s[..] {
+            [w, h] if (8..=8192).contains(&w) && (8..=8192).contains(&h) && w % 8 == 0 && h % 8 == 0 => [w as usize, h as usize],
+            _ => {
+                errors.push(err(line, "size", format!("{s:?} is not [W, H] with each a multiple of 8 in 8..=8192")));
+                [0, 0]
+            }
+        },
+    };
+    let seamless = match pick!(seamless) {
+        None => Seamless::None,
+        Some((s, line)) => match s.as_str() {
+            "x" | "y" | "xy" | "none" => Seamless::from_name(s).expect("known name"),
+            _ => {
+                errors.push(err(line, "seamless", format!("{s:?} is not \"x\", \"y\", \"xy\" or \"none\"")));
+                Seamless::None
+            }
+        },
+    };
+    if let Some((lora, line)) = pick!(lora) {
+        let n = match lora {
+            Lora::One(_) => 1,
+            Lora::Many(v) => v.len(),
+        };
+        errors.push(err(line, "lora", format!("LoRA not supported by this build ({n} given); remove the key or use a build with LoRA")));
+    }
+    let sprite = pick!(sprite).is_some_and(|(b, _)| *b);
+    let pixel_art = match pick!(pixel_art) {
+        None => None,
+        Some((s, line)) => {
+            let parsed = s.split_once(':').and_then(|(c, n)| Some((c.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
+            match parsed {
+                Some((c, n)) if (1..=256).contains(&c) && (1..=256).contains(&n) => Some((c, n)),
+                _ => {
+                    errors.push(err(line, "pixel_art", format!("{s:?} is not \"CELL:COLORS\" with CELL and COLORS in 1..=256")));
+                    None
+                }
+            }
+        }
+    };
+    let normal_map = pick!(normal_map).is_some_and(|(b, _)| *b);
+    let height_map = pick!(height_map).is_some_and(|(b, _)| *b);
+    let format = match pick!(format) {
+        None => Format::Png,
+        Some((s, line)) => match Format::from_name(s) {
+            Some(f) => {
+                if f == Format::DdsBc1 && sprite {
+                    errors.push(err(line, "format", "BC1 keeps no smooth alpha; a sprite needs dds-bc3 or dds-bc7".into()));
+                }
+                f
+            }
+            None => {
+                errors.push(err(line, "format", format!("{s:?} is not one of {}", Format::NAMES)));
+                Format::Png
+            }
+        },
+    };
+    let mipmaps = match pick!(mipmaps) {
+        None => format != Format::Png,
+        Some((&m, line)) => {
+            if m && format == Format::Png {
+                errors.push(err(line, "mipmaps", "mip chains are stored in DDS files; set format = \"dds\" or drop mipmaps".into()));
+            }
+            m
+        }
+    };
+    if errors.is_empty() {
+        Ok(Asset {
+            name,
+            model,
+            prompt,
+            negative_prompt,
+            seed,
+            steps,
+            scheduler,
+            guidance,
+            size,
+            seamless,
+            sprite,
+            pixel_art,
+            normal_map,
+            height_map,
+            format,
+            mipmaps,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    fn errors(text: &str) -> Vec<ManifestError> {
+        parse(text, &model_dir()).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn defaults_apply_and_assets_override() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nsteps = 4\nformat = \"dds\"\n\n[[asset]]\nname = \"a\"\nprompt = \"moss\"\n\n[[asset]]\nname = \"b\"\nsteps = 2\nformat = \"png\"\nsize = [32, 16]\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let (a, b) = (&m.assets[0], &m.assets[1]);
+        assert_eq!((a.steps, a.format, a.mipmaps), (4, Format::DdsBc7, true));
+        assert_eq!((b.steps, b.format, b.mipmaps, b.size), (2, Format::Png, false, [32, 16]));
+        assert_eq!(b.outputs(), vec!["b.png".to_string()]);
+    }
+
+    #[test]
+    fn unknown_keys_name_asset_key_and_line() {
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n\n[[asset]]\nname = \"grass\"\ncolour = \"green\"\n");
+        assert_eq!(e.len(), 1);
+        assert_eq!((e[0].line, e[0].asset.as_deref(), e[0].key.as_deref()), (6, Some("asset \"grass\""), Some("colour")), "{}", e[0]);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n\n[[asset]]\nname = \"grass\"\nsteps = \"many\"\n");
+        assert_eq!((e[0].line, e[0].asset.as_deref(), e[0].key.as_deref()), (6, Some("asset \"grass\""), Some("steps")), "{}", e[0]);
+        let e = errors("[defualts]\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (1, Some("defualts")), "{}", e[0]);
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_with_lines() {
+        let e = errors(
+            "[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nseamless = \"diagonal\"\npixel_art = \"8\"\n[[asset]]\nname = \"a\"\nscheduler = \"warp\"\nmipmaps = true\nsize = [30, 32]\n",
+        );
+        let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.key.as_deref().unwrap())).collect();
+        assert_eq!(got, vec![(5, "seamless"), (6, "pixel_art"), (8, "name"), (9, "scheduler"), (10, "mipmaps"), (11, "size")], "{e:?}");
+    }
+
+    #[test]
+    fn lora_shape_is_checked_then_rejected_clearly() {
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"x.safetensors\", scale = 0.7 }\n");
+        assert!(e[0].message.contains("LoRA not supported by this build"), "{}", e[0]);
+        assert_eq!(e[0].line, 5);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { file = \"x\" }\n");
+        assert!(!e[0].message.contains("LoRA not supported"), "a malformed lora is a shape error first: {}", e[0]);
+        assert_eq!(e[0].key.as_deref(), Some("lora"));
+    }
+
+    #[test]
+    fn missing_models_and_bad_atlases() {
+        let e = errors("[[asset]]\nname = \"a\"\nmodel = \"nowhere\"\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (3, Some("model")));
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nformat = \"dds\"\n[[atlas]]\nname = \"sheet\"\nassets = [\"a\", \"b\"]\n");
+        let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.key.as_deref().unwrap())).collect();
+        assert_eq!(got, vec![(8, "assets"), (8, "assets")], "{e:?}");
+    }
+}

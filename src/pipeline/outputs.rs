@@ -1,0 +1,110 @@
+//! What the command-line tools (`generate`, `kiln-bake`) make of a generated
+//! image: the post-processing in one fixed order, and the PNG text chunks that
+//! record the settings. Shared so that both tools give the same pixels and the
+//! same metadata for the same settings.
+use std::path::Path;
+
+use super::{GenerateRequest, PromptSyntax};
+use crate::error::Result;
+use crate::image::material::{material_maps, MaterialOptions};
+use crate::image::pixel_art::{pixel_art, PixelArtOptions, Quantize};
+use crate::image::Rgba8Image;
+use crate::model::matting::Matte;
+use crate::model::seamless::Seamless;
+use crate::model::Model;
+
+/// Post-processing asked for one image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PostProcess {
+    /// Cut out a sprite (matting graph when the model has one, else chroma key).
+    pub sprite: bool,
+    /// Snap to `cell`-pixel cells and quantize to this many colours (k-means).
+    pub pixel_art: Option<(u32, u32)>,
+    /// Also make a height map (of the generated image, before sprite and pixel art).
+    pub height_map: bool,
+    /// Also make an OpenGL normal map (likewise).
+    pub normal_map: bool,
+    /// The axes the texture tiles along; the material maps wrap when any.
+    pub seamless: Seamless,
+}
+
+/// The post-processed image and the maps asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The final image.
+    pub image: Rgba8Image,
+    /// Height map, when asked.
+    pub height: Option<Rgba8Image>,
+    /// Normal map, when asked.
+    pub normal: Option<Rgba8Image>,
+    /// For sprites: how the matte was made and the visible box, for a log line.
+    pub sprite_note: Option<String>,
+}
+
+/// Applies `post` to a generated `image`: material maps from the generated
+/// pixels first (so they describe the surface, not the cut-out), then the
+/// sprite matte, then pixel art.
+pub fn finish(model: &Model, image: Rgba8Image, post: &PostProcess) -> Result<Finished> {
+    let mut image = image;
+    let (mut height, mut normal) = (None, None);
+    if post.height_map || post.normal_map {
+        let maps = material_maps(&image, &MaterialOptions { wrap: post.seamless != Seamless::None, ..Default::default() })?;
+        height = post.height_map.then_some(maps.height);
+        normal = post.normal_map.then_some(maps.normal);
+    }
+    let mut sprite_note = None;
+    if post.sprite {
+        let sprite = model.make_sprite(&image, &Default::default(), Matte::Auto)?;
+        sprite_note = Some(match sprite.key {
+            Some(key) => format!("sprite: chroma key {key:?}, visible box {:?}", sprite.bbox),
+            None => format!("sprite: matting graph, visible box {:?}", sprite.bbox),
+        });
+        image = sprite.image;
+    }
+    if let Some((cell, colors)) = post.pixel_art {
+        image = pixel_art(&image, &PixelArtOptions { cell, quantize: Quantize::KMeans(colors), ..Default::default() })?;
+    }
+    Ok(Finished { image, height, normal, sprite_note })
+}
+
+/// What a PNG records about how it was made, beyond the request itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// The model folder.
+    pub model: &'a Path,
+    /// `--init-noise` file, if the latents came from one.
+    pub init_noise: Option<&'a Path>,
+    /// `--init-image` file, for img2img.
+    pub init_image: Option<&'a Path>,
+}
+
+/// The PNG `tEXt` chunks (key, value) for an image of `width` × `height` made
+/// from `request` with `post`: `prompt`, `negative_prompt`, `kiln:settings`,
+/// `kiln:model` and `Software`.
+pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance<'_>, width: usize, height: usize) -> Vec<(&'static str, String)> {
+    let path_or_none = |p: Option<&Path>| p.map_or("none".to_string(), |p| p.display().to_string());
+    let syntax: PromptSyntax = request.prompt_syntax;
+    let settings = format!(
+        "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?} seamless={:?} init_image={} strength={} sprite={} pixel_art={:?}",
+        request.steps,
+        request.guidance_scale,
+        request.scheduler,
+        request.seed,
+        width,
+        height,
+        path_or_none(from.init_noise),
+        syntax,
+        post.seamless,
+        path_or_none(from.init_image),
+        request.strength,
+        post.sprite,
+        post.pixel_art,
+    );
+    vec![
+        ("prompt", request.prompt.clone()),
+        ("negative_prompt", request.negative_prompt.clone()),
+        ("kiln:settings", settings),
+        ("kiln:model", from.model.display().to_string()),
+        ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")).to_string()),
+    ]
+}
