@@ -336,7 +336,7 @@ fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
 /// post-processes it as `generate` does and writes every output, then its key.
 fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Path, progress: &mut Progress) -> Result<Vec<String>, String> {
     let view = if model.seamless_axes() == asset.seamless { model.clone() } else { model.seamless(asset.seamless).map_err(|e| e.to_string())? };
-    let pool = runtime.jobs();
+    let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
     let id = pool.submit(&view, asset.request(), Default::default());
     let mut step = 0;
     let mut cancelled = false;
