@@ -29,4 +29,9 @@ XML
 mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -out:"$out/Txt2Img.exe" "$here/examples/Txt2Img.cs"
 mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/KilnTests.exe" "$here/tests/KilnTests.cs"
 mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/AbiManifest.exe" "$here/tools/AbiManifest.cs"
+# The Unity-only files (Runtime/Unity, Samples~), type-checked as Unity would compile
+# them (UNITY_5_3_OR_NEWER) against a stub of the UnityEngine APIs they use.
+mcs "${mcs_flags[@]}" -target:library -out:"$out/UnityEngineStub.dll" "$here/tests/unity-stubs/UnityEngine.cs"
+mcs "${mcs_flags[@]}" -target:library -define:UNITY_5_3_OR_NEWER -r:"$out/UnityEngineStub.dll" \
+    -out:"$out/Kiln.UnityCheck.dll" -recurse:"$here/Runtime/*.cs" "$here/Samples~/FrameLoop/KilnFrameLoopSample.cs"
 echo "$out"

@@ -6,6 +6,8 @@
 // Loads ONNX Runtime (searched: ORT_DYLIB_PATH, beside libkiln, the project's fetched
 // copy), loads the model, generates one image at the model's native size with default
 // settings and seed 42, and writes it as a PNG. Every failure prints Kiln's own message.
+// Console program for Mono, not part of the Unity package: compiled to nothing in Unity.
+#if !UNITY_5_3_OR_NEWER
 using System;
 using Kiln;
 using Kiln.Interop;
@@ -52,3 +54,4 @@ static class Txt2Img
         return 0;
     }
 }
+#endif

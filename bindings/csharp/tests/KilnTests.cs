@@ -4,6 +4,8 @@
 // "N passed, N failed"; exits 1 on any failure.
 //
 //   mono KilnTests.exe MODEL_DIR SCRATCH_DIR
+// Console program for Mono, not part of the Unity package: compiled to nothing in Unity.
+#if !UNITY_5_3_OR_NEWER
 using System;
 using System.Collections.Generic;
 using System.IO;
@@ -543,16 +545,17 @@ static class KilnTests
         int passed = 0, failed = 0;
         Action<string, Action> run = (name, test) =>
         {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             try
             {
                 test();
                 passed++;
-                Console.WriteLine("PASS " + name);
+                Console.WriteLine("PASS " + name + " (" + clock.ElapsedMilliseconds + " ms)");
             }
             catch (Exception e)
             {
                 failed++;
-                Console.WriteLine("FAIL " + name + ": " + e);
+                Console.WriteLine("FAIL " + name + " (" + clock.ElapsedMilliseconds + " ms): " + e);
             }
         };
         foreach (var t in tests) run(t.Key, t.Value);
@@ -577,3 +580,4 @@ static class KilnTests
         return 1;
     }
 }
+#endif

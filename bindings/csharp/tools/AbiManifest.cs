@@ -2,6 +2,8 @@
 // bindings/csharp/README.md): read by reflection from Kiln.dll, so it reports what the
 // marshaller will actually do. Sizes and offsets are Marshal.SizeOf / Marshal.OffsetOf
 // of this process (run it on x86-64 Linux for the manifest the drift guard compares).
+// Console program for Mono, not part of the Unity package: compiled to nothing in Unity.
+#if !UNITY_5_3_OR_NEWER
 using System;
 using System.Collections.Generic;
 using System.Linq;
@@ -84,3 +86,4 @@ static class AbiManifest
         return 0;
     }
 }
+#endif
