@@ -574,10 +574,21 @@ static class KilnTests
         if (model != null) model.Dispose();
         if (runtime != null) runtime.Dispose();
         Console.WriteLine(passed + " passed, " + failed + " failed");
-        // Mono 6.8 waits at exit for native threads that ever called into managed code
-        // (Kiln's job workers); fixed in Mono 6.12 (mono/mono#20466). Exit explicitly.
-        Environment.Exit(failed == 0 ? 0 : 1);
-        return 1;
+        return Exit(failed == 0 ? 0 : 1);
+    }
+
+    [DllImport("libc", EntryPoint = "_exit", CallingConvention = CallingConvention.Cdecl)]
+    static extern void PosixExit(int code);
+
+    static int Exit(int code)
+    {
+        // Mono 6.8's shutdown (and Environment.Exit) waits, spinning, for native threads
+        // that ever called into managed code: Kiln's job workers, which never end
+        // (mono/mono#20466, fixed in Mono 6.12). Flush and leave without that shutdown.
+        Console.Out.Flush();
+        Console.Error.Flush();
+        if (Environment.OSVersion.Platform == PlatformID.Unix) PosixExit(code);
+        return code;
     }
 }
 #endif
