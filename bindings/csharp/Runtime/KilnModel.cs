@@ -146,10 +146,19 @@ namespace Kiln
             jo.user_data = state.UserData;
             ulong id;
             uint status;
-            using (var pins = new Pins())
+            try
             {
-                KilnGenerateOptions o = settings.ToNative(pins);
-                status = KilnNative.kiln_job_submit(Handle, ref o, ref jo, out id);
+                using (var pins = new Pins())
+                {
+                    KilnGenerateOptions o = settings.ToNative(pins);
+                    status = KilnNative.kiln_job_submit(Handle, ref o, ref jo, out id);
+                }
+            }
+            catch
+            {
+                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
+                state.Abandon();
+                throw;
             }
             if (status != 0)
             {

@@ -85,23 +85,31 @@ namespace Kiln
             LogSink sink = settings.Log != null ? new LogSink(settings.Log) : null;
             IntPtr raw;
             uint status;
-            using (var pins = new Pins())
+            try
             {
-                o.onnxruntime_path = pins.PinString(settings.OnnxRuntimePath);
-                o.graph_cache_dir = pins.PinString(settings.GraphCacheDir);
-                if (settings.Providers != null)
+                using (var pins = new Pins())
                 {
-                    var list = new uint[settings.Providers.Length];
-                    for (int i = 0; i < list.Length; i++) list[i] = (uint)settings.Providers[i];
-                    o.providers = pins.Pin(list);
-                    o.providers_len = new UIntPtr((uint)list.Length);
+                    o.onnxruntime_path = pins.PinString(settings.OnnxRuntimePath);
+                    o.graph_cache_dir = pins.PinString(settings.GraphCacheDir);
+                    if (settings.Providers != null)
+                    {
+                        var list = new uint[settings.Providers.Length];
+                        for (int i = 0; i < list.Length; i++) list[i] = (uint)settings.Providers[i];
+                        o.providers = pins.Pin(list);
+                        o.providers_len = new UIntPtr((uint)list.Length);
+                    }
+                    if (sink != null)
+                    {
+                        o.log_callback.Value = KilnTrampolines.LogPointer;
+                        o.log_user_data = sink.UserData;
+                    }
+                    status = KilnNative.kiln_runtime_create(ref o, out raw);
                 }
-                if (sink != null)
-                {
-                    o.log_callback.Value = KilnTrampolines.LogPointer;
-                    o.log_user_data = sink.UserData;
-                }
-                status = KilnNative.kiln_runtime_create(ref o, out raw);
+            }
+            catch
+            {
+                if (sink != null) sink.Release();
+                throw;
             }
             if (status != 0)
             {

@@ -292,6 +292,8 @@ static class KilnTests
         Check(a.Zip(c, (x, y) => x != y).Any(d => d), "different prompts gave the same image");
         try { Utf8.ToNative("a\0b"); throw new Exception("embedded NUL accepted"); }
         catch (ArgumentException) { }
+        try { model.Submit(Quick("a\0b", 1)); throw new Exception("Submit accepted an embedded NUL"); }
+        catch (ArgumentException) { }
     }
 
     static void ErrorStatuses()
