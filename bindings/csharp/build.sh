@@ -32,6 +32,6 @@ mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/AbiManife
 # The Unity-only files (Runtime/Unity, Samples~), type-checked as Unity would compile
 # them (UNITY_5_3_OR_NEWER) against a stub of the UnityEngine APIs they use.
 mcs "${mcs_flags[@]}" -target:library -out:"$out/UnityEngineStub.dll" "$here/tests/unity-stubs/UnityEngine.cs"
-mcs "${mcs_flags[@]}" -target:library -define:UNITY_5_3_OR_NEWER -r:"$out/UnityEngineStub.dll" \
+mcs "${mcs_flags[@]}" -target:library -define:UNITY_5_3_OR_NEWER -define:UNITY_EDITOR -r:"$out/UnityEngineStub.dll" \
     -out:"$out/Kiln.UnityCheck.dll" -recurse:"$here/Runtime/*.cs" "$here/Samples~/FrameLoop/KilnFrameLoopSample.cs"
 echo "$out"

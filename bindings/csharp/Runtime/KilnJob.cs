@@ -195,6 +195,28 @@ namespace Kiln
         }
 
         /// <summary>
+        /// Cancels every job of this process that has not finished and waits, up to
+        /// <c>timeoutMs</c>, until Kiln has delivered each one's Finished event, after which
+        /// Kiln never calls managed code for it again. Call it before the managed side goes
+        /// away while jobs may run (Unity: the Editor's domain reload; KilnEditorReload does).
+        /// Returns how many jobs had still not finished.
+        /// </summary>
+        public static int CancelAll(uint timeoutMs)
+        {
+            JobCallbackState[] jobs = JobCallbackState.Live();
+            foreach (JobCallbackState s in jobs)
+                if (!s.Finished) KilnNative.kiln_job_cancel(s.Id);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (true)
+            {
+                int running = 0;
+                foreach (JobCallbackState s in jobs) if (!s.Finished) running++;
+                if (running == 0 || clock.ElapsedMilliseconds >= timeoutMs) return running;
+                System.Threading.Thread.Sleep(1);
+            }
+        }
+
+        /// <summary>
         /// Releases the job. One still queued or running is cancelled, and its id is freed
         /// when Kiln reports it finished (Kiln may still be calling the handler until then).
         /// </summary>

@@ -166,7 +166,7 @@ namespace Kiln
                 state.Abandon();
                 throw new KilnException(e.Status, e.Message);
             }
-            state.Id = id;
+            state.Submitted(id);
             return new KilnJob(id, state);
         }
 

@@ -499,6 +499,26 @@ static class KilnTests
         Console.WriteLine("    3 disposed + 1 finalized job freed after Finished; " + seen + " events delivered");
     }
 
+    static void CancelAllStopsEveryJob()
+    {
+        // What the Editor does before a script reload: every job gets its Finished event.
+        var finished = new List<KilnJobState>();
+        var js = new KilnJobSettings { OnEvent = ev => { if (ev.Kind == KilnJobEventKind.Finished) lock (finished) finished.Add(ev.State); } };
+        var jobs = new List<KilnJob>();
+        for (int i = 0; i < 3; i++) jobs.Add(model.Submit(new KilnGenerateSettings { Prompt = "reload " + i, Steps = 300 }, js));
+        int left = KilnJob.CancelAll(60000);
+        Equal(0, left, "jobs left running");
+        lock (finished)
+        {
+            Console.WriteLine("    Finished states: " + string.Join(",", finished));
+            Equal(3, finished.Count, "Finished events");
+            Check(finished.All(s => s == KilnJobState.Cancelled), "all cancelled");
+        }
+        foreach (KilnJob j in jobs) j.Dispose();
+        foreach (KilnJob j in jobs) WaitUntilFreed(j.Id);
+        Equal(0, KilnJob.CancelAll(0), "nothing left after dispose");
+    }
+
     static ulong SubmitAndForget()
     {
         return model.Submit(new KilnGenerateSettings { Prompt = "forgotten", Steps = 200 }).Id;
@@ -542,6 +562,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("throwing handlers never reach native code", ThrowingHandlersNeverReachNativeCode),
             new KeyValuePair<string, Action>("cancel and stale ids", CancelAndStaleIds),
             new KeyValuePair<string, Action>("dispose while running", DisposeWhileRunning),
+            new KeyValuePair<string, Action>("CancelAll stops every job", CancelAllStopsEveryJob),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };
         int passed = 0, failed = 0;

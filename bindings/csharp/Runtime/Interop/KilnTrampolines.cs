@@ -122,6 +122,27 @@ namespace Kiln.Interop
             self = GCHandle.Alloc(this);
         }
 
+        // Every job Kiln may still call back for, so they can all be stopped at once
+        // (Unity's Editor must stop them before it unloads the scripts' domain).
+        static readonly System.Collections.Generic.HashSet<JobCallbackState> live = new System.Collections.Generic.HashSet<JobCallbackState>();
+
+        internal static JobCallbackState[] Live()
+        {
+            lock (live)
+            {
+                var all = new JobCallbackState[live.Count];
+                live.CopyTo(all);
+                return all;
+            }
+        }
+
+        /// <summary>Kiln accepted the job: it may call back until Finished.</summary>
+        internal void Submitted(ulong id)
+        {
+            Id = id;
+            lock (live) live.Add(this);
+        }
+
         internal IntPtr UserData { get { return GCHandle.ToIntPtr(self); } }
         internal bool Finished { get { return (Volatile.Read(ref flags) & FinishedBit) != 0; } }
         internal bool Released { get { return (Volatile.Read(ref flags) & ReleasedBit) != 0; } }
@@ -162,6 +183,10 @@ namespace Kiln.Interop
                 old = Volatile.Read(ref flags);
                 now = old | bit;
             } while (Interlocked.CompareExchange(ref flags, now, old) != old);
+            if ((now & FinishedBit) != 0 && (old & FinishedBit) == 0)
+            {
+                lock (live) live.Remove(this);
+            }
             if (now == (FinishedBit | ReleasedBit) && old != now)
             {
                 KilnNative.kiln_job_free(Id);

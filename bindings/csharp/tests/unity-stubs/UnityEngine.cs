@@ -34,6 +34,18 @@ namespace UnityEngine
     public static class Application { public static string streamingAssetsPath { get { return ""; } } }
 }
 
+namespace UnityEditor
+{
+    [System.AttributeUsage(System.AttributeTargets.Class)]
+    public sealed class InitializeOnLoadAttribute : System.Attribute { }
+    public static class AssemblyReloadEvents
+    {
+        public delegate void AssemblyReloadCallback();
+        public static event AssemblyReloadCallback beforeAssemblyReload;
+        internal static void Raise() { if (beforeAssemblyReload != null) beforeAssemblyReload(); }
+    }
+}
+
 namespace AOT
 {
     // Unity's own copy, in UnityEngine.dll.
