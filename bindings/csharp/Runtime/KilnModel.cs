@@ -131,6 +131,57 @@ namespace Kiln
             return KilnStatusNames.Error(status);
         }
 
+        /// <summary>
+        /// Extends <c>settings.InitImage</c> by the given pixels on each side (the border is
+        /// inpainted, the original pixels kept exactly); blocking. The new size must be a
+        /// multiple of the model's <c>size_multiple</c>.
+        /// </summary>
+        public KilnImage ExtendTexture(KilnGenerateSettings settings, uint left, uint right, uint top, uint bottom)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                KilnGenerateOptions o = settings.ToNative(pins);
+                status = KilnNative.kiln_model_extend_texture(Handle, ref o, left, right, top, bottom, out raw);
+            }
+            KilnStatusNames.Check(status);
+            return new KilnImage(raw);
+        }
+
+        /// <summary>
+        /// Makes <c>settings.InitImage</c> tile: offset by half its size, a band <c>band</c>
+        /// pixels wide around the seams inpainted with the seamless view; blocking.
+        /// </summary>
+        public KilnImage MakeTileable(KilnGenerateSettings settings, uint band)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                KilnGenerateOptions o = settings.ToNative(pins);
+                status = KilnNative.kiln_model_make_tileable(Handle, ref o, band, out raw);
+            }
+            KilnStatusNames.Check(status);
+            return new KilnImage(raw);
+        }
+
+        /// <summary>
+        /// A sprite cut out of <c>image</c> with the model's matting graph, or by chroma key
+        /// for a model without one (<c>options.matte</c> AUTO, the default); null = defaults.
+        /// </summary>
+        public KilnImage MakeSprite(KilnImage image, out KilnRect bbox, KilnSpriteOptions? options = null)
+        {
+            if (image == null) throw new ArgumentNullException("image");
+            KilnSpriteOptions o = options ?? KilnDefaults.SpriteOptions();
+            o.struct_size = (uint)Marshal.SizeOf(typeof(KilnSpriteOptions));
+            IntPtr raw;
+            KilnStatusNames.Check(KilnNative.kiln_model_make_sprite(Handle, image.Handle, ref o, out raw, out bbox));
+            return new KilnImage(raw);
+        }
+
         /// <summary>Queues a generation on Kiln's worker threads and returns at once; poll it every frame.</summary>
         public KilnJob Submit(KilnGenerateSettings settings, KilnJobSettings jobSettings = null)
         {

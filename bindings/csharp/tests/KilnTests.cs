@@ -348,6 +348,57 @@ static class KilnTests
         }
     }
 
+    static void TextureHelpers()
+    {
+        byte[] start = model.Generate(Quick("cobblestone", 11)).ToArray();
+        var settings = Quick("cobblestone", 11);
+        settings.InitImage = start;
+        settings.InitImageWidth = 64;
+        settings.InitImageHeight = 64;
+        settings.InitImageChannels = 4;
+        settings.Strength = 1.0f;
+        using (KilnImage wide = model.ExtendTexture(settings, 0, 16, 0, 0))
+        {
+            Equal(80, wide.Width, "extended width");
+            Equal(64, wide.Height, "extended height");
+            // The original pixels are kept exactly.
+            byte[] px = wide.ToArray();
+            int differing = 0;
+            for (int y = 0; y < 64; y++) for (int x = 0; x < 256; x++) if (px[y * 320 + x] != start[y * 256 + x]) differing++;
+            Console.WriteLine("    extend: " + differing + " of " + (64 * 256) + " original bytes changed (bound: 0)");
+            Equal(0, differing, "original pixels changed");
+        }
+        using (KilnImage tile = model.MakeTileable(settings, 8))
+        {
+            Equal(64, tile.Width, "tileable width");
+            // Outside the band around the central cross, the result is the input offset by half.
+            byte[] px = tile.ToArray();
+            int differing = 0;
+            for (int y = 0; y < 64; y++)
+                for (int x = 0; x < 64; x++)
+                {
+                    if (Math.Abs(y - 32) < 12 || Math.Abs(x - 32) < 12) continue;
+                    for (int c = 0; c < 4; c++) if (px[(y * 64 + x) * 4 + c] != start[(((y + 32) % 64) * 64 + (x + 32) % 64) * 4 + c]) differing++;
+                }
+            Console.WriteLine("    make tileable (band 8): " + differing + " bytes differ from the half-offset input farther than 11 px from the seams (bound: 0)");
+            Equal(0, differing, "pixels outside the band");
+        }
+        Throws(() => model.MakeTileable(settings, 0), KilnStatus.InvalidArgument, "band 0");
+        byte[] green = new byte[32 * 32 * 4];
+        for (int i = 0; i < green.Length; i += 4) { green[i] = 0; green[i + 1] = 255; green[i + 2] = 0; green[i + 3] = 255; }
+        for (int y = 8; y < 16; y++) for (int x = 8; x < 20; x++) { int i = (y * 32 + x) * 4; green[i] = 200; green[i + 1] = 40; green[i + 2] = 40; }
+        using (KilnImage img = KilnImage.Create(32, 32, green))
+        {
+            KilnRect bbox;
+            using (KilnImage sprite = model.MakeSprite(img, out bbox))
+            {
+                Console.WriteLine("    sprite bbox " + bbox.x + "," + bbox.y + " " + bbox.width + "x" + bbox.height + " (expected 8,8 12x8)");
+                Check(bbox.x == 8 && bbox.y == 8 && bbox.width == 12 && bbox.height == 8, "sprite bounding box");
+                Equal((byte)0, sprite.ToArray()[3], "background alpha");
+            }
+        }
+    }
+
     static void CallbacksFireOnAWorkerThread()
     {
         var events = new List<KilnJobEventArgs>();
@@ -558,6 +609,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("UTF-8 prompts and paths", Utf8PromptsAndPaths),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
+            new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),
             new KeyValuePair<string, Action>("job callbacks fire on a worker thread", CallbacksFireOnAWorkerThread),
             new KeyValuePair<string, Action>("throwing handlers never reach native code", ThrowingHandlersNeverReachNativeCode),
             new KeyValuePair<string, Action>("cancel and stale ids", CancelAndStaleIds),
