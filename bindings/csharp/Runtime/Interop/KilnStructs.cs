@@ -1,0 +1,193 @@
+// Structs mirrored field for field from include/kiln.h, in header order, with C's field
+// names so each can be read against the header. All blittable: fixed-width integers,
+// float, IntPtr for pointers, UIntPtr for size_t, KilnFnPtr for callbacks; never bool
+// (which would marshal as a 4-byte BOOL) and never string (the binding passes UTF-8
+// bytes it pinned itself). LayoutKind.Sequential gives C's natural alignment on every
+// platform, 32-bit included; the ABI manifest checks sizes and offsets against the header.
+using System;
+using System.Runtime.InteropServices;
+
+namespace Kiln.Interop
+{
+    /// <summary>A C function pointer stored in a struct (a callback typedef in kiln.h).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct KilnFnPtr
+    {
+        /// <summary>From <see cref="Marshal.GetFunctionPointerForDelegate(Delegate)"/>, or zero for none.</summary>
+        public IntPtr Value;
+    }
+
+    /// <summary>C: <c>kiln_job_event</c>. Borrowed: valid only during the callback.</summary>
+    [NativeName("kiln_job_event"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnJobEvent
+    {
+        public uint struct_size;
+        public uint kind;
+        public ulong job;
+        public uint step;
+        public uint total_steps;
+        public uint state;
+        public uint width;
+        public uint height;
+        public UIntPtr row_pitch;
+        public IntPtr pixels;
+    }
+
+    /// <summary>C: <c>kiln_job_options</c>.</summary>
+    [NativeName("kiln_job_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnJobOptions
+    {
+        public uint struct_size;
+        public int priority;
+        public uint preview_interval;
+        public KilnFnPtr callback;
+        public IntPtr user_data;
+    }
+
+    /// <summary>C: <c>kiln_generate_options</c>.</summary>
+    [NativeName("kiln_generate_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnGenerateOptions
+    {
+        public uint struct_size;
+        public uint width;
+        public uint height;
+        public uint steps;
+        public float guidance_scale;
+        public uint scheduler;
+        public ulong seed;
+        public IntPtr prompt;
+        public IntPtr negative_prompt;
+        public IntPtr initial_noise;
+        public UIntPtr initial_noise_len;
+        public float guidance_rescale;
+        public uint prompt_weighting;
+        public uint reserved;
+        public IntPtr init_image;
+        public UIntPtr init_image_len;
+        public uint init_image_width;
+        public uint init_image_height;
+        public UIntPtr init_image_row_pitch;
+        public uint init_image_channels;
+        public float strength;
+        public uint posterior_mean;
+        public uint reserved2;
+        public uint clip_skip;
+        public uint reserved3;
+        public IntPtr mask;
+        public UIntPtr mask_len;
+        public uint mask_width;
+        public uint mask_height;
+        public IntPtr scheduler_overrides;
+    }
+
+    /// <summary>C: <c>kiln_job_progress</c>.</summary>
+    [NativeName("kiln_job_progress"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnJobProgress
+    {
+        public uint struct_size;
+        public uint state;
+        public uint step;
+        public uint total_steps;
+        public uint preview_step;
+        public uint preview_width;
+        public uint preview_height;
+    }
+
+    /// <summary>C: <c>kiln_model_load_options</c>.</summary>
+    [NativeName("kiln_model_load_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnModelLoadOptions
+    {
+        public uint struct_size;
+        public uint seamless;
+        public IntPtr matting_path;
+    }
+
+    /// <summary>C: <c>kiln_model_info</c>.</summary>
+    [NativeName("kiln_model_info"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnModelInfo
+    {
+        public uint struct_size;
+        public uint default_size;
+        public uint size_multiple;
+        public uint latent_channels;
+        public uint vae_downsampling;
+        public uint embedding_dim;
+        public uint has_vae_encoder;
+        public uint has_matting;
+    }
+
+    /// <summary>C: <c>kiln_sprite_options</c>.</summary>
+    [NativeName("kiln_sprite_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnSpriteOptions
+    {
+        public uint struct_size;
+        public uint auto_key;
+        public uint key_rgb;
+        public float inner_tolerance;
+        public float outer_tolerance;
+        public uint despill;
+        public uint feather_radius;
+        public uint premultiplied;
+        public uint bbox_threshold;
+        public uint matte;
+    }
+
+    /// <summary>C: <c>kiln_rect</c>. Empty (all 0) when it holds no pixel.</summary>
+    [NativeName("kiln_rect"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnRect
+    {
+        public uint x;
+        public uint y;
+        public uint width;
+        public uint height;
+    }
+
+    /// <summary>C: <c>kiln_pixel_art_options</c>.</summary>
+    [NativeName("kiln_pixel_art_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnPixelArtOptions
+    {
+        public uint struct_size;
+        public uint cell;
+        public uint scale;
+        public uint colors;
+        public uint cell_color;
+        public uint alpha_threshold;
+        public IntPtr palette_rgb;
+        public UIntPtr palette_len;
+    }
+
+    /// <summary>C: <c>kiln_material_options</c>.</summary>
+    [NativeName("kiln_material_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnMaterialOptions
+    {
+        public uint struct_size;
+        public uint blur_radius;
+        public float strength;
+        public uint convention;
+        public uint wrap;
+        public uint invert_height;
+    }
+
+    /// <summary>C: <c>kiln_runtime_options</c>.</summary>
+    [NativeName("kiln_runtime_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnRuntimeOptions
+    {
+        public uint struct_size;
+        public uint intra_op_threads;
+        public uint inter_op_threads;
+        public uint allow_spinning;
+        public IntPtr onnxruntime_path;
+        public KilnFnPtr log_callback;
+        public IntPtr log_user_data;
+        public uint log_level;
+        public uint job_workers;
+        public IntPtr providers;
+        public UIntPtr providers_len;
+        public int device_id;
+        public uint require_provider;
+        public uint residency;
+        public uint embedding_cache_entries;
+        public IntPtr graph_cache_dir;
+        public uint sequential_load;
+    }
+}

@@ -1,0 +1,239 @@
+using System;
+using System.Runtime.InteropServices;
+using Kiln.Interop;
+
+namespace Kiln
+{
+    /// <summary>How to run a job.</summary>
+    public sealed class KilnJobSettings
+    {
+        /// <summary>Higher runs first; equal priorities run in submission order.</summary>
+        public int Priority;
+        /// <summary>A preview every this many U-Net calls (and at the last); 0 = none.</summary>
+        public uint PreviewInterval;
+        /// <summary>
+        /// Optional event handler. It runs on a Kiln worker thread, never the main thread:
+        /// do not touch engine objects there (poll instead). Exceptions it throws are caught,
+        /// kept in <see cref="KilnJob.HandlerException"/> and sent to <see cref="KilnCallbacks"/>.
+        /// </summary>
+        public Action<KilnJobEventArgs> OnEvent;
+    }
+
+    /// <summary>One job event (C: <c>kiln_job_event</c>), copied out of Kiln's borrowed struct.</summary>
+    public sealed class KilnJobEventArgs
+    {
+        /// <summary>What happened.</summary>
+        public readonly KilnJobEventKind Kind;
+        /// <summary>The job's id.</summary>
+        public readonly ulong JobId;
+        /// <summary>U-Net calls finished (progress) or shown (preview).</summary>
+        public readonly uint Step;
+        /// <summary>U-Net calls in total.</summary>
+        public readonly uint TotalSteps;
+        /// <summary>How the job ended (Finished events).</summary>
+        public readonly KilnJobState State;
+        /// <summary>Preview width (Preview events).</summary>
+        public readonly int PreviewWidth;
+        /// <summary>Preview height (Preview events).</summary>
+        public readonly int PreviewHeight;
+        /// <summary>Preview RGBA8, tightly packed, rows top-down; null for other kinds.</summary>
+        public readonly byte[] PreviewPixels;
+
+        internal KilnJobEventArgs(KilnJobEvent e)
+        {
+            Kind = (KilnJobEventKind)e.kind;
+            JobId = e.job;
+            Step = e.step;
+            TotalSteps = e.total_steps;
+            State = (KilnJobState)e.state;
+            if (e.pixels != IntPtr.Zero)
+            {
+                PreviewWidth = (int)e.width;
+                PreviewHeight = (int)e.height;
+                int row = PreviewWidth * 4;
+                long pitch = (long)e.row_pitch.ToUInt64();
+                PreviewPixels = new byte[row * PreviewHeight];
+                for (int y = 0; y < PreviewHeight; y++)
+                    Marshal.Copy(new IntPtr(e.pixels.ToInt64() + y * pitch), PreviewPixels, y * row, row);
+            }
+        }
+    }
+
+    /// <summary>A job's state and progress (C: <c>kiln_job_progress</c>).</summary>
+    public struct KilnJobStatus
+    {
+        /// <summary>Where the job is.</summary>
+        public KilnJobState State;
+        /// <summary>U-Net calls finished.</summary>
+        public uint Step;
+        /// <summary>U-Net calls in total.</summary>
+        public uint TotalSteps;
+        /// <summary>Step of the newest preview; 0 while none.</summary>
+        public uint PreviewStep;
+        /// <summary>Newest preview's width; 0 while none.</summary>
+        public int PreviewWidth;
+        /// <summary>Newest preview's height; 0 while none.</summary>
+        public int PreviewHeight;
+        /// <summary>True once the job succeeded, failed or was cancelled.</summary>
+        public bool Ended { get { return State == KilnJobState.Succeeded || State == KilnJobState.Failed || State == KilnJobState.Cancelled; } }
+    }
+
+    /// <summary>
+    /// A queued generation (a Kiln job id). Poll it once a frame from the main thread; copy
+    /// the image once it succeeded. Dispose cancels it if it is still running and frees it.
+    /// </summary>
+    public sealed class KilnJob : IDisposable
+    {
+        readonly JobCallbackState state;
+        int disposed;
+
+        /// <summary>Kiln's job id.</summary>
+        public readonly ulong Id;
+
+        internal KilnJob(ulong id, JobCallbackState state)
+        {
+            Id = id;
+            this.state = state;
+        }
+
+        /// <summary>The last exception your event handler threw, or null.</summary>
+        public Exception HandlerException { get { return state.HandlerException; } }
+
+        /// <summary>State and progress, without blocking (cheap enough for every frame).</summary>
+        public KilnJobStatus Poll()
+        {
+            KilnJobStatus s;
+            KilnError e = TryPoll(out s);
+            if (!e.Ok) throw new KilnException(e.Status, e.Message);
+            return s;
+        }
+
+        /// <summary>As <see cref="Poll"/>, returning the status instead of throwing.</summary>
+        public KilnError TryPoll(out KilnJobStatus status)
+        {
+            var p = new KilnJobProgress { struct_size = (uint)Marshal.SizeOf(typeof(KilnJobProgress)) };
+            uint s = KilnNative.kiln_job_poll(Id, ref p);
+            status = new KilnJobStatus
+            {
+                State = (KilnJobState)p.state,
+                Step = p.step,
+                TotalSteps = p.total_steps,
+                PreviewStep = p.preview_step,
+                PreviewWidth = (int)p.preview_width,
+                PreviewHeight = (int)p.preview_height,
+            };
+            return KilnStatusNames.Error(s);
+        }
+
+        /// <summary>Blocks up to <c>timeoutMs</c> for the job to end (tools and bakes; a game polls).</summary>
+        public KilnJobState Wait(uint timeoutMs)
+        {
+            uint st;
+            KilnStatusNames.Check(KilnNative.kiln_job_wait(Id, timeoutMs, out st));
+            return (KilnJobState)st;
+        }
+
+        /// <summary>Asks the job to stop; a running one stops within one graph call.</summary>
+        public void Cancel() { KilnStatusNames.Check(KilnNative.kiln_job_cancel(Id)); }
+
+        /// <summary>The job's own error message; empty unless it failed or was cancelled.</summary>
+        public string ErrorMessage
+        {
+            get
+            {
+                string v;
+                KilnStatusNames.Check(Utf8.ReadString((byte[] b, UIntPtr n, out UIntPtr l) => KilnNative.kiln_job_error_message(Id, b, n, out l), out v));
+                return v;
+            }
+        }
+
+        /// <summary>Width and height of a succeeded job's image.</summary>
+        public void ImageSize(out int width, out int height)
+        {
+            uint w, h;
+            KilnStatusNames.Check(KilnNative.kiln_job_image_size(Id, out w, out h));
+            width = (int)w;
+            height = (int)h;
+        }
+
+        /// <summary>
+        /// Copies a succeeded job's image into <c>pixels</c> (rows top-down, pitch 0 = width × 4).
+        /// Returns false with KILN_STATUS_BUSY while it runs; other failures are in the error too.
+        /// </summary>
+        public KilnError TryCopyImage(byte[] pixels, int rowPitch = 0)
+        {
+            uint len = pixels == null ? 0u : (uint)pixels.Length;
+            return KilnStatusNames.Error(KilnNative.kiln_job_copy_image(Id, pixels, new UIntPtr(len), new UIntPtr((uint)rowPitch)));
+        }
+
+        /// <summary>The succeeded job's image, tightly packed, rows top-down.</summary>
+        public byte[] CopyImage()
+        {
+            int w, h;
+            ImageSize(out w, out h);
+            var pixels = new byte[w * h * 4];
+            KilnError e = TryCopyImage(pixels);
+            if (!e.Ok) throw new KilnException(e.Status, e.Message);
+            return pixels;
+        }
+
+        /// <summary>The succeeded job's image, tightly packed, rows bottom-up (Unity's Texture2D order).</summary>
+        public byte[] CopyImageBottomUp()
+        {
+            int w, h;
+            ImageSize(out w, out h);
+            byte[] pixels = CopyImage();
+            KilnPixels.FlipRowsInPlace(pixels, w * 4, h);
+            return pixels;
+        }
+
+        /// <summary>Copies the newest preview (size from <see cref="Poll"/>); BUSY while there is none.</summary>
+        public KilnError TryCopyPreview(byte[] pixels, out uint step, int rowPitch = 0)
+        {
+            uint len = pixels == null ? 0u : (uint)pixels.Length;
+            return KilnStatusNames.Error(KilnNative.kiln_job_copy_preview(Id, pixels, new UIntPtr(len), new UIntPtr((uint)rowPitch), out step));
+        }
+
+        /// <summary>
+        /// Cancels every job of this process that has not finished and waits, up to
+        /// <c>timeoutMs</c>, until Kiln has delivered each one's Finished event, after which
+        /// Kiln never calls managed code for it again. Call it before the managed side goes
+        /// away while jobs may run (Unity: the Editor's domain reload; KilnEditorReload does).
+        /// Returns how many jobs had still not finished.
+        /// </summary>
+        public static int CancelAll(uint timeoutMs)
+        {
+            JobCallbackState[] jobs = JobCallbackState.Live();
+            foreach (JobCallbackState s in jobs)
+                if (!s.Finished) KilnNative.kiln_job_cancel(s.Id);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (true)
+            {
+                int running = 0;
+                foreach (JobCallbackState s in jobs) if (!s.Finished) running++;
+                if (running == 0 || clock.ElapsedMilliseconds >= timeoutMs) return running;
+                System.Threading.Thread.Sleep(1);
+            }
+        }
+
+        /// <summary>
+        /// Releases the job. One still queued or running is cancelled, and its id is freed
+        /// when Kiln reports it finished (Kiln may still be calling the handler until then).
+        /// </summary>
+        public void Dispose()
+        {
+            Release();
+            GC.SuppressFinalize(this);
+        }
+
+        /// <summary>Releases a job that was never disposed.</summary>
+        ~KilnJob() { Release(); }
+
+        void Release()
+        {
+            if (System.Threading.Interlocked.Exchange(ref disposed, 1) != 0) return;
+            if (!state.Finished) KilnNative.kiln_job_cancel(Id);
+            state.Release();
+        }
+    }
+}

@@ -1,0 +1,227 @@
+using System;
+using System.Runtime.InteropServices;
+using Kiln.Interop;
+
+namespace Kiln
+{
+    /// <summary>A loaded model (C: <c>kiln_model</c>). Thread-safe; free it with Dispose.</summary>
+    public sealed class KilnModel : IDisposable
+    {
+        /// <summary>The owned native handle.</summary>
+        public readonly KilnModelHandle Handle;
+
+        KilnModel(IntPtr raw, LogSink sink) { Handle = new KilnModelHandle(raw, sink); }
+
+        /// <summary>Loads a diffusers/optimum ONNX model folder.</summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND, MODEL_INVALID, UNSUPPORTED, ... with the file named.</exception>
+        public static KilnModel Load(KilnRuntime runtime, string modelDir)
+        {
+            KilnModel model;
+            KilnError error = TryLoad(runtime, modelDir, KilnSeamless.None, null, out model);
+            if (!error.Ok) throw new KilnException(error.Status, error.Message);
+            return model;
+        }
+
+        /// <summary>Loads a model as a seamless view and/or with a matting graph.</summary>
+        public static KilnModel Load(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null)
+        {
+            KilnModel model;
+            KilnError error = TryLoad(runtime, modelDir, seamless, mattingPath, out model);
+            if (!error.Ok) throw new KilnException(error.Status, error.Message);
+            return model;
+        }
+
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string)"/>, returning the status instead of throwing.</summary>
+        public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, out KilnModel model)
+        {
+            if (runtime == null) throw new ArgumentNullException("runtime");
+            model = null;
+            // The model may log after the runtime handle is gone: it holds its own lease.
+            LogSink sink = runtime.Handle.Sink != null ? runtime.Handle.Sink.AddRef() : null;
+            IntPtr raw;
+            uint status;
+            if (seamless == KilnSeamless.None && mattingPath == null)
+            {
+                status = KilnNative.kiln_model_load(runtime.Handle, Utf8.ToNative(modelDir), out raw);
+            }
+            else
+            {
+                KilnModelLoadOptions o = KilnDefaults.ModelLoadOptions();
+                o.seamless = (uint)seamless;
+                using (var pins = new Pins())
+                {
+                    o.matting_path = pins.PinString(mattingPath);
+                    status = KilnNative.kiln_model_load_with(runtime.Handle, Utf8.ToNative(modelDir), ref o, out raw);
+                }
+            }
+            KilnError error = KilnStatusNames.Error(status);
+            if (status == 0) model = new KilnModel(raw, sink);
+            else if (sink != null) sink.Release();
+            return error;
+        }
+
+        /// <summary>Facts about the model (native size, size multiple, ...).</summary>
+        public KilnModelInfo Info
+        {
+            get
+            {
+                var info = new KilnModelInfo { struct_size = (uint)Marshal.SizeOf(typeof(KilnModelInfo)) };
+                KilnStatusNames.Check(KilnNative.kiln_model_get_info(Handle, ref info));
+                return info;
+            }
+        }
+
+        /// <summary>Which execution provider runs <c>graph</c>, and why any requested one was skipped.</summary>
+        public string GraphProvider(KilnGraph graph)
+        {
+            string v;
+            KilnStatusNames.Check(Utf8.ReadString((byte[] b, UIntPtr n, out UIntPtr l) => KilnNative.kiln_model_graph_provider(Handle, (uint)graph, b, n, out l), out v));
+            return v;
+        }
+
+        /// <summary>A new model handle whose images tile along <c>axes</c>.</summary>
+        public KilnModel Seamless(KilnSeamless axes)
+        {
+            LogSink sink = Handle.Sink != null ? Handle.Sink.AddRef() : null;
+            IntPtr raw;
+            uint status = KilnNative.kiln_model_seamless(Handle, (uint)axes, out raw);
+            if (status != 0)
+            {
+                var e = KilnStatusNames.Error(status);
+                if (sink != null) sink.Release();
+                throw new KilnException(e.Status, e.Message);
+            }
+            return new KilnModel(raw, sink);
+        }
+
+        /// <summary>Generates an image, blocking this thread (use <see cref="Submit"/> in a game).</summary>
+        public KilnImage Generate(KilnGenerateSettings settings)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                KilnGenerateOptions o = settings.ToNative(pins);
+                status = KilnNative.kiln_model_generate(Handle, ref o, out raw);
+            }
+            KilnStatusNames.Check(status);
+            return new KilnImage(raw);
+        }
+
+        /// <summary>Generates straight into <c>pixels</c> (RGBA8 rows top-down, pitch 0 = width × 4), blocking.</summary>
+        public void GenerateInto(KilnGenerateSettings settings, byte[] pixels, int rowPitch = 0)
+        {
+            KilnError e = TryGenerateInto(settings, pixels, rowPitch);
+            if (!e.Ok) throw new KilnException(e.Status, e.Message);
+        }
+
+        /// <summary>As <see cref="GenerateInto"/>, returning the status instead of throwing.</summary>
+        public KilnError TryGenerateInto(KilnGenerateSettings settings, byte[] pixels, int rowPitch = 0)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            if (rowPitch < 0) throw new ArgumentOutOfRangeException("rowPitch");
+            uint len = pixels == null ? 0u : (uint)pixels.Length;
+            uint status;
+            using (var pins = new Pins())
+            {
+                KilnGenerateOptions o = settings.ToNative(pins);
+                status = KilnNative.kiln_model_generate_into(Handle, ref o, pixels, new UIntPtr(len), new UIntPtr((uint)rowPitch));
+            }
+            return KilnStatusNames.Error(status);
+        }
+
+        /// <summary>
+        /// Extends <c>settings.InitImage</c> by the given pixels on each side (the border is
+        /// inpainted, the original pixels kept exactly); blocking. The new size must be a
+        /// multiple of the model's <c>size_multiple</c>.
+        /// </summary>
+        public KilnImage ExtendTexture(KilnGenerateSettings settings, uint left, uint right, uint top, uint bottom)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                KilnGenerateOptions o = settings.ToNative(pins);
+                status = KilnNative.kiln_model_extend_texture(Handle, ref o, left, right, top, bottom, out raw);
+            }
+            KilnStatusNames.Check(status);
+            return new KilnImage(raw);
+        }
+
+        /// <summary>
+        /// Makes <c>settings.InitImage</c> tile: offset by half its size, a band <c>band</c>
+        /// pixels wide around the seams inpainted with the seamless view; blocking.
+        /// </summary>
+        public KilnImage MakeTileable(KilnGenerateSettings settings, uint band)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                KilnGenerateOptions o = settings.ToNative(pins);
+                status = KilnNative.kiln_model_make_tileable(Handle, ref o, band, out raw);
+            }
+            KilnStatusNames.Check(status);
+            return new KilnImage(raw);
+        }
+
+        /// <summary>
+        /// A sprite cut out of <c>image</c> with the model's matting graph, or by chroma key
+        /// for a model without one (<c>options.matte</c> AUTO, the default); null = defaults.
+        /// </summary>
+        public KilnImage MakeSprite(KilnImage image, out KilnRect bbox, KilnSpriteOptions? options = null)
+        {
+            if (image == null) throw new ArgumentNullException("image");
+            KilnSpriteOptions o = options ?? KilnDefaults.SpriteOptions();
+            o.struct_size = (uint)Marshal.SizeOf(typeof(KilnSpriteOptions));
+            IntPtr raw;
+            KilnStatusNames.Check(KilnNative.kiln_model_make_sprite(Handle, image.Handle, ref o, out raw, out bbox));
+            return new KilnImage(raw);
+        }
+
+        /// <summary>Queues a generation on Kiln's worker threads and returns at once; poll it every frame.</summary>
+        public KilnJob Submit(KilnGenerateSettings settings, KilnJobSettings jobSettings = null)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            if (jobSettings == null) jobSettings = new KilnJobSettings();
+            var state = new JobCallbackState(jobSettings.OnEvent, Handle.Sink != null ? Handle.Sink.AddRef() : null);
+            KilnJobOptions jo = KilnDefaults.JobOptions();
+            jo.priority = jobSettings.Priority;
+            jo.preview_interval = jobSettings.PreviewInterval;
+            // Always our trampoline: its Finished event tells the binding when Kiln is done
+            // with user_data, so the GCHandle is freed exactly then.
+            jo.callback.Value = KilnTrampolines.JobEventPointer;
+            jo.user_data = state.UserData;
+            ulong id;
+            uint status;
+            try
+            {
+                using (var pins = new Pins())
+                {
+                    KilnGenerateOptions o = settings.ToNative(pins);
+                    status = KilnNative.kiln_job_submit(Handle, ref o, ref jo, out id);
+                }
+            }
+            catch
+            {
+                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
+                state.Abandon();
+                throw;
+            }
+            if (status != 0)
+            {
+                var e = KilnStatusNames.Error(status);
+                state.Abandon();
+                throw new KilnException(e.Status, e.Message);
+            }
+            state.Submitted(id);
+            return new KilnJob(id, state);
+        }
+
+        /// <summary>Frees the model (jobs already submitted finish safely).</summary>
+        public void Dispose() { Handle.Dispose(); }
+    }
+}

@@ -1,0 +1,669 @@
+// The C# binding's tests, run with Mono: P/Invokes libkiln, generates from the tiny test
+// fixture, and checks pixels, error statuses, callbacks, the row flip and, by reflection,
+// the rules IL2CPP enforces but Mono's JIT does not. Prints one line per test and
+// "N passed, N failed"; exits 1 on any failure.
+//
+//   mono KilnTests.exe MODEL_DIR SCRATCH_DIR
+// Console program for Mono, not part of the Unity package: compiled to nothing in Unity.
+#if !UNITY_5_3_OR_NEWER
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Threading;
+using Kiln;
+using Kiln.Interop;
+
+static class KilnTests
+{
+    static string modelDir, scratch;
+    static KilnRuntime runtime;
+    static KilnModel model;
+
+    static void Check(bool ok, string what)
+    {
+        if (!ok) throw new Exception(what);
+    }
+
+    static void Equal<T>(T expected, T actual, string what)
+    {
+        if (!EqualityComparer<T>.Default.Equals(expected, actual))
+            throw new Exception(what + ": expected " + expected + ", got " + actual);
+    }
+
+    static KilnException Throws(Action a, KilnStatus status, string what)
+    {
+        try { a(); }
+        catch (KilnException e)
+        {
+            Equal(status, e.Status, what + " status");
+            Check(e.NativeMessage.Length > 0, what + ": empty message");
+            Console.WriteLine("    " + what + " -> " + e.Message);
+            return e;
+        }
+        throw new Exception(what + ": no KilnException (expected " + status + ")");
+    }
+
+    static void SamePixels(byte[] expected, byte[] actual, string what)
+    {
+        Equal(expected.Length, actual.Length, what + " length");
+        int differing = 0, first = -1;
+        for (int i = 0; i < expected.Length; i++)
+            if (expected[i] != actual[i]) { differing++; if (first < 0) first = i; }
+        Console.WriteLine("    " + what + ": " + differing + " of " + expected.Length + " bytes differ (bound: 0)");
+        Check(differing == 0, what + ": first difference at byte " + first);
+    }
+
+    static KilnGenerateSettings Quick(string prompt, ulong seed)
+    {
+        // 4 steps keep the suite fast; the example test uses Kiln's defaults.
+        return new KilnGenerateSettings { Prompt = prompt, Seed = seed, Steps = 4 };
+    }
+
+    static KilnJobStatus PollUntilEnded(KilnJob job)
+    {
+        // The frame loop a game runs: poll, do other work, poll again.
+        DateTime giveUp = DateTime.UtcNow.AddMinutes(5);
+        while (true)
+        {
+            KilnJobStatus s = job.Poll();
+            if (s.Ended) return s;
+            if (DateTime.UtcNow > giveUp) throw new Exception("job did not end within 5 minutes");
+            Thread.Sleep(5);
+        }
+    }
+
+    // ---------------------------------------------------------------- tests
+
+    static void VersionMatchesTheHeader()
+    {
+        Equal(KilnNative.HeaderVersion, KilnRuntime.LibraryVersion, "kiln_version()");
+        Equal(KilnNative.HeaderVersionString, KilnRuntime.LibraryVersionString, "kiln_version_string()");
+    }
+
+    static void StructSizesMatchTheLibrary()
+    {
+        // Each *_init writes the library's sizeof into struct_size: the binding's
+        // Marshal.SizeOf must be the same for this library version.
+        var inits = new Dictionary<Type, Action<IntPtr>>
+        {
+            { typeof(KilnRuntimeOptions), KilnNative.kiln_runtime_options_init },
+            { typeof(KilnModelLoadOptions), KilnNative.kiln_model_load_options_init },
+            { typeof(KilnGenerateOptions), KilnNative.kiln_generate_options_init },
+            { typeof(KilnJobOptions), KilnNative.kiln_job_options_init },
+            { typeof(KilnSpriteOptions), KilnNative.kiln_sprite_options_init },
+            { typeof(KilnPixelArtOptions), KilnNative.kiln_pixel_art_options_init },
+            { typeof(KilnMaterialOptions), KilnNative.kiln_material_options_init },
+        };
+        IntPtr buf = Marshal.AllocHGlobal(4096);
+        try
+        {
+            foreach (var kv in inits)
+            {
+                kv.Value(buf);
+                int library = Marshal.ReadInt32(buf);
+                Console.WriteLine("    " + kv.Key.Name + ": library " + library + " bytes, binding " + Marshal.SizeOf(kv.Key));
+                Equal(library, Marshal.SizeOf(kv.Key), kv.Key.Name + " size");
+            }
+        }
+        finally { Marshal.FreeHGlobal(buf); }
+    }
+
+    static void StatusNamesMatchTheLibrary()
+    {
+        // The library names each status; the binding's enum must agree on every value.
+        foreach (KilnStatus s in Enum.GetValues(typeof(KilnStatus)))
+        {
+            string expected = "KILN_STATUS_" + string.Concat(s.ToString().Select((c, i) => i > 0 && char.IsUpper(c) ? "_" + c : c.ToString())).ToUpperInvariant();
+            Equal(expected, KilnStatusNames.Name(s), "name of " + (uint)s);
+        }
+        Equal("KILN_STATUS_UNKNOWN", KilnStatusNames.Name((KilnStatus)12345), "unknown status");
+    }
+
+    static void InteropTypesAreBlittableAndCdecl()
+    {
+        Assembly kiln = typeof(KilnNative).Assembly;
+        int structs = 0, functions = 0;
+        foreach (Type t in kiln.GetTypes())
+        {
+            if (t.Namespace == "Kiln.Interop" && t.IsValueType && !t.IsEnum)
+            {
+                structs++;
+                // Pinning throws for a type that is not blittable (bool, string, char fields).
+                object boxed = Activator.CreateInstance(t);
+                GCHandle.Alloc(boxed, GCHandleType.Pinned).Free();
+                foreach (FieldInfo f in t.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic))
+                    Check(f.FieldType != typeof(bool) && f.FieldType != typeof(string) && f.FieldType != typeof(char), t.Name + "." + f.Name + " is " + f.FieldType);
+            }
+            foreach (MethodInfo m in t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
+            {
+                if ((m.Attributes & MethodAttributes.PinvokeImpl) == 0) continue;
+                functions++;
+                var dll = (DllImportAttribute)m.GetCustomAttributes(typeof(DllImportAttribute), false).FirstOrDefault();
+                Check(dll != null, m.Name + ": DllImportAttribute not visible");
+                Equal(CallingConvention.Cdecl, dll.CallingConvention, m.Name + " calling convention");
+                Check(dll.CharSet != CharSet.Ansi && dll.CharSet != CharSet.Auto, m.Name + " uses CharSet " + dll.CharSet);
+                foreach (ParameterInfo p in m.GetParameters())
+                {
+                    Type pt = p.ParameterType.IsByRef ? p.ParameterType.GetElementType() : p.ParameterType;
+                    Check(pt != typeof(string) && pt != typeof(bool) && pt != typeof(System.Text.StringBuilder), m.Name + "(" + p.Name + ") is " + pt + ": strings must be explicit UTF-8 bytes");
+                }
+                Check(m.ReturnType != typeof(string), m.Name + " returns string (the marshaller would free Kiln's pointer)");
+            }
+        }
+        Console.WriteLine("    " + structs + " interop structs blittable, " + functions + " functions Cdecl without implicit strings");
+        Check(structs >= 11 && functions >= 48, "reflection found too little: " + structs + " structs, " + functions + " functions");
+    }
+
+    static void CallbackTargetsAreStaticAndMarked()
+    {
+        // IL2CPP only accepts a static method with [MonoPInvokeCallback(typeof(D))] as a
+        // delegate native code calls; Mono's JIT would accept anything, so check here.
+        Assembly kiln = typeof(KilnNative).Assembly;
+        Func<Type, bool> isNativeCallback = t => typeof(Delegate).IsAssignableFrom(t) && t.GetCustomAttributes(typeof(UnmanagedFunctionPointerAttribute), false).Length > 0;
+        var nativeTypes = kiln.GetTypes().Where(isNativeCallback).ToList();
+        Check(nativeTypes.Count >= 2, "found " + nativeTypes.Count + " native callback types");
+        foreach (Type dt in nativeTypes)
+        {
+            var attr = (UnmanagedFunctionPointerAttribute)dt.GetCustomAttributes(typeof(UnmanagedFunctionPointerAttribute), false)[0];
+            Equal(CallingConvention.Cdecl, attr.CallingConvention, dt.Name + " calling convention");
+        }
+        int delegates = 0;
+        foreach (Type t in kiln.GetTypes())
+        {
+            foreach (FieldInfo f in t.GetFields(BindingFlags.Static | BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
+            {
+                if (!isNativeCallback(f.FieldType)) continue;
+                Check(f.IsStatic && f.IsInitOnly, t.Name + "." + f.Name + ": a delegate handed to native code must be a static readonly field (kept alive, never an instance's)");
+                var d = (Delegate)f.GetValue(null);
+                Check(d != null, t.Name + "." + f.Name + " is null");
+                MethodInfo target = d.Method;
+                Check(target.IsStatic, target.Name + " is an instance method");
+                Check(d.Target == null, target.Name + " closes over an object");
+                var marks = target.GetCustomAttributes(false).Where(a => a.GetType().Name == "MonoPInvokeCallbackAttribute").ToList();
+                Equal(1, marks.Count, target.Name + " [MonoPInvokeCallback] count");
+                var declared = (Type)marks[0].GetType().GetField("DelegateType").GetValue(marks[0]);
+                Equal(f.FieldType, declared, target.Name + " [MonoPInvokeCallback] type");
+                // The body must catch everything: one try/catch(Exception) around it all.
+                var body = target.GetMethodBody();
+                Check(body.ExceptionHandlingClauses.Any(c => c.Flags == ExceptionHandlingClauseOptions.Clause && c.CatchType == typeof(Exception)), target.Name + " has no catch (Exception)");
+                delegates++;
+                Console.WriteLine("    " + t.Name + "." + f.Name + " -> static " + target.DeclaringType.Name + "." + target.Name + " [MonoPInvokeCallback(typeof(" + declared.Name + "))]");
+            }
+        }
+        Check(delegates >= nativeTypes.Count, "every native callback type needs its trampoline: " + delegates + " for " + nativeTypes.Count);
+        // Nothing else in the assembly may turn a delegate into a function pointer.
+        foreach (Type t in kiln.GetTypes())
+            foreach (MethodInfo m in t.GetMethods(BindingFlags.Static | BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
+                if (m.GetCustomAttributes(false).Any(a => a.GetType().Name == "MonoPInvokeCallbackAttribute"))
+                    Check(m.IsStatic, m.Name + " is marked but not static");
+    }
+
+    static void RowFlip()
+    {
+        // 3 rows of 2 pixels: row r holds bytes r*8 .. r*8+7.
+        byte[] px = Enumerable.Range(0, 24).Select(i => (byte)i).ToArray();
+        KilnPixels.FlipRowsInPlace(px, 8, 3);
+        for (int y = 0; y < 3; y++)
+            for (int x = 0; x < 8; x++)
+                Equal((byte)((2 - y) * 8 + x), px[y * 8 + x], "odd-height flip byte " + (y * 8 + x));
+        byte[] even = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
+        KilnPixels.FlipRowsInPlace(even, 8, 4);
+        for (int y = 0; y < 4; y++) Equal((byte)((3 - y) * 8), even[y * 8], "even-height flip row " + y);
+        // A padded source (pitch 12 for 2-pixel rows): padding is dropped, rows reversed.
+        byte[] padded = new byte[12 * 2 + 8];
+        for (int y = 0; y < 3; y++) for (int x = 0; x < 8; x++) padded[y * 12 + x] = (byte)(10 * y + x);
+        byte[] up = KilnPixels.ToBottomUp(padded, 2, 3, 12);
+        Equal(24, up.Length, "bottom-up length");
+        for (int y = 0; y < 3; y++) for (int x = 0; x < 8; x++) Equal((byte)(10 * (2 - y) + x), up[y * 8 + x], "bottom-up byte");
+        try { KilnPixels.FlipRowsInPlace(new byte[10], 8, 2); throw new Exception("no exception for a short buffer"); }
+        catch (ArgumentException) { }
+    }
+
+    static void ModelInfoAndProviders()
+    {
+        KilnModelInfo info = model.Info;
+        Console.WriteLine("    default_size " + info.default_size + ", size_multiple " + info.size_multiple + ", latent_channels " + info.latent_channels);
+        Equal(64u, info.default_size, "default_size of the tiny fixture");
+        Check(runtime.ProviderAvailable(KilnProvider.Cpu), "CPU provider");
+        string p = model.GraphProvider(KilnGraph.Unet);
+        Check(p.StartsWith("CPUExecutionProvider"), "U-Net provider: " + p);
+        Check(runtime.OnnxRuntimeVersion.Length > 0 && File.Exists(runtime.OnnxRuntimePath), "ONNX Runtime path " + runtime.OnnxRuntimePath);
+    }
+
+    static void GeneratePaths()
+    {
+        // Generate, GenerateInto with a padded pitch, and a polled job all give the same
+        // pixels for the same request; bytes between rows are left alone.
+        var settings = Quick("mossy stone brick wall", 7);
+        byte[] viaImage;
+        using (KilnImage image = model.Generate(settings))
+        {
+            Equal(64, image.Width, "width");
+            Equal(64, image.Height, "height");
+            viaImage = image.ToArray();
+            SamePixels(KilnPixels.ToBottomUp(viaImage, 64, 64, 0), image.ToArrayBottomUp(), "KilnImage.ToArrayBottomUp vs flipped ToArray");
+        }
+        Check(viaImage.Distinct().Count() > 16, "image is nearly constant");
+        int pitch = 64 * 4 + 12;
+        byte[] padded = Enumerable.Repeat((byte)0xAB, pitch * 63 + 64 * 4).ToArray();
+        model.GenerateInto(settings, padded, pitch);
+        byte[] tight = new byte[64 * 64 * 4];
+        for (int y = 0; y < 64; y++)
+        {
+            Buffer.BlockCopy(padded, y * pitch, tight, y * 256, 256);
+            if (y < 63) for (int i = 256; i < pitch; i++) Equal((byte)0xAB, padded[y * pitch + i], "padding byte row " + y);
+        }
+        SamePixels(viaImage, tight, "GenerateInto (pitch " + pitch + ") vs Generate");
+        using (KilnJob job = model.Submit(settings))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "job state");
+            Equal(s.TotalSteps, s.Step, "steps done");
+            SamePixels(viaImage, job.CopyImage(), "job CopyImage vs Generate");
+            SamePixels(KilnPixels.ToBottomUp(viaImage, 64, 64, 0), job.CopyImageBottomUp(), "job CopyImageBottomUp vs flipped Generate");
+        }
+        var other = Quick("mossy stone brick wall", 8);
+        using (KilnImage image = model.Generate(other))
+        {
+            int differing = viaImage.Zip(image.ToArray(), (a, b) => a != b ? 1 : 0).Sum();
+            Console.WriteLine("    seed 8 vs seed 7: " + differing + " bytes differ (must be > 0)");
+            Check(differing > 0, "another seed gave the same image");
+        }
+    }
+
+    static void Utf8PromptsAndPaths()
+    {
+        // Non-ASCII text must reach Kiln as UTF-8 (Windows .NET's ANSI marshalling would not).
+        string dir = Path.Combine(scratch, "ünïcödé-текстуры-石");
+        Directory.CreateDirectory(dir);
+        string png = Path.Combine(dir, "tëxture-石.png");
+        using (KilnImage image = model.Generate(Quick("mossy stone 石垣 wall, ümlaut", 3)))
+            image.WritePng(png);
+        Check(File.Exists(png) && new FileInfo(png).Length > 100, "PNG at a UTF-8 path: " + png);
+        // The same prompt as UTF-8 and as a different string must give different images,
+        // and the same one twice the same image: the bytes arrive intact.
+        byte[] a = model.Generate(Quick("石垣", 3)).ToArray();
+        byte[] b = model.Generate(Quick("石垣", 3)).ToArray();
+        byte[] c = model.Generate(Quick("石", 3)).ToArray();
+        SamePixels(a, b, "same UTF-8 prompt twice");
+        Check(a.Zip(c, (x, y) => x != y).Any(d => d), "different prompts gave the same image");
+        try { Utf8.ToNative("a\0b"); throw new Exception("embedded NUL accepted"); }
+        catch (ArgumentException) { }
+        try { model.Submit(Quick("a\0b", 1)); throw new Exception("Submit accepted an embedded NUL"); }
+        catch (ArgumentException) { }
+    }
+
+    static void ErrorStatuses()
+    {
+        var e = Throws(() => KilnModel.Load(runtime, Path.Combine(scratch, "no-such-model")), KilnStatus.ModelNotFound, "missing model");
+        Check(e.NativeMessage.Contains("no-such-model"), "message names the folder");
+        KilnModel none;
+        KilnError err = KilnModel.TryLoad(runtime, "/nonexistent/model", KilnSeamless.None, null, out none);
+        Equal(KilnStatus.ModelNotFound, err.Status, "TryLoad status");
+        Check(none == null && err.Message.Contains("/nonexistent/model"), "TryLoad: " + err);
+        Throws(() => model.Generate(new KilnGenerateSettings { Prompt = "x", Width = 60, Height = 64, Steps = 2 }), KilnStatus.InvalidSize, "width not a multiple");
+        Throws(() => model.GenerateInto(Quick("x", 1), new byte[64 * 64 * 4 - 1]), KilnStatus.BufferTooSmall, "buffer one byte short");
+        KilnError tryErr = model.TryGenerateInto(Quick("x", 1), null);
+        Equal(KilnStatus.NullArgument, tryErr.Status, "null buffer");
+        var syntax = Throws(() => model.Generate(new KilnGenerateSettings { Prompt = "(unclosed", PromptWeighting = true, Steps = 2 }), KilnStatus.InvalidArgument, "bad weighting syntax");
+        Check(syntax.NativeMessage.Contains("column"), "syntax message names the column");
+        Throws(() => model.Generate(new KilnGenerateSettings { Prompt = "x", Scheduler = (KilnScheduler)99, Steps = 2 }), KilnStatus.InvalidArgument, "unknown scheduler");
+        Throws(() => KilnImage.Create(0, 4, new byte[64]), KilnStatus.InvalidArgument, "zero-width image");
+        Throws(() => KilnImage.Create(4, 4, new byte[63]), KilnStatus.BufferTooSmall, "short image buffer");
+        Throws(() => new KilnRuntime(new KilnRuntimeSettings { OnnxRuntimePath = Path.Combine(scratch, "libonnxruntime-missing.so") }), KilnStatus.RuntimeLoadFailed, "another ONNX Runtime path");
+        // The model stays usable after every failure above.
+        using (KilnImage ok = model.Generate(Quick("after errors", 1))) Equal(64, ok.Width, "generate after errors");
+        // A disposed handle is refused by the marshaller before it reaches Kiln.
+        KilnImage gone = KilnImage.Create(2, 2, new byte[16]);
+        gone.Dispose();
+        gone.Dispose();
+        try { var w = gone.Width; throw new Exception("used a disposed image: " + w); }
+        catch (ObjectDisposedException) { }
+    }
+
+    static void ImagePostProcessing()
+    {
+        byte[] flat = Enumerable.Repeat((byte)200, 16 * 16 * 4).ToArray();
+        using (KilnImage img = KilnImage.Create(16, 16, flat))
+        {
+            float score = img.SeamScore(KilnSeamless.X);
+            Console.WriteLine("    flat image seam score " + score + " (expected 1)");
+            Equal(1f, score, "flat seam score");
+            Throws(() => img.SeamScore(KilnSeamless.XY), KilnStatus.InvalidArgument, "seam score axis XY");
+            KilnImage h, n;
+            img.MaterialMaps(out h, out n);
+            using (h) using (n)
+            {
+                byte[] np = n.ToArray();
+                Equal(16, h.Width, "height map width");
+                Check(np[0] == 128 && np[1] == 128 && np[2] == 255, "flat normal is (128,128,255), got " + np[0] + "," + np[1] + "," + np[2]);
+            }
+            using (KilnImage art = img.PixelArt()) Equal(2, art.Width, "pixel art of 16 px with 8-px cells");
+            var bad = KilnDefaults.PixelArtOptions();
+            bad.cell = 0;
+            Throws(() => img.PixelArt(bad), KilnStatus.InvalidArgument, "pixel art cell 0");
+        }
+    }
+
+    static void TextureHelpers()
+    {
+        byte[] start = model.Generate(Quick("cobblestone", 11)).ToArray();
+        var settings = Quick("cobblestone", 11);
+        settings.InitImage = start;
+        settings.InitImageWidth = 64;
+        settings.InitImageHeight = 64;
+        settings.InitImageChannels = 4;
+        settings.Strength = 1.0f;
+        using (KilnImage wide = model.ExtendTexture(settings, 0, 16, 0, 0))
+        {
+            Equal(80, wide.Width, "extended width");
+            Equal(64, wide.Height, "extended height");
+            // The original pixels are kept exactly.
+            byte[] px = wide.ToArray();
+            int differing = 0;
+            for (int y = 0; y < 64; y++) for (int x = 0; x < 256; x++) if (px[y * 320 + x] != start[y * 256 + x]) differing++;
+            Console.WriteLine("    extend: " + differing + " of " + (64 * 256) + " original bytes changed (bound: 0)");
+            Equal(0, differing, "original pixels changed");
+        }
+        using (KilnImage tile = model.MakeTileable(settings, 8))
+        {
+            Equal(64, tile.Width, "tileable width");
+            // Outside the band around the central cross, the result is the input offset by half.
+            byte[] px = tile.ToArray();
+            int differing = 0;
+            for (int y = 0; y < 64; y++)
+                for (int x = 0; x < 64; x++)
+                {
+                    if (Math.Abs(y - 32) < 12 || Math.Abs(x - 32) < 12) continue;
+                    for (int c = 0; c < 4; c++) if (px[(y * 64 + x) * 4 + c] != start[(((y + 32) % 64) * 64 + (x + 32) % 64) * 4 + c]) differing++;
+                }
+            Console.WriteLine("    make tileable (band 8): " + differing + " bytes differ from the half-offset input farther than 11 px from the seams (bound: 0)");
+            Equal(0, differing, "pixels outside the band");
+        }
+        Throws(() => model.MakeTileable(settings, 0), KilnStatus.InvalidArgument, "band 0");
+        byte[] green = new byte[32 * 32 * 4];
+        for (int i = 0; i < green.Length; i += 4) { green[i] = 0; green[i + 1] = 255; green[i + 2] = 0; green[i + 3] = 255; }
+        for (int y = 8; y < 16; y++) for (int x = 8; x < 20; x++) { int i = (y * 32 + x) * 4; green[i] = 200; green[i + 1] = 40; green[i + 2] = 40; }
+        using (KilnImage img = KilnImage.Create(32, 32, green))
+        {
+            KilnRect bbox;
+            using (KilnImage sprite = model.MakeSprite(img, out bbox))
+            {
+                Console.WriteLine("    sprite bbox " + bbox.x + "," + bbox.y + " " + bbox.width + "x" + bbox.height + " (expected 8,8 12x8)");
+                Check(bbox.x == 8 && bbox.y == 8 && bbox.width == 12 && bbox.height == 8, "sprite bounding box");
+                Equal((byte)0, sprite.ToArray()[3], "background alpha");
+            }
+        }
+    }
+
+    static void CallbacksFireOnAWorkerThread()
+    {
+        var events = new List<KilnJobEventArgs>();
+        var threads = new HashSet<int>();
+        int main = Thread.CurrentThread.ManagedThreadId;
+        var js = new KilnJobSettings
+        {
+            PreviewInterval = 2,
+            OnEvent = ev => { lock (events) { events.Add(ev); threads.Add(Thread.CurrentThread.ManagedThreadId); } },
+        };
+        using (KilnJob job = model.Submit(Quick("callback test", 5), js))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "state");
+            // Finished is delivered right after the state changes: wait for it.
+            DateTime until = DateTime.UtcNow.AddSeconds(60);
+            while (true)
+            {
+                lock (events) if (events.Any(e => e.Kind == KilnJobEventKind.Finished)) break;
+                if (DateTime.UtcNow > until) throw new Exception("no Finished event");
+                Thread.Sleep(2);
+            }
+            lock (events)
+            {
+                var progress = events.Where(e => e.Kind == KilnJobEventKind.Progress).ToList();
+                var previews = events.Where(e => e.Kind == KilnJobEventKind.Preview).ToList();
+                Console.WriteLine("    " + progress.Count + " progress, " + previews.Count + " preview, " + events.Count(e => e.Kind == KilnJobEventKind.Finished) + " finished events; threads " + string.Join(",", threads) + " (main " + main + ")");
+                Equal((int)s.TotalSteps, progress.Count, "progress events");
+                for (int i = 0; i < progress.Count; i++) Equal((uint)(i + 1), progress[i].Step, "progress step order");
+                Check(previews.Count >= 1 && previews.All(p => p.PreviewPixels != null && p.PreviewPixels.Length == p.PreviewWidth * p.PreviewHeight * 4 && p.PreviewWidth > 0), "previews carry pixels");
+                Equal(KilnJobState.Succeeded, events.Last().State, "Finished state");
+                Equal(KilnJobEventKind.Finished, events.Last().Kind, "last event");
+                Check(events.All(e => e.JobId == job.Id), "events carry the job id");
+                Check(!threads.Contains(main), "a callback ran on the main thread");
+            }
+            // Everything the callback said can be polled too.
+            uint step;
+            byte[] preview = new byte[s.PreviewWidth * s.PreviewHeight * 4];
+            Equal(KilnStatus.Ok, job.TryCopyPreview(preview, out step).Status, "copy preview");
+            Equal(s.PreviewStep, step, "preview step");
+        }
+    }
+
+    static void ThrowingHandlersNeverReachNativeCode()
+    {
+        long before = KilnCallbacks.CaughtCount;
+        int thrown = 0;
+        var finished = new ManualResetEvent(false);
+        var js = new KilnJobSettings
+        {
+            OnEvent = ev =>
+            {
+                Interlocked.Increment(ref thrown);
+                if (ev.Kind == KilnJobEventKind.Finished) finished.Set();
+                throw new InvalidOperationException("handler bug " + ev.Kind);
+            },
+        };
+        using (KilnJob job = model.Submit(Quick("throwing handler", 6), js))
+        {
+            Equal(KilnJobState.Succeeded, PollUntilEnded(job).State, "job with a throwing handler");
+            Check(finished.WaitOne(60000), "Finished event");
+            // The Finished handler's exception is reported just after it set the event.
+            DateTime until = DateTime.UtcNow.AddSeconds(60);
+            while (KilnCallbacks.CaughtCount - before < Volatile.Read(ref thrown) && DateTime.UtcNow < until) Thread.Sleep(2);
+            long caught = KilnCallbacks.CaughtCount - before;
+            Console.WriteLine("    handler threw " + thrown + " times, trampolines caught " + caught);
+            Check(thrown >= 5, "handler ran " + thrown + " times");
+            Equal((long)thrown, caught, "exceptions caught");
+            Check(job.HandlerException is InvalidOperationException, "HandlerException kept");
+        }
+        // A throwing log handler: the load logs, the exception is caught, the load works.
+        long beforeLog = KilnCallbacks.CaughtCount;
+        var lines = new List<string>();
+        using (var rt = new KilnRuntime(new KilnRuntimeSettings { Log = (level, text) => { lock (lines) lines.Add(level + ": " + text); throw new Exception("log handler bug"); } }))
+        using (KilnModel m = KilnModel.Load(rt, modelDir))
+        {
+            lock (lines)
+            {
+                Console.WriteLine("    " + lines.Count + " log lines, first: " + lines.FirstOrDefault());
+                Check(lines.Count >= 1, "no log lines");
+                Check(lines.All(l => l.Length > 7), "empty log line");
+            }
+            Check(KilnCallbacks.CaughtCount - beforeLog >= lines.Count, "log exceptions caught");
+            using (KilnImage img = m.Generate(Quick("logged", 1))) Equal(64, img.Width, "generate after a throwing logger");
+        }
+    }
+
+    static void CancelAndStaleIds()
+    {
+        // A long job queued behind nothing: cancel it and poll until it reports Cancelled.
+        var finished = new ManualResetEvent(false);
+        KilnJobState endState = KilnJobState.Queued;
+        var js = new KilnJobSettings { OnEvent = ev => { if (ev.Kind == KilnJobEventKind.Finished) { endState = ev.State; finished.Set(); } } };
+        ulong id;
+        using (KilnJob job = model.Submit(new KilnGenerateSettings { Prompt = "long", Steps = 500 }, js))
+        {
+            id = job.Id;
+            job.Cancel();
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Cancelled, s.State, "state after cancel");
+            Check(job.ErrorMessage.Length > 0, "cancelled job has a message");
+            Console.WriteLine("    cancelled at step " + s.Step + " of " + s.TotalSteps + ": " + job.ErrorMessage);
+            KilnError copy = job.TryCopyImage(new byte[64 * 64 * 4]);
+            Equal(KilnStatus.InvalidArgument, copy.Status, "copy image of a cancelled job");
+            uint step;
+            Equal(KilnStatus.Busy, job.TryCopyPreview(new byte[16], out step).Status, "preview without a preview interval");
+        }
+        Check(finished.WaitOne(60000), "Finished event");
+        Equal(KilnJobState.Cancelled, endState, "Finished event state");
+        WaitUntilFreed(id);
+        var p = new KilnJobProgress { struct_size = (uint)Marshal.SizeOf(typeof(KilnJobProgress)) };
+        Equal((uint)KilnStatus.InvalidHandle, KilnNative.kiln_job_poll(id, ref p), "poll of a freed id");
+        Equal((uint)KilnStatus.InvalidHandle, KilnNative.kiln_job_free(id), "double free");
+    }
+
+    static void WaitUntilFreed(ulong id)
+    {
+        // Dispose frees the id once Kiln has delivered Finished (on its worker thread).
+        var p = new KilnJobProgress { struct_size = (uint)Marshal.SizeOf(typeof(KilnJobProgress)) };
+        DateTime until = DateTime.UtcNow.AddSeconds(60);
+        while (KilnNative.kiln_job_poll(id, ref p) != (uint)KilnStatus.InvalidHandle)
+        {
+            if (DateTime.UtcNow > until) throw new Exception("job " + id + " was never freed");
+            Thread.Sleep(2);
+        }
+    }
+
+    static void DisposeWhileRunning()
+    {
+        // Disposing a running job with a handler: Kiln keeps calling the handler until
+        // Finished, so the binding frees the id and the GCHandle only then.
+        int seen = 0;
+        var done = new ManualResetEvent(false);
+        var js = new KilnJobSettings { OnEvent = ev => { Interlocked.Increment(ref seen); if (ev.Kind == KilnJobEventKind.Finished) done.Set(); } };
+        var jobs = new List<ulong>();
+        for (int i = 0; i < 3; i++)
+        {
+            KilnJob job = model.Submit(new KilnGenerateSettings { Prompt = "disposed " + i, Steps = 200 }, js);
+            jobs.Add(job.Id);
+            job.Dispose();
+        }
+        foreach (ulong id in jobs) WaitUntilFreed(id);
+        Check(done.WaitOne(60000), "Finished after Dispose");
+        // An abandoned job is released by its finalizer.
+        ulong abandoned = SubmitAndForget();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        WaitUntilFreed(abandoned);
+        Console.WriteLine("    3 disposed + 1 finalized job freed after Finished; " + seen + " events delivered");
+    }
+
+    static void CancelAllStopsEveryJob()
+    {
+        // What the Editor does before a script reload: every job gets its Finished event.
+        var finished = new List<KilnJobState>();
+        var js = new KilnJobSettings { OnEvent = ev => { if (ev.Kind == KilnJobEventKind.Finished) lock (finished) finished.Add(ev.State); } };
+        var jobs = new List<KilnJob>();
+        for (int i = 0; i < 3; i++) jobs.Add(model.Submit(new KilnGenerateSettings { Prompt = "reload " + i, Steps = 300 }, js));
+        int left = KilnJob.CancelAll(60000);
+        Equal(0, left, "jobs left running");
+        lock (finished)
+        {
+            Console.WriteLine("    Finished states: " + string.Join(",", finished));
+            Equal(3, finished.Count, "Finished events");
+            Check(finished.All(s => s == KilnJobState.Cancelled), "all cancelled");
+        }
+        foreach (KilnJob j in jobs) j.Dispose();
+        foreach (KilnJob j in jobs) WaitUntilFreed(j.Id);
+        Equal(0, KilnJob.CancelAll(0), "nothing left after dispose");
+    }
+
+    static ulong SubmitAndForget()
+    {
+        return model.Submit(new KilnGenerateSettings { Prompt = "forgotten", Steps = 200 }).Id;
+    }
+
+    static void DefaultExampleRequest()
+    {
+        // What Txt2Img does (defaults, seed 42), written for tests/csharp.rs to compare
+        // with the C API's pixels for the same request.
+        using (KilnImage image = model.Generate(new KilnGenerateSettings { Prompt = "mossy stone brick wall", Seed = 42 }))
+            File.WriteAllBytes(Path.Combine(scratch, "default-seed42.rgba"), image.ToArray());
+    }
+
+    static int Main(string[] args)
+    {
+        if (args.Length != 2)
+        {
+            Console.Error.WriteLine("usage: KilnTests.exe MODEL_DIR SCRATCH_DIR");
+            return 2;
+        }
+        modelDir = args[0];
+        scratch = args[1];
+        Directory.CreateDirectory(scratch);
+        var tests = new List<KeyValuePair<string, Action>>
+        {
+            new KeyValuePair<string, Action>("version matches the header", VersionMatchesTheHeader),
+            new KeyValuePair<string, Action>("struct sizes match the library", StructSizesMatchTheLibrary),
+            new KeyValuePair<string, Action>("status names match the library", StatusNamesMatchTheLibrary),
+            new KeyValuePair<string, Action>("interop types blittable, Cdecl, explicit UTF-8", InteropTypesAreBlittableAndCdecl),
+            new KeyValuePair<string, Action>("callback targets static with [MonoPInvokeCallback]", CallbackTargetsAreStaticAndMarked),
+            new KeyValuePair<string, Action>("row flip", RowFlip),
+        };
+        var modelTests = new List<KeyValuePair<string, Action>>
+        {
+            new KeyValuePair<string, Action>("model info and providers", ModelInfoAndProviders),
+            new KeyValuePair<string, Action>("generate, generate-into and job pixels agree", GeneratePaths),
+            new KeyValuePair<string, Action>("UTF-8 prompts and paths", Utf8PromptsAndPaths),
+            new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
+            new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
+            new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),
+            new KeyValuePair<string, Action>("job callbacks fire on a worker thread", CallbacksFireOnAWorkerThread),
+            new KeyValuePair<string, Action>("throwing handlers never reach native code", ThrowingHandlersNeverReachNativeCode),
+            new KeyValuePair<string, Action>("cancel and stale ids", CancelAndStaleIds),
+            new KeyValuePair<string, Action>("dispose while running", DisposeWhileRunning),
+            new KeyValuePair<string, Action>("CancelAll stops every job", CancelAllStopsEveryJob),
+            new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
+        };
+        int passed = 0, failed = 0;
+        Action<string, Action> run = (name, test) =>
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            try
+            {
+                test();
+                passed++;
+                Console.WriteLine("PASS " + name + " (" + clock.ElapsedMilliseconds + " ms)");
+            }
+            catch (Exception e)
+            {
+                failed++;
+                Console.WriteLine("FAIL " + name + " (" + clock.ElapsedMilliseconds + " ms): " + e);
+            }
+        };
+        foreach (var t in tests) run(t.Key, t.Value);
+        try
+        {
+            runtime = new KilnRuntime();
+            model = KilnModel.Load(runtime, modelDir);
+        }
+        catch (Exception e)
+        {
+            Console.WriteLine("FAIL loading the runtime and " + modelDir + ": " + e);
+            failed += modelTests.Count;
+            modelTests.Clear();
+        }
+        foreach (var t in modelTests) run(t.Key, t.Value);
+        if (model != null) model.Dispose();
+        if (runtime != null) runtime.Dispose();
+        Console.WriteLine(passed + " passed, " + failed + " failed");
+        return Exit(failed == 0 ? 0 : 1);
+    }
+
+    [DllImport("libc", EntryPoint = "_exit", CallingConvention = CallingConvention.Cdecl)]
+    static extern void PosixExit(int code);
+
+    static int Exit(int code)
+    {
+        // Mono 6.8's shutdown (and Environment.Exit) waits, spinning, for native threads
+        // that ever called into managed code: Kiln's job workers, which never end
+        // (mono/mono#20466, fixed in Mono 6.12). Flush and leave without that shutdown.
+        Console.Out.Flush();
+        Console.Error.Flush();
+        if (Environment.OSVersion.Platform == PlatformID.Unix) PosixExit(code);
+        return code;
+    }
+}
+#endif
