@@ -348,3 +348,21 @@ fn textual_inversion_embeddings_match_diffusers_and_switch_off() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.message());
 }
 
+
+/// The optimized-graph cache is bypassed for graphs with merged weights (an
+/// optimized graph bakes its initializers in); the plain graphs still use it,
+/// and the LoRA output is the golden either way.
+#[test]
+fn merged_graphs_bypass_the_optimized_graph_cache() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-lora-graph-cache");
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { graph_cache_dir: Some(dir.clone()), ..Default::default() }).unwrap();
+    let base = Model::load(&rt, &common::fixture()).unwrap();
+    let before = rt.graph_cache_stats();
+    assert_eq!(before.writes, 3, "text encoder, U-Net and VAE decoder cached: {before:?}");
+    let style = with_case_loras(&base, "style_ddim_s1", false);
+    let after = rt.graph_cache_stats();
+    eprintln!("graph cache before the LoRA {before:?}, after {after:?}");
+    assert_eq!((after.writes, after.hits, after.skipped - before.skipped), (3, 0, 2), "U-Net and text encoder bypass the cache");
+    check(&style, "style_ddim_s1", "graph cache runtime");
+}
