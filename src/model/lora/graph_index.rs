@@ -221,4 +221,54 @@ mod tests {
         assert_eq!(idx.token_embedding.as_ref().unwrap().initializer, "tok");
         assert_eq!(idx.modules.len(), 4, "{:?}", idx.modules.keys().collect::<Vec<_>>());
     }
+
+    /// A real file: one weight inline (raw_data), one in an external-data
+    /// file at an offset; both read back from their recorded positions.
+    #[test]
+    fn reads_inline_and_external_weights_from_their_offsets() {
+        use crate::model::onnx_proto::{node, Message, Value};
+        let dir = std::env::temp_dir().join(format!("kiln-graph-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let values: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let tensor = |name: &str| {
+            let mut t = Message::default();
+            t.push_varint(1, 2);
+            t.push_varint(1, 3);
+            t.push_varint(2, 1);
+            t.push_string(8, name);
+            t
+        };
+        let mut inline = tensor("inline_w");
+        inline.fields.push((9, Value::Bytes(std::borrow::Cow::Owned(raw.clone()))));
+        let mut external = tensor("external_w");
+        for (k, v) in [("location", "weights.bin"), ("offset", "8"), ("length", "24")] {
+            let mut entry = Message::default();
+            entry.push_string(1, k);
+            entry.push_string(2, v);
+            external.push_message(13, &entry);
+        }
+        external.push_varint(14, 1);
+        let mut graph = Message::default();
+        graph.push_message(1, &node("MatMul", "/a/to_q/MatMul", &["x", "inline_w"], &["y"], &[]));
+        graph.push_message(1, &node("MatMul", "/b/to_k/MatMul", &["y", "external_w"], &["z"], &[]));
+        graph.push_message(5, &inline);
+        graph.push_message(5, &external);
+        let mut model = Message::default();
+        model.push_varint(1, 8);
+        model.push_message(7, &graph);
+        let file = dir.join("model.onnx");
+        std::fs::write(&file, model.to_bytes()).unwrap();
+        let mut data = vec![0xAAu8; 8];
+        data.extend_from_slice(&raw);
+        std::fs::write(dir.join("weights.bin"), data).unwrap();
+        let idx = GraphIndex::read(&file).unwrap();
+        for key in ["a_to_q", "b_to_k"] {
+            let slot = &idx.modules[key];
+            assert_eq!((slot.dims.as_slice(), slot.out_in()), (&[2usize, 3][..], (3, 2)), "{key}");
+            assert_eq!(idx.read_f32(slot).unwrap(), values, "{key}: {:?}", slot.data);
+        }
+        assert!(matches!(idx.modules["b_to_k"].data, TensorData::External { offset: 8, len: Some(24), .. }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
