@@ -556,6 +556,21 @@ typedef struct kiln_lora {
     const char *path;
 } kiln_lora;
 
+// A textual-inversion embedding file and its prompt token. Fill with
+// `kiln_embedding_init`, then set `path`. Versioned: fields are only ever
+// appended.
+typedef struct kiln_embedding {
+    // `sizeof(kiln_embedding)`, set by `kiln_embedding_init`.
+    uint32_t struct_size;
+    // Path of the `.safetensors` file (AUTOMATIC1111 `emb_params` or
+    // diffusers `learned_embeds`), UTF-8, NUL-terminated; borrowed for the call.
+    const char *path;
+    // The word prompts use for it, UTF-8, no spaces; NULL = the file's own
+    // (diffusers: its tensor's name; AUTOMATIC1111: the file name without
+    // extension). Borrowed for the call.
+    const char *token;
+} kiln_embedding;
+
 // How `kiln_model_load_with` loads a model. Fill with
 // `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
 // does). Strings are borrowed for the call only.
@@ -884,6 +899,25 @@ kiln_status kiln_model_with_loras(const struct kiln_model *model,
                                   const struct kiln_lora *loras,
                                   size_t count,
                                   struct kiln_model **model_out);
+
+// Fills `embedding` with defaults (no path, the file's token), including
+// `struct_size`. NULL is ignored.
+void kiln_embedding_init(struct kiln_embedding *embedding);
+
+// As `kiln_model_with_loras`, with textual-inversion embeddings too: their
+// tokens are added to the prompt vocabulary and their vectors to the text
+// encoder's token embeddings. The set (LoRAs and embeddings) replaces what
+// `model` has; both counts 0 give the plain model back. Either array may be
+// NULL when its count is 0. Errors: as `kiln_model_with_loras`, and
+// INVALID_ARGUMENT (a token already in the vocabulary, or with spaces),
+// UNSUPPORTED (a pickled `.pt` file: convert it to .safetensors),
+// ADAPTER_MISMATCH (an embedding of another width, an SDXL embedding).
+kiln_status kiln_model_with_adapters(const struct kiln_model *model,
+                                     const struct kiln_lora *loras,
+                                     size_t lora_count,
+                                     const struct kiln_embedding *embeddings,
+                                     size_t embedding_count,
+                                     struct kiln_model **model_out);
 
 // Writes how many LoRAs are merged into `model` (0 for a plain model) to
 // `*count_out`. Errors: NULL_ARGUMENT.

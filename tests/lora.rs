@@ -310,6 +310,26 @@ fn c_api_applies_switches_and_lists_loras() {
     o.steps = 2;
     let mut buf = vec![0u8; 64 * 64 * 4];
     assert_eq!(unsafe { kiln_model_generate_into(out, &o, buf.as_mut_ptr(), buf.len(), 0) }, kiln_status::Ok);
+    // Embeddings through kiln_model_with_adapters: the token then reaches the prompt.
+    let brick = std::ffi::CString::new(lora_dir().join("brick-style.safetensors").to_str().unwrap()).unwrap();
+    let token = std::ffi::CString::new("<brick-style>").unwrap();
+    let mut e = unsafe { std::mem::zeroed::<kiln_embedding>() };
+    unsafe { kiln_embedding_init(&mut e) };
+    e.path = brick.as_ptr();
+    e.token = token.as_ptr();
+    let mut with_tokens = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_with_adapters(out, l.as_ptr(), 1, &e, 1, &mut with_tokens) }, kiln_status::Ok);
+    let p = std::ffi::CString::new("<brick-style> sand").unwrap();
+    o.prompt = p.as_ptr();
+    assert_eq!(unsafe { kiln_model_generate_into(with_tokens, &o, buf.as_mut_ptr(), buf.len(), 0) }, kiln_status::Ok);
+    let wall = std::ffi::CString::new("wall").unwrap();
+    e.token = wall.as_ptr();
+    let mut refused = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_with_adapters(out, ptr::null(), 0, &e, 1, &mut refused) }, kiln_status::InvalidArgument);
+    assert!(refused.is_null());
+    e.struct_size = 4;
+    assert_eq!(unsafe { kiln_model_with_adapters(out, ptr::null(), 0, &e, 1, &mut refused) }, kiln_status::StructSizeMismatch);
+    unsafe { kiln_model_free(with_tokens) };
     unsafe { kiln_model_free(out) };
     unsafe { kiln_runtime_destroy(rt) };
 }
