@@ -37,6 +37,11 @@ const USAGE: &str = "usage: generate [options]
   --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
+  --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout) into the
+                          U-Net and text encoder with this strength (default 1.0); repeatable
+  --embedding FILE[:TOKEN]
+                          add a textual-inversion embedding (.safetensors: A1111 emb_params or
+                          diffusers learned_embeds) as TOKEN (default: the file's); repeatable
   --sprite                cut out a sprite with alpha: the model's matting graph (matting/model.onnx)
                           when it has one, else a chroma key of the flat background (despill)
   --matting PATH          matting graph for --sprite: a folder with model.onnx (+ config.json) or
@@ -98,6 +103,32 @@ struct Args {
     height_map: Option<PathBuf>,
     normal_map: Option<PathBuf>,
     batch: Option<PathBuf>,
+    loras: Vec<kiln::model::LoraSpec>,
+    embeddings: Vec<kiln::model::EmbeddingSpec>,
+}
+
+/// `FILE[:TOKEN]`; a drive letter (`C:\...`) is not a token.
+fn embedding_arg(v: &str) -> kiln::model::EmbeddingSpec {
+    match v.rsplit_once(':') {
+        Some((p, t)) if p.len() > 1 && !t.is_empty() && !t.contains(['/', '\\']) => {
+            kiln::model::EmbeddingSpec { path: PathBuf::from(p), token: Some(t.to_string()) }
+        }
+        _ => kiln::model::EmbeddingSpec { path: PathBuf::from(v), token: None },
+    }
+}
+
+/// `FILE[:SCALE]`: the scale is what follows the last `:` when it is a
+/// number, so Windows paths (`C:\...`) without a scale still work.
+fn lora_arg(v: &str) -> Result<kiln::model::LoraSpec, String> {
+    let (path, scale) = match v.rsplit_once(':') {
+        Some((p, s)) if !p.is_empty() => match s.parse::<f32>() {
+            Ok(x) if x.is_finite() => (p, x),
+            Ok(_) => return Err(format!("--lora: scale {s:?} is not finite")),
+            Err(_) => (v, 1.0),
+        },
+        _ => (v, 1.0),
+    };
+    Ok(kiln::model::LoraSpec { path: PathBuf::from(path), scale })
 }
 
 /// One image to make: where it goes, and the seed and prompt that differ per `--batch` line.
@@ -151,6 +182,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         height_map: None,
         normal_map: None,
         batch: None,
+        loras: Vec::new(),
+        embeddings: Vec::new(),
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -211,6 +244,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--normal-map" => a.normal_map = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
             "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
+            "--lora" => a.loras.push(lora_arg(&value()?)?),
+            "--embedding" => a.embeddings.push(embedding_arg(&value()?)),
             "--scheduler-config" => {
                 let v = value()?;
                 let json: serde_json::Value = serde_json::from_str(&v).map_err(|e| format!("--scheduler-config: {e}"))?;
@@ -283,7 +318,14 @@ fn run(a: Args) -> Result<(), kiln::Error> {
     let t0 = std::time::Instant::now();
     // A seamless load holds only the rewritten U-Net and decoder.
     let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone() };
-    let model = Model::load_with(&runtime, &a.model, &options)?;
+    let mut model = Model::load_with(&runtime, &a.model, &options)?;
+    if !a.loras.is_empty() || !a.embeddings.is_empty() {
+        let adapters = kiln::model::Adapters { loras: a.loras.clone(), embeddings: a.embeddings.clone(), ..Default::default() };
+        model = model.with_adapters(&adapters)?;
+        for line in model.adapter_descriptions() {
+            eprintln!("lora: {line}");
+        }
+    }
     let load_s = t0.elapsed().as_secs_f64();
     for (graph, choice) in model.graph_providers() {
         eprintln!("{graph}: {}", choice.describe());

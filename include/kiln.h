@@ -99,6 +99,9 @@ enum kiln_status
     KILN_STATUS_IO = 202,
     // The model or request needs something Kiln does not support.
     KILN_STATUS_UNSUPPORTED = 203,
+    // A LoRA or embedding file that does not fit the model: made for another
+    // architecture, keys that match no layer, shapes or ranks that disagree.
+    KILN_STATUS_ADAPTER_MISMATCH = 204,
     // The ONNX Runtime library could not be loaded.
     KILN_STATUS_RUNTIME_LOAD_FAILED = 300,
     // An execution provider is unavailable or failed to register.
@@ -566,6 +569,34 @@ typedef struct kiln_job_progress {
     uint32_t preview_height;
 } kiln_job_progress;
 
+// One LoRA file and its strength. Fill with `kiln_lora_init`, then set
+// `path`. Versioned: fields are only ever appended.
+typedef struct kiln_lora {
+    // `sizeof(kiln_lora)`, set by `kiln_lora_init`.
+    uint32_t struct_size;
+    // Multiplies the LoRA's delta: 1.0 = as trained (the default), 0 = off,
+    // negative = inverted. Must be finite.
+    float scale;
+    // Path of the `.safetensors` file (kohya-ss or diffusers/PEFT layout),
+    // UTF-8, NUL-terminated; borrowed for the call only.
+    const char *path;
+} kiln_lora;
+
+// A textual-inversion embedding file and its prompt token. Fill with
+// `kiln_embedding_init`, then set `path`. Versioned: fields are only ever
+// appended.
+typedef struct kiln_embedding {
+    // `sizeof(kiln_embedding)`, set by `kiln_embedding_init`.
+    uint32_t struct_size;
+    // Path of the `.safetensors` file (AUTOMATIC1111 `emb_params` or
+    // diffusers `learned_embeds`), UTF-8, NUL-terminated; borrowed for the call.
+    const char *path;
+    // The word prompts use for it, UTF-8, no spaces; NULL = the file's own
+    // (diffusers: its tensor's name; AUTOMATIC1111: the file name without
+    // extension). Borrowed for the call.
+    const char *token;
+} kiln_embedding;
+
 // How `kiln_model_load_with` loads a model. Fill with
 // `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
 // does). Strings are borrowed for the call only. Accepted `struct_size`:
@@ -894,6 +925,67 @@ kiln_status kiln_job_copy_preview(uint64_t job,
 // Its callback still receives FINISHED (see `kiln_job_callback`), so keep
 // `user_data` alive until then.
 kiln_status kiln_job_free(uint64_t job);
+
+// Fills `lora` with defaults (scale 1.0, no path), including `struct_size`.
+// NULL is ignored.
+void kiln_lora_init(struct kiln_lora *lora);
+
+// Makes a model handle whose weights are `model`'s original ones plus the
+// `count` LoRAs in `loras` (each delta times its scale, added together),
+// merged on the CPU when the sessions are created. The set replaces what
+// `model` has merged (a switch, not a stack); `count == 0` gives the plain
+// weights back. Only the graphs whose weights change (U-Net, text encoder)
+// get new sessions; the rest is shared. The new handle is freed with
+// `kiln_model_free`, independently of `model`; `model` is unchanged and
+// stays usable whatever happens. Seamless views (`kiln_model_seamless`) of
+// the new handle keep its LoRAs.
+//
+// Entries are `loras[0].struct_size` bytes apart and all of that size.
+// Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_UTF8,
+// INVALID_ARGUMENT (a scale that is not finite), MODEL_NOT_FOUND (no such
+// file), MODEL_INVALID (not a readable safetensors LoRA, truncated),
+// UNSUPPORTED (LoHa, LoKr, DoRA), ADAPTER_MISMATCH (another architecture,
+// ranks that disagree, keys that match no layer: listed in the message).
+kiln_status kiln_model_with_loras(const struct kiln_model *model,
+                                  const struct kiln_lora *loras,
+                                  size_t count,
+                                  struct kiln_model **model_out);
+
+// Fills `embedding` with defaults (no path, the file's token), including
+// `struct_size`. NULL is ignored.
+void kiln_embedding_init(struct kiln_embedding *embedding);
+
+// As `kiln_model_with_loras`, with textual-inversion embeddings too: their
+// tokens are added to the prompt vocabulary and their vectors to the text
+// encoder's token embeddings. The set (LoRAs and embeddings) replaces what
+// `model` has; both counts 0 give the plain model back. Either array may be
+// NULL when its count is 0. Errors: as `kiln_model_with_loras`, and
+// INVALID_ARGUMENT (a token already in the vocabulary, or with spaces),
+// UNSUPPORTED (a pickled `.pt` file: convert it to .safetensors),
+// ADAPTER_MISMATCH (an embedding of another width, an SDXL embedding).
+kiln_status kiln_model_with_adapters(const struct kiln_model *model,
+                                     const struct kiln_lora *loras,
+                                     size_t lora_count,
+                                     const struct kiln_embedding *embeddings,
+                                     size_t embedding_count,
+                                     struct kiln_model **model_out);
+
+// Writes how many LoRAs are merged into `model` (0 for a plain model) to
+// `*count_out`. Errors: NULL_ARGUMENT.
+kiln_status kiln_model_lora_count(const struct kiln_model *model, size_t *count_out);
+
+// Describes LoRA `index` (0-based, below `kiln_model_lora_count`) of
+// `model`: its scale to `*scale_out` (may be NULL) and its path into
+// `path_buf` with the string convention of `kiln_last_error_message`
+// (`path_buf` NULL = size query, `*path_len_out` = length without the NUL).
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (index out of range),
+// BUFFER_TOO_SMALL (a truncated copy was written).
+kiln_status kiln_model_lora_get(const struct kiln_model *model,
+                                size_t index,
+                                float *scale_out,
+                                char *path_buf,
+                                size_t path_buf_len,
+                                size_t *path_len_out);
 
 // Bit `1 << p` is set for every `kiln_provider` p compiled into this build.
 uint32_t kiln_providers_compiled(void);

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     ModelNotFound,
     /// A model file exists but is malformed or not what Kiln expects.
     ModelInvalid,
+    /// A LoRA or embedding file that does not fit the model (another
+    /// architecture, unmatched keys, disagreeing shapes or ranks).
+    AdapterMismatch,
     /// Reading or writing a file failed.
     Io,
     /// The ONNX Runtime library could not be loaded.

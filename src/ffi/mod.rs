@@ -14,6 +14,7 @@ mod boundary;
 mod handles;
 pub mod image;
 pub mod job;
+pub mod lora;
 pub mod provider;
 pub mod model;
 pub mod postprocess;

@@ -34,6 +34,9 @@ pub enum kiln_status {
     Io = 202,
     /// The model or request needs something Kiln does not support.
     Unsupported = 203,
+    /// A LoRA or embedding file that does not fit the model: made for another
+    /// architecture, keys that match no layer, shapes or ranks that disagree.
+    AdapterMismatch = 204,
     /// The ONNX Runtime library could not be loaded.
     RuntimeLoadFailed = 300,
     /// An execution provider is unavailable or failed to register.
@@ -63,6 +66,7 @@ impl From<ErrorKind> for kiln_status {
             ErrorKind::StructSizeMismatch => Self::StructSizeMismatch,
             ErrorKind::ModelNotFound => Self::ModelNotFound,
             ErrorKind::ModelInvalid => Self::ModelInvalid,
+            ErrorKind::AdapterMismatch => Self::AdapterMismatch,
             ErrorKind::Io => Self::Io,
             ErrorKind::Unsupported => Self::Unsupported,
             ErrorKind::RuntimeLoad => Self::RuntimeLoadFailed,
@@ -92,6 +96,7 @@ impl kiln_status {
             Self::ModelInvalid => b"KILN_STATUS_MODEL_INVALID\0",
             Self::Io => b"KILN_STATUS_IO\0",
             Self::Unsupported => b"KILN_STATUS_UNSUPPORTED\0",
+            Self::AdapterMismatch => b"KILN_STATUS_ADAPTER_MISMATCH\0",
             Self::RuntimeLoadFailed => b"KILN_STATUS_RUNTIME_LOAD_FAILED\0",
             Self::ProviderUnavailable => b"KILN_STATUS_PROVIDER_UNAVAILABLE\0",
             Self::InferenceFailed => b"KILN_STATUS_INFERENCE_FAILED\0",
@@ -102,10 +107,10 @@ impl kiln_status {
         }
     }
 
-    const ALL: [kiln_status; 19] = [
+    const ALL: [kiln_status; 20] = [
         Self::Ok, Self::NullArgument, Self::InvalidArgument, Self::InvalidUtf8, Self::BufferTooSmall,
         Self::InvalidSize, Self::StructSizeMismatch, Self::InvalidHandle, Self::ModelNotFound, Self::ModelInvalid, Self::Io,
-        Self::Unsupported, Self::RuntimeLoadFailed, Self::ProviderUnavailable, Self::InferenceFailed,
+        Self::Unsupported, Self::AdapterMismatch, Self::RuntimeLoadFailed, Self::ProviderUnavailable, Self::InferenceFailed,
         Self::Cancelled, Self::Busy, Self::OutOfMemory, Self::Internal,
     ];
 }

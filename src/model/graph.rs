@@ -49,6 +49,9 @@ pub struct Graph {
     session: Arc<Mutex<Option<Session>>>,
     runtime: Runtime,
     source: GraphSource,
+    /// Initializers replacing the file's own (merged LoRA weights); the
+    /// session is made with them every time it is (re)created.
+    overrides: crate::model::lora::Overrides,
     /// Hash of an in-memory source's bytes, for the optimized-graph cache
     /// (computed once, reused when per-stage residency reloads the graph).
     source_digest: std::sync::OnceLock<String>,
@@ -138,6 +141,17 @@ impl Graph {
 
     /// As [`Graph::load`], from any source.
     pub(crate) fn load_from(runtime: &Runtime, name: &'static str, source: GraphSource, group: &Arc<ResidencyGroup>) -> Result<Self> {
+        Self::load_with_overrides(runtime, name, source, group, Default::default())
+    }
+
+    /// As [`Graph::load_from`], with initializers that replace the file's own.
+    pub(crate) fn load_with_overrides(
+        runtime: &Runtime,
+        name: &'static str,
+        source: GraphSource,
+        group: &Arc<ResidencyGroup>,
+        overrides: crate::model::lora::Overrides,
+    ) -> Result<Self> {
         let source_digest = std::sync::OnceLock::new();
         let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
             outlets
@@ -163,7 +177,7 @@ impl Graph {
             let provider = session_builder(runtime, name, &source.label())?.1;
             (inputs, outputs, provider, None)
         } else {
-            let (session, provider) = open_session(runtime, name, &source, &source_digest)?;
+            let (session, provider) = open_session(runtime, name, (&source, &overrides), &source_digest)?;
             (spec(session.inputs())?, spec(session.outputs())?, provider, Some(session))
         };
         let slot = Arc::new(Mutex::new(session));
@@ -176,6 +190,7 @@ impl Graph {
             session: slot,
             runtime: runtime.clone(),
             source,
+            overrides,
             source_digest,
             group: Arc::clone(group),
             run_calls: Default::default(),
@@ -212,7 +227,7 @@ impl Graph {
         }
         let mut guard = self.session.lock();
         if guard.is_none() {
-            *guard = Some(open_session(&self.runtime, self.name, &self.source, &self.source_digest)?.0);
+            *guard = Some(open_session(&self.runtime, self.name, (&self.source, &self.overrides), &self.source_digest)?.0);
         }
         Ok(guard)
     }
@@ -268,7 +283,7 @@ fn element_type(onnx: i32) -> TensorElementType {
 fn open_session(
     runtime: &Runtime,
     name: &'static str,
-    source: &GraphSource,
+    (source, overrides): (&GraphSource, &crate::model::lora::Overrides),
     digest: &std::sync::OnceLock<String>,
 ) -> Result<(Session, crate::runtime::ProviderChoice)> {
     let label = source.label();
@@ -280,10 +295,30 @@ fn open_session(
         runtime.logger().log(LogLevel::Warning, &line);
     }
     let session = match &runtime.inner.graph_cache {
-        Some(cache) => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider)?,
-        None => {
+        // Merged weights bypass the cache: an optimized graph bakes its
+        // initializers in (folded, fused, renamed), so it can neither take
+        // overrides nor be shared between LoRA sets.
+        Some(cache) if overrides.is_empty() => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider)?,
+        cache => {
+            if let Some(cache) = cache {
+                cache.note_skipped();
+                runtime.logger().info(&format!("{name}: optimized-graph cache not used: the graph has LoRA-merged weights"));
+            }
             let level = runtime.inner.graph_optimization.ort();
-            let builder = builder.with_optimization_level(level).map_err(|e| load_error(name, &label, e.into()))?;
+            let mut builder = builder.with_optimization_level(level).map_err(|e| load_error(name, &label, e.into()))?;
+            // ONNX Runtime's NCHWc transformer (level "all", x86) reorders Conv
+            // weights from the file's own initializer and ignores the override
+            // (measured on 1.31.1: a zeroed conv_in.weight had no effect), so
+            // it is turned off for graphs whose convolutions are overridden.
+            let conv_override = overrides.iter().any(|(_, v)| matches!(v.dtype(), ValueType::Tensor { shape, .. } if shape.len() == 4));
+            if conv_override {
+                builder = builder
+                    .with_config_entry("optimization.disable_specified_optimizers", "NchwcTransformer")
+                    .map_err(|e| load_error(name, &label, e.into()))?;
+            }
+            for (init, value) in overrides.iter() {
+                builder = builder.with_initializer(init, Arc::clone(value)).map_err(|e| load_error(name, &label, e.into()))?;
+            }
             commit(builder, source).map_err(|e| load_error(name, &label, e))?
         }
     };

@@ -3,6 +3,9 @@ pub mod graph;
 pub mod layout;
 pub mod matting;
 mod clip_skip;
+mod adapters;
+pub mod embedding;
+pub mod lora;
 mod onnx_proto;
 pub mod preview;
 pub mod seamless;
@@ -14,6 +17,8 @@ use std::sync::Arc;
 use ort::value::TensorElementType;
 
 pub use self::graph::{Graph, GraphInput, Residency, TensorSpec};
+pub use self::embedding::EmbeddingSpec;
+pub use self::lora::LoraSpec;
 pub use self::layout::ModelLayout;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
@@ -93,6 +98,36 @@ pub(crate) struct ModelInner {
     pub(crate) vae_encoder: LazyEncoder,
     /// The optional matting graph for sprites, loaded on first use.
     pub(crate) matting: Arc<matting::MattingSlot>,
+    /// The LoRAs merged into this model's weights (empty for a plain model).
+    pub(crate) adapters: Arc<AppliedAdapters>,
+    /// Graph structure indexes for LoRA mapping, shared by every model made
+    /// from the same load.
+    pub(crate) lora_indexes: Arc<lora::IndexCache>,
+}
+
+/// Adapters to apply with [`Model::with_adapters`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Adapters {
+    /// LoRA files and their scales, applied together (deltas add up).
+    pub loras: Vec<lora::LoraSpec>,
+    /// Textual-inversion embeddings: tokens added to the prompt vocabulary.
+    pub embeddings: Vec<EmbeddingSpec>,
+    /// LoRA keys that match no layer of the model only warn (with their count)
+    /// instead of failing.
+    pub allow_unmatched: bool,
+}
+
+/// What is merged into a model, and the weights that carry it.
+#[derive(Default)]
+pub(crate) struct AppliedAdapters {
+    pub(crate) spec: Adapters,
+    /// One line per LoRA for model info: path, scale, layout, modules.
+    pub(crate) descriptions: Vec<String>,
+    pub(crate) unet: lora::Overrides,
+    pub(crate) text_encoder: lora::Overrides,
+    /// The tokenizer before any embedding was added (set when this model has
+    /// embeddings, so a switch starts from the original vocabulary).
+    pub(crate) base_tokenizer: Option<Arc<ClipTokenizer>>,
 }
 
 /// How [`Model::load_with`] loads a model. `Default` is what [`Model::load`] does.
@@ -176,7 +211,8 @@ impl Model {
         let tokenizer = ClipTokenizer::from_dir(&layout.tokenizer_dir, layout.text_config.max_position_embeddings)?;
         let group = graph::ResidencyGroup::new(runtime.inner.residency);
         let axes = options.seamless;
-        let (text_encoder, unet, vae_decoder) = load_core_graphs(runtime, &layout, axes, &group)?;
+        let no_adapters = AppliedAdapters::default();
+        let (text_encoder, unet, vae_decoder) = load_core_graphs(runtime, &layout, axes, &group, &no_adapters)?;
         let text_io = text_encoder_io(&text_encoder)?;
         let unet_io = unet_io(&unet)?;
         let vae_io = vae_decoder_io(&vae_decoder)?;
@@ -235,6 +271,8 @@ impl Model {
                 base: None,
                 vae_encoder: Default::default(),
                 matting: Arc::new(matting::MattingSlot::new(matting_source)),
+                adapters: Arc::new(no_adapters),
+                lora_indexes: Default::default(),
             }),
         })
     }
@@ -313,16 +351,13 @@ impl Model {
         // its root: either way its own graphs serve only its own setting.
         let (unet, vae_decoder) = if axes == m.seamless {
             (Arc::clone(&m.unet), Arc::clone(&m.vae_decoder))
-        } else if axes == seamless::Seamless::None {
-            m.runtime.logger().info("loading the plain U-Net and VAE decoder for a view without seamless tiling");
-            (
-                Arc::new(Graph::load(&m.runtime, "unet", &m.layout.unet, &group)?),
-                Arc::new(Graph::load(&m.runtime, "vae_decoder", &m.layout.vae_decoder, &group)?),
-            )
         } else {
+            if axes == seamless::Seamless::None {
+                m.runtime.logger().info("loading the plain U-Net and VAE decoder for a view without seamless tiling");
+            }
             (
-                Arc::new(load_seamless(&m.runtime, "unet", &m.layout.unet, axes, &group)?),
-                Arc::new(load_seamless(&m.runtime, "vae_decoder", &m.layout.vae_decoder, axes, &group)?),
+                Arc::new(load_unet(&m.runtime, &m.layout, axes, &group, &m.adapters.unet)?),
+                Arc::new(load_vae_decoder(&m.runtime, &m.layout, axes, &group)?),
             )
         };
         // As for the U-Net: `m` is the root, or a view whose root is gone, so
@@ -330,13 +365,7 @@ impl Model {
         let (text_encoder, embedding_cache) = if skip == m.clip_skip {
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
         } else {
-            let g = if skip == 0 {
-                Graph::load(&m.runtime, "text_encoder", &m.layout.text_encoder, &group)?
-            } else {
-                load_rewritten(&m.runtime, "text_encoder", &m.layout.text_encoder, &format!("CLIP skip {skip}"), &group, &|b| {
-                    clip_skip::rewrite(b, skip)
-                })?
-            };
+            let g = load_text_encoder(&m.runtime, &m.layout, skip, &group, &m.adapters.text_encoder)?;
             // Different embeddings for the same prompt: a cache of its own.
             let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
             (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
@@ -362,6 +391,8 @@ impl Model {
                 base: Some(Arc::downgrade(&self.inner)),
                 vae_encoder: Arc::clone(&m.vae_encoder),
                 matting: Arc::clone(&m.matting),
+                adapters: Arc::clone(&m.adapters),
+                lora_indexes: Arc::clone(&m.lora_indexes),
             }),
         };
         variants.insert((axes, skip), variant.clone());
@@ -491,16 +522,11 @@ fn load_core_graphs(
     layout: &ModelLayout,
     axes: seamless::Seamless,
     group: &Arc<graph::ResidencyGroup>,
+    adapters: &AppliedAdapters,
 ) -> Result<(Graph, Graph, Graph)> {
-    let text = || Graph::load(runtime, "text_encoder", &layout.text_encoder, group);
-    let unet = || match axes {
-        seamless::Seamless::None => Graph::load(runtime, "unet", &layout.unet, group),
-        _ => load_seamless(runtime, "unet", &layout.unet, axes, group),
-    };
-    let vae = || match axes {
-        seamless::Seamless::None => Graph::load(runtime, "vae_decoder", &layout.vae_decoder, group),
-        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group),
-    };
+    let text = || load_text_encoder(runtime, layout, 0, group, &adapters.text_encoder);
+    let unet = || load_unet(runtime, layout, axes, group, &adapters.unet);
+    let vae = || load_vae_decoder(runtime, layout, axes, group);
     if runtime.inner.sequential_load || runtime.inner.residency == Residency::PerStage {
         return Ok((text()?, unet()?, vae()?));
     }
@@ -532,6 +558,7 @@ fn load_rewritten(
     what: &str,
     group: &Arc<graph::ResidencyGroup>,
     f: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
+    overrides: &lora::Overrides,
 ) -> Result<Graph> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
@@ -539,14 +566,53 @@ fn load_rewritten(
     runtime.logger().info(&format!("{name}: rewritten for {what}"));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let source = graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display()));
-    Graph::load_from(runtime, name, source, group)
+    Graph::load_with_overrides(runtime, name, source, group, Arc::clone(overrides))
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`.
-fn load_seamless(runtime: &Runtime, name: &'static str, path: &Path, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
-    load_rewritten(runtime, name, path, &format!("seamless {axes:?}"), group, &|b| {
-        seamless::make_seamless(b, axes).map(|(out, _)| out)
-    })
+fn load_seamless(
+    runtime: &Runtime,
+    name: &'static str,
+    path: &Path,
+    axes: seamless::Seamless,
+    group: &Arc<graph::ResidencyGroup>,
+    overrides: &lora::Overrides,
+) -> Result<Graph> {
+    load_rewritten(
+        runtime,
+        name,
+        path,
+        &format!("seamless {axes:?}"),
+        group,
+        &|b| seamless::make_seamless(b, axes).map(|(out, _)| out),
+        overrides,
+    )
+}
+
+/// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
+fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    match axes {
+        seamless::Seamless::None => {
+            Graph::load_with_overrides(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides))
+        }
+        _ => load_seamless(runtime, "unet", &layout.unet, axes, group, overrides),
+    }
+}
+
+/// The VAE decoder, wrapping around on `axes`.
+fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
+    match axes {
+        seamless::Seamless::None => Graph::load(runtime, "vae_decoder", &layout.vae_decoder, group),
+        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group, &Default::default()),
+    }
+}
+
+/// The text encoder, `skip` layers cut from the end, with LoRA-merged weights when given.
+fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    if skip == 0 {
+        return Graph::load_with_overrides(runtime, "text_encoder", graph::GraphSource::File(layout.text_encoder.clone()), group, Arc::clone(overrides));
+    }
+    load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides)
 }
 
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {

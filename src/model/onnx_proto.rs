@@ -317,6 +317,164 @@ pub fn declared_io<R: std::io::Read + std::io::Seek>(r: R) -> Result<(Vec<Declar
     Ok((inputs, outputs))
 }
 
+/// A weight-consuming node as the graph lists it (for LoRA mapping).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSummary {
+    /// NodeProto.name: exporters put the module path here (`/down_blocks.0/.../to_q/MatMul`).
+    pub name: String,
+    /// NodeProto.op_type.
+    pub op_type: String,
+    /// NodeProto.input.
+    pub inputs: Vec<String>,
+    /// NodeProto.output.
+    pub outputs: Vec<String>,
+    /// Gemm's `transB` (0 when absent or not a Gemm).
+    pub trans_b: i64,
+}
+
+/// Where an initializer's bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    /// `raw_data` inside the ONNX file: byte offset and length.
+    Inline { offset: u64, len: u64 },
+    /// External data: file name relative to the model's folder, offset and length
+    /// (`None` = to the end of the file).
+    External { location: String, offset: u64, len: Option<u64> },
+    /// Values in a typed field (`float_data` and friends), which Kiln does not read.
+    Typed,
+}
+
+/// An initializer's name, element type, shape and where its data lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitializerSummary {
+    /// TensorProto.name.
+    pub name: String,
+    /// TensorProto.data_type (1 = float, 10 = float16).
+    pub data_type: i32,
+    /// TensorProto.dims.
+    pub dims: Vec<i64>,
+    /// Where the values are.
+    pub data: TensorData,
+}
+
+/// Every node and initializer of a model file, weights left on disk: raw
+/// tensor data is skipped with seeks and only its position recorded, so a
+/// 2 GB graph costs reading its nodes.
+pub fn graph_summary<R: std::io::Read + std::io::Seek>(r: R) -> Result<(Vec<NodeSummary>, Vec<InitializerSummary>)> {
+    let mut s = Stream { r: std::io::BufReader::with_capacity(1 << 16, r), pos: 0 };
+    let end = std::io::Seek::seek(&mut s.r, std::io::SeekFrom::End(0)).map_err(io)?;
+    std::io::Seek::seek(&mut s.r, std::io::SeekFrom::Start(0)).map_err(io)?;
+    let (mut nodes, mut initializers) = (Vec::new(), Vec::new());
+    let mut found_graph = false;
+    while s.pos < end {
+        match s.field(end)? {
+            (7, Some(len)) => {
+                found_graph = true;
+                let graph_end = s.pos + len;
+                while s.pos < graph_end {
+                    match s.field(graph_end)? {
+                        (1, Some(len)) => nodes.push(node_summary(&s.take(len)?)?),
+                        (5, Some(len)) => {
+                            let tensor_end = s.pos + len;
+                            initializers.push(initializer_summary(&mut s, tensor_end)?);
+                        }
+                        (_, Some(len)) => s.skip(len)?,
+                        (_, None) => {}
+                    }
+                }
+            }
+            (_, Some(len)) => s.skip(len)?,
+            (_, None) => {}
+        }
+    }
+    if !found_graph {
+        return Err(bad("no graph in the model"));
+    }
+    Ok((nodes, initializers))
+}
+
+fn node_summary(bytes: &[u8]) -> Result<NodeSummary> {
+    let n = Message::parse(bytes)?;
+    let op_type = n.string(4).unwrap_or_default().to_string();
+    let mut trans_b = 0;
+    if op_type == "Gemm" {
+        for b in n.bytes_of(5) {
+            let attr = Message::parse(b)?;
+            if attr.string(1) == Some("transB") {
+                trans_b = attr.ints(3)?.first().copied().unwrap_or(0);
+            }
+        }
+    }
+    Ok(NodeSummary { name: n.string(3).unwrap_or_default().to_string(), op_type, inputs: n.strings(1), outputs: n.strings(2), trans_b })
+}
+
+/// TensorProto: dims = 1, data_type = 2, name = 8, raw_data = 9,
+/// external_data = 13 (StringStringEntryProto key = 1, value = 2),
+/// data_location = 14; typed values in 4-7, 10, 11.
+fn initializer_summary<R: std::io::Read + std::io::Seek>(s: &mut Stream<R>, end: u64) -> Result<InitializerSummary> {
+    let mut t = InitializerSummary { name: String::new(), data_type: 0, dims: Vec::new(), data: TensorData::Typed };
+    let mut external: Vec<(String, String)> = Vec::new();
+    let mut raw = None;
+    while s.pos < end {
+        let key = s.varint()?;
+        let (number, wire) = ((key >> 3) as u32, key & 7);
+        match (number, wire) {
+            (1, 0) => t.dims.push(s.varint()? as i64),
+            (2, 0) => t.data_type = s.varint()? as i32,
+            (14, 0) => {
+                s.varint()?;
+            }
+            (_, 0) => {
+                s.varint()?;
+            }
+            (_, 1) => s.skip(8)?,
+            (_, 5) => s.skip(4)?,
+            (_, 2) => {
+                let len = s.varint()?;
+                if s.pos.checked_add(len).is_none_or(|e| e > end) {
+                    return Err(bad("length past the end"));
+                }
+                match number {
+                    1 => {
+                        let b = s.take(len)?;
+                        let mut pos = 0;
+                        while pos < b.len() {
+                            t.dims.push(read_varint(&b, &mut pos)? as i64);
+                        }
+                    }
+                    8 => t.name = String::from_utf8_lossy(&s.take(len)?).into_owned(),
+                    9 => {
+                        raw = Some((s.pos, len));
+                        s.skip(len)?;
+                    }
+                    13 => {
+                        let bytes = s.take(len)?;
+                        let entry = Message::parse(&bytes)?;
+                        let k = entry.string(1).unwrap_or_default().to_string();
+                        let v = entry.string(2).unwrap_or_default().to_string();
+                        external.push((k, v));
+                    }
+                    _ => s.skip(len)?,
+                }
+            }
+            (_, w) => return Err(bad(&format!("unsupported wire type {w}"))),
+        }
+    }
+    if let Some((offset, len)) = raw {
+        t.data = TensorData::Inline { offset, len };
+    } else if let Some((_, location)) = external.iter().find(|(k, _)| k == "location") {
+        let number = |key: &str| -> Result<Option<u64>> {
+            external
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.parse::<u64>().map_err(|_| bad(&format!("external_data {key} {v:?} is not a number"))))
+                .transpose()
+        };
+        t.data = TensorData::External { location: location.clone(), offset: number("offset")?.unwrap_or(0), len: number("length")? };
+    }
+    Ok(t)
+}
+
 fn io(e: std::io::Error) -> Error {
     bad(&format!("cannot read: {e}"))
 }

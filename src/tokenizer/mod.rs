@@ -66,11 +66,13 @@ pub struct WeightedChunk {
 const CLIP_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// A CLIP tokenizer with its special tokens and fixed sequence length.
+#[derive(Clone)]
 pub struct ClipTokenizer {
     inner: Tokenizer,
-    /// Added/special token texts and ids, longest text first; the prompt is
-    /// split on these before clean-up, like transformers' added-token trie.
-    added: Vec<(String, u32)>,
+    /// Added/special token texts and their ids, longest text first; the
+    /// prompt is split on these before clean-up, like transformers'
+    /// added-token trie. A textual-inversion token may stand for several ids.
+    added: Vec<(String, Vec<u32>)>,
     bos: u32,
     eos: u32,
     pad: u32,
@@ -131,10 +133,10 @@ impl ClipTokenizer {
                 Error::model(format!("{}: special token {text:?} is not in the vocabulary", dir.display()))
             })
         };
-        let mut added: Vec<(String, u32)> = Vec::new();
+        let mut added: Vec<(String, Vec<u32>)> = Vec::new();
         let mut add = |text: String, id: u32| {
             if !text.is_empty() && !added.iter().any(|(t, _)| *t == text) {
-                added.push((text, id));
+                added.push((text, vec![id]));
             }
         };
         let bos_text = token_named("bos_token", "<|startoftext|>");
@@ -224,6 +226,25 @@ impl ClipTokenizer {
         Ok(b.chunks)
     }
 
+    /// This tokenizer plus textual-inversion tokens, each standing for its
+    /// ids (matched literally, before clean-up, like transformers' added
+    /// tokens). A token that is already a word of the vocabulary or an added
+    /// token is refused.
+    pub fn with_tokens(&self, tokens: &[(String, Vec<u32>)]) -> Result<Self> {
+        let mut t = self.clone();
+        for (text, ids) in tokens {
+            let known = t.inner.token_to_id(text).is_some()
+                || t.inner.token_to_id(&format!("{text}</w>")).is_some()
+                || t.added.iter().any(|(a, _)| a == text);
+            if known {
+                return Err(Error::invalid(format!("token {text:?} is already in the tokenizer; give the embedding another token")));
+            }
+            t.added.push((text.clone(), ids.clone()));
+        }
+        t.added.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+        Ok(t)
+    }
+
     /// Sequence length (77 for SD).
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -244,7 +265,7 @@ impl ClipTokenizer {
             match self.added.iter().find(|(t, _)| text[pos..].starts_with(t.as_str())) {
                 Some((t, id)) => {
                     self.push_cleaned(&text[piece_start..pos], &mut ids)?;
-                    ids.push(*id);
+                    ids.extend_from_slice(id);
                     pos += t.len();
                     piece_start = pos;
                 }

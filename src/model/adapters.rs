@@ -1,0 +1,226 @@
+//! Models with LoRA adapters merged in: [`Model::with_adapters`].
+use std::path::Path;
+use std::sync::Arc;
+
+use super::embedding::Embedding;
+use super::lora::{self, Component, LoadedLora, LoraSpec};
+use crate::tokenizer::ClipTokenizer;
+use super::{graph, text, Adapters, AppliedAdapters, Model, ModelInner};
+use crate::error::{Error, ErrorKind, Result};
+
+/// How many unmatched keys an error message lists before giving a count.
+const LISTED_KEYS: usize = 12;
+
+impl Model {
+    /// A model with these LoRA files merged in, each with its scale (see
+    /// [`Model::with_adapters`]).
+    pub fn with_loras<P: AsRef<Path>>(&self, loras: &[(P, f32)]) -> Result<Model> {
+        let loras = loras.iter().map(|(p, s)| LoraSpec { path: p.as_ref().to_path_buf(), scale: *s }).collect();
+        self.with_adapters(&Adapters { loras, ..Default::default() })
+    }
+
+    /// A new model whose weights are this model's original ones plus the
+    /// given adapters: the set replaces whatever this model had merged (a
+    /// switch, not a stack), and an empty set gives the plain weights back.
+    /// Its seamless and CLIP-skip settings are this model's.
+    ///
+    /// Only the graphs whose weights change get new sessions (the U-Net
+    /// and/or the text encoder); the VAE, tokenizer and optional graphs are
+    /// shared with this model. The merged weights are held once, by the new
+    /// model's sessions; the base weights are read from the model files at
+    /// the offsets of the adapted layers only. Each model stays usable on its
+    /// own: dropping this one while the new one lives is safe.
+    ///
+    /// Errors: a missing file (`ModelNotFound`), a file that is not a
+    /// readable safetensors LoRA (`ModelInvalid`), LoHa/LoKr/DoRA
+    /// (`Unsupported`), and a LoRA that does not fit this model — another
+    /// architecture, ranks that disagree, keys that match no layer (listed)
+    /// — (`AdapterMismatch`). On error this model is unchanged.
+    pub fn with_adapters(&self, adapters: &Adapters) -> Result<Model> {
+        let m = &self.inner;
+        let started = std::time::Instant::now();
+        let loaded: Vec<LoadedLora> = adapters.loras.iter().map(LoadedLora::read).collect::<Result<_>>()?;
+        let embeddings: Vec<Embedding> = adapters.embeddings.iter().map(Embedding::read).collect::<Result<_>>()?;
+        let wants = |c: Component| {
+            (c == Component::TextEncoder && !embeddings.is_empty()) || loaded.iter().any(|l| l.file.modules.iter().any(|x| x.component == c))
+        };
+        let index_of = |c: Component| -> Result<Option<Arc<lora::GraphIndex>>> {
+            if !wants(c) {
+                return Ok(None);
+            }
+            let file = match c {
+                Component::Unet => &m.layout.unet,
+                Component::TextEncoder => &m.layout.text_encoder,
+            };
+            m.lora_indexes.get(file).map(Some)
+        };
+        let unet_index = index_of(Component::Unet)?;
+        let text_index = index_of(Component::TextEncoder)?;
+        let mut unmatched = Vec::new();
+        if let Some(i) = &unet_index {
+            unmatched.extend(lora::unmatched(i, Component::Unet, &loaded));
+        }
+        if let Some(i) = &text_index {
+            unmatched.extend(lora::unmatched(i, Component::TextEncoder, &loaded));
+        }
+        let total: usize = loaded.iter().map(|l| l.file.modules.len()).sum();
+        if !unmatched.is_empty() {
+            let listed = unmatched.iter().take(LISTED_KEYS).cloned().collect::<Vec<_>>().join(", ");
+            let more = if unmatched.len() > LISTED_KEYS { format!(" and {} more", unmatched.len() - LISTED_KEYS) } else { String::new() };
+            let what = format!("{} of {total} LoRA modules match no layer of this model: {listed}{more}", unmatched.len());
+            if !adapters.allow_unmatched {
+                let hint = if unmatched.len() == total { " (a LoRA for another architecture, or an export without module names in its nodes?)" } else { "" };
+                return Err(Error::new(ErrorKind::AdapterMismatch, format!("{what}{hint}")));
+            }
+            m.runtime.logger().log(crate::runtime::LogLevel::Warning, &format!("{what}; skipped"));
+        }
+        let unet_overrides: lora::Overrides = match &unet_index {
+            Some(i) => Arc::new(lora::merge(i, Component::Unet, &loaded)?),
+            None => Default::default(),
+        };
+        let base_tokenizer = m.adapters.base_tokenizer.clone().unwrap_or_else(|| Arc::clone(&m.tokenizer));
+        let (text_overrides, tokenizer): (lora::Overrides, _) = match &text_index {
+            Some(i) => {
+                let mut merged = lora::merge(i, Component::TextEncoder, &loaded)?;
+                let tokenizer = if embeddings.is_empty() {
+                    Arc::clone(&base_tokenizer)
+                } else {
+                    let (table, tokenizer) = extend_token_embedding(i, &embeddings, &base_tokenizer)?;
+                    merged.push(table);
+                    Arc::new(tokenizer)
+                };
+                (Arc::new(merged), tokenizer)
+            }
+            None => (Default::default(), Arc::clone(&base_tokenizer)),
+        };
+        let merged_at = started.elapsed().as_secs_f64();
+        let descriptions = loaded
+            .iter()
+            .map(|l| {
+                let count = |c: Component| l.file.modules.iter().filter(|x| x.component == c).count();
+                format!(
+                    "{} scale {} ({} layout, {} U-Net and {} text-encoder modules)",
+                    l.spec.path.display(),
+                    l.spec.scale,
+                    l.file.layout,
+                    count(Component::Unet),
+                    count(Component::TextEncoder)
+                )
+            })
+            .chain(embeddings.iter().map(|e| format!("embedding {} ({} vectors)", e.token, e.vectors.len())))
+            .collect();
+        let applied = AppliedAdapters {
+            spec: adapters.clone(),
+            descriptions,
+            unet: unet_overrides,
+            text_encoder: text_overrides,
+            base_tokenizer: (!embeddings.is_empty()).then(|| Arc::clone(&base_tokenizer)),
+        };
+
+        let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
+        // A graph whose overrides are empty here and in this model is the same graph: share it.
+        let unet = if applied.unet.is_empty() && m.adapters.unet.is_empty() {
+            Arc::clone(&m.unet)
+        } else {
+            Arc::new(super::load_unet(&m.runtime, &m.layout, m.seamless, &group, &applied.unet)?)
+        };
+        let same_text = applied.text_encoder.is_empty() && m.adapters.text_encoder.is_empty();
+        let (text_encoder, embedding_cache) = if same_text {
+            (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
+        } else {
+            let g = super::load_text_encoder(&m.runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?;
+            let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
+            (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
+        };
+        m.runtime.logger().info(&format!(
+            "applied {} LoRA(s): {} U-Net and {} text-encoder weights merged in {:.2} s, sessions ready after {:.2} s",
+            loaded.len(),
+            applied.unet.len(),
+            applied.text_encoder.len(),
+            merged_at,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Model {
+            inner: Arc::new(ModelInner {
+                runtime: m.runtime.clone(),
+                layout: m.layout.clone(),
+                tokenizer,
+                text_io: super::text_encoder_io(&text_encoder)?,
+                text_encoder,
+                unet_io: super::unet_io(&unet)?,
+                unet,
+                vae_io: m.vae_io.clone(),
+                vae_decoder: Arc::clone(&m.vae_decoder),
+                preview_decoder: m.preview_decoder.clone(),
+                preview_projection: Arc::clone(&m.preview_projection),
+                residency: group,
+                embedding_cache,
+                seamless: m.seamless,
+                clip_skip: m.clip_skip,
+                variants: Default::default(),
+                base: None,
+                vae_encoder: Arc::clone(&m.vae_encoder),
+                matting: Arc::clone(&m.matting),
+                adapters: Arc::new(applied),
+                lora_indexes: Arc::clone(&m.lora_indexes),
+            }),
+        })
+    }
+
+    /// The adapters merged into this model (empty for a plain model).
+    pub fn adapters(&self) -> &Adapters {
+        &self.inner.adapters.spec
+    }
+
+    /// One line per applied LoRA: file, scale, layout and module counts.
+    pub fn adapter_descriptions(&self) -> &[String] {
+        &self.inner.adapters.descriptions
+    }
+
+    /// Names of the initializers replaced by merged weights: (U-Net, text encoder).
+    pub fn merged_initializers(&self) -> (Vec<&str>, Vec<&str>) {
+        fn names(o: &lora::Overrides) -> Vec<&str> {
+            o.iter().map(|(n, _)| n.as_str()).collect()
+        }
+        (names(&self.inner.adapters.unet), names(&self.inner.adapters.text_encoder))
+    }
+}
+
+/// The text encoder's token-embedding table with the embeddings' vectors
+/// appended, and the tokenizer that knows their tokens.
+fn extend_token_embedding(
+    index: &lora::GraphIndex,
+    embeddings: &[Embedding],
+    tokenizer: &ClipTokenizer,
+) -> Result<((String, Arc<ort::value::DynValue>), ClipTokenizer)> {
+    let slot = index.token_embedding.as_ref().ok_or_else(|| {
+        Error::unsupported(format!("{}: no token-embedding Gather found, so embeddings cannot be added", index.file.display()))
+    })?;
+    let (rows, dim) = match slot.dims.as_slice() {
+        [r, d] => (*r, *d),
+        other => return Err(Error::model(format!("token embedding `{}` has shape {other:?}", slot.initializer))),
+    };
+    let mut table = index.read_f32(slot)?;
+    let mut tokens = Vec::new();
+    let mut next = rows as u32;
+    for e in embeddings {
+        if let Some(v) = e.vectors.iter().find(|v| v.len() != dim) {
+            return Err(Error::new(
+                ErrorKind::AdapterMismatch,
+                format!(
+                    "embedding {}: its vectors are {} wide but this model's token embeddings are {dim} (SD 1.x: 768, SD 2.x: 1024): made for another architecture",
+                    e.token,
+                    v.len()
+                ),
+            ));
+        }
+        let ids: Vec<u32> = (0..e.vectors.len() as u32).map(|i| next + i).collect();
+        next += ids.len() as u32;
+        e.vectors.iter().for_each(|v| table.extend_from_slice(v));
+        tokens.push((e.token.clone(), ids));
+    }
+    let mut grown = slot.clone();
+    grown.dims[0] = next as usize;
+    let value = lora::tensor(&grown, table)?;
+    Ok(((slot.initializer.clone(), Arc::new(value)), tokenizer.with_tokens(&tokens)?))
+}

@@ -1,0 +1,447 @@
+//! Reading LoRA `.safetensors` files in the layouts trainers and hubs use.
+//!
+//! - kohya-ss (sd-scripts, most Civitai files): `lora_unet_<module>` and
+//!   `lora_te_<module>` with `.lora_down.weight`, `.lora_up.weight` and an
+//!   optional scalar `.alpha`; the module path has its dots turned into `_`.
+//! - diffusers/PEFT: `unet.<module>` and `text_encoder.<module>` with
+//!   `.lora_A.weight`/`.lora_B.weight`; alpha from the `lora_adapter_metadata`
+//!   JSON that diffusers writes (`unet.lora_alpha`, `unet.r`, `*.alpha_pattern`),
+//!   else alpha = rank. The older diffusers names `.lora.down/.lora.up`,
+//!   `.lora_linear_layer.down/up` and `processor.to_q_lora.down` read the same.
+//!
+//! The delta of a module is (alpha / rank) · up · down. LoHa, LoKr, DoRA,
+//! LoCon's Tucker `lora_mid` and full `diff` tensors are refused by name.
+use std::collections::BTreeMap;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Which graph a LoRA module belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// The U-Net.
+    Unet,
+    /// The (first) CLIP text encoder.
+    TextEncoder,
+}
+
+impl Component {
+    /// The component's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unet => "unet",
+            Self::TextEncoder => "text_encoder",
+        }
+    }
+}
+
+/// A row-major f32 tensor read from the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Tensor {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// One adapted layer: its delta is `alpha / rank · up · down`.
+#[derive(Debug, Clone)]
+pub struct LoraModule {
+    /// Which graph.
+    pub component: Component,
+    /// Module path with every `.` as `_` (kohya's spelling), e.g.
+    /// `down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q`.
+    pub key: String,
+    /// The key as written in the file, for messages.
+    pub file_key: String,
+    /// `[rank, in]` (linear) or `[rank, in, kh, kw]` (convolution).
+    pub down: F32Tensor,
+    /// `[out, rank]` (linear) or `[out, rank, 1, 1]` (convolution).
+    pub up: F32Tensor,
+    /// Alpha; `None` = rank (scale 1).
+    pub alpha: Option<f32>,
+}
+
+impl LoraModule {
+    /// The rank: rows of `down`.
+    pub fn rank(&self) -> usize {
+        self.down.shape[0]
+    }
+
+    /// alpha / rank.
+    pub fn alpha_scale(&self) -> f32 {
+        self.alpha.map_or(1.0, |a| a / self.rank() as f32)
+    }
+}
+
+/// A parsed LoRA file.
+#[derive(Debug, Clone)]
+pub struct LoraFile {
+    /// Modules, sorted by component and key.
+    pub modules: Vec<LoraModule>,
+    /// `kohya` or `peft`, for messages and model info.
+    pub layout: &'static str,
+}
+
+fn invalid(what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::ModelInvalid, format!("not a readable LoRA file: {what}"))
+}
+
+fn mismatch(what: impl Into<String>) -> Error {
+    Error::new(ErrorKind::AdapterMismatch, what.into())
+}
+
+/// Which part of a module a tensor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Down,
+    Up,
+    Alpha,
+}
+
+/// Suffixes of refused adapter types and what they are.
+const REFUSED: &[(&str, &str)] = &[
+    (".hada_w1_a", "LoHa"),
+    (".hada_w1_b", "LoHa"),
+    (".hada_w2_a", "LoHa"),
+    (".hada_w2_b", "LoHa"),
+    (".hada_t1", "LoHa"),
+    (".hada_t2", "LoHa"),
+    (".lokr_w1", "LoKr"),
+    (".lokr_w2", "LoKr"),
+    (".lokr_w1_a", "LoKr"),
+    (".lokr_w1_b", "LoKr"),
+    (".lokr_w2_a", "LoKr"),
+    (".lokr_w2_b", "LoKr"),
+    (".lokr_t2", "LoKr"),
+    (".dora_scale", "DoRA"),
+    (".lora_magnitude_vector", "DoRA"),
+    (".lora_magnitude_vector.weight", "DoRA"),
+    (".lora_mid.weight", "LoCon with a Tucker `lora_mid`"),
+    (".diff", "a full weight difference (`diff`)"),
+    (".diff_b", "a bias difference (`diff_b`)"),
+    (".w_norm", "GLoRA/norm adapters"),
+    (".b_norm", "GLoRA/norm adapters"),
+];
+
+const PARTS: &[(&str, Part)] = &[
+    (".lora_down.weight", Part::Down),
+    (".lora_up.weight", Part::Up),
+    (".lora_A.weight", Part::Down),
+    (".lora_B.weight", Part::Up),
+    (".lora.down.weight", Part::Down),
+    (".lora.up.weight", Part::Up),
+    (".lora_linear_layer.down.weight", Part::Down),
+    (".lora_linear_layer.up.weight", Part::Up),
+    (".down.weight", Part::Down),
+    (".up.weight", Part::Up),
+    (".alpha", Part::Alpha),
+];
+
+/// Splits a file key into (component, module key in `_` spelling, part).
+fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
+    for (suffix, what) in REFUSED {
+        if name.ends_with(suffix) {
+            return Err(Error::unsupported(format!(
+                "`{name}` is {what}: Kiln applies plain LoRA and LoCon (up/down pairs) only; LoHa, LoKr, DoRA and full diffs are refused"
+            )));
+        }
+    }
+    let Some((suffix, part)) = PARTS.iter().find(|(s, _)| name.ends_with(s)) else {
+        return Ok(None);
+    };
+    let stem = &name[..name.len() - suffix.len()];
+    // Bare `.down/.up.weight` only in diffusers' attention-processor format.
+    if matches!(*suffix, ".down.weight" | ".up.weight") && !stem.contains(".processor.") {
+        return Ok(None);
+    }
+    for (prefix, what) in [
+        ("lora_te1_", "SDXL (two text encoders)"),
+        ("lora_te2_", "SDXL (two text encoders)"),
+        ("text_encoder_2.", "SDXL (two text encoders)"),
+        ("lora_transformer_", "a transformer-based model (SD3/Flux)"),
+        ("transformer.", "a transformer-based model (SD3/Flux)"),
+        ("lora_unet_double_blocks_", "Flux"),
+        ("lora_unet_single_blocks_", "Flux"),
+        ("lora_unet_input_blocks_", "the original LDM/SGM naming (SDXL or an unconverted checkpoint)"),
+        ("lora_unet_output_blocks_", "the original LDM/SGM naming (SDXL or an unconverted checkpoint)"),
+    ] {
+        if stem.starts_with(prefix) {
+            return Err(mismatch(format!("`{name}` is from a LoRA for {what}; this model is SD 1.x/2.x-shaped")));
+        }
+    }
+    let (component, module) = if let Some(m) = stem.strip_prefix("lora_unet_") {
+        (Component::Unet, m.to_string())
+    } else if let Some(m) = stem.strip_prefix("lora_te_") {
+        (Component::TextEncoder, m.to_string())
+    } else if let Some(m) = stem.strip_prefix("unet.") {
+        (Component::Unet, m.to_string())
+    } else if let Some(m) = stem.strip_prefix("text_encoder.") {
+        (Component::TextEncoder, m.to_string())
+    } else {
+        return Ok(None);
+    };
+    // Diffusers' attention-processor format: `attn1.processor.to_q_lora`.
+    let module = match module.split_once(".processor.") {
+        Some((head, tail)) => {
+            let target = tail.strip_suffix("_lora").unwrap_or(tail);
+            let target = if target == "to_out" { "to_out.0" } else { target };
+            format!("{head}.{target}")
+        }
+        None => module,
+    };
+    Ok(Some((component, module.replace('.', "_"), *part)))
+}
+
+/// A tensor's values as f32, whatever float type the file stores.
+fn to_f32(name: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<F32Tensor> {
+    use safetensors::Dtype;
+    let bytes = view.data();
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        other => return Err(invalid(format!("tensor `{name}` has element type {other:?}, expected a float type"))),
+    };
+    Ok(F32Tensor { shape: view.shape().to_vec(), data })
+}
+
+/// PEFT's alpha for `component`/`module` from diffusers' metadata, if any.
+struct PeftAlphas {
+    config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PeftAlphas {
+    fn from_metadata(metadata: Option<&std::collections::HashMap<String, String>>) -> Result<Option<Self>> {
+        let Some(raw) = metadata.and_then(|m| m.get("lora_adapter_metadata")) else {
+            return Ok(None);
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(raw).map_err(|e| invalid(format!("lora_adapter_metadata is not JSON: {e}")))?;
+        let config = value.as_object().cloned().ok_or_else(|| invalid("lora_adapter_metadata is not a JSON object"))?;
+        for (k, v) in &config {
+            if k.ends_with(".use_dora") && v.as_bool() == Some(true) {
+                return Err(Error::unsupported(format!("the LoRA metadata sets `{k}`: DoRA is refused")));
+            }
+        }
+        Ok(Some(Self { config }))
+    }
+
+    /// alpha for a module of `rank`: an `alpha_pattern` entry whose key ends the
+    /// module path, else `lora_alpha`; `None` when the metadata says nothing.
+    fn alpha(&self, component: Component, module_dots: &str) -> Option<f32> {
+        let c = component.name();
+        if let Some(patterns) = self.config.get(&format!("{c}.alpha_pattern")).and_then(|v| v.as_object()) {
+            let best = patterns.iter().filter(|(k, _)| module_dots == k.as_str() || module_dots.ends_with(&format!(".{k}"))).max_by_key(|(k, _)| k.len());
+            if let Some((_, v)) = best {
+                return v.as_f64().map(|a| a as f32);
+            }
+        }
+        self.config.get(&format!("{c}.lora_alpha")).and_then(|v| v.as_f64()).map(|a| a as f32)
+    }
+}
+
+impl LoraFile {
+    /// Reads a LoRA file.
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::ModelNotFound } else { ErrorKind::Io };
+            Error::new(kind, format!("cannot read LoRA {}: {e}", path.display()))
+        })?;
+        Self::parse(&bytes).map_err(|e| e.context(format!("LoRA {}", path.display())))
+    }
+
+    /// Parses the bytes of a `.safetensors` LoRA.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("safetensors: {e}")))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| invalid(format!("safetensors: {e}")))?;
+        let peft = PeftAlphas::from_metadata(meta.metadata().as_ref())?;
+        #[derive(Default)]
+        struct Parts {
+            down: Option<(String, F32Tensor)>,
+            up: Option<(String, F32Tensor)>,
+            alpha: Option<f32>,
+            peft: bool,
+            dotted: String,
+        }
+        let mut found: BTreeMap<(Component, String), Parts> = BTreeMap::new();
+        let mut ignored = Vec::new();
+        let mut kohya = false;
+        for (name, view) in st.iter() {
+            let Some((component, key, part)) = classify(name)? else {
+                ignored.push(name.to_string());
+                continue;
+            };
+            let entry = found.entry((component, key)).or_default();
+            let is_peft = name.starts_with("unet.") || name.starts_with("text_encoder.");
+            kohya |= !is_peft;
+            entry.peft = is_peft;
+            if is_peft && entry.dotted.is_empty() {
+                let stem = name.split_once('.').map_or(name, |(_, rest)| rest);
+                entry.dotted = PARTS.iter().find_map(|(s, _)| stem.strip_suffix(s)).unwrap_or(stem).to_string();
+            }
+            let tensor = to_f32(name, &view)?;
+            match part {
+                Part::Down => entry.down = Some((name.to_string(), tensor)),
+                Part::Up => entry.up = Some((name.to_string(), tensor)),
+                Part::Alpha => {
+                    let a = tensor.data.first().copied().filter(|_| tensor.data.len() == 1).ok_or_else(|| {
+                        invalid(format!("`{name}` should hold one number, has {} values", tensor.data.len()))
+                    })?;
+                    entry.alpha = Some(a);
+                }
+            }
+        }
+        if found.is_empty() {
+            let sample: Vec<&str> = ignored.iter().take(5).map(String::as_str).collect();
+            return Err(mismatch(format!(
+                "no LoRA tensors for an SD U-Net or text encoder ({} tensors, e.g. {sample:?}); a textual-inversion embedding goes through --embedding",
+                ignored.len()
+            )));
+        }
+        if !ignored.is_empty() {
+            let sample: Vec<&str> = ignored.iter().take(8).map(String::as_str).collect();
+            return Err(mismatch(format!("{} tensors are not LoRA up/down/alpha tensors Kiln knows: {sample:?}", ignored.len())));
+        }
+        let mut modules = Vec::with_capacity(found.len());
+        for ((component, key), p) in found {
+            let (down_name, down) = p.down.ok_or_else(|| invalid(format!("{} `{key}` has an up but no down tensor", component.name())))?;
+            let (up_name, up) = p.up.ok_or_else(|| invalid(format!("{} `{key}` has a down but no up tensor", component.name())))?;
+            check_pair(&down_name, &down, &up_name, &up)?;
+            let alpha = match (p.alpha, &peft) {
+                (Some(a), _) => Some(a),
+                (None, Some(cfg)) if p.peft => cfg.alpha(component, &p.dotted),
+                _ => None,
+            };
+            modules.push(LoraModule { component, key, file_key: down_name, down, up, alpha });
+        }
+        Ok(Self { modules, layout: if kohya { "kohya" } else { "peft" } })
+    }
+}
+
+/// Checks that `up · down` is defined: ranks agree, shapes are linear or conv.
+fn check_pair(down_name: &str, down: &F32Tensor, up_name: &str, up: &F32Tensor) -> Result<()> {
+    let ok_rank = |t: &F32Tensor| t.shape.len() == 2 || t.shape.len() == 4;
+    if !ok_rank(down) || !ok_rank(up) || down.shape.len() != up.shape.len() {
+        return Err(invalid(format!(
+            "`{down_name}` {:?} and `{up_name}` {:?}: expected 2-D (linear) or 4-D (convolution) pairs of the same rank",
+            down.shape, up.shape
+        )));
+    }
+    if up.shape.len() == 4 && (up.shape[2] != 1 || up.shape[3] != 1) {
+        return Err(Error::unsupported(format!("`{up_name}` has a {}x{} kernel; Kiln supports LoCon with a 1x1 up kernel", up.shape[2], up.shape[3])));
+    }
+    if up.shape[1] != down.shape[0] {
+        return Err(mismatch(format!(
+            "rank mismatch: `{down_name}` has rank {} ({:?}) but `{up_name}` has {} ({:?})",
+            down.shape[0], down.shape, up.shape[1], up.shape
+        )));
+    }
+    if down.shape[0] == 0 {
+        return Err(invalid(format!("`{down_name}` has rank 0")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_both_layouts_map_to_one_module_key() {
+        let k = classify("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight").unwrap().unwrap();
+        let p = classify("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight").unwrap().unwrap();
+        assert_eq!(k, p);
+        assert_eq!(k.0, Component::Unet);
+        assert_eq!(k.2, Part::Down);
+        let old = classify("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_out_lora.up.weight").unwrap().unwrap();
+        assert_eq!(old.1, "down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_out_0");
+        assert_eq!(old.2, Part::Up);
+        let te = classify("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_linear_layer.up.weight").unwrap().unwrap();
+        assert_eq!((te.0, te.1.as_str()), (Component::TextEncoder, "text_model_encoder_layers_0_self_attn_q_proj"));
+        assert!(classify("lora_te_text_model_encoder_layers_0_mlp_fc1.alpha").unwrap().is_some());
+        assert!(classify("something.else").unwrap().is_none());
+    }
+
+    #[test]
+    fn refused_variants_and_other_architectures_have_their_own_errors() {
+        let e = classify("lora_unet_mid_block_attentions_0_proj_in.hada_w1_a").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.message().contains("LoHa"), "{}", e.message());
+        assert!(classify("lora_unet_x.lokr_w1").unwrap_err().message().contains("LoKr"));
+        assert!(classify("lora_unet_x.dora_scale").unwrap_err().message().contains("DoRA"));
+        let e = classify("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("SDXL"), "{}", e.message());
+    }
+
+    fn st(tensors: &[(&str, Vec<usize>, Vec<f32>)], metadata: Option<std::collections::HashMap<String, String>>) -> Vec<u8> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
+            tensors.iter().map(|(n, s, d)| (n.to_string(), s.clone(), d.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+            .iter()
+            .map(|(n, s, d)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+            .collect();
+        safetensors::serialize(views, metadata).unwrap()
+    }
+
+    #[test]
+    fn parses_kohya_with_alpha_and_peft_with_metadata_alpha() {
+        let kohya = st(
+            &[
+                ("lora_unet_a_b.lora_down.weight", vec![2, 3], vec![1.0; 6]),
+                ("lora_unet_a_b.lora_up.weight", vec![4, 2], vec![1.0; 8]),
+                ("lora_unet_a_b.alpha", vec![], vec![3.0]),
+            ],
+            None,
+        );
+        let f = LoraFile::parse(&kohya).unwrap();
+        assert_eq!(f.layout, "kohya");
+        assert_eq!(f.modules.len(), 1);
+        assert_eq!(f.modules[0].alpha_scale(), 1.5);
+        let meta = std::collections::HashMap::from([(
+            "lora_adapter_metadata".to_string(),
+            r#"{"unet.r": 2, "unet.lora_alpha": 1.0, "unet.alpha_pattern": {"b": 4.0}}"#.to_string(),
+        )]);
+        let peft = st(
+            &[
+                ("unet.a.b.lora_A.weight", vec![2, 3], vec![1.0; 6]),
+                ("unet.a.b.lora_B.weight", vec![4, 2], vec![1.0; 8]),
+                ("unet.a.c.lora_A.weight", vec![2, 3], vec![1.0; 6]),
+                ("unet.a.c.lora_B.weight", vec![4, 2], vec![1.0; 8]),
+            ],
+            Some(meta),
+        );
+        let f = LoraFile::parse(&peft).unwrap();
+        assert_eq!(f.layout, "peft");
+        assert_eq!(f.modules[0].key, "a_b");
+        assert_eq!(f.modules[0].alpha_scale(), 2.0, "alpha_pattern applies to a.b");
+        assert_eq!(f.modules[1].alpha_scale(), 0.5, "lora_alpha elsewhere");
+    }
+
+    #[test]
+    fn bad_files_give_specific_errors() {
+        let rank = st(
+            &[("lora_unet_a.lora_down.weight", vec![2, 3], vec![0.0; 6]), ("lora_unet_a.lora_up.weight", vec![4, 3], vec![0.0; 12])],
+            None,
+        );
+        let e = LoraFile::parse(&rank).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("rank mismatch"), "{}", e.message());
+        let good = st(
+            &[("lora_unet_a.lora_down.weight", vec![2, 3], vec![0.0; 6]), ("lora_unet_a.lora_up.weight", vec![4, 2], vec![0.0; 8])],
+            None,
+        );
+        for cut in [0, 7, 8, 20, good.len() - 1] {
+            let e = LoraFile::parse(&good[..cut]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ModelInvalid, "cut {cut}: {}", e.message());
+        }
+        let half = st(&[("lora_unet_a.lora_down.weight", vec![2, 3], vec![0.0; 6])], None);
+        assert_eq!(LoraFile::parse(&half).unwrap_err().kind(), ErrorKind::ModelInvalid);
+        let foreign = st(&[("model.layers.0.weight", vec![2], vec![0.0; 2])], None);
+        assert_eq!(LoraFile::parse(&foreign).unwrap_err().kind(), ErrorKind::AdapterMismatch);
+    }
+}

@@ -1,0 +1,250 @@
+//! LoRA adapters merged into a model's weights when its sessions are created.
+//!
+//! For every adapted layer W' = W + Σ scale · (alpha / rank) · up · down,
+//! computed on the CPU in f32 from the base weights in the ONNX file (read
+//! straight from their offsets) and converted back to the initializer's type.
+//! The merged tensors are handed to ONNX Runtime as initializer overrides
+//! (`AddInitializer`): no model file is written, unchanged weights come from
+//! the original file, and only the graphs that change get new sessions.
+pub mod format;
+pub mod graph_index;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ndarray::Array2;
+use ort::value::DynValue;
+
+pub use self::format::{Component, LoraFile, LoraModule};
+pub use self::graph_index::{GraphIndex, WeightLayout, WeightSlot};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Initializers that replace a graph's own: (name, tensor).
+pub(crate) type Overrides = Arc<Vec<(String, Arc<DynValue>)>>;
+
+/// One LoRA file and the strength it is applied with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// The `.safetensors` file.
+    pub path: PathBuf,
+    /// Multiplies the delta; 1.0 = as trained, 0 = off, negative = inverted.
+    pub scale: f32,
+}
+
+/// Adds `scale · alpha/rank · up · down` to `base`, a weight laid out as
+/// `slot` says. Shapes are checked against the slot; a mismatch names the
+/// module and both shapes.
+pub fn add_delta(base: &mut [f32], slot: &WeightSlot, m: &LoraModule, scale: f32) -> Result<()> {
+    let (out, inn) = slot.out_in();
+    let rank = m.rank();
+    let down_in: usize = m.down.shape[1..].iter().product();
+    let up_out = m.up.shape[0];
+    if up_out != out || down_in != inn || (m.down.shape.len() == 4 && slot.dims.len() == 4 && m.down.shape[2..] != slot.dims[2..]) {
+        return Err(Error::new(
+            ErrorKind::AdapterMismatch,
+            format!(
+                "{} `{}`: the LoRA is {}x{} (down {:?}, up {:?}) but the model's weight `{}` is {}x{} ({:?}): a LoRA for another architecture? (SD 1.x text embeddings are 768 wide, SD 2.x 1024, SDXL 2048)",
+                m.component.name(),
+                m.key,
+                up_out,
+                down_in,
+                m.down.shape,
+                m.up.shape,
+                slot.initializer,
+                out,
+                inn,
+                slot.dims
+            ),
+        ));
+    }
+    if base.len() != out * inn {
+        return Err(Error::internal(format!("weight `{}` has {} values, expected {out}x{inn}", slot.initializer, base.len())));
+    }
+    let up = Array2::from_shape_vec((out, rank), m.up.data.clone()).map_err(|e| Error::internal(e.to_string()))?;
+    let down = Array2::from_shape_vec((rank, inn), m.down.data.clone()).map_err(|e| Error::internal(e.to_string()))?;
+    let delta = up.dot(&down);
+    let s = scale * m.alpha_scale();
+    match slot.layout {
+        WeightLayout::OutIn => {
+            for (w, d) in base.iter_mut().zip(delta.iter()) {
+                *w += s * d;
+            }
+        }
+        WeightLayout::InOut => {
+            for i in 0..inn {
+                for o in 0..out {
+                    base[i * out + o] += s * delta[[o, i]];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A LoRA file read and checked, with its scale.
+pub(crate) struct LoadedLora {
+    pub(crate) spec: LoraSpec,
+    pub(crate) file: LoraFile,
+}
+
+impl LoadedLora {
+    pub(crate) fn read(spec: &LoraSpec) -> Result<Self> {
+        if !spec.scale.is_finite() {
+            return Err(Error::invalid(format!("LoRA {}: scale {} is not finite", spec.path.display(), spec.scale)));
+        }
+        Ok(Self { spec: spec.clone(), file: LoraFile::read(&spec.path)? })
+    }
+}
+
+/// The LoRA keys of `component` that match no layer of `index`, as written in their files.
+pub(crate) fn unmatched(index: &GraphIndex, component: Component, loras: &[LoadedLora]) -> Vec<String> {
+    loras
+        .iter()
+        .flat_map(|l| l.file.modules.iter().map(move |m| (l, m)))
+        .filter(|(_, m)| m.component == component && !index.modules.contains_key(&m.key))
+        .map(|(l, m)| format!("{} in {}", m.file_key, l.spec.path.file_name().map_or_else(|| l.spec.path.display().to_string(), |n| n.to_string_lossy().into_owned())))
+        .collect()
+}
+
+/// The merged weights of `component` for `loras` (unmatched modules skipped:
+/// check them with [`unmatched`] first).
+pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLora]) -> Result<Vec<(String, Arc<DynValue>)>> {
+    // initializer → the modules and scales adding to it, in file order.
+    type Adds<'a> = (&'a WeightSlot, Vec<(&'a LoraModule, f32)>);
+    let mut plan: BTreeMap<&str, Adds<'_>> = BTreeMap::new();
+    for l in loras {
+        for m in l.file.modules.iter().filter(|m| m.component == component) {
+            let Some(slot) = index.modules.get(&m.key) else { continue };
+            if slot.users.len() > 1 {
+                return Err(Error::unsupported(format!(
+                    "{} `{}`: its weight `{}` is shared by {:?} in this export (the exporter deduplicated equal tensors), so it cannot be changed for one of them",
+                    component.name(),
+                    m.key,
+                    slot.initializer,
+                    slot.users
+                )));
+            }
+            plan.entry(slot.initializer.as_str()).or_insert_with(|| (slot, Vec::new())).1.push((m, l.spec.scale));
+        }
+    }
+    let mut out = Vec::with_capacity(plan.len());
+    for (name, (slot, adds)) in plan {
+        let mut w = index.read_f32(slot)?;
+        for (m, scale) in adds {
+            add_delta(&mut w, slot, m, scale).map_err(|e| e.context(format!("LoRA module {}", m.file_key)))?;
+        }
+        out.push((name.to_string(), Arc::new(tensor(slot, w)?)));
+    }
+    Ok(out)
+}
+
+/// `values` as a tensor of the slot's type and shape.
+pub(crate) fn tensor(slot: &WeightSlot, values: Vec<f32>) -> Result<DynValue> {
+    let shape: Vec<i64> = slot.dims.iter().map(|&d| d as i64).collect();
+    let made = match slot.data_type {
+        1 => ort::value::Tensor::from_array((shape, values)).map(|t| t.into_dyn()),
+        10 => ort::value::Tensor::from_array((shape, values.into_iter().map(half::f16::from_f32).collect::<Vec<_>>())).map(|t| t.into_dyn()),
+        16 => ort::value::Tensor::from_array((shape, values.into_iter().map(half::bf16::from_f32).collect::<Vec<_>>())).map(|t| t.into_dyn()),
+        t => return Err(Error::unsupported(format!("initializer `{}` has data type {t}", slot.initializer))),
+    };
+    made.map_err(|e| Error::internal(format!("cannot make the merged tensor `{}`: {e}", slot.initializer)))
+}
+
+/// Graph indexes of a model's files, read once and shared by every LoRA view.
+#[derive(Default)]
+pub(crate) struct IndexCache {
+    indexes: parking_lot::Mutex<Vec<(PathBuf, Arc<GraphIndex>)>>,
+}
+
+impl IndexCache {
+    pub(crate) fn get(&self, file: &Path) -> Result<Arc<GraphIndex>> {
+        if let Some((_, i)) = self.indexes.lock().iter().find(|(p, _)| p == file) {
+            return Ok(Arc::clone(i));
+        }
+        let index = Arc::new(GraphIndex::read(file)?);
+        self.indexes.lock().push((file.to_path_buf(), Arc::clone(&index)));
+        Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format::F32Tensor;
+    use super::*;
+
+    fn lcg(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn slot(layout: WeightLayout, dims: &[usize]) -> WeightSlot {
+        WeightSlot {
+            initializer: "w".into(),
+            layout,
+            dims: dims.to_vec(),
+            data_type: 1,
+            data: crate::model::onnx_proto::TensorData::Typed,
+            users: vec!["m".into()],
+        }
+    }
+
+    /// The merge against a direct triple loop, for MatMul ([in, out]) and conv layouts.
+    #[test]
+    fn delta_matches_a_direct_computation_in_both_layouts() {
+        let (out, inn, rank, k) = (5usize, 3usize, 2usize, 3usize);
+        let mut seed = 7;
+        let up = lcg(out * rank, &mut seed);
+        let down = lcg(rank * inn * k * k, &mut seed);
+        let (alpha, scale) = (3.0f32, 0.7f32);
+        let direct = |o: usize, i: usize| -> f32 { (0..rank).map(|r| up[o * rank + r] * down[r * inn * k * k + i]).sum::<f32>() * scale * alpha / rank as f32 };
+        // Conv [out, in, k, k] (LoCon).
+        let m = LoraModule {
+            component: Component::Unet,
+            key: "m".into(),
+            file_key: "m".into(),
+            down: F32Tensor { shape: vec![rank, inn, k, k], data: down.clone() },
+            up: F32Tensor { shape: vec![out, rank, 1, 1], data: up.clone() },
+            alpha: Some(alpha),
+        };
+        let s = slot(WeightLayout::OutIn, &[out, inn, k, k]);
+        let base = lcg(out * inn * k * k, &mut seed);
+        let mut w = base.clone();
+        add_delta(&mut w, &s, &m, scale).unwrap();
+        let mut worst = 0f32;
+        for o in 0..out {
+            for i in 0..inn * k * k {
+                worst = worst.max((w[o * inn * k * k + i] - base[o * inn * k * k + i] - direct(o, i)).abs());
+            }
+        }
+        println!("conv: worst |merged - direct| = {worst:e} (bound 1e-6)");
+        assert!(worst < 1e-6);
+        // Linear as MatMul [in, out].
+        let lin = LoraModule {
+            down: F32Tensor { shape: vec![rank, inn * k * k], data: down.clone() },
+            up: F32Tensor { shape: vec![out, rank], data: up.clone() },
+            ..m.clone()
+        };
+        let s = slot(WeightLayout::InOut, &[inn * k * k, out]);
+        let mut w = base.clone();
+        add_delta(&mut w, &s, &lin, scale).unwrap();
+        let mut worst = 0f32;
+        for o in 0..out {
+            for i in 0..inn * k * k {
+                worst = worst.max((w[i * out + o] - base[i * out + o] - direct(o, i)).abs());
+            }
+        }
+        println!("matmul: worst |merged - direct| = {worst:e} (bound 1e-6)");
+        assert!(worst < 1e-6);
+        // Wrong width: a LoRA for another architecture.
+        let s = slot(WeightLayout::InOut, &[inn * k * k + 1, out]);
+        let mut w = vec![0.0; (inn * k * k + 1) * out];
+        let e = add_delta(&mut w, &s, &lin, scale).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("another architecture"), "{}", e.message());
+    }
+}
