@@ -58,11 +58,22 @@ const USAGE: &str = "usage: generate [options]
 /// else the tiny random-weight test fixture (which makes noise-like images).
 fn default_model() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bundled = root.join("models/kiln-tiny-textures");
+    let bundled = root.join("models").join("kiln-tiny-textures");
     if bundled.join("model_index.json").is_file() {
         bundled
     } else {
-        root.join("tests/fixtures/tiny-sd")
+        root.join("tests").join("fixtures").join("tiny-sd")
+    }
+}
+
+/// A path as text in one style on every platform: `/` separators (Windows
+/// accepts them), so PNG metadata and messages never mix `\` and `/`.
+fn path_text(p: &std::path::Path) -> String {
+    let text = p.display().to_string();
+    if cfg!(windows) {
+        text.replace('\\', "/")
+    } else {
+        text
     }
 }
 
@@ -353,10 +364,10 @@ fn generate_one(
         request.seed,
         image.width,
         image.height,
-        a.init_noise.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        a.init_noise.as_ref().map_or("none".to_string(), |p| path_text(p)),
         request.prompt_syntax,
         a.seamless,
-        a.init_image.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        a.init_image.as_ref().map_or("none".to_string(), |p| path_text(p)),
         request.strength,
         a.sprite,
         a.pixel_art,
@@ -367,7 +378,7 @@ fn generate_one(
             ("prompt", &request.prompt),
             ("negative_prompt", &request.negative_prompt),
             ("kiln:settings", &settings),
-            ("kiln:model", &a.model.display().to_string()),
+            ("kiln:model", &path_text(&a.model)),
             ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION"))),
         ],
     )?;

@@ -211,7 +211,35 @@ fn own_library_dir() -> Option<PathBuf> {
         }
         None
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        // The module (kiln.dll, or the executable when linked statically) that
+        // holds this function: an engine's executable usually lives elsewhere.
+        use std::os::windows::ffi::OsStringExt;
+        const FROM_ADDRESS: u32 = 0x4;
+        const UNCHANGED_REFCOUNT: u32 = 0x2;
+        #[link(name = "kernel32")]
+        extern "system" {
+            fn GetModuleHandleExW(flags: u32, name: *const u16, module: *mut *mut std::ffi::c_void) -> i32;
+            fn GetModuleFileNameW(module: *mut std::ffi::c_void, name: *mut u16, size: u32) -> u32;
+        }
+        // SAFETY: both calls only read loader tables and write into our buffers.
+        unsafe {
+            let mut module = std::ptr::null_mut();
+            let addr = own_library_dir as *const u16;
+            if GetModuleHandleExW(FROM_ADDRESS | UNCHANGED_REFCOUNT, addr, &mut module) == 0 {
+                return None;
+            }
+            let mut buf = vec![0u16; 32768];
+            let len = GetModuleFileNameW(module, buf.as_mut_ptr(), buf.len() as u32) as usize;
+            if len == 0 || len >= buf.len() {
+                return None;
+            }
+            let path = PathBuf::from(std::ffi::OsString::from_wide(&buf[..len]));
+            path.parent().map(Path::to_path_buf)
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf))
     }
