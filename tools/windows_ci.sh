@@ -25,7 +25,7 @@ step() { echo "== [$(( $(date +%s) - started )) s] $*"; }
 step "tools"
 if ! command -v x86_64-w64-mingw32-gcc >/dev/null || ! command -v wine >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         gcc-mingw-w64-x86-64 wine wine64 >/dev/null
 fi
 if ! rustup target list --installed | grep -qx "$TARGET"; then
