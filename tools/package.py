@@ -124,7 +124,7 @@ def rust_licenses(plat, dest_dir):
             crate_dir = os.path.join(dest_dir, f"{c['name']}-{c['version']}")
             os.makedirs(crate_dir, exist_ok=True)
             for t in texts:
-                shutil.copy2(os.path.join(src, t), os.path.join(crate_dir, t))
+                shutil.copy(os.path.join(src, t), os.path.join(crate_dir, t))
         else:
             missing.append(f"{c['name']} {c['version']}")
         lines.append(f"{c['name']} {c['version']}: {c.get('license') or 'unknown'}"
@@ -257,7 +257,7 @@ def archive(stage, windows):
     parent, name = os.path.split(stage)
     if windows:
         path = stage + ".zip"
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as z:
             for dirpath, _, files in os.walk(stage):
                 for f in sorted(files):
                     full = os.path.join(dirpath, f)
