@@ -2,7 +2,8 @@
 //!
 //! Unless opted out (`KILN_FETCH_ORT=0`), it runs the project's setup script
 //! `tools/fetch_onnxruntime.py`, which takes the pinned runtime from its PyPI
-//! wheel (`KILN_ORT_PACKAGE=onnxruntime-gpu` for CUDA/TensorRT). The library
+//! wheel (`KILN_ORT_PACKAGE=onnxruntime-gpu` for CUDA/TensorRT), the target's
+//! wheel when cross-building (`win_amd64` for `x86_64-pc-windows-gnu`). The library
 //! records that path as its last-resort search location (after the caller's
 //! path, `ORT_DYLIB_PATH` and the folder holding libkiln), so
 //! `cargo run --example generate` and `cargo test` work on a fresh machine.
@@ -27,6 +28,12 @@ fn main() {
     } else if target.contains("apple") {
         println!("cargo:rustc-link-arg-bins=-lc++");
     }
+    // ELF targets: the shared library is `libkiln.so.<major>` to the dynamic
+    // loader, so a release with a breaking ABI can sit beside an older one.
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux" || os == "android") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("cargo sets the version");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libkiln.so.{major}");
+    }
 
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // The header travels with the crate so dependants can find it (`DEP_KILN_INCLUDE`).
@@ -42,14 +49,13 @@ fn main() {
         // onnxruntime-directml (Windows), matching the cargo features in use.
         let package = std::env::var("KILN_ORT_PACKAGE").unwrap_or_else(|_| "onnxruntime".into());
         let dest = out_dir.join("onnxruntime").join(&package);
-        match Command::new(&python)
-            .arg("tools/fetch_onnxruntime.py")
-            .arg("--dest")
-            .arg(&dest)
-            .arg("--package")
-            .arg(&package)
-            .output()
-        {
+        let mut fetch = Command::new(&python);
+        fetch.arg("tools/fetch_onnxruntime.py").arg("--dest").arg(&dest).arg("--package").arg(&package);
+        // Cross-building: the runtime must be the target's, not the build machine's.
+        if std::env::var("TARGET").ok() != std::env::var("HOST").ok() {
+            fetch.arg("--platform").arg(wheel_platform());
+        }
+        match fetch.output() {
             Ok(out) if out.status.success() => {
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 fetched = stdout.lines().last().unwrap_or("").trim().to_string();
@@ -62,4 +68,18 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=KILN_SETUP_ORT_PATH={fetched}");
+}
+
+/// The PyPI wheel platform tag of the target (the fetch script rejects "unknown").
+fn wheel_platform() -> String {
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    match (os.as_str(), arch.as_str()) {
+        ("windows", "x86_64") => "win_amd64".into(),
+        ("windows", "aarch64") => "win_arm64".into(),
+        ("linux", "x86_64") => "manylinux_2_28_x86_64".into(),
+        ("linux", "aarch64") => "manylinux_2_28_aarch64".into(),
+        ("macos", "aarch64") => "macosx_13_0_arm64".into(),
+        _ => "unknown".into(),
+    }
 }

@@ -70,13 +70,14 @@ const USAGE: &str = "usage: generate [options]
 /// else the tiny random-weight test fixture (which makes noise-like images).
 fn default_model() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bundled = root.join("models/kiln-tiny-textures");
+    let bundled = root.join("models").join("kiln-tiny-textures");
     if bundled.join("model_index.json").is_file() {
         bundled
     } else {
-        root.join("tests/fixtures/tiny-sd")
+        root.join("tests").join("fixtures").join("tiny-sd")
     }
 }
+
 
 struct Args {
     model: PathBuf,

@@ -5,14 +5,29 @@
  *   cancel MODEL_DIR */
 #define _POSIX_C_SOURCE 199309L
 #include <stdio.h>
+
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#else
 #include <time.h>
+#endif
 
 #include "kiln.h"
 
+/* A monotonic clock in milliseconds: QueryPerformanceCounter on Windows
+ * (MinGW and MSVC), clock_gettime elsewhere. */
 static double now_ms(void) {
+#ifdef _WIN32
+    LARGE_INTEGER count, frequency;
+    QueryPerformanceCounter(&count);
+    QueryPerformanceFrequency(&frequency);
+    return (double)count.QuadPart * 1e3 / (double)frequency.QuadPart;
+#else
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+#endif
 }
 
 static int fail(const char *what, kiln_status status) {

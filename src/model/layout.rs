@@ -107,9 +107,9 @@ impl ModelLayout {
         let text_encoder = need("text_encoder/model.onnx")?;
         let unet = need("unet/model.onnx")?;
         let vae_decoder = need("vae_decoder/model.onnx")?;
-        let vae_encoder = Some(root.join("vae_encoder/model.onnx")).filter(|p| p.is_file());
-        let preview_decoder = Some(root.join("preview_decoder/model.onnx")).filter(|p| p.is_file());
-        let preview_config = root.join("preview_decoder/config.json");
+        let vae_encoder = Some(root.join("vae_encoder").join("model.onnx")).filter(|p| p.is_file());
+        let preview_decoder = Some(root.join("preview_decoder").join("model.onnx")).filter(|p| p.is_file());
+        let preview_config = root.join("preview_decoder").join("config.json");
         let preview_scaling_factor = if preview_decoder.is_some() && preview_config.is_file() {
             get_f64(&read_json(&preview_config)?, "scaling_factor", &preview_config)?.unwrap_or(1.0) as f32
         } else {
@@ -142,7 +142,7 @@ impl ModelLayout {
             }
         };
         let unet_json = optional_json("unet/config.json")?;
-        let unet_path = root.join("unet/config.json");
+        let unet_path = root.join("unet").join("config.json");
         let unet_config = UnetConfig {
             sample_size: get_usize_in(&unet_json, "sample_size", &unet_path, 1..=1024)?.unwrap_or(64),
             in_channels: get_usize_in(&unet_json, "in_channels", &unet_path, 1..=64)?.unwrap_or(4),
@@ -151,7 +151,7 @@ impl ModelLayout {
         };
 
         // optimum writes the AutoencoderKL config beside each VAE half.
-        let vae_path = root.join("vae_decoder/config.json");
+        let vae_path = root.join("vae_decoder").join("config.json");
         let vae_json = optional_json("vae_decoder/config.json")?;
         let vae_levels = in_range(get_array_len(&vae_json, "block_out_channels", &vae_path)?, "block_out_channels", &vae_path, 1..=8)?.unwrap_or(4);
         let vae_config = VaeConfig {
@@ -165,7 +165,7 @@ impl ModelLayout {
             downsampling: 1 << vae_levels.saturating_sub(1),
         };
 
-        let text_path = root.join("text_encoder/config.json");
+        let text_path = root.join("text_encoder").join("config.json");
         let text_json = optional_json("text_encoder/config.json")?;
         let text_config = TextConfig {
             hidden_size: get_usize_in(&text_json, "hidden_size", &text_path, 1..=65536)?.unwrap_or(768),

@@ -82,7 +82,7 @@ pub struct Provenance<'a> {
 /// from `request` with `post`: `prompt`, `negative_prompt`, `kiln:settings`,
 /// `kiln:model` and `Software`.
 pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance<'_>, width: usize, height: usize) -> Vec<(&'static str, String)> {
-    let path_or_none = |p: Option<&Path>| p.map_or("none".to_string(), |p| p.display().to_string());
+    let path_or_none = |p: Option<&Path>| p.map_or("none".to_string(), path_text);
     let syntax: PromptSyntax = request.prompt_syntax;
     let settings = format!(
         "steps={} guidance={} scheduler={:?} seed={} size={}x{} init_noise={} prompt_syntax={:?} seamless={:?} init_image={} strength={} sprite={} pixel_art={:?}",
@@ -104,7 +104,18 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
         ("prompt", request.prompt.clone()),
         ("negative_prompt", request.negative_prompt.clone()),
         ("kiln:settings", settings),
-        ("kiln:model", from.model.display().to_string()),
+        ("kiln:model", path_text(from.model)),
         ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")).to_string()),
     ]
+}
+
+/// A path as text in one style on every platform: `/` separators (Windows
+/// accepts them), so PNG metadata and messages never mix `\` and `/`.
+pub fn path_text(p: &Path) -> String {
+    let text = p.display().to_string();
+    if cfg!(windows) {
+        text.replace('\\', "/")
+    } else {
+        text
+    }
 }

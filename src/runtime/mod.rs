@@ -16,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use self::graph_cache::{GraphCacheStats, GraphOptimization};
-pub use self::loader::LoadedLibrary;
+pub use self::loader::{LoadedLibrary, ONNXRUNTIME_NEWEST_TESTED, ONNXRUNTIME_OLDEST_SUPPORTED};
 pub use self::log::{LogCallback, LogLevel};
 pub use self::providers::{GpuMath, Provider, ProviderChoice, ProviderPolicy};
 use crate::error::{Error, ErrorKind, Result};
@@ -24,8 +24,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// How to create a [`Runtime`]. `Default` gives engine-friendly settings.
 #[derive(Clone, Default)]
 pub struct RuntimeOptions {
-    /// Path of the ONNX Runtime library. `None` searches: `ORT_DYLIB_PATH`, the
-    /// folder holding libkiln, then the copy the project's setup fetched.
+    /// Path of the ONNX Runtime library: that library or an error. `None`: the
+    /// library named by `ORT_DYLIB_PATH` (again that one or an error), else a
+    /// search of the folder holding libkiln, then the copy the project's setup
+    /// fetched. Releases older than 1.23 are refused before any session exists.
     pub onnxruntime_path: Option<PathBuf>,
     /// Threads one graph may use (ORT intra-op). 0 = all cores but one, at least one,
     /// so the game keeps a core.
@@ -93,8 +95,9 @@ impl Runtime {
     pub fn new(options: &RuntimeOptions) -> Result<Self> {
         let logger = log::Logger::new(options.log.clone(), options.log_level);
         let library = loader::load(options.onnxruntime_path.as_deref())?;
+        let (min_major, min_minor) = ONNXRUNTIME_OLDEST_SUPPORTED;
         logger.info(&format!(
-            "ONNX Runtime {} loaded from {}",
+            "ONNX Runtime {} loaded from {} (Kiln supports {min_major}.{min_minor} and later; newest tested {ONNXRUNTIME_NEWEST_TESTED})",
             library.version,
             library.path.display()
         ));

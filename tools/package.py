@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Release packages an engine can vendor.
+
+    python3 tools/package.py --target x86_64-unknown-linux-gnu --out dist
+    python3 tools/package.py --target x86_64-pc-windows-gnu --out dist
+
+writes DIR/kiln-<version>-<triple>/ and its archive (.tar.gz; .zip for Windows):
+
+    include/kiln.h                      (+ kiln.hpp when bindings/cpp/kiln.hpp exists)
+    lib/libkiln.so.<major>, lib/libkiln.so -> it     (Linux; stripped)
+    bin/kiln.dll, lib/libkiln.dll.a                  (Windows; stripped DLL, import library)
+    debug/<library>.debug               split debug info (objcopy --only-keep-debug)
+    lib/ or bin/ ONNX Runtime           the pinned release, beside libkiln where Kiln looks
+    lib/pkgconfig/kiln.pc               relocatable (${pcfiledir})
+    lib/cmake/Kiln/KilnConfig.cmake     imported target Kiln::kiln (+ KilnConfigVersion.cmake)
+    share/kiln/models/kiln-tiny-textures   the default model
+    licenses/                           Kiln, ONNX Runtime (from its wheel), Rust dependencies (cargo-license)
+    bindings/...                        what the bindings folders provide, when present
+
+It builds with cargo first (release profile, `--target` when cross-building). Needs
+Python 3.11+, binutils for the target (objcopy), pip, and cargo-license (installed with
+`cargo install --locked cargo-license` when missing).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORT_VERSION = "1.31.1"  # tools/fetch_onnxruntime.py's pin
+CARGO_LICENSE_VERSION = "0.7.0"
+MODEL = "kiln-tiny-textures"
+
+
+def run(cmd, **kw):
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def host_triple():
+    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("host: "))
+
+
+class Platform:
+    """What differs per target triple."""
+
+    def __init__(self, triple):
+        self.triple = triple
+        self.windows = "windows" in triple
+        self.linux = "linux" in triple
+        if not (self.windows or self.linux):
+            sys.exit(f"package.py: {triple}: only Linux and Windows targets are packaged")
+        arch = triple.split("-")[0]
+        self.wheel = {
+            ("x86_64", True): "win_amd64",
+            ("x86_64", False): "manylinux_2_28_x86_64",
+            ("aarch64", False): "manylinux_2_28_aarch64",
+        }.get((arch, self.windows))
+        if self.wheel is None:
+            sys.exit(f"package.py: no ONNX Runtime wheel known for {triple}")
+        prefixes = {"x86_64-pc-windows-gnu": "x86_64-w64-mingw32-", "aarch64-unknown-linux-gnu": "aarch64-linux-gnu-"}
+        self.objcopy = prefixes.get(triple, "") + "objcopy"
+        if triple.endswith("-msvc"):
+            sys.exit("package.py: MSVC targets are not packaged here (no MSVC toolchain on the build machine)")
+
+
+def build(plat, cross):
+    cmd = ["cargo", "build", "--release", "--lib"]
+    if cross:
+        cmd += ["--target", plat.triple]
+    run(cmd, cwd=ROOT)
+    return os.path.join(ROOT, "target", plat.triple if cross else "", "release")
+
+
+def strip_split(plat, built, dest, debug_dir):
+    """Copies `built` to `dest` without debug info, the debug info to debug_dir."""
+    os.makedirs(debug_dir, exist_ok=True)
+    debug = os.path.join(debug_dir, os.path.basename(dest) + ".debug")
+    run([plat.objcopy, "--only-keep-debug", built, debug])
+    run([plat.objcopy, "--strip-debug", "--strip-unneeded", f"--add-gnu-debuglink={debug}", built, dest])
+    return debug
+
+
+def fetch_onnxruntime(plat, dest_dir, license_dir):
+    tmp = os.path.join(ROOT, "target", "package-ort", plat.triple)
+    out = run([sys.executable, os.path.join(ROOT, "tools", "fetch_onnxruntime.py"), "--dest", tmp,
+               "--version", ORT_VERSION, "--platform", plat.wheel, "--license-dir", license_dir],
+              capture_output=True, text=True).stdout
+    lib = out.strip().splitlines()[-1]
+    shutil.copy2(lib, os.path.join(dest_dir, os.path.basename(lib)))
+    return os.path.basename(lib)
+
+
+def rust_licenses(plat, dest_dir):
+    """The Rust dependencies linked into the library for this target: cargo-license
+    lists each crate's license expression and authors; each crate's own license
+    files (from its published source) go beside it."""
+    if shutil.which("cargo-license") is None:
+        run(["cargo", "install", "--locked", "cargo-license", "--version", CARGO_LICENSE_VERSION])
+    os.makedirs(dest_dir, exist_ok=True)
+    listing = run(["cargo", "license", "--json", "--avoid-dev-deps", "--avoid-build-deps",
+                   "--filter-platform", plat.triple, "--manifest-path", os.path.join(ROOT, "Cargo.toml")],
+                  capture_output=True, text=True).stdout
+    crates = [c for c in json.loads(listing) if c["name"] != "kiln"]
+    with open(os.path.join(dest_dir, "dependencies.json"), "w") as f:
+        json.dump(crates, f, indent=1)
+    meta = json.loads(run(["cargo", "metadata", "--format-version", "1", "--locked",
+                           "--filter-platform", plat.triple, "--manifest-path", os.path.join(ROOT, "Cargo.toml")],
+                          capture_output=True, text=True).stdout)
+    sources = {(p["name"], p["version"]): os.path.dirname(p["manifest_path"]) for p in meta["packages"]}
+    missing = []
+    lines = []
+    for c in sorted(crates, key=lambda c: (c["name"], c["version"])):
+        src = sources.get((c["name"], c["version"]))
+        texts = [f for f in sorted(os.listdir(src)) if f.upper().startswith(("LICENSE", "LICENCE", "COPYING", "NOTICE"))
+                 and os.path.isfile(os.path.join(src, f))] if src else []
+        if texts:
+            crate_dir = os.path.join(dest_dir, f"{c['name']}-{c['version']}")
+            os.makedirs(crate_dir, exist_ok=True)
+            for t in texts:
+                shutil.copy(os.path.join(src, t), os.path.join(crate_dir, t))
+        else:
+            missing.append(f"{c['name']} {c['version']}")
+        lines.append(f"{c['name']} {c['version']}: {c.get('license') or 'unknown'}"
+                     f"{'' if texts else ' (the crate ships no license file)'}")
+    with open(os.path.join(dest_dir, "README.txt"), "w") as f:
+        f.write("Rust crates linked into Kiln for this target, listed by cargo-license "
+                "(dependencies.json), with the license files each crate publishes in its folder.\n\n")
+        f.write("\n".join(lines) + "\n")
+    print(f"package.py: {len(crates)} Rust dependencies, {len(missing)} without a license file: {missing}")
+
+
+def kiln_license(dest_dir, spdx):
+    files = [f for f in sorted(os.listdir(ROOT)) if f.upper().startswith(("LICENSE", "COPYING"))]
+    for f in files:
+        shutil.copy2(os.path.join(ROOT, f), os.path.join(dest_dir, f))
+    if not files:
+        # The repository has no license file yet: say what Cargo.toml declares.
+        print("package.py: warning: no LICENSE file in the repository; writing the SPDX expression only",
+              file=sys.stderr)
+        with open(os.path.join(dest_dir, "LICENSE"), "w") as f:
+            f.write(f"Kiln is licensed under {spdx} (SPDX expression from Cargo.toml).\n")
+
+
+def pkg_config(version, plat):
+    return f"""prefix=${{pcfiledir}}/../..
+libdir=${{prefix}}/lib
+includedir=${{prefix}}/include
+bindir=${{prefix}}/bin
+
+Name: kiln
+Description: Stable Diffusion texture generation for game engines (C API)
+Version: {version}
+Cflags: -I${{includedir}}
+Libs: -L${{libdir}} -lkiln
+"""
+
+
+def cmake_config(version, major, plat, ort_file):
+    if plat.windows:
+        target = f"""    set_target_properties(Kiln::kiln PROPERTIES
+        IMPORTED_LOCATION "${{_kiln_prefix}}/bin/kiln.dll"
+        IMPORTED_IMPLIB "${{_kiln_prefix}}/lib/libkiln.dll.a"
+        INTERFACE_INCLUDE_DIRECTORIES "${{_kiln_prefix}}/include")"""
+        ort = f"${{_kiln_prefix}}/bin/{ort_file}"
+    else:
+        target = f"""    set_target_properties(Kiln::kiln PROPERTIES
+        IMPORTED_LOCATION "${{_kiln_prefix}}/lib/libkiln.so.{major}"
+        IMPORTED_SONAME "libkiln.so.{major}"
+        INTERFACE_INCLUDE_DIRECTORIES "${{_kiln_prefix}}/include")"""
+        ort = f"${{_kiln_prefix}}/lib/{ort_file}"
+    return f"""# Kiln {version} ({plat.triple}): find_package(Kiln CONFIG REQUIRED) gives the
+# imported target Kiln::kiln. Kiln loads ONNX Runtime at run time from the folder
+# holding the Kiln library; ship Kiln_RUNTIME_FILES beside your executable's copy
+# of it. The package is relocatable: every path is relative to this file.
+get_filename_component(_kiln_prefix "${{CMAKE_CURRENT_LIST_DIR}}/../../.." ABSOLUTE)
+if(NOT TARGET Kiln::kiln)
+    add_library(Kiln::kiln SHARED IMPORTED)
+{target}
+endif()
+set(Kiln_VERSION "{version}")
+set(Kiln_INCLUDE_DIR "${{_kiln_prefix}}/include")
+set(Kiln_ONNXRUNTIME_LIBRARY "{ort}")
+set(Kiln_RUNTIME_FILES "$<TARGET_FILE:Kiln::kiln>" "{ort}")
+set(Kiln_DEFAULT_MODEL_DIR "${{_kiln_prefix}}/share/kiln/models/{MODEL}")
+unset(_kiln_prefix)
+"""
+
+
+def cmake_version(version):
+    major, minor, _ = version.split(".")
+    # 0.x: a minor release may break the ABI, so 0.MINOR must match; from 1.0 on,
+    # the major must match.
+    same = "MINOR" if major == "0" else "MAJOR"
+    return f"""# Kiln {version}: compatible with a request for the same {"0.MINOR" if same == "MINOR" else "MAJOR"} that is not newer.
+set(PACKAGE_VERSION "{version}")
+if(PACKAGE_FIND_VERSION VERSION_GREATER PACKAGE_VERSION)
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+elseif(NOT PACKAGE_FIND_VERSION_MAJOR STREQUAL "{major}")
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+elseif("{same}" STREQUAL "MINOR" AND NOT PACKAGE_FIND_VERSION_MINOR STREQUAL "{minor}")
+    set(PACKAGE_VERSION_COMPATIBLE FALSE)
+else()
+    set(PACKAGE_VERSION_COMPATIBLE TRUE)
+    if(PACKAGE_FIND_VERSION STREQUAL PACKAGE_VERSION)
+        set(PACKAGE_VERSION_EXACT TRUE)
+    endif()
+endif()
+if(NOT CMAKE_SIZEOF_VOID_P STREQUAL "" AND NOT CMAKE_SIZEOF_VOID_P STREQUAL "8")
+    set(PACKAGE_VERSION "${{PACKAGE_VERSION}} (64-bit)")
+    set(PACKAGE_VERSION_UNSUITABLE TRUE)
+endif()
+"""
+
+
+def bindings(plat, stage, lib_files):
+    """Whatever the bindings folders provide; none of it is required."""
+    b = os.path.join(ROOT, "bindings")
+    if not os.path.isdir(b):
+        return
+    out = os.path.join(stage, "bindings")
+    hpp = os.path.join(b, "cpp", "kiln.hpp")
+    if os.path.isfile(hpp):
+        shutil.copy2(hpp, os.path.join(stage, "include", "kiln.hpp"))
+    for unity in ("unity", os.path.join("csharp", "unity")):
+        src = os.path.join(b, unity)
+        if os.path.isdir(src):
+            dest = os.path.join(out, "unity")
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+            plugins = os.path.join(dest, "Plugins", "x86_64")
+            os.makedirs(plugins, exist_ok=True)
+            for f in lib_files:
+                shutil.copy2(f, plugins)
+            break
+    optional = [
+        ("godot", os.path.join(b, "godot", "build-addon.sh"), lambda s, d: ["bash", s, d]),
+        ("python", os.path.join(b, "python", "build_wheel.py"), lambda s, d: [sys.executable, s, "--out", d]),
+    ]
+    for name, script, cmd in optional:
+        if os.path.isfile(script):
+            dest = os.path.join(out, name)
+            os.makedirs(dest, exist_ok=True)
+            try:
+                run(cmd(script, dest), cwd=ROOT)
+            except subprocess.CalledProcessError as e:
+                print(f"package.py: warning: {script} failed ({e}); {name} is left out", file=sys.stderr)
+                shutil.rmtree(dest, ignore_errors=True)
+
+
+def archive(stage, windows):
+    parent, name = os.path.split(stage)
+    if windows:
+        path = stage + ".zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as z:
+            for dirpath, _, files in os.walk(stage):
+                for f in sorted(files):
+                    full = os.path.join(dirpath, f)
+                    z.write(full, os.path.relpath(full, parent))
+    else:
+        path = stage + ".tar.gz"
+        with tarfile.open(path, "w:gz") as t:
+            t.add(stage, arcname=name)
+    return path
+
+
+def size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs
+               if not os.path.islink(os.path.join(d, f)))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    host = host_triple()
+    ap.add_argument("--target", default=host, help=f"Rust target triple (default: {host})")
+    ap.add_argument("--out", required=True, help="folder that receives the package and its archive")
+    args = ap.parse_args()
+
+    plat = Platform(args.target)
+    with open(os.path.join(ROOT, "Cargo.toml"), "rb") as f:
+        package = tomllib.load(f)["package"]
+    version, major = package["version"], package["version"].split(".")[0]
+    built = build(plat, cross=args.target != host)
+
+    stage = os.path.join(os.path.abspath(args.out), f"kiln-{version}-{plat.triple}")
+    shutil.rmtree(stage, ignore_errors=True)
+    for d in ("include", "lib/pkgconfig", "lib/cmake/Kiln", "debug", "licenses/onnxruntime", "share/kiln/models"):
+        os.makedirs(os.path.join(stage, d))
+    shutil.copy2(os.path.join(ROOT, "include", "kiln.h"), os.path.join(stage, "include"))
+
+    if plat.windows:
+        os.makedirs(os.path.join(stage, "bin"))
+        lib = os.path.join(stage, "bin", "kiln.dll")
+        strip_split(plat, os.path.join(built, "kiln.dll"), lib, os.path.join(stage, "debug"))
+        shutil.copy2(os.path.join(built, "libkiln.dll.a"), os.path.join(stage, "lib"))
+        runtime_dir = os.path.join(stage, "bin")
+    else:
+        lib = os.path.join(stage, "lib", f"libkiln.so.{major}")
+        strip_split(plat, os.path.join(built, "libkiln.so"), lib, os.path.join(stage, "debug"))
+        os.symlink(f"libkiln.so.{major}", os.path.join(stage, "lib", "libkiln.so"))
+        runtime_dir = os.path.join(stage, "lib")
+    ort_file = fetch_onnxruntime(plat, runtime_dir, os.path.join(stage, "licenses", "onnxruntime"))
+
+    with open(os.path.join(stage, "lib", "pkgconfig", "kiln.pc"), "w") as f:
+        f.write(pkg_config(version, plat))
+    with open(os.path.join(stage, "lib", "cmake", "Kiln", "KilnConfig.cmake"), "w") as f:
+        f.write(cmake_config(version, major, plat, ort_file))
+    with open(os.path.join(stage, "lib", "cmake", "Kiln", "KilnConfigVersion.cmake"), "w") as f:
+        f.write(cmake_version(version))
+
+    shutil.copytree(os.path.join(ROOT, "models", MODEL), os.path.join(stage, "share", "kiln", "models", MODEL))
+    os.makedirs(os.path.join(stage, "licenses", "kiln"))
+    kiln_license(os.path.join(stage, "licenses", "kiln"), package.get("license", "unknown"))
+    rust_licenses(plat, os.path.join(stage, "licenses", "rust"))
+    bindings(plat, stage, [lib, os.path.join(runtime_dir, ort_file)])
+
+    path = archive(stage, plat.windows)
+    mb = 1e6
+    print(f"package: {stage} ({size(stage) / mb:.1f} MB unpacked; library {size(lib) / mb:.1f} MB, "
+          f"debug info {size(os.path.join(stage, 'debug')) / mb:.1f} MB, ONNX Runtime "
+          f"{size(os.path.join(runtime_dir, ort_file)) / mb:.1f} MB, model "
+          f"{size(os.path.join(stage, 'share')) / mb:.1f} MB)")
+    print(f"archive: {path} ({size(path) / mb:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

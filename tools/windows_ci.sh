@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Windows, checked on every change: cross-builds Kiln for x86_64-pc-windows-gnu
+# with Debian's MinGW and runs it under Wine on the bundled model and the test
+# fixtures:
+#   - every C example (built with x86_64-w64-mingw32-gcc against kiln.dll's
+#     import library), the PNG-writing ones with pixels equal to the Linux build's;
+#   - the README's first command, pixels equal to the Linux build's;
+#   - the parity, FFI-error, runtime-loading and C-example test binaries;
+#   - `--features directml` compiles for Windows (it cannot run here).
+#
+#   tools/windows_ci.sh          # from the repository root; CI runs it from .ci/run
+#
+# Installs what it lacks (MinGW, Wine, the rustup target). The Wine prefix lives
+# outside the source tree (KILN_WINE_DIR, default ~/.cache/kiln-wine): its `z:`
+# link back to / makes cargo's fingerprinting fail when it sits inside the tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TARGET=x86_64-pc-windows-gnu
+WORK=${KILN_WINE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln-wine}
+export WINEPREFIX="$WORK/prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
+started=$(date +%s)
+step() { echo "== [$(( $(date +%s) - started )) s] $*"; }
+
+step "tools"
+if ! command -v x86_64-w64-mingw32-gcc >/dev/null || ! command -v wine >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        gcc-mingw-w64-x86-64 wine wine64 >/dev/null
+fi
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    rustup target add "$TARGET"
+fi
+WINE=$(command -v wine64 || command -v wine)
+[ -x /usr/lib/wine/wine64 ] && WINE=/usr/lib/wine/wine64
+
+step "cross-build: library, examples, test binaries ($TARGET)"
+TESTS=(parity ffi_errors runtime_load c_examples)
+cargo build --release --target "$TARGET" --lib --examples
+test_list=$(cargo test --release --target "$TARGET" --no-run $(printf -- '--test %s ' "${TESTS[@]}") 2>&1 \
+    | sed -n 's/.*Executable .* (\(.*\.exe\))$/\1/p')
+OUT="$ROOT/target/$TARGET/release"
+ORT_DLL=$(ls "$OUT"/build/kiln-*/out/onnxruntime/onnxruntime/onnxruntime.dll | head -n 1)
+step "directml feature compiles for Windows"
+cargo check --release --target "$TARGET" --lib --features directml
+
+step "C examples with MinGW, and on Linux for the reference pixels"
+cargo build --release --lib --example generate
+CDIR="$WORK/c"
+rm -rf "$CDIR" && mkdir -p "$CDIR/win" "$CDIR/linux"
+for ex in txt2img async_poll cancel sprite; do
+    x86_64-w64-mingw32-gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -O1 -Iinclude "examples/c/$ex.c" \
+        -o "$CDIR/win/$ex.exe" -L "$OUT" -lkiln
+    cc -std=c99 -Wall -Wextra -Wpedantic -Werror -O1 -Iinclude "examples/c/$ex.c" \
+        -o "$CDIR/linux/$ex" -L target/release -Wl,-rpath,"$CDIR/linux" -lkiln
+done
+# The Linux programs ask for the SONAME, libkiln.so.<major>.
+ln -sf "$ROOT/target/release/libkiln.so" "$CDIR/linux/libkiln.so.$(sed -n 's/^version = "\([0-9]*\)\..*/\1/p' Cargo.toml | head -n 1)"
+# What a game ships: the executable, kiln.dll and the runtime side by side.
+cp "$OUT/kiln.dll" "$ORT_DLL" "$CDIR/win/"
+
+step "Wine prefix (bcryptprimitives.dll forwarder)"
+if [ ! -f "$WINEPREFIX/.kiln-ready" ]; then
+    rm -rf "$WINEPREFIX" && mkdir -p "$WORK"
+    "$WINE" wineboot --init >/dev/null 2>&1 || true
+    # Rust's std imports ProcessPrng from bcryptprimitives.dll, which Wine 8 lacks:
+    # a one-function DLL forwards it to advapi32's RtlGenRandom.
+    cat > "$WORK/bcryptprimitives.c" <<'C'
+#include <windows.h>
+BOOLEAN WINAPI SystemFunction036(PVOID buffer, ULONG length); /* RtlGenRandom */
+__declspec(dllexport) BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T length) {
+    while (length > 0) {
+        ULONG chunk = length > 0x40000000 ? 0x40000000 : (ULONG)length;
+        if (!SystemFunction036(data, chunk)) return FALSE;
+        data += chunk;
+        length -= chunk;
+    }
+    return TRUE;
+}
+C
+    x86_64-w64-mingw32-gcc -shared -O1 -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
+        "$WORK/bcryptprimitives.c" -ladvapi32
+    touch "$WINEPREFIX/.kiln-ready"
+fi
+
+# Pixels of two PNGs, decoded (8-bit RGBA, non-interlaced: what Kiln writes).
+same_pixels() {
+    python3 - "$1" "$2" <<'PY'
+import struct, sys, zlib
+def pixels(path):
+    data = open(path, "rb").read()
+    pos, idat, w, h = 8, b"", 0, 0
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            w, h, depth, color = struct.unpack(">IIBB", body[:10])
+            assert (depth, color) == (8, 6), "expected 8-bit RGBA"
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw, bpp, stride = zlib.decompress(idat), 4, w * 4
+    out, prev = bytearray(), bytearray(stride)
+    for y in range(h):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1: line[i] = (line[i] + a) & 255
+            elif f == 2: line[i] = (line[i] + b) & 255
+            elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += line
+        prev = line
+    return (w, h), bytes(out)
+(sa, a), (sb, b) = pixels(sys.argv[1]), pixels(sys.argv[2])
+diff = sum(x != y for x, y in zip(a, b)) if sa == sb else -1
+print(f"  {sys.argv[1]} vs {sys.argv[2]}: {sa[0]}x{sa[1]}, {diff} of {len(a)} bytes differ")
+sys.exit(0 if diff == 0 else 1)
+PY
+}
+win() { (cd "$1" && shift && "$WINE" "$@"); }
+
+step "C examples under Wine"
+MODEL=tests/fixtures/tiny-sd
+win "$CDIR/win" txt2img.exe "$ROOT/$MODEL" "mossy stone brick wall" txt2img.png
+"$CDIR/linux/txt2img" "$MODEL" "mossy stone brick wall" "$CDIR/linux/txt2img.png"
+same_pixels "$CDIR/linux/txt2img.png" "$CDIR/win/txt2img.png"
+win "$CDIR/win" sprite.exe "$ROOT/$MODEL" "$ROOT/tests/fixtures/matting/fixed" gem sprite.png
+"$CDIR/linux/sprite" "$MODEL" tests/fixtures/matting/fixed gem "$CDIR/linux/sprite.png"
+same_pixels "$CDIR/linux/sprite.png" "$CDIR/win/sprite.png"
+win "$CDIR/win" async_poll.exe "$ROOT/$MODEL" | tee "$CDIR/async_poll.txt"
+grep -q "texture 64x64 ready" "$CDIR/async_poll.txt"
+win "$CDIR/win" cancel.exe "$ROOT/$MODEL" | tee "$CDIR/cancel.txt"
+grep -q "cancelled at step" "$CDIR/cancel.txt"
+
+step "the README's first command under Wine"
+FIRST=(--prompt "mossy stone brick wall" --seamless xy --scheduler euler_a --guidance 5 --seed 7)
+cp "$OUT/examples/generate.exe" "$ORT_DLL" "$CDIR/win/"
+win "$CDIR/win" generate.exe "${FIRST[@]}" --out brick.png
+target/release/examples/generate "${FIRST[@]}" --out "$CDIR/linux/brick.png"
+same_pixels "$CDIR/linux/brick.png" "$CDIR/win/brick.png"
+
+step "test binaries under Wine"
+failed=0
+for exe in $test_list; do
+    name=$(basename "$exe")
+    echo "-- $name"
+    # The C-example tests run the examples built above with MinGW (no compiler
+    # runs inside Wine); the tests find kiln.dll beside them.
+    if ! (cd "$ROOT" && KILN_TEST_C_PREBUILT="$CDIR/win" "$WINE" "$exe" --test-threads 2 2>&1 \
+          | tee "$WORK/$name.log" | grep -E "^test |test result|panicked|left:|right:|measured"); then
+        failed=1
+    fi
+    grep -q "test result: ok" "$WORK/$name.log" || failed=1
+done
+[ "$failed" -eq 0 ] || { echo "windows_ci: a test binary failed under Wine" >&2; exit 1; }
+step "windows_ci: OK"
