@@ -75,13 +75,15 @@ fn preview_decoder_matches_autoencoder_tiny() {
     let (_, want) = kiln::image::npy::read_f32(&dir.join("preview.npy")).unwrap();
     let got = m.preview(&latents).unwrap();
     assert_eq!((got.width, got.height), (64, 64));
+    // Kiln's preview is 8-bit, the reference float: rounding alone accounts
+    // for up to half a step (0.5 / 255). What is measured is the excess over
+    // that rounding, i.e. the decoder's own float difference, bound 1e-4.
     let mut worst = 0.0f32;
     for (i, w) in want.iter().enumerate() {
         let g = got.pixels[(i / 3) * 4 + i % 3] as f32 / 255.0;
-        worst = worst.max((g - w).abs());
+        worst = worst.max(((g - w).abs() - 0.5 / 255.0).max(0.0));
     }
-    // Half an 8-bit step (rounding) plus 1e-4 for the decoder's float output.
-    common::check_margin("preview::taesd_decoder::rgb8_abs", worst as f64, 0.5 / 255.0 + 1e-4);
+    common::check_margin("preview::taesd_decoder::beyond_rounding_abs", worst as f64, 1e-4);
     // Jobs deliver full-size previews from it.
     let request = GenerateRequest { prompt: "ice".into(), steps: 3, scheduler: SchedulerKind::Ddim, ..Default::default() };
     let mut sizes = Vec::new();

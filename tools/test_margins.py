@@ -29,6 +29,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 NUMERIC = ["parity", "img2img", "inpaint", "variants", "prompts", "clip_skip", "matting", "preview", "seamless", "cli"]
+# Cases that cannot have 10x headroom by construction (the tests say why too).
+WHY = {
+    "variants::fp16.": "fp16 graphs: the reference rounds the latents to float16 every step and Kiln "
+    "does not, so the gap is one or two fp16 ulps by construction; a 10x bound could not tell a wrong "
+    "conversion from rounding (tests/variants.rs).",
+    "matting::": "the same float32 arithmetic in another order, a few ulps of values up to 2.7 (input) "
+    "or logits up to 5 (graph output); a looser bound would stop meaning 'equal up to rounding' "
+    "(tests/matting.rs).",
+}
 LINE = re.compile(r"^margin (\S.*?): measured (\S+) bound (\S+) headroom")
 
 
@@ -106,7 +115,8 @@ def main():
     results = json.loads(store.read_text()) if store.exists() else {}
     failed = []
     for kind, prefix in runs:
-        margins = {}
+        # A re-run of some binaries replaces their cases and keeps the others'.
+        margins = results.get(kind, {}).get("margins", {})
         for name in names:
             if prefix and name == "cli":
                 continue
@@ -114,6 +124,7 @@ def main():
             code, found = run(bins[name], prefix)
             if code != 0:
                 failed.append(f"{name} on {kind}")
+            margins = {i: v for i, v in margins.items() if not i.startswith(f"{name}::")}
             margins.update(found)
         results[kind] = {"margins": margins}
     store.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
@@ -129,7 +140,11 @@ def main():
         "",
     ] + rows + [""]
     if low:
-        doc += ["Cases under 10x headroom: " + ", ".join(f"`{i}`" for i in low) + ".", ""]
+        doc += ["Cases under 10x headroom, and why (each test's comment says the same):", ""]
+        for i in low:
+            why = next((w for prefix, w in WHY.items() if i.startswith(prefix)), "no reason recorded: investigate")
+            doc.append(f"- `{i}`: {why}")
+        doc.append("")
     (DOCS / "test-margins.md").write_text("\n".join(doc))
     print(f"wrote {DOCS / 'test-margins.md'} ({len(rows) - 2} cases; {len(low)} under 10x)")
     if failed:
