@@ -23,7 +23,7 @@
 //! OUT.png` must write the pixels examples/c/txt2img.c writes.
 mod common;
 
-use common::programs::{command, lib_path, read_png_rgba, run_limited, scratch, skipped, transcript};
+use common::programs::{command, lib_path, read_png_rgba, run_limited, scratch, skipped, soname_dir, transcript};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -461,6 +461,7 @@ fn every_binding_example_draws_the_c_examples_pixels() {
         .arg("-o")
         .arg(&c_bin)
         .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", soname_dir().display()))
         .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
         .output()
         .expect("cc runs");

@@ -4,7 +4,7 @@
 //! run, then run on the tiny fixture. `KILN_SKIP_BINDINGS=cpp` skips them.
 mod common;
 
-use common::programs::{command, lib_path, run_limited, scratch, skipped, transcript};
+use common::programs::{command, lib_path, run_limited, scratch, skipped, soname_dir, transcript};
 use std::path::PathBuf;
 
 const STRICT: [&str; 5] = ["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
@@ -31,6 +31,7 @@ fn compile(compiler: &str, source: &str, extra: &[&str]) -> PathBuf {
         .arg("-o")
         .arg(&bin)
         .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", soname_dir().display()))
         .arg(format!("-Wl,-rpath,{}", lib.parent().unwrap().display()))
         .output()
         .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));

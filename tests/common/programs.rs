@@ -22,6 +22,24 @@ pub fn lib_path() -> PathBuf {
     lib
 }
 
+/// A folder holding `libkiln.so.<major>`, a link to [`lib_path`]. Programs
+/// linked against libkiln ask the loader for that SONAME, which cargo does not
+/// create; pass this folder in the rpath beside the library's own.
+pub fn soname_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("soname");
+        #[cfg(target_os = "linux")]
+        {
+            let link = dir.join(format!("libkiln.so.{}", env!("CARGO_PKG_VERSION_MAJOR")));
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(lib_path(), &link).unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
 /// A scratch folder for this test process.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-{name}-{}", std::process::id()));
