@@ -137,37 +137,6 @@ fn c_program(bin: &std::path::Path) -> Command {
     c
 }
 
-/// Runs `cmd` to completion, killing it after `secs` so a hung example fails
-/// the test instead of hanging the suite.
-fn run_limited(cmd: &mut Command, secs: u64) -> std::process::Output {
-    use std::io::Read;
-    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{:?} did not finish within {secs} s", cmd.get_program());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    std::process::Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
-}
 
 #[test]
 fn txt2img_writes_a_png() {

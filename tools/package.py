@@ -228,22 +228,34 @@ def bindings(plat, stage, lib_files):
     hpp = os.path.join(b, "cpp", "kiln.hpp")
     if os.path.isfile(hpp):
         shutil.copy2(hpp, os.path.join(stage, "include", "kiln.hpp"))
-    for unity in ("unity", os.path.join("csharp", "unity")):
-        src = os.path.join(b, unity)
-        if os.path.isdir(src):
-            dest = os.path.join(out, "unity")
-            shutil.copytree(src, dest, dirs_exist_ok=True)
-            plugins = os.path.join(dest, "Plugins", "x86_64")
-            os.makedirs(plugins, exist_ok=True)
-            for f in lib_files:
-                shutil.copy2(f, plugins)
-            break
+    # The Unity package is bindings/csharp itself (package.json, Runtime/, Samples~/,
+    # Plugins/); its tests, tools and build script stay behind. The native libraries go
+    # where bindings/csharp/Plugins/README.md says, per platform.
+    csharp = os.path.join(b, "csharp")
+    if os.path.isfile(os.path.join(csharp, "package.json")):
+        dest = os.path.join(out, "unity", "com.kiln.runtime")
+        os.makedirs(dest, exist_ok=True)
+        for item in ("package.json", "README.md", "Runtime", "Samples~", "Plugins"):
+            src = os.path.join(csharp, item)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(dest, item), dirs_exist_ok=True)
+            elif os.path.isfile(src):
+                shutil.copy2(src, dest)
+        arch = "x86_64" if plat.triple.startswith("x86_64") else "arm64"
+        folder = ("Windows", arch) if plat.windows else ("Linux", arch)
+        plugins = os.path.join(dest, "Plugins", *folder)
+        os.makedirs(plugins, exist_ok=True)
+        for f in lib_files:
+            shutil.copy2(f, plugins)
+    lib, ort = lib_files[0], lib_files[1]
     optional = [
         ("godot", os.path.join(b, "godot", "build-addon.sh"), lambda s, d: ["bash", s, d]),
-        ("python", os.path.join(b, "python", "build_wheel.py"), lambda s, d: [sys.executable, s, "--out", d]),
+        ("python", os.path.join(b, "python", "build_wheel.py"),
+         lambda s, d: [sys.executable, s, "--lib", lib, "--onnxruntime", ort, "--out", d]),
     ]
     for name, script, cmd in optional:
-        if os.path.isfile(script):
+        # Both build for the machine they run on: Linux packages only.
+        if os.path.isfile(script) and plat.linux:
             dest = os.path.join(out, name)
             os.makedirs(dest, exist_ok=True)
             try:
