@@ -11,6 +11,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::programs::run_limited;
+
 /// The shared library cargo builds.
 fn lib_name() -> &'static str {
     if cfg!(windows) {
