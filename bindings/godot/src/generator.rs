@@ -21,7 +21,9 @@ use crate::tracker::{status_of, Event, Phase, Tracker};
 #[derive(GodotClass)]
 #[class(base=Node)]
 pub struct KilnGenerator {
-    /// The model folder: `res://`, `user://` or an absolute path.
+    /// The model folder: an absolute path, `user://`, or `res://` in the
+    /// editor (an exported game's `res://` is inside the .pck, which ONNX
+    /// Runtime cannot read: ship the model as a folder beside the game).
     #[export]
     model_path: GString,
     /// The ONNX Runtime library to load; empty = the one shipped beside the
