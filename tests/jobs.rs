@@ -216,3 +216,22 @@ fn callbacks_and_polled_previews_agree() {
     unsafe { kiln_model_free(h.model) };
     unsafe { kiln_runtime_destroy(h.rt) };
 }
+
+/// The Rust pool keeps a failed job's error kind next to its message, so a
+/// binding can report the status a synchronous call would have returned.
+#[test]
+fn a_failed_jobs_error_kind_is_kept() {
+    use kiln::jobs::{JobConfig, JobState};
+    use kiln::{ErrorKind, GenerateRequest};
+    let model = common::tiny_model();
+    let pool = model.runtime().jobs();
+    let ok = pool.submit(model, GenerateRequest { prompt: "x".into(), steps: 1, ..Default::default() }, JobConfig::default());
+    let bad = pool.submit(model, GenerateRequest { prompt: "x".into(), width: 65, steps: 1, ..Default::default() }, JobConfig::default());
+    assert_eq!(pool.wait(ok, Duration::from_secs(60)).unwrap(), JobState::Succeeded);
+    assert_eq!(pool.wait(bad, Duration::from_secs(60)).unwrap(), JobState::Failed);
+    assert_eq!(pool.error_kind(ok).unwrap(), None);
+    assert_eq!(pool.error_kind(bad).unwrap(), Some(ErrorKind::InvalidSize), "{}", pool.error_message(bad).unwrap());
+    pool.release(ok).unwrap();
+    pool.release(bad).unwrap();
+    assert_eq!(pool.error_kind(bad).unwrap_err().kind(), ErrorKind::InvalidHandle);
+}

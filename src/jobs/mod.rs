@@ -117,11 +117,18 @@ struct Job {
     result: Mutex<Option<Rgba8Image>>,
     preview: Mutex<Option<(u32, Rgba8Image)>>,
     error: Mutex<String>,
+    /// The kind of the error in `error`, so bindings can report a status.
+    error_kind: Mutex<Option<ErrorKind>>,
     done: Mutex<bool>,
     done_cv: Condvar,
 }
 
 impl Job {
+    fn fail(&self, kind: ErrorKind, message: impl Into<String>) {
+        *self.error.lock() = message.into();
+        *self.error_kind.lock() = Some(kind);
+    }
+
     fn finish(&self, state: JobState) {
         self.state.store(state as u32, Ordering::Release);
         *self.done.lock() = true;
@@ -262,6 +269,7 @@ impl JobPool {
             result: Mutex::new(None),
             preview: Mutex::new(None),
             error: Mutex::new(String::new()),
+            error_kind: Mutex::new(None),
             done: Mutex::new(false),
             done_cv: Condvar::new(),
         });
@@ -329,6 +337,13 @@ impl JobPool {
     /// The job's error message (empty unless it failed or was cancelled).
     pub fn error_message(&self, id: u64) -> Result<String> {
         Ok(self.lookup(id)?.error.lock().clone())
+    }
+
+    /// The kind of the job's error (`None` unless it failed or was
+    /// cancelled), so a binding can report the status a synchronous call
+    /// would have returned.
+    pub fn error_kind(&self, id: u64) -> Result<Option<ErrorKind>> {
+        Ok(*self.lookup(id)?.error_kind.lock())
     }
 
     /// Runs `f` on the job's image; `Busy` while the job is not done.
@@ -451,13 +466,13 @@ fn notify(observer: &dyn JobObserver, id: u64, event: &JobEvent<'_>) {
 /// Runs the generation and returns the state the job ends in.
 fn execute(item: &Queued, job: &Job) -> JobState {
     if job.cancel.load(Ordering::Acquire) {
-        *job.error.lock() = "cancelled before it started".into();
+        job.fail(ErrorKind::Cancelled, "cancelled before it started");
         return JobState::Cancelled;
     }
     let run_options = match ort::session::RunOptions::new() {
         Ok(o) => Arc::new(o),
         Err(e) => {
-            *job.error.lock() = format!("cannot create ONNX Runtime run options: {e}");
+            job.fail(ErrorKind::Inference, format!("cannot create ONNX Runtime run options: {e}"));
             return JobState::Failed;
         }
     };
@@ -506,15 +521,15 @@ fn execute(item: &Queued, job: &Job) -> JobState {
             JobState::Succeeded
         }
         Ok(Err(e)) if e.kind() == ErrorKind::Cancelled || job.cancel.load(Ordering::Acquire) => {
-            *job.error.lock() = e.message().to_string();
+            job.fail(ErrorKind::Cancelled, e.message());
             JobState::Cancelled
         }
         Ok(Err(e)) => {
-            *job.error.lock() = e.message().to_string();
+            job.fail(e.kind(), e.message());
             JobState::Failed
         }
         Err(_) => {
-            *job.error.lock() = "internal error: the generation panicked".into();
+            job.fail(ErrorKind::Internal, "internal error: the generation panicked");
             JobState::Failed
         }
     }

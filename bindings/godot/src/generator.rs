@@ -1,0 +1,230 @@
+//! `KilnGenerator`, the node GDScript uses. A thin layer: Variants in,
+//! signals out. The rules live in [`crate::options`], [`crate::tracker`],
+//! [`crate::session`] and [`crate::image_data`], which are tested without Godot.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use godot::classes::image::Format;
+use godot::classes::{INode, Image, ImageTexture, Node, ProjectSettings};
+use godot::prelude::*;
+
+use crate::image_data::to_godot_rgba8;
+use crate::options::OptionValue;
+use crate::session::{Session, SessionConfig};
+use crate::tracker::{status_of, Event, Phase, Tracker};
+
+/// Generates textures with Kiln without blocking the main thread.
+///
+/// `generate(prompt, options)` returns a job id at once; the node polls its
+/// jobs every frame in `_process` and reports each through the signals, which
+/// carry the job id first because several jobs can be in flight.
+#[derive(GodotClass)]
+#[class(base=Node)]
+pub struct KilnGenerator {
+    /// The model folder: an absolute path, `user://`, or `res://` in the
+    /// editor (an exported game's `res://` is inside the .pck, which ONNX
+    /// Runtime cannot read: ship the model as a folder beside the game).
+    #[export]
+    model_path: GString,
+    /// The ONNX Runtime library to load; empty = the one shipped beside the
+    /// extension (or `ORT_DYLIB_PATH`).
+    #[export]
+    onnxruntime_path: GString,
+    session: Option<Session>,
+    jobs: BTreeMap<i64, Tracker>,
+    /// How ended jobs ended, for `job_state` (a few bytes per job).
+    ended: BTreeMap<i64, Phase>,
+    next_job: i64,
+    base: Base<Node>,
+}
+
+#[godot_api]
+impl INode for KilnGenerator {
+    fn init(base: Base<Node>) -> Self {
+        Self {
+            model_path: GString::new(),
+            onnxruntime_path: GString::new(),
+            session: None,
+            jobs: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            next_job: 1,
+            base,
+        }
+    }
+
+    fn process(&mut self, _delta: f64) {
+        self.poll_jobs();
+    }
+
+    fn exit_tree(&mut self) {
+        // Jobs belong to the node: stop and free them when it leaves.
+        let pool = Session::pool();
+        for (id, tracker) in self.jobs.iter_mut() {
+            tracker.release(pool);
+            self.ended.insert(*id, Phase::Failed);
+        }
+        self.jobs.clear();
+    }
+}
+
+#[godot_api]
+impl KilnGenerator {
+    /// `step` of `total` U-Net calls finished.
+    #[signal]
+    fn progress(job: i64, step: i64, total: i64);
+    /// A low-resolution preview (enable with `options.preview_interval`).
+    #[signal]
+    fn preview(job: i64, image: Gd<Image>);
+    /// The job finished; `texture` holds the image (RGBA8).
+    #[signal]
+    fn done(job: i64, texture: Gd<ImageTexture>);
+    /// The job failed or was cancelled; `status` is the `kiln_status` number
+    /// from `kiln.h` (101 bad argument, 200 model not found, 400 cancelled...).
+    #[signal]
+    fn failed(job: i64, status: i64, message: GString);
+
+    /// Job state: preparing (model loading), running, done, failed.
+    #[constant]
+    const JOB_PREPARING: i64 = 0;
+    /// The job is queued in Kiln or generating.
+    #[constant]
+    const JOB_RUNNING: i64 = 1;
+    /// `done` was emitted.
+    #[constant]
+    const JOB_DONE: i64 = 2;
+    /// `failed` was emitted.
+    #[constant]
+    const JOB_FAILED: i64 = 3;
+
+    /// Starts generating `prompt` and returns the job id (≥ 1) at once. Bad
+    /// options are reported through `failed` on the next frame, like every
+    /// other failure. The model is loaded on the first job, off the main thread.
+    #[func]
+    fn generate(&mut self, prompt: GString, options: VarDictionary) -> i64 {
+        let entries: Vec<(String, OptionValue)> =
+            options.iter_shared().map(|(k, v)| (key_name(&k), option_value(&v))).collect();
+        let config = self.session_config();
+        if self.session.as_ref().map(|s| s.config() != &config).unwrap_or(true) {
+            self.session = Some(Session::new(config));
+        }
+        let tracker = match self.session.as_ref() {
+            Some(session) => session.start(&prompt.to_string(), &entries),
+            None => unreachable!("set just above"),
+        };
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs.insert(id, tracker);
+        id
+    }
+
+    /// Asks job `job` to stop; it then reports `failed` with status 400
+    /// (cancelled). Returns false when the job is unknown or already ended.
+    #[func]
+    fn cancel(&mut self, job: i64) -> bool {
+        match self.jobs.get_mut(&job) {
+            Some(t) => t.cancel(Session::pool()),
+            None => false,
+        }
+    }
+
+    /// One of the `JOB_*` constants, or -1 for an id this node never gave.
+    #[func]
+    fn job_state(&self, job: i64) -> i64 {
+        match (self.jobs.get(&job), self.ended.get(&job)) {
+            (Some(t), _) => t.phase() as i64,
+            (None, Some(p)) => *p as i64,
+            (None, None) => -1,
+        }
+    }
+
+    /// Jobs that have not yet emitted `done` or `failed`.
+    #[func]
+    fn pending_jobs(&self) -> i64 {
+        self.jobs.len() as i64
+    }
+}
+
+impl KilnGenerator {
+    fn session_config(&self) -> SessionConfig {
+        let onnxruntime_path =
+            if self.onnxruntime_path.is_empty() { None } else { Some(globalized(&self.onnxruntime_path)) };
+        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path }
+    }
+
+    /// Polls every job once and emits what happened, in job order.
+    fn poll_jobs(&mut self) {
+        if self.jobs.is_empty() {
+            return;
+        }
+        let pool = Session::pool();
+        let mut all: Vec<(i64, Event)> = Vec::new();
+        for (id, tracker) in self.jobs.iter_mut() {
+            all.extend(tracker.update(pool).into_iter().map(|e| (*id, e)));
+        }
+        let ended = &mut self.ended;
+        self.jobs.retain(|id, t| {
+            if t.has_ended() {
+                ended.insert(*id, t.phase());
+            }
+            !t.has_ended()
+        });
+        // Signals go out after the table is settled: a handler may call
+        // generate or cancel on this node.
+        for (id, event) in all {
+            self.emit(id, event);
+        }
+    }
+
+    fn emit(&mut self, id: i64, event: Event) {
+        match event {
+            Event::Progress { step, total } => self.signals().progress().emit(id, step as i64, total as i64),
+            Event::Preview { image, .. } => match godot_image(&image) {
+                Ok(img) => self.signals().preview().emit(id, &img),
+                Err((status, message)) => godot_warn!("Kiln job {id}: preview dropped ({status}): {message}"),
+            },
+            Event::Done { image } => {
+                match godot_image(&image).and_then(|img| {
+                    ImageTexture::create_from_image(&img).ok_or((900, "Godot could not make a texture".to_string()))
+                }) {
+                    Ok(texture) => self.signals().done().emit(id, &texture),
+                    Err((status, message)) => self.signals().failed().emit(id, status, &GString::from(&message)),
+                }
+            }
+            Event::Failed { status, message } => self.signals().failed().emit(id, status as i64, &GString::from(&message)),
+        }
+    }
+}
+
+/// Kiln's RGBA8 image as a Godot `Image`, or the status and message why not.
+fn godot_image(image: &kiln::Rgba8Image) -> Result<Gd<Image>, (i64, String)> {
+    let data = to_godot_rgba8(image).map_err(|e| (status_of(e.kind()) as i64, e.message().to_string()))?;
+    let bytes = PackedByteArray::from(data.bytes.as_slice());
+    Image::create_from_data(data.width, data.height, false, Format::RGBA8, &bytes)
+        .ok_or((900, format!("Godot refused a {}x{} RGBA8 image", data.width, data.height)))
+}
+
+/// `res://` and `user://` paths as file-system paths; others unchanged.
+fn globalized(path: &GString) -> PathBuf {
+    PathBuf::from(ProjectSettings::singleton().globalize_path(path).to_string())
+}
+
+fn key_name(key: &Variant) -> String {
+    match key.get_type() {
+        VariantType::STRING => key.to::<GString>().to_string(),
+        VariantType::STRING_NAME => key.to::<StringName>().to_string(),
+        // Not a name: kept visible so the unknown-option error shows it.
+        other => format!("<{other:?} key {key}>"),
+    }
+}
+
+fn option_value(v: &Variant) -> OptionValue {
+    match v.get_type() {
+        VariantType::NIL => OptionValue::Nil,
+        VariantType::BOOL => OptionValue::Bool(v.to::<bool>()),
+        VariantType::INT => OptionValue::Int(v.to::<i64>()),
+        VariantType::FLOAT => OptionValue::Float(v.to::<f64>()),
+        VariantType::STRING => OptionValue::String(v.to::<GString>().to_string()),
+        VariantType::STRING_NAME => OptionValue::String(v.to::<StringName>().to_string()),
+        other => OptionValue::Other(format!("{other:?}")),
+    }
+}

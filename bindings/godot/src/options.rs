@@ -1,0 +1,256 @@
+//! The `options` dictionary of `KilnGenerator.generate` → a Kiln request.
+//!
+//! Engine-independent: the Godot glue turns each dictionary entry into a key
+//! and an [`OptionValue`] and hands them here, so every rule (known keys, types,
+//! ranges) is unit-tested without Godot. Every mistake is an
+//! `InvalidArgument` error naming the key, what was expected and what came.
+use kiln::model::seamless::Seamless;
+use kiln::pipeline::PromptSyntax;
+use kiln::{Error, ErrorKind, GenerateRequest, SchedulerKind};
+
+/// One dictionary value, reduced to what the options can hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptionValue {
+    /// `null`.
+    Nil,
+    /// `bool`.
+    Bool(bool),
+    /// `int` (GDScript ints are 64-bit).
+    Int(i64),
+    /// `float` (64-bit in GDScript; `JSON.parse` gives floats for every number).
+    Float(f64),
+    /// `String` or `StringName`.
+    String(String),
+    /// Any other Variant type, by its Godot type name (for the error message).
+    Other(String),
+}
+
+impl OptionValue {
+    fn describe(&self) -> String {
+        match self {
+            Self::Nil => "null".into(),
+            Self::Bool(b) => format!("bool {b}"),
+            Self::Int(i) => format!("int {i}"),
+            Self::Float(f) => format!("float {f}"),
+            Self::String(s) => format!("String {s:?}"),
+            Self::Other(t) => t.clone(),
+        }
+    }
+}
+
+/// Every key `generate` understands, for the unknown-key message.
+pub const KEYS: &[&str] = &[
+    "negative_prompt",
+    "width",
+    "height",
+    "steps",
+    "guidance_scale",
+    "guidance_rescale",
+    "seed",
+    "scheduler",
+    "prompt_syntax",
+    "clip_skip",
+    "seamless",
+    "preview_interval",
+    "priority",
+];
+
+/// A parsed `generate` call: the Kiln request plus how the binding runs it.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// What Kiln generates.
+    pub request: GenerateRequest,
+    /// Which axes the texture tiles on (a seamless view of the model).
+    pub seamless: Seamless,
+    /// A preview every this many U-Net calls (0 = none).
+    pub preview_interval: u32,
+    /// Higher runs first among queued jobs.
+    pub priority: i32,
+}
+
+fn bad(key: &str, what: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::InvalidArgument, format!("options[\"{key}\"]: {what}"))
+}
+
+fn int(key: &str, v: &OptionValue) -> Result<i64, Error> {
+    match *v {
+        OptionValue::Int(i) => Ok(i),
+        // JSON-loaded dictionaries hold floats; whole ones are integers.
+        OptionValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(bad(key, format!("expected an integer, got {}", v.describe()))),
+    }
+}
+
+fn int_in(key: &str, v: &OptionValue, min: i64, max: i64) -> Result<i64, Error> {
+    let i = int(key, v)?;
+    if i < min || i > max {
+        return Err(bad(key, format!("{i} is out of range {min}..={max}")));
+    }
+    Ok(i)
+}
+
+fn float(key: &str, v: &OptionValue) -> Result<f64, Error> {
+    match *v {
+        OptionValue::Float(f) if f.is_finite() => Ok(f),
+        OptionValue::Float(f) => Err(bad(key, format!("expected a finite number, got {f}"))),
+        OptionValue::Int(i) => Ok(i as f64),
+        _ => Err(bad(key, format!("expected a number, got {}", v.describe()))),
+    }
+}
+
+fn string<'a>(key: &str, v: &'a OptionValue) -> Result<&'a str, Error> {
+    match v {
+        OptionValue::String(s) => Ok(s),
+        _ => Err(bad(key, format!("expected a String, got {}", v.describe()))),
+    }
+}
+
+/// Largest side accepted here; Kiln checks the model's own size rules.
+const MAX_SIDE: i64 = 16384;
+
+/// Parses `generate(prompt, options)`. Entries are applied in order; a key
+/// given twice is an error (a Dictionary cannot hold one twice, so it means
+/// `"steps"` and `&"steps"` were both used).
+pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<GenerateOptions, Error> {
+    let mut o = GenerateOptions {
+        request: GenerateRequest { prompt: prompt.to_string(), ..Default::default() },
+        seamless: Seamless::None,
+        preview_interval: 0,
+        priority: 0,
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, value) in entries {
+        if seen.contains(&key.as_str()) {
+            return Err(bad(key, "given twice"));
+        }
+        seen.push(key);
+        let r = &mut o.request;
+        match key.as_str() {
+            "negative_prompt" => r.negative_prompt = string(key, value)?.to_string(),
+            "width" => r.width = int_in(key, value, 0, MAX_SIDE)? as usize,
+            "height" => r.height = int_in(key, value, 0, MAX_SIDE)? as usize,
+            "steps" => r.steps = int_in(key, value, 1, 1000)? as usize,
+            "guidance_scale" => r.guidance_scale = float(key, value)? as f32,
+            "guidance_rescale" => {
+                let g = float(key, value)?;
+                if !(0.0..=1.0).contains(&g) {
+                    return Err(bad(key, format!("{g} is out of range 0..=1")));
+                }
+                r.guidance_rescale = g as f32;
+            }
+            "seed" => r.seed = int_in(key, value, 0, i64::MAX)? as u64,
+            "scheduler" => {
+                let name = string(key, value)?;
+                r.scheduler = SchedulerKind::from_name(name).ok_or_else(|| {
+                    bad(key, format!("unknown scheduler {name:?}; one of {}", SchedulerKind::NAMES.join(", ")))
+                })?;
+            }
+            "prompt_syntax" => {
+                r.prompt_syntax = match string(key, value)? {
+                    "plain" => PromptSyntax::Plain,
+                    "weighted" => PromptSyntax::Weighted,
+                    other => return Err(bad(key, format!("unknown syntax {other:?}; one of plain, weighted"))),
+                }
+            }
+            "clip_skip" => r.clip_skip = int_in(key, value, 0, 64)? as u32,
+            "seamless" => {
+                let name = string(key, value)?;
+                o.seamless = Seamless::from_name(name)
+                    .ok_or_else(|| bad(key, format!("unknown axes {name:?}; one of none, x, y, xy")))?;
+            }
+            "preview_interval" => o.preview_interval = int_in(key, value, 0, u32::MAX as i64)? as u32,
+            "priority" => o.priority = int_in(key, value, i32::MIN as i64, i32::MAX as i64)? as i32,
+            _ => return Err(bad(key, format!("unknown option; known: {}", KEYS.join(", ")))),
+        }
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(list: &[(&str, OptionValue)]) -> Vec<(String, OptionValue)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    fn err(list: &[(&str, OptionValue)]) -> Error {
+        parse("p", &entries(list)).expect_err("should be rejected")
+    }
+
+    #[test]
+    fn empty_options_are_kiln_defaults() {
+        let o = parse("mossy stone", &[]).unwrap();
+        let d = GenerateRequest::default();
+        assert_eq!(o.request.prompt, "mossy stone");
+        assert_eq!((o.request.width, o.request.height, o.request.steps, o.request.seed), (d.width, d.height, d.steps, d.seed));
+        assert_eq!(o.request.guidance_scale, d.guidance_scale);
+        assert_eq!(o.request.scheduler, SchedulerKind::Default);
+        assert_eq!((o.seamless, o.preview_interval, o.priority), (Seamless::None, 0, 0));
+    }
+
+    #[test]
+    fn every_key_reaches_the_request() {
+        use OptionValue::*;
+        let o = parse(
+            "p",
+            &entries(&[
+                ("negative_prompt", String("blurry".into())),
+                ("width", Int(128)),
+                ("height", Float(64.0)),
+                ("steps", Int(4)),
+                ("guidance_scale", Int(3)),
+                ("guidance_rescale", Float(0.5)),
+                ("seed", Int(42)),
+                ("scheduler", String("euler_a".into())),
+                ("prompt_syntax", String("weighted".into())),
+                ("clip_skip", Int(1)),
+                ("seamless", String("xy".into())),
+                ("preview_interval", Int(2)),
+                ("priority", Int(-3)),
+            ]),
+        )
+        .unwrap();
+        let r = &o.request;
+        assert_eq!(r.negative_prompt, "blurry");
+        assert_eq!((r.width, r.height, r.steps, r.seed, r.clip_skip), (128, 64, 4, 42, 1));
+        assert_eq!((r.guidance_scale, r.guidance_rescale), (3.0, 0.5));
+        assert_eq!(r.scheduler, SchedulerKind::EulerA);
+        assert_eq!(r.prompt_syntax, PromptSyntax::Weighted);
+        assert_eq!((o.seamless, o.preview_interval, o.priority), (Seamless::Xy, 2, -3));
+    }
+
+    #[test]
+    fn mistakes_name_the_key_and_what_came() {
+        use OptionValue::*;
+        let cases: Vec<(&str, OptionValue, &str)> = vec![
+            ("stpes", Int(4), "unknown option; known: negative_prompt"),
+            ("steps", Int(0), "0 is out of range 1..=1000"),
+            ("steps", Float(2.5), "expected an integer, got float 2.5"),
+            ("steps", String("4".into()), "expected an integer, got String \"4\""),
+            ("width", Int(-64), "-64 is out of range 0..=16384"),
+            ("seed", Int(-1), "-1 is out of range 0..="),
+            ("guidance_scale", Float(f64::NAN), "expected a finite number"),
+            ("guidance_scale", Nil, "expected a number, got null"),
+            ("guidance_rescale", Float(1.5), "1.5 is out of range 0..=1"),
+            ("scheduler", String("eulerr".into()), "unknown scheduler \"eulerr\"; one of default, ddim"),
+            ("seamless", Bool(true), "expected a String, got bool true"),
+            ("seamless", String("z".into()), "unknown axes \"z\""),
+            ("prompt_syntax", String("a1111".into()), "unknown syntax \"a1111\""),
+            ("negative_prompt", Other("Vector2".into()), "expected a String, got Vector2"),
+            ("priority", Int(1 << 40), "out of range"),
+        ];
+        for (key, value, want) in cases {
+            let e = err(&[(key, value.clone())]);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{key}={value:?}");
+            let prefix = format!("options[\"{key}\"]: ");
+            assert!(e.message().starts_with(&prefix) && e.message().contains(want), "{key}={value:?}: got {:?}, want {want:?}", e.message());
+        }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_rejected() {
+        let e = err(&[("steps", OptionValue::Int(4)), ("steps", OptionValue::Int(5))]);
+        assert_eq!(e.message(), "options[\"steps\"]: given twice");
+    }
+}

@@ -1,0 +1,153 @@
+//! The binding's engine-independent path end to end, on Kiln's tiny fixture
+//! model and real ONNX Runtime: options → preparation thread → Kiln job →
+//! frame-by-frame events → Godot image data. No Godot involved.
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kiln::model::seamless::Seamless;
+use kiln::{GenerateRequest, Model, Runtime, RuntimeOptions, SchedulerKind};
+use kiln_godot::image_data::to_godot_rgba8;
+use kiln_godot::options::OptionValue;
+use kiln_godot::session::{Session, SessionConfig};
+use kiln_godot::tracker::{Event, Phase, Tracker};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-sd")
+}
+
+fn session() -> Session {
+    Session::new(SessionConfig { model_dir: fixture(), onnxruntime_path: None })
+}
+
+fn opts(list: &[(&str, OptionValue)]) -> Vec<(String, OptionValue)> {
+    list.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// Updates the tracker as a game would each frame until it ends. The limit
+/// only keeps a broken build from hanging CI; nothing is timed.
+fn run_to_end(tracker: &mut Tracker) -> Vec<Event> {
+    let start = Instant::now();
+    let mut events = Vec::new();
+    while !tracker.has_ended() {
+        events.extend(tracker.update(Session::pool()));
+        assert!(start.elapsed() < Duration::from_secs(300), "job did not end; events so far: {}", events.len());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(tracker.update(Session::pool()).is_empty(), "no events after the end");
+    events
+}
+
+fn direct(model: &Model, request: &GenerateRequest) -> kiln::Rgba8Image {
+    model.generate(request).expect("direct generation").to_rgba8()
+}
+
+fn fixture_model() -> Model {
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    Model::load(&rt, &fixture()).expect("fixture loads")
+}
+
+#[test]
+fn a_job_reports_progress_previews_then_the_image_kiln_makes_directly() {
+    use OptionValue::*;
+    let s = session();
+    let mut t = s.start(
+        "mossy stone",
+        &opts(&[("steps", Int(4)), ("seed", Int(3)), ("scheduler", String("ddim".into())), ("preview_interval", Int(2))]),
+    );
+    assert_eq!(t.phase(), Phase::Preparing);
+    let events = run_to_end(&mut t);
+    assert_eq!(t.phase(), Phase::Done);
+
+    let steps: Vec<(u32, u32)> =
+        events.iter().filter_map(|e| if let Event::Progress { step, total } = e { Some((*step, *total)) } else { None }).collect();
+    println!("progress events: {steps:?}");
+    assert!(steps.windows(2).all(|w| w[0].0 < w[1].0), "steps only go up: {steps:?}");
+    assert_eq!(steps.last(), Some(&(4, 4)));
+    let previews: Vec<u32> = events.iter().filter_map(|e| if let Event::Preview { step, .. } = e { Some(*step) } else { None }).collect();
+    println!("preview steps: {previews:?}");
+    assert_eq!(previews.last(), Some(&4), "the final preview is seen");
+    assert!(previews.iter().all(|s| s % 2 == 0));
+    let Some(Event::Done { image }) = events.last() else { panic!("last event must be done: {:?}", events.last()) };
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Done { .. })).count(), 1);
+
+    let request = GenerateRequest {
+        prompt: "mossy stone".into(),
+        steps: 4,
+        seed: 3,
+        scheduler: SchedulerKind::Ddim,
+        ..Default::default()
+    };
+    let want = direct(&fixture_model(), &request);
+    assert_eq!((image.width, image.height), (want.width, want.height));
+    let differing = image.pixels.iter().zip(&want.pixels).filter(|(a, b)| a != b).count();
+    println!("pixels differing from Model::generate: {differing} of {} (bound 0)", want.pixels.len());
+    assert_eq!(differing, 0);
+    let godot = to_godot_rgba8(image).unwrap();
+    assert_eq!(godot.bytes, want.pixels, "Godot's RGBA8 data is Kiln's pixels, top row first");
+}
+
+#[test]
+fn seamless_option_generates_from_the_seamless_view() {
+    use OptionValue::*;
+    let s = session();
+    let mut t = s.start("tiles", &opts(&[("steps", Int(2)), ("seamless", String("xy".into()))]));
+    let events = run_to_end(&mut t);
+    let Some(Event::Done { image }) = events.last() else { panic!("{:?}", events.last()) };
+    let request = GenerateRequest { prompt: "tiles".into(), steps: 2, ..Default::default() };
+    let model = fixture_model();
+    let want = direct(&model.seamless(Seamless::Xy).unwrap(), &request);
+    let plain = direct(&model, &request);
+    assert_eq!(image.pixels, want.pixels, "same pixels as Model::seamless(Xy)");
+    assert_ne!(image.pixels, plain.pixels, "and not the plain model's");
+}
+
+fn failure(events: &[Event]) -> (u32, String) {
+    match events {
+        [.., Event::Failed { status, message }] => (*status, message.clone()),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn failures_carry_kiln_status_and_message() {
+    use OptionValue::*;
+    // Bad options: rejected without touching the model.
+    let mut t = session().start("x", &opts(&[("steps", Int(0))]));
+    let (status, message) = failure(&run_to_end(&mut t));
+    assert_eq!((status, message.as_str()), (101, "options[\"steps\"]: 0 is out of range 1..=1000"));
+
+    // A missing model folder.
+    let missing = Session::new(SessionConfig { model_dir: fixture().join("no-such-model"), onnxruntime_path: None });
+    let mut t = missing.start("x", &[]);
+    let (status, message) = failure(&run_to_end(&mut t));
+    println!("missing model: {status} {message}");
+    assert_eq!(status, 200);
+    assert!(message.contains("no-such-model"), "{message}");
+
+    // A size the model cannot make fails inside Kiln's job; the status survives the pool.
+    let mut t = session().start("x", &opts(&[("width", Int(65)), ("steps", Int(1))]));
+    let (status, message) = failure(&run_to_end(&mut t));
+    println!("width 65: {status} {message}");
+    assert_eq!(status, 104);
+    assert_eq!(t.phase(), Phase::Failed);
+
+    // An empty model path says what to set.
+    let empty = Session::new(SessionConfig::default());
+    let mut t = empty.start("x", &[]);
+    let (status, message) = failure(&run_to_end(&mut t));
+    assert_eq!((status, message.as_str()), (101, "model_path is empty; set it to a Kiln model folder"));
+}
+
+#[test]
+fn cancel_ends_the_job_with_cancelled() {
+    use OptionValue::*;
+    let s = session();
+    // Long enough that it cannot finish before the cancel lands.
+    let mut t = s.start("x", &opts(&[("steps", Int(1000)), ("scheduler", String("ddim".into()))]));
+    assert!(t.cancel(Session::pool()));
+    let events = run_to_end(&mut t);
+    let (status, message) = failure(&events);
+    println!("cancelled: {status} {message:?} after {} events", events.len());
+    assert_eq!(status, 400);
+    assert!(!t.cancel(Session::pool()), "an ended job has nothing to cancel");
+}
