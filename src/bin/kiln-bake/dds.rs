@@ -4,6 +4,7 @@
 //! header: colour as BC1/BC3/BC7 sRGB, normal maps as BC5 (X and Y; engines
 //! rebuild Z), height maps as BC4.
 use ddsfile::{AlphaMode, D3D10ResourceDimension, Dds, DxgiFormat, NewDxgiParams};
+#[cfg(not(all(windows, target_env = "gnu")))]
 use intel_tex_2::{bc1, bc3, bc4, bc5, bc7, RSurface, RgSurface, RgbaSurface};
 use kiln::model::seamless::Seamless;
 use kiln::Rgba8Image;
@@ -151,11 +152,22 @@ fn pad_to_blocks(level: &Rgba8Image) -> Rgba8Image {
     Rgba8Image { width: w, height: h, pixels }
 }
 
+/// Block-compresses one level. Not in MinGW builds: intel_tex_2 ships its
+/// ISPC kernels for MSVC, Linux and macOS only, so a `x86_64-pc-windows-gnu`
+/// kiln-bake writes PNG and says so for DDS.
+#[cfg(all(windows, target_env = "gnu"))]
+fn compress(_level: &Rgba8Image, _content: Content, _format: Format) -> Result<Vec<u8>, String> {
+    Err("DDS block compression is not available in this MinGW build of kiln-bake (intel_tex_2 has no \
+         MinGW kernels); use format = \"png\", or an MSVC or Linux build for DDS"
+        .into())
+}
+
 /// Block-compresses one level.
-fn compress(level: &Rgba8Image, content: Content, format: Format) -> Vec<u8> {
+#[cfg(not(all(windows, target_env = "gnu")))]
+fn compress(level: &Rgba8Image, content: Content, format: Format) -> Result<Vec<u8>, String> {
     let padded = pad_to_blocks(level);
     let (w, h) = (padded.width as u32, padded.height as u32);
-    match content {
+    Ok(match content {
         Content::Colour => {
             let surface = RgbaSurface { data: &padded.pixels, width: w, height: h, stride: w * 4 };
             let opaque = padded.pixels.chunks_exact(4).all(|p| p[3] == 255);
@@ -176,7 +188,7 @@ fn compress(level: &Rgba8Image, content: Content, format: Format) -> Vec<u8> {
             let r: Vec<u8> = padded.pixels.chunks_exact(4).map(|p| p[0]).collect();
             bc4::compress_blocks(&RSurface { data: &r, width: w, height: h, stride: w })
         }
-    }
+    })
 }
 
 /// The DXGI format a file of `content` gets.
@@ -206,7 +218,7 @@ pub fn encode_dds(image: &Rgba8Image, content: Content, format: Format, mipmaps:
         alpha_mode: if content == Content::Colour { AlphaMode::Straight } else { AlphaMode::Opaque },
     })
     .map_err(|e| format!("DDS header: {e}"))?;
-    let data: Vec<u8> = levels.iter().flat_map(|l| compress(l, content, format)).collect();
+    let data: Vec<u8> = levels.iter().map(|l| compress(l, content, format)).collect::<Result<Vec<_>, _>>()?.concat();
     if data.len() != dds.data.len() {
         return Err(format!("DDS data is {} bytes; the header expects {}", data.len(), dds.data.len()));
     }
