@@ -81,6 +81,12 @@
     X(const char *, kiln_status_name, (uint32_t)) \
     X(kiln_status, kiln_model_extend_texture, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, uint32_t, uint32_t, uint32_t, struct kiln_image **)) \
     X(kiln_status, kiln_model_make_tileable, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, struct kiln_image **)) \
+    X(void, kiln_lora_init, (struct kiln_lora *)) \
+    X(kiln_status, kiln_model_with_loras, (const struct kiln_model *, const struct kiln_lora *, size_t, struct kiln_model **)) \
+    X(void, kiln_embedding_init, (struct kiln_embedding *)) \
+    X(kiln_status, kiln_model_with_adapters, (const struct kiln_model *, const struct kiln_lora *, size_t, const struct kiln_embedding *, size_t, struct kiln_model **)) \
+    X(kiln_status, kiln_model_lora_count, (const struct kiln_model *, size_t *)) \
+    X(kiln_status, kiln_model_lora_get, (const struct kiln_model *, size_t, float *, char *, size_t, size_t *)) \
     X(uint32_t, kiln_version, ()) \
     X(const char *, kiln_version_string, ())
 /* Every C struct this binding uses, with its last field: X(struct, last field). */
@@ -95,7 +101,9 @@
     X(kiln_rect, height) \
     X(kiln_pixel_art_options, palette_len) \
     X(kiln_material_options, invert_height) \
-    X(kiln_runtime_options, sequential_load)
+    X(kiln_runtime_options, sequential_load) \
+    X(kiln_lora, path) \
+    X(kiln_embedding, token)
 /* Every field of those structs: X(struct, field, type). */
 #define KILN_HPP_STRUCT_FIELDS(X) \
     X(kiln_job_event, struct_size, uint32_t) \
@@ -205,7 +213,13 @@
     X(kiln_runtime_options, residency, uint32_t) \
     X(kiln_runtime_options, embedding_cache_entries, uint32_t) \
     X(kiln_runtime_options, graph_cache_dir, const char *) \
-    X(kiln_runtime_options, sequential_load, uint32_t)
+    X(kiln_runtime_options, sequential_load, uint32_t) \
+    X(kiln_lora, struct_size, uint32_t) \
+    X(kiln_lora, scale, float) \
+    X(kiln_lora, path, const char *) \
+    X(kiln_embedding, struct_size, uint32_t) \
+    X(kiln_embedding, path, const char *) \
+    X(kiln_embedding, token, const char *)
 /* Enum constants: X(C++ enumerator, C constant), one table per enum. */
 #define KILN_HPP_ENUM_STATUS(X) \
     X(ok, KILN_STATUS_OK) \
@@ -225,6 +239,8 @@
     X(inference_failed, KILN_STATUS_INFERENCE_FAILED) \
     X(cancelled, KILN_STATUS_CANCELLED) \
     X(busy, KILN_STATUS_BUSY) \
+    X(adapter_mismatch, KILN_STATUS_ADAPTER_MISMATCH) \
+    X(out_of_memory, KILN_STATUS_OUT_OF_MEMORY) \
     X(internal, KILN_STATUS_INTERNAL)
 
 #define KILN_HPP_ENUM_LOGLEVEL(X) \
@@ -470,6 +486,8 @@ KILN_HPP_DEFAULTS(kiln_job_options, ::kiln_job_options_init)
 KILN_HPP_DEFAULTS(kiln_sprite_options, ::kiln_sprite_options_init)
 KILN_HPP_DEFAULTS(kiln_pixel_art_options, ::kiln_pixel_art_options_init)
 KILN_HPP_DEFAULTS(kiln_material_options, ::kiln_material_options_init)
+KILN_HPP_DEFAULTS(kiln_lora, ::kiln_lora_init)
+KILN_HPP_DEFAULTS(kiln_embedding, ::kiln_embedding_init)
 #undef KILN_HPP_DEFAULTS
 
 /** The library's version, `(major << 16) | (minor << 8) | patch`. */
@@ -706,6 +724,12 @@ private:
     std::uint64_t id_ = 0;
 };
 
+/** One LoRA for Model::with_loras: its `.safetensors` path and strength (1 = as trained). */
+struct LoraSpec {
+    std::string path;
+    float scale = 1.0f;
+};
+
 /** A loaded model. Move-only; internally synchronized, so several threads may generate from one. */
 class Model {
 public:
@@ -753,6 +777,47 @@ public:
         ::kiln_status s = ::kiln_model_seamless(p_, to_c(axes), &out);
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Model(out);
+    }
+    /**
+     * A handle with these LoRAs merged into the original weights (a switch, not a stack: an empty list gives
+     * the plain model back); independent of this one, which is unchanged. Each entry is a `kiln::LoraSpec`:
+     * a path (borrowed for the call) and a scale.
+     */
+    Result<Model> with_loras(const std::vector<LoraSpec> &loras) const {
+        std::vector<::kiln_lora> c(loras.size(), defaults<::kiln_lora>());
+        for (std::size_t i = 0; i < loras.size(); ++i) {
+            c[i].path = loras[i].path.c_str();
+            c[i].scale = loras[i].scale;
+        }
+        ::kiln_model *out = nullptr;
+        ::kiln_status s = ::kiln_model_with_loras(p_, c.empty() ? nullptr : c.data(), c.size(), &out);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Model(out);
+    }
+    /** As with_loras, with textual-inversion embeddings too (C structs filled from kiln::defaults). */
+    Result<Model> with_adapters(const std::vector<::kiln_lora> &loras, const std::vector<::kiln_embedding> &embeddings) const {
+        ::kiln_model *out = nullptr;
+        ::kiln_status s = ::kiln_model_with_adapters(p_, loras.empty() ? nullptr : loras.data(), loras.size(),
+                                                     embeddings.empty() ? nullptr : embeddings.data(), embeddings.size(), &out);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Model(out);
+    }
+    /** The LoRAs merged into this handle, in order (empty for a plain model). */
+    Result<std::vector<LoraSpec>> loras() const {
+        std::size_t count = 0;
+        ::kiln_status s = ::kiln_model_lora_count(p_, &count);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        std::vector<LoraSpec> out(count);
+        for (std::size_t i = 0; i < count; ++i) {
+            const ::kiln_model *p = p_;
+            float scale = 0.0f;
+            s = detail::read_string(
+                [p, i, &scale](char *b, std::size_t n, std::size_t *l) { return ::kiln_model_lora_get(p, i, &scale, b, n, l); },
+                out[i].path);
+            if (s != KILN_STATUS_OK) return detail::last_error(s);
+            out[i].scale = scale;
+        }
+        return out;
     }
     /** Which execution provider runs `graph`, and why any requested one was skipped. */
     Result<std::string> graph_provider(Graph graph) const {

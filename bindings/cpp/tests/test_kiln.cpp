@@ -93,6 +93,34 @@ static void test_generate(const kiln::Model &model) {
     CHECK(maps.ok() && maps->height.width() == size && maps->normal.height() == size);
 }
 
+// The fixture LoRA (tests/fixtures/lora, made for tiny-sd) changes the image; a broken file is refused with
+// its specific status and leaves the base model usable.
+static void test_loras(const kiln::Model &model, const std::string &lora_dir) {
+    auto o = options_for("mossy stone brick wall", 11, 4);
+    kiln::Result<kiln::Image> base = model.generate(o);
+    kiln::Result<kiln::Model> styled = model.with_loras({{lora_dir + "/style.kohya.safetensors", 1.0f}});
+    CHECK(base.ok() && styled.ok());
+    if (!base || !styled) return;
+    kiln::Result<std::vector<kiln::LoraSpec>> listed = styled->loras();
+    CHECK(listed.ok() && listed->size() == 1 && listed->front().scale == 1.0f &&
+          listed->front().path.find("style.kohya.safetensors") != std::string::npos);
+    kiln::Result<kiln::Image> image = styled->generate(o);
+    CHECK(image.ok());
+    if (image) {
+        const std::size_t n = std::size_t(base->width()) * base->height() * 4;
+        std::size_t differing = 0;
+        for (std::size_t i = 0; i < n; ++i) differing += base->pixels()[i] != image->pixels()[i];
+        std::printf("lora: %zu of %zu bytes differ from the base model's image (need > 0)\n", differing, n);
+        CHECK(image->width() == base->width() && differing > 0);
+    }
+    kiln::Result<kiln::Model> mismatched = model.with_loras({{lora_dir + "/broken/rank_mismatch.safetensors", 1.0f}});
+    CHECK(mismatched.status() == kiln::Status::adapter_mismatch);
+    CHECK(!mismatched && mismatched.error().message().find("rank mismatch") != std::string::npos);
+    CHECK(model.with_loras({{lora_dir + "/broken/truncated.safetensors", 1.0f}}).status() == kiln::Status::model_invalid);
+    kiln::Result<kiln::Image> again = model.generate(o);
+    CHECK(again.ok() && std::memcmp(again->pixels(), base->pixels(), std::size_t(base->width()) * base->height() * 4) == 0);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -180,6 +208,7 @@ int main(int argc, char **argv) {
     if (model) {
         test_generate(*model);
         test_job(*model);
+        test_loras(*model, std::string(argv[1]) + "/../lora");
         kiln::Model moved = std::move(*model);
         CHECK(!*model && moved);
     }

@@ -94,6 +94,78 @@ namespace Kiln
             return new KilnModel(raw, sink);
         }
 
+        /// <summary>
+        /// A new model handle with these LoRAs merged into the original weights (a switch, not a
+        /// stack: no LoRAs gives the plain weights back). This model is unchanged; dispose the new
+        /// one independently.
+        /// </summary>
+        /// <exception cref="KilnException">ADAPTER_MISMATCH (made for another model), MODEL_INVALID, MODEL_NOT_FOUND, UNSUPPORTED, ...</exception>
+        public KilnModel WithLoras(params KilnLoraSpec[] loras)
+        {
+            return WithAdapters(loras, null);
+        }
+
+        /// <summary>As <see cref="WithLoras"/>, with textual-inversion embeddings too.</summary>
+        public KilnModel WithAdapters(KilnLoraSpec[] loras, KilnEmbeddingSpec[] embeddings)
+        {
+            loras = loras ?? new KilnLoraSpec[0];
+            LogSink sink = Handle.Sink != null ? Handle.Sink.AddRef() : null;
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                var c = new KilnLora[loras.Length];
+                for (int i = 0; i < loras.Length; i++)
+                {
+                    c[i] = KilnDefaults.Lora();
+                    c[i].path = pins.PinString(loras[i].Path);
+                    c[i].scale = loras[i].Scale;
+                }
+                if (embeddings == null || embeddings.Length == 0)
+                {
+                    status = KilnNative.kiln_model_with_loras(Handle, c.Length == 0 ? null : c, (UIntPtr)c.Length, out raw);
+                }
+                else
+                {
+                    var e = new KilnEmbedding[embeddings.Length];
+                    for (int i = 0; i < embeddings.Length; i++)
+                    {
+                        e[i] = KilnDefaults.Embedding();
+                        e[i].path = pins.PinString(embeddings[i].Path);
+                        e[i].token = pins.PinString(embeddings[i].Token);
+                    }
+                    status = KilnNative.kiln_model_with_adapters(Handle, c.Length == 0 ? null : c, (UIntPtr)c.Length, e, (UIntPtr)e.Length, out raw);
+                }
+            }
+            if (status != 0)
+            {
+                var err = KilnStatusNames.Error(status);
+                if (sink != null) sink.Release();
+                throw new KilnException(err.Status, err.Message);
+            }
+            return new KilnModel(raw, sink);
+        }
+
+        /// <summary>The LoRAs merged into this handle, in order (empty for a plain model).</summary>
+        public KilnLoraSpec[] Loras
+        {
+            get
+            {
+                UIntPtr count;
+                KilnStatusNames.Check(KilnNative.kiln_model_lora_count(Handle, out count));
+                var result = new KilnLoraSpec[(int)count];
+                for (int i = 0; i < result.Length; i++)
+                {
+                    float scale = 0;
+                    UIntPtr index = (UIntPtr)i;
+                    string path;
+                    KilnStatusNames.Check(Utf8.ReadString((byte[] b, UIntPtr n, out UIntPtr l) => KilnNative.kiln_model_lora_get(Handle, index, out scale, b, n, out l), out path));
+                    result[i] = new KilnLoraSpec(path, scale);
+                }
+                return result;
+            }
+        }
+
         /// <summary>Generates an image, blocking this thread (use <see cref="Submit"/> in a game).</summary>
         public KilnImage Generate(KilnGenerateSettings settings)
         {
@@ -223,5 +295,27 @@ namespace Kiln
 
         /// <summary>Frees the model (jobs already submitted finish safely).</summary>
         public void Dispose() { Handle.Dispose(); }
+    }
+
+    /// <summary>One LoRA for <see cref="KilnModel.WithLoras"/>: a <c>.safetensors</c> path and its strength.</summary>
+    public struct KilnLoraSpec
+    {
+        /// <summary>Path of the LoRA file (kohya-ss or diffusers/PEFT layout).</summary>
+        public string Path;
+        /// <summary>Multiplies the LoRA's delta: 1 = as trained, 0 = off, negative = inverted.</summary>
+        public float Scale;
+        /// <summary>A LoRA at <c>path</c> with strength <c>scale</c>.</summary>
+        public KilnLoraSpec(string path, float scale = 1f) { Path = path; Scale = scale; }
+    }
+
+    /// <summary>One textual-inversion embedding for <see cref="KilnModel.WithAdapters"/>.</summary>
+    public struct KilnEmbeddingSpec
+    {
+        /// <summary>Path of the embedding's <c>.safetensors</c> file.</summary>
+        public string Path;
+        /// <summary>The prompt word for it; null = the file's own.</summary>
+        public string Token;
+        /// <summary>An embedding at <c>path</c>, used as <c>token</c> (null = the file's own).</summary>
+        public KilnEmbeddingSpec(string path, string token = null) { Path = path; Token = token; }
     }
 }

@@ -96,6 +96,8 @@ static class KilnTests
             { typeof(KilnSpriteOptions), KilnNative.kiln_sprite_options_init },
             { typeof(KilnPixelArtOptions), KilnNative.kiln_pixel_art_options_init },
             { typeof(KilnMaterialOptions), KilnNative.kiln_material_options_init },
+            { typeof(KilnLora), KilnNative.kiln_lora_init },
+            { typeof(KilnEmbedding), KilnNative.kiln_embedding_init },
         };
         IntPtr buf = Marshal.AllocHGlobal(4096);
         try
@@ -272,6 +274,33 @@ static class KilnTests
             Console.WriteLine("    seed 8 vs seed 7: " + differing + " bytes differ (must be > 0)");
             Check(differing > 0, "another seed gave the same image");
         }
+    }
+
+    static void LorasChangeTheImage()
+    {
+        // tests/fixtures/lora is made for tiny-sd: its style LoRA changes the image; a broken
+        // file throws its specific status and leaves the base model usable.
+        string loraDir = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(modelDir).TrimEnd('/')), "lora");
+        var settings = Quick("mossy stone brick wall", 11);
+        byte[] basePixels;
+        using (KilnImage image = model.Generate(settings)) basePixels = image.ToArray();
+        byte[] styledPixels;
+        using (KilnModel styled = model.WithLoras(new KilnLoraSpec(Path.Combine(loraDir, "style.kohya.safetensors"), 1f)))
+        {
+            KilnLoraSpec[] listed = styled.Loras;
+            Equal(1, listed.Length, "Loras.Length");
+            Check(listed[0].Path.EndsWith("style.kohya.safetensors") && listed[0].Scale == 1f, "Loras[0]: " + listed[0].Path + " " + listed[0].Scale);
+            using (KilnImage image = styled.Generate(settings)) styledPixels = image.ToArray();
+        }
+        Equal(0, model.Loras.Length, "base model's Loras.Length");
+        Equal(basePixels.Length, styledPixels.Length, "styled length");
+        int differing = basePixels.Zip(styledPixels, (x, y) => x != y).Count(d => d);
+        Console.WriteLine("    lora: " + differing + " of " + basePixels.Length + " bytes differ from the base model's image (need > 0)");
+        Check(differing > 0, "the LoRA did not change the image");
+        KilnException e = Throws(() => model.WithLoras(new KilnLoraSpec(Path.Combine(loraDir, "broken", "rank_mismatch.safetensors"))), KilnStatus.AdapterMismatch, "rank-mismatched LoRA");
+        Check(e.NativeMessage.Contains("rank mismatch"), "message says rank mismatch: " + e.NativeMessage);
+        Throws(() => model.WithLoras(new KilnLoraSpec(Path.Combine(loraDir, "broken", "truncated.safetensors"))), KilnStatus.ModelInvalid, "truncated LoRA");
+        using (KilnImage image = model.Generate(settings)) SamePixels(basePixels, image.ToArray(), "base model after failed WithLoras");
     }
 
     static void Utf8PromptsAndPaths()
@@ -607,6 +636,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("model info and providers", ModelInfoAndProviders),
             new KeyValuePair<string, Action>("generate, generate-into and job pixels agree", GeneratePaths),
             new KeyValuePair<string, Action>("UTF-8 prompts and paths", Utf8PromptsAndPaths),
+            new KeyValuePair<string, Action>("LoRAs change the image; bad files throw", LorasChangeTheImage),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

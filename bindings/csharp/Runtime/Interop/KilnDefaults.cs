@@ -51,6 +51,10 @@ namespace Kiln.Interop
         public static KilnSpriteOptions SpriteOptions() { IntPtr b = Begin(); KilnNative.kiln_sprite_options_init(b); return End<KilnSpriteOptions>(b); }
         /// <summary><c>kiln_pixel_art_options_init</c>.</summary>
         public static KilnPixelArtOptions PixelArtOptions() { IntPtr b = Begin(); KilnNative.kiln_pixel_art_options_init(b); return End<KilnPixelArtOptions>(b); }
+        /// <summary><c>kiln_lora_init</c>.</summary>
+        public static KilnLora Lora() { IntPtr b = Begin(); KilnNative.kiln_lora_init(b); return End<KilnLora>(b); }
+        /// <summary><c>kiln_embedding_init</c>.</summary>
+        public static KilnEmbedding Embedding() { IntPtr b = Begin(); KilnNative.kiln_embedding_init(b); return End<KilnEmbedding>(b); }
         /// <summary><c>kiln_material_options_init</c>.</summary>
         public static KilnMaterialOptions MaterialOptions() { IntPtr b = Begin(); KilnNative.kiln_material_options_init(b); return End<KilnMaterialOptions>(b); }
     }

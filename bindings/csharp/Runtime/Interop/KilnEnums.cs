@@ -22,11 +22,15 @@ namespace Kiln.Interop
         ModelInvalid = 201,
         Io = 202,
         Unsupported = 203,
+        /// <summary>A LoRA or embedding file made for another model (architecture, width, ranks, keys).</summary>
+        AdapterMismatch = 204,
         RuntimeLoadFailed = 300,
         ProviderUnavailable = 301,
         InferenceFailed = 302,
         Cancelled = 400,
         Busy = 401,
+        /// <summary>An allocation failed even after Kiln freed what it could.</summary>
+        OutOfMemory = 500,
         Internal = 900,
     }
 

@@ -76,6 +76,18 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_model_seamless(KilnModelHandle model, uint axes, out IntPtr model_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern void kiln_lora_init(IntPtr lora);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_model_with_loras(KilnModelHandle model, [In] KilnLora[] loras, UIntPtr count, out IntPtr model_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern void kiln_embedding_init(IntPtr embedding);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_model_with_adapters(KilnModelHandle model, [In] KilnLora[] loras, UIntPtr lora_count, [In] KilnEmbedding[] embeddings, UIntPtr embedding_count, out IntPtr model_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_model_lora_count(KilnModelHandle model, out UIntPtr count_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_model_lora_get(KilnModelHandle model, UIntPtr index, out float scale_out, [In, Out] byte[] path_buf, UIntPtr path_buf_len, out UIntPtr path_len_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern void kiln_generate_options_init(IntPtr options);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_model_generate(KilnModelHandle model, ref KilnGenerateOptions options, out IntPtr image_out);

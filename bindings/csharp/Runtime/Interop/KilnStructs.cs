@@ -190,4 +190,22 @@ namespace Kiln.Interop
         public IntPtr graph_cache_dir;
         public uint sequential_load;
     }
+
+    /// <summary>C: <c>kiln_lora</c>. One LoRA file and its strength; <c>path</c> is borrowed for the call.</summary>
+    [NativeName("kiln_lora"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnLora
+    {
+        public uint struct_size;
+        public float scale;
+        public IntPtr path;
+    }
+
+    /// <summary>C: <c>kiln_embedding</c>. A textual-inversion file and its token (IntPtr.Zero = the file's own).</summary>
+    [NativeName("kiln_embedding"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnEmbedding
+    {
+        public uint struct_size;
+        public IntPtr path;
+        public IntPtr token;
+    }
 }

@@ -15,9 +15,10 @@ from kiln import _library
 from kiln._options import GenerateOptions
 from kiln.enums import (CellColor, Graph, JobEventKind, JobState, LogLevel, Matte, NormalConvention, Provider,
                         Residency, Scheduler, Seamless, Status)
-from kiln.errors import (ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
+from kiln.errors import (AdapterMismatchError, ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
                          InternalError, InvalidHandleError, JobFailedError, KilnError, KilnIOError, ModelError,
-                         ModelNotFoundError, ProviderError, RuntimeLoadError, UnsupportedError)
+                         ModelNotFoundError, OutOfMemoryError, ProviderError, RuntimeLoadError,
+                         UnsupportedError)
 from kiln.image import Image, MaterialMaps, Rect, Sprite
 from kiln.job import Job, Preview, Progress
 from kiln.model import Model, ModelInfo
@@ -31,7 +32,7 @@ __all__ = [
     "Residency", "Seamless", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
     "BufferTooSmallError", "InvalidHandleError", "ModelError", "ModelNotFoundError", "KilnIOError",
     "UnsupportedError", "RuntimeLoadError", "ProviderError", "InferenceError", "CancelledError", "BusyError",
-    "InternalError", "JobFailedError", "library_path", "version", "providers_compiled",
+    "InternalError", "JobFailedError", "AdapterMismatchError", "OutOfMemoryError", "library_path", "version", "providers_compiled",
 ]
 
 

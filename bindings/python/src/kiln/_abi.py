@@ -119,6 +119,8 @@ RuntimeOptions = _struct("kiln_runtime_options", [
     ("device_id", I32), ("require_provider", U32), ("residency", U32), ("embedding_cache_entries", U32),
     ("graph_cache_dir", STR), ("sequential_load", U32),
 ])
+Lora = _struct("kiln_lora", [("struct_size", U32), ("scale", F32), ("path", STR)])
+Embedding = _struct("kiln_embedding", [("struct_size", U32), ("path", STR), ("token", STR)])
 
 _P_USIZE = ptr_to(ctypes.c_size_t)
 _P_U32 = ptr_to(ctypes.c_uint32)
@@ -144,6 +146,12 @@ FUNCTIONS: dict[str, tuple[CType, list[CType]]] = {
     "kiln_model_get_info": (STATUS, [PTR, ptr_to(ModelInfo)]),
     "kiln_model_graph_provider": (STATUS, [PTR, U32, PTR, USIZE, _P_USIZE]),
     "kiln_model_seamless": (STATUS, [PTR, U32, _P_HANDLE]),
+    "kiln_lora_init": (VOID, [ptr_to(Lora)]),
+    "kiln_embedding_init": (VOID, [ptr_to(Embedding)]),
+    "kiln_model_with_loras": (STATUS, [PTR, ptr_to(Lora), USIZE, _P_HANDLE]),
+    "kiln_model_with_adapters": (STATUS, [PTR, ptr_to(Lora), USIZE, ptr_to(Embedding), USIZE, _P_HANDLE]),
+    "kiln_model_lora_count": (STATUS, [PTR, _P_USIZE]),
+    "kiln_model_lora_get": (STATUS, [PTR, USIZE, ptr_to(ctypes.c_float), PTR, USIZE, _P_USIZE]),
     "kiln_generate_options_init": (VOID, [ptr_to(GenerateOptions)]),
     "kiln_model_generate": (STATUS, [PTR, ptr_to(GenerateOptions), _P_HANDLE]),
     "kiln_model_generate_into": (STATUS, [PTR, ptr_to(GenerateOptions), PTR, USIZE, USIZE]),

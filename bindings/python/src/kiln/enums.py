@@ -12,7 +12,7 @@ __all__ = [
 
 
 class Status(IntEnum):
-    """Result of a call (``kiln_status``): 1xx argument, 2xx model/IO, 3xx runtime, 4xx flow, 9xx internal."""
+    """Result of a call (``kiln_status``): 1xx argument, 2xx model/IO, 3xx runtime, 4xx flow, 5xx resources, 9xx internal."""
 
     OK = 0
     NULL_ARGUMENT = 100
@@ -26,11 +26,13 @@ class Status(IntEnum):
     MODEL_INVALID = 201
     IO = 202
     UNSUPPORTED = 203
+    ADAPTER_MISMATCH = 204
     RUNTIME_LOAD_FAILED = 300
     PROVIDER_UNAVAILABLE = 301
     INFERENCE_FAILED = 302
     CANCELLED = 400
     BUSY = 401
+    OUT_OF_MEMORY = 500
     INTERNAL = 900
 
 

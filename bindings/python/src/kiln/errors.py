@@ -56,6 +56,11 @@ class UnsupportedError(ModelError):
     """KILN_STATUS_UNSUPPORTED: the model or request needs something Kiln does not do."""
 
 
+class AdapterMismatchError(ModelError):
+    """KILN_STATUS_ADAPTER_MISMATCH: a LoRA or embedding file made for another model (architecture, width,
+    ranks, keys that match no layer: the message lists them)."""
+
+
 class RuntimeLoadError(KilnError):
     """KILN_STATUS_RUNTIME_LOAD_FAILED: ONNX Runtime could not be loaded."""
 
@@ -74,6 +79,10 @@ class CancelledError(KilnError):
 
 class BusyError(KilnError):
     """KILN_STATUS_BUSY: e.g. a job that has not finished, or has no preview yet."""
+
+
+class OutOfMemoryError(KilnError, MemoryError):
+    """KILN_STATUS_OUT_OF_MEMORY: an allocation failed even after Kiln freed what it could."""
 
 
 class InternalError(KilnError):
@@ -95,11 +104,13 @@ _BY_STATUS: dict[int, type[KilnError]] = {
     Status.MODEL_NOT_FOUND: ModelNotFoundError,
     Status.IO: KilnIOError,
     Status.UNSUPPORTED: UnsupportedError,
+    Status.ADAPTER_MISMATCH: AdapterMismatchError,
     Status.RUNTIME_LOAD_FAILED: RuntimeLoadError,
     Status.PROVIDER_UNAVAILABLE: ProviderError,
     Status.INFERENCE_FAILED: InferenceError,
     Status.CANCELLED: CancelledError,
     Status.BUSY: BusyError,
+    Status.OUT_OF_MEMORY: OutOfMemoryError,
     Status.INTERNAL: InternalError,
 }
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +103,53 @@ class Model:
         out = ctypes.c_void_p()
         check(_library.lib().kiln_model_seamless(self.handle, int(Seamless(axes)), ctypes.byref(out)))
         return Model(out.value or 0, self._runtime)
+
+    def with_loras(self, loras: Iterable[tuple[str | os.PathLike[str], float]],
+                   embeddings: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]] = ()
+                   ) -> Model:
+        """A new model with these ``(path, scale)`` LoRAs merged into the original weights (a switch, not a
+        stack: ``[]`` gives the plain weights back), plus any textual-inversion ``embeddings`` (a path, or
+        ``(path, token)``). This model is unchanged; close the new one independently (or use ``with``).
+        A file made for another model raises AdapterMismatchError; an unreadable one ModelError."""
+        lib = _library.lib()
+        lora_list = list(loras)
+        c_loras = (_abi.Lora * max(len(lora_list), 1))()
+        keep: list[bytes] = []  # the path bytes must outlive the call
+        for c, (path, scale) in zip(c_loras, lora_list):
+            lib.kiln_lora_init(ctypes.byref(c))
+            keep.append(os.fsencode(path))
+            c.path, c.scale = keep[-1], float(scale)
+        emb_list = [e if isinstance(e, tuple) else (e, None) for e in embeddings]
+        c_embs = (_abi.Embedding * max(len(emb_list), 1))()
+        for c, (path, token) in zip(c_embs, emb_list):
+            lib.kiln_embedding_init(ctypes.byref(c))
+            keep.append(os.fsencode(path))
+            c.path = keep[-1]
+            if token is not None:
+                keep.append(token.encode("utf-8"))
+                c.token = keep[-1]
+        out = ctypes.c_void_p()
+        if emb_list:
+            check(lib.kiln_model_with_adapters(self.handle, c_loras, len(lora_list), c_embs, len(emb_list),
+                                               ctypes.byref(out)))
+        else:
+            check(lib.kiln_model_with_loras(self.handle, c_loras, len(lora_list), ctypes.byref(out)))
+        return Model(out.value or 0, self._runtime)
+
+    @property
+    def loras(self) -> list[tuple[str, float]]:
+        """The ``(path, scale)`` LoRAs merged into this model, in order (``[]`` for a plain model)."""
+        lib, handle = _library.lib(), self.handle
+        count = ctypes.c_size_t()
+        check(lib.kiln_model_lora_count(handle, ctypes.byref(count)))
+        out = []
+        for i in range(count.value):
+            scale = ctypes.c_float()
+            status, path = read_string(
+                lambda b, n, l, i=i, scale=scale: lib.kiln_model_lora_get(handle, i, ctypes.byref(scale), b, n, l))
+            check(status)
+            out.append((path, float(scale.value)))
+        return out
 
     def graph_provider(self, graph: Graph) -> str:
         """Which execution provider runs ``graph``, and why any requested one was skipped."""
