@@ -224,7 +224,7 @@ fn a_failed_jobs_error_kind_is_kept() {
     use kiln::jobs::{JobConfig, JobState};
     use kiln::{ErrorKind, GenerateRequest};
     let model = common::tiny_model();
-    let pool = model.runtime().jobs();
+    let pool = kiln::jobs::pool_for(model.runtime()).unwrap();
     let ok = pool.submit(model, GenerateRequest { prompt: "x".into(), steps: 1, ..Default::default() }, JobConfig::default());
     let bad = pool.submit(model, GenerateRequest { prompt: "x".into(), width: 65, steps: 1, ..Default::default() }, JobConfig::default());
     assert_eq!(pool.wait(ok, Duration::from_secs(60)).unwrap(), JobState::Succeeded);

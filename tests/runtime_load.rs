@@ -14,6 +14,7 @@ fn last_error() -> String {
 }
 
 /// An `OrtGetApiBase` of an ONNX Runtime too old for Kiln (API level 22).
+#[cfg(unix)]
 const FAKE_OLD_ORT: &str = "typedef struct { const void *(*get_api)(unsigned); const char *(*version)(void); } api_base;\n\
 static const void *get_api(unsigned v) { (void)v; return 0; }\n\
 static const char *version(void) { return \"1.10.0\"; }\n\
@@ -21,6 +22,7 @@ static const api_base base = { get_api, version };\n\
 const api_base *OrtGetApiBase(void) { return &base; }\n";
 
 /// Compiles `source` into a shared library `name` in a scratch folder.
+#[cfg(unix)]
 fn fake_library(name: &str, source: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-fake-ort-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -58,7 +60,9 @@ fn loading_fails_loudly_then_succeeds() {
 
     // Real shared libraries that are not a usable ONNX Runtime, built here:
     // one without `OrtGetApiBase`, one whose `OrtGetApiBase` reports version
-    // 1.10.0 and offers no API at the level Kiln needs.
+    // 1.10.0 and offers no API at the level Kiln needs. Unix only: they are
+    // built with the host's `cc` (the Windows CI runs this binary under Wine).
+    #[cfg(unix)]
     for (name, source, needle) in [
         ("libnot_ort.so", "int not_onnxruntime(void) { return 42; }\n", "libnot_ort.so"),
         ("libold_ort.so", FAKE_OLD_ORT, "libold_ort.so"),

@@ -46,9 +46,9 @@ impl Session {
 
     /// Kiln's job pool, which every session's jobs run in.
     pub fn pool() -> &'static JobPool {
-        // The pool is sized by the first runtime that submits; later calls
-        // return that same pool whatever number they pass.
-        kiln::jobs::global_pool(1)
+        // The process-wide job table; each submit grows its workers to the
+        // submitting runtime's `job_workers` (kiln::jobs::pool_for).
+        kiln::jobs::job_table()
     }
 
     /// Starts a generation: bad options give a tracker that fails on its
@@ -66,7 +66,7 @@ impl Session {
                 let model = loaded(&slot, &config)?;
                 let model = if parsed.seamless == Seamless::None { model } else { model.seamless(parsed.seamless)? };
                 let job = JobConfig { priority: parsed.priority, preview_interval: parsed.preview_interval, observer: None };
-                Ok(model.runtime().jobs().submit(&model, parsed.request, job))
+                Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, parsed.request, job))
             })();
             // The receiver is gone only when the node was freed; nothing to tell then.
             let _ = tx.send(submitted);
