@@ -252,7 +252,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         // before the next one is made; file order otherwise.
         let mut order: Vec<usize> = (0..todo.len()).collect();
         let first_of: HashMap<&Path, usize> = todo.iter().enumerate().rev().map(|(i, t)| (t.asset.model.as_path(), i)).collect();
-        let first_of_set: HashMap<(&Path, LoraSet), usize> =
+        let first_of_set: HashMap<LoraGroup<'_>, usize> =
             todo.iter().enumerate().rev().map(|(i, t)| ((t.asset.model.as_path(), lora_set(t.asset)), i)).collect();
         order.sort_by_key(|&i| {
             let a = todo[i].asset;
@@ -260,7 +260,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         });
         let mut models: HashMap<&Path, Result<Model, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
-        let mut lora_view: Option<((&Path, LoraSet), Result<Model, String>)> = None;
+        let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
             let Todo { asset, key } = &todo[i];
             if INTERRUPTED.load(Ordering::SeqCst) {
@@ -354,6 +354,9 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
 
 /// An asset's LoRAs as a comparable set: (file, scale bits), in manifest order.
 type LoraSet = Vec<(PathBuf, u32)>;
+
+/// The assets that share one LoRA view: a model folder and a LoRA set.
+type LoraGroup<'a> = (&'a Path, LoraSet);
 
 fn lora_set(asset: &Asset) -> LoraSet {
     asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect()
