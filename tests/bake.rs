@@ -2,8 +2,9 @@
 //! machine would: the example manifest bakes, a rerun skips everything, an
 //! edited asset alone is redone, a killed bake leaves no truncated file, two
 //! shards cover the manifest exactly once, the DDS files load in a reader that
-//! shares no code with the writer and every mip level tiles, and an asset with
-//! `generate`'s settings gives `generate`'s pixels.
+//! shares no code with the writer and every mip level tiles, an asset with
+//! `generate`'s settings gives `generate`'s pixels, with and without LoRAs, and
+//! a LoRA's scale or bytes re-bake exactly the assets that use it.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -500,10 +501,15 @@ fn a_failed_asset_does_not_stop_the_others_and_the_exit_status_says_so() {
 fn manifest_errors_name_asset_key_and_line_and_nothing_is_baked() {
     let dir = scratch("errors");
     let model = format!("{:?}", bundled_model().display().to_string());
+    // LoRA files are found relative to the manifest, and checked before anything bakes.
+    let missing_lora = format!("line 3, asset \"a\", key `lora`: {} is not a file", dir.join("moss.safetensors").display());
     let cases = [
         (format!("[defaults]\nmodel = {model}\n[[asset]]\nname = \"grass\"\nprompt = \"grass\"\ncolour = \"green\"\n"), "line 6, asset \"grass\", key `colour`: unknown field"),
         (format!("[defaults]\nmodel = {model}\n[[asset]]\nname = \"grass\"\nsteps = 0\n"), "line 5, asset \"grass\", key `steps`: 0 is outside 1..=1000"),
-        (format!("[defaults]\nmodel = {model}\nlora = {{ path = \"moss.safetensors\", scale = 0.8 }}\n[[asset]]\nname = \"a\"\n"), "line 3, asset \"a\", key `lora`: LoRA not supported by this build"),
+        (
+            format!("[defaults]\nmodel = {model}\nlora = {{ path = \"moss.safetensors\", scale = 0.8 }}\n[[asset]]\nname = \"a\"\n"),
+            missing_lora.as_str(),
+        ),
         (format!("[defaults]\nmodel = {model}\n[[asset]]\nname = \"a\"\n[[asset]]\nname = \"a\"\n"), "line 6, asset \"a\", key `name`: an earlier asset has this name"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
@@ -515,4 +521,108 @@ fn manifest_errors_name_asset_key_and_line_and_nothing_is_baked() {
         assert!(stderr(&o).contains(want), "case {i}: wanted {want:?} in\n{}", stderr(&o));
         assert!(!out.exists(), "case {i}: nothing is written for an invalid manifest");
     }
+}
+
+/// The LoRA fixtures (made for tests/fixtures/tiny-sd; see their README).
+fn lora_fixture(name: &str) -> PathBuf {
+    common::root().join("tests/fixtures/lora").join(name)
+}
+
+/// A manifest beside copies of the LoRA files (so paths are relative to it and
+/// a test can change a file): `style` at `style_scale` on a plain and on a
+/// seamless asset (one LoRA view, and a seamless view of it), a plain asset
+/// with the same prompt and seed, and two assets whose LoRA cannot load.
+fn write_lora_manifest(dir: &Path, style_scale: &str) -> PathBuf {
+    let manifest = dir.join("lora.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone brick wall\"\nnegative_prompt = \"blurry\"\nseed = 7\nsteps = 4\nscheduler = \"ddim\"\n\
+             [[asset]]\nname = \"plain\"\n\
+             [[asset]]\nname = \"styled\"\nlora = {{ path = \"loras/style.safetensors\", scale = {style_scale} }}\n\
+             [[asset]]\nname = \"truncated\"\nlora = {{ path = \"loras/truncated.safetensors\" }}\n\
+             [[asset]]\nname = \"styled_tiled\"\nseamless = \"xy\"\nseed = 8\nlora = {{ path = \"loras/style.safetensors\", scale = {style_scale} }}\n\
+             [[asset]]\nname = \"sd2_lora\"\nlora = [{{ path = \"loras/style.safetensors\" }}, {{ path = \"loras/sd2_dims.safetensors\", scale = 0.5 }}]\n",
+            common::fixture().display().to_string()
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+#[test]
+fn lora_assets_give_generates_pixels_rebake_on_scale_or_file_change_and_fail_alone() {
+    let dir = scratch("lora");
+    let loras = dir.join("loras");
+    std::fs::create_dir_all(&loras).unwrap();
+    std::fs::copy(lora_fixture("style.kohya.safetensors"), loras.join("style.safetensors")).unwrap();
+    std::fs::copy(lora_fixture("broken/truncated.safetensors"), loras.join("truncated.safetensors")).unwrap();
+    std::fs::copy(lora_fixture("broken/sd2_dims.safetensors"), loras.join("sd2_dims.safetensors")).unwrap();
+    let manifest = write_lora_manifest(&dir, "0.5");
+    let out = dir.join("out");
+
+    // A bad LoRA fails only its asset, with the reason in the report.
+    let (o, report) = bake(&manifest, &out, &[]);
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["plain".into(), "styled".into(), "styled_tiled".into()]), "{log}");
+    assert_eq!(names_with(&report, "failed"), BTreeSet::from(["truncated".into(), "sd2_lora".into()]), "{log}");
+    for e in report["assets"].as_array().unwrap().iter().filter(|e| e["status"] == "failed") {
+        let (name, error) = (e["name"].as_str().unwrap(), e["error"].as_str().unwrap());
+        println!("{name}: {error}");
+        let file = if name == "truncated" { "truncated.safetensors" } else { "sd2_dims.safetensors" };
+        assert!(error.contains(file), "{name}: the report names the bad file: {error}");
+        assert!(!out.join(format!("{name}.png")).exists() && !out.join(format!("{name}.kiln-key")).exists(), "{name}: nothing written");
+    }
+    // One view for the two assets that share `style` at 0.5 (the seamless one is a view of it).
+    let merges = log.lines().filter(|l| l.contains("merging LoRA") && l.contains("style.safetensors scale 0.5")).count();
+    assert_eq!(merges, 1, "the style view is built once and reused:\n{log}");
+
+    // The same pixels as `generate --lora FILE:SCALE` with the same settings.
+    let generate = |extra: &[&str], file: &str| {
+        let r = Command::new(generate_bin())
+            .arg("--model")
+            .arg(common::fixture())
+            .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "4", "--scheduler", "ddim"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        read_png(&dir.join(file)).0
+    };
+    let style_arg = format!("{}:0.5", loras.join("style.safetensors").display());
+    let styled = generate(&["--seed", "7", "--lora", &style_arg], "styled_gen.png");
+    let tiled = generate(&["--seed", "8", "--seamless", "xy", "--lora", &style_arg], "tiled_gen.png");
+    let plain = generate(&["--seed", "7"], "plain_gen.png");
+    assert!(read_png(&out.join("styled.png")).0 == styled, "styled: kiln-bake's pixels differ from generate --lora's");
+    assert!(read_png(&out.join("styled_tiled.png")).0 == tiled, "styled_tiled: kiln-bake's pixels differ from generate --seamless xy --lora's");
+    assert!(read_png(&out.join("plain.png")).0 == plain, "plain: kiln-bake's pixels differ from generate's");
+    let changed = styled.iter().zip(&plain).filter(|(a, b)| a != b).count();
+    println!("the LoRA changes {changed} of {} channel values", plain.len());
+    assert!(changed > 0, "the LoRA must act, so the comparison can fail");
+
+    // A new scale re-bakes exactly the assets with that LoRA; the good rest is skipped.
+    write_lora_manifest(&dir, "0.8");
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["styled".into(), "styled_tiled".into()]), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{}", stderr(&o));
+    let styled_08 = read_png(&out.join("styled.png")).0;
+    assert!(styled_08 != styled, "scale 0.8 makes other pixels than 0.5");
+
+    // Only the scale of one asset: only that asset.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replacen("seed = 8\nlora = { path = \"loras/style.safetensors\", scale = 0.8 }", "seed = 8\nlora = { path = \"loras/style.safetensors\", scale = 0.9 }", 1);
+    std::fs::write(&manifest, text).unwrap();
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["styled_tiled".into()]), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into(), "styled".into()]), "{}", stderr(&o));
+
+    // Other bytes under the same file name re-bake its assets too.
+    std::fs::copy(lora_fixture("detail.kohya.safetensors"), loras.join("style.safetensors")).unwrap();
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["styled".into(), "styled_tiled".into()]), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{}", stderr(&o));
+    assert!(read_png(&out.join("styled.png")).0 != styled_08, "another LoRA file makes other pixels");
 }

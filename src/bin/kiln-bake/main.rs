@@ -171,8 +171,9 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         eprintln!("kiln-bake: shard {i}/{n}: {} of {} assets", selected.len(), manifest.assets.len());
     }
 
-    // Keys first: they need each model's identity, not the model itself.
+    // Keys first: they need each model's and LoRA's identity, not the model itself.
     let mut identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+    let mut lora_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut todo: Vec<Todo<'_>> = Vec::new();
     let mut keys: HashMap<String, String> = HashMap::new();
@@ -181,11 +182,24 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             .entry(asset.model.clone())
             .or_insert_with(|| store::model_identity(&asset.model).map_err(|e| format!("cannot read model {}: {e}", asset.model.display())))
             .clone();
+        let identity = identity.and_then(|id| {
+            let loras = asset
+                .loras
+                .iter()
+                .map(|l| {
+                    lora_identities
+                        .entry(l.path.clone())
+                        .or_insert_with(|| store::file_identity(&l.path).map_err(|e| format!("cannot read LoRA {}: {e}", l.path.display())))
+                        .clone()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((id, loras))
+        });
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
             Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
-            Ok(id) => {
-                let key = store::content_key(asset, &id);
+            Ok((id, loras)) => {
+                let key = store::content_key(asset, &id, &loras);
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
                     entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
@@ -233,11 +247,20 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         }
     }
     if let Some(Ok(runtime)) = &runtime {
-        // All assets of one model in a row, so it loads once; file order otherwise.
+        // All assets of one model in a row, so it loads once, and within it all
+        // assets of one LoRA set in a row, so its view is built once and dropped
+        // before the next one is made; file order otherwise.
         let mut order: Vec<usize> = (0..todo.len()).collect();
         let first_of: HashMap<&Path, usize> = todo.iter().enumerate().rev().map(|(i, t)| (t.asset.model.as_path(), i)).collect();
-        order.sort_by_key(|&i| (first_of[todo[i].asset.model.as_path()], i));
+        let first_of_set: HashMap<LoraGroup<'_>, usize> =
+            todo.iter().enumerate().rev().map(|(i, t)| ((t.asset.model.as_path(), lora_set(t.asset)), i)).collect();
+        order.sort_by_key(|&i| {
+            let a = todo[i].asset;
+            (first_of[a.model.as_path()], first_of_set[&(a.model.as_path(), lora_set(a))], i)
+        });
         let mut models: HashMap<&Path, Result<Model, String>> = HashMap::new();
+        // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
+        let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
             let Todo { asset, key } = &todo[i];
             if INTERRUPTED.load(Ordering::SeqCst) {
@@ -252,11 +275,28 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 Model::load_with(runtime, &asset.model, &ModelOptions { seamless: axes, matting: None })
                     .map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
+            let set = lora_set(asset);
+            let model: Result<&Model, String> = match model {
+                Err(e) => Err(e.clone()),
+                Ok(base) if set.is_empty() => Ok(base),
+                Ok(base) => {
+                    let group = (asset.model.as_path(), set);
+                    if lora_view.as_ref().is_none_or(|(g, _)| *g != group) {
+                        drop(lora_view.take()); // free the previous view's merged weights first
+                        let specs: Vec<(&Path, f32)> = asset.loras.iter().map(|l| (l.path.as_path(), l.scale)).collect();
+                        let names = asset.loras.iter().map(|l| format!("{} scale {}", l.path.display(), l.scale)).collect::<Vec<_>>().join(", ");
+                        progress.log(&format!("merging LoRA {names} into {}", asset.model.display()));
+                        let view = base.with_loras(&specs).map_err(|e| format!("LoRA {names}: {e}"));
+                        lora_view = Some((group, view));
+                    }
+                    lora_view.as_ref().expect("just set").1.as_ref().map_err(Clone::clone)
+                }
+            };
             let t0 = Instant::now();
             progress.start(&asset.name);
             let result = match model {
                 Ok(model) => bake_one(runtime, model, asset, key, out, &mut progress),
-                Err(e) => Err(e.clone()),
+                Err(e) => Err(e),
             };
             let seconds = t0.elapsed().as_secs_f64();
             match result {
@@ -312,6 +352,16 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     })
 }
 
+/// An asset's LoRAs as a comparable set: (file, scale bits), in manifest order.
+type LoraSet = Vec<(PathBuf, u32)>;
+
+/// The assets that share one LoRA view: a model folder and a LoRA set.
+type LoraGroup<'a> = (&'a Path, LoraSet);
+
+fn lora_set(asset: &Asset) -> LoraSet {
+    asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect()
+}
+
 fn planned(name: &str) -> Entry {
     Entry { name: name.to_string(), status: "planned", outputs: vec![], seconds: 0.0, error: None }
 }
@@ -334,6 +384,8 @@ fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
 
 /// Generates one asset as a Kiln job (so Ctrl-C cancels it through Kiln),
 /// post-processes it as `generate` does and writes every output, then its key.
+/// `model` is the plain model or the asset's LoRA view; a seamless asset gets
+/// that model's seamless view (cached by the model, so made once per group).
 fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Path, progress: &mut Progress) -> Result<Vec<String>, String> {
     let view = if model.seamless_axes() == asset.seamless { model.clone() } else { model.seamless(asset.seamless).map_err(|e| e.to_string())? };
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
@@ -395,7 +447,12 @@ fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Pa
         store::write_atomic(&out.join(name), bytes).map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))?;
     }
     // The key goes last: a bake killed before this point is redone next time.
-    let settings = serde_json::to_value(asset).map_err(|e| e.to_string())?;
+    let mut settings = serde_json::to_value(asset).map_err(|e| e.to_string())?;
+    if !asset.loras.is_empty() {
+        // For people reading the key file; the key itself holds the files' identities.
+        let loras = asset.loras.iter().map(|l| serde_json::json!({"path": l.path.display().to_string(), "scale": l.scale})).collect();
+        settings["lora"] = serde_json::Value::Array(loras);
+    }
     let key_file = store::KeyFile { key: key.to_string(), outputs: names.clone(), settings };
     let json = serde_json::to_vec_pretty(&key_file).map_err(|e| e.to_string())?;
     let key_path = store::key_path(out, &asset.name);

@@ -36,11 +36,10 @@ struct Table {
     mipmaps: Option<Spanned<bool>>,
 }
 
-/// `lora = { path = "…", scale = 0.8 }` or a list of them. The shape is
-/// checked now so manifests written for a LoRA-enabled build validate the same.
+/// `lora = { path = "…", scale = 0.8 }` or a list of them (`[]` = none,
+/// which turns a `[defaults]` LoRA off for one asset).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-#[allow(dead_code)] // the specs are read once LoRA lands
 enum Lora {
     One(LoraSpec),
     Many(Vec<LoraSpec>),
@@ -48,7 +47,6 @@ enum Lora {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // read once LoRA lands; until then only the shape is checked
 struct LoraSpec {
     path: String,
     scale: Option<f64>,
@@ -119,6 +117,15 @@ impl Format {
     }
 }
 
+/// One LoRA merged into an asset's model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetLora {
+    /// The `.safetensors` file (relative paths resolved against the manifest's folder).
+    pub path: PathBuf,
+    /// How strongly it is merged; 1.0 when not given.
+    pub scale: f32,
+}
+
 /// One asset with the defaults applied and every value checked.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Asset {
@@ -144,6 +151,10 @@ pub struct Asset {
     /// Tiling axes.
     #[serde(serialize_with = "seamless_name")]
     pub seamless: Seamless,
+    /// LoRAs merged into the model, in manifest order. Like `model`, not in the
+    /// serialized settings: the content key holds each file's identity instead.
+    #[serde(skip)]
+    pub loras: Vec<AssetLora>,
     /// Cut out a sprite.
     pub sprite: bool,
     /// `(cell, colors)`.
@@ -271,8 +282,8 @@ impl Lines<'_> {
     }
 }
 
-/// Reads and validates `path`. Relative model folders are relative to the
-/// manifest's folder. All semantic errors are returned at once.
+/// Reads and validates `path`. Relative model folders and LoRA files are
+/// relative to the manifest's folder. All semantic errors are returned at once.
 pub fn load(path: &Path) -> Result<Manifest, Vec<ManifestError>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![ManifestError { line: 0, asset: None, key: None, message: format!("cannot read {}: {e}", path.display()) }])?;
@@ -280,7 +291,7 @@ pub fn load(path: &Path) -> Result<Manifest, Vec<ManifestError>> {
     parse(&text, base)
 }
 
-/// Validates manifest `text`; `base` is the folder relative model paths start from.
+/// Validates manifest `text`; `base` is the folder relative model and LoRA paths start from.
 pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
     let lines = Lines(text);
     let doc: Document = toml::from_str(text).map_err(|e| vec![syntax_error(text, &lines, &e)])?;
@@ -502,12 +513,24 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             }
         },
     };
+    let mut loras = Vec::new();
     if let Some((lora, line)) = pick!(lora) {
-        let n = match lora {
-            Lora::One(_) => 1,
-            Lora::Many(v) => v.len(),
+        let specs = match lora {
+            Lora::One(s) => std::slice::from_ref(s),
+            Lora::Many(v) => v.as_slice(),
         };
-        errors.push(err(line, "lora", format!("LoRA not supported by this build ({n} given); remove the key or use a build with LoRA")));
+        for spec in specs {
+            let path = base.join(&spec.path);
+            if !path.is_file() {
+                errors.push(err(line, "lora", format!("{} is not a file", path.display())));
+            }
+            let scale = spec.scale.unwrap_or(1.0);
+            // The library rejects a non-finite scale; say so here, before anything bakes.
+            if !(scale.is_finite() && (scale as f32).is_finite()) {
+                errors.push(err(line, "lora", format!("scale {scale} of {} is not a finite number", spec.path)));
+            }
+            loras.push(AssetLora { path, scale: scale as f32 });
+        }
     }
     let sprite = pick!(sprite).is_some_and(|(b, _)| *b);
     let pixel_art = match pick!(pixel_art) {
@@ -561,6 +584,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             guidance,
             size,
             seamless,
+            loras,
             sprite,
             pixel_art,
             normal_map,
@@ -619,13 +643,41 @@ mod tests {
     }
 
     #[test]
-    fn lora_shape_is_checked_then_rejected_clearly() {
-        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"x.safetensors\", scale = 0.7 }\n");
-        assert!(e[0].message.contains("LoRA not supported by this build"), "{}", e[0]);
-        assert_eq!(e[0].line, 5);
+    fn loras_resolve_against_the_manifest_with_defaults_and_overrides() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nlora = { path = \"lora/style.kohya.safetensors\" }\n\
+             [[asset]]\nname = \"a\"\n\
+             [[asset]]\nname = \"b\"\nlora = [{ path = \"lora/style.peft.safetensors\", scale = 0.5 }, { path = \"lora/detail.kohya.safetensors\", scale = -1 }]\n\
+             [[asset]]\nname = \"c\"\nlora = []\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let lora = |f: &str| model_dir().join("lora").join(f);
+        assert_eq!(m.assets[0].loras, vec![AssetLora { path: lora("style.kohya.safetensors"), scale: 1.0 }], "default scale 1.0 from [defaults]");
+        assert_eq!(
+            m.assets[1].loras,
+            vec![AssetLora { path: lora("style.peft.safetensors"), scale: 0.5 }, AssetLora { path: lora("detail.kohya.safetensors"), scale: -1.0 }],
+            "an asset's list replaces the default, in order, integer scales accepted"
+        );
+        assert!(m.assets[2].loras.is_empty(), "`lora = []` turns the default off");
+    }
+
+    #[test]
+    fn bad_loras_name_asset_key_and_line() {
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"lora/missing.safetensors\", scale = 0.7 }\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].line, e[0].asset.as_deref(), e[0].key.as_deref()), (5, Some("asset \"a\""), Some("lora")), "{}", e[0]);
+        assert!(e[0].message.contains("missing.safetensors") && e[0].message.contains("not a file"), "{}", e[0]);
+        // A folder is not a LoRA file.
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\nlora = { path = \"lora\" }\n[[asset]]\nname = \"b\"\n");
+        assert_eq!((e[0].line, e[0].asset.as_deref(), e[0].key.as_deref()), (3, Some("asset \"b\""), Some("lora")), "{}", e[0]);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"lora/style.kohya.safetensors\", scale = nan }\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("lora")), "{}", e[0]);
+        assert!(e[0].message.contains("not a finite number"), "{}", e[0]);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"lora/style.kohya.safetensors\", scale = 1e39 }\n");
+        assert!(e[0].message.contains("not a finite number"), "too big for f32: {}", e[0]);
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { file = \"x\" }\n");
-        assert!(!e[0].message.contains("LoRA not supported"), "a malformed lora is a shape error first: {}", e[0]);
-        assert_eq!(e[0].key.as_deref(), Some("lora"));
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("lora")), "a malformed lora is a shape error: {}", e[0]);
     }
 
     #[test]

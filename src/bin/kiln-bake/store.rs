@@ -80,15 +80,38 @@ pub fn model_identity(dir: &Path) -> std::io::Result<String> {
     Ok(format!("{:016x}", h.finish()))
 }
 
-/// The content key of an asset: its resolved settings, the model's identity
-/// and Kiln's version (a new Kiln may make other pixels).
-pub fn content_key(asset: &Asset, model_identity: &str) -> String {
+/// The identity of one file: its size and bytes. Moving or renaming it keeps it.
+pub fn file_identity(path: &Path) -> std::io::Result<String> {
+    let mut h = Fnv::new();
+    let mut file = std::fs::File::open(path)?;
+    h.write(&file.metadata()?.len().to_le_bytes());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.write(&buf[..n]);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// The content key of an asset: its resolved settings, the model's identity,
+/// each LoRA's file identity and scale (`lora_identities` in the order of
+/// `asset.loras`) and Kiln's version (a new Kiln may make other pixels).
+/// An asset without LoRAs keeps the key it had before LoRAs existed.
+pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[String]) -> String {
     let settings = serde_json::to_string(asset).expect("asset settings serialize");
     let mut h = Fnv::new();
     h.field(b"kiln-bake key v1");
     h.field(kiln::VERSION.as_bytes());
     h.field(model_identity.as_bytes());
     h.field(settings.as_bytes());
+    for (lora, identity) in asset.loras.iter().zip(lora_identities) {
+        h.field(b"lora");
+        h.field(identity.as_bytes());
+        h.field(&lora.scale.to_bits().to_le_bytes());
+    }
     format!("{:016x}", h.finish())
 }
 
