@@ -43,35 +43,54 @@ pub unsafe extern "C" fn kiln_lora_init(lora: *mut kiln_lora) {
     })
 }
 
-/// Reads `count` entries laid out `loras[0].struct_size` bytes apart.
+/// Reads `count` versioned structs laid out `array[0].struct_size` bytes
+/// apart (`name` is the C argument, for messages). Every entry must state the
+/// same size, one this library published (`v1`, the only layout so far).
 ///
 /// # Safety
-/// `loras` must point to `count` structs of the size their first field states.
-unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSpec>> {
+/// `array` must point to `count` structs of the size their first field states.
+unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, defaults: T, v1: usize, name: &str) -> Result<Vec<T>> {
     if count == 0 {
         return Ok(Vec::new());
     }
-    non_null(loras, "loras")?;
+    non_null(array, name)?;
     // SAFETY: non-null; every entry starts with its u32 struct_size.
-    let stride = unsafe { *(loras as *const u32) } as usize;
-    if !(LORA_V1..=std::mem::size_of::<kiln_lora>()).contains(&stride) {
+    let stride = unsafe { *(array as *const u32) } as usize;
+    if !(v1..=std::mem::size_of::<T>()).contains(&stride) {
+        let init = name.trim_end_matches('s');
         return Err(Error::new(
             ErrorKind::StructSizeMismatch,
-            format!("`loras[0].struct_size` is {stride}; this library accepts {LORA_V1} (call kiln_lora_init on every entry)"),
+            format!("`{name}[0].struct_size` is {stride}; this library accepts {v1} (call kiln_{init}_init on every entry)"),
         ));
     }
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         // SAFETY: the caller passes `count` entries of `stride` bytes.
-        let entry = unsafe { (loras as *const u8).add(i * stride) } as *const kiln_lora;
+        let entry = unsafe { (array as *const u8).add(i * stride) } as *const T;
         // SAFETY: as above; the size is checked against the first entry's.
-        let l = unsafe { super::boundary::read_versioned(entry, default_lora(), &[], &format!("loras[{i}]"))? };
-        if l.struct_size as usize != stride {
+        let e = unsafe { super::boundary::read_versioned(entry, defaults, &[], &format!("{name}[{i}]"))? };
+        // SAFETY: `e` is a copy of a versioned struct, which starts with its u32 struct_size.
+        let size = unsafe { *(&e as *const T as *const u32) } as usize;
+        if size != stride {
             return Err(Error::new(
                 ErrorKind::StructSizeMismatch,
-                format!("`loras[{i}].struct_size` is {} but `loras[0].struct_size` is {stride}", l.struct_size),
+                format!("`{name}[{i}].struct_size` is {size} but `{name}[0].struct_size` is {stride}"),
             ));
         }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Reads the `count` entries of a `kiln_lora` array.
+///
+/// # Safety
+/// As [`versioned_array`].
+unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSpec>> {
+    // SAFETY: the caller's promise, passed on.
+    let entries = unsafe { versioned_array(loras, count, default_lora(), LORA_V1, "loras")? };
+    let mut out = Vec::with_capacity(count);
+    for (i, l) in entries.into_iter().enumerate() {
         // SAFETY: NUL-terminated per the header.
         let path = unsafe { utf8_arg(l.path, &format!("loras[{i}].path"))? };
         if !l.scale.is_finite() {
@@ -155,35 +174,15 @@ pub unsafe extern "C" fn kiln_embedding_init(embedding: *mut kiln_embedding) {
     })
 }
 
-/// Reads `count` embedding entries laid out `embeddings[0].struct_size` bytes apart.
+/// Reads the `count` entries of a `kiln_embedding` array.
 ///
 /// # Safety
-/// `embeddings` must point to `count` structs of the size their first field states.
+/// As [`versioned_array`].
 unsafe fn embeddings_from(embeddings: *const kiln_embedding, count: usize) -> Result<Vec<EmbeddingSpec>> {
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    non_null(embeddings, "embeddings")?;
-    // SAFETY: non-null; every entry starts with its u32 struct_size.
-    let stride = unsafe { *(embeddings as *const u32) } as usize;
-    if !(EMBEDDING_V1..=std::mem::size_of::<kiln_embedding>()).contains(&stride) {
-        return Err(Error::new(
-            ErrorKind::StructSizeMismatch,
-            format!("`embeddings[0].struct_size` is {stride}; this library accepts {EMBEDDING_V1} (call kiln_embedding_init on every entry)"),
-        ));
-    }
+    // SAFETY: the caller's promise, passed on.
+    let entries = unsafe { versioned_array(embeddings, count, default_embedding(), EMBEDDING_V1, "embeddings")? };
     let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        // SAFETY: the caller passes `count` entries of `stride` bytes.
-        let entry = unsafe { (embeddings as *const u8).add(i * stride) } as *const kiln_embedding;
-        // SAFETY: as above.
-        let e = unsafe { super::boundary::read_versioned(entry, default_embedding(), &[], &format!("embeddings[{i}]"))? };
-        if e.struct_size as usize != stride {
-            return Err(Error::new(
-                ErrorKind::StructSizeMismatch,
-                format!("`embeddings[{i}].struct_size` is {} but `embeddings[0].struct_size` is {stride}", e.struct_size),
-            ));
-        }
+    for (i, e) in entries.into_iter().enumerate() {
         // SAFETY: NUL-terminated per the header.
         let path = unsafe { utf8_arg(e.path, &format!("embeddings[{i}].path"))? };
         // SAFETY: NULL or NUL-terminated per the header.

@@ -100,7 +100,10 @@ pub(crate) fn apply_emphasis(z: &mut ArrayD<f32>, weights: &[f32]) -> Result<()>
     let after = mean(z);
     let magnitude_after = mean_abs(z);
     let ratio = before / after;
-    let ill = |m: f32, magnitude: f32| !(m.abs() >= MIN_MEAN_RATIO * magnitude);
+    // Ill unless |m| is at least the bound; a NaN on either side is ill too.
+    let ill = |m: f32, magnitude: f32| {
+        !matches!(m.abs().partial_cmp(&(MIN_MEAN_RATIO * magnitude)), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal))
+    };
     if !ratio.is_finite() || ill(before, magnitude_before) || ill(after, magnitude_after) {
         return Err(Error::invalid(format!(
             "prompt weighting: A1111's mean restoration multiplies by mean(z) / mean(z*w) = {before:e} / {after:e}, \
