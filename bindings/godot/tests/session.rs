@@ -142,8 +142,10 @@ fn failures_carry_kiln_status_and_message() {
 fn cancel_ends_the_job_with_cancelled() {
     use OptionValue::*;
     let s = session();
-    // Long enough that it cannot finish before the cancel lands.
-    let mut t = s.start("x", &opts(&[("steps", Int(1000)), ("scheduler", String("ddim".into()))]));
+    // Long enough that it cannot finish before the cancel lands, and valid for the
+    // fixture's schedule (1000 steps with steps_offset 1 would reach timestep 1000 and be
+    // refused with 201 when the job starts before the cancel: a race, seen in CI).
+    let mut t = s.start("x", &opts(&[("steps", Int(500)), ("scheduler", String("ddim".into()))]));
     assert!(t.cancel(Session::pool()));
     let events = run_to_end(&mut t);
     let (status, message) = failure(&events);
