@@ -94,7 +94,50 @@ impl Error {
         if text.contains("terminate") || text.contains("Terminate") {
             return Self::new(ErrorKind::Cancelled, format!("{graph}: run cancelled ({text})"));
         }
+        if is_allocation_failure(&text) {
+            return Self::new(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "out of memory running {graph} (a smaller size or batch, per-stage residency or a larger GPU memory cap may fit): {text}"
+                ),
+            );
+        }
         Self::new(ErrorKind::Inference, format!("ONNX Runtime failed running {graph}: {text}"))
+    }
+}
+
+/// Whether an ONNX Runtime error says an allocation failed: the CPU and CUDA
+/// arenas ("Failed to allocate memory", BFCArena's "Available memory of … is
+/// smaller than requested bytes", the cap `gpu_mem_limit` sets), CUDA's own
+/// allocator and cuDNN/cuBLAS workspaces.
+pub(crate) fn is_allocation_failure(text: &str) -> bool {
+    const SIGNS: [&str; 7] = [
+        "Failed to allocate memory",
+        "is smaller than requested bytes",
+        "out of memory",
+        "cudaErrorMemoryAllocation",
+        "CUDNN_STATUS_ALLOC_FAILED",
+        "CUBLAS_STATUS_ALLOC_FAILED",
+        "bad_alloc",
+    ];
+    SIGNS.iter().any(|s| text.contains(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_allocation_failure;
+
+    #[test]
+    fn onnx_runtime_allocation_failures_are_recognised() {
+        // Text ONNX Runtime 1.31.1's CUDA provider printed on an H200 with a 1 MiB cap.
+        assert!(is_allocation_failure(
+            "Non-zero status code returned while running Conv node. Name:'/conv_in/Conv' Status Message: \
+             /onnxruntime_src/onnxruntime/core/framework/bfc_arena.cc:359 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, \
+             onnxruntime::Stream*) Available memory of 0 is smaller than requested bytes of 6324224"
+        ));
+        assert!(is_allocation_failure("CUDA failure 2: out of memory ; GPU=0 ; hostname=x ; expr=cudaMalloc"));
+        assert!(is_allocation_failure("Failed to allocate memory for requested buffer of size 123"));
+        assert!(!is_allocation_failure("Got invalid dimensions for input: sample for the following indices"));
     }
 }
 

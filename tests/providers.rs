@@ -105,3 +105,53 @@ fn bad_provider_lists_are_rejected() {
     let mut rt = ptr::null_mut();
     assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::NullArgument);
 }
+
+/// A GPU memory cap a job outgrows: the job fails with OUT_OF_MEMORY and a
+/// message (never an abort), and the same runtime and model then complete a
+/// smaller job. Needs a CUDA GPU; tools/gpu_check.sh runs it with `--ignored`.
+#[test]
+#[ignore = "needs a CUDA GPU and ONNX Runtime's CUDA provider (tools/gpu_check.sh runs it)"]
+fn gpu_out_of_memory_is_a_status_and_a_smaller_job_then_runs() {
+    let cuda = [kiln_provider::Cuda as u32];
+    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut o) };
+    o.providers = cuda.as_ptr();
+    o.providers_len = 1;
+    o.require_provider = 1;
+    o.gpu_math = kiln_gpu_math::Exact as u32;
+    // Each session's arena: plenty for tiny-sd's weights and a 256x256 job, far
+    // too little for self-attention over a 2048x2048 job's 65536 latent pixels.
+    o.gpu_memory_limit = 256 << 20;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok, "{}", last_error());
+    let (s, m) = load(rt);
+    assert_eq!(s, kiln_status::Ok, "{}", last_error());
+    let unet = graph_provider(m, kiln_graph::Unet as u32);
+    println!("U-Net runs on: {unet}");
+    assert!(unet.starts_with("CUDAExecutionProvider [gpu math exact"), "{unet}");
+
+    let generate = |side: u32| {
+        let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+        unsafe { kiln_generate_options_init(&mut g) };
+        let prompt = CString::new("mossy stone").unwrap();
+        g.prompt = prompt.as_ptr();
+        g.width = side;
+        g.height = side;
+        g.steps = 1;
+        let mut image = ptr::null_mut();
+        let s = unsafe { kiln_model_generate(m, &g, &mut image) };
+        let message = last_error();
+        unsafe { kiln::ffi::image::kiln_image_free(image) };
+        (s, message)
+    };
+    let (s, message) = generate(2048);
+    println!("2048x2048 under a 256 MiB cap: {s:?} {message}");
+    assert_eq!(s, kiln_status::OutOfMemory, "{message}");
+    assert!(message.contains("out of memory"), "{message}");
+    for _ in 0..2 {
+        let (s, message) = generate(256);
+        assert_eq!(s, kiln_status::Ok, "the runtime recovers for a smaller job: {message}");
+    }
+    unsafe { kiln_model_free(m) };
+    unsafe { kiln_runtime_destroy(rt) };
+}

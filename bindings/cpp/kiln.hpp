@@ -101,7 +101,7 @@
     X(kiln_rect, height) \
     X(kiln_pixel_art_options, palette_len) \
     X(kiln_material_options, invert_height) \
-    X(kiln_runtime_options, sequential_load) \
+    X(kiln_runtime_options, gpu_math) \
     X(kiln_lora, path) \
     X(kiln_embedding, token)
 /* Every field of those structs: X(struct, field, type). */
@@ -214,6 +214,8 @@
     X(kiln_runtime_options, embedding_cache_entries, uint32_t) \
     X(kiln_runtime_options, graph_cache_dir, const char *) \
     X(kiln_runtime_options, sequential_load, uint32_t) \
+    X(kiln_runtime_options, gpu_memory_limit, uint64_t) \
+    X(kiln_runtime_options, gpu_math, uint32_t) \
     X(kiln_lora, struct_size, uint32_t) \
     X(kiln_lora, scale, float) \
     X(kiln_lora, path, const char *) \
@@ -291,6 +293,10 @@
     X(all_resident, KILN_RESIDENCY_ALL_RESIDENT) \
     X(per_stage, KILN_RESIDENCY_PER_STAGE)
 
+#define KILN_HPP_ENUM_GPUMATH(X) \
+    X(fast, KILN_GPU_MATH_FAST) \
+    X(exact, KILN_GPU_MATH_EXACT)
+
 #define KILN_HPP_ENUM_SEAMLESS(X) \
     X(none, KILN_SEAMLESS_NONE) \
     X(x, KILN_SEAMLESS_X) \
@@ -351,6 +357,8 @@ enum class Provider : std::uint32_t { KILN_HPP_ENUM_PROVIDER(KILN_HPP_ENUMERATOR
 enum class Graph : std::uint32_t { KILN_HPP_ENUM_GRAPH(KILN_HPP_ENUMERATOR) };
 /** Which graphs stay loaded (`kiln_residency`). */
 enum class Residency : std::uint32_t { KILN_HPP_ENUM_RESIDENCY(KILN_HPP_ENUMERATOR) };
+/** Whether CUDA may use TF32 tensor cores (`kiln_gpu_math`). */
+enum class GpuMath : std::uint32_t { KILN_HPP_ENUM_GPUMATH(KILN_HPP_ENUMERATOR) };
 /** Which axes tile (`kiln_seamless`). */
 enum class Seamless : std::uint32_t { KILN_HPP_ENUM_SEAMLESS(KILN_HPP_ENUMERATOR) };
 /** Normal-map green channel convention (`kiln_normal_convention`). */

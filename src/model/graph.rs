@@ -330,6 +330,9 @@ fn load_error(name: &str, path: &str, e: ort::Error) -> Error {
     let text = e.to_string();
     let kind = if text.contains("Protobuf parsing failed") || text.contains("INVALID_PROTOBUF") || text.contains("Load model") {
         ErrorKind::ModelInvalid
+    } else if crate::error::is_allocation_failure(&text) {
+        // A GPU memory cap (`gpu_mem_limit`) too small for the weights.
+        ErrorKind::OutOfMemory
     } else if text.contains("does not exist") || text.contains("NO_SUCHFILE") {
         // A per-stage graph reloaded after its folder was deleted or moved.
         ErrorKind::ModelNotFound

@@ -130,6 +130,9 @@ pub struct ProviderChoice {
     pub registered: Vec<Provider>,
     /// Why requested providers were skipped (empty if none were).
     pub skipped: Vec<String>,
+    /// The GPU math mode in force when a CUDA provider was registered; `None`
+    /// when no provider it applies to runs the graph.
+    pub gpu_math: Option<GpuMath>,
 }
 
 impl ProviderChoice {
@@ -141,6 +144,12 @@ impl ProviderChoice {
     /// One line for logs and `kiln_model_graph_provider`.
     pub fn describe(&self) -> String {
         let mut s = self.primary().ort_name().to_string();
+        if let Some(math) = self.gpu_math {
+            s.push_str(match math {
+                GpuMath::Fast => " [gpu math fast: TF32]",
+                GpuMath::Exact => " [gpu math exact: float32]",
+            });
+        }
         if !self.skipped.is_empty() {
             s.push_str(" (");
             s.push_str(&self.skipped.join("; "));
@@ -176,7 +185,7 @@ pub fn available_in_runtime() -> Vec<String> {
 /// Registers the policy's providers on `builder` for graph `graph`.
 pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, graph: &str) -> Result<ProviderChoice> {
     let available = available_in_runtime();
-    let mut choice = ProviderChoice { registered: Vec::new(), skipped: Vec::new() };
+    let mut choice = ProviderChoice { registered: Vec::new(), skipped: Vec::new(), gpu_math: None };
     for &p in &policy.preferred {
         if p == Provider::Cpu || choice.registered.contains(&p) {
             continue;
@@ -198,7 +207,12 @@ pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, gr
             continue;
         }
         match register_one(builder, p, policy) {
-            Ok(()) => choice.registered.push(p),
+            Ok(()) => {
+                choice.registered.push(p);
+                if p == Provider::Cuda {
+                    choice.gpu_math = Some(policy.gpu_math);
+                }
+            }
             Err(e) => choice.skipped.push(format!("{}: registration failed: {e}", p.ort_name())),
         }
     }

@@ -58,6 +58,10 @@ namespace Kiln
         public string GraphCacheDir;
         /// <summary>Load a model's graphs one after another on the calling thread.</summary>
         public bool SequentialLoad;
+        /// <summary>Fast (TF32, default) or exact (float32) CUDA math.</summary>
+        public KilnGpuMath GpuMath = KilnGpuMath.Fast;
+        /// <summary>Bytes each CUDA session's arena may hold; 0 = no cap. Too little fails jobs with OUT_OF_MEMORY.</summary>
+        public ulong GpuMemoryLimit;
     }
 
     /// <summary>A loaded ONNX Runtime plus settings (C: <c>kiln_runtime</c>). Thread-safe.</summary>
@@ -82,6 +86,8 @@ namespace Kiln
             o.residency = (uint)settings.Residency;
             if (settings.EmbeddingCacheEntries.HasValue) o.embedding_cache_entries = settings.EmbeddingCacheEntries.Value;
             o.sequential_load = settings.SequentialLoad ? 1u : 0u;
+            o.gpu_math = (uint)settings.GpuMath;
+            o.gpu_memory_limit = settings.GpuMemoryLimit;
             LogSink sink = settings.Log != null ? new LogSink(settings.Log) : null;
             IntPtr raw;
             uint status;

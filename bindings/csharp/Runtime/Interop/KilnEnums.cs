@@ -110,6 +110,14 @@ namespace Kiln.Interop
         PerStage = 1,
     }
 
+    /// <summary>Whether CUDA may use TF32 tensor cores (C: <c>kiln_gpu_math</c>).</summary>
+    [NativeEnum("KILN_GPU_MATH_")]
+    public enum KilnGpuMath : uint
+    {
+        Fast = 0,
+        Exact = 1,
+    }
+
     /// <summary>Axes an image tiles along (C: <c>kiln_seamless</c>).</summary>
     [NativeEnum("KILN_SEAMLESS_")]
     public enum KilnSeamless : uint

@@ -189,6 +189,8 @@ namespace Kiln.Interop
         public uint embedding_cache_entries;
         public IntPtr graph_cache_dir;
         public uint sequential_load;
+        public ulong gpu_memory_limit;
+        public uint gpu_math;
     }
 
     /// <summary>C: <c>kiln_lora</c>. One LoRA file and its strength; <c>path</c> is borrowed for the call.</summary>

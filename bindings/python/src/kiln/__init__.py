@@ -14,7 +14,7 @@ from __future__ import annotations
 from kiln import _library
 from kiln._options import GenerateOptions
 from kiln.enums import (CellColor, Graph, JobEventKind, JobState, LogLevel, Matte, NormalConvention, Provider,
-                        Residency, Scheduler, Seamless, Status)
+                        Residency, GpuMath, Scheduler, Seamless, Status)
 from kiln.errors import (AdapterMismatchError, ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
                          InternalError, InvalidHandleError, JobFailedError, KilnError, KilnIOError, ModelError,
                          ModelNotFoundError, OutOfMemoryError, ProviderError, RuntimeLoadError,
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Runtime", "Model", "ModelInfo", "Image", "Job", "Progress", "Preview", "Rect", "Sprite", "MaterialMaps",
     "GenerateOptions", "LogCallback", "Status", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph",
-    "Residency", "Seamless", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
+    "Residency", "GpuMath", "Seamless", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
     "BufferTooSmallError", "InvalidHandleError", "ModelError", "ModelNotFoundError", "KilnIOError",
     "UnsupportedError", "RuntimeLoadError", "ProviderError", "InferenceError", "CancelledError", "BusyError",
     "InternalError", "JobFailedError", "AdapterMismatchError", "OutOfMemoryError", "library_path", "version", "providers_compiled",

@@ -117,7 +117,7 @@ RuntimeOptions = _struct("kiln_runtime_options", [
     ("onnxruntime_path", STR), ("log_callback", CType("fnptr", LOG_FN)), ("log_user_data", PTR),
     ("log_level", U32), ("job_workers", U32), ("providers", PTR), ("providers_len", USIZE),
     ("device_id", I32), ("require_provider", U32), ("residency", U32), ("embedding_cache_entries", U32),
-    ("graph_cache_dir", STR), ("sequential_load", U32),
+    ("graph_cache_dir", STR), ("sequential_load", U32), ("gpu_memory_limit", U64), ("gpu_math", U32),
 ])
 Lora = _struct("kiln_lora", [("struct_size", U32), ("scale", F32), ("path", STR)])
 Embedding = _struct("kiln_embedding", [("struct_size", U32), ("path", STR), ("token", STR)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 __all__ = [
-    "Status", "LogLevel", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph", "Residency",
+    "Status", "LogLevel", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph", "Residency", "GpuMath",
     "Seamless", "NormalConvention", "CellColor", "Matte", "C_PREFIXES",
 ]
 
@@ -105,6 +105,13 @@ class Residency(IntEnum):
     PER_STAGE = 1
 
 
+class GpuMath(IntEnum):
+    """Whether CUDA may use TF32 tensor cores (``kiln_gpu_math``): fast (default) or exact float32."""
+
+    FAST = 0
+    EXACT = 1
+
+
 class Seamless(IntEnum):
     """Which axes an image tiles along (``kiln_seamless``)."""
 
@@ -146,6 +153,7 @@ C_PREFIXES: dict[type[IntEnum], str] = {
     Provider: "KILN_PROVIDER_",
     Graph: "KILN_GRAPH_",
     Residency: "KILN_RESIDENCY_",
+    GpuMath: "KILN_GPU_MATH_",
     Seamless: "KILN_SEAMLESS_",
     NormalConvention: "KILN_NORMAL_CONVENTION_",
     CellColor: "KILN_CELL_COLOR_",

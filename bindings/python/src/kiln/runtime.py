@@ -8,7 +8,7 @@ import threading
 from typing import Callable, Sequence
 
 from kiln import _abi, _library
-from kiln.enums import LogLevel, Provider, Residency, Seamless
+from kiln.enums import GpuMath, LogLevel, Provider, Residency, Seamless
 from kiln.errors import check, read_string
 from kiln.model import Model
 
@@ -56,6 +56,8 @@ class Runtime:
         embedding_cache_entries: int | None = None,
         graph_cache_dir: str | os.PathLike[str] | None = None,
         sequential_load: bool = False,
+        gpu_math: GpuMath = GpuMath.FAST,
+        gpu_memory_limit: int = 0,
         log: LogCallback | None = None,
         log_level: LogLevel = LogLevel.INFO,
     ) -> None:
@@ -68,6 +70,7 @@ class Runtime:
         o.allow_spinning, o.require_provider = int(allow_spinning), int(require_provider)
         o.sequential_load, o.device_id = int(sequential_load), device_id
         o.residency, o.log_level = int(Residency(residency)), int(LogLevel(log_level))
+        o.gpu_math, o.gpu_memory_limit = int(GpuMath(gpu_math)), gpu_memory_limit
         if embedding_cache_entries is not None:
             o.embedding_cache_entries = embedding_cache_entries
         if onnxruntime_path is not None:
