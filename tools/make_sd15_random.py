@@ -21,6 +21,14 @@ value of the decoded image must be finite.
 
 Usage (from the repo root):
     /work/venv/bin/python tools/make_sd15_random.py [OUT] [--seed 0] [--no-check]
+    python3 tools/make_sd15_random.py OUT --exporter torch [--small]
+
+`--exporter torch` needs only torch, transformers and diffusers (no optimum):
+it writes the same layout (graph names, input/output names, dynamic axes and
+configs) with `torch.onnx.export` (TorchScript), for machines where optimum
+cannot be installed, such as the GPU machine tools/gpu_bench.py runs on; the
+check then only runs when optimum is importable. `--small` shrinks every
+width (a quick test of the exporter itself, not a benchmark model).
 """
 
 from __future__ import annotations
@@ -91,7 +99,14 @@ SD15_CLIP = dict(
 )
 
 
-def build_pipeline(seed: int):
+def small_configs() -> None:
+    """Narrow every module (same block structure), to test the exporter quickly."""
+    SD15_UNET.update(block_out_channels=(32, 64, 64, 64), cross_attention_dim=64, attention_head_dim=4)
+    SD15_VAE.update(block_out_channels=(32, 32, 64, 64))
+    SD15_CLIP.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, projection_dim=64)
+
+
+def build_pipeline(seed: int, small: bool = False):
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -115,6 +130,10 @@ def build_pipeline(seed: int):
          (("text_encoder", text_encoder), ("unet", unet), ("vae", vae))}
     print(f"built modules in {time.time() - t:.1f} s; parameters: {n}", flush=True)
     # SD 1.5: text encoder 123.06 M, U-Net 859.52 M, VAE 83.65 M.
+    if small:
+        return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
     assert 850e6 < n["unet"] < 870e6, n
     assert 120e6 < n["text_encoder"] < 126e6, n
     assert 80e6 < n["vae"] < 86e6, n
@@ -129,6 +148,79 @@ def build_pipeline(seed: int):
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def torch_export(pipe, out: Path, opset: int) -> None:
+    """optimum's text-to-image layout written with torch.onnx.export (TorchScript)."""
+    import torch
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            o = self.m(input_ids=input_ids, return_dict=True)
+            return o.last_hidden_state, o.pooler_output
+
+    class Unet(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, sample, timestep, encoder_hidden_states):
+            return self.m(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+    class VaeDecoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, latent_sample):
+            return self.m.decode(latent_sample, return_dict=False)[0]
+
+    class VaeEncoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, sample):
+            # The posterior's moments (mean and log-variance), as optimum exports them.
+            return self.m.encode(sample, return_dict=False)[0].parameters
+
+    hidden = pipe.text_encoder.config.hidden_size
+    jobs = [
+        ("text_encoder", TextEncoder(pipe.text_encoder), (torch.ones(1, 77, dtype=torch.int64),),
+         ["input_ids"], ["last_hidden_state", "pooler_output"],
+         {"input_ids": {0: "batch_size", 1: "sequence_length"},
+          "last_hidden_state": {0: "batch_size", 1: "sequence_length"}, "pooler_output": {0: "batch_size"}}),
+        ("unet", Unet(pipe.unet), (torch.randn(2, 4, 64, 64), torch.tensor(999.0), torch.randn(2, 77, hidden)),
+         ["sample", "timestep", "encoder_hidden_states"], ["out_sample"],
+         {"sample": {0: "batch_size", 2: "height", 3: "width"},
+          "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+          "out_sample": {0: "batch_size", 2: "height", 3: "width"}}),
+        ("vae_decoder", VaeDecoder(pipe.vae), (torch.randn(1, 4, 64, 64),), ["latent_sample"], ["sample"],
+         {"latent_sample": {0: "batch_size", 2: "latent_height", 3: "latent_width"},
+          "sample": {0: "batch_size", 2: "height", 3: "width"}}),
+        ("vae_encoder", VaeEncoder(pipe.vae), (torch.randn(1, 3, 512, 512),), ["sample"], ["latent_parameters"],
+         {"sample": {0: "batch_size", 2: "height", 3: "width"},
+          "latent_parameters": {0: "batch_size", 2: "latent_height", 3: "latent_width"}}),
+    ]
+    for name, module, args, inputs, outputs, axes in jobs:
+        t = time.time()
+        d = out / name
+        d.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), args, str(d / "model.onnx"), input_names=inputs, output_names=outputs,
+                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
+        print(f"exported {name} in {time.time() - t:.1f} s", flush=True)
+    pipe.text_encoder.config.to_json_file(str(out / "text_encoder" / "config.json"))
+    pipe.unet.save_config(str(out / "unet"))
+    for sub in ("vae_decoder", "vae_encoder"):
+        pipe.vae.save_config(str(out / sub))
+    shutil.copytree(FIXTURE / "tokenizer", out / "tokenizer")
+    shutil.copytree(FIXTURE / "scheduler", out / "scheduler")
+    shutil.copy(FIXTURE / "model_index.json", out / "model_index.json")
 
 
 def check(out: Path) -> None:
@@ -168,7 +260,11 @@ def main() -> None:
     ap.add_argument("--opset", type=int, default=None)
     ap.add_argument("--no-check", action="store_true", help="skip the finite-image check")
     ap.add_argument("--validate", action="store_true", help="run optimum's export validation (slow)")
+    ap.add_argument("--exporter", choices=("optimum", "torch"), default="optimum")
+    ap.add_argument("--small", action="store_true", help="narrow widths: tests the exporter, not a benchmark model")
     args = ap.parse_args()
+    if args.small:
+        small_configs()
     out = Path(args.out).resolve()
     if REPO in out.parents or out == REPO:
         sys.exit(f"{out} is inside the repository; put the ~4.3 GB export elsewhere")
@@ -177,8 +273,22 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
     t0 = time.time()
+    if args.exporter == "torch":
+        if out.exists():
+            shutil.rmtree(out)
+        torch_export(build_pipeline(args.seed, args.small), out, args.opset or 17)
+        print(f"exported at {time.time() - t0:.0f} s", flush=True)
+        print(listing(out), flush=True)
+        try:
+            import optimum.onnxruntime  # noqa: F401
+        except ImportError:
+            print("optimum is not installed: skipping the check", flush=True)
+            return
+        if not args.no_check:
+            check(out)
+        return
     with tempfile.TemporaryDirectory(prefix="kiln_sd15_random_", dir=str(out.parent) if out.parent.exists() else None) as tmp:
-        pipe = build_pipeline(args.seed)
+        pipe = build_pipeline(args.seed, args.small)
         pt_dir = Path(tmp) / "pt"
         pipe.save_pretrained(str(pt_dir), safe_serialization=True)
         del pipe
