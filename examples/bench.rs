@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
 //!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
-//!     [--json FILE] [--markdown FILE]
+//!     [--provider cuda,...] [--gpu-math fast|exact] [--json FILE] [--markdown FILE]
 //! ```
 //!
 //! Reports, for one process: model load (cold), the first image (cold) and the
@@ -39,6 +39,7 @@ struct Args {
     seamless: kiln::model::seamless::Seamless,
     graph_cache: Option<PathBuf>,
     sequential_load: bool,
+    providers: kiln::runtime::ProviderPolicy,
 }
 
 fn parse() -> Result<Args, String> {
@@ -57,6 +58,7 @@ fn parse() -> Result<Args, String> {
         seamless: Default::default(),
         graph_cache: None,
         sequential_load: false,
+        providers: Default::default(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -83,6 +85,26 @@ fn parse() -> Result<Args, String> {
             "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(v()?)),
             "--sequential-load" => a.sequential_load = true,
+            "--provider" => {
+                use kiln::runtime::Provider;
+                for name in v()?.split(',') {
+                    let p = match name {
+                        "cpu" => Provider::Cpu,
+                        "cuda" => Provider::Cuda,
+                        "tensorrt" => Provider::TensorRt,
+                        "directml" => Provider::DirectMl,
+                        "coreml" => Provider::CoreMl,
+                        other => return Err(format!("--provider: unknown {other:?}")),
+                    };
+                    a.providers.preferred.push(p);
+                }
+                // A benchmark that silently fell back to the CPU would measure the wrong thing.
+                a.providers.require = true;
+            }
+            "--gpu-math" => {
+                let name = v()?;
+                a.providers.gpu_math = kiln::runtime::GpuMath::from_name(&name).ok_or_else(|| format!("--gpu-math: fast or exact, not {name:?}"))?;
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -140,6 +162,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         embedding_cache_entries: Some(0),
         graph_cache_dir: a.graph_cache.clone(),
         sequential_load: a.sequential_load,
+        providers: a.providers.clone(),
         ..Default::default()
     })?;
     let t = Instant::now();
@@ -239,6 +262,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "residency": format!("{:?}", a.residency),
         "seamless": format!("{:?}", a.seamless),
         "onnxruntime": runtime.onnxruntime_version(),
+        "unet_provider": model.graph_providers()[1].1.describe(),
         "cold": { "model_load_s": load_s, "first_image_s": first_image_s },
         "graph_cache": a.graph_cache.as_ref().map(|d| {
             let s = runtime.graph_cache_stats();
