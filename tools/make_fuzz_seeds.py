@@ -91,7 +91,16 @@ def pngs():
     write("png_inputs", "rgb8-interlaced", buf.getvalue())
 
 
+def c_options():
+    # Structured by the target's `arbitrary` decoding: any bytes are an input;
+    # these only give the first mutations something of each size to work on.
+    rng = np.random.default_rng(14)
+    for i, n in enumerate([2, 300, 400]):
+        write("c_options", f"bytes{i}", rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+
+
 if __name__ == "__main__":
+    c_options()
     prompts()
     configs()
     onnx_graphs()
