@@ -60,3 +60,59 @@ fn decode(bytes: &[u8], what: &str) -> Result<image::DynamicImage> {
     }
     Ok(img)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Rgba8Image;
+
+    /// CRC-32 (ISO-HDLC, as PNG chunks use), bit by bit: only for the test.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            }
+        }
+        !c
+    }
+
+    /// A real 3x2 RGBA PNG whose IHDR then claims `width` x `height`.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let img = Rgba8Image { width: 3, height: 2, pixels: (0..24).collect() };
+        let mut png = img.encode_png_with_text(&[]).unwrap();
+        // Signature (8), IHDR length (4), "IHDR" (4), then width and height.
+        png[16..20].copy_from_slice(&width.to_be_bytes());
+        png[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
+    }
+
+    #[test]
+    fn reads_pictures_and_masks_at_their_size() {
+        let png = png_claiming(3, 2);
+        let init = init_image_from_png(&png).unwrap();
+        assert_eq!((init.width, init.height, init.rgb.len()), (3, 2, 18));
+        assert_eq!(&init.rgb[..6], &[0, 1, 2, 4, 5, 6]);
+        let mask = mask_from_png(&png).unwrap();
+        assert_eq!((mask.width, mask.height, mask.data.len()), (3, 2, 6));
+    }
+
+    #[test]
+    fn huge_or_broken_pngs_are_statuses_before_any_allocation() {
+        // Over the side limit, and within it but over the decoder's memory cap
+        // (16000² RGBA is 1 GB): INVALID_SIZE, without allocating the picture.
+        for (w, h) in [(100_000, 100_000), (16_385, 1), (16_000, 16_000)] {
+            let e = init_image_from_png(&png_claiming(w, h)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidSize, "{w}x{h}: {}", e.message());
+            assert_eq!(mask_from_png(&png_claiming(w, h)).unwrap_err().kind(), ErrorKind::InvalidSize);
+        }
+        let png = png_claiming(3, 2);
+        for broken in [&b""[..], b"not a png", &png[..png.len() / 2]] {
+            let e = init_image_from_png(broken).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.message());
+        }
+    }
+}
