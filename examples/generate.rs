@@ -363,13 +363,10 @@ fn generate_one(
         request.step_noise = Some(read_noise_draws(path)?);
     }
     if let Some(path) = &a.init_image {
-        request.init_image = Some(read_rgb(path)?);
+        request.init_image = Some(kiln::pipeline::inputs::read_init_image(path)?);
     }
     if let Some(path) = &a.mask {
-        let img = image::open(path)
-            .map_err(|e| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", path.display())))?
-            .to_luma8();
-        request.mask = Some(kiln::pipeline::Mask { width: img.width() as usize, height: img.height() as usize, data: img.into_raw() });
+        request.mask = Some(kiln::pipeline::inputs::read_mask(path)?);
     }
     let t1 = std::time::Instant::now();
     let mut report = |p: &kiln::pipeline::StepProgress<'_>| eprint!("\rstep {}/{}", p.step, p.total);
@@ -423,13 +420,6 @@ fn generate_one(
         runtime.onnxruntime_version()
     );
     Ok(())
-}
-
-/// Reads a PNG (any colour type the png crate expands to 8-bit) as RGB.
-fn read_rgb(path: &std::path::Path) -> Result<kiln::pipeline::InitImage, kiln::Error> {
-    let io = |e: &dyn std::fmt::Display| kiln::Error::new(kiln::ErrorKind::Io, format!("{}: {e}", path.display()));
-    let img = image::open(path).map_err(|e| io(&e))?.to_rgb8();
-    Ok(kiln::pipeline::InitImage { width: img.width() as usize, height: img.height() as usize, rgb: img.into_raw() })
 }
 
 fn main() -> ExitCode {

@@ -20,6 +20,8 @@
 
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod jobs;
 pub mod model;

@@ -13,6 +13,33 @@ use std::process::Command;
 
 use common::programs::run_limited;
 
+/// Compiler flags for every C program on Linux: AddressSanitizer (leak
+/// detection on) and UndefinedBehaviorSanitizer, so each example and C test
+/// also proves that Kiln leaks nothing and the C side makes no invalid access.
+/// Elsewhere none: MinGW has no sanitizers, and macOS's leak checker differs.
+const SANITIZE: &[&str] = if cfg!(target_os = "linux") {
+    &["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g", "-pthread"]
+} else {
+    &[]
+};
+
+/// Runs a C program and fails on any sanitizer report. Reports exit with 86,
+/// which no program here uses, so a test that expects exit code 1 still sees one.
+fn run_checked(cmd: &mut Command, secs: u64) -> std::process::Output {
+    let out = run_limited(
+        cmd.env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=86")
+            .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=86"),
+        secs,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer") && !stderr.contains("runtime error:"),
+        "sanitizer report:\n{stderr}"
+    );
+    assert_ne!(out.status.code(), Some(86), "sanitizer exit:\n{stderr}");
+    out
+}
+
 /// The shared library cargo builds.
 fn lib_name() -> &'static str {
     if cfg!(windows) {
@@ -61,7 +88,7 @@ fn lib_dir() -> PathBuf {
 
 /// Builds each example once per test process (tests run in parallel threads).
 fn build_c(example: &'static str) -> PathBuf {
-    build_source(example, &format!("examples/c/{example}.c"), &[])
+    build_source(example, &format!("examples/c/{example}.c"), SANITIZE)
 }
 
 fn build_source(name: &'static str, source: &str, extra: &[&str]) -> PathBuf {
@@ -145,7 +172,7 @@ fn c_program(bin: &std::path::Path) -> Command {
 fn txt2img_writes_a_png() {
     let bin = build_c("txt2img");
     let png = bin.with_extension("png");
-    let out = run_limited(c_program(&bin)
+    let out = run_checked(c_program(&bin)
         .arg(common::fixture())
         .arg("mossy stone brick wall")
         .arg(&png), 300);
@@ -160,7 +187,7 @@ fn txt2img_writes_a_png() {
 #[test]
 fn txt2img_reports_a_missing_model_by_name() {
     let bin = build_c("txt2img");
-    let out = run_limited(c_program(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png"), 300);
+    let out = run_checked(c_program(&bin).arg("/nonexistent/model").arg("x").arg("/tmp/never.png"), 300);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/model"), "{err}");
@@ -169,7 +196,7 @@ fn txt2img_reports_a_missing_model_by_name() {
 #[test]
 fn async_poll_runs_the_frame_loop_and_cancels() {
     let bin = build_c("async_poll");
-    let out = run_limited(c_program(&bin).arg(common::fixture()), 300);
+    let out = run_checked(c_program(&bin).arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "async_poll failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
@@ -178,26 +205,25 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
 #[test]
 fn cancel_stops_a_running_generation_quickly() {
     let bin = build_c("cancel");
-    let out = run_limited(c_program(&bin).arg(common::fixture()), 300);
+    let out = run_checked(c_program(&bin).arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "cancel failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("cancelled at step") && stdout.contains("of 900"), "{stdout}");
 }
 
 /// 8 threads x 50 jobs with random cancels and frees, under AddressSanitizer
-/// with leak detection on and no suppressions. Not on Windows: MinGW has no
+/// (leak detection on) and UndefinedBehaviorSanitizer, no suppressions. Not on Windows: MinGW has no
 /// AddressSanitizer and the test uses pthreads.
 #[cfg(unix)]
 #[test]
-fn stress_jobs_under_address_sanitizer() {
+fn stress_jobs_under_sanitizers() {
     let bin = build_source(
         "stress",
         "tests/c/stress.c",
-        &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
+        SANITIZE,
     );
-    let out = run_limited(c_program(&bin)
-        .arg(common::fixture())
-        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"), 300);
+    let out = run_checked(c_program(&bin)
+        .arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stress failed:\n{stdout}{stderr}");
@@ -210,7 +236,7 @@ fn sprite_cuts_out_with_a_matting_graph_or_reports_a_bad_one() {
     let bin = build_c("sprite");
     let png = bin.with_extension("png");
     let matting = common::root().join("tests/fixtures/matting/fixed");
-    let out = run_limited(c_program(&bin).arg(common::fixture()).arg(&matting).arg("gem").arg(&png), 300);
+    let out = run_checked(c_program(&bin).arg(common::fixture()).arg(&matting).arg("gem").arg(&png), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "sprite failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("matte: graph"), "{stdout}");
@@ -222,9 +248,9 @@ fn sprite_cuts_out_with_a_matting_graph_or_reports_a_bad_one() {
     assert!(px.iter().any(|p| p[3] == 0) && px.iter().any(|p| p[3] == 255), "a real cut-out");
     assert!(px.iter().all(|p| p[0] <= p[3] && p[1] <= p[3] && p[2] <= p[3]), "premultiplied");
     // Without a graph it keys; with a missing one the load names it.
-    let out = run_limited(c_program(&bin).arg(common::fixture()).arg("-").arg("gem").arg(&png), 300);
+    let out = run_checked(c_program(&bin).arg(common::fixture()).arg("-").arg("gem").arg(&png), 300);
     assert!(String::from_utf8_lossy(&out.stdout).contains("matte: key"));
-    let out = run_limited(c_program(&bin).arg(common::fixture()).arg("/nonexistent/rmbg.onnx").arg("gem").arg(&png), 300);
+    let out = run_checked(c_program(&bin).arg(common::fixture()).arg("/nonexistent/rmbg.onnx").arg("gem").arg(&png), 300);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_STATUS_MODEL_NOT_FOUND") && err.contains("/nonexistent/rmbg.onnx"), "{err}");
@@ -241,12 +267,10 @@ fn hostile_caller_gets_statuses_not_crashes() {
     let bin = build_source(
         "hostile",
         "tests/c/hostile.c",
-        &["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g", "-pthread"],
+        SANITIZE,
     );
-    let out = run_limited(c_program(&bin)
-        .arg(common::fixture())
-        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"), 300);
+    let out = run_checked(c_program(&bin)
+        .arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
@@ -266,15 +290,48 @@ fn lifetimes_under_concurrency_are_defined() {
     let bin = build_source(
         "lifetimes",
         "tests/c/lifetimes.c",
-        &["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-pthread"],
+        SANITIZE,
     );
-    let out = run_limited(c_program(&bin)
-        .arg(common::fixture())
-        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"), 300);
+    let out = run_checked(c_program(&bin)
+        .arg(common::fixture()), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     assert!(out.status.success(), "lifetimes failed:\n{stdout}{stderr}");
     assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
     assert!(stdout.contains("protocol errors 0"), "{stdout}");
+}
+
+/// txt2img (runtime, model load, a whole generation, PNG write, every free)
+/// under valgrind's memcheck, which, unlike AddressSanitizer on the C side,
+/// sees invalid reads and writes inside libkiln's own (uninstrumented) code.
+/// Fails on any error or definite leak. "Possibly lost" blocks are not
+/// errors: they are process-lifetime tables held by interior pointers
+/// (Rust's per-thread handle, the tokenizer's byte table). The suppressions in
+/// tools/valgrind.supp cover only glibc's loader and ONNX Runtime, each with
+/// its reason. Linux only; `.ci/run` installs valgrind when missing.
+#[cfg(target_os = "linux")]
+#[test]
+fn txt2img_under_valgrind() {
+    let has_valgrind = Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(has_valgrind, "valgrind is not installed (`apt-get install valgrind`; .ci/run does it)");
+    // valgrind cannot run AddressSanitizer binaries: a plain build.
+    let bin = build_source("txt2img-plain", "examples/c/txt2img.c", &["-g"]);
+    let png = bin.with_extension("png");
+    let supp = common::root().join("tools/valgrind.supp");
+    let mut vg = Command::new("valgrind");
+    vg.env_remove("LD_LIBRARY_PATH")
+        .args(["--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99", "--num-callers=40"])
+        .arg(format!("--suppressions={}", supp.display()))
+        .arg(&bin)
+        .arg(common::fixture())
+        .arg("mossy stone brick wall")
+        .arg(&png);
+    let out = run_limited(&mut vg, 900);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR SUMMARY") || l.contains("lost:")).collect();
+    println!("{}", summary.join("\n"));
+    assert!(out.status.success(), "valgrind found errors (exit {:?}):\n{stderr}", out.status.code());
+    assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
+    assert!(stderr.contains("definitely lost: 0 bytes") || stderr.contains("All heap blocks were freed"), "{stderr}");
 }

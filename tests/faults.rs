@@ -298,3 +298,76 @@ fn misbehaving_callbacks_are_contained() {
     normal_job_works(rt);
     unsafe { kiln_runtime_destroy(rt) };
 }
+
+/// A graph whose weights live in an external data file (the matting graph of
+/// tests/fixtures/external-data, saved by tools/make_external_data_fixture.py
+/// with every initializer in `model.onnx_data`): the file missing is
+/// MODEL_NOT_FOUND, cut short or emptied MODEL_INVALID, each naming the file;
+/// the same model then cuts out a sprite once the file is back, and the
+/// runtime completes a normal job.
+#[test]
+fn external_weights_missing_or_short() {
+    use kiln::ffi::postprocess::*;
+    let src = common::root().join("tests/fixtures/external-data");
+    let dir = std::env::temp_dir().join(format!("kiln-faults-{}-external", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(&src, &dir);
+    let data_file = dir.join("model.onnx_data");
+    let data = std::fs::read(&data_file).unwrap();
+
+    let rt = runtime_with(|_| {});
+    let mut lo = unsafe { std::mem::zeroed::<kiln_model_load_options>() };
+    unsafe { kiln_model_load_options_init(&mut lo) };
+    let matting = CString::new(dir.to_str().unwrap()).unwrap();
+    lo.matting_path = matting.as_ptr();
+    let tiny = CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let pixels: Vec<u8> = (0..48 * 40 * 4).map(|i| (i * 7 % 251) as u8).collect();
+    let mut img = ptr::null_mut();
+    assert_eq!(unsafe { kiln_image_create(48, 40, pixels.as_ptr(), pixels.len(), 0, &mut img) }, kiln_status::Ok);
+    let mut so = unsafe { std::mem::zeroed::<kiln_sprite_options>() };
+    unsafe { kiln_sprite_options_init(&mut so) };
+    so.matte = kiln_matte::Graph as u32;
+    // A fresh model per case: the matting graph loads on first use and a
+    // loaded one is kept, so each case must be its first load.
+    let sprite = |expect_load: bool| -> (kiln_status, String) {
+        let mut m = ptr::null_mut();
+        assert_eq!(unsafe { kiln_model_load_with(rt, tiny.as_ptr(), &lo, &mut m) }, kiln_status::Ok, "{}", last_error());
+        let mut out = ptr::null_mut();
+        let mut bbox = kiln_rect::default();
+        let s = unsafe { kiln_model_make_sprite(m, img, &so, &mut out, &mut bbox) };
+        let msg = last_error();
+        if s == kiln_status::Ok {
+            assert!(expect_load, "{msg}");
+        } else {
+            assert!(out.is_null());
+        }
+        unsafe { kiln_image_free(out) };
+        unsafe { kiln_model_free(m) };
+        (s, msg)
+    };
+    let (s, msg) = sprite(true);
+    assert_eq!(s, kiln_status::Ok, "the fixture itself works: {msg}");
+    let cases: [(&str, Option<&[u8]>, kiln_status); 4] = [
+        ("missing", None, kiln_status::ModelNotFound),
+        ("half", Some(&data[..data.len() / 2]), kiln_status::ModelInvalid),
+        ("one byte short", Some(&data[..data.len() - 1]), kiln_status::ModelInvalid),
+        ("empty", Some(&[]), kiln_status::ModelInvalid),
+    ];
+    for (tag, contents, want) in cases {
+        match contents {
+            None => std::fs::remove_file(&data_file).unwrap(),
+            Some(c) => std::fs::write(&data_file, c).unwrap(),
+        }
+        let (s, msg) = sprite(false);
+        println!("external data {tag}: {s:?}: {msg}");
+        assert_eq!(s, want, "{tag}: {msg}");
+        assert!(msg.contains("model.onnx_data"), "{tag}: the message names the file: {msg}");
+    }
+    std::fs::write(&data_file, &data).unwrap();
+    let (s, msg) = sprite(true);
+    assert_eq!(s, kiln_status::Ok, "with the file back: {msg}");
+    unsafe { kiln_image_free(img) };
+    normal_job_works(rt);
+    unsafe { kiln_runtime_destroy(rt) };
+    std::fs::remove_dir_all(&dir).ok();
+}

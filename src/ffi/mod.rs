@@ -18,6 +18,8 @@ pub mod lora;
 pub mod provider;
 pub mod model;
 pub mod postprocess;
+#[cfg(test)]
+mod pointer_checks;
 pub mod runtime;
 pub mod seamless;
 pub mod status;

@@ -196,7 +196,7 @@ const GENERATE_OPTIONS_OLDER: [usize; 6] = [
     layout_before!(kiln_generate_options, scheduler_overrides),
 ];
 
-fn default_generate_options() -> kiln_generate_options {
+pub(crate) fn default_generate_options() -> kiln_generate_options {
     kiln_generate_options {
         struct_size: std::mem::size_of::<kiln_generate_options>() as u32,
         width: 0,

@@ -237,7 +237,7 @@ fn sprite_options(o: &kiln_sprite_options) -> Result<(SpriteOptions, Matte)> {
 ///
 /// # Safety
 /// `options` is NULL or holds `struct_size` readable bytes.
-unsafe fn read_sprite_options(options: *const kiln_sprite_options) -> Result<(SpriteOptions, Matte)> {
+pub(crate) unsafe fn read_sprite_options(options: *const kiln_sprite_options) -> Result<(SpriteOptions, Matte)> {
     let o = if options.is_null() {
         default_sprite_options()
     } else {

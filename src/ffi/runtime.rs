@@ -220,71 +220,84 @@ pub unsafe extern "C" fn kiln_runtime_create(
         non_null(runtime_out, "runtime_out")?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(runtime_out, std::ptr::null_mut()) };
-        let o = if options.is_null() {
-            default_runtime_options()
-        } else {
-            // SAFETY: caller passes a struct of at least struct_size bytes.
-            unsafe { read_versioned(options, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options")? }
-        };
-        // SAFETY: NUL-terminated per the header.
-        let path = unsafe { utf8_opt(o.onnxruntime_path, "options->onnxruntime_path")? };
-        // SAFETY: NUL-terminated per the header; `read_versioned` left it NULL for older layouts.
-        let graph_cache_dir = unsafe { utf8_opt(o.graph_cache_dir, "options->graph_cache_dir")? };
-        if graph_cache_dir == Some("") {
-            return Err(Error::invalid("options->graph_cache_dir is empty; pass NULL for no cache"));
-        }
-        if o.job_workers as usize > crate::jobs::MAX_JOB_WORKERS {
-            return Err(Error::invalid(format!(
-                "options->job_workers {} is over the limit of {}",
-                o.job_workers,
-                crate::jobs::MAX_JOB_WORKERS
-            )));
-        }
-        for (name, v) in [("intra_op_threads", o.intra_op_threads), ("inter_op_threads", o.inter_op_threads)] {
-            if v > MAX_ORT_THREADS {
-                return Err(Error::invalid(format!("options->{name} {v} is over the limit of {MAX_ORT_THREADS}")));
-            }
-        }
-        let log_level = match o.log_level {
-            0 => LogLevel::Debug,
-            1 => LogLevel::Info,
-            2 => LogLevel::Warning,
-            3 => LogLevel::Error,
-            other => return Err(Error::invalid(format!("options->log_level {other} is not a kiln_log_level"))),
-        };
-        let log = o.log_callback.map(|cb| {
-            let user = UserData(o.log_user_data);
-            Arc::new(move |level: LogLevel, text: &str| {
-                let mut bytes = Vec::with_capacity(text.len() + 1);
-                bytes.extend_from_slice(text.as_bytes());
-                bytes.push(0);
-                let u = &user;
-                // SAFETY: the callback contract is the caller's.
-                unsafe { cb(u.0, level as u32, bytes.as_ptr().cast(), text.len()) };
-            }) as crate::runtime::LogCallback
-        });
-        let runtime = Runtime::new(&RuntimeOptions {
-            onnxruntime_path: path.map(PathBuf::from),
-            intra_op_threads: o.intra_op_threads as usize,
-            inter_op_threads: o.inter_op_threads as usize,
-            allow_spinning: o.allow_spinning != 0,
-            log,
-            log_level,
-            job_workers: o.job_workers as usize,
-            providers: provider_policy(&o)?,
-            residency: match o.residency {
-                0 => crate::model::Residency::AllResident,
-                1 => crate::model::Residency::PerStage,
-                other => return Err(Error::invalid(format!("options->residency {other} is not a kiln_residency"))),
-            },
-            embedding_cache_entries: Some(o.embedding_cache_entries as usize),
-            graph_cache_dir: graph_cache_dir.map(PathBuf::from),
-            graph_optimization: Default::default(),
-            sequential_load: o.sequential_load != 0,
-        })?;
+        // SAFETY: NULL or a struct of at least struct_size bytes, per the header.
+        let options = unsafe { runtime_options_from(options)? };
+        let runtime = Runtime::new(&options)?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(runtime_out, handles::into_raw::<kiln_runtime>(runtime)) };
         Ok(())
+    })
+}
+
+/// Validates the caller's options (NULL = defaults) into the Rust ones,
+/// without loading anything: every field's error is found here, before
+/// ONNX Runtime is touched (the options fuzz target runs this alone).
+///
+/// # Safety
+/// `options` is NULL or points to `struct_size` readable bytes, whose
+/// pointers are NULL or valid as the header describes.
+pub(crate) unsafe fn runtime_options_from(options: *const kiln_runtime_options) -> crate::error::Result<RuntimeOptions> {
+    let o = if options.is_null() {
+        default_runtime_options()
+    } else {
+        // SAFETY: caller passes a struct of at least struct_size bytes.
+        unsafe { read_versioned(options, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options")? }
+    };
+    // SAFETY: NUL-terminated per the header.
+    let path = unsafe { utf8_opt(o.onnxruntime_path, "options->onnxruntime_path")? };
+    // SAFETY: NUL-terminated per the header; `read_versioned` left it NULL for older layouts.
+    let graph_cache_dir = unsafe { utf8_opt(o.graph_cache_dir, "options->graph_cache_dir")? };
+    if graph_cache_dir == Some("") {
+        return Err(Error::invalid("options->graph_cache_dir is empty; pass NULL for no cache"));
+    }
+    if o.job_workers as usize > crate::jobs::MAX_JOB_WORKERS {
+        return Err(Error::invalid(format!(
+            "options->job_workers {} is over the limit of {}",
+            o.job_workers,
+            crate::jobs::MAX_JOB_WORKERS
+        )));
+    }
+    for (name, v) in [("intra_op_threads", o.intra_op_threads), ("inter_op_threads", o.inter_op_threads)] {
+        if v > MAX_ORT_THREADS {
+            return Err(Error::invalid(format!("options->{name} {v} is over the limit of {MAX_ORT_THREADS}")));
+        }
+    }
+    let log_level = match o.log_level {
+        0 => LogLevel::Debug,
+        1 => LogLevel::Info,
+        2 => LogLevel::Warning,
+        3 => LogLevel::Error,
+        other => return Err(Error::invalid(format!("options->log_level {other} is not a kiln_log_level"))),
+    };
+    let log = o.log_callback.map(|cb| {
+        let user = UserData(o.log_user_data);
+        Arc::new(move |level: LogLevel, text: &str| {
+            let mut bytes = Vec::with_capacity(text.len() + 1);
+            bytes.extend_from_slice(text.as_bytes());
+            bytes.push(0);
+            let u = &user;
+            // SAFETY: the callback contract is the caller's.
+            unsafe { cb(u.0, level as u32, bytes.as_ptr().cast(), text.len()) };
+        }) as crate::runtime::LogCallback
+    });
+    Ok(RuntimeOptions {
+        onnxruntime_path: path.map(PathBuf::from),
+        intra_op_threads: o.intra_op_threads as usize,
+        inter_op_threads: o.inter_op_threads as usize,
+        allow_spinning: o.allow_spinning != 0,
+        log,
+        log_level,
+        job_workers: o.job_workers as usize,
+        providers: provider_policy(&o)?,
+        residency: match o.residency {
+            0 => crate::model::Residency::AllResident,
+            1 => crate::model::Residency::PerStage,
+            other => return Err(Error::invalid(format!("options->residency {other} is not a kiln_residency"))),
+        },
+        embedding_cache_entries: Some(o.embedding_cache_entries as usize),
+        graph_cache_dir: graph_cache_dir.map(PathBuf::from),
+        graph_optimization: Default::default(),
+        sequential_load: o.sequential_load != 0,
     })
 }
 

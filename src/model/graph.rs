@@ -319,10 +319,52 @@ fn open_session(
             for (init, value) in overrides.iter() {
                 builder = builder.with_initializer(init, Arc::clone(value)).map_err(|e| load_error(name, &label, e.into()))?;
             }
-            commit(builder, source).map_err(|e| load_error(name, &label, e))?
+            commit(builder, source).map_err(|e| external_data_problem(name, source).unwrap_or_else(|| load_error(name, &label, e)))?
         }
     };
     Ok((session, provider))
+}
+
+/// Why a session could not be made, when the cause is an external weights
+/// file (`model.onnx_data`) that is missing or shorter than an initializer
+/// stored in it: ONNX Runtime words both vaguely, so Kiln names the file and
+/// the initializer, MODEL_NOT_FOUND when the file is missing and
+/// MODEL_INVALID when it is short. `None` when the external data is whole
+/// (or the graph cannot be read here either; ONNX Runtime's message stands).
+fn external_data_problem(name: &str, source: &GraphSource) -> Option<Error> {
+    use crate::model::onnx_proto::{graph_summary, TensorData};
+    let (dir, (_, initializers)) = match source {
+        GraphSource::File(p) => (p.parent()?.to_path_buf(), graph_summary(std::fs::File::open(p).ok()?).ok()?),
+        GraphSource::Memory { bytes, dir, .. } => (dir.clone(), graph_summary(std::io::Cursor::new(bytes.as_slice())).ok()?),
+    };
+    for init in &initializers {
+        let TensorData::External { location, offset, len } = &init.data else { continue };
+        let file = dir.join(location);
+        let size = match std::fs::metadata(&file) {
+            Ok(m) => m.len(),
+            Err(e) => {
+                let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::ModelNotFound } else { ErrorKind::Io };
+                return Some(Error::new(
+                    kind,
+                    format!("{name} graph {}: external weights file {} (initializer `{}`) cannot be read: {e}", source.label(), file.display(), init.name),
+                ));
+            }
+        };
+        let end = offset.checked_add(len.unwrap_or(0));
+        if end.is_none_or(|end| end > size) || *offset > size {
+            return Some(Error::new(
+                ErrorKind::ModelInvalid,
+                format!(
+                    "{name} graph {}: external weights file {} is {size} bytes, but initializer `{}` is stored at bytes {offset}..{} of it (the file is truncated or not this graph's)",
+                    source.label(),
+                    file.display(),
+                    init.name,
+                    end.map_or("past 2^64".to_string(), |e| e.to_string())
+                ),
+            ));
+        }
+    }
+    None
 }
 
 /// The error for a session that could not be created.
@@ -416,7 +458,7 @@ fn open_through_cache(
     let level = runtime.inner.graph_optimization;
     let plain = |builder: ort::session::builder::SessionBuilder| -> Result<Session> {
         let builder = builder.with_optimization_level(level.ort()).map_err(|e| load_error(name, label, e.into()))?;
-        commit(builder, source).map_err(|e| load_error(name, label, e))
+        commit(builder, source).map_err(|e| external_data_problem(name, source).unwrap_or_else(|| load_error(name, label, e)))
     };
     let skip = |why: String| {
         cache.note_skipped();

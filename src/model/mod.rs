@@ -6,7 +6,7 @@ mod clip_skip;
 mod adapters;
 pub mod embedding;
 pub mod lora;
-mod onnx_proto;
+pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod seamless;
 mod text;

@@ -3,6 +3,7 @@
 //! img2img and inpainting as `StableDiffusionImg2ImgPipeline` and
 //! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
 //! scheduler but `lcm`.
+pub mod inputs;
 pub mod noise;
 pub mod outputs;
 pub mod texture;
@@ -541,7 +542,7 @@ fn img2img_start(request: &GenerateRequest) -> Result<usize> {
 }
 
 /// A mask binarized at pixel resolution and sampled (nearest) at latent resolution.
-struct InpaintMask {
+pub(crate) struct InpaintMask {
     /// Per pixel: repaint?
     pixels: Vec<bool>,
     /// `[1, C, h, w]` of 0/1: C latent channels for blending latents (ordinary
@@ -566,7 +567,7 @@ fn masked_image(image: &ArrayD<f32>, mask: &InpaintMask) -> ArrayD<f32> {
     out
 }
 
-fn inpaint_mask(mask: &Mask, init: &InitImage, width: usize, height: usize, f: usize, channels: usize) -> Result<InpaintMask> {
+pub(crate) fn inpaint_mask(mask: &Mask, init: &InitImage, width: usize, height: usize, f: usize, channels: usize) -> Result<InpaintMask> {
     if (mask.width, mask.height) != (init.width, init.height) || mask.data.len() != mask.width * mask.height {
         return Err(Error::new(
             ErrorKind::InvalidSize,
@@ -611,7 +612,7 @@ fn paste_kept_pixels(image: &mut FloatImage, init: &InitImage, mask: &InpaintMas
 }
 
 /// The init picture as `[1, 3, H, W]` in [-1, 1], resized if needed.
-fn init_image_tensor(init: &InitImage, width: usize, height: usize) -> Result<ArrayD<f32>> {
+pub(crate) fn init_image_tensor(init: &InitImage, width: usize, height: usize) -> Result<ArrayD<f32>> {
     if init.width == 0 || init.height == 0 || init.rgb.len() != init.width * init.height * 3 {
         return Err(Error::new(
             ErrorKind::InvalidSize,

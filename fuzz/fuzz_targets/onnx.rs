@@ -1,0 +1,22 @@
+//! Kiln's ONNX protobuf reader and the seamless-tiling rewrite on mutated
+//! graphs. The first byte picks the wrapped axes; the rest is a model file.
+//! Properties: a parsed message re-serializes to bytes that parse to the same
+//! bytes again; a rewritten model parses, and rewriting it again with the
+//! same axes changes no further convolution.
+#![no_main]
+use kiln::model::seamless::{make_seamless, Seamless};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&axes, model)) = data.split_first() else { return };
+    if let Ok(bytes) = kiln::fuzzing::onnx_reader(model) {
+        let again = kiln::fuzzing::onnx_reader(&bytes).expect("Kiln's own output parses");
+        assert_eq!(again, bytes, "re-serialization is stable");
+    }
+    let axes = [Seamless::X, Seamless::Y, Seamless::Xy][axes as usize % 3];
+    if let Ok((rewritten, _report)) = make_seamless(model, axes) {
+        kiln::fuzzing::onnx_reader(&rewritten).expect("the rewritten model parses");
+        let (_, second) = make_seamless(&rewritten, axes).expect("a rewritten model rewrites again");
+        assert_eq!(second.convs_rewritten, 0, "the rewrite leaves no padded convolution on a wrapped axis");
+    }
+});

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the cargo-fuzz targets into fuzz/seeds/<target>/.
+
+Small, valid inputs from which libFuzzer's mutations start: prompts, the
+tiny fixture's configs, tiny ONNX graphs with padded convolutions, and PNGs
+of every colour type. Needs numpy, Pillow and onnx (/work/venv has them).
+Run from the repository root: /work/venv/bin/python tools/make_fuzz_seeds.py
+"""
+import io
+import pathlib
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "fuzz" / "seeds"
+
+
+def write(target, name, data):
+    d = SEEDS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def prompts():
+    for i, text in enumerate([
+        "mossy stone brick wall",
+        "a (red:1.3) [[brick]] wall, (moss:0.8) BREAK lava",
+        "\\(escaped\\) ((nested (deep:1.5))) &amp; caf\u00e9 \uff21 \u201cquoted\u201d",
+        "(unclosed [mixed) BREAK BREAK (x:1e400)",
+        ", ".join(["grass"] * 60),
+    ]):
+        write("prompt", f"prompt{i}.txt", text.encode())
+
+
+def configs():
+    fx = ROOT / "tests" / "fixtures" / "tiny-sd"
+    files = ["model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
+             "vae_decoder/config.json", "text_encoder/config.json"]
+    parts = [(fx / f).read_bytes() if (fx / f).is_file() else b"{}" for f in files]
+    matting = (ROOT / "tests" / "fixtures" / "matting" / "fixed" / "config.json")
+    parts.append(matting.read_bytes() if matting.is_file() else b"{}")
+    write("configs", "tiny-sd", bytes([20]) + b"\0".join(parts))
+    dpm = b'{"_class_name": "DPMSolverMultistepScheduler", "lambda_min_clipped": -Infinity, "use_karras_sigmas": true, "num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "prediction_type": "v_prediction", "timestep_spacing": "trailing"}'
+    write("configs", "dpm-infinity", bytes([4]) + b"\0".join([parts[0], dpm] + parts[2:]))
+
+
+def conv_model(pads, opset, auto_pad=None, group=1):
+    w = numpy_helper.from_array(np.ones((2, 2 // group, 3, 3), np.float32), "w")
+    attrs = {"pads": pads, "kernel_shape": [3, 3], "group": group}
+    if auto_pad:
+        attrs = {"auto_pad": auto_pad, "kernel_shape": [3, 3]}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", **attrs),
+             helper.make_node("Relu", ["y"], ["z"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "h", 8])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, "h", 8])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
+
+
+def onnx_graphs():
+    for axes in range(3):
+        write("onnx", f"conv-pads-{axes}", bytes([axes]) + conv_model([1, 1, 1, 1], 17))
+    write("onnx", "conv-asymmetric", bytes([2]) + conv_model([0, 2, 1, 0], 13, group=2))
+    write("onnx", "conv-auto-pad", bytes([2]) + conv_model([1, 1, 1, 1], 17, auto_pad="SAME_UPPER"))
+    write("onnx", "conv-opset9", bytes([2]) + conv_model([1, 1, 1, 1], 9))
+    for kind in ["fixed", "dynamic"]:
+        p = ROOT / "tests" / "fixtures" / "matting" / kind / "model.onnx"
+        if p.is_file():
+            write("onnx", f"matting-{kind}", bytes([2]) + p.read_bytes())
+
+
+def pngs():
+    rng = np.random.default_rng(14)
+    rgb = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    images = {
+        "rgb8": Image.fromarray(rgb, "RGB"),
+        "rgba8": Image.fromarray(np.dstack([rgb, rgb[..., :1]]), "RGBA"),
+        "grey8": Image.fromarray(rgb[..., 0], "L"),
+        "palette": Image.fromarray(rgb, "RGB").convert("P"),
+        "grey16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+        "one-bit": Image.fromarray(rgb[..., 0] > 127),
+    }
+    for name, img in images.items():
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        write("png_inputs", name, buf.getvalue())
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG", interlace=1)
+    write("png_inputs", "rgb8-interlaced", buf.getvalue())
+
+
+def c_options():
+    # Structured by the target's `arbitrary` decoding: any bytes are an input;
+    # these only give the first mutations something of each size to work on.
+    rng = np.random.default_rng(14)
+    for i, n in enumerate([2, 300, 400]):
+        write("c_options", f"bytes{i}", rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+
+
+if __name__ == "__main__":
+    c_options()
+    prompts()
+    configs()
+    onnx_graphs()
+    pngs()
