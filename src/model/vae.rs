@@ -27,11 +27,11 @@ pub struct VaeTiling {
     pub memory_budget: u64,
 }
 
-/// Smallest explicit tile, in pixels.
-pub const MIN_TILE_SIZE: usize = 32;
+/// Smallest explicit tile, in pixels (crate-private: not a C constant).
+pub(crate) const MIN_TILE_SIZE: usize = 32;
 
 impl VaeTiling {
-    /// Checks the sizes: a tile of at least [`MIN_TILE_SIZE`] pixels (or 0)
+    /// Checks the sizes: a tile of at least 32 pixels (or 0)
     /// and an overlap smaller than the tile.
     pub fn validate(&self) -> Result<()> {
         if self.tile_size != 0 && self.tile_size < MIN_TILE_SIZE {
