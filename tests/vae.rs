@@ -232,3 +232,45 @@ fn fast_final_decode_uses_the_preview_decoder() {
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     common::tiny_model().generate(&request).unwrap();
 }
+
+/// The C fields: a bad `final_decoder` or tile size is INVALID_ARGUMENT, the
+/// fast decode without a preview decoder UNSUPPORTED, a tiled request draws an
+/// image; an options struct of the previous size (without the VAE fields) is
+/// still accepted; the model stays usable throughout.
+#[test]
+fn c_fields_are_checked_and_work() {
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    use std::ptr;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let dir = std::ffi::CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let mut model = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok);
+    let prompt = std::ffi::CString::new("stone").unwrap();
+    let options = || {
+        let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+        unsafe { kiln_generate_options_init(&mut o) };
+        o.prompt = prompt.as_ptr();
+        o.steps = 2;
+        o.width = 128;
+        o.height = 128;
+        o
+    };
+    let generate = |o: &kiln_generate_options| {
+        let mut image = ptr::null_mut();
+        let s = unsafe { kiln_model_generate(model, o, &mut image) };
+        unsafe { kiln::ffi::image::kiln_image_free(image) };
+        s
+    };
+    assert_eq!(generate(&kiln_generate_options { final_decoder: 7, ..options() }), kiln_status::InvalidArgument);
+    assert_eq!(generate(&kiln_generate_options { vae_tile_size: 8, ..options() }), kiln_status::InvalidArgument);
+    assert_eq!(generate(&kiln_generate_options { final_decoder: 1, ..options() }), kiln_status::Unsupported);
+    assert_eq!(generate(&kiln_generate_options { vae_tile_size: 64, vae_tile_overlap: 16, ..options() }), kiln_status::Ok);
+    assert_eq!(generate(&kiln_generate_options { vae_memory_budget_mib: 1, ..options() }), kiln_status::Ok);
+    let old_size = std::mem::offset_of!(kiln_generate_options, vae_tile_size) as u32;
+    assert_eq!(generate(&kiln_generate_options { struct_size: old_size, ..options() }), kiln_status::Ok);
+    unsafe { kiln_model_free(model) };
+    unsafe { kiln_runtime_destroy(rt) };
+}
