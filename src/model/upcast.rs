@@ -57,7 +57,7 @@ fn graph(bytes: &[u8], report: &mut UpcastReport) -> Result<Message<'static>> {
         match (number, value) {
             (1, Value::Bytes(b)) => out.push_message(1, &node(b, report)?),
             (5, Value::Bytes(b)) => out.push_message(5, &tensor(b, report)?),
-            (11 | 12 | 13, Value::Bytes(b)) => out.push_message(*number, &value_info(b, report)?),
+            (11..=13, Value::Bytes(b)) => out.push_message(*number, &value_info(b, report)?),
             _ => out.fields.push((*number, owned(value))),
         }
     }
