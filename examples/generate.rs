@@ -37,6 +37,11 @@ const USAGE: &str = "usage: generate [options]
   --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
+  --vae-tile SIZE|auto    tiled VAE decode/encode: SIZE-pixel tiles, or auto = tiles only when a
+                          whole pass is estimated above --vae-memory (wrap on --seamless axes)
+  --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)
+  --vae-memory MIB        memory budget for --vae-tile auto (default 2048)
+  --fast-decode           final image from the model's tiny preview decoder (preview_decoder/)
   --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout) into the
                           U-Net and text encoder with this strength (default 1.0); repeatable
   --embedding FILE[:TOKEN]
@@ -255,6 +260,26 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 }
                 a.request.scheduler_overrides = Some(json);
             }
+            "--vae-tile" => {
+                let v = value()?;
+                if v == "auto" {
+                    if a.request.vae_tiling.memory_budget == 0 {
+                        a.request.vae_tiling.memory_budget = 2048 << 20;
+                    }
+                } else {
+                    a.request.vae_tiling.tile_size = v.parse().map_err(|_| format!("--vae-tile: {v:?} is not a pixel size or auto"))?;
+                }
+            }
+            "--vae-tile-overlap" => {
+                let v = value()?;
+                a.request.vae_tiling.overlap = v.parse().map_err(|_| format!("--vae-tile-overlap: {v:?} is not a pixel count"))?;
+            }
+            "--vae-memory" => {
+                let v = value()?;
+                let mib: u64 = v.parse().map_err(|_| format!("--vae-memory: {v:?} is not a MiB count"))?;
+                a.request.vae_tiling.memory_budget = mib << 20;
+            }
+            "--fast-decode" => a.request.decoder = kiln::pipeline::FinalDecoder::Preview,
             "--seamless" => {
                 let v = value()?;
                 a.seamless = kiln::model::seamless::Seamless::from_name(&v)

@@ -489,8 +489,9 @@ typedef struct kiln_job_options {
 //
 // Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 // older published layout, one that ended after `initial_noise_len`,
-// `guidance_rescale`, `reserved`, `reserved2`, `reserved3` or `mask_height`
-// (on 64-bit targets 64, 72, 80, 128, 136, 160; the current size is 168).
+// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height` or
+// `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168;
+// the current size is 184).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
@@ -570,6 +571,21 @@ typedef struct kiln_generate_options {
     // `scheduler_config.json` values for this request (e.g.
     // `{"timestep_spacing":"trailing"}`), or NULL.
     const char *scheduler_overrides;
+    // Tiled VAE decode and encode: tile width and height in pixels (rounded
+    // down to a multiple of 8; at least 32). 0 = chosen from
+    // `vae_memory_budget_mib`, or no tiling when that is 0 too (default).
+    // On seamless axes the tiles wrap around, so the output still tiles.
+    uint32_t vae_tile_size;
+    // Overlap of neighbouring VAE tiles in pixels; 0 = a quarter of the tile.
+    uint32_t vae_tile_overlap;
+    // With `vae_tile_size` 0: MiB one VAE pass may use; the image is tiled
+    // (largest tile that fits) only when a whole pass is estimated to need
+    // more. 0 = no budget.
+    uint32_t vae_memory_budget_mib;
+    // Which decoder makes the final image: 0 = the VAE (default), 1 = the
+    // model's tiny preview decoder (`preview_decoder/`, TAESD-shaped): much
+    // faster, softer in detail; UNSUPPORTED when the model has none.
+    uint32_t final_decoder;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`. Accepted

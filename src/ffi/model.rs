@@ -90,8 +90,9 @@ pub struct kiln_model_info {
 ///
 /// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 /// older published layout, one that ended after `initial_noise_len`,
-/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3` or `mask_height`
-/// (on 64-bit targets 64, 72, 80, 128, 136, 160; the current size is 168).
+/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height` or
+/// `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168;
+/// the current size is 184).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -173,6 +174,21 @@ pub struct kiln_generate_options {
     /// `scheduler_config.json` values for this request (e.g.
     /// `{"timestep_spacing":"trailing"}`), or NULL.
     pub scheduler_overrides: *const c_char,
+    /// Tiled VAE decode and encode: tile width and height in pixels (rounded
+    /// down to a multiple of 8; at least 32). 0 = chosen from
+    /// `vae_memory_budget_mib`, or no tiling when that is 0 too (default).
+    /// On seamless axes the tiles wrap around, so the output still tiles.
+    pub vae_tile_size: u32,
+    /// Overlap of neighbouring VAE tiles in pixels; 0 = a quarter of the tile.
+    pub vae_tile_overlap: u32,
+    /// With `vae_tile_size` 0: MiB one VAE pass may use; the image is tiled
+    /// (largest tile that fits) only when a whole pass is estimated to need
+    /// more. 0 = no budget.
+    pub vae_memory_budget_mib: u32,
+    /// Which decoder makes the final image: 0 = the VAE (default), 1 = the
+    /// model's tiny preview decoder (`preview_decoder/`, TAESD-shaped): much
+    /// faster, softer in detail; UNSUPPORTED when the model has none.
+    pub final_decoder: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -186,14 +202,15 @@ const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_
 /// Sizes of every published layout of `kiln_generate_options` before the
 /// current one, oldest first: each ended just before the named field
 /// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `reserved2`,
-/// `reserved3`, `mask_height`).
-const GENERATE_OPTIONS_OLDER: [usize; 6] = [
+/// `reserved3`, `mask_height`, `scheduler_overrides`).
+const GENERATE_OPTIONS_OLDER: [usize; 7] = [
     GENERATE_OPTIONS_V1,
     GENERATE_OPTIONS_V2,
     layout_before!(kiln_generate_options, init_image),
     layout_before!(kiln_generate_options, clip_skip),
     layout_before!(kiln_generate_options, mask),
     layout_before!(kiln_generate_options, scheduler_overrides),
+    layout_before!(kiln_generate_options, vae_tile_size),
 ];
 
 pub(crate) fn default_generate_options() -> kiln_generate_options {
@@ -228,6 +245,10 @@ pub(crate) fn default_generate_options() -> kiln_generate_options {
         mask_height: 0,
         scheduler_overrides: std::ptr::null(),
         reserved: 0,
+        vae_tile_size: 0,
+        vae_tile_overlap: 0,
+        vae_memory_budget_mib: 0,
+        final_decoder: 0,
     }
 }
 
@@ -481,6 +502,18 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
         step_noise: None,
         paste_unmasked: None,
+        vae_tiling: crate::pipeline::VaeTiling {
+            tile_size: o.vae_tile_size as usize,
+            overlap: o.vae_tile_overlap as usize,
+            memory_budget: o.vae_memory_budget_mib as u64 * 1024 * 1024,
+        },
+        decoder: match o.final_decoder {
+            0 => crate::pipeline::FinalDecoder::Vae,
+            1 => crate::pipeline::FinalDecoder::Preview,
+            other => {
+                return Err(Error::invalid(format!("options->final_decoder {other} is not 0 (VAE) or 1 (preview decoder)")))
+            }
+        },
     })
 }
 

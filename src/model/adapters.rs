@@ -151,6 +151,7 @@ impl Model {
                 unet,
                 vae_io: m.vae_io.clone(),
                 vae_decoder: Arc::clone(&m.vae_decoder),
+                vae_decoder_f32: Arc::clone(&m.vae_decoder_f32),
                 preview_decoder: m.preview_decoder.clone(),
                 preview_projection: Arc::clone(&m.preview_projection),
                 residency: group,

@@ -589,6 +589,18 @@ fn open_through_cache(
 }
 
 impl Graph {
+    /// The graph's ONNX bytes, the folder its external data lives in, and a
+    /// label for messages (for rewriting a loaded graph again, e.g. upcasting).
+    pub(crate) fn source_bytes(&self) -> Result<(Vec<u8>, PathBuf, String)> {
+        match &self.source {
+            GraphSource::File(p) => {
+                let bytes = std::fs::read(p)
+                    .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", p.display())))?;
+                Ok((bytes, p.parent().map(Path::to_path_buf).unwrap_or_default(), p.display().to_string()))
+            }
+            GraphSource::Memory { bytes, dir, label } => Ok((bytes.to_vec(), dir.clone(), label.clone())),
+        }
+    }
 
     /// Finds an input by any of `names`, or by rank when `rank` is given.
     pub fn find_input(&self, names: &[&str], rank: Option<usize>) -> Option<&TensorSpec> {

@@ -71,6 +71,13 @@ pub struct VaeConfig {
     pub scaling_factor: f32,
     /// Pixels per latent pixel along each axis (8 for SD).
     pub downsampling: usize,
+    /// Added after dividing by `scaling_factor` before decoding, subtracted
+    /// before scaling after encoding (`shift_factor`; 0 when absent or null,
+    /// as for SD 1.x, 2.x and SDXL).
+    pub shift_factor: f32,
+    /// Channels at full resolution (`block_out_channels[0]`; 128 for SD),
+    /// which sets a decode's memory per pixel.
+    pub full_res_channels: usize,
 }
 
 /// What Kiln needs from `text_encoder/config.json`.
@@ -163,6 +170,18 @@ impl ModelLayout {
                 f => f.unwrap_or(0.18215) as f32,
             },
             downsampling: 1 << vae_levels.saturating_sub(1),
+            shift_factor: match get_f64(&vae_json, "shift_factor", &vae_path)? {
+                Some(f) if !f.is_finite() => {
+                    return Err(Error::model(format!("{}: `shift_factor` {f} must be a finite number", vae_path.display())))
+                }
+                f => f.unwrap_or(0.0) as f32,
+            },
+            full_res_channels: vae_json
+                .get("block_out_channels")
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.first())
+                .and_then(|v| v.as_u64())
+                .map_or(128, |c| c as usize),
         };
 
         let text_path = root.join("text_encoder").join("config.json");

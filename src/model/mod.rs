@@ -10,6 +10,9 @@ pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod seamless;
 mod text;
+mod upcast;
+pub mod vae;
+pub mod vae_tiles;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -78,6 +81,8 @@ pub(crate) struct ModelInner {
     pub(crate) unet_io: UnetIo,
     pub(crate) vae_decoder: Arc<Graph>,
     pub(crate) vae_io: VaeDecoderIo,
+    /// `vae_decoder` upcast to float32, made when a decode overflows (see `vae`).
+    pub(crate) vae_decoder_f32: LazyDecoder,
     /// The optional TAESD-style preview decoder and its latent input.
     pub(crate) preview_decoder: Option<Arc<(Graph, VaeDecoderIo)>>,
     /// Fitted on first use (see `preview`).
@@ -147,6 +152,9 @@ pub struct ModelOptions {
     /// [`matting`]).
     pub matting: Option<PathBuf>,
 }
+
+/// A decoder made on first use (the float32 retry of `vae_decoder`).
+pub(crate) type LazyDecoder = Arc<std::sync::OnceLock<Result<Arc<(Graph, VaeDecoderIo)>>>>;
 
 /// The VAE encoder, shared by a model and its variants, loaded on first use.
 pub(crate) type LazyEncoder = Arc<std::sync::OnceLock<Result<Arc<(Graph, VaeEncoderIo)>>>>;
@@ -261,6 +269,7 @@ impl Model {
                 unet_io,
                 vae_decoder: Arc::new(vae_decoder),
                 vae_io,
+                vae_decoder_f32: Default::default(),
                 preview_decoder,
                 preview_projection: Arc::new(std::sync::OnceLock::new()),
                 residency: group,
@@ -316,6 +325,22 @@ impl Model {
         }
     }
 
+    /// Decodes U-Net-scale latents `[1, C, h, w]` (as [`Generation::latents`](crate::pipeline::Generation))
+    /// to an image, as a generation's last step does: divided by the VAE's
+    /// `scaling_factor` (plus its `shift_factor`), whole or in tiles, retried
+    /// in float32 when a float16 decoder overflows; or with the preview decoder.
+    pub fn decode_latents(&self, latents: &ndarray::ArrayD<f32>, tiling: &vae::VaeTiling, decoder: vae::FinalDecoder) -> Result<crate::image::FloatImage> {
+        let s = latents.shape();
+        if s.len() != 4 || s[0] != 1 || s[1] != self.inner.layout.vae_config.latent_channels || s[2] == 0 || s[3] == 0 {
+            return Err(Error::new(
+                crate::error::ErrorKind::InvalidSize,
+                format!("latents of shape {s:?}; this model decodes [1, {}, h, w]", self.inner.layout.vae_config.latent_channels),
+            ));
+        }
+        tiling.validate()?;
+        self.inner.decode_latents(latents, tiling, decoder, None)
+    }
+
     /// A view of this model whose U-Net and VAE decoder wrap around on `axes`,
     /// so images tile seamlessly (see [`seamless`]). The rewritten graphs are
     /// made once per setting and kept while this model lives; tokenizer,
@@ -349,8 +374,8 @@ impl Model {
         // `m` is the root (its U-Net and decoder are plain or, when loaded with
         // `ModelOptions::seamless`, already rewritten) or a view that outlived
         // its root: either way its own graphs serve only its own setting.
-        let (unet, vae_decoder) = if axes == m.seamless {
-            (Arc::clone(&m.unet), Arc::clone(&m.vae_decoder))
+        let (unet, vae_decoder, vae_decoder_f32) = if axes == m.seamless {
+            (Arc::clone(&m.unet), Arc::clone(&m.vae_decoder), Arc::clone(&m.vae_decoder_f32))
         } else {
             if axes == seamless::Seamless::None {
                 m.runtime.logger().info("loading the plain U-Net and VAE decoder for a view without seamless tiling");
@@ -358,6 +383,7 @@ impl Model {
             (
                 Arc::new(load_unet(&m.runtime, &m.layout, axes, &group, &m.adapters.unet)?),
                 Arc::new(load_vae_decoder(&m.runtime, &m.layout, axes, &group)?),
+                Default::default(),
             )
         };
         // As for the U-Net: `m` is the root, or a view whose root is gone, so
@@ -381,6 +407,7 @@ impl Model {
                 unet,
                 vae_io: vae_decoder_io(&vae_decoder)?,
                 vae_decoder,
+                vae_decoder_f32,
                 preview_decoder: m.preview_decoder.clone(),
                 preview_projection: Arc::clone(&m.preview_projection),
                 residency: group,
@@ -739,14 +766,17 @@ impl ModelInner {
         image: ndarray::ArrayD<f32>,
         noise: &mut dyn crate::scheduler::NoiseSource,
         use_mean: bool,
+        tiling: &vae::VaeTiling,
         options: Option<&ort::session::RunOptions>,
     ) -> Result<ndarray::ArrayD<f32>> {
         let enc = self.vae_encoder()?;
         let (graph, io) = &*enc;
-        let out = graph.run(vec![(&io.image, GraphInput::Float(image))], &io.output, options)?;
+        // Tiles blend the posterior's mean and log-variance, as diffusers' tiled_encode blends its moments.
+        let out = self.run_encoder(graph, &io.image, &io.output, image, tiling, options)?;
         let scale = self.layout.vae_config.scaling_factor;
+        let shift = self.layout.vae_config.shift_factor;
         if !io.parameters {
-            return Ok(out.mapv(|x| x * scale));
+            return Ok(out.mapv(|x| (x - shift) * scale));
         }
         let shape = out.shape().to_vec();
         if shape.len() != 4 || shape[1] % 2 != 0 {
@@ -755,13 +785,13 @@ impl ModelInner {
         let c = shape[1] / 2;
         let mean = out.slice(ndarray::s![.., 0..c, .., ..]).to_owned().into_dyn();
         if use_mean {
-            return Ok(mean.mapv(|x| x * scale));
+            return Ok(mean.mapv(|x| (x - shift) * scale));
         }
         let logvar = out.slice(ndarray::s![.., c.., .., ..]).to_owned().into_dyn();
         let eps = noise.draw(mean.shape())?;
         Ok(ndarray::Zip::from(&mean).and(&logvar).and(&eps).map_collect(|&m, &lv, &e| {
             let std = (0.5 * lv.clamp(-30.0, 20.0)).exp();
-            (m + std * e) * scale
+            (m + std * e - shift) * scale
         }))
     }
 }

@@ -48,7 +48,8 @@ impl LatentProjection {
             let sigma = 0.5 * (1 << sample) as f32;
             let z: Vec<f32> = rng.normals(c * FIT_SIDE * FIT_SIDE).into_iter().map(|v| v * sigma).collect();
             let latents = ArrayD::from_shape_vec(IxDyn(&[1, c, FIT_SIDE, FIT_SIDE]), z).map_err(|e| Error::internal(e.to_string()))?;
-            let input = latents.mapv(|x| x * scale);
+            let shift = m.layout.vae_config.shift_factor;
+            let input = latents.mapv(|x| x * scale + shift);
             let image = m.vae_decoder.run(vec![(&m.vae_io.latent, GraphInput::Float(input))], &m.vae_io.output, None)?;
             let shape = image.shape().to_vec();
             if shape.len() != 4 || shape[1] != 3 || shape[2] != FIT_SIDE * f || shape[3] != FIT_SIDE * f {

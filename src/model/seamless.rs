@@ -40,10 +40,10 @@ impl Seamless {
             _ => None,
         }
     }
-    fn wraps_x(self) -> bool {
+    pub(crate) fn wraps_x(self) -> bool {
         matches!(self, Self::X | Self::Xy)
     }
-    fn wraps_y(self) -> bool {
+    pub(crate) fn wraps_y(self) -> bool {
         matches!(self, Self::Y | Self::Xy)
     }
 }

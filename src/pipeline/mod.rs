@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::image::FloatImage;
 use crate::model::{GraphInput, Model, ModelInner};
 use crate::scheduler::{self, SchedulerKind};
+pub use crate::model::vae::{FinalDecoder, VaeTiling};
 pub use crate::tokenizer::weighting::PromptSyntax;
 
 /// Caller-provided initial latents, used exactly as diffusers' `latents=`
@@ -94,6 +95,12 @@ pub struct GenerateRequest {
     /// (diffusers' `clip_skip`; 0 = off). The text encoder is rewritten once
     /// per value (see `Model::clip_skip`).
     pub clip_skip: u32,
+    /// Tiled VAE decode and encode for large images (default: whole image).
+    /// On seamless axes the tiles wrap around, so the output still tiles.
+    pub vae_tiling: VaeTiling,
+    /// Which decoder makes the final image: the VAE (default) or the fast
+    /// tiny preview decoder (needs `preview_decoder/` in the model folder).
+    pub decoder: FinalDecoder,
 }
 
 /// An inpainting mask: one byte per pixel, ≥ 128 = repaint.
@@ -140,6 +147,8 @@ impl Default for GenerateRequest {
             mask: None,
             paste_unmasked: None,
             scheduler_overrides: None,
+            vae_tiling: VaeTiling::default(),
+            decoder: FinalDecoder::Vae,
         }
     }
 }
@@ -276,6 +285,13 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     let Hooks { cancel, mut on_step, run_options } = hooks;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let (width, height) = check_size(m, request)?;
+    request.vae_tiling.validate()?;
+    if request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
+        return Err(Error::unsupported(format!(
+            "the fast final decode needs a preview decoder (preview_decoder/model.onnx); {} has none",
+            m.layout.root.display()
+        )));
+    }
     if !request.guidance_scale.is_finite() {
         return Err(Error::invalid("guidance_scale must be a finite number"));
     }
@@ -396,7 +412,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         None => &mut rng,
     };
     let encode = |image: ArrayD<f32>, noise: &mut dyn scheduler::NoiseSource| -> Result<ArrayD<f32>> {
-        let z = m.encode_image(image, noise, request.posterior_mean, run_options)?;
+        let z = m.encode_image(image, noise, request.posterior_mean, &request.vae_tiling, run_options)?;
         if z.shape() != latent_shape {
             return Err(Error::model(format!("vae_encoder gave latents {:?}; expected {latent_shape:?}", z.shape())));
         }
@@ -514,7 +530,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             "step_noise has {left} values this scheduler did not use (it must match the draws exactly)"
         )));
     }
-    let mut image = decode(m, &latents, run_options)?;
+    let mut image = m.decode_latents(&latents, &request.vae_tiling, request.decoder, run_options)?;
     if let (Some(mask), Some(init)) = (&inpaint, &request.init_image) {
         if request.paste_unmasked.unwrap_or(!inpainting_unet) {
             paste_kept_pixels(&mut image, init, mask)?;
@@ -692,26 +708,6 @@ fn unet_call(
         inputs.push((spec, GraphInput::Float(arr)));
     }
     m.unet.run(inputs, &io.output, options)
-}
-
-fn decode(m: &ModelInner, latents: &ArrayD<f32>, options: Option<&ort::session::RunOptions>) -> Result<FloatImage> {
-    let scale = 1.0 / m.layout.vae_config.scaling_factor;
-    let z = latents.mapv(|x| x * scale);
-    let out = m.vae_decoder.run(vec![(&m.vae_io.latent, GraphInput::Float(z))], &m.vae_io.output, options)?;
-    let shape = out.shape().to_vec();
-    if shape.len() != 4 || shape[0] != 1 || shape[1] != 3 {
-        return Err(Error::model(format!("vae_decoder returned shape {shape:?}; expected [1, 3, H, W]")));
-    }
-    let (h, w) = (shape[2], shape[3]);
-    let mut data = Vec::with_capacity(h * w * 3);
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                data.push((out[[0, c, y, x]] / 2.0 + 0.5).clamp(0.0, 1.0));
-            }
-        }
-    }
-    Ok(FloatImage { width: w, height: h, data })
 }
 
 /// The LCM guidance embedding (diffusers `get_guidance_scale_embedding`).

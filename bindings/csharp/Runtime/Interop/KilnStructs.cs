@@ -78,6 +78,10 @@ namespace Kiln.Interop
         public uint mask_width;
         public uint mask_height;
         public IntPtr scheduler_overrides;
+        public uint vae_tile_size;
+        public uint vae_tile_overlap;
+        public uint vae_memory_budget_mib;
+        public uint final_decoder;
     }
 
     /// <summary>C: <c>kiln_job_progress</c>.</summary>

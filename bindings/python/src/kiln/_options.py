@@ -45,6 +45,14 @@ class GenerateOptions(TypedDict, total=False):
     mask: Any
     #: Replaces scheduler_config.json values for this request.
     scheduler_overrides: Union[dict[str, Any], str]
+    #: Tiled VAE: tile size in pixels (0 = from vae_memory_budget_mib, or whole).
+    vae_tile_size: int
+    #: Overlap of VAE tiles in pixels (0 = a quarter of the tile).
+    vae_tile_overlap: int
+    #: With vae_tile_size 0: MiB one VAE pass may use (0 = no budget).
+    vae_memory_budget_mib: int
+    #: 0 = the VAE (default), 1 = the model's tiny preview decoder (fast).
+    final_decoder: int
 
 
 class Request:
@@ -56,7 +64,8 @@ class Request:
         self.keep: list[Any] = []
         kw: dict[str, Any] = dict(options)
         o.prompt = self._text(prompt)
-        for name in ("width", "height", "steps", "seed", "clip_skip"):
+        for name in ("width", "height", "steps", "seed", "clip_skip", "vae_tile_size", "vae_tile_overlap",
+                     "vae_memory_budget_mib", "final_decoder"):
             if name in kw:
                 setattr(o, name, int(kw.pop(name)))
         for name in ("guidance_scale", "guidance_rescale", "strength"):
