@@ -300,7 +300,7 @@ fn misbehaving_callbacks_are_contained() {
 }
 
 /// A graph whose weights live in an external data file (the matting graph of
-/// tests/fixtures/external-data, saved by tools/make_external_data_fixture.py
+/// tests/fixtures/external-data-matting, saved by tools/make_external_data_matting_fixture.py
 /// with every initializer in `model.onnx_data`): the file missing is
 /// MODEL_NOT_FOUND, cut short or emptied MODEL_INVALID, each naming the file;
 /// the same model then cuts out a sprite once the file is back, and the
@@ -308,7 +308,7 @@ fn misbehaving_callbacks_are_contained() {
 #[test]
 fn external_weights_missing_or_short() {
     use kiln::ffi::postprocess::*;
-    let src = common::root().join("tests/fixtures/external-data");
+    let src = common::root().join("tests/fixtures/external-data-matting");
     let dir = std::env::temp_dir().join(format!("kiln-faults-{}-external", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     copy_dir(&src, &dir);
