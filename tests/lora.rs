@@ -1,6 +1,7 @@
 //! LoRA adapters: parity with diffusers' `load_lora_weights` + `fuse_lora`
 //! (goldens by tools/make_lora_fixture.py), both file layouts, stacking,
-//! switching, views, and every bad file giving its own status.
+//! switching, views, external-data exports (and what a switch reads from
+//! them), and every bad file giving its own status.
 //!
 //! Tolerances as tests/parity.rs: final latents max|Δ| ≤ 1e-3 × max|reference|,
 //! decoded image max|Δ| ≤ 2e-3 absolute.

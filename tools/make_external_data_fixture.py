@@ -19,7 +19,7 @@ The data files themselves are NOT committed (they are the plain fixture's 11 MB
 of weights again). data-files.json lists, per data file, its length, its
 FNV-1a 64 hash as onnx.save wrote it, and its pieces: (offset in the data file,
 length, offset of the same bytes in tests/fixtures/tiny-sd/<part>/model.onnx).
-tests/lora_external_data.rs rebuilds the files from those pieces and checks the
+tests/lora.rs rebuilds the files from those pieces and checks the
 hash, so the test runs on exactly the bytes onnx.save wrote.
 
 Checked here: ONNX Runtime (Python) gives bit-identical outputs for the plain
@@ -141,7 +141,7 @@ def main() -> None:
         "- `unet/model.onnx`: optimum's layout, every tensor of 100 bytes or more in `model.onnx_data`.\n"
         "- `text_encoder/model.onnx`: one data file per tensor (`onnx.save(..., all_tensors_to_one_file=False)`).\n\n"
         "The data files are not committed: `data-files.json` says how to rebuild each from the plain\n"
-        f"fixture's bytes, with the hash of what onnx {onnx.__version__} wrote; `tests/lora_external_data.rs` rebuilds them.\n"
+        f"fixture's bytes, with the hash of what onnx {onnx.__version__} wrote; `tests/lora.rs` rebuilds them.\n"
     )
 
 
