@@ -525,3 +525,26 @@ fn switching_loras_on_an_external_data_export_reads_only_the_adapted_weights() {
     assert!(plain_read >= plain_graphs, "the counter must see ONNX Runtime's own reads");
     drop(stack);
 }
+
+/// A switch rebuilds only the graphs whose weights change: a U-Net-only LoRA
+/// view runs the base model's own text-encoder and VAE sessions (their run
+/// counters are shared) and its own U-Net.
+#[test]
+fn a_unet_only_lora_shares_the_text_encoder_and_vae_sessions() {
+    let base = Model::load(common::runtime(), &common::fixture()).unwrap();
+    let view = with_case_loras(&base, "lcm_shaped", false);
+    assert!(view.merged_initializers().1.is_empty(), "U-Net only");
+    let c = cases().into_iter().find(|c| c["name"] == "style_ddim_s1").unwrap();
+    view.generate_with(&request(&c), Hooks::default()).unwrap();
+    let calls = |m: &Model| m.graph_run_times().map(|(name, calls, _)| (name, calls));
+    eprintln!("after the view's image: base {:?}, view {:?}", calls(&base), calls(&view));
+    for ((name, on_base), (_, on_view)) in calls(&base).into_iter().zip(calls(&view)) {
+        if name == "unet" {
+            assert_eq!(on_base, 0, "the view has its own U-Net");
+            assert!(on_view > 0);
+        } else {
+            assert_eq!(on_base, on_view, "{name}: one session for both models");
+            assert!(on_base > 0, "{name} ran");
+        }
+    }
+}
