@@ -246,3 +246,60 @@ fn noise_draws_replay_diffusers_exactly() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("not an .npz"), "{}", String::from_utf8_lossy(&r.stderr));
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--lora FILE:SCALE` and `--embedding FILE[:TOKEN]` reproduce the LoRA
+/// fixture's diffusers goldens (tests/fixtures/lora, DDIM with the fixture's
+/// own scheduler config), and a bad LoRA file fails with Kiln's reason.
+#[test]
+fn cli_applies_loras_and_embeddings_like_diffusers() {
+    let lora = common::root().join("tests/fixtures/lora");
+    let out = std::env::temp_dir().join(format!("kiln-cli-lora-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let run = |name: &str, prompt: &str, extra: &[String]| {
+        let r = Command::new(generate_bin())
+            .arg("--model")
+            .arg(common::fixture())
+            .args(["--prompt", prompt, "--negative-prompt", "blurry", "--steps", "8", "--guidance", "7.5", "--scheduler", "ddim"])
+            .arg("--init-noise")
+            .arg(lora.join("noise_1x4x8x8.npy"))
+            .args(extra)
+            .arg("--out")
+            .arg(out.join(format!("{name}.png")))
+            .arg("--out-latents")
+            .arg(out.join(format!("{name}.latents.npy")))
+            .arg("--out-npy")
+            .arg(out.join(format!("{name}.image.npy")))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{name}: {}", String::from_utf8_lossy(&r.stderr));
+        let (_, got) = kiln::image::npy::read_f32(&out.join(format!("{name}.latents.npy"))).unwrap();
+        let (_, want) = kiln::image::npy::read_f32(&lora.join(format!("{name}.latents.npy"))).unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        common::check_margin(&format!("cli::lora::{name}::latents_rel"), (common::max_abs_diff(&got, &want) / scale) as f64, 1e-3);
+        let (_, img) = kiln::image::npy::read_f32(&out.join(format!("{name}.image.npy"))).unwrap();
+        let (_, want_img) = kiln::image::npy::read_f32(&lora.join(format!("{name}.image.npy"))).unwrap();
+        common::check_margin(&format!("cli::lora::{name}::image_abs"), common::max_abs_diff(&img, &want_img) as f64, 2e-3);
+    };
+    let file = |f: &str| lora.join(f).to_str().unwrap().to_string();
+    run(
+        "stack_ddim",
+        "mossy stone brick wall",
+        &["--lora".into(), format!("{}:0.8", file("style.kohya.safetensors")), "--lora".into(), format!("{}:-0.6", file("detail.peft.safetensors"))],
+    );
+    run(
+        "embedding_ddim",
+        "<brick-style> wall, <moss>",
+        &["--embedding".into(), format!("{}:<brick-style>", file("brick-style.safetensors")), "--embedding".into(), file("learned_embeds.safetensors")],
+    );
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--prompt", "wall", "--steps", "1", "--lora", &file("broken/sd2_dims.safetensors")])
+        .arg("--out")
+        .arg(out.join("bad.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("another architecture"), "{:?}: {err}", r.status);
+    std::fs::remove_dir_all(&out).ok();
+}

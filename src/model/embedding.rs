@@ -127,6 +127,10 @@ mod tests {
         let diffusers = write("learned_embeds.safetensors", &[("<moss>", vec![4])]);
         let e = Embedding::read(&EmbeddingSpec { path: diffusers, token: None }).unwrap();
         assert_eq!((e.token.as_str(), e.vectors.len()), ("<moss>", 1));
+        // A1111's older layout: the vectors under `string_to_param.*`, the token from the file name.
+        let older = write("old-style.safetensors", &[("string_to_param.*", vec![3, 4])]);
+        let e = Embedding::read(&EmbeddingSpec { path: older, token: None }).unwrap();
+        assert_eq!((e.token.as_str(), e.vectors.len(), e.vectors[2][3]), ("old-style", 3, 11.0));
         let sdxl = write("xl.safetensors", &[("clip_l", vec![1, 768]), ("clip_g", vec![1, 1280])]);
         assert_eq!(Embedding::read(&EmbeddingSpec { path: sdxl, token: None }).unwrap_err().kind(), ErrorKind::AdapterMismatch);
         let pt = Embedding::read(&EmbeddingSpec { path: "x.pt".into(), token: None }).unwrap_err();
