@@ -278,3 +278,13 @@ fn lifetimes_under_concurrency_are_defined() {
     assert!(!stderr.contains("ERROR: AddressSanitizer") && !stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
     assert!(stdout.contains("protocol errors 0"), "{stdout}");
 }
+
+#[test]
+fn txt2img_runs_the_sdxl_fixture_unchanged() {
+    let bin = build_c("txt2img");
+    let png = bin.with_file_name("txt2img-sdxl.png");
+    let out = run_limited(c_program(&bin).arg(common::root().join("tests/fixtures/tiny-sdxl")).arg("mossy stone brick wall").arg(&png), 300);
+    assert!(out.status.success(), "txt2img on SDXL failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap())).read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (64, 64));
+}

@@ -201,3 +201,44 @@ fn model_info_reports_both_encoders() {
     assert_eq!(info.default_size, 64);
     assert!((model().layout().vae_config.scaling_factor - 0.13025).abs() < 1e-9);
 }
+
+/// The size conditioning matters at the parity bound on this fixture, so the
+/// nonsquare case above really checks it: dropping it moves the latents by
+/// far more than 1e-3.
+#[test]
+fn size_conditioning_changes_the_result_beyond_the_bound() {
+    let (_, draws) = common::read_npy("sdxl/nonsquare_sizes.draws.npy");
+    let request = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        width: 96,
+        height: 64,
+        steps: 6,
+        guidance_scale: 5.0,
+        scheduler: SchedulerKind::Euler,
+        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 12], data: draws }),
+        ..Default::default()
+    };
+    let out = model().generate_with(&request, Hooks::default()).unwrap();
+    let (_, want) = common::read_npy("sdxl/nonsquare_sizes.latents.npy");
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = common::max_abs_diff(&got, &want) / scale;
+    eprintln!("without size conditioning: latents differ by {rel:e} relative (parity bound 1e-3)");
+    assert!(rel > 1e-2, "time ids barely matter on this fixture ({rel:e}); the parity case would not catch them");
+}
+
+/// A refiner-style export (no `text_encoder`/`tokenizer`) is read with
+/// `text_encoder_2` as its only encoder; this fixture's U-Net expects both
+/// encoders' width, so loading names the mismatch instead of failing later.
+#[test]
+fn export_without_text_encoder_uses_text_encoder_2_alone() {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-refiner-style");
+    copy_fixture(&dest, &["text_encoder/", "tokenizer/"]);
+    let layout = kiln::model::ModelLayout::open(&dest).unwrap();
+    assert!(layout.text_encoder.ends_with("text_encoder_2/model.onnx"), "{}", layout.text_encoder.display());
+    assert!(layout.text_encoder_2.is_none());
+    assert_eq!(layout.text_config.hidden_size, 16);
+    let e = Model::load(common::runtime(), &dest).err().expect("24-wide U-Net with one 16-wide encoder");
+    assert_eq!(e.kind(), kiln::ErrorKind::ModelInvalid);
+    assert!(e.to_string().contains("24-wide") && e.to_string().contains("16"), "{e}");
+}
