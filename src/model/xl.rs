@@ -159,7 +159,7 @@ fn h_layer(io: &TextEncoderIo, skip: u32) -> Result<usize> {
 pub(crate) fn pad_chunks(h: &mut ArrayD<f32>, empty: &ArrayD<f32>, len: usize) -> Result<()> {
     let chunk = empty.shape()[1];
     let missing = len - h.shape()[1];
-    if chunk == 0 || missing % chunk != 0 {
+    if chunk == 0 || !missing.is_multiple_of(chunk) {
         return Err(Error::internal(format!("prompt lengths {} and {len} are not whole chunks of {chunk}", h.shape()[1])));
     }
     let mut parts = vec![h.view()];
