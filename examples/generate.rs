@@ -42,6 +42,16 @@ const USAGE: &str = "usage: generate [options]
   --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)
   --vae-memory MIB        memory budget for --vae-tile auto (default 2048)
   --fast-decode           final image from the model's tiny preview decoder (preview_decoder/)
+  --prompt-2 TEXT         SDXL: prompt for the second text encoder (default: --prompt)
+  --negative-prompt-2 TEXT
+                          SDXL: negative prompt for the second text encoder (default: --negative-prompt)
+  --original-size WxH     SDXL: size conditioning (default: the output size)
+  --target-size WxH       SDXL: target size conditioning (default: the output size)
+  --crop-top-left T,L     SDXL: crop conditioning (default 0,0)
+  --negative-original-size WxH, --negative-target-size WxH, --negative-crop-top-left T,L
+                          SDXL: the unconditional side's (text-to-image uses them when both sizes are given)
+  --aesthetic-score S, --negative-aesthetic-score S
+                          SDXL refiner-style U-Nets (default 6.0, 2.5)
   --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout) into the
                           U-Net and text encoder with this strength (default 1.0); repeatable
   --embedding FILE[:TOKEN]
@@ -200,6 +210,12 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         fn number<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
             v.parse().map_err(|_| format!("{flag}: {v:?} is not a valid number"))
         }
+        // "WxH" sizes and "T,L" crops: two whole numbers around `sep`.
+        fn two(flag: &str, v: &str, sep: char) -> Result<[usize; 2], String> {
+            v.split_once(sep)
+                .and_then(|(a, b)| Some([a.trim().parse().ok()?, b.trim().parse().ok()?]))
+                .ok_or_else(|| format!("{flag}: {v:?} is not two whole numbers separated by '{sep}'"))
+        }
         match flag.as_str() {
             "--model" => a.model = PathBuf::from(value()?),
             "--prompt" => a.request.prompt = value()?,
@@ -250,6 +266,16 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--normal-map" => a.normal_map = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
             "--clip-skip" => a.request.clip_skip = number(flag, value()?)?,
+            "--prompt-2" => a.request.prompt_2 = value()?,
+            "--negative-prompt-2" => a.request.negative_prompt_2 = value()?,
+            "--original-size" => a.request.xl.original_size = Some(two(flag, &value()?, 'x')?),
+            "--target-size" => a.request.xl.target_size = Some(two(flag, &value()?, 'x')?),
+            "--crop-top-left" => a.request.xl.crop_top_left = two(flag, &value()?, ',')?,
+            "--negative-original-size" => a.request.xl.negative_original_size = Some(two(flag, &value()?, 'x')?),
+            "--negative-target-size" => a.request.xl.negative_target_size = Some(two(flag, &value()?, 'x')?),
+            "--negative-crop-top-left" => a.request.xl.negative_crop_top_left = two(flag, &value()?, ',')?,
+            "--aesthetic-score" => a.request.xl.aesthetic_score = number(flag, value()?)?,
+            "--negative-aesthetic-score" => a.request.xl.negative_aesthetic_score = number(flag, value()?)?,
             "--lora" => a.loras.push(lora_arg(&value()?)?),
             "--embedding" => a.embeddings.push(embedding_arg(&value()?)),
             "--scheduler-config" => {

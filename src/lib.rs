@@ -33,7 +33,7 @@ pub mod tokenizer;
 pub use error::{Error, ErrorKind, Result};
 pub use image::{FloatImage, Rgba8Image};
 pub use model::{Model, ModelOptions};
-pub use pipeline::{GenerateRequest, InitialNoise};
+pub use pipeline::{GenerateRequest, InitialNoise, XlConditioning};
 pub use runtime::{Runtime, RuntimeOptions};
 pub use scheduler::SchedulerKind;
 

@@ -335,3 +335,13 @@ fn txt2img_under_valgrind() {
     assert!(stderr.contains("ERROR SUMMARY: 0 errors"), "{stderr}");
     assert!(stderr.contains("definitely lost: 0 bytes") || stderr.contains("All heap blocks were freed"), "{stderr}");
 }
+
+#[test]
+fn txt2img_runs_the_sdxl_fixture_unchanged() {
+    let bin = build_c("txt2img");
+    let png = bin.with_file_name("txt2img-sdxl.png");
+    let out = run_limited(c_program(&bin).arg(common::root().join("tests/fixtures/tiny-sdxl")).arg("mossy stone brick wall").arg(&png), 300);
+    assert!(out.status.success(), "txt2img on SDXL failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap())).read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (64, 64));
+}

@@ -303,3 +303,36 @@ fn cli_applies_loras_and_embeddings_like_diffusers() {
     assert!(!r.status.success() && err.contains("another architecture"), "{:?}: {err}", r.status);
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// The CLI runs the SDXL fixture unchanged, and its SDXL flags give
+/// optimum's result (tests/sdxl.rs `nonsquare_sizes` case, from its noise).
+#[test]
+fn cli_runs_sdxl_with_its_size_conditioning_flags() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-sdxl-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    // Euler draws only the initial latents.
+    let (_, draws) = common::read_npy("sdxl/nonsquare_sizes.draws.npy");
+    kiln::image::npy::write_f32(&out.join("noise.npy"), &[1, 4, 8, 12], &draws).unwrap();
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::root().join("tests/fixtures/tiny-sdxl"))
+        .args(["--prompt", "mossy stone brick wall", "--steps", "6", "--guidance", "5", "--scheduler", "euler"])
+        .args(["--width", "96", "--height", "64", "--original-size", "160x128", "--crop-top-left", "8,16"])
+        .args(["--negative-original-size", "48x32", "--negative-crop-top-left", "0,4", "--negative-target-size", "80x48"])
+        .arg("--init-noise")
+        .arg(out.join("noise.npy"))
+        .arg("--out")
+        .arg(out.join("a.png"))
+        .arg("--out-latents")
+        .arg(out.join("l.npy"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, got) = kiln::image::npy::read_f32(&out.join("l.npy")).unwrap();
+    let (_, want) = common::read_npy("sdxl/nonsquare_sizes.latents.npy");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    common::check_margin("cli::sdxl::nonsquare_sizes::latents_rel", (common::max_abs_diff(&got, &want) / scale) as f64, 1e-3);
+    let bad = Command::new(generate_bin()).args(["--original-size", "160by128"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    std::fs::remove_dir_all(&out).ok();
+}

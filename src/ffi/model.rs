@@ -514,6 +514,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
                 return Err(Error::invalid(format!("options->final_decoder {other} is not 0 (VAE) or 1 (preview decoder)")))
             }
         },
+        ..GenerateRequest::default()
     })
 }
 

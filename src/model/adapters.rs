@@ -158,6 +158,7 @@ impl Model {
                 embedding_cache,
                 seamless: m.seamless,
                 clip_skip: m.clip_skip,
+                xl: m.xl.clone(),
                 variants: Default::default(),
                 base: None,
                 vae_encoder: Arc::clone(&m.vae_encoder),

@@ -621,6 +621,12 @@ impl Graph {
     /// Runs the graph. Inputs are converted to the declared element types; the
     /// named output comes back as f32.
     pub fn run(&self, inputs: Vec<(&TensorSpec, GraphInput)>, output: &str, options: Option<&RunOptions>) -> Result<ArrayD<f32>> {
+        let mut out = self.run_many(inputs, &[output], options)?;
+        out.pop().ok_or_else(|| Error::internal("graph run returned no output"))
+    }
+
+    /// Runs the graph once and returns several of its outputs, in the order asked.
+    pub fn run_many(&self, inputs: Vec<(&TensorSpec, GraphInput)>, wanted: &[&str], options: Option<&RunOptions>) -> Result<Vec<ArrayD<f32>>> {
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for (spec, data) in inputs {
             values.push((spec.name.clone(), self.to_value(spec, data)?));
@@ -635,10 +641,15 @@ impl Graph {
         .map_err(|e| Error::inference(self.name, e))?;
         self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let value = outputs
-            .get(output)
-            .ok_or_else(|| Error::model(format!("{} graph produced no output `{output}`", self.name)))?;
-        to_f32(self.name, output, value)
+        wanted
+            .iter()
+            .map(|&output| {
+                let value = outputs
+                    .get(output)
+                    .ok_or_else(|| Error::model(format!("{} graph produced no output `{output}`", self.name)))?;
+                to_f32(self.name, output, value)
+            })
+            .collect()
     }
 
     fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<DynValue> {

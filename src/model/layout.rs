@@ -9,6 +9,10 @@
 //! tokenizer/vocab.json + merges.txt (or tokenizer.json), tokenizer_config.json
 //! scheduler/scheduler_config.json
 //! ```
+//!
+//! SDXL exports add `text_encoder_2/` (CLIP with projection) and `tokenizer_2/`;
+//! a refiner-style export has only those two, which then serve as the text
+//! encoder and tokenizer.
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -20,8 +24,17 @@ use crate::error::{Error, ErrorKind, Result};
 pub struct ModelLayout {
     /// The model folder.
     pub root: PathBuf,
-    /// `text_encoder/model.onnx`.
+    /// `text_encoder/model.onnx` (a refiner-style SDXL export without one:
+    /// `text_encoder_2/model.onnx`).
     pub text_encoder: PathBuf,
+    /// SDXL: `text_encoder_2/model.onnx` when the export also has `text_encoder/`.
+    pub text_encoder_2: Option<PathBuf>,
+    /// SDXL: `tokenizer_2/`, beside `text_encoder_2`.
+    pub tokenizer_2_dir: Option<PathBuf>,
+    /// SDXL: the second text encoder's config.
+    pub text_config_2: Option<TextConfig>,
+    /// SDXL: the U-Net's added conditioning and the pipeline's flags.
+    pub xl: Option<XlConfig>,
     /// `unet/model.onnx`.
     pub unet: PathBuf,
     /// `vae_decoder/model.onnx`.
@@ -80,6 +93,22 @@ pub struct VaeConfig {
     pub full_res_channels: usize,
 }
 
+/// SDXL's added conditioning (`addition_embed_type = "text_time"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct XlConfig {
+    /// `unet/config.json` `addition_time_embed_dim`.
+    pub addition_time_embed_dim: Option<usize>,
+    /// `unet/config.json` `projection_class_embeddings_input_dim`: time-id
+    /// embeddings plus the pooled text embedding.
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    /// `model_index.json` `force_zeros_for_empty_prompt` (default true): an
+    /// empty negative prompt becomes zero embeddings instead of encoded "".
+    pub force_zeros_for_empty_prompt: bool,
+    /// `model_index.json` `requires_aesthetics_score` (refiner): time ids hold
+    /// an aesthetic score instead of the target size.
+    pub requires_aesthetics_score: bool,
+}
+
 /// What Kiln needs from `text_encoder/config.json`.
 #[derive(Debug, Clone)]
 pub struct TextConfig {
@@ -111,7 +140,16 @@ impl ModelLayout {
                 Err(Error::new(ErrorKind::ModelNotFound, format!("model file {} is missing", p.display())))
             }
         };
-        let text_encoder = need("text_encoder/model.onnx")?;
+        // SDXL: a second encoder; a refiner-style export has only that one.
+        let has_first = root.join("text_encoder").join("model.onnx").is_file();
+        let has_second = root.join("text_encoder_2").join("model.onnx").is_file();
+        let (text_encoder, text_encoder_2, first_dir, first_tokenizer) = match (has_first, has_second) {
+            (false, true) => (need("text_encoder_2/model.onnx")?, None, "text_encoder_2", "tokenizer_2"),
+            (_, second) => {
+                let te = need("text_encoder/model.onnx")?;
+                (te, Some(root.join("text_encoder_2").join("model.onnx")).filter(|_| second), "text_encoder", "tokenizer")
+            }
+        };
         let unet = need("unet/model.onnx")?;
         let vae_decoder = need("vae_decoder/model.onnx")?;
         let vae_encoder = Some(root.join("vae_encoder").join("model.onnx")).filter(|p| p.is_file());
@@ -122,17 +160,26 @@ impl ModelLayout {
         } else {
             1.0
         };
-        let tokenizer_dir = root.join("tokenizer");
-        let has_bpe = tokenizer_dir.join("vocab.json").is_file() && tokenizer_dir.join("merges.txt").is_file();
-        if !has_bpe && !tokenizer_dir.join("tokenizer.json").is_file() {
-            return Err(Error::new(
-                ErrorKind::ModelNotFound,
-                format!(
-                    "tokenizer files are missing: {} needs vocab.json and merges.txt (or tokenizer.json)",
-                    tokenizer_dir.display()
-                ),
-            ));
-        }
+        let check_tokenizer = |dir: &Path| -> Result<()> {
+            let has_bpe = dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file();
+            if !has_bpe && !dir.join("tokenizer.json").is_file() {
+                return Err(Error::new(
+                    ErrorKind::ModelNotFound,
+                    format!("tokenizer files are missing: {} needs vocab.json and merges.txt (or tokenizer.json)", dir.display()),
+                ));
+            }
+            Ok(())
+        };
+        let tokenizer_dir = root.join(first_tokenizer);
+        check_tokenizer(&tokenizer_dir)?;
+        let tokenizer_2_dir = match &text_encoder_2 {
+            Some(_) => {
+                let dir = root.join("tokenizer_2");
+                check_tokenizer(&dir)?;
+                Some(dir)
+            }
+            None => None,
+        };
         let scheduler_config = read_json(&need("scheduler/scheduler_config.json")?)?;
 
         // Exports made by diffusers' older ONNX script carry no per-graph
@@ -184,16 +231,41 @@ impl ModelLayout {
                 .map_or(128, |c| c as usize),
         };
 
-        let text_path = root.join("text_encoder").join("config.json");
-        let text_json = optional_json("text_encoder/config.json")?;
-        let text_config = TextConfig {
-            hidden_size: get_usize_in(&text_json, "hidden_size", &text_path, 1..=65536)?.unwrap_or(768),
-            max_position_embeddings: get_usize_in(&text_json, "max_position_embeddings", &text_path, 1..=4096)?.unwrap_or(77),
+        let mut text_config_of = |dir: &str| -> Result<TextConfig> {
+            let text_path = root.join(dir).join("config.json");
+            let text_json = optional_json(&format!("{dir}/config.json"))?;
+            Ok(TextConfig {
+                hidden_size: get_usize_in(&text_json, "hidden_size", &text_path, 1..=65536)?.unwrap_or(768),
+                max_position_embeddings: get_usize_in(&text_json, "max_position_embeddings", &text_path, 1..=4096)?.unwrap_or(77),
+            })
+        };
+        let text_config = text_config_of(first_dir)?;
+        let text_config_2 = match &text_encoder_2 {
+            Some(_) => Some(text_config_of("text_encoder_2")?),
+            None => None,
+        };
+        let xl = match unet_json.get("addition_embed_type").and_then(Value::as_str) {
+            Some("text_time") => Some(XlConfig {
+                addition_time_embed_dim: get_usize_in(&unet_json, "addition_time_embed_dim", &unet_path, 1..=65536)?,
+                projection_class_embeddings_input_dim: get_usize_in(
+                    &unet_json,
+                    "projection_class_embeddings_input_dim",
+                    &unet_path,
+                    1..=1 << 20,
+                )?,
+                force_zeros_for_empty_prompt: get_bool(&index_json, "force_zeros_for_empty_prompt", &index)?.unwrap_or(true),
+                requires_aesthetics_score: get_bool(&index_json, "requires_aesthetics_score", &index)?.unwrap_or(false),
+            }),
+            _ => None,
         };
 
         Ok(Self {
             root: root.to_path_buf(),
             text_encoder,
+            text_encoder_2,
+            tokenizer_2_dir,
+            text_config_2,
+            xl,
             unet,
             vae_decoder,
             vae_encoder,
@@ -302,6 +374,13 @@ fn get_usize(v: &Value, key: &str, file: &Path) -> Result<Option<usize>> {
             .as_u64()
             .map(|n| Some(n as usize))
             .ok_or_else(|| Error::model(format!("{}: `{key}` must be a non-negative integer", file.display()))),
+    }
+}
+
+fn get_bool(v: &Value, key: &str, file: &Path) -> Result<Option<bool>> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(x) => x.as_bool().map(Some).ok_or_else(|| Error::model(format!("{}: `{key}` must be true or false", file.display()))),
     }
 }
 

@@ -13,6 +13,7 @@ mod text;
 mod upcast;
 pub mod vae;
 pub mod vae_tiles;
+pub(crate) mod xl;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct UnetIo {
     pub encoder_hidden_states: TensorSpec,
     /// Guidance embedding of LCM-distilled U-Nets.
     pub timestep_cond: Option<TensorSpec>,
+    /// SDXL: pooled text embedding input (`text_embeds`).
+    pub text_embeds: Option<TensorSpec>,
+    /// SDXL: size and crop conditioning input (`time_ids`).
+    pub time_ids: Option<TensorSpec>,
     /// Noise prediction output (`out_sample`).
     pub output: String,
     /// Largest batch one call may take (`None` = dynamic).
@@ -51,6 +56,11 @@ pub struct TextEncoderIo {
     pub input_ids: TensorSpec,
     /// Per-token embeddings output (`last_hidden_state`).
     pub output: String,
+    /// `hidden_states.0` … `hidden_states.N` when the export has them (SDXL
+    /// exports do), by index: the token embeddings, then each layer's output.
+    pub hidden_states: Vec<String>,
+    /// The projected pooled embedding (`text_embeds`), for CLIP with projection.
+    pub pooled: Option<String>,
 }
 
 /// VAE decoder inputs and outputs.
@@ -94,6 +104,8 @@ pub(crate) struct ModelInner {
     pub(crate) seamless: seamless::Seamless,
     /// Text-encoder layers skipped from the end (CLIP skip).
     pub(crate) clip_skip: u32,
+    /// SDXL: the second text encoder and the U-Net's added conditioning.
+    pub(crate) xl: Option<Arc<xl::XlText>>,
     /// Variants (seamless, CLIP skip) made from this base model, kept for
     /// reuse. Variants hold only a weak reference back, so there is no cycle.
     pub(crate) variants: parking_lot::Mutex<std::collections::HashMap<(seamless::Seamless, u32), Model>>,
@@ -237,6 +249,7 @@ impl Model {
         };
         let mut layout = layout;
         fill_from_graphs(&mut layout, &unet_io, &vae_io);
+        let xl = load_xl(runtime, &layout, &unet_io, &text_io, &group)?;
         check_consistency(&layout, &unet_io)?;
         if !layout.missing_configs.is_empty() {
             runtime.logger().log(
@@ -276,6 +289,7 @@ impl Model {
                 embedding_cache: Arc::new(parking_lot::Mutex::new(text::EmbeddingCache::new(runtime.inner.embedding_cache_entries))),
                 seamless: axes,
                 clip_skip: 0,
+                xl,
                 variants: Default::default(),
                 base: None,
                 vae_encoder: Default::default(),
@@ -294,7 +308,7 @@ impl Model {
             size_multiple: l.size_multiple(),
             latent_channels: l.vae_config.latent_channels,
             vae_downsampling: l.vae_config.downsampling,
-            embedding_dim: l.text_config.hidden_size,
+            embedding_dim: l.text_config.hidden_size + l.text_config_2.as_ref().map_or(0, |c| c.hidden_size),
             has_vae_encoder: l.vae_encoder.is_some(),
             has_matting: self.has_matting(),
         }
@@ -390,6 +404,10 @@ impl Model {
         // its own text encoder is only reused for its own setting.
         let (text_encoder, embedding_cache) = if skip == m.clip_skip {
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
+        } else if m.xl.is_some() {
+            // SDXL exports output every hidden state: CLIP skip picks one, no
+            // rewrite. The cache is keyed by layer, so it can be shared.
+            (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
         } else {
             let g = load_text_encoder(&m.runtime, &m.layout, skip, &group, &m.adapters.text_encoder)?;
             // Different embeddings for the same prompt: a cache of its own.
@@ -414,6 +432,7 @@ impl Model {
                 embedding_cache,
                 seamless: axes,
                 clip_skip: skip,
+                xl: m.xl.clone(),
                 variants: Default::default(),
                 base: Some(Arc::downgrade(&self.inner)),
                 vae_encoder: Arc::clone(&m.vae_encoder),
@@ -636,7 +655,8 @@ fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Sea
 
 /// The text encoder, `skip` layers cut from the end, with LoRA-merged weights when given.
 fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
-    if skip == 0 {
+    // SDXL exports output every hidden state: CLIP skip picks one instead.
+    if skip == 0 || layout.xl.is_some() {
         return Graph::load_with_overrides(runtime, "text_encoder", graph::GraphSource::File(layout.text_encoder.clone()), group, Arc::clone(overrides));
     }
     load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides)
@@ -655,16 +675,84 @@ fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
         .ok_or_else(|| Error::model("text_encoder graph has no outputs"))?
         .name
         .clone();
-    Ok(TextEncoderIo { input_ids, output })
+    let mut hidden_states: Vec<(usize, String)> = g
+        .outputs
+        .iter()
+        .filter_map(|o| Some((o.name.strip_prefix("hidden_states.")?.parse().ok()?, o.name.clone())))
+        .collect();
+    hidden_states.sort();
+    if hidden_states.iter().enumerate().any(|(i, (k, _))| i != *k) {
+        return Err(Error::model("text encoder `hidden_states.N` outputs are not numbered 0..N"));
+    }
+    let hidden_states = hidden_states.into_iter().map(|(_, n)| n).collect();
+    let pooled = g.outputs.iter().find(|o| o.name == "text_embeds").map(|o| o.name.clone());
+    Ok(TextEncoderIo { input_ids, output, hidden_states, pooled })
+}
+
+/// SDXL's extra parts when the U-Net takes `text_embeds` and `time_ids`:
+/// `text_encoder_2` and `tokenizer_2` (beside `text_encoder`), and checks
+/// that the encoders give what the U-Net takes.
+fn load_xl(
+    runtime: &Runtime,
+    layout: &ModelLayout,
+    unet: &UnetIo,
+    text_io: &TextEncoderIo,
+    group: &Arc<graph::ResidencyGroup>,
+) -> Result<Option<Arc<xl::XlText>>> {
+    let (Some(text_embeds), Some(time_ids)) = (unet.text_embeds.clone(), unet.time_ids.clone()) else {
+        if layout.text_encoder_2.is_some() || layout.xl.is_some() {
+            return Err(Error::model(
+                "the export has SDXL parts (text_encoder_2 or unet `addition_embed_type: text_time`) but the U-Net graph takes no `text_embeds`/`time_ids`",
+            ));
+        }
+        return Ok(None);
+    };
+    let second = match (&layout.text_encoder_2, &layout.tokenizer_2_dir) {
+        (Some(path), Some(dir)) => {
+            let g = Graph::load(runtime, "text_encoder_2", path, group)?;
+            let io = text_encoder_io(&g).map_err(|e| e.context("text_encoder_2"))?;
+            let max = layout.text_config_2.as_ref().map_or(77, |c| c.max_position_embeddings);
+            let tok = ClipTokenizer::from_dir(dir, max)?;
+            Some((Arc::new(g), io, Arc::new(tok)))
+        }
+        _ => None,
+    };
+    let last = second.as_ref().map_or(text_io, |(_, io, _)| io);
+    for (name, io) in std::iter::once(("text_encoder", text_io)).chain(second.as_ref().map(|(_, io, _)| ("text_encoder_2", io))) {
+        if io.hidden_states.len() < 2 {
+            return Err(Error::model(format!(
+                "{name} has no `hidden_states.N` outputs; SDXL needs them (export with optimum, which adds them for SDXL)"
+            )));
+        }
+    }
+    if last.pooled.is_none() {
+        return Err(Error::model("the last SDXL text encoder has no `text_embeds` output (CLIPTextModelWithProjection)"));
+    }
+    let cfg = layout.xl.clone();
+    let n = time_ids.shape.get(1).copied().filter(|&d| d > 0).map(|d| d as usize);
+    let aesthetic = match n {
+        Some(5) => true,
+        Some(6) => false,
+        Some(other) => return Err(Error::model(format!("the U-Net's `time_ids` has {other} values; SDXL uses 6 (or 5 with an aesthetic score)"))),
+        None => cfg.as_ref().is_some_and(|c| c.requires_aesthetics_score),
+    };
+    Ok(Some(Arc::new(xl::XlText {
+        second,
+        text_embeds,
+        time_ids,
+        aesthetic,
+        force_zeros: cfg.as_ref().is_none_or(|c| c.force_zeros_for_empty_prompt),
+    })))
 }
 
 fn unet_io(g: &Graph) -> Result<UnetIo> {
-    for unsupported in ["text_embeds", "time_ids", "added_cond_kwargs"] {
-        if g.inputs.iter().any(|s| s.name == unsupported) {
-            return Err(Error::unsupported(format!(
-                "the U-Net takes `{unsupported}`: this is an SDXL-family export, which Kiln does not run yet"
-            )));
-        }
+    if g.inputs.iter().any(|s| s.name == "added_cond_kwargs") {
+        return Err(Error::unsupported("the U-Net takes `added_cond_kwargs` as one input; Kiln reads SDXL's `text_embeds` and `time_ids`"));
+    }
+    let text_embeds = g.find_input(&["text_embeds"], Some(2)).filter(|s| s.name == "text_embeds").cloned();
+    let time_ids = g.find_input(&["time_ids"], Some(2)).filter(|s| s.name == "time_ids").cloned();
+    if text_embeds.is_some() != time_ids.is_some() {
+        return Err(Error::model("the U-Net takes only one of SDXL's `text_embeds` and `time_ids` (rank 2); it needs both"));
     }
     let sample = g
         .find_input(&["sample"], Some(4))
@@ -691,7 +779,7 @@ fn unet_io(g: &Graph) -> Result<UnetIo> {
         Some(&d) if d > 0 => Some(d as usize),
         _ => None,
     };
-    Ok(UnetIo { sample, timestep, encoder_hidden_states, timestep_cond, output, max_batch })
+    Ok(UnetIo { sample, timestep, encoder_hidden_states, timestep_cond, text_embeds, time_ids, output, max_batch })
 }
 
 fn vae_decoder_io(g: &Graph) -> Result<VaeDecoderIo> {
@@ -805,10 +893,10 @@ fn check_consistency(layout: &ModelLayout, unet: &UnetIo) -> Result<()> {
         )));
     }
     let dim = unet.encoder_hidden_states.shape.get(2).copied().unwrap_or(-1);
-    if dim > 0 && dim as usize != layout.text_config.hidden_size {
+    let width = layout.text_config.hidden_size + layout.text_config_2.as_ref().map_or(0, |c| c.hidden_size);
+    if dim > 0 && dim as usize != width {
         return Err(Error::model(format!(
-            "the U-Net expects {dim}-wide text embeddings but text_encoder/config.json has hidden_size {}",
-            layout.text_config.hidden_size
+            "the U-Net expects {dim}-wide text embeddings but the text encoders' configs give hidden_size {width}"
         )));
     }
     Ok(())

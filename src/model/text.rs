@@ -135,7 +135,7 @@ impl EmbeddingCache {
         (self.hits, self.misses)
     }
 
-    fn get(&mut self, syntax: PromptSyntax, prompt: &str) -> Option<ArrayD<f32>> {
+    pub(crate) fn get(&mut self, syntax: PromptSyntax, prompt: &str) -> Option<ArrayD<f32>> {
         let i = self.entries.iter().position(|((s, p), _)| *s == syntax && p == prompt);
         match i {
             Some(i) => {
@@ -152,7 +152,7 @@ impl EmbeddingCache {
         }
     }
 
-    fn put(&mut self, syntax: PromptSyntax, prompt: &str, value: &ArrayD<f32>) {
+    pub(crate) fn put(&mut self, syntax: PromptSyntax, prompt: &str, value: &ArrayD<f32>) {
         if self.capacity == 0 {
             return;
         }

@@ -93,7 +93,9 @@ pub struct GenerateRequest {
     pub paste_unmasked: Option<bool>,
     /// Take the text embeddings this many text-encoder layers before the end
     /// (diffusers' `clip_skip`; 0 = off). The text encoder is rewritten once
-    /// per value (see `Model::clip_skip`).
+    /// per value (see `Model::clip_skip`); SDXL models pick the hidden state
+    /// instead (`hidden_states[-(clip_skip + 2)]`, for the positive prompt
+    /// only, as diffusers does).
     pub clip_skip: u32,
     /// Tiled VAE decode and encode for large images (default: whole image).
     /// On seamless axes the tiles wrap around, so the output still tiles.
@@ -101,6 +103,54 @@ pub struct GenerateRequest {
     /// Which decoder makes the final image: the VAE (default) or the fast
     /// tiny preview decoder (needs `preview_decoder/` in the model folder).
     pub decoder: FinalDecoder,
+    /// SDXL: the prompt for the second text encoder; empty = `prompt`.
+    pub prompt_2: String,
+    /// SDXL: the negative prompt for the second text encoder; empty = `negative_prompt`.
+    pub negative_prompt_2: String,
+    /// SDXL size and crop conditioning (ignored by other models).
+    pub xl: XlConditioning,
+}
+
+/// SDXL's micro-conditioning (diffusers' `original_size`,
+/// `crops_coords_top_left`, `target_size` and their `negative_*` variants,
+/// `aesthetic_score` for refiners). Sizes are `[width, height]` in pixels;
+/// `None` = the output size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XlConditioning {
+    /// The size the model should pretend the training picture had.
+    pub original_size: Option<[usize; 2]>,
+    /// `[top, left]` of the pretended crop (0, 0 = uncropped).
+    pub crop_top_left: [usize; 2],
+    /// The size the model should aim for.
+    pub target_size: Option<[usize; 2]>,
+    /// The unconditional side's original size. In text-to-image the
+    /// `negative_*` values are used only when both this and
+    /// `negative_target_size` are given (diffusers); with an init image each
+    /// defaults to its positive counterpart, the crop to `[0, 0]`.
+    pub negative_original_size: Option<[usize; 2]>,
+    /// The unconditional side's crop.
+    pub negative_crop_top_left: [usize; 2],
+    /// The unconditional side's target size.
+    pub negative_target_size: Option<[usize; 2]>,
+    /// Refiner-style U-Nets (5 time ids): the aesthetic score (diffusers' 6.0).
+    pub aesthetic_score: f32,
+    /// Refiner-style U-Nets: the unconditional side's aesthetic score (2.5).
+    pub negative_aesthetic_score: f32,
+}
+
+impl Default for XlConditioning {
+    fn default() -> Self {
+        Self {
+            original_size: None,
+            crop_top_left: [0, 0],
+            target_size: None,
+            negative_original_size: None,
+            negative_crop_top_left: [0, 0],
+            negative_target_size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
 }
 
 /// An inpainting mask: one byte per pixel, ≥ 128 = repaint.
@@ -144,6 +194,9 @@ impl Default for GenerateRequest {
             strength: 0.8,
             posterior_mean: false,
             clip_skip: 0,
+            prompt_2: String::new(),
+            negative_prompt_2: String::new(),
+            xl: XlConditioning::default(),
             mask: None,
             paste_unmasked: None,
             scheduler_overrides: None,
@@ -363,11 +416,24 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     let do_cfg = request.guidance_scale > 1.0 && lcm.is_none();
 
     let syntax = request.prompt_syntax;
-    let mut cond = encode_prompt_with(m, &request.prompt, syntax, run_options)?;
-    let mut uncond = if do_cfg { Some(encode_prompt_with(m, &request.negative_prompt, syntax, run_options)?) } else { None };
-    if let Some(u) = uncond.as_mut() {
-        match_chunk_counts(m, &mut cond, u, syntax, run_options)?;
-    }
+    // SDXL's pooled embeddings and time ids: (conditional, unconditional).
+    let mut added: Option<(ArrayD<f32>, Option<ArrayD<f32>>)> = None;
+    let (cond, uncond) = match &m.xl {
+        Some(xl) => {
+            let c = xl_conditioning(m, xl, request, do_cfg, (width, height), run_options)?;
+            added = Some((c.cond_added, c.uncond_added));
+            (c.cond, c.uncond)
+        }
+        None => {
+            let mut cond = encode_prompt_with(m, &request.prompt, syntax, run_options)?;
+            let mut uncond =
+                if do_cfg { Some(encode_prompt_with(m, &request.negative_prompt, syntax, run_options)?) } else { None };
+            if let Some(u) = uncond.as_mut() {
+                match_chunk_counts(m, &mut cond, u, syntax, run_options)?;
+            }
+            (cond, uncond)
+        }
+    };
     let seq = cond.shape()[1];
     if let Some(&fixed) = m.unet_io.encoder_hidden_states.shape.get(1).filter(|&&d| d > 0) {
         if fixed as usize != seq {
@@ -477,6 +543,14 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         Some(u) if batch_ok => Some(concatenate(Axis(0), &[u.view(), cond.view()]).map_err(|e| Error::internal(e.to_string()))?),
         _ => None,
     };
+    let added_cond = added.as_ref().map(|(c, _)| c);
+    let added_uncond = added.as_ref().and_then(|(_, u)| u.as_ref());
+    let added_batched = match (added_uncond, added_cond) {
+        (Some(u), Some(c)) if batch_ok => {
+            Some(concatenate(Axis(0), &[u.view(), c.view()]).map_err(|e| Error::internal(e.to_string()))?)
+        }
+        _ => None,
+    };
     let w_embedding = match (&lcm, m.layout.unet_config.time_cond_proj_dim) {
         (Some(_), Some(dim)) => Some(guidance_embedding(request.guidance_scale - 1.0, dim)),
         (Some(spec), None) => {
@@ -500,17 +574,17 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         let noise_pred = match (&uncond, &embeds_batched) {
             (Some(_), Some(embeds)) => {
                 let input = concatenate(Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?;
-                let out = unet_call(m, input, t, embeds.clone(), w_embedding.as_ref(), run_options)?;
+                let out = unet_call(m, input, t, embeds.clone(), added_batched.as_ref(), w_embedding.as_ref(), run_options)?;
                 let u = out.slice(s![0..1, .., .., ..]).into_dyn().to_owned();
                 let c = out.slice(s![1..2, .., .., ..]).into_dyn().to_owned();
                 guide(&u, &c, request.guidance_scale, request.guidance_rescale)
             }
             (Some(u_emb), None) => {
-                let u = unet_call(m, scaled.clone(), t, u_emb.clone(), w_embedding.as_ref(), run_options)?;
-                let c = unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?;
+                let u = unet_call(m, scaled.clone(), t, u_emb.clone(), added_uncond, w_embedding.as_ref(), run_options)?;
+                let c = unet_call(m, scaled, t, cond.clone(), added_cond, w_embedding.as_ref(), run_options)?;
                 guide(&u, &c, request.guidance_scale, request.guidance_rescale)
             }
-            (None, _) => unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?,
+            (None, _) => unet_call(m, scaled, t, cond.clone(), added_cond, w_embedding.as_ref(), run_options)?,
         };
         latents = scheduler.step(&noise_pred, i, &latents, step_noise)?;
         if let (Some((clean, n)), Some(mask)) = (&blend, &inpaint) {
@@ -537,6 +611,83 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         }
     }
     Ok(Generation { image, latents, timesteps })
+}
+
+/// SDXL conditioning of one request: per-token embeddings of each side, and
+/// each side's pooled embedding and time ids joined as `[1, pooled | ids]`.
+struct XlRequestConditioning {
+    cond: ArrayD<f32>,
+    uncond: Option<ArrayD<f32>>,
+    cond_added: ArrayD<f32>,
+    uncond_added: Option<ArrayD<f32>>,
+}
+
+fn xl_conditioning(
+    m: &ModelInner,
+    xl: &crate::model::xl::XlText,
+    request: &GenerateRequest,
+    do_cfg: bool,
+    (width, height): (usize, usize),
+    options: Option<&ort::session::RunOptions>,
+) -> Result<XlRequestConditioning> {
+    use crate::model::xl::TimeIds;
+    let syntax = request.prompt_syntax;
+    let or = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
+    let prompt_2 = or(&request.prompt_2, &request.prompt);
+    let cond = m.encode_xl(xl, [&request.prompt, &prompt_2], m.clip_skip, syntax, options)?;
+    let hw = |s: Option<[usize; 2]>, default: (usize, usize)| s.map_or(default, |[w, h]| (h, w));
+    let c = &request.xl;
+    let [top, left] = c.crop_top_left;
+    let positive = TimeIds {
+        original: hw(c.original_size, (height, width)),
+        crop: (top, left),
+        target: hw(c.target_size, (height, width)),
+        aesthetic_score: c.aesthetic_score,
+    };
+    let [ntop, nleft] = c.negative_crop_top_left;
+    let negative = if xl.aesthetic || request.init_image.is_some() {
+        // diffusers' img2img pipelines: each negative value defaults to the positive one.
+        TimeIds {
+            original: hw(c.negative_original_size, positive.original),
+            crop: (ntop, nleft),
+            target: hw(c.negative_target_size, positive.target),
+            aesthetic_score: c.negative_aesthetic_score,
+        }
+    } else if c.negative_original_size.is_some() && c.negative_target_size.is_some() {
+        TimeIds {
+            original: hw(c.negative_original_size, positive.original),
+            crop: (ntop, nleft),
+            target: hw(c.negative_target_size, positive.target),
+            aesthetic_score: c.negative_aesthetic_score,
+        }
+    } else {
+        positive
+    };
+    let join = |pooled: &ArrayD<f32>, ids: &TimeIds| -> Result<ArrayD<f32>> {
+        let pooled = pooled.to_shape(IxDyn(&[1, pooled.len()])).map_err(|e| Error::internal(e.to_string()))?.to_owned();
+        concatenate(Axis(1), &[pooled.view(), xl.time_ids(ids).view()]).map_err(|e| Error::internal(e.to_string()))
+    };
+    let cond_added = join(&cond.pooled, &positive)?;
+    if !do_cfg {
+        return Ok(XlRequestConditioning { cond: cond.hidden, uncond: None, cond_added, uncond_added: None });
+    }
+    let negative_empty = request.negative_prompt.is_empty() && request.negative_prompt_2.is_empty();
+    let mut uncond = if negative_empty && xl.force_zeros {
+        crate::model::xl::XlEmbeds { hidden: ArrayD::zeros(cond.hidden.raw_dim()), pooled: ArrayD::zeros(cond.pooled.raw_dim()) }
+    } else {
+        let negative_2 = or(&request.negative_prompt_2, &request.negative_prompt);
+        m.encode_xl(xl, [&request.negative_prompt, &negative_2], 0, syntax, options)?
+    };
+    let mut cond_hidden = cond.hidden;
+    // Weighted prompts: the same number of 77-token chunks on both sides.
+    let (lc, lu) = (cond_hidden.shape()[1], uncond.hidden.shape()[1]);
+    if lc != lu {
+        let (short, skip) = if lc < lu { (&mut cond_hidden, m.clip_skip) } else { (&mut uncond.hidden, 0) };
+        let empty = m.encode_xl(xl, ["", ""], skip, syntax, options)?.hidden;
+        crate::model::xl::pad_chunks(short, &empty, lc.max(lu))?;
+    }
+    let uncond_added = join(&uncond.pooled, &negative)?;
+    Ok(XlRequestConditioning { cond: cond_hidden, uncond: Some(uncond.hidden), cond_added, uncond_added: Some(uncond_added) })
 }
 
 /// Index of the first step img2img runs: diffusers' `get_timesteps`
@@ -684,6 +835,7 @@ fn unet_call(
     sample: ArrayD<f32>,
     t: f64,
     embeds: ArrayD<f32>,
+    added: Option<&ArrayD<f32>>,
     w: Option<&Vec<f32>>,
     options: Option<&ort::session::RunOptions>,
 ) -> Result<ArrayD<f32>> {
@@ -706,6 +858,14 @@ fn unet_call(
         }
         let arr = ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))?;
         inputs.push((spec, GraphInput::Float(arr)));
+    }
+    // SDXL: `[batch, pooled | time ids]`, split into the two inputs.
+    if let (Some(xl), Some(added)) = (&m.xl, added) {
+        let pooled = added.shape()[1] - xl.time_id_count();
+        let text_embeds = added.slice(s![.., ..pooled]).to_owned().into_dyn();
+        let time_ids = added.slice(s![.., pooled..]).to_owned().into_dyn();
+        inputs.push((&xl.text_embeds, GraphInput::Float(text_embeds)));
+        inputs.push((&xl.time_ids, GraphInput::Float(time_ids)));
     }
     m.unet.run(inputs, &io.output, options)
 }
