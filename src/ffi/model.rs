@@ -481,6 +481,8 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
         step_noise: None,
         paste_unmasked: None,
+        controls: Vec::new(),
+        guess_mode: false,
     })
 }
 

@@ -584,6 +584,34 @@ impl Graph {
         to_f32(self.name, output, value)
     }
 
+    /// Runs the graph and returns the named outputs, in the order asked, as
+    /// f32 (a ControlNet's residuals come back from one call).
+    pub fn run_many(&self, inputs: Vec<(&TensorSpec, GraphInput)>, outputs: &[String], options: Option<&RunOptions>) -> Result<Vec<ArrayD<f32>>> {
+        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        for (spec, data) in inputs {
+            values.push((spec.name.clone(), self.to_value(spec, data)?));
+        }
+        let mut guard = self.acquire()?;
+        let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        let started = std::time::Instant::now();
+        let produced = match options {
+            Some(o) => session.run_with_options(values, o),
+            None => session.run(values),
+        }
+        .map_err(|e| Error::inference(self.name, e))?;
+        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        outputs
+            .iter()
+            .map(|name| {
+                let value = produced
+                    .get(name.as_str())
+                    .ok_or_else(|| Error::model(format!("{} graph produced no output `{name}`", self.name)))?;
+                to_f32(self.name, name, value)
+            })
+            .collect()
+    }
+
     fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<DynValue> {
         let wrong = |what: &str| {
             Error::model(format!(

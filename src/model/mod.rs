@@ -1,6 +1,7 @@
 //! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
 pub mod graph;
 pub mod layout;
+pub mod controlnet;
 pub mod matting;
 mod clip_skip;
 mod adapters;
@@ -103,6 +104,9 @@ pub(crate) struct ModelInner {
     /// Graph structure indexes for LoRA mapping, shared by every model made
     /// from the same load.
     pub(crate) lora_indexes: Arc<lora::IndexCache>,
+    /// ControlNet graphs, loaded on first use (per view: they wrap around
+    /// with the U-Net on seamless axes).
+    pub(crate) controlnets: controlnet::ControlNetSlot,
 }
 
 /// Adapters to apply with [`Model::with_adapters`].
@@ -273,6 +277,7 @@ impl Model {
                 matting: Arc::new(matting::MattingSlot::new(matting_source)),
                 adapters: Arc::new(no_adapters),
                 lora_indexes: Default::default(),
+                controlnets: Default::default(),
             }),
         })
     }
@@ -393,6 +398,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::clone(&m.adapters),
                 lora_indexes: Arc::clone(&m.lora_indexes),
+                controlnets: Default::default(),
             }),
         };
         variants.insert((axes, skip), variant.clone());
@@ -481,6 +487,7 @@ impl Model {
             if let Some(g) = &*m.matting.loaded.lock() {
                 add(g.graph());
             }
+            m.controlnets.for_each_graph(&mut add);
         }
         seen.len()
     }
@@ -570,7 +577,7 @@ fn load_rewritten(
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`.
-fn load_seamless(
+pub(crate) fn load_seamless(
     runtime: &Runtime,
     name: &'static str,
     path: &Path,
@@ -631,7 +638,7 @@ fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
     Ok(TextEncoderIo { input_ids, output })
 }
 
-fn unet_io(g: &Graph) -> Result<UnetIo> {
+pub(crate) fn unet_io(g: &Graph) -> Result<UnetIo> {
     for unsupported in ["text_embeds", "time_ids", "added_cond_kwargs"] {
         if g.inputs.iter().any(|s| s.name == unsupported) {
             return Err(Error::unsupported(format!(

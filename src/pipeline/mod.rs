@@ -3,6 +3,7 @@
 //! img2img and inpainting as `StableDiffusionImg2ImgPipeline` and
 //! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
 //! scheduler but `lcm`.
+pub mod control;
 pub mod noise;
 pub mod outputs;
 pub mod texture;
@@ -93,6 +94,13 @@ pub struct GenerateRequest {
     /// (diffusers' `clip_skip`; 0 = off). The text encoder is rewritten once
     /// per value (see `Model::clip_skip`).
     pub clip_skip: u32,
+    /// ControlNets to guide this generation (their residuals add); empty =
+    /// none, and the plain U-Net runs. Needs the model's ControlNet layout
+    /// (`unet_controlnet/`, `controlnet/<name>/`).
+    pub controls: Vec<control::Control>,
+    /// diffusers' `guess_mode`: with CFG only the conditional half gets the
+    /// ControlNet residuals, scaled 0.1..1 from the first block to the mid one.
+    pub guess_mode: bool,
 }
 
 /// An inpainting mask: one byte per pixel, ≥ 128 = repaint.
@@ -139,6 +147,8 @@ impl Default for GenerateRequest {
             mask: None,
             paste_unmasked: None,
             scheduler_overrides: None,
+            controls: Vec::new(),
+            guess_mode: false,
         }
     }
 }
@@ -471,6 +481,10 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         _ => None,
     };
 
+    let controls = control::ActiveControls::prepare(m, &request.controls, request.guess_mode, width, height)?;
+    // Guess mode in a CFG batch gives the residuals to the conditional half only.
+    let guess_cfg = request.guess_mode && uncond.is_some();
+
     let timesteps = scheduler.timesteps()[start..].to_vec();
     let total = timesteps.len();
     for (k, &t) in timesteps.iter().enumerate() {
@@ -480,20 +494,35 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
         let scaled = unet_input(scheduler.scale_model_input(&latents, i))?;
+        // One U-Net call, through the ControlNets when there are any.
+        let call = |input: ArrayD<f32>, embeds: ArrayD<f32>, rows: control::Rows| -> Result<ArrayD<f32>> {
+            match &controls {
+                None => unet_call(m, input, t, embeds, w_embedding.as_ref(), run_options),
+                Some(c) => {
+                    // The ControlNet sees the latents without inpainting channels.
+                    let latent_in = input.slice_axis(Axis(1), ndarray::Slice::from(0..channels)).to_owned();
+                    let residuals = c.residuals(&latent_in, t, &embeds, rows, k, total, run_options)?;
+                    let cond_embedding = w_embedding.as_ref().map(|w| timestep_cond(w, input.shape()[0])).transpose()?;
+                    control::residual_unet_call(&c.unet, input, t, embeds, residuals, cond_embedding, run_options)
+                }
+            }
+        };
+        let rows_cond = if guess_cfg { control::Rows::Last } else { control::Rows::All };
         let noise_pred = match (&uncond, &embeds_batched) {
             (Some(_), Some(embeds)) => {
                 let input = concatenate(Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?;
-                let out = unet_call(m, input, t, embeds.clone(), w_embedding.as_ref(), run_options)?;
+                let out = call(input, embeds.clone(), rows_cond)?;
                 let u = out.slice(s![0..1, .., .., ..]).into_dyn().to_owned();
                 let c = out.slice(s![1..2, .., .., ..]).into_dyn().to_owned();
                 guide(&u, &c, request.guidance_scale, request.guidance_rescale)
             }
             (Some(u_emb), None) => {
-                let u = unet_call(m, scaled.clone(), t, u_emb.clone(), w_embedding.as_ref(), run_options)?;
-                let c = unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?;
+                let rows_uncond = if guess_cfg { control::Rows::Zero } else { control::Rows::All };
+                let u = call(scaled.clone(), u_emb.clone(), rows_uncond)?;
+                let c = call(scaled, cond.clone(), control::Rows::All)?;
                 guide(&u, &c, request.guidance_scale, request.guidance_rescale)
             }
-            (None, _) => unet_call(m, scaled, t, cond.clone(), w_embedding.as_ref(), run_options)?,
+            (None, _) => call(scaled, cond.clone(), control::Rows::All)?,
         };
         latents = scheduler.step(&noise_pred, i, &latents, step_noise)?;
         if let (Some((clean, n)), Some(mask)) = (&blend, &inpaint) {
@@ -683,14 +712,18 @@ fn unet_call(
         (&io.encoder_hidden_states, GraphInput::Float(embeds)),
     ];
     if let (Some(spec), Some(w)) = (&io.timestep_cond, w) {
-        let mut data = Vec::with_capacity(w.len() * batch);
-        for _ in 0..batch {
-            data.extend_from_slice(w);
-        }
-        let arr = ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))?;
-        inputs.push((spec, GraphInput::Float(arr)));
+        inputs.push((spec, GraphInput::Float(timestep_cond(w, batch)?)));
     }
     m.unet.run(inputs, &io.output, options)
+}
+
+/// The LCM guidance embedding repeated for each batch item, `[batch, dim]`.
+fn timestep_cond(w: &[f32], batch: usize) -> Result<ArrayD<f32>> {
+    let mut data = Vec::with_capacity(w.len() * batch);
+    for _ in 0..batch {
+        data.extend_from_slice(w);
+    }
+    ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))
 }
 
 fn decode(m: &ModelInner, latents: &ArrayD<f32>, options: Option<&ort::session::RunOptions>) -> Result<FloatImage> {
