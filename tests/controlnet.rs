@@ -17,32 +17,9 @@ use kiln::pipeline::control::Control;
 use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise};
 use kiln::{ErrorKind, Model, SchedulerKind};
 
-/// tiny-sd with the ControlNet layout added, assembled in the target dir.
 fn model_folder() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-controlnet-model");
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest).unwrap();
-        }
-        for src in [common::fixture(), common::root().join("tests/fixtures/controlnet")] {
-            let mut stack = vec![src.clone()];
-            while let Some(dir) = stack.pop() {
-                for e in std::fs::read_dir(&dir).unwrap() {
-                    let p = e.unwrap().path();
-                    let to = dest.join(p.strip_prefix(&src).unwrap());
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else {
-                        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                        std::fs::copy(&p, &to).unwrap();
-                    }
-                }
-            }
-        }
-        dest
-    })
-    .clone()
+    DIR.get_or_init(|| common::controlnet_folder("controlnet-tests")).clone()
 }
 
 fn model() -> &'static Model {

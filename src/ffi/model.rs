@@ -90,8 +90,9 @@ pub struct kiln_model_info {
 ///
 /// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 /// older published layout, one that ended after `initial_noise_len`,
-/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3` or `mask_height`
-/// (on 64-bit targets 64, 72, 80, 128, 136, 160; the current size is 168).
+/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`
+/// or `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160,
+/// 168; the current size is 192).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -173,6 +174,17 @@ pub struct kiln_generate_options {
     /// `scheduler_config.json` values for this request (e.g.
     /// `{"timestep_spacing":"trailing"}`), or NULL.
     pub scheduler_overrides: *const c_char,
+    /// ControlNets (`kiln_control`, each filled by `kiln_control_init`), or
+    /// NULL with `control_count` 0. Needs the model's ControlNet layout
+    /// (README, "ControlNet"); their residuals add.
+    pub controls: *const super::control::kiln_control,
+    /// Entries at `controls`.
+    pub control_count: usize,
+    /// Non-zero: diffusers' guess mode (with CFG only the conditional half gets
+    /// the residuals, scaled 0.1..1 from the first block to the mid one).
+    pub guess_mode: u32,
+    /// Reserved; 0.
+    pub reserved4: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -186,14 +198,15 @@ const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_
 /// Sizes of every published layout of `kiln_generate_options` before the
 /// current one, oldest first: each ended just before the named field
 /// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `reserved2`,
-/// `reserved3`, `mask_height`).
-const GENERATE_OPTIONS_OLDER: [usize; 6] = [
+/// `reserved3`, `mask_height`, `scheduler_overrides`).
+const GENERATE_OPTIONS_OLDER: [usize; 7] = [
     GENERATE_OPTIONS_V1,
     GENERATE_OPTIONS_V2,
     layout_before!(kiln_generate_options, init_image),
     layout_before!(kiln_generate_options, clip_skip),
     layout_before!(kiln_generate_options, mask),
     layout_before!(kiln_generate_options, scheduler_overrides),
+    layout_before!(kiln_generate_options, controls),
 ];
 
 fn default_generate_options() -> kiln_generate_options {
@@ -227,6 +240,10 @@ fn default_generate_options() -> kiln_generate_options {
         mask_width: 0,
         mask_height: 0,
         scheduler_overrides: std::ptr::null(),
+        controls: std::ptr::null(),
+        control_count: 0,
+        guess_mode: 0,
+        reserved4: 0,
         reserved: 0,
     }
 }
@@ -481,8 +498,9 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),
         step_noise: None,
         paste_unmasked: None,
-        controls: Vec::new(),
-        guess_mode: false,
+        // SAFETY: the caller guarantees control_count entries.
+        controls: unsafe { super::control::controls_from(o.controls, o.control_count)? },
+        guess_mode: o.guess_mode != 0,
     })
 }
 
