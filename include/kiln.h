@@ -391,6 +391,29 @@ typedef uint32_t kiln_matte;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How a `kiln_control`'s image becomes the control image.
+enum kiln_control_preprocess
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // The image is the control image (an edge map, depth or pose made elsewhere).
+    KILN_CONTROL_PREPROCESS_NONE = 0,
+    // Canny edges with `canny_low` / `canny_high` (OpenCV's `cv2.Canny`).
+    KILN_CONTROL_PREPROCESS_CANNY = 1,
+    // A height map (bright = high) as the depth control, stretched to 0..255.
+    KILN_CONTROL_PREPROCESS_HEIGHT = 2,
+    // The picture itself, for tile ControlNets.
+    KILN_CONTROL_PREPROCESS_TILE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_control_preprocess kiln_control_preprocess;
+#else
+typedef uint32_t kiln_control_preprocess;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;

@@ -78,6 +78,10 @@ namespace Kiln.Interop
         public uint mask_width;
         public uint mask_height;
         public IntPtr scheduler_overrides;
+        public IntPtr controls;
+        public UIntPtr control_count;
+        public uint guess_mode;
+        public uint reserved4;
     }
 
     /// <summary>C: <c>kiln_job_progress</c>.</summary>

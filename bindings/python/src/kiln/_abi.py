@@ -85,7 +85,8 @@ GenerateOptions = _struct("kiln_generate_options", [
     ("init_image", PTR), ("init_image_len", USIZE), ("init_image_width", U32), ("init_image_height", U32),
     ("init_image_row_pitch", USIZE), ("init_image_channels", U32), ("strength", F32), ("posterior_mean", U32),
     ("reserved2", U32), ("clip_skip", U32), ("reserved3", U32), ("mask", PTR), ("mask_len", USIZE),
-    ("mask_width", U32), ("mask_height", U32), ("scheduler_overrides", STR),
+    ("mask_width", U32), ("mask_height", U32), ("scheduler_overrides", STR), ("controls", PTR),
+    ("control_count", USIZE), ("guess_mode", U32), ("reserved4", U32),
 ])
 JobProgress = _struct("kiln_job_progress", [
     ("struct_size", U32), ("state", U32), ("step", U32), ("total_steps", U32), ("preview_step", U32),
