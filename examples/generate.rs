@@ -398,7 +398,7 @@ fn generate_one(
     }
     for (c, image) in &a.controls {
         let path = image.as_ref().ok_or_else(|| {
-            kiln::Error::invalid(format!("--controlnet {} needs --control-image FILE", c.controlnet))
+            kiln::Error::new(kiln::ErrorKind::InvalidArgument, format!("--controlnet {} needs --control-image FILE", c.controlnet))
         })?;
         let rgb = read_rgb(path)?;
         let image = kiln::image::control::ControlImage { width: rgb.width, height: rgb.height, channels: 3, data: rgb.rgb };
