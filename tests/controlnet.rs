@@ -217,3 +217,22 @@ fn canny_matches_opencv() {
         common::check_margin(&format!("controlnet::canny::{name}::differing_share"), differ as f64 / edges as f64, 0.01);
     }
 }
+
+/// A seamless view rewrites the ControlNet and `unet_controlnet` like the
+/// U-Net (their convolutions wrap with the latents) and opens them on first use.
+#[test]
+fn seamless_views_run_controlnets_with_wrapping_graphs() {
+    let view = model().seamless(kiln::model::seamless::Seamless::Xy).unwrap();
+    let before = view.loaded_sessions();
+    let r = GenerateRequest {
+        prompt: "x".into(),
+        steps: 2,
+        scheduler: SchedulerKind::Ddim,
+        controls: vec![Control { preprocess: Preprocess::Tile, ..Control::new("tiny", control_image("control_b.png")) }],
+        ..Default::default()
+    };
+    view.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(view.loaded_sessions(), before + 2, "unet_controlnet and the ControlNet, once");
+    view.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(view.loaded_sessions(), before + 2);
+}

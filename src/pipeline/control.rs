@@ -51,10 +51,20 @@ pub(crate) enum Rows {
     Zero,
 }
 
+/// One ControlNet of a generation: the graph, its control image
+/// `[1, 3, H, W]`, scale and window.
+struct ActiveNet {
+    net: Arc<ControlNet>,
+    image: ArrayD<f32>,
+    scale: f32,
+    start: f32,
+    end: f32,
+}
+
 /// The ControlNets of one generation, ready to run.
 pub(crate) struct ActiveControls {
     pub(crate) unet: Arc<ResidualUnet>,
-    nets: Vec<(Arc<ControlNet>, ArrayD<f32>, f32, f32, f32)>,
+    nets: Vec<ActiveNet>,
     guess_mode: bool,
     /// Residual shapes for batch 1, learnt from the first run (zeros need them).
     shapes: parking_lot::Mutex<Option<Vec<Vec<usize>>>>,
@@ -84,7 +94,7 @@ impl ActiveControls {
             let image = preprocess(&c.image, c.preprocess).map_err(at)?;
             let tensor = control_tensor(&image, width, height).map_err(at)?;
             let net = m.controlnet(&c.controlnet).map_err(at)?;
-            nets.push((net, tensor, c.scale, c.start, c.end));
+            nets.push(ActiveNet { net, image: tensor, scale: c.scale, start: c.start, end: c.end });
         }
         let unet = m.residual_unet()?;
         Ok(Some(Self { unet, nets, guess_mode, shapes: Default::default() }))
@@ -110,7 +120,7 @@ impl ActiveControls {
             Rows::Zero => return self.zeros(b, sample, t, embeds, options),
         };
         let mut sum: Option<Vec<ArrayD<f32>>> = None;
-        for (net, image, scale, start, end) in &self.nets {
+        for ActiveNet { net, image, scale, start, end } in &self.nets {
             // diffusers: keep = 1 - (i / len < start or (i + 1) / len > end),
             // on the fractions' shortest decimal forms, as Python holds 0.2.
             let (i, n) = (k as f64, total as f64);
@@ -150,8 +160,8 @@ impl ActiveControls {
     /// one run of the first ControlNet).
     fn zeros(&self, b: usize, sample: &ArrayD<f32>, t: f64, embeds: &ArrayD<f32>, options: Option<&ort::session::RunOptions>) -> Result<Vec<ArrayD<f32>>> {
         if self.shapes.lock().is_none() {
-            let (net, image, ..) = &self.nets[0];
-            self.run_net(net, &last_row(sample), t, &last_row(embeds), image, 0.0, options)?;
+            let first = &self.nets[0];
+            self.run_net(&first.net, &last_row(sample), t, &last_row(embeds), &first.image, 0.0, options)?;
         }
         let shapes = self.shapes.lock().clone().ok_or_else(|| Error::internal("ControlNet residual shapes unknown"))?;
         Ok(shapes
