@@ -57,6 +57,15 @@ const USAGE: &str = "usage: generate [options]
   --embedding FILE[:TOKEN]
                           add a textual-inversion embedding (.safetensors: A1111 emb_params or
                           diffusers learned_embeds) as TOKEN (default: the file's); repeatable
+  --controlnet NAME       guide with the model's controlnet/NAME (repeatable; the --control-*
+                          flags after it set that ControlNet's image and settings)
+  --control-image FILE    its control image (resized to the output; same aspect ratio)
+  --control-scale S       its conditioning scale (default 1)
+  --control-start A       fraction of the schedule before it starts (default 0)
+  --control-end B         fraction after which it stops (default 1)
+  --control-preprocess canny|height|tile|none
+                          make the control image from FILE first (default none)
+  --guess-mode            diffusers' guess mode (ControlNet on the conditional half only)
   --sprite                cut out a sprite with alpha: the model's matting graph (matting/model.onnx)
                           when it has one, else a chroma key of the flat background (despill)
   --matting PATH          matting graph for --sprite: a folder with model.onnx (+ config.json) or
@@ -121,6 +130,8 @@ struct Args {
     batch: Option<PathBuf>,
     loras: Vec<kiln::model::LoraSpec>,
     embeddings: Vec<kiln::model::EmbeddingSpec>,
+    /// `--controlnet` entries with their `--control-*` settings.
+    controls: Vec<(kiln::pipeline::control::Control, Option<PathBuf>)>,
 }
 
 /// `FILE[:TOKEN]`; a drive letter (`C:\...`) is not a token.
@@ -200,6 +211,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         batch: None,
         loras: Vec::new(),
         embeddings: Vec::new(),
+        controls: Vec::new(),
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -278,6 +290,25 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--negative-aesthetic-score" => a.request.xl.negative_aesthetic_score = number(flag, value()?)?,
             "--lora" => a.loras.push(lora_arg(&value()?)?),
             "--embedding" => a.embeddings.push(embedding_arg(&value()?)),
+            "--controlnet" => {
+                let empty = kiln::image::control::ControlImage { width: 0, height: 0, channels: 3, data: Vec::new() };
+                a.controls.push((kiln::pipeline::control::Control::new(value()?, empty), None));
+            }
+            "--control-image" | "--control-scale" | "--control-start" | "--control-end" | "--control-preprocess" => {
+                let v = value()?;
+                let (c, image) = a.controls.last_mut().ok_or_else(|| format!("{flag} needs a --controlnet NAME before it"))?;
+                match flag.as_str() {
+                    "--control-image" => *image = Some(PathBuf::from(v)),
+                    "--control-scale" => c.scale = number(flag, v)?,
+                    "--control-start" => c.start = number(flag, v)?,
+                    "--control-end" => c.end = number(flag, v)?,
+                    _ => {
+                        c.preprocess = kiln::image::control::Preprocess::from_name(&v)
+                            .ok_or_else(|| format!("--control-preprocess: {v:?} is not canny, height, tile or none"))?
+                    }
+                }
+            }
+            "--guess-mode" => a.request.guess_mode = true,
             "--scheduler-config" => {
                 let v = value()?;
                 let json: serde_json::Value = serde_json::from_str(&v).map_err(|e| format!("--scheduler-config: {e}"))?;
@@ -415,6 +446,14 @@ fn generate_one(
     }
     if let Some(path) = &a.init_image {
         request.init_image = Some(kiln::pipeline::inputs::read_init_image(path)?);
+    }
+    for (c, image) in &a.controls {
+        let path = image.as_ref().ok_or_else(|| {
+            kiln::Error::new(kiln::ErrorKind::InvalidArgument, format!("--controlnet {} needs --control-image FILE", c.controlnet))
+        })?;
+        let rgb = read_rgb(path)?;
+        let image = kiln::image::control::ControlImage { width: rgb.width, height: rgb.height, channels: 3, data: rgb.rgb };
+        request.controls.push(kiln::pipeline::control::Control { image, ..c.clone() });
     }
     if let Some(path) = &a.mask {
         request.mask = Some(kiln::pipeline::inputs::read_mask(path)?);

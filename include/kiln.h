@@ -414,6 +414,29 @@ typedef uint32_t kiln_matte;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How a `kiln_control`'s image becomes the control image.
+enum kiln_control_preprocess
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // The image is the control image (an edge map, depth or pose made elsewhere).
+    KILN_CONTROL_PREPROCESS_NONE = 0,
+    // Canny edges with `canny_low` / `canny_high` (OpenCV's `cv2.Canny`).
+    KILN_CONTROL_PREPROCESS_CANNY = 1,
+    // A height map (bright = high) as the depth control, stretched to 0..255.
+    KILN_CONTROL_PREPROCESS_HEIGHT = 2,
+    // The picture itself, for tile ControlNets.
+    KILN_CONTROL_PREPROCESS_TILE = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_control_preprocess kiln_control_preprocess;
+#else
+typedef uint32_t kiln_control_preprocess;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -429,6 +452,32 @@ typedef struct kiln_model kiln_model;
 // from it concurrently. Destroy it with `kiln_runtime_destroy`; models loaded
 // from it keep what they need alive, so the order of destruction is free.
 typedef struct kiln_runtime kiln_runtime;
+
+// One ControlNet for a generation (`kiln_generate_options.controls`). Fill
+// with `kiln_control_init`, then set `controlnet` and `image`. Borrowed for
+// the call (copied before a job is queued).
+typedef struct kiln_control {
+    // `sizeof(kiln_control)`, set by `kiln_control_init`.
+    uint32_t struct_size;
+    // A `kiln_control_preprocess` value. Default NONE.
+    uint32_t preprocess;
+    // UTF-8 name of the ControlNet: a folder under the model's `controlnet/`.
+    const char *controlnet;
+    // The control image (any size with the output's aspect ratio; resized).
+    const struct kiln_image *image;
+    // Conditioning scale (diffusers' `controlnet_conditioning_scale`). Default 1.
+    float scale;
+    // Fraction of the schedule before the ControlNet starts, 0..1. Default 0.
+    float start;
+    // Fraction of the schedule after which it stops, 0..1. Default 1.
+    float end;
+    // Canny's lower threshold (preprocess CANNY). Default 100.
+    float canny_low;
+    // Canny's upper threshold. Default 200.
+    float canny_high;
+    // Reserved; 0.
+    uint32_t reserved;
+} kiln_control;
 
 // One event of a job, passed to `kiln_job_callback`. Borrowed: valid only
 // during the callback (copy the pixels if you need them later).
@@ -491,7 +540,7 @@ typedef struct kiln_job_options {
 // older published layout, one that ended after `initial_noise_len`,
 // `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height` or
 // `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168;
-// the current size is 184).
+// the current size is 208).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
@@ -586,6 +635,17 @@ typedef struct kiln_generate_options {
     // model's tiny preview decoder (`preview_decoder/`, TAESD-shaped): much
     // faster, softer in detail; UNSUPPORTED when the model has none.
     uint32_t final_decoder;
+    // ControlNets (`kiln_control`, each filled by `kiln_control_init`), or
+    // NULL with `control_count` 0. Needs the model's ControlNet layout
+    // (README, "ControlNet"); their residuals add.
+    const struct kiln_control *controls;
+    // Entries at `controls`.
+    size_t control_count;
+    // Non-zero: diffusers' guess mode (with CFG only the conditional half gets
+    // the residuals, scaled 0.1..1 from the first block to the mid one).
+    uint32_t guess_mode;
+    // Reserved; 0.
+    uint32_t reserved4;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`. Accepted
@@ -884,6 +944,22 @@ extern "C" {
 // Returns `KILN_STATUS_OK`, or `KILN_STATUS_BUFFER_TOO_SMALL` after writing a
 // truncated message.
 kiln_status kiln_last_error_message(char *buf, size_t buf_len, size_t *len_out);
+
+// Fills `control` with defaults, including `struct_size`. NULL is ignored.
+void kiln_control_init(struct kiln_control *control);
+
+// Canny edges of `image` as OpenCV's `cv2.Canny(gray, low, high)` finds them
+// (the image made gray with OpenCV's weights, alpha ignored): a new image,
+// white edges on black, alpha 255. Errors: NULL_ARGUMENT, INVALID_ARGUMENT
+// (negative or non-finite thresholds).
+kiln_status kiln_image_canny(const struct kiln_image *image,
+                             float low,
+                             float high,
+                             struct kiln_image **edges_out);
+
+// A height map (bright = high, gray or colour) as a depth-ControlNet image:
+// gray, its range stretched to 0..255. Errors: NULL_ARGUMENT.
+kiln_status kiln_image_height_to_depth(const struct kiln_image *image, struct kiln_image **depth_out);
 
 // Width in pixels; 0 for NULL.
 uint32_t kiln_image_width(const struct kiln_image *image);

@@ -232,6 +232,25 @@ fn stress_jobs_under_sanitizers() {
 }
 
 #[test]
+fn controlnet_generates_from_a_canny_edge_map() {
+    let bin = build_c("controlnet");
+    let png = bin.with_extension("png");
+    let edges = bin.with_extension("edges.png");
+    let model = common::controlnet_folder("c-example");
+    let out = run_limited(c_program(&bin).arg(&model).arg("tiny").arg("mossy stone").arg(&png).arg(&edges), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "controlnet failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("wrote") && stdout.contains("still usable"), "{stdout}");
+    assert!(stdout.contains("KILN_STATUS_MODEL_NOT_FOUND") && stdout.contains("no-such-controlnet"), "{stdout}");
+    // The edge map holds edges: some white, mostly black.
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&edges).unwrap())).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut buf).unwrap();
+    let white = buf.chunks_exact(4).filter(|p| p[0] == 255).count();
+    assert!(white > 50 && white < 64 * 64 / 4, "{white} edge pixels");
+}
+
+#[test]
 fn sprite_cuts_out_with_a_matting_graph_or_reports_a_bad_one() {
     let bin = build_c("sprite");
     let png = bin.with_extension("png");

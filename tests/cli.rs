@@ -336,3 +336,49 @@ fn cli_runs_sdxl_with_its_size_conditioning_flags() {
     assert_eq!(bad.status.code(), Some(2));
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// `--controlnet` with its `--control-*` flags gives the latents of the same
+/// request made through the library; a `--control-*` flag without a
+/// `--controlnet` before it is a usage error.
+#[test]
+fn cli_controlnet_flags_reach_the_pipeline() {
+    use kiln::image::control::{ControlImage, Preprocess};
+    use kiln::pipeline::control::Control;
+    let model = common::controlnet_folder("cli");
+    let out = std::env::temp_dir().join(format!("kiln-cli-cn-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let control = common::golden("controlnet/control_a.png");
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "mossy stone", "--steps", "4", "--scheduler", "ddim", "--seed", "3"])
+        .args(["--controlnet", "tiny", "--control-image"])
+        .arg(&control)
+        .args(["--control-scale", "0.7", "--control-start", "0.25", "--control-preprocess", "canny"])
+        .arg("--out")
+        .arg(out.join("a.png"))
+        .arg("--out-latents")
+        .arg(out.join("l.npy"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, got) = kiln::image::npy::read_f32(&out.join("l.npy")).unwrap();
+    let img = image::open(&control).unwrap().to_rgb8();
+    let image = ControlImage { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.into_raw() };
+    let m = kiln::Model::load(common::runtime(), &model).unwrap();
+    let request = kiln::GenerateRequest {
+        prompt: "mossy stone".into(),
+        steps: 4,
+        scheduler: kiln::SchedulerKind::Ddim,
+        seed: 3,
+        controls: vec![Control { scale: 0.7, start: 0.25, preprocess: Preprocess::Canny { low: 100.0, high: 200.0 }, ..Control::new("tiny", image) }],
+        ..Default::default()
+    };
+    let want: Vec<f32> = m.generate_with(&request, Default::default()).unwrap().latents.iter().copied().collect();
+    assert_eq!(got, want, "the CLI's latents are the library's for the same request");
+    for args in [&["--control-scale", "0.5"][..], &["--controlnet", "tiny", "--control-preprocess", "sobel"]] {
+        let r = Command::new(generate_bin()).args(args).output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "{args:?}");
+    }
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -155,6 +155,7 @@ fn only_published_generate_options_sizes_are_accepted() {
         std::mem::offset_of!(kiln_generate_options, clip_skip),
         std::mem::offset_of!(kiln_generate_options, mask),
         std::mem::offset_of!(kiln_generate_options, scheduler_overrides),
+        std::mem::offset_of!(kiln_generate_options, controls),
         full,
     ];
     let mut buf = [0u8; 4];

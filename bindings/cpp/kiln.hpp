@@ -93,7 +93,7 @@
 #define KILN_HPP_STRUCTS(X) \
     X(kiln_job_event, pixels) \
     X(kiln_job_options, user_data) \
-    X(kiln_generate_options, final_decoder) \
+    X(kiln_generate_options, reserved4) \
     X(kiln_job_progress, preview_height) \
     X(kiln_model_load_options, matting_path) \
     X(kiln_model_info, has_matting) \
@@ -155,6 +155,10 @@
     X(kiln_generate_options, vae_tile_overlap, uint32_t) \
     X(kiln_generate_options, vae_memory_budget_mib, uint32_t) \
     X(kiln_generate_options, final_decoder, uint32_t) \
+    X(kiln_generate_options, controls, const struct kiln_control *) \
+    X(kiln_generate_options, control_count, size_t) \
+    X(kiln_generate_options, guess_mode, uint32_t) \
+    X(kiln_generate_options, reserved4, uint32_t) \
     X(kiln_job_progress, struct_size, uint32_t) \
     X(kiln_job_progress, state, uint32_t) \
     X(kiln_job_progress, step, uint32_t) \

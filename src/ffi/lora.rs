@@ -49,7 +49,7 @@ pub unsafe extern "C" fn kiln_lora_init(lora: *mut kiln_lora) {
 ///
 /// # Safety
 /// `array` must point to `count` structs of the size their first field states.
-unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, defaults: T, v1: usize, name: &str) -> Result<Vec<T>> {
+pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, defaults: T, v1: usize, name: &str) -> Result<Vec<T>> {
     if count == 0 {
         return Ok(Vec::new());
     }

@@ -12,6 +12,7 @@
 #[macro_use]
 mod boundary;
 mod handles;
+pub mod control;
 pub mod image;
 pub mod job;
 pub mod lora;

@@ -92,7 +92,7 @@ pub struct kiln_model_info {
 /// older published layout, one that ended after `initial_noise_len`,
 /// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height` or
 /// `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168;
-/// the current size is 184).
+/// the current size is 208).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -189,6 +189,17 @@ pub struct kiln_generate_options {
     /// model's tiny preview decoder (`preview_decoder/`, TAESD-shaped): much
     /// faster, softer in detail; UNSUPPORTED when the model has none.
     pub final_decoder: u32,
+    /// ControlNets (`kiln_control`, each filled by `kiln_control_init`), or
+    /// NULL with `control_count` 0. Needs the model's ControlNet layout
+    /// (README, "ControlNet"); their residuals add.
+    pub controls: *const super::control::kiln_control,
+    /// Entries at `controls`.
+    pub control_count: usize,
+    /// Non-zero: diffusers' guess mode (with CFG only the conditional half gets
+    /// the residuals, scaled 0.1..1 from the first block to the mid one).
+    pub guess_mode: u32,
+    /// Reserved; 0.
+    pub reserved4: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -244,6 +255,10 @@ pub(crate) fn default_generate_options() -> kiln_generate_options {
         mask_width: 0,
         mask_height: 0,
         scheduler_overrides: std::ptr::null(),
+        controls: std::ptr::null(),
+        control_count: 0,
+        guess_mode: 0,
+        reserved4: 0,
         reserved: 0,
         vae_tile_size: 0,
         vae_tile_overlap: 0,
@@ -514,6 +529,9 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
                 return Err(Error::invalid(format!("options->final_decoder {other} is not 0 (VAE) or 1 (preview decoder)")))
             }
         },
+        // SAFETY: the caller guarantees control_count entries.
+        controls: unsafe { super::control::controls_from(o.controls, o.control_count)? },
+        guess_mode: o.guess_mode != 0,
         ..GenerateRequest::default()
     })
 }

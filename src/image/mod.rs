@@ -1,5 +1,6 @@
 //! Images out of the pipeline: float RGB from the VAE, RGBA8 for engines, and
 //! copies into caller-owned buffers with a row pitch.
+pub mod control;
 pub mod limits;
 pub mod material;
 pub mod npy;

@@ -165,6 +165,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::new(applied),
                 lora_indexes: Arc::clone(&m.lora_indexes),
+                controlnets: Default::default(),
             }),
         })
     }

@@ -8,6 +8,7 @@
 //! vae_encoder/model.onnx    (optional, img2img)
 //! tokenizer/vocab.json + merges.txt (or tokenizer.json), tokenizer_config.json
 //! scheduler/scheduler_config.json
+//! unet_controlnet/model.onnx, controlnet/<name>/model.onnx  (optional, ControlNet)
 //! ```
 //!
 //! SDXL exports add `text_encoder_2/` (CLIP with projection) and `tokenizer_2/`;
@@ -49,6 +50,11 @@ pub struct ModelLayout {
     pub preview_scaling_factor: f32,
     /// `tokenizer/`.
     pub tokenizer_dir: PathBuf,
+    /// `unet_controlnet/model.onnx`: the U-Net taking ControlNet residuals,
+    /// when the export has one (see [`crate::model::controlnet`]).
+    pub unet_controlnet: Option<PathBuf>,
+    /// Names of the ControlNets under `controlnet/`, sorted.
+    pub controlnets: Vec<String>,
     /// The U-Net's config.
     pub unet_config: UnetConfig,
     /// The VAE's config.
@@ -272,6 +278,8 @@ impl ModelLayout {
             preview_decoder,
             preview_scaling_factor,
             tokenizer_dir,
+            unet_controlnet: super::controlnet::unet_path(root),
+            controlnets: super::controlnet::available(root),
             unet_config,
             vae_config,
             text_config,

@@ -1,6 +1,7 @@
 //! A loaded Stable Diffusion model: its layout, configs, tokenizer and graphs.
 pub mod graph;
 pub mod layout;
+pub mod controlnet;
 pub mod matting;
 mod clip_skip;
 mod adapters;
@@ -120,6 +121,9 @@ pub(crate) struct ModelInner {
     /// Graph structure indexes for LoRA mapping, shared by every model made
     /// from the same load.
     pub(crate) lora_indexes: Arc<lora::IndexCache>,
+    /// ControlNet graphs, loaded on first use (per view: they wrap around
+    /// with the U-Net on seamless axes).
+    pub(crate) controlnets: controlnet::ControlNetSlot,
 }
 
 /// Adapters to apply with [`Model::with_adapters`].
@@ -296,6 +300,7 @@ impl Model {
                 matting: Arc::new(matting::MattingSlot::new(matting_source)),
                 adapters: Arc::new(no_adapters),
                 lora_indexes: Default::default(),
+                controlnets: Default::default(),
             }),
         })
     }
@@ -439,6 +444,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::clone(&m.adapters),
                 lora_indexes: Arc::clone(&m.lora_indexes),
+                controlnets: Default::default(),
             }),
         };
         variants.insert((axes, skip), variant.clone());
@@ -527,6 +533,7 @@ impl Model {
             if let Some(g) = &*m.matting.loaded.lock() {
                 add(g.graph());
             }
+            m.controlnets.for_each_graph(&mut add);
         }
         seen.len()
     }
@@ -616,7 +623,7 @@ fn load_rewritten(
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`.
-fn load_seamless(
+pub(crate) fn load_seamless(
     runtime: &Runtime,
     name: &'static str,
     path: &Path,
@@ -745,7 +752,7 @@ fn load_xl(
     })))
 }
 
-fn unet_io(g: &Graph) -> Result<UnetIo> {
+pub(crate) fn unet_io(g: &Graph) -> Result<UnetIo> {
     if g.inputs.iter().any(|s| s.name == "added_cond_kwargs") {
         return Err(Error::unsupported("the U-Net takes `added_cond_kwargs` as one input; Kiln reads SDXL's `text_embeds` and `time_ids`"));
     }

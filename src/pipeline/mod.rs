@@ -4,6 +4,7 @@
 //! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
 //! scheduler but `lcm`.
 pub mod inputs;
+pub mod control;
 pub mod noise;
 pub mod outputs;
 pub mod texture;
@@ -109,6 +110,13 @@ pub struct GenerateRequest {
     pub negative_prompt_2: String,
     /// SDXL size and crop conditioning (ignored by other models).
     pub xl: XlConditioning,
+    /// ControlNets to guide this generation (their residuals add); empty =
+    /// none, and the plain U-Net runs. Needs the model's ControlNet layout
+    /// (`unet_controlnet/`, `controlnet/<name>/`).
+    pub controls: Vec<control::Control>,
+    /// diffusers' `guess_mode`: with CFG only the conditional half gets the
+    /// ControlNet residuals, scaled 0.1..1 from the first block to the mid one.
+    pub guess_mode: bool,
 }
 
 /// SDXL's micro-conditioning (diffusers' `original_size`,
@@ -202,6 +210,8 @@ impl Default for GenerateRequest {
             scheduler_overrides: None,
             vae_tiling: VaeTiling::default(),
             decoder: FinalDecoder::Vae,
+            controls: Vec::new(),
+            guess_mode: false,
         }
     }
 }
@@ -562,6 +572,13 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         _ => None,
     };
 
+    let controls = control::ActiveControls::prepare(m, &request.controls, request.guess_mode, width, height)?;
+    if controls.is_some() && added.is_some() {
+        return Err(Error::unsupported("ControlNet with an SDXL model is not supported yet (the ControlNet layout is SD 1.x/2.x's)"));
+    }
+    // Guess mode in a CFG batch gives the residuals to the conditional half only.
+    let guess_cfg = request.guess_mode && uncond.is_some();
+
     let timesteps = scheduler.timesteps()[start..].to_vec();
     let total = timesteps.len();
     for (k, &t) in timesteps.iter().enumerate() {
@@ -571,20 +588,35 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
         let scaled = unet_input(scheduler.scale_model_input(&latents, i))?;
+        // One U-Net call, through the ControlNets when there are any.
+        let call = |input: ArrayD<f32>, embeds: ArrayD<f32>, added: Option<&ArrayD<f32>>, rows: control::Rows| -> Result<ArrayD<f32>> {
+            match &controls {
+                None => unet_call(m, input, t, embeds, added, w_embedding.as_ref(), run_options),
+                Some(c) => {
+                    // The ControlNet sees the latents without inpainting channels.
+                    let latent_in = input.slice_axis(Axis(1), ndarray::Slice::from(0..channels)).to_owned();
+                    let residuals = c.residuals(&latent_in, t, &embeds, rows, k, total, run_options)?;
+                    let cond_embedding = w_embedding.as_ref().map(|w| timestep_cond(w, input.shape()[0])).transpose()?;
+                    control::residual_unet_call(&c.unet, input, t, embeds, residuals, cond_embedding, run_options)
+                }
+            }
+        };
+        let rows_cond = if guess_cfg { control::Rows::Last } else { control::Rows::All };
         let noise_pred = match (&uncond, &embeds_batched) {
             (Some(_), Some(embeds)) => {
                 let input = concatenate(Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?;
-                let out = unet_call(m, input, t, embeds.clone(), added_batched.as_ref(), w_embedding.as_ref(), run_options)?;
+                let out = call(input, embeds.clone(), added_batched.as_ref(), rows_cond)?;
                 let u = out.slice(s![0..1, .., .., ..]).into_dyn().to_owned();
                 let c = out.slice(s![1..2, .., .., ..]).into_dyn().to_owned();
                 guide(&u, &c, request.guidance_scale, request.guidance_rescale)
             }
             (Some(u_emb), None) => {
-                let u = unet_call(m, scaled.clone(), t, u_emb.clone(), added_uncond, w_embedding.as_ref(), run_options)?;
-                let c = unet_call(m, scaled, t, cond.clone(), added_cond, w_embedding.as_ref(), run_options)?;
+                let rows_uncond = if guess_cfg { control::Rows::Zero } else { control::Rows::All };
+                let u = call(scaled.clone(), u_emb.clone(), added_uncond, rows_uncond)?;
+                let c = call(scaled, cond.clone(), added_cond, control::Rows::All)?;
                 guide(&u, &c, request.guidance_scale, request.guidance_rescale)
             }
-            (None, _) => unet_call(m, scaled, t, cond.clone(), added_cond, w_embedding.as_ref(), run_options)?,
+            (None, _) => call(scaled, cond.clone(), added_cond, control::Rows::All)?,
         };
         latents = scheduler.step(&noise_pred, i, &latents, step_noise)?;
         if let (Some((clean, n)), Some(mask)) = (&blend, &inpaint) {
@@ -830,6 +862,15 @@ fn rescale_noise_cfg(cfg: &mut ArrayD<f32>, cond: &ArrayD<f32>, phi: f32) {
     cfg.mapv_inplace(|v| phi * (v * ratio) + (1.0 - phi) * v);
 }
 
+/// The LCM guidance embedding repeated for each batch item, `[batch, dim]`.
+fn timestep_cond(w: &[f32], batch: usize) -> Result<ArrayD<f32>> {
+    let mut data = Vec::with_capacity(w.len() * batch);
+    for _ in 0..batch {
+        data.extend_from_slice(w);
+    }
+    ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))
+}
+
 fn unet_call(
     m: &ModelInner,
     sample: ArrayD<f32>,
@@ -852,12 +893,7 @@ fn unet_call(
         (&io.encoder_hidden_states, GraphInput::Float(embeds)),
     ];
     if let (Some(spec), Some(w)) = (&io.timestep_cond, w) {
-        let mut data = Vec::with_capacity(w.len() * batch);
-        for _ in 0..batch {
-            data.extend_from_slice(w);
-        }
-        let arr = ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))?;
-        inputs.push((spec, GraphInput::Float(arr)));
+        inputs.push((spec, GraphInput::Float(timestep_cond(w, batch)?)));
     }
     // SDXL: `[batch, pooled | time ids]`, split into the two inputs.
     if let (Some(xl), Some(added)) = (&m.xl, added) {

@@ -234,6 +234,34 @@ static void hostile_arguments(void) {
         float score = 5.0f;
         CHECK(kiln_image_seam_score(src, 9, &score), KILN_STATUS_INVALID_ARGUMENT);
         EXPECT(score == 0.0f);
+        /* ControlNet: preprocessors and kiln_control entries (this model has no ControlNet layout). */
+        CHECK(kiln_image_canny(src, -1.0f, 200.0f, &out), KILN_STATUS_INVALID_ARGUMENT);
+        EXPECT(out == NULL);
+        CHECK(kiln_image_canny(NULL, 100.0f, 200.0f, &out), KILN_STATUS_NULL_ARGUMENT);
+        CHECK(kiln_image_canny(src, 100.0f, 200.0f, NULL), KILN_STATUS_NULL_ARGUMENT);
+        CHECK(kiln_image_height_to_depth(src, NULL), KILN_STATUS_NULL_ARGUMENT);
+        CHECK(kiln_image_height_to_depth(src, &out), KILN_STATUS_OK);
+        kiln_image_free(out); out = NULL;
+        {
+            kiln_control ctl;
+            kiln_generate_options go;
+            kiln_image *gen = NULL;
+            kiln_control_init(&ctl);
+            kiln_generate_options_init(&go);
+            go.prompt = "x"; go.steps = 1; go.controls = &ctl; go.control_count = 1;
+            CHECK(kiln_model_generate(model, &go, &gen), KILN_STATUS_NULL_ARGUMENT); /* no name */
+            ctl.controlnet = "canny";
+            CHECK(kiln_model_generate(model, &go, &gen), KILN_STATUS_NULL_ARGUMENT); /* no image */
+            ctl.image = src; ctl.preprocess = 9;
+            CHECK(kiln_model_generate(model, &go, &gen), KILN_STATUS_INVALID_ARGUMENT);
+            ctl.preprocess = KILN_CONTROL_PREPROCESS_CANNY;
+            CHECK(kiln_model_generate(model, &go, &gen), KILN_STATUS_MODEL_NOT_FOUND);
+            ctl.struct_size = 4;
+            CHECK(kiln_model_generate(model, &go, &gen), KILN_STATUS_STRUCT_SIZE_MISMATCH);
+            go.controls = NULL;
+            CHECK(kiln_model_generate(model, &go, &gen), KILN_STATUS_NULL_ARGUMENT);
+            EXPECT(gen == NULL);
+        }
         kiln_image_free(src);
     }
 

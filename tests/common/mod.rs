@@ -92,6 +92,32 @@ pub fn variant_folder(name: &str) -> PathBuf {
     dest
 }
 
+/// tiny-sd with the ControlNet layout of tests/fixtures/controlnet added
+/// (tools/make_controlnet_fixture.py), assembled once per test process under
+/// the target dir (`tag` keeps test binaries apart).
+pub fn controlnet_folder(tag: &str) -> PathBuf {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-controlnet-model").join(tag);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    for src in [fixture(), root().join("tests/fixtures/controlnet")] {
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let to = dest.join(p.strip_prefix(&src).unwrap());
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                    std::fs::copy(&p, &to).unwrap();
+                }
+            }
+        }
+    }
+    dest
+}
+
 pub fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
     kiln::image::npy::read_f32(&golden(name)).expect("golden file")
 }

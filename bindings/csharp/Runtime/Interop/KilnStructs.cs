@@ -82,6 +82,10 @@ namespace Kiln.Interop
         public uint vae_tile_overlap;
         public uint vae_memory_budget_mib;
         public uint final_decoder;
+        public IntPtr controls;
+        public UIntPtr control_count;
+        public uint guess_mode;
+        public uint reserved4;
     }
 
     /// <summary>C: <c>kiln_job_progress</c>.</summary>

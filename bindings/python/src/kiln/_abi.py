@@ -87,6 +87,7 @@ GenerateOptions = _struct("kiln_generate_options", [
     ("reserved2", U32), ("clip_skip", U32), ("reserved3", U32), ("mask", PTR), ("mask_len", USIZE),
     ("mask_width", U32), ("mask_height", U32), ("scheduler_overrides", STR),
     ("vae_tile_size", U32), ("vae_tile_overlap", U32), ("vae_memory_budget_mib", U32), ("final_decoder", U32),
+    ("controls", PTR), ("control_count", USIZE), ("guess_mode", U32), ("reserved4", U32),
 ])
 JobProgress = _struct("kiln_job_progress", [
     ("struct_size", U32), ("state", U32), ("step", U32), ("total_steps", U32), ("preview_step", U32),

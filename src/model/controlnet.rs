@@ -1,0 +1,262 @@
+//! ControlNet: Kiln's export layout (optimum has no ControlNet task), its
+//! detection when a model loads, and the graphs, loaded on first use.
+//!
+//! ```text
+//! unet_controlnet/model.onnx    sample, timestep, encoder_hidden_states,
+//!                               down_block_additional_residual_0..N-1,
+//!                               mid_block_additional_residual -> out_sample
+//! controlnet/<name>/model.onnx  sample, timestep, encoder_hidden_states,
+//!                               controlnet_cond [B, 3, H, W] in [0, 1],
+//!                               conditioning_scale (rank 0 or [1]; optional)
+//!                               -> down_block_res_sample_0..N-1, mid_block_res_sample
+//! controlnet/<name>/config.json the diffusers ControlNetModel config (optional)
+//! ```
+//!
+//! Names may differ (OnnxStack's and other exporters' graphs): residuals are
+//! matched by position, the mid-block one by a name containing `mid` (else
+//! the last), and a missing `conditioning_scale` input is applied by Kiln.
+//! A model without these folders opens no extra session.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::graph::{Graph, ResidencyGroup, TensorSpec};
+use crate::model::{seamless, ModelInner, UnetIo};
+
+/// A ControlNet graph's inputs and outputs.
+#[derive(Debug, Clone)]
+pub struct ControlNetIo {
+    /// Latent input.
+    pub sample: TensorSpec,
+    /// Timestep input (rank 0 or `[batch]`).
+    pub timestep: TensorSpec,
+    /// Text embeddings input.
+    pub encoder_hidden_states: TensorSpec,
+    /// Control image input `[B, 3, H, W]` in [0, 1].
+    pub cond: TensorSpec,
+    /// Conditioning scale input, when the graph takes one.
+    pub scale: Option<TensorSpec>,
+    /// Down-block residual outputs, in U-Net order.
+    pub down: Vec<TensorSpec>,
+    /// Mid-block residual output.
+    pub mid: TensorSpec,
+}
+
+/// A loaded ControlNet.
+pub struct ControlNet {
+    /// Its folder name under `controlnet/`.
+    pub name: String,
+    pub(crate) graph: Graph,
+    /// How it takes its inputs.
+    pub io: ControlNetIo,
+}
+
+/// The U-Net that takes ControlNet residuals.
+pub struct ResidualUnet {
+    pub(crate) graph: Graph,
+    /// Its ordinary inputs.
+    pub io: UnetIo,
+    /// Down-block residual inputs, in order.
+    pub down: Vec<TensorSpec>,
+    /// Mid-block residual input.
+    pub mid: TensorSpec,
+}
+
+/// The ControlNet graphs of one model (or seamless view), loaded on first use.
+#[derive(Default)]
+pub(crate) struct ControlNetSlot {
+    unet: OnceLock<Result<Arc<ResidualUnet>>>,
+    nets: parking_lot::Mutex<HashMap<String, Arc<ControlNet>>>,
+}
+
+impl ControlNetSlot {
+    /// Calls `f` on every graph loaded in this slot (`Model::loaded_sessions`).
+    pub(crate) fn for_each_graph(&self, f: &mut dyn FnMut(&Graph)) {
+        if let Some(Ok(u)) = self.unet.get() {
+            f(&u.graph);
+        }
+        for n in self.nets.lock().values() {
+            f(&n.graph);
+        }
+    }
+}
+
+/// `controlnet/` names that hold a `model.onnx`, sorted.
+pub(crate) fn available(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("controlnet"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("model.onnx").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>) -> Result<Graph> {
+    match m.seamless {
+        seamless::Seamless::None => Graph::load(&m.runtime, name, path, group),
+        axes => super::load_seamless(&m.runtime, name, path, axes, group, &Default::default()),
+    }
+}
+
+impl ModelInner {
+    /// The residual-taking U-Net (`unet_controlnet/`), loaded on first use.
+    pub(crate) fn residual_unet(&self) -> Result<Arc<ResidualUnet>> {
+        self.controlnets
+            .unet
+            .get_or_init(|| {
+                let path = self.layout.unet_controlnet.clone().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::ModelNotFound,
+                        format!(
+                            "{} has no unet_controlnet/model.onnx, the U-Net that takes ControlNet residuals \
+                             (export it with tools/make_controlnet_fixture.py --diffusers)",
+                            self.layout.root.display()
+                        ),
+                    )
+                })?;
+                if !self.adapters.spec.loras.is_empty() {
+                    return Err(Error::unsupported("LoRAs are not merged into unet_controlnet yet: ControlNet and LoRA cannot be combined"));
+                }
+                let graph = load_graph(self, "unet_controlnet", &path, &self.residency)?;
+                let io = super::unet_io(&graph).map_err(|e| e.context("unet_controlnet"))?;
+                let ordinary = [&io.sample.name, &io.timestep.name, &io.encoder_hidden_states.name];
+                let extra: Vec<TensorSpec> = graph
+                    .inputs
+                    .iter()
+                    .filter(|s| !ordinary.contains(&&s.name) && Some(&s.name) != io.timestep_cond.as_ref().map(|t| &t.name))
+                    .cloned()
+                    .collect();
+                let (down, mid) = split_mid(extra).ok_or_else(|| {
+                    Error::model(format!("{}: unet_controlnet takes no residual inputs", path.display()))
+                })?;
+                Ok(Arc::new(ResidualUnet { graph, io, down, mid }))
+            })
+            .clone()
+    }
+
+    /// The ControlNet `controlnet/<name>/`, loaded on first use and checked
+    /// against the residual U-Net and the text encoder.
+    pub(crate) fn controlnet(&self, name: &str) -> Result<Arc<ControlNet>> {
+        if let Some(n) = self.controlnets.nets.lock().get(name) {
+            return Ok(Arc::clone(n));
+        }
+        if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+            return Err(Error::invalid(format!("controlnet name {name:?} must be a folder name under controlnet/")));
+        }
+        let dir = self.layout.root.join("controlnet").join(name);
+        let path = dir.join("model.onnx");
+        if !path.is_file() {
+            let have = available(&self.layout.root);
+            return Err(Error::new(
+                ErrorKind::ModelNotFound,
+                format!(
+                    "no ControlNet {name:?}: {} is missing (this model has {})",
+                    path.display(),
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                ),
+            ));
+        }
+        let unet = self.residual_unet()?;
+        let graph = load_graph(self, "controlnet", &path, &self.residency)?;
+        let io = controlnet_io(&graph).map_err(|e| e.context(format!("controlnet {name}")))?;
+        self.check_fits(name, &dir, &io, &unet)?;
+        let net = Arc::new(ControlNet { name: name.to_string(), graph, io });
+        self.controlnets.nets.lock().insert(name.to_string(), Arc::clone(&net));
+        Ok(net)
+    }
+
+    /// A ControlNet made for another base model, or for a U-Net with other
+    /// residuals, is the caller's mismatch, said before anything runs.
+    fn check_fits(&self, name: &str, dir: &Path, io: &ControlNetIo, unet: &ResidualUnet) -> Result<()> {
+        let mismatch = |what: String| Error::new(ErrorKind::AdapterMismatch, format!("ControlNet {name:?} does not fit this model: {what}"));
+        let hidden = self.layout.text_config.hidden_size;
+        let graph_dim = io.encoder_hidden_states.shape.get(2).copied().filter(|&d| d > 0).map(|d| d as usize);
+        let config_dim = read_cross_attention_dim(&dir.join("config.json"));
+        if let Some(d) = graph_dim.or(config_dim) {
+            if d != hidden {
+                return Err(mismatch(format!(
+                    "it takes {d}-wide text embeddings and this model's text encoder gives {hidden} \
+                     (a ControlNet for another base architecture)"
+                )));
+            }
+        }
+        let latent = self.layout.vae_config.latent_channels as i64;
+        if let Some(&c) = io.sample.shape.get(1).filter(|&&c| c > 0) {
+            if c != latent {
+                return Err(mismatch(format!("it takes {c} latent channels; this model has {latent}")));
+            }
+        }
+        if io.down.len() != unet.down.len() {
+            return Err(mismatch(format!(
+                "it returns {} down-block residuals and unet_controlnet takes {}",
+                io.down.len(),
+                unet.down.len()
+            )));
+        }
+        let pairs = io.down.iter().zip(&unet.down).chain(std::iter::once((&io.mid, &unet.mid)));
+        for (out, inp) in pairs {
+            let (a, b) = (out.shape.get(1).copied().unwrap_or(-1), inp.shape.get(1).copied().unwrap_or(-1));
+            if out.shape.len() != 4 || inp.shape.len() != 4 || (a > 0 && b > 0 && a != b) {
+                return Err(mismatch(format!(
+                    "its output `{}` has shape {:?} and unet_controlnet's input `{}` has {:?}",
+                    out.name, out.shape, inp.name, inp.shape
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_cross_attention_dim(config: &Path) -> Option<usize> {
+    let v = super::layout::read_json(config).ok()?;
+    v.get("cross_attention_dim")?.as_u64().map(|d| d as usize)
+}
+
+/// Splits residual tensors into the down-block ones (in order) and the mid one.
+fn split_mid(mut all: Vec<TensorSpec>) -> Option<(Vec<TensorSpec>, TensorSpec)> {
+    let i = all.iter().position(|s| s.name.to_ascii_lowercase().contains("mid")).or(all.len().checked_sub(1))?;
+    let mid = all.remove(i);
+    Some((all, mid))
+}
+
+fn controlnet_io(g: &Graph) -> Result<ControlNetIo> {
+    let sample = g.find_input(&["sample"], None).cloned().ok_or_else(|| Error::model("no `sample` input"))?;
+    let timestep = g
+        .find_input(&["timestep", "t", "timesteps"], None)
+        .cloned()
+        .ok_or_else(|| Error::model("no `timestep` input"))?;
+    let encoder_hidden_states = g
+        .find_input(&["encoder_hidden_states"], Some(3))
+        .cloned()
+        .ok_or_else(|| Error::model("no `encoder_hidden_states` input"))?;
+    let cond = g
+        .inputs
+        .iter()
+        .find(|s| ["controlnet_cond", "cond", "image", "control_image"].contains(&s.name.as_str()))
+        .or_else(|| g.inputs.iter().find(|s| s.shape.len() == 4 && s.name != sample.name))
+        .cloned()
+        .ok_or_else(|| Error::model("no `controlnet_cond` (control image) input"))?;
+    let scale = g.inputs.iter().find(|s| s.name.contains("scale")).cloned();
+    if let Some(s) = &scale {
+        if s.shape.len() > 1 || s.shape.first().is_some_and(|&d| d > 1) {
+            return Err(Error::model(format!("`{}` has shape {:?}; expected a scalar or [1]", s.name, s.shape)));
+        }
+    }
+    if timestep.shape.len() > 1 {
+        return Err(Error::model(format!("`timestep` has rank {}; expected 0 or 1", timestep.shape.len())));
+    }
+    let (down, mid) = split_mid(g.outputs.clone()).ok_or_else(|| Error::model("the graph has no outputs"))?;
+    if down.is_empty() {
+        return Err(Error::model("the graph returns no down-block residuals"));
+    }
+    Ok(ControlNetIo { sample, timestep, encoder_hidden_states, cond, scale, down, mid })
+}
+
+/// Where the ControlNet parts of a model folder are.
+pub(crate) fn unet_path(root: &Path) -> Option<PathBuf> {
+    Some(root.join("unet_controlnet").join("model.onnx")).filter(|p| p.is_file())
+}

@@ -1,0 +1,238 @@
+//! ControlNet parity with diffusers' StableDiffusionControlNetPipeline and
+//! ...ControlNetImg2ImgPipeline (tools/make_controlnet_golden.py) on the tiny
+//! fixture plus tests/fixtures/controlnet (tools/make_controlnet_fixture.py):
+//! same control images, scales, window and guess mode, every random draw
+//! replayed. Tolerances as tests/parity.rs: latents ≤ 1e-3 relative to their
+//! largest value, image ≤ 2e-3 absolute, U-Net timesteps exact. The golden
+//! side ran torch, Kiln runs the ONNX exports (per-graph difference ≈ 1e-6).
+//! Also the errors: a missing ControlNet, one for another architecture, a
+//! residual-count mismatch, a bad control image; the model stays usable.
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kiln::image::control::{ControlImage, Preprocess};
+use kiln::pipeline::control::Control;
+use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise};
+use kiln::{ErrorKind, Model, SchedulerKind};
+
+fn model_folder() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| common::controlnet_folder("controlnet-tests")).clone()
+}
+
+fn model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("controlnet model loads"))
+}
+
+fn png(path: PathBuf) -> (usize, usize, Vec<u8>) {
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    let rgb: Vec<u8> = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    (info.width as usize, info.height as usize, rgb)
+}
+
+fn control_image(name: &str) -> ControlImage {
+    let (width, height, data) = png(common::golden(&format!("controlnet/{name}")));
+    ControlImage { width, height, channels: 3, data }
+}
+
+fn case(name: &str) {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::golden("controlnet/cases.json")).unwrap()).unwrap();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let (_, draws) = common::read_npy(&format!("controlnet/{name}.draws.npy"));
+    let controls = c["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| Control {
+            scale: k["scale"].as_f64().unwrap() as f32,
+            start: k["start"].as_f64().unwrap() as f32,
+            end: k["end"].as_f64().unwrap() as f32,
+            ..Control::new("tiny", control_image(k["image"].as_str().unwrap()))
+        })
+        .collect();
+    let mut request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        guess_mode: c["guess_mode"].as_bool().unwrap(),
+        controls,
+        ..Default::default()
+    };
+    if c["kind"] == "img2img" {
+        let (width, height, rgb) = png(common::golden("ddim_cfg.png"));
+        request.init_image = Some(InitImage { width, height, rgb });
+        request.strength = c["strength"].as_f64().unwrap() as f32;
+        request.step_noise = Some(draws);
+    } else {
+        request.initial_noise = Some(InitialNoise { shape: [1, 4, 8, 8], data: draws });
+    }
+    let out = model().generate_with(&request, Hooks::default()).unwrap();
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: timesteps");
+    let (_, want) = common::read_npy(&format!("controlnet/{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = common::max_abs_diff(&got, &want) / scale;
+    common::check_margin(&format!("controlnet::{name}::latents_rel"), rel as f64, 1e-3);
+    let (_, want_img) = common::read_npy(&format!("controlnet/{name}.image.npy"));
+    let d = common::max_abs_diff(&out.image.data, &want_img);
+    common::check_margin(&format!("controlnet::{name}::image_abs"), d as f64, 2e-3);
+
+    // The control must matter: without it the latents are far from the golden.
+    let plain = GenerateRequest { controls: Vec::new(), guess_mode: false, ..request };
+    let without = model().generate_with(&plain, Hooks::default()).unwrap();
+    let off: Vec<f32> = without.latents.iter().copied().collect();
+    let effect = common::max_abs_diff(&off, &want) / scale;
+    eprintln!("{name}: without the ControlNet the latents differ by {effect:.3e} (relative)");
+    assert!(effect > 1e-2, "{name}: the ControlNet changed the result by only {effect:e}");
+}
+
+#[test]
+fn one_controlnet_ddim_matches_diffusers() {
+    case("ddim_one");
+}
+
+#[test]
+fn one_controlnet_euler_matches_diffusers() {
+    case("euler_one");
+}
+
+#[test]
+fn two_controlnets_at_different_scales_match_diffusers() {
+    case("ddim_two");
+}
+
+#[test]
+fn start_end_window_matches_diffusers() {
+    case("ddim_window");
+}
+
+#[test]
+fn guess_mode_matches_diffusers() {
+    case("ddim_guess");
+}
+
+#[test]
+fn controlnet_without_guidance_matches_diffusers() {
+    case("ddim_noguide");
+}
+
+#[test]
+fn img2img_with_control_matches_diffusers() {
+    case("ddim_img2img");
+}
+
+#[test]
+fn a_plain_model_opens_no_controlnet_session() {
+    let m = Model::load(common::runtime(), &common::fixture()).unwrap();
+    assert!(m.layout().unet_controlnet.is_none() && m.layout().controlnets.is_empty());
+    let before = m.loaded_sessions();
+    let r = GenerateRequest { prompt: "x".into(), steps: 2, controls: vec![Control::new("tiny", control_image("control_a.png"))], ..Default::default() };
+    let e = m.generate_with(&r, Hooks::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ModelNotFound, "{e}");
+    assert_eq!(m.loaded_sessions(), before);
+    // The ControlNet model lists what it has and opens nothing until used.
+    let layout = model().layout();
+    assert_eq!(layout.controlnets, ["few-residuals", "tiny", "wide-text"]);
+}
+
+#[test]
+fn bad_controls_get_specific_errors_and_the_model_stays_usable() {
+    let m = model();
+    let base = GenerateRequest { prompt: "x".into(), steps: 2, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let with = |c: Control| GenerateRequest { controls: vec![c], ..base.clone() };
+    let err = |r: GenerateRequest| m.generate_with(&r, Hooks::default()).unwrap_err();
+    let good = control_image("control_a.png");
+
+    let e = err(with(Control::new("missing", good.clone())));
+    assert_eq!(e.kind(), ErrorKind::ModelNotFound, "{e}");
+    assert!(e.to_string().contains("tiny"), "the message lists what exists: {e}");
+    let e = err(with(Control::new("wide-text", good.clone())));
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{e}");
+    assert!(e.to_string().contains("another base architecture"), "{e}");
+    let e = err(with(Control::new("few-residuals", good.clone())));
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{e}");
+    assert!(e.to_string().contains("4 down-block residuals"), "{e}");
+    let e = err(with(Control::new("../tiny", good.clone())));
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+    let two_channels = ControlImage { width: 64, height: 64, channels: 2, data: vec![0; 64 * 64 * 2] };
+    let e = err(with(Control::new("tiny", two_channels)));
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let short = ControlImage { data: good.data[..100].to_vec(), ..good.clone() };
+    assert_eq!(err(with(Control::new("tiny", short))).kind(), ErrorKind::InvalidSize);
+    let wide = ControlImage { width: 128, height: 32, channels: 1, data: vec![0; 128 * 32] };
+    assert_eq!(err(with(Control::new("tiny", wide))).kind(), ErrorKind::InvalidSize);
+    let window = Control { start: 0.7, end: 0.2, ..Control::new("tiny", good.clone()) };
+    assert_eq!(err(with(window)).kind(), ErrorKind::InvalidArgument);
+    assert_eq!(err(GenerateRequest { guess_mode: true, ..base.clone() }).kind(), ErrorKind::InvalidArgument);
+
+    // Still usable, with and without a ControlNet; a half-size control image
+    // of the right aspect is resized.
+    m.generate_with(&base, Hooks::default()).unwrap();
+    let half = ControlImage { width: 32, height: 32, channels: 1, data: vec![200; 32 * 32] };
+    m.generate_with(&with(Control { preprocess: Preprocess::Tile, ..Control::new("tiny", half) }), Hooks::default()).unwrap();
+    m.generate_with(&with(Control { preprocess: Preprocess::Canny { low: 100.0, high: 200.0 }, ..Control::new("tiny", good) }), Hooks::default())
+        .unwrap();
+}
+
+fn png_channels(path: PathBuf) -> (usize, usize, usize, Vec<u8>) {
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
+}
+
+/// Kiln's Canny against OpenCV's `cv2.Canny` (tools/make_canny_golden.py):
+/// the share of pixels whose edge/no-edge verdict differs, relative to
+/// OpenCV's edge count, must stay within 1 % (measured: identical on four
+/// cases; 4 of 2136 edge pixels differ on the material-maps strip).
+#[test]
+fn canny_matches_opencv() {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::golden("canny/cases.json")).unwrap()).unwrap();
+    for c in cases["cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let (width, height, channels, data) = png_channels(common::golden(&format!("canny/{name}.png")));
+        let image = ControlImage { width, height, channels, data };
+        let (low, high) = (c["low"].as_f64().unwrap() as f32, c["high"].as_f64().unwrap() as f32);
+        let got = kiln::image::control::canny(&image, low, high).unwrap();
+        let (_, _, ch, want) = png_channels(common::golden(&format!("canny/{name}.edges.png")));
+        assert_eq!(ch, 1);
+        let differ = got.data.iter().zip(&want).filter(|(a, b)| a != b).count();
+        let edges = want.iter().filter(|&&v| v > 0).count();
+        assert!(edges > 0, "{name}: the golden has edges");
+        common::check_margin(&format!("controlnet::canny::{name}::differing_share"), differ as f64 / edges as f64, 0.01);
+    }
+}
+
+/// A seamless view rewrites the ControlNet and `unet_controlnet` like the
+/// U-Net (their convolutions wrap with the latents) and opens them on first use.
+#[test]
+fn seamless_views_run_controlnets_with_wrapping_graphs() {
+    let view = model().seamless(kiln::model::seamless::Seamless::Xy).unwrap();
+    let before = view.loaded_sessions();
+    let r = GenerateRequest {
+        prompt: "x".into(),
+        steps: 2,
+        scheduler: SchedulerKind::Ddim,
+        controls: vec![Control { preprocess: Preprocess::Tile, ..Control::new("tiny", control_image("control_b.png")) }],
+        ..Default::default()
+    };
+    view.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(view.loaded_sessions(), before + 2, "unet_controlnet and the ControlNet, once");
+    view.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(view.loaded_sessions(), before + 2);
+}

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Export ControlNets and a residual-taking U-Net in Kiln's ControlNet layout.
+
+optimum has no ControlNet export task, so Kiln defines the layout (README,
+"ControlNet") and this script writes it:
+
+    unet_controlnet/model.onnx      sample, timestep, encoder_hidden_states,
+                                    down_block_additional_residual_0..N-1,
+                                    mid_block_additional_residual -> out_sample
+    controlnet/<name>/model.onnx    sample, timestep, encoder_hidden_states,
+                                    controlnet_cond ([B, 3, H, W] in [0, 1]),
+                                    conditioning_scale (rank 0)
+                                    -> down_block_res_sample_0..N-1, mid_block_res_sample
+    controlnet/<name>/config.json   the diffusers ControlNetModel config
+
+Two modes:
+
+  * fixture (default): the tiny test fixture. The torch tiny-sd pipeline is
+    rebuilt exactly as tools/make_tiny_fixture.py builds it (seeded), checked
+    against tests/fixtures/tiny-sd's ONNX graphs, and a ControlNet is made
+    with ``ControlNetModel.from_unet`` and then randomized (seeded: every
+    weight perturbed, the zero convolutions made non-zero, so the control
+    image matters). Also two small broken ControlNets for the error tests:
+    ``wide-text`` (64-wide text embeddings: another base architecture) and
+    ``few-residuals`` (one layer per block: 4 residuals instead of 6).
+    Writes tests/fixtures/controlnet/.
+
+  * ``--diffusers MODEL --controlnet NAME=CN_MODEL ... --out DIR``: exports a
+    real diffusers U-Net and ControlNets (folders or hub ids, e.g.
+    ``lllyasviel/control_v11p_sd15_canny``) into an existing optimum export DIR.
+
+    /work/venv/bin/python tools/make_controlnet_fixture.py
+    /work/venv/bin/python tools/make_controlnet_fixture.py --diffusers runwayml/stable-diffusion-v1-5 \\
+        --controlnet canny=lllyasviel/control_v11p_sd15_canny --out sd15-onnx
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = REPO / "tests" / "fixtures" / "tiny-sd"
+OUT = REPO / "tests" / "fixtures" / "controlnet"
+sys.path.insert(0, str(REPO / "tools"))
+
+
+class ControlNetGraph(torch.nn.Module):
+    """A ControlNet with flat outputs: the down residuals, then the mid one."""
+
+    def __init__(self, controlnet):
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale):
+        down, mid = self.controlnet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=controlnet_cond,
+            conditioning_scale=conditioning_scale, return_dict=False,
+        )
+        return (*down, mid)
+
+
+class ResidualUnet(torch.nn.Module):
+    """A U-Net taking the ControlNet residuals as separate inputs."""
+
+    def __init__(self, unet, count):
+        super().__init__()
+        self.unet = unet
+        self.count = count
+
+    def forward(self, sample, timestep, encoder_hidden_states, *residuals):
+        return self.unet(
+            sample, timestep, encoder_hidden_states=encoder_hidden_states,
+            down_block_additional_residuals=list(residuals[: self.count]),
+            mid_block_additional_residual=residuals[self.count], return_dict=False,
+        )[0]
+
+
+def residual_count(controlnet):
+    sample, t, ehs, cond = example_inputs(controlnet.config, 1, 8, 8)
+    with torch.no_grad():
+        down, _ = controlnet(sample, t, ehs, cond, return_dict=False)
+    return len(down)
+
+
+def example_inputs(cfg, batch, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sample = torch.randn(batch, cfg["in_channels"], h, w, generator=g)
+    ehs = torch.randn(batch, 77, cfg["cross_attention_dim"], generator=g)
+    cond = torch.rand(batch, 3, h * 8, w * 8, generator=g)
+    return sample, torch.tensor(901.0), ehs, cond
+
+
+def export_controlnet(controlnet, out_dir: Path, opset: int):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = residual_count(controlnet)
+    sample, t, ehs, cond = example_inputs(controlnet.config, 2, 8, 8)
+    outputs = [f"down_block_res_sample_{i}" for i in range(n)] + ["mid_block_res_sample"]
+    axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "encoder_hidden_states": {0: "batch", 1: "sequence"},
+            "controlnet_cond": {0: "batch", 2: "image_height", 3: "image_width"}}
+    for o in outputs:
+        axes[o] = {0: "batch", 2: f"{o}_h", 3: f"{o}_w"}
+    torch.onnx.export(
+        ControlNetGraph(controlnet).eval(), (sample, t, ehs, cond, torch.tensor(1.0)), str(out_dir / "model.onnx"),
+        input_names=["sample", "timestep", "encoder_hidden_states", "controlnet_cond", "conditioning_scale"],
+        output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False,
+    )
+    cfg = dict(controlnet.config)
+    cfg["_class_name"] = "ControlNetModel"
+    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=list) + "\n")
+    return n
+
+
+def export_residual_unet(unet, controlnet, out_dir: Path, opset: int):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = residual_count(controlnet)
+    sample, t, ehs, cond = example_inputs(controlnet.config, 2, 8, 8)
+    with torch.no_grad():
+        down, mid = controlnet(sample, t, ehs, cond, return_dict=False)
+    inputs = ["sample", "timestep", "encoder_hidden_states"] + [f"down_block_additional_residual_{i}" for i in range(n)] + [
+        "mid_block_additional_residual"]
+    axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "encoder_hidden_states": {0: "batch", 1: "sequence"},
+            "out_sample": {0: "batch", 2: "height", 3: "width"}}
+    for name in inputs[3:]:
+        axes[name] = {0: "batch", 2: f"{name}_h", 3: f"{name}_w"}
+    torch.onnx.export(
+        ResidualUnet(unet, n).eval(), (sample, t, ehs, *down, mid), str(out_dir / "model.onnx"),
+        input_names=inputs, output_names=["out_sample"], dynamic_axes=axes, opset_version=opset, dynamo=False,
+    )
+    (out_dir / "config.json").write_text(json.dumps(dict(unet.config), indent=2, sort_keys=True, default=list) + "\n")
+
+
+def randomize(controlnet, seed):
+    """Perturbs every weight; the zero convolutions become non-zero."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in controlnet.named_parameters():
+            if name.startswith("controlnet_cond_embedding"):
+                # The control image's way in: re-drawn with a He-style gain
+                # so its features keep their spatial detail to the output
+                # instead of fading to the biases.
+                if name.endswith("weight"):
+                    fan_in = p[0].numel()
+                    p.copy_(torch.randn(p.shape, generator=g) * (1.5 * (2.0 / fan_in) ** 0.5))
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                continue
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                std = 0.05  # the zero convolutions
+            else:
+                std = 0.02 * float(p.std()) if p.numel() > 1 else 0.02
+            p.add_(torch.randn(p.shape, generator=g) * std)
+    return controlnet.eval()
+
+
+def check_against_onnx(name, torch_out, path, feeds):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)
+    worst = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(got, torch_out))
+    print(f"parity {name}: max |onnx - torch| = {worst:.3e}")
+    assert worst < 1e-4, name
+
+
+def make_fixture(opset: int):
+    from diffusers import ControlNetModel
+    from make_tiny_fixture import build_pipeline
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pipe = build_pipeline(TINY / "tokenizer")
+    # The rebuilt torch U-Net must be the one in the fixture.
+    g = torch.Generator().manual_seed(5)
+    sample, ehs = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        ref = pipe.unet(sample, torch.tensor(501.0), ehs).sample
+    check_against_onnx("rebuilt unet vs tiny-sd/unet", [ref], TINY / "unet" / "model.onnx",
+                       {"sample": sample.numpy(), "timestep": np.array(501.0, np.float32), "encoder_hidden_states": ehs.numpy()})
+
+    small = dict(conditioning_embedding_out_channels=(16, 16, 32, 32))
+    controlnet = randomize(ControlNetModel.from_unet(pipe.unet, **small), seed=17)
+    n = export_controlnet(controlnet, OUT / "controlnet" / "tiny", opset)
+    export_residual_unet(pipe.unet, controlnet, OUT / "unet_controlnet", opset)
+
+    # Another base architecture (64-wide text embeddings) and a ControlNet
+    # with fewer residuals than the U-Net takes (4, not 6): only the error
+    # tests use them, so they are as small as diffusers allows.
+    torch.manual_seed(0)
+    wide = ControlNetModel(block_out_channels=(32, 32), layers_per_block=1, cross_attention_dim=64, attention_head_dim=8,
+                           norm_num_groups=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), **small)
+    export_controlnet(randomize(wide, 3), OUT / "controlnet" / "wide-text", opset)
+    torch.manual_seed(0)
+    few = ControlNetModel(block_out_channels=(32, 32), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
+                          norm_num_groups=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), **small)
+    export_controlnet(randomize(few, 4), OUT / "controlnet" / "few-residuals", opset)
+
+    # Checks: the exports against torch, and that the control image and the
+    # residuals matter (a ControlNet that changes nothing tests nothing).
+    sample, t, ehs, cond = example_inputs(controlnet.config, 2, 8, 8, seed=9)
+    with torch.no_grad():
+        down, mid = controlnet(sample, t, ehs, cond, conditioning_scale=0.7, return_dict=False)
+        down_other, _ = controlnet(sample, t, ehs, torch.flip(cond, [3]), conditioning_scale=0.7, return_dict=False)
+        controlled = pipe.unet(sample, t, ehs, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        plain = pipe.unet(sample, t, ehs).sample
+    feeds = {"sample": sample.numpy(), "timestep": np.array(901.0, np.float32), "encoder_hidden_states": ehs.numpy(),
+             "controlnet_cond": cond.numpy(), "conditioning_scale": np.array(0.7, np.float32)}
+    check_against_onnx("controlnet/tiny", [*down, mid], OUT / "controlnet" / "tiny" / "model.onnx", feeds)
+    ufeeds = {"sample": sample.numpy(), "timestep": np.array(901.0, np.float32), "encoder_hidden_states": ehs.numpy()}
+    ufeeds.update({f"down_block_additional_residual_{i}": d.numpy() for i, d in enumerate(down)})
+    ufeeds["mid_block_additional_residual"] = mid.numpy()
+    check_against_onnx("unet_controlnet", [controlled], OUT / "unet_controlnet" / "model.onnx", ufeeds)
+    image_effect = max(float((a - b).abs().max() / a.abs().max()) for a, b in zip(down, down_other))
+    unet_effect = float((controlled - plain).abs().max() / plain.abs().max())
+    print(f"{n} down residuals; flipping the control image changes a residual by {image_effect:.3f} of its size; "
+          f"the residuals change the U-Net output by {unet_effect:.3f} of its size")
+    assert image_effect > 0.01 and unet_effect > 0.01
+    for p in sorted(OUT.rglob("*")):
+        if p.is_file():
+            print(f"{p.stat().st_size:>10}  {p.relative_to(OUT)}")
+
+
+def export_real(model: str, controlnets: list[str], out: Path, opset: int):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet").eval()
+    first = None
+    for spec in controlnets:
+        name, _, source = spec.partition("=")
+        cn = ControlNetModel.from_pretrained(source).eval()
+        export_controlnet(cn, out / "controlnet" / name, opset)
+        first = first or cn
+    if first is None:
+        sys.exit("--controlnet NAME=MODEL is needed at least once")
+    export_residual_unet(unet, first, out / "unet_controlnet", opset)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--diffusers", help="a diffusers SD 1.x/2.x model (folder or hub id) whose U-Net to export")
+    ap.add_argument("--controlnet", action="append", default=[], help="NAME=MODEL, repeatable")
+    ap.add_argument("--out", type=Path, help="the optimum export to add the ControlNet layout to")
+    ap.add_argument("--opset", type=int, default=18)
+    args = ap.parse_args()
+    if args.diffusers:
+        if not args.out:
+            sys.exit("--out DIR is needed with --diffusers")
+        export_real(args.diffusers, args.controlnet, args.out, args.opset)
+    else:
+        make_fixture(args.opset)
+
+
+if __name__ == "__main__":
+    main()
