@@ -163,6 +163,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::new(applied),
                 lora_indexes: Arc::clone(&m.lora_indexes),
+                static_unets: Default::default(),
             }),
         })
     }

@@ -9,6 +9,7 @@ pub mod lora;
 mod onnx_proto;
 pub mod preview;
 pub mod seamless;
+pub mod static_unet;
 mod text;
 
 use std::path::{Path, PathBuf};
@@ -103,6 +104,8 @@ pub(crate) struct ModelInner {
     /// Graph structure indexes for LoRA mapping, shared by every model made
     /// from the same load.
     pub(crate) lora_indexes: Arc<lora::IndexCache>,
+    /// The U-Net specialised to each job shape seen (`ProviderPolicy::static_unet`).
+    pub(crate) static_unets: Arc<static_unet::StaticUnets>,
 }
 
 /// Adapters to apply with [`Model::with_adapters`].
@@ -273,6 +276,7 @@ impl Model {
                 matting: Arc::new(matting::MattingSlot::new(matting_source)),
                 adapters: Arc::new(no_adapters),
                 lora_indexes: Default::default(),
+                static_unets: Default::default(),
             }),
         })
     }
@@ -393,6 +397,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::clone(&m.adapters),
                 lora_indexes: Arc::clone(&m.lora_indexes),
+                static_unets: Default::default(),
             }),
         };
         variants.insert((axes, skip), variant.clone());

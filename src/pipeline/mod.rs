@@ -690,6 +690,30 @@ fn unet_call(
         let arr = ArrayD::from_shape_vec(IxDyn(&[batch, w.len()]), data).map_err(|e| Error::internal(e.to_string()))?;
         inputs.push((spec, GraphInput::Float(arr)));
     }
+    let policy = &m.runtime.inner.providers;
+    if policy.static_unet || policy.cuda_graph {
+        let shapes: Vec<(&str, Vec<usize>)> = inputs
+            .iter()
+            .map(|(spec, data)| {
+                let shape = match data {
+                    GraphInput::Float(a) => a.shape().to_vec(),
+                    GraphInput::Int(a) => a.shape().to_vec(),
+                };
+                (spec.name.as_str(), shape)
+            })
+            .collect();
+        // The U-Net's output has the latents' shape (batch, channels, h, w);
+        // an inpainting U-Net's output has the latent channels only.
+        let mut out_shape = shapes[0].1.clone();
+        if let Some(&c) = m.unet.outputs.iter().find(|o| o.name == io.output).and_then(|o| o.shape.get(1)).filter(|&&c| c > 0) {
+            out_shape[1] = c as usize;
+        } else {
+            out_shape[1] = m.layout.vae_config.latent_channels;
+        }
+        if let Some(s) = m.static_unets.get(&m.runtime, &m.unet, &shapes, (&io.output, out_shape)) {
+            return s.graph.run(inputs, &io.output, options);
+        }
+    }
     m.unet.run(inputs, &io.output, options)
 }
 
