@@ -27,6 +27,7 @@ pub struct TensorSpec {
 }
 
 /// Data handed to a graph; converted to the input's declared element type.
+#[derive(Clone)]
 pub enum GraphInput {
     /// Floating-point data (sent as f32, f16 or f64).
     Float(ArrayD<f32>),

@@ -46,8 +46,10 @@
 //!   still runs);
 //! * a provider other than CUDA: the flag is ignored.
 //!
-//! If specialising fails (an export ONNX Runtime cannot fold), the job runs the
-//! dynamic U-Net and the reason is logged once per shape.
+//! If specialising fails (an export ONNX Runtime cannot fold), or a run with
+//! CUDA graph replay fails (ONNX Runtime refuses the capture when a node is
+//! left on the CPU), that shape runs the dynamic U-Net from then on and the
+//! reason is logged once.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -264,6 +266,18 @@ impl StaticUnets {
         };
         graphs.insert(key, entry.clone());
         entry
+    }
+}
+
+impl StaticUnets {
+    /// Stops using the specialised graph for `key` after `why` (its runs
+    /// fail); that shape runs the dynamic U-Net from now on.
+    pub(crate) fn give_up(&self, runtime: &Runtime, key: Vec<Vec<usize>>, why: &Error) {
+        runtime.logger().log(
+            LogLevel::Warning,
+            &format!("unet: the specialised graph for {key:?} failed ({}); running the dynamic graph for this shape", why.message()),
+        );
+        self.graphs.lock().insert(key, None);
     }
 }
 

@@ -710,8 +710,20 @@ fn unet_call(
         } else {
             out_shape[1] = m.layout.vae_config.latent_channels;
         }
+        let key: Vec<Vec<usize>> = shapes.iter().map(|(_, s)| s.clone()).collect();
         if let Some(s) = m.static_unets.get(&m.runtime, &m.unet, &shapes, (&io.output, out_shape)) {
-            return s.graph.run(inputs, &io.output, options);
+            if !s.graph.uses_cuda_graph() {
+                return s.graph.run(inputs, &io.output, options);
+            }
+            // A capture ONNX Runtime refuses (a node it cannot place on the
+            // GPU) fails the run: that shape falls back to the dynamic U-Net.
+            let copy: Vec<(&crate::model::graph::TensorSpec, GraphInput)> = inputs.iter().map(|(spec, d)| (*spec, d.clone())).collect();
+            match s.graph.run(copy, &io.output, options) {
+                Err(e) if e.kind() == ErrorKind::Inference => {
+                    m.static_unets.give_up(&m.runtime, key, &e);
+                }
+                done => return done,
+            }
         }
     }
     m.unet.run(inputs, &io.output, options)
