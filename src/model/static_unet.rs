@@ -34,7 +34,7 @@
 //! **CUDA graphs.** With [`crate::runtime::ProviderPolicy::cuda_graph`] the
 //! specialised graph's CUDA session is made with `enable_cuda_graph`: ONNX
 //! Runtime captures the first run and replays it, which needs the inputs and
-//! the output at the same device addresses every run. [`BoundIo`] holds device
+//! the output at the same device addresses every run. `BoundIo` holds device
 //! tensors of the job's shapes bound once; each step copies the host inputs
 //! into them and the output back. What breaks capture, and what Kiln does:
 //! * another size or batch: another specialised graph (its own session and
@@ -177,17 +177,17 @@ pub fn specialise(runtime: &Runtime, model: &[u8], data_dir: &Path, fixed: &[(St
     let fail = |e: ort::Error| Error::new(ErrorKind::Inference, format!("cannot specialise the U-Net to {fixed:?}: {e}"));
     // The CPU provider alone: constant folding evaluates on it, and nothing
     // provider-specific can enter the saved graph.
-    let builder = Session::builder(&runtime.inner.environment).map_err(fail)?;
-    let session = builder
-        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level1)
-        .and_then(|b| b.with_intra_threads(runtime.inner.intra_op_threads))
-        .and_then(|b| b.with_optimized_model_path(&path))
-        .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data"))
-        .and_then(|b| b.with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024"))
-        .and_then(|b| b.with_config_entry("session.model_external_initializers_file_folder_path", data_dir.to_string_lossy()))
-        .map_err(|e| fail(e.into()))?
-        .commit_from_memory(&bytes)
-        .map_err(fail)?;
+    let session = (|| -> std::result::Result<Session, ort::Error> {
+        Session::builder(&runtime.inner.environment)?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level1)?
+            .with_intra_threads(runtime.inner.intra_op_threads)?
+            .with_optimized_model_path(&path)?
+            .with_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data")?
+            .with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")?
+            .with_config_entry("session.model_external_initializers_file_folder_path", data_dir.to_string_lossy())?
+            .commit_from_memory(&bytes)
+    })()
+    .map_err(fail)?;
     drop(session);
     let report = inspect(&path)?;
     Ok((path, report))
@@ -226,8 +226,11 @@ pub(crate) struct Specialised {
 /// could not be specialised (it runs the dynamic U-Net, logged once).
 #[derive(Default)]
 pub(crate) struct StaticUnets {
-    graphs: Mutex<HashMap<Vec<Vec<usize>>, Option<Arc<Specialised>>>>,
+    graphs: Mutex<HashMap<ShapeKey, Option<Arc<Specialised>>>>,
 }
+
+/// The shapes of a U-Net call's inputs, in graph-input order.
+type ShapeKey = Vec<Vec<usize>>;
 
 impl StaticUnets {
     /// The U-Net specialised to `shapes` (one per input of `unet`, by name),
