@@ -15,6 +15,12 @@
 #      cargo build --release --features cuda --test parity --test static_unet --example generate
 #    as `parity` and `static_unet` (the newest target/release/deps/parity-* and
 #    static_unet-* without .d) and `generate` (target/release/examples/generate).
+#    Strip them for transfer (release builds carry debug info, ~60 MB each;
+#    stripped ~7 MB):
+#      mkdir -p gpu-bin
+#      strip -o gpu-bin/parity "$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)"
+#      strip -o gpu-bin/static_unet "$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)"
+#      strip -o gpu-bin/generate target/release/examples/generate
 # 4. Runs: the parity cases on CUDA with exact math (TF32 off; they must pass
 #    Kiln's usual bounds) and with fast math (TF32 on; margins recorded),
 #    generate timings fast vs exact, and a GPU memory cap too small for the
