@@ -442,7 +442,10 @@ impl Model {
             let (calls, secs) = g.run_time();
             (g.name, calls, secs)
         };
-        [t(&i.text_encoder), t(&i.unet), t(&i.vae_decoder)]
+        // The U-Net's figures include its specialised graphs (static U-Net).
+        let (unet_name, calls, secs) = t(&i.unet);
+        let (s_calls, s_secs) = i.static_unets.run_time();
+        [t(&i.text_encoder), (unet_name, calls + s_calls, secs + s_secs), t(&i.vae_decoder)]
     }
 
     /// Names of the graphs loaded right now (all of them unless the runtime

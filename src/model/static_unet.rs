@@ -273,6 +273,11 @@ impl StaticUnets {
 }
 
 impl StaticUnets {
+    /// Calls and seconds inside ONNX Runtime over every specialised graph.
+    pub(crate) fn run_time(&self) -> (u64, f64) {
+        self.graphs.lock().values().flatten().map(|s| s.graph.run_time()).fold((0, 0.0), |(c, t), (c2, t2)| (c + c2, t + t2))
+    }
+
     /// Stops using the specialised graph for `key` after `why` (its runs
     /// fail); that shape runs the dynamic U-Net from now on.
     pub(crate) fn give_up(&self, runtime: &Runtime, key: Vec<Vec<usize>>, why: &Error) {
