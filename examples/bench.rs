@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
 //!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
-//!     [--provider cuda,...] [--gpu-math fast|exact] [--json FILE] [--markdown FILE]
+//!     [--provider cuda,...] [--gpu-math fast|exact] [--static-unet] [--cuda-graph] [--json FILE] [--markdown FILE]
 //! ```
 //!
 //! Reports, for one process: model load (cold), the first image (cold) and the
@@ -101,6 +101,9 @@ fn parse() -> Result<Args, String> {
                 // A benchmark that silently fell back to the CPU would measure the wrong thing.
                 a.providers.require = true;
             }
+            "--static-unet" => a.providers.static_unet = true,
+            // Replay needs the static graph (ProviderPolicy::cuda_graph implies it).
+            "--cuda-graph" => a.providers.cuda_graph = true,
             "--gpu-math" => {
                 let name = v()?;
                 a.providers.gpu_math = kiln::runtime::GpuMath::from_name(&name).ok_or_else(|| format!("--gpu-math: fast or exact, not {name:?}"))?;

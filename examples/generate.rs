@@ -84,6 +84,10 @@ const USAGE: &str = "usage: generate [options]
   --require-provider      fail instead of falling back to the CPU
   --gpu-math fast|exact   fast (default): CUDA uses TF32 tensor cores; exact: full float32, matches the CPU
   --gpu-mem-limit MIB     cap each CUDA session's memory arena at MIB mebibytes
+  --static-unet           run the U-Net specialised to the job's size and batch (shapes folded to
+                          constants, so nothing of it stays on the CPU under CUDA)
+  --cuda-graph            with CUDA: capture the specialised U-Net in a CUDA graph and replay it
+                          each step (implies --static-unet)
   --graph-cache DIR       keep ONNX Runtime's optimized graphs in DIR so later starts skip optimizing
   --residency all|per-stage
                           per-stage: only the graph in use is loaded (least memory; each loads when its stage runs)
@@ -370,6 +374,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 let mib: usize = v.parse().map_err(|_| format!("--gpu-mem-limit: a number of MiB, not {v:?}"))?;
                 a.providers.gpu_memory_limit = mib.checked_mul(1 << 20).ok_or("--gpu-mem-limit: too large")?;
             }
+            "--static-unet" => a.providers.static_unet = true,
+            "--cuda-graph" => a.providers.cuda_graph = true,
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(value()?)),
             "--residency" => {
                 let v = value()?;
@@ -451,7 +457,7 @@ fn generate_one(
         let path = image.as_ref().ok_or_else(|| {
             kiln::Error::new(kiln::ErrorKind::InvalidArgument, format!("--controlnet {} needs --control-image FILE", c.controlnet))
         })?;
-        let rgb = read_rgb(path)?;
+        let rgb = kiln::pipeline::inputs::read_init_image(path)?;
         let image = kiln::image::control::ControlImage { width: rgb.width, height: rgb.height, channels: 3, data: rgb.rgb };
         request.controls.push(kiln::pipeline::control::Control { image, ..c.clone() });
     }

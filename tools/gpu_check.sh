@@ -11,23 +11,45 @@
 # 2. CUDA and cuDNN: the libraries of the nvidia-* pip packages
 #    (site-packages/nvidia/*/lib) go on LD_LIBRARY_PATH.
 # 3. Kiln: built here with `--features cuda` when cargo exists; else
-#    --bin-dir names prebuilt `parity` and `providers` (test binaries) and
-#    `generate`.
+#    --bin-dir names prebuilt binaries, copied there after
+#      cargo build --release --features cuda --test parity --test static_unet --test providers --example generate --example bench
+#    as `parity`, `static_unet` and `providers` (the newest target/release/deps/parity-* and
+#    static_unet-* without .d) and `generate` (target/release/examples/generate).
+#    Strip them for transfer (release builds carry debug info, ~60 MB each;
+#    stripped ~7 MB):
+#      mkdir -p gpu-bin
+#      strip -o gpu-bin/parity "$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)"
+#      strip -o gpu-bin/static_unet "$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)"
+#      strip -o gpu-bin/generate target/release/examples/generate
 # 4. Runs: the parity cases on CUDA with exact math (TF32 off; they must pass
 #    Kiln's usual bounds) and with fast math (TF32 on; margins recorded),
 #    generate timings fast vs exact, and a GPU memory cap too small for the
 #    U-Net (the job must fail with a status, and the process must live on),
 #    and an out-of-memory job followed by a smaller one in the same runtime
 #    (tests/providers.rs, ignored on CPU machines).
+# 5. The levers of issue 21, each on its own (one failing does not stop the
+#    others; each logs `== LEVER name: ok|FAILED (rc)`):
+#    - static U-Net: tests/static_unet.rs on CUDA (no Shape nodes; images vs
+#      the dynamic U-Net on CUDA), then the parity cases with the static U-Net
+#      (KILN_TEST_STATIC_UNET=1) and with CUDA graph replay
+#      (KILN_TEST_CUDA_GRAPH=1), exact math: Kiln's usual bounds;
+#    - timings: `generate` at 512x512, 20 steps with CFG and 1 step without,
+#      levers off / --static-unet / --cuda-graph, one process each making 3
+#      images (--batch): the first pays model load and specialising, the next
+#      two are warm;
+#    - with --sd15 DIR (an export from tools/make_sd15_random.py), the same
+#      timings on it.
+#    Device-resident latents are not implemented yet: nothing to check.
 # Logs and margin lines go to --out (default ./gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-ORT_DIR="" BIN_DIR="" OUT="gpu-check"
+ORT_DIR="" BIN_DIR="" OUT="gpu-check" SD15=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --ort-dir) ORT_DIR="$2"; shift 2 ;;
         --bin-dir) BIN_DIR="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
+        --sd15) SD15="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -41,13 +63,13 @@ NV=$(python3 -c 'import site,glob,os; print(":".join(sorted(p for s in site.gets
 export LD_LIBRARY_PATH="$ORT_DIR:$NV:${LD_LIBRARY_PATH:-}" ORT_DYLIB_PATH="$ORT_LIB"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 if [ -z "$BIN_DIR" ]; then
-    cargo build --release --features cuda --test parity --example generate || exit 1
-    cargo build --release --features cuda --test providers || exit 1
+    cargo build --release --features cuda --test parity --test static_unet --test providers --example generate || exit 1
     PARITY=$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)
+    STATIC=$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)
     PROVIDERS_TEST=$(ls -t target/release/deps/providers-* | grep -v '\.d$' | head -1)
     GENERATE=target/release/examples/generate
 else
-    PARITY="$BIN_DIR/parity" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
+    PARITY="$BIN_DIR/parity" STATIC="$BIN_DIR/static_unet" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
 fi
 status=0
 for math in exact fast; do
@@ -77,4 +99,40 @@ echo "== GPU memory cap of 1 MiB (must fail cleanly)"
 "$GENERATE" --model tests/fixtures/tiny-sd --prompt x --width 512 --height 512 --steps 2 --provider cuda \
     --require-provider --gpu-mem-limit 1 --out "$OUT/oom.png" >"$OUT/oom.log" 2>&1
 echo "exit status $? (0 would mean the cap was not applied)"; tail -3 "$OUT/oom.log"
+
+# ---- issue 21 levers: each independent ----
+lever() {  # lever NAME RC
+    if [ "$2" -eq 0 ]; then echo "== LEVER $1: ok"; else echo "== LEVER $1: FAILED (rc $2)"; fi
+}
+echo "== static U-Net on CUDA (exact math): no Shape nodes, images vs the dynamic U-Net"
+KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact RUST_TEST_THREADS=1 timeout 300 "$STATIC" --nocapture >"$OUT/static-unet.log" 2>&1
+rc=$?; grep -E "^margin|U-Net|^unet:|test result|panicked" "$OUT/static-unet.log" | sed "s/^/[static] /"; lever static_unet_test $rc
+echo "== static U-Net + CUDA graph replay (exact math), same test"
+KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact KILN_TEST_CUDA_GRAPH=1 RUST_TEST_THREADS=1 timeout 300 "$STATIC" --nocapture >"$OUT/static-unet-graph.log" 2>&1
+rc=$?; grep -E "^margin|^unet:|test result|panicked" "$OUT/static-unet-graph.log" | sed "s/^/[static+graph] /"; lever static_unet_cuda_graph_test $rc
+for lv in static graph; do
+    if [ $lv = static ]; then envs="KILN_TEST_STATIC_UNET=1"; else envs="KILN_TEST_CUDA_GRAPH=1"; fi
+    echo "== parity on CUDA, exact math, $envs (Kiln's usual bounds vs diffusers)"
+    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-$lv.log" 2>&1
+    rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-$lv.log" | sed "s/^/[parity $lv] /"; lever "parity_$lv" $rc
+done
+timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first pays loading and specialising)
+    printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
+        "$OUT/gen-lever-1.png" "$OUT/gen-lever-2.png" "$OUT/gen-lever-3.png" >"$OUT/lever-batch.tsv"
+    for shape in "--steps 20 --guidance 7.5" "--steps 1 --guidance 1"; do
+        for flags in "" "--static-unet" "--cuda-graph"; do
+            timeout 300 "$GENERATE" --model "$1" --width 512 --height 512 $shape --provider cuda --require-provider \
+                --gpu-math fast $flags --batch "$OUT/lever-batch.tsv" >"$OUT/lever.log" 2>&1
+            rc=$?
+            grep -E "^wrote|rror" "$OUT/lever.log" | sed "s/^/[$2 $shape ${flags:-levers-off}] /"
+            lever "timing_$2_${flags:-off}_$(echo $shape | tr -d ' -')" $rc
+        done
+    done
+}
+echo "== generate timings per lever (fast math, 512x512)"
+timings tests/fixtures/tiny-sd tiny
+if [ -n "$SD15" ]; then
+    echo "== generate timings per lever on $SD15"
+    timings "$SD15" sd15
+fi
 exit $status

@@ -326,7 +326,7 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
     let gpu_memory_limit = usize::try_from(o.gpu_memory_limit).map_err(|_| {
         Error::invalid(format!("options->gpu_memory_limit {} does not fit this platform's address space", o.gpu_memory_limit))
     })?;
-    Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0, gpu_math, gpu_memory_limit })
+    Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0, gpu_math, gpu_memory_limit, ..Default::default() })
 }
 
 /// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid,

@@ -166,6 +166,7 @@ impl Model {
                 adapters: Arc::new(applied),
                 lora_indexes: Arc::clone(&m.lora_indexes),
                 controlnets: Default::default(),
+                static_unets: Default::default(),
             }),
         })
     }

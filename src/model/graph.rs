@@ -27,6 +27,7 @@ pub struct TensorSpec {
 }
 
 /// Data handed to a graph; converted to the input's declared element type.
+#[derive(Clone)]
 pub enum GraphInput {
     /// Floating-point data (sent as f32, f16 or f64).
     Float(ArrayD<f32>),
@@ -59,6 +60,22 @@ pub struct Graph {
     /// Calls and nanoseconds spent inside ONNX Runtime's run, for benchmarks.
     run_calls: std::sync::atomic::AtomicU64,
     run_nanos: std::sync::atomic::AtomicU64,
+    /// How this graph's sessions are made (CUDA graph capture, cache use).
+    flags: SessionFlags,
+    /// Inputs and output bound at fixed device addresses, for CUDA graph
+    /// replay; made on the first run, dropped with the session.
+    bound: Mutex<Option<crate::model::static_unet::BoundIo>>,
+}
+
+/// How a graph's session is made, beyond the runtime's settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SessionFlags {
+    /// Ask the CUDA provider to capture the graph and replay it; runs then go
+    /// through [`crate::model::static_unet::BoundIo`].
+    pub cuda_graph: bool,
+    /// Bypass the on-disk optimized-graph cache (the specialised graphs live in
+    /// private temporary folders whose paths change every time).
+    pub uncached: bool,
 }
 
 /// Where a graph's bytes come from.
@@ -152,6 +169,18 @@ impl Graph {
         group: &Arc<ResidencyGroup>,
         overrides: crate::model::lora::Overrides,
     ) -> Result<Self> {
+        Self::load_flagged(runtime, name, source, group, overrides, SessionFlags::default())
+    }
+
+    /// As [`Graph::load_with_overrides`], with session flags.
+    pub(crate) fn load_flagged(
+        runtime: &Runtime,
+        name: &'static str,
+        source: GraphSource,
+        group: &Arc<ResidencyGroup>,
+        overrides: crate::model::lora::Overrides,
+        flags: SessionFlags,
+    ) -> Result<Self> {
         let source_digest = std::sync::OnceLock::new();
         let spec = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>> {
             outlets
@@ -174,10 +203,10 @@ impl Graph {
             // inputs and outputs come from the file, so loading the model opens
             // nothing and a one-shot generation loads each graph once.
             let (inputs, outputs) = declared_specs(name, &source)?;
-            let provider = session_builder(runtime, name, &source.label())?.1;
+            let provider = session_builder(runtime, name, &source.label(), flags.cuda_graph)?.1;
             (inputs, outputs, provider, None)
         } else {
-            let (session, provider) = open_session(runtime, name, (&source, &overrides), &source_digest)?;
+            let (session, provider) = open_session(runtime, name, (&source, &overrides), &source_digest, flags)?;
             (spec(session.inputs())?, spec(session.outputs())?, provider, Some(session))
         };
         let slot = Arc::new(Mutex::new(session));
@@ -195,6 +224,8 @@ impl Graph {
             group: Arc::clone(group),
             run_calls: Default::default(),
             run_nanos: Default::default(),
+            flags,
+            bound: Mutex::new(None),
         })
     }
 
@@ -203,6 +234,36 @@ impl Graph {
     pub fn run_time(&self) -> (u64, f64) {
         use std::sync::atomic::Ordering::Relaxed;
         (self.run_calls.load(Relaxed), self.run_nanos.load(Relaxed) as f64 * 1e-9)
+    }
+
+    /// Where the graph's bytes come from.
+    pub(crate) fn source(&self) -> &GraphSource {
+        &self.source
+    }
+
+    /// Whether the graph's model releases graphs between stages.
+    pub(crate) fn per_stage(&self) -> bool {
+        self.group.per_stage
+    }
+
+    /// The residency group the graph is in.
+    pub(crate) fn group(&self) -> &Arc<ResidencyGroup> {
+        &self.group
+    }
+
+    /// Initializers replacing the file's own (LoRA-merged weights).
+    pub(crate) fn overrides(&self) -> &crate::model::lora::Overrides {
+        &self.overrides
+    }
+
+    /// Whether runs replay a CUDA graph (asked for, and the session is on CUDA).
+    pub(crate) fn uses_cuda_graph(&self) -> bool {
+        self.flags.cuda_graph && self.provider.primary() == crate::runtime::Provider::Cuda
+    }
+
+    /// The GPU index the runtime's providers use.
+    pub(crate) fn runtime_device_id(&self) -> i32 {
+        self.runtime.inner.providers.device_id
     }
 
     /// Whether the session is loaded now.
@@ -227,7 +288,9 @@ impl Graph {
         }
         let mut guard = self.session.lock();
         if guard.is_none() {
-            *guard = Some(open_session(&self.runtime, self.name, (&self.source, &self.overrides), &self.source_digest)?.0);
+            // Device buffers bound to a released session go with it.
+            *self.bound.lock() = None;
+            *guard = Some(open_session(&self.runtime, self.name, (&self.source, &self.overrides), &self.source_digest, self.flags)?.0);
         }
         Ok(guard)
     }
@@ -285,9 +348,10 @@ fn open_session(
     name: &'static str,
     (source, overrides): (&GraphSource, &crate::model::lora::Overrides),
     digest: &std::sync::OnceLock<String>,
+    flags: SessionFlags,
 ) -> Result<(Session, crate::runtime::ProviderChoice)> {
     let label = source.label();
-    let (builder, provider) = session_builder(runtime, name, &label)?;
+    let (builder, provider) = session_builder(runtime, name, &label, flags.cuda_graph)?;
     let line = format!("{name}: execution provider {}", provider.describe());
     if provider.skipped.is_empty() {
         runtime.logger().info(&line);
@@ -298,11 +362,12 @@ fn open_session(
         // Merged weights bypass the cache: an optimized graph bakes its
         // initializers in (folded, fused, renamed), so it can neither take
         // overrides nor be shared between LoRA sets.
-        Some(cache) if overrides.is_empty() => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider)?,
+        Some(cache) if overrides.is_empty() && !flags.uncached => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider)?,
         cache => {
             if let Some(cache) = cache {
                 cache.note_skipped();
-                runtime.logger().info(&format!("{name}: optimized-graph cache not used: the graph has LoRA-merged weights"));
+                let why = if flags.uncached { "a specialised graph in a temporary folder" } else { "the graph has LoRA-merged weights" };
+                runtime.logger().info(&format!("{name}: optimized-graph cache not used: {why}"));
             }
             let level = runtime.inner.graph_optimization.ort();
             let mut builder = builder.with_optimization_level(level).map_err(|e| load_error(name, &label, e.into()))?;
@@ -368,7 +433,7 @@ fn external_data_problem(name: &str, source: &GraphSource) -> Option<Error> {
 }
 
 /// The error for a session that could not be created.
-fn load_error(name: &str, path: &str, e: ort::Error) -> Error {
+pub(crate) fn load_error(name: &str, path: &str, e: ort::Error) -> Error {
     let text = e.to_string();
     let kind = if text.contains("Protobuf parsing failed") || text.contains("INVALID_PROTOBUF") || text.contains("Load model") {
         ErrorKind::ModelInvalid
@@ -386,10 +451,11 @@ fn load_error(name: &str, path: &str, e: ort::Error) -> Error {
 
 /// A session builder with the runtime's providers, threads and logging
 /// (optimization level not set yet).
-fn session_builder(
+pub(crate) fn session_builder(
     runtime: &Runtime,
     name: &'static str,
     path: &str,
+    cuda_graph: bool,
 ) -> Result<(ort::session::builder::SessionBuilder, crate::runtime::ProviderChoice)> {
     let rt = &runtime.inner;
     let fail = |e: ort::Error| load_error(name, path, e);
@@ -406,7 +472,7 @@ fn session_builder(
         logger.log(level, &format!("onnxruntime: {msg}"));
     });
     let mut builder = Session::builder(&rt.environment).map_err(fail)?;
-    let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name)?;
+    let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name, cuda_graph)?;
     let builder = builder
         .with_intra_threads(rt.intra_op_threads)
         .map_err(|e| fail(e.into()))?
@@ -531,13 +597,13 @@ fn open_through_cache(
             skip(e);
             return plain(match builder {
                 Some(b) => b,
-                None => session_builder(runtime, name, label)?.0,
+                None => session_builder(runtime, name, label, false)?.0,
             });
         }
     }
     let builder = match builder {
         Some(b) => b,
-        None => session_builder(runtime, name, label)?.0,
+        None => session_builder(runtime, name, label, false)?.0,
     };
     let pending = match cache.begin(&key) {
         Ok(p) => p,
@@ -583,7 +649,7 @@ fn open_through_cache(
             // cannot serialize); a broken model fails again just below.
             drop(pending);
             skip(format!("creating the session while saving its optimized graph failed ({e}); loading without it"));
-            plain(session_builder(runtime, name, label)?.0)
+            plain(session_builder(runtime, name, label, false)?.0)
         }
     }
 }
@@ -627,13 +693,26 @@ impl Graph {
 
     /// Runs the graph once and returns several of its outputs, in the order asked.
     pub fn run_many(&self, inputs: Vec<(&TensorSpec, GraphInput)>, wanted: &[&str], options: Option<&RunOptions>) -> Result<Vec<ArrayD<f32>>> {
-        let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
+        let mut values: Vec<(String, ort::value::DynTensor)> = Vec::with_capacity(inputs.len());
         for (spec, data) in inputs {
             values.push((spec.name.clone(), self.to_value(spec, data)?));
         }
         let mut guard = self.acquire()?;
         let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        if self.uses_cuda_graph() {
+            // Graph replay binds exactly one output (the U-Net's).
+            let [output] = wanted else {
+                return Err(Error::internal(format!("{}: a CUDA-graph session returns one output, {} were asked for", self.name, wanted.len())));
+            };
+            let started = std::time::Instant::now();
+            let mut bound = self.bound.lock();
+            let out = vec![crate::model::static_unet::run_bound(self, &mut bound, session, values, output, options)?];
+            self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(out);
+        }
         let started = std::time::Instant::now();
+        let values: Vec<(String, DynValue)> = values.into_iter().map(|(n, v)| (n, v.into_dyn())).collect();
         let outputs = match options {
             Some(o) => session.run_with_options(values, o),
             None => session.run(values),
@@ -652,35 +731,35 @@ impl Graph {
             .collect()
     }
 
-    fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<DynValue> {
+    fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<ort::value::DynTensor> {
         let wrong = |what: &str| {
             Error::model(format!(
                 "{} graph input `{}` has element type {:?}; Kiln cannot feed it {what}",
                 self.name, spec.name, spec.ty
             ))
         };
-        let value: DynValue = match data {
+        let value: ort::value::DynTensor = match data {
             GraphInput::Float(a) => {
                 let shape = shape_of(&a);
                 let data = contiguous(a);
                 match spec.ty {
-                    TensorElementType::Float32 => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
+                    TensorElementType::Float32 => Tensor::from_array((shape, data)).map(|t| t.upcast()),
                     TensorElementType::Float16 => {
                         let data: Vec<half::f16> = data.into_iter().map(half::f16::from_f32).collect();
-                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                        Tensor::from_array((shape, data)).map(|t| t.upcast())
                     }
                     TensorElementType::Float64 => {
                         let data: Vec<f64> = data.into_iter().map(f64::from).collect();
-                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                        Tensor::from_array((shape, data)).map(|t| t.upcast())
                     }
                     // Legacy exports take an integer timestep; diffusers casts with numpy (truncation).
                     TensorElementType::Int64 => {
                         let data: Vec<i64> = data.into_iter().map(|x| x as i64).collect();
-                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                        Tensor::from_array((shape, data)).map(|t| t.upcast())
                     }
                     TensorElementType::Int32 => {
                         let data: Vec<i32> = data.into_iter().map(|x| x as i32).collect();
-                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                        Tensor::from_array((shape, data)).map(|t| t.upcast())
                     }
                     _ => return Err(wrong("floating-point data")),
                 }
@@ -689,10 +768,10 @@ impl Graph {
                 let shape = shape_of(&a);
                 let data = contiguous(a);
                 match spec.ty {
-                    TensorElementType::Int64 => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
+                    TensorElementType::Int64 => Tensor::from_array((shape, data)).map(|t| t.upcast()),
                     TensorElementType::Int32 => {
                         let data: Vec<i32> = data.into_iter().map(|x| x as i32).collect();
-                        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+                        Tensor::from_array((shape, data)).map(|t| t.upcast())
                     }
                     _ => return Err(wrong("integer data")),
                 }
@@ -716,7 +795,7 @@ fn shape_of<T>(a: &ArrayD<T>) -> Vec<i64> {
     a.shape().iter().map(|&d| d as i64).collect()
 }
 
-fn to_f32(graph: &str, name: &str, value: &DynValue) -> Result<ArrayD<f32>> {
+pub(crate) fn to_f32<T: ort::value::TensorValueTypeMarker + ?Sized>(graph: &str, name: &str, value: &ort::value::Value<T>) -> Result<ArrayD<f32>> {
     let bad = |e: ort::Error| Error::model(format!("{graph} graph output `{name}`: {e}"));
     let ty = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,

@@ -10,6 +10,7 @@ pub mod lora;
 pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod seamless;
+pub mod static_unet;
 mod text;
 mod upcast;
 pub mod vae;
@@ -124,6 +125,8 @@ pub(crate) struct ModelInner {
     /// ControlNet graphs, loaded on first use (per view: they wrap around
     /// with the U-Net on seamless axes).
     pub(crate) controlnets: controlnet::ControlNetSlot,
+    /// The U-Net specialised to each job shape seen (`ProviderPolicy::static_unet`).
+    pub(crate) static_unets: Arc<static_unet::StaticUnets>,
 }
 
 /// Adapters to apply with [`Model::with_adapters`].
@@ -301,6 +304,7 @@ impl Model {
                 adapters: Arc::new(no_adapters),
                 lora_indexes: Default::default(),
                 controlnets: Default::default(),
+                static_unets: Default::default(),
             }),
         })
     }
@@ -445,6 +449,7 @@ impl Model {
                 adapters: Arc::clone(&m.adapters),
                 lora_indexes: Arc::clone(&m.lora_indexes),
                 controlnets: Default::default(),
+                static_unets: Default::default(),
             }),
         };
         variants.insert((axes, skip), variant.clone());
@@ -489,7 +494,10 @@ impl Model {
             let (calls, secs) = g.run_time();
             (g.name, calls, secs)
         };
-        [t(&i.text_encoder), t(&i.unet), t(&i.vae_decoder)]
+        // The U-Net's figures include its specialised graphs (static U-Net).
+        let (unet_name, calls, secs) = t(&i.unet);
+        let (s_calls, s_secs) = i.static_unets.run_time();
+        [t(&i.text_encoder), (unet_name, calls + s_calls, secs + s_secs), t(&i.vae_decoder)]
     }
 
     /// Names of the graphs loaded right now (all of them unless the runtime

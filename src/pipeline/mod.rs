@@ -903,6 +903,42 @@ fn unet_call(
         inputs.push((&xl.text_embeds, GraphInput::Float(text_embeds)));
         inputs.push((&xl.time_ids, GraphInput::Float(time_ids)));
     }
+    let policy = &m.runtime.inner.providers;
+    if policy.static_unet || policy.cuda_graph {
+        let shapes: Vec<(&str, Vec<usize>)> = inputs
+            .iter()
+            .map(|(spec, data)| {
+                let shape = match data {
+                    GraphInput::Float(a) => a.shape().to_vec(),
+                    GraphInput::Int(a) => a.shape().to_vec(),
+                };
+                (spec.name.as_str(), shape)
+            })
+            .collect();
+        // The U-Net's output has the latents' shape (batch, channels, h, w);
+        // an inpainting U-Net's output has the latent channels only.
+        let mut out_shape = shapes[0].1.clone();
+        if let Some(&c) = m.unet.outputs.iter().find(|o| o.name == io.output).and_then(|o| o.shape.get(1)).filter(|&&c| c > 0) {
+            out_shape[1] = c as usize;
+        } else {
+            out_shape[1] = m.layout.vae_config.latent_channels;
+        }
+        let key: Vec<Vec<usize>> = shapes.iter().map(|(_, s)| s.clone()).collect();
+        if let Some(s) = m.static_unets.get(&m.runtime, &m.unet, &shapes, (&io.output, out_shape)) {
+            if !s.graph.uses_cuda_graph() {
+                return s.graph.run(inputs, &io.output, options);
+            }
+            // A capture ONNX Runtime refuses (a node it cannot place on the
+            // GPU) fails the run: that shape falls back to the dynamic U-Net.
+            let copy: Vec<(&crate::model::graph::TensorSpec, GraphInput)> = inputs.iter().map(|(spec, d)| (*spec, d.clone())).collect();
+            match s.graph.run(copy, &io.output, options) {
+                Err(e) if e.kind() == ErrorKind::Inference => {
+                    m.static_unets.give_up(&m.runtime, key, &e);
+                }
+                done => return done,
+            }
+        }
+    }
     m.unet.run(inputs, &io.output, options)
 }
 

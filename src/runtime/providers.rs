@@ -88,6 +88,14 @@ pub struct ProviderPolicy {
     /// Most bytes of GPU memory the CUDA provider's arena may hold per
     /// session (`gpu_mem_limit`); 0 = no limit (ONNX Runtime's default).
     pub gpu_memory_limit: usize,
+    /// Run the U-Net as a graph specialised to each job's size and batch:
+    /// symbolic dimensions fixed and shape sub-graphs folded to constants, so
+    /// a CUDA session has no node left on the CPU (see `model::static_unet`).
+    pub static_unet: bool,
+    /// Capture the specialised U-Net in a CUDA graph and replay it each step
+    /// (ONNX Runtime's `enable_cuda_graph`, inputs and outputs bound at fixed
+    /// device addresses). Implies `static_unet`; only the CUDA provider uses it.
+    pub cuda_graph: bool,
 }
 
 /// Whether GPU providers may trade float32 accuracy for speed.
@@ -183,7 +191,11 @@ pub fn available_in_runtime() -> Vec<String> {
 }
 
 /// Registers the policy's providers on `builder` for graph `graph`.
-pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, graph: &str) -> Result<ProviderChoice> {
+///
+/// `cuda_graph` asks the CUDA provider to capture and replay the graph; only a
+/// graph whose nodes all run on the GPU and whose inputs and outputs are bound
+/// at fixed device addresses may ask (the specialised U-Net).
+pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, graph: &str, cuda_graph: bool) -> Result<ProviderChoice> {
     let available = available_in_runtime();
     let mut choice = ProviderChoice { registered: Vec::new(), skipped: Vec::new(), gpu_math: None };
     for &p in &policy.preferred {
@@ -206,7 +218,7 @@ pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, gr
             ));
             continue;
         }
-        match register_one(builder, p, policy) {
+        match register_one(builder, p, policy, cuda_graph) {
             Ok(()) => {
                 choice.registered.push(p);
                 if p == Provider::Cuda {
@@ -227,7 +239,7 @@ pub(crate) fn register(builder: &mut SessionBuilder, policy: &ProviderPolicy, gr
 }
 
 #[allow(unused_variables)]
-fn register_one(builder: &mut SessionBuilder, p: Provider, policy: &ProviderPolicy) -> std::result::Result<(), String> {
+fn register_one(builder: &mut SessionBuilder, p: Provider, policy: &ProviderPolicy, cuda_graph: bool) -> std::result::Result<(), String> {
     #[allow(unused_imports)]
     use ort::ep::ExecutionProvider;
     let device_id = policy.device_id;
@@ -237,6 +249,9 @@ fn register_one(builder: &mut SessionBuilder, p: Provider, policy: &ProviderPoli
             let mut ep = ort::ep::CUDA::default().with_device_id(device_id).with_tf32(policy.gpu_math == GpuMath::Fast);
             if policy.gpu_memory_limit > 0 {
                 ep = ep.with_memory_limit(policy.gpu_memory_limit);
+            }
+            if cuda_graph {
+                ep = ep.with_cuda_graph(true);
             }
             ep.register(builder).map_err(|e| e.to_string())
         }

@@ -25,6 +25,8 @@ pub fn golden(name: &str) -> PathBuf {
 /// On a GPU machine the same tests check a provider: `KILN_TEST_PROVIDERS=cuda`
 /// (required, no CPU fallback) and `KILN_TEST_GPU_MATH=exact|fast`
 /// (tools/gpu_check.sh sets them). Unset, the tests run on the CPU.
+/// `KILN_TEST_STATIC_UNET=1` and `KILN_TEST_CUDA_GRAPH=1` turn on the static
+/// U-Net and CUDA graph replay (`ProviderPolicy::static_unet`, `cuda_graph`).
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -47,6 +49,10 @@ pub fn runtime() -> &'static Runtime {
         if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
             options.providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
         }
+        // The GPU levers, for running every test through them (.ci/run runs
+        // the parity cases with the static U-Net; tools/gpu_check.sh with CUDA graphs).
+        options.providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
+        options.providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
         Runtime::new(&options).expect("ONNX Runtime must load for the tests")
     })
 }

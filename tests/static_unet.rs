@@ -1,0 +1,146 @@
+//! The static-shape U-Net (`ProviderPolicy::static_unet`): the graph
+//! specialised to a job's shapes has no `Shape` node and no symbolic dimension
+//! left, and generating with it gives the dynamic graph's latents and images.
+//!
+//! Bound: final latents max|Δ| ≤ 1e-5 × max|latents| and image max|Δ| ≤ 1e-5.
+//! The specialised graph is the same arithmetic with its shape computations
+//! folded, so the only allowed difference is float rounding where ONNX Runtime
+//! picks other fusions or kernels once shapes are known (~1e-7 per op,
+//! accumulated over the steps). Not bit-identical: measured on the CPU
+//! (AVX-512) up to 1.9e-6 relative on latents, 1.7e-6 on images (the margin
+//! lines).
+//!
+//! With `KILN_TEST_PROVIDERS=cuda` (tools/gpu_check.sh) the same cases run on
+//! the GPU; `KILN_TEST_CUDA_GRAPH=1` also turns on CUDA graph replay there.
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kiln::model::static_unet::{inspect, specialise};
+use kiln::pipeline::{GenerateRequest, Hooks};
+use kiln::runtime::LogLevel;
+use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A runtime like the common one (same providers) with the static U-Net on,
+/// and its log.
+fn static_runtime() -> &'static (Runtime, Log) {
+    static RT: OnceLock<(Runtime, Log)> = OnceLock::new();
+    RT.get_or_init(|| {
+        let log: Log = Default::default();
+        let sink = Arc::clone(&log);
+        let mut providers = kiln::runtime::ProviderPolicy::default();
+        // The providers tests/common/mod.rs reads from the environment.
+        if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
+            for name in list.split(',').filter(|n| !n.is_empty()) {
+                providers.preferred.push(match name {
+                    "cpu" => kiln::runtime::Provider::Cpu,
+                    "cuda" => kiln::runtime::Provider::Cuda,
+                    other => panic!("KILN_TEST_PROVIDERS: {other} is not cpu or cuda in this test"),
+                });
+            }
+            providers.require = true;
+        }
+        if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
+            providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
+        }
+        providers.static_unet = true;
+        providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
+        let rt = Runtime::new(&RuntimeOptions {
+            providers,
+            log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+            log_level: LogLevel::Info,
+            ..Default::default()
+        })
+        .expect("runtime");
+        (rt, log)
+    })
+}
+
+fn static_model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(&static_runtime().0, &common::fixture()).expect("tiny fixture loads"))
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-static-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn specialised_graph_has_no_shape_computation_left() {
+    let unet = common::fixture().join("unet").join("model.onnx");
+    let before = inspect(&unet).unwrap();
+    eprintln!("original U-Net: {before:?}");
+    // The export computes shapes at run time; otherwise this test shows nothing.
+    assert!(before.shape_nodes > 0 && before.symbolic_dims > 0, "{before:?}");
+    let bytes = std::fs::read(&unet).unwrap();
+    let out = scratch("inspect");
+    let fixed = vec![
+        ("sample".to_string(), vec![2, 4, 8, 8]),
+        ("timestep".to_string(), vec![]),
+        ("encoder_hidden_states".to_string(), vec![2, 77, 32]),
+        ("out_sample".to_string(), vec![2, 4, 8, 8]),
+    ];
+    let (path, after) = specialise(common::runtime(), &bytes, unet.parent().unwrap(), &fixed, &out).unwrap();
+    eprintln!("specialised U-Net ({}): {after:?}", path.display());
+    assert_eq!(after.shape_nodes, 0, "Shape nodes left: {after:?}");
+    assert_eq!(after.symbolic_dims, 0, "symbolic dims left: {after:?}");
+    assert!(after.nodes < before.nodes, "folding removed nothing: {before:?} -> {after:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn fixing_an_unknown_input_is_an_error() {
+    let unet = common::fixture().join("unet").join("model.onnx");
+    let bytes = std::fs::read(&unet).unwrap();
+    let e = kiln::model::static_unet::fix_input_dims(&bytes, &[("no_such_input".into(), vec![1])]).unwrap_err();
+    assert!(e.message().contains("no_such_input"), "{}", e.message());
+}
+
+fn request(scheduler: SchedulerKind, guidance: f32, size: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        negative_prompt: "blurry".into(),
+        width: size,
+        height: size,
+        steps: 4,
+        guidance_scale: guidance,
+        seed: 11,
+        scheduler,
+        ..Default::default()
+    }
+}
+
+fn compare(id: &str, scheduler: SchedulerKind, guidance: f32, size: usize) {
+    let r = request(scheduler, guidance, size);
+    let want = common::tiny_model().generate_with(&r, Hooks::default()).expect("dynamic U-Net");
+    let got = static_model().generate_with(&r, Hooks::default()).expect("static U-Net");
+    assert_eq!(got.latents.shape(), want.latents.shape());
+    let a: Vec<f32> = got.latents.iter().copied().collect();
+    let b: Vec<f32> = want.latents.iter().copied().collect();
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    common::check_margin(&format!("static_unet::{id}::latents_rel"), (common::max_abs_diff(&a, &b) / scale) as f64, 1e-5);
+    common::check_margin(&format!("static_unet::{id}::image_abs"), common::max_abs_diff(&got.image.data, &want.image.data) as f64, 1e-5);
+}
+
+#[test]
+fn static_unet_matches_the_dynamic_one() {
+    // CFG (batch 2) and no guidance (batch 1), two sizes: each its own graph.
+    compare("euler_cfg", SchedulerKind::Euler, 5.0, 64);
+    compare("euler_a_cfg", SchedulerKind::EulerA, 5.0, 64);
+    compare("ddim_noguide", SchedulerKind::Ddim, 1.0, 64);
+    compare("dpmpp_2m_cfg_48", SchedulerKind::DpmPP2M, 5.0, 48);
+    let log = static_runtime().1.lock().unwrap().clone();
+    let made: Vec<&String> = log.iter().filter(|l| l.starts_with("unet: specialised to")).collect();
+    for line in &made {
+        eprintln!("{line}");
+    }
+    // batch 2 at 64, batch 1 at 64, batch 2 at 48: three graphs, each wholly static.
+    assert_eq!(made.len(), 3, "specialised graphs made: {made:?}\nlog: {log:#?}");
+    assert!(made.iter().all(|l| l.contains(" 0 Shape nodes and 0 symbolic dims left")), "{made:?}");
+    assert!(!log.iter().any(|l| l.contains("cannot specialise")), "{log:#?}");
+}
