@@ -88,14 +88,7 @@ fn parse() -> Result<Args, String> {
             "--provider" => {
                 use kiln::runtime::Provider;
                 for name in v()?.split(',') {
-                    let p = match name {
-                        "cpu" => Provider::Cpu,
-                        "cuda" => Provider::Cuda,
-                        "tensorrt" => Provider::TensorRt,
-                        "directml" => Provider::DirectMl,
-                        "coreml" => Provider::CoreMl,
-                        other => return Err(format!("--provider: unknown {other:?}")),
-                    };
+                    let p = Provider::from_name(name).ok_or_else(|| format!("--provider: unknown {name:?}"))?;
                     a.providers.preferred.push(p);
                 }
                 // A benchmark that silently fell back to the CPU would measure the wrong thing.

@@ -353,14 +353,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--provider" => {
                 use kiln::runtime::Provider;
                 for name in value()?.split(',') {
-                    let p = match name.trim() {
-                        "cpu" => Provider::Cpu,
-                        "cuda" => Provider::Cuda,
-                        "tensorrt" => Provider::TensorRt,
-                        "directml" => Provider::DirectMl,
-                        "coreml" => Provider::CoreMl,
-                        other => return Err(format!("--provider: unknown {other:?}")),
-                    };
+                    let p = Provider::from_name(name.trim()).ok_or_else(|| format!("--provider: unknown {name:?}"))?;
                     a.providers.preferred.push(p);
                 }
             }

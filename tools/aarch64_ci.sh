@@ -84,47 +84,6 @@ cargo build --release --example generate
 target/release/examples/generate "${FIRST[@]}" --out "$WORK/run/brick-x86_64.png"
 
 step "pixel difference (bound: $MAX_LEVELS of 255 per channel)"
-python3 - "$WORK/run/brick-x86_64.png" "$WORK/run/brick-aarch64.png" "$MAX_LEVELS" <<'PY'
-import struct, sys, zlib
-def pixels(path):
-    """8-bit RGBA, non-interlaced PNG (what Kiln writes) → (size, bytes)."""
-    data = open(path, "rb").read()
-    pos, idat, w, h = 8, b"", 0, 0
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        if kind == b"IHDR":
-            w, h, depth, color = struct.unpack(">IIBB", body[:10])
-            assert (depth, color) == (8, 6), "expected 8-bit RGBA"
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + n
-    raw, bpp, stride = zlib.decompress(idat), 4, w * 4
-    out, prev = bytearray(), bytearray(stride)
-    for y in range(h):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
-            if f == 1: line[i] = (line[i] + a) & 255
-            elif f == 2: line[i] = (line[i] + b) & 255
-            elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        out += line
-        prev = line
-    return (w, h), bytes(out)
-(sa, a), (sb, b) = pixels(sys.argv[1]), pixels(sys.argv[2])
-bound = int(sys.argv[3])
-if sa != sb:
-    sys.exit(f"aarch64_ci: sizes differ: {sa} vs {sb}")
-d = [abs(x - y) for x, y in zip(a, b)]
-px = len(a) // 4
-px_diff = sum(any(d[4 * i:4 * i + 4]) for i in range(px))
-print(f"  {sa[0]}x{sa[1]}: max difference {max(d)} of 255 (bound {bound}), mean {sum(d) / len(d):.4f}, "
-      f"{px_diff} of {px} pixels differ ({sum(v != 0 for v in d)} of {len(d)} bytes)")
-sys.exit(0 if max(d) <= bound else 1)
-PY
+python3 tools/png_diff.py "$WORK/run/brick-x86_64.png" "$WORK/run/brick-aarch64.png" --bound "$MAX_LEVELS" \
+    || { echo "aarch64_ci: pixels differ by more than $MAX_LEVELS of 255"; exit 1; }
 step "aarch64_ci: OK"

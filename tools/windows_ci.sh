@@ -83,45 +83,8 @@ C
     touch "$WINEPREFIX/.kiln-ready"
 fi
 
-# Pixels of two PNGs, decoded (8-bit RGBA, non-interlaced: what Kiln writes).
-same_pixels() {
-    python3 - "$1" "$2" <<'PY'
-import struct, sys, zlib
-def pixels(path):
-    data = open(path, "rb").read()
-    pos, idat, w, h = 8, b"", 0, 0
-    while pos < len(data):
-        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + n]
-        if kind == b"IHDR":
-            w, h, depth, color = struct.unpack(">IIBB", body[:10])
-            assert (depth, color) == (8, 6), "expected 8-bit RGBA"
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + n
-    raw, bpp, stride = zlib.decompress(idat), 4, w * 4
-    out, prev = bytearray(), bytearray(stride)
-    for y in range(h):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
-            if f == 1: line[i] = (line[i] + a) & 255
-            elif f == 2: line[i] = (line[i] + b) & 255
-            elif f == 3: line[i] = (line[i] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        out += line
-        prev = line
-    return (w, h), bytes(out)
-(sa, a), (sb, b) = pixels(sys.argv[1]), pixels(sys.argv[2])
-diff = sum(x != y for x, y in zip(a, b)) if sa == sb else -1
-print(f"  {sys.argv[1]} vs {sys.argv[2]}: {sa[0]}x{sa[1]}, {diff} of {len(a)} bytes differ")
-sys.exit(0 if diff == 0 else 1)
-PY
-}
+# Equal pixels in two PNGs (tools/png_diff.py: 8-bit RGBA, what Kiln writes).
+same_pixels() { python3 tools/png_diff.py "$1" "$2"; }
 win() { (cd "$1" && shift && "$WINE" "$@"); }
 
 step "C examples under Wine"

@@ -40,6 +40,20 @@ impl Provider {
         Self::ALL.get(v as usize).copied()
     }
 
+    /// From the short name the CLI and the test variables use: `cpu`,
+    /// `cuda`, `tensorrt`, `directml` or `coreml`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.short_name() == name)
+    }
+
+    /// The short name [`Provider::from_name`] reads.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            other => other.feature(),
+        }
+    }
+
     /// ONNX Runtime's name, e.g. `CUDAExecutionProvider`.
     pub fn ort_name(self) -> &'static str {
         match self {
@@ -262,5 +276,19 @@ fn register_one(builder: &mut SessionBuilder, p: Provider, policy: &ProviderPoli
         #[cfg(feature = "coreml")]
         Provider::CoreMl => ort::ep::CoreML::default().register(builder).map_err(|e| e.to_string()),
         _ => Err("not compiled in".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Provider;
+
+    #[test]
+    fn short_names_round_trip_and_unknown_ones_are_none() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::from_name(p.short_name()), Some(p));
+        }
+        assert_eq!(Provider::from_name("CUDA"), None);
+        assert_eq!(Provider::from_name(""), None);
     }
 }

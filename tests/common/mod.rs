@@ -34,14 +34,7 @@ pub fn runtime() -> &'static Runtime {
         if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
             for name in list.split(',').filter(|n| !n.is_empty()) {
                 use kiln::runtime::Provider;
-                let p = match name {
-                    "cpu" => Provider::Cpu,
-                    "cuda" => Provider::Cuda,
-                    "tensorrt" => Provider::TensorRt,
-                    "directml" => Provider::DirectMl,
-                    "coreml" => Provider::CoreMl,
-                    other => panic!("KILN_TEST_PROVIDERS: unknown provider {other}"),
-                };
+                let p = Provider::from_name(name).unwrap_or_else(|| panic!("KILN_TEST_PROVIDERS: unknown provider {name}"));
                 options.providers.preferred.push(p);
             }
             options.providers.require = true;
