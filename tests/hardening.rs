@@ -155,7 +155,7 @@ fn only_published_generate_options_sizes_are_accepted() {
         std::mem::offset_of!(kiln_generate_options, clip_skip),
         std::mem::offset_of!(kiln_generate_options, mask),
         std::mem::offset_of!(kiln_generate_options, scheduler_overrides),
-        std::mem::offset_of!(kiln_generate_options, controls),
+        std::mem::offset_of!(kiln_generate_options, vae_tile_size),
         full,
     ];
     let mut buf = [0u8; 4];
@@ -187,6 +187,8 @@ fn only_published_runtime_options_sizes_are_accepted() {
     let published = [
         std::mem::offset_of!(kiln_runtime_options, graph_cache_dir),
         std::mem::offset_of!(kiln_runtime_options, sequential_load),
+        // The layout that ended with `sequential_load` and its padding.
+        std::mem::offset_of!(kiln_runtime_options, gpu_memory_limit),
         full,
     ];
     let mut accepted = Vec::new();
