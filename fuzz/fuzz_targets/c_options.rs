@@ -96,6 +96,10 @@ fuzz_target!(|input: Input| {
                 addr_of_mut!((*p).prompt).write(c_ptr(&prompt));
                 addr_of_mut!((*p).negative_prompt).write(c_ptr(&negative));
                 addr_of_mut!((*p).scheduler_overrides).write(c_ptr(&overrides));
+                // `kiln_control` entries hold handles and strings the fuzzer
+                // cannot make valid; NULL with the raw count checks that a
+                // count without an array is refused.
+                addr_of_mut!((*p).controls).write(std::ptr::null());
                 let (ptr, len) = buffer(&initial_noise, (*p).initial_noise_len);
                 addr_of_mut!((*p).initial_noise).write(ptr);
                 addr_of_mut!((*p).initial_noise_len).write(len);
