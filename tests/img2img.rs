@@ -11,13 +11,7 @@ use kiln::pipeline::{GenerateRequest, Hooks, InitImage};
 use kiln::SchedulerKind;
 
 fn init_image() -> InitImage {
-    let file = std::fs::File::open(common::golden("ddim_cfg.png")).unwrap();
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let rgb: Vec<u8> = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
-    InitImage { width: info.width as usize, height: info.height as usize, rgb }
+    kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()
 }
 
 fn case(name: &str) {
