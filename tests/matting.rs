@@ -59,20 +59,7 @@ fn model_folder(name: &str, matting: &[(&str, Vec<u8>)]) -> PathBuf {
     if dest.exists() {
         std::fs::remove_dir_all(&dest).unwrap();
     }
-    let src = common::fixture();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let to = dest.join(p.strip_prefix(&src).unwrap());
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                std::fs::copy(&p, &to).unwrap();
-            }
-        }
-    }
+    common::copy_tree(&common::fixture(), &dest);
     for (rel, bytes) in matting {
         let to = dest.join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();

@@ -91,6 +91,23 @@ pub fn variant_folder(name: &str) -> PathBuf {
     dest
 }
 
+/// Copies every file below `src` to the same relative path below `dest`.
+pub fn copy_tree(src: &std::path::Path, dest: &std::path::Path) {
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let to = dest.join(p.strip_prefix(src).unwrap());
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&p, &to).unwrap();
+            }
+        }
+    }
+}
+
 /// tiny-sd with the ControlNet layout of tests/fixtures/controlnet added
 /// (tools/make_controlnet_fixture.py), assembled once per test process under
 /// the target dir (`tag` keeps test binaries apart).
@@ -100,19 +117,7 @@ pub fn controlnet_folder(tag: &str) -> PathBuf {
         std::fs::remove_dir_all(&dest).unwrap();
     }
     for src in [fixture(), root().join("tests/fixtures/controlnet")] {
-        let mut stack = vec![src.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let p = e.unwrap().path();
-                let to = dest.join(p.strip_prefix(&src).unwrap());
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                    std::fs::copy(&p, &to).unwrap();
-                }
-            }
-        }
+        copy_tree(&src, &dest);
     }
     dest
 }
