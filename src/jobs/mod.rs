@@ -17,7 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::Rgba8Image;
 use crate::model::Model;
-use crate::pipeline::{GenerateRequest, Hooks, StepProgress};
+use crate::pipeline::{GenerateRequest, Hooks, StepLatents, StepProgress};
 
 /// Where a job is in its life. Values match `kiln_job_state` in the C header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,7 +511,13 @@ fn execute(item: &Queued, job: &Job) -> JobState {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         item.model.generate_with(
             &item.request,
-            Hooks { cancel: Some(&job.cancel), on_step: Some(&mut on_step), run_options: Some(&run_options) },
+            Hooks {
+                cancel: Some(&job.cancel),
+                on_step: Some(&mut on_step),
+                run_options: Some(&run_options),
+                // Latents leave the device only for the previews asked for.
+                step_latents: if interval > 0 { StepLatents::Interval(interval) } else { StepLatents::Never },
+            },
         )
     }));
     *job.run_options.lock() = None;

@@ -167,6 +167,7 @@ impl Model {
                 lora_indexes: Arc::clone(&m.lora_indexes),
                 controlnets: Default::default(),
                 static_unets: Default::default(),
+                step_graphs: Default::default(),
             }),
         })
     }

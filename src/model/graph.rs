@@ -731,7 +731,51 @@ impl Graph {
             .collect()
     }
 
-    fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<ort::value::DynTensor> {
+    /// A binding of this graph's inputs and outputs to tensors (for
+    /// device-resident latents; the session is loaded if it is not).
+    pub(crate) fn create_binding(&self) -> Result<ort::session::IoBinding> {
+        let guard = self.acquire()?;
+        let session = guard.as_ref().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        session.create_binding().map_err(|e| Error::new(ErrorKind::Inference, format!("{} graph: I/O binding: {e}", self.name)))
+    }
+
+    /// An allocator for tensors where this graph runs: the GPU's memory for a
+    /// CUDA session, the host's for the CPU provider; `None` for providers
+    /// whose memory Kiln does not bind yet.
+    pub(crate) fn device_allocator(&self) -> Result<Option<ort::memory::Allocator>> {
+        use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+        let fail = |e: ort::Error| Error::new(ErrorKind::Inference, format!("{} graph: device allocator: {e}", self.name));
+        match self.provider.primary() {
+            crate::runtime::Provider::Cpu => Ok(Some(Allocator::default())),
+            crate::runtime::Provider::Cuda => {
+                let guard = self.acquire()?;
+                let session = guard.as_ref().ok_or_else(|| Error::internal("graph session missing after load"))?;
+                let info = MemoryInfo::new(AllocationDevice::CUDA, self.runtime_device_id(), AllocatorType::Device, MemoryType::Default)
+                    .map_err(fail)?;
+                Allocator::new(session, info).map(Some).map_err(fail)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Runs the graph on `binding`'s tensors (outputs stay where they are bound).
+    pub(crate) fn run_binding(&self, binding: &ort::session::IoBinding, options: Option<&RunOptions>) -> Result<()> {
+        let mut guard = self.acquire()?;
+        let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        let started = std::time::Instant::now();
+        let outputs = match options {
+            Some(o) => session.run_binding_with_options(binding, o),
+            None => session.run_binding(binding),
+        }
+        .map_err(|e| Error::inference(self.name, e))?;
+        drop(outputs);
+        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `data` as a tensor of `spec`'s element type (on the host).
+    pub(crate) fn to_value(&self, spec: &TensorSpec, data: GraphInput) -> Result<ort::value::DynTensor> {
         let wrong = |what: &str| {
             Error::model(format!(
                 "{} graph input `{}` has element type {:?}; Kiln cannot feed it {what}",

@@ -11,6 +11,7 @@ pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod seamless;
 pub mod static_unet;
+pub mod step_graph;
 mod text;
 mod upcast;
 pub mod vae;
@@ -127,6 +128,8 @@ pub(crate) struct ModelInner {
     pub(crate) controlnets: controlnet::ControlNetSlot,
     /// The U-Net specialised to each job shape seen (`ProviderPolicy::static_unet`).
     pub(crate) static_unets: Arc<static_unet::StaticUnets>,
+    /// The scheduler step as a graph, for device-resident latents (loaded on first use).
+    pub(crate) step_graphs: Arc<step_graph::StepGraphs>,
 }
 
 /// Adapters to apply with [`Model::with_adapters`].
@@ -305,6 +308,7 @@ impl Model {
                 lora_indexes: Default::default(),
                 controlnets: Default::default(),
                 static_unets: Default::default(),
+                step_graphs: Default::default(),
             }),
         })
     }
@@ -450,6 +454,7 @@ impl Model {
                 lora_indexes: Arc::clone(&m.lora_indexes),
                 controlnets: Default::default(),
                 static_unets: Default::default(),
+                step_graphs: Default::default(),
             }),
         };
         variants.insert((axes, skip), variant.clone());

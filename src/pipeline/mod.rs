@@ -5,6 +5,7 @@
 //! scheduler but `lcm`.
 pub mod inputs;
 pub mod control;
+mod device_loop;
 pub mod noise;
 pub mod outputs;
 pub mod texture;
@@ -225,6 +226,9 @@ pub struct Generation {
     pub latents: ArrayD<f32>,
     /// The timesteps the U-Net was called with.
     pub timesteps: Vec<f64>,
+    /// U-Net calls whose latents stayed on the U-Net's device
+    /// (`ProviderPolicy::device_latents`); 0 when the host loop ran.
+    pub device_steps: usize,
 }
 
 /// Progress reported after every U-Net call's scheduler step.
@@ -248,6 +252,33 @@ pub struct Hooks<'a> {
     /// Passed to every graph run, so `RunOptions::terminate` stops a U-Net call
     /// mid-graph instead of waiting for the step to end.
     pub run_options: Option<&'a ort::session::RunOptions>,
+    /// Which steps' [`StepProgress::latents`] `on_step` needs. The host loop
+    /// always has them; with device-resident latents only these steps' come
+    /// back from the device, and the others' are empty (`len() == 0`).
+    pub step_latents: StepLatents,
+}
+
+/// Which steps' latents an `on_step` observer needs (for previews).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepLatents {
+    /// Every step's (the default).
+    #[default]
+    Every,
+    /// Steps `n`, `2n`, ... and the last one (`Interval(0)` = none).
+    Interval(u32),
+    /// None: `on_step` only reports progress.
+    Never,
+}
+
+impl StepLatents {
+    /// Whether step `step` (1-based) of `total` needs its latents.
+    pub fn wants(self, step: usize, total: usize) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Interval(0) | Self::Never => false,
+            Self::Interval(n) => step % n as usize == 0 || step == total,
+        }
+    }
 }
 
 impl Model {
@@ -345,7 +376,7 @@ fn match_chunk_counts(
 }
 
 fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
-    let Hooks { cancel, mut on_step, run_options } = hooks;
+    let Hooks { cancel, mut on_step, run_options, step_latents } = hooks;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let (width, height) = check_size(m, request)?;
     request.vae_tiling.validate()?;
@@ -581,7 +612,56 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
 
     let timesteps = scheduler.timesteps()[start..].to_vec();
     let total = timesteps.len();
-    for (k, &t) in timesteps.iter().enumerate() {
+    let mut device_steps = 0;
+    if m.runtime.inner.providers.device_latents {
+        let cfg = uncond.is_some();
+        let request_reason = if controls.is_some() {
+            Some("ControlNet runs its own graphs per step")
+        } else if inpaint.is_some() {
+            Some("inpainting blends or conditions the latents on the host")
+        } else if cfg && request.guidance_rescale > 0.0 {
+            Some("guidance rescale needs standard deviations of the whole prediction")
+        } else if cfg && embeds_batched.is_none() {
+            Some("this U-Net takes batch 1, so CFG runs as two calls")
+        } else {
+            None
+        };
+        let embeds = if cfg { embeds_batched.as_ref() } else { Some(&cond) };
+        let added = if cfg { added_batched.as_ref() } else { added_cond };
+        let device_request = embeds.map(|embeds| device_loop::DeviceRequest {
+            latents: latents.clone(),
+            start,
+            timesteps: &timesteps,
+            embeds,
+            added,
+            w: w_embedding.as_ref(),
+            guidance: request.guidance_scale,
+            cfg,
+        });
+        let planned = match (request_reason, device_request) {
+            (Some(why), _) => Err(why.to_string()),
+            (None, None) => Err("no text embeddings for the batch".to_string()),
+            (None, Some(d)) => device_loop::plan(m, scheduler.as_ref(), &d).map(|choice| (choice, d)),
+        };
+        match planned {
+            Ok((choice, d)) => {
+                let hooks = device_loop::DeviceHooks {
+                    cancelled: &cancelled,
+                    on_step: on_step.as_deref_mut(),
+                    step_latents,
+                    run_options,
+                };
+                let (last, steps) = device_loop::run(m, &choice, scheduler.as_ref(), d, step_noise, hooks)?;
+                m.runtime.logger().info(&format!("latents: {steps} steps with device-resident latents"));
+                latents = last;
+                device_steps = steps;
+            }
+            Err(why) => m.runtime.logger().info(&format!("latents: host loop ({why})")),
+        }
+    }
+    // The host loop runs the steps the device loop did not.
+    let host_steps = if device_steps > 0 { &timesteps[..0] } else { &timesteps[..] };
+    for (k, &t) in host_steps.iter().enumerate() {
         // `i` indexes the full schedule; img2img begins part-way in.
         let i = start + k;
         if cancelled() {
@@ -642,7 +722,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             paste_kept_pixels(&mut image, init, mask)?;
         }
     }
-    Ok(Generation { image, latents, timesteps })
+    Ok(Generation { image, latents, timesteps, device_steps })
 }
 
 /// SDXL conditioning of one request: per-token embeddings of each side, and
@@ -881,15 +961,38 @@ fn unet_call(
     options: Option<&ort::session::RunOptions>,
 ) -> Result<ArrayD<f32>> {
     let io = &m.unet_io;
+    let inputs = unet_inputs(m, sample, t, embeds, added, w)?;
+    if let Some((s, key)) = specialised_unet(m, &inputs) {
+        if !s.graph.uses_cuda_graph() {
+            return s.graph.run(inputs, &io.output, options);
+        }
+        // A capture ONNX Runtime refuses (a node it cannot place on the
+        // GPU) fails the run: that shape falls back to the dynamic U-Net.
+        let copy: Vec<(&crate::model::graph::TensorSpec, GraphInput)> = inputs.iter().map(|(spec, d)| (*spec, d.clone())).collect();
+        match s.graph.run(copy, &io.output, options) {
+            Err(e) if e.kind() == ErrorKind::Inference => {
+                m.static_unets.give_up(&m.runtime, key, &e);
+            }
+            done => return done,
+        }
+    }
+    m.unet.run(inputs, &io.output, options)
+}
+
+/// The U-Net's inputs for one call, by graph input.
+pub(crate) fn unet_inputs<'m>(
+    m: &'m ModelInner,
+    sample: ArrayD<f32>,
+    t: f64,
+    embeds: ArrayD<f32>,
+    added: Option<&ArrayD<f32>>,
+    w: Option<&Vec<f32>>,
+) -> Result<Vec<(&'m crate::model::graph::TensorSpec, GraphInput)>> {
+    let io = &m.unet_io;
     let batch = sample.shape()[0];
-    let timestep = if io.timestep.shape.is_empty() {
-        ArrayD::from_elem(IxDyn(&[]), t as f32)
-    } else {
-        ArrayD::from_elem(IxDyn(&[batch]), t as f32)
-    };
     let mut inputs = vec![
         (&io.sample, GraphInput::Float(sample)),
-        (&io.timestep, GraphInput::Float(timestep)),
+        (&io.timestep, GraphInput::Float(unet_timestep(m, t, batch))),
         (&io.encoder_hidden_states, GraphInput::Float(embeds)),
     ];
     if let (Some(spec), Some(w)) = (&io.timestep_cond, w) {
@@ -903,43 +1006,50 @@ fn unet_call(
         inputs.push((&xl.text_embeds, GraphInput::Float(text_embeds)));
         inputs.push((&xl.time_ids, GraphInput::Float(time_ids)));
     }
-    let policy = &m.runtime.inner.providers;
-    if policy.static_unet || policy.cuda_graph {
-        let shapes: Vec<(&str, Vec<usize>)> = inputs
-            .iter()
-            .map(|(spec, data)| {
-                let shape = match data {
-                    GraphInput::Float(a) => a.shape().to_vec(),
-                    GraphInput::Int(a) => a.shape().to_vec(),
-                };
-                (spec.name.as_str(), shape)
-            })
-            .collect();
-        // The U-Net's output has the latents' shape (batch, channels, h, w);
-        // an inpainting U-Net's output has the latent channels only.
-        let mut out_shape = shapes[0].1.clone();
-        if let Some(&c) = m.unet.outputs.iter().find(|o| o.name == io.output).and_then(|o| o.shape.get(1)).filter(|&&c| c > 0) {
-            out_shape[1] = c as usize;
-        } else {
-            out_shape[1] = m.layout.vae_config.latent_channels;
-        }
-        let key: Vec<Vec<usize>> = shapes.iter().map(|(_, s)| s.clone()).collect();
-        if let Some(s) = m.static_unets.get(&m.runtime, &m.unet, &shapes, (&io.output, out_shape)) {
-            if !s.graph.uses_cuda_graph() {
-                return s.graph.run(inputs, &io.output, options);
-            }
-            // A capture ONNX Runtime refuses (a node it cannot place on the
-            // GPU) fails the run: that shape falls back to the dynamic U-Net.
-            let copy: Vec<(&crate::model::graph::TensorSpec, GraphInput)> = inputs.iter().map(|(spec, d)| (*spec, d.clone())).collect();
-            match s.graph.run(copy, &io.output, options) {
-                Err(e) if e.kind() == ErrorKind::Inference => {
-                    m.static_unets.give_up(&m.runtime, key, &e);
-                }
-                done => return done,
-            }
-        }
+    Ok(inputs)
+}
+
+/// The timestep input of a U-Net call: rank 0 or one per batch item, as the graph declares.
+pub(crate) fn unet_timestep(m: &ModelInner, t: f64, batch: usize) -> ArrayD<f32> {
+    if m.unet_io.timestep.shape.is_empty() {
+        ArrayD::from_elem(IxDyn(&[]), t as f32)
+    } else {
+        ArrayD::from_elem(IxDyn(&[batch]), t as f32)
     }
-    m.unet.run(inputs, &io.output, options)
+}
+
+/// The U-Net specialised to these inputs' shapes, when the runtime asks for
+/// the static U-Net (or CUDA graphs) and the shape could be specialised; with
+/// the key under which it is kept.
+pub(crate) fn specialised_unet(
+    m: &ModelInner,
+    inputs: &[(&crate::model::graph::TensorSpec, GraphInput)],
+) -> Option<(std::sync::Arc<crate::model::static_unet::Specialised>, Vec<Vec<usize>>)> {
+    let io = &m.unet_io;
+    let policy = &m.runtime.inner.providers;
+    if !(policy.static_unet || policy.cuda_graph) {
+        return None;
+    }
+    let shapes: Vec<(&str, Vec<usize>)> = inputs
+        .iter()
+        .map(|(spec, data)| {
+            let shape = match data {
+                GraphInput::Float(a) => a.shape().to_vec(),
+                GraphInput::Int(a) => a.shape().to_vec(),
+            };
+            (spec.name.as_str(), shape)
+        })
+        .collect();
+    // The U-Net's output has the latents' shape (batch, channels, h, w);
+    // an inpainting U-Net's output has the latent channels only.
+    let mut out_shape = shapes[0].1.clone();
+    if let Some(&c) = m.unet.outputs.iter().find(|o| o.name == io.output).and_then(|o| o.shape.get(1)).filter(|&&c| c > 0) {
+        out_shape[1] = c as usize;
+    } else {
+        out_shape[1] = m.layout.vae_config.latent_channels;
+    }
+    let key: Vec<Vec<usize>> = shapes.iter().map(|(_, s)| s.clone()).collect();
+    m.static_unets.get(&m.runtime, &m.unet, &shapes, (&io.output, out_shape)).map(|s| (s, key))
 }
 
 /// The LCM guidance embedding (diffusers `get_guidance_scale_embedding`).

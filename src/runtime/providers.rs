@@ -110,6 +110,15 @@ pub struct ProviderPolicy {
     /// (ONNX Runtime's `enable_cuda_graph`, inputs and outputs bound at fixed
     /// device addresses). Implies `static_unet`; only the CUDA provider uses it.
     pub cuda_graph: bool,
+    /// Keep the latents where the U-Net runs between steps: the U-Net's input
+    /// and output, the latents and the scheduler's history are tensors on the
+    /// U-Net's device, the guidance combine and the scheduler step run there
+    /// as a small ONNX graph, and only the final latents (and the latents of
+    /// steps whose preview was asked for) come back to the host. For the CUDA
+    /// and CPU providers and the schedulers whose step is linear (see
+    /// `pipeline::device_loop`); other requests run the host loop. Off by
+    /// default.
+    pub device_latents: bool,
 }
 
 /// Whether GPU providers may trade float32 accuracy for speed.

@@ -2,7 +2,7 @@
 use ndarray::ArrayD;
 
 use super::config::{PredictionType, SchedulerConfig};
-use super::{NoiseSource, Scheduler};
+use super::{LinearStep, NoiseSource, Scheduler};
 use crate::error::Result;
 
 /// Deterministic DDIM.
@@ -84,6 +84,36 @@ impl Scheduler for Ddim {
         }
         let out = ndarray::Zip::from(&x0).and(&eps).map_collect(|&x0, &e| coef_x0 * x0 + coef_eps * e);
         Ok(out)
+    }
+
+    /// Linear without clipping or thresholding (both act on x0 element-wise
+    /// or by a quantile).
+    fn linear_step(&self, index: usize, _done: usize) -> Option<LinearStep> {
+        if self.clip.is_some() || self.threshold.is_some() {
+            return None;
+        }
+        let t = self.timesteps[index] as i64;
+        let prev = t - self.step_ratio as i64;
+        let a_t = self.alphas_cumprod[t as usize] as f32;
+        let a_prev = if prev >= 0 { self.alphas_cumprod[prev as usize] } else { self.final_alpha_cumprod } as f32;
+        let (sa, sb) = (a_t.sqrt() as f64, (1.0 - a_t).sqrt() as f64);
+        let coef_x0 = a_prev.sqrt() as f64;
+        let coef_eps = (1.0 - a_prev).sqrt() as f64;
+        // x0 = p·x + q·m and eps = u·x + v·m, as `step` computes them.
+        let ((p, q), (u, v)) = match self.prediction_type {
+            PredictionType::Epsilon => ((1.0 / sa, -sb / sa), (0.0, 1.0)),
+            PredictionType::Sample => ((0.0, 1.0), (1.0 / sb, -sa / sb)),
+            PredictionType::VPrediction => ((sa, -sb), (sb, sa)),
+        };
+        Some(LinearStep {
+            sample: coef_x0 * p + coef_eps * u,
+            model: coef_x0 * q + coef_eps * v,
+            history: 0.0,
+            noise: 0.0,
+            next_history_sample: p,
+            next_history_model: q,
+            draws_noise: false,
+        })
     }
 
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {

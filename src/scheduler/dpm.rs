@@ -15,7 +15,7 @@ use ndarray::ArrayD;
 use super::config::{
     interp, karras_sigmas, round_half_even, sigma_to_t, PredictionType, SchedulerConfig,
 };
-use super::{NoiseSource, Scheduler};
+use super::{LinearStep, NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// DPM-Solver++(2M).
@@ -207,6 +207,54 @@ impl Scheduler for DpmSolverMultistep {
         }
         self.prev_x0 = Some(x0);
         Ok(out)
+    }
+
+    /// DPM-Solver++(2M) and its SDE form are linear in the sample, the data
+    /// prediction, the previous data prediction and the step noise.
+    fn linear_step(&self, index: usize, done: usize) -> Option<LinearStep> {
+        let count = self.timesteps.len();
+        let lower_order_final =
+            index == count - 1 && (self.euler_at_final || (self.lower_order_final && count < 15) || self.final_zero);
+        let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[index]);
+        let x0 = match self.prediction_type {
+            PredictionType::Epsilon => (1.0 / alpha_s0 as f64, (-sigma_s0 / alpha_s0) as f64),
+            PredictionType::Sample => (0.0, 1.0),
+            PredictionType::VPrediction => (alpha_s0 as f64, -sigma_s0 as f64),
+        };
+        let (alpha_t, sigma_t, lambda_t) = alpha_sigma_lambda(self.sigmas[index + 1]);
+        let h = lambda_t - lambda_s0;
+        let ratio = sigma_t / sigma_s0;
+        let c0 = alpha_t * ((-h).exp() - 1.0);
+        // `step` uses the history once a step of this generation has run.
+        let inv_r0 = (done >= 1 && !lower_order_final).then(|| {
+            let (_, _, lambda_s1) = alpha_sigma_lambda(self.sigmas[index - 1]);
+            1.0 / ((lambda_s0 - lambda_s1) / h)
+        });
+        // With d1 = inv_r0·(x0 − h), a term k·d1 is k·inv_r0 on x0 and −k·inv_r0 on h.
+        let (sx, sd, hist, noise) = if !self.sde {
+            match inv_r0 {
+                Some(inv_r0) => {
+                    let c1 = if self.heun { alpha_t * (((-h).exp() - 1.0) / h + 1.0) } else { 0.5 * c0 };
+                    let k = if self.heun { c1 * inv_r0 } else { -c1 * inv_r0 };
+                    (ratio as f64, (-c0 + k) as f64, -k as f64, 0.0)
+                }
+                None => (ratio as f64, -c0 as f64, 0.0, 0.0),
+            }
+        } else {
+            let decay = ratio * (-h).exp();
+            let e2 = 1.0 - (-2.0 * h).exp();
+            let a = alpha_t * e2;
+            let s = sigma_t * e2.sqrt();
+            match inv_r0 {
+                Some(inv_r0) => {
+                    let c1 = if self.heun { alpha_t * (e2 / (-2.0 * h) + 1.0) } else { 0.5 * a };
+                    let k = c1 * inv_r0;
+                    (decay as f64, (a + k) as f64, -k as f64, s as f64)
+                }
+                None => (decay as f64, a as f64, 0.0, s as f64),
+            }
+        };
+        Some(LinearStep::through_x0(x0, sx, sd, hist, noise, self.sde))
     }
 
     /// `alpha_t · x + sigma_t · n` at the sigma of call `index`

@@ -3,7 +3,7 @@
 use ndarray::ArrayD;
 
 use super::config::{linspace_at, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::{NoiseSource, Scheduler};
+use super::{LinearStep, NoiseSource, Scheduler};
 use crate::error::Result;
 
 /// Euler in sigma space.
@@ -66,9 +66,22 @@ impl Scheduler for Euler {
     }
 
     fn scale_model_input(&self, sample: &ArrayD<f32>, index: usize) -> ArrayD<f32> {
-        let sigma = self.sigmas[index] as f32;
-        let scale = 1.0 / (sigma * sigma + 1.0).sqrt();
+        let scale = self.input_scale(index);
         sample.mapv(|x| x * scale)
+    }
+
+    fn input_scale(&self, index: usize) -> f32 {
+        let sigma = self.sigmas[index] as f32;
+        1.0 / (sigma * sigma + 1.0).sqrt()
+    }
+
+    fn linear_step(&self, index: usize, _done: usize) -> Option<LinearStep> {
+        let sigma = self.sigmas[index] as f32;
+        let dt = (self.sigmas[index + 1] as f32 - sigma) as f64;
+        let x0 = sigma_space_x0(self.prediction_type, sigma);
+        // x + dt·(x − x0)/σ
+        let r = dt / sigma as f64;
+        Some(LinearStep::through_x0(x0, 1.0 + r, -r, 0.0, 0.0, false))
     }
 
     fn step(
@@ -96,5 +109,16 @@ impl Scheduler for Euler {
 
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
         Ok(super::add_noise_sigma(original, noise, self.sigmas[index] as f32))
+    }
+}
+
+/// The data prediction `x0 = p·x + q·m` of a sigma-space scheduler at `sigma`
+/// (the coefficients of Euler's `x0` for each prediction type).
+pub(super) fn sigma_space_x0(prediction: PredictionType, sigma: f32) -> (f64, f64) {
+    let s = sigma as f64;
+    match prediction {
+        PredictionType::Epsilon => (1.0, -s),
+        PredictionType::VPrediction => (1.0 / (sigma * sigma + 1.0) as f64, (-sigma / (sigma * sigma + 1.0).sqrt()) as f64),
+        PredictionType::Sample => (0.0, 1.0),
     }
 }

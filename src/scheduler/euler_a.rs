@@ -9,7 +9,7 @@ use ndarray::ArrayD;
 
 use super::config::{PredictionType, SchedulerConfig};
 use super::euler::Euler;
-use super::{NoiseSource, Scheduler};
+use super::{LinearStep, NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// Euler ancestral.
@@ -46,6 +46,20 @@ impl Scheduler for EulerAncestral {
 
     fn scale_model_input(&self, sample: &ArrayD<f32>, index: usize) -> ArrayD<f32> {
         self.euler.scale_model_input(sample, index)
+    }
+
+    fn input_scale(&self, index: usize) -> f32 {
+        self.euler.input_scale(index)
+    }
+
+    fn linear_step(&self, index: usize, _done: usize) -> Option<LinearStep> {
+        let sigma = self.euler.sigmas[index] as f32;
+        let (sigma_up, sigma_down) = ancestral_sigmas(sigma, self.euler.sigmas[index + 1] as f32);
+        let dt = (sigma_down - sigma) as f64;
+        let x0 = super::euler::sigma_space_x0(self.euler.prediction_type, sigma);
+        let r = dt / sigma as f64;
+        // Noise drawn at every step, the last one included (sigma_up 0 there).
+        Some(LinearStep::through_x0(x0, 1.0 + r, -r, 0.0, sigma_up as f64, true))
     }
 
     fn step(

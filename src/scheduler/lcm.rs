@@ -13,7 +13,7 @@
 use ndarray::ArrayD;
 
 use super::config::{PredictionType, SchedulerConfig};
-use super::{NoiseSource, Scheduler};
+use super::{LinearStep, NoiseSource, Scheduler};
 use crate::error::{Error, Result};
 
 /// The LCM multi-step sampler.
@@ -120,6 +120,29 @@ impl Scheduler for Lcm {
         let (a, b) = (alpha_prev.sqrt(), (1.0 - alpha_prev).sqrt());
         ndarray::Zip::from(&mut denoised).and(&z).for_each(|o, &z| *o = a * *o + b * z);
         Ok(denoised)
+    }
+
+    /// Linear without clipping: `denoised = c_out·x0 + c_skip·x`, then (but at
+    /// the last step) `a·denoised + b·z`.
+    fn linear_step(&self, index: usize, _done: usize) -> Option<LinearStep> {
+        if self.clip.is_some() {
+            return None;
+        }
+        let t = self.timesteps[index];
+        let last = index + 1 == self.timesteps.len();
+        let prev_t = if last { t } else { self.timesteps[index + 1] };
+        let alpha_t = self.alphas_cumprod[t as usize];
+        let alpha_prev = self.alphas_cumprod[prev_t as usize];
+        let (sqrt_a, sqrt_b) = (alpha_t.sqrt() as f64, (1.0 - alpha_t).sqrt() as f64);
+        let (c_skip, c_out) = self.boundary_scalings(t);
+        let (c_skip, c_out) = (c_skip as f64, c_out as f64);
+        let x0 = match self.prediction_type {
+            PredictionType::Epsilon => (1.0 / sqrt_a, -sqrt_b / sqrt_a),
+            PredictionType::Sample => (0.0, 1.0),
+            PredictionType::VPrediction => (sqrt_a, -sqrt_b),
+        };
+        let (a, b) = if last { (1.0, 0.0) } else { (alpha_prev.sqrt() as f64, (1.0 - alpha_prev).sqrt() as f64) };
+        Some(LinearStep::through_x0(x0, a * c_skip, a * c_out, 0.0, b, !last))
     }
 
     /// Refused: diffusers' LCM img2img (`LatentConsistencyModelImg2ImgPipeline`)

@@ -21,6 +21,8 @@ mod pndm;
 mod unipc;
 
 use ndarray::ArrayD;
+#[cfg(test)]
+use ndarray::IxDyn;
 
 pub use self::config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use self::ddim::Ddim;
@@ -191,6 +193,51 @@ pub trait NoiseSource {
     }
 }
 
+/// One scheduler step written as a linear map of the step's tensors, for
+/// running the step where the latents live (see `pipeline::device_loop`):
+///
+/// `x' = sample·x + model·m + history·h + noise·z` and `h' = next_history_sample·x + next_history_model·m`,
+///
+/// where `x` is the sample, `m` the (guided) model output, `h` the history
+/// tensor (the previous step's data prediction for multistep solvers; zeros
+/// before the first step) and `z` one latent-sized block of standard normals,
+/// drawn from the [`NoiseSource`] exactly where [`Scheduler::step`] draws it
+/// (`draws_noise`). Coefficients are computed on the host in the scheduler's
+/// own precision, so only the element-wise arithmetic moves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearStep {
+    /// Coefficient of the sample `x`.
+    pub sample: f64,
+    /// Coefficient of the model output `m`.
+    pub model: f64,
+    /// Coefficient of the history tensor `h`.
+    pub history: f64,
+    /// Coefficient of the step noise `z`.
+    pub noise: f64,
+    /// The next history's coefficient of `x`.
+    pub next_history_sample: f64,
+    /// The next history's coefficient of `m`.
+    pub next_history_model: f64,
+    /// Whether this step draws one block of noise (as `step` would).
+    pub draws_noise: bool,
+}
+
+impl LinearStep {
+    /// A step `x' = sx·x + sd·x0 + c·h + d·z` whose data prediction is
+    /// `x0 = p·x + q·m`, with `x0` kept as the next history.
+    pub(crate) fn through_x0((p, q): (f64, f64), sx: f64, sd: f64, history: f64, noise: f64, draws_noise: bool) -> Self {
+        Self {
+            sample: sx + sd * p,
+            model: sd * q,
+            history,
+            noise,
+            next_history_sample: p,
+            next_history_model: q,
+            draws_noise,
+        }
+    }
+}
+
 /// One scheduler, prepared for a fixed number of steps.
 pub trait Scheduler: Send {
     /// The timesteps the U-Net is called with, in order.
@@ -223,6 +270,25 @@ pub trait Scheduler: Send {
     /// that position in the schedule, not looked up by timestep value.
     /// A scheduler that cannot start part-way reports `Unsupported`.
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>>;
+
+    /// Step `index` as a linear map ([`LinearStep`]), when this scheduler with
+    /// its settings can be run that way; `done` is how many steps of this
+    /// generation ran before it (multistep solvers use their history from the
+    /// second one on). `None` (the default): the step needs the host (state,
+    /// thresholding, clipping, non-linear updates). It does not advance the
+    /// scheduler: a generation uses either `linear_step` or `step` throughout.
+    fn linear_step(&self, index: usize, done: usize) -> Option<LinearStep> {
+        let _ = (index, done);
+        None
+    }
+
+    /// The factor [`Scheduler::scale_model_input`] multiplies the latents of
+    /// step `index` by, for schedulers with linear steps (1 unless the
+    /// scheduler works in sigma space).
+    fn input_scale(&self, index: usize) -> f32 {
+        let _ = index;
+        1.0
+    }
 
     /// U-Net calls per step (diffusers' `order`: 2 for Heun, whose timesteps
     /// repeat, 1 for the rest). img2img begins at call `t_start · order`,
@@ -432,6 +498,128 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{} panics:\n{}", failures.len(), failures.join("\n"));
+    }
+}
+
+#[cfg(test)]
+mod linear_tests {
+    use super::*;
+
+    /// Replays fixed values as noise.
+    struct Fixed(Vec<f32>, usize);
+    impl NoiseSource for Fixed {
+        fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+            for o in out.iter_mut() {
+                *o = self.0[self.1 % self.0.len()];
+                self.1 += 1;
+            }
+            Ok(())
+        }
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1].
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every scheduler that offers linear steps gives, through them, the
+    /// latents its own `step` gives (the map the device loop evaluates, here
+    /// evaluated on the host in f64), for every prediction type, with the
+    /// history carried and the noise drawn in the same order.
+    #[test]
+    fn linear_steps_reproduce_step() {
+        use serde_json::json;
+        let base = json!({
+            "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+            "clip_sample": false, "num_train_timesteps": 1000, "set_alpha_to_one": false,
+            "steps_offset": 1, "timestep_spacing": "leading"
+        });
+        let kinds = [
+            SchedulerKind::Euler,
+            SchedulerKind::EulerA,
+            SchedulerKind::Ddim,
+            SchedulerKind::DpmPP2M,
+            SchedulerKind::DpmPP2MKarras,
+            SchedulerKind::DpmPP2MSde,
+            SchedulerKind::Lcm,
+        ];
+        let shape = [1usize, 2, 3, 3];
+        let n: usize = shape.iter().product();
+        let mut worst = 0.0f64;
+        for kind in kinds {
+            for prediction in ["epsilon", "v_prediction", "sample"] {
+                for (steps, extra) in [(6, json!({})), (20, json!({})), (4, json!({"solver_type": "heun"}))] {
+                    let mut config = base.clone();
+                    config["prediction_type"] = json!(prediction);
+                    for (k, v) in extra.as_object().unwrap() {
+                        config[k] = v.clone();
+                    }
+                    let Ok(mut host) = build(kind, &config, steps) else { continue };
+                    let linear = build(kind, &config, steps).unwrap();
+                    let noise_values = values(997, 7);
+                    let mut host_noise = Fixed(noise_values.clone(), 0);
+                    let mut linear_noise = Fixed(noise_values, 0);
+                    let mut x = ArrayD::from_shape_vec(IxDyn(&shape), values(n, 1)).unwrap();
+                    let mut lx: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                    let mut history = vec![0.0f64; n];
+                    for i in 0..host.timesteps().len() {
+                        let m = ArrayD::from_shape_vec(IxDyn(&shape), values(n, 100 + i as u32)).unwrap();
+                        let step = linear.linear_step(i, i).unwrap_or_else(|| panic!("{kind:?} {prediction}: step {i} not linear"));
+                        let mut z = vec![0.0f32; n];
+                        if step.draws_noise {
+                            linear_noise.fill_normals(&mut z).unwrap();
+                        }
+                        let next: Vec<f64> = (0..n)
+                            .map(|j| {
+                                step.sample * lx[j] + step.model * m.as_slice().unwrap()[j] as f64 + step.history * history[j] + step.noise * z[j] as f64
+                            })
+                            .collect();
+                        history = (0..n).map(|j| step.next_history_sample * lx[j] + step.next_history_model * m.as_slice().unwrap()[j] as f64).collect();
+                        lx = next;
+                        x = host.step(&m, i, &x, &mut host_noise).unwrap();
+                        let scale = x.iter().fold(1.0f64, |a, &v| a.max((v as f64).abs()));
+                        let diff = x.iter().zip(&lx).fold(0.0f64, |a, (&h, &l)| a.max((h as f64 - l).abs())) / scale;
+                        worst = worst.max(diff);
+                        assert!(diff <= 1e-5, "{kind:?} {prediction} {steps} steps {extra}: step {i} differs by {diff:e} (relative)");
+                        assert!((host.input_scale(i) - linear.input_scale(i)).abs() == 0.0);
+                    }
+                    assert_eq!(host_noise.1, linear_noise.1, "{kind:?}: noise draws differ");
+                }
+            }
+        }
+        println!("linear steps vs step: worst relative difference {worst:e} (bound 1e-5)");
+        // Schedulers with host state or non-linear steps stay on the host loop.
+        for kind in [SchedulerKind::Pndm, SchedulerKind::Lms, SchedulerKind::Heun, SchedulerKind::UniPc] {
+            let s = build(kind, &base, 10).unwrap();
+            assert!(s.linear_step(0, 0).is_none(), "{kind:?}");
+        }
+        let clipped = build(SchedulerKind::Ddim, &json!({"clip_sample": true}), 10).unwrap();
+        assert!(clipped.linear_step(0, 0).is_none());
+    }
+
+    /// The input scale is what `scale_model_input` multiplies by.
+    #[test]
+    fn input_scale_is_scale_model_input() {
+        let base = serde_json::json!({"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012});
+        for kind in [SchedulerKind::Euler, SchedulerKind::EulerA, SchedulerKind::Ddim, SchedulerKind::DpmPP2M, SchedulerKind::Lcm] {
+            let s = build(kind, &base, 8).unwrap();
+            let x = ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![0.5f32, -1.0, 2.0, 3.0]).unwrap();
+            for i in 0..s.timesteps().len() {
+                let want = s.scale_model_input(&x, i);
+                let f = s.input_scale(i);
+                for (w, v) in want.iter().zip(x.iter()) {
+                    assert_eq!(*w, v * f, "{kind:?} step {i}");
+                }
+            }
+        }
     }
 }
 
