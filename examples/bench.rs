@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
 //!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
-//!     [--provider cuda,...] [--gpu-math fast|exact] [--static-unet] [--cuda-graph] [--json FILE] [--markdown FILE]
+//!     [--provider cuda,...] [--gpu-math fast|exact] [--static-unet] [--cuda-graph] [--device-latents] [--json FILE] [--markdown FILE]
 //! ```
 //!
 //! Reports, for one process: model load (cold), the first image (cold) and the
@@ -97,6 +97,7 @@ fn parse() -> Result<Args, String> {
             "--static-unet" => a.providers.static_unet = true,
             // Replay needs the static graph (ProviderPolicy::cuda_graph implies it).
             "--cuda-graph" => a.providers.cuda_graph = true,
+            "--device-latents" => a.providers.device_latents = true,
             "--gpu-math" => {
                 let name = v()?;
                 a.providers.gpu_math = kiln::runtime::GpuMath::from_name(&name).ok_or_else(|| format!("--gpu-math: fast or exact, not {name:?}"))?;
@@ -259,6 +260,8 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "seamless": format!("{:?}", a.seamless),
         "onnxruntime": runtime.onnxruntime_version(),
         "unet_provider": model.graph_providers()[1].1.describe(),
+        // U-Net calls of the first image that kept their latents on the device (0 = host loop).
+        "device_latent_steps": first.device_steps,
         "cold": { "model_load_s": load_s, "first_image_s": first_image_s },
         "graph_cache": a.graph_cache.as_ref().map(|d| {
             let s = runtime.graph_cache_stats();

@@ -88,6 +88,8 @@ const USAGE: &str = "usage: generate [options]
                           constants, so nothing of it stays on the CPU under CUDA)
   --cuda-graph            with CUDA: capture the specialised U-Net in a CUDA graph and replay it
                           each step (implies --static-unet)
+  --device-latents        keep latents, guidance and the scheduler step on the U-Net's device between
+                          steps (CUDA or CPU; linear schedulers; others run the host loop)
   --graph-cache DIR       keep ONNX Runtime's optimized graphs in DIR so later starts skip optimizing
   --residency all|per-stage
                           per-stage: only the graph in use is loaded (least memory; each loads when its stage runs)
@@ -369,6 +371,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             }
             "--static-unet" => a.providers.static_unet = true,
             "--cuda-graph" => a.providers.cuda_graph = true,
+            "--device-latents" => a.providers.device_latents = true,
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(value()?)),
             "--residency" => {
                 let v = value()?;
@@ -467,7 +470,9 @@ fn generate_one(
         }
         (None, None, picture) => {
             request.init_image = picture;
-            model.generate_with(&request, Hooks { on_step: Some(&mut report), ..Default::default() })?
+            // Progress only: no step's latents need to leave the device.
+            let hooks = Hooks { on_step: Some(&mut report), step_latents: kiln::pipeline::StepLatents::Never, ..Default::default() };
+            model.generate_with(&request, hooks)?
         }
     };
     eprintln!();

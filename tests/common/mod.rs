@@ -26,7 +26,8 @@ pub fn golden(name: &str) -> PathBuf {
 /// (required, no CPU fallback) and `KILN_TEST_GPU_MATH=exact|fast`
 /// (tools/gpu_check.sh sets them). Unset, the tests run on the CPU.
 /// `KILN_TEST_STATIC_UNET=1` and `KILN_TEST_CUDA_GRAPH=1` turn on the static
-/// U-Net and CUDA graph replay (`ProviderPolicy::static_unet`, `cuda_graph`).
+/// U-Net and CUDA graph replay (`ProviderPolicy::static_unet`, `cuda_graph`);
+/// `KILN_TEST_DEVICE_LATENTS=1` device-resident latents (`device_latents`).
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
@@ -46,6 +47,7 @@ pub fn runtime() -> &'static Runtime {
         // the parity cases with the static U-Net; tools/gpu_check.sh with CUDA graphs).
         options.providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
         options.providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
+        options.providers.device_latents = std::env::var("KILN_TEST_DEVICE_LATENTS").is_ok_and(|v| v == "1");
         Runtime::new(&options).expect("ONNX Runtime must load for the tests")
     })
 }

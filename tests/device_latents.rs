@@ -1,0 +1,199 @@
+//! Device-resident latents (`ProviderPolicy::device_latents`): the loop that
+//! keeps the latents bound where the U-Net runs and steps the scheduler in a
+//! small ONNX graph gives the host loop's results, per scheduler, and is
+//! really used (`Generation::device_steps`).
+//!
+//! On the CPU provider (CI) the "device" is host memory: the same bindings,
+//! step graph and coefficients run, so this checks all of it but the copies.
+//! `KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact` (tools/gpu_check.sh)
+//! runs the same comparisons on CUDA, device memory included.
+//! `KILN_TEST_STATIC_UNET=1` runs both loops through the static U-Net.
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use kiln::pipeline::{Generation, GenerateRequest, Hooks, StepLatents};
+use kiln::runtime::LogLevel;
+use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A runtime with the providers tests/common reads from the environment,
+/// device-resident latents on or off, and its log.
+fn make_runtime(device_latents: bool) -> (Runtime, Log) {
+    let log: Log = Default::default();
+    let sink = Arc::clone(&log);
+    let mut providers = kiln::runtime::ProviderPolicy::default();
+    if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
+        for name in list.split(',').filter(|n| !n.is_empty()) {
+            providers.preferred.push(kiln::runtime::Provider::from_name(name).expect("KILN_TEST_PROVIDERS: a provider name"));
+        }
+        providers.require = true;
+    }
+    if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
+        providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
+    }
+    providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
+    providers.device_latents = device_latents;
+    let rt = Runtime::new(&RuntimeOptions {
+        providers,
+        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        log_level: LogLevel::Info,
+        ..Default::default()
+    })
+    .expect("runtime");
+    (rt, log)
+}
+
+fn host_model() -> &'static Model {
+    static M: OnceLock<(Model, Log)> = OnceLock::new();
+    &M.get_or_init(|| {
+        let (rt, log) = make_runtime(false);
+        (Model::load(&rt, &common::fixture()).expect("tiny fixture loads"), log)
+    })
+    .0
+}
+
+fn device() -> &'static (Model, Log) {
+    static M: OnceLock<(Model, Log)> = OnceLock::new();
+    M.get_or_init(|| {
+        let (rt, log) = make_runtime(true);
+        (Model::load(&rt, &common::fixture()).expect("tiny fixture loads"), log)
+    })
+}
+
+fn request(scheduler: SchedulerKind, guidance: f32, steps: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        negative_prompt: "blurry".into(),
+        width: 64,
+        height: 64,
+        steps,
+        guidance_scale: guidance,
+        seed: 11,
+        scheduler,
+        ..Default::default()
+    }
+}
+
+fn flat(a: &ndarray::ArrayD<f32>) -> Vec<f32> {
+    a.iter().copied().collect()
+}
+
+/// Latents relative to their largest magnitude, image absolute; both bounds
+/// were set before measuring: the two loops differ only in the rounding of
+/// the step arithmetic (coefficients folded on the host in f64, applied in
+/// f32), about 1e-7 relative per step.
+fn compare_results(id: &str, got: &Generation, want: &Generation) {
+    assert_eq!(got.latents.shape(), want.latents.shape());
+    let (a, b) = (flat(&got.latents), flat(&want.latents));
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    common::check_margin(&format!("device_latents::{id}::latents_rel"), (common::max_abs_diff(&a, &b) / scale) as f64, 1e-5);
+    common::check_margin(&format!("device_latents::{id}::image_abs"), common::max_abs_diff(&got.image.data, &want.image.data) as f64, 1e-5);
+}
+
+fn compare(id: &str, r: &GenerateRequest) {
+    let want = host_model().generate_with(r, Hooks::default()).expect("host loop");
+    assert_eq!(want.device_steps, 0, "the host runtime must not use the device loop");
+    let got = device().0.generate_with(r, Hooks::default()).expect("device loop");
+    assert_eq!(got.device_steps, want.timesteps.len(), "{id}: every U-Net call should have run with device-resident latents");
+    compare_results(id, &got, &want);
+}
+
+#[test]
+fn device_loop_matches_the_host_loop_per_scheduler() {
+    compare("euler_cfg", &request(SchedulerKind::Euler, 5.0, 8));
+    compare("euler_a_cfg", &request(SchedulerKind::EulerA, 5.0, 8));
+    compare("ddim_cfg", &request(SchedulerKind::Ddim, 5.0, 8));
+    compare("dpmpp_2m_cfg", &request(SchedulerKind::DpmPP2M, 5.0, 8));
+    compare("dpmpp_2m_karras_cfg", &request(SchedulerKind::DpmPP2MKarras, 5.0, 8));
+    compare("dpmpp_2m_sde_cfg", &request(SchedulerKind::DpmPP2MSde, 5.0, 8));
+    compare("lcm_cfg", &request(SchedulerKind::Lcm, 5.0, 4));
+    // Without guidance the U-Net runs batch 1 (the other step graph).
+    compare("euler_noguide", &request(SchedulerKind::Euler, 1.0, 6));
+    compare("dpmpp_2m_noguide", &request(SchedulerKind::DpmPP2M, 1.0, 6));
+}
+
+#[test]
+fn device_loop_runs_img2img_from_part_way() {
+    let picture = kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).expect("an init picture");
+    for (id, kind) in [("img2img_dpmpp_2m", SchedulerKind::DpmPP2M), ("img2img_euler_a", SchedulerKind::EulerA)] {
+        let r = GenerateRequest { init_image: Some(picture.clone()), strength: 0.6, ..request(kind, 5.0, 10) };
+        compare(id, &r);
+    }
+}
+
+/// A step's latents leave the device only when asked for, and then equal the
+/// host loop's latents after that step.
+#[test]
+fn previews_copy_latents_back_only_on_asked_steps() {
+    let r = request(SchedulerKind::DpmPP2M, 5.0, 7);
+    let mut host_steps = Vec::new();
+    let mut record = |p: &kiln::pipeline::StepProgress<'_>| host_steps.push(flat(p.latents));
+    host_model().generate_with(&r, Hooks { on_step: Some(&mut record), ..Default::default() }).unwrap();
+    let mut seen = Vec::new();
+    let mut observe = |p: &kiln::pipeline::StepProgress<'_>| seen.push((p.step, p.total, flat(p.latents)));
+    let hooks = Hooks { on_step: Some(&mut observe), step_latents: StepLatents::Interval(3), ..Default::default() };
+    let got = device().0.generate_with(&r, hooks).unwrap();
+    assert_eq!(got.device_steps, 7);
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>(), "every step is reported");
+    for (step, total, latents) in &seen {
+        assert_eq!(*total, 7);
+        let wanted = step % 3 == 0 || *step == 7;
+        assert_eq!(!latents.is_empty(), wanted, "step {step}: latents came back = {}", !latents.is_empty());
+        if wanted {
+            let want = &host_steps[step - 1];
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            common::check_margin(&format!("device_latents::preview_step{step}_rel"), (common::max_abs_diff(latents, want) / scale) as f64, 1e-5);
+        }
+    }
+}
+
+/// Requests the device loop does not run fall back to the host loop, with
+/// the reason logged, and give the host loop's results exactly.
+#[test]
+fn unsupported_requests_run_the_host_loop() {
+    let cases = [
+        ("pndm", request(SchedulerKind::Pndm, 5.0, 6), "not a linear map"),
+        ("heun", request(SchedulerKind::Heun, 5.0, 4), "not a linear map"),
+        ("rescale", GenerateRequest { guidance_rescale: 0.7, ..request(SchedulerKind::Euler, 5.0, 6) }, "guidance rescale"),
+        (
+            "ddim_clip",
+            GenerateRequest {
+                scheduler_overrides: Some(serde_json::json!({"clip_sample": true})),
+                ..request(SchedulerKind::Ddim, 5.0, 6)
+            },
+            "not a linear map",
+        ),
+    ];
+    for (id, r, reason) in cases {
+        let before = device().1.lock().unwrap().len();
+        let got = device().0.generate_with(&r, Hooks::default()).unwrap();
+        let want = host_model().generate_with(&r, Hooks::default()).unwrap();
+        assert_eq!(got.device_steps, 0, "{id}");
+        assert_eq!(flat(&got.latents), flat(&want.latents), "{id}: the host loop must run unchanged");
+        let log = device().1.lock().unwrap()[before..].to_vec();
+        assert!(log.iter().any(|l| l.starts_with("latents: host loop") && l.contains(reason)), "{id}: {log:?}");
+    }
+}
+
+/// A cancel between steps stops the device loop with CANCELLED, and the
+/// model then generates again (the flag is set from the step callback, so
+/// the outcome does not depend on scheduling).
+#[test]
+fn cancel_stops_the_device_loop_and_the_model_stays_usable() {
+    let r = request(SchedulerKind::Euler, 5.0, 6);
+    let cancel = AtomicBool::new(false);
+    let mut on_step = |p: &kiln::pipeline::StepProgress<'_>| {
+        if p.step == 2 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    };
+    let hooks = Hooks { cancel: Some(&cancel), on_step: Some(&mut on_step), step_latents: StepLatents::Never, ..Default::default() };
+    let e = device().0.generate_with(&r, hooks).unwrap_err();
+    assert_eq!(e.kind(), kiln::ErrorKind::Cancelled, "{}", e.message());
+    assert!(e.message().contains("before step 3"), "{}", e.message());
+    let again = device().0.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(again.device_steps, 6);
+}
