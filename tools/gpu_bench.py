@@ -11,7 +11,9 @@ its own:
 - Kiln: the `bench` example (`--provider cuda`, CUDA required) once per Kiln
   variant. The default variants are the GPU math modes, `fast` (TF32, ONNX
   Runtime's default) and `exact` (`use_tf32=0`); `--kiln-variant NAME=FLAGS`
-  adds others (e.g. the CUDA graph or device-latents levers).
+  adds others, e.g. `--kiln-variant "device=--gpu-math fast --device-latents"`
+  or `--kiln-variant "static+device=--gpu-math fast --static-unet --device-latents"`
+  (the row's `device_latent_steps` says whether the device loop ran).
 - Raw ONNX Runtime (this script's `raw` mode): the same three graph files with
   the same session options (CUDA provider with the same `use_tf32`, graph
   optimization level "all"), I/O binding on every call, the latents, the
@@ -242,7 +244,8 @@ def main() -> None:
                     j = json.loads(js.read_text())
                     row.update(first_image_s=j["cold"]["model_load_s"] + j["cold"]["first_image_s"],
                                warm_image_s=j["warm"]["image_s"], images_per_s=1 / j["warm"]["image_s"],
-                               unet_per_call_s=j["warm"]["unet"]["per_call_s"], unet_provider=j.get("unet_provider"))
+                               unet_per_call_s=j["warm"]["unet"]["per_call_s"], unet_provider=j.get("unet_provider"),
+                               device_latent_steps=j.get("device_latent_steps"))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     (out / "gpu-bench.json").write_text(json.dumps(rows, indent=1))

@@ -12,14 +12,15 @@
 #    (site-packages/nvidia/*/lib) go on LD_LIBRARY_PATH.
 # 3. Kiln: built here with `--features cuda` when cargo exists; else
 #    --bin-dir names prebuilt binaries, copied there after
-#      cargo build --release --features cuda --test parity --test static_unet --test providers --example generate --example bench
-#    as `parity`, `static_unet` and `providers` (the newest target/release/deps/parity-* and
-#    static_unet-* without .d) and `generate` (target/release/examples/generate).
+#      cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate --example bench
+#    as `parity`, `static_unet`, `providers` and `device_latents` (the newest
+#    target/release/deps/parity-* etc. without .d) and `generate` (target/release/examples/generate).
 #    Strip them for transfer (release builds carry debug info, ~60 MB each;
 #    stripped ~7 MB):
 #      mkdir -p gpu-bin
 #      strip -o gpu-bin/parity "$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/static_unet "$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)"
+#      strip -o gpu-bin/device_latents "$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/generate target/release/examples/generate
 # 4. Runs: the parity cases on CUDA with exact math (TF32 off; they must pass
 #    Kiln's usual bounds) and with fast math (TF32 on; margins recorded),
@@ -39,7 +40,12 @@
 #      two are warm;
 #    - with --sd15 DIR (an export from tools/make_sd15_random.py), the same
 #      timings on it.
-#    Device-resident latents are not implemented yet: nothing to check.
+#    - device-resident latents: tests/device_latents.rs on CUDA with exact
+#      math (device loop vs host loop per scheduler, bound 1e-5; previews,
+#      fallbacks, cancel), alone and with the static U-Net; the parity cases
+#      with KILN_TEST_DEVICE_LATENTS=1 (the schedulers the device loop runs go
+#      through it); timings with --scheduler euler: levers off,
+#      --device-latents, --static-unet --device-latents.
 # Logs and margin lines go to --out (default ./gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,13 +69,15 @@ NV=$(python3 -c 'import site,glob,os; print(":".join(sorted(p for s in site.gets
 export LD_LIBRARY_PATH="$ORT_DIR:$NV:${LD_LIBRARY_PATH:-}" ORT_DYLIB_PATH="$ORT_LIB"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 if [ -z "$BIN_DIR" ]; then
-    cargo build --release --features cuda --test parity --test static_unet --test providers --example generate || exit 1
+    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate || exit 1
     PARITY=$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)
     STATIC=$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)
     PROVIDERS_TEST=$(ls -t target/release/deps/providers-* | grep -v '\.d$' | head -1)
+    DEVICE_LATENTS=$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)
     GENERATE=target/release/examples/generate
 else
     PARITY="$BIN_DIR/parity" STATIC="$BIN_DIR/static_unet" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
+    DEVICE_LATENTS="$BIN_DIR/device_latents"
 fi
 status=0
 for math in exact fast; do
@@ -116,16 +124,26 @@ for lv in static graph; do
     env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-$lv.log" 2>&1
     rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-$lv.log" | sed "s/^/[parity $lv] /"; lever "parity_$lv" $rc
 done
+echo "== device-resident latents on CUDA (exact math): device loop vs host loop per scheduler"
+for envs in "" "KILN_TEST_STATIC_UNET=1"; do
+    tag=${envs:+static}
+    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$DEVICE_LATENTS" --nocapture >"$OUT/device-latents$tag.log" 2>&1
+    rc=$?; grep -E "^margin|test result|panicked" "$OUT/device-latents$tag.log" | sed "s/^/[device-latents $tag] /"; lever "device_latents_test${tag:+_$tag}" $rc
+done
+echo "== parity on CUDA, exact math, KILN_TEST_DEVICE_LATENTS=1 (Kiln's usual bounds vs diffusers)"
+env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact KILN_TEST_DEVICE_LATENTS=1 RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-device.log" 2>&1
+rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-device.log" | sed "s/^/[parity device] /"; lever parity_device_latents $rc
 timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first pays loading and specialising)
     printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
         "$OUT/gen-lever-1.png" "$OUT/gen-lever-2.png" "$OUT/gen-lever-3.png" >"$OUT/lever-batch.tsv"
     for shape in "--steps 20 --guidance 7.5" "--steps 1 --guidance 1"; do
-        for flags in "" "--static-unet" "--cuda-graph"; do
+        for flags in "" "--static-unet" "--cuda-graph" "--scheduler euler" "--scheduler euler --device-latents" \
+            "--scheduler euler --static-unet --device-latents"; do
             timeout 300 "$GENERATE" --model "$1" --width 512 --height 512 $shape --provider cuda --require-provider \
                 --gpu-math fast $flags --batch "$OUT/lever-batch.tsv" >"$OUT/lever.log" 2>&1
             rc=$?
             grep -E "^wrote|rror" "$OUT/lever.log" | sed "s/^/[$2 $shape ${flags:-levers-off}] /"
-            lever "timing_$2_${flags:-off}_$(echo $shape | tr -d ' -')" $rc
+            lever "timing_$2_$(echo ${flags:-off} | tr -d ' -')_$(echo $shape | tr -d ' -')" $rc
         done
     done
 }
