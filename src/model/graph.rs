@@ -366,7 +366,7 @@ fn open_session(
         cache => {
             if let Some(cache) = cache {
                 cache.note_skipped();
-                let why = if flags.uncached { "a specialised graph in a temporary folder" } else { "the graph has LoRA-merged weights" };
+                let why = if flags.uncached { "a graph Kiln made at run time (specialised U-Net or scheduler step)" } else { "the graph has LoRA-merged weights" };
                 runtime.logger().info(&format!("{name}: optimized-graph cache not used: {why}"));
             }
             let level = runtime.inner.graph_optimization.ort();

@@ -276,7 +276,7 @@ impl StepLatents {
         match self {
             Self::Every => true,
             Self::Interval(0) | Self::Never => false,
-            Self::Interval(n) => step % n as usize == 0 || step == total,
+            Self::Interval(n) => step.is_multiple_of(n as usize) || step == total,
         }
     }
 }
