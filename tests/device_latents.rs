@@ -197,3 +197,45 @@ fn cancel_stops_the_device_loop_and_the_model_stays_usable() {
     let again = device().0.generate_with(&r, Hooks::default()).unwrap();
     assert_eq!(again.device_steps, 6);
 }
+
+/// Records a job's previews.
+#[derive(Default)]
+struct Previews(Mutex<Vec<(u32, Vec<u8>)>>);
+
+impl kiln::jobs::JobObserver for Previews {
+    fn on_event(&self, _id: u64, event: &kiln::jobs::JobEvent<'_>) {
+        if let kiln::jobs::JobEvent::Preview { step, image } = event {
+            self.0.lock().unwrap().push((*step, image.pixels.clone()));
+        }
+    }
+}
+
+/// A job asks for the latents of its preview steps only, and gets them: the
+/// same previews, at the same steps, as with the host loop.
+#[test]
+fn job_previews_come_back_from_the_device() {
+    let run = |model: &Model| -> Vec<(u32, Vec<u8>)> {
+        let previews = Arc::new(Previews::default());
+        let pool = kiln::jobs::pool_for(model.runtime()).unwrap();
+        let config = kiln::jobs::JobConfig { preview_interval: 3, observer: Some(previews.clone()), ..Default::default() };
+        let job = pool.submit(model, request(SchedulerKind::Euler, 5.0, 7), config);
+        assert_eq!(pool.wait(job, std::time::Duration::from_secs(120)).unwrap(), kiln::jobs::JobState::Succeeded);
+        pool.release(job).unwrap();
+        let got = previews.0.lock().unwrap().clone();
+        got
+    };
+    let before = device().1.lock().unwrap().len();
+    let on_device = run(&device().0);
+    let log = device().1.lock().unwrap()[before..].to_vec();
+    assert!(log.iter().any(|l| l == "latents: 7 steps with device-resident latents"), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains("no preview")), "{log:?}");
+    let on_host = run(host_model());
+    let steps = |v: &[(u32, Vec<u8>)]| v.iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(steps(&on_device), [3, 6, 7]);
+    assert_eq!(steps(&on_device), steps(&on_host));
+    for ((step, a), (_, b)) in on_device.iter().zip(&on_host) {
+        let worst = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+        // 8-bit previews of latents 1e-7 apart: at most one step of rounding.
+        common::check_margin(&format!("device_latents::job_preview_step{step}_levels"), worst as f64, 1.0);
+    }
+}
