@@ -239,3 +239,19 @@ fn job_previews_come_back_from_the_device() {
         common::check_margin(&format!("device_latents::job_preview_step{step}_levels"), worst as f64, 1.0);
     }
 }
+
+/// SDXL's added inputs (`text_embeds`, `time_ids`) are bound once for the
+/// whole loop; the tiny SDXL fixture gives the host loop's results.
+#[test]
+fn sdxl_runs_on_the_device_loop() {
+    let folder = common::root().join("tests/fixtures/tiny-sdxl");
+    let host = Model::load(host_model().runtime(), &folder).expect("tiny SDXL loads");
+    let dev = Model::load(device().0.runtime(), &folder).expect("tiny SDXL loads");
+    for (id, kind, guidance) in [("sdxl_euler_cfg", SchedulerKind::Euler, 5.0), ("sdxl_dpmpp_2m_noguide", SchedulerKind::DpmPP2M, 1.0)] {
+        let r = request(kind, guidance, 6);
+        let want = host.generate_with(&r, Hooks::default()).expect("host loop");
+        let got = dev.generate_with(&r, Hooks::default()).expect("device loop");
+        assert_eq!((want.device_steps, got.device_steps), (0, 6), "{id}");
+        compare_results(id, &got, &want);
+    }
+}
