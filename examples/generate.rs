@@ -506,8 +506,10 @@ fn generate_one(
         let data: Vec<f32> = out.latents.iter().copied().collect();
         kiln::image::npy::write_f32(p, out.latents.shape(), &data)?;
     }
+    // Says whether --device-latents took effect (the log says why not).
+    let device = if out.device_steps > 0 { format!(", {} steps with device-resident latents", out.device_steps) } else { String::new() };
     println!(
-        "wrote {} ({}x{}) in {gen_s:.2}s (model load {load_s:.2}s, ONNX Runtime {})",
+        "wrote {} ({}x{}) in {gen_s:.2}s (model load {load_s:.2}s, ONNX Runtime {}{device})",
         out_path.display(),
         image.width,
         image.height,
