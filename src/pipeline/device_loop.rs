@@ -194,11 +194,9 @@ pub(crate) fn run(
         let value = unet.to_value(spec, data)?;
         unet_binding.bind_input(spec.name.as_str(), &value).map_err(fail("binding a U-Net input"))?;
     }
-    unet_binding.bind_input(io.sample.name.as_str(), &unet_in).map_err(fail("binding the U-Net's sample"))?;
     unet_binding.bind_output(io.output.as_str(), &mut unet_out).map_err(fail("binding the U-Net's output"))?;
 
     let mut step_binding: IoBinding = step_graph.create_binding()?;
-    step_binding.bind_input(names::UNET_OUT, &unet_out).map_err(fail("binding the step's model output"))?;
     let mut unet_in = unet_in;
     step_binding.bind_output(names::UNET_IN, &mut unet_in).map_err(fail("binding the next U-Net input"))?;
 
@@ -211,6 +209,12 @@ pub(crate) fn run(
         }
         let timestep = unet.to_value(&io.timestep, GraphInput::Float(unet_timestep(m, t, batch)))?;
         unet_binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
+        // Device tensors are bound again before every run: ONNX Runtime
+        // copies a bound input at binding time when the session wants it on
+        // another device (an input placed on the CPU), so a binding made once
+        // could hold a stale copy. On the input's own device it only stores
+        // the pointer.
+        unet_binding.bind_input(io.sample.name.as_str(), &unet_in).map_err(fail("binding the U-Net's sample"))?;
         unet.run_binding(&unet_binding, run_options)?;
 
         let step = scheduler
@@ -239,6 +243,7 @@ pub(crate) fn run(
             &no_noise
         };
         let (from, to) = (k % 2, (k + 1) % 2);
+        step_binding.bind_input(names::UNET_OUT, &unet_out).map_err(fail("binding the step's model output"))?;
         step_binding.bind_input(names::SAMPLE, &samples[from]).map_err(fail("binding the latents"))?;
         step_binding.bind_input(names::HISTORY, &histories[from]).map_err(fail("binding the history"))?;
         step_binding.bind_input(names::NOISE, noise_value).map_err(fail("binding the noise"))?;
