@@ -211,3 +211,53 @@ fn the_c_field_turns_the_static_unet_on_with_the_same_pixels() {
     assert!(max <= 1, "a byte differs by {max} levels");
     common::check_margin("static_unet::c_route::differing_fraction", differing, 0.01);
 }
+
+/// What one "process" saw: a fresh runtime and model on `cache`, generating at
+/// each of `sizes` (CFG, so batch 2).
+fn run_with_cache(cache: &std::path::Path, sizes: &[usize]) -> (kiln::runtime::GraphCacheStats, Vec<String>, Vec<Vec<f32>>) {
+    let log: Log = Default::default();
+    let sink = Arc::clone(&log);
+    let rt = Runtime::new(&RuntimeOptions {
+        providers: kiln::runtime::ProviderPolicy { static_unet: true, ..Default::default() },
+        graph_cache_dir: Some(cache.to_path_buf()),
+        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        log_level: LogLevel::Info,
+        ..Default::default()
+    })
+    .expect("runtime");
+    let model = Model::load(&rt, &common::fixture()).expect("tiny fixture loads");
+    let images = sizes
+        .iter()
+        .map(|&size| model.generate_with(&request(SchedulerKind::Euler, 5.0, size), Hooks::default()).expect("static U-Net").image.data)
+        .collect();
+    let made = log.lock().unwrap().iter().filter(|l| l.starts_with("unet: specialised to")).cloned().collect();
+    (rt.graph_cache_stats(), made, images)
+}
+
+/// With `graph_cache_dir`, a specialised U-Net is saved in the graph cache, and
+/// a later process (here: a fresh runtime and model, which share nothing in
+/// memory) takes it from there instead of specialising again; a job of
+/// another shape misses and is specialised and saved.
+#[test]
+fn specialised_graphs_are_kept_in_the_graph_cache() {
+    let cache = scratch("graph-cache");
+    let (first, made, want) = run_with_cache(&cache, &[64]);
+    eprintln!("first process: {first:?} {made:?}");
+    // Text encoder, U-Net and VAE decoder, then the U-Net specialised to 64x64.
+    assert_eq!((first.hits, first.writes, first.rejected), (0, 4, 0), "{first:?}");
+    assert!(made.len() == 1 && !made[0].contains("from the graph cache"), "{made:?}");
+    let entries = std::fs::read_dir(&cache).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("unet_static-")).count();
+    assert_eq!(entries, 1, "one specialised entry on disk");
+
+    let (second, made, got) = run_with_cache(&cache, &[64, 48]);
+    eprintln!("second process: {second:?} {made:?}");
+    // 64x64 hits (with the three model graphs); 48x48 is another shape: a miss, written.
+    assert_eq!((second.hits, second.writes, second.rejected), (4, 1, 0), "{second:?}");
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert!(made[0].contains("[[2, 4, 8, 8], [], [2, 77, 32]]") && made[0].contains("from the graph cache"), "{made:?}");
+    assert!(made[1].contains("[[2, 4, 6, 6], [], [2, 77, 32]]") && !made[1].contains("from the graph cache"), "{made:?}");
+    assert!(made.iter().all(|l| l.contains(" 0 Shape nodes and 0 symbolic dims left")), "{made:?}");
+    // The same graph file on the same CPU: the same image.
+    assert_eq!(got[0], want[0], "the cached specialised graph draws the image the fresh one drew");
+    let _ = std::fs::remove_dir_all(&cache);
+}
