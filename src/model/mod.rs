@@ -620,6 +620,7 @@ fn load_rewritten(
     group: &Arc<graph::ResidencyGroup>,
     f: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
     overrides: &lora::Overrides,
+    flags: graph::SessionFlags,
 ) -> Result<Graph> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
@@ -627,7 +628,7 @@ fn load_rewritten(
     runtime.logger().info(&format!("{name}: rewritten for {what}"));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let source = graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display()));
-    Graph::load_with_overrides(runtime, name, source, group, Arc::clone(overrides))
+    Graph::load_flagged(runtime, name, source, group, Arc::clone(overrides), flags)
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`.
@@ -638,6 +639,7 @@ pub(crate) fn load_seamless(
     axes: seamless::Seamless,
     group: &Arc<graph::ResidencyGroup>,
     overrides: &lora::Overrides,
+    flags: graph::SessionFlags,
 ) -> Result<Graph> {
     load_rewritten(
         runtime,
@@ -647,16 +649,22 @@ pub(crate) fn load_seamless(
         group,
         &|b| seamless::make_seamless(b, axes).map(|(out, _)| out),
         overrides,
+        flags,
     )
 }
 
 /// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
+/// With the static U-Net asked for, the dynamic one is loaded lazily: jobs run
+/// the graph specialised to their shape, and the dynamic session is made only
+/// if a shape cannot be specialised, so its weights are not held twice.
 fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    let policy = &runtime.inner.providers;
+    let flags = graph::SessionFlags { lazy: policy.static_unet || policy.cuda_graph, ..Default::default() };
     match axes {
         seamless::Seamless::None => {
-            Graph::load_with_overrides(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides))
+            Graph::load_flagged(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides), flags)
         }
-        _ => load_seamless(runtime, "unet", &layout.unet, axes, group, overrides),
+        _ => load_seamless(runtime, "unet", &layout.unet, axes, group, overrides, flags),
     }
 }
 
@@ -664,7 +672,7 @@ fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, 
 fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
     match axes {
         seamless::Seamless::None => Graph::load(runtime, "vae_decoder", &layout.vae_decoder, group),
-        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group, &Default::default()),
+        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group, &Default::default(), Default::default()),
     }
 }
 
@@ -674,7 +682,7 @@ fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: 
     if skip == 0 || layout.xl.is_some() {
         return Graph::load_with_overrides(runtime, "text_encoder", graph::GraphSource::File(layout.text_encoder.clone()), group, Arc::clone(overrides));
     }
-    load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides)
+    load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides, Default::default())
 }
 
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {

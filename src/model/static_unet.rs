@@ -35,8 +35,13 @@
 //! providers the U-Net registered, ONNX Runtime's version and the CPU, and is
 //! checked, written and replaced the same way. Without a cache it lives in a
 //! private temporary folder removed with the model.
-//! While the dynamic U-Net stays loaded too, its weights are held twice;
-//! per-stage residency releases one while the other runs.
+//!
+//! **Memory.** With the static U-Net asked for, the model loads the dynamic
+//! U-Net lazily (its inputs and outputs read from the file, no session): jobs
+//! run their specialised graph, so the dynamic session is made only if a shape
+//! cannot be specialised, and the weights are not held twice. Each specialised
+//! shape kept holds its own copy of the weights (ONNX Runtime sessions share
+//! none), so a game that alternates between sizes holds one U-Net per size.
 //!
 //! **CUDA graphs.** With [`crate::runtime::ProviderPolicy::cuda_graph`] the
 //! specialised graph's CUDA session is made with `enable_cuda_graph`: ONNX
@@ -328,7 +333,7 @@ fn make(runtime: &Runtime, unet: &Graph, shapes: &[(&str, Vec<usize>)], output: 
     let policy = &runtime.inner.providers;
     // `uncached`: the specialised graph is itself the cached artefact; its
     // session is made from it as from any ONNX file.
-    let flags = SessionFlags { cuda_graph: policy.cuda_graph && !unet.per_stage(), uncached: true };
+    let flags = SessionFlags { cuda_graph: policy.cuda_graph && !unet.per_stage(), uncached: true, lazy: false };
     let load = |path: PathBuf| Graph::load_flagged(runtime, "unet_static", GraphSource::File(path), unet.group(), unet.overrides().clone(), flags);
     if let Some((path, report, key)) = cached {
         match load(path) {
