@@ -620,15 +620,19 @@ fn load_rewritten(
     group: &Arc<graph::ResidencyGroup>,
     f: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
     overrides: &lora::Overrides,
-    flags: graph::SessionFlags,
 ) -> Result<Graph> {
+    Graph::load_with_overrides(runtime, name, rewritten_source(runtime, name, path, what, f)?, group, Arc::clone(overrides))
+}
+
+/// `path` rewritten in memory by `f`, as a graph source whose external-data
+/// weights are still read from the original folder.
+fn rewritten_source(runtime: &Runtime, name: &str, path: &Path, what: &str, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>) -> Result<graph::GraphSource> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
     let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
     runtime.logger().info(&format!("{name}: rewritten for {what}"));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let source = graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display()));
-    Graph::load_flagged(runtime, name, source, group, Arc::clone(overrides), flags)
+    Ok(graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display())))
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`.
@@ -641,16 +645,9 @@ pub(crate) fn load_seamless(
     overrides: &lora::Overrides,
     flags: graph::SessionFlags,
 ) -> Result<Graph> {
-    load_rewritten(
-        runtime,
-        name,
-        path,
-        &format!("seamless {axes:?}"),
-        group,
-        &|b| seamless::make_seamless(b, axes).map(|(out, _)| out),
-        overrides,
-        flags,
-    )
+    let wrap = |b: &[u8]| seamless::make_seamless(b, axes).map(|(out, _)| out);
+    let source = rewritten_source(runtime, name, path, &format!("seamless {axes:?}"), &wrap)?;
+    Graph::load_flagged(runtime, name, source, group, Arc::clone(overrides), flags)
 }
 
 /// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
@@ -682,7 +679,7 @@ fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: 
     if skip == 0 || layout.xl.is_some() {
         return Graph::load_with_overrides(runtime, "text_encoder", graph::GraphSource::File(layout.text_encoder.clone()), group, Arc::clone(overrides));
     }
-    load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides, Default::default())
+    load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides)
 }
 
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
