@@ -15,6 +15,13 @@
 //! guidance, post-processing); tokenizer and RGBA8 conversion on their own;
 //! time to the first preview of a job; `kiln_job_poll` latency p50/p99 while a
 //! job runs; images per minute; and the process's peak RSS (Linux VmHWM).
+//! Per stage (text encoder, U-Net, VAE decoder) it also reports the peak memory
+//! while that stage ran during the warm images: the process's resident set
+//! (VmRSS sampled every 2 ms) and, when a CUDA provider is asked for and
+//! `nvidia-smi` runs, the GPU's used memory (`nvidia-smi -lms 10`, the whole
+//! device: run it alone on the GPU). Compare `--residency all` with
+//! `--residency per-stage` for what per-stage residency saves. Samples are
+//! taken, not traced: a spike shorter than the interval can be missed.
 //! Ratios against another configuration come from running both in one script
 //! (see `tools/bench_compare.py`), never from absolute numbers alone.
 use std::path::PathBuf;
@@ -115,6 +122,125 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+fn current_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The generation stages, in order, as `Model::graph_run_times` lists them.
+const STAGES: [&str; 3] = ["text_encoder", "unet", "vae_decoder"];
+
+/// Which stage of a generation is running, from the graphs' completed-call
+/// counters: a run's calls of each stage are known from the first image, and a
+/// counter moves when a call ends, so the running stage is the first one whose
+/// calls in the current image are not all done.
+#[derive(Clone)]
+struct StageClock {
+    model: Model,
+    start: [u64; 3],
+    per_image: [u64; 3],
+}
+
+impl StageClock {
+    fn now(&self) -> usize {
+        let counts = self.model.graph_run_times();
+        let done: Vec<u64> = (0..3).map(|i| counts[i].1 - self.start[i]).collect();
+        // Images finished so far: the last stage's calls tell.
+        let image = done[2].checked_div(self.per_image[2]).unwrap_or(0);
+        (0..3).find(|&i| done[i] < (image + 1) * self.per_image[i] && self.per_image[i] > 0).unwrap_or(2)
+    }
+}
+
+/// Peak memory (MiB) seen per stage: resident set and GPU memory used.
+#[derive(Default, Clone, Copy)]
+struct StagePeak {
+    rss: Option<f64>,
+    gpu: Option<f64>,
+}
+
+/// Samples memory on background threads while the warm images run.
+struct StageSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peaks: std::sync::Arc<std::sync::Mutex<[StagePeak; 3]>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    nvidia_smi: Option<std::process::Child>,
+    gpu_note: String,
+}
+
+impl StageSampler {
+    fn start(clock: StageClock, gpu_device: Option<i32>) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let peaks: Arc<Mutex<[StagePeak; 3]>> = Default::default();
+        let mut threads = Vec::new();
+        let (s, p, c) = (Arc::clone(&stop), Arc::clone(&peaks), clock.clone());
+        threads.push(std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(rss) = current_rss_mib() {
+                    let stage = c.now();
+                    let mut peaks = p.lock().unwrap();
+                    peaks[stage].rss = Some(peaks[stage].rss.map_or(rss, |v: f64| v.max(rss)));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }));
+        let mut nvidia_smi = None;
+        let mut gpu_note = "no CUDA provider asked for".to_string();
+        if let Some(device) = gpu_device {
+            let spawned = std::process::Command::new("nvidia-smi")
+                .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", &device.to_string(), "-lms", "10"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(mut child) => {
+                    let out = child.stdout.take().expect("piped");
+                    let (p, c) = (Arc::clone(&peaks), clock);
+                    threads.push(std::thread::spawn(move || {
+                        use std::io::BufRead;
+                        for line in std::io::BufReader::new(out).lines() {
+                            let Ok(line) = line else { break };
+                            let Ok(mib) = line.trim().parse::<f64>() else { continue };
+                            let stage = c.now();
+                            let mut peaks = p.lock().unwrap();
+                            peaks[stage].gpu = Some(peaks[stage].gpu.map_or(mib, |v: f64| v.max(mib)));
+                        }
+                    }));
+                    gpu_note = format!("nvidia-smi memory.used of GPU {device}");
+                    nvidia_smi = Some(child);
+                }
+                Err(e) => gpu_note = format!("nvidia-smi could not run: {e}"),
+            }
+        }
+        Self { stop, peaks, threads, nvidia_smi, gpu_note }
+    }
+
+    fn finish(mut self) -> ([StagePeak; 3], String) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(mut child) = self.nvidia_smi.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let peaks = *self.peaks.lock().unwrap();
+        (peaks, self.gpu_note.clone())
+    }
+}
+
+/// GPU memory used now (MiB), for the baseline before the warm images.
+fn gpu_used_mib(device: i32) -> Option<f64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", &device.to_string()])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -178,12 +304,22 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
     };
 
     let t = Instant::now();
+    let counts_at_start = model.graph_run_times();
     let first = model.generate_with(&request, Hooks::default())?;
     let first_image_s = t.elapsed().as_secs_f64();
+    let counts_after_first = model.graph_run_times();
     for _ in 0..a.warmup {
         model.generate_with(&request, Hooks::default())?;
     }
     let before = model.graph_run_times();
+    let gpu_device = a.providers.preferred.contains(&kiln::runtime::Provider::Cuda).then_some(a.providers.device_id);
+    let baseline = (current_rss_mib(), gpu_device.and_then(gpu_used_mib));
+    let clock = StageClock {
+        model: model.clone(),
+        start: [before[0].1, before[1].1, before[2].1],
+        per_image: [0, 1, 2].map(|i| counts_after_first[i].1 - counts_at_start[i].1),
+    };
+    let sampler = StageSampler::start(clock, gpu_device);
 
     let mut walls = Vec::new();
     let mut rgba_s = 0.0;
@@ -196,6 +332,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         walls.push(t.elapsed().as_secs_f64());
     }
     let after = model.graph_run_times();
+    let (stage_peaks, gpu_note) = sampler.finish();
     let runs = a.runs as f64;
     let warm_s = walls.iter().sum::<f64>() / runs;
     let stage = |i: usize| -> (f64, f64) {
@@ -282,7 +419,27 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "first_preview_ms": first_preview_ms,
         "job_poll_us": { "samples": polls.len(), "p50": percentile(&polls, 0.5), "p99": percentile(&polls, 0.99), "max": polls.last() },
         "peak_rss_mib": peak,
+        "stage_memory": {
+            "residency": format!("{:?}", a.residency),
+            "baseline_rss_mib": baseline.0,
+            "baseline_gpu_mib": baseline.1,
+            "gpu_source": gpu_note,
+            "stages": STAGES.iter().zip(stage_peaks.iter()).map(|(name, p)| {
+                serde_json::json!({ "stage": name, "peak_rss_mib": p.rss, "peak_gpu_mib": p.gpu })
+            }).collect::<Vec<_>>(),
+        },
     });
+    let mib = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0} MiB"));
+    let mut stage_md = format!(
+        "\nPeak memory per stage over the warm images (residency {:?}; before them: RSS {}, GPU {}; GPU: {gpu_note}):\n\n\
+         | stage | peak RSS | peak GPU memory used |\n| --- | --- | --- |\n",
+        a.residency,
+        mib(baseline.0),
+        mib(baseline.1)
+    );
+    for (name, p) in STAGES.iter().zip(stage_peaks.iter()) {
+        stage_md.push_str(&format!("| {name} | {} | {} |\n", mib(p.rss), mib(p.gpu)));
+    }
     let md = format!(
         "| metric | value |\n| --- | --- |\n\
          | model load (cold) | {load_s:.3} s{} |\n| first image (cold) | {first_image_s:.3} s |\n\
@@ -290,7 +447,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
          | inside ONNX Runtime | {ort_s:.4} s (text encoder {te_s:.4}, U-Net {unet_s:.4} over {unet_calls:.0} calls, VAE {vae_s:.4}) |\n\
          | Kiln overhead | {overhead_s:.4} s ({:.1} %) |\n| tokenize one prompt | {tokenize_us:.1} µs |\n\
          | first preview after submit | {} |\n| kiln_job_poll p50 / p99 | {:.2} / {:.2} µs ({} samples) |\n\
-         | peak RSS | {} |\n",
+         | peak RSS | {} |\n{stage_md}",
         a.graph_cache.as_ref().map_or(String::new(), |_| {
             let s = runtime.graph_cache_stats();
             format!(" (graph cache: {} hits, {} written)", s.hits, s.writes)

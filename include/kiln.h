@@ -858,8 +858,8 @@ typedef void (*kiln_log_fn)(void *user_data, uint32_t level, const char *message
 // fields are only ever appended, and `struct_size` tells which exist.
 // Accepted `struct_size`: `sizeof(kiln_runtime_options)`, or that of a layout
 // that ended after `embedding_cache_entries`, after `graph_cache_dir` or
-// after `sequential_load` (on 64-bit targets 80, 88 and 96; the current size
-// is 112).
+// after `sequential_load` or after `gpu_math` (on 64-bit targets 80, 88, 96
+// and 112; the current size is 120).
 typedef struct kiln_runtime_options {
     // `sizeof(kiln_runtime_options)`, set by `kiln_runtime_options_init`.
     uint32_t struct_size;
@@ -928,6 +928,20 @@ typedef struct kiln_runtime_options {
     // Default `KILN_GPU_MATH_FAST`. Ignored on the CPU. (Added with
     // `gpu_memory_limit`.)
     uint32_t gpu_math;
+    // Unused; always 0. It fills the 4 bytes of padding that ended the
+    // layout before it, which callers of that layout never initialised, so
+    // no setting is read from them.
+    uint32_t padding_after_gpu_math;
+    // Non-zero: run the U-Net as a graph specialised to each job's size and
+    // batch (symbolic dimensions fixed, shape computations folded), so that a
+    // CUDA session leaves no node on the CPU. The first job of a new shape pays
+    // for the specialisation (kept in `graph_cache_dir` when set); results
+    // equal the dynamic U-Net's to float rounding. Default 0.
+    uint32_t static_unet;
+    // Non-zero: capture the specialised U-Net in a CUDA graph and replay it
+    // every step (implies `static_unet`; used only by the CUDA provider, and
+    // not under per-stage residency). Default 0.
+    uint32_t cuda_graph;
 } kiln_runtime_options;
 
 

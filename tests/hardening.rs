@@ -189,6 +189,8 @@ fn only_published_runtime_options_sizes_are_accepted() {
         std::mem::offset_of!(kiln_runtime_options, sequential_load),
         // The layout that ended with `sequential_load` and its padding.
         std::mem::offset_of!(kiln_runtime_options, gpu_memory_limit),
+        // The layout that ended with `gpu_math` and its padding (112 on 64-bit).
+        std::mem::offset_of!(kiln_runtime_options, padding_after_gpu_math).next_multiple_of(std::mem::align_of::<kiln_runtime_options>()),
         full,
     ];
     let mut accepted = Vec::new();

@@ -143,4 +143,128 @@ fn static_unet_matches_the_dynamic_one() {
     assert_eq!(made.len(), 3, "specialised graphs made: {made:?}\nlog: {log:#?}");
     assert!(made.iter().all(|l| l.contains(" 0 Shape nodes and 0 symbolic dims left")), "{made:?}");
     assert!(!log.iter().any(|l| l.contains("cannot specialise")), "{log:#?}");
+    // The dynamic U-Net was never needed, so its session was never made: its
+    // weights are not held beside the specialised graphs'.
+    let resident = static_model().resident_graphs();
+    eprintln!("resident graphs with the static U-Net: {resident:?}; the dynamic model's: {:?}", common::tiny_model().resident_graphs());
+    assert!(!resident.contains(&"unet"), "{resident:?}");
+    assert!(common::tiny_model().resident_graphs().contains(&"unet"), "the control: a plain model holds its U-Net");
+}
+
+/// Log lines the C route's runtime delivered (its callback is a plain C function).
+static C_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn c_log(_user: *mut std::ffi::c_void, _level: u32, message: *const std::ffi::c_char, len: usize) {
+    let bytes = unsafe { std::slice::from_raw_parts(message.cast::<u8>(), len) };
+    C_LOG.lock().unwrap().push(String::from_utf8_lossy(bytes).into_owned());
+}
+
+/// RGBA8 pixels of one job through the C API, from a runtime made with
+/// `kiln_runtime_options.static_unet` set to `static_unet`.
+fn c_generate(static_unet: u32, size: u32, guidance: f32) -> Vec<u8> {
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    use std::ffi::CString;
+    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut o) };
+    o.static_unet = static_unet;
+    o.log_callback = Some(c_log);
+    let mut rt = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok);
+    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok);
+    let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut g) };
+    let (prompt, negative) = (CString::new("mossy stone brick wall").unwrap(), CString::new("blurry").unwrap());
+    g.prompt = prompt.as_ptr();
+    g.negative_prompt = negative.as_ptr();
+    g.width = size;
+    g.height = size;
+    g.steps = 4;
+    g.guidance_scale = guidance;
+    g.seed = 11;
+    let mut pixels = vec![0u8; (size * size * 4) as usize];
+    let s = unsafe { kiln_model_generate_into(m, &g, pixels.as_mut_ptr(), pixels.len(), 0) };
+    assert_eq!(s, kiln_status::Ok);
+    unsafe { kiln_model_free(m) };
+    unsafe { kiln_runtime_destroy(rt) };
+    pixels
+}
+
+/// The C field `kiln_runtime_options.static_unet`: on, the job runs the
+/// specialised graph (its log says so) and its RGBA8 pixels are the dynamic
+/// U-Net's. Bound: the float images may differ by 1e-5 (as above), so a byte
+/// may differ by at most one level, and only where the float value lies within
+/// 1e-5 of a rounding boundary (measured here: 0.006 %): at most about 2·1e-5·255 ≈ 0.5 % of the values
+/// if they are spread evenly; the bound is 1 %.
+#[test]
+fn the_c_field_turns_the_static_unet_on_with_the_same_pixels() {
+    C_LOG.lock().unwrap().clear();
+    let off = c_generate(0, 64, 5.0);
+    assert!(!C_LOG.lock().unwrap().iter().any(|l| l.starts_with("unet: specialised to")), "static_unet 0 made a specialised graph");
+    let on = c_generate(1, 64, 5.0);
+    let made: Vec<String> = C_LOG.lock().unwrap().iter().filter(|l| l.starts_with("unet: specialised to")).cloned().collect();
+    eprintln!("{made:?}");
+    assert_eq!(made.len(), 1, "static_unet 1 made no specialised graph: {made:?}");
+    assert!(made[0].contains(" 0 Shape nodes and 0 symbolic dims left"), "{made:?}");
+    let diffs: Vec<u8> = on.iter().zip(&off).map(|(a, b)| a.abs_diff(*b)).collect();
+    let max = *diffs.iter().max().unwrap();
+    let differing = diffs.iter().filter(|&&d| d != 0).count() as f64 / diffs.len() as f64;
+    eprintln!("C route, static vs dynamic U-Net: max {max} levels, {:.3} % of values differ", differing * 100.0);
+    // One level is what rounding a 1e-5 difference can make; more is a real change.
+    assert!(max <= 1, "a byte differs by {max} levels");
+    common::check_margin("static_unet::c_route::differing_fraction", differing, 0.01);
+}
+
+/// What one "process" saw: a fresh runtime and model on `cache`, generating at
+/// each of `sizes` (CFG, so batch 2).
+fn run_with_cache(cache: &std::path::Path, sizes: &[usize]) -> (kiln::runtime::GraphCacheStats, Vec<String>, Vec<Vec<f32>>) {
+    let log: Log = Default::default();
+    let sink = Arc::clone(&log);
+    let rt = Runtime::new(&RuntimeOptions {
+        providers: kiln::runtime::ProviderPolicy { static_unet: true, ..Default::default() },
+        graph_cache_dir: Some(cache.to_path_buf()),
+        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        log_level: LogLevel::Info,
+        ..Default::default()
+    })
+    .expect("runtime");
+    let model = Model::load(&rt, &common::fixture()).expect("tiny fixture loads");
+    let images = sizes
+        .iter()
+        .map(|&size| model.generate_with(&request(SchedulerKind::Euler, 5.0, size), Hooks::default()).expect("static U-Net").image.data)
+        .collect();
+    let made = log.lock().unwrap().iter().filter(|l| l.starts_with("unet: specialised to")).cloned().collect();
+    (rt.graph_cache_stats(), made, images)
+}
+
+/// With `graph_cache_dir`, a specialised U-Net is saved in the graph cache, and
+/// a later process (here: a fresh runtime and model, which share nothing in
+/// memory) takes it from there instead of specialising again; a job of
+/// another shape misses and is specialised and saved.
+#[test]
+fn specialised_graphs_are_kept_in_the_graph_cache() {
+    let cache = scratch("graph-cache");
+    let (first, made, want) = run_with_cache(&cache, &[64]);
+    eprintln!("first process: {first:?} {made:?}");
+    // Text encoder and VAE decoder, then the U-Net specialised to 64x64 (the
+    // dynamic U-Net is never loaded with the static one on).
+    assert_eq!((first.hits, first.writes, first.rejected), (0, 3, 0), "{first:?}");
+    assert!(made.len() == 1 && !made[0].contains("from the graph cache"), "{made:?}");
+    let entries = std::fs::read_dir(&cache).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("unet_static-")).count();
+    assert_eq!(entries, 1, "one specialised entry on disk");
+
+    let (second, made, got) = run_with_cache(&cache, &[64, 48]);
+    eprintln!("second process: {second:?} {made:?}");
+    // 64x64 hits (with the two model graphs); 48x48 is another shape: a miss, written.
+    assert_eq!((second.hits, second.writes, second.rejected), (3, 1, 0), "{second:?}");
+    assert_eq!(made.len(), 2, "{made:?}");
+    assert!(made[0].contains("[[2, 4, 8, 8], [], [2, 77, 32]]") && made[0].contains("from the graph cache"), "{made:?}");
+    assert!(made[1].contains("[[2, 4, 6, 6], [], [2, 77, 32]]") && !made[1].contains("from the graph cache"), "{made:?}");
+    assert!(made.iter().all(|l| l.contains(" 0 Shape nodes and 0 symbolic dims left")), "{made:?}");
+    // The same graph file on the same CPU: the same image.
+    assert_eq!(got[0], want[0], "the cached specialised graph draws the image the fresh one drew");
+    let _ = std::fs::remove_dir_all(&cache);
 }

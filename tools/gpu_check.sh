@@ -14,7 +14,7 @@
 #    --bin-dir names prebuilt binaries, copied there after
 #      cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate --example bench
 #    as `parity`, `static_unet`, `providers` and `device_latents` (the newest
-#    target/release/deps/parity-* etc. without .d) and `generate` (target/release/examples/generate).
+#    target/release/deps/parity-* etc. without .d) and `generate` and `bench` (target/release/examples/).
 #    Strip them for transfer (release builds carry debug info, ~60 MB each;
 #    stripped ~7 MB):
 #      mkdir -p gpu-bin
@@ -22,6 +22,7 @@
 #      strip -o gpu-bin/static_unet "$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/device_latents "$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/generate target/release/examples/generate
+#      strip -o gpu-bin/bench target/release/examples/bench
 # 4. Runs: the parity cases on CUDA with exact math (TF32 off; they must pass
 #    Kiln's usual bounds) and with fast math (TF32 on; margins recorded),
 #    generate timings fast vs exact, and a GPU memory cap too small for the
@@ -46,6 +47,11 @@
 #      with KILN_TEST_DEVICE_LATENTS=1 (the schedulers the device loop runs go
 #      through it); timings with --scheduler euler: levers off,
 #      --device-latents, --static-unet --device-latents.
+# 6. Per-stage GPU memory (issue 21 item 4): the `bench` example at 512x512,
+#    20 CFG steps, with --residency all and --residency per-stage, on the tiny
+#    fixture (and on --sd15): peak GPU memory used (nvidia-smi) and RSS while
+#    the text encoder, the U-Net and the VAE decoder ran. Run it alone on the
+#    GPU: nvidia-smi reports the whole device.
 # Logs and margin lines go to --out (default ./gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,15 +75,15 @@ NV=$(python3 -c 'import site,glob,os; print(":".join(sorted(p for s in site.gets
 export LD_LIBRARY_PATH="$ORT_DIR:$NV:${LD_LIBRARY_PATH:-}" ORT_DYLIB_PATH="$ORT_LIB"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 if [ -z "$BIN_DIR" ]; then
-    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate || exit 1
+    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate --example bench || exit 1
     PARITY=$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)
     STATIC=$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)
     PROVIDERS_TEST=$(ls -t target/release/deps/providers-* | grep -v '\.d$' | head -1)
     DEVICE_LATENTS=$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)
-    GENERATE=target/release/examples/generate
+    GENERATE=target/release/examples/generate BENCH=target/release/examples/bench
 else
     PARITY="$BIN_DIR/parity" STATIC="$BIN_DIR/static_unet" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
-    DEVICE_LATENTS="$BIN_DIR/device_latents"
+    DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench"
 fi
 status=0
 for math in exact fast; do
@@ -152,5 +158,22 @@ timings tests/fixtures/tiny-sd tiny
 if [ -n "$SD15" ]; then
     echo "== generate timings per lever on $SD15"
     timings "$SD15" sd15
+fi
+stage_memory() {  # stage_memory MODEL LABEL
+    for residency in all per-stage; do
+        timeout 300 "$BENCH" --model "$1" --size 512 --steps 20 --guidance 7.5 --runs 2 --warmup 1 \
+            --provider cuda --gpu-math fast --residency $residency --json "$OUT/stage-memory-$2-$residency.json" \
+            >"$OUT/stage-memory-$2-$residency.log" 2>&1
+        rc=$?
+        grep -E "^Peak memory|^\| (text_encoder|unet|vae_decoder) " "$OUT/stage-memory-$2-$residency.log" | sed "s/^/[$2 $residency] /"
+        lever "stage_memory_$2_$residency" $rc
+    done
+}
+echo "== peak GPU memory per stage, residency all vs per-stage (512x512, 20 CFG steps)"
+if [ -x "${BENCH:-}" ]; then
+    stage_memory tests/fixtures/tiny-sd tiny
+    [ -n "$SD15" ] && stage_memory "$SD15" sd15
+else
+    echo "skipped: no bench binary"
 fi
 exit $status

@@ -48,8 +48,8 @@ pub type kiln_log_fn =
 /// fields are only ever appended, and `struct_size` tells which exist.
 /// Accepted `struct_size`: `sizeof(kiln_runtime_options)`, or that of a layout
 /// that ended after `embedding_cache_entries`, after `graph_cache_dir` or
-/// after `sequential_load` (on 64-bit targets 80, 88 and 96; the current size
-/// is 112).
+/// after `sequential_load` or after `gpu_math` (on 64-bit targets 80, 88, 96
+/// and 112; the current size is 120).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_runtime_options {
@@ -120,6 +120,21 @@ pub struct kiln_runtime_options {
     /// Default `KILN_GPU_MATH_FAST`. Ignored on the CPU. (Added with
     /// `gpu_memory_limit`.)
     pub gpu_math: u32,
+    // --- Added together after `gpu_math` (older layouts get 0 for all three). ---
+    /// Unused; always 0. It fills the 4 bytes of padding that ended the
+    /// layout before it, which callers of that layout never initialised, so
+    /// no setting is read from them.
+    pub padding_after_gpu_math: u32,
+    /// Non-zero: run the U-Net as a graph specialised to each job's size and
+    /// batch (symbolic dimensions fixed, shape computations folded), so that a
+    /// CUDA session leaves no node on the CPU. The first job of a new shape pays
+    /// for the specialisation (kept in `graph_cache_dir` when set); results
+    /// equal the dynamic U-Net's to float rounding. Default 0.
+    pub static_unet: u32,
+    /// Non-zero: capture the specialised U-Net in a CUDA graph and replay it
+    /// every step (implies `static_unet`; used only by the CUDA provider, and
+    /// not under per-stage residency). Default 0.
+    pub cuda_graph: u32,
 }
 
 /// Whether GPU providers may trade float32 accuracy for speed.
@@ -153,11 +168,13 @@ pub enum kiln_residency {
 const RUNTIME_OPTIONS_V1: usize = layout_before!(kiln_runtime_options, graph_cache_dir);
 
 /// Sizes of the published layouts before the current one: without
-/// `graph_cache_dir`, without `sequential_load`, then without `gpu_memory_limit`.
-const RUNTIME_OPTIONS_OLDER: [usize; 3] = [
+/// `graph_cache_dir`, without `sequential_load`, without `gpu_memory_limit`,
+/// then without the static U-Net levers (`padding_after_gpu_math` on).
+const RUNTIME_OPTIONS_OLDER: [usize; 4] = [
     RUNTIME_OPTIONS_V1,
     layout_before!(kiln_runtime_options, sequential_load),
     layout_before!(kiln_runtime_options, gpu_memory_limit),
+    layout_before!(kiln_runtime_options, padding_after_gpu_math),
 ];
 
 fn default_runtime_options() -> kiln_runtime_options {
@@ -181,6 +198,9 @@ fn default_runtime_options() -> kiln_runtime_options {
         sequential_load: 0,
         gpu_memory_limit: 0,
         gpu_math: kiln_gpu_math::Fast as u32,
+        padding_after_gpu_math: 0,
+        static_unet: 0,
+        cuda_graph: 0,
     }
 }
 
@@ -326,7 +346,15 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
     let gpu_memory_limit = usize::try_from(o.gpu_memory_limit).map_err(|_| {
         Error::invalid(format!("options->gpu_memory_limit {} does not fit this platform's address space", o.gpu_memory_limit))
     })?;
-    Ok(ProviderPolicy { preferred, device_id: o.device_id, require: o.require_provider != 0, gpu_math, gpu_memory_limit, ..Default::default() })
+    Ok(ProviderPolicy {
+        preferred,
+        device_id: o.device_id,
+        require: o.require_provider != 0,
+        gpu_math,
+        gpu_memory_limit,
+        static_unet: o.static_unet != 0,
+        cuda_graph: o.cuda_graph != 0,
+    })
 }
 
 /// Destroys a runtime. NULL is a no-op. Models loaded from it stay valid,
@@ -434,5 +462,27 @@ mod tests {
         o.gpu_math = 2;
         let e = provider_policy(&o).unwrap_err();
         assert_eq!(e.message(), "options->gpu_math 2 is not a kiln_gpu_math");
+    }
+
+    #[test]
+    fn v4_options_never_read_the_static_unet_levers() {
+        // The fourth layout ended with `gpu_math` and padding (112 bytes on 64-bit).
+        let v4 = layout_before!(kiln_runtime_options, padding_after_gpu_math);
+        assert!(RUNTIME_OPTIONS_OLDER.contains(&v4), "{v4} is a published size");
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!((v4, std::mem::size_of::<kiln_runtime_options>()), (112, 120));
+        let mut o = default_runtime_options();
+        assert_eq!(std::mem::offset_of!(kiln_runtime_options, static_unet), v4, "the levers start after the old padding");
+        o.struct_size = v4 as u32;
+        o.static_unet = 1;
+        o.cuda_graph = 1;
+        let read = unsafe { read_versioned(&o, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options") }.unwrap();
+        assert_eq!((read.static_unet, read.cuda_graph), (0, 0));
+        let policy = provider_policy(&read).unwrap();
+        assert!(!policy.static_unet && !policy.cuda_graph);
+        o.struct_size = std::mem::size_of::<kiln_runtime_options>() as u32;
+        let read = unsafe { read_versioned(&o, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options") }.unwrap();
+        let policy = provider_policy(&read).unwrap();
+        assert!(policy.static_unet && policy.cuda_graph);
     }
 }

@@ -98,7 +98,7 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
 fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>) -> Result<Graph> {
     match m.seamless {
         seamless::Seamless::None => Graph::load(&m.runtime, name, path, group),
-        axes => super::load_seamless(&m.runtime, name, path, axes, group, &Default::default()),
+        axes => super::load_seamless(&m.runtime, name, path, axes, group, &Default::default(), Default::default()),
     }
 }
 

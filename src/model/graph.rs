@@ -73,9 +73,14 @@ pub(crate) struct SessionFlags {
     /// Ask the CUDA provider to capture the graph and replay it; runs then go
     /// through [`crate::model::static_unet::BoundIo`].
     pub cuda_graph: bool,
-    /// Bypass the on-disk optimized-graph cache (the specialised graphs live in
-    /// private temporary folders whose paths change every time).
+    /// Bypass the on-disk optimized-graph cache for the session (a specialised
+    /// U-Net is cached before its session is made, by `model::static_unet`).
     pub uncached: bool,
+    /// Make the session on the graph's first run instead of at load (inputs
+    /// and outputs are read from the file). The dynamic U-Net is loaded so
+    /// when the static U-Net is asked for: it runs only for a job shape that
+    /// cannot be specialised, so it usually never holds its weights at all.
+    pub lazy: bool,
 }
 
 /// Where a graph's bytes come from.
@@ -198,7 +203,7 @@ impl Graph {
                 })
                 .collect()
         };
-        let (inputs, outputs, provider, session) = if group.per_stage {
+        let (inputs, outputs, provider, session) = if group.per_stage || flags.lazy {
             // Per stage, the session is made when the stage first runs: the
             // inputs and outputs come from the file, so loading the model opens
             // nothing and a one-shot generation loads each graph once.
@@ -366,7 +371,7 @@ fn open_session(
         cache => {
             if let Some(cache) = cache {
                 cache.note_skipped();
-                let why = if flags.uncached { "a graph Kiln made at run time (specialised U-Net or scheduler step)" } else { "the graph has LoRA-merged weights" };
+                let why = if flags.uncached { "a graph Kiln made at run time (a scheduler step graph, or a specialised U-Net, which the cache keeps as such: see model::static_unet)" } else { "the graph has LoRA-merged weights" };
                 runtime.logger().info(&format!("{name}: optimized-graph cache not used: {why}"));
             }
             let level = runtime.inner.graph_optimization.ort();

@@ -626,13 +626,18 @@ fn load_rewritten(
     f: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
     overrides: &lora::Overrides,
 ) -> Result<Graph> {
+    Graph::load_with_overrides(runtime, name, rewritten_source(runtime, name, path, what, f)?, group, Arc::clone(overrides))
+}
+
+/// `path` rewritten in memory by `f`, as a graph source whose external-data
+/// weights are still read from the original folder.
+fn rewritten_source(runtime: &Runtime, name: &str, path: &Path, what: &str, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>) -> Result<graph::GraphSource> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
     let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
     runtime.logger().info(&format!("{name}: rewritten for {what}"));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let source = graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display()));
-    Graph::load_with_overrides(runtime, name, source, group, Arc::clone(overrides))
+    Ok(graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display())))
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`.
@@ -643,25 +648,25 @@ pub(crate) fn load_seamless(
     axes: seamless::Seamless,
     group: &Arc<graph::ResidencyGroup>,
     overrides: &lora::Overrides,
+    flags: graph::SessionFlags,
 ) -> Result<Graph> {
-    load_rewritten(
-        runtime,
-        name,
-        path,
-        &format!("seamless {axes:?}"),
-        group,
-        &|b| seamless::make_seamless(b, axes).map(|(out, _)| out),
-        overrides,
-    )
+    let wrap = |b: &[u8]| seamless::make_seamless(b, axes).map(|(out, _)| out);
+    let source = rewritten_source(runtime, name, path, &format!("seamless {axes:?}"), &wrap)?;
+    Graph::load_flagged(runtime, name, source, group, Arc::clone(overrides), flags)
 }
 
 /// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
+/// With the static U-Net asked for, the dynamic one is loaded lazily: jobs run
+/// the graph specialised to their shape, and the dynamic session is made only
+/// if a shape cannot be specialised, so its weights are not held twice.
 fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    let policy = &runtime.inner.providers;
+    let flags = graph::SessionFlags { lazy: policy.static_unet || policy.cuda_graph, ..Default::default() };
     match axes {
         seamless::Seamless::None => {
-            Graph::load_with_overrides(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides))
+            Graph::load_flagged(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides), flags)
         }
-        _ => load_seamless(runtime, "unet", &layout.unet, axes, group, overrides),
+        _ => load_seamless(runtime, "unet", &layout.unet, axes, group, overrides, flags),
     }
 }
 
@@ -669,7 +674,7 @@ fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, 
 fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
     match axes {
         seamless::Seamless::None => Graph::load(runtime, "vae_decoder", &layout.vae_decoder, group),
-        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group, &Default::default()),
+        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group, &Default::default(), Default::default()),
     }
 }
 

@@ -25,11 +25,23 @@
 //! dynamic graph computes at run time; a hand-written folder would need shape
 //! inference for every op in a U-Net to find the same constants.
 //!
-//! The specialised graph lives in a private temporary folder for as long as the
-//! model holds it (one per job shape, made on first use and kept: a game that
-//! generates at one size pays once), and is not put in the on-disk
-//! optimized-graph cache. While the dynamic U-Net stays loaded too, its weights
-//! are held twice; per-stage residency releases one while the other runs.
+//! One specialised graph is made per job shape, on first use, and kept with the
+//! model: a game that generates at one size pays once. With the runtime's
+//! optimized-graph cache (`graph_cache_dir`) it is kept there too, so another
+//! process (or a model loaded again) skips the specialisation: the entry is
+//! keyed like every cached graph (see [`crate::runtime::graph_cache`]), on the
+//! bytes of the graph with the job's dimensions written in (so on the source
+//! graph and the shapes), the files its external data lives beside, the
+//! providers the U-Net registered, ONNX Runtime's version and the CPU, and is
+//! checked, written and replaced the same way. Without a cache it lives in a
+//! private temporary folder removed with the model.
+//!
+//! **Memory.** With the static U-Net asked for, the model loads the dynamic
+//! U-Net lazily (its inputs and outputs read from the file, no session): jobs
+//! run their specialised graph, so the dynamic session is made only if a shape
+//! cannot be specialised, and the weights are not held twice. Each specialised
+//! shape kept holds its own copy of the weights (ONNX Runtime sessions share
+//! none), so a game that alternates between sizes holds one U-Net per size.
 //!
 //! **CUDA graphs.** With [`crate::runtime::ProviderPolicy::cuda_graph`] the
 //! specialised graph's CUDA session is made with `enable_cuda_graph`: ONNX
@@ -164,15 +176,20 @@ pub fn inspect(path: &Path) -> Result<StaticReport> {
     Ok(StaticReport { nodes: nodes.len(), shape_nodes, symbolic_dims })
 }
 
-/// File name of the specialised graph in its folder.
-const MODEL_FILE: &str = "model.onnx";
+/// File name of the specialised graph in its folder (the graph cache's).
+const MODEL_FILE: &str = crate::runtime::graph_cache::MODEL_FILE;
 
 /// Specialises the graph in `model` (external data in `data_dir`) to the
 /// shapes in `fixed` and writes it, with its weights beside it, into `out_dir`
 /// (which must exist). Returns the written graph's path and what it leaves to
 /// run time.
 pub fn specialise(runtime: &Runtime, model: &[u8], data_dir: &Path, fixed: &[(String, Vec<i64>)], out_dir: &Path) -> Result<(PathBuf, StaticReport)> {
-    let bytes = fix_input_dims(model, fixed)?;
+    fold(runtime, &fix_input_dims(model, fixed)?, data_dir, fixed, out_dir)
+}
+
+/// Folds the shape computations of `bytes` (a graph whose dimensions are
+/// already fixed to `fixed`) and writes the result into `out_dir`.
+fn fold(runtime: &Runtime, bytes: &[u8], data_dir: &Path, fixed: &[(String, Vec<i64>)], out_dir: &Path) -> Result<(PathBuf, StaticReport)> {
     let path = out_dir.join(MODEL_FILE);
     let fail = |e: ort::Error| Error::new(ErrorKind::Inference, format!("cannot specialise the U-Net to {fixed:?}: {e}"));
     // The CPU provider alone: constant folding evaluates on it, and nothing
@@ -182,10 +199,14 @@ pub fn specialise(runtime: &Runtime, model: &[u8], data_dir: &Path, fixed: &[(St
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level1)?
             .with_intra_threads(runtime.inner.intra_op_threads)?
             .with_optimized_model_path(&path)?
-            .with_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data")?
-            .with_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")?
+            // The graph cache's file names and threshold, so an entry can be one.
+            .with_config_entry("session.optimized_model_external_initializers_file_name", crate::runtime::graph_cache::DATA_FILE)?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                crate::runtime::graph_cache::EXTERNAL_MIN_BYTES.to_string(),
+            )?
             .with_config_entry("session.model_external_initializers_file_folder_path", data_dir.to_string_lossy())?
-            .commit_from_memory(&bytes)
+            .commit_from_memory(bytes)
     })()
     .map_err(fail)?;
     drop(session);
@@ -214,12 +235,15 @@ impl Drop for TempFolder {
     }
 }
 
-/// One specialised U-Net and the folder its files live in. The graph field
-/// comes first so the session is dropped before the folder is removed.
+/// One specialised U-Net and the temporary folder its files live in (`None`
+/// when they live in the graph cache). The graph field comes first so the
+/// session is dropped before the folder is removed.
 pub(crate) struct Specialised {
     pub(crate) graph: Graph,
     pub(crate) report: StaticReport,
-    _folder: TempFolder,
+    /// Whether the graph came from the on-disk graph cache.
+    pub(crate) from_cache: bool,
+    _folder: Option<TempFolder>,
 }
 
 /// A model's specialised U-Nets by input shapes; `None` records a shape that
@@ -253,8 +277,9 @@ impl StaticUnets {
         let entry = match made {
             Ok(s) => {
                 log.info(&format!(
-                    "unet: specialised to {key:?} in {:.2} s ({} nodes, {} Shape nodes and {} symbolic dims left; CUDA graph {})",
+                    "unet: specialised to {key:?} in {:.2} s{} ({} nodes, {} Shape nodes and {} symbolic dims left; CUDA graph {})",
                     started.elapsed().as_secs_f64(),
+                    if s.from_cache { " from the graph cache" } else { "" },
                     s.report.nodes,
                     s.report.shape_nodes,
                     s.report.symbolic_dims,
@@ -300,12 +325,109 @@ fn make(runtime: &Runtime, unet: &Graph, shapes: &[(&str, Vec<usize>)], output: 
     let mut fixed: Vec<(String, Vec<i64>)> =
         shapes.iter().map(|(n, s)| (n.to_string(), s.iter().map(|&d| d as i64).collect())).collect();
     fixed.push((output.0.to_string(), output.1.iter().map(|&d| d as i64).collect()));
-    let folder = TempFolder::new()?;
-    let (path, report) = specialise(runtime, &bytes, &dir, &fixed, &folder.0)?;
+    let bytes = fix_input_dims(&bytes, &fixed)?;
+    let cached = match &runtime.inner.graph_cache {
+        Some(cache) => through_cache(runtime, cache, unet, &bytes, &dir, &fixed),
+        None => None,
+    };
     let policy = &runtime.inner.providers;
-    let flags = SessionFlags { cuda_graph: policy.cuda_graph && !unet.per_stage(), uncached: true };
-    let graph = Graph::load_flagged(runtime, "unet_static", GraphSource::File(path), unet.group(), unet.overrides().clone(), flags)?;
-    Ok(Specialised { graph, report, _folder: folder })
+    // `uncached`: the specialised graph is itself the cached artefact; its
+    // session is made from it as from any ONNX file.
+    let flags = SessionFlags { cuda_graph: policy.cuda_graph && !unet.per_stage(), uncached: true, lazy: false };
+    let load = |path: PathBuf| Graph::load_flagged(runtime, "unet_static", GraphSource::File(path), unet.group(), unet.overrides().clone(), flags);
+    if let Some((path, report, key)) = cached {
+        match load(path) {
+            Ok(graph) => return Ok(Specialised { graph, report, from_cache: key.is_some(), _folder: None }),
+            // A cached entry ONNX Runtime refuses is set aside; made afresh below.
+            Err(e) if key.is_some() => {
+                let cache = runtime.inner.graph_cache.as_ref().expect("a hit came from the cache");
+                cache.note_rejected();
+                runtime.logger().log(LogLevel::Warning, &format!("unet_static: cached graph refused ({}); specialising again", e.message()));
+                let _ = cache.retire(key.as_ref().expect("checked"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let folder = TempFolder::new()?;
+    let (path, report) = fold(runtime, &bytes, &dir, &fixed, &folder.0)?;
+    let graph = load(path)?;
+    Ok(Specialised { graph, report, from_cache: false, _folder: Some(folder) })
+}
+
+/// The specialised graph from the runtime's graph cache, made and saved there
+/// on a miss: its path, what it leaves to run time, and the entry's key if it
+/// was a hit (`None` when it was just written).
+/// `None` (after logging why) when the cache cannot serve it; the caller then
+/// specialises into a temporary folder, so the cache never fails a job.
+fn through_cache(
+    runtime: &Runtime,
+    cache: &crate::runtime::graph_cache::GraphCache,
+    unet: &Graph,
+    fixed_bytes: &[u8],
+    data_dir: &Path,
+    fixed: &[(String, Vec<i64>)],
+) -> Option<(PathBuf, StaticReport, Option<crate::runtime::graph_cache::Key>)> {
+    use crate::runtime::graph_cache::{self, GraphOptimization, Lookup, Settings, SourceId};
+    let log = runtime.logger();
+    let skip = |why: String| {
+        cache.note_skipped();
+        log.log(LogLevel::Warning, &format!("unet_static: graph cache not used: {why}"));
+        None
+    };
+    let available = crate::runtime::providers::available_in_runtime();
+    let settings = Settings {
+        graph: "unet_static",
+        onnxruntime: runtime.onnxruntime_version(),
+        available: &available,
+        registered: &unet.provider.registered,
+        level: GraphOptimization::Basic,
+    };
+    let digest = std::sync::OnceLock::new();
+    let key = match graph_cache::key(&settings, &SourceId::Memory { bytes: fixed_bytes, dir: data_dir, digest: &digest }) {
+        Ok(k) => k,
+        Err(e) => return skip(format!("cannot identify the U-Net's files: {e}")),
+    };
+    let entry = cache.entry_dir(&key);
+    match cache.lookup(&key) {
+        Lookup::Hit(path) => match inspect(&path) {
+            Ok(report) => {
+                cache.note_hit();
+                log.info(&format!("unet_static: specialised graph from the cache ({})", entry.display()));
+                return Some((path, report, Some(key)));
+            }
+            Err(e) => {
+                cache.note_rejected();
+                log.log(LogLevel::Warning, &format!("unet_static: cached graph {} is unreadable ({}); rewriting it", entry.display(), e.message()));
+                if let Err(e) = cache.retire(&key) {
+                    return skip(e);
+                }
+            }
+        },
+        Lookup::Unusable(why) => {
+            cache.note_rejected();
+            log.log(LogLevel::Warning, &format!("unet_static: cached graph {} is unusable ({why}); rewriting it", entry.display()));
+            if let Err(e) = cache.retire(&key) {
+                return skip(e);
+            }
+        }
+        Lookup::Miss => {}
+    }
+    let pending = match cache.begin(&key) {
+        Ok(p) => p,
+        Err(e) => return skip(format!("cannot write in {}: {e}", cache.dir().display())),
+    };
+    let tmp = pending.model_path().parent().map(Path::to_path_buf).unwrap_or_default();
+    // A graph ONNX Runtime cannot fold fails again in the caller, with its message.
+    let (_, report) = fold(runtime, fixed_bytes, data_dir, fixed, &tmp).ok()?;
+    match pending.publish() {
+        Ok(written) => {
+            cache.note_write();
+            let by = if written.is_some() { "" } else { " by another process first" };
+            log.info(&format!("unet_static: specialised graph saved to the cache{by} ({})", entry.display()));
+            Some((entry.join(graph_cache::MODEL_FILE), report, None))
+        }
+        Err(e) => skip(format!("cannot save the specialised graph: {e}")),
+    }
 }
 
 /// A session's inputs and output bound at fixed device addresses (CUDA graph

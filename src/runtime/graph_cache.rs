@@ -65,6 +65,11 @@
 //! Only sessions on the CPU provider are cached for now: TensorRT, CoreML and
 //! DirectML compile nodes that ONNX Runtime cannot save, and CUDA graphs have
 //! not been checked on a GPU; such graphs load as before, with a logged note.
+//! The exception is the static-shape U-Net (`model::static_unet`): what is
+//! cached there is the graph specialised to one job shape at the basic,
+//! provider-independent level, not a session's optimized graph, so it is
+//! cached for every provider (entries `unet_static-*`, keyed with the
+//! providers the U-Net registered).
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

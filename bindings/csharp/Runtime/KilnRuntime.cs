@@ -62,6 +62,10 @@ namespace Kiln
         public KilnGpuMath GpuMath = KilnGpuMath.Fast;
         /// <summary>Bytes each CUDA session's arena may hold; 0 = no cap. Too little fails jobs with OUT_OF_MEMORY.</summary>
         public ulong GpuMemoryLimit;
+        /// <summary>Run the U-Net specialised to each job's size and batch (shapes folded; nothing left on the CPU under CUDA).</summary>
+        public bool StaticUnet;
+        /// <summary>With CUDA: capture the specialised U-Net in a CUDA graph and replay it each step (implies <see cref="StaticUnet"/>).</summary>
+        public bool CudaGraph;
     }
 
     /// <summary>A loaded ONNX Runtime plus settings (C: <c>kiln_runtime</c>). Thread-safe.</summary>
@@ -88,6 +92,8 @@ namespace Kiln
             o.sequential_load = settings.SequentialLoad ? 1u : 0u;
             o.gpu_math = (uint)settings.GpuMath;
             o.gpu_memory_limit = settings.GpuMemoryLimit;
+            o.static_unet = settings.StaticUnet ? 1u : 0u;
+            o.cuda_graph = settings.CudaGraph ? 1u : 0u;
             LogSink sink = settings.Log != null ? new LogSink(settings.Log) : null;
             IntPtr raw;
             uint status;

@@ -199,6 +199,9 @@ namespace Kiln.Interop
         public uint sequential_load;
         public ulong gpu_memory_limit;
         public uint gpu_math;
+        public uint padding_after_gpu_math;
+        public uint static_unet;
+        public uint cuda_graph;
     }
 
     /// <summary>C: <c>kiln_lora</c>. One LoRA file and its strength; <c>path</c> is borrowed for the call.</summary>
