@@ -942,6 +942,12 @@ typedef struct kiln_runtime_options {
     // every step (implies `static_unet`; used only by the CUDA provider, and
     // not under per-stage residency). Default 0.
     uint32_t cuda_graph;
+    // Non-zero: keep the latents, the guidance arithmetic and the scheduler
+    // step on the U-Net's device between steps (I/O binding; a small step graph
+    // runs the step), so only the final latents and asked-for previews come back
+    // to the host. Schedulers and features the device loop cannot run fall back
+    // to the host loop (logged). Default 0. (Added with `static_unet`.)
+    uint32_t device_latents;
 } kiln_runtime_options;
 
 

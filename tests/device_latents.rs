@@ -255,3 +255,66 @@ fn sdxl_runs_on_the_device_loop() {
         compare_results(id, &got, &want);
     }
 }
+
+/// Log lines the C route's runtime delivered (its callback is a plain C function).
+static C_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+unsafe extern "C" fn c_log(_user: *mut std::ffi::c_void, _level: u32, message: *const std::ffi::c_char, len: usize) {
+    let bytes = unsafe { std::slice::from_raw_parts(message.cast::<u8>(), len) };
+    C_LOG.lock().unwrap().push(String::from_utf8_lossy(bytes).into_owned());
+}
+
+/// RGBA8 pixels of one Euler job through the C API, from a runtime made with
+/// `kiln_runtime_options.device_latents` set to `device_latents`.
+fn c_generate(device_latents: u32) -> Vec<u8> {
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    use std::ffi::CString;
+    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut o) };
+    o.device_latents = device_latents;
+    o.log_callback = Some(c_log);
+    let mut rt = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok);
+    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok);
+    let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut g) };
+    let (prompt, negative) = (CString::new("mossy stone brick wall").unwrap(), CString::new("blurry").unwrap());
+    g.prompt = prompt.as_ptr();
+    g.negative_prompt = negative.as_ptr();
+    (g.width, g.height, g.steps, g.guidance_scale, g.seed) = (64, 64, 5, 5.0, 11);
+    g.scheduler = SchedulerKind::Euler as u32;
+    let mut pixels = vec![0u8; 64 * 64 * 4];
+    let s = unsafe { kiln_model_generate_into(m, &g, pixels.as_mut_ptr(), pixels.len(), 0) };
+    assert_eq!(s, kiln_status::Ok);
+    unsafe { kiln_model_free(m) };
+    unsafe { kiln_runtime_destroy(rt) };
+    pixels
+}
+
+/// The C field `kiln_runtime_options.device_latents`: on, the job's log says
+/// its steps ran with device-resident latents (off, it does not), and the RGBA8
+/// pixels equal the host loop's. Bound: the float images differ by ≤ 1e-5
+/// (above), so a byte may differ by one level where a value lies within 1e-5
+/// of a rounding boundary: at most about 2·1e-5·255 ≈ 0.5 % of the values if
+/// spread evenly; the bound is 1 %.
+#[test]
+fn the_c_field_turns_device_latents_on_with_the_same_pixels() {
+    let device_lines = || C_LOG.lock().unwrap().iter().filter(|l| l.contains("with device-resident latents")).cloned().collect::<Vec<_>>();
+    C_LOG.lock().unwrap().clear();
+    let off = c_generate(0);
+    assert!(device_lines().is_empty(), "device_latents 0 ran the device loop: {:?}", device_lines());
+    let on = c_generate(1);
+    let lines = device_lines();
+    eprintln!("{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("5 steps with device-resident latents")), "device_latents 1 did not run the device loop: {lines:?}");
+    let diffs: Vec<u8> = on.iter().zip(&off).map(|(a, b)| a.abs_diff(*b)).collect();
+    let max = *diffs.iter().max().unwrap();
+    let differing = diffs.iter().filter(|&&d| d != 0).count() as f64 / diffs.len() as f64;
+    eprintln!("C route, device vs host loop: max {max} levels, {:.3} % of values differ", differing * 100.0);
+    assert!(max <= 1, "a byte differs by {max} levels");
+    common::check_margin("device_latents::c_route::differing_fraction", differing, 0.01);
+}

@@ -101,7 +101,7 @@
     X(kiln_rect, height) \
     X(kiln_pixel_art_options, palette_len) \
     X(kiln_material_options, invert_height) \
-    X(kiln_runtime_options, cuda_graph) \
+    X(kiln_runtime_options, device_latents) \
     X(kiln_lora, path) \
     X(kiln_embedding, token)
 /* Every field of those structs: X(struct, field, type). */
@@ -227,6 +227,7 @@
     X(kiln_runtime_options, padding_after_gpu_math, uint32_t) \
     X(kiln_runtime_options, static_unet, uint32_t) \
     X(kiln_runtime_options, cuda_graph, uint32_t) \
+    X(kiln_runtime_options, device_latents, uint32_t) \
     X(kiln_lora, struct_size, uint32_t) \
     X(kiln_lora, scale, float) \
     X(kiln_lora, path, const char *) \

@@ -120,7 +120,7 @@ pub struct kiln_runtime_options {
     /// Default `KILN_GPU_MATH_FAST`. Ignored on the CPU. (Added with
     /// `gpu_memory_limit`.)
     pub gpu_math: u32,
-    // --- Added together after `gpu_math` (older layouts get 0 for all three). ---
+    // --- Added together after `gpu_math` (older layouts get 0 for all four). ---
     /// Unused; always 0. It fills the 4 bytes of padding that ended the
     /// layout before it, which callers of that layout never initialised, so
     /// no setting is read from them.
@@ -135,6 +135,12 @@ pub struct kiln_runtime_options {
     /// every step (implies `static_unet`; used only by the CUDA provider, and
     /// not under per-stage residency). Default 0.
     pub cuda_graph: u32,
+    /// Non-zero: keep the latents, the guidance arithmetic and the scheduler
+    /// step on the U-Net's device between steps (I/O binding; a small step graph
+    /// runs the step), so only the final latents and asked-for previews come back
+    /// to the host. Schedulers and features the device loop cannot run fall back
+    /// to the host loop (logged). Default 0. (Added with `static_unet`.)
+    pub device_latents: u32,
 }
 
 /// Whether GPU providers may trade float32 accuracy for speed.
@@ -201,6 +207,7 @@ fn default_runtime_options() -> kiln_runtime_options {
         padding_after_gpu_math: 0,
         static_unet: 0,
         cuda_graph: 0,
+        device_latents: 0,
     }
 }
 
@@ -354,6 +361,7 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
         gpu_memory_limit,
         static_unet: o.static_unet != 0,
         cuda_graph: o.cuda_graph != 0,
+        device_latents: o.device_latents != 0,
     })
 }
 

@@ -164,7 +164,7 @@ impl StepGraphs {
         let source = GraphSource::memory(step_graph_bytes(cfg), std::env::temp_dir(), format!("Kiln's {name} graph"));
         // Its own group: the step graph stays loaded beside the U-Net.
         let group = ResidencyGroup::new(Residency::AllResident);
-        let flags = SessionFlags { cuda_graph: false, uncached: true };
+        let flags = SessionFlags { cuda_graph: false, uncached: true, lazy: false };
         let graph = Arc::new(Graph::load_flagged(runtime, name, source, &group, Default::default(), flags)?);
         graphs[cfg as usize] = Some(Arc::clone(&graph));
         Ok(graph)

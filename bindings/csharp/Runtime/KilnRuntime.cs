@@ -66,6 +66,8 @@ namespace Kiln
         public bool StaticUnet;
         /// <summary>With CUDA: capture the specialised U-Net in a CUDA graph and replay it each step (implies <see cref="StaticUnet"/>).</summary>
         public bool CudaGraph;
+        /// <summary>Keep latents and the scheduler step on the U-Net's device between steps (falls back to the host loop where it cannot run).</summary>
+        public bool DeviceLatents;
     }
 
     /// <summary>A loaded ONNX Runtime plus settings (C: <c>kiln_runtime</c>). Thread-safe.</summary>
@@ -94,6 +96,7 @@ namespace Kiln
             o.gpu_memory_limit = settings.GpuMemoryLimit;
             o.static_unet = settings.StaticUnet ? 1u : 0u;
             o.cuda_graph = settings.CudaGraph ? 1u : 0u;
+            o.device_latents = settings.DeviceLatents ? 1u : 0u;
             LogSink sink = settings.Log != null ? new LogSink(settings.Log) : null;
             IntPtr raw;
             uint status;

@@ -202,6 +202,7 @@ namespace Kiln.Interop
         public uint padding_after_gpu_math;
         public uint static_unet;
         public uint cuda_graph;
+        public uint device_latents;
     }
 
     /// <summary>C: <c>kiln_lora</c>. One LoRA file and its strength; <c>path</c> is borrowed for the call.</summary>

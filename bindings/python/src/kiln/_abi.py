@@ -120,7 +120,7 @@ RuntimeOptions = _struct("kiln_runtime_options", [
     ("log_level", U32), ("job_workers", U32), ("providers", PTR), ("providers_len", USIZE),
     ("device_id", I32), ("require_provider", U32), ("residency", U32), ("embedding_cache_entries", U32),
     ("graph_cache_dir", STR), ("sequential_load", U32), ("gpu_memory_limit", U64), ("gpu_math", U32),
-    ("padding_after_gpu_math", U32), ("static_unet", U32), ("cuda_graph", U32),
+    ("padding_after_gpu_math", U32), ("static_unet", U32), ("cuda_graph", U32), ("device_latents", U32),
 ])
 Lora = _struct("kiln_lora", [("struct_size", U32), ("scale", F32), ("path", STR)])
 Embedding = _struct("kiln_embedding", [("struct_size", U32), ("path", STR), ("token", STR)])

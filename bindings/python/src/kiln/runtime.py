@@ -60,6 +60,7 @@ class Runtime:
         gpu_memory_limit: int = 0,
         static_unet: bool = False,
         cuda_graph: bool = False,
+        device_latents: bool = False,
         log: LogCallback | None = None,
         log_level: LogLevel = LogLevel.INFO,
     ) -> None:
@@ -73,7 +74,7 @@ class Runtime:
         o.sequential_load, o.device_id = int(sequential_load), device_id
         o.residency, o.log_level = int(Residency(residency)), int(LogLevel(log_level))
         o.gpu_math, o.gpu_memory_limit = int(GpuMath(gpu_math)), gpu_memory_limit
-        o.static_unet, o.cuda_graph = int(static_unet), int(cuda_graph)
+        o.static_unet, o.cuda_graph, o.device_latents = int(static_unet), int(cuda_graph), int(device_latents)
         if embedding_cache_entries is not None:
             o.embedding_cache_entries = embedding_cache_entries
         if onnxruntime_path is not None:
