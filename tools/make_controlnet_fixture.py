@@ -106,6 +106,16 @@ def example_inputs(cfg, batch, h, w, seed=0):
     return sample, torch.tensor(901.0), ehs, cond
 
 
+def write_config(path: Path, cfg: dict):
+    """A diffusers config as JSON, byte-stable across runs: diffusers keeps
+    `_use_default_values` as a list made from a set, whose order changes with
+    Python's string hashing, so it is sorted."""
+    cfg = dict(cfg)
+    if isinstance(cfg.get("_use_default_values"), (list, set, tuple)):
+        cfg["_use_default_values"] = sorted(cfg["_use_default_values"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=list) + "\n")
+
+
 def export_controlnet(controlnet, out_dir: Path, opset: int):
     out_dir.mkdir(parents=True, exist_ok=True)
     n = residual_count(controlnet)
@@ -122,7 +132,7 @@ def export_controlnet(controlnet, out_dir: Path, opset: int):
     )
     cfg = dict(controlnet.config)
     cfg["_class_name"] = "ControlNetModel"
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=list) + "\n")
+    write_config(out_dir / "config.json", cfg)
     return n
 
 
@@ -142,7 +152,7 @@ def export_residual_unet(unet, controlnet, out_dir: Path, opset: int):
         ResidualUnet(unet, n).eval(), (sample, t, ehs, *down, mid), str(out_dir / "model.onnx"),
         input_names=inputs, output_names=["out_sample"], dynamic_axes=axes, opset_version=opset, dynamo=False,
     )
-    (out_dir / "config.json").write_text(json.dumps(dict(unet.config), indent=2, sort_keys=True, default=list) + "\n")
+    write_config(out_dir / "config.json", dict(unet.config))
 
 
 def randomize(controlnet, seed):
