@@ -68,7 +68,7 @@ fn parse() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    if a.model.as_os_str().is_empty() || a.controlnet.is_empty() || a.steps < 2 || a.rounds == 0 || a.size % 8 != 0 {
+    if a.model.as_os_str().is_empty() || a.controlnet.is_empty() || a.steps < 2 || a.rounds == 0 || !a.size.is_multiple_of(8) {
         return Err("usage: controlnet_bench --model DIR --controlnet NAME [--size N (multiple of 8)] [--steps N>=2] \
                     [--rounds N>0] [--guidance G] [--threads N] [--json FILE]"
             .into());
@@ -81,7 +81,7 @@ const CONFIGS: [(&str, usize); 3] = [("none", 0), ("one", 1), ("two", 2)];
 
 /// A control image with edges everywhere (a checker of 32-pixel squares).
 fn control_image(size: usize) -> ControlImage {
-    let data = (0..size * size).map(|i| if ((i % size) / 32 + (i / size) / 32) % 2 == 0 { 255 } else { 0 }).collect();
+    let data = (0..size * size).map(|i| if ((i % size) / 32 + (i / size) / 32).is_multiple_of(2) { 255 } else { 0 }).collect();
     ControlImage { width: size, height: size, channels: 1, data }
 }
 
