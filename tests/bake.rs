@@ -4,7 +4,9 @@
 //! shards cover the manifest exactly once, the DDS files load in a reader that
 //! shares no code with the writer and every mip level tiles, an asset with
 //! `generate`'s settings gives `generate`'s pixels, with and without LoRAs, and
-//! a LoRA's scale or bytes re-bake exactly the assets that use it.
+//! a LoRA's scale or bytes re-bake exactly the assets that use it, and so
+//! does a control image's (an asset with a ControlNet gives `generate
+//! --controlnet`'s pixels).
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -625,4 +627,65 @@ fn lora_assets_give_generates_pixels_rebake_on_scale_or_file_change_and_fail_alo
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["styled".into(), "styled_tiled".into()]), "{}", stderr(&o));
     assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{}", stderr(&o));
     assert!(read_png(&out.join("styled.png")).0 != styled_08, "another LoRA file makes other pixels");
+}
+
+/// A manifest on the ControlNet fixture: `plain`, `edged` (a ControlNet on a
+/// control image with Canny preprocessing) and `bad_net` (a ControlNet the
+/// model lacks, only when `with_bad` is set).
+fn write_control_manifest(dir: &Path, model: &Path, with_bad: bool) -> PathBuf {
+    let manifest = dir.join("control.toml");
+    let bad = if with_bad { "[[asset]]\nname = \"bad_net\"\ncontrol = { controlnet = \"missing\", image = \"control.png\" }\n" } else { "" };
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone wall\"\nseed = 7\nsteps = 4\nscheduler = \"ddim\"\n\
+             [[asset]]\nname = \"plain\"\n\
+             [[asset]]\nname = \"edged\"\ncontrol = {{ controlnet = \"tiny\", image = \"control.png\", preprocess = \"canny\", scale = 0.8, end = 0.8 }}\n{bad}",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+#[test]
+fn control_assets_give_generates_pixels_and_rebake_when_the_control_image_changes() {
+    let dir = scratch("control");
+    let model = common::controlnet_folder("bake");
+    std::fs::copy(common::golden("controlnet/control_b.png"), dir.join("control.png")).unwrap();
+    let out = dir.join("out");
+
+    // A ControlNet the model lacks is a manifest error naming the asset, key and line; nothing bakes.
+    let (o, _) = bake(&write_control_manifest(&dir, &model, true), &out, &[]);
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    assert!(log.contains("line 15, asset \"bad_net\", key `control`") && log.contains("no ControlNet \"missing\""), "{log}");
+    assert!(!out.join("plain.png").exists());
+
+    let manifest = write_control_manifest(&dir, &model, false);
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["plain".into(), "edged".into()]));
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--controlnet", "tiny", "--control-image"])
+        .arg(dir.join("control.png"))
+        .args(["--control-preprocess", "canny", "--control-scale", "0.8", "--control-end", "0.8", "--out"])
+        .arg(dir.join("edged_gen.png"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let edged = read_png(&out.join("edged.png")).0;
+    assert!(edged == read_png(&dir.join("edged_gen.png")).0, "edged: kiln-bake's pixels differ from generate --controlnet's");
+    let changed = edged.iter().zip(&read_png(&out.join("plain.png")).0).filter(|(a, b)| a != b).count();
+    println!("the ControlNet changes {changed} of {} channel values", edged.len());
+    assert!(changed > 0, "the ControlNet must act, so the comparison can fail");
+
+    // Other bytes under the control image's name re-bake exactly the asset that uses it.
+    std::fs::copy(common::golden("controlnet/control_a.png"), dir.join("control.png")).unwrap();
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["edged".into()]), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{}", stderr(&o));
+    assert!(read_png(&out.join("edged.png")).0 != edged, "another control image makes other pixels");
 }

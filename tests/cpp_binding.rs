@@ -1,7 +1,7 @@
 //! The C++ binding's tests (bindings/cpp/tests/*.cpp): compiled with g++ (and
 //! clang++ when present) as `-std=c++17 -Wall -Wextra -Wpedantic -Werror`
 //! against include/kiln.h, bindings/cpp/kiln.hpp and the libkiln built for this
-//! run, then run on the tiny fixture. `KILN_SKIP_BINDINGS=cpp` skips them.
+//! run, then run on the tiny fixture (and its ControlNet, tests/fixtures/controlnet). `KILN_SKIP_BINDINGS=cpp` skips them.
 mod common;
 
 use common::programs::{command, lib_path, run_limited, scratch, skipped, soname_dir, transcript};
@@ -48,7 +48,7 @@ fn cpp_tests_pass_under_each_compiler() {
         // AddressSanitizer with leak detection: the RAII handles must free everything.
         let bin = compile(compiler, "bindings/cpp/tests/test_kiln.cpp", &["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]);
         let out = run_limited(
-            command(&bin).arg(common::fixture()).env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
+            command(&bin).arg(common::fixture()).arg(common::controlnet_folder(&format!("cpp-{compiler}"))).env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
             300,
         );
         let text = transcript(&out);

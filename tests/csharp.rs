@@ -141,7 +141,11 @@ fn csharp_binding_tests_pass() {
     let dir = scratch("tests");
     build(&dir.join("build"));
     let out = run_limited(
-        command("mono").arg(dir.join("build/KilnTests.exe")).arg(common::fixture()).arg(dir.join("scratch")),
+        command("mono")
+            .arg(dir.join("build/KilnTests.exe"))
+            .arg(common::fixture())
+            .arg(dir.join("scratch"))
+            .arg(common::controlnet_folder("csharp")),
         600,
     );
     let log = text(&out);

@@ -13,7 +13,7 @@ optimum has no ControlNet export task, so Kiln defines the layout (README,
                                     -> down_block_res_sample_0..N-1, mid_block_res_sample
     controlnet/<name>/config.json   the diffusers ControlNetModel config
 
-Two modes:
+Three modes:
 
   * fixture (default): the tiny test fixture. The torch tiny-sd pipeline is
     rebuilt exactly as tools/make_tiny_fixture.py builds it (seeded), checked
@@ -29,7 +29,17 @@ Two modes:
     real diffusers U-Net and ControlNets (folders or hub ids, e.g.
     ``lllyasviel/control_v11p_sd15_canny``) into an existing optimum export DIR.
 
+  * ``--sd15-random DIR``: a full-size SD 1.5-architecture ControlNet with
+    seeded random weights (``from_unet`` on the U-Net that
+    tools/make_sd15_random.py builds with the same seed, then randomized),
+    plus its ``unet_controlnet``, added to DIR, an export made by
+    tools/make_sd15_random.py (--exporter torch or optimum). For measuring what
+    a ControlNet costs per step (examples/controlnet_bench.rs): compute does
+    not depend on weight values. About 5 GB; keep it outside the repository.
+
     /work/venv/bin/python tools/make_controlnet_fixture.py
+    /work/venv/bin/python tools/make_sd15_random.py /work/tmp/sd15-cn --exporter torch --no-check
+    /work/venv/bin/python tools/make_controlnet_fixture.py --sd15-random /work/tmp/sd15-cn
     /work/venv/bin/python tools/make_controlnet_fixture.py --diffusers runwayml/stable-diffusion-v1-5 \\
         --controlnet canny=lllyasviel/control_v11p_sd15_canny --out sd15-onnx
 """
@@ -96,6 +106,16 @@ def example_inputs(cfg, batch, h, w, seed=0):
     return sample, torch.tensor(901.0), ehs, cond
 
 
+def write_config(path: Path, cfg: dict):
+    """A diffusers config as JSON, byte-stable across runs: diffusers keeps
+    `_use_default_values` as a list made from a set, whose order changes with
+    Python's string hashing, so it is sorted."""
+    cfg = dict(cfg)
+    if isinstance(cfg.get("_use_default_values"), (list, set, tuple)):
+        cfg["_use_default_values"] = sorted(cfg["_use_default_values"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True, default=list) + "\n")
+
+
 def export_controlnet(controlnet, out_dir: Path, opset: int):
     out_dir.mkdir(parents=True, exist_ok=True)
     n = residual_count(controlnet)
@@ -112,7 +132,7 @@ def export_controlnet(controlnet, out_dir: Path, opset: int):
     )
     cfg = dict(controlnet.config)
     cfg["_class_name"] = "ControlNetModel"
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=list) + "\n")
+    write_config(out_dir / "config.json", cfg)
     return n
 
 
@@ -132,7 +152,7 @@ def export_residual_unet(unet, controlnet, out_dir: Path, opset: int):
         ResidualUnet(unet, n).eval(), (sample, t, ehs, *down, mid), str(out_dir / "model.onnx"),
         input_names=inputs, output_names=["out_sample"], dynamic_axes=axes, opset_version=opset, dynamo=False,
     )
-    (out_dir / "config.json").write_text(json.dumps(dict(unet.config), indent=2, sort_keys=True, default=list) + "\n")
+    write_config(out_dir / "config.json", dict(unet.config))
 
 
 def randomize(controlnet, seed):
@@ -239,14 +259,42 @@ def export_real(model: str, controlnets: list[str], out: Path, opset: int):
     export_residual_unet(unet, first, out / "unet_controlnet", opset)
 
 
+def export_sd15_random(out: Path, seed: int, opset: int):
+    """A random SD 1.5-size ControlNet and residual U-Net next to make_sd15_random.py's export."""
+    import time
+
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from make_sd15_random import SD15_UNET
+
+    if not (out / "unet" / "model.onnx").is_file():
+        sys.exit(f"{out} has no unet/model.onnx: make it first with tools/make_sd15_random.py")
+    if REPO in out.resolve().parents:
+        sys.exit(f"{out} is inside the repository; put the ~5 GB export elsewhere")
+    t = time.time()
+    torch.manual_seed(seed)  # as make_sd15_random.build_pipeline seeds the U-Net: the same weights
+    unet = UNet2DConditionModel(**SD15_UNET).to(torch.float32).eval()
+    controlnet = randomize(ControlNetModel.from_unet(unet), seed=17)
+    print(f"built in {time.time() - t:.0f} s; ControlNet parameters: "
+          f"{sum(p.numel() for p in controlnet.parameters()) / 1e6:.2f} M", flush=True)
+    n = export_controlnet(controlnet, out / "controlnet" / "sd15", opset)
+    print(f"exported controlnet/sd15 ({n} down residuals) at {time.time() - t:.0f} s", flush=True)
+    export_residual_unet(unet, controlnet, out / "unet_controlnet", opset)
+    print(f"exported unet_controlnet at {time.time() - t:.0f} s", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--diffusers", help="a diffusers SD 1.x/2.x model (folder or hub id) whose U-Net to export")
     ap.add_argument("--controlnet", action="append", default=[], help="NAME=MODEL, repeatable")
     ap.add_argument("--out", type=Path, help="the optimum export to add the ControlNet layout to")
+    ap.add_argument("--sd15-random", type=Path, metavar="DIR",
+                    help="add a random SD 1.5-size ControlNet to tools/make_sd15_random.py's export in DIR")
+    ap.add_argument("--seed", type=int, default=0, help="--sd15-random: the seed make_sd15_random.py used")
     ap.add_argument("--opset", type=int, default=18)
     args = ap.parse_args()
-    if args.diffusers:
+    if args.sd15_random:
+        export_sd15_random(args.sd15_random, args.seed, args.opset)
+    elif args.diffusers:
         if not args.out:
             sys.exit("--out DIR is needed with --diffusers")
         export_real(args.diffusers, args.controlnet, args.out, args.opset)

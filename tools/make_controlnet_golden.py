@@ -1,12 +1,15 @@
 """Golden outputs for Kiln's ControlNet: diffusers' StableDiffusionControlNetPipeline
-(and ...ControlNetImg2ImgPipeline) on the torch modules of tests/fixtures/tiny-sd and
+(and ...ControlNetImg2ImgPipeline, ...ControlNetInpaintPipeline) on the torch modules of tests/fixtures/tiny-sd and
 tests/fixtures/controlnet, rebuilt exactly as tools/make_tiny_fixture.py and
 tools/make_controlnet_fixture.py make them (seeded), with every random draw recorded.
 
 Writes tests/fixtures/golden/controlnet/<case>.{latents,image,draws}.npy,
 control_a.png, control_b.png and cases.json. Draw order: txt2img draws the
 initial latents only (deterministic schedulers); img2img the VAE posterior
-sample, then the start noise.
+sample, then the start noise; inpaint (4-channel U-Net, the latents blended
+with the re-noised picture after each step, mask tests/fixtures/golden/inpaint/mask.png)
+the picture's posterior sample, the start noise, then the masked picture's
+posterior sample (drawn although a 4-channel U-Net does not use it).
 
     /work/venv/bin/python tools/make_controlnet_golden.py
 """
@@ -34,7 +37,11 @@ CASES = [
     ("ddim_guess", "txt2img", "ddim", 8, 7.5, [("control_a.png", 0.9, 0.0, 1.0)], True, None),
     ("ddim_noguide", "txt2img", "ddim", 8, 1.0, [("control_b.png", 1.0, 0.0, 1.0)], False, None),
     ("ddim_img2img", "img2img", "ddim", 10, 7.5, [("control_b.png", 0.7, 0.0, 1.0)], False, 0.6),
+    ("ddim_inpaint", "inpaint", "ddim", 10, 7.5, [("control_a.png", 0.8, 0.0, 1.0)], False, 0.75),
+    ("euler_inpaint_full", "inpaint", "euler", 8, 7.5, [("control_b.png", 1.0, 0.0, 1.0)], False, 1.0),
 ]
+
+MASK = REPO / "tests/fixtures/golden/inpaint/mask.png"
 
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}
 
@@ -71,7 +78,8 @@ def record_draws():
 
 def main():
     import diffusers
-    from diffusers import ControlNetModel, StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline
+    from diffusers import (ControlNetModel, StableDiffusionControlNetImg2ImgPipeline,
+                           StableDiffusionControlNetInpaintPipeline, StableDiffusionControlNetPipeline)
     from make_controlnet_fixture import TINY, randomize
     from make_tiny_fixture import build_pipeline
 
@@ -86,7 +94,8 @@ def main():
     index = []
     for name, kind, sched, steps, guidance, controls, guess, strength in CASES:
         nets = controlnet if len(controls) == 1 else [controlnet] * len(controls)
-        cls = StableDiffusionControlNetPipeline if kind == "txt2img" else StableDiffusionControlNetImg2ImgPipeline
+        cls = {"txt2img": StableDiffusionControlNetPipeline, "img2img": StableDiffusionControlNetImg2ImgPipeline,
+               "inpaint": StableDiffusionControlNetInpaintPipeline}[kind]
         pipe = cls(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet, controlnet=nets,
                    scheduler=getattr(diffusers, SCHEDULERS[sched]).from_config(base.scheduler.config),
                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -112,8 +121,12 @@ def main():
         with torch.no_grad():
             if kind == "txt2img":
                 out = pipe(image=control, height=64, width=64, **kwargs)
-            else:
+            elif kind == "img2img":
                 out = pipe(image=init, control_image=control, strength=strength, height=64, width=64, **kwargs)
+            else:
+                mask = Image.open(MASK)
+                out = pipe(image=init, mask_image=mask, control_image=control, strength=strength, height=64, width=64,
+                           **kwargs)
         restore()
         flat = np.concatenate([d.reshape(-1) for d in draws]).astype(np.float32)
         np.save(OUT / f"{name}.latents.npy", captured["latents"])
@@ -122,7 +135,8 @@ def main():
         index.append({
             "name": name, "kind": kind, "kiln_scheduler": sched, "steps": steps, "guidance_scale": guidance,
             "prompt": PROMPT, "negative_prompt": NEGATIVE if guidance > 1 else "", "guess_mode": guess,
-            "strength": strength, "init_image": "../ddim_cfg.png" if kind == "img2img" else None,
+            "strength": strength, "init_image": "../ddim_cfg.png" if kind != "txt2img" else None,
+            "mask": "../inpaint/mask.png" if kind == "inpaint" else None,
             "controls": [{"image": c[0], "scale": c[1], "start": c[2], "end": c[3]} for c in controls],
             "draws_len": int(flat.size), "unet_timesteps": captured["t"],
         })

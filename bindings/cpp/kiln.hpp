@@ -3,6 +3,7 @@
  *
  *   kiln::Runtime, kiln::Model, kiln::Image, kiln::Job   move-only owners: no deleters to write
  *   kiln::Result<T>                                      [[nodiscard]]; no exceptions needed
+ *   kiln::control(name, image)                           a ControlNet entry for kiln_generate_options.controls
  *   result.value(), kiln::check(result)                  the optional throwing layer (kiln::Exception),
  *                                                        compiled only when exceptions are on
  *
@@ -87,6 +88,10 @@
     X(kiln_status, kiln_model_with_adapters, (const struct kiln_model *, const struct kiln_lora *, size_t, const struct kiln_embedding *, size_t, struct kiln_model **)) \
     X(kiln_status, kiln_model_lora_count, (const struct kiln_model *, size_t *)) \
     X(kiln_status, kiln_model_lora_get, (const struct kiln_model *, size_t, float *, char *, size_t, size_t *)) \
+    /* ControlNet (issue 17) */ \
+    X(void, kiln_control_init, (struct kiln_control *)) \
+    X(kiln_status, kiln_image_canny, (const struct kiln_image *, float, float, struct kiln_image **)) \
+    X(kiln_status, kiln_image_height_to_depth, (const struct kiln_image *, struct kiln_image **)) \
     X(uint32_t, kiln_version, ()) \
     X(const char *, kiln_version_string, ())
 /* Every C struct this binding uses, with its last field: X(struct, last field). */
@@ -103,7 +108,8 @@
     X(kiln_material_options, invert_height) \
     X(kiln_runtime_options, device_latents) \
     X(kiln_lora, path) \
-    X(kiln_embedding, token)
+    X(kiln_embedding, token) \
+    X(kiln_control, reserved)
 /* Every field of those structs: X(struct, field, type). */
 #define KILN_HPP_STRUCT_FIELDS(X) \
     X(kiln_job_event, struct_size, uint32_t) \
@@ -233,7 +239,17 @@
     X(kiln_lora, path, const char *) \
     X(kiln_embedding, struct_size, uint32_t) \
     X(kiln_embedding, path, const char *) \
-    X(kiln_embedding, token, const char *)
+    X(kiln_embedding, token, const char *) \
+    X(kiln_control, struct_size, uint32_t) \
+    X(kiln_control, preprocess, uint32_t) \
+    X(kiln_control, controlnet, const char *) \
+    X(kiln_control, image, const struct kiln_image *) \
+    X(kiln_control, scale, float) \
+    X(kiln_control, start, float) \
+    X(kiln_control, end, float) \
+    X(kiln_control, canny_low, float) \
+    X(kiln_control, canny_high, float) \
+    X(kiln_control, reserved, uint32_t)
 /* Enum constants: X(C++ enumerator, C constant), one table per enum. */
 #define KILN_HPP_ENUM_STATUS(X) \
     X(ok, KILN_STATUS_OK) \
@@ -328,6 +344,12 @@
     X(key, KILN_MATTE_KEY) \
     X(graph, KILN_MATTE_GRAPH)
 
+#define KILN_HPP_ENUM_CONTROLPREPROCESS(X) \
+    X(none, KILN_CONTROL_PREPROCESS_NONE) \
+    X(canny, KILN_CONTROL_PREPROCESS_CANNY) \
+    X(height, KILN_CONTROL_PREPROCESS_HEIGHT) \
+    X(tile, KILN_CONTROL_PREPROCESS_TILE)
+
 namespace kiln {
 
 namespace abi {
@@ -379,6 +401,8 @@ enum class NormalConvention : std::uint32_t { KILN_HPP_ENUM_NORMALCONVENTION(KIL
 enum class CellColor : std::uint32_t { KILN_HPP_ENUM_CELLCOLOR(KILN_HPP_ENUMERATOR) };
 /** Where a sprite's alpha comes from (`kiln_matte`). */
 enum class Matte : std::uint32_t { KILN_HPP_ENUM_MATTE(KILN_HPP_ENUMERATOR) };
+/** How a ControlNet's image becomes its control image (`kiln_control.preprocess`). */
+enum class ControlPreprocess : std::uint32_t { KILN_HPP_ENUM_CONTROLPREPROCESS(KILN_HPP_ENUMERATOR) };
 #undef KILN_HPP_ENUMERATOR
 
 /** The C value of a binding enum, for the `uint32_t` fields of the options structs. */
@@ -508,6 +532,7 @@ KILN_HPP_DEFAULTS(kiln_pixel_art_options, ::kiln_pixel_art_options_init)
 KILN_HPP_DEFAULTS(kiln_material_options, ::kiln_material_options_init)
 KILN_HPP_DEFAULTS(kiln_lora, ::kiln_lora_init)
 KILN_HPP_DEFAULTS(kiln_embedding, ::kiln_embedding_init)
+KILN_HPP_DEFAULTS(kiln_control, ::kiln_control_init)
 #undef KILN_HPP_DEFAULTS
 
 /** The library's version, `(major << 16) | (minor << 8) | patch`. */
@@ -578,6 +603,20 @@ public:
         return Image(out);
     }
     inline Result<MaterialMaps> material_maps(const ::kiln_material_options *options = nullptr) const;
+    /** Canny edges as OpenCV's `cv2.Canny(gray, low, high)` finds them (a ControlNet control image). */
+    Result<Image> canny(float low = 100.0f, float high = 200.0f) const {
+        ::kiln_image *out = nullptr;
+        ::kiln_status s = ::kiln_image_canny(p_, low, high, &out);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Image(out);
+    }
+    /** This height map (bright = high) as a depth-ControlNet image: gray, stretched to 0..255. */
+    Result<Image> height_to_depth() const {
+        ::kiln_image *out = nullptr;
+        ::kiln_status s = ::kiln_image_height_to_depth(p_, &out);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Image(out);
+    }
     /** How visible the wrap seam is along Seamless::x or Seamless::y (about 1 or below tiles cleanly). */
     Result<float> seam_score(Seamless axis) const {
         float score = 0;
@@ -749,6 +788,23 @@ struct LoraSpec {
     std::string path;
     float scale = 1.0f;
 };
+
+/**
+ * One ControlNet for a generation, as a `kiln_control` from kiln::control(): the name of a folder under the
+ * model's `controlnet/` and the control image, both borrowed for the call (keep them alive until it returns
+ * or, for Model::submit, until submit returns: Kiln copies them before queueing). Put an array of them in
+ * `kiln_generate_options.controls` / `control_count`; set `preprocess`, `scale`, `start`, `end`, `canny_*`
+ * on the struct as needed.
+ */
+inline ::kiln_control control(const char *controlnet, const Image &image, float scale = 1.0f,
+                              ControlPreprocess preprocess = ControlPreprocess::none) noexcept {
+    ::kiln_control c = defaults<::kiln_control>();
+    c.controlnet = controlnet;
+    c.image = image.get();
+    c.scale = scale;
+    c.preprocess = to_c(preprocess);
+    return c;
+}
 
 /** A loaded model. Move-only; internally synchronized, so several threads may generate from one. */
 class Model {

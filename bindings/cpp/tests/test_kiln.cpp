@@ -1,7 +1,9 @@
-// Tests of kiln.hpp against the built library: ownership, results and errors, the job API, the
-// throwing layer. Run by tests/cpp_binding.rs as `test_kiln MODEL_DIR`; prints "N passed, N failed".
+// Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, the
+// throwing layer. Run by tests/cpp_binding.rs as `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR`; prints
+// "N passed, N failed".
 #include "kiln.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -121,6 +123,67 @@ static void test_loras(const kiln::Model &model, const std::string &lora_dir) {
     CHECK(again.ok() && std::memcmp(again->pixels(), base->pixels(), std::size_t(base->width()) * base->height() * 4) == 0);
 }
 
+// ControlNet on the fixture with tests/fixtures/controlnet added: a painted height map's Canny edges shape
+// the image (it differs from the uncontrolled one), Kiln's own Canny preprocessing of the painted map gives
+// the same pixels as passing the edges, and a missing ControlNet is refused with the model still usable.
+static void test_controlnet(const kiln::Runtime &rt, const std::string &dir) {
+    kiln::Result<kiln::Model> model = rt.load_model(dir);
+    CHECK(model.ok());
+    if (!model) return;
+    const std::uint32_t size = 64;
+    std::vector<std::uint8_t> painted(size * size * 4, 255);
+    for (std::uint32_t y = 0; y < size; ++y)
+        for (std::uint32_t x = 0; x < size; ++x) {
+            int dx = int(x) - 32, dy = int(y) - 30;
+            std::uint8_t v = dx * dx + dy * dy < 18 * 18 ? 230 : std::uint8_t(x * 2);
+            std::memset(&painted[(y * size + x) * 4], v, 3);
+        }
+    kiln::Result<kiln::Image> height = kiln::Image::create(size, size, painted.data(), painted.size());
+    CHECK(height.ok());
+    if (!height) return;
+    kiln::Result<kiln::Image> edges = height->canny(100.0f, 200.0f);
+    kiln::Result<kiln::Image> depth = height->height_to_depth();
+    CHECK(edges.ok() && depth.ok());
+    if (!edges || !depth) return;
+    std::size_t white = 0, lo = 255, hi = 0;
+    for (std::size_t i = 0; i < std::size_t(size) * size; ++i) {
+        white += edges->pixels()[i * 4] == 255;
+        lo = std::min<std::size_t>(lo, depth->pixels()[i * 4]);
+        hi = std::max<std::size_t>(hi, depth->pixels()[i * 4]);
+    }
+    std::printf("controlnet: %zu edge pixels; depth spans %zu..%zu\n", white, lo, hi);
+    CHECK(white > 0 && white < std::size_t(size) * size / 2);
+    CHECK(lo == 0 && hi == 255);
+    CHECK(height->canny(-1.0f, 200.0f).status() == kiln::Status::invalid_argument);
+
+    auto o = options_for("mossy stone brick wall", 7, 4);
+    kiln::Result<kiln::Image> plain = model->generate(o);
+    ::kiln_control control = kiln::control("tiny", *edges, 0.8f);
+    o.controls = &control;
+    o.control_count = 1;
+    kiln::Result<kiln::Image> guided = model->generate(o);
+    ::kiln_control by_name = kiln::control("tiny", *height, 0.8f, kiln::ControlPreprocess::canny);
+    o.controls = &by_name;
+    kiln::Result<kiln::Image> preprocessed = model->generate(o);
+    CHECK(plain.ok() && guided.ok() && preprocessed.ok());
+    if (!plain || !guided || !preprocessed) return;
+    const std::size_t n = std::size_t(size) * size * 4;
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < n; ++i) differing += plain->pixels()[i] != guided->pixels()[i];
+    std::printf("controlnet: %zu of %zu bytes differ from the uncontrolled image (need > 0)\n", differing, n);
+    CHECK(guided->width() == size && differing > 0);
+    CHECK(std::memcmp(guided->pixels(), preprocessed->pixels(), n) == 0);
+
+    ::kiln_control missing = kiln::control("no-such-controlnet", *edges);
+    o.controls = &missing;
+    kiln::Result<kiln::Image> refused = model->generate(o);
+    CHECK(refused.status() == kiln::Status::model_not_found);
+    CHECK(!refused && refused.error().message().find("tiny") != std::string::npos);
+    o.controls = &control;
+    kiln::Result<kiln::Image> again = model->generate(o);
+    CHECK(again.ok() && std::memcmp(again->pixels(), guided->pixels(), n) == 0);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -190,8 +253,8 @@ static void test_throwing_layer(const kiln::Runtime &rt) {
 #endif
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: test_kiln MODEL_DIR\n");
+    if (argc != 2 && argc != 3) {
+        std::fprintf(stderr, "usage: test_kiln MODEL_DIR [CONTROLNET_MODEL_DIR]\n");
         return 2;
     }
     CHECK(kiln::header_matches_library());
@@ -212,6 +275,7 @@ int main(int argc, char **argv) {
         kiln::Model moved = std::move(*model);
         CHECK(!*model && moved);
     }
+    if (argc == 3) test_controlnet(*rt, argv[2]);
 #ifdef KILN_CPP_EXCEPTIONS
     test_throwing_layer(*rt);
 #endif

@@ -4,6 +4,40 @@ using Kiln.Interop;
 namespace Kiln
 {
     /// <summary>
+    /// One ControlNet for a generation (C: <c>kiln_control</c>): a folder under the model's
+    /// <c>controlnet/</c> and its control image (any size with the output's aspect ratio).
+    /// The image is borrowed for the call (Submit copies it before queueing).
+    /// </summary>
+    public sealed class KilnControlSpec
+    {
+        /// <summary>The ControlNet's folder name under the model's <c>controlnet/</c>.</summary>
+        public string ControlNet;
+        /// <summary>The control image (an edge map, a depth map, the picture itself for tile).</summary>
+        public KilnImage Image;
+        /// <summary>How <see cref="Image"/> becomes the control image; None uses it as given.</summary>
+        public KilnControlPreprocess Preprocess;
+        /// <summary>diffusers' <c>controlnet_conditioning_scale</c>.</summary>
+        public float Scale = 1f;
+        /// <summary>Fraction of the schedule before the ControlNet starts, 0..1.</summary>
+        public float Start;
+        /// <summary>Fraction of the schedule after which it stops, 0..1.</summary>
+        public float End = 1f;
+        /// <summary>Canny's lower threshold (Preprocess Canny).</summary>
+        public float CannyLow = 100f;
+        /// <summary>Canny's upper threshold.</summary>
+        public float CannyHigh = 200f;
+
+        /// <summary>A ControlNet at <c>scale</c> over the whole schedule.</summary>
+        public KilnControlSpec(string controlNet, KilnImage image, float scale = 1f, KilnControlPreprocess preprocess = KilnControlPreprocess.None)
+        {
+            ControlNet = controlNet;
+            Image = image;
+            Scale = scale;
+            Preprocess = preprocess;
+        }
+    }
+
+    /// <summary>
     /// One generation request (C: <c>kiln_generate_options</c>). Zero or null keeps Kiln's
     /// default: native size, 20 steps, guidance 7.5, the model's scheduler, seed 0.
     /// </summary>
@@ -56,6 +90,11 @@ namespace Kiln
         /// <summary>JSON object overriding the model's scheduler_config.json values; null = none.</summary>
         public string SchedulerOverrides;
 
+        /// <summary>ControlNets (each a folder under the model's <c>controlnet/</c>); null or empty = none.</summary>
+        public KilnControlSpec[] Controls;
+        /// <summary>diffusers' guess mode (with CFG only the conditional half gets the residuals).</summary>
+        public bool GuessMode;
+
         /// <summary>A copy (the arrays are shared, not copied).</summary>
         public KilnGenerateSettings Clone() { return (KilnGenerateSettings)MemberwiseClone(); }
 
@@ -89,6 +128,27 @@ namespace Kiln
             o.mask_width = MaskWidth;
             o.mask_height = MaskHeight;
             o.scheduler_overrides = pins.PinString(SchedulerOverrides);
+            if (Controls != null && Controls.Length > 0)
+            {
+                var c = new KilnControl[Controls.Length];
+                for (int i = 0; i < c.Length; i++)
+                {
+                    KilnControlSpec spec = Controls[i];
+                    if (spec == null) throw new ArgumentNullException("Controls[" + i + "]");
+                    c[i] = KilnDefaults.Control();
+                    c[i].controlnet = pins.PinString(spec.ControlNet);
+                    c[i].image = spec.Image == null ? IntPtr.Zero : pins.Borrow(spec.Image.Handle);
+                    c[i].preprocess = (uint)spec.Preprocess;
+                    c[i].scale = spec.Scale;
+                    c[i].start = spec.Start;
+                    c[i].end = spec.End;
+                    c[i].canny_low = spec.CannyLow;
+                    c[i].canny_high = spec.CannyHigh;
+                }
+                o.controls = pins.Pin(c);
+                o.control_count = new UIntPtr((uint)c.Length);
+            }
+            o.guess_mode = GuessMode ? 1u : 0u;
             return o;
         }
     }

@@ -94,6 +94,22 @@ namespace Kiln
             normal = new KilnImage(n);
         }
 
+        /// <summary>Canny edges as OpenCV's <c>cv2.Canny(gray, low, high)</c> finds them: a ControlNet control image.</summary>
+        public KilnImage Canny(float low = 100f, float high = 200f)
+        {
+            IntPtr raw;
+            KilnStatusNames.Check(KilnNative.kiln_image_canny(Handle, low, high, out raw));
+            return new KilnImage(raw);
+        }
+
+        /// <summary>This height map (bright = high) as a depth-ControlNet image: gray, stretched to 0..255.</summary>
+        public KilnImage HeightToDepth()
+        {
+            IntPtr raw;
+            KilnStatusNames.Check(KilnNative.kiln_image_height_to_depth(Handle, out raw));
+            return new KilnImage(raw);
+        }
+
         /// <summary>Frees the image.</summary>
         public void Dispose() { Handle.Dispose(); }
     }

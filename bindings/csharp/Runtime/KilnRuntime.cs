@@ -20,10 +20,24 @@ namespace Kiln
 
         internal IntPtr PinString(string s) { return Pin(Utf8.ToNative(s)); }
 
+        readonly List<SafeHandle> borrowed = new List<SafeHandle>();
+
+        /// <summary>The raw pointer of a Kiln handle, kept from being released until Dispose.</summary>
+        internal IntPtr Borrow(SafeHandle handle)
+        {
+            if (handle == null) return IntPtr.Zero;
+            bool added = false;
+            handle.DangerousAddRef(ref added);
+            if (added) borrowed.Add(handle);
+            return handle.DangerousGetHandle();
+        }
+
         public void Dispose()
         {
             foreach (var h in handles) h.Free();
             handles.Clear();
+            foreach (var h in borrowed) h.DangerousRelease();
+            borrowed.Clear();
         }
     }
 

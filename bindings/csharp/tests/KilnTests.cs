@@ -3,7 +3,7 @@
 // the rules IL2CPP enforces but Mono's JIT does not. Prints one line per test and
 // "N passed, N failed"; exits 1 on any failure.
 //
-//   mono KilnTests.exe MODEL_DIR SCRATCH_DIR
+//   mono KilnTests.exe MODEL_DIR SCRATCH_DIR [CONTROLNET_MODEL_DIR]
 // Console program for Mono, not part of the Unity package: compiled to nothing in Unity.
 #if !UNITY_5_3_OR_NEWER
 using System;
@@ -18,7 +18,7 @@ using Kiln.Interop;
 
 static class KilnTests
 {
-    static string modelDir, scratch;
+    static string modelDir, scratch, controlNetModelDir;
     static KilnRuntime runtime;
     static KilnModel model;
 
@@ -98,6 +98,7 @@ static class KilnTests
             { typeof(KilnMaterialOptions), KilnNative.kiln_material_options_init },
             { typeof(KilnLora), KilnNative.kiln_lora_init },
             { typeof(KilnEmbedding), KilnNative.kiln_embedding_init },
+            { typeof(KilnControl), KilnNative.kiln_control_init },
         };
         IntPtr buf = Marshal.AllocHGlobal(4096);
         try
@@ -604,6 +605,66 @@ static class KilnTests
         return model.Submit(new KilnGenerateSettings { Prompt = "forgotten", Steps = 200 }).Id;
     }
 
+    static void ControlNetShapesTheImage()
+    {
+        // The fixture with tests/fixtures/controlnet added (CONTROLNET_MODEL_DIR): a painted
+        // height map's Canny edges change the image; Kiln's own Canny preprocessing of the
+        // painted map gives the same pixels as passing the edges; a missing ControlNet throws
+        // MODEL_NOT_FOUND and the model stays usable.
+        const int size = 64;
+        var painted = new byte[size * size * 4];
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+            {
+                int dx = x - 32, dy = y - 30, i = (y * size + x) * 4;
+                byte v = dx * dx + dy * dy < 18 * 18 ? (byte)230 : (byte)(x * 2);
+                painted[i] = painted[i + 1] = painted[i + 2] = v;
+                painted[i + 3] = 255;
+            }
+        using (KilnModel cn = KilnModel.Load(runtime, controlNetModelDir))
+        using (KilnImage height = KilnImage.Create(size, size, painted))
+        using (KilnImage edges = height.Canny(100f, 200f))
+        using (KilnImage depth = height.HeightToDepth())
+        {
+            byte[] e = edges.ToArray(), d = depth.ToArray();
+            int white = 0, lo = 255, hi = 0;
+            for (int i = 0; i < size * size; i++)
+            {
+                if (e[i * 4] == 255) white++;
+                lo = Math.Min(lo, d[i * 4]);
+                hi = Math.Max(hi, d[i * 4]);
+            }
+            Console.WriteLine("    " + white + " edge pixels; depth spans " + lo + ".." + hi);
+            Check(white > 0 && white < size * size / 2, "edge count " + white);
+            Check(lo == 0 && hi == 255, "depth range " + lo + ".." + hi);
+            Throws(() => height.Canny(-1f, 200f), KilnStatus.InvalidArgument, "negative Canny threshold");
+
+            var settings = Quick("mossy stone brick wall", 7);
+            byte[] plain, guided, byName;
+            using (KilnImage image = cn.Generate(settings)) plain = image.ToArray();
+            settings.Controls = new[] { new KilnControlSpec("tiny", edges, 0.8f) };
+            using (KilnImage image = cn.Generate(settings)) guided = image.ToArray();
+            settings.Controls = new[] { new KilnControlSpec("tiny", height, 0.8f, KilnControlPreprocess.Canny) };
+            using (KilnImage image = cn.Generate(settings)) byName = image.ToArray();
+            int differing = plain.Zip(guided, (x, y) => x != y).Count(b => b);
+            Console.WriteLine("    controlnet: " + differing + " of " + plain.Length + " bytes differ from the uncontrolled image (need > 0)");
+            Check(differing > 0, "the ControlNet did not change the image");
+            SamePixels(guided, byName, "Canny preprocessing by name vs the edges image");
+
+            settings.Controls = new[] { new KilnControlSpec("no-such-controlnet", edges) };
+            KilnException ex = Throws(() => cn.Generate(settings).Dispose(), KilnStatus.ModelNotFound, "missing ControlNet");
+            Check(ex.NativeMessage.Contains("tiny"), "the message lists the model's ControlNets: " + ex.NativeMessage);
+            settings.Controls = new[] { new KilnControlSpec("tiny", edges, 0.8f) };
+            using (KilnImage image = cn.Generate(settings)) SamePixels(guided, image.ToArray(), "ControlNet after the error");
+            // Jobs copy the controls before queueing.
+            using (KilnJob job = cn.Submit(settings))
+            {
+                Equal(KilnJobState.Succeeded, PollUntilEnded(job).State, "ControlNet job state");
+                SamePixels(guided, job.CopyImage(), "ControlNet job vs blocking generate");
+            }
+        }
+    }
+
     static void DefaultExampleRequest()
     {
         // What Txt2Img does (defaults, seed 42), written for tests/csharp.rs to compare
@@ -614,13 +675,14 @@ static class KilnTests
 
     static int Main(string[] args)
     {
-        if (args.Length != 2)
+        if (args.Length != 2 && args.Length != 3)
         {
-            Console.Error.WriteLine("usage: KilnTests.exe MODEL_DIR SCRATCH_DIR");
+            Console.Error.WriteLine("usage: KilnTests.exe MODEL_DIR SCRATCH_DIR [CONTROLNET_MODEL_DIR]");
             return 2;
         }
         modelDir = args[0];
         scratch = args[1];
+        controlNetModelDir = args.Length == 3 ? args[2] : null;
         Directory.CreateDirectory(scratch);
         var tests = new List<KeyValuePair<string, Action>>
         {
@@ -647,6 +709,8 @@ static class KilnTests
             new KeyValuePair<string, Action>("CancelAll stops every job", CancelAllStopsEveryJob),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };
+        if (controlNetModelDir != null)
+            modelTests.Add(new KeyValuePair<string, Action>("ControlNet shapes the image; preprocessors; errors", ControlNetShapesTheImage));
         int passed = 0, failed = 0;
         Action<string, Action> run = (name, test) =>
         {

@@ -174,6 +174,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     // Keys first: they need each model's and LoRA's identity, not the model itself.
     let mut identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut lora_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+    let mut control_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut todo: Vec<Todo<'_>> = Vec::new();
     let mut keys: HashMap<String, String> = HashMap::new();
@@ -193,13 +194,23 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                         .clone()
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok((id, loras))
+            let controls = asset
+                .controls
+                .iter()
+                .map(|c| {
+                    control_identities
+                        .entry(c.image.clone())
+                        .or_insert_with(|| store::file_identity(&c.image).map_err(|e| format!("cannot read control image {}: {e}", c.image.display())))
+                        .clone()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((id, loras, controls))
         });
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
             Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
-            Ok((id, loras)) => {
-                let key = store::content_key(asset, &id, &loras);
+            Ok((id, loras, controls)) => {
+                let key = store::content_key(asset, &id, &loras, &controls);
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
                     entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
@@ -389,7 +400,7 @@ fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
 fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Path, progress: &mut Progress) -> Result<Vec<String>, String> {
     let view = if model.seamless_axes() == asset.seamless { model.clone() } else { model.seamless(asset.seamless).map_err(|e| e.to_string())? };
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
-    let id = pool.submit(&view, asset.request(), Default::default());
+    let id = pool.submit(&view, asset.request_with_controls()?, Default::default());
     let mut step = 0;
     let mut cancelled = false;
     let state = loop {

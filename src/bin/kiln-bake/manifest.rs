@@ -28,6 +28,7 @@ struct Table {
     size: Option<Spanned<Vec<i64>>>,
     seamless: Option<Spanned<String>>,
     lora: Option<Spanned<Lora>>,
+    control: Option<Spanned<ControlEntry>>,
     sprite: Option<Spanned<bool>>,
     pixel_art: Option<Spanned<String>>,
     normal_map: Option<Spanned<bool>>,
@@ -50,6 +51,26 @@ enum Lora {
 struct LoraSpec {
     path: String,
     scale: Option<f64>,
+}
+
+/// `control = { controlnet = "canny", image = "edges.png", ... }` or a list of
+/// them (`[]` = none, which turns a `[defaults]` control off for one asset).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ControlEntry {
+    One(ControlSpec),
+    Many(Vec<ControlSpec>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlSpec {
+    controlnet: String,
+    image: String,
+    preprocess: Option<String>,
+    scale: Option<f64>,
+    start: Option<f64>,
+    end: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +147,26 @@ pub struct AssetLora {
     pub scale: f32,
 }
 
+/// One ControlNet guiding an asset (as `generate --controlnet NAME --control-image FILE ...`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AssetControl {
+    /// A folder under the model's `controlnet/`.
+    pub controlnet: String,
+    /// The control image (a PNG; relative paths resolved against the manifest's
+    /// folder). Not in the serialized settings: the content key holds the
+    /// file's identity instead.
+    #[serde(skip)]
+    pub image: PathBuf,
+    /// `none`, `canny`, `height` or `tile` (validated).
+    pub preprocess: String,
+    /// Conditioning scale.
+    pub scale: f32,
+    /// Fraction of the schedule before it starts.
+    pub start: f32,
+    /// Fraction of the schedule after which it stops.
+    pub end: f32,
+}
+
 /// One asset with the defaults applied and every value checked.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Asset {
@@ -155,6 +196,8 @@ pub struct Asset {
     /// serialized settings: the content key holds each file's identity instead.
     #[serde(skip)]
     pub loras: Vec<AssetLora>,
+    /// ControlNets, in manifest order; their residuals add.
+    pub controls: Vec<AssetControl>,
     /// Cut out a sprite.
     pub sprite: bool,
     /// `(cell, colors)`.
@@ -192,6 +235,23 @@ impl Asset {
             height: self.size[1],
             ..Default::default()
         }
+    }
+
+    /// [`Asset::request`] with the control images read from their files.
+    pub fn request_with_controls(&self) -> Result<kiln::GenerateRequest, String> {
+        let mut request = self.request();
+        for c in &self.controls {
+            let rgb = kiln::pipeline::inputs::read_init_image(&c.image).map_err(|e| format!("control image: {e}"))?;
+            let image = kiln::image::control::ControlImage { width: rgb.width, height: rgb.height, channels: 3, data: rgb.rgb };
+            request.controls.push(kiln::pipeline::control::Control {
+                preprocess: kiln::image::control::Preprocess::from_name(&c.preprocess).expect("validated"),
+                scale: c.scale,
+                start: c.start,
+                end: c.end,
+                ..kiln::pipeline::control::Control::new(c.controlnet.clone(), image)
+            });
+        }
+        Ok(request)
     }
 
     /// The post-processing asked for.
@@ -532,6 +592,38 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             loras.push(AssetLora { path, scale: scale as f32 });
         }
     }
+    let mut controls = Vec::new();
+    if let Some((control, line)) = pick!(control) {
+        let specs = match control {
+            ControlEntry::One(s) => std::slice::from_ref(s),
+            ControlEntry::Many(v) => v.as_slice(),
+        };
+        for spec in specs {
+            let mut fail = |m: String| errors.push(err(line, "control", m));
+            let name = &spec.controlnet;
+            if name.is_empty() || name.contains(['/', '\\']) || name == "." || name == ".." {
+                fail(format!("controlnet {name:?} is not a folder name under the model's controlnet/"));
+            } else if model.join("model_index.json").is_file() && !model.join("controlnet").join(name).join("model.onnx").is_file() {
+                fail(format!("{} has no ControlNet {name:?} (no controlnet/{name}/model.onnx)", model.display()));
+            }
+            let image = base.join(&spec.image);
+            if !image.is_file() {
+                fail(format!("control image {} is not a file", image.display()));
+            }
+            let preprocess = spec.preprocess.clone().unwrap_or_else(|| "none".into());
+            if kiln::image::control::Preprocess::from_name(&preprocess).is_none() {
+                fail(format!("preprocess {preprocess:?} is not \"none\", \"canny\", \"height\" or \"tile\""));
+            }
+            let (scale, start, end) = (spec.scale.unwrap_or(1.0), spec.start.unwrap_or(0.0), spec.end.unwrap_or(1.0));
+            if !(scale.is_finite() && (scale as f32).is_finite()) {
+                fail(format!("scale {scale} of controlnet {name:?} is not a finite number"));
+            }
+            if !(0.0..=1.0).contains(&start) || !(0.0..=1.0).contains(&end) || start >= end {
+                fail(format!("start {start} and end {end} of controlnet {name:?} are not 0 <= start < end <= 1"));
+            }
+            controls.push(AssetControl { controlnet: name.clone(), image, preprocess, scale: scale as f32, start: start as f32, end: end as f32 });
+        }
+    }
     let sprite = pick!(sprite).is_some_and(|(b, _)| *b);
     let pixel_art = match pick!(pixel_art) {
         None => None,
@@ -585,6 +677,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             size,
             seamless,
             loras,
+            controls,
             sprite,
             pixel_art,
             normal_map,

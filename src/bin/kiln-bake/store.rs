@@ -100,7 +100,7 @@ pub fn file_identity(path: &Path) -> std::io::Result<String> {
 /// each LoRA's file identity and scale (`lora_identities` in the order of
 /// `asset.loras`) and Kiln's version (a new Kiln may make other pixels).
 /// An asset without LoRAs keeps the key it had before LoRAs existed.
-pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[String]) -> String {
+pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[String], control_identities: &[String]) -> String {
     let settings = serde_json::to_string(asset).expect("asset settings serialize");
     let mut h = Fnv::new();
     h.field(b"kiln-bake key v1");
@@ -111,6 +111,11 @@ pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[Strin
         h.field(b"lora");
         h.field(identity.as_bytes());
         h.field(&lora.scale.to_bits().to_le_bytes());
+    }
+    // The control images' bytes (their settings are in `settings`).
+    for identity in control_identities {
+        h.field(b"control image");
+        h.field(identity.as_bytes());
     }
     format!("{:016x}", h.finish())
 }

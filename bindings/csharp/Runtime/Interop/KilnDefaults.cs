@@ -55,6 +55,8 @@ namespace Kiln.Interop
         public static KilnLora Lora() { IntPtr b = Begin(); KilnNative.kiln_lora_init(b); return End<KilnLora>(b); }
         /// <summary><c>kiln_embedding_init</c>.</summary>
         public static KilnEmbedding Embedding() { IntPtr b = Begin(); KilnNative.kiln_embedding_init(b); return End<KilnEmbedding>(b); }
+        /// <summary><c>kiln_control_init</c>.</summary>
+        public static KilnControl Control() { IntPtr b = Begin(); KilnNative.kiln_control_init(b); return End<KilnControl>(b); }
         /// <summary><c>kiln_material_options_init</c>.</summary>
         public static KilnMaterialOptions MaterialOptions() { IntPtr b = Begin(); KilnNative.kiln_material_options_init(b); return End<KilnMaterialOptions>(b); }
     }

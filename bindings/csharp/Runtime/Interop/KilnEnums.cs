@@ -153,6 +153,16 @@ namespace Kiln.Interop
         Graph = 2,
     }
 
+    /// <summary>How a ControlNet's image becomes its control image (C: <c>kiln_control_preprocess</c>).</summary>
+    [NativeEnum("KILN_CONTROL_PREPROCESS_")]
+    public enum KilnControlPreprocess : uint
+    {
+        None = 0,
+        Canny = 1,
+        Height = 2,
+        Tile = 3,
+    }
+
     /// <summary>Names the C constant prefix of an enum mirrored from kiln.h.</summary>
     [AttributeUsage(AttributeTargets.Enum)]
     public sealed class NativeEnumAttribute : Attribute

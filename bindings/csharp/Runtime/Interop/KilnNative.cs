@@ -130,6 +130,14 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_image_seam_score(KilnImageHandle image, uint axis, out float score_out);
 
+        // ControlNet (issue 17).
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern void kiln_control_init(IntPtr control);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_image_canny(KilnImageHandle image, float low, float high, out IntPtr edges_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_image_height_to_depth(KilnImageHandle image, out IntPtr depth_out);
+
         // Jobs (ids are generation-counted u64s: a stale id is a status, never a crash).
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern void kiln_job_options_init(IntPtr options);

@@ -88,6 +88,22 @@ namespace Kiln.Interop
         public uint reserved4;
     }
 
+    /// <summary>C: <c>kiln_control</c>: one ControlNet in <c>kiln_generate_options.controls</c>.</summary>
+    [NativeName("kiln_control"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnControl
+    {
+        public uint struct_size;
+        public uint preprocess;
+        public IntPtr controlnet;
+        public IntPtr image;
+        public float scale;
+        public float start;
+        public float end;
+        public float canny_low;
+        public float canny_high;
+        public uint reserved;
+    }
+
     /// <summary>C: <c>kiln_job_progress</c>.</summary>
     [NativeName("kiln_job_progress"), StructLayout(LayoutKind.Sequential)]
     public struct KilnJobProgress

@@ -12,8 +12,8 @@ else the system loader; see ``kiln.library_path()``.
 from __future__ import annotations
 
 from kiln import _library
-from kiln._options import GenerateOptions
-from kiln.enums import (CellColor, Graph, JobEventKind, JobState, LogLevel, Matte, NormalConvention, Provider,
+from kiln._options import Control, GenerateOptions
+from kiln.enums import (CellColor, ControlPreprocess, Graph, JobEventKind, JobState, LogLevel, Matte, NormalConvention, Provider,
                         Residency, GpuMath, Scheduler, Seamless, Status)
 from kiln.errors import (AdapterMismatchError, ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
                          InternalError, InvalidHandleError, JobFailedError, KilnError, KilnIOError, ModelError,
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Runtime", "Model", "ModelInfo", "Image", "Job", "Progress", "Preview", "Rect", "Sprite", "MaterialMaps",
-    "GenerateOptions", "LogCallback", "Status", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph",
+    "GenerateOptions", "Control", "ControlPreprocess", "LogCallback", "Status", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph",
     "Residency", "GpuMath", "Seamless", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
     "BufferTooSmallError", "InvalidHandleError", "ModelError", "ModelNotFoundError", "KilnIOError",
     "UnsupportedError", "RuntimeLoadError", "ProviderError", "InferenceError", "CancelledError", "BusyError",

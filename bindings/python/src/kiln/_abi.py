@@ -124,6 +124,10 @@ RuntimeOptions = _struct("kiln_runtime_options", [
 ])
 Lora = _struct("kiln_lora", [("struct_size", U32), ("scale", F32), ("path", STR)])
 Embedding = _struct("kiln_embedding", [("struct_size", U32), ("path", STR), ("token", STR)])
+Control = _struct("kiln_control", [
+    ("struct_size", U32), ("preprocess", U32), ("controlnet", STR), ("image", PTR), ("scale", F32), ("start", F32),
+    ("end", F32), ("canny_low", F32), ("canny_high", F32), ("reserved", U32),
+])
 
 _P_USIZE = ptr_to(ctypes.c_size_t)
 _P_U32 = ptr_to(ctypes.c_uint32)
@@ -185,4 +189,8 @@ FUNCTIONS: dict[str, tuple[CType, list[CType]]] = {
     "kiln_job_copy_image": (STATUS, [U64, PTR, USIZE, USIZE]),
     "kiln_job_copy_preview": (STATUS, [U64, PTR, USIZE, USIZE, _P_U32]),
     "kiln_job_free": (STATUS, [U64]),
+    # ControlNet (issue 17)
+    "kiln_control_init": (VOID, [ptr_to(Control)]),
+    "kiln_image_canny": (STATUS, [PTR, F32, F32, _P_HANDLE]),
+    "kiln_image_height_to_depth": (STATUS, [PTR, _P_HANDLE]),
 }

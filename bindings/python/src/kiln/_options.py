@@ -5,15 +5,36 @@ from __future__ import annotations
 
 import ctypes
 import json
-from typing import Any, TypedDict, Union
+from dataclasses import dataclass
+from typing import Any, Sequence, TypedDict, Union
 
 import numpy as np
 
 from kiln import _abi, _library
 from kiln._convert import ImageLike, as_mask, as_pixels
-from kiln.enums import Scheduler
+from kiln.enums import ControlPreprocess, Scheduler
 
-__all__ = ["GenerateOptions", "Request"]
+__all__ = ["Control", "GenerateOptions", "Request"]
+
+
+@dataclass
+class Control:
+    """One ControlNet for a generation (``kiln_control``): a folder under the model's ``controlnet/``
+    and its control image (a ``kiln.Image``, an (H, W, 3|4) uint8 array or a PIL image; any size with
+    the output's aspect ratio)."""
+
+    controlnet: str
+    image: Any
+    #: How ``image`` becomes the control image (a ControlPreprocess or its name, "canny").
+    preprocess: Union[ControlPreprocess, str] = ControlPreprocess.NONE
+    #: diffusers' controlnet_conditioning_scale.
+    scale: float = 1.0
+    #: Fractions of the schedule where the ControlNet runs.
+    start: float = 0.0
+    end: float = 1.0
+    #: Canny thresholds (preprocess CANNY).
+    canny_low: float = 100.0
+    canny_high: float = 200.0
 
 
 class GenerateOptions(TypedDict, total=False):
@@ -53,6 +74,10 @@ class GenerateOptions(TypedDict, total=False):
     vae_memory_budget_mib: int
     #: 0 = the VAE (default), 1 = the model's tiny preview decoder (fast).
     final_decoder: int
+    #: ControlNets (kiln.Control); their residuals add.
+    controls: Sequence[Control]
+    #: diffusers' guess mode (with CFG only the conditional half gets the residuals).
+    guess_mode: bool
 
 
 class Request:
@@ -71,7 +96,7 @@ class Request:
         for name in ("guidance_scale", "guidance_rescale", "strength"):
             if name in kw:
                 setattr(o, name, float(kw.pop(name)))
-        for name in ("prompt_weighting", "posterior_mean"):
+        for name in ("prompt_weighting", "posterior_mean", "guess_mode"):
             if name in kw:
                 setattr(o, name, 1 if kw.pop(name) else 0)
         if "scheduler" in kw:
@@ -97,9 +122,31 @@ class Request:
         if "scheduler_overrides" in kw:
             over = kw.pop("scheduler_overrides")
             o.scheduler_overrides = self._text(over if isinstance(over, str) else json.dumps(over))
+        if kw.get("controls"):
+            self._controls(o, list(kw.pop("controls")))
+        kw.pop("controls", None)
         if kw:
             raise TypeError(f"unknown generation options: {', '.join(sorted(kw))}")
         self.struct = o
+
+    def _controls(self, o: Any, controls: list[Control]) -> None:
+        from kiln.image import Image
+
+        array = (_abi.Control * len(controls))()
+        for c, spec in zip(array, controls):
+            if not isinstance(spec, Control):
+                raise TypeError(f"controls takes kiln.Control entries, not {type(spec).__name__}")
+            _library.lib().kiln_control_init(ctypes.byref(c))
+            c.controlnet = self._text(spec.controlnet)
+            image = spec.image if isinstance(spec.image, Image) else Image.from_array(spec.image)
+            self.keep.append(image)  # a converted image lives as long as the request
+            c.image = image.handle
+            p = spec.preprocess
+            c.preprocess = int(ControlPreprocess[p.upper()] if isinstance(p, str) else ControlPreprocess(p))
+            c.scale, c.start, c.end = float(spec.scale), float(spec.start), float(spec.end)
+            c.canny_low, c.canny_high = float(spec.canny_low), float(spec.canny_high)
+        self.keep.append(array)
+        o.controls, o.control_count = ctypes.addressof(array), len(controls)
 
     def _text(self, text: str) -> bytes:
         data = text.encode("utf-8")

@@ -143,6 +143,15 @@ class Matte(IntEnum):
     GRAPH = 2
 
 
+class ControlPreprocess(IntEnum):
+    """How a ControlNet's image becomes its control image (``kiln_control_preprocess``)."""
+
+    NONE = 0
+    CANNY = 1
+    HEIGHT = 2
+    TILE = 3
+
+
 #: Each enum's C constant prefix: the C name of a member is prefix + member name.
 C_PREFIXES: dict[type[IntEnum], str] = {
     Status: "KILN_STATUS_",
@@ -158,4 +167,5 @@ C_PREFIXES: dict[type[IntEnum], str] = {
     NormalConvention: "KILN_NORMAL_CONVENTION_",
     CellColor: "KILN_CELL_COLOR_",
     Matte: "KILN_MATTE_",
+    ControlPreprocess: "KILN_CONTROL_PREPROCESS_",
 }

@@ -195,6 +195,20 @@ class Image:
         check(_library.lib().kiln_image_seam_score(self.handle, int(axis), ctypes.byref(score)))
         return float(score.value)
 
+    def canny(self, low: float = 100.0, high: float = 200.0) -> Image:
+        """Canny edges as OpenCV's ``cv2.Canny(gray, low, high)`` finds them (``kiln_image_canny``): white
+        edges on black, a ControlNet control image."""
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_image_canny(self.handle, float(low), float(high), ctypes.byref(out)))
+        return Image(out.value or 0)
+
+    def height_to_depth(self) -> Image:
+        """This height map (bright = high) as a depth-ControlNet image: gray, stretched to 0..255
+        (``kiln_image_height_to_depth``)."""
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_image_height_to_depth(self.handle, ctypes.byref(out)))
+        return Image(out.value or 0)
+
     def close(self) -> None:
         """Frees the image; closing twice is fine."""
         handle, self._handle = self._handle, None
