@@ -505,7 +505,7 @@ impl Model {
     /// Names of the graphs loaded right now (all of them unless the runtime
     /// asked for per-stage residency).
     pub fn resident_graphs(&self) -> Vec<&'static str> {
-        let names = ["text_encoder", "unet", "vae_decoder"];
+        let names = ["text_encoder", "text_encoder_2", "unet", "vae_decoder"];
         let loaded = self.inner.residency.loaded();
         names.into_iter().filter(|n| loaded.contains(n)).collect()
     }
@@ -532,6 +532,9 @@ impl Model {
         };
         for m in &models {
             add(&m.text_encoder);
+            if let Some((g, _, _)) = m.xl.as_ref().and_then(|x| x.second.as_ref()) {
+                add(g);
+            }
             add(&m.unet);
             add(&m.vae_decoder);
             if let Some(p) = &m.preview_decoder {

@@ -1,0 +1,203 @@
+//! Kiln's features on the tiny SDXL fixture (issue 18 item 3): seamless
+//! tiling, inpainting, previews through a TAESDXL-shaped decoder, per-stage
+//! residency (with `text_encoder_2`) and the optimized-graph cache. The
+//! SDXL-specific conditioning and parity with optimum are in tests/sdxl.rs.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use kiln::model::seamless::Seamless;
+use kiln::model::Residency;
+use kiln::pipeline::noise::NoiseRng;
+use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
+use kiln::runtime::GraphCacheStats;
+use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
+
+fn fixture() -> PathBuf {
+    common::root().join("tests/fixtures/tiny-sdxl")
+}
+
+fn sdxl() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), &fixture()).expect("tiny SDXL loads"))
+}
+
+// ---------------------------------------------------------------- seamless
+
+/// Latent side of the 64×64 images below.
+const L: usize = 8;
+
+fn seamless_noise() -> Vec<f32> {
+    NoiseRng::new(2024).normals(4 * L * L)
+}
+
+/// Rolls NCHW latents by `dy`, `dx` (wrapping).
+fn roll(data: &[f32], dy: usize, dx: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for c in 0..4 {
+        for y in 0..L {
+            for x in 0..L {
+                out[c * L * L + ((y + dy) % L) * L + (x + dx) % L] = data[c * L * L + y * L + x];
+            }
+        }
+    }
+    out
+}
+
+fn seamless_image(m: &Model, noise: Vec<f32>) -> Vec<f32> {
+    let request = GenerateRequest {
+        prompt: "cobblestone".into(),
+        negative_prompt: "blurry".into(),
+        steps: 4,
+        scheduler: SchedulerKind::Ddim,
+        initial_noise: Some(InitialNoise { shape: [1, 4, L, L], data: noise }),
+        ..Default::default()
+    };
+    m.generate_with(&request, Hooks::default()).unwrap().image.data
+}
+
+/// max |image(rolled noise) − roll(image(noise))| over the 64×64×3 image, as
+/// tests/seamless.rs measures it for SD 1.5.
+fn shift_error(m: &Model, dy: usize, dx: usize) -> f32 {
+    let a = seamless_image(m, seamless_noise());
+    let b = seamless_image(m, roll(&seamless_noise(), dy, dx));
+    let p = L * 8;
+    let mut worst = 0.0f32;
+    for y in 0..p {
+        for x in 0..p {
+            for c in 0..3 {
+                let rolled = a[(y * p + x) * 3 + c];
+                let got = b[(((y + dy * 8) % p) * p + (x + dx * 8) % p) * 3 + c];
+                worst = worst.max((rolled - got).abs());
+            }
+        }
+    }
+    worst
+}
+
+/// The seamless rewrite handles SDXL's U-Net (text_time conditioning,
+/// transformer depth 2) and its VAE: with wrap on an axis, rolling the noise
+/// by 2 latent pixels (the tiny U-Net downsamples 2×) rolls the image by 16
+/// pixels, which makes the output tile; without wrap it does not.
+#[test]
+fn seamless_sdxl_wraps_its_unet_and_vae() {
+    for graph in ["unet", "vae_decoder"] {
+        let bytes = std::fs::read(fixture().join(graph).join("model.onnx")).unwrap();
+        let (_, report) = kiln::model::seamless::make_seamless(&bytes, Seamless::Xy).unwrap();
+        eprintln!("{graph}: {report:?}");
+        assert!(report.convs_rewritten > 5, "{graph}: {report:?}");
+    }
+    let x = sdxl().seamless(Seamless::X).unwrap();
+    let xy = sdxl().seamless(Seamless::Xy).unwrap();
+    let tol = 2.0 / 255.0;
+    let ex = shift_error(&x, 0, 2);
+    let ey = shift_error(&x, 2, 0);
+    let exy = shift_error(&xy, 2, 2);
+    let plain = shift_error(sdxl(), 0, 2);
+    eprintln!("SDXL shift error: x-wrap along x {ex:e}, along y {ey:e}; xy-wrap diagonal {exy:e}; no wrap {plain:e} (bound {tol:e})");
+    common::check_margin("sdxl_features::seamless_x::shift_abs", ex as f64, tol as f64);
+    common::check_margin("sdxl_features::seamless_xy::shift_abs", exy as f64, tol as f64);
+    assert!(ey > 0.05, "x-only wrap must not make y periodic ({ey})");
+    assert!(plain > 0.05, "the unmodified model is not periodic ({plain})");
+}
+
+// ------------------------------------------------- residency and graph cache
+
+fn request() -> GenerateRequest {
+    GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        negative_prompt: "blurry".into(),
+        prompt_2: "rusty metal plate".into(),
+        steps: 3,
+        guidance_scale: 5.0,
+        seed: 7,
+        scheduler: SchedulerKind::Euler,
+        ..Default::default()
+    }
+}
+
+/// Final latents and image as raw floats.
+fn render(m: &Model) -> (Vec<f32>, Vec<f32>) {
+    let g = m.generate_with(&request(), Hooks::default()).expect("generate");
+    (g.latents.iter().copied().collect(), g.image.data)
+}
+
+fn reference() -> &'static (Vec<f32>, Vec<f32>) {
+    static R: OnceLock<(Vec<f32>, Vec<f32>)> = OnceLock::new();
+    R.get_or_init(|| render(sdxl()))
+}
+
+fn assert_same(got: &(Vec<f32>, Vec<f32>), what: &str) {
+    let want = reference();
+    assert!(got.0 == want.0, "{what}: latents differ by up to {}", common::max_abs_diff(&got.0, &want.0));
+    assert!(got.1 == want.1, "{what}: image differs by up to {}", common::max_abs_diff(&got.1, &want.1));
+}
+
+fn runtime(residency: Residency, cache: Option<&Path>) -> Runtime {
+    common::runtime(); // ONNX Runtime loaded once for the process
+    Runtime::new(&RuntimeOptions { residency, graph_cache_dir: cache.map(Path::to_path_buf), ..Default::default() }).unwrap()
+}
+
+/// Per-stage residency covers both text encoders: nothing is loaded after
+/// load, only the U-Net while denoising (so `text_encoder_2` was released),
+/// and the pixels equal the all-resident model's, twice.
+#[test]
+fn per_stage_residency_covers_text_encoder_2_and_changes_no_pixel() {
+    let eager = Model::load(&runtime(Residency::AllResident, None), &fixture()).unwrap();
+    assert_eq!(eager.resident_graphs(), vec!["text_encoder", "text_encoder_2", "unet", "vae_decoder"]);
+    assert_eq!(eager.loaded_sessions(), 4);
+    assert_same(&render(&eager), "all resident");
+
+    let lazy = Model::load(&runtime(Residency::PerStage, None), &fixture()).unwrap();
+    assert!(lazy.resident_graphs().is_empty(), "nothing stays loaded after load: {:?}", lazy.resident_graphs());
+    assert_eq!(lazy.loaded_sessions(), 0);
+    let mut seen = Vec::new();
+    let mut on_step = |_: &kiln::pipeline::StepProgress<'_>| seen.push((lazy.resident_graphs(), lazy.loaded_sessions()));
+    let out = lazy.generate_with(&request(), Hooks { on_step: Some(&mut on_step), ..Default::default() }).unwrap();
+    assert!(seen.iter().all(|(r, n)| r == &vec!["unet"] && *n == 1), "only the U-Net while denoising: {seen:?}");
+    assert_eq!(lazy.resident_graphs(), vec!["vae_decoder"]);
+    assert_same(&(out.latents.iter().copied().collect(), out.image.data), "per-stage");
+    assert_same(&render(&lazy), "per-stage, second generation");
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-sdxl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stats(hits: u64, writes: u64) -> GraphCacheStats {
+    GraphCacheStats { hits, writes, rejected: 0, skipped: 0 }
+}
+
+/// The graph cache holds all four SDXL graphs (`text_encoder_2` included); a
+/// warm cache, with either residency, gives bit-identical pixels.
+#[test]
+fn graph_cache_holds_all_four_sdxl_graphs_and_changes_no_pixel() {
+    let cache = scratch("graph-cache");
+    let rt = runtime(Residency::AllResident, Some(&cache));
+    let cold = Model::load(&rt, &fixture()).unwrap();
+    assert_eq!(rt.graph_cache_stats(), stats(0, 4));
+    let mut names: Vec<String> = std::fs::read_dir(&cache).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    eprintln!("cache entries: {names:?}");
+    for graph in ["text_encoder-", "text_encoder_2-", "unet-", "vae_decoder-"] {
+        assert_eq!(names.iter().filter(|n| n.starts_with(graph)).count(), 1, "{graph} in {names:?}");
+    }
+    assert_same(&render(&cold), "cold cache");
+
+    let rt = runtime(Residency::AllResident, Some(&cache));
+    let warm = Model::load(&rt, &fixture()).unwrap();
+    assert_eq!(rt.graph_cache_stats(), stats(4, 0));
+    assert_same(&render(&warm), "warm cache");
+
+    let rt = runtime(Residency::PerStage, Some(&cache));
+    let lazy = Model::load(&rt, &fixture()).unwrap();
+    assert_same(&render(&lazy), "warm cache, per-stage");
+    // Each stage loads from the cache when it runs: both encoders for the
+    // prompt, again for the negative prompt (per-stage holds one graph, so
+    // they take turns), then the U-Net and the decoder.
+    assert_eq!(rt.graph_cache_stats(), stats(6, 0), "each stage loaded from the cache");
+}
