@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use kiln::model::seamless::Seamless;
 use kiln::model::Residency;
 use kiln::pipeline::noise::NoiseRng;
-use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
+use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise, Mask};
 use kiln::runtime::GraphCacheStats;
 use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
 
@@ -200,4 +200,84 @@ fn graph_cache_holds_all_four_sdxl_graphs_and_changes_no_pixel() {
     // prompt, again for the negative prompt (per-stage holds one graph, so
     // they take turns), then the U-Net and the decoder.
     assert_eq!(rt.graph_cache_stats(), stats(6, 0), "each stage loaded from the cache");
+}
+
+// ------------------------------------------------------------- inpainting
+
+fn png(path: &Path) -> (usize, usize, usize, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
+}
+
+fn init_image() -> InitImage {
+    kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()
+}
+
+/// The SD 1.5 inpainting goldens' mask (white = repaint).
+fn inpaint_mask() -> Mask {
+    let (w, h, ch, buf) = png(&common::golden("inpaint/mask.png"));
+    Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() }
+}
+
+/// SDXL inpainting with the fixture's 4-channel U-Net against optimum's
+/// ORTStableDiffusionXLInpaintPipeline (tools/make_sdxl_inpaint_golden.py,
+/// draws replayed): U-Net timesteps exact, final latents ≤ 1e-3 relative,
+/// repainted pixels ≤ 2e-3, kept pixels the input picture exactly (Kiln
+/// pastes them back).
+fn inpaint_case(name: &str) {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl_inpaint/cases.json")).unwrap()).unwrap();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let (_, draws) = common::read_npy(&format!("sdxl_inpaint/{name}.draws.npy"));
+    let request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        strength: c["strength"].as_f64().unwrap() as f32,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        init_image: Some(init_image()),
+        mask: Some(inpaint_mask()),
+        step_noise: Some(draws),
+        ..Default::default()
+    };
+    let out = sdxl().generate_with(&request, Hooks::default()).unwrap();
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: timesteps");
+    let (_, want) = common::read_npy(&format!("sdxl_inpaint/{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let rel = common::max_abs_diff(&got, &want) / want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (_, want_img) = common::read_npy(&format!("sdxl_inpaint/{name}.image.npy"));
+    let (mask, init) = (inpaint_mask(), init_image());
+    let (mut painted, mut kept_exact, mut moved) = (0f32, true, 0f32);
+    for p in 0..64 * 64 {
+        for ch in 0..3 {
+            let v = out.image.data[p * 3 + ch];
+            let source = init.rgb[p * 3 + ch] as f32 / 255.0;
+            if mask.data[p] >= 128 {
+                painted = painted.max((v - want_img[p * 3 + ch]).abs());
+                moved = moved.max((v - source).abs());
+            } else {
+                kept_exact &= v == source;
+            }
+        }
+    }
+    eprintln!("sdxl inpaint {name}: latents {rel:e} (bound 1e-3), repainted area {painted:e} (bound 2e-3); repainting moved pixels by up to {moved:e}");
+    common::check_margin(&format!("sdxl_features::inpaint_{name}::latents_rel"), rel as f64, 1e-3);
+    common::check_margin(&format!("sdxl_features::inpaint_{name}::repainted_abs"), painted as f64, 2e-3);
+    assert!(kept_exact, "{name}: the kept area must be the input picture exactly");
+    assert!(moved > 0.05, "{name}: the masked area must be repainted ({moved})");
+}
+
+#[test]
+fn sdxl_inpainting_euler_matches_diffusers() {
+    inpaint_case("euler_s075");
+}
+
+#[test]
+fn sdxl_inpainting_ddim_full_strength_matches_diffusers() {
+    inpaint_case("ddim_s1");
 }
