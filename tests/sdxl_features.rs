@@ -281,3 +281,38 @@ fn sdxl_inpainting_euler_matches_diffusers() {
 fn sdxl_inpainting_ddim_full_strength_matches_diffusers() {
     inpaint_case("ddim_s1");
 }
+
+/// The inpainting-based texture helpers on SDXL, with tests/texture.rs's
+/// checks: outpainting keeps every original pixel and grows the picture
+/// (a non-square 128×64 job, so SDXL's size conditioning follows it), and
+/// make_tileable leaves no wrap seam worse than the interior.
+#[test]
+fn sdxl_texture_helpers_outpaint_and_make_tileable() {
+    use kiln::image::seam::{seam_score, Axis};
+    use kiln::pipeline::texture::Extend;
+    let request = GenerateRequest { prompt: "sandstone".into(), steps: 4, strength: 1.0, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    // A diagonal colour ramp: smooth inside, a hard jump across both wrap edges.
+    let mut rgb = Vec::new();
+    for y in 0..64 {
+        for x in 0..64 {
+            rgb.extend_from_slice(&[(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8]);
+        }
+    }
+    let src = InitImage { width: 64, height: 64, rgb };
+    let out = sdxl().extend_texture(&request, &src, Extend { right: 64, ..Default::default() }).unwrap();
+    assert_eq!((out.image.width, out.image.height), (128, 64));
+    for y in 0..64 {
+        for x in 0..64 {
+            for c in 0..3 {
+                assert_eq!(out.image.data[(y * 128 + x) * 3 + c], src.rgb[(y * 64 + x) * 3 + c] as f32 / 255.0);
+            }
+        }
+    }
+    let rgba = |data: &[f32]| kiln::FloatImage { width: 64, height: 64, data: data.to_vec() }.to_rgba8();
+    let before = seam_score(&rgba(&src.rgb.iter().map(|&v| v as f32 / 255.0).collect::<Vec<_>>()), Axis::X).unwrap();
+    let tiled = sdxl().make_tileable(&request, &src, 16).unwrap();
+    let img = rgba(&tiled.image.data);
+    let (x, y) = (seam_score(&img, Axis::X).unwrap(), seam_score(&img, Axis::Y).unwrap());
+    eprintln!("SDXL make_tileable seam score x: before {before:.1}, after {x:.2}; y after {y:.2} (bound 1.1, as for SD 1.5)");
+    assert!(before > 10.0 && x <= 1.1 && y <= 1.1, "before {before}, after x {x}, y {y}");
+}
