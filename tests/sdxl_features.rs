@@ -316,3 +316,66 @@ fn sdxl_texture_helpers_outpaint_and_make_tileable() {
     eprintln!("SDXL make_tileable seam score x: before {before:.1}, after {x:.2}; y after {y:.2} (bound 1.1, as for SD 1.5)");
     assert!(before > 10.0 && x <= 1.1 && y <= 1.1, "before {before}, after x {x}, y {y}");
 }
+
+// ---------------------------------------------------------------- previews
+
+/// tiny-sdxl plus the TAESDXL-shaped `preview_decoder/` of
+/// tests/fixtures/sdxl-preview (tools/make_sdxl_preview_decoder_fixture.py).
+fn sdxl_with_preview_decoder() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| {
+        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-sdxl-preview-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dest);
+        common::copy_tree(&fixture(), &dest);
+        common::copy_tree(&common::root().join("tests/fixtures/sdxl-preview/preview_decoder"), &dest.join("preview_decoder"));
+        Model::load(common::runtime(), &dest).expect("tiny SDXL with a preview decoder loads")
+    })
+}
+
+struct Previews(std::sync::Mutex<Vec<(u32, kiln::Rgba8Image)>>);
+
+impl kiln::jobs::JobObserver for Previews {
+    fn on_event(&self, _id: u64, event: &kiln::jobs::JobEvent<'_>) {
+        if let kiln::jobs::JobEvent::Preview { step, image } = event {
+            self.0.lock().unwrap().push((*step, (*image).clone()));
+        }
+    }
+}
+
+/// A TAESDXL-shaped decoder (AutoencoderTiny, scaling factor 1.0: it takes
+/// SDXL's U-Net latents as they are, not divided by the VAE's 0.13025) gives
+/// previews equal to diffusers' decode of the same latents, and an SDXL job
+/// delivers full-size previews from it at every step; the last one is the
+/// preview of the job's final latents.
+#[test]
+fn sdxl_job_previews_come_from_a_taesdxl_shaped_decoder() {
+    let m = sdxl_with_preview_decoder();
+    assert!(m.has_preview_decoder());
+    let dir = common::root().join("tests/fixtures/sdxl-preview/golden");
+    let (shape, latents) = kiln::image::npy::read_f32(&dir.join("latents.npy")).unwrap();
+    let latents = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), latents).unwrap();
+    let (_, want) = kiln::image::npy::read_f32(&dir.join("preview.npy")).unwrap();
+    let got = m.preview(&latents).unwrap();
+    assert_eq!((got.width, got.height), (64, 64));
+    // 8-bit preview vs float reference: what exceeds half a step of rounding.
+    let mut worst = 0.0f32;
+    for (i, w) in want.iter().enumerate() {
+        let g = got.pixels[(i / 3) * 4 + i % 3] as f32 / 255.0;
+        worst = worst.max(((g - w).abs() - 0.5 / 255.0).max(0.0));
+    }
+    eprintln!("TAESDXL-shaped preview beyond 8-bit rounding: {worst:e} (bound 1e-4)");
+    common::check_margin("sdxl_features::taesdxl_preview::beyond_rounding_abs", worst as f64, 1e-4);
+
+    let pool = kiln::jobs::JobPool::new(1);
+    let previews = std::sync::Arc::new(Previews(Default::default()));
+    let config = kiln::jobs::JobConfig { preview_interval: 1, observer: Some(previews.clone()), ..Default::default() };
+    let id = pool.submit(m, request(), config);
+    assert_eq!(pool.wait(id, std::time::Duration::from_secs(300)).unwrap(), kiln::jobs::JobState::Succeeded, "{:?}", pool.error_message(id));
+    let seen = previews.0.lock().unwrap();
+    assert_eq!(seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(seen.iter().all(|(_, p)| (p.width, p.height) == (64, 64)), "full-size previews from the decoder");
+    let direct = m.generate_with(&request(), Hooks::default()).unwrap();
+    assert_eq!(seen.last().unwrap().1.pixels, m.preview(&direct.latents).unwrap().pixels, "the last preview shows the final latents");
+    assert_ne!(seen[0].1.pixels, seen[2].1.pixels, "previews follow the denoising");
+    pool.release(id).unwrap();
+}
