@@ -196,10 +196,10 @@ fn graph_cache_holds_all_four_sdxl_graphs_and_changes_no_pixel() {
     let rt = runtime(Residency::PerStage, Some(&cache));
     let lazy = Model::load(&rt, &fixture()).unwrap();
     assert_same(&render(&lazy), "warm cache, per-stage");
-    // Each stage loads from the cache when it runs: both encoders for the
-    // prompt, again for the negative prompt (per-stage holds one graph, so
-    // they take turns), then the U-Net and the decoder.
-    assert_eq!(rt.graph_cache_stats(), stats(6, 0), "each stage loaded from the cache");
+    // Each stage loads from the cache when it runs, once: each encoder takes
+    // the prompt and the negative prompt in one turn, then the U-Net, then
+    // the decoder.
+    assert_eq!(rt.graph_cache_stats(), stats(4, 0), "each stage loaded from the cache once");
 }
 
 // ------------------------------------------------------------- inpainting
