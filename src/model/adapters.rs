@@ -39,8 +39,14 @@ impl Model {
     pub fn with_adapters(&self, adapters: &Adapters) -> Result<Model> {
         let m = &self.inner;
         let started = std::time::Instant::now();
-        let loaded: Vec<LoadedLora> = adapters.loras.iter().map(LoadedLora::read).collect::<Result<_>>()?;
+        let mut loaded: Vec<LoadedLora> = adapters.loras.iter().map(LoadedLora::read).collect::<Result<_>>()?;
+        fit_to_family(&mut loaded, m)?;
         let embeddings: Vec<Embedding> = adapters.embeddings.iter().map(Embedding::read).collect::<Result<_>>()?;
+        if m.xl.is_some() && !embeddings.is_empty() {
+            return Err(Error::unsupported(
+                "textual-inversion embeddings on SDXL (vectors for both text encoders) are not supported; LoRAs are",
+            ));
+        }
         let wants = |c: Component| {
             (c == Component::TextEncoder && !embeddings.is_empty()) || loaded.iter().any(|l| l.file.modules.iter().any(|x| x.component == c))
         };
@@ -51,17 +57,23 @@ impl Model {
             let file = match c {
                 Component::Unet => &m.layout.unet,
                 Component::TextEncoder => &m.layout.text_encoder,
+                // fit_to_family refused TextEncoder2 modules for models without it.
+                Component::TextEncoder2 => m.layout.text_encoder_2.as_ref().ok_or_else(|| Error::internal("no text_encoder_2"))?,
             };
             m.lora_indexes.get(file).map(Some)
         };
         let unet_index = index_of(Component::Unet)?;
         let text_index = index_of(Component::TextEncoder)?;
+        let text2_index = index_of(Component::TextEncoder2)?;
         let mut unmatched = Vec::new();
         if let Some(i) = &unet_index {
             unmatched.extend(lora::unmatched(i, Component::Unet, &loaded));
         }
         if let Some(i) = &text_index {
             unmatched.extend(lora::unmatched(i, Component::TextEncoder, &loaded));
+        }
+        if let Some(i) = &text2_index {
+            unmatched.extend(lora::unmatched(i, Component::TextEncoder2, &loaded));
         }
         let total: usize = loaded.iter().map(|l| l.file.modules.len()).sum();
         if !unmatched.is_empty() {
@@ -76,6 +88,10 @@ impl Model {
         }
         let unet_overrides: lora::Overrides = match &unet_index {
             Some(i) => Arc::new(lora::merge(i, Component::Unet, &loaded)?),
+            None => Default::default(),
+        };
+        let text2_overrides: lora::Overrides = match &text2_index {
+            Some(i) => Arc::new(lora::merge(i, Component::TextEncoder2, &loaded)?),
             None => Default::default(),
         };
         let base_tokenizer = m.adapters.base_tokenizer.clone().unwrap_or_else(|| Arc::clone(&m.tokenizer));
@@ -98,8 +114,12 @@ impl Model {
             .iter()
             .map(|l| {
                 let count = |c: Component| l.file.modules.iter().filter(|x| x.component == c).count();
+                let (and, second) = match count(Component::TextEncoder2) {
+                    0 => (" and", String::new()),
+                    n => (",", format!(" and {n} text_encoder_2")),
+                };
                 format!(
-                    "{} scale {} ({} layout, {} U-Net and {} text-encoder modules)",
+                    "{} scale {} ({} layout, {} U-Net{and} {} text-encoder{second} modules)",
                     l.spec.path.display(),
                     l.spec.scale,
                     l.file.layout,
@@ -114,6 +134,7 @@ impl Model {
             descriptions,
             unet: unet_overrides,
             text_encoder: text_overrides,
+            text_encoder_2: text2_overrides,
             base_tokenizer: (!embeddings.is_empty()).then(|| Arc::clone(&base_tokenizer)),
         };
 
@@ -125,18 +146,39 @@ impl Model {
             Arc::new(super::load_unet(&m.runtime, &m.layout, m.seamless, &group, &applied.unet)?)
         };
         let same_text = applied.text_encoder.is_empty() && m.adapters.text_encoder.is_empty();
-        let (text_encoder, embedding_cache) = if same_text {
-            (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
+        let same_text_2 = applied.text_encoder_2.is_empty() && m.adapters.text_encoder_2.is_empty();
+        let text_encoder = if same_text {
+            Arc::clone(&m.text_encoder)
         } else {
-            let g = super::load_text_encoder(&m.runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?;
-            let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
-            (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
+            Arc::new(super::load_text_encoder(&m.runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?)
+        };
+        // SDXL caches both encoders' outputs in one cache: a new one when either changes.
+        let embedding_cache = if same_text && same_text_2 {
+            Arc::clone(&m.embedding_cache)
+        } else {
+            Arc::new(parking_lot::Mutex::new(text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries)))
+        };
+        let xl = match (&m.xl, &m.layout.text_encoder_2) {
+            // Only the second encoder's session changes; the rest is shared.
+            (Some(xl), Some(path)) if !same_text_2 => {
+                let (_, io, tokenizer) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
+                let g = super::load_text_encoder_2(&m.runtime, path, &group, &applied.text_encoder_2)?;
+                Some(Arc::new(super::xl::XlText {
+                    second: Some((Arc::new(g), io.clone(), Arc::clone(tokenizer))),
+                    text_embeds: xl.text_embeds.clone(),
+                    time_ids: xl.time_ids.clone(),
+                    aesthetic: xl.aesthetic,
+                    force_zeros: xl.force_zeros,
+                }))
+            }
+            (xl, _) => xl.clone(),
         };
         m.runtime.logger().info(&format!(
-            "applied {} LoRA(s): {} U-Net and {} text-encoder weights merged in {:.2} s, sessions ready after {:.2} s",
+            "applied {} LoRA(s): {} U-Net, {} text-encoder and {} text_encoder_2 weights merged in {:.2} s, sessions ready after {:.2} s",
             loaded.len(),
             applied.unet.len(),
             applied.text_encoder.len(),
+            applied.text_encoder_2.len(),
             merged_at,
             started.elapsed().as_secs_f64()
         ));
@@ -158,7 +200,7 @@ impl Model {
                 embedding_cache,
                 seamless: m.seamless,
                 clip_skip: m.clip_skip,
-                xl: m.xl.clone(),
+                xl,
                 variants: Default::default(),
                 base: None,
                 vae_encoder: Arc::clone(&m.vae_encoder),
@@ -189,6 +231,36 @@ impl Model {
         }
         (names(&self.inner.adapters.unet), names(&self.inner.adapters.text_encoder))
     }
+}
+
+/// Checks the LoRAs are for this model's family and, on SDXL, maps kohya's
+/// SGM-named U-Net keys to diffusers' names (the export's node names).
+fn fit_to_family(loaded: &mut [LoadedLora], m: &ModelInner) -> Result<()> {
+    for l in loaded.iter_mut() {
+        let file = l.spec.path.display().to_string();
+        match (&m.xl, &l.file.sdxl_key) {
+            (None, Some(key)) => {
+                return Err(Error::new(
+                    ErrorKind::AdapterMismatch,
+                    format!("LoRA {file}: `{key}` is from a LoRA for SDXL (two text encoders, SGM U-Net names); this model is SD 1.x/2.x-shaped"),
+                ))
+            }
+            (Some(xl), _) if xl.second.is_none() && l.file.modules.iter().any(|x| x.component != Component::Unet) => {
+                return Err(Error::unsupported(format!(
+                    "LoRA {file} adapts text encoders, and this SDXL export has only `text_encoder_2` as its one encoder (refiner-style): Kiln applies U-Net-only LoRAs to such exports"
+                )))
+            }
+            (Some(_), _) => {
+                for x in l.file.modules.iter_mut().filter(|x| x.component == Component::Unet) {
+                    if let Some(key) = lora::sgm::to_diffusers(&x.key, m.layout.unet_config.layers_per_block) {
+                        x.key = key;
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The text encoder's token-embedding table with the embeddings' vectors

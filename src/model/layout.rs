@@ -79,6 +79,9 @@ pub struct UnetConfig {
     pub levels: usize,
     /// LCM-distilled U-Nets embed the guidance scale (`timestep_cond`).
     pub time_cond_proj_dim: Option<usize>,
+    /// Resnets per down level (2 when absent, as diffusers); SGM-named SDXL
+    /// LoRA keys are mapped with it.
+    pub layers_per_block: usize,
 }
 
 /// What Kiln needs from the VAE's config.
@@ -208,6 +211,7 @@ impl ModelLayout {
             in_channels: get_usize_in(&unet_json, "in_channels", &unet_path, 1..=64)?.unwrap_or(4),
             levels: in_range(get_array_len(&unet_json, "block_out_channels", &unet_path)?, "block_out_channels", &unet_path, 1..=8)?.unwrap_or(4),
             time_cond_proj_dim: get_usize(&unet_json, "time_cond_proj_dim", &unet_path)?,
+            layers_per_block: get_usize_in(&unet_json, "layers_per_block", &unet_path, 1..=16)?.unwrap_or(2),
         };
 
         // optimum writes the AutoencoderKL config beside each VAE half.

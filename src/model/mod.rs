@@ -152,6 +152,8 @@ pub(crate) struct AppliedAdapters {
     pub(crate) descriptions: Vec<String>,
     pub(crate) unet: lora::Overrides,
     pub(crate) text_encoder: lora::Overrides,
+    /// SDXL's second text encoder.
+    pub(crate) text_encoder_2: lora::Overrides,
     /// The tokenizer before any embedding was added (set when this model has
     /// embeddings, so a switch starts from the original vocabulary).
     pub(crate) base_tokenizer: Option<Arc<ClipTokenizer>>,
@@ -508,7 +510,7 @@ impl Model {
     /// Names of the graphs loaded right now (all of them unless the runtime
     /// asked for per-stage residency).
     pub fn resident_graphs(&self) -> Vec<&'static str> {
-        let names = ["text_encoder", "unet", "vae_decoder"];
+        let names = ["text_encoder", "text_encoder_2", "unet", "vae_decoder"];
         let loaded = self.inner.residency.loaded();
         names.into_iter().filter(|n| loaded.contains(n)).collect()
     }
@@ -535,6 +537,9 @@ impl Model {
         };
         for m in &models {
             add(&m.text_encoder);
+            if let Some((g, _, _)) = m.xl.as_ref().and_then(|x| x.second.as_ref()) {
+                add(g);
+            }
             add(&m.unet);
             add(&m.vae_decoder);
             if let Some(p) = &m.preview_decoder {
@@ -687,6 +692,11 @@ fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: 
     load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides)
 }
 
+/// SDXL's second text encoder, with LoRA-merged weights when given.
+fn load_text_encoder_2(runtime: &Runtime, path: &Path, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    Graph::load_with_overrides(runtime, "text_encoder_2", graph::GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides))
+}
+
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
     let input_ids = g
         .find_input(&["input_ids"], Some(2))
@@ -734,7 +744,7 @@ fn load_xl(
     };
     let second = match (&layout.text_encoder_2, &layout.tokenizer_2_dir) {
         (Some(path), Some(dir)) => {
-            let g = Graph::load(runtime, "text_encoder_2", path, group)?;
+            let g = load_text_encoder_2(runtime, path, group, &Default::default())?;
             let io = text_encoder_io(&g).map_err(|e| e.context("text_encoder_2"))?;
             let max = layout.text_config_2.as_ref().map_or(77, |c| c.max_position_embeddings);
             let tok = ClipTokenizer::from_dir(dir, max)?;

@@ -101,53 +101,73 @@ impl ModelInner {
         syntax: PromptSyntax,
         options: Option<&ort::session::RunOptions>,
     ) -> Result<XlEmbeds> {
+        let mut all = self.encode_xl_many(xl, &[(prompts, skip)], syntax, options)?;
+        all.pop().ok_or_else(|| Error::internal("no SDXL embeddings"))
+    }
+
+    /// [`encode_xl`](Self::encode_xl) for several (prompts, skip) pairs, one
+    /// encoder at a time: under per-stage residency each encoder is loaded
+    /// once for all of them instead of the two taking turns per prompt.
+    pub(crate) fn encode_xl_many(
+        &self,
+        xl: &XlText,
+        jobs: &[([&str; 2], u32)],
+        syntax: PromptSyntax,
+        options: Option<&ort::session::RunOptions>,
+    ) -> Result<Vec<XlEmbeds>> {
         let encoders = self.xl_encoders(xl);
-        let prompts: Vec<&str> = if encoders.len() == 1 { vec![prompts[1]] } else { prompts.to_vec() };
-        let mut hiddens = Vec::with_capacity(encoders.len());
-        let mut pooled = None;
-        for (index, ((graph, io, tokenizer), prompt)) in encoders.iter().zip(&prompts).enumerate() {
-            let layers = io.hidden_states.len();
-            // hidden_states[0] is the token embedding, [layers - 1] the last layer.
-            let layer = layers.checked_sub(2 + skip as usize).filter(|_| layers >= 2).ok_or_else(|| {
-                Error::invalid(format!(
-                    "clip_skip {skip}: {} has {} hidden-state outputs; SDXL takes hidden_states[-(clip_skip + 2)]",
-                    graph.name, layers
-                ))
-            })?;
-            let key = format!("\u{1}xl{index}:{layer}\u{1}{prompt}");
-            let cached = {
-                let mut cache = self.embedding_cache.lock();
-                cache.get(syntax, &key).zip(cache.get(syntax, &format!("{key}\u{1}pooled")))
-            };
-            let (h, p) = match cached {
-                Some(hit) => hit,
-                None => {
-                    let out = encode_one(graph, io, tokenizer, prompt, layer, syntax, options)?;
+        // [job][encoder] → (hidden, pooled)
+        let mut outs: Vec<Vec<(ArrayD<f32>, ArrayD<f32>)>> = jobs.iter().map(|_| Vec::with_capacity(encoders.len())).collect();
+        for (index, (graph, io, tokenizer)) in encoders.iter().enumerate() {
+            for ((prompts, skip), out) in jobs.iter().zip(outs.iter_mut()) {
+                let prompt = if encoders.len() == 1 { prompts[1] } else { prompts[index] };
+                let layers = io.hidden_states.len();
+                // hidden_states[0] is the token embedding, [layers - 1] the last layer.
+                let layer = layers.checked_sub(2 + *skip as usize).filter(|_| layers >= 2).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "clip_skip {skip}: {} has {} hidden-state outputs; SDXL takes hidden_states[-(clip_skip + 2)]",
+                        graph.name, layers
+                    ))
+                })?;
+                let key = format!("\u{1}xl{index}:{layer}\u{1}{prompt}");
+                let cached = {
                     let mut cache = self.embedding_cache.lock();
-                    cache.put(syntax, &key, &out.0);
-                    cache.put(syntax, &format!("{key}\u{1}pooled"), &out.1);
-                    out
-                }
-            };
-            hiddens.push(h);
-            pooled = Some(p);
-        }
-        // Weighted prompts can differ in chunk count between the encoders:
-        // pad the shorter with that encoder's empty-prompt chunks, as A1111
-        // pads a prompt against its negative.
-        let longest = hiddens.iter().map(|h| h.shape()[1]).max().unwrap_or(0);
-        for (i, h) in hiddens.iter_mut().enumerate() {
-            if h.shape()[1] < longest {
-                let (graph, io, tokenizer) = &encoders[i];
-                let layer = h_layer(io, skip)?;
-                let empty = encode_one(graph, io, tokenizer, "", layer, syntax, options)?.0;
-                pad_chunks(h, &empty, longest)?;
+                    cache.get(syntax, &key).zip(cache.get(syntax, &format!("{key}\u{1}pooled")))
+                };
+                let hit = match cached {
+                    Some(hit) => hit,
+                    None => {
+                        let encoded = encode_one(graph, io, tokenizer, prompt, layer, syntax, options)?;
+                        let mut cache = self.embedding_cache.lock();
+                        cache.put(syntax, &key, &encoded.0);
+                        cache.put(syntax, &format!("{key}\u{1}pooled"), &encoded.1);
+                        encoded
+                    }
+                };
+                out.push(hit);
             }
         }
-        let views: Vec<_> = hiddens.iter().map(|h| h.view()).collect();
-        let hidden = concatenate(Axis(2), &views).map_err(|e| Error::internal(format!("joining SDXL embeddings: {e}")))?;
-        let pooled = pooled.ok_or_else(|| Error::internal("SDXL model without text encoders"))?;
-        Ok(XlEmbeds { hidden, pooled })
+        let mut result = Vec::with_capacity(jobs.len());
+        for (encoded, (_, skip)) in outs.into_iter().zip(jobs) {
+            let pooled = encoded.last().map(|(_, p)| p.clone()).ok_or_else(|| Error::internal("SDXL model without text encoders"))?;
+            let mut hiddens: Vec<ArrayD<f32>> = encoded.into_iter().map(|(h, _)| h).collect();
+            // Weighted prompts can differ in chunk count between the encoders:
+            // pad the shorter with that encoder's empty-prompt chunks, as A1111
+            // pads a prompt against its negative.
+            let longest = hiddens.iter().map(|h| h.shape()[1]).max().unwrap_or(0);
+            for (i, h) in hiddens.iter_mut().enumerate() {
+                if h.shape()[1] < longest {
+                    let (graph, io, tokenizer) = &encoders[i];
+                    let layer = h_layer(io, *skip)?;
+                    let empty = encode_one(graph, io, tokenizer, "", layer, syntax, options)?.0;
+                    pad_chunks(h, &empty, longest)?;
+                }
+            }
+            let views: Vec<_> = hiddens.iter().map(|h| h.view()).collect();
+            let hidden = concatenate(Axis(2), &views).map_err(|e| Error::internal(format!("joining SDXL embeddings: {e}")))?;
+            result.push(XlEmbeds { hidden, pooled });
+        }
+        Ok(result)
     }
 }
 

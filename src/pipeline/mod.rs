@@ -746,7 +746,16 @@ fn xl_conditioning(
     let syntax = request.prompt_syntax;
     let or = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
     let prompt_2 = or(&request.prompt_2, &request.prompt);
-    let cond = m.encode_xl(xl, [&request.prompt, &prompt_2], m.clip_skip, syntax, options)?;
+    let negative_2 = or(&request.negative_prompt_2, &request.negative_prompt);
+    let negative_empty = request.negative_prompt.is_empty() && request.negative_prompt_2.is_empty();
+    let encode_negative = do_cfg && !(negative_empty && xl.force_zeros);
+    // Both sides in one pass, so each encoder runs (and, per stage, loads) once.
+    let mut jobs = vec![([request.prompt.as_str(), prompt_2.as_str()], m.clip_skip)];
+    if encode_negative {
+        jobs.push(([request.negative_prompt.as_str(), negative_2.as_str()], 0));
+    }
+    let mut encoded = m.encode_xl_many(xl, &jobs, syntax, options)?.into_iter();
+    let cond = encoded.next().ok_or_else(|| Error::internal("no SDXL prompt embeddings"))?;
     let hw = |s: Option<[usize; 2]>, default: (usize, usize)| s.map_or(default, |[w, h]| (h, w));
     let c = &request.xl;
     let [top, left] = c.crop_top_left;
@@ -783,12 +792,9 @@ fn xl_conditioning(
     if !do_cfg {
         return Ok(XlRequestConditioning { cond: cond.hidden, uncond: None, cond_added, uncond_added: None });
     }
-    let negative_empty = request.negative_prompt.is_empty() && request.negative_prompt_2.is_empty();
-    let mut uncond = if negative_empty && xl.force_zeros {
-        crate::model::xl::XlEmbeds { hidden: ArrayD::zeros(cond.hidden.raw_dim()), pooled: ArrayD::zeros(cond.pooled.raw_dim()) }
-    } else {
-        let negative_2 = or(&request.negative_prompt_2, &request.negative_prompt);
-        m.encode_xl(xl, [&request.negative_prompt, &negative_2], 0, syntax, options)?
+    let mut uncond = match encoded.next() {
+        Some(e) => e,
+        None => crate::model::xl::XlEmbeds { hidden: ArrayD::zeros(cond.hidden.raw_dim()), pooled: ArrayD::zeros(cond.pooled.raw_dim()) },
     };
     let mut cond_hidden = cond.hidden;
     // Weighted prompts: the same number of 77-token chunks on both sides.

@@ -3,7 +3,11 @@
 //! - kohya-ss (sd-scripts, most Civitai files): `lora_unet_<module>` and
 //!   `lora_te_<module>` with `.lora_down.weight`, `.lora_up.weight` and an
 //!   optional scalar `.alpha`; the module path has its dots turned into `_`.
-//! - diffusers/PEFT: `unet.<module>` and `text_encoder.<module>` with
+//!   SDXL files name the encoders `lora_te1_`/`lora_te2_` and the U-Net's
+//!   modules in the original SGM naming (`input_blocks_4_1_...`), which
+//!   [`super::sgm`] maps to diffusers' once the model's U-Net config is known.
+//! - diffusers/PEFT: `unet.<module>`, `text_encoder.<module>` and (SDXL)
+//!   `text_encoder_2.<module>` with
 //!   `.lora_A.weight`/`.lora_B.weight`; alpha from the `lora_adapter_metadata`
 //!   JSON that diffusers writes (`unet.lora_alpha`, `unet.r`, `*.alpha_pattern`),
 //!   else alpha = rank. The older diffusers names `.lora.down/.lora.up`,
@@ -22,6 +26,8 @@ pub enum Component {
     Unet,
     /// The (first) CLIP text encoder.
     TextEncoder,
+    /// SDXL's second text encoder (`text_encoder_2`).
+    TextEncoder2,
 }
 
 impl Component {
@@ -30,6 +36,7 @@ impl Component {
         match self {
             Self::Unet => "unet",
             Self::TextEncoder => "text_encoder",
+            Self::TextEncoder2 => "text_encoder_2",
         }
     }
 }
@@ -80,6 +87,9 @@ pub struct LoraFile {
     pub modules: Vec<LoraModule>,
     /// `kohya` or `peft`, for messages and model info.
     pub layout: &'static str,
+    /// A key only SDXL LoRAs have (`lora_te1_`/`lora_te2_`, `text_encoder_2.`,
+    /// SGM U-Net names), for messages; `None` for an SD 1.x/2.x-style file.
+    pub sdxl_key: Option<String>,
 }
 
 fn invalid(what: impl std::fmt::Display) -> Error {
@@ -155,28 +165,27 @@ fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
         return Ok(None);
     }
     for (prefix, what) in [
-        ("lora_te1_", "SDXL (two text encoders)"),
-        ("lora_te2_", "SDXL (two text encoders)"),
-        ("text_encoder_2.", "SDXL (two text encoders)"),
         ("lora_transformer_", "a transformer-based model (SD3/Flux)"),
         ("transformer.", "a transformer-based model (SD3/Flux)"),
         ("lora_unet_double_blocks_", "Flux"),
         ("lora_unet_single_blocks_", "Flux"),
-        ("lora_unet_input_blocks_", "the original LDM/SGM naming (SDXL or an unconverted checkpoint)"),
-        ("lora_unet_output_blocks_", "the original LDM/SGM naming (SDXL or an unconverted checkpoint)"),
     ] {
         if stem.starts_with(prefix) {
-            return Err(mismatch(format!("`{name}` is from a LoRA for {what}; this model is SD 1.x/2.x-shaped")));
+            return Err(mismatch(format!("`{name}` is from a LoRA for {what}; Kiln applies LoRAs to SD 1.x/2.x and SDXL")));
         }
     }
     let (component, module) = if let Some(m) = stem.strip_prefix("lora_unet_") {
         (Component::Unet, m.to_string())
-    } else if let Some(m) = stem.strip_prefix("lora_te_") {
+    } else if let Some(m) = stem.strip_prefix("lora_te_").or_else(|| stem.strip_prefix("lora_te1_")) {
         (Component::TextEncoder, m.to_string())
+    } else if let Some(m) = stem.strip_prefix("lora_te2_") {
+        (Component::TextEncoder2, m.to_string())
     } else if let Some(m) = stem.strip_prefix("unet.") {
         (Component::Unet, m.to_string())
     } else if let Some(m) = stem.strip_prefix("text_encoder.") {
         (Component::TextEncoder, m.to_string())
+    } else if let Some(m) = stem.strip_prefix("text_encoder_2.") {
+        (Component::TextEncoder2, m.to_string())
     } else {
         return Ok(None);
     };
@@ -190,6 +199,14 @@ fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
         None => module,
     };
     Ok(Some((component, module.replace('.', "_"), *part)))
+}
+
+/// Whether a key names a part only SDXL has: a second text encoder, or the
+/// U-Net in SGM naming (kohya's SDXL trainer; SD 1.x kohya files use diffusers').
+fn is_sdxl_only(name: &str) -> bool {
+    ["lora_te1_", "lora_te2_", "text_encoder_2.", "lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// A tensor's values as f32, whatever float type the file stores.
@@ -270,13 +287,17 @@ impl LoraFile {
         let mut found: BTreeMap<(Component, String), Parts> = BTreeMap::new();
         let mut ignored = Vec::new();
         let mut kohya = false;
+        let mut sdxl_key = None;
         for (name, view) in st.iter() {
             let Some((component, key, part)) = classify(name)? else {
                 ignored.push(name.to_string());
                 continue;
             };
             let entry = found.entry((component, key)).or_default();
-            let is_peft = name.starts_with("unet.") || name.starts_with("text_encoder.");
+            let is_peft = name.starts_with("unet.") || name.starts_with("text_encoder.") || name.starts_with("text_encoder_2.");
+            if sdxl_key.is_none() && is_sdxl_only(name) {
+                sdxl_key = Some(name.to_string());
+            }
             kohya |= !is_peft;
             entry.peft = is_peft;
             if is_peft && entry.dotted.is_empty() {
@@ -318,7 +339,7 @@ impl LoraFile {
             };
             modules.push(LoraModule { component, key, file_key: down_name, down, up, alpha });
         }
-        Ok(Self { modules, layout: if kohya { "kohya" } else { "peft" } })
+        Ok(Self { modules, layout: if kohya { "kohya" } else { "peft" }, sdxl_key })
     }
 }
 
@@ -373,9 +394,31 @@ mod tests {
         assert!(e.message().contains("LoHa"), "{}", e.message());
         assert!(classify("lora_unet_x.lokr_w1").unwrap_err().message().contains("LoKr"));
         assert!(classify("lora_unet_x.dora_scale").unwrap_err().message().contains("DoRA"));
-        let e = classify("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight").unwrap_err();
+        let e = classify("lora_transformer_single_transformer_blocks_0_attn_to_q.lora_down.weight").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
-        assert!(e.message().contains("SDXL"), "{}", e.message());
+        assert!(e.message().contains("SD3/Flux"), "{}", e.message());
+    }
+
+    #[test]
+    fn sdxl_keys_name_both_text_encoders_and_mark_the_file() {
+        let te1 = classify("lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight").unwrap().unwrap();
+        let te2 = classify("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight").unwrap().unwrap();
+        let peft2 = classify("text_encoder_2.text_model.encoder.layers.0.mlp.fc1.lora_A.weight").unwrap().unwrap();
+        assert_eq!((te1.0, te1.1.as_str()), (Component::TextEncoder, "text_model_encoder_layers_0_mlp_fc1"));
+        assert_eq!((te2.0, &te2.1), (Component::TextEncoder2, &te1.1));
+        assert_eq!(peft2, te2);
+        let sgm = classify("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight").unwrap().unwrap();
+        assert_eq!((sgm.0, sgm.1.as_str()), (Component::Unet, "input_blocks_4_1_transformer_blocks_0_attn1_to_q"));
+        let file = st(
+            &[("lora_te2_a.lora_down.weight", vec![2, 3], vec![0.0; 6]), ("lora_te2_a.lora_up.weight", vec![4, 2], vec![0.0; 8])],
+            None,
+        );
+        assert_eq!(LoraFile::parse(&file).unwrap().sdxl_key.as_deref(), Some("lora_te2_a.lora_down.weight"));
+        let sd15 = st(
+            &[("lora_unet_a.lora_down.weight", vec![2, 3], vec![0.0; 6]), ("lora_unet_a.lora_up.weight", vec![4, 2], vec![0.0; 8])],
+            None,
+        );
+        assert_eq!(LoraFile::parse(&sd15).unwrap().sdxl_key, None);
     }
 
     fn st(tensors: &[(&str, Vec<usize>, Vec<f32>)], metadata: Option<std::collections::HashMap<String, String>>) -> Vec<u8> {

@@ -8,6 +8,7 @@
 //! the original file, and only the graphs that change get new sessions.
 pub mod format;
 pub mod graph_index;
+pub mod sgm;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,164 @@
+//! SDXL LoRA: parity with diffusers' `load_lora_weights` + `fuse_lora` on the
+//! tiny SDXL (tools/make_sdxl_lora_fixture.py: the fused pipeline exported by
+//! optimum and run by ORTStableDiffusionXLPipeline with its draws recorded).
+//! The kohya file names the U-Net in SGM naming (`input_blocks_3_1_...`) and
+//! the encoders `lora_te1_`/`lora_te2_`; the PEFT file the same tensors as
+//! diffusers writes them. Both must give the golden; the plain model must not.
+//!
+//! Tolerances as tests/parity.rs: final latents max|Δ| ≤ 1e-3 × max|reference|,
+//! decoded image max|Δ| ≤ 2e-3 absolute.
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kiln::pipeline::{Generation, GenerateRequest, Hooks, InitialNoise};
+use kiln::{ErrorKind, Model, SchedulerKind};
+
+fn lora_dir() -> PathBuf {
+    common::root().join("tests/fixtures/sdxl-lora")
+}
+
+fn sdxl() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny SDXL loads"))
+}
+
+fn case(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(lora_dir().join("cases.json")).expect("tests/fixtures/sdxl-lora/cases.json");
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all.as_array().unwrap().iter().find(|c| c["name"] == name).expect("case in cases.json").clone()
+}
+
+fn npy(name: &str) -> Vec<f32> {
+    kiln::image::npy::read_f32(&lora_dir().join(name)).expect("golden file").1
+}
+
+fn text(c: &serde_json::Value, key: &str) -> String {
+    c.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string()
+}
+
+fn generate(model: &Model, c: &serde_json::Value) -> Generation {
+    let name = c["name"].as_str().unwrap();
+    let request = GenerateRequest {
+        prompt: text(c, "prompt"),
+        negative_prompt: text(c, "negative_prompt"),
+        prompt_2: text(c, "prompt_2"),
+        width: 64,
+        height: 64,
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: npy(&format!("{name}.draws.npy")) }),
+        ..Default::default()
+    };
+    model.generate_with(&request, Hooks::default()).expect("generation succeeds")
+}
+
+/// (latents relative, image absolute) differences from the case's golden.
+fn differences(out: &Generation, name: &str) -> (f64, f64) {
+    let want = npy(&format!("{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = common::max_abs_diff(&got, &want) / scale;
+    let d = common::max_abs_diff(&out.image.data, &npy(&format!("{name}.image.npy")));
+    (rel as f64, d as f64)
+}
+
+fn check(name: &str, file: &str) {
+    let c = case(name);
+    let scale = c["scale"].as_f64().unwrap() as f32;
+    let model = sdxl().with_loras(&[(lora_dir().join(file), scale)]).expect("SDXL LoRA applies");
+    let info = model.adapter_descriptions().join("; ");
+    assert!(info.contains("text_encoder_2"), "both encoders adapted: {info}");
+    let (te1, te2) = model.merged_initializers();
+    eprintln!("{name} ({file}): {} U-Net and {} text-encoder weights merged; {info}", te1.len(), te2.len());
+    let out = generate(&model, &c);
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: U-Net timesteps");
+    let (rel, d) = differences(&out, name);
+    eprintln!("{name} ({file}): latents {rel:e} (bound 1e-3), image {d:e} (bound 2e-3)");
+    let id = format!("sdxl_lora::{name}::{}", file.split('.').nth(1).unwrap());
+    common::check_margin(&format!("{id}::latents_rel"), rel, 1e-3);
+    common::check_margin(&format!("{id}::image_abs"), d, 2e-3);
+}
+
+#[test]
+fn kohya_sgm_named_lora_matches_diffusers() {
+    check("style_euler_s1", "style.kohya.safetensors");
+}
+
+#[test]
+fn peft_lora_matches_diffusers() {
+    check("style_euler_s1", "style.peft.safetensors");
+}
+
+#[test]
+fn half_strength_lora_with_prompt_2_matches_diffusers() {
+    check("style_ddim_s05", "style.kohya.safetensors");
+}
+
+/// The control: without the LoRA the same draws land far from the golden, so
+/// the parity tests above can fail.
+#[test]
+fn the_lora_changes_the_image() {
+    let c = case("style_euler_s1");
+    let (rel, d) = differences(&generate(sdxl(), &c), "style_euler_s1");
+    eprintln!("plain model vs LoRA golden: latents {rel:e}, image {d:e} (parity bounds 1e-3 and 2e-3)");
+    assert!(rel > 1e-2 && d > 2e-2, "the LoRA should move the output well past the bounds: latents {rel:e}, image {d:e}");
+}
+
+/// Only the second encoder adapted: the first encoder's session is shared with
+/// the base model, and the output still changes (no stale cached embeddings).
+#[test]
+fn a_text_encoder_2_only_lora_changes_the_output() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-lora-te2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(lora_dir().join("style.kohya.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        st.tensors().into_iter().filter(|(k, _)| k.starts_with("lora_te2_")).collect();
+    assert!(!kept.is_empty());
+    let file = dir.join("te2_only.safetensors");
+    safetensors::serialize_to_file(kept, meta.metadata().clone(), &file).unwrap();
+    let c = case("style_euler_s1");
+    let before = generate(sdxl(), &c);
+    let model = sdxl().with_loras(&[(&file, 1.0)]).unwrap();
+    let (unet, te) = model.merged_initializers();
+    assert!(unet.is_empty() && te.is_empty(), "only text_encoder_2 merged: {unet:?} {te:?}");
+    let after = generate(&model, &c);
+    let moved = common::max_abs_diff(&before.image.data, &after.image.data);
+    eprintln!("text_encoder_2-only LoRA moves the image by {moved:e}");
+    assert!(moved > 1e-3, "a text_encoder_2 LoRA must change the image ({moved:e})");
+    // And the base model is untouched by the view.
+    let again = generate(sdxl(), &c);
+    assert_eq!(before.image.data, again.image.data);
+}
+
+/// LoRAs and models of the other family are refused with AdapterMismatch.
+#[test]
+fn loras_for_the_other_family_are_refused() {
+    let sd15 = common::tiny_model();
+    let e = refused(sd15.with_loras(&[(lora_dir().join("style.kohya.safetensors"), 1.0)]));
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{}", e.message());
+    assert!(e.message().contains("SDXL"), "{}", e.message());
+    let e = refused(sdxl().with_loras(&[(common::root().join("tests/fixtures/lora/style.kohya.safetensors"), 1.0)]));
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{}", e.message());
+    eprintln!("SD 1.5 LoRA on SDXL: {}", e.message());
+    let e = sdxl().with_adapters(&kiln::model::Adapters {
+        embeddings: vec![kiln::model::EmbeddingSpec {
+            path: common::root().join("tests/fixtures/lora/learned_embeds.safetensors"),
+            token: None,
+        }],
+        ..Default::default()
+    });
+    assert_eq!(refused(e).kind(), ErrorKind::Unsupported);
+}
+
+fn refused(r: kiln::Result<Model>) -> kiln::Error {
+    match r {
+        Ok(_) => panic!("applied"),
+        Err(e) => e,
+    }
+}
