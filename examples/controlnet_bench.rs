@@ -97,7 +97,7 @@ fn step_times(model: &Model, request: &GenerateRequest, steps: usize) -> Result<
         }
     };
     let request = GenerateRequest { steps: steps + 1, ..request.clone() };
-    let hooks = Hooks { cancel: Some(&cancel), on_step: Some(&mut on_step), run_options: None };
+    let hooks = Hooks { cancel: Some(&cancel), on_step: Some(&mut on_step), run_options: None, ..Default::default() };
     match model.generate_with(&request, hooks) {
         Err(e) if e.kind() == ErrorKind::Cancelled => {}
         Err(e) => return Err(e),
