@@ -337,7 +337,8 @@ fn sdxl_fields_on_an_sd1_model_are_refused_by_name() {
     let h = open();
     let p = CString::new("stone").unwrap();
     let p2 = CString::new("metal").unwrap();
-    let cases: [(&dyn Fn(&mut kiln_generate_options), &str); 6] = [
+    type Case<'a> = (&'a dyn Fn(&mut kiln_generate_options), &'a str);
+    let cases: [Case; 6] = [
         (&|o| o.prompt_2 = p2.as_ptr(), "options->prompt_2"),
         (&|o| o.negative_prompt_2 = p2.as_ptr(), "options->negative_prompt_2"),
         (&|o| (o.original_width, o.original_height) = (128, 128), "options->original_width/original_height"),

@@ -601,7 +601,6 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         prompt_2: prompt_2.to_string(),
         negative_prompt_2: negative_prompt_2.to_string(),
         xl,
-        ..GenerateRequest::default()
     })
 }
 
@@ -918,7 +917,8 @@ mod tests {
         for kind in [Conditioning::Plain, Conditioning::Xl, Conditioning::XlAesthetic] {
             check_model_fields(kind, &plain).unwrap();
         }
-        let cases: [(&dyn Fn(&mut GenerateRequest), &str); 8] = [
+        type Case<'a> = (&'a dyn Fn(&mut GenerateRequest), &'a str);
+        let cases: [Case; 8] = [
             (&|r| r.prompt_2 = "metal".into(), "prompt_2"),
             (&|r| r.negative_prompt_2 = "dark".into(), "negative_prompt_2"),
             (&|r| r.xl.original_size = Some([1, 2]), "original_width/original_height"),
