@@ -538,9 +538,9 @@ typedef struct kiln_job_options {
 //
 // Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 // older published layout, one that ended after `initial_noise_len`,
-// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height` or
-// `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168;
-// the current size is 208).
+// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
+// `scheduler_overrides` or `reserved4` (on 64-bit targets 64, 72, 80, 128,
+// 136, 160, 168, 208; the current size is 280).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
@@ -646,6 +646,51 @@ typedef struct kiln_generate_options {
     uint32_t guess_mode;
     // Reserved; 0.
     uint32_t reserved4;
+    // SDXL: UTF-8 prompt for the second text encoder (diffusers'
+    // `prompt_2`); NULL or "" = `prompt`. Bad UTF-8 is INVALID_UTF8, as for `prompt`.
+    // This and the fields up to `negative_aesthetic_score` are SDXL's (the
+    // 208-byte layout ended before them); a model without SDXL conditioning
+    // refuses any of them set to a non-default value with INVALID_ARGUMENT
+    // naming the field, as diffusers' SD 1.x/2.x pipelines have no such inputs.
+    const char *prompt_2;
+    // SDXL: UTF-8 negative prompt for the second text encoder; NULL or "" =
+    // `negative_prompt`.
+    const char *negative_prompt_2;
+    // SDXL `original_size` width in pixels; 0 (with `original_height` 0) = the output size.
+    uint32_t original_width;
+    // SDXL `original_size` height; give both or neither.
+    uint32_t original_height;
+    // SDXL `crops_coords_top_left`: top (y) in pixels; default 0.
+    uint32_t crop_top;
+    // SDXL `crops_coords_top_left`: left (x) in pixels; default 0.
+    uint32_t crop_left;
+    // SDXL `target_size` width; 0 (with `target_height` 0) = the output size.
+    // Refiner-style U-Nets (aesthetic score instead of target size) refuse it.
+    uint32_t target_width;
+    // SDXL `target_size` height; give both or neither.
+    uint32_t target_height;
+    // SDXL `negative_original_size` width; 0 with its height = unset. In
+    // text-to-image the negative sizes are used only when both
+    // `negative_original_*` and `negative_target_*` are given (diffusers);
+    // with an init image (or on a refiner) each unset one is its positive value.
+    uint32_t negative_original_width;
+    // SDXL `negative_original_size` height.
+    uint32_t negative_original_height;
+    // SDXL `negative_crops_coords_top_left`: top; default 0.
+    uint32_t negative_crop_top;
+    // SDXL `negative_crops_coords_top_left`: left; default 0.
+    uint32_t negative_crop_left;
+    // SDXL `negative_target_size` width; 0 with its height = unset.
+    uint32_t negative_target_width;
+    // SDXL `negative_target_size` height.
+    uint32_t negative_target_height;
+    // Refiner-style SDXL U-Nets (5 time ids, `requires_aesthetics_score`):
+    // diffusers' `aesthetic_score`, default 6.0 (set by
+    // `kiln_generate_options_init`; the value is used as given, 0 included).
+    // Other U-Nets refuse a value other than 6.0. Must be finite.
+    float aesthetic_score;
+    // Refiner-style U-Nets: `negative_aesthetic_score`, default 2.5; as above.
+    float negative_aesthetic_score;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`. Accepted

@@ -420,6 +420,50 @@ fn read_png(path: &Path) -> (Vec<u8>, BTreeMap<String, String>) {
     (image::open(path).unwrap().to_rgba8().into_raw(), text)
 }
 
+/// An SDXL asset (tests/fixtures/tiny-sdxl) with `prompt_2`, `original_size`,
+/// `crop_top_left` and `target_size` bakes the pixels and text chunks the
+/// `generate` CLI makes from the same flags, and the SDXL settings change them.
+#[test]
+fn an_sdxl_asset_gives_generates_pixels_and_metadata() {
+    let dir = scratch("sdxl");
+    let model = common::root().join("tests/fixtures/tiny-sdxl");
+    let manifest = dir.join("sdxl.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nsteps = 4\nscheduler = \"euler\"\nseed = 3\nsize = [96, 64]\nprompt = \"mossy stone brick wall\"\n\
+             [[asset]]\nname = \"xl\"\nprompt_2 = \"rusty metal plate\"\noriginal_size = [160, 128]\ncrop_top_left = [8, 16]\ntarget_size = [96, 64]\n\
+             [[asset]]\nname = \"plain\"\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, _) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = dir.join("generated.png");
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "mossy stone brick wall", "--prompt-2", "rusty metal plate", "--steps", "4", "--scheduler", "euler", "--seed", "3"])
+        .args(["--width", "96", "--height", "64", "--original-size", "160x128", "--crop-top-left", "8,16", "--target-size", "96x64", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (a, ta) = read_png(&out.join("xl.png"));
+    let (b, tb) = read_png(&png);
+    assert!(a == b, "kiln-bake's SDXL pixels differ from generate's");
+    for key in ["prompt", "prompt_2", "negative_prompt", "kiln:settings", "Software"] {
+        assert_eq!(ta.get(key), tb.get(key), "text chunk {key}");
+    }
+    assert_eq!(ta["prompt_2"], "rusty metal plate");
+    assert!(ta["kiln:settings"].contains("xl_original_size=Some([160, 128]) xl_crop_top_left=[8, 16]"), "{ta:?}");
+    let (plain, tp) = read_png(&out.join("plain.png"));
+    assert!(plain != a, "the SDXL settings changed nothing");
+    assert!(!tp.contains_key("prompt_2") && !tp["kiln:settings"].contains("xl_"), "{tp:?}");
+}
+
 #[test]
 fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
     let dir = scratch("parity");

@@ -364,3 +364,42 @@ fn txt2img_runs_the_sdxl_fixture_unchanged() {
     let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap())).read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (64, 64));
 }
+
+/// examples/c/sdxl.c: `prompt_2`, original size and crop through the C struct
+/// give exactly the pixels of the same request made from Rust; on SD 1.x the
+/// example exits 1 with INVALID_ARGUMENT naming `prompt_2`.
+#[test]
+fn sdxl_example_sets_prompt_2_and_sizes_like_the_rust_request() {
+    let bin = build_c("sdxl");
+    let png = bin.with_extension("png");
+    let dir = common::root().join("tests/fixtures/tiny-sdxl");
+    let out = run_checked(c_program(&bin).arg(&dir).arg("mossy stone brick wall").arg("rusty metal plate").arg(&png), 300);
+    assert!(out.status.success(), "sdxl failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap())).read_info().unwrap();
+    let mut got = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut got).unwrap();
+    let request = kiln::GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        prompt_2: "rusty metal plate".into(),
+        width: 96,
+        height: 64,
+        steps: 6,
+        guidance_scale: 5.0,
+        scheduler: kiln::SchedulerKind::Euler,
+        seed: 7,
+        xl: kiln::XlConditioning { original_size: Some([160, 128]), crop_top_left: [8, 16], ..Default::default() },
+        ..Default::default()
+    };
+    let model = kiln::Model::load(common::runtime(), &dir).unwrap();
+    let want = model.generate(&request).unwrap().to_rgba8();
+    let differing = got.iter().zip(&want.pixels).filter(|(a, b)| a != b).count();
+    println!("sdxl.c vs Rust: {differing} of {} bytes differ (bound 0)", want.pixels.len());
+    assert_eq!((got.len(), differing), (want.pixels.len(), 0));
+    let plain = kiln::GenerateRequest { prompt_2: String::new(), xl: Default::default(), ..request };
+    assert_ne!(model.generate(&plain).unwrap().to_rgba8().pixels, want.pixels, "the SDXL fields changed nothing");
+
+    let out = run_checked(c_program(&bin).arg(common::fixture()).arg("stone").arg("metal").arg(bin.with_extension("sd1.png")), 300);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("KILN_STATUS_INVALID_ARGUMENT") && err.contains("options->prompt_2") && err.contains("not SDXL"), "{err}");
+}

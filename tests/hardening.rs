@@ -156,6 +156,7 @@ fn only_published_generate_options_sizes_are_accepted() {
         std::mem::offset_of!(kiln_generate_options, mask),
         std::mem::offset_of!(kiln_generate_options, scheduler_overrides),
         std::mem::offset_of!(kiln_generate_options, vae_tile_size),
+        std::mem::offset_of!(kiln_generate_options, prompt_2),
         full,
     ];
     let mut buf = [0u8; 4];
@@ -326,6 +327,53 @@ fn non_finite_initial_noise_is_refused() {
         expect(unsafe { kiln_model_generate(h.model, &o, &mut img) }, kiln_status::InvalidArgument, "finite");
         assert!(img.is_null());
     }
+    still_works(h.model);
+}
+
+/// SD 1.x has no second prompt, size or crop conditioning: each SDXL field of
+/// `kiln_generate_options` set on tiny-sd is INVALID_ARGUMENT naming the
+/// field (generate and job submission alike), bad UTF-8 in `prompt_2` is
+/// INVALID_UTF8 as in `prompt`, and the model keeps working.
+#[test]
+fn sdxl_fields_on_an_sd1_model_are_refused_by_name() {
+    let h = open();
+    let p = CString::new("stone").unwrap();
+    let p2 = CString::new("metal").unwrap();
+    type Case<'a> = (&'a dyn Fn(&mut kiln_generate_options), &'a str);
+    let cases: [Case; 6] = [
+        (&|o| o.prompt_2 = p2.as_ptr(), "options->prompt_2"),
+        (&|o| o.negative_prompt_2 = p2.as_ptr(), "options->negative_prompt_2"),
+        (&|o| (o.original_width, o.original_height) = (128, 128), "options->original_width/original_height"),
+        (&|o| o.crop_left = 8, "options->crop_top/crop_left"),
+        (&|o| (o.negative_target_width, o.negative_target_height) = (64, 64), "options->negative_target_width"),
+        (&|o| o.negative_aesthetic_score = 1.0, "options->negative_aesthetic_score"),
+    ];
+    for (set, field) in cases {
+        let mut o = options(&p);
+        set(&mut o);
+        let mut img = ptr::null_mut();
+        expect(unsafe { kiln_model_generate(h.model, &o, &mut img) }, kiln_status::InvalidArgument, field);
+        assert!(last_error().contains("not SDXL"), "{}", last_error());
+        assert!(img.is_null());
+        let mut job = 7u64;
+        expect(unsafe { kiln_job_submit(h.model, &o, ptr::null(), &mut job) }, kiln_status::InvalidArgument, field);
+        assert_eq!(job, 0);
+    }
+    // An empty prompt_2 means "the same as prompt", so it is not a second prompt.
+    let empty = CString::new("").unwrap();
+    let mut o = options(&p);
+    o.prompt_2 = empty.as_ptr();
+    let mut img = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_generate(h.model, &o, &mut img) }, kiln_status::Ok, "{}", last_error());
+    unsafe { kiln_image_free(img) };
+    let bad = [b's', 0xC3, 0x28, 0];
+    let mut o = options(&p);
+    o.prompt_2 = bad.as_ptr().cast();
+    let mut img = ptr::null_mut();
+    expect(unsafe { kiln_model_generate(h.model, &o, &mut img) }, kiln_status::InvalidUtf8, "options->prompt_2");
+    let mut o = options(&p);
+    o.prompt = bad.as_ptr().cast();
+    expect(unsafe { kiln_model_generate(h.model, &o, &mut img) }, kiln_status::InvalidUtf8, "options->prompt");
     still_works(h.model);
 }
 

@@ -236,3 +236,132 @@ fn export_without_text_encoder_uses_text_encoder_2_alone() {
     assert_eq!(e.kind(), kiln::ErrorKind::ModelInvalid);
     assert!(e.to_string().contains("24-wide") && e.to_string().contains("16"), "{e}");
 }
+
+/// The SDXL fields of `kiln_generate_options`, through the exported C
+/// functions: the `prompt_2` and the non-square size cases give the pixels of
+/// the goldens above. The C route returns 8-bit pixels, so the bound is the
+/// parity bound (2e-3) plus half a quantization step (0.5/255). A control run
+/// with the SDXL fields left at their defaults misses that bound, so a field
+/// the C layer dropped would fail here.
+mod c_api {
+    use super::common;
+    use kiln::ffi::{kiln_status, model::*, runtime::*};
+    use std::ffi::{c_char, CStr, CString};
+    use std::ptr;
+
+    fn last_error() -> String {
+        let mut buf = vec![0 as c_char; 4096];
+        unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), ptr::null_mut()) };
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    struct Handles {
+        rt: *mut kiln_runtime,
+        model: *mut kiln_model,
+    }
+
+    impl Drop for Handles {
+        fn drop(&mut self) {
+            unsafe {
+                kiln_model_free(self.model);
+                kiln_runtime_destroy(self.rt);
+            }
+        }
+    }
+
+    fn open() -> Handles {
+        let mut rt = ptr::null_mut();
+        assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
+        let dir = CString::new(super::fixture().to_str().unwrap()).unwrap();
+        let mut model = ptr::null_mut();
+        assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
+        Handles { rt, model }
+    }
+
+    /// Generates through `kiln_model_generate_into`; RGB as 0..1 floats.
+    fn generate(h: &Handles, o: &kiln_generate_options) -> Vec<f32> {
+        let (w, hh) = (o.width as usize, o.height as usize);
+        let mut buf = vec![0u8; w * hh * 4];
+        let s = unsafe { kiln_model_generate_into(h.model, o, buf.as_mut_ptr(), buf.len(), 0) };
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        buf.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect()
+    }
+
+    /// 8-bit output is within half a step of the float image: the error past that
+    /// is what the parity bound (2e-3) applies to.
+    const QUANTUM: f64 = 0.5 / 255.0;
+    const BOUND: f64 = 2e-3;
+
+    /// Runs `name` through C with its SDXL fields set by `set_xl`, then with
+    /// the SDXL fields at their defaults (the control).
+    fn check(name: &str, set_xl: &dyn Fn(&mut kiln_generate_options)) {
+        let h = open();
+        let cases: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl/cases.json")).unwrap()).unwrap();
+        let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["kiln_scheduler"], "euler", "deterministic scheduler: the initial noise is every draw");
+        let (_, draws) = common::read_npy(&format!("sdxl/{name}.draws.npy"));
+        let (_, want) = common::read_npy(&format!("sdxl/{name}.image.npy"));
+        let text = |k: &str| CString::new(c.get(k).and_then(|v| v.as_str()).unwrap_or("")).unwrap();
+        let (prompt, negative) = (text("prompt"), text("negative_prompt"));
+        let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+        unsafe { kiln_generate_options_init(&mut o) };
+        o.prompt = prompt.as_ptr();
+        o.negative_prompt = negative.as_ptr();
+        o.width = c.get("width").map_or(64, |v| v.as_u64().unwrap() as u32);
+        o.height = c.get("height").map_or(64, |v| v.as_u64().unwrap() as u32);
+        o.steps = c["steps"].as_u64().unwrap() as u32;
+        o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
+        o.scheduler = kiln_scheduler::Euler as u32;
+        o.initial_noise = draws.as_ptr();
+        o.initial_noise_len = draws.len();
+        let control = generate(&h, &o);
+        set_xl(&mut o);
+        let got = generate(&h, &o);
+        let d = (common::max_abs_diff(&got, &want) as f64 - QUANTUM).max(0.0);
+        common::check_margin(&format!("sdxl::c_api::{name}::image_abs_past_8bit"), d, BOUND);
+        let dc = common::max_abs_diff(&control, &want) as f64 - QUANTUM;
+        eprintln!("{name} through C: {d:e} past 8-bit rounding (bound {BOUND:e}); without the SDXL fields {dc:e}");
+        assert!(dc > BOUND, "{name}: the SDXL fields barely matter ({dc:e}); this test would not catch them dropped");
+    }
+
+    #[test]
+    fn prompt_2_through_c_matches_the_golden() {
+        let (p2, n2) = (CString::new("rusty metal plate").unwrap(), CString::new("dark").unwrap());
+        check("prompt_2", &|o| {
+            o.prompt_2 = p2.as_ptr();
+            o.negative_prompt_2 = n2.as_ptr();
+        });
+    }
+
+    #[test]
+    fn sizes_and_crops_through_c_match_the_golden() {
+        // diffusers' tuples in cases.json are (height, width) and (top, left).
+        check("nonsquare_sizes", &|o| {
+            (o.original_width, o.original_height) = (160, 128);
+            (o.crop_top, o.crop_left) = (8, 16);
+            (o.negative_original_width, o.negative_original_height) = (48, 32);
+            (o.negative_crop_top, o.negative_crop_left) = (0, 4);
+            (o.negative_target_width, o.negative_target_height) = (80, 48);
+        });
+    }
+
+    #[test]
+    fn aesthetic_score_on_a_base_unet_is_refused_and_the_model_still_works() {
+        let h = open();
+        let p = CString::new("stone").unwrap();
+        let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+        unsafe { kiln_generate_options_init(&mut o) };
+        o.prompt = p.as_ptr();
+        o.steps = 1;
+        o.aesthetic_score = 7.0;
+        let mut buf = vec![0u8; 64 * 64 * 4];
+        let s = unsafe { kiln_model_generate_into(h.model, &o, buf.as_mut_ptr(), buf.len(), 0) };
+        let msg = last_error();
+        assert_eq!(s, kiln_status::InvalidArgument, "{msg}");
+        assert!(msg.contains("options->aesthetic_score"), "{msg}");
+        o.aesthetic_score = 6.0;
+        let s = unsafe { kiln_model_generate_into(h.model, &o, buf.as_mut_ptr(), buf.len(), 0) };
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+    }
+}

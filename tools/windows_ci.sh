@@ -48,7 +48,7 @@ step "C examples with MinGW, and on Linux for the reference pixels"
 cargo build --release --lib --example generate
 CDIR="$WORK/c"
 rm -rf "$CDIR" && mkdir -p "$CDIR/win" "$CDIR/linux"
-for ex in txt2img async_poll cancel sprite controlnet; do
+for ex in txt2img async_poll cancel sprite controlnet sdxl; do
     x86_64-w64-mingw32-gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -O1 -Iinclude "examples/c/$ex.c" \
         -o "$CDIR/win/$ex.exe" -L "$OUT" -lkiln
     cc -std=c99 -Wall -Wextra -Wpedantic -Werror -O1 -Iinclude "examples/c/$ex.c" \

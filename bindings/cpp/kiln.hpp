@@ -98,7 +98,7 @@
 #define KILN_HPP_STRUCTS(X) \
     X(kiln_job_event, pixels) \
     X(kiln_job_options, user_data) \
-    X(kiln_generate_options, reserved4) \
+    X(kiln_generate_options, negative_aesthetic_score) \
     X(kiln_job_progress, preview_height) \
     X(kiln_model_load_options, matting_path) \
     X(kiln_model_info, has_matting) \
@@ -165,6 +165,22 @@
     X(kiln_generate_options, control_count, size_t) \
     X(kiln_generate_options, guess_mode, uint32_t) \
     X(kiln_generate_options, reserved4, uint32_t) \
+    X(kiln_generate_options, prompt_2, const char *) \
+    X(kiln_generate_options, negative_prompt_2, const char *) \
+    X(kiln_generate_options, original_width, uint32_t) \
+    X(kiln_generate_options, original_height, uint32_t) \
+    X(kiln_generate_options, crop_top, uint32_t) \
+    X(kiln_generate_options, crop_left, uint32_t) \
+    X(kiln_generate_options, target_width, uint32_t) \
+    X(kiln_generate_options, target_height, uint32_t) \
+    X(kiln_generate_options, negative_original_width, uint32_t) \
+    X(kiln_generate_options, negative_original_height, uint32_t) \
+    X(kiln_generate_options, negative_crop_top, uint32_t) \
+    X(kiln_generate_options, negative_crop_left, uint32_t) \
+    X(kiln_generate_options, negative_target_width, uint32_t) \
+    X(kiln_generate_options, negative_target_height, uint32_t) \
+    X(kiln_generate_options, aesthetic_score, float) \
+    X(kiln_generate_options, negative_aesthetic_score, float) \
     X(kiln_job_progress, struct_size, uint32_t) \
     X(kiln_job_progress, state, uint32_t) \
     X(kiln_job_progress, step, uint32_t) \

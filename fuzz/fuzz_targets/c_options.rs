@@ -27,6 +27,8 @@ enum Input {
         init_image: Option<Vec<u8>>,
         mask: Option<Vec<u8>>,
         scheduler_overrides: Option<Vec<u8>>,
+        prompt_2: Option<Vec<u8>>,
+        negative_prompt_2: Option<Vec<u8>>,
     },
     Runtime {
         size: Size,
@@ -86,16 +88,19 @@ unsafe extern "C" fn log_sink(_user: *mut c_void, _level: u32, _message: *const 
 
 fuzz_target!(|input: Input| {
     match input {
-        Input::Generate { size, raw, prompt, negative_prompt, initial_noise, init_image, mask, scheduler_overrides } => {
+        Input::Generate { size, raw, prompt, negative_prompt, initial_noise, init_image, mask, scheduler_overrides, prompt_2, negative_prompt_2 } => {
             let mut o = from_raw::<kiln_generate_options>(&raw, &size);
             let p = o.as_mut_ptr();
             let (prompt, negative, overrides) = (c_string(&prompt), c_string(&negative_prompt), c_string(&scheduler_overrides));
+            let (prompt_2, negative_2) = (c_string(&prompt_2), c_string(&negative_prompt_2));
             // SAFETY: writes to fields of a fully initialized value; the raw
             // pointer bits are replaced before anything reads them.
             let o = unsafe {
                 addr_of_mut!((*p).prompt).write(c_ptr(&prompt));
                 addr_of_mut!((*p).negative_prompt).write(c_ptr(&negative));
                 addr_of_mut!((*p).scheduler_overrides).write(c_ptr(&overrides));
+                addr_of_mut!((*p).prompt_2).write(c_ptr(&prompt_2));
+                addr_of_mut!((*p).negative_prompt_2).write(c_ptr(&negative_2));
                 // `kiln_control` entries hold handles and strings the fuzzer
                 // cannot make valid; NULL with the raw count checks that a
                 // count without an array is refused.

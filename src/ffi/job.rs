@@ -202,7 +202,7 @@ pub unsafe extern "C" fn kiln_job_submit(
         unsafe { handles::write_out(job_out, 0) };
         // SAFETY: NULL or a live handle; options per the header.
         let m = unsafe { handles::borrow(model)? };
-        let request = finish_request(m, unsafe { request_from(options)? });
+        let request = finish_request(m, unsafe { request_from(options)? })?;
         let jo = if job_options.is_null() {
             default_job_options()
         } else {

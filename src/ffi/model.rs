@@ -10,7 +10,7 @@ use super::runtime::kiln_runtime;
 use super::status::kiln_status;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
-use crate::pipeline::{GenerateRequest, InitialNoise, PromptSyntax};
+use crate::pipeline::{GenerateRequest, InitialNoise, PromptSyntax, XlConditioning};
 use crate::scheduler::SchedulerKind;
 
 /// A loaded model. Internally synchronized: several threads may generate from
@@ -90,9 +90,9 @@ pub struct kiln_model_info {
 ///
 /// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 /// older published layout, one that ended after `initial_noise_len`,
-/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height` or
-/// `scheduler_overrides` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168;
-/// the current size is 208).
+/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
+/// `scheduler_overrides` or `reserved4` (on 64-bit targets 64, 72, 80, 128,
+/// 136, 160, 168, 208; the current size is 280).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -200,6 +200,52 @@ pub struct kiln_generate_options {
     pub guess_mode: u32,
     /// Reserved; 0.
     pub reserved4: u32,
+    // SDXL conditioning, one block appended after `reserved4` (issue 18).
+    /// SDXL: UTF-8 prompt for the second text encoder (diffusers'
+    /// `prompt_2`); NULL or "" = `prompt`. Bad UTF-8 is INVALID_UTF8, as for `prompt`.
+    /// This and the fields up to `negative_aesthetic_score` are SDXL's (the
+    /// 208-byte layout ended before them); a model without SDXL conditioning
+    /// refuses any of them set to a non-default value with INVALID_ARGUMENT
+    /// naming the field, as diffusers' SD 1.x/2.x pipelines have no such inputs.
+    pub prompt_2: *const c_char,
+    /// SDXL: UTF-8 negative prompt for the second text encoder; NULL or "" =
+    /// `negative_prompt`.
+    pub negative_prompt_2: *const c_char,
+    /// SDXL `original_size` width in pixels; 0 (with `original_height` 0) = the output size.
+    pub original_width: u32,
+    /// SDXL `original_size` height; give both or neither.
+    pub original_height: u32,
+    /// SDXL `crops_coords_top_left`: top (y) in pixels; default 0.
+    pub crop_top: u32,
+    /// SDXL `crops_coords_top_left`: left (x) in pixels; default 0.
+    pub crop_left: u32,
+    /// SDXL `target_size` width; 0 (with `target_height` 0) = the output size.
+    /// Refiner-style U-Nets (aesthetic score instead of target size) refuse it.
+    pub target_width: u32,
+    /// SDXL `target_size` height; give both or neither.
+    pub target_height: u32,
+    /// SDXL `negative_original_size` width; 0 with its height = unset. In
+    /// text-to-image the negative sizes are used only when both
+    /// `negative_original_*` and `negative_target_*` are given (diffusers);
+    /// with an init image (or on a refiner) each unset one is its positive value.
+    pub negative_original_width: u32,
+    /// SDXL `negative_original_size` height.
+    pub negative_original_height: u32,
+    /// SDXL `negative_crops_coords_top_left`: top; default 0.
+    pub negative_crop_top: u32,
+    /// SDXL `negative_crops_coords_top_left`: left; default 0.
+    pub negative_crop_left: u32,
+    /// SDXL `negative_target_size` width; 0 with its height = unset.
+    pub negative_target_width: u32,
+    /// SDXL `negative_target_size` height.
+    pub negative_target_height: u32,
+    /// Refiner-style SDXL U-Nets (5 time ids, `requires_aesthetics_score`):
+    /// diffusers' `aesthetic_score`, default 6.0 (set by
+    /// `kiln_generate_options_init`; the value is used as given, 0 included).
+    /// Other U-Nets refuse a value other than 6.0. Must be finite.
+    pub aesthetic_score: f32,
+    /// Refiner-style U-Nets: `negative_aesthetic_score`, default 2.5; as above.
+    pub negative_aesthetic_score: f32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -213,8 +259,8 @@ const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_
 /// Sizes of every published layout of `kiln_generate_options` before the
 /// current one, oldest first: each ended just before the named field
 /// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `reserved2`,
-/// `reserved3`, `mask_height`, `scheduler_overrides`).
-const GENERATE_OPTIONS_OLDER: [usize; 7] = [
+/// `reserved3`, `mask_height`, `scheduler_overrides`, `reserved4`).
+const GENERATE_OPTIONS_OLDER: [usize; 8] = [
     GENERATE_OPTIONS_V1,
     GENERATE_OPTIONS_V2,
     layout_before!(kiln_generate_options, init_image),
@@ -222,6 +268,7 @@ const GENERATE_OPTIONS_OLDER: [usize; 7] = [
     layout_before!(kiln_generate_options, mask),
     layout_before!(kiln_generate_options, scheduler_overrides),
     layout_before!(kiln_generate_options, vae_tile_size),
+    layout_before!(kiln_generate_options, prompt_2),
 ];
 
 pub(crate) fn default_generate_options() -> kiln_generate_options {
@@ -259,6 +306,22 @@ pub(crate) fn default_generate_options() -> kiln_generate_options {
         control_count: 0,
         guess_mode: 0,
         reserved4: 0,
+        prompt_2: std::ptr::null(),
+        negative_prompt_2: std::ptr::null(),
+        original_width: 0,
+        original_height: 0,
+        crop_top: 0,
+        crop_left: 0,
+        target_width: 0,
+        target_height: 0,
+        negative_original_width: 0,
+        negative_original_height: 0,
+        negative_crop_top: 0,
+        negative_crop_left: 0,
+        negative_target_width: 0,
+        negative_target_height: 0,
+        aesthetic_score: XlConditioning::default().aesthetic_score,
+        negative_aesthetic_score: XlConditioning::default().negative_aesthetic_score,
         reserved: 0,
         vae_tile_size: 0,
         vae_tile_overlap: 0,
@@ -474,6 +537,9 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     // SAFETY: NUL-terminated strings per the header.
     let prompt = unsafe { utf8_arg(o.prompt, "options->prompt")? };
     let negative = unsafe { utf8_opt(o.negative_prompt, "options->negative_prompt")? }.unwrap_or("");
+    let prompt_2 = unsafe { utf8_opt(o.prompt_2, "options->prompt_2")? }.unwrap_or("");
+    let negative_prompt_2 = unsafe { utf8_opt(o.negative_prompt_2, "options->negative_prompt_2")? }.unwrap_or("");
+    let xl = xl_conditioning_from(&o)?;
     let scheduler = SchedulerKind::from_u32(o.scheduler)
         .ok_or_else(|| Error::invalid(format!("options->scheduler {} is not a kiln_scheduler", o.scheduler)))?;
     let initial_noise = if o.initial_noise.is_null() {
@@ -532,8 +598,85 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         // SAFETY: the caller guarantees control_count entries.
         controls: unsafe { super::control::controls_from(o.controls, o.control_count)? },
         guess_mode: o.guess_mode != 0,
-        ..GenerateRequest::default()
+        prompt_2: prompt_2.to_string(),
+        negative_prompt_2: negative_prompt_2.to_string(),
+        xl,
     })
+}
+
+/// Reads the SDXL size, crop and aesthetic-score fields (0 x 0 = unset size).
+fn xl_conditioning_from(o: &kiln_generate_options) -> Result<XlConditioning> {
+    let size = |w: u32, h: u32, name: &str| -> Result<Option<[usize; 2]>> {
+        match (w, h) {
+            (0, 0) => Ok(None),
+            (0, _) | (_, 0) => Err(Error::invalid(format!(
+                "options->{name}_width/{name}_height is {w}x{h}; give both (pixels) or neither (0 = the output size)"
+            ))),
+            (w, h) => Ok(Some([w as usize, h as usize])),
+        }
+    };
+    for (v, name) in [(o.aesthetic_score, "aesthetic_score"), (o.negative_aesthetic_score, "negative_aesthetic_score")] {
+        if !v.is_finite() {
+            return Err(Error::invalid(format!("options->{name} is {v}; it must be finite")));
+        }
+    }
+    Ok(XlConditioning {
+        original_size: size(o.original_width, o.original_height, "original")?,
+        crop_top_left: [o.crop_top as usize, o.crop_left as usize],
+        target_size: size(o.target_width, o.target_height, "target")?,
+        negative_original_size: size(o.negative_original_width, o.negative_original_height, "negative_original")?,
+        negative_crop_top_left: [o.negative_crop_top as usize, o.negative_crop_left as usize],
+        negative_target_size: size(o.negative_target_width, o.negative_target_height, "negative_target")?,
+        aesthetic_score: o.aesthetic_score,
+        negative_aesthetic_score: o.negative_aesthetic_score,
+    })
+}
+
+/// Which SDXL inputs a model's U-Net takes, for [`check_model_fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conditioning {
+    /// SD 1.x/2.x: text embeddings only.
+    Plain,
+    /// SDXL base: pooled text and 6 time ids (original, crop, target).
+    Xl,
+    /// SDXL refiner-style: 5 time ids (original, crop, aesthetic score).
+    XlAesthetic,
+}
+
+/// Refuses request fields the model cannot use, naming the C field: SDXL
+/// inputs on other models (diffusers' SD pipelines have no such arguments),
+/// a target size on a refiner-style U-Net and an aesthetic score on one
+/// without (neither would change the image).
+pub(crate) fn check_model_fields(kind: Conditioning, r: &GenerateRequest) -> Result<()> {
+    let x = &r.xl;
+    let d = XlConditioning::default();
+    let aesthetic = [
+        (x.aesthetic_score != d.aesthetic_score, "aesthetic_score"),
+        (x.negative_aesthetic_score != d.negative_aesthetic_score, "negative_aesthetic_score"),
+    ];
+    let target = [(x.target_size.is_some(), "target_width/target_height"), (x.negative_target_size.is_some(), "negative_target_width/negative_target_height")];
+    let refuse = |given: &[(bool, &'static str)], why: &str| match given.iter().find(|(set, _)| *set) {
+        Some((_, name)) => Err(Error::invalid(format!("options->{name} is set, but {why}"))),
+        None => Ok(()),
+    };
+    match kind {
+        Conditioning::Plain => {
+            let xl_only = [
+                (!r.prompt_2.is_empty(), "prompt_2"),
+                (!r.negative_prompt_2.is_empty(), "negative_prompt_2"),
+                (x.original_size.is_some(), "original_width/original_height"),
+                (x.crop_top_left != [0, 0], "crop_top/crop_left"),
+                (x.negative_original_size.is_some(), "negative_original_width/negative_original_height"),
+                (x.negative_crop_top_left != [0, 0], "negative_crop_top/negative_crop_left"),
+            ];
+            let why = "this model is not SDXL (no text_encoder_2 and no time_ids input); leave the SDXL fields at their defaults";
+            refuse(&xl_only, why)?;
+            refuse(&target, why)?;
+            refuse(&aesthetic, why)
+        }
+        Conditioning::Xl => refuse(&aesthetic, "this SDXL U-Net takes no aesthetic score (6 time ids; only refiner-style exports with requires_aesthetics_score do)"),
+        Conditioning::XlAesthetic => refuse(&target, "this refiner-style U-Net's time ids hold an aesthetic score instead of a target size"),
+    }
 }
 
 /// Copies the img2img picture out of the caller's buffer as tight RGB.
@@ -569,8 +712,15 @@ unsafe fn init_image_from(o: &kiln_generate_options) -> Result<Option<crate::pip
     Ok(Some(crate::pipeline::InitImage { width: w, height: h, rgb }))
 }
 
-/// Completes the initial-noise shape from the model and the request size.
-pub(crate) fn finish_request(model: &Model, mut request: GenerateRequest) -> GenerateRequest {
+/// Checks the request against the model's inputs ([`check_model_fields`])
+/// and completes the initial-noise shape from the model and the request size.
+pub(crate) fn finish_request(model: &Model, mut request: GenerateRequest) -> Result<GenerateRequest> {
+    let kind = match model.sdxl_aesthetic() {
+        None => Conditioning::Plain,
+        Some(false) => Conditioning::Xl,
+        Some(true) => Conditioning::XlAesthetic,
+    };
+    check_model_fields(kind, &request)?;
     if let Some(noise) = request.initial_noise.as_mut() {
         let info = model.info();
         let w = if request.width == 0 { info.default_size } else { request.width };
@@ -580,7 +730,7 @@ pub(crate) fn finish_request(model: &Model, mut request: GenerateRequest) -> Gen
         // A length mismatch is reported by the pipeline with both shapes.
         noise.shape = if noise.data.len() == expected.iter().product::<usize>() { expected } else { [0, 0, 0, noise.data.len()] };
     }
-    request
+    Ok(request)
 }
 
 /// Generates an image into a new Kiln-owned `kiln_image` (RGBA8, alpha 255).
@@ -599,7 +749,7 @@ pub unsafe extern "C" fn kiln_model_generate(
         unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
         // SAFETY: NULL or a live handle; options per the header.
         let m = unsafe { handles::borrow(model)? };
-        let request = finish_request(m, unsafe { request_from(options)? });
+        let request = finish_request(m, unsafe { request_from(options)? })?;
         let image = m.generate(&request)?.to_rgba8();
         // SAFETY: checked non-null.
         unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
@@ -625,7 +775,7 @@ pub unsafe extern "C" fn kiln_model_generate_into(
         // SAFETY: NULL or a live handle; options per the header.
         let m = unsafe { handles::borrow(model)? };
         non_null(pixels_out, "pixels_out")?;
-        let request = finish_request(m, unsafe { request_from(options)? });
+        let request = finish_request(m, unsafe { request_from(options)? })?;
         let info = m.info();
         let w = if request.width == 0 { info.default_size } else { request.width };
         let h = if request.height == 0 { info.default_size } else { request.height };
@@ -690,6 +840,113 @@ mod tests {
         o.guidance_rescale = 0.7;
         assert_eq!(unsafe { request_from(&o) }.unwrap().guidance_rescale, 0.7);
         assert!(GENERATE_OPTIONS_V1 < std::mem::size_of::<kiln_generate_options>());
+    }
+
+    #[test]
+    fn sdxl_fields_become_the_rust_request() {
+        let mut o = default_generate_options();
+        o.prompt = c"stone".as_ptr();
+        let r = unsafe { request_from(&o) }.unwrap();
+        assert_eq!((r.prompt_2.as_str(), r.negative_prompt_2.as_str()), ("", ""));
+        assert_eq!(r.xl, XlConditioning::default());
+        o.prompt_2 = c"metal".as_ptr();
+        o.negative_prompt_2 = c"dark".as_ptr();
+        (o.original_width, o.original_height, o.crop_top, o.crop_left) = (160, 128, 8, 16);
+        (o.target_width, o.target_height) = (96, 64);
+        (o.negative_original_width, o.negative_original_height, o.negative_crop_top, o.negative_crop_left) = (32, 48, 1, 2);
+        (o.negative_target_width, o.negative_target_height) = (80, 72);
+        (o.aesthetic_score, o.negative_aesthetic_score) = (7.0, 0.0);
+        let r = unsafe { request_from(&o) }.unwrap();
+        assert_eq!((r.prompt_2.as_str(), r.negative_prompt_2.as_str()), ("metal", "dark"));
+        let want = XlConditioning {
+            original_size: Some([160, 128]),
+            crop_top_left: [8, 16],
+            target_size: Some([96, 64]),
+            negative_original_size: Some([32, 48]),
+            negative_crop_top_left: [1, 2],
+            negative_target_size: Some([80, 72]),
+            aesthetic_score: 7.0,
+            negative_aesthetic_score: 0.0,
+        };
+        assert_eq!(r.xl, want);
+        // A caller built against the 208-byte layout: the SDXL fields past its
+        // struct_size are never read.
+        o.struct_size = layout_before!(kiln_generate_options, prompt_2) as u32;
+        let r = unsafe { request_from(&o) }.unwrap();
+        assert_eq!((r.prompt_2.as_str(), &r.xl), ("", &XlConditioning::default()));
+    }
+
+    #[test]
+    fn bad_sdxl_fields_are_specific_errors() {
+        let base = || {
+            let mut o = default_generate_options();
+            o.prompt = c"stone".as_ptr();
+            o
+        };
+        let bad = [0x66u8, 0xff, 0];
+        let mut o = base();
+        o.prompt_2 = bad.as_ptr().cast();
+        let e = unsafe { request_from(&o) }.unwrap_err();
+        assert_eq!((e.kind(), e.message().contains("options->prompt_2")), (ErrorKind::InvalidUtf8, true), "{e}");
+        let mut o = base();
+        o.negative_prompt_2 = bad.as_ptr().cast();
+        let e = unsafe { request_from(&o) }.unwrap_err();
+        assert_eq!((e.kind(), e.message().contains("options->negative_prompt_2")), (ErrorKind::InvalidUtf8, true), "{e}");
+        let mut o = base();
+        o.original_width = 128;
+        let e = unsafe { request_from(&o) }.unwrap_err();
+        assert_eq!((e.kind(), e.message().contains("original_width/original_height is 128x0")), (ErrorKind::InvalidArgument, true), "{e}");
+        let mut o = base();
+        o.negative_target_height = 64;
+        let e = unsafe { request_from(&o) }.unwrap_err();
+        assert!(e.message().contains("negative_target_width"), "{e}");
+        let mut o = base();
+        o.negative_aesthetic_score = f32::NAN;
+        let e = unsafe { request_from(&o) }.unwrap_err();
+        assert_eq!((e.kind(), e.message().contains("negative_aesthetic_score is NaN")), (ErrorKind::InvalidArgument, true), "{e}");
+    }
+
+    #[test]
+    fn fields_a_model_cannot_use_are_refused_by_name() {
+        let req = |f: &dyn Fn(&mut GenerateRequest)| {
+            let mut r = GenerateRequest::default();
+            f(&mut r);
+            r
+        };
+        let plain = GenerateRequest::default();
+        for kind in [Conditioning::Plain, Conditioning::Xl, Conditioning::XlAesthetic] {
+            check_model_fields(kind, &plain).unwrap();
+        }
+        type Case<'a> = (&'a dyn Fn(&mut GenerateRequest), &'a str);
+        let cases: [Case; 8] = [
+            (&|r| r.prompt_2 = "metal".into(), "prompt_2"),
+            (&|r| r.negative_prompt_2 = "dark".into(), "negative_prompt_2"),
+            (&|r| r.xl.original_size = Some([1, 2]), "original_width/original_height"),
+            (&|r| r.xl.crop_top_left = [0, 4], "crop_top/crop_left"),
+            (&|r| r.xl.negative_original_size = Some([1, 2]), "negative_original_width"),
+            (&|r| r.xl.negative_crop_top_left = [4, 0], "negative_crop_top/negative_crop_left"),
+            (&|r| r.xl.target_size = Some([1, 2]), "target_width/target_height"),
+            (&|r| r.xl.aesthetic_score = 5.0, "aesthetic_score"),
+        ];
+        for (set, name) in cases {
+            let r = req(set);
+            let e = check_model_fields(Conditioning::Plain, &r).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(e.message().contains(&format!("options->{name}")) && e.message().contains("not SDXL"), "{e}");
+        }
+        // SDXL base: every size and prompt field, but no aesthetic score.
+        check_model_fields(Conditioning::Xl, &req(&|r| {
+            r.prompt_2 = "metal".into();
+            r.xl.target_size = Some([64, 64]);
+            r.xl.negative_target_size = Some([64, 64]);
+        }))
+        .unwrap();
+        let e = check_model_fields(Conditioning::Xl, &req(&|r| r.xl.negative_aesthetic_score = 1.0)).unwrap_err();
+        assert!(e.message().contains("options->negative_aesthetic_score") && e.message().contains("no aesthetic score"), "{e}");
+        // Refiner-style: aesthetic scores, but no target size.
+        check_model_fields(Conditioning::XlAesthetic, &req(&|r| r.xl.aesthetic_score = 9.0)).unwrap();
+        let e = check_model_fields(Conditioning::XlAesthetic, &req(&|r| r.xl.negative_target_size = Some([8, 8]))).unwrap_err();
+        assert!(e.message().contains("options->negative_target_width/negative_target_height"), "{e}");
     }
 
     #[test]

@@ -69,7 +69,7 @@ unsafe fn texture_op(
     unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
     // SAFETY: NULL or a live handle; options per the header.
     let m = unsafe { handles::borrow(model)? };
-    let mut request = finish_request(m, unsafe { request_from(options)? });
+    let mut request = finish_request(m, unsafe { request_from(options)? })?;
     let picture = request
         .init_image
         .take()

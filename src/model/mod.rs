@@ -329,6 +329,13 @@ impl Model {
         }
     }
 
+    /// `None` for a model without SDXL conditioning; for SDXL, whether its
+    /// U-Net's time ids hold an aesthetic score (refiner-style) instead of
+    /// the target size.
+    pub(crate) fn sdxl_aesthetic(&self) -> Option<bool> {
+        self.inner.xl.as_ref().map(|xl| xl.aesthetic)
+    }
+
     /// The latent→RGB projection used for step previews, fitted on first use.
     pub fn preview_projection(&self) -> Result<&preview::LatentProjection> {
         self.inner

@@ -79,8 +79,9 @@ pub struct Provenance<'a> {
 }
 
 /// The PNG `tEXt` chunks (key, value) for an image of `width` × `height` made
-/// from `request` with `post`: `prompt`, `negative_prompt`, `kiln:settings`,
-/// `kiln:model` and `Software`.
+/// from `request` with `post`: `prompt`, `negative_prompt`, (SDXL, when
+/// given) `prompt_2` and `negative_prompt_2`, `kiln:settings` (with the SDXL
+/// size conditioning when it is not the default), `kiln:model` and `Software`.
 pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance<'_>, width: usize, height: usize) -> Vec<(&'static str, String)> {
     let path_or_none = |p: Option<&Path>| p.map_or("none".to_string(), path_text);
     let syntax: PromptSyntax = request.prompt_syntax;
@@ -100,13 +101,34 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
         post.sprite,
         post.pixel_art,
     );
-    vec![
-        ("prompt", request.prompt.clone()),
-        ("negative_prompt", request.negative_prompt.clone()),
+    let mut settings = settings;
+    // SDXL conditioning only when given, so other images keep their text exactly.
+    let xl = &request.xl;
+    if *xl != crate::pipeline::XlConditioning::default() {
+        settings.push_str(&format!(
+            " xl_original_size={:?} xl_crop_top_left={:?} xl_target_size={:?} xl_negative_original_size={:?} xl_negative_crop_top_left={:?} xl_negative_target_size={:?} xl_aesthetic_score={} xl_negative_aesthetic_score={}",
+            xl.original_size,
+            xl.crop_top_left,
+            xl.target_size,
+            xl.negative_original_size,
+            xl.negative_crop_top_left,
+            xl.negative_target_size,
+            xl.aesthetic_score,
+            xl.negative_aesthetic_score,
+        ));
+    }
+    let mut text = vec![("prompt", request.prompt.clone()), ("negative_prompt", request.negative_prompt.clone())];
+    for (key, value) in [("prompt_2", &request.prompt_2), ("negative_prompt_2", &request.negative_prompt_2)] {
+        if !value.is_empty() {
+            text.push((key, value.clone()));
+        }
+    }
+    text.extend([
         ("kiln:settings", settings),
         ("kiln:model", path_text(from.model)),
         ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")).to_string()),
-    ]
+    ]);
+    text
 }
 
 /// A path as text in one style on every platform: `/` separators (Windows

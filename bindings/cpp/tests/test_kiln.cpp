@@ -184,6 +184,33 @@ static void test_controlnet(const kiln::Runtime &rt, const std::string &dir) {
     CHECK(again.ok() && std::memcmp(again->pixels(), guided->pixels(), n) == 0);
 }
 
+// SDXL's second prompt through the C struct: on tiny-sdxl (tests/fixtures/tiny-sdxl) prompt_2 equal to prompt
+// gives the default's pixels exactly and another prompt_2 changes them; an SD 1.x model refuses the field.
+static void test_sdxl(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &sdxl_dir) {
+    auto o = options_for("mossy stone brick wall", 5, 3);
+    o.prompt_2 = "rusty metal plate";
+    kiln::Result<kiln::Image> refused = sd1.generate(o);
+    CHECK(refused.status() == kiln::Status::invalid_argument);
+    CHECK(!refused && refused.error().message().find("options->prompt_2") != std::string::npos);
+    CHECK(sd1.generate(options_for("mossy stone brick wall", 5, 3)).ok());
+
+    kiln::Result<kiln::Model> xl = rt.load_model(sdxl_dir);
+    CHECK(xl.ok());
+    if (!xl) return;
+    auto plain = options_for("mossy stone brick wall", 5, 3);
+    auto same = plain;
+    same.prompt_2 = plain.prompt;
+    kiln::Result<kiln::Image> a = xl->generate(plain), b = xl->generate(same), c = xl->generate(o);
+    CHECK(a.ok() && b.ok() && c.ok());
+    if (!a || !b || !c) return;
+    const std::size_t n = std::size_t(a->width()) * a->height() * 4;
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < n; ++i) differing += a->pixels()[i] != c->pixels()[i];
+    std::printf("sdxl prompt_2: %zu of %zu bytes differ from prompt_2 = prompt (need > 0)\n", differing, n);
+    CHECK(std::memcmp(a->pixels(), b->pixels(), n) == 0);
+    CHECK(differing > 0);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -272,6 +299,7 @@ int main(int argc, char **argv) {
         test_generate(*model);
         test_job(*model);
         test_loras(*model, std::string(argv[1]) + "/../lora");
+        test_sdxl(*rt, *model, std::string(argv[1]) + "/../tiny-sdxl");
         kiln::Model moved = std::move(*model);
         CHECK(!*model && moved);
     }

@@ -89,6 +89,40 @@ namespace Kiln
         public uint MaskHeight;
         /// <summary>JSON object overriding the model's scheduler_config.json values; null = none.</summary>
         public string SchedulerOverrides;
+        /// <summary>SDXL: prompt for the second text encoder; null or "" = <see cref="Prompt"/>.
+        /// SD 1.x/2.x models refuse every SDXL field below with InvalidArgument.</summary>
+        public string Prompt2;
+        /// <summary>SDXL: negative prompt for the second text encoder; null or "" = <see cref="NegativePrompt"/>.</summary>
+        public string NegativePrompt2;
+        /// <summary>SDXL original_size width; 0 (with the height 0) = the output size.</summary>
+        public uint OriginalWidth;
+        /// <summary>SDXL original_size height; give both or neither.</summary>
+        public uint OriginalHeight;
+        /// <summary>SDXL crops_coords_top_left: top (y) in pixels.</summary>
+        public uint CropTop;
+        /// <summary>SDXL crops_coords_top_left: left (x) in pixels.</summary>
+        public uint CropLeft;
+        /// <summary>SDXL target_size width; 0 (with the height 0) = the output size.</summary>
+        public uint TargetWidth;
+        /// <summary>SDXL target_size height.</summary>
+        public uint TargetHeight;
+        /// <summary>SDXL negative_original_size width; 0 = unset (text-to-image uses the negative
+        /// sizes only when both negative sizes are given, as diffusers).</summary>
+        public uint NegativeOriginalWidth;
+        /// <summary>SDXL negative_original_size height.</summary>
+        public uint NegativeOriginalHeight;
+        /// <summary>SDXL negative crop: top.</summary>
+        public uint NegativeCropTop;
+        /// <summary>SDXL negative crop: left.</summary>
+        public uint NegativeCropLeft;
+        /// <summary>SDXL negative_target_size width; 0 = unset.</summary>
+        public uint NegativeTargetWidth;
+        /// <summary>SDXL negative_target_size height.</summary>
+        public uint NegativeTargetHeight;
+        /// <summary>Refiner-style SDXL U-Nets: aesthetic score; null = 6.0.</summary>
+        public float? AestheticScore;
+        /// <summary>Refiner-style SDXL U-Nets: negative aesthetic score; null = 2.5.</summary>
+        public float? NegativeAestheticScore;
 
         /// <summary>ControlNets (each a folder under the model's <c>controlnet/</c>); null or empty = none.</summary>
         public KilnControlSpec[] Controls;
@@ -149,6 +183,22 @@ namespace Kiln
                 o.control_count = new UIntPtr((uint)c.Length);
             }
             o.guess_mode = GuessMode ? 1u : 0u;
+            o.prompt_2 = pins.PinString(Prompt2);
+            o.negative_prompt_2 = pins.PinString(NegativePrompt2);
+            o.original_width = OriginalWidth;
+            o.original_height = OriginalHeight;
+            o.crop_top = CropTop;
+            o.crop_left = CropLeft;
+            o.target_width = TargetWidth;
+            o.target_height = TargetHeight;
+            o.negative_original_width = NegativeOriginalWidth;
+            o.negative_original_height = NegativeOriginalHeight;
+            o.negative_crop_top = NegativeCropTop;
+            o.negative_crop_left = NegativeCropLeft;
+            o.negative_target_width = NegativeTargetWidth;
+            o.negative_target_height = NegativeTargetHeight;
+            if (AestheticScore.HasValue) o.aesthetic_score = AestheticScore.Value;
+            if (NegativeAestheticScore.HasValue) o.negative_aesthetic_score = NegativeAestheticScore.Value;
             return o;
         }
     }

@@ -304,6 +304,33 @@ static class KilnTests
         using (KilnImage image = model.Generate(settings)) SamePixels(basePixels, image.ToArray(), "base model after failed WithLoras");
     }
 
+    static void SdxlSecondPrompt()
+    {
+        // tests/fixtures/tiny-sdxl beside the tiny-sd fixture: Prompt2 equal to Prompt gives the
+        // default's pixels exactly, another Prompt2 changes them; SD 1.x refuses the field.
+        var withPrompt2 = Quick("mossy stone brick wall", 5);
+        withPrompt2.Steps = 3;
+        withPrompt2.Prompt2 = "rusty metal plate";
+        KilnException e = Throws(() => model.Generate(withPrompt2), KilnStatus.InvalidArgument, "Prompt2 on SD 1.x");
+        Check(e.NativeMessage.Contains("options->prompt_2"), "message names prompt_2: " + e.NativeMessage);
+        string sdxlDir = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(modelDir).TrimEnd('/')), "tiny-sdxl");
+        using (KilnModel xl = KilnModel.Load(runtime, sdxlDir))
+        {
+            var plain = withPrompt2.Clone();
+            plain.Prompt2 = null;
+            var same = withPrompt2.Clone();
+            same.Prompt2 = same.Prompt;
+            byte[] a, b, c;
+            using (KilnImage image = xl.Generate(plain)) a = image.ToArray();
+            using (KilnImage image = xl.Generate(same)) b = image.ToArray();
+            using (KilnImage image = xl.Generate(withPrompt2)) c = image.ToArray();
+            SamePixels(a, b, "Prompt2 = Prompt vs unset");
+            int differing = a.Zip(c, (x, y) => x != y).Count(d => d);
+            Console.WriteLine("    sdxl Prompt2: " + differing + " of " + a.Length + " bytes differ (need > 0)");
+            Check(differing > 0, "Prompt2 did not change the image");
+        }
+    }
+
     static void Utf8PromptsAndPaths()
     {
         // Non-ASCII text must reach Kiln as UTF-8 (Windows .NET's ANSI marshalling would not).
@@ -699,6 +726,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("generate, generate-into and job pixels agree", GeneratePaths),
             new KeyValuePair<string, Action>("UTF-8 prompts and paths", Utf8PromptsAndPaths),
             new KeyValuePair<string, Action>("LoRAs change the image; bad files throw", LorasChangeTheImage),
+            new KeyValuePair<string, Action>("SDXL Prompt2 on tiny-sdxl", SdxlSecondPrompt),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

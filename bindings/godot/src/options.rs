@@ -53,6 +53,30 @@ pub const KEYS: &[&str] = &[
     "seamless",
     "preview_interval",
     "priority",
+    "prompt_2",
+    "negative_prompt_2",
+    "original_width",
+    "original_height",
+    "crop_top",
+    "crop_left",
+    "target_width",
+    "target_height",
+    "negative_original_width",
+    "negative_original_height",
+    "negative_crop_top",
+    "negative_crop_left",
+    "negative_target_width",
+    "negative_target_height",
+    "aesthetic_score",
+    "negative_aesthetic_score",
+];
+
+/// The SDXL size keys, in `[width, height]` pairs with the request field each sets.
+const XL_SIZES: [(&str, &str); 4] = [
+    ("original_width", "original_height"),
+    ("target_width", "target_height"),
+    ("negative_original_width", "negative_original_height"),
+    ("negative_target_width", "negative_target_height"),
 ];
 
 /// A parsed `generate` call: the Kiln request plus how the binding runs it.
@@ -119,6 +143,8 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
         priority: 0,
     };
     let mut seen: Vec<&str> = Vec::new();
+    // SDXL sizes: [width, height] per entry of XL_SIZES, 0 = not given.
+    let mut sizes = [[0usize; 2]; 4];
     for (key, value) in entries {
         if seen.contains(&key.as_str()) {
             return Err(bad(key, "given twice"));
@@ -160,8 +186,29 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
             }
             "preview_interval" => o.preview_interval = int_in(key, value, 0, u32::MAX as i64)? as u32,
             "priority" => o.priority = int_in(key, value, i32::MIN as i64, i32::MAX as i64)? as i32,
-            _ => return Err(bad(key, format!("unknown option; known: {}", KEYS.join(", ")))),
+            "prompt_2" => r.prompt_2 = string(key, value)?.to_string(),
+            "negative_prompt_2" => r.negative_prompt_2 = string(key, value)?.to_string(),
+            "crop_top" => r.xl.crop_top_left[0] = int_in(key, value, 0, MAX_SIDE)? as usize,
+            "crop_left" => r.xl.crop_top_left[1] = int_in(key, value, 0, MAX_SIDE)? as usize,
+            "negative_crop_top" => r.xl.negative_crop_top_left[0] = int_in(key, value, 0, MAX_SIDE)? as usize,
+            "negative_crop_left" => r.xl.negative_crop_top_left[1] = int_in(key, value, 0, MAX_SIDE)? as usize,
+            "aesthetic_score" => r.xl.aesthetic_score = float(key, value)? as f32,
+            "negative_aesthetic_score" => r.xl.negative_aesthetic_score = float(key, value)? as f32,
+            k => match XL_SIZES.iter().position(|(w, h)| k == *w || k == *h) {
+                Some(i) => sizes[i][usize::from(k == XL_SIZES[i].1)] = int_in(key, value, 1, MAX_SIDE)? as usize,
+                None => return Err(bad(key, format!("unknown option; known: {}", KEYS.join(", ")))),
+            },
         }
+    }
+    let x = &mut o.request.xl;
+    let fields = [&mut x.original_size, &mut x.target_size, &mut x.negative_original_size, &mut x.negative_target_size];
+    for ((field, [w, h]), (wk, hk)) in fields.into_iter().zip(sizes).zip(XL_SIZES) {
+        *field = match (w, h) {
+            (0, 0) => None,
+            (0, _) => return Err(bad(wk, format!("missing; \"{hk}\" is given and SDXL sizes need both"))),
+            (_, 0) => return Err(bad(hk, format!("missing; \"{wk}\" is given and SDXL sizes need both"))),
+            (w, h) => Some([w, h]),
+        };
     }
     Ok(o)
 }
@@ -246,6 +293,55 @@ mod tests {
             let prefix = format!("options[\"{key}\"]: ");
             assert!(e.message().starts_with(&prefix) && e.message().contains(want), "{key}={value:?}: got {:?}, want {want:?}", e.message());
         }
+    }
+
+    #[test]
+    fn sdxl_keys_reach_the_request() {
+        use OptionValue::*;
+        let o = parse(
+            "p",
+            &entries(&[
+                ("prompt_2", String("metal".into())),
+                ("negative_prompt_2", String("dark".into())),
+                ("original_width", Int(160)),
+                ("original_height", Float(128.0)),
+                ("crop_top", Int(8)),
+                ("crop_left", Int(16)),
+                ("target_width", Int(96)),
+                ("target_height", Int(64)),
+                ("negative_original_width", Int(48)),
+                ("negative_original_height", Int(32)),
+                ("negative_crop_top", Int(1)),
+                ("negative_crop_left", Int(4)),
+                ("negative_target_width", Int(80)),
+                ("negative_target_height", Int(48)),
+                ("aesthetic_score", Float(7.5)),
+                ("negative_aesthetic_score", Int(2)),
+            ]),
+        )
+        .unwrap();
+        let r = &o.request;
+        assert_eq!((r.prompt_2.as_str(), r.negative_prompt_2.as_str()), ("metal", "dark"));
+        let want = kiln::XlConditioning {
+            original_size: Some([160, 128]),
+            crop_top_left: [8, 16],
+            target_size: Some([96, 64]),
+            negative_original_size: Some([48, 32]),
+            negative_crop_top_left: [1, 4],
+            negative_target_size: Some([80, 48]),
+            aesthetic_score: 7.5,
+            negative_aesthetic_score: 2.0,
+        };
+        assert_eq!(r.xl, want);
+        assert_eq!(parse("p", &[]).unwrap().request.xl, kiln::XlConditioning::default());
+        let e = err(&[("original_width", Int(64))]);
+        assert_eq!(e.message(), "options[\"original_height\"]: missing; \"original_width\" is given and SDXL sizes need both");
+        let e = err(&[("negative_target_height", Int(64))]);
+        assert!(e.message().starts_with("options[\"negative_target_width\"]: missing"), "{}", e.message());
+        let e = err(&[("target_width", Int(0))]);
+        assert!(e.message().contains("0 is out of range 1..=16384"), "{}", e.message());
+        let e = err(&[("aesthetic_score", Float(f64::INFINITY))]);
+        assert!(e.message().contains("expected a finite number"), "{}", e.message());
     }
 
     #[test]

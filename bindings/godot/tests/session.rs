@@ -101,6 +101,49 @@ fn seamless_option_generates_from_the_seamless_view() {
     assert_ne!(image.pixels, plain.pixels, "and not the plain model's");
 }
 
+/// SDXL keys on tests/fixtures/tiny-sdxl: the job's pixels are those of the
+/// same request made directly, and differ from the request without them.
+#[test]
+fn sdxl_keys_generate_what_kiln_makes_directly() {
+    use OptionValue::*;
+    let dir = fixture().join("../tiny-sdxl");
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let mut t = s.start(
+        "mossy stone brick wall",
+        &opts(&[
+            ("steps", Int(3)),
+            ("width", Int(96)),
+            ("scheduler", String("euler".into())),
+            ("prompt_2", String("rusty metal plate".into())),
+            ("original_width", Int(160)),
+            ("original_height", Int(128)),
+            ("crop_top", Int(8)),
+            ("crop_left", Int(16)),
+        ]),
+    );
+    let events = run_to_end(&mut t);
+    let Some(Event::Done { image }) = events.last() else { panic!("{:?}", events.last()) };
+    let plain = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        steps: 3,
+        width: 96,
+        scheduler: SchedulerKind::Euler,
+        ..Default::default()
+    };
+    let request = GenerateRequest {
+        prompt_2: "rusty metal plate".into(),
+        xl: kiln::XlConditioning { original_size: Some([160, 128]), crop_top_left: [8, 16], ..Default::default() },
+        ..plain.clone()
+    };
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let model = Model::load(&rt, &dir).expect("tiny-sdxl loads");
+    let want = direct(&model, &request);
+    let differing = image.pixels.iter().zip(&want.pixels).filter(|(a, b)| a != b).count();
+    println!("sdxl: pixels differing from Model::generate: {differing} of {} (bound 0)", want.pixels.len());
+    assert_eq!((image.width, image.height, differing), (96, 64, 0));
+    assert_ne!(image.pixels, direct(&model, &plain).pixels, "the SDXL keys changed nothing");
+}
+
 fn failure(events: &[Event]) -> (u32, String) {
     match events {
         [.., Event::Failed { status, message }] => (*status, message.clone()),

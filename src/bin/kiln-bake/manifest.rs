@@ -20,6 +20,11 @@ struct Table {
     name: Option<Spanned<String>>,
     prompt: Option<Spanned<String>>,
     negative_prompt: Option<Spanned<String>>,
+    prompt_2: Option<Spanned<String>>,
+    negative_prompt_2: Option<Spanned<String>>,
+    original_size: Option<Spanned<Vec<i64>>>,
+    crop_top_left: Option<Spanned<Vec<i64>>>,
+    target_size: Option<Spanned<Vec<i64>>>,
     model: Option<Spanned<String>>,
     seed: Option<Spanned<i64>>,
     steps: Option<Spanned<i64>>,
@@ -179,6 +184,22 @@ pub struct Asset {
     pub prompt: String,
     /// What to avoid.
     pub negative_prompt: String,
+    /// SDXL: the second text encoder's prompt ("" = `prompt`). Left out of the
+    /// serialized settings when empty, so existing assets keep their content keys.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prompt_2: String,
+    /// SDXL: the second text encoder's negative prompt ("" = `negative_prompt`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub negative_prompt_2: String,
+    /// SDXL `original_size` as `[W, H]`; None = the output size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_size: Option<[usize; 2]>,
+    /// SDXL `crops_coords_top_left` as `[top, left]`.
+    #[serde(skip_serializing_if = "is_origin")]
+    pub crop_top_left: [usize; 2],
+    /// SDXL `target_size` as `[W, H]`; None = the output size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_size: Option<[usize; 2]>,
     /// Seed of Kiln's portable noise.
     pub seed: u64,
     /// Denoising steps.
@@ -212,6 +233,10 @@ pub struct Asset {
     pub mipmaps: bool,
 }
 
+fn is_origin(p: &[usize; 2]) -> bool {
+    *p == [0, 0]
+}
+
 fn seamless_name<S: serde::Serializer>(s: &Seamless, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(match s {
         Seamless::None => "none",
@@ -233,6 +258,14 @@ impl Asset {
             guidance_scale: self.guidance,
             width: self.size[0],
             height: self.size[1],
+            prompt_2: self.prompt_2.clone(),
+            negative_prompt_2: self.negative_prompt_2.clone(),
+            xl: kiln::XlConditioning {
+                original_size: self.original_size,
+                crop_top_left: self.crop_top_left,
+                target_size: self.target_size,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -521,6 +554,22 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
     };
     let prompt = pick!(prompt).map_or(String::new(), |(p, _)| p.clone());
     let negative_prompt = pick!(negative_prompt).map_or(String::new(), |(p, _)| p.clone());
+    let prompt_2 = pick!(prompt_2).map_or(String::new(), |(p, _)| p.clone());
+    let negative_prompt_2 = pick!(negative_prompt_2).map_or(String::new(), |(p, _)| p.clone());
+    // SDXL conditioning pairs: whole numbers in 0..=16384 (sizes at least 1).
+    let mut pair = |v: Option<(&Vec<i64>, usize)>, key: &str, what: &str, min: i64| match v {
+        None => None,
+        Some((p, line)) => match p[..] {
+            [a, b] if (min..=16384).contains(&a) && (min..=16384).contains(&b) => Some([a as usize, b as usize]),
+            _ => {
+                errors.push(err(line, key, format!("{p:?} is not {what} with each in {min}..=16384")));
+                None
+            }
+        },
+    };
+    let original_size = pair(pick!(original_size), "original_size", "[W, H]", 1);
+    let crop_top_left = pair(pick!(crop_top_left), "crop_top_left", "[TOP, LEFT]", 0).unwrap_or([0, 0]);
+    let target_size = pair(pick!(target_size), "target_size", "[W, H]", 1);
     let seed = match pick!(seed) {
         None => 0,
         Some((&s, _)) if s >= 0 => s as u64,
@@ -670,6 +719,11 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             model,
             prompt,
             negative_prompt,
+            prompt_2,
+            negative_prompt_2,
+            original_size,
+            crop_top_left,
+            target_size,
             seed,
             steps,
             scheduler,
@@ -733,6 +787,29 @@ mod tests {
         );
         let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.key.as_deref().unwrap())).collect();
         assert_eq!(got, vec![(5, "seamless"), (6, "pixel_art"), (8, "name"), (9, "scheduler"), (10, "mipmaps"), (11, "size")], "{e:?}");
+    }
+
+    #[test]
+    fn sdxl_keys_reach_the_request_and_stay_out_of_plain_content_keys() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sdxl\"\ncrop_top_left = [8, 16]\n\
+             [[asset]]\nname = \"a\"\nprompt = \"moss\"\nprompt_2 = \"metal\"\nnegative_prompt_2 = \"dark\"\noriginal_size = [160, 128]\ntarget_size = [96, 64]\n\
+             [[asset]]\nname = \"b\"\ncrop_top_left = [0, 0]\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let r = m.assets[0].request();
+        assert_eq!((r.prompt_2.as_str(), r.negative_prompt_2.as_str()), ("metal", "dark"));
+        assert_eq!((r.xl.original_size, r.xl.crop_top_left, r.xl.target_size), (Some([160, 128]), [8, 16], Some([96, 64])));
+        // An asset without SDXL settings serializes as before, so its content key is unchanged.
+        let plain = serde_json::to_value(&m.assets[1]).unwrap();
+        for key in ["prompt_2", "negative_prompt_2", "original_size", "crop_top_left", "target_size"] {
+            assert!(plain.get(key).is_none(), "{key} in {plain}");
+        }
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["original_size"], serde_json::json!([160, 128]));
+        let e = errors("[defaults]\nmodel = \"tiny-sdxl\"\n[[asset]]\nname = \"a\"\noriginal_size = [0, 64]\ncrop_top_left = [1]\n");
+        let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.key.as_deref().unwrap())).collect();
+        assert_eq!(got, vec![(5, "original_size"), (6, "crop_top_left")], "{e:?}");
     }
 
     #[test]

@@ -86,6 +86,22 @@ namespace Kiln.Interop
         public UIntPtr control_count;
         public uint guess_mode;
         public uint reserved4;
+        public IntPtr prompt_2;
+        public IntPtr negative_prompt_2;
+        public uint original_width;
+        public uint original_height;
+        public uint crop_top;
+        public uint crop_left;
+        public uint target_width;
+        public uint target_height;
+        public uint negative_original_width;
+        public uint negative_original_height;
+        public uint negative_crop_top;
+        public uint negative_crop_left;
+        public uint negative_target_width;
+        public uint negative_target_height;
+        public float aesthetic_score;
+        public float negative_aesthetic_score;
     }
 
     /// <summary>C: <c>kiln_control</c>: one ControlNet in <c>kiln_generate_options.controls</c>.</summary>

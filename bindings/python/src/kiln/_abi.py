@@ -88,6 +88,11 @@ GenerateOptions = _struct("kiln_generate_options", [
     ("mask_width", U32), ("mask_height", U32), ("scheduler_overrides", STR),
     ("vae_tile_size", U32), ("vae_tile_overlap", U32), ("vae_memory_budget_mib", U32), ("final_decoder", U32),
     ("controls", PTR), ("control_count", USIZE), ("guess_mode", U32), ("reserved4", U32),
+    ("prompt_2", STR), ("negative_prompt_2", STR), ("original_width", U32), ("original_height", U32),
+    ("crop_top", U32), ("crop_left", U32), ("target_width", U32), ("target_height", U32),
+    ("negative_original_width", U32), ("negative_original_height", U32), ("negative_crop_top", U32),
+    ("negative_crop_left", U32), ("negative_target_width", U32), ("negative_target_height", U32),
+    ("aesthetic_score", F32), ("negative_aesthetic_score", F32),
 ])
 JobProgress = _struct("kiln_job_progress", [
     ("struct_size", U32), ("state", U32), ("step", U32), ("total_steps", U32), ("preview_step", U32),

@@ -78,6 +78,21 @@ class GenerateOptions(TypedDict, total=False):
     controls: Sequence[Control]
     #: diffusers' guess mode (with CFG only the conditional half gets the residuals).
     guess_mode: bool
+    #: SDXL (SD 1.x/2.x models refuse these with InvalidArgumentError, as diffusers' SD pipelines
+    #: have no such arguments): the second text encoder's prompt (None or "" = the prompt).
+    prompt_2: str
+    negative_prompt_2: str
+    #: SDXL size conditioning as diffusers writes it: (height, width); None = the output size.
+    original_size: tuple[int, int]
+    target_size: tuple[int, int]
+    negative_original_size: tuple[int, int]
+    negative_target_size: tuple[int, int]
+    #: SDXL crop conditioning as diffusers writes it: (top, left); default (0, 0).
+    crops_coords_top_left: tuple[int, int]
+    negative_crops_coords_top_left: tuple[int, int]
+    #: Refiner-style SDXL U-Nets only: defaults 6.0 and 2.5.
+    aesthetic_score: float
+    negative_aesthetic_score: float
 
 
 class Request:
@@ -93,7 +108,7 @@ class Request:
                      "vae_memory_budget_mib", "final_decoder"):
             if name in kw:
                 setattr(o, name, int(kw.pop(name)))
-        for name in ("guidance_scale", "guidance_rescale", "strength"):
+        for name in ("guidance_scale", "guidance_rescale", "strength", "aesthetic_score", "negative_aesthetic_score"):
             if name in kw:
                 setattr(o, name, float(kw.pop(name)))
         for name in ("prompt_weighting", "posterior_mean", "guess_mode"):
@@ -102,9 +117,25 @@ class Request:
         if "scheduler" in kw:
             s = kw.pop("scheduler")
             o.scheduler = int(Scheduler[s.upper()] if isinstance(s, str) else Scheduler(s))
-        if kw.get("negative_prompt") is not None:
-            o.negative_prompt = self._text(kw.pop("negative_prompt"))
-        kw.pop("negative_prompt", None)
+        for name in ("negative_prompt", "prompt_2", "negative_prompt_2"):
+            if kw.get(name) is not None:
+                setattr(o, name, self._text(kw.pop(name)))
+            kw.pop(name, None)
+        # diffusers' tuples: sizes (height, width), crops (top, left).
+        for name, prefix in (("original_size", "original"), ("target_size", "target"),
+                             ("negative_original_size", "negative_original"),
+                             ("negative_target_size", "negative_target")):
+            if kw.get(name) is not None:
+                height, width = kw.pop(name)
+                setattr(o, f"{prefix}_height", int(height))
+                setattr(o, f"{prefix}_width", int(width))
+            kw.pop(name, None)
+        for name, prefix in (("crops_coords_top_left", "crop"), ("negative_crops_coords_top_left", "negative_crop")):
+            if kw.get(name) is not None:
+                top, left = kw.pop(name)
+                setattr(o, f"{prefix}_top", int(top))
+                setattr(o, f"{prefix}_left", int(left))
+            kw.pop(name, None)
         if "initial_noise" in kw:
             noise = np.ascontiguousarray(kw.pop("initial_noise"), dtype=np.float32)
             self.keep.append(noise)

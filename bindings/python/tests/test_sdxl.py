@@ -1,0 +1,67 @@
+"""SDXL through the Python binding: tests/fixtures/tiny-sdxl with the second prompt and diffusers-ordered
+size/crop tuples gives the pixels of optimum's goldens (tests/fixtures/golden/sdxl, checked from Rust by
+tests/sdxl.rs); an SD 1.x model refuses the SDXL arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+import kiln
+
+# The binding returns uint8 pixels, within half a step of the float image; what exceeds that must be
+# within the parity bound of tests/sdxl.rs.
+QUANTUM = 0.5 / 255
+BOUND = 2e-3
+
+
+@pytest.fixture(scope="module")
+def sdxl(runtime: kiln.Runtime, root: Path) -> Iterator[kiln.Model]:
+    with runtime.load_model(root / "tests" / "fixtures" / "tiny-sdxl") as m:
+        yield m
+
+
+def golden(root: Path, name: str) -> tuple[dict[str, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    folder = root / "tests" / "fixtures" / "golden" / "sdxl"
+    case = next(c for c in json.loads((folder / "cases.json").read_text()) if c["name"] == name)
+    assert case["kiln_scheduler"] == "euler"  # deterministic: the draws are the initial noise
+    return case, np.load(folder / f"{name}.draws.npy"), np.load(folder / f"{name}.image.npy")
+
+
+def run(sdxl: kiln.Model, case: dict[str, Any], draws: np.ndarray[Any, Any], **xl: Any) -> np.ndarray[Any, Any]:
+    width, height = case.get("width", 64), case.get("height", 64)
+    with sdxl.generate(case["prompt"], negative_prompt=case.get("negative_prompt"), width=width, height=height,
+                       steps=case["steps"], guidance_scale=case["guidance_scale"], scheduler="euler",
+                       initial_noise=draws.reshape(1, 4, height // 8, width // 8), **xl) as image:
+        return image.to_numpy()[..., :3].astype(np.float32) / 255
+
+
+@pytest.mark.parametrize("name, keys", [
+    ("prompt_2", ["prompt_2", "negative_prompt_2"]),
+    ("nonsquare_sizes", ["original_size", "crops_coords_top_left", "negative_original_size",
+                         "negative_crops_coords_top_left", "negative_target_size"]),
+])
+def test_sdxl_arguments_give_the_golden_pixels(sdxl: kiln.Model, root: Path, name: str, keys: list[str]) -> None:
+    case, draws, want = golden(root, name)
+    # cases.json holds diffusers' own arguments, tuples in its order: passed through unchanged.
+    got = run(sdxl, case, draws, **{k: case[k] for k in keys})
+    d = max(float(np.abs(got - want).max()) - QUANTUM, 0.0)
+    control = float(np.abs(run(sdxl, case, draws) - want).max()) - QUANTUM
+    print(f"{name}: {d:.3e} from the golden past 8-bit rounding (bound {BOUND:.0e}); "
+          f"without the SDXL arguments {control:.3e}")
+    assert d <= BOUND
+    assert control > BOUND, "the SDXL arguments barely matter here; this test would not catch them dropped"
+
+
+def test_sd1_model_refuses_sdxl_arguments(model: kiln.Model) -> None:
+    with pytest.raises(kiln.ArgumentError, match="options->prompt_2") as e:
+        model.generate("stone", steps=2, prompt_2="metal")
+    assert e.value.status == kiln.Status.INVALID_ARGUMENT
+    with pytest.raises(kiln.ArgumentError, match="options->original_width/original_height"):
+        model.generate("stone", steps=2, original_size=(128, 96))
+    with model.generate("stone", steps=2) as image:
+        assert image.width == 64
