@@ -904,7 +904,7 @@ typedef void (*kiln_log_fn)(void *user_data, uint32_t level, const char *message
 // Accepted `struct_size`: `sizeof(kiln_runtime_options)`, or that of a layout
 // that ended after `embedding_cache_entries`, after `graph_cache_dir` or
 // after `sequential_load` or after `gpu_math` (on 64-bit targets 80, 88, 96
-// and 112; the current size is 120).
+// and 112; the current size is 128).
 typedef struct kiln_runtime_options {
     // `sizeof(kiln_runtime_options)`, set by `kiln_runtime_options_init`.
     uint32_t struct_size;

@@ -49,7 +49,7 @@ pub type kiln_log_fn =
 /// Accepted `struct_size`: `sizeof(kiln_runtime_options)`, or that of a layout
 /// that ended after `embedding_cache_entries`, after `graph_cache_dir` or
 /// after `sequential_load` or after `gpu_math` (on 64-bit targets 80, 88, 96
-/// and 112; the current size is 120).
+/// and 112; the current size is 128).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_runtime_options {
@@ -478,7 +478,7 @@ mod tests {
         let v4 = layout_before!(kiln_runtime_options, padding_after_gpu_math);
         assert!(RUNTIME_OPTIONS_OLDER.contains(&v4), "{v4} is a published size");
         #[cfg(target_pointer_width = "64")]
-        assert_eq!((v4, std::mem::size_of::<kiln_runtime_options>()), (112, 120));
+        assert_eq!((v4, std::mem::size_of::<kiln_runtime_options>()), (112, 128));
         let mut o = default_runtime_options();
         assert_eq!(std::mem::offset_of!(kiln_runtime_options, static_unet), v4, "the levers start after the old padding");
         o.struct_size = v4 as u32;

@@ -295,7 +295,9 @@ impl LoraFile {
             };
             let entry = found.entry((component, key)).or_default();
             let is_peft = name.starts_with("unet.") || name.starts_with("text_encoder.") || name.starts_with("text_encoder_2.");
-            if sdxl_key.is_none() && is_sdxl_only(name) {
+            // The first such name in sorted order: safetensors iterates in hash
+            // order, and the error message that quotes it must not vary.
+            if is_sdxl_only(name) && sdxl_key.as_deref().is_none_or(|k: &str| name < k) {
                 sdxl_key = Some(name.to_string());
             }
             kohya |= !is_peft;
