@@ -256,43 +256,13 @@ fn sdxl_runs_on_the_device_loop() {
     }
 }
 
-/// Log lines the C route's runtime delivered (its callback is a plain C function).
-static C_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-unsafe extern "C" fn c_log(_user: *mut std::ffi::c_void, _level: u32, message: *const std::ffi::c_char, len: usize) {
-    let bytes = unsafe { std::slice::from_raw_parts(message.cast::<u8>(), len) };
-    C_LOG.lock().unwrap().push(String::from_utf8_lossy(bytes).into_owned());
-}
-
-/// RGBA8 pixels of one Euler job through the C API, from a runtime made with
-/// `kiln_runtime_options.device_latents` set to `device_latents`.
+/// RGBA8 pixels of one 5-step Euler job through the C API, from a runtime
+/// made with `kiln_runtime_options.device_latents` set to `device_latents`.
 fn c_generate(device_latents: u32) -> Vec<u8> {
-    use kiln::ffi::kiln_status;
-    use kiln::ffi::model::*;
-    use kiln::ffi::runtime::*;
-    use std::ffi::CString;
-    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
-    unsafe { kiln_runtime_options_init(&mut o) };
-    o.device_latents = device_latents;
-    o.log_callback = Some(c_log);
-    let mut rt = std::ptr::null_mut();
-    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok);
-    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
-    let mut m = std::ptr::null_mut();
-    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok);
-    let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
-    unsafe { kiln_generate_options_init(&mut g) };
-    let (prompt, negative) = (CString::new("mossy stone brick wall").unwrap(), CString::new("blurry").unwrap());
-    g.prompt = prompt.as_ptr();
-    g.negative_prompt = negative.as_ptr();
-    (g.width, g.height, g.steps, g.guidance_scale, g.seed) = (64, 64, 5, 5.0, 11);
-    g.scheduler = SchedulerKind::Euler as u32;
-    let mut pixels = vec![0u8; 64 * 64 * 4];
-    let s = unsafe { kiln_model_generate_into(m, &g, pixels.as_mut_ptr(), pixels.len(), 0) };
-    assert_eq!(s, kiln_status::Ok);
-    unsafe { kiln_model_free(m) };
-    unsafe { kiln_runtime_destroy(rt) };
-    pixels
+    common::c_generate_tiny(64, |o| o.device_latents = device_latents, |g| {
+        (g.steps, g.guidance_scale) = (5, 5.0);
+        g.scheduler = SchedulerKind::Euler as u32;
+    })
 }
 
 /// The C field `kiln_runtime_options.device_latents`: on, the job's log says
@@ -303,8 +273,8 @@ fn c_generate(device_latents: u32) -> Vec<u8> {
 /// spread evenly; the bound is 1 %.
 #[test]
 fn the_c_field_turns_device_latents_on_with_the_same_pixels() {
-    let device_lines = || C_LOG.lock().unwrap().iter().filter(|l| l.contains("with device-resident latents")).cloned().collect::<Vec<_>>();
-    C_LOG.lock().unwrap().clear();
+    let device_lines = || common::C_LOG.lock().unwrap().iter().filter(|l| l.contains("with device-resident latents")).cloned().collect::<Vec<_>>();
+    common::C_LOG.lock().unwrap().clear();
     let off = c_generate(0);
     assert!(device_lines().is_empty(), "device_latents 0 ran the device loop: {:?}", device_lines());
     let on = c_generate(1);

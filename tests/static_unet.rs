@@ -151,46 +151,10 @@ fn static_unet_matches_the_dynamic_one() {
     assert!(common::tiny_model().resident_graphs().contains(&"unet"), "the control: a plain model holds its U-Net");
 }
 
-/// Log lines the C route's runtime delivered (its callback is a plain C function).
-static C_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-unsafe extern "C" fn c_log(_user: *mut std::ffi::c_void, _level: u32, message: *const std::ffi::c_char, len: usize) {
-    let bytes = unsafe { std::slice::from_raw_parts(message.cast::<u8>(), len) };
-    C_LOG.lock().unwrap().push(String::from_utf8_lossy(bytes).into_owned());
-}
-
-/// RGBA8 pixels of one job through the C API, from a runtime made with
-/// `kiln_runtime_options.static_unet` set to `static_unet`.
+/// RGBA8 pixels of one 4-step job through the C API, from a runtime made
+/// with `kiln_runtime_options.static_unet` set to `static_unet`.
 fn c_generate(static_unet: u32, size: u32, guidance: f32) -> Vec<u8> {
-    use kiln::ffi::kiln_status;
-    use kiln::ffi::model::*;
-    use kiln::ffi::runtime::*;
-    use std::ffi::CString;
-    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
-    unsafe { kiln_runtime_options_init(&mut o) };
-    o.static_unet = static_unet;
-    o.log_callback = Some(c_log);
-    let mut rt = std::ptr::null_mut();
-    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok);
-    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
-    let mut m = std::ptr::null_mut();
-    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok);
-    let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
-    unsafe { kiln_generate_options_init(&mut g) };
-    let (prompt, negative) = (CString::new("mossy stone brick wall").unwrap(), CString::new("blurry").unwrap());
-    g.prompt = prompt.as_ptr();
-    g.negative_prompt = negative.as_ptr();
-    g.width = size;
-    g.height = size;
-    g.steps = 4;
-    g.guidance_scale = guidance;
-    g.seed = 11;
-    let mut pixels = vec![0u8; (size * size * 4) as usize];
-    let s = unsafe { kiln_model_generate_into(m, &g, pixels.as_mut_ptr(), pixels.len(), 0) };
-    assert_eq!(s, kiln_status::Ok);
-    unsafe { kiln_model_free(m) };
-    unsafe { kiln_runtime_destroy(rt) };
-    pixels
+    common::c_generate_tiny(size, |o| o.static_unet = static_unet, |g| (g.steps, g.guidance_scale) = (4, guidance))
 }
 
 /// The C field `kiln_runtime_options.static_unet`: on, the job runs the
@@ -201,11 +165,11 @@ fn c_generate(static_unet: u32, size: u32, guidance: f32) -> Vec<u8> {
 /// if they are spread evenly; the bound is 1 %.
 #[test]
 fn the_c_field_turns_the_static_unet_on_with_the_same_pixels() {
-    C_LOG.lock().unwrap().clear();
+    common::C_LOG.lock().unwrap().clear();
     let off = c_generate(0, 64, 5.0);
-    assert!(!C_LOG.lock().unwrap().iter().any(|l| l.starts_with("unet: specialised to")), "static_unet 0 made a specialised graph");
+    assert!(!common::C_LOG.lock().unwrap().iter().any(|l| l.starts_with("unet: specialised to")), "static_unet 0 made a specialised graph");
     let on = c_generate(1, 64, 5.0);
-    let made: Vec<String> = C_LOG.lock().unwrap().iter().filter(|l| l.starts_with("unet: specialised to")).cloned().collect();
+    let made: Vec<String> = common::C_LOG.lock().unwrap().iter().filter(|l| l.starts_with("unet: specialised to")).cloned().collect();
     eprintln!("{made:?}");
     assert_eq!(made.len(), 1, "static_unet 1 made no specialised graph: {made:?}");
     assert!(made[0].contains(" 0 Shape nodes and 0 symbolic dims left"), "{made:?}");

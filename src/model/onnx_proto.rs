@@ -247,6 +247,30 @@ pub fn node(op_type: &str, name: &str, inputs: &[&str], outputs: &[&str], attrib
     n
 }
 
+/// A `ValueInfoProto` declaring a tensor of ONNX element type `elem` (1 =
+/// FLOAT, 7 = INT64, ...) whose dimensions are fixed (`Ok`) or symbolic
+/// (`Err(name)`): a graph's declared input or output.
+pub fn tensor_value_info(name: &str, elem: u64, dims: &[std::result::Result<i64, &str>]) -> Message<'static> {
+    let mut shape = Message::default();
+    for d in dims {
+        let mut dim = Message::default();
+        match d {
+            Ok(v) => dim.push_varint(1, *v as u64),
+            Err(p) => dim.push_string(2, p),
+        }
+        shape.push_message(1, &dim);
+    }
+    let mut tensor = Message::default();
+    tensor.push_varint(1, elem);
+    tensor.push_message(2, &shape);
+    let mut ty = Message::default();
+    ty.push_message(1, &tensor);
+    let mut info = Message::default();
+    info.push_string(1, name);
+    info.push_message(2, &ty);
+    info
+}
+
 /// Builds a 1-D int64 initializer.
 pub fn int64_tensor(name: &str, values: &[i64]) -> Message<'static> {
     let mut t = Message::default();
@@ -586,36 +610,15 @@ mod tests {
         }
     }
 
-    fn value_info_bytes(name: &str, elem: u64, dims: &[Result<i64, &str>]) -> Message<'static> {
-        let mut shape = Message::default();
-        for d in dims {
-            let mut dim = Message::default();
-            match d {
-                Ok(v) => dim.push_varint(1, *v as u64),
-                Err(p) => dim.push_string(2, p),
-            }
-            shape.push_message(1, &dim);
-        }
-        let mut tensor = Message::default();
-        tensor.push_varint(1, elem);
-        tensor.push_message(2, &shape);
-        let mut ty = Message::default();
-        ty.push_message(1, &tensor);
-        let mut info = Message::default();
-        info.push_string(1, name);
-        info.push_message(2, &ty);
-        info
-    }
-
     #[test]
     fn declared_io_skips_weights_and_initializer_inputs() {
         let mut graph = Message::default();
         graph.push_message(1, &node("Add", "a", &["x", "w"], &["y"], &[]));
         graph.push_message(5, &int64_tensor("w", &[1, 2, 3]));
-        graph.push_message(11, &value_info_bytes("x", 1, &[Err("batch"), Ok(4), Ok(8)]));
+        graph.push_message(11, &tensor_value_info("x", 1, &[Err("batch"), Ok(4), Ok(8)]));
         // IR < 4 exports list initializers among the inputs; ONNX Runtime does not report them.
-        graph.push_message(11, &value_info_bytes("w", 7, &[Ok(3)]));
-        graph.push_message(12, &value_info_bytes("y", 10, &[Err("batch"), Ok(4), Ok(8)]));
+        graph.push_message(11, &tensor_value_info("w", 7, &[Ok(3)]));
+        graph.push_message(12, &tensor_value_info("y", 10, &[Err("batch"), Ok(4), Ok(8)]));
         let mut model = Message::default();
         model.push_varint(1, 8); // ir_version
         model.push_message(7, &graph);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::graph::{Graph, GraphSource, ResidencyGroup, Residency, SessionFlags};
-use super::onnx_proto::{int64_tensor, int_attribute, node, Message};
+use super::onnx_proto::{int64_tensor, int_attribute, node, tensor_value_info, Message};
 use crate::error::Result;
 use crate::runtime::Runtime;
 
@@ -52,24 +52,7 @@ pub const COEFFICIENT_COUNT: usize = 8;
 
 /// A float32 tensor declaration with symbolic dimensions (or fixed ones).
 fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message<'static> {
-    let mut shape = Message::default();
-    for d in dims {
-        let mut dim = Message::default();
-        match d {
-            Ok(v) => dim.push_varint(1, *v as u64),
-            Err(p) => dim.push_string(2, p),
-        }
-        shape.push_message(1, &dim);
-    }
-    let mut tensor = Message::default();
-    tensor.push_varint(1, 1); // FLOAT
-    tensor.push_message(2, &shape);
-    let mut ty = Message::default();
-    ty.push_message(1, &tensor);
-    let mut info = Message::default();
-    info.push_string(1, name);
-    info.push_message(2, &ty);
-    info
+    tensor_value_info(name, 1, dims) // 1 = FLOAT
 }
 
 /// The step graph's ONNX bytes; `cfg` = the U-Net output holds the

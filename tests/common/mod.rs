@@ -145,3 +145,50 @@ pub fn check_margin(id: &str, measured: f64, bound: f64) {
     eprintln!("margin {id}: measured {measured:.3e} bound {bound:.3e} headroom {headroom:.1}x");
     assert!(measured <= bound, "{id}: measured {measured:e} exceeds the bound {bound:e}");
 }
+
+/// Log lines delivered through [`c_log`], the C route's log callback (one list
+/// per test binary; tests that read it clear it first).
+pub static C_LOG: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// A `kiln_log_callback` that appends each line to [`C_LOG`].
+pub unsafe extern "C" fn c_log(_user: *mut std::ffi::c_void, _level: u32, message: *const std::ffi::c_char, len: usize) {
+    let bytes = unsafe { std::slice::from_raw_parts(message.cast::<u8>(), len) };
+    C_LOG.lock().unwrap().push(String::from_utf8_lossy(bytes).into_owned());
+}
+
+/// RGBA8 pixels of one `size`² job on the tiny fixture through the C API
+/// ("mossy stone brick wall", negative "blurry", seed 11), from a fresh
+/// runtime whose options `runtime` adjusts (its log goes to [`C_LOG`]) and a
+/// request that `job` adjusts (steps, guidance, scheduler, ...).
+pub fn c_generate_tiny(
+    size: u32,
+    runtime: impl FnOnce(&mut kiln::ffi::runtime::kiln_runtime_options),
+    job: impl FnOnce(&mut kiln::ffi::model::kiln_generate_options),
+) -> Vec<u8> {
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    use std::ffi::CString;
+    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut o) };
+    o.log_callback = Some(c_log);
+    runtime(&mut o);
+    let mut rt = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok);
+    let dir = CString::new(fixture().to_str().unwrap()).unwrap();
+    let mut m = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut m) }, kiln_status::Ok);
+    let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut g) };
+    let (prompt, negative) = (CString::new("mossy stone brick wall").unwrap(), CString::new("blurry").unwrap());
+    g.prompt = prompt.as_ptr();
+    g.negative_prompt = negative.as_ptr();
+    (g.width, g.height, g.seed) = (size, size, 11);
+    job(&mut g);
+    let mut pixels = vec![0u8; (size * size * 4) as usize];
+    let s = unsafe { kiln_model_generate_into(m, &g, pixels.as_mut_ptr(), pixels.len(), 0) };
+    assert_eq!(s, kiln_status::Ok);
+    unsafe { kiln_model_free(m) };
+    unsafe { kiln_runtime_destroy(rt) };
+    pixels
+}
