@@ -203,6 +203,8 @@ pub struct kiln_generate_options {
     // SDXL conditioning, one block appended after `reserved4` (issue 18).
     /// SDXL: UTF-8 prompt for the second text encoder (diffusers'
     /// `prompt_2`); NULL or "" = `prompt`. Bad UTF-8 is INVALID_UTF8, as for `prompt`.
+    /// A refiner-style export (no `text_encoder`) does not use it or
+    /// `negative_prompt_2`: its only encoder reads `prompt`, as in diffusers.
     /// This and the fields up to `negative_aesthetic_score` are SDXL's (the
     /// 208-byte layout ended before them); a model without SDXL conditioning
     /// refuses any of them set to a non-default value with INVALID_ARGUMENT

@@ -3,7 +3,9 @@
 //!
 //! Each text encoder (`text_encoder`, then `text_encoder_2`; a refiner-style
 //! export has only the second) reads its own prompt (`prompt`, `prompt_2`)
-//! through its own tokenizer; the per-token embeddings are the penultimate
+//! through its own tokenizer; a refiner-style export's only encoder reads
+//! `prompt` (diffusers zips `[prompt, prompt_2]` with its one encoder, so
+//! `prompt_2` goes unused there); the per-token embeddings are the penultimate
 //! hidden states (`hidden_states[-(clip_skip + 2)]`, no final LayerNorm),
 //! concatenated along the width. The pooled embedding (`text_embeds`) comes
 //! from the last encoder. The negative side always uses `hidden_states[-2]`
@@ -90,8 +92,8 @@ impl ModelInner {
         v
     }
 
-    /// SDXL embeddings of `prompts` (one per encoder; a refiner-style model
-    /// uses only the last), taking each encoder's hidden state `skip` layers
+    /// SDXL embeddings of `prompts` (one per encoder; a refiner-style model's
+    /// only encoder takes the first, as in diffusers), taking each encoder's hidden state `skip` layers
     /// before its penultimate one.
     pub(crate) fn encode_xl(
         &self,
@@ -120,7 +122,8 @@ impl ModelInner {
         let mut outs: Vec<Vec<(ArrayD<f32>, ArrayD<f32>)>> = jobs.iter().map(|_| Vec::with_capacity(encoders.len())).collect();
         for (index, (graph, io, tokenizer)) in encoders.iter().enumerate() {
             for ((prompts, skip), out) in jobs.iter().zip(outs.iter_mut()) {
-                let prompt = if encoders.len() == 1 { prompts[1] } else { prompts[index] };
+                // One encoder (refiner-style): diffusers pairs it with `prompt`.
+                let prompt = prompts[index];
                 let layers = io.hidden_states.len();
                 // hidden_states[0] is the token embedding, [layers - 1] the last layer.
                 let layer = layers.checked_sub(2 + *skip as usize).filter(|_| layers >= 2).ok_or_else(|| {

@@ -105,9 +105,12 @@ pub struct GenerateRequest {
     /// Which decoder makes the final image: the VAE (default) or the fast
     /// tiny preview decoder (needs `preview_decoder/` in the model folder).
     pub decoder: FinalDecoder,
-    /// SDXL: the prompt for the second text encoder; empty = `prompt`.
+    /// SDXL: the prompt for the second text encoder; empty = `prompt`. A
+    /// refiner-style export (no `text_encoder`) does not use it: its only
+    /// encoder reads `prompt`, as in diffusers.
     pub prompt_2: String,
-    /// SDXL: the negative prompt for the second text encoder; empty = `negative_prompt`.
+    /// SDXL: the negative prompt for the second text encoder; empty =
+    /// `negative_prompt`. Unused by a refiner-style export, as `prompt_2`.
     pub negative_prompt_2: String,
     /// SDXL size and crop conditioning (ignored by other models).
     pub xl: XlConditioning,
