@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 NUMERIC = ["parity", "img2img", "inpaint", "variants", "prompts", "clip_skip", "matting", "preview", "seamless", "cli", "vae",
-           "sdxl", "controlnet", "static_unet", "lora", "device_latents", "sdxl_lora", "sdxl_features"]
+           "sdxl", "controlnet", "static_unet", "lora", "device_latents", "sdxl_lora", "sdxl_features", "sdxl_refiner"]
 # Cases that cannot have 10x headroom by construction (the tests say why too).
 WHY = {
     "variants::fp16.": "fp16 graphs: the reference rounds the latents to float16 every step and Kiln "
