@@ -678,7 +678,9 @@ typedef struct kiln_generate_options {
     uint32_t negative_original_width;
     // SDXL `negative_original_size` height.
     uint32_t negative_original_height;
-    // SDXL `negative_crops_coords_top_left`: top; default 0.
+    // SDXL `negative_crops_coords_top_left`: top; default 0. With an init image
+    // on a base (non-refiner) U-Net it is not used: the unconditional row takes
+    // the positive crop, as in diffusers' SDXL img2img and inpainting pipelines.
     uint32_t negative_crop_top;
     // SDXL `negative_crops_coords_top_left`: left; default 0.
     uint32_t negative_crop_left;

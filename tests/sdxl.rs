@@ -187,6 +187,14 @@ fn img2img_matches_diffusers() {
     case("img2img_s06");
 }
 
+/// diffusers' SDXL img2img gives the unconditional row the positive crop on a
+/// base U-Net (it reads `negative_crops_coords_top_left` only for refiners);
+/// the case sets different crops so a Kiln that used the negative one misses.
+#[test]
+fn img2img_with_crops_uses_the_positive_crop_for_the_negative_row_as_diffusers() {
+    case("img2img_crops");
+}
+
 #[test]
 fn model_info_reports_both_encoders() {
     let info = model().info();

@@ -47,6 +47,12 @@ CASES = [
       "negative_target_size": (48, 80)}),
     ("clip_skip_1", "euler", 6, 5.0, False, {"negative_prompt": "blurry", "clip_skip": 1}),
     ("img2img_s06", "euler", 10, 5.0, False, {"image": "init", "strength": 0.6, "negative_prompt": "blurry"}),
+    # diffusers' SDXL img2img gives the negative row the positive crop on a base U-Net
+    # (negative_crops_coords_top_left is read by refiners only): this case pins that.
+    ("img2img_crops", "euler", 8, 5.0, False,
+     {"image": "init", "strength": 0.6, "negative_prompt": "blurry", "original_size": (96, 80),
+      "crops_coords_top_left": (8, 16), "negative_original_size": (32, 48),
+      "negative_crops_coords_top_left": (0, 4)}),
 ]
 
 

@@ -233,7 +233,9 @@ pub struct kiln_generate_options {
     pub negative_original_width: u32,
     /// SDXL `negative_original_size` height.
     pub negative_original_height: u32,
-    /// SDXL `negative_crops_coords_top_left`: top; default 0.
+    /// SDXL `negative_crops_coords_top_left`: top; default 0. With an init image
+    /// on a base (non-refiner) U-Net it is not used: the unconditional row takes
+    /// the positive crop, as in diffusers' SDXL img2img and inpainting pipelines.
     pub negative_crop_top: u32,
     /// SDXL `negative_crops_coords_top_left`: left; default 0.
     pub negative_crop_left: u32,

@@ -140,7 +140,9 @@ pub struct XlConditioning {
     /// `negative_target_size` are given (diffusers); with an init image each
     /// defaults to its positive counterpart, the crop to `[0, 0]`.
     pub negative_original_size: Option<[usize; 2]>,
-    /// The unconditional side's crop.
+    /// The unconditional side's crop. With an init image on a base U-Net it is
+    /// not used: diffusers' SDXL img2img and inpainting pipelines give the
+    /// unconditional row the positive crop (only refiners read this one).
     pub negative_crop_top_left: [usize; 2],
     /// The unconditional side's target size.
     pub negative_target_size: Option<[usize; 2]>,
@@ -770,10 +772,13 @@ fn xl_conditioning(
     };
     let [ntop, nleft] = c.negative_crop_top_left;
     let negative = if xl.aesthetic || request.init_image.is_some() {
-        // diffusers' img2img pipelines: each negative value defaults to the positive one.
+        // diffusers' img2img and inpainting pipelines: each negative value
+        // defaults to the positive one, and with a base (6 time ids) U-Net the
+        // negative row takes the positive crop: `negative_crops_coords_top_left`
+        // is read only by refiners there.
         TimeIds {
             original: hw(c.negative_original_size, positive.original),
-            crop: (ntop, nleft),
+            crop: if xl.aesthetic { (ntop, nleft) } else { (top, left) },
             target: hw(c.negative_target_size, positive.target),
             aesthetic_score: c.negative_aesthetic_score,
         }
