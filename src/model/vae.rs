@@ -64,15 +64,18 @@ const MIN_BUDGET_TILE: usize = 16;
 
 /// Estimated peak bytes of one VAE decode pass over `width`×`height` pixels
 /// on the CPU: activations at full resolution (`block_out_channels[0]`
-/// channels, a few live float32 tensors) plus the mid-block attention matrix
-/// over the latent pixels (float32, one head), which grows with the square of
-/// the pixel count. Weights are not included. Calibrated on the SD 1.5 VAE
-/// (docs/benchmarks.md, "VAE memory"); a guide for choosing tiles, not a bound.
+/// channels, a few live float32 tensors) plus the mid-block attention over the
+/// latent pixels (float32, one head), whose scores and their softmax are
+/// alive together and grow with the square of the pixel count. Weights are not
+/// included. Calibrated on the SD 1.5 VAE (docs/benchmarks.md, "VAE memory":
+/// at 2048² the softmax asked for a second 16 GiB buffer while the scores
+/// held the first); a guide for choosing tiles that errs high, not a bound.
 pub fn estimate_decode_bytes(width: usize, height: usize, full_res_channels: usize, downsampling: usize) -> u64 {
     const LIVE_TENSORS: u64 = 5;
+    const ATTENTION_BUFFERS: u64 = 2;
     let pixels = (width * height) as u64;
     let tokens = pixels / (downsampling * downsampling).max(1) as u64;
-    pixels * full_res_channels as u64 * 4 * LIVE_TENSORS + tokens * tokens * 4
+    pixels * full_res_channels as u64 * 4 * LIVE_TENSORS + ATTENTION_BUFFERS * tokens * tokens * 4
 }
 
 impl ModelInner {
