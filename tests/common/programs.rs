@@ -69,24 +69,32 @@ pub fn skipped(binding: &str) -> bool {
 /// so a hung program fails the test instead of hanging the suite.
 pub fn run_limited(cmd: &mut Command, secs: u64) -> Output {
     use std::io::Read;
+    use std::sync::{Arc, Mutex};
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
+    // Readers append as bytes arrive, so what the program wrote is here once it
+    // has exited even if its pipes never close: under Wine a helper process
+    // the program started (explorer.exe /desktop) can inherit and hold them.
+    fn reader(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let handle = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buf, handle)
+    }
+    let (out, out_reader) = reader(child.stdout.take().unwrap());
+    let (err, err_reader) = reader(child.stderr.take().unwrap());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -99,7 +107,14 @@ pub fn run_limited(cmd: &mut Command, secs: u64) -> Output {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    Output { status, stdout: out_reader.join().unwrap(), stderr: err_reader.join().unwrap() }
+    // The program has exited: give the readers a moment to drain the pipes,
+    // then take what they have (a reader still blocked is left behind).
+    let grace = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(out_reader.is_finished() && err_reader.is_finished()) && std::time::Instant::now() < grace {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let take = |b: &Arc<Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap());
+    Output { status, stdout: take(&out), stderr: take(&err) }
 }
 
 /// stdout and stderr of a finished program, for failure messages.
