@@ -124,14 +124,7 @@ impl ModelInner {
             for ((prompts, skip), out) in jobs.iter().zip(outs.iter_mut()) {
                 // One encoder (refiner-style): diffusers pairs it with `prompt`.
                 let prompt = prompts[index];
-                let layers = io.hidden_states.len();
-                // hidden_states[0] is the token embedding, [layers - 1] the last layer.
-                let layer = layers.checked_sub(2 + *skip as usize).filter(|_| layers >= 2).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "clip_skip {skip}: {} has {} hidden-state outputs; SDXL takes hidden_states[-(clip_skip + 2)]",
-                        graph.name, layers
-                    ))
-                })?;
+                let layer = hidden_layer(graph.name, io, *skip)?;
                 let key = format!("\u{1}xl{index}:{layer}\u{1}{prompt}");
                 let cached = {
                     let mut cache = self.embedding_cache.lock();
@@ -161,7 +154,7 @@ impl ModelInner {
             for (i, h) in hiddens.iter_mut().enumerate() {
                 if h.shape()[1] < longest {
                     let (graph, io, tokenizer) = &encoders[i];
-                    let layer = h_layer(io, *skip)?;
+                    let layer = hidden_layer(graph.name, io, *skip)?;
                     let empty = encode_one(graph, io, tokenizer, "", layer, syntax, options)?.0;
                     pad_chunks(h, &empty, longest)?;
                 }
@@ -174,8 +167,16 @@ impl ModelInner {
     }
 }
 
-fn h_layer(io: &TextEncoderIo, skip: u32) -> Result<usize> {
-    io.hidden_states.len().checked_sub(2 + skip as usize).ok_or_else(|| Error::invalid(format!("clip_skip {skip} is too large")))
+/// The hidden state SDXL reads from an encoder with CLIP skip `skip`:
+/// `hidden_states[-(skip + 2)]` (index 0 is the token embedding, the last
+/// index the last layer).
+fn hidden_layer(graph_name: &str, io: &TextEncoderIo, skip: u32) -> Result<usize> {
+    let layers = io.hidden_states.len();
+    layers.checked_sub(2 + skip as usize).ok_or_else(|| {
+        Error::invalid(format!(
+            "clip_skip {skip}: {graph_name} has {layers} hidden-state outputs; SDXL takes hidden_states[-(clip_skip + 2)]"
+        ))
+    })
 }
 
 /// Appends copies of `empty` (one chunk) to `h` until it is `len` tokens long.
