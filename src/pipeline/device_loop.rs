@@ -123,11 +123,8 @@ fn fail(what: &str) -> impl Fn(ort::Error) -> Error + '_ {
 
 /// A float32 tensor on the device holding `host`'s values.
 fn upload(allocator: &Allocator, host: &ArrayD<f32>) -> Result<DynTensor> {
-    let shape: Vec<i64> = host.shape().iter().map(|&d| d as i64).collect();
-    let mut dev = DynTensor::new(allocator, TensorElementType::Float32, shape.clone()).map_err(fail("allocating a device tensor"))?;
-    let data: Vec<f32> = host.iter().copied().collect();
-    let staged = Tensor::from_array((shape, data)).map_err(fail("staging a host tensor"))?.upcast();
-    staged.copy_into(&mut dev).map_err(fail("copying to the device"))?;
+    let mut dev = device_tensor(allocator, host.shape())?;
+    host_tensor(host.iter().copied().collect(), host.shape())?.copy_into(&mut dev).map_err(fail("copying to the device"))?;
     Ok(dev)
 }
 
