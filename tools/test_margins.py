@@ -32,6 +32,9 @@ NUMERIC = ["parity", "img2img", "inpaint", "variants", "prompts", "clip_skip", "
            "sdxl", "controlnet", "static_unet", "lora", "device_latents", "sdxl_lora", "sdxl_features", "sdxl_refiner"]
 # Cases that cannot have 10x headroom by construction (the tests say why too).
 WHY = {
+    "controlnet::canny::": "Kiln's Canny is pure Rust (no ONNX Runtime), so this value is the same on "
+    "every CPU; the 4 of 2136 edge pixels that differ from cv2.Canny on the material-maps strip are a "
+    "difference from OpenCV's implementation, within the 1 % the issue set before measuring (tests/controlnet.rs).",
     "variants::fp16.": "fp16 graphs: the reference rounds the latents to float16 every step and Kiln "
     "does not, so the gap is one or two fp16 ulps by construction; a 10x bound could not tell a wrong "
     "conversion from rounding (tests/variants.rs).",
