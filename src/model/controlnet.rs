@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! unet_controlnet/model.onnx    sample, timestep, encoder_hidden_states,
+//!                               [SDXL: text_embeds, time_ids,]
 //!                               down_block_additional_residual_0..N-1,
 //!                               mid_block_additional_residual -> out_sample
 //! controlnet/<name>/model.onnx  sample, timestep, encoder_hidden_states,
+//!                               [SDXL: text_embeds, time_ids,]
 //!                               controlnet_cond [B, 3, H, W] in [0, 1],
 //!                               conditioning_scale (rank 0 or [1]; optional)
 //!                               -> down_block_res_sample_0..N-1, mid_block_res_sample
@@ -15,6 +17,10 @@
 //! Names may differ (OnnxStack's and other exporters' graphs): residuals are
 //! matched by position, the mid-block one by a name containing `mid` (else
 //! the last), and a missing `conditioning_scale` input is applied by Kiln.
+//! An SDXL ControlNet takes the U-Net's added conditioning (`text_embeds`,
+//! `time_ids`, as diffusers' `added_cond_kwargs` and OnnxStack's exports name
+//! them), and so does an SDXL `unet_controlnet`; a ControlNet of the other
+//! family is refused as a mismatch.
 //! A model without these folders opens no extra session.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +43,8 @@ pub struct ControlNetIo {
     pub cond: TensorSpec,
     /// Conditioning scale input, when the graph takes one.
     pub scale: Option<TensorSpec>,
+    /// SDXL: the pooled text embedding and time ids inputs.
+    pub added: Option<(TensorSpec, TensorSpec)>,
     /// Down-block residual outputs, in U-Net order.
     pub down: Vec<TensorSpec>,
     /// Mid-block residual output.
@@ -127,12 +135,33 @@ impl ModelInner {
                 let extra: Vec<TensorSpec> = graph
                     .inputs
                     .iter()
-                    .filter(|s| !ordinary.contains(&&s.name) && Some(&s.name) != io.timestep_cond.as_ref().map(|t| &t.name))
+                    .filter(|s| {
+                        let conditioning = [&io.timestep_cond, &io.text_embeds, &io.time_ids];
+                        !ordinary.contains(&&s.name) && !conditioning.iter().any(|c| c.as_ref().is_some_and(|c| c.name == s.name))
+                    })
                     .cloned()
                     .collect();
                 let (down, mid) = split_mid(extra).ok_or_else(|| {
                     Error::model(format!("{}: unet_controlnet takes no residual inputs", path.display()))
                 })?;
+                // unet_controlnet must be the U-Net's family: SDXL's takes the added conditioning.
+                match (self.xl.is_some(), io.text_embeds.is_some()) {
+                    (true, false) => {
+                        return Err(Error::new(ErrorKind::AdapterMismatch, format!(
+                            "{}: this is an SDXL model and unet_controlnet takes no `text_embeds`/`time_ids` \
+                             (an SD 1.x/2.x residual U-Net): export it from this model's U-Net",
+                            path.display()
+                        )))
+                    }
+                    (false, true) => {
+                        return Err(Error::new(ErrorKind::AdapterMismatch, format!(
+                            "{}: unet_controlnet takes SDXL's `text_embeds`/`time_ids` and this model is SD 1.x/2.x: \
+                             export it from this model's U-Net",
+                            path.display()
+                        )))
+                    }
+                    _ => {}
+                }
                 Ok(Arc::new(ResidualUnet { graph, io, down, mid }))
             })
             .clone()
@@ -173,7 +202,35 @@ impl ModelInner {
     /// residuals, is the caller's mismatch, said before anything runs.
     fn check_fits(&self, name: &str, dir: &Path, io: &ControlNetIo, unet: &ResidualUnet) -> Result<()> {
         let mismatch = |what: String| Error::new(ErrorKind::AdapterMismatch, format!("ControlNet {name:?} does not fit this model: {what}"));
-        let hidden = self.layout.text_config.hidden_size;
+        // The family first: SDXL ControlNets take the added conditioning.
+        match (self.xl.is_some(), io.added.is_some()) {
+            (true, false) => {
+                return Err(mismatch(
+                    "it takes no `text_embeds`/`time_ids` (an SD 1.x/2.x ControlNet, another base architecture) \
+                     and this is an SDXL model"
+                        .to_string(),
+                ))
+            }
+            (false, true) => {
+                return Err(mismatch(
+                    "it takes `text_embeds`/`time_ids` (an SDXL ControlNet, another base architecture) \
+                     and this is an SD 1.x/2.x model"
+                        .to_string(),
+                ))
+            }
+            _ => {}
+        }
+        if let (Some(xl), Some((text_embeds, time_ids))) = (&self.xl, &io.added) {
+            let ours = [(&xl.text_embeds, text_embeds), (&xl.time_ids, time_ids)];
+            for (u, c) in ours {
+                let (a, b) = (u.shape.get(1).copied().unwrap_or(-1), c.shape.get(1).copied().unwrap_or(-1));
+                if a > 0 && b > 0 && a != b {
+                    return Err(mismatch(format!("its `{}` is {b} wide and the U-Net's `{}` {a}", c.name, u.name)));
+                }
+            }
+        }
+        // The text encoders' widths joined (SDXL concatenates both).
+        let hidden = self.layout.text_config.hidden_size + self.layout.text_config_2.as_ref().map_or(0, |c| c.hidden_size);
         let graph_dim = io.encoder_hidden_states.shape.get(2).copied().filter(|&d| d > 0).map(|d| d as usize);
         let config_dim = read_cross_attention_dim(&dir.join("config.json"));
         if let Some(d) = graph_dim.or(config_dim) {
@@ -241,6 +298,13 @@ fn controlnet_io(g: &Graph) -> Result<ControlNetIo> {
         .cloned()
         .ok_or_else(|| Error::model("no `controlnet_cond` (control image) input"))?;
     let scale = g.inputs.iter().find(|s| s.name.contains("scale")).cloned();
+    let text_embeds = g.inputs.iter().find(|s| s.name == "text_embeds").cloned();
+    let time_ids = g.inputs.iter().find(|s| s.name == "time_ids").cloned();
+    let added = match (text_embeds, time_ids) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        _ => return Err(Error::model("the graph takes only one of SDXL's `text_embeds` and `time_ids`; it needs both")),
+    };
     if let Some(s) = &scale {
         if s.shape.len() > 1 || s.shape.first().is_some_and(|&d| d > 1) {
             return Err(Error::model(format!("`{}` has shape {:?}; expected a scalar or [1]", s.name, s.shape)));
@@ -253,7 +317,7 @@ fn controlnet_io(g: &Graph) -> Result<ControlNetIo> {
     if down.is_empty() {
         return Err(Error::model("the graph returns no down-block residuals"));
     }
-    Ok(ControlNetIo { sample, timestep, encoder_hidden_states, cond, scale, down, mid })
+    Ok(ControlNetIo { sample, timestep, encoder_hidden_states, cond, scale, added, down, mid })
 }
 
 /// Where the ControlNet parts of a model folder are.

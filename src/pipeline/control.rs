@@ -3,7 +3,9 @@
 //! batch (not in guess mode, where only the conditional half gets residuals),
 //! the conditioning scale, the `control_guidance_start`/`_end` window as
 //! fractions of the U-Net calls, guess mode's per-block scales, and several
-//! ControlNets whose residuals add.
+//! ControlNets whose residuals add. On SDXL (diffusers'
+//! `StableDiffusionXLControlNetPipeline`) the ControlNet also takes the
+//! U-Net's pooled text embedding and time ids, of the same rows it runs on.
 use std::sync::Arc;
 
 use ndarray::{concatenate, ArrayD, Axis, IxDyn};
@@ -66,6 +68,8 @@ pub(crate) struct ActiveControls {
     pub(crate) unet: Arc<ResidualUnet>,
     nets: Vec<ActiveNet>,
     guess_mode: bool,
+    /// SDXL: how many of the added conditioning's columns are time ids.
+    time_id_count: Option<usize>,
     /// Residual shapes for batch 1, learnt from the first run (zeros need them).
     shapes: parking_lot::Mutex<Option<Vec<Vec<usize>>>>,
 }
@@ -97,27 +101,30 @@ impl ActiveControls {
             nets.push(ActiveNet { net, image: tensor, scale: c.scale, start: c.start, end: c.end });
         }
         let unet = m.residual_unet()?;
-        Ok(Some(Self { unet, nets, guess_mode, shapes: Default::default() }))
+        let time_id_count = m.xl.as_ref().map(|xl| xl.time_id_count());
+        Ok(Some(Self { unet, nets, guess_mode, time_id_count, shapes: Default::default() }))
     }
 
     /// The summed residuals (down blocks, then mid) for a U-Net call on
-    /// `sample` / `embeds` (batch B) at U-Net call `k` of `total`.
+    /// `sample` / `embeds` / SDXL's `added` `[B, pooled | time ids]` (batch
+    /// B) at U-Net call `k` of `total`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn residuals(
         &self,
         sample: &ArrayD<f32>,
         t: f64,
         embeds: &ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
         rows: Rows,
         k: usize,
         total: usize,
         options: Option<&ort::session::RunOptions>,
     ) -> Result<Vec<ArrayD<f32>>> {
         let b = sample.shape()[0];
-        let (x, e) = match rows {
-            Rows::All => (sample.clone(), embeds.clone()),
-            Rows::Last => (last_row(sample), last_row(embeds)),
-            Rows::Zero => return self.zeros(b, sample, t, embeds, options),
+        let (x, e, a) = match rows {
+            Rows::All => (sample.clone(), embeds.clone(), added.cloned()),
+            Rows::Last => (last_row(sample), last_row(embeds), added.map(last_row)),
+            Rows::Zero => return self.zeros(b, sample, t, embeds, added, options),
         };
         let mut sum: Option<Vec<ArrayD<f32>>> = None;
         for ActiveNet { net, image, scale, start, end } in &self.nets {
@@ -127,7 +134,7 @@ impl ActiveControls {
             if i / n < decimal(*start) || (i + 1.0) / n > decimal(*end) {
                 continue; // its residuals are scaled by 0: they add nothing
             }
-            let out = self.run_net(net, &x, t, &e, image, *scale, options)?;
+            let out = self.run_net(net, &x, t, &e, a.as_ref(), image, *scale, options)?;
             sum = Some(match sum {
                 None => out,
                 Some(mut acc) => {
@@ -140,7 +147,7 @@ impl ActiveControls {
         }
         let res = match sum {
             Some(r) => r,
-            None => return self.zeros(b, sample, t, embeds, options),
+            None => return self.zeros(b, sample, t, embeds, added, options),
         };
         if rows == Rows::Last && b > 1 {
             return res
@@ -158,10 +165,19 @@ impl ActiveControls {
 
     /// Zero residuals for a batch of `b` (shapes from an earlier run, or from
     /// one run of the first ControlNet).
-    fn zeros(&self, b: usize, sample: &ArrayD<f32>, t: f64, embeds: &ArrayD<f32>, options: Option<&ort::session::RunOptions>) -> Result<Vec<ArrayD<f32>>> {
+    fn zeros(
+        &self,
+        b: usize,
+        sample: &ArrayD<f32>,
+        t: f64,
+        embeds: &ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
+        options: Option<&ort::session::RunOptions>,
+    ) -> Result<Vec<ArrayD<f32>>> {
         if self.shapes.lock().is_none() {
             let first = &self.nets[0];
-            self.run_net(&first.net, &last_row(sample), t, &last_row(embeds), &first.image, 0.0, options)?;
+            let a = added.map(last_row);
+            self.run_net(&first.net, &last_row(sample), t, &last_row(embeds), a.as_ref(), &first.image, 0.0, options)?;
         }
         let shapes = self.shapes.lock().clone().ok_or_else(|| Error::internal("ControlNet residual shapes unknown"))?;
         Ok(shapes
@@ -181,6 +197,7 @@ impl ActiveControls {
         x: &ArrayD<f32>,
         t: f64,
         e: &ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
         image: &ArrayD<f32>,
         scale: f32,
         options: Option<&ort::session::RunOptions>,
@@ -202,6 +219,15 @@ impl ActiveControls {
             (&io.encoder_hidden_states, GraphInput::Float(e.clone())),
             (&io.cond, GraphInput::Float(images)),
         ];
+        match (&io.added, added, self.time_id_count) {
+            (Some((text_embeds, time_ids)), Some(added), Some(n)) => {
+                let (pooled, ids) = split_added(added, n)?;
+                inputs.push((text_embeds, GraphInput::Float(pooled)));
+                inputs.push((time_ids, GraphInput::Float(ids)));
+            }
+            (None, None, _) => {}
+            _ => return Err(Error::internal(format!("ControlNet {:?}: SDXL conditioning and graph disagree", net.name))),
+        }
         if let Some(spec) = &io.scale {
             inputs.push((spec, GraphInput::Float(ArrayD::from_elem(IxDyn(&vec![1; spec.shape.len()]), graph_scale))));
         }
@@ -255,12 +281,48 @@ pub(crate) fn timestep(spec: &TensorSpec, t: f64, batch: usize) -> ArrayD<f32> {
     }
 }
 
+/// SDXL's `[B, pooled | time ids]` split into `text_embeds` and `time_ids`.
+fn split_added(added: &ArrayD<f32>, time_ids: usize) -> Result<(ArrayD<f32>, ArrayD<f32>)> {
+    let width = added.shape()[1];
+    let pooled = width
+        .checked_sub(time_ids)
+        .ok_or_else(|| Error::internal(format!("SDXL conditioning of {width} values holds no {time_ids} time ids")))?;
+    Ok((
+        added.slice_axis(Axis(1), ndarray::Slice::from(..pooled)).to_owned(),
+        added.slice_axis(Axis(1), ndarray::Slice::from(pooled..)).to_owned(),
+    ))
+}
+
+impl ActiveControls {
+    /// The U-Net call with ControlNet residuals added (`added`: SDXL's
+    /// `[B, pooled | time ids]`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn unet_call(
+        &self,
+        sample: ArrayD<f32>,
+        t: f64,
+        embeds: ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
+        residuals: Vec<ArrayD<f32>>,
+        timestep_cond: Option<ArrayD<f32>>,
+        options: Option<&ort::session::RunOptions>,
+    ) -> Result<ArrayD<f32>> {
+        let split = match (added, self.time_id_count) {
+            (Some(a), Some(n)) => Some(split_added(a, n)?),
+            _ => None,
+        };
+        residual_unet_call(&self.unet, sample, t, embeds, split, residuals, timestep_cond, options)
+    }
+}
+
 /// The U-Net call with ControlNet residuals added.
-pub(crate) fn residual_unet_call(
+#[allow(clippy::too_many_arguments)]
+fn residual_unet_call(
     unet: &ResidualUnet,
     sample: ArrayD<f32>,
     t: f64,
     embeds: ArrayD<f32>,
+    added: Option<(ArrayD<f32>, ArrayD<f32>)>,
     residuals: Vec<ArrayD<f32>>,
     timestep_cond: Option<ArrayD<f32>>,
     options: Option<&ort::session::RunOptions>,
@@ -272,6 +334,14 @@ pub(crate) fn residual_unet_call(
         (&io.timestep, GraphInput::Float(timestep(&io.timestep, t, batch))),
         (&io.encoder_hidden_states, GraphInput::Float(embeds)),
     ];
+    match (&io.text_embeds, &io.time_ids, added) {
+        (Some(a), Some(b), Some((pooled, ids))) => {
+            inputs.push((a, GraphInput::Float(pooled)));
+            inputs.push((b, GraphInput::Float(ids)));
+        }
+        (None, None, None) => {}
+        _ => return Err(Error::internal("unet_controlnet: SDXL conditioning and graph disagree")),
+    }
     for (spec, r) in unet.down.iter().chain(std::iter::once(&unet.mid)).zip(residuals) {
         inputs.push((spec, GraphInput::Float(r)));
     }

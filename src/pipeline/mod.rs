@@ -609,9 +609,6 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     };
 
     let controls = control::ActiveControls::prepare(m, &request.controls, request.guess_mode, width, height)?;
-    if controls.is_some() && added.is_some() {
-        return Err(Error::unsupported("ControlNet with an SDXL model is not supported yet (the ControlNet layout is SD 1.x/2.x's)"));
-    }
     // Guess mode in a CFG batch gives the residuals to the conditional half only.
     let guess_cfg = request.guess_mode && uncond.is_some();
 
@@ -680,9 +677,9 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
                 Some(c) => {
                     // The ControlNet sees the latents without inpainting channels.
                     let latent_in = input.slice_axis(Axis(1), ndarray::Slice::from(0..channels)).to_owned();
-                    let residuals = c.residuals(&latent_in, t, &embeds, rows, k, total, run_options)?;
+                    let residuals = c.residuals(&latent_in, t, &embeds, added, rows, k, total, run_options)?;
                     let cond_embedding = w_embedding.as_ref().map(|w| timestep_cond(w, input.shape()[0])).transpose()?;
-                    control::residual_unet_call(&c.unet, input, t, embeds, residuals, cond_embedding, run_options)
+                    c.unet_call(input, t, embeds, added, residuals, cond_embedding, run_options)
                 }
             }
         };

@@ -1,0 +1,342 @@
+//! ControlNet on SDXL: parity with diffusers' StableDiffusionXLControlNetPipeline,
+//! ...XLControlNetImg2ImgPipeline and ...XLControlNetInpaintPipeline
+//! (tools/make_sdxl_controlnet_golden.py) on tests/fixtures/tiny-sdxl with the
+//! U-Net, `unet_controlnet` and ControlNet of tests/fixtures/sdxl-controlnet
+//! (tools/make_sdxl_controlnet_fixture.py): same control images, scales,
+//! window and guess mode, every random draw replayed. The ControlNet takes the
+//! pooled text embedding and time ids of the rows it runs on. Tolerances as
+//! tests/controlnet.rs: latents ≤ 1e-3 relative to their largest value, image
+//! ≤ 2e-3 absolute, U-Net timesteps exact; each case also runs without the
+//! ControlNet, which must miss the golden. Also: a ControlNet of the other
+//! family is ADAPTER_MISMATCH both ways with the model usable after, and the
+//! C API, the CLI and kiln-bake carry an SDXL ControlNet.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use kiln::image::control::{ControlImage, Preprocess};
+use kiln::pipeline::control::Control;
+use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise, Mask};
+use kiln::{ErrorKind, Model, SchedulerKind};
+
+/// tiny-sdxl with tests/fixtures/sdxl-controlnet put over it (its smaller
+/// U-Net replaces tiny-sdxl's), plus the SD 1.x ControlNet of
+/// tests/fixtures/controlnet as `controlnet/sd15` for the mismatch test.
+fn model_folder() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-controlnet");
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        common::copy_tree(&common::root().join("tests/fixtures/tiny-sdxl"), &dest);
+        common::copy_tree(&common::root().join("tests/fixtures/sdxl-controlnet"), &dest);
+        common::copy_tree(&common::root().join("tests/fixtures/controlnet/controlnet/tiny"), &dest.join("controlnet/sd15"));
+        dest
+    })
+    .clone()
+}
+
+fn model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("SDXL ControlNet model loads"))
+}
+
+fn png(path: &Path) -> (usize, usize, usize, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
+}
+
+fn rgb(path: &Path) -> (usize, usize, Vec<u8>) {
+    let (w, h, channels, data) = png(path);
+    (w, h, data.chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect())
+}
+
+fn control_image(name: &str) -> ControlImage {
+    let (width, height, data) = rgb(&common::golden(&format!("controlnet/{name}")));
+    ControlImage { width, height, channels: 3, data }
+}
+
+fn cases() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl_controlnet/cases.json")).unwrap()).unwrap()
+}
+
+/// The request of golden case `name`, with its recorded draws.
+fn request(name: &str) -> GenerateRequest {
+    let cases = cases();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let (_, draws) = common::read_npy(&format!("sdxl_controlnet/{name}.draws.npy"));
+    let controls = c["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| Control {
+            scale: k["scale"].as_f64().unwrap() as f32,
+            start: k["start"].as_f64().unwrap() as f32,
+            end: k["end"].as_f64().unwrap() as f32,
+            ..Control::new("xl", control_image(k["image"].as_str().unwrap()))
+        })
+        .collect();
+    let mut request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        guess_mode: c["guess_mode"].as_bool().unwrap(),
+        controls,
+        ..Default::default()
+    };
+    if c["kind"] == "img2img" || c["kind"] == "inpaint" {
+        let (width, height, rgb) = rgb(&common::golden("ddim_cfg.png"));
+        request.init_image = Some(InitImage { width, height, rgb });
+        request.strength = c["strength"].as_f64().unwrap() as f32;
+        request.step_noise = Some(draws);
+    } else {
+        request.initial_noise = Some(InitialNoise { shape: [1, 4, 8, 8], data: draws });
+    }
+    if c["kind"] == "inpaint" {
+        // diffusers returns the decoded image whole: Kiln's paste-back is off to compare it.
+        let (width, height, channels, bytes) = png(&common::golden("inpaint/mask.png"));
+        request.mask = Some(Mask { width, height, data: bytes.chunks(channels).map(|p| p[0]).collect() });
+        request.paste_unmasked = Some(false);
+    }
+    request
+}
+
+fn case(name: &str) {
+    let request = request(name);
+    let cases = cases();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let out = model().generate_with(&request, Hooks::default()).unwrap();
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: timesteps");
+    let (_, want) = common::read_npy(&format!("sdxl_controlnet/{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = common::max_abs_diff(&got, &want) / scale;
+    common::check_margin(&format!("sdxl_controlnet::{name}::latents_rel"), rel as f64, 1e-3);
+    let (_, want_img) = common::read_npy(&format!("sdxl_controlnet/{name}.image.npy"));
+    let d = common::max_abs_diff(&out.image.data, &want_img);
+    common::check_margin(&format!("sdxl_controlnet::{name}::image_abs"), d as f64, 2e-3);
+
+    // The control must matter: without it the latents are far from the golden.
+    let plain = GenerateRequest { controls: Vec::new(), guess_mode: false, ..request };
+    let without = model().generate_with(&plain, Hooks::default()).unwrap();
+    let off: Vec<f32> = without.latents.iter().copied().collect();
+    let effect = common::max_abs_diff(&off, &want) / scale;
+    eprintln!("{name}: without the ControlNet the latents differ by {effect:.3e} (relative)");
+    assert!(effect > 1e-2, "{name}: the ControlNet changed the result by only {effect:e}");
+}
+
+#[test]
+fn one_controlnet_euler_matches_diffusers() {
+    case("euler_one");
+}
+
+#[test]
+fn one_controlnet_ddim_matches_diffusers() {
+    case("ddim_one");
+}
+
+#[test]
+fn two_controlnets_at_different_scales_match_diffusers() {
+    case("ddim_two");
+}
+
+#[test]
+fn start_end_window_matches_diffusers() {
+    case("euler_window");
+}
+
+#[test]
+fn guess_mode_matches_diffusers() {
+    case("euler_guess");
+}
+
+#[test]
+fn img2img_with_control_matches_diffusers() {
+    case("euler_img2img");
+}
+
+#[test]
+fn inpainting_with_control_matches_diffusers() {
+    case("ddim_inpaint");
+}
+
+/// An SD 1.x ControlNet on this SDXL model, and this SDXL ControlNet on an
+/// SD 1.x model: ADAPTER_MISMATCH naming the families, before anything
+/// runs; both models generate afterwards, with and without a ControlNet.
+#[test]
+fn a_controlnet_of_the_other_family_is_a_mismatch_and_the_model_stays_usable() {
+    let m = model();
+    let base = GenerateRequest { prompt: "x".into(), steps: 2, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let with = |name: &str| GenerateRequest { controls: vec![Control::new(name, control_image("control_a.png"))], ..base.clone() };
+    let e = m.generate_with(&with("sd15"), Hooks::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{e}");
+    assert!(e.to_string().contains("SD 1.x/2.x ControlNet") && e.to_string().contains("SDXL model"), "{e}");
+    m.generate_with(&with("xl"), Hooks::default()).unwrap();
+    m.generate_with(&base, Hooks::default()).unwrap();
+
+    let sd = common::controlnet_folder("sdxl-controlnet-mismatch");
+    common::copy_tree(&model_folder().join("controlnet/xl"), &sd.join("controlnet/xl"));
+    let sd = Model::load(common::runtime(), &sd).unwrap();
+    let e = sd.generate_with(&with("xl"), Hooks::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{e}");
+    assert!(e.to_string().contains("an SDXL ControlNet") && e.to_string().contains("SD 1.x/2.x model"), "{e}");
+    sd.generate_with(&with("tiny"), Hooks::default()).unwrap();
+    sd.generate_with(&base, Hooks::default()).unwrap();
+}
+
+/// `kiln_control` on an SDXL model through the exported C functions: the
+/// `euler_one` golden's pixels within half an 8-bit step plus the parity
+/// bound; the same call without the control misses that bound.
+#[test]
+fn c_api_kiln_control_on_sdxl_matches_diffusers() {
+    use kiln::ffi::control::{kiln_control, kiln_control_init};
+    use kiln::ffi::image::kiln_image_free;
+    use kiln::ffi::postprocess::kiln_image_create;
+    use kiln::ffi::{kiln_status, model::*, runtime::*};
+    use std::ffi::{c_char, CStr, CString};
+    use std::ptr;
+
+    let last_error = || {
+        let mut buf = vec![0 as c_char; 4096];
+        unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), ptr::null_mut()) };
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    };
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
+    let dir = CString::new(model_folder().to_str().unwrap()).unwrap();
+    let mut model = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
+
+    let (w, h, channels, bytes) = png(&common::golden("controlnet/control_a.png"));
+    let rgba: Vec<u8> = bytes.chunks(channels).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    let mut image = ptr::null_mut();
+    let s = unsafe { kiln_image_create(w as u32, h as u32, rgba.as_ptr(), rgba.len(), 0, &mut image) };
+    assert_eq!(s, kiln_status::Ok, "{}", last_error());
+
+    let cases = cases();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == "euler_one").unwrap();
+    assert_eq!(c["controls"][0]["image"], "control_a.png");
+    let (_, draws) = common::read_npy("sdxl_controlnet/euler_one.draws.npy");
+    let (_, want) = common::read_npy("sdxl_controlnet/euler_one.image.npy");
+    let (prompt, negative) = (CString::new(c["prompt"].as_str().unwrap()).unwrap(), CString::new(c["negative_prompt"].as_str().unwrap()).unwrap());
+    let name = CString::new("xl").unwrap();
+    let mut control: kiln_control = unsafe { std::mem::zeroed() };
+    unsafe { kiln_control_init(&mut control) };
+    control.controlnet = name.as_ptr();
+    control.image = image;
+    control.scale = c["controls"][0]["scale"].as_f64().unwrap() as f32;
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.negative_prompt = negative.as_ptr();
+    (o.width, o.height) = (64, 64);
+    o.steps = c["steps"].as_u64().unwrap() as u32;
+    o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
+    o.scheduler = kiln_scheduler::Euler as u32;
+    o.initial_noise = draws.as_ptr();
+    o.initial_noise_len = draws.len();
+    let generate = |o: &kiln_generate_options| -> Vec<f32> {
+        let mut buf = vec![0u8; 64 * 64 * 4];
+        let s = unsafe { kiln_model_generate_into(model, o, buf.as_mut_ptr(), buf.len(), 0) };
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        buf.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect()
+    };
+    let without = generate(&o);
+    // Changed below through this pointer only, as C would.
+    let control: *mut kiln_control = &mut control;
+    o.controls = control;
+    o.control_count = 1;
+    let got = generate(&o);
+    const QUANTUM: f64 = 0.5 / 255.0;
+    let d = (common::max_abs_diff(&got, &want) as f64 - QUANTUM).max(0.0);
+    common::check_margin("sdxl_controlnet::c_api::euler_one::image_abs_past_8bit", d, 2e-3);
+    let miss = common::max_abs_diff(&without, &want) as f64 - QUANTUM;
+    eprintln!("c_api: without the control the image is {miss:.3e} past half an 8-bit step from the golden");
+    assert!(miss > 2e-3, "the control must matter through C: {miss:e}");
+
+    // An SD 1.x ControlNet through C: the same status, and the handle still generates.
+    let sd15 = CString::new("sd15").unwrap();
+    unsafe { (*control).controlnet = sd15.as_ptr() };
+    let mut buf = vec![0u8; 64 * 64 * 4];
+    let s = unsafe { kiln_model_generate_into(model, &o, buf.as_mut_ptr(), buf.len(), 0) };
+    assert_eq!(s, kiln_status::AdapterMismatch, "{}", last_error());
+    unsafe { (*control).controlnet = name.as_ptr() };
+    assert_eq!(generate(&o), got);
+    unsafe {
+        kiln_image_free(image);
+        kiln_model_free(model);
+        kiln_runtime_destroy(rt);
+    }
+}
+
+fn generate_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join(if cfg!(windows) { "generate.exe" } else { "generate" });
+    assert!(bin.exists(), "{} is missing: plain `cargo test` builds the examples; else `cargo build --release --example generate`", bin.display());
+    bin
+}
+
+/// `generate --controlnet` on the SDXL model gives the library's latents for
+/// the same request, and a kiln-bake asset with `control = {…}` gives
+/// generate's pixels.
+#[test]
+fn cli_and_kiln_bake_carry_an_sdxl_controlnet() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-controlnet-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let control = dir.join("control.png");
+    std::fs::copy(common::golden("controlnet/control_b.png"), &control).unwrap();
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(model_folder())
+        .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim"])
+        .args(["--controlnet", "xl", "--control-image"])
+        .arg(&control)
+        .args(["--control-scale", "0.8", "--control-end", "0.8", "--out"])
+        .arg(dir.join("gen.png"))
+        .arg("--out-latents")
+        .arg(dir.join("gen.npy"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, got) = kiln::image::npy::read_f32(&dir.join("gen.npy")).unwrap();
+    let request = GenerateRequest {
+        prompt: "mossy stone wall".into(),
+        steps: 4,
+        scheduler: SchedulerKind::Ddim,
+        seed: 7,
+        controls: vec![Control { scale: 0.8, end: 0.8, preprocess: Preprocess::None, ..Control::new("xl", control_image("control_b.png")) }],
+        ..Default::default()
+    };
+    let want: Vec<f32> = model().generate_with(&request, Hooks::default()).unwrap().latents.iter().copied().collect();
+    assert_eq!(got, want, "the CLI's latents are the library's for the same request");
+    let plain = GenerateRequest { controls: Vec::new(), ..request };
+    let off: Vec<f32> = model().generate_with(&plain, Hooks::default()).unwrap().latents.iter().copied().collect();
+    assert_ne!(off, want, "the ControlNet must act, so the comparison can fail");
+
+    let manifest = dir.join("control.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone wall\"\nseed = 7\nsteps = 4\nscheduler = \"ddim\"\n\
+             [[asset]]\nname = \"edged\"\ncontrol = {{ controlnet = \"xl\", image = \"control.png\", scale = 0.8, end = 0.8 }}\n",
+            model_folder().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln-bake")).arg(&manifest).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let baked = png(&out.join("edged.png")).3;
+    assert!(baked == png(&dir.join("gen.png")).3, "kiln-bake's pixels differ from generate --controlnet's");
+}
