@@ -382,3 +382,65 @@ fn cli_controlnet_flags_reach_the_pipeline() {
     }
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// `generate --controlnet` on the SDXL model gives the library's latents for
+/// the same request, and a kiln-bake asset with `control = {…}` gives
+/// generate's pixels.
+#[test]
+fn cli_and_kiln_bake_carry_an_sdxl_controlnet() {
+    use kiln::image::control::{ControlImage, Preprocess};
+    use kiln::pipeline::control::Control;
+    let model_folder = common::sdxl_controlnet_folder("cli");
+    let model = kiln::Model::load(common::runtime(), &model_folder).unwrap();
+    let png_rgba = |p: &std::path::Path| image::open(p).unwrap().to_rgba8().into_raw();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-controlnet-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let control = dir.join("control.png");
+    std::fs::copy(common::golden("controlnet/control_b.png"), &control).unwrap();
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&model_folder)
+        .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim"])
+        .args(["--controlnet", "xl", "--control-image"])
+        .arg(&control)
+        .args(["--control-scale", "0.8", "--control-end", "0.8", "--out"])
+        .arg(dir.join("gen.png"))
+        .arg("--out-latents")
+        .arg(dir.join("gen.npy"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, got) = kiln::image::npy::read_f32(&dir.join("gen.npy")).unwrap();
+    let img = image::open(&control).unwrap().to_rgb8();
+    let control_b = ControlImage { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.into_raw() };
+    let request = kiln::GenerateRequest {
+        prompt: "mossy stone wall".into(),
+        steps: 4,
+        scheduler: kiln::SchedulerKind::Ddim,
+        seed: 7,
+        controls: vec![Control { scale: 0.8, end: 0.8, preprocess: Preprocess::None, ..Control::new("xl", control_b) }],
+        ..Default::default()
+    };
+    let want: Vec<f32> = model.generate_with(&request, Default::default()).unwrap().latents.iter().copied().collect();
+    assert_eq!(got, want, "the CLI's latents are the library's for the same request");
+    let plain = kiln::GenerateRequest { controls: Vec::new(), ..request };
+    let off: Vec<f32> = model.generate_with(&plain, Default::default()).unwrap().latents.iter().copied().collect();
+    assert_ne!(off, want, "the ControlNet must act, so the comparison can fail");
+
+    let manifest = dir.join("control.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone wall\"\nseed = 7\nsteps = 4\nscheduler = \"ddim\"\n\
+             [[asset]]\nname = \"edged\"\ncontrol = {{ controlnet = \"xl\", image = \"control.png\", scale = 0.8, end = 0.8 }}\n",
+            model_folder.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln-bake")).arg(&manifest).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let baked = png_rgba(&out.join("edged.png"));
+    assert!(baked == png_rgba(&dir.join("gen.png")), "kiln-bake's pixels differ from generate --controlnet's");
+}

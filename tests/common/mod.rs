@@ -124,6 +124,21 @@ pub fn controlnet_folder(tag: &str) -> PathBuf {
     dest
 }
 
+/// tiny-sdxl with tests/fixtures/sdxl-controlnet put over it
+/// (tools/make_sdxl_controlnet_fixture.py: its smaller U-Net replaces
+/// tiny-sdxl's, with `unet_controlnet/` and `controlnet/xl/`), assembled once
+/// per test process under the target dir (`tag` keeps test binaries apart).
+pub fn sdxl_controlnet_folder(tag: &str) -> PathBuf {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-controlnet-model").join(tag);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    for src in ["tests/fixtures/tiny-sdxl", "tests/fixtures/sdxl-controlnet"] {
+        copy_tree(&root().join(src), &dest);
+    }
+    dest
+}
+
 pub fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
     kiln::image::npy::read_f32(&golden(name)).expect("golden file")
 }
