@@ -42,6 +42,12 @@ Three modes:
     /work/venv/bin/python tools/make_controlnet_fixture.py --sd15-random /work/tmp/sd15-cn
     /work/venv/bin/python tools/make_controlnet_fixture.py --diffusers runwayml/stable-diffusion-v1-5 \\
         --controlnet canny=lllyasviel/control_v11p_sd15_canny --out sd15-onnx
+    /work/venv/bin/python tools/make_controlnet_fixture.py --diffusers stabilityai/stable-diffusion-xl-base-1.0 \\
+        --controlnet canny=diffusers/controlnet-canny-sdxl-1.0 --out sdxl-onnx
+
+An SDXL U-Net (``addition_embed_type="text_time"``) gets the SDXL layout of
+tools/make_sdxl_controlnet_fixture.py: the ControlNet and ``unet_controlnet``
+also take ``text_embeds`` and ``time_ids``.
 """
 from __future__ import annotations
 
@@ -248,15 +254,26 @@ def export_real(model: str, controlnets: list[str], out: Path, opset: int):
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet").eval()
+    # SDXL (added conditioning `text_time`): the ControlNet and the residual
+    # U-Net also take `text_embeds` and `time_ids`.
+    if unet.config.get("addition_embed_type") == "text_time":
+        import make_sdxl_controlnet_fixture as xl
+
+        export_cn, export_unet = xl.export_controlnet, xl.export_residual_unet
+    else:
+        export_cn, export_unet = export_controlnet, export_residual_unet
     first = None
     for spec in controlnets:
         name, _, source = spec.partition("=")
         cn = ControlNetModel.from_pretrained(source).eval()
-        export_controlnet(cn, out / "controlnet" / name, opset)
+        if cn.config.get("addition_embed_type") != unet.config.get("addition_embed_type"):
+            sys.exit(f"{source}: its addition_embed_type {cn.config.get('addition_embed_type')!r} is not the U-Net's "
+                     f"{unet.config.get('addition_embed_type')!r} (a ControlNet for another base model)")
+        export_cn(cn, out / "controlnet" / name, opset)
         first = first or cn
     if first is None:
         sys.exit("--controlnet NAME=MODEL is needed at least once")
-    export_residual_unet(unet, first, out / "unet_controlnet", opset)
+    export_unet(unet, first, out / "unet_controlnet", opset)
 
 
 def export_sd15_random(out: Path, seed: int, opset: int):
@@ -284,7 +301,7 @@ def export_sd15_random(out: Path, seed: int, opset: int):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--diffusers", help="a diffusers SD 1.x/2.x model (folder or hub id) whose U-Net to export")
+    ap.add_argument("--diffusers", help="a diffusers SD 1.x/2.x or SDXL model (folder or hub id) whose U-Net to export")
     ap.add_argument("--controlnet", action="append", default=[], help="NAME=MODEL, repeatable")
     ap.add_argument("--out", type=Path, help="the optimum export to add the ControlNet layout to")
     ap.add_argument("--sd15-random", type=Path, metavar="DIR",

@@ -113,11 +113,13 @@ class ControlNetGraph(torch.nn.Module):
         return (*down, mid)
 
 
-def example_inputs(seed=0, batch=2):
+def example_inputs(cfg, seed=0, batch=2):
+    """Example SDXL inputs shaped by a U-Net or ControlNet config (base models' 6 time ids)."""
     g = torch.Generator().manual_seed(seed)
-    sample = torch.randn(batch, 4, 8, 8, generator=g)
-    ehs = torch.randn(batch, 77, TE1_WIDTH + TE2_WIDTH, generator=g)
-    te = torch.randn(batch, TE2_PROJECTION, generator=g)
+    pooled = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]
+    sample = torch.randn(batch, cfg["in_channels"], 8, 8, generator=g)
+    ehs = torch.randn(batch, 77, cfg["cross_attention_dim"], generator=g)
+    te = torch.randn(batch, pooled, generator=g)
     tid = torch.tensor([[64.0, 64, 0, 0, 64, 64], [96.0, 48, 8, 4, 64, 64]])[:batch]
     cond = torch.rand(batch, 3, 64, 64, generator=g)
     return sample, torch.tensor(901.0), ehs, te, tid, cond
@@ -134,8 +136,9 @@ def export(module, args, path: Path, inputs, outputs, axes, opset=18):
                       opset_version=opset, dynamo=False)
 
 
-def export_controlnet(controlnet, out_dir: Path):
-    sample, t, ehs, te, tid, cond = example_inputs()
+def export_controlnet(controlnet, out_dir: Path, opset=18):
+    """An SDXL ControlNet in Kiln's layout; returns its down-residual count."""
+    sample, t, ehs, te, tid, cond = example_inputs(controlnet.config)
     with torch.no_grad():
         down, _ = controlnet(sample, t, ehs, cond, added_cond_kwargs={"text_embeds": te, "time_ids": tid}, return_dict=False)
     n = len(down)
@@ -143,11 +146,26 @@ def export_controlnet(controlnet, out_dir: Path):
     axes = dict(BASE_AXES, controlnet_cond={0: "batch", 2: "image_height", 3: "image_width"})
     axes.update({o: {0: "batch", 2: f"{o}_h", 3: f"{o}_w"} for o in outputs})
     export(ControlNetGraph(controlnet), (sample, t, ehs, te, tid, cond, torch.tensor(1.0)), out_dir / "model.onnx",
-           BASE_INPUTS + ["controlnet_cond", "conditioning_scale"], outputs, axes)
+           BASE_INPUTS + ["controlnet_cond", "conditioning_scale"], outputs, axes, opset)
     cfg = dict(controlnet.config)
     cfg["_class_name"] = "ControlNetModel"
     write_config(out_dir / "config.json", cfg)
     return n
+
+
+def export_residual_unet(unet, controlnet, out_dir: Path, opset=18):
+    """An SDXL U-Net taking `controlnet`'s residuals (`unet_controlnet/`); returns the input names of the residuals."""
+    sample, t, ehs, te, tid, cond = example_inputs(unet.config)
+    with torch.no_grad():
+        down, mid = controlnet(sample, t, ehs, cond, added_cond_kwargs={"text_embeds": te, "time_ids": tid}, return_dict=False)
+    n = len(down)
+    residual_names = [f"down_block_additional_residual_{i}" for i in range(n)] + ["mid_block_additional_residual"]
+    axes = dict(BASE_AXES, out_sample={0: "batch", 2: "height", 3: "width"})
+    axes.update({r: {0: "batch", 2: f"{r}_h", 3: f"{r}_w"} for r in residual_names})
+    export(ResidualUnet(unet, n), (sample, t, ehs, te, tid, *down, mid), out_dir / "model.onnx",
+           BASE_INPUTS + residual_names, ["out_sample"], axes, opset)
+    write_config(out_dir / "config.json", dict(unet.config))
+    return residual_names
 
 
 def main():
@@ -168,22 +186,15 @@ def main():
     controlnet = build_controlnet(unet)
     n = export_controlnet(controlnet, OUT / "controlnet" / "xl")
 
-    sample, t, ehs, te, tid, cond = example_inputs()
+    sample, t, ehs, te, tid, _ = example_inputs(unet.config)
     axes = dict(BASE_AXES, out_sample={0: "batch", 2: "height", 3: "width"})
     export(PlainUnet(unet), (sample, t, ehs, te, tid), OUT / "unet" / "model.onnx", BASE_INPUTS, ["out_sample"], axes)
     write_config(OUT / "unet" / "config.json", dict(unet.config))
-    with torch.no_grad():
-        down, mid = controlnet(sample, t, ehs, cond, added_cond_kwargs={"text_embeds": te, "time_ids": tid}, return_dict=False)
-    residual_names = [f"down_block_additional_residual_{i}" for i in range(n)] + ["mid_block_additional_residual"]
-    raxes = dict(axes)
-    raxes.update({r: {0: "batch", 2: f"{r}_h", 3: f"{r}_w"} for r in residual_names})
-    export(ResidualUnet(unet, n), (sample, t, ehs, te, tid, *down, mid), OUT / "unet_controlnet" / "model.onnx",
-           BASE_INPUTS + residual_names, ["out_sample"], raxes)
-    write_config(OUT / "unet_controlnet" / "config.json", dict(unet.config))
+    residual_names = export_residual_unet(unet, controlnet, OUT / "unet_controlnet")
 
     # Checks: every export against torch, and that the control image and the
     # residuals matter.
-    sample, t, ehs, te, tid, cond = example_inputs(seed=9)
+    sample, t, ehs, te, tid, cond = example_inputs(unet.config, seed=9)
     added = {"text_embeds": te, "time_ids": tid}
     with torch.no_grad():
         down, mid = controlnet(sample, t, ehs, cond, conditioning_scale=0.7, added_cond_kwargs=added, return_dict=False)
