@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::graph::{Graph, ResidencyGroup, TensorSpec};
+use crate::model::graph::{Graph, GraphSource, ResidencyGroup, TensorSpec};
+use crate::model::lora::{self, Overrides};
 use crate::model::{seamless, ModelInner, UnetIo};
 
 /// A ControlNet graph's inputs and outputs.
@@ -95,10 +96,10 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
     names
 }
 
-fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>) -> Result<Graph> {
+fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides) -> Result<Graph> {
     match m.seamless {
-        seamless::Seamless::None => Graph::load(&m.runtime, name, path, group),
-        axes => super::load_seamless(&m.runtime, name, path, axes, group, &Default::default(), Default::default()),
+        seamless::Seamless::None => Graph::load_with_overrides(&m.runtime, name, GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides)),
+        axes => super::load_seamless(&m.runtime, name, path, axes, group, overrides, Default::default()),
     }
 }
 
@@ -118,10 +119,8 @@ impl ModelInner {
                         ),
                     )
                 })?;
-                if !self.adapters.spec.loras.is_empty() {
-                    return Err(Error::unsupported("LoRAs are not merged into unet_controlnet yet: ControlNet and LoRA cannot be combined"));
-                }
-                let graph = load_graph(self, "unet_controlnet", &path, &self.residency)?;
+                let overrides = self.residual_unet_overrides(&path)?;
+                let graph = load_graph(self, "unet_controlnet", &path, &self.residency, &overrides)?;
                 let io = super::unet_io(&graph).map_err(|e| e.context("unet_controlnet"))?;
                 let ordinary = [&io.sample.name, &io.timestep.name, &io.encoder_hidden_states.name];
                 let extra: Vec<TensorSpec> = graph
@@ -136,6 +135,21 @@ impl ModelInner {
                 Ok(Arc::new(ResidualUnet { graph, io, down, mid }))
             })
             .clone()
+    }
+
+    /// A LoRA view's merged U-Net weights, named as `unet_controlnet` (at
+    /// `path`) names them: the same tensors the view's U-Net session holds,
+    /// so the LoRA costs the residual U-Net no memory of its own.
+    fn residual_unet_overrides(&self, path: &Path) -> Result<Overrides> {
+        if self.adapters.unet.is_empty() {
+            return Ok(Default::default());
+        }
+        let unet = self.lora_indexes.get(&self.layout.unet)?;
+        let residual = self.lora_indexes.get(path)?;
+        let shared = lora::same_weights_in(&unet, &residual, &self.adapters.unet).map_err(|e| e.context("unet_controlnet with LoRA"))?;
+        let shared: Overrides = Arc::new(shared);
+        self.runtime.logger().info(&format!("unet_controlnet: {} LoRA-merged weights shared with the U-Net", shared.len()));
+        Ok(shared)
     }
 
     /// The ControlNet `controlnet/<name>/`, loaded on first use and checked
@@ -161,7 +175,8 @@ impl ModelInner {
             ));
         }
         let unet = self.residual_unet()?;
-        let graph = load_graph(self, "controlnet", &path, &self.residency)?;
+        // diffusers applies LoRAs to the U-Net and text encoder, never to the ControlNet.
+        let graph = load_graph(self, "controlnet", &path, &self.residency, &Default::default())?;
         let io = controlnet_io(&graph).map_err(|e| e.context(format!("controlnet {name}")))?;
         self.check_fits(name, &dir, &io, &unet)?;
         let net = Arc::new(ControlNet { name: name.to_string(), graph, io });
