@@ -81,10 +81,7 @@ fn case(name: &str, layout: &str) {
         initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: draws }),
         ..Default::default()
     };
-    let before = view.loaded_sessions();
     let out = view.generate_with(&request, Hooks::default()).unwrap();
-    let nets = c["controls"].as_array().unwrap().len().min(1);
-    assert_eq!(view.loaded_sessions(), before + 1 + nets, "{name}: unet_controlnet and the ControlNet opened once");
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
     let (_, want) = common::read_npy(&format!("controlnet_lora/{name}.latents.npy"));
@@ -127,6 +124,36 @@ fn lora_at_half_scale_with_two_controlnets_matches_diffusers() {
 #[test]
 fn textual_inversion_embeddings_with_a_controlnet_match_diffusers() {
     case("embedding_ddim", "kohya");
+}
+
+/// What a LoRA view costs with a ControlNet: one session, its own
+/// `unet_controlnet` (whose LoRA-merged weights are the view's U-Net's
+/// tensors); the ControlNet session is the model's, loaded once for both.
+#[test]
+fn a_lora_view_shares_the_models_controlnet_and_adds_one_session() {
+    let base = Model::load(common::runtime(), &common::controlnet_folder("controlnet-lora-sessions")).unwrap();
+    let r = GenerateRequest {
+        prompt: "x".into(),
+        steps: 2,
+        scheduler: SchedulerKind::Ddim,
+        controls: vec![Control::new("tiny", control_image("control_a.png"))],
+        ..Default::default()
+    };
+    let plain = base.loaded_sessions();
+    base.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(base.loaded_sessions(), plain + 2, "the model opens unet_controlnet and the ControlNet");
+    let view = base.with_loras(&[(lora_dir().join("style.kohya.safetensors"), 1.0)]).unwrap();
+    let before = view.loaded_sessions();
+    view.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(view.loaded_sessions(), before + 1, "the view opens only its own unet_controlnet");
+    // A ControlNet first used through a view is the model's too.
+    let fresh = Model::load(common::runtime(), &common::controlnet_folder("controlnet-lora-sessions-2")).unwrap();
+    let plain = fresh.loaded_sessions();
+    let view = fresh.with_loras(&[(lora_dir().join("detail.kohya.safetensors"), 1.0)]).unwrap();
+    view.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(fresh.loaded_sessions(), plain + 1, "the model holds the ControlNet the view loaded");
+    fresh.generate_with(&r, Hooks::default()).unwrap();
+    assert_eq!(fresh.loaded_sessions(), plain + 2, "and adds only its own unet_controlnet");
 }
 
 /// A seamless view of a LoRA view wraps `unet_controlnet` with the LoRA

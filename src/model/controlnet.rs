@@ -68,10 +68,17 @@ pub struct ResidualUnet {
 #[derive(Default)]
 pub(crate) struct ControlNetSlot {
     unet: OnceLock<Result<Arc<ResidualUnet>>>,
-    nets: parking_lot::Mutex<HashMap<String, Arc<ControlNet>>>,
+    /// Shared with the model's LoRA views: LoRAs never change a ControlNet.
+    nets: Arc<parking_lot::Mutex<HashMap<String, Arc<ControlNet>>>>,
 }
 
 impl ControlNetSlot {
+    /// A slot for a LoRA view of this model: its own residual U-Net (the
+    /// view's weights), this model's ControlNets (loaded once for both).
+    pub(crate) fn for_lora_view(&self) -> Self {
+        Self { unet: OnceLock::new(), nets: Arc::clone(&self.nets) }
+    }
+
     /// Calls `f` on every graph loaded in this slot (`Model::loaded_sessions`).
     pub(crate) fn for_each_graph(&self, f: &mut dyn FnMut(&Graph)) {
         if let Some(Ok(u)) = self.unet.get() {
