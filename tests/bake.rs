@@ -733,3 +733,48 @@ fn control_assets_give_generates_pixels_and_rebake_when_the_control_image_change
     assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{}", stderr(&o));
     assert!(read_png(&out.join("edged.png")).0 != edged, "another control image makes other pixels");
 }
+
+/// An asset with a LoRA and a ControlNet (both keys in one recipe) bakes the
+/// pixels `generate --lora … --controlnet …` makes, and the LoRA changes them
+/// from the same asset without it.
+#[test]
+fn lora_and_control_in_one_asset_give_generates_pixels() {
+    let dir = scratch("control-lora");
+    let model = common::controlnet_folder("bake-lora");
+    std::fs::copy(common::golden("controlnet/control_a.png"), dir.join("control.png")).unwrap();
+    let style = lora_fixture("style.kohya.safetensors");
+    let manifest = dir.join("control-lora.toml");
+    let control = "control = { controlnet = \"tiny\", image = \"control.png\", scale = 0.8 }";
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone wall\"\nseed = 7\nsteps = 4\nscheduler = \"ddim\"\n\
+             [[asset]]\nname = \"edged\"\n{control}\n\
+             [[asset]]\nname = \"styled_edged\"\nlora = {{ path = {:?}, scale = 0.7 }}\n{control}\n",
+            model.display().to_string(),
+            style.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["edged".into(), "styled_edged".into()]));
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--lora"])
+        .arg(format!("{}:0.7", style.display()))
+        .args(["--controlnet", "tiny", "--control-scale", "0.8", "--control-image"])
+        .arg(dir.join("control.png"))
+        .arg("--out")
+        .arg(dir.join("styled_edged_gen.png"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let styled = read_png(&out.join("styled_edged.png")).0;
+    assert!(styled == read_png(&dir.join("styled_edged_gen.png")).0, "kiln-bake's pixels differ from generate's");
+    let changed = styled.iter().zip(&read_png(&out.join("edged.png")).0).filter(|(a, b)| a != b).count();
+    println!("the LoRA changes {changed} of {} channel values under the same ControlNet", styled.len());
+    assert!(changed > styled.len() / 4, "the LoRA must act with the ControlNet");
+}

@@ -207,7 +207,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::new(applied),
                 lora_indexes: Arc::clone(&m.lora_indexes),
-                controlnets: Default::default(),
+                controlnets: m.controlnets.for_lora_view(),
                 static_unets: Default::default(),
                 step_graphs: Default::default(),
             }),

@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::graph::{Graph, ResidencyGroup, TensorSpec};
+use crate::model::graph::{Graph, GraphSource, ResidencyGroup, TensorSpec};
+use crate::model::lora::{self, Overrides};
 use crate::model::{seamless, ModelInner, UnetIo};
 
 /// A ControlNet graph's inputs and outputs.
@@ -75,10 +76,17 @@ pub struct ResidualUnet {
 #[derive(Default)]
 pub(crate) struct ControlNetSlot {
     unet: OnceLock<Result<Arc<ResidualUnet>>>,
-    nets: parking_lot::Mutex<HashMap<String, Arc<ControlNet>>>,
+    /// Shared with the model's LoRA views: LoRAs never change a ControlNet.
+    nets: Arc<parking_lot::Mutex<HashMap<String, Arc<ControlNet>>>>,
 }
 
 impl ControlNetSlot {
+    /// A slot for a LoRA view of this model: its own residual U-Net (the
+    /// view's weights), this model's ControlNets (loaded once for both).
+    pub(crate) fn for_lora_view(&self) -> Self {
+        Self { unet: OnceLock::new(), nets: Arc::clone(&self.nets) }
+    }
+
     /// Calls `f` on every graph loaded in this slot (`Model::loaded_sessions`).
     pub(crate) fn for_each_graph(&self, f: &mut dyn FnMut(&Graph)) {
         if let Some(Ok(u)) = self.unet.get() {
@@ -103,10 +111,10 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
     names
 }
 
-fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>) -> Result<Graph> {
+fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides) -> Result<Graph> {
     match m.seamless {
-        seamless::Seamless::None => Graph::load(&m.runtime, name, path, group),
-        axes => super::load_seamless(&m.runtime, name, path, axes, group, &Default::default(), Default::default()),
+        seamless::Seamless::None => Graph::load_with_overrides(&m.runtime, name, GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides)),
+        axes => super::load_seamless(&m.runtime, name, path, axes, group, overrides, Default::default()),
     }
 }
 
@@ -126,10 +134,8 @@ impl ModelInner {
                         ),
                     )
                 })?;
-                if !self.adapters.spec.loras.is_empty() {
-                    return Err(Error::unsupported("LoRAs are not merged into unet_controlnet yet: ControlNet and LoRA cannot be combined"));
-                }
-                let graph = load_graph(self, "unet_controlnet", &path, &self.residency)?;
+                let overrides = self.residual_unet_overrides(&path)?;
+                let graph = load_graph(self, "unet_controlnet", &path, &self.residency, &overrides)?;
                 let io = super::unet_io(&graph).map_err(|e| e.context("unet_controlnet"))?;
                 let ordinary = [&io.sample.name, &io.timestep.name, &io.encoder_hidden_states.name];
                 let extra: Vec<TensorSpec> = graph
@@ -167,6 +173,21 @@ impl ModelInner {
             .clone()
     }
 
+    /// A LoRA view's merged U-Net weights, named as `unet_controlnet` (at
+    /// `path`) names them: the same tensors the view's U-Net session holds,
+    /// so the LoRA costs the residual U-Net no memory of its own.
+    fn residual_unet_overrides(&self, path: &Path) -> Result<Overrides> {
+        if self.adapters.unet.is_empty() {
+            return Ok(Default::default());
+        }
+        let unet = self.lora_indexes.get(&self.layout.unet)?;
+        let residual = self.lora_indexes.get(path)?;
+        let shared = lora::same_weights_in(&unet, &residual, &self.adapters.unet).map_err(|e| e.context("unet_controlnet with LoRA"))?;
+        let shared: Overrides = Arc::new(shared);
+        self.runtime.logger().info(&format!("unet_controlnet: {} LoRA-merged weights shared with the U-Net", shared.len()));
+        Ok(shared)
+    }
+
     /// The ControlNet `controlnet/<name>/`, loaded on first use and checked
     /// against the residual U-Net and the text encoder.
     pub(crate) fn controlnet(&self, name: &str) -> Result<Arc<ControlNet>> {
@@ -190,7 +211,8 @@ impl ModelInner {
             ));
         }
         let unet = self.residual_unet()?;
-        let graph = load_graph(self, "controlnet", &path, &self.residency)?;
+        // diffusers applies LoRAs to the U-Net and text encoder, never to the ControlNet.
+        let graph = load_graph(self, "controlnet", &path, &self.residency, &Default::default())?;
         let io = controlnet_io(&graph).map_err(|e| e.context(format!("controlnet {name}")))?;
         self.check_fits(name, &dir, &io, &unet)?;
         let net = Arc::new(ControlNet { name: name.to_string(), graph, io });

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use godot::classes::image::Format;
 use godot::classes::{INode, Image, ImageTexture, Node, ProjectSettings};
 use godot::prelude::*;
+use kiln::image::control::ControlImage;
 
 use crate::image_data::to_godot_rgba8;
 use crate::options::OptionValue;
@@ -225,6 +226,37 @@ fn option_value(v: &Variant) -> OptionValue {
         VariantType::FLOAT => OptionValue::Float(v.to::<f64>()),
         VariantType::STRING => OptionValue::String(v.to::<GString>().to_string()),
         VariantType::STRING_NAME => OptionValue::String(v.to::<StringName>().to_string()),
+        VariantType::ARRAY => OptionValue::Array(v.to::<VarArray>().iter_shared().map(|e| option_value(&e)).collect()),
+        VariantType::DICTIONARY => {
+            OptionValue::Dictionary(v.to::<VarDictionary>().iter_shared().map(|(k, e)| (key_name(&k), option_value(&e))).collect())
+        }
+        VariantType::OBJECT => match v.try_to::<Gd<Image>>() {
+            Ok(image) => control_image(&image),
+            Err(_) => OptionValue::Other("an Object that is not an Image".into()),
+        },
         other => OptionValue::Other(format!("{other:?}")),
     }
+}
+
+/// A Godot `Image`'s pixels for a control image: L8, RGB8 and RGBA8 as they
+/// are, any other format through a converted copy (the caller's image is
+/// left as it was).
+fn control_image(image: &Gd<Image>) -> OptionValue {
+    let channels = match image.get_format() {
+        Format::L8 => 1,
+        Format::RGB8 => 3,
+        Format::RGBA8 => 4,
+        _ => 0,
+    };
+    let (width, height) = (image.get_width().max(0) as usize, image.get_height().max(0) as usize);
+    if channels > 0 {
+        return OptionValue::Image(ControlImage { width, height, channels, data: image.get_data().to_vec() });
+    }
+    let mut copy = Image::new_gd();
+    copy.copy_from(image);
+    if copy.is_compressed() && copy.decompress() != godot::global::Error::OK {
+        return OptionValue::Other(format!("a compressed Image ({:?}) that Godot cannot decompress", image.get_format()));
+    }
+    copy.convert(Format::RGBA8);
+    OptionValue::Image(ControlImage { width, height, channels: 4, data: copy.get_data().to_vec() })
 }

@@ -4,7 +4,9 @@
 //! and an [`OptionValue`] and hands them here, so every rule (known keys, types,
 //! ranges) is unit-tested without Godot. Every mistake is an
 //! `InvalidArgument` error naming the key, what was expected and what came.
+use kiln::image::control::{ControlImage, Preprocess};
 use kiln::model::seamless::Seamless;
+use kiln::pipeline::control::Control;
 use kiln::pipeline::PromptSyntax;
 use kiln::{Error, ErrorKind, GenerateRequest, SchedulerKind};
 
@@ -21,6 +23,12 @@ pub enum OptionValue {
     Float(f64),
     /// `String` or `StringName`.
     String(String),
+    /// `Array`, element by element.
+    Array(Vec<OptionValue>),
+    /// `Dictionary`, its entries in order (keys as names).
+    Dictionary(Vec<(String, OptionValue)>),
+    /// An `Image`, its pixels copied out as 8-bit gray, RGB or RGBA.
+    Image(ControlImage),
     /// Any other Variant type, by its Godot type name (for the error message).
     Other(String),
 }
@@ -33,6 +41,9 @@ impl OptionValue {
             Self::Int(i) => format!("int {i}"),
             Self::Float(f) => format!("float {f}"),
             Self::String(s) => format!("String {s:?}"),
+            Self::Array(a) => format!("Array of {}", a.len()),
+            Self::Dictionary(d) => format!("Dictionary of {}", d.len()),
+            Self::Image(i) => format!("Image {}x{}", i.width, i.height),
             Self::Other(t) => t.clone(),
         }
     }
@@ -69,7 +80,12 @@ pub const KEYS: &[&str] = &[
     "negative_target_height",
     "aesthetic_score",
     "negative_aesthetic_score",
+    "controls",
+    "guess_mode",
 ];
+
+/// The keys of one `controls` entry: the C `kiln_control` fields.
+pub const CONTROL_KEYS: &[&str] = &["controlnet", "image", "scale", "start", "end", "preprocess", "canny_low", "canny_high"];
 
 /// The SDXL size keys, in `[width, height]` pairs with the request field each sets.
 const XL_SIZES: [(&str, &str); 4] = [
@@ -127,6 +143,49 @@ fn string<'a>(key: &str, v: &'a OptionValue) -> Result<&'a str, Error> {
         OptionValue::String(s) => Ok(s),
         _ => Err(bad(key, format!("expected a String, got {}", v.describe()))),
     }
+}
+
+/// One `controls` entry (a Dictionary with [`CONTROL_KEYS`]) as a Kiln
+/// control; `key` names it in errors (`controls[1]`).
+fn control(key: &str, v: &OptionValue) -> Result<Control, Error> {
+    let OptionValue::Dictionary(entries) = v else {
+        return Err(bad(key, format!("expected a Dictionary with {}, got {}", CONTROL_KEYS.join(", "), v.describe())));
+    };
+    let (mut net, mut image, mut preprocess) = (None, None, None);
+    let mut c = Control::new("", ControlImage { width: 0, height: 0, channels: 0, data: Vec::new() });
+    let (mut low, mut high) = (100.0f32, 200.0f32);
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in entries {
+        let k = format!("{key}.{name}");
+        if seen.contains(&name.as_str()) {
+            return Err(bad(&k, "given twice"));
+        }
+        seen.push(name);
+        match name.as_str() {
+            "controlnet" => net = Some(string(&k, value)?.to_string()),
+            "image" => match value {
+                OptionValue::Image(i) => image = Some(i.clone()),
+                other => return Err(bad(&k, format!("expected an Image, got {}", other.describe()))),
+            },
+            "scale" => c.scale = float(&k, value)? as f32,
+            "start" => c.start = float(&k, value)? as f32,
+            "end" => c.end = float(&k, value)? as f32,
+            "preprocess" => {
+                let p = string(&k, value)?;
+                preprocess = Some(Preprocess::from_name(p).ok_or_else(|| bad(&k, format!("unknown preprocessor {p:?}; one of none, canny, height, tile")))?);
+            }
+            "canny_low" => low = float(&k, value)? as f32,
+            "canny_high" => high = float(&k, value)? as f32,
+            _ => return Err(bad(&k, format!("unknown control key; known: {}", CONTROL_KEYS.join(", ")))),
+        }
+    }
+    c.controlnet = net.ok_or_else(|| bad(key, "missing \"controlnet\" (a folder name under the model's controlnet/)"))?;
+    c.image = image.ok_or_else(|| bad(key, "missing \"image\" (the control image)"))?;
+    c.preprocess = match preprocess.unwrap_or_default() {
+        Preprocess::Canny { .. } => Preprocess::Canny { low, high },
+        p => p,
+    };
+    Ok(c)
 }
 
 /// Largest side accepted here; Kiln checks the model's own size rules.
@@ -194,6 +253,16 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
             "negative_crop_left" => r.xl.negative_crop_top_left[1] = int_in(key, value, 0, MAX_SIDE)? as usize,
             "aesthetic_score" => r.xl.aesthetic_score = float(key, value)? as f32,
             "negative_aesthetic_score" => r.xl.negative_aesthetic_score = float(key, value)? as f32,
+            "controls" => {
+                let OptionValue::Array(list) = value else {
+                    return Err(bad(key, format!("expected an Array of Dictionaries, got {}", value.describe())));
+                };
+                r.controls = list.iter().enumerate().map(|(i, c)| control(&format!("controls[{i}]"), c)).collect::<Result<_, _>>()?;
+            }
+            "guess_mode" => match value {
+                OptionValue::Bool(b) => r.guess_mode = *b,
+                other => return Err(bad(key, format!("expected a bool, got {}", other.describe()))),
+            },
             k => match XL_SIZES.iter().position(|(w, h)| k == *w || k == *h) {
                 Some(i) => sizes[i][usize::from(k == XL_SIZES[i].1)] = int_in(key, value, 1, MAX_SIDE)? as usize,
                 None => return Err(bad(key, format!("unknown option; known: {}", KEYS.join(", ")))),
@@ -342,6 +411,85 @@ mod tests {
         assert!(e.message().contains("0 is out of range 1..=16384"), "{}", e.message());
         let e = err(&[("aesthetic_score", Float(f64::INFINITY))]);
         assert!(e.message().contains("expected a finite number"), "{}", e.message());
+    }
+
+    fn gray(width: usize, height: usize) -> ControlImage {
+        ControlImage { width, height, channels: 1, data: vec![128; width * height] }
+    }
+
+    fn control_entry(list: &[(&str, OptionValue)]) -> OptionValue {
+        OptionValue::Dictionary(entries(list))
+    }
+
+    #[test]
+    fn controls_mirror_kiln_control() {
+        use OptionValue::*;
+        let o = parse(
+            "p",
+            &entries(&[
+                (
+                    "controls",
+                    Array(vec![
+                        control_entry(&[
+                            ("controlnet", String("canny".into())),
+                            ("image", Image(gray(64, 32))),
+                            ("scale", Float(0.8)),
+                            ("start", Float(0.1)),
+                            ("end", Int(1)),
+                            ("preprocess", String("canny".into())),
+                            ("canny_low", Int(50)),
+                            ("canny_high", Float(150.0)),
+                        ]),
+                        control_entry(&[("controlnet", String("tile".into())), ("image", Image(gray(8, 8))), ("preprocess", String("tile".into()))]),
+                    ]),
+                ),
+                ("guess_mode", Bool(true)),
+            ]),
+        )
+        .unwrap();
+        let r = &o.request;
+        assert!(r.guess_mode);
+        assert_eq!(r.controls.len(), 2);
+        let (a, b) = (&r.controls[0], &r.controls[1]);
+        assert_eq!((a.controlnet.as_str(), a.image.width, a.image.height, a.image.channels), ("canny", 64, 32, 1));
+        assert_eq!((a.scale, a.start, a.end), (0.8, 0.1, 1.0));
+        assert_eq!(a.preprocess, Preprocess::Canny { low: 50.0, high: 150.0 });
+        // Defaults are kiln_control_init's.
+        let d = Control::new("tile", gray(8, 8));
+        assert_eq!((b.controlnet.as_str(), b.scale, b.start, b.end, b.preprocess), ("tile", d.scale, d.start, d.end, Preprocess::Tile));
+        let plain = parse("p", &entries(&[("controls", Array(vec![control_entry(&[("controlnet", String("x".into())), ("image", Image(gray(8, 8))), ("preprocess", String("canny".into()))])]))])).unwrap();
+        assert_eq!(plain.request.controls[0].preprocess, Preprocess::Canny { low: 100.0, high: 200.0 });
+        assert!(parse("p", &[]).unwrap().request.controls.is_empty());
+    }
+
+    #[test]
+    fn control_mistakes_name_the_entry_and_key() {
+        use OptionValue::*;
+        let good = || vec![("controlnet", String("tiny".into())), ("image", Image(gray(8, 8)))];
+        let with = |extra: (&str, OptionValue)| {
+            let mut list = good();
+            list.push(extra);
+            Array(vec![control_entry(&good()), control_entry(&list)])
+        };
+        let cases: Vec<(OptionValue, &str)> = vec![
+            (Int(3), "options[\"controls\"]: expected an Array of Dictionaries, got int 3"),
+            (Array(vec![String("tiny".into())]), "options[\"controls[0]\"]: expected a Dictionary with controlnet, image"),
+            (Array(vec![control_entry(&[("image", Image(gray(8, 8)))])]), "options[\"controls[0]\"]: missing \"controlnet\""),
+            (Array(vec![control_entry(&[("controlnet", String("tiny".into()))])]), "options[\"controls[0]\"]: missing \"image\""),
+            (with(("scle", Float(1.0))), "options[\"controls[1].scle\"]: unknown control key; known: controlnet, image, scale"),
+            (with(("preprocess", String("depthmap".into()))), "options[\"controls[1].preprocess\"]: unknown preprocessor \"depthmap\""),
+            (with(("scale", String("1".into()))), "options[\"controls[1].scale\"]: expected a number, got String \"1\""),
+            (with(("end", Float(f64::NAN))), "options[\"controls[1].end\"]: expected a finite number"),
+            (with(("image", Image(gray(8, 8)))), "options[\"controls[1].image\"]: given twice"),
+            (Array(vec![control_entry(&[("controlnet", String("tiny".into())), ("image", String("edges.png".into()))])]), "options[\"controls[0].image\"]: expected an Image, got String"),
+        ];
+        for (value, want) in cases {
+            let e = err(&[("controls", value.clone())]);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{value:?}");
+            assert!(e.message().starts_with(want), "{value:?}: got {:?}, want {want:?}", e.message());
+        }
+        let e = err(&[("guess_mode", Int(1))]);
+        assert_eq!(e.message(), "options[\"guess_mode\"]: expected a bool, got int 1");
     }
 
     #[test]

@@ -196,3 +196,94 @@ fn cancel_ends_the_job_with_cancelled() {
     assert_eq!(status, 400);
     assert!(!t.cancel(Session::pool()), "an ended job has nothing to cancel");
 }
+
+/// tiny-sd plus tests/fixtures/controlnet, assembled under the target dir.
+fn controlnet_model_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-godot-controlnet");
+    let _ = std::fs::remove_dir_all(&dest);
+    for src in [root.join("tiny-sd"), root.join("controlnet")] {
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let to = dest.join(p.strip_prefix(&src).unwrap());
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                    std::fs::copy(&p, &to).unwrap();
+                }
+            }
+        }
+    }
+    dest
+}
+
+/// A checker with a disc: 64x64 RGBA8, as a Godot `Image` hands it over.
+fn control_pixels() -> kiln::image::control::ControlImage {
+    let mut data = Vec::with_capacity(64 * 64 * 4);
+    for y in 0..64i32 {
+        for x in 0..64i32 {
+            let on = ((x / 8 + y / 8) % 2 == 0) && (x - 40).pow(2) + (y - 24).pow(2) >= 150;
+            let v = if on { 255 } else { 0 };
+            data.extend_from_slice(&[v, v, v, 255]);
+        }
+    }
+    kiln::image::control::ControlImage { width: 64, height: 64, channels: 4, data }
+}
+
+/// The `controls` and `guess_mode` keys on the ControlNet fixture: the job's
+/// pixels are `Model::generate`'s for the same controls, differ from the
+/// uncontrolled image, and a missing ControlNet fails with 200.
+#[test]
+fn controls_generate_what_kiln_makes_directly() {
+    use kiln::image::control::Preprocess;
+    use kiln::pipeline::control::Control;
+    use OptionValue::*;
+    let dir = controlnet_model_dir();
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let entry = |net: &str| {
+        Dictionary(opts(&[
+            ("controlnet", String(net.into())),
+            ("image", Image(control_pixels())),
+            ("scale", Float(0.8)),
+            ("end", Float(0.75)),
+            ("preprocess", String("canny".into())),
+            ("canny_low", Int(50)),
+        ]))
+    };
+    let base = [("steps", Int(4)), ("seed", Int(5)), ("scheduler", String("ddim".into()))];
+    let mut with_controls = base.to_vec();
+    with_controls.extend([("controls", Array(vec![entry("tiny")])), ("guess_mode", Bool(true))]);
+    let mut t = s.start("mossy stone", &opts(&with_controls));
+    let events = run_to_end(&mut t);
+    let Some(Event::Done { image }) = events.last() else { panic!("{:?}", events.last()) };
+
+    let plain = GenerateRequest { prompt: "mossy stone".into(), steps: 4, seed: 5, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let control = Control {
+        scale: 0.8,
+        end: 0.75,
+        preprocess: Preprocess::Canny { low: 50.0, high: 200.0 },
+        ..Control::new("tiny", control_pixels())
+    };
+    let request = GenerateRequest { controls: vec![control], guess_mode: true, ..plain.clone() };
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let model = Model::load(&rt, &dir).expect("the ControlNet model loads");
+    let want = direct(&model, &request);
+    let differing = image.pixels.iter().zip(&want.pixels).filter(|(a, b)| a != b).count();
+    println!("controls: pixels differing from Model::generate: {differing} of {} (bound 0)", want.pixels.len());
+    assert_eq!(differing, 0);
+    let uncontrolled = direct(&model, &plain);
+    let moved = image.pixels.iter().zip(&uncontrolled.pixels).filter(|(a, b)| a != b).count();
+    println!("controls: the ControlNet changes {moved} of {} channel values", want.pixels.len());
+    assert!(moved > want.pixels.len() / 4, "the ControlNet acts");
+
+    let mut missing = base.to_vec();
+    missing.push(("controls", Array(vec![entry("no-such-net")])));
+    let mut t = s.start("mossy stone", &opts(&missing));
+    let (status, message) = failure(&run_to_end(&mut t));
+    println!("missing ControlNet: {status} {message}");
+    assert_eq!(status, 200);
+    assert!(message.contains("no-such-net") && message.contains("tiny"), "{message}");
+}

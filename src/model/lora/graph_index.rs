@@ -97,7 +97,7 @@ impl GraphIndex {
         Ok(Self::build(file, &nodes, initializers))
     }
 
-    fn build(file: &Path, nodes: &[NodeSummary], initializers: Vec<InitializerSummary>) -> Self {
+    pub(crate) fn build(file: &Path, nodes: &[NodeSummary], initializers: Vec<InitializerSummary>) -> Self {
         let inits: HashMap<String, InitializerSummary> = initializers.into_iter().map(|i| (i.name.clone(), i)).collect();
         // Identity outputs that forward an initializer (exporter deduplication).
         let alias: HashMap<&str, &str> = nodes

@@ -140,6 +140,60 @@ pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLor
     Ok(out)
 }
 
+/// The merged weights `overrides` of the graph indexed by `from`, renamed
+/// to the initializers of the same modules in `to`: another export of the
+/// same network (the ControlNet layout's `unet_controlnet` names its weights
+/// `unet.*`). The tensors are shared, not copied: ONNX Runtime keeps a
+/// reference to an added initializer, so both sessions read one buffer.
+/// A module `to` lacks, or holds with another shape or type, is an error.
+/// (Generic over the tensor type so that it is testable without ONNX Runtime.)
+pub(crate) fn same_weights_in<V>(from: &GraphIndex, to: &GraphIndex, overrides: &[(String, Arc<V>)]) -> Result<Vec<(String, Arc<V>)>> {
+    // initializer of `from` → one module key that reads it.
+    let mut key_of: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for (key, slot) in &from.modules {
+        key_of.entry(slot.initializer.as_str()).or_insert(key.as_str());
+    }
+    let mut out: Vec<(String, Arc<V>)> = Vec::with_capacity(overrides.len());
+    for (name, value) in overrides.iter() {
+        let key = key_of.get(name.as_str()).ok_or_else(|| {
+            Error::internal(format!("merged weight `{name}` belongs to no module of {}", from.file.display()))
+        })?;
+        let (mine, theirs) = (&from.modules[*key], to.modules.get(*key));
+        let theirs = theirs.ok_or_else(|| {
+            Error::model(format!(
+                "{} has no layer `{key}` (weight `{name}` in {}), so the LoRA cannot be applied to it: an export of another U-Net?",
+                to.file.display(),
+                from.file.display()
+            ))
+        })?;
+        if theirs.dims != mine.dims || theirs.data_type != mine.data_type || theirs.layout != mine.layout {
+            return Err(Error::model(format!(
+                "layer `{key}`: {} holds `{}` as {:?} (type {}) and {} holds `{}` as {:?} (type {}): not the same U-Net",
+                from.file.display(),
+                mine.initializer,
+                mine.dims,
+                mine.data_type,
+                to.file.display(),
+                theirs.initializer,
+                theirs.dims,
+                theirs.data_type
+            )));
+        }
+        if theirs.users.len() > 1 {
+            return Err(Error::unsupported(format!(
+                "`{key}`: its weight `{}` in {} is shared by {:?} (the exporter deduplicated equal tensors), so it cannot be changed for one of them",
+                theirs.initializer,
+                to.file.display(),
+                theirs.users
+            )));
+        }
+        if !out.iter().any(|(n, _)| n == &theirs.initializer) {
+            out.push((theirs.initializer.clone(), Arc::clone(value)));
+        }
+    }
+    Ok(out)
+}
+
 /// `values` as a tensor of the slot's type and shape.
 pub(crate) fn tensor(slot: &WeightSlot, values: Vec<f32>) -> Result<DynValue> {
     let shape: Vec<i64> = slot.dims.iter().map(|&d| d as i64).collect();
@@ -192,6 +246,43 @@ mod tests {
             data: crate::model::onnx_proto::TensorData::Typed,
             users: vec!["m".into()],
         }
+    }
+
+    /// The U-Net's merged weights reach another export of it (the ControlNet
+    /// layout's `unet_controlnet`, weights named `unet.*`) as the same
+    /// tensors under that export's names; a layer it lacks or holds with
+    /// another shape is refused.
+    #[test]
+    fn merged_weights_are_shared_under_another_exports_names() {
+        use crate::model::onnx_proto::{InitializerSummary, NodeSummary, TensorData};
+        let node = |name: &str, w: &str| NodeSummary { name: name.into(), op_type: "MatMul".into(), inputs: vec!["x".into(), w.into()], outputs: vec!["y".into()], trans_b: 0 };
+        let init = |name: &str, dims: &[i64]| InitializerSummary { name: name.into(), data_type: 1, dims: dims.to_vec(), data: TensorData::Inline { offset: 0, len: 0 } };
+        let unet = GraphIndex::build(
+            Path::new("unet.onnx"),
+            &[node("/mid_block/attn1/to_q/MatMul", "onnx::MatMul_1"), node("/mid_block/attn1/to_k/MatMul", "onnx::MatMul_2")],
+            vec![init("onnx::MatMul_1", &[4, 4]), init("onnx::MatMul_2", &[4, 4])],
+        );
+        let residual = GraphIndex::build(
+            Path::new("unet_controlnet.onnx"),
+            &[node("/unet/mid_block/attn1/to_q/MatMul", "onnx::MatMul_9"), node("/unet/mid_block/attn1/to_k/MatMul", "onnx::MatMul_8")],
+            vec![init("onnx::MatMul_9", &[4, 4]), init("onnx::MatMul_8", &[4, 4])],
+        );
+        let merged = vec![("onnx::MatMul_1".to_string(), Arc::new(1.0f32)), ("onnx::MatMul_2".to_string(), Arc::new(2.0f32))];
+        let shared = same_weights_in(&unet, &residual, &merged).unwrap();
+        let names: Vec<&str> = shared.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["onnx::MatMul_9", "onnx::MatMul_8"]);
+        for ((_, a), (_, b)) in merged.iter().zip(shared.iter()) {
+            assert!(Arc::ptr_eq(a, b), "the same tensor, not a copy");
+        }
+        // Another shape, or a missing layer: not the same U-Net.
+        let other = GraphIndex::build(Path::new("o.onnx"), &[node("/unet/mid_block/attn1/to_q/MatMul", "w")], vec![init("w", &[4, 8])]);
+        let e = same_weights_in(&unet, &other, &merged).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ModelInvalid, "{e}");
+        assert!(e.message().contains("not the same U-Net"), "{e}");
+        let fewer = GraphIndex::build(Path::new("o.onnx"), &[node("/unet/mid_block/attn1/to_q/MatMul", "w")], vec![init("w", &[4, 4])]);
+        let e = same_weights_in(&unet, &fewer, &merged).unwrap_err();
+        assert!(e.message().contains("no layer `mid_block_attn1_to_k`"), "{e}");
+        assert!(same_weights_in::<f32>(&unet, &fewer, &[]).unwrap().is_empty());
     }
 
     /// The merge against a direct triple loop, for MatMul ([in, out]) and conv layouts.
