@@ -695,6 +695,20 @@ typedef struct kiln_generate_options {
     float aesthetic_score;
     // Refiner-style U-Nets: `negative_aesthetic_score`, default 2.5; as above.
     float negative_aesthetic_score;
+    // A second loaded model that finishes the schedule from this model's
+    // latents and decodes with its own VAE (diffusers' `denoising_end` on
+    // the base, `denoising_start` on the refiner); NULL (default) = none.
+    // Borrowed for the call: `kiln_job_submit` keeps its own reference, so the
+    // handle may be freed once submit returns. It must share the model's
+    // latent space (same family, latent channels, VAE downsampling,
+    // `scaling_factor` and `shift_factor`): otherwise INVALID_ARGUMENT
+    // naming `options->refiner`. With a mask or ControlNets, or with `heun`,
+    // UNSUPPORTED.
+    const struct kiln_model *refiner;
+    // With `refiner`: the fraction of the schedule the model runs before the
+    // refiner takes over, strictly between 0 and 1 (default 0.8). Unused
+    // without a refiner.
+    float refiner_start;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`. Accepted
