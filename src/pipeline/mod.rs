@@ -2,7 +2,8 @@
 //! computation as diffusers' `StableDiffusionPipeline` on the same graphs;
 //! img2img and inpainting as `StableDiffusionImg2ImgPipeline` and
 //! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
-//! scheduler but `lcm`; a base model can hand its latents to a refiner part-way
+//! scheduler (`lcm` with an LCM-distilled U-Net as
+//! `LatentConsistencyModelImg2ImgPipeline`); a base model can hand its latents to a refiner part-way
 //! through the schedule ([`handoff`]).
 pub mod inputs;
 pub mod control;
@@ -400,8 +401,10 @@ fn match_chunk_counts(
 }
 
 /// The request's scheduler: its kind on the model's `scheduler_config.json`
-/// with the request's overrides merged in.
-fn build_scheduler(m: &ModelInner, request: &GenerateRequest) -> Result<Box<dyn scheduler::Scheduler>> {
+/// with the request's overrides merged in; and whether it is LCM's
+/// strength-shortened schedule, run from its first step (img2img with an
+/// LCM-distilled U-Net, as diffusers' `LatentConsistencyModelImg2ImgPipeline`).
+fn build_scheduler(m: &ModelInner, request: &GenerateRequest) -> Result<(Box<dyn scheduler::Scheduler>, bool)> {
     let scheduler_config = match &request.scheduler_overrides {
         None => std::borrow::Cow::Borrowed(&m.layout.scheduler_config),
         Some(overrides) => {
@@ -426,7 +429,25 @@ fn build_scheduler(m: &ModelInner, request: &GenerateRequest) -> Result<Box<dyn 
         }
         other => other?,
     };
-    Ok(scheduler)
+    // diffusers' SD img2img and inpainting pipelines slice the full LCM
+    // schedule by the strength like any other; only the LCM pipeline (an
+    // LCM-distilled U-Net, `timestep_cond`) shortens it inside the scheduler.
+    let distilled_img2img = request.init_image.is_some()
+        && request.mask.is_none()
+        && m.unet_io.timestep_cond.is_some()
+        && scheduler::resolve(request.scheduler, &scheduler_config)? == SchedulerKind::Lcm;
+    if distilled_img2img {
+        let strength = python_float(request.strength);
+        return Ok((scheduler::build_lcm_img2img(&scheduler_config, request.steps, strength)?, true));
+    }
+    Ok((scheduler, false))
+}
+
+/// An `f32` as the Python float a diffusers caller would have written: its
+/// shortest decimal form (0.6f32 → 0.6, not 0.6000000238…), so
+/// `int(steps * strength)` rounds as in Python.
+fn python_float(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
 }
 
 /// The training schedule's length the request's scheduler uses (diffusers'
@@ -439,17 +460,19 @@ pub(crate) fn num_train_timesteps(m: &ModelInner, request: &GenerateRequest) -> 
 
 /// The timesteps one stage runs on `m` (for a hand-off's progress total).
 pub(crate) fn stage_timesteps(m: &ModelInner, request: &GenerateRequest, stage: &handoff::Stage) -> Result<Vec<f64>> {
-    let scheduler = build_scheduler(m, request)?;
-    Ok(schedule_window(request, scheduler.as_ref(), stage)?.1)
+    let (scheduler, lcm_shortened) = build_scheduler(m, request)?;
+    Ok(schedule_window(request, scheduler.as_ref(), stage, lcm_shortened)?.1)
 }
 
 /// Where a run enters the schedule (`None`: from pure noise at its start)
 /// and the timesteps it runs: img2img from the strength's step, a hand-off's
-/// base down to the cutoff, a hand-off's refiner from the cutoff on.
+/// base down to the cutoff, a hand-off's refiner from the cutoff on; LCM's
+/// strength-shortened schedule (`lcm_shortened`) from its first step.
 fn schedule_window(
     request: &GenerateRequest,
     scheduler: &dyn scheduler::Scheduler,
     stage: &handoff::Stage,
+    lcm_shortened: bool,
 ) -> Result<(Option<usize>, Vec<f64>)> {
     let schedule = scheduler.timesteps();
     if !matches!(stage, handoff::Stage::Whole) && scheduler.order() != 1 {
@@ -472,6 +495,7 @@ fn schedule_window(
         }
         _ => {
             let start = match &request.init_image {
+                Some(_) if lcm_shortened => Some(0),
                 Some(_) => Some(img2img_start(request)? * scheduler.order()),
                 None => None,
             };
@@ -522,7 +546,7 @@ fn run(
     if !(0.0..=1.0).contains(&request.guidance_rescale) {
         return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
     }
-    let mut scheduler = build_scheduler(m, request)?;
+    let (mut scheduler, lcm_shortened) = build_scheduler(m, request)?;
     let channels = m.layout.vae_config.latent_channels;
     let f = m.layout.vae_config.downsampling;
     let latent_shape = [1, channels, height / f, width / f];
@@ -543,7 +567,7 @@ fn run(
     }
     // img2img and inpainting start part-way into the schedule, and so does
     // a hand-off's refiner; a hand-off's base stops part-way.
-    let (start, timesteps) = schedule_window(request, scheduler.as_ref(), &stage)?;
+    let (start, timesteps) = schedule_window(request, scheduler.as_ref(), &stage, lcm_shortened)?;
     let (decode, handed_latents) = match stage {
         handoff::Stage::Whole => (true, None),
         handoff::Stage::Base { .. } => (false, None),
@@ -932,7 +956,7 @@ fn img2img_start(request: &GenerateRequest) -> Result<usize> {
     if !(0.0..=1.0).contains(&request.strength) {
         return Err(Error::invalid(format!("strength {} must be within 0..=1", request.strength)));
     }
-    let strength: f64 = request.strength.to_string().parse().unwrap_or(request.strength as f64);
+    let strength = python_float(request.strength);
     let run = ((request.steps as f64 * strength) as usize).min(request.steps);
     if run == 0 {
         return Err(Error::invalid(format!(
