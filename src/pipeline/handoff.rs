@@ -157,12 +157,14 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
     if !request.controls.is_empty() {
         return Err(Error::unsupported("ControlNet with a refiner hand-off is not supported"));
     }
+    // The refiner's part is diffusers' img2img call with the base's latents as its image.
+    let refined_request = GenerateRequest { init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
     // Both stages' schedules, to report progress over the whole job.
     let base_cutoff = cutoff(refiner.start, super::num_train_timesteps(&base.inner, request)?)?;
     let refiner_cutoff = cutoff(refiner.start, super::num_train_timesteps(&refiner_model.inner, request)?)?;
     let (base_total, refiner_total) = (
         super::stage_timesteps(&base.inner, request, &Stage::Base { cutoff: base_cutoff })?.len(),
-        super::stage_timesteps(&refiner_model.inner, request, &Stage::Refiner { cutoff: refiner_cutoff, latents: ArrayD::zeros(ndarray::IxDyn(&[0])) })?.len(),
+        super::stage_timesteps(&refiner_model.inner, &refined_request, &Stage::Refiner { cutoff: refiner_cutoff, latents: ArrayD::zeros(ndarray::IxDyn(&[0])) })?.len(),
     );
     let total = base_total + refiner_total;
 
@@ -177,7 +179,6 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
         let hooks = Hooks { cancel, on_step: Some(&mut remap), run_options, step_latents };
         super::run(&base.inner, request, hooks, Stage::Base { cutoff: base_cutoff }, &mut noise)?
     };
-    let refined_request = GenerateRequest { init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
     let second = {
         let mut remap = |p: &StepProgress<'_>| {
             if let Some(cb) = on_step.as_mut() {

@@ -595,7 +595,9 @@ fn run(
     let mut added: Option<(ArrayD<f32>, Option<ArrayD<f32>>)> = None;
     let (cond, uncond) = match &m.xl {
         Some(xl) => {
-            let c = xl_conditioning(m, xl, request, do_cfg, (width, height), run_options)?;
+            // A hand-off's refiner is diffusers' img2img pipeline, conditioning included.
+            let img2img = request.init_image.is_some() || handed_latents.is_some();
+            let c = xl_conditioning(m, xl, request, do_cfg, img2img, (width, height), run_options)?;
             added = Some((c.cond_added, c.uncond_added));
             (c.cond, c.uncond)
         }
@@ -877,6 +879,7 @@ fn xl_conditioning(
     xl: &crate::model::xl::XlText,
     request: &GenerateRequest,
     do_cfg: bool,
+    img2img: bool,
     (width, height): (usize, usize),
     options: Option<&ort::session::RunOptions>,
 ) -> Result<XlRequestConditioning> {
@@ -904,7 +907,7 @@ fn xl_conditioning(
         aesthetic_score: c.aesthetic_score,
     };
     let [ntop, nleft] = c.negative_crop_top_left;
-    let negative = if xl.aesthetic || request.init_image.is_some() {
+    let negative = if xl.aesthetic || img2img {
         // diffusers' img2img and inpainting pipelines: each negative value
         // defaults to the positive one, and with a base (6 time ids) U-Net the
         // negative row takes the positive crop: `negative_crops_coords_top_left`
