@@ -539,8 +539,8 @@ typedef struct kiln_job_options {
 // Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 // older published layout, one that ended after `initial_noise_len`,
 // `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
-// `scheduler_overrides` or `reserved4` (on 64-bit targets 64, 72, 80, 128,
-// 136, 160, 168, 208; the current size is 280).
+// `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
+// targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
