@@ -143,6 +143,29 @@ fn finishing_with_the_base_model_misses_the_golden() {
     assert!(latents > 10.0 * LATENTS_BOUND, "the refiner's U-Net barely matters here ({latents:e})");
 }
 
+/// With device-resident latents (`ProviderPolicy::device_latents`) both
+/// stages run the device loop (every U-Net call counted in `device_steps`)
+/// and still meet the deterministic goldens.
+#[test]
+fn both_stages_run_on_the_device_loop_and_match_diffusers() {
+    let mut providers = kiln::runtime::ProviderPolicy::default();
+    providers.device_latents = true;
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
+    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    for name in ["euler_08", "dpmpp_2m_07"] {
+        let (request, c) = request(name, &dev_refiner);
+        let out = dev_base.generate_with(&request, Hooks::default()).unwrap();
+        let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
+        assert_eq!(out.device_steps, total, "{name}: every step on the device loop");
+        let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("sdxl_handoff/{name}.latents.npy"));
+        let (_, want_img) = common::read_npy(&format!("sdxl_handoff/{name}.image.npy"));
+        let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
+        common::check_margin(&format!("sdxl_handoff::device_loop::{name}::latents_rel"), latents, LATENTS_BOUND);
+        common::check_margin(&format!("sdxl_handoff::device_loop::{name}::image_abs"), image, IMAGE_BOUND);
+    }
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();
