@@ -52,6 +52,9 @@ const USAGE: &str = "usage: generate [options]
                           SDXL: the unconditional side's (text-to-image uses them when both sizes are given)
   --aesthetic-score S, --negative-aesthetic-score S
                           SDXL refiner-style U-Nets (default 6.0, 2.5)
+  --refiner DIR           hand the latents to this second model part-way through the schedule
+                          (diffusers' denoising_end/denoising_start); it finishes and decodes
+  --refiner-start F       fraction of the schedule --model runs before --refiner, 0 < F < 1 (default 0.8)
   --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout) into the
                           U-Net and text encoder with this strength (default 1.0); repeatable
   --embedding FILE[:TOKEN]
@@ -138,6 +141,9 @@ struct Args {
     embeddings: Vec<kiln::model::EmbeddingSpec>,
     /// `--controlnet` entries with their `--control-*` settings.
     controls: Vec<(kiln::pipeline::control::Control, Option<PathBuf>)>,
+    /// `--refiner` folder and `--refiner-start` fraction.
+    refiner: Option<PathBuf>,
+    refiner_start: f32,
 }
 
 /// `FILE[:TOKEN]`; a drive letter (`C:\...`) is not a token.
@@ -218,6 +224,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         loras: Vec::new(),
         embeddings: Vec::new(),
         controls: Vec::new(),
+        refiner: None,
+        refiner_start: 0.8,
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -294,6 +302,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--negative-crop-top-left" => a.request.xl.negative_crop_top_left = two(flag, &value()?, ',')?,
             "--aesthetic-score" => a.request.xl.aesthetic_score = number(flag, value()?)?,
             "--negative-aesthetic-score" => a.request.xl.negative_aesthetic_score = number(flag, value()?)?,
+            "--refiner" => a.refiner = Some(PathBuf::from(value()?)),
+            "--refiner-start" => a.refiner_start = number(flag, value()?)?,
             "--lora" => a.loras.push(lora_arg(&value()?)?),
             "--embedding" => a.embeddings.push(embedding_arg(&value()?)),
             "--controlnet" => {
@@ -390,7 +400,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
     Ok(Some(a))
 }
 
-fn run(a: Args) -> Result<(), kiln::Error> {
+fn run(mut a: Args) -> Result<(), kiln::Error> {
     let runtime = Runtime::new(&RuntimeOptions {
         onnxruntime_path: a.onnxruntime.clone(),
         intra_op_threads: a.threads,
@@ -410,6 +420,10 @@ fn run(a: Args) -> Result<(), kiln::Error> {
         for line in model.adapter_descriptions() {
             eprintln!("lora: {line}");
         }
+    }
+    if let Some(dir) = &a.refiner {
+        let refiner = Model::load(&runtime, dir)?;
+        a.request.refiner = Some(kiln::pipeline::handoff::Refiner { model: refiner, start: a.refiner_start });
     }
     let load_s = t0.elapsed().as_secs_f64();
     for (graph, choice) in model.graph_providers() {

@@ -539,8 +539,8 @@ typedef struct kiln_job_options {
 // Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 // older published layout, one that ended after `initial_noise_len`,
 // `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
-// `scheduler_overrides` or `reserved4` (on 64-bit targets 64, 72, 80, 128,
-// 136, 160, 168, 208; the current size is 280).
+// `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
+// targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
@@ -695,6 +695,20 @@ typedef struct kiln_generate_options {
     float aesthetic_score;
     // Refiner-style U-Nets: `negative_aesthetic_score`, default 2.5; as above.
     float negative_aesthetic_score;
+    // A second loaded model that finishes the schedule from this model's
+    // latents and decodes with its own VAE (diffusers' `denoising_end` on
+    // the base, `denoising_start` on the refiner); NULL (default) = none.
+    // Borrowed for the call: `kiln_job_submit` keeps its own reference, so the
+    // handle may be freed once submit returns. It must share the model's
+    // latent space (same family, latent channels, VAE downsampling,
+    // `scaling_factor` and `shift_factor`): otherwise INVALID_ARGUMENT
+    // naming `options->refiner`. With a mask or ControlNets, or with `heun`,
+    // UNSUPPORTED.
+    const struct kiln_model *refiner;
+    // With `refiner`: the fraction of the schedule the model runs before the
+    // refiner takes over, strictly between 0 and 1 (default 0.8). Unused
+    // without a refiner.
+    float refiner_start;
 } kiln_generate_options;
 
 // A job's state and progress, filled by `kiln_job_poll`. Accepted

@@ -777,4 +777,68 @@ fn lora_and_control_in_one_asset_give_generates_pixels() {
     let changed = styled.iter().zip(&read_png(&out.join("edged.png")).0).filter(|(a, b)| a != b).count();
     println!("the LoRA changes {changed} of {} channel values under the same ControlNet", styled.len());
     assert!(changed > styled.len() / 4, "the LoRA must act with the ControlNet");
+
+/// An asset with `refiner` hands the latents to a second model as `generate
+/// --refiner DIR --refiner-start F` does: the same pixels and text chunks; the
+/// hand-off changes the image, and another `refiner_start` re-bakes it.
+#[test]
+fn a_refiner_asset_gives_generates_pixels_and_rebakes_on_a_new_start() {
+    let dir = scratch("refiner");
+    let base = common::root().join("tests/fixtures/tiny-sdxl");
+    let refiner = dir.join("refiner");
+    for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
+        common::copy_tree(&base.join(sub), &refiner.join(sub));
+    }
+    common::copy_tree(&common::root().join("tests/fixtures/sdxl-refiner"), &refiner);
+    let manifest = dir.join("refiner.toml");
+    let write = |start: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "[defaults]\nmodel = {:?}\nformat = \"png\"\nsteps = 10\nscheduler = \"euler\"\nseed = 3\nguidance = 5.0\nprompt = \"mossy stone brick wall\"\n\
+                 [[asset]]\nname = \"refined\"\nrefiner = {:?}\nrefiner_start = {start}\n\
+                 [[asset]]\nname = \"plain\"\n",
+                base.display().to_string(),
+                refiner.display().to_string()
+            ),
+        )
+        .unwrap()
+    };
+    write("0.7");
+    let out = dir.join("out");
+    let (o, _) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = dir.join("generated.png");
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&base)
+        .arg("--refiner")
+        .arg(&refiner)
+        .args(["--refiner-start", "0.7", "--prompt", "mossy stone brick wall", "--steps", "10", "--scheduler", "euler", "--seed", "3"])
+        .args(["--guidance", "5", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (a, ta) = read_png(&out.join("refined.png"));
+    let (b, tb) = read_png(&png);
+    assert!(a == b, "kiln-bake's hand-off pixels differ from generate --refiner's");
+    for key in ["prompt", "negative_prompt", "kiln:settings", "Software"] {
+        assert_eq!(ta.get(key), tb.get(key), "text chunk {key}");
+    }
+    assert!(ta["kiln:settings"].contains("refiner_start=0.7"), "{ta:?}");
+    let (plain, tp) = read_png(&out.join("plain.png"));
+    assert!(plain != a, "the refiner changed nothing");
+    assert!(!tp["kiln:settings"].contains("refiner"), "{tp:?}");
+    // Another start re-bakes only the refined asset.
+    write("0.8");
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["refined".to_string()]), "{report}");
+    assert!(read_png(&out.join("refined.png")).0 != a, "refiner_start 0.8 gives the same pixels as 0.7");
+    // refiner_start without a refiner is a manifest error naming the key.
+    std::fs::write(&manifest, format!("[[asset]]\nname = \"x\"\nmodel = {:?}\nrefiner_start = 0.5\n", base.display().to_string())).unwrap();
+    let (o, _) = bake(&manifest, &out, &[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("refiner_start") && stderr(&o).contains("needs a `refiner`"), "{}", stderr(&o));
 }

@@ -1,7 +1,7 @@
 //! img2img parity with optimum's ORTStableDiffusionImg2ImgPipeline on the tiny
 //! fixture (tools/make_img2img_golden.py): same init picture, same strength,
 //! every random draw replayed (VAE posterior sample, start noise, step noise).
-//! Every scheduler but `lcm`: the multistep ones (DPM-Solver++, UniPC, PNDM,
+//! Every scheduler but `lcm` (tests/lcm_img2img.rs has it): the multistep ones (DPM-Solver++, UniPC, PNDM,
 //! LMS) start part-way as diffusers does with `set_begin_index`, Heun at
 //! `t_start · 2`. Tolerances as tests/parity.rs: latents ≤ 1e-3 relative,
 //! image ≤ 2e-3, U-Net timesteps exact.
@@ -114,10 +114,7 @@ fn bad_img2img_requests_are_reported() {
     assert_eq!(err(GenerateRequest { strength: 1.5, ..base.clone() }).kind(), kiln::ErrorKind::InvalidArgument);
     let bad = InitImage { width: 64, height: 64, rgb: vec![0; 10] };
     assert_eq!(err(GenerateRequest { init_image: Some(bad), ..base.clone() }).kind(), kiln::ErrorKind::InvalidSize);
-    // LCM's img2img shortens its own schedule by the strength: not done yet.
-    let e = err(GenerateRequest { scheduler: SchedulerKind::Lcm, ..base.clone() });
-    assert_eq!(e.kind(), kiln::ErrorKind::Unsupported, "{e}");
-    assert!(e.to_string().contains("lcm"), "{e}");
+    // `lcm` img2img is checked against diffusers in tests/lcm_img2img.rs.
     // A differently sized picture is resized; the posterior mean is deterministic.
     let small = InitImage { width: 32, height: 32, rgb: vec![128; 32 * 32 * 3] };
     let r = GenerateRequest { init_image: Some(small), posterior_mean: true, ..base.clone() };

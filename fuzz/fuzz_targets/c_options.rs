@@ -105,6 +105,8 @@ fuzz_target!(|input: Input| {
                 // cannot make valid; NULL with the raw count checks that a
                 // count without an array is refused.
                 addr_of_mut!((*p).controls).write(std::ptr::null());
+                // A refiner is a live model handle the fuzzer cannot make.
+                addr_of_mut!((*p).refiner).write(std::ptr::null());
                 let (ptr, len) = buffer(&initial_noise, (*p).initial_noise_len);
                 addr_of_mut!((*p).initial_noise).write(ptr);
                 addr_of_mut!((*p).initial_noise_len).write(len);

@@ -91,8 +91,8 @@ pub struct kiln_model_info {
 /// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 /// older published layout, one that ended after `initial_noise_len`,
 /// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
-/// `scheduler_overrides` or `reserved4` (on 64-bit targets 64, 72, 80, 128,
-/// 136, 160, 168, 208; the current size is 280).
+/// `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
+/// targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -250,6 +250,22 @@ pub struct kiln_generate_options {
     pub aesthetic_score: f32,
     /// Refiner-style U-Nets: `negative_aesthetic_score`, default 2.5; as above.
     pub negative_aesthetic_score: f32,
+    // Base-to-refiner hand-off, one block appended after `negative_aesthetic_score`
+    // (the 280-byte layout ended before it).
+    /// A second loaded model that finishes the schedule from this model's
+    /// latents and decodes with its own VAE (diffusers' `denoising_end` on
+    /// the base, `denoising_start` on the refiner); NULL (default) = none.
+    /// Borrowed for the call: `kiln_job_submit` keeps its own reference, so the
+    /// handle may be freed once submit returns. It must share the model's
+    /// latent space (same family, latent channels, VAE downsampling,
+    /// `scaling_factor` and `shift_factor`): otherwise INVALID_ARGUMENT
+    /// naming `options->refiner`. With a mask or ControlNets, or with `heun`,
+    /// UNSUPPORTED.
+    pub refiner: *const kiln_model,
+    /// With `refiner`: the fraction of the schedule the model runs before the
+    /// refiner takes over, strictly between 0 and 1 (default 0.8). Unused
+    /// without a refiner.
+    pub refiner_start: f32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -263,8 +279,9 @@ const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_
 /// Sizes of every published layout of `kiln_generate_options` before the
 /// current one, oldest first: each ended just before the named field
 /// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `reserved2`,
-/// `reserved3`, `mask_height`, `scheduler_overrides`, `reserved4`).
-const GENERATE_OPTIONS_OLDER: [usize; 8] = [
+/// `reserved3`, `mask_height`, `scheduler_overrides`, `reserved4`,
+/// `negative_aesthetic_score`).
+const GENERATE_OPTIONS_OLDER: [usize; 9] = [
     GENERATE_OPTIONS_V1,
     GENERATE_OPTIONS_V2,
     layout_before!(kiln_generate_options, init_image),
@@ -273,6 +290,7 @@ const GENERATE_OPTIONS_OLDER: [usize; 8] = [
     layout_before!(kiln_generate_options, scheduler_overrides),
     layout_before!(kiln_generate_options, vae_tile_size),
     layout_before!(kiln_generate_options, prompt_2),
+    layout_before!(kiln_generate_options, refiner),
 ];
 
 pub(crate) fn default_generate_options() -> kiln_generate_options {
@@ -326,6 +344,8 @@ pub(crate) fn default_generate_options() -> kiln_generate_options {
         negative_target_height: 0,
         aesthetic_score: XlConditioning::default().aesthetic_score,
         negative_aesthetic_score: XlConditioning::default().negative_aesthetic_score,
+        refiner: std::ptr::null(),
+        refiner_start: 0.8,
         reserved: 0,
         vae_tile_size: 0,
         vae_tile_overlap: 0,
@@ -544,6 +564,19 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     let prompt_2 = unsafe { utf8_opt(o.prompt_2, "options->prompt_2")? }.unwrap_or("");
     let negative_prompt_2 = unsafe { utf8_opt(o.negative_prompt_2, "options->negative_prompt_2")? }.unwrap_or("");
     let xl = xl_conditioning_from(&o)?;
+    let refiner = if o.refiner.is_null() {
+        None
+    } else {
+        if !(o.refiner_start > 0.0 && o.refiner_start < 1.0) {
+            return Err(Error::invalid(format!(
+                "options->refiner_start is {}; it must be strictly between 0 and 1 (the fraction of the schedule the base model runs)",
+                o.refiner_start
+            )));
+        }
+        // SAFETY: non-null; a live handle per the header.
+        let model = unsafe { handles::borrow(o.refiner)? }.clone();
+        Some(crate::pipeline::handoff::Refiner { model, start: o.refiner_start })
+    };
     let scheduler = SchedulerKind::from_u32(o.scheduler)
         .ok_or_else(|| Error::invalid(format!("options->scheduler {} is not a kiln_scheduler", o.scheduler)))?;
     let initial_noise = if o.initial_noise.is_null() {
@@ -605,6 +638,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         prompt_2: prompt_2.to_string(),
         negative_prompt_2: negative_prompt_2.to_string(),
         xl,
+        refiner,
     })
 }
 
@@ -719,12 +753,27 @@ unsafe fn init_image_from(o: &kiln_generate_options) -> Result<Option<crate::pip
 /// Checks the request against the model's inputs ([`check_model_fields`])
 /// and completes the initial-noise shape from the model and the request size.
 pub(crate) fn finish_request(model: &Model, mut request: GenerateRequest) -> Result<GenerateRequest> {
-    let kind = match model.sdxl_aesthetic() {
+    let kind_of = |m: &Model| match m.sdxl_aesthetic() {
         None => Conditioning::Plain,
         Some(false) => Conditioning::Xl,
         Some(true) => Conditioning::XlAesthetic,
     };
-    check_model_fields(kind, &request)?;
+    let kind = kind_of(model);
+    match &request.refiner {
+        None => check_model_fields(kind, &request)?,
+        Some(refiner) => {
+            crate::pipeline::handoff::check_pair(&model.inner, &refiner.model.inner)
+                .map_err(|e| Error::new(e.kind(), format!("options->refiner: {}", e.message())))?;
+            // A hand-off's fields may be meant for either model (a base SDXL
+            // U-Net's target size, a refiner-style one's aesthetic score).
+            let refiner_kind = kind_of(&refiner.model);
+            if refiner_kind == kind {
+                check_model_fields(kind, &request)?;
+            } else if kind == Conditioning::Plain || refiner_kind == Conditioning::Plain {
+                check_model_fields(Conditioning::Plain, &request)?;
+            }
+        }
+    }
     if let Some(noise) = request.initial_noise.as_mut() {
         let info = model.info();
         let w = if request.width == 0 { info.default_size } else { request.width };

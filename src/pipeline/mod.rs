@@ -2,10 +2,13 @@
 //! computation as diffusers' `StableDiffusionPipeline` on the same graphs;
 //! img2img and inpainting as `StableDiffusionImg2ImgPipeline` and
 //! `StableDiffusionInpaintPipeline` (4- and 9-channel U-Nets), with every
-//! scheduler but `lcm`.
+//! scheduler (`lcm` with an LCM-distilled U-Net as
+//! `LatentConsistencyModelImg2ImgPipeline`); a base model can hand its latents to a refiner part-way
+//! through the schedule ([`handoff`]).
 pub mod inputs;
 pub mod control;
 mod device_loop;
+pub mod handoff;
 pub mod noise;
 pub mod outputs;
 pub mod texture;
@@ -121,6 +124,11 @@ pub struct GenerateRequest {
     /// diffusers' `guess_mode`: with CFG only the conditional half gets the
     /// ControlNet residuals, scaled 0.1..1 from the first block to the mid one.
     pub guess_mode: bool,
+    /// Base-to-refiner hand-off: this model runs the schedule down to the
+    /// refiner's start fraction and the refiner model the rest from these
+    /// latents, decoding with its own VAE (diffusers' `denoising_end` /
+    /// `denoising_start`). `None` = this model alone.
+    pub refiner: Option<handoff::Refiner>,
 }
 
 /// SDXL's micro-conditioning (diffusers' `original_size`,
@@ -218,6 +226,7 @@ impl Default for GenerateRequest {
             decoder: FinalDecoder::Vae,
             controls: Vec::new(),
             guess_mode: false,
+            refiner: None,
         }
     }
 }
@@ -294,10 +303,21 @@ impl Model {
 
     /// Generates, returning latents and timesteps too, with progress and cancellation.
     pub fn generate_with(&self, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
-        if request.clip_skip != self.inner.clip_skip {
-            return run(&self.clip_skip(request.clip_skip)?.inner, request, hooks);
+        if let Some(refiner) = &request.refiner {
+            return handoff::generate(self, request, refiner, hooks);
         }
-        run(&self.inner, request, hooks)
+        let clipped;
+        let m = if request.clip_skip != self.inner.clip_skip {
+            clipped = self.clip_skip(request.clip_skip)?;
+            &clipped.inner
+        } else {
+            &self.inner
+        };
+        let mut noise = handoff::RequestNoise::new(request);
+        let out = run(m, request, hooks, handoff::Stage::Whole, &mut noise)?;
+        noise.finish()?;
+        let image = out.image.ok_or_else(|| Error::internal("a whole generation decoded no image"))?;
+        Ok(Generation { image, latents: out.latents, timesteps: out.timesteps, device_steps: out.device_steps })
     }
 
     /// Token embeddings `[1, 77, dim]` for a prompt, as the text encoder makes them.
@@ -380,7 +400,136 @@ fn match_chunk_counts(
     Ok(())
 }
 
-fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Generation> {
+/// The request's scheduler: its kind on the model's `scheduler_config.json`
+/// with the request's overrides merged in; and whether it is LCM's
+/// strength-shortened schedule, run from its first step (img2img with an
+/// LCM-distilled U-Net, as diffusers' `LatentConsistencyModelImg2ImgPipeline`).
+fn build_scheduler(m: &ModelInner, request: &GenerateRequest) -> Result<(Box<dyn scheduler::Scheduler>, bool)> {
+    let scheduler_config = match &request.scheduler_overrides {
+        None => std::borrow::Cow::Borrowed(&m.layout.scheduler_config),
+        Some(overrides) => {
+            let mut merged = m.layout.scheduler_config.clone();
+            let (Some(base), Some(extra)) = (merged.as_object_mut(), overrides.as_object()) else {
+                return Err(Error::invalid("scheduler overrides must be a JSON object of scheduler_config.json fields"));
+            };
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+            std::borrow::Cow::Owned(merged)
+        }
+    };
+    let scheduler = match scheduler::build(request.scheduler, &scheduler_config, request.steps) {
+        // A value the caller's overrides brought in is the caller's argument,
+        // not a broken model: say so when the model's own config builds.
+        Err(e) if e.kind() == ErrorKind::ModelInvalid
+            && request.scheduler_overrides.is_some()
+            && scheduler::build(request.scheduler, &m.layout.scheduler_config, request.steps).is_ok() =>
+        {
+            return Err(Error::invalid(format!("options->scheduler_overrides: {}", e.message())));
+        }
+        other => other?,
+    };
+    // diffusers' SD img2img and inpainting pipelines slice the full LCM
+    // schedule by the strength like any other; only the LCM pipeline (an
+    // LCM-distilled U-Net, `timestep_cond`) shortens it inside the scheduler.
+    let distilled_img2img = request.init_image.is_some()
+        && request.mask.is_none()
+        && m.unet_io.timestep_cond.is_some()
+        && scheduler::resolve(request.scheduler, &scheduler_config)? == SchedulerKind::Lcm;
+    if distilled_img2img {
+        let strength = python_float(request.strength);
+        return Ok((scheduler::build_lcm_img2img(&scheduler_config, request.steps, strength)?, true));
+    }
+    Ok((scheduler, false))
+}
+
+/// An `f32` as the Python float a diffusers caller would have written: its
+/// shortest decimal form (0.6f32 → 0.6, not 0.6000000238…), so
+/// `int(steps * strength)` rounds as in Python.
+fn python_float(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+/// The training schedule's length the request's scheduler uses (diffusers'
+/// `num_train_timesteps`, overrides included; 1000 when the config omits it).
+pub(crate) fn num_train_timesteps(m: &ModelInner, request: &GenerateRequest) -> Result<f64> {
+    let from = |c: &serde_json::Value| c.get("num_train_timesteps").and_then(|v| v.as_f64());
+    let overridden = request.scheduler_overrides.as_ref().and_then(from);
+    Ok(overridden.or_else(|| from(&m.layout.scheduler_config)).unwrap_or(1000.0))
+}
+
+/// The timesteps one stage runs on `m` (for a hand-off's progress total).
+pub(crate) fn stage_timesteps(m: &ModelInner, request: &GenerateRequest, stage: &handoff::Stage) -> Result<Vec<f64>> {
+    let (scheduler, lcm_shortened) = build_scheduler(m, request)?;
+    Ok(schedule_window(request, scheduler.as_ref(), stage, lcm_shortened)?.1)
+}
+
+/// Where a run enters the schedule (`None`: from pure noise at its start)
+/// and the timesteps it runs: img2img from the strength's step, a hand-off's
+/// base down to the cutoff, a hand-off's refiner from the cutoff on; LCM's
+/// strength-shortened schedule (`lcm_shortened`) from its first step.
+fn schedule_window(
+    request: &GenerateRequest,
+    scheduler: &dyn scheduler::Scheduler,
+    stage: &handoff::Stage,
+    lcm_shortened: bool,
+) -> Result<(Option<usize>, Vec<f64>)> {
+    let schedule = scheduler.timesteps();
+    if !matches!(stage, handoff::Stage::Whole) && scheduler.order() != 1 {
+        // diffusers cuts a second-order schedule between a step's two
+        // evaluations and patches the count by one; Kiln does not offer that.
+        return Err(Error::unsupported(
+            "a refiner hand-off needs a first-order scheduler; heun is not supported there",
+        ));
+    }
+    match stage {
+        handoff::Stage::Refiner { cutoff, .. } => {
+            let start = handoff::refiner_start(schedule, *cutoff);
+            if start >= schedule.len() {
+                return Err(Error::invalid(format!(
+                    "refiner start leaves the refiner no step of {} (timestep cutoff {cutoff}); lower it or add steps",
+                    schedule.len()
+                )));
+            }
+            Ok((Some(start), schedule[start..].to_vec()))
+        }
+        _ => {
+            let start = match &request.init_image {
+                Some(_) if lcm_shortened => Some(0),
+                Some(_) => Some(img2img_start(request)? * scheduler.order()),
+                None => None,
+            };
+            let mut timesteps = schedule[start.unwrap_or(0)..].to_vec();
+            if let handoff::Stage::Base { cutoff } = stage {
+                let n = handoff::base_steps(&timesteps, *cutoff);
+                if n == 0 {
+                    return Err(Error::invalid(format!(
+                        "refiner start leaves the base model no step (timestep cutoff {cutoff}, first step at {}); raise it",
+                        timesteps.first().copied().unwrap_or(f64::NAN)
+                    )));
+                }
+                timesteps.truncate(n);
+            }
+            Ok((start, timesteps))
+        }
+    }
+}
+
+/// What one pipeline run produced (a hand-off's base stage decodes nothing).
+pub(crate) struct RunOutput {
+    pub(crate) image: Option<FloatImage>,
+    pub(crate) latents: ArrayD<f32>,
+    pub(crate) timesteps: Vec<f64>,
+    pub(crate) device_steps: usize,
+}
+
+fn run(
+    m: &ModelInner,
+    request: &GenerateRequest,
+    hooks: Hooks<'_>,
+    stage: handoff::Stage,
+    request_noise: &mut handoff::RequestNoise<'_>,
+) -> Result<RunOutput> {
     let Hooks { cancel, mut on_step, run_options, step_latents } = hooks;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let (width, height) = check_size(m, request)?;
@@ -397,30 +546,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     if !(0.0..=1.0).contains(&request.guidance_rescale) {
         return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
     }
-    let scheduler_config = match &request.scheduler_overrides {
-        None => std::borrow::Cow::Borrowed(&m.layout.scheduler_config),
-        Some(overrides) => {
-            let mut merged = m.layout.scheduler_config.clone();
-            let (Some(base), Some(extra)) = (merged.as_object_mut(), overrides.as_object()) else {
-                return Err(Error::invalid("scheduler overrides must be a JSON object of scheduler_config.json fields"));
-            };
-            for (k, v) in extra {
-                base.insert(k.clone(), v.clone());
-            }
-            std::borrow::Cow::Owned(merged)
-        }
-    };
-    let mut scheduler = match scheduler::build(request.scheduler, &scheduler_config, request.steps) {
-        // A value the caller's overrides brought in is the caller's argument,
-        // not a broken model: say so when the model's own config builds.
-        Err(e) if e.kind() == ErrorKind::ModelInvalid
-            && request.scheduler_overrides.is_some()
-            && scheduler::build(request.scheduler, &m.layout.scheduler_config, request.steps).is_ok() =>
-        {
-            return Err(Error::invalid(format!("options->scheduler_overrides: {}", e.message())));
-        }
-        other => other?,
-    };
+    let (mut scheduler, lcm_shortened) = build_scheduler(m, request)?;
     let channels = m.layout.vae_config.latent_channels;
     let f = m.layout.vae_config.downsampling;
     let latent_shape = [1, channels, height / f, width / f];
@@ -439,10 +565,13 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             2 * channels + 1
         )));
     }
-    // img2img and inpainting start part-way into the schedule.
-    let start = match &request.init_image {
-        Some(_) => Some(img2img_start(request)? * scheduler.order()),
-        None => None,
+    // img2img and inpainting start part-way into the schedule, and so does
+    // a hand-off's refiner; a hand-off's base stops part-way.
+    let (start, timesteps) = schedule_window(request, scheduler.as_ref(), &stage, lcm_shortened)?;
+    let (decode, handed_latents) = match stage {
+        handoff::Stage::Whole => (true, None),
+        handoff::Stage::Base { .. } => (false, None),
+        handoff::Stage::Refiner { latents, .. } => (true, Some(latents)),
     };
     let inpaint = match (&request.mask, &request.init_image) {
         (Some(mask), Some(init)) => {
@@ -466,7 +595,9 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     let mut added: Option<(ArrayD<f32>, Option<ArrayD<f32>>)> = None;
     let (cond, uncond) = match &m.xl {
         Some(xl) => {
-            let c = xl_conditioning(m, xl, request, do_cfg, (width, height), run_options)?;
+            // A hand-off's refiner is diffusers' img2img pipeline, conditioning included.
+            let img2img = request.init_image.is_some() || handed_latents.is_some();
+            let c = xl_conditioning(m, xl, request, do_cfg, img2img, (width, height), run_options)?;
             added = Some((c.cond_added, c.uncond_added));
             (c.cond, c.uncond)
         }
@@ -504,7 +635,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     // posterior sample, then the per-step noise; an inpainting U-Net at
     // strength 1 starts from pure noise and never encodes the init picture,
     // so its first draw is the start noise.
-    let mut rng = noise::NoiseRng::new(request.seed);
+    let handoff::RequestNoise { rng, recorded } = request_noise;
     let noise = match &request.initial_noise {
         _ if start.is_some() => Vec::new(),
         Some(n) => {
@@ -518,10 +649,9 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         }
         None => rng.normals(latent_shape.iter().product()),
     };
-    let mut recorded = request.step_noise.as_deref().map(noise::RecordedNoise::new);
     let step_noise: &mut dyn scheduler::NoiseSource = match recorded.as_mut() {
         Some(r) => r,
-        None => &mut rng,
+        None => rng,
     };
     let encode = |image: ArrayD<f32>, noise: &mut dyn scheduler::NoiseSource| -> Result<ArrayD<f32>> {
         let z = m.encode_image(image, noise, request.posterior_mean, &request.vae_tiling, run_options)?;
@@ -537,6 +667,14 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     // mask, then the masked picture's latents.
     let mut conditioning: Option<ArrayD<f32>> = None;
     let (mut latents, start) = match (&request.init_image, start) {
+        // A hand-off's refiner continues the base's latents as they are.
+        (_, Some(start)) if handed_latents.is_some() => {
+            let given = handed_latents.ok_or_else(|| Error::internal("hand-off without latents"))?;
+            if given.shape() != latent_shape {
+                return Err(Error::internal(format!("the base handed over latents {:?}; the refiner needs {latent_shape:?}", given.shape())));
+            }
+            (given, start)
+        }
         (Some(init), Some(start)) => {
             let image = init_image_tensor(init, width, height)?;
             // diffusers: `is_strength_max` inpainting starts from pure noise.
@@ -612,7 +750,6 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     // Guess mode in a CFG batch gives the residuals to the conditional half only.
     let guess_cfg = request.guess_mode && uncond.is_some();
 
-    let timesteps = scheduler.timesteps()[start..].to_vec();
     let total = timesteps.len();
     let mut device_steps = 0;
     if m.runtime.inner.providers.device_latents {
@@ -713,10 +850,8 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
     if cancelled() {
         return Err(Error::new(ErrorKind::Cancelled, "generation cancelled before decoding"));
     }
-    if let Some(left) = recorded.as_ref().map(|r| r.remaining()).filter(|&n| n > 0) {
-        return Err(Error::invalid(format!(
-            "step_noise has {left} values this scheduler did not use (it must match the draws exactly)"
-        )));
+    if !decode {
+        return Ok(RunOutput { image: None, latents, timesteps, device_steps });
     }
     let mut image = m.decode_latents(&latents, &request.vae_tiling, request.decoder, run_options)?;
     if let (Some(mask), Some(init)) = (&inpaint, &request.init_image) {
@@ -724,7 +859,7 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             paste_kept_pixels(&mut image, init, mask)?;
         }
     }
-    Ok(Generation { image, latents, timesteps, device_steps })
+    Ok(RunOutput { image: Some(image), latents, timesteps, device_steps })
 }
 
 /// SDXL conditioning of one request: per-token embeddings of each side, and
@@ -741,6 +876,7 @@ fn xl_conditioning(
     xl: &crate::model::xl::XlText,
     request: &GenerateRequest,
     do_cfg: bool,
+    img2img: bool,
     (width, height): (usize, usize),
     options: Option<&ort::session::RunOptions>,
 ) -> Result<XlRequestConditioning> {
@@ -768,7 +904,7 @@ fn xl_conditioning(
         aesthetic_score: c.aesthetic_score,
     };
     let [ntop, nleft] = c.negative_crop_top_left;
-    let negative = if xl.aesthetic || request.init_image.is_some() {
+    let negative = if xl.aesthetic || img2img {
         // diffusers' img2img and inpainting pipelines: each negative value
         // defaults to the positive one, and with a base (6 time ids) U-Net the
         // negative row takes the positive crop: `negative_crops_coords_top_left`
@@ -820,7 +956,7 @@ fn img2img_start(request: &GenerateRequest) -> Result<usize> {
     if !(0.0..=1.0).contains(&request.strength) {
         return Err(Error::invalid(format!("strength {} must be within 0..=1", request.strength)));
     }
-    let strength: f64 = request.strength.to_string().parse().unwrap_or(request.strength as f64);
+    let strength = python_float(request.strength);
     let run = ((request.steps as f64 * strength) as usize).min(request.steps);
     if run == 0 {
         return Err(Error::invalid(format!(

@@ -117,6 +117,9 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
             xl.negative_aesthetic_score,
         ));
     }
+    if let Some(r) = &request.refiner {
+        settings.push_str(&format!(" refiner={} refiner_start={}", path_text(&r.model.layout().root), r.start));
+    }
     let mut text = vec![("prompt", request.prompt.clone()), ("negative_prompt", request.negative_prompt.clone())];
     for (key, value) in [("prompt_2", &request.prompt_2), ("negative_prompt_2", &request.negative_prompt_2)] {
         if !value.is_empty() {

@@ -9,7 +9,12 @@
 //! endpoint=False))`. Each step predicts the consistency-boundary sample
 //! `denoised = c_out·x0 + c_skip·x`; every step but the last re-noises it to
 //! the next timestep with one latent-sized block of standard normals from the
-//! [`NoiseSource`]. Not supported: thresholding, custom timesteps, strength.
+//! [`NoiseSource`]. img2img either slices this schedule by the strength (as
+//! diffusers' SD img2img and inpainting pipelines do with `LCMScheduler`) or,
+//! for LCM-distilled U-Nets, builds a shorter one from the first
+//! `int(original_inference_steps · strength)` candidates ([`Lcm::with_strength`],
+//! `LatentConsistencyModelImg2ImgPipeline`). Not supported: thresholding,
+//! custom timesteps.
 use ndarray::ArrayD;
 
 use super::config::{PredictionType, SchedulerConfig};
@@ -25,8 +30,8 @@ pub struct Lcm {
     timestep_scaling: f32,
 }
 
-/// diffusers' `LCMScheduler.set_timesteps(steps)` timesteps.
-fn lcm_timesteps(num_train_timesteps: usize, original_steps: usize, steps: usize) -> Result<Vec<f64>> {
+/// diffusers' `LCMScheduler.set_timesteps(steps, strength=strength)` timesteps.
+fn lcm_timesteps(num_train_timesteps: usize, original_steps: usize, steps: usize, strength: f64) -> Result<Vec<f64>> {
     if original_steps == 0 || original_steps > num_train_timesteps {
         return Err(Error::model(format!(
             "LCM: original_inference_steps {original_steps} must be 1..={num_train_timesteps} (num_train_timesteps)"
@@ -37,13 +42,24 @@ fn lcm_timesteps(num_train_timesteps: usize, original_steps: usize, steps: usize
             "LCM: steps ({steps}) cannot exceed the model's original_inference_steps ({original_steps})"
         )));
     }
+    if !(0.0..=1.0).contains(&strength) {
+        return Err(Error::invalid(format!("strength {strength} must be within 0..=1")));
+    }
     let k = num_train_timesteps / original_steps;
-    // lcm_origin_timesteps reversed: original_steps·k − 1, …, k − 1.
-    let origin: Vec<usize> = (1..=original_steps).rev().map(|i| i * k - 1).collect();
+    // The first int(original_steps · strength) candidates (all at strength 1).
+    let kept = (original_steps as f64 * strength) as usize;
+    if kept / steps.max(1) < 1 {
+        return Err(Error::invalid(format!(
+            "LCM img2img: strength {strength} keeps {kept} of the {original_steps} distillation timesteps, fewer than \
+             the {steps} steps asked for; raise the strength or lower the steps"
+        )));
+    }
+    // lcm_origin_timesteps reversed: kept·k − 1, …, k − 1.
+    let origin: Vec<usize> = (1..=kept).rev().map(|i| i * k - 1).collect();
     Ok((0..steps)
         .map(|i| {
             // np.floor(np.linspace(0, len, num=steps, endpoint=False))
-            let idx = (i as f64 * (original_steps as f64 / steps as f64)).floor() as usize;
+            let idx = (i as f64 * (kept as f64 / steps as f64)).floor() as usize;
             origin[idx] as f64
         })
         .collect())
@@ -52,6 +68,13 @@ fn lcm_timesteps(num_train_timesteps: usize, original_steps: usize, steps: usize
 impl Lcm {
     /// Prepares LCM for `steps` steps.
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        Self::with_strength(config, steps, 1.0)
+    }
+
+    /// Prepares LCM for `steps` steps over the first `strength` of the
+    /// distillation schedule (diffusers' `set_timesteps(steps, strength=…)`,
+    /// what `LatentConsistencyModelImg2ImgPipeline` runs, every step of it).
+    pub fn with_strength(config: &SchedulerConfig, steps: usize, strength: f64) -> Result<Self> {
         if config.extra_flag("thresholding", false)? {
             return Err(Error::model("LCM: thresholding is not supported"));
         }
@@ -59,7 +82,7 @@ impl Lcm {
         if !(original >= 1.0 && original.fract() == 0.0) {
             return Err(Error::model("scheduler_config.json: `original_inference_steps` must be a positive integer"));
         }
-        let timesteps = lcm_timesteps(config.num_train_timesteps, original as usize, steps)?;
+        let timesteps = lcm_timesteps(config.num_train_timesteps, original as usize, steps, strength)?;
         Ok(Self {
             timesteps,
             alphas_cumprod: config.alphas_cumprod().iter().map(|&a| a as f32).collect(),
@@ -145,16 +168,10 @@ impl Scheduler for Lcm {
         Some(LinearStep::through_x0(x0, a * c_skip, a * c_out, 0.0, b, !last))
     }
 
-    /// Refused: diffusers' LCM img2img (`LatentConsistencyModelImg2ImgPipeline`)
-    /// shortens the distillation schedule itself by the strength
-    /// (`set_timesteps(strength=…)`), a different schedule from the one a
-    /// plain img2img slice of [`Scheduler::timesteps`] would give.
+    /// diffusers' `LCMScheduler.add_noise`: `√ᾱ_t·x + √(1−ᾱ_t)·ε` at this step's timestep.
     fn add_noise(&self, original: &ArrayD<f32>, noise: &ArrayD<f32>, index: usize) -> Result<ArrayD<f32>> {
-        let _ = (original, noise, index);
-        Err(Error::unsupported(
-            "img2img and inpainting with the lcm scheduler are not supported yet (diffusers' LCM img2img \
-             shortens the distillation schedule by the strength); use another scheduler",
-        ))
+        let t = *self.timesteps.get(index).ok_or_else(|| Error::internal(format!("LCM: no step {index}")))?;
+        Ok(super::add_noise_alpha(original, noise, self.alphas_cumprod[t as usize]))
     }
 }
 
@@ -179,7 +196,13 @@ mod tests {
         assert_eq!(ts(orig100, 8), [999.0, 879.0, 749.0, 629.0, 499.0, 379.0, 249.0, 129.0]);
         // timestep_spacing is ignored by LCM.
         assert_eq!(ts(serde_json::json!({"timestep_spacing": "trailing"}), 4), [999.0, 759.0, 499.0, 259.0]);
-        assert!(Lcm::new(&sd15(none), 51).is_err());
+        assert!(Lcm::new(&sd15(none.clone()), 51).is_err());
+        // set_timesteps(n, strength=s), printed from diffusers 0.39 as above.
+        let strength = |steps, s| Lcm::with_strength(&sd15(serde_json::json!({})), steps, s).unwrap().timesteps;
+        assert_eq!(strength(4, 0.6), [599.0, 459.0, 299.0, 159.0]);
+        assert_eq!(strength(6, 0.3), [299.0, 259.0, 199.0, 159.0, 99.0, 59.0]);
+        // int(50 · 0.05) = 2 timesteps cannot give 4 steps.
+        assert!(Lcm::with_strength(&sd15(none), 4, 0.05).is_err());
     }
 
     #[test]

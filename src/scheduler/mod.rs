@@ -176,6 +176,24 @@ fn resolve_default(config: &SchedulerConfig) -> Result<SchedulerKind> {
     })
 }
 
+/// The kind `kind` stands for on this config (`Default` resolved).
+pub(crate) fn resolve(kind: SchedulerKind, config_json: &serde_json::Value) -> Result<SchedulerKind> {
+    match kind {
+        SchedulerKind::Default => resolve_default(&SchedulerConfig::from_json(config_json)?),
+        k => Ok(k),
+    }
+}
+
+/// LCM over the first `strength` of its distillation schedule, every step
+/// run ([`Lcm::with_strength`]): img2img with an LCM-distilled U-Net, as
+/// diffusers' `LatentConsistencyModelImg2ImgPipeline`.
+pub(crate) fn build_lcm_img2img(config_json: &serde_json::Value, steps: usize, strength: f64) -> Result<Box<dyn Scheduler>> {
+    if steps == 0 {
+        return Err(Error::invalid("steps must be at least 1"));
+    }
+    Ok(Box::new(Lcm::with_strength(&SchedulerConfig::from_json(config_json)?, steps, strength)?))
+}
+
 /// Where stochastic schedulers get their noise: the next standard normals of a
 /// stream, in order. Every draw is one tensor of the latents' shape, filled in
 /// NCHW order, and each scheduler draws exactly when diffusers' class of the

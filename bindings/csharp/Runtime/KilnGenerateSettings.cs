@@ -123,6 +123,11 @@ namespace Kiln
         public float? AestheticScore;
         /// <summary>Refiner-style SDXL U-Nets: negative aesthetic score; null = 2.5.</summary>
         public float? NegativeAestheticScore;
+        /// <summary>Base-to-refiner hand-off: a second model that finishes the schedule from this
+        /// model's latents and decodes (diffusers' denoising_end / denoising_start); null = none.</summary>
+        public KilnModel Refiner;
+        /// <summary>With <c>Refiner</c>: the fraction of the schedule this model runs, 0 &lt; f &lt; 1; null = 0.8.</summary>
+        public float? RefinerStart;
 
         /// <summary>ControlNets (each a folder under the model's <c>controlnet/</c>); null or empty = none.</summary>
         public KilnControlSpec[] Controls;
@@ -199,6 +204,8 @@ namespace Kiln
             o.negative_target_height = NegativeTargetHeight;
             if (AestheticScore.HasValue) o.aesthetic_score = AestheticScore.Value;
             if (NegativeAestheticScore.HasValue) o.negative_aesthetic_score = NegativeAestheticScore.Value;
+            o.refiner = Refiner == null ? IntPtr.Zero : pins.Borrow(Refiner.Handle);
+            if (RefinerStart.HasValue) o.refiner_start = RefinerStart.Value;
             return o;
         }
     }

@@ -65,3 +65,26 @@ def test_sd1_model_refuses_sdxl_arguments(model: kiln.Model) -> None:
         model.generate("stone", steps=2, original_size=(128, 96))
     with model.generate("stone", steps=2) as image:
         assert image.width == 64
+
+
+def test_refiner_hand_off_gives_the_golden_pixels(runtime: kiln.Runtime, sdxl: kiln.Model, model: kiln.Model,
+                                                  root: Path, tmp_path: Path) -> None:
+    """refiner= hands the latents to a second model part-way (tests/sdxl_handoff.rs has the Rust checks)."""
+    import shutil
+
+    folder = tmp_path / "refiner"
+    for sub in ("text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"):
+        shutil.copytree(root / "tests" / "fixtures" / "tiny-sdxl" / sub, folder / sub)
+    shutil.copytree(root / "tests" / "fixtures" / "sdxl-refiner", folder, dirs_exist_ok=True)
+    golden_dir = root / "tests" / "fixtures" / "golden" / "sdxl_handoff"
+    case = next(c for c in json.loads((golden_dir / "cases.json").read_text()) if c["name"] == "euler_08")
+    draws, want = np.load(golden_dir / "euler_08.draws.npy"), np.load(golden_dir / "euler_08.image.npy")
+    with runtime.load_model(folder) as refiner:
+        got = run(sdxl, case, draws, refiner=refiner, refiner_start=case["refiner_start"])
+        d = max(float(np.abs(got - want).max()) - QUANTUM, 0.0)
+        control = float(np.abs(run(sdxl, case, draws) - want).max()) - QUANTUM
+        print(f"hand-off: {d:.3e} from the golden past 8-bit rounding (bound {BOUND:.0e}); base alone {control:.3e}")
+        assert d <= BOUND
+        assert control > BOUND
+        with pytest.raises(kiln.ArgumentError, match="options->refiner"):
+            run(sdxl, case, draws, refiner=model)

@@ -204,6 +204,17 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                         .clone()
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // A refiner's files are part of what the asset is made from.
+            let id = match &asset.refiner {
+                None => id,
+                Some(dir) => {
+                    let refiner = identities
+                        .entry(dir.clone())
+                        .or_insert_with(|| store::model_identity(dir).map_err(|e| format!("cannot read refiner model {}: {e}", dir.display())))
+                        .clone()?;
+                    format!("{id} refiner {refiner}")
+                }
+            };
             Ok((id, loras, controls))
         });
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
@@ -270,6 +281,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             (first_of[a.model.as_path()], first_of_set[&(a.model.as_path(), lora_set(a))], i)
         });
         let mut models: HashMap<&Path, Result<Model, String>> = HashMap::new();
+        // Refiner models, each loaded once (plain; a seamless asset takes a view).
+        let mut refiners: HashMap<&Path, Result<Model, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
         let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
@@ -303,11 +316,21 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     lora_view.as_ref().expect("just set").1.as_ref().map_err(Clone::clone)
                 }
             };
+            let refiner = asset.refiner.as_deref().map(|dir| {
+                refiners
+                    .entry(dir)
+                    .or_insert_with(|| {
+                        progress.log(&format!("loading refiner model {}", dir.display()));
+                        Model::load(runtime, dir).map_err(|e| format!("refiner model {}: {e}", dir.display()))
+                    })
+                    .as_ref()
+                    .map_err(Clone::clone)
+            });
             let t0 = Instant::now();
             progress.start(&asset.name);
-            let result = match model {
-                Ok(model) => bake_one(runtime, model, asset, key, out, &mut progress),
-                Err(e) => Err(e),
+            let result = match (model, refiner.transpose()) {
+                (Ok(model), Ok(refiner)) => bake_one(runtime, model, refiner, asset, key, out, &mut progress),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             };
             let seconds = t0.elapsed().as_secs_f64();
             match result {
@@ -397,10 +420,25 @@ fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
 /// post-processes it as `generate` does and writes every output, then its key.
 /// `model` is the plain model or the asset's LoRA view; a seamless asset gets
 /// that model's seamless view (cached by the model, so made once per group).
-fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Path, progress: &mut Progress) -> Result<Vec<String>, String> {
-    let view = if model.seamless_axes() == asset.seamless { model.clone() } else { model.seamless(asset.seamless).map_err(|e| e.to_string())? };
+fn bake_one(
+    runtime: &Runtime,
+    model: &Model,
+    refiner: Option<&Model>,
+    asset: &Asset,
+    key: &str,
+    out: &Path,
+    progress: &mut Progress,
+) -> Result<Vec<String>, String> {
+    let seamless_view = |m: &Model| if m.seamless_axes() == asset.seamless { Ok(m.clone()) } else { m.seamless(asset.seamless).map_err(|e| e.to_string()) };
+    let view = seamless_view(model)?;
+    // The refiner finishes the schedule, so a tiling asset needs it wrapped too.
+    let refiner = match (refiner, asset.refiner_start) {
+        (Some(r), Some(start)) => Some(kiln::pipeline::handoff::Refiner { model: seamless_view(r)?, start }),
+        _ => None,
+    };
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
-    let id = pool.submit(&view, asset.request_with_controls()?, Default::default());
+    let request = kiln::GenerateRequest { refiner: refiner.clone(), ..asset.request_with_controls()? };
+    let id = pool.submit(&view, request, Default::default());
     let mut step = 0;
     let mut cancelled = false;
     let state = loop {
@@ -433,7 +471,7 @@ fn bake_one(runtime: &Runtime, model: &Model, asset: &Asset, key: &str, out: &Pa
     }
     let names = asset.outputs();
     let mut files: Vec<(&String, Vec<u8>)> = Vec::new();
-    let request = asset.request();
+    let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
             let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None };

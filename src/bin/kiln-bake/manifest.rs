@@ -26,6 +26,8 @@ struct Table {
     crop_top_left: Option<Spanned<Vec<i64>>>,
     target_size: Option<Spanned<Vec<i64>>>,
     model: Option<Spanned<String>>,
+    refiner: Option<Spanned<String>>,
+    refiner_start: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
     steps: Option<Spanned<i64>>,
     scheduler: Option<Spanned<String>>,
@@ -180,6 +182,16 @@ pub struct Asset {
     /// The model folder.
     #[serde(skip)]
     pub model: PathBuf,
+    /// Base-to-refiner hand-off: the refiner's model folder (`generate
+    /// --refiner`). Like `model`, not in the serialized settings: the content
+    /// key holds its identity.
+    #[serde(skip)]
+    pub refiner: Option<PathBuf>,
+    /// With `refiner`: the fraction of the schedule `model` runs (default 0.8).
+    /// Left out of the serialized settings without a refiner, so other assets
+    /// keep their content keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refiner_start: Option<f32>,
     /// What to draw.
     pub prompt: String,
     /// What to avoid.
@@ -552,6 +564,25 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             PathBuf::new()
         }
     };
+    let refiner = pick!(refiner).map(|(m, line)| {
+        let dir = base.join(m);
+        if !dir.join("model_index.json").is_file() {
+            errors.push(err(line, "refiner", format!("{} is not a model folder (no model_index.json)", dir.display())));
+        }
+        dir
+    });
+    let refiner_start = match pick!(refiner_start) {
+        None => refiner.as_ref().map(|_| 0.8),
+        Some((&f, line)) => {
+            if refiner.is_none() {
+                errors.push(err(line, "refiner_start", "needs a `refiner` model folder to hand the latents to".into()));
+            }
+            if !(f > 0.0 && f < 1.0) {
+                errors.push(err(line, "refiner_start", format!("{f} is not strictly between 0 and 1")));
+            }
+            Some(f as f32)
+        }
+    };
     let prompt = pick!(prompt).map_or(String::new(), |(p, _)| p.clone());
     let negative_prompt = pick!(negative_prompt).map_or(String::new(), |(p, _)| p.clone());
     let prompt_2 = pick!(prompt_2).map_or(String::new(), |(p, _)| p.clone());
@@ -714,9 +745,15 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
         }
     };
     if errors.is_empty() {
+        if refiner.is_some() && !controls.is_empty() {
+            errors.push(err(header, "refiner", "a refiner hand-off cannot be combined with `control` (ControlNet)".into()));
+            return Err(errors);
+        }
         Ok(Asset {
             name,
             model,
+            refiner,
+            refiner_start,
             prompt,
             negative_prompt,
             prompt_2,

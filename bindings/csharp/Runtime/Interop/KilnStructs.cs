@@ -102,6 +102,8 @@ namespace Kiln.Interop
         public uint negative_target_height;
         public float aesthetic_score;
         public float negative_aesthetic_score;
+        public IntPtr refiner;
+        public float refiner_start;
     }
 
     /// <summary>C: <c>kiln_control</c>: one ControlNet in <c>kiln_generate_options.controls</c>.</summary>

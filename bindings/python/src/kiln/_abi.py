@@ -93,6 +93,7 @@ GenerateOptions = _struct("kiln_generate_options", [
     ("negative_original_width", U32), ("negative_original_height", U32), ("negative_crop_top", U32),
     ("negative_crop_left", U32), ("negative_target_width", U32), ("negative_target_height", U32),
     ("aesthetic_score", F32), ("negative_aesthetic_score", F32),
+    ("refiner", PTR), ("refiner_start", F32),
 ])
 JobProgress = _struct("kiln_job_progress", [
     ("struct_size", U32), ("state", U32), ("step", U32), ("total_steps", U32), ("preview_step", U32),

@@ -93,6 +93,11 @@ class GenerateOptions(TypedDict, total=False):
     #: Refiner-style SDXL U-Nets only: defaults 6.0 and 2.5.
     aesthetic_score: float
     negative_aesthetic_score: float
+    #: Base-to-refiner hand-off: a second kiln.Model that finishes the schedule from this model's
+    #: latents and decodes (diffusers' denoising_end / denoising_start in one call).
+    refiner: Any
+    #: With refiner: the fraction of the schedule this model runs, 0 < f < 1 (default 0.8).
+    refiner_start: float
 
 
 class Request:
@@ -108,7 +113,8 @@ class Request:
                      "vae_memory_budget_mib", "final_decoder"):
             if name in kw:
                 setattr(o, name, int(kw.pop(name)))
-        for name in ("guidance_scale", "guidance_rescale", "strength", "aesthetic_score", "negative_aesthetic_score"):
+        for name in ("guidance_scale", "guidance_rescale", "strength", "aesthetic_score", "negative_aesthetic_score",
+                     "refiner_start"):
             if name in kw:
                 setattr(o, name, float(kw.pop(name)))
         for name in ("prompt_weighting", "posterior_mean", "guess_mode"):
@@ -153,6 +159,11 @@ class Request:
         if "scheduler_overrides" in kw:
             over = kw.pop("scheduler_overrides")
             o.scheduler_overrides = self._text(over if isinstance(over, str) else json.dumps(over))
+        if kw.get("refiner") is not None:
+            refiner = kw.pop("refiner")
+            self.keep.append(refiner)  # the handle stays open while the request is in use
+            o.refiner = refiner.handle
+        kw.pop("refiner", None)
         if kw.get("controls"):
             self._controls(o, list(kw.pop("controls")))
         kw.pop("controls", None)

@@ -1,0 +1,291 @@
+//! Base-to-refiner hand-off in latent space against diffusers' "ensemble of
+//! expert denoisers" (tools/make_sdxl_handoff_golden.py): optimum's
+//! ORTStableDiffusionXLPipeline on tiny-sdxl with `denoising_end=f,
+//! output_type="latent"`, then ORTStableDiffusionXLImg2ImgPipeline on the
+//! refiner-style fixture with those latents and `denoising_start=f`, every
+//! random draw replayed. Bounds as tests/sdxl.rs: latents ≤ 1e-3 relative,
+//! image ≤ 2e-3 absolute, both stages' U-Net timesteps exact.
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kiln::pipeline::handoff::Refiner;
+use kiln::pipeline::{GenerateRequest, Hooks, StepProgress};
+use kiln::{ErrorKind, Model, SchedulerKind};
+
+const LATENTS_BOUND: f64 = 1e-3;
+const IMAGE_BOUND: f64 = 2e-3;
+
+/// The refiner folder, assembled as tests/sdxl_refiner.rs does (its own copy,
+/// so the two test binaries never write the same folder).
+fn refiner_folder() -> &'static PathBuf {
+    static F: OnceLock<PathBuf> = OnceLock::new();
+    F.get_or_init(|| {
+        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-handoff-refiner");
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).unwrap();
+        }
+        let tiny = common::root().join("tests/fixtures/tiny-sdxl");
+        for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
+            common::copy_tree(&tiny.join(sub), &dest.join(sub));
+        }
+        common::copy_tree(&common::root().join("tests/fixtures/sdxl-refiner"), &dest);
+        dest
+    })
+}
+
+fn base() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads"))
+}
+
+fn refiner() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(common::runtime(), refiner_folder()).expect("refiner fixture loads"))
+}
+
+fn case_entry(name: &str) -> serde_json::Value {
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl_handoff/cases.json")).unwrap()).unwrap();
+    all.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
+}
+
+fn times(c: &serde_json::Value, key: &str) -> Vec<f64> {
+    c[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+/// Case `name`'s request with its recorded draws, handing off to `to`.
+fn request(name: &str, to: &Model) -> (GenerateRequest, serde_json::Value) {
+    let c = case_entry(name);
+    let (_, draws) = common::read_npy(&format!("sdxl_handoff/{name}.draws.npy"));
+    let request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().to_string(),
+        negative_prompt: c.get("negative_prompt").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+        width: 64,
+        height: 64,
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        // The base's initial latents, then its per-step noise and the refiner's.
+        initial_noise: Some(kiln::InitialNoise { shape: [1, 4, 8, 8], data: draws[..256].to_vec() }),
+        step_noise: Some(draws[256..].to_vec()),
+        refiner: Some(Refiner { model: to.clone(), start: c["refiner_start"].as_f64().unwrap() as f32 }),
+        ..Default::default()
+    };
+    (request, c)
+}
+
+/// Relative difference of `got` from golden `file`'s values, by their largest magnitude.
+fn relative(got: &[f32], file: &str) -> f64 {
+    let (_, want) = common::read_npy(file);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    (common::max_abs_diff(got, &want) / scale) as f64
+}
+
+fn case(name: &str) {
+    let (request, c) = request(name, refiner());
+    let (base_t, refiner_t) = (times(&c, "base_timesteps"), times(&c, "refiner_timesteps"));
+    // The latents at the hand-off, and the progress the job reports.
+    let mut handed = None;
+    let mut progress = Vec::new();
+    let mut on_step = |p: &StepProgress<'_>| {
+        progress.push((p.step, p.total));
+        if p.step == base_t.len() {
+            handed = Some(p.latents.iter().copied().collect::<Vec<f32>>());
+        }
+    };
+    let hooks = Hooks { on_step: Some(&mut on_step), ..Default::default() };
+    let out = base().generate_with(&request, hooks).unwrap();
+    let total = base_t.len() + refiner_t.len();
+    assert_eq!(progress, (1..=total).map(|s| (s, total)).collect::<Vec<_>>(), "{name}: one job's progress");
+    let mut want_t = base_t.clone();
+    want_t.extend(&refiner_t);
+    assert_eq!(out.timesteps, want_t, "{name}: both stages' timesteps");
+    let handoff = relative(&handed.unwrap(), &format!("sdxl_handoff/{name}.handoff.npy"));
+    let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("sdxl_handoff/{name}.latents.npy"));
+    let (_, want_img) = common::read_npy(&format!("sdxl_handoff/{name}.image.npy"));
+    let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
+    common::check_margin(&format!("sdxl_handoff::{name}::handoff_latents_rel"), handoff, LATENTS_BOUND);
+    common::check_margin(&format!("sdxl_handoff::{name}::latents_rel"), latents, LATENTS_BOUND);
+    common::check_margin(&format!("sdxl_handoff::{name}::image_abs"), image, IMAGE_BOUND);
+    eprintln!(
+        "{name}: base {} steps, refiner {}; hand-off latents {handoff:e}, final latents {latents:e} (bound {LATENTS_BOUND:e}), image {image:e} (bound {IMAGE_BOUND:e})",
+        base_t.len(),
+        refiner_t.len()
+    );
+}
+
+#[test]
+fn euler_handing_off_at_0_8_matches_diffusers() {
+    case("euler_08");
+}
+
+#[test]
+fn dpmpp_2m_handing_off_at_0_7_matches_diffusers() {
+    case("dpmpp_2m_07");
+}
+
+#[test]
+fn euler_a_continues_the_noise_stream_in_the_refiner() {
+    case("euler_a_06");
+}
+
+/// The refiner's part matters: finishing the same schedule with the base
+/// model's own U-Net (the same split, the base as its own "refiner") misses
+/// the golden far beyond the bound.
+#[test]
+fn finishing_with_the_base_model_misses_the_golden() {
+    let (request, _) = request("euler_08", base());
+    let out = base().generate_with(&request, Hooks::default()).unwrap();
+    let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), "sdxl_handoff/euler_08.latents.npy");
+    eprintln!("euler_08 finished by the base model: latents {latents:e} away (parity bound {LATENTS_BOUND:e})");
+    assert!(latents > 10.0 * LATENTS_BOUND, "the refiner's U-Net barely matters here ({latents:e})");
+}
+
+/// With device-resident latents (`ProviderPolicy::device_latents`) both
+/// stages run the device loop (every U-Net call counted in `device_steps`)
+/// and still meet the deterministic goldens.
+#[test]
+fn both_stages_run_on_the_device_loop_and_match_diffusers() {
+    let mut providers = kiln::runtime::ProviderPolicy::default();
+    providers.device_latents = true;
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
+    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    for name in ["euler_08", "dpmpp_2m_07"] {
+        let (request, c) = request(name, &dev_refiner);
+        let out = dev_base.generate_with(&request, Hooks::default()).unwrap();
+        let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
+        assert_eq!(out.device_steps, total, "{name}: every step on the device loop");
+        let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("sdxl_handoff/{name}.latents.npy"));
+        let (_, want_img) = common::read_npy(&format!("sdxl_handoff/{name}.image.npy"));
+        let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
+        common::check_margin(&format!("sdxl_handoff::device_loop::{name}::latents_rel"), latents, LATENTS_BOUND);
+        common::check_margin(&format!("sdxl_handoff::device_loop::{name}::image_abs"), image, IMAGE_BOUND);
+    }
+}
+
+#[test]
+fn unusable_hand_offs_are_specific_errors() {
+    let plain = common::tiny_model();
+    let (mut r, _) = request("euler_08", plain);
+    let e = base().generate_with(&r, Hooks::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message().contains("SD 1.x/2.x"), "{e}");
+    for start in [0.0, 1.0, -0.5, f32::NAN] {
+        let (mut r, _) = request("euler_08", refiner());
+        r.refiner.as_mut().unwrap().start = start;
+        let e = base().generate_with(&r, Hooks::default()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{start}: {e}");
+    }
+    // 0.05 of 10 steps leaves the base none (its first timestep, 901, is below the 950 cutoff).
+    r = request("euler_08", refiner()).0;
+    r.refiner.as_mut().unwrap().start = 0.05;
+    let e = base().generate_with(&r, Hooks::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.message().contains("base model no step"), "{e}");
+    r = request("euler_08", refiner()).0;
+    r.scheduler = SchedulerKind::Heun;
+    assert_eq!(base().generate_with(&r, Hooks::default()).unwrap_err().kind(), ErrorKind::Unsupported);
+    r = request("euler_08", refiner()).0;
+    r.init_image = Some(kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap());
+    r.mask = Some(kiln::pipeline::Mask { width: 64, height: 64, data: vec![255; 64 * 64] });
+    assert_eq!(base().generate_with(&r, Hooks::default()).unwrap_err().kind(), ErrorKind::Unsupported);
+    // Both models still generate.
+    let (ok, _) = request("euler_08", refiner());
+    base().generate_with(&ok, Hooks::default()).unwrap();
+}
+
+/// The hand-off through `kiln_model_generate_into` with `options->refiner`:
+/// the Euler case (its only draw is the initial noise, given as
+/// `initial_noise`) within half an 8-bit step plus the parity bound; a
+/// mismatched refiner and a bad fraction are INVALID_ARGUMENT with the
+/// handles still usable.
+mod c_api {
+    use super::common;
+    use kiln::ffi::{kiln_status, model::*, runtime::*};
+    use std::ffi::{c_char, CStr, CString};
+    use std::ptr;
+
+    fn last_error() -> String {
+        let mut buf = vec![0 as c_char; 4096];
+        unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), ptr::null_mut()) };
+        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+    }
+
+    fn load(rt: *mut kiln_runtime, dir: &std::path::Path) -> *mut kiln_model {
+        let dir = CString::new(dir.to_str().unwrap()).unwrap();
+        let mut model = ptr::null_mut();
+        assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
+        model
+    }
+
+    const QUANTUM: f64 = 0.5 / 255.0;
+
+    #[test]
+    fn refiner_through_c_matches_the_golden_and_bad_refiners_are_refused() {
+        let mut rt = ptr::null_mut();
+        assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
+        let base = load(rt, &common::root().join("tests/fixtures/tiny-sdxl"));
+        let refiner = load(rt, super::refiner_folder());
+        let plain = load(rt, &common::fixture());
+        let c = super::case_entry("euler_08");
+        let (_, draws) = common::read_npy("sdxl_handoff/euler_08.draws.npy");
+        let (_, want) = common::read_npy("sdxl_handoff/euler_08.image.npy");
+        let prompt = CString::new(c["prompt"].as_str().unwrap()).unwrap();
+        let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+        unsafe { kiln_generate_options_init(&mut o) };
+        assert_eq!(o.refiner_start, 0.8);
+        o.prompt = prompt.as_ptr();
+        (o.width, o.height) = (64, 64);
+        o.steps = c["steps"].as_u64().unwrap() as u32;
+        o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
+        o.scheduler = kiln_scheduler::Euler as u32;
+        o.initial_noise = draws.as_ptr();
+        o.initial_noise_len = draws.len();
+        o.refiner = refiner;
+        o.refiner_start = c["refiner_start"].as_f64().unwrap() as f32;
+        let mut buf = vec![0u8; 64 * 64 * 4];
+        let mut run = |o: &kiln_generate_options| {
+            let s = unsafe { kiln_model_generate_into(base, o, buf.as_mut_ptr(), buf.len(), 0) };
+            (s, buf.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect::<Vec<f32>>())
+        };
+        let (s, got) = run(&o);
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        let d = (common::max_abs_diff(&got, &want) as f64 - QUANTUM).max(0.0);
+        common::check_margin("sdxl_handoff::c_api::euler_08::image_abs_past_8bit", d, super::IMAGE_BOUND);
+        // Control: the base alone (NULL refiner) is far from the hand-off's image.
+        o.refiner = ptr::null();
+        let (s, alone) = run(&o);
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        let dc = common::max_abs_diff(&alone, &want) as f64 - QUANTUM;
+        eprintln!("euler_08 through C: {d:e} past 8-bit rounding (bound 2e-3); the base alone {dc:e}");
+        assert!(dc > super::IMAGE_BOUND, "the refiner field barely matters ({dc:e})");
+        // An SD 1.x model cannot continue SDXL latents.
+        o.refiner = plain;
+        let (s, _) = run(&o);
+        let msg = last_error();
+        assert_eq!(s, kiln_status::InvalidArgument, "{msg}");
+        assert!(msg.contains("options->refiner"), "{msg}");
+        o.refiner = refiner;
+        for bad in [0.0f32, 1.0, f32::INFINITY] {
+            o.refiner_start = bad;
+            let (s, _) = run(&o);
+            let msg = last_error();
+            assert_eq!(s, kiln_status::InvalidArgument, "{bad}: {msg}");
+            assert!(msg.contains("options->refiner_start"), "{msg}");
+        }
+        // The aesthetic score is for the refiner-style U-Net: accepted in a hand-off.
+        o.refiner_start = 0.8;
+        o.aesthetic_score = 7.0;
+        let (s, _) = run(&o);
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        unsafe {
+            kiln_model_free(plain);
+            kiln_model_free(refiner);
+            kiln_model_free(base);
+            kiln_runtime_destroy(rt);
+        }
+    }
+}
