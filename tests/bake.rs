@@ -777,6 +777,7 @@ fn lora_and_control_in_one_asset_give_generates_pixels() {
     let changed = styled.iter().zip(&read_png(&out.join("edged.png")).0).filter(|(a, b)| a != b).count();
     println!("the LoRA changes {changed} of {} channel values under the same ControlNet", styled.len());
     assert!(changed > styled.len() / 4, "the LoRA must act with the ControlNet");
+}
 
 /// An asset with `refiner` hands the latents to a second model as `generate
 /// --refiner DIR --refiner-start F` does: the same pixels and text chunks; the
