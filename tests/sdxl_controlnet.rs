@@ -12,6 +12,10 @@
 //! C API carries an SDXL ControlNet (the CLI and kiln-bake: tests/cli.rs,
 //! kept there because that binary is not run under qemu, whose child
 //! processes would run natively).
+//! Last, an SDXL LoRA view with the ControlNet against diffusers with the
+//! LoRA fused into the U-Net and text encoders
+//! (tools/make_sdxl_controlnet_lora_golden.py), same bounds, the plain model
+//! with the same ControlNet as the control.
 mod common;
 
 use std::path::{Path, PathBuf};
