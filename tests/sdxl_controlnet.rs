@@ -12,6 +12,10 @@
 //! C API carries an SDXL ControlNet (the CLI and kiln-bake: tests/cli.rs,
 //! kept there because that binary is not run under qemu, whose child
 //! processes would run natively).
+//! Last, an SDXL LoRA view with the ControlNet against diffusers with the
+//! LoRA fused into the U-Net and text encoders
+//! (tools/make_sdxl_controlnet_lora_golden.py), same bounds, the plain model
+//! with the same ControlNet as the control.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -272,4 +276,69 @@ fn c_api_kiln_control_on_sdxl_matches_diffusers() {
         kiln_model_free(model);
         kiln_runtime_destroy(rt);
     }
+}
+
+/// Golden case `name` of tests/fixtures/sdxl-controlnet-lora
+/// (tools/make_sdxl_controlnet_lora_golden.py): an SDXL LoRA view of this
+/// model, read from `layout`'s file ("kohya", SGM-named, or "peft"; diffusers
+/// fuses both to the same weights, checked there), with the ControlNet.
+/// diffusers fused the LoRA into the U-Net and both text encoders, never the
+/// ControlNet. Same bounds as `case`; the plain model with the same
+/// ControlNets must miss the golden by more than ten times the latent bound.
+fn lora_case(name: &str, layout: &str) {
+    let dir = common::root().join("tests/fixtures/sdxl-controlnet-lora");
+    let read = |file: &str| kiln::image::npy::read_f32(&dir.join(file)).expect("golden file").1;
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let view = model()
+        .with_loras(&[(dir.join(format!("style.{layout}.safetensors")), c["lora_scale"].as_f64().unwrap() as f32)])
+        .expect("SDXL LoRA view applies");
+    let controls = c["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("xl", control_image(k["image"].as_str().unwrap())) })
+        .collect();
+    let request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        controls,
+        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: read(&format!("{name}.draws.npy")) }),
+        ..Default::default()
+    };
+    let out = view.generate_with(&request, Hooks::default()).unwrap();
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: timesteps");
+    let want = read(&format!("{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = common::max_abs_diff(&got, &want) / scale;
+    common::check_margin(&format!("sdxl_controlnet::lora::{name}::{layout}::latents_rel"), rel as f64, 1e-3);
+    let d = common::max_abs_diff(&out.image.data, &read(&format!("{name}.image.npy")));
+    common::check_margin(&format!("sdxl_controlnet::lora::{name}::{layout}::image_abs"), d as f64, 2e-3);
+
+    // The LoRA must matter: the plain model with the same ControlNets lands far away.
+    let without = model().generate_with(&request, Hooks::default()).unwrap();
+    let off: Vec<f32> = without.latents.iter().copied().collect();
+    let effect = common::max_abs_diff(&off, &want) / scale;
+    eprintln!("{name}: the plain model with the same ControlNet differs by {effect:.3e} (relative; bound 1e-3)");
+    assert!(effect > 1e-2, "{name}: the LoRA changed the result by only {effect:e}");
+}
+
+#[test]
+fn sdxl_lora_view_with_a_controlnet_matches_diffusers() {
+    lora_case("style_euler", "kohya");
+}
+
+#[test]
+fn sdxl_peft_lora_view_with_a_controlnet_matches_diffusers() {
+    lora_case("style_euler", "peft");
+}
+
+#[test]
+fn sdxl_lora_at_half_scale_with_two_controlnets_matches_diffusers() {
+    lora_case("style_half_ddim_two", "kohya");
 }
