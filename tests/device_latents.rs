@@ -7,7 +7,9 @@
 //! step graph and coefficients run, so this checks all of it but the copies.
 //! `KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact` (tools/gpu_check.sh)
 //! runs the same comparisons on CUDA, device memory included.
-//! `KILN_TEST_STATIC_UNET=1` runs both loops through the static U-Net.
+//! `KILN_TEST_STATIC_UNET=1` runs both loops through the static U-Net, and
+//! `KILN_TEST_CUDA_GRAPH=1` with CUDA graph replay (on CUDA the device loop
+//! then binds fixed buffers, as `fixed_buffers_*` does everywhere).
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,12 @@ type Log = Arc<Mutex<Vec<String>>>;
 /// A runtime with the providers tests/common reads from the environment,
 /// device-resident latents on or off, and its log.
 fn make_runtime(device_latents: bool) -> (Runtime, Log) {
+    make_runtime_with(device_latents, false)
+}
+
+/// As `make_runtime`; `fixed`: the device loop binds the U-Net's buffers at
+/// fixed addresses (the CUDA graph replay path) on any provider.
+fn make_runtime_with(device_latents: bool, fixed: bool) -> (Runtime, Log) {
     let log: Log = Default::default();
     let sink = Arc::clone(&log);
     let mut providers = kiln::runtime::ProviderPolicy::default();
@@ -35,7 +43,9 @@ fn make_runtime(device_latents: bool) -> (Runtime, Log) {
         providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
     }
     providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
+    providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
     providers.device_latents = device_latents;
+    providers.fixed_unet_buffers = fixed;
     let rt = Runtime::new(&RuntimeOptions {
         providers,
         log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
@@ -287,4 +297,73 @@ fn the_c_field_turns_device_latents_on_with_the_same_pixels() {
     eprintln!("C route, device vs host loop: max {max} levels, {:.3} % of values differ", differing * 100.0);
     assert!(max <= 1, "a byte differs by {max} levels");
     common::check_margin("device_latents::c_route::differing_fraction", differing, 0.01);
+}
+
+/// A device-loop model whose U-Net buffers are bound at fixed addresses.
+fn fixed() -> &'static (Model, Log) {
+    static M: OnceLock<(Model, Log)> = OnceLock::new();
+    M.get_or_init(|| {
+        let (rt, log) = make_runtime_with(true, true);
+        (Model::load(&rt, &common::fixture()).expect("tiny fixture loads"), log)
+    })
+}
+
+/// Lines of `log` from `from` on that say fixed buffers were made.
+fn buffers_made(log: &Log, from: usize) -> Vec<String> {
+    log.lock().unwrap()[from..].iter().filter(|l| l.contains("bound at fixed addresses")).cloned().collect()
+}
+
+/// The CUDA graph replay path (every U-Net input and the output bound once,
+/// the step graph writing the next sample into the bound buffer, the timestep
+/// copied into its buffer) gives the host loop's results, on the CPU without
+/// a capture. The buffers are kept between generations of the same shapes (a
+/// captured graph needs the same addresses) with this generation's inputs
+/// written into them: a second prompt and seed at the same shapes reuses them
+/// and still matches the host loop, and another batch makes new ones.
+#[test]
+fn fixed_buffers_match_the_host_loop_and_are_reused() {
+    let (model, log) = fixed();
+    let run = |id: &str, r: &GenerateRequest| -> usize {
+        let before = log.lock().unwrap().len();
+        let want = host_model().generate_with(r, Hooks::default()).expect("host loop");
+        let got = model.generate_with(r, Hooks::default()).expect("device loop, fixed buffers");
+        assert_eq!(got.device_steps, want.timesteps.len(), "{id}: every U-Net call should have run in the device loop");
+        compare_results(&format!("fixed_{id}"), &got, &want);
+        let made = buffers_made(log, before);
+        // On CUDA with KILN_TEST_CUDA_GRAPH=1 (tools/gpu_check.sh) the buffers serve a captured graph.
+        let replay = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1")
+            && std::env::var("KILN_TEST_PROVIDERS").is_ok_and(|p| p.contains("cuda"));
+        assert!(made.iter().all(|l| l.ends_with("(CUDA graph replay)") == replay), "{id}: {made:?}");
+        made.len()
+    };
+    assert_eq!(run("euler_cfg", &request(SchedulerKind::Euler, 5.0, 6)), 1, "the first generation makes the buffers");
+    let other = GenerateRequest {
+        prompt: "cracked desert clay".into(),
+        negative_prompt: "smooth".into(),
+        seed: 23,
+        ..request(SchedulerKind::DpmPP2MSde, 7.0, 6)
+    };
+    assert_eq!(run("dpmpp_2m_sde_cfg_second_prompt", &other), 0, "same shapes: the buffers are reused");
+    assert_eq!(run("dpmpp_2m_noguide", &request(SchedulerKind::DpmPP2M, 1.0, 5)), 1, "batch 1: new buffers");
+    let picture = kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).expect("an init picture");
+    let img2img = GenerateRequest { init_image: Some(picture), strength: 0.6, ..request(SchedulerKind::EulerA, 5.0, 8) };
+    // The dynamic U-Net keeps one set of buffers; each specialised U-Net (one
+    // per shape) keeps its own, so batch 2 finds its set again.
+    let specialised = ["KILN_TEST_STATIC_UNET", "KILN_TEST_CUDA_GRAPH"].iter().any(|v| std::env::var(v).is_ok_and(|v| v == "1"));
+    assert_eq!(run("img2img_euler_a", &img2img), usize::from(!specialised), "batch 2 again (specialised U-Nets: {specialised})");
+}
+
+/// SDXL's added inputs live in fixed buffers too.
+#[test]
+fn fixed_buffers_run_sdxl() {
+    let folder = common::root().join("tests/fixtures/tiny-sdxl");
+    let host = Model::load(host_model().runtime(), &folder).expect("tiny SDXL loads");
+    // A runtime of its own: its log must not reach the reuse test's counts.
+    let (rt, _log) = make_runtime_with(true, true);
+    let dev = Model::load(&rt, &folder).expect("tiny SDXL loads");
+    let r = request(SchedulerKind::Euler, 5.0, 5);
+    let want = host.generate_with(&r, Hooks::default()).expect("host loop");
+    let got = dev.generate_with(&r, Hooks::default()).expect("device loop, fixed buffers");
+    assert_eq!((want.device_steps, got.device_steps), (0, 5));
+    compare_results("fixed_sdxl_euler_cfg", &got, &want);
 }

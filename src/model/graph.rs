@@ -65,6 +65,14 @@ pub struct Graph {
     /// Inputs and output bound at fixed device addresses, for CUDA graph
     /// replay; made on the first run, dropped with the session.
     bound: Mutex<Option<crate::model::static_unet::BoundIo>>,
+    /// The device loop's U-Net buffers at fixed addresses (CUDA graph replay
+    /// with device-resident latents), kept between generations so a captured
+    /// graph stays valid; see `pipeline::device_loop`.
+    pub(crate) fixed_io: Mutex<Option<crate::pipeline::device_loop::FixedUnetIo>>,
+    /// Counts the sessions opened, so buffers bound to an earlier session are
+    /// recognised (they cannot be dropped on reopening: the device loop holds
+    /// `fixed_io` while it opens the session).
+    session_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// How a graph's session is made, beyond the runtime's settings.
@@ -231,6 +239,8 @@ impl Graph {
             run_nanos: Default::default(),
             flags,
             bound: Mutex::new(None),
+            fixed_io: Mutex::new(None),
+            session_epoch: Default::default(),
         })
     }
 
@@ -296,8 +306,16 @@ impl Graph {
             // Device buffers bound to a released session go with it.
             *self.bound.lock() = None;
             *guard = Some(open_session(&self.runtime, self.name, (&self.source, &self.overrides), &self.source_digest, self.flags)?.0);
+            self.session_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(guard)
+    }
+
+    /// Which session this graph has open (see `session_epoch`); the session
+    /// is opened first if it is not.
+    pub(crate) fn session_epoch(&self) -> Result<u64> {
+        let _guard = self.acquire()?;
+        Ok(self.session_epoch.load(std::sync::atomic::Ordering::Acquire))
     }
 }
 

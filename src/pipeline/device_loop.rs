@@ -15,14 +15,25 @@
 //! and a step's latents come back only when a preview of it was asked for
 //! ([`super::StepLatents`]).
 //!
+//! With CUDA graph replay (`ProviderPolicy::cuda_graph`, the specialised
+//! U-Net's session captured by ONNX Runtime) every U-Net input and its output
+//! live in device buffers bound once at fixed addresses ([`FixedUnetIo`], kept
+//! on the graph between generations): the step graph writes the next sample
+//! into the bound sample buffer, the timestep is copied into its buffer each
+//! step, and the run names its own captured graph (`gpu_graph_id`), apart
+//! from the host loop's. The internal test switch
+//! `ProviderPolicy::fixed_unet_buffers` takes that path on any provider, so
+//! CI runs it on the CPU (without a capture).
+//!
 //! It runs on the CUDA provider (device memory) and on the CPU provider (host
 //! memory, the same code; this is how CI tests it). A request it cannot run
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
 //! inpainting, ControlNet, U-Nets run as two batch-1 calls for CFG, float16
-//! U-Net inputs or outputs, per-stage residency, CUDA graph replay, and other
-//! execution providers.
+//! U-Net inputs or outputs, per-stage residency, and other execution
+//! providers; also a CUDA graph capture ONNX Runtime refuses on the first
+//! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
 use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions};
@@ -79,10 +90,7 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
     let probe = ArrayD::zeros(IxDyn(&[batch, r.latents.shape()[1], r.latents.shape()[2], r.latents.shape()[3]]));
     let inputs = unet_inputs(m, probe, t0, r.embeds.clone(), r.added, r.w).map_err(|e| e.message().to_string())?;
     let choice = match specialised_unet(m, &inputs) {
-        Some((s, _)) if s.graph.uses_cuda_graph() => {
-            return Err("CUDA graph replay binds its own device buffers (use the static U-Net without --cuda-graph)".into())
-        }
-        Some((s, _)) => UnetChoice::Static(s),
+        Some((s, key)) => UnetChoice::Static(s, key),
         None => UnetChoice::Dynamic,
     };
     let unet = choice.graph(m);
@@ -96,15 +104,16 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
 pub(crate) enum UnetChoice {
     /// The model's own U-Net.
     Dynamic,
-    /// The U-Net specialised to this job's shapes (`ProviderPolicy::static_unet`).
-    Static(std::sync::Arc<crate::model::static_unet::Specialised>),
+    /// The U-Net specialised to this job's shapes (`ProviderPolicy::static_unet`),
+    /// with the key it is kept under.
+    Static(std::sync::Arc<crate::model::static_unet::Specialised>, Vec<Vec<usize>>),
 }
 
 impl UnetChoice {
     fn graph<'a>(&'a self, m: &'a ModelInner) -> &'a Graph {
         match self {
             Self::Dynamic => &m.unet,
-            Self::Static(s) => &s.graph,
+            Self::Static(s, _) => &s.graph,
         }
     }
 }
@@ -146,8 +155,116 @@ fn download(graph_name: &str, dev: &DynTensor) -> Result<ArrayD<f32>> {
     graph::to_f32(graph_name, "latents", &host)
 }
 
-/// Runs the denoising loop on the device; returns the final latents and the
-/// number of steps run there.
+/// The U-Net's bindings for one generation's loop.
+///
+/// Without fixed buffers (the default) the sample and output are device
+/// tensors made for this generation, the constant inputs are bound as host
+/// tensors (ONNX Runtime copies them to the device when they are bound), and
+/// the timestep is bound again each step. With fixed buffers every input and
+/// the output is a device tensor bound once and written by copy, at addresses
+/// that stay the same for as long as the U-Net's session: what ONNX Runtime's
+/// CUDA graph replay needs (it replays the kernels it captured, on the
+/// addresses it captured). Those are kept on the graph (`Graph::fixed_io`)
+/// for the next generation of the same shapes.
+pub(crate) struct FixedUnetIo {
+    /// Names, element types and shapes of the inputs (sample, timestep, then
+    /// the constant ones), then the output's: a generation with another
+    /// layout makes new buffers.
+    layout: Vec<(String, TensorElementType, Vec<i64>)>,
+    /// The U-Net session the binding belongs to (`Graph::session_epoch`).
+    epoch: u64,
+    binding: IoBinding,
+    sample: DynTensor,
+    /// The timestep's device buffer (fixed buffers only).
+    timestep: Option<DynTensor>,
+    /// The constant inputs' device buffers (fixed buffers only).
+    constants: Vec<DynTensor>,
+    output: DynTensor,
+    /// Run options naming the captured graph (`gpu_graph_id`), for a session
+    /// with CUDA graph replay: its default graph is the host loop's, whose
+    /// buffers (`static_unet::BoundIo`) are at other addresses.
+    graph_options: Option<RunOptions>,
+}
+
+/// ONNX Runtime's graph annotation id for the device loop's capture (0, the
+/// default, is the host loop's; -1 turns capture off; see ONNX Runtime's
+/// `kOrtRunOptionsConfigCudaGraphAnnotation`).
+const DEVICE_LOOP_GRAPH_ID: &str = "1";
+
+fn layout_of(values: &[(String, DynTensor)], output: &str, output_shape: &[usize]) -> Vec<(String, TensorElementType, Vec<i64>)> {
+    let mut layout: Vec<_> = values.iter().map(|(n, v)| (n.clone(), *v.data_type(), v.shape().to_vec())).collect();
+    layout.push((output.to_string(), TensorElementType::Float32, output_shape.iter().map(|&d| d as i64).collect()));
+    layout
+}
+
+impl FixedUnetIo {
+    /// Binds `values` (sample, timestep, then the constant inputs, as host
+    /// tensors) and a float32 output of `output_shape`; `fixed`: every input on
+    /// a device buffer of its own (see the type).
+    fn new(
+        unet: &Graph,
+        allocator: &Allocator,
+        values: &[(String, DynTensor)],
+        (output, output_shape): (&str, &[usize]),
+        fixed: bool,
+        epoch: u64,
+    ) -> Result<Self> {
+        let mut binding: IoBinding = unet.create_binding()?;
+        let layout = layout_of(values, output, output_shape);
+        let [(sample_name, sample_host), (timestep_name, timestep_host), constant_values @ ..] = values else {
+            return Err(Error::internal("the U-Net's inputs lack the sample or the timestep"));
+        };
+        let sample = device_tensor(allocator, &sample_host.shape().iter().map(|&d| d as usize).collect::<Vec<_>>())?;
+        binding.bind_input(sample_name.as_str(), &sample).map_err(fail("binding the U-Net's sample"))?;
+        let mut timestep = None;
+        let mut constants = Vec::new();
+        if fixed {
+            let dev = DynTensor::new(allocator, *timestep_host.data_type(), timestep_host.shape().to_vec())
+                .map_err(fail("allocating the timestep's device buffer"))?;
+            binding.bind_input(timestep_name.as_str(), &dev).map_err(fail("binding the timestep"))?;
+            timestep = Some(dev);
+        }
+        for (name, host) in constant_values {
+            if fixed {
+                let dev = DynTensor::new(allocator, *host.data_type(), host.shape().to_vec()).map_err(fail("allocating a U-Net input"))?;
+                binding.bind_input(name.as_str(), &dev).map_err(fail("binding a U-Net input"))?;
+                constants.push(dev);
+            } else {
+                binding.bind_input(name.as_str(), host).map_err(fail("binding a U-Net input"))?;
+            }
+        }
+        let mut out = device_tensor(allocator, output_shape)?;
+        binding.bind_output(output, &mut out).map_err(fail("binding the U-Net's output"))?;
+        let graph_options = if fixed && unet.uses_cuda_graph() {
+            let mut o = RunOptions::new().map_err(fail("making run options"))?;
+            o.set("gpu_graph_id", DEVICE_LOOP_GRAPH_ID).map_err(fail("naming the CUDA graph"))?;
+            Some(o)
+        } else {
+            None
+        };
+        Ok(Self { layout, epoch, binding, sample, timestep, constants, output: out, graph_options })
+    }
+
+    /// Fixed buffers: writes this generation's constant inputs into them.
+    fn load_constants(&mut self, values: &[(String, DynTensor)]) -> Result<()> {
+        for (dev, (_, host)) in self.constants.iter_mut().zip(values.iter().skip(2)) {
+            host.copy_into(&mut *dev).map_err(fail("copying a U-Net input to the device"))?;
+        }
+        Ok(())
+    }
+}
+
+/// How a loop ended.
+pub(crate) enum DeviceOutcome {
+    /// Every step ran: the final latents and the number of steps.
+    Done(ArrayD<f32>, usize),
+    /// ONNX Runtime refused the U-Net's CUDA graph capture on the first call,
+    /// before anything was drawn or reported: the caller runs the host loop
+    /// (the shape now runs the dynamic U-Net, logged). Holds the reason.
+    CaptureRefused(String),
+}
+
+/// Runs the denoising loop on the device.
 pub(crate) fn run(
     m: &ModelInner,
     unet_choice: &UnetChoice,
@@ -155,7 +272,7 @@ pub(crate) fn run(
     r: DeviceRequest<'_>,
     noise: &mut dyn NoiseSource,
     hooks: DeviceHooks<'_, '_>,
-) -> Result<(ArrayD<f32>, usize)> {
+) -> Result<DeviceOutcome> {
     let unet = unet_choice.graph(m);
     let step_graph = m.step_graphs.get(&m.runtime, r.cfg)?;
     let allocator = unet
@@ -166,6 +283,8 @@ pub(crate) fn run(
     let mut batched_shape = latent_shape.clone();
     batched_shape[0] = batch;
     let total = r.timesteps.len();
+    // CUDA graph replay reads the addresses it captured: bind everything once.
+    let fixed = unet.uses_cuda_graph() || m.runtime.inner.providers.fixed_unet_buffers;
 
     // The first U-Net input is made on the host; every later one by the step graph.
     let scale0 = scheduler.input_scale(r.start);
@@ -175,27 +294,46 @@ pub(crate) fn run(
     } else {
         scaled
     };
-    let unet_in = upload(&allocator, &first_in)?;
-    let mut unet_out = device_tensor(&allocator, &batched_shape)?;
     let zeros = ArrayD::<f32>::zeros(IxDyn(&latent_shape));
     let mut samples = [upload(&allocator, &r.latents)?, device_tensor(&allocator, &latent_shape)?];
     let mut histories = [upload(&allocator, &zeros)?, device_tensor(&allocator, &latent_shape)?];
     let no_noise = upload(&allocator, &zeros)?;
 
-    // The U-Net's binding: everything but the timestep is bound once.
+    // The U-Net's inputs as host tensors: sample, timestep, then the constants.
     let io = &m.unet_io;
-    let mut unet_binding: IoBinding = unet.create_binding()?;
     let t0 = r.timesteps.first().copied().unwrap_or(0.0);
-    let constants = unet_inputs(m, ArrayD::zeros(IxDyn(&batched_shape)), t0, r.embeds.clone(), r.added, r.w)?;
-    for (spec, data) in constants.into_iter().skip(2) {
-        let value = unet.to_value(spec, data)?;
-        unet_binding.bind_input(spec.name.as_str(), &value).map_err(fail("binding a U-Net input"))?;
+    let mut values = Vec::new();
+    for (spec, data) in unet_inputs(m, first_in.clone(), t0, r.embeds.clone(), r.added, r.w)? {
+        values.push((spec.name.clone(), unet.to_value(spec, data)?));
     }
-    unet_binding.bind_output(io.output.as_str(), &mut unet_out).map_err(fail("binding the U-Net's output"))?;
+    let epoch = unet.session_epoch()?;
+    let mut own;
+    let mut kept;
+    let buffers: &mut FixedUnetIo = if fixed {
+        kept = unet.fixed_io.lock();
+        let layout = layout_of(&values, &io.output, &batched_shape);
+        if !kept.as_ref().is_some_and(|b| b.epoch == epoch && b.layout == layout) {
+            *kept = None;
+            *kept = Some(FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), true, epoch)?);
+            m.runtime.logger().info(&format!(
+                "latents: U-Net buffers bound at fixed addresses for {:?}{}",
+                batched_shape,
+                if unet.uses_cuda_graph() { " (CUDA graph replay)" } else { "" }
+            ));
+        }
+        let b = kept.as_mut().ok_or_else(|| Error::internal("fixed U-Net buffers missing after they were made"))?;
+        b.load_constants(&values)?;
+        b
+    } else {
+        own = FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), false, epoch)?;
+        &mut own
+    };
+    host_tensor(first_in.iter().copied().collect(), first_in.shape())?
+        .copy_into(&mut buffers.sample)
+        .map_err(fail("copying to the device"))?;
 
     let mut step_binding: IoBinding = step_graph.create_binding()?;
-    let mut unet_in = unet_in;
-    step_binding.bind_output(names::UNET_IN, &mut unet_in).map_err(fail("binding the next U-Net input"))?;
+    step_binding.bind_output(names::UNET_IN, &mut buffers.sample).map_err(fail("binding the next U-Net input"))?;
 
     let run_options = hooks.run_options;
     let mut on_step = hooks.on_step;
@@ -205,14 +343,31 @@ pub(crate) fn run(
             return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
         let timestep = unet.to_value(&io.timestep, GraphInput::Float(unet_timestep(m, t, batch)))?;
-        unet_binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
-        // Device tensors are bound again before every run: ONNX Runtime
-        // copies a bound input at binding time when the session wants it on
-        // another device (an input placed on the CPU), so a binding made once
-        // could hold a stale copy. On the input's own device it only stores
-        // the pointer.
-        unet_binding.bind_input(io.sample.name.as_str(), &unet_in).map_err(fail("binding the U-Net's sample"))?;
-        unet.run_binding(&unet_binding, run_options)?;
+        match buffers.timestep.as_mut() {
+            // Fixed buffers: the bound timestep is written, not rebound.
+            Some(dev) => timestep.copy_into(&mut *dev).map_err(fail("copying the timestep to the device"))?,
+            None => {
+                buffers.binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
+                // Device tensors are bound again before every run: ONNX
+                // Runtime copies a bound input at binding time when the
+                // session wants it on another device (an input placed on the
+                // CPU), so a binding made once could hold a stale copy. On
+                // the input's own device it only stores the pointer. (With
+                // fixed buffers nothing may be placed elsewhere: a CUDA graph
+                // capture refuses it.)
+                buffers.binding.bind_input(io.sample.name.as_str(), &buffers.sample).map_err(fail("binding the U-Net's sample"))?;
+            }
+        }
+        let unet_run = unet.run_binding(&buffers.binding, buffers.graph_options.as_ref().or(run_options));
+        match (unet_run, unet_choice) {
+            (Err(e), UnetChoice::Static(_, key)) if k == 0 && buffers.graph_options.is_some() && e.kind() == ErrorKind::Inference => {
+                // Nothing was drawn or reported yet: the host loop takes over.
+                // The buffers go with the specialised graph, which is dropped.
+                m.static_unets.give_up(&m.runtime, key.clone(), &e);
+                return Ok(DeviceOutcome::CaptureRefused(e.message().to_string()));
+            }
+            (result, _) => result?,
+        }
 
         let step = scheduler
             .linear_step(i, k)
@@ -240,7 +395,7 @@ pub(crate) fn run(
             &no_noise
         };
         let (from, to) = (k % 2, (k + 1) % 2);
-        step_binding.bind_input(names::UNET_OUT, &unet_out).map_err(fail("binding the step's model output"))?;
+        step_binding.bind_input(names::UNET_OUT, &buffers.output).map_err(fail("binding the step's model output"))?;
         step_binding.bind_input(names::SAMPLE, &samples[from]).map_err(fail("binding the latents"))?;
         step_binding.bind_input(names::HISTORY, &histories[from]).map_err(fail("binding the history"))?;
         step_binding.bind_input(names::NOISE, noise_value).map_err(fail("binding the noise"))?;
@@ -259,5 +414,5 @@ pub(crate) fn run(
         }
     }
     let last = download(step_graph.name, &samples[total % 2])?;
-    Ok((last, total))
+    Ok(DeviceOutcome::Done(last, total))
 }

@@ -5,7 +5,7 @@
 //! scheduler but `lcm`.
 pub mod inputs;
 pub mod control;
-mod device_loop;
+pub(crate) mod device_loop;
 pub mod noise;
 pub mod outputs;
 pub mod texture;
@@ -656,10 +656,16 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
                     step_latents,
                     run_options,
                 };
-                let (last, steps) = device_loop::run(m, &choice, scheduler.as_ref(), d, step_noise, hooks)?;
-                m.runtime.logger().info(&format!("latents: {steps} steps with device-resident latents"));
-                latents = last;
-                device_steps = steps;
+                match device_loop::run(m, &choice, scheduler.as_ref(), d, step_noise, hooks)? {
+                    device_loop::DeviceOutcome::Done(last, steps) => {
+                        m.runtime.logger().info(&format!("latents: {steps} steps with device-resident latents"));
+                        latents = last;
+                        device_steps = steps;
+                    }
+                    device_loop::DeviceOutcome::CaptureRefused(why) => {
+                        m.runtime.logger().info(&format!("latents: host loop (CUDA graph capture refused: {why})"))
+                    }
+                }
             }
             Err(why) => m.runtime.logger().info(&format!("latents: host loop ({why})")),
         }
