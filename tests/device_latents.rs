@@ -367,3 +367,70 @@ fn fixed_buffers_run_sdxl() {
     assert_eq!((want.device_steps, got.device_steps), (0, 5));
     compare_results("fixed_sdxl_euler_cfg", &got, &want);
 }
+
+fn png_bytes(path: &std::path::Path) -> (usize, usize, usize, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
+}
+
+/// tests/inpaint.rs's picture and mask (the mask repaints part of it).
+fn inpaint_request(kind: SchedulerKind, guidance: f32, steps: usize, strength: f32) -> GenerateRequest {
+    let (w, h, ch, buf) = png_bytes(&common::golden("ddim_cfg.png"));
+    let init = kiln::pipeline::InitImage { width: w, height: h, rgb: buf.chunks(ch).flat_map(|p| [p[0], p[1], p[2]]).collect() };
+    let (w, h, ch, buf) = png_bytes(&common::golden("inpaint/mask.png"));
+    let mask = kiln::pipeline::Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() };
+    GenerateRequest { init_image: Some(init), mask: Some(mask), strength, ..request(kind, guidance, steps) }
+}
+
+/// Inpainting as diffusers' StableDiffusionInpaintPipeline, in the device
+/// loop: with the ordinary U-Net the step graph blends the kept area back on
+/// the init latents noised to the next timestep (the scheduler's add_noise
+/// coefficients cross per step, as two scalars); with the 9-channel
+/// inpainting U-Net it appends the mask and the masked picture's latents to
+/// every U-Net input. Same results as the host loop: start part-way and from
+/// full strength, deterministic and stochastic schedulers, with and without
+/// guidance.
+#[test]
+fn inpainting_runs_on_the_device_loop() {
+    let blend_cases = [
+        ("inpaint_blend_ddim_s075", inpaint_request(SchedulerKind::Ddim, 7.5, 8, 0.75)),
+        ("inpaint_blend_euler_s1", inpaint_request(SchedulerKind::Euler, 7.5, 8, 1.0)),
+        ("inpaint_blend_euler_a_s075", inpaint_request(SchedulerKind::EulerA, 7.5, 8, 0.75)),
+        ("inpaint_blend_dpmpp_2m_noguide_s06", inpaint_request(SchedulerKind::DpmPP2M, 1.0, 8, 0.6)),
+    ];
+    for (id, r) in &blend_cases {
+        compare(id, r);
+    }
+    let folder = common::variant_folder("inpaint9");
+    let host = Model::load(host_model().runtime(), &folder).expect("inpaint9 loads");
+    let dev = Model::load(device().0.runtime(), &folder).expect("inpaint9 loads");
+    let unet_cases = [
+        ("inpaint9_ddim_s075", inpaint_request(SchedulerKind::Ddim, 7.5, 8, 0.75)),
+        ("inpaint9_euler_s1", inpaint_request(SchedulerKind::Euler, 7.5, 8, 1.0)),
+        ("inpaint9_dpmpp_2m_sde_s1", inpaint_request(SchedulerKind::DpmPP2MSde, 7.5, 6, 1.0)),
+        ("inpaint9_dpmpp_2m_noguide_s06", inpaint_request(SchedulerKind::DpmPP2M, 1.0, 8, 0.6)),
+    ];
+    for (id, r) in &unet_cases {
+        let want = host.generate_with(r, Hooks::default()).expect("host loop");
+        let got = dev.generate_with(r, Hooks::default()).expect("device loop");
+        assert_eq!((want.device_steps, got.device_steps), (0, want.timesteps.len()), "{id}");
+        compare_results(id, &got, &want);
+    }
+    // Through fixed buffers too (the CUDA graph replay path), 9-channel
+    // inputs included.
+    let (rt, _log) = make_runtime_with(true, true);
+    let fixed9 = Model::load(&rt, &folder).expect("inpaint9 loads");
+    let fixed4 = Model::load(&rt, &common::fixture()).expect("tiny fixture loads");
+    for (id, model, host_model, r) in [
+        ("fixed_inpaint9_euler_s1", &fixed9, &host, &unet_cases[1].1),
+        ("fixed_inpaint_blend_ddim_s075", &fixed4, host_model(), &blend_cases[0].1),
+    ] {
+        let want = host_model.generate_with(r, Hooks::default()).expect("host loop");
+        let got = model.generate_with(r, Hooks::default()).expect("device loop, fixed buffers");
+        assert_eq!(got.device_steps, want.timesteps.len(), "{id}");
+        compare_results(id, &got, &want);
+    }
+}

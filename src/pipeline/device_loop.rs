@@ -15,6 +15,12 @@
 //! and a step's latents come back only when a preview of it was asked for
 //! ([`super::StepLatents`]).
 //!
+//! Inpainting runs here too: a 9-channel inpainting U-Net gets the mask and
+//! the masked picture's latents appended to each input by the step graph, and
+//! with an ordinary U-Net the step graph blends the kept area back on the init
+//! latents noised to the next timestep, from two `add_noise` coefficients per
+//! step ([`DeviceInpainting`]).
+//!
 //! With CUDA graph replay (`ProviderPolicy::cuda_graph`, the specialised
 //! U-Net's session captured by ONNX Runtime) every U-Net input and its output
 //! live in device buffers bound once at fixed addresses ([`FixedUnetIo`], kept
@@ -30,7 +36,7 @@
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! inpainting, ControlNet, U-Nets run as two batch-1 calls for CFG, float16
+//! ControlNet, U-Nets run as two batch-1 calls for CFG, float16
 //! U-Net inputs or outputs, per-stage residency, and other execution
 //! providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
@@ -42,7 +48,7 @@ use ort::value::{DynTensor, Tensor, TensorElementType};
 use super::{specialised_unet, unet_inputs, unet_timestep, StepLatents, StepProgress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::graph::{self, Graph, GraphInput, TensorSpec};
-use crate::model::step_graph::{names, COEFFICIENT_COUNT};
+use crate::model::step_graph::{names, Inpainting, COEFFICIENT_COUNT};
 use crate::model::ModelInner;
 use crate::scheduler::{NoiseSource, Scheduler};
 
@@ -64,6 +70,50 @@ pub(crate) struct DeviceRequest<'a> {
     pub guidance: f32,
     /// Whether the U-Net runs a CFG batch of 2.
     pub cfg: bool,
+    /// Inpainting, as the host loop does it.
+    pub inpainting: DeviceInpainting<'a>,
+}
+
+/// Inpainting in the device loop (diffusers' `StableDiffusionInpaintPipeline`).
+#[derive(Clone, Copy)]
+pub(crate) enum DeviceInpainting<'a> {
+    /// No inpainting.
+    None,
+    /// A 9-channel inpainting U-Net: `[1, 1 + C, h, w]`, the mask then the
+    /// masked picture's latents, appended to each U-Net input row.
+    Conditioned(&'a ArrayD<f32>),
+    /// An ordinary U-Net: after each step the kept area is put back on the
+    /// init picture's latents (`clean`) noised to the next timestep with the
+    /// start noise; `mask` is 1 where the picture is repainted, `[1, C, h, w]`.
+    Blended { clean: &'a ArrayD<f32>, start_noise: &'a ArrayD<f32>, mask: &'a ArrayD<f32> },
+}
+
+impl DeviceInpainting<'_> {
+    fn mode(&self) -> Inpainting {
+        match self {
+            Self::None => Inpainting::None,
+            Self::Conditioned(_) => Inpainting::Conditioned,
+            Self::Blended { .. } => Inpainting::Blended,
+        }
+    }
+
+    /// Channels the U-Net's input has beyond the latents'.
+    fn extra_channels(&self) -> usize {
+        match self {
+            Self::Conditioned(c) => c.shape()[1],
+            _ => 0,
+        }
+    }
+}
+
+/// The coefficients `(p, q)` of the scheduler's `add_noise` at step `index`:
+/// `add_noise(x, n) = p·x + q·n` for every scheduler (a linear map, probed
+/// with unit inputs, so the values are the scheduler's own float32 ones).
+fn add_noise_coefficients(scheduler: &dyn Scheduler, index: usize) -> Result<(f32, f32)> {
+    let (one, zero) = (ArrayD::from_elem(IxDyn(&[1]), 1.0f32), ArrayD::from_elem(IxDyn(&[1]), 0.0f32));
+    let p = scheduler.add_noise(&one, &zero, index)?;
+    let q = scheduler.add_noise(&zero, &one, index)?;
+    Ok((p[0], q[0]))
 }
 
 /// The U-Net graph the device loop would run, or why it cannot run.
@@ -87,7 +137,8 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
     }
     let t0 = r.timesteps.first().copied().unwrap_or(0.0);
     let batch = if r.cfg { 2 } else { 1 };
-    let probe = ArrayD::zeros(IxDyn(&[batch, r.latents.shape()[1], r.latents.shape()[2], r.latents.shape()[3]]));
+    let channels = r.latents.shape()[1] + r.inpainting.extra_channels();
+    let probe = ArrayD::zeros(IxDyn(&[batch, channels, r.latents.shape()[2], r.latents.shape()[3]]));
     let inputs = unet_inputs(m, probe, t0, r.embeds.clone(), r.added, r.w).map_err(|e| e.message().to_string())?;
     let choice = match specialised_unet(m, &inputs) {
         Some((s, key)) => UnetChoice::Static(s, key),
@@ -274,7 +325,7 @@ pub(crate) fn run(
     hooks: DeviceHooks<'_, '_>,
 ) -> Result<DeviceOutcome> {
     let unet = unet_choice.graph(m);
-    let step_graph = m.step_graphs.get(&m.runtime, r.cfg)?;
+    let step_graph = m.step_graphs.get(&m.runtime, r.cfg, r.inpainting.mode())?;
     let allocator = unet
         .device_allocator()?
         .ok_or_else(|| Error::internal("device-resident latents planned for a provider without a device allocator"))?;
@@ -288,7 +339,10 @@ pub(crate) fn run(
 
     // The first U-Net input is made on the host; every later one by the step graph.
     let scale0 = scheduler.input_scale(r.start);
-    let scaled = r.latents.mapv(|x| x * scale0);
+    let mut scaled = r.latents.mapv(|x| x * scale0);
+    if let DeviceInpainting::Conditioned(c) = r.inpainting {
+        scaled = ndarray::concatenate(ndarray::Axis(1), &[scaled.view(), c.view()]).map_err(|e| Error::internal(e.to_string()))?;
+    }
     let first_in = if r.cfg {
         ndarray::concatenate(ndarray::Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?
     } else {
@@ -334,6 +388,19 @@ pub(crate) fn run(
 
     let mut step_binding: IoBinding = step_graph.create_binding()?;
     step_binding.bind_output(names::UNET_IN, &mut buffers.sample).map_err(fail("binding the next U-Net input"))?;
+    // Inpainting's inputs are the same at every step: on the device once.
+    let mut inpainting_inputs = Vec::new();
+    match r.inpainting {
+        DeviceInpainting::None => {}
+        DeviceInpainting::Conditioned(c) => inpainting_inputs.push((names::CONDITIONING, upload(&allocator, c)?)),
+        DeviceInpainting::Blended { clean, start_noise, mask } => {
+            inpainting_inputs.push((names::CLEAN, upload(&allocator, clean)?));
+            inpainting_inputs.push((names::START_NOISE, upload(&allocator, start_noise)?));
+            inpainting_inputs.push((names::MASK, upload(&allocator, mask)?));
+            // 1 − mask in float32, as the host loop's blend computes it.
+            inpainting_inputs.push((names::KEEP, upload(&allocator, &mask.mapv(|w| 1.0 - w))?));
+        }
+    }
 
     let run_options = hooks.run_options;
     let mut on_step = hooks.on_step;
@@ -400,6 +467,16 @@ pub(crate) fn run(
         step_binding.bind_input(names::HISTORY, &histories[from]).map_err(fail("binding the history"))?;
         step_binding.bind_input(names::NOISE, noise_value).map_err(fail("binding the noise"))?;
         step_binding.bind_input(names::COEFFICIENTS, &coefficients).map_err(fail("binding the coefficients"))?;
+        for (name, value) in &inpainting_inputs {
+            step_binding.bind_input(*name, value).map_err(fail("binding an inpainting input"))?;
+        }
+        let kept_coefficients;
+        if let DeviceInpainting::Blended { .. } = r.inpainting {
+            // The kept area at the next timestep's noise level; clean after the last step.
+            let (p, q) = if k + 1 < total { add_noise_coefficients(scheduler, i + 1)? } else { (1.0, 0.0) };
+            kept_coefficients = host_tensor(vec![p, q], &[2])?;
+            step_binding.bind_input(names::KEPT_COEFFICIENTS, &kept_coefficients).map_err(fail("binding the blend's coefficients"))?;
+        }
         step_binding.bind_output(names::NEXT_SAMPLE, &mut samples[to]).map_err(fail("binding the next latents"))?;
         step_binding.bind_output(names::NEXT_HISTORY, &mut histories[to]).map_err(fail("binding the next history"))?;
         step_graph.run_binding(&step_binding, run_options)?;

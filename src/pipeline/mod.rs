@@ -622,8 +622,6 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
         let cfg = uncond.is_some();
         let request_reason = if controls.is_some() {
             Some("ControlNet runs its own graphs per step")
-        } else if inpaint.is_some() {
-            Some("inpainting blends or conditions the latents on the host")
         } else if cfg && request.guidance_rescale > 0.0 {
             Some("guidance rescale needs standard deviations of the whole prediction")
         } else if cfg && embeds_batched.is_none() {
@@ -642,6 +640,13 @@ fn run(m: &ModelInner, request: &GenerateRequest, hooks: Hooks<'_>) -> Result<Ge
             w: w_embedding.as_ref(),
             guidance: request.guidance_scale,
             cfg,
+            inpainting: match (&conditioning, &blend, &inpaint) {
+                (Some(c), _, _) => device_loop::DeviceInpainting::Conditioned(c),
+                (None, Some((clean, start_noise)), Some(mask)) => {
+                    device_loop::DeviceInpainting::Blended { clean, start_noise, mask: &mask.latent }
+                }
+                _ => device_loop::DeviceInpainting::None,
+            },
         });
         let planned = match (request_reason, device_request) {
             (Some(why), _) => Err(why.to_string()),
