@@ -30,6 +30,11 @@ fn make_runtime(device_latents: bool) -> (Runtime, Log) {
 /// As `make_runtime`; `fixed`: the device loop binds the U-Net's buffers at
 /// fixed addresses (the CUDA graph replay path) on any provider.
 fn make_runtime_with(device_latents: bool, fixed: bool) -> (Runtime, Log) {
+    make_runtime_full(device_latents, fixed, kiln::model::Residency::default())
+}
+
+/// As `make_runtime_with`, with a residency.
+fn make_runtime_full(device_latents: bool, fixed: bool, residency: kiln::model::Residency) -> (Runtime, Log) {
     let log: Log = Default::default();
     let sink = Arc::clone(&log);
     let mut providers = kiln::runtime::ProviderPolicy::default();
@@ -50,6 +55,7 @@ fn make_runtime_with(device_latents: bool, fixed: bool) -> (Runtime, Log) {
         providers,
         log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
         log_level: LogLevel::Info,
+        residency,
         ..Default::default()
     })
     .expect("runtime");
@@ -432,5 +438,52 @@ fn inpainting_runs_on_the_device_loop() {
         let got = model.generate_with(r, Hooks::default()).expect("device loop, fixed buffers");
         assert_eq!(got.device_steps, want.timesteps.len(), "{id}");
         compare_results(id, &got, &want);
+    }
+}
+
+/// Per-stage residency: the U-Net's session is loaded for the loop like any
+/// stage, and a job's preview that decodes with the VAE (the first preview
+/// fits the latent projection with the VAE decoder) releases it mid-loop; the
+/// loop then binds its tensors again in the reloaded session (logged) and the
+/// results are the host loop's.
+#[test]
+fn per_stage_residency_runs_the_device_loop() {
+    let (rt, log) = make_runtime_full(true, false, kiln::model::Residency::PerStage);
+    let model = Model::load(&rt, &common::fixture()).expect("tiny fixture loads");
+    let picture = kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).expect("an init picture");
+    for (id, r) in [
+        ("per_stage_euler_cfg", request(SchedulerKind::Euler, 5.0, 6)),
+        ("per_stage_img2img_dpmpp_2m", GenerateRequest { init_image: Some(picture), strength: 0.6, ..request(SchedulerKind::DpmPP2M, 5.0, 8) }),
+        ("per_stage_inpaint_blend_euler_a", inpaint_request(SchedulerKind::EulerA, 7.5, 6, 0.75)),
+    ] {
+        let want = host_model().generate_with(&r, Hooks::default()).expect("host loop");
+        let got = model.generate_with(&r, Hooks::default()).expect("device loop, per stage");
+        assert_eq!(got.device_steps, want.timesteps.len(), "{id}: every U-Net call should have run in the device loop");
+        compare_results(id, &got, &want);
+    }
+    // A job with previews: the first one loads the VAE decoder, which releases the U-Net.
+    let previews = Arc::new(Previews::default());
+    let pool = kiln::jobs::pool_for(model.runtime()).unwrap();
+    let config = kiln::jobs::JobConfig { preview_interval: 2, observer: Some(previews.clone()), ..Default::default() };
+    let before = log.lock().unwrap().len();
+    let job = pool.submit(&model, request(SchedulerKind::Euler, 5.0, 7), config);
+    assert_eq!(pool.wait(job, std::time::Duration::from_secs(120)).unwrap(), kiln::jobs::JobState::Succeeded);
+    pool.release(job).unwrap();
+    let lines = log.lock().unwrap()[before..].to_vec();
+    assert!(lines.iter().any(|l| l == "latents: 7 steps with device-resident latents"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("session was reloaded") && l.contains("bound again")), "the U-Net was never released mid-loop: {lines:?}");
+    let on_device = previews.0.lock().unwrap().clone();
+    let host_previews = Arc::new(Previews::default());
+    let host_pool = kiln::jobs::pool_for(host_model().runtime()).unwrap();
+    let config = kiln::jobs::JobConfig { preview_interval: 2, observer: Some(host_previews.clone()), ..Default::default() };
+    let job = host_pool.submit(host_model(), request(SchedulerKind::Euler, 5.0, 7), config);
+    assert_eq!(host_pool.wait(job, std::time::Duration::from_secs(120)).unwrap(), kiln::jobs::JobState::Succeeded);
+    host_pool.release(job).unwrap();
+    let on_host = host_previews.0.lock().unwrap().clone();
+    assert_eq!(on_device.iter().map(|p| p.0).collect::<Vec<_>>(), on_host.iter().map(|p| p.0).collect::<Vec<_>>());
+    assert!(!on_device.is_empty());
+    for ((step, a), (_, b)) in on_device.iter().zip(&on_host) {
+        let worst = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+        common::check_margin(&format!("device_latents::per_stage_job_preview_step{step}_levels"), worst as f64, 1.0);
     }
 }

@@ -311,11 +311,36 @@ impl Graph {
         Ok(guard)
     }
 
-    /// Which session this graph has open (see `session_epoch`); the session
-    /// is opened first if it is not.
-    pub(crate) fn session_epoch(&self) -> Result<u64> {
-        let _guard = self.acquire()?;
-        Ok(self.session_epoch.load(std::sync::atomic::Ordering::Acquire))
+    /// A binding of this graph's inputs and outputs, with the session it
+    /// belongs to (see `session_epoch`); the session is opened if it is not.
+    pub(crate) fn create_binding_in_session(&self) -> Result<(ort::session::IoBinding, u64)> {
+        let guard = self.acquire()?;
+        let session = guard.as_ref().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        let binding =
+            session.create_binding().map_err(|e| Error::new(ErrorKind::Inference, format!("{} graph: I/O binding: {e}", self.name)))?;
+        Ok((binding, self.session_epoch.load(std::sync::atomic::Ordering::Acquire)))
+    }
+
+    /// Runs `binding` if the session it was made in (`epoch`) is still the
+    /// open one; `false` when per-stage residency released and reopened the
+    /// session since, so the caller binds again. Checked under the session's
+    /// lock, so no release can come between the check and the run.
+    pub(crate) fn run_binding_in_session(&self, binding: &ort::session::IoBinding, epoch: u64, options: Option<&RunOptions>) -> Result<bool> {
+        let mut guard = self.acquire()?;
+        if self.session_epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
+            return Ok(false);
+        }
+        let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        let started = std::time::Instant::now();
+        let outputs = match options {
+            Some(o) => session.run_binding_with_options(binding, o),
+            None => session.run_binding(binding),
+        }
+        .map_err(|e| Error::inference(self.name, e))?;
+        drop(outputs);
+        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
     }
 }
 

@@ -21,6 +21,12 @@
 //! latents noised to the next timestep, from two `add_noise` coefficients per
 //! step ([`DeviceInpainting`]).
 //!
+//! Under per-stage residency the U-Net's session can be released during the
+//! loop (a job's preview decoded with the VAE, another generation on the
+//! model): the loop's tensors then come from the step graph's session (which
+//! stays loaded), each U-Net run checks it is still in the session its binding
+//! was made in, and binds the same tensors again in the reopened one if not.
+//!
 //! With CUDA graph replay (`ProviderPolicy::cuda_graph`, the specialised
 //! U-Net's session captured by ONNX Runtime) every U-Net input and its output
 //! live in device buffers bound once at fixed addresses ([`FixedUnetIo`], kept
@@ -37,8 +43,7 @@
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
 //! ControlNet, U-Nets run as two batch-1 calls for CFG, float16
-//! U-Net inputs or outputs, per-stage residency, and other execution
-//! providers; also a CUDA graph capture ONNX Runtime refuses on the first
+//! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
 use ort::memory::Allocator;
@@ -126,9 +131,6 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
         Some(o) if float32(o) => {}
         Some(o) => return Err(format!("the U-Net's output is {:?}, not float32", o.ty)),
         None => return Err("the U-Net's output is not declared".into()),
-    }
-    if m.unet.per_stage() {
-        return Err("per-stage residency releases the U-Net between stages".into());
     }
     for k in 0..r.timesteps.len() {
         if scheduler.linear_step(r.start + k, k).is_none() {
@@ -258,9 +260,8 @@ impl FixedUnetIo {
         values: &[(String, DynTensor)],
         (output, output_shape): (&str, &[usize]),
         fixed: bool,
-        epoch: u64,
     ) -> Result<Self> {
-        let mut binding: IoBinding = unet.create_binding()?;
+        let (mut binding, epoch) = unet.create_binding_in_session()?;
         let layout = layout_of(values, output, output_shape);
         let [(sample_name, sample_host), (timestep_name, timestep_host), constant_values @ ..] = values else {
             return Err(Error::internal("the U-Net's inputs lack the sample or the timestep"));
@@ -296,6 +297,34 @@ impl FixedUnetIo {
         Ok(Self { layout, epoch, binding, sample, timestep, constants, output: out, graph_options })
     }
 
+    /// Binds the same tensors again in the U-Net's current session, after
+    /// per-stage residency released the one the binding was made in (a preview
+    /// decoded with the VAE, or another job on the model, ran in between). The
+    /// tensors do not come from the released session's allocator (see `run`),
+    /// so they are still valid; `values` as for `new`.
+    fn rebind(&mut self, unet: &Graph, values: &[(String, DynTensor)], output: &str) -> Result<()> {
+        let (mut binding, epoch) = unet.create_binding_in_session()?;
+        let [(sample_name, _), (timestep_name, _), constant_values @ ..] = values else {
+            return Err(Error::internal("the U-Net's inputs lack the sample or the timestep"));
+        };
+        binding.bind_input(sample_name.as_str(), &self.sample).map_err(fail("binding the U-Net's sample"))?;
+        if let Some(t) = &self.timestep {
+            binding.bind_input(timestep_name.as_str(), t).map_err(fail("binding the timestep"))?;
+        }
+        if self.timestep.is_some() {
+            for ((name, _), dev) in constant_values.iter().zip(&self.constants) {
+                binding.bind_input(name.as_str(), dev).map_err(fail("binding a U-Net input"))?;
+            }
+        } else {
+            for (name, host) in constant_values {
+                binding.bind_input(name.as_str(), host).map_err(fail("binding a U-Net input"))?;
+            }
+        }
+        binding.bind_output(output, &mut self.output).map_err(fail("binding the U-Net's output"))?;
+        (self.binding, self.epoch) = (binding, epoch);
+        Ok(())
+    }
+
     /// Fixed buffers: writes this generation's constant inputs into them.
     fn load_constants(&mut self, values: &[(String, DynTensor)]) -> Result<()> {
         for (dev, (_, host)) in self.constants.iter_mut().zip(values.iter().skip(2)) {
@@ -326,7 +355,21 @@ pub(crate) fn run(
 ) -> Result<DeviceOutcome> {
     let unet = unet_choice.graph(m);
     let step_graph = m.step_graphs.get(&m.runtime, r.cfg, r.inpainting.mode())?;
-    let allocator = unet
+    // Per-stage residency may release the U-Net's session during the loop
+    // (a preview decoded with the VAE, another job on the model): the tensors
+    // then come from the step graph's session, which stays loaded (an
+    // allocator made from a session is valid only while that session lives).
+    // `step_graph` is declared before them, so it outlives them.
+    let per_stage = unet.per_stage();
+    let allocator_graph = if per_stage { &*step_graph } else { unet };
+    if allocator_graph.provider.primary() != unet.provider.primary() {
+        return Err(Error::internal(format!(
+            "the step graph runs on {} but the U-Net on {}",
+            step_graph.provider.primary().ort_name(),
+            unet.provider.primary().ort_name()
+        )));
+    }
+    let allocator = allocator_graph
         .device_allocator()?
         .ok_or_else(|| Error::internal("device-resident latents planned for a provider without a device allocator"))?;
     let latent_shape = r.latents.shape().to_vec();
@@ -336,6 +379,9 @@ pub(crate) fn run(
     let total = r.timesteps.len();
     // CUDA graph replay reads the addresses it captured: bind everything once.
     let fixed = unet.uses_cuda_graph() || m.runtime.inner.providers.fixed_unet_buffers;
+    // Buffers kept on the graph must not outlive their allocator's session:
+    // under per-stage residency they live for this loop only.
+    let keep = fixed && !per_stage;
 
     // The first U-Net input is made on the host; every later one by the step graph.
     let scale0 = scheduler.input_scale(r.start);
@@ -360,15 +406,14 @@ pub(crate) fn run(
     for (spec, data) in unet_inputs(m, first_in.clone(), t0, r.embeds.clone(), r.added, r.w)? {
         values.push((spec.name.clone(), unet.to_value(spec, data)?));
     }
-    let epoch = unet.session_epoch()?;
     let mut own;
     let mut kept;
-    let buffers: &mut FixedUnetIo = if fixed {
+    let buffers: &mut FixedUnetIo = if keep {
         kept = unet.fixed_io.lock();
         let layout = layout_of(&values, &io.output, &batched_shape);
-        if !kept.as_ref().is_some_and(|b| b.epoch == epoch && b.layout == layout) {
+        if !kept.as_ref().is_some_and(|b| b.layout == layout) {
             *kept = None;
-            *kept = Some(FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), true, epoch)?);
+            *kept = Some(FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), true)?);
             m.runtime.logger().info(&format!(
                 "latents: U-Net buffers bound at fixed addresses for {:?}{}",
                 batched_shape,
@@ -379,7 +424,10 @@ pub(crate) fn run(
         b.load_constants(&values)?;
         b
     } else {
-        own = FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), false, epoch)?;
+        own = FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), fixed)?;
+        if fixed {
+            own.load_constants(&values)?;
+        }
         &mut own
     };
     host_tensor(first_in.iter().copied().collect(), first_in.shape())?
@@ -425,7 +473,19 @@ pub(crate) fn run(
                 buffers.binding.bind_input(io.sample.name.as_str(), &buffers.sample).map_err(fail("binding the U-Net's sample"))?;
             }
         }
-        let unet_run = unet.run_binding(&buffers.binding, buffers.graph_options.as_ref().or(run_options));
+        let unet_run = loop {
+            match unet.run_binding_in_session(&buffers.binding, buffers.epoch, buffers.graph_options.as_ref().or(run_options)) {
+                Ok(false) => {
+                    m.runtime.logger().info(&format!("latents: the U-Net's session was reloaded before step {}; bound again", k + 1));
+                    buffers.rebind(unet, &values, &io.output)?;
+                    if buffers.timestep.is_none() {
+                        buffers.binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
+                    }
+                }
+                Ok(true) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
         match (unet_run, unet_choice) {
             (Err(e), UnetChoice::Static(_, key)) if k == 0 && buffers.graph_options.is_some() && e.kind() == ErrorKind::Inference => {
                 // Nothing was drawn or reported yet: the host loop takes over.
