@@ -226,7 +226,8 @@ pub(crate) struct FixedUnetIo {
     layout: Vec<(String, TensorElementType, Vec<i64>)>,
     /// The U-Net session the binding belongs to (`Graph::session_epoch`).
     epoch: u64,
-    binding: IoBinding,
+    // Fields drop in order: the tensors before the binding, whose reference
+    // keeps the session (and so the allocator they came from) alive.
     sample: DynTensor,
     /// The timestep's device buffer (fixed buffers only).
     timestep: Option<DynTensor>,
@@ -237,6 +238,7 @@ pub(crate) struct FixedUnetIo {
     /// with CUDA graph replay: its default graph is the host loop's, whose
     /// buffers (`static_unet::BoundIo`) are at other addresses.
     graph_options: Option<RunOptions>,
+    binding: IoBinding,
 }
 
 /// ONNX Runtime's graph annotation id for the device loop's capture (0, the
