@@ -19,11 +19,11 @@
 //!
 //! Inpainting (diffusers' `StableDiffusionInpaintPipeline`) adds inputs:
 //!
-//! * with a 9-channel inpainting U-Net ([`Inpainting::Conditioned`]),
+//! * with a 9-channel inpainting U-Net (`Inpainting::Conditioned`),
 //!   `conditioning` `[1, K, h, w]` (the mask, then the masked picture's
 //!   latents) is appended to each batch row's `s·next_sample` along the
 //!   channels, so `unet_in` is `[B, C + K, h, w]`;
-//! * with an ordinary U-Net ([`Inpainting::Blended`]), the kept area is put
+//! * with an ordinary U-Net (`Inpainting::Blended`), the kept area is put
 //!   back on the init picture's noise level after the step: `clean`,
 //!   `start_noise`, `mask` and `keep` (= 1 − mask) `[1, C, h, w]`, and
 //!   `kept_coefficients` `[2]` (p, q: the scheduler's `add_noise` at the next
