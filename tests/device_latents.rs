@@ -7,7 +7,9 @@
 //! step graph and coefficients run, so this checks all of it but the copies.
 //! `KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact` (tools/gpu_check.sh)
 //! runs the same comparisons on CUDA, device memory included.
-//! `KILN_TEST_STATIC_UNET=1` runs both loops through the static U-Net.
+//! `KILN_TEST_STATIC_UNET=1` runs both loops through the static U-Net, and
+//! `KILN_TEST_CUDA_GRAPH=1` with CUDA graph replay (on CUDA the device loop
+//! then binds fixed buffers, as `fixed_buffers_*` does everywhere).
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +24,17 @@ type Log = Arc<Mutex<Vec<String>>>;
 /// A runtime with the providers tests/common reads from the environment,
 /// device-resident latents on or off, and its log.
 fn make_runtime(device_latents: bool) -> (Runtime, Log) {
+    make_runtime_with(device_latents, false)
+}
+
+/// As `make_runtime`; `fixed`: the device loop binds the U-Net's buffers at
+/// fixed addresses (the CUDA graph replay path) on any provider.
+fn make_runtime_with(device_latents: bool, fixed: bool) -> (Runtime, Log) {
+    make_runtime_full(device_latents, fixed, kiln::model::Residency::default())
+}
+
+/// As `make_runtime_with`, with a residency.
+fn make_runtime_full(device_latents: bool, fixed: bool, residency: kiln::model::Residency) -> (Runtime, Log) {
     let log: Log = Default::default();
     let sink = Arc::clone(&log);
     let mut providers = kiln::runtime::ProviderPolicy::default();
@@ -35,11 +48,14 @@ fn make_runtime(device_latents: bool) -> (Runtime, Log) {
         providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
     }
     providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
+    providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
     providers.device_latents = device_latents;
+    providers.fixed_unet_buffers = fixed;
     let rt = Runtime::new(&RuntimeOptions {
         providers,
         log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
         log_level: LogLevel::Info,
+        residency,
         ..Default::default()
     })
     .expect("runtime");
@@ -287,4 +303,187 @@ fn the_c_field_turns_device_latents_on_with_the_same_pixels() {
     eprintln!("C route, device vs host loop: max {max} levels, {:.3} % of values differ", differing * 100.0);
     assert!(max <= 1, "a byte differs by {max} levels");
     common::check_margin("device_latents::c_route::differing_fraction", differing, 0.01);
+}
+
+/// A device-loop model whose U-Net buffers are bound at fixed addresses.
+fn fixed() -> &'static (Model, Log) {
+    static M: OnceLock<(Model, Log)> = OnceLock::new();
+    M.get_or_init(|| {
+        let (rt, log) = make_runtime_with(true, true);
+        (Model::load(&rt, &common::fixture()).expect("tiny fixture loads"), log)
+    })
+}
+
+/// Lines of `log` from `from` on that say fixed buffers were made.
+fn buffers_made(log: &Log, from: usize) -> Vec<String> {
+    log.lock().unwrap()[from..].iter().filter(|l| l.contains("bound at fixed addresses")).cloned().collect()
+}
+
+/// The CUDA graph replay path (every U-Net input and the output bound once,
+/// the step graph writing the next sample into the bound buffer, the timestep
+/// copied into its buffer) gives the host loop's results, on the CPU without
+/// a capture. The buffers are kept between generations of the same shapes (a
+/// captured graph needs the same addresses) with this generation's inputs
+/// written into them: a second prompt and seed at the same shapes reuses them
+/// and still matches the host loop, and another batch makes new ones.
+#[test]
+fn fixed_buffers_match_the_host_loop_and_are_reused() {
+    let (model, log) = fixed();
+    let run = |id: &str, r: &GenerateRequest| -> usize {
+        let before = log.lock().unwrap().len();
+        let want = host_model().generate_with(r, Hooks::default()).expect("host loop");
+        let got = model.generate_with(r, Hooks::default()).expect("device loop, fixed buffers");
+        assert_eq!(got.device_steps, want.timesteps.len(), "{id}: every U-Net call should have run in the device loop");
+        compare_results(&format!("fixed_{id}"), &got, &want);
+        let made = buffers_made(log, before);
+        // On CUDA with KILN_TEST_CUDA_GRAPH=1 (tools/gpu_check.sh) the buffers serve a captured graph.
+        let replay = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1")
+            && std::env::var("KILN_TEST_PROVIDERS").is_ok_and(|p| p.contains("cuda"));
+        assert!(made.iter().all(|l| l.ends_with("(CUDA graph replay)") == replay), "{id}: {made:?}");
+        made.len()
+    };
+    assert_eq!(run("euler_cfg", &request(SchedulerKind::Euler, 5.0, 6)), 1, "the first generation makes the buffers");
+    let other = GenerateRequest {
+        prompt: "cracked desert clay".into(),
+        negative_prompt: "smooth".into(),
+        seed: 23,
+        ..request(SchedulerKind::DpmPP2MSde, 7.0, 6)
+    };
+    assert_eq!(run("dpmpp_2m_sde_cfg_second_prompt", &other), 0, "same shapes: the buffers are reused");
+    assert_eq!(run("dpmpp_2m_noguide", &request(SchedulerKind::DpmPP2M, 1.0, 5)), 1, "batch 1: new buffers");
+    let picture = kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).expect("an init picture");
+    let img2img = GenerateRequest { init_image: Some(picture), strength: 0.6, ..request(SchedulerKind::EulerA, 5.0, 8) };
+    // The dynamic U-Net keeps one set of buffers; each specialised U-Net (one
+    // per shape) keeps its own, so batch 2 finds its set again.
+    let specialised = ["KILN_TEST_STATIC_UNET", "KILN_TEST_CUDA_GRAPH"].iter().any(|v| std::env::var(v).is_ok_and(|v| v == "1"));
+    assert_eq!(run("img2img_euler_a", &img2img), usize::from(!specialised), "batch 2 again (specialised U-Nets: {specialised})");
+}
+
+/// SDXL's added inputs live in fixed buffers too.
+#[test]
+fn fixed_buffers_run_sdxl() {
+    let folder = common::root().join("tests/fixtures/tiny-sdxl");
+    let host = Model::load(host_model().runtime(), &folder).expect("tiny SDXL loads");
+    // A runtime of its own: its log must not reach the reuse test's counts.
+    let (rt, _log) = make_runtime_with(true, true);
+    let dev = Model::load(&rt, &folder).expect("tiny SDXL loads");
+    let r = request(SchedulerKind::Euler, 5.0, 5);
+    let want = host.generate_with(&r, Hooks::default()).expect("host loop");
+    let got = dev.generate_with(&r, Hooks::default()).expect("device loop, fixed buffers");
+    assert_eq!((want.device_steps, got.device_steps), (0, 5));
+    compare_results("fixed_sdxl_euler_cfg", &got, &want);
+}
+
+fn png_bytes(path: &std::path::Path) -> (usize, usize, usize, Vec<u8>) {
+    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
+}
+
+/// tests/inpaint.rs's picture and mask (the mask repaints part of it).
+fn inpaint_request(kind: SchedulerKind, guidance: f32, steps: usize, strength: f32) -> GenerateRequest {
+    let (w, h, ch, buf) = png_bytes(&common::golden("ddim_cfg.png"));
+    let init = kiln::pipeline::InitImage { width: w, height: h, rgb: buf.chunks(ch).flat_map(|p| [p[0], p[1], p[2]]).collect() };
+    let (w, h, ch, buf) = png_bytes(&common::golden("inpaint/mask.png"));
+    let mask = kiln::pipeline::Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() };
+    GenerateRequest { init_image: Some(init), mask: Some(mask), strength, ..request(kind, guidance, steps) }
+}
+
+/// Inpainting as diffusers' StableDiffusionInpaintPipeline, in the device
+/// loop: with the ordinary U-Net the step graph blends the kept area back on
+/// the init latents noised to the next timestep (the scheduler's add_noise
+/// coefficients cross per step, as two scalars); with the 9-channel
+/// inpainting U-Net it appends the mask and the masked picture's latents to
+/// every U-Net input. Same results as the host loop: start part-way and from
+/// full strength, deterministic and stochastic schedulers, with and without
+/// guidance.
+#[test]
+fn inpainting_runs_on_the_device_loop() {
+    let blend_cases = [
+        ("inpaint_blend_ddim_s075", inpaint_request(SchedulerKind::Ddim, 7.5, 8, 0.75)),
+        ("inpaint_blend_euler_s1", inpaint_request(SchedulerKind::Euler, 7.5, 8, 1.0)),
+        ("inpaint_blend_euler_a_s075", inpaint_request(SchedulerKind::EulerA, 7.5, 8, 0.75)),
+        ("inpaint_blend_dpmpp_2m_noguide_s06", inpaint_request(SchedulerKind::DpmPP2M, 1.0, 8, 0.6)),
+    ];
+    for (id, r) in &blend_cases {
+        compare(id, r);
+    }
+    let folder = common::variant_folder("inpaint9");
+    let host = Model::load(host_model().runtime(), &folder).expect("inpaint9 loads");
+    let dev = Model::load(device().0.runtime(), &folder).expect("inpaint9 loads");
+    let unet_cases = [
+        ("inpaint9_ddim_s075", inpaint_request(SchedulerKind::Ddim, 7.5, 8, 0.75)),
+        ("inpaint9_euler_s1", inpaint_request(SchedulerKind::Euler, 7.5, 8, 1.0)),
+        ("inpaint9_dpmpp_2m_sde_s1", inpaint_request(SchedulerKind::DpmPP2MSde, 7.5, 6, 1.0)),
+        ("inpaint9_dpmpp_2m_noguide_s06", inpaint_request(SchedulerKind::DpmPP2M, 1.0, 8, 0.6)),
+    ];
+    for (id, r) in &unet_cases {
+        let want = host.generate_with(r, Hooks::default()).expect("host loop");
+        let got = dev.generate_with(r, Hooks::default()).expect("device loop");
+        assert_eq!((want.device_steps, got.device_steps), (0, want.timesteps.len()), "{id}");
+        compare_results(id, &got, &want);
+    }
+    // Through fixed buffers too (the CUDA graph replay path), 9-channel
+    // inputs included.
+    let (rt, _log) = make_runtime_with(true, true);
+    let fixed9 = Model::load(&rt, &folder).expect("inpaint9 loads");
+    let fixed4 = Model::load(&rt, &common::fixture()).expect("tiny fixture loads");
+    for (id, model, host_model, r) in [
+        ("fixed_inpaint9_euler_s1", &fixed9, &host, &unet_cases[1].1),
+        ("fixed_inpaint_blend_ddim_s075", &fixed4, host_model(), &blend_cases[0].1),
+    ] {
+        let want = host_model.generate_with(r, Hooks::default()).expect("host loop");
+        let got = model.generate_with(r, Hooks::default()).expect("device loop, fixed buffers");
+        assert_eq!(got.device_steps, want.timesteps.len(), "{id}");
+        compare_results(id, &got, &want);
+    }
+}
+
+/// Per-stage residency: the U-Net's session is loaded for the loop like any
+/// stage, and a job's preview that decodes with the VAE (the first preview
+/// fits the latent projection with the VAE decoder) releases it mid-loop; the
+/// loop then binds its tensors again in the reloaded session (logged) and the
+/// results are the host loop's.
+#[test]
+fn per_stage_residency_runs_the_device_loop() {
+    let (rt, log) = make_runtime_full(true, false, kiln::model::Residency::PerStage);
+    let model = Model::load(&rt, &common::fixture()).expect("tiny fixture loads");
+    let picture = kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).expect("an init picture");
+    for (id, r) in [
+        ("per_stage_euler_cfg", request(SchedulerKind::Euler, 5.0, 6)),
+        ("per_stage_img2img_dpmpp_2m", GenerateRequest { init_image: Some(picture), strength: 0.6, ..request(SchedulerKind::DpmPP2M, 5.0, 8) }),
+        ("per_stage_inpaint_blend_euler_a", inpaint_request(SchedulerKind::EulerA, 7.5, 6, 0.75)),
+    ] {
+        let want = host_model().generate_with(&r, Hooks::default()).expect("host loop");
+        let got = model.generate_with(&r, Hooks::default()).expect("device loop, per stage");
+        assert_eq!(got.device_steps, want.timesteps.len(), "{id}: every U-Net call should have run in the device loop");
+        compare_results(id, &got, &want);
+    }
+    // A job with previews: the first one loads the VAE decoder, which releases the U-Net.
+    let previews = Arc::new(Previews::default());
+    let pool = kiln::jobs::pool_for(model.runtime()).unwrap();
+    let config = kiln::jobs::JobConfig { preview_interval: 2, observer: Some(previews.clone()), ..Default::default() };
+    let before = log.lock().unwrap().len();
+    let job = pool.submit(&model, request(SchedulerKind::Euler, 5.0, 7), config);
+    assert_eq!(pool.wait(job, std::time::Duration::from_secs(120)).unwrap(), kiln::jobs::JobState::Succeeded);
+    pool.release(job).unwrap();
+    let lines = log.lock().unwrap()[before..].to_vec();
+    assert!(lines.iter().any(|l| l == "latents: 7 steps with device-resident latents"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("session was reloaded") && l.contains("bound again")), "the U-Net was never released mid-loop: {lines:?}");
+    let on_device = previews.0.lock().unwrap().clone();
+    let host_previews = Arc::new(Previews::default());
+    let host_pool = kiln::jobs::pool_for(host_model().runtime()).unwrap();
+    let config = kiln::jobs::JobConfig { preview_interval: 2, observer: Some(host_previews.clone()), ..Default::default() };
+    let job = host_pool.submit(host_model(), request(SchedulerKind::Euler, 5.0, 7), config);
+    assert_eq!(host_pool.wait(job, std::time::Duration::from_secs(120)).unwrap(), kiln::jobs::JobState::Succeeded);
+    host_pool.release(job).unwrap();
+    let on_host = host_previews.0.lock().unwrap().clone();
+    assert_eq!(on_device.iter().map(|p| p.0).collect::<Vec<_>>(), on_host.iter().map(|p| p.0).collect::<Vec<_>>());
+    assert!(!on_device.is_empty());
+    for ((step, a), (_, b)) in on_device.iter().zip(&on_host) {
+        let worst = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+        common::check_margin(&format!("device_latents::per_stage_job_preview_step{step}_levels"), worst as f64, 1.0);
+    }
 }

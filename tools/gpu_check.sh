@@ -43,10 +43,14 @@
 #      timings on it.
 #    - device-resident latents: tests/device_latents.rs on CUDA with exact
 #      math (device loop vs host loop per scheduler, bound 1e-5; previews,
-#      fallbacks, cancel), alone and with the static U-Net; the parity cases
+#      fallbacks, cancel), alone, with the static U-Net, and with CUDA graph
+#      replay (KILN_TEST_CUDA_GRAPH=1: the device loop binds every U-Net input
+#      and the output once at fixed addresses and replays its own captured
+#      graph; its log says "(CUDA graph replay)"); the parity cases
 #      with KILN_TEST_DEVICE_LATENTS=1 (the schedulers the device loop runs go
 #      through it); timings with --scheduler euler: levers off,
-#      --device-latents, --static-unet --device-latents.
+#      --device-latents, --static-unet --device-latents,
+#      --cuda-graph --device-latents.
 # 6. Per-stage GPU memory (issue 21 item 4): the `bench` example at 512x512,
 #    20 CFG steps, with --residency all and --residency per-stage, on the tiny
 #    fixture (and on --sd15): peak GPU memory used (nvidia-smi) and RSS while
@@ -131,8 +135,8 @@ for lv in static graph; do
     rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-$lv.log" | sed "s/^/[parity $lv] /"; lever "parity_$lv" $rc
 done
 echo "== device-resident latents on CUDA (exact math): device loop vs host loop per scheduler"
-for envs in "" "KILN_TEST_STATIC_UNET=1"; do
-    tag=${envs:+static}
+for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_CUDA_GRAPH=1"; do
+    case "$envs" in *CUDA_GRAPH*) tag=graph ;; ?*) tag=static ;; *) tag="" ;; esac
     env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$DEVICE_LATENTS" --nocapture >"$OUT/device-latents$tag.log" 2>&1
     rc=$?; grep -E "^margin|test result|panicked" "$OUT/device-latents$tag.log" | sed "s/^/[device-latents $tag] /"; lever "device_latents_test${tag:+_$tag}" $rc
 done
@@ -144,7 +148,7 @@ timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first
         "$OUT/gen-lever-1.png" "$OUT/gen-lever-2.png" "$OUT/gen-lever-3.png" >"$OUT/lever-batch.tsv"
     for shape in "--steps 20 --guidance 7.5" "--steps 1 --guidance 1"; do
         for flags in "" "--static-unet" "--cuda-graph" "--scheduler euler" "--scheduler euler --device-latents" \
-            "--scheduler euler --static-unet --device-latents"; do
+            "--scheduler euler --static-unet --device-latents" "--scheduler euler --cuda-graph --device-latents"; do
             timeout 300 "$GENERATE" --model "$1" --width 512 --height 512 $shape --provider cuda --require-provider \
                 --gpu-math fast $flags --batch "$OUT/lever-batch.tsv" >"$OUT/lever.log" 2>&1
             rc=$?

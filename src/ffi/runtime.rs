@@ -362,6 +362,7 @@ fn provider_policy(o: &kiln_runtime_options) -> crate::error::Result<ProviderPol
         static_unet: o.static_unet != 0,
         cuda_graph: o.cuda_graph != 0,
         device_latents: o.device_latents != 0,
+        fixed_unet_buffers: false,
     })
 }
 

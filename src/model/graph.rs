@@ -65,6 +65,14 @@ pub struct Graph {
     /// Inputs and output bound at fixed device addresses, for CUDA graph
     /// replay; made on the first run, dropped with the session.
     bound: Mutex<Option<crate::model::static_unet::BoundIo>>,
+    /// The device loop's U-Net buffers at fixed addresses (CUDA graph replay
+    /// with device-resident latents), kept between generations so a captured
+    /// graph stays valid; see `pipeline::device_loop`.
+    pub(crate) fixed_io: Mutex<Option<crate::pipeline::device_loop::FixedUnetIo>>,
+    /// Counts the sessions opened, so buffers bound to an earlier session are
+    /// recognised (they cannot be dropped on reopening: the device loop holds
+    /// `fixed_io` while it opens the session).
+    session_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// How a graph's session is made, beyond the runtime's settings.
@@ -231,6 +239,8 @@ impl Graph {
             run_nanos: Default::default(),
             flags,
             bound: Mutex::new(None),
+            fixed_io: Mutex::new(None),
+            session_epoch: Default::default(),
         })
     }
 
@@ -296,8 +306,41 @@ impl Graph {
             // Device buffers bound to a released session go with it.
             *self.bound.lock() = None;
             *guard = Some(open_session(&self.runtime, self.name, (&self.source, &self.overrides), &self.source_digest, self.flags)?.0);
+            self.session_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
         Ok(guard)
+    }
+
+    /// A binding of this graph's inputs and outputs, with the session it
+    /// belongs to (see `session_epoch`); the session is opened if it is not.
+    pub(crate) fn create_binding_in_session(&self) -> Result<(ort::session::IoBinding, u64)> {
+        let guard = self.acquire()?;
+        let session = guard.as_ref().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        let binding =
+            session.create_binding().map_err(|e| Error::new(ErrorKind::Inference, format!("{} graph: I/O binding: {e}", self.name)))?;
+        Ok((binding, self.session_epoch.load(std::sync::atomic::Ordering::Acquire)))
+    }
+
+    /// Runs `binding` if the session it was made in (`epoch`) is still the
+    /// open one; `false` when per-stage residency released and reopened the
+    /// session since, so the caller binds again. Checked under the session's
+    /// lock, so no release can come between the check and the run.
+    pub(crate) fn run_binding_in_session(&self, binding: &ort::session::IoBinding, epoch: u64, options: Option<&RunOptions>) -> Result<bool> {
+        let mut guard = self.acquire()?;
+        if self.session_epoch.load(std::sync::atomic::Ordering::Acquire) != epoch {
+            return Ok(false);
+        }
+        let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        let started = std::time::Instant::now();
+        let outputs = match options {
+            Some(o) => session.run_binding_with_options(binding, o),
+            None => session.run_binding(binding),
+        }
+        .map_err(|e| Error::inference(self.name, e))?;
+        drop(outputs);
+        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(true)
     }
 }
 

@@ -433,9 +433,11 @@ fn through_cache(
 /// A session's inputs and output bound at fixed device addresses (CUDA graph
 /// replay needs the same addresses on every run).
 pub(crate) struct BoundIo {
-    binding: ort::session::IoBinding,
     inputs: Vec<(String, DynTensor)>,
     output: (String, DynTensor),
+    // Dropped after the tensors: its reference keeps the session, and so the
+    // allocator they came from, alive.
+    binding: ort::session::IoBinding,
 }
 
 /// Runs `session` through its bound device tensors: host inputs are copied in,

@@ -17,6 +17,20 @@
 //! `unet_in` = `s·next_sample`, repeated B times along the batch: the next
 //! U-Net call's input.
 //!
+//! Inpainting (diffusers' `StableDiffusionInpaintPipeline`) adds inputs:
+//!
+//! * with a 9-channel inpainting U-Net (`Inpainting::Conditioned`),
+//!   `conditioning` `[1, K, h, w]` (the mask, then the masked picture's
+//!   latents) is appended to each batch row's `s·next_sample` along the
+//!   channels, so `unet_in` is `[B, C + K, h, w]`;
+//! * with an ordinary U-Net (`Inpainting::Blended`), the kept area is put
+//!   back on the init picture's noise level after the step: `clean`,
+//!   `start_noise`, `mask` and `keep` (= 1 − mask) `[1, C, h, w]`, and
+//!   `kept_coefficients` `[2]` (p, q: the scheduler's `add_noise` at the next
+//!   timestep, `p·clean + q·start_noise`; 1 and 0 after the last step) give
+//!   `next_sample = keep·(p·clean + q·start_noise) + mask·x'` (the host loop's
+//!   order), with `x'` the step's result above.
+//!
 //! [`LinearStep`]: crate::scheduler::LinearStep
 use std::sync::Arc;
 
@@ -45,6 +59,30 @@ pub(crate) mod names {
     pub const NEXT_HISTORY: &str = "next_history";
     /// The next U-Net call's input.
     pub const UNET_IN: &str = "unet_in";
+    /// Inpainting U-Net: the mask and the masked picture's latents.
+    pub const CONDITIONING: &str = "conditioning";
+    /// Blended inpainting: the init picture's latents.
+    pub const CLEAN: &str = "clean";
+    /// Blended inpainting: the noise added to `clean` at the start step.
+    pub const START_NOISE: &str = "start_noise";
+    /// Blended inpainting: 1 where the picture is repainted, at latent size.
+    pub const MASK: &str = "mask";
+    /// Blended inpainting: 1 − mask.
+    pub const KEEP: &str = "keep";
+    /// Blended inpainting: `add_noise`'s coefficients of `clean` and `start_noise`.
+    pub const KEPT_COEFFICIENTS: &str = "kept_coefficients";
+}
+
+/// How a step graph handles inpainting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inpainting {
+    /// No inpainting.
+    None,
+    /// A 9-channel inpainting U-Net: the next input carries the mask and the
+    /// masked picture's latents.
+    Conditioned,
+    /// An ordinary U-Net: the kept area is blended back after each step.
+    Blended,
 }
 
 /// Number of values in the `coefficients` input.
@@ -58,6 +96,11 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message<'static> {
 /// The step graph's ONNX bytes; `cfg` = the U-Net output holds the
 /// unconditional and conditional rows.
 pub fn step_graph_bytes(cfg: bool) -> Vec<u8> {
+    step_graph_bytes_for(cfg, Inpainting::None)
+}
+
+/// The step graph's ONNX bytes for `cfg` and an inpainting mode.
+pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8> {
     use names::*;
     let mut nodes: Vec<Message<'static>> = Vec::new();
     let mut inits = Vec::new();
@@ -89,24 +132,47 @@ pub fn step_graph_bytes(cfg: bool) -> Vec<u8> {
     bin(&mut nodes, "Mul", "d", NOISE, "dz");
     bin(&mut nodes, "Add", "ax", "bm", "t1");
     bin(&mut nodes, "Add", "t1", "ch", "t2");
-    bin(&mut nodes, "Add", "t2", "dz", NEXT_SAMPLE);
+    if inpainting == Inpainting::Blended {
+        bin(&mut nodes, "Add", "t2", "dz", "stepped");
+        nodes.push(node("Slice", "coef_p", &[KEPT_COEFFICIENTS, "i0", "i1", "axis0"], &["p"], &[]));
+        nodes.push(node("Slice", "coef_q", &[KEPT_COEFFICIENTS, "i1", "i2", "axis0"], &["q"], &[]));
+        // kept = p·clean + q·start_noise (the scheduler's add_noise), then
+        // (1 − mask)·kept + mask·stepped, as the host loop blends.
+        bin(&mut nodes, "Mul", "p", CLEAN, "p_clean");
+        bin(&mut nodes, "Mul", "q", START_NOISE, "q_noise");
+        bin(&mut nodes, "Add", "p_clean", "q_noise", "kept");
+        bin(&mut nodes, "Mul", KEEP, "kept", "keep_kept");
+        bin(&mut nodes, "Mul", MASK, "stepped", "mask_stepped");
+        bin(&mut nodes, "Add", "keep_kept", "mask_stepped", NEXT_SAMPLE);
+    } else {
+        bin(&mut nodes, "Add", "t2", "dz", NEXT_SAMPLE);
+    }
     bin(&mut nodes, "Mul", "e", SAMPLE, "ex");
     bin(&mut nodes, "Mul", "f", "m", "fm");
     bin(&mut nodes, "Add", "ex", "fm", NEXT_HISTORY);
     bin(&mut nodes, "Mul", "s", NEXT_SAMPLE, "scaled");
-    if cfg {
-        nodes.push(node("Concat", "batch", &["scaled", "scaled"], &[UNET_IN], &[int_attribute("axis", 0)]));
+    let row = if inpainting == Inpainting::Conditioned {
+        // diffusers concatenates the mask channels after scale_model_input.
+        nodes.push(node("Concat", "condition", &["scaled", CONDITIONING], &["row"], &[int_attribute("axis", 1)]));
+        "row"
     } else {
-        nodes.push(node("Identity", "batch", &["scaled"], &[UNET_IN], &[]));
+        "scaled"
+    };
+    if cfg {
+        nodes.push(node("Concat", "batch", &[row, row], &[UNET_IN], &[int_attribute("axis", 0)]));
+    } else {
+        nodes.push(node("Identity", "batch", &[row], &[UNET_IN], &[]));
     }
 
     let latent = [Ok(1), Err("channels"), Err("height"), Err("width")];
     let batched = [Ok(if cfg { 2 } else { 1 }), Err("channels"), Err("height"), Err("width")];
+    let unet_in_channels = if inpainting == Inpainting::Conditioned { "unet_channels" } else { "channels" };
+    let batched_in = [Ok(if cfg { 2 } else { 1 }), Err(unet_in_channels), Err("height"), Err("width")];
     let mut graph = Message::default();
     for n in &nodes {
         graph.push_message(1, n);
     }
-    graph.push_string(2, if cfg { "kiln_latent_step_cfg" } else { "kiln_latent_step" });
+    graph.push_string(2, graph_name(cfg, inpainting));
     for t in &inits {
         graph.push_message(5, t);
     }
@@ -115,9 +181,21 @@ pub fn step_graph_bytes(cfg: bool) -> Vec<u8> {
         graph.push_message(11, &value_info(name, &latent));
     }
     graph.push_message(11, &value_info(COEFFICIENTS, &[Ok(COEFFICIENT_COUNT as i64)]));
+    match inpainting {
+        Inpainting::None => {}
+        Inpainting::Conditioned => {
+            graph.push_message(11, &value_info(CONDITIONING, &[Ok(1), Err("conditioning_channels"), Err("height"), Err("width")]));
+        }
+        Inpainting::Blended => {
+            for name in [CLEAN, START_NOISE, MASK, KEEP] {
+                graph.push_message(11, &value_info(name, &latent));
+            }
+            graph.push_message(11, &value_info(KEPT_COEFFICIENTS, &[Ok(2)]));
+        }
+    }
     graph.push_message(12, &value_info(NEXT_SAMPLE, &latent));
     graph.push_message(12, &value_info(NEXT_HISTORY, &latent));
-    graph.push_message(12, &value_info(UNET_IN, &batched));
+    graph.push_message(12, &value_info(UNET_IN, &batched_in));
     let mut opset = Message::default();
     opset.push_string(1, "");
     opset.push_varint(2, 17);
@@ -129,27 +207,41 @@ pub fn step_graph_bytes(cfg: bool) -> Vec<u8> {
     model.to_bytes()
 }
 
-/// A model's step graphs (with and without CFG), loaded on first use on the
-/// runtime's providers, as the U-Net.
+/// The ONNX graph's name for `cfg` and `inpainting`.
+fn graph_name(cfg: bool, inpainting: Inpainting) -> &'static str {
+    match (cfg, inpainting) {
+        (true, Inpainting::None) => "kiln_latent_step_cfg",
+        (false, Inpainting::None) => "kiln_latent_step",
+        (true, Inpainting::Conditioned) => "kiln_latent_step_cfg_inpaint_unet",
+        (false, Inpainting::Conditioned) => "kiln_latent_step_inpaint_unet",
+        (true, Inpainting::Blended) => "kiln_latent_step_cfg_inpaint_blend",
+        (false, Inpainting::Blended) => "kiln_latent_step_inpaint_blend",
+    }
+}
+
+/// A model's step graphs (with and without CFG, per inpainting mode), loaded
+/// on first use on the runtime's providers, as the U-Net.
 #[derive(Default)]
 pub(crate) struct StepGraphs {
-    graphs: Mutex<[Option<Arc<Graph>>; 2]>,
+    graphs: Mutex<[Option<Arc<Graph>>; 6]>,
 }
 
 impl StepGraphs {
-    /// The step graph for `cfg`, loading it the first time.
-    pub(crate) fn get(&self, runtime: &Runtime, cfg: bool) -> Result<Arc<Graph>> {
+    /// The step graph for `cfg` and `inpainting`, loading it the first time.
+    pub(crate) fn get(&self, runtime: &Runtime, cfg: bool, inpainting: Inpainting) -> Result<Arc<Graph>> {
+        let slot = cfg as usize * 3 + inpainting as usize;
         let mut graphs = self.graphs.lock();
-        if let Some(g) = &graphs[cfg as usize] {
+        if let Some(g) = &graphs[slot] {
             return Ok(Arc::clone(g));
         }
-        let name = if cfg { "latent_step_cfg" } else { "latent_step" };
-        let source = GraphSource::memory(step_graph_bytes(cfg), std::env::temp_dir(), format!("Kiln's {name} graph"));
+        // Graph names are &'static str (strip the "kiln_" of the ONNX name).
+        let name = &graph_name(cfg, inpainting)["kiln_".len()..];
+        let source = GraphSource::memory(step_graph_bytes_for(cfg, inpainting), std::env::temp_dir(), format!("Kiln's {name} graph"));
         // Its own group: the step graph stays loaded beside the U-Net.
         let group = ResidencyGroup::new(Residency::AllResident);
         let flags = SessionFlags { cuda_graph: false, uncached: true, lazy: false };
         let graph = Arc::new(Graph::load_flagged(runtime, name, source, &group, Default::default(), flags)?);
-        graphs[cfg as usize] = Some(Arc::clone(&graph));
+        graphs[slot] = Some(Arc::clone(&graph));
         Ok(graph)
     }
 }

@@ -15,14 +15,36 @@
 //! and a step's latents come back only when a preview of it was asked for
 //! ([`super::StepLatents`]).
 //!
+//! Inpainting runs here too: a 9-channel inpainting U-Net gets the mask and
+//! the masked picture's latents appended to each input by the step graph, and
+//! with an ordinary U-Net the step graph blends the kept area back on the init
+//! latents noised to the next timestep, from two `add_noise` coefficients per
+//! step ([`DeviceInpainting`]).
+//!
+//! Under per-stage residency the U-Net's session can be released during the
+//! loop (a job's preview decoded with the VAE, another generation on the
+//! model): the loop's tensors then come from the step graph's session (which
+//! stays loaded), each U-Net run checks it is still in the session its binding
+//! was made in, and binds the same tensors again in the reopened one if not.
+//!
+//! With CUDA graph replay (`ProviderPolicy::cuda_graph`, the specialised
+//! U-Net's session captured by ONNX Runtime) every U-Net input and its output
+//! live in device buffers bound once at fixed addresses ([`FixedUnetIo`], kept
+//! on the graph between generations): the step graph writes the next sample
+//! into the bound sample buffer, the timestep is copied into its buffer each
+//! step, and the run names its own captured graph (`gpu_graph_id`), apart
+//! from the host loop's. The internal test switch
+//! `ProviderPolicy::fixed_unet_buffers` takes that path on any provider, so
+//! CI runs it on the CPU (without a capture).
+//!
 //! It runs on the CUDA provider (device memory) and on the CPU provider (host
 //! memory, the same code; this is how CI tests it). A request it cannot run
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! inpainting, ControlNet, U-Nets run as two batch-1 calls for CFG, float16
-//! U-Net inputs or outputs, per-stage residency, CUDA graph replay, and other
-//! execution providers.
+//! ControlNet, U-Nets run as two batch-1 calls for CFG, float16
+//! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
+//! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
 use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions};
@@ -31,7 +53,7 @@ use ort::value::{DynTensor, Tensor, TensorElementType};
 use super::{specialised_unet, unet_inputs, unet_timestep, StepLatents, StepProgress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::graph::{self, Graph, GraphInput, TensorSpec};
-use crate::model::step_graph::{names, COEFFICIENT_COUNT};
+use crate::model::step_graph::{names, Inpainting, COEFFICIENT_COUNT};
 use crate::model::ModelInner;
 use crate::scheduler::{NoiseSource, Scheduler};
 
@@ -53,6 +75,50 @@ pub(crate) struct DeviceRequest<'a> {
     pub guidance: f32,
     /// Whether the U-Net runs a CFG batch of 2.
     pub cfg: bool,
+    /// Inpainting, as the host loop does it.
+    pub inpainting: DeviceInpainting<'a>,
+}
+
+/// Inpainting in the device loop (diffusers' `StableDiffusionInpaintPipeline`).
+#[derive(Clone, Copy)]
+pub(crate) enum DeviceInpainting<'a> {
+    /// No inpainting.
+    None,
+    /// A 9-channel inpainting U-Net: `[1, 1 + C, h, w]`, the mask then the
+    /// masked picture's latents, appended to each U-Net input row.
+    Conditioned(&'a ArrayD<f32>),
+    /// An ordinary U-Net: after each step the kept area is put back on the
+    /// init picture's latents (`clean`) noised to the next timestep with the
+    /// start noise; `mask` is 1 where the picture is repainted, `[1, C, h, w]`.
+    Blended { clean: &'a ArrayD<f32>, start_noise: &'a ArrayD<f32>, mask: &'a ArrayD<f32> },
+}
+
+impl DeviceInpainting<'_> {
+    fn mode(&self) -> Inpainting {
+        match self {
+            Self::None => Inpainting::None,
+            Self::Conditioned(_) => Inpainting::Conditioned,
+            Self::Blended { .. } => Inpainting::Blended,
+        }
+    }
+
+    /// Channels the U-Net's input has beyond the latents'.
+    fn extra_channels(&self) -> usize {
+        match self {
+            Self::Conditioned(c) => c.shape()[1],
+            _ => 0,
+        }
+    }
+}
+
+/// The coefficients `(p, q)` of the scheduler's `add_noise` at step `index`:
+/// `add_noise(x, n) = p·x + q·n` for every scheduler (a linear map, probed
+/// with unit inputs, so the values are the scheduler's own float32 ones).
+fn add_noise_coefficients(scheduler: &dyn Scheduler, index: usize) -> Result<(f32, f32)> {
+    let (one, zero) = (ArrayD::from_elem(IxDyn(&[1]), 1.0f32), ArrayD::from_elem(IxDyn(&[1]), 0.0f32));
+    let p = scheduler.add_noise(&one, &zero, index)?;
+    let q = scheduler.add_noise(&zero, &one, index)?;
+    Ok((p[0], q[0]))
 }
 
 /// The U-Net graph the device loop would run, or why it cannot run.
@@ -66,9 +132,6 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
         Some(o) => return Err(format!("the U-Net's output is {:?}, not float32", o.ty)),
         None => return Err("the U-Net's output is not declared".into()),
     }
-    if m.unet.per_stage() {
-        return Err("per-stage residency releases the U-Net between stages".into());
-    }
     for k in 0..r.timesteps.len() {
         if scheduler.linear_step(r.start + k, k).is_none() {
             return Err("this scheduler's step (with these settings) is not a linear map".into());
@@ -76,13 +139,11 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
     }
     let t0 = r.timesteps.first().copied().unwrap_or(0.0);
     let batch = if r.cfg { 2 } else { 1 };
-    let probe = ArrayD::zeros(IxDyn(&[batch, r.latents.shape()[1], r.latents.shape()[2], r.latents.shape()[3]]));
+    let channels = r.latents.shape()[1] + r.inpainting.extra_channels();
+    let probe = ArrayD::zeros(IxDyn(&[batch, channels, r.latents.shape()[2], r.latents.shape()[3]]));
     let inputs = unet_inputs(m, probe, t0, r.embeds.clone(), r.added, r.w).map_err(|e| e.message().to_string())?;
     let choice = match specialised_unet(m, &inputs) {
-        Some((s, _)) if s.graph.uses_cuda_graph() => {
-            return Err("CUDA graph replay binds its own device buffers (use the static U-Net without --cuda-graph)".into())
-        }
-        Some((s, _)) => UnetChoice::Static(s),
+        Some((s, key)) => UnetChoice::Static(s, key),
         None => UnetChoice::Dynamic,
     };
     let unet = choice.graph(m);
@@ -96,15 +157,16 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
 pub(crate) enum UnetChoice {
     /// The model's own U-Net.
     Dynamic,
-    /// The U-Net specialised to this job's shapes (`ProviderPolicy::static_unet`).
-    Static(std::sync::Arc<crate::model::static_unet::Specialised>),
+    /// The U-Net specialised to this job's shapes (`ProviderPolicy::static_unet`),
+    /// with the key it is kept under.
+    Static(std::sync::Arc<crate::model::static_unet::Specialised>, Vec<Vec<usize>>),
 }
 
 impl UnetChoice {
     fn graph<'a>(&'a self, m: &'a ModelInner) -> &'a Graph {
         match self {
             Self::Dynamic => &m.unet,
-            Self::Static(s) => &s.graph,
+            Self::Static(s, _) => &s.graph,
         }
     }
 }
@@ -146,8 +208,145 @@ fn download(graph_name: &str, dev: &DynTensor) -> Result<ArrayD<f32>> {
     graph::to_f32(graph_name, "latents", &host)
 }
 
-/// Runs the denoising loop on the device; returns the final latents and the
-/// number of steps run there.
+/// The U-Net's bindings for one generation's loop.
+///
+/// Without fixed buffers (the default) the sample and output are device
+/// tensors made for this generation, the constant inputs are bound as host
+/// tensors (ONNX Runtime copies them to the device when they are bound), and
+/// the timestep is bound again each step. With fixed buffers every input and
+/// the output is a device tensor bound once and written by copy, at addresses
+/// that stay the same for as long as the U-Net's session: what ONNX Runtime's
+/// CUDA graph replay needs (it replays the kernels it captured, on the
+/// addresses it captured). Those are kept on the graph (`Graph::fixed_io`)
+/// for the next generation of the same shapes.
+pub(crate) struct FixedUnetIo {
+    /// Names, element types and shapes of the inputs (sample, timestep, then
+    /// the constant ones), then the output's: a generation with another
+    /// layout makes new buffers.
+    layout: Vec<(String, TensorElementType, Vec<i64>)>,
+    /// The U-Net session the binding belongs to (`Graph::session_epoch`).
+    epoch: u64,
+    // Fields drop in order: the tensors before the binding, whose reference
+    // keeps the session (and so the allocator they came from) alive.
+    sample: DynTensor,
+    /// The timestep's device buffer (fixed buffers only).
+    timestep: Option<DynTensor>,
+    /// The constant inputs' device buffers (fixed buffers only).
+    constants: Vec<DynTensor>,
+    output: DynTensor,
+    /// Run options naming the captured graph (`gpu_graph_id`), for a session
+    /// with CUDA graph replay: its default graph is the host loop's, whose
+    /// buffers (`static_unet::BoundIo`) are at other addresses.
+    graph_options: Option<RunOptions>,
+    binding: IoBinding,
+}
+
+/// ONNX Runtime's graph annotation id for the device loop's capture (0, the
+/// default, is the host loop's; -1 turns capture off; see ONNX Runtime's
+/// `kOrtRunOptionsConfigCudaGraphAnnotation`).
+const DEVICE_LOOP_GRAPH_ID: &str = "1";
+
+fn layout_of(values: &[(String, DynTensor)], output: &str, output_shape: &[usize]) -> Vec<(String, TensorElementType, Vec<i64>)> {
+    let mut layout: Vec<_> = values.iter().map(|(n, v)| (n.clone(), *v.data_type(), v.shape().to_vec())).collect();
+    layout.push((output.to_string(), TensorElementType::Float32, output_shape.iter().map(|&d| d as i64).collect()));
+    layout
+}
+
+impl FixedUnetIo {
+    /// Binds `values` (sample, timestep, then the constant inputs, as host
+    /// tensors) and a float32 output of `output_shape`; `fixed`: every input on
+    /// a device buffer of its own (see the type).
+    fn new(
+        unet: &Graph,
+        allocator: &Allocator,
+        values: &[(String, DynTensor)],
+        (output, output_shape): (&str, &[usize]),
+        fixed: bool,
+    ) -> Result<Self> {
+        let (mut binding, epoch) = unet.create_binding_in_session()?;
+        let layout = layout_of(values, output, output_shape);
+        let [(sample_name, sample_host), (timestep_name, timestep_host), constant_values @ ..] = values else {
+            return Err(Error::internal("the U-Net's inputs lack the sample or the timestep"));
+        };
+        let sample = device_tensor(allocator, &sample_host.shape().iter().map(|&d| d as usize).collect::<Vec<_>>())?;
+        binding.bind_input(sample_name.as_str(), &sample).map_err(fail("binding the U-Net's sample"))?;
+        let mut timestep = None;
+        let mut constants = Vec::new();
+        if fixed {
+            let dev = DynTensor::new(allocator, *timestep_host.data_type(), timestep_host.shape().to_vec())
+                .map_err(fail("allocating the timestep's device buffer"))?;
+            binding.bind_input(timestep_name.as_str(), &dev).map_err(fail("binding the timestep"))?;
+            timestep = Some(dev);
+        }
+        for (name, host) in constant_values {
+            if fixed {
+                let dev = DynTensor::new(allocator, *host.data_type(), host.shape().to_vec()).map_err(fail("allocating a U-Net input"))?;
+                binding.bind_input(name.as_str(), &dev).map_err(fail("binding a U-Net input"))?;
+                constants.push(dev);
+            } else {
+                binding.bind_input(name.as_str(), host).map_err(fail("binding a U-Net input"))?;
+            }
+        }
+        let mut out = device_tensor(allocator, output_shape)?;
+        binding.bind_output(output, &mut out).map_err(fail("binding the U-Net's output"))?;
+        let graph_options = if fixed && unet.uses_cuda_graph() {
+            let mut o = RunOptions::new().map_err(fail("making run options"))?;
+            o.set("gpu_graph_id", DEVICE_LOOP_GRAPH_ID).map_err(fail("naming the CUDA graph"))?;
+            Some(o)
+        } else {
+            None
+        };
+        Ok(Self { layout, epoch, binding, sample, timestep, constants, output: out, graph_options })
+    }
+
+    /// Binds the same tensors again in the U-Net's current session, after
+    /// per-stage residency released the one the binding was made in (a preview
+    /// decoded with the VAE, or another job on the model, ran in between). The
+    /// tensors do not come from the released session's allocator (see `run`),
+    /// so they are still valid; `values` as for `new`.
+    fn rebind(&mut self, unet: &Graph, values: &[(String, DynTensor)], output: &str) -> Result<()> {
+        let (mut binding, epoch) = unet.create_binding_in_session()?;
+        let [(sample_name, _), (timestep_name, _), constant_values @ ..] = values else {
+            return Err(Error::internal("the U-Net's inputs lack the sample or the timestep"));
+        };
+        binding.bind_input(sample_name.as_str(), &self.sample).map_err(fail("binding the U-Net's sample"))?;
+        if let Some(t) = &self.timestep {
+            binding.bind_input(timestep_name.as_str(), t).map_err(fail("binding the timestep"))?;
+        }
+        if self.timestep.is_some() {
+            for ((name, _), dev) in constant_values.iter().zip(&self.constants) {
+                binding.bind_input(name.as_str(), dev).map_err(fail("binding a U-Net input"))?;
+            }
+        } else {
+            for (name, host) in constant_values {
+                binding.bind_input(name.as_str(), host).map_err(fail("binding a U-Net input"))?;
+            }
+        }
+        binding.bind_output(output, &mut self.output).map_err(fail("binding the U-Net's output"))?;
+        (self.binding, self.epoch) = (binding, epoch);
+        Ok(())
+    }
+
+    /// Fixed buffers: writes this generation's constant inputs into them.
+    fn load_constants(&mut self, values: &[(String, DynTensor)]) -> Result<()> {
+        for (dev, (_, host)) in self.constants.iter_mut().zip(values.iter().skip(2)) {
+            host.copy_into(&mut *dev).map_err(fail("copying a U-Net input to the device"))?;
+        }
+        Ok(())
+    }
+}
+
+/// How a loop ended.
+pub(crate) enum DeviceOutcome {
+    /// Every step ran: the final latents and the number of steps.
+    Done(ArrayD<f32>, usize),
+    /// ONNX Runtime refused the U-Net's CUDA graph capture on the first call,
+    /// before anything was drawn or reported: the caller runs the host loop
+    /// (the shape now runs the dynamic U-Net, logged). Holds the reason.
+    CaptureRefused(String),
+}
+
+/// Runs the denoising loop on the device.
 pub(crate) fn run(
     m: &ModelInner,
     unet_choice: &UnetChoice,
@@ -155,10 +354,24 @@ pub(crate) fn run(
     r: DeviceRequest<'_>,
     noise: &mut dyn NoiseSource,
     hooks: DeviceHooks<'_, '_>,
-) -> Result<(ArrayD<f32>, usize)> {
+) -> Result<DeviceOutcome> {
     let unet = unet_choice.graph(m);
-    let step_graph = m.step_graphs.get(&m.runtime, r.cfg)?;
-    let allocator = unet
+    let step_graph = m.step_graphs.get(&m.runtime, r.cfg, r.inpainting.mode())?;
+    // Per-stage residency may release the U-Net's session during the loop
+    // (a preview decoded with the VAE, another job on the model): the tensors
+    // then come from the step graph's session, which stays loaded (an
+    // allocator made from a session is valid only while that session lives).
+    // `step_graph` is declared before them, so it outlives them.
+    let per_stage = unet.per_stage();
+    let allocator_graph = if per_stage { &*step_graph } else { unet };
+    if allocator_graph.provider.primary() != unet.provider.primary() {
+        return Err(Error::internal(format!(
+            "the step graph runs on {} but the U-Net on {}",
+            step_graph.provider.primary().ort_name(),
+            unet.provider.primary().ort_name()
+        )));
+    }
+    let allocator = allocator_graph
         .device_allocator()?
         .ok_or_else(|| Error::internal("device-resident latents planned for a provider without a device allocator"))?;
     let latent_shape = r.latents.shape().to_vec();
@@ -166,36 +379,78 @@ pub(crate) fn run(
     let mut batched_shape = latent_shape.clone();
     batched_shape[0] = batch;
     let total = r.timesteps.len();
+    // CUDA graph replay reads the addresses it captured: bind everything once.
+    let fixed = unet.uses_cuda_graph() || m.runtime.inner.providers.fixed_unet_buffers;
+    // Buffers kept on the graph must not outlive their allocator's session:
+    // under per-stage residency they live for this loop only.
+    let keep = fixed && !per_stage;
 
     // The first U-Net input is made on the host; every later one by the step graph.
     let scale0 = scheduler.input_scale(r.start);
-    let scaled = r.latents.mapv(|x| x * scale0);
+    let mut scaled = r.latents.mapv(|x| x * scale0);
+    if let DeviceInpainting::Conditioned(c) = r.inpainting {
+        scaled = ndarray::concatenate(ndarray::Axis(1), &[scaled.view(), c.view()]).map_err(|e| Error::internal(e.to_string()))?;
+    }
     let first_in = if r.cfg {
         ndarray::concatenate(ndarray::Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?
     } else {
         scaled
     };
-    let unet_in = upload(&allocator, &first_in)?;
-    let mut unet_out = device_tensor(&allocator, &batched_shape)?;
     let zeros = ArrayD::<f32>::zeros(IxDyn(&latent_shape));
     let mut samples = [upload(&allocator, &r.latents)?, device_tensor(&allocator, &latent_shape)?];
     let mut histories = [upload(&allocator, &zeros)?, device_tensor(&allocator, &latent_shape)?];
     let no_noise = upload(&allocator, &zeros)?;
 
-    // The U-Net's binding: everything but the timestep is bound once.
+    // The U-Net's inputs as host tensors: sample, timestep, then the constants.
     let io = &m.unet_io;
-    let mut unet_binding: IoBinding = unet.create_binding()?;
     let t0 = r.timesteps.first().copied().unwrap_or(0.0);
-    let constants = unet_inputs(m, ArrayD::zeros(IxDyn(&batched_shape)), t0, r.embeds.clone(), r.added, r.w)?;
-    for (spec, data) in constants.into_iter().skip(2) {
-        let value = unet.to_value(spec, data)?;
-        unet_binding.bind_input(spec.name.as_str(), &value).map_err(fail("binding a U-Net input"))?;
+    let mut values = Vec::new();
+    for (spec, data) in unet_inputs(m, first_in.clone(), t0, r.embeds.clone(), r.added, r.w)? {
+        values.push((spec.name.clone(), unet.to_value(spec, data)?));
     }
-    unet_binding.bind_output(io.output.as_str(), &mut unet_out).map_err(fail("binding the U-Net's output"))?;
+    let mut own;
+    let mut kept;
+    let buffers: &mut FixedUnetIo = if keep {
+        kept = unet.fixed_io.lock();
+        let layout = layout_of(&values, &io.output, &batched_shape);
+        if !kept.as_ref().is_some_and(|b| b.layout == layout) {
+            *kept = None;
+            *kept = Some(FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), true)?);
+            m.runtime.logger().info(&format!(
+                "latents: U-Net buffers bound at fixed addresses for {:?}{}",
+                batched_shape,
+                if unet.uses_cuda_graph() { " (CUDA graph replay)" } else { "" }
+            ));
+        }
+        let b = kept.as_mut().ok_or_else(|| Error::internal("fixed U-Net buffers missing after they were made"))?;
+        b.load_constants(&values)?;
+        b
+    } else {
+        own = FixedUnetIo::new(unet, &allocator, &values, (&io.output, &batched_shape), fixed)?;
+        if fixed {
+            own.load_constants(&values)?;
+        }
+        &mut own
+    };
+    host_tensor(first_in.iter().copied().collect(), first_in.shape())?
+        .copy_into(&mut buffers.sample)
+        .map_err(fail("copying to the device"))?;
 
     let mut step_binding: IoBinding = step_graph.create_binding()?;
-    let mut unet_in = unet_in;
-    step_binding.bind_output(names::UNET_IN, &mut unet_in).map_err(fail("binding the next U-Net input"))?;
+    step_binding.bind_output(names::UNET_IN, &mut buffers.sample).map_err(fail("binding the next U-Net input"))?;
+    // Inpainting's inputs are the same at every step: on the device once.
+    let mut inpainting_inputs = Vec::new();
+    match r.inpainting {
+        DeviceInpainting::None => {}
+        DeviceInpainting::Conditioned(c) => inpainting_inputs.push((names::CONDITIONING, upload(&allocator, c)?)),
+        DeviceInpainting::Blended { clean, start_noise, mask } => {
+            inpainting_inputs.push((names::CLEAN, upload(&allocator, clean)?));
+            inpainting_inputs.push((names::START_NOISE, upload(&allocator, start_noise)?));
+            inpainting_inputs.push((names::MASK, upload(&allocator, mask)?));
+            // 1 − mask in float32, as the host loop's blend computes it.
+            inpainting_inputs.push((names::KEEP, upload(&allocator, &mask.mapv(|w| 1.0 - w))?));
+        }
+    }
 
     let run_options = hooks.run_options;
     let mut on_step = hooks.on_step;
@@ -205,14 +460,43 @@ pub(crate) fn run(
             return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
         let timestep = unet.to_value(&io.timestep, GraphInput::Float(unet_timestep(m, t, batch)))?;
-        unet_binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
-        // Device tensors are bound again before every run: ONNX Runtime
-        // copies a bound input at binding time when the session wants it on
-        // another device (an input placed on the CPU), so a binding made once
-        // could hold a stale copy. On the input's own device it only stores
-        // the pointer.
-        unet_binding.bind_input(io.sample.name.as_str(), &unet_in).map_err(fail("binding the U-Net's sample"))?;
-        unet.run_binding(&unet_binding, run_options)?;
+        match buffers.timestep.as_mut() {
+            // Fixed buffers: the bound timestep is written, not rebound.
+            Some(dev) => timestep.copy_into(&mut *dev).map_err(fail("copying the timestep to the device"))?,
+            None => {
+                buffers.binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
+                // Device tensors are bound again before every run: ONNX
+                // Runtime copies a bound input at binding time when the
+                // session wants it on another device (an input placed on the
+                // CPU), so a binding made once could hold a stale copy. On
+                // the input's own device it only stores the pointer. (With
+                // fixed buffers nothing may be placed elsewhere: a CUDA graph
+                // capture refuses it.)
+                buffers.binding.bind_input(io.sample.name.as_str(), &buffers.sample).map_err(fail("binding the U-Net's sample"))?;
+            }
+        }
+        let unet_run = loop {
+            match unet.run_binding_in_session(&buffers.binding, buffers.epoch, buffers.graph_options.as_ref().or(run_options)) {
+                Ok(false) => {
+                    m.runtime.logger().info(&format!("latents: the U-Net's session was reloaded before step {}; bound again", k + 1));
+                    buffers.rebind(unet, &values, &io.output)?;
+                    if buffers.timestep.is_none() {
+                        buffers.binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
+                    }
+                }
+                Ok(true) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        match (unet_run, unet_choice) {
+            (Err(e), UnetChoice::Static(_, key)) if k == 0 && buffers.graph_options.is_some() && e.kind() == ErrorKind::Inference => {
+                // Nothing was drawn or reported yet: the host loop takes over.
+                // The buffers go with the specialised graph, which is dropped.
+                m.static_unets.give_up(&m.runtime, key.clone(), &e);
+                return Ok(DeviceOutcome::CaptureRefused(e.message().to_string()));
+            }
+            (result, _) => result?,
+        }
 
         let step = scheduler
             .linear_step(i, k)
@@ -240,11 +524,21 @@ pub(crate) fn run(
             &no_noise
         };
         let (from, to) = (k % 2, (k + 1) % 2);
-        step_binding.bind_input(names::UNET_OUT, &unet_out).map_err(fail("binding the step's model output"))?;
+        step_binding.bind_input(names::UNET_OUT, &buffers.output).map_err(fail("binding the step's model output"))?;
         step_binding.bind_input(names::SAMPLE, &samples[from]).map_err(fail("binding the latents"))?;
         step_binding.bind_input(names::HISTORY, &histories[from]).map_err(fail("binding the history"))?;
         step_binding.bind_input(names::NOISE, noise_value).map_err(fail("binding the noise"))?;
         step_binding.bind_input(names::COEFFICIENTS, &coefficients).map_err(fail("binding the coefficients"))?;
+        for (name, value) in &inpainting_inputs {
+            step_binding.bind_input(*name, value).map_err(fail("binding an inpainting input"))?;
+        }
+        let kept_coefficients;
+        if let DeviceInpainting::Blended { .. } = r.inpainting {
+            // The kept area at the next timestep's noise level; clean after the last step.
+            let (p, q) = if k + 1 < total { add_noise_coefficients(scheduler, i + 1)? } else { (1.0, 0.0) };
+            kept_coefficients = host_tensor(vec![p, q], &[2])?;
+            step_binding.bind_input(names::KEPT_COEFFICIENTS, &kept_coefficients).map_err(fail("binding the blend's coefficients"))?;
+        }
         step_binding.bind_output(names::NEXT_SAMPLE, &mut samples[to]).map_err(fail("binding the next latents"))?;
         step_binding.bind_output(names::NEXT_HISTORY, &mut histories[to]).map_err(fail("binding the next history"))?;
         step_graph.run_binding(&step_binding, run_options)?;
@@ -259,5 +553,5 @@ pub(crate) fn run(
         }
     }
     let last = download(step_graph.name, &samples[total % 2])?;
-    Ok((last, total))
+    Ok(DeviceOutcome::Done(last, total))
 }

@@ -7,7 +7,7 @@
 //! through the schedule ([`handoff`]).
 pub mod inputs;
 pub mod control;
-mod device_loop;
+pub(crate) mod device_loop;
 pub mod handoff;
 pub mod noise;
 pub mod outputs;
@@ -756,8 +756,6 @@ fn run(
         let cfg = uncond.is_some();
         let request_reason = if controls.is_some() {
             Some("ControlNet runs its own graphs per step")
-        } else if inpaint.is_some() {
-            Some("inpainting blends or conditions the latents on the host")
         } else if cfg && request.guidance_rescale > 0.0 {
             Some("guidance rescale needs standard deviations of the whole prediction")
         } else if cfg && embeds_batched.is_none() {
@@ -776,6 +774,13 @@ fn run(
             w: w_embedding.as_ref(),
             guidance: request.guidance_scale,
             cfg,
+            inpainting: match (&conditioning, &blend, &inpaint) {
+                (Some(c), _, _) => device_loop::DeviceInpainting::Conditioned(c),
+                (None, Some((clean, start_noise)), Some(mask)) => {
+                    device_loop::DeviceInpainting::Blended { clean, start_noise, mask: &mask.latent }
+                }
+                _ => device_loop::DeviceInpainting::None,
+            },
         });
         let planned = match (request_reason, device_request) {
             (Some(why), _) => Err(why.to_string()),
@@ -790,10 +795,16 @@ fn run(
                     step_latents,
                     run_options,
                 };
-                let (last, steps) = device_loop::run(m, &choice, scheduler.as_ref(), d, step_noise, hooks)?;
-                m.runtime.logger().info(&format!("latents: {steps} steps with device-resident latents"));
-                latents = last;
-                device_steps = steps;
+                match device_loop::run(m, &choice, scheduler.as_ref(), d, step_noise, hooks)? {
+                    device_loop::DeviceOutcome::Done(last, steps) => {
+                        m.runtime.logger().info(&format!("latents: {steps} steps with device-resident latents"));
+                        latents = last;
+                        device_steps = steps;
+                    }
+                    device_loop::DeviceOutcome::CaptureRefused(why) => {
+                        m.runtime.logger().info(&format!("latents: host loop (CUDA graph capture refused: {why})"))
+                    }
+                }
             }
             Err(why) => m.runtime.logger().info(&format!("latents: host loop ({why})")),
         }

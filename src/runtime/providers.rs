@@ -119,6 +119,12 @@ pub struct ProviderPolicy {
     /// `pipeline::device_loop`); other requests run the host loop. Off by
     /// default.
     pub device_latents: bool,
+    /// Test switch, not a setting: with `device_latents`, bind the U-Net's
+    /// inputs and output once at fixed addresses and update them by copy, as
+    /// CUDA graph replay needs, on any provider; so CI checks that path on the
+    /// CPU. With `cuda_graph` on a CUDA session that path is taken anyway.
+    #[doc(hidden)]
+    pub fixed_unet_buffers: bool,
 }
 
 /// Whether GPU providers may trade float32 accuracy for speed.
