@@ -331,6 +331,13 @@ impl Graph {
             return Ok(false);
         }
         let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
+        self.run_bound(session, binding, options)?;
+        Ok(true)
+    }
+
+    /// One run of `session` on `binding` (outputs stay where they are bound),
+    /// counted in the graph's timings.
+    fn run_bound(&self, session: &mut Session, binding: &ort::session::IoBinding, options: Option<&RunOptions>) -> Result<()> {
         let started = std::time::Instant::now();
         let outputs = match options {
             Some(o) => session.run_binding_with_options(binding, o),
@@ -340,7 +347,7 @@ impl Graph {
         drop(outputs);
         self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -810,16 +817,7 @@ impl Graph {
     pub(crate) fn run_binding(&self, binding: &ort::session::IoBinding, options: Option<&RunOptions>) -> Result<()> {
         let mut guard = self.acquire()?;
         let session = guard.as_mut().ok_or_else(|| Error::internal("graph session missing after load"))?;
-        let started = std::time::Instant::now();
-        let outputs = match options {
-            Some(o) => session.run_binding_with_options(binding, o),
-            None => session.run_binding(binding),
-        }
-        .map_err(|e| Error::inference(self.name, e))?;
-        drop(outputs);
-        self.run_nanos.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.run_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        self.run_bound(session, binding, options)
     }
 
     /// `data` as a tensor of `spec`'s element type (on the host).
