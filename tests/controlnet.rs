@@ -28,20 +28,7 @@ fn model() -> &'static Model {
     M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("controlnet model loads"))
 }
 
-fn png(path: PathBuf) -> (usize, usize, Vec<u8>) {
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let rgb: Vec<u8> = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
-    (info.width as usize, info.height as usize, rgb)
-}
 
-fn control_image(name: &str) -> ControlImage {
-    let (width, height, data) = png(common::golden(&format!("controlnet/{name}")));
-    ControlImage { width, height, channels: 3, data }
-}
 
 fn case(name: &str) {
     let cases: serde_json::Value =
@@ -56,7 +43,7 @@ fn case(name: &str) {
             scale: k["scale"].as_f64().unwrap() as f32,
             start: k["start"].as_f64().unwrap() as f32,
             end: k["end"].as_f64().unwrap() as f32,
-            ..Control::new("tiny", control_image(k["image"].as_str().unwrap()))
+            ..Control::new("tiny", common::control_image(k["image"].as_str().unwrap()))
         })
         .collect();
     let mut request = GenerateRequest {
@@ -70,7 +57,7 @@ fn case(name: &str) {
         ..Default::default()
     };
     if c["kind"] == "img2img" || c["kind"] == "inpaint" {
-        let (width, height, rgb) = png(common::golden("ddim_cfg.png"));
+        let (width, height, rgb) = common::png_rgb(common::golden("ddim_cfg.png"));
         request.init_image = Some(InitImage { width, height, rgb });
         request.strength = c["strength"].as_f64().unwrap() as f32;
         request.step_noise = Some(draws);
@@ -80,7 +67,7 @@ fn case(name: &str) {
     if c["kind"] == "inpaint" {
         // diffusers returns the decoded image as is (no padding_mask_crop),
         // so Kiln's paste-back of the kept pixels is turned off to compare it whole.
-        let (width, height, channels, bytes) = png_channels(common::golden("inpaint/mask.png"));
+        let (width, height, channels, bytes) = common::png_samples(common::golden("inpaint/mask.png"));
         request.mask = Some(Mask { width, height, data: bytes.chunks(channels).map(|p| p[0]).collect() });
         request.paste_unmasked = Some(false);
     }
@@ -155,7 +142,7 @@ fn a_plain_model_opens_no_controlnet_session() {
     let m = Model::load(common::runtime(), &common::fixture()).unwrap();
     assert!(m.layout().unet_controlnet.is_none() && m.layout().controlnets.is_empty());
     let before = m.loaded_sessions();
-    let r = GenerateRequest { prompt: "x".into(), steps: 2, controls: vec![Control::new("tiny", control_image("control_a.png"))], ..Default::default() };
+    let r = GenerateRequest { prompt: "x".into(), steps: 2, controls: vec![Control::new("tiny", common::control_image("control_a.png"))], ..Default::default() };
     let e = m.generate_with(&r, Hooks::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ModelNotFound, "{e}");
     assert_eq!(m.loaded_sessions(), before);
@@ -170,7 +157,7 @@ fn bad_controls_get_specific_errors_and_the_model_stays_usable() {
     let base = GenerateRequest { prompt: "x".into(), steps: 2, scheduler: SchedulerKind::Ddim, ..Default::default() };
     let with = |c: Control| GenerateRequest { controls: vec![c], ..base.clone() };
     let err = |r: GenerateRequest| m.generate_with(&r, Hooks::default()).unwrap_err();
-    let good = control_image("control_a.png");
+    let good = common::control_image("control_a.png");
 
     let e = err(with(Control::new("missing", good.clone())));
     assert_eq!(e.kind(), ErrorKind::ModelNotFound, "{e}");
@@ -204,14 +191,6 @@ fn bad_controls_get_specific_errors_and_the_model_stays_usable() {
         .unwrap();
 }
 
-fn png_channels(path: PathBuf) -> (usize, usize, usize, Vec<u8>) {
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
-}
 
 /// Kiln's Canny against OpenCV's `cv2.Canny` (tools/make_canny_golden.py):
 /// the share of pixels whose edge/no-edge verdict differs, relative to
@@ -223,11 +202,11 @@ fn canny_matches_opencv() {
         serde_json::from_str(&std::fs::read_to_string(common::golden("canny/cases.json")).unwrap()).unwrap();
     for c in cases["cases"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
-        let (width, height, channels, data) = png_channels(common::golden(&format!("canny/{name}.png")));
+        let (width, height, channels, data) = common::png_samples(common::golden(&format!("canny/{name}.png")));
         let image = ControlImage { width, height, channels, data };
         let (low, high) = (c["low"].as_f64().unwrap() as f32, c["high"].as_f64().unwrap() as f32);
         let got = kiln::image::control::canny(&image, low, high).unwrap();
-        let (_, _, ch, want) = png_channels(common::golden(&format!("canny/{name}.edges.png")));
+        let (_, _, ch, want) = common::png_samples(common::golden(&format!("canny/{name}.edges.png")));
         assert_eq!(ch, 1);
         let differ = got.data.iter().zip(&want).filter(|(a, b)| a != b).count();
         let edges = want.iter().filter(|&&v| v > 0).count();
@@ -246,7 +225,7 @@ fn seamless_views_run_controlnets_with_wrapping_graphs() {
         prompt: "x".into(),
         steps: 2,
         scheduler: SchedulerKind::Ddim,
-        controls: vec![Control { preprocess: Preprocess::Tile, ..Control::new("tiny", control_image("control_b.png")) }],
+        controls: vec![Control { preprocess: Preprocess::Tile, ..Control::new("tiny", common::control_image("control_b.png")) }],
         ..Default::default()
     };
     view.generate_with(&r, Hooks::default()).unwrap();

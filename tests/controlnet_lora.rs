@@ -13,7 +13,6 @@ mod common;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use kiln::image::control::ControlImage;
 use kiln::model::{Adapters, EmbeddingSpec, LoraSpec};
 use kiln::pipeline::control::Control;
 use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
@@ -28,20 +27,7 @@ fn lora_dir() -> PathBuf {
     common::root().join("tests/fixtures/lora")
 }
 
-fn png_rgb(path: PathBuf) -> (usize, usize, Vec<u8>) {
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    let rgb: Vec<u8> = buf[..info.buffer_size()].chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect();
-    (info.width as usize, info.height as usize, rgb)
-}
 
-fn control_image(name: &str) -> ControlImage {
-    let (width, height, data) = png_rgb(common::golden(&format!("controlnet/{name}")));
-    ControlImage { width, height, channels: 3, data }
-}
 
 /// Runs golden case `name` with its LoRAs read from `layout`'s files
 /// ("kohya" or "peft"; diffusers fuses both to the same weights, checked by
@@ -69,7 +55,7 @@ fn case(name: &str, layout: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("tiny", control_image(k["image"].as_str().unwrap())) })
+        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("tiny", common::control_image(k["image"].as_str().unwrap())) })
         .collect();
     let request = GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),
@@ -136,7 +122,7 @@ fn a_lora_view_shares_the_models_controlnet_and_adds_one_session() {
         prompt: "x".into(),
         steps: 2,
         scheduler: SchedulerKind::Ddim,
-        controls: vec![Control::new("tiny", control_image("control_a.png"))],
+        controls: vec![Control::new("tiny", common::control_image("control_a.png"))],
         ..Default::default()
     };
     let plain = base.loaded_sessions();
@@ -167,7 +153,7 @@ fn seamless_and_switched_views_keep_the_controlnet_working() {
         steps: 2,
         seed: 5,
         scheduler: SchedulerKind::Ddim,
-        controls: vec![Control::new("tiny", control_image("control_b.png"))],
+        controls: vec![Control::new("tiny", common::control_image("control_b.png"))],
         ..Default::default()
     };
     let tiled = view.seamless(kiln::model::seamless::Seamless::Xy).unwrap();
@@ -208,7 +194,7 @@ fn c_api_lora_view_with_controls() {
     let mut view = ptr::null_mut();
     assert_eq!(unsafe { kiln_model_with_loras(base, l.as_ptr(), 2, &mut view) }, kiln_status::Ok);
 
-    let (w, h, rgb) = png_rgb(common::golden("controlnet/control_a.png"));
+    let (w, h, rgb) = common::png_rgb(common::golden("controlnet/control_a.png"));
     let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
     let mut image = ptr::null_mut();
     assert_eq!(unsafe { kiln_image_create(w as u32, h as u32, rgba.as_ptr(), rgba.len(), 0, &mut image) }, kiln_status::Ok);

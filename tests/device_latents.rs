@@ -374,19 +374,12 @@ fn fixed_buffers_run_sdxl() {
     compare_results("fixed_sdxl_euler_cfg", &got, &want);
 }
 
-fn png_bytes(path: &std::path::Path) -> (usize, usize, usize, Vec<u8>) {
-    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
-}
 
 /// tests/inpaint.rs's picture and mask (the mask repaints part of it).
 fn inpaint_request(kind: SchedulerKind, guidance: f32, steps: usize, strength: f32) -> GenerateRequest {
-    let (w, h, ch, buf) = png_bytes(&common::golden("ddim_cfg.png"));
+    let (w, h, ch, buf) = common::png_samples(&common::golden("ddim_cfg.png"));
     let init = kiln::pipeline::InitImage { width: w, height: h, rgb: buf.chunks(ch).flat_map(|p| [p[0], p[1], p[2]]).collect() };
-    let (w, h, ch, buf) = png_bytes(&common::golden("inpaint/mask.png"));
+    let (w, h, ch, buf) = common::png_samples(&common::golden("inpaint/mask.png"));
     let mask = kiln::pipeline::Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() };
     GenerateRequest { init_image: Some(init), mask: Some(mask), strength, ..request(kind, guidance, steps) }
 }

@@ -19,21 +19,14 @@ use std::sync::OnceLock;
 use kiln::pipeline::{GenerateRequest, Generation, Hooks, InitImage, Mask};
 use kiln::{Model, SchedulerKind};
 
-fn png_bytes(path: &std::path::Path) -> (usize, usize, usize, Vec<u8>) {
-    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
-}
 
 fn init() -> InitImage {
-    let (w, h, ch, buf) = png_bytes(&common::golden("ddim_cfg.png"));
+    let (w, h, ch, buf) = common::png_samples(&common::golden("ddim_cfg.png"));
     InitImage { width: w, height: h, rgb: buf.chunks(ch).flat_map(|p| [p[0], p[1], p[2]]).collect() }
 }
 
 fn mask() -> Mask {
-    let (w, h, ch, buf) = png_bytes(&common::golden("inpaint/mask.png"));
+    let (w, h, ch, buf) = common::png_samples(&common::golden("inpaint/mask.png"));
     Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() }
 }
 

@@ -18,10 +18,9 @@
 //! with the same ControlNet as the control.
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use kiln::image::control::ControlImage;
 use kiln::pipeline::control::Control;
 use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise, Mask};
 use kiln::{ErrorKind, Model, SchedulerKind};
@@ -43,24 +42,8 @@ fn model() -> &'static Model {
     M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("SDXL ControlNet model loads"))
 }
 
-fn png(path: &Path) -> (usize, usize, usize, Vec<u8>) {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
-}
 
-fn rgb(path: &Path) -> (usize, usize, Vec<u8>) {
-    let (w, h, channels, data) = png(path);
-    (w, h, data.chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect())
-}
 
-fn control_image(name: &str) -> ControlImage {
-    let (width, height, data) = rgb(&common::golden(&format!("controlnet/{name}")));
-    ControlImage { width, height, channels: 3, data }
-}
 
 fn cases() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl_controlnet/cases.json")).unwrap()).unwrap()
@@ -79,7 +62,7 @@ fn request(name: &str) -> GenerateRequest {
             scale: k["scale"].as_f64().unwrap() as f32,
             start: k["start"].as_f64().unwrap() as f32,
             end: k["end"].as_f64().unwrap() as f32,
-            ..Control::new("xl", control_image(k["image"].as_str().unwrap()))
+            ..Control::new("xl", common::control_image(k["image"].as_str().unwrap()))
         })
         .collect();
     let mut request = GenerateRequest {
@@ -93,7 +76,7 @@ fn request(name: &str) -> GenerateRequest {
         ..Default::default()
     };
     if c["kind"] == "img2img" || c["kind"] == "inpaint" {
-        let (width, height, rgb) = rgb(&common::golden("ddim_cfg.png"));
+        let (width, height, rgb) = common::png_rgb(&common::golden("ddim_cfg.png"));
         request.init_image = Some(InitImage { width, height, rgb });
         request.strength = c["strength"].as_f64().unwrap() as f32;
         request.step_noise = Some(draws);
@@ -102,7 +85,7 @@ fn request(name: &str) -> GenerateRequest {
     }
     if c["kind"] == "inpaint" {
         // diffusers returns the decoded image whole: Kiln's paste-back is off to compare it.
-        let (width, height, channels, bytes) = png(&common::golden("inpaint/mask.png"));
+        let (width, height, channels, bytes) = common::png_samples(&common::golden("inpaint/mask.png"));
         request.mask = Some(Mask { width, height, data: bytes.chunks(channels).map(|p| p[0]).collect() });
         request.paste_unmasked = Some(false);
     }
@@ -176,7 +159,7 @@ fn inpainting_with_control_matches_diffusers() {
 fn a_controlnet_of_the_other_family_is_a_mismatch_and_the_model_stays_usable() {
     let m = model();
     let base = GenerateRequest { prompt: "x".into(), steps: 2, scheduler: SchedulerKind::Ddim, ..Default::default() };
-    let with = |name: &str| GenerateRequest { controls: vec![Control::new(name, control_image("control_a.png"))], ..base.clone() };
+    let with = |name: &str| GenerateRequest { controls: vec![Control::new(name, common::control_image("control_a.png"))], ..base.clone() };
     let e = m.generate_with(&with("sd15"), Hooks::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{e}");
     assert!(e.to_string().contains("SD 1.x/2.x ControlNet") && e.to_string().contains("SDXL model"), "{e}");
@@ -216,7 +199,7 @@ fn c_api_kiln_control_on_sdxl_matches_diffusers() {
     let mut model = ptr::null_mut();
     assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
 
-    let (w, h, channels, bytes) = png(&common::golden("controlnet/control_a.png"));
+    let (w, h, channels, bytes) = common::png_samples(&common::golden("controlnet/control_a.png"));
     let rgba: Vec<u8> = bytes.chunks(channels).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
     let mut image = ptr::null_mut();
     let s = unsafe { kiln_image_create(w as u32, h as u32, rgba.as_ptr(), rgba.len(), 0, &mut image) };
@@ -297,7 +280,7 @@ fn lora_case(name: &str, layout: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("xl", control_image(k["image"].as_str().unwrap())) })
+        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("xl", common::control_image(k["image"].as_str().unwrap())) })
         .collect();
     let request = GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),

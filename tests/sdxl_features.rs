@@ -204,13 +204,6 @@ fn graph_cache_holds_all_four_sdxl_graphs_and_changes_no_pixel() {
 
 // ------------------------------------------------------------- inpainting
 
-fn png(path: &Path) -> (usize, usize, usize, Vec<u8>) {
-    let mut reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
-}
 
 fn init_image() -> InitImage {
     kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()
@@ -218,7 +211,7 @@ fn init_image() -> InitImage {
 
 /// The SD 1.5 inpainting goldens' mask (white = repaint).
 fn inpaint_mask() -> Mask {
-    let (w, h, ch, buf) = png(&common::golden("inpaint/mask.png"));
+    let (w, h, ch, buf) = common::png_samples(&common::golden("inpaint/mask.png"));
     Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() }
 }
 

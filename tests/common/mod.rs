@@ -207,3 +207,26 @@ pub fn c_generate_tiny(
     unsafe { kiln_runtime_destroy(rt) };
     pixels
 }
+
+/// A PNG's width, height, channel count and 8-bit samples as stored.
+pub fn png_samples(path: impl AsRef<std::path::Path>) -> (usize, usize, usize, Vec<u8>) {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, info.color_type.samples(), buf)
+}
+
+/// A PNG's width, height and RGB samples (a fourth channel dropped).
+pub fn png_rgb(path: impl AsRef<std::path::Path>) -> (usize, usize, Vec<u8>) {
+    let (w, h, channels, data) = png_samples(path);
+    (w, h, data.chunks(channels).flat_map(|p| [p[0], p[1], p[2]]).collect())
+}
+
+/// A ControlNet golden's control image (`tests/fixtures/golden/controlnet/<name>`), as RGB.
+pub fn control_image(name: &str) -> kiln::image::control::ControlImage {
+    let (width, height, data) = png_rgb(golden(&format!("controlnet/{name}")));
+    kiln::image::control::ControlImage { width, height, channels: 3, data }
+}
