@@ -66,8 +66,11 @@ def main():
     stamp = os.path.join(dest, f".{args.package}-{args.version}-{args.platform or 'native'}")
     main_lib = None
     if os.path.exists(stamp):
+        # The stamp names the library relative to `dest` (older stamps held an
+        # absolute path: only its file name is used), so a copied or moved
+        # target directory finds its own copy, not the one it was copied from.
         with open(stamp) as f:
-            main_lib = f.read().strip()
+            main_lib = os.path.join(dest, os.path.basename(f.read().strip()))
         if os.path.exists(main_lib) and not args.license_dir:
             print(main_lib)
             return 0
@@ -111,7 +114,7 @@ def main():
         print("fetch_onnxruntime: the wheel holds no ONNX Runtime library for this platform", file=sys.stderr)
         return 1
     with open(stamp, "w") as f:
-        f.write(main_lib)
+        f.write(os.path.basename(main_lib))
     print(main_lib)
     return 0
 
