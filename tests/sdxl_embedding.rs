@@ -173,7 +173,29 @@ fn embeddings_for_the_other_family_are_refused() {
     eprintln!("SDXL embedding on SD 1.x: {}", e.message());
     assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{}", e.message());
     assert!(e.message().contains("SDXL embedding"), "{}", e.message());
+    // A full-size SDXL embedding (768 / 1280 wide) on the tiny SDXL (8 / 16): the widths differ.
+    let wide = write_tensors("wide-xl.safetensors", &[("clip_l", vec![1, 768]), ("clip_g", vec![1, 1280])]);
+    let e = sdxl()
+        .with_adapters(&Adapters { embeddings: vec![EmbeddingSpec { path: wide, token: None }], ..Default::default() })
+        .err()
+        .expect("other widths refused");
+    eprintln!("768/1280-wide embedding on the tiny SDXL: {}", e.message());
+    assert_eq!(e.kind(), ErrorKind::AdapterMismatch, "{}", e.message());
+    assert!(e.message().contains("SDXL `clip_") && e.message().contains("another architecture"), "{}", e.message());
     assert!(sdxl().tokenizer().encode(c["prompt"].as_str().unwrap()).unwrap().iter().all(|&id| id < 49408));
+}
+
+/// A `.safetensors` of zero-filled f32 tensors in the test's temp folder.
+fn write_tensors(name: &str, tensors: &[(&str, Vec<usize>)]) -> PathBuf {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> =
+        tensors.iter().map(|(k, s)| (k.to_string(), s.clone(), vec![0u8; 4 * s.iter().product::<usize>()])).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(k, s, d)| (k.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    safetensors::serialize_to_file(views, None, &out).unwrap();
+    out
 }
 
 /// The C route: `kiln_model_with_adapters` on an SDXL handle, generating with
