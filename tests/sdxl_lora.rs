@@ -153,7 +153,8 @@ fn loras_for_the_other_family_are_refused() {
         }],
         ..Default::default()
     });
-    assert_eq!(refused(e).kind(), ErrorKind::Unsupported);
+    // An SD 1.x embedding on SDXL (tests/sdxl_embedding.rs covers SDXL embeddings).
+    assert_eq!(refused(e).kind(), ErrorKind::AdapterMismatch);
 }
 
 fn refused(r: kiln::Result<Model>) -> kiln::Error {

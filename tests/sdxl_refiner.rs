@@ -116,6 +116,25 @@ fn loads_as_a_refiner_with_text_encoder_2_alone() {
     assert_eq!(model().info().embedding_dim, 16);
 }
 
+/// SDXL textual-inversion embeddings need both encoders: a refiner-style
+/// export refuses them (UNSUPPORTED) and stays usable.
+#[test]
+fn refuses_sdxl_embeddings() {
+    let e = model()
+        .with_adapters(&kiln::model::Adapters {
+            embeddings: vec![kiln::model::EmbeddingSpec {
+                path: common::root().join("tests/fixtures/sdxl-embedding/xl-brick.safetensors"),
+                token: Some("<xl-brick>".into()),
+            }],
+            ..Default::default()
+        })
+        .err()
+        .expect("refused");
+    eprintln!("SDXL embedding on a refiner-style export: {}", e.message());
+    assert_eq!(e.kind(), kiln::ErrorKind::Unsupported, "{}", e.message());
+    assert!(model().tokenizer().encode("<xl-brick>").unwrap().iter().all(|&id| id < 49408));
+}
+
 #[test]
 fn euler_strength_03_with_default_aesthetic_scores_matches_diffusers() {
     case("euler_s03");

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 NUMERIC = ["parity", "img2img", "inpaint", "variants", "prompts", "clip_skip", "matting", "preview", "seamless", "cli", "vae",
            "sdxl", "controlnet", "static_unet", "lora", "device_latents", "sdxl_lora", "sdxl_features", "sdxl_refiner",
-           "sdxl_controlnet", "controlnet_lora", "sdxl_handoff", "lcm_img2img"]
+           "sdxl_controlnet", "controlnet_lora", "sdxl_handoff", "lcm_img2img", "sdxl_embedding"]
 # Cases that cannot have 10x headroom by construction (the tests say why too).
 WHY = {
     "controlnet::canny::": "Kiln's Canny is pure Rust (no ONNX Runtime), so this value is the same on "

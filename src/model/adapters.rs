@@ -42,13 +42,15 @@ impl Model {
         let mut loaded: Vec<LoadedLora> = adapters.loras.iter().map(LoadedLora::read).collect::<Result<_>>()?;
         fit_to_family(&mut loaded, m)?;
         let embeddings: Vec<Embedding> = adapters.embeddings.iter().map(Embedding::read).collect::<Result<_>>()?;
-        if m.xl.is_some() && !embeddings.is_empty() {
-            return Err(Error::unsupported(
-                "textual-inversion embeddings on SDXL (vectors for both text encoders) are not supported; LoRAs are",
-            ));
-        }
+        fit_embeddings_to_family(&embeddings, m)?;
         let wants = |c: Component| {
-            (c == Component::TextEncoder && !embeddings.is_empty()) || loaded.iter().any(|l| l.file.modules.iter().any(|x| x.component == c))
+            let embeds = match c {
+                Component::TextEncoder => !embeddings.is_empty(),
+                // fit_embeddings_to_family: SDXL embeddings on an SDXL model with both encoders.
+                Component::TextEncoder2 => embeddings.iter().any(Embedding::is_sdxl),
+                Component::Unet => false,
+            };
+            embeds || loaded.iter().any(|l| l.file.modules.iter().any(|x| x.component == c))
         };
         let index_of = |c: Component| -> Result<Option<Arc<lora::GraphIndex>>> {
             if !wants(c) {
@@ -90,9 +92,25 @@ impl Model {
             Some(i) => Arc::new(lora::merge(i, Component::Unet, &loaded)?),
             None => Default::default(),
         };
-        let text2_overrides: lora::Overrides = match &text2_index {
-            Some(i) => Arc::new(lora::merge(i, Component::TextEncoder2, &loaded)?),
-            None => Default::default(),
+        // SDXL: tokenizer_2 as it was before any embedding, and the one the new view uses.
+        let base_tokenizer_2 =
+            m.adapters.base_tokenizer_2.clone().or_else(|| m.xl.as_ref().and_then(|xl| xl.second.as_ref()).map(|(_, _, t)| Arc::clone(t)));
+        let (text2_overrides, tokenizer_2): (lora::Overrides, _) = match &text2_index {
+            Some(i) => {
+                let mut merged = lora::merge(i, Component::TextEncoder2, &loaded)?;
+                let base = base_tokenizer_2.as_ref().ok_or_else(|| Error::internal("SDXL model without tokenizer_2"))?;
+                let tokenizer = if embeddings.is_empty() {
+                    Arc::clone(base)
+                } else {
+                    let rows: Vec<(&str, &[Vec<f32>])> =
+                        embeddings.iter().filter_map(|e| e.vectors_2.as_deref().map(|v| (e.token.as_str(), v))).collect();
+                    let (table, tokenizer) = extend_token_embedding(i, &rows, base, "SDXL `clip_g`, text_encoder_2: 1280")?;
+                    merged.push(table);
+                    Arc::new(tokenizer)
+                };
+                (Arc::new(merged), Some(tokenizer))
+            }
+            None => (Default::default(), base_tokenizer_2.clone()),
         };
         let base_tokenizer = m.adapters.base_tokenizer.clone().unwrap_or_else(|| Arc::clone(&m.tokenizer));
         let (text_overrides, tokenizer): (lora::Overrides, _) = match &text_index {
@@ -101,7 +119,9 @@ impl Model {
                 let tokenizer = if embeddings.is_empty() {
                     Arc::clone(&base_tokenizer)
                 } else {
-                    let (table, tokenizer) = extend_token_embedding(i, &embeddings, &base_tokenizer)?;
+                    let rows: Vec<(&str, &[Vec<f32>])> = embeddings.iter().map(|e| (e.token.as_str(), e.vectors.as_slice())).collect();
+                    let widths = if m.xl.is_some() { "SDXL `clip_l`, text_encoder: 768" } else { "SD 1.x: 768, SD 2.x: 1024" };
+                    let (table, tokenizer) = extend_token_embedding(i, &rows, &base_tokenizer, widths)?;
                     merged.push(table);
                     Arc::new(tokenizer)
                 };
@@ -136,6 +156,7 @@ impl Model {
             text_encoder: text_overrides,
             text_encoder_2: text2_overrides,
             base_tokenizer: (!embeddings.is_empty()).then(|| Arc::clone(&base_tokenizer)),
+            base_tokenizer_2: if embeddings.is_empty() { None } else { base_tokenizer_2.clone() },
         };
 
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
@@ -161,10 +182,11 @@ impl Model {
         let xl = match (&m.xl, &m.layout.text_encoder_2) {
             // Only the second encoder's session changes; the rest is shared.
             (Some(xl), Some(path)) if !same_text_2 => {
-                let (_, io, tokenizer) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
+                let (_, io, _) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
+                let tokenizer = tokenizer_2.ok_or_else(|| Error::internal("SDXL model without tokenizer_2"))?;
                 let g = super::load_text_encoder_2(&m.runtime, path, &group, &applied.text_encoder_2)?;
                 Some(Arc::new(super::xl::XlText {
-                    second: Some((Arc::new(g), io.clone(), Arc::clone(tokenizer))),
+                    second: Some((Arc::new(g), io.clone(), tokenizer)),
                     text_embeds: xl.text_embeds.clone(),
                     time_ids: xl.time_ids.clone(),
                     aesthetic: xl.aesthetic,
@@ -263,12 +285,47 @@ fn fit_to_family(loaded: &mut [LoadedLora], m: &ModelInner) -> Result<()> {
     Ok(())
 }
 
-/// The text encoder's token-embedding table with the embeddings' vectors
-/// appended, and the tokenizer that knows their tokens.
+/// Checks each embedding is for this model's family: SD 1.x/2.x embeddings
+/// (one vector set) on SD models, SDXL ones (`clip_l` + `clip_g`) on SDXL
+/// models with both text encoders.
+fn fit_embeddings_to_family(embeddings: &[Embedding], m: &ModelInner) -> Result<()> {
+    for e in embeddings {
+        match (&m.xl, e.is_sdxl()) {
+            (None, true) => {
+                return Err(Error::new(
+                    ErrorKind::AdapterMismatch,
+                    format!("embedding {}: `clip_l`/`clip_g` tensors are an SDXL embedding; this model is SD 1.x/2.x-shaped", e.token),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::new(
+                    ErrorKind::AdapterMismatch,
+                    format!(
+                        "embedding {}: an SD 1.x/2.x embedding (one vector set); this SDXL model needs an SDXL embedding with `clip_l` and `clip_g` tensors",
+                        e.token
+                    ),
+                ))
+            }
+            (Some(xl), true) if xl.second.is_none() => {
+                return Err(Error::unsupported(format!(
+                    "embedding {}: this SDXL export has only `text_encoder_2` as its one encoder (refiner-style); Kiln applies embeddings to exports with both encoders",
+                    e.token
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A text encoder's token-embedding table with the embeddings' vectors
+/// appended (`(token, vectors)` pairs), and the tokenizer that knows their
+/// tokens. `widths` names the widths that fit, for the mismatch message.
 fn extend_token_embedding(
     index: &lora::GraphIndex,
-    embeddings: &[Embedding],
+    embeddings: &[(&str, &[Vec<f32>])],
     tokenizer: &ClipTokenizer,
+    widths: &str,
 ) -> Result<((String, Arc<ort::value::DynValue>), ClipTokenizer)> {
     let slot = index.token_embedding.as_ref().ok_or_else(|| {
         Error::unsupported(format!("{}: no token-embedding Gather found, so embeddings cannot be added", index.file.display()))
@@ -280,21 +337,21 @@ fn extend_token_embedding(
     let mut table = index.read_f32(slot)?;
     let mut tokens = Vec::new();
     let mut next = rows as u32;
-    for e in embeddings {
-        if let Some(v) = e.vectors.iter().find(|v| v.len() != dim) {
+    for &(token, vectors) in embeddings {
+        if let Some(v) = vectors.iter().find(|v| v.len() != dim) {
             return Err(Error::new(
                 ErrorKind::AdapterMismatch,
                 format!(
-                    "embedding {}: its vectors are {} wide but this model's token embeddings are {dim} (SD 1.x: 768, SD 2.x: 1024): made for another architecture",
-                    e.token,
-                    v.len()
+                    "embedding {token}: its vectors are {} wide but this model's token embeddings in {} are {dim} ({widths}): made for another architecture",
+                    v.len(),
+                    index.file.display()
                 ),
             ));
         }
-        let ids: Vec<u32> = (0..e.vectors.len() as u32).map(|i| next + i).collect();
+        let ids: Vec<u32> = (0..vectors.len() as u32).map(|i| next + i).collect();
         next += ids.len() as u32;
-        e.vectors.iter().for_each(|v| table.extend_from_slice(v));
-        tokens.push((e.token.clone(), ids));
+        vectors.iter().for_each(|v| table.extend_from_slice(v));
+        tokens.push((token.to_string(), ids));
     }
     let mut grown = slot.clone();
     grown.dims[0] = next as usize;

@@ -7,8 +7,14 @@
 //! several vectors becomes that many ids, as diffusers names them (`tok`,
 //! `tok_1`, ...). The vectors are appended to the text encoder's token
 //! embedding table, handed to ONNX Runtime as an initializer override.
+//! SDXL embeddings in the common layout (AUTOMATIC1111, civitai) hold two
+//! tensors: `clip_l` `[vectors, 768]` for `text_encoder` and `clip_g`
+//! `[vectors, 1280]` for `text_encoder_2`; each is appended to its encoder's
+//! table and its token added to that encoder's tokenizer, as diffusers'
+//! `load_textual_inversion` does when called once per encoder. Which family
+//! an embedding is for is checked against the model when it is applied.
 //! Pickled `.pt`/`.bin` files are refused (reading pickles runs arbitrary
-//! code); SDXL embeddings (`clip_l`/`clip_g`) do not fit SD 1.x/2.x.
+//! code).
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -28,8 +34,12 @@ pub struct EmbeddingSpec {
 pub struct Embedding {
     /// The prompt token.
     pub token: String,
-    /// One row per vector, each `dim` wide.
+    /// One row per vector, each `dim` wide: for SD 1.x/2.x the only encoder,
+    /// for SDXL the first (`clip_l`).
     pub vectors: Vec<Vec<f32>>,
+    /// SDXL embeddings: the second encoder's vectors (`clip_g`); `None` for an
+    /// SD 1.x/2.x embedding.
+    pub vectors_2: Option<Vec<Vec<f32>>>,
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -53,14 +63,26 @@ impl Embedding {
         })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, format!("not readable safetensors: {e}")))?;
         let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        if names.iter().any(|n| n == "clip_g" || n == "clip_l") {
-            return Err(Error::new(
-                ErrorKind::AdapterMismatch,
-                format!("embedding {}: `clip_l`/`clip_g` tensors are an SDXL embedding; this model is SD 1.x/2.x-shaped", path.display()),
-            ));
-        }
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let (key, file_token) = if names.iter().any(|n| n == "emb_params") {
+        let token_from = |file_token: String| -> Result<String> {
+            let token = spec.token.clone().unwrap_or(file_token);
+            if token.trim().is_empty() || token.chars().any(char::is_whitespace) {
+                return Err(Error::invalid(format!("embedding {}: token {token:?} must be one word without spaces", path.display())));
+            }
+            Ok(token)
+        };
+        let has = |k: &str| names.iter().any(|n| n == k);
+        if has("clip_l") || has("clip_g") {
+            if !(has("clip_l") && has("clip_g")) {
+                return Err(invalid(path, format!("an SDXL embedding needs both `clip_l` and `clip_g`, found {names:?}")));
+            }
+            let (vectors, vectors_2) = (matrix(&st, path, "clip_l")?, matrix(&st, path, "clip_g")?);
+            if vectors.len() != vectors_2.len() {
+                return Err(invalid(path, format!("`clip_l` has {} vectors but `clip_g` {}", vectors.len(), vectors_2.len())));
+            }
+            return Ok(Self { token: token_from(stem)?, vectors, vectors_2: Some(vectors_2) });
+        }
+        let (key, file_token) = if has("emb_params") {
             ("emb_params".to_string(), stem)
         } else if let Some(k) = names.iter().find(|n| n.starts_with("string_to_param")) {
             (k.clone(), stem)
@@ -69,31 +91,37 @@ impl Embedding {
         } else {
             return Err(Error::new(
                 ErrorKind::AdapterMismatch,
-                format!("embedding {}: expected `emb_params`, `string_to_param` or a single tensor, found {names:?}", path.display()),
+                format!("embedding {}: expected `emb_params`, `string_to_param`, `clip_l` + `clip_g` or a single tensor, found {names:?}", path.display()),
             ));
         };
-        let view = st.tensor(&key).map_err(|e| invalid(path, e))?;
-        let values: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            safetensors::Dtype::F16 => view.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            safetensors::Dtype::BF16 => view.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => return Err(invalid(path, format!("`{key}` has element type {other:?}"))),
-        };
-        let shape = view.shape().to_vec();
-        let dim = match shape.as_slice() {
-            [d] => *d,
-            [_, d] => *d,
-            other => return Err(invalid(path, format!("`{key}` has shape {other:?}; expected [dim] or [vectors, dim]"))),
-        };
-        if dim == 0 || values.is_empty() {
-            return Err(invalid(path, format!("`{key}` is empty")));
-        }
-        let token = spec.token.clone().unwrap_or(file_token);
-        if token.trim().is_empty() || token.chars().any(char::is_whitespace) {
-            return Err(Error::invalid(format!("embedding {}: token {token:?} must be one word without spaces", path.display())));
-        }
-        Ok(Self { token, vectors: values.chunks(dim).map(<[f32]>::to_vec).collect() })
+        let vectors = matrix(&st, path, &key)?;
+        Ok(Self { token: token_from(file_token)?, vectors, vectors_2: None })
     }
+
+    /// `true` for an SDXL embedding (`clip_l` + `clip_g`).
+    pub fn is_sdxl(&self) -> bool {
+        self.vectors_2.is_some()
+    }
+}
+
+/// The tensor `key` as rows of f32: `[dim]` is one vector, `[vectors, dim]` several.
+fn matrix(st: &safetensors::SafeTensors<'_>, path: &Path, key: &str) -> Result<Vec<Vec<f32>>> {
+    let view = st.tensor(key).map_err(|e| invalid(path, e))?;
+    let values: Vec<f32> = match view.dtype() {
+        safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        safetensors::Dtype::F16 => view.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        safetensors::Dtype::BF16 => view.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(invalid(path, format!("`{key}` has element type {other:?}"))),
+    };
+    let dim = match view.shape() {
+        [d] => *d,
+        [_, d] => *d,
+        other => return Err(invalid(path, format!("`{key}` has shape {other:?}; expected [dim] or [vectors, dim]"))),
+    };
+    if dim == 0 || values.is_empty() {
+        return Err(invalid(path, format!("`{key}` is empty")));
+    }
+    Ok(values.chunks(dim).map(<[f32]>::to_vec).collect())
 }
 
 #[cfg(test)]
@@ -131,8 +159,16 @@ mod tests {
         let older = write("old-style.safetensors", &[("string_to_param.*", vec![3, 4])]);
         let e = Embedding::read(&EmbeddingSpec { path: older, token: None }).unwrap();
         assert_eq!((e.token.as_str(), e.vectors.len(), e.vectors[2][3]), ("old-style", 3, 11.0));
-        let sdxl = write("xl.safetensors", &[("clip_l", vec![1, 768]), ("clip_g", vec![1, 1280])]);
-        assert_eq!(Embedding::read(&EmbeddingSpec { path: sdxl, token: None }).unwrap_err().kind(), ErrorKind::AdapterMismatch);
+        let sdxl = write("xl.safetensors", &[("clip_l", vec![2, 4]), ("clip_g", vec![2, 6])]);
+        let e = Embedding::read(&EmbeddingSpec { path: sdxl, token: None }).unwrap();
+        assert_eq!((e.token.as_str(), e.vectors.len(), e.vectors[1][3]), ("xl", 2, 7.0));
+        let g = e.vectors_2.as_ref().expect("clip_g read");
+        assert_eq!((g.len(), g[1].len(), g[1][5]), (2, 6, 11.0));
+        assert!(e.is_sdxl());
+        let half = write("half-xl.safetensors", &[("clip_l", vec![1, 4])]);
+        assert_eq!(Embedding::read(&EmbeddingSpec { path: half, token: None }).unwrap_err().kind(), ErrorKind::ModelInvalid);
+        let uneven = write("uneven-xl.safetensors", &[("clip_l", vec![1, 4]), ("clip_g", vec![2, 6])]);
+        assert_eq!(Embedding::read(&EmbeddingSpec { path: uneven, token: None }).unwrap_err().kind(), ErrorKind::ModelInvalid);
         let pt = Embedding::read(&EmbeddingSpec { path: "x.pt".into(), token: None }).unwrap_err();
         assert_eq!(pt.kind(), ErrorKind::Unsupported);
         let spaced = write("s.safetensors", &[("emb_params", vec![1, 4])]);

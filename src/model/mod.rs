@@ -157,6 +157,9 @@ pub(crate) struct AppliedAdapters {
     /// The tokenizer before any embedding was added (set when this model has
     /// embeddings, so a switch starts from the original vocabulary).
     pub(crate) base_tokenizer: Option<Arc<ClipTokenizer>>,
+    /// SDXL's `tokenizer_2` before any embedding was added (set with
+    /// `base_tokenizer`).
+    pub(crate) base_tokenizer_2: Option<Arc<ClipTokenizer>>,
 }
 
 /// How [`Model::load_with`] loads a model. `Default` is what [`Model::load`] does.
@@ -581,6 +584,12 @@ impl Model {
     /// The model's tokenizer.
     pub fn tokenizer(&self) -> &ClipTokenizer {
         &self.inner.tokenizer
+    }
+
+    /// SDXL's second tokenizer (`tokenizer_2`, for `text_encoder_2`); `None`
+    /// for SD 1.x/2.x and refiner-style exports with one encoder.
+    pub fn tokenizer_2(&self) -> Option<&ClipTokenizer> {
+        self.inner.xl.as_ref()?.second.as_ref().map(|(_, _, t)| t.as_ref())
     }
 
     /// How the U-Net takes its inputs.
