@@ -786,11 +786,7 @@ fn lora_and_control_in_one_asset_give_generates_pixels() {
 fn a_refiner_asset_gives_generates_pixels_and_rebakes_on_a_new_start() {
     let dir = scratch("refiner");
     let base = common::root().join("tests/fixtures/tiny-sdxl");
-    let refiner = dir.join("refiner");
-    for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
-        common::copy_tree(&base.join(sub), &refiner.join(sub));
-    }
-    common::copy_tree(&common::root().join("tests/fixtures/sdxl-refiner"), &refiner);
+    let refiner = common::sdxl_refiner_folder("bake");
     let manifest = dir.join("refiner.toml");
     let write = |start: &str| {
         std::fs::write(

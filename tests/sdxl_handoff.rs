@@ -17,22 +17,11 @@ use kiln::{ErrorKind, Model, SchedulerKind};
 const LATENTS_BOUND: f64 = 1e-3;
 const IMAGE_BOUND: f64 = 2e-3;
 
-/// The refiner folder, assembled as tests/sdxl_refiner.rs does (its own copy,
-/// so the two test binaries never write the same folder).
+/// The refiner fixture, assembled once per process (its own tag, so test
+/// binaries never write the same folder).
 fn refiner_folder() -> &'static PathBuf {
     static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-handoff-refiner");
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest).unwrap();
-        }
-        let tiny = common::root().join("tests/fixtures/tiny-sdxl");
-        for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
-            common::copy_tree(&tiny.join(sub), &dest.join(sub));
-        }
-        common::copy_tree(&common::root().join("tests/fixtures/sdxl-refiner"), &dest);
-        dest
-    })
+    F.get_or_init(|| common::sdxl_refiner_folder("handoff"))
 }
 
 fn base() -> &'static Model {

@@ -15,23 +15,10 @@ use std::sync::OnceLock;
 use kiln::pipeline::{GenerateRequest, Hooks, InitImage};
 use kiln::{Model, SchedulerKind, XlConditioning};
 
-/// The refiner folder: tiny-sdxl's shared subfolders with the refiner's own
-/// files (model_index.json, unet/, scheduler/) over them, as the fixture
-/// script assembles it.
+/// The refiner fixture (`common::sdxl_refiner_folder`), assembled once per process.
 fn folder() -> &'static PathBuf {
     static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| {
-        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-refiner");
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest).unwrap();
-        }
-        let tiny = common::root().join("tests/fixtures/tiny-sdxl");
-        for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
-            common::copy_tree(&tiny.join(sub), &dest.join(sub));
-        }
-        common::copy_tree(&common::root().join("tests/fixtures/sdxl-refiner"), &dest);
-        dest
-    })
+    F.get_or_init(|| common::sdxl_refiner_folder("refiner"))
 }
 
 fn model() -> &'static Model {

@@ -139,6 +139,23 @@ pub fn sdxl_controlnet_folder(tag: &str) -> PathBuf {
     dest
 }
 
+/// The SDXL refiner-style fixture: tiny-sdxl's shared subfolders with
+/// tests/fixtures/sdxl-refiner's own files (model_index.json, unet/,
+/// scheduler/) over them, as tools/make_sdxl_refiner_fixture.py assembles it;
+/// under the target dir (`tag` keeps test binaries apart).
+pub fn sdxl_refiner_folder(tag: &str) -> PathBuf {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-sdxl-refiner-model").join(tag);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    let tiny = root().join("tests/fixtures/tiny-sdxl");
+    for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
+        copy_tree(&tiny.join(sub), &dest.join(sub));
+    }
+    copy_tree(&root().join("tests/fixtures/sdxl-refiner"), &dest);
+    dest
+}
+
 pub fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
     kiln::image::npy::read_f32(&golden(name)).expect("golden file")
 }
