@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use kiln::image::control::{ControlImage, Preprocess};
 use kiln::pipeline::control::Control;
-use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise, Mask};
+use kiln::pipeline::{GenerateRequest, Hooks};
 use kiln::{ErrorKind, Model, SchedulerKind};
 
 fn model_folder() -> PathBuf {
@@ -28,49 +28,10 @@ fn model() -> &'static Model {
     M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("controlnet model loads"))
 }
 
-
-
 fn case(name: &str) {
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::golden("controlnet/cases.json")).unwrap()).unwrap();
-    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+    let c = common::golden_case(&common::golden("controlnet/cases.json"), name);
     let (_, draws) = common::read_npy(&format!("controlnet/{name}.draws.npy"));
-    let controls = c["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| Control {
-            scale: k["scale"].as_f64().unwrap() as f32,
-            start: k["start"].as_f64().unwrap() as f32,
-            end: k["end"].as_f64().unwrap() as f32,
-            ..Control::new("tiny", common::control_image(k["image"].as_str().unwrap()))
-        })
-        .collect();
-    let mut request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        guess_mode: c["guess_mode"].as_bool().unwrap(),
-        controls,
-        ..Default::default()
-    };
-    if c["kind"] == "img2img" || c["kind"] == "inpaint" {
-        let (width, height, rgb) = common::png_rgb(common::golden("ddim_cfg.png"));
-        request.init_image = Some(InitImage { width, height, rgb });
-        request.strength = c["strength"].as_f64().unwrap() as f32;
-        request.step_noise = Some(draws);
-    } else {
-        request.initial_noise = Some(InitialNoise { shape: [1, 4, 8, 8], data: draws });
-    }
-    if c["kind"] == "inpaint" {
-        // diffusers returns the decoded image as is (no padding_mask_crop),
-        // so Kiln's paste-back of the kept pixels is turned off to compare it whole.
-        let (width, height, channels, bytes) = common::png_samples(common::golden("inpaint/mask.png"));
-        request.mask = Some(Mask { width, height, data: bytes.chunks(channels).map(|p| p[0]).collect() });
-        request.paste_unmasked = Some(false);
-    }
+    let request = common::controlnet_request(&c, "tiny", draws);
     let out = model().generate_with(&request, Hooks::default()).unwrap();
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
@@ -190,7 +151,6 @@ fn bad_controls_get_specific_errors_and_the_model_stays_usable() {
     m.generate_with(&with(Control { preprocess: Preprocess::Canny { low: 100.0, high: 200.0 }, ..Control::new("tiny", good) }), Hooks::default())
         .unwrap();
 }
-
 
 /// Kiln's Canny against OpenCV's `cv2.Canny` (tools/make_canny_golden.py):
 /// the share of pixels whose edge/no-edge verdict differs, relative to

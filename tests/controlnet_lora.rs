@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use kiln::model::{Adapters, EmbeddingSpec, LoraSpec};
 use kiln::pipeline::control::Control;
-use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
+use kiln::pipeline::{GenerateRequest, Hooks};
 use kiln::{Model, SchedulerKind};
 
 fn model() -> &'static Model {
@@ -26,8 +26,6 @@ fn model() -> &'static Model {
 fn lora_dir() -> PathBuf {
     common::root().join("tests/fixtures/lora")
 }
-
-
 
 /// Runs golden case `name` with its LoRAs read from `layout`'s files
 /// ("kohya" or "peft"; diffusers fuses both to the same weights, checked by
@@ -51,22 +49,7 @@ fn case(name: &str, layout: &str) {
         .collect();
     let view = model().with_adapters(&Adapters { loras, embeddings, ..Default::default() }).expect("adapters apply");
     let (_, draws) = common::read_npy(&format!("controlnet_lora/{name}.draws.npy"));
-    let controls = c["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("tiny", common::control_image(k["image"].as_str().unwrap())) })
-        .collect();
-    let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        controls,
-        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: draws }),
-        ..Default::default()
-    };
+    let request = common::controlnet_request(c, "tiny", draws);
     let out = view.generate_with(&request, Hooks::default()).unwrap();
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use kiln::pipeline::control::Control;
-use kiln::pipeline::{GenerateRequest, Hooks, InitImage, InitialNoise, Mask};
+use kiln::pipeline::{GenerateRequest, Hooks};
 use kiln::{ErrorKind, Model, SchedulerKind};
 
 /// common::sdxl_controlnet_folder, plus the SD 1.x ControlNet of
@@ -42,54 +42,14 @@ fn model() -> &'static Model {
     M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("SDXL ControlNet model loads"))
 }
 
-
-
-
 fn cases() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl_controlnet/cases.json")).unwrap()).unwrap()
 }
 
 /// The request of golden case `name`, with its recorded draws.
 fn request(name: &str) -> GenerateRequest {
-    let cases = cases();
-    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
     let (_, draws) = common::read_npy(&format!("sdxl_controlnet/{name}.draws.npy"));
-    let controls = c["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| Control {
-            scale: k["scale"].as_f64().unwrap() as f32,
-            start: k["start"].as_f64().unwrap() as f32,
-            end: k["end"].as_f64().unwrap() as f32,
-            ..Control::new("xl", common::control_image(k["image"].as_str().unwrap()))
-        })
-        .collect();
-    let mut request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        guess_mode: c["guess_mode"].as_bool().unwrap(),
-        controls,
-        ..Default::default()
-    };
-    if c["kind"] == "img2img" || c["kind"] == "inpaint" {
-        let (width, height, rgb) = common::png_rgb(&common::golden("ddim_cfg.png"));
-        request.init_image = Some(InitImage { width, height, rgb });
-        request.strength = c["strength"].as_f64().unwrap() as f32;
-        request.step_noise = Some(draws);
-    } else {
-        request.initial_noise = Some(InitialNoise { shape: [1, 4, 8, 8], data: draws });
-    }
-    if c["kind"] == "inpaint" {
-        // diffusers returns the decoded image whole: Kiln's paste-back is off to compare it.
-        let (width, height, channels, bytes) = common::png_samples(&common::golden("inpaint/mask.png"));
-        request.mask = Some(Mask { width, height, data: bytes.chunks(channels).map(|p| p[0]).collect() });
-        request.paste_unmasked = Some(false);
-    }
-    request
+    common::controlnet_request(&common::golden_case(&common::golden("sdxl_controlnet/cases.json"), name), "xl", draws)
 }
 
 fn case(name: &str) {
@@ -276,22 +236,7 @@ fn lora_case(name: &str, layout: &str) {
     let view = model()
         .with_loras(&[(dir.join(format!("style.{layout}.safetensors")), c["lora_scale"].as_f64().unwrap() as f32)])
         .expect("SDXL LoRA view applies");
-    let controls = c["controls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| Control { scale: k["scale"].as_f64().unwrap() as f32, ..Control::new("xl", common::control_image(k["image"].as_str().unwrap())) })
-        .collect();
-    let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        controls,
-        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: read(&format!("{name}.draws.npy")) }),
-        ..Default::default()
-    };
+    let request = common::controlnet_request(&c, "xl", read(&format!("{name}.draws.npy")));
     let out = view.generate_with(&request, Hooks::default()).unwrap();
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");

@@ -156,6 +156,61 @@ pub fn sdxl_refiner_folder(tag: &str) -> PathBuf {
     dest
 }
 
+/// The case named `name` in a golden `cases.json`.
+pub fn golden_case(cases_json: &std::path::Path, name: &str) -> serde_json::Value {
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases_json).unwrap()).unwrap();
+    cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no case {name}")).clone()
+}
+
+/// The request of a ControlNet golden case `c` (the tools/make_*controlnet*_golden.py
+/// scripts): prompts, steps, guidance, scheduler, its controls on net `net`
+/// (scale; window and guess mode where the case has them), and `draws` as the
+/// initial noise, or, for img2img and inpainting cases, as the step noise with
+/// the init picture and strength; inpainting cases add the mask with Kiln's
+/// paste-back off (diffusers returns the decoded image whole).
+pub fn controlnet_request(c: &serde_json::Value, net: &str, draws: Vec<f32>) -> kiln::pipeline::GenerateRequest {
+    use kiln::pipeline::control::Control;
+    use kiln::pipeline::{GenerateRequest, InitImage, InitialNoise, Mask};
+    let controls = c["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let plain = Control::new(net, control_image(k["image"].as_str().unwrap()));
+            Control {
+                scale: k["scale"].as_f64().unwrap() as f32,
+                start: k["start"].as_f64().map_or(plain.start, |v| v as f32),
+                end: k["end"].as_f64().map_or(plain.end, |v| v as f32),
+                ..plain
+            }
+        })
+        .collect();
+    let mut request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: kiln::SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        guess_mode: c["guess_mode"].as_bool().unwrap_or(false),
+        controls,
+        ..Default::default()
+    };
+    if c["kind"] == "img2img" || c["kind"] == "inpaint" {
+        let (width, height, rgb) = png_rgb(golden("ddim_cfg.png"));
+        request.init_image = Some(InitImage { width, height, rgb });
+        request.strength = c["strength"].as_f64().unwrap() as f32;
+        request.step_noise = Some(draws);
+    } else {
+        request.initial_noise = Some(InitialNoise { shape: [1, 4, 8, 8], data: draws });
+    }
+    if c["kind"] == "inpaint" {
+        let (width, height, channels, bytes) = png_samples(golden("inpaint/mask.png"));
+        request.mask = Some(Mask { width, height, data: bytes.chunks(channels).map(|p| p[0]).collect() });
+        request.paste_unmasked = Some(false);
+    }
+    request
+}
+
 pub fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
     kiln::image::npy::read_f32(&golden(name)).expect("golden file")
 }
