@@ -67,6 +67,27 @@ def test_sd1_model_refuses_sdxl_arguments(model: kiln.Model) -> None:
         assert image.width == 64
 
 
+def test_sdxl_embedding_gives_the_golden_pixels_and_sd1_embeddings_are_refused(sdxl: kiln.Model, root: Path) -> None:
+    """kiln_model_with_adapters on SDXL: a `clip_l`/`clip_g` embedding extends both encoders
+    (tests/fixtures/sdxl-embedding, checked from Rust by tests/sdxl_embedding.rs); an SD 1.x embedding
+    is AdapterMismatchError and the model stays usable."""
+    folder = root / "tests" / "fixtures" / "sdxl-embedding"
+    case = json.loads((folder / "cases.json").read_text())[0]
+    draws, want = np.load(folder / f"{case['name']}.draws.npy"), np.load(folder / f"{case['name']}.image.npy")
+    with sdxl.with_loras([], embeddings=[(folder / case["file"], case["token"])]) as view:
+        d = max(float(np.abs(run(view, case, draws) - want).max()) - QUANTUM, 0.0)
+    plain = run(sdxl, case, draws)
+    control = float(np.abs(plain - want).max()) - QUANTUM
+    print(f"sdxl embedding: {d:.3e} from the golden past 8-bit rounding (bound {BOUND:.0e}); "
+          f"the plain model {control:.3e}")
+    assert d <= BOUND
+    assert control > BOUND, "the embedding barely matters here; this test would not catch it dropped"
+    with pytest.raises(kiln.AdapterMismatchError, match="SD 1.x/2.x") as e:
+        sdxl.with_loras([], embeddings=[root / "tests" / "fixtures" / "lora" / "learned_embeds.safetensors"])
+    assert e.value.status == kiln.Status.ADAPTER_MISMATCH
+    assert np.array_equal(run(sdxl, case, draws), plain)
+
+
 def test_refiner_hand_off_gives_the_golden_pixels(runtime: kiln.Runtime, sdxl: kiln.Model, model: kiln.Model,
                                                   root: Path, tmp_path: Path) -> None:
     """refiner= hands the latents to a second model part-way (tests/sdxl_handoff.rs has the Rust checks)."""
