@@ -42,6 +42,42 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn decode(bytes: &[u8], what: &str) -> Result<image::DynamicImage> {
+    check_palette(bytes, what)?;
+    // The decoder is third-party code fed untrusted bytes: should a malformed
+    // file still reach a panic in it, the caller gets a status, not an unwound
+    // bake tool or engine thread.
+    std::panic::catch_unwind(|| decode_checked(bytes, what)).unwrap_or_else(|_| {
+        Err(Error::invalid(format!("the {what} is not a readable PNG: the decoder failed on malformed data")))
+    })
+}
+
+/// Refuses a PLTE chunk that is not a whole number of RGB entries (1 to 256).
+/// `png` 0.18.1 (the newest) indexes past such a palette and panics while
+/// expanding it; found by the `png_inputs` fuzz target. Chunks are walked as
+/// far as the bytes go; anything else malformed is left to the decoder.
+fn check_palette(bytes: &[u8], what: &str) -> Result<()> {
+    const SIGNATURE: usize = 8;
+    let mut at = SIGNATURE;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = &header[4..8];
+        if kind == b"PLTE" && (len == 0 || len % 3 != 0 || len > 256 * 3) {
+            return Err(Error::invalid(format!(
+                "the {what} is not a readable PNG: its palette (PLTE) has {len} bytes, not 1 to 256 RGB entries"
+            )));
+        }
+        if kind == b"IDAT" || kind == b"IEND" {
+            break; // PLTE must come before the image data
+        }
+        at = match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(())
+}
+
+fn decode_checked(bytes: &[u8], what: &str) -> Result<image::DynamicImage> {
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE as u32);
@@ -113,6 +149,49 @@ mod tests {
         for broken in [&b""[..], b"not a png", &png[..png.len() / 2]] {
             let e = init_image_from_png(broken).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.message());
+        }
+    }
+
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(data);
+        let crc = crc32(&c[4..]);
+        c.extend_from_slice(&crc.to_be_bytes());
+        c
+    }
+
+    /// A 2x1 8-bit palette PNG whose PLTE chunk holds `palette`.
+    fn palette_png(palette: &[u8]) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [0, 0, 0, 2, 0, 0, 0, 1, 8, 3, 0, 0, 0];
+        png.extend(chunk(b"IHDR", &ihdr));
+        png.extend(chunk(b"PLTE", palette));
+        // One row: filter 0, indices 0 and 1; zlib stored block.
+        let row = [0u8, 0, 1];
+        let mut z = vec![0x78, 0x01, 1, row.len() as u8, 0, !(row.len() as u8), 0xff];
+        z.extend_from_slice(&row);
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in &row {
+            a = (a + x as u32) % 65521;
+            b = (b + a) % 65521;
+        }
+        z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+        png.extend(chunk(b"IDAT", &z));
+        png.extend(chunk(b"IEND", &[]));
+        png
+    }
+
+    #[test]
+    fn palettes_that_are_not_whole_rgb_entries_are_refused() {
+        let good = init_image_from_png(&palette_png(&[10, 20, 30, 40, 50, 60])).unwrap();
+        assert_eq!(good.rgb, [10, 20, 30, 40, 50, 60]);
+        // 4 and 7 bytes made `png` 0.18.1 index past the palette and panic.
+        for palette in [&[1u8, 2, 3, 4][..], &[1, 2, 3, 4, 5, 6, 7], &[], &[0; 769]] {
+            let e = init_image_from_png(&palette_png(palette)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.message());
+            assert!(e.message().contains("PLTE"), "{}", e.message());
+            assert_eq!(mask_from_png(&palette_png(palette)).unwrap_err().kind(), ErrorKind::InvalidArgument);
         }
     }
 }
