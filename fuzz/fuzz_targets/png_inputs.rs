@@ -1,9 +1,9 @@
-//! PNG reading for img2img pictures and inpainting masks (what
-//! `generate --init-image/--mask` runs), then the pipeline's preparation of
-//! both. Decoded sizes must match their buffers, and anything the decoder
+//! PNG reading for img2img pictures, inpainting masks and sprites (what
+//! `generate --init-image/--mask` and kiln-bake's atlases run), then the
+//! pipeline's preparation of the first two. Decoded sizes must match their buffers, and anything the decoder
 //! accepts must be prepared or refused with a status.
 #![no_main]
-use kiln::pipeline::inputs::{init_image_from_png, mask_from_png};
+use kiln::pipeline::inputs::{init_image_from_png, mask_from_png, rgba_from_png};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(mask) = &mask {
         assert_eq!(mask.data.len(), mask.width * mask.height);
+    }
+    if let Ok(rgba) = rgba_from_png(data) {
+        assert_eq!(rgba.pixels.len(), rgba.width * rgba.height * 4);
     }
     let Ok(init) = init else { return };
     // Lanczos resizing of large pictures is slow and not what is under test.

@@ -27,6 +27,17 @@ pub fn mask_from_png(bytes: &[u8]) -> Result<Mask> {
     Ok(Mask { width: img.width() as usize, height: img.height() as usize, data: img.into_raw() })
 }
 
+/// Decodes PNG bytes into RGBA8 (what the bake tool reads back to pack atlases).
+pub fn rgba_from_png(bytes: &[u8]) -> Result<crate::image::Rgba8Image> {
+    let img = decode(bytes, "picture")?.to_rgba8();
+    Ok(crate::image::Rgba8Image { width: img.width() as usize, height: img.height() as usize, pixels: img.into_raw() })
+}
+
+/// Reads a PNG file as RGBA8; the message names the file.
+pub fn read_rgba(path: &Path) -> Result<crate::image::Rgba8Image> {
+    rgba_from_png(&read(path)?).map_err(|e| e.context(path.display()))
+}
+
 /// Reads a PNG file as an init image; the message names the file.
 pub fn read_init_image(path: &Path) -> Result<InitImage> {
     init_image_from_png(&read(path)?).map_err(|e| e.context(path.display()))
@@ -134,6 +145,9 @@ mod tests {
         assert_eq!(&init.rgb[..6], &[0, 1, 2, 4, 5, 6]);
         let mask = mask_from_png(&png).unwrap();
         assert_eq!((mask.width, mask.height, mask.data.len()), (3, 2, 6));
+        let rgba = rgba_from_png(&png).unwrap();
+        assert_eq!((rgba.width, rgba.height), (3, 2));
+        assert_eq!(rgba.pixels, (0..24).collect::<Vec<u8>>());
     }
 
     #[test]
@@ -192,6 +206,7 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.message());
             assert!(e.message().contains("PLTE"), "{}", e.message());
             assert_eq!(mask_from_png(&palette_png(palette)).unwrap_err().kind(), ErrorKind::InvalidArgument);
+            assert_eq!(rgba_from_png(&palette_png(palette)).unwrap_err().kind(), ErrorKind::InvalidArgument);
         }
     }
 }

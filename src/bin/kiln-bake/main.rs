@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use kiln::jobs::JobState;
 use kiln::model::seamless::Seamless;
 use kiln::pipeline::outputs;
-use kiln::{Model, ModelOptions, Rgba8Image, Runtime, RuntimeOptions};
+use kiln::{Model, ModelOptions, Runtime, RuntimeOptions};
 
 use manifest::{Asset, Format, Manifest};
 use progress::Progress;
@@ -533,12 +533,11 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
     for m in &atlas.assets {
         let asset = manifest.assets.iter().find(|a| &a.name == m).expect("validated member");
         let p = out.join(&asset.outputs()[0]);
-        match image::open(&p) {
-            Ok(img) => {
-                let img = img.to_rgba8();
-                sprites.push((m.clone(), Rgba8Image { width: img.width() as usize, height: img.height() as usize, pixels: img.into_raw() }));
-            }
-            Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+        // The same checked decoder as init images: a sprite edited or
+        // damaged on disk since its bake fails this atlas, not the tool.
+        match kiln::pipeline::inputs::read_rgba(&p) {
+            Ok(img) => sprites.push((m.clone(), img)),
+            Err(e) => return fail(e.to_string()),
         }
     }
     let sheet = atlas::pack(&sprites, atlas.padding);
