@@ -164,12 +164,14 @@ fn adapter_entries(adapters: &Adapters) -> Vec<(String, PathBuf)> {
 }
 
 /// Kiln's error for an adapter set, prefixed with the one entry its message
-/// points at (by path, file name, or an embedding's token), else with the
-/// lists given.
+/// points at (by path, file name, or an embedding's token: the given one or
+/// the file name without extension), or the only entry, else the lists given.
 fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Error {
     let message = e.message();
-    let tokens = adapters.embeddings.iter().map(|e| e.token.clone());
     let lora_tokens = adapters.loras.iter().map(|_| None);
+    let tokens = adapters.embeddings.iter().map(|e| {
+        e.token.clone().or_else(|| e.path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+    });
     let hits: Vec<&str> = files
         .iter()
         .zip(lora_tokens.chain(tokens))
@@ -181,8 +183,9 @@ fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Err
         })
         .map(|((key, _), _)| key.as_str())
         .collect();
-    let key = match hits.as_slice() {
-        [one] => one.to_string(),
+    let key = match (hits.as_slice(), files) {
+        ([one], _) => one.to_string(),
+        ([], [(only, _)]) => only.clone(),
         _ => match (adapters.loras.is_empty(), adapters.embeddings.is_empty()) {
             (false, true) => "loras".into(),
             (true, false) => "embeddings".into(),
