@@ -451,6 +451,15 @@ fn loras_and_embeddings_generate_what_kiln_makes_directly() {
     // The first set again: its cached view, no new merge, the same pixels.
     let again = done_image(&run_to_end(&mut with(set()))).clone();
     assert_eq!((s.adapter_views_built(), again.pixels == got.pixels), (2, true), "the cached view is reused");
+    // With seamless: the seamless view of the adapter view (it keeps the adapters).
+    let mut tiled_set = set();
+    tiled_set.push(("seamless", String("xy".into())));
+    let tiled = done_image(&run_to_end(&mut with(tiled_set))).clone();
+    let differing = count_differing(&tiled, &direct(&view.seamless(Seamless::Xy).unwrap(), &plain));
+    println!("adapters + seamless: {differing} differ from Model::with_adapters + seamless(Xy) (bound 0); {} from the adapters without seamless", count_differing(&tiled, &got));
+    assert_eq!(differing, 0);
+    assert_ne!(tiled.pixels, got.pixels, "seamless still acts on the adapter view");
+    assert_eq!(s.adapter_views_built(), 2, "the seamless job reused the set's view");
 
     // Bad files: the status Kiln gives, the message naming the entry.
     type Case = (Vec<(&'static str, OptionValue)>, u32, &'static str);
