@@ -10,7 +10,7 @@ use godot::prelude::*;
 use kiln::image::control::ControlImage;
 
 use crate::image_data::to_godot_rgba8;
-use crate::options::OptionValue;
+use crate::options::{self, OptionValue};
 use crate::session::{Session, SessionConfig};
 use crate::tracker::{status_of, Event, Phase, Tracker};
 
@@ -102,8 +102,10 @@ impl KilnGenerator {
     /// other failure. The model is loaded on the first job, off the main thread.
     #[func]
     fn generate(&mut self, prompt: GString, options: VarDictionary) -> i64 {
-        let entries: Vec<(String, OptionValue)> =
+        let mut entries: Vec<(String, OptionValue)> =
             options.iter_shared().map(|(k, v)| (key_name(&k), option_value(&v))).collect();
+        // `refiner` and the adapter files may be res:// or user:// paths.
+        options::map_paths(&mut entries, |p| globalized(&GString::from(p)).to_string_lossy().into_owned());
         let config = self.session_config();
         if self.session.as_ref().map(|s| s.config() != &config).unwrap_or(true) {
             self.session = Some(Session::new(config));
@@ -231,17 +233,17 @@ fn option_value(v: &Variant) -> OptionValue {
             OptionValue::Dictionary(v.to::<VarDictionary>().iter_shared().map(|(k, e)| (key_name(&k), option_value(&e))).collect())
         }
         VariantType::OBJECT => match v.try_to::<Gd<Image>>() {
-            Ok(image) => control_image(&image),
+            Ok(image) => image_pixels(&image),
             Err(_) => OptionValue::Other("an Object that is not an Image".into()),
         },
         other => OptionValue::Other(format!("{other:?}")),
     }
 }
 
-/// A Godot `Image`'s pixels for a control image: L8, RGB8 and RGBA8 as they
-/// are, any other format through a converted copy (the caller's image is
-/// left as it was).
-fn control_image(image: &Gd<Image>) -> OptionValue {
+/// A Godot `Image`'s pixels (for `init_image`, `mask` and control images):
+/// L8, RGB8 and RGBA8 as they are, any other format through a converted
+/// copy (the caller's image is left as it was).
+fn image_pixels(image: &Gd<Image>) -> OptionValue {
     let channels = match image.get_format() {
         Format::L8 => 1,
         Format::RGB8 => 3,

@@ -4,10 +4,13 @@
 //! and an [`OptionValue`] and hands them here, so every rule (known keys, types,
 //! ranges) is unit-tested without Godot. Every mistake is an
 //! `InvalidArgument` error naming the key, what was expected and what came.
+use std::path::PathBuf;
+
 use kiln::image::control::{ControlImage, Preprocess};
 use kiln::model::seamless::Seamless;
+use kiln::model::{Adapters, EmbeddingSpec, LoraSpec};
 use kiln::pipeline::control::Control;
-use kiln::pipeline::PromptSyntax;
+use kiln::pipeline::{InitImage, Mask, PromptSyntax};
 use kiln::{Error, ErrorKind, GenerateRequest, SchedulerKind};
 
 /// One dictionary value, reduced to what the options can hold.
@@ -82,7 +85,21 @@ pub const KEYS: &[&str] = &[
     "negative_aesthetic_score",
     "controls",
     "guess_mode",
+    "init_image",
+    "strength",
+    "posterior_mean",
+    "mask",
+    "loras",
+    "embeddings",
+    "refiner",
+    "refiner_start",
 ];
+
+/// The keys of one `loras` entry: the C `kiln_lora` fields.
+pub const LORA_KEYS: &[&str] = &["path", "scale"];
+
+/// The keys of one `embeddings` entry: the C `kiln_embedding` fields.
+pub const EMBEDDING_KEYS: &[&str] = &["path", "token"];
 
 /// The keys of one `controls` entry: the C `kiln_control` fields.
 pub const CONTROL_KEYS: &[&str] = &["controlnet", "image", "scale", "start", "end", "preprocess", "canny_low", "canny_high"];
@@ -106,7 +123,25 @@ pub struct GenerateOptions {
     pub preview_interval: u32,
     /// Higher runs first among queued jobs.
     pub priority: i32,
+    /// LoRAs and textual-inversion embeddings: the job runs on a view of the
+    /// model with them merged (`Model::with_adapters`); empty = the model itself.
+    pub adapters: Adapters,
+    /// A second model folder that finishes the schedule (the C `refiner`).
+    pub refiner: Option<RefinerChoice>,
 }
+
+/// The `refiner` and `refiner_start` keys: a model folder to load (once per
+/// session) and the fraction of the schedule the main model runs first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefinerChoice {
+    /// The refiner's model folder, as a file-system path.
+    pub path: PathBuf,
+    /// Strictly between 0 and 1 (Kiln's default 0.8).
+    pub start: f32,
+}
+
+/// Kiln's default `refiner_start` (`kiln_generate_options_init`'s).
+pub const DEFAULT_REFINER_START: f32 = 0.8;
 
 fn bad(key: &str, what: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::InvalidArgument, format!("options[\"{key}\"]: {what}"))
@@ -142,6 +177,148 @@ fn string<'a>(key: &str, v: &'a OptionValue) -> Result<&'a str, Error> {
     match v {
         OptionValue::String(s) => Ok(s),
         _ => Err(bad(key, format!("expected a String, got {}", v.describe()))),
+    }
+}
+
+fn boolean(key: &str, v: &OptionValue) -> Result<bool, Error> {
+    match v {
+        OptionValue::Bool(b) => Ok(*b),
+        other => Err(bad(key, format!("expected a bool, got {}", other.describe()))),
+    }
+}
+
+fn image<'a>(key: &str, v: &'a OptionValue) -> Result<&'a ControlImage, Error> {
+    match v {
+        OptionValue::Image(i) => Ok(i),
+        other => Err(bad(key, format!("expected an Image, got {}", other.describe()))),
+    }
+}
+
+/// A non-empty String naming a file or folder.
+fn path(key: &str, v: &OptionValue) -> Result<PathBuf, Error> {
+    match string(key, v)? {
+        "" => Err(bad(key, "is empty; expected a file-system path")),
+        p => Ok(PathBuf::from(p)),
+    }
+}
+
+/// `init_image`: gray is spread to R, G and B; alpha is dropped (Kiln's
+/// init pictures are RGB, and the C API ignores alpha too).
+fn init_image(key: &str, v: &OptionValue) -> Result<InitImage, Error> {
+    let i = image(key, v)?;
+    let rgb = match i.channels {
+        1 => i.data.iter().flat_map(|&g| [g, g, g]).collect(),
+        3 => i.data.clone(),
+        4 => i.data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        c => return Err(bad(key, format!("an Image with {c} channels; expected gray, RGB or RGBA"))),
+    };
+    Ok(InitImage { width: i.width, height: i.height, rgb })
+}
+
+/// `mask`: its luma, one byte a pixel (white = repaint). Gray images are
+/// used as they are; colour ones by Rec. 601 luma in PIL's fixed point
+/// (`convert("L")`, which the Python binding uses); alpha is ignored.
+fn mask(key: &str, v: &OptionValue) -> Result<Mask, Error> {
+    let i = image(key, v)?;
+    let luma = |p: &[u8]| ((19595 * p[0] as u32 + 38470 * p[1] as u32 + 7471 * p[2] as u32 + 0x8000) >> 16) as u8;
+    let data = match i.channels {
+        1 => i.data.clone(),
+        3 | 4 => i.data.chunks_exact(i.channels).map(luma).collect(),
+        c => return Err(bad(key, format!("an Image with {c} channels; expected gray, RGB or RGBA"))),
+    };
+    Ok(Mask { width: i.width, height: i.height, data })
+}
+
+/// The entries of a Dictionary `v` (one list item, named `key`), each key
+/// checked against `known` and seen once; `what` describes the entry.
+fn entry_fields<'a>(key: &str, v: &'a OptionValue, known: &[&str], what: &str) -> Result<Vec<(String, &'a OptionValue)>, Error> {
+    let OptionValue::Dictionary(entries) = v else {
+        return Err(bad(key, format!("expected a Dictionary with {}, got {}", known.join(", "), v.describe())));
+    };
+    let mut out: Vec<(String, &OptionValue)> = Vec::new();
+    for (name, value) in entries {
+        let k = format!("{key}.{name}");
+        if out.iter().any(|(n, _)| n == &k) {
+            return Err(bad(&k, "given twice"));
+        }
+        if !known.contains(&name.as_str()) {
+            return Err(bad(&k, format!("unknown {what} key; known: {}", known.join(", "))));
+        }
+        out.push((k, value));
+    }
+    Ok(out)
+}
+
+/// A list option (an Array of Dictionaries), each entry parsed by `one`
+/// with its name (`loras[1]`).
+fn list_of<T>(key: &str, v: &OptionValue, one: impl Fn(&str, &OptionValue) -> Result<T, Error>) -> Result<Vec<T>, Error> {
+    let OptionValue::Array(list) = v else {
+        return Err(bad(key, format!("expected an Array of Dictionaries, got {}", v.describe())));
+    };
+    list.iter().enumerate().map(|(i, e)| one(&format!("{key}[{i}]"), e)).collect()
+}
+
+/// One `loras` entry: `{"path": String, "scale": float}` (scale 1.0).
+fn lora(key: &str, v: &OptionValue) -> Result<LoraSpec, Error> {
+    let mut spec = LoraSpec { path: PathBuf::new(), scale: 1.0 };
+    let mut has_path = false;
+    for (k, value) in entry_fields(key, v, LORA_KEYS, "LoRA")? {
+        if k.ends_with(".path") {
+            spec.path = path(&k, value)?;
+            has_path = true;
+        } else {
+            spec.scale = float(&k, value)? as f32;
+        }
+    }
+    if !has_path {
+        return Err(bad(key, "missing \"path\" (the LoRA's .safetensors file)"));
+    }
+    Ok(spec)
+}
+
+/// One `embeddings` entry: `{"path": String, "token": String}` (token: the file's own).
+fn embedding(key: &str, v: &OptionValue) -> Result<EmbeddingSpec, Error> {
+    let mut spec = EmbeddingSpec { path: PathBuf::new(), token: None };
+    let mut has_path = false;
+    for (k, value) in entry_fields(key, v, EMBEDDING_KEYS, "embedding")? {
+        if k.ends_with(".path") {
+            spec.path = path(&k, value)?;
+            has_path = true;
+        } else {
+            let token = string(&k, value)?;
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                return Err(bad(&k, format!("{token:?} is not a prompt word (non-empty, no spaces)")));
+            }
+            spec.token = Some(token.to_string());
+        }
+    }
+    if !has_path {
+        return Err(bad(key, "missing \"path\" (the embedding's .safetensors file)"));
+    }
+    Ok(spec)
+}
+
+/// Applies `globalize` to every option that names a file or folder
+/// (`refiner`, each `loras[i].path` and `embeddings[i].path`), so the Godot
+/// node can turn `res://` and `user://` paths into file-system ones before
+/// parsing. Values of the wrong type are left for [`parse`] to report.
+pub fn map_paths(entries: &mut [(String, OptionValue)], globalize: impl Fn(&str) -> String) {
+    for (key, value) in entries.iter_mut() {
+        match (key.as_str(), value) {
+            ("refiner", OptionValue::String(p)) => *p = globalize(p),
+            ("loras" | "embeddings", OptionValue::Array(list)) => {
+                for entry in list {
+                    if let OptionValue::Dictionary(fields) = entry {
+                        for (name, v) in fields {
+                            if let ("path", OptionValue::String(p)) = (name.as_str(), v) {
+                                *p = globalize(p);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -200,8 +377,11 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
         seamless: Seamless::None,
         preview_interval: 0,
         priority: 0,
+        adapters: Adapters::default(),
+        refiner: None,
     };
     let mut seen: Vec<&str> = Vec::new();
+    let mut refiner_start: Option<f32> = None;
     // SDXL sizes: [width, height] per entry of XL_SIZES, 0 = not given.
     let mut sizes = [[0usize; 2]; 4];
     for (key, value) in entries {
@@ -259,10 +439,27 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
                 };
                 r.controls = list.iter().enumerate().map(|(i, c)| control(&format!("controls[{i}]"), c)).collect::<Result<_, _>>()?;
             }
-            "guess_mode" => match value {
-                OptionValue::Bool(b) => r.guess_mode = *b,
-                other => return Err(bad(key, format!("expected a bool, got {}", other.describe()))),
-            },
+            "guess_mode" => r.guess_mode = boolean(key, value)?,
+            "init_image" => r.init_image = Some(init_image(key, value)?),
+            "strength" => {
+                let s = float(key, value)?;
+                if !(0.0..=1.0).contains(&s) {
+                    return Err(bad(key, format!("{s} is out of range 0..=1")));
+                }
+                r.strength = s as f32;
+            }
+            "posterior_mean" => r.posterior_mean = boolean(key, value)?,
+            "mask" => r.mask = Some(mask(key, value)?),
+            "loras" => o.adapters.loras = list_of(key, value, lora)?,
+            "embeddings" => o.adapters.embeddings = list_of(key, value, embedding)?,
+            "refiner" => o.refiner = Some(RefinerChoice { path: path(key, value)?, start: DEFAULT_REFINER_START }),
+            "refiner_start" => {
+                let f = float(key, value)?;
+                if !(f > 0.0 && f < 1.0) {
+                    return Err(bad(key, format!("{f} must be strictly between 0 and 1 (the fraction of the schedule the model runs before the refiner)")));
+                }
+                refiner_start = Some(f as f32);
+            }
             k => match XL_SIZES.iter().position(|(w, h)| k == *w || k == *h) {
                 Some(i) => sizes[i][usize::from(k == XL_SIZES[i].1)] = int_in(key, value, 1, MAX_SIDE)? as usize,
                 None => return Err(bad(key, format!("unknown option; known: {}", KEYS.join(", ")))),
@@ -278,6 +475,28 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
             (_, 0) => return Err(bad(hk, format!("missing; \"{wk}\" is given and SDXL sizes need both"))),
             (w, h) => Some([w, h]),
         };
+    }
+    // Keys that only mean something with another: a Dictionary holds only
+    // what the script set, so one given alone is a mistake worth naming.
+    let r = &o.request;
+    let given = |k: &str| seen.contains(&k);
+    for k in ["strength", "posterior_mean", "mask"] {
+        if given(k) && r.init_image.is_none() {
+            return Err(bad(k, "needs \"init_image\" (the picture to start from)"));
+        }
+    }
+    if let (Some(m), Some(i)) = (&r.mask, &r.init_image) {
+        if (m.width, m.height) != (i.width, i.height) {
+            return Err(Error::new(
+                ErrorKind::InvalidSize,
+                format!("options[\"mask\"]: the mask is {}x{} but \"init_image\" is {}x{}; they must match", m.width, m.height, i.width, i.height),
+            ));
+        }
+    }
+    match (&mut o.refiner, refiner_start) {
+        (Some(choice), Some(start)) => choice.start = start,
+        (None, Some(_)) => return Err(bad("refiner_start", "needs \"refiner\" (the refiner's model folder)")),
+        _ => {}
     }
     Ok(o)
 }
@@ -490,6 +709,169 @@ mod tests {
         }
         let e = err(&[("guess_mode", Int(1))]);
         assert_eq!(e.message(), "options[\"guess_mode\"]: expected a bool, got int 1");
+    }
+
+    fn rgba(width: usize, height: usize, px: [u8; 4]) -> ControlImage {
+        ControlImage { width, height, channels: 4, data: px.repeat(width * height) }
+    }
+
+    #[test]
+    fn img2img_and_inpainting_keys_reach_the_request() {
+        use OptionValue::*;
+        let o = parse(
+            "p",
+            &entries(&[
+                ("init_image", Image(rgba(2, 1, [10, 20, 30, 0]))),
+                ("strength", Float(0.35)),
+                ("posterior_mean", Bool(true)),
+                ("mask", Image(ControlImage { width: 2, height: 1, channels: 1, data: vec![0, 255] })),
+            ]),
+        )
+        .unwrap();
+        let r = &o.request;
+        // Alpha dropped: the C API's RGBA init image reads the same way.
+        assert_eq!(r.init_image, Some(InitImage { width: 2, height: 1, rgb: vec![10, 20, 30, 10, 20, 30] }));
+        assert_eq!((r.strength, r.posterior_mean), (0.35, true));
+        assert_eq!(r.mask, Some(Mask { width: 2, height: 1, data: vec![0, 255] }));
+        // Kiln's defaults without them.
+        let d = GenerateRequest::default();
+        let plain = parse("p", &[]).unwrap().request;
+        assert_eq!((plain.init_image, plain.mask, plain.strength, plain.posterior_mean), (None, None, d.strength, false));
+        // Gray init images are spread to RGB; colour masks read as Rec. 601 luma.
+        let gray = parse("p", &entries(&[("init_image", Image(ControlImage { width: 1, height: 1, channels: 1, data: vec![77] }))])).unwrap();
+        assert_eq!(gray.request.init_image.unwrap().rgb, vec![77, 77, 77]);
+        let rgb = ControlImage { width: 4, height: 1, channels: 3, data: vec![255, 255, 255, 255, 0, 0, 0, 255, 0, 0, 0, 255] };
+        let o = parse("p", &entries(&[("init_image", Image(rgba(4, 1, [0, 0, 0, 255]))), ("mask", Image(rgb))])).unwrap();
+        // PIL's convert("L") of white, red, green, blue.
+        assert_eq!(o.request.mask.unwrap().data, vec![255, 76, 150, 29]);
+        assert_eq!(parse("p", &entries(&[("init_image", Image(rgba(1, 1, [0; 4]))), ("strength", Int(1))])).unwrap().request.strength, 1.0);
+    }
+
+    #[test]
+    fn img2img_and_inpainting_mistakes_name_the_key() {
+        use OptionValue::*;
+        let init = || ("init_image", Image(rgba(8, 8, [1, 2, 3, 4])));
+        type Case<'a> = (Vec<(&'a str, OptionValue)>, ErrorKind, &'a str);
+        let cases: Vec<Case> = vec![
+            (vec![("init_image", String("res://wall.png".into()))], ErrorKind::InvalidArgument, "options[\"init_image\"]: expected an Image, got String \"res://wall.png\""),
+            (vec![init(), ("strength", Float(1.5))], ErrorKind::InvalidArgument, "options[\"strength\"]: 1.5 is out of range 0..=1"),
+            (vec![init(), ("strength", Float(-0.1))], ErrorKind::InvalidArgument, "options[\"strength\"]: -0.1 is out of range 0..=1"),
+            (vec![init(), ("strength", String("0.5".into()))], ErrorKind::InvalidArgument, "options[\"strength\"]: expected a number, got String"),
+            (vec![("strength", Float(0.5))], ErrorKind::InvalidArgument, "options[\"strength\"]: needs \"init_image\""),
+            (vec![init(), ("posterior_mean", Int(1))], ErrorKind::InvalidArgument, "options[\"posterior_mean\"]: expected a bool, got int 1"),
+            (vec![("posterior_mean", Bool(true))], ErrorKind::InvalidArgument, "options[\"posterior_mean\"]: needs \"init_image\""),
+            (vec![("mask", Image(gray(8, 8)))], ErrorKind::InvalidArgument, "options[\"mask\"]: needs \"init_image\""),
+            (vec![init(), ("mask", Nil)], ErrorKind::InvalidArgument, "options[\"mask\"]: expected an Image, got null"),
+            (vec![init(), ("mask", Image(gray(8, 4)))], ErrorKind::InvalidSize, "options[\"mask\"]: the mask is 8x4 but \"init_image\" is 8x8; they must match"),
+        ];
+        for (list, kind, want) in cases {
+            let e = err(&list);
+            assert_eq!(e.kind(), kind, "{list:?}: {}", e.message());
+            assert!(e.message().starts_with(want), "got {:?}, want {want:?}", e.message());
+        }
+    }
+
+    fn dict(list: &[(&str, OptionValue)]) -> OptionValue {
+        OptionValue::Dictionary(entries(list))
+    }
+
+    #[test]
+    fn loras_and_embeddings_mirror_kiln_lora_and_kiln_embedding() {
+        use OptionValue::*;
+        let o = parse(
+            "p",
+            &entries(&[
+                (
+                    "loras",
+                    Array(vec![dict(&[("path", String("/m/style.safetensors".into())), ("scale", Float(0.5))]), dict(&[("path", String("/m/detail.safetensors".into()))])]),
+                ),
+                (
+                    "embeddings",
+                    Array(vec![dict(&[("path", String("/m/brick.safetensors".into())), ("token", String("<brick>".into()))]), dict(&[("path", String("/m/moss.safetensors".into()))])]),
+                ),
+            ]),
+        )
+        .unwrap();
+        let a = &o.adapters;
+        let lora = |p: &str, scale| LoraSpec { path: p.into(), scale };
+        // Scale 1.0 and the file's own token are kiln_lora_init's and kiln_embedding_init's defaults.
+        assert_eq!(a.loras, vec![lora("/m/style.safetensors", 0.5), lora("/m/detail.safetensors", 1.0)]);
+        let emb = |p: &str, token: Option<&str>| EmbeddingSpec { path: p.into(), token: token.map(Into::into) };
+        assert_eq!(a.embeddings, vec![emb("/m/brick.safetensors", Some("<brick>")), emb("/m/moss.safetensors", None)]);
+        assert!(!a.allow_unmatched, "unmatched LoRA keys fail, as in the C API");
+        assert_eq!(parse("p", &[]).unwrap().adapters, Adapters::default());
+        let none = parse("p", &entries(&[("loras", Array(vec![])), ("embeddings", Array(vec![]))])).unwrap();
+        assert_eq!(none.adapters, Adapters::default(), "empty lists are the plain model");
+    }
+
+    #[test]
+    fn adapter_mistakes_name_the_entry_and_key() {
+        use OptionValue::*;
+        let good = || dict(&[("path", String("/m/a.safetensors".into()))]);
+        let cases: Vec<(&str, OptionValue, &str)> = vec![
+            ("loras", String("/m/a.safetensors".into()), "options[\"loras\"]: expected an Array of Dictionaries, got String"),
+            ("loras", Array(vec![String("/m/a.safetensors".into())]), "options[\"loras[0]\"]: expected a Dictionary with path, scale, got String"),
+            ("loras", Array(vec![good(), dict(&[("scale", Float(0.5))])]), "options[\"loras[1]\"]: missing \"path\" (the LoRA's .safetensors file)"),
+            ("loras", Array(vec![dict(&[("file", String("a".into()))])]), "options[\"loras[0].file\"]: unknown LoRA key; known: path, scale"),
+            ("loras", Array(vec![dict(&[("path", String("".into()))])]), "options[\"loras[0].path\"]: is empty"),
+            ("loras", Array(vec![dict(&[("path", Int(3))])]), "options[\"loras[0].path\"]: expected a String, got int 3"),
+            ("loras", Array(vec![good(), dict(&[("path", String("b".into())), ("scale", Float(f64::INFINITY))])]), "options[\"loras[1].scale\"]: expected a finite number"),
+            ("loras", Array(vec![dict(&[("path", String("b".into())), ("scale", Bool(true))])]), "options[\"loras[0].scale\"]: expected a number, got bool true"),
+            ("embeddings", Int(1), "options[\"embeddings\"]: expected an Array of Dictionaries, got int 1"),
+            ("embeddings", Array(vec![dict(&[("token", String("<x>".into()))])]), "options[\"embeddings[0]\"]: missing \"path\" (the embedding's .safetensors file)"),
+            ("embeddings", Array(vec![good(), dict(&[("path", String("b".into())), ("token", String("two words".into()))])]), "options[\"embeddings[1].token\"]: \"two words\" is not a prompt word"),
+            ("embeddings", Array(vec![dict(&[("path", String("b".into())), ("token", String("".into()))])]), "options[\"embeddings[0].token\"]: \"\" is not a prompt word"),
+            ("embeddings", Array(vec![dict(&[("path", String("b".into())), ("scale", Float(1.0))])]), "options[\"embeddings[0].scale\"]: unknown embedding key; known: path, token"),
+        ];
+        for (key, value, want) in cases {
+            let e = err(&[(key, value.clone())]);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{value:?}");
+            assert!(e.message().starts_with(want), "{value:?}: got {:?}, want {want:?}", e.message());
+        }
+    }
+
+    #[test]
+    fn refiner_keys_mirror_the_c_fields() {
+        use OptionValue::*;
+        let o = parse("p", &entries(&[("refiner", String("/m/refiner".into())), ("refiner_start", Float(0.6))])).unwrap();
+        assert_eq!(o.refiner, Some(RefinerChoice { path: "/m/refiner".into(), start: 0.6 }));
+        let o = parse("p", &entries(&[("refiner", String("/m/refiner".into()))])).unwrap();
+        assert_eq!(o.refiner.unwrap().start, DEFAULT_REFINER_START);
+        assert!(parse("p", &[]).unwrap().refiner.is_none());
+        let cases: Vec<(Vec<(&str, OptionValue)>, &str)> = vec![
+            (vec![("refiner", Bool(true))], "options[\"refiner\"]: expected a String, got bool true"),
+            (vec![("refiner", String("".into()))], "options[\"refiner\"]: is empty"),
+            (vec![("refiner", String("r".into())), ("refiner_start", Float(1.0))], "options[\"refiner_start\"]: 1 must be strictly between 0 and 1"),
+            (vec![("refiner", String("r".into())), ("refiner_start", Int(0))], "options[\"refiner_start\"]: 0 must be strictly between 0 and 1"),
+            (vec![("refiner", String("r".into())), ("refiner_start", Float(f64::NAN))], "options[\"refiner_start\"]: expected a finite number"),
+            (vec![("refiner_start", Float(0.5))], "options[\"refiner_start\"]: needs \"refiner\""),
+        ];
+        for (list, want) in cases {
+            let e = err(&list);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{list:?}");
+            assert!(e.message().starts_with(want), "got {:?}, want {want:?}", e.message());
+        }
+    }
+
+    #[test]
+    fn map_paths_touches_only_path_options() {
+        use OptionValue::*;
+        let mut list = entries(&[
+            ("refiner", String("res://refiner".into())),
+            ("loras", Array(vec![dict(&[("path", String("res://a.safetensors".into())), ("scale", Float(1.0))]), String("res://not-an-entry".into())])),
+            ("embeddings", Array(vec![dict(&[("path", String("user://e.safetensors".into())), ("token", String("res://t".into()))])])),
+            ("negative_prompt", String("res://kept".into())),
+            ("controls", Array(vec![dict(&[("controlnet", String("res://kept".into()))])])),
+        ]);
+        map_paths(&mut list, |p| p.replace("res://", "/game/").replace("user://", "/home/"));
+        let want = entries(&[
+            ("refiner", String("/game/refiner".into())),
+            ("loras", Array(vec![dict(&[("path", String("/game/a.safetensors".into())), ("scale", Float(1.0))]), String("res://not-an-entry".into())])),
+            ("embeddings", Array(vec![dict(&[("path", String("/home/e.safetensors".into())), ("token", String("res://t".into()))])])),
+            ("negative_prompt", String("res://kept".into())),
+            ("controls", Array(vec![dict(&[("controlnet", String("res://kept".into()))])])),
+        ]);
+        assert_eq!(list, want);
     }
 
     #[test]

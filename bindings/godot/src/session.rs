@@ -2,19 +2,28 @@
 //! on first use off the main thread, and `start`, which turns a prompt and
 //! its options into a [`Tracker`] at once.
 //!
-//! Everything slow (loading ONNX Runtime and the model, rewriting the graphs
-//! for a seamless view) happens on a short-lived preparation thread that ends
-//! by submitting the job to Kiln's pool, so `generate` never blocks a frame.
-use std::path::PathBuf;
+//! Everything slow (loading ONNX Runtime, the model and a refiner, merging
+//! LoRAs and embeddings into a view, rewriting the graphs for a seamless
+//! view) happens on a short-lived preparation thread that ends by submitting
+//! the job to Kiln's pool, so `generate` never blocks a frame.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use kiln::jobs::{JobConfig, JobPool};
 use kiln::model::seamless::Seamless;
+use kiln::model::Adapters;
+use kiln::pipeline::handoff::Refiner;
 use kiln::{Error, ErrorKind, Model, Runtime, RuntimeOptions};
 
-use crate::options::{self, OptionValue};
+use crate::options::{self, GenerateOptions, OptionValue};
 use crate::tracker::Tracker;
+
+/// How many adapter views a session keeps: each holds its own U-Net and/or
+/// text-encoder sessions (an SD 1.5 U-Net is about 1.7 GB), so only the
+/// most recently used sets stay; two covers a game alternating two styles.
+pub const ADAPTER_VIEWS_KEPT: usize = 2;
 
 /// Where the model and ONNX Runtime come from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,17 +35,37 @@ pub struct SessionConfig {
     pub onnxruntime_path: Option<PathBuf>,
 }
 
+/// What a session has loaded, shared with its preparation threads. Each
+/// part has its own lock, held while it loads, so concurrent jobs wanting
+/// the same thing share one load; a failed load is not kept.
+#[derive(Default)]
+struct Loaded {
+    /// The model folder's model, loaded on the first job.
+    model: Mutex<Option<Model>>,
+    /// Views of `model` with adapters merged, most recently used last.
+    views: Mutex<Vec<(Adapters, Model)>>,
+    /// Adapter views built so far (for tests and diagnostics).
+    views_built: AtomicU64,
+    /// Refiner models by folder, loaded with the model's runtime.
+    refiners: Mutex<Vec<(PathBuf, Model)>>,
+}
+
 /// A model folder and the jobs generated from it.
 pub struct Session {
     config: SessionConfig,
-    /// Loaded on the first job; a failed load is not kept, so the next job retries.
-    model: Arc<Mutex<Option<Model>>>,
+    loaded: Arc<Loaded>,
 }
 
 impl Session {
     /// A session for `config`; nothing is loaded yet.
     pub fn new(config: SessionConfig) -> Self {
-        Self { config, model: Arc::new(Mutex::new(None)) }
+        Self { config, loaded: Arc::new(Loaded::default()) }
+    }
+
+    /// How many adapter views (`loras` / `embeddings` sets) this session has
+    /// built; a job whose set is cached reuses its view and adds none.
+    pub fn adapter_views_built(&self) -> u64 {
+        self.loaded.views_built.load(Ordering::Relaxed)
     }
 
     /// Where this session loads from.
@@ -60,14 +89,11 @@ impl Session {
         };
         let (tx, rx) = mpsc::channel();
         let config = self.config.clone();
-        let slot = Arc::clone(&self.model);
+        let loaded = Arc::clone(&self.loaded);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
-            let submitted = (|| {
-                let model = loaded(&slot, &config)?;
-                let model = if parsed.seamless == Seamless::None { model } else { model.seamless(parsed.seamless)? };
-                let job = JobConfig { priority: parsed.priority, preview_interval: parsed.preview_interval, observer: None };
-                Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, parsed.request, job))
-            })();
+            let submitted = prepare(&loaded, &config, parsed).and_then(|(model, request, job)| {
+                Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job))
+            });
             // The receiver is gone only when the node was freed; nothing to tell then.
             let _ = tx.send(submitted);
         });
@@ -78,10 +104,112 @@ impl Session {
     }
 }
 
+/// On the preparation thread: the model view the job runs on (adapters
+/// merged, then seamless), its request (with the refiner loaded), and its
+/// job settings.
+fn prepare(loaded: &Loaded, config: &SessionConfig, parsed: GenerateOptions) -> Result<(Model, kiln::GenerateRequest, JobConfig), Error> {
+    let base = model(&loaded.model, config)?;
+    let model = adapter_view(loaded, &base, &parsed.adapters)?;
+    let model = seamless(model, parsed.seamless)?;
+    let mut request = parsed.request;
+    if let Some(choice) = &parsed.refiner {
+        // The refiner decodes the image, so it tiles on the same axes.
+        let refiner = seamless(refiner_model(loaded, &base, &choice.path)?, parsed.seamless)?;
+        request.refiner = Some(Refiner { model: refiner, start: choice.start });
+    }
+    let job = JobConfig { priority: parsed.priority, preview_interval: parsed.preview_interval, observer: None };
+    Ok((model, request, job))
+}
+
+fn seamless(model: Model, axes: Seamless) -> Result<Model, Error> {
+    if axes == Seamless::None { Ok(model) } else { model.seamless(axes) }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `base` with `adapters` merged: the cached view for this set, or a new one
+/// (slow: weights are merged and sessions made). An empty set is `base`.
+fn adapter_view(loaded: &Loaded, base: &Model, adapters: &Adapters) -> Result<Model, Error> {
+    if adapters.loras.is_empty() && adapters.embeddings.is_empty() {
+        return Ok(base.clone());
+    }
+    let mut views = lock(&loaded.views);
+    if let Some(i) = views.iter().position(|(set, _)| set == adapters) {
+        let hit = views.remove(i);
+        let view = hit.1.clone();
+        views.push(hit);
+        return Ok(view);
+    }
+    // A missing file is the commonest mistake: name its entry before any work.
+    let files = adapter_entries(adapters);
+    if let Some((key, path)) = files.iter().find(|(_, p)| !p.is_file()) {
+        return Err(Error::new(ErrorKind::ModelNotFound, format!("options[\"{key}\"]: no such file {}", path.display())));
+    }
+    let view = base.with_adapters(adapters).map_err(|e| name_entry(e, &files, adapters))?;
+    loaded.views_built.fetch_add(1, Ordering::Relaxed);
+    if views.len() >= ADAPTER_VIEWS_KEPT {
+        views.remove(0);
+    }
+    views.push((adapters.clone(), view.clone()));
+    Ok(view)
+}
+
+/// Each adapter file with the option that names it (`loras[0].path`).
+fn adapter_entries(adapters: &Adapters) -> Vec<(String, PathBuf)> {
+    let loras = adapters.loras.iter().enumerate().map(|(i, l)| (format!("loras[{i}].path"), l.path.clone()));
+    let embeddings = adapters.embeddings.iter().enumerate().map(|(i, e)| (format!("embeddings[{i}].path"), e.path.clone()));
+    loras.chain(embeddings).collect()
+}
+
+/// Kiln's error for an adapter set, prefixed with the one entry its message
+/// points at (by path, file name, or an embedding's token: the given one or
+/// the file name without extension), or the only entry, else the lists given.
+fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Error {
+    let message = e.message();
+    let lora_tokens = adapters.loras.iter().map(|_| None);
+    let tokens = adapters.embeddings.iter().map(|e| {
+        e.token.clone().or_else(|| e.path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+    });
+    let hits: Vec<&str> = files
+        .iter()
+        .zip(lora_tokens.chain(tokens))
+        .filter(|((_, path), token)| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            message.contains(&path.display().to_string())
+                || (!name.is_empty() && message.contains(&name))
+                || token.as_ref().is_some_and(|t| message.contains(&format!("embedding {t}")))
+        })
+        .map(|((key, _), _)| key.as_str())
+        .collect();
+    let key = match (hits.as_slice(), files) {
+        ([one], _) => one.to_string(),
+        ([], [(only, _)]) => only.clone(),
+        _ => match (adapters.loras.is_empty(), adapters.embeddings.is_empty()) {
+            (false, true) => "loras".into(),
+            (true, false) => "embeddings".into(),
+            _ => "loras\"], options[\"embeddings".into(),
+        },
+    };
+    Error::new(e.kind(), format!("options[\"{key}\"]: {message}"))
+}
+
+/// The refiner in folder `path`, loaded on first use with `base`'s runtime.
+fn refiner_model(loaded: &Loaded, base: &Model, path: &Path) -> Result<Model, Error> {
+    let mut refiners = lock(&loaded.refiners);
+    if let Some((_, m)) = refiners.iter().find(|(p, _)| p == path) {
+        return Ok(m.clone());
+    }
+    let m = Model::load(base.runtime(), path).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
+    refiners.push((path.to_path_buf(), m.clone()));
+    Ok(m)
+}
+
 /// The session's model, loading it (and ONNX Runtime) if this is the first use.
 /// Concurrent first jobs wait on the lock and share one load.
-fn loaded(slot: &Mutex<Option<Model>>, config: &SessionConfig) -> Result<Model, Error> {
-    let mut guard = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+fn model(slot: &Mutex<Option<Model>>, config: &SessionConfig) -> Result<Model, Error> {
+    let mut guard = lock(slot);
     if let Some(m) = guard.as_ref() {
         return Ok(m.clone());
     }

@@ -287,3 +287,321 @@ fn controls_generate_what_kiln_makes_directly() {
     assert_eq!(status, 200);
     assert!(message.contains("no-such-net") && message.contains("tiny"), "{message}");
 }
+
+/// How many of two images' channel values differ (same size asserted).
+fn count_differing(a: &kiln::Rgba8Image, b: &kiln::Rgba8Image) -> usize {
+    assert_eq!((a.width, a.height), (b.width, b.height));
+    a.pixels.iter().zip(&b.pixels).filter(|(x, y)| x != y).count()
+}
+
+fn done_image(events: &[Event]) -> &kiln::Rgba8Image {
+    match events.last() {
+        Some(Event::Done { image }) => image,
+        other => panic!("expected done, got {other:?}"),
+    }
+}
+
+/// A 64x64 RGBA8 picture (diagonal gradient with a bright square, alpha
+/// varying so that dropping it is checked), as a Godot `Image` hands it over.
+fn init_pixels() -> kiln::image::control::ControlImage {
+    let mut data = Vec::with_capacity(64 * 64 * 4);
+    for y in 0..64u32 {
+        for x in 0..64u32 {
+            let inside = (20..44).contains(&x) && (12..36).contains(&y);
+            let (r, g, b) = if inside { (230, 210, 90) } else { ((x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8) };
+            data.extend_from_slice(&[r, g, b, (x * 3) as u8]);
+        }
+    }
+    kiln::image::control::ControlImage { width: 64, height: 64, channels: 4, data }
+}
+
+/// The same picture as Kiln's RGB init image.
+fn init_rgb() -> kiln::pipeline::InitImage {
+    let p = init_pixels();
+    kiln::pipeline::InitImage { width: 64, height: 64, rgb: p.data.chunks(4).flat_map(|c| [c[0], c[1], c[2]]).collect() }
+}
+
+/// A mask as an RGBA8 `Image`: white (repaint) on the right half, black elsewhere.
+fn mask_pixels() -> kiln::image::control::ControlImage {
+    let data = (0..64 * 64).flat_map(|i| if i % 64 >= 32 { [255, 255, 255, 255] } else { [0, 0, 0, 255] }).collect();
+    kiln::image::control::ControlImage { width: 64, height: 64, channels: 4, data }
+}
+
+/// `init_image`, `strength`, `posterior_mean` and `mask` on tiny-sd: each
+/// job gives `Model::generate`'s pixels for the same request, and each key
+/// changes the image.
+#[test]
+fn img2img_and_inpainting_generate_what_kiln_makes_directly() {
+    use kiln::pipeline::Mask;
+    use OptionValue::*;
+    let s = session();
+    let model = fixture_model();
+    let base = [("steps", Int(4)), ("seed", Int(11)), ("scheduler", String("ddim".into()))];
+    let plain = GenerateRequest { prompt: "mossy stone".into(), steps: 4, seed: 11, scheduler: SchedulerKind::Ddim, ..Default::default() };
+    let job = |extra: &[(&str, OptionValue)]| {
+        let mut list = base.to_vec();
+        list.extend(extra.iter().cloned());
+        let mut t = s.start("mossy stone", &opts(&list));
+        done_image(&run_to_end(&mut t)).clone()
+    };
+
+    let img2img = GenerateRequest { init_image: Some(init_rgb()), strength: 0.6, ..plain.clone() };
+    let got = job(&[("init_image", Image(init_pixels())), ("strength", Float(0.6))]);
+    let want = direct(&model, &img2img);
+    let (differing, from_txt2img) = (count_differing(&got, &want), count_differing(&got, &direct(&model, &plain)));
+    println!("img2img: {differing} of {} differ from Model::generate (bound 0); txt2img differs in {from_txt2img}", want.pixels.len());
+    assert_eq!(differing, 0);
+    assert!(from_txt2img > want.pixels.len() / 4, "init_image changes the image");
+    let weaker = job(&[("init_image", Image(init_pixels())), ("strength", Float(0.3))]);
+    let moved = count_differing(&weaker, &got);
+    println!("img2img: strength 0.3 instead of 0.6 changes {moved}");
+    assert_eq!(count_differing(&weaker, &direct(&model, &GenerateRequest { strength: 0.3, ..img2img.clone() })), 0);
+    assert!(moved > 0, "strength changes the image");
+    let mean = job(&[("init_image", Image(init_pixels())), ("strength", Float(0.6)), ("posterior_mean", Bool(true))]);
+    assert_eq!(count_differing(&mean, &direct(&model, &GenerateRequest { posterior_mean: true, ..img2img.clone() })), 0);
+    println!("img2img: posterior_mean changes {}", count_differing(&mean, &got));
+    assert_ne!(mean.pixels, got.pixels, "posterior_mean changes the image");
+
+    // The mask arrives as an RGBA8 Image; Kiln gets its luma.
+    let gray: Vec<u8> = mask_pixels().data.chunks(4).map(|p| p[0]).collect();
+    let inpaint = GenerateRequest { mask: Some(Mask { width: 64, height: 64, data: gray.clone() }), ..img2img.clone() };
+    let got = job(&[("init_image", Image(init_pixels())), ("strength", Float(0.6)), ("mask", Image(mask_pixels()))]);
+    let want = direct(&model, &inpaint);
+    let differing = count_differing(&got, &want);
+    let unmasked = count_differing(&got, &direct(&model, &img2img));
+    println!("inpaint: {differing} of {} differ from Model::generate (bound 0); without the mask {unmasked} differ", want.pixels.len());
+    assert_eq!(differing, 0);
+    assert!(unmasked > 0, "the mask changes the image");
+    // Kept (black) pixels are the init picture's exactly (Kiln's paste-back on an ordinary U-Net).
+    let init = init_rgb();
+    let kept_wrong = (0..64 * 64).filter(|&i| gray[i] == 0 && got.pixels[i * 4..i * 4 + 3] != init.rgb[i * 3..i * 3 + 3]).count();
+    println!("inpaint: kept pixels not the init picture's: {kept_wrong} of 2048 (bound 0)");
+    assert_eq!(kept_wrong, 0);
+
+    // A mask of another size fails before Kiln runs; the session keeps working.
+    let small = kiln::image::control::ControlImage { width: 32, height: 32, channels: 1, data: vec![255; 32 * 32] };
+    let mut list = base.to_vec();
+    list.extend([("init_image", Image(init_pixels())), ("mask", Image(small))]);
+    let mut t = s.start("mossy stone", &opts(&list));
+    let (status, message) = failure(&run_to_end(&mut t));
+    println!("small mask: {status} {message}");
+    assert_eq!((status, message.as_str()), (104, "options[\"mask\"]: the mask is 32x32 but \"init_image\" is 64x64; they must match"));
+}
+
+fn lora_dir() -> PathBuf {
+    fixture().join("../lora")
+}
+
+fn lora_entry(path: PathBuf, scale: f64) -> OptionValue {
+    OptionValue::Dictionary(opts(&[("path", OptionValue::String(path.display().to_string())), ("scale", OptionValue::Float(scale))]))
+}
+
+fn embedding_entry(path: PathBuf, token: Option<&str>) -> OptionValue {
+    let mut list = vec![("path", OptionValue::String(path.display().to_string()))];
+    list.extend(token.map(|t| ("token", OptionValue::String(t.into()))));
+    OptionValue::Dictionary(opts(&list))
+}
+
+/// `loras` and `embeddings` on tiny-sd with tests/fixtures/lora: the job's
+/// pixels are those of `Model::with_adapters` for the same set, the set
+/// changes the image, a second job with the set reuses the view, and bad
+/// files fail with their status naming the entry while the session stays usable.
+#[test]
+fn loras_and_embeddings_generate_what_kiln_makes_directly() {
+    use kiln::model::{Adapters, EmbeddingSpec, LoraSpec};
+    use OptionValue::*;
+    let s = session();
+    let model = fixture_model();
+    let prompt = "<brick-style> sand";
+    let base = [("steps", Int(4)), ("seed", Int(2)), ("scheduler", String("euler".into()))];
+    let plain = GenerateRequest { prompt: prompt.into(), steps: 4, seed: 2, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let with = |extra: Vec<(&'static str, OptionValue)>| {
+        let mut list = base.to_vec();
+        list.extend(extra);
+        s.start(prompt, &opts(&list))
+    };
+    let set = || {
+        vec![
+            ("loras", Array(vec![lora_entry(lora_dir().join("style.kohya.safetensors"), 0.7)])),
+            ("embeddings", Array(vec![embedding_entry(lora_dir().join("brick-style.safetensors"), Some("<brick-style>"))])),
+        ]
+    };
+    let got = done_image(&run_to_end(&mut with(set()))).clone();
+    assert_eq!(s.adapter_views_built(), 1);
+    let adapters = Adapters {
+        loras: vec![LoraSpec { path: lora_dir().join("style.kohya.safetensors"), scale: 0.7 }],
+        embeddings: vec![EmbeddingSpec { path: lora_dir().join("brick-style.safetensors"), token: Some("<brick-style>".into()) }],
+        ..Default::default()
+    };
+    let view = model.with_adapters(&adapters).expect("the fixture's adapters fit tiny-sd");
+    let want = direct(&view, &plain);
+    let differing = count_differing(&got, &want);
+    let from_plain = count_differing(&got, &direct(&model, &plain));
+    println!("adapters: {differing} of {} differ from Model::with_adapters + generate (bound 0); the plain model differs in {from_plain}", want.pixels.len());
+    assert_eq!(differing, 0);
+    assert!(from_plain > 0, "the adapters change the image");
+
+    // Only the LoRA: its own view, and it differs from the plain model too.
+    let lora_only = done_image(&run_to_end(&mut with(vec![("loras", Array(vec![lora_entry(lora_dir().join("style.kohya.safetensors"), 0.7)]))]))).clone();
+    let lora_view = model.with_loras(&[(lora_dir().join("style.kohya.safetensors"), 0.7)]).unwrap();
+    assert_eq!(count_differing(&lora_only, &direct(&lora_view, &plain)), 0);
+    println!("adapters: the LoRA alone changes {} of the plain model's values", count_differing(&lora_only, &direct(&model, &plain)));
+    assert_ne!(lora_only.pixels, direct(&model, &plain).pixels, "the LoRA changes the image");
+    assert_eq!(s.adapter_views_built(), 2);
+    // The first set again: its cached view, no new merge, the same pixels.
+    let again = done_image(&run_to_end(&mut with(set()))).clone();
+    assert_eq!((s.adapter_views_built(), again.pixels == got.pixels), (2, true), "the cached view is reused");
+    // With seamless: the seamless view of the adapter view (it keeps the adapters).
+    let mut tiled_set = set();
+    tiled_set.push(("seamless", String("xy".into())));
+    let tiled = done_image(&run_to_end(&mut with(tiled_set))).clone();
+    let differing = count_differing(&tiled, &direct(&view.seamless(Seamless::Xy).unwrap(), &plain));
+    println!("adapters + seamless: {differing} differ from Model::with_adapters + seamless(Xy) (bound 0); {} from the adapters without seamless", count_differing(&tiled, &got));
+    assert_eq!(differing, 0);
+    assert_ne!(tiled.pixels, got.pixels, "seamless still acts on the adapter view");
+    assert_eq!(s.adapter_views_built(), 2, "the seamless job reused the set's view");
+
+    // Bad files: the status Kiln gives, the message naming the entry.
+    type Case = (Vec<(&'static str, OptionValue)>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (vec![("loras", Array(vec![lora_entry(lora_dir().join("style.kohya.safetensors"), 1.0), lora_entry(lora_dir().join("no-such.safetensors"), 1.0)]))], 200, "options[\"loras[1].path\"]: no such file"),
+        (vec![("loras", Array(vec![lora_entry(lora_dir().join("style.kohya.safetensors"), 1.0), lora_entry(lora_dir().join("broken/sdxl.safetensors"), 1.0)]))], 204, "options[\"loras[1].path\"]: "),
+        (vec![("loras", Array(vec![lora_entry(lora_dir().join("broken/truncated.safetensors"), 1.0)]))], 201, "options[\"loras[0].path\"]: "),
+        (vec![("embeddings", Array(vec![embedding_entry(fixture().join("../sdxl-embedding/xl-brick.safetensors"), None)]))], 204, "options[\"embeddings[0].path\"]: "),
+        (vec![("embeddings", Array(vec![embedding_entry(lora_dir().join("learned_embeds.safetensors"), Some("wall"))]))], 101, "options[\"embeddings[0].path\"]: "),
+    ];
+    for (extra, want_status, want) in cases {
+        let (status, message) = failure(&run_to_end(&mut with(extra)));
+        println!("bad adapters: {status} {message}");
+        assert_eq!(status, want_status, "{message}");
+        assert!(message.starts_with(want), "{message:?} should start with {want:?}");
+    }
+    assert_eq!(s.adapter_views_built(), 2, "failed sets are not cached");
+    let after = done_image(&run_to_end(&mut with(set()))).clone();
+    assert_eq!(after.pixels, got.pixels, "the session still generates after the failures");
+}
+
+/// SDXL adapters through the same keys: the `clip_l`/`clip_g` embedding and
+/// a kohya LoRA on tiny-sdxl give `Model::with_adapters`'s pixels.
+#[test]
+fn sdxl_adapters_generate_what_kiln_makes_directly() {
+    use kiln::model::{Adapters, EmbeddingSpec, LoraSpec};
+    use OptionValue::*;
+    let dir = fixture().join("../tiny-sdxl");
+    let (lora, emb) = (fixture().join("../sdxl-lora/style.kohya.safetensors"), fixture().join("../sdxl-embedding/xl-brick.safetensors"));
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let prompt = "<xl-brick> wall, mossy";
+    let mut t = s.start(
+        prompt,
+        &opts(&[
+            ("steps", Int(3)),
+            ("scheduler", String("euler".into())),
+            ("loras", Array(vec![lora_entry(lora.clone(), 0.5)])),
+            ("embeddings", Array(vec![embedding_entry(emb.clone(), None)])),
+        ]),
+    );
+    let got = done_image(&run_to_end(&mut t)).clone();
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let model = Model::load(&rt, &dir).expect("tiny-sdxl loads");
+    let adapters = Adapters {
+        loras: vec![LoraSpec { path: lora, scale: 0.5 }],
+        embeddings: vec![EmbeddingSpec { path: emb, token: None }],
+        ..Default::default()
+    };
+    let request = GenerateRequest { prompt: prompt.into(), steps: 3, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let want = direct(&model.with_adapters(&adapters).unwrap(), &request);
+    let differing = count_differing(&got, &want);
+    let from_plain = count_differing(&got, &direct(&model, &request));
+    println!("sdxl adapters: {differing} of {} differ from Model::with_adapters + generate (bound 0); the plain model differs in {from_plain}", want.pixels.len());
+    assert_eq!(differing, 0);
+    assert!(from_plain > 0, "the adapters change the image");
+}
+
+/// tests/fixtures/sdxl-refiner over tiny-sdxl's second encoder and VAE, as
+/// tests/common::sdxl_refiner_folder assembles it, under the target dir.
+fn refiner_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-godot-refiner");
+    let _ = std::fs::remove_dir_all(&dest);
+    let copy = |src: PathBuf, to: PathBuf| {
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let out = to.join(p.strip_prefix(&src).unwrap());
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+                    std::fs::copy(&p, &out).unwrap();
+                }
+            }
+        }
+    };
+    for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
+        copy(root.join("tiny-sdxl").join(sub), dest.join(sub));
+    }
+    copy(root.join("sdxl-refiner"), dest.clone());
+    dest
+}
+
+/// `refiner` and `refiner_start` on tiny-sdxl: the job's pixels are those of
+/// `Model::generate` with the same `Refiner`, the hand-off changes the image,
+/// `seamless` applies to both models, and a missing or mismatched refiner fails.
+#[test]
+fn refiner_hand_off_generates_what_kiln_makes_directly() {
+    use kiln::pipeline::handoff::Refiner;
+    use OptionValue::*;
+    let dir = fixture().join("../tiny-sdxl");
+    let refiner_path = refiner_dir();
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let prompt = "mossy stone brick wall";
+    let base = [("steps", Int(5)), ("seed", Int(4)), ("scheduler", String("euler".into()))];
+    let with = |extra: Vec<(&'static str, OptionValue)>| {
+        let mut list = base.to_vec();
+        list.extend(extra);
+        s.start(prompt, &opts(&list))
+    };
+    let refiner_key = || ("refiner", String(refiner_path.display().to_string()));
+    let got = done_image(&run_to_end(&mut with(vec![refiner_key(), ("refiner_start", Float(0.6))]))).clone();
+
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let model = Model::load(&rt, &dir).expect("tiny-sdxl loads");
+    let refiner = Model::load(&rt, &refiner_path).expect("the refiner fixture loads");
+    let plain = GenerateRequest { prompt: prompt.into(), steps: 5, seed: 4, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let handoff = GenerateRequest { refiner: Some(Refiner { model: refiner.clone(), start: 0.6 }), ..plain.clone() };
+    let want = direct(&model, &handoff);
+    let differing = count_differing(&got, &want);
+    let from_base = count_differing(&got, &direct(&model, &plain));
+    println!("refiner: {differing} of {} differ from Model::generate with the Refiner (bound 0); the base alone differs in {from_base}", want.pixels.len());
+    assert_eq!(differing, 0);
+    assert!(from_base > 0, "the hand-off changes the image");
+    // The default start is Kiln's 0.8.
+    let default_start = done_image(&run_to_end(&mut with(vec![refiner_key()]))).clone();
+    let want = direct(&model, &GenerateRequest { refiner: Some(Refiner { model: refiner.clone(), start: 0.8 }), ..plain.clone() });
+    assert_eq!(count_differing(&default_start, &want), 0);
+    println!("refiner: start 0.8 instead of 0.6 changes {}", count_differing(&default_start, &got));
+    assert_ne!(default_start.pixels, got.pixels, "refiner_start changes the image");
+    // Seamless: both the base and the refiner wrap around.
+    let tiled = done_image(&run_to_end(&mut with(vec![refiner_key(), ("seamless", String("xy".into()))]))).clone();
+    let refiner_xy = Refiner { model: refiner.seamless(Seamless::Xy).unwrap(), start: 0.8 };
+    let want = direct(&model.seamless(Seamless::Xy).unwrap(), &GenerateRequest { refiner: Some(refiner_xy), ..plain.clone() });
+    let differing = count_differing(&tiled, &want);
+    println!("refiner + seamless: {differing} differ from both seamless views' hand-off (bound 0)");
+    assert_eq!(differing, 0);
+
+    // Failures: no such folder (200), a refiner of another family (101), inpainting (203).
+    let (status, message) = failure(&run_to_end(&mut with(vec![("refiner", String(fixture().join("no-such-refiner").display().to_string()))])));
+    println!("missing refiner: {status} {message}");
+    assert_eq!(status, 200);
+    assert!(message.starts_with("options[\"refiner\"]: ") && message.contains("no-such-refiner"), "{message}");
+    let (status, message) = failure(&run_to_end(&mut with(vec![("refiner", String(fixture().display().to_string()))])));
+    println!("SD 1.x refiner: {status} {message}");
+    assert_eq!(status, 101);
+    assert!(message.contains("cannot continue this model's latents"), "{message}");
+    let mask = kiln::image::control::ControlImage { width: 64, height: 64, channels: 1, data: vec![255; 64 * 64] };
+    let (status, message) =
+        failure(&run_to_end(&mut with(vec![refiner_key(), ("init_image", Image(init_pixels())), ("mask", Image(mask))])));
+    println!("refiner + mask: {status} {message}");
+    assert_eq!(status, 203);
+}
