@@ -3,7 +3,9 @@
 //! Hidden from the documentation and not part of Kiln's API; each function
 //! runs the same code the library runs on that input, and returns its result
 //! so a target can check properties of it.
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::embedding::{Embedding, EmbeddingSpec};
+use crate::model::lora::{add_delta, sgm, LoraFile, WeightLayout, WeightSlot};
 use crate::ffi::model::kiln_generate_options;
 use crate::ffi::postprocess::kiln_sprite_options;
 use crate::ffi::runtime::kiln_runtime_options;
@@ -58,4 +60,72 @@ pub fn onnx_reader(bytes: &[u8]) -> Result<Vec<u8>> {
     let _ = onnx_proto::declared_io(std::io::Cursor::new(bytes));
     let _ = onnx_proto::graph_summary(std::io::Cursor::new(bytes));
     Ok(Message::parse(bytes)?.to_bytes())
+}
+
+/// A LoRA `.safetensors` file as Kiln reads one, then what a merge does with
+/// each module: SDXL's SGM names mapped for 1 to 3 layers per block, and the
+/// delta added to a weight shaped as the module claims (in each layout an
+/// export may store it), and refused by a weight one row bigger. Returns the
+/// number of modules merged. An `INTERNAL` error means a merge disagreed
+/// with the parser about a shape (a bug); any other error is the file's.
+pub fn lora_file(bytes: &[u8]) -> Result<usize> {
+    let file = LoraFile::parse(bytes)?;
+    let mut merged = 0;
+    for m in &file.modules {
+        for layers_per_block in 1..=3 {
+            let _ = sgm::to_diffusers(&m.key, layers_per_block);
+        }
+        let out = m.up.shape[0];
+        let inn: usize = m.down.shape[1..].iter().product();
+        // Big layers cost time, not coverage: the arithmetic is the same.
+        if out.saturating_mul(inn) > 1 << 16 || m.rank() > 256 {
+            continue;
+        }
+        let conv = m.down.shape.len() == 4;
+        let layouts: &[WeightLayout] = if conv { &[WeightLayout::OutIn] } else { &[WeightLayout::OutIn, WeightLayout::InOut] };
+        for &layout in layouts {
+            let (dims, out_axis) = match (conv, layout) {
+                (true, _) => (vec![out, m.down.shape[1], m.down.shape[2], m.down.shape[3]], 0),
+                (false, WeightLayout::OutIn) => (vec![out, inn], 0),
+                (false, WeightLayout::InOut) => (vec![inn, out], 1),
+            };
+            let slot = WeightSlot {
+                initializer: "w".into(),
+                layout,
+                dims,
+                data_type: 1,
+                data: crate::model::onnx_proto::TensorData::Typed,
+                users: vec![m.key.clone()],
+            };
+            let mut weight = vec![0f32; out * inn];
+            add_delta(&mut weight, &slot, m, 1.0).map_err(|e| {
+                Error::internal(format!("`{}`: a weight shaped as the LoRA claims refused its delta: {}", m.key, e.message()))
+            })?;
+            let mut wrong = slot.clone();
+            wrong.dims[out_axis] += 1;
+            let mut bigger = vec![0f32; (out + 1) * inn];
+            match add_delta(&mut bigger, &wrong, m, 1.0) {
+                Err(e) if e.kind() == ErrorKind::AdapterMismatch => {}
+                other => {
+                    return Err(Error::internal(format!("`{}`: a weight one row bigger was not refused: {other:?}", m.key)));
+                }
+            }
+        }
+        merged += 1;
+    }
+    Ok(merged)
+}
+
+/// A textual-inversion `.safetensors` file as Kiln reads one for `token`
+/// (`None`: the file's own), named `fuzz.safetensors`. Returns the number
+/// of vectors; every vector of one encoder must have the same width.
+pub fn embedding_file(bytes: &[u8], token: Option<&str>) -> Result<usize> {
+    let spec = EmbeddingSpec { path: "fuzz.safetensors".into(), token: token.map(str::to_string) };
+    let e = Embedding::parse(bytes, &spec)?;
+    for rows in std::iter::once(&e.vectors).chain(e.vectors_2.as_ref()) {
+        if rows.is_empty() || rows.iter().any(|r| r.is_empty() || r.len() != rows[0].len()) {
+            return Err(Error::internal(format!("an embedding was read with rows of widths {:?}", rows.iter().map(Vec::len).collect::<Vec<_>>())));
+        }
+    }
+    Ok(e.vectors.len())
 }

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(prompt configs onnx png_inputs c_options)
+[ ${#targets[@]} -gt 0 ] || targets=(prompt configs onnx png_inputs c_options adapters)
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal

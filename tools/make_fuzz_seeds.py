@@ -91,6 +91,23 @@ def pngs():
     write("png_inputs", "rgb8-interlaced", buf.getvalue())
 
 
+def adapters():
+    # Small LoRA and embedding files of every layout the test fixtures hold
+    # (kohya, PEFT with metadata, LoHa and rank-mismatch refusals, diffusers'
+    # learned_embeds, an SDXL clip_l/clip_g embedding).
+    fixtures = ROOT / "tests" / "fixtures"
+    for rel in [
+        "lora/brick-style.safetensors",
+        "lora/detail.kohya.safetensors",
+        "lora/detail.peft.safetensors",
+        "lora/broken/loha.safetensors",
+        "lora/broken/rank_mismatch.safetensors",
+        "lora/learned_embeds.safetensors",
+        "sdxl-embedding/xl-brick.safetensors",
+    ]:
+        write("adapters", rel.replace("/", "-"), (fixtures / rel).read_bytes())
+
+
 def c_options():
     # Structured by the target's `arbitrary` decoding: any bytes are an input;
     # these only give the first mutations something of each size to work on.
@@ -100,6 +117,9 @@ def c_options():
 
 
 if __name__ == "__main__":
+    # (png_inputs/palette-partial-entry is not written here: it is the input
+    # CI's fuzz run found crashing png 0.18.1, kept as it was.)
+    adapters()
     c_options()
     prompts()
     configs()

@@ -61,7 +61,14 @@ impl Embedding {
             let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::ModelNotFound } else { ErrorKind::Io };
             Error::new(kind, format!("cannot read embedding {}: {e}", path.display()))
         })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, format!("not readable safetensors: {e}")))?;
+        Self::parse(&bytes, spec)
+    }
+
+    /// Parses the `.safetensors` bytes of `spec`'s file (its path names it in
+    /// messages and gives AUTOMATIC1111's token).
+    pub fn parse(bytes: &[u8], spec: &EmbeddingSpec) -> Result<Self> {
+        let path = &spec.path;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(path, format!("not readable safetensors: {e}")))?;
         let names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let token_from = |file_token: String| -> Result<String> {
