@@ -74,7 +74,7 @@ fn cpp_tests_pass_under_each_compiler() {
         assert!(!text.contains("ERROR: AddressSanitizer") && !text.contains("ERROR: LeakSanitizer"), "{text}");
         binding_goldens::check_binding_margins(
             &text,
-            &["cpp::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", "cpp::sdxl_handoff::euler_08::image_abs_past_8bit"],
+            &["cpp_binding::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", "cpp_binding::sdxl_handoff::euler_08::image_abs_past_8bit"],
         );
         for (file, want) in &expected {
             let got = std::fs::read(out_dir.join(file)).unwrap_or_else(|e| panic!("test_kiln ({compiler}) writes {file}: {e}"));

@@ -288,7 +288,7 @@ static void test_sdxl_embedding(const kiln::Runtime &rt, const kiln::Model &sd1,
     const double d = goldens::past_rounding(*got, want), control = goldens::past_rounding(*plain, want);
     std::printf("sdxl embedding: %.3e from the golden past 8-bit rounding (bound %.0e); the plain model %.3e\n", d,
                 image_bound, control);
-    margin("cpp::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", d, image_bound);
+    margin("cpp_binding::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", d, image_bound);
     CHECK(control > image_bound);  // else this test would not catch the embedding dropped
 
     auto sd1_file = kiln::defaults<kiln_embedding>();
@@ -335,7 +335,7 @@ static void test_refiner(const kiln::Runtime &rt, const kiln::Model &sd1, const 
     const double d = goldens::past_rounding(*got, want), control = goldens::past_rounding(*base_alone, want);
     std::printf("hand-off: %.3e from the golden past 8-bit rounding (bound %.0e); the base alone %.3e\n", d,
                 image_bound, control);
-    margin("cpp::sdxl_handoff::euler_08::image_abs_past_8bit", d, image_bound);
+    margin("cpp_binding::sdxl_handoff::euler_08::image_abs_past_8bit", d, image_bound);
     CHECK(control > image_bound);  // else this test would not catch the refiner dropped
 
     // A job keeps its own reference to the refiner: the handle may be freed once submit returns.
