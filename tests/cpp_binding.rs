@@ -1,9 +1,12 @@
 //! The C++ binding's tests (bindings/cpp/tests/*.cpp): compiled with g++ (and
 //! clang++ when present) as `-std=c++17 -Wall -Wextra -Wpedantic -Werror`
 //! against include/kiln.h, bindings/cpp/kiln.hpp and the libkiln built for this
-//! run, then run on the tiny fixture (and its ControlNet, tests/fixtures/controlnet). `KILN_SKIP_BINDINGS=cpp` skips them.
+//! run, then run on the tiny fixture (and its ControlNet, tests/fixtures/controlnet; tiny-sdxl with the
+//! SDXL embedding and refiner goldens, whose margins are reported here and whose pixels must equal the
+//! C API's for the same requests). `KILN_SKIP_BINDINGS=cpp` skips them.
 mod common;
 
+use common::binding_goldens;
 use common::programs::{command, lib_path, run_limited, scratch, skipped, soname_dir, transcript};
 use std::path::PathBuf;
 
@@ -44,11 +47,24 @@ fn cpp_tests_pass_under_each_compiler() {
     if skipped("cpp") {
         return;
     }
+    let refiner = common::sdxl_refiner_folder("cpp");
+    // The C API's pixels for the SDXL embedding and hand-off requests the tests also make.
+    let expected = [
+        ("sdxl-embedding.rgba", binding_goldens::sdxl_embedding_rgba()),
+        ("sdxl-handoff.rgba", binding_goldens::sdxl_handoff_rgba(&refiner)),
+    ];
     for compiler in compilers() {
         // AddressSanitizer with leak detection: the RAII handles must free everything.
         let bin = compile(compiler, "bindings/cpp/tests/test_kiln.cpp", &["-g", "-fsanitize=address", "-fno-omit-frame-pointer"]);
+        let out_dir = scratch("cpp").join(format!("out-{compiler}"));
+        std::fs::create_dir_all(&out_dir).unwrap();
         let out = run_limited(
-            command(&bin).arg(common::fixture()).arg(common::controlnet_folder(&format!("cpp-{compiler}"))).env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
+            command(&bin)
+                .arg(common::fixture())
+                .arg(common::controlnet_folder(&format!("cpp-{compiler}")))
+                .arg(&refiner)
+                .arg(&out_dir)
+                .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"),
             300,
         );
         let text = transcript(&out);
@@ -56,6 +72,16 @@ fn cpp_tests_pass_under_each_compiler() {
         assert!(out.status.success(), "test_kiln ({compiler}) failed:\n{text}");
         assert!(text.contains(" passed, 0 failed"), "{text}");
         assert!(!text.contains("ERROR: AddressSanitizer") && !text.contains("ERROR: LeakSanitizer"), "{text}");
+        binding_goldens::check_binding_margins(
+            &text,
+            &["cpp_binding::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", "cpp_binding::sdxl_handoff::euler_08::image_abs_past_8bit"],
+        );
+        for (file, want) in &expected {
+            let got = std::fs::read(out_dir.join(file)).unwrap_or_else(|e| panic!("test_kiln ({compiler}) writes {file}: {e}"));
+            let differing = binding_goldens::count_differing(want, &got);
+            println!("C++ ({compiler}) {file} vs C API: {differing} of {} bytes differ (bound: 0)", want.len());
+            assert_eq!(differing, 0, "{file}");
+        }
     }
 }
 

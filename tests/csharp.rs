@@ -1,11 +1,13 @@
 //! The C# binding (bindings/csharp), run with Mono: builds it with `mcs` against the
 //! libkiln built for this test run, runs its test program (`tests/KilnTests.cs`:
-//! pixels, error statuses, callbacks, row flip, IL2CPP rules by reflection), and checks
-//! that its txt2img example and its default request give exactly the pixels the C API
-//! gives for the same request. Fails, never skips, when Mono is missing, unless
+//! pixels, error statuses, callbacks, row flip, IL2CPP rules by reflection, SDXL
+//! embeddings and the base-to-refiner hand-off against their goldens), and checks
+//! that its txt2img example, its default request and its SDXL embedding and hand-off
+//! requests give exactly the pixels the C API gives for the same requests. Fails, never skips, when Mono is missing, unless
 //! `KILN_SKIP_BINDINGS` names `csharp` (`.ci/run` installs Mono).
 mod common;
 
+use common::binding_goldens::count_differing;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -128,11 +130,6 @@ fn c_api_pixels(prompt: &str) -> (u32, u32, Vec<u8>) {
     }
 }
 
-fn count_differing(a: &[u8], b: &[u8]) -> usize {
-    assert_eq!(a.len(), b.len(), "pixel buffers differ in length");
-    a.iter().zip(b).filter(|(x, y)| x != y).count()
-}
-
 #[test]
 fn csharp_binding_tests_pass() {
     if !require_mono() {
@@ -140,17 +137,34 @@ fn csharp_binding_tests_pass() {
     }
     let dir = scratch("tests");
     build(&dir.join("build"));
+    let refiner = common::sdxl_refiner_folder("csharp");
     let out = run_limited(
         command("mono")
             .arg(dir.join("build/KilnTests.exe"))
             .arg(common::fixture())
             .arg(dir.join("scratch"))
-            .arg(common::controlnet_folder("csharp")),
+            .arg(common::controlnet_folder("csharp"))
+            .arg(&refiner),
         600,
     );
     let log = text(&out);
     println!("{log}");
     assert!(out.status.success() && log.contains(" passed, 0 failed"), "the C# tests failed:\n{log}");
+    common::binding_goldens::check_binding_margins(
+        &log,
+        &["csharp::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", "csharp::sdxl_handoff::euler_08::image_abs_past_8bit"],
+    );
+
+    // Its SDXL embedding and hand-off requests against the C API's pixels for the same requests.
+    for (file, expected) in [
+        ("sdxl-embedding.rgba", common::binding_goldens::sdxl_embedding_rgba()),
+        ("sdxl-handoff.rgba", common::binding_goldens::sdxl_handoff_rgba(&refiner)),
+    ] {
+        let got = std::fs::read(dir.join("scratch").join(file)).unwrap_or_else(|e| panic!("the C# tests write {file}: {e}"));
+        let differing = count_differing(&expected, &got);
+        println!("C# {file} vs C API: {differing} of {} bytes differ (bound: 0)", expected.len());
+        assert_eq!(differing, 0, "{file}");
+    }
 
     // Its default request (what Txt2Img does) against the C API's pixels.
     let (w, h, expected) = c_api_pixels("mossy stone brick wall");

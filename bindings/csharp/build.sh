@@ -27,7 +27,7 @@ cat > "$out/Kiln.dll.config" <<XML
 </configuration>
 XML
 mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -out:"$out/Txt2Img.exe" "$here/examples/Txt2Img.cs"
-mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/KilnTests.exe" "$here/tests/KilnTests.cs"
+mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/KilnTests.exe" "$here/tests/KilnTests.cs" "$here/tests/Goldens.cs"
 mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/AbiManifest.exe" "$here/tools/AbiManifest.cs"
 # The Unity-only files (Runtime/Unity, Samples~), type-checked as Unity would compile
 # them (UNITY_5_3_OR_NEWER) against a stub of the UnityEngine APIs they use.

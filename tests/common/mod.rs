@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use kiln::{Model, Runtime, RuntimeOptions};
 
+pub mod binding_goldens;
 pub mod programs;
 
 pub fn root() -> PathBuf {

@@ -1,11 +1,17 @@
-// Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, the
-// throwing layer. Run by tests/cpp_binding.rs as `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR`; prints
-// "N passed, N failed".
+// Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
+// embeddings and the base-to-refiner hand-off against the Rust tests' goldens, the throwing layer. Run by
+// tests/cpp_binding.rs as `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints
+// "N passed, N failed". MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora and golden/ are
+// found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
 #include "kiln.hpp"
 
+#include "goldens.hpp"
+
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -211,6 +217,169 @@ static void test_sdxl(const kiln::Runtime &rt, const kiln::Model &sd1, const std
     CHECK(differing > 0);
 }
 
+// The parity bound of tests/sdxl.rs for decoded images, applied past 8-bit rounding (the binding returns
+// bytes): what tests/sdxl_embedding.rs and tests/sdxl_handoff.rs check.
+static const double image_bound = 2e-3;
+
+// A measured value against its bound, printed as "MARGIN id measured bound" for tests/cpp_binding.rs, which
+// reports it through tests/common's check_margin.
+static void margin(const char *id, double measured, double bound) {
+    std::printf("MARGIN %s %.17g %.17g\n", id, measured, bound);
+    CHECK(measured <= bound);
+}
+
+// A golden case's request (its strings point into `c`, which must outlive the options): prompts, steps,
+// guidance, the Euler scheduler its draws were recorded for, and the draws as the initial noise.
+static kiln_generate_options golden_options(const goldens::Json &c, const std::vector<float> &draws) {
+    auto o = kiln::defaults<kiln_generate_options>();
+    o.prompt = c["prompt"].text.c_str();
+    o.negative_prompt = c.has("negative_prompt") ? c["negative_prompt"].text.c_str() : nullptr;
+    o.width = o.height = 64;
+    o.steps = std::uint32_t(c["steps"].number);
+    o.guidance_scale = float(c["guidance_scale"].number);
+    CHECK(c["kiln_scheduler"].text == "euler");
+    o.scheduler = kiln::to_c(kiln::Scheduler::euler);
+    o.initial_noise = draws.data();
+    o.initial_noise_len = draws.size();
+    return o;
+}
+
+static kiln::Result<std::vector<std::uint8_t>> pixels(const kiln::Model &m, const kiln_generate_options &o) {
+    std::vector<std::uint8_t> rgba(64 * 64 * 4);
+    kiln::Result<void> r = m.generate_into(o, rgba.data(), rgba.size());
+    if (!r) return r.error();
+    return rgba;
+}
+
+static void write_file(const std::string &path, const std::vector<std::uint8_t> &bytes) {
+    std::FILE *f = std::fopen(path.c_str(), "wb");
+    CHECK(f != nullptr);
+    if (!f) return;
+    CHECK(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    CHECK(std::fclose(f) == 0);
+}
+
+// tests/fixtures/sdxl-embedding (clip_l + clip_g vectors; tests/sdxl_embedding.rs checks it from Rust against
+// diffusers): through with_adapters the image is the golden's within the parity bound past 8-bit rounding, the
+// plain model is far from it, and an embedding for the other family is adapter_mismatch with both models
+// unchanged. The image goes to SCRATCH_DIR for tests/cpp_binding.rs to compare with the C API's.
+static void test_sdxl_embedding(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &fixtures,
+                                const std::string &scratch) {
+    const std::string folder = fixtures + "/sdxl-embedding";
+    const goldens::Json c = goldens::golden_case(folder + "/cases.json", "");
+    const std::string name = c["name"].text;
+    const std::vector<float> draws = goldens::read_npy_f32(folder + "/" + name + ".draws.npy");
+    const std::vector<float> want = goldens::read_npy_f32(folder + "/" + name + ".image.npy");
+    const kiln_generate_options o = golden_options(c, draws);
+    kiln::Result<kiln::Model> xl = rt.load_model(fixtures + "/tiny-sdxl");
+    CHECK(xl.ok());
+    if (!xl) return;
+    const std::string file = folder + "/" + c["file"].text;
+    auto embedding = kiln::defaults<kiln_embedding>();
+    embedding.path = file.c_str();
+    embedding.token = c["token"].text.c_str();
+    kiln::Result<kiln::Model> embedded = xl->with_adapters({}, {embedding});
+    CHECK(embedded.ok());
+    if (!embedded) return;
+    kiln::Result<std::vector<std::uint8_t>> got = pixels(*embedded, o), plain = pixels(*xl, o);
+    CHECK(got.ok() && plain.ok());
+    if (!got || !plain) return;
+    write_file(scratch + "/sdxl-embedding.rgba", *got);
+    const double d = goldens::past_rounding(*got, want), control = goldens::past_rounding(*plain, want);
+    std::printf("sdxl embedding: %.3e from the golden past 8-bit rounding (bound %.0e); the plain model %.3e\n", d,
+                image_bound, control);
+    margin("cpp_binding::sdxl_embedding::xl_embedding_euler::image_abs_past_8bit", d, image_bound);
+    CHECK(control > image_bound);  // else this test would not catch the embedding dropped
+
+    auto sd1_file = kiln::defaults<kiln_embedding>();
+    const std::string sd1_path = fixtures + "/lora/learned_embeds.safetensors";
+    sd1_file.path = sd1_path.c_str();
+    kiln::Result<kiln::Model> refused = xl->with_adapters({}, {sd1_file});
+    CHECK(refused.status() == kiln::Status::adapter_mismatch);
+    CHECK(!refused && refused.error().message().find("SD 1.x/2.x") != std::string::npos);
+    if (!refused) std::printf("SD 1.x embedding on SDXL: %s\n", refused.error().describe().c_str());
+    kiln::Result<std::vector<std::uint8_t>> again = pixels(*xl, o);
+    CHECK(again.ok() && *again == *plain);
+    kiln::Result<kiln::Model> other_way = sd1.with_adapters({}, {embedding});
+    CHECK(other_way.status() == kiln::Status::adapter_mismatch);
+    CHECK(!other_way && other_way.error().message().find("SDXL embedding") != std::string::npos);
+    CHECK(sd1.generate(options_for("after the refused embedding", 1, 2)).ok());
+}
+
+// The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
+// options.refiner + refiner_start give the golden within the parity bound past 8-bit rounding, NULL (an empty
+// kiln::Model's get()) is the base alone and far from it, a job gives the same pixels with its refiner handle
+// freed right after submit, and bad requests get their specific status with both models usable after.
+static void test_refiner(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &fixtures,
+                         const std::string &refiner_dir, const std::string &scratch) {
+    const std::string golden = fixtures + "/golden/sdxl_handoff";
+    const goldens::Json c = goldens::golden_case(golden + "/cases.json", "euler_08");
+    const std::vector<float> draws = goldens::read_npy_f32(golden + "/euler_08.draws.npy");
+    const std::vector<float> want = goldens::read_npy_f32(golden + "/euler_08.image.npy");
+    kiln::Result<kiln::Model> xl = rt.load_model(fixtures + "/tiny-sdxl");
+    kiln::Result<kiln::Model> refiner = rt.load_model(refiner_dir);
+    CHECK(xl.ok() && refiner.ok());
+    if (!xl || !refiner) return;
+    kiln_generate_options o = golden_options(c, draws);
+    o.refiner = refiner->get();
+    o.refiner_start = float(c["refiner_start"].number);
+    kiln::Result<std::vector<std::uint8_t>> got = pixels(*xl, o);
+    CHECK(got.ok());
+    if (!got) return;
+    write_file(scratch + "/sdxl-handoff.rgba", *got);
+    kiln_generate_options alone = o;
+    alone.refiner = kiln::Model().get();  // an empty (or moved-from) handle is NULL: no hand-off
+    kiln::Result<std::vector<std::uint8_t>> base_alone = pixels(*xl, alone);
+    CHECK(base_alone.ok());
+    if (!base_alone) return;
+    const double d = goldens::past_rounding(*got, want), control = goldens::past_rounding(*base_alone, want);
+    std::printf("hand-off: %.3e from the golden past 8-bit rounding (bound %.0e); the base alone %.3e\n", d,
+                image_bound, control);
+    margin("cpp_binding::sdxl_handoff::euler_08::image_abs_past_8bit", d, image_bound);
+    CHECK(control > image_bound);  // else this test would not catch the refiner dropped
+
+    // A job keeps its own reference to the refiner: the handle may be freed once submit returns.
+    kiln::Result<kiln::Job> job = kiln::Error();
+    {
+        kiln::Result<kiln::Model> second = rt.load_model(refiner_dir);
+        CHECK(second.ok());
+        if (!second) return;
+        kiln_generate_options queued = o;
+        queued.refiner = second->get();
+        job = xl->submit(queued);
+    }
+    CHECK(job.ok());
+    if (job) {
+        CHECK(job->wait(300000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+        kiln::Result<kiln::Progress> p = job->poll();
+        const std::size_t calls = c["base_timesteps"].items.size() + c["refiner_timesteps"].items.size();
+        CHECK(p.ok() && p->total_steps == calls && p->step == calls);  // one job's progress over both stages
+        kiln::Result<std::vector<std::uint8_t>> queued_pixels = job->image();
+        CHECK(queued_pixels.ok() && *queued_pixels == *got);
+    }
+
+    kiln_generate_options bad = o;
+    bad.refiner = sd1.get();
+    kiln::Result<std::vector<std::uint8_t>> sd1_refiner = pixels(*xl, bad);
+    CHECK(sd1_refiner.status() == kiln::Status::invalid_argument);
+    CHECK(!sd1_refiner && sd1_refiner.error().message().find("options->refiner") != std::string::npos);
+    for (float start : {0.0f, 1.0f, -0.5f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        bad = o;
+        bad.refiner_start = start;
+        kiln::Result<std::vector<std::uint8_t>> refused = pixels(*xl, bad);
+        CHECK(refused.status() == kiln::Status::invalid_argument);
+        CHECK(!refused && refused.error().message().find("options->refiner_start") != std::string::npos);
+    }
+    bad = o;
+    bad.scheduler = kiln::to_c(kiln::Scheduler::heun);
+    CHECK(pixels(*xl, bad).status() == kiln::Status::unsupported);
+    auto sd1_base = options_for("mossy stone brick wall", 3, 2);
+    sd1_base.refiner = refiner->get();
+    CHECK(sd1.generate(sd1_base).status() == kiln::Status::invalid_argument);
+    kiln::Result<std::vector<std::uint8_t>> again = pixels(*xl, o);
+    CHECK(again.ok() && *again == *got);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -280,8 +449,8 @@ static void test_throwing_layer(const kiln::Runtime &rt) {
 #endif
 
 int main(int argc, char **argv) {
-    if (argc != 2 && argc != 3) {
-        std::fprintf(stderr, "usage: test_kiln MODEL_DIR [CONTROLNET_MODEL_DIR]\n");
+    if (argc != 2 && argc != 3 && argc != 5) {
+        std::fprintf(stderr, "usage: test_kiln MODEL_DIR [CONTROLNET_MODEL_DIR [REFINER_MODEL_DIR SCRATCH_DIR]]\n");
         return 2;
     }
     CHECK(kiln::header_matches_library());
@@ -300,6 +469,17 @@ int main(int argc, char **argv) {
         test_job(*model);
         test_loras(*model, std::string(argv[1]) + "/../lora");
         test_sdxl(*rt, *model, std::string(argv[1]) + "/../tiny-sdxl");
+        if (argc == 5) {
+            // The goldens' readers throw on a missing or malformed file: a failure, not a crash.
+            const std::string fixtures = std::string(argv[1]) + "/..";
+            try {
+                test_sdxl_embedding(*rt, *model, fixtures, argv[4]);
+                test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
+            } catch (const std::exception &e) {
+                ++failed;
+                std::printf("FAILED reading the goldens: %s\n", e.what());
+            }
+        }
         kiln::Model moved = std::move(*model);
         CHECK(!*model && moved);
     }

@@ -3,7 +3,9 @@
 // the rules IL2CPP enforces but Mono's JIT does not. Prints one line per test and
 // "N passed, N failed"; exits 1 on any failure.
 //
-//   mono KilnTests.exe MODEL_DIR SCRATCH_DIR [CONTROLNET_MODEL_DIR]
+//   mono KilnTests.exe MODEL_DIR SCRATCH_DIR [CONTROLNET_MODEL_DIR [REFINER_MODEL_DIR]]
+// MODEL_DIR is tests/fixtures/tiny-sd: the SDXL tests find tiny-sdxl, sdxl-embedding, lora and
+// golden/ beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
 // Console program for Mono, not part of the Unity package: compiled to nothing in Unity.
 #if !UNITY_5_3_OR_NEWER
 using System;
@@ -18,7 +20,7 @@ using Kiln.Interop;
 
 static class KilnTests
 {
-    static string modelDir, scratch, controlNetModelDir;
+    static string modelDir, scratch, controlNetModelDir, refinerModelDir;
     static KilnRuntime runtime;
     static KilnModel model;
 
@@ -328,6 +330,151 @@ static class KilnTests
             int differing = a.Zip(c, (x, y) => x != y).Count(d => d);
             Console.WriteLine("    sdxl Prompt2: " + differing + " of " + a.Length + " bytes differ (need > 0)");
             Check(differing > 0, "Prompt2 did not change the image");
+        }
+    }
+
+    // ---------------------------------------------------------------- SDXL goldens
+
+    // The parity bound of tests/sdxl.rs for decoded images, applied past 8-bit rounding (the
+    // binding returns bytes): what tests/sdxl_embedding.rs and tests/sdxl_handoff.rs check.
+    const double ImageBound = 2e-3;
+
+    static string FixturesDir() { return Path.GetDirectoryName(Path.GetFullPath(modelDir).TrimEnd('/')); }
+
+    /// <summary>
+    /// A measured value against its bound: printed as "MARGIN id measured bound" for
+    /// tests/csharp.rs, which reports it through tests/common's check_margin.
+    /// </summary>
+    static void Margin(string id, double measured, double bound)
+    {
+        Console.WriteLine("MARGIN " + id + " " + measured.ToString("R", System.Globalization.CultureInfo.InvariantCulture) + " " + bound.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+        Check(measured <= bound, id + ": measured " + measured + " exceeds the bound " + bound);
+    }
+
+    static KilnScheduler SchedulerNamed(string name)
+    {
+        // Kiln's scheduler names (cases.json "kiln_scheduler") without underscores are the enum's.
+        foreach (KilnScheduler s in Enum.GetValues(typeof(KilnScheduler)))
+            if (string.Equals(s.ToString(), name.Replace("_", ""), StringComparison.OrdinalIgnoreCase)) return s;
+        throw new Exception("no KilnScheduler for " + name);
+    }
+
+    /// <summary>A golden case's request: its prompts, steps, guidance, scheduler and recorded draws.</summary>
+    static KilnGenerateSettings GoldenRequest(Dictionary<string, object> c, float[] draws)
+    {
+        return new KilnGenerateSettings
+        {
+            Prompt = Goldens.Text(c, "prompt"),
+            NegativePrompt = Goldens.Text(c, "negative_prompt"),
+            Width = 64,
+            Height = 64,
+            Steps = (uint)Goldens.Number(c, "steps"),
+            GuidanceScale = (float)Goldens.Number(c, "guidance_scale"),
+            Scheduler = SchedulerNamed(Goldens.Text(c, "kiln_scheduler")),
+            InitialNoise = draws,
+        };
+    }
+
+    static byte[] Pixels(KilnModel m, KilnGenerateSettings settings)
+    {
+        using (KilnImage image = m.Generate(settings)) return image.ToArray();
+    }
+
+    static void SdxlEmbeddingMatchesTheGolden()
+    {
+        // tests/fixtures/sdxl-embedding (clip_l + clip_g vectors; tests/sdxl_embedding.rs checks it
+        // from Rust against diffusers): through WithAdapters the image is the golden's within the
+        // parity bound past 8-bit rounding, the plain model is far from it, and an SD 1.x
+        // embedding throws AdapterMismatch with the SDXL model unchanged.
+        string folder = Path.Combine(FixturesDir(), "sdxl-embedding");
+        Dictionary<string, object> c = Goldens.Case(Path.Combine(folder, "cases.json"), null);
+        string name = Goldens.Text(c, "name");
+        float[] want = Goldens.ReadNpyF32(Path.Combine(folder, name + ".image.npy"));
+        var settings = GoldenRequest(c, Goldens.ReadNpyF32(Path.Combine(folder, name + ".draws.npy")));
+        var embedding = new KilnEmbeddingSpec(Path.Combine(folder, Goldens.Text(c, "file")), Goldens.Text(c, "token"));
+        using (KilnModel xl = KilnModel.Load(runtime, Path.Combine(FixturesDir(), "tiny-sdxl")))
+        {
+            byte[] got;
+            using (KilnModel embedded = xl.WithAdapters(null, new[] { embedding })) got = Pixels(embedded, settings);
+            File.WriteAllBytes(Path.Combine(scratch, "sdxl-embedding.rgba"), got);
+            byte[] plain = Pixels(xl, settings);
+            double d = Goldens.PastRounding(got, want), control = Goldens.PastRounding(plain, want);
+            Console.WriteLine("    sdxl embedding: " + d.ToString("e3") + " from the golden past 8-bit rounding (bound " + ImageBound + "); the plain model " + control.ToString("e3"));
+            Margin("csharp::sdxl_embedding::" + name + "::image_abs_past_8bit", d, ImageBound);
+            Check(control > ImageBound, "the embedding barely matters here (" + control + "): this test would not catch it dropped");
+
+            string sd1File = Path.Combine(FixturesDir(), "lora", "learned_embeds.safetensors");
+            KilnException e = Throws(() => xl.WithAdapters(null, new[] { new KilnEmbeddingSpec(sd1File) }), KilnStatus.AdapterMismatch, "SD 1.x embedding on SDXL");
+            Check(e.NativeMessage.Contains("SD 1.x/2.x"), "message names the family: " + e.NativeMessage);
+            SamePixels(plain, Pixels(xl, settings), "SDXL model after the refused embedding");
+            e = Throws(() => model.WithAdapters(null, new[] { embedding }), KilnStatus.AdapterMismatch, "SDXL embedding on SD 1.x");
+            Check(e.NativeMessage.Contains("SDXL embedding"), "message names the file's kind: " + e.NativeMessage);
+            using (KilnImage image = model.Generate(Quick("after the refused embedding", 1))) Equal(64, image.Width, "SD 1.x model after the refused embedding");
+        }
+    }
+
+    static void RefinerHandOffMatchesTheGolden()
+    {
+        // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the
+        // initial noise): Refiner + RefinerStart give the golden within the parity bound past 8-bit
+        // rounding, the base alone is far from it, a job gives the same pixels even with its
+        // refiner handle disposed right after Submit, and bad refiners throw their specific
+        // status (or ObjectDisposedException) with both models usable after.
+        string golden = Path.Combine(FixturesDir(), "golden", "sdxl_handoff");
+        Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_08");
+        float[] want = Goldens.ReadNpyF32(Path.Combine(golden, "euler_08.image.npy"));
+        var settings = GoldenRequest(c, Goldens.ReadNpyF32(Path.Combine(golden, "euler_08.draws.npy")));
+        using (KilnModel xl = KilnModel.Load(runtime, Path.Combine(FixturesDir(), "tiny-sdxl")))
+        using (KilnModel refiner = KilnModel.Load(runtime, refinerModelDir))
+        {
+            settings.Refiner = refiner;
+            settings.RefinerStart = (float)Goldens.Number(c, "refiner_start");
+            byte[] got = Pixels(xl, settings);
+            File.WriteAllBytes(Path.Combine(scratch, "sdxl-handoff.rgba"), got);
+            var alone = settings.Clone();
+            alone.Refiner = null;
+            byte[] baseAlone = Pixels(xl, alone);
+            double d = Goldens.PastRounding(got, want), control = Goldens.PastRounding(baseAlone, want);
+            Console.WriteLine("    hand-off: " + d.ToString("e3") + " from the golden past 8-bit rounding (bound " + ImageBound + "); the base alone " + control.ToString("e3"));
+            Margin("csharp::sdxl_handoff::euler_08::image_abs_past_8bit", d, ImageBound);
+            Check(control > ImageBound, "the refiner barely matters here (" + control + "): this test would not catch it dropped");
+
+            // A job keeps its own reference to the refiner: the handle may go once Submit returns.
+            var queued = settings.Clone();
+            queued.Refiner = KilnModel.Load(runtime, refinerModelDir);
+            using (KilnJob job = xl.Submit(queued))
+            {
+                queued.Refiner.Dispose();
+                KilnJobStatus s = PollUntilEnded(job);
+                Equal(KilnJobState.Succeeded, s.State, "hand-off job state (" + job.ErrorMessage + ")");
+                // One job's progress over both stages (the golden's base and refiner U-Net calls).
+                int calls = ((List<object>)c["base_timesteps"]).Count + ((List<object>)c["refiner_timesteps"]).Count;
+                Equal((uint)calls, s.TotalSteps, "job total steps");
+                Equal(s.TotalSteps, s.Step, "job steps done");
+                SamePixels(got, job.CopyImage(), "hand-off job (refiner disposed after Submit) vs Generate");
+            }
+            // A disposed refiner never reaches Kiln.
+            try { xl.Generate(queued).Dispose(); throw new Exception("a disposed refiner was accepted"); }
+            catch (ObjectDisposedException) { Console.WriteLine("    disposed refiner -> ObjectDisposedException"); }
+
+            var bad = settings.Clone();
+            bad.Refiner = model;
+            KilnException e = Throws(() => xl.Generate(bad).Dispose(), KilnStatus.InvalidArgument, "SD 1.x refiner");
+            Check(e.NativeMessage.Contains("options->refiner"), "message names options->refiner: " + e.NativeMessage);
+            foreach (float start in new[] { 0f, 1f, -0.5f, float.NaN, float.PositiveInfinity })
+            {
+                bad = settings.Clone();
+                bad.RefinerStart = start;
+                e = Throws(() => xl.Generate(bad).Dispose(), KilnStatus.InvalidArgument, "RefinerStart " + start);
+                Check(e.NativeMessage.Contains("options->refiner_start"), "message names options->refiner_start: " + e.NativeMessage);
+            }
+            bad = settings.Clone();
+            bad.Scheduler = KilnScheduler.Heun;
+            Throws(() => xl.Generate(bad).Dispose(), KilnStatus.Unsupported, "hand-off with heun");
+            bad = Quick("mossy stone brick wall", 3);
+            bad.Refiner = refiner;
+            Throws(() => model.Generate(bad).Dispose(), KilnStatus.InvalidArgument, "SDXL refiner for an SD 1.x base");
+            SamePixels(got, Pixels(xl, settings), "hand-off after the refused requests");
         }
     }
 
@@ -702,14 +849,15 @@ static class KilnTests
 
     static int Main(string[] args)
     {
-        if (args.Length != 2 && args.Length != 3)
+        if (args.Length < 2 || args.Length > 4)
         {
-            Console.Error.WriteLine("usage: KilnTests.exe MODEL_DIR SCRATCH_DIR [CONTROLNET_MODEL_DIR]");
+            Console.Error.WriteLine("usage: KilnTests.exe MODEL_DIR SCRATCH_DIR [CONTROLNET_MODEL_DIR [REFINER_MODEL_DIR]]");
             return 2;
         }
         modelDir = args[0];
         scratch = args[1];
-        controlNetModelDir = args.Length == 3 ? args[2] : null;
+        controlNetModelDir = args.Length >= 3 ? args[2] : null;
+        refinerModelDir = args.Length == 4 ? args[3] : null;
         Directory.CreateDirectory(scratch);
         var tests = new List<KeyValuePair<string, Action>>
         {
@@ -727,6 +875,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("UTF-8 prompts and paths", Utf8PromptsAndPaths),
             new KeyValuePair<string, Action>("LoRAs change the image; bad files throw", LorasChangeTheImage),
             new KeyValuePair<string, Action>("SDXL Prompt2 on tiny-sdxl", SdxlSecondPrompt),
+            new KeyValuePair<string, Action>("SDXL embedding gives the golden; SD 1.x file throws", SdxlEmbeddingMatchesTheGolden),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),
@@ -739,6 +888,8 @@ static class KilnTests
         };
         if (controlNetModelDir != null)
             modelTests.Add(new KeyValuePair<string, Action>("ControlNet shapes the image; preprocessors; errors", ControlNetShapesTheImage));
+        if (refinerModelDir != null)
+            modelTests.Add(new KeyValuePair<string, Action>("refiner hand-off gives the golden; bad refiners throw", RefinerHandOffMatchesTheGolden));
         int passed = 0, failed = 0;
         Action<string, Action> run = (name, test) =>
         {
