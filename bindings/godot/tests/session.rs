@@ -1,7 +1,7 @@
 //! The binding's engine-independent path end to end, on Kiln's tiny fixture
 //! model and real ONNX Runtime: options → preparation thread → Kiln job →
 //! frame-by-frame events → Godot image data. No Godot involved.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kiln::model::seamless::Seamless;
@@ -197,25 +197,30 @@ fn cancel_ends_the_job_with_cancelled() {
     assert!(!t.cancel(Session::pool()), "an ended job has nothing to cancel");
 }
 
+/// Copies the folder tree `src` into `to` (created as needed).
+fn copy_tree(src: &Path, to: &Path) {
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let out = to.join(p.strip_prefix(src).unwrap());
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+                std::fs::copy(&p, &out).unwrap();
+            }
+        }
+    }
+}
+
 /// tiny-sd plus tests/fixtures/controlnet, assembled under the target dir.
 fn controlnet_model_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
     let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-godot-controlnet");
     let _ = std::fs::remove_dir_all(&dest);
     for src in [root.join("tiny-sd"), root.join("controlnet")] {
-        let mut stack = vec![src.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let p = e.unwrap().path();
-                let to = dest.join(p.strip_prefix(&src).unwrap());
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                    std::fs::copy(&p, &to).unwrap();
-                }
-            }
-        }
+        copy_tree(&src, &dest);
     }
     dest
 }
@@ -523,25 +528,10 @@ fn refiner_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
     let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-godot-refiner");
     let _ = std::fs::remove_dir_all(&dest);
-    let copy = |src: PathBuf, to: PathBuf| {
-        let mut stack = vec![src.clone()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).unwrap() {
-                let p = e.unwrap().path();
-                let out = to.join(p.strip_prefix(&src).unwrap());
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-                    std::fs::copy(&p, &out).unwrap();
-                }
-            }
-        }
-    };
     for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
-        copy(root.join("tiny-sdxl").join(sub), dest.join(sub));
+        copy_tree(&root.join("tiny-sdxl").join(sub), &dest.join(sub));
     }
-    copy(root.join("sdxl-refiner"), dest.clone());
+    copy_tree(&root.join("sdxl-refiner"), &dest);
     dest
 }
 
