@@ -112,6 +112,35 @@ fn a_plain_model_opens_no_controlnet_session() {
     assert_eq!(layout.controlnets, ["few-residuals", "tiny", "wide-text"]);
 }
 
+/// A ControlNet folder holds the U-Net twice (`unet/`, and `unet_controlnet/`
+/// taking residuals): jobs with ControlNets must not open the plain one, so
+/// only one copy of the weights is resident; a plain job opens it on demand.
+#[test]
+fn controlnet_jobs_leave_the_plain_unet_unopened() {
+    let m = Model::load(common::runtime(), &model_folder()).unwrap();
+    assert!(!m.resident_graphs().contains(&"unet"), "loading opened unet/: {:?}", m.resident_graphs());
+    let controlled = GenerateRequest {
+        prompt: "mossy stone".into(),
+        steps: 3,
+        seed: 5,
+        controls: vec![Control::new("tiny", common::control_image("control_a.png"))],
+        ..Default::default()
+    };
+    let first = m.generate_with(&controlled, Hooks::default()).unwrap();
+    assert!(!m.resident_graphs().contains(&"unet"), "a ControlNet job opened unet/: {:?}", m.resident_graphs());
+    let sessions = m.loaded_sessions();
+    let plain = GenerateRequest { controls: Vec::new(), ..controlled.clone() };
+    let lazily = m.generate_with(&plain, Hooks::default()).unwrap();
+    assert!(m.resident_graphs().contains(&"unet"), "{:?}", m.resident_graphs());
+    assert_eq!(m.loaded_sessions(), sessions + 1, "the plain job opens exactly unet/");
+    // The same plain job on the shared test model (whose unet/ is open since
+    // its first plain case) gives the same pixels: opening late changes nothing.
+    let eager = model().generate_with(&plain, Hooks::default()).unwrap();
+    assert_eq!(lazily.image.data, eager.image.data);
+    // And the ControlNet job again, with both U-Nets open, is unchanged.
+    assert_eq!(m.generate_with(&controlled, Hooks::default()).unwrap().image.data, first.image.data);
+}
+
 #[test]
 fn bad_controls_get_specific_errors_and_the_model_stays_usable() {
     let m = model();

@@ -677,12 +677,17 @@ pub(crate) fn load_seamless(
 }
 
 /// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
-/// With the static U-Net asked for, the dynamic one is loaded lazily: jobs run
-/// the graph specialised to their shape, and the dynamic session is made only
-/// if a shape cannot be specialised, so its weights are not held twice.
+/// Its session is made on first use instead of at load when something else
+/// may serve every U-Net call, so that its weights are not held twice:
+/// - with the static U-Net asked for, jobs run the graph specialised to their
+///   shape, and the dynamic session is made only if a shape cannot be;
+/// - in a model folder with `unet_controlnet/` (the same weights taking
+///   ControlNet residuals), jobs with ControlNets run that graph only, so a
+///   game that always generates with a ControlNet never opens `unet/`.
 fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
     let policy = &runtime.inner.providers;
-    let flags = graph::SessionFlags { lazy: policy.static_unet || policy.cuda_graph, ..Default::default() };
+    let lazy = policy.static_unet || policy.cuda_graph || layout.unet_controlnet.is_some();
+    let flags = graph::SessionFlags { lazy, ..Default::default() };
     match axes {
         seamless::Seamless::None => {
             Graph::load_flagged(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides), flags)
