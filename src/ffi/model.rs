@@ -259,8 +259,11 @@ pub struct kiln_generate_options {
     /// handle may be freed once submit returns. It must share the model's
     /// latent space (same family, latent channels, VAE downsampling,
     /// `scaling_factor` and `shift_factor`): otherwise INVALID_ARGUMENT
-    /// naming `options->refiner`. With a mask or ControlNets, or with `heun`,
-    /// UNSUPPORTED.
+    /// naming `options->refiner`. `controls` guide this model's part only
+    /// (their `start`/`end` are fractions of the whole schedule, as diffusers'
+    /// `control_guidance_start`/`_end` with `denoising_end`); the refiner runs
+    /// without them. With a mask, with ControlNets and an init image, or with
+    /// `heun`: UNSUPPORTED.
     pub refiner: *const kiln_model,
     /// With `refiner`: the fraction of the schedule the model runs before the
     /// refiner takes over, strictly between 0 and 1 (default 0.8). Unused

@@ -11,6 +11,11 @@
 //! the refiner starts at its first timestep `< cutoff` (so the two halves of
 //! one schedule never overlap or leave a gap) with the base's latents as they
 //! are: no noise is added and `strength` is not used.
+//!
+//! ControlNets guide the base stage only (diffusers'
+//! `StableDiffusionXLControlNetPipeline` with `denoising_end`, then the plain
+//! refiner): their `control_guidance_start`/`_end` window is a fraction of the
+//! whole, uncut schedule, as diffusers computes it before the cut.
 use std::fmt;
 use std::sync::Arc;
 
@@ -154,11 +159,24 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
             "inpainting with a refiner hand-off is not supported (the refiner stage would not keep the unmasked area)",
         ));
     }
-    if !request.controls.is_empty() {
-        return Err(Error::unsupported("ControlNet with a refiner hand-off is not supported"));
+    if !request.controls.is_empty() && request.init_image.is_some() {
+        return Err(Error::unsupported(
+            "ControlNet img2img with a refiner hand-off is not supported (diffusers' ControlNet img2img pipeline has no denoising_end); \
+             ControlNets hand off from text-to-image only",
+        ));
     }
-    // The refiner's part is diffusers' img2img call with the base's latents as its image.
-    let refined_request = GenerateRequest { init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
+    // The refiner's part is diffusers' img2img call with the base's latents as
+    // its image; ControlNets guide the base only (diffusers' refiner
+    // pipeline takes none, and a refiner-style model has no `unet_controlnet`).
+    let refined_request = GenerateRequest {
+        init_image: None,
+        mask: None,
+        initial_noise: None,
+        refiner: None,
+        controls: Vec::new(),
+        guess_mode: false,
+        ..request.clone()
+    };
     // Both stages' schedules, to report progress over the whole job.
     let base_cutoff = cutoff(refiner.start, super::num_train_timesteps(&base.inner, request)?)?;
     let refiner_cutoff = cutoff(refiner.start, super::num_train_timesteps(&refiner_model.inner, request)?)?;
