@@ -262,7 +262,9 @@ pub struct kiln_generate_options {
     /// naming `options->refiner`. `controls` guide this model's part only
     /// (their `start`/`end` are fractions of the whole schedule, as diffusers'
     /// `control_guidance_start`/`_end` with `denoising_end`); the refiner runs
-    /// without them. With a mask, with ControlNets and an init image, or with
+    /// without them. With `mask`, both models inpaint (diffusers'
+    /// `StableDiffusionXLInpaintPipeline` on both stages); an inpainting
+    /// (9-channel) U-Net on either side, ControlNets with an init image, or
     /// `heun`: UNSUPPORTED.
     pub refiner: *const kiln_model,
     /// With `refiner`: the fraction of the schedule the model runs before the

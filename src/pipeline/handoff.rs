@@ -16,6 +16,12 @@
 //! `StableDiffusionXLControlNetPipeline` with `denoising_end`, then the plain
 //! refiner): their `control_guidance_start`/`_end` window is a fraction of the
 //! whole, uncut schedule, as diffusers computes it before the cut.
+//!
+//! Inpainting (4-channel U-Nets) follows `StableDiffusionXLInpaintPipeline`
+//! on both stages: the base blends its kept area as usual (clean at its last
+//! step); the refiner, given the base's latents as its 4-channel `image`,
+//! keeps *those latents* in the unmasked area, re-noised to each next
+//! timestep with one latent-shaped draw it makes before its first step.
 use std::fmt;
 use std::sync::Arc;
 
@@ -155,9 +161,15 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
     };
     check_pair(&base.inner, &refiner_model.inner)?;
     if request.mask.is_some() {
-        return Err(Error::unsupported(
-            "inpainting with a refiner hand-off is not supported (the refiner stage would not keep the unmasked area)",
-        ));
+        for (which, m) in [("base", &base.inner), ("refiner", &refiner_model.inner)] {
+            if m.layout.unet_config.in_channels != m.layout.vae_config.latent_channels {
+                return Err(Error::unsupported(format!(
+                    "inpainting with a refiner hand-off needs ordinary U-Nets; the {which} model's takes {} input channels \
+                     (diffusers' inpainting refiner cannot condition an inpainting U-Net on handed-over latents)",
+                    m.layout.unet_config.in_channels
+                )));
+            }
+        }
     }
     if !request.controls.is_empty() && request.init_image.is_some() {
         return Err(Error::unsupported(
@@ -166,11 +178,14 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
         ));
     }
     // The refiner's part is diffusers' img2img call with the base's latents as
-    // its image; ControlNets guide the base only (diffusers' refiner
-    // pipeline takes none, and a refiner-style model has no `unet_controlnet`).
+    // its image (its inpainting call, with the same mask and the picture for
+    // the paste-back, when there is a mask); ControlNets guide the base only
+    // (diffusers' refiner pipeline takes none, and a refiner-style model has
+    // no `unet_controlnet`).
+    let inpainting = request.mask.is_some();
     let refined_request = GenerateRequest {
-        init_image: None,
-        mask: None,
+        init_image: if inpainting { request.init_image.clone() } else { None },
+        mask: request.mask.clone(),
         initial_noise: None,
         refiner: None,
         controls: Vec::new(),

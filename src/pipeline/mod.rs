@@ -680,6 +680,13 @@ fn run(
             if given.shape() != latent_shape {
                 return Err(Error::internal(format!("the base handed over latents {:?}; the refiner needs {latent_shape:?}", given.shape())));
             }
+            if inpaint.is_some() {
+                // diffusers' inpainting refiner (`add_noise=False`): the
+                // handed latents are its `image_latents`, the kept area's
+                // content, re-noised with one fresh draw at each next step.
+                let n = step_noise.draw(&latent_shape)?;
+                blend = Some((given.clone(), n));
+            }
             (given, start)
         }
         (Some(init), Some(start)) => {
