@@ -155,6 +155,33 @@ fn both_stages_run_on_the_device_loop_and_match_diffusers() {
     }
 }
 
+/// A job asks for previews every `n` steps of the whole job (its progress
+/// counts both stages). On the device loop a step's latents come back only
+/// when asked for, so each stage must ask by the job's step numbers: at
+/// `Interval(3)` of 8 + 2 steps, the job's step 9 is the refiner's first.
+#[test]
+fn device_loop_hands_back_every_asked_preview_step_across_both_stages() {
+    use kiln::pipeline::StepLatents;
+    let mut providers = kiln::runtime::ProviderPolicy::default();
+    providers.device_latents = true;
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
+    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    let (request, c) = request("euler_08", &dev_refiner);
+    let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
+    for n in [3u32, 4] {
+        let mut seen = Vec::new();
+        let mut on_step = |p: &StepProgress<'_>| seen.push((p.step, p.total, p.latents.len()));
+        let hooks = Hooks { on_step: Some(&mut on_step), step_latents: StepLatents::Interval(n), ..Default::default() };
+        let out = dev_base.generate_with(&request, hooks).unwrap();
+        assert_eq!(out.device_steps, total, "every step on the device loop");
+        let missing: Vec<usize> =
+            seen.iter().filter(|&&(step, t, len)| StepLatents::Interval(n).wants(step, t) && len != 4 * 8 * 8).map(|s| s.0).collect();
+        eprintln!("Interval({n}) over {total} steps: steps reported {:?}; asked-for steps without latents {missing:?}", seen.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>());
+        assert!(missing.is_empty(), "Interval({n}): steps {missing:?} were asked for and came without latents");
+    }
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();

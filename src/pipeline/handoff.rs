@@ -17,7 +17,7 @@ use std::sync::Arc;
 use ndarray::ArrayD;
 
 use super::noise::{NoiseRng, RecordedNoise};
-use super::{GenerateRequest, Generation, Hooks, StepProgress};
+use super::{GenerateRequest, Generation, Hooks, StepLatents, StepProgress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Model, ModelInner};
 
@@ -169,6 +169,14 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
     let total = base_total + refiner_total;
 
     let Hooks { cancel, mut on_step, run_options, step_latents } = hooks;
+    // The observer asks for latents by the job's step numbers; the refiner
+    // stage counts from 1 again, so its multiples of `n` only line up with
+    // the job's when the base ran a multiple of `n` steps (the last step is
+    // the last in both counts). Otherwise it brings every step's back.
+    let refiner_step_latents = match step_latents {
+        StepLatents::Interval(n) if n > 0 && base_total % n as usize != 0 => StepLatents::Every,
+        other => other,
+    };
     let mut noise = RequestNoise::new(request);
     let first = {
         let mut remap = |p: &StepProgress<'_>| {
@@ -185,7 +193,7 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
                 cb(&StepProgress { step: base_total + p.step, total, latents: p.latents });
             }
         };
-        let hooks = Hooks { cancel, on_step: Some(&mut remap), run_options, step_latents };
+        let hooks = Hooks { cancel, on_step: Some(&mut remap), run_options, step_latents: refiner_step_latents };
         let stage = Stage::Refiner { cutoff: refiner_cutoff, latents: first.latents };
         super::run(&refiner_model.inner, &refined_request, hooks, stage, &mut noise)?
     };
