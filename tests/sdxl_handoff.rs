@@ -182,6 +182,52 @@ fn device_loop_hands_back_every_asked_preview_step_across_both_stages() {
     }
 }
 
+/// Rolls `[1, 4, 8, 8]` latents by `d` latent pixels on both axes (wrapping).
+fn roll_latents(data: &[f32], d: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for c in 0..4 {
+        for y in 0..8 {
+            for x in 0..8 {
+                out[c * 64 + ((y + d) % 8) * 8 + (x + d) % 8] = data[c * 64 + y * 8 + x];
+            }
+        }
+    }
+    out
+}
+
+/// A seamless (xy) view of the base hands off to a refiner loaded plain: the
+/// texture must still tile, i.e. rolling the initial noise by 2 latent pixels
+/// rolls the image by 16 pixels (tests/sdxl_features.rs's measure, same bound).
+#[test]
+fn a_seamless_base_hands_off_to_a_refiner_that_wraps_too() {
+    let tiled = base().seamless(kiln::model::seamless::Seamless::Xy).unwrap();
+    let noise = kiln::pipeline::noise::NoiseRng::new(2024).normals(4 * 8 * 8);
+    let image = |noise: Vec<f32>| {
+        let r = GenerateRequest {
+            prompt: "cobblestone".into(),
+            negative_prompt: "blurry".into(),
+            width: 64,
+            height: 64,
+            steps: 4,
+            scheduler: SchedulerKind::Ddim,
+            initial_noise: Some(kiln::InitialNoise { shape: [1, 4, 8, 8], data: noise }),
+            refiner: Some(Refiner { model: refiner().clone(), start: 0.8 }),
+            ..Default::default()
+        };
+        tiled.generate_with(&r, Hooks::default()).unwrap().image.data
+    };
+    let (a, b) = (image(noise.clone()), image(roll_latents(&noise, 2)));
+    let mut worst = 0.0f32;
+    for y in 0..64 {
+        for x in 0..64 {
+            for ch in 0..3 {
+                worst = worst.max((a[(y * 64 + x) * 3 + ch] - b[(((y + 16) % 64) * 64 + (x + 16) % 64) * 3 + ch]).abs());
+            }
+        }
+    }
+    common::check_margin("sdxl_handoff::seamless_xy::shift_abs", worst as f64, 2.0 / 255.0);
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();

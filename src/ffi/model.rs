@@ -260,7 +260,8 @@ pub struct kiln_generate_options {
     /// latent space (same family, latent channels, VAE downsampling,
     /// `scaling_factor` and `shift_factor`): otherwise INVALID_ARGUMENT
     /// naming `options->refiner`. With a mask or ControlNets, or with `heun`,
-    /// UNSUPPORTED.
+    /// UNSUPPORTED. It wraps on this model's seamless axes (whatever its own),
+    /// so a seamless model's texture still tiles.
     pub refiner: *const kiln_model,
     /// With `refiner`: the fraction of the schedule the model runs before the
     /// refiner takes over, strictly between 0 and 1 (default 0.8). Unused

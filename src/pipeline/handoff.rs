@@ -28,6 +28,9 @@ pub struct Refiner {
     /// The model that runs the last part of the schedule and decodes. It must
     /// share the base model's latent space: the same family (SDXL or SD 1.x/2.x),
     /// latent channels, VAE downsampling, `scaling_factor` and `shift_factor`.
+    /// It runs as a view wrapping on the base model's seamless axes (see
+    /// [`Model::seamless`]), whatever this handle's own, so a seamless base
+    /// still gives a tiling texture.
     pub model: Model,
     /// Fraction of the schedule after which the refiner takes over, strictly
     /// between 0 and 1 (diffusers' `denoising_end` on the base and
@@ -143,10 +146,13 @@ pub(crate) fn check_pair(base: &ModelInner, refiner: &ModelInner) -> Result<()> 
 /// timesteps are both stages', in order; the image is the refiner's decode.
 pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refiner, hooks: Hooks<'_>) -> Result<Generation> {
     let base = if request.clip_skip != base.inner.clip_skip { base.clip_skip(request.clip_skip)? } else { base.clone() };
-    let refiner_model = if request.clip_skip != refiner.model.inner.clip_skip {
-        refiner.model.clip_skip(request.clip_skip)?
+    // The refiner finishes the base's picture, so it wraps on the base's
+    // seamless axes: a plain refiner would undo a seamless base's tiling.
+    let refiner_model = refiner.model.seamless(base.inner.seamless)?;
+    let refiner_model = if request.clip_skip != refiner_model.inner.clip_skip {
+        refiner_model.clip_skip(request.clip_skip)?
     } else {
-        refiner.model.clone()
+        refiner_model
     };
     check_pair(&base.inner, &refiner_model.inner)?;
     if request.mask.is_some() {
