@@ -228,6 +228,44 @@ fn a_seamless_base_hands_off_to_a_refiner_that_wraps_too() {
     common::check_margin("sdxl_handoff::seamless_xy::shift_abs", worst as f64, 2.0 / 255.0);
 }
 
+/// `folder` plus the TAESDXL-shaped `preview_decoder/` of tests/fixtures/sdxl-preview,
+/// copied to a temp folder named by `tag`.
+fn with_preview_decoder(folder: &std::path::Path, tag: &str) -> Model {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-handoff-preview-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    common::copy_tree(folder, &dest);
+    common::copy_tree(&common::root().join("tests/fixtures/sdxl-preview/preview_decoder"), &dest.join("preview_decoder"));
+    Model::load(common::runtime(), &dest).expect("model with a preview decoder loads")
+}
+
+/// The fast final decode (`FinalDecoder::Preview`) is the refiner's, which
+/// decodes: a base without a preview decoder hands off to a refiner with one
+/// (the image is the refiner's preview decode of the final latents), and a
+/// refiner without one is refused before the base runs a step.
+#[test]
+fn the_fast_final_decode_is_the_refiners() {
+    use kiln::pipeline::FinalDecoder;
+    let refiner_p = with_preview_decoder(refiner_folder(), "refiner");
+    let (mut r, _) = request("euler_08", &refiner_p);
+    let full = base().generate_with(&r, Hooks::default()).unwrap();
+    r.decoder = FinalDecoder::Preview;
+    let fast = base().generate_with(&r, Hooks::default()).unwrap();
+    let want = refiner_p.decode_latents(&full.latents, &Default::default(), FinalDecoder::Preview).unwrap();
+    let diff = common::max_abs_diff(&fast.image.data, &want.data);
+    eprintln!("refiner's preview decode of the hand-off's latents: {diff:e} away (bound 0: the same graph on the same latents)");
+    assert_eq!(diff, 0.0);
+
+    let base_p = with_preview_decoder(&common::root().join("tests/fixtures/tiny-sdxl"), "base");
+    let (mut r, _) = request("euler_08", refiner());
+    r.decoder = FinalDecoder::Preview;
+    let mut steps = 0;
+    let mut on_step = |_: &StepProgress<'_>| steps += 1;
+    let e = base_p.generate_with(&r, Hooks { on_step: Some(&mut on_step), ..Default::default() }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.message().contains("refiner"), "{e}");
+    assert_eq!(steps, 0, "refused before the base ran: {e}");
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();

@@ -163,6 +163,13 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
     if !request.controls.is_empty() {
         return Err(Error::unsupported("ControlNet with a refiner hand-off is not supported"));
     }
+    // Said before the base runs: the refiner makes the final image.
+    if request.decoder == super::FinalDecoder::Preview && refiner_model.inner.preview_decoder.is_none() {
+        return Err(Error::unsupported(format!(
+            "the fast final decode needs the refiner's preview decoder (preview_decoder/model.onnx); the refiner {} has none",
+            refiner_model.inner.layout.root.display()
+        )));
+    }
     // The refiner's part is diffusers' img2img call with the base's latents as its image.
     let refined_request = GenerateRequest { init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
     // Both stages' schedules, to report progress over the whole job.

@@ -534,7 +534,9 @@ fn run(
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let (width, height) = check_size(m, request)?;
     request.vae_tiling.validate()?;
-    if request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
+    // A hand-off's base decodes nothing: the refiner's decoder is the one that counts.
+    let decodes = !matches!(stage, handoff::Stage::Base { .. });
+    if decodes && request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
         return Err(Error::unsupported(format!(
             "the fast final decode needs a preview decoder (preview_decoder/model.onnx); {} has none",
             m.layout.root.display()
