@@ -381,6 +381,23 @@ mod c_api {
         o.aesthetic_score = 7.0;
         let (s, _) = run(&o);
         assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        // A job keeps its own reference to the refiner: a handle freed right
+        // after submit still finishes the job, with the same pixels.
+        let (s, sync) = run(&o);
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        let short_lived = load(rt, super::refiner_folder());
+        o.refiner = short_lived;
+        let mut job = 0u64;
+        assert_eq!(unsafe { kiln::ffi::job::kiln_job_submit(base, &o, ptr::null(), &mut job) }, kiln_status::Ok, "{}", last_error());
+        unsafe { kiln_model_free(short_lived) };
+        let mut state = 0u32;
+        assert_eq!(unsafe { kiln::ffi::job::kiln_job_wait(job, 600_000, &mut state) }, kiln_status::Ok);
+        assert_eq!(state, kiln::ffi::job::kiln_job_state::Succeeded as u32);
+        let mut from_job = vec![0u8; 64 * 64 * 4];
+        assert_eq!(unsafe { kiln::ffi::job::kiln_job_copy_image(job, from_job.as_mut_ptr(), from_job.len(), 0) }, kiln_status::Ok);
+        let from_job: Vec<f32> = from_job.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect();
+        assert_eq!(common::max_abs_diff(&from_job, &sync), 0.0, "the job's image is the synchronous one");
+        assert_eq!(kiln::ffi::job::kiln_job_free(job), kiln_status::Ok);
         unsafe {
             kiln_model_free(plain);
             kiln_model_free(refiner);
