@@ -162,8 +162,7 @@ fn both_stages_run_on_the_device_loop_and_match_diffusers() {
 #[test]
 fn device_loop_hands_back_every_asked_preview_step_across_both_stages() {
     use kiln::pipeline::StepLatents;
-    let mut providers = kiln::runtime::ProviderPolicy::default();
-    providers.device_latents = true;
+    let providers = kiln::runtime::ProviderPolicy { device_latents: true, ..Default::default() };
     let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
     let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
     let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
