@@ -265,6 +265,28 @@ fn the_fast_final_decode_is_the_refiners() {
     assert_eq!(steps, 0, "refused before the base ran: {e}");
 }
 
+/// A size left to the model (0) is the base's: the refiner continues the
+/// base's picture even when its own native size differs (here a copy of the
+/// refiner fixture whose U-Net config says 128 pixels, the base's 64).
+#[test]
+fn a_native_size_is_the_base_models_in_both_stages() {
+    let dir = common::sdxl_refiner_folder("handoff-size");
+    let config = dir.join("unet/config.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["sample_size"] = serde_json::json!(16);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let bigger = Model::load(common::runtime(), &dir).expect("resized refiner loads");
+    assert_eq!(bigger.info().default_size, 128);
+    let (explicit, _) = request("euler_08", &bigger);
+    let want = base().generate_with(&explicit, Hooks::default()).unwrap();
+    let native = GenerateRequest { width: 0, height: 0, ..explicit };
+    let got = base().generate_with(&native, Hooks::default()).unwrap();
+    assert_eq!((got.image.width, got.image.height), (64, 64));
+    let diff = common::max_abs_diff(&got.image.data, &want.image.data);
+    eprintln!("native size vs explicit 64x64: {diff:e} (same computation: 0)");
+    assert_eq!(diff, 0.0);
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();

@@ -171,7 +171,11 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
         )));
     }
     // The refiner's part is diffusers' img2img call with the base's latents as its image.
-    let refined_request = GenerateRequest { init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
+    // The refiner continues the base's picture: a size left to the model (0)
+    // is the base's, whatever the refiner's own native size.
+    let (width, height) = super::check_size(&base.inner, request)?;
+    let refined_request =
+        GenerateRequest { width, height, init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
     // Both stages' schedules, to report progress over the whole job.
     let base_cutoff = cutoff(refiner.start, super::num_train_timesteps(&base.inner, request)?)?;
     let refiner_cutoff = cutoff(refiner.start, super::num_train_timesteps(&refiner_model.inner, request)?)?;
