@@ -287,6 +287,33 @@ fn a_native_size_is_the_base_models_in_both_stages() {
     assert_eq!(diff, 0.0);
 }
 
+/// img2img with `lcm` on an LCM-distilled U-Net runs a schedule shortened by
+/// the strength (diffusers' `LatentConsistencyModelImg2ImgPipeline`, which has
+/// no `denoising_end`), while the refiner would cut the full LCM schedule: the
+/// two halves would not split one schedule, so the pair is refused.
+#[test]
+fn lcm_distilled_img2img_does_not_hand_off() {
+    let lcm = Model::load(common::runtime(), &common::variant_folder("lcm-unet")).expect("lcm-unet loads");
+    let request = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        steps: 4,
+        strength: 0.6,
+        scheduler: SchedulerKind::Lcm,
+        init_image: Some(kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()),
+        refiner: Some(Refiner { model: common::tiny_model().clone(), start: 0.7 }),
+        ..Default::default()
+    };
+    let out = lcm.generate_with(&request, Hooks::default());
+    let e = match out {
+        Ok(g) => panic!("handed off with timesteps {:?}", g.timesteps),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.message().contains("lcm"), "{e}");
+    // Without the refiner it runs.
+    lcm.generate_with(&GenerateRequest { refiner: None, ..request }, Hooks::default()).unwrap();
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();

@@ -482,6 +482,13 @@ fn schedule_window(
             "a refiner hand-off needs a first-order scheduler; heun is not supported there",
         ));
     }
+    if lcm_shortened && !matches!(stage, handoff::Stage::Whole) {
+        // Its strength-shortened schedule is not the one the refiner would
+        // cut, and diffusers' LCM img2img pipeline has no `denoising_end`.
+        return Err(Error::unsupported(
+            "a refiner hand-off from lcm img2img with an LCM-distilled U-Net is not supported (its schedule is shortened by the strength)",
+        ));
+    }
     match stage {
         handoff::Stage::Refiner { cutoff, .. } => {
             let start = handoff::refiner_start(schedule, *cutoff);
