@@ -359,6 +359,53 @@ fn fixed_buffers_match_the_host_loop_and_are_reused() {
     assert_eq!(run("img2img_euler_a", &img2img), usize::from(!specialised), "batch 2 again (specialised U-Nets: {specialised})");
 }
 
+/// A job holds its model's fixed U-Net buffers for its whole loop, so a
+/// second job on the model waits for them: that wait must still honour the
+/// second job's cancel (the header promises a cancel within one graph call).
+/// The first job is held inside its first step callback until the second
+/// has ended; without the fix the second waited for the first forever.
+#[test]
+fn a_job_waiting_for_the_fixed_buffers_can_be_cancelled() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let (rt, _log) = make_runtime_full(true, true, kiln::model::Residency::AllResident);
+    let model = Model::load(&rt, &common::fixture()).expect("model");
+    let model = &model;
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let cancel = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let first = s.spawn(move || {
+            let mut entered = Some(entered_tx);
+            let mut on_step = |_: &kiln::pipeline::StepProgress<'_>| {
+                if let Some(tx) = entered.take() {
+                    tx.send(()).unwrap();
+                    let _ = release_rx.recv();
+                }
+            };
+            model.generate_with(&request(SchedulerKind::Euler, 5.0, 4), Hooks { on_step: Some(&mut on_step), ..Default::default() })
+        });
+        entered_rx.recv_timeout(Duration::from_secs(120)).expect("the first job reached its first step");
+        let (done_tx, done_rx) = mpsc::channel();
+        let cancel = &cancel;
+        let second = s.spawn(move || {
+            let r = model.generate_with(&request(SchedulerKind::Euler, 5.0, 4), Hooks { cancel: Some(cancel), ..Default::default() });
+            let _ = done_tx.send(());
+            r
+        });
+        // Time to reach the buffers' lock; cancelled earlier, it stops at an
+        // earlier check, which is fine too.
+        std::thread::sleep(Duration::from_millis(500));
+        cancel.store(true, Ordering::SeqCst);
+        let ended = done_rx.recv_timeout(Duration::from_secs(30));
+        release_tx.send(()).unwrap();
+        assert!(ended.is_ok(), "the cancelled job kept waiting for the other job's U-Net buffers");
+        let e = second.join().unwrap().expect_err("cancelled");
+        assert_eq!(e.kind(), kiln::ErrorKind::Cancelled, "{e}");
+        first.join().unwrap().expect("the first job finishes once released");
+    });
+}
+
 /// SDXL's added inputs live in fixed buffers too.
 #[test]
 fn fixed_buffers_run_sdxl() {

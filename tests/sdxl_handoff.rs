@@ -155,6 +155,165 @@ fn both_stages_run_on_the_device_loop_and_match_diffusers() {
     }
 }
 
+/// A job asks for previews every `n` steps of the whole job (its progress
+/// counts both stages). On the device loop a step's latents come back only
+/// when asked for, so each stage must ask by the job's step numbers: at
+/// `Interval(3)` of 8 + 2 steps, the job's step 9 is the refiner's first.
+#[test]
+fn device_loop_hands_back_every_asked_preview_step_across_both_stages() {
+    use kiln::pipeline::StepLatents;
+    let providers = kiln::runtime::ProviderPolicy { device_latents: true, ..Default::default() };
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
+    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    let (request, c) = request("euler_08", &dev_refiner);
+    let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
+    for n in [3u32, 4] {
+        let mut seen = Vec::new();
+        let mut on_step = |p: &StepProgress<'_>| seen.push((p.step, p.total, p.latents.len()));
+        let hooks = Hooks { on_step: Some(&mut on_step), step_latents: StepLatents::Interval(n), ..Default::default() };
+        let out = dev_base.generate_with(&request, hooks).unwrap();
+        assert_eq!(out.device_steps, total, "every step on the device loop");
+        let missing: Vec<usize> =
+            seen.iter().filter(|&&(step, t, len)| StepLatents::Interval(n).wants(step, t) && len != 4 * 8 * 8).map(|s| s.0).collect();
+        eprintln!("Interval({n}) over {total} steps: steps reported {:?}; asked-for steps without latents {missing:?}", seen.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>());
+        assert!(missing.is_empty(), "Interval({n}): steps {missing:?} were asked for and came without latents");
+    }
+}
+
+/// Rolls `[1, 4, 8, 8]` latents by `d` latent pixels on both axes (wrapping).
+fn roll_latents(data: &[f32], d: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for c in 0..4 {
+        for y in 0..8 {
+            for x in 0..8 {
+                out[c * 64 + ((y + d) % 8) * 8 + (x + d) % 8] = data[c * 64 + y * 8 + x];
+            }
+        }
+    }
+    out
+}
+
+/// A seamless (xy) view of the base hands off to a refiner loaded plain: the
+/// texture must still tile, i.e. rolling the initial noise by 2 latent pixels
+/// rolls the image by 16 pixels (tests/sdxl_features.rs's measure, same bound).
+#[test]
+fn a_seamless_base_hands_off_to_a_refiner_that_wraps_too() {
+    let tiled = base().seamless(kiln::model::seamless::Seamless::Xy).unwrap();
+    let noise = kiln::pipeline::noise::NoiseRng::new(2024).normals(4 * 8 * 8);
+    let image = |noise: Vec<f32>| {
+        let r = GenerateRequest {
+            prompt: "cobblestone".into(),
+            negative_prompt: "blurry".into(),
+            width: 64,
+            height: 64,
+            steps: 4,
+            scheduler: SchedulerKind::Ddim,
+            initial_noise: Some(kiln::InitialNoise { shape: [1, 4, 8, 8], data: noise }),
+            refiner: Some(Refiner { model: refiner().clone(), start: 0.8 }),
+            ..Default::default()
+        };
+        tiled.generate_with(&r, Hooks::default()).unwrap().image.data
+    };
+    let (a, b) = (image(noise.clone()), image(roll_latents(&noise, 2)));
+    let mut worst = 0.0f32;
+    for y in 0..64 {
+        for x in 0..64 {
+            for ch in 0..3 {
+                worst = worst.max((a[(y * 64 + x) * 3 + ch] - b[(((y + 16) % 64) * 64 + (x + 16) % 64) * 3 + ch]).abs());
+            }
+        }
+    }
+    common::check_margin("sdxl_handoff::seamless_xy::shift_abs", worst as f64, 2.0 / 255.0);
+}
+
+/// `folder` plus the TAESDXL-shaped `preview_decoder/` of tests/fixtures/sdxl-preview,
+/// copied to a temp folder named by `tag`.
+fn with_preview_decoder(folder: &std::path::Path, tag: &str) -> Model {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-handoff-preview-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dest);
+    common::copy_tree(folder, &dest);
+    common::copy_tree(&common::root().join("tests/fixtures/sdxl-preview/preview_decoder"), &dest.join("preview_decoder"));
+    Model::load(common::runtime(), &dest).expect("model with a preview decoder loads")
+}
+
+/// The fast final decode (`FinalDecoder::Preview`) is the refiner's, which
+/// decodes: a base without a preview decoder hands off to a refiner with one
+/// (the image is the refiner's preview decode of the final latents), and a
+/// refiner without one is refused before the base runs a step.
+#[test]
+fn the_fast_final_decode_is_the_refiners() {
+    use kiln::pipeline::FinalDecoder;
+    let refiner_p = with_preview_decoder(refiner_folder(), "refiner");
+    let (mut r, _) = request("euler_08", &refiner_p);
+    let full = base().generate_with(&r, Hooks::default()).unwrap();
+    r.decoder = FinalDecoder::Preview;
+    let fast = base().generate_with(&r, Hooks::default()).unwrap();
+    let want = refiner_p.decode_latents(&full.latents, &Default::default(), FinalDecoder::Preview).unwrap();
+    let diff = common::max_abs_diff(&fast.image.data, &want.data);
+    eprintln!("refiner's preview decode of the hand-off's latents: {diff:e} away (bound 0: the same graph on the same latents)");
+    assert_eq!(diff, 0.0);
+
+    let base_p = with_preview_decoder(&common::root().join("tests/fixtures/tiny-sdxl"), "base");
+    let (mut r, _) = request("euler_08", refiner());
+    r.decoder = FinalDecoder::Preview;
+    let mut steps = 0;
+    let mut on_step = |_: &StepProgress<'_>| steps += 1;
+    let e = base_p.generate_with(&r, Hooks { on_step: Some(&mut on_step), ..Default::default() }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.message().contains("refiner"), "{e}");
+    assert_eq!(steps, 0, "refused before the base ran: {e}");
+}
+
+/// A size left to the model (0) is the base's: the refiner continues the
+/// base's picture even when its own native size differs (here a copy of the
+/// refiner fixture whose U-Net config says 128 pixels, the base's 64).
+#[test]
+fn a_native_size_is_the_base_models_in_both_stages() {
+    let dir = common::sdxl_refiner_folder("handoff-size");
+    let config = dir.join("unet/config.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["sample_size"] = serde_json::json!(16);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let bigger = Model::load(common::runtime(), &dir).expect("resized refiner loads");
+    assert_eq!(bigger.info().default_size, 128);
+    let (explicit, _) = request("euler_08", &bigger);
+    let want = base().generate_with(&explicit, Hooks::default()).unwrap();
+    let native = GenerateRequest { width: 0, height: 0, ..explicit };
+    let got = base().generate_with(&native, Hooks::default()).unwrap();
+    assert_eq!((got.image.width, got.image.height), (64, 64));
+    let diff = common::max_abs_diff(&got.image.data, &want.image.data);
+    eprintln!("native size vs explicit 64x64: {diff:e} (same computation: 0)");
+    assert_eq!(diff, 0.0);
+}
+
+/// img2img with `lcm` on an LCM-distilled U-Net runs a schedule shortened by
+/// the strength (diffusers' `LatentConsistencyModelImg2ImgPipeline`, which has
+/// no `denoising_end`), while the refiner would cut the full LCM schedule: the
+/// two halves would not split one schedule, so the pair is refused.
+#[test]
+fn lcm_distilled_img2img_does_not_hand_off() {
+    let lcm = Model::load(common::runtime(), &common::variant_folder("lcm-unet")).expect("lcm-unet loads");
+    let request = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        steps: 4,
+        strength: 0.6,
+        scheduler: SchedulerKind::Lcm,
+        init_image: Some(kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()),
+        refiner: Some(Refiner { model: common::tiny_model().clone(), start: 0.7 }),
+        ..Default::default()
+    };
+    let out = lcm.generate_with(&request, Hooks::default());
+    let e = match out {
+        Ok(g) => panic!("handed off with timesteps {:?}", g.timesteps),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.message().contains("lcm"), "{e}");
+    // Without the refiner it runs.
+    lcm.generate_with(&GenerateRequest { refiner: None, ..request }, Hooks::default()).unwrap();
+}
+
 #[test]
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();
@@ -267,6 +426,23 @@ mod c_api {
         o.aesthetic_score = 7.0;
         let (s, _) = run(&o);
         assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        // A job keeps its own reference to the refiner: a handle freed right
+        // after submit still finishes the job, with the same pixels.
+        let (s, sync) = run(&o);
+        assert_eq!(s, kiln_status::Ok, "{}", last_error());
+        let short_lived = load(rt, super::refiner_folder());
+        o.refiner = short_lived;
+        let mut job = 0u64;
+        assert_eq!(unsafe { kiln::ffi::job::kiln_job_submit(base, &o, ptr::null(), &mut job) }, kiln_status::Ok, "{}", last_error());
+        unsafe { kiln_model_free(short_lived) };
+        let mut state = 0u32;
+        assert_eq!(unsafe { kiln::ffi::job::kiln_job_wait(job, 600_000, &mut state) }, kiln_status::Ok);
+        assert_eq!(state, kiln::ffi::job::kiln_job_state::Succeeded as u32);
+        let mut from_job = vec![0u8; 64 * 64 * 4];
+        assert_eq!(unsafe { kiln::ffi::job::kiln_job_copy_image(job, from_job.as_mut_ptr(), from_job.len(), 0) }, kiln_status::Ok);
+        let from_job: Vec<f32> = from_job.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect();
+        assert_eq!(common::max_abs_diff(&from_job, &sync), 0.0, "the job's image is the synchronous one");
+        assert_eq!(kiln::ffi::job::kiln_job_free(job), kiln_status::Ok);
         unsafe {
             kiln_model_free(plain);
             kiln_model_free(refiner);

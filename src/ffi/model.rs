@@ -264,8 +264,10 @@ pub struct kiln_generate_options {
     /// `control_guidance_start`/`_end` with `denoising_end`); the refiner runs
     /// without them. With `mask`, both models inpaint (diffusers'
     /// `StableDiffusionXLInpaintPipeline` on both stages); an inpainting
-    /// (9-channel) U-Net on either side, ControlNets with an init image, or
-    /// `heun`: UNSUPPORTED.
+    /// (9-channel) U-Net on either side, ControlNets with an init image,
+    /// `heun`, or `lcm` img2img on an LCM-distilled U-Net: UNSUPPORTED. It
+    /// wraps on this model's seamless axes (whatever its own), so a seamless
+    /// model's texture still tiles.
     pub refiner: *const kiln_model,
     /// With `refiner`: the fraction of the schedule the model runs before the
     /// refiner takes over, strictly between 0 and 1 (default 0.8). Unused

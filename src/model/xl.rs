@@ -172,7 +172,7 @@ impl ModelInner {
 /// index the last layer).
 fn hidden_layer(graph_name: &str, io: &TextEncoderIo, skip: u32) -> Result<usize> {
     let layers = io.hidden_states.len();
-    layers.checked_sub(2 + skip as usize).ok_or_else(|| {
+    (skip as usize).checked_add(2).and_then(|back| layers.checked_sub(back)).ok_or_else(|| {
         Error::invalid(format!(
             "clip_skip {skip}: {graph_name} has {layers} hidden-state outputs; SDXL takes hidden_states[-(clip_skip + 2)]"
         ))

@@ -411,7 +411,16 @@ pub(crate) fn run(
     let mut own;
     let mut kept;
     let buffers: &mut FixedUnetIo = if keep {
-        kept = unet.fixed_io.lock();
+        // Another job on this model holds the buffers for its whole loop:
+        // wait in slices so that this one's cancel is still honoured.
+        kept = loop {
+            if let Some(guard) = unet.fixed_io.try_lock_for(std::time::Duration::from_millis(20)) {
+                break guard;
+            }
+            if (hooks.cancelled)() {
+                return Err(Error::new(ErrorKind::Cancelled, "generation cancelled while waiting for the U-Net's fixed buffers"));
+            }
+        };
         let layout = layout_of(&values, &io.output, &batched_shape);
         if !kept.as_ref().is_some_and(|b| b.layout == layout) {
             *kept = None;

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use ndarray::ArrayD;
 
 use super::noise::{NoiseRng, RecordedNoise};
-use super::{GenerateRequest, Generation, Hooks, StepProgress};
+use super::{GenerateRequest, Generation, Hooks, StepLatents, StepProgress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Model, ModelInner};
 
@@ -39,6 +39,9 @@ pub struct Refiner {
     /// The model that runs the last part of the schedule and decodes. It must
     /// share the base model's latent space: the same family (SDXL or SD 1.x/2.x),
     /// latent channels, VAE downsampling, `scaling_factor` and `shift_factor`.
+    /// It runs as a view wrapping on the base model's seamless axes (see
+    /// [`Model::seamless`]), whatever this handle's own, so a seamless base
+    /// still gives a tiling texture.
     pub model: Model,
     /// Fraction of the schedule after which the refiner takes over, strictly
     /// between 0 and 1 (diffusers' `denoising_end` on the base and
@@ -154,10 +157,13 @@ pub(crate) fn check_pair(base: &ModelInner, refiner: &ModelInner) -> Result<()> 
 /// timesteps are both stages', in order; the image is the refiner's decode.
 pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refiner, hooks: Hooks<'_>) -> Result<Generation> {
     let base = if request.clip_skip != base.inner.clip_skip { base.clip_skip(request.clip_skip)? } else { base.clone() };
-    let refiner_model = if request.clip_skip != refiner.model.inner.clip_skip {
-        refiner.model.clip_skip(request.clip_skip)?
+    // The refiner finishes the base's picture, so it wraps on the base's
+    // seamless axes: a plain refiner would undo a seamless base's tiling.
+    let refiner_model = refiner.model.seamless(base.inner.seamless)?;
+    let refiner_model = if request.clip_skip != refiner_model.inner.clip_skip {
+        refiner_model.clip_skip(request.clip_skip)?
     } else {
-        refiner.model.clone()
+        refiner_model
     };
     check_pair(&base.inner, &refiner_model.inner)?;
     if request.mask.is_some() {
@@ -177,13 +183,24 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
              ControlNets hand off from text-to-image only",
         ));
     }
+    // Said before the base runs: the refiner makes the final image.
+    if request.decoder == super::FinalDecoder::Preview && refiner_model.inner.preview_decoder.is_none() {
+        return Err(Error::unsupported(format!(
+            "the fast final decode needs the refiner's preview decoder (preview_decoder/model.onnx); the refiner {} has none",
+            refiner_model.inner.layout.root.display()
+        )));
+    }
     // The refiner's part is diffusers' img2img call with the base's latents as
     // its image (its inpainting call, with the same mask and the picture for
     // the paste-back, when there is a mask); ControlNets guide the base only
     // (diffusers' refiner pipeline takes none, and a refiner-style model has
-    // no `unet_controlnet`).
+    // no `unet_controlnet`). It continues the base's picture: a size left to
+    // the model (0) is the base's, whatever the refiner's own native size.
+    let (width, height) = super::check_size(&base.inner, request)?;
     let inpainting = request.mask.is_some();
     let refined_request = GenerateRequest {
+        width,
+        height,
         init_image: if inpainting { request.init_image.clone() } else { None },
         mask: request.mask.clone(),
         initial_noise: None,
@@ -202,6 +219,14 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
     let total = base_total + refiner_total;
 
     let Hooks { cancel, mut on_step, run_options, step_latents } = hooks;
+    // The observer asks for latents by the job's step numbers; the refiner
+    // stage counts from 1 again, so its multiples of `n` only line up with
+    // the job's when the base ran a multiple of `n` steps (the last step is
+    // the last in both counts). Otherwise it brings every step's back.
+    let refiner_step_latents = match step_latents {
+        StepLatents::Interval(n) if n > 0 && base_total % n as usize != 0 => StepLatents::Every,
+        other => other,
+    };
     let mut noise = RequestNoise::new(request);
     let first = {
         let mut remap = |p: &StepProgress<'_>| {
@@ -218,7 +243,7 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
                 cb(&StepProgress { step: base_total + p.step, total, latents: p.latents });
             }
         };
-        let hooks = Hooks { cancel, on_step: Some(&mut remap), run_options, step_latents };
+        let hooks = Hooks { cancel, on_step: Some(&mut remap), run_options, step_latents: refiner_step_latents };
         let stage = Stage::Refiner { cutoff: refiner_cutoff, latents: first.latents };
         super::run(&refiner_model.inner, &refined_request, hooks, stage, &mut noise)?
     };

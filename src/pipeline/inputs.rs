@@ -69,7 +69,7 @@ fn decode(bytes: &[u8], what: &str) -> Result<image::DynamicImage> {
 fn check_palette(bytes: &[u8], what: &str) -> Result<()> {
     const SIGNATURE: usize = 8;
     let mut at = SIGNATURE;
-    while let Some(header) = bytes.get(at..at + 8) {
+    while let Some(header) = at.checked_add(8).and_then(|end| bytes.get(at..end)) {
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let kind = &header[4..8];
         if kind == b"PLTE" && (len == 0 || len % 3 != 0 || len > 256 * 3) {

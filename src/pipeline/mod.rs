@@ -482,6 +482,13 @@ fn schedule_window(
             "a refiner hand-off needs a first-order scheduler; heun is not supported there",
         ));
     }
+    if lcm_shortened && !matches!(stage, handoff::Stage::Whole) {
+        // Its strength-shortened schedule is not the one the refiner would
+        // cut, and diffusers' LCM img2img pipeline has no `denoising_end`.
+        return Err(Error::unsupported(
+            "a refiner hand-off from lcm img2img with an LCM-distilled U-Net is not supported (its schedule is shortened by the strength)",
+        ));
+    }
     match stage {
         handoff::Stage::Refiner { cutoff, .. } => {
             let start = handoff::refiner_start(schedule, *cutoff);
@@ -534,7 +541,9 @@ fn run(
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let (width, height) = check_size(m, request)?;
     request.vae_tiling.validate()?;
-    if request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
+    // A hand-off's base decodes nothing: the refiner's decoder is the one that counts.
+    let decodes = !matches!(stage, handoff::Stage::Base { .. });
+    if decodes && request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
         return Err(Error::unsupported(format!(
             "the fast final decode needs a preview decoder (preview_decoder/model.onnx); {} has none",
             m.layout.root.display()
