@@ -779,6 +779,51 @@ fn lora_and_control_in_one_asset_give_generates_pixels() {
     assert!(changed > styled.len() / 4, "the LoRA must act with the ControlNet");
 }
 
+/// An asset with `refiner` and `control` (ControlNet on the base stage, plain
+/// refiner) gives `generate --controlnet ... --refiner`'s pixels; the same
+/// asset without the control differs.
+#[test]
+fn a_refiner_asset_with_control_gives_generates_pixels() {
+    let dir = scratch("refiner-control");
+    let model = common::sdxl_controlnet_folder("bake-refiner");
+    let refiner = common::sdxl_refiner_folder("bake-control");
+    std::fs::copy(common::golden("controlnet/control_a.png"), dir.join("control.png")).unwrap();
+    let manifest = dir.join("refiner-control.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nsteps = 10\nscheduler = \"euler\"\nseed = 3\nguidance = 5.0\nprompt = \"mossy stone brick wall\"\nrefiner = {:?}\n\
+             [[asset]]\nname = \"guided\"\ncontrol = {{ controlnet = \"xl\", image = \"control.png\", scale = 0.8 }}\n\
+             [[asset]]\nname = \"unguided\"\n",
+            model.display().to_string(),
+            refiner.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, _) = bake(&manifest, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = dir.join("generated.png");
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(&model)
+        .arg("--refiner")
+        .arg(&refiner)
+        .args(["--prompt", "mossy stone brick wall", "--steps", "10", "--scheduler", "euler", "--seed", "3", "--guidance", "5"])
+        .args(["--controlnet", "xl", "--control-scale", "0.8", "--control-image"])
+        .arg(dir.join("control.png"))
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let guided = read_png(&out.join("guided.png")).0;
+    assert!(guided == read_png(&png).0, "kiln-bake's hand-off with control differs from generate's");
+    let changed = guided.iter().zip(&read_png(&out.join("unguided.png")).0).filter(|(a, b)| a != b).count();
+    println!("the ControlNet changes {changed} of {} channel values of the hand-off", guided.len());
+    assert!(changed > 0, "the control must act in a hand-off");
+}
+
 /// An asset with `refiner` hands the latents to a second model as `generate
 /// --refiner DIR --refiner-start F` does: the same pixels and text chunks; the
 /// hand-off changes the image, and another `refiner_start` re-bakes it.

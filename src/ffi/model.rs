@@ -259,9 +259,15 @@ pub struct kiln_generate_options {
     /// handle may be freed once submit returns. It must share the model's
     /// latent space (same family, latent channels, VAE downsampling,
     /// `scaling_factor` and `shift_factor`): otherwise INVALID_ARGUMENT
-    /// naming `options->refiner`. With a mask or ControlNets, with `heun`, or
-    /// with `lcm` img2img on an LCM-distilled U-Net, UNSUPPORTED. It wraps on this model's seamless axes (whatever its own),
-    /// so a seamless model's texture still tiles.
+    /// naming `options->refiner`. `controls` guide this model's part only
+    /// (their `start`/`end` are fractions of the whole schedule, as diffusers'
+    /// `control_guidance_start`/`_end` with `denoising_end`); the refiner runs
+    /// without them. With `mask`, both models inpaint (diffusers'
+    /// `StableDiffusionXLInpaintPipeline` on both stages); an inpainting
+    /// (9-channel) U-Net on either side, ControlNets with an init image,
+    /// `heun`, or `lcm` img2img on an LCM-distilled U-Net: UNSUPPORTED. It
+    /// wraps on this model's seamless axes (whatever its own), so a seamless
+    /// model's texture still tiles.
     pub refiner: *const kiln_model,
     /// With `refiner`: the fraction of the schedule the model runs before the
     /// refiner takes over, strictly between 0 and 1 (default 0.8). Unused

@@ -11,6 +11,17 @@
 //! the refiner starts at its first timestep `< cutoff` (so the two halves of
 //! one schedule never overlap or leave a gap) with the base's latents as they
 //! are: no noise is added and `strength` is not used.
+//!
+//! ControlNets guide the base stage only (diffusers'
+//! `StableDiffusionXLControlNetPipeline` with `denoising_end`, then the plain
+//! refiner): their `control_guidance_start`/`_end` window is a fraction of the
+//! whole, uncut schedule, as diffusers computes it before the cut.
+//!
+//! Inpainting (4-channel U-Nets) follows `StableDiffusionXLInpaintPipeline`
+//! on both stages: the base blends its kept area as usual (clean at its last
+//! step); the refiner, given the base's latents as its 4-channel `image`,
+//! keeps *those latents* in the unmasked area, re-noised to each next
+//! timestep with one latent-shaped draw it makes before its first step.
 use std::fmt;
 use std::sync::Arc;
 
@@ -156,12 +167,21 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
     };
     check_pair(&base.inner, &refiner_model.inner)?;
     if request.mask.is_some() {
-        return Err(Error::unsupported(
-            "inpainting with a refiner hand-off is not supported (the refiner stage would not keep the unmasked area)",
-        ));
+        for (which, m) in [("base", &base.inner), ("refiner", &refiner_model.inner)] {
+            if m.layout.unet_config.in_channels != m.layout.vae_config.latent_channels {
+                return Err(Error::unsupported(format!(
+                    "inpainting with a refiner hand-off needs ordinary U-Nets; the {which} model's takes {} input channels \
+                     (diffusers' inpainting refiner cannot condition an inpainting U-Net on handed-over latents)",
+                    m.layout.unet_config.in_channels
+                )));
+            }
+        }
     }
-    if !request.controls.is_empty() {
-        return Err(Error::unsupported("ControlNet with a refiner hand-off is not supported"));
+    if !request.controls.is_empty() && request.init_image.is_some() {
+        return Err(Error::unsupported(
+            "ControlNet img2img with a refiner hand-off is not supported (diffusers' ControlNet img2img pipeline has no denoising_end); \
+             ControlNets hand off from text-to-image only",
+        ));
     }
     // Said before the base runs: the refiner makes the final image.
     if request.decoder == super::FinalDecoder::Preview && refiner_model.inner.preview_decoder.is_none() {
@@ -170,12 +190,25 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
             refiner_model.inner.layout.root.display()
         )));
     }
-    // The refiner's part is diffusers' img2img call with the base's latents as its image.
-    // The refiner continues the base's picture: a size left to the model (0)
-    // is the base's, whatever the refiner's own native size.
+    // The refiner's part is diffusers' img2img call with the base's latents as
+    // its image (its inpainting call, with the same mask and the picture for
+    // the paste-back, when there is a mask); ControlNets guide the base only
+    // (diffusers' refiner pipeline takes none, and a refiner-style model has
+    // no `unet_controlnet`). It continues the base's picture: a size left to
+    // the model (0) is the base's, whatever the refiner's own native size.
     let (width, height) = super::check_size(&base.inner, request)?;
-    let refined_request =
-        GenerateRequest { width, height, init_image: None, mask: None, initial_noise: None, refiner: None, ..request.clone() };
+    let inpainting = request.mask.is_some();
+    let refined_request = GenerateRequest {
+        width,
+        height,
+        init_image: if inpainting { request.init_image.clone() } else { None },
+        mask: request.mask.clone(),
+        initial_noise: None,
+        refiner: None,
+        controls: Vec::new(),
+        guess_mode: false,
+        ..request.clone()
+    };
     // Both stages' schedules, to report progress over the whole job.
     let base_cutoff = cutoff(refiner.start, super::num_train_timesteps(&base.inner, request)?)?;
     let refiner_cutoff = cutoff(refiner.start, super::num_train_timesteps(&refiner_model.inner, request)?)?;

@@ -577,6 +577,13 @@ fn run(
     // img2img and inpainting start part-way into the schedule, and so does
     // a hand-off's refiner; a hand-off's base stops part-way.
     let (start, timesteps) = schedule_window(request, scheduler.as_ref(), &stage, lcm_shortened)?;
+    // The ControlNet window's fractions are of the schedule before a
+    // hand-off's cut (diffusers computes `controlnet_keep` before applying
+    // `denoising_end`), and of the strength-shortened one for img2img.
+    let control_total = match &stage {
+        handoff::Stage::Base { .. } => scheduler.timesteps().len() - start.unwrap_or(0),
+        _ => timesteps.len(),
+    };
     let (decode, handed_latents) = match stage {
         handoff::Stage::Whole => (true, None),
         handoff::Stage::Base { .. } => (false, None),
@@ -681,6 +688,13 @@ fn run(
             let given = handed_latents.ok_or_else(|| Error::internal("hand-off without latents"))?;
             if given.shape() != latent_shape {
                 return Err(Error::internal(format!("the base handed over latents {:?}; the refiner needs {latent_shape:?}", given.shape())));
+            }
+            if inpaint.is_some() {
+                // diffusers' inpainting refiner (`add_noise=False`): the
+                // handed latents are its `image_latents`, the kept area's
+                // content, re-noised with one fresh draw at each next step.
+                let n = step_noise.draw(&latent_shape)?;
+                blend = Some((given.clone(), n));
             }
             (given, start)
         }
@@ -834,7 +848,7 @@ fn run(
                 Some(c) => {
                     // The ControlNet sees the latents without inpainting channels.
                     let latent_in = input.slice_axis(Axis(1), ndarray::Slice::from(0..channels)).to_owned();
-                    let residuals = c.residuals(&latent_in, t, &embeds, added, rows, k, total, run_options)?;
+                    let residuals = c.residuals(&latent_in, t, &embeds, added, rows, k, control_total, run_options)?;
                     let cond_embedding = w_embedding.as_ref().map(|w| timestep_cond(w, input.shape()[0])).transpose()?;
                     c.unet_call(input, t, embeds, added, residuals, cond_embedding, run_options)
                 }

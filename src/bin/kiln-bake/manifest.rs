@@ -745,10 +745,6 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
         }
     };
     if errors.is_empty() {
-        if refiner.is_some() && !controls.is_empty() {
-            errors.push(err(header, "refiner", "a refiner hand-off cannot be combined with `control` (ControlNet)".into()));
-            return Err(errors);
-        }
         Ok(Asset {
             name,
             model,
