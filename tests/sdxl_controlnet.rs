@@ -141,58 +141,32 @@ fn a_controlnet_of_the_other_family_is_a_mismatch_and_the_model_stays_usable() {
 /// bound; the same call without the control misses that bound.
 #[test]
 fn c_api_kiln_control_on_sdxl_matches_diffusers() {
+    use common::{ffi_case_options, ffi_generate_rgb_64, ffi_image_from_png, ffi_last_error as last_error, ffi_load_model as load};
     use kiln::ffi::control::{kiln_control, kiln_control_init};
     use kiln::ffi::image::kiln_image_free;
-    use kiln::ffi::postprocess::kiln_image_create;
     use kiln::ffi::{kiln_status, model::*, runtime::*};
-    use std::ffi::{c_char, CStr, CString};
+    use std::ffi::CString;
     use std::ptr;
 
-    let last_error = || {
-        let mut buf = vec![0 as c_char; 4096];
-        unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), ptr::null_mut()) };
-        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
-    };
     let mut rt = ptr::null_mut();
     assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
-    let dir = CString::new(model_folder().to_str().unwrap()).unwrap();
-    let mut model = ptr::null_mut();
-    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
-
-    let (w, h, channels, bytes) = common::png_samples(&common::golden("controlnet/control_a.png"));
-    let rgba: Vec<u8> = bytes.chunks(channels).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-    let mut image = ptr::null_mut();
-    let s = unsafe { kiln_image_create(w as u32, h as u32, rgba.as_ptr(), rgba.len(), 0, &mut image) };
-    assert_eq!(s, kiln_status::Ok, "{}", last_error());
+    let model = load(rt, &model_folder());
+    let image = ffi_image_from_png(common::golden("controlnet/control_a.png"));
 
     let cases = cases();
     let c = cases.as_array().unwrap().iter().find(|c| c["name"] == "euler_one").unwrap();
     assert_eq!(c["controls"][0]["image"], "control_a.png");
     let (_, draws) = common::read_npy("sdxl_controlnet/euler_one.draws.npy");
     let (_, want) = common::read_npy("sdxl_controlnet/euler_one.image.npy");
-    let (prompt, negative) = (CString::new(c["prompt"].as_str().unwrap()).unwrap(), CString::new(c["negative_prompt"].as_str().unwrap()).unwrap());
     let name = CString::new("xl").unwrap();
     let mut control: kiln_control = unsafe { std::mem::zeroed() };
     unsafe { kiln_control_init(&mut control) };
     control.controlnet = name.as_ptr();
     control.image = image;
     control.scale = c["controls"][0]["scale"].as_f64().unwrap() as f32;
-    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
-    unsafe { kiln_generate_options_init(&mut o) };
-    o.prompt = prompt.as_ptr();
-    o.negative_prompt = negative.as_ptr();
-    (o.width, o.height) = (64, 64);
-    o.steps = c["steps"].as_u64().unwrap() as u32;
-    o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
-    o.scheduler = kiln_scheduler::Euler as u32;
-    o.initial_noise = draws.as_ptr();
-    o.initial_noise_len = draws.len();
-    let generate = |o: &kiln_generate_options| -> Vec<f32> {
-        let mut buf = vec![0u8; 64 * 64 * 4];
-        let s = unsafe { kiln_model_generate_into(model, o, buf.as_mut_ptr(), buf.len(), 0) };
-        assert_eq!(s, kiln_status::Ok, "{}", last_error());
-        buf.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect()
-    };
+    let mut keep = Vec::new();
+    let mut o = ffi_case_options(&c, &draws, &mut keep);
+    let generate = |o: &kiln_generate_options| ffi_generate_rgb_64(model, o);
     let without = generate(&o);
     // Changed below through this pointer only, as C would.
     let control: *mut kiln_control = &mut control;

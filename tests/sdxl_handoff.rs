@@ -8,40 +8,18 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use kiln::pipeline::handoff::Refiner;
 use kiln::pipeline::{GenerateRequest, Hooks, StepProgress};
 use kiln::{ErrorKind, Model, SchedulerKind};
 
-const LATENTS_BOUND: f64 = 1e-3;
-const IMAGE_BOUND: f64 = 2e-3;
+/// This binary's refiner fixture folder tag.
+const TAG: &str = "handoff";
 
-/// The refiner fixture, assembled once per process (its own tag, so test
-/// binaries never write the same folder).
-fn refiner_folder() -> &'static PathBuf {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| common::sdxl_refiner_folder("handoff"))
-}
-
-fn base() -> &'static Model {
-    static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads"))
-}
-
-fn refiner() -> &'static Model {
-    static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(common::runtime(), refiner_folder()).expect("refiner fixture loads"))
-}
+use common::handoff::{refiner, refiner_folder, tiny_sdxl, check_case, check_device_loop_case, device_latents_runtime, relative, times, IMAGE_BOUND, LATENTS_BOUND};
 
 fn case_entry(name: &str) -> serde_json::Value {
-    let all: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::golden("sdxl_handoff/cases.json")).unwrap()).unwrap();
-    all.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone()
-}
-
-fn times(c: &serde_json::Value, key: &str) -> Vec<f64> {
-    c[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    common::golden_case(&common::golden("sdxl_handoff/cases.json"), name)
 }
 
 /// Case `name`'s request with its recorded draws, handing off to `to`.
@@ -65,44 +43,9 @@ fn request(name: &str, to: &Model) -> (GenerateRequest, serde_json::Value) {
     (request, c)
 }
 
-/// Relative difference of `got` from golden `file`'s values, by their largest magnitude.
-fn relative(got: &[f32], file: &str) -> f64 {
-    let (_, want) = common::read_npy(file);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    (common::max_abs_diff(got, &want) / scale) as f64
-}
-
 fn case(name: &str) {
-    let (request, c) = request(name, refiner());
-    let (base_t, refiner_t) = (times(&c, "base_timesteps"), times(&c, "refiner_timesteps"));
-    // The latents at the hand-off, and the progress the job reports.
-    let mut handed = None;
-    let mut progress = Vec::new();
-    let mut on_step = |p: &StepProgress<'_>| {
-        progress.push((p.step, p.total));
-        if p.step == base_t.len() {
-            handed = Some(p.latents.iter().copied().collect::<Vec<f32>>());
-        }
-    };
-    let hooks = Hooks { on_step: Some(&mut on_step), ..Default::default() };
-    let out = base().generate_with(&request, hooks).unwrap();
-    let total = base_t.len() + refiner_t.len();
-    assert_eq!(progress, (1..=total).map(|s| (s, total)).collect::<Vec<_>>(), "{name}: one job's progress");
-    let mut want_t = base_t.clone();
-    want_t.extend(&refiner_t);
-    assert_eq!(out.timesteps, want_t, "{name}: both stages' timesteps");
-    let handoff = relative(&handed.unwrap(), &format!("sdxl_handoff/{name}.handoff.npy"));
-    let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("sdxl_handoff/{name}.latents.npy"));
-    let (_, want_img) = common::read_npy(&format!("sdxl_handoff/{name}.image.npy"));
-    let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
-    common::check_margin(&format!("sdxl_handoff::{name}::handoff_latents_rel"), handoff, LATENTS_BOUND);
-    common::check_margin(&format!("sdxl_handoff::{name}::latents_rel"), latents, LATENTS_BOUND);
-    common::check_margin(&format!("sdxl_handoff::{name}::image_abs"), image, IMAGE_BOUND);
-    eprintln!(
-        "{name}: base {} steps, refiner {}; hand-off latents {handoff:e}, final latents {latents:e} (bound {LATENTS_BOUND:e}), image {image:e} (bound {IMAGE_BOUND:e})",
-        base_t.len(),
-        refiner_t.len()
-    );
+    let (request, c) = request(name, refiner(TAG));
+    check_case("sdxl_handoff", name, &c, tiny_sdxl(), &request);
 }
 
 #[test]
@@ -125,8 +68,8 @@ fn euler_a_continues_the_noise_stream_in_the_refiner() {
 /// the golden far beyond the bound.
 #[test]
 fn finishing_with_the_base_model_misses_the_golden() {
-    let (request, _) = request("euler_08", base());
-    let out = base().generate_with(&request, Hooks::default()).unwrap();
+    let (request, _) = request("euler_08", tiny_sdxl());
+    let out = tiny_sdxl().generate_with(&request, Hooks::default()).unwrap();
     let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), "sdxl_handoff/euler_08.latents.npy");
     eprintln!("euler_08 finished by the base model: latents {latents:e} away (parity bound {LATENTS_BOUND:e})");
     assert!(latents > 10.0 * LATENTS_BOUND, "the refiner's U-Net barely matters here ({latents:e})");
@@ -137,21 +80,12 @@ fn finishing_with_the_base_model_misses_the_golden() {
 /// and still meet the deterministic goldens.
 #[test]
 fn both_stages_run_on_the_device_loop_and_match_diffusers() {
-    let mut providers = kiln::runtime::ProviderPolicy::default();
-    providers.device_latents = true;
-    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let rt = device_latents_runtime();
     let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
-    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    let dev_refiner = Model::load(&rt, refiner_folder(TAG)).expect("refiner loads");
     for name in ["euler_08", "dpmpp_2m_07"] {
         let (request, c) = request(name, &dev_refiner);
-        let out = dev_base.generate_with(&request, Hooks::default()).unwrap();
-        let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
-        assert_eq!(out.device_steps, total, "{name}: every step on the device loop");
-        let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("sdxl_handoff/{name}.latents.npy"));
-        let (_, want_img) = common::read_npy(&format!("sdxl_handoff/{name}.image.npy"));
-        let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
-        common::check_margin(&format!("sdxl_handoff::device_loop::{name}::latents_rel"), latents, LATENTS_BOUND);
-        common::check_margin(&format!("sdxl_handoff::device_loop::{name}::image_abs"), image, IMAGE_BOUND);
+        check_device_loop_case("sdxl_handoff", name, &c, &dev_base, &request);
     }
 }
 
@@ -162,10 +96,9 @@ fn both_stages_run_on_the_device_loop_and_match_diffusers() {
 #[test]
 fn device_loop_hands_back_every_asked_preview_step_across_both_stages() {
     use kiln::pipeline::StepLatents;
-    let providers = kiln::runtime::ProviderPolicy { device_latents: true, ..Default::default() };
-    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let rt = device_latents_runtime();
     let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
-    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    let dev_refiner = Model::load(&rt, refiner_folder(TAG)).expect("refiner loads");
     let (request, c) = request("euler_08", &dev_refiner);
     let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
     for n in [3u32, 4] {
@@ -199,7 +132,7 @@ fn roll_latents(data: &[f32], d: usize) -> Vec<f32> {
 /// rolls the image by 16 pixels (tests/sdxl_features.rs's measure, same bound).
 #[test]
 fn a_seamless_base_hands_off_to_a_refiner_that_wraps_too() {
-    let tiled = base().seamless(kiln::model::seamless::Seamless::Xy).unwrap();
+    let tiled = tiny_sdxl().seamless(kiln::model::seamless::Seamless::Xy).unwrap();
     let noise = kiln::pipeline::noise::NoiseRng::new(2024).normals(4 * 8 * 8);
     let image = |noise: Vec<f32>| {
         let r = GenerateRequest {
@@ -210,7 +143,7 @@ fn a_seamless_base_hands_off_to_a_refiner_that_wraps_too() {
             steps: 4,
             scheduler: SchedulerKind::Ddim,
             initial_noise: Some(kiln::InitialNoise { shape: [1, 4, 8, 8], data: noise }),
-            refiner: Some(Refiner { model: refiner().clone(), start: 0.8 }),
+            refiner: Some(Refiner { model: refiner(TAG).clone(), start: 0.8 }),
             ..Default::default()
         };
         tiled.generate_with(&r, Hooks::default()).unwrap().image.data
@@ -244,18 +177,18 @@ fn with_preview_decoder(folder: &std::path::Path, tag: &str) -> Model {
 #[test]
 fn the_fast_final_decode_is_the_refiners() {
     use kiln::pipeline::FinalDecoder;
-    let refiner_p = with_preview_decoder(refiner_folder(), "refiner");
+    let refiner_p = with_preview_decoder(refiner_folder(TAG), "refiner");
     let (mut r, _) = request("euler_08", &refiner_p);
-    let full = base().generate_with(&r, Hooks::default()).unwrap();
+    let full = tiny_sdxl().generate_with(&r, Hooks::default()).unwrap();
     r.decoder = FinalDecoder::Preview;
-    let fast = base().generate_with(&r, Hooks::default()).unwrap();
+    let fast = tiny_sdxl().generate_with(&r, Hooks::default()).unwrap();
     let want = refiner_p.decode_latents(&full.latents, &Default::default(), FinalDecoder::Preview).unwrap();
     let diff = common::max_abs_diff(&fast.image.data, &want.data);
     eprintln!("refiner's preview decode of the hand-off's latents: {diff:e} away (bound 0: the same graph on the same latents)");
     assert_eq!(diff, 0.0);
 
     let base_p = with_preview_decoder(&common::root().join("tests/fixtures/tiny-sdxl"), "base");
-    let (mut r, _) = request("euler_08", refiner());
+    let (mut r, _) = request("euler_08", refiner(TAG));
     r.decoder = FinalDecoder::Preview;
     let mut steps = 0;
     let mut on_step = |_: &StepProgress<'_>| steps += 1;
@@ -278,9 +211,9 @@ fn a_native_size_is_the_base_models_in_both_stages() {
     let bigger = Model::load(common::runtime(), &dir).expect("resized refiner loads");
     assert_eq!(bigger.info().default_size, 128);
     let (explicit, _) = request("euler_08", &bigger);
-    let want = base().generate_with(&explicit, Hooks::default()).unwrap();
+    let want = tiny_sdxl().generate_with(&explicit, Hooks::default()).unwrap();
     let native = GenerateRequest { width: 0, height: 0, ..explicit };
-    let got = base().generate_with(&native, Hooks::default()).unwrap();
+    let got = tiny_sdxl().generate_with(&native, Hooks::default()).unwrap();
     assert_eq!((got.image.width, got.image.height), (64, 64));
     let diff = common::max_abs_diff(&got.image.data, &want.image.data);
     eprintln!("native size vs explicit 64x64: {diff:e} (same computation: 0)");
@@ -318,28 +251,28 @@ fn lcm_distilled_img2img_does_not_hand_off() {
 fn unusable_hand_offs_are_specific_errors() {
     let plain = common::tiny_model();
     let (mut r, _) = request("euler_08", plain);
-    let e = base().generate_with(&r, Hooks::default()).unwrap_err();
+    let e = tiny_sdxl().generate_with(&r, Hooks::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.message().contains("SD 1.x/2.x"), "{e}");
     for start in [0.0, 1.0, -0.5, f32::NAN] {
-        let (mut r, _) = request("euler_08", refiner());
+        let (mut r, _) = request("euler_08", refiner(TAG));
         r.refiner.as_mut().unwrap().start = start;
-        let e = base().generate_with(&r, Hooks::default()).unwrap_err();
+        let e = tiny_sdxl().generate_with(&r, Hooks::default()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{start}: {e}");
     }
     // 0.05 of 10 steps leaves the base none (its first timestep, 901, is below the 950 cutoff).
-    r = request("euler_08", refiner()).0;
+    r = request("euler_08", refiner(TAG)).0;
     r.refiner.as_mut().unwrap().start = 0.05;
-    let e = base().generate_with(&r, Hooks::default()).unwrap_err();
+    let e = tiny_sdxl().generate_with(&r, Hooks::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.message().contains("base model no step"), "{e}");
-    r = request("euler_08", refiner()).0;
+    r = request("euler_08", refiner(TAG)).0;
     r.scheduler = SchedulerKind::Heun;
-    assert_eq!(base().generate_with(&r, Hooks::default()).unwrap_err().kind(), ErrorKind::Unsupported);
+    assert_eq!(tiny_sdxl().generate_with(&r, Hooks::default()).unwrap_err().kind(), ErrorKind::Unsupported);
     // (Inpainting and ControlNet hand-offs: tests/sdxl_inpaint_handoff.rs, tests/sdxl_controlnet_handoff.rs.)
     // Both models still generate.
-    let (ok, _) = request("euler_08", refiner());
-    base().generate_with(&ok, Hooks::default()).unwrap();
+    let (ok, _) = request("euler_08", refiner(TAG));
+    tiny_sdxl().generate_with(&ok, Hooks::default()).unwrap();
 }
 
 /// The hand-off through `kiln_model_generate_into` with `options->refiner`:
@@ -350,21 +283,9 @@ fn unusable_hand_offs_are_specific_errors() {
 mod c_api {
     use super::common;
     use kiln::ffi::{kiln_status, model::*, runtime::*};
-    use std::ffi::{c_char, CStr, CString};
     use std::ptr;
 
-    fn last_error() -> String {
-        let mut buf = vec![0 as c_char; 4096];
-        unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), ptr::null_mut()) };
-        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
-    }
-
-    fn load(rt: *mut kiln_runtime, dir: &std::path::Path) -> *mut kiln_model {
-        let dir = CString::new(dir.to_str().unwrap()).unwrap();
-        let mut model = ptr::null_mut();
-        assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
-        model
-    }
+    use common::{ffi_last_error as last_error, ffi_load_model as load};
 
     const QUANTUM: f64 = 0.5 / 255.0;
 
@@ -373,22 +294,14 @@ mod c_api {
         let mut rt = ptr::null_mut();
         assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
         let base = load(rt, &common::root().join("tests/fixtures/tiny-sdxl"));
-        let refiner = load(rt, super::refiner_folder());
+        let refiner = load(rt, super::refiner_folder(super::TAG));
         let plain = load(rt, &common::fixture());
         let c = super::case_entry("euler_08");
         let (_, draws) = common::read_npy("sdxl_handoff/euler_08.draws.npy");
         let (_, want) = common::read_npy("sdxl_handoff/euler_08.image.npy");
-        let prompt = CString::new(c["prompt"].as_str().unwrap()).unwrap();
-        let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
-        unsafe { kiln_generate_options_init(&mut o) };
+        let mut keep = Vec::new();
+        let mut o = common::ffi_case_options(&c, &draws, &mut keep);
         assert_eq!(o.refiner_start, 0.8);
-        o.prompt = prompt.as_ptr();
-        (o.width, o.height) = (64, 64);
-        o.steps = c["steps"].as_u64().unwrap() as u32;
-        o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
-        o.scheduler = kiln_scheduler::Euler as u32;
-        o.initial_noise = draws.as_ptr();
-        o.initial_noise_len = draws.len();
         o.refiner = refiner;
         o.refiner_start = c["refiner_start"].as_f64().unwrap() as f32;
         let mut buf = vec![0u8; 64 * 64 * 4];
@@ -430,7 +343,7 @@ mod c_api {
         // after submit still finishes the job, with the same pixels.
         let (s, sync) = run(&o);
         assert_eq!(s, kiln_status::Ok, "{}", last_error());
-        let short_lived = load(rt, super::refiner_folder());
+        let short_lived = load(rt, super::refiner_folder(super::TAG));
         o.refiner = short_lived;
         let mut job = 0u64;
         assert_eq!(unsafe { kiln::ffi::job::kiln_job_submit(base, &o, ptr::null(), &mut job) }, kiln_status::Ok, "{}", last_error());

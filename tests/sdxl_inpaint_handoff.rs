@@ -9,38 +9,20 @@
 //! relative, image ≤ 2e-3 absolute, both stages' U-Net timesteps exact.
 mod common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use kiln::pipeline::handoff::Refiner;
-use kiln::pipeline::{GenerateRequest, Hooks, InitImage, Mask, StepProgress};
+use kiln::pipeline::{GenerateRequest, Hooks, InitImage, Mask};
 use kiln::{ErrorKind, Model, SchedulerKind};
 
-const LATENTS_BOUND: f64 = 1e-3;
-const IMAGE_BOUND: f64 = 2e-3;
+/// This binary's refiner fixture folder tag.
+const TAG: &str = "inpaint-handoff";
+
+use common::handoff::{refiner, refiner_folder, tiny_sdxl, check_case, check_device_loop_case, device_latents_runtime, run, times};
+
 const GOLDEN: &str = "sdxl_inpaint_handoff";
-
-fn refiner_folder() -> &'static PathBuf {
-    static F: OnceLock<PathBuf> = OnceLock::new();
-    F.get_or_init(|| common::sdxl_refiner_folder("inpaint-handoff"))
-}
-
-fn base() -> &'static Model {
-    static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads"))
-}
-
-fn refiner() -> &'static Model {
-    static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(common::runtime(), refiner_folder()).expect("refiner fixture loads"))
-}
 
 fn case_entry(name: &str) -> serde_json::Value {
     common::golden_case(&common::golden(&format!("{GOLDEN}/cases.json")), name)
-}
-
-fn times(c: &serde_json::Value, key: &str) -> Vec<f64> {
-    c[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
 }
 
 /// Case `name`'s request: picture, mask, strength, all recorded draws as the
@@ -64,53 +46,15 @@ fn request(name: &str) -> (GenerateRequest, serde_json::Value) {
         strength: c["strength"].as_f64().unwrap() as f32,
         paste_unmasked: Some(false),
         step_noise: Some(draws),
-        refiner: Some(Refiner { model: refiner().clone(), start: c["refiner_start"].as_f64().unwrap() as f32 }),
+        refiner: Some(Refiner { model: refiner(TAG).clone(), start: c["refiner_start"].as_f64().unwrap() as f32 }),
         ..Default::default()
     };
     (request, c)
 }
 
-/// Relative difference of `got` from golden `file`'s values, by their largest magnitude.
-fn relative(got: &[f32], file: &str) -> f64 {
-    let (_, want) = common::read_npy(file);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    (common::max_abs_diff(got, &want) / scale) as f64
-}
-
-fn generate(model: &Model, request: &GenerateRequest, base_steps: usize) -> (Vec<f32>, Vec<(usize, usize)>, kiln::pipeline::Generation) {
-    let mut handed = None;
-    let mut progress = Vec::new();
-    let mut on_step = |p: &StepProgress<'_>| {
-        progress.push((p.step, p.total));
-        if p.step == base_steps {
-            handed = Some(p.latents.iter().copied().collect::<Vec<f32>>());
-        }
-    };
-    let out = model.generate_with(request, Hooks { on_step: Some(&mut on_step), ..Default::default() }).unwrap();
-    (handed.unwrap(), progress, out)
-}
-
 fn case(name: &str) {
     let (request, c) = request(name);
-    let (base_t, refiner_t) = (times(&c, "base_timesteps"), times(&c, "refiner_timesteps"));
-    let (handed, progress, out) = generate(base(), &request, base_t.len());
-    let total = base_t.len() + refiner_t.len();
-    assert_eq!(progress, (1..=total).map(|s| (s, total)).collect::<Vec<_>>(), "{name}: one job's progress");
-    let mut want_t = base_t.clone();
-    want_t.extend(&refiner_t);
-    assert_eq!(out.timesteps, want_t, "{name}: both stages' timesteps");
-    let handoff = relative(&handed, &format!("{GOLDEN}/{name}.handoff.npy"));
-    let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("{GOLDEN}/{name}.latents.npy"));
-    let (_, want_img) = common::read_npy(&format!("{GOLDEN}/{name}.image.npy"));
-    let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
-    common::check_margin(&format!("{GOLDEN}::{name}::handoff_latents_rel"), handoff, LATENTS_BOUND);
-    common::check_margin(&format!("{GOLDEN}::{name}::latents_rel"), latents, LATENTS_BOUND);
-    common::check_margin(&format!("{GOLDEN}::{name}::image_abs"), image, IMAGE_BOUND);
-    eprintln!(
-        "{name}: base {} steps, refiner {}; hand-off latents {handoff:e}, final {latents:e} (bound {LATENTS_BOUND:e}), image {image:e} (bound {IMAGE_BOUND:e})",
-        base_t.len(),
-        refiner_t.len()
-    );
+    check_case(GOLDEN, name, &c, tiny_sdxl(), &request);
 }
 
 #[test]
@@ -136,8 +80,8 @@ fn euler_a_inpainting_continues_the_noise_stream_in_the_refiner() {
 #[test]
 fn the_refiner_keeps_the_handed_latents_outside_the_mask() {
     let (request, c) = request("euler_08");
-    let (handed, _, out) = generate(base(), &request, times(&c, "base_timesteps").len());
-    let fin: Vec<f32> = out.latents.iter().copied().collect();
+    let run = run(tiny_sdxl(), &request, times(&c, "base_timesteps").len());
+    let (handed, fin): (Vec<f32>, Vec<f32>) = (run.handed, run.out.latents.iter().copied().collect());
     // diffusers' latent mask: the binarized mask sampled nearest at every 8th pixel.
     let m = request.mask.as_ref().unwrap();
     let (mut kept, mut moved, mut kept_diff) = (0, 0f32, 0f32);
@@ -186,21 +130,13 @@ fn inpainting_unets_in_a_hand_off_are_unsupported() {
 /// included, and still meet the goldens.
 #[test]
 fn both_stages_run_on_the_device_loop_and_match_diffusers() {
-    let providers = kiln::runtime::ProviderPolicy { device_latents: true, ..Default::default() };
-    let rt = kiln::Runtime::new(&kiln::RuntimeOptions { providers, ..Default::default() }).expect("runtime");
+    let rt = device_latents_runtime();
     let dev_base = Model::load(&rt, &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads");
-    let dev_refiner = Model::load(&rt, refiner_folder()).expect("refiner loads");
+    let dev_refiner = Model::load(&rt, refiner_folder(TAG)).expect("refiner loads");
     for name in ["euler_08", "dpmpp_2m_07"] {
         let (mut request, c) = request(name);
         request.refiner.as_mut().unwrap().model = dev_refiner.clone();
-        let out = dev_base.generate_with(&request, Hooks::default()).unwrap();
-        let total = times(&c, "base_timesteps").len() + times(&c, "refiner_timesteps").len();
-        assert_eq!(out.device_steps, total, "{name}: every step on the device loop");
-        let latents = relative(&out.latents.iter().copied().collect::<Vec<_>>(), &format!("{GOLDEN}/{name}.latents.npy"));
-        let (_, want_img) = common::read_npy(&format!("{GOLDEN}/{name}.image.npy"));
-        let image = common::max_abs_diff(&out.image.data, &want_img) as f64;
-        common::check_margin(&format!("{GOLDEN}::device_loop::{name}::latents_rel"), latents, LATENTS_BOUND);
-        common::check_margin(&format!("{GOLDEN}::device_loop::{name}::image_abs"), image, IMAGE_BOUND);
+        check_device_loop_case(GOLDEN, name, &c, &dev_base, &request);
     }
 }
 
@@ -210,25 +146,15 @@ fn both_stages_run_on_the_device_loop_and_match_diffusers() {
 /// the repainted ones differ from the same call without the refiner.
 #[test]
 fn c_api_inpainting_with_refiner_keeps_the_picture_and_uses_the_refiner() {
+    use common::{ffi_last_error as last_error, ffi_load_model as load};
     use kiln::ffi::{kiln_status, model::*, runtime::*};
-    use std::ffi::{c_char, CStr, CString};
+    use std::ffi::CString;
     use std::ptr;
 
-    let last_error = || {
-        let mut buf = vec![0 as c_char; 4096];
-        unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), ptr::null_mut()) };
-        unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
-    };
-    let load = |rt: *mut kiln_runtime, dir: &std::path::Path| {
-        let dir = CString::new(dir.to_str().unwrap()).unwrap();
-        let mut model = ptr::null_mut();
-        assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", last_error());
-        model
-    };
     let mut rt = ptr::null_mut();
     assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok, "{}", last_error());
     let model = load(rt, &common::root().join("tests/fixtures/tiny-sdxl"));
-    let refiner = load(rt, refiner_folder());
+    let refiner = load(rt, refiner_folder(TAG));
     let (request, _) = request("euler_08");
     let (init, mask) = (request.init_image.as_ref().unwrap(), request.mask.as_ref().unwrap());
     let prompt = CString::new(request.prompt.as_str()).unwrap();

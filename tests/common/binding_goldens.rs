@@ -11,36 +11,7 @@ use kiln::ffi::model::*;
 use kiln::ffi::runtime::*;
 use kiln::ffi::kiln_status;
 
-/// A golden case's request through the C struct, `draws` as its initial noise.
-/// The strings live in `keep` for as long as the options are used.
-fn options(c: &serde_json::Value, draws: &[f32], keep: &mut Vec<CString>) -> kiln_generate_options {
-    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
-    unsafe { kiln_generate_options_init(&mut o) };
-    let mut text = |key: &str| match c.get(key).and_then(|v| v.as_str()) {
-        Some(s) => {
-            keep.push(CString::new(s).unwrap());
-            keep.last().unwrap().as_ptr()
-        }
-        None => ptr::null(),
-    };
-    o.prompt = text("prompt");
-    o.negative_prompt = text("negative_prompt");
-    (o.width, o.height) = (64, 64);
-    o.steps = c["steps"].as_u64().unwrap() as u32;
-    o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
-    assert_eq!(c["kiln_scheduler"], "euler", "these goldens replay their draws as the initial noise");
-    o.scheduler = kiln_scheduler::Euler as u32;
-    o.initial_noise = draws.as_ptr();
-    o.initial_noise_len = draws.len();
-    o
-}
-
-fn load(rt: *mut kiln_runtime, dir: &Path) -> *mut kiln_model {
-    let dir = CString::new(dir.to_str().unwrap()).unwrap();
-    let mut model = ptr::null_mut();
-    assert_eq!(unsafe { kiln_model_load(rt, dir.as_ptr(), &mut model) }, kiln_status::Ok, "{}", dir.to_string_lossy());
-    model
-}
+use super::{ffi_case_options as options, ffi_load_model as load};
 
 fn generate(model: *const kiln_model, o: &kiln_generate_options) -> Vec<u8> {
     let mut rgba = vec![0u8; 64 * 64 * 4];

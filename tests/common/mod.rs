@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use kiln::{Model, Runtime, RuntimeOptions};
 
 pub mod binding_goldens;
+pub mod handoff;
 pub mod programs;
 
 pub fn root() -> PathBuf {
@@ -302,4 +303,69 @@ pub fn png_rgb(path: impl AsRef<std::path::Path>) -> (usize, usize, Vec<u8>) {
 pub fn control_image(name: &str) -> kiln::image::control::ControlImage {
     let (width, height, data) = png_rgb(golden(&format!("controlnet/{name}")));
     kiln::image::control::ControlImage { width, height, channels: 3, data }
+}
+
+/// The C API's thread-local error message (`kiln_last_error_message`).
+pub fn ffi_last_error() -> String {
+    use std::ffi::{c_char, CStr};
+    let mut buf = vec![0 as c_char; 4096];
+    unsafe { kiln::ffi::kiln_last_error_message(buf.as_mut_ptr(), buf.len(), std::ptr::null_mut()) };
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+/// `kiln_model_load` of `dir` on `rt`, asserting success.
+pub fn ffi_load_model(rt: *mut kiln::ffi::runtime::kiln_runtime, dir: &std::path::Path) -> *mut kiln::ffi::model::kiln_model {
+    let dir = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    let mut model = std::ptr::null_mut();
+    let s = unsafe { kiln::ffi::model::kiln_model_load(rt, dir.as_ptr(), &mut model) };
+    assert_eq!(s, kiln::ffi::kiln_status::Ok, "{}", ffi_last_error());
+    model
+}
+
+/// A golden PNG as an opaque `kiln_image` (`kiln_image_create`), for
+/// `kiln_control::image`; the caller frees it.
+pub fn ffi_image_from_png(path: impl AsRef<std::path::Path>) -> *mut kiln::ffi::image::kiln_image {
+    let (w, h, channels, bytes) = png_samples(path);
+    let rgba: Vec<u8> = bytes.chunks(channels).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+    let mut image = std::ptr::null_mut();
+    let s = unsafe { kiln::ffi::postprocess::kiln_image_create(w as u32, h as u32, rgba.as_ptr(), rgba.len(), 0, &mut image) };
+    assert_eq!(s, kiln::ffi::kiln_status::Ok, "{}", ffi_last_error());
+    image
+}
+
+/// `kiln_model_generate_into` at 64×64, asserting success; the RGB values in [0, 1].
+pub fn ffi_generate_rgb_64(model: *mut kiln::ffi::model::kiln_model, o: &kiln::ffi::model::kiln_generate_options) -> Vec<f32> {
+    let mut buf = vec![0u8; 64 * 64 * 4];
+    let s = unsafe { kiln::ffi::model::kiln_model_generate_into(model, o, buf.as_mut_ptr(), buf.len(), 0) };
+    assert_eq!(s, kiln::ffi::kiln_status::Ok, "{}", ffi_last_error());
+    buf.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect()
+}
+
+/// A golden case's request through the C struct, `draws` as its initial noise.
+/// The strings live in `keep` for as long as the options are used.
+pub fn ffi_case_options(
+    c: &serde_json::Value,
+    draws: &[f32],
+    keep: &mut Vec<std::ffi::CString>,
+) -> kiln::ffi::model::kiln_generate_options {
+    use kiln::ffi::model::*;
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    let mut text = |key: &str| match c.get(key).and_then(|v| v.as_str()) {
+        Some(s) => {
+            keep.push(std::ffi::CString::new(s).unwrap());
+            keep.last().unwrap().as_ptr()
+        }
+        None => std::ptr::null(),
+    };
+    o.prompt = text("prompt");
+    o.negative_prompt = text("negative_prompt");
+    (o.width, o.height) = (64, 64);
+    o.steps = c["steps"].as_u64().unwrap() as u32;
+    o.guidance_scale = c["guidance_scale"].as_f64().unwrap() as f32;
+    assert_eq!(c["kiln_scheduler"], "euler", "these goldens replay their draws as the initial noise");
+    o.scheduler = kiln_scheduler::Euler as u32;
+    o.initial_noise = draws.as_ptr();
+    o.initial_noise_len = draws.len();
+    o
 }
