@@ -406,6 +406,38 @@ fn a_job_waiting_for_the_fixed_buffers_can_be_cancelled() {
     });
 }
 
+/// A generation started from a job's step hook on the same thread and model
+/// (a Rust hook, or a C callback calling `kiln_model_generate`) would wait
+/// for the fixed buffers its own caller holds, forever. It is refused with
+/// BUSY instead, and the outer job finishes; from another thread the same
+/// request still waits its turn (the test above). Without the check the
+/// inner call never returned.
+#[test]
+fn a_generation_from_a_step_hook_on_the_same_model_is_refused_not_deadlocked() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let (rt, _log) = make_runtime_full(true, true, kiln::model::Residency::AllResident);
+    let model = Model::load(&rt, &common::fixture()).expect("model");
+    let (done_tx, done_rx) = mpsc::channel();
+    // A detached thread: if the inner call hangs, the test fails on the timeout.
+    std::thread::spawn(move || {
+        let mut inner = None;
+        let mut on_step = |_: &kiln::pipeline::StepProgress<'_>| {
+            if inner.is_none() {
+                inner = Some(model.generate_with(&request(SchedulerKind::Euler, 5.0, 2), Hooks::default()));
+            }
+        };
+        let outer = model.generate_with(&request(SchedulerKind::Euler, 5.0, 4), Hooks { on_step: Some(&mut on_step), ..Default::default() });
+        let _ = done_tx.send((outer.map(|g| g.device_steps), inner.map(|r| r.map(|g| g.device_steps))));
+    });
+    let (outer, inner) = done_rx.recv_timeout(Duration::from_secs(120)).expect("the nested generation returned instead of waiting for itself");
+    let e = inner.expect("the hook ran").expect_err("refused");
+    eprintln!("nested generation: {e}");
+    assert_eq!(e.kind(), kiln::ErrorKind::Busy, "{e}");
+    assert!(e.message().contains("step hook"), "{e}");
+    assert_eq!(outer.expect("the outer job finishes"), 4, "the outer job ran every step on the device loop");
+}
+
 /// SDXL's added inputs live in fixed buffers too.
 #[test]
 fn fixed_buffers_run_sdxl() {

@@ -209,3 +209,33 @@ fn a_view_that_outlives_its_base_makes_correct_views() {
     assert_eq!(draw(&view.clip_skip(0).unwrap()), tiled);
     assert_eq!(draw(&view.seamless(Seamless::None).unwrap()), skipped);
 }
+
+/// A step hook may generate on the same model (a tool drawing a variation
+/// while the main image runs): under either residency the nested job runs
+/// and gives the same image as on its own, and the outer job finishes. Per-
+/// stage residency loads and drops sessions under locks the outer job
+/// takes too, so a lock held across the hook would hang here.
+#[test]
+fn a_step_hook_can_generate_on_the_same_model() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    for residency in [Residency::AllResident, Residency::PerStage] {
+        let m = model(residency, Some(0));
+        let alone = m.generate_with(&request(), Hooks::default()).expect("alone").image.data;
+        let (done_tx, done_rx) = mpsc::channel();
+        // Detached: a hang fails the test on the timeout instead of blocking it.
+        std::thread::spawn(move || {
+            let mut nested = None;
+            let mut on_step = |p: &kiln::pipeline::StepProgress<'_>| {
+                if p.step == 1 {
+                    nested = Some(m.generate_with(&request(), Hooks::default()).map(|g| g.image.data));
+                }
+            };
+            let outer = m.generate_with(&request(), Hooks { on_step: Some(&mut on_step), ..Default::default() }).map(|g| g.image.data);
+            let _ = done_tx.send((outer, nested));
+        });
+        let (outer, nested) = done_rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| panic!("{residency:?}: the nested generation hung"));
+        assert_eq!(nested.expect("the hook ran").expect("nested job"), alone, "{residency:?}: nested image");
+        assert_eq!(outer.expect("outer job"), alone, "{residency:?}: outer image");
+    }
+}

@@ -346,6 +346,41 @@ pub(crate) enum DeviceOutcome {
     CaptureRefused(String),
 }
 
+/// Marks, per thread, the graphs whose fixed U-Net buffers that thread's
+/// job holds, so a nested generation on the same thread (from a step hook)
+/// is refused instead of waiting for its own caller.
+struct HeldFixedBuffers(usize);
+
+thread_local! {
+    static HELD_FIXED_BUFFERS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl HeldFixedBuffers {
+    fn key(unet: &Graph) -> usize {
+        unet as *const Graph as usize
+    }
+
+    fn held_here(unet: &Graph) -> bool {
+        HELD_FIXED_BUFFERS.with(|h| h.borrow().contains(&Self::key(unet)))
+    }
+
+    fn mark(unet: &Graph) -> Self {
+        HELD_FIXED_BUFFERS.with(|h| h.borrow_mut().push(Self::key(unet)));
+        HeldFixedBuffers(Self::key(unet))
+    }
+}
+
+impl Drop for HeldFixedBuffers {
+    fn drop(&mut self) {
+        HELD_FIXED_BUFFERS.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|&k| k == self.0) {
+                h.swap_remove(i);
+            }
+        });
+    }
+}
+
 /// Runs the denoising loop on the device.
 pub(crate) fn run(
     m: &ModelInner,
@@ -410,7 +445,19 @@ pub(crate) fn run(
     }
     let mut own;
     let mut kept;
+    // Declared after `kept`, so dropped before the buffers' lock is released.
+    let mut _held = None;
     let buffers: &mut FixedUnetIo = if keep {
+        // This thread's own outer job holds them (a generation started from
+        // its step hook): waiting would wait for itself, forever.
+        if HeldFixedBuffers::held_here(unet) {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                "this thread's running job holds the U-Net's fixed buffers (CUDA graph replay); \
+                 a generation started from its step hook or callback on the same model would wait for itself: \
+                 start it from another thread or submit it as a job",
+            ));
+        }
         // Another job on this model holds the buffers for its whole loop:
         // wait in slices so that this one's cancel is still honoured.
         kept = loop {
@@ -421,6 +468,7 @@ pub(crate) fn run(
                 return Err(Error::new(ErrorKind::Cancelled, "generation cancelled while waiting for the U-Net's fixed buffers"));
             }
         };
+        _held = Some(HeldFixedBuffers::mark(unet));
         let layout = layout_of(&values, &io.output, &batched_shape);
         if !kept.as_ref().is_some_and(|b| b.layout == layout) {
             *kept = None;
