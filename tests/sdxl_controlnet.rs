@@ -15,7 +15,9 @@
 //! Last, an SDXL LoRA view with the ControlNet against diffusers with the
 //! LoRA fused into the U-Net and text encoders
 //! (tools/make_sdxl_controlnet_lora_golden.py), same bounds, the plain model
-//! with the same ControlNet as the control.
+//! with the same ControlNet as the control; and an SDXL textual-inversion
+//! embedding view with it against diffusers after `load_textual_inversion`
+//! into both encoders (tools/make_sdxl_controlnet_embedding_golden.py).
 mod common;
 
 use std::path::PathBuf;
@@ -195,21 +197,14 @@ fn c_api_kiln_control_on_sdxl_matches_diffusers() {
     }
 }
 
-/// Golden case `name` of tests/fixtures/sdxl-controlnet-lora
-/// (tools/make_sdxl_controlnet_lora_golden.py): an SDXL LoRA view of this
-/// model, read from `layout`'s file ("kohya", SGM-named, or "peft"; diffusers
-/// fuses both to the same weights, checked there), with the ControlNet.
-/// diffusers fused the LoRA into the U-Net and both text encoders, never the
-/// ControlNet. Same bounds as `case`; the plain model with the same
-/// ControlNets must miss the golden by more than ten times the latent bound.
-fn lora_case(name: &str, layout: &str) {
-    let dir = common::root().join("tests/fixtures/sdxl-controlnet-lora");
+/// Golden case `name` of `dir` run by an adapter view of this model (`view`
+/// makes it from the case's record) with the case's ControlNets. Same bounds
+/// as `case`; the plain model with the same request must miss the golden by
+/// more than ten times the latent bound, so the adapter really acts.
+fn adapter_case(dir: &std::path::Path, name: &str, label: &str, view: impl FnOnce(&serde_json::Value) -> Model) {
     let read = |file: &str| kiln::image::npy::read_f32(&dir.join(file)).expect("golden file").1;
-    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
-    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
-    let view = model()
-        .with_loras(&[(dir.join(format!("style.{layout}.safetensors")), c["lora_scale"].as_f64().unwrap() as f32)])
-        .expect("SDXL LoRA view applies");
+    let c = common::golden_case(&dir.join("cases.json"), name);
+    let view = view(&c);
     let request = common::controlnet_request(&c, "xl", read(&format!("{name}.draws.npy")));
     let out = view.generate_with(&request, Hooks::default()).unwrap();
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -218,16 +213,53 @@ fn lora_case(name: &str, layout: &str) {
     let got: Vec<f32> = out.latents.iter().copied().collect();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let rel = common::max_abs_diff(&got, &want) / scale;
-    common::check_margin(&format!("sdxl_controlnet::lora::{name}::{layout}::latents_rel"), rel as f64, 1e-3);
+    common::check_margin(&format!("sdxl_controlnet::{label}::latents_rel"), rel as f64, 1e-3);
     let d = common::max_abs_diff(&out.image.data, &read(&format!("{name}.image.npy")));
-    common::check_margin(&format!("sdxl_controlnet::lora::{name}::{layout}::image_abs"), d as f64, 2e-3);
+    common::check_margin(&format!("sdxl_controlnet::{label}::image_abs"), d as f64, 2e-3);
 
-    // The LoRA must matter: the plain model with the same ControlNets lands far away.
     let without = model().generate_with(&request, Hooks::default()).unwrap();
     let off: Vec<f32> = without.latents.iter().copied().collect();
     let effect = common::max_abs_diff(&off, &want) / scale;
-    eprintln!("{name}: the plain model with the same ControlNet differs by {effect:.3e} (relative; bound 1e-3)");
-    assert!(effect > 1e-2, "{name}: the LoRA changed the result by only {effect:e}");
+    eprintln!("{name}: latents {rel:e} (bound 1e-3), image {d:e} (bound 2e-3); the plain model with the same ControlNet differs by {effect:.3e}");
+    assert!(effect > 1e-2, "{name}: the adapter changed the result by only {effect:e}");
+}
+
+/// Golden case `name` of tests/fixtures/sdxl-controlnet-lora
+/// (tools/make_sdxl_controlnet_lora_golden.py): an SDXL LoRA view of this
+/// model, read from `layout`'s file ("kohya", SGM-named, or "peft"; diffusers
+/// fuses both to the same weights, checked there), with the ControlNet.
+/// diffusers fused the LoRA into the U-Net and both text encoders, never the
+/// ControlNet.
+fn lora_case(name: &str, layout: &str) {
+    let dir = common::root().join("tests/fixtures/sdxl-controlnet-lora");
+    adapter_case(&dir, name, &format!("lora::{name}::{layout}"), |c| {
+        model()
+            .with_loras(&[(dir.join(format!("style.{layout}.safetensors")), c["lora_scale"].as_f64().unwrap() as f32)])
+            .expect("SDXL LoRA view applies")
+    });
+}
+
+/// Golden case `name` of tools/make_sdxl_controlnet_embedding_golden.py: the
+/// SDXL textual-inversion file of tests/fixtures/sdxl-embedding (`clip_l` and
+/// `clip_g`) on this model, whose ControlNet reads the same prompt
+/// embeddings as its U-Net, against diffusers' SDXL ControlNet pipeline after
+/// `load_textual_inversion` into both encoders.
+fn embedding_case(name: &str) {
+    let dir = common::golden("sdxl_controlnet_embedding");
+    adapter_case(&dir.clone(), name, &format!("embedding::{name}"), |c| {
+        let spec = kiln::model::EmbeddingSpec { path: dir.join(c["file"].as_str().unwrap()), token: Some(c["token"].as_str().unwrap().into()) };
+        model().with_adapters(&kiln::model::Adapters { embeddings: vec![spec], ..Default::default() }).expect("SDXL embedding applies")
+    });
+}
+
+#[test]
+fn sdxl_embedding_with_a_controlnet_matches_diffusers() {
+    embedding_case("embedding_euler");
+}
+
+#[test]
+fn sdxl_embedding_with_two_controlnets_and_ddim_matches_diffusers() {
+    embedding_case("embedding_ddim_two");
 }
 
 #[test]
