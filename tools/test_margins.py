@@ -143,7 +143,7 @@ def main():
         "Every tolerance-based test's measured value next to its bound, per kind of CPU. Made by",
         "`python3 tools/test_margins.py` (see its docstring); the raw numbers are in `test-margins.json`.",
         "ONNX Runtime picks different kernels per CPU, so graph outputs differ in the last bits between",
-        "these columns. The AVX2 column comes from `qemu-x86_64 -cpu Haswell` on an AVX-512 machine.",
+        "these columns. An AVX2 column is either a native AVX2 machine or `qemu-x86_64 -cpu Haswell` on an AVX-512 one (its header says which).",
         "`exact`: Kiln and the reference agreed bit for bit.",
         "",
     ] + rows + [""]
