@@ -21,13 +21,11 @@ tests/fixtures/golden/controlnet/control_{a,b}.png).
 
     /work/venv/bin/python tools/make_sdxl_controlnet_handoff_golden.py
 """
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -36,6 +34,7 @@ OUT = REPO / "tests/fixtures/golden/sdxl_controlnet_handoff"
 CONTROLS = REPO / "tests/fixtures/golden/controlnet"
 sys.path.insert(0, str(REPO / "tools"))
 
+import handoff_golden  # noqa: E402
 import make_sdxl_golden as sdxl_golden  # noqa: E402
 import make_sdxl_refiner_fixture as refiner_fixture  # noqa: E402
 
@@ -70,37 +69,21 @@ def run(parts, base_config, refiner_folder, kiln, steps, guidance, split, contro
     ref.scheduler = scheduler(kiln, ref.scheduler.config)
     assert ref.config.requires_aesthetics_score and ref.text_encoder is None
     draws = sdxl_golden.record_draws()
-    captured = {"base_t": [], "refiner_t": []}
-
-    def on_end(key):
-        def cb(p, i, t, kw):
-            captured["latents"] = kw["latents"].detach().cpu().numpy().astype(np.float32).copy()
-            captured[key].append(float(t))
-            return kw
-        return cb
-
+    stages = handoff_golden.Stages()
     image, scale, start, end = control
     with torch.no_grad():
         handoff = base(
             prompt=PROMPT, negative_prompt=NEGATIVE, image=Image.open(CONTROLS / image).convert("RGB"),
             controlnet_conditioning_scale=scale, control_guidance_start=start, control_guidance_end=end,
             num_inference_steps=steps, guidance_scale=guidance, denoising_end=split, output_type="latent",
-            height=64, width=64, generator=torch.Generator().manual_seed(777), callback_on_step_end=on_end("base_t"),
+            height=64, width=64, generator=torch.Generator().manual_seed(777), callback_on_step_end=stages.on_end("base"),
         ).images
-    handoff_np = handoff.detach().cpu().numpy().astype(np.float32).copy()
     out = ref(
         prompt=PROMPT, negative_prompt=NEGATIVE, image=handoff, num_inference_steps=steps, guidance_scale=guidance,
         denoising_start=split, output_type="np", generator=torch.Generator().manual_seed(778),
-        callback_on_step_end=on_end("refiner_t"),
+        callback_on_step_end=stages.on_end("refiner"),
     )
-    return {
-        "handoff": handoff_np,
-        "latents": captured["latents"],
-        "image": out.images[0].astype(np.float32),
-        "draws": np.concatenate([d.reshape(-1) for d in draws]).astype(np.float32),
-        "base_t": captured["base_t"],
-        "refiner_t": captured["refiner_t"],
-    }
+    return stages.result(handoff, out, draws)
 
 
 def main():
@@ -115,27 +98,19 @@ def main():
     parts = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, text_encoder_2=pipe.text_encoder_2,
                  tokenizer=pipe.tokenizer, tokenizer_2=pipe.tokenizer_2, unet=pipe.unet,
                  controlnet=build_controlnet(pipe.unet), force_zeros_for_empty_prompt=True)
-    index = []
     with tempfile.TemporaryDirectory(prefix="kiln_cn_handoff_golden_") as tmp:
         refiner_folder = refiner_fixture.assemble(refiner_fixture.DEFAULT_OUT, Path(tmp) / "refiner")
-        for name, kiln, steps, guidance, split, control in CASES:
-            a = run(parts, pipe.scheduler.config, refiner_folder, kiln, steps, guidance, split, control)
-            b = run(parts, pipe.scheduler.config, refiner_folder, kiln, steps, guidance, split, control)
-            for k in ("handoff", "latents", "image", "draws"):
-                assert np.array_equal(a[k], b[k]), f"{name}: {k} not deterministic"
-                np.save(OUT / f"{name}.{k}.npy", a[k])
-            index.append({
-                "name": name, "kiln_scheduler": kiln, "scheduler": sdxl_golden.SCHEDULERS[kiln][0],
-                "steps": steps, "guidance_scale": guidance, "refiner_start": split,
+        handoff_golden.write(
+            OUT, CASES,
+            lambda c: run(parts, pipe.scheduler.config, refiner_folder, *c[1:]),
+            lambda c, a: {
+                "name": c[0], "kiln_scheduler": c[1], "scheduler": sdxl_golden.SCHEDULERS[c[1]][0],
+                "steps": c[2], "guidance_scale": c[3], "refiner_start": c[4],
                 "prompt": PROMPT, "negative_prompt": NEGATIVE,
-                "controls": [{"image": control[0], "scale": control[1], "start": control[2], "end": control[3]}],
+                "controls": [{"image": c[5][0], "scale": c[5][1], "start": c[5][2], "end": c[5][3]}],
                 "base_timesteps": a["base_t"], "refiner_timesteps": a["refiner_t"], "draws_len": int(a["draws"].size),
-            })
-            print(name, "base", a["base_t"], "refiner", a["refiner_t"], "draws", a["draws"].size,
-                  "hand-off max", float(np.abs(a["handoff"]).max()))
-    with open(OUT / "cases.json", "w") as f:
-        json.dump(index, f, indent=1)
-        f.write("\n")
+            },
+        )
 
 
 if __name__ == "__main__":
