@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +35,7 @@ EMBEDDING = REPO / "tests/fixtures/sdxl-embedding/xl-brick.safetensors"
 sys.path.insert(0, str(REPO / "tools"))
 
 import make_sdxl_controlnet_fixture as cnfix  # noqa: E402
+import make_sdxl_controlnet_lora_golden as controlnet_lora_golden  # noqa: E402
 
 TOKEN = "<xl-brick>"
 PROMPT, PLAIN_PROMPT, NEGATIVE = "<xl-brick> wall, mossy", "wall, mossy", "blurry"
@@ -44,7 +44,6 @@ CASES = [
     ("embedding_euler", "euler", 8, 8.0, [("control_a.png", 0.8)]),
     ("embedding_ddim_two", "ddim", 8, 9.0, [("control_a.png", 0.6), ("control_b.png", 0.4)]),
 ]
-SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}
 
 
 def with_embedding(pipe):
@@ -56,37 +55,16 @@ def with_embedding(pipe):
     return pipe
 
 
-def run(base, controlnet, sched, steps, guidance, prompt, controls, images):
-    import diffusers
-    from diffusers import StableDiffusionXLControlNetPipeline
-    from make_controlnet_golden import record_draws
+def prompt_ids(pipe, prompt):
+    """Both tokenizers' ids for `prompt` with the embedding's token expanded, as the pipeline does."""
+    return {name: getattr(pipe, name)(pipe.maybe_convert_prompt(prompt, getattr(pipe, name))).input_ids
+            for name in ("tokenizer", "tokenizer_2")}
 
-    one = len(controls) == 1
-    pipe = StableDiffusionXLControlNetPipeline(
-        vae=base.vae, text_encoder=base.text_encoder, text_encoder_2=base.text_encoder_2, tokenizer=base.tokenizer,
-        tokenizer_2=base.tokenizer_2, unet=base.unet, controlnet=controlnet if one else [controlnet] * len(controls),
-        scheduler=getattr(diffusers, SCHEDULERS[sched]).from_config(base.scheduler.config),
-        force_zeros_for_empty_prompt=True)
-    pipe.set_progress_bar_config(disable=True)
-    ids = {name: getattr(pipe, name)(pipe.maybe_convert_prompt(prompt, getattr(pipe, name))).input_ids
-           for name in ("tokenizer", "tokenizer_2")}
-    draws, restore = record_draws()
-    captured = {"t": []}
 
-    def on_end(p, i, t, kw):
-        captured["latents"] = kw["latents"].detach().cpu().numpy().astype(np.float32).copy()
-        captured["t"].append(float(t))
-        return kw
-
-    with torch.no_grad():
-        out = pipe(prompt=prompt, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance,
-                   image=images[controls[0][0]] if one else [images[c[0]] for c in controls],
-                   controlnet_conditioning_scale=controls[0][1] if one else [c[1] for c in controls],
-                   height=64, width=64, generator=torch.Generator().manual_seed(777), output_type="np",
-                   callback_on_step_end=on_end)
-    restore()
-    return {"latents": captured["latents"], "image": out.images[0].astype(np.float32), "ids": ids,
-            "draws": np.concatenate([d.reshape(-1) for d in draws]).astype(np.float32), "t": captured["t"]}
+def run(controlnet, sched, steps, guidance, prompt, controls, images):
+    base = with_embedding(cnfix.build_pipeline())
+    result = controlnet_lora_golden.run(base, controlnet, sched, steps, guidance, controls, images, prompt=prompt, negative=NEGATIVE)
+    return {**result, "ids": prompt_ids(base, prompt)}
 
 
 def main():
@@ -98,15 +76,15 @@ def main():
     images = {n: Image.open(CONTROLS / n).convert("RGB") for n in ("control_a.png", "control_b.png")}
     index = []
     for name, sched, steps, guidance, controls in CASES:
-        a = run(with_embedding(cnfix.build_pipeline()), controlnet, sched, steps, guidance, PROMPT, controls, images)
-        b = run(with_embedding(cnfix.build_pipeline()), controlnet, sched, steps, guidance, PROMPT, controls, images)
+        a = run(controlnet, sched, steps, guidance, PROMPT, controls, images)
+        b = run(controlnet, sched, steps, guidance, PROMPT, controls, images)
         for k in ("latents", "image", "draws"):
             if not np.array_equal(a[k], b[k]):
                 raise SystemExit(f"{name}: {k} not deterministic")
         for tname, ids in a["ids"].items():
             if len([i for i in ids if i >= 49408]) != 2:
                 raise SystemExit(f"{name}: {tname} should give both embedding vectors: {ids}")
-        plain = run(with_embedding(cnfix.build_pipeline()), controlnet, sched, steps, guidance, PLAIN_PROMPT, controls, images)
+        plain = run(controlnet, sched, steps, guidance, PLAIN_PROMPT, controls, images)
         if not np.array_equal(plain["draws"], a["draws"]):
             raise SystemExit(f"{name}: the run without the token drew other noise")
         effect = float(np.abs(plain["latents"] - a["latents"]).max() / np.abs(a["latents"]).max())

@@ -46,7 +46,9 @@ CASES = [
 SCHEDULERS = {"ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler"}
 
 
-def run(base, controlnet, sched, steps, guidance, controls, images):
+def run(base, controlnet, sched, steps, guidance, controls, images, prompt=PROMPT, negative=NEGATIVE):
+    """diffusers' SDXL ControlNet txt2img pipeline on `base`'s modules with `controlnet` once per
+    control [(image, scale)], every draw recorded; the final latents, image, draws and timesteps."""
     import diffusers
     from diffusers import StableDiffusionXLControlNetPipeline
     from make_controlnet_golden import record_draws
@@ -67,7 +69,7 @@ def run(base, controlnet, sched, steps, guidance, controls, images):
         return kw
 
     with torch.no_grad():
-        out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance,
+        out = pipe(prompt=prompt, negative_prompt=negative, num_inference_steps=steps, guidance_scale=guidance,
                    image=images[controls[0][0]] if one else [images[c[0]] for c in controls],
                    controlnet_conditioning_scale=controls[0][1] if one else [c[1] for c in controls],
                    height=64, width=64, generator=torch.Generator().manual_seed(777), output_type="np",
