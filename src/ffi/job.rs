@@ -102,8 +102,9 @@ pub struct kiln_job_event {
 /// after it Kiln never touches `user_data` again. The callback may call
 /// `kiln_job_poll`, `kiln_job_cancel` or `kiln_job_free` on its own job. A
 /// blocking `kiln_model_generate` from it holds the worker for that long; on
-/// the same model with `cuda_graph` and `device_latents` it is
-/// KILN_STATUS_BUSY (the running job holds the U-Net's fixed buffers).
+/// the same model, while CUDA graph replay runs with `device_latents` (the
+/// CUDA provider with `cuda_graph`), it is KILN_STATUS_BUSY: the running job
+/// holds the U-Net's fixed buffers.
 pub type kiln_job_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const kiln_job_event)>;
 
 /// How to run a job. Fill with `kiln_job_options_init`; NULL = defaults.
