@@ -584,10 +584,9 @@ fn run(
         handoff::Stage::Base { .. } => scheduler.timesteps().len() - start.unwrap_or(0),
         _ => timesteps.len(),
     };
-    let (decode, handed_latents) = match stage {
-        handoff::Stage::Whole => (true, None),
-        handoff::Stage::Base { .. } => (false, None),
-        handoff::Stage::Refiner { latents, .. } => (true, Some(latents)),
+    let handed_latents = match stage {
+        handoff::Stage::Refiner { latents, .. } => Some(latents),
+        handoff::Stage::Whole | handoff::Stage::Base { .. } => None,
     };
     let inpaint = match (&request.mask, &request.init_image) {
         (Some(mask), Some(init)) => {
@@ -884,7 +883,7 @@ fn run(
     if cancelled() {
         return Err(Error::new(ErrorKind::Cancelled, "generation cancelled before decoding"));
     }
-    if !decode {
+    if !decodes {
         return Ok(RunOutput { image: None, latents, timesteps, device_steps });
     }
     let mut image = m.decode_latents(&latents, &request.vae_tiling, request.decoder, run_options)?;
