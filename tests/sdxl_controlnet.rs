@@ -144,7 +144,7 @@ fn a_controlnet_of_the_other_family_is_a_mismatch_and_the_model_stays_usable() {
 #[test]
 fn c_api_kiln_control_on_sdxl_matches_diffusers() {
     use common::{ffi_case_options, ffi_generate_rgb_64, ffi_image_from_png, ffi_last_error as last_error, ffi_load_model as load};
-    use kiln::ffi::control::{kiln_control, kiln_control_init};
+    use kiln::ffi::control::kiln_control;
     use kiln::ffi::image::kiln_image_free;
     use kiln::ffi::{kiln_status, model::*, runtime::*};
     use std::ffi::CString;
@@ -161,11 +161,7 @@ fn c_api_kiln_control_on_sdxl_matches_diffusers() {
     let (_, draws) = common::read_npy("sdxl_controlnet/euler_one.draws.npy");
     let (_, want) = common::read_npy("sdxl_controlnet/euler_one.image.npy");
     let name = CString::new("xl").unwrap();
-    let mut control: kiln_control = unsafe { std::mem::zeroed() };
-    unsafe { kiln_control_init(&mut control) };
-    control.controlnet = name.as_ptr();
-    control.image = image;
-    control.scale = c["controls"][0]["scale"].as_f64().unwrap() as f32;
+    let mut control = common::ffi_case_control(&c, &name, image);
     let mut keep = Vec::new();
     let mut o = ffi_case_options(&c, &draws, &mut keep);
     let generate = |o: &kiln_generate_options| ffi_generate_rgb_64(model, o);

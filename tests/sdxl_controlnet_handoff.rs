@@ -112,7 +112,7 @@ fn controlnet_img2img_and_heun_hand_offs_are_unsupported() {
 #[test]
 fn c_api_controlnet_with_refiner_matches_diffusers() {
     use common::{ffi_case_options, ffi_generate_rgb_64, ffi_image_from_png, ffi_last_error as last_error, ffi_load_model as load};
-    use kiln::ffi::control::{kiln_control, kiln_control_init};
+    use kiln::ffi::control::kiln_control;
     use kiln::ffi::image::kiln_image_free;
     use kiln::ffi::{kiln_status, model::*, runtime::*};
     use std::ffi::CString;
@@ -129,11 +129,7 @@ fn c_api_controlnet_with_refiner_matches_diffusers() {
     assert_eq!(draws.len(), 256, "Euler's only draw is the initial noise");
     let (_, want) = common::read_npy(&format!("{GOLDEN}/euler_08.image.npy"));
     let name = CString::new("xl").unwrap();
-    let mut control: kiln_control = unsafe { std::mem::zeroed() };
-    unsafe { kiln_control_init(&mut control) };
-    control.controlnet = name.as_ptr();
-    control.image = image;
-    control.scale = c["controls"][0]["scale"].as_f64().unwrap() as f32;
+    let control = common::ffi_case_control(&c, &name, image);
     let mut keep = Vec::new();
     let mut o = ffi_case_options(&c, &draws, &mut keep);
     o.refiner = refiner;

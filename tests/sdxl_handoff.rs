@@ -16,7 +16,7 @@ use kiln::{ErrorKind, Model, SchedulerKind};
 /// This binary's refiner fixture folder tag.
 const TAG: &str = "handoff";
 
-use common::handoff::{refiner, refiner_folder, tiny_sdxl, check_case, check_device_loop_case, device_latents_runtime, relative, times, IMAGE_BOUND, LATENTS_BOUND};
+use common::handoff::{case_request, refiner, refiner_folder, tiny_sdxl, check_case, check_device_loop_case, device_latents_runtime, relative, times, IMAGE_BOUND, LATENTS_BOUND};
 
 fn case_entry(name: &str) -> serde_json::Value {
     common::golden_case(&common::golden("sdxl_handoff/cases.json"), name)
@@ -27,18 +27,10 @@ fn request(name: &str, to: &Model) -> (GenerateRequest, serde_json::Value) {
     let c = case_entry(name);
     let (_, draws) = common::read_npy(&format!("sdxl_handoff/{name}.draws.npy"));
     let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: c.get("negative_prompt").and_then(|v| v.as_str()).unwrap_or("").to_string(),
-        width: 64,
-        height: 64,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
         // The base's initial latents, then its per-step noise and the refiner's.
         initial_noise: Some(kiln::InitialNoise { shape: [1, 4, 8, 8], data: draws[..256].to_vec() }),
         step_noise: Some(draws[256..].to_vec()),
-        refiner: Some(Refiner { model: to.clone(), start: c["refiner_start"].as_f64().unwrap() as f32 }),
-        ..Default::default()
+        ..case_request(&c, to)
     };
     (request, c)
 }

@@ -12,12 +12,12 @@ mod common;
 
 use kiln::pipeline::handoff::Refiner;
 use kiln::pipeline::{GenerateRequest, Hooks, InitImage, Mask};
-use kiln::{ErrorKind, Model, SchedulerKind};
+use kiln::{ErrorKind, Model};
 
 /// This binary's refiner fixture folder tag.
 const TAG: &str = "inpaint-handoff";
 
-use common::handoff::{refiner, refiner_folder, tiny_sdxl, check_case, check_device_loop_case, device_latents_runtime, run, times};
+use common::handoff::{case_request, refiner, refiner_folder, tiny_sdxl, check_case, check_device_loop_case, device_latents_runtime, run, times};
 
 const GOLDEN: &str = "sdxl_inpaint_handoff";
 
@@ -34,20 +34,12 @@ fn request(name: &str) -> (GenerateRequest, serde_json::Value) {
     let (width, height, rgb) = common::png_rgb(common::golden("ddim_cfg.png"));
     let (mw, mh, channels, bytes) = common::png_samples(common::golden("inpaint/mask.png"));
     let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().to_string(),
-        negative_prompt: c.get("negative_prompt").and_then(|v| v.as_str()).unwrap_or("").to_string(),
-        width: 64,
-        height: 64,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
         init_image: Some(InitImage { width, height, rgb }),
         mask: Some(Mask { width: mw, height: mh, data: bytes.chunks(channels).map(|p| p[0]).collect() }),
         strength: c["strength"].as_f64().unwrap() as f32,
         paste_unmasked: Some(false),
         step_noise: Some(draws),
-        refiner: Some(Refiner { model: refiner(TAG).clone(), start: c["refiner_start"].as_f64().unwrap() as f32 }),
-        ..Default::default()
+        ..case_request(&c, refiner(TAG))
     };
     (request, c)
 }

@@ -109,3 +109,19 @@ pub fn tiny_sdxl() -> &'static Model {
     static M: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
     M.get_or_init(|| Model::load(super::runtime(), &super::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads"))
 }
+
+/// What every hand-off case's request shares: its prompts, 64×64, steps,
+/// guidance and scheduler, handing off to `to` at its `refiner_start`.
+pub fn case_request(c: &serde_json::Value, to: &Model) -> GenerateRequest {
+    GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().to_string(),
+        negative_prompt: c.get("negative_prompt").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+        width: 64,
+        height: 64,
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: kiln::SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        refiner: Some(kiln::pipeline::handoff::Refiner { model: to.clone(), start: c["refiner_start"].as_f64().unwrap() as f32 }),
+        ..Default::default()
+    }
+}

@@ -369,3 +369,14 @@ pub fn ffi_case_options(
     o.initial_noise_len = draws.len();
     o
 }
+
+/// Case `c`'s first control as a `kiln_control` on net `net` (which must
+/// outlive it) with `image`, at the case's scale.
+pub fn ffi_case_control(c: &serde_json::Value, net: &std::ffi::CStr, image: *mut kiln::ffi::image::kiln_image) -> kiln::ffi::control::kiln_control {
+    let mut control: kiln::ffi::control::kiln_control = unsafe { std::mem::zeroed() };
+    unsafe { kiln::ffi::control::kiln_control_init(&mut control) };
+    control.controlnet = net.as_ptr();
+    control.image = image;
+    control.scale = c["controls"][0]["scale"].as_f64().unwrap() as f32;
+    control
+}
