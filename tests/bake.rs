@@ -412,6 +412,13 @@ fn generate_bin() -> PathBuf {
     bin
 }
 
+/// Runs `cmd` (a CLI of this package) and asserts that it succeeded.
+fn succeeds(cmd: &mut Command) -> Output {
+    let r = cmd.output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    r
+}
+
 /// A PNG's pixels (RGBA8) and its text chunks.
 fn read_png(path: &Path) -> (Vec<u8>, BTreeMap<String, String>) {
     let decoder = png::Decoder::new(BufReader::new(std::fs::File::open(path).unwrap()));
@@ -442,15 +449,14 @@ fn an_sdxl_asset_gives_generates_pixels_and_metadata() {
     let (o, _) = bake(&manifest, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let png = dir.join("generated.png");
-    let r = Command::new(generate_bin())
-        .arg("--model")
-        .arg(&model)
-        .args(["--prompt", "mossy stone brick wall", "--prompt-2", "rusty metal plate", "--steps", "4", "--scheduler", "euler", "--seed", "3"])
-        .args(["--width", "96", "--height", "64", "--original-size", "160x128", "--crop-top-left", "8,16", "--target-size", "96x64", "--out"])
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(&model)
+            .args(["--prompt", "mossy stone brick wall", "--prompt-2", "rusty metal plate", "--steps", "4", "--scheduler", "euler", "--seed", "3"])
+            .args(["--width", "96", "--height", "64", "--original-size", "160x128", "--crop-top-left", "8,16", "--target-size", "96x64", "--out"])
+            .arg(&png),
+    );
     let (a, ta) = read_png(&out.join("xl.png"));
     let (b, tb) = read_png(&png);
     assert!(a == b, "kiln-bake's SDXL pixels differ from generate's");
@@ -488,8 +494,7 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         for (flag, name) in files {
             cmd.arg(flag).arg(dir.join(name));
         }
-        let r = cmd.output().unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        succeeds(&mut cmd);
     };
     generate(
         &["--prompt", "red brick wall", "--negative-prompt", "blurry", "--seed", "4", "--steps", "6", "--scheduler", "euler_a", "--guidance", "5", "--seamless", "xy"],
@@ -626,16 +631,15 @@ fn lora_assets_give_generates_pixels_rebake_on_scale_or_file_change_and_fail_alo
 
     // The same pixels as `generate --lora FILE:SCALE` with the same settings.
     let generate = |extra: &[&str], file: &str| {
-        let r = Command::new(generate_bin())
-            .arg("--model")
-            .arg(common::fixture())
-            .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "4", "--scheduler", "ddim"])
-            .args(extra)
-            .arg("--out")
-            .arg(dir.join(file))
-            .output()
-            .unwrap();
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        succeeds(
+            Command::new(generate_bin())
+                .arg("--model")
+                .arg(common::fixture())
+                .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "4", "--scheduler", "ddim"])
+                .args(extra)
+                .arg("--out")
+                .arg(dir.join(file)),
+        );
         read_png(&dir.join(file)).0
     };
     let style_arg = format!("{}:0.5", loras.join("style.safetensors").display());
@@ -710,16 +714,15 @@ fn control_assets_give_generates_pixels_and_rebake_when_the_control_image_change
     let (o, report) = bake(&manifest, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["plain".into(), "edged".into()]));
-    let r = Command::new(generate_bin())
-        .arg("--model")
-        .arg(&model)
-        .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--controlnet", "tiny", "--control-image"])
-        .arg(dir.join("control.png"))
-        .args(["--control-preprocess", "canny", "--control-scale", "0.8", "--control-end", "0.8", "--out"])
-        .arg(dir.join("edged_gen.png"))
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(&model)
+            .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--controlnet", "tiny", "--control-image"])
+            .arg(dir.join("control.png"))
+            .args(["--control-preprocess", "canny", "--control-scale", "0.8", "--control-end", "0.8", "--out"])
+            .arg(dir.join("edged_gen.png")),
+    );
     let edged = read_png(&out.join("edged.png")).0;
     assert!(edged == read_png(&dir.join("edged_gen.png")).0, "edged: kiln-bake's pixels differ from generate --controlnet's");
     let changed = edged.iter().zip(&read_png(&out.join("plain.png")).0).filter(|(a, b)| a != b).count();
@@ -760,18 +763,17 @@ fn lora_and_control_in_one_asset_give_generates_pixels() {
     let (o, report) = bake(&manifest, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["edged".into(), "styled_edged".into()]));
-    let r = Command::new(generate_bin())
-        .arg("--model")
-        .arg(&model)
-        .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--lora"])
-        .arg(format!("{}:0.7", style.display()))
-        .args(["--controlnet", "tiny", "--control-scale", "0.8", "--control-image"])
-        .arg(dir.join("control.png"))
-        .arg("--out")
-        .arg(dir.join("styled_edged_gen.png"))
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(&model)
+            .args(["--prompt", "mossy stone wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--lora"])
+            .arg(format!("{}:0.7", style.display()))
+            .args(["--controlnet", "tiny", "--control-scale", "0.8", "--control-image"])
+            .arg(dir.join("control.png"))
+            .arg("--out")
+            .arg(dir.join("styled_edged_gen.png")),
+    );
     let styled = read_png(&out.join("styled_edged.png")).0;
     assert!(styled == read_png(&dir.join("styled_edged_gen.png")).0, "kiln-bake's pixels differ from generate's");
     let changed = styled.iter().zip(&read_png(&out.join("edged.png")).0).filter(|(a, b)| a != b).count();
@@ -804,19 +806,18 @@ fn a_refiner_asset_with_control_gives_generates_pixels() {
     let (o, _) = bake(&manifest, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let png = dir.join("generated.png");
-    let r = Command::new(generate_bin())
-        .arg("--model")
-        .arg(&model)
-        .arg("--refiner")
-        .arg(&refiner)
-        .args(["--prompt", "mossy stone brick wall", "--steps", "10", "--scheduler", "euler", "--seed", "3", "--guidance", "5"])
-        .args(["--controlnet", "xl", "--control-scale", "0.8", "--control-image"])
-        .arg(dir.join("control.png"))
-        .arg("--out")
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(&model)
+            .arg("--refiner")
+            .arg(&refiner)
+            .args(["--prompt", "mossy stone brick wall", "--steps", "10", "--scheduler", "euler", "--seed", "3", "--guidance", "5"])
+            .args(["--controlnet", "xl", "--control-scale", "0.8", "--control-image"])
+            .arg(dir.join("control.png"))
+            .arg("--out")
+            .arg(&png),
+    );
     let guided = read_png(&out.join("guided.png")).0;
     assert!(guided == read_png(&png).0, "kiln-bake's hand-off with control differs from generate's");
     let changed = guided.iter().zip(&read_png(&out.join("unguided.png")).0).filter(|(a, b)| a != b).count();
@@ -851,17 +852,16 @@ fn a_refiner_asset_gives_generates_pixels_and_rebakes_on_a_new_start() {
     let (o, _) = bake(&manifest, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let png = dir.join("generated.png");
-    let r = Command::new(generate_bin())
-        .arg("--model")
-        .arg(&base)
-        .arg("--refiner")
-        .arg(&refiner)
-        .args(["--refiner-start", "0.7", "--prompt", "mossy stone brick wall", "--steps", "10", "--scheduler", "euler", "--seed", "3"])
-        .args(["--guidance", "5", "--out"])
-        .arg(&png)
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    succeeds(
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(&base)
+            .arg("--refiner")
+            .arg(&refiner)
+            .args(["--refiner-start", "0.7", "--prompt", "mossy stone brick wall", "--steps", "10", "--scheduler", "euler", "--seed", "3"])
+            .args(["--guidance", "5", "--out"])
+            .arg(&png),
+    );
     let (a, ta) = read_png(&out.join("refined.png"));
     let (b, tb) = read_png(&png);
     assert!(a == b, "kiln-bake's hand-off pixels differ from generate --refiner's");
