@@ -7,6 +7,7 @@ determinism check.
 import json
 
 import numpy as np
+import torch
 
 import make_sdxl_golden as sdxl_golden
 
@@ -51,6 +52,23 @@ class Stages:
             "base_t": self.times["base"],
             "refiner_t": self.times["refiner"],
         }
+
+
+def two_stages(base, ref, split, draws, both, base_only):
+    """diffusers' ensemble of expert denoisers: `base` down to `denoising_end=split`
+    as latents, then `ref` from `denoising_start=split` with those latents as its
+    `image`; `both` goes to both calls, `base_only` to the base's. Returns `Stages.result`."""
+    stages = Stages()
+    with torch.no_grad():
+        handoff = base(
+            **both, **base_only, denoising_end=split, output_type="latent",
+            generator=torch.Generator().manual_seed(777), callback_on_step_end=stages.on_end("base"),
+        ).images
+        out = ref(
+            **both, image=handoff, denoising_start=split, output_type="np",
+            generator=torch.Generator().manual_seed(778), callback_on_step_end=stages.on_end("refiner"),
+        )
+    return stages.result(handoff, out, draws)
 
 
 def write(out_dir, cases, run_case, entry):

@@ -26,7 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,21 +68,13 @@ def run(parts, base_config, refiner_folder, kiln, steps, guidance, split, contro
     ref.scheduler = scheduler(kiln, ref.scheduler.config)
     assert ref.config.requires_aesthetics_score and ref.text_encoder is None
     draws = sdxl_golden.record_draws()
-    stages = handoff_golden.Stages()
     image, scale, start, end = control
-    with torch.no_grad():
-        handoff = base(
-            prompt=PROMPT, negative_prompt=NEGATIVE, image=Image.open(CONTROLS / image).convert("RGB"),
-            controlnet_conditioning_scale=scale, control_guidance_start=start, control_guidance_end=end,
-            num_inference_steps=steps, guidance_scale=guidance, denoising_end=split, output_type="latent",
-            height=64, width=64, generator=torch.Generator().manual_seed(777), callback_on_step_end=stages.on_end("base"),
-        ).images
-    out = ref(
-        prompt=PROMPT, negative_prompt=NEGATIVE, image=handoff, num_inference_steps=steps, guidance_scale=guidance,
-        denoising_start=split, output_type="np", generator=torch.Generator().manual_seed(778),
-        callback_on_step_end=stages.on_end("refiner"),
+    both = dict(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance)
+    control_args = dict(
+        image=Image.open(CONTROLS / image).convert("RGB"), controlnet_conditioning_scale=scale,
+        control_guidance_start=start, control_guidance_end=end, height=64, width=64,
     )
-    return stages.result(handoff, out, draws)
+    return handoff_golden.two_stages(base, ref, split, draws, both, control_args)
 
 
 def main():

@@ -19,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import handoff_golden  # noqa: E402
@@ -46,18 +45,8 @@ def run(base_folder, refiner_folder, kiln, steps, guidance, split, kwargs):
     ref = handoff_golden.ort_pipeline(ORTStableDiffusionXLImg2ImgPipeline, refiner_folder, kiln)
     assert ref.config.requires_aesthetics_score and ref.text_encoder is None
     draws = sdxl_golden.record_draws()
-    stages = handoff_golden.Stages()
-    handoff = base(
-        prompt=PROMPT, num_inference_steps=steps, guidance_scale=guidance, denoising_end=split,
-        output_type="latent", generator=torch.Generator().manual_seed(777),
-        callback_on_step_end=stages.on_end("base"), **kwargs,
-    ).images
-    out = ref(
-        prompt=PROMPT, image=handoff, num_inference_steps=steps, guidance_scale=guidance,
-        denoising_start=split, output_type="np", generator=torch.Generator().manual_seed(778),
-        callback_on_step_end=stages.on_end("refiner"), **kwargs,
-    )
-    return stages.result(handoff, out, draws)
+    both = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=guidance, **kwargs)
+    return handoff_golden.two_stages(base, ref, split, draws, both, {})
 
 
 def main():

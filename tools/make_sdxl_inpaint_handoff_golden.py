@@ -25,7 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,18 +55,8 @@ def run(base_folder, refiner_folder, kiln, steps, guidance, split, strength, kwa
     init, mask = Image.open(INIT).convert("RGB"), Image.open(MASK)
     assert ref.config.requires_aesthetics_score and ref.text_encoder is None
     draws = sdxl_golden.record_draws()
-    stages = handoff_golden.Stages()
-    handoff = base(
-        prompt=PROMPT, image=init, mask_image=mask, strength=strength, height=64, width=64, num_inference_steps=steps, guidance_scale=guidance, denoising_end=split,
-        output_type="latent", generator=torch.Generator().manual_seed(777),
-        callback_on_step_end=stages.on_end("base"), **kwargs,
-    ).images
-    out = ref(
-        prompt=PROMPT, image=handoff, mask_image=mask, height=64, width=64, num_inference_steps=steps, guidance_scale=guidance,
-        denoising_start=split, output_type="np", generator=torch.Generator().manual_seed(778),
-        callback_on_step_end=stages.on_end("refiner"), **kwargs,
-    )
-    return stages.result(handoff, out, draws)
+    both = dict(prompt=PROMPT, mask_image=mask, height=64, width=64, num_inference_steps=steps, guidance_scale=guidance, **kwargs)
+    return handoff_golden.two_stages(base, ref, split, draws, both, dict(image=init, strength=strength))
 
 
 def main():
