@@ -15,6 +15,9 @@ namespace Kiln
         /// Optional event handler. It runs on a Kiln worker thread, never the main thread:
         /// do not touch engine objects there (poll instead). Exceptions it throws are caught,
         /// kept in <see cref="KilnJob.HandlerException"/> and sent to <see cref="KilnCallbacks"/>.
+        /// A blocking generation started here holds that worker until it ends; on the same
+        /// model while CUDA graph replay runs with device latents it fails with
+        /// <c>KilnStatus.Busy</c> instead (the running job holds the U-Net's fixed buffers).
         /// </summary>
         public Action<KilnJobEventArgs> OnEvent;
     }
