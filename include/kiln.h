@@ -750,7 +750,7 @@ typedef struct kiln_lora {
     // Multiplies the LoRA's delta: 1.0 = as trained (the default), 0 = off,
     // negative = inverted. Must be finite.
     float scale;
-    // Path of the `.safetensors` file (kohya-ss or diffusers/PEFT layout),
+    // Path of the `.safetensors` file (kohya-ss or diffusers/PEFT LoRA, LyCORIS LoHa/LoKr),
     // UTF-8, NUL-terminated; borrowed for the call only.
     const char *path;
 } kiln_lora;
@@ -1164,7 +1164,7 @@ void kiln_lora_init(struct kiln_lora *lora);
 // Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_UTF8,
 // INVALID_ARGUMENT (a scale that is not finite), MODEL_NOT_FOUND (no such
 // file), MODEL_INVALID (not a readable safetensors LoRA, truncated),
-// UNSUPPORTED (LoHa, LoKr, DoRA), ADAPTER_MISMATCH (another architecture,
+// UNSUPPORTED (DoRA, Tucker-decomposed LoHa/LoKr), ADAPTER_MISMATCH (another architecture,
 // ranks that disagree, keys that match no layer: listed in the message).
 kiln_status kiln_model_with_loras(const struct kiln_model *model,
                                   const struct kiln_lora *loras,

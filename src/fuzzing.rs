@@ -62,7 +62,7 @@ pub fn onnx_reader(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(Message::parse(bytes)?.to_bytes())
 }
 
-/// A LoRA `.safetensors` file as Kiln reads one, then what a merge does with
+/// A LoRA `.safetensors` file (LoRA, LoHa or LoKr) as Kiln reads one, then what a merge does with
 /// each module: SDXL's SGM names mapped for 1 to 3 layers per block, and the
 /// delta added to a weight shaped as the module claims (in each layout an
 /// export may store it), and refused by a weight one row bigger. Returns the
@@ -75,19 +75,22 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
         for layers_per_block in 1..=3 {
             let _ = sgm::to_diffusers(&m.key, layers_per_block);
         }
-        let out = m.up.shape[0];
-        let inn: usize = m.down.shape[1..].iter().product();
+        let (out, inn) = (m.factors.out_features(), m.factors.in_features());
         // Big layers cost time, not coverage: the arithmetic is the same.
-        if out.saturating_mul(inn) > 1 << 16 || m.rank() > 256 {
+        if out.saturating_mul(inn) > 1 << 16 || m.factors.rank().unwrap_or(0) > 256 {
             continue;
         }
-        let conv = m.down.shape.len() == 4;
-        let layouts: &[WeightLayout] = if conv { &[WeightLayout::OutIn] } else { &[WeightLayout::OutIn, WeightLayout::InOut] };
+        let kernel = m.factors.kernel().map(<[usize]>::to_vec);
+        let kernel_size: usize = kernel.as_ref().map_or(1, |k| k.iter().product());
+        if kernel_size == 0 {
+            continue;
+        }
+        let layouts: &[WeightLayout] = if kernel.is_some() { &[WeightLayout::OutIn] } else { &[WeightLayout::OutIn, WeightLayout::InOut] };
         for &layout in layouts {
-            let (dims, out_axis) = match (conv, layout) {
-                (true, _) => (vec![out, m.down.shape[1], m.down.shape[2], m.down.shape[3]], 0),
-                (false, WeightLayout::OutIn) => (vec![out, inn], 0),
-                (false, WeightLayout::InOut) => (vec![inn, out], 1),
+            let (dims, out_axis) = match (&kernel, layout) {
+                (Some(k), _) => ([vec![out, inn / kernel_size], k.clone()].concat(), 0),
+                (None, WeightLayout::OutIn) => (vec![out, inn], 0),
+                (None, WeightLayout::InOut) => (vec![inn, out], 1),
             };
             let slot = WeightSlot {
                 initializer: "w".into(),

@@ -17,18 +17,36 @@ fn lora_dir() -> PathBuf {
     common::root().join("tests/fixtures/lora")
 }
 
-fn cases() -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(lora_dir().join("cases.json")).expect("tests/fixtures/lora/cases.json");
-    serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone()
+fn lycoris_dir() -> PathBuf {
+    common::root().join("tests/fixtures/lycoris")
 }
 
-fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    kiln::image::npy::read_f32(&lora_dir().join(name)).expect("golden file")
+/// The cases of tools/make_lora_fixture.py and tools/make_lycoris_fixture.py,
+/// each with `dir`, the folder its files are in.
+fn cases() -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for dir in [lora_dir(), lycoris_dir()] {
+        let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
+        for mut c in serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone() {
+            c["dir"] = dir.to_string_lossy().into_owned().into();
+            all.push(c);
+        }
+    }
+    all
+}
+
+fn case_dir(c: &serde_json::Value) -> PathBuf {
+    PathBuf::from(c["dir"].as_str().expect("cases() sets dir"))
+}
+
+fn npy_in(dir: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    kiln::image::npy::read_f32(&dir.join(name)).expect("golden file")
 }
 
 fn request(c: &serde_json::Value) -> GenerateRequest {
-    let (shape, noise) = npy("noise_1x4x8x8.npy");
-    let step_noise = c["files"]["step_noise"].as_str().map(|f| npy(f).1);
+    let dir = case_dir(c);
+    let (shape, noise) = npy_in(&dir, "noise_1x4x8x8.npy");
+    let step_noise = c["files"]["step_noise"].as_str().map(|f| npy_in(&dir, f).1);
     GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),
         negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
@@ -51,11 +69,11 @@ fn check(model: &Model, name: &str, label: &str) -> (f32, f32) {
     let out = model.generate_with(&request(&c), Hooks::default()).expect("generation succeeds");
     let want_t: Vec<f64> = c["unet_timestep_feed"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: U-Net timesteps");
-    let (_, want_latents) = npy(c["files"]["latents"].as_str().unwrap());
+    let (_, want_latents) = npy_in(&case_dir(&c), c["files"]["latents"].as_str().unwrap());
     let got: Vec<f32> = out.latents.iter().copied().collect();
     let scale = want_latents.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let rel = common::max_abs_diff(&got, &want_latents) / scale;
-    let (_, want_image) = npy(c["files"]["image"].as_str().unwrap());
+    let (_, want_image) = npy_in(&case_dir(&c), c["files"]["image"].as_str().unwrap());
     let d = common::max_abs_diff(&out.image.data, &want_image);
     eprintln!(
         "{name} ({label}): latents rel {rel:e} (bound 1e-3), image abs {d:e} (bound 2e-3); the LoRA itself moves the latents by {:e}",
@@ -76,7 +94,7 @@ fn with_case_loras(base: &Model, name: &str, peft: bool) -> Model {
         .iter()
         .map(|l| {
             let file = if peft { l["peft_file"].as_str().expect("case has a PEFT file") } else { l["file"].as_str().unwrap() };
-            LoraSpec { path: lora_dir().join(file), scale: l["scale"].as_f64().unwrap() as f32 }
+            LoraSpec { path: case_dir(&c).join(file), scale: l["scale"].as_f64().unwrap() as f32 }
         })
         .collect();
     base.with_adapters(&Adapters { loras, ..Default::default() }).expect("LoRA applies")
@@ -110,6 +128,39 @@ fn lcm_shaped_lora_on_every_unet_layer_matches_diffusers() {
     eprintln!("lcm_shaped: {} U-Net initializers merged, {} text-encoder", unet.len(), text.len());
     assert!(text.is_empty());
     check(&m, "lcm_shaped", "kohya, resnets + time embedding + samplers");
+}
+
+/// LyCORIS LoHa (f32) and LoKr (f16 file) on attention, feed-forward,
+/// projections, a 3x3 conv and the text encoder, against PEFT's own deltas in
+/// the reference pipeline (tools/make_lycoris_fixture.py); then both stacked
+/// with a plain LoRA, one of them negative.
+#[test]
+fn lycoris_loha_and_lokr_match_the_reference_alone_and_stacked_with_a_lora() {
+    let base = common::tiny_model();
+    for (name, label) in [("loha_ddim", "LoHa"), ("lokr_euler", "LoKr f16 x0.8"), ("mixed_ddim", "LoHa + LoKr x-0.7 + LoRA")] {
+        let m = with_case_loras(base, name, false);
+        let (unet, text) = m.merged_initializers();
+        assert!(!unet.is_empty() && !text.is_empty(), "{name}: both graphs adapted");
+        check(&m, name, label);
+    }
+}
+
+/// LyCORIS files Kiln cannot apply: each refused with its own status and a
+/// message naming the problem, and the model still generates afterwards.
+#[test]
+fn bad_lycoris_files_give_specific_errors() {
+    for (file, kind, words) in [
+        ("loha_tucker.safetensors", ErrorKind::Unsupported, &["Tucker", "hada_t"][..]),
+        ("lokr_tucker.safetensors", ErrorKind::Unsupported, &["Tucker", "lokr_t2"]),
+        ("mixed_kinds.safetensors", ErrorKind::ModelInvalid, &["mixes LoRA, LoHa and LoKr"]),
+        ("loha_rank_mismatch.safetensors", ErrorKind::AdapterMismatch, &["rank mismatch", "hada_w2"]),
+        ("lokr_too_wide.safetensors", ErrorKind::AdapterMismatch, &["another architecture", "LoKr", "attn1_to_q"]),
+        ("lokr_missing_w2.safetensors", ErrorKind::ModelInvalid, &["neither `lokr_w2`"]),
+    ] {
+        expect_error(lycoris_dir().join("broken").join(file), kind, words);
+    }
+    let c = cases().into_iter().find(|c| c["name"] == "loha_ddim").unwrap();
+    common::tiny_model().generate_with(&request(&c), Hooks::default()).expect("base model still usable");
 }
 
 #[test]
@@ -157,12 +208,15 @@ fn model_info_lists_the_applied_loras() {
     assert!(unet.iter().any(|n| n.starts_with("onnx::MatMul_")), "transposed MatMul weights mapped: {unet:?}");
 }
 
-fn expect_error(file: &str, kind: ErrorKind, words: &[&str]) {
+fn expect_error(file: impl AsRef<std::path::Path>, kind: ErrorKind, words: &[&str]) {
     let base = common::tiny_model();
-    let e = match base.with_loras(&[(lora_dir().join(file), 1.0)]) {
-        Ok(_) => panic!("{file} applied"),
+    // An absolute path (another fixture folder) replaces lora_dir() in the join.
+    let path = lora_dir().join(file);
+    let e = match base.with_loras(&[(path.clone(), 1.0)]) {
+        Ok(_) => panic!("{} applied", path.display()),
         Err(e) => e,
     };
+    let file = path.display();
     eprintln!("{file}: {:?}: {}", e.kind(), e.message());
     assert_eq!(e.kind(), kind, "{file}: {}", e.message());
     for w in words {
@@ -173,7 +227,7 @@ fn expect_error(file: &str, kind: ErrorKind, words: &[&str]) {
 #[test]
 fn bad_lora_files_give_specific_errors_and_leave_the_model_usable() {
     expect_error("broken/rank_mismatch.safetensors", ErrorKind::AdapterMismatch, &["rank mismatch"]);
-    expect_error("broken/loha.safetensors", ErrorKind::Unsupported, &["LoHa"]);
+    expect_error("broken/loha.safetensors", ErrorKind::ModelInvalid, &["LoHa", "no `hada_w2_a`"]);
     expect_error("broken/sdxl.safetensors", ErrorKind::AdapterMismatch, &["SDXL"]);
     expect_error("broken/sd2_dims.safetensors", ErrorKind::AdapterMismatch, &["another architecture", "attn2_to_k"]);
     expect_error("broken/unknown_keys.safetensors", ErrorKind::AdapterMismatch, &["1 of 2", "lora_unet_no_such_block_0_to_q"]);

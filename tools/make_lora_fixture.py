@@ -12,7 +12,7 @@ What it makes (in OUT, default tests/fixtures/lora/):
                              LCM-LoRA for SD 1.5 adapts (resnets, time embedding, samplers)
   brick-style.safetensors    textual inversion, AUTOMATIC1111 layout (emb_params [2, 32])
   learned_embeds.safetensors textual inversion, diffusers layout (token "<moss>", [32])
-  broken/*.safetensors       bad files for error tests (rank mismatch, LoHa, SDXL keys,
+  broken/*.safetensors       bad files for error tests (rank mismatch, an incomplete LoHa, SDXL keys,
                              unknown keys, truncated)
   cases.json, <case>.latents.npy, <case>.image.npy   goldens
   README.md

@@ -20,7 +20,7 @@ pub struct kiln_lora {
     /// Multiplies the LoRA's delta: 1.0 = as trained (the default), 0 = off,
     /// negative = inverted. Must be finite.
     pub scale: f32,
-    /// Path of the `.safetensors` file (kohya-ss or diffusers/PEFT layout),
+    /// Path of the `.safetensors` file (kohya-ss or diffusers/PEFT LoRA, LyCORIS LoHa/LoKr),
     /// UTF-8, NUL-terminated; borrowed for the call only.
     pub path: *const c_char,
 }
@@ -115,7 +115,7 @@ unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSp
 /// Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_UTF8,
 /// INVALID_ARGUMENT (a scale that is not finite), MODEL_NOT_FOUND (no such
 /// file), MODEL_INVALID (not a readable safetensors LoRA, truncated),
-/// UNSUPPORTED (LoHa, LoKr, DoRA), ADAPTER_MISMATCH (another architecture,
+/// UNSUPPORTED (DoRA, Tucker-decomposed LoHa/LoKr), ADAPTER_MISMATCH (another architecture,
 /// ranks that disagree, keys that match no layer: listed in the message).
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_with_loras(

@@ -13,10 +13,16 @@
 //!   else alpha = rank. The older diffusers names `.lora.down/.lora.up`,
 //!   `.lora_linear_layer.down/up` and `processor.to_q_lora.down` read the same.
 //!
-//! The delta of a module is (alpha / rank) · up · down. LoHa, LoKr, DoRA,
-//! LoCon's Tucker `lora_mid` and full `diff` tensors are refused by name.
+//! - LyCORIS LoHa (`.hada_w1_a`, `.hada_w1_b`, `.hada_w2_a`, `.hada_w2_b`) and
+//!   LoKr (`.lokr_w1` or `.lokr_w1_a`/`_b`, `.lokr_w2` or `.lokr_w2_a`/`_b`),
+//!   in the kohya layout LyCORIS writes, with `.alpha`.
+//!
+//! The delta of a module is (alpha / rank) · the factors' product
+//! ([`super::factors`]). DoRA, LyCORIS's Tucker (CP) variants (`hada_t1`,
+//! `lokr_t2`, LoCon's `lora_mid`) and full `diff` tensors are refused by name.
 use std::collections::BTreeMap;
 
+pub use super::factors::{Factors, KronFactor};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Which graph a LoRA module belongs to.
@@ -50,7 +56,7 @@ pub struct F32Tensor {
     pub data: Vec<f32>,
 }
 
-/// One adapted layer: its delta is `alpha / rank · up · down`.
+/// One adapted layer: its delta is `alpha / rank ·` the factors' product.
 #[derive(Debug, Clone)]
 pub struct LoraModule {
     /// Which graph.
@@ -60,23 +66,20 @@ pub struct LoraModule {
     pub key: String,
     /// The key as written in the file, for messages.
     pub file_key: String,
-    /// `[rank, in]` (linear) or `[rank, in, kh, kw]` (convolution).
-    pub down: F32Tensor,
-    /// `[out, rank]` (linear) or `[out, rank, 1, 1]` (convolution).
-    pub up: F32Tensor,
+    /// The stored factors (LoRA, LoHa or LoKr).
+    pub factors: Factors,
     /// Alpha; `None` = rank (scale 1).
     pub alpha: Option<f32>,
 }
 
 impl LoraModule {
-    /// The rank: rows of `down`.
-    pub fn rank(&self) -> usize {
-        self.down.shape[0]
-    }
-
-    /// alpha / rank.
+    /// alpha / rank; 1 without an alpha, or for a LoKr whose factors are
+    /// both whole (no rank: LyCORIS applies those unscaled).
     pub fn alpha_scale(&self) -> f32 {
-        self.alpha.map_or(1.0, |a| a / self.rank() as f32)
+        match (self.alpha, self.factors.rank()) {
+            (Some(a), Some(r)) => a / r as f32,
+            _ => 1.0,
+        }
     }
 }
 
@@ -106,23 +109,23 @@ enum Part {
     Down,
     Up,
     Alpha,
+    HadaW1A,
+    HadaW1B,
+    HadaW2A,
+    HadaW2B,
+    LokrW1,
+    LokrW1A,
+    LokrW1B,
+    LokrW2,
+    LokrW2A,
+    LokrW2B,
 }
 
 /// Suffixes of refused adapter types and what they are.
 const REFUSED: &[(&str, &str)] = &[
-    (".hada_w1_a", "LoHa"),
-    (".hada_w1_b", "LoHa"),
-    (".hada_w2_a", "LoHa"),
-    (".hada_w2_b", "LoHa"),
-    (".hada_t1", "LoHa"),
-    (".hada_t2", "LoHa"),
-    (".lokr_w1", "LoKr"),
-    (".lokr_w2", "LoKr"),
-    (".lokr_w1_a", "LoKr"),
-    (".lokr_w1_b", "LoKr"),
-    (".lokr_w2_a", "LoKr"),
-    (".lokr_w2_b", "LoKr"),
-    (".lokr_t2", "LoKr"),
+    (".hada_t1", "LoHa with a Tucker (CP) decomposition (`hada_t1`)"),
+    (".hada_t2", "LoHa with a Tucker (CP) decomposition (`hada_t2`)"),
+    (".lokr_t2", "LoKr with a Tucker (CP) decomposition (`lokr_t2`)"),
     (".dora_scale", "DoRA"),
     (".lora_magnitude_vector", "DoRA"),
     (".lora_magnitude_vector.weight", "DoRA"),
@@ -145,6 +148,16 @@ const PARTS: &[(&str, Part)] = &[
     (".down.weight", Part::Down),
     (".up.weight", Part::Up),
     (".alpha", Part::Alpha),
+    (".hada_w1_a", Part::HadaW1A),
+    (".hada_w1_b", Part::HadaW1B),
+    (".hada_w2_a", Part::HadaW2A),
+    (".hada_w2_b", Part::HadaW2B),
+    (".lokr_w1", Part::LokrW1),
+    (".lokr_w1_a", Part::LokrW1A),
+    (".lokr_w1_b", Part::LokrW1B),
+    (".lokr_w2", Part::LokrW2),
+    (".lokr_w2_a", Part::LokrW2A),
+    (".lokr_w2_b", Part::LokrW2B),
 ];
 
 /// Splits a file key into (component, module key in `_` spelling, part).
@@ -152,7 +165,7 @@ fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
     for (suffix, what) in REFUSED {
         if name.ends_with(suffix) {
             return Err(Error::unsupported(format!(
-                "`{name}` is {what}: Kiln applies plain LoRA and LoCon (up/down pairs) only; LoHa, LoKr, DoRA and full diffs are refused"
+                "`{name}` is {what}: Kiln applies LoRA, LoCon, LoHa and LoKr; DoRA, LyCORIS's Tucker-decomposed variants and full diffs are refused"
             )));
         }
     }
@@ -278,8 +291,7 @@ impl LoraFile {
         let peft = PeftAlphas::from_metadata(meta.metadata().as_ref())?;
         #[derive(Default)]
         struct Parts {
-            down: Option<(String, F32Tensor)>,
-            up: Option<(String, F32Tensor)>,
+            tensors: Vec<(Part, String, F32Tensor)>,
             alpha: Option<f32>,
             peft: bool,
             dotted: String,
@@ -307,15 +319,13 @@ impl LoraFile {
                 entry.dotted = PARTS.iter().find_map(|(s, _)| stem.strip_suffix(s)).unwrap_or(stem).to_string();
             }
             let tensor = to_f32(name, &view)?;
-            match part {
-                Part::Down => entry.down = Some((name.to_string(), tensor)),
-                Part::Up => entry.up = Some((name.to_string(), tensor)),
-                Part::Alpha => {
-                    let a = tensor.data.first().copied().filter(|_| tensor.data.len() == 1).ok_or_else(|| {
-                        invalid(format!("`{name}` should hold one number, has {} values", tensor.data.len()))
-                    })?;
-                    entry.alpha = Some(a);
-                }
+            if part == Part::Alpha {
+                let a = tensor.data.first().copied().filter(|_| tensor.data.len() == 1).ok_or_else(|| {
+                    invalid(format!("`{name}` should hold one number, has {} values", tensor.data.len()))
+                })?;
+                entry.alpha = Some(a);
+            } else {
+                entry.tensors.push((part, name.to_string(), tensor));
             }
         }
         if found.is_empty() {
@@ -330,19 +340,182 @@ impl LoraFile {
             return Err(mismatch(format!("{} tensors are not LoRA up/down/alpha tensors Kiln knows: {sample:?}", ignored.len())));
         }
         let mut modules = Vec::with_capacity(found.len());
-        for ((component, key), p) in found {
-            let (down_name, down) = p.down.ok_or_else(|| invalid(format!("{} `{key}` has an up but no down tensor", component.name())))?;
-            let (up_name, up) = p.up.ok_or_else(|| invalid(format!("{} `{key}` has a down but no up tensor", component.name())))?;
-            check_pair(&down_name, &down, &up_name, &up)?;
+        for ((component, key), mut p) in found {
+            // safetensors iterates in hash order; messages name the first tensor by name.
+            p.tensors.sort_by(|a, b| a.1.cmp(&b.1));
+            let file_key = p.tensors.first().map(|(_, n, _)| n.clone()).ok_or_else(|| invalid(format!("{} `{key}` has an alpha but no weights", component.name())))?;
+            let factors = factors_of(component, &key, p.tensors)?;
             let alpha = match (p.alpha, &peft) {
                 (Some(a), _) => Some(a),
                 (None, Some(cfg)) if p.peft => cfg.alpha(component, &p.dotted),
                 _ => None,
             };
-            modules.push(LoraModule { component, key, file_key: down_name, down, up, alpha });
+            modules.push(LoraModule { component, key, file_key, factors, alpha });
         }
         Ok(Self { modules, layout: if kohya { "kohya" } else { "peft" }, sdxl_key })
     }
+}
+
+/// The factors of one module from its tensors: a LoRA pair, the four LoHa
+/// tensors, or the two LoKr factors (each whole or a product); anything else,
+/// mixed kinds or a missing tensor is refused naming the module.
+fn factors_of(
+    component: Component,
+    key: &str,
+    tensors: Vec<(Part, String, F32Tensor)>,
+) -> Result<Factors> {
+    let what = |kind: &str| format!("{} `{key}` ({kind})", component.name());
+    let lora = tensors
+        .iter()
+        .any(|(p, ..)| matches!(p, Part::Down | Part::Up));
+    let loha = tensors.iter().any(|(p, ..)| {
+        matches!(
+            p,
+            Part::HadaW1A | Part::HadaW1B | Part::HadaW2A | Part::HadaW2B
+        )
+    });
+    let lokr = tensors.iter().any(|(p, ..)| {
+        matches!(
+            p,
+            Part::LokrW1
+                | Part::LokrW1A
+                | Part::LokrW1B
+                | Part::LokrW2
+                | Part::LokrW2A
+                | Part::LokrW2B
+        )
+    });
+    if usize::from(lora) + usize::from(loha) + usize::from(lokr) > 1 {
+        let names: Vec<&str> = tensors.iter().map(|(_, n, _)| n.as_str()).collect();
+        return Err(invalid(format!(
+            "{} mixes LoRA, LoHa and LoKr tensors: {names:?}",
+            component.name()
+        )));
+    }
+    let mut slots: Vec<Option<(String, F32Tensor)>> = vec![None; Part::LokrW2B as usize + 1];
+    for (part, name, t) in tensors {
+        let slot = &mut slots[part as usize];
+        if let Some((first, _)) = slot {
+            return Err(invalid(format!(
+                "`{first}` and `{name}` are the same tensor of {} `{key}`",
+                component.name()
+            )));
+        }
+        *slot = Some((name, t));
+    }
+    let mut take = |part: Part| slots[part as usize].take();
+    let need = |t: Option<(String, F32Tensor)>, kind: &str, part: &str| {
+        t.ok_or_else(|| invalid(format!("{} has no `{part}` tensor", what(kind))))
+    };
+    if lora {
+        let (down_name, down) = need(take(Part::Down), "LoRA", "down")?;
+        let (up_name, up) = need(take(Part::Up), "LoRA", "up")?;
+        check_pair(&down_name, &down, &up_name, &up)?;
+        return Ok(Factors::LowRank { down, up });
+    }
+    if loha {
+        let w1_a = need(take(Part::HadaW1A), "LoHa", "hada_w1_a")?;
+        let w1_b = need(take(Part::HadaW1B), "LoHa", "hada_w1_b")?;
+        let w2_a = need(take(Part::HadaW2A), "LoHa", "hada_w2_a")?;
+        let w2_b = need(take(Part::HadaW2B), "LoHa", "hada_w2_b")?;
+        check_product(&w1_a, &w1_b)?;
+        check_product(&w2_a, &w2_b)?;
+        let (p1, p2) = (
+            shape_of_product(&w1_a.1, &w1_b.1),
+            shape_of_product(&w2_a.1, &w2_b.1),
+        );
+        if p1 != p2 {
+            return Err(mismatch(format!(
+                "{}: the two Hadamard factors differ in shape: `{}` · `{}` is {p1:?} but `{}` · `{}` is {p2:?}",
+                what("LoHa"),
+                w1_a.0,
+                w1_b.0,
+                w2_a.0,
+                w2_b.0
+            )));
+        }
+        return Ok(Factors::Hadamard {
+            w1_a: w1_a.1,
+            w1_b: w1_b.1,
+            w2_a: w2_a.1,
+            w2_b: w2_b.1,
+        });
+    }
+    let mut factor = |whole: Part, a: Part, b: Part, n: &str| -> Result<KronFactor> {
+        match (take(whole), take(a), take(b)) {
+            (Some((name, w)), None, None) => {
+                if w.shape.len() != 2 && w.shape.len() != 4 || w.shape.contains(&0) {
+                    return Err(invalid(format!(
+                        "`{name}` is {:?}: expected a non-empty 2-D or 4-D factor",
+                        w.shape
+                    )));
+                }
+                Ok(KronFactor::Whole(w))
+            }
+            (None, Some(a), Some(b)) => {
+                check_product(&a, &b)?;
+                Ok(KronFactor::Product(a.1, b.1))
+            }
+            (None, None, None) => Err(invalid(format!(
+                "{} has neither `lokr_{n}` nor `lokr_{n}_a` and `lokr_{n}_b`",
+                what("LoKr")
+            ))),
+            (Some((name, _)), ..) => Err(invalid(format!(
+                "{} has `{name}` and also `lokr_{n}_a`/`lokr_{n}_b`",
+                what("LoKr")
+            ))),
+            (None, a, _) => {
+                let (has, lacks) = if a.is_some() { ("a", "b") } else { ("b", "a") };
+                Err(invalid(format!(
+                    "{} has `lokr_{n}_{has}` but no `lokr_{n}_{lacks}`",
+                    what("LoKr")
+                )))
+            }
+        }
+    };
+    let w1 = factor(Part::LokrW1, Part::LokrW1A, Part::LokrW1B, "w1")?;
+    let w2 = factor(Part::LokrW2, Part::LokrW2A, Part::LokrW2B, "w2")?;
+    if w1.kernel().is_some_and(|k| k.iter().any(|&d| d != 1)) {
+        return Err(Error::unsupported(format!(
+            "{}: w1 carries a {:?} kernel; LyCORIS puts a convolution's kernel in w2 only",
+            what("LoKr"),
+            w1.kernel().unwrap_or_default()
+        )));
+    }
+    Ok(Factors::Kronecker { w1, w2 })
+}
+
+/// `a` `[rows, rank]` and `b` `[rank, …]` (2-D or 4-D), non-empty, ranks equal.
+fn check_product(
+    (a_name, a): &(String, F32Tensor),
+    (b_name, b): &(String, F32Tensor),
+) -> Result<()> {
+    if a.shape.len() != 2 || !(b.shape.len() == 2 || b.shape.len() == 4) {
+        return Err(invalid(format!(
+            "`{a_name}` {:?} and `{b_name}` {:?}: expected a 2-D `a` and a 2-D or 4-D `b`",
+            a.shape, b.shape
+        )));
+    }
+    if a.shape[1] != b.shape[0] {
+        return Err(mismatch(format!(
+            "rank mismatch: `{a_name}` has rank {} ({:?}) but `{b_name}` has {} ({:?})",
+            a.shape[1], a.shape, b.shape[0], b.shape
+        )));
+    }
+    if a.shape.iter().chain(&b.shape).any(|&d| d == 0) {
+        return Err(invalid(format!(
+            "`{a_name}` {:?} or `{b_name}` {:?} is empty",
+            a.shape, b.shape
+        )));
+    }
+    Ok(())
+}
+
+/// The shape of `a · b` with `b`'s trailing dimensions kept.
+fn shape_of_product(a: &F32Tensor, b: &F32Tensor) -> Vec<usize> {
+    std::iter::once(a.shape[0])
+        .chain(b.shape[1..].iter().copied())
+        .collect()
 }
 
 /// Checks that `up · down` is defined: ranks agree, shapes are linear or conv.
@@ -391,11 +564,15 @@ mod tests {
 
     #[test]
     fn refused_variants_and_other_architectures_have_their_own_errors() {
-        let e = classify("lora_unet_mid_block_attentions_0_proj_in.hada_w1_a").unwrap_err();
+        let e = classify("lora_unet_mid_block_attentions_0_proj_in.hada_t1").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.message().contains("LoHa"), "{}", e.message());
-        assert!(classify("lora_unet_x.lokr_w1").unwrap_err().message().contains("LoKr"));
+        assert!(e.message().contains("LoHa with a Tucker"), "{}", e.message());
+        assert!(classify("lora_unet_x.lokr_t2").unwrap_err().message().contains("LoKr with a Tucker"));
         assert!(classify("lora_unet_x.dora_scale").unwrap_err().message().contains("DoRA"));
+        // Plain LoHa and LoKr tensors are parts, not refusals.
+        assert_eq!(classify("lora_unet_x.hada_w2_b").unwrap().unwrap().2, Part::HadaW2B);
+        assert_eq!(classify("lora_unet_x.lokr_w1").unwrap().unwrap().2, Part::LokrW1);
+        assert_eq!(classify("lora_te_x.lokr_w1_a").unwrap().unwrap().2, Part::LokrW1A);
         let e = classify("lora_transformer_single_transformer_blocks_0_attn_to_q.lora_down.weight").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
         assert!(e.message().contains("SD3/Flux"), "{}", e.message());
@@ -465,6 +642,110 @@ mod tests {
         assert_eq!(f.modules[0].key, "a_b");
         assert_eq!(f.modules[0].alpha_scale(), 2.0, "alpha_pattern applies to a.b");
         assert_eq!(f.modules[1].alpha_scale(), 0.5, "lora_alpha elsewhere");
+    }
+
+    /// LyCORIS LoHa and LoKr modules: parsed into their factors, alpha over
+    /// the right rank (LoKr: the decomposed factor's; both whole: unscaled).
+    #[test]
+    fn loha_and_lokr_modules_parse_with_their_alpha_scale() {
+        let loha = st(
+            &[
+                ("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8]),
+                ("lora_unet_a.hada_w1_b", vec![2, 3], vec![0.5; 6]),
+                ("lora_unet_a.hada_w2_a", vec![4, 2], vec![0.5; 8]),
+                ("lora_unet_a.hada_w2_b", vec![2, 3], vec![0.5; 6]),
+                ("lora_unet_a.alpha", vec![], vec![1.0]),
+            ],
+            None,
+        );
+        let f = LoraFile::parse(&loha).unwrap();
+        let m = &f.modules[0];
+        assert_eq!(
+            (
+                m.factors.kind(),
+                m.factors.out_features(),
+                m.factors.in_features()
+            ),
+            ("LoHa", 4, 3)
+        );
+        assert_eq!(m.alpha_scale(), 0.5);
+        assert_eq!(
+            m.file_key, "lora_unet_a.hada_w1_a",
+            "the first tensor by name, whatever the file's order"
+        );
+        let lokr = |w1: &[(&str, Vec<usize>, Vec<f32>)]| {
+            let mut t = w1.to_vec();
+            t.push(("lora_unet_a.lokr_w2", vec![2, 3], vec![1.0; 6]));
+            t.push(("lora_unet_a.alpha", vec![], vec![4.0]));
+            LoraFile::parse(&st(&t, None))
+        };
+        let product = lokr(&[
+            ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]),
+            ("lora_unet_a.lokr_w1_b", vec![2, 5], vec![1.0; 10]),
+        ])
+        .unwrap();
+        let m = &product.modules[0];
+        assert_eq!(
+            (
+                m.factors.kind(),
+                m.factors.out_features(),
+                m.factors.in_features()
+            ),
+            ("LoKr", 4, 15)
+        );
+        assert_eq!(
+            m.alpha_scale(),
+            2.0,
+            "alpha / rank of the decomposed factor"
+        );
+        let whole = lokr(&[("lora_unet_a.lokr_w1", vec![2, 5], vec![1.0; 10])]).unwrap();
+        assert_eq!(
+            whole.modules[0].alpha_scale(),
+            1.0,
+            "both factors whole: LyCORIS ignores alpha"
+        );
+        // Incomplete or mixed modules name what is wrong.
+        let e = lokr(&[("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4])]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ModelInvalid);
+        assert!(
+            e.message().contains("has `lokr_w1_a` but no `lokr_w1_b`"),
+            "{}",
+            e.message()
+        );
+        let e = lokr(&[
+            ("lora_unet_a.lokr_w1", vec![2, 5], vec![1.0; 10]),
+            ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]),
+        ])
+        .unwrap_err();
+        assert!(e.message().contains("also `lokr_w1_a`"), "{}", e.message());
+        let e = lokr(&[
+            ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]),
+            ("lora_unet_a.lokr_w1_b", vec![3, 5], vec![1.0; 15]),
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("rank mismatch"), "{}", e.message());
+        let e = lokr(&[("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8])]).unwrap_err();
+        assert!(
+            e.message().contains("mixes LoRA, LoHa and LoKr"),
+            "{}",
+            e.message()
+        );
+        let mut three = vec![
+            ("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8]),
+            ("lora_unet_a.hada_w1_b", vec![2, 3], vec![0.5; 6]),
+            ("lora_unet_a.hada_w2_a", vec![4, 2], vec![0.5; 8]),
+        ];
+        let e = LoraFile::parse(&st(&three, None)).unwrap_err();
+        assert!(e.message().contains("no `hada_w2_b`"), "{}", e.message());
+        three.push(("lora_unet_a.hada_w2_b", vec![2, 4], vec![0.5; 8]));
+        let e = LoraFile::parse(&st(&three, None)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(
+            e.message().contains("Hadamard factors differ"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! LoRA adapters merged into a model's weights when its sessions are created.
 //!
-//! For every adapted layer W' = W + Σ scale · (alpha / rank) · up · down,
+//! For every adapted layer W' = W + Σ scale · (alpha / rank) · delta, where
+//! delta is up · down (LoRA), a Hadamard (LoHa) or Kronecker (LoKr) product,
 //! computed on the CPU in f32 from the base weights in the ONNX file (read
 //! straight from their offsets) and converted back to the initializer's type.
 //! The merged tensors are handed to ONNX Runtime as initializer overrides
 //! (`AddInitializer`): no model file is written, unchanged weights come from
 //! the original file, and only the graphs that change get new sessions.
+pub mod factors;
 pub mod format;
 pub mod graph_index;
 pub mod sgm;
@@ -14,7 +16,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ndarray::Array2;
 use ort::value::DynValue;
 
 pub use self::format::{Component, LoraFile, LoraModule};
@@ -33,25 +34,24 @@ pub struct LoraSpec {
     pub scale: f32,
 }
 
-/// Adds `scale · alpha/rank · up · down` to `base`, a weight laid out as
-/// `slot` says. Shapes are checked against the slot; a mismatch names the
-/// module and both shapes.
+/// Adds `scale · alpha/rank · delta` to `base`, a weight laid out as `slot`
+/// says. Shapes are checked against the slot; a mismatch names the module and
+/// both shapes.
 pub fn add_delta(base: &mut [f32], slot: &WeightSlot, m: &LoraModule, scale: f32) -> Result<()> {
     let (out, inn) = slot.out_in();
-    let rank = m.rank();
-    let down_in: usize = m.down.shape[1..].iter().product();
-    let up_out = m.up.shape[0];
-    if up_out != out || down_in != inn || (m.down.shape.len() == 4 && slot.dims.len() == 4 && m.down.shape[2..] != slot.dims[2..]) {
+    let f = &m.factors;
+    let kernel_differs = slot.dims.len() == 4 && f.kernel().is_some_and(|k| k != &slot.dims[2..]);
+    if f.out_features() != out || f.in_features() != inn || kernel_differs {
         return Err(Error::new(
             ErrorKind::AdapterMismatch,
             format!(
-                "{} `{}`: the LoRA is {}x{} (down {:?}, up {:?}) but the model's weight `{}` is {}x{} ({:?}): a LoRA for another architecture? (SD 1.x text embeddings are 768 wide, SD 2.x 1024, SDXL 2048)",
+                "{} `{}`: the {} is {}x{} ({}) but the model's weight `{}` is {}x{} ({:?}): a LoRA for another architecture? (SD 1.x text embeddings are 768 wide, SD 2.x 1024, SDXL 2048)",
                 m.component.name(),
                 m.key,
-                up_out,
-                down_in,
-                m.down.shape,
-                m.up.shape,
+                f.kind(),
+                f.out_features(),
+                f.in_features(),
+                f.describe(),
                 slot.initializer,
                 out,
                 inn,
@@ -62,9 +62,7 @@ pub fn add_delta(base: &mut [f32], slot: &WeightSlot, m: &LoraModule, scale: f32
     if base.len() != out * inn {
         return Err(Error::internal(format!("weight `{}` has {} values, expected {out}x{inn}", slot.initializer, base.len())));
     }
-    let up = Array2::from_shape_vec((out, rank), m.up.data.clone()).map_err(|e| Error::internal(e.to_string()))?;
-    let down = Array2::from_shape_vec((rank, inn), m.down.data.clone()).map_err(|e| Error::internal(e.to_string()))?;
-    let delta = up.dot(&down);
+    let delta = f.delta();
     let s = scale * m.alpha_scale();
     match slot.layout {
         WeightLayout::OutIn => {
@@ -225,7 +223,7 @@ impl IndexCache {
 
 #[cfg(test)]
 mod tests {
-    use super::format::F32Tensor;
+    use super::format::{F32Tensor, Factors};
     use super::*;
 
     fn lcg(n: usize, seed: &mut u64) -> Vec<f32> {
@@ -299,8 +297,10 @@ mod tests {
             component: Component::Unet,
             key: "m".into(),
             file_key: "m".into(),
-            down: F32Tensor { shape: vec![rank, inn, k, k], data: down.clone() },
-            up: F32Tensor { shape: vec![out, rank, 1, 1], data: up.clone() },
+            factors: Factors::LowRank {
+                down: F32Tensor { shape: vec![rank, inn, k, k], data: down.clone() },
+                up: F32Tensor { shape: vec![out, rank, 1, 1], data: up.clone() },
+            },
             alpha: Some(alpha),
         };
         let s = slot(WeightLayout::OutIn, &[out, inn, k, k]);
@@ -317,8 +317,10 @@ mod tests {
         assert!(worst < 1e-6);
         // Linear as MatMul [in, out].
         let lin = LoraModule {
-            down: F32Tensor { shape: vec![rank, inn * k * k], data: down.clone() },
-            up: F32Tensor { shape: vec![out, rank], data: up.clone() },
+            factors: Factors::LowRank {
+                down: F32Tensor { shape: vec![rank, inn * k * k], data: down.clone() },
+                up: F32Tensor { shape: vec![out, rank], data: up.clone() },
+            },
             ..m.clone()
         };
         let s = slot(WeightLayout::InOut, &[inn * k * k, out]);
