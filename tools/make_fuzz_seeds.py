@@ -93,7 +93,7 @@ def pngs():
 
 def adapters():
     # Small LoRA and embedding files of every layout the test fixtures hold
-    # (kohya, PEFT with metadata, LoHa and rank-mismatch refusals, diffusers'
+    # (kohya, PEFT with metadata, LyCORIS LoHa/LoKr, refusals, diffusers'
     # learned_embeds, an SDXL clip_l/clip_g embedding).
     fixtures = ROOT / "tests" / "fixtures"
     for rel in [
@@ -104,8 +104,27 @@ def adapters():
         "lora/broken/rank_mismatch.safetensors",
         "lora/learned_embeds.safetensors",
         "sdxl-embedding/xl-brick.safetensors",
+        "lycoris/broken/loha_tucker.safetensors",
+        "lycoris/broken/lokr_too_wide.safetensors",
+        "lycoris/broken/lokr_missing_w2.safetensors",
+        "lycoris/broken/mixed_kinds.safetensors",
     ]:
         write("adapters", rel.replace("/", "-"), (fixtures / rel).read_bytes())
+    # Valid LyCORIS modules, small: a 3x3 conv and an attention projection of
+    # the LoHa fixture, and the whole f16 LoKr fixture's conv and te layers.
+    from safetensors.numpy import load_file, save
+
+    for rel, modules in [
+        ("lycoris/patina.loha.safetensors", ("resnets_0_conv1", "attn1_to_q")),
+        ("lycoris/grain.lokr.safetensors", ("resnets_0_conv1", "layers_0_mlp_fc1", "attn2_to_k")),
+    ]:
+        tensors = load_file(str(fixtures / rel))
+        subset = {}
+        for key, value in sorted(tensors.items()):
+            module = key.split(".")[0]
+            if ("down_blocks_0_" in module or "layers_0_" in module) and module.endswith(modules):
+                subset[key] = value
+        write("adapters", rel.replace("/", "-"), save(subset))
 
 
 def c_options():
