@@ -55,8 +55,9 @@ const USAGE: &str = "usage: generate [options]
   --refiner DIR           hand the latents to this second model part-way through the schedule
                           (diffusers' denoising_end/denoising_start); it finishes and decodes
   --refiner-start F       fraction of the schedule --model runs before --refiner, 0 < F < 1 (default 0.8)
-  --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout) into the
-                          U-Net and text encoder with this strength (default 1.0); repeatable
+  --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout; LyCORIS
+                          LoHa/LoKr too) into the U-Net and text encoder with this strength
+                          (default 1.0); repeatable
   --embedding FILE[:TOKEN]
                           add a textual-inversion embedding (.safetensors: A1111 emb_params or
                           diffusers learned_embeds) as TOKEN (default: the file's); repeatable
