@@ -125,7 +125,7 @@ impl Factors {
         match self {
             Self::LowRank { up, .. } => up.shape[0],
             Self::Hadamard { w1_a, .. } => w1_a.shape[0],
-            Self::Kronecker { w1, w2 } => w1.rows() * w2.rows(),
+            Self::Kronecker { w1, w2 } => w1.rows().saturating_mul(w2.rows()),
         }
     }
 
@@ -134,7 +134,7 @@ impl Factors {
         match self {
             Self::LowRank { down, .. } => down.shape[1..].iter().product(),
             Self::Hadamard { w1_b, .. } => w1_b.shape[1..].iter().product(),
-            Self::Kronecker { w1, w2 } => w1.cols() * w2.cols(),
+            Self::Kronecker { w1, w2 } => w1.cols().saturating_mul(w2.cols()),
         }
     }
 
@@ -162,16 +162,8 @@ impl Factors {
     pub fn describe(&self) -> String {
         match self {
             Self::LowRank { down, up } => format!("down {:?}, up {:?}", down.shape, up.shape),
-            Self::Hadamard {
-                w1_a,
-                w1_b,
-                w2_a,
-                w2_b,
-            } => {
-                format!(
-                    "w1_a {:?} · w1_b {:?} ⊙ w2_a {:?} · w2_b {:?}",
-                    w1_a.shape, w1_b.shape, w2_a.shape, w2_b.shape
-                )
+            Self::Hadamard { w1_a, w1_b, w2_a, w2_b } => {
+                format!("w1_a {:?} · w1_b {:?} ⊙ w2_a {:?} · w2_b {:?}", w1_a.shape, w1_b.shape, w2_a.shape, w2_b.shape)
             }
             Self::Kronecker { w1, w2 } => format!("{} ⊗ {}", w1.describe("w1"), w2.describe("w2")),
         }
@@ -181,12 +173,7 @@ impl Factors {
     pub fn delta(&self) -> Array2<f32> {
         match self {
             Self::LowRank { down, up } => view(up).dot(&view(down)),
-            Self::Hadamard {
-                w1_a,
-                w1_b,
-                w2_a,
-                w2_b,
-            } => {
+            Self::Hadamard { w1_a, w1_b, w2_a, w2_b } => {
                 let mut d = view(w1_a).dot(&view(w1_b));
                 d *= &view(w2_a).dot(&view(w2_b));
                 d
