@@ -62,7 +62,7 @@ pub fn onnx_reader(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(Message::parse(bytes)?.to_bytes())
 }
 
-/// A LoRA `.safetensors` file (LoRA, LoHa or LoKr) as Kiln reads one, then what a merge does with
+/// A LoRA `.safetensors` file (LoRA, DoRA, LoHa or LoKr) as Kiln reads one, then what a merge does with
 /// each module: SDXL's SGM names mapped for 1 to 3 layers per block, and the
 /// delta added to a weight shaped as the module claims (in each layout an
 /// export may store it), and refused by a weight one row bigger. Returns the
@@ -100,14 +100,21 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
                 data: crate::model::onnx_proto::TensorData::Typed,
                 users: vec![m.key.clone()],
             };
-            let mut weight = vec![0f32; out * inn];
-            add_delta(&mut weight, &slot, m, 1.0).map_err(|e| {
-                Error::internal(format!("`{}`: a weight shaped as the LoRA claims refused its delta: {}", m.key, e.message()))
-            })?;
+            let original = vec![1f32; out * inn];
+            let mut weight = original.clone();
+            match add_delta(&mut weight, &original, &slot, m, 1.0) {
+                Ok(()) => {}
+                // DoRA on a row whose merged norm is 0 or not finite: the file's values, refused.
+                Err(e) if m.magnitude.is_some() && e.kind() == ErrorKind::AdapterMismatch && e.message().contains("DoRA row") => {}
+                Err(e) => {
+                    return Err(Error::internal(format!("`{}`: a weight shaped as the LoRA claims refused its delta: {}", m.key, e.message())));
+                }
+            }
             let mut wrong = slot.clone();
             wrong.dims[out_axis] += 1;
-            let mut bigger = vec![0f32; (out + 1) * inn];
-            match add_delta(&mut bigger, &wrong, m, 1.0) {
+            let bigger_original = vec![1f32; (out + 1) * inn];
+            let mut bigger = bigger_original.clone();
+            match add_delta(&mut bigger, &bigger_original, &wrong, m, 1.0) {
                 Err(e) if e.kind() == ErrorKind::AdapterMismatch => {}
                 other => {
                     return Err(Error::internal(format!("`{}`: a weight one row bigger was not refused: {other:?}", m.key)));

@@ -21,11 +21,15 @@ fn lycoris_dir() -> PathBuf {
     common::root().join("tests/fixtures/lycoris")
 }
 
-/// The cases of tools/make_lora_fixture.py and tools/make_lycoris_fixture.py,
-/// each with `dir`, the folder its files are in.
+fn dora_dir() -> PathBuf {
+    common::root().join("tests/fixtures/dora")
+}
+
+/// The cases of tools/make_lora_fixture.py, tools/make_lycoris_fixture.py and
+/// tools/make_dora_fixture.py, each with `dir`, the folder its files are in.
 fn cases() -> Vec<serde_json::Value> {
     let mut all = Vec::new();
-    for dir in [lora_dir(), lycoris_dir()] {
+    for dir in [lora_dir(), lycoris_dir(), dora_dir()] {
         let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
         for mut c in serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone() {
             c["dir"] = dir.to_string_lossy().into_owned().into();
@@ -143,6 +147,21 @@ fn lycoris_loha_and_lokr_match_the_reference_alone_and_stacked_with_a_lora() {
         assert!(!unet.is_empty() && !text.is_empty(), "{name}: both graphs adapted");
         check(&m, name, label);
     }
+}
+
+/// DoRA: diffusers' `load_lora_weights` + `fuse_lora` of the PEFT file
+/// (tools/make_dora_fixture.py) at strength 1 and 0.5 and after a plain
+/// LoRA; the kohya twin (`dora_scale`, which diffusers drops for SD 1.x)
+/// at strength 1, where A1111/ComfyUI's interpolation and diffusers agree.
+/// The same A and B without the magnitude are 0.12-0.20 away (in cases.json).
+#[test]
+fn dora_matches_diffusers_and_its_kohya_twin_matches_at_full_strength() {
+    let base = common::tiny_model();
+    for name in ["dora_ddim_s1", "dora_euler_s05", "lora_then_dora_ddim"] {
+        check(&with_case_loras(base, name, true), name, "peft DoRA");
+    }
+    check(&with_case_loras(base, "dora_ddim_s1", false), "dora_ddim_s1", "kohya DoRA");
+    expect_error(dora_dir().join("broken/dora_on_input.safetensors"), ErrorKind::Unsupported, &["wd_on_out", "attn1_to_q"]);
 }
 
 /// LyCORIS files Kiln cannot apply: each refused with its own status and a

@@ -14,6 +14,30 @@ use ndarray::{Array2, ArrayView2};
 
 use super::format::F32Tensor;
 
+/// DoRA (weight-decomposed LoRA): after the merge each output row of the
+/// weight is rescaled to this magnitude, `W' = m ⊙ V / ‖V‖` row by row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Magnitude {
+    /// One value per output row.
+    pub values: Vec<f32>,
+    /// How the LoRA's strength enters.
+    pub strength: DoraStrength,
+}
+
+/// How a DoRA module's strength `s` enters, as each file layout's home
+/// implementation does it (they agree at `s = 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoraStrength {
+    /// diffusers/PEFT (`fuse_lora(lora_scale=s)`): `V = W + s·Δ`, the norm
+    /// taken of the base weight plus this module's delta, and the rows of the
+    /// weight so far (with earlier modules merged) plus `s·Δ` rescaled.
+    InNorm,
+    /// AUTOMATIC1111 and ComfyUI (kohya/LyCORIS files): the DoRA weight
+    /// `m ⊙ (W + Δ) / ‖W + Δ‖` is computed at full strength and
+    /// `s · (DoRA weight − W)` added, so `s = 0` is off.
+    Interpolate,
+}
+
 /// One Kronecker factor of a LoKr layer.
 #[derive(Debug, Clone)]
 pub enum KronFactor {

@@ -17,12 +17,15 @@
 //!   LoKr (`.lokr_w1` or `.lokr_w1_a`/`_b`, `.lokr_w2` or `.lokr_w2_a`/`_b`),
 //!   in the kohya layout LyCORIS writes, with `.alpha`.
 //!
+//! - DoRA: a LoRA module's magnitude, PEFT `lora_magnitude_vector` or
+//!   kohya/LyCORIS `.dora_scale` (one value per output row).
+//!
 //! The delta of a module is (alpha / rank) · the factors' product
-//! ([`super::factors`]). DoRA, LyCORIS's Tucker (CP) variants (`hada_t1`,
+//! ([`super::factors`]). LyCORIS's Tucker (CP) variants (`hada_t1`,
 //! `lokr_t2`, LoCon's `lora_mid`) and full `diff` tensors are refused by name.
 use std::collections::BTreeMap;
 
-pub use super::factors::{Factors, KronFactor};
+pub use super::factors::{DoraStrength, Factors, KronFactor, Magnitude};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Which graph a LoRA module belongs to.
@@ -70,6 +73,8 @@ pub struct LoraModule {
     pub factors: Factors,
     /// Alpha; `None` = rank (scale 1).
     pub alpha: Option<f32>,
+    /// DoRA: the magnitude of each output row after the merge.
+    pub magnitude: Option<Magnitude>,
 }
 
 impl LoraModule {
@@ -119,6 +124,8 @@ enum Part {
     LokrW2,
     LokrW2A,
     LokrW2B,
+    /// DoRA's magnitude: kohya/LyCORIS `dora_scale`, PEFT `lora_magnitude_vector`.
+    Magnitude,
 }
 
 /// Suffixes of refused adapter types and what they are.
@@ -126,9 +133,6 @@ const REFUSED: &[(&str, &str)] = &[
     (".hada_t1", "LoHa with a Tucker (CP) decomposition (`hada_t1`)"),
     (".hada_t2", "LoHa with a Tucker (CP) decomposition (`hada_t2`)"),
     (".lokr_t2", "LoKr with a Tucker (CP) decomposition (`lokr_t2`)"),
-    (".dora_scale", "DoRA"),
-    (".lora_magnitude_vector", "DoRA"),
-    (".lora_magnitude_vector.weight", "DoRA"),
     (".lora_mid.weight", "LoCon with a Tucker `lora_mid`"),
     (".diff", "a full weight difference (`diff`)"),
     (".diff_b", "a bias difference (`diff_b`)"),
@@ -158,6 +162,9 @@ const PARTS: &[(&str, Part)] = &[
     (".lokr_w2", Part::LokrW2),
     (".lokr_w2_a", Part::LokrW2A),
     (".lokr_w2_b", Part::LokrW2B),
+    (".dora_scale", Part::Magnitude),
+    (".lora_magnitude_vector", Part::Magnitude),
+    (".lora_magnitude_vector.weight", Part::Magnitude),
 ];
 
 /// Splits a file key into (component, module key in `_` spelling, part).
@@ -165,7 +172,7 @@ fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
     for (suffix, what) in REFUSED {
         if name.ends_with(suffix) {
             return Err(Error::unsupported(format!(
-                "`{name}` is {what}: Kiln applies LoRA, LoCon, LoHa and LoKr; DoRA, LyCORIS's Tucker-decomposed variants and full diffs are refused"
+                "`{name}` is {what}: Kiln applies LoRA, LoCon, DoRA, LoHa and LoKr; LyCORIS's Tucker-decomposed variants and full diffs are refused"
             )));
         }
     }
@@ -252,11 +259,6 @@ impl PeftAlphas {
         let value: serde_json::Value =
             serde_json::from_str(raw).map_err(|e| invalid(format!("lora_adapter_metadata is not JSON: {e}")))?;
         let config = value.as_object().cloned().ok_or_else(|| invalid("lora_adapter_metadata is not a JSON object"))?;
-        for (k, v) in &config {
-            if k.ends_with(".use_dora") && v.as_bool() == Some(true) {
-                return Err(Error::unsupported(format!("the LoRA metadata sets `{k}`: DoRA is refused")));
-            }
-        }
         Ok(Some(Self { config }))
     }
 
@@ -344,13 +346,19 @@ impl LoraFile {
             // safetensors iterates in hash order; messages name the first tensor by name.
             p.tensors.sort_by(|a, b| a.1.cmp(&b.1));
             let file_key = p.tensors.first().map(|(_, n, _)| n.clone()).ok_or_else(|| invalid(format!("{} `{key}` has an alpha but no weights", component.name())))?;
+            let magnitudes: Vec<&str> = p.tensors.iter().filter(|(part, ..)| *part == Part::Magnitude).map(|(_, n, _)| n.as_str()).collect();
+            if magnitudes.len() > 1 {
+                return Err(invalid(format!("{} `{key}` has {} DoRA magnitudes: {magnitudes:?}", component.name(), magnitudes.len())));
+            }
+            let magnitude = p.tensors.iter().position(|(part, ..)| *part == Part::Magnitude).map(|i| p.tensors.remove(i));
             let factors = factors_of(component, &key, p.tensors)?;
+            let magnitude = magnitude.map(|(_, name, t)| dora_magnitude(&name, t, &factors, p.peft)).transpose()?;
             let alpha = match (p.alpha, &peft) {
                 (Some(a), _) => Some(a),
                 (None, Some(cfg)) if p.peft => cfg.alpha(component, &p.dotted),
                 _ => None,
             };
-            modules.push(LoraModule { component, key, file_key, factors, alpha });
+            modules.push(LoraModule { component, key, file_key, factors, alpha, magnitude });
         }
         Ok(Self { modules, layout: if kohya { "kohya" } else { "peft" }, sdxl_key })
     }
@@ -392,7 +400,7 @@ fn factors_of(
             component.name()
         )));
     }
-    let mut slots: Vec<Option<(String, F32Tensor)>> = vec![None; Part::LokrW2B as usize + 1];
+    let mut slots: Vec<Option<(String, F32Tensor)>> = vec![None; Part::Magnitude as usize + 1];
     for (part, name, t) in tensors {
         let slot = &mut slots[part as usize];
         if let Some((first, _)) = slot {
@@ -485,6 +493,28 @@ fn factors_of(
     Ok(Factors::Kronecker { w1, w2 })
 }
 
+/// A DoRA magnitude: one value per output row of a LoRA module, as PEFT
+/// (`[out]`, `[1, out, 1, 1]`) or kohya/LyCORIS with the norm over each
+/// output (`[out, 1]`, `[out, 1, 1, 1]`) store it. A magnitude per input
+/// column (LyCORIS's `wd_on_out = False`, `[1, in]`) and DoRA on LoHa/LoKr
+/// are refused.
+fn dora_magnitude(name: &str, t: F32Tensor, factors: &Factors, peft: bool) -> Result<Magnitude> {
+    if !matches!(factors, Factors::LowRank { .. }) {
+        return Err(Error::unsupported(format!("`{name}`: DoRA on a {} module; Kiln applies DoRA to LoRA/LoCon modules", factors.kind())));
+    }
+    let out = factors.out_features();
+    let ones_except = |axis: usize| t.shape.iter().enumerate().all(|(i, &d)| i == axis || d == 1);
+    let per_output = t.data.len() == out && (t.shape.len() == 1 || ones_except(0) || (t.shape.len() == 4 && ones_except(1)));
+    if !per_output {
+        let on_input = t.shape.len() == 2 && t.shape[0] == 1;
+        let why = if on_input { ": a magnitude per input column (LyCORIS wd_on_out = False) is not supported" } else { "" };
+        let e = format!("`{name}` is {:?} but the layer has {out} outputs: expected one magnitude per output{why}", t.shape);
+        return Err(if on_input { Error::unsupported(e) } else { mismatch(e) });
+    }
+    let strength = if peft { DoraStrength::InNorm } else { DoraStrength::Interpolate };
+    Ok(Magnitude { values: t.data, strength })
+}
+
 /// `a` `[rows, rank]` and `b` `[rank, …]` (2-D or 4-D), non-empty, ranks equal.
 fn check_product(
     (a_name, a): &(String, F32Tensor),
@@ -568,7 +598,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.message().contains("LoHa with a Tucker"), "{}", e.message());
         assert!(classify("lora_unet_x.lokr_t2").unwrap_err().message().contains("LoKr with a Tucker"));
-        assert!(classify("lora_unet_x.dora_scale").unwrap_err().message().contains("DoRA"));
+        assert_eq!(classify("lora_unet_x.dora_scale").unwrap().unwrap().2, Part::Magnitude);
+        assert_eq!(classify("unet.x.lora_magnitude_vector").unwrap().unwrap().2, Part::Magnitude);
         // Plain LoHa and LoKr tensors are parts, not refusals.
         assert_eq!(classify("lora_unet_x.hada_w2_b").unwrap().unwrap().2, Part::HadaW2B);
         assert_eq!(classify("lora_unet_x.lokr_w1").unwrap().unwrap().2, Part::LokrW1);

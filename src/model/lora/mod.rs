@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use ort::value::DynValue;
 
-pub use self::format::{Component, LoraFile, LoraModule};
+pub use self::format::{Component, DoraStrength, LoraFile, LoraModule};
 pub use self::graph_index::{GraphIndex, WeightLayout, WeightSlot};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -34,10 +34,13 @@ pub struct LoraSpec {
     pub scale: f32,
 }
 
-/// Adds `scale · alpha/rank · delta` to `base`, a weight laid out as `slot`
-/// says. Shapes are checked against the slot; a mismatch names the module and
-/// both shapes.
-pub fn add_delta(base: &mut [f32], slot: &WeightSlot, m: &LoraModule, scale: f32) -> Result<()> {
+/// Merges module `m` at strength `scale` into `weight`, laid out as `slot`
+/// says: adds `scale · alpha/rank · delta`, or for DoRA rescales each output
+/// row as [`DoraStrength`] says, with norms taken against `original` (the
+/// weight before any module of the set was merged, as PEFT does; read only
+/// for DoRA). Shapes are
+/// checked against the slot; a mismatch names the module and both shapes.
+pub fn add_delta(weight: &mut [f32], original: &[f32], slot: &WeightSlot, m: &LoraModule, scale: f32) -> Result<()> {
     let (out, inn) = slot.out_in();
     let f = &m.factors;
     let kernel_differs = slot.dims.len() == 4 && f.kernel().is_some_and(|k| k != &slot.dims[2..]);
@@ -59,23 +62,43 @@ pub fn add_delta(base: &mut [f32], slot: &WeightSlot, m: &LoraModule, scale: f32
             ),
         ));
     }
-    if base.len() != out * inn {
-        return Err(Error::internal(format!("weight `{}` has {} values, expected {out}x{inn}", slot.initializer, base.len())));
+    if weight.len() != out * inn || (m.magnitude.is_some() && original.len() != out * inn) {
+        return Err(Error::internal(format!("weight `{}` has {} values, expected {out}x{inn}", slot.initializer, weight.len())));
     }
-    let delta = f.delta();
-    let s = scale * m.alpha_scale();
-    match slot.layout {
-        WeightLayout::OutIn => {
-            for (w, d) in base.iter_mut().zip(delta.iter()) {
-                *w += s * d;
+    let mut delta = f.delta();
+    delta *= m.alpha_scale();
+    // Row o, column i of the PyTorch weight, wherever the export keeps it.
+    let at = |o: usize, i: usize| match slot.layout {
+        WeightLayout::OutIn => o * inn + i,
+        WeightLayout::InOut => i * out + o,
+    };
+    let Some(magnitude) = &m.magnitude else {
+        for o in 0..out {
+            for i in 0..inn {
+                weight[at(o, i)] += scale * delta[[o, i]];
             }
         }
-        WeightLayout::InOut => {
-            for i in 0..inn {
-                for o in 0..out {
-                    base[i * out + o] += s * delta[[o, i]];
-                }
-            }
+        return Ok(());
+    };
+    let in_norm = magnitude.strength == DoraStrength::InNorm;
+    // The delta the norm is taken with: the strength inside it (diffusers) or full (A1111/ComfyUI).
+    let s_norm = if in_norm { scale } else { 1.0 };
+    for o in 0..out {
+        let norm = (0..inn).map(|i| (original[at(o, i)] + s_norm * delta[[o, i]]) as f64).map(|v| v * v).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return Err(Error::new(
+                ErrorKind::AdapterMismatch,
+                format!("{} `{}`: DoRA row {o} of the merged weight `{}` has norm {norm}", m.component.name(), m.key, slot.initializer),
+            ));
+        }
+        let factor = (magnitude.values[o] as f64 / norm) as f32;
+        for i in 0..inn {
+            let k = at(o, i);
+            weight[k] = if in_norm {
+                factor * (weight[k] + scale * delta[[o, i]])
+            } else {
+                weight[k] + scale * (factor * (original[k] + delta[[o, i]]) - original[k])
+            };
         }
     }
     Ok(())
@@ -130,8 +153,9 @@ pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLor
     let mut out = Vec::with_capacity(plan.len());
     for (name, (slot, adds)) in plan {
         let mut w = index.read_f32(slot)?;
+        let original = if adds.iter().any(|(m, _)| m.magnitude.is_some()) { w.clone() } else { Vec::new() };
         for (m, scale) in adds {
-            add_delta(&mut w, slot, m, scale).map_err(|e| e.context(format!("LoRA module {}", m.file_key)))?;
+            add_delta(&mut w, &original, slot, m, scale).map_err(|e| e.context(format!("LoRA module {}", m.file_key)))?;
         }
         out.push((name.to_string(), Arc::new(tensor(slot, w)?)));
     }
@@ -223,7 +247,7 @@ impl IndexCache {
 
 #[cfg(test)]
 mod tests {
-    use super::format::{F32Tensor, Factors};
+    use super::format::{F32Tensor, Factors, Magnitude};
     use super::*;
 
     fn lcg(n: usize, seed: &mut u64) -> Vec<f32> {
@@ -283,6 +307,70 @@ mod tests {
         assert!(same_weights_in::<f32>(&unet, &fewer, &[]).unwrap().is_empty());
     }
 
+    /// DoRA against its definition written out, per output row: diffusers'
+    /// strength inside the norm (PEFT files), and A1111/ComfyUI's
+    /// interpolation (kohya files), after a plain LoRA merged into the same
+    /// weight first (norms against the original weight, as PEFT), in the
+    /// MatMul `[in, out]` layout.
+    #[test]
+    fn dora_rescales_each_output_row_as_each_ecosystem_does() {
+        let (out, inn, rank) = (3usize, 4usize, 2usize);
+        let mut seed = 11;
+        let (up, down) = (lcg(out * rank, &mut seed), lcg(rank * inn, &mut seed));
+        let (up2, down2) = (lcg(out * rank, &mut seed), lcg(rank * inn, &mut seed));
+        let magnitude: Vec<f32> = (0..out).map(|o| 0.5 + o as f32).collect();
+        let lora = |up: &[f32], down: &[f32], magnitude: Option<Magnitude>| LoraModule {
+            component: Component::Unet,
+            key: "m".into(),
+            file_key: "m".into(),
+            factors: Factors::LowRank {
+                down: F32Tensor { shape: vec![rank, inn], data: down.to_vec() },
+                up: F32Tensor { shape: vec![out, rank], data: up.to_vec() },
+            },
+            alpha: Some(1.0),
+            magnitude,
+        };
+        let delta = |up: &[f32], down: &[f32], o: usize, i: usize| -> f32 { (0..rank).map(|r| up[o * rank + r] * down[r * inn + i]).sum::<f32>() / rank as f32 };
+        let w0: Vec<f32> = lcg(out * inn, &mut seed).iter().map(|v| v + 1.0).collect(); // [in, out]
+        let s = slot(WeightLayout::InOut, &[inn, out]);
+        let (s_lora, s_dora) = (0.7f32, 0.6f32);
+        for strength in [DoraStrength::InNorm, DoraStrength::Interpolate] {
+            let mut w = w0.clone();
+            add_delta(&mut w, &w0, &s, &lora(&up2, &down2, None), s_lora).unwrap();
+            let dora = lora(&up, &down, Some(Magnitude { values: magnitude.clone(), strength }));
+            add_delta(&mut w, &w0, &s, &dora, s_dora).unwrap();
+            let mut worst = 0f32;
+            for o in 0..out {
+                let base = |i: usize| w0[i * out + o];
+                let so_far = |i: usize| base(i) + s_lora * delta(&up2, &down2, o, i);
+                let want: Vec<f32> = match strength {
+                    DoraStrength::InNorm => {
+                        let n = (0..inn).map(|i| (base(i) + s_dora * delta(&up, &down, o, i)).powi(2)).sum::<f32>().sqrt();
+                        (0..inn).map(|i| magnitude[o] / n * (so_far(i) + s_dora * delta(&up, &down, o, i))).collect()
+                    }
+                    DoraStrength::Interpolate => {
+                        let n = (0..inn).map(|i| (base(i) + delta(&up, &down, o, i)).powi(2)).sum::<f32>().sqrt();
+                        (0..inn).map(|i| so_far(i) + s_dora * (magnitude[o] / n * (base(i) + delta(&up, &down, o, i)) - base(i))).collect()
+                    }
+                };
+                for i in 0..inn {
+                    worst = worst.max((w[i * out + o] - want[i]).abs());
+                }
+            }
+            println!("{strength:?}: worst |merged - definition| = {worst:e} (bound 1e-5)");
+            assert!(worst < 1e-5);
+        }
+        // At strength 1 both give the same weight; at 0 the interpolation is off.
+        let at = |strength, scale| {
+            let mut w = w0.clone();
+            add_delta(&mut w, &w0, &s, &lora(&up, &down, Some(Magnitude { values: magnitude.clone(), strength })), scale).unwrap();
+            w
+        };
+        let (a, b) = (at(DoraStrength::InNorm, 1.0), at(DoraStrength::Interpolate, 1.0));
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
+        assert_eq!(at(DoraStrength::Interpolate, 0.0), w0);
+    }
+
     /// The merge against a direct triple loop, for MatMul ([in, out]) and conv layouts.
     #[test]
     fn delta_matches_a_direct_computation_in_both_layouts() {
@@ -302,11 +390,12 @@ mod tests {
                 up: F32Tensor { shape: vec![out, rank, 1, 1], data: up.clone() },
             },
             alpha: Some(alpha),
+            magnitude: None,
         };
         let s = slot(WeightLayout::OutIn, &[out, inn, k, k]);
         let base = lcg(out * inn * k * k, &mut seed);
         let mut w = base.clone();
-        add_delta(&mut w, &s, &m, scale).unwrap();
+        add_delta(&mut w, &base, &s, &m, scale).unwrap();
         let mut worst = 0f32;
         for o in 0..out {
             for i in 0..inn * k * k {
@@ -325,7 +414,7 @@ mod tests {
         };
         let s = slot(WeightLayout::InOut, &[inn * k * k, out]);
         let mut w = base.clone();
-        add_delta(&mut w, &s, &lin, scale).unwrap();
+        add_delta(&mut w, &base, &s, &lin, scale).unwrap();
         let mut worst = 0f32;
         for o in 0..out {
             for i in 0..inn * k * k {
@@ -337,7 +426,7 @@ mod tests {
         // Wrong width: a LoRA for another architecture.
         let s = slot(WeightLayout::InOut, &[inn * k * k + 1, out]);
         let mut w = vec![0.0; (inn * k * k + 1) * out];
-        let e = add_delta(&mut w, &s, &lin, scale).unwrap_err();
+        let e = add_delta(&mut w, &[], &s, &lin, scale).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
         assert!(e.message().contains("another architecture"), "{}", e.message());
     }

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""DoRA LoRA files for tests/fixtures/tiny-sd and diffusers goldens for them.
+
+What it makes (in OUT, default tests/fixtures/dora/):
+  sheen.peft.safetensors   DoRA (weight-decomposed LoRA) as diffusers' save_lora_weights writes
+                           it: unet./text_encoder. + lora_A/lora_B + lora_magnitude_vector,
+                           `use_dora` and alpha in the lora_adapter_metadata JSON
+  sheen.kohya.safetensors  the same tensors in the kohya-ss layout (lora_down/lora_up/.alpha +
+                           `.dora_scale`, shaped [out, 1] / [out, 1, 1, 1] as kohya and LyCORIS
+                           write a magnitude taken over each output)
+  broken/dora_on_input.safetensors   a `.dora_scale` shaped [1, in] (a magnitude per input
+                           column, LyCORIS's wd_on_out=False), which diffusers cannot load either
+  cases.json, <case>.latents.npy, <case>.image.npy, noise_1x4x8x8.npy   goldens
+  README.md
+
+The adapter is PEFT's LoRA with use_dora=True on the seeded PyTorch tiny pipeline
+(tools/make_tiny_fixture.py, checked against the committed ONNX fixture) with random A and B;
+PEFT starts the magnitude at the norm of each output row of W + scale * B A, which would make
+DoRA equal plain LoRA at strength 1, so the magnitude is then scaled by 1 + 0.3 * N(0, 1) per row.
+
+Goldens: diffusers `load_lora_weights` + `fuse_lora(lora_scale=S)` (several adapters:
+set_adapters with per-adapter weights, fused in that order), exported with optimum's main_export
+and run by the reference pipeline (tools/make_golden.py run_case), from the PEFT file: diffusers
+drops a kohya file's `dora_scale` for SD 1.x ("a DoRA checkpoint that is not compatible"), so the
+kohya twin has no reference of its own (Kiln checks that it merges to the PEFT file's weights at
+strength 1, where every implementation agrees). Also checked here: the magnitude matters (the same
+A and B without DoRA move the final latents by more than 2e-2), so a test that ignored it fails.
+
+Usage (from repo root):
+    /work/venv/bin/python tools/make_dora_fixture.py [--out tests/fixtures/dora]
+Needs the fixture venv (tools/requirements-fixtures.txt, which includes peft).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+
+from make_lora_fixture import TE_TARGETS, UNET_STYLE, build_torch_pipe, check_same_weights_as_fixture, export, fused_state  # noqa: E402
+
+# name, kiln scheduler, diffusers class, steps, guidance, prompt, negative, [(file, strength)] (kohya files;
+# the PEFT twin is used for the golden and tested too)
+CASES = [
+    ("dora_ddim_s1", "ddim", "DDIMScheduler", 8, 7.5, "mossy stone brick wall", "blurry", [("sheen", 1.0)]),
+    ("dora_euler_s05", "euler", "EulerDiscreteScheduler", 8, 7.5, "mossy stone brick wall", "blurry", [("sheen", 0.5)]),
+    ("lora_then_dora_ddim", "ddim", "DDIMScheduler", 8, 7.5, "mossy stone brick wall", "blurry", [("../lora/style", 0.8), ("sheen", 1.0)]),
+]
+NOISE_SEED = 1234
+WIDTH = HEIGHT = 64
+
+
+def random_dora(part, targets, rank, alpha, seed, std):
+    """PEFT DoRA on a fresh pipeline's `part`: random A and B, magnitude perturbed per row.
+    Returns (config, state dict with PEFT keys)."""
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    module = getattr(build_torch_pipe(), part)
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, init_lora_weights=False, use_dora=True)
+    module.add_adapter(cfg, adapter_name="tmp")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if ".tmp" not in name:
+                continue
+            if "lora_A" in name or "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+        # The magnitude was set from the initial A and B; take the new ones' norm, then perturb it.
+        for name, m in module.named_modules():
+            if hasattr(m, "lora_magnitude_vector") and "tmp" in m.lora_magnitude_vector:
+                dora = m.lora_magnitude_vector["tmp"]
+                base = m.get_base_layer().weight
+                norm = dora.get_weight_norm(base, m.get_delta_weight("tmp"), scaling=1)
+                dora.weight.copy_(norm.reshape(dora.weight.shape) * (1 + 0.3 * torch.randn(dora.weight.shape, generator=g)))
+    sd = get_peft_model_state_dict(module, adapter_name="tmp")
+    if not any("lora_magnitude_vector" in k for k in sd):
+        raise SystemExit(f"{part}: no DoRA magnitudes in the state dict")
+    return cfg, {k: v.detach().clone().contiguous() for k, v in sd.items()}
+
+
+def kohya_dict(unet_sd, te_sd, unet_alpha, te_alpha):
+    """The kohya-ss layout: lora_down/lora_up/.alpha and `.dora_scale` as [out, 1(, 1, 1)]."""
+    import torch
+
+    out = {}
+    for prefix, sd, alpha in (("lora_unet_", unet_sd, unet_alpha), ("lora_te_", te_sd, te_alpha)):
+        for k, v in sd.items():
+            if k.endswith(".lora_magnitude_vector"):
+                stem = k[: -len(".lora_magnitude_vector")]
+                m = v.reshape(-1)
+                out[prefix + stem.replace(".", "_") + ".dora_scale"] = m.reshape(-1, 1) if v.dim() == 1 else m.reshape(-1, 1, 1, 1)
+                continue
+            stem, part = k.rsplit(".lora_", 1)
+            kk = prefix + stem.replace(".", "_")
+            if part == "A.weight":
+                out[kk + ".lora_down.weight"] = v
+                out[kk + ".alpha"] = torch.tensor(float(alpha))
+            elif part == "B.weight":
+                out[kk + ".lora_up.weight"] = v
+            else:
+                raise SystemExit(f"unexpected PEFT key {k}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "dora"))
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    import make_golden
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    check_same_weights_as_fixture(build_torch_pipe())
+
+    ucfg, usd = random_dora("unet", UNET_STYLE, rank=4, alpha=6, seed=31, std=0.1)
+    tcfg, tsd = random_dora("text_encoder", TE_TARGETS, rank=2, alpha=3, seed=32, std=0.15)
+    StableDiffusionPipeline.save_lora_weights(
+        str(out), unet_lora_layers=usd, text_encoder_lora_layers=tsd, weight_name="sheen.peft.safetensors",
+        unet_lora_adapter_metadata=ucfg.to_dict(), text_encoder_lora_adapter_metadata=tcfg.to_dict(),
+    )
+    kohya = kohya_dict(usd, tsd, 6, 3)
+    save_file(kohya, str(out / "sheen.kohya.safetensors"))
+    (out / "broken").mkdir()
+    k = next(n for n in kohya if n.endswith("attn1_to_q.dora_scale"))
+    stem = k[: -len(".dora_scale")]
+    down = kohya[stem + ".lora_down.weight"]
+    save_file({stem + ".lora_down.weight": down, stem + ".lora_up.weight": kohya[stem + ".lora_up.weight"],
+               stem + ".dora_scale": torch.ones(1, down.shape[1])}, str(out / "broken" / "dora_on_input.safetensors"))
+    print("DoRA modules:", sum(k.endswith("magnitude_vector") for k in usd), "+", sum(k.endswith("magnitude_vector") for k in tsd))
+
+    with tempfile.TemporaryDirectory(prefix="kiln_dora_") as tmp:
+        tmp = Path(tmp)
+        noise = np.random.default_rng(NOISE_SEED).standard_normal((1, 4, 8, 8)).astype(np.float32)
+        plain = make_golden.load_pipe(REPO / "tests" / "fixtures" / "tiny-sd")
+        base_config = dict(plain.scheduler.config)
+        # The same A and B without the magnitude: a plain LoRA file.
+        no_dora = {n: v for n, v in kohya.items() if not n.endswith(".dora_scale")}
+        save_file(no_dora, str(Path(tmp) / "no_dora.safetensors"))
+        cases_json = []
+        for i, (name, kiln, cls, steps, guidance, prompt, negative, loras) in enumerate(CASES):
+            peft_files = [((out / f"{l}.peft.safetensors").resolve(), s) for l, s in loras]
+            ref = make_golden.load_pipe(export(fused_state(peft_files, tmp), tmp, f"c{i}"))
+            case = (name, kiln, cls, steps, guidance, prompt, negative)
+            r1 = make_golden.run_case(ref, base_config, case, noise)
+            r2 = make_golden.run_case(ref, base_config, case, noise)
+            if not np.array_equal(r1["latents"], r2["latents"]):
+                raise SystemExit(f"{name}: not deterministic")
+            p = make_golden.run_case(plain, base_config, case, noise)
+            effect = float(np.abs(p["latents"] - r1["latents"]).max() / np.abs(r1["latents"]).max())
+            swapped = [((Path(tmp) / "no_dora.safetensors") if l == "sheen" else f, s) for (f, s), (l, _) in zip(peft_files, loras)]
+            nd = make_golden.run_case(make_golden.load_pipe(export(fused_state(swapped, tmp), tmp, f"n{i}")), base_config, case, noise)
+            magnitude = float(np.abs(nd["latents"] - r1["latents"]).max() / np.abs(r1["latents"]).max())
+            print(f"{name}: the adapters move the final latents by {effect:.3e}, the DoRA magnitude alone by {magnitude:.3e} (test bound 1e-3)")
+            if effect < 2e-2 or magnitude < 2e-2:
+                raise SystemExit(f"{name}: the adapter or its magnitude barely changes the output; a test could not fail")
+            np.save(out / f"{name}.latents.npy", r1["latents"])
+            np.save(out / f"{name}.image.npy", r1["image"])
+            cases_json.append(make_golden.jsonable({
+                "name": name, "kiln_scheduler": kiln, "scheduler": cls, "steps": steps, "guidance_scale": guidance,
+                "prompt": prompt, "negative_prompt": negative, "width": WIDTH, "height": HEIGHT,
+                "loras": [{"file": f"{l}.kohya.safetensors", "peft_file": f"{l}.peft.safetensors", "scale": s} for l, s in loras],
+                "scheduler_config": r1["meta"]["scheduler_config"],
+                "unet_timestep_feed": r1["meta"]["unet_timestep_feed"],
+                "latent_effect": effect,
+                "magnitude_effect": magnitude,
+                "files": {"latents": f"{name}.latents.npy", "image": f"{name}.image.npy"},
+            }))
+        np.save(out / "noise_1x4x8x8.npy", noise)
+    (out / "cases.json").write_text(json.dumps(cases_json, indent=1) + "\n")
+    v = make_golden.versions()
+    import peft
+
+    v["peft"] = peft.__version__
+    (out / "README.md").write_text(
+        "# DoRA fixtures and goldens\n\nMade by `tools/make_dora_fixture.py` (see its docstring):\n\n"
+        "    /work/venv/bin/python tools/make_dora_fixture.py\n\n## Versions\n\n"
+        + "".join(f"- {k} {val}\n" for k, val in v.items())
+    )
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
