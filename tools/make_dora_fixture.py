@@ -33,19 +33,14 @@ Needs the fixture venv (tools/requirements-fixtures.txt, which includes peft).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
+import adapter_golden  # noqa: E402
 from make_lora_fixture import TE_TARGETS, UNET_STYLE, build_torch_pipe, check_same_weights_as_fixture, export, fused_state  # noqa: E402
 
 # name, kiln scheduler, diffusers class, steps, guidance, prompt, negative, [(file, strength)] (kohya files;
@@ -55,8 +50,6 @@ CASES = [
     ("dora_euler_s05", "euler", "EulerDiscreteScheduler", 8, 7.5, "mossy stone brick wall", "blurry", [("sheen", 0.5)]),
     ("lora_then_dora_ddim", "ddim", "DDIMScheduler", 8, 7.5, "mossy stone brick wall", "blurry", [("../lora/style", 0.8), ("sheen", 1.0)]),
 ]
-NOISE_SEED = 1234
-WIDTH = HEIGHT = 64
 
 
 def random_dora(part, targets, rank, alpha, seed, std):
@@ -113,20 +106,13 @@ def kohya_dict(unet_sd, te_sd, unet_alpha, te_alpha):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "dora"))
-    args = ap.parse_args()
-    out = Path(args.out).resolve()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "dora")
     import torch
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
     import make_golden
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     check_same_weights_as_fixture(build_torch_pipe())
 
     ucfg, usd = random_dora("unet", UNET_STYLE, rank=4, alpha=6, seed=31, std=0.1)
@@ -147,53 +133,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="kiln_dora_") as tmp:
         tmp = Path(tmp)
-        noise = np.random.default_rng(NOISE_SEED).standard_normal((1, 4, 8, 8)).astype(np.float32)
+        noise = adapter_golden.noise()
         plain = make_golden.load_pipe(REPO / "tests" / "fixtures" / "tiny-sd")
         base_config = dict(plain.scheduler.config)
         # The same A and B without the magnitude: a plain LoRA file.
         no_dora = {n: v for n, v in kohya.items() if not n.endswith(".dora_scale")}
-        save_file(no_dora, str(Path(tmp) / "no_dora.safetensors"))
+        save_file(no_dora, str(tmp / "no_dora.safetensors"))
         cases_json = []
         for i, (name, kiln, cls, steps, guidance, prompt, negative, loras) in enumerate(CASES):
             peft_files = [((out / f"{l}.peft.safetensors").resolve(), s) for l, s in loras]
             ref = make_golden.load_pipe(export(fused_state(peft_files, tmp), tmp, f"c{i}"))
+            swapped = [((tmp / "no_dora.safetensors") if l == "sheen" else f, s) for (f, s), (l, _) in zip(peft_files, loras)]
+            without_magnitude = make_golden.load_pipe(export(fused_state(swapped, tmp), tmp, f"n{i}"))
             case = (name, kiln, cls, steps, guidance, prompt, negative)
-            r1 = make_golden.run_case(ref, base_config, case, noise)
-            r2 = make_golden.run_case(ref, base_config, case, noise)
-            if not np.array_equal(r1["latents"], r2["latents"]):
-                raise SystemExit(f"{name}: not deterministic")
-            p = make_golden.run_case(plain, base_config, case, noise)
-            effect = float(np.abs(p["latents"] - r1["latents"]).max() / np.abs(r1["latents"]).max())
-            swapped = [((Path(tmp) / "no_dora.safetensors") if l == "sheen" else f, s) for (f, s), (l, _) in zip(peft_files, loras)]
-            nd = make_golden.run_case(make_golden.load_pipe(export(fused_state(swapped, tmp), tmp, f"n{i}")), base_config, case, noise)
-            magnitude = float(np.abs(nd["latents"] - r1["latents"]).max() / np.abs(r1["latents"]).max())
-            print(f"{name}: the adapters move the final latents by {effect:.3e}, the DoRA magnitude alone by {magnitude:.3e} (test bound 1e-3)")
-            if effect < 2e-2 or magnitude < 2e-2:
-                raise SystemExit(f"{name}: the adapter or its magnitude barely changes the output; a test could not fail")
-            np.save(out / f"{name}.latents.npy", r1["latents"])
-            np.save(out / f"{name}.image.npy", r1["image"])
-            cases_json.append(make_golden.jsonable({
-                "name": name, "kiln_scheduler": kiln, "scheduler": cls, "steps": steps, "guidance_scale": guidance,
-                "prompt": prompt, "negative_prompt": negative, "width": WIDTH, "height": HEIGHT,
-                "loras": [{"file": f"{l}.kohya.safetensors", "peft_file": f"{l}.peft.safetensors", "scale": s} for l, s in loras],
-                "scheduler_config": r1["meta"]["scheduler_config"],
-                "unet_timestep_feed": r1["meta"]["unet_timestep_feed"],
-                "latent_effect": effect,
-                "magnitude_effect": magnitude,
-                "files": {"latents": f"{name}.latents.npy", "image": f"{name}.image.npy"},
-            }))
-        np.save(out / "noise_1x4x8x8.npy", noise)
-    (out / "cases.json").write_text(json.dumps(cases_json, indent=1) + "\n")
-    v = make_golden.versions()
-    import peft
-
-    v["peft"] = peft.__version__
-    (out / "README.md").write_text(
-        "# DoRA fixtures and goldens\n\nMade by `tools/make_dora_fixture.py` (see its docstring):\n\n"
-        "    /work/venv/bin/python tools/make_dora_fixture.py\n\n## Versions\n\n"
-        + "".join(f"- {k} {val}\n" for k, val in v.items())
-    )
-    print("wrote", out)
+            entry_loras = [{"file": f"{l}.kohya.safetensors", "peft_file": f"{l}.peft.safetensors", "scale": s} for l, s in loras]
+            cases_json.append(adapter_golden.golden_case(out, ref, plain, base_config, case, noise, entry_loras,
+                                                         {"magnitude_effect": without_magnitude}))
+    adapter_golden.write_index(out, cases_json, noise, "DoRA fixtures and goldens", "tools/make_dora_fixture.py")
 
 
 if __name__ == "__main__":

@@ -37,19 +37,14 @@ Needs the fixture venv (tools/requirements-fixtures.txt, which includes peft).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
+import adapter_golden  # noqa: E402
 from make_lora_fixture import TE_TARGETS, UNET_STYLE, build_torch_pipe, check_same_weights_as_fixture, export, fused_state  # noqa: E402
 
 # name, kiln scheduler, diffusers class, steps, guidance, prompt, negative, [(file, strength)]
@@ -59,8 +54,6 @@ CASES = [
     ("mixed_ddim", "ddim", "DDIMScheduler", 8, 7.5, "mossy stone brick wall", "blurry",
      [("patina.loha.safetensors", 0.6), ("grain.lokr.safetensors", -0.7), ("../lora/style.kohya.safetensors", 0.5)]),
 ]
-NOISE_SEED = 1234
-WIDTH = HEIGHT = 64
 
 
 def random_adapter(kind: str, part: str, targets, rank: int, alpha: float, seed: int, std: float, half: bool):
@@ -150,18 +143,11 @@ def write_broken(out: Path, loha: dict, lokr: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(REPO / "tests" / "fixtures" / "lycoris"))
-    args = ap.parse_args()
-    out = Path(args.out).resolve()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "lycoris")
     from safetensors.torch import save_file
 
     import make_golden
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     check_same_weights_as_fixture(build_torch_pipe())
 
     loha_unet, loha_unet_d = random_adapter("loha", "unet", UNET_STYLE, rank=4, alpha=2.0, seed=21, std=0.35, half=False)
@@ -181,7 +167,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="kiln_lycoris_") as tmp:
         tmp = Path(tmp)
-        noise = np.random.default_rng(NOISE_SEED).standard_normal((1, 4, 8, 8)).astype(np.float32)
+        noise = adapter_golden.noise()
         plain = make_golden.load_pipe(REPO / "tests" / "fixtures" / "tiny-sd")
         base_config = dict(plain.scheduler.config)
         cases_json = []
@@ -191,38 +177,8 @@ def main() -> None:
             pipe = merged_pipe([d for d, _ in lycoris], [s for _, s in lycoris], loras, tmp)
             ref = make_golden.load_pipe(export(pipe, tmp, f"c{i}"))
             case = (name, kiln, cls, steps, guidance, prompt, negative)
-            r1 = make_golden.run_case(ref, base_config, case, noise)
-            r2 = make_golden.run_case(ref, base_config, case, noise)
-            if not np.array_equal(r1["latents"], r2["latents"]):
-                raise SystemExit(f"{name}: not deterministic")
-            p = make_golden.run_case(plain, base_config, case, noise)
-            effect = float(np.abs(p["latents"] - r1["latents"]).max() / np.abs(r1["latents"]).max())
-            print(f"{name}: the adapters move the final latents by {effect:.3e} relative (test bound 1e-3)")
-            if effect < 2e-2:
-                raise SystemExit(f"{name}: the adapters barely change the output; a test could not fail")
-            np.save(out / f"{name}.latents.npy", r1["latents"])
-            np.save(out / f"{name}.image.npy", r1["image"])
-            cases_json.append(make_golden.jsonable({
-                "name": name, "kiln_scheduler": kiln, "scheduler": cls, "steps": steps, "guidance_scale": guidance,
-                "prompt": prompt, "negative_prompt": negative, "width": WIDTH, "height": HEIGHT,
-                "loras": [{"file": f, "scale": s} for f, s in files],
-                "scheduler_config": r1["meta"]["scheduler_config"],
-                "unet_timestep_feed": r1["meta"]["unet_timestep_feed"],
-                "latent_effect": effect,
-                "files": {"latents": f"{name}.latents.npy", "image": f"{name}.image.npy"},
-            }))
-        np.save(out / "noise_1x4x8x8.npy", noise)
-    (out / "cases.json").write_text(json.dumps(cases_json, indent=1) + "\n")
-    v = make_golden.versions()
-    import peft
-
-    v["peft"] = peft.__version__
-    (out / "README.md").write_text(
-        "# LyCORIS (LoHa, LoKr) fixtures and goldens\n\nMade by `tools/make_lycoris_fixture.py` (see its docstring):\n\n"
-        "    /work/venv/bin/python tools/make_lycoris_fixture.py\n\n## Versions\n\n"
-        + "".join(f"- {k} {val}\n" for k, val in v.items())
-    )
-    print("wrote", out)
+            cases_json.append(adapter_golden.golden_case(out, ref, plain, base_config, case, noise, [{"file": f, "scale": s} for f, s in files]))
+    adapter_golden.write_index(out, cases_json, noise, "LyCORIS (LoHa, LoKr) fixtures and goldens", "tools/make_lycoris_fixture.py")
 
 
 if __name__ == "__main__":
