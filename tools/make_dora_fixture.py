@@ -82,26 +82,19 @@ def random_dora(part, targets, rank, alpha, seed, std):
 
 
 def kohya_dict(unet_sd, te_sd, unet_alpha, te_alpha):
-    """The kohya-ss layout: lora_down/lora_up/.alpha and `.dora_scale` as [out, 1(, 1, 1)]."""
-    import torch
+    """make_lora_fixture's kohya-ss layout plus `.dora_scale` as [out, 1(, 1, 1)]."""
+    import make_lora_fixture
 
-    out = {}
-    for prefix, sd, alpha in (("lora_unet_", unet_sd, unet_alpha), ("lora_te_", te_sd, te_alpha)):
+    def plain(sd):
+        return {k: v for k, v in sd.items() if not k.endswith(".lora_magnitude_vector")}
+
+    out = make_lora_fixture.kohya_dict(plain(unet_sd), plain(te_sd), unet_alpha, te_alpha)
+    for prefix, sd in (("lora_unet_", unet_sd), ("lora_te_", te_sd)):
         for k, v in sd.items():
             if k.endswith(".lora_magnitude_vector"):
-                stem = k[: -len(".lora_magnitude_vector")]
                 m = v.reshape(-1)
-                out[prefix + stem.replace(".", "_") + ".dora_scale"] = m.reshape(-1, 1) if v.dim() == 1 else m.reshape(-1, 1, 1, 1)
-                continue
-            stem, part = k.rsplit(".lora_", 1)
-            kk = prefix + stem.replace(".", "_")
-            if part == "A.weight":
-                out[kk + ".lora_down.weight"] = v
-                out[kk + ".alpha"] = torch.tensor(float(alpha))
-            elif part == "B.weight":
-                out[kk + ".lora_up.weight"] = v
-            else:
-                raise SystemExit(f"unexpected PEFT key {k}")
+                key = prefix + k[: -len(".lora_magnitude_vector")].replace(".", "_") + ".dora_scale"
+                out[key] = m.reshape(-1, 1) if v.dim() == 1 else m.reshape(-1, 1, 1, 1)
     return out
 
 
