@@ -1,5 +1,5 @@
-"""LoRA adapters: the fixture LoRA (tests/fixtures/lora, made for tiny-sd) changes the image; LyCORIS
-LoHa/LoKr files give their golden; a broken file raises its own exception and leaves the base model usable."""
+"""LoRA adapters: the fixture LoRA (tests/fixtures/lora, made for tiny-sd) changes the image; a LyCORIS
+LoKr and a DoRA file give their goldens; a broken file raises its own exception and leaves the base model usable."""
 
 from __future__ import annotations
 
@@ -44,27 +44,35 @@ def test_new_statuses_map_to_their_exceptions() -> None:
     assert issubclass(kiln.OutOfMemoryError, MemoryError)
 
 
-def test_lycoris_loha_and_lokr_give_the_golden_pixels(model: kiln.Model, root: Path) -> None:
-    """LyCORIS files through with_loras (tests/fixtures/lycoris, checked from Rust by tests/lora.rs): the
-    Euler case's image within the parity bound past 8-bit rounding, and a Tucker-decomposed LoHa is
-    UnsupportedError with the model still usable."""
-    folder = root / "tests" / "fixtures" / "lycoris"
-    case = next(c for c in json.loads((folder / "cases.json").read_text()) if c["name"] == "lokr_euler")
-    noise, want = np.load(folder / "noise_1x4x8x8.npy"), np.load(folder / "lokr_euler.image.npy")
-    quantum, bound = 0.5 / 255, 2e-3
+def golden_distance(model: kiln.Model, folder: Path, name: str, file_key: str = "file") -> tuple[float, float]:
+    """An Euler case of tests/fixtures/<folder> (checked from Rust by tests/lora.rs) through with_loras:
+    (its distance from the golden past 8-bit rounding, the plain model's)."""
+    case = next(c for c in json.loads((folder / "cases.json").read_text()) if c["name"] == name)
+    assert case["kiln_scheduler"] == "euler"  # deterministic: the noise file is all it draws
+    noise, want = np.load(folder / "noise_1x4x8x8.npy"), np.load(folder / f"{name}.image.npy")
+    quantum = 0.5 / 255
 
     def run(m: kiln.Model) -> np.ndarray[Any, Any]:
         with m.generate(case["prompt"], negative_prompt=case["negative_prompt"], steps=case["steps"],
                         guidance_scale=case["guidance_scale"], scheduler="euler", initial_noise=noise) as image:
             return image.to_numpy()[..., :3].astype(np.float32) / 255
 
-    loras = [(folder / lora["file"], lora["scale"]) for lora in case["loras"]]
-    with model.with_loras(loras) as view:
+    with model.with_loras([(folder / lora[file_key], lora["scale"]) for lora in case["loras"]]) as view:
         d = max(float(np.abs(run(view) - want).max()) - quantum, 0.0)
-    control = float(np.abs(run(model) - want).max()) - quantum
-    print(f"lycoris lokr_euler: {d:.3e} from the golden past 8-bit rounding (bound {bound:.0e}); plain model {control:.3e}")
-    assert d <= bound
-    assert control > bound, "the LoKr barely matters here; this test would not catch it dropped"
+    return d, float(np.abs(run(model) - want).max()) - quantum
+
+
+def test_lycoris_and_dora_give_the_golden_pixels(model: kiln.Model, root: Path) -> None:
+    """LyCORIS LoKr (f16) at 0.8 and a PEFT DoRA at 0.5 through with_loras: each image within the parity
+    bound (2e-3) past 8-bit rounding, the plain model far from it; a Tucker-decomposed LoHa is
+    UnsupportedError with the model still usable."""
+    fixtures = root / "tests" / "fixtures"
+    for folder, name, key in [(fixtures / "lycoris", "lokr_euler", "file"), (fixtures / "dora", "dora_euler_s05", "peft_file")]:
+        d, control = golden_distance(model, folder, name, key)
+        print(f"{name}: {d:.3e} from the golden past 8-bit rounding (bound 2e-3); plain model {control:.3e}")
+        assert d <= 2e-3
+        assert control > 2e-3, "the adapter barely matters here; this test would not catch it dropped"
+    folder = fixtures / "lycoris"
     with pytest.raises(kiln.UnsupportedError, match="Tucker") as e:
         model.with_loras([(folder / "broken" / "loha_tucker.safetensors", 1.0)])
     assert e.value.status == kiln.Status.UNSUPPORTED
