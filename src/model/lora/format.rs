@@ -604,6 +604,12 @@ mod tests {
         assert_eq!(classify("lora_unet_x.hada_w2_b").unwrap().unwrap().2, Part::HadaW2B);
         assert_eq!(classify("lora_unet_x.lokr_w1").unwrap().unwrap().2, Part::LokrW1);
         assert_eq!(classify("lora_te_x.lokr_w1_a").unwrap().unwrap().2, Part::LokrW1A);
+        // SDXL LyCORIS files use the same SGM module names as SDXL LoRAs.
+        let sgm = classify("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.hada_w1_a").unwrap().unwrap();
+        assert_eq!(sgm, (Component::Unet, "input_blocks_4_1_transformer_blocks_0_attn1_to_q".to_string(), Part::HadaW1A));
+        assert!(is_sdxl_only("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.hada_w1_a"));
+        let te2 = classify("lora_te2_text_model_encoder_layers_0_mlp_fc1.dora_scale").unwrap().unwrap();
+        assert_eq!((te2.0, te2.2), (Component::TextEncoder2, Part::Magnitude));
         let e = classify("lora_transformer_single_transformer_blocks_0_attn_to_q.lora_down.weight").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
         assert!(e.message().contains("SD3/Flux"), "{}", e.message());
