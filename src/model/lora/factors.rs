@@ -130,8 +130,7 @@ pub enum Factors {
 fn view(t: &F32Tensor) -> ArrayView2<'_, f32> {
     let rows = t.shape.first().copied().unwrap_or(1);
     let cols = t.data.len().checked_div(rows).unwrap_or(0);
-    ArrayView2::from_shape((rows, cols), &t.data)
-        .expect("tensor data matches its shape (checked on read)")
+    ArrayView2::from_shape((rows, cols), &t.data).expect("tensor data matches its shape (checked on read)")
 }
 
 impl Factors {
@@ -214,8 +213,7 @@ fn kron(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
     for i in 0..m {
         for j in 0..n {
             let s = a[[i, j]];
-            out.slice_mut(ndarray::s![i * p..(i + 1) * p, j * q..(j + 1) * q])
-                .assign(&(b * s));
+            out.slice_mut(ndarray::s![i * p..(i + 1) * p, j * q..(j + 1) * q]).assign(&(b * s));
         }
     }
     out
@@ -227,10 +225,7 @@ mod tests {
 
     fn t(shape: &[usize], data: Vec<f32>) -> F32Tensor {
         assert_eq!(shape.iter().product::<usize>(), data.len());
-        F32Tensor {
-            shape: shape.to_vec(),
-            data,
-        }
+        F32Tensor { shape: shape.to_vec(), data }
     }
 
     fn seq(n: usize, start: f32) -> Vec<f32> {
@@ -241,12 +236,7 @@ mod tests {
     #[test]
     fn loha_is_the_hadamard_product_of_two_low_rank_products() {
         let (out, inn, r) = (3, 4, 2);
-        let (w1_a, w1_b, w2_a, w2_b) = (
-            seq(out * r, -1.0),
-            seq(r * inn, 0.5),
-            seq(out * r, 0.1),
-            seq(r * inn, -0.7),
-        );
+        let (w1_a, w1_b, w2_a, w2_b) = (seq(out * r, -1.0), seq(r * inn, 0.5), seq(out * r, 0.1), seq(r * inn, -0.7));
         let f = Factors::Hadamard {
             w1_a: t(&[out, r], w1_a.clone()),
             w1_b: t(&[r, inn], w1_b.clone()),
@@ -261,10 +251,7 @@ mod tests {
                 assert!((d[[o, i]] - p1 * p2).abs() < 1e-6, "[{o}, {i}]");
             }
         }
-        assert_eq!(
-            (f.out_features(), f.in_features(), f.rank()),
-            (out, inn, Some(r))
-        );
+        assert_eq!((f.out_features(), f.in_features(), f.rank()), (out, inn, Some(r)));
     }
 
     /// LoKr on a convolution: the flattened 2-D product equals the 4-D
@@ -279,16 +266,9 @@ mod tests {
             w1: KronFactor::Whole(t(&[a, c], w1.clone())),
             w2: KronFactor::Product(t(&[b, r], w2_a.clone()), t(&[r, d, kh, kw], w2_b.clone())),
         };
-        assert_eq!(
-            (f.out_features(), f.in_features(), f.kernel(), f.rank()),
-            (a * b, c * d * kh * kw, Some(&[kh, kw][..]), Some(r))
-        );
+        assert_eq!((f.out_features(), f.in_features(), f.kernel(), f.rank()), (a * b, c * d * kh * kw, Some(&[kh, kw][..]), Some(r)));
         let dm = f.delta();
-        let w2 = |bi: usize, di: usize, y: usize, x: usize| -> f32 {
-            (0..r)
-                .map(|k| w2_a[bi * r + k] * w2_b[((k * d + di) * kh + y) * kw + x])
-                .sum()
-        };
+        let w2 = |bi: usize, di: usize, y: usize, x: usize| -> f32 { (0..r).map(|k| w2_a[bi * r + k] * w2_b[((k * d + di) * kh + y) * kw + x]).sum() };
         for ai in 0..a {
             for bi in 0..b {
                 for ci in 0..c {
@@ -297,21 +277,14 @@ mod tests {
                             for x in 0..kw {
                                 let (o, i) = (ai * b + bi, ((ci * d + di) * kh + y) * kw + x);
                                 let want = w1[ai * c + ci] * w2(bi, di, y, x);
-                                assert!(
-                                    (dm[[o, i]] - want).abs() < 1e-6,
-                                    "[{o}, {i}]: {} vs {want}",
-                                    dm[[o, i]]
-                                );
+                                assert!((dm[[o, i]] - want).abs() < 1e-6, "[{o}, {i}]: {} vs {want}", dm[[o, i]]);
                             }
                         }
                     }
                 }
             }
         }
-        let whole = Factors::Kronecker {
-            w1: KronFactor::Whole(t(&[1, 1], vec![2.0])),
-            w2: KronFactor::Whole(t(&[1, 2], vec![1.0, 3.0])),
-        };
+        let whole = Factors::Kronecker { w1: KronFactor::Whole(t(&[1, 1], vec![2.0])), w2: KronFactor::Whole(t(&[1, 2], vec![1.0, 3.0])) };
         assert_eq!(whole.rank(), None, "both whole: no rank, applied unscaled");
         assert_eq!(whole.delta().into_raw_vec_and_offset().0, vec![2.0, 6.0]);
     }

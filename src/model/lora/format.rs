@@ -367,54 +367,25 @@ impl LoraFile {
 /// The factors of one module from its tensors: a LoRA pair, the four LoHa
 /// tensors, or the two LoKr factors (each whole or a product); anything else,
 /// mixed kinds or a missing tensor is refused naming the module.
-fn factors_of(
-    component: Component,
-    key: &str,
-    tensors: Vec<(Part, String, F32Tensor)>,
-) -> Result<Factors> {
+fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Tensor)>) -> Result<Factors> {
     let what = |kind: &str| format!("{} `{key}` ({kind})", component.name());
-    let lora = tensors
-        .iter()
-        .any(|(p, ..)| matches!(p, Part::Down | Part::Up));
-    let loha = tensors.iter().any(|(p, ..)| {
-        matches!(
-            p,
-            Part::HadaW1A | Part::HadaW1B | Part::HadaW2A | Part::HadaW2B
-        )
-    });
-    let lokr = tensors.iter().any(|(p, ..)| {
-        matches!(
-            p,
-            Part::LokrW1
-                | Part::LokrW1A
-                | Part::LokrW1B
-                | Part::LokrW2
-                | Part::LokrW2A
-                | Part::LokrW2B
-        )
-    });
+    let lora = tensors.iter().any(|(p, ..)| matches!(p, Part::Down | Part::Up));
+    let loha = tensors.iter().any(|(p, ..)| matches!(p, Part::HadaW1A | Part::HadaW1B | Part::HadaW2A | Part::HadaW2B));
+    let lokr = tensors.iter().any(|(p, ..)| matches!(p, Part::LokrW1 | Part::LokrW1A | Part::LokrW1B | Part::LokrW2 | Part::LokrW2A | Part::LokrW2B));
     if usize::from(lora) + usize::from(loha) + usize::from(lokr) > 1 {
         let names: Vec<&str> = tensors.iter().map(|(_, n, _)| n.as_str()).collect();
-        return Err(invalid(format!(
-            "{} mixes LoRA, LoHa and LoKr tensors: {names:?}",
-            component.name()
-        )));
+        return Err(invalid(format!("{} mixes LoRA, LoHa and LoKr tensors: {names:?}", component.name())));
     }
     let mut slots: Vec<Option<(String, F32Tensor)>> = vec![None; Part::Magnitude as usize + 1];
     for (part, name, t) in tensors {
         let slot = &mut slots[part as usize];
         if let Some((first, _)) = slot {
-            return Err(invalid(format!(
-                "`{first}` and `{name}` are the same tensor of {} `{key}`",
-                component.name()
-            )));
+            return Err(invalid(format!("`{first}` and `{name}` are both the {part:?} tensor of {} `{key}`", component.name())));
         }
         *slot = Some((name, t));
     }
     let mut take = |part: Part| slots[part as usize].take();
-    let need = |t: Option<(String, F32Tensor)>, kind: &str, part: &str| {
-        t.ok_or_else(|| invalid(format!("{} has no `{part}` tensor", what(kind))))
-    };
+    let need = |t: Option<(String, F32Tensor)>, kind: &str, part: &str| t.ok_or_else(|| invalid(format!("{} has no `{part}` tensor", what(kind))));
     if lora {
         let (down_name, down) = need(take(Part::Down), "LoRA", "down")?;
         let (up_name, up) = need(take(Part::Up), "LoRA", "up")?;
@@ -428,10 +399,7 @@ fn factors_of(
         let w2_b = need(take(Part::HadaW2B), "LoHa", "hada_w2_b")?;
         check_product(&w1_a, &w1_b)?;
         check_product(&w2_a, &w2_b)?;
-        let (p1, p2) = (
-            shape_of_product(&w1_a.1, &w1_b.1),
-            shape_of_product(&w2_a.1, &w2_b.1),
-        );
+        let (p1, p2) = (shape_of_product(&w1_a.1, &w1_b.1), shape_of_product(&w2_a.1, &w2_b.1));
         if p1 != p2 {
             return Err(mismatch(format!(
                 "{}: the two Hadamard factors differ in shape: `{}` · `{}` is {p1:?} but `{}` · `{}` is {p2:?}",
@@ -442,21 +410,13 @@ fn factors_of(
                 w2_b.0
             )));
         }
-        return Ok(Factors::Hadamard {
-            w1_a: w1_a.1,
-            w1_b: w1_b.1,
-            w2_a: w2_a.1,
-            w2_b: w2_b.1,
-        });
+        return Ok(Factors::Hadamard { w1_a: w1_a.1, w1_b: w1_b.1, w2_a: w2_a.1, w2_b: w2_b.1 });
     }
     let mut factor = |whole: Part, a: Part, b: Part, n: &str| -> Result<KronFactor> {
         match (take(whole), take(a), take(b)) {
             (Some((name, w)), None, None) => {
                 if w.shape.len() != 2 && w.shape.len() != 4 || w.shape.contains(&0) {
-                    return Err(invalid(format!(
-                        "`{name}` is {:?}: expected a non-empty 2-D or 4-D factor",
-                        w.shape
-                    )));
+                    return Err(invalid(format!("`{name}` is {:?}: expected a non-empty 2-D or 4-D factor", w.shape)));
                 }
                 Ok(KronFactor::Whole(w))
             }
@@ -464,20 +424,11 @@ fn factors_of(
                 check_product(&a, &b)?;
                 Ok(KronFactor::Product(a.1, b.1))
             }
-            (None, None, None) => Err(invalid(format!(
-                "{} has neither `lokr_{n}` nor `lokr_{n}_a` and `lokr_{n}_b`",
-                what("LoKr")
-            ))),
-            (Some((name, _)), ..) => Err(invalid(format!(
-                "{} has `{name}` and also `lokr_{n}_a`/`lokr_{n}_b`",
-                what("LoKr")
-            ))),
+            (None, None, None) => Err(invalid(format!("{} has neither `lokr_{n}` nor `lokr_{n}_a` and `lokr_{n}_b`", what("LoKr")))),
+            (Some((name, _)), ..) => Err(invalid(format!("{} has `{name}` and also `lokr_{n}_a`/`lokr_{n}_b`", what("LoKr")))),
             (None, a, _) => {
                 let (has, lacks) = if a.is_some() { ("a", "b") } else { ("b", "a") };
-                Err(invalid(format!(
-                    "{} has `lokr_{n}_{has}` but no `lokr_{n}_{lacks}`",
-                    what("LoKr")
-                )))
+                Err(invalid(format!("{} has `lokr_{n}_{has}` but no `lokr_{n}_{lacks}`", what("LoKr"))))
             }
         }
     };
@@ -516,36 +467,22 @@ fn dora_magnitude(name: &str, t: F32Tensor, factors: &Factors, peft: bool) -> Re
 }
 
 /// `a` `[rows, rank]` and `b` `[rank, …]` (2-D or 4-D), non-empty, ranks equal.
-fn check_product(
-    (a_name, a): &(String, F32Tensor),
-    (b_name, b): &(String, F32Tensor),
-) -> Result<()> {
+fn check_product((a_name, a): &(String, F32Tensor), (b_name, b): &(String, F32Tensor)) -> Result<()> {
     if a.shape.len() != 2 || !(b.shape.len() == 2 || b.shape.len() == 4) {
-        return Err(invalid(format!(
-            "`{a_name}` {:?} and `{b_name}` {:?}: expected a 2-D `a` and a 2-D or 4-D `b`",
-            a.shape, b.shape
-        )));
+        return Err(invalid(format!("`{a_name}` {:?} and `{b_name}` {:?}: expected a 2-D `a` and a 2-D or 4-D `b`", a.shape, b.shape)));
     }
     if a.shape[1] != b.shape[0] {
-        return Err(mismatch(format!(
-            "rank mismatch: `{a_name}` has rank {} ({:?}) but `{b_name}` has {} ({:?})",
-            a.shape[1], a.shape, b.shape[0], b.shape
-        )));
+        return Err(mismatch(format!("rank mismatch: `{a_name}` has rank {} ({:?}) but `{b_name}` has {} ({:?})", a.shape[1], a.shape, b.shape[0], b.shape)));
     }
     if a.shape.iter().chain(&b.shape).any(|&d| d == 0) {
-        return Err(invalid(format!(
-            "`{a_name}` {:?} or `{b_name}` {:?} is empty",
-            a.shape, b.shape
-        )));
+        return Err(invalid(format!("`{a_name}` {:?} or `{b_name}` {:?} is empty", a.shape, b.shape)));
     }
     Ok(())
 }
 
 /// The shape of `a · b` with `b`'s trailing dimensions kept.
 fn shape_of_product(a: &F32Tensor, b: &F32Tensor) -> Vec<usize> {
-    std::iter::once(a.shape[0])
-        .chain(b.shape[1..].iter().copied())
-        .collect()
+    std::iter::once(a.shape[0]).chain(b.shape[1..].iter().copied()).collect()
 }
 
 /// Checks that `up · down` is defined: ranks agree, shapes are linear or conv.
@@ -697,77 +634,32 @@ mod tests {
         );
         let f = LoraFile::parse(&loha).unwrap();
         let m = &f.modules[0];
-        assert_eq!(
-            (
-                m.factors.kind(),
-                m.factors.out_features(),
-                m.factors.in_features()
-            ),
-            ("LoHa", 4, 3)
-        );
+        assert_eq!((m.factors.kind(), m.factors.out_features(), m.factors.in_features()), ("LoHa", 4, 3));
         assert_eq!(m.alpha_scale(), 0.5);
-        assert_eq!(
-            m.file_key, "lora_unet_a.hada_w1_a",
-            "the first tensor by name, whatever the file's order"
-        );
+        assert_eq!(m.file_key, "lora_unet_a.hada_w1_a", "the first tensor by name, whatever the file's order");
         let lokr = |w1: &[(&str, Vec<usize>, Vec<f32>)]| {
             let mut t = w1.to_vec();
             t.push(("lora_unet_a.lokr_w2", vec![2, 3], vec![1.0; 6]));
             t.push(("lora_unet_a.alpha", vec![], vec![4.0]));
             LoraFile::parse(&st(&t, None))
         };
-        let product = lokr(&[
-            ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]),
-            ("lora_unet_a.lokr_w1_b", vec![2, 5], vec![1.0; 10]),
-        ])
-        .unwrap();
+        let product = lokr(&[("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]), ("lora_unet_a.lokr_w1_b", vec![2, 5], vec![1.0; 10])]).unwrap();
         let m = &product.modules[0];
-        assert_eq!(
-            (
-                m.factors.kind(),
-                m.factors.out_features(),
-                m.factors.in_features()
-            ),
-            ("LoKr", 4, 15)
-        );
-        assert_eq!(
-            m.alpha_scale(),
-            2.0,
-            "alpha / rank of the decomposed factor"
-        );
+        assert_eq!((m.factors.kind(), m.factors.out_features(), m.factors.in_features()), ("LoKr", 4, 15));
+        assert_eq!(m.alpha_scale(), 2.0, "alpha / rank of the decomposed factor");
         let whole = lokr(&[("lora_unet_a.lokr_w1", vec![2, 5], vec![1.0; 10])]).unwrap();
-        assert_eq!(
-            whole.modules[0].alpha_scale(),
-            1.0,
-            "both factors whole: LyCORIS ignores alpha"
-        );
+        assert_eq!(whole.modules[0].alpha_scale(), 1.0, "both factors whole: LyCORIS ignores alpha");
         // Incomplete or mixed modules name what is wrong.
         let e = lokr(&[("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4])]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ModelInvalid);
-        assert!(
-            e.message().contains("has `lokr_w1_a` but no `lokr_w1_b`"),
-            "{}",
-            e.message()
-        );
-        let e = lokr(&[
-            ("lora_unet_a.lokr_w1", vec![2, 5], vec![1.0; 10]),
-            ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]),
-        ])
-        .unwrap_err();
+        assert!(e.message().contains("has `lokr_w1_a` but no `lokr_w1_b`"), "{}", e.message());
+        let e = lokr(&[("lora_unet_a.lokr_w1", vec![2, 5], vec![1.0; 10]), ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4])]).unwrap_err();
         assert!(e.message().contains("also `lokr_w1_a`"), "{}", e.message());
-        let e = lokr(&[
-            ("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]),
-            ("lora_unet_a.lokr_w1_b", vec![3, 5], vec![1.0; 15]),
-        ])
-        .unwrap_err();
+        let e = lokr(&[("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]), ("lora_unet_a.lokr_w1_b", vec![3, 5], vec![1.0; 15])]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
         assert!(e.message().contains("rank mismatch"), "{}", e.message());
         let e = lokr(&[("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8])]).unwrap_err();
-        assert!(
-            e.message().contains("mixes LoRA, LoHa and LoKr"),
-            "{}",
-            e.message()
-        );
+        assert!(e.message().contains("mixes LoRA, LoHa and LoKr"), "{}", e.message());
         let mut three = vec![
             ("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8]),
             ("lora_unet_a.hada_w1_b", vec![2, 3], vec![0.5; 6]),
@@ -778,11 +670,7 @@ mod tests {
         three.push(("lora_unet_a.hada_w2_b", vec![2, 4], vec![0.5; 8]));
         let e = LoraFile::parse(&st(&three, None)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
-        assert!(
-            e.message().contains("Hadamard factors differ"),
-            "{}",
-            e.message()
-        );
+        assert!(e.message().contains("Hadamard factors differ"), "{}", e.message());
     }
 
     #[test]
