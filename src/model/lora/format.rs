@@ -372,6 +372,9 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
     let lora = tensors.iter().any(|(p, ..)| matches!(p, Part::Down | Part::Up));
     let loha = tensors.iter().any(|(p, ..)| matches!(p, Part::HadaW1A | Part::HadaW1B | Part::HadaW2A | Part::HadaW2B));
     let lokr = tensors.iter().any(|(p, ..)| matches!(p, Part::LokrW1 | Part::LokrW1A | Part::LokrW1B | Part::LokrW2 | Part::LokrW2A | Part::LokrW2B));
+    if !(lora || loha || lokr) {
+        return Err(invalid(format!("{} `{key}` has no LoRA, LoHa or LoKr weights (only an alpha or a DoRA magnitude)", component.name())));
+    }
     if usize::from(lora) + usize::from(loha) + usize::from(lokr) > 1 {
         let names: Vec<&str> = tensors.iter().map(|(_, n, _)| n.as_str()).collect();
         return Err(invalid(format!("{} mixes LoRA, LoHa and LoKr tensors: {names:?}", component.name())));
@@ -658,6 +661,9 @@ mod tests {
         let e = lokr(&[("lora_unet_a.lokr_w1_a", vec![2, 2], vec![1.0; 4]), ("lora_unet_a.lokr_w1_b", vec![3, 5], vec![1.0; 15])]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
         assert!(e.message().contains("rank mismatch"), "{}", e.message());
+        let lonely = st(&[("lora_unet_a.dora_scale", vec![4, 1], vec![1.0; 4]), ("lora_unet_a.alpha", vec![], vec![1.0])], None);
+        let e = LoraFile::parse(&lonely).unwrap_err();
+        assert!(e.message().contains("no LoRA, LoHa or LoKr weights"), "{}", e.message());
         let e = lokr(&[("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8])]).unwrap_err();
         assert!(e.message().contains("mixes LoRA, LoHa and LoKr"), "{}", e.message());
         let mut three = vec![
