@@ -73,9 +73,15 @@ pub fn add_delta(weight: &mut [f32], original: &[f32], slot: &WeightSlot, m: &Lo
         WeightLayout::InOut => i * out + o,
     };
     let Some(magnitude) = &m.magnitude else {
-        for o in 0..out {
-            for i in 0..inn {
-                weight[at(o, i)] += scale * delta[[o, i]];
+        // In the weight's memory order (a switch merges every adapted layer).
+        match slot.layout {
+            WeightLayout::OutIn => weight.iter_mut().zip(delta.iter()).for_each(|(w, d)| *w += scale * d),
+            WeightLayout::InOut => {
+                for i in 0..inn {
+                    for o in 0..out {
+                        weight[i * out + o] += scale * delta[[o, i]];
+                    }
+                }
             }
         }
         return Ok(());
