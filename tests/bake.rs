@@ -50,6 +50,13 @@ fn bake(manifest: &Path, out: &Path, extra: &[&str]) -> (Output, serde_json::Val
     (output, json)
 }
 
+/// [`bake`], asserting that it succeeded (its stderr in the message).
+fn bake_ok(manifest: &Path, out: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let (output, report) = bake(manifest, out, extra);
+    assert!(output.status.success(), "{}", stderr(&output));
+    (output, report)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -153,8 +160,7 @@ fn example_bakes_then_skips_then_redoes_only_the_edited_asset() {
     let dir = scratch("rerun");
     let manifest = example_manifest_in(&dir);
     let out = dir.join("out");
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, report) = bake_ok(&manifest, &out, &[]);
     let mut all: BTreeSet<String> = EXAMPLE_ASSETS.iter().map(|s| s.to_string()).collect();
     all.insert("items".into());
     assert_eq!(names_with(&report, "baked"), all, "first run bakes everything");
@@ -183,8 +189,7 @@ fn example_bakes_then_skips_then_redoes_only_the_edited_asset() {
     let before = snapshot(&others);
     let grass_before = std::fs::read(out.join("ground_grass.dds")).unwrap();
 
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, report) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "skipped"), all, "second run skips everything");
     assert!(!stderr(&o).contains("loading model"), "nothing to bake loads no model");
 
@@ -193,16 +198,14 @@ fn example_bakes_then_skips_then_redoes_only_the_edited_asset() {
     let edited = text.replace("prompt = \"green grass\"\nseed = 7", "prompt = \"green grass\"\nseed = 8");
     assert_ne!(text, edited);
     std::fs::write(&manifest, edited).unwrap();
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["ground_grass".to_string()]));
     assert_eq!(names_with(&report, "skipped").len(), all.len() - 1);
     assert_ne!(std::fs::read(out.join("ground_grass.dds")).unwrap(), grass_before, "the new seed made a new texture");
     assert_eq!(snapshot(&others), before, "the other outputs were not rewritten");
 
     // --force redoes an up-to-date asset and gives the same bytes (the bake is reproducible).
-    let (o, report) = bake(&manifest, &out, &["--force"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &["--force"]);
     assert_eq!(names_with(&report, "baked"), all);
     assert_eq!(snapshot(&others), before, "a forced rebake reproduces every file byte for byte");
     assert_eq!(assert_no_truncated_file(&out), 17);
@@ -213,10 +216,8 @@ fn two_shards_cover_the_manifest_exactly_once() {
     let dir = scratch("shards");
     let manifest = example_manifest_in(&dir);
     let out = dir.join("out");
-    let (o1, r1) = bake(&manifest, &out, &["--shard", "1/2"]);
-    assert!(o1.status.success(), "{}", stderr(&o1));
-    let (o2, r2) = bake(&manifest, &out, &["--shard", "2/2"]);
-    assert!(o2.status.success(), "{}", stderr(&o2));
+    let (_, r1) = bake_ok(&manifest, &out, &["--shard", "1/2"]);
+    let (_, r2) = bake_ok(&manifest, &out, &["--shard", "2/2"]);
     let (b1, b2) = (names_with(&r1, "baked"), names_with(&r2, "baked"));
     println!("shard 1/2: {b1:?}\nshard 2/2: {b2:?}");
     assert!(b1.is_disjoint(&b2), "shards overlap: {:?}", b1.intersection(&b2).collect::<Vec<_>>());
@@ -224,8 +225,7 @@ fn two_shards_cover_the_manifest_exactly_once() {
     assert_eq!(union, EXAMPLE_ASSETS.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
     assert!(!b1.is_empty() && !b2.is_empty(), "both shards got work");
     // The gather step: an unsharded run finds every asset baked and makes the atlas.
-    let (o, r) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, r) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&r, "baked"), BTreeSet::from(["items".to_string()]));
     assert_eq!(names_with(&r, "skipped").len(), EXAMPLE_ASSETS.len());
 
@@ -238,8 +238,7 @@ fn two_shards_cover_the_manifest_exactly_once() {
     std::fs::write(&big, text).unwrap();
     let mut seen = BTreeMap::<String, u32>::new();
     for i in 1..=3 {
-        let (o, r) = bake(&big, &dir.join("big-out"), &["--dry-run", "--shard", &format!("{i}/3")]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        let (_, r) = bake_ok(&big, &dir.join("big-out"), &["--dry-run", "--shard", &format!("{i}/3")]);
         let planned = names_with(&r, "planned");
         println!("shard {i}/3: {} assets", planned.len());
         for n in planned {
@@ -269,8 +268,7 @@ fn dds_files_load_in_an_independent_reader_and_every_mip_level_tiles() {
     )
     .unwrap();
     let out = dir.join("out");
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "baked").len(), 5);
 
     let tile = read_dds(&out.join("tile.dds"));
@@ -358,8 +356,7 @@ fn a_bake_killed_midway_leaves_no_truncated_file_and_a_rerun_completes() {
     let checked = assert_no_truncated_file(&out);
     println!("{checked} files checked whole after the kill");
 
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (o, report) = bake_ok(&manifest, &out, &[]);
     assert!(stderr(&o).contains("removed 1 temporary file"), "{}", stderr(&o));
     assert_eq!(statuses(&report)["ground_cobblestone"], "skipped", "finished before the kill");
     assert_eq!(names_with(&report, "baked").len(), EXAMPLE_ASSETS.len(), "the other five assets and the atlas");
@@ -398,8 +395,7 @@ fn ctrl_c_cancels_the_running_job_and_exits_cleanly() {
     assert!(!interrupted.is_empty() && !interrupted.contains(&"ground_cobblestone"));
     assert!(std::fs::read_dir(&out).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".kiln-tmp")), "no temporaries left");
     assert_no_truncated_file(&out);
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &[]);
     for name in interrupted {
         assert_eq!(statuses(&report)[name], "baked", "{name} is finished by the rerun");
     }
@@ -446,8 +442,7 @@ fn an_sdxl_asset_gives_generates_pixels_and_metadata() {
     )
     .unwrap();
     let out = dir.join("out");
-    let (o, _) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    bake_ok(&manifest, &out, &[]);
     let png = dir.join("generated.png");
     succeeds(
         Command::new(generate_bin())
@@ -486,8 +481,7 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
     )
     .unwrap();
     let out = dir.join("out");
-    let (o, _) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    bake_ok(&manifest, &out, &[]);
     let generate = |args: &[&str], files: &[(&str, &str)]| {
         let mut cmd = Command::new(generate_bin());
         cmd.arg("--model").arg(&model).args(args);
@@ -711,8 +705,7 @@ fn control_assets_give_generates_pixels_and_rebake_when_the_control_image_change
     assert!(!out.join("plain.png").exists());
 
     let manifest = write_control_manifest(&dir, &model, false);
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["plain".into(), "edged".into()]));
     succeeds(
         Command::new(generate_bin())
@@ -760,8 +753,7 @@ fn lora_and_control_in_one_asset_give_generates_pixels() {
     )
     .unwrap();
     let out = dir.join("out");
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["edged".into(), "styled_edged".into()]));
     succeeds(
         Command::new(generate_bin())
@@ -803,8 +795,7 @@ fn a_refiner_asset_with_control_gives_generates_pixels() {
     )
     .unwrap();
     let out = dir.join("out");
-    let (o, _) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    bake_ok(&manifest, &out, &[]);
     let png = dir.join("generated.png");
     succeeds(
         Command::new(generate_bin())
@@ -849,8 +840,7 @@ fn a_refiner_asset_gives_generates_pixels_and_rebakes_on_a_new_start() {
     };
     write("0.7");
     let out = dir.join("out");
-    let (o, _) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    bake_ok(&manifest, &out, &[]);
     let png = dir.join("generated.png");
     succeeds(
         Command::new(generate_bin())
@@ -874,8 +864,7 @@ fn a_refiner_asset_gives_generates_pixels_and_rebakes_on_a_new_start() {
     assert!(!tp["kiln:settings"].contains("refiner"), "{tp:?}");
     // Another start re-bakes only the refined asset.
     write("0.8");
-    let (o, report) = bake(&manifest, &out, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, report) = bake_ok(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["refined".to_string()]), "{report}");
     assert!(read_png(&out.join("refined.png")).0 != a, "refiner_start 0.8 gives the same pixels as 0.7");
     // refiner_start without a refiner is a manifest error naming the key.
