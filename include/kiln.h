@@ -1164,7 +1164,7 @@ void kiln_lora_init(struct kiln_lora *lora);
 // Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_UTF8,
 // INVALID_ARGUMENT (a scale that is not finite), MODEL_NOT_FOUND (no such
 // file), MODEL_INVALID (not a readable safetensors LoRA, truncated),
-// UNSUPPORTED (Tucker-decomposed LoHa/LoKr, DoRA per input column), ADAPTER_MISMATCH (another architecture,
+// UNSUPPORTED (LyCORIS full `diff` or norm adapters), ADAPTER_MISMATCH (another architecture,
 // ranks that disagree, keys that match no layer: listed in the message).
 kiln_status kiln_model_with_loras(const struct kiln_model *model,
                                   const struct kiln_lora *loras,

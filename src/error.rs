@@ -84,6 +84,9 @@ impl Error {
     pub(crate) fn unsupported(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unsupported, message)
     }
+    pub(crate) fn adapter_mismatch(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::AdapterMismatch, message)
+    }
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }

@@ -77,7 +77,7 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
         }
         let (out, inn) = (m.factors.out_features(), m.factors.in_features());
         // Big layers cost time, not coverage: the arithmetic is the same.
-        if out.saturating_mul(inn) > 1 << 16 || m.factors.rank().unwrap_or(0) > 256 {
+        if out.saturating_mul(inn) > 1 << 16 || m.factors.widest_rank() > 256 {
             continue;
         }
         let kernel = m.factors.kernel().map(<[usize]>::to_vec);
@@ -104,8 +104,8 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
             let mut weight = original.clone();
             match add_delta(&mut weight, &original, &slot, m, 1.0) {
                 Ok(()) => {}
-                // DoRA on a row whose merged norm is 0 or not finite: the file's values, refused.
-                Err(e) if m.magnitude.is_some() && e.kind() == ErrorKind::AdapterMismatch && e.message().contains("DoRA row") => {}
+                // DoRA on a row or input channel whose merged norm is 0 or not finite: the file's values, refused.
+                Err(e) if m.magnitude.is_some() && e.kind() == ErrorKind::AdapterMismatch && e.message().contains(" of the merged weight ") => {}
                 Err(e) => {
                     return Err(Error::internal(format!("`{}`: a weight shaped as the LoRA claims refused its delta: {}", m.key, e.message())));
                 }

@@ -41,6 +41,13 @@ def noise() -> np.ndarray:
     return np.random.default_rng(NOISE_SEED).standard_normal((1, 4, 8, 8)).astype(np.float32)
 
 
+def reference_setup():
+    """What every case of an adapter golden script runs against: the golden
+    noise, the plain fixture's reference pipeline and its scheduler config."""
+    plain = make_golden.load_pipe(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tiny-sd")
+    return noise(), plain, dict(plain.scheduler.config)
+
+
 def relative_move(a: dict, b: dict) -> float:
     return float(np.abs(a["latents"] - b["latents"]).max() / np.abs(b["latents"]).max())
 
@@ -74,7 +81,7 @@ def golden_case(out: Path, ref, plain, base_config, case, noise_draws, loras: li
     })
 
 
-def write_index(out: Path, cases_json: list[dict], noise_draws: np.ndarray, title: str, script: str) -> None:
+def write_index(out: Path, cases_json: list[dict], noise_draws: np.ndarray, title: str, script: str, extra_versions: dict | None = None) -> None:
     """cases.json, the noise file and a README naming the script and versions."""
     import peft
 
@@ -82,6 +89,7 @@ def write_index(out: Path, cases_json: list[dict], noise_draws: np.ndarray, titl
     (out / "cases.json").write_text(json.dumps(cases_json, indent=1) + "\n")
     v = make_golden.versions()
     v["peft"] = peft.__version__
+    v.update(extra_versions or {})
     (out / "README.md").write_text(
         f"# {title}\n\nMade by `{script}` (see its docstring):\n\n"
         f"    /work/venv/bin/python {script}\n\n## Versions\n\n"

@@ -8,8 +8,6 @@ What it makes (in OUT, default tests/fixtures/dora/):
   sheen.kohya.safetensors  the same tensors in the kohya-ss layout (lora_down/lora_up/.alpha +
                            `.dora_scale`, shaped [out, 1] / [out, 1, 1, 1] as kohya and LyCORIS
                            write a magnitude taken over each output)
-  broken/dora_on_input.safetensors   a `.dora_scale` shaped [1, in] (a magnitude per input
-                           column, LyCORIS's wd_on_out=False), which diffusers cannot load either
   cases.json, <case>.latents.npy, <case>.image.npy, noise_1x4x8x8.npy   goldens
   README.md
 
@@ -100,7 +98,6 @@ def kohya_dict(unet_sd, te_sd, unet_alpha, te_alpha):
 
 def main() -> None:
     out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "dora")
-    import torch
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import save_file
 
@@ -116,19 +113,11 @@ def main() -> None:
     )
     kohya = kohya_dict(usd, tsd, 6, 3)
     save_file(kohya, str(out / "sheen.kohya.safetensors"))
-    (out / "broken").mkdir()
-    k = next(n for n in kohya if n.endswith("attn1_to_q.dora_scale"))
-    stem = k[: -len(".dora_scale")]
-    down = kohya[stem + ".lora_down.weight"]
-    save_file({stem + ".lora_down.weight": down, stem + ".lora_up.weight": kohya[stem + ".lora_up.weight"],
-               stem + ".dora_scale": torch.ones(1, down.shape[1])}, str(out / "broken" / "dora_on_input.safetensors"))
     print("DoRA modules:", sum(k.endswith("magnitude_vector") for k in usd), "+", sum(k.endswith("magnitude_vector") for k in tsd))
 
     with tempfile.TemporaryDirectory(prefix="kiln_dora_") as tmp:
         tmp = Path(tmp)
-        noise = adapter_golden.noise()
-        plain = make_golden.load_pipe(REPO / "tests" / "fixtures" / "tiny-sd")
-        base_config = dict(plain.scheduler.config)
+        noise, plain, base_config = adapter_golden.reference_setup()
         # The same A and B without the magnitude: a plain LoRA file.
         no_dora = {n: v for n, v in kohya.items() if not n.endswith(".dora_scale")}
         save_file(no_dora, str(tmp / "no_dora.safetensors"))

@@ -108,17 +108,24 @@ def adapters():
         "lycoris/broken/lokr_too_wide.safetensors",
         "lycoris/broken/lokr_missing_w2.safetensors",
         "lycoris/broken/mixed_kinds.safetensors",
-        "dora/broken/dora_on_input.safetensors",
     ]:
         write("adapters", rel.replace("/", "-"), (fixtures / rel).read_bytes())
     # Valid LyCORIS and DoRA modules, small: a 3x3 conv and attention and
-    # text-encoder projections of the LoHa, f16 LoKr and kohya DoRA fixtures.
+    # text-encoder projections of the LoHa, f16 LoKr, kohya DoRA and
+    # LyCORIS-made (Tucker, DoRA on LoHa/LoKr, per-input DoRA) fixtures.
     from safetensors.numpy import load_file, save
 
     for rel, modules in [
         ("lycoris/patina.loha.safetensors", ("resnets_0_conv1", "attn1_to_q")),
         ("lycoris/grain.lokr.safetensors", ("resnets_0_conv1", "layers_0_mlp_fc1", "attn2_to_k")),
         ("dora/sheen.kohya.safetensors", ("resnets_0_conv1", "attn1_to_q", "layers_0_mlp_fc1")),
+        # Made by LyCORIS: Tucker cores on the conv, DoRA on LoHa/LoKr, DoRA per input channel.
+        ("lycoris_native/relief.locon.safetensors", ("resnets_0_conv1", "attn1_to_q")),
+        ("lycoris_native/weave.loha.safetensors", ("resnets_0_conv1", "layers_0_mlp_fc1")),
+        ("lycoris_native/knot.lokr.safetensors", ("resnets_0_conv1", "attn2_to_k")),
+        ("lycoris_native/gloss.loha.safetensors", ("resnets_0_conv1", "attn1_to_q")),
+        ("lycoris_native/frost.lokr.safetensors", ("resnets_0_conv1", "layers_0_mlp_fc1")),
+        ("lycoris_native/dust.locon.safetensors", ("resnets_0_conv1", "attn1_to_q", "layers_0_mlp_fc1")),
     ]:
         tensors = load_file(str(fixtures / rel))
         subset = {}

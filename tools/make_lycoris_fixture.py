@@ -124,7 +124,8 @@ def write_broken(out: Path, loha: dict, lokr: dict) -> None:
     k = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
     hada = {n: t for n, t in loha.items() if n.startswith(k + ".")}
     kron = {n: t for n, t in lokr.items() if n.startswith(k + ".")}
-    # Tucker (CP) decompositions: LyCORIS's use_tucker conv variants.
+    # Tucker cores added to plain LoHa/LoKr factors ([out, r] · [r, in]): the core's ranks
+    # do not fit the modes a Tucker form needs ([r, out], [r, in]), a rank mismatch.
     save_file({**hada, k + ".hada_t1": torch.zeros(4, 4, 1, 1), k + ".hada_t2": torch.zeros(4, 4, 1, 1)}, str(b / "loha_tucker.safetensors"))
     save_file({**kron, k + ".lokr_t2": torch.zeros(2, 2, 1, 1)}, str(b / "lokr_tucker.safetensors"))
     # One module with both LoRA and LoHa tensors.
@@ -167,9 +168,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="kiln_lycoris_") as tmp:
         tmp = Path(tmp)
-        noise = adapter_golden.noise()
-        plain = make_golden.load_pipe(REPO / "tests" / "fixtures" / "tiny-sd")
-        base_config = dict(plain.scheduler.config)
+        noise, plain, base_config = adapter_golden.reference_setup()
         cases_json = []
         for i, (name, kiln, cls, steps, guidance, prompt, negative, files) in enumerate(CASES):
             lycoris = [(deltas[f], s) for f, s in files if f in deltas]

@@ -17,15 +17,18 @@
 //!   LoKr (`.lokr_w1` or `.lokr_w1_a`/`_b`, `.lokr_w2` or `.lokr_w2_a`/`_b`),
 //!   in the kohya layout LyCORIS writes, with `.alpha`.
 //!
-//! - DoRA: a LoRA module's magnitude, PEFT `lora_magnitude_vector` or
-//!   kohya/LyCORIS `.dora_scale` (one value per output row).
+//! - DoRA: a module's magnitude, PEFT `lora_magnitude_vector` (one value
+//!   per output row) or kohya/LyCORIS `.dora_scale` (per output row, or per
+//!   input channel with LyCORIS's `wd_on_out = False`), on LoRA, LoHa or LoKr.
+//!
+//! - LyCORIS's Tucker cores (`use_tucker`) on convolutions: LoCon's
+//!   `.lora_mid.weight`, LoHa's `.hada_t1`/`.hada_t2`, LoKr's `.lokr_t2`.
 //!
 //! The delta of a module is (alpha / rank) · the factors' product
-//! ([`super::factors`]). LyCORIS's Tucker (CP) variants (`hada_t1`,
-//! `lokr_t2`, LoCon's `lora_mid`) and full `diff` tensors are refused by name.
+//! ([`super::factors`]). Full `diff` tensors and norm adapters are refused by name.
 use std::collections::BTreeMap;
 
-pub use super::factors::{DoraStrength, Factors, KronFactor, Magnitude};
+pub use super::factors::{Decomposed, DoraAxis, DoraStrength, Factors, KronFactor, Magnitude};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Which graph a LoRA module belongs to.
@@ -105,7 +108,7 @@ fn invalid(what: impl std::fmt::Display) -> Error {
 }
 
 fn mismatch(what: impl Into<String>) -> Error {
-    Error::new(ErrorKind::AdapterMismatch, what.into())
+    Error::adapter_mismatch(what)
 }
 
 /// Which part of a module a tensor is.
@@ -124,16 +127,17 @@ enum Part {
     LokrW2,
     LokrW2A,
     LokrW2B,
+    /// Tucker cores (LyCORIS `use_tucker`).
+    Mid,
+    HadaT1,
+    HadaT2,
+    LokrT2,
     /// DoRA's magnitude: kohya/LyCORIS `dora_scale`, PEFT `lora_magnitude_vector`.
     Magnitude,
 }
 
 /// Suffixes of refused adapter types and what they are.
 const REFUSED: &[(&str, &str)] = &[
-    (".hada_t1", "LoHa with a Tucker (CP) decomposition (`hada_t1`)"),
-    (".hada_t2", "LoHa with a Tucker (CP) decomposition (`hada_t2`)"),
-    (".lokr_t2", "LoKr with a Tucker (CP) decomposition (`lokr_t2`)"),
-    (".lora_mid.weight", "LoCon with a Tucker `lora_mid`"),
     (".diff", "a full weight difference (`diff`)"),
     (".diff_b", "a bias difference (`diff_b`)"),
     (".w_norm", "GLoRA/norm adapters"),
@@ -162,6 +166,10 @@ const PARTS: &[(&str, Part)] = &[
     (".lokr_w2", Part::LokrW2),
     (".lokr_w2_a", Part::LokrW2A),
     (".lokr_w2_b", Part::LokrW2B),
+    (".lora_mid.weight", Part::Mid),
+    (".hada_t1", Part::HadaT1),
+    (".hada_t2", Part::HadaT2),
+    (".lokr_t2", Part::LokrT2),
     (".dora_scale", Part::Magnitude),
     (".lora_magnitude_vector", Part::Magnitude),
     (".lora_magnitude_vector.weight", Part::Magnitude),
@@ -172,7 +180,7 @@ fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
     for (suffix, what) in REFUSED {
         if name.ends_with(suffix) {
             return Err(Error::unsupported(format!(
-                "`{name}` is {what}: Kiln applies LoRA, LoCon, DoRA, LoHa and LoKr; LyCORIS's Tucker-decomposed variants and full diffs are refused"
+                "`{name}` is {what}: Kiln applies LoRA, LoCon, DoRA, LoHa and LoKr (with or without Tucker cores); full diffs and norm adapters are refused"
             )));
         }
     }
@@ -364,14 +372,17 @@ impl LoraFile {
     }
 }
 
-/// The factors of one module from its tensors: a LoRA pair, the four LoHa
-/// tensors, or the two LoKr factors (each whole or a product); anything else,
-/// mixed kinds or a missing tensor is refused naming the module.
+/// The factors of one module from its tensors: a LoRA pair (with or without
+/// a Tucker `lora_mid`), the LoHa tensors, or the two LoKr factors (each
+/// whole or decomposed); anything else, mixed kinds or a missing tensor is
+/// refused naming the module.
 fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Tensor)>) -> Result<Factors> {
     let what = |kind: &str| format!("{} `{key}` ({kind})", component.name());
-    let lora = tensors.iter().any(|(p, ..)| matches!(p, Part::Down | Part::Up));
-    let loha = tensors.iter().any(|(p, ..)| matches!(p, Part::HadaW1A | Part::HadaW1B | Part::HadaW2A | Part::HadaW2B));
-    let lokr = tensors.iter().any(|(p, ..)| matches!(p, Part::LokrW1 | Part::LokrW1A | Part::LokrW1B | Part::LokrW2 | Part::LokrW2A | Part::LokrW2B));
+    let lora = tensors.iter().any(|(p, ..)| matches!(p, Part::Down | Part::Up | Part::Mid));
+    let loha = tensors.iter().any(|(p, ..)| matches!(p, Part::HadaW1A | Part::HadaW1B | Part::HadaW2A | Part::HadaW2B | Part::HadaT1 | Part::HadaT2));
+    let lokr = tensors
+        .iter()
+        .any(|(p, ..)| matches!(p, Part::LokrW1 | Part::LokrW1A | Part::LokrW1B | Part::LokrW2 | Part::LokrW2A | Part::LokrW2B | Part::LokrT2));
     if !(lora || loha || lokr) {
         return Err(invalid(format!("{} `{key}` has no LoRA, LoHa or LoKr weights (only an alpha or a DoRA magnitude)", component.name())));
     }
@@ -392,41 +403,67 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
     if lora {
         let (down_name, down) = need(take(Part::Down), "LoRA", "down")?;
         let (up_name, up) = need(take(Part::Up), "LoRA", "up")?;
-        check_pair(&down_name, &down, &up_name, &up)?;
-        return Ok(Factors::LowRank { down, up });
+        let Some(mid) = take(Part::Mid) else {
+            check_pair(&down_name, &down, &up_name, &up)?;
+            return Ok(Factors::LowRank(Decomposed::Product { a: up, b: down }));
+        };
+        // LoCon's Tucker form: up [out, r1(, 1, 1)] · mid [r1, r2, kh, kw] · down [r2, in(, 1, 1)].
+        for (name, t) in [(&down_name, &down), (&up_name, &up)] {
+            if !(t.shape.len() == 2 || t.shape.len() == 4 && t.shape[2..] == [1, 1]) {
+                return Err(invalid(format!("`{name}` is {:?}: with a `lora_mid` core, up and down are 2-D or 1x1 convolutions", t.shape)));
+            }
+        }
+        return Ok(Factors::LowRank(tucker(mid, (up_name, transposed(&up)), (down_name, flattened(down)))?));
     }
     if loha {
-        let w1_a = need(take(Part::HadaW1A), "LoHa", "hada_w1_a")?;
-        let w1_b = need(take(Part::HadaW1B), "LoHa", "hada_w1_b")?;
-        let w2_a = need(take(Part::HadaW2A), "LoHa", "hada_w2_a")?;
-        let w2_b = need(take(Part::HadaW2B), "LoHa", "hada_w2_b")?;
-        check_product(&w1_a, &w1_b)?;
-        check_product(&w2_a, &w2_b)?;
-        let (p1, p2) = (shape_of_product(&w1_a.1, &w1_b.1), shape_of_product(&w2_a.1, &w2_b.1));
-        if p1 != p2 {
+        let mut half = |a: Part, b: Part, t: Part, n: u8| -> Result<Decomposed> {
+            let wa = need(take(a), "LoHa", &format!("hada_w{n}_a"))?;
+            let wb = need(take(b), "LoHa", &format!("hada_w{n}_b"))?;
+            match take(t) {
+                Some(core) => tucker(core, wa, wb),
+                None => {
+                    check_product(&wa, &wb)?;
+                    Ok(Decomposed::Product { a: wa.1, b: wb.1 })
+                }
+            }
+        };
+        let w1 = half(Part::HadaW1A, Part::HadaW1B, Part::HadaT1, 1)?;
+        let w2 = half(Part::HadaW2A, Part::HadaW2B, Part::HadaT2, 2)?;
+        if (w1.rows(), w1.cols(), w1.kernel()) != (w2.rows(), w2.cols(), w2.kernel()) {
             return Err(mismatch(format!(
-                "{}: the two Hadamard factors differ in shape: `{}` · `{}` is {p1:?} but `{}` · `{}` is {p2:?}",
+                "{}: the two Hadamard factors differ in shape: {} is {}x{} (kernel {:?}) but {} is {}x{} (kernel {:?})",
                 what("LoHa"),
-                w1_a.0,
-                w1_b.0,
-                w2_a.0,
-                w2_b.0
+                w1.describe(["hada_w1_a", "hada_w1_b", "hada_t1"]),
+                w1.rows(),
+                w1.cols(),
+                w1.kernel(),
+                w2.describe(["hada_w2_a", "hada_w2_b", "hada_t2"]),
+                w2.rows(),
+                w2.cols(),
+                w2.kernel()
             )));
         }
-        return Ok(Factors::Hadamard { w1_a: w1_a.1, w1_b: w1_b.1, w2_a: w2_a.1, w2_b: w2_b.1 });
+        return Ok(Factors::Hadamard(w1, w2));
     }
-    let mut factor = |whole: Part, a: Part, b: Part, n: &str| -> Result<KronFactor> {
+    let t2 = take(Part::LokrT2);
+    let mut factor = |whole: Part, a: Part, b: Part, n: &str, core: Option<(String, F32Tensor)>| -> Result<KronFactor> {
         match (take(whole), take(a), take(b)) {
             (Some((name, w)), None, None) => {
+                if let Some((core_name, _)) = core {
+                    return Err(invalid(format!("{} has `{core_name}` and a whole `{name}`: a Tucker core needs `lokr_{n}_a` and `lokr_{n}_b`", what("LoKr"))));
+                }
                 if w.shape.len() != 2 && w.shape.len() != 4 || w.shape.contains(&0) {
                     return Err(invalid(format!("`{name}` is {:?}: expected a non-empty 2-D or 4-D factor", w.shape)));
                 }
                 Ok(KronFactor::Whole(w))
             }
-            (None, Some(a), Some(b)) => {
-                check_product(&a, &b)?;
-                Ok(KronFactor::Product(a.1, b.1))
-            }
+            (None, Some(a), Some(b)) => match core {
+                Some(core) => Ok(KronFactor::Decomposed(tucker(core, a, b)?)),
+                None => {
+                    check_product(&a, &b)?;
+                    Ok(KronFactor::Decomposed(Decomposed::Product { a: a.1, b: b.1 }))
+                }
+            },
             (None, None, None) => Err(invalid(format!("{} has neither `lokr_{n}` nor `lokr_{n}_a` and `lokr_{n}_b`", what("LoKr")))),
             (Some((name, _)), ..) => Err(invalid(format!("{} has `{name}` and also `lokr_{n}_a`/`lokr_{n}_b`", what("LoKr")))),
             (None, a, _) => {
@@ -435,8 +472,8 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
             }
         }
     };
-    let w1 = factor(Part::LokrW1, Part::LokrW1A, Part::LokrW1B, "w1")?;
-    let w2 = factor(Part::LokrW2, Part::LokrW2A, Part::LokrW2B, "w2")?;
+    let w1 = factor(Part::LokrW1, Part::LokrW1A, Part::LokrW1B, "w1", None)?;
+    let w2 = factor(Part::LokrW2, Part::LokrW2A, Part::LokrW2B, "w2", t2)?;
     if w1.kernel().is_some_and(|k| k.iter().any(|&d| d != 1)) {
         return Err(Error::unsupported(format!(
             "{}: w1 carries a {:?} kernel; LyCORIS puts a convolution's kernel in w2 only",
@@ -447,26 +484,63 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
     Ok(Factors::Kronecker { w1, w2 })
 }
 
-/// A DoRA magnitude: one value per output row of a LoRA module, as PEFT
-/// (`[out]`, `[1, out, 1, 1]`) or kohya/LyCORIS with the norm over each
-/// output (`[out, 1]`, `[out, 1, 1, 1]`) store it. A magnitude per input
-/// column (LyCORIS's `wd_on_out = False`, `[1, in]`) and DoRA on LoHa/LoKr
-/// are refused.
+/// A Tucker-decomposed matrix (LyCORIS `use_tucker`): `core` `[r1, r2, kh, kw]`,
+/// `a` `[r1, out]`, `b` `[r2, in]`, non-empty, ranks agreeing.
+fn tucker((core_name, core): (String, F32Tensor), (a_name, a): (String, F32Tensor), (b_name, b): (String, F32Tensor)) -> Result<Decomposed> {
+    if core.shape.len() != 4 || a.shape.len() != 2 || b.shape.len() != 2 {
+        return Err(invalid(format!(
+            "`{core_name}` {:?}, `{a_name}` {:?}, `{b_name}` {:?}: a Tucker core is 4-D [r1, r2, kh, kw] with 2-D modes [r1, out] and [r2, in]",
+            core.shape, a.shape, b.shape
+        )));
+    }
+    if core.shape[0] != a.shape[0] || core.shape[1] != b.shape[0] {
+        return Err(mismatch(format!(
+            "rank mismatch: the Tucker core `{core_name}` is {:?} but `{a_name}` is {:?} and `{b_name}` {:?} (expected [{}, …] and [{}, …])",
+            core.shape, a.shape, b.shape, core.shape[0], core.shape[1]
+        )));
+    }
+    if core.shape.iter().chain(&a.shape).chain(&b.shape).any(|&d| d == 0) {
+        return Err(invalid(format!("`{core_name}` {:?}, `{a_name}` {:?} or `{b_name}` {:?} is empty", core.shape, a.shape, b.shape)));
+    }
+    Ok(Decomposed::Tucker { core, a, b })
+}
+
+/// `[rows, cols(, 1, 1)]` as `[cols, rows]`.
+fn transposed(t: &F32Tensor) -> F32Tensor {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let data = (0..cols).flat_map(|c| (0..rows).map(move |r| t.data[r * cols + c])).collect();
+    F32Tensor { shape: vec![cols, rows], data }
+}
+
+/// `[rows, cols(, 1, 1)]` as `[rows, cols]`.
+fn flattened(mut t: F32Tensor) -> F32Tensor {
+    t.shape.truncate(2);
+    t
+}
+
+/// A DoRA magnitude. PEFT stores one value per output row (`[out]`); kohya
+/// and LyCORIS per output row (`[out, 1]`, `[out, 1, 1, 1]`) or, with
+/// LyCORIS's `wd_on_out = False`, per input channel (`[1, in]`,
+/// `[1, in, 1, 1]`), told apart by the first dimension as ComfyUI does.
 fn dora_magnitude(name: &str, t: F32Tensor, factors: &Factors, peft: bool) -> Result<Magnitude> {
-    if !matches!(factors, Factors::LowRank { .. }) {
-        return Err(Error::unsupported(format!("`{name}`: DoRA on a {} module; Kiln applies DoRA to LoRA/LoCon modules", factors.kind())));
-    }
     let out = factors.out_features();
-    let ones_except = |axis: usize| t.shape.iter().enumerate().all(|(i, &d)| i == axis || d == 1);
-    let per_output = t.data.len() == out && (t.shape.len() == 1 || ones_except(0) || (t.shape.len() == 4 && ones_except(1)));
-    if !per_output {
-        let on_input = t.shape.len() == 2 && t.shape[0] == 1;
-        let why = if on_input { ": a magnitude per input column (LyCORIS wd_on_out = False) is not supported" } else { "" };
-        let e = format!("`{name}` is {:?} but the layer has {out} outputs: expected one magnitude per output{why}", t.shape);
-        return Err(if on_input { Error::unsupported(e) } else { mismatch(e) });
-    }
+    let channels = factors.in_features() / factors.kernel().map_or(1, |k| k.iter().product::<usize>().max(1));
+    let ones_from = |i: usize| t.shape.iter().skip(i).all(|&d| d == 1);
+    let axis = if peft {
+        (t.data.len() == out && t.shape.iter().filter(|&&d| d != 1).count() <= 1).then_some(DoraAxis::Output)
+    } else if t.data.len() == out && (t.shape.len() == 1 || t.shape[0] == out && ones_from(1)) {
+        Some(DoraAxis::Output)
+    } else if t.data.len() == channels && t.shape.len() >= 2 && t.shape[0] == 1 && t.shape[1] == channels && ones_from(2) {
+        Some(DoraAxis::Input)
+    } else {
+        None
+    };
+    let Some(axis) = axis else {
+        let inputs = if peft { String::new() } else { format!(" ([{out}, 1, …]) or per input channel ([1, {channels}, …])") };
+        return Err(mismatch(format!("`{name}` is {:?} but the {} layer has {out} outputs: expected one magnitude per output{inputs}", t.shape, factors.kind())));
+    };
     let strength = if peft { DoraStrength::InNorm } else { DoraStrength::Interpolate };
-    Ok(Magnitude { values: t.data, strength })
+    Ok(Magnitude { values: t.data, strength, axis })
 }
 
 /// `a` `[rows, rank]` and `b` `[rank, …]` (2-D or 4-D), non-empty, ranks equal.
@@ -481,11 +555,6 @@ fn check_product((a_name, a): &(String, F32Tensor), (b_name, b): &(String, F32Te
         return Err(invalid(format!("`{a_name}` {:?} or `{b_name}` {:?} is empty", a.shape, b.shape)));
     }
     Ok(())
-}
-
-/// The shape of `a · b` with `b`'s trailing dimensions kept.
-fn shape_of_product(a: &F32Tensor, b: &F32Tensor) -> Vec<usize> {
-    std::iter::once(a.shape[0]).chain(b.shape[1..].iter().copied()).collect()
 }
 
 /// Checks that `up · down` is defined: ranks agree, shapes are linear or conv.
@@ -534,10 +603,13 @@ mod tests {
 
     #[test]
     fn refused_variants_and_other_architectures_have_their_own_errors() {
-        let e = classify("lora_unet_mid_block_attentions_0_proj_in.hada_t1").unwrap_err();
+        let e = classify("lora_unet_mid_block_resnets_0_conv1.diff").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.message().contains("LoHa with a Tucker"), "{}", e.message());
-        assert!(classify("lora_unet_x.lokr_t2").unwrap_err().message().contains("LoKr with a Tucker"));
+        assert!(e.message().contains("full weight difference"), "{}", e.message());
+        // Tucker cores are parts.
+        assert_eq!(classify("lora_unet_x.hada_t1").unwrap().unwrap().2, Part::HadaT1);
+        assert_eq!(classify("lora_unet_x.lokr_t2").unwrap().unwrap().2, Part::LokrT2);
+        assert_eq!(classify("lora_unet_x.lora_mid.weight").unwrap().unwrap().2, Part::Mid);
         assert_eq!(classify("lora_unet_x.dora_scale").unwrap().unwrap().2, Part::Magnitude);
         assert_eq!(classify("unet.x.lora_magnitude_vector").unwrap().unwrap().2, Part::Magnitude);
         // Plain LoHa and LoKr tensors are parts, not refusals.
@@ -700,5 +772,117 @@ mod tests {
         assert_eq!(LoraFile::parse(&half).unwrap_err().kind(), ErrorKind::ModelInvalid);
         let foreign = st(&[("model.layers.0.weight", vec![2], vec![0.0; 2])], None);
         assert_eq!(LoraFile::parse(&foreign).unwrap_err().kind(), ErrorKind::AdapterMismatch);
+    }
+
+    /// LyCORIS's Tucker forms read into cores with their modes, alpha over
+    /// the input mode's rank; wrong shapes and ranks named.
+    #[test]
+    fn tucker_modules_parse_for_locon_loha_and_lokr() {
+        let (out, inn, r1, r2) = (6usize, 4usize, 2usize, 3usize);
+        let locon = |mid: Vec<usize>| {
+            let n = mid.iter().product();
+            LoraFile::parse(&st(
+                &[
+                    ("lora_unet_c.lora_down.weight", vec![r2, inn, 1, 1], vec![0.5; r2 * inn]),
+                    ("lora_unet_c.lora_mid.weight", mid, vec![0.5; n]),
+                    ("lora_unet_c.lora_up.weight", vec![out, r1, 1, 1], vec![0.5; out * r1]),
+                    ("lora_unet_c.alpha", vec![], vec![1.5]),
+                ],
+                None,
+            ))
+        };
+        let f = locon(vec![r1, r2, 3, 3]).unwrap();
+        let m = &f.modules[0];
+        assert!(matches!(&m.factors, Factors::LowRank(Decomposed::Tucker { a, .. }) if a.shape == [r1, out]), "up transposed into the output mode");
+        assert_eq!((m.factors.out_features(), m.factors.in_features(), m.factors.kernel()), (out, inn * 9, Some(&[3, 3][..])));
+        assert_eq!(m.alpha_scale(), 0.5, "alpha / the down rank");
+        let e = locon(vec![r2, r1, 3, 3]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("rank mismatch") && e.message().contains("lora_mid"), "{}", e.message());
+        let e = locon(vec![r1, r2, 9]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ModelInvalid);
+        assert!(e.message().contains("4-D"), "{}", e.message());
+
+        let hada = |t2: Vec<usize>| {
+            let n = t2.iter().product();
+            LoraFile::parse(&st(
+                &[
+                    ("lora_unet_c.hada_t1", vec![r2, r2, 3, 3], vec![0.5; r2 * r2 * 9]),
+                    ("lora_unet_c.hada_w1_a", vec![r2, out], vec![0.5; r2 * out]),
+                    ("lora_unet_c.hada_w1_b", vec![r2, inn], vec![0.5; r2 * inn]),
+                    ("lora_unet_c.hada_t2", t2, vec![0.5; n]),
+                    ("lora_unet_c.hada_w2_a", vec![r2, out], vec![0.5; r2 * out]),
+                    ("lora_unet_c.hada_w2_b", vec![r2, inn], vec![0.5; r2 * inn]),
+                    ("lora_unet_c.alpha", vec![], vec![1.5]),
+                ],
+                None,
+            ))
+        };
+        let f = hada(vec![r2, r2, 3, 3]).unwrap();
+        assert_eq!((f.modules[0].factors.kind(), f.modules[0].factors.in_features(), f.modules[0].alpha_scale()), ("LoHa", inn * 9, 0.5));
+        let e = hada(vec![r2, r2, 1, 1]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("Hadamard factors differ"), "{}", e.message());
+
+        let lokr = |w2: &str| {
+            let mut t = vec![
+                ("lora_unet_c.lokr_w1", vec![2, 2], vec![1.0; 4]),
+                ("lora_unet_c.lokr_t2", vec![r1, r1, 3, 3], vec![0.5; r1 * r1 * 9]),
+                ("lora_unet_c.alpha", vec![], vec![1.0]),
+            ];
+            if w2 == "decomposed" {
+                t.push(("lora_unet_c.lokr_w2_a", vec![r1, 3], vec![0.5; r1 * 3]));
+                t.push(("lora_unet_c.lokr_w2_b", vec![r1, 2], vec![0.5; r1 * 2]));
+            } else {
+                t.push(("lora_unet_c.lokr_w2", vec![3, 2, 3, 3], vec![0.5; 54]));
+            }
+            LoraFile::parse(&st(&t, None))
+        };
+        let f = lokr("decomposed").unwrap();
+        let m = &f.modules[0];
+        assert_eq!((m.factors.out_features(), m.factors.in_features(), m.factors.kernel()), (6, 4 * 9, Some(&[3, 3][..])));
+        assert_eq!(m.alpha_scale(), 0.5, "alpha / the Tucker w2's rank");
+        let e = lokr("whole").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ModelInvalid);
+        assert!(e.message().contains("a Tucker core needs `lokr_w2_a`"), "{}", e.message());
+    }
+
+    /// Which norms a DoRA magnitude is over: PEFT per output; kohya/LyCORIS
+    /// per output (`[out, 1…]`) or per input channel (`[1, in…]`), also when
+    /// a conv has as many inputs as outputs; on LoHa and LoKr too.
+    #[test]
+    fn dora_magnitude_axis_follows_the_layout_and_shape() {
+        let (out, inn) = (4usize, 4usize);
+        let conv = |scale: (&str, Vec<usize>)| {
+            let n = scale.1.iter().product();
+            LoraFile::parse(&st(
+                &[
+                    ("lora_unet_c.hada_w1_a", vec![out, 2], vec![0.5; out * 2]),
+                    ("lora_unet_c.hada_w1_b", vec![2, inn, 3, 3], vec![0.5; 2 * inn * 9]),
+                    ("lora_unet_c.hada_w2_a", vec![out, 2], vec![0.5; out * 2]),
+                    ("lora_unet_c.hada_w2_b", vec![2, inn, 3, 3], vec![0.5; 2 * inn * 9]),
+                    (scale.0, scale.1, vec![1.0; n]),
+                ],
+                None,
+            ))
+            .map(|f| f.modules[0].magnitude.clone().unwrap())
+        };
+        assert_eq!(conv(("lora_unet_c.dora_scale", vec![out, 1, 1, 1])).unwrap().axis, DoraAxis::Output);
+        let per_input = conv(("lora_unet_c.dora_scale", vec![1, inn, 1, 1])).unwrap();
+        assert_eq!((per_input.axis, per_input.strength), (DoraAxis::Input, DoraStrength::Interpolate));
+        let e = conv(("lora_unet_c.dora_scale", vec![1, inn * 9])).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("per input channel ([1, 4, …])"), "{}", e.message());
+        let peft = LoraFile::parse(&st(
+            &[
+                ("unet.c.lora_A.weight", vec![2, inn], vec![0.5; 2 * inn]),
+                ("unet.c.lora_B.weight", vec![out, 2], vec![0.5; out * 2]),
+                ("unet.c.lora_magnitude_vector", vec![1, out, 1, 1], vec![1.0; out]),
+            ],
+            None,
+        ))
+        .unwrap();
+        let m = peft.modules[0].magnitude.clone().unwrap();
+        assert_eq!((m.axis, m.strength), (DoraAxis::Output, DoraStrength::InNorm));
     }
 }

@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use ort::value::DynValue;
 
-pub use self::format::{Component, DoraStrength, LoraFile, LoraModule};
+pub use self::format::{Component, DoraAxis, DoraStrength, LoraFile, LoraModule};
 pub use self::graph_index::{GraphIndex, WeightLayout, WeightSlot};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// Initializers that replace a graph's own: (name, tensor).
 pub(crate) type Overrides = Arc<Vec<(String, Arc<DynValue>)>>;
@@ -36,7 +36,7 @@ pub struct LoraSpec {
 
 /// Merges module `m` at strength `scale` into `weight`, laid out as `slot`
 /// says: adds `scale · alpha/rank · delta`, or for DoRA rescales each output
-/// row as [`DoraStrength`] says, with norms taken against `original` (the
+/// row or input channel ([`DoraAxis`]) as [`DoraStrength`] says, with norms taken against `original` (the
 /// weight before any module of the set was merged, as PEFT does; read only
 /// for DoRA). Shapes are
 /// checked against the slot; a mismatch names the module and both shapes.
@@ -45,22 +45,19 @@ pub fn add_delta(weight: &mut [f32], original: &[f32], slot: &WeightSlot, m: &Lo
     let f = &m.factors;
     let kernel_differs = slot.dims.len() == 4 && f.kernel().is_some_and(|k| k != &slot.dims[2..]);
     if f.out_features() != out || f.in_features() != inn || kernel_differs {
-        return Err(Error::new(
-            ErrorKind::AdapterMismatch,
-            format!(
-                "{} `{}`: the {} is {}x{} ({}) but the model's weight `{}` is {}x{} ({:?}): a LoRA for another architecture? (SD 1.x text embeddings are 768 wide, SD 2.x 1024, SDXL 2048)",
-                m.component.name(),
-                m.key,
-                f.kind(),
-                f.out_features(),
-                f.in_features(),
-                f.describe(),
-                slot.initializer,
-                out,
-                inn,
-                slot.dims
-            ),
-        ));
+        return Err(Error::adapter_mismatch(format!(
+            "{} `{}`: the {} is {}x{} ({}) but the model's weight `{}` is {}x{} ({:?}): a LoRA for another architecture? (SD 1.x text embeddings are 768 wide, SD 2.x 1024, SDXL 2048)",
+            m.component.name(),
+            m.key,
+            f.kind(),
+            f.out_features(),
+            f.in_features(),
+            f.describe(),
+            slot.initializer,
+            out,
+            inn,
+            slot.dims
+        )));
     }
     if weight.len() != out * inn || (m.magnitude.is_some() && original.len() != out * inn) {
         return Err(Error::internal(format!("weight `{}` has {} values, expected {out}x{inn}", slot.initializer, weight.len())));
@@ -89,17 +86,49 @@ pub fn add_delta(weight: &mut [f32], original: &[f32], slot: &WeightSlot, m: &Lo
     let in_norm = magnitude.strength == DoraStrength::InNorm;
     // The delta the norm is taken with: the strength inside it (diffusers) or full (A1111/ComfyUI).
     let s_norm = if in_norm { scale } else { 1.0 };
+    // Which norm each weight belongs to: its output row, or its input channel
+    // (a convolution's kernel positions share their channel's).
+    let kernel: usize = if slot.dims.len() == 4 { slot.dims[2..].iter().product() } else { 1 };
+    let (groups, per_output) = match magnitude.axis {
+        DoraAxis::Output => (out, true),
+        DoraAxis::Input => (inn / kernel.max(1), false),
+    };
+    let group = |o: usize, i: usize| if per_output { o } else { i / kernel };
+    if magnitude.values.len() != groups {
+        return Err(Error::adapter_mismatch(format!(
+            "{} `{}`: {} DoRA magnitudes but the weight `{}` ({:?}) has {groups} {}",
+            m.component.name(),
+            m.key,
+            magnitude.values.len(),
+            slot.initializer,
+            slot.dims,
+            if per_output { "outputs" } else { "input channels" }
+        )));
+    }
+    let mut squares = vec![0f64; groups];
     for o in 0..out {
-        let norm = (0..inn).map(|i| (original[at(o, i)] + s_norm * delta[[o, i]]) as f64).map(|v| v * v).sum::<f64>().sqrt();
-        if norm == 0.0 || !norm.is_finite() {
-            return Err(Error::new(
-                ErrorKind::AdapterMismatch,
-                format!("{} `{}`: DoRA row {o} of the merged weight `{}` has norm {norm}", m.component.name(), m.key, slot.initializer),
-            ));
-        }
-        let factor = (magnitude.values[o] as f64 / norm) as f32;
         for i in 0..inn {
-            let k = at(o, i);
+            let v = (original[at(o, i)] + s_norm * delta[[o, i]]) as f64;
+            squares[group(o, i)] += v * v;
+        }
+    }
+    let mut factors = Vec::with_capacity(groups);
+    for (g, sq) in squares.into_iter().enumerate() {
+        let norm = sq.sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            let what = if per_output { "row" } else { "input channel" };
+            return Err(Error::adapter_mismatch(format!(
+                "{} `{}`: DoRA {what} {g} of the merged weight `{}` has norm {norm}",
+                m.component.name(),
+                m.key,
+                slot.initializer
+            )));
+        }
+        factors.push((magnitude.values[g] as f64 / norm) as f32);
+    }
+    for o in 0..out {
+        for i in 0..inn {
+            let (k, factor) = (at(o, i), factors[group(o, i)]);
             weight[k] = if in_norm {
                 factor * (weight[k] + scale * delta[[o, i]])
             } else {
@@ -253,8 +282,9 @@ impl IndexCache {
 
 #[cfg(test)]
 mod tests {
-    use super::format::{F32Tensor, Factors, Magnitude};
+    use super::format::{Decomposed, F32Tensor, Factors, Magnitude};
     use super::*;
+    use crate::error::ErrorKind;
 
     fn lcg(n: usize, seed: &mut u64) -> Vec<f32> {
         (0..n)
@@ -263,6 +293,21 @@ mod tests {
                 ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect()
+    }
+
+    /// A U-Net module `m` with factors `up · down` of the given shapes.
+    fn low_rank(up: (&[usize], &[f32]), down: (&[usize], &[f32]), alpha: Option<f32>, magnitude: Option<Magnitude>) -> LoraModule {
+        LoraModule {
+            component: Component::Unet,
+            key: "m".into(),
+            file_key: "m".into(),
+            factors: Factors::LowRank(Decomposed::Product {
+                a: F32Tensor { shape: up.0.to_vec(), data: up.1.to_vec() },
+                b: F32Tensor { shape: down.0.to_vec(), data: down.1.to_vec() },
+            }),
+            alpha,
+            magnitude,
+        }
     }
 
     fn slot(layout: WeightLayout, dims: &[usize]) -> WeightSlot {
@@ -325,17 +370,7 @@ mod tests {
         let (up, down) = (lcg(out * rank, &mut seed), lcg(rank * inn, &mut seed));
         let (up2, down2) = (lcg(out * rank, &mut seed), lcg(rank * inn, &mut seed));
         let magnitude: Vec<f32> = (0..out).map(|o| 0.5 + o as f32).collect();
-        let lora = |up: &[f32], down: &[f32], magnitude: Option<Magnitude>| LoraModule {
-            component: Component::Unet,
-            key: "m".into(),
-            file_key: "m".into(),
-            factors: Factors::LowRank {
-                down: F32Tensor { shape: vec![rank, inn], data: down.to_vec() },
-                up: F32Tensor { shape: vec![out, rank], data: up.to_vec() },
-            },
-            alpha: Some(1.0),
-            magnitude,
-        };
+        let lora = |up: &[f32], down: &[f32], magnitude: Option<Magnitude>| low_rank((&[out, rank], up), (&[rank, inn], down), Some(1.0), magnitude);
         let delta = |up: &[f32], down: &[f32], o: usize, i: usize| -> f32 { (0..rank).map(|r| up[o * rank + r] * down[r * inn + i]).sum::<f32>() / rank as f32 };
         let w0: Vec<f32> = lcg(out * inn, &mut seed).iter().map(|v| v + 1.0).collect(); // [in, out]
         let s = slot(WeightLayout::InOut, &[inn, out]);
@@ -343,7 +378,7 @@ mod tests {
         for strength in [DoraStrength::InNorm, DoraStrength::Interpolate] {
             let mut w = w0.clone();
             add_delta(&mut w, &w0, &s, &lora(&up2, &down2, None), s_lora).unwrap();
-            let dora = lora(&up, &down, Some(Magnitude { values: magnitude.clone(), strength }));
+            let dora = lora(&up, &down, Some(Magnitude { values: magnitude.clone(), strength, axis: DoraAxis::Output }));
             add_delta(&mut w, &w0, &s, &dora, s_dora).unwrap();
             let mut worst = 0f32;
             for o in 0..out {
@@ -369,12 +404,51 @@ mod tests {
         // At strength 1 both give the same weight; at 0 the interpolation is off.
         let at = |strength, scale| {
             let mut w = w0.clone();
-            add_delta(&mut w, &w0, &s, &lora(&up, &down, Some(Magnitude { values: magnitude.clone(), strength })), scale).unwrap();
+            add_delta(&mut w, &w0, &s, &lora(&up, &down, Some(Magnitude { values: magnitude.clone(), strength, axis: DoraAxis::Output })), scale).unwrap();
             w
         };
         let (a, b) = (at(DoraStrength::InNorm, 1.0), at(DoraStrength::Interpolate, 1.0));
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6));
         assert_eq!(at(DoraStrength::Interpolate, 0.0), w0);
+    }
+
+    /// DoRA with a magnitude per input channel (LyCORIS `wd_on_out = False`)
+    /// on a 3x3 conv, against its definition written out: each input
+    /// channel's norm runs over every output and kernel position.
+    #[test]
+    fn dora_per_input_channel_rescales_each_channel_of_a_conv() {
+        let (out, inn, k, rank) = (3usize, 2usize, 3usize, 2usize);
+        let cols = inn * k * k;
+        let mut seed = 5;
+        let (up, down) = (lcg(out * rank, &mut seed), lcg(rank * cols, &mut seed));
+        let w0: Vec<f32> = lcg(out * cols, &mut seed).iter().map(|v| v + 0.5).collect();
+        let magnitude = vec![0.8f32, 2.5];
+        let s = slot(WeightLayout::OutIn, &[out, inn, k, k]);
+        let per_input = Magnitude { values: magnitude.clone(), strength: DoraStrength::Interpolate, axis: DoraAxis::Input };
+        let m = low_rank((&[out, rank, 1, 1], &up), (&[rank, inn, k, k], &down), None, Some(per_input));
+        let delta = |o: usize, i: usize| -> f32 { (0..rank).map(|r| up[o * rank + r] * down[r * cols + i]).sum() };
+        for scale in [1.0f32, 0.4] {
+            let mut w = w0.clone();
+            add_delta(&mut w, &w0, &s, &m, scale).unwrap();
+            let norm = |c: usize| -> f32 {
+                (0..out).flat_map(|o| (c * k * k..(c + 1) * k * k).map(move |i| (o, i))).map(|(o, i)| (w0[o * cols + i] + delta(o, i)).powi(2)).sum::<f32>().sqrt()
+            };
+            let mut worst = 0f32;
+            for o in 0..out {
+                for i in 0..cols {
+                    let (v0, c) = (w0[o * cols + i], i / (k * k));
+                    let want = v0 + scale * (magnitude[c] / norm(c) * (v0 + delta(o, i)) - v0);
+                    worst = worst.max((w[o * cols + i] - want).abs());
+                }
+            }
+            println!("per-input DoRA at {scale}: worst |merged - definition| = {worst:e} (bound 1e-5)");
+            assert!(worst < 1e-5);
+        }
+        // The magnitude must have one value per input channel.
+        let wrong = LoraModule { magnitude: Some(Magnitude { values: vec![1.0; 3], ..m.magnitude.clone().unwrap() }), ..m.clone() };
+        let e = add_delta(&mut w0.clone(), &w0, &s, &wrong, 1.0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("2 input channels"), "{e}");
     }
 
     /// The merge against a direct triple loop, for MatMul ([in, out]) and conv layouts.
@@ -387,17 +461,7 @@ mod tests {
         let (alpha, scale) = (3.0f32, 0.7f32);
         let direct = |o: usize, i: usize| -> f32 { (0..rank).map(|r| up[o * rank + r] * down[r * inn * k * k + i]).sum::<f32>() * scale * alpha / rank as f32 };
         // Conv [out, in, k, k] (LoCon).
-        let m = LoraModule {
-            component: Component::Unet,
-            key: "m".into(),
-            file_key: "m".into(),
-            factors: Factors::LowRank {
-                down: F32Tensor { shape: vec![rank, inn, k, k], data: down.clone() },
-                up: F32Tensor { shape: vec![out, rank, 1, 1], data: up.clone() },
-            },
-            alpha: Some(alpha),
-            magnitude: None,
-        };
+        let m = low_rank((&[out, rank, 1, 1], &up), (&[rank, inn, k, k], &down), Some(alpha), None);
         let s = slot(WeightLayout::OutIn, &[out, inn, k, k]);
         let base = lcg(out * inn * k * k, &mut seed);
         let mut w = base.clone();
@@ -411,13 +475,7 @@ mod tests {
         println!("conv: worst |merged - direct| = {worst:e} (bound 1e-6)");
         assert!(worst < 1e-6);
         // Linear as MatMul [in, out].
-        let lin = LoraModule {
-            factors: Factors::LowRank {
-                down: F32Tensor { shape: vec![rank, inn * k * k], data: down.clone() },
-                up: F32Tensor { shape: vec![out, rank], data: up.clone() },
-            },
-            ..m.clone()
-        };
+        let lin = low_rank((&[out, rank], &up), (&[rank, inn * k * k], &down), Some(alpha), None);
         let s = slot(WeightLayout::InOut, &[inn * k * k, out]);
         let mut w = base.clone();
         add_delta(&mut w, &base, &s, &lin, scale).unwrap();
