@@ -24,14 +24,33 @@ fn sdxl() -> &'static Model {
     M.get_or_init(|| Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny SDXL loads"))
 }
 
-fn case(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(lora_dir().join("cases.json")).expect("tests/fixtures/sdxl-lora/cases.json");
-    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
-    all.as_array().unwrap().iter().find(|c| c["name"] == name).expect("case in cases.json").clone()
+fn lycoris_dir() -> PathBuf {
+    common::root().join("tests/fixtures/sdxl-lycoris")
 }
 
-fn npy(name: &str) -> Vec<f32> {
-    kiln::image::npy::read_f32(&lora_dir().join(name)).expect("golden file").1
+/// A case of tools/make_sdxl_lora_fixture.py or tools/make_sdxl_lycoris_fixture.py,
+/// with `dir`, the folder its files are in.
+fn case(name: &str) -> serde_json::Value {
+    for dir in [lora_dir(), lycoris_dir()] {
+        let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
+        let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if let Some(c) = all.as_array().unwrap().iter().find(|c| c["name"] == name) {
+            let mut c = c.clone();
+            c["dir"] = dir.to_string_lossy().into_owned().into();
+            return c;
+        }
+    }
+    panic!("no case {name}")
+}
+
+fn case_dir(c: &serde_json::Value) -> PathBuf {
+    PathBuf::from(c["dir"].as_str().expect("case() sets dir"))
+}
+
+/// Golden file `{name}.{what}.npy` of case `c`.
+fn npy(c: &serde_json::Value, what: &str) -> Vec<f32> {
+    let file = format!("{}.{what}.npy", c["name"].as_str().unwrap());
+    kiln::image::npy::read_f32(&case_dir(c).join(file)).expect("golden file").1
 }
 
 fn text(c: &serde_json::Value, key: &str) -> String {
@@ -39,7 +58,6 @@ fn text(c: &serde_json::Value, key: &str) -> String {
 }
 
 fn generate(model: &Model, c: &serde_json::Value) -> Generation {
-    let name = c["name"].as_str().unwrap();
     let request = GenerateRequest {
         prompt: text(c, "prompt"),
         negative_prompt: text(c, "negative_prompt"),
@@ -49,26 +67,26 @@ fn generate(model: &Model, c: &serde_json::Value) -> Generation {
         steps: c["steps"].as_u64().unwrap() as usize,
         guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
         scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: npy(&format!("{name}.draws.npy")) }),
+        initial_noise: Some(InitialNoise { shape: [1, 4, 8, 8], data: npy(c, "draws") }),
         ..Default::default()
     };
     model.generate_with(&request, Hooks::default()).expect("generation succeeds")
 }
 
 /// (latents relative, image absolute) differences from the case's golden.
-fn differences(out: &Generation, name: &str) -> (f64, f64) {
-    let want = npy(&format!("{name}.latents.npy"));
+fn differences(out: &Generation, c: &serde_json::Value) -> (f64, f64) {
+    let want = npy(c, "latents");
     let got: Vec<f32> = out.latents.iter().copied().collect();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let rel = common::max_abs_diff(&got, &want) / scale;
-    let d = common::max_abs_diff(&out.image.data, &npy(&format!("{name}.image.npy")));
+    let d = common::max_abs_diff(&out.image.data, &npy(c, "image"));
     (rel as f64, d as f64)
 }
 
 fn check(name: &str, file: &str) {
     let c = case(name);
     let scale = c["scale"].as_f64().unwrap() as f32;
-    let model = sdxl().with_loras(&[(lora_dir().join(file), scale)]).expect("SDXL LoRA applies");
+    let model = sdxl().with_loras(&[(case_dir(&c).join(file), scale)]).expect("SDXL LoRA applies");
     let info = model.adapter_descriptions().join("; ");
     assert!(info.contains("text_encoder_2"), "both encoders adapted: {info}");
     let (te1, te2) = model.merged_initializers();
@@ -76,7 +94,7 @@ fn check(name: &str, file: &str) {
     let out = generate(&model, &c);
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: U-Net timesteps");
-    let (rel, d) = differences(&out, name);
+    let (rel, d) = differences(&out, &c);
     eprintln!("{name} ({file}): latents {rel:e} (bound 1e-3), image {d:e} (bound 2e-3)");
     let id = format!("sdxl_lora::{name}::{}", file.split('.').nth(1).unwrap());
     common::check_margin(&format!("{id}::latents_rel"), rel, 1e-3);
@@ -98,12 +116,23 @@ fn half_strength_lora_with_prompt_2_matches_diffusers() {
     check("style_ddim_s05", "style.kohya.safetensors");
 }
 
+/// LyCORIS files made by LyCORIS in the kohya SDXL layout (SGM U-Net names,
+/// `lora_te1_`/`lora_te2_`; tools/make_sdxl_lycoris_fixture.py): a LoHa with
+/// DoRA and Tucker cores on the resnet convs, and an f16 LoKr with a Tucker w2
+/// at 0.7, against the weights LyCORIS's forward uses. The adapters move the
+/// latents 0.08-0.10 and the LoHa's magnitudes alone 0.08 (cases.json).
+#[test]
+fn lycoris_sgm_named_loha_dora_and_lokr_match_lycoris() {
+    check("loha_dora_euler", "sheen.loha.safetensors");
+    check("lokr_ddim_s07", "knot.lokr.safetensors");
+}
+
 /// The control: without the LoRA the same draws land far from the golden, so
 /// the parity tests above can fail.
 #[test]
 fn the_lora_changes_the_image() {
     let c = case("style_euler_s1");
-    let (rel, d) = differences(&generate(sdxl(), &c), "style_euler_s1");
+    let (rel, d) = differences(&generate(sdxl(), &c), &c);
     eprintln!("plain model vs LoRA golden: latents {rel:e}, image {d:e} (parity bounds 1e-3 and 2e-3)");
     assert!(rel > 1e-2 && d > 2e-2, "the LoRA should move the output well past the bounds: latents {rel:e}, image {d:e}");
 }
