@@ -1,10 +1,11 @@
 /* txt2img: the smallest complete use of Kiln from C.
  *
- *   txt2img MODEL_DIR PROMPT OUT.png
+ *   txt2img MODEL_DIR PROMPT OUT.png [STEPS]
  *
  * Loads ONNX Runtime (searched: ORT_DYLIB_PATH, beside libkiln, the project's
  * fetched copy), loads the model, generates one image at the model's native
- * size and writes it as a PNG. Every failure prints Kiln's own message. */
+ * size (STEPS denoising steps, default 20) and writes it as a PNG. Every
+ * failure prints Kiln's own message. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -18,8 +19,11 @@ static int fail(const char *what, kiln_status status) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: txt2img MODEL_DIR PROMPT OUT.png\n");
+    unsigned long steps = 0; /* 0: the library's default */
+    char *end = NULL;
+    if (argc == 5) steps = strtoul(argv[4], &end, 10);
+    if ((argc != 4 && argc != 5) || (argc == 5 && (*argv[4] == '\0' || *end != '\0' || steps == 0 || steps > 1000))) {
+        fprintf(stderr, "usage: txt2img MODEL_DIR PROMPT OUT.png [STEPS (1 to 1000)]\n");
         return 2;
     }
     if (kiln_version() != KILN_VERSION) {
@@ -48,6 +52,7 @@ int main(int argc, char **argv) {
     kiln_generate_options_init(&options);
     options.prompt = argv[2];
     options.seed = 42;
+    options.steps = (uint32_t)steps;
 
     kiln_image *image = NULL;
     status = kiln_model_generate(model, &options, &image);
