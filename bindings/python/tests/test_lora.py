@@ -63,18 +63,23 @@ def golden_distance(model: kiln.Model, folder: Path, name: str, file_key: str = 
 
 
 def test_lycoris_and_dora_give_the_golden_pixels(model: kiln.Model, root: Path) -> None:
-    """LyCORIS LoKr (f16) at 0.8 and a PEFT DoRA at 0.5 through with_loras: each image within the parity
-    bound (2e-3) past 8-bit rounding, the plain model far from it; a Tucker-decomposed LoHa is
-    UnsupportedError with the model still usable."""
+    """LyCORIS LoKr (f16) at 0.8, a PEFT DoRA at 0.5 and a LyCORIS-made LoHa with Tucker cores (f16)
+    through with_loras: each image within the parity bound (2e-3) past 8-bit rounding, the plain model
+    far from it; Tucker cores that do not fit their modes are AdapterMismatchError with the model
+    still usable."""
     fixtures = root / "tests" / "fixtures"
-    for folder, name, key in [(fixtures / "lycoris", "lokr_euler", "file"), (fixtures / "dora", "dora_euler_s05", "peft_file")]:
+    for folder, name, key in [
+        (fixtures / "lycoris", "lokr_euler", "file"),
+        (fixtures / "dora", "dora_euler_s05", "peft_file"),
+        (fixtures / "lycoris_native", "loha_tucker_euler", "file"),
+    ]:
         d, control = golden_distance(model, folder, name, key)
         print(f"{name}: {d:.3e} from the golden past 8-bit rounding (bound 2e-3); plain model {control:.3e}")
         assert d <= 2e-3
         assert control > 2e-3, "the adapter barely matters here; this test would not catch it dropped"
     folder = fixtures / "lycoris"
-    with pytest.raises(kiln.UnsupportedError, match="Tucker") as e:
+    with pytest.raises(kiln.AdapterMismatchError, match="Tucker core") as e:
         model.with_loras([(folder / "broken" / "loha_tucker.safetensors", 1.0)])
-    assert e.value.status == kiln.Status.UNSUPPORTED
+    assert e.value.status == kiln.Status.ADAPTER_MISMATCH
     with model.generate("stone", steps=2) as image:
         assert image.width == 64
