@@ -92,7 +92,7 @@ impl Rgba8Image {
 
     /// Encodes a PNG in memory, with optional `tEXt` chunks (key, value).
     pub fn encode_png_with_text(&self, text: &[(&str, &str)]) -> Result<Vec<u8>> {
-        let fail = |e: &dyn std::fmt::Display| Error::new(ErrorKind::Internal, format!("PNG encoding failed: {e}"));
+        let fail = |e: &dyn std::fmt::Display| Error::internal(format!("PNG encoding failed: {e}"));
         let mut bytes = Vec::new();
         let mut encoder = png::Encoder::new(&mut bytes, self.width as u32, self.height as u32);
         encoder.set_color(png::ColorType::Rgba);

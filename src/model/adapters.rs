@@ -6,7 +6,7 @@ use super::embedding::Embedding;
 use super::lora::{self, Component, LoadedLora, LoraSpec};
 use crate::tokenizer::ClipTokenizer;
 use super::{graph, text, Adapters, AppliedAdapters, Model, ModelInner};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// How many unmatched keys an error message lists before giving a count.
 const LISTED_KEYS: usize = 12;
@@ -84,7 +84,7 @@ impl Model {
             let what = format!("{} of {total} LoRA modules match no layer of this model: {listed}{more}", unmatched.len());
             if !adapters.allow_unmatched {
                 let hint = if unmatched.len() == total { " (a LoRA for another architecture, or an export without module names in its nodes?)" } else { "" };
-                return Err(Error::new(ErrorKind::AdapterMismatch, format!("{what}{hint}")));
+                return Err(Error::adapter_mismatch(format!("{what}{hint}")));
             }
             m.runtime.logger().log(crate::runtime::LogLevel::Warning, &format!("{what}; skipped"));
         }
@@ -262,10 +262,7 @@ fn fit_to_family(loaded: &mut [LoadedLora], m: &ModelInner) -> Result<()> {
         let file = l.spec.path.display().to_string();
         match (&m.xl, &l.file.sdxl_key) {
             (None, Some(key)) => {
-                return Err(Error::new(
-                    ErrorKind::AdapterMismatch,
-                    format!("LoRA {file}: `{key}` is from a LoRA for SDXL (two text encoders, SGM U-Net names); this model is SD 1.x/2.x-shaped"),
-                ))
+                return Err(Error::adapter_mismatch(format!("LoRA {file}: `{key}` is from a LoRA for SDXL (two text encoders, SGM U-Net names); this model is SD 1.x/2.x-shaped")))
             }
             (Some(xl), _) if xl.second.is_none() && l.file.modules.iter().any(|x| x.component != Component::Unet) => {
                 return Err(Error::unsupported(format!(
@@ -292,19 +289,13 @@ fn fit_embeddings_to_family(embeddings: &[Embedding], m: &ModelInner) -> Result<
     for e in embeddings {
         match (&m.xl, e.is_sdxl()) {
             (None, true) => {
-                return Err(Error::new(
-                    ErrorKind::AdapterMismatch,
-                    format!("embedding {}: `clip_l`/`clip_g` tensors are an SDXL embedding; this model is SD 1.x/2.x-shaped", e.token),
-                ))
+                return Err(Error::adapter_mismatch(format!("embedding {}: `clip_l`/`clip_g` tensors are an SDXL embedding; this model is SD 1.x/2.x-shaped", e.token)))
             }
             (Some(_), false) => {
-                return Err(Error::new(
-                    ErrorKind::AdapterMismatch,
-                    format!(
-                        "embedding {}: an SD 1.x/2.x embedding (one vector set); this SDXL model needs an SDXL embedding with `clip_l` and `clip_g` tensors",
-                        e.token
-                    ),
-                ))
+                return Err(Error::adapter_mismatch(format!(
+                    "embedding {}: an SD 1.x/2.x embedding (one vector set); this SDXL model needs an SDXL embedding with `clip_l` and `clip_g` tensors",
+                    e.token
+                )))
             }
             (Some(xl), true) if xl.second.is_none() => {
                 return Err(Error::unsupported(format!(
@@ -339,14 +330,11 @@ fn extend_token_embedding(
     let mut next = rows as u32;
     for &(token, vectors) in embeddings {
         if let Some(v) = vectors.iter().find(|v| v.len() != dim) {
-            return Err(Error::new(
-                ErrorKind::AdapterMismatch,
-                format!(
-                    "embedding {token}: its vectors are {} wide but this model's token embeddings in {} are {dim} ({widths}): made for another architecture",
-                    v.len(),
-                    index.file.display()
-                ),
-            ));
+            return Err(Error::adapter_mismatch(format!(
+                "embedding {token}: its vectors are {} wide but this model's token embeddings in {} are {dim} ({widths}): made for another architecture",
+                v.len(),
+                index.file.display()
+            )));
         }
         let ids: Vec<u32> = (0..vectors.len() as u32).map(|i| next + i).collect();
         next += ids.len() as u32;

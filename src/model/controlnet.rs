@@ -153,14 +153,14 @@ impl ModelInner {
                 // unet_controlnet must be the U-Net's family: SDXL's takes the added conditioning.
                 match (self.xl.is_some(), io.text_embeds.is_some()) {
                     (true, false) => {
-                        return Err(Error::new(ErrorKind::AdapterMismatch, format!(
+                        return Err(Error::adapter_mismatch(format!(
                             "{}: this is an SDXL model and unet_controlnet takes no `text_embeds`/`time_ids` \
                              (an SD 1.x/2.x residual U-Net): export it from this model's U-Net",
                             path.display()
                         )))
                     }
                     (false, true) => {
-                        return Err(Error::new(ErrorKind::AdapterMismatch, format!(
+                        return Err(Error::adapter_mismatch(format!(
                             "{}: unet_controlnet takes SDXL's `text_embeds`/`time_ids` and this model is SD 1.x/2.x: \
                              export it from this model's U-Net",
                             path.display()
@@ -223,7 +223,7 @@ impl ModelInner {
     /// A ControlNet made for another base model, or for a U-Net with other
     /// residuals, is the caller's mismatch, said before anything runs.
     fn check_fits(&self, name: &str, dir: &Path, io: &ControlNetIo, unet: &ResidualUnet) -> Result<()> {
-        let mismatch = |what: String| Error::new(ErrorKind::AdapterMismatch, format!("ControlNet {name:?} does not fit this model: {what}"));
+        let mismatch = |what: String| Error::adapter_mismatch(format!("ControlNet {name:?} does not fit this model: {what}"));
         // The family first: SDXL ControlNets take the added conditioning.
         match (self.xl.is_some(), io.added.is_some()) {
             (true, false) => {

@@ -43,7 +43,7 @@ pub struct Embedding {
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::ModelInvalid, format!("embedding {}: {what}", path.display()))
+    Error::model(format!("embedding {}: {what}", path.display()))
 }
 
 impl Embedding {
@@ -96,10 +96,7 @@ impl Embedding {
         } else if names.len() == 1 {
             (names[0].clone(), names[0].clone())
         } else {
-            return Err(Error::new(
-                ErrorKind::AdapterMismatch,
-                format!("embedding {}: expected `emb_params`, `string_to_param`, `clip_l` + `clip_g` or a single tensor, found {names:?}", path.display()),
-            ));
+            return Err(Error::adapter_mismatch(format!("embedding {}: expected `emb_params`, `string_to_param`, `clip_l` + `clip_g` or a single tensor, found {names:?}", path.display())));
         };
         let vectors = matrix(&st, path, &key)?;
         Ok(Self { token: token_from(file_token)?, vectors, vectors_2: None })

@@ -365,7 +365,7 @@ fn declared_specs(name: &str, source: &GraphSource) -> Result<(Vec<TensorSpec>, 
         }
         GraphSource::Memory { bytes, .. } => declared_io(std::io::Cursor::new(bytes.as_slice())),
     }
-    .map_err(|e| Error::new(ErrorKind::ModelInvalid, format!("{name} graph {}: {}", source.label(), e.message())))?;
+    .map_err(|e| Error::model(format!("{name} graph {}: {}", source.label(), e.message())))?;
     let convert = |list: Vec<DeclaredTensor>| -> Vec<TensorSpec> {
         list.into_iter()
             .map(|t| TensorSpec { name: t.name, ty: element_type(t.elem_type), shape: t.dims })
@@ -472,16 +472,13 @@ fn external_data_problem(name: &str, source: &GraphSource) -> Option<Error> {
         };
         let end = offset.checked_add(len.unwrap_or(0));
         if end.is_none_or(|end| end > size) || *offset > size {
-            return Some(Error::new(
-                ErrorKind::ModelInvalid,
-                format!(
-                    "{name} graph {}: external weights file {} is {size} bytes, but initializer `{}` is stored at bytes {offset}..{} of it (the file is truncated or not this graph's)",
-                    source.label(),
-                    file.display(),
-                    init.name,
-                    end.map_or("past 2^64".to_string(), |e| e.to_string())
-                ),
-            ));
+            return Some(Error::model(format!(
+                "{name} graph {}: external weights file {} is {size} bytes, but initializer `{}` is stored at bytes {offset}..{} of it (the file is truncated or not this graph's)",
+                source.label(),
+                file.display(),
+                init.name,
+                end.map_or("past 2^64".to_string(), |e| e.to_string())
+            )));
         }
     }
     None

@@ -235,7 +235,7 @@ impl ActiveControls {
         let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut out = net.graph.run_many(inputs, &wanted, options).map_err(|e| e.context(format!("controlnet {}", net.name)))?;
         if out.len() != self.unet.down.len() + 1 {
-            return Err(Error::new(ErrorKind::AdapterMismatch, format!(
+            return Err(Error::adapter_mismatch(format!(
                 "ControlNet {:?} returned {} residuals; unet_controlnet takes {}",
                 net.name,
                 out.len(),

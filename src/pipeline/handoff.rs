@@ -29,7 +29,7 @@ use ndarray::ArrayD;
 
 use super::noise::{NoiseRng, RecordedNoise};
 use super::{GenerateRequest, Generation, Hooks, StepLatents, StepProgress};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::model::{Model, ModelInner};
 
 /// A second model that finishes a generation's schedule from the first
@@ -248,7 +248,7 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
         super::run(&refiner_model.inner, &refined_request, hooks, stage, &mut noise)?
     };
     noise.finish()?;
-    let image = second.image.ok_or_else(|| Error::new(ErrorKind::Internal, "the refiner stage decoded no image"))?;
+    let image = second.image.ok_or_else(|| Error::internal("the refiner stage decoded no image"))?;
     let mut timesteps = first.timesteps;
     timesteps.extend(second.timesteps);
     Ok(Generation { image, latents: second.latents, timesteps, device_steps: first.device_steps + second.device_steps })
@@ -257,6 +257,7 @@ pub(crate) fn generate(base: &Model, request: &GenerateRequest, refiner: &Refine
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn cutoff_rounds_as_python() {

@@ -104,7 +104,7 @@ pub struct LoraFile {
 }
 
 fn invalid(what: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::ModelInvalid, format!("not a readable LoRA file: {what}"))
+    Error::model(format!("not a readable LoRA file: {what}"))
 }
 
 fn mismatch(what: impl Into<String>) -> Error {
