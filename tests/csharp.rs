@@ -3,8 +3,9 @@
 //! pixels, error statuses, callbacks, row flip, IL2CPP rules by reflection, SDXL
 //! embeddings and the base-to-refiner hand-off against their goldens), and checks
 //! that its txt2img example, its default request and its SDXL embedding and hand-off
-//! requests give exactly the pixels the C API gives for the same requests. Fails, never skips, when Mono is missing, unless
-//! `KILN_SKIP_BINDINGS` names `csharp` (`.ci/run` installs Mono).
+//! requests give exactly the pixels the C API gives for the same requests. Without
+//! Mono it says so and skips, except under `KILN_REQUIRE_TOOLS=1`, which `.ci/run`
+//! sets after installing Mono; `KILN_SKIP_BINDINGS=csharp` skips it.
 mod common;
 
 use common::binding_goldens::count_differing;
@@ -13,21 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn skipped() -> bool {
-    std::env::var("KILN_SKIP_BINDINGS").is_ok_and(|v| v.split(',').any(|s| s.trim() == "csharp"))
-}
-
-/// Mono's compiler and runtime, or a panic saying how to get them.
+/// Mono's compiler and runtime are here and the binding is not skipped
+/// (common::programs::skipped: a missing Mono skips with a notice, or fails
+/// under KILN_REQUIRE_TOOLS=1 as in .ci/run).
 fn require_mono() -> bool {
-    if skipped() {
-        eprintln!("KILN_SKIP_BINDINGS names csharp: not running the C# binding's tests");
-        return false;
-    }
-    for tool in ["mcs", "mono"] {
-        let found = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-        assert!(found, "`{tool}` not found: install mono-mcs and mono-runtime (as .ci/run does), or set KILN_SKIP_BINDINGS=csharp");
-    }
-    true
+    !common::programs::skipped("csharp")
 }
 
 /// The libkiln cdylib cargo built for this test run (beside the test executable in

@@ -3,4 +3,4 @@
 # in tests/bindings.rs. Loads no library. Needs $KILN_PYTHON (default python3) with numpy.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-PYTHONPATH="$here/src" exec "${KILN_PYTHON:-python3}" -m kiln._abi_manifest
+PYTHONPATH="$here/src${PYTHONPATH:+:$PYTHONPATH}" exec "${KILN_PYTHON:-python3}" -m kiln._abi_manifest

@@ -52,17 +52,125 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(program);
     c.env_remove("LD_LIBRARY_PATH").env_remove("DYLD_LIBRARY_PATH");
+    // The Python binding's test packages, where python_ready() had to install them.
+    let deps = python_deps_dir();
+    if deps.is_dir() {
+        let mut path = std::ffi::OsString::from(&deps);
+        if let Some(old) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+            path.push(":");
+            path.push(old);
+        }
+        c.env("PYTHONPATH", path);
+    }
     c
 }
 
-/// True when `KILN_SKIP_BINDINGS` (a comma list) names `binding`; prints why.
+/// True when `binding`'s tests do not run here: `KILN_SKIP_BINDINGS` (a comma
+/// list) names it, or a tool it needs is missing (see [`tools_present`]).
+/// Installs the Python binding's test packages when the interpreter lacks them.
 pub fn skipped(binding: &str) -> bool {
     let list = std::env::var("KILN_SKIP_BINDINGS").unwrap_or_default();
-    let skip = list.split(',').any(|b| b.trim() == binding);
-    if skip {
-        eprintln!("binding {binding} skipped: KILN_SKIP_BINDINGS={list}");
+    if list.split(',').any(|b| b.trim() == binding) {
+        announce_skip(&format!("binding {binding}"), &format!("KILN_SKIP_BINDINGS={list}"));
+        return true;
     }
-    skip
+    match binding {
+        "csharp" => !tools_present("binding csharp", &["mcs", "mono"], "apt-get install mono-mcs mono-runtime"),
+        "cpp" => !tools_present("binding cpp", &["g++"], "apt-get install g++"),
+        "python" => !python_ready(),
+        _ => false,
+    }
+}
+
+/// `.ci/run` sets `KILN_REQUIRE_TOOLS=1` once it has installed every tool the
+/// suite uses, so that in CI a missing tool fails its tests instead of skipping them.
+fn tools_required() -> bool {
+    std::env::var("KILN_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+/// Tells the terminal that `what` did not run and why. Written to stderr
+/// directly, past the test harness's capture, so a passing run still shows it.
+pub fn announce_skip(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
+}
+
+/// True when every program in `tools` starts here. On a machine without one
+/// (a fresh clone, a workstation) the test announces the skip with `install`,
+/// the way to get it, and passes; under `KILN_REQUIRE_TOOLS=1` it fails.
+pub fn tools_present(what: &str, tools: &[&str], install: &str) -> bool {
+    let runs = |tool: &str| Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !runs(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{} not found (`{install}`; .ci/run installs it)", missing.join(", "));
+    assert!(!tools_required(), "{what}: {why}; with KILN_REQUIRE_TOOLS=1 a missing tool is a failure");
+    announce_skip(what, &why);
+    false
+}
+
+/// The interpreter the Python binding's tests run: `$KILN_PYTHON`, else python3.
+pub fn python() -> String {
+    std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// What the Python binding and its tests import beyond the standard library.
+const PYTHON_TEST_IMPORTS: &str = "import numpy, PIL, pytest, setuptools, wheel";
+const PYTHON_TEST_PACKAGES: [&str; 5] = ["numpy", "pillow", "pytest", "setuptools", "wheel"];
+
+/// target/python-test-deps: where the Python test packages go when the
+/// interpreter lacks them; [`command`] puts it on PYTHONPATH.
+fn python_deps_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("python-test-deps")
+}
+
+/// True when the interpreter can import the Python binding's test packages,
+/// installing them with pip into [`python_deps_dir`] first if it cannot (as
+/// build.rs fetches ONNX Runtime), so the README's test command runs the
+/// Python tests on a fresh machine too. Without pip or a registry the tests
+/// are skipped as for a missing tool.
+fn python_ready() -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let py = python();
+        let imports = || command(&py).args(["-c", PYTHON_TEST_IMPORTS]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if imports() {
+            return Ok(());
+        }
+        // Installed beside, then renamed into place: a test process that
+        // starts meanwhile never sees half a folder.
+        let dir = python_deps_dir();
+        let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        let out = Command::new(&py)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&partial)
+            .args(PYTHON_TEST_PACKAGES)
+            .output()
+            .map_err(|e| format!("{py} does not start: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(format!("`{py} -m pip install {}` failed:\n{}", PYTHON_TEST_PACKAGES.join(" "), transcript(&out)));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::rename(&partial, &dir).is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+        if imports() {
+            Ok(())
+        } else {
+            Err(format!("{py} cannot import the test packages installed in {}", dir.display()))
+        }
+    });
+    match ready {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(!tools_required(), "binding python: {why}");
+            announce_skip("binding python", why);
+            false
+        }
+    }
 }
 
 /// Runs `cmd` to completion with its output captured, killing it after `secs`
