@@ -145,8 +145,14 @@ fn lcm_shaped_lora_on_every_unet_layer_matches_diffusers() {
 /// with a plain LoRA, one of them negative.
 #[test]
 fn lycoris_loha_and_lokr_match_the_reference_alone_and_stacked_with_a_lora() {
+    check_adapting_both_graphs(&[("loha_ddim", "LoHa"), ("lokr_euler", "LoKr f16 x0.8"), ("mixed_ddim", "LoHa + LoKr x-0.7 + LoRA")]);
+}
+
+/// Each (case, label) with its kohya-layout files: both the U-Net and the
+/// text encoder must come out merged, then the golden is checked.
+fn check_adapting_both_graphs(cases: &[(&str, &str)]) {
     let base = common::tiny_model();
-    for (name, label) in [("loha_ddim", "LoHa"), ("lokr_euler", "LoKr f16 x0.8"), ("mixed_ddim", "LoHa + LoKr x-0.7 + LoRA")] {
+    for &(name, label) in cases {
         let m = with_case_loras(base, name, false);
         let (unet, text) = m.merged_initializers();
         assert!(!unet.is_empty() && !text.is_empty(), "{name}: both graphs adapted");
@@ -175,18 +181,12 @@ fn dora_matches_diffusers_and_its_kohya_twin_matches_at_full_strength() {
 /// negative.
 #[test]
 fn lycoris_tucker_cores_match_lycoris_alone_and_stacked() {
-    let base = common::tiny_model();
-    for (name, label) in [
+    check_adapting_both_graphs(&[
         ("locon_tucker_ddim", "LoCon lora_mid x0.8"),
         ("loha_tucker_euler", "LoHa hada_t f16"),
         ("lokr_tucker_ddim", "LoKr lokr_t2 f16"),
         ("tucker_mixed_euler", "LoCon x0.5 + LoHa x-0.6 + LoKr x0.7"),
-    ] {
-        let m = with_case_loras(base, name, false);
-        let (unet, text) = m.merged_initializers();
-        assert!(!unet.is_empty() && !text.is_empty(), "{name}: both graphs adapted");
-        check(&m, name, label);
-    }
+    ]);
 }
 
 /// DoRA on LoHa and LoKr (LyCORIS `weight_decompose`) and DoRA with a
