@@ -13,8 +13,8 @@ use std::path::PathBuf;
 const STRICT: [&str; 5] = ["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
 
 fn compilers() -> Vec<&'static str> {
+    // skipped("cpp"), called first, has made sure g++ is here; clang++ runs where installed.
     let present = |c: &str| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success());
-    assert!(present("g++"), "g++ is missing: .ci/run installs it (apt-get install g++)");
     ["g++", "clang++"].into_iter().filter(|c| present(c)).collect()
 }
 

@@ -14,25 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Mono's compiler and runtime are here and the binding is not skipped
-/// (common::programs::skipped: a missing Mono skips with a notice, or fails
-/// under KILN_REQUIRE_TOOLS=1 as in .ci/run).
-fn require_mono() -> bool {
-    !common::programs::skipped("csharp")
-}
-
-/// The libkiln cdylib cargo built for this test run (beside the test executable in
-/// target/<profile>/deps, or in target/<profile> after a plain `cargo build`).
-fn libkiln() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let lib = if cfg!(target_os = "macos") { "libkiln.dylib" } else { "libkiln.so" };
-    let p = deps.join(lib);
-    let p = if p.exists() { p } else { deps.parent().unwrap().join(lib) };
-    assert!(p.exists(), "libkiln not found beside {}", exe.display());
-    p
-}
-
 fn scratch(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("kiln-csharp-{}-{name}", std::process::id()));
     if d.exists() {
@@ -46,7 +27,7 @@ fn scratch(name: &str) -> PathBuf {
 /// LD_LIBRARY_PATH from cargo that could lead Mono to a stale libkiln.
 fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(program);
-    c.env("KILN_LIBRARY", libkiln()).env_remove("LD_LIBRARY_PATH").env_remove("DYLD_LIBRARY_PATH");
+    c.env("KILN_LIBRARY", common::programs::lib_path()).env_remove("LD_LIBRARY_PATH").env_remove("DYLD_LIBRARY_PATH");
     c
 }
 
@@ -123,7 +104,7 @@ fn c_api_pixels(prompt: &str) -> (u32, u32, Vec<u8>) {
 
 #[test]
 fn csharp_binding_tests_pass() {
-    if !require_mono() {
+    if common::programs::skipped("csharp") {
         return;
     }
     let dir = scratch("tests");
@@ -168,7 +149,7 @@ fn csharp_binding_tests_pass() {
 
 #[test]
 fn csharp_example_writes_the_c_api_pixels() {
-    if !require_mono() {
+    if common::programs::skipped("csharp") {
         return;
     }
     let dir = scratch("example");
