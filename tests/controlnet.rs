@@ -113,11 +113,12 @@ fn a_plain_model_opens_no_controlnet_session() {
 }
 
 /// A ControlNet folder holds the U-Net twice (`unet/`, and `unet_controlnet/`
-/// taking residuals): jobs with ControlNets must not open the plain one, so
-/// only one copy of the weights is resident; a plain job opens it on demand.
+/// taking residuals). Every job runs `unet_controlnet`, plain ones with zero
+/// residuals, so one copy of the weights is resident whatever the mix of
+/// jobs, and a plain job's pixels are the plain U-Net's, bit for bit.
 #[test]
-fn controlnet_jobs_leave_the_plain_unet_unopened() {
-    let m = Model::load(common::runtime(), &model_folder()).unwrap();
+fn every_job_runs_one_unet_in_a_controlnet_folder() {
+    let m = Model::load(common::runtime(), &common::controlnet_folder("one-unet")).unwrap();
     assert!(!m.resident_graphs().contains(&"unet"), "loading opened unet/: {:?}", m.resident_graphs());
     let controlled = GenerateRequest {
         prompt: "mossy stone".into(),
@@ -130,15 +131,58 @@ fn controlnet_jobs_leave_the_plain_unet_unopened() {
     assert!(!m.resident_graphs().contains(&"unet"), "a ControlNet job opened unet/: {:?}", m.resident_graphs());
     let sessions = m.loaded_sessions();
     let plain = GenerateRequest { controls: Vec::new(), ..controlled.clone() };
-    let lazily = m.generate_with(&plain, Hooks::default()).unwrap();
-    assert!(m.resident_graphs().contains(&"unet"), "{:?}", m.resident_graphs());
-    assert_eq!(m.loaded_sessions(), sessions + 1, "the plain job opens exactly unet/");
-    // The same plain job on the shared test model (whose unet/ is open since
-    // its first plain case) gives the same pixels: opening late changes nothing.
-    let eager = model().generate_with(&plain, Hooks::default()).unwrap();
-    assert_eq!(lazily.image.data, eager.image.data);
-    // And the ControlNet job again, with both U-Nets open, is unchanged.
+    let shared = m.generate_with(&plain, Hooks::default()).unwrap();
+    assert!(!m.resident_graphs().contains(&"unet"), "a plain job opened unet/: {:?}", m.resident_graphs());
+    assert!(m.resident_graphs().contains(&"unet_controlnet"), "{:?}", m.resident_graphs());
+    assert_eq!(m.loaded_sessions(), sessions, "the plain job opens no session");
+    // The same plain job on the fixture without ControlNet parts (its own unet/).
+    let own = Model::load(common::runtime(), &common::fixture()).unwrap().generate_with(&plain, Hooks::default()).unwrap();
+    let d = common::max_abs_diff(&shared.latents.iter().copied().collect::<Vec<_>>(), &own.latents.iter().copied().collect::<Vec<_>>());
+    eprintln!("plain job through unet_controlnet vs unet/: latents differ by {d:e}");
+    assert_eq!(shared.latents, own.latents, "zero residuals must leave the U-Net's output as it is");
+    assert_eq!(shared.image.data, own.image.data);
+    // And the ControlNet job again is unchanged.
     assert_eq!(m.generate_with(&controlled, Hooks::default()).unwrap().image.data, first.image.data);
+}
+
+/// An `unet_controlnet/` whose weights are not `unet/`'s (exported from
+/// another fine-tune) must not change plain jobs: they open `unet/`.
+#[test]
+fn plain_jobs_open_unet_when_unet_controlnet_holds_other_weights() {
+    use kiln::model::lora::GraphIndex;
+    let folder = common::controlnet_folder("other-weights");
+    let dir = folder.join("unet_controlnet");
+    let index = GraphIndex::read(&dir.join("model.onnx")).unwrap();
+    // The first layer by name is one of those compared value by value: find
+    // its stored bytes (in model.onnx or an external data file) and change one.
+    let first = index.modules.keys().min().unwrap();
+    let values = index.read_f32(&index.modules[first]).unwrap();
+    let pattern: Vec<u8> = values[..8].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let changed = std::fs::read_dir(&dir).unwrap().flatten().any(|entry| {
+        let mut bytes = std::fs::read(entry.path()).unwrap();
+        let Some(at) = bytes.windows(pattern.len()).position(|w| w == pattern.as_slice()) else { return false };
+        bytes[at + 1] ^= 0x40;
+        std::fs::write(entry.path(), bytes).unwrap();
+        true
+    });
+    assert!(changed, "layer {first}'s bytes not found in {}", dir.display());
+
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = std::sync::Arc::clone(&log);
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions {
+        log: Some(std::sync::Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        ..Default::default()
+    })
+    .unwrap();
+    let m = Model::load(&rt, &folder).unwrap();
+    let plain = GenerateRequest { prompt: "mossy stone".into(), steps: 2, seed: 5, ..Default::default() };
+    let out = m.generate_with(&plain, Hooks::default()).unwrap();
+    let said = log.lock().unwrap().join("\n");
+    assert!(said.contains("not the same U-Net") && said.contains(&format!("layer `{first}` holds other values")), "{said}");
+    assert!(m.resident_graphs().contains(&"unet"), "{:?}", m.resident_graphs());
+    assert!(!m.resident_graphs().contains(&"unet_controlnet"), "{:?}", m.resident_graphs());
+    let own = Model::load(common::runtime(), &common::fixture()).unwrap().generate_with(&plain, Hooks::default()).unwrap();
+    assert_eq!(out.image.data, own.image.data);
 }
 
 #[test]

@@ -272,3 +272,32 @@ fn sdxl_peft_lora_view_with_a_controlnet_matches_diffusers() {
 fn sdxl_lora_at_half_scale_with_two_controlnets_matches_diffusers() {
     lora_case("style_half_ddim_two", "kohya");
 }
+
+/// Plain jobs in an SDXL ControlNet folder run `unet_controlnet` with zero
+/// residuals, so the U-Net's weights are held once; their latents and pixels
+/// are those of the same folder without its ControlNet parts (its own
+/// `unet/`), bit for bit, and so are a LoRA view's (whose `unet_controlnet`
+/// takes the view's merged weights).
+#[test]
+fn plain_jobs_run_unet_controlnet_with_the_plain_unets_output() {
+    let without = common::sdxl_controlnet_folder("sdxl-controlnet-removed");
+    for part in ["unet_controlnet", "controlnet"] {
+        std::fs::remove_dir_all(without.join(part)).unwrap();
+    }
+    let own = Model::load(common::runtime(), &without).unwrap();
+    let plain = GenerateRequest { controls: Vec::new(), guess_mode: false, ..request("euler_one") };
+    let lora = common::root().join("tests/fixtures/sdxl-controlnet-lora/style.kohya.safetensors");
+    let check = |shared: &Model, alone: &Model, what: &str| {
+        let a = shared.generate_with(&plain, Hooks::default()).unwrap();
+        assert!(!shared.resident_graphs().contains(&"unet"), "{what}: a plain job opened unet/: {:?}", shared.resident_graphs());
+        assert!(shared.resident_graphs().contains(&"unet_controlnet"), "{what}: {:?}", shared.resident_graphs());
+        let b = alone.generate_with(&plain, Hooks::default()).unwrap();
+        let d = common::max_abs_diff(&a.latents.iter().copied().collect::<Vec<_>>(), &b.latents.iter().copied().collect::<Vec<_>>());
+        eprintln!("{what}: through unet_controlnet vs unet/: latents differ by {d:e}");
+        assert_eq!(a.latents, b.latents, "{what}");
+        assert_eq!(a.image.data, b.image.data, "{what}");
+    };
+    check(model(), &own, "plain");
+    let view = |m: &Model| m.with_loras(&[(lora.clone(), 0.8)]).unwrap();
+    check(&view(model()), &view(&own), "LoRA view");
+}

@@ -29,7 +29,9 @@ use std::sync::{Arc, OnceLock};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::graph::{Graph, GraphSource, ResidencyGroup, TensorSpec};
 use crate::model::lora::{self, Overrides};
+use crate::model::layout::UnetConfig;
 use crate::model::{seamless, ModelInner, UnetIo};
+use crate::runtime::LogLevel;
 
 /// A ControlNet graph's inputs and outputs.
 #[derive(Debug, Clone)]
@@ -76,6 +78,9 @@ pub struct ResidualUnet {
 #[derive(Default)]
 pub(crate) struct ControlNetSlot {
     unet: OnceLock<Result<Arc<ResidualUnet>>>,
+    /// `unet_controlnet` when it also serves plain U-Net calls (decided on
+    /// the first plain call: see `ModelInner::residual_unet_for_plain_calls`).
+    plain: OnceLock<Option<Arc<ResidualUnet>>>,
     /// Shared with the model's LoRA views: LoRAs never change a ControlNet.
     nets: Arc<parking_lot::Mutex<HashMap<String, Arc<ControlNet>>>>,
 }
@@ -84,7 +89,7 @@ impl ControlNetSlot {
     /// A slot for a LoRA view of this model: its own residual U-Net (the
     /// view's weights), this model's ControlNets (loaded once for both).
     pub(crate) fn for_lora_view(&self) -> Self {
-        Self { unet: OnceLock::new(), nets: Arc::clone(&self.nets) }
+        Self { unet: OnceLock::new(), plain: OnceLock::new(), nets: Arc::clone(&self.nets) }
     }
 
     /// Calls `f` on every graph loaded in this slot (`Model::loaded_sessions`).
@@ -169,6 +174,50 @@ impl ModelInner {
                     _ => {}
                 }
                 Ok(Arc::new(ResidualUnet { graph, io, down, mid }))
+            })
+            .clone()
+    }
+
+    /// `unet_controlnet`, when plain U-Net calls (jobs without ControlNets)
+    /// may run through it with zero residuals instead of opening `unet/`, so
+    /// that a game mixing plain and ControlNet jobs holds the U-Net's weights
+    /// once (+3.3 GiB otherwise on SD 1.5). Adding a zero residual leaves
+    /// every value as it is, so the output is the plain U-Net's, bit for bit
+    /// (`tests/controlnet.rs` checks it). Decided once, on the first plain
+    /// call: the two files must hold the same layers with the same shapes and
+    /// a sample of them the same values (an `unet_controlnet/` exported from
+    /// another fine-tune would otherwise change plain jobs' pictures), and the
+    /// residual inputs must follow the U-Net config's levels. `None` (plain
+    /// calls open `unet/`, said in the log) when any of that fails.
+    pub(crate) fn residual_unet_for_plain_calls(&self) -> Option<Arc<ResidualUnet>> {
+        let path = self.layout.unet_controlnet.as_ref()?;
+        self.controlnets
+            .plain
+            .get_or_init(|| {
+                let log = self.runtime.logger();
+                let indexes = |p: &Path| self.lora_indexes.get(p);
+                let decided = indexes(&self.layout.unet)
+                    .and_then(|unet| same_unet_weights(&unet, &*indexes(path)?))
+                    .and_then(|()| self.residual_unet())
+                    .and_then(|unet| match zero_residual_shapes(&self.layout.unet_config, &unet, [1, 4, 8, 8]) {
+                        Some(_) => Ok(unet),
+                        None => Err(Error::unsupported(format!(
+                            "its {} residual inputs do not follow the U-Net config's {} levels of {} resnets",
+                            unet.down.len() + 1,
+                            self.layout.unet_config.levels,
+                            self.layout.unet_config.layers_per_block
+                        ))),
+                    });
+                match decided {
+                    Ok(unet) => {
+                        log.info("unet: plain U-Net calls run through unet_controlnet with zero residuals (the same weights; unet/ stays unopened)");
+                        Some(unet)
+                    }
+                    Err(e) => {
+                        log.log(LogLevel::Warning, &format!("unet: plain U-Net calls open unet/ beside unet_controlnet (two copies of the weights): {}", e.message()));
+                        None
+                    }
+                }
             })
             .clone()
     }
@@ -345,4 +394,66 @@ fn controlnet_io(g: &Graph) -> Result<ControlNetIo> {
 /// Where the ControlNet parts of a model folder are.
 pub(crate) fn unet_path(root: &Path) -> Option<PathBuf> {
     Some(root.join("unet_controlnet").join("model.onnx")).filter(|p| p.is_file())
+}
+
+/// How many of the U-Nets' layers `same_unet_weights` compares value by value.
+const COMPARED_LAYERS: usize = 8;
+
+/// Whether `unet` and `residual` (two exports' indexes) hold the same
+/// network: the same layers with the same shapes and types, and the same
+/// values in `COMPARED_LAYERS` of them spread over the sorted layer names
+/// (a whole comparison would read both files, gigabytes at full size).
+fn same_unet_weights(unet: &lora::GraphIndex, residual: &lora::GraphIndex) -> Result<()> {
+    let differ = |what: String| Error::adapter_mismatch(format!("{} and {} are not the same U-Net: {what}", unet.file.display(), residual.file.display()));
+    let mut keys: Vec<&String> = unet.modules.keys().collect();
+    keys.sort();
+    if keys.len() != residual.modules.len() {
+        return Err(differ(format!("{} layers against {}", keys.len(), residual.modules.len())));
+    }
+    for key in &keys {
+        let (a, b) = (&unet.modules[*key], residual.modules.get(*key).ok_or_else(|| differ(format!("layer `{key}` is missing from the second")))?);
+        if a.dims != b.dims || a.data_type != b.data_type {
+            return Err(differ(format!("layer `{key}` is {:?} (type {}) against {:?} (type {})", a.dims, a.data_type, b.dims, b.data_type)));
+        }
+    }
+    let step = keys.len().div_ceil(COMPARED_LAYERS).max(1);
+    for key in keys.iter().step_by(step) {
+        let (a, b) = (unet.read_f32(&unet.modules[*key])?, residual.read_f32(&residual.modules[*key])?);
+        if a.iter().zip(&b).any(|(x, y)| x.to_bits() != y.to_bits()) {
+            return Err(differ(format!("layer `{key}` holds other values")));
+        }
+    }
+    Ok(())
+}
+
+/// The shapes of zero residuals for a plain call on a `sample` of shape
+/// `[batch, channels, h, w]`: diffusers' down-block residuals are `conv_in`'s
+/// output, then each level's resnets and (but the last level) its
+/// downsampler, whose stride-2 convolution takes a side `s` to `ceil(s / 2)`;
+/// the mid block's is at the last level. Channels are the graph's declared
+/// ones. `None` when the graph's inputs do not follow that (another
+/// architecture): plain calls then use `unet/`.
+pub(crate) fn zero_residual_shapes(config: &UnetConfig, unet: &ResidualUnet, sample: [usize; 4]) -> Option<Vec<Vec<usize>>> {
+    let levels = config.levels.max(1);
+    let mut level_of = vec![0];
+    for level in 0..levels {
+        level_of.extend(std::iter::repeat_n(level, config.layers_per_block));
+        if level + 1 < levels {
+            level_of.push(level + 1);
+        }
+    }
+    level_of.push(levels - 1);
+    let specs: Vec<&TensorSpec> = unet.down.iter().chain(std::iter::once(&unet.mid)).collect();
+    if specs.len() != level_of.len() {
+        return None;
+    }
+    let side = |s: usize, level: usize| (0..level).fold(s, |s, _| s.div_ceil(2));
+    specs
+        .iter()
+        .zip(level_of)
+        .map(|(spec, level)| {
+            let channels = *spec.shape.get(1).filter(|&&c| c > 0 && spec.shape.len() == 4)?;
+            Some(vec![sample[0], channels as usize, side(sample[2], level), side(sample[3], level)])
+        })
+        .collect()
 }

@@ -517,10 +517,12 @@ impl Model {
         [t(&i.text_encoder), (unet_name, calls + s_calls, secs + s_secs), t(&i.vae_decoder)]
     }
 
-    /// Names of the graphs loaded right now (all of them unless the runtime
-    /// asked for per-stage residency).
+    /// Names of the U-Net and its encoders' and decoder's graphs loaded right
+    /// now (all of them unless the runtime asked for per-stage residency;
+    /// `unet` opens lazily in a ControlNet folder, where `unet_controlnet`
+    /// serves every job once a job has run).
     pub fn resident_graphs(&self) -> Vec<&'static str> {
-        let names = ["text_encoder", "text_encoder_2", "unet", "vae_decoder"];
+        let names = ["text_encoder", "text_encoder_2", "unet", "unet_controlnet", "vae_decoder"];
         let loaded = self.inner.residency.loaded();
         names.into_iter().filter(|n| loaded.contains(n)).collect()
     }

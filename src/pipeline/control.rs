@@ -315,6 +315,57 @@ impl ActiveControls {
     }
 }
 
+/// A plain U-Net call (`inputs` as `pipeline::unet_inputs` makes them for
+/// `unet/`) run through `unet_controlnet` with zero residuals, which gives
+/// the plain U-Net's output (see `ModelInner::residual_unet_for_plain_calls`).
+pub(crate) fn zero_residual_call(
+    m: &ModelInner,
+    unet: &ResidualUnet,
+    inputs: Vec<(&TensorSpec, GraphInput)>,
+    options: Option<&ort::session::RunOptions>,
+) -> Result<ArrayD<f32>> {
+    let (ours, theirs) = (&m.unet_io, &unet.io);
+    let xl = m.xl.as_ref();
+    // Each input by what it is, the residual graph's spec for it.
+    let pairs: [(Option<&TensorSpec>, Option<&TensorSpec>); 6] = [
+        (Some(&ours.sample), Some(&theirs.sample)),
+        (Some(&ours.timestep), Some(&theirs.timestep)),
+        (Some(&ours.encoder_hidden_states), Some(&theirs.encoder_hidden_states)),
+        (ours.timestep_cond.as_ref(), theirs.timestep_cond.as_ref()),
+        (xl.map(|x| &x.text_embeds), theirs.text_embeds.as_ref()),
+        (xl.map(|x| &x.time_ids), theirs.time_ids.as_ref()),
+    ];
+    let mut sample_shape = None;
+    let mut mapped = Vec::with_capacity(inputs.len() + unet.down.len() + 1);
+    for (spec, data) in inputs {
+        let to = pairs
+            .iter()
+            .find(|(a, _)| a.is_some_and(|a| std::ptr::eq(a, spec)))
+            .and_then(|(_, b)| *b)
+            .ok_or_else(|| Error::internal(format!("unet_controlnet has no input for the U-Net's `{}`", spec.name)))?;
+        let data = match data {
+            GraphInput::Float(a) if std::ptr::eq(spec, &ours.sample) => {
+                sample_shape = <[usize; 4]>::try_from(a.shape()).ok();
+                GraphInput::Float(a)
+            }
+            // One export may take the timestep as rank 0 and the other per row.
+            GraphInput::Float(a) if std::ptr::eq(spec, &ours.timestep) && to.shape.len() != a.ndim() => {
+                let batch = sample_shape.map_or(1, |s| s[0]);
+                GraphInput::Float(timestep(to, a.iter().next().copied().unwrap_or(0.0) as f64, batch))
+            }
+            other => other,
+        };
+        mapped.push((to, data));
+    }
+    let sample = sample_shape.ok_or_else(|| Error::internal("plain U-Net call without a 4-D sample"))?;
+    let shapes = crate::model::controlnet::zero_residual_shapes(&m.layout.unet_config, unet, sample)
+        .ok_or_else(|| Error::internal("unet_controlnet's residual shapes are unknown"))?;
+    for (spec, shape) in unet.down.iter().chain(std::iter::once(&unet.mid)).zip(shapes) {
+        mapped.push((spec, GraphInput::Float(ArrayD::zeros(IxDyn(&shape)))));
+    }
+    unet.graph.run(mapped, &theirs.output, options)
+}
+
 /// The U-Net call with ControlNet residuals added.
 #[allow(clippy::too_many_arguments)]
 fn residual_unet_call(

@@ -1156,6 +1156,14 @@ fn unet_call(
             done => return done,
         }
     }
+    // In a ControlNet folder, `unet_controlnet` with zero residuals serves
+    // plain calls too, so the weights are held once; `unet/` only when it is
+    // open already (the device loop's binding) or cannot stand in.
+    if !m.unet.is_loaded() {
+        if let Some(residual) = m.residual_unet_for_plain_calls() {
+            return control::zero_residual_call(m, &residual, inputs, options);
+        }
+    }
     m.unet.run(inputs, &io.output, options)
 }
 
