@@ -154,22 +154,26 @@ def torch_export(pipe, out: Path, opset: int) -> None:
     """optimum's text-to-image layout written with torch.onnx.export (TorchScript)."""
     import torch
 
+    # The wrappers' attributes name the exported nodes' outer scope: Kiln's
+    # graph index drops a `/unet/` or `/text_encoder/` scope (as in the legacy
+    # diffusers script's exports), so LoRA modules and the ControlNet layout's
+    # `unet_controlnet` (tools/make_controlnet_fixture.py) match these graphs.
     class TextEncoder(torch.nn.Module):
         def __init__(self, m):
             super().__init__()
-            self.m = m
+            self.text_encoder = m
 
         def forward(self, input_ids):
-            o = self.m(input_ids=input_ids, return_dict=True)
+            o = self.text_encoder(input_ids=input_ids, return_dict=True)
             return o.last_hidden_state, o.pooler_output
 
     class Unet(torch.nn.Module):
         def __init__(self, m):
             super().__init__()
-            self.m = m
+            self.unet = m
 
         def forward(self, sample, timestep, encoder_hidden_states):
-            return self.m(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+            return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
     class VaeDecoder(torch.nn.Module):
         def __init__(self, m):
