@@ -21,7 +21,9 @@
 //! `time_ids`, as diffusers' `added_cond_kwargs` and OnnxStack's exports name
 //! them), and so does an SDXL `unet_controlnet`; a ControlNet of the other
 //! family is refused as a mismatch.
-//! A model without these folders opens no extra session.
+//! A model without these folders opens no extra session; a model with them
+//! runs its plain jobs through `unet_controlnet` too (zero residuals), so the
+//! U-Net's weights are held once.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

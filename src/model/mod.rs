@@ -684,8 +684,9 @@ pub(crate) fn load_seamless(
 /// - with the static U-Net asked for, jobs run the graph specialised to their
 ///   shape, and the dynamic session is made only if a shape cannot be;
 /// - in a model folder with `unet_controlnet/` (the same weights taking
-///   ControlNet residuals), jobs with ControlNets run that graph only, so a
-///   game that always generates with a ControlNet never opens `unet/`.
+///   ControlNet residuals), every job runs that graph, plain ones with zero
+///   residuals (`ModelInner::residual_unet_for_plain_calls`), so `unet/`
+///   opens only when that cannot serve them.
 fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
     let policy = &runtime.inner.providers;
     let lazy = policy.static_unet || policy.cuda_graph || layout.unet_controlnet.is_some();
