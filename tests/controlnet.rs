@@ -8,6 +8,9 @@
 //! side ran torch, Kiln runs the ONNX exports (per-graph difference ≈ 1e-6).
 //! Also the errors: a missing ControlNet, one for another architecture, a
 //! residual-count mismatch, a bad control image; the model stays usable.
+//! And plain jobs in a ControlNet folder: they run `unet_controlnet` with zero
+//! residuals, with the pixels of `unet/` (bit for bit), unless its weights
+//! differ from `unet/`'s.
 mod common;
 
 use std::path::PathBuf;

@@ -18,6 +18,8 @@
 //! with the same ControlNet as the control; and an SDXL textual-inversion
 //! embedding view with it against diffusers after `load_textual_inversion`
 //! into both encoders (tools/make_sdxl_controlnet_embedding_golden.py).
+//! Plain jobs (and a LoRA view's) run `unet_controlnet` with zero residuals
+//! and give the plain U-Net's latents and pixels, bit for bit.
 mod common;
 
 use std::path::PathBuf;
