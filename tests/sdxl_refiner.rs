@@ -103,22 +103,59 @@ fn loads_as_a_refiner_with_text_encoder_2_alone() {
     assert_eq!(model().info().embedding_dim, 16);
 }
 
-/// SDXL textual-inversion embeddings need both encoders: a refiner-style
-/// export refuses them (UNSUPPORTED) and stays usable.
+/// An SDXL textual-inversion file on a refiner-style export: its one encoder
+/// (`text_encoder_2`) takes the file's `clip_g` vectors, as diffusers'
+/// refiner after `load_textual_inversion(state["clip_g"], text_encoder=
+/// pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)`
+/// (tools/make_sdxl_refiner_embedding_golden.py), every draw replayed; same
+/// bounds as `case`. The plain refiner with the same prompt misses the golden
+/// by more than ten times the latent bound, so the embedding really acts;
+/// tokenizer_2 gives the token both vectors' ids; an SD 1.x embedding is
+/// ADAPTER_MISMATCH and leaves the refiner as it was.
 #[test]
-fn refuses_sdxl_embeddings() {
-    let e = model()
-        .with_adapters(&kiln::model::Adapters {
-            embeddings: vec![kiln::model::EmbeddingSpec {
-                path: common::root().join("tests/fixtures/sdxl-embedding/xl-brick.safetensors"),
-                token: Some("<xl-brick>".into()),
-            }],
-            ..Default::default()
-        })
-        .err()
-        .expect("refused");
-    eprintln!("SDXL embedding on a refiner-style export: {}", e.message());
-    assert_eq!(e.kind(), kiln::ErrorKind::Unsupported, "{}", e.message());
+fn sdxl_embedding_takes_clip_g_and_matches_diffusers() {
+    let dir = common::golden("sdxl_refiner_embedding");
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let c = &cases[0];
+    let read = |file: String| kiln::image::npy::read_f32(&dir.join(file)).expect("golden file").1;
+    let name = c["name"].as_str().unwrap();
+    let spec = kiln::model::EmbeddingSpec { path: dir.join(c["file"].as_str().unwrap()), token: Some(c["token"].as_str().unwrap().into()) };
+    let view = model().with_adapters(&kiln::model::Adapters { embeddings: vec![spec], ..Default::default() }).expect("the refiner takes clip_g");
+    let ids: Vec<i64> = view.tokenizer().encode(c["prompt"].as_str().unwrap()).unwrap();
+    let want_ids: Vec<i64> = c["input_ids_2"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(&ids[..want_ids.len()], want_ids.as_slice(), "tokenizer_2 with the embedding's tokens");
+
+    let request = GenerateRequest {
+        prompt: text(c, "prompt"),
+        negative_prompt: text(c, "negative_prompt"),
+        width: 64,
+        height: 64,
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        strength: c["strength"].as_f64().unwrap() as f32,
+        init_image: Some(init_image()),
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        step_noise: Some(read(format!("{name}.draws.npy"))),
+        ..Default::default()
+    };
+    let out = view.generate_with(&request, Hooks::default()).unwrap();
+    let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: timesteps");
+    let want = read(format!("{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let rel = (common::max_abs_diff(&got, &want) / scale) as f64;
+    common::check_margin(&format!("sdxl_refiner::{name}::latents_rel"), rel, 1e-3);
+    let d = common::max_abs_diff(&out.image.data, &read(format!("{name}.image.npy"))) as f64;
+    common::check_margin(&format!("sdxl_refiner::{name}::image_abs"), d, 2e-3);
+    let plain = model().generate_with(&request, Hooks::default()).unwrap();
+    let effect = (common::max_abs_diff(&plain.latents.iter().copied().collect::<Vec<_>>(), &want) / scale) as f64;
+    eprintln!("{name}: latents {rel:e} (bound 1e-3), image {d:e} (bound 2e-3); the plain refiner differs by {effect:.3e}");
+    assert!(effect > 1e-2, "{name}: the embedding changed the result by only {effect:e}");
+
+    let sd = kiln::model::EmbeddingSpec { path: common::root().join("tests/fixtures/lora/brick-style.safetensors"), token: Some("<brick-style>".into()) };
+    let e = model().with_adapters(&kiln::model::Adapters { embeddings: vec![sd], ..Default::default() }).err().expect("refused");
+    assert_eq!(e.kind(), kiln::ErrorKind::AdapterMismatch, "{}", e.message());
     assert!(model().tokenizer().encode("<xl-brick>").unwrap().iter().all(|&id| id < 49408));
 }
 

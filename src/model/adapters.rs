@@ -46,8 +46,9 @@ impl Model {
         let wants = |c: Component| {
             let embeds = match c {
                 Component::TextEncoder => !embeddings.is_empty(),
-                // fit_embeddings_to_family: SDXL embeddings on an SDXL model with both encoders.
-                Component::TextEncoder2 => embeddings.iter().any(Embedding::is_sdxl),
+                // SDXL embeddings' `clip_g`, when the model has a second encoder
+                // (a refiner-style export's one encoder is Component::TextEncoder).
+                Component::TextEncoder2 => m.layout.text_encoder_2.is_some() && embeddings.iter().any(Embedding::is_sdxl),
                 Component::Unet => false,
             };
             embeds || loaded.iter().any(|l| l.file.modules.iter().any(|x| x.component == c))
@@ -119,8 +120,20 @@ impl Model {
                 let tokenizer = if embeddings.is_empty() {
                     Arc::clone(&base_tokenizer)
                 } else {
-                    let rows: Vec<(&str, &[Vec<f32>])> = embeddings.iter().map(|e| (e.token.as_str(), e.vectors.as_slice())).collect();
-                    let widths = if m.xl.is_some() { "SDXL `clip_l`, text_encoder: 768" } else { "SD 1.x: 768, SD 2.x: 1024" };
+                    // A refiner-style export's one encoder is SDXL's second
+                    // (`text_encoder_2`): it takes the `clip_g` vectors, as
+                    // diffusers' refiner after `load_textual_inversion(state["clip_g"],
+                    // text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)`.
+                    let refiner = refiner_style(m);
+                    let rows: Vec<(&str, &[Vec<f32>])> = embeddings
+                        .iter()
+                        .map(|e| (e.token.as_str(), if refiner { e.vectors_2.as_deref().unwrap_or(&[]) } else { e.vectors.as_slice() }))
+                        .collect();
+                    let widths = match (&m.xl, refiner) {
+                        (_, true) => "SDXL `clip_g`, text_encoder_2, a refiner-style export's one encoder: 1280",
+                        (Some(_), false) => "SDXL `clip_l`, text_encoder: 768",
+                        (None, _) => "SD 1.x: 768, SD 2.x: 1024",
+                    };
                     let (table, tokenizer) = extend_token_embedding(i, &rows, &base_tokenizer, widths)?;
                     merged.push(table);
                     Arc::new(tokenizer)
@@ -282,9 +295,14 @@ fn fit_to_family(loaded: &mut [LoadedLora], m: &ModelInner) -> Result<()> {
     Ok(())
 }
 
+/// Whether `m` is an SDXL export with `text_encoder_2` as its one encoder (a refiner).
+fn refiner_style(m: &ModelInner) -> bool {
+    m.xl.as_ref().is_some_and(|xl| xl.second.is_none())
+}
+
 /// Checks each embedding is for this model's family: SD 1.x/2.x embeddings
 /// (one vector set) on SD models, SDXL ones (`clip_l` + `clip_g`) on SDXL
-/// models with both text encoders.
+/// models (a refiner-style export takes only their `clip_g`).
 fn fit_embeddings_to_family(embeddings: &[Embedding], m: &ModelInner) -> Result<()> {
     for e in embeddings {
         match (&m.xl, e.is_sdxl()) {
@@ -294,12 +312,6 @@ fn fit_embeddings_to_family(embeddings: &[Embedding], m: &ModelInner) -> Result<
             (Some(_), false) => {
                 return Err(Error::adapter_mismatch(format!(
                     "embedding {}: an SD 1.x/2.x embedding (one vector set); this SDXL model needs an SDXL embedding with `clip_l` and `clip_g` tensors",
-                    e.token
-                )))
-            }
-            (Some(xl), true) if xl.second.is_none() => {
-                return Err(Error::unsupported(format!(
-                    "embedding {}: this SDXL export has only `text_encoder_2` as its one encoder (refiner-style); Kiln applies embeddings to exports with both encoders",
                     e.token
                 )))
             }
