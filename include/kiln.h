@@ -1179,13 +1179,13 @@ void kiln_embedding_init(struct kiln_embedding *embedding);
 // tokens are added to the prompt vocabulary and their vectors to the text
 // encoder's token embeddings (on SDXL, an embedding's `clip_l` vectors to
 // `text_encoder` and `clip_g` to `text_encoder_2`, each tokenizer learning the
-// token). The set (LoRAs and embeddings) replaces what `model` has; both
+// token; a refiner-style export's one encoder, `text_encoder_2`, takes
+// `clip_g`). The set (LoRAs and embeddings) replaces what `model` has; both
 // counts 0 give the plain model back. Either array may be NULL when its count
 // is 0. Errors: as `kiln_model_with_loras`, and INVALID_ARGUMENT (a token
 // already in the vocabulary, or with spaces), UNSUPPORTED (a pickled `.pt`
-// file: convert it to .safetensors; an SDXL refiner-style export with one
-// encoder), ADAPTER_MISMATCH (an embedding of another width, an SDXL
-// embedding on an SD 1.x/2.x model or the reverse).
+// file: convert it to .safetensors), ADAPTER_MISMATCH (an embedding of
+// another width, an SDXL embedding on an SD 1.x/2.x model or the reverse).
 kiln_status kiln_model_with_adapters(const struct kiln_model *model,
                                      const struct kiln_lora *loras,
                                      size_t lora_count,

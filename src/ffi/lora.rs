@@ -196,13 +196,13 @@ unsafe fn embeddings_from(embeddings: *const kiln_embedding, count: usize) -> Re
 /// tokens are added to the prompt vocabulary and their vectors to the text
 /// encoder's token embeddings (on SDXL, an embedding's `clip_l` vectors to
 /// `text_encoder` and `clip_g` to `text_encoder_2`, each tokenizer learning the
-/// token). The set (LoRAs and embeddings) replaces what `model` has; both
+/// token; a refiner-style export's one encoder, `text_encoder_2`, takes
+/// `clip_g`). The set (LoRAs and embeddings) replaces what `model` has; both
 /// counts 0 give the plain model back. Either array may be NULL when its count
 /// is 0. Errors: as `kiln_model_with_loras`, and INVALID_ARGUMENT (a token
 /// already in the vocabulary, or with spaces), UNSUPPORTED (a pickled `.pt`
-/// file: convert it to .safetensors; an SDXL refiner-style export with one
-/// encoder), ADAPTER_MISMATCH (an embedding of another width, an SDXL
-/// embedding on an SD 1.x/2.x model or the reverse).
+/// file: convert it to .safetensors), ADAPTER_MISMATCH (an embedding of
+/// another width, an SDXL embedding on an SD 1.x/2.x model or the reverse).
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_with_adapters(
     model: *const kiln_model,
