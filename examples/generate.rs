@@ -60,7 +60,8 @@ const USAGE: &str = "usage: generate [options]
                           (default 1.0); repeatable
   --embedding FILE[:TOKEN]
                           add a textual-inversion embedding (.safetensors: A1111 emb_params or
-                          diffusers learned_embeds) as TOKEN (default: the file's); repeatable
+                          diffusers learned_embeds) as TOKEN (default: the file's); repeatable;
+                          a --refiner takes it too (an SDXL file's clip_g)
   --controlnet NAME       guide with the model's controlnet/NAME (repeatable; the --control-*
                           flags after it set that ControlNet's image and settings)
   --control-image FILE    its control image (resized to the output; same aspect ratio)
@@ -423,7 +424,15 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
         }
     }
     if let Some(dir) = &a.refiner {
-        let refiner = Model::load(&runtime, dir)?;
+        let mut refiner = Model::load(&runtime, dir)?;
+        // The refiner reads the same prompt, so it learns the same tokens (an
+        // SDXL file's `clip_g` into its one encoder); LoRAs stay --model's.
+        if !a.embeddings.is_empty() {
+            refiner = refiner.with_adapters(&kiln::model::Adapters { embeddings: a.embeddings.clone(), ..Default::default() })?;
+            for line in refiner.adapter_descriptions() {
+                eprintln!("refiner: {line}");
+            }
+        }
         a.request.refiner = Some(kiln::pipeline::handoff::Refiner { model: refiner, start: a.refiner_start });
     }
     let load_s = t0.elapsed().as_secs_f64();
