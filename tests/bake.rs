@@ -873,3 +873,85 @@ fn a_refiner_asset_gives_generates_pixels_and_rebakes_on_a_new_start() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("refiner_start") && stderr(&o).contains("needs a `refiner`"), "{}", stderr(&o));
 }
+
+/// `embedding` in a manifest: an SDXL textual-inversion file on the model
+/// and, with a refiner, on the refiner too (its `clip_g` into the refiner's
+/// one encoder), as `generate --embedding FILE:TOKEN [--refiner DIR]` does:
+/// the same pixels and text chunks. The token must act (the asset with
+/// `embedding = []` differs), an SD 1.x file on SDXL fails its asset alone
+/// naming the file, a rerun skips what was baked, and other bytes under the
+/// file's name re-bake the assets that use it.
+#[test]
+fn embedding_assets_give_generates_pixels_on_the_model_and_its_refiner() {
+    let dir = scratch("embedding");
+    let base = common::root().join("tests/fixtures/tiny-sdxl");
+    let refiner = common::sdxl_refiner_folder("bake-embedding");
+    let emb = dir.join("emb");
+    std::fs::create_dir_all(&emb).unwrap();
+    std::fs::copy(common::root().join("tests/fixtures/sdxl-embedding/xl-brick.safetensors"), emb.join("xl-brick.safetensors")).unwrap();
+    std::fs::copy(lora_fixture("brick-style.safetensors"), emb.join("sd1.safetensors")).unwrap();
+    let manifest = dir.join("embedding.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nsteps = 10\nscheduler = \"euler\"\nseed = 3\nguidance = 5.0\n\
+             prompt = \"<xl-brick> wall, mossy\"\nembedding = {{ path = \"emb/xl-brick.safetensors\", token = \"<xl-brick>\" }}\n\
+             [[asset]]\nname = \"embedded\"\n\
+             [[asset]]\nname = \"refined\"\nrefiner = {:?}\nrefiner_start = 0.5\n\
+             [[asset]]\nname = \"plain\"\nembedding = []\n\
+             [[asset]]\nname = \"wrong\"\nembedding = {{ path = \"emb/sd1.safetensors\", token = \"<sd1>\" }}\n",
+            base.display().to_string(),
+            refiner.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, report) = bake(&manifest, &out, &[]);
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["embedded".into(), "refined".into(), "plain".into()]), "{log}");
+    let wrong = report["assets"].as_array().unwrap().iter().find(|e| e["name"] == "wrong").unwrap();
+    assert!(wrong["error"].as_str().unwrap().contains("sd1.safetensors"), "{wrong}");
+    assert!(log.lines().any(|l| l.contains("adding embedding") && l.contains("to refiner model")), "{log}");
+
+    let generate = |extra: &[&str], file: &str| {
+        let o = succeeds(
+            Command::new(generate_bin())
+                .arg("--model")
+                .arg(&base)
+                .args(["--prompt", "<xl-brick> wall, mossy", "--steps", "10", "--scheduler", "euler", "--seed", "3", "--guidance", "5"])
+                .args(extra)
+                .arg("--out")
+                .arg(dir.join(file)),
+        );
+        (read_png(&dir.join(file)), stderr(&o))
+    };
+    let file = format!("{}:<xl-brick>", emb.join("xl-brick.safetensors").display());
+    let ((embedded, te), _) = generate(&["--embedding", &file], "embedded_gen.png");
+    let refiner_dir = refiner.display().to_string();
+    let ((refined, tr), said) = generate(&["--embedding", &file, "--refiner", &refiner_dir, "--refiner-start", "0.5"], "refined_gen.png");
+    assert!(said.contains("refiner: embedding <xl-brick>"), "generate gives the refiner the embedding:\n{said}");
+    let (a, ta) = read_png(&out.join("embedded.png"));
+    assert!(a == embedded, "embedded: kiln-bake's pixels differ from generate --embedding's");
+    let (b, tb) = read_png(&out.join("refined.png"));
+    assert!(b == refined, "refined: kiln-bake's pixels differ from generate --embedding --refiner's");
+    for key in ["prompt", "kiln:settings"] {
+        assert_eq!(ta.get(key), te.get(key), "embedded: text chunk {key}");
+        assert_eq!(tb.get(key), tr.get(key), "refined: text chunk {key}");
+    }
+    let plain = read_png(&out.join("plain.png")).0;
+    let changed = plain.iter().zip(&a).filter(|(x, y)| x != y).count();
+    println!("the embedding changes {changed} of {} channel values", a.len());
+    assert!(changed > 0, "the embedding must act, so the comparisons can fail");
+
+    // A rerun skips the baked assets; other bytes under the file's name re-bake its users.
+    let (_, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["embedded".into(), "refined".into(), "plain".into()]), "{report}");
+    let mut bytes = std::fs::read(emb.join("xl-brick.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(emb.join("xl-brick.safetensors"), bytes).unwrap();
+    let (_, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["embedded".into(), "refined".into()]), "{report}");
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{report}");
+}

@@ -174,6 +174,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     // Keys first: they need each model's and LoRA's identity, not the model itself.
     let mut identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut lora_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+    let mut embedding_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut control_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut todo: Vec<Todo<'_>> = Vec::new();
@@ -191,6 +192,16 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     lora_identities
                         .entry(l.path.clone())
                         .or_insert_with(|| store::file_identity(&l.path).map_err(|e| format!("cannot read LoRA {}: {e}", l.path.display())))
+                        .clone()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let embeddings = asset
+                .embeddings
+                .iter()
+                .map(|e| {
+                    embedding_identities
+                        .entry(e.path.clone())
+                        .or_insert_with(|| store::file_identity(&e.path).map_err(|err| format!("cannot read embedding {}: {err}", e.path.display())))
                         .clone()
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -215,13 +226,13 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     format!("{id} refiner {refiner}")
                 }
             };
-            Ok((id, loras, controls))
+            Ok((id, loras, embeddings, controls))
         });
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
             Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
-            Ok((id, loras, controls)) => {
-                let key = store::content_key(asset, &id, &loras, &controls);
+            Ok((id, loras, embeddings, controls)) => {
+                let key = store::content_key(asset, &id, &loras, &embeddings, &controls);
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
                     entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
@@ -281,8 +292,11 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             (first_of[a.model.as_path()], first_of_set[&(a.model.as_path(), lora_set(a))], i)
         });
         let mut models: HashMap<&Path, Result<Model, String>> = HashMap::new();
-        // Refiner models, each loaded once (plain; a seamless asset takes a view).
+        // Refiner models, each loaded once (plain; a seamless asset takes a view),
+        // and their views with an asset's embeddings (SDXL's `clip_g` into the
+        // refiner's one encoder, so it reads the token the model reads).
         let mut refiners: HashMap<&Path, Result<Model, String>> = HashMap::new();
+        let mut refiner_views: HashMap<(&Path, EmbeddingSet), Result<Model, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
         let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
@@ -302,29 +316,43 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             let set = lora_set(asset);
             let model: Result<&Model, String> = match model {
                 Err(e) => Err(e.clone()),
-                Ok(base) if set.is_empty() => Ok(base),
+                Ok(base) if set.0.is_empty() && set.1.is_empty() => Ok(base),
                 Ok(base) => {
                     let group = (asset.model.as_path(), set);
                     if lora_view.as_ref().is_none_or(|(g, _)| *g != group) {
                         drop(lora_view.take()); // free the previous view's merged weights first
-                        let specs: Vec<(&Path, f32)> = asset.loras.iter().map(|l| (l.path.as_path(), l.scale)).collect();
-                        let names = asset.loras.iter().map(|l| format!("{} scale {}", l.path.display(), l.scale)).collect::<Vec<_>>().join(", ");
-                        progress.log(&format!("merging LoRA {names} into {}", asset.model.display()));
-                        let view = base.with_loras(&specs).map_err(|e| format!("LoRA {names}: {e}"));
+                        let names = asset
+                            .loras
+                            .iter()
+                            .map(|l| format!("LoRA {} scale {}", l.path.display(), l.scale))
+                            .chain(asset.embeddings.iter().map(|e| format!("embedding {}", e.path.display())))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        progress.log(&format!("merging {names} into {}", asset.model.display()));
+                        let view = base.with_adapters(&adapters(asset, true)).map_err(|e| format!("{names}: {e}"));
                         lora_view = Some((group, view));
                     }
                     lora_view.as_ref().expect("just set").1.as_ref().map_err(Clone::clone)
                 }
             };
             let refiner = asset.refiner.as_deref().map(|dir| {
-                refiners
-                    .entry(dir)
-                    .or_insert_with(|| {
-                        progress.log(&format!("loading refiner model {}", dir.display()));
-                        Model::load(runtime, dir).map_err(|e| format!("refiner model {}: {e}", dir.display()))
-                    })
-                    .as_ref()
-                    .map_err(Clone::clone)
+                let plain = refiners.entry(dir).or_insert_with(|| {
+                    progress.log(&format!("loading refiner model {}", dir.display()));
+                    Model::load(runtime, dir).map_err(|e| format!("refiner model {}: {e}", dir.display()))
+                });
+                let set = embedding_set(asset);
+                match plain {
+                    Ok(plain) if !set.is_empty() => refiner_views
+                        .entry((dir, set))
+                        .or_insert_with(|| {
+                            let names = asset.embeddings.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>().join(", ");
+                            progress.log(&format!("adding embedding {names} to refiner model {}", dir.display()));
+                            plain.with_adapters(&adapters(asset, false)).map_err(|e| format!("refiner model {} with embedding {names}: {e}", dir.display()))
+                        })
+                        .as_ref()
+                        .map_err(Clone::clone),
+                    plain => plain.as_ref().map_err(Clone::clone),
+                }
             });
             let t0 = Instant::now();
             progress.start(&asset.name);
@@ -386,14 +414,32 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     })
 }
 
-/// An asset's LoRAs as a comparable set: (file, scale bits), in manifest order.
-type LoraSet = Vec<(PathBuf, u32)>;
+/// An asset's embeddings as a comparable set: (file, token), in manifest order.
+type EmbeddingSet = Vec<(PathBuf, Option<String>)>;
 
-/// The assets that share one LoRA view: a model folder and a LoRA set.
+/// An asset's adapters as a comparable set: its LoRAs (file, scale bits) and
+/// its embeddings, in manifest order.
+type LoraSet = (Vec<(PathBuf, u32)>, EmbeddingSet);
+
+/// The assets that share one adapter view: a model folder and an adapter set.
 type LoraGroup<'a> = (&'a Path, LoraSet);
 
+fn embedding_set(asset: &Asset) -> EmbeddingSet {
+    asset.embeddings.iter().map(|e| (e.path.clone(), e.token.clone())).collect()
+}
+
 fn lora_set(asset: &Asset) -> LoraSet {
-    asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect()
+    (asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect(), embedding_set(asset))
+}
+
+/// The asset's embeddings, and its LoRAs when `loras` (a refiner takes only
+/// the embeddings: LoRAs are made for the model's U-Net).
+fn adapters(asset: &Asset, loras: bool) -> kiln::model::Adapters {
+    kiln::model::Adapters {
+        loras: if loras { asset.loras.iter().map(|l| kiln::model::LoraSpec { path: l.path.clone(), scale: l.scale }).collect() } else { Vec::new() },
+        embeddings: asset.embeddings.iter().map(|e| kiln::model::EmbeddingSpec { path: e.path.clone(), token: e.token.clone() }).collect(),
+        ..Default::default()
+    }
 }
 
 fn planned(name: &str) -> Entry {
@@ -501,6 +547,10 @@ fn bake_one(
         // For people reading the key file; the key itself holds the files' identities.
         let loras = asset.loras.iter().map(|l| serde_json::json!({"path": l.path.display().to_string(), "scale": l.scale})).collect();
         settings["lora"] = serde_json::Value::Array(loras);
+    }
+    if !asset.embeddings.is_empty() {
+        let embeddings = asset.embeddings.iter().map(|e| serde_json::json!({"path": e.path.display().to_string(), "token": e.token})).collect();
+        settings["embedding"] = serde_json::Value::Array(embeddings);
     }
     let key_file = store::KeyFile { key: key.to_string(), outputs: names.clone(), settings };
     let json = serde_json::to_vec_pretty(&key_file).map_err(|e| e.to_string())?;

@@ -35,6 +35,7 @@ struct Table {
     size: Option<Spanned<Vec<i64>>>,
     seamless: Option<Spanned<String>>,
     lora: Option<Spanned<Lora>>,
+    embedding: Option<Spanned<EmbeddingEntry>>,
     control: Option<Spanned<ControlEntry>>,
     sprite: Option<Spanned<bool>>,
     pixel_art: Option<Spanned<String>>,
@@ -58,6 +59,22 @@ enum Lora {
 struct LoraSpec {
     path: String,
     scale: Option<f64>,
+}
+
+/// `embedding = { path = "…", token = "<tok>" }` or a list of them (`[]` =
+/// none, which turns a `[defaults]` embedding off for one asset).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmbeddingEntry {
+    One(EmbeddingSpec),
+    Many(Vec<EmbeddingSpec>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingSpec {
+    path: String,
+    token: Option<String>,
 }
 
 /// `control = { controlnet = "canny", image = "edges.png", ... }` or a list of
@@ -154,6 +171,16 @@ pub struct AssetLora {
     pub scale: f32,
 }
 
+/// One textual-inversion embedding added to an asset's model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetEmbedding {
+    /// The `.safetensors` file (relative paths resolved against the manifest's folder).
+    pub path: PathBuf,
+    /// The prompt token; `None` = the one the file names, else its stem
+    /// (as `generate --embedding FILE`).
+    pub token: Option<String>,
+}
+
 /// One ControlNet guiding an asset (as `generate --controlnet NAME --control-image FILE ...`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AssetControl {
@@ -229,6 +256,10 @@ pub struct Asset {
     /// serialized settings: the content key holds each file's identity instead.
     #[serde(skip)]
     pub loras: Vec<AssetLora>,
+    /// Textual-inversion embeddings, in manifest order; like `loras`, in the
+    /// content key by identity. A refiner takes them too (SDXL's `clip_g`).
+    #[serde(skip)]
+    pub embeddings: Vec<AssetEmbedding>,
     /// ControlNets, in manifest order; their residuals add.
     pub controls: Vec<AssetControl>,
     /// Cut out a sprite.
@@ -672,6 +703,24 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             loras.push(AssetLora { path, scale: scale as f32 });
         }
     }
+    let mut embeddings = Vec::new();
+    if let Some((embedding, line)) = pick!(embedding) {
+        let specs = match embedding {
+            EmbeddingEntry::One(s) => std::slice::from_ref(s),
+            EmbeddingEntry::Many(v) => v.as_slice(),
+        };
+        for spec in specs {
+            let path = base.join(&spec.path);
+            if !path.is_file() {
+                errors.push(err(line, "embedding", format!("{} is not a file", path.display())));
+            }
+            // The library refuses these too; say so here, before anything bakes.
+            if let Some(t) = spec.token.as_deref().filter(|t| t.is_empty() || t.chars().any(char::is_whitespace)) {
+                errors.push(err(line, "embedding", format!("token {t:?} of {} must be one word", spec.path)));
+            }
+            embeddings.push(AssetEmbedding { path, token: spec.token.clone() });
+        }
+    }
     let mut controls = Vec::new();
     if let Some((control, line)) = pick!(control) {
         let specs = match control {
@@ -764,6 +813,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             size,
             seamless,
             loras,
+            embeddings,
             controls,
             sprite,
             pixel_art,
@@ -881,6 +931,29 @@ mod tests {
         assert!(e[0].message.contains("not a finite number"), "too big for f32: {}", e[0]);
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { file = \"x\" }\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("lora")), "a malformed lora is a shape error: {}", e[0]);
+    }
+
+    #[test]
+    fn embeddings_resolve_with_defaults_overrides_and_errors() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nembedding = { path = \"lora/learned_embeds.safetensors\" }\n\
+             [[asset]]\nname = \"a\"\n\
+             [[asset]]\nname = \"b\"\nembedding = [{ path = \"lora/brick-style.safetensors\", token = \"<brick>\" }]\n\
+             [[asset]]\nname = \"c\"\nembedding = []\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let file = |f: &str| model_dir().join("lora").join(f);
+        assert_eq!(m.assets[0].embeddings, vec![AssetEmbedding { path: file("learned_embeds.safetensors"), token: None }]);
+        assert_eq!(m.assets[1].embeddings, vec![AssetEmbedding { path: file("brick-style.safetensors"), token: Some("<brick>".into()) }]);
+        assert!(m.assets[2].embeddings.is_empty(), "`embedding = []` turns the default off");
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nembedding = { path = \"lora/missing.safetensors\" }\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("embedding")), "{}", e[0]);
+        assert!(e[0].message.contains("not a file"), "{}", e[0]);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nembedding = { path = \"lora/brick-style.safetensors\", token = \"two words\" }\n");
+        assert!(e[0].message.contains("must be one word"), "{}", e[0]);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nembedding = { file = \"x\" }\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("embedding")), "a malformed embedding is a shape error: {}", e[0]);
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub fn file_identity(path: &Path) -> std::io::Result<String> {
 /// each LoRA's file identity and scale (`lora_identities` in the order of
 /// `asset.loras`) and Kiln's version (a new Kiln may make other pixels).
 /// An asset without LoRAs keeps the key it had before LoRAs existed.
-pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[String], control_identities: &[String]) -> String {
+pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[String], embedding_identities: &[String], control_identities: &[String]) -> String {
     let settings = serde_json::to_string(asset).expect("asset settings serialize");
     let mut h = Fnv::new();
     h.field(b"kiln-bake key v1");
@@ -111,6 +111,12 @@ pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[Strin
         h.field(b"lora");
         h.field(identity.as_bytes());
         h.field(&lora.scale.to_bits().to_le_bytes());
+    }
+    // Embeddings (none: the key is what it was before the `embedding` key existed).
+    for (embedding, identity) in asset.embeddings.iter().zip(embedding_identities) {
+        h.field(b"embedding");
+        h.field(identity.as_bytes());
+        h.field(embedding.token.as_deref().unwrap_or("").as_bytes());
     }
     // The control images' bytes (their settings are in `settings`).
     for identity in control_identities {
