@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln::jobs::{JobConfig, JobPool};
 use kiln::model::seamless::Seamless;
-use kiln::model::Adapters;
+use kiln::model::{Adapters, EmbeddingSpec};
 use kiln::pipeline::handoff::Refiner;
 use kiln::{Error, ErrorKind, Model, Runtime, RuntimeOptions};
 
@@ -48,6 +48,9 @@ struct Loaded {
     views_built: AtomicU64,
     /// Refiner models by folder, loaded with the model's runtime.
     refiners: Mutex<Vec<(PathBuf, Model)>>,
+    /// Refiner views with a job's embeddings, by folder and embedding set,
+    /// most recently used last.
+    refiner_views: Mutex<Vec<((PathBuf, Vec<EmbeddingSpec>), Model)>>,
 }
 
 /// A model folder and the jobs generated from it.
@@ -62,8 +65,9 @@ impl Session {
         Self { config, loaded: Arc::new(Loaded::default()) }
     }
 
-    /// How many adapter views (`loras` / `embeddings` sets) this session has
-    /// built; a job whose set is cached reuses its view and adds none.
+    /// How many adapter views (`loras` / `embeddings` sets, and a refiner's
+    /// `embeddings` sets) this session has built; a job whose set is cached
+    /// reuses its view and adds none.
     pub fn adapter_views_built(&self) -> u64 {
         self.loaded.views_built.load(Ordering::Relaxed)
     }
@@ -113,8 +117,11 @@ fn prepare(loaded: &Loaded, config: &SessionConfig, parsed: GenerateOptions) -> 
     let model = seamless(model, parsed.seamless)?;
     let mut request = parsed.request;
     if let Some(choice) = &parsed.refiner {
-        // The refiner decodes the image, so it tiles on the same axes.
-        let refiner = seamless(refiner_model(loaded, &base, &choice.path)?, parsed.seamless)?;
+        // The refiner reads the same prompt, so it takes the embeddings too
+        // (an SDXL file's `clip_g`); it decodes the image, so it tiles alike.
+        let refiner = refiner_model(loaded, &base, &choice.path)?;
+        let refiner = refiner_view(loaded, refiner, &choice.path, &parsed.adapters.embeddings)?;
+        let refiner = seamless(refiner, parsed.seamless)?;
         request.refiner = Some(Refiner { model: refiner, start: choice.start });
     }
     let job = JobConfig { priority: parsed.priority, preview_interval: parsed.preview_interval, observer: None };
@@ -204,6 +211,34 @@ fn refiner_model(loaded: &Loaded, base: &Model, path: &Path) -> Result<Model, Er
     let m = Model::load(base.runtime(), path).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
     refiners.push((path.to_path_buf(), m.clone()));
     Ok(m)
+}
+
+/// `refiner` (from folder `path`) with `embeddings` added: the cached view
+/// for this set, or a new one (its encoder's session is made). None: `refiner`.
+fn refiner_view(loaded: &Loaded, refiner: Model, path: &Path, embeddings: &[EmbeddingSpec]) -> Result<Model, Error> {
+    if embeddings.is_empty() {
+        return Ok(refiner);
+    }
+    let key = (path.to_path_buf(), embeddings.to_vec());
+    let mut views = lock(&loaded.refiner_views);
+    if let Some(i) = views.iter().position(|(k, _)| *k == key) {
+        let hit = views.remove(i);
+        let view = hit.1.clone();
+        views.push(hit);
+        return Ok(view);
+    }
+    let adapters = Adapters { embeddings: embeddings.to_vec(), ..Default::default() };
+    let view = refiner.with_adapters(&adapters).map_err(|e| {
+        let files = adapter_entries(&adapters);
+        let named = name_entry(e, &files, &adapters);
+        Error::new(named.kind(), format!("options[\"refiner\"] with {}", named.message()))
+    })?;
+    loaded.views_built.fetch_add(1, Ordering::Relaxed);
+    if views.len() >= ADAPTER_VIEWS_KEPT {
+        views.remove(0);
+    }
+    views.push((key, view.clone()));
+    Ok(view)
 }
 
 /// The session's model, loading it (and ONNX Runtime) if this is the first use.

@@ -537,9 +537,11 @@ fn refiner_dir() -> PathBuf {
 
 /// `refiner` and `refiner_start` on tiny-sdxl: the job's pixels are those of
 /// `Model::generate` with the same `Refiner`, the hand-off changes the image,
-/// `seamless` applies to both models, and a missing or mismatched refiner fails.
+/// `seamless` and `embeddings` apply to both models, and a missing or
+/// mismatched refiner fails.
 #[test]
 fn refiner_hand_off_generates_what_kiln_makes_directly() {
+    use kiln::model::EmbeddingSpec;
     use kiln::pipeline::handoff::Refiner;
     use OptionValue::*;
     let dir = fixture().join("../tiny-sdxl");
@@ -589,6 +591,26 @@ fn refiner_hand_off_generates_what_kiln_makes_directly() {
     println!("SD 1.x refiner: {status} {message}");
     assert_eq!(status, 101);
     assert!(message.contains("cannot continue this model's latents"), "{message}");
+    // `embeddings` reach the refiner too (its one encoder takes an SDXL
+    // file's `clip_g`), as `generate --embedding --refiner` gives them.
+    let file = fixture().join("../sdxl-embedding/xl-brick.safetensors");
+    let embedded = done_image(&run_to_end(&mut s.start(
+        "<xl-brick> wall, mossy",
+        &opts(&[base[0].clone(), base[1].clone(), base[2].clone(), refiner_key(), ("refiner_start", Float(0.4)), ("embeddings", Array(vec![embedding_entry(file.clone(), Some("<xl-brick>"))]))]),
+    )))
+    .clone();
+    let adapters = kiln::model::Adapters { embeddings: vec![EmbeddingSpec { path: file, token: Some("<xl-brick>".into()) }], ..Default::default() };
+    let (model_view, refiner_view) = (model.with_adapters(&adapters).unwrap(), refiner.with_adapters(&adapters).unwrap());
+    let request = |r: &Model| GenerateRequest {
+        prompt: "<xl-brick> wall, mossy".into(),
+        refiner: Some(Refiner { model: r.clone(), start: 0.4 }),
+        ..plain.clone()
+    };
+    let differing = count_differing(&embedded, &direct(&model_view, &request(&refiner_view)));
+    let without = count_differing(&embedded, &direct(&model_view, &request(&refiner)));
+    println!("refiner + embeddings: {differing} differ from both views' hand-off (bound 0); {without} with the plain refiner");
+    assert_eq!(differing, 0);
+    assert!(without > 0, "the refiner's embedding changes the image");
     let mask = kiln::image::control::ControlImage { width: 64, height: 64, channels: 1, data: vec![255; 64 * 64] };
     // Inpainting hands off too (diffusers' inpainting ensemble; tests/sdxl_inpaint_handoff.rs).
     let inpainted = done_image(&run_to_end(&mut with(vec![refiner_key(), ("init_image", Image(init_pixels())), ("mask", Image(mask))]))).clone();
