@@ -47,11 +47,17 @@ fn request(name: &str) -> (GenerateRequest, serde_json::Value) {
     let all = cases();
     let c = all.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap().clone();
     let (_, draws) = common::read_npy(&format!("sdxl_refiner/{name}.draws.npy"));
-    let request = GenerateRequest {
-        prompt: text(&c, "prompt"),
-        negative_prompt: text(&c, "negative_prompt"),
-        prompt_2: text(&c, "prompt_2"),
-        negative_prompt_2: text(&c, "negative_prompt_2"),
+    (case_request(&c, draws), c)
+}
+
+/// A golden case's img2img request on the init image, with its draws
+/// (the posterior sample, the start noise, then per-step noise).
+fn case_request(c: &serde_json::Value, draws: Vec<f32>) -> GenerateRequest {
+    GenerateRequest {
+        prompt: text(c, "prompt"),
+        negative_prompt: text(c, "negative_prompt"),
+        prompt_2: text(c, "prompt_2"),
+        negative_prompt_2: text(c, "negative_prompt_2"),
         width: 64,
         height: 64,
         steps: c["steps"].as_u64().unwrap() as usize,
@@ -59,16 +65,14 @@ fn request(name: &str) -> (GenerateRequest, serde_json::Value) {
         strength: c["strength"].as_f64().unwrap() as f32,
         init_image: Some(init_image()),
         scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        // img2img: the posterior sample, the start noise, then per-step noise.
         step_noise: Some(draws),
         xl: XlConditioning {
-            aesthetic_score: score(&c, "aesthetic_score", 6.0),
-            negative_aesthetic_score: score(&c, "negative_aesthetic_score", 2.5),
+            aesthetic_score: score(c, "aesthetic_score", 6.0),
+            negative_aesthetic_score: score(c, "negative_aesthetic_score", 2.5),
             ..Default::default()
         },
         ..Default::default()
-    };
-    (request, c)
+    }
 }
 
 /// Relative latents difference and absolute image difference from case `name`'s golden.
@@ -125,19 +129,7 @@ fn sdxl_embedding_takes_clip_g_and_matches_diffusers() {
     let want_ids: Vec<i64> = c["input_ids_2"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
     assert_eq!(&ids[..want_ids.len()], want_ids.as_slice(), "tokenizer_2 with the embedding's tokens");
 
-    let request = GenerateRequest {
-        prompt: text(c, "prompt"),
-        negative_prompt: text(c, "negative_prompt"),
-        width: 64,
-        height: 64,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        strength: c["strength"].as_f64().unwrap() as f32,
-        init_image: Some(init_image()),
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        step_noise: Some(read(format!("{name}.draws.npy"))),
-        ..Default::default()
-    };
+    let request = case_request(c, read(format!("{name}.draws.npy")));
     let out = view.generate_with(&request, Hooks::default()).unwrap();
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");

@@ -185,36 +185,9 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             .or_insert_with(|| store::model_identity(&asset.model).map_err(|e| format!("cannot read model {}: {e}", asset.model.display())))
             .clone();
         let identity = identity.and_then(|id| {
-            let loras = asset
-                .loras
-                .iter()
-                .map(|l| {
-                    lora_identities
-                        .entry(l.path.clone())
-                        .or_insert_with(|| store::file_identity(&l.path).map_err(|e| format!("cannot read LoRA {}: {e}", l.path.display())))
-                        .clone()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let embeddings = asset
-                .embeddings
-                .iter()
-                .map(|e| {
-                    embedding_identities
-                        .entry(e.path.clone())
-                        .or_insert_with(|| store::file_identity(&e.path).map_err(|err| format!("cannot read embedding {}: {err}", e.path.display())))
-                        .clone()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let controls = asset
-                .controls
-                .iter()
-                .map(|c| {
-                    control_identities
-                        .entry(c.image.clone())
-                        .or_insert_with(|| store::file_identity(&c.image).map_err(|e| format!("cannot read control image {}: {e}", c.image.display())))
-                        .clone()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let loras = file_identities(&mut lora_identities, asset.loras.iter().map(|l| l.path.as_path()), "LoRA")?;
+            let embeddings = file_identities(&mut embedding_identities, asset.embeddings.iter().map(|e| e.path.as_path()), "embedding")?;
+            let controls = file_identities(&mut control_identities, asset.controls.iter().map(|c| c.image.as_path()), "control image")?;
             // A refiner's files are part of what the asset is made from.
             let id = match &asset.refiner {
                 None => id,
@@ -412,6 +385,19 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The identities (`store::file_identity`) of `paths`, each read once per
+/// run through `cache`; `what` names the kind of file in the error.
+fn file_identities<'p>(cache: &mut HashMap<PathBuf, Result<String, String>>, paths: impl Iterator<Item = &'p Path>, what: &str) -> Result<Vec<String>, String> {
+    paths
+        .map(|p| {
+            cache
+                .entry(p.to_path_buf())
+                .or_insert_with(|| store::file_identity(p).map_err(|e| format!("cannot read {what} {}: {e}", p.display())))
+                .clone()
+        })
+        .collect()
 }
 
 /// An asset's embeddings as a comparable set: (file, token), in manifest order.
