@@ -144,6 +144,12 @@ fn every_job_runs_one_unet_in_a_controlnet_folder() {
     eprintln!("plain job through unet_controlnet vs unet/: latents differ by {d:e}");
     assert_eq!(shared.latents, own.latents, "zero residuals must leave the U-Net's output as it is");
     assert_eq!(shared.image.data, own.image.data);
+    // Non-square: the zero residuals take each axis's size.
+    let wide = GenerateRequest { width: 96, height: 32, ..plain.clone() };
+    let a = m.generate_with(&wide, Hooks::default()).unwrap();
+    let b = Model::load(common::runtime(), &common::fixture()).unwrap().generate_with(&wide, Hooks::default()).unwrap();
+    assert_eq!((a.image.width, a.image.height), (96, 32));
+    assert_eq!(a.image.data, b.image.data, "96x32 through unet_controlnet vs unet/");
     // And the ControlNet job again is unchanged.
     assert_eq!(m.generate_with(&controlled, Hooks::default()).unwrap().image.data, first.image.data);
 }
