@@ -126,6 +126,14 @@ pub(crate) fn is_allocation_failure(text: &str) -> bool {
     SIGNS.iter().any(|s| text.contains(s))
 }
 
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
 #[cfg(test)]
 mod tests {
     use super::is_allocation_failure;
@@ -143,11 +151,3 @@ mod tests {
         assert!(!is_allocation_failure("Got invalid dimensions for input: sample for the following indices"));
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}

@@ -456,9 +456,9 @@ fn fixed_buffers_run_sdxl() {
 
 /// tests/inpaint.rs's picture and mask (the mask repaints part of it).
 fn inpaint_request(kind: SchedulerKind, guidance: f32, steps: usize, strength: f32) -> GenerateRequest {
-    let (w, h, ch, buf) = common::png_samples(&common::golden("ddim_cfg.png"));
+    let (w, h, ch, buf) = common::png_samples(common::golden("ddim_cfg.png"));
     let init = kiln::pipeline::InitImage { width: w, height: h, rgb: buf.chunks(ch).flat_map(|p| [p[0], p[1], p[2]]).collect() };
-    let (w, h, ch, buf) = common::png_samples(&common::golden("inpaint/mask.png"));
+    let (w, h, ch, buf) = common::png_samples(common::golden("inpaint/mask.png"));
     let mask = kiln::pipeline::Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() };
     GenerateRequest { init_image: Some(init), mask: Some(mask), strength, ..request(kind, guidance, steps) }
 }

@@ -21,12 +21,12 @@ use kiln::{Model, SchedulerKind};
 
 
 fn init() -> InitImage {
-    let (w, h, ch, buf) = common::png_samples(&common::golden("ddim_cfg.png"));
+    let (w, h, ch, buf) = common::png_samples(common::golden("ddim_cfg.png"));
     InitImage { width: w, height: h, rgb: buf.chunks(ch).flat_map(|p| [p[0], p[1], p[2]]).collect() }
 }
 
 fn mask() -> Mask {
-    let (w, h, ch, buf) = common::png_samples(&common::golden("inpaint/mask.png"));
+    let (w, h, ch, buf) = common::png_samples(common::golden("inpaint/mask.png"));
     Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() }
 }
 

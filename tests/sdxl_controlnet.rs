@@ -163,9 +163,9 @@ fn c_api_kiln_control_on_sdxl_matches_diffusers() {
     let (_, draws) = common::read_npy("sdxl_controlnet/euler_one.draws.npy");
     let (_, want) = common::read_npy("sdxl_controlnet/euler_one.image.npy");
     let name = CString::new("xl").unwrap();
-    let mut control = common::ffi_case_control(&c, &name, image);
+    let mut control = common::ffi_case_control(c, &name, image);
     let mut keep = Vec::new();
-    let mut o = ffi_case_options(&c, &draws, &mut keep);
+    let mut o = ffi_case_options(c, &draws, &mut keep);
     let generate = |o: &kiln_generate_options| ffi_generate_rgb_64(model, o);
     let without = generate(&o);
     // Changed below through this pointer only, as C would.

@@ -211,7 +211,7 @@ fn init_image() -> InitImage {
 
 /// The SD 1.5 inpainting goldens' mask (white = repaint).
 fn inpaint_mask() -> Mask {
-    let (w, h, ch, buf) = common::png_samples(&common::golden("inpaint/mask.png"));
+    let (w, h, ch, buf) = common::png_samples(common::golden("inpaint/mask.png"));
     Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() }
 }
 

@@ -72,7 +72,7 @@ fn check_palette(bytes: &[u8], what: &str) -> Result<()> {
     while let Some(header) = at.checked_add(8).and_then(|end| bytes.get(at..end)) {
         let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let kind = &header[4..8];
-        if kind == b"PLTE" && (len == 0 || len % 3 != 0 || len > 256 * 3) {
+        if kind == b"PLTE" && (len == 0 || !len.is_multiple_of(3) || len > 256 * 3) {
             return Err(Error::invalid(format!(
                 "the {what} is not a readable PNG: its palette (PLTE) has {len} bytes, not 1 to 256 RGB entries"
             )));
