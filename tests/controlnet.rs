@@ -150,6 +150,11 @@ fn every_job_runs_one_unet_in_a_controlnet_folder() {
     let b = Model::load(common::runtime(), &common::fixture()).unwrap().generate_with(&wide, Hooks::default()).unwrap();
     assert_eq!((a.image.width, a.image.height), (96, 32));
     assert_eq!(a.image.data, b.image.data, "96x32 through unet_controlnet vs unet/");
+    // A seamless view: both graphs rewritten to wrap, still the same pixels.
+    let xy = kiln::model::seamless::Seamless::Xy;
+    let a = m.seamless(xy).unwrap().generate_with(&plain, Hooks::default()).unwrap();
+    let b = Model::load(common::runtime(), &common::fixture()).unwrap().seamless(xy).unwrap().generate_with(&plain, Hooks::default()).unwrap();
+    assert_eq!(a.image.data, b.image.data, "seamless through unet_controlnet vs unet/");
     // And the ControlNet job again is unchanged.
     assert_eq!(m.generate_with(&controlled, Hooks::default()).unwrap().image.data, first.image.data);
 }

@@ -201,6 +201,7 @@ impl ModelInner {
                 let decided = indexes(&self.layout.unet)
                     .and_then(|unet| same_unet_weights(&unet, &*indexes(path)?))
                     .and_then(|()| self.residual_unet())
+                    .and_then(|unet| same_ordinary_inputs(&self.unet_io, &unet.io).map(|()| unet))
                     .and_then(|unet| match zero_residual_shapes(&self.layout.unet_config, &unet, [1, 4, 8, 8]) {
                         Some(_) => Ok(unet),
                         None => Err(Error::unsupported(format!(
@@ -396,6 +397,20 @@ fn controlnet_io(g: &Graph) -> Result<ControlNetIo> {
 /// Where the ControlNet parts of a model folder are.
 pub(crate) fn unet_path(root: &Path) -> Option<PathBuf> {
     Some(root.join("unet_controlnet").join("model.onnx")).filter(|p| p.is_file())
+}
+
+/// Whether `residual` takes every call `unet` takes: the same optional inputs
+/// (LCM's `timestep_cond`, SDXL's added conditioning) and a batch at least as large.
+fn same_ordinary_inputs(unet: &UnetIo, residual: &UnetIo) -> Result<()> {
+    let optional = |io: &UnetIo| [io.timestep_cond.is_some(), io.text_embeds.is_some(), io.time_ids.is_some()];
+    if optional(unet) != optional(residual) {
+        return Err(Error::unsupported("its optional inputs (timestep_cond, text_embeds, time_ids) are not unet/'s"));
+    }
+    match (unet.max_batch, residual.max_batch) {
+        (_, None) => Ok(()),
+        (Some(a), Some(b)) if a <= b => Ok(()),
+        (a, Some(b)) => Err(Error::unsupported(format!("it takes batches of {b} at most and unet/ {}", a.map_or("any".to_string(), |a| a.to_string())))),
+    }
 }
 
 /// How many of the U-Nets' layers `same_unet_weights` compares value by value.
