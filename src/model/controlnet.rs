@@ -188,9 +188,10 @@ impl ModelInner {
     /// (`tests/controlnet.rs` checks it). Decided once, on the first plain
     /// call: the two files must hold the same layers with the same shapes and
     /// a sample of them the same values (an `unet_controlnet/` exported from
-    /// another fine-tune would otherwise change plain jobs' pictures), and the
-    /// residual inputs must follow the U-Net config's levels. `None` (plain
-    /// calls open `unet/`, said in the log) when any of that fails.
+    /// another fine-tune would otherwise change plain jobs' pictures), it must
+    /// take what `unet/` takes (optional inputs, batch), and its residual
+    /// inputs must follow the U-Net config's levels. `None` (plain calls open
+    /// `unet/`, said in the log) when any of that fails.
     pub(crate) fn residual_unet_for_plain_calls(&self) -> Option<Arc<ResidualUnet>> {
         let path = self.layout.unet_controlnet.as_ref()?;
         self.controlnets
@@ -424,6 +425,10 @@ fn same_unet_weights(unet: &lora::GraphIndex, residual: &lora::GraphIndex) -> Re
     let differ = |what: String| Error::adapter_mismatch(format!("{} and {} are not the same U-Net: {what}", unet.file.display(), residual.file.display()));
     let mut keys: Vec<&String> = unet.modules.keys().collect();
     keys.sort();
+    if keys.is_empty() {
+        // Nothing to compare by name (an export whose nodes carry no module paths).
+        return Err(differ(format!("{} names no layers in its nodes", unet.file.display())));
+    }
     if keys.len() != residual.modules.len() {
         return Err(differ(format!("{} layers against {}", keys.len(), residual.modules.len())));
     }
@@ -451,6 +456,12 @@ fn same_unet_weights(unet: &lora::GraphIndex, residual: &lora::GraphIndex) -> Re
 /// ones. `None` when the graph's inputs do not follow that (another
 /// architecture): plain calls then use `unet/`.
 pub(crate) fn zero_residual_shapes(config: &UnetConfig, unet: &ResidualUnet, sample: [usize; 4]) -> Option<Vec<Vec<usize>>> {
+    let specs: Vec<&TensorSpec> = unet.down.iter().chain(std::iter::once(&unet.mid)).collect();
+    shapes_at_levels(config, &specs, sample)
+}
+
+/// `zero_residual_shapes` for the residual inputs `specs` (down blocks, then mid).
+fn shapes_at_levels(config: &UnetConfig, specs: &[&TensorSpec], sample: [usize; 4]) -> Option<Vec<Vec<usize>>> {
     let levels = config.levels.max(1);
     let mut level_of = vec![0];
     for level in 0..levels {
@@ -460,7 +471,6 @@ pub(crate) fn zero_residual_shapes(config: &UnetConfig, unet: &ResidualUnet, sam
         }
     }
     level_of.push(levels - 1);
-    let specs: Vec<&TensorSpec> = unet.down.iter().chain(std::iter::once(&unet.mid)).collect();
     if specs.len() != level_of.len() {
         return None;
     }
@@ -473,4 +483,67 @@ pub(crate) fn zero_residual_shapes(config: &UnetConfig, unet: &ResidualUnet, sam
             Some(vec![sample[0], channels as usize, side(sample[2], level), side(sample[3], level)])
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ort::value::TensorElementType;
+
+    fn spec(channels: i64) -> TensorSpec {
+        TensorSpec { name: "r".into(), ty: TensorElementType::Float32, shape: vec![-1, channels, -1, -1] }
+    }
+
+    fn config(levels: usize, layers_per_block: usize) -> UnetConfig {
+        UnetConfig { sample_size: 64, in_channels: 4, levels, time_cond_proj_dim: None, layers_per_block }
+    }
+
+    /// SD 1.5's 12 down residuals and mid at 512² (latents 64²), as
+    /// diffusers' ControlNetModel returns them; a batch of 2.
+    #[test]
+    fn zero_residuals_take_sd15s_shapes() {
+        let channels = [320, 320, 320, 320, 640, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280];
+        let specs: Vec<TensorSpec> = channels.iter().map(|&c| spec(c)).collect();
+        let refs: Vec<&TensorSpec> = specs.iter().collect();
+        let got = shapes_at_levels(&config(4, 2), &refs, [2, 4, 64, 64]).unwrap();
+        let sides = [64, 64, 64, 32, 32, 32, 16, 16, 16, 8, 8, 8, 8];
+        let want: Vec<Vec<usize>> = channels.iter().zip(sides).map(|(&c, s)| vec![2, c as usize, s, s]).collect();
+        assert_eq!(got, want);
+        // Each axis on its own (a wide texture), a side halved upwards.
+        let wide = shapes_at_levels(&config(4, 2), &refs, [1, 4, 40, 96]).unwrap();
+        assert_eq!((wide[12][2], wide[12][3]), (5, 12));
+        // Another count than the config's levels, or undeclared channels: no shapes.
+        assert!(shapes_at_levels(&config(3, 2), &refs, [1, 4, 64, 64]).is_none());
+        let two_levels = [&specs[0], &specs[1], &specs[2], &specs[3], &specs[4], &specs[5], &specs[6]];
+        assert!(shapes_at_levels(&config(2, 2), &two_levels, [1, 4, 8, 8]).is_some());
+        let undeclared = TensorSpec { shape: vec![-1, -1, -1, -1], ..spec(0) };
+        let mut with_undeclared = two_levels.to_vec();
+        with_undeclared[6] = &undeclared;
+        assert!(shapes_at_levels(&config(2, 2), &with_undeclared, [1, 4, 8, 8]).is_none());
+    }
+
+    #[test]
+    fn residual_unet_must_take_what_unet_takes() {
+        let io = |cond: bool, batch: Option<usize>| UnetIo {
+            sample: spec(4),
+            timestep: spec(1),
+            encoder_hidden_states: spec(1),
+            timestep_cond: cond.then(|| spec(1)),
+            text_embeds: None,
+            time_ids: None,
+            output: "out_sample".into(),
+            max_batch: batch,
+        };
+        assert!(same_ordinary_inputs(&io(false, None), &io(false, None)).is_ok());
+        assert!(same_ordinary_inputs(&io(false, Some(1)), &io(false, None)).is_ok());
+        assert!(same_ordinary_inputs(&io(true, None), &io(false, None)).is_err(), "no timestep_cond for an LCM U-Net");
+        assert!(same_ordinary_inputs(&io(false, None), &io(false, Some(1))).is_err(), "batch 1 cannot take CFG's batch of 2");
+    }
+
+    #[test]
+    fn exports_without_layer_names_are_not_called_the_same() {
+        let empty = lora::GraphIndex::build(Path::new("unet.onnx"), &[], Vec::new());
+        let e = same_unet_weights(&empty, &empty).unwrap_err();
+        assert!(e.message().contains("names no layers"), "{e}");
+    }
 }
