@@ -142,24 +142,32 @@ fn adapter_view(loaded: &Loaded, base: &Model, adapters: &Adapters) -> Result<Mo
     if adapters.loras.is_empty() && adapters.embeddings.is_empty() {
         return Ok(base.clone());
     }
-    let mut views = lock(&loaded.views);
-    if let Some(i) = views.iter().position(|(set, _)| set == adapters) {
+    cached_view(&loaded.views, adapters.clone(), &loaded.views_built, || {
+        // A missing file is the commonest mistake: name its entry before any work.
+        let files = adapter_entries(adapters);
+        if let Some((key, path)) = files.iter().find(|(_, p)| !p.is_file()) {
+            return Err(Error::new(ErrorKind::ModelNotFound, format!("options[\"{key}\"]: no such file {}", path.display())));
+        }
+        base.with_adapters(adapters).map_err(|e| name_entry(e, &files, adapters))
+    })
+}
+
+/// The view cached under `key` in `cache` (most recently used last, at most
+/// `ADAPTER_VIEWS_KEPT`), or a new one from `make`, counted in `built`.
+fn cached_view<K: PartialEq>(cache: &Mutex<Vec<(K, Model)>>, key: K, built: &AtomicU64, make: impl FnOnce() -> Result<Model, Error>) -> Result<Model, Error> {
+    let mut views = lock(cache);
+    if let Some(i) = views.iter().position(|(k, _)| *k == key) {
         let hit = views.remove(i);
         let view = hit.1.clone();
         views.push(hit);
         return Ok(view);
     }
-    // A missing file is the commonest mistake: name its entry before any work.
-    let files = adapter_entries(adapters);
-    if let Some((key, path)) = files.iter().find(|(_, p)| !p.is_file()) {
-        return Err(Error::new(ErrorKind::ModelNotFound, format!("options[\"{key}\"]: no such file {}", path.display())));
-    }
-    let view = base.with_adapters(adapters).map_err(|e| name_entry(e, &files, adapters))?;
-    loaded.views_built.fetch_add(1, Ordering::Relaxed);
+    let view = make()?;
+    built.fetch_add(1, Ordering::Relaxed);
     if views.len() >= ADAPTER_VIEWS_KEPT {
         views.remove(0);
     }
-    views.push((adapters.clone(), view.clone()));
+    views.push((key, view.clone()));
     Ok(view)
 }
 
@@ -219,26 +227,13 @@ fn refiner_view(loaded: &Loaded, refiner: Model, path: &Path, embeddings: &[Embe
     if embeddings.is_empty() {
         return Ok(refiner);
     }
-    let key = (path.to_path_buf(), embeddings.to_vec());
-    let mut views = lock(&loaded.refiner_views);
-    if let Some(i) = views.iter().position(|(k, _)| *k == key) {
-        let hit = views.remove(i);
-        let view = hit.1.clone();
-        views.push(hit);
-        return Ok(view);
-    }
     let adapters = Adapters { embeddings: embeddings.to_vec(), ..Default::default() };
-    let view = refiner.with_adapters(&adapters).map_err(|e| {
-        let files = adapter_entries(&adapters);
-        let named = name_entry(e, &files, &adapters);
-        Error::new(named.kind(), format!("options[\"refiner\"] with {}", named.message()))
-    })?;
-    loaded.views_built.fetch_add(1, Ordering::Relaxed);
-    if views.len() >= ADAPTER_VIEWS_KEPT {
-        views.remove(0);
-    }
-    views.push((key, view.clone()));
-    Ok(view)
+    cached_view(&loaded.refiner_views, (path.to_path_buf(), embeddings.to_vec()), &loaded.views_built, || {
+        refiner.with_adapters(&adapters).map_err(|e| {
+            let named = name_entry(e, &adapter_entries(&adapters), &adapters);
+            Error::new(named.kind(), format!("options[\"refiner\"] with {}", named.message()))
+        })
+    })
 }
 
 /// The session's model, loading it (and ONNX Runtime) if this is the first use.
