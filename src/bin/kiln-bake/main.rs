@@ -313,10 +313,9 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     progress.log(&format!("loading refiner model {}", dir.display()));
                     Model::load(runtime, dir).map_err(|e| format!("refiner model {}: {e}", dir.display()))
                 });
-                let set = embedding_set(asset);
                 match plain {
-                    Ok(plain) if !set.is_empty() => refiner_views
-                        .entry((dir, set))
+                    Ok(plain) if !asset.embeddings.is_empty() => refiner_views
+                        .entry((dir, asset.embeddings.clone()))
                         .or_insert_with(|| {
                             let names = asset.embeddings.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>().join(", ");
                             progress.log(&format!("adding embedding {names} to refiner model {}", dir.display()));
@@ -400,8 +399,8 @@ fn file_identities<'p>(cache: &mut HashMap<PathBuf, Result<String, String>>, pat
         .collect()
 }
 
-/// An asset's embeddings as a comparable set: (file, token), in manifest order.
-type EmbeddingSet = Vec<(PathBuf, Option<String>)>;
+/// An asset's embeddings as a comparable set, in manifest order.
+type EmbeddingSet = Vec<manifest::AssetEmbedding>;
 
 /// An asset's adapters as a comparable set: its LoRAs (file, scale bits) and
 /// its embeddings, in manifest order.
@@ -410,12 +409,8 @@ type LoraSet = (Vec<(PathBuf, u32)>, EmbeddingSet);
 /// The assets that share one adapter view: a model folder and an adapter set.
 type LoraGroup<'a> = (&'a Path, LoraSet);
 
-fn embedding_set(asset: &Asset) -> EmbeddingSet {
-    asset.embeddings.iter().map(|e| (e.path.clone(), e.token.clone())).collect()
-}
-
 fn lora_set(asset: &Asset) -> LoraSet {
-    (asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect(), embedding_set(asset))
+    (asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect(), asset.embeddings.clone())
 }
 
 /// The asset's embeddings, and its LoRAs when `loras` (a refiner takes only

@@ -172,7 +172,7 @@ pub struct AssetLora {
 }
 
 /// One textual-inversion embedding added to an asset's model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AssetEmbedding {
     /// The `.safetensors` file (relative paths resolved against the manifest's folder).
     pub path: PathBuf,
