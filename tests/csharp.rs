@@ -26,8 +26,8 @@ fn scratch(name: &str) -> PathBuf {
 /// A command with the binding's environment: the library under test, and no
 /// LD_LIBRARY_PATH from cargo that could lead Mono to a stale libkiln.
 fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new(program);
-    c.env("KILN_LIBRARY", common::programs::lib_path()).env_remove("LD_LIBRARY_PATH").env_remove("DYLD_LIBRARY_PATH");
+    let mut c = common::programs::command(program);
+    c.env("KILN_LIBRARY", common::programs::lib_path());
     c
 }
 

@@ -277,7 +277,7 @@ fn fit_to_family(loaded: &mut [LoadedLora], m: &ModelInner) -> Result<()> {
             (None, Some(key)) => {
                 return Err(Error::adapter_mismatch(format!("LoRA {file}: `{key}` is from a LoRA for SDXL (two text encoders, SGM U-Net names); this model is SD 1.x/2.x-shaped")))
             }
-            (Some(xl), _) if xl.second.is_none() && l.file.modules.iter().any(|x| x.component != Component::Unet) => {
+            (Some(_), _) if refiner_style(m) && l.file.modules.iter().any(|x| x.component != Component::Unet) => {
                 return Err(Error::unsupported(format!(
                     "LoRA {file} adapts text encoders, and this SDXL export has only `text_encoder_2` as its one encoder (refiner-style): Kiln applies U-Net-only LoRAs to such exports"
                 )))
