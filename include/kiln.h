@@ -1164,8 +1164,10 @@ void kiln_lora_init(struct kiln_lora *lora);
 // Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_UTF8,
 // INVALID_ARGUMENT (a scale that is not finite), MODEL_NOT_FOUND (no such
 // file), MODEL_INVALID (not a readable safetensors LoRA, truncated),
-// UNSUPPORTED (LyCORIS full `diff` or norm adapters), ADAPTER_MISMATCH (another architecture,
-// ranks that disagree, keys that match no layer: listed in the message).
+// UNSUPPORTED (norm adapters; a LyCORIS full `diff_b` for a bias the export
+// shares between layers, or without its `diff`), ADAPTER_MISMATCH (another
+// architecture, ranks that disagree, keys that match no layer: listed in the
+// message; a `diff_b` for a layer without a bias).
 kiln_status kiln_model_with_loras(const struct kiln_model *model,
                                   const struct kiln_lora *loras,
                                   size_t count,

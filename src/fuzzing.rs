@@ -5,11 +5,11 @@
 //! so a target can check properties of it.
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::embedding::{Embedding, EmbeddingSpec};
-use crate::model::lora::{add_delta, sgm, LoraFile, WeightLayout, WeightSlot};
+use crate::model::lora::{add_bias, add_delta, sgm, LoraFile, WeightLayout, WeightSlot};
 use crate::ffi::model::kiln_generate_options;
 use crate::ffi::postprocess::kiln_sprite_options;
 use crate::ffi::runtime::kiln_runtime_options;
-use crate::model::onnx_proto::{self, Message};
+use crate::model::onnx_proto::{self, Message, TensorData};
 use crate::pipeline::{InitImage, Mask};
 
 /// `kiln_model_generate`'s validation of its options (everything before the
@@ -119,6 +119,15 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
                 other => {
                     return Err(Error::internal(format!("`{}`: a weight one row bigger was not refused: {other:?}", m.key)));
                 }
+            }
+        }
+        // A `diff_b` goes into a bias of the weight's outputs, and not into one of another length.
+        for len in [out, out + 1] {
+            let slot = WeightSlot { initializer: "b".into(), layout: WeightLayout::OutIn, dims: vec![len], data_type: 1, data: TensorData::Typed, users: vec![m.key.clone()] };
+            match (add_bias(&mut vec![0f32; len], &slot, m, 1.0), len == out || m.bias.is_none()) {
+                (Ok(()), true) => {}
+                (Err(e), false) if e.kind() == ErrorKind::AdapterMismatch => {}
+                (other, _) => return Err(Error::internal(format!("`{}`: a bias of {len} values for {out} outputs gave {other:?}", m.key))),
             }
         }
         merged += 1;

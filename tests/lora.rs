@@ -29,12 +29,16 @@ fn lycoris_native_dir() -> PathBuf {
     common::root().join("tests/fixtures/lycoris_native")
 }
 
+fn lycoris_full_dir() -> PathBuf {
+    common::root().join("tests/fixtures/lycoris_full")
+}
+
 /// The cases of tools/make_lora_fixture.py, tools/make_lycoris_fixture.py,
-/// tools/make_dora_fixture.py and tools/make_lycoris_native_fixture.py, each
-/// with `dir`, the folder its files are in.
+/// tools/make_dora_fixture.py, tools/make_lycoris_native_fixture.py and
+/// tools/make_lycoris_full_fixture.py, each with `dir`, the folder its files are in.
 fn cases() -> Vec<serde_json::Value> {
     let mut all = Vec::new();
-    for dir in [lora_dir(), lycoris_dir(), dora_dir(), lycoris_native_dir()] {
+    for dir in [lora_dir(), lycoris_dir(), dora_dir(), lycoris_native_dir(), lycoris_full_dir()] {
         let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
         for mut c in serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone() {
             c["dir"] = dir.to_string_lossy().into_owned().into();
@@ -202,6 +206,39 @@ fn lycoris_dora_on_loha_lokr_and_per_input_channel_match_lycoris() {
     }
 }
 
+/// LyCORIS full differences (`algo=full`, f16), made by LyCORIS on the
+/// U-Net's attention, feed-forward, resnet convs, `conv_in` and time
+/// embedding (MatMul + Add, Conv and Gemm layers, each with its `diff_b`)
+/// and on the text encoder's Linears, against LyCORIS's own merged weights
+/// (tools/make_lycoris_full_fixture.py): at strength 1 and 0.6, and at -0.5
+/// stacked with a LoCon on the same layers. The same files without their
+/// bias differences are 0.04-0.06 away (in cases.json), so a lost or
+/// misplaced `diff_b` fails.
+#[test]
+fn lycoris_full_differences_match_lycoris_with_their_biases() {
+    check_adapting_both_graphs(&[("full_euler", "full diff f16"), ("full_ddim_s06", "full diff x0.6"), ("full_locon_ddim", "full x-0.5 + LoCon x0.8")]);
+    let m = with_case_loras(common::tiny_model(), "full_euler", false);
+    let (unet, _) = m.merged_initializers();
+    let biases: Vec<&&str> = unet.iter().filter(|n| n.ends_with(".bias")).collect();
+    eprintln!("full_euler: {} U-Net initializers merged, {} of them biases", unet.len(), biases.len());
+    for layer in ["conv_in.bias", "time_embedding.linear_1.bias", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0.bias", "mid_block.resnets.0.conv1.bias"] {
+        assert!(unet.contains(&layer), "{layer} merged (a Conv, Gemm, MatMul + Add and resnet bias): {biases:?}");
+    }
+}
+
+/// `diff_b` Kiln cannot apply: a bias the export shares between layers (the
+/// tiny text encoder's zero biases, deduplicated into one tensor), and a
+/// bias difference with no weight difference; each refused with its status,
+/// and the model still generates.
+#[test]
+fn full_differences_kiln_cannot_apply_are_refused() {
+    let broken = lycoris_full_dir().join("broken");
+    expect_error(broken.join("shared_bias.safetensors"), ErrorKind::Unsupported, &["text_encoder", "its bias", "is shared by", "cannot be changed for one of them"]);
+    expect_error(broken.join("bias_only.safetensors"), ErrorKind::Unsupported, &["bias difference without a weight difference", "diff_b"]);
+    let c = cases().into_iter().find(|c| c["name"] == "full_euler").unwrap();
+    common::tiny_model().generate_with(&request(&c), Hooks::default()).expect("base model still usable");
+}
+
 /// LyCORIS files Kiln cannot apply: each refused with its own status and a
 /// message naming the problem, and the model still generates afterwards.
 #[test]
@@ -209,7 +246,7 @@ fn bad_lycoris_files_give_specific_errors() {
     for (file, kind, words) in [
         ("loha_tucker.safetensors", ErrorKind::AdapterMismatch, &["rank mismatch", "Tucker core", "hada_t1"][..]),
         ("lokr_tucker.safetensors", ErrorKind::AdapterMismatch, &["rank mismatch", "Tucker core", "lokr_t2"]),
-        ("mixed_kinds.safetensors", ErrorKind::ModelInvalid, &["mixes LoRA, LoHa and LoKr"]),
+        ("mixed_kinds.safetensors", ErrorKind::ModelInvalid, &["mixes LoRA, LoHa, LoKr"]),
         ("loha_rank_mismatch.safetensors", ErrorKind::AdapterMismatch, &["rank mismatch", "hada_w2"]),
         ("lokr_too_wide.safetensors", ErrorKind::AdapterMismatch, &["another architecture", "LoKr", "attn1_to_q"]),
         ("lokr_missing_w2.safetensors", ErrorKind::ModelInvalid, &["neither `lokr_w2`"]),

@@ -108,11 +108,13 @@ def adapters():
         "lycoris/broken/lokr_too_wide.safetensors",
         "lycoris/broken/lokr_missing_w2.safetensors",
         "lycoris/broken/mixed_kinds.safetensors",
+        "lycoris_full/broken/bias_only.safetensors",
+        "lycoris_full/broken/shared_bias.safetensors",
     ]:
         write("adapters", rel.replace("/", "-"), (fixtures / rel).read_bytes())
     # Valid LyCORIS and DoRA modules, small: a 3x3 conv and attention and
     # text-encoder projections of the LoHa, f16 LoKr, kohya DoRA and
-    # LyCORIS-made (Tucker, DoRA on LoHa/LoKr, per-input DoRA) fixtures.
+    # LyCORIS-made (Tucker, DoRA on LoHa/LoKr, per-input DoRA, full diff) fixtures.
     from safetensors.numpy import load_file, save
 
     for rel, modules in [
@@ -126,6 +128,8 @@ def adapters():
         ("lycoris_native/gloss.loha.safetensors", ("resnets_0_conv1", "attn1_to_q")),
         ("lycoris_native/frost.lokr.safetensors", ("resnets_0_conv1", "layers_0_mlp_fc1")),
         ("lycoris_native/dust.locon.safetensors", ("resnets_0_conv1", "attn1_to_q", "layers_0_mlp_fc1")),
+        # LyCORIS full: diff and diff_b on a conv and a Linear with a bias, diff alone on the text encoder.
+        ("lycoris_full/sculpt.full.safetensors", ("resnets_0_conv1", "attn1_to_out_0", "layers_0_mlp_fc1")),
     ]:
         tensors = load_file(str(fixtures / rel))
         subset = {}

@@ -32,8 +32,8 @@ impl Model {
     /// own: dropping this one while the new one lives is safe.
     ///
     /// Errors: a missing file (`ModelNotFound`), a file that is not a
-    /// readable safetensors LoRA (`ModelInvalid`), a LyCORIS full `diff` or
-    /// norm adapter (`Unsupported`), and a LoRA that does not fit this model — another
+    /// readable safetensors LoRA (`ModelInvalid`), a norm adapter or a
+    /// LyCORIS full `diff_b` for a bias the export shares (`Unsupported`), and a LoRA that does not fit this model — another
     /// architecture, ranks that disagree, keys that match no layer (listed)
     /// — (`AdapterMismatch`). On error this model is unchanged.
     pub fn with_adapters(&self, adapters: &Adapters) -> Result<Model> {

@@ -7,6 +7,7 @@
 //! - LyCORIS's `use_tucker` convolutions store a decomposed matrix as a core
 //!   `[r1, r2, kh, kw]` and two modes instead of `a · b` (LoCon's
 //!   `lora_mid`, LoHa's `hada_t1`/`hada_t2`, LoKr's `lokr_t2`).
+//! - LyCORIS full (`algo=full`): the difference itself, `diff`, stored whole.
 //!
 //! A convolution's trailing dimensions (in × kh × kw) are flattened, so every
 //! delta is an `[out, in·kh·kw]` matrix in PyTorch's weight order; for LoKr
@@ -227,6 +228,9 @@ pub enum Factors {
         /// `[b, d]` or `[b, d, kh, kw]` (flattened `[b, d·kh·kw]` as a product).
         w2: KronFactor,
     },
+    /// LyCORIS full: the weight difference `diff`, `[out, in]` or
+    /// `[out, in, kh, kw]`, applied unscaled by alpha (it has no rank).
+    Full(F32Tensor),
 }
 
 /// A tensor as a matrix: first dimension × the rest.
@@ -243,6 +247,7 @@ impl Factors {
             Self::LowRank(_) => "LoRA",
             Self::Hadamard(..) => "LoHa",
             Self::Kronecker { .. } => "LoKr",
+            Self::Full(_) => "full diff",
         }
     }
 
@@ -251,6 +256,7 @@ impl Factors {
         match self {
             Self::LowRank(d) | Self::Hadamard(d, _) => d.rows(),
             Self::Kronecker { w1, w2 } => w1.rows().saturating_mul(w2.rows()),
+            Self::Full(d) => d.shape[0],
         }
     }
 
@@ -259,6 +265,7 @@ impl Factors {
         match self {
             Self::LowRank(d) | Self::Hadamard(d, _) => d.cols(),
             Self::Kronecker { w1, w2 } => w1.cols().saturating_mul(w2.cols()),
+            Self::Full(d) => d.shape[1..].iter().product(),
         }
     }
 
@@ -267,16 +274,18 @@ impl Factors {
         match self {
             Self::LowRank(d) | Self::Hadamard(d, _) => d.kernel(),
             Self::Kronecker { w2, .. } => w2.kernel(),
+            Self::Full(d) => (d.shape.len() == 4).then(|| &d.shape[2..]),
         }
     }
 
     /// The rank alpha is divided by: LoRA's and LoHa's inner dimension, LoKr's
     /// decomposed factor's (w2's if both are); `None` for a LoKr with both
-    /// factors whole, which LyCORIS applies unscaled.
+    /// factors whole, which LyCORIS applies unscaled, and for a full diff.
     pub fn rank(&self) -> Option<usize> {
         match self {
             Self::LowRank(d) | Self::Hadamard(d, _) => Some(d.rank()),
             Self::Kronecker { w1, w2 } => w2.rank().or(w1.rank()),
+            Self::Full(_) => None,
         }
     }
 
@@ -290,6 +299,7 @@ impl Factors {
             Self::LowRank(d) => d.widest_rank(),
             Self::Hadamard(d1, d2) => d1.widest_rank().max(d2.widest_rank()),
             Self::Kronecker { w1, w2 } => kron(w1).max(kron(w2)),
+            Self::Full(_) => 0,
         }
     }
 
@@ -301,6 +311,7 @@ impl Factors {
                 format!("{} ⊙ {}", d1.describe(["w1_a", "w1_b", "hada_t1"]), d2.describe(["w2_a", "w2_b", "hada_t2"]))
             }
             Self::Kronecker { w1, w2 } => format!("{} ⊗ {}", w1.describe("w1"), w2.describe("w2")),
+            Self::Full(d) => format!("diff {:?}", d.shape),
         }
     }
 
@@ -314,6 +325,7 @@ impl Factors {
                 d
             }
             Self::Kronecker { w1, w2 } => kron(&w1.matrix(), &w2.matrix()),
+            Self::Full(d) => view(d).to_owned(),
         }
     }
 }

@@ -24,8 +24,12 @@
 //! - LyCORIS's Tucker cores (`use_tucker`) on convolutions: LoCon's
 //!   `.lora_mid.weight`, LoHa's `.hada_t1`/`.hada_t2`, LoKr's `.lokr_t2`.
 //!
+//! - LyCORIS full (`algo=full`): the weight difference `.diff` itself, and
+//!   `.diff_b` for the layer's bias (`diff_b` is read with any kind, as
+//!   ComfyUI does).
+//!
 //! The delta of a module is (alpha / rank) · the factors' product
-//! ([`super::factors`]). Full `diff` tensors and norm adapters are refused by name.
+//! ([`super::factors`]). Norm adapters (`w_norm`/`b_norm`) are refused by name.
 use std::collections::BTreeMap;
 
 pub use super::factors::{Decomposed, DoraAxis, DoraStrength, Factors, KronFactor, Magnitude};
@@ -78,6 +82,8 @@ pub struct LoraModule {
     pub alpha: Option<f32>,
     /// DoRA: the magnitude of each output row after the merge.
     pub magnitude: Option<Magnitude>,
+    /// LyCORIS `diff_b`: added to the layer's bias, `[out]`.
+    pub bias: Option<Vec<f32>>,
 }
 
 impl LoraModule {
@@ -132,14 +138,15 @@ enum Part {
     HadaT1,
     HadaT2,
     LokrT2,
+    /// LyCORIS full: the weight difference and the bias difference.
+    Diff,
+    DiffB,
     /// DoRA's magnitude: kohya/LyCORIS `dora_scale`, PEFT `lora_magnitude_vector`.
     Magnitude,
 }
 
 /// Suffixes of refused adapter types and what they are.
 const REFUSED: &[(&str, &str)] = &[
-    (".diff", "a full weight difference (`diff`)"),
-    (".diff_b", "a bias difference (`diff_b`)"),
     (".w_norm", "GLoRA/norm adapters"),
     (".b_norm", "GLoRA/norm adapters"),
 ];
@@ -170,6 +177,8 @@ const PARTS: &[(&str, Part)] = &[
     (".hada_t1", Part::HadaT1),
     (".hada_t2", Part::HadaT2),
     (".lokr_t2", Part::LokrT2),
+    (".diff", Part::Diff),
+    (".diff_b", Part::DiffB),
     (".dora_scale", Part::Magnitude),
     (".lora_magnitude_vector", Part::Magnitude),
     (".lora_magnitude_vector.weight", Part::Magnitude),
@@ -180,7 +189,7 @@ fn classify(name: &str) -> Result<Option<(Component, String, Part)>> {
     for (suffix, what) in REFUSED {
         if name.ends_with(suffix) {
             return Err(Error::unsupported(format!(
-                "`{name}` is {what}: Kiln applies LoRA, LoCon, DoRA, LoHa and LoKr (with or without Tucker cores); full diffs and norm adapters are refused"
+                "`{name}` is {what}: Kiln applies LoRA, LoCon, DoRA, LoHa, LoKr (with or without Tucker cores) and full diffs; norm adapters are refused"
             )));
         }
     }
@@ -359,14 +368,21 @@ impl LoraFile {
                 return Err(invalid(format!("{} `{key}` has {} DoRA magnitudes: {magnitudes:?}", component.name(), magnitudes.len())));
             }
             let magnitude = p.tensors.iter().position(|(part, ..)| *part == Part::Magnitude).map(|i| p.tensors.remove(i));
+            let bias = p.tensors.iter().position(|(part, ..)| *part == Part::DiffB).map(|i| p.tensors.remove(i));
+            if let (Some((_, name, _)), true) = (&bias, p.tensors.is_empty()) {
+                return Err(Error::unsupported(format!(
+                    "`{name}` is a bias difference without a weight difference; Kiln applies `diff_b` with the module's `diff` or LoRA factors"
+                )));
+            }
             let factors = factors_of(component, &key, p.tensors)?;
             let magnitude = magnitude.map(|(_, name, t)| dora_magnitude(&name, t, &factors, p.peft)).transpose()?;
+            let bias = bias.map(|(_, name, t)| bias_difference(&name, t, &factors)).transpose()?;
             let alpha = match (p.alpha, &peft) {
                 (Some(a), _) => Some(a),
                 (None, Some(cfg)) if p.peft => cfg.alpha(component, &p.dotted),
                 _ => None,
             };
-            modules.push(LoraModule { component, key, file_key, factors, alpha, magnitude });
+            modules.push(LoraModule { component, key, file_key, factors, alpha, magnitude, bias });
         }
         Ok(Self { modules, layout: if kohya { "kohya" } else { "peft" }, sdxl_key })
     }
@@ -383,12 +399,13 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
     let lokr = tensors
         .iter()
         .any(|(p, ..)| matches!(p, Part::LokrW1 | Part::LokrW1A | Part::LokrW1B | Part::LokrW2 | Part::LokrW2A | Part::LokrW2B | Part::LokrT2));
-    if !(lora || loha || lokr) {
-        return Err(invalid(format!("{} `{key}` has no LoRA, LoHa or LoKr weights (only an alpha or a DoRA magnitude)", component.name())));
+    let full = tensors.iter().any(|(p, ..)| *p == Part::Diff);
+    if !(lora || loha || lokr || full) {
+        return Err(invalid(format!("{} `{key}` has no LoRA, LoHa, LoKr or full weights (only an alpha or a DoRA magnitude)", component.name())));
     }
-    if usize::from(lora) + usize::from(loha) + usize::from(lokr) > 1 {
+    if usize::from(lora) + usize::from(loha) + usize::from(lokr) + usize::from(full) > 1 {
         let names: Vec<&str> = tensors.iter().map(|(_, n, _)| n.as_str()).collect();
-        return Err(invalid(format!("{} mixes LoRA, LoHa and LoKr tensors: {names:?}", component.name())));
+        return Err(invalid(format!("{} mixes LoRA, LoHa, LoKr and full tensors: {names:?}", component.name())));
     }
     let mut slots: Vec<Option<(String, F32Tensor)>> = vec![None; Part::Magnitude as usize + 1];
     for (part, name, t) in tensors {
@@ -400,6 +417,13 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
     }
     let mut take = |part: Part| slots[part as usize].take();
     let need = |t: Option<(String, F32Tensor)>, kind: &str, part: &str| t.ok_or_else(|| invalid(format!("{} has no `{part}` tensor", what(kind))));
+    if full {
+        let (name, diff) = need(take(Part::Diff), "full", "diff")?;
+        if !(diff.shape.len() == 2 || diff.shape.len() == 4) || diff.shape.contains(&0) {
+            return Err(invalid(format!("`{name}` is {:?}: a full difference is a non-empty 2-D (Linear) or 4-D (convolution) weight", diff.shape)));
+        }
+        return Ok(Factors::Full(diff));
+    }
     if lora {
         let (down_name, down) = need(take(Part::Down), "LoRA", "down")?;
         let (up_name, up) = need(take(Part::Up), "LoRA", "up")?;
@@ -482,6 +506,20 @@ fn factors_of(component: Component, key: &str, tensors: Vec<(Part, String, F32Te
         )));
     }
     Ok(Factors::Kronecker { w1, w2 })
+}
+
+/// A `diff_b` tensor: one value per output of the module's weight.
+fn bias_difference(name: &str, t: F32Tensor, factors: &Factors) -> Result<Vec<f32>> {
+    if t.shape != [factors.out_features()] {
+        return Err(mismatch(format!(
+            "`{name}` is {:?} but the module's {} ({}) has {} outputs: a bias difference has one value per output",
+            t.shape,
+            factors.kind(),
+            factors.describe(),
+            factors.out_features()
+        )));
+    }
+    Ok(t.data)
 }
 
 /// A Tucker-decomposed matrix (LyCORIS `use_tucker`): `core` `[r1, r2, kh, kw]`,
@@ -603,9 +641,12 @@ mod tests {
 
     #[test]
     fn refused_variants_and_other_architectures_have_their_own_errors() {
-        let e = classify("lora_unet_mid_block_resnets_0_conv1.diff").unwrap_err();
+        let e = classify("lora_unet_mid_block_norm1.w_norm").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
-        assert!(e.message().contains("full weight difference"), "{}", e.message());
+        assert!(e.message().contains("norm adapters"), "{}", e.message());
+        // LyCORIS full differences are parts.
+        assert_eq!(classify("lora_unet_mid_block_resnets_0_conv1.diff").unwrap().unwrap().2, Part::Diff);
+        assert_eq!(classify("lora_te_text_model_encoder_layers_0_mlp_fc1.diff_b").unwrap().unwrap().2, Part::DiffB);
         // Tucker cores are parts.
         assert_eq!(classify("lora_unet_x.hada_t1").unwrap().unwrap().2, Part::HadaT1);
         assert_eq!(classify("lora_unet_x.lokr_t2").unwrap().unwrap().2, Part::LokrT2);
@@ -735,9 +776,9 @@ mod tests {
         assert!(e.message().contains("rank mismatch"), "{}", e.message());
         let lonely = st(&[("lora_unet_a.dora_scale", vec![4, 1], vec![1.0; 4]), ("lora_unet_a.alpha", vec![], vec![1.0])], None);
         let e = LoraFile::parse(&lonely).unwrap_err();
-        assert!(e.message().contains("no LoRA, LoHa or LoKr weights"), "{}", e.message());
+        assert!(e.message().contains("no LoRA, LoHa, LoKr or full weights"), "{}", e.message());
         let e = lokr(&[("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8])]).unwrap_err();
-        assert!(e.message().contains("mixes LoRA, LoHa and LoKr"), "{}", e.message());
+        assert!(e.message().contains("mixes LoRA, LoHa, LoKr"), "{}", e.message());
         let mut three = vec![
             ("lora_unet_a.hada_w1_a", vec![4, 2], vec![0.5; 8]),
             ("lora_unet_a.hada_w1_b", vec![2, 3], vec![0.5; 6]),
@@ -749,6 +790,42 @@ mod tests {
         let e = LoraFile::parse(&st(&three, None)).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
         assert!(e.message().contains("Hadamard factors differ"), "{}", e.message());
+    }
+
+    /// LyCORIS full: `diff` is the delta itself (alpha does not scale it),
+    /// `diff_b` one value per output; a lone `diff_b`, a `diff_b` of the
+    /// wrong length, a 3-D `diff` and a `diff` mixed with LoRA factors are
+    /// each refused with their own status.
+    #[test]
+    fn full_differences_parse_with_their_bias() {
+        let linear = st(
+            &[
+                ("lora_unet_a.diff", vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                ("lora_unet_a.diff_b", vec![3], vec![0.5, -0.5, 0.25]),
+                ("lora_unet_a.alpha", vec![], vec![8.0]),
+                ("lora_unet_c.diff", vec![4, 2, 3, 3], vec![0.1; 72]),
+            ],
+            None,
+        );
+        let f = LoraFile::parse(&linear).unwrap();
+        let (a, c) = (&f.modules[0], &f.modules[1]);
+        assert_eq!((a.factors.kind(), a.factors.out_features(), a.factors.in_features(), a.alpha_scale()), ("full diff", 3, 2, 1.0));
+        assert_eq!(a.factors.delta().as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(a.bias.as_deref(), Some(&[0.5, -0.5, 0.25][..]));
+        assert_eq!((c.factors.out_features(), c.factors.in_features(), c.factors.kernel(), c.bias.is_none()), (4, 18, Some(&[3, 3][..]), true));
+        let parse = |t: &[(&str, Vec<usize>, Vec<f32>)]| LoraFile::parse(&st(t, None)).unwrap_err();
+        let e = parse(&[("lora_unet_a.diff_b", vec![3], vec![0.5; 3])]);
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.message().contains("bias difference without a weight difference"), "{}", e.message());
+        let e = parse(&[("lora_unet_a.diff", vec![3, 2], vec![1.0; 6]), ("lora_unet_a.diff_b", vec![2], vec![0.5; 2])]);
+        assert_eq!(e.kind(), ErrorKind::AdapterMismatch);
+        assert!(e.message().contains("`lora_unet_a.diff_b` is [2]") && e.message().contains("3 outputs"), "{}", e.message());
+        let e = parse(&[("lora_unet_a.diff", vec![3, 2, 1], vec![1.0; 6])]);
+        assert_eq!(e.kind(), ErrorKind::ModelInvalid);
+        assert!(e.message().contains("2-D (Linear) or 4-D"), "{}", e.message());
+        let e = parse(&[("lora_unet_a.diff", vec![3, 2], vec![1.0; 6]), ("lora_unet_a.lora_down.weight", vec![1, 2], vec![1.0; 2])]);
+        assert_eq!(e.kind(), ErrorKind::ModelInvalid);
+        assert!(e.message().contains("mixes LoRA, LoHa, LoKr and full"), "{}", e.message());
     }
 
     #[test]

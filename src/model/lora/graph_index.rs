@@ -5,7 +5,9 @@
 //! (`/down_blocks.0/attentions.0/transformer_blocks.0/attn1/to_q/MatMul`), and
 //! may route a weight through `Identity` nodes when they deduplicate equal
 //! tensors. The index follows each MatMul, Gemm and Conv weight input back to
-//! its initializer and records how it is laid out.
+//! its initializer and records how it is laid out, and finds each layer's bias:
+//! a Conv's or Gemm's third input, or the `Add` an exporter puts after a
+//! MatMul (for LyCORIS full's `diff_b`).
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -56,6 +58,10 @@ pub struct GraphIndex {
     pub file: PathBuf,
     /// Module key (`_` spelling) → weight.
     pub modules: HashMap<String, WeightSlot>,
+    /// Module key → its bias `[out]`; `users` are the labels of every node
+    /// that reads the initializer (a module key, or another node's name), so
+    /// a bias the exporter shared between equal tensors shows more than one.
+    pub biases: HashMap<String, WeightSlot>,
     /// The text encoder's token-embedding table `[vocab, dim]`, when this is one.
     pub token_embedding: Option<WeightSlot>,
 }
@@ -113,6 +119,10 @@ impl GraphIndex {
         let mut modules: HashMap<String, WeightSlot> = HashMap::new();
         let mut users: HashMap<String, Vec<String>> = HashMap::new();
         let mut token_embedding = None;
+        // A MatMul's output → its module key (where an `Add` may add the bias).
+        let mut matmul_outputs: HashMap<&str, String> = HashMap::new();
+        // Module key → the name of the initializer its node adds as a bias.
+        let mut bias_names: Vec<(String, &InitializerSummary)> = Vec::new();
         for n in nodes {
             let layout = match (n.op_type.as_str(), n.trans_b) {
                 ("MatMul", _) => WeightLayout::InOut,
@@ -132,13 +142,48 @@ impl GraphIndex {
                 continue;
             }
             let Some(s) = slot(init, layout) else { continue };
+            if n.op_type == "MatMul" {
+                if let Some(o) = n.outputs.first() {
+                    matmul_outputs.insert(o.as_str(), key.clone());
+                }
+            } else if let Some(b) = n.inputs.get(2).and_then(|b| resolve(b)) {
+                bias_names.push((key.clone(), b));
+            }
             users.entry(s.initializer.clone()).or_default().push(key.clone());
             modules.insert(key, s);
         }
         for s in modules.values_mut() {
             s.users = users.get(&s.initializer).cloned().unwrap_or_default();
         }
-        Self { file: file.to_path_buf(), modules, token_embedding }
+        // `Add(bias, MatMul output)` in either order: the Linear's bias.
+        for n in nodes.iter().filter(|n| n.op_type == "Add" && n.inputs.len() == 2) {
+            for (mine, other) in [(0, 1), (1, 0)] {
+                if let (Some(key), Some(b)) = (matmul_outputs.get(n.inputs[mine].as_str()), resolve(&n.inputs[other])) {
+                    bias_names.push((key.clone(), b));
+                }
+            }
+        }
+        // Every reader of each initializer, through aliases (Identity nodes themselves aside).
+        let mut readers: HashMap<&str, Vec<String>> = HashMap::new();
+        for n in nodes.iter().filter(|n| n.op_type != "Identity") {
+            for i in &n.inputs {
+                if let Some(init) = resolve(i) {
+                    readers.entry(init.name.as_str()).or_default().push(module_key(&n.name).unwrap_or_else(|| n.name.clone()));
+                }
+            }
+        }
+        let mut biases = HashMap::new();
+        for (key, b) in bias_names {
+            let out = modules[&key].out_in().0;
+            if b.dims.len() != 1 || usize::try_from(b.dims[0]).ok() != Some(out) {
+                continue;
+            }
+            if let Some(mut s) = slot(b, WeightLayout::OutIn) {
+                s.users = readers.get(b.name.as_str()).cloned().unwrap_or_default();
+                biases.insert(key, s);
+            }
+        }
+        Self { file: file.to_path_buf(), modules, biases, token_embedding }
     }
 
     /// The values of `slot` as f32, in its stored layout.
@@ -213,6 +258,8 @@ mod tests {
             init("tok", &[100, 32]),
         ];
         let idx = GraphIndex::build(Path::new("x.onnx"), &nodes, inits);
+        assert_eq!(idx.biases.len(), 1, "{:?}", idx.biases.keys().collect::<Vec<_>>());
+        assert_eq!((idx.biases["conv_in"].initializer.as_str(), idx.biases["conv_in"].users.as_slice()), ("conv_in.bias", &["conv_in".to_string()][..]));
         let q = &idx.modules["down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"];
         assert_eq!((q.initializer.as_str(), q.layout, q.out_in()), ("onnx::MatMul_7", WeightLayout::InOut, (64, 32)));
         assert_eq!(q.users.len(), 2, "shared through Identity: {:?}", q.users);
@@ -220,6 +267,61 @@ mod tests {
         assert_eq!(idx.modules["conv_in"].out_in(), (32, 36));
         assert_eq!(idx.token_embedding.as_ref().unwrap().initializer, "tok");
         assert_eq!(idx.modules.len(), 4, "{:?}", idx.modules.keys().collect::<Vec<_>>());
+    }
+
+    /// Biases: a Gemm's and a Conv's third input, the `Add` after a MatMul
+    /// (either operand order, through an alias), one of the wrong length
+    /// skipped, and a bias the exporter shared with another layer and a
+    /// LayerNorm listing every reader.
+    #[test]
+    fn biases_map_from_gemm_conv_and_the_add_after_a_matmul() {
+        let mut gemm = node("Gemm", "/time_embedding/linear_1/Gemm", &["x", "tw", "tb"]);
+        gemm.trans_b = 1;
+        let mut alias = node("Identity", "Identity_3", &["zero"]);
+        alias.outputs = vec!["k_proj.bias".into()];
+        let nodes = vec![
+            gemm,
+            node("Conv", "/conv_in/Conv", &["x", "cw", "cb"]),
+            node("MatMul", "/a/to_out.0/MatMul", &["x", "ow"]),
+            node("Add", "/a/to_out.0/Add", &["ob", "/a/to_out.0/MatMul_out"]),
+            node("MatMul", "/a/ff/net.2/MatMul", &["x", "fw"]),
+            node("Add", "/a/ff/net.2/Add", &["/a/ff/net.2/MatMul_out", "fb"]),
+            node("MatMul", "/t/q_proj/MatMul", &["x", "qw"]),
+            node("Add", "/t/q_proj/Add", &["zero", "/t/q_proj/MatMul_out"]),
+            alias,
+            node("MatMul", "/t/k_proj/MatMul", &["x", "kw"]),
+            node("Add", "/t/k_proj/Add", &["k_proj.bias", "/t/k_proj/MatMul_out"]),
+            node("LayerNormalization", "/t/layer_norm/LayerNormalization", &["x", "ln_w", "zero"]),
+            node("MatMul", "/a/proj_out/MatMul", &["x", "pw"]),
+            node("Add", "/a/proj_out/Add", &["/a/proj_out/MatMul_out", "short"]),
+        ];
+        let inits = vec![
+            init("tw", &[16, 8]),
+            init("tb", &[16]),
+            init("cw", &[8, 4, 3, 3]),
+            init("cb", &[8]),
+            init("ow", &[8, 6]),
+            init("ob", &[6]),
+            init("fw", &[8, 5]),
+            init("fb", &[5]),
+            init("qw", &[8, 8]),
+            init("kw", &[8, 8]),
+            init("zero", &[8]),
+            init("ln_w", &[8]),
+            init("pw", &[8, 4]),
+            init("short", &[3]),
+        ];
+        let idx = GraphIndex::build(Path::new("x.onnx"), &nodes, inits);
+        let bias = |k: &str| (idx.biases[k].initializer.as_str(), idx.biases[k].dims.clone(), idx.biases[k].users.len());
+        assert_eq!(bias("time_embedding_linear_1"), ("tb", vec![16], 1));
+        assert_eq!(bias("conv_in"), ("cb", vec![8], 1));
+        assert_eq!(bias("a_to_out_0"), ("ob", vec![6], 1));
+        assert_eq!(bias("a_ff_net_2"), ("fb", vec![5], 1));
+        let shared = &idx.biases["t_k_proj"];
+        assert_eq!(shared.initializer, "zero");
+        assert_eq!(shared.users, ["t_q_proj", "t_k_proj", "t_layer_norm"], "every reader of the shared zero tensor");
+        assert!(!idx.biases.contains_key("a_proj_out"), "a 3-value bias for 4 outputs is not this layer's");
+        assert_eq!(idx.biases.len(), 6);
     }
 
     /// A real file: one weight inline (raw_data), one in an external-data

@@ -2,7 +2,8 @@
 //!
 //! For every adapted layer W' = W + Σ scale · (alpha / rank) · delta, where
 //! delta is up · down (LoRA), a Hadamard (LoHa) or Kronecker (LoKr) product,
-//! computed on the CPU in f32 from the base weights in the ONNX file (read
+//! or LyCORIS full's stored difference (whose `diff_b` also gives
+//! b' = b + Σ scale · diff_b), computed on the CPU in f32 from the base weights in the ONNX file (read
 //! straight from their offsets) and converted back to the initializer's type.
 //! The merged tensors are handed to ONNX Runtime as initializer overrides
 //! (`AddInitializer`): no model file is written, unchanged weights come from
@@ -164,28 +165,81 @@ pub(crate) fn unmatched(index: &GraphIndex, component: Component, loras: &[Loade
         .collect()
 }
 
-/// The merged weights of `component` for `loras` (unmatched modules skipped:
-/// check them with [`unmatched`] first).
+/// The nodes that read a shared initializer, for messages: the first few and a count.
+fn readers(users: &[String]) -> String {
+    const LISTED: usize = 4;
+    let named = users.iter().take(LISTED).map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", ");
+    match users.len().checked_sub(LISTED) {
+        Some(more) if more > 0 => format!("{named} and {more} more"),
+        _ => named,
+    }
+}
+
+/// Adds `scale · diff_b` to `bias`, checking its length against the slot.
+pub fn add_bias(bias: &mut [f32], slot: &WeightSlot, m: &LoraModule, scale: f32) -> Result<()> {
+    let Some(diff) = &m.bias else { return Ok(()) };
+    if diff.len() != bias.len() || slot.dims != [bias.len()] {
+        return Err(Error::adapter_mismatch(format!(
+            "{} `{}`: its bias difference has {} values but the model's bias `{}` is {:?}",
+            m.component.name(),
+            m.key,
+            diff.len(),
+            slot.initializer,
+            slot.dims
+        )));
+    }
+    bias.iter_mut().zip(diff).for_each(|(b, d)| *b += scale * d);
+    Ok(())
+}
+
+/// The merged weights (and, for `diff_b`, biases) of `component` for
+/// `loras` (unmatched modules skipped: check them with [`unmatched`] first).
 pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLora]) -> Result<Vec<(String, Arc<DynValue>)>> {
     // initializer → the modules and scales adding to it, in file order.
     type Adds<'a> = (&'a WeightSlot, Vec<(&'a LoraModule, f32)>);
     let mut plan: BTreeMap<&str, Adds<'_>> = BTreeMap::new();
+    let mut bias_plan: BTreeMap<&str, Adds<'_>> = BTreeMap::new();
+    let shared = |what: &str, m: &LoraModule, slot: &WeightSlot| {
+        Error::unsupported(format!(
+            "{} `{}`: its {what} `{}` is shared by {} in this export (the exporter deduplicated equal tensors), so it cannot be changed for one of them",
+            component.name(),
+            m.key,
+            slot.initializer,
+            readers(&slot.users)
+        ))
+    };
     for l in loras {
         for m in l.file.modules.iter().filter(|m| m.component == component) {
             let Some(slot) = index.modules.get(&m.key) else { continue };
             if slot.users.len() > 1 {
-                return Err(Error::unsupported(format!(
-                    "{} `{}`: its weight `{}` is shared by {:?} in this export (the exporter deduplicated equal tensors), so it cannot be changed for one of them",
-                    component.name(),
-                    m.key,
-                    slot.initializer,
-                    slot.users
-                )));
+                return Err(shared("weight", m, slot));
             }
             plan.entry(slot.initializer.as_str()).or_insert_with(|| (slot, Vec::new())).1.push((m, l.spec.scale));
+            if m.bias.is_none() {
+                continue;
+            }
+            let bias = index.biases.get(&m.key).ok_or_else(|| {
+                Error::adapter_mismatch(format!(
+                    "{} `{}` ({}) has a bias difference (`diff_b`) but the model's layer has no bias this export adds where Kiln can find it (a Conv's or Gemm's bias input, or an Add after the MatMul)",
+                    component.name(),
+                    m.key,
+                    m.file_key
+                ))
+            })?;
+            if bias.users.len() > 1 {
+                return Err(shared("bias", m, bias));
+            }
+            bias_plan.entry(bias.initializer.as_str()).or_insert_with(|| (bias, Vec::new())).1.push((m, l.spec.scale));
         }
     }
-    let mut out = Vec::with_capacity(plan.len());
+    let mut out = Vec::with_capacity(plan.len() + bias_plan.len());
+    for (name, (slot, adds)) in bias_plan {
+        let mut b = index.read_f32(slot)?;
+        for (m, scale) in adds {
+            add_bias(&mut b, slot, m, scale).map_err(|e| e.context(format!("LoRA module {}", m.file_key)))?;
+        }
+        out.push((name.to_string(), Arc::new(tensor(slot, b)?)));
+    }
     for (name, (slot, adds)) in plan {
         let mut w = index.read_f32(slot)?;
         let original = if adds.iter().any(|(m, _)| m.magnitude.is_some()) { w.clone() } else { Vec::new() };
@@ -205,20 +259,25 @@ pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLor
 /// A module `to` lacks, or holds with another shape or type, is an error.
 /// (Generic over the tensor type so that it is testable without ONNX Runtime.)
 pub(crate) fn same_weights_in<V>(from: &GraphIndex, to: &GraphIndex, overrides: &[(String, Arc<V>)]) -> Result<Vec<(String, Arc<V>)>> {
-    // initializer of `from` → one module key that reads it.
-    let mut key_of: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    // initializer of `from` → one module key that reads it, and whether it is the bias.
+    let mut key_of: std::collections::HashMap<&str, (&str, bool)> = std::collections::HashMap::new();
     for (key, slot) in &from.modules {
-        key_of.entry(slot.initializer.as_str()).or_insert(key.as_str());
+        key_of.entry(slot.initializer.as_str()).or_insert((key.as_str(), false));
+    }
+    for (key, slot) in &from.biases {
+        key_of.entry(slot.initializer.as_str()).or_insert((key.as_str(), true));
     }
     let mut out: Vec<(String, Arc<V>)> = Vec::with_capacity(overrides.len());
     for (name, value) in overrides.iter() {
-        let key = key_of.get(name.as_str()).ok_or_else(|| {
+        let (key, is_bias) = key_of.get(name.as_str()).ok_or_else(|| {
             Error::internal(format!("merged weight `{name}` belongs to no module of {}", from.file.display()))
         })?;
-        let (mine, theirs) = (&from.modules[*key], to.modules.get(*key));
+        let (from_slots, to_slots) = if *is_bias { (&from.biases, &to.biases) } else { (&from.modules, &to.modules) };
+        let (mine, theirs) = (&from_slots[*key], to_slots.get(*key));
+        let what = if *is_bias { "bias" } else { "weight" };
         let theirs = theirs.ok_or_else(|| {
             Error::model(format!(
-                "{} has no layer `{key}` (weight `{name}` in {}), so the LoRA cannot be applied to it: an export of another U-Net?",
+                "{} has no layer `{key}` ({what} `{name}` in {}), so the LoRA cannot be applied to it: an export of another U-Net?",
                 to.file.display(),
                 from.file.display()
             ))
@@ -238,10 +297,10 @@ pub(crate) fn same_weights_in<V>(from: &GraphIndex, to: &GraphIndex, overrides: 
         }
         if theirs.users.len() > 1 {
             return Err(Error::unsupported(format!(
-                "`{key}`: its weight `{}` in {} is shared by {:?} (the exporter deduplicated equal tensors), so it cannot be changed for one of them",
+                "`{key}`: its {what} `{}` in {} is shared by {} (the exporter deduplicated equal tensors), so it cannot be changed for one of them",
                 theirs.initializer,
                 to.file.display(),
-                theirs.users
+                readers(&theirs.users)
             )));
         }
         if !out.iter().any(|(n, _)| n == &theirs.initializer) {
@@ -307,6 +366,7 @@ mod tests {
             }),
             alpha,
             magnitude,
+            bias: None,
         }
     }
 
@@ -323,27 +383,36 @@ mod tests {
 
     /// The U-Net's merged weights reach another export of it (the ControlNet
     /// layout's `unet_controlnet`, weights named `unet.*`) as the same
-    /// tensors under that export's names; a layer it lacks or holds with
-    /// another shape is refused.
+    /// tensors under that export's names (a full diff's bias too); a layer
+    /// it lacks or holds with another shape is refused.
     #[test]
     fn merged_weights_are_shared_under_another_exports_names() {
         use crate::model::onnx_proto::{InitializerSummary, NodeSummary, TensorData};
         let node = |name: &str, w: &str| NodeSummary { name: name.into(), op_type: "MatMul".into(), inputs: vec!["x".into(), w.into()], outputs: vec!["y".into()], trans_b: 0 };
         let init = |name: &str, dims: &[i64]| InitializerSummary { name: name.into(), data_type: 1, dims: dims.to_vec(), data: TensorData::Inline { offset: 0, len: 0 } };
+        let conv = |name: &str, w: &str, b: &str| NodeSummary { op_type: "Conv".into(), inputs: vec!["x".into(), w.into(), b.into()], ..node(name, w) };
         let unet = GraphIndex::build(
             Path::new("unet.onnx"),
-            &[node("/mid_block/attn1/to_q/MatMul", "onnx::MatMul_1"), node("/mid_block/attn1/to_k/MatMul", "onnx::MatMul_2")],
-            vec![init("onnx::MatMul_1", &[4, 4]), init("onnx::MatMul_2", &[4, 4])],
+            &[node("/mid_block/attn1/to_q/MatMul", "onnx::MatMul_1"), node("/mid_block/attn1/to_k/MatMul", "onnx::MatMul_2"), conv("/conv_in/Conv", "conv_in.weight", "conv_in.bias")],
+            vec![init("onnx::MatMul_1", &[4, 4]), init("onnx::MatMul_2", &[4, 4]), init("conv_in.weight", &[4, 4, 3, 3]), init("conv_in.bias", &[4])],
         );
         let residual = GraphIndex::build(
             Path::new("unet_controlnet.onnx"),
-            &[node("/unet/mid_block/attn1/to_q/MatMul", "onnx::MatMul_9"), node("/unet/mid_block/attn1/to_k/MatMul", "onnx::MatMul_8")],
-            vec![init("onnx::MatMul_9", &[4, 4]), init("onnx::MatMul_8", &[4, 4])],
+            &[
+                node("/unet/mid_block/attn1/to_q/MatMul", "onnx::MatMul_9"),
+                node("/unet/mid_block/attn1/to_k/MatMul", "onnx::MatMul_8"),
+                conv("/unet/conv_in/Conv", "unet.conv_in.weight", "unet.conv_in.bias"),
+            ],
+            vec![init("onnx::MatMul_9", &[4, 4]), init("onnx::MatMul_8", &[4, 4]), init("unet.conv_in.weight", &[4, 4, 3, 3]), init("unet.conv_in.bias", &[4])],
         );
-        let merged = vec![("onnx::MatMul_1".to_string(), Arc::new(1.0f32)), ("onnx::MatMul_2".to_string(), Arc::new(2.0f32))];
+        let merged = vec![
+            ("onnx::MatMul_1".to_string(), Arc::new(1.0f32)),
+            ("onnx::MatMul_2".to_string(), Arc::new(2.0f32)),
+            ("conv_in.bias".to_string(), Arc::new(3.0f32)),
+        ];
         let shared = same_weights_in(&unet, &residual, &merged).unwrap();
         let names: Vec<&str> = shared.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["onnx::MatMul_9", "onnx::MatMul_8"]);
+        assert_eq!(names, ["onnx::MatMul_9", "onnx::MatMul_8", "unet.conv_in.bias"]);
         for ((_, a), (_, b)) in merged.iter().zip(shared.iter()) {
             assert!(Arc::ptr_eq(a, b), "the same tensor, not a copy");
         }
@@ -353,8 +422,10 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::ModelInvalid, "{e}");
         assert!(e.message().contains("not the same U-Net"), "{e}");
         let fewer = GraphIndex::build(Path::new("o.onnx"), &[node("/unet/mid_block/attn1/to_q/MatMul", "w")], vec![init("w", &[4, 4])]);
-        let e = same_weights_in(&unet, &fewer, &merged).unwrap_err();
+        let e = same_weights_in(&unet, &fewer, &merged[..2]).unwrap_err();
         assert!(e.message().contains("no layer `mid_block_attn1_to_k`"), "{e}");
+        let e = same_weights_in(&unet, &fewer, &merged[2..]).unwrap_err();
+        assert!(e.message().contains("no layer `conv_in` (bias `conv_in.bias`"), "{e}");
         assert!(same_weights_in::<f32>(&unet, &fewer, &[]).unwrap().is_empty());
     }
 
