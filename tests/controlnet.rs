@@ -164,39 +164,46 @@ fn every_job_runs_one_unet_in_a_controlnet_folder() {
 #[test]
 fn plain_jobs_open_unet_when_unet_controlnet_holds_other_weights() {
     use kiln::model::lora::GraphIndex;
-    let folder = common::controlnet_folder("other-weights");
-    let dir = folder.join("unet_controlnet");
-    let index = GraphIndex::read(&dir.join("model.onnx")).unwrap();
-    // The first layer by name is one of those compared value by value: find
-    // its stored bytes (in model.onnx or an external data file) and change one.
-    let first = index.modules.keys().min().unwrap();
-    let values = index.read_f32(&index.modules[first]).unwrap();
-    let pattern: Vec<u8> = values[..8].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let changed = std::fs::read_dir(&dir).unwrap().flatten().any(|entry| {
-        let mut bytes = std::fs::read(entry.path()).unwrap();
-        let Some(at) = bytes.windows(pattern.len()).position(|w| w == pattern.as_slice()) else { return false };
-        bytes[at + 1] ^= 0x40;
-        std::fs::write(entry.path(), bytes).unwrap();
-        true
-    });
-    assert!(changed, "layer {first}'s bytes not found in {}", dir.display());
+    // The first layer by name is one of those compared value by value; every
+    // bias is compared, so the last layer's weight stays and its bias changes.
+    let index = GraphIndex::read(&common::root().join("tests/fixtures/controlnet/unet_controlnet/model.onnx")).unwrap();
+    let first = index.modules.keys().min().unwrap().clone();
+    let last_biased = index.biases.keys().max().unwrap().clone();
+    for (case, slot, said_about) in [
+        ("other-weights", &index.modules[&first], format!("layer `{first}` holds other values")),
+        ("other-bias", &index.biases[&last_biased], format!("the bias of layer `{last_biased}` holds other values")),
+    ] {
+        let folder = common::controlnet_folder(case);
+        let dir = folder.join("unet_controlnet");
+        // Find the tensor's stored bytes (in model.onnx or an external data file) and change one.
+        let values = index.read_f32(slot).unwrap();
+        let pattern: Vec<u8> = values[..8].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let changed = std::fs::read_dir(&dir).unwrap().flatten().any(|entry| {
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            let Some(at) = bytes.windows(pattern.len()).position(|w| w == pattern.as_slice()) else { return false };
+            bytes[at + 1] ^= 0x40;
+            std::fs::write(entry.path(), bytes).unwrap();
+            true
+        });
+        assert!(changed, "{case}: `{}`'s bytes not found in {}", slot.initializer, dir.display());
 
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = std::sync::Arc::clone(&log);
-    let rt = kiln::Runtime::new(&kiln::RuntimeOptions {
-        log: Some(std::sync::Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
-        ..Default::default()
-    })
-    .unwrap();
-    let m = Model::load(&rt, &folder).unwrap();
-    let plain = GenerateRequest { prompt: "mossy stone".into(), steps: 2, seed: 5, ..Default::default() };
-    let out = m.generate_with(&plain, Hooks::default()).unwrap();
-    let said = log.lock().unwrap().join("\n");
-    assert!(said.contains("not the same U-Net") && said.contains(&format!("layer `{first}` holds other values")), "{said}");
-    assert!(m.resident_graphs().contains(&"unet"), "{:?}", m.resident_graphs());
-    assert!(!m.resident_graphs().contains(&"unet_controlnet"), "{:?}", m.resident_graphs());
-    let own = Model::load(common::runtime(), &common::fixture()).unwrap().generate_with(&plain, Hooks::default()).unwrap();
-    assert_eq!(out.image.data, own.image.data);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = std::sync::Arc::clone(&log);
+        let rt = kiln::Runtime::new(&kiln::RuntimeOptions {
+            log: Some(std::sync::Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+            ..Default::default()
+        })
+        .unwrap();
+        let m = Model::load(&rt, &folder).unwrap();
+        let plain = GenerateRequest { prompt: "mossy stone".into(), steps: 2, seed: 5, ..Default::default() };
+        let out = m.generate_with(&plain, Hooks::default()).unwrap();
+        let said = log.lock().unwrap().join("\n");
+        assert!(said.contains("not the same U-Net") && said.contains(&said_about), "{case}: {said}");
+        assert!(m.resident_graphs().contains(&"unet"), "{case}: {:?}", m.resident_graphs());
+        assert!(!m.resident_graphs().contains(&"unet_controlnet"), "{case}: {:?}", m.resident_graphs());
+        let own = Model::load(common::runtime(), &common::fixture()).unwrap().generate_with(&plain, Hooks::default()).unwrap();
+        assert_eq!(out.image.data, own.image.data, "{case}");
+    }
 }
 
 #[test]
