@@ -55,6 +55,35 @@ fn euler_a_continues_the_noise_stream_in_the_refiner() {
     case("euler_a_06");
 }
 
+/// An SDXL embedding through the hand-off against diffusers
+/// (tools/make_sdxl_embedding_handoff_golden.py): the base view takes the
+/// file's `clip_l` and `clip_g`, the refiner's view its `clip_g`, as diffusers'
+/// `load_textual_inversion` into each pipeline; handing off at 0.1 (1 base
+/// step, 9 refiner steps) both stages' outputs meet the bounds. Handing off to
+/// the plain refiner (the token's text then split into ordinary tokens) with
+/// the same draws misses by ≥ 2e-2 (in cases.json; checked below too), so the
+/// refiner's view really acts.
+#[test]
+fn an_embedding_reaches_both_stages_as_in_diffusers() {
+    let golden = "sdxl_embedding_handoff";
+    let c = common::golden_case(&common::golden(&format!("{golden}/cases.json")), "embedding_euler_01");
+    let spec = kiln::model::EmbeddingSpec { path: common::golden(golden).join(c["file"].as_str().unwrap()), token: Some(c["token"].as_str().unwrap().into()) };
+    let adapters = kiln::model::Adapters { embeddings: vec![spec], ..Default::default() };
+    let base = tiny_sdxl().with_adapters(&adapters).expect("the base takes clip_l and clip_g");
+    let refiner_view = refiner(TAG).with_adapters(&adapters).expect("the refiner takes clip_g");
+    let (_, draws) = common::read_npy(&format!("{golden}/embedding_euler_01.draws.npy"));
+    let with = |to: &Model| GenerateRequest {
+        initial_noise: Some(kiln::InitialNoise { shape: [1, 4, 8, 8], data: draws[..256].to_vec() }),
+        step_noise: Some(draws[256..].to_vec()),
+        ..case_request(&c, to)
+    };
+    check_case(golden, "embedding_euler_01", &c, &base, &with(&refiner_view));
+    let plain_refiner = base.generate_with(&with(refiner(TAG)), Hooks::default()).unwrap();
+    let (latents, _) = common::handoff::final_misses(golden, "embedding_euler_01", &plain_refiner);
+    eprintln!("embedding_euler_01 handed to the plain refiner: latents {latents:e} away (golden script: {})", c["refiner_embedding_effect"]);
+    assert!(latents > 10.0 * LATENTS_BOUND, "the refiner's embedding barely matters here ({latents:e})");
+}
+
 /// The refiner's part matters: finishing the same schedule with the base
 /// model's own U-Net (the same split, the base as its own "refiner") misses
 /// the golden far beyond the bound.
