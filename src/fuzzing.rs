@@ -5,7 +5,7 @@
 //! so a target can check properties of it.
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::embedding::{Embedding, EmbeddingSpec};
-use crate::model::lora::{add_bias, add_delta, sgm, LoraFile, WeightLayout, WeightSlot};
+use crate::model::lora::{add_bias, add_delta, sgm, GraphIndex, LoraFile, WeightLayout, WeightSlot};
 use crate::ffi::model::kiln_generate_options;
 use crate::ffi::postprocess::kiln_sprite_options;
 use crate::ffi::runtime::kiln_runtime_options;
@@ -54,11 +54,14 @@ pub fn prepare_img2img(init: &InitImage, mask: Option<&Mask>, width: usize, heig
 }
 
 /// Kiln's protobuf reader on one buffer: the message parse, its lossless
-/// re-serialization (returned, to compare with the input), and the streaming
-/// readers Kiln runs on every graph file at load.
+/// re-serialization (returned, to compare with the input), the streaming
+/// readers Kiln runs on every graph file at load, and the LoRA layer index
+/// (weights and biases) built from a graph's summary.
 pub fn onnx_reader(bytes: &[u8]) -> Result<Vec<u8>> {
     let _ = onnx_proto::declared_io(std::io::Cursor::new(bytes));
-    let _ = onnx_proto::graph_summary(std::io::Cursor::new(bytes));
+    if let Ok((nodes, initializers)) = onnx_proto::graph_summary(std::io::Cursor::new(bytes)) {
+        let _ = GraphIndex::build(std::path::Path::new("fuzz.onnx"), &nodes, initializers);
+    }
     Ok(Message::parse(bytes)?.to_bytes())
 }
 
