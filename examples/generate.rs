@@ -55,9 +55,11 @@ const USAGE: &str = "usage: generate [options]
   --refiner DIR           hand the latents to this second model part-way through the schedule
                           (diffusers' denoising_end/denoising_start); it finishes and decodes
   --refiner-start F       fraction of the schedule --model runs before --refiner, 0 < F < 1 (default 0.8)
-  --lora FILE[:SCALE]     merge a LoRA (.safetensors, kohya or diffusers/PEFT layout; LyCORIS
-                          LoHa/LoKr too) into the U-Net and text encoder with this strength
-                          (default 1.0); repeatable
+  --lora FILE[:SCALE[:TE]]
+                          merge a LoRA (.safetensors, kohya or diffusers/PEFT layout; LyCORIS
+                          LoHa/LoKr/full too) into the U-Net and text encoder with this strength
+                          (default 1.0; TE: the text encoders' own, as ComfyUI's strength_clip);
+                          repeatable
   --embedding FILE[:TOKEN]
                           add a textual-inversion embedding (.safetensors: A1111 emb_params or
                           diffusers learned_embeds) as TOKEN (default: the file's); repeatable;
@@ -158,18 +160,26 @@ fn embedding_arg(v: &str) -> kiln::model::EmbeddingSpec {
     }
 }
 
-/// `FILE[:SCALE]`: the scale is what follows the last `:` when it is a
-/// number, so Windows paths (`C:\...`) without a scale still work.
+/// `FILE[:SCALE[:TEXT_ENCODER_SCALE]]`: scales are what follow the last
+/// `:`s when they are numbers, so Windows paths (`C:\...`) without a scale
+/// still work; a second number is the text encoders' own strength.
 fn lora_arg(v: &str) -> Result<kiln::model::LoraSpec, String> {
-    let (path, scale) = match v.rsplit_once(':') {
-        Some((p, s)) if !p.is_empty() => match s.parse::<f32>() {
-            Ok(x) if x.is_finite() => (p, x),
-            Ok(_) => return Err(format!("--lora: scale {s:?} is not finite")),
-            Err(_) => (v, 1.0),
-        },
-        _ => (v, 1.0),
+    // `rest:number` → (rest, number); None when what follows the last `:` is not a number.
+    let number_after = |v: &str| -> Result<Option<(String, f32)>, String> {
+        match v.rsplit_once(':') {
+            Some((p, s)) if !p.is_empty() => match s.parse::<f32>() {
+                Ok(x) if x.is_finite() => Ok(Some((p.to_string(), x))),
+                Ok(_) => Err(format!("--lora: scale {s:?} is not finite")),
+                Err(_) => Ok(None),
+            },
+            _ => Ok(None),
+        }
     };
-    Ok(kiln::model::LoraSpec { path: PathBuf::from(path), scale })
+    let Some((rest, last)) = number_after(v)? else { return Ok(kiln::model::LoraSpec::new(v, 1.0)) };
+    Ok(match number_after(&rest)? {
+        Some((path, scale)) => kiln::model::LoraSpec { text_encoder_scale: Some(last), ..kiln::model::LoraSpec::new(path, scale) },
+        None => kiln::model::LoraSpec::new(rest, last),
+    })
 }
 
 /// One image to make: where it goes, and the seed and prompt that differ per `--batch` line.

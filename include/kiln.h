@@ -750,9 +750,17 @@ typedef struct kiln_lora {
     // Multiplies the LoRA's delta: 1.0 = as trained (the default), 0 = off,
     // negative = inverted. Must be finite.
     float scale;
-    // Path of the `.safetensors` file (kohya-ss or diffusers/PEFT LoRA, LyCORIS LoHa/LoKr),
+    // Path of the `.safetensors` file (kohya-ss or diffusers/PEFT LoRA, LyCORIS LoHa/LoKr/full),
     // UTF-8, NUL-terminated; borrowed for the call only.
     const char *path;
+    // Nonzero: the LoRA's text-encoder modules (both encoders on SDXL) are
+    // merged at `text_encoder_scale` and its U-Net modules at `scale`
+    // (ComfyUI's `strength_clip` and `strength_model`). 0 (the default):
+    // `scale` for every module.
+    uint32_t has_text_encoder_scale;
+    // The text encoders' strength when `has_text_encoder_scale` is nonzero
+    // (0 = the LoRA leaves the text encoders as they are); must be finite then.
+    float text_encoder_scale;
 } kiln_lora;
 
 // A textual-inversion embedding file and its prompt token. Fill with
@@ -1146,8 +1154,8 @@ kiln_status kiln_job_copy_preview(uint64_t job,
 // `user_data` alive until then.
 kiln_status kiln_job_free(uint64_t job);
 
-// Fills `lora` with defaults (scale 1.0, no path), including `struct_size`.
-// NULL is ignored.
+// Fills `lora` with defaults (scale 1.0 for every module, no path),
+// including `struct_size`. NULL is ignored.
 void kiln_lora_init(struct kiln_lora *lora);
 
 // Makes a model handle whose weights are `model`'s original ones plus the
@@ -1198,6 +1206,14 @@ kiln_status kiln_model_with_adapters(const struct kiln_model *model,
 // Writes how many LoRAs are merged into `model` (0 for a plain model) to
 // `*count_out`. Errors: NULL_ARGUMENT.
 kiln_status kiln_model_lora_count(const struct kiln_model *model, size_t *count_out);
+
+// Writes the strength LoRA `index` (0-based, below `kiln_model_lora_count`)
+// of `model` merges its text-encoder modules with to `*scale_out`: its
+// `text_encoder_scale` when it was given one, else its `scale`.
+// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (index out of range).
+kiln_status kiln_model_lora_text_encoder_scale(const struct kiln_model *model,
+                                               size_t index,
+                                               float *scale_out);
 
 // Describes LoRA `index` (0-based, below `kiln_model_lora_count`) of
 // `model`: its scale to `*scale_out` (may be NULL) and its path into

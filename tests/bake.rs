@@ -669,6 +669,23 @@ fn lora_assets_give_generates_pixels_rebake_on_scale_or_file_change_and_fail_alo
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["styled".into(), "styled_tiled".into()]), "{}", stderr(&o));
     assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{}", stderr(&o));
     assert!(read_png(&out.join("styled.png")).0 != styled_08, "another LoRA file makes other pixels");
+    let styled_detail = read_png(&out.join("styled.png")).0;
+
+    // The text encoders' own strength: only that asset re-bakes, with the
+    // pixels of `generate --lora FILE:SCALE:TEXT_ENCODER_SCALE`.
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let text = text.replacen(
+        "name = \"styled\"\nlora = { path = \"loras/style.safetensors\", scale = 0.8 }",
+        "name = \"styled\"\nlora = { path = \"loras/style.safetensors\", scale = 0.8, text_encoder_scale = 0 }",
+        1,
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["styled".into()]), "{}", stderr(&o));
+    let te_arg = format!("{}:0.8:0", loras.join("style.safetensors").display());
+    let te0 = generate(&["--seed", "7", "--lora", &te_arg], "styled_te0_gen.png");
+    assert!(read_png(&out.join("styled.png")).0 == te0, "styled: kiln-bake's pixels differ from generate --lora FILE:0.8:0's");
+    assert!(te0 != styled_detail, "the text encoders' strength acts");
 }
 
 /// A manifest on the ControlNet fixture: `plain`, `edged` (a ControlNet on a

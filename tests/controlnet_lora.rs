@@ -39,7 +39,7 @@ fn case(name: &str, layout: &str) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| LoraSpec { path: lora_dir().join(l[file_key].as_str().unwrap()), scale: l["scale"].as_f64().unwrap() as f32 })
+        .map(|l| LoraSpec::new(lora_dir().join(l[file_key].as_str().unwrap()), l["scale"].as_f64().unwrap() as f32))
         .collect();
     let embeddings = c["embeddings"]
         .as_array()

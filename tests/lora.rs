@@ -33,12 +33,17 @@ fn lycoris_full_dir() -> PathBuf {
     common::root().join("tests/fixtures/lycoris_full")
 }
 
+fn lora_component_dir() -> PathBuf {
+    common::root().join("tests/fixtures/lora_component")
+}
+
 /// The cases of tools/make_lora_fixture.py, tools/make_lycoris_fixture.py,
 /// tools/make_dora_fixture.py, tools/make_lycoris_native_fixture.py and
-/// tools/make_lycoris_full_fixture.py, each with `dir`, the folder its files are in.
+/// tools/make_lycoris_full_fixture.py and tools/make_lora_component_scale_golden.py,
+/// each with `dir`, the folder its files are in.
 fn cases() -> Vec<serde_json::Value> {
     let mut all = Vec::new();
-    for dir in [lora_dir(), lycoris_dir(), dora_dir(), lycoris_native_dir(), lycoris_full_dir()] {
+    for dir in [lora_dir(), lycoris_dir(), dora_dir(), lycoris_native_dir(), lycoris_full_dir(), lora_component_dir()] {
         let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
         for mut c in serde_json::from_str::<serde_json::Value>(&text).unwrap().as_array().unwrap().clone() {
             c["dir"] = dir.to_string_lossy().into_owned().into();
@@ -107,7 +112,7 @@ fn with_case_loras(base: &Model, name: &str, peft: bool) -> Model {
         .iter()
         .map(|l| {
             let file = if peft { l["peft_file"].as_str().expect("case has a PEFT file") } else { l["file"].as_str().unwrap() };
-            LoraSpec { path: case_dir(&c).join(file), scale: l["scale"].as_f64().unwrap() as f32 }
+            LoraSpec { text_encoder_scale: l["text_encoder_scale"].as_f64().map(|t| t as f32), ..LoraSpec::new(case_dir(&c).join(file), l["scale"].as_f64().unwrap() as f32) }
         })
         .collect();
     base.with_adapters(&Adapters { loras, ..Default::default() }).expect("LoRA applies")
@@ -226,6 +231,34 @@ fn lycoris_full_differences_match_lycoris_with_their_biases() {
     }
 }
 
+/// A LoRA with its own text-encoder strength (ComfyUI's `strength_clip`)
+/// against diffusers' `set_adapters(..., [{"unet": s, "text_encoder": t}])`
+/// and `fuse_lora` (tools/make_lora_component_scale_golden.py), both file
+/// layouts: U-Net 1.0 with the text encoder left alone, and U-Net 0.5 with the
+/// text encoder at 1.5. The same LoRA at one strength lands 0.09-0.10 away (in
+/// cases.json). At text-encoder strength 0 the view shares the base's text
+/// encoder session (nothing merged there).
+#[test]
+fn a_text_encoder_strength_of_its_own_matches_diffusers() {
+    let base = common::tiny_model();
+    for name in ["style_te0_ddim", "style_te15_euler"] {
+        for peft in [false, true] {
+            let m = with_case_loras(base, name, peft);
+            check(&m, name, if peft { "peft" } else { "kohya" });
+            let (unet, text) = m.merged_initializers();
+            assert!(!unet.is_empty(), "{name}: U-Net merged");
+            assert_eq!(text.is_empty(), name == "style_te0_ddim", "{name}: text-encoder weights merged only at a strength other than 0");
+        }
+    }
+    let m = with_case_loras(base, "style_te0_ddim", false);
+    assert_eq!(m.adapters().loras[0].text_encoder_scale, Some(0.0));
+    assert!(m.adapter_descriptions().iter().any(|d| d.contains("scale 1, text encoders 0")), "{:?}", m.adapter_descriptions());
+    let nan = LoraSpec { text_encoder_scale: Some(f32::NAN), ..LoraSpec::new(lora_dir().join("style.kohya.safetensors"), 1.0) };
+    let e = base.with_adapters(&Adapters { loras: vec![nan], ..Default::default() }).err().unwrap();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.message());
+    assert!(e.message().contains("text-encoder scale NaN"), "{}", e.message());
+}
+
 /// `diff_b` Kiln cannot apply: a bias the export shares between layers (the
 /// tiny text encoder's zero biases, deduplicated into one tensor), and a
 /// bias difference with no weight difference; each refused with its status,
@@ -333,7 +366,7 @@ fn bad_lora_files_give_specific_errors_and_leave_the_model_usable() {
     // Unmatched keys can be downgraded to a warning: the matching one still applies.
     let m = common::tiny_model()
         .with_adapters(&Adapters {
-            loras: vec![LoraSpec { path: lora_dir().join("broken/unknown_keys.safetensors"), scale: 1.0 }],
+            loras: vec![LoraSpec::new(lora_dir().join("broken/unknown_keys.safetensors"), 1.0)],
             allow_unmatched: true,
             ..Default::default()
         })
@@ -425,11 +458,41 @@ fn c_api_applies_switches_and_lists_loras() {
     l[0].scale = 0.8;
     l[1].path = detail.as_ptr();
     l[1].scale = -0.6;
+    l[1].has_text_encoder_scale = 1;
+    l[1].text_encoder_scale = 0.25;
     let mut stack = ptr::null_mut();
     assert_eq!(unsafe { kiln_model_with_loras(base, l.as_ptr(), 2, &mut stack) }, kiln_status::Ok);
     let mut count = 0usize;
     assert_eq!(unsafe { kiln_model_lora_count(stack, &mut count) }, kiln_status::Ok);
     assert_eq!(count, 2);
+    // The text encoders' strength: the LoRA's own when given, else its scale.
+    let mut te = 0f32;
+    assert_eq!(unsafe { kiln_model_lora_text_encoder_scale(stack, 0, &mut te) }, kiln_status::Ok);
+    assert_eq!(te, 0.8);
+    assert_eq!(unsafe { kiln_model_lora_text_encoder_scale(stack, 1, &mut te) }, kiln_status::Ok);
+    assert_eq!(te, 0.25);
+    assert_eq!(unsafe { kiln_model_lora_text_encoder_scale(stack, 2, &mut te) }, kiln_status::InvalidArgument);
+    assert_eq!(unsafe { kiln_model_lora_text_encoder_scale(stack, 0, ptr::null_mut()) }, kiln_status::NullArgument);
+    // A non-finite text-encoder strength is refused only when it is used.
+    l[1].text_encoder_scale = f32::INFINITY;
+    let mut out = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_with_loras(base, l.as_ptr(), 2, &mut out) }, kiln_status::InvalidArgument);
+    assert!(out.is_null());
+    l[1].has_text_encoder_scale = 0;
+    assert_eq!(unsafe { kiln_model_with_loras(base, l.as_ptr(), 2, &mut out) }, kiln_status::Ok);
+    unsafe { kiln_model_free(out) };
+    // A caller built against the first `kiln_lora` (no text-encoder fields) is still read.
+    #[repr(C)]
+    struct LoraV1 {
+        struct_size: u32,
+        scale: f32,
+        path: *const std::ffi::c_char,
+    }
+    let old = [LoraV1 { struct_size: std::mem::size_of::<LoraV1>() as u32, scale: 0.5, path: style.as_ptr() }];
+    assert_eq!(unsafe { kiln_model_with_loras(base, old.as_ptr().cast(), 1, &mut out) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_model_lora_text_encoder_scale(out, 0, &mut te) }, kiln_status::Ok);
+    assert_eq!(te, 0.5, "a V1 entry has one strength");
+    unsafe { kiln_model_free(out) };
     let (mut scale, mut len) = (0f32, 0usize);
     assert_eq!(unsafe { kiln_model_lora_get(stack, 1, &mut scale, ptr::null_mut(), 0, &mut len) }, kiln_status::Ok);
     let mut path = vec![0u8; len + 1];
@@ -437,7 +500,6 @@ fn c_api_applies_switches_and_lists_loras() {
     assert_eq!((scale, &path[..len]), (-0.6, detail.as_bytes()));
     assert_eq!(unsafe { kiln_model_lora_get(stack, 2, &mut scale, ptr::null_mut(), 0, &mut len) }, kiln_status::InvalidArgument);
     // Bad entries: a specific status, NULL out, the models untouched.
-    let mut out = ptr::null_mut();
     l[1].path = bad.as_ptr();
     assert_eq!(unsafe { kiln_model_with_loras(base, l.as_ptr(), 2, &mut out) }, kiln_status::AdapterMismatch);
     assert!(out.is_null());
@@ -499,7 +561,7 @@ fn textual_inversion_embeddings_match_diffusers_and_switch_off() {
     // Embeddings and a LoRA together, then switched off: the original vocabulary comes back.
     let both = m
         .with_adapters(&Adapters {
-            loras: vec![LoraSpec { path: lora_dir().join("style.kohya.safetensors"), scale: 1.0 }],
+            loras: vec![LoraSpec::new(lora_dir().join("style.kohya.safetensors"), 1.0)],
             embeddings,
             ..Default::default()
         })

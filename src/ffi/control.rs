@@ -99,7 +99,7 @@ fn to_rgba(img: &ControlImage) -> Result<Rgba8Image> {
 /// NUL-terminated.
 pub(crate) unsafe fn controls_from(controls: *const kiln_control, count: usize) -> Result<Vec<Control>> {
     // SAFETY: the caller's promise, passed on.
-    let entries = unsafe { super::lora::versioned_array(controls, count, default_control(), CONTROL_V1, "controls")? };
+    let entries = unsafe { super::lora::versioned_array(controls, count, default_control(), &[], "controls")? };
     let mut out = Vec::with_capacity(count);
     for (i, c) in entries.into_iter().enumerate() {
         // SAFETY: NUL-terminated per the header.

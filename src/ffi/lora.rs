@@ -20,19 +20,34 @@ pub struct kiln_lora {
     /// Multiplies the LoRA's delta: 1.0 = as trained (the default), 0 = off,
     /// negative = inverted. Must be finite.
     pub scale: f32,
-    /// Path of the `.safetensors` file (kohya-ss or diffusers/PEFT LoRA, LyCORIS LoHa/LoKr),
+    /// Path of the `.safetensors` file (kohya-ss or diffusers/PEFT LoRA, LyCORIS LoHa/LoKr/full),
     /// UTF-8, NUL-terminated; borrowed for the call only.
     pub path: *const c_char,
+    /// Nonzero: the LoRA's text-encoder modules (both encoders on SDXL) are
+    /// merged at `text_encoder_scale` and its U-Net modules at `scale`
+    /// (ComfyUI's `strength_clip` and `strength_model`). 0 (the default):
+    /// `scale` for every module.
+    pub has_text_encoder_scale: u32,
+    /// The text encoders' strength when `has_text_encoder_scale` is nonzero
+    /// (0 = the LoRA leaves the text encoders as they are); must be finite then.
+    pub text_encoder_scale: f32,
 }
 
-const LORA_V1: usize = std::mem::size_of::<kiln_lora>();
+/// `kiln_lora` before `has_text_encoder_scale` (one strength for every module).
+const LORA_V1: usize = layout_before!(kiln_lora, has_text_encoder_scale);
 
 fn default_lora() -> kiln_lora {
-    kiln_lora { struct_size: LORA_V1 as u32, scale: 1.0, path: std::ptr::null() }
+    kiln_lora {
+        struct_size: std::mem::size_of::<kiln_lora>() as u32,
+        scale: 1.0,
+        path: std::ptr::null(),
+        has_text_encoder_scale: 0,
+        text_encoder_scale: 1.0,
+    }
 }
 
-/// Fills `lora` with defaults (scale 1.0, no path), including `struct_size`.
-/// NULL is ignored.
+/// Fills `lora` with defaults (scale 1.0 for every module, no path),
+/// including `struct_size`. NULL is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_lora_init(lora: *mut kiln_lora) {
     boundary_void!({
@@ -45,22 +60,23 @@ pub unsafe extern "C" fn kiln_lora_init(lora: *mut kiln_lora) {
 
 /// Reads `count` versioned structs laid out `array[0].struct_size` bytes
 /// apart (`name` is the C argument, for messages). Every entry must state the
-/// same size, one this library published (`v1`, the only layout so far).
+/// same size, one this library published: `older` (oldest first) or `T`'s own.
 ///
 /// # Safety
 /// `array` must point to `count` structs of the size their first field states.
-pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, defaults: T, v1: usize, name: &str) -> Result<Vec<T>> {
+pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, defaults: T, older: &[usize], name: &str) -> Result<Vec<T>> {
     if count == 0 {
         return Ok(Vec::new());
     }
     non_null(array, name)?;
     // SAFETY: non-null; every entry starts with its u32 struct_size.
     let stride = unsafe { *(array as *const u32) } as usize;
-    if !(v1..=std::mem::size_of::<T>()).contains(&stride) {
+    if super::boundary::check_struct_size::<T>(stride, older, name).is_err() {
         let init = name.trim_end_matches('s');
+        let accepted: Vec<String> = older.iter().chain(std::iter::once(&std::mem::size_of::<T>())).map(|s| s.to_string()).collect();
         return Err(Error::new(
             ErrorKind::StructSizeMismatch,
-            format!("`{name}[0].struct_size` is {stride}; this library accepts {v1} (call kiln_{init}_init on every entry)"),
+            format!("`{name}[0].struct_size` is {stride}; this library accepts {} (call kiln_{init}_init on every entry)", accepted.join(" or ")),
         ));
     }
     let mut out = Vec::with_capacity(count);
@@ -68,7 +84,7 @@ pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, def
         // SAFETY: the caller passes `count` entries of `stride` bytes.
         let entry = unsafe { (array as *const u8).add(i * stride) } as *const T;
         // SAFETY: as above; the size is checked against the first entry's.
-        let e = unsafe { super::boundary::read_versioned(entry, defaults, &[], &format!("{name}[{i}]"))? };
+        let e = unsafe { super::boundary::read_versioned(entry, defaults, older, &format!("{name}[{i}]"))? };
         // SAFETY: `e` is a copy of a versioned struct, which starts with its u32 struct_size.
         let size = unsafe { *(&e as *const T as *const u32) } as usize;
         if size != stride {
@@ -88,7 +104,7 @@ pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, def
 /// As [`versioned_array`].
 unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSpec>> {
     // SAFETY: the caller's promise, passed on.
-    let entries = unsafe { versioned_array(loras, count, default_lora(), LORA_V1, "loras")? };
+    let entries = unsafe { versioned_array(loras, count, default_lora(), &[LORA_V1], "loras")? };
     let mut out = Vec::with_capacity(count);
     for (i, l) in entries.into_iter().enumerate() {
         // SAFETY: NUL-terminated per the header.
@@ -96,7 +112,11 @@ unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSp
         if !l.scale.is_finite() {
             return Err(Error::invalid(format!("`loras[{i}].scale` is {}; it must be finite", l.scale)));
         }
-        out.push(LoraSpec { path: path.into(), scale: l.scale });
+        let text_encoder_scale = (l.has_text_encoder_scale != 0).then_some(l.text_encoder_scale);
+        if let Some(t) = text_encoder_scale.filter(|t| !t.is_finite()) {
+            return Err(Error::invalid(format!("`loras[{i}].text_encoder_scale` is {t}; it must be finite")));
+        }
+        out.push(LoraSpec { path: path.into(), scale: l.scale, text_encoder_scale });
     }
     Ok(out)
 }
@@ -182,7 +202,7 @@ pub unsafe extern "C" fn kiln_embedding_init(embedding: *mut kiln_embedding) {
 /// As [`versioned_array`].
 unsafe fn embeddings_from(embeddings: *const kiln_embedding, count: usize) -> Result<Vec<EmbeddingSpec>> {
     // SAFETY: the caller's promise, passed on.
-    let entries = unsafe { versioned_array(embeddings, count, default_embedding(), EMBEDDING_V1, "embeddings")? };
+    let entries = unsafe { versioned_array(embeddings, count, default_embedding(), &[], "embeddings")? };
     let mut out = Vec::with_capacity(count);
     for (i, e) in entries.into_iter().enumerate() {
         // SAFETY: NUL-terminated per the header.
@@ -241,6 +261,26 @@ pub unsafe extern "C" fn kiln_model_lora_count(model: *const kiln_model, count_o
         let m = unsafe { handles::borrow(model)? };
         // SAFETY: checked non-null.
         unsafe { handles::write_out(count_out, m.adapters().loras.len()) };
+        Ok(())
+    })
+}
+
+/// Writes the strength LoRA `index` (0-based, below `kiln_model_lora_count`)
+/// of `model` merges its text-encoder modules with to `*scale_out`: its
+/// `text_encoder_scale` when it was given one, else its `scale`.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (index out of range).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_model_lora_text_encoder_scale(model: *const kiln_model, index: usize, scale_out: *mut f32) -> kiln_status {
+    boundary!({
+        non_null(scale_out, "scale_out")?;
+        // SAFETY: NULL or a live handle.
+        let m = unsafe { handles::borrow(model)? };
+        let loras = &m.adapters().loras;
+        let l = loras
+            .get(index)
+            .ok_or_else(|| Error::invalid(format!("LoRA index {index} is out of range: the model has {}", loras.len())))?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(scale_out, l.scale_for(crate::model::lora::Component::TextEncoder)) };
         Ok(())
     })
 }

@@ -15,7 +15,7 @@ impl Model {
     /// A model with these LoRA files merged in, each with its scale (see
     /// [`Model::with_adapters`]).
     pub fn with_loras<P: AsRef<Path>>(&self, loras: &[(P, f32)]) -> Result<Model> {
-        let loras = loras.iter().map(|(p, s)| LoraSpec { path: p.as_ref().to_path_buf(), scale: *s }).collect();
+        let loras = loras.iter().map(|(p, s)| LoraSpec::new(p.as_ref(), *s)).collect();
         self.with_adapters(&Adapters { loras, ..Default::default() })
     }
 
@@ -151,8 +151,9 @@ impl Model {
                     0 => (" and", String::new()),
                     n => (",", format!(" and {n} text_encoder_2")),
                 };
+                let te_scale = l.spec.text_encoder_scale.map(|t| format!(", text encoders {t}")).unwrap_or_default();
                 format!(
-                    "{} scale {} ({} layout, {} U-Net{and} {} text-encoder{second} modules)",
+                    "{} scale {}{te_scale} ({} layout, {} U-Net{and} {} text-encoder{second} modules)",
                     l.spec.path.display(),
                     l.spec.scale,
                     l.file.layout,

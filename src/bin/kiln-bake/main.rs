@@ -297,7 +297,10 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                         let names = asset
                             .loras
                             .iter()
-                            .map(|l| format!("LoRA {} scale {}", l.path.display(), l.scale))
+                            .map(|l| match l.text_encoder_scale {
+                                Some(t) => format!("LoRA {} scale {} (text encoders {t})", l.path.display(), l.scale),
+                                None => format!("LoRA {} scale {}", l.path.display(), l.scale),
+                            })
                             .chain(asset.embeddings.iter().map(|e| format!("embedding {}", e.path.display())))
                             .collect::<Vec<_>>()
                             .join(", ");
@@ -404,20 +407,20 @@ type EmbeddingSet = Vec<manifest::AssetEmbedding>;
 
 /// An asset's adapters as a comparable set: its LoRAs (file, scale bits) and
 /// its embeddings, in manifest order.
-type LoraSet = (Vec<(PathBuf, u32)>, EmbeddingSet);
+type LoraSet = (Vec<(PathBuf, u32, Option<u32>)>, EmbeddingSet);
 
 /// The assets that share one adapter view: a model folder and an adapter set.
 type LoraGroup<'a> = (&'a Path, LoraSet);
 
 fn lora_set(asset: &Asset) -> LoraSet {
-    (asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits())).collect(), asset.embeddings.clone())
+    (asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits(), l.text_encoder_scale.map(f32::to_bits))).collect(), asset.embeddings.clone())
 }
 
 /// The asset's embeddings, and its LoRAs when `loras` (a refiner takes only
 /// the embeddings: LoRAs are made for the model's U-Net).
 fn adapters(asset: &Asset, loras: bool) -> kiln::model::Adapters {
     kiln::model::Adapters {
-        loras: if loras { asset.loras.iter().map(|l| kiln::model::LoraSpec { path: l.path.clone(), scale: l.scale }).collect() } else { Vec::new() },
+        loras: if loras { asset.loras.iter().map(|l| kiln::model::LoraSpec { path: l.path.clone(), scale: l.scale, text_encoder_scale: l.text_encoder_scale }).collect() } else { Vec::new() },
         embeddings: asset.embeddings.iter().map(|e| kiln::model::EmbeddingSpec { path: e.path.clone(), token: e.token.clone() }).collect(),
         ..Default::default()
     }
@@ -526,7 +529,17 @@ fn bake_one(
     let mut settings = serde_json::to_value(asset).map_err(|e| e.to_string())?;
     if !asset.loras.is_empty() {
         // For people reading the key file; the key itself holds the files' identities.
-        let loras = asset.loras.iter().map(|l| serde_json::json!({"path": l.path.display().to_string(), "scale": l.scale})).collect();
+        let loras = asset
+            .loras
+            .iter()
+            .map(|l| {
+                let mut entry = serde_json::json!({"path": l.path.display().to_string(), "scale": l.scale});
+                if let Some(t) = l.text_encoder_scale {
+                    entry["text_encoder_scale"] = t.into();
+                }
+                entry
+            })
+            .collect();
         settings["lora"] = serde_json::Value::Array(loras);
     }
     if !asset.embeddings.is_empty() {

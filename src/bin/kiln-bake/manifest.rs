@@ -46,7 +46,8 @@ struct Table {
 }
 
 /// `lora = { path = "…", scale = 0.8 }` or a list of them (`[]` = none,
-/// which turns a `[defaults]` LoRA off for one asset).
+/// which turns a `[defaults]` LoRA off for one asset); `text_encoder_scale`
+/// gives the text encoders their own strength.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Lora {
@@ -59,6 +60,7 @@ enum Lora {
 struct LoraSpec {
     path: String,
     scale: Option<f64>,
+    text_encoder_scale: Option<f64>,
 }
 
 /// `embedding = { path = "…", token = "<tok>" }` or a list of them (`[]` =
@@ -169,6 +171,8 @@ pub struct AssetLora {
     pub path: PathBuf,
     /// How strongly it is merged; 1.0 when not given.
     pub scale: f32,
+    /// The strength of its text-encoder modules when given (`text_encoder_scale`); else `scale`.
+    pub text_encoder_scale: Option<f32>,
 }
 
 /// One textual-inversion embedding added to an asset's model.
@@ -697,10 +701,12 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             }
             let scale = spec.scale.unwrap_or(1.0);
             // The library rejects a non-finite scale; say so here, before anything bakes.
-            if !(scale.is_finite() && (scale as f32).is_finite()) {
-                errors.push(err(line, "lora", format!("scale {scale} of {} is not a finite number", spec.path)));
+            for (what, s) in [("scale", Some(scale)), ("text_encoder_scale", spec.text_encoder_scale)] {
+                if let Some(s) = s.filter(|s| !(s.is_finite() && (*s as f32).is_finite())) {
+                    errors.push(err(line, "lora", format!("{what} {s} of {} is not a finite number", spec.path)));
+                }
             }
-            loras.push(AssetLora { path, scale: scale as f32 });
+            loras.push(AssetLora { path, scale: scale as f32, text_encoder_scale: spec.text_encoder_scale.map(|t| t as f32) });
         }
     }
     let mut embeddings = Vec::new();
@@ -901,18 +907,20 @@ mod tests {
             "[defaults]\nmodel = \"tiny-sd\"\nlora = { path = \"lora/style.kohya.safetensors\" }\n\
              [[asset]]\nname = \"a\"\n\
              [[asset]]\nname = \"b\"\nlora = [{ path = \"lora/style.peft.safetensors\", scale = 0.5 }, { path = \"lora/detail.kohya.safetensors\", scale = -1 }]\n\
-             [[asset]]\nname = \"c\"\nlora = []\n",
+             [[asset]]\nname = \"c\"\nlora = []\n\
+             [[asset]]\nname = \"d\"\nlora = { path = \"lora/style.kohya.safetensors\", scale = 0.8, text_encoder_scale = 0 }\n",
             &model_dir(),
         )
         .unwrap();
-        let lora = |f: &str| model_dir().join("lora").join(f);
-        assert_eq!(m.assets[0].loras, vec![AssetLora { path: lora("style.kohya.safetensors"), scale: 1.0 }], "default scale 1.0 from [defaults]");
+        let lora = |f: &str, scale: f32, text_encoder_scale: Option<f32>| AssetLora { path: model_dir().join("lora").join(f), scale, text_encoder_scale };
+        assert_eq!(m.assets[0].loras, vec![lora("style.kohya.safetensors", 1.0, None)], "default scale 1.0 from [defaults]");
         assert_eq!(
             m.assets[1].loras,
-            vec![AssetLora { path: lora("style.peft.safetensors"), scale: 0.5 }, AssetLora { path: lora("detail.kohya.safetensors"), scale: -1.0 }],
+            vec![lora("style.peft.safetensors", 0.5, None), lora("detail.kohya.safetensors", -1.0, None)],
             "an asset's list replaces the default, in order, integer scales accepted"
         );
         assert!(m.assets[2].loras.is_empty(), "`lora = []` turns the default off");
+        assert_eq!(m.assets[3].loras, vec![lora("style.kohya.safetensors", 0.8, Some(0.0))], "the text encoders' own strength");
     }
 
     #[test]
@@ -929,6 +937,8 @@ mod tests {
         assert!(e[0].message.contains("not a finite number"), "{}", e[0]);
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"lora/style.kohya.safetensors\", scale = 1e39 }\n");
         assert!(e[0].message.contains("not a finite number"), "too big for f32: {}", e[0]);
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { path = \"lora/style.kohya.safetensors\", text_encoder_scale = inf }\n");
+        assert!(e[0].message.contains("text_encoder_scale inf") && e[0].message.contains("not a finite number"), "{}", e[0]);
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora = { file = \"x\" }\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("lora")), "a malformed lora is a shape error: {}", e[0]);
     }

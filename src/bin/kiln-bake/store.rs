@@ -111,6 +111,11 @@ pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[Strin
         h.field(b"lora");
         h.field(identity.as_bytes());
         h.field(&lora.scale.to_bits().to_le_bytes());
+        // Only when given: keys of LoRAs with one strength stay what they were.
+        if let Some(t) = lora.text_encoder_scale {
+            h.field(b"text encoder scale");
+            h.field(&t.to_bits().to_le_bytes());
+        }
     }
     // Embeddings (none: the key is what it was before the `embedding` key existed).
     for (embedding, identity) in asset.embeddings.iter().zip(embedding_identities) {

@@ -33,6 +33,26 @@ pub struct LoraSpec {
     pub path: PathBuf,
     /// Multiplies the delta; 1.0 = as trained, 0 = off, negative = inverted.
     pub scale: f32,
+    /// The strength of its text-encoder modules (both encoders on SDXL),
+    /// when it differs from `scale`: ComfyUI's `strength_clip` beside
+    /// `strength_model`, diffusers' `set_adapters(..., {"unet": s, "text_encoder": t})`.
+    /// `None` = `scale`.
+    pub text_encoder_scale: Option<f32>,
+}
+
+impl LoraSpec {
+    /// `path` at `scale` for every part it adapts.
+    pub fn new(path: impl Into<PathBuf>, scale: f32) -> Self {
+        Self { path: path.into(), scale, text_encoder_scale: None }
+    }
+
+    /// The strength its modules of `component` are merged with.
+    pub fn scale_for(&self, component: Component) -> f32 {
+        match component {
+            Component::Unet => self.scale,
+            Component::TextEncoder | Component::TextEncoder2 => self.text_encoder_scale.unwrap_or(self.scale),
+        }
+    }
 }
 
 /// Merges module `m` at strength `scale` into `weight`, laid out as `slot`
@@ -151,7 +171,20 @@ impl LoadedLora {
         if !spec.scale.is_finite() {
             return Err(Error::invalid(format!("LoRA {}: scale {} is not finite", spec.path.display(), spec.scale)));
         }
+        if let Some(t) = spec.text_encoder_scale.filter(|t| !t.is_finite()) {
+            return Err(Error::invalid(format!("LoRA {}: text-encoder scale {t} is not finite", spec.path.display())));
+        }
         Ok(Self { spec: spec.clone(), file: LoraFile::read(&spec.path)? })
+    }
+
+    /// Whether merging its modules of `component` changes any weight: they
+    /// exist and their strength is not 0 (a PEFT DoRA module changes its
+    /// weight at strength 0 too: the magnitude still applies).
+    pub(crate) fn changes(&self, component: Component) -> bool {
+        let scale = self.spec.scale_for(component);
+        self.file.modules.iter().filter(|m| m.component == component).any(|m| {
+            scale != 0.0 || m.magnitude.as_ref().is_some_and(|g| g.strength == DoraStrength::InNorm)
+        })
     }
 }
 
@@ -208,13 +241,14 @@ pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLor
             readers(&slot.users)
         ))
     };
-    for l in loras {
+    for l in loras.iter().filter(|l| l.changes(component)) {
+        let scale = l.spec.scale_for(component);
         for m in l.file.modules.iter().filter(|m| m.component == component) {
             let Some(slot) = index.modules.get(&m.key) else { continue };
             if slot.users.len() > 1 {
                 return Err(shared("weight", m, slot));
             }
-            plan.entry(slot.initializer.as_str()).or_insert_with(|| (slot, Vec::new())).1.push((m, l.spec.scale));
+            plan.entry(slot.initializer.as_str()).or_insert_with(|| (slot, Vec::new())).1.push((m, scale));
             if m.bias.is_none() {
                 continue;
             }
@@ -229,7 +263,7 @@ pub(crate) fn merge(index: &GraphIndex, component: Component, loras: &[LoadedLor
             if bias.users.len() > 1 {
                 return Err(shared("bias", m, bias));
             }
-            bias_plan.entry(bias.initializer.as_str()).or_insert_with(|| (bias, Vec::new())).1.push((m, l.spec.scale));
+            bias_plan.entry(bias.initializer.as_str()).or_insert_with(|| (bias, Vec::new())).1.push((m, scale));
         }
     }
     let mut out = Vec::with_capacity(plan.len() + bias_plan.len());
