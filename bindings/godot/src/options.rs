@@ -95,8 +95,9 @@ pub const KEYS: &[&str] = &[
     "refiner_start",
 ];
 
-/// The keys of one `loras` entry: the C `kiln_lora` fields.
-pub const LORA_KEYS: &[&str] = &["path", "scale"];
+/// The keys of one `loras` entry: the C `kiln_lora` fields (a given
+/// `text_encoder_scale` is `has_text_encoder_scale`).
+pub const LORA_KEYS: &[&str] = &["path", "scale", "text_encoder_scale"];
 
 /// The keys of one `embeddings` entry: the C `kiln_embedding` fields.
 pub const EMBEDDING_KEYS: &[&str] = &["path", "token"];
@@ -258,14 +259,17 @@ fn list_of<T>(key: &str, v: &OptionValue, one: impl Fn(&str, &OptionValue) -> Re
     list.iter().enumerate().map(|(i, e)| one(&format!("{key}[{i}]"), e)).collect()
 }
 
-/// One `loras` entry: `{"path": String, "scale": float}` (scale 1.0).
+/// One `loras` entry: `{"path": String, "scale": float, "text_encoder_scale": float}`
+/// (scale 1.0; the text encoders' own strength only when given).
 fn lora(key: &str, v: &OptionValue) -> Result<LoraSpec, Error> {
-    let mut spec = LoraSpec { path: PathBuf::new(), scale: 1.0 };
+    let mut spec = LoraSpec::new(PathBuf::new(), 1.0);
     let mut has_path = false;
     for (k, value) in entry_fields(key, v, LORA_KEYS, "LoRA")? {
         if k.ends_with(".path") {
             spec.path = path(&k, value)?;
             has_path = true;
+        } else if k.ends_with(".text_encoder_scale") {
+            spec.text_encoder_scale = Some(float(&k, value)? as f32);
         } else {
             spec.scale = float(&k, value)? as f32;
         }
@@ -783,7 +787,11 @@ mod tests {
             &entries(&[
                 (
                     "loras",
-                    Array(vec![dict(&[("path", String("/m/style.safetensors".into())), ("scale", Float(0.5))]), dict(&[("path", String("/m/detail.safetensors".into()))])]),
+                    Array(vec![
+                        dict(&[("path", String("/m/style.safetensors".into())), ("scale", Float(0.5))]),
+                        dict(&[("path", String("/m/detail.safetensors".into()))]),
+                        dict(&[("path", String("/m/clip.safetensors".into())), ("scale", Float(0.8)), ("text_encoder_scale", Float(0.0))]),
+                    ]),
                 ),
                 (
                     "embeddings",
@@ -793,9 +801,10 @@ mod tests {
         )
         .unwrap();
         let a = &o.adapters;
-        let lora = |p: &str, scale| LoraSpec { path: p.into(), scale };
+        let lora = |p: &str, scale| LoraSpec::new(p, scale);
         // Scale 1.0 and the file's own token are kiln_lora_init's and kiln_embedding_init's defaults.
-        assert_eq!(a.loras, vec![lora("/m/style.safetensors", 0.5), lora("/m/detail.safetensors", 1.0)]);
+        let own = LoraSpec { text_encoder_scale: Some(0.0), ..lora("/m/clip.safetensors", 0.8) };
+        assert_eq!(a.loras, vec![lora("/m/style.safetensors", 0.5), lora("/m/detail.safetensors", 1.0), own]);
         let emb = |p: &str, token: Option<&str>| EmbeddingSpec { path: p.into(), token: token.map(Into::into) };
         assert_eq!(a.embeddings, vec![emb("/m/brick.safetensors", Some("<brick>")), emb("/m/moss.safetensors", None)]);
         assert!(!a.allow_unmatched, "unmatched LoRA keys fail, as in the C API");
@@ -810,7 +819,7 @@ mod tests {
         let good = || dict(&[("path", String("/m/a.safetensors".into()))]);
         let cases: Vec<(&str, OptionValue, &str)> = vec![
             ("loras", String("/m/a.safetensors".into()), "options[\"loras\"]: expected an Array of Dictionaries, got String"),
-            ("loras", Array(vec![String("/m/a.safetensors".into())]), "options[\"loras[0]\"]: expected a Dictionary with path, scale, got String"),
+            ("loras", Array(vec![String("/m/a.safetensors".into())]), "options[\"loras[0]\"]: expected a Dictionary with path, scale, text_encoder_scale, got String"),
             ("loras", Array(vec![good(), dict(&[("scale", Float(0.5))])]), "options[\"loras[1]\"]: missing \"path\" (the LoRA's .safetensors file)"),
             ("loras", Array(vec![dict(&[("file", String("a".into()))])]), "options[\"loras[0].file\"]: unknown LoRA key; known: path, scale"),
             ("loras", Array(vec![dict(&[("path", String("".into()))])]), "options[\"loras[0].path\"]: is empty"),

@@ -434,7 +434,7 @@ fn loras_and_embeddings_generate_what_kiln_makes_directly() {
     let got = done_image(&run_to_end(&mut with(set()))).clone();
     assert_eq!(s.adapter_views_built(), 1);
     let adapters = Adapters {
-        loras: vec![LoraSpec { path: lora_dir().join("style.kohya.safetensors"), scale: 0.7 }],
+        loras: vec![LoraSpec::new(lora_dir().join("style.kohya.safetensors"), 0.7)],
         embeddings: vec![EmbeddingSpec { path: lora_dir().join("brick-style.safetensors"), token: Some("<brick-style>".into()) }],
         ..Default::default()
     };
@@ -484,6 +484,18 @@ fn loras_and_embeddings_generate_what_kiln_makes_directly() {
     assert_eq!(s.adapter_views_built(), 2, "failed sets are not cached");
     let after = done_image(&run_to_end(&mut with(set()))).clone();
     assert_eq!(after.pixels, got.pixels, "the session still generates after the failures");
+
+    // The text encoders' own strength (`text_encoder_scale`): the view with that strength.
+    let te_entry = OptionValue::Dictionary(opts(&[
+        ("path", String(lora_dir().join("style.kohya.safetensors").display().to_string())),
+        ("scale", Float(0.7)),
+        ("text_encoder_scale", Float(0.0)),
+    ]));
+    let te_only = done_image(&run_to_end(&mut with(vec![("loras", Array(vec![te_entry]))]))).clone();
+    let spec = LoraSpec { text_encoder_scale: Some(0.0), ..LoraSpec::new(lora_dir().join("style.kohya.safetensors"), 0.7) };
+    let te_view = model.with_adapters(&Adapters { loras: vec![spec], ..Default::default() }).unwrap();
+    assert_eq!(count_differing(&te_only, &direct(&te_view, &plain)), 0, "text_encoder_scale 0: Model::with_adapters's pixels");
+    assert_ne!(te_only.pixels, lora_only.pixels, "the text encoders' strength acts");
 }
 
 /// SDXL adapters through the same keys: the `clip_l`/`clip_g` embedding and
@@ -509,7 +521,7 @@ fn sdxl_adapters_generate_what_kiln_makes_directly() {
     let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
     let model = Model::load(&rt, &dir).expect("tiny-sdxl loads");
     let adapters = Adapters {
-        loras: vec![LoraSpec { path: lora, scale: 0.5 }],
+        loras: vec![LoraSpec::new(lora, 0.5)],
         embeddings: vec![EmbeddingSpec { path: emb, token: None }],
         ..Default::default()
     };
