@@ -120,6 +120,11 @@ namespace Kiln
                     c[i] = KilnDefaults.Lora();
                     c[i].path = pins.PinString(loras[i].Path);
                     c[i].scale = loras[i].Scale;
+                    if (loras[i].TextEncoderScale.HasValue)
+                    {
+                        c[i].has_text_encoder_scale = 1;
+                        c[i].text_encoder_scale = loras[i].TextEncoderScale.Value;
+                    }
                 }
                 if (embeddings == null || embeddings.Length == 0)
                 {
@@ -146,7 +151,11 @@ namespace Kiln
             return new KilnModel(raw, sink);
         }
 
-        /// <summary>The LoRAs merged into this handle, in order (empty for a plain model).</summary>
+        /// <summary>
+        /// The LoRAs merged into this handle, in order (empty for a plain model). Each one's
+        /// <see cref="KilnLoraSpec.TextEncoderScale"/> is the strength its text-encoder modules
+        /// were merged with (see <see cref="LoraTextEncoderScale"/>).
+        /// </summary>
         public KilnLoraSpec[] Loras
         {
             get
@@ -160,10 +169,26 @@ namespace Kiln
                     UIntPtr index = (UIntPtr)i;
                     string path;
                     KilnStatusNames.Check(Utf8.ReadString((byte[] b, UIntPtr n, out UIntPtr l) => KilnNative.kiln_model_lora_get(Handle, index, out scale, b, n, out l), out path));
-                    result[i] = new KilnLoraSpec(path, scale);
+                    float textEncoderScale;
+                    KilnStatusNames.Check(KilnNative.kiln_model_lora_text_encoder_scale(Handle, index, out textEncoderScale));
+                    result[i] = new KilnLoraSpec(path, scale, textEncoderScale);
                 }
                 return result;
             }
+        }
+
+        /// <summary>
+        /// The strength LoRA <c>index</c> (0-based, as in <see cref="Loras"/>) merges its
+        /// text-encoder modules with: its own <see cref="KilnLoraSpec.TextEncoderScale"/> when it
+        /// was given one, else its <see cref="KilnLoraSpec.Scale"/>.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (index out of range).</exception>
+        public float LoraTextEncoderScale(int index)
+        {
+            if (index < 0) throw new ArgumentOutOfRangeException("index");
+            float scale;
+            KilnStatusNames.Check(KilnNative.kiln_model_lora_text_encoder_scale(Handle, (UIntPtr)index, out scale));
+            return scale;
         }
 
         /// <summary>Generates an image, blocking this thread (use <see cref="Submit"/> in a game).</summary>
@@ -304,8 +329,16 @@ namespace Kiln
         public string Path;
         /// <summary>Multiplies the LoRA's delta: 1 = as trained, 0 = off, negative = inverted.</summary>
         public float Scale;
+        /// <summary>
+        /// The text encoders' strength (ComfyUI's strength_clip; <see cref="Scale"/> is then the
+        /// U-Net's strength_model): 0 leaves the text encoders as they are; must be finite.
+        /// null (the default): <see cref="Scale"/> for every module.
+        /// </summary>
+        public float? TextEncoderScale;
         /// <summary>A LoRA at <c>path</c> with strength <c>scale</c>.</summary>
-        public KilnLoraSpec(string path, float scale = 1f) { Path = path; Scale = scale; }
+        public KilnLoraSpec(string path, float scale = 1f) { Path = path; Scale = scale; TextEncoderScale = null; }
+        /// <summary>A LoRA at <c>path</c>: U-Net modules at <c>scale</c>, text-encoder modules at <c>textEncoderScale</c> (null = <c>scale</c>).</summary>
+        public KilnLoraSpec(string path, float scale, float? textEncoderScale) { Path = path; Scale = scale; TextEncoderScale = textEncoderScale; }
     }
 
     /// <summary>One textual-inversion embedding for <see cref="KilnModel.WithAdapters"/>.</summary>

@@ -306,6 +306,57 @@ static class KilnTests
         using (KilnImage image = model.Generate(settings)) SamePixels(basePixels, image.ToArray(), "base model after failed WithLoras");
     }
 
+    static void LoraTextEncoderScale()
+    {
+        // KilnLoraSpec.TextEncoderScale (kiln_lora's has_text_encoder_scale/text_encoder_scale,
+        // ComfyUI's strength_clip): the style LoRA at U-Net 1 with the text encoders left alone
+        // reports 0 through the query, a LoRA without one its plain scale; it changes the image
+        // against one strength for all, and an explicit 1 gives that strength's pixels; a
+        // non-finite one throws InvalidArgument with the base model unchanged.
+        string loraDir = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(modelDir).TrimEnd('/')), "lora");
+        string style = Path.Combine(loraDir, "style.kohya.safetensors");
+        string detail = Path.Combine(loraDir, "detail.kohya.safetensors");
+        var settings = Quick("mossy stone brick wall", 11);
+        byte[] oneStrength, te0;
+        using (KilnModel styled = model.WithLoras(new KilnLoraSpec(style, 1f, 0f), new KilnLoraSpec(detail, 0.5f)))
+        {
+            Equal(0f, styled.LoraTextEncoderScale(0), "LoraTextEncoderScale(0), given 0");
+            Equal(0.5f, styled.LoraTextEncoderScale(1), "LoraTextEncoderScale(1), not given: its scale");
+            KilnLoraSpec[] listed = styled.Loras;
+            Equal(2, listed.Length, "Loras.Length");
+            Check(listed[0].Path.EndsWith("style.kohya.safetensors") && listed[0].Scale == 1f && listed[0].TextEncoderScale == 0f,
+                "Loras[0]: " + listed[0].Path + " " + listed[0].Scale + " " + listed[0].TextEncoderScale);
+            Check(listed[1].Path.EndsWith("detail.kohya.safetensors") && listed[1].Scale == 0.5f && listed[1].TextEncoderScale == 0.5f,
+                "Loras[1]: " + listed[1].Path + " " + listed[1].Scale + " " + listed[1].TextEncoderScale);
+            Throws(() => styled.LoraTextEncoderScale(2), KilnStatus.InvalidArgument, "LoraTextEncoderScale past the end");
+        }
+        using (KilnModel styled = model.WithLoras(new KilnLoraSpec(style, 1f, 0f)))
+        {
+            Equal(0f, styled.LoraTextEncoderScale(0), "LoraTextEncoderScale(0), style at 1 / 0");
+            using (KilnImage image = styled.Generate(settings)) te0 = image.ToArray();
+        }
+        using (KilnModel styled = model.WithLoras(new KilnLoraSpec(style, 1f)))
+        {
+            Equal(1f, styled.LoraTextEncoderScale(0), "LoraTextEncoderScale(0), style at 1");
+            using (KilnImage image = styled.Generate(settings)) oneStrength = image.ToArray();
+        }
+        using (KilnModel styled = model.WithLoras(new KilnLoraSpec(style, 1f, 1f)))
+        using (KilnImage image = styled.Generate(settings))
+            SamePixels(oneStrength, image.ToArray(), "text-encoder scale 1 given vs one strength 1");
+        int differing = oneStrength.Zip(te0, (x, y) => x != y).Count(d => d);
+        Console.WriteLine("    text-encoder scale 0: " + differing + " of " + te0.Length + " bytes differ from one strength 1 (need > 0)");
+        Check(differing > 0, "the text-encoder scale did not change the image");
+        byte[] basePixels;
+        using (KilnImage image = model.Generate(settings)) basePixels = image.ToArray();
+        foreach (float bad in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+        {
+            KilnException e = Throws(() => model.WithLoras(new KilnLoraSpec(style, 1f, bad)), KilnStatus.InvalidArgument, "text-encoder scale " + bad);
+            Check(e.NativeMessage.Contains("text_encoder_scale"), "message names text_encoder_scale: " + e.NativeMessage);
+        }
+        Equal(0, model.Loras.Length, "base model's Loras.Length after the refused scales");
+        using (KilnImage image = model.Generate(settings)) SamePixels(basePixels, image.ToArray(), "base model after the refused scales");
+    }
+
     static void SdxlSecondPrompt()
     {
         // tests/fixtures/tiny-sdxl beside the tiny-sd fixture: Prompt2 equal to Prompt gives the
@@ -874,6 +925,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("generate, generate-into and job pixels agree", GeneratePaths),
             new KeyValuePair<string, Action>("UTF-8 prompts and paths", Utf8PromptsAndPaths),
             new KeyValuePair<string, Action>("LoRAs change the image; bad files throw", LorasChangeTheImage),
+            new KeyValuePair<string, Action>("LoRA text-encoder scale: query, pixels, non-finite throws", LoraTextEncoderScale),
             new KeyValuePair<string, Action>("SDXL Prompt2 on tiny-sdxl", SdxlSecondPrompt),
             new KeyValuePair<string, Action>("SDXL embedding gives the golden; SD 1.x file throws", SdxlEmbeddingMatchesTheGolden),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),

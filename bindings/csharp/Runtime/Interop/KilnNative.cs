@@ -86,6 +86,8 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_model_lora_count(KilnModelHandle model, out UIntPtr count_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_model_lora_text_encoder_scale(KilnModelHandle model, UIntPtr index, out float scale_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_model_lora_get(KilnModelHandle model, UIntPtr index, out float scale_out, [In, Out] byte[] path_buf, UIntPtr path_buf_len, out UIntPtr path_len_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern void kiln_generate_options_init(IntPtr options);

@@ -246,6 +246,10 @@ namespace Kiln.Interop
         public uint struct_size;
         public float scale;
         public IntPtr path;
+        /// <summary>Nonzero: text-encoder modules use <c>text_encoder_scale</c>, U-Net modules <c>scale</c>; 0 (default): <c>scale</c> for all.</summary>
+        public uint has_text_encoder_scale;
+        /// <summary>The text encoders' strength when <c>has_text_encoder_scale</c> is nonzero (default 1.0); must be finite then.</summary>
+        public float text_encoder_scale;
     }
 
     /// <summary>C: <c>kiln_embedding</c>. A textual-inversion file and its token (IntPtr.Zero = the file's own).</summary>
