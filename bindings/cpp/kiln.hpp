@@ -88,6 +88,7 @@
     X(kiln_status, kiln_model_with_adapters, (const struct kiln_model *, const struct kiln_lora *, size_t, const struct kiln_embedding *, size_t, struct kiln_model **)) \
     X(kiln_status, kiln_model_lora_count, (const struct kiln_model *, size_t *)) \
     X(kiln_status, kiln_model_lora_get, (const struct kiln_model *, size_t, float *, char *, size_t, size_t *)) \
+    X(kiln_status, kiln_model_lora_text_encoder_scale, (const struct kiln_model *, size_t, float *)) \
     /* ControlNet (issue 17) */ \
     X(void, kiln_control_init, (struct kiln_control *)) \
     X(kiln_status, kiln_image_canny, (const struct kiln_image *, float, float, struct kiln_image **)) \
@@ -107,7 +108,7 @@
     X(kiln_pixel_art_options, palette_len) \
     X(kiln_material_options, invert_height) \
     X(kiln_runtime_options, device_latents) \
-    X(kiln_lora, path) \
+    X(kiln_lora, text_encoder_scale) \
     X(kiln_embedding, token) \
     X(kiln_control, reserved)
 /* Every field of those structs: X(struct, field, type). */
@@ -255,6 +256,8 @@
     X(kiln_lora, struct_size, uint32_t) \
     X(kiln_lora, scale, float) \
     X(kiln_lora, path, const char *) \
+    X(kiln_lora, has_text_encoder_scale, uint32_t) \
+    X(kiln_lora, text_encoder_scale, float) \
     X(kiln_embedding, struct_size, uint32_t) \
     X(kiln_embedding, path, const char *) \
     X(kiln_embedding, token, const char *) \
@@ -801,10 +804,15 @@ private:
     std::uint64_t id_ = 0;
 };
 
-/** One LoRA for Model::with_loras: its `.safetensors` path and strength (1 = as trained). */
+/**
+ * One LoRA for Model::with_loras: its `.safetensors` path and strength (1 = as trained), and optionally a
+ * strength of its own for its text-encoder modules (ComfyUI's strength_clip; `scale` is then strength_model).
+ * Unset, `scale` applies to every module.
+ */
 struct LoraSpec {
     std::string path;
     float scale = 1.0f;
+    std::optional<float> text_encoder_scale = std::nullopt;
 };
 
 /**
@@ -875,13 +883,16 @@ public:
     /**
      * A handle with these LoRAs merged into the original weights (a switch, not a stack: an empty list gives
      * the plain model back); independent of this one, which is unchanged. Each entry is a `kiln::LoraSpec`:
-     * a path (borrowed for the call) and a scale.
+     * a path (borrowed for the call), a scale and optionally a text-encoder scale, each finite (else
+     * Status::invalid_argument).
      */
     Result<Model> with_loras(const std::vector<LoraSpec> &loras) const {
         std::vector<::kiln_lora> c(loras.size(), defaults<::kiln_lora>());
         for (std::size_t i = 0; i < loras.size(); ++i) {
             c[i].path = loras[i].path.c_str();
             c[i].scale = loras[i].scale;
+            c[i].has_text_encoder_scale = loras[i].text_encoder_scale ? 1u : 0u;
+            c[i].text_encoder_scale = loras[i].text_encoder_scale.value_or(1.0f);
         }
         ::kiln_model *out = nullptr;
         ::kiln_status s = ::kiln_model_with_loras(p_, c.empty() ? nullptr : c.data(), c.size(), &out);
@@ -896,7 +907,11 @@ public:
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Model(out);
     }
-    /** The LoRAs merged into this handle, in order (empty for a plain model). */
+    /**
+     * The LoRAs merged into this handle, in order (empty for a plain model). `text_encoder_scale` is set where
+     * it differs from `scale`: Kiln reports the strength in effect, not whether one was given, and either way
+     * with_loras of the list merges the same weights.
+     */
     Result<std::vector<LoraSpec>> loras() const {
         std::size_t count = 0;
         ::kiln_status s = ::kiln_model_lora_count(p_, &count);
@@ -910,8 +925,18 @@ public:
                 out[i].path);
             if (s != KILN_STATUS_OK) return detail::last_error(s);
             out[i].scale = scale;
+            Result<float> te = lora_text_encoder_scale(i);
+            if (!te) return te.error();
+            if (*te != scale) out[i].text_encoder_scale = *te;
         }
         return out;
+    }
+    /** The strength LoRA `index` (below loras().size()) merges its text-encoder modules with: its own, else `scale`. */
+    Result<float> lora_text_encoder_scale(std::size_t index) const {
+        float scale = 0.0f;
+        ::kiln_status s = ::kiln_model_lora_text_encoder_scale(p_, index, &scale);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return scale;
     }
     /** Which execution provider runs `graph`, and why any requested one was skipped. */
     Result<std::string> graph_provider(Graph graph) const {

@@ -1,8 +1,9 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
-// embeddings and the base-to-refiner hand-off against the Rust tests' goldens, the throwing layer. Run by
-// tests/cpp_binding.rs as `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints
-// "N passed, N failed". MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora and golden/ are
-// found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
+// embeddings, a LoRA's own text-encoder strength and the base-to-refiner hand-off against the Rust tests'
+// goldens, the throwing layer. Run by tests/cpp_binding.rs as
+// `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
+// MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component and golden/ are found
+// beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
 #include "kiln.hpp"
 
 #include "goldens.hpp"
@@ -129,6 +130,46 @@ static void test_loras(const kiln::Model &model, const std::string &lora_dir) {
     CHECK(again.ok() && std::memcmp(again->pixels(), base->pixels(), std::size_t(base->width()) * base->height() * 4) == 0);
 }
 
+// A text-encoder strength of a LoRA's own (ComfyUI's strength_clip): the query gives it back, or the LoRA's
+// scale where none was given; loras() lists it only where it differs from the scale; a non-finite one is
+// refused as invalid_argument (also through the throwing layer) and leaves the model usable.
+static void test_lora_text_encoder_scale(const kiln::Model &model, const std::string &lora_dir) {
+    const std::string style = lora_dir + "/style.kohya.safetensors", detail = lora_dir + "/detail.kohya.safetensors";
+    kiln::Result<kiln::Model> m = model.with_loras({{style, 1.0f, 0.0f}, {detail, 0.5f}});
+    CHECK(m.ok());
+    if (!m) {
+        std::printf("text-encoder scale: %s\n", m.error().describe().c_str());
+        return;
+    }
+    CHECK(m->lora_text_encoder_scale(0).value_or(-1.0f) == 0.0f);
+    CHECK(m->lora_text_encoder_scale(1).value_or(-1.0f) == 0.5f);
+    CHECK(m->lora_text_encoder_scale(2).status() == kiln::Status::invalid_argument);
+    CHECK(model.lora_text_encoder_scale(0).status() == kiln::Status::invalid_argument);  // a plain model has none
+    kiln::Result<std::vector<kiln::LoraSpec>> listed = m->loras();
+    CHECK(listed.ok() && listed->size() == 2);
+    if (listed && listed->size() == 2) {
+        CHECK((*listed)[0].scale == 1.0f && (*listed)[0].text_encoder_scale == 0.0f);
+        CHECK((*listed)[1].scale == 0.5f && !(*listed)[1].text_encoder_scale);
+    }
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+        kiln::Result<kiln::Model> refused = model.with_loras({{style, 1.0f, bad}});
+        CHECK(refused.status() == kiln::Status::invalid_argument);
+        CHECK(!refused && refused.error().message().find("loras[0].text_encoder_scale") != std::string::npos);
+        if (!refused) std::printf("text-encoder scale %g: %s\n", double(bad), refused.error().describe().c_str());
+    }
+#ifdef KILN_CPP_EXCEPTIONS
+    bool thrown = false;
+    try {
+        kiln::Model never = kiln::check(model.with_loras({{style, 1.0f, -std::numeric_limits<float>::infinity()}}));
+        (void)never;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::invalid_argument;
+    }
+    CHECK(thrown);
+#endif
+    CHECK(model.generate(options_for("after the refused LoRA", 2, 2)).ok());
+}
+
 // ControlNet on the fixture with tests/fixtures/controlnet added: a painted height map's Canny edges shape
 // the image (it differs from the uncontrolled one), Kiln's own Canny preprocessing of the painted map gives
 // the same pixels as passing the edges, and a missing ControlNet is refused with the model still usable.
@@ -229,7 +270,7 @@ static void margin(const char *id, double measured, double bound) {
 }
 
 // A golden case's request (its strings point into `c`, which must outlive the options): prompts, steps,
-// guidance, the Euler scheduler its draws were recorded for, and the draws as the initial noise.
+// guidance, the scheduler (Euler or DDIM) its draws were recorded for, and the draws as the initial noise.
 static kiln_generate_options golden_options(const goldens::Json &c, const std::vector<float> &draws) {
     auto o = kiln::defaults<kiln_generate_options>();
     o.prompt = c["prompt"].text.c_str();
@@ -237,8 +278,9 @@ static kiln_generate_options golden_options(const goldens::Json &c, const std::v
     o.width = o.height = 64;
     o.steps = std::uint32_t(c["steps"].number);
     o.guidance_scale = float(c["guidance_scale"].number);
-    CHECK(c["kiln_scheduler"].text == "euler");
-    o.scheduler = kiln::to_c(kiln::Scheduler::euler);
+    const std::string &scheduler = c["kiln_scheduler"].text;
+    CHECK(scheduler == "euler" || scheduler == "ddim");
+    o.scheduler = kiln::to_c(scheduler == "ddim" ? kiln::Scheduler::ddim : kiln::Scheduler::euler);
     o.initial_noise = draws.data();
     o.initial_noise_len = draws.size();
     return o;
@@ -304,6 +346,34 @@ static void test_sdxl_embedding(const kiln::Runtime &rt, const kiln::Model &sd1,
     CHECK(other_way.status() == kiln::Status::adapter_mismatch);
     CHECK(!other_way && other_way.error().message().find("SDXL embedding") != std::string::npos);
     CHECK(sd1.generate(options_for("after the refused embedding", 1, 2)).ok());
+}
+
+// tests/fixtures/lora_component, case style_te0_ddim (tests/lora.rs checks it from Rust against diffusers'
+// set_adapters + fuse_lora): the style LoRA at U-Net strength 1 with the text encoder left alone gives the
+// golden image within the parity bound past 8-bit rounding; the same LoRA at one strength does not.
+static void test_lora_component_golden(const kiln::Model &sd1, const std::string &fixtures) {
+    const std::string folder = fixtures + "/lora_component";
+    const goldens::Json c = goldens::golden_case(folder + "/cases.json", "style_te0_ddim");
+    const std::vector<float> noise = goldens::read_npy_f32(folder + "/noise_1x4x8x8.npy");
+    const std::vector<float> want = goldens::read_npy_f32(folder + "/" + c["files"]["image"].text);
+    kiln_generate_options o = golden_options(c, noise);
+    CHECK(o.scheduler == kiln::to_c(kiln::Scheduler::ddim) && o.steps == 8);
+    const goldens::Json &lora = c["loras"].items.at(0);
+    kiln::LoraSpec spec{folder + "/" + lora["file"].text, float(lora["scale"].number), float(lora["text_encoder_scale"].number)};
+    kiln::Result<kiln::Model> split = sd1.with_loras({spec});
+    spec.text_encoder_scale.reset();
+    kiln::Result<kiln::Model> one_strength = sd1.with_loras({spec});
+    CHECK(split.ok() && one_strength.ok());
+    if (!split || !one_strength) return;
+    CHECK(split->lora_text_encoder_scale(0).value_or(-1.0f) == 0.0f);
+    kiln::Result<std::vector<std::uint8_t>> got = pixels(*split, o), control = pixels(*one_strength, o);
+    CHECK(got.ok() && control.ok());
+    if (!got || !control) return;
+    const double d = goldens::past_rounding(*got, want), far = goldens::past_rounding(*control, want);
+    std::printf("lora text-encoder scale 0: %.3e from the golden past 8-bit rounding (bound %.0e); one strength %.3e\n",
+                d, image_bound, far);
+    margin("cpp_binding::lora_component::style_te0_ddim::image_abs_past_8bit", d, image_bound);
+    CHECK(far > image_bound);  // else this test would not catch the text-encoder scale dropped
 }
 
 // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
@@ -468,12 +538,14 @@ int main(int argc, char **argv) {
         test_generate(*model);
         test_job(*model);
         test_loras(*model, std::string(argv[1]) + "/../lora");
+        test_lora_text_encoder_scale(*model, std::string(argv[1]) + "/../lora");
         test_sdxl(*rt, *model, std::string(argv[1]) + "/../tiny-sdxl");
         if (argc == 5) {
             // The goldens' readers throw on a missing or malformed file: a failure, not a crash.
             const std::string fixtures = std::string(argv[1]) + "/..";
             try {
                 test_sdxl_embedding(*rt, *model, fixtures, argv[4]);
+                test_lora_component_golden(*model, fixtures);
                 test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
             } catch (const std::exception &e) {
                 ++failed;
@@ -483,7 +555,7 @@ int main(int argc, char **argv) {
         kiln::Model moved = std::move(*model);
         CHECK(!*model && moved);
     }
-    if (argc == 3) test_controlnet(*rt, argv[2]);
+    if (argc >= 3) test_controlnet(*rt, argv[2]);
 #ifdef KILN_CPP_EXCEPTIONS
     test_throwing_layer(*rt);
 #endif
