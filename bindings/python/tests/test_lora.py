@@ -1,5 +1,6 @@
 """LoRA adapters: the fixture LoRA (tests/fixtures/lora, made for tiny-sd) changes the image; a LyCORIS
-LoKr and a DoRA file give their goldens; a broken file raises its own exception and leaves the base model usable."""
+LoKr and a DoRA file give their goldens, and so does a LoRA with a text-encoder strength of its own; a broken
+file raises its own exception and leaves the base model usable."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ def test_with_loras_changes_the_image_and_bad_files_raise(model: kiln.Model, roo
         base = image.to_numpy()
     with model.with_loras([(lora_dir / "style.kohya.safetensors", 1.0)]) as styled:
         assert len(styled.loras) == 1
-        path, scale = styled.loras[0]
-        assert path.endswith("style.kohya.safetensors") and scale == 1.0
+        path, scale, text_encoder_scale = styled.loras[0]
+        assert path.endswith("style.kohya.safetensors") and scale == 1.0 and text_encoder_scale == 1.0
         with styled.generate("mossy stone brick wall", steps=4, seed=11) as image:
             pixels = image.to_numpy()
     differing = int(np.count_nonzero(pixels != base))
@@ -44,20 +45,26 @@ def test_new_statuses_map_to_their_exceptions() -> None:
     assert issubclass(kiln.OutOfMemoryError, MemoryError)
 
 
-def golden_distance(model: kiln.Model, folder: Path, name: str, file_key: str = "file") -> tuple[float, float]:
-    """An Euler case of tests/fixtures/<folder> (checked from Rust by tests/lora.rs) through with_loras:
-    (its distance from the golden past 8-bit rounding, the plain model's)."""
+def golden_distance(model: kiln.Model, folder: Path, name: str, file_key: str = "file",
+                    own_text_encoder_scale: bool = True) -> tuple[float, float]:
+    """A case of tests/fixtures/<folder> (checked from Rust by tests/lora.rs) through with_loras, with the
+    case's scheduler config: (its distance from the golden past 8-bit rounding, the plain model's). A
+    LoRA's ``text_encoder_scale`` in the case goes in as the third entry unless ``own_text_encoder_scale``
+    is False (then its ``scale`` is the strength of every module)."""
     case = next(c for c in json.loads((folder / "cases.json").read_text()) if c["name"] == name)
-    assert case["kiln_scheduler"] == "euler"  # deterministic: the noise file is all it draws
+    assert case["kiln_scheduler"] in ("euler", "ddim")  # deterministic: the noise file is all they draw
     noise, want = np.load(folder / "noise_1x4x8x8.npy"), np.load(folder / f"{name}.image.npy")
     quantum = 0.5 / 255
 
     def run(m: kiln.Model) -> np.ndarray[Any, Any]:
         with m.generate(case["prompt"], negative_prompt=case["negative_prompt"], steps=case["steps"],
-                        guidance_scale=case["guidance_scale"], scheduler="euler", initial_noise=noise) as image:
+                        guidance_scale=case["guidance_scale"], scheduler=case["kiln_scheduler"], initial_noise=noise,
+                        scheduler_overrides=case["scheduler_config"]) as image:
             return image.to_numpy()[..., :3].astype(np.float32) / 255
 
-    with model.with_loras([(folder / lora[file_key], lora["scale"]) for lora in case["loras"]]) as view:
+    loras = [(folder / lora[file_key], lora["scale"],
+              lora.get("text_encoder_scale") if own_text_encoder_scale else None) for lora in case["loras"]]
+    with model.with_loras(loras) as view:
         d = max(float(np.abs(run(view) - want).max()) - quantum, 0.0)
     return d, float(np.abs(run(model) - want).max()) - quantum
 
@@ -81,5 +88,37 @@ def test_lycoris_and_dora_give_the_golden_pixels(model: kiln.Model, root: Path) 
     with pytest.raises(kiln.AdapterMismatchError, match="Tucker core") as e:
         model.with_loras([(folder / "broken" / "loha_tucker.safetensors", 1.0)])
     assert e.value.status == kiln.Status.ADAPTER_MISMATCH
+    with model.generate("stone", steps=2) as image:
+        assert image.width == 64
+
+
+def test_a_text_encoder_strength_of_its_own_gives_the_golden_pixels(model: kiln.Model, root: Path) -> None:
+    """The kohya fixture LoRA at U-Net strength 1.0 and text-encoder strength 0 (ComfyUI's strength_model and
+    strength_clip) replays diffusers' DDIM golden (tests/fixtures/lora_component) within the parity bound
+    (2e-3) past 8-bit rounding; the same LoRA at 1.0 for every module and the plain model do not. The view
+    lists the text-encoder strength 0 (a LoRA without one: its scale), its list goes back into with_loras,
+    and a non-finite text-encoder strength is ArgumentError (INVALID_ARGUMENT) with the model still usable."""
+    folder = root / "tests" / "fixtures" / "lora_component"
+    d, control = golden_distance(model, folder, "style_te0_ddim")
+    one_strength, _ = golden_distance(model, folder, "style_te0_ddim", own_text_encoder_scale=False)
+    print(f"style_te0_ddim: {d:.3e} from the golden past 8-bit rounding (bound 2e-3); the LoRA at one strength "
+          f"{one_strength:.3e}; plain model {control:.3e}")
+    assert d <= 2e-3
+    assert one_strength > 2e-3, "the text-encoder strength barely matters here; this test would not catch it dropped"
+    assert control > 2e-3
+
+    lora = root / "tests" / "fixtures" / "lora" / "style.kohya.safetensors"
+    with model.with_loras([(lora, 1.0, 0.0), (lora, 0.5)]) as view:
+        assert [entry[1:] for entry in view.loras] == [(1.0, 0.0), (0.5, 0.5)]
+        assert view.loras[0][0].endswith("style.kohya.safetensors")
+        with model.with_loras(view.loras) as again:
+            assert again.loras == view.loras
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(kiln.ArgumentError, match="text_encoder_scale") as e:
+            model.with_loras([(lora, 1.0, bad)])
+        assert e.value.status == kiln.Status.INVALID_ARGUMENT
+    with pytest.raises(TypeError):
+        model.with_loras([(lora, 1.0, 0.0, 0.0)])  # type: ignore[list-item]
+    assert model.loras == []
     with model.generate("stone", steps=2) as image:
         assert image.width == 64

@@ -128,7 +128,9 @@ RuntimeOptions = _struct("kiln_runtime_options", [
     ("graph_cache_dir", STR), ("sequential_load", U32), ("gpu_memory_limit", U64), ("gpu_math", U32),
     ("padding_after_gpu_math", U32), ("static_unet", U32), ("cuda_graph", U32), ("device_latents", U32),
 ])
-Lora = _struct("kiln_lora", [("struct_size", U32), ("scale", F32), ("path", STR)])
+Lora = _struct("kiln_lora", [
+    ("struct_size", U32), ("scale", F32), ("path", STR), ("has_text_encoder_scale", U32), ("text_encoder_scale", F32),
+])
 Embedding = _struct("kiln_embedding", [("struct_size", U32), ("path", STR), ("token", STR)])
 Control = _struct("kiln_control", [
     ("struct_size", U32), ("preprocess", U32), ("controlnet", STR), ("image", PTR), ("scale", F32), ("start", F32),
@@ -164,6 +166,7 @@ FUNCTIONS: dict[str, tuple[CType, list[CType]]] = {
     "kiln_model_with_loras": (STATUS, [PTR, ptr_to(Lora), USIZE, _P_HANDLE]),
     "kiln_model_with_adapters": (STATUS, [PTR, ptr_to(Lora), USIZE, ptr_to(Embedding), USIZE, _P_HANDLE]),
     "kiln_model_lora_count": (STATUS, [PTR, _P_USIZE]),
+    "kiln_model_lora_text_encoder_scale": (STATUS, [PTR, USIZE, ptr_to(ctypes.c_float)]),
     "kiln_model_lora_get": (STATUS, [PTR, USIZE, ptr_to(ctypes.c_float), PTR, USIZE, _P_USIZE]),
     "kiln_generate_options_init": (VOID, [ptr_to(GenerateOptions)]),
     "kiln_model_generate": (STATUS, [PTR, ptr_to(GenerateOptions), _P_HANDLE]),

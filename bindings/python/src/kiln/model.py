@@ -104,21 +104,30 @@ class Model:
         check(_library.lib().kiln_model_seamless(self.handle, int(Seamless(axes)), ctypes.byref(out)))
         return Model(out.value or 0, self._runtime)
 
-    def with_loras(self, loras: Iterable[tuple[str | os.PathLike[str], float]],
+    def with_loras(self, loras: Iterable[tuple[str | os.PathLike[str], float]
+                                         | tuple[str | os.PathLike[str], float, float | None]],
                    embeddings: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]] = ()
                    ) -> Model:
         """A new model with these ``(path, scale)`` LoRAs merged into the original weights (a switch, not a
         stack: ``[]`` gives the plain weights back), plus any textual-inversion ``embeddings`` (a path, or
-        ``(path, token)``). This model is unchanged; close the new one independently (or use ``with``).
-        A file made for another model raises AdapterMismatchError; an unreadable one ModelError."""
+        ``(path, token)``). An entry ``(path, scale, text_encoder_scale)`` merges the LoRA's text-encoder
+        modules at ``text_encoder_scale`` and its U-Net modules at ``scale`` (ComfyUI's strength_clip and
+        strength_model; ``None`` there: ``scale`` for both). This model is unchanged; close the new one
+        independently (or use ``with``). A file made for another model raises AdapterMismatchError; an
+        unreadable one ModelError; a non-finite scale ArgumentError."""
         lib = _library.lib()
-        lora_list = list(loras)
+        lora_list = [tuple(entry) for entry in loras]
         c_loras = (_abi.Lora * max(len(lora_list), 1))()
         keep: list[bytes] = []  # the path bytes must outlive the call
-        for c, (path, scale) in zip(c_loras, lora_list):
+        for c, entry in zip(c_loras, lora_list):
+            if len(entry) not in (2, 3):
+                raise TypeError(f"a LoRA is (path, scale) or (path, scale, text_encoder_scale), not {entry!r}")
+            path, scale, text_encoder_scale = entry if len(entry) == 3 else (*entry, None)
             lib.kiln_lora_init(ctypes.byref(c))
             keep.append(os.fsencode(path))
             c.path, c.scale = keep[-1], float(scale)
+            if text_encoder_scale is not None:
+                c.has_text_encoder_scale, c.text_encoder_scale = 1, float(text_encoder_scale)
         emb_list = [e if isinstance(e, tuple) else (e, None) for e in embeddings]
         c_embs = (_abi.Embedding * max(len(emb_list), 1))()
         for c, (path, token) in zip(c_embs, emb_list):
@@ -137,18 +146,21 @@ class Model:
         return Model(out.value or 0, self._runtime)
 
     @property
-    def loras(self) -> list[tuple[str, float]]:
-        """The ``(path, scale)`` LoRAs merged into this model, in order (``[]`` for a plain model)."""
+    def loras(self) -> list[tuple[str, float, float]]:
+        """The ``(path, scale, text_encoder_scale)`` LoRAs merged into this model, in order (``[]`` for a
+        plain model): ``scale`` is the U-Net modules' strength, ``text_encoder_scale`` the text encoders'
+        (the LoRA's own when it was given one, else ``scale``). Each entry goes back into ``with_loras``."""
         lib, handle = _library.lib(), self.handle
         count = ctypes.c_size_t()
         check(lib.kiln_model_lora_count(handle, ctypes.byref(count)))
         out = []
         for i in range(count.value):
-            scale = ctypes.c_float()
+            scale, text_encoder_scale = ctypes.c_float(), ctypes.c_float()
             status, path = read_string(
                 lambda b, n, l, i=i, scale=scale: lib.kiln_model_lora_get(handle, i, ctypes.byref(scale), b, n, l))
             check(status)
-            out.append((path, float(scale.value)))
+            check(lib.kiln_model_lora_text_encoder_scale(handle, i, ctypes.byref(text_encoder_scale)))
+            out.append((path, float(scale.value), float(text_encoder_scale.value)))
         return out
 
     def graph_provider(self, graph: Graph) -> str:
