@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import handoff_golden  # noqa: E402
 import make_sdxl_golden as sdxl_golden  # noqa: E402
+import make_sdxl_handoff_golden as handoff  # noqa: E402
 import make_sdxl_refiner_embedding_golden as refiner_embedding  # noqa: E402
 import make_sdxl_refiner_fixture as refiner  # noqa: E402
 from adapter_golden import relative_move  # noqa: E402
@@ -51,14 +52,7 @@ CASES = [
 
 
 def run(base_folder, refiner_folder, kiln, steps, guidance, split, kwargs):
-    from optimum.onnxruntime import ORTStableDiffusionXLImg2ImgPipeline, ORTStableDiffusionXLPipeline
-
-    base = handoff_golden.ort_pipeline(ORTStableDiffusionXLPipeline, base_folder, kiln)
-    ref = handoff_golden.ort_pipeline(ORTStableDiffusionXLImg2ImgPipeline, refiner_folder, kiln)
-    assert ref.config.requires_aesthetics_score and ref.text_encoder is None
-    draws = sdxl_golden.record_draws()
-    both = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=guidance, **kwargs)
-    return handoff_golden.two_stages(base, ref, split, draws, both, {})
+    return handoff.run(base_folder, refiner_folder, kiln, steps, guidance, split, kwargs, prompt=PROMPT)
 
 
 def main():

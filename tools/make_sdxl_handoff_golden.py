@@ -38,14 +38,14 @@ CASES = [
 ]
 
 
-def run(base_folder, refiner_folder, kiln, steps, guidance, split, kwargs):
+def run(base_folder, refiner_folder, kiln, steps, guidance, split, kwargs, prompt=PROMPT):
     from optimum.onnxruntime import ORTStableDiffusionXLImg2ImgPipeline, ORTStableDiffusionXLPipeline
 
     base = handoff_golden.ort_pipeline(ORTStableDiffusionXLPipeline, base_folder, kiln)
     ref = handoff_golden.ort_pipeline(ORTStableDiffusionXLImg2ImgPipeline, refiner_folder, kiln)
     assert ref.config.requires_aesthetics_score and ref.text_encoder is None
     draws = sdxl_golden.record_draws()
-    both = dict(prompt=PROMPT, num_inference_steps=steps, guidance_scale=guidance, **kwargs)
+    both = dict(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, **kwargs)
     return handoff_golden.two_stages(base, ref, split, draws, both, {})
 
 
