@@ -28,10 +28,14 @@ fn lycoris_dir() -> PathBuf {
     common::root().join("tests/fixtures/sdxl-lycoris")
 }
 
-/// A case of tools/make_sdxl_lora_fixture.py or tools/make_sdxl_lycoris_fixture.py,
-/// with `dir`, the folder its files are in.
+fn lycoris_full_dir() -> PathBuf {
+    common::root().join("tests/fixtures/sdxl-lycoris-full")
+}
+
+/// A case of tools/make_sdxl_lora_fixture.py, tools/make_sdxl_lycoris_fixture.py
+/// or tools/make_sdxl_lycoris_full_fixture.py, with `dir`, the folder its files are in.
 fn case(name: &str) -> serde_json::Value {
-    for dir in [lora_dir(), lycoris_dir()] {
+    for dir in [lora_dir(), lycoris_dir(), lycoris_full_dir()] {
         let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
         let all: serde_json::Value = serde_json::from_str(&text).unwrap();
         if let Some(c) = all.as_array().unwrap().iter().find(|c| c["name"] == name) {
@@ -125,6 +129,21 @@ fn half_strength_lora_with_prompt_2_matches_diffusers() {
 fn lycoris_sgm_named_loha_dora_and_lokr_match_lycoris() {
     check("loha_dora_euler", "sheen.loha.safetensors");
     check("lokr_ddim_s07", "knot.lokr.safetensors");
+}
+
+/// A LyCORIS full-difference file made by LyCORIS in the kohya SDXL layout
+/// (tools/make_sdxl_lycoris_full_fixture.py: `diff` on SGM-named U-Net layers
+/// and both encoders, `diff_b` on the 43 U-Net layers with a bias; f16), at 1.0
+/// and, with `prompt_2`, at 0.7, against LyCORIS's `make_weight`. The same file
+/// without its `diff_b` lands 0.055-0.064 away (cases.json).
+#[test]
+fn lycoris_full_difference_in_sgm_naming_matches_lycoris() {
+    check("full_euler", "chisel.full.safetensors");
+    check("full_ddim_s07", "chisel.full.safetensors");
+    let c = case("full_euler");
+    let model = sdxl().with_loras(&[(case_dir(&c).join("chisel.full.safetensors"), 1.0)]).unwrap();
+    let biases = model.merged_initializers().0.iter().filter(|n| n.ends_with(".bias")).count();
+    assert_eq!(biases, 43, "every U-Net diff_b merged");
 }
 
 /// The control: without the LoRA the same draws land far from the golden, so

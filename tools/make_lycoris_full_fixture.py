@@ -75,19 +75,24 @@ CASES = [
 ]
 
 
-def make_full(path: Path) -> dict:
-    """The full-difference file; returns {part: {layer: applied FullModule}}."""
+# (pipeline part, key prefix, target layers, the module path as the file names it)
+SD_PARTS = [("unet", "lora_unet_", UNET_FULL, lambda name: name), ("text_encoder", "lora_te_", TE_TARGETS, lambda name: name)]
+
+
+def make_full(path: Path, build=build_torch_pipe, parts=SD_PARTS, seed: int = SEED) -> dict:
+    """The full-difference file on `parts` of fresh `build()` pipelines (the
+    text encoders without `diff_b`, see the docstring); returns {part: {layer: applied FullModule}}."""
     import torch
     from lycoris.modules.full import FullModule
     from safetensors.torch import save_file
 
-    g = torch.Generator().manual_seed(SEED)
+    g = torch.Generator().manual_seed(seed)
     tensors, modules, worst = {}, {}, 0.0
-    for part, prefix, names in [("unet", "lora_unet_", UNET_FULL), ("text_encoder", "lora_te_", TE_TARGETS)]:
-        pipe_part = getattr(build_torch_pipe(), part)
+    for part, prefix, names, file_name in parts:
+        pipe_part = getattr(build(), part)
         modules[part] = {}
         for name, layer in native.targets_of(pipe_part, names):
-            key = prefix + name.replace(".", "_")
+            key = prefix + file_name(name).replace(".", "_")
             w, b = layer.weight.detach().float(), None if layer.bias is None else layer.bias.detach().float()
             lyc = FullModule(key, layer, multiplier=1.0)
             lyc.eval()
@@ -99,7 +104,7 @@ def make_full(path: Path) -> dict:
             want_w, want_b = lyc.make_weight(1.0)
             worst = max(worst, check_forward(lyc, want_w, want_b, g))
             state = lyc.custom_state_dict()
-            if part == "text_encoder":
+            if part != "unet":
                 state.pop("diff_b", None)
             for k, v in state.items():
                 tensors[f"{key}.{k}"] = v.detach().half().contiguous()
@@ -129,11 +134,11 @@ def check_forward(lyc, weight, bias, g) -> float:
     return rel
 
 
-def reference_pipe(files, full: dict, locon: dict, with_bias: bool = True):
-    """A fresh pipeline with each file's reference weights at its strength."""
+def reference_pipe(files, full: dict, locon: dict, with_bias: bool = True, build=build_torch_pipe):
+    """A fresh `build()` pipeline with each file's reference weights at its strength."""
     import torch
 
-    pipe = build_torch_pipe()
+    pipe = build()
     with torch.no_grad():
         for f, strength in files:
             mods = full if f.endswith(".full.safetensors") else locon
