@@ -57,12 +57,61 @@ CASES = [
 ]
 
 
-def main() -> None:
-    out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "sdxl-lycoris")
-    from importlib.metadata import version
-
+def golden_case(out: Path, case, ref_dir: Path, controls: dict, entry: dict) -> dict:
+    """Runs SDXL `case` (name, kiln scheduler, steps, guidance, kwargs) on the
+    reference export `ref_dir` twice (the runs must agree) and on each folder of
+    `controls` (effect key → folder; `FIXTURE` for the plain model), which must
+    draw the same noise and land `adapter_golden.MIN_EFFECT` away; saves the
+    arrays in `out` and returns the cases.json entry, `entry` after the prompt."""
     import make_sdxl_golden
 
+    name, kiln, steps, guidance, kwargs = case
+
+    def run_on(pipe_dir):
+        make_sdxl_golden.FIXTURE = str(pipe_dir)
+        return make_sdxl_golden.run(name, kiln, steps, guidance, False, kwargs, None)
+
+    ref, again = run_on(ref_dir), run_on(ref_dir)
+    for k in ("latents", "image", "draws"):
+        if not np.array_equal(ref[k], again[k]):
+            raise SystemExit(f"{name}: {k} not deterministic")
+    runs = {key: run_on(folder) for key, folder in controls.items()}
+    make_sdxl_golden.FIXTURE = str(FIXTURE)
+    effects = {}
+    for key, r in runs.items():
+        if not np.array_equal(r["draws"], ref["draws"]):
+            raise SystemExit(f"{name}: the {key} run drew other noise")
+        effects[key] = float(np.abs(r["latents"] - ref["latents"]).max() / np.abs(ref["latents"]).max())
+    print(f"{name}: final latents moved relative to the golden by " + ", ".join(f"{k} {v:.3e}" for k, v in effects.items()) + " (test bound 1e-3)")
+    if min(effects.values()) < adapter_golden.MIN_EFFECT:
+        raise SystemExit(f"{name}: {effects}: the adapter barely changes the output; a test could not fail")
+    for k in ("latents", "image", "draws"):
+        np.save(out / f"{name}.{k}.npy", ref[k])
+    return {
+        "name": name, "kiln_scheduler": kiln, "steps": steps, "guidance_scale": guidance,
+        "prompt": make_sdxl_golden.PROMPT, **entry, "unet_timesteps": ref["timesteps"],
+        **effects, **kwargs,
+    }
+
+
+def write_index(out: Path, cases: list, title: str, script: str) -> None:
+    """cases.json and a README naming the script and the versions."""
+    from importlib.metadata import version
+
+    import make_golden
+
+    (out / "cases.json").write_text(json.dumps(cases, indent=1) + "\n")
+    v = make_golden.versions()
+    v["lycoris-lora"] = version("lycoris-lora")
+    (out / "README.md").write_text(
+        f"# {title}\n\nMade by `{script}` (see its docstring):\n\n"
+        f"    /work/venv/bin/python {script}\n\n## Versions\n\n" + "".join(f"- {k} {val}\n" for k, val in v.items())
+    )
+    print("wrote", out)
+
+
+def main() -> None:
+    out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "sdxl-lycoris")
     check_same_weights_as_fixture(build_torch_pipe())
     lpb = build_torch_pipe().unet.config.layers_per_block
     parts = [
@@ -76,45 +125,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kiln_sdxl_lycoris_") as tmp:
         tmp = Path(tmp)
         for name, kiln, steps, guidance, file, strength, kwargs in CASES:
-
-            def run_on(pipe_dir):
-                make_sdxl_golden.FIXTURE = str(pipe_dir)
-                return make_sdxl_golden.run(name, kiln, steps, guidance, False, kwargs, None)
-
             ref_dir = export(native.merged_pipe([(file, strength)], adapters, build_torch_pipe), tmp, name)
-            ref, again = run_on(ref_dir), run_on(ref_dir)
-            for k in ("latents", "image", "draws"):
-                if not np.array_equal(ref[k], again[k]):
-                    raise SystemExit(f"{name}: {k} not deterministic")
-            runs = {"latent_effect": run_on(FIXTURE)}
+            controls = {"latent_effect": FIXTURE}
             if FILES[file][6].get("weight_decompose"):
-                runs["magnitude_effect"] = run_on(export(native.without_magnitude(file, adapters, build_torch_pipe), tmp, f"{name}_plain"))
-            make_sdxl_golden.FIXTURE = str(FIXTURE)
-            effects = {}
-            for key, r in runs.items():
-                if not np.array_equal(r["draws"], ref["draws"]):
-                    raise SystemExit(f"{name}: the {key} run drew other noise")
-                effects[key] = float(np.abs(r["latents"] - ref["latents"]).max() / np.abs(ref["latents"]).max())
-            print(f"{name}: final latents moved relative to the golden by " + ", ".join(f"{k} {v:.3e}" for k, v in effects.items()) + " (test bound 1e-3)")
-            if min(effects.values()) < adapter_golden.MIN_EFFECT:
-                raise SystemExit(f"{name}: {effects}: the adapter barely changes the output; a test could not fail")
-            for k in ("latents", "image", "draws"):
-                np.save(out / f"{name}.{k}.npy", ref[k])
-            cases.append({
-                "name": name, "kiln_scheduler": kiln, "steps": steps, "guidance_scale": guidance,
-                "prompt": make_sdxl_golden.PROMPT, "file": file, "scale": strength, "unet_timesteps": ref["timesteps"],
-                **effects, **kwargs,
-            })
-    (out / "cases.json").write_text(json.dumps(cases, indent=1) + "\n")
-    import make_golden
-
-    v = make_golden.versions()
-    v["lycoris-lora"] = version("lycoris-lora")
-    (out / "README.md").write_text(
-        "# SDXL LyCORIS fixtures (made by LyCORIS) and goldens\n\nMade by `tools/make_sdxl_lycoris_fixture.py` (see its docstring):\n\n"
-        "    /work/venv/bin/python tools/make_sdxl_lycoris_fixture.py\n\n## Versions\n\n" + "".join(f"- {k} {val}\n" for k, val in v.items())
-    )
-    print("wrote", out)
+                controls["magnitude_effect"] = export(native.without_magnitude(file, adapters, build_torch_pipe), tmp, f"{name}_plain")
+            case = (name, kiln, steps, guidance, kwargs)
+            cases.append(golden_case(out, case, ref_dir, controls, {"file": file, "scale": strength}))
+    write_index(out, cases, "SDXL LyCORIS fixtures (made by LyCORIS) and goldens", "tools/make_sdxl_lycoris_fixture.py")
 
 
 if __name__ == "__main__":

@@ -31,18 +31,16 @@ Needs the fixture venv (lycoris-lora included).
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 
 import adapter_golden  # noqa: E402
 import make_lycoris_full_fixture as full_fixture  # noqa: E402
+import make_sdxl_lycoris_fixture as sdxl_lycoris  # noqa: E402
 from make_sdxl_lora_fixture import FIXTURE, TE_TARGETS, UNET_TARGETS, build_torch_pipe, check_same_weights_as_fixture, export, sgm_name  # noqa: E402
 
 FILE = "chisel.full.safetensors"
@@ -55,10 +53,6 @@ CASES = [
 
 def main() -> None:
     out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "sdxl-lycoris-full")
-    from importlib.metadata import version
-
-    import make_sdxl_golden
-
     check_same_weights_as_fixture(build_torch_pipe())
     lpb = build_torch_pipe().unet.config.layers_per_block
     parts = [
@@ -72,44 +66,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kiln_sdxl_lycoris_full_") as tmp:
         tmp = Path(tmp)
         for name, kiln, steps, guidance, strength, kwargs in CASES:
-
-            def run_on(pipe_dir):
-                make_sdxl_golden.FIXTURE = str(pipe_dir)
-                return make_sdxl_golden.run(name, kiln, steps, guidance, False, kwargs, None)
-
             pipe = lambda with_bias: full_fixture.reference_pipe([(FILE, strength)], full, {}, with_bias, build_torch_pipe)  # noqa: E731
             ref_dir = export(pipe(True), tmp, name)
-            ref, again = run_on(ref_dir), run_on(ref_dir)
-            for k in ("latents", "image", "draws"):
-                if not np.array_equal(ref[k], again[k]):
-                    raise SystemExit(f"{name}: {k} not deterministic")
-            runs = {"latent_effect": run_on(FIXTURE), "bias_effect": run_on(export(pipe(False), tmp, f"{name}_no_bias"))}
-            make_sdxl_golden.FIXTURE = str(FIXTURE)
-            effects = {}
-            for key, r in runs.items():
-                if not np.array_equal(r["draws"], ref["draws"]):
-                    raise SystemExit(f"{name}: the {key} run drew other noise")
-                effects[key] = float(np.abs(r["latents"] - ref["latents"]).max() / np.abs(ref["latents"]).max())
-            print(f"{name}: final latents moved relative to the golden by " + ", ".join(f"{k} {v:.3e}" for k, v in effects.items()) + " (test bound 1e-3)")
-            if min(effects.values()) < adapter_golden.MIN_EFFECT:
-                raise SystemExit(f"{name}: {effects}: the adapter barely changes the output; a test could not fail")
-            for k in ("latents", "image", "draws"):
-                np.save(out / f"{name}.{k}.npy", ref[k])
-            cases.append({
-                "name": name, "kiln_scheduler": kiln, "steps": steps, "guidance_scale": guidance,
-                "prompt": make_sdxl_golden.PROMPT, "file": FILE, "scale": strength, "unet_timesteps": ref["timesteps"],
-                **effects, **kwargs,
-            })
-    (out / "cases.json").write_text(json.dumps(cases, indent=1) + "\n")
-    import make_golden
-
-    v = make_golden.versions()
-    v["lycoris-lora"] = version("lycoris-lora")
-    (out / "README.md").write_text(
-        "# SDXL LyCORIS full-difference fixture (made by LyCORIS) and goldens\n\nMade by `tools/make_sdxl_lycoris_full_fixture.py` (see its docstring):\n\n"
-        "    /work/venv/bin/python tools/make_sdxl_lycoris_full_fixture.py\n\n## Versions\n\n" + "".join(f"- {k} {val}\n" for k, val in v.items())
-    )
-    print("wrote", out)
+            controls = {"latent_effect": FIXTURE, "bias_effect": export(pipe(False), tmp, f"{name}_no_bias")}
+            case = (name, kiln, steps, guidance, kwargs)
+            cases.append(sdxl_lycoris.golden_case(out, case, ref_dir, controls, {"file": FILE, "scale": strength}))
+    sdxl_lycoris.write_index(out, cases, "SDXL LyCORIS full-difference fixture (made by LyCORIS) and goldens",
+                             "tools/make_sdxl_lycoris_full_fixture.py")
 
 
 if __name__ == "__main__":
