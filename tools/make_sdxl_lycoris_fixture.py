@@ -57,6 +57,17 @@ CASES = [
 ]
 
 
+def kohya_sdxl_parts() -> list:
+    """(pipeline part, key prefix, target layers, file name of a module path) as
+    kohya's SDXL trainer writes them: SGM U-Net names, `lora_te1_`/`lora_te2_`."""
+    lpb = build_torch_pipe().unet.config.layers_per_block
+    return [
+        ("unet", "lora_unet_", UNET_TARGETS, lambda name: sgm_name(name, lpb)),
+        ("text_encoder", "lora_te1_", TE_TARGETS, lambda name: name),
+        ("text_encoder_2", "lora_te2_", TE_TARGETS, lambda name: name),
+    ]
+
+
 def golden_case(out: Path, case, ref_dir: Path, controls: dict, entry: dict) -> dict:
     """Runs SDXL `case` (name, kiln scheduler, steps, guidance, kwargs) on the
     reference export `ref_dir` twice (the runs must agree) and on each folder of
@@ -113,12 +124,7 @@ def write_index(out: Path, cases: list, title: str, script: str) -> None:
 def main() -> None:
     out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "sdxl-lycoris")
     check_same_weights_as_fixture(build_torch_pipe())
-    lpb = build_torch_pipe().unet.config.layers_per_block
-    parts = [
-        ("unet", "lora_unet_", UNET_TARGETS, lambda name: sgm_name(name, lpb)),
-        ("text_encoder", "lora_te1_", TE_TARGETS, lambda name: name),
-        ("text_encoder_2", "lora_te2_", TE_TARGETS, lambda name: name),
-    ]
+    parts = kohya_sdxl_parts()
     adapters = {f: native.make_file(out / f, *spec, build=build_torch_pipe, parts=parts) for f, spec in FILES.items()}
 
     cases = []

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "tools"))
 import adapter_golden  # noqa: E402
 import make_lycoris_full_fixture as full_fixture  # noqa: E402
 import make_sdxl_lycoris_fixture as sdxl_lycoris  # noqa: E402
-from make_sdxl_lora_fixture import FIXTURE, TE_TARGETS, UNET_TARGETS, build_torch_pipe, check_same_weights_as_fixture, export, sgm_name  # noqa: E402
+from make_sdxl_lora_fixture import FIXTURE, build_torch_pipe, check_same_weights_as_fixture, export  # noqa: E402
 
 FILE = "chisel.full.safetensors"
 # name, kiln scheduler, steps, guidance, strength, extra pipeline kwargs
@@ -54,12 +54,7 @@ CASES = [
 def main() -> None:
     out = adapter_golden.output_folder(__doc__, REPO / "tests" / "fixtures" / "sdxl-lycoris-full")
     check_same_weights_as_fixture(build_torch_pipe())
-    lpb = build_torch_pipe().unet.config.layers_per_block
-    parts = [
-        ("unet", "lora_unet_", UNET_TARGETS, lambda name: sgm_name(name, lpb)),
-        ("text_encoder", "lora_te1_", TE_TARGETS, lambda name: name),
-        ("text_encoder_2", "lora_te2_", TE_TARGETS, lambda name: name),
-    ]
+    parts = sdxl_lycoris.kohya_sdxl_parts()
     full = full_fixture.make_full(out / FILE, build=build_torch_pipe, parts=parts, seed=61)
 
     cases = []
