@@ -32,10 +32,12 @@ fn lycoris_full_dir() -> PathBuf {
     common::root().join("tests/fixtures/sdxl-lycoris-full")
 }
 
-/// A case of tools/make_sdxl_lora_fixture.py, tools/make_sdxl_lycoris_fixture.py
-/// or tools/make_sdxl_lycoris_full_fixture.py, with `dir`, the folder its files are in.
+/// A case of tools/make_sdxl_lora_fixture.py, tools/make_sdxl_lycoris_fixture.py,
+/// tools/make_sdxl_lycoris_full_fixture.py or tools/make_sdxl_lora_component_scale_golden.py,
+/// with `dir`, the folder its files are in.
 fn case(name: &str) -> serde_json::Value {
-    for dir in [lora_dir(), lycoris_dir(), lycoris_full_dir()] {
+    let component = common::root().join("tests/fixtures/sdxl-lora-component");
+    for dir in [lora_dir(), lycoris_dir(), lycoris_full_dir(), component] {
         let text = std::fs::read_to_string(dir.join("cases.json")).unwrap_or_else(|e| panic!("{}/cases.json: {e}", dir.display()));
         let all: serde_json::Value = serde_json::from_str(&text).unwrap();
         if let Some(c) = all.as_array().unwrap().iter().find(|c| c["name"] == name) {
@@ -144,6 +146,30 @@ fn lycoris_full_difference_in_sgm_naming_matches_lycoris() {
     let model = sdxl().with_loras(&[(case_dir(&c).join("chisel.full.safetensors"), 1.0)]).unwrap();
     let biases = model.merged_initializers().0.iter().filter(|n| n.ends_with(".bias")).count();
     assert_eq!(biases, 43, "every U-Net diff_b merged");
+}
+
+/// A text-encoder strength of its own reaches both SDXL encoders, as
+/// diffusers' `set_adapters(["a"], [{"unet": 1, "text_encoder": 0,
+/// "text_encoder_2": 0}])` + `fuse_lora` (tools/make_sdxl_lora_component_scale_golden.py),
+/// from the kohya and the PEFT file; the LoRA at one strength lands 0.046 away
+/// (cases.json). At 0 neither encoder gets merged weights.
+#[test]
+fn a_text_encoder_strength_of_its_own_reaches_both_encoders_as_in_diffusers() {
+    let c = case("style_te0_euler");
+    for file_key in ["file", "peft_file"] {
+        let spec = kiln::model::LoraSpec {
+            text_encoder_scale: Some(c["text_encoder_scale"].as_f64().unwrap() as f32),
+            ..kiln::model::LoraSpec::new(case_dir(&c).join(c[file_key].as_str().unwrap()), c["scale"].as_f64().unwrap() as f32)
+        };
+        let model = sdxl().with_adapters(&kiln::model::Adapters { loras: vec![spec], ..Default::default() }).expect("SDXL LoRA applies");
+        let (unet, text) = model.merged_initializers();
+        assert!(!unet.is_empty() && text.is_empty(), "{file_key}: U-Net merged, the encoders left alone");
+        let (rel, d) = differences(&generate(&model, &c), &c);
+        let layout = if file_key == "file" { "kohya" } else { "peft" };
+        eprintln!("style_te0_euler ({layout}): latents {rel:e} (bound 1e-3), image {d:e} (bound 2e-3)");
+        common::check_margin(&format!("sdxl_lora::style_te0_euler::{layout}::latents_rel"), rel, 1e-3);
+        common::check_margin(&format!("sdxl_lora::style_te0_euler::{layout}::image_abs"), d, 2e-3);
+    }
 }
 
 /// The control: without the LoRA the same draws land far from the golden, so
