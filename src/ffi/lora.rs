@@ -69,16 +69,10 @@ pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, def
         return Ok(Vec::new());
     }
     non_null(array, name)?;
-    // SAFETY: non-null; every entry starts with its u32 struct_size.
+    // SAFETY: non-null; every entry starts with its u32 struct_size. Entry 0's
+    // size is checked against the published ones by `read_versioned` below
+    // before anything past it is read; later entries are `stride` apart.
     let stride = unsafe { *(array as *const u32) } as usize;
-    if super::boundary::check_struct_size::<T>(stride, older, name).is_err() {
-        let init = name.trim_end_matches('s');
-        let accepted: Vec<String> = older.iter().chain(std::iter::once(&std::mem::size_of::<T>())).map(|s| s.to_string()).collect();
-        return Err(Error::new(
-            ErrorKind::StructSizeMismatch,
-            format!("`{name}[0].struct_size` is {stride}; this library accepts {} (call kiln_{init}_init on every entry)", accepted.join(" or ")),
-        ));
-    }
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         // SAFETY: the caller passes `count` entries of `stride` bytes.
@@ -265,6 +259,11 @@ pub unsafe extern "C" fn kiln_model_lora_count(model: *const kiln_model, count_o
     })
 }
 
+/// LoRA `index` of a model's list, or INVALID_ARGUMENT naming the list's length.
+fn lora_at(loras: &[LoraSpec], index: usize) -> Result<&LoraSpec> {
+    loras.get(index).ok_or_else(|| Error::invalid(format!("LoRA index {index} is out of range: the model has {}", loras.len())))
+}
+
 /// Writes the strength LoRA `index` (0-based, below `kiln_model_lora_count`)
 /// of `model` merges its text-encoder modules with to `*scale_out`: its
 /// `text_encoder_scale` when it was given one, else its `scale`.
@@ -276,9 +275,7 @@ pub unsafe extern "C" fn kiln_model_lora_text_encoder_scale(model: *const kiln_m
         // SAFETY: NULL or a live handle.
         let m = unsafe { handles::borrow(model)? };
         let loras = &m.adapters().loras;
-        let l = loras
-            .get(index)
-            .ok_or_else(|| Error::invalid(format!("LoRA index {index} is out of range: the model has {}", loras.len())))?;
+        let l = lora_at(loras, index)?;
         // SAFETY: checked non-null.
         unsafe { handles::write_out(scale_out, l.scale_for(crate::model::lora::Component::TextEncoder)) };
         Ok(())
@@ -304,9 +301,7 @@ pub unsafe extern "C" fn kiln_model_lora_get(
         // SAFETY: NULL or a live handle.
         let m = unsafe { handles::borrow(model)? };
         let loras = &m.adapters().loras;
-        let l = loras
-            .get(index)
-            .ok_or_else(|| Error::invalid(format!("LoRA index {index} is out of range: the model has {}", loras.len())))?;
+        let l = lora_at(loras, index)?;
         if !scale_out.is_null() {
             // SAFETY: non-null, writable per the contract.
             unsafe { handles::write_out(scale_out, l.scale) };
