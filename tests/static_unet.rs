@@ -151,6 +151,52 @@ fn static_unet_matches_the_dynamic_one() {
     assert!(common::tiny_model().resident_graphs().contains(&"unet"), "the control: a plain model holds its U-Net");
 }
 
+/// In a ControlNet folder every job runs `unet_controlnet`, plain ones with
+/// zero residuals, so the U-Net's weights are held once (tests/controlnet.rs).
+/// With the static U-Net on, that holds too: plain and ControlNet jobs of one
+/// shape run one graph specialised from `unet_controlnet`, and neither `unet/`
+/// nor the dynamic `unet_controlnet` is opened. Bounds as `compare`'s: against
+/// the same jobs on the dynamic graphs, and the plain job against the tiny
+/// fixture's own specialised U-Net.
+#[test]
+fn a_controlnet_folder_specialises_unet_controlnet_for_every_job() {
+    let m = Model::load(&static_runtime().0, &common::controlnet_folder("static-unet")).expect("ControlNet folder loads");
+    let dynamic = Model::load(common::runtime(), &common::controlnet_folder("static-unet-dynamic")).expect("ControlNet folder loads");
+    let plain = request(SchedulerKind::Euler, 5.0, 64);
+    let controlled = GenerateRequest {
+        controls: vec![kiln::pipeline::control::Control::new("tiny", common::control_image("control_a.png"))],
+        ..plain.clone()
+    };
+    let margins = |id: &str, got: &kiln::pipeline::Generation, want: &kiln::pipeline::Generation| {
+        let (a, b): (Vec<f32>, Vec<f32>) = (got.latents.iter().copied().collect(), want.latents.iter().copied().collect());
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        common::check_margin(&format!("static_unet::{id}::latents_rel"), (common::max_abs_diff(&a, &b) / scale) as f64, 1e-5);
+        common::check_margin(&format!("static_unet::{id}::image_abs"), common::max_abs_diff(&got.image.data, &want.image.data) as f64, 1e-5);
+    };
+    let got_plain = m.generate_with(&plain, Hooks::default()).expect("plain job");
+    margins("controlnet_folder_plain", &got_plain, &dynamic.generate_with(&plain, Hooks::default()).unwrap());
+    margins("controlnet_folder_plain_vs_unet_static", &got_plain, &static_model().generate_with(&plain, Hooks::default()).unwrap());
+    let got_controlled = m.generate_with(&controlled, Hooks::default()).expect("ControlNet job");
+    let want_controlled = dynamic.generate_with(&controlled, Hooks::default()).unwrap();
+    margins("controlnet_folder_controlnet", &got_controlled, &want_controlled);
+    // Checked to tell the two jobs apart: the control must change the picture.
+    let moved = common::max_abs_diff(&got_controlled.image.data, &got_plain.image.data);
+    assert!(moved > 1e-2, "the ControlNet changed the image by only {moved}");
+
+    let resident = m.resident_graphs();
+    eprintln!("resident graphs, static U-Net in a ControlNet folder: {resident:?}");
+    assert!(resident.contains(&"unet_controlnet_static"), "{resident:?}");
+    for never in ["unet", "unet_static", "unet_controlnet"] {
+        assert!(!resident.contains(&never), "{never} was opened: {resident:?}");
+    }
+    // One shape (CFG batch 2 at 64x64): one specialised graph served both jobs.
+    let log = static_runtime().1.lock().unwrap().clone();
+    let made: Vec<&String> = log.iter().filter(|l| l.starts_with("unet_controlnet: specialised to")).collect();
+    eprintln!("{made:?}");
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(made[0].contains(" 0 Shape nodes and 0 symbolic dims left"), "{made:?}");
+}
+
 /// RGBA8 pixels of one 4-step job through the C API, from a runtime made
 /// with `kiln_runtime_options.static_unet` set to `static_unet`.
 fn c_generate(static_unet: u32, size: u32, guidance: f32) -> Vec<u8> {

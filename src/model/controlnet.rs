@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::graph::{Graph, GraphSource, ResidencyGroup, TensorSpec};
+use crate::model::graph::{Graph, GraphSource, ResidencyGroup, SessionFlags, TensorSpec};
 use crate::model::lora::{self, Overrides};
 use crate::model::layout::UnetConfig;
 use crate::model::{seamless, ModelInner, UnetIo};
@@ -74,6 +74,8 @@ pub struct ResidualUnet {
     pub down: Vec<TensorSpec>,
     /// Mid-block residual input.
     pub mid: TensorSpec,
+    /// Its graphs specialised to each job shape seen (`ProviderPolicy::static_unet`).
+    pub(crate) static_unets: crate::model::static_unet::StaticUnets,
 }
 
 /// The ControlNet graphs of one model (or seamless view), loaded on first use.
@@ -98,6 +100,7 @@ impl ControlNetSlot {
     pub(crate) fn for_each_graph(&self, f: &mut dyn FnMut(&Graph)) {
         if let Some(Ok(u)) = self.unet.get() {
             f(&u.graph);
+            u.static_unets.for_each_graph(f);
         }
         for n in self.nets.lock().values() {
             f(&n.graph);
@@ -118,10 +121,10 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
     names
 }
 
-fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides) -> Result<Graph> {
+fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides, flags: SessionFlags) -> Result<Graph> {
     match m.seamless {
-        seamless::Seamless::None => Graph::load_with_overrides(&m.runtime, name, GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides)),
-        axes => super::load_seamless(&m.runtime, name, path, axes, group, overrides, Default::default()),
+        seamless::Seamless::None => Graph::load_flagged(&m.runtime, name, GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides), flags),
+        axes => super::load_seamless(&m.runtime, name, path, axes, group, overrides, flags),
     }
 }
 
@@ -142,7 +145,12 @@ impl ModelInner {
                     )
                 })?;
                 let overrides = self.residual_unet_overrides(&path)?;
-                let graph = load_graph(self, "unet_controlnet", &path, &self.residency, &overrides)?;
+                // With the static U-Net on, its jobs run graphs specialised
+                // from this one (as `unet/`'s do), so its own session is made
+                // only if a shape cannot be specialised.
+                let policy = &self.runtime.inner.providers;
+                let flags = SessionFlags { lazy: policy.static_unet || policy.cuda_graph, ..Default::default() };
+                let graph = load_graph(self, "unet_controlnet", &path, &self.residency, &overrides, flags)?;
                 let io = super::unet_io(&graph).map_err(|e| e.context("unet_controlnet"))?;
                 let ordinary = [&io.sample.name, &io.timestep.name, &io.encoder_hidden_states.name];
                 let extra: Vec<TensorSpec> = graph
@@ -175,7 +183,7 @@ impl ModelInner {
                     }
                     _ => {}
                 }
-                Ok(Arc::new(ResidualUnet { graph, io, down, mid }))
+                Ok(Arc::new(ResidualUnet { graph, io, down, mid, static_unets: Default::default() }))
             })
             .clone()
     }
@@ -265,7 +273,7 @@ impl ModelInner {
         }
         let unet = self.residual_unet()?;
         // diffusers applies LoRAs to the U-Net and text encoder, never to the ControlNet.
-        let graph = load_graph(self, "controlnet", &path, &self.residency, &Default::default())?;
+        let graph = load_graph(self, "controlnet", &path, &self.residency, &Default::default(), Default::default())?;
         let io = controlnet_io(&graph).map_err(|e| e.context(format!("controlnet {name}")))?;
         self.check_fits(name, &dir, &io, &unet)?;
         let net = Arc::new(ControlNet { name: name.to_string(), graph, io });

@@ -520,9 +520,11 @@ impl Model {
     /// Names of the U-Net and its encoders' and decoder's graphs loaded right
     /// now (all of them unless the runtime asked for per-stage residency;
     /// `unet` opens lazily in a ControlNet folder, where `unet_controlnet`
-    /// serves every job once a job has run).
+    /// serves every job once a job has run; with the static U-Net on, jobs
+    /// run `unet_static` or, in a ControlNet folder, `unet_controlnet_static`,
+    /// the graphs specialised from them).
     pub fn resident_graphs(&self) -> Vec<&'static str> {
-        let names = ["text_encoder", "text_encoder_2", "unet", "unet_controlnet", "vae_decoder"];
+        let names = ["text_encoder", "text_encoder_2", "unet", "unet_static", "unet_controlnet", "unet_controlnet_static", "vae_decoder"];
         let loaded = self.inner.residency.loaded();
         names.into_iter().filter(|n| loaded.contains(n)).collect()
     }
@@ -530,7 +532,8 @@ impl Model {
     /// How many ONNX Runtime sessions are loaded right now for this model:
     /// its graphs, those of the views made from it (seamless, CLIP skip) that
     /// are still alive, and the optional ones once loaded (VAE encoder,
-    /// preview decoder, matting); each shared graph counted once. Under
+    /// preview decoder, matting, ControlNets, specialised U-Nets); each
+    /// shared graph counted once. Under
     /// per-stage residency only the resident ones count. A measure of the
     /// memory the model holds, for tests and tools.
     pub fn loaded_sessions(&self) -> usize {
@@ -553,6 +556,7 @@ impl Model {
                 add(g);
             }
             add(&m.unet);
+            m.static_unets.for_each_graph(&mut add);
             add(&m.vae_decoder);
             if let Some(p) = &m.preview_decoder {
                 add(&p.0);

@@ -42,6 +42,10 @@
 //! cannot be specialised, and the weights are not held twice. Each specialised
 //! shape kept holds its own copy of the weights (ONNX Runtime sessions share
 //! none), so a game that alternates between sizes holds one U-Net per size.
+//! In a ControlNet folder, where every job runs `unet_controlnet` (plain
+//! ones with zero residuals), that graph is the one specialised, into
+//! `unet_controlnet_static`: plain and ControlNet jobs of one shape share it,
+//! and neither `unet/` nor the dynamic `unet_controlnet` is opened.
 //!
 //! **CUDA graphs.** With [`crate::runtime::ProviderPolicy::cuda_graph`] the
 //! specialised graph's CUDA session is made with `enable_cuda_graph`: ONNX
@@ -277,7 +281,8 @@ impl StaticUnets {
         let entry = match made {
             Ok(s) => {
                 log.info(&format!(
-                    "unet: specialised to {key:?} in {:.2} s{} ({} nodes, {} Shape nodes and {} symbolic dims left; CUDA graph {})",
+                    "{}: specialised to {key:?} in {:.2} s{} ({} nodes, {} Shape nodes and {} symbolic dims left; CUDA graph {})",
+                    unet.name,
                     started.elapsed().as_secs_f64(),
                     if s.from_cache { " from the graph cache" } else { "" },
                     s.report.nodes,
@@ -288,7 +293,7 @@ impl StaticUnets {
                 Some(Arc::new(s))
             }
             Err(e) => {
-                log.log(LogLevel::Warning, &format!("unet: cannot specialise to {key:?}, running the dynamic graph: {}", e.message()));
+                log.log(LogLevel::Warning, &format!("{}: cannot specialise to {key:?}, running the dynamic graph: {}", unet.name, e.message()));
                 None
             }
         };
@@ -303,6 +308,13 @@ impl StaticUnets {
         self.graphs.lock().values().flatten().map(|s| s.graph.run_time()).fold((0, 0.0), |(c, t), (c2, t2)| (c + c2, t + t2))
     }
 
+    /// Calls `f` on every specialised graph made so far.
+    pub(crate) fn for_each_graph(&self, f: &mut dyn FnMut(&Graph)) {
+        for s in self.graphs.lock().values().flatten() {
+            f(&s.graph);
+        }
+    }
+
     /// Stops using the specialised graph for `key` after `why` (its runs
     /// fail); that shape runs the dynamic U-Net from now on.
     pub(crate) fn give_up(&self, runtime: &Runtime, key: Vec<Vec<usize>>, why: &Error) {
@@ -314,7 +326,17 @@ impl StaticUnets {
     }
 }
 
+/// The name of a graph specialised from `source` (a U-Net graph's name): its
+/// sessions', log lines' and graph-cache entries' name.
+fn specialised_name(source: &str) -> &'static str {
+    match source {
+        "unet_controlnet" => "unet_controlnet_static",
+        _ => "unet_static",
+    }
+}
+
 fn make(runtime: &Runtime, unet: &Graph, shapes: &[(&str, Vec<usize>)], output: (&str, Vec<usize>)) -> Result<Specialised> {
+    let name = specialised_name(unet.name);
     let (bytes, dir) = match unet.source() {
         GraphSource::File(p) => (
             Arc::new(std::fs::read(p).map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display())))?),
@@ -334,7 +356,7 @@ fn make(runtime: &Runtime, unet: &Graph, shapes: &[(&str, Vec<usize>)], output: 
     // `uncached`: the specialised graph is itself the cached artefact; its
     // session is made from it as from any ONNX file.
     let flags = SessionFlags { cuda_graph: policy.cuda_graph && !unet.per_stage(), uncached: true, lazy: false };
-    let load = |path: PathBuf| Graph::load_flagged(runtime, "unet_static", GraphSource::File(path), unet.group(), unet.overrides().clone(), flags);
+    let load = |path: PathBuf| Graph::load_flagged(runtime, name, GraphSource::File(path), unet.group(), unet.overrides().clone(), flags);
     if let Some((path, report, key)) = cached {
         match load(path) {
             Ok(graph) => return Ok(Specialised { graph, report, from_cache: key.is_some(), _folder: None }),
@@ -342,7 +364,7 @@ fn make(runtime: &Runtime, unet: &Graph, shapes: &[(&str, Vec<usize>)], output: 
             Err(e) if key.is_some() => {
                 let cache = runtime.inner.graph_cache.as_ref().expect("a hit came from the cache");
                 cache.note_rejected();
-                runtime.logger().log(LogLevel::Warning, &format!("unet_static: cached graph refused ({}); specialising again", e.message()));
+                runtime.logger().log(LogLevel::Warning, &format!("{name}: cached graph refused ({}); specialising again", e.message()));
                 let _ = cache.retire(key.as_ref().expect("checked"));
             }
             Err(e) => return Err(e),
@@ -368,15 +390,16 @@ fn through_cache(
     fixed: &[(String, Vec<i64>)],
 ) -> Option<(PathBuf, StaticReport, Option<crate::runtime::graph_cache::Key>)> {
     use crate::runtime::graph_cache::{self, GraphOptimization, Lookup, Settings, SourceId};
+    let name = specialised_name(unet.name);
     let log = runtime.logger();
     let skip = |why: String| {
         cache.note_skipped();
-        log.log(LogLevel::Warning, &format!("unet_static: graph cache not used: {why}"));
+        log.log(LogLevel::Warning, &format!("{name}: graph cache not used: {why}"));
         None
     };
     let available = crate::runtime::providers::available_in_runtime();
     let settings = Settings {
-        graph: "unet_static",
+        graph: name,
         onnxruntime: runtime.onnxruntime_version(),
         available: &available,
         registered: &unet.provider.registered,
@@ -392,12 +415,12 @@ fn through_cache(
         Lookup::Hit(path) => match inspect(&path) {
             Ok(report) => {
                 cache.note_hit();
-                log.info(&format!("unet_static: specialised graph from the cache ({})", entry.display()));
+                log.info(&format!("{name}: specialised graph from the cache ({})", entry.display()));
                 return Some((path, report, Some(key)));
             }
             Err(e) => {
                 cache.note_rejected();
-                log.log(LogLevel::Warning, &format!("unet_static: cached graph {} is unreadable ({}); rewriting it", entry.display(), e.message()));
+                log.log(LogLevel::Warning, &format!("{name}: cached graph {} is unreadable ({}); rewriting it", entry.display(), e.message()));
                 if let Err(e) = cache.retire(&key) {
                     return skip(e);
                 }
@@ -405,7 +428,7 @@ fn through_cache(
         },
         Lookup::Unusable(why) => {
             cache.note_rejected();
-            log.log(LogLevel::Warning, &format!("unet_static: cached graph {} is unusable ({why}); rewriting it", entry.display()));
+            log.log(LogLevel::Warning, &format!("{name}: cached graph {} is unusable ({why}); rewriting it", entry.display()));
             if let Err(e) = cache.retire(&key) {
                 return skip(e);
             }
@@ -423,7 +446,7 @@ fn through_cache(
         Ok(written) => {
             cache.note_write();
             let by = if written.is_some() { "" } else { " by another process first" };
-            log.info(&format!("unet_static: specialised graph saved to the cache{by} ({})", entry.display()));
+            log.info(&format!("{name}: specialised graph saved to the cache{by} ({})", entry.display()));
             Some((entry.join(graph_cache::MODEL_FILE), report, None))
         }
         Err(e) => skip(format!("cannot save the specialised graph: {e}")),

@@ -299,6 +299,7 @@ impl ActiveControls {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn unet_call(
         &self,
+        m: &ModelInner,
         sample: ArrayD<f32>,
         t: f64,
         embeds: ArrayD<f32>,
@@ -311,7 +312,7 @@ impl ActiveControls {
             (Some(a), Some(n)) => Some(split_added(a, n)?),
             _ => None,
         };
-        residual_unet_call(&self.unet, sample, t, embeds, split, residuals, timestep_cond, options)
+        residual_unet_call(m, &self.unet, sample, t, embeds, split, residuals, timestep_cond, options)
     }
 }
 
@@ -324,6 +325,18 @@ pub(crate) fn zero_residual_call(
     inputs: Vec<(&TensorSpec, GraphInput)>,
     options: Option<&ort::session::RunOptions>,
 ) -> Result<ArrayD<f32>> {
+    let mapped = zero_residual_inputs(m, unet, inputs)?;
+    super::run_unet_graph(m, &unet.graph, &unet.static_unets, &unet.io.output, mapped, options)
+}
+
+/// A plain U-Net call's inputs (`inputs` as `pipeline::unet_inputs` makes
+/// them for `unet/`, the sample first) as `unet_controlnet` takes them: each
+/// under its name there, then a zero residual for every residual input.
+pub(crate) fn zero_residual_inputs<'a>(
+    m: &'a ModelInner,
+    unet: &'a ResidualUnet,
+    inputs: Vec<(&'a TensorSpec, GraphInput)>,
+) -> Result<Vec<(&'a TensorSpec, GraphInput)>> {
     let (ours, theirs) = (&m.unet_io, &unet.io);
     let xl = m.xl.as_ref();
     // Each input by what it is, the residual graph's spec for it.
@@ -363,12 +376,13 @@ pub(crate) fn zero_residual_call(
     for (spec, shape) in unet.down.iter().chain(std::iter::once(&unet.mid)).zip(shapes) {
         mapped.push((spec, GraphInput::Float(ArrayD::zeros(IxDyn(&shape)))));
     }
-    unet.graph.run(mapped, &theirs.output, options)
+    Ok(mapped)
 }
 
 /// The U-Net call with ControlNet residuals added.
 #[allow(clippy::too_many_arguments)]
 fn residual_unet_call(
+    m: &ModelInner,
     unet: &ResidualUnet,
     sample: ArrayD<f32>,
     t: f64,
@@ -385,6 +399,11 @@ fn residual_unet_call(
         (&io.timestep, GraphInput::Float(timestep(&io.timestep, t, batch))),
         (&io.encoder_hidden_states, GraphInput::Float(embeds)),
     ];
+    // In the order `zero_residual_inputs` gives a plain call's, so that plain
+    // and ControlNet calls of one shape share a specialised graph.
+    if let (Some(spec), Some(c)) = (&io.timestep_cond, timestep_cond) {
+        inputs.push((spec, GraphInput::Float(c)));
+    }
     match (&io.text_embeds, &io.time_ids, added) {
         (Some(a), Some(b), Some((pooled, ids))) => {
             inputs.push((a, GraphInput::Float(pooled)));
@@ -396,10 +415,7 @@ fn residual_unet_call(
     for (spec, r) in unet.down.iter().chain(std::iter::once(&unet.mid)).zip(residuals) {
         inputs.push((spec, GraphInput::Float(r)));
     }
-    if let (Some(spec), Some(c)) = (&io.timestep_cond, timestep_cond) {
-        inputs.push((spec, GraphInput::Float(c)));
-    }
-    unet.graph.run(inputs, &io.output, options)
+    super::run_unet_graph(m, &unet.graph, &unet.static_unets, &io.output, inputs, options)
 }
 
 /// The control image as `[1, 3, H, W]` in [0, 1] at the output size.

@@ -849,7 +849,7 @@ fn run(
                     let latent_in = input.slice_axis(Axis(1), ndarray::Slice::from(0..channels)).to_owned();
                     let residuals = c.residuals(&latent_in, t, &embeds, added, rows, k, control_total, run_options)?;
                     let cond_embedding = w_embedding.as_ref().map(|w| timestep_cond(w, input.shape()[0])).transpose()?;
-                    c.unet_call(input, t, embeds, added, residuals, cond_embedding, run_options)
+                    c.unet_call(m, input, t, embeds, added, residuals, cond_embedding, run_options)
                 }
             }
         };
@@ -1140,31 +1140,43 @@ fn unet_call(
     w: Option<&Vec<f32>>,
     options: Option<&ort::session::RunOptions>,
 ) -> Result<ArrayD<f32>> {
-    let io = &m.unet_io;
     let inputs = unet_inputs(m, sample, t, embeds, added, w)?;
-    if let Some((s, key)) = specialised_unet(m, &inputs) {
-        if !s.graph.uses_cuda_graph() {
-            return s.graph.run(inputs, &io.output, options);
-        }
-        // A capture ONNX Runtime refuses (a node it cannot place on the
-        // GPU) fails the run: that shape falls back to the dynamic U-Net.
-        let copy: Vec<(&crate::model::graph::TensorSpec, GraphInput)> = inputs.iter().map(|(spec, d)| (*spec, d.clone())).collect();
-        match s.graph.run(copy, &io.output, options) {
-            Err(e) if e.kind() == ErrorKind::Inference => {
-                m.static_unets.give_up(&m.runtime, key, &e);
-            }
-            done => return done,
-        }
-    }
     // In a ControlNet folder, `unet_controlnet` with zero residuals serves
-    // plain calls too, so the weights are held once; `unet/` only when it is
-    // open already (the device loop's binding) or cannot stand in.
+    // plain calls too (specialised like the U-Net when the static U-Net is
+    // on), so the weights are held once; `unet/` only when it is open
+    // already (the device loop's binding) or cannot stand in.
     if !m.unet.is_loaded() {
         if let Some(residual) = m.residual_unet_for_plain_calls() {
             return control::zero_residual_call(m, &residual, inputs, options);
         }
     }
-    m.unet.run(inputs, &io.output, options)
+    run_unet_graph(m, &m.unet, &m.static_unets, &m.unet_io.output, inputs, options)
+}
+
+/// Runs a U-Net graph (`unet/` or `unet_controlnet/`): through the graph
+/// specialised to these inputs' shapes when the runtime asks for the static
+/// U-Net, else (or when that shape cannot be specialised) through `unet`.
+pub(crate) fn run_unet_graph(
+    m: &ModelInner,
+    unet: &crate::model::graph::Graph,
+    statics: &crate::model::static_unet::StaticUnets,
+    output: &str,
+    inputs: Vec<(&crate::model::graph::TensorSpec, GraphInput)>,
+    options: Option<&ort::session::RunOptions>,
+) -> Result<ArrayD<f32>> {
+    if let Some((s, key)) = specialised_graph(m, unet, statics, output, &inputs) {
+        if !s.graph.uses_cuda_graph() {
+            return s.graph.run(inputs, output, options);
+        }
+        // A capture ONNX Runtime refuses (a node it cannot place on the
+        // GPU) fails the run: that shape falls back to the dynamic graph.
+        let copy: Vec<(&crate::model::graph::TensorSpec, GraphInput)> = inputs.iter().map(|(spec, d)| (*spec, d.clone())).collect();
+        match s.graph.run(copy, output, options) {
+            Err(e) if e.kind() == ErrorKind::Inference => statics.give_up(&m.runtime, key, &e),
+            done => return done,
+        }
+    }
+    unet.run(inputs, output, options)
 }
 
 /// The U-Net's inputs for one call, by graph input.
@@ -1213,7 +1225,19 @@ pub(crate) fn specialised_unet(
     m: &ModelInner,
     inputs: &[(&crate::model::graph::TensorSpec, GraphInput)],
 ) -> Option<(std::sync::Arc<crate::model::static_unet::Specialised>, Vec<Vec<usize>>)> {
-    let io = &m.unet_io;
+    specialised_graph(m, &m.unet, &m.static_unets, &m.unet_io.output, inputs)
+}
+
+/// `unet` (`unet/` or `unet_controlnet/`) specialised to these inputs' shapes
+/// (the sample first), kept in `statics`; `None` unless the runtime asks for
+/// the static U-Net (or CUDA graphs) and the shape could be specialised.
+pub(crate) fn specialised_graph(
+    m: &ModelInner,
+    unet: &crate::model::graph::Graph,
+    statics: &crate::model::static_unet::StaticUnets,
+    output: &str,
+    inputs: &[(&crate::model::graph::TensorSpec, GraphInput)],
+) -> Option<(std::sync::Arc<crate::model::static_unet::Specialised>, Vec<Vec<usize>>)> {
     let policy = &m.runtime.inner.providers;
     if !(policy.static_unet || policy.cuda_graph) {
         return None;
@@ -1231,13 +1255,13 @@ pub(crate) fn specialised_unet(
     // The U-Net's output has the latents' shape (batch, channels, h, w);
     // an inpainting U-Net's output has the latent channels only.
     let mut out_shape = shapes[0].1.clone();
-    if let Some(&c) = m.unet.outputs.iter().find(|o| o.name == io.output).and_then(|o| o.shape.get(1)).filter(|&&c| c > 0) {
+    if let Some(&c) = unet.outputs.iter().find(|o| o.name == output).and_then(|o| o.shape.get(1)).filter(|&&c| c > 0) {
         out_shape[1] = c as usize;
     } else {
         out_shape[1] = m.layout.vae_config.latent_channels;
     }
     let key: Vec<Vec<usize>> = shapes.iter().map(|(_, s)| s.clone()).collect();
-    m.static_unets.get(&m.runtime, &m.unet, &shapes, (&io.output, out_shape)).map(|s| (s, key))
+    statics.get(&m.runtime, unet, &shapes, (output, out_shape)).map(|s| (s, key))
 }
 
 /// The LCM guidance embedding (diffusers `get_guidance_scale_embedding`).
