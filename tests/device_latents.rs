@@ -359,6 +359,42 @@ fn fixed_buffers_match_the_host_loop_and_are_reused() {
     assert_eq!(run("img2img_euler_a", &img2img), usize::from(!specialised), "batch 2 again (specialised U-Nets: {specialised})");
 }
 
+/// In a ControlNet folder every job runs `unet_controlnet`, plain ones with
+/// zero residuals, so the U-Net's weights are held once (tests/controlnet.rs).
+/// The device loop does so too: it binds `unet_controlnet` with its zero
+/// residuals among the inputs bound once per generation, and `unet/` stays
+/// unopened. Checked with and without fixed buffers, CFG and no guidance,
+/// against the host loop on the tiny fixture's own U-Net (`compare_results`'s
+/// bounds); a ControlNet job on the same model then runs the host loop through
+/// the same `unet_controlnet`.
+#[test]
+fn a_controlnet_folder_runs_the_device_loop_through_unet_controlnet() {
+    // KILN_TEST_STATIC_UNET=1: the graphs specialised from them.
+    let unet_graphs = |r: &[&str]| r.iter().filter(|n| n.starts_with("unet")).map(|n| n.to_string()).collect::<Vec<_>>();
+    for (tag, fixed) in [("device", false), ("device-fixed", true)] {
+        let (rt, log) = make_runtime_with(true, fixed);
+        let m = Model::load(&rt, &common::controlnet_folder(tag)).expect("ControlNet folder loads");
+        for (id, r) in [("euler_cfg", request(SchedulerKind::Euler, 5.0, 6)), ("dpmpp_2m_noguide", request(SchedulerKind::DpmPP2M, 1.0, 5))] {
+            let want = host_model().generate_with(&r, Hooks::default()).expect("host loop");
+            let got = m.generate_with(&r, Hooks::default()).expect("device loop through unet_controlnet");
+            assert_eq!(got.device_steps, want.timesteps.len(), "{tag} {id}: every U-Net call should have run in the device loop");
+            compare_results(&format!("controlnet_folder_{}_{id}", tag.replace('-', "_")), &got, &want);
+        }
+        let unets = unet_graphs(&m.resident_graphs());
+        eprintln!("{tag}: U-Net graphs resident: {unets:?}");
+        assert!(unets == ["unet_controlnet"] || unets == ["unet_controlnet_static"], "{tag}: {unets:?}");
+        let controlled = GenerateRequest {
+            controls: vec![kiln::pipeline::control::Control::new("tiny", common::control_image("control_a.png"))],
+            ..request(SchedulerKind::Euler, 5.0, 4)
+        };
+        let before = log.lock().unwrap().len();
+        let got = m.generate_with(&controlled, Hooks::default()).expect("ControlNet job");
+        assert_eq!(got.device_steps, 0, "{tag}: ControlNet jobs run the host loop");
+        assert!(log.lock().unwrap()[before..].iter().any(|l| l.starts_with("latents: host loop") && l.contains("ControlNet")), "{tag}");
+        assert_eq!(unet_graphs(&m.resident_graphs()), unets, "{tag}: the ControlNet job opened another U-Net");
+    }
+}
+
 /// A job holds its model's fixed U-Net buffers for its whole loop, so a
 /// second job on the model waits for them: that wait must still honour the
 /// second job's cancel (the header promises a cancel within one graph call).

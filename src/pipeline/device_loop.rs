@@ -37,12 +37,17 @@
 //! `ProviderPolicy::fixed_unet_buffers` takes that path on any provider, so
 //! CI runs it on the CPU (without a capture).
 //!
+//! In a ControlNet folder the loop runs `unet_controlnet` (or the graph
+//! specialised from it), as plain host-loop calls do, so `unet/` is never
+//! opened: its zero residuals are bound among the inputs that stay the same
+//! through the loop ([`UnetChoice::Residual`]).
+//!
 //! It runs on the CUDA provider (device memory) and on the CPU provider (host
 //! memory, the same code; this is how CI tests it). A request it cannot run
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! ControlNet, U-Nets run as two batch-1 calls for CFG, float16
+//! ControlNet jobs, U-Nets run as two batch-1 calls for CFG, float16
 //! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
@@ -50,11 +55,15 @@ use ort::memory::Allocator;
 use ort::session::{IoBinding, RunOptions};
 use ort::value::{DynTensor, Tensor, TensorElementType};
 
-use super::{specialised_unet, unet_inputs, unet_timestep, StepLatents, StepProgress};
+use std::sync::Arc;
+
+use super::{control, specialised_graph, specialised_unet, unet_inputs, StepLatents, StepProgress};
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::controlnet::ResidualUnet;
 use crate::model::graph::{self, Graph, GraphInput, TensorSpec};
+use crate::model::static_unet::Specialised;
 use crate::model::step_graph::{names, Inpainting, COEFFICIENT_COUNT};
-use crate::model::ModelInner;
+use crate::model::{ModelInner, UnetIo};
 use crate::scheduler::{NoiseSource, Scheduler};
 
 /// What a generation hands to the device loop.
@@ -123,15 +132,6 @@ fn add_noise_coefficients(scheduler: &dyn Scheduler, index: usize) -> Result<(f3
 
 /// The U-Net graph the device loop would run, or why it cannot run.
 pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<'_>) -> std::result::Result<UnetChoice, String> {
-    let float32 = |s: &TensorSpec| s.ty == TensorElementType::Float32;
-    if !float32(&m.unet_io.sample) {
-        return Err(format!("the U-Net's sample input is {:?}, not float32", m.unet_io.sample.ty));
-    }
-    match m.unet.outputs.iter().find(|o| o.name == m.unet_io.output) {
-        Some(o) if float32(o) => {}
-        Some(o) => return Err(format!("the U-Net's output is {:?}, not float32", o.ty)),
-        None => return Err("the U-Net's output is not declared".into()),
-    }
     for k in 0..r.timesteps.len() {
         if scheduler.linear_step(r.start + k, k).is_none() {
             return Err("this scheduler's step (with these settings) is not a linear map".into());
@@ -142,11 +142,32 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
     let channels = r.latents.shape()[1] + r.inpainting.extra_channels();
     let probe = ArrayD::zeros(IxDyn(&[batch, channels, r.latents.shape()[2], r.latents.shape()[3]]));
     let inputs = unet_inputs(m, probe, t0, r.embeds.clone(), r.added, r.w).map_err(|e| e.message().to_string())?;
-    let choice = match specialised_unet(m, &inputs) {
-        Some((s, key)) => UnetChoice::Static(s, key),
-        None => UnetChoice::Dynamic,
+    // In a ControlNet folder plain calls run `unet_controlnet` (one copy of
+    // the weights), here too: its zero residuals are bound once.
+    let residual = if m.unet.is_loaded() { None } else { m.residual_unet_for_plain_calls() };
+    let choice = match residual {
+        Some(residual) => {
+            let specialised = {
+                let mapped = control::zero_residual_inputs(m, &residual, inputs).map_err(|e| e.message().to_string())?;
+                specialised_graph(m, &residual.graph, &residual.static_unets, &residual.io.output, &mapped)
+            };
+            UnetChoice::Residual(residual, specialised)
+        }
+        None => match specialised_unet(m, &inputs) {
+            Some((s, key)) => UnetChoice::Static(s, key),
+            None => UnetChoice::Dynamic,
+        },
     };
-    let unet = choice.graph(m);
+    let (unet, io) = (choice.graph(m), choice.io(m));
+    let float32 = |s: &TensorSpec| s.ty == TensorElementType::Float32;
+    if !float32(&io.sample) {
+        return Err(format!("the U-Net's sample input is {:?}, not float32", io.sample.ty));
+    }
+    match unet.outputs.iter().find(|o| o.name == io.output) {
+        Some(o) if float32(o) => {}
+        Some(o) => return Err(format!("the U-Net's output is {:?}, not float32", o.ty)),
+        None => return Err("the U-Net's output is not declared".into()),
+    }
     match unet.provider.primary() {
         crate::runtime::Provider::Cpu | crate::runtime::Provider::Cuda => Ok(choice),
         other => Err(format!("device-resident latents are not implemented for {}", other.ort_name())),
@@ -159,15 +180,63 @@ pub(crate) enum UnetChoice {
     Dynamic,
     /// The U-Net specialised to this job's shapes (`ProviderPolicy::static_unet`),
     /// with the key it is kept under.
-    Static(std::sync::Arc<crate::model::static_unet::Specialised>, Vec<Vec<usize>>),
+    Static(Arc<Specialised>, Vec<Vec<usize>>),
+    /// `unet_controlnet` with zero residuals (a ControlNet folder, see
+    /// `ModelInner::residual_unet_for_plain_calls`), specialised to this job's
+    /// shapes when the runtime asks for the static U-Net.
+    Residual(Arc<ResidualUnet>, Option<(Arc<Specialised>, Vec<Vec<usize>>)>),
 }
 
 impl UnetChoice {
     fn graph<'a>(&'a self, m: &'a ModelInner) -> &'a Graph {
         match self {
             Self::Dynamic => &m.unet,
-            Self::Static(s, _) => &s.graph,
+            Self::Static(s, _) | Self::Residual(_, Some((s, _))) => &s.graph,
+            Self::Residual(r, None) => &r.graph,
         }
+    }
+
+    /// How the graph takes its ordinary inputs.
+    fn io<'a>(&'a self, m: &'a ModelInner) -> &'a UnetIo {
+        match self {
+            Self::Residual(r, _) => &r.io,
+            _ => &m.unet_io,
+        }
+    }
+
+    /// One call's inputs for the graph (`pipeline::unet_inputs`'s, with zero
+    /// residuals for `unet_controlnet`): the sample, the timestep, then the
+    /// inputs that stay the same through the loop.
+    fn inputs<'a>(
+        &'a self,
+        m: &'a ModelInner,
+        sample: ArrayD<f32>,
+        t: f64,
+        embeds: ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
+        w: Option<&Vec<f32>>,
+    ) -> Result<Vec<(&'a TensorSpec, GraphInput)>> {
+        let plain = unet_inputs(m, sample, t, embeds, added, w)?;
+        match self {
+            Self::Residual(r, _) => control::zero_residual_inputs(m, r, plain),
+            _ => Ok(plain),
+        }
+    }
+
+    /// The timestep input of one call, as the graph declares it.
+    fn timestep(&self, m: &ModelInner, t: f64, batch: usize) -> ArrayD<f32> {
+        control::timestep(&self.io(m).timestep, t, batch)
+    }
+
+    /// Stops using a specialised graph whose CUDA graph capture was refused;
+    /// false for a dynamic graph (nothing to give up).
+    fn give_up(&self, m: &ModelInner, e: &Error) -> bool {
+        match self {
+            Self::Static(_, key) => m.static_unets.give_up(&m.runtime, key.clone(), e),
+            Self::Residual(r, Some((_, key))) => r.static_unets.give_up(&m.runtime, key.clone(), e),
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -437,10 +506,10 @@ pub(crate) fn run(
     let no_noise = upload(&allocator, &zeros)?;
 
     // The U-Net's inputs as host tensors: sample, timestep, then the constants.
-    let io = &m.unet_io;
+    let io = unet_choice.io(m);
     let t0 = r.timesteps.first().copied().unwrap_or(0.0);
     let mut values = Vec::new();
-    for (spec, data) in unet_inputs(m, first_in.clone(), t0, r.embeds.clone(), r.added, r.w)? {
+    for (spec, data) in unet_choice.inputs(m, first_in.clone(), t0, r.embeds.clone(), r.added, r.w)? {
         values.push((spec.name.clone(), unet.to_value(spec, data)?));
     }
     let mut own;
@@ -516,7 +585,7 @@ pub(crate) fn run(
         if (hooks.cancelled)() {
             return Err(Error::new(ErrorKind::Cancelled, format!("generation cancelled before step {}", k + 1)));
         }
-        let timestep = unet.to_value(&io.timestep, GraphInput::Float(unet_timestep(m, t, batch)))?;
+        let timestep = unet.to_value(&io.timestep, GraphInput::Float(unet_choice.timestep(m, t, batch)))?;
         match buffers.timestep.as_mut() {
             // Fixed buffers: the bound timestep is written, not rebound.
             Some(dev) => timestep.copy_into(&mut *dev).map_err(fail("copying the timestep to the device"))?,
@@ -545,14 +614,13 @@ pub(crate) fn run(
                 Err(e) => break Err(e),
             }
         };
-        match (unet_run, unet_choice) {
-            (Err(e), UnetChoice::Static(_, key)) if k == 0 && buffers.graph_options.is_some() && e.kind() == ErrorKind::Inference => {
-                // Nothing was drawn or reported yet: the host loop takes over.
-                // The buffers go with the specialised graph, which is dropped.
-                m.static_unets.give_up(&m.runtime, key.clone(), &e);
+        match unet_run {
+            // Nothing was drawn or reported yet: the host loop takes over.
+            // The buffers go with the specialised graph, which is dropped.
+            Err(e) if k == 0 && buffers.graph_options.is_some() && e.kind() == ErrorKind::Inference && unet_choice.give_up(m, &e) => {
                 return Ok(DeviceOutcome::CaptureRefused(e.message().to_string()));
             }
-            (result, _) => result?,
+            result => result?,
         }
 
         let step = scheduler
