@@ -365,8 +365,8 @@ fn fixed_buffers_match_the_host_loop_and_are_reused() {
 /// residuals among the inputs bound once per generation, and `unet/` stays
 /// unopened. Checked with and without fixed buffers, CFG and no guidance,
 /// against the host loop on the tiny fixture's own U-Net (`compare_results`'s
-/// bounds); a ControlNet job on the same model then runs the host loop through
-/// the same `unet_controlnet`.
+/// bounds); a ControlNet job on the same model then runs the same
+/// `unet_controlnet`.
 #[test]
 fn a_controlnet_folder_runs_the_device_loop_through_unet_controlnet() {
     // KILN_TEST_STATIC_UNET=1: the graphs specialised from them.
@@ -387,11 +387,68 @@ fn a_controlnet_folder_runs_the_device_loop_through_unet_controlnet() {
             controls: vec![kiln::pipeline::control::Control::new("tiny", common::control_image("control_a.png"))],
             ..request(SchedulerKind::Euler, 5.0, 4)
         };
-        let before = log.lock().unwrap().len();
         let got = m.generate_with(&controlled, Hooks::default()).expect("ControlNet job");
-        assert_eq!(got.device_steps, 0, "{tag}: ControlNet jobs run the host loop");
-        assert!(log.lock().unwrap()[before..].iter().any(|l| l.starts_with("latents: host loop") && l.contains("ControlNet")), "{tag}");
+        assert_eq!(got.device_steps, 4, "{tag}: the ControlNet job runs the device loop too ({:?})", log.lock().unwrap().last());
         assert_eq!(unet_graphs(&m.resident_graphs()), unets, "{tag}: the ControlNet job opened another U-Net");
+    }
+}
+
+/// ControlNet jobs run on the device loop too: before each U-Net call the
+/// nets in their window run on the U-Net's bound sample and write their
+/// residuals into the tensors `unet_controlnet` reads (two nets at one step
+/// into their own, then added by a `Sum` graph; none in the window: zeros).
+/// Against the host loop on the same folder, `compare_results`'s bounds: one
+/// net with CFG, without guidance, two nets at once, two nets with windows
+/// that leave steps to neither (zeros copied back in), img2img, blended
+/// inpainting; with and without fixed buffers. Guess mode stays on the host
+/// loop, said in the log.
+#[test]
+fn controlnet_jobs_run_on_the_device_loop() {
+    use kiln::pipeline::control::Control;
+    let host = Model::load(&make_runtime(false).0, &common::controlnet_folder("controlnet-host")).expect("ControlNet folder loads");
+    let a = || Control::new("tiny", common::control_image("control_a.png"));
+    let b = || Control::new("tiny", common::control_image("control_b.png"));
+    let with = |controls: Vec<Control>, r: GenerateRequest| GenerateRequest { controls, ..r };
+    let cases = [
+        ("one_euler_cfg", with(vec![a()], request(SchedulerKind::Euler, 5.0, 6))),
+        ("one_ddim_noguide", with(vec![Control { scale: 0.7, ..a() }], request(SchedulerKind::Ddim, 1.0, 5))),
+        ("two_dpmpp_2m_cfg", with(vec![Control { scale: 0.5, ..a() }, Control { scale: 1.2, ..b() }], request(SchedulerKind::DpmPP2M, 5.0, 6))),
+        (
+            // Of 6 calls, a runs the first 2 and b the last 2: zeros between.
+            "two_windows_euler_a_cfg",
+            with(vec![Control { end: 0.34, ..a() }, Control { start: 0.66, ..b() }], request(SchedulerKind::EulerA, 5.0, 6)),
+        ),
+        (
+            "img2img_euler_cfg",
+            GenerateRequest {
+                init_image: Some(kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).expect("an init picture")),
+                strength: 0.6,
+                ..with(vec![a()], request(SchedulerKind::Euler, 5.0, 10))
+            },
+        ),
+        ("inpaint_blend_ddim_cfg", with(vec![b()], inpaint_request(SchedulerKind::Ddim, 5.0, 8, 0.8))),
+    ];
+    for (tag, fixed) in [("controlnet-device", false), ("controlnet-device-fixed", true)] {
+        let (rt, log) = make_runtime_with(true, fixed);
+        let m = Model::load(&rt, &common::controlnet_folder(tag)).expect("ControlNet folder loads");
+        for (id, r) in &cases {
+            let want = host.generate_with(r, Hooks::default()).expect("host loop");
+            assert_eq!(want.device_steps, 0);
+            let got = m.generate_with(r, Hooks::default()).expect("device loop with ControlNets");
+            let said = log.lock().unwrap().iter().rfind(|l| l.starts_with("latents:")).cloned();
+            assert_eq!(got.device_steps, want.timesteps.len(), "{tag} {id}: every U-Net call should have run in the device loop ({said:?})");
+            compare_results(&format!("{}_{id}", tag.replace('-', "_")), &got, &want);
+        }
+        // The control must matter, or none of the above shows anything.
+        let plain = m.generate_with(&request(SchedulerKind::Euler, 5.0, 6), Hooks::default()).unwrap();
+        let moved = common::max_abs_diff(&plain.image.data, &host.generate_with(&cases[0].1, Hooks::default()).unwrap().image.data);
+        assert!(moved > 1e-2, "{tag}: the ControlNet moved the image by only {moved}");
+        let guess = GenerateRequest { guess_mode: true, ..cases[0].1.clone() };
+        let before = log.lock().unwrap().len();
+        let got = m.generate_with(&guess, Hooks::default()).unwrap();
+        assert_eq!(got.device_steps, 0, "{tag}: guess mode runs the host loop");
+        assert!(log.lock().unwrap()[before..].iter().any(|l| l.starts_with("latents: host loop") && l.contains("guess mode")), "{tag}");
+        compare_results(&format!("{}_guess_mode", tag.replace('-', "_")), &got, &host.generate_with(&guess, Hooks::default()).unwrap());
     }
 }
 

@@ -207,6 +207,39 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     model.to_bytes()
 }
 
+/// ONNX bytes of the graph that adds several ControlNets' residuals on the
+/// device: `nets` sets of `residuals` tensors (each residual its own
+/// symbolic shape), inputs `in{j}_{i}` (net j, residual i), outputs `out_{i}`
+/// = `in0_i + in1_i + …` (ONNX `Sum`, as the host loop adds them net by net).
+pub(crate) fn residual_sum_bytes(nets: usize, residuals: usize) -> Vec<u8> {
+    let mut graph = Message::default();
+    for i in 0..residuals {
+        let inputs: Vec<String> = (0..nets).map(|j| format!("in{j}_{i}")).collect();
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        graph.push_message(1, &node("Sum", &format!("sum_{i}"), &refs, &[&format!("out_{i}")], &[]));
+    }
+    graph.push_string(2, "kiln_residual_sum");
+    let dims: Vec<[String; 4]> = (0..residuals).map(|i| ["batch".to_string(), format!("c{i}"), format!("h{i}"), format!("w{i}")]).collect();
+    let shape = |i: usize| -> Vec<Result<i64, &str>> { dims[i].iter().map(|d| Err(d.as_str())).collect() };
+    for j in 0..nets {
+        for i in 0..residuals {
+            graph.push_message(11, &value_info(&format!("in{j}_{i}"), &shape(i)));
+        }
+    }
+    for i in 0..residuals {
+        graph.push_message(12, &value_info(&format!("out_{i}"), &shape(i)));
+    }
+    let mut opset = Message::default();
+    opset.push_string(1, "");
+    opset.push_varint(2, 17);
+    let mut model = Message::default();
+    model.push_varint(1, 8); // ir_version
+    model.push_string(2, "kiln");
+    model.push_message(8, &opset);
+    model.push_message(7, &graph);
+    model.to_bytes()
+}
+
 /// The ONNX graph's name for `cfg` and `inpainting`.
 fn graph_name(cfg: bool, inpainting: Inpainting) -> &'static str {
     match (cfg, inpainting) {
@@ -224,6 +257,8 @@ fn graph_name(cfg: bool, inpainting: Inpainting) -> &'static str {
 #[derive(Default)]
 pub(crate) struct StepGraphs {
     graphs: Mutex<[Option<Arc<Graph>>; 6]>,
+    /// ControlNet residual sums by (nets, residuals).
+    sums: Mutex<std::collections::HashMap<(usize, usize), Arc<Graph>>>,
 }
 
 impl StepGraphs {
@@ -242,6 +277,21 @@ impl StepGraphs {
         let flags = SessionFlags { cuda_graph: false, uncached: true, lazy: false };
         let graph = Arc::new(Graph::load_flagged(runtime, name, source, &group, Default::default(), flags)?);
         graphs[slot] = Some(Arc::clone(&graph));
+        Ok(graph)
+    }
+
+    /// The graph adding `nets` ControlNets' `residuals` residuals
+    /// ([`residual_sum_bytes`]), loading it the first time.
+    pub(crate) fn residual_sum(&self, runtime: &Runtime, nets: usize, residuals: usize) -> Result<Arc<Graph>> {
+        let mut sums = self.sums.lock();
+        if let Some(g) = sums.get(&(nets, residuals)) {
+            return Ok(Arc::clone(g));
+        }
+        let source = GraphSource::memory(residual_sum_bytes(nets, residuals), std::env::temp_dir(), "Kiln's ControlNet residual sum graph".to_string());
+        let group = ResidencyGroup::new(Residency::AllResident);
+        let flags = SessionFlags { cuda_graph: false, uncached: true, lazy: false };
+        let graph = Arc::new(Graph::load_flagged(runtime, "residual_sum", source, &group, Default::default(), flags)?);
+        sums.insert((nets, residuals), Arc::clone(&graph));
         Ok(graph)
     }
 }

@@ -63,6 +63,16 @@ struct ActiveNet {
     end: f32,
 }
 
+impl ActiveNet {
+    /// Whether it runs at U-Net call `k` of `total`. diffusers: keep =
+    /// 1 - (i / len < start or (i + 1) / len > end), on the fractions'
+    /// shortest decimal forms, as Python holds 0.2.
+    fn in_window(&self, k: usize, total: usize) -> bool {
+        let (i, n) = (k as f64, total as f64);
+        !(i / n < decimal(self.start) || (i + 1.0) / n > decimal(self.end))
+    }
+}
+
 /// The ControlNets of one generation, ready to run.
 pub(crate) struct ActiveControls {
     pub(crate) unet: Arc<ResidualUnet>,
@@ -105,6 +115,49 @@ impl ActiveControls {
         Ok(Some(Self { unet, nets, guess_mode, time_id_count, shapes: Default::default() }))
     }
 
+    /// Why the device-resident latent loop cannot run these ControlNets
+    /// (the host loop then does), or `None` when it can: there each net's
+    /// residuals must come out of its graph as the U-Net takes them.
+    pub(crate) fn device_refusal(&self) -> Option<String> {
+        if self.guess_mode {
+            return Some("ControlNet guess mode scales the residuals by block".into());
+        }
+        if let Some(n) = self.nets.iter().find(|n| n.net.io.scale.is_none() && n.scale != 1.0) {
+            return Some(format!("ControlNet {:?} takes no conditioning_scale input, so its scale is applied on the host", n.net.name));
+        }
+        if let Some(n) = self.nets.iter().find(|n| n.net.io.down.len() != self.unet.down.len()) {
+            return Some(format!(
+                "ControlNet {:?} gives {} residuals; unet_controlnet takes {}",
+                n.net.name,
+                n.net.io.down.len() + 1,
+                self.unet.down.len() + 1
+            ));
+        }
+        None
+    }
+
+    /// How many ControlNets the generation runs.
+    pub(crate) fn len(&self) -> usize {
+        self.nets.len()
+    }
+
+    /// The `j`th ControlNet.
+    pub(crate) fn net(&self, j: usize) -> &ControlNet {
+        &self.nets[j].net
+    }
+
+    /// The nets (by index) that run at U-Net call `k` of `total`.
+    pub(crate) fn active_at(&self, k: usize, total: usize) -> Vec<usize> {
+        (0..self.nets.len()).filter(|&j| self.nets[j].in_window(k, total)).collect()
+    }
+
+    /// Net `j`'s inputs that stay the same through a generation (see
+    /// `steady_inputs`), for text embeddings `e` of the U-Net's batch.
+    pub(crate) fn steady_inputs_of(&self, j: usize, e: &ArrayD<f32>, added: Option<&ArrayD<f32>>) -> Result<Vec<(&TensorSpec, GraphInput)>> {
+        let n = &self.nets[j];
+        self.steady_inputs(&n.net, &n.image, e, added, n.scale)
+    }
+
     /// The summed residuals (down blocks, then mid) for a U-Net call on
     /// `sample` / `embeds` / SDXL's `added` `[B, pooled | time ids]` (batch
     /// B) at U-Net call `k` of `total`.
@@ -127,13 +180,11 @@ impl ActiveControls {
             Rows::Zero => return self.zeros(b, sample, t, embeds, added, options),
         };
         let mut sum: Option<Vec<ArrayD<f32>>> = None;
-        for ActiveNet { net, image, scale, start, end } in &self.nets {
-            // diffusers: keep = 1 - (i / len < start or (i + 1) / len > end),
-            // on the fractions' shortest decimal forms, as Python holds 0.2.
-            let (i, n) = (k as f64, total as f64);
-            if i / n < decimal(*start) || (i + 1.0) / n > decimal(*end) {
+        for active in &self.nets {
+            if !active.in_window(k, total) {
                 continue; // its residuals are scaled by 0: they add nothing
             }
+            let ActiveNet { net, image, scale, .. } = active;
             let out = self.run_net(net, &x, t, &e, a.as_ref(), image, *scale, options)?;
             sum = Some(match sum {
                 None => out,
@@ -189,6 +240,45 @@ impl ActiveControls {
             .collect())
     }
 
+    /// A ControlNet call's inputs but the sample and timestep (the ones that
+    /// stay the same through a generation): text embeddings `e` (batch B),
+    /// the control image repeated B times, SDXL's added conditioning, and the
+    /// conditioning scale when the graph takes one.
+    fn steady_inputs<'n>(
+        &self,
+        net: &'n ControlNet,
+        image: &ArrayD<f32>,
+        e: &ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
+        scale: f32,
+    ) -> Result<Vec<(&'n TensorSpec, GraphInput)>> {
+        let io = &net.io;
+        let b = e.shape()[0];
+        let images = if b == 1 {
+            image.clone()
+        } else {
+            let views: Vec<_> = std::iter::repeat_n(image.view(), b).collect();
+            concatenate(Axis(0), &views).map_err(|e| Error::internal(e.to_string()))?
+        };
+        // Guess mode scales the residuals 0.1 .. 1 (log-spaced) by block, on
+        // top of the conditioning scale; the graph gets 1 then.
+        let graph_scale = if self.guess_mode { 1.0 } else { scale };
+        let mut inputs = vec![(&io.encoder_hidden_states, GraphInput::Float(e.clone())), (&io.cond, GraphInput::Float(images))];
+        match (&io.added, added, self.time_id_count) {
+            (Some((text_embeds, time_ids)), Some(added), Some(n)) => {
+                let (pooled, ids) = split_added(added, n)?;
+                inputs.push((text_embeds, GraphInput::Float(pooled)));
+                inputs.push((time_ids, GraphInput::Float(ids)));
+            }
+            (None, None, _) => {}
+            _ => return Err(Error::internal(format!("ControlNet {:?}: SDXL conditioning and graph disagree", net.name))),
+        }
+        if let Some(spec) = &io.scale {
+            inputs.push((spec, GraphInput::Float(ArrayD::from_elem(IxDyn(&vec![1; spec.shape.len()]), graph_scale))));
+        }
+        Ok(inputs)
+    }
+
     /// One ControlNet call on a batch, its residuals scaled as diffusers does.
     #[allow(clippy::too_many_arguments)]
     fn run_net(
@@ -204,33 +294,11 @@ impl ActiveControls {
     ) -> Result<Vec<ArrayD<f32>>> {
         let io = &net.io;
         let b = x.shape()[0];
-        let images = if b == 1 {
-            image.clone()
-        } else {
-            let views: Vec<_> = std::iter::repeat_n(image.view(), b).collect();
-            concatenate(Axis(0), &views).map_err(|e| Error::internal(e.to_string()))?
-        };
-        // Guess mode scales the residuals 0.1 .. 1 (log-spaced) by block, on
-        // top of the conditioning scale; the graph gets 1 then.
-        let graph_scale = if self.guess_mode { 1.0 } else { scale };
         let mut inputs = vec![
             (&io.sample, GraphInput::Float(x.clone())),
             (&io.timestep, GraphInput::Float(timestep(&io.timestep, t, b))),
-            (&io.encoder_hidden_states, GraphInput::Float(e.clone())),
-            (&io.cond, GraphInput::Float(images)),
         ];
-        match (&io.added, added, self.time_id_count) {
-            (Some((text_embeds, time_ids)), Some(added), Some(n)) => {
-                let (pooled, ids) = split_added(added, n)?;
-                inputs.push((text_embeds, GraphInput::Float(pooled)));
-                inputs.push((time_ids, GraphInput::Float(ids)));
-            }
-            (None, None, _) => {}
-            _ => return Err(Error::internal(format!("ControlNet {:?}: SDXL conditioning and graph disagree", net.name))),
-        }
-        if let Some(spec) = &io.scale {
-            inputs.push((spec, GraphInput::Float(ArrayD::from_elem(IxDyn(&vec![1; spec.shape.len()]), graph_scale))));
-        }
+        inputs.extend(self.steady_inputs(net, image, e, added, scale)?);
         let names: Vec<String> = io.down.iter().chain(std::iter::once(&io.mid)).map(|s| s.name.clone()).collect();
         let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
         let mut out = net.graph.run_many(inputs, &wanted, options).map_err(|e| e.context(format!("controlnet {}", net.name)))?;

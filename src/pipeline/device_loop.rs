@@ -40,14 +40,19 @@
 //! In a ControlNet folder the loop runs `unet_controlnet` (or the graph
 //! specialised from it), as plain host-loop calls do, so `unet/` is never
 //! opened: its zero residuals are bound among the inputs that stay the same
-//! through the loop ([`UnetChoice::Residual`]).
+//! through the loop ([`UnetChoice::Residual`]). A ControlNet job runs its
+//! nets on the device too ([`DeviceControls`]): they read the U-Net's bound
+//! sample and write their residuals into the tensors `unet_controlnet`
+//! reads, so neither the latents nor the residuals leave the device.
 //!
 //! It runs on the CUDA provider (device memory) and on the CPU provider (host
 //! memory, the same code; this is how CI tests it). A request it cannot run
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! ControlNet jobs, U-Nets run as two batch-1 calls for CFG, float16
+//! ControlNet guess mode, ControlNet with a 9-channel inpainting U-Net or
+//! under per-stage residency, a ControlNet without a `conditioning_scale`
+//! input at a scale other than 1, U-Nets run as two batch-1 calls for CFG, float16
 //! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
@@ -57,7 +62,8 @@ use ort::value::{DynTensor, Tensor, TensorElementType};
 
 use std::sync::Arc;
 
-use super::{control, specialised_graph, specialised_unet, unet_inputs, StepLatents, StepProgress};
+use super::control::{self, ActiveControls};
+use super::{specialised_graph, specialised_unet, unet_inputs, StepLatents, StepProgress};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::controlnet::ResidualUnet;
 use crate::model::graph::{self, Graph, GraphInput, TensorSpec};
@@ -86,6 +92,10 @@ pub(crate) struct DeviceRequest<'a> {
     pub cfg: bool,
     /// Inpainting, as the host loop does it.
     pub inpainting: DeviceInpainting<'a>,
+    /// The generation's ControlNets, run on the device before each U-Net call.
+    pub controls: Option<&'a ActiveControls>,
+    /// U-Net calls the ControlNets' start/end window is a fraction of.
+    pub control_total: usize,
 }
 
 /// Inpainting in the device loop (diffusers' `StableDiffusionInpaintPipeline`).
@@ -142,9 +152,22 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
     let channels = r.latents.shape()[1] + r.inpainting.extra_channels();
     let probe = ArrayD::zeros(IxDyn(&[batch, channels, r.latents.shape()[2], r.latents.shape()[3]]));
     let inputs = unet_inputs(m, probe, t0, r.embeds.clone(), r.added, r.w).map_err(|e| e.message().to_string())?;
-    // In a ControlNet folder plain calls run `unet_controlnet` (one copy of
-    // the weights), here too: its zero residuals are bound once.
-    let residual = if m.unet.is_loaded() { None } else { m.residual_unet_for_plain_calls() };
+    // ControlNet jobs run `unet_controlnet`, their residuals written into
+    // its bound inputs on the device. In a ControlNet folder plain calls run
+    // it too (one copy of the weights), with zero residuals bound once.
+    let residual = match r.controls {
+        Some(c) => {
+            if let Some(why) = c.device_refusal() {
+                return Err(why);
+            }
+            if r.inpainting.extra_channels() > 0 {
+                return Err("ControlNet with a 9-channel inpainting U-Net takes the latents without its extra channels".into());
+            }
+            Some(Arc::clone(&c.unet))
+        }
+        None if m.unet.is_loaded() => None,
+        None => m.residual_unet_for_plain_calls(),
+    };
     let choice = match residual {
         Some(residual) => {
             let specialised = {
@@ -167,6 +190,14 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
         Some(o) if float32(o) => {}
         Some(o) => return Err(format!("the U-Net's output is {:?}, not float32", o.ty)),
         None => return Err("the U-Net's output is not declared".into()),
+    }
+    if let Some(c) = r.controls {
+        if unet.per_stage() {
+            return Err("per-stage residency would swap the ControlNet and U-Net sessions at every step".into());
+        }
+        if let Some(j) = (0..c.len()).find(|&j| c.net(j).graph.provider.primary() != unet.provider.primary()) {
+            return Err(format!("ControlNet {:?} runs on another provider than the U-Net", c.net(j).name));
+        }
     }
     match unet.provider.primary() {
         crate::runtime::Provider::Cpu | crate::runtime::Provider::Cuda => Ok(choice),
@@ -578,6 +609,11 @@ pub(crate) fn run(
         }
     }
 
+    let mut controls = match r.controls {
+        Some(c) => Some(DeviceControls::new(c, r.control_total, &allocator, buffers, &values, r.embeds, r.added)?),
+        None => None,
+    };
+
     let run_options = hooks.run_options;
     let mut on_step = hooks.on_step;
     for (k, &t) in r.timesteps.iter().enumerate() {
@@ -600,6 +636,9 @@ pub(crate) fn run(
                 // capture refuses it.)
                 buffers.binding.bind_input(io.sample.name.as_str(), &buffers.sample).map_err(fail("binding the U-Net's sample"))?;
             }
+        }
+        if let Some(c) = controls.as_mut() {
+            c.step(m, k, t, batch, buffers, run_options)?;
         }
         let unet_run = loop {
             match unet.run_binding_in_session(&buffers.binding, buffers.epoch, buffers.graph_options.as_ref().or(run_options)) {
@@ -679,4 +718,177 @@ pub(crate) fn run(
     }
     let last = download(step_graph.name, &samples[total % 2])?;
     Ok(DeviceOutcome::Done(last, total))
+}
+
+/// A generation's ControlNets in the device loop. Before each U-Net call the
+/// nets in their window run on the U-Net's bound sample (the same tensor: a
+/// ControlNet takes the latents as the U-Net does, without inpainting
+/// channels, which the loop refuses) and write their residuals straight into
+/// the tensors `unet_controlnet` reads; with several nets at one step each
+/// writes its own and a small `Sum` graph adds them there. With none in its
+/// window, zeros are copied in (once, after a step that had residuals). The
+/// text embeddings, control images, SDXL's added conditioning and scales are
+/// bound once per generation; per step only the timestep crosses.
+struct DeviceControls<'c> {
+    controls: &'c ActiveControls,
+    /// U-Net calls the window's fractions are of.
+    total: usize,
+    /// Each net's binding, its steady inputs bound.
+    bindings: Vec<IoBinding>,
+    /// The U-Net's residual inputs, in the nets' output order.
+    names: Vec<String>,
+    /// With fixed buffers: each residual's index among the U-Net's constant
+    /// buffers (the residuals are written there, at the addresses a CUDA
+    /// graph captured); else `own` holds this generation's residual tensors.
+    fixed: Option<Vec<usize>>,
+    own: Vec<DynTensor>,
+    /// Zeros of each residual's shape.
+    zeros: Vec<DynTensor>,
+    /// Per net, its own residual tensors, for steps where several nets run
+    /// (made when some step has several).
+    scratch: Vec<Option<Vec<DynTensor>>>,
+    /// Whether the U-Net's residual tensors hold residuals (not zeros).
+    dirty: bool,
+}
+
+impl<'c> DeviceControls<'c> {
+    /// Binds the nets' steady inputs and the U-Net's residual tensors;
+    /// `values` are the U-Net's inputs as `FixedUnetIo::new` took them (the
+    /// residuals among them, zeros of their shapes).
+    fn new(
+        controls: &'c ActiveControls,
+        total: usize,
+        allocator: &Allocator,
+        buffers: &mut FixedUnetIo,
+        values: &[(String, DynTensor)],
+        embeds: &ArrayD<f32>,
+        added: Option<&ArrayD<f32>>,
+    ) -> Result<Self> {
+        let unet = &controls.unet;
+        let names: Vec<String> = unet.down.iter().chain(std::iter::once(&unet.mid)).map(|s| s.name.clone()).collect();
+        let mut shapes = Vec::with_capacity(names.len());
+        let mut constant_index = Vec::with_capacity(names.len());
+        for name in &names {
+            let at = values
+                .iter()
+                .position(|(n, _)| n == name)
+                .filter(|&at| at >= 2)
+                .ok_or_else(|| Error::internal(format!("unet_controlnet's residual input `{name}` is not among the loop's inputs")))?;
+            shapes.push(values[at].1.shape().iter().map(|&d| d as usize).collect::<Vec<_>>());
+            constant_index.push(at - 2);
+        }
+        let zeros = shapes.iter().map(|s| upload(allocator, &ArrayD::zeros(IxDyn(s)))).collect::<Result<Vec<_>>>()?;
+        let (fixed, own) = if buffers.timestep.is_some() {
+            (Some(constant_index), Vec::new())
+        } else {
+            let own = shapes.iter().map(|s| upload(allocator, &ArrayD::zeros(IxDyn(s)))).collect::<Result<Vec<_>>>()?;
+            for (name, t) in names.iter().zip(&own) {
+                buffers.binding.bind_input(name.as_str(), t).map_err(fail("binding a ControlNet residual"))?;
+            }
+            (None, own)
+        };
+        let mut bindings = Vec::with_capacity(controls.len());
+        for j in 0..controls.len() {
+            let net = controls.net(j);
+            let mut binding = net.graph.create_binding()?;
+            for (spec, data) in controls.steady_inputs_of(j, embeds, added)? {
+                let value = net.graph.to_value(spec, data)?;
+                binding.bind_input(spec.name.as_str(), &value).map_err(fail("binding a ControlNet input"))?;
+            }
+            bindings.push(binding);
+        }
+        // Steps where several nets run: each writes its own residuals first.
+        let overlap = (0..total).any(|k| controls.active_at(k, total).len() > 1);
+        let scratch = (0..controls.len())
+            .map(|_| match overlap {
+                true => shapes.iter().map(|s| upload(allocator, &ArrayD::zeros(IxDyn(s)))).collect::<Result<Vec<_>>>().map(Some),
+                false => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { controls, total, bindings, names, fixed, own, zeros, scratch, dirty: false })
+    }
+
+    /// The U-Net's residual tensors.
+    fn targets<'b>(fixed: &Option<Vec<usize>>, own: &'b mut [DynTensor], buffers: &'b mut FixedUnetIo) -> Vec<&'b mut DynTensor> {
+        match fixed {
+            Some(index) => {
+                let mut slots: Vec<Option<&mut DynTensor>> = buffers.constants.iter_mut().map(Some).collect();
+                index.iter().filter_map(|&k| slots.get_mut(k).and_then(Option::take)).collect()
+            }
+            None => own.iter_mut().collect(),
+        }
+    }
+
+    /// Runs the nets of U-Net call `k` (timestep `t`, batch `batch`) and
+    /// leaves their summed residuals, or zeros, in the U-Net's inputs.
+    fn step(&mut self, m: &ModelInner, k: usize, t: f64, batch: usize, buffers: &mut FixedUnetIo, options: Option<&RunOptions>) -> Result<()> {
+        let active = self.controls.active_at(k, self.total);
+        let count = self.names.len();
+        match active.len() {
+            0 if self.dirty => {
+                let targets = Self::targets(&self.fixed, &mut self.own, buffers);
+                for (zero, target) in self.zeros.iter().zip(targets) {
+                    zero.copy_into(target).map_err(fail("zeroing a ControlNet residual"))?;
+                }
+                self.dirty = false;
+            }
+            0 => {}
+            1 => {
+                let j = active[0];
+                let sample = &buffers.sample;
+                let (binding, net) = (&mut self.bindings[j], self.controls.net(j));
+                bind_net_step(net, binding, sample, t, batch)?;
+                let targets = Self::targets(&self.fixed, &mut self.own, buffers);
+                run_net(net, binding, targets, options)?;
+                self.dirty = true;
+            }
+            _ => {
+                for &j in &active {
+                    let net = self.controls.net(j);
+                    bind_net_step(net, &mut self.bindings[j], &buffers.sample, t, batch)?;
+                    let outputs = self.scratch[j].as_mut().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?.iter_mut().collect();
+                    run_net(net, &mut self.bindings[j], outputs, options)?;
+                }
+                let sum = m.step_graphs.residual_sum(&m.runtime, active.len(), count)?;
+                let mut binding = sum.create_binding()?;
+                for (a, &j) in active.iter().enumerate() {
+                    let set = self.scratch[j].as_ref().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?;
+                    for (i, r) in set.iter().enumerate() {
+                        binding.bind_input(format!("in{a}_{i}"), r).map_err(fail("binding a residual to add"))?;
+                    }
+                }
+                for (i, target) in Self::targets(&self.fixed, &mut self.own, buffers).into_iter().enumerate() {
+                    binding.bind_output(format!("out_{i}"), target).map_err(fail("binding the summed residual"))?;
+                }
+                sum.run_binding(&binding, options)?;
+                self.dirty = true;
+            }
+        }
+        // Bound again before every run, as the sample is (see `run`).
+        if self.fixed.is_none() {
+            for (name, t) in self.names.iter().zip(&self.own) {
+                buffers.binding.bind_input(name.as_str(), t).map_err(fail("binding a ControlNet residual"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds one ControlNet call's per-step inputs: the U-Net's sample (a device
+/// tensor) and the timestep.
+fn bind_net_step(net: &crate::model::controlnet::ControlNet, binding: &mut IoBinding, sample: &DynTensor, t: f64, batch: usize) -> Result<()> {
+    let io = &net.io;
+    let timestep = net.graph.to_value(&io.timestep, GraphInput::Float(control::timestep(&io.timestep, t, batch)))?;
+    binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the ControlNet's timestep"))?;
+    binding.bind_input(io.sample.name.as_str(), sample).map_err(fail("binding the ControlNet's sample"))?;
+    Ok(())
+}
+
+/// Runs one ControlNet with its residuals written into `outputs` (down
+/// blocks, then mid).
+fn run_net(net: &crate::model::controlnet::ControlNet, binding: &mut IoBinding, outputs: Vec<&mut DynTensor>, options: Option<&RunOptions>) -> Result<()> {
+    for (spec, out) in net.io.down.iter().chain(std::iter::once(&net.io.mid)).zip(outputs) {
+        binding.bind_output(spec.name.as_str(), out).map_err(fail("binding a ControlNet residual"))?;
+    }
+    net.graph.run_binding(binding, options).map_err(|e| e.context(format!("controlnet {}", net.name)))
 }

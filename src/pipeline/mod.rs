@@ -776,9 +776,7 @@ fn run(
     let mut device_steps = 0;
     if m.runtime.inner.providers.device_latents {
         let cfg = uncond.is_some();
-        let request_reason = if controls.is_some() {
-            Some("ControlNet runs its own graphs per step")
-        } else if cfg && request.guidance_rescale > 0.0 {
+        let request_reason = if cfg && request.guidance_rescale > 0.0 {
             Some("guidance rescale needs standard deviations of the whole prediction")
         } else if cfg && embeds_batched.is_none() {
             Some("this U-Net takes batch 1, so CFG runs as two calls")
@@ -803,6 +801,8 @@ fn run(
                 }
                 _ => device_loop::DeviceInpainting::None,
             },
+            controls: controls.as_ref(),
+            control_total,
         });
         let planned = match (request_reason, device_request) {
             (Some(why), _) => Err(why.to_string()),
