@@ -189,6 +189,9 @@ fn a_controlnet_folder_specialises_unet_controlnet_for_every_job() {
     for never in ["unet", "unet_static", "unet_controlnet"] {
         assert!(!resident.contains(&never), "{never} was opened: {resident:?}");
     }
+    // Its calls count as the U-Net's: two 4-step jobs, CFG in one batch.
+    let (name, calls, _) = m.graph_run_times()[1];
+    assert_eq!((name, calls), ("unet", 8), "U-Net calls reported");
     // One shape (CFG batch 2 at 64x64): one specialised graph served both jobs.
     let log = static_runtime().1.lock().unwrap().clone();
     let made: Vec<&String> = log.iter().filter(|l| l.starts_with("unet_controlnet: specialised to")).collect();

@@ -96,6 +96,19 @@ impl ControlNetSlot {
         Self { unet: OnceLock::new(), plain: OnceLock::new(), nets: Arc::clone(&self.nets) }
     }
 
+    /// Calls and seconds inside ONNX Runtime of `unet_controlnet` and the
+    /// graphs specialised from it.
+    pub(crate) fn residual_unet_run_time(&self) -> (u64, f64) {
+        match self.unet.get() {
+            Some(Ok(u)) => {
+                let (c, t) = u.graph.run_time();
+                let (sc, st) = u.static_unets.run_time();
+                (c + sc, t + st)
+            }
+            _ => (0, 0.0),
+        }
+    }
+
     /// Calls `f` on every graph loaded in this slot (`Model::loaded_sessions`).
     pub(crate) fn for_each_graph(&self, f: &mut dyn FnMut(&Graph)) {
         if let Some(Ok(u)) = self.unet.get() {

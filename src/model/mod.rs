@@ -511,10 +511,12 @@ impl Model {
             let (calls, secs) = g.run_time();
             (g.name, calls, secs)
         };
-        // The U-Net's figures include its specialised graphs (static U-Net).
+        // The U-Net's figures include its specialised graphs (static U-Net)
+        // and, in a ControlNet folder, `unet_controlnet`'s, which serves its calls.
         let (unet_name, calls, secs) = t(&i.unet);
         let (s_calls, s_secs) = i.static_unets.run_time();
-        [t(&i.text_encoder), (unet_name, calls + s_calls, secs + s_secs), t(&i.vae_decoder)]
+        let (r_calls, r_secs) = i.controlnets.residual_unet_run_time();
+        [t(&i.text_encoder), (unet_name, calls + s_calls + r_calls, secs + s_secs + r_secs), t(&i.vae_decoder)]
     }
 
     /// Names of the U-Net and its encoders' and decoder's graphs loaded right
