@@ -12,8 +12,8 @@
 #    (site-packages/nvidia/*/lib) go on LD_LIBRARY_PATH.
 # 3. Kiln: built here with `--features cuda` when cargo exists; else
 #    --bin-dir names prebuilt binaries, copied there after
-#      cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate --example bench
-#    as `parity`, `static_unet`, `providers` and `device_latents` (the newest
+#      cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --test controlnet --example generate --example bench
+#    as `parity`, `static_unet`, `providers`, `device_latents` and `controlnet` (the newest
 #    target/release/deps/parity-* etc. without .d) and `generate` and `bench` (target/release/examples/).
 #    Strip them for transfer (release builds carry debug info, ~60 MB each;
 #    stripped ~7 MB):
@@ -21,6 +21,7 @@
 #      strip -o gpu-bin/parity "$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/static_unet "$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/device_latents "$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)"
+#      strip -o gpu-bin/controlnet "$(ls -t target/release/deps/controlnet-* | grep -v '\.d$' | head -1)"
 #      strip -o gpu-bin/generate target/release/examples/generate
 #      strip -o gpu-bin/bench target/release/examples/bench
 # 4. Runs: the parity cases on CUDA with exact math (TF32 off; they must pass
@@ -51,6 +52,14 @@
 #      through it); timings with --scheduler euler: levers off,
 #      --device-latents, --static-unet --device-latents,
 #      --cuda-graph --device-latents.
+#    - ControlNet (one U-Net in a ControlNet folder): the diffusers ControlNet
+#      cases on CUDA, exact math, on the host loop, with the static U-Net
+#      (every job runs the graph specialised from unet_controlnet), with
+#      device-resident latents (the nets run on the device and write the
+#      residuals into unet_controlnet's bound inputs; the test checks every
+#      call ran there) and with CUDA graph replay plus device latents; then
+#      `generate` timings with one ControlNet at 512x512, host loop against
+#      --device-latents (the residuals no longer cross to the host).
 # 6. Per-stage GPU memory (issue 21 item 4): the `bench` example at 512x512,
 #    20 CFG steps, with --residency all and --residency per-stage, on the tiny
 #    fixture (and on --sd15): peak GPU memory used (nvidia-smi) and RSS while
@@ -79,15 +88,16 @@ NV=$(python3 -c 'import site,glob,os; print(":".join(sorted(p for s in site.gets
 export LD_LIBRARY_PATH="$ORT_DIR:$NV:${LD_LIBRARY_PATH:-}" ORT_DYLIB_PATH="$ORT_LIB"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 if [ -z "$BIN_DIR" ]; then
-    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --example generate --example bench || exit 1
+    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --test controlnet --example generate --example bench || exit 1
     PARITY=$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)
     STATIC=$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)
     PROVIDERS_TEST=$(ls -t target/release/deps/providers-* | grep -v '\.d$' | head -1)
     DEVICE_LATENTS=$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)
+    CONTROLNET=$(ls -t target/release/deps/controlnet-* | grep -v '\.d$' | head -1)
     GENERATE=target/release/examples/generate BENCH=target/release/examples/bench
 else
     PARITY="$BIN_DIR/parity" STATIC="$BIN_DIR/static_unet" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
-    DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench"
+    DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench" CONTROLNET="$BIN_DIR/controlnet"
 fi
 status=0
 for math in exact fast; do
@@ -143,6 +153,25 @@ done
 echo "== parity on CUDA, exact math, KILN_TEST_DEVICE_LATENTS=1 (Kiln's usual bounds vs diffusers)"
 env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact KILN_TEST_DEVICE_LATENTS=1 RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-device.log" 2>&1
 rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-device.log" | sed "s/^/[parity device] /"; lever parity_device_latents $rc
+echo "== ControlNet parity on CUDA, exact math: host loop, static U-Net, device latents, CUDA graphs + device latents"
+for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_DEVICE_LATENTS=1" "KILN_TEST_CUDA_GRAPH=1 KILN_TEST_DEVICE_LATENTS=1"; do
+    tag=$(echo "${envs:-host}" | sed 's/KILN_TEST_//g; s/=1//g' | tr 'A-Z ' 'a-z+')
+    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$CONTROLNET" matches_diffusers --nocapture >"$OUT/controlnet-$tag.log" 2>&1
+    rc=$?; grep -E "^margin|test result|panicked" "$OUT/controlnet-$tag.log" | sed "s/^/[controlnet $tag] /"; lever "controlnet_parity_$tag" $rc
+done
+echo "== ControlNet timings (tiny fixture with its ControlNet, 512x512, 20 CFG steps): host loop vs device latents"
+CN_MODEL="$OUT/tiny-controlnet"
+rm -rf "$CN_MODEL" && mkdir -p "$CN_MODEL" && cp -r tests/fixtures/tiny-sd/. tests/fixtures/controlnet/. "$CN_MODEL"/
+for flags in "" "--device-latents" "--static-unet --device-latents"; do
+    for run in 1 2; do
+        timeout 300 "$GENERATE" --model "$CN_MODEL" --prompt "mossy stone brick wall" --width 512 --height 512 --steps 20 \
+            --scheduler euler --controlnet tiny --control-image tests/fixtures/golden/controlnet/control_b.png \
+            --provider cuda --require-provider --gpu-math fast $flags --out "$OUT/gen-controlnet.png" >"$OUT/controlnet-timing.log" 2>&1
+        rc=$?
+        grep -E "^wrote|rror|latents:" "$OUT/controlnet-timing.log" | sed "s/^/[controlnet ${flags:-host-loop} run $run] /"
+    done
+    lever "controlnet_timing_$(echo ${flags:-host} | tr -d ' -')" $rc
+done
 timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first pays loading and specialising)
     printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
         "$OUT/gen-lever-1.png" "$OUT/gen-lever-2.png" "$OUT/gen-lever-3.png" >"$OUT/lever-batch.tsv"

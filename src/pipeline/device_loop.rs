@@ -212,9 +212,10 @@ pub(crate) enum UnetChoice {
     /// The U-Net specialised to this job's shapes (`ProviderPolicy::static_unet`),
     /// with the key it is kept under.
     Static(Arc<Specialised>, Vec<Vec<usize>>),
-    /// `unet_controlnet` with zero residuals (a ControlNet folder, see
-    /// `ModelInner::residual_unet_for_plain_calls`), specialised to this job's
-    /// shapes when the runtime asks for the static U-Net.
+    /// `unet_controlnet`, specialised to this job's shapes when the runtime
+    /// asks for the static U-Net: for ControlNet jobs (their residuals
+    /// written in by [`DeviceControls`]) and for plain ones in a ControlNet
+    /// folder (zero residuals; see `ModelInner::residual_unet_for_plain_calls`).
     Residual(Arc<ResidualUnet>, Option<(Arc<Specialised>, Vec<Vec<usize>>)>),
 }
 
