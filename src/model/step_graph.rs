@@ -196,15 +196,7 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     graph.push_message(12, &value_info(NEXT_SAMPLE, &latent));
     graph.push_message(12, &value_info(NEXT_HISTORY, &latent));
     graph.push_message(12, &value_info(UNET_IN, &batched_in));
-    let mut opset = Message::default();
-    opset.push_string(1, "");
-    opset.push_varint(2, 17);
-    let mut model = Message::default();
-    model.push_varint(1, 8); // ir_version
-    model.push_string(2, "kiln");
-    model.push_message(8, &opset);
-    model.push_message(7, &graph);
-    model.to_bytes()
+    model_bytes(&graph)
 }
 
 /// ONNX bytes of the graph that adds several ControlNets' residuals on the
@@ -229,6 +221,11 @@ pub(crate) fn residual_sum_bytes(nets: usize, residuals: usize) -> Vec<u8> {
     for i in 0..residuals {
         graph.push_message(12, &value_info(&format!("out_{i}"), &shape(i)));
     }
+    model_bytes(&graph)
+}
+
+/// A ModelProto around `graph`: IR version 8, the default domain at opset 17.
+fn model_bytes(graph: &Message<'_>) -> Vec<u8> {
     let mut opset = Message::default();
     opset.push_string(1, "");
     opset.push_varint(2, 17);
@@ -236,7 +233,7 @@ pub(crate) fn residual_sum_bytes(nets: usize, residuals: usize) -> Vec<u8> {
     model.push_varint(1, 8); // ir_version
     model.push_string(2, "kiln");
     model.push_message(8, &opset);
-    model.push_message(7, &graph);
+    model.push_message(7, graph);
     model.to_bytes()
 }
 
