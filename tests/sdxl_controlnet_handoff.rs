@@ -87,6 +87,22 @@ fn control_window_is_a_fraction_of_the_whole_schedule() {
     assert!(miss > 10.0 * LATENTS_BOUND, "the window's reach barely matters here ({miss:e})");
 }
 
+/// With device-resident latents both stages run on the device loop, the
+/// base's ControlNet too (its nets write the residuals into unet_controlnet's
+/// bound inputs), with the window over the whole schedule as above, and meet
+/// the goldens' bounds.
+#[test]
+fn the_controlnet_hand_off_runs_on_the_device_loop() {
+    let rt = common::handoff::device_latents_runtime();
+    let dev_base = Model::load(&rt, base_folder()).expect("SDXL ControlNet model loads");
+    let dev_refiner = Model::load(&rt, refiner_folder(TAG)).expect("refiner loads");
+    for name in ["euler_08", "euler_window"] {
+        let (mut request, c) = request(name);
+        request.refiner = Some(Refiner { model: dev_refiner.clone(), start: c["refiner_start"].as_f64().unwrap() as f32 });
+        common::handoff::check_device_loop_case(GOLDEN, name, &c, &dev_base, &request);
+    }
+}
+
 /// What diffusers has no pipeline for stays UNSUPPORTED, with the model usable.
 #[test]
 fn controlnet_img2img_and_heun_hand_offs_are_unsupported() {
