@@ -36,7 +36,7 @@ fn case(name: &str) {
     let (_, draws) = common::read_npy(&format!("controlnet/{name}.draws.npy"));
     let request = common::controlnet_request(&c, "tiny", draws);
     let out = model().generate_with(&request, Hooks::default()).unwrap();
-    common::check_controlnet_device_loop(name, &request, &out);
+    common::check_controlnet_device_loop(name, &out);
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
     let (_, want) = common::read_npy(&format!("controlnet/{name}.latents.npy"));

@@ -51,7 +51,7 @@ fn case(name: &str, layout: &str) {
     let (_, draws) = common::read_npy(&format!("controlnet_lora/{name}.draws.npy"));
     let request = common::controlnet_request(c, "tiny", draws);
     let out = view.generate_with(&request, Hooks::default()).unwrap();
-    common::check_controlnet_device_loop(name, &request, &out);
+    common::check_controlnet_device_loop(name, &out);
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
     let (_, want) = common::read_npy(&format!("controlnet_lora/{name}.latents.npy"));

@@ -61,7 +61,7 @@ fn case(name: &str) {
     let cases = cases();
     let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
     let out = model().generate_with(&request, Hooks::default()).unwrap();
-    common::check_controlnet_device_loop(name, &request, &out);
+    common::check_controlnet_device_loop(name, &out);
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
     let (_, want) = common::read_npy(&format!("sdxl_controlnet/{name}.latents.npy"));
@@ -206,7 +206,7 @@ fn adapter_case(dir: &std::path::Path, name: &str, label: &str, view: impl FnOnc
     let view = view(&c);
     let request = common::controlnet_request(&c, "xl", read(&format!("{name}.draws.npy")));
     let out = view.generate_with(&request, Hooks::default()).unwrap();
-    common::check_controlnet_device_loop(name, &request, &out);
+    common::check_controlnet_device_loop(name, &out);
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
     let want = read(&format!("{name}.latents.npy"));

@@ -71,6 +71,8 @@ pub(crate) mod names {
     pub const KEEP: &str = "keep";
     /// Blended inpainting: `add_noise`'s coefficients of `clean` and `start_noise`.
     pub const KEPT_COEFFICIENTS: &str = "kept_coefficients";
+    /// ControlNet residual combine: each net's factor per residual.
+    pub const FACTORS: &str = "factors";
 }
 
 /// How a step graph handles inpainting.
@@ -199,18 +201,53 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     model_bytes(&graph)
 }
 
-/// ONNX bytes of the graph that adds several ControlNets' residuals on the
+/// ONNX bytes of the graph that combines ControlNets' residuals on the
 /// device: `nets` sets of `residuals` tensors (each residual its own
-/// symbolic shape), inputs `in{j}_{i}` (net j, residual i), outputs `out_{i}`
-/// = `in0_i + in1_i + …` (ONNX `Sum`, as the host loop adds them net by net).
-pub(crate) fn residual_sum_bytes(nets: usize, residuals: usize) -> Vec<u8> {
+/// symbolic shape), inputs `in{j}_{i}` (net j, residual i) and `factors`
+/// `[nets · residuals]` (net j's factor for residual i at `j · residuals + i`),
+/// outputs `out_{i}` = `Σ_j in_j_i · f_ji` (each net's residuals scaled, then
+/// added net by net, as the host loop does). With `last_row_only` (guess mode
+/// in a CFG batch of 2) each input's last row is taken and the output is that
+/// sum after a row of zeros (the unconditional half gets no residuals).
+pub(crate) fn residual_combine_bytes(nets: usize, residuals: usize, last_row_only: bool) -> Vec<u8> {
     let mut graph = Message::default();
-    for i in 0..residuals {
-        let inputs: Vec<String> = (0..nets).map(|j| format!("in{j}_{i}")).collect();
-        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        graph.push_message(1, &node("Sum", &format!("sum_{i}"), &refs, &[&format!("out_{i}")], &[]));
+    let mut inits = vec![int64_tensor("axis0", &[0]), int64_tensor("row1", &[1]), int64_tensor("row2", &[2])];
+    for k in 0..=(nets * residuals) as i64 {
+        inits.push(int64_tensor(&format!("k{k}"), &[k]));
     }
-    graph.push_string(2, "kiln_residual_sum");
+    for i in 0..residuals {
+        let mut terms = Vec::with_capacity(nets);
+        for j in 0..nets {
+            let k = j * residuals + i;
+            let f = format!("f{j}_{i}");
+            graph.push_message(1, &node("Slice", &f, &[names::FACTORS, &format!("k{k}"), &format!("k{}", k + 1), "axis0"], &[&f], &[]));
+            let input = format!("in{j}_{i}");
+            let x = if last_row_only {
+                let row = format!("row{j}_{i}");
+                graph.push_message(1, &node("Slice", &row, &[&input, "row1", "row2", "axis0"], &[&row], &[]));
+                row
+            } else {
+                input
+            };
+            let term = format!("scaled{j}_{i}");
+            graph.push_message(1, &node("Mul", &term, &[&x, &f], &[&term], &[]));
+            terms.push(term);
+        }
+        let out = format!("out_{i}");
+        let sum = if last_row_only { format!("sum_{i}") } else { out.clone() };
+        let refs: Vec<&str> = terms.iter().map(String::as_str).collect();
+        graph.push_message(1, &node("Sum", &format!("sum_{i}"), &refs, &[&sum], &[]));
+        if last_row_only {
+            let (shape, zeros) = (format!("shape_{i}"), format!("zeros_{i}"));
+            graph.push_message(1, &node("Shape", &shape, &[&sum], &[&shape], &[]));
+            graph.push_message(1, &node("ConstantOfShape", &zeros, &[&shape], &[&zeros], &[]));
+            graph.push_message(1, &node("Concat", &out, &[&zeros, &sum], &[&out], &[int_attribute("axis", 0)]));
+        }
+    }
+    graph.push_string(2, "kiln_residual_combine");
+    for t in &inits {
+        graph.push_message(5, t);
+    }
     let dims: Vec<[String; 4]> = (0..residuals).map(|i| ["batch".to_string(), format!("c{i}"), format!("h{i}"), format!("w{i}")]).collect();
     let shape = |i: usize| -> Vec<Result<i64, &str>> { dims[i].iter().map(|d| Err(d.as_str())).collect() };
     for j in 0..nets {
@@ -218,6 +255,7 @@ pub(crate) fn residual_sum_bytes(nets: usize, residuals: usize) -> Vec<u8> {
             graph.push_message(11, &value_info(&format!("in{j}_{i}"), &shape(i)));
         }
     }
+    graph.push_message(11, &value_info(names::FACTORS, &[Ok((nets * residuals) as i64)]));
     for i in 0..residuals {
         graph.push_message(12, &value_info(&format!("out_{i}"), &shape(i)));
     }
@@ -254,8 +292,8 @@ fn graph_name(cfg: bool, inpainting: Inpainting) -> &'static str {
 #[derive(Default)]
 pub(crate) struct StepGraphs {
     graphs: Mutex<[Option<Arc<Graph>>; 6]>,
-    /// ControlNet residual sums by (nets, residuals).
-    sums: Mutex<std::collections::HashMap<(usize, usize), Arc<Graph>>>,
+    /// ControlNet residual combines by (nets, residuals, last row only).
+    combines: Mutex<std::collections::HashMap<(usize, usize, bool), Arc<Graph>>>,
 }
 
 impl StepGraphs {
@@ -277,18 +315,20 @@ impl StepGraphs {
         Ok(graph)
     }
 
-    /// The graph adding `nets` ControlNets' `residuals` residuals
-    /// ([`residual_sum_bytes`]), loading it the first time.
-    pub(crate) fn residual_sum(&self, runtime: &Runtime, nets: usize, residuals: usize) -> Result<Arc<Graph>> {
-        let mut sums = self.sums.lock();
-        if let Some(g) = sums.get(&(nets, residuals)) {
+    /// The graph combining `nets` ControlNets' `residuals` residuals
+    /// ([`residual_combine_bytes`]), loading it the first time.
+    pub(crate) fn residual_combine(&self, runtime: &Runtime, nets: usize, residuals: usize, last_row_only: bool) -> Result<Arc<Graph>> {
+        let mut combines = self.combines.lock();
+        let key = (nets, residuals, last_row_only);
+        if let Some(g) = combines.get(&key) {
             return Ok(Arc::clone(g));
         }
-        let source = GraphSource::memory(residual_sum_bytes(nets, residuals), std::env::temp_dir(), "Kiln's ControlNet residual sum graph".to_string());
+        let bytes = residual_combine_bytes(nets, residuals, last_row_only);
+        let source = GraphSource::memory(bytes, std::env::temp_dir(), "Kiln's ControlNet residual combine graph".to_string());
         let group = ResidencyGroup::new(Residency::AllResident);
         let flags = SessionFlags { cuda_graph: false, uncached: true, lazy: false };
-        let graph = Arc::new(Graph::load_flagged(runtime, "residual_sum", source, &group, Default::default(), flags)?);
-        sums.insert((nets, residuals), Arc::clone(&graph));
+        let graph = Arc::new(Graph::load_flagged(runtime, "residual_combine", source, &group, Default::default(), flags)?);
+        combines.insert(key, Arc::clone(&graph));
         Ok(graph)
     }
 }

@@ -116,15 +116,8 @@ impl ActiveControls {
     }
 
     /// Why the device-resident latent loop cannot run these ControlNets
-    /// (the host loop then does), or `None` when it can: there each net's
-    /// residuals must come out of its graph as the U-Net takes them.
+    /// (the host loop then does), or `None` when it can.
     pub(crate) fn device_refusal(&self) -> Option<String> {
-        if self.guess_mode {
-            return Some("ControlNet guess mode scales the residuals by block".into());
-        }
-        if let Some(n) = self.nets.iter().find(|n| n.net.io.scale.is_none() && n.scale != 1.0) {
-            return Some(format!("ControlNet {:?} takes no conditioning_scale input, so its scale is applied on the host", n.net.name));
-        }
         if let Some(n) = self.nets.iter().find(|n| n.net.io.down.len() != self.unet.down.len()) {
             return Some(format!(
                 "ControlNet {:?} gives {} residuals; unet_controlnet takes {}",
@@ -279,6 +272,37 @@ impl ActiveControls {
         Ok(inputs)
     }
 
+    /// The factor residual `i` of `n` from `net` is multiplied by after its
+    /// graph ran, or `None` when the graph applied the scale itself.
+    fn host_factor(&self, net: &ControlNet, scale: f32, i: usize, n: usize) -> Option<f32> {
+        if self.guess_mode {
+            // torch.logspace(-1, 0, n) * scale: the mid block gets the last.
+            Some((10f64.powf(-1.0 + i as f64 / (n - 1) as f64) as f32) * scale)
+        } else if net.io.scale.is_none() {
+            Some(scale)
+        } else {
+            None
+        }
+    }
+
+    /// Net `j`'s factors for its `n` residuals (`host_factor`, 1 where the
+    /// graph applied the scale), for the device loop's combine graph.
+    pub(crate) fn factors_of(&self, j: usize, n: usize) -> Vec<f32> {
+        let a = &self.nets[j];
+        (0..n).map(|i| self.host_factor(&a.net, a.scale, i, n).unwrap_or(1.0)).collect()
+    }
+
+    /// Whether residuals are scaled after the graphs run (guess mode, or a
+    /// net without a `conditioning_scale` input at a scale other than 1).
+    pub(crate) fn scales_on_host(&self) -> bool {
+        self.guess_mode || self.nets.iter().any(|a| a.net.io.scale.is_none() && a.scale != 1.0)
+    }
+
+    /// diffusers' guess mode.
+    pub(crate) fn guess_mode(&self) -> bool {
+        self.guess_mode
+    }
+
     /// One ControlNet call on a batch, its residuals scaled as diffusers does.
     #[allow(clippy::too_many_arguments)]
     fn run_net(
@@ -312,15 +336,9 @@ impl ActiveControls {
         }
         let n = out.len();
         for (i, r) in out.iter_mut().enumerate() {
-            let factor = if self.guess_mode {
-                // torch.logspace(-1, 0, n) * scale: the mid block gets the last.
-                (10f64.powf(-1.0 + i as f64 / (n - 1) as f64) as f32) * scale
-            } else if io.scale.is_none() {
-                scale
-            } else {
-                continue;
-            };
-            r.mapv_inplace(|v| v * factor);
+            if let Some(factor) = self.host_factor(net, scale, i, n) {
+                r.mapv_inplace(|v| v * factor);
+            }
         }
         let mut shapes = self.shapes.lock();
         if shapes.is_none() {

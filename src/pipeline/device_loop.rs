@@ -50,9 +50,8 @@
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! ControlNet guess mode, ControlNet with a 9-channel inpainting U-Net or
-//! under per-stage residency, a ControlNet without a `conditioning_scale`
-//! input at a scale other than 1, U-Nets run as two batch-1 calls for CFG, float16
+//! ControlNet with a 9-channel inpainting U-Net or under per-stage
+//! residency, U-Nets run as two batch-1 calls for CFG, float16
 //! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
@@ -725,11 +724,16 @@ pub(crate) fn run(
 /// nets in their window run on the U-Net's bound sample (the same tensor: a
 /// ControlNet takes the latents as the U-Net does, without inpainting
 /// channels, which the loop refuses) and write their residuals straight into
-/// the tensors `unet_controlnet` reads; with several nets at one step each
-/// writes its own and a small `Sum` graph adds them there. With none in its
-/// window, zeros are copied in (once, after a step that had residuals). The
-/// text embeddings, control images, SDXL's added conditioning and scales are
-/// bound once per generation; per step only the timestep crosses.
+/// the tensors `unet_controlnet` reads. With several nets at one step, or
+/// residuals scaled after the graph (guess mode's per-block scales, a net
+/// without a `conditioning_scale` input), each net writes its own and a small
+/// combine graph ([`crate::model::step_graph::residual_combine_bytes`])
+/// scales and adds them there; in guess mode with CFG it keeps the
+/// conditional row's (the nets ran on both rows) after a row of zeros. With
+/// none in its window, zeros are copied in (once, after a step that had
+/// residuals). The text embeddings, control images, SDXL's added
+/// conditioning and scales are bound once per generation; per step only the
+/// timestep (and the combine's factors) cross.
 struct DeviceControls<'c> {
     controls: &'c ActiveControls,
     /// U-Net calls the window's fractions are of.
@@ -745,8 +749,8 @@ struct DeviceControls<'c> {
     own: Vec<DynTensor>,
     /// Zeros of each residual's shape.
     zeros: Vec<DynTensor>,
-    /// Per net, its own residual tensors, for steps where several nets run
-    /// (made when some step has several).
+    /// Per net, its own residual tensors, for steps that combine (made when
+    /// some step does).
     scratch: Vec<Option<Vec<DynTensor>>>,
     /// Whether the U-Net's residual tensors hold residuals (not zeros).
     dirty: bool,
@@ -798,10 +802,11 @@ impl<'c> DeviceControls<'c> {
             }
             bindings.push(binding);
         }
-        // Steps where several nets run: each writes its own residuals first.
-        let overlap = (0..total).any(|k| controls.active_at(k, total).len() > 1);
+        // Steps that combine (several nets, or residuals scaled after the
+        // graph): each net writes its own residuals first.
+        let combines = controls.scales_on_host() || (0..total).any(|k| controls.active_at(k, total).len() > 1);
         let scratch = (0..controls.len())
-            .map(|_| match overlap {
+            .map(|_| match combines {
                 true => shapes.iter().map(|s| upload(allocator, &ArrayD::zeros(IxDyn(s)))).collect::<Result<Vec<_>>>().map(Some),
                 false => Ok(None),
             })
@@ -834,7 +839,7 @@ impl<'c> DeviceControls<'c> {
                 self.dirty = false;
             }
             0 => {}
-            1 => {
+            1 if !self.controls.scales_on_host() => {
                 let j = active[0];
                 let sample = &buffers.sample;
                 let (binding, net) = (&mut self.bindings[j], self.controls.net(j));
@@ -850,18 +855,25 @@ impl<'c> DeviceControls<'c> {
                     let outputs = self.scratch[j].as_mut().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?.iter_mut().collect();
                     run_net(net, &mut self.bindings[j], outputs, options)?;
                 }
-                let sum = m.step_graphs.residual_sum(&m.runtime, active.len(), count)?;
-                let mut binding = sum.create_binding()?;
+                // Guess mode in a CFG batch: the conditional row's residuals
+                // only (the nets ran on both rows), after a row of zeros.
+                let last_row_only = self.controls.guess_mode() && batch == 2;
+                let combine = m.step_graphs.residual_combine(&m.runtime, active.len(), count, last_row_only)?;
+                let mut binding = combine.create_binding()?;
+                let mut factors = Vec::with_capacity(active.len() * count);
                 for (a, &j) in active.iter().enumerate() {
                     let set = self.scratch[j].as_ref().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?;
                     for (i, r) in set.iter().enumerate() {
-                        binding.bind_input(format!("in{a}_{i}"), r).map_err(fail("binding a residual to add"))?;
+                        binding.bind_input(format!("in{a}_{i}"), r).map_err(fail("binding a residual to combine"))?;
                     }
+                    factors.extend(self.controls.factors_of(j, count));
                 }
+                let factors = host_tensor(factors, &[active.len() * count])?;
+                binding.bind_input(names::FACTORS, &factors).map_err(fail("binding the residual factors"))?;
                 for (i, target) in Self::targets(&self.fixed, &mut self.own, buffers).into_iter().enumerate() {
-                    binding.bind_output(format!("out_{i}"), target).map_err(fail("binding the summed residual"))?;
+                    binding.bind_output(format!("out_{i}"), target).map_err(fail("binding a combined residual"))?;
                 }
-                sum.run_binding(&binding, options)?;
+                combine.run_binding(&binding, options)?;
                 self.dirty = true;
             }
         }
