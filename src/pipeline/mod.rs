@@ -1192,7 +1192,7 @@ pub(crate) fn unet_inputs<'m>(
     let batch = sample.shape()[0];
     let mut inputs = vec![
         (&io.sample, GraphInput::Float(sample)),
-        (&io.timestep, GraphInput::Float(unet_timestep(m, t, batch))),
+        (&io.timestep, GraphInput::Float(control::timestep(&io.timestep, t, batch))),
         (&io.encoder_hidden_states, GraphInput::Float(embeds)),
     ];
     if let (Some(spec), Some(w)) = (&io.timestep_cond, w) {
@@ -1207,15 +1207,6 @@ pub(crate) fn unet_inputs<'m>(
         inputs.push((&xl.time_ids, GraphInput::Float(time_ids)));
     }
     Ok(inputs)
-}
-
-/// The timestep input of a U-Net call: rank 0 or one per batch item, as the graph declares.
-pub(crate) fn unet_timestep(m: &ModelInner, t: f64, batch: usize) -> ArrayD<f32> {
-    if m.unet_io.timestep.shape.is_empty() {
-        ArrayD::from_elem(IxDyn(&[]), t as f32)
-    } else {
-        ArrayD::from_elem(IxDyn(&[batch]), t as f32)
-    }
 }
 
 /// The U-Net specialised to these inputs' shapes, when the runtime asks for
