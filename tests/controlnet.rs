@@ -1,7 +1,9 @@
 //! ControlNet parity with diffusers' StableDiffusionControlNetPipeline,
 //! ...ControlNetImg2ImgPipeline and ...ControlNetInpaintPipeline
 //! (tools/make_controlnet_golden.py) on the tiny
-//! fixture plus tests/fixtures/controlnet (tools/make_controlnet_fixture.py):
+//! fixture plus tests/fixtures/controlnet (tools/make_controlnet_fixture.py),
+//! and on the 9-channel inpainting variant with its `unet_controlnet`
+//! (tests/fixtures/controlnet-inpaint9, `--inpaint9` of both scripts):
 //! same control images, scales, window and guess mode, every random draw
 //! replayed. Tolerances as tests/parity.rs: latents ≤ 1e-3 relative to their
 //! largest value, image ≤ 2e-3 absolute, U-Net timesteps exact. The golden
@@ -31,26 +33,40 @@ fn model() -> &'static Model {
     M.get_or_init(|| Model::load(common::runtime(), &model_folder()).expect("controlnet model loads"))
 }
 
+/// variants/inpaint9 (a 9-channel inpainting U-Net) with its
+/// `unet_controlnet` and the 4-channel ControlNet `small`.
+fn inpaint9_model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| {
+        Model::load(common::runtime(), &common::inpaint9_controlnet_folder("controlnet-tests")).expect("inpaint9 ControlNet folder loads")
+    })
+}
+
 fn case(name: &str) {
-    let c = common::golden_case(&common::golden("controlnet/cases.json"), name);
-    let (_, draws) = common::read_npy(&format!("controlnet/{name}.draws.npy"));
-    let request = common::controlnet_request(&c, "tiny", draws);
-    let out = model().generate_with(&request, Hooks::default()).unwrap();
+    case_on(model(), "controlnet", "tiny", name);
+}
+
+/// Golden case `name` of golden/`set`, run on `model` with ControlNet `net`.
+fn case_on(model: &Model, set: &str, net: &str, name: &str) {
+    let c = common::golden_case(&common::golden(&format!("{set}/cases.json")), name);
+    let (_, draws) = common::read_npy(&format!("{set}/{name}.draws.npy"));
+    let request = common::controlnet_request(&c, net, draws);
+    let out = model.generate_with(&request, Hooks::default()).unwrap();
     common::check_controlnet_device_loop(name, &out);
     let want_t: Vec<f64> = c["unet_timesteps"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert_eq!(out.timesteps, want_t, "{name}: timesteps");
-    let (_, want) = common::read_npy(&format!("controlnet/{name}.latents.npy"));
+    let (_, want) = common::read_npy(&format!("{set}/{name}.latents.npy"));
     let got: Vec<f32> = out.latents.iter().copied().collect();
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let rel = common::max_abs_diff(&got, &want) / scale;
     common::check_margin(&format!("controlnet::{name}::latents_rel"), rel as f64, 1e-3);
-    let (_, want_img) = common::read_npy(&format!("controlnet/{name}.image.npy"));
+    let (_, want_img) = common::read_npy(&format!("{set}/{name}.image.npy"));
     let d = common::max_abs_diff(&out.image.data, &want_img);
     common::check_margin(&format!("controlnet::{name}::image_abs"), d as f64, 2e-3);
 
     // The control must matter: without it the latents are far from the golden.
     let plain = GenerateRequest { controls: Vec::new(), guess_mode: false, ..request };
-    let without = model().generate_with(&plain, Hooks::default()).unwrap();
+    let without = model.generate_with(&plain, Hooks::default()).unwrap();
     let off: Vec<f32> = without.latents.iter().copied().collect();
     let effect = common::max_abs_diff(&off, &want) / scale;
     eprintln!("{name}: without the ControlNet the latents differ by {effect:.3e} (relative)");
@@ -100,6 +116,31 @@ fn inpainting_with_control_matches_diffusers() {
 #[test]
 fn inpainting_at_full_strength_with_control_matches_diffusers() {
     case("euler_inpaint_full");
+}
+
+// A 9-channel inpainting U-Net (latents, mask, masked picture's latents)
+// with a ControlNet, which sees the latents without the mask channels, as in
+// diffusers' StableDiffusionControlNetInpaintPipeline
+// (tools/make_controlnet_golden.py --inpaint9).
+
+#[test]
+fn inpainting_unet_with_control_matches_diffusers() {
+    case_on(inpaint9_model(), "controlnet-inpaint9", "small", "ddim_inpaint9");
+}
+
+#[test]
+fn inpainting_unet_with_a_control_window_matches_diffusers() {
+    case_on(inpaint9_model(), "controlnet-inpaint9", "small", "euler_inpaint9_window");
+}
+
+#[test]
+fn inpainting_unet_with_two_controls_matches_diffusers() {
+    case_on(inpaint9_model(), "controlnet-inpaint9", "small", "ddim_inpaint9_two");
+}
+
+#[test]
+fn inpainting_unet_with_control_in_guess_mode_matches_diffusers() {
+    case_on(inpaint9_model(), "controlnet-inpaint9", "small", "ddim_inpaint9_guess");
 }
 
 #[test]

@@ -38,12 +38,18 @@ Three modes:
     not depend on weight values. About 5 GB; keep it outside the repository.
 
     /work/venv/bin/python tools/make_controlnet_fixture.py
+    /work/venv/bin/python tools/make_controlnet_fixture.py --inpaint9
     /work/venv/bin/python tools/make_sd15_random.py /work/tmp/sd15-cn --exporter torch --no-check
     /work/venv/bin/python tools/make_controlnet_fixture.py --sd15-random /work/tmp/sd15-cn
     /work/venv/bin/python tools/make_controlnet_fixture.py --diffusers runwayml/stable-diffusion-v1-5 \\
         --controlnet canny=lllyasviel/control_v11p_sd15_canny --out sd15-onnx
     /work/venv/bin/python tools/make_controlnet_fixture.py --diffusers stabilityai/stable-diffusion-xl-base-1.0 \\
         --controlnet canny=diffusers/controlnet-canny-sdxl-1.0 --out sdxl-onnx
+
+  * ``--inpaint9``: ``unet_controlnet`` for the 9-channel inpainting variant
+    (tests/fixtures/variants/inpaint9, made by tools/make_variant_fixtures.py),
+    taking the residuals of the ``few-residuals`` ControlNet, whose
+    architecture is that U-Net's. Writes tests/fixtures/controlnet-inpaint9/.
 
 An SDXL U-Net (``addition_embed_type="text_time"``) gets the SDXL layout of
 tools/make_sdxl_controlnet_fixture.py: the ControlNet and ``unet_controlnet``
@@ -63,6 +69,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "tests" / "fixtures" / "tiny-sd"
 OUT = REPO / "tests" / "fixtures" / "controlnet"
+INPAINT9 = REPO / "tests" / "fixtures" / "variants" / "inpaint9"
 sys.path.insert(0, str(REPO / "tools"))
 
 
@@ -148,6 +155,9 @@ def export_residual_unet(unet, controlnet, out_dir: Path, opset: int):
     sample, t, ehs, cond = example_inputs(controlnet.config, 2, 8, 8)
     with torch.no_grad():
         down, mid = controlnet(sample, t, ehs, cond, return_dict=False)
+    if unet.config.in_channels != sample.shape[1]:
+        # A 9-channel inpainting U-Net with a 4-channel ControlNet.
+        sample = torch.randn(2, unet.config.in_channels, 8, 8, generator=torch.Generator().manual_seed(1))
     inputs = ["sample", "timestep", "encoder_hidden_states"] + [f"down_block_additional_residual_{i}" for i in range(n)] + [
         "mid_block_additional_residual"]
     axes = {"sample": {0: "batch", 2: "height", 3: "width"}, "encoder_hidden_states": {0: "batch", 1: "sequence"},
@@ -220,10 +230,7 @@ def make_fixture(opset: int):
     wide = ControlNetModel(block_out_channels=(32, 32), layers_per_block=1, cross_attention_dim=64, attention_head_dim=8,
                            norm_num_groups=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), **small)
     export_controlnet(randomize(wide, 3), OUT / "controlnet" / "wide-text", opset)
-    torch.manual_seed(0)
-    few = ControlNetModel(block_out_channels=(32, 32), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
-                          norm_num_groups=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), **small)
-    export_controlnet(randomize(few, 4), OUT / "controlnet" / "few-residuals", opset)
+    export_controlnet(small_controlnet(), OUT / "controlnet" / "few-residuals", opset)
 
     # Checks: the exports against torch, and that the control image and the
     # residuals matter (a ControlNet that changes nothing tests nothing).
@@ -248,6 +255,71 @@ def make_fixture(opset: int):
     for p in sorted(OUT.rglob("*")):
         if p.is_file():
             print(f"{p.stat().st_size:>10}  {p.relative_to(OUT)}")
+
+
+def small_controlnet():
+    """The ControlNet of tests/fixtures/controlnet/controlnet/few-residuals:
+    the architecture of tools/make_variant_fixtures.py's small U-Net (32/32
+    channels, one layer per block: 4 down residuals), seeded. tiny-sd's error
+    tests use it as a mismatch; for the 9-channel inpainting variant, whose
+    U-Net has that architecture, it is the matching ControlNet."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    few = ControlNetModel(block_out_channels=(32, 32), layers_per_block=1, cross_attention_dim=32, attention_head_dim=8,
+                          norm_num_groups=32, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                          conditioning_embedding_out_channels=(16, 16, 32, 32))
+    return randomize(few, 4)
+
+
+def inpaint9_unet():
+    """tests/fixtures/variants/inpaint9's U-Net (9 input channels), rebuilt as
+    tools/make_variant_fixtures.py builds it (seeded) and checked against its
+    ONNX graph."""
+    from make_variant_fixtures import small_unet
+
+    unet = small_unet(in_channels=9)
+    g = torch.Generator().manual_seed(5)
+    sample, ehs = torch.randn(2, 9, 8, 8, generator=g), torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        ref = unet(sample, torch.tensor(501.0), ehs).sample
+    check_against_onnx("rebuilt unet vs variants/inpaint9/unet", [ref], INPAINT9 / "unet" / "model.onnx",
+                       {"sample": sample.numpy(), "timestep": np.array(501.0, np.float32), "encoder_hidden_states": ehs.numpy()})
+    return unet
+
+
+def make_inpaint9_fixture(opset: int):
+    """`unet_controlnet/` for the 9-channel inpainting variant: its U-Net
+    taking the residuals of `small_controlnet()` (a 4-channel ControlNet: as
+    in diffusers' StableDiffusionControlNetInpaintPipeline, the net sees the
+    latents without the mask channels). Writes tests/fixtures/controlnet-inpaint9/;
+    the tests assemble variants/inpaint9 + this + controlnet/few-residuals
+    (as controlnet/small)."""
+    unet = inpaint9_unet()
+    controlnet = small_controlnet()
+    out = REPO / "tests" / "fixtures" / "controlnet-inpaint9"
+    export_residual_unet(unet, controlnet, out / "unet_controlnet", opset)
+    # The export against torch, and the residuals must matter.
+    sample, t, ehs, cond = example_inputs(controlnet.config, 2, 8, 8, seed=9)
+    unet_sample = torch.cat([sample, torch.rand(2, 5, 8, 8, generator=torch.Generator().manual_seed(3))], 1)
+    with torch.no_grad():
+        down, mid = controlnet(sample, t, ehs, cond, conditioning_scale=0.7, return_dict=False)
+        controlled = unet(unet_sample, t, ehs, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        plain = unet(unet_sample, t, ehs).sample
+    check_against_onnx("controlnet/few-residuals", [*down, mid], OUT / "controlnet" / "few-residuals" / "model.onnx",
+                       {"sample": sample.numpy(), "timestep": np.array(901.0, np.float32),
+                        "encoder_hidden_states": ehs.numpy(), "controlnet_cond": cond.numpy(),
+                        "conditioning_scale": np.array(0.7, np.float32)})
+    ufeeds = {"sample": unet_sample.numpy(), "timestep": np.array(901.0, np.float32), "encoder_hidden_states": ehs.numpy()}
+    ufeeds.update({f"down_block_additional_residual_{i}": d.numpy() for i, d in enumerate(down)})
+    ufeeds["mid_block_additional_residual"] = mid.numpy()
+    check_against_onnx("controlnet-inpaint9/unet_controlnet", [controlled], out / "unet_controlnet" / "model.onnx", ufeeds)
+    unet_effect = float((controlled - plain).abs().max() / plain.abs().max())
+    print(f"the residuals change the 9-channel U-Net's output by {unet_effect:.3f} of its size")
+    assert unet_effect > 0.01
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            print(f"{p.stat().st_size:>10}  {p.relative_to(out)}")
 
 
 def export_real(model: str, controlnets: list[str], out: Path, opset: int):
@@ -307,9 +379,13 @@ def main():
     ap.add_argument("--sd15-random", type=Path, metavar="DIR",
                     help="add a random SD 1.5-size ControlNet to tools/make_sd15_random.py's export in DIR")
     ap.add_argument("--seed", type=int, default=0, help="--sd15-random: the seed make_sd15_random.py used")
+    ap.add_argument("--inpaint9", action="store_true",
+                    help="write tests/fixtures/controlnet-inpaint9 (unet_controlnet for the 9-channel inpainting variant)")
     ap.add_argument("--opset", type=int, default=18)
     args = ap.parse_args()
-    if args.sd15_random:
+    if args.inpaint9:
+        make_inpaint9_fixture(args.opset)
+    elif args.sd15_random:
         export_sd15_random(args.sd15_random, args.seed, args.opset)
     elif args.diffusers:
         if not args.out:

@@ -11,7 +11,15 @@ with the re-noised picture after each step, mask tests/fixtures/golden/inpaint/m
 the picture's posterior sample, the start noise, then the masked picture's
 posterior sample (drawn although a 4-channel U-Net does not use it).
 
+With --inpaint9: diffusers' StableDiffusionControlNetInpaintPipeline with the
+9-channel inpainting U-Net of tests/fixtures/variants/inpaint9 and the
+ControlNet of its architecture (tools/make_controlnet_fixture.py --inpaint9),
+written to tests/fixtures/golden/controlnet-inpaint9/. At full strength the
+picture is not encoded for the latents: the start noise, then the masked
+picture's posterior sample.
+
     /work/venv/bin/python tools/make_controlnet_golden.py
+    /work/venv/bin/python tools/make_controlnet_golden.py --inpaint9
 """
 import json
 import os
@@ -40,6 +48,19 @@ CASES = [
     ("ddim_inpaint", "inpaint", "ddim", 10, 7.5, [("control_a.png", 0.8, 0.0, 1.0)], False, 0.75),
     ("euler_inpaint_full", "inpaint", "euler", 8, 7.5, [("control_b.png", 1.0, 0.0, 1.0)], False, 1.0),
 ]
+
+# With tests/fixtures/variants/inpaint9's 9-channel U-Net (latents, mask,
+# masked picture's latents) and the 4-channel ControlNet of its architecture
+# (tools/make_controlnet_fixture.py --inpaint9): the net sees the latents
+# without the mask channels.
+INPAINT9_CASES = [
+    ("ddim_inpaint9", "inpaint", "ddim", 8, 7.5, [("control_a.png", 0.8, 0.0, 1.0)], False, 1.0),
+    ("euler_inpaint9_window", "inpaint", "euler", 8, 7.5, [("control_b.png", 1.0, 0.0, 0.6)], False, 0.75),
+    ("ddim_inpaint9_two", "inpaint", "ddim", 8, 7.5, [("control_a.png", 0.6, 0.0, 1.0), ("control_b.png", 0.4, 0.0, 1.0)],
+     False, 1.0),
+    ("ddim_inpaint9_guess", "inpaint", "ddim", 8, 7.5, [("control_a.png", 0.9, 0.0, 1.0)], True, 1.0),
+]
+OUT_INPAINT9 = REPO / "tests/fixtures/golden/controlnet-inpaint9"
 
 MASK = REPO / "tests/fixtures/golden/inpaint/mask.png"
 
@@ -77,26 +98,38 @@ def record_draws():
 
 
 def main():
-    import diffusers
-    from diffusers import (ControlNetModel, StableDiffusionControlNetImg2ImgPipeline,
-                           StableDiffusionControlNetInpaintPipeline, StableDiffusionControlNetPipeline)
-    from make_controlnet_fixture import TINY, randomize
+    from diffusers import ControlNetModel
+    from make_controlnet_fixture import TINY, inpaint9_unet, randomize, small_controlnet
     from make_tiny_fixture import build_pipeline
 
-    OUT.mkdir(parents=True, exist_ok=True)
     base = build_pipeline(TINY / "tokenizer")
-    controlnet = randomize(ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 16, 32, 32)), seed=17)
+    if "--inpaint9" in sys.argv[1:]:
+        # The 9-channel inpainting variant's U-Net (text encoder and VAE are
+        # tiny-sd's) with the ControlNet of its architecture.
+        run_cases(INPAINT9_CASES, OUT_INPAINT9, base, inpaint9_unet(), small_controlnet())
+    else:
+        controlnet = randomize(ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 16, 32, 32)), seed=17)
+        run_cases(CASES, OUT, base, base.unet, controlnet)
+
+
+def run_cases(cases, out_dir, base, unet, controlnet):
+    import diffusers
+    from diffusers import (StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetInpaintPipeline,
+                           StableDiffusionControlNetPipeline)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     a, b = control_images()
-    a.save(OUT / "control_a.png")
-    b.save(OUT / "control_b.png")
+    if out_dir == OUT:  # the tests read them from there for every case set
+        a.save(out_dir / "control_a.png")
+        b.save(out_dir / "control_b.png")
     images = {"control_a.png": a, "control_b.png": b}
     init = Image.open(REPO / "tests/fixtures/golden/ddim_cfg.png").convert("RGB")
     index = []
-    for name, kind, sched, steps, guidance, controls, guess, strength in CASES:
+    for name, kind, sched, steps, guidance, controls, guess, strength in cases:
         nets = controlnet if len(controls) == 1 else [controlnet] * len(controls)
         cls = {"txt2img": StableDiffusionControlNetPipeline, "img2img": StableDiffusionControlNetImg2ImgPipeline,
                "inpaint": StableDiffusionControlNetInpaintPipeline}[kind]
-        pipe = cls(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet, controlnet=nets,
+        pipe = cls(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, controlnet=nets,
                    scheduler=getattr(diffusers, SCHEDULERS[sched]).from_config(base.scheduler.config),
                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
@@ -129,9 +162,9 @@ def main():
                            **kwargs)
         restore()
         flat = np.concatenate([d.reshape(-1) for d in draws]).astype(np.float32)
-        np.save(OUT / f"{name}.latents.npy", captured["latents"])
-        np.save(OUT / f"{name}.image.npy", out.images[0].astype(np.float32))
-        np.save(OUT / f"{name}.draws.npy", flat)
+        np.save(out_dir / f"{name}.latents.npy", captured["latents"])
+        np.save(out_dir / f"{name}.image.npy", out.images[0].astype(np.float32))
+        np.save(out_dir / f"{name}.draws.npy", flat)
         index.append({
             "name": name, "kind": kind, "kiln_scheduler": sched, "steps": steps, "guidance_scale": guidance,
             "prompt": PROMPT, "negative_prompt": NEGATIVE if guidance > 1 else "", "guess_mode": guess,
@@ -141,7 +174,7 @@ def main():
             "draws_len": int(flat.size), "unet_timesteps": captured["t"],
         })
         print(name, "draws", flat.size, "timesteps", captured["t"], "latents max", float(np.abs(captured["latents"]).max()))
-    with open(OUT / "cases.json", "w") as f:
+    with open(out_dir / "cases.json", "w") as f:
         json.dump(index, f, indent=1)
         f.write("\n")
 

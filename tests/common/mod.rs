@@ -72,13 +72,19 @@ pub fn tiny_model() -> &'static Model {
 /// folder, as tests/variants.rs and tools/make_variant_fixtures.py assemble
 /// it: tiny-sd's `from_base` files (variant.json), then the variant's own.
 pub fn variant_folder(name: &str) -> PathBuf {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-common-variants").join(name);
+    assemble_variant(name, &dest);
+    dest
+}
+
+/// Variant `name` assembled in `dest` (emptied first), as `variant_folder`.
+pub fn assemble_variant(name: &str, dest: &std::path::Path) {
     let vdir = root().join("tests/fixtures/variants").join(name);
     let spec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(vdir.join("variant.json")).expect("variant.json")).unwrap();
     let base = vdir.join(spec["base"].as_str().unwrap());
-    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-common-variants").join(name);
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).unwrap();
+        std::fs::remove_dir_all(dest).unwrap();
     }
     let copy = |from: &std::path::Path, rel: &str| {
         let to = dest.join(rel);
@@ -101,7 +107,6 @@ pub fn variant_folder(name: &str) -> PathBuf {
             }
         }
     }
-    dest
 }
 
 /// Copies every file below `src` to the same relative path below `dest`.
@@ -132,6 +137,19 @@ pub fn controlnet_folder(tag: &str) -> PathBuf {
     for src in [fixture(), root().join("tests/fixtures/controlnet")] {
         copy_tree(&src, &dest);
     }
+    dest
+}
+
+/// The 9-channel inpainting variant (variants/inpaint9) with the ControlNet
+/// layout: its `unet_controlnet/` from tests/fixtures/controlnet-inpaint9 and
+/// the ControlNet of its architecture (controlnet/few-residuals, as
+/// `controlnet/small`; `tools/make_controlnet_fixture.py --inpaint9`),
+/// assembled under the target dir (`tag` keeps test binaries apart).
+pub fn inpaint9_controlnet_folder(tag: &str) -> PathBuf {
+    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-inpaint9-controlnet-model").join(tag);
+    assemble_variant("inpaint9", &dest);
+    copy_tree(&root().join("tests/fixtures/controlnet-inpaint9"), &dest);
+    copy_tree(&root().join("tests/fixtures/controlnet/controlnet/few-residuals"), &dest.join("controlnet/small"));
     dest
 }
 
