@@ -458,6 +458,45 @@ fn controlnet_jobs_run_on_the_device_loop() {
     }
 }
 
+/// ControlNet jobs with a 9-channel inpainting U-Net on the device loop: the
+/// step graph writes the U-Net's next input (latents, mask, masked picture's
+/// latents) and the same rows without the mask channels, which the nets take
+/// (as diffusers' StableDiffusionControlNetInpaintPipeline). Against the host
+/// loop on the same folder, with and without fixed buffers: one net with
+/// CFG, two nets (the combine), a window that leaves steps to no net, guess
+/// mode with CFG, and no guidance.
+#[test]
+fn controlnet_jobs_with_an_inpainting_unet_run_on_the_device_loop() {
+    use kiln::pipeline::control::Control;
+    let host = Model::load(&make_runtime(false).0, &common::inpaint9_controlnet_folder("device-host")).expect("inpaint9 ControlNet folder loads");
+    let a = || Control::new("small", common::control_image("control_a.png"));
+    let b = || Control::new("small", common::control_image("control_b.png"));
+    let with = |controls: Vec<Control>, r: GenerateRequest| GenerateRequest { controls, ..r };
+    let cases = [
+        ("inpaint9_one_ddim_cfg_s1", with(vec![a()], inpaint_request(SchedulerKind::Ddim, 7.5, 6, 1.0))),
+        ("inpaint9_two_dpmpp_2m_cfg_s075", with(vec![Control { scale: 0.6, ..a() }, Control { scale: 0.4, ..b() }], inpaint_request(SchedulerKind::DpmPP2M, 7.5, 6, 0.75))),
+        ("inpaint9_window_euler_a_cfg_s1", with(vec![Control { end: 0.5, ..b() }], inpaint_request(SchedulerKind::EulerA, 7.5, 6, 1.0))),
+        ("inpaint9_guess_euler_cfg_s1", GenerateRequest { guess_mode: true, ..with(vec![Control { scale: 0.9, ..a() }], inpaint_request(SchedulerKind::Euler, 7.5, 6, 1.0)) }),
+        ("inpaint9_one_ddim_noguide_s06", with(vec![b()], inpaint_request(SchedulerKind::Ddim, 1.0, 6, 0.6))),
+    ];
+    for (tag, fixed) in [("device-inpaint9", false), ("device-inpaint9-fixed", true)] {
+        let (rt, log) = make_runtime_with(true, fixed);
+        let m = Model::load(&rt, &common::inpaint9_controlnet_folder(tag)).expect("inpaint9 ControlNet folder loads");
+        for (id, r) in &cases {
+            let want = host.generate_with(r, Hooks::default()).expect("host loop");
+            assert_eq!(want.device_steps, 0);
+            let got = m.generate_with(r, Hooks::default()).expect("device loop with ControlNets");
+            let said = log.lock().unwrap().iter().rfind(|l| l.starts_with("latents:")).cloned();
+            assert_eq!(got.device_steps, want.timesteps.len(), "{tag} {id}: every U-Net call should have run in the device loop ({said:?})");
+            compare_results(&format!("{}_{id}", if fixed { "fixed" } else { "own" }), &got, &want);
+        }
+        // The control must matter, or none of the above shows anything.
+        let plain = m.generate_with(&GenerateRequest { controls: Vec::new(), ..cases[0].1.clone() }, Hooks::default()).unwrap();
+        let moved = common::max_abs_diff(&plain.image.data, &host.generate_with(&cases[0].1, Hooks::default()).unwrap().image.data);
+        assert!(moved > 1e-2, "{tag}: the ControlNet moved the image by only {moved}");
+    }
+}
+
 /// A job holds its model's fixed U-Net buffers for its whole loop, so a
 /// second job on the model waits for them: that wait must still honour the
 /// second job's cancel (the header promises a cancel within one graph call).

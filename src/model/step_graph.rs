@@ -22,7 +22,9 @@
 //! * with a 9-channel inpainting U-Net (`Inpainting::Conditioned`),
 //!   `conditioning` `[1, K, h, w]` (the mask, then the masked picture's
 //!   latents) is appended to each batch row's `s·next_sample` along the
-//!   channels, so `unet_in` is `[B, C + K, h, w]`;
+//!   channels, so `unet_in` is `[B, C + K, h, w]`; a second output,
+//!   `control_in` `[B, C, h, w]`, holds the rows without those channels: a
+//!   ControlNet's input (bound only when the job has ControlNets);
 //! * with an ordinary U-Net (`Inpainting::Blended`), the kept area is put
 //!   back on the init picture's noise level after the step: `clean`,
 //!   `start_noise`, `mask` and `keep` (= 1 − mask) `[1, C, h, w]`, and
@@ -59,6 +61,9 @@ pub(crate) mod names {
     pub const NEXT_HISTORY: &str = "next_history";
     /// The next U-Net call's input.
     pub const UNET_IN: &str = "unet_in";
+    /// 9-channel inpainting: the next U-Net input without the mask channels
+    /// (what a ControlNet takes).
+    pub const CONTROL_IN: &str = "control_in";
     /// Inpainting U-Net: the mask and the masked picture's latents.
     pub const CONDITIONING: &str = "conditioning";
     /// Blended inpainting: the init picture's latents.
@@ -160,10 +165,16 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     } else {
         "scaled"
     };
-    if cfg {
-        nodes.push(node("Concat", "batch", &[row, row], &[UNET_IN], &[int_attribute("axis", 0)]));
-    } else {
-        nodes.push(node("Identity", "batch", &[row], &[UNET_IN], &[]));
+    let batch = |nodes: &mut Vec<Message<'static>>, name: &str, row: &str, out: &str| {
+        if cfg {
+            nodes.push(node("Concat", name, &[row, row], &[out], &[int_attribute("axis", 0)]));
+        } else {
+            nodes.push(node("Identity", name, &[row], &[out], &[]));
+        }
+    };
+    batch(&mut nodes, "batch", row, UNET_IN);
+    if inpainting == Inpainting::Conditioned {
+        batch(&mut nodes, "control_batch", "scaled", CONTROL_IN);
     }
 
     let latent = [Ok(1), Err("channels"), Err("height"), Err("width")];
@@ -198,6 +209,9 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     graph.push_message(12, &value_info(NEXT_SAMPLE, &latent));
     graph.push_message(12, &value_info(NEXT_HISTORY, &latent));
     graph.push_message(12, &value_info(UNET_IN, &batched_in));
+    if inpainting == Inpainting::Conditioned {
+        graph.push_message(12, &value_info(CONTROL_IN, &batched));
+    }
     model_bytes(&graph)
 }
 

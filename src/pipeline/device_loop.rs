@@ -50,8 +50,8 @@
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! ControlNet with a 9-channel inpainting U-Net or under per-stage
-//! residency, U-Nets run as two batch-1 calls for CFG, float16
+//! ControlNet under per-stage residency, U-Nets run as two batch-1 calls
+//! for CFG, float16
 //! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
@@ -158,9 +158,6 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
         Some(c) => {
             if let Some(why) = c.device_refusal() {
                 return Err(why);
-            }
-            if r.inpainting.extra_channels() > 0 {
-                return Err("ControlNet with a 9-channel inpainting U-Net takes the latents without its extra channels".into());
             }
             Some(Arc::clone(&c.unet))
         }
@@ -522,14 +519,24 @@ pub(crate) fn run(
 
     // The first U-Net input is made on the host; every later one by the step graph.
     let scale0 = scheduler.input_scale(r.start);
-    let mut scaled = r.latents.mapv(|x| x * scale0);
-    if let DeviceInpainting::Conditioned(c) = r.inpainting {
-        scaled = ndarray::concatenate(ndarray::Axis(1), &[scaled.view(), c.view()]).map_err(|e| Error::internal(e.to_string()))?;
-    }
-    let first_in = if r.cfg {
-        ndarray::concatenate(ndarray::Axis(0), &[scaled.view(), scaled.view()]).map_err(|e| Error::internal(e.to_string()))?
-    } else {
-        scaled
+    let batched = |row: &ArrayD<f32>| -> Result<ArrayD<f32>> {
+        match r.cfg {
+            true => ndarray::concatenate(ndarray::Axis(0), &[row.view(), row.view()]).map_err(|e| Error::internal(e.to_string())),
+            false => Ok(row.clone()),
+        }
+    };
+    let scaled = r.latents.mapv(|x| x * scale0);
+    // A 9-channel inpainting U-Net's ControlNets take its input without the
+    // mask channels: the step graph writes that too (`control_in`).
+    let mut control_sample = None;
+    let first_in = match r.inpainting {
+        DeviceInpainting::Conditioned(c) => {
+            if r.controls.is_some() {
+                control_sample = Some(upload(&allocator, &batched(&scaled)?)?);
+            }
+            batched(&ndarray::concatenate(ndarray::Axis(1), &[scaled.view(), c.view()]).map_err(|e| Error::internal(e.to_string()))?)?
+        }
+        _ => batched(&scaled)?,
     };
     let zeros = ArrayD::<f32>::zeros(IxDyn(&latent_shape));
     let mut samples = [upload(&allocator, &r.latents)?, device_tensor(&allocator, &latent_shape)?];
@@ -595,6 +602,9 @@ pub(crate) fn run(
 
     let mut step_binding: IoBinding = step_graph.create_binding()?;
     step_binding.bind_output(names::UNET_IN, &mut buffers.sample).map_err(fail("binding the next U-Net input"))?;
+    if let Some(c) = control_sample.as_mut() {
+        step_binding.bind_output(names::CONTROL_IN, c).map_err(fail("binding the next ControlNet input"))?;
+    }
     // Inpainting's inputs are the same at every step: on the device once.
     let mut inpainting_inputs = Vec::new();
     match r.inpainting {
@@ -638,7 +648,7 @@ pub(crate) fn run(
             }
         }
         if let Some(c) = controls.as_mut() {
-            c.step(m, k, t, batch, buffers, run_options)?;
+            c.step(m, k, t, batch, control_sample.as_ref(), buffers, run_options)?;
         }
         let unet_run = loop {
             match unet.run_binding_in_session(&buffers.binding, buffers.epoch, buffers.graph_options.as_ref().or(run_options)) {
@@ -722,8 +732,9 @@ pub(crate) fn run(
 
 /// A generation's ControlNets in the device loop. Before each U-Net call the
 /// nets in their window run on the U-Net's bound sample (the same tensor: a
-/// ControlNet takes the latents as the U-Net does, without inpainting
-/// channels, which the loop refuses) and write their residuals straight into
+/// ControlNet takes the latents as the U-Net does; with a 9-channel
+/// inpainting U-Net, on the step graph's `control_in`, the same rows without
+/// the mask channels) and write their residuals straight into
 /// the tensors `unet_controlnet` reads. With several nets at one step, or
 /// residuals scaled after the graph (guess mode's per-block scales, a net
 /// without a `conditioning_scale` input), each net writes its own and a small
@@ -826,8 +837,20 @@ impl<'c> DeviceControls<'c> {
     }
 
     /// Runs the nets of U-Net call `k` (timestep `t`, batch `batch`) and
-    /// leaves their summed residuals, or zeros, in the U-Net's inputs.
-    fn step(&mut self, m: &ModelInner, k: usize, t: f64, batch: usize, buffers: &mut FixedUnetIo, options: Option<&RunOptions>) -> Result<()> {
+    /// leaves their summed residuals, or zeros, in the U-Net's inputs. The
+    /// nets read the U-Net's bound sample, or `own_sample` (a 9-channel
+    /// inpainting U-Net's input without its mask channels).
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        m: &ModelInner,
+        k: usize,
+        t: f64,
+        batch: usize,
+        own_sample: Option<&DynTensor>,
+        buffers: &mut FixedUnetIo,
+        options: Option<&RunOptions>,
+    ) -> Result<()> {
         let active = self.controls.active_at(k, self.total);
         let count = self.names.len();
         match active.len() {
@@ -841,7 +864,7 @@ impl<'c> DeviceControls<'c> {
             0 => {}
             1 if !self.controls.scales_on_host() => {
                 let j = active[0];
-                let sample = &buffers.sample;
+                let sample = own_sample.unwrap_or(&buffers.sample);
                 let (binding, net) = (&mut self.bindings[j], self.controls.net(j));
                 bind_net_step(net, binding, sample, t, batch)?;
                 let targets = Self::targets(&self.fixed, &mut self.own, buffers);
@@ -851,7 +874,7 @@ impl<'c> DeviceControls<'c> {
             _ => {
                 for &j in &active {
                     let net = self.controls.net(j);
-                    bind_net_step(net, &mut self.bindings[j], &buffers.sample, t, batch)?;
+                    bind_net_step(net, &mut self.bindings[j], own_sample.unwrap_or(&buffers.sample), t, batch)?;
                     let outputs = self.scratch[j].as_mut().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?.iter_mut().collect();
                     run_net(net, &mut self.bindings[j], outputs, options)?;
                 }
