@@ -295,6 +295,8 @@ enum kiln_residency
     KILN_RESIDENCY_ALL_RESIDENT = 0,
     // Only the graph in use is loaded: using one releases the others, so peak
     // memory is the largest single graph, at the cost of reloading per stage.
+    // (A ControlNet job's nets and the U-Net they feed run in turn at every
+    // step, so they stay loaded together through the loop.)
     KILN_RESIDENCY_PER_STAGE = 1,
 };
 #ifndef __cplusplus

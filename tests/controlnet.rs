@@ -329,3 +329,54 @@ fn seamless_views_run_controlnets_with_wrapping_graphs() {
     view.generate_with(&r, Hooks::default()).unwrap();
     assert_eq!(view.loaded_sessions(), before + 2);
 }
+
+/// Per-stage residency keeps a ControlNet and `unet_controlnet` loaded
+/// together through the loop: they run in turn at every step, and releasing
+/// one for the other reopened both sessions at every step (12 opens for a
+/// 6-step job; on SD 1.5 seconds each). Each graph now opens once per job,
+/// the text encoder and VAE are still released while denoising, and the
+/// pixels are the all-resident model's.
+#[test]
+fn per_stage_residency_opens_the_controlnet_and_its_unet_once_per_job() {
+    use std::sync::{Arc, Mutex};
+    common::runtime(); // load ONNX Runtime once for this process
+    let log: Arc<Mutex<Vec<String>>> = Default::default();
+    let sink = Arc::clone(&log);
+    let rt = kiln::Runtime::new(&kiln::RuntimeOptions {
+        residency: kiln::model::Residency::PerStage,
+        embedding_cache_entries: Some(0), // the text encoder runs in both rounds
+        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        log_level: kiln::runtime::LogLevel::Info,
+        ..Default::default()
+    })
+    .unwrap();
+    let lazy = Model::load(&rt, &common::controlnet_folder("per-stage")).unwrap();
+    let r = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        negative_prompt: "blurry".into(),
+        steps: 6,
+        seed: 5,
+        scheduler: SchedulerKind::Euler,
+        // Two nets (one graph) and a window: steps with and without a net.
+        controls: vec![
+            Control { scale: 0.7, ..Control::new("tiny", common::control_image("control_a.png")) },
+            Control { end: 0.5, ..Control::new("tiny", common::control_image("control_b.png")) },
+        ],
+        ..Default::default()
+    };
+    for round in 0..2 {
+        log.lock().unwrap().clear();
+        let mut seen = Vec::new();
+        let mut on_step = |_: &kiln::pipeline::StepProgress<'_>| seen.push((lazy.resident_graphs(), lazy.loaded_sessions()));
+        let out = lazy.generate_with(&r, Hooks { on_step: Some(&mut on_step), ..Default::default() }).unwrap();
+        let opens: Vec<String> = log.lock().unwrap().iter().filter(|l| l.contains(": execution provider")).map(|l| l.split(':').next().unwrap().to_string()).collect();
+        assert_eq!(opens, ["text_encoder", "controlnet", "unet_controlnet", "vae_decoder"], "round {round}: sessions opened");
+        assert!(
+            seen.iter().all(|(graphs, sessions)| graphs == &vec!["unet_controlnet"] && *sessions == 2),
+            "round {round}: only unet_controlnet and the ControlNet are loaded while denoising: {seen:?}"
+        );
+        assert_eq!(lazy.resident_graphs(), vec!["vae_decoder"], "round {round}: the stage is released after the loop");
+        let reference = model().generate_with(&r, Hooks::default()).unwrap();
+        assert_eq!(out.image.data, reference.image.data, "round {round}: residency must not change a pixel");
+    }
+}

@@ -165,6 +165,8 @@ pub enum kiln_residency {
     AllResident = 0,
     /// Only the graph in use is loaded: using one releases the others, so peak
     /// memory is the largest single graph, at the cost of reloading per stage.
+    /// (A ControlNet job's nets and the U-Net they feed run in turn at every
+    /// step, so they stay loaded together through the loop.)
     PerStage = 1,
 }
 

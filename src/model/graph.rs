@@ -124,7 +124,9 @@ pub enum Residency {
     AllResident = 0,
     /// Only the graph in use is loaded: loading one releases the others, so
     /// peak memory is the largest single graph (text encoder, U-Net or VAE),
-    /// at the cost of reloading each stage per generation.
+    /// at the cost of reloading each stage per generation. A ControlNet job's
+    /// nets and `unet_controlnet` run in turn at every step and stay loaded
+    /// together through the loop.
     PerStage = 1,
 }
 
@@ -146,6 +148,15 @@ pub(crate) struct ResidencyGroup {
     /// The graph loaded now (names are unique within a group).
     current: Mutex<Option<&'static str>>,
     slots: Mutex<Vec<(&'static str, SessionSlot)>>,
+}
+
+/// Whether graphs `a` and `b` (different names) run in turn at every step,
+/// so that per-stage residency keeps both loaded rather than reopening each
+/// at every step: a ControlNet and the U-Net that takes its residuals
+/// (`unet_controlnet`, or `unet_controlnet_static` specialised from it).
+fn one_stage(a: &str, b: &str) -> bool {
+    let residual_unet = |n: &str| n.starts_with("unet_controlnet");
+    (a == "controlnet" && residual_unet(b)) || (residual_unet(a) && b == "controlnet")
 }
 
 /// A graph's session, `None` while released.
@@ -294,7 +305,7 @@ impl Graph {
             if *current != Some(self.name) {
                 let slots = self.group.slots.lock().clone();
                 for (name, slot) in &slots {
-                    if *name != self.name {
+                    if *name != self.name && !one_stage(name, self.name) {
                         *slot.lock() = None;
                     }
                 }
