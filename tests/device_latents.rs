@@ -497,6 +497,56 @@ fn controlnet_jobs_with_an_inpainting_unet_run_on_the_device_loop() {
     }
 }
 
+/// Per-stage residency with ControlNets on the device loop: the nets and
+/// `unet_controlnet` are one stage, so both stay loaded through the loop; a
+/// job's first preview decodes with the VAE, which releases them both
+/// mid-loop, and each is bound again in its reopened session (a stale
+/// ControlNet binding would run on a freed session, and the U-Net's new
+/// binding must get the residuals, not the zeros it was first made with:
+/// 6 levels off when that was missed). Same results as the host loop with
+/// every graph resident, with and without fixed buffers.
+#[test]
+fn per_stage_residency_runs_controlnet_jobs_on_the_device_loop() {
+    use kiln::pipeline::control::Control;
+    let host = Model::load(&make_runtime(false).0, &common::controlnet_folder("per-stage-host")).expect("ControlNet folder loads");
+    let a = || Control::new("tiny", common::control_image("control_a.png"));
+    let b = || Control::new("tiny", common::control_image("control_b.png"));
+    let one = GenerateRequest { controls: vec![a()], ..request(SchedulerKind::Euler, 5.0, 7) };
+    let two = GenerateRequest {
+        controls: vec![Control { scale: 0.5, ..a() }, Control { end: 0.5, ..b() }],
+        ..request(SchedulerKind::DpmPP2M, 5.0, 6)
+    };
+    let want_job = host.generate_with(&one, Hooks::default()).unwrap().image.to_rgba8();
+    for fixed in [false, true] {
+        let tag = if fixed { "per-stage-device-fixed" } else { "per-stage-device" };
+        let (rt, log) = make_runtime_full(true, fixed, kiln::model::Residency::PerStage);
+        let model = Model::load(&rt, &common::controlnet_folder(tag)).expect("ControlNet folder loads");
+        for (id, r) in [("controlnet_euler_cfg", &one), ("two_controlnets_dpmpp_2m_cfg", &two)] {
+            let id = format!("per_stage{}_{id}", if fixed { "_fixed" } else { "" });
+            let want = host.generate_with(r, Hooks::default()).expect("host loop");
+            let got = model.generate_with(r, Hooks::default()).expect("device loop, per stage, ControlNets");
+            assert_eq!(got.device_steps, want.timesteps.len(), "{id}: every U-Net call should have run in the device loop");
+            compare_results(&id, &got, &want);
+        }
+        // A job with previews: the first decodes with the VAE, releasing the
+        // nets and the U-Net; the residuals must be bound again with the U-Net.
+        let pool = kiln::jobs::pool_for(model.runtime()).unwrap();
+        let config = kiln::jobs::JobConfig { preview_interval: 2, observer: Some(Arc::new(Previews::default())), ..Default::default() };
+        let before = log.lock().unwrap().len();
+        let job = pool.submit(&model, one.clone(), config);
+        assert_eq!(pool.wait(job, std::time::Duration::from_secs(120)).unwrap(), kiln::jobs::JobState::Succeeded, "{}", pool.error_message(job).unwrap());
+        let pixels = pool.with_image(job, |image| Ok(image.pixels.clone())).unwrap();
+        pool.release(job).unwrap();
+        let lines = log.lock().unwrap()[before..].to_vec();
+        assert!(lines.iter().any(|l| l == "latents: 7 steps with device-resident latents"), "{tag}: {lines:?}");
+        assert!(lines.iter().any(|l| l.contains("session was reloaded") && l.contains("bound again")), "{tag}: the U-Net was never released mid-loop: {lines:?}");
+        let net_opens = lines.iter().filter(|l| l.starts_with("controlnet: execution provider")).count();
+        assert!(net_opens >= 2, "{tag}: the ControlNet was never released mid-loop ({net_opens} opens): {lines:?}");
+        let worst = pixels.iter().zip(want_job.pixels.iter()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0);
+        common::check_margin(&format!("device_latents::{}_job_image_levels", tag.replace('-', "_")), worst as f64, 1.0);
+    }
+}
+
 /// A job holds its model's fixed U-Net buffers for its whole loop, so a
 /// second job on the model waits for them: that wait must still honour the
 /// second job's cancel (the header promises a cancel within one graph call).

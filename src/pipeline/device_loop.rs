@@ -24,8 +24,9 @@
 //! Under per-stage residency the U-Net's session can be released during the
 //! loop (a job's preview decoded with the VAE, another generation on the
 //! model): the loop's tensors then come from the step graph's session (which
-//! stays loaded), each U-Net run checks it is still in the session its binding
-//! was made in, and binds the same tensors again in the reopened one if not.
+//! stays loaded), each U-Net and ControlNet run checks it is still in the
+//! session its binding was made in, and binds the same tensors again in the
+//! reopened one if not.
 //!
 //! With CUDA graph replay (`ProviderPolicy::cuda_graph`, the specialised
 //! U-Net's session captured by ONNX Runtime) every U-Net input and its output
@@ -50,8 +51,7 @@
 //! goes through the host loop, and the reason is logged once per generation:
 //! schedulers whose step is not linear or keeps host state (PNDM, LMS, Heun,
 //! UniPC; DDIM and LCM with clipping or thresholding), guidance rescale,
-//! ControlNet under per-stage residency, U-Nets run as two batch-1 calls
-//! for CFG, float16
+//! U-Nets run as two batch-1 calls for CFG, float16
 //! U-Net inputs or outputs, and other execution providers; also a CUDA graph capture ONNX Runtime refuses on the first
 //! step (that shape then runs the dynamic U-Net).
 use ndarray::{ArrayD, IxDyn};
@@ -188,9 +188,6 @@ pub(crate) fn plan(m: &ModelInner, scheduler: &dyn Scheduler, r: &DeviceRequest<
         None => return Err("the U-Net's output is not declared".into()),
     }
     if let Some(c) = r.controls {
-        if unet.per_stage() {
-            return Err("per-stage residency would swap the ControlNet and U-Net sessions at every step".into());
-        }
         if let Some(j) = (0..c.len()).find(|&j| c.net(j).graph.provider.primary() != unet.provider.primary()) {
             return Err(format!("ControlNet {:?} runs on another provider than the U-Net", c.net(j).name));
         }
@@ -658,6 +655,9 @@ pub(crate) fn run(
                     if buffers.timestep.is_none() {
                         buffers.binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the timestep"))?;
                     }
+                    if let Some(c) = controls.as_ref() {
+                        c.bind_residuals(buffers)?;
+                    }
                 }
                 Ok(true) => break Ok(()),
                 Err(e) => break Err(e),
@@ -750,7 +750,7 @@ struct DeviceControls<'c> {
     /// U-Net calls the window's fractions are of.
     total: usize,
     /// Each net's binding, its steady inputs bound.
-    bindings: Vec<IoBinding>,
+    bindings: Vec<NetBinding>,
     /// The U-Net's residual inputs, in the nets' output order.
     names: Vec<String>,
     /// With fixed buffers: each residual's index among the U-Net's constant
@@ -806,12 +806,11 @@ impl<'c> DeviceControls<'c> {
         let mut bindings = Vec::with_capacity(controls.len());
         for j in 0..controls.len() {
             let net = controls.net(j);
-            let mut binding = net.graph.create_binding()?;
+            let mut steady = Vec::new();
             for (spec, data) in controls.steady_inputs_of(j, embeds, added)? {
-                let value = net.graph.to_value(spec, data)?;
-                binding.bind_input(spec.name.as_str(), &value).map_err(fail("binding a ControlNet input"))?;
+                steady.push((spec.name.clone(), net.graph.to_value(spec, data)?));
             }
-            bindings.push(binding);
+            bindings.push(NetBinding::new(net, steady)?);
         }
         // Steps that combine (several nets, or residuals scaled after the
         // graph): each net writes its own residuals first.
@@ -825,11 +824,11 @@ impl<'c> DeviceControls<'c> {
         Ok(Self { controls, total, bindings, names, fixed, own, zeros, scratch, dirty: false })
     }
 
-    /// The U-Net's residual tensors.
-    fn targets<'b>(fixed: &Option<Vec<usize>>, own: &'b mut [DynTensor], buffers: &'b mut FixedUnetIo) -> Vec<&'b mut DynTensor> {
+    /// The U-Net's residual tensors (`constants`: the U-Net's fixed input buffers).
+    fn targets<'b>(fixed: &Option<Vec<usize>>, own: &'b mut [DynTensor], constants: &'b mut [DynTensor]) -> Vec<&'b mut DynTensor> {
         match fixed {
             Some(index) => {
-                let mut slots: Vec<Option<&mut DynTensor>> = buffers.constants.iter_mut().map(Some).collect();
+                let mut slots: Vec<Option<&mut DynTensor>> = constants.iter_mut().map(Some).collect();
                 index.iter().filter_map(|&k| slots.get_mut(k).and_then(Option::take)).collect()
             }
             None => own.iter_mut().collect(),
@@ -855,7 +854,7 @@ impl<'c> DeviceControls<'c> {
         let count = self.names.len();
         match active.len() {
             0 if self.dirty => {
-                let targets = Self::targets(&self.fixed, &mut self.own, buffers);
+                let targets = Self::targets(&self.fixed, &mut self.own, &mut buffers.constants);
                 for (zero, target) in self.zeros.iter().zip(targets) {
                     zero.copy_into(target).map_err(fail("zeroing a ControlNet residual"))?;
                 }
@@ -866,17 +865,15 @@ impl<'c> DeviceControls<'c> {
                 let j = active[0];
                 let sample = own_sample.unwrap_or(&buffers.sample);
                 let (binding, net) = (&mut self.bindings[j], self.controls.net(j));
-                bind_net_step(net, binding, sample, t, batch)?;
-                let targets = Self::targets(&self.fixed, &mut self.own, buffers);
-                run_net(net, binding, targets, options)?;
+                let targets = Self::targets(&self.fixed, &mut self.own, &mut buffers.constants);
+                binding.run(net, sample, t, batch, targets, options)?;
                 self.dirty = true;
             }
             _ => {
                 for &j in &active {
                     let net = self.controls.net(j);
-                    bind_net_step(net, &mut self.bindings[j], own_sample.unwrap_or(&buffers.sample), t, batch)?;
                     let outputs = self.scratch[j].as_mut().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?.iter_mut().collect();
-                    run_net(net, &mut self.bindings[j], outputs, options)?;
+                    self.bindings[j].run(net, own_sample.unwrap_or(&buffers.sample), t, batch, outputs, options)?;
                 }
                 // Guess mode in a CFG batch: the conditional row's residuals
                 // only (the nets ran on both rows), after a row of zeros.
@@ -893,7 +890,7 @@ impl<'c> DeviceControls<'c> {
                 }
                 let factors = host_tensor(factors, &[active.len() * count])?;
                 binding.bind_input(names::FACTORS, &factors).map_err(fail("binding the residual factors"))?;
-                for (i, target) in Self::targets(&self.fixed, &mut self.own, buffers).into_iter().enumerate() {
+                for (i, target) in Self::targets(&self.fixed, &mut self.own, &mut buffers.constants).into_iter().enumerate() {
                     binding.bind_output(format!("out_{i}"), target).map_err(fail("binding a combined residual"))?;
                 }
                 combine.run_binding(&binding, options)?;
@@ -901,6 +898,14 @@ impl<'c> DeviceControls<'c> {
             }
         }
         // Bound again before every run, as the sample is (see `run`).
+        self.bind_residuals(buffers)
+    }
+
+    /// Binds this generation's residual tensors as the U-Net's residual
+    /// inputs: before every run, and after the U-Net's binding was made again
+    /// in a reopened session (`FixedUnetIo::rebind` binds the zeros of
+    /// `values` there). Fixed buffers are bound with the U-Net's own.
+    fn bind_residuals(&self, buffers: &mut FixedUnetIo) -> Result<()> {
         if self.fixed.is_none() {
             for (name, t) in self.names.iter().zip(&self.own) {
                 buffers.binding.bind_input(name.as_str(), t).map_err(fail("binding a ControlNet residual"))?;
@@ -910,21 +915,53 @@ impl<'c> DeviceControls<'c> {
     }
 }
 
-/// Binds one ControlNet call's per-step inputs: the U-Net's sample (a device
-/// tensor) and the timestep.
-fn bind_net_step(net: &crate::model::controlnet::ControlNet, binding: &mut IoBinding, sample: &DynTensor, t: f64, batch: usize) -> Result<()> {
-    let io = &net.io;
-    let timestep = net.graph.to_value(&io.timestep, GraphInput::Float(control::timestep(&io.timestep, t, batch)))?;
-    binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the ControlNet's timestep"))?;
-    binding.bind_input(io.sample.name.as_str(), sample).map_err(fail("binding the ControlNet's sample"))?;
-    Ok(())
+/// One ControlNet's binding in the device loop, with the inputs that stay
+/// the same through it (text, control image, scale...). Under per-stage
+/// residency the net's session can be released during the loop (a preview
+/// decoded with the VAE): a run then finds its binding's session gone, and
+/// everything is bound again in the reopened one, as the U-Net's binding is
+/// (`FixedUnetIo::rebind`).
+struct NetBinding {
+    binding: IoBinding,
+    /// The session the binding belongs to (`Graph::session_epoch`).
+    epoch: u64,
+    steady: Vec<(String, DynTensor)>,
 }
 
-/// Runs one ControlNet with its residuals written into `outputs` (down
-/// blocks, then mid).
-fn run_net(net: &crate::model::controlnet::ControlNet, binding: &mut IoBinding, outputs: Vec<&mut DynTensor>, options: Option<&RunOptions>) -> Result<()> {
-    for (spec, out) in net.io.down.iter().chain(std::iter::once(&net.io.mid)).zip(outputs) {
-        binding.bind_output(spec.name.as_str(), out).map_err(fail("binding a ControlNet residual"))?;
+impl NetBinding {
+    fn new(net: &crate::model::controlnet::ControlNet, steady: Vec<(String, DynTensor)>) -> Result<Self> {
+        let (mut binding, epoch) = net.graph.create_binding_in_session()?;
+        for (name, value) in &steady {
+            binding.bind_input(name.as_str(), value).map_err(fail("binding a ControlNet input"))?;
+        }
+        Ok(Self { binding, epoch, steady })
     }
-    net.graph.run_binding(binding, options).map_err(|e| e.context(format!("controlnet {}", net.name)))
+
+    /// Runs the net on `sample` (a device tensor) at timestep `t` with its
+    /// residuals written into `outputs` (down blocks, then mid).
+    fn run(
+        &mut self,
+        net: &crate::model::controlnet::ControlNet,
+        sample: &DynTensor,
+        t: f64,
+        batch: usize,
+        mut outputs: Vec<&mut DynTensor>,
+        options: Option<&RunOptions>,
+    ) -> Result<()> {
+        let io = &net.io;
+        let timestep = net.graph.to_value(&io.timestep, GraphInput::Float(control::timestep(&io.timestep, t, batch)))?;
+        loop {
+            let binding = &mut self.binding;
+            binding.bind_input(io.timestep.name.as_str(), &timestep).map_err(fail("binding the ControlNet's timestep"))?;
+            binding.bind_input(io.sample.name.as_str(), sample).map_err(fail("binding the ControlNet's sample"))?;
+            for (spec, out) in io.down.iter().chain(std::iter::once(&io.mid)).zip(outputs.iter_mut()) {
+                binding.bind_output(spec.name.as_str(), &mut **out).map_err(fail("binding a ControlNet residual"))?;
+            }
+            match net.graph.run_binding_in_session(binding, self.epoch, options) {
+                Ok(true) => return Ok(()),
+                Ok(false) => *self = Self::new(net, std::mem::take(&mut self.steady))?,
+                Err(e) => return Err(e.context(format!("controlnet {}", net.name))),
+            }
+        }
+    }
 }
