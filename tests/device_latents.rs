@@ -438,14 +438,7 @@ fn controlnet_jobs_run_on_the_device_loop() {
     for (tag, fixed) in [("controlnet-device", false), ("controlnet-device-fixed", true)] {
         let (rt, log) = make_runtime_with(true, fixed);
         let m = Model::load(&rt, &common::controlnet_folder(tag)).expect("ControlNet folder loads");
-        for (id, r) in &cases {
-            let want = host.generate_with(r, Hooks::default()).expect("host loop");
-            assert_eq!(want.device_steps, 0);
-            let got = m.generate_with(r, Hooks::default()).expect("device loop with ControlNets");
-            let said = log.lock().unwrap().iter().rfind(|l| l.starts_with("latents:")).cloned();
-            assert_eq!(got.device_steps, want.timesteps.len(), "{tag} {id}: every U-Net call should have run in the device loop ({said:?})");
-            compare_results(&format!("{}_{id}", tag.replace('-', "_")), &got, &want);
-        }
+        compare_controlnet_cases(&host, &m, &log, &tag.replace('-', "_"), &cases);
         // The control must matter, or none of the above shows anything.
         let plain = m.generate_with(&request(SchedulerKind::Euler, 5.0, 6), Hooks::default()).unwrap();
         let moved = common::max_abs_diff(&plain.image.data, &host.generate_with(&cases[0].1, Hooks::default()).unwrap().image.data);
@@ -455,6 +448,20 @@ fn controlnet_jobs_run_on_the_device_loop() {
         let plain_scale = m.generate_with(&GenerateRequest { guess_mode: false, ..cases[6].1.clone() }, Hooks::default()).unwrap();
         let moved = common::max_abs_diff(&guess.image.data, &plain_scale.image.data);
         assert!(moved > 1e-2, "{tag}: guess mode moved the image by only {moved}");
+    }
+}
+
+/// Runs each case on `host` (the host loop) and `device`, checking that every
+/// U-Net call ran in the device loop and that the results agree; margins
+/// named `{prefix}_{id}`.
+fn compare_controlnet_cases(host: &Model, device: &Model, log: &Log, prefix: &str, cases: &[(&str, GenerateRequest)]) {
+    for (id, r) in cases {
+        let want = host.generate_with(r, Hooks::default()).expect("host loop");
+        assert_eq!(want.device_steps, 0);
+        let got = device.generate_with(r, Hooks::default()).expect("device loop with ControlNets");
+        let said = log.lock().unwrap().iter().rfind(|l| l.starts_with("latents:")).cloned();
+        assert_eq!(got.device_steps, want.timesteps.len(), "{prefix} {id}: every U-Net call should have run in the device loop ({said:?})");
+        compare_results(&format!("{prefix}_{id}"), &got, &want);
     }
 }
 
@@ -482,14 +489,7 @@ fn controlnet_jobs_with_an_inpainting_unet_run_on_the_device_loop() {
     for (tag, fixed) in [("device-inpaint9", false), ("device-inpaint9-fixed", true)] {
         let (rt, log) = make_runtime_with(true, fixed);
         let m = Model::load(&rt, &common::inpaint9_controlnet_folder(tag)).expect("inpaint9 ControlNet folder loads");
-        for (id, r) in &cases {
-            let want = host.generate_with(r, Hooks::default()).expect("host loop");
-            assert_eq!(want.device_steps, 0);
-            let got = m.generate_with(r, Hooks::default()).expect("device loop with ControlNets");
-            let said = log.lock().unwrap().iter().rfind(|l| l.starts_with("latents:")).cloned();
-            assert_eq!(got.device_steps, want.timesteps.len(), "{tag} {id}: every U-Net call should have run in the device loop ({said:?})");
-            compare_results(&format!("{}_{id}", if fixed { "fixed" } else { "own" }), &got, &want);
-        }
+        compare_controlnet_cases(&host, &m, &log, if fixed { "fixed" } else { "own" }, &cases);
         // The control must matter, or none of the above shows anything.
         let plain = m.generate_with(&GenerateRequest { controls: Vec::new(), ..cases[0].1.clone() }, Hooks::default()).unwrap();
         let moved = common::max_abs_diff(&plain.image.data, &host.generate_with(&cases[0].1, Hooks::default()).unwrap().image.data);
