@@ -156,7 +156,7 @@ rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-devi
 echo "== ControlNet parity on CUDA, exact math: host loop, static U-Net, device latents, CUDA graphs + device latents"
 for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_DEVICE_LATENTS=1" "KILN_TEST_CUDA_GRAPH=1 KILN_TEST_DEVICE_LATENTS=1"; do
     tag=$(echo "${envs:-host}" | sed 's/KILN_TEST_//g; s/=1//g' | tr 'A-Z ' 'a-z+')
-    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$CONTROLNET" matches_diffusers --nocapture >"$OUT/controlnet-$tag.log" 2>&1
+    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$CONTROLNET" matches_diffusers match_diffusers --nocapture >"$OUT/controlnet-$tag.log" 2>&1
     rc=$?; grep -E "^margin|test result|panicked" "$OUT/controlnet-$tag.log" | sed "s/^/[controlnet $tag] /"; lever "controlnet_parity_$tag" $rc
 done
 echo "== ControlNet timings (tiny fixture with its ControlNet, 512x512, 20 CFG steps): host loop vs device latents"

@@ -13,9 +13,11 @@
 //!   the next U-Net call's input scale s.
 //!
 //! Outputs: `next_sample = a·x + b·m + c·h + d·z`, `next_history = e·x + f·m`
-//! with `m = u + g·(c − u)` (the CFG combine, in the host loop's order), and
+//! with `m = u + g·(c − u)` (the CFG combine, in the host loop's order),
 //! `unet_in` = `s·next_sample`, repeated B times along the batch: the next
-//! U-Net call's input.
+//! U-Net call's input, and `control_row` = `s·next_sample` once `[1, C, h, w]`:
+//! what ControlNets take in guess mode with CFG, where they run on the
+//! conditional row alone (bound only then).
 //!
 //! Inpainting (diffusers' `StableDiffusionInpaintPipeline`) adds inputs:
 //!
@@ -64,6 +66,9 @@ pub(crate) mod names {
     /// 9-channel inpainting: the next U-Net input without the mask channels
     /// (what a ControlNet takes).
     pub const CONTROL_IN: &str = "control_in";
+    /// One row of the next U-Net input, without inpainting channels: the
+    /// ControlNets' input in guess mode with CFG.
+    pub const CONTROL_ROW: &str = "control_row";
     /// Inpainting U-Net: the mask and the masked picture's latents.
     pub const CONDITIONING: &str = "conditioning";
     /// Blended inpainting: the init picture's latents.
@@ -176,6 +181,7 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     if inpainting == Inpainting::Conditioned {
         batch(&mut nodes, "control_batch", "scaled", CONTROL_IN);
     }
+    nodes.push(node("Identity", "control_row", &["scaled"], &[CONTROL_ROW], &[]));
 
     let latent = [Ok(1), Err("channels"), Err("height"), Err("width")];
     let batched = [Ok(if cfg { 2 } else { 1 }), Err("channels"), Err("height"), Err("width")];
@@ -212,6 +218,7 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     if inpainting == Inpainting::Conditioned {
         graph.push_message(12, &value_info(CONTROL_IN, &batched));
     }
+    graph.push_message(12, &value_info(CONTROL_ROW, &latent));
     model_bytes(&graph)
 }
 
@@ -221,11 +228,13 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
 /// `[nets · residuals]` (net j's factor for residual i at `j · residuals + i`),
 /// outputs `out_{i}` = `Σ_j in_j_i · f_ji` (each net's residuals scaled, then
 /// added net by net, as the host loop does). With `last_row_only` (guess mode
-/// in a CFG batch of 2) each input's last row is taken and the output is that
-/// sum after a row of zeros (the unconditional half gets no residuals).
+/// in a CFG batch of 2, the nets run on the conditional row) each input's
+/// last row is taken and the output is that sum after a row of zeros (the
+/// unconditional half gets no residuals).
 pub(crate) fn residual_combine_bytes(nets: usize, residuals: usize, last_row_only: bool) -> Vec<u8> {
     let mut graph = Message::default();
-    let mut inits = vec![int64_tensor("axis0", &[0]), int64_tensor("row1", &[1]), int64_tensor("row2", &[2])];
+    // The last row, whatever the batch: rows -1 to the end.
+    let mut inits = vec![int64_tensor("axis0", &[0]), int64_tensor("last", &[-1]), int64_tensor("end", &[i64::MAX])];
     for k in 0..=(nets * residuals) as i64 {
         inits.push(int64_tensor(&format!("k{k}"), &[k]));
     }
@@ -238,7 +247,7 @@ pub(crate) fn residual_combine_bytes(nets: usize, residuals: usize, last_row_onl
             let input = format!("in{j}_{i}");
             let x = if last_row_only {
                 let row = format!("row{j}_{i}");
-                graph.push_message(1, &node("Slice", &row, &[&input, "row1", "row2", "axis0"], &[&row], &[]));
+                graph.push_message(1, &node("Slice", &row, &[&input, "last", "end", "axis0"], &[&row], &[]));
                 row
             } else {
                 input
@@ -271,7 +280,11 @@ pub(crate) fn residual_combine_bytes(nets: usize, residuals: usize, last_row_onl
     }
     graph.push_message(11, &value_info(names::FACTORS, &[Ok((nets * residuals) as i64)]));
     for i in 0..residuals {
-        graph.push_message(12, &value_info(&format!("out_{i}"), &shape(i)));
+        let mut out = shape(i);
+        if last_row_only {
+            out[0] = Err("out_batch"); // the inputs' rows (1 or 2) after a row of zeros
+        }
+        graph.push_message(12, &value_info(&format!("out_{i}"), &out));
     }
     model_bytes(&graph)
 }

@@ -353,7 +353,7 @@ fn decimal(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(x as f64)
 }
 
-fn last_row(a: &ArrayD<f32>) -> ArrayD<f32> {
+pub(crate) fn last_row(a: &ArrayD<f32>) -> ArrayD<f32> {
     let b = a.shape()[0];
     a.slice_axis(Axis(0), ndarray::Slice::from(b - 1..b)).to_owned()
 }

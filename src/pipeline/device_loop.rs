@@ -523,14 +523,20 @@ pub(crate) fn run(
         }
     };
     let scaled = r.latents.mapv(|x| x * scale0);
-    // A 9-channel inpainting U-Net's ControlNets take its input without the
-    // mask channels: the step graph writes that too (`control_in`).
-    let mut control_sample = None;
+    // Where the ControlNets read their sample, when not from the U-Net's:
+    // in guess mode with CFG they run on the conditional row alone, as
+    // diffusers does (`control_row`), and a 9-channel inpainting U-Net's
+    // nets take its input without the mask channels (`control_in`); the step
+    // graph writes either after each step.
+    let guess_row = r.cfg && r.controls.is_some_and(|c| c.guess_mode());
+    let control_sample = match (r.controls, r.inpainting) {
+        (None, _) => None,
+        (Some(_), _) if guess_row => Some((names::CONTROL_ROW, upload(&allocator, &scaled)?)),
+        (Some(_), DeviceInpainting::Conditioned(_)) => Some((names::CONTROL_IN, upload(&allocator, &batched(&scaled)?)?)),
+        (Some(_), _) => None,
+    };
     let first_in = match r.inpainting {
         DeviceInpainting::Conditioned(c) => {
-            if r.controls.is_some() {
-                control_sample = Some(upload(&allocator, &batched(&scaled)?)?);
-            }
             batched(&ndarray::concatenate(ndarray::Axis(1), &[scaled.view(), c.view()]).map_err(|e| Error::internal(e.to_string()))?)?
         }
         _ => batched(&scaled)?,
@@ -599,8 +605,9 @@ pub(crate) fn run(
 
     let mut step_binding: IoBinding = step_graph.create_binding()?;
     step_binding.bind_output(names::UNET_IN, &mut buffers.sample).map_err(fail("binding the next U-Net input"))?;
-    if let Some(c) = control_sample.as_mut() {
-        step_binding.bind_output(names::CONTROL_IN, c).map_err(fail("binding the next ControlNet input"))?;
+    let mut control_sample = control_sample;
+    if let Some((output, c)) = control_sample.as_mut() {
+        step_binding.bind_output(*output, c).map_err(fail("binding the next ControlNet input"))?;
     }
     // Inpainting's inputs are the same at every step: on the device once.
     let mut inpainting_inputs = Vec::new();
@@ -617,7 +624,7 @@ pub(crate) fn run(
     }
 
     let mut controls = match r.controls {
-        Some(c) => Some(DeviceControls::new(c, r.control_total, &allocator, buffers, &values, r.embeds, r.added)?),
+        Some(c) => Some(DeviceControls::new(c, r.control_total, &allocator, buffers, &values, r.embeds, r.added, guess_row)?),
         None => None,
     };
 
@@ -645,7 +652,7 @@ pub(crate) fn run(
             }
         }
         if let Some(c) = controls.as_mut() {
-            c.step(m, k, t, batch, control_sample.as_ref(), buffers, run_options)?;
+            c.step(m, k, t, batch, control_sample.as_ref().map(|(_, c)| c), buffers, run_options)?;
         }
         let unet_run = loop {
             match unet.run_binding_in_session(&buffers.binding, buffers.epoch, buffers.graph_options.as_ref().or(run_options)) {
@@ -734,13 +741,14 @@ pub(crate) fn run(
 /// nets in their window run on the U-Net's bound sample (the same tensor: a
 /// ControlNet takes the latents as the U-Net does; with a 9-channel
 /// inpainting U-Net, on the step graph's `control_in`, the same rows without
-/// the mask channels) and write their residuals straight into
-/// the tensors `unet_controlnet` reads. With several nets at one step, or
-/// residuals scaled after the graph (guess mode's per-block scales, a net
-/// without a `conditioning_scale` input), each net writes its own and a small
-/// combine graph ([`crate::model::step_graph::residual_combine_bytes`])
-/// scales and adds them there; in guess mode with CFG it keeps the
-/// conditional row's (the nets ran on both rows) after a row of zeros. With
+/// the mask channels; in guess mode with CFG, on its `control_row`, the
+/// conditional row alone, with the conditional text) and write their
+/// residuals straight into the tensors `unet_controlnet` reads. With several
+/// nets at one step, or residuals scaled after the graph (guess mode's
+/// per-block scales, a net without a `conditioning_scale` input), each net
+/// writes its own and a small combine graph
+/// ([`crate::model::step_graph::residual_combine_bytes`]) scales and adds
+/// them there; in guess mode with CFG it puts them after a row of zeros. With
 /// none in its window, zeros are copied in (once, after a step that had
 /// residuals). The text embeddings, control images, SDXL's added
 /// conditioning and scales are bound once per generation; per step only the
@@ -765,12 +773,16 @@ struct DeviceControls<'c> {
     scratch: Vec<Option<Vec<DynTensor>>>,
     /// Whether the U-Net's residual tensors hold residuals (not zeros).
     dirty: bool,
+    /// Whether the nets run on the conditional row alone (guess mode with CFG).
+    guess_row: bool,
 }
 
 impl<'c> DeviceControls<'c> {
     /// Binds the nets' steady inputs and the U-Net's residual tensors;
     /// `values` are the U-Net's inputs as `FixedUnetIo::new` took them (the
-    /// residuals among them, zeros of their shapes).
+    /// residuals among them, zeros of their shapes); `guess_row`: the nets
+    /// run on the conditional row of the CFG batch alone.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         controls: &'c ActiveControls,
         total: usize,
@@ -779,6 +791,7 @@ impl<'c> DeviceControls<'c> {
         values: &[(String, DynTensor)],
         embeds: &ArrayD<f32>,
         added: Option<&ArrayD<f32>>,
+        guess_row: bool,
     ) -> Result<Self> {
         let unet = &controls.unet;
         let names: Vec<String> = unet.down.iter().chain(std::iter::once(&unet.mid)).map(|s| s.name.clone()).collect();
@@ -803,25 +816,39 @@ impl<'c> DeviceControls<'c> {
             }
             (None, own)
         };
+        // In guess mode with CFG the nets see the conditional text only.
+        let (embeds, added) = match guess_row {
+            true => (&control::last_row(embeds), added.map(control::last_row)),
+            false => (embeds, added.cloned()),
+        };
         let mut bindings = Vec::with_capacity(controls.len());
         for j in 0..controls.len() {
             let net = controls.net(j);
             let mut steady = Vec::new();
-            for (spec, data) in controls.steady_inputs_of(j, embeds, added)? {
+            for (spec, data) in controls.steady_inputs_of(j, embeds, added.as_ref())? {
                 steady.push((spec.name.clone(), net.graph.to_value(spec, data)?));
             }
             bindings.push(NetBinding::new(net, steady)?);
         }
         // Steps that combine (several nets, or residuals scaled after the
         // graph): each net writes its own residuals first.
+        // (Guess mode scales on the host, so its row-1 residuals always go
+        // through the combine, which puts them after a row of zeros.)
         let combines = controls.scales_on_host() || (0..total).any(|k| controls.active_at(k, total).len() > 1);
+        let net_shape = |s: &Vec<usize>| -> Vec<usize> {
+            let mut s = s.clone();
+            if guess_row {
+                s[0] = 1;
+            }
+            s
+        };
         let scratch = (0..controls.len())
             .map(|_| match combines {
-                true => shapes.iter().map(|s| upload(allocator, &ArrayD::zeros(IxDyn(s)))).collect::<Result<Vec<_>>>().map(Some),
+                true => shapes.iter().map(|s| upload(allocator, &ArrayD::zeros(IxDyn(&net_shape(s))))).collect::<Result<Vec<_>>>().map(Some),
                 false => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { controls, total, bindings, names, fixed, own, zeros, scratch, dirty: false })
+        Ok(Self { controls, total, bindings, names, fixed, own, zeros, scratch, dirty: false, guess_row })
     }
 
     /// The U-Net's residual tensors (`constants`: the U-Net's fixed input buffers).
@@ -852,6 +879,7 @@ impl<'c> DeviceControls<'c> {
     ) -> Result<()> {
         let active = self.controls.active_at(k, self.total);
         let count = self.names.len();
+        let net_batch = if self.guess_row { 1 } else { batch };
         match active.len() {
             0 if self.dirty => {
                 let targets = Self::targets(&self.fixed, &mut self.own, &mut buffers.constants);
@@ -866,18 +894,18 @@ impl<'c> DeviceControls<'c> {
                 let sample = own_sample.unwrap_or(&buffers.sample);
                 let (binding, net) = (&mut self.bindings[j], self.controls.net(j));
                 let targets = Self::targets(&self.fixed, &mut self.own, &mut buffers.constants);
-                binding.run(net, sample, t, batch, targets, options)?;
+                binding.run(net, sample, t, net_batch, targets, options)?;
                 self.dirty = true;
             }
             _ => {
                 for &j in &active {
                     let net = self.controls.net(j);
                     let outputs = self.scratch[j].as_mut().ok_or_else(|| Error::internal("ControlNet scratch residuals missing"))?.iter_mut().collect();
-                    self.bindings[j].run(net, own_sample.unwrap_or(&buffers.sample), t, batch, outputs, options)?;
+                    self.bindings[j].run(net, own_sample.unwrap_or(&buffers.sample), t, net_batch, outputs, options)?;
                 }
-                // Guess mode in a CFG batch: the conditional row's residuals
-                // only (the nets ran on both rows), after a row of zeros.
-                let last_row_only = self.controls.guess_mode() && batch == 2;
+                // Guess mode in a CFG batch: the nets ran on the conditional
+                // row; its residuals go after a row of zeros.
+                let last_row_only = self.guess_row;
                 let combine = m.step_graphs.residual_combine(&m.runtime, active.len(), count, last_row_only)?;
                 let mut binding = combine.create_binding()?;
                 let mut factors = Vec::with_capacity(active.len() * count);
