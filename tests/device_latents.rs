@@ -402,9 +402,9 @@ fn a_controlnet_folder_runs_the_device_loop_through_unet_controlnet() {
 /// net with CFG, without guidance, two nets at once, two nets with windows
 /// that leave steps to neither (zeros copied back in), img2img, blended
 /// inpainting, guess mode (per-block scales applied by the combine graph;
-/// with CFG the nets run on both rows and the combine keeps the conditional
-/// one's), alone, with two nets and without guidance; with and without fixed
-/// buffers.
+/// with CFG the nets run on the conditional row alone and the combine puts
+/// their residuals after a row of zeros), alone, with two nets and without
+/// guidance; with and without fixed buffers.
 #[test]
 fn controlnet_jobs_run_on_the_device_loop() {
     use kiln::pipeline::control::Control;
