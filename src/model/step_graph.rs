@@ -15,18 +15,21 @@
 //! Outputs: `next_sample = a·x + b·m + c·h + d·z`, `next_history = e·x + f·m`
 //! with `m = u + g·(c − u)` (the CFG combine, in the host loop's order),
 //! `unet_in` = `s·next_sample`, repeated B times along the batch: the next
-//! U-Net call's input, and `control_row` = `s·next_sample` once `[1, C, h, w]`:
-//! what ControlNets take in guess mode with CFG, where they run on the
-//! conditional row alone (bound only then).
+//! U-Net call's input. For a job whose ControlNets read another sample than
+//! the U-Net's ([`ControlInput`]), `control_row` = `s·next_sample` once
+//! `[1, C, h, w]` (guess mode with CFG: the nets run on the conditional row
+//! alone), or `control_in` below. ONNX Runtime computes every output of a
+//! graph whether it is bound or not, so these exist only in the graphs that
+//! need them.
 //!
 //! Inpainting (diffusers' `StableDiffusionInpaintPipeline`) adds inputs:
 //!
 //! * with a 9-channel inpainting U-Net (`Inpainting::Conditioned`),
 //!   `conditioning` `[1, K, h, w]` (the mask, then the masked picture's
 //!   latents) is appended to each batch row's `s·next_sample` along the
-//!   channels, so `unet_in` is `[B, C + K, h, w]`; a second output,
-//!   `control_in` `[B, C, h, w]`, holds the rows without those channels: a
-//!   ControlNet's input (bound only when the job has ControlNets);
+//!   channels, so `unet_in` is `[B, C + K, h, w]`; `control_in`
+//!   `[B, C, h, w]` holds the rows without those channels, for a job's
+//!   ControlNets (`ControlInput::Batched`);
 //! * with an ordinary U-Net (`Inpainting::Blended`), the kept area is put
 //!   back on the init picture's noise level after the step: `clean`,
 //!   `start_noise`, `mask` and `keep` (= 1 − mask) `[1, C, h, w]`, and
@@ -86,7 +89,7 @@ pub(crate) mod names {
 }
 
 /// How a step graph handles inpainting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Inpainting {
     /// No inpainting.
     None,
@@ -95,6 +98,18 @@ pub(crate) enum Inpainting {
     Conditioned,
     /// An ordinary U-Net: the kept area is blended back after each step.
     Blended,
+}
+
+/// Which extra output a step graph writes for the job's ControlNets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ControlInput {
+    /// None: no ControlNets, or they read the U-Net's own input.
+    None,
+    /// `control_in`: the next U-Net input's rows without the inpainting
+    /// U-Net's mask channels.
+    Batched,
+    /// `control_row`: one row of it (guess mode with CFG).
+    Row,
 }
 
 /// Number of values in the `coefficients` input.
@@ -108,11 +123,12 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message<'static> {
 /// The step graph's ONNX bytes; `cfg` = the U-Net output holds the
 /// unconditional and conditional rows.
 pub fn step_graph_bytes(cfg: bool) -> Vec<u8> {
-    step_graph_bytes_for(cfg, Inpainting::None)
+    step_graph_bytes_for(cfg, Inpainting::None, ControlInput::None)
 }
 
-/// The step graph's ONNX bytes for `cfg` and an inpainting mode.
-pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8> {
+/// The step graph's ONNX bytes for `cfg`, an inpainting mode and the
+/// ControlNets' input.
+pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting, control: ControlInput) -> Vec<u8> {
     use names::*;
     let mut nodes: Vec<Message<'static>> = Vec::new();
     let mut inits = Vec::new();
@@ -178,10 +194,11 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
         }
     };
     batch(&mut nodes, "batch", row, UNET_IN);
-    if inpainting == Inpainting::Conditioned {
-        batch(&mut nodes, "control_batch", "scaled", CONTROL_IN);
+    match control {
+        ControlInput::None => {}
+        ControlInput::Batched => batch(&mut nodes, "control_batch", "scaled", CONTROL_IN),
+        ControlInput::Row => nodes.push(node("Identity", "control_row", &["scaled"], &[CONTROL_ROW], &[])),
     }
-    nodes.push(node("Identity", "control_row", &["scaled"], &[CONTROL_ROW], &[]));
 
     let latent = [Ok(1), Err("channels"), Err("height"), Err("width")];
     let batched = [Ok(if cfg { 2 } else { 1 }), Err("channels"), Err("height"), Err("width")];
@@ -215,10 +232,11 @@ pub(crate) fn step_graph_bytes_for(cfg: bool, inpainting: Inpainting) -> Vec<u8>
     graph.push_message(12, &value_info(NEXT_SAMPLE, &latent));
     graph.push_message(12, &value_info(NEXT_HISTORY, &latent));
     graph.push_message(12, &value_info(UNET_IN, &batched_in));
-    if inpainting == Inpainting::Conditioned {
-        graph.push_message(12, &value_info(CONTROL_IN, &batched));
+    match control {
+        ControlInput::None => {}
+        ControlInput::Batched => graph.push_message(12, &value_info(CONTROL_IN, &batched)),
+        ControlInput::Row => graph.push_message(12, &value_info(CONTROL_ROW, &latent)),
     }
-    graph.push_message(12, &value_info(CONTROL_ROW, &latent));
     model_bytes(&graph)
 }
 
@@ -314,31 +332,33 @@ fn graph_name(cfg: bool, inpainting: Inpainting) -> &'static str {
     }
 }
 
-/// A model's step graphs (with and without CFG, per inpainting mode), loaded
-/// on first use on the runtime's providers, as the U-Net.
+/// A model's step graphs (with and without CFG, per inpainting mode and
+/// ControlNet input), loaded on first use on the runtime's providers, as the
+/// U-Net.
 #[derive(Default)]
 pub(crate) struct StepGraphs {
-    graphs: Mutex<[Option<Arc<Graph>>; 6]>,
+    graphs: Mutex<std::collections::HashMap<(bool, Inpainting, ControlInput), Arc<Graph>>>,
     /// ControlNet residual combines by (nets, residuals, last row only).
     combines: Mutex<std::collections::HashMap<(usize, usize, bool), Arc<Graph>>>,
 }
 
 impl StepGraphs {
-    /// The step graph for `cfg` and `inpainting`, loading it the first time.
-    pub(crate) fn get(&self, runtime: &Runtime, cfg: bool, inpainting: Inpainting) -> Result<Arc<Graph>> {
-        let slot = cfg as usize * 3 + inpainting as usize;
+    /// The step graph for `cfg`, `inpainting` and `control`, loading it the first time.
+    pub(crate) fn get(&self, runtime: &Runtime, cfg: bool, inpainting: Inpainting, control: ControlInput) -> Result<Arc<Graph>> {
+        let key = (cfg, inpainting, control);
         let mut graphs = self.graphs.lock();
-        if let Some(g) = &graphs[slot] {
+        if let Some(g) = graphs.get(&key) {
             return Ok(Arc::clone(g));
         }
         // Graph names are &'static str (strip the "kiln_" of the ONNX name).
         let name = &graph_name(cfg, inpainting)["kiln_".len()..];
-        let source = GraphSource::memory(step_graph_bytes_for(cfg, inpainting), std::env::temp_dir(), format!("Kiln's {name} graph"));
+        let bytes = step_graph_bytes_for(cfg, inpainting, control);
+        let source = GraphSource::memory(bytes, std::env::temp_dir(), format!("Kiln's {name} graph"));
         // Its own group: the step graph stays loaded beside the U-Net.
         let group = ResidencyGroup::new(Residency::AllResident);
         let flags = SessionFlags { cuda_graph: false, uncached: true, lazy: false };
         let graph = Arc::new(Graph::load_flagged(runtime, name, source, &group, Default::default(), flags)?);
-        graphs[slot] = Some(Arc::clone(&graph));
+        graphs.insert(key, Arc::clone(&graph));
         Ok(graph)
     }
 

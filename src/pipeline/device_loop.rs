@@ -67,7 +67,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::controlnet::ResidualUnet;
 use crate::model::graph::{self, Graph, GraphInput, TensorSpec};
 use crate::model::static_unet::Specialised;
-use crate::model::step_graph::{names, Inpainting, COEFFICIENT_COUNT};
+use crate::model::step_graph::{names, ControlInput, Inpainting, COEFFICIENT_COUNT};
 use crate::model::{ModelInner, UnetIo};
 use crate::scheduler::{NoiseSource, Scheduler};
 
@@ -485,7 +485,19 @@ pub(crate) fn run(
     hooks: DeviceHooks<'_, '_>,
 ) -> Result<DeviceOutcome> {
     let unet = unet_choice.graph(m);
-    let step_graph = m.step_graphs.get(&m.runtime, r.cfg, r.inpainting.mode())?;
+    // Where the ControlNets read their sample, when not from the U-Net's:
+    // in guess mode with CFG they run on the conditional row alone, as
+    // diffusers does (`control_row`), and a 9-channel inpainting U-Net's
+    // nets take its input without the mask channels (`control_in`); the step
+    // graph writes either after each step.
+    let guess_row = r.cfg && r.controls.is_some_and(|c| c.guess_mode());
+    let control_input = match (r.controls, r.inpainting) {
+        (None, _) => ControlInput::None,
+        (Some(_), _) if guess_row => ControlInput::Row,
+        (Some(_), DeviceInpainting::Conditioned(_)) => ControlInput::Batched,
+        (Some(_), _) => ControlInput::None,
+    };
+    let step_graph = m.step_graphs.get(&m.runtime, r.cfg, r.inpainting.mode(), control_input)?;
     // Per-stage residency may release the U-Net's session during the loop
     // (a preview decoded with the VAE, another job on the model): the tensors
     // then come from the step graph's session, which stays loaded (an
@@ -523,17 +535,10 @@ pub(crate) fn run(
         }
     };
     let scaled = r.latents.mapv(|x| x * scale0);
-    // Where the ControlNets read their sample, when not from the U-Net's:
-    // in guess mode with CFG they run on the conditional row alone, as
-    // diffusers does (`control_row`), and a 9-channel inpainting U-Net's
-    // nets take its input without the mask channels (`control_in`); the step
-    // graph writes either after each step.
-    let guess_row = r.cfg && r.controls.is_some_and(|c| c.guess_mode());
-    let control_sample = match (r.controls, r.inpainting) {
-        (None, _) => None,
-        (Some(_), _) if guess_row => Some((names::CONTROL_ROW, upload(&allocator, &scaled)?)),
-        (Some(_), DeviceInpainting::Conditioned(_)) => Some((names::CONTROL_IN, upload(&allocator, &batched(&scaled)?)?)),
-        (Some(_), _) => None,
+    let control_sample = match control_input {
+        ControlInput::None => None,
+        ControlInput::Row => Some((names::CONTROL_ROW, upload(&allocator, &scaled)?)),
+        ControlInput::Batched => Some((names::CONTROL_IN, upload(&allocator, &batched(&scaled)?)?)),
     };
     let first_in = match r.inpainting {
         DeviceInpainting::Conditioned(c) => {
