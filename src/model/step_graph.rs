@@ -16,7 +16,7 @@
 //! with `m = u + g·(c − u)` (the CFG combine, in the host loop's order),
 //! `unet_in` = `s·next_sample`, repeated B times along the batch: the next
 //! U-Net call's input. For a job whose ControlNets read another sample than
-//! the U-Net's ([`ControlInput`]), `control_row` = `s·next_sample` once
+//! the U-Net's (`ControlInput`), `control_row` = `s·next_sample` once
 //! `[1, C, h, w]` (guess mode with CFG: the nets run on the conditional row
 //! alone), or `control_in` below. ONNX Runtime computes every output of a
 //! graph whether it is bound or not, so these exist only in the graphs that
