@@ -451,6 +451,59 @@ fn controlnet_jobs_run_on_the_device_loop() {
     }
 }
 
+/// A ControlNet graph without a `conditioning_scale` input (exports made
+/// outside optimum's layout often leave it to the caller): Kiln scales the
+/// residuals itself, on the host in the host loop and in the combine graph on
+/// the device. `xl-unscaled` is the SDXL fixture's `xl` with that input fixed
+/// to 1 (tools/make_unscaled_controlnet.py), so at any scale it must give what
+/// `xl` gives with the scale applied inside its graph: on the host loop, and
+/// on the device loop with and without fixed buffers. One net, two nets (one
+/// scaled each way), a window, no guidance.
+#[test]
+fn a_controlnet_without_a_scale_input_is_scaled_by_kiln_on_both_loops() {
+    use kiln::pipeline::control::Control;
+    let folder = |tag: &str| {
+        let f = common::sdxl_controlnet_folder(tag);
+        common::copy_tree(&common::root().join("tests/fixtures/controlnet-unscaled/xl-unscaled"), &f.join("controlnet/xl-unscaled"));
+        f
+    };
+    let host = Model::load(&make_runtime(false).0, &folder("unscaled-host")).expect("SDXL ControlNet folder loads");
+    let on = |net: &str, image: &str, scale: f32| Control { scale, ..Control::new(net, common::control_image(image)) };
+    let with = |controls: Vec<Control>, r: GenerateRequest| GenerateRequest { controls, ..r };
+    // Each case on the unscaled net, and the same with `xl` in its place.
+    let cases = [
+        ("one_euler_cfg_s06", vec![on("xl-unscaled", "control_a.png", 0.6)], request(SchedulerKind::Euler, 5.0, 6)),
+        (
+            "two_dpmpp_2m_cfg",
+            vec![on("xl", "control_a.png", 0.5), on("xl-unscaled", "control_b.png", 1.3)],
+            request(SchedulerKind::DpmPP2M, 5.0, 6),
+        ),
+        ("window_ddim_cfg_s07", vec![Control { end: 0.5, ..on("xl-unscaled", "control_b.png", 0.7) }], request(SchedulerKind::Ddim, 5.0, 6)),
+        ("one_euler_noguide_s04", vec![on("xl-unscaled", "control_a.png", 0.4)], request(SchedulerKind::Euler, 1.0, 5)),
+    ];
+    let scaled_in_graph = |controls: &[Control]| -> Vec<Control> {
+        controls.iter().map(|c| Control { controlnet: "xl".into(), ..c.clone() }).collect()
+    };
+    let mut unscaled = Vec::new();
+    for (id, controls, r) in &cases {
+        let want = host.generate_with(&with(scaled_in_graph(controls), r.clone()), Hooks::default()).expect("the scale inside the graph");
+        let got = host.generate_with(&with(controls.clone(), r.clone()), Hooks::default()).expect("the scale applied by Kiln");
+        assert_eq!((want.device_steps, got.device_steps), (0, 0));
+        compare_results(&format!("unscaled_host_{id}"), &got, &want);
+        unscaled.push((*id, with(controls.clone(), r.clone())));
+    }
+    // The scale must matter: at 1 the unscaled net gives another picture.
+    let at_one = host.generate_with(&with(vec![on("xl-unscaled", "control_a.png", 1.0)], cases[0].2.clone()), Hooks::default()).unwrap();
+    let at_06 = host.generate_with(&unscaled[0].1, Hooks::default()).unwrap();
+    let moved = common::max_abs_diff(&at_one.image.data, &at_06.image.data);
+    assert!(moved > 1e-2, "the conditioning scale moved the image by only {moved}");
+    for (tag, fixed) in [("unscaled-device", false), ("unscaled-device-fixed", true)] {
+        let (rt, log) = make_runtime_with(true, fixed);
+        let m = Model::load(&rt, &folder(tag)).expect("SDXL ControlNet folder loads");
+        compare_controlnet_cases(&host, &m, &log, &tag.replace('-', "_"), &unscaled);
+    }
+}
+
 /// Runs each case on `host` (the host loop) and `device`, checking that every
 /// U-Net call ran in the device loop and that the results agree; margins
 /// named `{prefix}_{id}`.
