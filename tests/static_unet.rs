@@ -23,39 +23,55 @@ use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
 
 type Log = Arc<Mutex<Vec<String>>>;
 
-/// A runtime like the common one (same providers) with the static U-Net on,
-/// and its log.
+/// A runtime like the common one (same providers and GPU math) with the
+/// static U-Net on or off, and its log. The dynamic one is made here, not
+/// taken from tests/common: under `KILN_TEST_CUDA_GRAPH=1` the common runtime
+/// specialises the U-Net too, and the comparison would be static against
+/// static.
+fn runtime_with(static_unet: bool) -> (Runtime, Log) {
+    let log: Log = Default::default();
+    let sink = Arc::clone(&log);
+    let mut providers = kiln::runtime::ProviderPolicy::default();
+    // The providers tests/common/mod.rs reads from the environment.
+    if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
+        for name in list.split(',').filter(|n| !n.is_empty()) {
+            providers.preferred.push(match name {
+                "cpu" => kiln::runtime::Provider::Cpu,
+                "cuda" => kiln::runtime::Provider::Cuda,
+                other => panic!("KILN_TEST_PROVIDERS: {other} is not cpu or cuda in this test"),
+            });
+        }
+        providers.require = true;
+    }
+    if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
+        providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
+    }
+    providers.static_unet = static_unet;
+    providers.cuda_graph = static_unet && std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
+    let rt = Runtime::new(&RuntimeOptions {
+        providers,
+        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        log_level: LogLevel::Info,
+        ..Default::default()
+    })
+    .expect("runtime");
+    (rt, log)
+}
+
 fn static_runtime() -> &'static (Runtime, Log) {
     static RT: OnceLock<(Runtime, Log)> = OnceLock::new();
-    RT.get_or_init(|| {
-        let log: Log = Default::default();
-        let sink = Arc::clone(&log);
-        let mut providers = kiln::runtime::ProviderPolicy::default();
-        // The providers tests/common/mod.rs reads from the environment.
-        if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
-            for name in list.split(',').filter(|n| !n.is_empty()) {
-                providers.preferred.push(match name {
-                    "cpu" => kiln::runtime::Provider::Cpu,
-                    "cuda" => kiln::runtime::Provider::Cuda,
-                    other => panic!("KILN_TEST_PROVIDERS: {other} is not cpu or cuda in this test"),
-                });
-            }
-            providers.require = true;
-        }
-        if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
-            providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
-        }
-        providers.static_unet = true;
-        providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
-        let rt = Runtime::new(&RuntimeOptions {
-            providers,
-            log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
-            log_level: LogLevel::Info,
-            ..Default::default()
-        })
-        .expect("runtime");
-        (rt, log)
-    })
+    RT.get_or_init(|| runtime_with(true))
+}
+
+fn dynamic_runtime() -> &'static Runtime {
+    static RT: OnceLock<(Runtime, Log)> = OnceLock::new();
+    &RT.get_or_init(|| runtime_with(false)).0
+}
+
+/// The tiny fixture with the dynamic U-Net, the reference.
+fn dynamic_model() -> &'static Model {
+    static M: OnceLock<Model> = OnceLock::new();
+    M.get_or_init(|| Model::load(dynamic_runtime(), &common::fixture()).expect("tiny fixture loads"))
 }
 
 fn static_model() -> &'static Model {
@@ -117,7 +133,7 @@ fn request(scheduler: SchedulerKind, guidance: f32, size: usize) -> GenerateRequ
 
 fn compare(id: &str, scheduler: SchedulerKind, guidance: f32, size: usize) {
     let r = request(scheduler, guidance, size);
-    let want = common::tiny_model().generate_with(&r, Hooks::default()).expect("dynamic U-Net");
+    let want = dynamic_model().generate_with(&r, Hooks::default()).expect("dynamic U-Net");
     let got = static_model().generate_with(&r, Hooks::default()).expect("static U-Net");
     assert_eq!(got.latents.shape(), want.latents.shape());
     let a: Vec<f32> = got.latents.iter().copied().collect();
@@ -146,9 +162,9 @@ fn static_unet_matches_the_dynamic_one() {
     // The dynamic U-Net was never needed, so its session was never made: its
     // weights are not held beside the specialised graphs'.
     let resident = static_model().resident_graphs();
-    eprintln!("resident graphs with the static U-Net: {resident:?}; the dynamic model's: {:?}", common::tiny_model().resident_graphs());
+    eprintln!("resident graphs with the static U-Net: {resident:?}; the dynamic model's: {:?}", dynamic_model().resident_graphs());
     assert!(!resident.contains(&"unet"), "{resident:?}");
-    assert!(common::tiny_model().resident_graphs().contains(&"unet"), "the control: a plain model holds its U-Net");
+    assert!(dynamic_model().resident_graphs().contains(&"unet"), "the control: a plain model holds its U-Net");
 }
 
 /// In a ControlNet folder every job runs `unet_controlnet`, plain ones with
@@ -161,7 +177,7 @@ fn static_unet_matches_the_dynamic_one() {
 #[test]
 fn a_controlnet_folder_specialises_unet_controlnet_for_every_job() {
     let m = Model::load(&static_runtime().0, &common::controlnet_folder("static-unet")).expect("ControlNet folder loads");
-    let dynamic = Model::load(common::runtime(), &common::controlnet_folder("static-unet-dynamic")).expect("ControlNet folder loads");
+    let dynamic = Model::load(dynamic_runtime(), &common::controlnet_folder("static-unet-dynamic")).expect("ControlNet folder loads");
     let plain = request(SchedulerKind::Euler, 5.0, 64);
     let controlled = GenerateRequest {
         controls: vec![kiln::pipeline::control::Control::new("tiny", common::control_image("control_a.png"))],
