@@ -59,22 +59,41 @@
 #      residuals into unet_controlnet's bound inputs; the test checks every
 #      call ran there) and with CUDA graph replay plus device latents; then
 #      `generate` timings with one ControlNet at 512x512, host loop against
-#      --device-latents (the residuals no longer cross to the host).
+#      --device-latents (the residuals no longer cross to the host), and a
+#      plain job's in the ControlNet folder against the plain folder (the
+#      host loop copies zero residuals to the device at every call).
 # 6. Per-stage GPU memory (issue 21 item 4): the `bench` example at 512x512,
 #    20 CFG steps, with --residency all and --residency per-stage, on the tiny
 #    fixture (and on --sd15): peak GPU memory used (nvidia-smi) and RSS while
 #    the text encoder, the U-Net and the VAE decoder ran. Run it alone on the
 #    GPU: nvidia-smi reports the whole device.
+# 7. Stages: --only takes a comma-separated list of parity, generate, oom,
+#    static, device, controlnet, timings, memory, sd15 (the timings and memory
+#    on --sd15's export; --sd15-wait SECONDS waits that long for it to
+#    appear), run in the order given (default: all, in that order). --budget SECONDS starts no stage once that
+#    many seconds have passed since the script began (a stage already running
+#    finishes; each of its runs has its own `timeout 300`): a lent machine's
+#    time is short, so put the stages that matter most first
+#    (tools/gpu_lease.sh does).
 # Logs and margin lines go to --out (default ./gpu-check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-ORT_DIR="" BIN_DIR="" OUT="gpu-check" SD15=""
+ORT_DIR="" BIN_DIR="" OUT="gpu-check" SD15="" SD15_WAIT=0 BUDGET=0
+STAGES="parity,generate,oom,static,device,controlnet,timings,memory,sd15"
+# A rehearsal on a machine without a GPU (does everything unpack, does every
+# test find its fixtures): KILN_GPU_CHECK_PROVIDER=cpu. Its figures mean nothing.
+PROVIDER="${KILN_GPU_CHECK_PROVIDER:-cuda}"
+# The image side of the timing runs; a CPU rehearsal makes it small.
+SIZE="${KILN_GPU_CHECK_SIZE:-512}"
 while [ $# -gt 0 ]; do
     case "$1" in
+        --only) STAGES="$2"; shift 2 ;;
+        --budget) BUDGET="$2"; shift 2 ;;
         --ort-dir) ORT_DIR="$2"; shift 2 ;;
         --bin-dir) BIN_DIR="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --sd15) SD15="$2"; shift 2 ;;
+        --sd15-wait) SD15_WAIT="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -99,86 +118,117 @@ else
     PARITY="$BIN_DIR/parity" STATIC="$BIN_DIR/static_unet" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
     DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench" CONTROLNET="$BIN_DIR/controlnet"
 fi
+for stage in ${STAGES//,/ }; do
+    case "$stage" in parity|generate|oom|static|device|controlnet|timings|memory|sd15) ;;
+        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, timings, memory, sd15)" >&2; exit 2 ;;
+    esac
+done
 status=0
-for math in exact fast; do
-    echo "== parity on CUDA, gpu math $math"
-    KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=$math RUST_TEST_THREADS=1 "$PARITY" --nocapture >"$OUT/parity-$math.log" 2>&1
-    rc=$?
-    grep -E "^margin|test result" "$OUT/parity-$math.log" | sed "s/^/[$math] /"
-    [ "$math" = exact ] && [ $rc -ne 0 ] && status=1
-done
-echo "== generate timings (tiny fixture, 512x512, 20 steps, CFG)"
-for math in fast exact; do
-    for run in 1 2; do
-        "$GENERATE" --model tests/fixtures/tiny-sd --prompt "mossy stone brick wall" --width 512 --height 512 \
-            --steps 20 --provider cuda --require-provider --gpu-math $math --out "$OUT/gen-$math.png" 2>&1 | tail -1 | sed "s/^/[$math run $run] /"
-    done
-done
-echo "== out of memory under a GPU memory cap, then a smaller job in the same runtime"
-if [ -n "${PROVIDERS_TEST:-}" ]; then
-    RUST_TEST_THREADS=1 "$PROVIDERS_TEST" --ignored --nocapture gpu_out_of_memory >"$OUT/oom-recovery.log" 2>&1
-    rc=$?
-    grep -E "under a|runs on|test result" "$OUT/oom-recovery.log"
-    [ $rc -ne 0 ] && status=1
-else
-    echo "skipped: no providers test binary"
-fi
-echo "== GPU memory cap of 1 MiB (must fail cleanly)"
-"$GENERATE" --model tests/fixtures/tiny-sd --prompt x --width 512 --height 512 --steps 2 --provider cuda \
-    --require-provider --gpu-mem-limit 1 --out "$OUT/oom.png" >"$OUT/oom.log" 2>&1
-echo "exit status $? (0 would mean the cap was not applied)"; tail -3 "$OUT/oom.log"
-
-# ---- issue 21 levers: each independent ----
 lever() {  # lever NAME RC
     if [ "$2" -eq 0 ]; then echo "== LEVER $1: ok"; else echo "== LEVER $1: FAILED (rc $2)"; fi
 }
-echo "== static U-Net on CUDA (exact math): no Shape nodes, images vs the dynamic U-Net"
-KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact RUST_TEST_THREADS=1 timeout 300 "$STATIC" --nocapture >"$OUT/static-unet.log" 2>&1
-rc=$?; grep -E "^margin|U-Net|^unet:|test result|panicked" "$OUT/static-unet.log" | sed "s/^/[static] /"; lever static_unet_test $rc
-echo "== static U-Net + CUDA graph replay (exact math), same test"
-KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact KILN_TEST_CUDA_GRAPH=1 RUST_TEST_THREADS=1 timeout 300 "$STATIC" --nocapture >"$OUT/static-unet-graph.log" 2>&1
-rc=$?; grep -E "^margin|^unet:|test result|panicked" "$OUT/static-unet-graph.log" | sed "s/^/[static+graph] /"; lever static_unet_cuda_graph_test $rc
-for lv in static graph; do
-    if [ $lv = static ]; then envs="KILN_TEST_STATIC_UNET=1"; else envs="KILN_TEST_CUDA_GRAPH=1"; fi
-    echo "== parity on CUDA, exact math, $envs (Kiln's usual bounds vs diffusers)"
-    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-$lv.log" 2>&1
-    rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-$lv.log" | sed "s/^/[parity $lv] /"; lever "parity_$lv" $rc
-done
-echo "== device-resident latents on CUDA (exact math): device loop vs host loop per scheduler"
-for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_CUDA_GRAPH=1"; do
-    case "$envs" in *CUDA_GRAPH*) tag=graph ;; ?*) tag=static ;; *) tag="" ;; esac
-    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$DEVICE_LATENTS" --nocapture >"$OUT/device-latents$tag.log" 2>&1
-    rc=$?; grep -E "^margin|test result|panicked" "$OUT/device-latents$tag.log" | sed "s/^/[device-latents $tag] /"; lever "device_latents_test${tag:+_$tag}" $rc
-done
-echo "== parity on CUDA, exact math, KILN_TEST_DEVICE_LATENTS=1 (Kiln's usual bounds vs diffusers)"
-env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact KILN_TEST_DEVICE_LATENTS=1 RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-device.log" 2>&1
-rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-device.log" | sed "s/^/[parity device] /"; lever parity_device_latents $rc
-echo "== ControlNet parity on CUDA, exact math: host loop, static U-Net, device latents, CUDA graphs + device latents"
-for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_DEVICE_LATENTS=1" "KILN_TEST_CUDA_GRAPH=1 KILN_TEST_DEVICE_LATENTS=1"; do
-    tag=$(echo "${envs:-host}" | sed 's/KILN_TEST_//g; s/=1//g' | tr 'A-Z ' 'a-z+')
-    env KILN_TEST_PROVIDERS=cuda KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$CONTROLNET" matches_diffusers match_diffusers --nocapture >"$OUT/controlnet-$tag.log" 2>&1
-    rc=$?; grep -E "^margin|test result|panicked" "$OUT/controlnet-$tag.log" | sed "s/^/[controlnet $tag] /"; lever "controlnet_parity_$tag" $rc
-done
-echo "== ControlNet timings (tiny fixture with its ControlNet, 512x512, 20 CFG steps): host loop vs device latents"
-CN_MODEL="$OUT/tiny-controlnet"
-rm -rf "$CN_MODEL" && mkdir -p "$CN_MODEL" && cp -r tests/fixtures/tiny-sd/. tests/fixtures/controlnet/. "$CN_MODEL"/
-for flags in "" "--device-latents" "--static-unet --device-latents"; do
-    for run in 1 2; do
-        timeout 300 "$GENERATE" --model "$CN_MODEL" --prompt "mossy stone brick wall" --width 512 --height 512 --steps 20 \
-            --scheduler euler --controlnet tiny --control-image tests/fixtures/golden/controlnet/control_b.png \
-            --provider cuda --require-provider --gpu-math fast $flags --out "$OUT/gen-controlnet.png" >"$OUT/controlnet-timing.log" 2>&1
+
+stage_parity() {  # the parity cases on CUDA, exact math (must pass) and fast math (margins recorded)
+    for math in exact fast; do
+        echo "== parity on $PROVIDER, gpu math $math"
+        KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=$math RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-$math.log" 2>&1
         rc=$?
-        grep -E "^wrote|rror|latents:" "$OUT/controlnet-timing.log" | sed "s/^/[controlnet ${flags:-host-loop} run $run] /"
+        grep -E "^margin|test result" "$OUT/parity-$math.log" | sed "s/^/[$math] /"
+        [ "$math" = exact ] && [ $rc -ne 0 ] && status=1
     done
-    lever "controlnet_timing_$(echo ${flags:-host} | tr -d ' -')" $rc
-done
+}
+
+stage_generate() {
+    echo "== generate timings (tiny fixture, ${SIZE}x${SIZE}, 20 steps, CFG)"
+    for math in fast exact; do
+        for run in 1 2; do
+            timeout 300 "$GENERATE" --model tests/fixtures/tiny-sd --prompt "mossy stone brick wall" --width $SIZE --height $SIZE \
+                --steps 20 --provider $PROVIDER --require-provider --gpu-math $math --out "$OUT/gen-$math.png" 2>&1 | tail -1 | sed "s/^/[$math run $run] /"
+        done
+    done
+}
+
+stage_oom() {
+    echo "== out of memory under a GPU memory cap, then a smaller job in the same runtime"
+    RUST_TEST_THREADS=1 timeout 300 "$PROVIDERS_TEST" --ignored --nocapture gpu_out_of_memory >"$OUT/oom-recovery.log" 2>&1
+    rc=$?
+    grep -E "under a|runs on|test result" "$OUT/oom-recovery.log"
+    [ $rc -ne 0 ] && status=1
+    echo "== GPU memory cap of 1 MiB (must fail cleanly)"
+    timeout 300 "$GENERATE" --model tests/fixtures/tiny-sd --prompt x --width $SIZE --height $SIZE --steps 2 --provider $PROVIDER \
+        --require-provider --gpu-mem-limit 1 --out "$OUT/oom.png" >"$OUT/oom.log" 2>&1
+    echo "exit status $? (0 would mean the cap was not applied)"; tail -3 "$OUT/oom.log"
+}
+
+# ---- issue 21 levers: each independent ----
+stage_static() {
+    echo "== static U-Net on $PROVIDER (exact math): no Shape nodes, images vs the dynamic U-Net"
+    KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact RUST_TEST_THREADS=1 timeout 300 "$STATIC" --nocapture >"$OUT/static-unet.log" 2>&1
+    rc=$?; grep -E "^margin|U-Net|^unet:|test result|panicked" "$OUT/static-unet.log" | sed "s/^/[static] /"; lever static_unet_test $rc
+    echo "== static U-Net + CUDA graph replay (exact math), same test"
+    KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact KILN_TEST_CUDA_GRAPH=1 RUST_TEST_THREADS=1 timeout 300 "$STATIC" --nocapture >"$OUT/static-unet-graph.log" 2>&1
+    rc=$?; grep -E "^margin|^unet:|test result|panicked" "$OUT/static-unet-graph.log" | sed "s/^/[static+graph] /"; lever static_unet_cuda_graph_test $rc
+    for lv in static graph; do
+        if [ $lv = static ]; then envs="KILN_TEST_STATIC_UNET=1"; else envs="KILN_TEST_CUDA_GRAPH=1"; fi
+        echo "== parity on $PROVIDER, exact math, $envs (Kiln's usual bounds vs diffusers)"
+        env KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-$lv.log" 2>&1
+        rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-$lv.log" | sed "s/^/[parity $lv] /"; lever "parity_$lv" $rc
+    done
+}
+
+stage_device() {
+    echo "== device-resident latents on $PROVIDER (exact math): device loop vs host loop per scheduler"
+    for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_CUDA_GRAPH=1"; do
+        case "$envs" in *CUDA_GRAPH*) tag=graph ;; ?*) tag=static ;; *) tag="" ;; esac
+        env KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$DEVICE_LATENTS" --nocapture >"$OUT/device-latents$tag.log" 2>&1
+        rc=$?; grep -E "^margin|test result|panicked" "$OUT/device-latents$tag.log" | sed "s/^/[device-latents $tag] /"; lever "device_latents_test${tag:+_$tag}" $rc
+    done
+    echo "== parity on $PROVIDER, exact math, KILN_TEST_DEVICE_LATENTS=1 (Kiln's usual bounds vs diffusers)"
+    env KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact KILN_TEST_DEVICE_LATENTS=1 RUST_TEST_THREADS=1 timeout 300 "$PARITY" --nocapture >"$OUT/parity-exact-device.log" 2>&1
+    rc=$?; grep -E "^margin.*image_abs|test result|panicked" "$OUT/parity-exact-device.log" | sed "s/^/[parity device] /"; lever parity_device_latents $rc
+}
+
+stage_controlnet() {
+    echo "== ControlNet parity on $PROVIDER, exact math: host loop, static U-Net, device latents, CUDA graphs + device latents"
+    for envs in "" "KILN_TEST_STATIC_UNET=1" "KILN_TEST_DEVICE_LATENTS=1" "KILN_TEST_CUDA_GRAPH=1 KILN_TEST_DEVICE_LATENTS=1"; do
+        tag=$(echo "${envs:-host}" | sed 's/KILN_TEST_//g; s/=1//g' | tr 'A-Z ' 'a-z+')
+        env KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact $envs RUST_TEST_THREADS=1 timeout 300 "$CONTROLNET" matches_diffusers match_diffusers --nocapture >"$OUT/controlnet-$tag.log" 2>&1
+        rc=$?; grep -E "^margin|test result|panicked" "$OUT/controlnet-$tag.log" | sed "s/^/[controlnet $tag] /"; lever "controlnet_parity_$tag" $rc
+    done
+    echo "== ControlNet timings (tiny fixture with its ControlNet, ${SIZE}x${SIZE}, 20 CFG steps): host loop vs device latents"
+    CN_MODEL="$OUT/tiny-controlnet"
+    rm -rf "$CN_MODEL" && mkdir -p "$CN_MODEL" && cp -r tests/fixtures/tiny-sd/. tests/fixtures/controlnet/. "$CN_MODEL"/
+    for flags in "" "--device-latents" "--static-unet --device-latents"; do
+        for run in 1 2; do
+            timeout 300 "$GENERATE" --model "$CN_MODEL" --prompt "mossy stone brick wall" --width $SIZE --height $SIZE --steps 20 \
+                --scheduler euler --controlnet tiny --control-image tests/fixtures/golden/controlnet/control_b.png \
+                --provider $PROVIDER --require-provider --gpu-math fast $flags --out "$OUT/gen-controlnet.png" >"$OUT/controlnet-timing.log" 2>&1
+            rc=$?
+            grep -E "^wrote|rror|latents:" "$OUT/controlnet-timing.log" | sed "s/^/[controlnet ${flags:-host-loop} run $run] /"
+        done
+        lever "controlnet_timing_$(echo ${flags:-host} | tr -d ' -')" $rc
+    done
+    # What the host loop's zero residuals cost: in a ControlNet folder a plain
+    # job runs unet_controlnet with zeros copied to the device at every call.
+    echo "== plain jobs on the host loop (fast math, ${SIZE}x${SIZE}, 20 CFG steps, 3 images): ControlNet folder vs plain folder"
+    printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
+        "$OUT/gen-plain-1.png" "$OUT/gen-plain-2.png" "$OUT/gen-plain-3.png" >"$OUT/plain-batch.tsv"
+    for model in "$CN_MODEL" tests/fixtures/tiny-sd; do
+        timeout 300 "$GENERATE" --model "$model" --width $SIZE --height $SIZE --steps 20 --guidance 7.5 --scheduler euler \
+            --provider $PROVIDER --require-provider --gpu-math fast --batch "$OUT/plain-batch.tsv" >"$OUT/plain.log" 2>&1
+        rc=$?
+        grep -E "^wrote|rror" "$OUT/plain.log" | sed "s/^/[plain $(basename "$model")] /"
+        lever "plain_timing_$(basename "$model")" $rc
+    done
+}
+
 timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first pays loading and specialising)
     printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
         "$OUT/gen-lever-1.png" "$OUT/gen-lever-2.png" "$OUT/gen-lever-3.png" >"$OUT/lever-batch.tsv"
     for shape in "--steps 20 --guidance 7.5" "--steps 1 --guidance 1"; do
         for flags in "" "--static-unet" "--cuda-graph" "--scheduler euler" "--scheduler euler --device-latents" \
             "--scheduler euler --static-unet --device-latents" "--scheduler euler --cuda-graph --device-latents"; do
-            timeout 300 "$GENERATE" --model "$1" --width 512 --height 512 $shape --provider cuda --require-provider \
+            timeout 300 "$GENERATE" --model "$1" --width $SIZE --height $SIZE $shape --provider $PROVIDER --require-provider \
                 --gpu-math fast $flags --batch "$OUT/lever-batch.tsv" >"$OUT/lever.log" 2>&1
             rc=$?
             grep -E "^wrote|rror" "$OUT/lever.log" | sed "s/^/[$2 $shape ${flags:-levers-off}] /"
@@ -186,27 +236,53 @@ timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first
         done
     done
 }
-echo "== generate timings per lever (fast math, 512x512)"
-timings tests/fixtures/tiny-sd tiny
-if [ -n "$SD15" ]; then
-    echo "== generate timings per lever on $SD15"
-    timings "$SD15" sd15
-fi
-stage_memory() {  # stage_memory MODEL LABEL
+
+stage_timings() {
+    echo "== generate timings per lever (fast math, ${SIZE}x${SIZE})"
+    timings tests/fixtures/tiny-sd tiny
+}
+
+stage_memory_of() {  # stage_memory_of MODEL LABEL
     for residency in all per-stage; do
-        timeout 300 "$BENCH" --model "$1" --size 512 --steps 20 --guidance 7.5 --runs 2 --warmup 1 \
-            --provider cuda --gpu-math fast --residency $residency --json "$OUT/stage-memory-$2-$residency.json" \
+        timeout 300 "$BENCH" --model "$1" --size $SIZE --steps 20 --guidance 7.5 --runs 2 --warmup 1 \
+            --provider $PROVIDER --gpu-math fast --residency $residency --json "$OUT/stage-memory-$2-$residency.json" \
             >"$OUT/stage-memory-$2-$residency.log" 2>&1
         rc=$?
         grep -E "^Peak memory|^\| (text_encoder|unet|vae_decoder) " "$OUT/stage-memory-$2-$residency.log" | sed "s/^/[$2 $residency] /"
         lever "stage_memory_$2_$residency" $rc
     done
 }
-echo "== peak GPU memory per stage, residency all vs per-stage (512x512, 20 CFG steps)"
-if [ -x "${BENCH:-}" ]; then
-    stage_memory tests/fixtures/tiny-sd tiny
-    [ -n "$SD15" ] && stage_memory "$SD15" sd15
-else
-    echo "skipped: no bench binary"
-fi
+
+stage_memory() {
+    echo "== peak GPU memory per stage, residency all vs per-stage (${SIZE}x${SIZE}, 20 CFG steps)"
+    stage_memory_of tests/fixtures/tiny-sd tiny
+}
+
+stage_sd15() {  # the lever timings and per-stage memory on --sd15's export
+    if [ -z "$SD15" ]; then
+        echo "== sd15: skipped (no --sd15)"; return
+    fi
+    # It may still be being made (tools/gpu_lease.sh exports it beside the
+    # earlier stages and moves it into place when done).
+    local waited=0
+    while [ ! -f "$SD15/model_index.json" ] && [ $waited -lt "$SD15_WAIT" ]; do sleep 5; waited=$((waited + 5)); done
+    if [ ! -f "$SD15/model_index.json" ]; then
+        echo "== sd15: skipped ($SD15 is not there after ${SD15_WAIT} s)"; return
+    fi
+    echo "== generate timings per lever on $SD15"
+    timings "$SD15" sd15
+    echo "== peak GPU memory per stage on $SD15, residency all vs per-stage"
+    stage_memory_of "$SD15" sd15
+}
+
+started=$SECONDS
+for stage in ${STAGES//,/ }; do
+    if [ "$BUDGET" -gt 0 ] && [ $((SECONDS - started)) -ge "$BUDGET" ]; then
+        echo "== STAGE $stage: SKIPPED (the --budget of ${BUDGET} s is spent)"
+        continue
+    fi
+    t0=$SECONDS
+    "stage_$stage"
+    echo "== STAGE $stage: $((SECONDS - t0)) s"
+done
 exit $status
