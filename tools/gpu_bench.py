@@ -125,7 +125,7 @@ def raw(args: argparse.Namespace) -> None:
     assert where == "cpu" or unet.get_providers()[0] == "CUDAExecutionProvider", unet.get_providers()
     scaling = json.loads((model / "vae_decoder" / "config.json").read_text()).get("scaling_factor", 0.18215)
     ts, sigmas = euler_sigmas(model, steps)
-    h = w = SIZE // 8
+    h = w = args.size // 8
     unet_s = [0.0, 0]
 
     def bind(io, name, t):
@@ -164,7 +164,7 @@ def raw(args: argparse.Namespace) -> None:
             eps = out[0:1] + guidance * (out[1:2] - out[0:1]) if cfg else out
             latents = latents + (float(sigmas[i + 1]) - s) * eps
         z = (latents / scaling).contiguous()
-        img = torch.empty((1, 3, SIZE, SIZE), dtype=torch.float32, device=dev)
+        img = torch.empty((1, 3, args.size, args.size), dtype=torch.float32, device=dev)
         io = vae.io_binding()
         bind(io, "latent_sample", z)
         io.bind_output("sample", where, 0, np.float32, list(img.shape), img.data_ptr())
@@ -198,12 +198,16 @@ def main() -> None:
     r.add_argument("--gpu-math", choices=("fast", "exact"), required=True)
     r.add_argument("--runs", type=int, default=3)
     r.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    r.add_argument("--size", type=int, default=SIZE)
     ap.add_argument("--bench", help="Kiln's bench example binary")
     ap.add_argument("--models", help="NAME=DIR[,NAME=DIR]")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default="gpu-bench")
     ap.add_argument("--kiln-variant", action="append", default=[], metavar="NAME=FLAGS",
                     help="an extra Kiln configuration: its name and bench flags (split on spaces)")
+    ap.add_argument("--provider", choices=("cuda", "cpu"), default="cuda",
+                    help="cpu rehearses the whole script on a machine without a GPU (figures mean nothing)")
+    ap.add_argument("--size", type=int, default=SIZE, help="image side (512; a rehearsal makes it small)")
     args = ap.parse_args()
     if args.mode == "raw":
         raw(args)
@@ -223,7 +227,8 @@ def main() -> None:
             for math in ("fast", "exact"):
                 tag = f"{mname}-{wname}-raw-{math}"
                 cmd = [sys.executable, __file__, "raw", "--model", mdir, "--steps", str(steps), "--guidance",
-                       str(guidance), "--gpu-math", math, "--runs", str(args.runs)]
+                       str(guidance), "--gpu-math", math, "--runs", str(args.runs), "--device", args.provider,
+                       "--size", str(args.size)]
                 rc, mib, wall = run_measured(cmd, out / f"{tag}.log")
                 row = {"model": mname, "workload": wname, "side": "raw ORT + I/O binding", "variant": math,
                        "rc": rc, "peak_gpu_mib": mib, "process_s": wall}
@@ -234,8 +239,8 @@ def main() -> None:
             for vname, flags in variants:
                 tag = f"{mname}-{wname}-kiln-{vname}"
                 js = out / f"{tag}.json"
-                cmd = [args.bench, "--model", mdir, "--size", str(SIZE), "--steps", str(steps), "--guidance",
-                       str(guidance), "--runs", str(args.runs), "--warmup", "1", "--provider", "cuda",
+                cmd = [args.bench, "--model", mdir, "--size", str(args.size), "--steps", str(steps), "--guidance",
+                       str(guidance), "--runs", str(args.runs), "--warmup", "1", "--provider", args.provider,
                        "--json", str(js), *flags]
                 rc, mib, wall = run_measured(cmd, out / f"{tag}.log")
                 row = {"model": mname, "workload": wname, "side": "Kiln", "variant": vname, "rc": rc,

@@ -70,7 +70,10 @@
 # 7. Stages: --only takes a comma-separated list of parity, generate, oom,
 #    static, device, controlnet, timings, memory, sd15 (the timings and memory
 #    on --sd15's export; --sd15-wait SECONDS waits that long for it to
-#    appear), run in the order given (default: all, in that order). --budget SECONDS starts no stage once that
+#    appear), bench (tools/gpu_bench.py: Kiln against raw ONNX Runtime with
+#    I/O binding on the tiny fixture and --sd15, levers off and on; needs
+#    torch and the onnxruntime-gpu Python package), run in the order given
+#    (default: all, in that order). --budget SECONDS starts no stage once that
 #    many seconds have passed since the script began (a stage already running
 #    finishes; each of its runs has its own `timeout 300`): a lent machine's
 #    time is short, so put the stages that matter most first
@@ -79,7 +82,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ORT_DIR="" BIN_DIR="" OUT="gpu-check" SD15="" SD15_WAIT=0 BUDGET=0
-STAGES="parity,generate,oom,static,device,controlnet,timings,memory,sd15"
+STAGES="parity,generate,oom,static,device,controlnet,timings,memory,sd15,bench"
 # A rehearsal on a machine without a GPU (does everything unpack, does every
 # test find its fixtures): KILN_GPU_CHECK_PROVIDER=cpu. Its figures mean nothing.
 PROVIDER="${KILN_GPU_CHECK_PROVIDER:-cuda}"
@@ -119,8 +122,8 @@ else
     DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench" CONTROLNET="$BIN_DIR/controlnet"
 fi
 for stage in ${STAGES//,/ }; do
-    case "$stage" in parity|generate|oom|static|device|controlnet|timings|memory|sd15) ;;
-        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, timings, memory, sd15)" >&2; exit 2 ;;
+    case "$stage" in parity|generate|oom|static|device|controlnet|timings|memory|sd15|bench) ;;
+        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, timings, memory, sd15, bench)" >&2; exit 2 ;;
     esac
 done
 status=0
@@ -258,17 +261,32 @@ stage_memory() {
     stage_memory_of tests/fixtures/tiny-sd tiny
 }
 
-stage_sd15() {  # the lever timings and per-stage memory on --sd15's export
-    if [ -z "$SD15" ]; then
-        echo "== sd15: skipped (no --sd15)"; return
-    fi
+sd15_ready() {  # whether --sd15's export is there, waiting up to --sd15-wait for it
+    [ -n "$SD15" ] || { echo "== sd15: skipped (no --sd15)"; return 1; }
     # It may still be being made (tools/gpu_lease.sh exports it beside the
     # earlier stages and moves it into place when done).
     local waited=0
     while [ ! -f "$SD15/model_index.json" ] && [ $waited -lt "$SD15_WAIT" ]; do sleep 5; waited=$((waited + 5)); done
-    if [ ! -f "$SD15/model_index.json" ]; then
-        echo "== sd15: skipped ($SD15 is not there after ${SD15_WAIT} s)"; return
-    fi
+    [ -f "$SD15/model_index.json" ] || { echo "== sd15: skipped ($SD15 is not there after ${SD15_WAIT} s)"; return 1; }
+}
+
+stage_bench() {  # Kiln against raw ONNX Runtime with I/O binding, levers on and off (issue 21 item 5)
+    local models="tiny=tests/fixtures/tiny-sd"
+    sd15_ready && models="$models,sd15=$SD15"
+    echo "== Kiln against raw ONNX Runtime ($models; ${SIZE}x${SIZE}, 20 CFG steps and 1 step; tools/gpu_bench.py)"
+    timeout 600 "${KILN_GPU_CHECK_PYTHON:-python3}" tools/gpu_bench.py --bench "$BENCH" --models "$models" --runs 3 --out "$OUT/bench" \
+        --provider "$PROVIDER" --size "$SIZE" \
+        --kiln-variant "device=--gpu-math fast --device-latents" \
+        --kiln-variant "static+device=--gpu-math fast --static-unet --device-latents" \
+        --kiln-variant "graph+device=--gpu-math fast --cuda-graph --device-latents" \
+        --kiln-variant "graph=--gpu-math fast --cuda-graph" >"$OUT/bench.log" 2>&1
+    local rc=$?
+    grep -E "^\|" "$OUT/bench.log"
+    lever bench $rc
+}
+
+stage_sd15() {  # the lever timings and per-stage memory on --sd15's export
+    sd15_ready || return 0
     echo "== generate timings per lever on $SD15"
     timings "$SD15" sd15
     echo "== peak GPU memory per stage on $SD15, residency all vs per-stage"

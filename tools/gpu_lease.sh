@@ -48,12 +48,16 @@ TESTS="parity static_unet providers device_latents controlnet"
 EXAMPLES="generate bench"
 # Issue 21's missing figures first: the device loop has never run on a GPU.
 # KILN_LEASE_STAGES and KILN_LEASE_BUDGET override them, at prepare or remote.
-STAGES="${KILN_LEASE_STAGES:-device,controlnet,memory,timings,sd15,static,parity,oom,generate}"
+STAGES="${KILN_LEASE_STAGES:-device,controlnet,memory,bench,sd15,timings,static,parity,oom,generate}"
 # The SD 1.5-size export for the sd15 stage is made there (torch and
 # transformers are there; the diffusers wheel is carried), on 4 cores, beside
 # the first stages.
 DIFFUSERS="diffusers==0.39.0"
-BUDGET="${KILN_LEASE_BUDGET:-330}"
+# The bench stage's raw side needs the onnxruntime-gpu Python package for the
+# GPU machine's Python (3.12 on the lent ones); its CUDA provider library is
+# not packed twice: `remote` links the one in ort/.
+PYVER="${KILN_LEASE_PYTHON_VERSION:-3.12}"
+BUDGET="${KILN_LEASE_BUDGET:-360}"
 MARK="# tools/gpu_lease.sh trim (restore removes this block)"
 
 prepare() {
@@ -79,9 +83,21 @@ prepare() {
     git rev-parse HEAD >"$LEASE/lease/commit"
     echo "$STAGES" >"$LEASE/lease/stages"
     echo "$BUDGET" >"$LEASE/lease/budget"
-    cp tools/gpu_lease.sh tools/gpu_check.sh tools/make_sd15_random.py "$LEASE/lease/"
+    cp tools/gpu_lease.sh tools/gpu_check.sh tools/gpu_bench.py tools/make_sd15_random.py "$LEASE/lease/"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 -d "$LEASE/lease/wheels" "$DIFFUSERS"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d "$LEASE/work/ortpy-wheel" "onnxruntime-gpu==1.31.1"
+    python3 - "$LEASE/work/ortpy-wheel" "$LEASE/work/ortpy" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    for m in z.namelist():
+        if "libonnxruntime_providers_cuda" in m or "libonnxruntime_providers_tensorrt" in m:
+            continue
+        z.extract(m, sys.argv[2])
+PY
+    tar -C "$LEASE/work/ortpy" -cf - . | xz -9 -T0 >"$LEASE/lease/ortpy.tar.xz"
 
     python3 tools/fetch_onnxruntime.py --package onnxruntime-gpu --dest "$LEASE/work/ort" >/dev/null
     # TensorRT's provider is not used by the checks.
@@ -149,7 +165,10 @@ remote() {
     unxz lease/ort.tar.xz | tar -x -C "$here/ort"
     unxz lease/bin.tar.xz | tar -x -C "$here"
     unxz lease/fixtures.tar.xz | tar -x -C "$root"
-    mkdir -p "$root/tools" && cp lease/gpu_check.sh lease/make_sd15_random.py "$root/tools/"
+    mkdir -p "$here/ortpy" && unxz lease/ortpy.tar.xz | tar -x -C "$here/ortpy"
+    ln -sf "$here/ort/libonnxruntime_providers_cuda.so" "$here/ort/libonnxruntime_providers_shared.so" "$here/ortpy/onnxruntime/capi/"
+    export PYTHONPATH="$here/ortpy${PYTHONPATH:+:$PYTHONPATH}"
+    mkdir -p "$root/tools" && cp lease/gpu_check.sh lease/gpu_bench.py lease/make_sd15_random.py "$root/tools/"
     local stages budget sd15=()
     stages="${KILN_LEASE_STAGES:-$(cat lease/stages)}" budget="${KILN_LEASE_BUDGET:-$(cat lease/budget)}"
     echo "lease of $(cat lease/commit): fixtures under $root, stages $stages, budget $budget s"
@@ -164,7 +183,7 @@ remote() {
             --exporter torch --no-check ${KILN_LEASE_SD15_FLAGS:-} >"$here/check/sd15-export.log" 2>&1 && mv "$here/sd15-tmp" "$here/sd15") &
         sd15=(--sd15 "$here/sd15" --sd15-wait 300)
     fi
-    bash "$root/tools/gpu_check.sh" --ort-dir "$here/ort" --bin-dir "$here/bin" --out "$here/check" \
+    KILN_GPU_CHECK_PYTHON="$py" bash "$root/tools/gpu_check.sh" --ort-dir "$here/ort" --bin-dir "$here/bin" --out "$here/check" \
         --only "$stages" --budget "$budget" "${sd15[@]}" 2>&1 | tee "$out/summary.txt"
     local rc=${PIPESTATUS[0]}
     tar -C "$here" --exclude='*.onnx' --exclude='*.onnx_data' --exclude='*.onnx.data' -cf - check | xz -6 >"$out/logs.tar.xz"
