@@ -14,12 +14,21 @@
 # prepare (needs cargo, python3 with pip, xz):
 #   - builds the test binaries and examples gpu_check.sh runs, with
 #     `--features cuda`, into target-gpu/, and strips them;
-#   - fetches `onnxruntime-gpu` (tools/fetch_onnxruntime.py) and keeps its
-#     libraries in one folder (the CUDA provider library is 284 MB; xz -9
-#     brings it under 190 MB);
-#   - packs the fixtures the checks read (FIXTURES below) and gpu_check.sh;
-#   - cuts the whole into parts of at most --part-mib MiB (default 60) under
-#     .gpu/p1, .gpu/p2, ...: one part per call.
+#   - downloads the `onnxruntime-gpu` wheel and keeps its libraries in one
+#     folder (the CUDA provider library is 284 MB; xz -9 brings it under
+#     190 MB);
+#   - packs the fixtures the checks read (FIXTURES below), gpu_check.sh,
+#     gpu_bench.py with the onnxruntime-gpu Python package for the machine's
+#     Python (KILN_LEASE_PYTHON_VERSION, default 3.12), and
+#     make_sd15_random.py with the diffusers wheel;
+#   - cuts the whole into parts of at most --part-mib MiB (default 62: a call
+#     carries 64 MiB, and a trimmed checkout adds nothing) under .gpu/p1,
+#     .gpu/p2, ...: one part per call (4 in December 2026, 240 MiB).
+# Rehearsal on a machine without a GPU (docs/benchmarks.md): prepare with
+# this machine's Python version, then run each call's command in a bare
+# folder, the remote one with KILN_GPU_CHECK_PROVIDER=cpu,
+# KILN_GPU_CHECK_SIZE=64, KILN_LEASE_PYTHON (a Python with torch) and
+# KILN_LEASE_SD15_FLAGS=--small.
 # The test binaries find their fixtures under the checkout path they were
 # built in (CARGO_MANIFEST_DIR, recorded as .gpu/lease/root); `remote` puts
 # the fixtures there on the GPU machine, whatever path its copy has.
@@ -57,11 +66,12 @@ DIFFUSERS="diffusers==0.39.0"
 # GPU machine's Python (3.12 on the lent ones); its CUDA provider library is
 # not packed twice: `remote` links the one in ort/.
 PYVER="${KILN_LEASE_PYTHON_VERSION:-3.12}"
+ORT_WHEEL="onnxruntime-gpu==1.31.1"
 BUDGET="${KILN_LEASE_BUDGET:-360}"
 MARK="# tools/gpu_lease.sh trim (restore removes this block)"
 
 prepare() {
-    local part_mib=60
+    local part_mib=62
     while [ $# -gt 0 ]; do
         case "$1" in
             --part-mib) part_mib="$2"; shift 2 ;;
@@ -86,23 +96,27 @@ prepare() {
     cp tools/gpu_lease.sh tools/gpu_check.sh tools/gpu_bench.py tools/make_sd15_random.py "$LEASE/lease/"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 -d "$LEASE/lease/wheels" "$DIFFUSERS"
+    # One wheel gives both: the runtime libraries for Kiln (ort/, all in one
+    # folder) and the Python package without them (ortpy/; `remote` links
+    # them into its capi/). TensorRT's provider is not used by the checks.
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d "$LEASE/work/ortpy-wheel" "onnxruntime-gpu==1.31.1"
-    python3 - "$LEASE/work/ortpy-wheel" "$LEASE/work/ortpy" <<'PY'
-import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/*.whl")[0]
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d "$LEASE/work/wheel" "$ORT_WHEEL"
+    python3 - "$LEASE/work/wheel" "$LEASE/work" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheel, = glob.glob(sys.argv[1] + "/*.whl")
+libs = ("libonnxruntime.so.", "libonnxruntime_providers_shared.so", "libonnxruntime_providers_cuda.so")
 with zipfile.ZipFile(wheel) as z:
     for m in z.namelist():
-        if "libonnxruntime_providers_cuda" in m or "libonnxruntime_providers_tensorrt" in m:
-            continue
-        z.extract(m, sys.argv[2])
+        name = os.path.basename(m)
+        if name.startswith(libs):
+            os.makedirs(os.path.join(sys.argv[2], "ort"), exist_ok=True)
+            with z.open(m) as src, open(os.path.join(sys.argv[2], "ort", name), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        elif "libonnxruntime_providers_tensorrt" not in name:
+            z.extract(m, os.path.join(sys.argv[2], "ortpy"))
 PY
     tar -C "$LEASE/work/ortpy" -cf - . | xz -9 -T0 >"$LEASE/lease/ortpy.tar.xz"
-
-    python3 tools/fetch_onnxruntime.py --package onnxruntime-gpu --dest "$LEASE/work/ort" >/dev/null
-    # TensorRT's provider is not used by the checks.
-    tar -C "$LEASE/work/ort" -cf - libonnxruntime.so.1.31.1 libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so |
-        xz -9 -T0 >"$LEASE/lease/ort.tar.xz"
+    tar -C "$LEASE/work/ort" -cf - . | xz -9 -T0 >"$LEASE/lease/ort.tar.xz"
     tar -cf - $FIXTURES | xz -6 -T0 >"$LEASE/lease/fixtures.tar.xz"
     tar -C "$LEASE/lease" -cf - bin | xz -9 -T0 >"$LEASE/lease/bin.tar.xz"
     rm -rf "$LEASE/lease/bin" "$LEASE/work"
@@ -166,7 +180,7 @@ remote() {
     unxz lease/bin.tar.xz | tar -x -C "$here"
     unxz lease/fixtures.tar.xz | tar -x -C "$root"
     mkdir -p "$here/ortpy" && unxz lease/ortpy.tar.xz | tar -x -C "$here/ortpy"
-    ln -sf "$here/ort/libonnxruntime_providers_cuda.so" "$here/ort/libonnxruntime_providers_shared.so" "$here/ortpy/onnxruntime/capi/"
+    ln -sf "$here"/ort/* "$here/ortpy/onnxruntime/capi/"
     export PYTHONPATH="$here/ortpy${PYTHONPATH:+:$PYTHONPATH}"
     mkdir -p "$root/tools" && cp lease/gpu_check.sh lease/gpu_bench.py lease/make_sd15_random.py "$root/tools/"
     local stages budget sd15=()
