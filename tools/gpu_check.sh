@@ -264,10 +264,13 @@ stage_memory() {
 sd15_ready() {  # whether --sd15's export is there, waiting up to --sd15-wait for it
     [ -n "$SD15" ] || { echo "== sd15: skipped (no --sd15)"; return 1; }
     # It may still be being made (tools/gpu_lease.sh exports it beside the
-    # earlier stages and moves it into place when done).
+    # earlier stages, moves it into place when done, and leaves DIR.failed
+    # if the export failed: no use waiting then).
     local waited=0
-    while [ ! -f "$SD15/model_index.json" ] && [ $waited -lt "$SD15_WAIT" ]; do sleep 5; waited=$((waited + 5)); done
-    [ -f "$SD15/model_index.json" ] || { echo "== sd15: skipped ($SD15 is not there after ${SD15_WAIT} s)"; return 1; }
+    while [ ! -f "$SD15/model_index.json" ] && [ ! -e "$SD15.failed" ] && [ $waited -lt "$SD15_WAIT" ]; do
+        sleep 5; waited=$((waited + 5))
+    done
+    [ -f "$SD15/model_index.json" ] || { echo "== sd15: skipped ($SD15 is not there after ${waited} s)"; return 1; }
 }
 
 stage_bench() {  # Kiln against raw ONNX Runtime with I/O binding, levers on and off (issue 21 item 5)

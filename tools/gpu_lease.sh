@@ -194,7 +194,8 @@ remote() {
         local pin=()
         if command -v taskset >/dev/null && [ "$(nproc)" -ge 8 ]; then pin=(taskset -c "$(($(nproc) - 4))-$(($(nproc) - 1))"); fi
         (PYTHONPATH="$here/site" OMP_NUM_THREADS=4 nice -n 10 "${pin[@]}" "$py" "$root/tools/make_sd15_random.py" "$here/sd15-tmp" \
-            --exporter torch --no-check ${KILN_LEASE_SD15_FLAGS:-} >"$here/check/sd15-export.log" 2>&1 && mv "$here/sd15-tmp" "$here/sd15") &
+            --exporter torch --no-check ${KILN_LEASE_SD15_FLAGS:-} >"$here/check/sd15-export.log" 2>&1 &&
+            mv "$here/sd15-tmp" "$here/sd15" || touch "$here/sd15.failed") &
         sd15=(--sd15 "$here/sd15" --sd15-wait 300)
     fi
     KILN_GPU_CHECK_PYTHON="$py" bash "$root/tools/gpu_check.sh" --ort-dir "$here/ort" --bin-dir "$here/bin" --out "$here/check" \
