@@ -11,7 +11,7 @@ use kiln::image::control::ControlImage;
 
 use crate::image_data::to_godot_rgba8;
 use crate::options::{self, OptionValue};
-use crate::session::{Session, SessionConfig};
+use crate::session::{GpuSettings, Session, SessionConfig};
 use crate::tracker::{status_of, Event, Phase, Tracker};
 
 /// Generates textures with Kiln without blocking the main thread.
@@ -31,6 +31,35 @@ pub struct KilnGenerator {
     /// extension (or `ORT_DYLIB_PATH`).
     #[export]
     onnxruntime_path: GString,
+    /// Execution providers, best first, comma-separated: `cuda`, `tensorrt`,
+    /// `directml`, `coreml`, `cpu`; empty = the CPU. A provider the ONNX
+    /// Runtime in use lacks is skipped (the CPU runs) unless
+    /// `require_provider` is on. The GPU properties apply from the next
+    /// `generate`, which then loads the model afresh.
+    #[export]
+    providers: GString,
+    /// Fail jobs (status 301) instead of falling back to the CPU.
+    #[export]
+    require_provider: bool,
+    /// GPU index (CUDA, TensorRT) or adapter index (DirectML).
+    #[export]
+    gpu_device: i64,
+    /// `fast` (TF32 on CUDA, the default) or `exact` (float32, the CPU's results).
+    #[export]
+    gpu_math: GString,
+    /// MiB each CUDA session may hold; 0 = no cap. Over it a job fails with
+    /// status 500 and the node stays usable.
+    #[export]
+    gpu_memory_limit_mb: i64,
+    /// Run the U-Net specialised to each job's size (every node on the GPU).
+    #[export]
+    static_unet: bool,
+    /// CUDA graph replay of the specialised U-Net (implies `static_unet`).
+    #[export]
+    cuda_graph: bool,
+    /// Keep the latents on the GPU between steps.
+    #[export]
+    device_latents: bool,
     session: Option<Session>,
     jobs: BTreeMap<i64, Tracker>,
     /// How ended jobs ended, for `job_state` (a few bytes per job).
@@ -45,6 +74,14 @@ impl INode for KilnGenerator {
         Self {
             model_path: GString::new(),
             onnxruntime_path: GString::new(),
+            providers: GString::new(),
+            require_provider: false,
+            gpu_device: 0,
+            gpu_math: GString::new(),
+            gpu_memory_limit_mb: 0,
+            static_unet: false,
+            cuda_graph: false,
+            device_latents: false,
             session: None,
             jobs: BTreeMap::new(),
             ended: BTreeMap::new(),
@@ -151,7 +188,19 @@ impl KilnGenerator {
     fn session_config(&self) -> SessionConfig {
         let onnxruntime_path =
             if self.onnxruntime_path.is_empty() { None } else { Some(globalized(&self.onnxruntime_path)) };
-        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path }
+        // Out-of-range numbers are passed on as they are and refused by
+        // `GpuSettings::provider_policy`, so the job reports them (status 101).
+        let gpu = GpuSettings {
+            providers: self.providers.to_string().split(',').map(str::to_string).collect(),
+            require_provider: self.require_provider,
+            device_id: self.gpu_device,
+            gpu_math: self.gpu_math.to_string(),
+            gpu_memory_limit_mib: self.gpu_memory_limit_mb,
+            static_unet: self.static_unet,
+            cuda_graph: self.cuda_graph,
+            device_latents: self.device_latents,
+        };
+        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu }
     }
 
     /// Polls every job once and emits what happened, in job order.

@@ -25,7 +25,7 @@ use crate::tracker::Tracker;
 /// most recently used sets stay; two covers a game alternating two styles.
 pub const ADAPTER_VIEWS_KEPT: usize = 2;
 
-/// Where the model and ONNX Runtime come from.
+/// Where the model and ONNX Runtime come from, and how they use a GPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionConfig {
     /// The model folder (diffusers/optimum ONNX layout), as a file-system path.
@@ -33,6 +33,74 @@ pub struct SessionConfig {
     /// ONNX Runtime to load; `None` searches (`ORT_DYLIB_PATH`, then beside
     /// the extension's library, where the addon ships it).
     pub onnxruntime_path: Option<PathBuf>,
+    /// The GPU settings of the session's runtime.
+    pub gpu: GpuSettings,
+}
+
+/// How the session's runtime uses a GPU: the node's GPU properties, as
+/// `kiln::runtime::ProviderPolicy` takes them. The default is the CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GpuSettings {
+    /// Execution providers, best first, by Kiln's names (`cuda`, `tensorrt`,
+    /// `directml`, `coreml`, `cpu`); empty = the CPU. One the ONNX Runtime
+    /// in use lacks is skipped (logged) unless `require_provider` is set.
+    pub providers: Vec<String>,
+    /// Fail the model load instead of falling back to the CPU.
+    pub require_provider: bool,
+    /// GPU index (CUDA, TensorRT) or adapter index (DirectML).
+    pub device_id: i64,
+    /// `fast` (TF32 on CUDA; the default, also when empty) or `exact`.
+    pub gpu_math: String,
+    /// MiB each CUDA session's memory arena may hold; 0 = no cap. A job that
+    /// needs more fails with status 500 (out of memory); the node stays usable.
+    pub gpu_memory_limit_mib: i64,
+    /// Run the U-Net specialised to each job's size and batch.
+    pub static_unet: bool,
+    /// CUDA graph replay of the specialised U-Net (implies `static_unet`).
+    pub cuda_graph: bool,
+    /// Keep the latents on the U-Net's device between steps.
+    pub device_latents: bool,
+}
+
+impl GpuSettings {
+    /// The runtime's provider policy, or why a setting is not one Kiln knows.
+    pub fn provider_policy(&self) -> Result<kiln::runtime::ProviderPolicy, Error> {
+        use kiln::runtime::{GpuMath, Provider};
+        let bad = |what: String| Error::new(ErrorKind::InvalidArgument, what);
+        let mut preferred = Vec::new();
+        for name in self.providers.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+            let p = Provider::from_name(&name.to_ascii_lowercase()).ok_or_else(|| {
+                let known: Vec<&str> = Provider::ALL.iter().map(|p| p.short_name()).collect();
+                bad(format!("providers: unknown provider {name:?} (Kiln knows {})", known.join(", ")))
+            })?;
+            if !preferred.contains(&p) {
+                preferred.push(p);
+            }
+        }
+        let gpu_math = match self.gpu_math.trim() {
+            "" => GpuMath::default(),
+            m => GpuMath::from_name(&m.to_ascii_lowercase()).ok_or_else(|| bad(format!("gpu_math: {m:?} is not fast or exact")))?,
+        };
+        let gpu_memory_limit = usize::try_from(self.gpu_memory_limit_mib)
+            .ok()
+            .and_then(|mib| mib.checked_mul(1 << 20))
+            .ok_or_else(|| bad(format!("gpu_memory_limit_mb: {} is not a size in MiB this machine can address", self.gpu_memory_limit_mib)))?;
+        let device_id = i32::try_from(self.device_id)
+            .ok()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| bad(format!("gpu_device: {} is not a device index", self.device_id)))?;
+        Ok(kiln::runtime::ProviderPolicy {
+            preferred,
+            device_id,
+            require: self.require_provider,
+            gpu_math,
+            gpu_memory_limit,
+            static_unet: self.static_unet,
+            cuda_graph: self.cuda_graph,
+            device_latents: self.device_latents,
+            ..Default::default()
+        })
+    }
 }
 
 /// What a session has loaded, shared with its preparation threads. Each
@@ -63,6 +131,12 @@ impl Session {
     /// A session for `config`; nothing is loaded yet.
     pub fn new(config: SessionConfig) -> Self {
         Self { config, loaded: Arc::new(Loaded::default()) }
+    }
+
+    /// The model folder's model once a job has loaded it (for tests and
+    /// diagnostics: its runtime's settings, `resident_graphs`).
+    pub fn loaded_model(&self) -> Option<Model> {
+        lock(&self.loaded.model).clone()
     }
 
     /// How many adapter views (`loras` / `embeddings` sets, and a refiner's
@@ -246,7 +320,8 @@ fn model(slot: &Mutex<Option<Model>>, config: &SessionConfig) -> Result<Model, E
     if config.model_dir.as_os_str().is_empty() {
         return Err(Error::new(ErrorKind::InvalidArgument, "model_path is empty; set it to a Kiln model folder"));
     }
-    let runtime = Runtime::new(&RuntimeOptions { onnxruntime_path: config.onnxruntime_path.clone(), ..Default::default() })?;
+    let providers = config.gpu.provider_policy()?;
+    let runtime = Runtime::new(&RuntimeOptions { onnxruntime_path: config.onnxruntime_path.clone(), providers, ..Default::default() })?;
     let model = Model::load(&runtime, &config.model_dir)?;
     *guard = Some(model.clone());
     Ok(model)

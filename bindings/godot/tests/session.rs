@@ -8,7 +8,7 @@ use kiln::model::seamless::Seamless;
 use kiln::{GenerateRequest, Model, Runtime, RuntimeOptions, SchedulerKind};
 use kiln_godot::image_data::to_godot_rgba8;
 use kiln_godot::options::OptionValue;
-use kiln_godot::session::{Session, SessionConfig};
+use kiln_godot::session::{GpuSettings, Session, SessionConfig};
 use kiln_godot::tracker::{Event, Phase, Tracker};
 
 fn fixture() -> PathBuf {
@@ -16,7 +16,7 @@ fn fixture() -> PathBuf {
 }
 
 fn session() -> Session {
-    Session::new(SessionConfig { model_dir: fixture(), onnxruntime_path: None })
+    Session::new(SessionConfig { model_dir: fixture(), onnxruntime_path: None, ..Default::default() })
 }
 
 fn opts(list: &[(&str, OptionValue)]) -> Vec<(String, OptionValue)> {
@@ -107,7 +107,7 @@ fn seamless_option_generates_from_the_seamless_view() {
 fn sdxl_keys_generate_what_kiln_makes_directly() {
     use OptionValue::*;
     let dir = fixture().join("../tiny-sdxl");
-    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None, ..Default::default() });
     let mut t = s.start(
         "mossy stone brick wall",
         &opts(&[
@@ -160,7 +160,7 @@ fn failures_carry_kiln_status_and_message() {
     assert_eq!((status, message.as_str()), (101, "options[\"steps\"]: 0 is out of range 1..=1000"));
 
     // A missing model folder.
-    let missing = Session::new(SessionConfig { model_dir: fixture().join("no-such-model"), onnxruntime_path: None });
+    let missing = Session::new(SessionConfig { model_dir: fixture().join("no-such-model"), onnxruntime_path: None, ..Default::default() });
     let mut t = missing.start("x", &[]);
     let (status, message) = failure(&run_to_end(&mut t));
     println!("missing model: {status} {message}");
@@ -247,7 +247,7 @@ fn controls_generate_what_kiln_makes_directly() {
     use kiln::pipeline::control::Control;
     use OptionValue::*;
     let dir = controlnet_model_dir();
-    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None, ..Default::default() });
     let entry = |net: &str| {
         Dictionary(opts(&[
             ("controlnet", String(net.into())),
@@ -506,7 +506,7 @@ fn sdxl_adapters_generate_what_kiln_makes_directly() {
     use OptionValue::*;
     let dir = fixture().join("../tiny-sdxl");
     let (lora, emb) = (fixture().join("../sdxl-lora/style.kohya.safetensors"), fixture().join("../sdxl-embedding/xl-brick.safetensors"));
-    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None, ..Default::default() });
     let prompt = "<xl-brick> wall, mossy";
     let mut t = s.start(
         prompt,
@@ -558,7 +558,7 @@ fn refiner_hand_off_generates_what_kiln_makes_directly() {
     use OptionValue::*;
     let dir = fixture().join("../tiny-sdxl");
     let refiner_path = refiner_dir();
-    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None });
+    let s = Session::new(SessionConfig { model_dir: dir.clone(), onnxruntime_path: None, ..Default::default() });
     let prompt = "mossy stone brick wall";
     let base = [("steps", Int(5)), ("seed", Int(4)), ("scheduler", String("euler".into()))];
     let with = |extra: Vec<(&'static str, OptionValue)>| {
@@ -627,4 +627,77 @@ fn refiner_hand_off_generates_what_kiln_makes_directly() {
     // Inpainting hands off too (diffusers' inpainting ensemble; tests/sdxl_inpaint_handoff.rs).
     let inpainted = done_image(&run_to_end(&mut with(vec![refiner_key(), ("init_image", Image(init_pixels())), ("mask", Image(mask))]))).clone();
     println!("refiner + mask: {}x{} image", inpainted.width, inpainted.height);
+}
+
+fn gpu_session(gpu: GpuSettings) -> Session {
+    Session::new(SessionConfig { model_dir: fixture(), onnxruntime_path: None, gpu })
+}
+
+/// The node's GPU properties reach the runtime the model is loaded with: the
+/// static U-Net (its lazy dynamic graph never opens, so `unet` is not
+/// resident) and device-resident latents on the CPU provider give the image
+/// Kiln makes directly with the same settings, and differ from the defaults'
+/// model only in what those settings change.
+#[test]
+fn gpu_settings_reach_the_runtime() {
+    use OptionValue::*;
+    let gpu = GpuSettings {
+        providers: vec!["CPU".into(), " cpu".into()],
+        gpu_math: "exact".into(),
+        static_unet: true,
+        device_latents: true,
+        ..Default::default()
+    };
+    let s = gpu_session(gpu.clone());
+    let mut t = s.start("mossy stone", &opts(&[("steps", Int(4)), ("seed", Int(3)), ("scheduler", String("euler".into()))]));
+    let events = run_to_end(&mut t);
+    let got = done_image(&events).clone();
+    let model = s.loaded_model().expect("the job loaded the model");
+    let resident = model.resident_graphs();
+    println!("resident graphs with the static U-Net: {resident:?}");
+    assert!(resident.contains(&"unet_static") && !resident.contains(&"unet"), "{resident:?}");
+
+    let rt = Runtime::new(&RuntimeOptions { providers: gpu.provider_policy().unwrap(), ..Default::default() }).unwrap();
+    let request = GenerateRequest { prompt: "mossy stone".into(), steps: 4, seed: 3, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let direct_model = Model::load(&rt, &fixture()).unwrap();
+    let generation = direct_model.generate_with(&request, kiln::pipeline::Hooks::default()).unwrap();
+    assert_eq!(generation.device_steps, 4, "the direct run used the device loop");
+    assert_eq!(count_differing(&got, &generation.image.to_rgba8()), 0);
+    // The defaults' model holds the dynamic U-Net: the settings made the difference.
+    let plain = session();
+    let mut t = plain.start("mossy stone", &opts(&[("steps", Int(4)), ("seed", Int(3)), ("scheduler", String("euler".into()))]));
+    run_to_end(&mut t);
+    assert!(plain.loaded_model().unwrap().resident_graphs().contains(&"unet"));
+}
+
+/// GPU settings Kiln cannot take fail the job with status 101 and a message
+/// naming the property; a provider this ONNX Runtime build lacks falls back
+/// to the CPU, unless it is required (status 301); the node stays usable.
+#[test]
+fn bad_or_unavailable_gpu_settings_fail_the_job_with_a_status() {
+    use OptionValue::*;
+    let cases = [
+        (GpuSettings { providers: vec!["cuda".into(), "quantum".into()], ..Default::default() }, "providers: unknown provider \"quantum\""),
+        (GpuSettings { gpu_math: "turbo".into(), ..Default::default() }, "gpu_math: \"turbo\" is not fast or exact"),
+        (GpuSettings { gpu_memory_limit_mib: -1, ..Default::default() }, "gpu_memory_limit_mb: -1 is not a size"),
+        (GpuSettings { device_id: -1, ..Default::default() }, "gpu_device: -1 is not a device index"),
+        (GpuSettings { device_id: 1 << 40, ..Default::default() }, "gpu_device: 1099511627776 is not a device index"),
+    ];
+    for (gpu, want) in cases {
+        let mut t = gpu_session(gpu).start("x", &opts(&[("steps", Int(1))]));
+        let (status, message) = failure(&run_to_end(&mut t));
+        println!("{status} {message}");
+        assert_eq!(status, 101, "{message}");
+        assert!(message.starts_with(want), "{message:?} should start with {want:?}");
+    }
+    // This build has no CUDA provider compiled in (the binding builds Kiln's default features).
+    let required = GpuSettings { providers: vec!["cuda".into()], require_provider: true, ..Default::default() };
+    let mut t = gpu_session(required).start("x", &opts(&[("steps", Int(1))]));
+    let (status, message) = failure(&run_to_end(&mut t));
+    println!("required cuda: {status} {message}");
+    assert_eq!(status, 301, "{message}");
+    let fallback = GpuSettings { providers: vec!["cuda".into()], ..Default::default() };
+    let mut t = gpu_session(fallback).start("x", &opts(&[("steps", Int(1))]));
+    let events = run_to_end(&mut t);
+    assert!(matches!(events.last(), Some(Event::Done { .. })), "without require_provider the CPU runs: {:?}", events.last());
 }
