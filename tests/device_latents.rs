@@ -16,10 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kiln::pipeline::{Generation, GenerateRequest, Hooks, StepLatents};
-use kiln::runtime::LogLevel;
-use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
+use kiln::{Model, Runtime, SchedulerKind};
 
-type Log = Arc<Mutex<Vec<String>>>;
+use common::Log;
 
 /// A runtime with the providers tests/common reads from the environment,
 /// device-resident latents on or off, and its log.
@@ -35,31 +34,12 @@ fn make_runtime_with(device_latents: bool, fixed: bool) -> (Runtime, Log) {
 
 /// As `make_runtime_with`, with a residency.
 fn make_runtime_full(device_latents: bool, fixed: bool, residency: kiln::model::Residency) -> (Runtime, Log) {
-    let log: Log = Default::default();
-    let sink = Arc::clone(&log);
-    let mut providers = kiln::runtime::ProviderPolicy::default();
-    if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
-        for name in list.split(',').filter(|n| !n.is_empty()) {
-            providers.preferred.push(kiln::runtime::Provider::from_name(name).expect("KILN_TEST_PROVIDERS: a provider name"));
-        }
-        providers.require = true;
-    }
-    if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
-        providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
-    }
-    providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
-    providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
+    let mut providers = common::env_providers();
+    providers.static_unet = common::env_flag("KILN_TEST_STATIC_UNET");
+    providers.cuda_graph = common::env_flag("KILN_TEST_CUDA_GRAPH");
     providers.device_latents = device_latents;
     providers.fixed_unet_buffers = fixed;
-    let rt = Runtime::new(&RuntimeOptions {
-        providers,
-        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
-        log_level: LogLevel::Info,
-        residency,
-        ..Default::default()
-    })
-    .expect("runtime");
-    (rt, log)
+    common::logged_runtime(providers, residency)
 }
 
 fn host_model() -> &'static Model {
@@ -486,11 +466,12 @@ fn a_controlnet_without_a_scale_input_is_scaled_by_kiln_on_both_loops() {
     };
     let mut unscaled = Vec::new();
     for (id, controls, r) in &cases {
+        let request = with(controls.clone(), r.clone());
         let want = host.generate_with(&with(scaled_in_graph(controls), r.clone()), Hooks::default()).expect("the scale inside the graph");
-        let got = host.generate_with(&with(controls.clone(), r.clone()), Hooks::default()).expect("the scale applied by Kiln");
+        let got = host.generate_with(&request, Hooks::default()).expect("the scale applied by Kiln");
         assert_eq!((want.device_steps, got.device_steps), (0, 0));
         compare_results(&format!("unscaled_host_{id}"), &got, &want);
-        unscaled.push((*id, with(controls.clone(), r.clone())));
+        unscaled.push((*id, request));
     }
     // The scale must matter: at 1 the unscaled net gives another picture.
     let at_one = host.generate_with(&with(vec![on("xl-unscaled", "control_a.png", 1.0)], cases[0].2.clone()), Hooks::default()).unwrap();

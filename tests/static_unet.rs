@@ -14,14 +14,14 @@
 //! the GPU; `KILN_TEST_CUDA_GRAPH=1` also turns on CUDA graph replay there.
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use kiln::model::static_unet::{inspect, specialise};
 use kiln::pipeline::{GenerateRequest, Hooks};
 use kiln::runtime::LogLevel;
 use kiln::{Model, Runtime, RuntimeOptions, SchedulerKind};
 
-type Log = Arc<Mutex<Vec<String>>>;
+use common::Log;
 
 /// A runtime like the common one (same providers and GPU math) with the
 /// static U-Net on or off, and its log. The dynamic one is made here, not
@@ -29,33 +29,10 @@ type Log = Arc<Mutex<Vec<String>>>;
 /// specialises the U-Net too, and the comparison would be static against
 /// static.
 fn runtime_with(static_unet: bool) -> (Runtime, Log) {
-    let log: Log = Default::default();
-    let sink = Arc::clone(&log);
-    let mut providers = kiln::runtime::ProviderPolicy::default();
-    // The providers tests/common/mod.rs reads from the environment.
-    if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
-        for name in list.split(',').filter(|n| !n.is_empty()) {
-            providers.preferred.push(match name {
-                "cpu" => kiln::runtime::Provider::Cpu,
-                "cuda" => kiln::runtime::Provider::Cuda,
-                other => panic!("KILN_TEST_PROVIDERS: {other} is not cpu or cuda in this test"),
-            });
-        }
-        providers.require = true;
-    }
-    if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
-        providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
-    }
+    let mut providers = common::env_providers();
     providers.static_unet = static_unet;
-    providers.cuda_graph = static_unet && std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
-    let rt = Runtime::new(&RuntimeOptions {
-        providers,
-        log: Some(Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
-        log_level: LogLevel::Info,
-        ..Default::default()
-    })
-    .expect("runtime");
-    (rt, log)
+    providers.cuda_graph = static_unet && common::env_flag("KILN_TEST_CUDA_GRAPH");
+    common::logged_runtime(providers, Default::default())
 }
 
 fn static_runtime() -> &'static (Runtime, Log) {

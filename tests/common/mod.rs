@@ -33,25 +33,56 @@ pub fn golden(name: &str) -> PathBuf {
 pub fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        let mut options = RuntimeOptions::default();
-        if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
-            for name in list.split(',').filter(|n| !n.is_empty()) {
-                use kiln::runtime::Provider;
-                let p = Provider::from_name(name).unwrap_or_else(|| panic!("KILN_TEST_PROVIDERS: unknown provider {name}"));
-                options.providers.preferred.push(p);
-            }
-            options.providers.require = true;
-        }
-        if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
-            options.providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
-        }
+        let mut providers = env_providers();
         // The GPU levers, for running every test through them (.ci/run runs
         // the parity cases with the static U-Net; tools/gpu_check.sh with CUDA graphs).
-        options.providers.static_unet = std::env::var("KILN_TEST_STATIC_UNET").is_ok_and(|v| v == "1");
-        options.providers.cuda_graph = std::env::var("KILN_TEST_CUDA_GRAPH").is_ok_and(|v| v == "1");
-        options.providers.device_latents = std::env::var("KILN_TEST_DEVICE_LATENTS").is_ok_and(|v| v == "1");
-        Runtime::new(&options).expect("ONNX Runtime must load for the tests")
+        providers.static_unet = env_flag("KILN_TEST_STATIC_UNET");
+        providers.cuda_graph = env_flag("KILN_TEST_CUDA_GRAPH");
+        providers.device_latents = env_flag("KILN_TEST_DEVICE_LATENTS");
+        Runtime::new(&RuntimeOptions { providers, ..Default::default() }).expect("ONNX Runtime must load for the tests")
     })
+}
+
+/// The providers and GPU math the environment asks for
+/// (`KILN_TEST_PROVIDERS`, required; `KILN_TEST_GPU_MATH`), levers off: the
+/// base of every test runtime, so a GPU run checks the same provider everywhere.
+pub fn env_providers() -> kiln::runtime::ProviderPolicy {
+    let mut providers = kiln::runtime::ProviderPolicy::default();
+    if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
+        for name in list.split(',').filter(|n| !n.is_empty()) {
+            use kiln::runtime::Provider;
+            let p = Provider::from_name(name).unwrap_or_else(|| panic!("KILN_TEST_PROVIDERS: unknown provider {name}"));
+            providers.preferred.push(p);
+        }
+        providers.require = true;
+    }
+    if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
+        providers.gpu_math = kiln::runtime::GpuMath::from_name(&math).expect("KILN_TEST_GPU_MATH: fast or exact");
+    }
+    providers
+}
+
+/// Whether the environment variable `name` is `1`.
+pub fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+/// A runtime's log lines, as its log callback received them.
+pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A runtime with `providers` and `residency` whose Info-level log is kept.
+pub fn logged_runtime(providers: kiln::runtime::ProviderPolicy, residency: kiln::model::Residency) -> (Runtime, Log) {
+    let log: Log = Default::default();
+    let sink = std::sync::Arc::clone(&log);
+    let rt = Runtime::new(&RuntimeOptions {
+        providers,
+        log: Some(std::sync::Arc::new(move |_level, text: &str| sink.lock().unwrap().push(text.to_string()))),
+        log_level: kiln::runtime::LogLevel::Info,
+        residency,
+        ..Default::default()
+    })
+    .expect("runtime");
+    (rt, log)
 }
 
 /// Under `KILN_TEST_DEVICE_LATENTS=1`, checks that a ControlNet job `out`
