@@ -131,6 +131,11 @@ lever() {  # lever NAME RC
     if [ "$2" -eq 0 ]; then echo "== LEVER $1: ok"; else echo "== LEVER $1: FAILED (rc $2)"; fi
 }
 
+three_images() {  # three_images NAME: $OUT/NAME-batch.tsv, a `generate --batch` file of 3 images (seeds 1-3)
+    local k
+    for k in 1 2 3; do printf '%s\t%s\tmossy stone brick wall\n' "$OUT/gen-$1-$k.png" "$k"; done >"$OUT/$1-batch.tsv"
+}
+
 stage_parity() {  # the parity cases on CUDA, exact math (must pass) and fast math (margins recorded)
     for math in exact fast; do
         echo "== parity on $PROVIDER, gpu math $math"
@@ -214,8 +219,7 @@ stage_controlnet() {
     # What the host loop's zero residuals cost: in a ControlNet folder a plain
     # job runs unet_controlnet with zeros copied to the device at every call.
     echo "== plain jobs on the host loop (fast math, ${SIZE}x${SIZE}, 20 CFG steps, 3 images): ControlNet folder vs plain folder"
-    printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
-        "$OUT/gen-plain-1.png" "$OUT/gen-plain-2.png" "$OUT/gen-plain-3.png" >"$OUT/plain-batch.tsv"
+    three_images plain
     for model in "$CN_MODEL" tests/fixtures/tiny-sd; do
         timeout 300 "$GENERATE" --model "$model" --width $SIZE --height $SIZE --steps 20 --guidance 7.5 --scheduler euler \
             --provider $PROVIDER --require-provider --gpu-math fast --batch "$OUT/plain-batch.tsv" >"$OUT/plain.log" 2>&1
@@ -226,8 +230,7 @@ stage_controlnet() {
 }
 
 timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first pays loading and specialising)
-    printf '%s\t1\tmossy stone brick wall\n%s\t2\tmossy stone brick wall\n%s\t3\tmossy stone brick wall\n' \
-        "$OUT/gen-lever-1.png" "$OUT/gen-lever-2.png" "$OUT/gen-lever-3.png" >"$OUT/lever-batch.tsv"
+    three_images lever
     for shape in "--steps 20 --guidance 7.5" "--steps 1 --guidance 1"; do
         for flags in "" "--static-unet" "--cuda-graph" "--scheduler euler" "--scheduler euler --device-latents" \
             "--scheduler euler --static-unet --device-latents" "--scheduler euler --cuda-graph --device-latents"; do
