@@ -175,7 +175,9 @@ remote() {
     mkdir -p "$root" "$here/ort" "$here/check" "$out"
     # KILN_LEASE_PYTHON and KILN_LEASE_SD15_FLAGS (e.g. --small) are for rehearsals.
     local py="${KILN_LEASE_PYTHON:-python3}"
+    # Python's lzma, not the xz command, which the machine may lack.
     unxz() { "$py" -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; }
+    toxz() { "$py" -c 'import lzma,shutil,sys; shutil.copyfileobj(sys.stdin.buffer, lzma.open(sys.argv[1], "wb"))' "$1"; }
     unxz lease/ort.tar.xz | tar -x -C "$here/ort"
     unxz lease/bin.tar.xz | tar -x -C "$here"
     unxz lease/fixtures.tar.xz | tar -x -C "$root"
@@ -201,7 +203,7 @@ remote() {
     KILN_GPU_CHECK_PYTHON="$py" bash "$root/tools/gpu_check.sh" --ort-dir "$here/ort" --bin-dir "$here/bin" --out "$here/check" \
         --only "$stages" --budget "$budget" "${sd15[@]}" 2>&1 | tee "$out/summary.txt"
     local rc=${PIPESTATUS[0]}
-    tar -C "$here" --exclude='*.onnx' --exclude='*.onnx_data' --exclude='*.onnx.data' -cf - check | xz -6 >"$out/logs.tar.xz"
+    tar -C "$here" --exclude='*.onnx' --exclude='*.onnx_data' --exclude='*.onnx.data' -cf - check | toxz "$out/logs.tar.xz"
     echo "gpu_check.sh exit $rc; logs in logs.tar.xz"
     return "$rc"
 }
