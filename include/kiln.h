@@ -24,7 +24,7 @@
  * - Generation, img2img, inpainting, texture extension: width and height at most 8192
  *   and multiples of kiln_model_info.size_multiple (INVALID_SIZE).
  * - Any image Kiln makes or reads (kiln_image_create, init images, masks, pixel art,
- *   sprites, material maps): 1..16384 pixels a side (INVALID_SIZE; INVALID_ARGUMENT
+ *   sprites, material maps, upscales): 1..16384 pixels a side (INVALID_SIZE; INVALID_ARGUMENT
  *   from kiln_image_create, as it always reported sizes it cannot take); pixel art's
  *   output is ceil(width / cell) * scale a side, so scale is bounded by that.
  * - kiln_runtime_options: intra_op_threads and inter_op_threads at most 1024,
@@ -34,9 +34,9 @@
  *   is BUFFER_TOO_SMALL (INVALID_ARGUMENT for kiln_image_create), checked before any work.
  *
  * Handles
- * - kiln_runtime, kiln_model and kiln_image are plain pointers to Kiln-owned objects,
- *   like FILE*: Kiln checks them for NULL only, and passing a freed or foreign pointer
- *   (double free, use after free) is undefined behaviour. This is deliberate: they are
+ * - kiln_runtime, kiln_model, kiln_upscaler and kiln_image are plain pointers to
+ *   Kiln-owned objects, like FILE*: Kiln checks them for NULL only, and passing a
+ *   freed or foreign pointer (double free, use after free) is undefined behaviour. This is deliberate: they are
  *   long-lived, owned in one place by an engine (the C++, C# and Python bindings wrap
  *   each in RAII / SafeHandle / a context manager), and a lookup table could not make a
  *   caller's own use-after-free safe, only slower. Jobs, which are short-lived and
@@ -44,8 +44,9 @@
  *   freed id returns KILN_STATUS_INVALID_HANDLE, never touches freed memory.
  *
  * Thread safety
- * - kiln_runtime and kiln_model are internally synchronized: several threads may use
- *   one at once (a model runs one graph call at a time). kiln_image is immutable.
+ * - kiln_runtime, kiln_model and kiln_upscaler are internally synchronized: several
+ *   threads may use one at once (a model or upscaler runs one graph call at a time).
+ *   kiln_image is immutable.
  * - Do not free or destroy an object while another thread is inside a call on it.
  * - The last-error message is per thread.
  * - Log callbacks run on the thread doing the work that logs.
@@ -439,6 +440,25 @@ typedef uint32_t kiln_control_preprocess;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How an image with transparency has its alpha upscaled.
+enum kiln_upscale_alpha
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Through the graph as a grey image (crisp sprite edges; twice the work).
+    KILN_UPSCALE_ALPHA_GRAPH = 0,
+    // Bilinear (half-pixel centres; wraps on seamless axes).
+    KILN_UPSCALE_ALPHA_BILINEAR = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_upscale_alpha kiln_upscale_alpha;
+#else
+typedef uint32_t kiln_upscale_alpha;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An RGBA8 image (sRGB, straight alpha, rows tightly packed) owned by Kiln.
 // Immutable: may be read from several threads. Free with `kiln_image_free`.
 typedef struct kiln_image kiln_image;
@@ -454,6 +474,11 @@ typedef struct kiln_model kiln_model;
 // from it concurrently. Destroy it with `kiln_runtime_destroy`; models loaded
 // from it keep what they need alive, so the order of destruction is free.
 typedef struct kiln_runtime kiln_runtime;
+
+// A loaded super-resolution graph (`kiln_upscaler_load`). Thread-safe: calls
+// on one upscaler may come from several threads (its graph runs one window
+// at a time). Free it only when no call on it is in progress.
+typedef struct kiln_upscaler kiln_upscaler;
 
 // One ControlNet for a generation (`kiln_generate_options.controls`). Fill
 // with `kiln_control_init`, then set `controlnet` and `image`. Borrowed for
@@ -1034,6 +1059,30 @@ typedef struct kiln_runtime_options {
     uint32_t device_latents;
 } kiln_runtime_options;
 
+// How `kiln_upscaler_upscale` works through an image. Fill with
+// `kiln_upscale_options_init`; NULL = defaults. Accepted `struct_size`:
+// `sizeof(kiln_upscale_options)` only (one layout published).
+typedef struct kiln_upscale_options {
+    // `sizeof(kiln_upscale_options)`, set by `kiln_upscale_options_init`.
+    uint32_t struct_size;
+    // Tile side in input pixels: the graph runs on one tile (plus context)
+    // at a time, which bounds memory. 0 = the whole image in one run.
+    // Default 256. Ignored for graphs with a fixed input size (each window
+    // is that size).
+    uint32_t tile;
+    // Extra input pixels read on each side of a tile and discarded, so tile
+    // edges do not show. Default 16. With a fixed input size at most
+    // `(size - 1) / 2` is used.
+    uint32_t context;
+    // A `kiln_seamless` value: axes along which the image tiles. Windows then
+    // read across the border from the other side, so the result tiles too.
+    // Default `KILN_SEAMLESS_NONE`.
+    uint32_t seamless;
+    // A `kiln_upscale_alpha` value (used only when the image has
+    // transparency). Default `KILN_UPSCALE_ALPHA_GRAPH`.
+    uint32_t alpha;
+} kiln_upscale_options;
+
 
 
 #ifdef __cplusplus
@@ -1492,6 +1541,64 @@ kiln_status kiln_model_make_tileable(const struct kiln_model *model,
                                      const struct kiln_generate_options *options,
                                      uint32_t band,
                                      struct kiln_image **image_out);
+
+// Fills `options` with defaults, including `struct_size`. NULL is ignored.
+void kiln_upscale_options_init(struct kiln_upscale_options *options);
+
+// Loads a super-resolution graph (ESRGAN, Real-ESRGAN, SwinIR, ... exported
+// to ONNX): `path` is a UTF-8 path to a folder holding `model.onnx` and
+// optionally `config.json`, or to an ONNX file whose settings, if any, are
+// in the `.json` of the same name beside it. The graph takes one float
+// `[1, 3, H, W]` RGB image in 0..1 and returns `[1, 3, s*H, s*W]`; H and W
+// may be fixed or dynamic. Settings (all optional): `{"scale": 4,
+// "multiple": 1}` (`multiple`: dynamic windows are rounded up to it, for
+// nets that downsample inside). Without `scale`, Kiln reads it from fixed
+// output dimensions or finds it with one run on a small blank window.
+// Runs with `runtime`'s providers, threads and logging, and keeps what it
+// needs of `runtime` alive, so either may be destroyed first.
+// On failure `*upscaler_out` is NULL. Errors: NULL_ARGUMENT, INVALID_UTF8,
+// MODEL_NOT_FOUND (no such file), MODEL_INVALID (not a graph of that shape,
+// a bad settings file, a scale that is not a whole number from 1 to 16 or
+// contradicts the graph), IO, INFERENCE_FAILED (the probe run failed).
+kiln_status kiln_upscaler_load(const struct kiln_runtime *runtime,
+                               const char *path,
+                               struct kiln_upscaler **upscaler_out);
+
+// Frees an upscaler. NULL is a no-op.
+void kiln_upscaler_free(struct kiln_upscaler *upscaler);
+
+// Writes the upscaler's scale (output pixels per input pixel along each
+// axis: 2, 4, ...) to `*scale_out` (0 on failure). Errors: NULL_ARGUMENT.
+kiln_status kiln_upscaler_scale(const struct kiln_upscaler *upscaler, uint32_t *scale_out);
+
+// Upscales `image` by the upscaler's scale into a new image in
+// `*image_out` (freed with `kiln_image_free`; `image` is left as it is).
+// The graph runs one tile plus `context` at a time, so memory stays bounded
+// for any size; tiles whose context reaches as far as the net's receptive
+// field equal one whole-image run. On `seamless` axes the image is treated
+// as the tiling it stands for, so a tileable texture stays tileable. Alpha
+// (when any pixel is not opaque) is upscaled as `options->alpha` says; a
+// fully opaque image stays opaque. Output: clamped to 0..1 and rounded to
+// bytes, straight alpha.
+//
+// Blocking and CPU- or GPU-heavy (seconds for a 4x upscale of 512x512 on a
+// CPU): call it from a worker thread, never a game's main thread.
+// `kiln_upscaler_cancel` from another thread stops it. `options` NULL =
+// defaults. On failure `*image_out` is NULL and the upscaler stays usable.
+// Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (an unknown
+// `seamless` or `alpha`, `context` over 1024), INVALID_SIZE (the result
+// would be over 16384 pixels a side), CANCELLED, MODEL_INVALID (the graph
+// returned another size than scale times its input, or NaN),
+// INFERENCE_FAILED, OUT_OF_MEMORY.
+kiln_status kiln_upscaler_upscale(const struct kiln_upscaler *upscaler,
+                                  const struct kiln_image *image,
+                                  const struct kiln_upscale_options *options,
+                                  struct kiln_image **image_out);
+
+// Stops every `kiln_upscaler_upscale` on `upscaler` in progress on other
+// threads: each returns CANCELLED within one graph run. Calls that start
+// afterwards run normally. Safe from any thread. Errors: NULL_ARGUMENT.
+kiln_status kiln_upscaler_cancel(const struct kiln_upscaler *upscaler);
 
 // Kiln's version as `(major << 16) | (minor << 8) | patch`; compare with the
 // header's `KILN_VERSION` to detect a header/library mismatch.

@@ -25,6 +25,7 @@ pub mod runtime;
 pub mod seamless;
 pub mod status;
 pub mod texture;
+pub mod upscale;
 pub mod version;
 
 pub use self::boundary::kiln_last_error_message;

@@ -3,6 +3,7 @@ pub mod graph;
 pub mod layout;
 pub mod controlnet;
 pub mod matting;
+pub mod upscaler;
 mod clip_skip;
 mod adapters;
 pub mod embedding;
