@@ -78,6 +78,12 @@ const USAGE: &str = "usage: generate [options]
   --matting PATH          matting graph for --sprite: a folder with model.onnx (+ config.json) or
                           an ONNX file (+ the .json of its name)
   --pixel-art CELL:COLORS snap to CELL-pixel cells and quantize to COLORS colours
+  --upscale PATH          upscale the result with a super-resolution graph (ESRGAN family: a folder
+                          with model.onnx (+ config.json) or an ONNX file (+ the .json of its name)),
+                          tile by tile, wrapping on the --seamless axes so a tileable texture stays
+                          tileable; before --sprite and the maps
+  --upscale-tile N        tile side in pixels for --upscale (default 256; 0 = whole image at once)
+  --upscale-context N     pixels read around each tile and discarded (default 16)
   --height-map FILE.png   also write a height map of the result
   --normal-map FILE.png   also write an OpenGL normal map (tiles when --seamless)
   --out FILE.png          output image (default: kiln.png)
@@ -138,6 +144,8 @@ struct Args {
     sprite: bool,
     matting: Option<PathBuf>,
     pixel_art: Option<(u32, u32)>,
+    upscaler: Option<PathBuf>,
+    upscale: kiln::model::upscaler::UpscaleOptions,
     height_map: Option<PathBuf>,
     normal_map: Option<PathBuf>,
     batch: Option<PathBuf>,
@@ -230,6 +238,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         sprite: false,
         matting: None,
         pixel_art: None,
+        upscaler: None,
+        upscale: Default::default(),
         height_map: None,
         normal_map: None,
         batch: None,
@@ -300,6 +310,9 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                     .ok_or_else(|| format!("--pixel-art: {v:?} is not CELL:COLORS"))?;
                 a.pixel_art = Some((cell, colors));
             }
+            "--upscale" => a.upscaler = Some(PathBuf::from(value()?)),
+            "--upscale-tile" => a.upscale.tile = number(flag, value()?)?,
+            "--upscale-context" => a.upscale.context = number(flag, value()?)?,
             "--height-map" => a.height_map = Some(PathBuf::from(value()?)),
             "--normal-map" => a.normal_map = Some(PathBuf::from(value()?)),
             "--strength" => a.request.strength = number(flag, value()?)?,
@@ -409,6 +422,9 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
     if a.matting.is_some() && !a.sprite {
         return Err("--matting is for --sprite".into());
     }
+    if a.upscaler.is_some() && a.pixel_art.is_some() {
+        return Err("--upscale and --pixel-art do not combine: pixel art scales its cells itself".into());
+    }
     Ok(Some(a))
 }
 
@@ -445,6 +461,7 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
         }
         a.request.refiner = Some(kiln::pipeline::handoff::Refiner { model: refiner, start: a.refiner_start });
     }
+    let upscaler = a.upscaler.as_deref().map(|p| kiln::model::upscaler::Upscaler::load(&runtime, p)).transpose()?;
     let load_s = t0.elapsed().as_secs_f64();
     for (graph, choice) in model.graph_providers() {
         eprintln!("{graph}: {}", choice.describe());
@@ -457,7 +474,7 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
         let mut request = a.request.clone();
         request.seed = job.seed;
         request.prompt = job.prompt.clone();
-        generate_one(&a, &runtime, &model, request, &job.out, load_s)?;
+        generate_one(&a, &runtime, &model, upscaler.as_ref(), request, &job.out, load_s)?;
     }
     Ok(())
 }
@@ -466,6 +483,7 @@ fn generate_one(
     a: &Args,
     runtime: &Runtime,
     model: &Model,
+    upscaler: Option<&kiln::model::upscaler::Upscaler>,
     mut request: GenerateRequest,
     out_path: &std::path::Path,
     load_s: f64,
@@ -513,13 +531,14 @@ fn generate_one(
     let gen_s = t1.elapsed().as_secs_f64();
 
     let post = PostProcess {
+        upscale: upscaler.map(|_| a.upscale),
         sprite: a.sprite,
         pixel_art: a.pixel_art,
         height_map: a.height_map.is_some(),
         normal_map: a.normal_map.is_some(),
         seamless: a.seamless,
     };
-    let finished = outputs::finish(model, out.image.to_rgba8(), &post)?;
+    let finished = outputs::finish(model, out.image.to_rgba8(), &post, upscaler)?;
     for (path, map) in [(&a.height_map, &finished.height), (&a.normal_map, &finished.normal)] {
         if let (Some(p), Some(map)) = (path, map) {
             map.save_png(p)?;
@@ -529,7 +548,12 @@ fn generate_one(
         eprintln!("{note}");
     }
     let image = finished.image;
-    let from = outputs::Provenance { model: &a.model, init_noise: a.init_noise.as_deref(), init_image: a.init_image.as_deref() };
+    let from = outputs::Provenance {
+        model: &a.model,
+        init_noise: a.init_noise.as_deref(),
+        init_image: a.init_image.as_deref(),
+        upscaler: a.upscaler.as_deref(),
+    };
     let text = outputs::png_text(&request, &post, &from, image.width, image.height);
     let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
     image.save_png_with_text(out_path, &text)?;

@@ -182,6 +182,58 @@ fn cli_sprite_uses_a_matting_graph_when_named() {
     std::fs::remove_dir_all(&out).ok();
 }
 
+#[test]
+fn cli_upscales_seamless_textures_and_sprites_like_the_rust_api() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-upscale-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let x4 = common::root().join("tests/fixtures/upscaler/x4");
+    let run = |extra: &[&str], png: &str| {
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(common::fixture())
+            .args(["--prompt", "lava", "--steps", "3", "--scheduler", "ddim", "--upscale"])
+            .arg(&x4)
+            .args(extra)
+            .arg("--out")
+            .arg(out.join(png))
+            .output()
+            .unwrap()
+    };
+    let r = run(&["--seamless", "xy", "--upscale-tile", "24", "--upscale-context", "20"], "tile.png");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // The PNG holds what the Rust API makes: the seamless generation, upscaled
+    // wrapping on both axes (the CLI passes --seamless on to the upscale).
+    let runtime = common::runtime();
+    let model = kiln::Model::load_with(runtime, &common::fixture(), &kiln::ModelOptions { seamless: kiln::model::seamless::Seamless::Xy, ..Default::default() }).unwrap();
+    let request = kiln::GenerateRequest { prompt: "lava".into(), steps: 3, scheduler: kiln::SchedulerKind::Ddim, ..Default::default() };
+    let image = model.generate(&request).unwrap().to_rgba8();
+    let up = kiln::model::upscaler::Upscaler::load(runtime, &x4).unwrap();
+    let options = kiln::model::upscaler::UpscaleOptions { tile: 24, context: 20, seamless: kiln::model::seamless::Seamless::Xy, ..Default::default() };
+    let want = up.upscale(&image, &options).unwrap();
+    let got = image::open(out.join("tile.png")).unwrap().to_rgba8();
+    assert_eq!(got.dimensions(), (256, 256));
+    assert!(got.into_raw() == want.pixels, "the CLI's upscale differs from Upscaler::upscale");
+    let png = String::from_utf8_lossy(&std::fs::read(out.join("tile.png")).unwrap()).into_owned();
+    assert!(png.contains("size=256x256") && png.contains("upscale_tile=24 upscale_context=20") && png.contains("upscaler/x4"), "settings recorded");
+    // A sprite is cut from the upscaled image.
+    let r = run(&["--sprite"], "sprite.png");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(image::open(out.join("sprite.png")).unwrap().to_rgba8().dimensions(), (256, 256));
+    // Pixel art refuses an upscale; a missing graph is a runtime error naming it.
+    let r = run(&["--pixel-art", "8:4"], "never.png");
+    assert_eq!(r.status.code(), Some(2), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = Command::new(generate_bin())
+        .arg("--model")
+        .arg(common::fixture())
+        .args(["--steps", "1", "--upscale", "/nonexistent/x4.onnx", "--out"])
+        .arg(out.join("never.png"))
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/x4.onnx"), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::remove_dir_all(&out).ok();
+}
+
 /// `--noise-draws`: diffusers' own draws, recorded into an .npz by
 /// tools/make_noise_draws_golden.py, replayed by the CLI: a stochastic sampler
 /// in txt2img (with `--init-noise` for the initial latents) and in img2img

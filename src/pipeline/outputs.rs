@@ -9,13 +9,18 @@ use crate::error::Result;
 use crate::image::material::{material_maps, MaterialOptions};
 use crate::image::pixel_art::{pixel_art, PixelArtOptions, Quantize};
 use crate::image::Rgba8Image;
+use crate::error::Error;
 use crate::model::matting::Matte;
+use crate::model::upscaler::{UpscaleOptions, Upscaler};
 use crate::model::seamless::Seamless;
 use crate::model::Model;
 
 /// Post-processing asked for one image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PostProcess {
+    /// Upscale first with the upscaler given to [`finish`]; its `seamless`
+    /// is replaced by `seamless` below, so a tileable texture stays tileable.
+    pub upscale: Option<UpscaleOptions>,
     /// Cut out a sprite (matting graph when the model has one, else chroma key).
     pub sprite: bool,
     /// Snap to `cell`-pixel cells and quantize to this many colours (k-means).
@@ -41,11 +46,21 @@ pub struct Finished {
     pub sprite_note: Option<String>,
 }
 
-/// Applies `post` to a generated `image`: material maps from the generated
-/// pixels first (so they describe the surface, not the cut-out), then the
-/// sprite matte, then pixel art.
-pub fn finish(model: &Model, image: Rgba8Image, post: &PostProcess) -> Result<Finished> {
+/// Applies `post` to a generated `image`: the upscale first (so everything
+/// after it works at the final size), material maps from those pixels (so
+/// they describe the surface, not the cut-out), then the sprite matte, then
+/// pixel art. `upscaler` is used when `post.upscale` is set. Errors: as each
+/// step's; INVALID_ARGUMENT for an upscale without an upscaler, or with pixel
+/// art (which wants nearest-neighbour cells, not a super-resolution net).
+pub fn finish(model: &Model, image: Rgba8Image, post: &PostProcess, upscaler: Option<&Upscaler>) -> Result<Finished> {
     let mut image = image;
+    if let Some(options) = post.upscale {
+        if post.pixel_art.is_some() {
+            return Err(Error::invalid("upscale and pixel art do not combine: pixel art scales its cells itself"));
+        }
+        let upscaler = upscaler.ok_or_else(|| Error::invalid("an upscale was asked for without an upscaler"))?;
+        image = upscaler.upscale(&image, &UpscaleOptions { seamless: post.seamless, ..options })?;
+    }
     let (mut height, mut normal) = (None, None);
     if post.height_map || post.normal_map {
         let maps = material_maps(&image, &MaterialOptions { wrap: post.seamless != Seamless::None, ..Default::default() })?;
@@ -76,6 +91,8 @@ pub struct Provenance<'a> {
     pub init_noise: Option<&'a Path>,
     /// `--init-image` file, for img2img.
     pub init_image: Option<&'a Path>,
+    /// The upscaler's graph, when the image was upscaled.
+    pub upscaler: Option<&'a Path>,
 }
 
 /// The PNG `tEXt` chunks (key, value) for an image of `width` × `height` made
@@ -119,6 +136,11 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
     }
     if let Some(r) = &request.refiner {
         settings.push_str(&format!(" refiner={} refiner_start={}", path_text(&r.model.layout().root), r.start));
+    }
+    // Only when used, so other images keep their text exactly.
+    if let Some(u) = &post.upscale {
+        let path = path_or_none(from.upscaler);
+        settings.push_str(&format!(" upscaler={path} upscale_tile={} upscale_context={}", u.tile, u.context));
     }
     let mut text = vec![("prompt", request.prompt.clone()), ("negative_prompt", request.negative_prompt.clone())];
     for (key, value) in [("prompt_2", &request.prompt_2), ("negative_prompt_2", &request.negative_prompt_2)] {

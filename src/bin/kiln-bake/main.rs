@@ -495,7 +495,7 @@ fn bake_one(
     let _ = pool.release(id);
     let image = image?;
     let post = asset.post();
-    let finished = outputs::finish(&view, image, &post).map_err(|e| e.to_string())?;
+    let finished = outputs::finish(&view, image, &post, None).map_err(|e| e.to_string())?;
     if let Some(note) = &finished.sprite_note {
         progress.log(&format!("{}: {note}", asset.name));
     }
@@ -504,7 +504,7 @@ fn bake_one(
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None };
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: None };
             let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?

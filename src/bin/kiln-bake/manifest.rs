@@ -337,6 +337,7 @@ impl Asset {
     /// The post-processing asked for.
     pub fn post(&self) -> PostProcess {
         PostProcess {
+            upscale: None,
             sprite: self.sprite,
             pixel_art: self.pixel_art,
             height_map: self.height_map,
