@@ -2,6 +2,7 @@
  * kiln.hpp: a header-only C++17 layer over Kiln's C API (include/kiln.h).
  *
  *   kiln::Runtime, kiln::Model, kiln::Image, kiln::Job   move-only owners: no deleters to write
+ *   kiln::Upscaler                                       the same for a super-resolution graph (Runtime::load_upscaler)
  *   kiln::Result<T>                                      [[nodiscard]]; no exceptions needed
  *   kiln::control(name, image)                           a ControlNet entry for kiln_generate_options.controls
  *   result.value(), kiln::check(result)                  the optional throwing layer (kiln::Exception),
@@ -93,6 +94,13 @@
     X(void, kiln_control_init, (struct kiln_control *)) \
     X(kiln_status, kiln_image_canny, (const struct kiln_image *, float, float, struct kiln_image **)) \
     X(kiln_status, kiln_image_height_to_depth, (const struct kiln_image *, struct kiln_image **)) \
+    /* Super-resolution */ \
+    X(void, kiln_upscale_options_init, (struct kiln_upscale_options *)) \
+    X(kiln_status, kiln_upscaler_load, (const struct kiln_runtime *, const char *, struct kiln_upscaler **)) \
+    X(void, kiln_upscaler_free, (struct kiln_upscaler *)) \
+    X(kiln_status, kiln_upscaler_scale, (const struct kiln_upscaler *, uint32_t *)) \
+    X(kiln_status, kiln_upscaler_upscale, (const struct kiln_upscaler *, const struct kiln_image *, const struct kiln_upscale_options *, struct kiln_image **)) \
+    X(kiln_status, kiln_upscaler_cancel, (const struct kiln_upscaler *)) \
     X(uint32_t, kiln_version, ()) \
     X(const char *, kiln_version_string, ())
 /* Every C struct this binding uses, with its last field: X(struct, last field). */
@@ -110,7 +118,8 @@
     X(kiln_runtime_options, device_latents) \
     X(kiln_lora, text_encoder_scale) \
     X(kiln_embedding, token) \
-    X(kiln_control, reserved)
+    X(kiln_control, reserved) \
+    X(kiln_upscale_options, alpha)
 /* Every field of those structs: X(struct, field, type). */
 #define KILN_HPP_STRUCT_FIELDS(X) \
     X(kiln_job_event, struct_size, uint32_t) \
@@ -270,7 +279,12 @@
     X(kiln_control, end, float) \
     X(kiln_control, canny_low, float) \
     X(kiln_control, canny_high, float) \
-    X(kiln_control, reserved, uint32_t)
+    X(kiln_control, reserved, uint32_t) \
+    X(kiln_upscale_options, struct_size, uint32_t) \
+    X(kiln_upscale_options, tile, uint32_t) \
+    X(kiln_upscale_options, context, uint32_t) \
+    X(kiln_upscale_options, seamless, uint32_t) \
+    X(kiln_upscale_options, alpha, uint32_t)
 /* Enum constants: X(C++ enumerator, C constant), one table per enum. */
 #define KILN_HPP_ENUM_STATUS(X) \
     X(ok, KILN_STATUS_OK) \
@@ -371,6 +385,10 @@
     X(height, KILN_CONTROL_PREPROCESS_HEIGHT) \
     X(tile, KILN_CONTROL_PREPROCESS_TILE)
 
+#define KILN_HPP_ENUM_UPSCALEALPHA(X) \
+    X(graph, KILN_UPSCALE_ALPHA_GRAPH) \
+    X(bilinear, KILN_UPSCALE_ALPHA_BILINEAR)
+
 namespace kiln {
 
 namespace abi {
@@ -424,6 +442,8 @@ enum class CellColor : std::uint32_t { KILN_HPP_ENUM_CELLCOLOR(KILN_HPP_ENUMERAT
 enum class Matte : std::uint32_t { KILN_HPP_ENUM_MATTE(KILN_HPP_ENUMERATOR) };
 /** How a ControlNet's image becomes its control image (`kiln_control.preprocess`). */
 enum class ControlPreprocess : std::uint32_t { KILN_HPP_ENUM_CONTROLPREPROCESS(KILN_HPP_ENUMERATOR) };
+/** How an image with transparency has its alpha upscaled (`kiln_upscale_alpha`). */
+enum class UpscaleAlpha : std::uint32_t { KILN_HPP_ENUM_UPSCALEALPHA(KILN_HPP_ENUMERATOR) };
 #undef KILN_HPP_ENUMERATOR
 
 /** The C value of a binding enum, for the `uint32_t` fields of the options structs. */
@@ -554,6 +574,7 @@ KILN_HPP_DEFAULTS(kiln_material_options, ::kiln_material_options_init)
 KILN_HPP_DEFAULTS(kiln_lora, ::kiln_lora_init)
 KILN_HPP_DEFAULTS(kiln_embedding, ::kiln_embedding_init)
 KILN_HPP_DEFAULTS(kiln_control, ::kiln_control_init)
+KILN_HPP_DEFAULTS(kiln_upscale_options, ::kiln_upscale_options_init)
 #undef KILN_HPP_DEFAULTS
 
 /** The library's version, `(major << 16) | (minor << 8) | patch`. */
@@ -980,7 +1001,62 @@ private:
     ::kiln_model *p_ = nullptr;
 };
 
-/** ONNX Runtime loaded with Kiln's settings. Move-only; models loaded from it may outlive it. */
+/**
+ * A loaded super-resolution graph (ESRGAN, Real-ESRGAN, SwinIR, ... exported to ONNX), from
+ * Runtime::load_upscaler. Move-only; internally synchronized, so several threads may upscale with one.
+ */
+class Upscaler {
+public:
+    Upscaler() noexcept = default;
+    /** Takes ownership of `upscaler`. */
+    explicit Upscaler(::kiln_upscaler *upscaler) noexcept : p_(upscaler) {}
+    Upscaler(Upscaler &&o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    Upscaler &operator=(Upscaler &&o) noexcept { if (this != &o) { reset(); p_ = std::exchange(o.p_, nullptr); } return *this; }
+    Upscaler(const Upscaler &) = delete;
+    Upscaler &operator=(const Upscaler &) = delete;
+    ~Upscaler() { reset(); }
+
+    /** Output pixels per input pixel along each axis (2, 4, ...). */
+    Result<std::uint32_t> scale() const {
+        std::uint32_t scale = 0;
+        ::kiln_status s = ::kiln_upscaler_scale(p_, &scale);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return scale;
+    }
+    /**
+     * `image` upscaled by scale() into a new Image (`image` is left as it is), tile by tile; `options`
+     * (from kiln::defaults<kiln_upscale_options>(): `tile`, `context`, `seamless`, `alpha`) nullptr =
+     * defaults. Blocking and heavy: call it from a worker thread. Status::cancelled after cancel(); the
+     * upscaler stays usable after any error.
+     */
+    Result<Image> upscale(const Image &image, const ::kiln_upscale_options *options = nullptr) const {
+        ::kiln_image *out = nullptr;
+        ::kiln_status s = ::kiln_upscaler_upscale(p_, image.get(), options, &out);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Image(out);
+    }
+    /**
+     * Stops every upscale() on this upscaler in progress on other threads (each returns Status::cancelled
+     * within one graph run); calls that start afterwards run normally, and with none in flight it does
+     * nothing. Safe from any thread while this Upscaler lives (do not move or destroy it meanwhile).
+     */
+    Result<void> cancel() const {
+        ::kiln_status s = ::kiln_upscaler_cancel(p_);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return {};
+    }
+
+    ::kiln_upscaler *get() const noexcept { return p_; }
+    /** Gives up ownership; the caller frees with kiln_upscaler_free. */
+    ::kiln_upscaler *release() noexcept { return std::exchange(p_, nullptr); }
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+
+private:
+    void reset() noexcept { ::kiln_upscaler_free(std::exchange(p_, nullptr)); }
+    ::kiln_upscaler *p_ = nullptr;
+};
+
+/** ONNX Runtime loaded with Kiln's settings. Move-only; models and upscalers loaded from it may outlive it. */
 class Runtime {
 public:
     Runtime() noexcept = default;
@@ -1006,6 +1082,17 @@ public:
                                   : ::kiln_model_load(p_, model_dir.c_str(), &out);
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Model(out);
+    }
+    /**
+     * Loads a super-resolution graph: a folder holding `model.onnx` (and optionally `config.json`), or an
+     * ONNX file with its settings, if any, in the `.json` of the same name beside it. Status::model_not_found
+     * when there is no such file, Status::model_invalid when it is not an upscaler.
+     */
+    Result<Upscaler> load_upscaler(const std::string &path) const {
+        ::kiln_upscaler *out = nullptr;
+        ::kiln_status s = ::kiln_upscaler_load(p_, path.c_str(), &out);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Upscaler(out);
     }
     /** The loaded ONNX Runtime's version, e.g. "1.31.1". */
     Result<std::string> onnxruntime_version() const {

@@ -9,5 +9,11 @@ int main() {
     kiln::Result<kiln::Runtime> rt = kiln::Runtime::create();
     if (!rt) return 1;
     kiln::Result<kiln::Model> missing = rt->load_model("/nonexistent/kiln-model");
-    return missing.status() == kiln::Status::model_not_found ? 0 : 1;
+    if (missing.status() != kiln::Status::model_not_found) return 1;
+    kiln::Result<kiln::Upscaler> no_upscaler = rt->load_upscaler("/nonexistent/kiln-upscaler");
+    if (no_upscaler.status() != kiln::Status::model_not_found || no_upscaler.error().message().empty()) return 1;
+    const kiln::Upscaler empty;
+    if (empty.scale().status() != kiln::Status::null_argument) return 1;
+    if (empty.cancel().status() != kiln::Status::null_argument) return 1;
+    return empty.upscale(kiln::Image()).status() == kiln::Status::null_argument ? 0 : 1;
 }

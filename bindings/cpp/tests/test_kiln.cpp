@@ -1,19 +1,24 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
 // embeddings, a LoRA's own text-encoder strength and the base-to-refiner hand-off against the Rust tests'
-// goldens, the throwing layer. Run by tests/cpp_binding.rs as
+// goldens, the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another thread), the
+// throwing layer. Run by tests/cpp_binding.rs as
 // `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
-// MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component and golden/ are found
-// beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
+// MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component, upscaler, matting and
+// golden/ are found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
 #include "kiln.hpp"
 
 #include "goldens.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -22,7 +27,10 @@ static_assert(!std::is_copy_constructible<kiln::Runtime>::value && std::is_nothr
 static_assert(!std::is_copy_constructible<kiln::Model>::value && std::is_nothrow_move_assignable<kiln::Model>::value, "");
 static_assert(!std::is_copy_constructible<kiln::Image>::value && std::is_nothrow_move_constructible<kiln::Image>::value, "");
 static_assert(!std::is_copy_constructible<kiln::Job>::value && std::is_nothrow_move_assignable<kiln::Job>::value, "");
+static_assert(!std::is_copy_constructible<kiln::Upscaler>::value && std::is_nothrow_move_assignable<kiln::Upscaler>::value, "");
 static_assert(sizeof(kiln::Image) == sizeof(void *) && sizeof(kiln::Job) == sizeof(std::uint64_t), "handles add no state");
+static_assert(sizeof(kiln::Upscaler) == sizeof(void *), "handles add no state");
+static_assert(kiln::to_c(kiln::UpscaleAlpha::bilinear) == KILN_UPSCALE_ALPHA_BILINEAR, "");
 static_assert(kiln::to_c(kiln::Status::model_not_found) == KILN_STATUS_MODEL_NOT_FOUND, "");
 static_assert(kiln::to_c(kiln::JobState::cancelled) == KILN_JOB_STATE_CANCELLED, "");
 
@@ -450,6 +458,228 @@ static void test_refiner(const kiln::Runtime &rt, const kiln::Model &sd1, const 
     CHECK(again.ok() && *again == *got);
 }
 
+// The upscaler (tests/fixtures/upscaler; tests/upscaler.rs checks it from Rust against torch): x4 finds scale 4;
+// the fixture picture upscaled through the binding equals the raw C API's bytes for the same options (plain,
+// seamless, defaults) and tests/upscaler.rs's whole-image golden past 8-bit rounding; a seamless upscale commutes
+// with shifting the picture around its borders, a plain one does not; the fixed-size x2 graph reads its
+// settings file; a missing path, the matting graph and bad options get their own status with the upscaler
+// usable; a cancel with nothing in flight does nothing, one from a second thread stops a long upscale with
+// Status::cancelled and the next call succeeds; the upscaler outlives its runtime.
+static kiln::Result<kiln::Image> c_api_upscale(const kiln::Runtime &rt, const std::string &path, const kiln::Image &image,
+                                               const kiln_upscale_options &o) {
+    ::kiln_upscaler *raw = nullptr;
+    ::kiln_status s = ::kiln_upscaler_load(rt.get(), path.c_str(), &raw);
+    if (s != KILN_STATUS_OK) return kiln::Error(static_cast<kiln::Status>(s), "kiln_upscaler_load");
+    ::kiln_image *out = nullptr;
+    s = ::kiln_upscaler_upscale(raw, image.get(), &o, &out);
+    ::kiln_upscaler_free(raw);
+    if (s != KILN_STATUS_OK) return kiln::Error(static_cast<kiln::Status>(s), "kiln_upscaler_upscale");
+    return kiln::Image(out);
+}
+
+// RGBA8 pixels moved by (dx, dy) around the borders.
+static std::vector<std::uint8_t> rolled(const std::uint8_t *rgba, std::uint32_t w, std::uint32_t h, std::uint32_t dx,
+                                        std::uint32_t dy) {
+    std::vector<std::uint8_t> out(std::size_t(w) * h * 4);
+    for (std::uint32_t y = 0; y < h; ++y)
+        for (std::uint32_t x = 0; x < w; ++x)
+            std::memcpy(&out[(std::size_t((y + dy) % h) * w + (x + dx) % w) * 4], &rgba[(std::size_t(y) * w + x) * 4], 4);
+    return out;
+}
+
+struct ByteDiff {
+    std::size_t count = 0;
+    int worst = 0;
+};
+
+static ByteDiff byte_diff(const std::vector<std::uint8_t> &a, const std::vector<std::uint8_t> &b) {
+    ByteDiff d;
+    if (a.size() != b.size()) return {a.size() + b.size(), 255};
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        const int e = std::abs(int(a[i]) - int(b[i]));
+        d.count += e != 0;
+        d.worst = std::max(d.worst, e);
+    }
+    return d;
+}
+
+static bool same_pixels(const kiln::Image &a, const kiln::Image &b) {
+    return a && b && a.width() == b.width() && a.height() == b.height() &&
+           std::memcmp(a.pixels(), b.pixels(), a.size_bytes()) == 0;
+}
+
+static void test_upscaler(const std::string &fixtures) {
+    const std::string dir = fixtures + "/upscaler";
+    kiln::Result<kiln::Upscaler> up = kiln::Error();
+    {
+        // A runtime of its own, destroyed first: the upscaler keeps what it needs of it.
+        kiln::Result<kiln::Runtime> own = kiln::Runtime::create();
+        CHECK(own.ok());
+        if (!own) return;
+        up = own->load_upscaler(dir + "/x4");
+    }
+    CHECK(up.ok());
+    if (!up) {
+        std::printf("upscaler: %s\n", up.error().describe().c_str());
+        return;
+    }
+    CHECK(up->scale().value_or(0) == 4);
+    kiln::Result<kiln::Runtime> rt = kiln::Runtime::create();
+    CHECK(rt.ok());
+    if (!rt) return;
+
+    // The fixture picture: 24x20 RGBA, alpha falling from 255 to 40.
+    const std::vector<float> npy = goldens::read_npy_f32(dir + "/image.npy");
+    CHECK(npy.size() == 24 * 20 * 4);
+    if (npy.size() != 24 * 20 * 4) return;
+    std::vector<std::uint8_t> rgba(npy.size());
+    for (std::size_t i = 0; i < npy.size(); ++i) rgba[i] = std::uint8_t(npy[i]);
+    kiln::Result<kiln::Image> picture = kiln::Image::create(24, 20, rgba.data(), rgba.size());
+    CHECK(picture.ok());
+    if (!picture) return;
+
+    auto o = kiln::defaults<kiln_upscale_options>();
+    CHECK(o.struct_size == sizeof o && o.tile == 256 && o.context == 16);
+    CHECK(o.seamless == kiln::to_c(kiln::Seamless::none) && o.alpha == kiln::to_c(kiln::UpscaleAlpha::graph));
+    o.tile = 8;  // 3 x 3 tiles, with more context than the net's receptive field (19)
+    o.context = 20;
+    kiln::Result<kiln::Image> plain = up->upscale(*picture, &o);
+    CHECK(plain.ok() && plain->width() == 96 && plain->height() == 80);
+    if (!plain) return;
+    kiln::Result<kiln::Image> c_plain = c_api_upscale(*rt, dir + "/x4", *picture, o);
+    CHECK(c_plain.ok() && same_pixels(*plain, *c_plain));
+
+    // RGB against tests/upscaler.rs's golden: torch's run of the net on the whole picture, [3, 80, 96].
+    const std::vector<float> planes = goldens::read_npy_f32(dir + "/golden/x4_whole.npy");
+    CHECK(planes.size() == 3 * 96 * 80);
+    if (planes.size() == 3 * 96 * 80) {
+        std::vector<float> rgb(planes.size());
+        for (std::size_t i = 0; i < 96 * 80; ++i)
+            for (std::size_t ch = 0; ch < 3; ++ch) rgb[i * 3 + ch] = planes[ch * 96 * 80 + i];
+        const double d = goldens::past_rounding(plain->to_vector(), rgb);
+        std::printf("upscaler x4: %.3e from the golden past 8-bit rounding (bound 1e-5)\n", d);
+        margin("cpp_binding::upscaler::x4_whole::rgb_abs_past_8bit", d, 1e-5);
+    }
+
+    // Seamless: other bytes than the plain upscale, the C API's for the same options, and the upscale of the
+    // tiling the picture stands for: the picture shifted around by (5, 3) upscales to the upscale shifted by
+    // (20, 12) (up to float rounding), which the plain upscale, padded at the borders, is not.
+    auto wrap = o;
+    wrap.seamless = kiln::to_c(kiln::Seamless::xy);
+    kiln::Result<kiln::Image> seamless = up->upscale(*picture, &wrap);
+    kiln::Result<kiln::Image> c_seamless = c_api_upscale(*rt, dir + "/x4", *picture, wrap);
+    CHECK(seamless.ok() && c_seamless.ok());
+    if (!seamless || !c_seamless) return;
+    CHECK(same_pixels(*seamless, *c_seamless));
+    CHECK(!same_pixels(*seamless, *plain));
+    const std::vector<std::uint8_t> shifted_rgba = rolled(picture->pixels(), 24, 20, 5, 3);
+    kiln::Result<kiln::Image> shifted = kiln::Image::create(24, 20, shifted_rgba.data(), shifted_rgba.size());
+    CHECK(shifted.ok());
+    if (!shifted) return;
+    kiln::Result<kiln::Image> shifted_seamless = up->upscale(*shifted, &wrap), shifted_plain = up->upscale(*shifted, &o);
+    CHECK(shifted_seamless.ok() && shifted_plain.ok());
+    if (!shifted_seamless || !shifted_plain) return;
+    const ByteDiff wrapped = byte_diff(rolled(seamless->pixels(), 96, 80, 20, 12), shifted_seamless->to_vector());
+    const ByteDiff padded = byte_diff(rolled(plain->pixels(), 96, 80, 20, 12), shifted_plain->to_vector());
+    std::printf("upscaler shifted picture vs shifted upscale: seamless %zu bytes differ (at most %d), plain %zu (at most %d)\n",
+                wrapped.count, wrapped.worst, padded.count, padded.worst);
+    CHECK(wrapped.worst <= 1 && wrapped.count * 100 < padded.count);
+
+    // Bilinear alpha: the same RGB, other alpha; nullptr options are the defaults.
+    auto bilinear = o;
+    bilinear.alpha = kiln::to_c(kiln::UpscaleAlpha::bilinear);
+    kiln::Result<kiln::Image> soft = up->upscale(*picture, &bilinear);
+    CHECK(soft.ok() && !same_pixels(*soft, *plain));
+    if (soft) {
+        bool rgb_same = true;
+        for (std::size_t i = 0; i < plain->size_bytes(); ++i)
+            if (i % 4 != 3) rgb_same = rgb_same && soft->pixels()[i] == plain->pixels()[i];
+        CHECK(rgb_same);
+    }
+    kiln::Result<kiln::Image> defaults = up->upscale(*picture);
+    kiln::Result<kiln::Image> c_defaults = c_api_upscale(*rt, dir + "/x4", *picture, kiln::defaults<kiln_upscale_options>());
+    CHECK(defaults.ok() && c_defaults.ok() && same_pixels(*defaults, *c_defaults));
+
+    // A fixed 16x16 graph with its settings in x2-fixed.json.
+    kiln::Result<kiln::Upscaler> x2 = rt->load_upscaler(dir + "/x2-fixed.onnx");
+    CHECK(x2.ok() && x2->scale().value_or(0) == 2);
+    if (x2) {
+        kiln::Result<kiln::Image> doubled = x2->upscale(*picture);
+        CHECK(doubled.ok() && doubled->width() == 48 && doubled->height() == 40);
+    }
+
+    // Bad paths and graphs, bad options: their own status and message, the upscaler usable after.
+    kiln::Result<kiln::Upscaler> missing = rt->load_upscaler(dir + "/missing");
+    CHECK(missing.status() == kiln::Status::model_not_found);
+    CHECK(!missing && missing.error().message().find("missing") != std::string::npos);
+    kiln::Result<kiln::Upscaler> matting = rt->load_upscaler(fixtures + "/matting/fixed/model.onnx");
+    CHECK(matting.status() == kiln::Status::model_invalid);
+    CHECK(!matting && matting.error().message().find("output") != std::string::npos);
+    if (!matting) std::printf("matting graph as an upscaler: %s\n", matting.error().describe().c_str());
+    auto bad = o;
+    bad.alpha = 2;
+    kiln::Result<kiln::Image> refused = up->upscale(*picture, &bad);
+    CHECK(refused.status() == kiln::Status::invalid_argument);
+    CHECK(!refused && refused.error().message().find("alpha") != std::string::npos);
+    bad = o;
+    bad.seamless = 4;
+    CHECK(up->upscale(*picture, &bad).status() == kiln::Status::invalid_argument);
+    bad = o;
+    bad.context = 1025;
+    CHECK(up->upscale(*picture, &bad).status() == kiln::Status::invalid_argument);
+    bad = o;
+    bad.struct_size = 12;
+    CHECK(up->upscale(*picture, &bad).status() == kiln::Status::struct_size_mismatch);
+    CHECK(up->upscale(kiln::Image()).status() == kiln::Status::null_argument);
+    const kiln::Upscaler empty;
+    CHECK(empty.scale().status() == kiln::Status::null_argument);
+    CHECK(empty.upscale(*picture).status() == kiln::Status::null_argument);
+    CHECK(empty.cancel().status() == kiln::Status::null_argument);
+    kiln::Result<kiln::Image> after = up->upscale(*picture, &o);
+    CHECK(after.ok() && same_pixels(*after, *plain));
+
+    // Cancel: with nothing in flight a no-op; from a second thread, it stops a long upscale (256x256 in 8-pixel
+    // tiles: 1024 graph runs), and the next call runs normally.
+    CHECK(up->cancel().ok());
+    CHECK(up->upscale(*picture, &o).ok());
+    std::vector<std::uint8_t> noise(256 * 256 * 4);
+    for (std::size_t i = 0; i < noise.size(); ++i) noise[i] = std::uint8_t(i % 251);
+    kiln::Result<kiln::Image> big = kiln::Image::create(256, 256, noise.data(), noise.size());
+    CHECK(big.ok());
+    if (!big) return;
+    std::atomic<bool> done{false};
+    kiln::Status long_status = kiln::Status::ok;
+    std::string long_message;
+    const kiln::Upscaler &shared = *up;
+    std::thread worker([&] {
+        kiln::Result<kiln::Image> r = shared.upscale(*big, &o);
+        long_status = r.status();
+        long_message = r.error().message();
+        done = true;
+    });
+    // The worker's call may not have started yet, and a cancel before it starts is a no-op: repeat until it ends.
+    const auto started = std::chrono::steady_clock::now();
+    unsigned cancels = 0;
+    bool cancel_ok = true;
+    while (!done) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        cancel_ok = cancel_ok && up->cancel().ok();
+        ++cancels;
+    }
+    worker.join();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::printf("upscaler: the long upscale ended after %.2f s and %u cancels: %s %s\n", secs, cancels,
+                kiln::status_name(long_status), long_message.c_str());
+    CHECK(cancel_ok);
+    CHECK(long_status == kiln::Status::cancelled);
+    kiln::Result<kiln::Image> later = up->upscale(*picture, &o);
+    CHECK(later.ok() && same_pixels(*later, *plain));
+
+    // Moving an upscaler moves ownership: the moved-from one is empty and frees nothing.
+    kiln::Upscaler moved = std::move(*up);
+    CHECK(!*up && moved && moved.scale().value_or(0) == 4);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -515,6 +745,15 @@ static void test_throwing_layer(const kiln::Runtime &rt) {
     }
     CHECK(thrown);
     CHECK(kiln::check(rt.onnxruntime_version()).size() > 0);
+
+    bool upscaler_thrown = false;
+    try {
+        kiln::Upscaler u = kiln::check(rt.load_upscaler("/nonexistent/kiln-upscaler"));
+        (void)u;
+    } catch (const kiln::Exception &e) {
+        upscaler_thrown = e.error().status() == kiln::Status::model_not_found;
+    }
+    CHECK(upscaler_thrown);
 }
 #endif
 
@@ -554,6 +793,12 @@ int main(int argc, char **argv) {
         }
         kiln::Model moved = std::move(*model);
         CHECK(!*model && moved);
+    }
+    try {
+        test_upscaler(std::string(argv[1]) + "/..");
+    } catch (const std::exception &e) {
+        ++failed;
+        std::printf("FAILED reading the upscaler fixtures: %s\n", e.what());
     }
     if (argc >= 3) test_controlnet(*rt, argv[2]);
 #ifdef KILN_CPP_EXCEPTIONS
