@@ -7,13 +7,17 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn generate_bin() -> PathBuf {
+    example_bin("generate")
+}
+
+fn example_bin(name: &str) -> PathBuf {
     // cargo test builds examples into target/<profile>/examples/.
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let bin = dir.join(if cfg!(windows) { "generate.exe" } else { "generate" });
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
-        "{} is missing: plain `cargo test` builds the examples; with a target filter run `cargo build --example generate` first",
+        "{} is missing: plain `cargo test` builds the examples; with a target filter run `cargo build --example {name}` first",
         bin.display()
     );
     bin
@@ -231,6 +235,38 @@ fn cli_upscales_seamless_textures_and_sprites_like_the_rust_api() {
         .unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("/nonexistent/x4.onnx"), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn the_upscale_example_upscales_a_png_like_the_rust_api() {
+    let out = std::env::temp_dir().join(format!("kiln-cli-upscale-png-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    // A sprite-like input: transparent corners, so alpha takes the graph path too.
+    let (w, h) = (20u32, 12u32);
+    let input = image::RgbaImage::from_fn(w, h, |x, y| image::Rgba([(x * 12) as u8, (y * 20) as u8, 90, if (x + y) % 7 == 0 { 0 } else { 255 }]));
+    input.save(out.join("in.png")).unwrap();
+    let graph = common::root().join("tests/fixtures/upscaler/x2-fixed.onnx");
+    let r = Command::new(example_bin("upscale"))
+        .arg("--graph")
+        .arg(&graph)
+        .arg("--in")
+        .arg(out.join("in.png"))
+        .args(["--seamless", "x", "--context", "3", "--out"])
+        .arg(out.join("out.png"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("(40x24, 2x, 4 tiles of 256)"), "{}", String::from_utf8_lossy(&r.stdout));
+    let up = kiln::model::upscaler::Upscaler::load(common::runtime(), &graph).unwrap();
+    let picture = kiln::Rgba8Image { width: w as usize, height: h as usize, pixels: input.into_raw() };
+    let options = kiln::model::upscaler::UpscaleOptions { context: 3, seamless: kiln::model::seamless::Seamless::X, ..Default::default() };
+    let want = up.upscale(&picture, &options).unwrap();
+    assert!(image::open(out.join("out.png")).unwrap().to_rgba8().into_raw() == want.pixels, "the example differs from Upscaler::upscale");
+    for bad in [&["--in", "x.png"][..], &["--graph", "g", "--in", "x.png", "--alpha", "nearest"], &["--graph", "g", "--in", "x.png", "--seamless", "z"]] {
+        let r = Command::new(example_bin("upscale")).args(bad).output().unwrap();
+        assert_eq!(r.status.code(), Some(2), "{bad:?}");
+    }
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -39,6 +39,10 @@ Idempotent: tests/fixtures/upscaler/ is wiped and rebuilt.
 
 Usage (from repo root):
     /work/venv/bin/python tools/make_upscaler_fixture.py
+    /work/venv/bin/python tools/make_upscaler_fixture.py --bench-graph DIR
+The second form writes only DIR/model.onnx: the same architecture at ESRGAN's published size (64
+channels, growth 32, 23 RRDBs; 16.7 M parameters, 67 MB) with seeded random weights, for
+tools/bench_upscaler.py. Not committed.
 Needs torch and onnx (tools/requirements-fixtures.txt).
 """
 import json
@@ -154,7 +158,18 @@ def export(net, path, size, dynamic):
     onnx.checker.check_model(onnx.load(str(path)))
 
 
+def bench_graph(dest):
+    torch.manual_seed(0)
+    net = Esrgan(nf=64, gc=32, nb=23).eval()
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    export(net, Path(dest) / "model.onnx", (32, 32), True)
+    print(f"{dest}/model.onnx: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters")
+
+
 def main():
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--bench-graph":
+        return bench_graph(sys.argv[2])
     torch.set_num_threads(1)
     if OUT.exists():
         shutil.rmtree(OUT)
