@@ -101,6 +101,7 @@ static class KilnTests
             { typeof(KilnLora), KilnNative.kiln_lora_init },
             { typeof(KilnEmbedding), KilnNative.kiln_embedding_init },
             { typeof(KilnControl), KilnNative.kiln_control_init },
+            { typeof(KilnUpscaleOptions), KilnNative.kiln_upscale_options_init },
         };
         IntPtr buf = Marshal.AllocHGlobal(4096);
         try
@@ -890,6 +891,237 @@ static class KilnTests
         }
     }
 
+    // ---------------------------------------------------------------- upscaler
+
+    // tests/upscaler.rs's bound on the float planes (1e-5, a hundred times below one 8-bit
+    // step), applied past 8-bit rounding: the binding returns bytes.
+    const double UpscalerBound = 1e-5;
+
+    static string UpscalerDir() { return Path.Combine(FixturesDir(), "upscaler"); }
+
+    /// <summary>tests/fixtures/upscaler/image.npy: 24x20 RGBA bytes stored as floats, alpha 255 down to 40.</summary>
+    static byte[] UpscalerPicture()
+    {
+        float[] v = Goldens.ReadNpyF32(Path.Combine(UpscalerDir(), "image.npy"));
+        Equal(24 * 20 * 4, v.Length, "image.npy size");
+        return v.Select(x => (byte)x).ToArray();
+    }
+
+    static KilnUpscaleOptions UpscaleOptions(uint tile, uint context, KilnSeamless seamless)
+    {
+        KilnUpscaleOptions o = KilnDefaults.UpscaleOptions();
+        o.tile = tile;
+        o.context = context;
+        o.seamless = (uint)seamless;
+        return o;
+    }
+
+    /// <summary>
+    /// How far RGBA8 pixels are from a golden's float RGB planes (3×H×W, tests/upscaler.rs's
+    /// layout) beyond 8-bit rounding: max |byte/255 − golden| − 0.5/255, at least 0.
+    /// </summary>
+    static double PastRoundingPlanar(byte[] rgba, float[] planes)
+    {
+        int n = rgba.Length / 4;
+        Equal(3 * n, planes.Length, "golden plane size");
+        double worst = 0;
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < 3; c++)
+                worst = Math.Max(worst, Math.Abs(rgba[i * 4 + c] / 255.0 - planes[c * n + i]));
+        return Math.Max(worst - 0.5 / 255, 0);
+    }
+
+    /// <summary>
+    /// The raw C call, wrapper-free: options from kiln_upscale_options_init in a scratch buffer,
+    /// fields written at the header's offsets (tile 4, context 8, seamless 12, alpha 16), then
+    /// kiln_upscaler_upscale; the result's pixels read through kiln_image_copy.
+    /// </summary>
+    static byte[] RawUpscale(KilnUpscaler u, KilnImage image, uint tile, uint context, KilnSeamless seamless, KilnUpscaleAlpha alpha)
+    {
+        IntPtr buf = Marshal.AllocHGlobal(4096);
+        KilnUpscaleOptions o;
+        try
+        {
+            KilnNative.kiln_upscale_options_init(buf);
+            Equal(20, Marshal.ReadInt32(buf, 0), "kiln_upscale_options_init struct_size");
+            Marshal.WriteInt32(buf, 4, (int)tile);
+            Marshal.WriteInt32(buf, 8, (int)context);
+            Marshal.WriteInt32(buf, 12, (int)seamless);
+            Marshal.WriteInt32(buf, 16, (int)alpha);
+            o = (KilnUpscaleOptions)Marshal.PtrToStructure(buf, typeof(KilnUpscaleOptions));
+        }
+        finally { Marshal.FreeHGlobal(buf); }
+        IntPtr raw;
+        uint status = KilnNative.kiln_upscaler_upscale(u.Handle, image.Handle, ref o, out raw);
+        Equal(0u, status, "kiln_upscaler_upscale status (" + KilnStatusNames.LastErrorMessage() + ")");
+        Check(raw != IntPtr.Zero, "kiln_upscaler_upscale gave no image");
+        // Own the raw image as the wrapper would (its constructor is internal to Kiln.dll).
+        var ctor = typeof(KilnImage).GetConstructor(BindingFlags.Instance | BindingFlags.NonPublic, null, new[] { typeof(IntPtr) }, null);
+        using (var owned = (KilnImage)ctor.Invoke(new object[] { raw }))
+        {
+            uint w = KilnNative.kiln_image_width(owned.Handle), h = KilnNative.kiln_image_height(owned.Handle);
+            var px = new byte[w * h * 4];
+            Equal(0u, KilnNative.kiln_image_copy(owned.Handle, px, new UIntPtr((uint)px.Length), UIntPtr.Zero), "kiln_image_copy");
+            return px;
+        }
+    }
+
+    static void UpscalerMatchesTheGoldensAndTheCApi()
+    {
+        // tests/fixtures/upscaler/x4 (4x, dynamic shapes, scale found by a probe run): tiles of 8
+        // with 20 pixels of context (the net's receptive field is 19) give tests/upscaler.rs's
+        // whole-image golden, seamless XY its wrapped golden; every request gives the raw C
+        // call's bytes for the same options; alpha through the graph vs bilinear changes only
+        // alpha; the defaults are the header's.
+        KilnUpscaleOptions d = KilnDefaults.UpscaleOptions();
+        Equal((uint)Marshal.SizeOf(typeof(KilnUpscaleOptions)), d.struct_size, "default struct_size");
+        Check(d.tile == 256 && d.context == 16 && d.seamless == (uint)KilnSeamless.None && d.alpha == (uint)KilnUpscaleAlpha.Graph,
+            "defaults: tile " + d.tile + ", context " + d.context + ", seamless " + d.seamless + ", alpha " + d.alpha);
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        using (KilnImage picture = KilnImage.Create(24, 20, UpscalerPicture()))
+        {
+            Equal(4, u.Scale, "x4 Scale");
+            byte[] plain, wrapped;
+            using (KilnImage up = u.Upscale(picture, UpscaleOptions(8, 20, KilnSeamless.None)))
+            {
+                Equal(96, up.Width, "upscaled width");
+                Equal(80, up.Height, "upscaled height");
+                plain = up.ToArray();
+            }
+            float[] whole = Goldens.ReadNpyF32(Path.Combine(UpscalerDir(), "golden", "x4_whole.npy"));
+            double dp = PastRoundingPlanar(plain, whole);
+            Console.WriteLine("    x4 tiles 8 context 20: " + dp.ToString("e3") + " from the whole-image golden past 8-bit rounding (bound " + UpscalerBound + ")");
+            Margin("csharp::upscaler::x4_tiles_8_context_20::rgb_abs_past_8bit", dp, UpscalerBound);
+            SamePixels(RawUpscale(u, picture, 8, 20, KilnSeamless.None, KilnUpscaleAlpha.Graph), plain, "Upscale vs raw kiln_upscaler_upscale (tile 8, context 20)");
+
+            using (KilnImage up = u.Upscale(picture, UpscaleOptions(8, 20, KilnSeamless.XY))) wrapped = up.ToArray();
+            float[] wrapXy = Goldens.ReadNpyF32(Path.Combine(UpscalerDir(), "golden", "x4_wrap_xy.npy"));
+            double dw = PastRoundingPlanar(wrapped, wrapXy), control = PastRoundingPlanar(plain, wrapXy);
+            Console.WriteLine("    x4 seamless XY: " + dw.ToString("e3") + " from the wrapped golden past 8-bit rounding (bound " + UpscalerBound + "); the plain upscale " + control.ToString("e3"));
+            Margin("csharp::upscaler::x4_wrap_xy_tiles_8::rgb_abs_past_8bit", dw, UpscalerBound);
+            Check(control > UpscalerBound, "seamless barely matters here (" + control + "): this test would not catch it dropped");
+            SamePixels(RawUpscale(u, picture, 8, 20, KilnSeamless.XY, KilnUpscaleAlpha.Graph), wrapped, "Upscale vs raw kiln_upscaler_upscale (seamless XY)");
+            using (KilnImage a = KilnImage.Create(96, 80, wrapped))
+            using (KilnImage b = KilnImage.Create(96, 80, plain))
+            {
+                float sa = a.SeamScore(KilnSeamless.X), sb = b.SeamScore(KilnSeamless.X);
+                Console.WriteLine("    seam score X: " + sa + " seamless vs " + sb + " plain");
+                Check(sa < sb, "the seamless upscale does not tile better: " + sa + " vs " + sb);
+            }
+
+            // Defaults (null options) and the raw call with init's values; bilinear alpha.
+            using (KilnImage up = u.Upscale(picture))
+                SamePixels(RawUpscale(u, picture, d.tile, d.context, KilnSeamless.None, KilnUpscaleAlpha.Graph), up.ToArray(), "Upscale(defaults) vs raw kiln_upscaler_upscale");
+            var bilinearOptions = UpscaleOptions(8, 20, KilnSeamless.None);
+            bilinearOptions.alpha = (uint)KilnUpscaleAlpha.Bilinear;
+            byte[] bilinear;
+            using (KilnImage up = u.Upscale(picture, bilinearOptions)) bilinear = up.ToArray();
+            SamePixels(RawUpscale(u, picture, 8, 20, KilnSeamless.None, KilnUpscaleAlpha.Bilinear), bilinear, "Upscale vs raw kiln_upscaler_upscale (bilinear alpha)");
+            int rgbDiffer = 0, alphaDiffer = 0;
+            for (int i = 0; i < plain.Length; i++) if (plain[i] != bilinear[i]) { if (i % 4 == 3) alphaDiffer++; else rgbDiffer++; }
+            Console.WriteLine("    bilinear vs graph alpha: " + alphaDiffer + " alpha bytes differ (need > 0), " + rgbDiffer + " RGB bytes (bound: 0)");
+            Check(alphaDiffer > 0 && rgbDiffer == 0, "alpha modes");
+            // The input image is left as it was.
+            SamePixels(UpscalerPicture(), picture.ToArray(), "input image after the upscales");
+        }
+    }
+
+    static void UpscalerErrors()
+    {
+        // Bad paths and graphs throw their statuses with messages; bad options throw
+        // INVALID_ARGUMENT and leave the upscaler usable; a fixed-size graph file with its
+        // settings beside it loads; an upscaler outlives its runtime; a disposed one never
+        // reaches Kiln.
+        string missing = Path.Combine(UpscalerDir(), "no-such-upscaler");
+        KilnException e = Throws(() => KilnUpscaler.Load(runtime, missing), KilnStatus.ModelNotFound, "missing upscaler");
+        Check(e.NativeMessage.Contains("no-such-upscaler"), "message names the path: " + e.NativeMessage);
+        KilnUpscaler none;
+        KilnError err = KilnUpscaler.TryLoad(runtime, Path.Combine(UpscalerDir(), "no-such.onnx"), out none);
+        Equal(KilnStatus.ModelNotFound, err.Status, "TryLoad status");
+        Check(none == null && err.Message.Contains("no-such.onnx"), "TryLoad: " + err);
+        Throws(() => KilnUpscaler.Load(runtime, Path.Combine(FixturesDir(), "matting", "fixed", "model.onnx")), KilnStatus.ModelInvalid, "matting graph as an upscaler");
+        Throws(() => KilnUpscaler.Load(runtime, null), KilnStatus.NullArgument, "null path");
+        try { KilnUpscaler.Load(runtime, "a\0b"); throw new Exception("an embedded NUL was accepted"); }
+        catch (ArgumentException) { }
+
+        byte[] small = UpscalerPicture();
+        using (var rt = new KilnRuntime())
+        using (KilnUpscaler x2 = KilnUpscaler.Load(rt, Path.Combine(UpscalerDir(), "x2-fixed.onnx")))
+        using (KilnImage picture = KilnImage.Create(24, 20, small))
+        {
+            rt.Dispose();
+            Equal(2, x2.Scale, "x2-fixed Scale (its .json says 2)");
+            byte[] before;
+            using (KilnImage up = x2.Upscale(picture)) { Equal(48, up.Width, "x2 width after the runtime's Dispose"); before = up.ToArray(); }
+            var bad = KilnDefaults.UpscaleOptions();
+            bad.alpha = 7;
+            e = Throws(() => x2.Upscale(picture, bad).Dispose(), KilnStatus.InvalidArgument, "alpha 7");
+            Check(e.NativeMessage.Contains("alpha"), "message names alpha: " + e.NativeMessage);
+            bad = KilnDefaults.UpscaleOptions();
+            bad.seamless = 9;
+            Throws(() => x2.Upscale(picture, bad).Dispose(), KilnStatus.InvalidArgument, "seamless 9");
+            bad = KilnDefaults.UpscaleOptions();
+            bad.context = 2000;
+            Throws(() => x2.Upscale(picture, bad).Dispose(), KilnStatus.InvalidArgument, "context 2000");
+            using (KilnImage wide = KilnImage.Create(8200, 1, new byte[8200 * 4]))
+                Throws(() => x2.Upscale(wide).Dispose(), KilnStatus.InvalidSize, "a result over 16384 pixels a side");
+            using (KilnImage up = x2.Upscale(picture)) SamePixels(before, up.ToArray(), "x2 upscale after the errors");
+            KilnImage gone = KilnImage.Create(2, 2, new byte[16]);
+            gone.Dispose();
+            try { x2.Upscale(gone).Dispose(); throw new Exception("upscaled a disposed image"); }
+            catch (ObjectDisposedException) { }
+            // The refused image must not keep the upscaler alive (Mono's marshaller keeps a
+            // reference to a first handle when it fails on the second).
+            x2.Dispose();
+            Check(x2.Handle.IsClosed, "the upscaler's handle is still open after Dispose");
+            try { var s = x2.Scale; throw new Exception("used a disposed upscaler: " + s); }
+            catch (ObjectDisposedException) { }
+            try { x2.Cancel(); throw new Exception("cancelled a disposed upscaler"); }
+            catch (ObjectDisposedException) { }
+        }
+    }
+
+    static void UpscalerCancelFromAnotherThread()
+    {
+        // tests/upscaler.rs's cancel case through the binding: a 256x256 upscale in 8-pixel tiles
+        // on a worker thread, Cancel from this one until it returns: CANCELLED, with the
+        // upscaler's earlier pixels for a later call. Cancel with nothing in flight is a no-op.
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        using (KilnImage picture = KilnImage.Create(24, 20, UpscalerPicture()))
+        using (KilnImage big = KilnImage.Create(256, 256, Enumerable.Range(0, 256 * 256 * 4).Select(i => (byte)(i % 251)).ToArray()))
+        {
+            byte[] before;
+            using (KilnImage up = u.Upscale(picture, UpscaleOptions(0, 0, KilnSeamless.None))) before = up.ToArray();
+            u.Cancel();
+            KilnStatus status = KilnStatus.Ok;
+            Exception other = null;
+            int workerThread = 0;
+            var worker = new Thread(() =>
+            {
+                workerThread = Thread.CurrentThread.ManagedThreadId;
+                try { u.Upscale(big, UpscaleOptions(8, 20, KilnSeamless.None)).Dispose(); }
+                catch (KilnException ex) { status = ex.Status; Console.WriteLine("    worker -> " + ex.Message); }
+                catch (Exception ex) { other = ex; }
+            });
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            worker.Start();
+            int cancels = 0;
+            // Cancel reaches only calls already in flight: keep cancelling until the worker returns.
+            while (!worker.Join(5))
+            {
+                u.Cancel();
+                cancels++;
+                if (clock.Elapsed > TimeSpan.FromSeconds(120)) throw new Exception("the cancelled upscale did not return within 120 s");
+            }
+            Console.WriteLine("    returned after " + clock.ElapsedMilliseconds + " ms and " + cancels + " Cancel calls from thread " + Thread.CurrentThread.ManagedThreadId + " (worker " + workerThread + ")");
+            Check(other == null, "worker threw " + other);
+            Check(cancels > 0, "the upscale ended before it could be cancelled");
+            Equal(KilnStatus.Cancelled, status, "status of the cancelled upscale");
+            using (KilnImage up = u.Upscale(picture, UpscaleOptions(0, 0, KilnSeamless.None)))
+                SamePixels(before, up.ToArray(), "upscale after the cancel vs before");
+        }
+    }
+
     static void DefaultExampleRequest()
     {
         // What Txt2Img does (defaults, seed 42), written for tests/csharp.rs to compare
@@ -936,6 +1168,9 @@ static class KilnTests
             new KeyValuePair<string, Action>("cancel and stale ids", CancelAndStaleIds),
             new KeyValuePair<string, Action>("dispose while running", DisposeWhileRunning),
             new KeyValuePair<string, Action>("CancelAll stops every job", CancelAllStopsEveryJob),
+            new KeyValuePair<string, Action>("upscaler: goldens, seamless, raw C call's bytes", UpscalerMatchesTheGoldensAndTheCApi),
+            new KeyValuePair<string, Action>("upscaler: bad paths, graphs and options throw", UpscalerErrors),
+            new KeyValuePair<string, Action>("upscaler: cancel from another thread", UpscalerCancelFromAnotherThread),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };
         if (controlNetModelDir != null)

@@ -59,5 +59,7 @@ namespace Kiln.Interop
         public static KilnControl Control() { IntPtr b = Begin(); KilnNative.kiln_control_init(b); return End<KilnControl>(b); }
         /// <summary><c>kiln_material_options_init</c>.</summary>
         public static KilnMaterialOptions MaterialOptions() { IntPtr b = Begin(); KilnNative.kiln_material_options_init(b); return End<KilnMaterialOptions>(b); }
+        /// <summary><c>kiln_upscale_options_init</c>.</summary>
+        public static KilnUpscaleOptions UpscaleOptions() { IntPtr b = Begin(); KilnNative.kiln_upscale_options_init(b); return End<KilnUpscaleOptions>(b); }
     }
 }

@@ -163,6 +163,16 @@ namespace Kiln.Interop
         Tile = 3,
     }
 
+    /// <summary>How an image with transparency has its alpha upscaled (C: <c>kiln_upscale_alpha</c>).</summary>
+    [NativeEnum("KILN_UPSCALE_ALPHA_")]
+    public enum KilnUpscaleAlpha : uint
+    {
+        /// <summary>Through the graph as a grey image: crisp sprite edges, twice the work.</summary>
+        Graph = 0,
+        /// <summary>Bilinear (half-pixel centres; wraps on seamless axes).</summary>
+        Bilinear = 1,
+    }
+
     /// <summary>Names the C constant prefix of an enum mirrored from kiln.h.</summary>
     [AttributeUsage(AttributeTargets.Enum)]
     public sealed class NativeEnumAttribute : Attribute

@@ -57,4 +57,22 @@ namespace Kiln.Interop
             return true;
         }
     }
+
+    /// <summary>Owns a <c>kiln_upscaler *</c>; released with <c>kiln_upscaler_free</c>.</summary>
+    public sealed class KilnUpscalerHandle : SafeHandle
+    {
+        internal LogSink Sink;
+        /// <summary>An empty handle (the marshaller's constructor).</summary>
+        public KilnUpscalerHandle() : base(IntPtr.Zero, true) { }
+        internal KilnUpscalerHandle(IntPtr raw, LogSink sink) : base(IntPtr.Zero, true) { SetHandle(raw); Sink = sink; }
+        /// <inheritdoc/>
+        public override bool IsInvalid { get { return handle == IntPtr.Zero; } }
+        /// <inheritdoc/>
+        protected override bool ReleaseHandle()
+        {
+            KilnNative.kiln_upscaler_free(handle);
+            if (Sink != null) Sink.Release();
+            return true;
+        }
+    }
 }

@@ -140,6 +140,21 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_image_height_to_depth(KilnImageHandle image, out IntPtr depth_out);
 
+        // Upscaler (super-resolution graphs). kiln_upscaler_upscale blocks; kiln_upscaler_cancel
+        // may be called from any other thread while it runs.
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern void kiln_upscale_options_init(IntPtr options);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_upscaler_load(KilnRuntimeHandle runtime, byte[] path, out IntPtr upscaler_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern void kiln_upscaler_free(IntPtr upscaler);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_upscaler_scale(KilnUpscalerHandle upscaler, out uint scale_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_upscaler_upscale(KilnUpscalerHandle upscaler, KilnImageHandle image, ref KilnUpscaleOptions options, out IntPtr image_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_upscaler_cancel(KilnUpscalerHandle upscaler);
+
         // Jobs (ids are generation-counted u64s: a stale id is a status, never a crash).
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern void kiln_job_options_init(IntPtr options);

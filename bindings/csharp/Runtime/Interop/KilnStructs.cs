@@ -260,4 +260,19 @@ namespace Kiln.Interop
         public IntPtr path;
         public IntPtr token;
     }
+
+    /// <summary>C: <c>kiln_upscale_options</c>: how <c>kiln_upscaler_upscale</c> works through an image.</summary>
+    [NativeName("kiln_upscale_options"), StructLayout(LayoutKind.Sequential)]
+    public struct KilnUpscaleOptions
+    {
+        public uint struct_size;
+        /// <summary>Tile side in input pixels (0 = the whole image in one run; default 256; ignored for fixed-size graphs).</summary>
+        public uint tile;
+        /// <summary>Extra input pixels read on each side of a tile and discarded (default 16, at most 1024).</summary>
+        public uint context;
+        /// <summary>A <see cref="KilnSeamless"/> value: axes along which the image tiles (default none).</summary>
+        public uint seamless;
+        /// <summary>A <see cref="KilnUpscaleAlpha"/> value, used only when the image has transparency (default graph).</summary>
+        public uint alpha;
+    }
 }

@@ -1,0 +1,108 @@
+using System;
+using System.Runtime.InteropServices;
+using Kiln.Interop;
+
+namespace Kiln
+{
+    /// <summary>
+    /// A loaded super-resolution graph (C: <c>kiln_upscaler</c>): ESRGAN, Real-ESRGAN, SwinIR, ...
+    /// exported to ONNX. Thread-safe (its graph runs one window at a time); free it with Dispose.
+    /// </summary>
+    public sealed class KilnUpscaler : IDisposable
+    {
+        /// <summary>The owned native handle.</summary>
+        public readonly KilnUpscalerHandle Handle;
+
+        KilnUpscaler(IntPtr raw, LogSink sink) { Handle = new KilnUpscalerHandle(raw, sink); }
+
+        /// <summary>
+        /// Loads a folder holding <c>model.onnx</c> (and optionally <c>config.json</c>), or an
+        /// ONNX file (settings, if any, in the <c>.json</c> of the same name beside it). Runs
+        /// with the runtime's providers, threads and logging; either may be disposed first.
+        /// </summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND, MODEL_INVALID (not an upscaler, bad settings), IO, INFERENCE_FAILED.</exception>
+        public static KilnUpscaler Load(KilnRuntime runtime, string path)
+        {
+            KilnUpscaler upscaler;
+            KilnError error = TryLoad(runtime, path, out upscaler);
+            if (!error.Ok) throw new KilnException(error.Status, error.Message);
+            return upscaler;
+        }
+
+        /// <summary>As <see cref="Load"/>, returning the status instead of throwing.</summary>
+        public static KilnError TryLoad(KilnRuntime runtime, string path, out KilnUpscaler upscaler)
+        {
+            if (runtime == null) throw new ArgumentNullException("runtime");
+            upscaler = null;
+            // The upscaler may log after the runtime handle is gone: it holds its own lease.
+            LogSink sink = runtime.Handle.Sink != null ? runtime.Handle.Sink.AddRef() : null;
+            IntPtr raw;
+            uint status;
+            try
+            {
+                status = KilnNative.kiln_upscaler_load(runtime.Handle, Utf8.ToNative(path), out raw);
+            }
+            catch
+            {
+                // A NUL in the path or a disposed runtime: Kiln never saw the call.
+                if (sink != null) sink.Release();
+                throw;
+            }
+            KilnError error = KilnStatusNames.Error(status);
+            if (status == 0) upscaler = new KilnUpscaler(raw, sink);
+            else if (sink != null) sink.Release();
+            return error;
+        }
+
+        /// <summary>Output pixels per input pixel along each axis (2, 4, ...).</summary>
+        public int Scale
+        {
+            get
+            {
+                uint scale;
+                KilnStatusNames.Check(KilnNative.kiln_upscaler_scale(Handle, out scale));
+                return (int)scale;
+            }
+        }
+
+        /// <summary>
+        /// Upscales <c>image</c> by <see cref="Scale"/> into a new image (<c>image</c> is unchanged),
+        /// tile by tile; <c>options</c> null = defaults (<see cref="KilnDefaults.UpscaleOptions"/>:
+        /// 256-pixel tiles, 16 pixels of context, not seamless, alpha through the graph). Blocking
+        /// and heavy (seconds for 4x of 512x512 on a CPU): call it from a worker thread, never the
+        /// game's main thread. <see cref="Cancel"/> from another thread stops it.
+        /// </summary>
+        /// <exception cref="KilnException">CANCELLED, INVALID_ARGUMENT (unknown seamless or alpha, context over 1024), INVALID_SIZE (result over 16384 a side), INFERENCE_FAILED, OUT_OF_MEMORY, ...; the upscaler stays usable.</exception>
+        public KilnImage Upscale(KilnImage image, KilnUpscaleOptions? options = null)
+        {
+            if (image == null) throw new ArgumentNullException("image");
+            KilnUpscaleOptions o = options ?? KilnDefaults.UpscaleOptions();
+            o.struct_size = (uint)Marshal.SizeOf(typeof(KilnUpscaleOptions));
+            IntPtr raw;
+            uint status;
+            using (var pins = new Pins())
+            {
+                // A disposed image throws here, before the call: Mono's marshaller, failing on the
+                // second handle, would keep the reference it had taken on the first (this
+                // upscaler), which then could never be freed.
+                pins.Borrow(image.Handle);
+                status = KilnNative.kiln_upscaler_upscale(Handle, image.Handle, ref o, out raw);
+            }
+            KilnStatusNames.Check(status);
+            return new KilnImage(raw);
+        }
+
+        /// <summary>
+        /// Stops every <see cref="Upscale"/> on this upscaler running on other threads: each throws
+        /// <see cref="KilnException"/> with <see cref="KilnStatus.Cancelled"/> within one graph run.
+        /// Calls that start afterwards run normally. Safe from any thread.
+        /// </summary>
+        public void Cancel()
+        {
+            KilnStatusNames.Check(KilnNative.kiln_upscaler_cancel(Handle));
+        }
+
+        /// <summary>Frees the upscaler (once any <see cref="Upscale"/> still running on another thread returns).</summary>
+        public void Dispose() { Handle.Dispose(); }
+    }
+}
