@@ -33,7 +33,8 @@ def test_struct_sizes_are_the_ones_kiln_checks() -> None:
                          (_abi.JobOptions, "kiln_job_options_init"), (_abi.SpriteOptions, "kiln_sprite_options_init"),
                          (_abi.PixelArtOptions, "kiln_pixel_art_options_init"),
                          (_abi.MaterialOptions, "kiln_material_options_init"),
-                         (_abi.ModelLoadOptions, "kiln_model_load_options_init"), (_abi.Lora, "kiln_lora_init")):
+                         (_abi.ModelLoadOptions, "kiln_model_load_options_init"), (_abi.Lora, "kiln_lora_init"),
+                         (_abi.UpscaleOptions, "kiln_upscale_options_init")):
         s = struct()
         getattr(_library.lib(), init)(ctypes.byref(s))
         assert s.struct_size == ctypes.sizeof(struct), getattr(struct, "_kiln_c_name_")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from kiln import _library
 from kiln._options import Control, GenerateOptions
 from kiln.enums import (CellColor, ControlPreprocess, Graph, JobEventKind, JobState, LogLevel, Matte, NormalConvention, Provider,
-                        Residency, GpuMath, Scheduler, Seamless, Status)
+                        Residency, GpuMath, Scheduler, Seamless, Status, UpscaleAlpha)
 from kiln.errors import (AdapterMismatchError, ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
                          InternalError, InvalidHandleError, JobFailedError, KilnError, KilnIOError, ModelError,
                          ModelNotFoundError, OutOfMemoryError, ProviderError, RuntimeLoadError,
@@ -23,6 +23,7 @@ from kiln.image import Image, MaterialMaps, Rect, Sprite
 from kiln.job import Job, Preview, Progress
 from kiln.model import Model, ModelInfo
 from kiln.runtime import LogCallback, Runtime
+from kiln.upscaler import Upscaler
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "BufferTooSmallError", "InvalidHandleError", "ModelError", "ModelNotFoundError", "KilnIOError",
     "UnsupportedError", "RuntimeLoadError", "ProviderError", "InferenceError", "CancelledError", "BusyError",
     "InternalError", "JobFailedError", "AdapterMismatchError", "OutOfMemoryError", "library_path", "version", "providers_compiled",
+    "Upscaler", "UpscaleAlpha",
 ]
 
 

@@ -136,6 +136,9 @@ Control = _struct("kiln_control", [
     ("struct_size", U32), ("preprocess", U32), ("controlnet", STR), ("image", PTR), ("scale", F32), ("start", F32),
     ("end", F32), ("canny_low", F32), ("canny_high", F32), ("reserved", U32),
 ])
+UpscaleOptions = _struct("kiln_upscale_options", [
+    ("struct_size", U32), ("tile", U32), ("context", U32), ("seamless", U32), ("alpha", U32),
+])
 
 _P_USIZE = ptr_to(ctypes.c_size_t)
 _P_U32 = ptr_to(ctypes.c_uint32)
@@ -202,4 +205,11 @@ FUNCTIONS: dict[str, tuple[CType, list[CType]]] = {
     "kiln_control_init": (VOID, [ptr_to(Control)]),
     "kiln_image_canny": (STATUS, [PTR, F32, F32, _P_HANDLE]),
     "kiln_image_height_to_depth": (STATUS, [PTR, _P_HANDLE]),
+    # Upscalers (super-resolution graphs)
+    "kiln_upscale_options_init": (VOID, [ptr_to(UpscaleOptions)]),
+    "kiln_upscaler_load": (STATUS, [PTR, STR, _P_HANDLE]),
+    "kiln_upscaler_free": (VOID, [PTR]),
+    "kiln_upscaler_scale": (STATUS, [PTR, _P_U32]),
+    "kiln_upscaler_upscale": (STATUS, [PTR, PTR, ptr_to(UpscaleOptions), _P_HANDLE]),
+    "kiln_upscaler_cancel": (STATUS, [PTR]),
 }

@@ -7,7 +7,7 @@ from enum import IntEnum
 
 __all__ = [
     "Status", "LogLevel", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph", "Residency", "GpuMath",
-    "Seamless", "NormalConvention", "CellColor", "Matte", "C_PREFIXES",
+    "Seamless", "NormalConvention", "CellColor", "Matte", "ControlPreprocess", "UpscaleAlpha", "C_PREFIXES",
 ]
 
 
@@ -152,6 +152,15 @@ class ControlPreprocess(IntEnum):
     TILE = 3
 
 
+class UpscaleAlpha(IntEnum):
+    """How an upscaler upscales the alpha of an image with transparency (``kiln_upscale_alpha``)."""
+
+    #: Through the graph as a grey image: crisp sprite edges, twice the work.
+    GRAPH = 0
+    #: Bilinear (half-pixel centres; wraps on seamless axes).
+    BILINEAR = 1
+
+
 #: Each enum's C constant prefix: the C name of a member is prefix + member name.
 C_PREFIXES: dict[type[IntEnum], str] = {
     Status: "KILN_STATUS_",
@@ -168,4 +177,5 @@ C_PREFIXES: dict[type[IntEnum], str] = {
     CellColor: "KILN_CELL_COLOR_",
     Matte: "KILN_MATTE_",
     ControlPreprocess: "KILN_CONTROL_PREPROCESS_",
+    UpscaleAlpha: "KILN_UPSCALE_ALPHA_",
 }

@@ -1,4 +1,4 @@
-"""kiln.Runtime: ONNX Runtime loaded with Kiln's settings; loads models."""
+"""kiln.Runtime: ONNX Runtime loaded with Kiln's settings; loads models and upscalers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kiln import _abi, _library
 from kiln.enums import GpuMath, LogLevel, Provider, Residency, Seamless
 from kiln.errors import check, read_string
 from kiln.model import Model
+from kiln.upscaler import Upscaler
 
 __all__ = ["Runtime", "LogCallback"]
 
@@ -39,7 +40,7 @@ def _trampoline(log: LogCallback) -> object:
 
 class Runtime:
     """ONNX Runtime loaded with Kiln's settings (``kiln_runtime_create``). Thread-safe; close it, or
-    use ``with``. Models loaded from it stay usable after it is closed."""
+    use ``with``. Models and upscalers loaded from it stay usable after it is closed."""
 
     def __init__(
         self,
@@ -113,6 +114,15 @@ class Runtime:
                 o.matting_path = os.fsencode(matting)
             check(lib.kiln_model_load_with(self.handle, os.fsencode(model_dir), ctypes.byref(o), ctypes.byref(out)))
         return Model(out.value or 0, self)
+
+    def load_upscaler(self, path: str | os.PathLike[str]) -> Upscaler:
+        """Loads a super-resolution graph (``kiln_upscaler_load``): a folder holding ``model.onnx`` and
+        optionally ``config.json``, or an ONNX file with its settings, if any, in the ``.json`` of the
+        same name beside it (``{"scale": 4, "multiple": 1}``, all optional). Raises ModelNotFoundError
+        for a missing path, ModelError (MODEL_INVALID) for a graph that is not an upscaler."""
+        out = ctypes.c_void_p()
+        check(_library.lib().kiln_upscaler_load(self.handle, os.fsencode(path), ctypes.byref(out)))
+        return Upscaler(out.value or 0, self)
 
     @property
     def onnxruntime_version(self) -> str:
