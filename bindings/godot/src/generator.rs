@@ -9,9 +9,9 @@ use godot::classes::{INode, Image, ImageTexture, Node, ProjectSettings};
 use godot::prelude::*;
 use kiln::image::control::ControlImage;
 
-use crate::image_data::to_godot_rgba8;
+use crate::image_data::{from_godot_pixels, to_godot_rgba8};
 use crate::options::{self, OptionValue};
-use crate::session::{GpuSettings, Session, SessionConfig};
+use crate::session::{GpuSettings, Session, SessionConfig, UpscaleSettings};
 use crate::tracker::{status_of, Event, Phase, Tracker};
 
 /// Generates textures with Kiln without blocking the main thread.
@@ -60,6 +60,25 @@ pub struct KilnGenerator {
     /// Keep the latents on the GPU between steps.
     #[export]
     device_latents: bool,
+    /// A super-resolution upscaler (ESRGAN-family ONNX): a folder holding
+    /// `model.onnx`, or an `.onnx` file; empty = off. When set, every
+    /// generated image is upscaled off the main thread (with the job's
+    /// `seamless` axes, so textures keep tiling) before `done` carries it,
+    /// and `upscale_image` works. Loaded once, again when the path changes;
+    /// `res://` and `user://` as for `model_path`.
+    #[export]
+    upscaler_path: GString,
+    /// Tile side in input pixels (0 = the whole image in one run).
+    #[export]
+    upscale_tile: i64,
+    /// Extra input pixels each tile reads on every side.
+    #[export]
+    upscale_context: i64,
+    /// How the alpha of images with transparency is upscaled (only
+    /// `upscale_image` gets such images): `graph` (through the net, twice
+    /// the work) or `bilinear`.
+    #[export]
+    upscale_alpha: GString,
     session: Option<Session>,
     jobs: BTreeMap<i64, Tracker>,
     /// How ended jobs ended, for `job_state` (a few bytes per job).
@@ -82,6 +101,10 @@ impl INode for KilnGenerator {
             static_unet: false,
             cuda_graph: false,
             device_latents: false,
+            upscaler_path: GString::new(),
+            upscale_tile: UpscaleSettings::default().tile,
+            upscale_context: UpscaleSettings::default().context,
+            upscale_alpha: GString::from("graph"),
             session: None,
             jobs: BTreeMap::new(),
             ended: BTreeMap::new(),
@@ -143,18 +166,35 @@ impl KilnGenerator {
             options.iter_shared().map(|(k, v)| (key_name(&k), option_value(&v))).collect();
         // `refiner` and the adapter files may be res:// or user:// paths.
         options::map_paths(&mut entries, |p| globalized(&GString::from(p)).to_string_lossy().into_owned());
-        let config = self.session_config();
-        if self.session.as_ref().map(|s| s.config() != &config).unwrap_or(true) {
-            self.session = Some(Session::new(config));
-        }
-        let tracker = match self.session.as_ref() {
-            Some(session) => session.start(&prompt.to_string(), &entries),
-            None => unreachable!("set just above"),
+        let upscale = self.upscale_settings();
+        let tracker = self.session().start_upscaled(&prompt.to_string(), &entries, &upscale);
+        self.add_job(tracker)
+    }
+
+    /// Upscales `image` with the node's upscaler (`upscaler_path`,
+    /// `upscale_tile`, `upscale_context`, `upscale_alpha`) off the main
+    /// thread and returns the job id at once; the result comes as
+    /// `done(job, texture)` or `failed(job, status, message)`, like a
+    /// generation's, and `cancel(job)` stops it. `seamless` (`none`, `x`,
+    /// `y`, `xy`) names the axes the image tiles along. Needs no model.
+    #[func]
+    fn upscale_image(&mut self, image: Option<Gd<Image>>, #[opt(default = "none")] seamless: GString) -> i64 {
+        let pixels = match &image {
+            Some(image) => image_pixels(image),
+            None => OptionValue::Nil,
         };
-        let id = self.next_job;
-        self.next_job += 1;
-        self.jobs.insert(id, tracker);
-        id
+        let not_an_image = |what: &str| kiln::Error::new(kiln::ErrorKind::InvalidArgument, format!("image: expected an Image, got {what}"));
+        let prepared = match pixels {
+            OptionValue::Image(pixels) => from_godot_pixels(&pixels, "image"),
+            OptionValue::Other(what) => Err(not_an_image(&what)),
+            _ => Err(not_an_image("null")),
+        };
+        let upscale = self.upscale_settings();
+        let tracker = match prepared {
+            Ok(pixels) => self.session().upscale(pixels, &seamless.to_string(), &upscale),
+            Err(e) => Tracker::rejected(e),
+        };
+        self.add_job(tracker)
     }
 
     /// Asks job `job` to stop; it then reports `failed` with status 400
@@ -185,6 +225,29 @@ impl KilnGenerator {
 }
 
 impl KilnGenerator {
+    /// The session for the node's current settings: a new one (nothing
+    /// loaded) when a setting it loads with has changed.
+    fn session(&mut self) -> &Session {
+        let config = self.session_config();
+        if self.session.as_ref().map(|s| s.config() != &config).unwrap_or(true) {
+            self.session = Some(Session::new(config));
+        }
+        self.session.as_ref().expect("set just above")
+    }
+
+    fn add_job(&mut self, tracker: Tracker) -> i64 {
+        let id = self.next_job;
+        self.next_job += 1;
+        self.jobs.insert(id, tracker);
+        id
+    }
+
+    /// The upscale properties; an empty `upscaler_path` is off.
+    fn upscale_settings(&self) -> UpscaleSettings {
+        let path = if self.upscaler_path.is_empty() { PathBuf::new() } else { globalized(&self.upscaler_path) };
+        UpscaleSettings { path, tile: self.upscale_tile, context: self.upscale_context, alpha: self.upscale_alpha.to_string() }
+    }
+
     fn session_config(&self) -> SessionConfig {
         let onnxruntime_path =
             if self.onnxruntime_path.is_empty() { None } else { Some(globalized(&self.onnxruntime_path)) };

@@ -6,6 +6,8 @@
 //! Kiln's `Rgba8Image` is laid out the same way (top row first, unlike
 //! Unity's bottom-up textures), so the bytes pass through unflipped; this
 //! module checks the sizes Godot would refuse before the engine sees them.
+//! [`from_godot_pixels`] goes the other way, for `upscale_image`.
+use kiln::image::control::ControlImage;
 use kiln::{Error, ErrorKind, Rgba8Image};
 
 /// Godot's `Image::MAX_WIDTH` and `MAX_HEIGHT` (1 << 24).
@@ -52,6 +54,29 @@ pub fn to_godot_rgba8(image: &Rgba8Image) -> Result<GodotImageData, Error> {
     Ok(GodotImageData { width: w as i32, height: h as i32, bytes: image.pixels.clone() })
 }
 
+/// A Godot image's pixels (8-bit gray, RGB or RGBA, as the node copies them
+/// out) as Kiln's RGBA8: gray spread to R, G and B, opaque unless the image
+/// has alpha. `what` names the image in errors (INVALID_SIZE for an empty
+/// image or data of the wrong length, INVALID_ARGUMENT for other channels).
+pub fn from_godot_pixels(image: &ControlImage, what: &str) -> Result<Rgba8Image, Error> {
+    let (w, h, c) = (image.width, image.height, image.channels);
+    if w == 0 || h == 0 {
+        return Err(Error::new(ErrorKind::InvalidSize, format!("{what}: a {w}x{h} image has no pixels")));
+    }
+    if !matches!(c, 1 | 3 | 4) {
+        return Err(Error::new(ErrorKind::InvalidArgument, format!("{what}: an image with {c} channels; expected gray, RGB or RGBA")));
+    }
+    if Some(image.data.len()) != w.checked_mul(h).and_then(|n| n.checked_mul(c)) {
+        return Err(Error::new(ErrorKind::InvalidSize, format!("{what}: a {w}x{h} image with {c} channels holds {} bytes", image.data.len())));
+    }
+    let pixels = match c {
+        1 => image.data.iter().flat_map(|&g| [g, g, g, 255]).collect(),
+        3 => image.data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
+        _ => image.data.clone(),
+    };
+    Ok(Rgba8Image { width: w, height: h, pixels })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +120,19 @@ mod tests {
         let short = Rgba8Image { width: 2, height: 2, pixels: vec![0; 15] };
         let e = to_godot_rgba8(&short).unwrap_err();
         assert_eq!(e.message(), "a 2x2 RGBA8 image holds 15 bytes, not 16");
+    }
+
+    #[test]
+    fn godot_pixels_become_rgba8_gray_and_rgb_opaque() {
+        let img = |channels, data: Vec<u8>| ControlImage { width: 2, height: 1, channels, data };
+        let rgba = |p: &[u8]| Rgba8Image { width: 2, height: 1, pixels: p.to_vec() };
+        assert_eq!(from_godot_pixels(&img(1, vec![7, 9]), "image").unwrap(), rgba(&[7, 7, 7, 255, 9, 9, 9, 255]));
+        assert_eq!(from_godot_pixels(&img(3, vec![1, 2, 3, 4, 5, 6]), "image").unwrap(), rgba(&[1, 2, 3, 255, 4, 5, 6, 255]));
+        assert_eq!(from_godot_pixels(&img(4, vec![1, 2, 3, 4, 5, 6, 7, 8]), "image").unwrap(), rgba(&[1, 2, 3, 4, 5, 6, 7, 8]));
+        let e = from_godot_pixels(&img(2, vec![0; 4]), "image").unwrap_err();
+        assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidArgument, "image: an image with 2 channels; expected gray, RGB or RGBA"));
+        assert_eq!(from_godot_pixels(&img(3, vec![0; 5]), "image").unwrap_err().kind(), ErrorKind::InvalidSize);
+        let empty = ControlImage { width: 0, height: 3, channels: 4, data: vec![] };
+        assert_eq!(from_godot_pixels(&empty, "image").unwrap_err().message(), "image: a 0x3 image has no pixels");
     }
 }

@@ -4,21 +4,26 @@
 //!
 //! Everything slow (loading ONNX Runtime, the model and a refiner, merging
 //! LoRAs and embeddings into a view, rewriting the graphs for a seamless
-//! view) happens on a short-lived preparation thread that ends by submitting
-//! the job to Kiln's pool, so `generate` never blocks a frame.
+//! view, loading an upscaler) happens on a short-lived preparation thread
+//! that ends by submitting the job to Kiln's pool, so `generate` never
+//! blocks a frame. With an upscaler ([`UpscaleSettings`]) the generated
+//! image is upscaled on a thread of its own before `done` carries it (as
+//! `kiln::pipeline::outputs::finish` orders it: the upscale first, with the
+//! job's seamless axes); [`Session::upscale`] upscales a given image alone.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use kiln::jobs::{JobConfig, JobPool};
 use kiln::model::seamless::Seamless;
+use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
 use kiln::model::{Adapters, EmbeddingSpec};
 use kiln::pipeline::handoff::Refiner;
-use kiln::{Error, ErrorKind, Model, Runtime, RuntimeOptions};
+use kiln::{Error, ErrorKind, Model, Rgba8Image, Runtime, RuntimeOptions};
 
 use crate::options::{self, GenerateOptions, OptionValue};
-use crate::tracker::Tracker;
+use crate::tracker::{Canceller, Finisher, Prepared, Tracker};
 
 /// How many adapter views a session keeps: each holds its own U-Net and/or
 /// text-encoder sessions (an SD 1.5 U-Net is about 1.7 GB), so only the
@@ -103,11 +108,65 @@ impl GpuSettings {
     }
 }
 
+/// The node's upscale properties: with a `path`, every generated image is
+/// upscaled before `done` carries it, and `upscale_image` works. The numbers
+/// are the node's ints as they are, checked by [`UpscaleSettings::options`]
+/// so a bad one fails the job (status 101) instead of being clamped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpscaleSettings {
+    /// The upscaler (`upscaler_path`): a folder holding `model.onnx` (and
+    /// optionally `config.json`) or an `.onnx` file (configured by the
+    /// `.json` of the same name beside it), as a file-system path; empty = off.
+    pub path: PathBuf,
+    /// `upscale_tile`: tile side in input pixels, 0 = the whole image in one
+    /// run (graphs with a fixed input size decide for themselves). 256.
+    pub tile: i64,
+    /// `upscale_context`: extra input pixels each tile reads on every side. 16.
+    pub context: i64,
+    /// `upscale_alpha`: `graph` (through the net, twice the work) or
+    /// `bilinear`; "" = `graph`. Only images with transparency use it.
+    pub alpha: String,
+}
+
+impl Default for UpscaleSettings {
+    /// Off, with Kiln's defaults (`UpscaleOptions::default()`).
+    fn default() -> Self {
+        let d = UpscaleOptions::default();
+        Self { path: PathBuf::new(), tile: d.tile.into(), context: d.context.into(), alpha: String::new() }
+    }
+}
+
+impl UpscaleSettings {
+    /// Whether no upscaler is set (`upscaler_path` empty).
+    pub fn is_off(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
+
+    /// Kiln's options for an image that tiles along `seamless`, or why a
+    /// property is not one Kiln takes (INVALID_ARGUMENT naming it).
+    pub fn options(&self, seamless: Seamless) -> Result<UpscaleOptions, Error> {
+        let bad = |what: String| Error::new(ErrorKind::InvalidArgument, what);
+        let tile = u32::try_from(self.tile)
+            .map_err(|_| bad(format!("upscale_tile: {} is not a tile side in pixels (0 = the whole image)", self.tile)))?;
+        let context = u32::try_from(self.context)
+            .map_err(|_| bad(format!("upscale_context: {} is not a number of pixels", self.context)))?;
+        let alpha = match self.alpha.trim().to_ascii_lowercase().as_str() {
+            "" | "graph" => UpscaleAlpha::Graph,
+            "bilinear" => UpscaleAlpha::Bilinear,
+            other => return Err(bad(format!("upscale_alpha: {other:?} is not graph or bilinear"))),
+        };
+        Ok(UpscaleOptions { tile, context, seamless, alpha })
+    }
+}
+
 /// What a session has loaded, shared with its preparation threads. Each
 /// part has its own lock, held while it loads, so concurrent jobs wanting
 /// the same thing share one load; a failed load is not kept.
 #[derive(Default)]
 struct Loaded {
+    /// ONNX Runtime with the session's settings, made on first use; the
+    /// model, refiners and the upscaler all run on it.
+    runtime: Mutex<Option<Runtime>>,
     /// The model folder's model, loaded on the first job.
     model: Mutex<Option<Model>>,
     /// Views of `model` with adapters merged, most recently used last.
@@ -119,6 +178,14 @@ struct Loaded {
     /// Refiner views with a job's embeddings, by folder and embedding set,
     /// most recently used last.
     refiner_views: Mutex<Vec<((PathBuf, Vec<EmbeddingSpec>), Model)>>,
+    /// The upscaler and the path it was loaded from: one at a time, loaded
+    /// again when a job names another path.
+    upscaler: Mutex<Option<(PathBuf, Arc<Upscaler>)>>,
+    /// Upscalers loaded so far (for tests and diagnostics).
+    upscalers_loaded: AtomicU64,
+    /// Upscales run again because another job's cancel stopped them
+    /// (`Upscaler::cancel` stops every call on the graph).
+    upscales_restarted: AtomicU64,
 }
 
 /// A model folder and the jobs generated from it.
@@ -146,6 +213,18 @@ impl Session {
         self.loaded.views_built.load(Ordering::Relaxed)
     }
 
+    /// How many upscalers this session has loaded: one per `upscaler_path`
+    /// change (jobs with the same path share the loaded graph).
+    pub fn upscalers_loaded(&self) -> u64 {
+        self.loaded.upscalers_loaded.load(Ordering::Relaxed)
+    }
+
+    /// How many upscales were run again because a cancel of another job,
+    /// upscaling on the same graph at the same time, stopped them too.
+    pub fn upscales_restarted(&self) -> u64 {
+        self.loaded.upscales_restarted.load(Ordering::Relaxed)
+    }
+
     /// Where this session loads from.
     pub fn config(&self) -> &SessionConfig {
         &self.config
@@ -161,16 +240,40 @@ impl Session {
     /// Starts a generation: bad options give a tracker that fails on its
     /// first update; good ones a tracker that follows a preparation thread.
     pub fn start(&self, prompt: &str, entries: &[(String, OptionValue)]) -> Tracker {
+        self.start_upscaled(prompt, entries, &UpscaleSettings::default())
+    }
+
+    /// As [`Session::start`], and with an upscaler in `upscale` the image is
+    /// upscaled (with the job's `seamless` axes) before `done` carries it.
+    /// The upscaler is loaded on the preparation thread, before the job is
+    /// submitted, so a bad one fails the job without generating; a cancel
+    /// stops the upscale too.
+    pub fn start_upscaled(&self, prompt: &str, entries: &[(String, OptionValue)], upscale: &UpscaleSettings) -> Tracker {
         let parsed = match options::parse(prompt, entries) {
             Ok(o) => o,
             Err(e) => return Tracker::rejected(e),
+        };
+        let upscale = match upscale.is_off() {
+            true => None,
+            false => match upscale.options(parsed.seamless) {
+                Ok(o) => Some((upscale.path.clone(), o)),
+                Err(e) => return Tracker::rejected(e),
+            },
         };
         let (tx, rx) = mpsc::channel();
         let config = self.config.clone();
         let loaded = Arc::clone(&self.loaded);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
             let submitted = prepare(&loaded, &config, parsed).and_then(|(model, request, job)| {
-                Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job))
+                let finisher = match upscale {
+                    Some((path, options)) => {
+                        let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
+                        Some(upscale_finisher(&loaded, upscaler, options))
+                    }
+                    None => None,
+                };
+                let id = kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job);
+                Ok(Prepared { id, finisher })
             });
             // The receiver is gone only when the node was freed; nothing to tell then.
             let _ = tx.send(submitted);
@@ -180,13 +283,122 @@ impl Session {
             Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
         }
     }
+
+    /// Upscales `image` alone (`KilnGenerator.upscale_image`): a job with no
+    /// generation that loads the upscaler if needed and upscales on a
+    /// thread of its own, reported like a generation's `done` / `failed`.
+    /// Needs no model (only ONNX Runtime); `seamless` (`none`, `x`, `y`,
+    /// `xy`) names the axes the image tiles along.
+    pub fn upscale(&self, image: Rgba8Image, seamless: &str, settings: &UpscaleSettings) -> Tracker {
+        let Some(seamless) = Seamless::from_name(seamless) else {
+            let e = format!("seamless: unknown axes {seamless:?}; one of none, x, y, xy");
+            return Tracker::rejected(Error::new(ErrorKind::InvalidArgument, e));
+        };
+        if settings.is_off() {
+            return Tracker::rejected(Error::new(
+                ErrorKind::InvalidArgument,
+                "upscaler_path is empty; set it to an upscaler (a folder holding model.onnx, or an .onnx file)",
+            ));
+        }
+        let options = match settings.options(seamless) {
+            Ok(o) => o,
+            Err(e) => return Tracker::rejected(e),
+        };
+        let control = Arc::new(UpscaleControl::default());
+        let (tx, rx) = mpsc::channel();
+        let (config, loaded, path, work) = (self.config.clone(), Arc::clone(&self.loaded), settings.path.clone(), Arc::clone(&control));
+        let spawned = std::thread::Builder::new().name("kiln-godot-upscale".into()).spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
+                work.run(&upscaler, &image, &options, &loaded.upscales_restarted)
+            }))
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "internal error: the upscale panicked")));
+            let _ = tx.send(result);
+        });
+        match spawned {
+            Ok(_) => Tracker::finishing(rx, canceller(control)),
+            Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
+        }
+    }
+}
+
+/// One job's upscale, stoppable from the main thread. `Upscaler::cancel`
+/// stops every call on the graph in flight, so the job's own flag decides:
+/// an upscale stopped while its flag is clear (another job's cancel) runs
+/// again, and a flag set at any time ends the job cancelled.
+#[derive(Default)]
+struct UpscaleControl {
+    cancelled: AtomicBool,
+    /// The graph this job upscales on, once known.
+    upscaler: Mutex<Option<Arc<Upscaler>>>,
+}
+
+impl UpscaleControl {
+    fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        if let Some(u) = lock(&self.upscaler).as_ref() {
+            u.cancel();
+        }
+    }
+
+    fn run(&self, upscaler: &Arc<Upscaler>, image: &Rgba8Image, options: &UpscaleOptions, restarted: &AtomicU64) -> Result<Rgba8Image, Error> {
+        *lock(&self.upscaler) = Some(Arc::clone(upscaler));
+        let stopped = || Error::new(ErrorKind::Cancelled, "upscale cancelled");
+        loop {
+            // Checked before the run too: Upscaler::cancel misses calls that start later.
+            if self.cancelled.load(Ordering::Acquire) {
+                return Err(stopped());
+            }
+            match upscaler.upscale(image, options) {
+                Err(e) if e.kind() == ErrorKind::Cancelled && !self.cancelled.load(Ordering::Acquire) => {
+                    restarted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) if self.cancelled.load(Ordering::Acquire) => return Err(stopped()),
+                result => return result,
+            }
+        }
+    }
+}
+
+fn canceller(control: Arc<UpscaleControl>) -> Canceller {
+    Arc::new(move || control.cancel())
+}
+
+/// The work that upscales a job's generated image (`options` carry the job's
+/// seamless axes), for the tracker to run once Kiln's job succeeds.
+fn upscale_finisher(loaded: &Arc<Loaded>, upscaler: Arc<Upscaler>, options: UpscaleOptions) -> Finisher {
+    let control = Arc::new(UpscaleControl::default());
+    let (work, loaded) = (Arc::clone(&control), Arc::clone(loaded));
+    Finisher {
+        work: Box::new(move |image| work.run(&upscaler, &image, &options, &loaded.upscales_restarted)),
+        cancel: canceller(control),
+    }
+}
+
+/// The upscaler at `path`, loaded with `runtime` unless it is the one loaded
+/// last. Errors are Kiln's (200 no such file, 201 not an upscaler graph...),
+/// their message prefixed with the property's name.
+fn upscaler(loaded: &Loaded, runtime: &Runtime, path: &Path) -> Result<Arc<Upscaler>, Error> {
+    let mut slot = lock(&loaded.upscaler);
+    if let Some((p, u)) = slot.as_ref() {
+        if p == path {
+            return Ok(Arc::clone(u));
+        }
+    }
+    // One upscaler at a time: let the old graph go before the new one loads.
+    *slot = None;
+    let u = Upscaler::load(runtime, path).map_err(|e| Error::new(e.kind(), format!("upscaler_path: {}", e.message())))?;
+    let u = Arc::new(u);
+    loaded.upscalers_loaded.fetch_add(1, Ordering::Relaxed);
+    *slot = Some((path.to_path_buf(), Arc::clone(&u)));
+    Ok(u)
 }
 
 /// On the preparation thread: the model view the job runs on (adapters
 /// merged, then seamless), its request (with the refiner loaded), and its
 /// job settings.
 fn prepare(loaded: &Loaded, config: &SessionConfig, parsed: GenerateOptions) -> Result<(Model, kiln::GenerateRequest, JobConfig), Error> {
-    let base = model(&loaded.model, config)?;
+    let base = model(loaded, config)?;
     let model = adapter_view(loaded, &base, &parsed.adapters)?;
     let model = seamless(model, parsed.seamless)?;
     let mut request = parsed.request;
@@ -310,19 +522,54 @@ fn refiner_view(loaded: &Loaded, refiner: Model, path: &Path, embeddings: &[Embe
     })
 }
 
+/// The session's ONNX Runtime, made with its settings on first use.
+fn runtime(loaded: &Loaded, config: &SessionConfig) -> Result<Runtime, Error> {
+    let mut guard = lock(&loaded.runtime);
+    if let Some(rt) = guard.as_ref() {
+        return Ok(rt.clone());
+    }
+    let providers = config.gpu.provider_policy()?;
+    let runtime = Runtime::new(&RuntimeOptions { onnxruntime_path: config.onnxruntime_path.clone(), providers, ..Default::default() })?;
+    *guard = Some(runtime.clone());
+    Ok(runtime)
+}
+
 /// The session's model, loading it (and ONNX Runtime) if this is the first use.
 /// Concurrent first jobs wait on the lock and share one load.
-fn model(slot: &Mutex<Option<Model>>, config: &SessionConfig) -> Result<Model, Error> {
-    let mut guard = lock(slot);
+fn model(loaded: &Loaded, config: &SessionConfig) -> Result<Model, Error> {
+    let mut guard = lock(&loaded.model);
     if let Some(m) = guard.as_ref() {
         return Ok(m.clone());
     }
     if config.model_dir.as_os_str().is_empty() {
         return Err(Error::new(ErrorKind::InvalidArgument, "model_path is empty; set it to a Kiln model folder"));
     }
-    let providers = config.gpu.provider_policy()?;
-    let runtime = Runtime::new(&RuntimeOptions { onnxruntime_path: config.onnxruntime_path.clone(), providers, ..Default::default() })?;
-    let model = Model::load(&runtime, &config.model_dir)?;
+    let model = Model::load(&runtime(loaded, config)?, &config.model_dir)?;
     *guard = Some(model.clone());
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upscale_properties_become_kiln_options_or_name_the_bad_one() {
+        let d = UpscaleSettings::default();
+        assert!(d.is_off());
+        assert_eq!(d.options(Seamless::None).unwrap(), UpscaleOptions::default(), "Kiln's defaults: tile 256, context 16, alpha through the graph");
+        let s = UpscaleSettings { path: "up.onnx".into(), tile: 0, context: 4, alpha: " Bilinear ".into() };
+        assert!(!s.is_off());
+        assert_eq!(s.options(Seamless::Xy).unwrap(), UpscaleOptions { tile: 0, context: 4, seamless: Seamless::Xy, alpha: UpscaleAlpha::Bilinear });
+        assert_eq!(UpscaleSettings { alpha: "graph".into(), ..d.clone() }.options(Seamless::X).unwrap().alpha, UpscaleAlpha::Graph);
+        for (bad, want) in [
+            (UpscaleSettings { tile: -1, ..d.clone() }, "upscale_tile: -1 is not a tile side in pixels (0 = the whole image)"),
+            (UpscaleSettings { tile: 1 << 40, ..d.clone() }, "upscale_tile: 1099511627776 is not a tile side in pixels (0 = the whole image)"),
+            (UpscaleSettings { context: -1, ..d.clone() }, "upscale_context: -1 is not a number of pixels"),
+            (UpscaleSettings { alpha: "nearest".into(), ..d.clone() }, "upscale_alpha: \"nearest\" is not graph or bilinear"),
+        ] {
+            let e = bad.options(Seamless::None).unwrap_err();
+            assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidArgument, want));
+        }
+    }
 }

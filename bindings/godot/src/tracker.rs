@@ -6,8 +6,10 @@
 //! `progress` only when the step changed, `preview` only for a newer preview,
 //! then exactly one of `done` / `failed`, and nothing after that. Reading a
 //! job never blocks: a job that is still being prepared (model loading, a
-//! seamless view being made) is waited on through a channel, not a join.
-use std::sync::mpsc::{Receiver, TryRecvError};
+//! seamless view being made) or whose image is being finished (upscaled) on
+//! its own thread is waited on through a channel, not a join.
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
 
 use kiln::jobs::{JobPool, JobSnapshot, JobState};
 use kiln::{Error, ErrorKind, Rgba8Image};
@@ -100,13 +102,43 @@ pub enum Phase {
     Failed = 3,
 }
 
+/// What is done to a job's image after Kiln made it and before `done`
+/// carries it (the node's upscale), on a thread of its own so no frame waits.
+pub struct Finisher {
+    /// Turns the generated image into the one `done` carries.
+    pub work: Box<dyn FnOnce(Rgba8Image) -> Result<Rgba8Image, Error> + Send>,
+    /// Stops `work` from another thread; `work` then returns CANCELLED.
+    pub cancel: Canceller,
+}
+
+/// Stops a [`Finisher`]'s work (or a standalone upscale) in flight; safe to
+/// call from any thread, any number of times.
+pub type Canceller = Arc<dyn Fn() + Send + Sync>;
+
+/// What a preparation thread sends: the Kiln job it submitted and what to do
+/// with its image once it succeeds.
+pub struct Prepared {
+    /// The Kiln job id.
+    pub id: u64,
+    /// Work on the image before `done` (None: `done` carries Kiln's image).
+    pub finisher: Option<Finisher>,
+}
+
+impl From<u64> for Prepared {
+    fn from(id: u64) -> Self {
+        Self { id, finisher: None }
+    }
+}
+
 enum Stage {
     /// Invalid before it started: report this on the first update.
     Rejected(Error),
     /// A thread is preparing it and sends the Kiln job id (or why not).
-    Preparing(Receiver<Result<u64, Error>>),
+    Preparing(Receiver<Result<Prepared, Error>>),
     /// Kiln job `id`.
     Submitted(u64),
+    /// A thread is finishing (upscaling) the image and sends the result.
+    Finishing(Receiver<Result<Rgba8Image, Error>>),
     /// Ended; nothing more to say.
     Ended(Phase),
 }
@@ -117,30 +149,40 @@ pub struct Tracker {
     cancel_requested: bool,
     last_progress: (u32, u32),
     last_preview_step: u32,
+    /// Run on the image when the Kiln job succeeds.
+    finisher: Option<Finisher>,
+    /// Stops the finishing thread's work while in [`Stage::Finishing`].
+    finishing_cancel: Option<Canceller>,
 }
 
 impl Tracker {
     fn with(stage: Stage) -> Self {
-        Self { stage, cancel_requested: false, last_progress: (0, 0), last_preview_step: 0 }
+        Self { stage, cancel_requested: false, last_progress: (0, 0), last_preview_step: 0, finisher: None, finishing_cancel: None }
     }
     /// A job that failed before it started (bad options).
     pub fn rejected(error: Error) -> Self {
         Self::with(Stage::Rejected(error))
     }
-    /// A job being prepared elsewhere that will send its Kiln id.
-    pub fn preparing(rx: Receiver<Result<u64, Error>>) -> Self {
+    /// A job being prepared elsewhere that will send its Kiln id (and maybe
+    /// a [`Finisher`] for its image).
+    pub fn preparing(rx: Receiver<Result<Prepared, Error>>) -> Self {
         Self::with(Stage::Preparing(rx))
     }
     /// A job already in Kiln's pool.
     pub fn submitted(id: u64) -> Self {
         Self::with(Stage::Submitted(id))
     }
+    /// A job with no Kiln generation: another thread makes its image (a
+    /// standalone upscale) and sends it on `rx`; `cancel` stops that work.
+    pub fn finishing(rx: Receiver<Result<Rgba8Image, Error>>, cancel: Canceller) -> Self {
+        Self { finishing_cancel: Some(cancel), ..Self::with(Stage::Finishing(rx)) }
+    }
 
-    /// Where the job is now.
+    /// Where the job is now (finishing the image counts as running).
     pub fn phase(&self) -> Phase {
         match &self.stage {
             Stage::Rejected(_) | Stage::Preparing(_) => Phase::Preparing,
-            Stage::Submitted(_) => Phase::Running,
+            Stage::Submitted(_) | Stage::Finishing(_) => Phase::Running,
             Stage::Ended(p) => *p,
         }
     }
@@ -148,6 +190,12 @@ impl Tracker {
     /// Whether `done` or `failed` has been reported.
     pub fn has_ended(&self) -> bool {
         matches!(self.stage, Stage::Ended(_))
+    }
+
+    /// Whether Kiln's part is over and the image is being finished
+    /// (upscaled) on its own thread.
+    pub fn is_finishing(&self) -> bool {
+        matches!(self.stage, Stage::Finishing(_))
     }
 
     /// Asks the job to stop; it then ends with `failed(KILN_STATUS_CANCELLED, ..)`
@@ -163,15 +211,83 @@ impl Tracker {
                 self.cancel_requested = true;
                 source.cancel(*id).is_ok()
             }
+            Stage::Finishing(_) => {
+                self.cancel_requested = true;
+                if let Some(cancel) = &self.finishing_cancel {
+                    cancel();
+                }
+                true
+            }
             Stage::Ended(_) => false,
         }
     }
 
-    /// Frees the Kiln job if one is still held (cancelling it if it runs).
+    /// Frees the Kiln job if one is still held (cancelling it if it runs),
+    /// and stops the finishing work if it runs.
     pub fn release(&mut self, source: &dyn JobSource) {
-        if let Stage::Submitted(id) = self.stage {
-            let _ = source.release(id);
-            self.stage = Stage::Ended(Phase::Failed);
+        match self.stage {
+            Stage::Submitted(id) => {
+                let _ = source.release(id);
+                self.stage = Stage::Ended(Phase::Failed);
+            }
+            Stage::Finishing(_) => {
+                if let Some(cancel) = self.finishing_cancel.take() {
+                    cancel();
+                }
+                self.stage = Stage::Ended(Phase::Failed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands the generated image to the finisher's thread, or reports it.
+    fn finish(&mut self, events: &mut Vec<Event>, image: Rgba8Image) {
+        let Some(finisher) = self.finisher.take() else {
+            events.push(Event::Done { image });
+            self.stage = Stage::Ended(Phase::Done);
+            return;
+        };
+        if self.cancel_requested {
+            // The cancel came too late for the generation but before the upscale.
+            let e = Error::new(ErrorKind::Cancelled, "cancelled before the image was upscaled");
+            return self.end_failed(events, &e);
+        }
+        let (tx, rx) = mpsc::channel();
+        let Finisher { work, cancel } = finisher;
+        let spawned = std::thread::Builder::new().name("kiln-godot-finish".into()).spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(image)))
+                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "internal error: finishing the image panicked")));
+            // The receiver is gone only when the node was freed; nothing to tell then.
+            let _ = tx.send(result);
+        });
+        match spawned {
+            Ok(_) => {
+                self.stage = Stage::Finishing(rx);
+                self.finishing_cancel = Some(cancel);
+            }
+            Err(e) => self.end_failed(events, &Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
+        }
+    }
+
+    /// Reads the finishing thread's result, if it has one.
+    fn update_finishing(&mut self, events: &mut Vec<Event>) {
+        let Stage::Finishing(rx) = &self.stage else { return };
+        let result = match rx.try_recv() {
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => Err(Error::new(ErrorKind::Internal, "the thread finishing the image ended without a result")),
+            Ok(r) => r,
+        };
+        self.finishing_cancel = None;
+        match result {
+            // A cancel asked for before `done` wins, even if the work got through.
+            Ok(_) if self.cancel_requested => {
+                self.end_failed(events, &Error::new(ErrorKind::Cancelled, "cancelled while the image was upscaled"))
+            }
+            Ok(image) => {
+                events.push(Event::Done { image });
+                self.stage = Stage::Ended(Phase::Done);
+            }
+            Err(e) => self.end_failed(events, &e),
         }
     }
 
@@ -188,6 +304,10 @@ impl Tracker {
             self.end_failed(&mut events, &e);
             return events;
         }
+        if let Stage::Finishing(_) = &self.stage {
+            self.update_finishing(&mut events);
+            return events;
+        }
         if let Stage::Preparing(rx) = &self.stage {
             match rx.try_recv() {
                 Err(TryRecvError::Empty) => return events,
@@ -200,8 +320,9 @@ impl Tracker {
                     self.end_failed(&mut events, &e);
                     return events;
                 }
-                Ok(Ok(id)) => {
+                Ok(Ok(Prepared { id, finisher })) => {
                     self.stage = Stage::Submitted(id);
+                    self.finisher = finisher;
                     if self.cancel_requested {
                         let _ = source.cancel(id);
                     }
@@ -231,10 +352,7 @@ impl Tracker {
         match snapshot.state {
             JobState::Queued | JobState::Running => return events,
             JobState::Succeeded => match source.image(id) {
-                Ok(image) => {
-                    events.push(Event::Done { image });
-                    self.stage = Stage::Ended(Phase::Done);
-                }
+                Ok(image) => self.finish(&mut events, image),
                 Err(e) => self.end_failed(&mut events, &e),
             },
             JobState::Failed | JobState::Cancelled => {
@@ -249,7 +367,7 @@ impl Tracker {
                 self.end_failed(&mut events, &e);
             }
         }
-        // Ended: the image was copied out, so Kiln's copy can go.
+        // Ended (or finishing on a copy): the image was copied out, so Kiln's copy can go.
         let _ = source.release(id);
         events
     }
@@ -363,7 +481,7 @@ mod tests {
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(t.phase(), Phase::Preparing);
         assert!(t.cancel(&src));
-        tx.send(Ok(7)).unwrap();
+        tx.send(Ok(7.into())).unwrap();
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(src.calls.borrow()[0], "cancel 7");
         let ev = t.update(&src);
@@ -378,7 +496,7 @@ mod tests {
         assert_eq!(t.update(&src), vec![Event::Failed { status: 101, message: "options[\"steps\"]: bad".into() }]);
         assert_eq!(t.update(&src), vec![]);
 
-        let (tx, rx) = std::sync::mpsc::channel::<Result<u64, Error>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Prepared, Error>>();
         let mut t = Tracker::preparing(rx);
         drop(tx);
         let ev = t.update(&src);
@@ -415,5 +533,150 @@ mod tests {
         }
         let mut t = Tracker::submitted(9);
         assert_eq!(t.update(&Gone), vec![Event::Failed { status: 106, message: "job 0x9 is unknown or was already freed".into() }]);
+    }
+
+    /// A tracker whose job (id 7) hands its image to `work`.
+    fn with_finisher(work: impl FnOnce(Rgba8Image) -> Result<Rgba8Image, Error> + Send + 'static, cancel: Canceller) -> Tracker {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(Ok(Prepared { id: 7, finisher: Some(Finisher { work: Box::new(work), cancel }) })).unwrap();
+        Tracker::preparing(rx)
+    }
+
+    /// Updates until the tracker ends (the finisher runs on its own thread).
+    fn until_ended(t: &mut Tracker, src: &dyn JobSource) -> Vec<Event> {
+        let start = std::time::Instant::now();
+        let mut events = Vec::new();
+        while !t.has_ended() {
+            events.extend(t.update(src));
+            assert!(start.elapsed() < std::time::Duration::from_secs(60), "tracker did not end: {events:?}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        events
+    }
+
+    fn no_cancel() -> Canceller {
+        Arc::new(|| {})
+    }
+
+    #[test]
+    fn a_finisher_runs_on_its_own_thread_after_success_and_done_carries_its_image() {
+        let src = Scripted::new(vec![snap(JobState::Running, 1, 2, 0), snap(JobState::Succeeded, 2, 2, 0)]);
+        let main = std::thread::current().id();
+        let mut t = with_finisher(
+            move |image| {
+                assert_ne!(std::thread::current().id(), main, "the finisher must not run on the polling thread");
+                Ok(tiny(image.pixels[0] + 1))
+            },
+            no_cancel(),
+        );
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 1, total: 2 }]);
+        let ev = t.update(&src);
+        assert_eq!(ev, vec![Event::Progress { step: 2, total: 2 }], "no done before the finisher's result");
+        assert!(t.is_finishing() && t.phase() == Phase::Running);
+        assert_eq!(*src.calls.borrow(), vec!["release 7"], "Kiln's job is freed once its image is copied out");
+        assert_eq!(until_ended(&mut t, &src), vec![Event::Done { image: tiny(201) }]);
+        assert_eq!(t.phase(), Phase::Done);
+        assert_eq!(t.update(&src), vec![]);
+    }
+
+    #[test]
+    fn a_failing_or_panicking_finisher_fails_the_job_with_its_status() {
+        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
+        let mut t = with_finisher(|_| Err(Error::new(ErrorKind::InvalidSize, "too big")), no_cancel());
+        let ev = until_ended(&mut t, &src);
+        assert_eq!(ev.last(), Some(&Event::Failed { status: 104, message: "too big".into() }));
+        assert_eq!(t.phase(), Phase::Failed);
+
+        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
+        let mut t = with_finisher(|_| panic!("a bug"), no_cancel());
+        let ev = until_ended(&mut t, &src);
+        assert!(matches!(ev.last(), Some(Event::Failed { status: 900, .. })), "{ev:?}");
+    }
+
+    #[test]
+    fn cancel_while_finishing_stops_the_work_and_ends_cancelled() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let cancel: Canceller = {
+            let stop = Arc::clone(&stop);
+            Arc::new(move || stop.store(true, Ordering::Release))
+        };
+        let seen = Arc::clone(&stop);
+        let mut t = with_finisher(
+            move |_| {
+                while !seen.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(Error::new(ErrorKind::Cancelled, "upscale cancelled after 3 of 9 tiles"))
+            },
+            cancel,
+        );
+        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
+        let _ = t.update(&src);
+        assert!(t.is_finishing());
+        assert!(t.cancel(&src), "a finishing job can be cancelled");
+        assert!(stop.load(Ordering::Acquire), "cancel reached the finisher");
+        let ev = until_ended(&mut t, &src);
+        assert_eq!(ev, vec![Event::Failed { status: 400, message: "upscale cancelled after 3 of 9 tiles".into() }]);
+        assert!(!t.cancel(&src));
+    }
+
+    #[test]
+    fn a_cancel_before_done_wins_over_a_finisher_that_got_through() {
+        // Asked while Kiln's job ran, which succeeded anyway: the finisher never runs.
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let mut t = with_finisher(
+            move |i| {
+                flag.store(true, std::sync::atomic::Ordering::Release);
+                Ok(i)
+            },
+            no_cancel(),
+        );
+        let src = Scripted::new(vec![snap(JobState::Running, 1, 2, 0), snap(JobState::Succeeded, 2, 2, 0)]);
+        let _ = t.update(&src);
+        assert!(t.cancel(&src));
+        let ev = until_ended(&mut t, &src);
+        assert_eq!(ev.last(), Some(&Event::Failed { status: 400, message: "cancelled before the image was upscaled".into() }));
+        assert!(!ran.load(std::sync::atomic::Ordering::Acquire));
+
+        // Asked while finishing, but the work ignored it and succeeded: still cancelled.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let mut t = with_finisher(
+            move |i| {
+                let _ = wait.recv();
+                Ok(i)
+            },
+            no_cancel(),
+        );
+        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
+        let _ = t.update(&src);
+        assert!(t.cancel(&src));
+        go.send(()).unwrap();
+        let ev = until_ended(&mut t, &src);
+        assert_eq!(ev, vec![Event::Failed { status: 400, message: "cancelled while the image was upscaled".into() }]);
+    }
+
+    #[test]
+    fn a_standalone_finishing_job_reports_its_image_or_failure_and_release_stops_it() {
+        let src = Scripted::new(vec![snap(JobState::Queued, 0, 0, 0)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut t = Tracker::finishing(rx, no_cancel());
+        assert_eq!((t.phase(), t.update(&src)), (Phase::Running, vec![]));
+        tx.send(Ok(tiny(9))).unwrap();
+        assert_eq!(t.update(&src), vec![Event::Done { image: tiny(9) }]);
+
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Rgba8Image, Error>>();
+        let mut t = Tracker::finishing(rx, no_cancel());
+        drop(tx);
+        assert!(matches!(&t.update(&src)[..], [Event::Failed { status: 900, .. }]));
+
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stopped);
+        let (_tx, rx) = std::sync::mpsc::channel::<Result<Rgba8Image, Error>>();
+        let mut t = Tracker::finishing(rx, Arc::new(move || flag.store(true, std::sync::atomic::Ordering::Release)));
+        t.release(&src);
+        assert!(stopped.load(std::sync::atomic::Ordering::Acquire) && t.has_ended());
+        assert!(src.calls.borrow().is_empty(), "no Kiln job to free");
     }
 }

@@ -8,7 +8,7 @@ use kiln::model::seamless::Seamless;
 use kiln::{GenerateRequest, Model, Runtime, RuntimeOptions, SchedulerKind};
 use kiln_godot::image_data::to_godot_rgba8;
 use kiln_godot::options::OptionValue;
-use kiln_godot::session::{GpuSettings, Session, SessionConfig};
+use kiln_godot::session::{GpuSettings, Session, SessionConfig, UpscaleSettings};
 use kiln_godot::tracker::{Event, Phase, Tracker};
 
 fn fixture() -> PathBuf {
@@ -701,3 +701,216 @@ fn bad_or_unavailable_gpu_settings_fail_the_job_with_a_status() {
     let events = run_to_end(&mut t);
     assert!(matches!(events.last(), Some(Event::Done { .. })), "without require_provider the CPU runs: {:?}", events.last());
 }
+
+// ---- The upscaler (`upscaler_path`, `upscale_tile`, `upscale_context`, `upscale_alpha`) ----
+
+use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
+
+fn upscalers() -> PathBuf {
+    fixture().join("../upscaler")
+}
+
+/// The node's upscale properties with `path` and the defaults (tile 256, context 16).
+fn upscale_with(path: PathBuf) -> UpscaleSettings {
+    UpscaleSettings { path, ..Default::default() }
+}
+
+fn load_upscaler(model: &Model, path: &Path) -> Upscaler {
+    Upscaler::load(model.runtime(), path).expect("fixture upscaler loads")
+}
+
+/// With `upscaler_path` each job's image is `Upscaler::upscale` of what the
+/// job makes without it, with the same tile and context and the job's
+/// seamless axes; the graph is loaded once for all the jobs.
+#[test]
+fn upscaler_path_upscales_each_image_with_the_jobs_seamless_axes() {
+    use OptionValue::*;
+    let s = session();
+    let x4 = upscale_with(upscalers().join("x4"));
+    let base = [("steps", Int(2)), ("seed", Int(3)), ("scheduler", String("euler".into()))];
+    let model = fixture_model();
+    let upscaler = load_upscaler(&model, &upscalers().join("x4"));
+    let request = GenerateRequest { prompt: "mossy stone".into(), steps: 2, seed: 3, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let plain = direct(&model, &request);
+
+    let started = Instant::now();
+    let got = done_image(&run_to_end(&mut s.start_upscaled("mossy stone", &opts(&base), &x4))).clone();
+    println!("upscale: job with the x4 upscaler took {:?}", started.elapsed());
+    let want = upscaler.upscale(&plain, &UpscaleOptions::default()).unwrap();
+    assert_eq!((got.width, got.height), (256, 256), "4x the 64x64 generation");
+    let differing = count_differing(&got, &want);
+    println!("upscale: {differing} of {} values differ from Upscaler::upscale of Model::generate's image (bound 0)", want.pixels.len());
+    assert_eq!(differing, 0);
+
+    // seamless "xy": the seamless view's image, upscaled wrapping on both axes.
+    let mut tiled = base.to_vec();
+    tiled.push(("seamless", String("xy".into())));
+    let got = done_image(&run_to_end(&mut s.start_upscaled("mossy stone", &opts(&tiled), &x4))).clone();
+    let generated = direct(&model.seamless(Seamless::Xy).unwrap(), &request);
+    let want = upscaler.upscale(&generated, &UpscaleOptions { seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    let unwrapped = upscaler.upscale(&generated, &UpscaleOptions::default()).unwrap();
+    let differing = count_differing(&got, &want);
+    println!(
+        "upscale + seamless xy: {differing} differ from the wrapping upscale of the seamless view's image (bound 0); {} from the same image upscaled without wrapping",
+        count_differing(&got, &unwrapped)
+    );
+    assert_eq!(differing, 0);
+    assert_ne!(got.pixels, unwrapped.pixels, "the job's seamless axes reach the upscale");
+
+    // upscale_tile / upscale_context reach Kiln: 16-pixel tiles with 2 pixels of context.
+    let small_tiles = UpscaleSettings { tile: 16, context: 2, ..x4.clone() };
+    let got = done_image(&run_to_end(&mut s.start_upscaled("mossy stone", &opts(&base), &small_tiles))).clone();
+    let want = upscaler.upscale(&plain, &UpscaleOptions { tile: 16, context: 2, ..Default::default() }).unwrap();
+    let whole = upscaler.upscale(&plain, &UpscaleOptions::default()).unwrap();
+    println!("upscale tile 16 context 2: {} differ from Upscaler::upscale with those (bound 0), {} from tile 256", count_differing(&got, &want), count_differing(&got, &whole));
+    assert_eq!(count_differing(&got, &want), 0);
+    assert_ne!(got.pixels, whole.pixels, "tile and context reach the upscale");
+
+    assert_eq!(s.upscalers_loaded(), 1, "one load for every job with the same path");
+    // Without the upscaler the session makes Kiln's image as before.
+    let off = done_image(&run_to_end(&mut s.start_upscaled("mossy stone", &opts(&base), &UpscaleSettings::default()))).clone();
+    assert_eq!(off, plain);
+}
+
+/// A missing or wrong upscaler and bad numbers fail the job with Kiln's
+/// status, the message naming the property; the session keeps generating.
+#[test]
+fn a_bad_upscaler_fails_the_job_with_kiln_status_and_the_next_job_succeeds() {
+    use OptionValue::*;
+    let s = session();
+    let base = opts(&[("steps", Int(1)), ("seed", Int(5))]);
+    let cases: Vec<(UpscaleSettings, u32, &str)> = vec![
+        (upscale_with(upscalers().join("no-such-upscaler")), 200, "upscaler_path: upscaler graph "),
+        // A real graph that is not an upscaler: the VAE decoder takes 4 latent channels.
+        (upscale_with(fixture().join("vae_decoder/model.onnx")), 201, "upscaler_path: upscaler graph "),
+        (UpscaleSettings { tile: -1, ..upscale_with(upscalers().join("x4")) }, 101, "upscale_tile: -1 is not a tile side in pixels"),
+        (UpscaleSettings { context: -3, ..upscale_with(upscalers().join("x4")) }, 101, "upscale_context: -3 is not a number of pixels"),
+        (UpscaleSettings { alpha: "nearest".into(), ..upscale_with(upscalers().join("x4")) }, 101, "upscale_alpha: \"nearest\" is not graph or bilinear"),
+    ];
+    for (settings, want_status, want) in cases {
+        let (status, message) = failure(&run_to_end(&mut s.start_upscaled("x", &base, &settings)));
+        println!("bad upscaler: {status} {message}");
+        assert_eq!(status, want_status, "{message}");
+        assert!(message.starts_with(want), "{message:?} should start with {want:?}");
+    }
+    assert_eq!(s.upscalers_loaded(), 0, "failed loads are not kept");
+    // The path cleared: the next job generates as before.
+    let mut t = s.start_upscaled("x", &base, &UpscaleSettings::default());
+    let image = done_image(&run_to_end(&mut t)).clone();
+    assert_eq!((image.width, image.height), (64, 64));
+    // And a good path works on the same session.
+    let image = done_image(&run_to_end(&mut s.start_upscaled("x", &base, &upscale_with(upscalers().join("x4"))))).clone();
+    assert_eq!((image.width, image.height, s.upscalers_loaded()), (256, 256, 1));
+}
+
+/// A new `upscaler_path` loads that graph (2x here); the old path again
+/// loads it again (one upscaler is kept at a time).
+#[test]
+fn changing_the_upscaler_path_loads_the_new_upscaler() {
+    use OptionValue::*;
+    let s = session();
+    let base = opts(&[("steps", Int(1)), ("seed", Int(8))]);
+    let model = fixture_model();
+    let plain = direct(&model, &GenerateRequest { prompt: "x".into(), steps: 1, seed: 8, ..Default::default() });
+    let mut sizes = Vec::new();
+    for (path, loads) in [("x4", 1), ("x4", 1), ("x2-fixed.onnx", 2), ("x4", 3)] {
+        let got = done_image(&run_to_end(&mut s.start_upscaled("x", &base, &upscale_with(upscalers().join(path))))).clone();
+        let want = load_upscaler(&model, &upscalers().join(path)).upscale(&plain, &UpscaleOptions::default()).unwrap();
+        assert_eq!(count_differing(&got, &want), 0, "{path}: Upscaler::upscale's pixels");
+        assert_eq!(s.upscalers_loaded(), loads, "after a job with {path}");
+        sizes.push((path, got.width, got.height));
+    }
+    println!("upscaler per job: {sizes:?}, {} loads", s.upscalers_loaded());
+    assert_eq!(sizes.iter().map(|(_, w, h)| (*w, *h)).collect::<Vec<_>>(), vec![(256, 256), (256, 256), (128, 128), (256, 256)]);
+}
+
+/// Polls `jobs` until each is upscaling (or ended), as frames would.
+fn until_finishing(jobs: &mut [&mut Tracker]) {
+    let start = Instant::now();
+    while !jobs.iter().all(|t| t.is_finishing() || t.has_ended()) {
+        for t in jobs.iter_mut() {
+            let _ = t.update(Session::pool());
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "jobs did not reach the upscale");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(jobs.iter().all(|t| t.is_finishing()), "a job ended before it was cancelled");
+}
+
+/// `cancel` during the upscale stops it (Upscaler::cancel) and the job fails
+/// with 400; another job upscaling on the same graph at the time, which
+/// Upscaler::cancel stops too, runs its upscale again and finishes with the
+/// right pixels.
+#[test]
+fn cancel_stops_an_upscale_in_flight_and_spares_the_other_jobs() {
+    use OptionValue::*;
+    let s = session();
+    // 2-pixel tiles: 1024 graph runs per 64x64 image, seconds of work to cancel in.
+    let slow = UpscaleSettings { tile: 2, context: 16, ..upscale_with(upscalers().join("x4")) };
+    let base = opts(&[("steps", Int(1)), ("seed", Int(9))]);
+    let mut cancelled = s.start_upscaled("x", &base, &slow);
+    let mut other = s.start_upscaled("x", &base, &slow);
+    until_finishing(&mut [&mut cancelled, &mut other]);
+    // Let both finishing threads reach the graph.
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    assert!(cancelled.cancel(Session::pool()));
+    let (status, message) = failure(&run_to_end(&mut cancelled));
+    println!("upscale cancelled: {status} {message:?}, {:?} after the cancel", asked.elapsed());
+    assert_eq!(status, 400);
+    let got = done_image(&run_to_end(&mut other)).clone();
+    println!("the other job: done {:?} after the cancel, its upscale restarted {} time(s)", asked.elapsed(), s.upscales_restarted());
+    let model = fixture_model();
+    let plain = direct(&model, &GenerateRequest { prompt: "x".into(), steps: 1, seed: 9, ..Default::default() });
+    let want = load_upscaler(&model, &upscalers().join("x4")).upscale(&plain, &UpscaleOptions { tile: 2, context: 16, ..Default::default() }).unwrap();
+    assert_eq!(count_differing(&got, &want), 0, "the spared job's pixels are Upscaler::upscale's");
+}
+
+/// `upscale_image`: a job with no generation (no model needed) whose image
+/// is `Upscaler::upscale`'s, alpha through the graph or bilinear; bad
+/// arguments fail with 101, and cancel stops it.
+#[test]
+fn upscale_image_upscales_a_given_image_alone() {
+    let s = Session::new(SessionConfig::default()); // no model_path: none is needed
+    let (w, h) = (24, 20);
+    let pixels = (0..w * h).flat_map(|i| [(i * 7 % 256) as u8, (i * 13 % 256) as u8, (i % w * 10) as u8, (255 - i / 3 % 256) as u8]).collect();
+    let image = kiln::Rgba8Image { width: w, height: h, pixels };
+    let x4 = upscale_with(upscalers().join("x4"));
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let upscaler = Upscaler::load(&rt, &upscalers().join("x4")).unwrap();
+
+    let got = done_image(&run_to_end(&mut s.upscale(image.clone(), "xy", &x4))).clone();
+    let want = upscaler.upscale(&image, &UpscaleOptions { seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    assert_eq!((got.width, got.height, count_differing(&got, &want)), (96, 80, 0), "Upscaler::upscale's pixels, wrapping");
+    let bilinear = UpscaleSettings { alpha: "bilinear".into(), ..x4.clone() };
+    let got_bilinear = done_image(&run_to_end(&mut s.upscale(image.clone(), "none", &bilinear))).clone();
+    let want = upscaler.upscale(&image, &UpscaleOptions { alpha: UpscaleAlpha::Bilinear, ..Default::default() }).unwrap();
+    assert_eq!(count_differing(&got_bilinear, &want), 0, "upscale_alpha bilinear");
+    let through_graph = upscaler.upscale(&image, &UpscaleOptions::default()).unwrap();
+    let alpha_differs = got_bilinear.pixels.chunks(4).zip(through_graph.pixels.chunks(4)).filter(|(a, b)| a[3] != b[3]).count();
+    println!("upscale_image: bilinear alpha differs from the graph's in {alpha_differs} of {} pixels", 96 * 80);
+    assert!(alpha_differs > 0);
+    assert_eq!(s.upscalers_loaded(), 1);
+
+    for (seamless, settings, want_status, want) in [
+        ("z", x4.clone(), 101, "seamless: unknown axes \"z\"; one of none, x, y, xy"),
+        ("none", UpscaleSettings::default(), 101, "upscaler_path is empty; set it to an upscaler"),
+        ("none", upscale_with(upscalers().join("missing.onnx")), 200, "upscaler_path: upscaler graph "),
+    ] {
+        let (status, message) = failure(&run_to_end(&mut s.upscale(image.clone(), seamless, &settings)));
+        println!("upscale_image: {status} {message}");
+        assert_eq!(status, want_status);
+        assert!(message.starts_with(want), "{message:?} should start with {want:?}");
+    }
+
+    // 1-pixel tiles, alpha through the graph: 960 graph runs to cancel in.
+    let slow = UpscaleSettings { tile: 1, ..x4 };
+    let mut t = s.upscale(image.clone(), "none", &slow);
+    std::thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    assert!(t.cancel(Session::pool()));
+    let (status, message) = failure(&run_to_end(&mut t));
+    println!("upscale_image cancelled: {status} {message:?}, {:?} after the cancel", asked.elapsed());
+    assert_eq!(status, 400);
+}
+
