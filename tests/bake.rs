@@ -6,7 +6,8 @@
 //! `generate`'s settings gives `generate`'s pixels, with and without LoRAs, and
 //! a LoRA's scale or bytes re-bake exactly the assets that use it, and so
 //! does a control image's (an asset with a ControlNet gives `generate
-//! --controlnet`'s pixels).
+//! --controlnet`'s pixels), and an upscaled asset gives the Rust API's
+//! upscale and re-bakes when its upscaler or its tile and context change.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -971,4 +972,190 @@ fn embedding_assets_give_generates_pixels_on_the_model_and_its_refiner() {
     let (_, report) = bake(&manifest, &out, &[]);
     assert_eq!(names_with(&report, "baked"), BTreeSet::from(["embedded".into(), "refined".into()]), "{report}");
     assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["plain".into()]), "{report}");
+}
+
+/// A manifest beside copies of the upscaler fixtures (so paths are relative
+/// to it and a test can change their files): a default 4x upscale with tile
+/// 24 and `context`, taken by a seamless PNG, a seamless DDS with mipmaps and
+/// a sprite; a 2x fixed-size graph (an ONNX file with its settings .json) on
+/// one asset; `upscale = false` on a sprite; both sprites in one atlas.
+fn write_upscale_manifest(dir: &Path, context: u32) -> PathBuf {
+    let manifest = dir.join("upscale.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"lava\"\nsteps = 2\nscheduler = \"ddim\"\n\
+             upscale = {{ path = \"upscalers/x4\", tile = 24, context = {context} }}\n\
+             [[asset]]\nname = \"tile\"\nseamless = \"xy\"\n\
+             [[asset]]\nname = \"tile_dds\"\nseamless = \"xy\"\nformat = \"dds\"\n\
+             [[asset]]\nname = \"x2\"\nupscale = {{ path = \"upscalers/x2-fixed.onnx\" }}\n\
+             [[asset]]\nname = \"sprite_up\"\nsprite = true\n\
+             [[asset]]\nname = \"plain\"\nsprite = true\nupscale = false\n\
+             [[atlas]]\nname = \"sheet\"\nassets = [\"sprite_up\", \"plain\"]\n",
+            common::fixture().display().to_string()
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+/// `upscale` in a manifest: a seamless asset upscaled by the x4 fixture is
+/// 4x the size and holds exactly the bytes of the Rust API's
+/// `outputs::finish` (= `Upscaler::upscale` wrapping on both axes) on the
+/// same generation, and `generate --upscale`'s pixels and settings; the DDS
+/// has a full mip chain at the larger size; each upscaler loads once; the
+/// atlas packs an upscaled and a plain sprite at their real sizes; a rerun
+/// skips everything, and a new `context` or new bytes in an upscaler's files
+/// (a folder's, or an ONNX file's settings .json) re-bake exactly the assets
+/// that use it.
+#[test]
+fn upscaled_assets_give_the_rust_apis_pixels_and_rebake_when_the_upscale_changes() {
+    use kiln::model::seamless::Seamless;
+    use kiln::model::upscaler::{UpscaleOptions, Upscaler};
+    use kiln::pipeline::outputs;
+
+    let dir = scratch("upscale");
+    let ups = dir.join("upscalers");
+    std::fs::create_dir_all(ups.join("x4")).unwrap();
+    let fixtures = common::root().join("tests/fixtures/upscaler");
+    std::fs::copy(fixtures.join("x4/model.onnx"), ups.join("x4/model.onnx")).unwrap();
+    std::fs::copy(fixtures.join("x2-fixed.onnx"), ups.join("x2-fixed.onnx")).unwrap();
+    std::fs::copy(fixtures.join("x2-fixed.json"), ups.join("x2-fixed.json")).unwrap();
+    let manifest = write_upscale_manifest(&dir, 20);
+    let out = dir.join("out");
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    let log = stderr(&o);
+    let all: BTreeSet<String> = ["tile", "tile_dds", "x2", "sprite_up", "plain", "sheet"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names_with(&report, "baked"), all, "{log}");
+    assert_eq!(log.matches("loading upscaler").count(), 2, "x4 loads once for its three assets, x2 once:\n{log}");
+
+    // The Rust API on the same generation, with the same options.
+    let runtime = common::runtime();
+    let model = kiln::Model::load_with(runtime, &common::fixture(), &kiln::ModelOptions { seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    let request = kiln::GenerateRequest { prompt: "lava".into(), steps: 2, scheduler: kiln::SchedulerKind::Ddim, ..Default::default() };
+    let image = model.generate(&request).unwrap().to_rgba8();
+    let x4 = Upscaler::load(runtime, &ups.join("x4")).unwrap();
+    let options = UpscaleOptions { tile: 24, context: 20, ..Default::default() };
+    let post = outputs::PostProcess { upscale: Some(options), seamless: Seamless::Xy, ..Default::default() };
+    let want = outputs::finish(&model, image.clone(), &post, Some(&x4)).unwrap().image;
+    let direct = x4.upscale(&image, &UpscaleOptions { seamless: Seamless::Xy, ..options }).unwrap();
+    assert!(want.pixels == direct.pixels, "finish upscales wrapping on the asset's axes");
+    let (tile, text) = read_png(&out.join("tile.png"));
+    assert_eq!((want.width, want.height), (256, 256), "4x the tiny model's 64x64");
+    assert_eq!(image::image_dimensions(out.join("tile.png")).unwrap(), (256, 256));
+    assert!(tile == want.pixels, "kiln-bake's upscaled pixels differ from outputs::finish / Upscaler::upscale");
+    let settings = &text["kiln:settings"];
+    let path = ups.join("x4").display().to_string();
+    assert!(settings.contains("size=256x256") && settings.contains(&format!("upscaler={path} upscale_tile=24 upscale_context=20")), "{settings}");
+    // And what `generate --upscale` makes from the same flags: pixels and settings.
+    let png = dir.join("generated.png");
+    succeeds(
+        Command::new(generate_bin())
+            .arg("--model")
+            .arg(common::fixture())
+            .args(["--prompt", "lava", "--steps", "2", "--scheduler", "ddim", "--seamless", "xy", "--upscale"])
+            .arg(ups.join("x4"))
+            .args(["--upscale-tile", "24", "--upscale-context", "20", "--out"])
+            .arg(&png),
+    );
+    let (generated, gtext) = read_png(&png);
+    assert!(generated == tile, "kiln-bake's upscaled pixels differ from generate --upscale's");
+    for key in ["prompt", "negative_prompt", "kiln:settings", "Software"] {
+        assert_eq!(text.get(key), gtext.get(key), "text chunk {key}");
+    }
+    // The key file records the upscale for people reading it.
+    let key: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("tile.kiln-key")).unwrap()).unwrap();
+    assert_eq!(key["settings"]["upscale"], serde_json::json!({"path": path, "tile": 24, "context": 20, "scale": 4}));
+
+    // The DDS: a full mip chain at the upscaled size, level 0 the PNG's pixels.
+    let dds = read_dds(&out.join("tile_dds.dds"));
+    assert_eq!(dds.levels.iter().map(|l| l.width).collect::<Vec<_>>(), vec![256, 128, 64, 32, 16, 8, 4, 2, 1]);
+    let err: f64 = tile.iter().zip(&dds.levels[0].pixels).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / tile.len() as f64;
+    println!("upscaled BC7 level 0 vs PNG: mean abs error {err:.2} (bound 3.0 of 255)");
+    assert!(err <= 3.0, "BC7 mean abs error {err}");
+    // The fixed-size 2x graph (scale from its settings file), and `upscale = false`.
+    assert_eq!(image::image_dimensions(out.join("x2.png")).unwrap(), (128, 128));
+    let (_, plain_text) = read_png(&out.join("plain.png"));
+    assert_eq!(image::image_dimensions(out.join("plain.png")).unwrap(), (64, 64), "upscale = false turns the default off");
+    assert!(!plain_text["kiln:settings"].contains("upscale"), "{plain_text:?}");
+    let plain_key: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plain.kiln-key")).unwrap()).unwrap();
+    assert!(plain_key["settings"].get("upscale").is_none(), "{plain_key}");
+    // The atlas packs each sprite at the size it was baked.
+    let atlas: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("sheet.json")).unwrap()).unwrap();
+    let sizes: Vec<(u64, u64)> = atlas["sprites"].as_array().unwrap().iter().map(|r| (r["source_width"].as_u64().unwrap(), r["source_height"].as_u64().unwrap())).collect();
+    assert_eq!(sizes, vec![(256, 256), (64, 64)], "{atlas}");
+    let sheet = image::open(out.join("sheet.png")).unwrap();
+    for r in atlas["sprites"].as_array().unwrap() {
+        assert!(r["x"].as_u64().unwrap() + r["width"].as_u64().unwrap() <= sheet.width() as u64, "{r}");
+        assert!(r["y"].as_u64().unwrap() + r["height"].as_u64().unwrap() <= sheet.height() as u64, "{r}");
+    }
+
+    // A rerun skips everything and loads nothing.
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "skipped"), all);
+    assert!(!stderr(&o).contains("loading"), "{}", stderr(&o));
+    let snapshot = |names: &[&str]| -> Vec<Vec<u8>> { names.iter().map(|n| std::fs::read(out.join(n)).unwrap()).collect() };
+    let untouched = ["x2.png", "plain.png"];
+    let before = snapshot(&untouched);
+
+    // Another context re-bakes exactly the assets with the default upscale (and the atlas).
+    write_upscale_manifest(&dir, 16);
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    let default_users: BTreeSet<String> = ["tile", "tile_dds", "sprite_up", "sheet"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names_with(&report, "baked"), default_users, "{}", stderr(&o));
+    assert_eq!(names_with(&report, "skipped"), BTreeSet::from(["x2".into(), "plain".into()]), "{}", stderr(&o));
+    assert_eq!(snapshot(&untouched), before, "the other outputs were not rewritten");
+    let (tile16, text16) = read_png(&out.join("tile.png"));
+    assert!(text16["kiln:settings"].contains("upscale_tile=24 upscale_context=16"), "{text16:?}");
+    let want16 = outputs::finish(&model, image.clone(), &outputs::PostProcess { upscale: Some(UpscaleOptions { context: 16, ..options }), ..post }, Some(&x4)).unwrap().image;
+    assert!(tile16 == want16.pixels, "context 16: kiln-bake's pixels differ from outputs::finish's");
+
+    // New bytes in the x4 folder (a settings file, the same scale) re-bake its users alone.
+    std::fs::write(ups.join("x4/config.json"), "{\"scale\": 4}").unwrap();
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), default_users, "{}", stderr(&o));
+    // New bytes in the ONNX file's settings .json re-bake only its asset.
+    std::fs::write(ups.join("x2-fixed.json"), "{\"scale\": 2, \"multiple\": 1}").unwrap();
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["x2".into()]), "{}", stderr(&o));
+    assert_eq!(assert_no_truncated_file(&out), 13);
+}
+
+/// Bad `upscale` values are manifest errors naming the asset, the key and
+/// the line, all listed at once, and nothing bakes.
+#[test]
+fn upscale_manifest_errors_name_asset_key_and_line() {
+    let dir = scratch("upscale-errors");
+    std::fs::create_dir_all(dir.join("x4")).unwrap();
+    std::fs::copy(common::root().join("tests/fixtures/upscaler/x4/model.onnx"), dir.join("x4/model.onnx")).unwrap();
+    let manifest = dir.join("bad.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nupscale = {{ path = \"x4\" }}\n\
+             [[asset]]\nname = \"typo\"\nupscale = {{ path = \"x4\", tiles = 8 }}\n\
+             [[asset]]\nname = \"wide\"\nupscale = {{ path = \"x4\", context = 2000 }}\n\
+             [[asset]]\nname = \"missing\"\nupscale = {{ path = \"nowhere/x4.onnx\" }}\n\
+             [[asset]]\nname = \"pixels\"\npixel_art = \"4:8\"\n\
+             [[asset]]\nname = \"pixels_off\"\npixel_art = \"4:8\"\nupscale = false\n\
+             [[asset]]\nname = \"on\"\nupscale = true\n",
+            common::fixture().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (o, _) = bake(&manifest, &out, &[]);
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    for want in [
+        "line 6, asset \"typo\", key `upscale`: unknown field `tiles`",
+        "line 9, asset \"wide\", key `upscale`: context 2000 is outside 0..=1024",
+        &format!("line 12, asset \"missing\", key `upscale`: {} is not an upscaler", dir.join("nowhere/x4.onnx").display()),
+        "line 3, asset \"pixels\", key `upscale`: does not combine with `pixel_art` (line 15)",
+        "line 22, asset \"on\", key `upscale`: `true` names no upscaler",
+    ] {
+        assert!(log.contains(want), "wanted {want:?} in\n{log}");
+    }
+    assert!(log.contains("5 error(s) in the manifest"), "`upscale = false` lets pixels_off have pixel art:\n{log}");
+    assert!(!out.exists(), "nothing is written for an invalid manifest");
 }

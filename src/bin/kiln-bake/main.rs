@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use kiln::jobs::JobState;
 use kiln::model::seamless::Seamless;
+use kiln::model::upscaler::Upscaler;
 use kiln::pipeline::outputs;
 use kiln::{Model, ModelOptions, Runtime, RuntimeOptions};
 
@@ -176,6 +177,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     let mut lora_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut embedding_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut control_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+    let mut upscaler_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut todo: Vec<Todo<'_>> = Vec::new();
     let mut keys: HashMap<String, String> = HashMap::new();
@@ -199,13 +201,24 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     format!("{id} refiner {refiner}")
                 }
             };
-            Ok((id, loras, embeddings, controls))
+            // The upscaler's files (its tile and context are in the settings).
+            let upscaler = asset
+                .upscale
+                .as_ref()
+                .map(|u| {
+                    upscaler_identities
+                        .entry(u.path.clone())
+                        .or_insert_with(|| store::upscaler_identity(&u.path).map_err(|e| format!("cannot read upscaler {}: {e}", u.path.display())))
+                        .clone()
+                })
+                .transpose()?;
+            Ok((id, loras, embeddings, controls, upscaler))
         });
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
             Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
-            Ok((id, loras, embeddings, controls)) => {
-                let key = store::content_key(asset, &id, &loras, &embeddings, &controls);
+            Ok((id, loras, embeddings, controls, upscaler)) => {
+                let key = store::content_key(asset, &id, &loras, &embeddings, &controls, upscaler.as_deref());
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
                     entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
@@ -270,6 +283,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         // refiner's one encoder, so it reads the token the model reads).
         let mut refiners: HashMap<&Path, Result<Model, String>> = HashMap::new();
         let mut refiner_views: HashMap<(&Path, EmbeddingSet), Result<Model, String>> = HashMap::new();
+        // Upscalers, each loaded once for the run (by path) on the same runtime.
+        let mut upscalers: HashMap<&Path, Result<Upscaler, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
         let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
@@ -329,11 +344,21 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     plain => plain.as_ref().map_err(Clone::clone),
                 }
             });
+            let upscaler = asset.upscale.as_ref().map(|u| {
+                upscalers
+                    .entry(u.path.as_path())
+                    .or_insert_with(|| {
+                        progress.log(&format!("loading upscaler {}", u.path.display()));
+                        Upscaler::load(runtime, &u.path).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
+                    })
+                    .as_ref()
+                    .map_err(Clone::clone)
+            });
             let t0 = Instant::now();
             progress.start(&asset.name);
-            let result = match (model, refiner.transpose()) {
-                (Ok(model), Ok(refiner)) => bake_one(runtime, model, refiner, asset, key, out, &mut progress),
-                (Err(e), _) | (_, Err(e)) => Err(e),
+            let result = match (model, refiner.transpose(), upscaler.transpose()) {
+                (Ok(model), Ok(refiner), Ok(upscaler)) => bake_one(runtime, model, refiner, upscaler, asset, key, out, &mut progress),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
             };
             let seconds = t0.elapsed().as_secs_f64();
             match result {
@@ -447,13 +472,16 @@ fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
 }
 
 /// Generates one asset as a Kiln job (so Ctrl-C cancels it through Kiln),
-/// post-processes it as `generate` does and writes every output, then its key.
-/// `model` is the plain model or the asset's LoRA view; a seamless asset gets
-/// that model's seamless view (cached by the model, so made once per group).
+/// post-processes it as `generate` does (upscaled with `upscaler` when the
+/// asset asks) and writes every output, then its key. `model` is the plain
+/// model or the asset's LoRA view; a seamless asset gets that model's
+/// seamless view (cached by the model, so made once per group).
+#[allow(clippy::too_many_arguments)]
 fn bake_one(
     runtime: &Runtime,
     model: &Model,
     refiner: Option<&Model>,
+    upscaler: Option<&Upscaler>,
     asset: &Asset,
     key: &str,
     out: &Path,
@@ -495,7 +523,10 @@ fn bake_one(
     let _ = pool.release(id);
     let image = image?;
     let post = asset.post();
-    let finished = outputs::finish(&view, image, &post, None).map_err(|e| e.to_string())?;
+    let finished = finish_interruptibly(&view, image, &post, upscaler).map_err(|e| match e.kind() {
+        kiln::ErrorKind::Cancelled => "interrupted (Ctrl-C): the upscale was cancelled; nothing was written".to_string(),
+        _ => e.to_string(),
+    })?;
     if let Some(note) = &finished.sprite_note {
         progress.log(&format!("{}: {note}", asset.name));
     }
@@ -504,7 +535,7 @@ fn bake_one(
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: None };
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()) };
             let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?
@@ -546,11 +577,38 @@ fn bake_one(
         let embeddings = asset.embeddings.iter().map(|e| serde_json::json!({"path": e.path.display().to_string(), "token": e.token})).collect();
         settings["embedding"] = serde_json::Value::Array(embeddings);
     }
+    if let (Some(u), Some(up)) = (&asset.upscale, upscaler) {
+        // Beside tile and context (in the key's settings): the path, and the scale it gave.
+        settings["upscale"]["path"] = u.path.display().to_string().into();
+        settings["upscale"]["scale"] = up.scale().into();
+    }
     let key_file = store::KeyFile { key: key.to_string(), outputs: names.clone(), settings };
     let json = serde_json::to_vec_pretty(&key_file).map_err(|e| e.to_string())?;
     let key_path = store::key_path(out, &asset.name);
     store::write_atomic(&key_path, &json).map_err(|e| format!("cannot write {}: {e}", key_path.display()))?;
     Ok(names.iter().map(|n| out.join(n).display().to_string()).collect())
+}
+
+/// [`outputs::finish`], with Ctrl-C cancelling an upscale in flight (the
+/// generation is a job the bake loop cancels; an upscale of a large texture
+/// can run for a while too).
+fn finish_interruptibly(model: &Model, image: kiln::Rgba8Image, post: &outputs::PostProcess, upscaler: Option<&Upscaler>) -> kiln::Result<outputs::Finished> {
+    let (Some(up), Some(_)) = (upscaler, post.upscale) else { return outputs::finish(model, image, post, upscaler) };
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Until the upscale returns: a Ctrl-C just before it started finds no call to stop yet.
+            while !done.load(Ordering::SeqCst) {
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    up.cancel();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let result = outputs::finish(model, image, post, upscaler);
+        done.store(true, Ordering::SeqCst);
+        result
+    })
 }
 
 /// Packs an atlas from its members' PNGs (baked now or earlier).

@@ -37,6 +37,7 @@ struct Table {
     lora: Option<Spanned<Lora>>,
     embedding: Option<Spanned<EmbeddingEntry>>,
     control: Option<Spanned<ControlEntry>>,
+    upscale: Option<Spanned<toml::Value>>,
     sprite: Option<Spanned<bool>>,
     pixel_art: Option<Spanned<String>>,
     normal_map: Option<Spanned<bool>>,
@@ -97,6 +98,18 @@ struct ControlSpec {
     scale: Option<f64>,
     start: Option<f64>,
     end: Option<f64>,
+}
+
+/// `upscale = { path = "upscalers/x4", tile = 256, context = 16 }`, or
+/// `upscale = false` (turns a `[defaults]` upscale off for one asset). Read
+/// from a plain TOML value so a bad one gets its own message, not "did not
+/// match any variant".
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpscaleSpec {
+    path: String,
+    tile: Option<i64>,
+    context: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +218,29 @@ pub struct AssetControl {
     pub end: f32,
 }
 
+/// A super-resolution upscale of an asset (as `generate --upscale PATH
+/// --upscale-tile N --upscale-context N`), before the sprite matte and the
+/// material maps; it wraps on the asset's seamless axes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct AssetUpscale {
+    /// The upscaler: a folder with `model.onnx` (+ `config.json`) or an ONNX
+    /// file (+ the `.json` of its name); relative paths resolved against the
+    /// manifest's folder. Like `model`, not in the serialized settings: the
+    /// content key holds its identity.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Tile side in input pixels (0 = the whole image in one run).
+    pub tile: u32,
+    /// Pixels read around each tile and discarded.
+    pub context: u32,
+}
+
+/// Largest `context` (as the C API's `kiln_upscale_options`).
+const MAX_UPSCALE_CONTEXT: i64 = 1024;
+
+/// Largest `tile`: an image side Kiln accepts.
+const MAX_UPSCALE_TILE: i64 = 16384;
+
 /// One asset with the defaults applied and every value checked.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Asset {
@@ -266,6 +302,10 @@ pub struct Asset {
     pub embeddings: Vec<AssetEmbedding>,
     /// ControlNets, in manifest order; their residuals add.
     pub controls: Vec<AssetControl>,
+    /// Super-resolution upscale. Left out of the serialized settings when
+    /// off, so other assets keep their content keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upscale: Option<AssetUpscale>,
     /// Cut out a sprite.
     pub sprite: bool,
     /// `(cell, colors)`.
@@ -337,7 +377,7 @@ impl Asset {
     /// The post-processing asked for.
     pub fn post(&self) -> PostProcess {
         PostProcess {
-            upscale: None,
+            upscale: self.upscale.as_ref().map(|u| kiln::model::upscaler::UpscaleOptions { tile: u.tile, context: u.context, ..Default::default() }),
             sprite: self.sprite,
             pixel_art: self.pixel_art,
             height_map: self.height_map,
@@ -547,6 +587,50 @@ fn syntax_error(text: &str, lines: &Lines<'_>, e: &toml::de::Error) -> ManifestE
         .map(str::to_string)
         .or_else(|| lines.key_at(span.start));
     ManifestError { line: lines.of(span.start), asset, key, message }
+}
+
+/// Reads an `upscale` value: `false` (none) or `{ path, tile, context }`,
+/// with the path resolved against `base` and checked to be an upscaler (and
+/// its settings file, when there is one, valid), before anything bakes.
+fn upscale_spec(v: &toml::Value, base: &Path) -> Result<Option<AssetUpscale>, String> {
+    let table = match v {
+        toml::Value::Boolean(false) => return Ok(None),
+        toml::Value::Table(t) => t.clone(),
+        toml::Value::Boolean(true) => return Err("`true` names no upscaler; write { path = \"…\", tile = 256, context = 16 }, or false for none".into()),
+        other => return Err(format!("{other} is not {{ path = \"…\", tile = N, context = N }} or false")),
+    };
+    let spec: UpscaleSpec = table.try_into().map_err(|e: toml::de::Error| e.message().trim().to_string())?;
+    let mut problems = Vec::new();
+    let defaults = kiln::model::upscaler::UpscaleOptions::default();
+    let mut number = |v: Option<i64>, what: &str, max: i64, default: u32| match v {
+        None => default,
+        Some(n) if (0..=max).contains(&n) => n as u32,
+        Some(n) => {
+            problems.push(format!("{what} {n} is outside 0..={max}"));
+            default
+        }
+    };
+    let tile = number(spec.tile, "tile", MAX_UPSCALE_TILE, defaults.tile);
+    let context = number(spec.context, "context", MAX_UPSCALE_CONTEXT, defaults.context);
+    let path = base.join(&spec.path);
+    // The library's convention (as matting graphs): a folder with model.onnx
+    // and an optional config.json, or an ONNX file and the .json of its name.
+    let (graph, settings) = if path.is_dir() { (path.join("model.onnx"), path.join("config.json")) } else { (path.clone(), path.with_extension("json")) };
+    if !graph.is_file() {
+        problems.push(format!("{} is not an upscaler (a folder with model.onnx, or an ONNX file)", path.display()));
+    } else if settings.is_file() {
+        let checked = std::fs::read_to_string(&settings)
+            .map_err(|e| e.to_string())
+            .and_then(|text| kiln::model::upscaler::UpscalerConfig::from_json(&text).map(drop).map_err(|e| e.to_string()));
+        if let Err(e) = checked {
+            problems.push(format!("{}: {e}", settings.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Some(AssetUpscale { path, tile, context }))
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 fn check_name(name: &str) -> Result<(), String> {
@@ -774,6 +858,20 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             }
         }
     };
+    let upscale = match pick!(upscale) {
+        None => None,
+        Some((v, line)) => {
+            let upscale = upscale_spec(v, base).map_err(|m| errors.push(err(line, "upscale", m))).ok().flatten();
+            if let (Some(_), Some((_, pixel_line))) = (&upscale, pick!(pixel_art)) {
+                errors.push(err(
+                    line,
+                    "upscale",
+                    format!("does not combine with `pixel_art` (line {pixel_line}): pixel art snaps to cells itself; drop one, or set `upscale = false` for this asset"),
+                ));
+            }
+            upscale
+        }
+    };
     let normal_map = pick!(normal_map).is_some_and(|(b, _)| *b);
     let height_map = pick!(height_map).is_some_and(|(b, _)| *b);
     let format = match pick!(format) {
@@ -822,6 +920,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             loras,
             embeddings,
             controls,
+            upscale,
             sprite,
             pixel_art,
             normal_map,
@@ -965,6 +1064,47 @@ mod tests {
         assert!(e[0].message.contains("must be one word"), "{}", e[0]);
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nembedding = { file = \"x\" }\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("embedding")), "a malformed embedding is a shape error: {}", e[0]);
+    }
+
+    #[test]
+    fn upscale_resolves_with_defaults_overrides_and_errors() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nupscale = { path = \"upscaler/x4\", context = 20 }\n\
+             [[asset]]\nname = \"a\"\n\
+             [[asset]]\nname = \"b\"\nupscale = false\npixel_art = \"4:8\"\n\
+             [[asset]]\nname = \"c\"\nupscale = { path = \"upscaler/x2-fixed.onnx\", tile = 0 }\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let dir = model_dir().join("upscaler");
+        assert_eq!(m.assets[0].upscale, Some(AssetUpscale { path: dir.join("x4"), tile: 256, context: 20 }), "library default tile");
+        assert_eq!(m.assets[1].upscale, None, "`upscale = false` turns the default off (and allows pixel art)");
+        assert_eq!(m.assets[2].upscale, Some(AssetUpscale { path: dir.join("x2-fixed.onnx"), tile: 0, context: 16 }), "library default context");
+        let post = m.assets[0].post().upscale.unwrap();
+        assert_eq!((post.tile, post.context), (256, 20));
+        assert!(m.assets[1].post().upscale.is_none());
+        // Tile and context are in the settings (so in the key), the path is not
+        // (its identity is); an asset without an upscale serializes as before.
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["upscale"], serde_json::json!({"tile": 256, "context": 20}));
+        assert!(serde_json::to_value(&m.assets[1]).unwrap().get("upscale").is_none());
+
+        let e = errors(
+            "[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nupscale = { path = \"upscaler/x4\", context = 1025, tile = -1 }\n\
+             [[asset]]\nname = \"b\"\nupscale = { path = \"upscaler/nothing.onnx\" }\n\
+             [[asset]]\nname = \"c\"\nupscale = { path = \"upscaler/x4\", alpha = \"graph\" }\n\
+             [[asset]]\nname = \"d\"\npixel_art = \"4:8\"\nupscale = { path = \"upscaler/x4\" }\n\
+             [[asset]]\nname = \"e\"\nupscale = \"upscaler/x4\"\n",
+        );
+        let got: Vec<(usize, &str, &str)> = e.iter().map(|e| (e.line, e.asset.as_deref().unwrap(), e.key.as_deref().unwrap())).collect();
+        assert_eq!(
+            got,
+            vec![(5, "asset \"a\"", "upscale"), (8, "asset \"b\"", "upscale"), (11, "asset \"c\"", "upscale"), (15, "asset \"d\"", "upscale"), (18, "asset \"e\"", "upscale")],
+            "{e:?}"
+        );
+        assert!(e[0].message.contains("context 1025 is outside 0..=1024") && e[0].message.contains("tile -1"), "{}", e[0]);
+        assert!(e[1].message.contains("nothing.onnx is not an upscaler"), "{}", e[1]);
+        assert!(e[2].message.contains("unknown field `alpha`"), "{}", e[2]);
+        assert!(e[3].message.contains("does not combine with `pixel_art` (line 14)"), "{}", e[3]);
     }
 
     #[test]

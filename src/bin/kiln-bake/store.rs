@@ -96,11 +96,36 @@ pub fn file_identity(path: &Path) -> std::io::Result<String> {
     Ok(format!("{:016x}", h.finish()))
 }
 
+/// The identity of an upscaler path, as the library reads it: a folder as a
+/// model folder (every file: `model.onnx`, `config.json`, external weights),
+/// else the ONNX file and, when there is one, the settings `.json` of its
+/// name beside it.
+pub fn upscaler_identity(path: &Path) -> std::io::Result<String> {
+    if path.is_dir() {
+        return model_identity(path);
+    }
+    let graph = file_identity(path)?;
+    let settings = path.with_extension("json");
+    Ok(match settings.is_file() {
+        true => format!("{graph} settings {}", file_identity(&settings)?),
+        false => graph,
+    })
+}
+
 /// The content key of an asset: its resolved settings, the model's identity,
 /// each LoRA's file identity and scale (`lora_identities` in the order of
 /// `asset.loras`) and Kiln's version (a new Kiln may make other pixels).
-/// An asset without LoRAs keeps the key it had before LoRAs existed.
-pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[String], embedding_identities: &[String], control_identities: &[String]) -> String {
+/// An asset without LoRAs keeps the key it had before LoRAs existed; likewise
+/// without an upscale (`upscaler_identity`: the upscaler's files; its tile
+/// and context are in the settings).
+pub fn content_key(
+    asset: &Asset,
+    model_identity: &str,
+    lora_identities: &[String],
+    embedding_identities: &[String],
+    control_identities: &[String],
+    upscaler_identity: Option<&str>,
+) -> String {
     let settings = serde_json::to_string(asset).expect("asset settings serialize");
     let mut h = Fnv::new();
     h.field(b"kiln-bake key v1");
@@ -126,6 +151,10 @@ pub fn content_key(asset: &Asset, model_identity: &str, lora_identities: &[Strin
     // The control images' bytes (their settings are in `settings`).
     for identity in control_identities {
         h.field(b"control image");
+        h.field(identity.as_bytes());
+    }
+    if let Some(identity) = upscaler_identity {
+        h.field(b"upscaler");
         h.field(identity.as_bytes());
     }
     format!("{:016x}", h.finish())
@@ -227,6 +256,25 @@ mod tests {
             println!("{count} shards: sizes {sizes:?}");
             assert!(sizes.iter().all(|&s| s * 2 >= expected), "a shard got under half its share: {sizes:?}");
         }
+    }
+
+    #[test]
+    fn an_upscaler_file_is_known_by_its_bytes_and_its_settings_file() {
+        let dir = std::env::temp_dir().join(format!("kiln-bake-store-upscaler-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("folder")).unwrap();
+        let graph = dir.join("x2.onnx");
+        std::fs::write(&graph, b"graph").unwrap();
+        let alone = upscaler_identity(&graph).unwrap();
+        assert_eq!(alone, file_identity(&graph).unwrap(), "without settings: the file's identity");
+        std::fs::write(dir.join("x2.json"), b"{\"scale\": 2}").unwrap();
+        let with = upscaler_identity(&graph).unwrap();
+        assert_ne!(with, alone, "a settings file beside it is part of it");
+        std::fs::write(dir.join("x2.json"), b"{\"scale\": 4}").unwrap();
+        assert_ne!(upscaler_identity(&graph).unwrap(), with, "and so are its bytes");
+        // A folder is known as a model folder is.
+        std::fs::write(dir.join("folder/model.onnx"), b"graph").unwrap();
+        assert_eq!(upscaler_identity(&dir.join("folder")).unwrap(), model_identity(&dir.join("folder")).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
