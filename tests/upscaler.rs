@@ -139,6 +139,24 @@ fn a_fixed_size_graph_runs_in_windows_of_its_size() {
     check("x2 fixed small wrap", &planes_of(&u, &small, 12, 10, &opts(0, 3, Seamless::Xy)), "x2_small_wrap");
 }
 
+/// A float16 graph (the x2 net's weights in half precision, f16 in and out):
+/// Kiln converts its input and output. Bound: float16 keeps 11 significant
+/// bits, so values near 1 are rounded by up to 4.9e-4 at every layer's
+/// output (weights, input, two convolutions, the output); 4e-3, about one
+/// 8-bit step, is a few of those ulps (9.8e-4 near 1) and still far below
+/// what a mis-converted tensor would give (garbage, or 0).
+#[test]
+fn a_float16_graph_upscales_within_half_precision() {
+    let u = Upscaler::load(common::runtime(), &fixtures().join("x2-f16")).unwrap();
+    assert_eq!(u.scale(), 2);
+    let rgb = rgb_planes(&image(), 24, 20);
+    let (_, want) = npy("x2_whole");
+    for (tile, id) in [(0, "whole"), (8, "tiles 8")] {
+        let got = planes_of(&u, &rgb, 24, 20, &opts(tile, 3, Seamless::None));
+        common::check_margin(&format!("upscaler x2 float16 {id}"), common::max_abs_diff(&got, &want) as f64, 4e-3);
+    }
+}
+
 #[test]
 fn alpha_goes_through_the_graph_or_bilinearly_and_bytes_round_as_diffusers() {
     let u = x4();

@@ -16,6 +16,8 @@ What it makes:
                                shuffle 2) with the input size FIXED to [1, 3, 16, 16] (some
                                exports are), output [1, 3, 32, 32]; receptive field 3 pixels
   upscaler/x2-fixed.json       its settings file beside it: {"scale": 2}
+  upscaler/x2-f16/model.onnx   the same x2 net (same weights) in float16 with dynamic sizes: f16 in
+                               and out, so Kiln converts both ways; checked against x2_whole (f32)
   upscaler/golden/*.npy        f32 [3, h, w] planes (RGB in 0..1, or the alpha matte replicated):
     x4_whole        the x4 net in torch on the whole image (RGB / 255), zero padding at the borders
     x4_wrap_xy      the x4 net on the image padded circularly by 20 on both axes, cropped back:
@@ -166,6 +168,15 @@ def bench_graph(dest):
     print(f"{dest}/model.onnx: {sum(p.numel() for p in net.parameters()) / 1e6:.1f} M parameters")
 
 
+def export_half(net, path):
+    import copy
+    half = copy.deepcopy(net).half()
+    axes = {"input": {2: "height", 3: "width"}, "output": {2: "oh", 3: "ow"}}
+    torch.onnx.export(half, torch.rand(1, 3, 16, 16).half(), str(path), input_names=["input"], output_names=["output"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
 def main():
     import sys
     if len(sys.argv) == 3 and sys.argv[1] == "--bench-graph":
@@ -188,6 +199,8 @@ def main():
     x2 = Espcn().eval()
     export(x2, OUT / "x2-fixed.onnx", (16, 16), False)
     (OUT / "x2-fixed.json").write_text(json.dumps({"scale": 2}) + "\n")
+    (OUT / "x2-f16").mkdir()
+    export_half(x2, OUT / "x2-f16/model.onnx")
 
     goldens = {
         "x4_whole": run(x4, rgb),
