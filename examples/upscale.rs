@@ -112,10 +112,15 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
     }
     let out = out.expect("at least one run");
     out.save_png(&a.out)?;
+    // Linux: the process's peak resident memory, what tiling bounds.
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(String::new(), |kib| format!(", peak RSS {} MiB", kib / 1024));
     let warm = if times.len() > 1 { &times[1..] } else { &times[..] };
     let mean = warm.iter().sum::<f64>() / warm.len() as f64;
     println!(
-        "wrote {} ({}x{}, {}x, {tiles} tiles of {}) in {mean:.3}s (mean of {} run(s){}; load {load_s:.2}s on {})",
+        "wrote {} ({}x{}, {}x, {tiles} tiles of {}) in {mean:.3}s (mean of {} run(s){}; load {load_s:.2}s on {}{peak})",
         a.out.display(),
         out.width,
         out.height,

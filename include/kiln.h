@@ -1581,8 +1581,9 @@ kiln_status kiln_upscaler_scale(const struct kiln_upscaler *upscaler, uint32_t *
 // fully opaque image stays opaque. Output: clamped to 0..1 and rounded to
 // bytes, straight alpha.
 //
-// Blocking and CPU- or GPU-heavy (seconds for a 4x upscale of 512x512 on a
-// CPU): call it from a worker thread, never a game's main thread.
+// Blocking and heavy (ESRGAN at its published size: about 8 s for 256x256 to
+// 1024x1024 on two CPU cores, docs/benchmarks.md): call it from a worker
+// thread, never a game's main thread.
 // `kiln_upscaler_cancel` from another thread stops it. `options` NULL =
 // defaults. On failure `*image_out` is NULL and the upscaler stays usable.
 // Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (an unknown

@@ -7,7 +7,8 @@ sequential, spinning off). Kiln side: `examples/upscale.rs` as a fresh process p
 --repeat runs in-process after a warm-up (it reports their mean). Settings: the whole image (tile 0:
 the graph runs once, so the ratio shows Kiln's own cost: conversion, windows, quantizing) and each
 --tiles value with --context pixels around each tile (what bounded memory costs in recomputed
-context). Prints seconds and the ratio to the raw run; --json writes every number.
+context). Prints seconds, the ratio to the raw run and each Kiln process's peak resident memory
+(what tiling is for); --json writes every number.
 
     /work/venv/bin/python tools/make_upscaler_fixture.py --bench-graph /tmp/esrgan-full
     cargo build --release --example upscale
@@ -61,14 +62,18 @@ def raw(graph: Path, rgb: np.ndarray, threads: int, repeat: int) -> tuple[list[f
     return times[1:], out[0]
 
 
-def kiln(exe: Path, graph: Path, png: Path, out: Path, tile: int, context: int, threads: int, repeat: int) -> float:
+def kiln(exe: Path, graph: Path, png: Path, out: Path, tile: int, context: int, threads: int, repeat: int) -> tuple[float, float]:
+    """Mean warm seconds, and the process's peak resident memory in MiB as it reports it (VmHWM;
+    wait4's ru_maxrss would count this process's size at the fork)."""
     args = [str(exe), "--graph", str(graph), "--in", str(png), "--out", str(out), "--tile", str(tile),
             "--context", str(context), "--threads", str(threads), "--repeat", str(repeat + 1)]
     r = subprocess.run(args, capture_output=True, text=True, check=True)
-    m = re.search(r"in ([0-9.]+)s \(mean of (\d+) run", r.stdout)
+    stdout = r.stdout
+    m = re.search(r"in ([0-9.]+)s \(mean of (\d+) run", stdout)
     if not m:
-        raise SystemExit(f"cannot read the time from: {r.stdout}")
-    return float(m.group(1))
+        raise SystemExit(f"cannot read the time from: {stdout}")
+    peak = re.search(r"peak RSS (\d+) MiB", stdout)
+    return float(m.group(1)), float(peak.group(1)) if peak else float("nan")
 
 
 def main() -> None:
@@ -94,9 +99,9 @@ def main() -> None:
     settings = [0] + [int(t) for t in a.tiles.split(",") if t]
     for tile in settings:
         out = work / f"kiln-{tile}.png"
-        s = kiln(a.exe, a.graph, png, out, tile, a.context, a.threads, a.repeat)
+        s, rss = kiln(a.exe, a.graph, png, out, tile, a.context, a.threads, a.repeat)
         label = "Kiln, whole image" if tile == 0 else f"Kiln, tiles {tile} + context {a.context}"
-        row = {"setting": label, "seconds": s, "ratio": s / base}
+        row = {"setting": label, "seconds": s, "ratio": s / base, "peak_rss_mib": rss}
         # The whole-image run must be the raw output, rounded (Kiln's bytes vs raw floats).
         got = np.asarray(Image.open(out).convert("RGB"), dtype=np.float32) / 255.0
         want = np.clip(raw_out.transpose(1, 2, 0), 0, 1)
@@ -106,10 +111,11 @@ def main() -> None:
     scale = raw_out.shape[1] // a.size
     print(f"{a.graph}: {a.size}x{a.size} -> {a.size * scale}x{a.size * scale}, {a.threads} threads, "
           f"mean of {a.repeat} warm runs per setting")
-    print(f"{'setting':40} {'seconds':>9} {'ratio':>7} {'max |Kiln - raw|':>17}")
+    print(f"{'setting':40} {'seconds':>9} {'ratio':>7} {'peak RSS MiB':>13} {'max |Kiln - raw|':>17}")
     for r in rows:
         diff = f"{r['max_abs_vs_raw']:.2e}" if "max_abs_vs_raw" in r else ""
-        print(f"{r['setting']:40} {r['seconds']:9.3f} {r['ratio']:7.3f} {diff:>17}")
+        rss = f"{r['peak_rss_mib']:.0f}" if "peak_rss_mib" in r else ""
+        print(f"{r['setting']:40} {r['seconds']:9.3f} {r['ratio']:7.3f} {rss:>13} {diff:>17}")
     if a.json:
         a.json.write_text(json.dumps({"graph": str(a.graph), "size": a.size, "scale": scale, "threads": a.threads,
                                       "repeat": a.repeat, "context": a.context, "rows": rows}, indent=1) + "\n")

@@ -69,7 +69,7 @@ namespace Kiln
         /// Upscales <c>image</c> by <see cref="Scale"/> into a new image (<c>image</c> is unchanged),
         /// tile by tile; <c>options</c> null = defaults (<see cref="KilnDefaults.UpscaleOptions"/>:
         /// 256-pixel tiles, 16 pixels of context, not seamless, alpha through the graph). Blocking
-        /// and heavy (seconds for 4x of 512x512 on a CPU): call it from a worker thread, never the
+        /// and heavy (ESRGAN: about 8 s for 256x256 to 1024x1024 on two CPU cores): call it from a worker thread, never the
         /// game's main thread. <see cref="Cancel"/> from another thread stops it.
         /// </summary>
         /// <exception cref="KilnException">CANCELLED, INVALID_ARGUMENT (unknown seamless or alpha, context over 1024), INVALID_SIZE (result over 16384 a side), INFERENCE_FAILED, OUT_OF_MEMORY, ...; the upscaler stays usable.</exception>
