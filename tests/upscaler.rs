@@ -244,6 +244,11 @@ fn bad_graphs_settings_and_sizes_fail_with_their_own_status() {
     assert_eq!(u.upscale(&wide, &UpscaleOptions::default()).unwrap_err().kind(), ErrorKind::InvalidSize);
     let empty = Rgba8Image { width: 0, height: 0, pixels: vec![] };
     assert_eq!(u.upscale(&empty, &UpscaleOptions::default()).unwrap_err().kind(), ErrorKind::InvalidSize);
+    // A context past 1024 is refused before any window is allocated (here it
+    // would ask for a 2-billion-pixel window on a dynamic graph).
+    let x4 = x4();
+    let huge = UpscaleOptions { context: 1 << 30, ..UpscaleOptions::default() };
+    assert_eq!(x4.upscale(&image(), &huge).unwrap_err().kind(), ErrorKind::InvalidArgument);
     // Still usable.
     assert_eq!(u.upscale(&image(), &UpscaleOptions::default()).unwrap().width, 48);
 }

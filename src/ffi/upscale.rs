@@ -100,9 +100,6 @@ unsafe fn read_upscale_options(options: *const kiln_upscale_options) -> Result<U
         1 => UpscaleAlpha::Bilinear,
         other => return Err(Error::invalid(format!("options->alpha {other} is not a kiln_upscale_alpha"))),
     };
-    if o.context > 1024 {
-        return Err(Error::invalid(format!("options->context {} is over 1024", o.context)));
-    }
     Ok(UpscaleOptions { tile: o.tile, context: o.context, seamless: seamless_from_c(o.seamless, "options->seamless")?, alpha })
 }
 

@@ -51,12 +51,16 @@ use super::graph::{self, Graph, GraphInput, TensorSpec};
 use super::matting::{graph_file, settings_file};
 use super::seamless::Seamless;
 use crate::error::{Error, ErrorKind, Result};
-use crate::image::limits::{check_image_size, try_filled};
+use crate::image::limits::{check_image_size, try_filled, try_with_capacity};
 use crate::image::{FloatImage, Rgba8Image};
 use crate::runtime::Runtime;
 
 /// Largest scale Kiln accepts from a graph or a settings file.
 pub const MAX_SCALE: u32 = 16;
+
+/// Largest context Kiln reads around a tile (INVALID_ARGUMENT beyond): far
+/// more than any net needs, small enough that a window is never absurd.
+pub const MAX_CONTEXT: u32 = 1024;
 
 /// Settings read from an upscaler's settings file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,8 +108,8 @@ pub struct UpscaleOptions {
     /// Tile side in input pixels; 0 = the whole image in one run. Ignored
     /// for graphs with a fixed input size. Default 256.
     pub tile: u32,
-    /// Extra input pixels read on each side of a tile. Default 16. With a
-    /// fixed input size at most `(size − 1) / 2` is used.
+    /// Extra input pixels read on each side of a tile. Default 16, at most
+    /// [`MAX_CONTEXT`]. With a fixed input size at most `(size − 1) / 2` is used.
     pub context: u32,
     /// Axes along which the image tiles.
     pub seamless: Seamless,
@@ -377,6 +381,9 @@ impl Upscaler {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
         check_image_size(width, height, "the image to upscale")?;
+        if options.context > MAX_CONTEXT {
+            return Err(Error::invalid(format!("context {} is over {MAX_CONTEXT}", options.context)));
+        }
         if planes.len() != 3 * width * height {
             return Err(Error::invalid(format!("{} values are not three {width}x{height} planes", planes.len())));
         }
@@ -393,7 +400,7 @@ impl Upscaler {
                     return Err(Error::new(ErrorKind::Cancelled, format!("upscale cancelled after {done} of {total} tiles")));
                 }
                 let (wh, ww) = (y.window, x.window);
-                let mut window = Vec::with_capacity(3 * wh * ww);
+                let mut window = try_with_capacity(3 * wh * ww, "an upscaler window")?;
                 for c in 0..3 {
                     let plane = &planes[c * width * height..(c + 1) * width * height];
                     for j in 0..wh {
@@ -423,7 +430,8 @@ impl Upscaler {
     /// Upscales `image` (steps 2 to 5 of the module documentation).
     /// Thread-safe: calls may come from several threads (the graph runs one
     /// window at a time). Errors: INVALID_SIZE (an empty image, or a result
-    /// over 16384 pixels a side), CANCELLED ([`Upscaler::cancel`]),
+    /// over 16384 pixels a side), INVALID_ARGUMENT (a context over
+    /// [`MAX_CONTEXT`]), CANCELLED ([`Upscaler::cancel`]),
     /// MODEL_INVALID (an output of the wrong size, or NaN), INFERENCE_FAILED,
     /// OUT_OF_MEMORY.
     pub fn upscale(&self, image: &Rgba8Image, options: &UpscaleOptions) -> Result<Rgba8Image> {

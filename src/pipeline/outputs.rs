@@ -5,11 +5,10 @@
 use std::path::Path;
 
 use super::{GenerateRequest, PromptSyntax};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::material::{material_maps, MaterialOptions};
 use crate::image::pixel_art::{pixel_art, PixelArtOptions, Quantize};
 use crate::image::Rgba8Image;
-use crate::error::Error;
 use crate::model::matting::Matte;
 use crate::model::upscaler::{UpscaleOptions, Upscaler};
 use crate::model::seamless::Seamless;
