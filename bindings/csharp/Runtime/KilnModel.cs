@@ -275,7 +275,16 @@ namespace Kiln
             KilnSpriteOptions o = options ?? KilnDefaults.SpriteOptions();
             o.struct_size = (uint)Marshal.SizeOf(typeof(KilnSpriteOptions));
             IntPtr raw;
-            KilnStatusNames.Check(KilnNative.kiln_model_make_sprite(Handle, image.Handle, ref o, out raw, out bbox));
+            uint status;
+            using (var pins = new Pins())
+            {
+                // A disposed image throws here, before the call: Mono's marshaller, failing on the
+                // second handle, would keep the reference it had taken on the first (this model),
+                // which then could never be freed.
+                pins.Borrow(image.Handle);
+                status = KilnNative.kiln_model_make_sprite(Handle, image.Handle, ref o, out raw, out bbox);
+            }
+            KilnStatusNames.Check(status);
             return new KilnImage(raw);
         }
 

@@ -653,6 +653,16 @@ static class KilnTests
                 Equal((byte)0, sprite.ToArray()[3], "background alpha");
             }
         }
+        // A disposed image is refused before the call and does not keep the model open (Mono's
+        // marshaller keeps its reference to a first handle when it fails on the second).
+        KilnModel second = KilnModel.Load(runtime, modelDir);
+        KilnImage gone = KilnImage.Create(2, 2, new byte[16]);
+        gone.Dispose();
+        KilnRect unused;
+        try { second.MakeSprite(gone, out unused).Dispose(); throw new Exception("made a sprite of a disposed image"); }
+        catch (ObjectDisposedException) { }
+        second.Dispose();
+        Check(second.Handle.IsClosed, "the model's handle is still open after Dispose");
     }
 
     static void CallbacksFireOnAWorkerThread()
