@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -116,13 +116,15 @@ class Model:
         independently (or use ``with``). A file made for another model raises AdapterMismatchError; an
         unreadable one ModelError; a non-finite scale ArgumentError."""
         lib = _library.lib()
-        lora_list = [tuple(entry) for entry in loras]
+        lora_list: list[tuple[object, ...]] = [tuple(entry) for entry in loras]
         c_loras = (_abi.Lora * max(len(lora_list), 1))()
         keep: list[bytes] = []  # the path bytes must outlive the call
         for c, entry in zip(c_loras, lora_list):
             if len(entry) not in (2, 3):
                 raise TypeError(f"a LoRA is (path, scale) or (path, scale, text_encoder_scale), not {entry!r}")
-            path, scale, text_encoder_scale = entry if len(entry) == 3 else (*entry, None)
+            path = cast("str | os.PathLike[str]", entry[0])
+            scale = cast(float, entry[1])
+            text_encoder_scale = cast("float | None", entry[2]) if len(entry) == 3 else None
             lib.kiln_lora_init(ctypes.byref(c))
             keep.append(os.fsencode(path))
             c.path, c.scale = keep[-1], float(scale)
