@@ -43,9 +43,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
-use ort::value::TensorElementType;
 
 use super::graph::{self, Graph, GraphInput, TensorSpec};
+use super::side_graph;
 use super::Model;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::resize::resize_bilinear;
@@ -149,25 +149,6 @@ impl std::fmt::Debug for Matting {
     }
 }
 
-/// The ONNX file of a matting path: `path/model.onnx` for a folder, else `path`.
-pub(crate) fn graph_file(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join("model.onnx")
-    } else {
-        path.to_path_buf()
-    }
-}
-
-/// The settings file of a matting path: `path/config.json` for a folder,
-/// else the file's name with `.json`.
-pub(crate) fn settings_file(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join("config.json")
-    } else {
-        path.with_extension("json")
-    }
-}
-
 impl Matting {
     /// Loads a matting graph: a folder holding `model.onnx` and optionally
     /// `config.json`, or an ONNX file configured by the `.json` of the same
@@ -191,39 +172,18 @@ impl Matting {
         config: Option<MattingConfig>,
         group: &Arc<graph::ResidencyGroup>,
     ) -> Result<Self> {
-        let file = graph_file(path);
-        if !file.is_file() {
-            return Err(Error::new(ErrorKind::ModelNotFound, format!("matting graph {} is missing", file.display())));
-        }
+        let file = side_graph::existing_graph_file(path, "matting graph")?;
         let config = match config {
             Some(c) => {
                 c.check()?;
                 c
             }
-            None => {
-                let json = Some(settings_file(path)).filter(|p| p.is_file());
-                match json {
-                    Some(p) => {
-                        let text = std::fs::read_to_string(&p)
-                            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", p.display())))?;
-                        MattingConfig::from_json(&text).map_err(|e| e.context(p.display()))?
-                    }
-                    None => MattingConfig::default(),
-                }
-            }
+            None => side_graph::read_settings(path, MattingConfig::from_json)?.unwrap_or_default(),
         };
         let graph = Graph::load(runtime, "matting", &file, group)?;
         let bad = |what: String| Error::model(format!("matting graph {}: {what}", file.display()));
-        let [input] = graph.inputs.as_slice() else {
-            return Err(bad(format!("it takes {} inputs; a matting graph takes one image", graph.inputs.len())));
-        };
-        if !matches!(input.ty, TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Float64) {
-            return Err(bad(format!("input `{}` is {:?}; expected float", input.name, input.ty)));
-        }
+        let input = side_graph::image_input(&graph, "a matting graph", &bad)?;
         let s = &input.shape;
-        if s.len() != 4 || !(s[0] == 1 || s[0] < 0) || !(s[1] == 3 || s[1] < 0) {
-            return Err(bad(format!("input `{}` has shape {s:?}; expected [1, 3, H, W]", input.name)));
-        }
         if let Some([h, w]) = config.size {
             if (s[2] > 0 && s[2] as usize != h) || (s[3] > 0 && s[3] as usize != w) {
                 return Err(bad(format!("config size [{h}, {w}] contradicts the input shape {s:?}")));

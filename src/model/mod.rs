@@ -11,6 +11,7 @@ pub mod lora;
 pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod seamless;
+mod side_graph;
 pub mod static_unet;
 pub mod step_graph;
 mod text;
@@ -231,7 +232,7 @@ impl Model {
         let layout = ModelLayout::open(dir)?;
         let matting_source = match &options.matting {
             Some(p) => {
-                let file = matting::graph_file(p);
+                let file = side_graph::graph_file(p);
                 if !file.is_file() {
                     return Err(Error::new(
                         crate::error::ErrorKind::ModelNotFound,

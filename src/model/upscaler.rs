@@ -45,10 +45,9 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 use ort::session::RunOptions;
-use ort::value::TensorElementType;
 
 use super::graph::{self, Graph, GraphInput, TensorSpec};
-use super::matting::{graph_file, settings_file};
+use super::side_graph;
 use super::seamless::Seamless;
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::limits::{check_image_size, try_filled, try_with_capacity};
@@ -204,31 +203,13 @@ impl Upscaler {
     /// settings file, a scale that is not a whole number from 1 to 16), IO,
     /// INFERENCE_FAILED (the probe run failed).
     pub fn load(runtime: &Runtime, path: &Path) -> Result<Self> {
-        let file = graph_file(path);
-        if !file.is_file() {
-            return Err(Error::new(ErrorKind::ModelNotFound, format!("upscaler graph {} is missing", file.display())));
-        }
-        let settings = settings_file(path);
-        let config = if settings.is_file() {
-            let text = std::fs::read_to_string(&settings)
-                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read {}: {e}", settings.display())))?;
-            UpscalerConfig::from_json(&text).map_err(|e| e.context(settings.display()))?
-        } else {
-            UpscalerConfig::default()
-        };
+        let file = side_graph::existing_graph_file(path, "upscaler graph")?;
+        let config = side_graph::read_settings(path, UpscalerConfig::from_json)?.unwrap_or_default();
         let group = graph::ResidencyGroup::new(graph::Residency::AllResident);
         let graph = Graph::load(runtime, "upscaler", &file, &group)?;
         let bad = |what: String| Error::model(format!("upscaler graph {}: {what}", file.display()));
-        let [input] = graph.inputs.as_slice() else {
-            return Err(bad(format!("it takes {} inputs; an upscaler takes one image", graph.inputs.len())));
-        };
-        if !matches!(input.ty, TensorElementType::Float32 | TensorElementType::Float16 | TensorElementType::Float64) {
-            return Err(bad(format!("input `{}` is {:?}; expected float", input.name, input.ty)));
-        }
+        let input = side_graph::image_input(&graph, "an upscaler", &bad)?;
         let s = input.shape.clone();
-        if s.len() != 4 || !(s[0] == 1 || s[0] < 0) || !(s[1] == 3 || s[1] < 0) {
-            return Err(bad(format!("input `{}` has shape {s:?}; expected [1, 3, H, W]", input.name)));
-        }
         let out = graph.outputs.first().ok_or_else(|| bad("it has no outputs".into()))?;
         let o = out.shape.clone();
         if o.len() != 4 || !(o[1] == 3 || o[1] < 0) {
