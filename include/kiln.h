@@ -48,6 +48,10 @@
  *   threads may use one at once (a model or upscaler runs one graph call at a time).
  *   kiln_image is immutable.
  * - Do not free or destroy an object while another thread is inside a call on it.
+ * - Generation, the texture helpers and upscaling block for seconds; each has a job
+ *   form (kiln_job_submit, _extend_texture, _make_tileable, _upscale) that returns at
+ *   once and runs on Kiln's job workers. A job holds what it needs of its model or
+ *   upscaler, so either may be freed while its jobs are queued or running.
  * - The last-error message is per thread.
  * - Log callbacks run on the thread doing the work that logs.
  */
@@ -202,7 +206,7 @@ enum kiln_job_state
  {
     // Waiting for a worker thread.
     KILN_JOB_STATE_QUEUED = 0,
-    // Generating.
+    // A worker thread is running it.
     KILN_JOB_STATE_RUNNING = 1,
     // Finished; the image can be copied out.
     KILN_JOB_STATE_SUCCEEDED = 2,
@@ -225,7 +229,8 @@ enum kiln_job_event_kind
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-    // A U-Net call finished: `step` of `total_steps`.
+    // A U-Net call (upscale jobs: a tile's graph run) finished: `step` of
+    // `total_steps`.
     KILN_JOB_EVENT_KIND_PROGRESS = 0,
     // A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
     KILN_JOB_EVENT_KIND_PREVIEW = 1,
@@ -477,7 +482,8 @@ typedef struct kiln_runtime kiln_runtime;
 
 // A loaded super-resolution graph (`kiln_upscaler_load`). Thread-safe: calls
 // on one upscaler may come from several threads (its graph runs one window
-// at a time). Free it only when no call on it is in progress.
+// at a time). Free it only when no direct call on it is in progress; jobs
+// queued with `kiln_job_submit_upscale` keep what they need of it.
 typedef struct kiln_upscaler kiln_upscaler;
 
 // One ControlNet for a generation (`kiln_generate_options.controls`). Fill
@@ -515,9 +521,9 @@ typedef struct kiln_job_event {
     uint32_t kind;
     // The job's id.
     uint64_t job;
-    // U-Net calls finished (progress) or shown (preview).
+    // U-Net calls (upscale jobs: graph runs) finished (progress) or shown (preview).
     uint32_t step;
-    // U-Net calls in total.
+    // U-Net calls (upscale jobs: graph runs) in total.
     uint32_t total_steps;
     // A `kiln_job_state` value (for `KILN_JOB_EVENT_KIND_FINISHED`).
     uint32_t state;
@@ -749,6 +755,30 @@ typedef struct kiln_generate_options {
     float refiner_start;
 } kiln_generate_options;
 
+// How `kiln_upscaler_upscale` works through an image. Fill with
+// `kiln_upscale_options_init`; NULL = defaults. Accepted `struct_size`:
+// `sizeof(kiln_upscale_options)` only (one layout published).
+typedef struct kiln_upscale_options {
+    // `sizeof(kiln_upscale_options)`, set by `kiln_upscale_options_init`.
+    uint32_t struct_size;
+    // Tile side in input pixels: the graph runs on one tile (plus context)
+    // at a time, which bounds memory. 0 = the whole image in one run.
+    // Default 256. Ignored for graphs with a fixed input size (each window
+    // is that size).
+    uint32_t tile;
+    // Extra input pixels read on each side of a tile and discarded, so tile
+    // edges do not show. Default 16. With a fixed input size at most
+    // `(size - 1) / 2` is used.
+    uint32_t context;
+    // A `kiln_seamless` value: axes along which the image tiles. Windows then
+    // read across the border from the other side, so the result tiles too.
+    // Default `KILN_SEAMLESS_NONE`.
+    uint32_t seamless;
+    // A `kiln_upscale_alpha` value (used only when the image has
+    // transparency). Default `KILN_UPSCALE_ALPHA_GRAPH`.
+    uint32_t alpha;
+} kiln_upscale_options;
+
 // A job's state and progress, filled by `kiln_job_poll`. Accepted
 // `struct_size`: `sizeof(kiln_job_progress)` (28) or 16 (before `preview_step`).
 typedef struct kiln_job_progress {
@@ -756,10 +786,11 @@ typedef struct kiln_job_progress {
     uint32_t struct_size;
     // A `kiln_job_state` value.
     uint32_t state;
-    // Denoising U-Net calls finished.
+    // Denoising U-Net calls finished (upscale jobs: graph runs, one per tile).
     uint32_t step;
     // U-Net calls in total: the step count, or more for schedulers that call
-    // the U-Net several times per step (PNDM's warm-up, Heun).
+    // the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
+    // graph runs in total, known from submission on.
     uint32_t total_steps;
     // Step shown by the newest preview; 0 while there is none.
     uint32_t preview_step;
@@ -1059,30 +1090,6 @@ typedef struct kiln_runtime_options {
     uint32_t device_latents;
 } kiln_runtime_options;
 
-// How `kiln_upscaler_upscale` works through an image. Fill with
-// `kiln_upscale_options_init`; NULL = defaults. Accepted `struct_size`:
-// `sizeof(kiln_upscale_options)` only (one layout published).
-typedef struct kiln_upscale_options {
-    // `sizeof(kiln_upscale_options)`, set by `kiln_upscale_options_init`.
-    uint32_t struct_size;
-    // Tile side in input pixels: the graph runs on one tile (plus context)
-    // at a time, which bounds memory. 0 = the whole image in one run.
-    // Default 256. Ignored for graphs with a fixed input size (each window
-    // is that size).
-    uint32_t tile;
-    // Extra input pixels read on each side of a tile and discarded, so tile
-    // edges do not show. Default 16. With a fixed input size at most
-    // `(size - 1) / 2` is used.
-    uint32_t context;
-    // A `kiln_seamless` value: axes along which the image tiles. Windows then
-    // read across the border from the other side, so the result tiles too.
-    // Default `KILN_SEAMLESS_NONE`.
-    uint32_t seamless;
-    // A `kiln_upscale_alpha` value (used only when the image has
-    // transparency). Default `KILN_UPSCALE_ALPHA_GRAPH`.
-    uint32_t alpha;
-} kiln_upscale_options;
-
 
 
 #ifdef __cplusplus
@@ -1151,6 +1158,54 @@ kiln_status kiln_job_submit(const struct kiln_model *model,
                             const struct kiln_generate_options *options,
                             const struct kiln_job_options *job_options,
                             uint64_t *job_out);
+
+// Queues `kiln_model_extend_texture` as a job: the picture in
+// `options->init_image` extended by the given pixels on each side. Progress,
+// previews, cancel and the result work as for `kiln_job_submit`. The
+// arguments are checked here (errors as `kiln_model_extend_texture`'s
+// INVALID_ARGUMENT and INVALID_SIZE, and `kiln_job_submit`'s); the picture
+// and options are copied before this returns.
+kiln_status kiln_job_submit_extend_texture(const struct kiln_model *model,
+                                           const struct kiln_generate_options *options,
+                                           uint32_t left,
+                                           uint32_t right,
+                                           uint32_t top,
+                                           uint32_t bottom,
+                                           const struct kiln_job_options *job_options,
+                                           uint64_t *job_out);
+
+// Queues `kiln_model_make_tileable` as a job: the picture in
+// `options->init_image` made to tile, with a band of `band` pixels
+// inpainted. Progress, previews, cancel and the result work as for
+// `kiln_job_submit`. The arguments are checked here (errors as
+// `kiln_model_make_tileable`'s INVALID_ARGUMENT, and `kiln_job_submit`'s);
+// the picture and options are copied before this returns.
+kiln_status kiln_job_submit_make_tileable(const struct kiln_model *model,
+                                          const struct kiln_generate_options *options,
+                                          uint32_t band,
+                                          const struct kiln_job_options *job_options,
+                                          uint64_t *job_out);
+
+// Queues `kiln_upscaler_upscale` as a job, so a game upscales without a
+// thread of its own and without running more graphs at once than its job
+// workers: `image` (copied before this returns; free it when you like)
+// upscaled with `options` (NULL = defaults). `kiln_job_progress.step` and
+// `total_steps` count graph runs (tiles; twice as many when alpha goes
+// through the graph) instead of U-Net calls; the job makes no previews
+// (`preview_interval` is ignored). `kiln_job_cancel` stops it within one
+// graph run, and so does `kiln_upscaler_cancel` (which stops every upscale
+// on that upscaler). The job keeps the upscaler's graph alive, so
+// `kiln_upscaler_free` may come before the job ends. The result is read
+// with `kiln_job_image_size` / `kiln_job_copy_image`. Errors at submit:
+// NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (an unknown
+// `seamless` or `alpha`, `context` over 1024), INVALID_SIZE (an empty image,
+// a result over 16384 pixels a side); the job's own errors are
+// `kiln_upscaler_upscale`'s.
+kiln_status kiln_job_submit_upscale(const struct kiln_upscaler *upscaler,
+                                    const struct kiln_image *image,
+                                    const struct kiln_upscale_options *options,
+                                    const struct kiln_job_options *job_options,
+                                    uint64_t *job_out);
 
 // Reads a job's state and progress without blocking (cheap enough for every
 // frame). `progress_out->struct_size` must be set first, to
@@ -1521,8 +1576,9 @@ const char *kiln_status_name(uint32_t status);
 // Extends the picture in `options->init_image` by the given pixels on each
 // side: the new border is inpainted (use `strength` 1.0 for a free fill) and
 // the original pixels are kept exactly. The new size must be a multiple of the
-// model's `size_multiple`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT,
-// INVALID_SIZE, and those of `kiln_model_generate`.
+// model's `size_multiple`. Blocking, as long as a generation: a game queues
+// it with `kiln_job_submit_extend_texture`. Errors: NULL_ARGUMENT,
+// INVALID_ARGUMENT, INVALID_SIZE, and those of `kiln_model_generate`.
 kiln_status kiln_model_extend_texture(const struct kiln_model *model,
                                       const struct kiln_generate_options *options,
                                       uint32_t left,
@@ -1535,8 +1591,10 @@ kiln_status kiln_model_extend_texture(const struct kiln_model *model,
 // half its size and a band `band` pixels wide around the resulting central
 // cross is inpainted with the model's seamless view. The result is that
 // offset picture (as a tile, the same texture); pixels outside the band are
-// kept exactly. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no picture, band 0 or
-// wider than half the picture), and those of `kiln_model_generate`.
+// kept exactly. Blocking, as long as a generation: a game queues it with
+// `kiln_job_submit_make_tileable`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT
+// (no picture, band 0 or wider than half the picture), and those of
+// `kiln_model_generate`.
 kiln_status kiln_model_make_tileable(const struct kiln_model *model,
                                      const struct kiln_generate_options *options,
                                      uint32_t band,
@@ -1564,7 +1622,8 @@ kiln_status kiln_upscaler_load(const struct kiln_runtime *runtime,
                                const char *path,
                                struct kiln_upscaler **upscaler_out);
 
-// Frees an upscaler. NULL is a no-op.
+// Frees an upscaler. NULL is a no-op. Its upscale jobs, queued or running,
+// go on: each holds the graph until it ends.
 void kiln_upscaler_free(struct kiln_upscaler *upscaler);
 
 // Writes the upscaler's scale (output pixels per input pixel along each
@@ -1582,8 +1641,9 @@ kiln_status kiln_upscaler_scale(const struct kiln_upscaler *upscaler, uint32_t *
 // bytes, straight alpha.
 //
 // Blocking and heavy (ESRGAN at its published size: about 8 s for 256x256 to
-// 1024x1024 on two CPU cores, docs/benchmarks.md): call it from a worker
-// thread, never a game's main thread.
+// 1024x1024 on two CPU cores, docs/benchmarks.md): never call it on a game's
+// main thread; queue it with `kiln_job_submit_upscale` instead (or call it
+// from a thread of your own).
 // `kiln_upscaler_cancel` from another thread stops it. `options` NULL =
 // defaults. On failure `*image_out` is NULL and the upscaler stays usable.
 // Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (an unknown
@@ -1597,7 +1657,8 @@ kiln_status kiln_upscaler_upscale(const struct kiln_upscaler *upscaler,
                                   struct kiln_image **image_out);
 
 // Stops every `kiln_upscaler_upscale` on `upscaler` in progress on other
-// threads: each returns CANCELLED within one graph run. Calls that start
+// threads, and every running upscale job on it: each returns (or ends)
+// CANCELLED within one graph run. Queued jobs still run. Calls that start
 // afterwards run normally. Safe from any thread. Errors: NULL_ARGUMENT.
 kiln_status kiln_upscaler_cancel(const struct kiln_upscaler *upscaler);
 

@@ -202,6 +202,32 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
     assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
 }
 
+/// examples/c/upscale_job.c: a seamless generation and its seamless 4x
+/// upscale, both as polled jobs with every handle freed right after submit,
+/// under the sanitizers. Its PNG equals the Rust API's generation through the
+/// seamless view followed by `Upscaler::upscale` with the same options.
+#[test]
+fn upscale_job_generates_and_upscales_without_blocking() {
+    use kiln::model::seamless::Seamless;
+    use kiln::model::upscaler::{UpscaleOptions, Upscaler};
+    let bin = build_c("upscale_job");
+    let png = bin.with_extension("png");
+    let upscaler = common::root().join("tests/fixtures/upscaler/x4");
+    let out = run_checked(c_program(&bin).arg(common::fixture()).arg(&upscaler).arg(&png), 300);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "upscale_job failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("upscale: frame") && stdout.contains("4/4"), "four tiles of 32 px, counted: {stdout}");
+    let request = kiln::GenerateRequest { prompt: "mossy cobblestone".into(), steps: 8, seed: 7, ..Default::default() };
+    let tiled = common::tiny_model().seamless(Seamless::Xy).unwrap();
+    let generated = tiled.generate(&request).unwrap().to_rgba8();
+    let options = UpscaleOptions { tile: 32, seamless: Seamless::Xy, ..Default::default() };
+    let expected = Upscaler::load(common::runtime(), &upscaler).unwrap().upscale(&generated, &options).unwrap();
+    let (w, h, _, pixels) = common::png_samples(&png);
+    assert_eq!((w, h), (256, 256));
+    let differ = pixels.iter().zip(&expected.pixels).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "the C jobs give the Rust API's bytes");
+}
+
 #[test]
 fn cancel_stops_a_running_generation_quickly() {
     let bin = build_c("cancel");

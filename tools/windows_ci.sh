@@ -48,7 +48,7 @@ step "C examples with MinGW, and on Linux for the reference pixels"
 cargo build --release --lib --example generate
 CDIR="$WORK/c"
 rm -rf "$CDIR" && mkdir -p "$CDIR/win" "$CDIR/linux"
-for ex in txt2img async_poll cancel sprite controlnet sdxl; do
+for ex in txt2img async_poll cancel sprite controlnet sdxl upscale_job; do
     x86_64-w64-mingw32-gcc -std=c99 -Wall -Wextra -Wpedantic -Werror -O1 -Iinclude "examples/c/$ex.c" \
         -o "$CDIR/win/$ex.exe" -L "$OUT" -lkiln
     cc -std=c99 -Wall -Wextra -Wpedantic -Werror -O1 -Iinclude "examples/c/$ex.c" \
@@ -102,6 +102,10 @@ win "$CDIR/win" async_poll.exe "$ROOT/$MODEL" >"$CDIR/async_poll.txt" 2>&1; cat 
 grep -q "texture 64x64 ready" "$CDIR/async_poll.txt"
 win "$CDIR/win" cancel.exe "$ROOT/$MODEL" >"$CDIR/cancel.txt" 2>&1; cat "$CDIR/cancel.txt"
 grep -q "cancelled at step" "$CDIR/cancel.txt"
+win "$CDIR/win" upscale_job.exe "$ROOT/$MODEL" "$ROOT/tests/fixtures/upscaler/x4" upscale_job.png >"$CDIR/upscale_job.txt" 2>&1
+cat "$CDIR/upscale_job.txt"
+"$CDIR/linux/upscale_job" "$MODEL" tests/fixtures/upscaler/x4 "$CDIR/linux/upscale_job.png" >/dev/null
+same_pixels "$CDIR/linux/upscale_job.png" "$CDIR/win/upscale_job.png"
 
 step "the README's first command under Wine"
 FIRST=(--prompt "mossy stone brick wall" --seamless xy --scheduler euler_a --guidance 5 --seed 7)

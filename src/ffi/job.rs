@@ -1,5 +1,9 @@
 //! Asynchronous jobs: submit from the game thread, poll once a frame, cancel,
-//! copy the result into the engine's buffer. Jobs are named by 64-bit ids that
+//! copy the result into the engine's buffer. A job generates
+//! (`kiln_job_submit`), extends a texture or makes it tileable
+//! (`kiln_job_submit_extend_texture`, `kiln_job_submit_make_tileable`), or
+//! upscales an image (`kiln_job_submit_upscale`); every other call here works
+//! the same for all four. Jobs are named by 64-bit ids that
 //! carry a generation count, so a stale or freed id returns
 //! `KILN_STATUS_INVALID_HANDLE` instead of touching freed memory.
 use std::ffi::{c_char, c_void};
@@ -8,9 +12,14 @@ use std::time::Duration;
 
 use super::boundary::{check_struct_size, clear_string_outs, clear_versioned, non_null, read_versioned, write_string, write_versioned};
 use super::handles;
+use super::image::kiln_image;
 use super::model::{finish_request, kiln_model, kiln_generate_options, request_from};
 use super::status::kiln_status;
-use crate::jobs::{JobConfig, JobEvent, JobObserver};
+use super::texture::texture_request;
+use super::upscale::{kiln_upscale_options, kiln_upscaler, read_upscale_options};
+use crate::error::Result;
+use crate::jobs::{JobConfig, JobEvent, JobObserver, JobWork};
+use crate::pipeline::texture::Extend;
 
 /// Where a job is in its life.
 #[repr(u32)]
@@ -18,7 +27,7 @@ use crate::jobs::{JobConfig, JobEvent, JobObserver};
 pub enum kiln_job_state {
     /// Waiting for a worker thread.
     Queued = 0,
-    /// Generating.
+    /// A worker thread is running it.
     Running = 1,
     /// Finished; the image can be copied out.
     Succeeded = 2,
@@ -37,10 +46,11 @@ pub struct kiln_job_progress {
     pub struct_size: u32,
     /// A `kiln_job_state` value.
     pub state: u32,
-    /// Denoising U-Net calls finished.
+    /// Denoising U-Net calls finished (upscale jobs: graph runs, one per tile).
     pub step: u32,
     /// U-Net calls in total: the step count, or more for schedulers that call
-    /// the U-Net several times per step (PNDM's warm-up, Heun).
+    /// the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
+    /// graph runs in total, known from submission on.
     pub total_steps: u32,
     /// Step shown by the newest preview; 0 while there is none.
     pub preview_step: u32,
@@ -54,7 +64,8 @@ pub struct kiln_job_progress {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum kiln_job_event_kind {
-    /// A U-Net call finished: `step` of `total_steps`.
+    /// A U-Net call (upscale jobs: a tile's graph run) finished: `step` of
+    /// `total_steps`.
     Progress = 0,
     /// A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
     Preview = 1,
@@ -73,9 +84,9 @@ pub struct kiln_job_event {
     pub kind: u32,
     /// The job's id.
     pub job: u64,
-    /// U-Net calls finished (progress) or shown (preview).
+    /// U-Net calls (upscale jobs: graph runs) finished (progress) or shown (preview).
     pub step: u32,
-    /// U-Net calls in total.
+    /// U-Net calls (upscale jobs: graph runs) in total.
     pub total_steps: u32,
     /// A `kiln_job_state` value (for `KILN_JOB_EVENT_KIND_FINISHED`).
     pub state: u32,
@@ -188,6 +199,46 @@ impl JobObserver for CallbackObserver {
     }
 }
 
+/// Reads `kiln_job_options` (NULL = defaults) into a job configuration.
+///
+/// # Safety
+/// `job_options` is NULL or points to `struct_size` readable bytes.
+unsafe fn job_config(job_options: *const kiln_job_options) -> Result<JobConfig> {
+    let jo = if job_options.is_null() {
+        default_job_options()
+    } else {
+        // SAFETY: caller passes a struct of at least struct_size bytes.
+        unsafe { read_versioned(job_options, default_job_options(), &[], "job_options")? }
+    };
+    let observer = jo
+        .callback
+        .map(|callback| Arc::new(CallbackObserver { callback, user_data: jo.user_data }) as Arc<dyn JobObserver>);
+    Ok(JobConfig { priority: jo.priority, preview_interval: jo.preview_interval, observer })
+}
+
+/// The shared body of the submit calls: zeroes `*job_out`, lets `work`
+/// check its arguments and build the job (nothing is queued when it fails),
+/// then queues it on the pool of `job_workers` threads.
+///
+/// # Safety
+/// `job_out` NULL or writable; `job_options` as [`job_config`] takes it.
+unsafe fn submit(
+    job_out: *mut u64,
+    job_options: *const kiln_job_options,
+    work: impl FnOnce() -> Result<(JobWork, usize)>,
+) -> Result<()> {
+    non_null(job_out, "job_out")?;
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(job_out, 0) };
+    let (work, job_workers) = work()?;
+    // SAFETY: forwarded caller contract.
+    let config = unsafe { job_config(job_options)? };
+    let id = crate::jobs::pool_with(job_workers)?.submit_work(work, config);
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(job_out, id) };
+    Ok(())
+}
+
 /// Queues a generation and returns at once with its id in `*job_out`.
 /// Jobs run on Kiln's worker threads (see `kiln_runtime_options.job_workers`),
 /// higher priority first, then in submission order. `job_options` may be NULL.
@@ -201,26 +252,109 @@ pub unsafe extern "C" fn kiln_job_submit(
     job_out: *mut u64,
 ) -> kiln_status {
     boundary!({
-        non_null(job_out, "job_out")?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(job_out, 0) };
-        // SAFETY: NULL or a live handle; options per the header.
-        let m = unsafe { handles::borrow(model)? };
-        let request = finish_request(m, unsafe { request_from(options)? })?;
-        let jo = if job_options.is_null() {
-            default_job_options()
-        } else {
-            // SAFETY: caller passes a struct of at least struct_size bytes.
-            unsafe { read_versioned(job_options, default_job_options(), &[], "job_options")? }
-        };
-        let observer = jo.callback.map(|callback| {
-            Arc::new(CallbackObserver { callback, user_data: jo.user_data }) as Arc<dyn JobObserver>
-        });
-        let config = JobConfig { priority: jo.priority, preview_interval: jo.preview_interval, observer };
-        let id = crate::jobs::pool_for(m.runtime())?.submit(m, request, config);
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(job_out, id) };
-        Ok(())
+        // SAFETY: the caller's contract is `submit`'s and `request_from`'s.
+        unsafe {
+            submit(job_out, job_options, || {
+                let m = handles::borrow(model)?;
+                let request = finish_request(m, request_from(options)?)?;
+                Ok((JobWork::Generate { model: m.clone(), request }, m.runtime().job_workers()))
+            })
+        }
+    })
+}
+
+/// Queues `kiln_model_extend_texture` as a job: the picture in
+/// `options->init_image` extended by the given pixels on each side. Progress,
+/// previews, cancel and the result work as for `kiln_job_submit`. The
+/// arguments are checked here (errors as `kiln_model_extend_texture`'s
+/// INVALID_ARGUMENT and INVALID_SIZE, and `kiln_job_submit`'s); the picture
+/// and options are copied before this returns.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn kiln_job_submit_extend_texture(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    left: u32,
+    right: u32,
+    top: u32,
+    bottom: u32,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        let extend = Extend { left: left as usize, right: right as usize, top: top as usize, bottom: bottom as usize };
+        // SAFETY: the caller's contract is `submit`'s and `texture_request`'s.
+        unsafe {
+            submit(job_out, job_options, || {
+                let (m, request, picture) = texture_request(model, options, "extend")?;
+                m.check_extend(&picture, extend)?;
+                Ok((JobWork::ExtendTexture { model: m.clone(), request, picture, extend }, m.runtime().job_workers()))
+            })
+        }
+    })
+}
+
+/// Queues `kiln_model_make_tileable` as a job: the picture in
+/// `options->init_image` made to tile, with a band of `band` pixels
+/// inpainted. Progress, previews, cancel and the result work as for
+/// `kiln_job_submit`. The arguments are checked here (errors as
+/// `kiln_model_make_tileable`'s INVALID_ARGUMENT, and `kiln_job_submit`'s);
+/// the picture and options are copied before this returns.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_make_tileable(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    band: u32,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s and `texture_request`'s.
+        unsafe {
+            submit(job_out, job_options, || {
+                let (m, request, picture) = texture_request(model, options, "make tileable")?;
+                m.check_tileable(&picture, band as usize)?;
+                Ok((JobWork::MakeTileable { model: m.clone(), request, picture, band: band as usize }, m.runtime().job_workers()))
+            })
+        }
+    })
+}
+
+/// Queues `kiln_upscaler_upscale` as a job, so a game upscales without a
+/// thread of its own and without running more graphs at once than its job
+/// workers: `image` (copied before this returns; free it when you like)
+/// upscaled with `options` (NULL = defaults). `kiln_job_progress.step` and
+/// `total_steps` count graph runs (tiles; twice as many when alpha goes
+/// through the graph) instead of U-Net calls; the job makes no previews
+/// (`preview_interval` is ignored). `kiln_job_cancel` stops it within one
+/// graph run, and so does `kiln_upscaler_cancel` (which stops every upscale
+/// on that upscaler). The job keeps the upscaler's graph alive, so
+/// `kiln_upscaler_free` may come before the job ends. The result is read
+/// with `kiln_job_image_size` / `kiln_job_copy_image`. Errors at submit:
+/// NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (an unknown
+/// `seamless` or `alpha`, `context` over 1024), INVALID_SIZE (an empty image,
+/// a result over 16384 pixels a side); the job's own errors are
+/// `kiln_upscaler_upscale`'s.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_upscale(
+    upscaler: *const kiln_upscaler,
+    image: *const kiln_image,
+    options: *const kiln_upscale_options,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s; NULL or live handles;
+        // options NULL or a struct of struct_size bytes.
+        unsafe {
+            submit(job_out, job_options, || {
+                let u = handles::borrow(upscaler)?;
+                let img = handles::borrow(image)?;
+                let options = read_upscale_options(options)?;
+                u.check(img.width, img.height, &options)?;
+                Ok((JobWork::Upscale { upscaler: Arc::clone(u), image: img.clone(), options }, u.job_workers()))
+            })
+        }
     })
 }
 

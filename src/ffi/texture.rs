@@ -13,8 +13,9 @@ use crate::pipeline::texture::Extend;
 /// Extends the picture in `options->init_image` by the given pixels on each
 /// side: the new border is inpainted (use `strength` 1.0 for a free fill) and
 /// the original pixels are kept exactly. The new size must be a multiple of the
-/// model's `size_multiple`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT,
-/// INVALID_SIZE, and those of `kiln_model_generate`.
+/// model's `size_multiple`. Blocking, as long as a generation: a game queues
+/// it with `kiln_job_submit_extend_texture`. Errors: NULL_ARGUMENT,
+/// INVALID_ARGUMENT, INVALID_SIZE, and those of `kiln_model_generate`.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_extend_texture(
     model: *const kiln_model,
@@ -36,8 +37,10 @@ pub unsafe extern "C" fn kiln_model_extend_texture(
 /// half its size and a band `band` pixels wide around the resulting central
 /// cross is inpainted with the model's seamless view. The result is that
 /// offset picture (as a tile, the same texture); pixels outside the band are
-/// kept exactly. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (no picture, band 0 or
-/// wider than half the picture), and those of `kiln_model_generate`.
+/// kept exactly. Blocking, as long as a generation: a game queues it with
+/// `kiln_job_submit_make_tileable`. Errors: NULL_ARGUMENT, INVALID_ARGUMENT
+/// (no picture, band 0 or wider than half the picture), and those of
+/// `kiln_model_generate`.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_make_tileable(
     model: *const kiln_model,
@@ -67,6 +70,24 @@ unsafe fn texture_op(
     non_null(image_out, "image_out")?;
     // SAFETY: checked non-null.
     unsafe { handles::write_out(image_out, std::ptr::null_mut()) };
+    // SAFETY: forwarded caller contract.
+    let (m, request, picture) = unsafe { texture_request(model, options, what)? };
+    let image = op(m, &request, &picture)?.image.to_rgba8();
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
+    Ok(())
+}
+
+/// The model, the request and the picture taken out of its `init_image`, for
+/// a texture helper called directly or queued as a job.
+///
+/// # Safety
+/// `model` NULL or a live handle, `options` as `kiln_model_generate` takes it.
+pub(super) unsafe fn texture_request<'a>(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    what: &str,
+) -> Result<(&'a Model, GenerateRequest, InitImage)> {
     // SAFETY: NULL or a live handle; options per the header.
     let m = unsafe { handles::borrow(model)? };
     let mut request = finish_request(m, unsafe { request_from(options)? })?;
@@ -74,8 +95,5 @@ unsafe fn texture_op(
         .init_image
         .take()
         .ok_or_else(|| Error::invalid(format!("options->init_image is NULL: there is no texture to {what}")))?;
-    let image = op(m, &request, &picture)?.image.to_rgba8();
-    // SAFETY: checked non-null.
-    unsafe { handles::write_out(image_out, handles::into_raw::<kiln_image>(image)) };
-    Ok(())
+    Ok((m, request, picture))
 }

@@ -2,6 +2,7 @@
 //! upscale textures and sprites with it, tile by tile and seamless where asked.
 use std::ffi::c_char;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::boundary::{non_null, read_versioned, utf8_arg};
 use super::handles::{self, Handle};
@@ -14,13 +15,15 @@ use crate::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
 
 /// A loaded super-resolution graph (`kiln_upscaler_load`). Thread-safe: calls
 /// on one upscaler may come from several threads (its graph runs one window
-/// at a time). Free it only when no call on it is in progress.
+/// at a time). Free it only when no direct call on it is in progress; jobs
+/// queued with `kiln_job_submit_upscale` keep what they need of it.
 pub struct kiln_upscaler {
     _private: [u8; 0],
 }
 
 impl Handle for kiln_upscaler {
-    type Target = Upscaler;
+    // Shared, so a queued upscale job keeps the graph after `kiln_upscaler_free`.
+    type Target = Arc<Upscaler>;
     const NAME: &'static str = "upscaler";
 }
 
@@ -88,7 +91,7 @@ pub unsafe extern "C" fn kiln_upscale_options_init(options: *mut kiln_upscale_op
 ///
 /// # Safety
 /// `options` is NULL or points to `struct_size` readable bytes.
-unsafe fn read_upscale_options(options: *const kiln_upscale_options) -> Result<UpscaleOptions> {
+pub(super) unsafe fn read_upscale_options(options: *const kiln_upscale_options) -> Result<UpscaleOptions> {
     let o = if options.is_null() {
         default_upscale_options()
     } else {
@@ -133,12 +136,13 @@ pub unsafe extern "C" fn kiln_upscaler_load(
         let path = unsafe { utf8_arg(path, "path")? };
         let upscaler = Upscaler::load(rt, Path::new(path))?;
         // SAFETY: checked non-null.
-        unsafe { handles::write_out(upscaler_out, handles::into_raw::<kiln_upscaler>(upscaler)) };
+        unsafe { handles::write_out(upscaler_out, handles::into_raw::<kiln_upscaler>(Arc::new(upscaler))) };
         Ok(())
     })
 }
 
-/// Frees an upscaler. NULL is a no-op.
+/// Frees an upscaler. NULL is a no-op. Its upscale jobs, queued or running,
+/// go on: each holds the graph until it ends.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_upscaler_free(upscaler: *mut kiln_upscaler) {
     boundary_void!({
@@ -174,8 +178,9 @@ pub unsafe extern "C" fn kiln_upscaler_scale(upscaler: *const kiln_upscaler, sca
 /// bytes, straight alpha.
 ///
 /// Blocking and heavy (ESRGAN at its published size: about 8 s for 256x256 to
-/// 1024x1024 on two CPU cores, docs/benchmarks.md): call it from a worker
-/// thread, never a game's main thread.
+/// 1024x1024 on two CPU cores, docs/benchmarks.md): never call it on a game's
+/// main thread; queue it with `kiln_job_submit_upscale` instead (or call it
+/// from a thread of your own).
 /// `kiln_upscaler_cancel` from another thread stops it. `options` NULL =
 /// defaults. On failure `*image_out` is NULL and the upscaler stays usable.
 /// Errors: NULL_ARGUMENT, STRUCT_SIZE_MISMATCH, INVALID_ARGUMENT (an unknown
@@ -207,7 +212,8 @@ pub unsafe extern "C" fn kiln_upscaler_upscale(
 }
 
 /// Stops every `kiln_upscaler_upscale` on `upscaler` in progress on other
-/// threads: each returns CANCELLED within one graph run. Calls that start
+/// threads, and every running upscale job on it: each returns (or ends)
+/// CANCELLED within one graph run. Queued jobs still run. Calls that start
 /// afterwards run normally. Safe from any thread. Errors: NULL_ARGUMENT.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_upscaler_cancel(upscaler: *const kiln_upscaler) -> kiln_status {

@@ -1,6 +1,10 @@
-//! Asynchronous generation jobs: submit returns at once, worker threads run
-//! jobs by priority then FIFO, and every fact about a job can be polled cheaply
-//! from a game's main thread (no callbacks needed, so IL2CPP/Godot can drive it).
+//! Asynchronous jobs: submit returns at once, worker threads run jobs by
+//! priority then FIFO, and every fact about a job can be polled cheaply from a
+//! game's main thread (no callbacks needed, so IL2CPP/Godot can drive it).
+//! A job is any of Kiln's heavy operations ([`JobWork`]): a generation, a
+//! texture extended or made tileable, or a super-resolution upscale. All run
+//! on the same workers, so a game that queues them never runs more graphs at
+//! once than it asked for.
 //!
 //! Jobs are named by generation-counted ids (slot index + generation), so a
 //! stale or freed id is reported as such instead of touching freed memory.
@@ -16,8 +20,10 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::Rgba8Image;
+use crate::model::upscaler::{UpscaleHooks, UpscaleOptions, Upscaler};
 use crate::model::Model;
-use crate::pipeline::{GenerateRequest, Hooks, StepLatents, StepProgress};
+use crate::pipeline::texture::Extend;
+use crate::pipeline::{GenerateRequest, Generation, Hooks, InitImage, StepLatents, StepProgress};
 
 /// Where a job is in its life. Values match `kiln_job_state` in the C header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +31,7 @@ use crate::pipeline::{GenerateRequest, Hooks, StepLatents, StepProgress};
 pub enum JobState {
     /// Waiting for a worker.
     Queued = 0,
-    /// A worker is generating.
+    /// A worker is running it.
     Running = 1,
     /// Finished with an image.
     Succeeded = 2,
@@ -51,14 +57,69 @@ impl JobState {
     }
 }
 
+/// What a job does.
+pub enum JobWork {
+    /// Generates an image ([`Model::generate_with`]).
+    Generate {
+        /// The model (a cheap clone sharing its graphs).
+        model: Model,
+        /// What to generate.
+        request: GenerateRequest,
+    },
+    /// Outpaints `picture` by `extend` ([`Model::extend_texture`]).
+    ExtendTexture {
+        /// The model.
+        model: Model,
+        /// How to generate the new border.
+        request: GenerateRequest,
+        /// The texture to extend.
+        picture: InitImage,
+        /// Pixels added on each side.
+        extend: Extend,
+    },
+    /// Makes `picture` tile seamlessly ([`Model::make_tileable`]).
+    MakeTileable {
+        /// The model.
+        model: Model,
+        /// How to inpaint the band.
+        request: GenerateRequest,
+        /// The texture.
+        picture: InitImage,
+        /// Width of the inpainted band, in pixels.
+        band: usize,
+    },
+    /// Upscales `image` ([`Upscaler::upscale`]). Progress counts graph runs
+    /// (tiles) instead of U-Net calls; there are no previews.
+    Upscale {
+        /// The upscaler, shared with its other users.
+        upscaler: Arc<Upscaler>,
+        /// The image to upscale.
+        image: Rgba8Image,
+        /// Tiles, context, seamless axes, alpha.
+        options: UpscaleOptions,
+    },
+}
+
+impl JobWork {
+    /// The steps a job of this work reports before it has started.
+    fn planned_steps(&self) -> u32 {
+        match self {
+            Self::Generate { request, .. } | Self::ExtendTexture { request, .. } | Self::MakeTileable { request, .. } => {
+                request.steps as u32
+            }
+            Self::Upscale { upscaler, image, options } => upscaler.runs(image, options) as u32,
+        }
+    }
+}
+
 /// A snapshot of a job, as `poll` returns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobSnapshot {
     /// Current state.
     pub state: JobState,
-    /// U-Net calls finished.
+    /// U-Net calls finished (for an upscale: tiles finished).
     pub step: u32,
-    /// U-Net calls in total.
+    /// U-Net calls in total (for an upscale: tiles in total).
     pub total_steps: u32,
     /// Step of the newest preview (0 = none yet).
     pub preview_step: u32,
@@ -140,8 +201,7 @@ struct Queued {
     priority: i32,
     seq: u64,
     id: u64,
-    model: Model,
-    request: GenerateRequest,
+    work: JobWork,
     config: JobConfig,
 }
 
@@ -195,8 +255,13 @@ pub fn job_table() -> &'static JobPool {
 /// pool grows to the largest count any runtime that submitted asked for, and
 /// never shrinks (idle workers sleep).
 pub fn pool_for(runtime: &crate::runtime::Runtime) -> Result<&'static JobPool> {
+    pool_with(runtime.job_workers())
+}
+
+/// The process-wide pool with at least `workers` threads (as [`pool_for`]).
+pub fn pool_with(workers: usize) -> Result<&'static JobPool> {
     let pool = job_table();
-    pool.ensure_workers(runtime.job_workers())?;
+    pool.ensure_workers(workers)?;
     Ok(pool)
 }
 
@@ -260,10 +325,17 @@ impl JobPool {
 
     /// Queues a generation and returns its id at once.
     pub fn submit(&self, model: &Model, request: GenerateRequest, config: JobConfig) -> u64 {
+        self.submit_work(JobWork::Generate { model: model.clone(), request }, config)
+    }
+
+    /// Queues any work and returns its id at once. The work is not checked
+    /// here: check it first (as the C API's submit calls do) where a caller
+    /// should hear of bad arguments before the job runs.
+    pub fn submit_work(&self, work: JobWork, config: JobConfig) -> u64 {
         let job = Arc::new(Job {
             state: AtomicU32::new(JobState::Queued as u32),
             step: AtomicU32::new(0),
-            total: AtomicU32::new(0),
+            total: AtomicU32::new(work.planned_steps()),
             cancel: AtomicBool::new(false),
             run_options: Mutex::new(None),
             result: Mutex::new(None),
@@ -287,7 +359,7 @@ impl JobPool {
         let id = make_id(index, slot.generation);
         st.seq += 1;
         let seq = st.seq;
-        st.queue.push(Queued { priority: config.priority, seq, id, model: model.clone(), request, config });
+        st.queue.push(Queued { priority: config.priority, seq, id, work, config });
         cv.notify_one();
         id
     }
@@ -482,48 +554,17 @@ fn execute(item: &Queued, job: &Job) -> JobState {
         let _ = run_options.terminate();
     }
     job.state.store(JobState::Running as u32, Ordering::Release);
-    let observer = item.config.observer.as_deref();
-    let interval = item.config.preview_interval;
-    let mut on_step = |p: &StepProgress<'_>| {
-        let (step, total) = (p.step as u32, p.total as u32);
-        job.total.store(total, Ordering::Relaxed);
-        job.step.store(step, Ordering::Relaxed);
-        if let Some(o) = observer {
-            notify(o, item.id, &JobEvent::Progress { step, total });
-        }
-        if interval > 0 && (step % interval == 0 || step == total) {
-            match item.model.preview(p.latents) {
-                Ok(image) => {
-                    if let Some(o) = observer {
-                        notify(o, item.id, &JobEvent::Preview { step, image: &image });
-                    }
-                    *job.preview.lock() = Some((step, image));
-                }
-                Err(e) => item.model.runtime().logger().log(
-                    crate::runtime::LogLevel::Warning,
-                    &format!("job {:#x}: no preview: {e}", item.id),
-                ),
-            }
-        }
-    };
-    job.total.store(item.request.steps as u32, Ordering::Relaxed);
     // Each job catches its own panics: a bug must fail one job, not the worker.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        item.model.generate_with(
-            &item.request,
-            Hooks {
-                cancel: Some(&job.cancel),
-                on_step: Some(&mut on_step),
-                run_options: Some(&run_options),
-                // Latents leave the device only for the previews asked for.
-                step_latents: if interval > 0 { StepLatents::Interval(interval) } else { StepLatents::Never },
-            },
-        )
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &item.work {
+        JobWork::Upscale { upscaler, image, options } => upscale(item, job, upscaler, image, options, &run_options),
+        JobWork::Generate { model, .. } | JobWork::ExtendTexture { model, .. } | JobWork::MakeTileable { model, .. } => {
+            generate(item, job, model, &run_options).map(|g| g.image.to_rgba8())
+        }
     }));
     *job.run_options.lock() = None;
     match outcome {
-        Ok(Ok(generation)) => {
-            *job.result.lock() = Some(generation.image.to_rgba8());
+        Ok(Ok(image)) => {
+            *job.result.lock() = Some(image);
             JobState::Succeeded
         }
         Ok(Err(e)) if e.kind() == ErrorKind::Cancelled || job.cancel.load(Ordering::Acquire) => {
@@ -535,10 +576,74 @@ fn execute(item: &Queued, job: &Job) -> JobState {
             JobState::Failed
         }
         Err(_) => {
-            job.fail(ErrorKind::Internal, "internal error: the generation panicked");
+            job.fail(ErrorKind::Internal, "internal error: the job panicked");
             JobState::Failed
         }
     }
+}
+
+/// Runs a generation-type job with progress, previews and cancellation.
+fn generate(item: &Queued, job: &Job, model: &Model, run_options: &ort::session::RunOptions) -> Result<Generation> {
+    let observer = item.config.observer.as_deref();
+    let interval = item.config.preview_interval;
+    let mut on_step = |p: &StepProgress<'_>| {
+        let (step, total) = (p.step as u32, p.total as u32);
+        job.total.store(total, Ordering::Relaxed);
+        job.step.store(step, Ordering::Relaxed);
+        if let Some(o) = observer {
+            notify(o, item.id, &JobEvent::Progress { step, total });
+        }
+        if interval > 0 && (step % interval == 0 || step == total) {
+            match model.preview(p.latents) {
+                Ok(image) => {
+                    if let Some(o) = observer {
+                        notify(o, item.id, &JobEvent::Preview { step, image: &image });
+                    }
+                    *job.preview.lock() = Some((step, image));
+                }
+                Err(e) => model.runtime().logger().log(
+                    crate::runtime::LogLevel::Warning,
+                    &format!("job {:#x}: no preview: {e}", item.id),
+                ),
+            }
+        }
+    };
+    let hooks = Hooks {
+        cancel: Some(&job.cancel),
+        on_step: Some(&mut on_step),
+        run_options: Some(run_options),
+        // Latents leave the device only for the previews asked for.
+        step_latents: if interval > 0 { StepLatents::Interval(interval) } else { StepLatents::Never },
+    };
+    match &item.work {
+        JobWork::Generate { request, .. } => model.generate_with(request, hooks),
+        JobWork::ExtendTexture { request, picture, extend, .. } => model.extend_texture_with(request, picture, *extend, hooks),
+        JobWork::MakeTileable { request, picture, band, .. } => model.make_tileable_with(request, picture, *band, hooks),
+        JobWork::Upscale { .. } => Err(Error::internal("an upscale is not a generation")),
+    }
+}
+
+/// Runs an upscale job: progress counts tiles; the job's run options are
+/// the upscale's, so cancelling the job (or the upscaler) stops its graph run.
+fn upscale(
+    item: &Queued,
+    job: &Job,
+    upscaler: &Upscaler,
+    image: &Rgba8Image,
+    options: &UpscaleOptions,
+    run_options: &Arc<ort::session::RunOptions>,
+) -> Result<Rgba8Image> {
+    let observer = item.config.observer.as_deref();
+    let mut progress = |done: usize, total: usize| {
+        let (step, total) = (done as u32, total as u32);
+        job.total.store(total, Ordering::Relaxed);
+        job.step.store(step, Ordering::Relaxed);
+        if let Some(o) = observer {
+            notify(o, item.id, &JobEvent::Progress { step, total });
+        }
+    };
+    let hooks = UpscaleHooks { cancel: Some(&job.cancel), run_options: Some(Arc::clone(run_options)), progress: Some(&mut progress) };
+    upscaler.upscale_with(image, options, hooks)
 }
 
 impl Drop for JobPool {

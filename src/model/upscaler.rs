@@ -125,7 +125,21 @@ impl Default for UpscaleOptions {
 /// One upscale in flight, so [`Upscaler::cancel`] can stop it.
 struct Call {
     cancelled: AtomicBool,
-    run: RunOptions,
+    run: Arc<RunOptions>,
+}
+
+/// Optional observers of one upscale (as [`crate::pipeline::Hooks`] are of
+/// a generation): how a job runs it.
+#[derive(Default)]
+pub struct UpscaleHooks<'a> {
+    /// Checked before each tile; when set the upscale stops with `Cancelled`.
+    pub cancel: Option<&'a AtomicBool>,
+    /// The run options every graph run uses, so whoever holds them can
+    /// terminate a run mid-graph; [`Upscaler::cancel`] terminates them too.
+    /// `None` = options of the call's own.
+    pub run_options: Option<Arc<RunOptions>>,
+    /// Hears `(done, total)` after each finished tile, on the calling thread.
+    pub progress: Option<&'a mut dyn FnMut(usize, usize)>,
 }
 
 /// A loaded super-resolution graph.
@@ -135,6 +149,8 @@ pub struct Upscaler {
     output: String,
     scale: u32,
     multiple: usize,
+    /// The job workers its runtime asked for, for upscales queued as jobs.
+    job_workers: usize,
     in_flight: parking_lot::Mutex<Vec<Arc<Call>>>,
 }
 
@@ -224,6 +240,7 @@ impl Upscaler {
             output,
             scale: 0,
             multiple,
+            job_workers: runtime.job_workers(),
             in_flight: Default::default(),
         };
         let fixed_scale = match (s[2] > 0 && o[2] > 0, s[3] > 0 && o[3] > 0) {
@@ -268,6 +285,12 @@ impl Upscaler {
         self.scale
     }
 
+    /// Worker threads the job pool should have for this upscaler's jobs
+    /// (its runtime's `job_workers`).
+    pub fn job_workers(&self) -> usize {
+        self.job_workers
+    }
+
     /// Which execution providers the graph got.
     pub fn provider(&self) -> &crate::runtime::ProviderChoice {
         &self.graph.provider
@@ -293,6 +316,13 @@ impl Upscaler {
     pub fn tiles(&self, width: usize, height: usize, options: &UpscaleOptions) -> usize {
         let (ys, xs) = self.plans(width, height, options);
         ys.len() * xs.len()
+    }
+
+    /// Graph runs an upscale of `image` takes in all: [`Upscaler::tiles`],
+    /// twice when its transparency goes through the graph too.
+    pub fn runs(&self, image: &Rgba8Image, options: &UpscaleOptions) -> usize {
+        let passes = if options.alpha == UpscaleAlpha::Graph && !is_opaque(image) { 2 } else { 1 };
+        self.tiles(image.width, image.height, options) * passes
     }
 
     /// Runs one `[1, 3, h, w]` window; checks the output is `[1, 3, s·h, s·w]`
@@ -332,15 +362,20 @@ impl Upscaler {
         options: &UpscaleOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
-        let call = self.begin()?;
+        let call = self.begin(None)?;
         let total = self.tiles(width, height, options);
-        let result = self.planes_in(&call, planes, width, height, options, (0, total), progress);
+        let result = self.planes_in(&call, None, planes, width, height, options, (0, total), progress);
         self.end(&call);
         result
     }
 
-    fn begin(&self) -> Result<Arc<Call>> {
-        let run = RunOptions::new().map_err(|e| Error::new(ErrorKind::Inference, format!("cannot create ONNX Runtime run options: {e}")))?;
+    fn begin(&self, run: Option<Arc<RunOptions>>) -> Result<Arc<Call>> {
+        let run = match run {
+            Some(run) => run,
+            None => Arc::new(
+                RunOptions::new().map_err(|e| Error::new(ErrorKind::Inference, format!("cannot create ONNX Runtime run options: {e}")))?,
+            ),
+        };
         let call = Arc::new(Call { cancelled: AtomicBool::new(false), run });
         self.in_flight.lock().push(Arc::clone(&call));
         Ok(call)
@@ -354,6 +389,7 @@ impl Upscaler {
     fn planes_in(
         &self,
         call: &Call,
+        cancel: Option<&AtomicBool>,
         planes: &[f32],
         width: usize,
         height: usize,
@@ -361,23 +397,19 @@ impl Upscaler {
         (done_before, total): (usize, usize),
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
-        check_image_size(width, height, "the image to upscale")?;
-        if options.context > MAX_CONTEXT {
-            return Err(Error::invalid(format!("context {} is over {MAX_CONTEXT}", options.context)));
-        }
+        self.check(width, height, options)?;
         if planes.len() != 3 * width * height {
             return Err(Error::invalid(format!("{} values are not three {width}x{height} planes", planes.len())));
         }
         let s = self.scale as usize;
         let (ow, oh) = (width * s, height * s);
-        check_image_size(ow, oh, &format!("the {s}x upscale of {width}x{height}"))?;
         let (ys, xs) = self.plans(width, height, options);
         let mut out = try_filled(3 * ow * oh, 0f32, "the upscaled image")?;
         let (wrap_x, wrap_y) = (options.seamless.wraps_x(), options.seamless.wraps_y());
         let mut done = done_before;
         for y in &ys {
             for x in &xs {
-                if call.cancelled.load(Ordering::Acquire) {
+                if call.cancelled.load(Ordering::Acquire) || cancel.is_some_and(|c| c.load(Ordering::Acquire)) {
                     return Err(Error::new(ErrorKind::Cancelled, format!("upscale cancelled after {done} of {total} tiles")));
                 }
                 let (wh, ww) = (y.window, x.window);
@@ -427,23 +459,47 @@ impl Upscaler {
         options: &UpscaleOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Rgba8Image> {
+        self.upscale_with(image, options, UpscaleHooks { progress: Some(progress), ..Default::default() })
+    }
+
+    /// Checks, before any work, that a `width × height` image can be
+    /// upscaled with `options`: not empty, a context of at most
+    /// [`MAX_CONTEXT`], a result of at most 16384 pixels a side.
+    pub fn check(&self, width: usize, height: usize, options: &UpscaleOptions) -> Result<()> {
+        check_image_size(width, height, "the image to upscale")?;
+        if options.context > MAX_CONTEXT {
+            return Err(Error::invalid(format!("context {} is over {MAX_CONTEXT}", options.context)));
+        }
+        let s = self.scale as usize;
+        check_image_size(width * s, height * s, &format!("the {s}x upscale of {width}x{height}"))
+    }
+
+    /// As [`Upscaler::upscale`], observed by `hooks` (cancel flag, run
+    /// options, progress).
+    pub fn upscale_with(&self, image: &Rgba8Image, options: &UpscaleOptions, hooks: UpscaleHooks<'_>) -> Result<Rgba8Image> {
+        let UpscaleHooks { cancel, run_options, progress } = hooks;
+        let mut silent = |_: usize, _: usize| {};
+        let progress: &mut dyn FnMut(usize, usize) = match progress {
+            Some(p) => p,
+            None => &mut silent,
+        };
         let (w, h) = (image.width, image.height);
-        check_image_size(w, h, "the image to upscale")?;
-        let opaque = image.pixels.chunks_exact(4).all(|p| p[3] == 255);
+        self.check(w, h, options)?;
+        let opaque = is_opaque(image);
         let alpha_pass = !opaque && options.alpha == UpscaleAlpha::Graph;
         let per_pass = self.tiles(w, h, options);
-        let total = per_pass * if alpha_pass { 2 } else { 1 };
-        let call = self.begin()?;
+        let total = self.runs(image, options);
+        let call = self.begin(run_options)?;
         let result = (|| {
             let rgb = planes(image, |p| [p[0], p[1], p[2]])?;
-            let colour = self.planes_in(&call, &rgb, w, h, options, (0, total), progress)?;
+            let colour = self.planes_in(&call, cancel, &rgb, w, h, options, (0, total), progress)?;
             let s = self.scale as usize;
             let (ow, oh) = (w * s, h * s);
             let alpha = if opaque {
                 None
             } else if alpha_pass {
                 let a = planes(image, |p| [p[3]; 3])?;
-                let up = self.planes_in(&call, &a, w, h, options, (per_pass, total), progress)?;
+                let up = self.planes_in(&call, cancel, &a, w, h, options, (per_pass, total), progress)?;
                 let n = ow * oh;
                 Some((0..n).map(|i| (up[i] + up[n + i] + up[2 * n + i]) / 3.0).collect())
             } else {
@@ -481,6 +537,11 @@ impl Upscaler {
         }
         calls.len()
     }
+}
+
+/// Whether every pixel of `image` is fully opaque.
+fn is_opaque(image: &Rgba8Image) -> bool {
+    image.pixels.chunks_exact(4).all(|p| p[3] == 255)
 }
 
 /// Three planes of floats in 0..1 from an image's bytes, picked by `pick`.

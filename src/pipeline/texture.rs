@@ -23,6 +23,12 @@ impl Model {
     /// 1.0); the original pixels are kept exactly. The new size must be a
     /// multiple of the model's size multiple.
     pub fn extend_texture(&self, request: &GenerateRequest, image: &InitImage, extend: Extend) -> Result<Generation> {
+        self.extend_texture_with(request, image, extend, Hooks::default())
+    }
+
+    /// Checks, before any work, that `image` can be extended by `extend`;
+    /// returns the extended size. Errors as [`Model::extend_texture`]'s.
+    pub fn check_extend(&self, image: &InitImage, extend: Extend) -> Result<(usize, usize)> {
         check_image(image)?;
         // Checked before anything is allocated: a caller may ask for 2^31 pixels a side.
         let side = |a: usize, b: usize, c: usize| a.checked_add(b).and_then(|n| n.checked_add(c)).unwrap_or(usize::MAX);
@@ -43,6 +49,12 @@ impl Model {
                 format!("the extended texture would be {w}x{h}; it must be a multiple of {multiple} on both axes"),
             ));
         }
+        Ok((w, h))
+    }
+
+    /// As [`Model::extend_texture`], observed by `hooks` (how a job runs it).
+    pub fn extend_texture_with(&self, request: &GenerateRequest, image: &InitImage, extend: Extend, hooks: Hooks<'_>) -> Result<Generation> {
+        let (w, h) = self.check_extend(image, extend)?;
         let mut rgb = vec![0u8; w * h * 3];
         let mut mask = vec![255u8; w * h];
         for y in 0..h {
@@ -65,7 +77,7 @@ impl Model {
             paste_unmasked: request.paste_unmasked.or(Some(true)),
             ..request.clone()
         };
-        self.generate_with(&r, Hooks::default())
+        self.generate_with(&r, hooks)
     }
 
     /// Makes `image` tile seamlessly: it is offset by half its size so its
@@ -75,11 +87,23 @@ impl Model {
     /// texture): its edges are the former middle, which already joined up, and
     /// pixels outside the band are kept exactly.
     pub fn make_tileable(&self, request: &GenerateRequest, image: &InitImage, band: usize) -> Result<Generation> {
+        self.make_tileable_with(request, image, band, Hooks::default())
+    }
+
+    /// Checks, before any work, that `image` can be made tileable with a
+    /// band of `band` pixels. Errors as [`Model::make_tileable`]'s.
+    pub fn check_tileable(&self, image: &InitImage, band: usize) -> Result<()> {
         check_image(image)?;
-        let (w, h) = (image.width, image.height);
-        if band == 0 || band * 2 >= w.min(h) {
+        if band == 0 || band * 2 >= image.width.min(image.height) {
             return Err(Error::invalid(format!("band {band} must be between 1 and half the texture's smaller side")));
         }
+        Ok(())
+    }
+
+    /// As [`Model::make_tileable`], observed by `hooks` (how a job runs it).
+    pub fn make_tileable_with(&self, request: &GenerateRequest, image: &InitImage, band: usize, hooks: Hooks<'_>) -> Result<Generation> {
+        self.check_tileable(image, band)?;
+        let (w, h) = (image.width, image.height);
         let (dx, dy) = (w / 2, h / 2);
         let roll = |src: &[u8], ch: usize, ox: usize, oy: usize| -> Vec<u8> {
             let mut out = vec![0u8; src.len()];
@@ -113,7 +137,7 @@ impl Model {
             ..request.clone()
         };
         let tiled = self.seamless(crate::model::seamless::Seamless::Xy)?;
-        tiled.generate_with(&r, Hooks::default())
+        tiled.generate_with(&r, hooks)
     }
 }
 

@@ -191,8 +191,20 @@ static void hostile_arguments(void) {
         CHECK(kiln_model_extend_texture(model, &o, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, &tex), KILN_STATUS_INVALID_SIZE);
         CHECK(kiln_model_make_tileable(model, &o, 0xFFFFFFFFu, &tex), KILN_STATUS_INVALID_ARGUMENT);
         CHECK(kiln_model_make_tileable(model, &o, 0, &tex), KILN_STATUS_INVALID_ARGUMENT);
+        /* Their job forms check the same at submit, and queue nothing. */
+        uint64_t tjob = 7;
+        CHECK(kiln_job_submit_extend_texture(model, &o, 0x80000000u, 0x80000000u, 0, 0, NULL, &tjob), KILN_STATUS_INVALID_SIZE);
+        EXPECT(tjob == 0);
+        CHECK(kiln_job_submit_extend_texture(model, &o, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, NULL, &tjob), KILN_STATUS_INVALID_SIZE);
+        CHECK(kiln_job_submit_make_tileable(model, &o, 0xFFFFFFFFu, NULL, &tjob), KILN_STATUS_INVALID_ARGUMENT);
+        CHECK(kiln_job_submit_make_tileable(model, &o, 16, NULL, NULL), KILN_STATUS_NULL_ARGUMENT);
+        CHECK(kiln_job_submit_make_tileable(NULL, &o, 16, NULL, &tjob), KILN_STATUS_NULL_ARGUMENT);
+        EXPECT(tjob == 0);
         base_options(&o);
         CHECK(kiln_model_extend_texture(model, &o, 8, 8, 8, 8, &tex), KILN_STATUS_INVALID_ARGUMENT); /* no picture */
+        CHECK(kiln_job_submit_extend_texture(model, &o, 8, 8, 8, 8, NULL, &tjob), KILN_STATUS_INVALID_ARGUMENT);
+        CHECK(kiln_job_submit_make_tileable(model, &o, 16, NULL, &tjob), KILN_STATUS_INVALID_ARGUMENT);
+        EXPECT(tjob == 0);
     }
 
     /* Images and post-processing. */
@@ -204,6 +216,10 @@ static void hostile_arguments(void) {
         CHECK(kiln_image_create(16, 16, px, sizeof px, (size_t)-1, &out), KILN_STATUS_INVALID_ARGUMENT);
         CHECK(kiln_image_create(16, 16, px, 10, 0, &out), KILN_STATUS_BUFFER_TOO_SMALL);
         CHECK(kiln_image_create(16, 16, px, sizeof px, 0, &src), KILN_STATUS_OK);
+        uint64_t ujob = 7;
+        CHECK(kiln_job_submit_upscale(NULL, src, NULL, NULL, &ujob), KILN_STATUS_NULL_ARGUMENT);
+        EXPECT(ujob == 0);
+        CHECK(kiln_job_submit_upscale(NULL, NULL, NULL, NULL, NULL), KILN_STATUS_NULL_ARGUMENT);
         CHECK(kiln_image_copy(src, buf, sizeof buf, (size_t)-1), KILN_STATUS_BUFFER_TOO_SMALL);
         CHECK(kiln_image_copy(src, buf, 3, 0), KILN_STATUS_BUFFER_TOO_SMALL);
         CHECK(kiln_image_write_png(src, "/nonexistent/dir/x.png"), KILN_STATUS_IO);

@@ -1,0 +1,289 @@
+//! Every heavy call has a job form: the texture helpers and upscales queued
+//! through the C API give exactly the direct call's bytes, report progress in
+//! their own units (U-Net calls; graph runs for an upscale), cancel within one
+//! graph run, keep their model or upscaler alive after it is freed, and check
+//! their arguments at submit so a bad call is reported before anything queues.
+mod common;
+
+use std::ffi::CString;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use kiln::ffi::image::*;
+use kiln::ffi::job::*;
+use kiln::ffi::kiln_status;
+use kiln::ffi::model::*;
+use kiln::ffi::postprocess::kiln_image_create;
+use kiln::ffi::runtime::*;
+use kiln::ffi::texture::*;
+use kiln::ffi::upscale::*;
+use kiln::model::seamless::Seamless;
+use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
+use kiln::Rgba8Image;
+
+fn poll(job: u64) -> kiln_job_progress {
+    let mut p = kiln_job_progress { struct_size: std::mem::size_of::<kiln_job_progress>() as u32, ..Default::default() };
+    assert_eq!(unsafe { kiln_job_poll(job, &mut p) }, kiln_status::Ok);
+    p
+}
+
+fn wait_for(job: u64, pred: impl Fn(&kiln_job_progress) -> bool, what: &str) -> kiln_job_progress {
+    let start = Instant::now();
+    loop {
+        let p = poll(job);
+        if pred(&p) {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}: {p:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits for a job, asserts it succeeded and returns its image's size and bytes.
+fn result_of(job: u64) -> (u32, u32, Vec<u8>) {
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    let (mut w, mut h) = (0u32, 0u32);
+    assert_eq!(unsafe { kiln_job_image_size(job, &mut w, &mut h) }, kiln_status::Ok);
+    let mut bytes = vec![0u8; (w * h * 4) as usize];
+    assert_eq!(unsafe { kiln_job_copy_image(job, bytes.as_mut_ptr(), bytes.len(), 0) }, kiln_status::Ok);
+    (w, h, bytes)
+}
+
+fn job_error(job: u64) -> String {
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0usize;
+    unsafe { kiln_job_error_message(job, buf.as_mut_ptr().cast(), buf.len(), &mut len) };
+    String::from_utf8_lossy(&buf[..len.min(buf.len())]).into_owned()
+}
+
+fn image_bytes(img: *const kiln_image) -> (u32, u32, Vec<u8>) {
+    let (w, h) = unsafe { (kiln_image_width(img), kiln_image_height(img)) };
+    let mut bytes = vec![0u8; (w * h * 4) as usize];
+    assert_eq!(unsafe { kiln_image_copy(img, bytes.as_mut_ptr(), bytes.len(), 0) }, kiln_status::Ok);
+    (w, h, bytes)
+}
+
+/// A diagonal colour ramp with hard wrap seams (as tests/texture.rs).
+fn ramp() -> Vec<u8> {
+    (0..64).flat_map(|y| (0..64).flat_map(move |x| [(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8])).collect()
+}
+
+#[test]
+fn texture_jobs_give_the_direct_calls_bytes_with_progress_and_previews() {
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let model = common::ffi_load_model(rt, &common::fixture());
+    let picture = ramp();
+    let prompt = CString::new("sandstone").unwrap();
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = 3;
+    o.strength = 1.0;
+    o.scheduler = kiln_scheduler::Ddim as u32; // one U-Net call per step
+    let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };
+    unsafe { kiln_job_options_init(&mut jo) };
+    jo.preview_interval = 1;
+
+    // Checked at submit: no picture, a size off the model's multiple, a band
+    // too wide, NULL out-parameter. Nothing is queued and the id stays 0.
+    let mut job = 7u64;
+    assert_eq!(unsafe { kiln_job_submit_make_tileable(model, &o, 16, &jo, &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(job, 0);
+    assert!(common::ffi_last_error().contains("init_image"), "{}", common::ffi_last_error());
+    o.init_image = picture.as_ptr();
+    o.init_image_len = picture.len();
+    o.init_image_width = 64;
+    o.init_image_height = 64;
+    o.init_image_channels = 3;
+    job = 7;
+    assert_eq!(unsafe { kiln_job_submit_extend_texture(model, &o, 5, 0, 0, 0, &jo, &mut job) }, kiln_status::InvalidSize);
+    assert_eq!(job, 0);
+    assert_eq!(unsafe { kiln_job_submit_make_tileable(model, &o, 32, &jo, &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(unsafe { kiln_job_submit_make_tileable(model, &o, 0, &jo, &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(unsafe { kiln_job_submit_make_tileable(ptr::null(), &o, 16, &jo, &mut job) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_submit_make_tileable(model, &o, 16, &jo, ptr::null_mut()) }, kiln_status::NullArgument);
+    let mut bad = jo;
+    bad.struct_size = 3;
+    assert_eq!(unsafe { kiln_job_submit_extend_texture(model, &o, 0, 0, 64, 0, &bad, &mut job) }, kiln_status::StructSizeMismatch);
+
+    // Queued, then the model handle freed at once: each job holds its model.
+    let (mut tile_job, mut extend_job) = (0u64, 0u64);
+    assert_eq!(unsafe { kiln_job_submit_make_tileable(model, &o, 16, &jo, &mut tile_job) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit_extend_texture(model, &o, 0, 0, 64, 0, &jo, &mut extend_job) }, kiln_status::Ok);
+    let direct_model = common::ffi_load_model(rt, &common::fixture());
+    unsafe { kiln_model_free(model) };
+    let tiled = result_of(tile_job);
+    let extended = result_of(extend_job);
+    for (job, steps) in [(tile_job, 3), (extend_job, 3)] {
+        let p = poll(job);
+        assert_eq!((p.step, p.total_steps), (steps, steps), "U-Net calls, as a generation job counts them");
+        assert_eq!((p.preview_step, p.preview_width, p.preview_height), (steps, 8, if job == tile_job { 8 } else { 16 }));
+    }
+
+    // The direct calls on another load of the same model give the same bytes.
+    let mut img = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_make_tileable(direct_model, &o, 16, &mut img) }, kiln_status::Ok);
+    assert!(image_bytes(img) == tiled, "the tileable job gives kiln_model_make_tileable's bytes");
+    unsafe { kiln_image_free(img) };
+    assert_eq!(unsafe { kiln_model_extend_texture(direct_model, &o, 0, 0, 64, 0, &mut img) }, kiln_status::Ok);
+    assert!(image_bytes(img) == extended, "the extend job gives kiln_model_extend_texture's bytes");
+    assert_eq!((extended.0, extended.1), (64, 128));
+    unsafe { kiln_image_free(img) };
+    assert_eq!(kiln_job_free(tile_job), kiln_status::Ok);
+    assert_eq!(kiln_job_free(extend_job), kiln_status::Ok);
+    unsafe { kiln_model_free(direct_model) };
+    unsafe { kiln_runtime_destroy(rt) };
+}
+
+fn upscaler_dir() -> CString {
+    CString::new(common::root().join("tests/fixtures/upscaler/x4").to_str().unwrap()).unwrap()
+}
+
+/// A 24×20 sprite-like image: a gradient with a transparent corner.
+fn sprite() -> Rgba8Image {
+    let pixels = (0..20usize)
+        .flat_map(|y| (0..24usize).flat_map(move |x| [(x * 10) as u8, (y * 12) as u8, 128, if x + y < 8 { 0 } else { 255 }]))
+        .collect();
+    Rgba8Image { width: 24, height: 20, pixels }
+}
+
+fn c_image(img: &Rgba8Image) -> *mut kiln_image {
+    let mut out = ptr::null_mut();
+    let s = unsafe { kiln_image_create(img.width as u32, img.height as u32, img.pixels.as_ptr(), img.pixels.len(), 0, &mut out) };
+    assert_eq!(s, kiln_status::Ok);
+    out
+}
+
+/// Events seen by the C callback: (kind, step, total, state).
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<(u32, u32, u32, u32)>>,
+}
+
+unsafe extern "C" fn record(user: *mut std::ffi::c_void, e: *const kiln_job_event) {
+    let r = unsafe { &*(user as *const Recorder) };
+    let e = unsafe { &*e };
+    r.events.lock().unwrap().push((e.kind, e.step, e.total_steps, e.state));
+}
+
+#[test]
+fn upscale_jobs_give_the_direct_calls_bytes_and_count_graph_runs() {
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let mut up = ptr::null_mut();
+    assert_eq!(unsafe { kiln_upscaler_load(rt, upscaler_dir().as_ptr(), &mut up) }, kiln_status::Ok, "{}", common::ffi_last_error());
+    let src = sprite();
+    let input = c_image(&src);
+    let mut o = unsafe { std::mem::zeroed::<kiln_upscale_options>() };
+    unsafe { kiln_upscale_options_init(&mut o) };
+    o.tile = 8;
+    o.context = 20;
+    o.seamless = 3;
+
+    // Checked at submit, nothing queued: each bad input its own status.
+    let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };
+    unsafe { kiln_job_options_init(&mut jo) };
+    let mut job = 7u64;
+    let mut bad = o;
+    bad.context = 1025;
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, input, &bad, &jo, &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(job, 0);
+    bad = o;
+    bad.alpha = 9;
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, input, &bad, &jo, &mut job) }, kiln_status::InvalidArgument);
+    bad.struct_size = 8;
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, input, &bad, &jo, &mut job) }, kiln_status::StructSizeMismatch);
+    assert_eq!(unsafe { kiln_job_submit_upscale(ptr::null(), input, &o, &jo, &mut job) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, ptr::null(), &o, &jo, &mut job) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, input, &o, &jo, ptr::null_mut()) }, kiln_status::NullArgument);
+    let huge = c_image(&Rgba8Image { width: 4097, height: 1, pixels: vec![255; 4097 * 4] });
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, huge, &o, &jo, &mut job) }, kiln_status::InvalidSize);
+    assert!(common::ffi_last_error().contains("16384"), "{}", common::ffi_last_error());
+    unsafe { kiln_image_free(huge) };
+
+    // With a callback and a preview interval (ignored: an upscale has none).
+    let recorder = Box::new(Recorder::default());
+    jo.callback = Some(record);
+    jo.user_data = &*recorder as *const Recorder as *mut _;
+    jo.preview_interval = 1;
+    assert_eq!(unsafe { kiln_job_submit_upscale(up, input, &o, &jo, &mut job) }, kiln_status::Ok);
+    // The image and the upscaler handle may go at once: the job copied one and holds the other.
+    unsafe { kiln_image_free(input) };
+    unsafe { kiln_upscaler_free(up) };
+    unsafe { kiln_runtime_destroy(rt) };
+    let graph = Upscaler::load(common::runtime(), &common::root().join("tests/fixtures/upscaler/x4")).unwrap();
+    let rust_options = UpscaleOptions { tile: 8, context: 20, seamless: Seamless::Xy, alpha: UpscaleAlpha::Graph };
+    let runs = graph.runs(&src, &rust_options) as u32;
+    assert_eq!(runs, 3 * 3 * 2, "3x3 tiles, twice for the alpha through the graph");
+    assert_eq!(poll(job).total_steps, runs, "the total is known from submission on");
+    let (w, h, bytes) = result_of(job);
+    assert_eq!((w, h), (96, 80));
+    let expected = graph.upscale(&src, &rust_options).unwrap();
+    let differ = bytes.iter().zip(&expected.pixels).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "the job gives kiln_upscaler_upscale's (the Rust API's) bytes");
+    let p = poll(job);
+    assert_eq!((p.step, p.total_steps, p.preview_step), (runs, runs, 0));
+    let mut buf = vec![0u8; 16];
+    assert_eq!(unsafe { kiln_job_copy_preview(job, buf.as_mut_ptr(), buf.len(), 0, ptr::null_mut()) }, kiln_status::Busy);
+    // FINISHED comes right after the state changes; give it a moment.
+    let start = Instant::now();
+    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let events = recorder.events.lock().unwrap().clone();
+    let progress: Vec<(u32, u32)> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Progress as u32).map(|e| (e.1, e.2)).collect();
+    assert_eq!(progress, (1..=runs).map(|s| (s, runs)).collect::<Vec<_>>(), "one progress event per graph run");
+    assert!(!events.iter().any(|e| e.0 == kiln_job_event_kind::Preview as u32), "no previews");
+    assert_eq!(events.last().copied(), Some((kiln_job_event_kind::Finished as u32, 0, 0, kiln_job_state::Succeeded as u32)));
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+}
+
+#[test]
+fn upscale_jobs_cancel_within_one_graph_run_by_job_or_by_upscaler() {
+    // One job worker, so the second job is surely queued behind the first.
+    let mut ro = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut ro) };
+    ro.job_workers = 1;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&ro, &mut rt) }, kiln_status::Ok);
+    let mut up = ptr::null_mut();
+    assert_eq!(unsafe { kiln_upscaler_load(rt, upscaler_dir().as_ptr(), &mut up) }, kiln_status::Ok);
+    let big = c_image(&Rgba8Image { width: 256, height: 256, pixels: (0..256 * 256 * 4).map(|i| if i % 4 == 3 { 255 } else { (i % 251) as u8 }).collect() });
+    let small = c_image(&sprite());
+    let mut o = unsafe { std::mem::zeroed::<kiln_upscale_options>() };
+    unsafe { kiln_upscale_options_init(&mut o) };
+    o.tile = 8;
+    o.context = 20;
+
+    for by_upscaler in [false, true] {
+        let (mut long, mut after) = (0u64, 0u64);
+        assert_eq!(unsafe { kiln_job_submit_upscale(up, big, &o, ptr::null(), &mut long) }, kiln_status::Ok);
+        assert_eq!(unsafe { kiln_job_submit_upscale(up, small, &o, ptr::null(), &mut after) }, kiln_status::Ok);
+        let running = wait_for(long, |p| p.state == kiln_job_state::Running as u32 && p.step >= 1, "the long upscale to run");
+        assert_eq!(running.total_steps, 32 * 32);
+        if by_upscaler {
+            assert_eq!(unsafe { kiln_upscaler_cancel(up) }, kiln_status::Ok);
+        } else {
+            assert_eq!(kiln_job_cancel(long), kiln_status::Ok);
+        }
+        let mut state = 0u32;
+        assert_eq!(unsafe { kiln_job_wait(long, 60_000, &mut state) }, kiln_status::Ok);
+        assert_eq!(state, kiln_job_state::Cancelled as u32, "{}", job_error(long));
+        let p = poll(long);
+        assert!(p.step < p.total_steps, "stopped before the end: {p:?}");
+        assert!(job_error(long).contains("cancel"), "{}", job_error(long));
+        // The queued job was not touched, and runs with its own run options.
+        let (w, h, _) = result_of(after);
+        assert_eq!((w, h), (96, 80), "cancelled by upscaler: {by_upscaler}");
+        assert_eq!(kiln_job_free(long), kiln_status::Ok);
+        assert_eq!(kiln_job_free(after), kiln_status::Ok);
+    }
+    unsafe { kiln_image_free(big) };
+    unsafe { kiln_image_free(small) };
+    unsafe { kiln_upscaler_free(up) };
+    unsafe { kiln_runtime_destroy(rt) };
+}
