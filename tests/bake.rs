@@ -402,6 +402,52 @@ fn ctrl_c_cancels_the_running_job_and_exits_cleanly() {
     }
 }
 
+/// Ctrl-C during an upscale: the upscale is a job like the generation, so
+/// the bake cancels it within one graph run, writes nothing for the asset
+/// and exits 130; a rerun bakes it. (Many small tiles make the upscale last
+/// long enough for the signal to land in it.)
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_a_running_upscale_and_exits_cleanly() {
+    let dir = scratch("interrupt-upscale");
+    let ups = dir.join("upscalers/x4");
+    std::fs::create_dir_all(&ups).unwrap();
+    std::fs::copy(common::root().join("tests/fixtures/upscaler/x4/model.onnx"), ups.join("model.onnx")).unwrap();
+    let manifest = dir.join("slow.toml");
+    let body = |tile: u32| {
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"lava\"\nsteps = 2\nscheduler = \"ddim\"\n\
+             [[asset]]\nname = \"big\"\nseamless = \"xy\"\nupscale = {{ path = \"upscalers/x4\", tile = {tile}, context = 28 }}\n",
+            common::fixture().display().to_string()
+        )
+    };
+    std::fs::write(&manifest, body(2)).unwrap();
+    let out = dir.join("out");
+    let (mut child, mut lines) = spawn_bake(&manifest, &out, &[]);
+    let t0 = std::time::Instant::now();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("big: upscaling") {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child by its pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    println!("{}\nexited {:.2} s after the upscale began", rest.join("\n"), t0.elapsed().as_secs_f64());
+    assert_eq!(status.code(), Some(130), "interrupted bakes exit 130");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.with_extension("report.json")).unwrap()).unwrap();
+    let error = report["assets"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("interrupted (Ctrl-C): the upscale was cancelled"), "{report}");
+    assert!(!out.join("big.png").exists() && !out.join("big.kiln-key").exists(), "nothing written for the asset");
+    // A rerun with bigger tiles (quicker) bakes it; the progress counts tiles.
+    std::fs::write(&manifest, body(32)).unwrap();
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(statuses(&report)["big"], "baked");
+    let log = stderr(&o);
+    assert!(log.contains("big: upscaling") && log.contains("big: tile 4/4"), "{log}");
+}
+
 fn generate_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("examples").join(if cfg!(windows) { "generate.exe" } else { "generate" });

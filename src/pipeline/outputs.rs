@@ -53,13 +53,29 @@ pub struct Finished {
 /// art (which wants nearest-neighbour cells, not a super-resolution net).
 pub fn finish(model: &Model, image: Rgba8Image, post: &PostProcess, upscaler: Option<&Upscaler>) -> Result<Finished> {
     let mut image = image;
-    if let Some(options) = post.upscale {
-        if post.pixel_art.is_some() {
-            return Err(Error::invalid("upscale and pixel art do not combine: pixel art scales its cells itself"));
-        }
+    if let Some(options) = upscale_options(post)? {
         let upscaler = upscaler.ok_or_else(|| Error::invalid("an upscale was asked for without an upscaler"))?;
-        image = upscaler.upscale(&image, &UpscaleOptions { seamless: post.seamless, ..options })?;
+        image = upscaler.upscale(&image, &options)?;
     }
+    finish_upscaled(model, image, post)
+}
+
+/// The upscale `post` asks for, with the texture's seamless axes (so a
+/// tileable texture stays tileable); `None` without one. INVALID_ARGUMENT
+/// with pixel art (which wants nearest-neighbour cells, not a
+/// super-resolution net).
+pub fn upscale_options(post: &PostProcess) -> Result<Option<UpscaleOptions>> {
+    let Some(options) = post.upscale else { return Ok(None) };
+    if post.pixel_art.is_some() {
+        return Err(Error::invalid("upscale and pixel art do not combine: pixel art scales its cells itself"));
+    }
+    Ok(Some(UpscaleOptions { seamless: post.seamless, ..options }))
+}
+
+/// The steps of [`finish`] after the upscale, for a caller that ran the
+/// upscale ([`upscale_options`]) itself, e.g. as a job.
+pub fn finish_upscaled(model: &Model, image: Rgba8Image, post: &PostProcess) -> Result<Finished> {
+    let mut image = image;
     let (mut height, mut normal) = (None, None);
     if post.height_map || post.normal_map {
         let maps = material_maps(&image, &MaterialOptions { wrap: post.seamless != Seamless::None, ..Default::default() })?;

@@ -15,9 +15,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kiln::jobs::JobState;
+use kiln::jobs::{JobPool, JobState, JobWork};
 use kiln::model::seamless::Seamless;
 use kiln::model::upscaler::Upscaler;
 use kiln::pipeline::outputs;
@@ -284,7 +285,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         let mut refiners: HashMap<&Path, Result<Model, String>> = HashMap::new();
         let mut refiner_views: HashMap<(&Path, EmbeddingSet), Result<Model, String>> = HashMap::new();
         // Upscalers, each loaded once for the run (by path) on the same runtime.
-        let mut upscalers: HashMap<&Path, Result<Upscaler, String>> = HashMap::new();
+        let mut upscalers: HashMap<&Path, Result<Arc<Upscaler>, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
         let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
@@ -349,7 +350,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     .entry(u.path.as_path())
                     .or_insert_with(|| {
                         progress.log(&format!("loading upscaler {}", u.path.display()));
-                        Upscaler::load(runtime, &u.path).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
+                        Upscaler::load(runtime, &u.path).map(Arc::new).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
                     })
                     .as_ref()
                     .map_err(Clone::clone)
@@ -481,7 +482,7 @@ fn bake_one(
     runtime: &Runtime,
     model: &Model,
     refiner: Option<&Model>,
-    upscaler: Option<&Upscaler>,
+    upscaler: Option<&Arc<Upscaler>>,
     asset: &Asset,
     key: &str,
     out: &Path,
@@ -497,36 +498,19 @@ fn bake_one(
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
     let request = kiln::GenerateRequest { refiner: refiner.clone(), ..asset.request_with_controls()? };
     let id = pool.submit(&view, request, Default::default());
-    let mut step = 0;
-    let mut cancelled = false;
-    let state = loop {
-        let state = pool.wait(id, Duration::from_millis(100)).map_err(|e| e.to_string())?;
-        if let Ok(snap) = pool.poll(id) {
-            if snap.step != step {
-                step = snap.step;
-                progress.step(&asset.name, snap.step, snap.total_steps);
-            }
-        }
-        if state.is_terminal() {
-            break state;
-        }
-        if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
-            cancelled = true;
-            pool.cancel(id).map_err(|e| e.to_string())?;
-        }
-    };
-    let image = match state {
-        JobState::Succeeded => pool.with_image(id, |img| Ok(img.clone())).map_err(|e| e.to_string()),
-        JobState::Cancelled => Err("interrupted (Ctrl-C): the job was cancelled; nothing was written".to_string()),
-        _ => Err(pool.error_message(id).unwrap_or_else(|e| e.to_string())),
-    };
-    let _ = pool.release(id);
-    let image = image?;
+    let image = run_job(pool, id, &asset.name, progress, "the job")?;
     let post = asset.post();
-    let finished = finish_interruptibly(&view, image, &post, upscaler).map_err(|e| match e.kind() {
-        kiln::ErrorKind::Cancelled => "interrupted (Ctrl-C): the upscale was cancelled; nothing was written".to_string(),
-        _ => e.to_string(),
-    })?;
+    // The upscale is a job too: its tiles show as progress, and Ctrl-C cancels it.
+    let image = match (upscaler, outputs::upscale_options(&post).map_err(|e| e.to_string())?) {
+        (Some(up), Some(options)) => {
+            progress.upscaling(&asset.name);
+            let id = pool.submit_work(JobWork::Upscale { upscaler: Arc::clone(up), image, options }, Default::default());
+            run_job(pool, id, &asset.name, progress, "the upscale")?
+        }
+        (None, Some(_)) => return Err("an upscale was asked for without an upscaler".into()),
+        _ => image,
+    };
+    let finished = outputs::finish_upscaled(&view, image, &post).map_err(|e| e.to_string())?;
     if let Some(note) = &finished.sprite_note {
         progress.log(&format!("{}: {note}", asset.name));
     }
@@ -589,26 +573,35 @@ fn bake_one(
     Ok(names.iter().map(|n| out.join(n).display().to_string()).collect())
 }
 
-/// [`outputs::finish`], with Ctrl-C cancelling an upscale in flight (the
-/// generation is a job the bake loop cancels; an upscale of a large texture
-/// can run for a while too).
-fn finish_interruptibly(model: &Model, image: kiln::Rgba8Image, post: &outputs::PostProcess, upscaler: Option<&Upscaler>) -> kiln::Result<outputs::Finished> {
-    let (Some(up), Some(_)) = (upscaler, post.upscale) else { return outputs::finish(model, image, post, upscaler) };
-    let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            // Until the upscale returns: a Ctrl-C just before it started finds no call to stop yet.
-            while !done.load(Ordering::SeqCst) {
-                if INTERRUPTED.load(Ordering::SeqCst) {
-                    up.cancel();
-                }
-                std::thread::sleep(Duration::from_millis(50));
+/// Waits for job `id`, showing its progress and cancelling it on Ctrl-C;
+/// returns its image, or why there is none (`what` names it: "the job",
+/// "the upscale"). The job is released either way.
+fn run_job(pool: &JobPool, id: u64, name: &str, progress: &mut Progress, what: &str) -> Result<kiln::Rgba8Image, String> {
+    let mut step = 0;
+    let mut cancelled = false;
+    let state = loop {
+        let state = pool.wait(id, Duration::from_millis(100)).map_err(|e| e.to_string())?;
+        if let Ok(snap) = pool.poll(id) {
+            if snap.step != step {
+                step = snap.step;
+                progress.step(name, snap.step, snap.total_steps);
             }
-        });
-        let result = outputs::finish(model, image, post, upscaler);
-        done.store(true, Ordering::SeqCst);
-        result
-    })
+        }
+        if state.is_terminal() {
+            break state;
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
+            cancelled = true;
+            pool.cancel(id).map_err(|e| e.to_string())?;
+        }
+    };
+    let image = match state {
+        JobState::Succeeded => pool.with_image(id, |img| Ok(img.clone())).map_err(|e| e.to_string()),
+        JobState::Cancelled => Err(format!("interrupted (Ctrl-C): {what} was cancelled; nothing was written")),
+        _ => Err(pool.error_message(id).unwrap_or_else(|e| e.to_string())),
+    };
+    let _ = pool.release(id);
+    image
 }
 
 /// Packs an atlas from its members' PNGs (baked now or earlier).

@@ -8,8 +8,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub enum Progress {
     /// `indicatif` bars on a terminal.
     Bars { multi: MultiProgress, overall: ProgressBar, asset: Option<ProgressBar> },
-    /// One line per event.
-    Plain { total: usize, done: usize, last_quarter: usize },
+    /// One line per event; `unit` names what `step` counts.
+    Plain { total: usize, done: usize, last_quarter: usize, unit: &'static str },
 }
 
 impl Progress {
@@ -22,7 +22,7 @@ impl Progress {
             overall.set_prefix("bake");
             Self::Bars { multi, overall, asset: None }
         } else {
-            Self::Plain { total, done: 0, last_quarter: 0 }
+            Self::Plain { total, done: 0, last_quarter: 0, unit: "step" }
         }
     }
 
@@ -45,14 +45,32 @@ impl Progress {
                 bar.set_prefix(name.chars().take(8).collect::<String>());
                 *asset = Some(bar);
             }
-            Self::Plain { total, done, last_quarter } => {
+            Self::Plain { total, done, last_quarter, unit } => {
                 *last_quarter = 0;
+                *unit = "step";
                 eprintln!("kiln-bake: [{}/{}] {name}: generating", *done + 1, total);
             }
         }
     }
 
-    /// The running asset finished `step` of `total` denoising steps.
+    /// The running asset's upscale starts: `step` now counts tiles.
+    pub fn upscaling(&mut self, name: &str) {
+        match self {
+            Self::Bars { asset: Some(bar), .. } => {
+                bar.set_style(ProgressStyle::with_template("{prefix:>8} [{bar:30}] tile {pos}/{len}").expect("template").progress_chars("=> "));
+                bar.set_position(0);
+            }
+            Self::Bars { .. } => {}
+            Self::Plain { last_quarter, unit, .. } => {
+                *last_quarter = 0;
+                *unit = "tile";
+                eprintln!("kiln-bake:        {name}: upscaling");
+            }
+        }
+    }
+
+    /// The running asset finished `step` of `total` denoising steps (or,
+    /// once [`Progress::upscaling`], tiles).
     pub fn step(&mut self, name: &str, step: u32, total: u32) {
         match self {
             Self::Bars { asset: Some(bar), .. } => {
@@ -61,11 +79,11 @@ impl Progress {
             }
             Self::Bars { .. } => {}
             // Plain logs get a line per quarter, not per step.
-            Self::Plain { last_quarter, .. } => {
+            Self::Plain { last_quarter, unit, .. } => {
                 let quarter = (step * 4).checked_div(total).unwrap_or(0) as usize;
                 if quarter > *last_quarter {
                     *last_quarter = quarter;
-                    eprintln!("kiln-bake:        {name}: step {step}/{total}");
+                    eprintln!("kiln-bake:        {name}: {unit} {step}/{total}");
                 }
             }
         }
