@@ -9,7 +9,7 @@ namespace Kiln
     {
         /// <summary>Higher runs first; equal priorities run in submission order.</summary>
         public int Priority;
-        /// <summary>A preview every this many U-Net calls (and at the last); 0 = none.</summary>
+        /// <summary>A preview every this many U-Net calls (and at the last); 0 = none. Upscale jobs make no previews.</summary>
         public uint PreviewInterval;
         /// <summary>
         /// Optional event handler. It runs on a Kiln worker thread, never the main thread:
@@ -29,9 +29,9 @@ namespace Kiln
         public readonly KilnJobEventKind Kind;
         /// <summary>The job's id.</summary>
         public readonly ulong JobId;
-        /// <summary>U-Net calls finished (progress) or shown (preview).</summary>
+        /// <summary>U-Net calls finished (progress) or shown (preview); graph runs (tiles) for an upscale job.</summary>
         public readonly uint Step;
-        /// <summary>U-Net calls in total.</summary>
+        /// <summary>U-Net calls in total; graph runs for an upscale job.</summary>
         public readonly uint TotalSteps;
         /// <summary>How the job ended (Finished events).</summary>
         public readonly KilnJobState State;
@@ -67,9 +67,9 @@ namespace Kiln
     {
         /// <summary>Where the job is.</summary>
         public KilnJobState State;
-        /// <summary>U-Net calls finished.</summary>
+        /// <summary>U-Net calls finished; graph runs (tiles) for an upscale job.</summary>
         public uint Step;
-        /// <summary>U-Net calls in total.</summary>
+        /// <summary>U-Net calls in total; graph runs for an upscale job (known from submission on).</summary>
         public uint TotalSteps;
         /// <summary>Step of the newest preview; 0 while none.</summary>
         public uint PreviewStep;
@@ -82,8 +82,10 @@ namespace Kiln
     }
 
     /// <summary>
-    /// A queued generation (a Kiln job id). Poll it once a frame from the main thread; copy
-    /// the image once it succeeded. Dispose cancels it if it is still running and frees it.
+    /// A queued generation, texture helper or upscale (a Kiln job id; <see cref="KilnModel.Submit"/>,
+    /// <see cref="KilnModel.SubmitExtendTexture"/>, <see cref="KilnModel.SubmitMakeTileable"/>,
+    /// <see cref="KilnUpscaler.Submit"/>). Poll it once a frame from the main thread; copy the
+    /// image once it succeeded. Dispose cancels it if it is still running and frees it.
     /// </summary>
     public sealed class KilnJob : IDisposable
     {
@@ -97,6 +99,43 @@ namespace Kiln
         {
             Id = id;
             this.state = state;
+        }
+
+        /// <summary>
+        /// The job options for <c>jobSettings</c> (null = defaults), with the callback state that
+        /// travels as their <c>user_data</c>. The caller submits, then calls <see cref="Accept"/>
+        /// with the status, or <c>state.Abandon()</c> if the call threw before reaching Kiln.
+        /// </summary>
+        internal static JobCallbackState Prepare(KilnJobSettings jobSettings, LogSink sink, out KilnJobOptions jo)
+        {
+            if (jobSettings == null) jobSettings = new KilnJobSettings();
+            // The job may log after its model or upscaler handle is gone: it holds its own lease.
+            var state = new JobCallbackState(jobSettings.OnEvent, sink != null ? sink.AddRef() : null);
+            jo = KilnDefaults.JobOptions();
+            jo.priority = jobSettings.Priority;
+            jo.preview_interval = jobSettings.PreviewInterval;
+            // Always our trampoline: its Finished event tells the binding when Kiln is done
+            // with user_data, so the GCHandle is freed exactly then.
+            jo.callback.Value = KilnTrampolines.JobEventPointer;
+            jo.user_data = state.UserData;
+            return state;
+        }
+
+        /// <summary>
+        /// The job a submit call returned, or (status not OK: Kiln queued nothing and never saw
+        /// user_data) the state abandoned and the status thrown. Call it right after the submit,
+        /// on the same thread, so the message is that call's.
+        /// </summary>
+        internal static KilnJob Accept(JobCallbackState state, uint status, ulong id)
+        {
+            if (status != 0)
+            {
+                var e = KilnStatusNames.Error(status);
+                state.Abandon();
+                throw new KilnException(e.Status, e.Message);
+            }
+            state.Submitted(id);
+            return new KilnJob(id, state);
         }
 
         /// <summary>The last exception your event handler threw, or null.</summary>
@@ -136,7 +175,7 @@ namespace Kiln
             return (KilnJobState)st;
         }
 
-        /// <summary>Asks the job to stop; a running one stops within one graph call.</summary>
+        /// <summary>Asks the job to stop; a running one stops within one graph call (one tile for an upscale).</summary>
         public void Cancel() { KilnStatusNames.Check(KilnNative.kiln_job_cancel(Id)); }
 
         /// <summary>The job's own error message; empty unless it failed or was cancelled.</summary>

@@ -230,8 +230,9 @@ namespace Kiln
 
         /// <summary>
         /// Extends <c>settings.InitImage</c> by the given pixels on each side (the border is
-        /// inpainted, the original pixels kept exactly); blocking. The new size must be a
-        /// multiple of the model's <c>size_multiple</c>.
+        /// inpainted, the original pixels kept exactly); blocking (a game queues it with
+        /// <see cref="SubmitExtendTexture"/>). The new size must be a multiple of the model's
+        /// <c>size_multiple</c>.
         /// </summary>
         public KilnImage ExtendTexture(KilnGenerateSettings settings, uint left, uint right, uint top, uint bottom)
         {
@@ -249,7 +250,8 @@ namespace Kiln
 
         /// <summary>
         /// Makes <c>settings.InitImage</c> tile: offset by half its size, a band <c>band</c>
-        /// pixels wide around the seams inpainted with the seamless view; blocking.
+        /// pixels wide around the seams inpainted with the seamless view; blocking (a game queues
+        /// it with <see cref="SubmitMakeTileable"/>).
         /// </summary>
         public KilnImage MakeTileable(KilnGenerateSettings settings, uint band)
         {
@@ -292,15 +294,8 @@ namespace Kiln
         public KilnJob Submit(KilnGenerateSettings settings, KilnJobSettings jobSettings = null)
         {
             if (settings == null) throw new ArgumentNullException("settings");
-            if (jobSettings == null) jobSettings = new KilnJobSettings();
-            var state = new JobCallbackState(jobSettings.OnEvent, Handle.Sink != null ? Handle.Sink.AddRef() : null);
-            KilnJobOptions jo = KilnDefaults.JobOptions();
-            jo.priority = jobSettings.Priority;
-            jo.preview_interval = jobSettings.PreviewInterval;
-            // Always our trampoline: its Finished event tells the binding when Kiln is done
-            // with user_data, so the GCHandle is freed exactly then.
-            jo.callback.Value = KilnTrampolines.JobEventPointer;
-            jo.user_data = state.UserData;
+            KilnJobOptions jo;
+            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
             ulong id;
             uint status;
             try
@@ -317,14 +312,67 @@ namespace Kiln
                 state.Abandon();
                 throw;
             }
-            if (status != 0)
+            return KilnJob.Accept(state, status, id);
+        }
+
+        /// <summary>
+        /// <see cref="ExtendTexture"/> as a job: queued on Kiln's worker threads, returns at once
+        /// (progress, previews, cancel and the image as for <see cref="Submit"/>). The arguments are
+        /// checked here, and the picture and settings copied before it returns.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (no init image, ...), INVALID_SIZE (a new size off the model's multiple), and <see cref="Submit"/>'s; no job is queued.</exception>
+        public KilnJob SubmitExtendTexture(KilnGenerateSettings settings, uint left, uint right, uint top, uint bottom, KilnJobSettings jobSettings = null)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            KilnJobOptions jo;
+            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
+            ulong id;
+            uint status;
+            try
             {
-                var e = KilnStatusNames.Error(status);
-                state.Abandon();
-                throw new KilnException(e.Status, e.Message);
+                using (var pins = new Pins())
+                {
+                    KilnGenerateOptions o = settings.ToNative(pins);
+                    status = KilnNative.kiln_job_submit_extend_texture(Handle, ref o, left, right, top, bottom, ref jo, out id);
+                }
             }
-            state.Submitted(id);
-            return new KilnJob(id, state);
+            catch
+            {
+                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
+                state.Abandon();
+                throw;
+            }
+            return KilnJob.Accept(state, status, id);
+        }
+
+        /// <summary>
+        /// <see cref="MakeTileable"/> as a job: queued on Kiln's worker threads, returns at once
+        /// (progress, previews, cancel and the image as for <see cref="Submit"/>). The arguments are
+        /// checked here, and the picture and settings copied before it returns.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (no init image, band 0 or too wide, ...) and <see cref="Submit"/>'s; no job is queued.</exception>
+        public KilnJob SubmitMakeTileable(KilnGenerateSettings settings, uint band, KilnJobSettings jobSettings = null)
+        {
+            if (settings == null) throw new ArgumentNullException("settings");
+            KilnJobOptions jo;
+            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
+            ulong id;
+            uint status;
+            try
+            {
+                using (var pins = new Pins())
+                {
+                    KilnGenerateOptions o = settings.ToNative(pins);
+                    status = KilnNative.kiln_job_submit_make_tileable(Handle, ref o, band, ref jo, out id);
+                }
+            }
+            catch
+            {
+                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
+                state.Abandon();
+                throw;
+            }
+            return KilnJob.Accept(state, status, id);
         }
 
         /// <summary>Frees the model (jobs already submitted finish safely).</summary>

@@ -69,8 +69,9 @@ namespace Kiln
         /// Upscales <c>image</c> by <see cref="Scale"/> into a new image (<c>image</c> is unchanged),
         /// tile by tile; <c>options</c> null = defaults (<see cref="KilnDefaults.UpscaleOptions"/>:
         /// 256-pixel tiles, 16 pixels of context, not seamless, alpha through the graph). Blocking
-        /// and heavy (ESRGAN: about 8 s for 256x256 to 1024x1024 on two CPU cores): call it from a worker thread, never the
-        /// game's main thread. <see cref="Cancel"/> from another thread stops it.
+        /// and heavy (ESRGAN: about 8 s for 256x256 to 1024x1024 on two CPU cores): queue it with
+        /// <see cref="Submit"/> or call it from a worker thread, never the game's main thread.
+        /// <see cref="Cancel"/> from another thread stops it.
         /// </summary>
         /// <exception cref="KilnException">CANCELLED, INVALID_ARGUMENT (unknown seamless or alpha, context over 1024), INVALID_SIZE (result over 16384 a side), INFERENCE_FAILED, OUT_OF_MEMORY, ...; the upscaler stays usable.</exception>
         public KilnImage Upscale(KilnImage image, KilnUpscaleOptions? options = null)
@@ -93,16 +94,60 @@ namespace Kiln
         }
 
         /// <summary>
-        /// Stops every <see cref="Upscale"/> on this upscaler running on other threads: each throws
-        /// <see cref="KilnException"/> with <see cref="KilnStatus.Cancelled"/> within one graph run.
-        /// Calls that start afterwards run normally. Safe from any thread.
+        /// <see cref="Upscale"/> as a job on Kiln's worker threads: returns at once; poll it every
+        /// frame and copy its image once it succeeded. Its <see cref="KilnJobStatus.Step"/> and
+        /// <see cref="KilnJobStatus.TotalSteps"/> count graph runs (tiles; twice as many when alpha
+        /// goes through the graph), known from submission on; it makes no previews
+        /// (<see cref="KilnJobSettings.PreviewInterval"/> is ignored). The job copies <c>image</c>
+        /// and holds what it needs of this upscaler, so both may be disposed once this returns.
+        /// <see cref="KilnJob.Cancel"/> and <see cref="Cancel"/> stop it within one graph run.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (unknown seamless or alpha, context over 1024), INVALID_SIZE (result over 16384 a side), ...; no job is queued. The job's own errors are <see cref="Upscale"/>'s.</exception>
+        public KilnJob Submit(KilnImage image, KilnUpscaleOptions? options = null, KilnJobSettings jobSettings = null)
+        {
+            if (image == null) throw new ArgumentNullException("image");
+            KilnUpscaleOptions o = options ?? KilnDefaults.UpscaleOptions();
+            o.struct_size = (uint)Marshal.SizeOf(typeof(KilnUpscaleOptions));
+            KilnJobOptions jo;
+            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
+            ulong id;
+            uint status;
+            try
+            {
+                using (var pins = new Pins())
+                {
+                    // A disposed image throws here, before the call: Mono's marshaller, failing on the
+                    // second handle, would keep the reference it had taken on the first (this
+                    // upscaler), which then could never be freed.
+                    pins.Borrow(image.Handle);
+                    status = KilnNative.kiln_job_submit_upscale(Handle, image.Handle, ref o, ref jo, out id);
+                }
+            }
+            catch
+            {
+                // A disposed image or upscaler: Kiln never saw user_data.
+                state.Abandon();
+                throw;
+            }
+            return KilnJob.Accept(state, status, id);
+        }
+
+        /// <summary>
+        /// Stops every <see cref="Upscale"/> on this upscaler running on other threads, and every
+        /// running job from <see cref="Submit"/> on it, within one graph run: each call throws
+        /// <see cref="KilnException"/> with <see cref="KilnStatus.Cancelled"/>, each job ends
+        /// <see cref="KilnJobState.Cancelled"/>. Queued jobs and calls that start afterwards run
+        /// normally. Safe from any thread.
         /// </summary>
         public void Cancel()
         {
             KilnStatusNames.Check(KilnNative.kiln_upscaler_cancel(Handle));
         }
 
-        /// <summary>Frees the upscaler (once any <see cref="Upscale"/> still running on another thread returns).</summary>
+        /// <summary>
+        /// Frees the upscaler (once any <see cref="Upscale"/> still running on another thread
+        /// returns). Jobs already submitted go on: each holds the graph until it ends.
+        /// </summary>
         public void Dispose() { Handle.Dispose(); }
     }
 }

@@ -665,6 +665,109 @@ static class KilnTests
         Check(second.Handle.IsClosed, "the model's handle is still open after Dispose");
     }
 
+    /// <summary>The binding's job states Kiln may still call back for (JobCallbackState.Live, by reflection).</summary>
+    static object[] LiveJobStates()
+    {
+        Type t = typeof(KilnNative).Assembly.GetType("Kiln.Interop.JobCallbackState");
+        var live = (Array)t.GetMethod("Live", BindingFlags.Static | BindingFlags.NonPublic).Invoke(null, null);
+        return live.Cast<object>().ToArray();
+    }
+
+    /// <summary>A submit that throws must leave no job: nothing new the binding tracks, no event.</summary>
+    static void NoNewJob(object[] before, int events, string what)
+    {
+        Check(LiveJobStates().All(x => before.Contains(x)), what + ": the binding tracks a job for a refused submit");
+        Equal(0, events, what + ": events for a refused submit");
+    }
+
+    /// <summary>Polls until the job runs with at least one step done (or ends).</summary>
+    static KilnJobStatus PollUntilRunning(KilnJob job)
+    {
+        DateTime giveUp = DateTime.UtcNow.AddMinutes(2);
+        while (true)
+        {
+            KilnJobStatus s = job.Poll();
+            if (s.Ended || (s.State == KilnJobState.Running && s.Step >= 1)) return s;
+            if (DateTime.UtcNow > giveUp) throw new Exception("job did not start within 2 minutes");
+            Thread.Sleep(1);
+        }
+    }
+
+    static void TextureJobs()
+    {
+        // TextureHelpers' inputs as jobs: each gives the blocking call's bytes, with progress and
+        // previews as a generation job's; bad arguments throw at submit and queue nothing; a job
+        // outlives its model's Dispose.
+        byte[] start = model.Generate(Quick("cobblestone", 11)).ToArray();
+        var settings = Quick("cobblestone", 11);
+        settings.InitImage = start;
+        settings.InitImageWidth = 64;
+        settings.InitImageHeight = 64;
+        settings.InitImageChannels = 4;
+        settings.Strength = 1.0f;
+        byte[] wide, tile;
+        using (KilnImage img = model.ExtendTexture(settings, 0, 16, 0, 0)) wide = img.ToArray();
+        using (KilnImage img = model.MakeTileable(settings, 8)) tile = img.ToArray();
+        var js = new KilnJobSettings { PreviewInterval = 2 };
+        using (KilnJob job = model.SubmitExtendTexture(settings, 0, 16, 0, 0, js))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "extend job state (" + job.ErrorMessage + ")");
+            Console.WriteLine("    extend job: step " + s.Step + " of " + s.TotalSteps + ", preview at " + s.PreviewStep + " " + s.PreviewWidth + "x" + s.PreviewHeight);
+            Check(s.TotalSteps >= 4 && s.Step == s.TotalSteps, "extend job steps");
+            Check(s.PreviewStep == s.TotalSteps && s.PreviewWidth == 10 && s.PreviewHeight == 8, "extend job preview (latent size 10x8)");
+            int w, h;
+            job.ImageSize(out w, out h);
+            Check(w == 80 && h == 64, "extend job size " + w + "x" + h);
+            SamePixels(wide, job.CopyImage(), "SubmitExtendTexture job vs ExtendTexture");
+        }
+        using (KilnJob job = model.SubmitMakeTileable(settings, 8, js))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "tileable job state (" + job.ErrorMessage + ")");
+            Check(s.TotalSteps >= 4 && s.Step == s.TotalSteps, "tileable job steps");
+            Check(s.PreviewStep == s.TotalSteps && s.PreviewWidth == 8 && s.PreviewHeight == 8, "tileable job preview");
+            SamePixels(tile, job.CopyImage(), "SubmitMakeTileable job vs MakeTileable");
+        }
+
+        // Checked at submit: each bad argument throws its status and leaves no job.
+        int events = 0;
+        var counting = new KilnJobSettings { OnEvent = ev => Interlocked.Increment(ref events) };
+        object[] before = LiveJobStates();
+        Throws(() => model.SubmitMakeTileable(settings, 0, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitMakeTileable band 0");
+        Throws(() => model.SubmitMakeTileable(settings, 32, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitMakeTileable band 32 on 64 px");
+        Throws(() => model.SubmitExtendTexture(settings, 5, 0, 0, 0, counting).Dispose(), KilnStatus.InvalidSize, "SubmitExtendTexture to 69 px");
+        KilnException e = Throws(() => model.SubmitExtendTexture(Quick("no picture", 1), 0, 16, 0, 0, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitExtendTexture without an init image");
+        Check(e.NativeMessage.Contains("init_image"), "message names init_image: " + e.NativeMessage);
+        Throws(() => model.SubmitMakeTileable(Quick("no picture", 1), 8, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitMakeTileable without an init image");
+        try { model.SubmitExtendTexture(null, 0, 16, 0, 0).Dispose(); throw new Exception("null settings accepted"); }
+        catch (ArgumentNullException) { }
+        Thread.Sleep(20);
+        NoNewJob(before, Volatile.Read(ref events), "texture submits");
+
+        // The model disposed right after submit: the jobs hold what they need of it; a disposed
+        // model throws before reaching Kiln.
+        KilnModel second = KilnModel.Load(runtime, modelDir);
+        KilnJob extendJob = second.SubmitExtendTexture(settings, 0, 16, 0, 0);
+        KilnJob tileJob = second.SubmitMakeTileable(settings, 8);
+        second.Dispose();
+        Check(second.Handle.IsClosed, "the model's handle is still open after Dispose");
+        using (extendJob)
+        using (tileJob)
+        {
+            Equal(KilnJobState.Succeeded, PollUntilEnded(extendJob).State, "extend job after its model's Dispose");
+            Equal(KilnJobState.Succeeded, PollUntilEnded(tileJob).State, "tileable job after its model's Dispose");
+            SamePixels(wide, extendJob.CopyImage(), "extend job of a disposed model vs ExtendTexture");
+            SamePixels(tile, tileJob.CopyImage(), "tileable job of a disposed model vs MakeTileable");
+        }
+        before = LiveJobStates();
+        try { second.SubmitExtendTexture(settings, 0, 16, 0, 0).Dispose(); throw new Exception("submitted on a disposed model"); }
+        catch (ObjectDisposedException) { }
+        try { second.SubmitMakeTileable(settings, 8).Dispose(); throw new Exception("submitted on a disposed model"); }
+        catch (ObjectDisposedException) { }
+        NoNewJob(before, 0, "submits on a disposed model");
+    }
+
     static void CallbacksFireOnAWorkerThread()
     {
         var events = new List<KilnJobEventArgs>();
@@ -1132,6 +1235,197 @@ static class KilnTests
         }
     }
 
+    static KilnUpscaleOptions UpscaleOptions(uint tile, uint context, KilnSeamless seamless, KilnUpscaleAlpha alpha)
+    {
+        KilnUpscaleOptions o = UpscaleOptions(tile, context, seamless);
+        o.alpha = (uint)alpha;
+        return o;
+    }
+
+    /// <summary>Runs an upscale job to its end and returns its status, checking it succeeded.</summary>
+    static KilnJobStatus Succeeds(KilnJob job, string what)
+    {
+        KilnJobStatus s = PollUntilEnded(job);
+        Equal(KilnJobState.Succeeded, s.State, what + " state (" + job.ErrorMessage + ")");
+        return s;
+    }
+
+    static void UpscaleJobs()
+    {
+        // KilnUpscaler.Submit on the x4 fixture: each job gives the blocking Upscale's bytes;
+        // progress counts graph runs (24x20 in 8-pixel tiles: 3x3, twice with alpha through the
+        // graph), known from submission on, one progress event each and no previews; bad
+        // arguments throw at submit and queue nothing; the upscaler and the image may be disposed
+        // right after submit; a disposed image throws and does not keep the upscaler open.
+        byte[] sprite = UpscalerPicture();
+        byte[] opaque = (byte[])sprite.Clone();
+        for (int i = 3; i < opaque.Length; i += 4) opaque[i] = 255;
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        using (KilnImage withAlpha = KilnImage.Create(24, 20, sprite))
+        using (KilnImage solid = KilnImage.Create(24, 20, opaque))
+        {
+            var cases = new[]
+            {
+                new { Name = "opaque, tile 8", Image = solid, Options = UpscaleOptions(8, 20, KilnSeamless.None), Runs = 9u },
+                new { Name = "transparent, alpha GRAPH", Image = withAlpha, Options = UpscaleOptions(8, 20, KilnSeamless.None, KilnUpscaleAlpha.Graph), Runs = 18u },
+                new { Name = "transparent, alpha BILINEAR", Image = withAlpha, Options = UpscaleOptions(8, 20, KilnSeamless.None, KilnUpscaleAlpha.Bilinear), Runs = 9u },
+                new { Name = "transparent, seamless XY", Image = withAlpha, Options = UpscaleOptions(8, 20, KilnSeamless.XY), Runs = 18u },
+            };
+            foreach (var c in cases)
+            {
+                byte[] blocking;
+                using (KilnImage up = u.Upscale(c.Image, c.Options)) blocking = up.ToArray();
+                var events = new List<KilnJobEventArgs>();
+                var finished = new ManualResetEvent(false);
+                var js = new KilnJobSettings
+                {
+                    PreviewInterval = 1,
+                    OnEvent = ev => { lock (events) events.Add(ev); if (ev.Kind == KilnJobEventKind.Finished) finished.Set(); },
+                };
+                using (KilnJob job = u.Submit(c.Image, c.Options, js))
+                {
+                    KilnJobStatus first = job.Poll();
+                    Equal(c.Runs, first.TotalSteps, c.Name + ": total steps at submission");
+                    KilnJobStatus s = Succeeds(job, c.Name);
+                    Console.WriteLine("    " + c.Name + ": step " + s.Step + " of " + s.TotalSteps + " graph runs (expected " + c.Runs + ")");
+                    Equal(c.Runs, s.TotalSteps, c.Name + ": total steps");
+                    Equal(c.Runs, s.Step, c.Name + ": steps done");
+                    Equal(0u, s.PreviewStep, c.Name + ": no preview");
+                    int w, h;
+                    job.ImageSize(out w, out h);
+                    Check(w == 96 && h == 80, c.Name + ": job image " + w + "x" + h);
+                    SamePixels(blocking, job.CopyImage(), "Submit vs Upscale (" + c.Name + ")");
+                    uint step;
+                    Equal(KilnStatus.Busy, job.TryCopyPreview(new byte[16], out step).Status, c.Name + ": copy preview");
+                    Check(finished.WaitOne(60000), c.Name + ": Finished event");
+                    lock (events)
+                    {
+                        var progress = events.Where(e => e.Kind == KilnJobEventKind.Progress).ToList();
+                        Equal((int)c.Runs, progress.Count, c.Name + ": progress events");
+                        for (int i = 0; i < progress.Count; i++)
+                        {
+                            Equal((uint)(i + 1), progress[i].Step, c.Name + ": progress step order");
+                            Equal(c.Runs, progress[i].TotalSteps, c.Name + ": progress total");
+                        }
+                        Check(!events.Any(e => e.Kind == KilnJobEventKind.Preview), c.Name + ": a preview event");
+                        Equal(KilnJobEventKind.Finished, events.Last().Kind, c.Name + ": last event");
+                        Equal(KilnJobState.Succeeded, events.Last().State, c.Name + ": Finished state");
+                    }
+                }
+            }
+            // Defaults (null options, null job settings).
+            byte[] defaults;
+            using (KilnImage up = u.Upscale(withAlpha)) defaults = up.ToArray();
+            using (KilnJob job = u.Submit(withAlpha))
+            {
+                Succeeds(job, "defaults");
+                SamePixels(defaults, job.CopyImage(), "Submit(defaults) vs Upscale(defaults)");
+            }
+
+            // Checked at submit: each bad argument throws its status and leaves no job.
+            int refused = 0;
+            var counting = new KilnJobSettings { OnEvent = ev => Interlocked.Increment(ref refused) };
+            object[] before = LiveJobStates();
+            var bad = UpscaleOptions(8, 20, KilnSeamless.None);
+            bad.alpha = 7;
+            KilnException ex = Throws(() => u.Submit(withAlpha, bad, counting).Dispose(), KilnStatus.InvalidArgument, "Submit alpha 7");
+            Check(ex.NativeMessage.Contains("alpha"), "message names alpha: " + ex.NativeMessage);
+            bad = UpscaleOptions(8, 20, KilnSeamless.None);
+            bad.seamless = 9;
+            Throws(() => u.Submit(withAlpha, bad, counting).Dispose(), KilnStatus.InvalidArgument, "Submit seamless 9");
+            bad = UpscaleOptions(8, 2000, KilnSeamless.None);
+            Throws(() => u.Submit(withAlpha, bad, counting).Dispose(), KilnStatus.InvalidArgument, "Submit context 2000");
+            using (KilnImage huge = KilnImage.Create(4097, 1, Enumerable.Repeat((byte)255, 4097 * 4).ToArray()))
+            {
+                ex = Throws(() => u.Submit(huge, null, counting).Dispose(), KilnStatus.InvalidSize, "Submit with a result over 16384 pixels a side");
+                Check(ex.NativeMessage.Contains("16384"), "message names 16384: " + ex.NativeMessage);
+            }
+            try { u.Submit(null).Dispose(); throw new Exception("a null image was accepted"); }
+            catch (ArgumentNullException) { }
+            Thread.Sleep(20);
+            NoNewJob(before, Volatile.Read(ref refused), "upscale submits");
+            using (KilnJob job = u.Submit(solid, UpscaleOptions(8, 20, KilnSeamless.None)))
+            {
+                Succeeds(job, "after the refused submits");
+                using (KilnImage up = u.Upscale(solid, UpscaleOptions(8, 20, KilnSeamless.None)))
+                    SamePixels(up.ToArray(), job.CopyImage(), "job after the refused submits vs Upscale");
+            }
+
+            // The upscaler and the image disposed right after submit: the job copied one and holds
+            // the other.
+            byte[] expected;
+            using (KilnImage up = u.Upscale(withAlpha, UpscaleOptions(8, 20, KilnSeamless.XY))) expected = up.ToArray();
+            KilnUpscaler own = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4"));
+            KilnImage picture = KilnImage.Create(24, 20, sprite);
+            using (KilnJob job = own.Submit(picture, UpscaleOptions(8, 20, KilnSeamless.XY)))
+            {
+                own.Dispose();
+                picture.Dispose();
+                Check(own.Handle.IsClosed && picture.Handle.IsClosed, "the upscaler's or the image's handle is still open after Dispose");
+                Succeeds(job, "job after its upscaler's and image's Dispose");
+                SamePixels(expected, job.CopyImage(), "job of a disposed upscaler and image vs Upscale");
+            }
+            before = LiveJobStates();
+            try { own.Submit(withAlpha).Dispose(); throw new Exception("submitted on a disposed upscaler"); }
+            catch (ObjectDisposedException) { }
+            NoNewJob(before, 0, "submit on a disposed upscaler");
+        }
+
+        // A disposed image is refused before the call and does not keep the upscaler open (Mono's
+        // marshaller keeps its reference to a first handle when it fails on the second).
+        KilnUpscaler x4 = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4"));
+        KilnImage gone = KilnImage.Create(2, 2, new byte[16]);
+        gone.Dispose();
+        object[] live = LiveJobStates();
+        try { x4.Submit(gone).Dispose(); throw new Exception("submitted a disposed image"); }
+        catch (ObjectDisposedException) { }
+        NoNewJob(live, 0, "submit of a disposed image");
+        x4.Dispose();
+        Check(x4.Handle.IsClosed, "the upscaler's handle is still open after Dispose");
+    }
+
+    static void UpscaleJobCancel()
+    {
+        // A 256x256 upscale job in 8-pixel tiles with 20 of context (32x32 graph runs), cancelled
+        // while it runs, first through its job, then through KilnUpscaler.Cancel: each ends
+        // Cancelled before its last run. A job queued behind the second (the suite's runtimes
+        // leave Kiln's process-wide pool at one worker) is untouched, and gives Upscale's bytes.
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        using (KilnImage picture = KilnImage.Create(24, 20, UpscalerPicture()))
+        using (KilnImage big = KilnImage.Create(256, 256, Enumerable.Range(0, 256 * 256 * 4).Select(i => i % 4 == 3 ? (byte)255 : (byte)(i % 251)).ToArray()))
+        {
+            var o = UpscaleOptions(8, 20, KilnSeamless.None);
+            byte[] small;
+            using (KilnImage up = u.Upscale(picture, o)) small = up.ToArray();
+            foreach (bool byUpscaler in new[] { false, true })
+            {
+                string how = byUpscaler ? "KilnUpscaler.Cancel" : "KilnJob.Cancel";
+                var finished = new ManualResetEvent(false);
+                KilnJobState endState = KilnJobState.Queued;
+                var js = new KilnJobSettings { OnEvent = ev => { if (ev.Kind == KilnJobEventKind.Finished) { endState = ev.State; finished.Set(); } } };
+                using (KilnJob job = u.Submit(big, o, js))
+                using (KilnJob after = u.Submit(picture, o))
+                {
+                    KilnJobStatus running = PollUntilRunning(job);
+                    Equal(KilnJobState.Running, running.State, how + ": state before the cancel");
+                    Equal(32u * 32u, running.TotalSteps, how + ": graph runs of 256x256 in 8-pixel tiles");
+                    if (byUpscaler) u.Cancel(); else job.Cancel();
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
+                    KilnJobStatus s = PollUntilEnded(job);
+                    Console.WriteLine("    " + how + ": ended " + s.State + " at run " + s.Step + " of " + s.TotalSteps + " after " + clock.ElapsedMilliseconds + " ms: " + job.ErrorMessage);
+                    Equal(KilnJobState.Cancelled, s.State, how + ": state after the cancel");
+                    Check(s.Step < s.TotalSteps, how + ": the job ran to its end");
+                    Check(job.ErrorMessage.Length > 0, how + ": a cancelled job has a message");
+                    Equal(KilnStatus.InvalidArgument, job.TryCopyImage(new byte[1024 * 1024 * 4]).Status, how + ": copy image of a cancelled job");
+                    Check(finished.WaitOne(60000), how + ": Finished event");
+                    Equal(KilnJobState.Cancelled, endState, how + ": Finished event state");
+                    Succeeds(after, how + ": the job queued behind");
+                    SamePixels(small, after.CopyImage(), how + ": the job queued behind vs Upscale");
+                }
+            }
+        }
+    }
+
     static void DefaultExampleRequest()
     {
         // What Txt2Img does (defaults, seed 42), written for tests/csharp.rs to compare
@@ -1173,6 +1467,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),
+            new KeyValuePair<string, Action>("extend and make-tileable jobs: blocking bytes, progress, submit errors", TextureJobs),
             new KeyValuePair<string, Action>("job callbacks fire on a worker thread", CallbacksFireOnAWorkerThread),
             new KeyValuePair<string, Action>("throwing handlers never reach native code", ThrowingHandlersNeverReachNativeCode),
             new KeyValuePair<string, Action>("cancel and stale ids", CancelAndStaleIds),
@@ -1181,6 +1476,8 @@ static class KilnTests
             new KeyValuePair<string, Action>("upscaler: goldens, seamless, raw C call's bytes", UpscalerMatchesTheGoldensAndTheCApi),
             new KeyValuePair<string, Action>("upscaler: bad paths, graphs and options throw", UpscalerErrors),
             new KeyValuePair<string, Action>("upscaler: cancel from another thread", UpscalerCancelFromAnotherThread),
+            new KeyValuePair<string, Action>("upscale jobs: blocking bytes, graph runs as steps, submit errors, dispose after submit", UpscaleJobs),
+            new KeyValuePair<string, Action>("upscale jobs: cancel by job and by upscaler", UpscaleJobCancel),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };
         if (controlNetModelDir != null)

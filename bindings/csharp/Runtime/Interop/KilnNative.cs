@@ -140,8 +140,8 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_image_height_to_depth(KilnImageHandle image, out IntPtr depth_out);
 
-        // Upscaler (super-resolution graphs). kiln_upscaler_upscale blocks; kiln_upscaler_cancel
-        // may be called from any other thread while it runs.
+        // Upscaler (super-resolution graphs). kiln_upscaler_upscale blocks (kiln_job_submit_upscale
+        // queues it); kiln_upscaler_cancel may be called from any other thread while it runs.
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern void kiln_upscale_options_init(IntPtr options);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
@@ -160,6 +160,12 @@ namespace Kiln.Interop
         public static extern void kiln_job_options_init(IntPtr options);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_submit(KilnModelHandle model, ref KilnGenerateOptions options, ref KilnJobOptions job_options, out ulong job_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_submit_extend_texture(KilnModelHandle model, ref KilnGenerateOptions options, uint left, uint right, uint top, uint bottom, ref KilnJobOptions job_options, out ulong job_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_submit_make_tileable(KilnModelHandle model, ref KilnGenerateOptions options, uint band, ref KilnJobOptions job_options, out ulong job_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_submit_upscale(KilnUpscalerHandle upscaler, KilnImageHandle image, ref KilnUpscaleOptions options, ref KilnJobOptions job_options, out ulong job_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_poll(ulong job, ref KilnJobProgress progress_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
