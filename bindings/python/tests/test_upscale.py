@@ -1,6 +1,7 @@
 """Upscalers (super-resolution graphs, tests/fixtures/upscaler from tools/make_upscaler_fixture.py):
 the goldens' pixels through the binding, alpha, determinism, load errors, cancel from another
-thread, bad options, and closing with a call in flight."""
+thread, bad options, closing with a call in flight, and upscale jobs (the blocking call's bytes,
+progress in tiles, checks at submit, cancel)."""
 
 from __future__ import annotations
 
@@ -198,3 +199,79 @@ def test_close_cancels_a_call_in_flight_and_is_idempotent(runtime: kiln.Runtime,
         upscaler.scale
     with pytest.raises(ValueError):
         upscaler.cancel()
+
+
+def test_upscale_jobs_give_the_blocking_bytes_and_count_tiles(x4: kiln.Upscaler, picture: np.ndarray[Any, Any]) -> None:
+    opaque = picture.copy()
+    opaque[..., 3] = 255
+    # 24x20 in 8-pixel tiles: 3x3 graph runs; with transparency and alpha through the graph, twice that.
+    for source, options, runs in ((opaque, {}, 9), (picture, {}, 18), (picture, {"alpha": "bilinear"}, 9)):
+        want = x4.upscale(source, tile=8, context=20, seamless="xy", **options).to_numpy()
+        with x4.submit(source, tile=8, context=20, seamless="xy", **options) as job:
+            assert job.poll().total_steps == runs, "the total is known from submission on"
+            assert np.array_equal(job.result(60), want), "the job gives upscale's bytes"
+            p = job.poll()
+            assert (p.state, p.step, p.total_steps) == (kiln.JobState.SUCCEEDED, runs, runs)
+            assert p.preview_step == 0 and job.preview() is None, "an upscale job makes no previews"
+            assert job.error_message == ""
+
+
+def test_the_image_and_the_upscaler_may_close_right_after_submit(runtime: kiln.Runtime, fixtures: Path,
+                                                                 x4: kiln.Upscaler,
+                                                                 picture: np.ndarray[Any, Any]) -> None:
+    want = x4.upscale(picture, tile=8, context=20).to_numpy()
+    upscaler = runtime.load_upscaler(fixtures / "x4")
+    source = kiln.Image.from_array(picture)
+    job = upscaler.submit(source, tile=8, context=20, priority=3)
+    source.close()  # copied at submit
+    upscaler.close()  # the job holds the graph: close() leaves it to run
+    with job:
+        assert np.array_equal(job.result(60), want)
+    with pytest.raises(ValueError):
+        upscaler.submit(picture)
+
+
+def test_upscale_jobs_check_their_arguments_at_submit(x4: kiln.Upscaler, picture: np.ndarray[Any, Any]) -> None:
+    for options, field in ((dict(alpha=7), "alpha"), (dict(seamless=4), "seamless"), (dict(context=1025), "context")):
+        with pytest.raises(kiln.ArgumentError) as bad:
+            x4.submit(picture, **options)
+        assert bad.value.status == kiln.Status.INVALID_ARGUMENT, options
+        assert field in bad.value.message
+    with pytest.raises(kiln.ArgumentError) as too_big:
+        x4.submit(np.full((1, 4097, 4), 255, np.uint8))  # 16388 pixels wide at 4x
+    assert too_big.value.status == kiln.Status.INVALID_SIZE
+    assert "16384" in too_big.value.message
+    with pytest.raises(KeyError):
+        x4.submit(picture, alpha="sharp")
+    with x4.submit(picture, tile=0, context=0) as job:  # nothing queued before: it runs at once
+        assert job.result(60).shape == (80, 96, 4)
+
+
+def wait_running(job: kiln.Job) -> kiln.Progress:
+    """Polls until the job has finished at least one graph run."""
+    started = time.monotonic()
+    while True:
+        p = job.poll()
+        if p.state == kiln.JobState.RUNNING and p.step >= 1:
+            return p
+        assert not p.done and time.monotonic() - started < 60, p
+        time.sleep(0.001)
+
+
+def test_cancel_a_running_upscale_job_by_job_or_by_upscaler(x4: kiln.Upscaler, picture: np.ndarray[Any, Any]) -> None:
+    for by_upscaler in (False, True):
+        with x4.submit(big_picture(), tile=8, context=20) as long, x4.submit(picture, tile=8, context=20) as after:
+            running = wait_running(long)
+            assert after.poll().state == kiln.JobState.QUEUED, "behind the long one (one job worker here)"
+            assert running.total_steps == 32 * 32 * 2, "256x256 in 8-pixel tiles, alpha through the graph"
+            if by_upscaler:
+                x4.cancel()  # stops the running job; a queued one still runs
+            else:
+                long.cancel()
+            assert long.wait(60) == kiln.JobState.CANCELLED
+            with pytest.raises(kiln.CancelledError) as cancelled:
+                long.result()
+            assert cancelled.value.status == kiln.Status.CANCELLED
+            p = long.poll()
+            assert p.step < p.total_steps, f"stopped before the end: {p}"
+            assert after.result(60).shape == (80, 96, 4), f"the other job ran (by upscaler: {by_upscaler})"

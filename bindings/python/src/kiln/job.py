@@ -1,11 +1,12 @@
-"""kiln.Job: a queued generation, pollable once a frame, waitable from a bake script."""
+"""kiln.Job: a queued generation, texture helper or upscale, pollable once a frame, waitable from a
+bake script."""
 
 from __future__ import annotations
 
 import ctypes
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -18,16 +19,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Job", "Progress", "Preview"]
 
+#: A ``kiln_job_submit*`` call with every argument bound but the last two: (job_options, job_out).
+SubmitCall = Callable[[Any, Any], int]
+
 
 @dataclass(frozen=True)
 class Progress:
     """A job's state and progress (``kiln_job_progress``)."""
 
     state: JobState
-    #: U-Net calls finished, of ``total_steps``.
+    #: U-Net calls finished, of ``total_steps``; for an upscale job, graph runs (tiles; twice as many
+    #: when alpha goes through the graph), the total known from submission on.
     step: int
     total_steps: int
-    #: Step of the newest preview; 0 while there is none.
+    #: Step of the newest preview; 0 while there is none (always, for an upscale job).
     preview_step: int
     preview_width: int
     preview_height: int
@@ -47,11 +52,14 @@ class Preview:
 
 
 class Job:
-    """A generation running on Kiln's worker threads. ``poll()`` never blocks; ``wait()`` does.
-    Closing (or leaving ``with``) frees it, cancelling it first if it still runs."""
+    """A generation, texture helper or upscale running on Kiln's worker threads (``Model.submit``,
+    ``Model.submit_extend_texture``, ``Model.submit_make_tileable``, ``Upscaler.submit``). ``poll()``
+    never blocks; ``wait()`` does. Closing (or leaving ``with``) frees it, cancelling it first if it
+    still runs."""
 
     def __init__(self, job_id: int) -> None:
-        """Takes ownership of a job id from ``kiln_job_submit`` (use ``Model.submit``)."""
+        """Takes ownership of a job id from ``kiln_job_submit`` or one of its kinds (use
+        ``Model.submit`` and the others)."""
         self._id: int | None = job_id
 
     @property
@@ -126,7 +134,8 @@ class Job:
         return PIL.Image.fromarray(self.result(timeout), "RGBA")
 
     def preview(self) -> Preview | None:
-        """The newest preview (``Model.submit(..., preview_interval=N)``), or None while there is none."""
+        """The newest preview (``Model.submit(..., preview_interval=N)``), or None while there is none
+        (always None for an upscale job, which makes no previews)."""
         p = self.poll()
         if p.preview_step == 0:
             return None
@@ -155,3 +164,14 @@ class Job:
 
     def __repr__(self) -> str:
         return f"<kiln.Job {self._id}>" if self._id is not None else "<kiln.Job closed>"
+
+
+def submit(call: SubmitCall, *, priority: int = 0, preview_interval: int = 0) -> Job:
+    """Fills ``kiln_job_options`` (no callback: the binding polls), makes ``call`` with it and the job
+    id's out-parameter, and wraps the id in a Job; raises as ``check`` does (nothing is queued then)."""
+    jo = _abi.JobOptions()
+    _library.lib().kiln_job_options_init(ctypes.byref(jo))
+    jo.priority, jo.preview_interval = int(priority), int(preview_interval)
+    job = ctypes.c_uint64()
+    check(call(ctypes.byref(jo), ctypes.byref(job)))
+    return Job(int(job.value))

@@ -17,7 +17,7 @@ from kiln._options import GenerateOptions, Request
 from kiln.enums import Graph, Seamless
 from kiln.errors import check, read_string
 from kiln.image import Image, Rect, Sprite, sprite_options
-from kiln.job import Job
+from kiln.job import Job, submit
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -90,13 +90,9 @@ class Model:
                **options: Unpack[GenerateOptions]) -> Job:
         """Queues a generation and returns at once. Higher ``priority`` runs first; a preview is made
         every ``preview_interval`` U-Net calls (0: none)."""
-        request = Request(prompt, options)
-        jo = _abi.JobOptions()
-        _library.lib().kiln_job_options_init(ctypes.byref(jo))
-        jo.priority, jo.preview_interval = int(priority), int(preview_interval)
-        job = ctypes.c_uint64()
-        check(_library.lib().kiln_job_submit(self.handle, request.ref(), ctypes.byref(jo), ctypes.byref(job)))
-        return Job(int(job.value))
+        lib, request, handle = _library.lib(), Request(prompt, options), self.handle
+        return submit(lambda jo, out: lib.kiln_job_submit(handle, request.ref(), jo, out),
+                      priority=priority, preview_interval=preview_interval)
 
     def seamless(self, axes: Seamless) -> Model:
         """A model handle whose images tile along ``axes``; close it independently."""
@@ -204,6 +200,30 @@ class Model:
         out = ctypes.c_void_p()
         check(_library.lib().kiln_model_make_tileable(self.handle, request.ref(), band, ctypes.byref(out)))
         return Image(out.value or 0)
+
+    def submit_extend_texture(self, texture: ImageLike, prompt: str, *, left: int = 0, right: int = 0, top: int = 0,
+                              bottom: int = 0, priority: int = 0, preview_interval: int = 0,
+                              **options: Unpack[GenerateOptions]) -> Job:
+        """Queues ``extend_texture`` as a job and returns at once (``kiln_job_submit_extend_texture``);
+        ``priority`` and ``preview_interval`` as for ``submit``, progress in U-Net calls. The picture
+        and options are copied first, so ``texture`` may change or close right after. The arguments
+        are checked here: a new size off the model's multiple raises ArgumentError (INVALID_SIZE),
+        nothing queued."""
+        options["init_image"] = texture
+        lib, request, handle, sides = _library.lib(), Request(prompt, options), self.handle, (left, right, top, bottom)
+        return submit(lambda jo, out: lib.kiln_job_submit_extend_texture(handle, request.ref(), *sides, jo, out),
+                      priority=priority, preview_interval=preview_interval)
+
+    def submit_make_tileable(self, texture: ImageLike, prompt: str, *, band: int, priority: int = 0,
+                             preview_interval: int = 0, **options: Unpack[GenerateOptions]) -> Job:
+        """Queues ``make_tileable`` as a job and returns at once (``kiln_job_submit_make_tileable``);
+        ``priority`` and ``preview_interval`` as for ``submit``, progress in U-Net calls. The picture
+        and options are copied first. The arguments are checked here: a ``band`` of 0, or of half the
+        picture's smaller side or more, raises ArgumentError (INVALID_ARGUMENT), nothing queued."""
+        options["init_image"] = texture
+        lib, request, handle = _library.lib(), Request(prompt, options), self.handle
+        return submit(lambda jo, out: lib.kiln_job_submit_make_tileable(handle, request.ref(), band, jo, out),
+                      priority=priority, preview_interval=preview_interval)
 
     def close(self) -> None:
         """Frees the model; closing twice is fine."""

@@ -15,6 +15,7 @@ from kiln._convert import ImageLike
 from kiln.enums import Seamless, UpscaleAlpha
 from kiln.errors import check
 from kiln.image import Image
+from kiln.job import Job, submit
 
 if TYPE_CHECKING:
     from kiln.runtime import Runtime
@@ -28,10 +29,22 @@ def _enum_value(value: Union[int, str], enum: type[IntEnum]) -> int:
     return int(enum[value.upper()]) if isinstance(value, str) else int(value)
 
 
+def _options(tile: int, context: int, seamless: Union[Seamless, int, str],
+             alpha: Union[UpscaleAlpha, int, str]) -> ctypes.Structure:
+    """A ``kiln_upscale_options`` from ``upscale``'s keyword arguments."""
+    o = _abi.UpscaleOptions()
+    _library.lib().kiln_upscale_options_init(ctypes.byref(o))
+    o.tile, o.context = int(tile), int(context)
+    o.seamless, o.alpha = _enum_value(seamless, Seamless), _enum_value(alpha, UpscaleAlpha)
+    return o
+
+
 class Upscaler:
     """A loaded super-resolution graph (``Runtime.load_upscaler``). Thread-safe: several threads may
     upscale with it at once (its graph runs one window at a time) and ``cancel()`` may come from any
-    thread. Close it, or use ``with``; closing cancels calls still in progress and waits for them."""
+    thread. ``submit()`` queues an upscale as a ``kiln.Job`` instead. Close it, or use ``with``;
+    closing cancels ``upscale`` calls still in progress and waits for them, and leaves jobs to run
+    (each holds the graph until it ends)."""
 
     def __init__(self, handle: int, runtime: Runtime | None = None) -> None:
         """Takes ownership of a ``kiln_upscaler *``."""
@@ -84,10 +97,7 @@ class Upscaler:
         (an UpscaleAlpha or its name); an opaque image stays opaque. Raises CancelledError when
         cancelled, ArgumentError for an unknown ``seamless`` or ``alpha`` or a ``context`` over 1024;
         the upscaler stays usable after any error."""
-        o = _abi.UpscaleOptions()
-        _library.lib().kiln_upscale_options_init(ctypes.byref(o))
-        o.tile, o.context = int(tile), int(context)
-        o.seamless, o.alpha = _enum_value(seamless, Seamless), _enum_value(alpha, UpscaleAlpha)
+        o = _options(tile, context, seamless, alpha)
         source = image if isinstance(image, Image) else Image.from_array(image)
         out = ctypes.c_void_p()
         try:
@@ -98,16 +108,44 @@ class Upscaler:
                 source.close()
         return Image(out.value or 0)
 
+    def submit(self, image: ImageLike, *, tile: int = 256, context: int = 16,
+               seamless: Union[Seamless, int, str] = Seamless.NONE,
+               alpha: Union[UpscaleAlpha, int, str] = UpscaleAlpha.GRAPH, priority: int = 0) -> Job:
+        """Queues ``upscale`` as a job on Kiln's worker threads and returns at once
+        (``kiln_job_submit_upscale``): no thread of your own, and no more graphs at once than the job
+        workers. Arguments as ``upscale``'s; higher ``priority`` runs first. ``Job.poll()`` counts graph
+        runs (tiles; twice as many when alpha goes through the graph), the total known from submission
+        on; there are no previews. ``result()`` gives ``upscale``'s bytes as an (H, W, 4) array. The
+        image is copied first and the job holds the graph, so both ``image`` and this upscaler may be
+        closed right after. The arguments are checked here: ArgumentError for an unknown ``seamless``
+        or ``alpha``, a ``context`` over 1024 (INVALID_ARGUMENT), an empty image or a result over 16384
+        pixels a side (INVALID_SIZE); nothing is queued then. ``Job.cancel()`` stops it within one
+        graph run, and so does ``cancel()`` while it runs."""
+        o = _options(tile, context, seamless, alpha)
+        source = image if isinstance(image, Image) else Image.from_array(image)
+        try:
+            with self._using() as handle:
+                lib, picture = _library.lib(), source.handle
+                return submit(lambda jo, out: lib.kiln_job_submit_upscale(handle, picture, ctypes.byref(o), jo, out),
+                              priority=priority)
+        finally:
+            if source is not image:
+                source.close()
+
     def cancel(self) -> None:
-        """Stops every ``upscale`` on this upscaler in progress on other threads: each raises
-        CancelledError within one graph run. Calls that start afterwards run normally. Safe from any
-        thread; a no-op when nothing runs."""
+        """Stops every ``upscale`` on this upscaler in progress on other threads, and every upscale job
+        submitted from it that is running: each raises (or ends) CancelledError within one graph run.
+        Queued jobs still run, and calls that start afterwards run normally. Safe from any thread; a
+        no-op when nothing runs."""
         with self._lock:
             check(_library.lib().kiln_upscaler_cancel(self.handle))
 
     def close(self) -> None:
-        """Frees the upscaler; closing twice is fine. Calls in progress on other threads are cancelled
-        (they raise CancelledError) and waited for first."""
+        """Frees the upscaler; closing twice is fine. ``upscale`` calls in progress on other threads are
+        cancelled (they raise CancelledError) and waited for first. Jobs from ``submit()``, queued or
+        running, go on to their end: each holds the graph (stop one with ``Job.cancel()``). Only
+        when ``upscale`` calls are in flight does the cancel that stops them, ``cancel()``'s, also stop
+        the jobs running at that moment (queued ones still run)."""
         with self._lock:
             handle, self._handle = self._handle, None
             if not handle:
