@@ -46,6 +46,9 @@
     X(void, kiln_image_free, (struct kiln_image *)) \
     X(void, kiln_job_options_init, (struct kiln_job_options *)) \
     X(kiln_status, kiln_job_submit, (const struct kiln_model *, const struct kiln_generate_options *, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_extend_texture, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, uint32_t, uint32_t, uint32_t, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_make_tileable, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_upscale, (const struct kiln_upscaler *, const struct kiln_image *, const struct kiln_upscale_options *, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_poll, (uint64_t, struct kiln_job_progress *)) \
     X(kiln_status, kiln_job_wait, (uint64_t, uint32_t, uint32_t *)) \
     X(kiln_status, kiln_job_cancel, (uint64_t)) \
@@ -728,7 +731,10 @@ struct Size {
     std::uint32_t height = 0;
 };
 
-/** A queued generation. Poll it once a frame; the destructor frees it (and cancels it if it still runs). */
+/**
+ * A queued generation, texture helper (Model::submit_extend_texture, submit_make_tileable) or upscale
+ * (Upscaler::submit). Poll it once a frame; the destructor frees it (and cancels it if it still runs).
+ */
 class Job {
 public:
     Job() noexcept = default;
@@ -990,6 +996,29 @@ public:
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Image(out);
     }
+    /**
+     * Queues extend_texture() as a Job and returns at once; `job_options` nullptr = defaults. Arguments are
+     * checked here (extend_texture's and submit's errors, no job queued); the picture and options are copied.
+     */
+    Result<Job> submit_extend_texture(const ::kiln_generate_options &options, std::uint32_t left, std::uint32_t right,
+                                      std::uint32_t top, std::uint32_t bottom,
+                                      const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_extend_texture(p_, &options, left, right, top, bottom, job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
+    }
+    /**
+     * Queues make_tileable() as a Job and returns at once; `job_options` nullptr = defaults. Arguments are
+     * checked here (make_tileable's and submit's errors, no job queued); the picture and options are copied.
+     */
+    Result<Job> submit_make_tileable(const ::kiln_generate_options &options, std::uint32_t band,
+                                     const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_make_tileable(p_, &options, band, job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
+    }
 
     ::kiln_model *get() const noexcept { return p_; }
     /** Gives up ownership; the caller frees with kiln_model_free. */
@@ -1026,8 +1055,8 @@ public:
     /**
      * `image` upscaled by scale() into a new Image (`image` is left as it is), tile by tile; `options`
      * (from kiln::defaults<kiln_upscale_options>(): `tile`, `context`, `seamless`, `alpha`) nullptr =
-     * defaults. Blocking and heavy: call it from a worker thread. Status::cancelled after cancel(); the
-     * upscaler stays usable after any error.
+     * defaults. Blocking and heavy: submit() it as a Job, or call it from a thread of your own.
+     * Status::cancelled after cancel(); the upscaler stays usable after any error.
      */
     Result<Image> upscale(const Image &image, const ::kiln_upscale_options *options = nullptr) const {
         ::kiln_image *out = nullptr;
@@ -1036,8 +1065,23 @@ public:
         return Image(out);
     }
     /**
+     * Queues upscale() as a Job on Kiln's job workers and returns at once; `options` and `job_options`
+     * nullptr = defaults. The job copies `image` and holds the graph, so both the Image and this Upscaler
+     * may be destroyed right after. Its progress counts graph runs (tiles; twice as many when alpha goes
+     * through the graph) instead of U-Net calls, known from submission on; it makes no previews
+     * (`preview_interval` is ignored). Arguments are checked here (upscale()'s errors, no job queued).
+     */
+    Result<Job> submit(const Image &image, const ::kiln_upscale_options *options = nullptr,
+                       const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_upscale(p_, image.get(), options, job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
+    }
+    /**
      * Stops every upscale() on this upscaler in progress on other threads (each returns Status::cancelled
-     * within one graph run); calls that start afterwards run normally, and with none in flight it does
+     * within one graph run) and every running upscale Job submitted on it (each ends JobState::cancelled;
+     * queued ones still run); calls that start afterwards run normally, and with none in flight it does
      * nothing. Safe from any thread while this Upscaler lives (do not move or destroy it meanwhile).
      */
     Result<void> cancel() const {

@@ -15,5 +15,9 @@ int main() {
     const kiln::Upscaler empty;
     if (empty.scale().status() != kiln::Status::null_argument) return 1;
     if (empty.cancel().status() != kiln::Status::null_argument) return 1;
+    if (empty.submit(kiln::Image()).status() != kiln::Status::null_argument) return 1;
+    const kiln_generate_options o = kiln::defaults<kiln_generate_options>();
+    if (kiln::Model().submit_make_tileable(o, 16).status() != kiln::Status::null_argument) return 1;
+    if (kiln::Model().submit_extend_texture(o, 0, 0, 64, 0).status() != kiln::Status::null_argument) return 1;
     return empty.upscale(kiln::Image()).status() == kiln::Status::null_argument ? 0 : 1;
 }

@@ -1,7 +1,7 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
 // embeddings, a LoRA's own text-encoder strength and the base-to-refiner hand-off against the Rust tests'
 // goldens, the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another thread), the
-// throwing layer. Run by tests/cpp_binding.rs as
+// texture helpers and upscales as jobs (against the blocking calls), the throwing layer. Run by tests/cpp_binding.rs as
 // `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
 // MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component, upscaler, matting and
 // golden/ are found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
@@ -680,6 +680,283 @@ static void test_upscaler(const std::string &fixtures) {
     CHECK(!*up && moved && moved.scale().value_or(0) == 4);
 }
 
+// A diagonal colour ramp with hard wrap seams, 64x64 RGB (tests/job_kinds.rs and tests/texture.rs).
+static std::vector<std::uint8_t> ramp() {
+    std::vector<std::uint8_t> rgb;
+    for (std::uint32_t y = 0; y < 64; ++y)
+        for (std::uint32_t x = 0; x < 64; ++x)
+            rgb.insert(rgb.end(), {std::uint8_t(x * 4), std::uint8_t(y * 4), std::uint8_t((x + y) * 2)});
+    return rgb;
+}
+
+// A job's end state, size and pixels; its own message printed when it did not succeed.
+struct JobResult {
+    kiln::JobState state = kiln::JobState::failed;
+    kiln::Size size;
+    std::vector<std::uint8_t> pixels;
+};
+
+static JobResult finish(const kiln::Job &job) {
+    JobResult r;
+    r.state = job.wait(300000).value_or(kiln::JobState::failed);
+    if (r.state != kiln::JobState::succeeded) {
+        std::printf("job %llu ended %u: %s\n", static_cast<unsigned long long>(job.id()), kiln::to_c(r.state),
+                    job.error_message().value_or("(no message)").c_str());
+        return r;
+    }
+    r.size = job.image_size().value_or(kiln::Size{});
+    r.pixels = job.image().value_or(std::vector<std::uint8_t>());
+    return r;
+}
+
+static bool same_bytes(const JobResult &r, const kiln::Result<kiln::Image> &image) {
+    return image.ok() && r.size.width == image->width() && r.size.height == image->height() &&
+           r.pixels.size() == image->size_bytes() && std::memcmp(r.pixels.data(), image->pixels(), r.pixels.size()) == 0;
+}
+
+// The texture helpers as jobs (the inputs of tests/job_kinds.rs): bad arguments are refused at submit with their
+// own status and no job; queued on a model handle destroyed right after submit, each job counts U-Net calls,
+// makes previews and gives the blocking call's bytes.
+static void test_texture_jobs(const kiln::Runtime &rt, const kiln::Model &model, const std::string &model_dir) {
+    const std::vector<std::uint8_t> picture = ramp();
+    auto o = options_for("sandstone", 0, 3);
+    o.strength = 1.0f;
+    o.scheduler = kiln::to_c(kiln::Scheduler::ddim);  // one U-Net call per step
+    auto jo = kiln::defaults<kiln_job_options>();
+    jo.preview_interval = 1;
+
+    // Checked at submit: no picture, a size off the model's multiple, a band too wide or 0, no model, bad job options.
+    kiln::Result<kiln::Job> refused = model.submit_make_tileable(o, 16, &jo);
+    CHECK(refused.status() == kiln::Status::invalid_argument);
+    CHECK(!refused && refused.error().message().find("init_image") != std::string::npos);
+    if (!refused) std::printf("tileable job without a picture: %s\n", refused.error().describe().c_str());
+    o.init_image = picture.data();
+    o.init_image_len = picture.size();
+    o.init_image_width = 64;
+    o.init_image_height = 64;
+    o.init_image_channels = 3;
+    refused = model.submit_extend_texture(o, 5, 0, 0, 0, &jo);
+    CHECK(refused.status() == kiln::Status::invalid_size && !refused.error().message().empty());
+    CHECK(model.submit_make_tileable(o, 32, &jo).status() == kiln::Status::invalid_argument);
+    CHECK(model.submit_make_tileable(o, 0).status() == kiln::Status::invalid_argument);
+    CHECK(kiln::Model().submit_make_tileable(o, 16).status() == kiln::Status::null_argument);
+    CHECK(kiln::Model().submit_extend_texture(o, 0, 0, 64, 0).status() == kiln::Status::null_argument);
+    auto bad = jo;
+    bad.struct_size = 3;
+    CHECK(model.submit_extend_texture(o, 0, 0, 64, 0, &bad).status() == kiln::Status::struct_size_mismatch);
+    CHECK(model.submit_make_tileable(o, 16, &bad).status() == kiln::Status::struct_size_mismatch);
+#ifdef KILN_CPP_EXCEPTIONS
+    bool thrown = false;
+    try {
+        kiln::Job never = kiln::check(model.submit_make_tileable(o, 0));
+        (void)never;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::invalid_argument;
+    }
+    CHECK(thrown);
+#endif
+
+    // Queued on a second load of the model, destroyed at once: each job holds its model.
+    kiln::Result<kiln::Job> tile_job = kiln::Error(), extend_job = kiln::Error();
+    {
+        kiln::Result<kiln::Model> second = rt.load_model(model_dir);
+        CHECK(second.ok());
+        if (!second) return;
+        tile_job = second->submit_make_tileable(o, 16, &jo);
+        extend_job = second->submit_extend_texture(o, 0, 0, 64, 0, &jo);
+    }
+    CHECK(tile_job.ok() && extend_job.ok());
+    if (!tile_job || !extend_job) return;
+    const JobResult tiled = finish(*tile_job), extended = finish(*extend_job);
+    CHECK(tiled.state == kiln::JobState::succeeded && extended.state == kiln::JobState::succeeded);
+    for (const kiln::Job *job : {&*tile_job, &*extend_job}) {
+        kiln::Result<kiln::Progress> p = job->poll();
+        CHECK(p.ok() && p->step == 3 && p->total_steps == 3);  // U-Net calls, as a generation job counts them
+        CHECK(p.ok() && p->preview_step == 3 && p->preview_width == 8);
+        kiln::Result<kiln::Preview> preview = job->preview();
+        CHECK(preview.ok() && preview->width == 8 && preview->step == 3);
+        CHECK(job->error_message().value_or("x").empty());
+    }
+    std::printf("texture jobs: tileable %ux%u, extended %ux%u\n", tiled.size.width, tiled.size.height,
+                extended.size.width, extended.size.height);
+    CHECK(extended.size.width == 64 && extended.size.height == 128);
+    CHECK(tiled.size.width == 64 && tiled.size.height == 64);
+
+    // The blocking calls give the same bytes.
+    kiln::Result<kiln::Image> direct_tiled = model.make_tileable(o, 16);
+    kiln::Result<kiln::Image> direct_extended = model.extend_texture(o, 0, 0, 64, 0);
+    CHECK(direct_tiled.ok() && direct_extended.ok());
+    CHECK(same_bytes(tiled, direct_tiled));
+    CHECK(same_bytes(extended, direct_extended));
+}
+
+// Upscales as jobs (tests/fixtures/upscaler/x4, the options of test_upscaler): a job gives upscale()'s bytes with
+// its upscaler and image destroyed right after submit; its progress counts graph runs (3x3 tiles of 8 on a 24x20
+// picture, twice with transparency through the graph) from submission on, with no previews; bad arguments are
+// refused at submit with their own status and no job; a running job ends cancelled by Job::cancel and by
+// Upscaler::cancel (a job queued behind it still runs).
+static void test_upscale_jobs(const std::string &fixtures) {
+    const std::string dir = fixtures + "/upscaler";
+    kiln::Result<kiln::Runtime> rt = kiln::Runtime::create();
+    CHECK(rt.ok());
+    if (!rt) return;
+    kiln::Result<kiln::Upscaler> up = rt->load_upscaler(dir + "/x4");
+    CHECK(up.ok());
+    if (!up) {
+        std::printf("upscale jobs: %s\n", up.error().describe().c_str());
+        return;
+    }
+    // The fixture picture (alpha falling from 255 to 40) and an opaque one of the same size.
+    const std::vector<float> npy = goldens::read_npy_f32(dir + "/image.npy");
+    CHECK(npy.size() == 24 * 20 * 4);
+    if (npy.size() != 24 * 20 * 4) return;
+    std::vector<std::uint8_t> rgba(npy.size()), opaque_rgba(npy.size());
+    for (std::size_t i = 0; i < npy.size(); ++i) {
+        rgba[i] = std::uint8_t(npy[i]);
+        opaque_rgba[i] = i % 4 == 3 ? 255 : std::uint8_t(npy[i]);
+    }
+    kiln::Result<kiln::Image> picture = kiln::Image::create(24, 20, rgba.data(), rgba.size());
+    kiln::Result<kiln::Image> opaque = kiln::Image::create(24, 20, opaque_rgba.data(), opaque_rgba.size());
+    CHECK(picture.ok() && opaque.ok());
+    if (!picture || !opaque) return;
+    auto o = kiln::defaults<kiln_upscale_options>();
+    o.tile = 8;
+    o.context = 20;
+    auto wrap = o;
+    wrap.seamless = kiln::to_c(kiln::Seamless::xy);
+    auto bilinear = o;
+    bilinear.alpha = kiln::to_c(kiln::UpscaleAlpha::bilinear);
+
+    struct Case {
+        const char *name;
+        const kiln::Image *image;
+        const kiln_upscale_options *options;
+        std::uint32_t runs;
+    };
+    const Case cases[] = {
+        {"opaque", &*opaque, &o, 3 * 3},
+        {"alpha through the graph", &*picture, &o, 3 * 3 * 2},
+        {"seamless, alpha through the graph", &*picture, &wrap, 3 * 3 * 2},
+        {"bilinear alpha", &*picture, &bilinear, 3 * 3},
+    };
+    for (const Case &c : cases) {
+        kiln::Result<kiln::Image> blocking = up->upscale(*c.image, c.options);
+        CHECK(blocking.ok());
+        if (!blocking) return;
+        // Its own upscaler and a copy of the image, both destroyed once submit returns.
+        kiln::Result<kiln::Job> job = kiln::Error();
+        {
+            kiln::Result<kiln::Upscaler> own = rt->load_upscaler(dir + "/x4");
+            kiln::Result<kiln::Image> copy = kiln::Image::create(24, 20, c.image->pixels(), c.image->size_bytes());
+            CHECK(own.ok() && copy.ok());
+            if (!own || !copy) return;
+            auto jo = kiln::defaults<kiln_job_options>();
+            jo.preview_interval = 1;  // ignored: an upscale makes no previews
+            job = own->submit(*copy, c.options, &jo);
+        }
+        CHECK(job.ok());
+        if (!job) {
+            std::printf("upscale job (%s): %s\n", c.name, job.error().describe().c_str());
+            return;
+        }
+        kiln::Result<kiln::Progress> first = job->poll();
+        CHECK(first.ok() && first->total_steps == c.runs);  // known from submission on
+        const JobResult r = finish(*job);
+        kiln::Result<kiln::Progress> p = job->poll();
+        std::printf("upscale job (%s): %ux%u, step %u/%u (expected %u graph runs)\n", c.name, r.size.width,
+                    r.size.height, p.ok() ? p->step : 0, p.ok() ? p->total_steps : 0, c.runs);
+        CHECK(r.state == kiln::JobState::succeeded);
+        CHECK(r.size.width == 96 && r.size.height == 80);
+        CHECK(same_bytes(r, blocking));
+        CHECK(p.ok() && p->step == c.runs && p->total_steps == c.runs && p->preview_step == 0);
+        CHECK(job->preview().status() == kiln::Status::busy);
+    }
+    // nullptr options and job options are the defaults.
+    kiln::Result<kiln::Job> defaults_job = up->submit(*picture);
+    CHECK(defaults_job.ok());
+    if (defaults_job) CHECK(same_bytes(finish(*defaults_job), up->upscale(*picture)));
+
+    // Checked at submit: each bad input its own status and message, no job, the upscaler usable after.
+    auto bad = o;
+    bad.alpha = 2;
+    kiln::Result<kiln::Job> refused = up->submit(*picture, &bad);
+    CHECK(refused.status() == kiln::Status::invalid_argument);
+    CHECK(!refused && refused.error().message().find("alpha") != std::string::npos);
+    if (!refused) std::printf("upscale job with alpha 2: %s\n", refused.error().describe().c_str());
+    bad = o;
+    bad.seamless = 4;
+    CHECK(up->submit(*picture, &bad).status() == kiln::Status::invalid_argument);
+    bad = o;
+    bad.context = 1025;
+    CHECK(up->submit(*picture, &bad).status() == kiln::Status::invalid_argument);
+    bad = o;
+    bad.struct_size = 12;
+    CHECK(up->submit(*picture, &bad).status() == kiln::Status::struct_size_mismatch);
+    auto bad_jo = kiln::defaults<kiln_job_options>();
+    bad_jo.struct_size = 3;
+    CHECK(up->submit(*picture, &o, &bad_jo).status() == kiln::Status::struct_size_mismatch);
+    CHECK(up->submit(kiln::Image(), &o).status() == kiln::Status::null_argument);
+    CHECK(kiln::Upscaler().submit(*picture, &o).status() == kiln::Status::null_argument);
+    std::vector<std::uint8_t> wide_rgba(4097 * 4, 255);
+    kiln::Result<kiln::Image> wide = kiln::Image::create(4097, 1, wide_rgba.data(), wide_rgba.size());
+    CHECK(wide.ok());
+    if (wide) {
+        kiln::Result<kiln::Job> too_big = up->submit(*wide, &o);
+        CHECK(too_big.status() == kiln::Status::invalid_size);
+        CHECK(!too_big && too_big.error().message().find("16384") != std::string::npos);
+    }
+#ifdef KILN_CPP_EXCEPTIONS
+    bool thrown = false;
+    try {
+        kiln::Job never = kiln::check(kiln::Upscaler().submit(*picture));
+        (void)never;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::null_argument;
+    }
+    CHECK(thrown);
+#endif
+
+    // Cancel a running job (256x256 in 8-pixel tiles: 1024 graph runs), by the job and by its upscaler; a job
+    // queued behind it (one job worker: the runtimes here all have the default) still runs.
+    std::vector<std::uint8_t> noise(256 * 256 * 4);
+    for (std::size_t i = 0; i < noise.size(); ++i) noise[i] = i % 4 == 3 ? 255 : std::uint8_t(i % 251);
+    kiln::Result<kiln::Image> big = kiln::Image::create(256, 256, noise.data(), noise.size());
+    CHECK(big.ok());
+    if (!big) return;
+    kiln::Result<kiln::Image> small = up->upscale(*opaque, &o);
+    CHECK(small.ok());
+    for (bool by_upscaler : {false, true}) {
+        kiln::Result<kiln::Job> long_job = up->submit(*big, &o);
+        kiln::Result<kiln::Job> after = up->submit(*opaque, &o);
+        CHECK(long_job.ok() && after.ok());
+        if (!long_job || !after) return;
+        kiln::Progress p;
+        const auto started = std::chrono::steady_clock::now();
+        for (;;) {
+            kiln::Result<kiln::Progress> polled = long_job->poll();
+            CHECK(polled.ok());
+            if (!polled) break;
+            p = *polled;
+            if (p.finished() || (p.state == kiln::JobState::running && p.step >= 1)) break;
+            if (std::chrono::steady_clock::now() - started > std::chrono::seconds(120)) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        CHECK(p.state == kiln::JobState::running && p.total_steps == 32 * 32);
+        CHECK(by_upscaler ? up->cancel().ok() : long_job->cancel().ok());
+        const kiln::JobState end = long_job->wait(60000).value_or(kiln::JobState::failed);
+        kiln::Result<kiln::Progress> stopped = long_job->poll();
+        const std::string message = long_job->error_message().value_or("");
+        std::printf("upscale job cancelled by the %s at step %u/%u: %s\n", by_upscaler ? "upscaler" : "job",
+                    stopped.ok() ? stopped->step : 0, stopped.ok() ? stopped->total_steps : 0, message.c_str());
+        CHECK(end == kiln::JobState::cancelled);
+        CHECK(stopped.ok() && stopped->step < stopped->total_steps);
+        CHECK(message.find("cancel") != std::string::npos);
+        CHECK(long_job->image_size().status() != kiln::Status::ok);
+        const JobResult later = finish(*after);
+        CHECK(later.state == kiln::JobState::succeeded && same_bytes(later, small));
+    }
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -776,6 +1053,7 @@ int main(int argc, char **argv) {
     if (model) {
         test_generate(*model);
         test_job(*model);
+        test_texture_jobs(*rt, *model, argv[1]);
         test_loras(*model, std::string(argv[1]) + "/../lora");
         test_lora_text_encoder_scale(*model, std::string(argv[1]) + "/../lora");
         test_sdxl(*rt, *model, std::string(argv[1]) + "/../tiny-sdxl");
@@ -796,6 +1074,7 @@ int main(int argc, char **argv) {
     }
     try {
         test_upscaler(std::string(argv[1]) + "/..");
+        test_upscale_jobs(std::string(argv[1]) + "/..");
     } catch (const std::exception &e) {
         ++failed;
         std::printf("FAILED reading the upscaler fixtures: %s\n", e.what());
