@@ -293,26 +293,8 @@ namespace Kiln
         /// <summary>Queues a generation on Kiln's worker threads and returns at once; poll it every frame.</summary>
         public KilnJob Submit(KilnGenerateSettings settings, KilnJobSettings jobSettings = null)
         {
-            if (settings == null) throw new ArgumentNullException("settings");
-            KilnJobOptions jo;
-            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
-            ulong id;
-            uint status;
-            try
-            {
-                using (var pins = new Pins())
-                {
-                    KilnGenerateOptions o = settings.ToNative(pins);
-                    status = KilnNative.kiln_job_submit(Handle, ref o, ref jo, out id);
-                }
-            }
-            catch
-            {
-                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
-                state.Abandon();
-                throw;
-            }
-            return KilnJob.Accept(state, status, id);
+            return SubmitWith(settings, jobSettings,
+                (ref KilnGenerateOptions o, ref KilnJobOptions jo, out ulong id) => KilnNative.kiln_job_submit(Handle, ref o, ref jo, out id));
         }
 
         /// <summary>
@@ -323,26 +305,9 @@ namespace Kiln
         /// <exception cref="KilnException">INVALID_ARGUMENT (no init image, ...), INVALID_SIZE (a new size off the model's multiple), and <see cref="Submit"/>'s; no job is queued.</exception>
         public KilnJob SubmitExtendTexture(KilnGenerateSettings settings, uint left, uint right, uint top, uint bottom, KilnJobSettings jobSettings = null)
         {
-            if (settings == null) throw new ArgumentNullException("settings");
-            KilnJobOptions jo;
-            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
-            ulong id;
-            uint status;
-            try
-            {
-                using (var pins = new Pins())
-                {
-                    KilnGenerateOptions o = settings.ToNative(pins);
-                    status = KilnNative.kiln_job_submit_extend_texture(Handle, ref o, left, right, top, bottom, ref jo, out id);
-                }
-            }
-            catch
-            {
-                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
-                state.Abandon();
-                throw;
-            }
-            return KilnJob.Accept(state, status, id);
+            return SubmitWith(settings, jobSettings,
+                (ref KilnGenerateOptions o, ref KilnJobOptions jo, out ulong id) =>
+                    KilnNative.kiln_job_submit_extend_texture(Handle, ref o, left, right, top, bottom, ref jo, out id));
         }
 
         /// <summary>
@@ -352,6 +317,20 @@ namespace Kiln
         /// </summary>
         /// <exception cref="KilnException">INVALID_ARGUMENT (no init image, band 0 or too wide, ...) and <see cref="Submit"/>'s; no job is queued.</exception>
         public KilnJob SubmitMakeTileable(KilnGenerateSettings settings, uint band, KilnJobSettings jobSettings = null)
+        {
+            return SubmitWith(settings, jobSettings,
+                (ref KilnGenerateOptions o, ref KilnJobOptions jo, out ulong id) =>
+                    KilnNative.kiln_job_submit_make_tileable(Handle, ref o, band, ref jo, out id));
+        }
+
+        /// <summary>A <c>kiln_job_submit*</c> call with the model and its own arguments bound.</summary>
+        private delegate uint SubmitCall(ref KilnGenerateOptions options, ref KilnJobOptions jobOptions, out ulong id);
+
+        /// <summary>
+        /// The shared body of the submits: the job options and their callback state, the settings
+        /// marshalled for the call, and the job (or the status thrown, with nothing queued).
+        /// </summary>
+        private KilnJob SubmitWith(KilnGenerateSettings settings, KilnJobSettings jobSettings, SubmitCall call)
         {
             if (settings == null) throw new ArgumentNullException("settings");
             KilnJobOptions jo;
@@ -363,7 +342,7 @@ namespace Kiln
                 using (var pins = new Pins())
                 {
                     KilnGenerateOptions o = settings.ToNative(pins);
-                    status = KilnNative.kiln_job_submit_make_tileable(Handle, ref o, band, ref jo, out id);
+                    status = call(ref o, ref jo, out id);
                 }
             }
             catch
