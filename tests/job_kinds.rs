@@ -22,21 +22,11 @@ use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
 use kiln::Rgba8Image;
 
 fn poll(job: u64) -> kiln_job_progress {
-    let mut p = kiln_job_progress { struct_size: std::mem::size_of::<kiln_job_progress>() as u32, ..Default::default() };
-    assert_eq!(unsafe { kiln_job_poll(job, &mut p) }, kiln_status::Ok);
-    p
+    common::ffi_poll_job(job)
 }
 
 fn wait_for(job: u64, pred: impl Fn(&kiln_job_progress) -> bool, what: &str) -> kiln_job_progress {
-    let start = Instant::now();
-    loop {
-        let p = poll(job);
-        if pred(&p) {
-            return p;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}: {p:?}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    common::ffi_wait_for_job(job, pred, what, 120)
 }
 
 /// Waits for a job, asserts it succeeded and returns its image's size and bytes.

@@ -438,3 +438,29 @@ pub fn ffi_case_control(c: &serde_json::Value, net: &std::ffi::CStr, image: *mut
     control.scale = c["controls"][0]["scale"].as_f64().unwrap() as f32;
     control
 }
+
+/// A job's progress through the C API (asserting the poll succeeds).
+pub fn ffi_poll_job(job: u64) -> kiln::ffi::job::kiln_job_progress {
+    use kiln::ffi::job::{kiln_job_poll, kiln_job_progress};
+    let mut p = kiln_job_progress { struct_size: std::mem::size_of::<kiln_job_progress>() as u32, ..Default::default() };
+    assert_eq!(unsafe { kiln_job_poll(job, &mut p) }, kiln::ffi::kiln_status::Ok);
+    p
+}
+
+/// Polls a job every millisecond until `pred` holds; fails after `limit_s` seconds.
+pub fn ffi_wait_for_job(
+    job: u64,
+    pred: impl Fn(&kiln::ffi::job::kiln_job_progress) -> bool,
+    what: &str,
+    limit_s: u64,
+) -> kiln::ffi::job::kiln_job_progress {
+    let start = std::time::Instant::now();
+    loop {
+        let p = ffi_poll_job(job);
+        if pred(&p) {
+            return p;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(limit_s), "timed out waiting for {what}: {p:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
