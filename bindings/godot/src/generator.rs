@@ -62,10 +62,10 @@ pub struct KilnGenerator {
     device_latents: bool,
     /// A super-resolution upscaler (ESRGAN-family ONNX): a folder holding
     /// `model.onnx`, or an `.onnx` file; empty = off. When set, every
-    /// generated image is upscaled off the main thread (with the job's
-    /// `seamless` axes, so textures keep tiling) before `done` carries it,
-    /// and `upscale_image` works. Loaded once, again when the path changes;
-    /// `res://` and `user://` as for `model_path`.
+    /// generated image is upscaled off the main thread, as a job in Kiln's
+    /// pool (with the job's `seamless` axes, so textures keep tiling),
+    /// before `done` carries it, and `upscale_image` works. Loaded once,
+    /// again when the path changes; `res://` and `user://` as for `model_path`.
     #[export]
     upscaler_path: GString,
     /// Tile side in input pixels (0 = the whole image in one run).
@@ -130,7 +130,11 @@ impl INode for KilnGenerator {
 
 #[godot_api]
 impl KilnGenerator {
-    /// `step` of `total` U-Net calls finished.
+    /// `step` of `total` units of work finished: U-Net calls; with
+    /// `upscaler_path` set, the upscaler's graph runs (tiles) follow in the
+    /// same count (`total` includes them from the first `progress`, and
+    /// `step` goes on past the U-Net calls while the image is upscaled);
+    /// for `upscale_image`, its tiles alone.
     #[signal]
     fn progress(job: i64, step: i64, total: i64);
     /// A low-resolution preview (enable with `options.preview_interval`).
@@ -144,10 +148,10 @@ impl KilnGenerator {
     #[signal]
     fn failed(job: i64, status: i64, message: GString);
 
-    /// Job state: preparing (model loading), running, done, failed.
+    /// Job state: preparing (model or upscaler loading), running, done, failed.
     #[constant]
     const JOB_PREPARING: i64 = 0;
-    /// The job is queued in Kiln or generating.
+    /// The job is queued in Kiln, generating or upscaling.
     #[constant]
     const JOB_RUNNING: i64 = 1;
     /// `done` was emitted.
@@ -173,10 +177,12 @@ impl KilnGenerator {
 
     /// Upscales `image` with the node's upscaler (`upscaler_path`,
     /// `upscale_tile`, `upscale_context`, `upscale_alpha`) off the main
-    /// thread and returns the job id at once; the result comes as
-    /// `done(job, texture)` or `failed(job, status, message)`, like a
-    /// generation's, and `cancel(job)` stops it. `seamless` (`none`, `x`,
-    /// `y`, `xy`) names the axes the image tiles along. Needs no model.
+    /// thread, as a job in Kiln's pool, and returns the job id at once;
+    /// `progress(job, step, total)` counts its tiles (graph runs), the result
+    /// comes as `done(job, texture)` or `failed(job, status, message)`, like
+    /// a generation's, and `cancel(job)` stops it (and no other job).
+    /// `seamless` (`none`, `x`, `y`, `xy`) names the axes the image tiles
+    /// along. Needs no model.
     #[func]
     fn upscale_image(&mut self, image: Option<Gd<Image>>, #[opt(default = "none")] seamless: GString) -> i64 {
         let pixels = match &image {

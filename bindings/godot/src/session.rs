@@ -7,15 +7,18 @@
 //! view, loading an upscaler) happens on a short-lived preparation thread
 //! that ends by submitting the job to Kiln's pool, so `generate` never
 //! blocks a frame. With an upscaler ([`UpscaleSettings`]) the generated
-//! image is upscaled on a thread of its own before `done` carries it (as
+//! image is upscaled before `done` carries it (as
 //! `kiln::pipeline::outputs::finish` orders it: the upscale first, with the
-//! job's seamless axes); [`Session::upscale`] upscales a given image alone.
+//! job's seamless axes), by an upscale job queued in the same pool when the
+//! generation succeeds; [`Session::upscale`] queues one for a given image.
+//! So every graph runs on Kiln's job workers, and a cancel stops one job's
+//! upscale without touching another's on the same graph.
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use kiln::jobs::{JobConfig, JobPool};
+use kiln::jobs::{JobConfig, JobPool, JobWork};
 use kiln::model::seamless::Seamless;
 use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
 use kiln::model::{Adapters, EmbeddingSpec};
@@ -23,7 +26,7 @@ use kiln::pipeline::handoff::Refiner;
 use kiln::{Error, ErrorKind, Model, Rgba8Image, Runtime, RuntimeOptions};
 
 use crate::options::{self, GenerateOptions, OptionValue};
-use crate::tracker::{Canceller, Finisher, Prepared, Tracker};
+use crate::tracker::{Prepared, Tracker, UpscaleNext};
 
 /// How many adapter views a session keeps: each holds its own U-Net and/or
 /// text-encoder sessions (an SD 1.5 U-Net is about 1.7 GB), so only the
@@ -183,9 +186,6 @@ struct Loaded {
     upscaler: Mutex<Option<(PathBuf, Arc<Upscaler>)>>,
     /// Upscalers loaded so far (for tests and diagnostics).
     upscalers_loaded: AtomicU64,
-    /// Upscales run again because another job's cancel stopped them
-    /// (`Upscaler::cancel` stops every call on the graph).
-    upscales_restarted: AtomicU64,
 }
 
 /// A model folder and the jobs generated from it.
@@ -219,12 +219,6 @@ impl Session {
         self.loaded.upscalers_loaded.load(Ordering::Relaxed)
     }
 
-    /// How many upscales were run again because a cancel of another job,
-    /// upscaling on the same graph at the same time, stopped them too.
-    pub fn upscales_restarted(&self) -> u64 {
-        self.loaded.upscales_restarted.load(Ordering::Relaxed)
-    }
-
     /// Where this session loads from.
     pub fn config(&self) -> &SessionConfig {
         &self.config
@@ -244,10 +238,12 @@ impl Session {
     }
 
     /// As [`Session::start`], and with an upscaler in `upscale` the image is
-    /// upscaled (with the job's `seamless` axes) before `done` carries it.
-    /// The upscaler is loaded on the preparation thread, before the job is
-    /// submitted, so a bad one fails the job without generating; a cancel
-    /// stops the upscale too.
+    /// upscaled (with the job's `seamless` axes) before `done` carries it:
+    /// an upscale job at the job's priority, queued in Kiln's pool when the
+    /// generation succeeds, whose tiles `progress` counts after the U-Net
+    /// calls. The upscaler is loaded on the preparation thread, before the
+    /// job is submitted, so a bad one fails the job without generating; a
+    /// cancel stops the upscale too.
     pub fn start_upscaled(&self, prompt: &str, entries: &[(String, OptionValue)], upscale: &UpscaleSettings) -> Tracker {
         let parsed = match options::parse(prompt, entries) {
             Ok(o) => o,
@@ -265,18 +261,17 @@ impl Session {
         let loaded = Arc::clone(&self.loaded);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
             let submitted = prepare(&loaded, &config, parsed).and_then(|(model, request, job)| {
-                let finisher = match upscale {
+                let upscale = match upscale {
                     Some((path, options)) => {
                         let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
-                        Some(upscale_finisher(&loaded, upscaler, options))
+                        Some(upscale_next(upscaler, options, planned_size(&model, &request), job.priority))
                     }
                     None => None,
                 };
                 let id = kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job);
-                Ok(Prepared { id, finisher })
+                Ok(Prepared::Generation { id, upscale })
             });
-            // The receiver is gone only when the node was freed; nothing to tell then.
-            let _ = tx.send(submitted);
+            send_or_release(&tx, submitted);
         });
         match spawned {
             Ok(_) => Tracker::preparing(rx),
@@ -284,11 +279,12 @@ impl Session {
         }
     }
 
-    /// Upscales `image` alone (`KilnGenerator.upscale_image`): a job with no
-    /// generation that loads the upscaler if needed and upscales on a
-    /// thread of its own, reported like a generation's `done` / `failed`.
-    /// Needs no model (only ONNX Runtime); `seamless` (`none`, `x`, `y`,
-    /// `xy`) names the axes the image tiles along.
+    /// Upscales `image` alone (`KilnGenerator.upscale_image`): a preparation
+    /// thread loads the upscaler if needed and queues an upscale job in
+    /// Kiln's pool (priority 0), whose `progress` counts its tiles and which
+    /// is reported like a generation's `done` / `failed`. Needs no model
+    /// (only ONNX Runtime); `seamless` (`none`, `x`, `y`, `xy`) names the
+    /// axes the image tiles along.
     pub fn upscale(&self, image: Rgba8Image, seamless: &str, settings: &UpscaleSettings) -> Tracker {
         let Some(seamless) = Seamless::from_name(seamless) else {
             let e = format!("seamless: unknown axes {seamless:?}; one of none, x, y, xy");
@@ -304,75 +300,55 @@ impl Session {
             Ok(o) => o,
             Err(e) => return Tracker::rejected(e),
         };
-        let control = Arc::new(UpscaleControl::default());
         let (tx, rx) = mpsc::channel();
-        let (config, loaded, path, work) = (self.config.clone(), Arc::clone(&self.loaded), settings.path.clone(), Arc::clone(&control));
-        let spawned = std::thread::Builder::new().name("kiln-godot-upscale".into()).spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
-                work.run(&upscaler, &image, &options, &loaded.upscales_restarted)
-            }))
-            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "internal error: the upscale panicked")));
-            let _ = tx.send(result);
+        let (config, loaded, path) = (self.config.clone(), Arc::clone(&self.loaded), settings.path.clone());
+        let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
+            let submitted = runtime(&loaded, &config)
+                .and_then(|rt| upscaler(&loaded, &rt, &path))
+                .and_then(|upscaler| submit_upscale(upscaler, image, options, 0))
+                .map(|id| Prepared::Upscale { id });
+            send_or_release(&tx, submitted);
         });
         match spawned {
-            Ok(_) => Tracker::finishing(rx, canceller(control)),
+            Ok(_) => Tracker::preparing(rx),
             Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
         }
     }
 }
 
-/// One job's upscale, stoppable from the main thread. `Upscaler::cancel`
-/// stops every call on the graph in flight, so the job's own flag decides:
-/// an upscale stopped while its flag is clear (another job's cancel) runs
-/// again, and a flag set at any time ends the job cancelled.
-#[derive(Default)]
-struct UpscaleControl {
-    cancelled: AtomicBool,
-    /// The graph this job upscales on, once known.
-    upscaler: Mutex<Option<Arc<Upscaler>>>,
-}
-
-impl UpscaleControl {
-    fn cancel(&self) {
-        self.cancelled.store(true, Ordering::Release);
-        if let Some(u) = lock(&self.upscaler).as_ref() {
-            u.cancel();
-        }
-    }
-
-    fn run(&self, upscaler: &Arc<Upscaler>, image: &Rgba8Image, options: &UpscaleOptions, restarted: &AtomicU64) -> Result<Rgba8Image, Error> {
-        *lock(&self.upscaler) = Some(Arc::clone(upscaler));
-        let stopped = || Error::new(ErrorKind::Cancelled, "upscale cancelled");
-        loop {
-            // Checked before the run too: Upscaler::cancel misses calls that start later.
-            if self.cancelled.load(Ordering::Acquire) {
-                return Err(stopped());
-            }
-            match upscaler.upscale(image, options) {
-                Err(e) if e.kind() == ErrorKind::Cancelled && !self.cancelled.load(Ordering::Acquire) => {
-                    restarted.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(_) if self.cancelled.load(Ordering::Acquire) => return Err(stopped()),
-                result => return result,
-            }
-        }
+/// Sends what a preparation thread made to its tracker. The receiver is gone
+/// only when the node was freed (or left the tree): nobody will read a job
+/// submitted meanwhile, so it is freed (cancelled) at once.
+fn send_or_release(tx: &mpsc::Sender<Result<Prepared, Error>>, submitted: Result<Prepared, Error>) {
+    if let Err(mpsc::SendError(Ok(Prepared::Generation { id, .. } | Prepared::Upscale { id }))) = tx.send(submitted) {
+        let _ = Session::pool().release(id);
     }
 }
 
-fn canceller(control: Arc<UpscaleControl>) -> Canceller {
-    Arc::new(move || control.cancel())
+/// Queues the upscale of `image` in Kiln's pool (with at least the workers
+/// the upscaler's runtime asks for) and returns its job id; a size it cannot
+/// upscale fails here, before anything is queued (Kiln's `Upscaler::check`).
+fn submit_upscale(upscaler: Arc<Upscaler>, image: Rgba8Image, options: UpscaleOptions, priority: i32) -> Result<u64, Error> {
+    upscaler.check(image.width, image.height, &options)?;
+    let pool = kiln::jobs::pool_with(upscaler.job_workers())?;
+    let job = JobConfig { priority, ..Default::default() };
+    Ok(pool.submit_work(JobWork::Upscale { upscaler, image, options }, job))
 }
 
-/// The work that upscales a job's generated image (`options` carry the job's
-/// seamless axes), for the tracker to run once Kiln's job succeeds.
-fn upscale_finisher(loaded: &Arc<Loaded>, upscaler: Arc<Upscaler>, options: UpscaleOptions) -> Finisher {
-    let control = Arc::new(UpscaleControl::default());
-    let (work, loaded) = (Arc::clone(&control), Arc::clone(loaded));
-    Finisher {
-        work: Box::new(move |image| work.run(&upscaler, &image, &options, &loaded.upscales_restarted)),
-        cancel: canceller(control),
-    }
+/// The upscale that follows a generation of `size` (width, height) pixels:
+/// its tiles (a generated image is opaque, so one pass), and the submit the
+/// tracker calls with the generated image once the generation succeeds.
+fn upscale_next(upscaler: Arc<Upscaler>, options: UpscaleOptions, size: (usize, usize), priority: i32) -> UpscaleNext {
+    let tiles = u32::try_from(upscaler.tiles(size.0, size.1, &options)).unwrap_or(u32::MAX);
+    UpscaleNext { tiles, submit: Box::new(move |image| submit_upscale(upscaler, image, options, priority)) }
+}
+
+/// The size `request` generates on `model`: its own, or the model's native
+/// size where it gives 0 (as Kiln resolves it).
+fn planned_size(model: &Model, request: &kiln::GenerateRequest) -> (usize, usize) {
+    let native = model.layout().default_size();
+    let side = |v: usize| if v == 0 { native } else { v };
+    (side(request.width), side(request.height))
 }
 
 /// The upscaler at `path`, loaded with `runtime` unless it is the one loaded

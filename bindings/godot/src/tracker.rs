@@ -1,15 +1,17 @@
-//! One generation's life as the Godot node sees it, driven by polling once a
+//! One job's life as the Godot node sees it, driven by polling once a
 //! frame: each [`Tracker::update`] reads the Kiln job and returns the events
 //! that happened since the last frame, which the node turns into signals.
 //!
 //! Engine-independent and unit-tested without Godot. The rules it keeps:
 //! `progress` only when the step changed, `preview` only for a newer preview,
 //! then exactly one of `done` / `failed`, and nothing after that. Reading a
-//! job never blocks: a job that is still being prepared (model loading, a
-//! seamless view being made) or whose image is being finished (upscaled) on
-//! its own thread is waited on through a channel, not a join.
-use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::Arc;
+//! job never blocks: a job that is still being prepared (model or upscaler
+//! loading, a seamless view being made) is waited on through a channel, not
+//! a join. Everything heavy runs in Kiln's job pool: a generation with an
+//! upscaler is two Kiln jobs, the generation and then the upscale of its
+//! image, queued when the generation succeeds, and the tracker follows both
+//! as one job with one progress count.
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 use kiln::jobs::{JobPool, JobSnapshot, JobState};
 use kiln::{Error, ErrorKind, Rgba8Image};
@@ -17,11 +19,15 @@ use kiln::{Error, ErrorKind, Rgba8Image};
 /// What happened to a job since the last update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// U-Net calls finished out of the total.
+    /// Work finished out of the total. A generation counts U-Net calls; with
+    /// an upscaler the upscaler's graph runs (tiles) follow in the same
+    /// count (`total` = U-Net calls + tiles from the first event on, `step`
+    /// goes on past the U-Net calls while the image is upscaled); an upscale
+    /// alone (`upscale_image`) counts its tiles.
     Progress {
-        /// Calls finished.
+        /// Work finished.
         step: u32,
-        /// Calls in total.
+        /// Work in total.
         total: u32,
     },
     /// A newer low-resolution preview.
@@ -92,9 +98,10 @@ impl JobSource for JobPool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum Phase {
-    /// Loading the model or making its seamless view; not yet in Kiln's queue.
+    /// Loading the model or upscaler, or making a seamless view; not yet in
+    /// Kiln's queue.
     Preparing = 0,
-    /// In Kiln's queue or running.
+    /// In Kiln's queue or running (generating or upscaling).
     Running = 1,
     /// Ended with an image (`done` was emitted).
     Done = 2,
@@ -102,31 +109,38 @@ pub enum Phase {
     Failed = 3,
 }
 
-/// What is done to a job's image after Kiln made it and before `done`
-/// carries it (the node's upscale), on a thread of its own so no frame waits.
-pub struct Finisher {
-    /// Turns the generated image into the one `done` carries.
-    pub work: Box<dyn FnOnce(Rgba8Image) -> Result<Rgba8Image, Error> + Send>,
-    /// Stops `work` from another thread; `work` then returns CANCELLED.
-    pub cancel: Canceller,
+/// The upscale that follows a generation: a Kiln job of its own, queued
+/// when the generation succeeds, whose image `done` carries.
+pub struct UpscaleNext {
+    /// Graph runs (tiles) the upscale will take, known before the generation
+    /// ends so that `progress` counts them from its first event.
+    pub tiles: u32,
+    /// Queues the upscale of the generated image in Kiln's pool and returns
+    /// its job id, or why it cannot run (the image too big to upscale...).
+    pub submit: Box<dyn FnOnce(Rgba8Image) -> Result<u64, Error> + Send>,
 }
 
-/// Stops a [`Finisher`]'s work (or a standalone upscale) in flight; safe to
-/// call from any thread, any number of times.
-pub type Canceller = Arc<dyn Fn() + Send + Sync>;
-
-/// What a preparation thread sends: the Kiln job it submitted and what to do
-/// with its image once it succeeds.
-pub struct Prepared {
-    /// The Kiln job id.
-    pub id: u64,
-    /// Work on the image before `done` (None: `done` carries Kiln's image).
-    pub finisher: Option<Finisher>,
+/// What a preparation thread sends: the Kiln job it submitted.
+pub enum Prepared {
+    /// A generation, and the upscale queued once it succeeds (None: `done`
+    /// carries Kiln's image).
+    Generation {
+        /// The Kiln job id.
+        id: u64,
+        /// The upscale that follows it.
+        upscale: Option<UpscaleNext>,
+    },
+    /// An upscale alone (`upscale_image`).
+    Upscale {
+        /// The Kiln job id.
+        id: u64,
+    },
 }
 
 impl From<u64> for Prepared {
+    /// A generation with no upscale.
     fn from(id: u64) -> Self {
-        Self { id, finisher: None }
+        Self::Generation { id, upscale: None }
     }
 }
 
@@ -135,54 +149,64 @@ enum Stage {
     Rejected(Error),
     /// A thread is preparing it and sends the Kiln job id (or why not).
     Preparing(Receiver<Result<Prepared, Error>>),
-    /// Kiln job `id`.
+    /// Kiln generation job `id`.
     Submitted(u64),
-    /// A thread is finishing (upscaling) the image and sends the result.
-    Finishing(Receiver<Result<Rgba8Image, Error>>),
+    /// Kiln upscale job `id` (a generation's upscale, or an upscale alone).
+    Upscaling(u64),
     /// Ended; nothing more to say.
     Ended(Phase),
 }
 
-/// Follows one generation from `generate` to `done` or `failed`.
+/// Follows one job from `generate` (or `upscale_image`) to `done` or `failed`.
 pub struct Tracker {
     stage: Stage,
     cancel_requested: bool,
     last_progress: (u32, u32),
     last_preview_step: u32,
-    /// Run on the image when the Kiln job succeeds.
-    finisher: Option<Finisher>,
-    /// Stops the finishing thread's work while in [`Stage::Finishing`].
-    finishing_cancel: Option<Canceller>,
+    /// Queued when the generation succeeds.
+    upscale: Option<UpscaleNext>,
+    /// Steps counted before the Kiln job now followed (the generation's
+    /// U-Net calls, while its image is upscaled).
+    steps_before: u32,
+    /// Steps still to come after it (the upscale's tiles, while generating).
+    steps_after: u32,
 }
 
 impl Tracker {
     fn with(stage: Stage) -> Self {
-        Self { stage, cancel_requested: false, last_progress: (0, 0), last_preview_step: 0, finisher: None, finishing_cancel: None }
+        Self {
+            stage,
+            cancel_requested: false,
+            last_progress: (0, 0),
+            last_preview_step: 0,
+            upscale: None,
+            steps_before: 0,
+            steps_after: 0,
+        }
     }
     /// A job that failed before it started (bad options).
     pub fn rejected(error: Error) -> Self {
         Self::with(Stage::Rejected(error))
     }
-    /// A job being prepared elsewhere that will send its Kiln id (and maybe
-    /// a [`Finisher`] for its image).
+    /// A job being prepared elsewhere that will send its Kiln id (and, for a
+    /// generation, maybe the upscale that follows it).
     pub fn preparing(rx: Receiver<Result<Prepared, Error>>) -> Self {
         Self::with(Stage::Preparing(rx))
     }
-    /// A job already in Kiln's pool.
+    /// A generation already in Kiln's pool.
     pub fn submitted(id: u64) -> Self {
         Self::with(Stage::Submitted(id))
     }
-    /// A job with no Kiln generation: another thread makes its image (a
-    /// standalone upscale) and sends it on `rx`; `cancel` stops that work.
-    pub fn finishing(rx: Receiver<Result<Rgba8Image, Error>>, cancel: Canceller) -> Self {
-        Self { finishing_cancel: Some(cancel), ..Self::with(Stage::Finishing(rx)) }
+    /// An upscale alone already in Kiln's pool.
+    pub fn upscaling(id: u64) -> Self {
+        Self::with(Stage::Upscaling(id))
     }
 
-    /// Where the job is now (finishing the image counts as running).
+    /// Where the job is now (upscaling counts as running).
     pub fn phase(&self) -> Phase {
         match &self.stage {
             Stage::Rejected(_) | Stage::Preparing(_) => Phase::Preparing,
-            Stage::Submitted(_) | Stage::Finishing(_) => Phase::Running,
+            Stage::Submitted(_) | Stage::Upscaling(_) => Phase::Running,
             Stage::Ended(p) => *p,
         }
     }
@@ -192,103 +216,67 @@ impl Tracker {
         matches!(self.stage, Stage::Ended(_))
     }
 
-    /// Whether Kiln's part is over and the image is being finished
-    /// (upscaled) on its own thread.
-    pub fn is_finishing(&self) -> bool {
-        matches!(self.stage, Stage::Finishing(_))
+    /// Whether the Kiln job now followed is an upscale (a generation's,
+    /// once it succeeded, or an upscale alone).
+    pub fn is_upscaling(&self) -> bool {
+        matches!(self.stage, Stage::Upscaling(_))
     }
 
     /// Asks the job to stop; it then ends with `failed(KILN_STATUS_CANCELLED, ..)`
     /// on a later update (a job that already ended is left as it was).
-    /// Returns whether there was anything to cancel.
+    /// Returns whether there was anything to cancel. An upscale is stopped
+    /// by its own Kiln job's cancel, which leaves other upscales alone.
     pub fn cancel(&mut self, source: &dyn JobSource) -> bool {
         match &self.stage {
             Stage::Preparing(_) | Stage::Rejected(_) => {
                 self.cancel_requested = true;
                 true
             }
-            Stage::Submitted(id) => {
+            Stage::Submitted(id) | Stage::Upscaling(id) => {
                 self.cancel_requested = true;
                 source.cancel(*id).is_ok()
-            }
-            Stage::Finishing(_) => {
-                self.cancel_requested = true;
-                if let Some(cancel) = &self.finishing_cancel {
-                    cancel();
-                }
-                true
             }
             Stage::Ended(_) => false,
         }
     }
 
-    /// Frees the Kiln job if one is still held (cancelling it if it runs),
-    /// and stops the finishing work if it runs.
+    /// Frees the Kiln job if one is still held (cancelling it if it runs);
+    /// a generation's upscale is then never queued.
     pub fn release(&mut self, source: &dyn JobSource) {
-        match self.stage {
-            Stage::Submitted(id) => {
-                let _ = source.release(id);
-                self.stage = Stage::Ended(Phase::Failed);
+        if let Stage::Submitted(id) | Stage::Upscaling(id) = self.stage {
+            let _ = source.release(id);
+            self.upscale = None;
+            self.stage = Stage::Ended(Phase::Failed);
+        }
+    }
+
+    /// Kiln's job succeeded with `image` after `steps` steps: queues the
+    /// generation's upscale, or reports the image.
+    fn succeeded(&mut self, events: &mut Vec<Event>, image: Rgba8Image, steps: u32) {
+        if self.is_upscaling() {
+            if self.cancel_requested {
+                // A cancel asked for before `done` wins, even if the upscale got through.
+                let e = Error::new(ErrorKind::Cancelled, "cancelled while the image was upscaled");
+                return self.end_failed(events, &e);
             }
-            Stage::Finishing(_) => {
-                if let Some(cancel) = self.finishing_cancel.take() {
-                    cancel();
+        } else if let Some(next) = self.upscale.take() {
+            if self.cancel_requested {
+                // The cancel came too late for the generation but before the upscale.
+                let e = Error::new(ErrorKind::Cancelled, "cancelled before the image was upscaled");
+                return self.end_failed(events, &e);
+            }
+            match (next.submit)(image) {
+                Ok(id) => {
+                    self.stage = Stage::Upscaling(id);
+                    self.steps_before = self.steps_before.saturating_add(steps);
+                    self.steps_after = 0;
                 }
-                self.stage = Stage::Ended(Phase::Failed);
+                Err(e) => self.end_failed(events, &e),
             }
-            _ => {}
-        }
-    }
-
-    /// Hands the generated image to the finisher's thread, or reports it.
-    fn finish(&mut self, events: &mut Vec<Event>, image: Rgba8Image) {
-        let Some(finisher) = self.finisher.take() else {
-            events.push(Event::Done { image });
-            self.stage = Stage::Ended(Phase::Done);
             return;
-        };
-        if self.cancel_requested {
-            // The cancel came too late for the generation but before the upscale.
-            let e = Error::new(ErrorKind::Cancelled, "cancelled before the image was upscaled");
-            return self.end_failed(events, &e);
         }
-        let (tx, rx) = mpsc::channel();
-        let Finisher { work, cancel } = finisher;
-        let spawned = std::thread::Builder::new().name("kiln-godot-finish".into()).spawn(move || {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(image)))
-                .unwrap_or_else(|_| Err(Error::new(ErrorKind::Internal, "internal error: finishing the image panicked")));
-            // The receiver is gone only when the node was freed; nothing to tell then.
-            let _ = tx.send(result);
-        });
-        match spawned {
-            Ok(_) => {
-                self.stage = Stage::Finishing(rx);
-                self.finishing_cancel = Some(cancel);
-            }
-            Err(e) => self.end_failed(events, &Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
-        }
-    }
-
-    /// Reads the finishing thread's result, if it has one.
-    fn update_finishing(&mut self, events: &mut Vec<Event>) {
-        let Stage::Finishing(rx) = &self.stage else { return };
-        let result = match rx.try_recv() {
-            Err(TryRecvError::Empty) => return,
-            Err(TryRecvError::Disconnected) => Err(Error::new(ErrorKind::Internal, "the thread finishing the image ended without a result")),
-            Ok(r) => r,
-        };
-        self.finishing_cancel = None;
-        match result {
-            // A cancel asked for before `done` wins, even if the work got through.
-            Ok(_) if self.cancel_requested => {
-                self.end_failed(events, &Error::new(ErrorKind::Cancelled, "cancelled while the image was upscaled"))
-            }
-            Ok(image) => {
-                events.push(Event::Done { image });
-                self.stage = Stage::Ended(Phase::Done);
-            }
-            Err(e) => self.end_failed(events, &e),
-        }
+        events.push(Event::Done { image });
+        self.stage = Stage::Ended(Phase::Done);
     }
 
     fn end_failed(&mut self, events: &mut Vec<Event>, error: &Error) {
@@ -304,12 +292,8 @@ impl Tracker {
             self.end_failed(&mut events, &e);
             return events;
         }
-        if let Stage::Finishing(_) = &self.stage {
-            self.update_finishing(&mut events);
-            return events;
-        }
         if let Stage::Preparing(rx) = &self.stage {
-            match rx.try_recv() {
+            let id = match rx.try_recv() {
                 Err(TryRecvError::Empty) => return events,
                 Err(TryRecvError::Disconnected) => {
                     let e = Error::new(ErrorKind::Internal, "the thread preparing the job ended without a result");
@@ -320,16 +304,22 @@ impl Tracker {
                     self.end_failed(&mut events, &e);
                     return events;
                 }
-                Ok(Ok(Prepared { id, finisher })) => {
+                Ok(Ok(Prepared::Generation { id, upscale })) => {
                     self.stage = Stage::Submitted(id);
-                    self.finisher = finisher;
-                    if self.cancel_requested {
-                        let _ = source.cancel(id);
-                    }
+                    self.steps_after = upscale.as_ref().map_or(0, |u| u.tiles);
+                    self.upscale = upscale;
+                    id
                 }
+                Ok(Ok(Prepared::Upscale { id })) => {
+                    self.stage = Stage::Upscaling(id);
+                    id
+                }
+            };
+            if self.cancel_requested {
+                let _ = source.cancel(id);
             }
         }
-        let Stage::Submitted(id) = self.stage else { return events };
+        let (Stage::Submitted(id) | Stage::Upscaling(id)) = self.stage else { return events };
         let snapshot = match source.poll(id) {
             Ok(s) => s,
             Err(e) => {
@@ -337,7 +327,9 @@ impl Tracker {
                 return events;
             }
         };
-        let progress = (snapshot.step, snapshot.total_steps);
+        // One count over the whole job: the generation's U-Net calls, then the upscale's tiles.
+        let step = self.steps_before.saturating_add(snapshot.step);
+        let progress = (step, self.steps_before.saturating_add(snapshot.total_steps).saturating_add(self.steps_after));
         if progress != self.last_progress && progress.0 > 0 {
             self.last_progress = progress;
             events.push(Event::Progress { step: progress.0, total: progress.1 });
@@ -352,7 +344,7 @@ impl Tracker {
         match snapshot.state {
             JobState::Queued | JobState::Running => return events,
             JobState::Succeeded => match source.image(id) {
-                Ok(image) => self.finish(&mut events, image),
+                Ok(image) => self.succeeded(&mut events, image, snapshot.step),
                 Err(e) => self.end_failed(&mut events, &e),
             },
             JobState::Failed | JobState::Cancelled => {
@@ -367,7 +359,7 @@ impl Tracker {
                 self.end_failed(&mut events, &e);
             }
         }
-        // Ended (or finishing on a copy): the image was copied out, so Kiln's copy can go.
+        // Ended (or upscaling in a job of its own): the image was copied out, so Kiln's copy can go.
         let _ = source.release(id);
         events
     }
@@ -377,12 +369,17 @@ impl Tracker {
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
 
-    /// A job whose snapshots are scripted: each poll returns the next one.
+    /// Jobs whose snapshots are scripted: each poll of a job returns its
+    /// next one. Job 7 is the one most tests follow.
     struct Scripted {
-        snapshots: RefCell<Vec<JobSnapshot>>,
-        /// What the last poll returned (previews are read after a poll).
-        last: RefCell<Option<JobSnapshot>>,
+        snapshots: RefCell<BTreeMap<u64, Vec<JobSnapshot>>>,
+        /// What the last poll of each job returned (previews are read after a poll).
+        last: RefCell<BTreeMap<u64, JobSnapshot>>,
+        /// Each job's image once it succeeded (tiny(200) unless set).
+        images: BTreeMap<u64, Rgba8Image>,
         failure: (Option<ErrorKind>, String),
         calls: RefCell<Vec<String>>,
     }
@@ -397,27 +394,39 @@ mod tests {
 
     impl Scripted {
         fn new(snapshots: Vec<JobSnapshot>) -> Self {
-            Self { snapshots: RefCell::new(snapshots), last: RefCell::new(None), failure: (None, String::new()), calls: RefCell::new(vec![]) }
+            Self {
+                snapshots: RefCell::new(BTreeMap::from([(7, snapshots)])),
+                last: RefCell::new(BTreeMap::new()),
+                images: BTreeMap::new(),
+                failure: (None, String::new()),
+                calls: RefCell::new(vec![]),
+            }
+        }
+        /// Adds job `id` with its snapshots and the image it ends with.
+        fn and_job(mut self, id: u64, snapshots: Vec<JobSnapshot>, image: Rgba8Image) -> Self {
+            self.snapshots.get_mut().insert(id, snapshots);
+            self.images.insert(id, image);
+            self
         }
     }
 
     impl JobSource for Scripted {
         fn poll(&self, id: u64) -> Result<JobSnapshot, Error> {
-            assert_eq!(id, 7);
-            let mut s = self.snapshots.borrow_mut();
+            let mut all = self.snapshots.borrow_mut();
+            let s = all.get_mut(&id).unwrap_or_else(|| panic!("job {id} was never submitted"));
             let now = s[0];
             if s.len() > 1 {
                 s.remove(0);
             }
-            *self.last.borrow_mut() = Some(now);
+            self.last.borrow_mut().insert(id, now);
             Ok(now)
         }
-        fn preview(&self, _: u64) -> Result<(u32, Rgba8Image), Error> {
-            let s = self.last.borrow().expect("preview read after a poll");
+        fn preview(&self, id: u64) -> Result<(u32, Rgba8Image), Error> {
+            let s = *self.last.borrow().get(&id).expect("preview read after a poll");
             Ok((s.preview_step, tiny(s.preview_step as u8)))
         }
-        fn image(&self, _: u64) -> Result<Rgba8Image, Error> {
-            Ok(tiny(200))
+        fn image(&self, id: u64) -> Result<Rgba8Image, Error> {
+            Ok(self.images.get(&id).cloned().unwrap_or_else(|| tiny(200)))
         }
         fn failure(&self, _: u64) -> Result<(Option<ErrorKind>, String), Error> {
             Ok(self.failure.clone())
@@ -535,148 +544,121 @@ mod tests {
         assert_eq!(t.update(&Gone), vec![Event::Failed { status: 106, message: "job 0x9 is unknown or was already freed".into() }]);
     }
 
-    /// A tracker whose job (id 7) hands its image to `work`.
-    fn with_finisher(work: impl FnOnce(Rgba8Image) -> Result<Rgba8Image, Error> + Send + 'static, cancel: Canceller) -> Tracker {
+    /// A tracker whose generation (job 7) is followed by an upscale of
+    /// `tiles` tiles that `submit` queues (returning its id); the images
+    /// handed to `submit` are kept in the returned list.
+    fn with_upscale(tiles: u32, submit: Result<u64, Error>) -> (Tracker, Arc<Mutex<Vec<Rgba8Image>>>) {
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&handed);
+        let submit = Box::new(move |image| {
+            seen.lock().unwrap().push(image);
+            submit
+        });
         let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(Ok(Prepared { id: 7, finisher: Some(Finisher { work: Box::new(work), cancel }) })).unwrap();
-        Tracker::preparing(rx)
-    }
-
-    /// Updates until the tracker ends (the finisher runs on its own thread).
-    fn until_ended(t: &mut Tracker, src: &dyn JobSource) -> Vec<Event> {
-        let start = std::time::Instant::now();
-        let mut events = Vec::new();
-        while !t.has_ended() {
-            events.extend(t.update(src));
-            assert!(start.elapsed() < std::time::Duration::from_secs(60), "tracker did not end: {events:?}");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        events
-    }
-
-    fn no_cancel() -> Canceller {
-        Arc::new(|| {})
+        tx.send(Ok(Prepared::Generation { id: 7, upscale: Some(UpscaleNext { tiles, submit }) })).unwrap();
+        (Tracker::preparing(rx), handed)
     }
 
     #[test]
-    fn a_finisher_runs_on_its_own_thread_after_success_and_done_carries_its_image() {
-        let src = Scripted::new(vec![snap(JobState::Running, 1, 2, 0), snap(JobState::Succeeded, 2, 2, 0)]);
-        let main = std::thread::current().id();
-        let mut t = with_finisher(
-            move |image| {
-                assert_ne!(std::thread::current().id(), main, "the finisher must not run on the polling thread");
-                Ok(tiny(image.pixels[0] + 1))
-            },
-            no_cancel(),
+    fn an_upscale_is_queued_when_the_generation_succeeds_and_counted_after_its_steps() {
+        use JobState::*;
+        let src = Scripted::new(vec![snap(Running, 1, 2, 0), snap(Succeeded, 2, 2, 0)]).and_job(
+            8,
+            vec![snap(Queued, 0, 4, 0), snap(Running, 1, 4, 0), snap(Running, 3, 4, 0), snap(Succeeded, 4, 4, 0)],
+            tiny(201),
         );
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 1, total: 2 }]);
-        let ev = t.update(&src);
-        assert_eq!(ev, vec![Event::Progress { step: 2, total: 2 }], "no done before the finisher's result");
-        assert!(t.is_finishing() && t.phase() == Phase::Running);
-        assert_eq!(*src.calls.borrow(), vec!["release 7"], "Kiln's job is freed once its image is copied out");
-        assert_eq!(until_ended(&mut t, &src), vec![Event::Done { image: tiny(201) }]);
+        let (mut t, handed) = with_upscale(4, Ok(8));
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 1, total: 6 }], "the total counts the upscale's tiles from the start");
+        assert!(!t.is_upscaling());
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 6 }], "no done before the upscale");
+        assert!(t.is_upscaling() && t.phase() == Phase::Running);
+        assert_eq!(*handed.lock().unwrap(), vec![tiny(200)], "the upscale got the generated image");
+        assert_eq!(*src.calls.borrow(), vec!["release 7"], "the generation is freed once its image is copied out");
+        assert_eq!(t.update(&src), vec![], "queued: nothing new");
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 6 }]);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 5, total: 6 }]);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 6, total: 6 }, Event::Done { image: tiny(201) }]);
         assert_eq!(t.phase(), Phase::Done);
         assert_eq!(t.update(&src), vec![]);
+        assert_eq!(*src.calls.borrow(), vec!["release 7", "release 8"]);
     }
 
     #[test]
-    fn a_failing_or_panicking_finisher_fails_the_job_with_its_status() {
+    fn an_upscale_that_cannot_be_queued_or_fails_fails_the_job_with_its_status() {
         let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
-        let mut t = with_finisher(|_| Err(Error::new(ErrorKind::InvalidSize, "too big")), no_cancel());
-        let ev = until_ended(&mut t, &src);
-        assert_eq!(ev.last(), Some(&Event::Failed { status: 104, message: "too big".into() }));
+        let (mut t, _) = with_upscale(4, Err(Error::new(ErrorKind::InvalidSize, "too big")));
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 6 }, Event::Failed { status: 104, message: "too big".into() }]);
         assert_eq!(t.phase(), Phase::Failed);
+        assert_eq!(*src.calls.borrow(), vec!["release 7"]);
 
-        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
-        let mut t = with_finisher(|_| panic!("a bug"), no_cancel());
-        let ev = until_ended(&mut t, &src);
-        assert!(matches!(ev.last(), Some(Event::Failed { status: 900, .. })), "{ev:?}");
+        let mut src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]).and_job(8, vec![snap(JobState::Failed, 1, 4, 0)], tiny(0));
+        src.failure = (Some(ErrorKind::Inference), "upscaler graph failed".into());
+        let (mut t, _) = with_upscale(4, Ok(8));
+        let _ = t.update(&src);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 6 }, Event::Failed { status: 302, message: "upscaler graph failed".into() }]);
+        assert_eq!(*src.calls.borrow(), vec!["release 7", "release 8"]);
     }
 
     #[test]
-    fn cancel_while_finishing_stops_the_work_and_ends_cancelled() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let stop = Arc::new(AtomicBool::new(false));
-        let cancel: Canceller = {
-            let stop = Arc::clone(&stop);
-            Arc::new(move || stop.store(true, Ordering::Release))
-        };
-        let seen = Arc::clone(&stop);
-        let mut t = with_finisher(
-            move |_| {
-                while !seen.load(Ordering::Acquire) {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                Err(Error::new(ErrorKind::Cancelled, "upscale cancelled after 3 of 9 tiles"))
-            },
-            cancel,
-        );
-        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
+    fn cancel_while_upscaling_cancels_the_upscale_job_alone() {
+        use JobState::*;
+        let mut src = Scripted::new(vec![snap(Succeeded, 2, 2, 0)])
+            .and_job(8, vec![snap(Running, 1, 9, 0), snap(Cancelled, 3, 9, 0)], tiny(0));
+        src.failure = (None, "upscale cancelled after 3 of 9 tiles".into());
+        let (mut t, _) = with_upscale(9, Ok(8));
         let _ = t.update(&src);
-        assert!(t.is_finishing());
-        assert!(t.cancel(&src), "a finishing job can be cancelled");
-        assert!(stop.load(Ordering::Acquire), "cancel reached the finisher");
-        let ev = until_ended(&mut t, &src);
-        assert_eq!(ev, vec![Event::Failed { status: 400, message: "upscale cancelled after 3 of 9 tiles".into() }]);
+        assert!(t.is_upscaling());
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 11 }]);
+        assert!(t.cancel(&src), "an upscaling job can be cancelled");
+        assert_eq!(src.calls.borrow().last().map(String::as_str), Some("cancel 8"), "the upscale's job, not the generation's");
+        let ev = t.update(&src);
+        assert_eq!(ev, vec![Event::Progress { step: 5, total: 11 }, Event::Failed { status: 400, message: "upscale cancelled after 3 of 9 tiles".into() }]);
         assert!(!t.cancel(&src));
+        assert_eq!(*src.calls.borrow(), vec!["release 7", "cancel 8", "release 8"]);
     }
 
     #[test]
-    fn a_cancel_before_done_wins_over_a_finisher_that_got_through() {
-        // Asked while Kiln's job ran, which succeeded anyway: the finisher never runs.
-        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&ran);
-        let mut t = with_finisher(
-            move |i| {
-                flag.store(true, std::sync::atomic::Ordering::Release);
-                Ok(i)
-            },
-            no_cancel(),
-        );
-        let src = Scripted::new(vec![snap(JobState::Running, 1, 2, 0), snap(JobState::Succeeded, 2, 2, 0)]);
+    fn a_cancel_before_done_wins_over_an_upscale_that_got_through() {
+        use JobState::*;
+        // Asked while Kiln's generation ran, which succeeded anyway: no upscale is queued.
+        let src = Scripted::new(vec![snap(Running, 1, 2, 0), snap(Succeeded, 2, 2, 0)]);
+        let (mut t, handed) = with_upscale(4, Ok(8));
         let _ = t.update(&src);
         assert!(t.cancel(&src));
-        let ev = until_ended(&mut t, &src);
+        let ev = t.update(&src);
         assert_eq!(ev.last(), Some(&Event::Failed { status: 400, message: "cancelled before the image was upscaled".into() }));
-        assert!(!ran.load(std::sync::atomic::Ordering::Acquire));
+        assert!(handed.lock().unwrap().is_empty(), "the upscale was never queued");
 
-        // Asked while finishing, but the work ignored it and succeeded: still cancelled.
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let mut t = with_finisher(
-            move |i| {
-                let _ = wait.recv();
-                Ok(i)
-            },
-            no_cancel(),
-        );
-        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
+        // Asked while upscaling, but the upscale job finished first: still cancelled.
+        let src = Scripted::new(vec![snap(Succeeded, 2, 2, 0)]).and_job(8, vec![snap(Running, 1, 4, 0), snap(Succeeded, 4, 4, 0)], tiny(9));
+        let (mut t, _) = with_upscale(4, Ok(8));
+        let _ = t.update(&src);
         let _ = t.update(&src);
         assert!(t.cancel(&src));
-        go.send(()).unwrap();
-        let ev = until_ended(&mut t, &src);
-        assert_eq!(ev, vec![Event::Failed { status: 400, message: "cancelled while the image was upscaled".into() }]);
+        let ev = t.update(&src);
+        assert_eq!(ev.last(), Some(&Event::Failed { status: 400, message: "cancelled while the image was upscaled".into() }));
     }
 
     #[test]
-    fn a_standalone_finishing_job_reports_its_image_or_failure_and_release_stops_it() {
-        let src = Scripted::new(vec![snap(JobState::Queued, 0, 0, 0)]);
+    fn an_upscale_alone_counts_its_tiles_and_release_frees_it() {
+        use JobState::*;
+        let src = Scripted::new(vec![]).and_job(8, vec![snap(Queued, 0, 3, 0), snap(Running, 2, 3, 0), snap(Succeeded, 3, 3, 0)], tiny(9));
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut t = Tracker::finishing(rx, no_cancel());
-        assert_eq!((t.phase(), t.update(&src)), (Phase::Running, vec![]));
-        tx.send(Ok(tiny(9))).unwrap();
-        assert_eq!(t.update(&src), vec![Event::Done { image: tiny(9) }]);
+        let mut t = Tracker::preparing(rx);
+        assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the upscaler is loading");
+        tx.send(Ok(Prepared::Upscale { id: 8 })).unwrap();
+        assert_eq!(t.update(&src), vec![]);
+        assert!(t.is_upscaling() && t.phase() == Phase::Running);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 3 }]);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 3 }, Event::Done { image: tiny(9) }]);
+        assert_eq!(*src.calls.borrow(), vec!["release 8"]);
 
-        let (tx, rx) = std::sync::mpsc::channel::<Result<Rgba8Image, Error>>();
-        let mut t = Tracker::finishing(rx, no_cancel());
-        drop(tx);
-        assert!(matches!(&t.update(&src)[..], [Event::Failed { status: 900, .. }]));
-
-        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stopped);
-        let (_tx, rx) = std::sync::mpsc::channel::<Result<Rgba8Image, Error>>();
-        let mut t = Tracker::finishing(rx, Arc::new(move || flag.store(true, std::sync::atomic::Ordering::Release)));
+        let src = Scripted::new(vec![]).and_job(8, vec![snap(Running, 1, 3, 0)], tiny(9));
+        let mut t = Tracker::upscaling(8);
+        let _ = t.update(&src);
         t.release(&src);
-        assert!(stopped.load(std::sync::atomic::Ordering::Acquire) && t.has_ended());
-        assert!(src.calls.borrow().is_empty(), "no Kiln job to free");
+        assert!(t.has_ended());
+        assert_eq!(*src.calls.borrow(), vec!["release 8"], "the Kiln job is freed (and so cancelled)");
+        assert_eq!(t.update(&src), vec![]);
     }
 }

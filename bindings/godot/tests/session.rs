@@ -824,46 +824,177 @@ fn changing_the_upscaler_path_loads_the_new_upscaler() {
     assert_eq!(sizes.iter().map(|(_, w, h)| (*w, *h)).collect::<Vec<_>>(), vec![(256, 256), (256, 256), (128, 128), (256, 256)]);
 }
 
-/// Polls `jobs` until each is upscaling (or ended), as frames would.
-fn until_finishing(jobs: &mut [&mut Tracker]) {
+/// The steps of the `progress` events in `events`, in order.
+fn progress_of(events: &[Event]) -> Vec<(u32, u32)> {
+    events.iter().filter_map(|e| if let Event::Progress { step, total } = e { Some((*step, *total)) } else { None }).collect()
+}
+
+/// Polls `jobs` as frames would until each is upscaling and its `progress`
+/// passed `past` (its upscale job runs on a worker); returns each one's
+/// events so far. Kiln's pool runs one job per worker, so the upscales of
+/// jobs that all got there run at the same time.
+fn until_upscaling_past(jobs: &mut [&mut Tracker], past: u32) -> Vec<Vec<Event>> {
     let start = Instant::now();
-    while !jobs.iter().all(|t| t.is_finishing() || t.has_ended()) {
-        for t in jobs.iter_mut() {
-            let _ = t.update(Session::pool());
+    let mut events: Vec<Vec<Event>> = jobs.iter().map(|_| Vec::new()).collect();
+    let running = |t: &Tracker, ev: &[Event]| t.is_upscaling() && progress_of(ev).last().is_some_and(|p| p.0 > past);
+    while !jobs.iter().zip(&events).all(|(t, ev)| running(t, ev) || t.has_ended()) {
+        for (t, ev) in jobs.iter_mut().zip(events.iter_mut()) {
+            ev.extend(t.update(Session::pool()));
         }
         assert!(start.elapsed() < Duration::from_secs(300), "jobs did not reach the upscale");
         std::thread::sleep(Duration::from_millis(2));
     }
-    assert!(jobs.iter().all(|t| t.is_finishing()), "a job ended before it was cancelled");
+    assert!(jobs.iter().all(|t| !t.has_ended()), "a job ended before it was cancelled: {events:?}");
+    events
 }
 
-/// `cancel` during the upscale stops it (Upscaler::cancel) and the job fails
-/// with 400; another job upscaling on the same graph at the time, which
-/// Upscaler::cancel stops too, runs its upscale again and finishes with the
-/// right pixels.
+/// Grows Kiln's process-wide pool (which never shrinks) so that the jobs of
+/// a test that needs two upscales running at once never wait for a worker:
+/// each test in flight (one per test thread) has at most two jobs running,
+/// so twice the test threads and two more always leave two workers free.
+fn enough_workers() {
+    let threads = std::env::var("RUST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    kiln::jobs::pool_with(2 * threads + 2).expect("the pool starts its workers");
+}
+
+/// Steps only go up, every total is `total`, and the last step is `total`.
+fn assert_one_count(progress: &[(u32, u32)], total: u32) {
+    assert!(progress.windows(2).all(|w| w[0].0 < w[1].0), "steps only go up: {progress:?}");
+    assert!(progress.iter().all(|p| p.1 == total), "every total is {total}: {progress:?}");
+    assert_eq!(progress.last(), Some(&(total, total)), "{progress:?}");
+}
+
+/// A generation with an upscaler is followed by an upscale job in Kiln's
+/// pool: one `progress` count over the U-Net calls and then the upscale's
+/// tiles (its total known from the first event), and `done` carries
+/// `Upscaler::upscale` of the generated image.
+#[test]
+fn a_generation_with_an_upscaler_counts_steps_then_tiles_and_ends_with_the_upscale() {
+    use OptionValue::*;
+    let s = session();
+    let settings = UpscaleSettings { tile: 16, context: 2, ..upscale_with(upscalers().join("x4")) };
+    let options = UpscaleOptions { tile: 16, context: 2, ..Default::default() };
+    // Euler: one U-Net call per step (the default PNDM makes one more than its steps).
+    let mut t = s.start_upscaled("mossy stone", &opts(&[("steps", Int(3)), ("seed", Int(4)), ("scheduler", String("euler".into()))]), &settings);
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while !t.is_upscaling() && !t.has_ended() {
+        events.extend(t.update(Session::pool()));
+        assert!(start.elapsed() < Duration::from_secs(300), "the generation did not end");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(t.is_upscaling() && t.phase() == Phase::Running, "the upscale follows the generation: {events:?}");
+    let generated = progress_of(&events);
+    events.extend(run_to_end(&mut t));
+    let progress = progress_of(&events);
+    println!("generation + upscale progress: {progress:?}");
+
+    let model = fixture_model();
+    let plain = direct(&model, &GenerateRequest { prompt: "mossy stone".into(), steps: 3, seed: 4, scheduler: SchedulerKind::Euler, ..Default::default() });
+    let upscaler = load_upscaler(&model, &upscalers().join("x4"));
+    let tiles = upscaler.runs(&plain, &options) as u32;
+    assert_eq!(tiles, 16, "a 64x64 image in 16-pixel tiles");
+    assert_one_count(&progress, 3 + tiles);
+    assert_eq!(generated.last(), Some(&(3, 3 + tiles)), "the U-Net calls come first, the tiles counted in the total");
+    let want = upscaler.upscale(&plain, &options).unwrap();
+    let got = done_image(&events);
+    println!("generation + upscale: {} of {} values differ from Upscaler::upscale of Model::generate's image (bound 0)", count_differing(got, &want), want.pixels.len());
+    assert_eq!((got.width, got.height, count_differing(got, &want)), (256, 256, 0));
+}
+
+/// `cancel` during the upscale stops that job's upscale job and the job
+/// fails with 400; another job upscaling on the same graph at the time is
+/// not touched (a job's cancel terminates its own graph run only) and
+/// finishes with the right pixels, its count never going back.
 #[test]
 fn cancel_stops_an_upscale_in_flight_and_spares_the_other_jobs() {
     use OptionValue::*;
+    enough_workers();
     let s = session();
     // 2-pixel tiles: 1024 graph runs per 64x64 image, seconds of work to cancel in.
     let slow = UpscaleSettings { tile: 2, context: 16, ..upscale_with(upscalers().join("x4")) };
     let base = opts(&[("steps", Int(1)), ("seed", Int(9))]);
     let mut cancelled = s.start_upscaled("x", &base, &slow);
     let mut other = s.start_upscaled("x", &base, &slow);
-    until_finishing(&mut [&mut cancelled, &mut other]);
-    // Let both finishing threads reach the graph.
-    std::thread::sleep(Duration::from_millis(200));
+    // Past the one U-Net call: both upscale jobs are running.
+    let mut before = until_upscaling_past(&mut [&mut cancelled, &mut other], 1);
+    let other_before = before.pop().unwrap();
     let asked = Instant::now();
     assert!(cancelled.cancel(Session::pool()));
     let (status, message) = failure(&run_to_end(&mut cancelled));
     println!("upscale cancelled: {status} {message:?}, {:?} after the cancel", asked.elapsed());
     assert_eq!(status, 400);
-    let got = done_image(&run_to_end(&mut other)).clone();
-    println!("the other job: done {:?} after the cancel, its upscale restarted {} time(s)", asked.elapsed(), s.upscales_restarted());
+    let after = run_to_end(&mut other);
+    println!("the other job: done {:?} after the cancel; progress at the cancel {:?}", asked.elapsed(), progress_of(&other_before).last());
+    let progress = progress_of(&[other_before, after.clone()].concat());
+    assert_one_count(&progress, 1 + 1024);
     let model = fixture_model();
     let plain = direct(&model, &GenerateRequest { prompt: "x".into(), steps: 1, seed: 9, ..Default::default() });
     let want = load_upscaler(&model, &upscalers().join("x4")).upscale(&plain, &UpscaleOptions { tile: 2, context: 16, ..Default::default() }).unwrap();
-    assert_eq!(count_differing(&got, &want), 0, "the spared job's pixels are Upscaler::upscale's");
+    assert_eq!(count_differing(done_image(&after), &want), 0, "the spared job's pixels are Upscaler::upscale's");
+}
+
+/// A picture with varying alpha, for `upscale_image`.
+fn picture(w: usize, h: usize) -> kiln::Rgba8Image {
+    let pixels = (0..w * h).flat_map(|i| [(i * 7 % 256) as u8, (i * 13 % 256) as u8, (i % w * 10) as u8, (255 - i / 3 % 256) as u8]).collect();
+    kiln::Rgba8Image { width: w, height: h, pixels }
+}
+
+/// `upscale_image` is an upscale job in Kiln's pool: `progress` counts its
+/// graph runs (tiles, twice over for alpha through the graph) out of
+/// `Upscaler::runs`, and `done` carries `Upscaler::upscale`'s pixels.
+#[test]
+fn upscale_image_reports_tile_progress_and_gives_upscaler_upscale() {
+    let s = Session::new(SessionConfig::default());
+    let image = picture(24, 20);
+    let settings = UpscaleSettings { tile: 8, context: 4, ..upscale_with(upscalers().join("x4")) };
+    let options = UpscaleOptions { tile: 8, context: 4, seamless: Seamless::X, ..Default::default() };
+    let mut t = s.upscale(image.clone(), "x", &settings);
+    let events = run_to_end(&mut t);
+    let progress = progress_of(&events);
+    println!("upscale_image progress: {progress:?}");
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let upscaler = Upscaler::load(&rt, &upscalers().join("x4")).unwrap();
+    let runs = upscaler.runs(&image, &options) as u32;
+    assert_eq!(runs, 18, "3x3 tiles of 8 pixels, colour then alpha");
+    assert_one_count(&progress, runs);
+    let want = upscaler.upscale(&image, &options).unwrap();
+    let got = done_image(&events);
+    assert_eq!((got.width, got.height, count_differing(got, &want)), (96, 80, 0), "Upscaler::upscale's pixels");
+    assert!(events.iter().all(|e| !matches!(e, Event::Preview { .. })), "an upscale makes no previews");
+}
+
+/// Two `upscale_image` jobs on the same upscaler at once: cancelling one
+/// ends it with 400 and leaves the other running to `Upscaler::upscale`'s
+/// pixels, its tile count going on from where it was.
+#[test]
+fn cancelling_one_upscale_image_leaves_a_concurrent_one_alone() {
+    enough_workers();
+    let s = Session::new(SessionConfig::default());
+    let image = picture(24, 20);
+    // 1-pixel tiles, alpha through the graph: 960 graph runs each.
+    let slow = UpscaleSettings { tile: 1, ..upscale_with(upscalers().join("x4")) };
+    let mut cancelled = s.upscale(image.clone(), "none", &slow);
+    let mut other = s.upscale(image.clone(), "none", &slow);
+    let mut before = until_upscaling_past(&mut [&mut cancelled, &mut other], 0);
+    let other_before = before.pop().unwrap();
+    let at_cancel = progress_of(&other_before).last().copied();
+    assert!(cancelled.cancel(Session::pool()));
+    let (status, message) = failure(&run_to_end(&mut cancelled));
+    println!("upscale_image cancelled beside another: {status} {message:?}; the other was at {at_cancel:?}");
+    assert_eq!(status, 400);
+    let after = run_to_end(&mut other);
+    let progress = progress_of(&[other_before, after.clone()].concat());
+    assert_one_count(&progress, 960);
+    let want = Upscaler::load(&Runtime::new(&RuntimeOptions::default()).unwrap(), &upscalers().join("x4"))
+        .unwrap()
+        .upscale(&image, &UpscaleOptions { tile: 1, ..Default::default() })
+        .unwrap();
+    assert_eq!(count_differing(done_image(&after), &want), 0, "the other job's pixels are Upscaler::upscale's");
+    assert_eq!(s.upscalers_loaded(), 1, "both jobs upscale on one graph");
 }
 
 /// `upscale_image`: a job with no generation (no model needed) whose image
@@ -872,9 +1003,7 @@ fn cancel_stops_an_upscale_in_flight_and_spares_the_other_jobs() {
 #[test]
 fn upscale_image_upscales_a_given_image_alone() {
     let s = Session::new(SessionConfig::default()); // no model_path: none is needed
-    let (w, h) = (24, 20);
-    let pixels = (0..w * h).flat_map(|i| [(i * 7 % 256) as u8, (i * 13 % 256) as u8, (i % w * 10) as u8, (255 - i / 3 % 256) as u8]).collect();
-    let image = kiln::Rgba8Image { width: w, height: h, pixels };
+    let image = picture(24, 20);
     let x4 = upscale_with(upscalers().join("x4"));
     let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
     let upscaler = Upscaler::load(&rt, &upscalers().join("x4")).unwrap();
