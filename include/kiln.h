@@ -49,8 +49,8 @@
  *   kiln_image is immutable.
  * - Do not free or destroy an object while another thread is inside a call on it.
  * - Generation, the texture helpers and upscaling block for seconds; each has a job
- *   form (kiln_job_submit, _extend_texture, _make_tileable, _upscale) that returns at
- *   once and runs on Kiln's job workers. A job holds what it needs of its model or
+ *   form (kiln_job_submit, _extend_texture, _make_tileable, _upscale, and _upscaled for a
+ *   generation and its upscale in one) that returns at once and runs on Kiln's job workers. A job holds what it needs of its model or
  *   upscaler, so either may be freed while its jobs are queued or running.
  * - The last-error message is per thread.
  * - Log callbacks run on the thread doing the work that logs.
@@ -1158,6 +1158,27 @@ kiln_status kiln_job_submit(const struct kiln_model *model,
                             const struct kiln_generate_options *options,
                             const struct kiln_job_options *job_options,
                             uint64_t *job_out);
+
+// Queues a generation and its upscale as one job: what `kiln_job_submit`
+// makes, upscaled by `upscaler` as `kiln_job_submit_upscale` would upscale
+// it, so a game asks once for a 2K or 4K texture. The upscale wraps on the
+// model's seamless axes (a `kiln_model_seamless` view's, or the seamless
+// the model was loaded with); `upscale_options->seamless` is ignored, since
+// the image tiles exactly along those. `step` / `total_steps` count the
+// U-Net calls and then the upscale's graph runs (tiles), in one count that
+// only goes up: the total is the step count plus the tiles from submission
+// on, raised at the first step by schedulers that call the U-Net more than
+// once per step (PNDM's warm-up, Heun). Previews come from the generation. `kiln_job_cancel`
+// stops either part within one graph call. The job holds the model and the
+// upscaler. Errors at submit: `kiln_job_submit`'s and
+// `kiln_job_submit_upscale`'s, and INVALID_SIZE for a size the model cannot
+// generate (checked here, not in the job).
+kiln_status kiln_job_submit_upscaled(const struct kiln_model *model,
+                                     const struct kiln_generate_options *options,
+                                     const struct kiln_upscaler *upscaler,
+                                     const struct kiln_upscale_options *upscale_options,
+                                     const struct kiln_job_options *job_options,
+                                     uint64_t *job_out);
 
 // Queues `kiln_model_extend_texture` as a job: the picture in
 // `options->init_image` extended by the given pixels on each side. Progress,

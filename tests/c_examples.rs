@@ -203,8 +203,8 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
 }
 
 /// examples/c/upscale_job.c: a seamless generation and its seamless 4x
-/// upscale, both as polled jobs with every handle freed right after submit,
-/// under the sanitizers. Its PNG equals the Rust API's generation through the
+/// upscale as one polled job (`kiln_job_submit_upscaled`) with every handle
+/// freed right after submit, under the sanitizers. Its PNG equals the Rust API's generation through the
 /// seamless view followed by `Upscaler::upscale` with the same options.
 #[test]
 fn upscale_job_generates_and_upscales_without_blocking() {
@@ -216,7 +216,14 @@ fn upscale_job_generates_and_upscales_without_blocking() {
     let out = run_checked(c_program(&bin).arg(common::fixture()).arg(&upscaler).arg(&png), 300);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "upscale_job failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("upscale: frame") && stdout.contains("4/4"), "four tiles of 32 px, counted: {stdout}");
+    // The default scheduler (PNDM) makes 9 U-Net calls for 8 steps; then four tiles of 32 px.
+    let counts: Vec<(u32, u32)> = stdout
+        .lines()
+        .filter_map(|l| l.split(", ").nth(1)?.split_once('/').and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?))))
+        .collect();
+    assert!(counts.windows(2).all(|w| w[0].0 <= w[1].0), "the count only goes up: {stdout}");
+    assert!(counts.iter().any(|&(s, t)| (1..=9).contains(&s) && t == 13), "U-Net calls counted against 13: {stdout}");
+    assert!(stdout.contains("state 2, 13/13"), "then the tiles, to the end: {stdout}");
     let request = kiln::GenerateRequest { prompt: "mossy cobblestone".into(), steps: 8, seed: 7, ..Default::default() };
     let tiled = common::tiny_model().seamless(Seamless::Xy).unwrap();
     let generated = tiled.generate(&request).unwrap().to_rgba8();

@@ -277,3 +277,97 @@ fn upscale_jobs_cancel_within_one_graph_run_by_job_or_by_upscaler() {
     unsafe { kiln_upscaler_free(up) };
     unsafe { kiln_runtime_destroy(rt) };
 }
+
+/// A generation and its upscale as one job: the bytes of a generation on the
+/// seamless view followed by `Upscaler::upscale` wrapping on its axes (the
+/// options' own `seamless` is ignored), one progress count over U-Net calls
+/// then tiles, the total known at submit, previews from the generation,
+/// cancel inside the upscale, and the size checked at submit.
+#[test]
+fn a_generation_and_its_upscale_run_as_one_job() {
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let plain = common::ffi_load_model(rt, &common::fixture());
+    let mut model = ptr::null_mut();
+    assert_eq!(unsafe { kiln::ffi::seamless::kiln_model_seamless(plain, 3, &mut model) }, kiln_status::Ok);
+    let mut up = ptr::null_mut();
+    assert_eq!(unsafe { kiln_upscaler_load(rt, upscaler_dir().as_ptr(), &mut up) }, kiln_status::Ok);
+    let prompt = CString::new("mossy cobblestone").unwrap();
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = 4;
+    o.seed = 5;
+    o.scheduler = kiln_scheduler::Ddim as u32;
+    let mut uo = unsafe { std::mem::zeroed::<kiln_upscale_options>() };
+    unsafe { kiln_upscale_options_init(&mut uo) };
+    uo.tile = 32;
+    uo.seamless = 0; // ignored: the view tiles along x and y
+    let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };
+    unsafe { kiln_job_options_init(&mut jo) };
+    jo.preview_interval = 2;
+    let recorder = Box::new(Recorder::default());
+    jo.callback = Some(record);
+    jo.user_data = &*recorder as *const Recorder as *mut _;
+
+    // Checked at submit: a size the model cannot make, a result too large,
+    // a bad upscale option, NULL handles. Nothing is queued.
+    let mut job = 7u64;
+    let mut bad = o;
+    bad.width = 72;
+    assert_eq!(unsafe { kiln_job_submit_upscaled(model, &bad, up, &uo, &jo, &mut job) }, kiln_status::InvalidSize);
+    assert_eq!(job, 0);
+    bad.width = 8192;
+    assert_eq!(unsafe { kiln_job_submit_upscaled(model, &bad, up, &uo, &jo, &mut job) }, kiln_status::InvalidSize);
+    assert!(common::ffi_last_error().contains("16384"), "{}", common::ffi_last_error());
+    let mut bad_uo = uo;
+    bad_uo.context = 1025;
+    assert_eq!(unsafe { kiln_job_submit_upscaled(model, &o, up, &bad_uo, &jo, &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(unsafe { kiln_job_submit_upscaled(model, &o, ptr::null(), &uo, &jo, &mut job) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_submit_upscaled(ptr::null(), &o, up, &uo, &jo, &mut job) }, kiln_status::NullArgument);
+    assert_eq!(job, 0);
+
+    assert_eq!(unsafe { kiln_job_submit_upscaled(model, &o, up, &uo, &jo, &mut job) }, kiln_status::Ok);
+    // Every handle may go now: the job holds what it needs.
+    unsafe { kiln_model_free(model) };
+    unsafe { kiln_upscaler_free(up) };
+    let total = 4 + 2 * 2; // four DDIM U-Net calls, then 2x2 tiles of 32 px
+    assert_eq!(poll(job).total_steps, total, "the total is known from submission on");
+    let (w, h, bytes) = result_of(job);
+    assert_eq!((w, h), (256, 256));
+    let request = kiln::GenerateRequest { prompt: "mossy cobblestone".into(), steps: 4, seed: 5, scheduler: kiln::SchedulerKind::Ddim, ..Default::default() };
+    let generated = common::tiny_model().seamless(Seamless::Xy).unwrap().generate(&request).unwrap().to_rgba8();
+    let graph = Upscaler::load(common::runtime(), &common::root().join("tests/fixtures/upscaler/x4")).unwrap();
+    let expected = graph.upscale(&generated, &UpscaleOptions { tile: 32, seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    let differ = bytes.iter().zip(&expected.pixels).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "the generation on the seamless view, upscaled wrapping on x and y");
+    let p = poll(job);
+    assert_eq!((p.step, p.total_steps, p.preview_step), (total, total, 4), "previews from the generation");
+    let start = Instant::now();
+    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let events = recorder.events.lock().unwrap().clone();
+    let progress: Vec<(u32, u32)> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Progress as u32).map(|e| (e.1, e.2)).collect();
+    assert_eq!(progress, (1..=total).map(|s| (s, total)).collect::<Vec<_>>(), "one count: U-Net calls, then tiles");
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+
+    // Cancelled inside the upscale (small tiles: many graph runs).
+    let mut up = ptr::null_mut();
+    assert_eq!(unsafe { kiln_upscaler_load(rt, upscaler_dir().as_ptr(), &mut up) }, kiln_status::Ok);
+    uo.tile = 2;
+    uo.context = 28;
+    assert_eq!(unsafe { kiln_job_submit_upscaled(plain, &o, up, &uo, ptr::null(), &mut job) }, kiln_status::Ok);
+    let p = wait_for(job, |p| p.step > 4, "the upscale to start");
+    assert_eq!(p.total_steps, 4 + 32 * 32);
+    assert_eq!(kiln_job_cancel(job), kiln_status::Ok);
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Cancelled as u32, "{}", job_error(job));
+    assert!(poll(job).step < 4 + 32 * 32);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    unsafe { kiln_upscaler_free(up) };
+    unsafe { kiln_model_free(plain) };
+    unsafe { kiln_runtime_destroy(rt) };
+}

@@ -19,6 +19,7 @@ use super::texture::texture_request;
 use super::upscale::{kiln_upscale_options, kiln_upscaler, read_upscale_options};
 use crate::error::Result;
 use crate::jobs::{JobConfig, JobEvent, JobObserver, JobWork};
+use crate::model::upscaler::UpscaleOptions;
 use crate::pipeline::texture::Extend;
 
 /// Where a job is in its life.
@@ -258,6 +259,47 @@ pub unsafe extern "C" fn kiln_job_submit(
                 let m = handles::borrow(model)?;
                 let request = finish_request(m, request_from(options)?)?;
                 Ok((JobWork::Generate { model: m.clone(), request }, m.runtime().job_workers()))
+            })
+        }
+    })
+}
+
+/// Queues a generation and its upscale as one job: what `kiln_job_submit`
+/// makes, upscaled by `upscaler` as `kiln_job_submit_upscale` would upscale
+/// it, so a game asks once for a 2K or 4K texture. The upscale wraps on the
+/// model's seamless axes (a `kiln_model_seamless` view's, or the seamless
+/// the model was loaded with); `upscale_options->seamless` is ignored, since
+/// the image tiles exactly along those. `step` / `total_steps` count the
+/// U-Net calls and then the upscale's graph runs (tiles), in one count that
+/// only goes up: the total is the step count plus the tiles from submission
+/// on, raised at the first step by schedulers that call the U-Net more than
+/// once per step (PNDM's warm-up, Heun). Previews come from the generation. `kiln_job_cancel`
+/// stops either part within one graph call. The job holds the model and the
+/// upscaler. Errors at submit: `kiln_job_submit`'s and
+/// `kiln_job_submit_upscale`'s, and INVALID_SIZE for a size the model cannot
+/// generate (checked here, not in the job).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_upscaled(
+    model: *const kiln_model,
+    options: *const kiln_generate_options,
+    upscaler: *const kiln_upscaler,
+    upscale_options: *const kiln_upscale_options,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s and `request_from`'s;
+        // NULL or live handles; options NULL or a struct of struct_size bytes.
+        unsafe {
+            submit(job_out, job_options, || {
+                let m = handles::borrow(model)?;
+                let u = handles::borrow(upscaler)?;
+                let request = finish_request(m, request_from(options)?)?;
+                let options = UpscaleOptions { seamless: m.seamless_axes(), ..read_upscale_options(upscale_options)? };
+                let (w, h) = m.output_size(&request)?;
+                u.check(w, h, &options)?;
+                let work = JobWork::GenerateUpscaled { model: m.clone(), request, upscaler: Arc::clone(u), options };
+                Ok((work, m.runtime().job_workers().max(u.job_workers())))
             })
         }
     })

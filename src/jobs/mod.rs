@@ -88,6 +88,21 @@ pub enum JobWork {
         /// Width of the inpainted band, in pixels.
         band: usize,
     },
+    /// Generates an image and upscales it, in one job: what `generate
+    /// --upscale` does. The upscale wraps on the model's seamless axes
+    /// (`options.seamless` is replaced by them), so a tileable texture stays
+    /// tileable. Progress counts the U-Net calls, then the upscale's graph
+    /// runs, against their sum; previews come from the generation.
+    GenerateUpscaled {
+        /// The model.
+        model: Model,
+        /// What to generate.
+        request: GenerateRequest,
+        /// The upscaler, shared with its other users.
+        upscaler: Arc<Upscaler>,
+        /// Tiles, context, alpha (the seamless axes are the model's).
+        options: UpscaleOptions,
+    },
     /// Upscales `image` ([`Upscaler::upscale`]). Progress counts graph runs
     /// (tiles) instead of U-Net calls; there are no previews.
     Upscale {
@@ -107,9 +122,21 @@ impl JobWork {
             Self::Generate { request, .. } | Self::ExtendTexture { request, .. } | Self::MakeTileable { request, .. } => {
                 request.steps as u32
             }
+            Self::GenerateUpscaled { model, request, upscaler, options } => request.steps as u32 + upscale_runs(model, request, upscaler, options),
             Self::Upscale { upscaler, image, options } => upscaler.runs(image, options) as u32,
         }
     }
+}
+
+/// Graph runs the upscale of a generation takes (its image is opaque: one
+/// pass); 0 when the size is bad (the generation then fails first).
+fn upscale_runs(model: &Model, request: &GenerateRequest, upscaler: &Upscaler, options: &UpscaleOptions) -> u32 {
+    model.output_size(request).map_or(0, |(w, h)| upscaler.tiles(w, h, &upscaled_on(model, options)) as u32)
+}
+
+/// `options` with the model's seamless axes, which its images tile along.
+fn upscaled_on(model: &Model, options: &UpscaleOptions) -> UpscaleOptions {
+    UpscaleOptions { seamless: model.seamless_axes(), ..*options }
 }
 
 /// A snapshot of a job, as `poll` returns it.
@@ -556,7 +583,12 @@ fn execute(item: &Queued, job: &Job) -> JobState {
     job.state.store(JobState::Running as u32, Ordering::Release);
     // Each job catches its own panics: a bug must fail one job, not the worker.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &item.work {
-        JobWork::Upscale { upscaler, image, options } => upscale(item, job, upscaler, image, options, &run_options),
+        JobWork::Upscale { upscaler, image, options } => upscale(item, job, upscaler, image, options, &run_options, 0),
+        JobWork::GenerateUpscaled { model, upscaler, options, .. } => generate(item, job, model, &run_options).and_then(|g| {
+            // The upscale's runs count on from the U-Net calls the generation made.
+            let before = job.step.load(Ordering::Relaxed);
+            upscale(item, job, upscaler, &g.image.to_rgba8(), &upscaled_on(model, options), &run_options, before)
+        }),
         JobWork::Generate { model, .. } | JobWork::ExtendTexture { model, .. } | JobWork::MakeTileable { model, .. } => {
             generate(item, job, model, &run_options).map(|g| g.image.to_rgba8())
         }
@@ -584,10 +616,15 @@ fn execute(item: &Queued, job: &Job) -> JobState {
 
 /// Runs a generation-type job with progress, previews and cancellation.
 fn generate(item: &Queued, job: &Job, model: &Model, run_options: &ort::session::RunOptions) -> Result<Generation> {
+    // An upscale that follows in the same job counts in the total reported.
+    let after = match &item.work {
+        JobWork::GenerateUpscaled { model, request, upscaler, options } => upscale_runs(model, request, upscaler, options),
+        _ => 0,
+    };
     let observer = item.config.observer.as_deref();
     let interval = item.config.preview_interval;
     let mut on_step = |p: &StepProgress<'_>| {
-        let (step, total) = (p.step as u32, p.total as u32);
+        let (step, total) = (p.step as u32, p.total as u32 + after);
         job.total.store(total, Ordering::Relaxed);
         job.step.store(step, Ordering::Relaxed);
         if let Some(o) = observer {
@@ -616,15 +653,16 @@ fn generate(item: &Queued, job: &Job, model: &Model, run_options: &ort::session:
         step_latents: if interval > 0 { StepLatents::Interval(interval) } else { StepLatents::Never },
     };
     match &item.work {
-        JobWork::Generate { request, .. } => model.generate_with(request, hooks),
+        JobWork::Generate { request, .. } | JobWork::GenerateUpscaled { request, .. } => model.generate_with(request, hooks),
         JobWork::ExtendTexture { request, picture, extend, .. } => model.extend_texture_with(request, picture, *extend, hooks),
         JobWork::MakeTileable { request, picture, band, .. } => model.make_tileable_with(request, picture, *band, hooks),
         JobWork::Upscale { .. } => Err(Error::internal("an upscale is not a generation")),
     }
 }
 
-/// Runs an upscale job: progress counts tiles; the job's run options are
-/// the upscale's, so cancelling the job (or the upscaler) stops its graph run.
+/// Runs an upscale job: progress counts tiles, after `before` steps the job
+/// already made; the job's run options are the upscale's, so cancelling the
+/// job (or the upscaler) stops its graph run.
 fn upscale(
     item: &Queued,
     job: &Job,
@@ -632,10 +670,11 @@ fn upscale(
     image: &Rgba8Image,
     options: &UpscaleOptions,
     run_options: &Arc<ort::session::RunOptions>,
+    before: u32,
 ) -> Result<Rgba8Image> {
     let observer = item.config.observer.as_deref();
     let mut progress = |done: usize, total: usize| {
-        let (step, total) = (done as u32, total as u32);
+        let (step, total) = (before + done as u32, before + total as u32);
         job.total.store(total, Ordering::Relaxed);
         job.step.store(step, Ordering::Relaxed);
         if let Some(o) = observer {

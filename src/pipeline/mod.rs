@@ -325,6 +325,14 @@ impl Model {
         encode_prompt_with(&self.inner, prompt, PromptSyntax::Plain, None)
     }
 
+    /// The size in pixels `request` generates (0 = the model's native
+    /// size), checked as a generation checks it: INVALID_SIZE when it is not a
+    /// multiple of the model's size multiple, over 8192, or not the size a
+    /// fixed-shape U-Net was exported for.
+    pub fn output_size(&self, request: &GenerateRequest) -> Result<(usize, usize)> {
+        check_size(&self.inner, request)
+    }
+
     /// Token embeddings for a prompt read with `syntax`: `[1, 77, dim]` when
     /// plain, `[1, 77·chunks, dim]` when weighted (A1111 chunks, weights and
     /// mean restoration; see the README's "Prompts").

@@ -220,6 +220,10 @@ static void hostile_arguments(void) {
         CHECK(kiln_job_submit_upscale(NULL, src, NULL, NULL, &ujob), KILN_STATUS_NULL_ARGUMENT);
         EXPECT(ujob == 0);
         CHECK(kiln_job_submit_upscale(NULL, NULL, NULL, NULL, NULL), KILN_STATUS_NULL_ARGUMENT);
+        base_options(&o);
+        CHECK(kiln_job_submit_upscaled(model, &o, NULL, NULL, NULL, &ujob), KILN_STATUS_NULL_ARGUMENT);
+        CHECK(kiln_job_submit_upscaled(NULL, &o, NULL, NULL, NULL, &ujob), KILN_STATUS_NULL_ARGUMENT);
+        EXPECT(ujob == 0);
         CHECK(kiln_image_copy(src, buf, sizeof buf, (size_t)-1), KILN_STATUS_BUFFER_TOO_SMALL);
         CHECK(kiln_image_copy(src, buf, 3, 0), KILN_STATUS_BUFFER_TOO_SMALL);
         CHECK(kiln_image_write_png(src, "/nonexistent/dir/x.png"), KILN_STATUS_IO);
