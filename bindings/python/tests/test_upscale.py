@@ -1,7 +1,7 @@
 """Upscalers (super-resolution graphs, tests/fixtures/upscaler from tools/make_upscaler_fixture.py):
 the goldens' pixels through the binding, alpha, determinism, load errors, cancel from another
-thread, bad options, closing with a call in flight, and upscale jobs (the blocking call's bytes,
-progress in tiles, checks at submit, cancel)."""
+thread, bad options, closing with a call in flight, upscale jobs (the blocking call's bytes,
+progress in tiles, checks at submit, cancel), and a generation and its upscale as one job."""
 
 from __future__ import annotations
 
@@ -275,3 +275,63 @@ def test_cancel_a_running_upscale_job_by_job_or_by_upscaler(x4: kiln.Upscaler, p
             p = long.poll()
             assert p.step < p.total_steps, f"stopped before the end: {p}"
             assert after.result(60).shape == (80, 96, 4), f"the other job ran (by upscaler: {by_upscaler})"
+
+
+#: DDIM makes one U-Net call per step, so a generation's progress counts 4.
+UPSCALED: kiln.GenerateOptions = {"steps": 4, "seed": 5, "scheduler": "ddim"}
+
+
+def test_a_generation_and_its_upscale_run_as_one_job(runtime: kiln.Runtime, fixtures: Path, model: kiln.Model,
+                                                     x4: kiln.Upscaler) -> None:
+    total = 4 + 2 * 2  # four U-Net calls, then the 64x64 picture in 2x2 tiles of 32 pixels
+    with model.seamless(kiln.Seamless.XY) as view:
+        with view.generate("mossy cobblestone", **UPSCALED) as image:
+            want = x4.upscale(image, tile=32, seamless="xy").to_numpy()
+        upscaler = runtime.load_upscaler(fixtures / "x4")
+        job = view.submit_upscaled("mossy cobblestone", upscaler, tile=32, preview_interval=2, **UPSCALED)
+        assert job.poll().total_steps == total, "the total is known from submission on"
+        upscaler.close()  # the job holds the model and the graph: both may go right after submit
+    with job:
+        out = job.result(60)
+        assert out.shape == (256, 256, 4)
+        assert np.array_equal(out, want), "the view's generation, upscaled wrapping on x and y"
+        p = job.poll()
+        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, total, total, 4)
+        preview = job.preview()
+        assert preview is not None and preview.step == 4, "previews come from the generation"
+        assert job.error_message == ""
+    # A plain model's axes: no wrapping (the view's bytes differ at the borders).
+    with model.generate("mossy cobblestone", **UPSCALED) as image:
+        plain = x4.upscale(image, tile=32).to_numpy()
+    with model.submit_upscaled("mossy cobblestone", x4, tile=32, **UPSCALED) as job:
+        assert np.array_equal(job.result(60), plain)
+    assert not np.array_equal(plain, want)
+
+
+def test_upscaled_jobs_check_their_arguments_at_submit(runtime: kiln.Runtime, fixtures: Path, model: kiln.Model,
+                                                       x4: kiln.Upscaler) -> None:
+    with model.seamless(kiln.Seamless.XY) as view:
+        with pytest.raises(kiln.ArgumentError) as bad_size:
+            view.submit_upscaled("x", x4, tile=32, width=72, **UPSCALED)  # not a multiple of 16
+        assert bad_size.value.status == kiln.Status.INVALID_SIZE
+        assert "multiple of" in bad_size.value.message
+        with pytest.raises(kiln.ArgumentError) as too_big:
+            view.submit_upscaled("x", x4, width=8192, **UPSCALED)  # 32768 pixels wide at 4x
+        assert too_big.value.status == kiln.Status.INVALID_SIZE
+        assert "16384" in too_big.value.message
+        with pytest.raises(kiln.ArgumentError) as bad_context:
+            view.submit_upscaled("x", x4, context=1025, **UPSCALED)
+        assert bad_context.value.status == kiln.Status.INVALID_ARGUMENT
+        assert "context" in bad_context.value.message
+        with pytest.raises(KeyError):
+            view.submit_upscaled("x", x4, alpha="sharp", **UPSCALED)
+        with pytest.raises(TypeError):  # no seamless argument: the model's axes are used
+            view.submit_upscaled("x", x4, seamless="xy", **UPSCALED)  # type: ignore[call-arg]
+        assert x4._active == 0, "the upscaler's handle is let go after each call"
+        closed = runtime.load_upscaler(fixtures / "x4")
+        closed.close()
+        with pytest.raises(ValueError):
+            view.submit_upscaled("x", closed, **UPSCALED)
+        # Nothing was queued: a job still runs at once.
+        with view.submit_upscaled("x", x4, tile=0, context=0, steps=1) as job:
+            assert job.result(60).shape == (256, 256, 4)

@@ -199,6 +199,8 @@ FUNCTIONS: dict[str, tuple[CType, list[CType]]] = {
                                                ptr_to(ctypes.c_uint64)]),
     "kiln_job_submit_upscale": (STATUS, [PTR, PTR, ptr_to(UpscaleOptions), ptr_to(JobOptions),
                                          ptr_to(ctypes.c_uint64)]),
+    "kiln_job_submit_upscaled": (STATUS, [PTR, ptr_to(GenerateOptions), PTR, ptr_to(UpscaleOptions),
+                                          ptr_to(JobOptions), ptr_to(ctypes.c_uint64)]),
     "kiln_job_poll": (STATUS, [U64, ptr_to(JobProgress)]),
     "kiln_job_wait": (STATUS, [U64, U32, _P_U32]),
     "kiln_job_cancel": (STATUS, [U64]),

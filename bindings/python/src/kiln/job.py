@@ -29,7 +29,8 @@ class Progress:
 
     state: JobState
     #: U-Net calls finished, of ``total_steps``; for an upscale job, graph runs (tiles; twice as many
-    #: when alpha goes through the graph), the total known from submission on.
+    #: when alpha goes through the graph), the total known from submission on; for a generation and its
+    #: upscale (``Model.submit_upscaled``), the U-Net calls and then the tiles in one count.
     step: int
     total_steps: int
     #: Step of the newest preview; 0 while there is none (always, for an upscale job).
@@ -53,9 +54,9 @@ class Preview:
 
 class Job:
     """A generation, texture helper or upscale running on Kiln's worker threads (``Model.submit``,
-    ``Model.submit_extend_texture``, ``Model.submit_make_tileable``, ``Upscaler.submit``). ``poll()``
-    never blocks; ``wait()`` does. Closing (or leaving ``with``) frees it, cancelling it first if it
-    still runs."""
+    ``Model.submit_extend_texture``, ``Model.submit_make_tileable``, ``Model.submit_upscaled``,
+    ``Upscaler.submit``). ``poll()`` never blocks; ``wait()`` does. Closing (or leaving ``with``)
+    frees it, cancelling it first if it still runs."""
 
     def __init__(self, job_id: int) -> None:
         """Takes ownership of a job id from ``kiln_job_submit`` or one of its kinds (use

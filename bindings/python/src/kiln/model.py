@@ -14,10 +14,11 @@ import numpy as np
 from kiln import _abi, _library
 from kiln._convert import ImageLike, writable_rgba
 from kiln._options import GenerateOptions, Request
-from kiln.enums import Graph, Seamless
+from kiln.enums import Graph, Seamless, UpscaleAlpha
 from kiln.errors import check, read_string
 from kiln.image import Image, Rect, Sprite, sprite_options
 from kiln.job import Job, submit
+from kiln.upscaler import Upscaler, _options as upscale_options
 
 if TYPE_CHECKING:
     if sys.version_info >= (3, 11):
@@ -93,6 +94,32 @@ class Model:
         lib, request, handle = _library.lib(), Request(prompt, options), self.handle
         return submit(lambda jo, out: lib.kiln_job_submit(handle, request.ref(), jo, out),
                       priority=priority, preview_interval=preview_interval)
+
+    def submit_upscaled(self, prompt: str, upscaler: Upscaler, *, tile: int = 256, context: int = 16,
+                        alpha: UpscaleAlpha | int | str = UpscaleAlpha.GRAPH, priority: int = 0,
+                        preview_interval: int = 0, **options: Unpack[GenerateOptions]) -> Job:
+        """Queues a generation and its upscale by ``upscaler`` as one job and returns at once
+        (``kiln_job_submit_upscaled``), so a game asks once for a 2K or 4K texture: ``result()`` gives
+        what ``submit`` makes, upscaled as ``upscaler.submit(..., tile=tile, context=context,
+        alpha=alpha)`` would upscale it. There is no ``seamless`` argument: the upscale wraps on this
+        model's seamless axes (a ``seamless()`` view's, or those it was loaded with), which its image
+        tiles along exactly. ``priority`` and ``preview_interval`` as for ``submit``; previews come
+        from the generation. ``Job.poll()`` counts the U-Net calls and then the upscale's graph runs
+        (tiles; a generated image is opaque, so one pass) in one count that only goes up, the
+        total known from submission on (raised at the first step by schedulers that call the U-Net
+        more than once a step: PNDM's warm-up, Heun). The job holds the model and the upscaler, so
+        both may be closed right after. The arguments are checked here, nothing queued on an error:
+        ArgumentError for a size the model cannot generate or a result over 16384 pixels a side
+        (INVALID_SIZE), an unknown ``alpha`` or a ``context`` over 1024 (INVALID_ARGUMENT), and
+        ``submit``'s and ``upscaler.submit``'s others. ``Job.cancel()`` stops either part within one
+        graph call."""
+        o = upscale_options(tile, context, Seamless.NONE, alpha)  # seamless: the model's axes instead
+        lib, request, handle = _library.lib(), Request(prompt, options), self.handle
+        # Held so a close() of the upscaler on another thread cannot free it during the call.
+        with upscaler._using() as graph:
+            return submit(lambda jo, out: lib.kiln_job_submit_upscaled(handle, request.ref(), graph, ctypes.byref(o),
+                                                                       jo, out),
+                          priority=priority, preview_interval=preview_interval)
 
     def seamless(self, axes: Seamless) -> Model:
         """A model handle whose images tile along ``axes``; close it independently."""
