@@ -298,6 +298,37 @@ namespace Kiln
         }
 
         /// <summary>
+        /// A generation and its upscale as one job (what <see cref="Submit"/> makes, upscaled by
+        /// <c>upscaler</c> as <see cref="KilnUpscaler.Submit"/> would upscale it), so a game asks
+        /// once for a 2K or 4K texture; returns at once. The upscale wraps on this model's seamless
+        /// axes (a <see cref="Seamless"/> view's, or those it was loaded with):
+        /// <c>upscaleOptions.seamless</c> is ignored, since the image tiles exactly along those;
+        /// <c>upscaleOptions</c> null = defaults (<see cref="KilnDefaults.UpscaleOptions"/>).
+        /// <see cref="KilnJobStatus.Step"/> and <see cref="KilnJobStatus.TotalSteps"/> count the
+        /// U-Net calls and then the upscale's graph runs (tiles) in one count that only goes up,
+        /// the total known from submission on (raised at the first step by schedulers that call
+        /// the U-Net more than once a step: PNDM's warm-up, Heun). Previews come from the
+        /// generation. The job holds what it needs of this model and the upscaler, so both may be
+        /// disposed once this returns; <see cref="KilnJob.Cancel"/> stops either part within one
+        /// graph call.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_SIZE (a size this model cannot generate, a result over 16384 a side), INVALID_ARGUMENT (unknown alpha, context over 1024, ...), and <see cref="Submit"/>'s; no job is queued.</exception>
+        /// <exception cref="ObjectDisposedException">This model or the upscaler was disposed; no job is queued.</exception>
+        public KilnJob SubmitUpscaled(KilnGenerateSettings settings, KilnUpscaler upscaler, KilnUpscaleOptions? upscaleOptions = null, KilnJobSettings jobSettings = null)
+        {
+            if (upscaler == null) throw new ArgumentNullException("upscaler");
+            KilnUpscaleOptions uo = upscaleOptions ?? KilnDefaults.UpscaleOptions();
+            uo.struct_size = (uint)Marshal.SizeOf(typeof(KilnUpscaleOptions));
+            // The upscaler is borrowed before the call: a disposed one throws there, because
+            // Mono's marshaller, failing on the second handle, would keep the reference it had
+            // taken on the first (this model), which then could never be freed.
+            return SubmitWith(settings, jobSettings,
+                (ref KilnGenerateOptions o, ref KilnJobOptions jo, out ulong id) =>
+                    KilnNative.kiln_job_submit_upscaled(Handle, ref o, upscaler.Handle, ref uo, ref jo, out id),
+                upscaler.Handle);
+        }
+
+        /// <summary>
         /// <see cref="ExtendTexture"/> as a job: queued on Kiln's worker threads, returns at once
         /// (progress, previews, cancel and the image as for <see cref="Submit"/>). The arguments are
         /// checked here, and the picture and settings copied before it returns.
@@ -328,9 +359,10 @@ namespace Kiln
 
         /// <summary>
         /// The shared body of the submits: the job options and their callback state, the settings
-        /// marshalled for the call, and the job (or the status thrown, with nothing queued).
+        /// marshalled for the call, <c>borrow</c> (a second handle the call takes, or null) kept
+        /// open across it, and the job (or the status thrown, with nothing queued).
         /// </summary>
-        private KilnJob SubmitWith(KilnGenerateSettings settings, KilnJobSettings jobSettings, SubmitCall call)
+        private KilnJob SubmitWith(KilnGenerateSettings settings, KilnJobSettings jobSettings, SubmitCall call, SafeHandle borrow = null)
         {
             if (settings == null) throw new ArgumentNullException("settings");
             KilnJobOptions jo;
@@ -341,13 +373,15 @@ namespace Kiln
             {
                 using (var pins = new Pins())
                 {
+                    // A disposed second handle throws here, before the call (see SubmitUpscaled).
+                    pins.Borrow(borrow);
                     KilnGenerateOptions o = settings.ToNative(pins);
                     status = call(ref o, ref jo, out id);
                 }
             }
             catch
             {
-                // A bad setting (a NUL in a string) or a disposed model: Kiln never saw user_data.
+                // A bad setting (a NUL in a string), a disposed model or upscaler: Kiln never saw user_data.
                 state.Abandon();
                 throw;
             }

@@ -1426,6 +1426,115 @@ static class KilnTests
         }
     }
 
+    static void UpscaledJobs()
+    {
+        // KilnModel.SubmitUpscaled on a seamless view of the tiny model with the x4 fixture: the
+        // job's bytes are the view's generation upscaled by the blocking Upscale wrapping on x and
+        // y (the options' own seamless, None here, is ignored); one count over the 4 DDIM U-Net
+        // calls then the 2x2 tiles of 32 pixels, known from submission on; previews from the
+        // generation; the view and the upscaler may be disposed right after submit. Bad sizes and
+        // options throw at submit and queue nothing; a disposed upscaler throws and does not keep
+        // the model open.
+        var settings = Quick("mossy cobblestone", 5);
+        settings.Scheduler = KilnScheduler.Ddim;
+        const uint total = 4 + 2 * 2;
+        byte[] expected, plainUpscale;
+        using (KilnModel view = model.Seamless(KilnSeamless.XY))
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        using (KilnImage generated = view.Generate(settings))
+        {
+            using (KilnImage up = u.Upscale(generated, UpscaleOptions(32, 16, KilnSeamless.XY))) expected = up.ToArray();
+            using (KilnImage up = u.Upscale(generated, UpscaleOptions(32, 16, KilnSeamless.None))) plainUpscale = up.ToArray();
+        }
+        int control = expected.Where((b, i) => b != plainUpscale[i]).Count();
+        Console.WriteLine("    the plain upscale differs from the wrapped one in " + control + " bytes");
+        Check(control > 0, "wrapping does not matter here: this test would not catch the model's axes dropped");
+
+        var events = new List<KilnJobEventArgs>();
+        var finished = new ManualResetEvent(false);
+        var js = new KilnJobSettings
+        {
+            PreviewInterval = 2,
+            OnEvent = ev => { lock (events) events.Add(ev); if (ev.Kind == KilnJobEventKind.Finished) finished.Set(); },
+        };
+        KilnModel own = model.Seamless(KilnSeamless.XY);
+        KilnUpscaler x4 = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4"));
+        using (KilnJob job = own.SubmitUpscaled(settings, x4, UpscaleOptions(32, 16, KilnSeamless.None), js))
+        {
+            Equal(total, job.Poll().TotalSteps, "total steps right after submit (4 U-Net calls + 2x2 tiles)");
+            own.Dispose();
+            x4.Dispose();
+            Check(own.Handle.IsClosed && x4.Handle.IsClosed, "the view's or the upscaler's handle is still open after Dispose");
+            KilnJobStatus s = Succeeds(job, "upscaled job");
+            Console.WriteLine("    upscaled job: step " + s.Step + " of " + s.TotalSteps + ", preview at " + s.PreviewStep + " " + s.PreviewWidth + "x" + s.PreviewHeight);
+            Equal(total, s.Step, "steps done");
+            Equal(total, s.TotalSteps, "total steps");
+            Equal(4u, s.PreviewStep, "preview from the generation's last step");
+            Check(s.PreviewWidth == 8 && s.PreviewHeight == 8, "preview of the 8x8 latents");
+            int w, h;
+            job.ImageSize(out w, out h);
+            Check(w == 256 && h == 256, "upscaled job image " + w + "x" + h);
+            SamePixels(expected, job.CopyImage(), "SubmitUpscaled vs Generate on the view + Upscale seamless XY");
+            Check(finished.WaitOne(60000), "Finished event");
+            lock (events)
+            {
+                var progress = events.Where(e => e.Kind == KilnJobEventKind.Progress).ToList();
+                Equal((int)total, progress.Count, "progress events");
+                for (int i = 0; i < progress.Count; i++)
+                {
+                    Equal((uint)(i + 1), progress[i].Step, "progress step order");
+                    Equal(total, progress[i].TotalSteps, "progress total");
+                }
+                Check(events.Any(e => e.Kind == KilnJobEventKind.Preview), "no preview event");
+                Check(events.Where(e => e.Kind == KilnJobEventKind.Preview).All(e => e.Step <= 4), "a preview after the generation");
+                Equal(KilnJobEventKind.Finished, events.Last().Kind, "last event");
+                Equal(KilnJobState.Succeeded, events.Last().State, "Finished state");
+            }
+        }
+
+        // Checked at submit: each bad argument throws its status and leaves no job.
+        using (KilnModel view = model.Seamless(KilnSeamless.XY))
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        {
+            int refused = 0;
+            var counting = new KilnJobSettings { OnEvent = ev => Interlocked.Increment(ref refused) };
+            object[] before = LiveJobStates();
+            var bad = Quick("mossy cobblestone", 5);
+            bad.Width = 72;
+            Throws(() => view.SubmitUpscaled(bad, u, UpscaleOptions(32, 16, KilnSeamless.None), counting).Dispose(), KilnStatus.InvalidSize, "SubmitUpscaled width 72");
+            bad.Width = 8192;
+            KilnException ex = Throws(() => view.SubmitUpscaled(bad, u, null, counting).Dispose(), KilnStatus.InvalidSize, "SubmitUpscaled with a result over 16384 pixels a side");
+            Check(ex.NativeMessage.Contains("16384"), "message names 16384: " + ex.NativeMessage);
+            Throws(() => view.SubmitUpscaled(settings, u, UpscaleOptions(32, 2000, KilnSeamless.None), counting).Dispose(), KilnStatus.InvalidArgument, "SubmitUpscaled context 2000");
+            try { view.SubmitUpscaled(settings, null).Dispose(); throw new Exception("a null upscaler was accepted"); }
+            catch (ArgumentNullException) { }
+            try { view.SubmitUpscaled(null, u).Dispose(); throw new Exception("null settings accepted"); }
+            catch (ArgumentNullException) { }
+            Thread.Sleep(20);
+            NoNewJob(before, Volatile.Read(ref refused), "upscaled submits");
+        }
+
+        // A disposed upscaler is refused before the call and does not keep the model open (Mono's
+        // marshaller keeps its reference to a first handle when it fails on the second); a
+        // disposed model throws too.
+        KilnModel second = KilnModel.Load(runtime, modelDir);
+        KilnUpscaler gone = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4"));
+        gone.Dispose();
+        object[] live = LiveJobStates();
+        try { second.SubmitUpscaled(settings, gone).Dispose(); throw new Exception("submitted with a disposed upscaler"); }
+        catch (ObjectDisposedException) { }
+        second.Dispose();
+        Check(second.Handle.IsClosed, "the model's handle is still open after Dispose");
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, Path.Combine(UpscalerDir(), "x4")))
+        {
+            try { second.SubmitUpscaled(settings, u).Dispose(); throw new Exception("submitted on a disposed model"); }
+            catch (ObjectDisposedException) { }
+            u.Dispose();
+            Check(u.Handle.IsClosed, "the upscaler's handle is still open after Dispose");
+        }
+        NoNewJob(live, 0, "upscaled submits with a disposed upscaler or model");
+    }
+
     static void DefaultExampleRequest()
     {
         // What Txt2Img does (defaults, seed 42), written for tests/csharp.rs to compare
@@ -1478,6 +1587,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("upscaler: cancel from another thread", UpscalerCancelFromAnotherThread),
             new KeyValuePair<string, Action>("upscale jobs: blocking bytes, graph runs as steps, submit errors, dispose after submit", UpscaleJobs),
             new KeyValuePair<string, Action>("upscale jobs: cancel by job and by upscaler", UpscaleJobCancel),
+            new KeyValuePair<string, Action>("upscaled jobs: generation + seamless upscale bytes, one step count, submit errors", UpscaledJobs),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };
         if (controlNetModelDir != null)

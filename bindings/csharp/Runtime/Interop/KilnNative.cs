@@ -161,6 +161,8 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_submit(KilnModelHandle model, ref KilnGenerateOptions options, ref KilnJobOptions job_options, out ulong job_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_submit_upscaled(KilnModelHandle model, ref KilnGenerateOptions options, KilnUpscalerHandle upscaler, ref KilnUpscaleOptions upscale_options, ref KilnJobOptions job_options, out ulong job_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_submit_extend_texture(KilnModelHandle model, ref KilnGenerateOptions options, uint left, uint right, uint top, uint bottom, ref KilnJobOptions job_options, out ulong job_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_submit_make_tileable(KilnModelHandle model, ref KilnGenerateOptions options, uint band, ref KilnJobOptions job_options, out ulong job_out);
