@@ -49,6 +49,7 @@
     X(kiln_status, kiln_job_submit_extend_texture, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, uint32_t, uint32_t, uint32_t, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_submit_make_tileable, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_submit_upscale, (const struct kiln_upscaler *, const struct kiln_image *, const struct kiln_upscale_options *, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_upscaled, (const struct kiln_model *, const struct kiln_generate_options *, const struct kiln_upscaler *, const struct kiln_upscale_options *, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_poll, (uint64_t, struct kiln_job_progress *)) \
     X(kiln_status, kiln_job_wait, (uint64_t, uint32_t, uint32_t *)) \
     X(kiln_status, kiln_job_cancel, (uint64_t)) \
@@ -590,6 +591,8 @@ inline bool header_matches_library() noexcept { return ::kiln_version() == KILN_
 inline std::uint32_t providers_compiled() noexcept { return ::kiln_providers_compiled(); }
 
 class Image;
+/** Declared here for Model::submit_upscaled, defined after Model. */
+class Upscaler;
 
 /** A sprite cut out of an image and the bounding box of its visible pixels. */
 struct Sprite;
@@ -732,8 +735,9 @@ struct Size {
 };
 
 /**
- * A queued generation, texture helper (Model::submit_extend_texture, submit_make_tileable) or upscale
- * (Upscaler::submit). Poll it once a frame; the destructor frees it (and cancels it if it still runs).
+ * A queued generation, texture helper (Model::submit_extend_texture, submit_make_tileable), upscale
+ * (Upscaler::submit) or generation and its upscale in one (Model::submit_upscaled). Poll it once a frame;
+ * the destructor frees it (and cancels it if it still runs).
  */
 class Job {
 public:
@@ -900,6 +904,20 @@ public:
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Job(id);
     }
+    /**
+     * Queues a generation and its upscale by `upscaler` as one Job and returns at once, so a game asks
+     * once for a 2K or 4K texture; `upscale_options` and `job_options` nullptr = defaults. The upscale
+     * wraps on this handle's seamless axes (a seamless() view's, or those it was loaded with), so
+     * `upscale_options->seamless` is ignored. Progress counts the U-Net calls and then the upscale's graph
+     * runs (tiles) in one count, its total known from submission on (raised at the first step by PNDM's
+     * warm-up and Heun); previews come from the generation; Job::cancel() stops either part. The job holds
+     * the model and the graph: this Model and the Upscaler may be destroyed once it returns. Arguments are
+     * checked here (submit()'s and Upscaler::submit()'s errors, and Status::invalid_size for a size the
+     * model cannot generate), with no job queued. Defined after Upscaler.
+     */
+    Result<Job> submit_upscaled(const ::kiln_generate_options &options, const Upscaler &upscaler,
+                                const ::kiln_upscale_options *upscale_options = nullptr,
+                                const ::kiln_job_options *job_options = nullptr) const;
     /** A handle whose images tile along `axes`; independent of this one. */
     Result<Model> seamless(Seamless axes) const {
         ::kiln_model *out = nullptr;
@@ -1099,6 +1117,15 @@ private:
     void reset() noexcept { ::kiln_upscaler_free(std::exchange(p_, nullptr)); }
     ::kiln_upscaler *p_ = nullptr;
 };
+
+inline Result<Job> Model::submit_upscaled(const ::kiln_generate_options &options, const Upscaler &upscaler,
+                                          const ::kiln_upscale_options *upscale_options,
+                                          const ::kiln_job_options *job_options) const {
+    std::uint64_t id = 0;
+    ::kiln_status s = ::kiln_job_submit_upscaled(p_, &options, upscaler.get(), upscale_options, job_options, &id);
+    if (s != KILN_STATUS_OK) return detail::last_error(s);
+    return Job(id);
+}
 
 /** ONNX Runtime loaded with Kiln's settings. Move-only; models and upscalers loaded from it may outlive it. */
 class Runtime {

@@ -19,5 +19,6 @@ int main() {
     const kiln_generate_options o = kiln::defaults<kiln_generate_options>();
     if (kiln::Model().submit_make_tileable(o, 16).status() != kiln::Status::null_argument) return 1;
     if (kiln::Model().submit_extend_texture(o, 0, 0, 64, 0).status() != kiln::Status::null_argument) return 1;
+    if (kiln::Model().submit_upscaled(o, empty).status() != kiln::Status::null_argument) return 1;
     return empty.upscale(kiln::Image()).status() == kiln::Status::null_argument ? 0 : 1;
 }

@@ -1,8 +1,9 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
 // embeddings, a LoRA's own text-encoder strength and the base-to-refiner hand-off against the Rust tests'
 // goldens, the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another thread), the
-// texture helpers and upscales as jobs (against the blocking calls), the throwing layer. Run by tests/cpp_binding.rs as
-// `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
+// texture helpers, upscales and generations with their upscale as jobs (against the blocking calls), the throwing
+// layer. Run by tests/cpp_binding.rs as `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`;
+// prints "N passed, N failed".
 // MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component, upscaler, matting and
 // golden/ are found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
 #include "kiln.hpp"
@@ -957,6 +958,118 @@ static void test_upscale_jobs(const std::string &fixtures) {
     }
 }
 
+// A generation and its upscale as one job (Model::submit_upscaled; the inputs of tests/job_kinds.rs): on a seamless
+// view of the tiny model, with the view and the upscaler destroyed right after submit, the job gives the view's
+// generate() upscaled by upscale() wrapping on x and y (upscale_options->seamless is ignored: none here), not the
+// padded upscale; on the plain model, seamless xy in the options is ignored the other way. Progress is one count,
+// 4 DDIM U-Net calls then 2x2 tiles of 32 px (total 8, known from submission on), with previews from the
+// generation; bad arguments are refused at submit with their own status and no job.
+static void test_upscaled_jobs(const std::string &model_dir) {
+    kiln::Result<kiln::Runtime> rt = kiln::Runtime::create();
+    CHECK(rt.ok());
+    if (!rt) return;
+    const std::string upscaler_dir = model_dir + "/../upscaler/x4";
+    kiln::Result<kiln::Model> model = rt->load_model(model_dir);
+    kiln::Result<kiln::Upscaler> up = rt->load_upscaler(upscaler_dir);
+    CHECK(model.ok() && up.ok());
+    if (!model || !up) return;
+    kiln::Result<kiln::Model> view = model->seamless(kiln::Seamless::xy);
+    CHECK(view.ok());
+    if (!view) return;
+    auto o = options_for("mossy cobblestone", 5, 4);
+    o.scheduler = kiln::to_c(kiln::Scheduler::ddim);  // one U-Net call per step
+    auto uo = kiln::defaults<kiln_upscale_options>();
+    uo.tile = 32;
+    uo.seamless = kiln::to_c(kiln::Seamless::none);  // ignored: the view tiles along x and y
+    auto jo = kiln::defaults<kiln_job_options>();
+    jo.preview_interval = 2;
+    const std::uint32_t total = 4 + 2 * 2;
+
+    // Checked at submit: a size the model cannot make, a result too large, bad options, empty handles.
+    auto bad = o;
+    bad.width = 72;
+    kiln::Result<kiln::Job> refused = view->submit_upscaled(bad, *up, &uo, &jo);
+    CHECK(refused.status() == kiln::Status::invalid_size && !refused.error().message().empty());
+    if (!refused) std::printf("upscaled job 72 wide: %s\n", refused.error().describe().c_str());
+    bad.width = 8192;
+    refused = view->submit_upscaled(bad, *up, &uo, &jo);
+    CHECK(refused.status() == kiln::Status::invalid_size);
+    CHECK(!refused && refused.error().message().find("16384") != std::string::npos);
+    auto bad_uo = uo;
+    bad_uo.context = 1025;
+    CHECK(view->submit_upscaled(o, *up, &bad_uo, &jo).status() == kiln::Status::invalid_argument);
+    bad_uo = uo;
+    bad_uo.struct_size = 12;
+    CHECK(view->submit_upscaled(o, *up, &bad_uo, &jo).status() == kiln::Status::struct_size_mismatch);
+    auto bad_jo = jo;
+    bad_jo.struct_size = 3;
+    CHECK(view->submit_upscaled(o, *up, &uo, &bad_jo).status() == kiln::Status::struct_size_mismatch);
+    CHECK(view->submit_upscaled(o, kiln::Upscaler(), &uo, &jo).status() == kiln::Status::null_argument);
+    CHECK(kiln::Model().submit_upscaled(o, *up, &uo, &jo).status() == kiln::Status::null_argument);
+#ifdef KILN_CPP_EXCEPTIONS
+    bool thrown = false;
+    try {
+        kiln::Job never = kiln::check(view->submit_upscaled(bad, *up));
+        (void)never;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::invalid_size;
+    }
+    CHECK(thrown);
+#endif
+
+    // Queued on a view and an upscaler of their own, both destroyed once submit returns.
+    kiln::Result<kiln::Job> job = kiln::Error();
+    {
+        kiln::Result<kiln::Model> own_view = model->seamless(kiln::Seamless::xy);
+        kiln::Result<kiln::Upscaler> own_up = rt->load_upscaler(upscaler_dir);
+        CHECK(own_view.ok() && own_up.ok());
+        if (!own_view || !own_up) return;
+        job = own_view->submit_upscaled(o, *own_up, &uo, &jo);
+    }
+    CHECK(job.ok());
+    if (!job) {
+        std::printf("upscaled job: %s\n", job.error().describe().c_str());
+        return;
+    }
+    kiln::Result<kiln::Progress> first = job->poll();
+    CHECK(first.ok() && first->total_steps == total);  // known from submission on
+    const JobResult r = finish(*job);
+    kiln::Result<kiln::Progress> p = job->poll();
+    std::printf("upscaled job: %ux%u, step %u/%u (expected %u), preview step %u\n", r.size.width, r.size.height,
+                p.ok() ? p->step : 0, p.ok() ? p->total_steps : 0, total, p.ok() ? p->preview_step : 0);
+    CHECK(r.state == kiln::JobState::succeeded);
+    CHECK(r.size.width == 256 && r.size.height == 256);
+    CHECK(p.ok() && p->step == total && p->total_steps == total && p->preview_step == 4);
+    kiln::Result<kiln::Preview> preview = job->preview();
+    CHECK(preview.ok() && preview->step == 4 && preview->width > 0);
+    CHECK(job->error_message().value_or("x").empty());
+
+    // The blocking calls: the view's generation upscaled wrapping on x and y, not the padded upscale.
+    kiln::Result<kiln::Image> generated = view->generate(o);
+    CHECK(generated.ok());
+    if (!generated) return;
+    auto wrap = uo;
+    wrap.seamless = kiln::to_c(kiln::Seamless::xy);
+    kiln::Result<kiln::Image> expected = up->upscale(*generated, &wrap);
+    kiln::Result<kiln::Image> padded = up->upscale(*generated, &uo);
+    CHECK(expected.ok() && padded.ok());
+    CHECK(same_bytes(r, expected));
+    CHECK(!same_bytes(r, padded));
+
+    // The plain model does not wrap, whatever the options say; nullptr options are the defaults.
+    kiln::Result<kiln::Job> plain_job = model->submit_upscaled(o, *up, &wrap);
+    kiln::Result<kiln::Job> defaults_job = view->submit_upscaled(o, *up);
+    CHECK(plain_job.ok() && defaults_job.ok());
+    if (!plain_job || !defaults_job) return;
+    kiln::Result<kiln::Image> plain_generated = model->generate(o);
+    CHECK(plain_generated.ok());
+    if (!plain_generated) return;
+    CHECK(same_bytes(finish(*plain_job), up->upscale(*plain_generated, &uo)));
+    auto default_wrap = kiln::defaults<kiln_upscale_options>();
+    default_wrap.seamless = kiln::to_c(kiln::Seamless::xy);
+    CHECK(same_bytes(finish(*defaults_job), up->upscale(*generated, &default_wrap)));
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -1075,6 +1188,7 @@ int main(int argc, char **argv) {
     try {
         test_upscaler(std::string(argv[1]) + "/..");
         test_upscale_jobs(std::string(argv[1]) + "/..");
+        test_upscaled_jobs(argv[1]);
     } catch (const std::exception &e) {
         ++failed;
         std::printf("FAILED reading the upscaler fixtures: %s\n", e.what());
