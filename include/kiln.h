@@ -48,9 +48,10 @@
  *   threads may use one at once (a model or upscaler runs one graph call at a time).
  *   kiln_image is immutable.
  * - Do not free or destroy an object while another thread is inside a call on it.
- * - Generation, the texture helpers and upscaling block for seconds; each has a job
- *   form (kiln_job_submit, _extend_texture, _make_tileable, _upscale, and _upscaled for a
- *   generation and its upscale in one) that returns at once and runs on Kiln's job workers. A job holds what it needs of its model or
+ * - Generation, the texture helpers, upscaling, model loads and LoRA switches block for
+ *   seconds; each has a job form (kiln_job_submit, _extend_texture, _make_tileable,
+ *   _upscale, _upscaled for a generation and its upscale in one, _model_load,
+ *   _with_adapters) that returns at once and runs on Kiln's job workers. A job holds what it needs of its model or
  *   upscaler, so either may be freed while its jobs are queued or running.
  * - The last-error message is per thread.
  * - Log callbacks run on the thread doing the work that logs.
@@ -779,26 +780,29 @@ typedef struct kiln_upscale_options {
     uint32_t alpha;
 } kiln_upscale_options;
 
-// A job's state and progress, filled by `kiln_job_poll`. Accepted
-// `struct_size`: `sizeof(kiln_job_progress)` (28) or 16 (before `preview_step`).
-typedef struct kiln_job_progress {
-    // Set by the caller to `sizeof(kiln_job_progress)` before the call.
+// How `kiln_model_load_with` loads a model. Fill with
+// `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
+// does). Strings are borrowed for the call only. Accepted `struct_size`:
+// `sizeof(kiln_model_load_options)` only (one layout published).
+typedef struct kiln_model_load_options {
+    // `sizeof(kiln_model_load_options)`, set by `kiln_model_load_options_init`.
     uint32_t struct_size;
-    // A `kiln_job_state` value.
-    uint32_t state;
-    // Denoising U-Net calls finished (upscale jobs: graph runs, one per tile).
-    uint32_t step;
-    // U-Net calls in total: the step count, or more for schedulers that call
-    // the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
-    // graph runs in total, known from submission on.
-    uint32_t total_steps;
-    // Step shown by the newest preview; 0 while there is none.
-    uint32_t preview_step;
-    // Width of the newest preview in pixels (latent resolution); 0 if none.
-    uint32_t preview_width;
-    // Height of the newest preview in pixels; 0 if none.
-    uint32_t preview_height;
-} kiln_job_progress;
+    // A `kiln_seamless` value. Non-zero loads the U-Net and VAE decoder
+    // already rewritten to wrap around on those axes instead of the plain
+    // ones, and the handle is that seamless view: a game that only wants
+    // tileable textures never holds the plain graphs (about half the
+    // memory of loading plain and calling `kiln_model_seamless`). Images are
+    // bit-identical to that path. `kiln_model_seamless(handle, KILN_SEAMLESS_NONE)`
+    // still works and loads the plain graphs then. Default 0 (plain).
+    uint32_t seamless;
+    // UTF-8 path of a matting graph for `kiln_model_make_sprite`: a folder
+    // holding `model.onnx` and optionally `config.json` (as a model folder's
+    // `matting/`), or an ONNX file whose settings, if any, are in the `.json`
+    // of the same name beside it (`rmbg.onnx`, `rmbg.json`). It must exist
+    // (MODEL_NOT_FOUND otherwise) and is loaded on the first sprite. NULL
+    // (default) = the model folder's `matting/` when there is one.
+    const char *matting_path;
+} kiln_model_load_options;
 
 // One LoRA file and its strength. Fill with `kiln_lora_init`, then set
 // `path`. Versioned: fields are only ever appended.
@@ -836,29 +840,26 @@ typedef struct kiln_embedding {
     const char *token;
 } kiln_embedding;
 
-// How `kiln_model_load_with` loads a model. Fill with
-// `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
-// does). Strings are borrowed for the call only. Accepted `struct_size`:
-// `sizeof(kiln_model_load_options)` only (one layout published).
-typedef struct kiln_model_load_options {
-    // `sizeof(kiln_model_load_options)`, set by `kiln_model_load_options_init`.
+// A job's state and progress, filled by `kiln_job_poll`. Accepted
+// `struct_size`: `sizeof(kiln_job_progress)` (28) or 16 (before `preview_step`).
+typedef struct kiln_job_progress {
+    // Set by the caller to `sizeof(kiln_job_progress)` before the call.
     uint32_t struct_size;
-    // A `kiln_seamless` value. Non-zero loads the U-Net and VAE decoder
-    // already rewritten to wrap around on those axes instead of the plain
-    // ones, and the handle is that seamless view: a game that only wants
-    // tileable textures never holds the plain graphs (about half the
-    // memory of loading plain and calling `kiln_model_seamless`). Images are
-    // bit-identical to that path. `kiln_model_seamless(handle, KILN_SEAMLESS_NONE)`
-    // still works and loads the plain graphs then. Default 0 (plain).
-    uint32_t seamless;
-    // UTF-8 path of a matting graph for `kiln_model_make_sprite`: a folder
-    // holding `model.onnx` and optionally `config.json` (as a model folder's
-    // `matting/`), or an ONNX file whose settings, if any, are in the `.json`
-    // of the same name beside it (`rmbg.onnx`, `rmbg.json`). It must exist
-    // (MODEL_NOT_FOUND otherwise) and is loaded on the first sprite. NULL
-    // (default) = the model folder's `matting/` when there is one.
-    const char *matting_path;
-} kiln_model_load_options;
+    // A `kiln_job_state` value.
+    uint32_t state;
+    // Denoising U-Net calls finished (upscale jobs: graph runs, one per tile).
+    uint32_t step;
+    // U-Net calls in total: the step count, or more for schedulers that call
+    // the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
+    // graph runs in total, known from submission on. Model jobs: 1.
+    uint32_t total_steps;
+    // Step shown by the newest preview; 0 while there is none.
+    uint32_t preview_step;
+    // Width of the newest preview in pixels (latent resolution); 0 if none.
+    uint32_t preview_width;
+    // Height of the newest preview in pixels; 0 if none.
+    uint32_t preview_height;
+} kiln_job_progress;
 
 // Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
 // `struct_size`: `sizeof(kiln_model_info)` (32) or 28 (before `has_matting`).
@@ -1228,6 +1229,45 @@ kiln_status kiln_job_submit_upscale(const struct kiln_upscaler *upscaler,
                                     const struct kiln_job_options *job_options,
                                     uint64_t *job_out);
 
+// Queues `kiln_model_load_with` as a job, so a game loads a model without
+// a thread of its own: the job ends with the model, taken with
+// `kiln_job_model`. Progress is 0 of 1 until it succeeds, then 1 of 1; no
+// previews. `model_dir` and `options` (NULL = defaults) are checked and
+// copied here (NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH,
+// INVALID_ARGUMENT, MODEL_NOT_FOUND when the folder does not exist); the
+// files are read by the job, whose errors are `kiln_model_load_with`'s. A
+// queued load cancelled never starts; a running one is not interrupted (the
+// graphs it is creating finish), but ends CANCELLED with its model dropped.
+kiln_status kiln_job_submit_model_load(const struct kiln_runtime *runtime,
+                                       const char *model_dir,
+                                       const struct kiln_model_load_options *options,
+                                       const struct kiln_job_options *job_options,
+                                       uint64_t *job_out);
+
+// Queues `kiln_model_with_adapters` as a job (a LoRA and embedding set
+// switched without blocking the game): the job ends with the new model,
+// taken with `kiln_job_model`; `model` stays usable meanwhile. Progress,
+// cancel and previews as `kiln_job_submit_model_load`'s. The arrays and
+// their strings are checked and copied here (errors as
+// `kiln_model_with_adapters`' for its arguments); the files are read by the
+// job, whose errors are `kiln_model_with_adapters`'.
+kiln_status kiln_job_submit_with_adapters(const struct kiln_model *model,
+                                          const struct kiln_lora *loras,
+                                          size_t lora_count,
+                                          const struct kiln_embedding *embeddings,
+                                          size_t embedding_count,
+                                          const struct kiln_job_options *job_options,
+                                          uint64_t *job_out);
+
+// A new handle to the model a succeeded `kiln_job_submit_model_load` or
+// `kiln_job_submit_with_adapters` job made, in `*model_out` (NULL on
+// failure). Each call gives a handle of its own, freed with
+// `kiln_model_free` independently of the job and of each other. Errors:
+// NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY (queued or
+// running), INVALID_ARGUMENT (the job failed, was cancelled, or made an
+// image).
+kiln_status kiln_job_model(uint64_t job, struct kiln_model **model_out);
+
 // Reads a job's state and progress without blocking (cheap enough for every
 // frame). `progress_out->struct_size` must be set first, to
 // `sizeof(kiln_job_progress)` or the older published size 16 (the layout
@@ -1252,7 +1292,7 @@ kiln_status kiln_job_error_message(uint64_t job, char *buf, size_t buf_len, size
 // Width and height of a succeeded job's image. Both outputs are set to 0 on
 // entry. Errors: NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY
 // (queued or running), INVALID_ARGUMENT (the job failed or was cancelled, so it
-// has no image; the message carries the job's own error).
+// has no image; the message carries the job's own error; or it made a model).
 kiln_status kiln_job_image_size(uint64_t job, uint32_t *width_out, uint32_t *height_out);
 
 // Copies a succeeded job's RGBA8 image into a caller buffer with a row pitch

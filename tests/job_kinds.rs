@@ -371,3 +371,159 @@ fn a_generation_and_its_upscale_run_as_one_job() {
     unsafe { kiln_model_free(plain) };
     unsafe { kiln_runtime_destroy(rt) };
 }
+
+/// Generates 64x64 RGBA with `model` through the C API (DDIM, 3 steps).
+fn generate_bytes(model: *const kiln_model, prompt: &CString) -> Vec<u8> {
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = 3;
+    o.seed = 9;
+    o.scheduler = kiln_scheduler::Ddim as u32;
+    let mut bytes = vec![0u8; 64 * 64 * 4];
+    assert_eq!(unsafe { kiln_model_generate_into(model, &o, bytes.as_mut_ptr(), bytes.len(), 0) }, kiln_status::Ok, "{}", common::ffi_last_error());
+    bytes
+}
+
+/// Model loads and LoRA switches as jobs: the model a job makes generates
+/// exactly what the blocking call's model does, is taken as handles of its
+/// own, outlives the job, and is refused where an image is asked for (and the
+/// reverse); arguments are checked at submit, file problems fail the job, a
+/// queued load cancelled never runs, a running one ends CANCELLED.
+#[test]
+fn model_loads_and_lora_switches_run_as_jobs() {
+    use kiln::ffi::lora::*;
+    // One job worker, so a job queued behind a long one is surely queued.
+    let mut ro = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut ro) };
+    ro.job_workers = 1;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&ro, &mut rt) }, kiln_status::Ok);
+    let dir = CString::new(common::fixture().to_str().unwrap()).unwrap();
+    let prompt = CString::new("brick wall").unwrap();
+
+    // Checked at submit; nothing queued.
+    let mut job = 7u64;
+    let missing = CString::new("/nonexistent/model").unwrap();
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, missing.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::ModelNotFound);
+    assert_eq!(job, 0);
+    assert!(common::ffi_last_error().contains("/nonexistent/model"), "{}", common::ffi_last_error());
+    let bad_utf8 = [0xffu8, 0];
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, bad_utf8.as_ptr().cast(), ptr::null(), ptr::null(), &mut job) }, kiln_status::InvalidUtf8);
+    let mut lo = unsafe { std::mem::zeroed::<kiln_model_load_options>() };
+    unsafe { kiln_model_load_options_init(&mut lo) };
+    lo.seamless = 9;
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), &lo, ptr::null(), &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(unsafe { kiln_job_submit_model_load(ptr::null(), dir.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::NullArgument);
+    assert_eq!(job, 0);
+
+    // A load job's model generates the blocking load's bytes.
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
+    assert_eq!(poll(job).total_steps, 1);
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    assert_eq!((poll(job).step, poll(job).total_steps), (1, 1));
+    let (mut a, mut b) = (ptr::null_mut(), ptr::null_mut());
+    assert_eq!(unsafe { kiln_job_model(job, &mut a) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_model(job, &mut b) }, kiln_status::Ok);
+    assert!(!a.is_null() && a != b, "a handle of its own per call");
+    let (mut w, mut h) = (0u32, 0u32);
+    assert_eq!(unsafe { kiln_job_image_size(job, &mut w, &mut h) }, kiln_status::InvalidArgument);
+    assert!(common::ffi_last_error().contains("made a model"), "{}", common::ffi_last_error());
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    unsafe { kiln_model_free(b) };
+    let direct = common::ffi_load_model(rt, &common::fixture());
+    let from_job = generate_bytes(a, &prompt);
+    assert!(from_job == generate_bytes(direct, &prompt), "the job's model generates the blocking load's bytes");
+
+    // A LoRA switch as a job gives kiln_model_with_loras' model.
+    let lora_path = CString::new(common::root().join("tests/fixtures/lora/detail.kohya.safetensors").to_str().unwrap()).unwrap();
+    let mut l = unsafe { std::mem::zeroed::<kiln_lora>() };
+    unsafe { kiln_lora_init(&mut l) };
+    l.path = lora_path.as_ptr();
+    l.scale = 0.8;
+    assert_eq!(unsafe { kiln_job_submit_with_adapters(a, &l, 1, ptr::null(), 0, ptr::null(), &mut job) }, kiln_status::Ok);
+    let mut styled = ptr::null_mut();
+    assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    assert_eq!(unsafe { kiln_job_model(job, &mut styled) }, kiln_status::Ok);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    let mut blocking = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_with_loras(direct, &l, 1, &mut blocking) }, kiln_status::Ok);
+    let styled_bytes = generate_bytes(styled, &prompt);
+    assert!(styled_bytes == generate_bytes(blocking, &prompt), "the job's LoRA model is kiln_model_with_loras'");
+    assert!(styled_bytes != from_job, "and the LoRA changed the image");
+    unsafe { kiln_model_free(styled) };
+    unsafe { kiln_model_free(blocking) };
+    // Its arguments are checked at submit; its files by the job.
+    let mut bad = l;
+    bad.scale = f32::NAN;
+    assert_eq!(unsafe { kiln_job_submit_with_adapters(a, &bad, 1, ptr::null(), 0, ptr::null(), &mut job) }, kiln_status::InvalidArgument);
+    bad = l;
+    bad.struct_size = 3;
+    assert_eq!(unsafe { kiln_job_submit_with_adapters(a, &bad, 1, ptr::null(), 0, ptr::null(), &mut job) }, kiln_status::StructSizeMismatch);
+    assert_eq!(job, 0);
+    let gone = CString::new("/nonexistent/style.safetensors").unwrap();
+    bad = l;
+    bad.path = gone.as_ptr();
+    assert_eq!(unsafe { kiln_job_submit_with_adapters(a, &bad, 1, ptr::null(), 0, ptr::null(), &mut job) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Failed as u32);
+    assert!(job_error(job).contains("/nonexistent/style.safetensors"), "{}", job_error(job));
+    let mut none = ptr::dangling_mut();
+    assert_eq!(unsafe { kiln_job_model(job, &mut none) }, kiln_status::InvalidArgument);
+    assert!(none.is_null());
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+
+    // A folder that is not a model fails in the job.
+    let not_model = CString::new(common::root().join("tests/fixtures/upscaler").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, not_model.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Failed as u32);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+
+    // Queued behind a long generation: BUSY, and cancelled it never runs.
+    let mut long = 0u64;
+    let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut o) };
+    o.prompt = prompt.as_ptr();
+    o.steps = 900;
+    o.scheduler = kiln_scheduler::Ddim as u32;
+    assert_eq!(unsafe { kiln_job_submit(a, &o, ptr::null(), &mut long) }, kiln_status::Ok);
+    wait_for(long, |p| p.step >= 1, "the long job to run");
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_model(job, &mut none) }, kiln_status::Busy);
+    assert_eq!(kiln_job_cancel(job), kiln_status::Ok);
+    assert_eq!(kiln_job_cancel(long), kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Cancelled as u32);
+    assert_eq!(poll(job).step, 0, "a cancelled queued load never runs");
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    assert_eq!(kiln_job_free(long), kiln_status::Ok);
+
+    // Cancelled while it loads: it ends CANCELLED and its model is dropped.
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
+    wait_for(job, |p| p.state == kiln_job_state::Running as u32, "the load to start");
+    assert_eq!(kiln_job_cancel(job), kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Cancelled as u32);
+    assert!(job_error(job).contains("dropped"), "{}", job_error(job));
+    assert_eq!(unsafe { kiln_job_model(job, &mut none) }, kiln_status::InvalidArgument);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+
+    // The other way round: an image job has no model.
+    assert_eq!(unsafe { kiln_job_submit(a, &o, ptr::null(), &mut job) }, kiln_status::Ok);
+    o.steps = 2;
+    let mut quick = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(a, &o, ptr::null(), &mut quick) }, kiln_status::Ok);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(quick, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_model(quick, &mut none) }, kiln_status::InvalidArgument);
+    assert!(common::ffi_last_error().contains("made an image"), "{}", common::ffi_last_error());
+    assert_eq!(unsafe { kiln_job_model(quick, ptr::null_mut()) }, kiln_status::NullArgument);
+    assert_eq!(kiln_job_free(quick), kiln_status::Ok);
+    unsafe { kiln_model_free(a) };
+    unsafe { kiln_model_free(direct) };
+    unsafe { kiln_runtime_destroy(rt) };
+}

@@ -1,25 +1,30 @@
 //! Asynchronous jobs: submit from the game thread, poll once a frame, cancel,
 //! copy the result into the engine's buffer. A job generates
-//! (`kiln_job_submit`), extends a texture or makes it tileable
-//! (`kiln_job_submit_extend_texture`, `kiln_job_submit_make_tileable`), or
-//! upscales an image (`kiln_job_submit_upscale`); every other call here works
-//! the same for all four. Jobs are named by 64-bit ids that
+//! (`kiln_job_submit`, `kiln_job_submit_upscaled`), extends a texture or
+//! makes it tileable (`kiln_job_submit_extend_texture`,
+//! `kiln_job_submit_make_tileable`), upscales an image
+//! (`kiln_job_submit_upscale`), or makes a model (`kiln_job_submit_model_load`,
+//! `kiln_job_submit_with_adapters`: taken with `kiln_job_model`); every other
+//! call here works the same for all of them. Jobs are named by 64-bit ids that
 //! carry a generation count, so a stale or freed id returns
 //! `KILN_STATUS_INVALID_HANDLE` instead of touching freed memory.
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::boundary::{check_struct_size, clear_string_outs, clear_versioned, non_null, read_versioned, write_string, write_versioned};
+use super::boundary::{check_struct_size, clear_string_outs, clear_versioned, non_null, read_versioned, utf8_arg, write_string, write_versioned};
 use super::handles;
 use super::image::kiln_image;
-use super::model::{finish_request, kiln_model, kiln_generate_options, request_from};
+use super::lora::{embeddings_from, kiln_embedding, kiln_lora, specs_from};
+use super::model::{finish_request, kiln_generate_options, kiln_model, kiln_model_load_options, model_load_options, request_from};
+use super::runtime::kiln_runtime;
 use super::status::kiln_status;
 use super::texture::texture_request;
 use super::upscale::{kiln_upscale_options, kiln_upscaler, read_upscale_options};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{JobConfig, JobEvent, JobObserver, JobWork};
 use crate::model::upscaler::UpscaleOptions;
+use crate::model::Adapters;
 use crate::pipeline::texture::Extend;
 
 /// Where a job is in its life.
@@ -51,7 +56,7 @@ pub struct kiln_job_progress {
     pub step: u32,
     /// U-Net calls in total: the step count, or more for schedulers that call
     /// the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
-    /// graph runs in total, known from submission on.
+    /// graph runs in total, known from submission on. Model jobs: 1.
     pub total_steps: u32,
     /// Step shown by the newest preview; 0 while there is none.
     pub preview_step: u32,
@@ -400,6 +405,92 @@ pub unsafe extern "C" fn kiln_job_submit_upscale(
     })
 }
 
+/// Queues `kiln_model_load_with` as a job, so a game loads a model without
+/// a thread of its own: the job ends with the model, taken with
+/// `kiln_job_model`. Progress is 0 of 1 until it succeeds, then 1 of 1; no
+/// previews. `model_dir` and `options` (NULL = defaults) are checked and
+/// copied here (NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH,
+/// INVALID_ARGUMENT, MODEL_NOT_FOUND when the folder does not exist); the
+/// files are read by the job, whose errors are `kiln_model_load_with`'s. A
+/// queued load cancelled never starts; a running one is not interrupted (the
+/// graphs it is creating finish), but ends CANCELLED with its model dropped.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_model_load(
+    runtime: *const kiln_runtime,
+    model_dir: *const c_char,
+    options: *const kiln_model_load_options,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s; NULL or a live handle,
+        // NULL or a NUL-terminated string, options NULL or struct_size bytes.
+        unsafe {
+            submit(job_out, job_options, || {
+                let rt = handles::borrow(runtime)?;
+                let dir = std::path::PathBuf::from(utf8_arg(model_dir, "model_dir")?);
+                let options = model_load_options(options)?;
+                if !dir.is_dir() {
+                    return Err(Error::new(ErrorKind::ModelNotFound, format!("model folder {} does not exist", dir.display())));
+                }
+                Ok((JobWork::LoadModel { runtime: rt.clone(), dir, options }, rt.job_workers()))
+            })
+        }
+    })
+}
+
+/// Queues `kiln_model_with_adapters` as a job (a LoRA and embedding set
+/// switched without blocking the game): the job ends with the new model,
+/// taken with `kiln_job_model`; `model` stays usable meanwhile. Progress,
+/// cancel and previews as `kiln_job_submit_model_load`'s. The arrays and
+/// their strings are checked and copied here (errors as
+/// `kiln_model_with_adapters`' for its arguments); the files are read by the
+/// job, whose errors are `kiln_model_with_adapters`'.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_with_adapters(
+    model: *const kiln_model,
+    loras: *const kiln_lora,
+    lora_count: usize,
+    embeddings: *const kiln_embedding,
+    embedding_count: usize,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s and the arrays' as
+        // `kiln_model_with_adapters` states it.
+        unsafe {
+            submit(job_out, job_options, || {
+                let m = handles::borrow(model)?;
+                let loras = specs_from(loras, lora_count)?;
+                let embeddings = embeddings_from(embeddings, embedding_count)?;
+                let adapters = Adapters { loras, embeddings, ..Default::default() };
+                Ok((JobWork::WithAdapters { model: m.clone(), adapters }, m.runtime().job_workers()))
+            })
+        }
+    })
+}
+
+/// A new handle to the model a succeeded `kiln_job_submit_model_load` or
+/// `kiln_job_submit_with_adapters` job made, in `*model_out` (NULL on
+/// failure). Each call gives a handle of its own, freed with
+/// `kiln_model_free` independently of the job and of each other. Errors:
+/// NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY (queued or
+/// running), INVALID_ARGUMENT (the job failed, was cancelled, or made an
+/// image).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_model(job: u64, model_out: *mut *mut kiln_model) -> kiln_status {
+    boundary!({
+        non_null(model_out, "model_out")?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
+        let model = crate::jobs::job_table().model(job)?;
+        // SAFETY: checked non-null.
+        unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
+        Ok(())
+    })
+}
+
 /// `kiln_job_progress` first ended before `preview_step`.
 const JOB_PROGRESS_OLDER: [usize; 1] = [layout_before!(kiln_job_progress, preview_step)];
 
@@ -474,7 +565,7 @@ pub unsafe extern "C" fn kiln_job_error_message(job: u64, buf: *mut c_char, buf_
 /// Width and height of a succeeded job's image. Both outputs are set to 0 on
 /// entry. Errors: NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY
 /// (queued or running), INVALID_ARGUMENT (the job failed or was cancelled, so it
-/// has no image; the message carries the job's own error).
+/// has no image; the message carries the job's own error; or it made a model).
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_image_size(job: u64, width_out: *mut u32, height_out: *mut u32) -> kiln_status {
     boundary!({

@@ -96,7 +96,7 @@ pub(crate) unsafe fn versioned_array<T: Copy>(array: *const T, count: usize, def
 ///
 /// # Safety
 /// As [`versioned_array`].
-unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSpec>> {
+pub(super) unsafe fn specs_from(loras: *const kiln_lora, count: usize) -> Result<Vec<LoraSpec>> {
     // SAFETY: the caller's promise, passed on.
     let entries = unsafe { versioned_array(loras, count, default_lora(), &[LORA_V1], "loras")? };
     let mut out = Vec::with_capacity(count);
@@ -194,7 +194,7 @@ pub unsafe extern "C" fn kiln_embedding_init(embedding: *mut kiln_embedding) {
 ///
 /// # Safety
 /// As [`versioned_array`].
-unsafe fn embeddings_from(embeddings: *const kiln_embedding, count: usize) -> Result<Vec<EmbeddingSpec>> {
+pub(super) unsafe fn embeddings_from(embeddings: *const kiln_embedding, count: usize) -> Result<Vec<EmbeddingSpec>> {
     // SAFETY: the caller's promise, passed on.
     let entries = unsafe { versioned_array(embeddings, count, default_embedding(), &[], "embeddings")? };
     let mut out = Vec::with_capacity(count);

@@ -458,6 +458,23 @@ pub unsafe extern "C" fn kiln_model_load_with(
     })
 }
 
+/// Reads `kiln_model_load_options` (NULL = defaults).
+///
+/// # Safety
+/// `options` NULL or a struct of at least its `struct_size` bytes.
+pub(super) unsafe fn model_load_options(options: *const kiln_model_load_options) -> crate::error::Result<crate::model::ModelOptions> {
+    let o = if options.is_null() {
+        default_model_load_options()
+    } else {
+        // SAFETY: non-null; the caller's struct holds struct_size bytes.
+        unsafe { read_versioned(options, default_model_load_options(), &[], "options")? }
+    };
+    let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
+    // SAFETY: NULL or a NUL-terminated string.
+    let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
+    Ok(crate::model::ModelOptions { seamless, matting })
+}
+
 /// The one body of `kiln_model_load` (NULL options) and `kiln_model_load_with`.
 ///
 /// # Safety
@@ -476,16 +493,9 @@ unsafe fn load_into(
     // SAFETY: NULL or a live handle; NUL-terminated string.
     let rt = unsafe { handles::borrow(runtime)? };
     let dir = unsafe { utf8_arg(model_dir, "model_dir")? };
-    let o = if options.is_null() {
-        default_model_load_options()
-    } else {
-        // SAFETY: non-null; the caller's struct holds struct_size bytes.
-        unsafe { read_versioned(options, default_model_load_options(), &[], "options")? }
-    };
-    let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
-    // SAFETY: NULL or a NUL-terminated string.
-    let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
-    let model = Model::load_with(rt, Path::new(dir), &crate::model::ModelOptions { seamless, matting })?;
+    // SAFETY: forwarded caller contract.
+    let options = unsafe { model_load_options(options)? };
+    let model = Model::load_with(rt, Path::new(dir), &options)?;
     // SAFETY: checked non-null.
     unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
     Ok(())

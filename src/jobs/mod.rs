@@ -2,9 +2,10 @@
 //! priority then FIFO, and every fact about a job can be polled cheaply from a
 //! game's main thread (no callbacks needed, so IL2CPP/Godot can drive it).
 //! A job is any of Kiln's heavy operations ([`JobWork`]): a generation, a
-//! texture extended or made tileable, or a super-resolution upscale. All run
-//! on the same workers, so a game that queues them never runs more graphs at
-//! once than it asked for.
+//! texture extended or made tileable, a super-resolution upscale, or making a
+//! model (loading one, applying LoRAs). All run on the same workers, so a
+//! game that queues them never runs more graphs at once than it asked for.
+//! A job ends with an image or a model ([`JobOutput`]).
 //!
 //! Jobs are named by generation-counted ids (slot index + generation), so a
 //! stale or freed id is reported as such instead of touching freed memory.
@@ -21,8 +22,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::Rgba8Image;
 use crate::model::upscaler::{UpscaleHooks, UpscaleOptions, Upscaler};
-use crate::model::Model;
+use crate::model::{Adapters, Model, ModelOptions};
 use crate::pipeline::texture::Extend;
+use crate::runtime::Runtime;
 use crate::pipeline::{GenerateRequest, Generation, Hooks, InitImage, StepLatents, StepProgress};
 
 /// Where a job is in its life. Values match `kiln_job_state` in the C header.
@@ -113,6 +115,33 @@ pub enum JobWork {
         /// Tiles, context, seamless axes, alpha.
         options: UpscaleOptions,
     },
+    /// Loads a model folder ([`Model::load_with`]); the job ends with the
+    /// model. Progress is 0 of 1, then 1 of 1; a load under way is not
+    /// interrupted by a cancel, but its model is then dropped.
+    LoadModel {
+        /// The runtime to load with.
+        runtime: Runtime,
+        /// The model folder.
+        dir: std::path::PathBuf,
+        /// Seamless axes, matting graph.
+        options: ModelOptions,
+    },
+    /// `model` with a set of LoRAs and embeddings ([`Model::with_adapters`]);
+    /// the job ends with the new model. Progress and cancel as `LoadModel`'s.
+    WithAdapters {
+        /// The model the set applies to.
+        model: Model,
+        /// The LoRAs and embeddings (replacing what `model` has).
+        adapters: Adapters,
+    },
+}
+
+/// What a succeeded job made.
+pub enum JobOutput {
+    /// An image (generations, texture helpers, upscales).
+    Image(Rgba8Image),
+    /// A model (`LoadModel`, `WithAdapters`).
+    Model(Model),
 }
 
 impl JobWork {
@@ -124,6 +153,7 @@ impl JobWork {
             }
             Self::GenerateUpscaled { model, request, upscaler, options } => request.steps as u32 + upscale_runs(model, request, upscaler, options),
             Self::Upscale { upscaler, image, options } => upscaler.runs(image, options) as u32,
+            Self::LoadModel { .. } | Self::WithAdapters { .. } => 1,
         }
     }
 }
@@ -202,7 +232,7 @@ struct Job {
     total: AtomicU32,
     cancel: AtomicBool,
     run_options: Mutex<Option<Arc<ort::session::RunOptions>>>,
-    result: Mutex<Option<Rgba8Image>>,
+    result: Mutex<Option<JobOutput>>,
     preview: Mutex<Option<(u32, Rgba8Image)>>,
     error: Mutex<String>,
     /// The kind of the error in `error`, so bindings can report a status.
@@ -445,8 +475,27 @@ impl JobPool {
         Ok(*self.lookup(id)?.error_kind.lock())
     }
 
-    /// Runs `f` on the job's image; `Busy` while the job is not done.
+    /// Runs `f` on the job's image; `Busy` while the job is not done,
+    /// INVALID_ARGUMENT when it failed, was cancelled or made a model.
     pub fn with_image<T>(&self, id: u64, f: impl FnOnce(&Rgba8Image) -> Result<T>) -> Result<T> {
+        self.with_output(id, "image", |output| match output {
+            JobOutput::Image(image) => f(image),
+            JobOutput::Model(_) => Err(Error::invalid("the job made a model, not an image: take it with kiln_job_model")),
+        })
+    }
+
+    /// The model a succeeded `LoadModel` / `WithAdapters` job made (a cheap
+    /// clone: the job keeps it until freed). `Busy` while the job is not
+    /// done, INVALID_ARGUMENT when it failed, was cancelled or made an image.
+    pub fn model(&self, id: u64) -> Result<Model> {
+        self.with_output(id, "model", |output| match output {
+            JobOutput::Model(model) => Ok(model.clone()),
+            JobOutput::Image(_) => Err(Error::invalid("the job made an image, not a model: copy it with kiln_job_copy_image")),
+        })
+    }
+
+    /// Runs `f` on what a succeeded job made; `what` names it in errors.
+    fn with_output<T>(&self, id: u64, what: &str, f: impl FnOnce(&JobOutput) -> Result<T>) -> Result<T> {
         let job = self.lookup(id)?;
         let state = JobState::from_u32(job.state.load(Ordering::Acquire));
         match state {
@@ -455,12 +504,12 @@ impl JobPool {
                 return Err(Error::new(ErrorKind::Busy, "the job has not finished; poll until it succeeds"))
             }
             JobState::Failed | JobState::Cancelled => {
-                return Err(Error::invalid(format!("the job ended {state:?} and has no image: {}", job.error.lock())))
+                return Err(Error::invalid(format!("the job ended {state:?} and has no {what}: {}", job.error.lock())))
             }
         }
         let guard = job.result.lock();
-        let image = guard.as_ref().ok_or_else(|| Error::internal("succeeded job without an image"))?;
-        f(image)
+        let output = guard.as_ref().ok_or_else(|| Error::internal("succeeded job without a result"))?;
+        f(output)
     }
 
     /// Runs `f` on the newest preview; `Busy` while there is none yet.
@@ -583,20 +632,32 @@ fn execute(item: &Queued, job: &Job) -> JobState {
     job.state.store(JobState::Running as u32, Ordering::Release);
     // Each job catches its own panics: a bug must fail one job, not the worker.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &item.work {
-        JobWork::Upscale { upscaler, image, options } => upscale(item, job, upscaler, image, options, &run_options, 0),
-        JobWork::GenerateUpscaled { model, upscaler, options, .. } => generate(item, job, model, &run_options).and_then(|g| {
-            // The upscale's runs count on from the U-Net calls the generation made.
-            let before = job.step.load(Ordering::Relaxed);
-            upscale(item, job, upscaler, &g.image.to_rgba8(), &upscaled_on(model, options), &run_options, before)
-        }),
+        JobWork::Upscale { upscaler, image, options } => upscale(item, job, upscaler, image, options, &run_options, 0).map(JobOutput::Image),
+        JobWork::GenerateUpscaled { model, upscaler, options, .. } => generate(item, job, model, &run_options)
+            .and_then(|g| {
+                // The upscale's runs count on from the U-Net calls the generation made.
+                let before = job.step.load(Ordering::Relaxed);
+                upscale(item, job, upscaler, &g.image.to_rgba8(), &upscaled_on(model, options), &run_options, before)
+            })
+            .map(JobOutput::Image),
         JobWork::Generate { model, .. } | JobWork::ExtendTexture { model, .. } | JobWork::MakeTileable { model, .. } => {
-            generate(item, job, model, &run_options).map(|g| g.image.to_rgba8())
+            generate(item, job, model, &run_options).map(|g| JobOutput::Image(g.image.to_rgba8()))
         }
+        JobWork::LoadModel { runtime, dir, options } => Model::load_with(runtime, dir, options).map(JobOutput::Model),
+        JobWork::WithAdapters { model, adapters } => model.with_adapters(adapters).map(JobOutput::Model),
     }));
     *job.run_options.lock() = None;
     match outcome {
-        Ok(Ok(image)) => {
-            *job.result.lock() = Some(image);
+        // A model nobody wants any more is dropped rather than kept for a free.
+        Ok(Ok(JobOutput::Model(_))) if job.cancel.load(Ordering::Acquire) => {
+            job.fail(ErrorKind::Cancelled, "cancelled while the model was made; it was dropped");
+            JobState::Cancelled
+        }
+        Ok(Ok(output)) => {
+            if matches!(output, JobOutput::Model(_)) {
+                job.step.store(1, Ordering::Relaxed);
+            }
+            *job.result.lock() = Some(output);
             JobState::Succeeded
         }
         Ok(Err(e)) if e.kind() == ErrorKind::Cancelled || job.cancel.load(Ordering::Acquire) => {
@@ -656,7 +717,7 @@ fn generate(item: &Queued, job: &Job, model: &Model, run_options: &ort::session:
         JobWork::Generate { request, .. } | JobWork::GenerateUpscaled { request, .. } => model.generate_with(request, hooks),
         JobWork::ExtendTexture { request, picture, extend, .. } => model.extend_texture_with(request, picture, *extend, hooks),
         JobWork::MakeTileable { request, picture, band, .. } => model.make_tileable_with(request, picture, *band, hooks),
-        JobWork::Upscale { .. } => Err(Error::internal("an upscale is not a generation")),
+        _ => Err(Error::internal("not a generation")),
     }
 }
 
