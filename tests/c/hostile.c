@@ -344,6 +344,20 @@ static void hostile_jobs(void) {
     EXPECT(step == 0);
     CHECK(kiln_job_free(0), KILN_STATUS_INVALID_HANDLE);
     CHECK(kiln_job_cancel(77), KILN_STATUS_INVALID_HANDLE);
+    /* Model jobs: checked at submit, nothing queued; kiln_job_model on a bad id. */
+    CHECK(kiln_job_submit_model_load(NULL, "x", NULL, NULL, &job), KILN_STATUS_NULL_ARGUMENT);
+    CHECK(kiln_job_submit_model_load(rt, "\xff", NULL, NULL, &job), KILN_STATUS_INVALID_UTF8);
+    CHECK(kiln_job_submit_model_load(rt, "/nonexistent/model", NULL, NULL, &job), KILN_STATUS_MODEL_NOT_FOUND);
+    CHECK(kiln_job_submit_model_load(rt, NULL, NULL, NULL, &job), KILN_STATUS_NULL_ARGUMENT);
+    CHECK(kiln_job_submit_with_adapters(model, NULL, 3, NULL, 0, NULL, &job), KILN_STATUS_NULL_ARGUMENT);
+    CHECK(kiln_job_submit_with_adapters(NULL, NULL, 0, NULL, 0, NULL, &job), KILN_STATUS_NULL_ARGUMENT);
+    EXPECT(job == 0);
+    {
+        kiln_model *made = (kiln_model *)(uintptr_t)1;
+        CHECK(kiln_job_model(12345, &made), KILN_STATUS_INVALID_HANDLE);
+        EXPECT(made == NULL);
+        CHECK(kiln_job_model(12345, NULL), KILN_STATUS_NULL_ARGUMENT);
+    }
 
     kiln_job_options jo;
     kiln_job_options_init(&jo);
