@@ -1,7 +1,9 @@
-"""The async job API: poll each frame, previews, wait, cancel, results, freed ids; the texture helpers' jobs."""
+"""The async job API: poll each frame, previews, wait, cancel, results, freed ids; the texture helpers' jobs;
+model loads and LoRA switches as jobs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,3 +115,100 @@ def test_texture_jobs_check_their_arguments_at_submit(model: kiln.Model) -> None
     # Nothing was queued: the model still runs a job at once.
     with model.submit_extend_texture(picture, "sandstone", right=16, **TEXTURE) as job:
         assert job.result(60).shape == (64, 80, 4)
+
+
+# Model loads and LoRA switches as jobs (kiln_job_submit_model_load, kiln_job_submit_with_adapters,
+# kiln_job_model). DDIM, 3 steps, seed 9: tests/job_kinds.rs's generation.
+MODEL_JOB: kiln.GenerateOptions = {"steps": 3, "seed": 9, "scheduler": "ddim"}
+
+
+def pixels(model: kiln.Model) -> np.ndarray[Any, Any]:
+    with model.generate("brick wall", **MODEL_JOB) as image:
+        return image.to_numpy()
+
+
+def test_a_load_job_gives_load_models_model(runtime: kiln.Runtime, model: kiln.Model, root: Path) -> None:
+    with runtime.submit_load_model(root / "tests" / "fixtures" / "tiny-sd", priority=1) as job:
+        assert job.poll().total_steps == 1
+        loaded = job.model(120)
+        p = job.poll()
+        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, 1, 1, 0)
+        again = job.model()
+        assert again.handle != loaded.handle, "a handle of its own per call"
+        again.close()
+        with pytest.raises(kiln.ArgumentError) as no_image:
+            job.result()
+        assert no_image.value.status == kiln.Status.INVALID_ARGUMENT and "made a model" in no_image.value.message
+    with loaded:  # outlives its job, and keeps the runtime as a blocking load's model does
+        assert loaded._runtime is runtime
+        assert np.array_equal(pixels(loaded), pixels(model)), "the job's model generates load_model's bytes"
+
+
+def test_a_load_job_takes_load_models_options_and_outlives_its_runtime(root: Path) -> None:
+    tiny = root / "tests" / "fixtures" / "tiny-sd"
+    with kiln.Runtime() as rt:
+        job = rt.submit_load_model(tiny, seamless=kiln.Seamless.XY)
+        with rt.load_model(tiny, seamless=kiln.Seamless.XY) as direct:
+            want = pixels(direct)
+    with job, job.model(120) as tiled:  # the runtime was closed while the job ran
+        assert np.array_equal(pixels(tiled), want), "seamless reaches the job's load"
+
+
+def test_a_lora_job_gives_with_loras_model(model: kiln.Model, root: Path) -> None:
+    lora = (root / "tests" / "fixtures" / "lora" / "detail.kohya.safetensors", 0.8)
+    with model.submit_with_loras([lora]) as job:
+        styled = job.model(120)
+        p = job.poll()
+        assert (p.step, p.total_steps) == (1, 1)
+    with styled, model.with_loras([lora]) as blocking:
+        assert styled._runtime is model._runtime
+        assert styled.loras == blocking.loras and styled.loras[0][1] == pytest.approx(0.8)
+        styled_pixels = pixels(styled)
+        assert np.array_equal(styled_pixels, pixels(blocking)), "the job's model is with_loras'"
+    assert not np.array_equal(styled_pixels, pixels(model)), "and the LoRA changed the image"
+    assert model.loras == []
+
+
+def test_model_jobs_check_arguments_at_submit_and_files_in_the_job(runtime: kiln.Runtime, model: kiln.Model,
+                                                                   root: Path) -> None:
+    with pytest.raises(kiln.ModelNotFoundError) as missing:
+        runtime.submit_load_model("/nonexistent/model")  # nothing queued: no job to close
+    assert missing.value.status == kiln.Status.MODEL_NOT_FOUND and "/nonexistent/model" in missing.value.message
+    with pytest.raises(kiln.ArgumentError) as nan:
+        model.submit_with_loras([(root / "tests" / "fixtures" / "lora" / "detail.kohya.safetensors", float("nan"))])
+    assert nan.value.status == kiln.Status.INVALID_ARGUMENT
+    with pytest.raises(TypeError):
+        model.submit_with_loras([("x.safetensors",)])  # type: ignore[list-item]
+
+    with model.submit_with_loras([("/nonexistent/style.safetensors", 1.0)]) as job:
+        assert job.wait(60) == kiln.JobState.FAILED
+        with pytest.raises(kiln.JobFailedError) as failed:
+            job.model()
+        assert "/nonexistent/style.safetensors" in failed.value.message
+        assert failed.value.message == job.error_message
+        assert failed.value.status == kiln.Status.INVALID_ARGUMENT  # what asking for its model returned
+    with runtime.submit_load_model(root / "tests" / "fixtures" / "upscaler") as job:  # not a model folder
+        assert job.wait(60) == kiln.JobState.FAILED
+        with pytest.raises(kiln.JobFailedError):
+            job.model()
+
+
+def test_an_image_job_has_no_model_and_a_queued_load_is_busy_then_cancelled(runtime: kiln.Runtime,
+                                                                            model: kiln.Model, root: Path) -> None:
+    with model.submit("brick wall", **MODEL_JOB) as image_job:
+        image_job.wait(60)
+        with pytest.raises(kiln.ArgumentError) as no_model:
+            image_job.model()
+        assert no_model.value.status == kiln.Status.INVALID_ARGUMENT and "made an image" in no_model.value.message
+    # The session runtime has one job worker: a load queued behind a long generation waits.
+    with model.submit("x", steps=900) as long:
+        while long.poll().step < 1:
+            long.wait(0.005)
+        with runtime.submit_load_model(root / "tests" / "fixtures" / "tiny-sd") as load:
+            with pytest.raises(kiln.BusyError):
+                load.model(0)
+            load.cancel()
+            long.cancel()
+            with pytest.raises(kiln.CancelledError):
+                load.model(60)
+            assert load.poll().step == 0, "a cancelled queued load never runs"

@@ -1,5 +1,5 @@
-"""kiln.Job: a queued generation, texture helper or upscale, pollable once a frame, waitable from a
-bake script."""
+"""kiln.Job: a queued generation, texture helper, upscale, model load or LoRA switch, pollable once a
+frame, waitable from a bake script."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from kiln.errors import CancelledError, JobFailedError, check, read_string
 if TYPE_CHECKING:
     import PIL.Image
 
+    from kiln.model import Model
+    from kiln.runtime import Runtime
+
 __all__ = ["Job", "Progress", "Preview"]
 
 #: A ``kiln_job_submit*`` call with every argument bound but the last two: (job_options, job_out).
@@ -30,7 +33,8 @@ class Progress:
     state: JobState
     #: U-Net calls finished, of ``total_steps``; for an upscale job, graph runs (tiles; twice as many
     #: when alpha goes through the graph), the total known from submission on; for a generation and its
-    #: upscale (``Model.submit_upscaled``), the U-Net calls and then the tiles in one count.
+    #: upscale (``Model.submit_upscaled``), the U-Net calls and then the tiles in one count; for a model
+    #: job (``Runtime.submit_load_model``, ``Model.submit_with_loras``), 0 of 1 until it succeeds, then 1 of 1.
     step: int
     total_steps: int
     #: Step of the newest preview; 0 while there is none (always, for an upscale job).
@@ -55,13 +59,17 @@ class Preview:
 class Job:
     """A generation, texture helper or upscale running on Kiln's worker threads (``Model.submit``,
     ``Model.submit_extend_texture``, ``Model.submit_make_tileable``, ``Model.submit_upscaled``,
-    ``Upscaler.submit``). ``poll()`` never blocks; ``wait()`` does. Closing (or leaving ``with``)
-    frees it, cancelling it first if it still runs."""
+    ``Upscaler.submit``), taken with ``result()``; or a model load or LoRA switch
+    (``Runtime.submit_load_model``, ``Model.submit_with_loras``), taken with ``model()``. ``poll()``
+    never blocks; ``wait()`` does. Closing (or leaving ``with``) frees it, cancelling it first if it
+    still runs."""
 
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, job_id: int, runtime: Runtime | None = None) -> None:
         """Takes ownership of a job id from ``kiln_job_submit`` or one of its kinds (use
-        ``Model.submit`` and the others)."""
+        ``Model.submit`` and the others). ``runtime``: the one a model job's models come from."""
         self._id: int | None = job_id
+        # Handed to the models model() makes, as Runtime.load_model hands it to its model.
+        self._runtime = runtime
 
     @property
     def id(self) -> int:
@@ -110,23 +118,44 @@ class Job:
         check(status)
         return text
 
-    def result(self, timeout: float | None = None) -> np.ndarray[Any, Any]:
-        """Waits for the job and returns its image as an (H, W, 4) uint8 array. Raises CancelledError
-        for a cancelled job, JobFailedError (with the job's message) for a failed one, and
-        BusyError when ``timeout`` passes first."""
-        state = self.wait(timeout)
-        lib = _library.lib()
+    def _raise_if_failed(self, state: JobState, ask: Callable[[], int]) -> None:
+        """Raises CancelledError for a cancelled job, JobFailedError (the job's message, the status
+        ``ask`` returns) for a failed one; nothing otherwise."""
         if state in (JobState.FAILED, JobState.CANCELLED):
             message = self.error_message
             if state == JobState.CANCELLED:
                 raise CancelledError(Status.CANCELLED, message)
-            status = lib.kiln_job_image_size(self.id, ctypes.byref(ctypes.c_uint32()), ctypes.byref(ctypes.c_uint32()))
-            raise JobFailedError(status, message, state)
+            raise JobFailedError(ask(), message, state)
+
+    def result(self, timeout: float | None = None) -> np.ndarray[Any, Any]:
+        """Waits for the job and returns its image as an (H, W, 4) uint8 array. Raises CancelledError
+        for a cancelled job, JobFailedError (with the job's message) for a failed one, and
+        BusyError when ``timeout`` passes first; ArgumentError (INVALID_ARGUMENT) for a model job,
+        which has no image (take it with ``model()``)."""
+        state = self.wait(timeout)
+        lib, job = _library.lib(), self.id
+        self._raise_if_failed(state, lambda: int(lib.kiln_job_image_size(
+            job, ctypes.byref(ctypes.c_uint32()), ctypes.byref(ctypes.c_uint32()))))
         width, height = ctypes.c_uint32(), ctypes.c_uint32()
         check(lib.kiln_job_image_size(self.id, ctypes.byref(width), ctypes.byref(height)))
         out = np.empty((height.value, width.value, 4), np.uint8)
         check(lib.kiln_job_copy_image(self.id, out.ctypes.data, out.nbytes, 0))
         return out
+
+    def model(self, timeout: float | None = None) -> Model:
+        """Waits for a model job (``Runtime.submit_load_model``, ``Model.submit_with_loras``) and returns
+        the model it made (``kiln_job_model``): a new handle on each call, closed independently of the
+        job and of each other, usable after the job is closed. Raises as ``result()`` does: CancelledError,
+        JobFailedError (with the job's message), BusyError when ``timeout`` passes first; ArgumentError
+        (INVALID_ARGUMENT) for a job that made an image (take that with ``result()``)."""
+        from kiln.model import Model
+
+        state = self.wait(timeout)
+        lib, job = _library.lib(), self.id
+        self._raise_if_failed(state, lambda: int(lib.kiln_job_model(job, ctypes.byref(ctypes.c_void_p()))))
+        out = ctypes.c_void_p()
+        check(lib.kiln_job_model(job, ctypes.byref(out)))
+        return Model(out.value or 0, self._runtime)
 
     def result_pil(self, timeout: float | None = None) -> PIL.Image.Image:
         """``result()`` as a PIL RGBA image."""
@@ -167,12 +196,13 @@ class Job:
         return f"<kiln.Job {self._id}>" if self._id is not None else "<kiln.Job closed>"
 
 
-def submit(call: SubmitCall, *, priority: int = 0, preview_interval: int = 0) -> Job:
+def submit(call: SubmitCall, *, priority: int = 0, preview_interval: int = 0, runtime: Runtime | None = None) -> Job:
     """Fills ``kiln_job_options`` (no callback: the binding polls), makes ``call`` with it and the job
-    id's out-parameter, and wraps the id in a Job; raises as ``check`` does (nothing is queued then)."""
+    id's out-parameter, and wraps the id in a Job (with ``runtime``, for a model job's models); raises as
+    ``check`` does (nothing is queued then)."""
     jo = _abi.JobOptions()
     _library.lib().kiln_job_options_init(ctypes.byref(jo))
     jo.priority, jo.preview_interval = int(priority), int(preview_interval)
     job = ctypes.c_uint64()
     check(call(ctypes.byref(jo), ctypes.byref(job)))
-    return Job(int(job.value))
+    return Job(int(job.value), runtime)

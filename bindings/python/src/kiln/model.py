@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import numpy as np
 
@@ -29,6 +29,45 @@ if TYPE_CHECKING:
     from kiln.runtime import Runtime
 
 __all__ = ["Model", "ModelInfo"]
+
+_Path = Union[str, os.PathLike[str]]
+#: A LoRA for ``Model.with_loras``: ``(path, scale)`` or ``(path, scale, text_encoder_scale)``.
+LoraEntry = Union[tuple[_Path, float], tuple[_Path, float, Optional[float]]]
+#: A textual-inversion embedding for ``Model.with_loras``: a path, or ``(path, token)``.
+EmbeddingEntry = Union[_Path, tuple[_Path, Optional[str]]]
+
+
+class _Adapters:
+    """``kiln_lora`` and ``kiln_embedding`` arrays from ``with_loras``' arguments, with the strings
+    they point to (kept alive as long as this object)."""
+
+    def __init__(self, loras: Iterable[LoraEntry], embeddings: Iterable[EmbeddingEntry]) -> None:
+        lib = _library.lib()
+        lora_list: list[tuple[object, ...]] = [tuple(entry) for entry in loras]
+        self.lora_count = len(lora_list)
+        self.loras = (_abi.Lora * max(len(lora_list), 1))()
+        self._keep: list[bytes] = []  # the path bytes must outlive the call
+        for c, entry in zip(self.loras, lora_list):
+            if len(entry) not in (2, 3):
+                raise TypeError(f"a LoRA is (path, scale) or (path, scale, text_encoder_scale), not {entry!r}")
+            path = cast("str | os.PathLike[str]", entry[0])
+            scale = cast(float, entry[1])
+            text_encoder_scale = cast("float | None", entry[2]) if len(entry) == 3 else None
+            lib.kiln_lora_init(ctypes.byref(c))
+            self._keep.append(os.fsencode(path))
+            c.path, c.scale = self._keep[-1], float(scale)
+            if text_encoder_scale is not None:
+                c.has_text_encoder_scale, c.text_encoder_scale = 1, float(text_encoder_scale)
+        emb_list = [e if isinstance(e, tuple) else (e, None) for e in embeddings]
+        self.embedding_count = len(emb_list)
+        self.embeddings = (_abi.Embedding * max(len(emb_list), 1))()
+        for c, (path, token) in zip(self.embeddings, emb_list):
+            lib.kiln_embedding_init(ctypes.byref(c))
+            self._keep.append(os.fsencode(path))
+            c.path = self._keep[-1]
+            if token is not None:
+                self._keep.append(token.encode("utf-8"))
+                c.token = self._keep[-1]
 
 
 @dataclass(frozen=True)
@@ -127,10 +166,7 @@ class Model:
         check(_library.lib().kiln_model_seamless(self.handle, int(Seamless(axes)), ctypes.byref(out)))
         return Model(out.value or 0, self._runtime)
 
-    def with_loras(self, loras: Iterable[tuple[str | os.PathLike[str], float]
-                                         | tuple[str | os.PathLike[str], float, float | None]],
-                   embeddings: Iterable[str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]] = ()
-                   ) -> Model:
+    def with_loras(self, loras: Iterable[LoraEntry], embeddings: Iterable[EmbeddingEntry] = ()) -> Model:
         """A new model with these ``(path, scale)`` LoRAs merged into the original weights (a switch, not a
         stack: ``[]`` gives the plain weights back), plus any textual-inversion ``embeddings`` (a path, or
         ``(path, token)``). An entry ``(path, scale, text_encoder_scale)`` merges the LoRA's text-encoder
@@ -138,37 +174,29 @@ class Model:
         strength_model; ``None`` there: ``scale`` for both). This model is unchanged; close the new one
         independently (or use ``with``). A file made for another model raises AdapterMismatchError; an
         unreadable one ModelError; a non-finite scale ArgumentError."""
-        lib = _library.lib()
-        lora_list: list[tuple[object, ...]] = [tuple(entry) for entry in loras]
-        c_loras = (_abi.Lora * max(len(lora_list), 1))()
-        keep: list[bytes] = []  # the path bytes must outlive the call
-        for c, entry in zip(c_loras, lora_list):
-            if len(entry) not in (2, 3):
-                raise TypeError(f"a LoRA is (path, scale) or (path, scale, text_encoder_scale), not {entry!r}")
-            path = cast("str | os.PathLike[str]", entry[0])
-            scale = cast(float, entry[1])
-            text_encoder_scale = cast("float | None", entry[2]) if len(entry) == 3 else None
-            lib.kiln_lora_init(ctypes.byref(c))
-            keep.append(os.fsencode(path))
-            c.path, c.scale = keep[-1], float(scale)
-            if text_encoder_scale is not None:
-                c.has_text_encoder_scale, c.text_encoder_scale = 1, float(text_encoder_scale)
-        emb_list = [e if isinstance(e, tuple) else (e, None) for e in embeddings]
-        c_embs = (_abi.Embedding * max(len(emb_list), 1))()
-        for c, (path, token) in zip(c_embs, emb_list):
-            lib.kiln_embedding_init(ctypes.byref(c))
-            keep.append(os.fsencode(path))
-            c.path = keep[-1]
-            if token is not None:
-                keep.append(token.encode("utf-8"))
-                c.token = keep[-1]
+        lib, a = _library.lib(), _Adapters(loras, embeddings)
         out = ctypes.c_void_p()
-        if emb_list:
-            check(lib.kiln_model_with_adapters(self.handle, c_loras, len(lora_list), c_embs, len(emb_list),
+        if a.embedding_count:
+            check(lib.kiln_model_with_adapters(self.handle, a.loras, a.lora_count, a.embeddings, a.embedding_count,
                                                ctypes.byref(out)))
         else:
-            check(lib.kiln_model_with_loras(self.handle, c_loras, len(lora_list), ctypes.byref(out)))
+            check(lib.kiln_model_with_loras(self.handle, a.loras, a.lora_count, ctypes.byref(out)))
         return Model(out.value or 0, self._runtime)
+
+    def submit_with_loras(self, loras: Iterable[LoraEntry], embeddings: Iterable[EmbeddingEntry] = (), *,
+                          priority: int = 0) -> Job:
+        """Queues ``with_loras`` as a job and returns at once (``kiln_job_submit_with_adapters``), so a
+        LoRA switch does not block the game: ``Job.model()`` gives the new model (what ``with_loras(loras,
+        embeddings)`` makes), this model staying usable meanwhile. Higher ``priority`` runs first;
+        progress is 0 of 1, then 1 of 1; no previews. The entries are checked and copied here: a bad
+        entry raises TypeError, a non-finite scale ArgumentError, nothing queued. The files are read by
+        the job, so a missing, unreadable or mismatched one fails it (``Job.model()`` raises
+        JobFailedError with the job's message). ``Job.cancel()`` stops a queued switch; a running one
+        ends CANCELLED with its model dropped."""
+        lib, a, handle = _library.lib(), _Adapters(loras, embeddings), self.handle
+        return submit(lambda jo, out: lib.kiln_job_submit_with_adapters(handle, a.loras, a.lora_count, a.embeddings,
+                                                                        a.embedding_count, jo, out),
+                      priority=priority, runtime=self._runtime)
 
     @property
     def loras(self) -> list[tuple[str, float, float]]:

@@ -10,10 +10,23 @@ from typing import Callable, Sequence
 from kiln import _abi, _library
 from kiln.enums import GpuMath, LogLevel, Provider, Residency, Seamless
 from kiln.errors import check, read_string
+from kiln.job import Job, submit
 from kiln.model import Model
 from kiln.upscaler import Upscaler
 
 __all__ = ["Runtime", "LogCallback"]
+
+
+def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None) -> ctypes.Structure | None:
+    """``load_model``'s ``kiln_model_load_options``; None for the defaults."""
+    if seamless == Seamless.NONE and matting is None:
+        return None
+    o = _abi.ModelLoadOptions()
+    _library.lib().kiln_model_load_options_init(ctypes.byref(o))
+    o.seamless = int(Seamless(seamless))
+    if matting is not None:
+        o.matting_path = os.fsencode(matting)
+    return o
 
 #: Receives Kiln's log lines: (level, message). Called on whichever thread does the work.
 LogCallback = Callable[[LogLevel, str], None]
@@ -104,16 +117,28 @@ class Runtime:
         ``matting`` names a matting graph for ``Model.make_sprite``."""
         lib = _library.lib()
         out = ctypes.c_void_p()
-        if seamless == Seamless.NONE and matting is None:
+        o = _load_options(seamless, matting)
+        if o is None:
             check(lib.kiln_model_load(self.handle, os.fsencode(model_dir), ctypes.byref(out)))
         else:
-            o = _abi.ModelLoadOptions()
-            lib.kiln_model_load_options_init(ctypes.byref(o))
-            o.seamless = int(Seamless(seamless))
-            if matting is not None:
-                o.matting_path = os.fsencode(matting)
             check(lib.kiln_model_load_with(self.handle, os.fsencode(model_dir), ctypes.byref(o), ctypes.byref(out)))
         return Model(out.value or 0, self)
+
+    def submit_load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
+                          matting: str | os.PathLike[str] | None = None, priority: int = 0) -> Job:
+        """Queues ``load_model`` as a job and returns at once (``kiln_job_submit_model_load``), so a game
+        loads a model without a thread of its own: ``Job.model()`` gives the model (what
+        ``load_model(model_dir, seamless=seamless, matting=matting)`` gives). Higher ``priority`` runs
+        first; progress is 0 of 1, then 1 of 1; no previews. The arguments are checked here, nothing
+        queued on an error: ModelNotFoundError for a folder that does not exist, ArgumentError for an
+        unknown ``seamless``. The files are read by the job, so a folder that is not a model fails it
+        (``Job.model()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
+        load; a running one is not interrupted but ends CANCELLED with its model dropped. The job holds
+        what it needs of this runtime, which may be closed right after."""
+        lib, o, handle, path = _library.lib(), _load_options(seamless, matting), self.handle, os.fsencode(model_dir)
+        options = None if o is None else ctypes.byref(o)
+        return submit(lambda jo, out: lib.kiln_job_submit_model_load(handle, path, options, jo, out),
+                      priority=priority, runtime=self)
 
     def load_upscaler(self, path: str | os.PathLike[str]) -> Upscaler:
         """Loads a super-resolution graph (``kiln_upscaler_load``): a folder holding ``model.onnx`` and
