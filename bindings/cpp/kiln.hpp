@@ -50,6 +50,9 @@
     X(kiln_status, kiln_job_submit_make_tileable, (const struct kiln_model *, const struct kiln_generate_options *, uint32_t, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_submit_upscale, (const struct kiln_upscaler *, const struct kiln_image *, const struct kiln_upscale_options *, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_submit_upscaled, (const struct kiln_model *, const struct kiln_generate_options *, const struct kiln_upscaler *, const struct kiln_upscale_options *, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_model_load, (const struct kiln_runtime *, const char *, const struct kiln_model_load_options *, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_with_adapters, (const struct kiln_model *, const struct kiln_lora *, size_t, const struct kiln_embedding *, size_t, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_model, (uint64_t, struct kiln_model **)) \
     X(kiln_status, kiln_job_poll, (uint64_t, struct kiln_job_progress *)) \
     X(kiln_status, kiln_job_wait, (uint64_t, uint32_t, uint32_t *)) \
     X(kiln_status, kiln_job_cancel, (uint64_t)) \
@@ -591,6 +594,8 @@ inline bool header_matches_library() noexcept { return ::kiln_version() == KILN_
 inline std::uint32_t providers_compiled() noexcept { return ::kiln_providers_compiled(); }
 
 class Image;
+/** Declared here for Job::model, defined after Job. */
+class Model;
 /** Declared here for Model::submit_upscaled, defined after Model. */
 class Upscaler;
 
@@ -736,7 +741,8 @@ struct Size {
 
 /**
  * A queued generation, texture helper (Model::submit_extend_texture, submit_make_tileable), upscale
- * (Upscaler::submit) or generation and its upscale in one (Model::submit_upscaled). Poll it once a frame;
+ * (Upscaler::submit), generation and its upscale in one (Model::submit_upscaled), or model load
+ * (Runtime::submit_load_model, Model::submit_with_loras, submit_with_adapters). Poll it once a frame;
  * the destructor frees it (and cancels it if it still runs).
  */
 class Job {
@@ -782,7 +788,7 @@ public:
             [id](char *b, std::size_t n, std::size_t *l) { return ::kiln_job_error_message(id, b, n, l); }, m);
         return detail::string_result(s, std::move(m));
     }
-    /** Size of a succeeded job's image; Status::busy while it runs. */
+    /** Size of a succeeded job's image; Status::busy while it runs, Status::invalid_argument for a model job. */
     Result<Size> image_size() const {
         Size size;
         ::kiln_status s = ::kiln_job_image_size(id_, &size.width, &size.height);
@@ -804,6 +810,13 @@ public:
         if (!r) return r.error();
         return px;
     }
+    /**
+     * A new Model handle of its own (each call gives another) to the model a succeeded model job made
+     * (Runtime::submit_load_model, Model::submit_with_loras, submit_with_adapters); it outlives the Job.
+     * Status::busy while the job is queued or running, Status::invalid_argument when it failed, was
+     * cancelled or made an image. Defined after Model.
+     */
+    inline Result<Model> model() const;
     /** The newest preview; Status::busy while there is none. */
     Result<Preview> preview() const {
         for (int attempt = 0;; ++attempt) {
@@ -845,6 +858,20 @@ struct LoraSpec {
     float scale = 1.0f;
     std::optional<float> text_encoder_scale = std::nullopt;
 };
+
+namespace detail {
+/* LoraSpecs as kiln_lora C structs; their paths point into `loras`, which must outlive the result. */
+inline std::vector<::kiln_lora> c_loras(const std::vector<LoraSpec> &loras) {
+    std::vector<::kiln_lora> c(loras.size(), defaults<::kiln_lora>());
+    for (std::size_t i = 0; i < loras.size(); ++i) {
+        c[i].path = loras[i].path.c_str();
+        c[i].scale = loras[i].scale;
+        c[i].has_text_encoder_scale = loras[i].text_encoder_scale ? 1u : 0u;
+        c[i].text_encoder_scale = loras[i].text_encoder_scale.value_or(1.0f);
+    }
+    return c;
+}
+} // namespace detail
 
 /**
  * One ControlNet for a generation, as a `kiln_control` from kiln::control(): the name of a folder under the
@@ -932,13 +959,7 @@ public:
      * Status::invalid_argument).
      */
     Result<Model> with_loras(const std::vector<LoraSpec> &loras) const {
-        std::vector<::kiln_lora> c(loras.size(), defaults<::kiln_lora>());
-        for (std::size_t i = 0; i < loras.size(); ++i) {
-            c[i].path = loras[i].path.c_str();
-            c[i].scale = loras[i].scale;
-            c[i].has_text_encoder_scale = loras[i].text_encoder_scale ? 1u : 0u;
-            c[i].text_encoder_scale = loras[i].text_encoder_scale.value_or(1.0f);
-        }
+        const std::vector<::kiln_lora> c = detail::c_loras(loras);
         ::kiln_model *out = nullptr;
         ::kiln_status s = ::kiln_model_with_loras(p_, c.empty() ? nullptr : c.data(), c.size(), &out);
         if (s != KILN_STATUS_OK) return detail::last_error(s);
@@ -951,6 +972,33 @@ public:
                                                      embeddings.empty() ? nullptr : embeddings.data(), embeddings.size(), &out);
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Model(out);
+    }
+    /**
+     * Queues with_loras() as a Job and returns at once, so a game switches LoRAs without blocking; the
+     * job ends with the new model, taken with Job::model(). `job_options` nullptr = defaults. The list
+     * (paths included) is checked and copied here (with_loras()'s errors for its arguments and submit()'s,
+     * no job queued); the files are read by the job, whose errors are with_loras()'. This model stays
+     * usable meanwhile and may be destroyed once submit returns. Progress is 0 of 1, then 1 of 1; no
+     * previews. A queued switch cancelled never starts; a running one finishes, then ends cancelled with
+     * its model dropped.
+     */
+    Result<Job> submit_with_loras(const std::vector<LoraSpec> &loras, const ::kiln_job_options *job_options = nullptr) const {
+        const std::vector<::kiln_lora> c = detail::c_loras(loras);
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_with_adapters(p_, c.empty() ? nullptr : c.data(), c.size(), nullptr, 0,
+                                                          job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
+    }
+    /** Queues with_adapters() as a Job, as submit_with_loras(); the C structs are copied before it returns. */
+    Result<Job> submit_with_adapters(const std::vector<::kiln_lora> &loras, const std::vector<::kiln_embedding> &embeddings,
+                                     const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_with_adapters(p_, loras.empty() ? nullptr : loras.data(), loras.size(),
+                                                          embeddings.empty() ? nullptr : embeddings.data(),
+                                                          embeddings.size(), job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
     }
     /**
      * The LoRAs merged into this handle, in order (empty for a plain model). `text_encoder_scale` is set where
@@ -1047,6 +1095,13 @@ private:
     void reset() noexcept { ::kiln_model_free(std::exchange(p_, nullptr)); }
     ::kiln_model *p_ = nullptr;
 };
+
+inline Result<Model> Job::model() const {
+    ::kiln_model *out = nullptr;
+    ::kiln_status s = ::kiln_job_model(id_, &out);
+    if (s != KILN_STATUS_OK) return detail::last_error(s);
+    return Model(out);
+}
 
 /**
  * A loaded super-resolution graph (ESRGAN, Real-ESRGAN, SwinIR, ... exported to ONNX), from
@@ -1153,6 +1208,22 @@ public:
                                   : ::kiln_model_load(p_, model_dir.c_str(), &out);
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Model(out);
+    }
+    /**
+     * Queues load_model() as a Job and returns at once, so a game loads a model without a thread of its
+     * own; the job ends with the model, taken with Job::model(). `options` and `job_options` nullptr =
+     * defaults. The folder and options are checked and copied here (Status::model_not_found when the
+     * folder does not exist, invalid_argument, struct_size_mismatch, invalid_utf8; no job queued); the
+     * files are read by the job, whose errors are load_model()'s. Progress is 0 of 1, then 1 of 1; no
+     * previews. A queued load cancelled never starts; a running one is not interrupted, but ends cancelled
+     * with its model dropped.
+     */
+    Result<Job> submit_load_model(const std::string &model_dir, const ::kiln_model_load_options *options = nullptr,
+                                  const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_model_load(p_, model_dir.c_str(), options, job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
     }
     /**
      * Loads a super-resolution graph: a folder holding `model.onnx` (and optionally `config.json`), or an

@@ -20,5 +20,11 @@ int main() {
     if (kiln::Model().submit_make_tileable(o, 16).status() != kiln::Status::null_argument) return 1;
     if (kiln::Model().submit_extend_texture(o, 0, 0, 64, 0).status() != kiln::Status::null_argument) return 1;
     if (kiln::Model().submit_upscaled(o, empty).status() != kiln::Status::null_argument) return 1;
+    kiln::Result<kiln::Job> no_folder = rt->submit_load_model("/nonexistent/kiln-model");
+    if (no_folder.status() != kiln::Status::model_not_found || no_folder.error().message().empty()) return 1;
+    if (kiln::Runtime().submit_load_model("/nonexistent/kiln-model").status() != kiln::Status::null_argument) return 1;
+    if (kiln::Model().submit_with_loras({}).status() != kiln::Status::null_argument) return 1;
+    if (kiln::Model().submit_with_adapters({}, {}).status() != kiln::Status::null_argument) return 1;
+    if (kiln::Job().model().status() != kiln::Status::invalid_handle) return 1;
     return empty.upscale(kiln::Image()).status() == kiln::Status::null_argument ? 0 : 1;
 }

@@ -1070,6 +1070,173 @@ static void test_upscaled_jobs(const std::string &model_dir) {
     CHECK(same_bytes(finish(*defaults_job), up->upscale(*generated, &default_wrap)));
 }
 
+// Model loads and LoRA switches as jobs (Runtime::submit_load_model, Model::submit_with_loras / submit_with_adapters,
+// Job::model; the inputs of tests/job_kinds.rs): bad arguments are refused at submit with their own status and no
+// job; a load job counts 0 of 1 then 1 of 1 and its model (a handle of its own per Job::model call, outliving the
+// job) generates the blocking load's bytes; a LoRA job on a model destroyed right after submit gives with_loras'
+// bytes; a missing LoRA file fails the job; an image job has no model and a model job no image; a load queued
+// behind a long job is busy, and cancelled it never runs.
+static kiln::Result<std::vector<std::uint8_t>> generated_bytes(const kiln::Model &m) {
+    kiln::Result<kiln::Image> image = m.generate(options_for("brick wall", 3, 4));
+    if (!image) return image.error();
+    return image->to_vector();
+}
+
+static kiln::Result<kiln::Model> finished_model(const kiln::Job &job) {
+    const kiln::JobState state = job.wait(300000).value_or(kiln::JobState::failed);
+    if (state != kiln::JobState::succeeded)
+        std::printf("model job %llu ended %u: %s\n", static_cast<unsigned long long>(job.id()), kiln::to_c(state),
+                    job.error_message().value_or("(no message)").c_str());
+    return job.model();
+}
+
+static void test_model_jobs(const kiln::Model &blocking, const std::string &model_dir) {
+    // One job worker, so a job queued behind a long one is surely queued.
+    auto ro = kiln::defaults<kiln_runtime_options>();
+    ro.job_workers = 1;
+    kiln::Result<kiln::Runtime> rt = kiln::Runtime::create(&ro);
+    CHECK(rt.ok());
+    if (!rt) return;
+    const std::string detail = model_dir + "/../lora/detail.kohya.safetensors";
+
+    // Checked at submit; nothing queued.
+    kiln::Result<kiln::Job> refused = rt->submit_load_model("/nonexistent/kiln-model");
+    CHECK(refused.status() == kiln::Status::model_not_found);
+    CHECK(!refused && refused.error().message().find("/nonexistent/kiln-model") != std::string::npos);
+    if (!refused) std::printf("load job of a missing folder: %s\n", refused.error().describe().c_str());
+    auto lo = kiln::defaults<kiln_model_load_options>();
+    lo.seamless = 9;
+    CHECK(rt->submit_load_model(model_dir, &lo).status() == kiln::Status::invalid_argument);
+    auto bad_jo = kiln::defaults<kiln_job_options>();
+    bad_jo.struct_size = 3;
+    CHECK(rt->submit_load_model(model_dir, nullptr, &bad_jo).status() == kiln::Status::struct_size_mismatch);
+    CHECK(kiln::Runtime().submit_load_model(model_dir).status() == kiln::Status::null_argument);
+#ifdef KILN_CPP_EXCEPTIONS
+    bool thrown = false;
+    try {
+        kiln::Job never = kiln::check(rt->submit_load_model("/nonexistent/kiln-model"));
+        (void)never;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::model_not_found;
+    }
+    CHECK(thrown);
+#endif
+
+    // A load job's model generates the blocking load's bytes; each Job::model call is a handle of its own.
+    kiln::Result<kiln::Job> load = rt->submit_load_model(model_dir);
+    CHECK(load.ok());
+    if (!load) {
+        std::printf("load job: %s\n", load.error().describe().c_str());
+        return;
+    }
+    kiln::Result<kiln::Progress> first = load->poll();
+    CHECK(first.ok() && first->total_steps == 1);
+    kiln::Result<kiln::Model> loaded = finished_model(*load);
+    kiln::Result<kiln::Model> again = load->model();
+    CHECK(loaded.ok() && again.ok());
+    if (!loaded || !again) return;
+    CHECK(loaded->get() != again->get());
+    kiln::Result<kiln::Progress> done = load->poll();
+    CHECK(done.ok() && done->state == kiln::JobState::succeeded && done->step == 1 && done->total_steps == 1);
+    kiln::Result<kiln::Size> no_image = load->image_size();
+    CHECK(no_image.status() == kiln::Status::invalid_argument);
+    CHECK(!no_image && no_image.error().message().find("made a model") != std::string::npos);
+    CHECK(load->image().status() == kiln::Status::invalid_argument);
+    CHECK(load->error_message().value_or("x").empty());
+    const std::uint64_t load_id = load->id();
+    CHECK(load->free().ok());  // the handles outlive the job
+    CHECK(kiln::Job(load_id).model().status() == kiln::Status::invalid_handle);
+    kiln::Result<std::vector<std::uint8_t>> direct = generated_bytes(blocking);
+    kiln::Result<std::vector<std::uint8_t>> from_job = generated_bytes(*loaded);
+    CHECK(direct.ok() && from_job.ok() && *direct == *from_job);
+    CHECK(again->info().ok());
+    if (!direct || !from_job) return;
+    std::printf("load job: its model generated the blocking load's %zu bytes: %s\n", direct->size(),
+                *direct == *from_job ? "yes" : "no");
+
+    // A LoRA switch as a job, on a model handle destroyed right after submit: with_loras' bytes.
+    kiln::Result<kiln::Job> switched = kiln::Error();
+    {
+        kiln::Model own = std::move(*again);
+        switched = own.submit_with_loras({{detail, 0.8f}});
+    }
+    CHECK(switched.ok());
+    if (!switched) {
+        std::printf("LoRA job: %s\n", switched.error().describe().c_str());
+        return;
+    }
+    kiln::Result<kiln::Model> styled = finished_model(*switched);
+    kiln::Result<kiln::Model> styled_blocking = blocking.with_loras({{detail, 0.8f}});
+    CHECK(styled.ok() && styled_blocking.ok());
+    if (!styled || !styled_blocking) return;
+    kiln::Result<std::vector<kiln::LoraSpec>> listed = styled->loras();
+    CHECK(listed.ok() && listed->size() == 1 && listed->front().scale == 0.8f &&
+          listed->front().path.find("detail.kohya.safetensors") != std::string::npos);
+    kiln::Result<std::vector<std::uint8_t>> styled_bytes = generated_bytes(*styled);
+    kiln::Result<std::vector<std::uint8_t>> styled_direct = generated_bytes(*styled_blocking);
+    CHECK(styled_bytes.ok() && styled_direct.ok());
+    if (!styled_bytes || !styled_direct) return;
+    CHECK(*styled_bytes == *styled_direct);
+    CHECK(*styled_bytes != *from_job);  // and the LoRA changed the image
+    kiln::Result<std::vector<std::uint8_t>> unchanged = generated_bytes(*loaded);
+    CHECK(unchanged.ok() && *unchanged == *from_job);  // the model it came from is unchanged
+
+    // The C structs of with_adapters (copied at submit), with an empty switch giving the plain weights back.
+    auto l = kiln::defaults<kiln_lora>();
+    l.path = detail.c_str();
+    l.scale = 0.8f;
+    kiln::Result<kiln::Job> adapters = loaded->submit_with_adapters({l}, {});
+    kiln::Result<kiln::Job> plain = styled->submit_with_loras({});
+    CHECK(adapters.ok() && plain.ok());
+    if (!adapters || !plain) return;
+    kiln::Result<kiln::Model> from_adapters = finished_model(*adapters);
+    kiln::Result<kiln::Model> from_plain = finished_model(*plain);
+    CHECK(from_adapters.ok() && from_plain.ok());
+    if (from_adapters) CHECK(generated_bytes(*from_adapters).value_or({}) == *styled_direct);
+    if (from_plain) CHECK(generated_bytes(*from_plain).value_or({}) == *from_job);
+
+    // Its arguments are checked at submit; its files by the job.
+    CHECK(loaded->submit_with_loras({{detail, std::numeric_limits<float>::quiet_NaN()}}).status() ==
+          kiln::Status::invalid_argument);
+    auto bad_l = l;
+    bad_l.struct_size = 3;
+    CHECK(loaded->submit_with_adapters({bad_l}, {}).status() == kiln::Status::struct_size_mismatch);
+    CHECK(kiln::Model().submit_with_loras({{detail, 0.8f}}).status() == kiln::Status::null_argument);
+    CHECK(kiln::Model().submit_with_adapters({l}, {}).status() == kiln::Status::null_argument);
+    kiln::Result<kiln::Job> missing = loaded->submit_with_loras({{"/nonexistent/style.safetensors", 0.8f}});
+    CHECK(missing.ok());
+    if (missing) {
+        CHECK(missing->wait(60000).value_or(kiln::JobState::succeeded) == kiln::JobState::failed);
+        const std::string why = missing->error_message().value_or("");
+        std::printf("LoRA job of a missing file: %s\n", why.c_str());
+        CHECK(why.find("/nonexistent/style.safetensors") != std::string::npos);
+        CHECK(missing->model().status() == kiln::Status::invalid_argument);
+    }
+
+    // Queued behind a long generation: busy, and cancelled it never runs.
+    auto longer = options_for("brick wall", 3, 900);
+    longer.scheduler = kiln::to_c(kiln::Scheduler::ddim);
+    kiln::Result<kiln::Job> busy = loaded->submit(longer);
+    kiln::Result<kiln::Job> queued = rt->submit_load_model(model_dir);
+    CHECK(busy.ok() && queued.ok());
+    if (!busy || !queued) return;
+    CHECK(queued->model().status() == kiln::Status::busy);
+    CHECK(queued->cancel().ok() && busy->cancel().ok());
+    CHECK(queued->wait(60000).value_or(kiln::JobState::failed) == kiln::JobState::cancelled);
+    kiln::Result<kiln::Progress> never_ran = queued->poll();
+    CHECK(never_ran.ok() && never_ran->step == 0);
+    CHECK(queued->model().status() == kiln::Status::invalid_argument);
+
+    // The other way round: an image job has no model.
+    kiln::Result<kiln::Job> image_job = loaded->submit(options_for("brick wall", 3, 2));
+    CHECK(image_job.ok());
+    if (!image_job) return;
+    CHECK(image_job->wait(60000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+    kiln::Result<kiln::Model> none = image_job->model();
+    CHECK(none.status() == kiln::Status::invalid_argument);
+    CHECK(!none && none.error().message().find("made an image") != std::string::npos);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -1169,6 +1336,7 @@ int main(int argc, char **argv) {
         test_texture_jobs(*rt, *model, argv[1]);
         test_loras(*model, std::string(argv[1]) + "/../lora");
         test_lora_text_encoder_scale(*model, std::string(argv[1]) + "/../lora");
+        test_model_jobs(*model, argv[1]);
         test_sdxl(*rt, *model, std::string(argv[1]) + "/../tiny-sdxl");
         if (argc == 5) {
             // The goldens' readers throw on a missing or malformed file: a failure, not a crash.
