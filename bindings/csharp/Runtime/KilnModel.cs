@@ -10,7 +10,8 @@ namespace Kiln
         /// <summary>The owned native handle.</summary>
         public readonly KilnModelHandle Handle;
 
-        KilnModel(IntPtr raw, LogSink sink) { Handle = new KilnModelHandle(raw, sink); }
+        /// <summary>Owns <c>raw</c>; <c>sink</c> is a log lease of the model's own (released with the handle).</summary>
+        internal KilnModel(IntPtr raw, LogSink sink) { Handle = new KilnModelHandle(raw, sink); }
 
         /// <summary>Loads a diffusers/optimum ONNX model folder.</summary>
         /// <exception cref="KilnException">MODEL_NOT_FOUND, MODEL_INVALID, UNSUPPORTED, ... with the file named.</exception>
@@ -58,6 +59,57 @@ namespace Kiln
             if (status == 0) model = new KilnModel(raw, sink);
             else if (sink != null) sink.Release();
             return error;
+        }
+
+        /// <summary>
+        /// <see cref="Load(KilnRuntime, string)"/> as a job on Kiln's worker threads, so a game loads
+        /// a model without blocking its frame loop or starting a thread: returns at once; poll the
+        /// job and take the model with <see cref="KilnJob.TakeModel"/> once it succeeded.
+        /// </summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string)"/>'s.</exception>
+        public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnJobSettings jobSettings = null)
+        {
+            return SubmitLoad(runtime, modelDir, KilnSeamless.None, null, jobSettings);
+        }
+
+        /// <summary>
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string)"/> as a job (C:
+        /// <c>kiln_job_submit_model_load</c>): the folder and options are checked and copied here,
+        /// the files read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
+        /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
+        /// load before it starts; a running one finishes creating its graphs, then ends
+        /// <see cref="KilnJobState.Cancelled"/> with its model dropped. The job holds its own log
+        /// lease, so <c>runtime</c> may be disposed once this returns.
+        /// </summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless value), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string, KilnSeamless, string)"/>'s.</exception>
+        /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
+        public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnJobSettings jobSettings = null)
+        {
+            if (runtime == null) throw new ArgumentNullException("runtime");
+            KilnModelLoadOptions o = KilnDefaults.ModelLoadOptions();
+            o.seamless = (uint)seamless;
+            using (var pins = new Pins())
+            {
+                // A disposed runtime throws here, before its log sink is leased to the job.
+                pins.Borrow(runtime.Handle);
+                KilnJobOptions jo;
+                // The job (and each model taken from it) may log after the runtime handle is gone.
+                JobCallbackState state = KilnJob.Prepare(jobSettings, runtime.Handle.Sink, out jo);
+                ulong id;
+                uint status;
+                try
+                {
+                    o.matting_path = pins.PinString(mattingPath);
+                    status = KilnNative.kiln_job_submit_model_load(runtime.Handle, Utf8.ToNative(modelDir), ref o, ref jo, out id);
+                }
+                catch
+                {
+                    // A NUL in a path: Kiln never saw user_data.
+                    state.Abandon();
+                    throw;
+                }
+                return KilnJob.Accept(state, status, id);
+            }
         }
 
         /// <summary>Facts about the model (native size, size multiple, ...).</summary>
@@ -108,39 +160,17 @@ namespace Kiln
         /// <summary>As <see cref="WithLoras"/>, with textual-inversion embeddings too.</summary>
         public KilnModel WithAdapters(KilnLoraSpec[] loras, KilnEmbeddingSpec[] embeddings)
         {
-            loras = loras ?? new KilnLoraSpec[0];
             LogSink sink = Handle.Sink != null ? Handle.Sink.AddRef() : null;
             IntPtr raw;
             uint status;
             using (var pins = new Pins())
             {
-                var c = new KilnLora[loras.Length];
-                for (int i = 0; i < loras.Length; i++)
-                {
-                    c[i] = KilnDefaults.Lora();
-                    c[i].path = pins.PinString(loras[i].Path);
-                    c[i].scale = loras[i].Scale;
-                    if (loras[i].TextEncoderScale.HasValue)
-                    {
-                        c[i].has_text_encoder_scale = 1;
-                        c[i].text_encoder_scale = loras[i].TextEncoderScale.Value;
-                    }
-                }
-                if (embeddings == null || embeddings.Length == 0)
-                {
-                    status = KilnNative.kiln_model_with_loras(Handle, c.Length == 0 ? null : c, (UIntPtr)c.Length, out raw);
-                }
+                KilnLora[] c = NativeLoras(loras, pins);
+                KilnEmbedding[] e = NativeEmbeddings(embeddings, pins);
+                if (e == null)
+                    status = KilnNative.kiln_model_with_loras(Handle, c, (UIntPtr)(c == null ? 0 : c.Length), out raw);
                 else
-                {
-                    var e = new KilnEmbedding[embeddings.Length];
-                    for (int i = 0; i < embeddings.Length; i++)
-                    {
-                        e[i] = KilnDefaults.Embedding();
-                        e[i].path = pins.PinString(embeddings[i].Path);
-                        e[i].token = pins.PinString(embeddings[i].Token);
-                    }
-                    status = KilnNative.kiln_model_with_adapters(Handle, c.Length == 0 ? null : c, (UIntPtr)c.Length, e, (UIntPtr)e.Length, out raw);
-                }
+                    status = KilnNative.kiln_model_with_adapters(Handle, c, (UIntPtr)(c == null ? 0 : c.Length), e, (UIntPtr)e.Length, out raw);
             }
             if (status != 0)
             {
@@ -149,6 +179,85 @@ namespace Kiln
                 throw new KilnException(err.Status, err.Message);
             }
             return new KilnModel(raw, sink);
+        }
+
+        /// <summary>
+        /// <see cref="WithLoras"/> as a job on Kiln's worker threads, so a game switches LoRAs
+        /// without blocking its frame loop: returns at once; take the new model with
+        /// <see cref="KilnJob.TakeModel"/> once the job succeeded. This model stays usable meanwhile.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (a non-finite scale, ...), ...; no job is queued. The job's own errors are <see cref="WithLoras"/>'s.</exception>
+        public KilnJob SubmitWithLoras(KilnLoraSpec[] loras, KilnJobSettings jobSettings = null)
+        {
+            return SubmitWithAdapters(loras, null, jobSettings);
+        }
+
+        /// <summary>
+        /// <see cref="WithAdapters"/> as a job (C: <c>kiln_job_submit_with_adapters</c>): the lists
+        /// and their strings are checked and copied here, the files read by the job. Progress (0 of
+        /// 1, then 1 of 1), cancel and the model as for <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>.
+        /// The job holds what it needs of this model, so it may be disposed once this returns.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (a non-finite scale, ...), ...; no job is queued. The job's own errors (a missing or mismatched file) are <see cref="WithAdapters"/>'.</exception>
+        /// <exception cref="ObjectDisposedException">This model was disposed; no job is queued.</exception>
+        public KilnJob SubmitWithAdapters(KilnLoraSpec[] loras, KilnEmbeddingSpec[] embeddings, KilnJobSettings jobSettings = null)
+        {
+            using (var pins = new Pins())
+            {
+                // A disposed model throws here, before its log sink is leased to the job.
+                pins.Borrow(Handle);
+                KilnJobOptions jo;
+                JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
+                ulong id;
+                uint status;
+                try
+                {
+                    KilnLora[] c = NativeLoras(loras, pins);
+                    KilnEmbedding[] e = NativeEmbeddings(embeddings, pins);
+                    status = KilnNative.kiln_job_submit_with_adapters(Handle, c, (UIntPtr)(c == null ? 0 : c.Length),
+                        e, (UIntPtr)(e == null ? 0 : e.Length), ref jo, out id);
+                }
+                catch
+                {
+                    // A NUL in a path or token: Kiln never saw user_data.
+                    state.Abandon();
+                    throw;
+                }
+                return KilnJob.Accept(state, status, id);
+            }
+        }
+
+        /// <summary>The <c>kiln_lora</c> list for <c>loras</c>, strings pinned in <c>pins</c>; null for none.</summary>
+        static KilnLora[] NativeLoras(KilnLoraSpec[] loras, Pins pins)
+        {
+            if (loras == null || loras.Length == 0) return null;
+            var c = new KilnLora[loras.Length];
+            for (int i = 0; i < loras.Length; i++)
+            {
+                c[i] = KilnDefaults.Lora();
+                c[i].path = pins.PinString(loras[i].Path);
+                c[i].scale = loras[i].Scale;
+                if (loras[i].TextEncoderScale.HasValue)
+                {
+                    c[i].has_text_encoder_scale = 1;
+                    c[i].text_encoder_scale = loras[i].TextEncoderScale.Value;
+                }
+            }
+            return c;
+        }
+
+        /// <summary>The <c>kiln_embedding</c> list for <c>embeddings</c>, strings pinned in <c>pins</c>; null for none.</summary>
+        static KilnEmbedding[] NativeEmbeddings(KilnEmbeddingSpec[] embeddings, Pins pins)
+        {
+            if (embeddings == null || embeddings.Length == 0) return null;
+            var e = new KilnEmbedding[embeddings.Length];
+            for (int i = 0; i < embeddings.Length; i++)
+            {
+                e[i] = KilnDefaults.Embedding();
+                e[i].path = pins.PinString(embeddings[i].Path);
+                e[i].token = pins.PinString(embeddings[i].Token);
+            }
+            return e;
         }
 
         /// <summary>

@@ -1535,6 +1535,202 @@ static class KilnTests
         NoNewJob(live, 0, "upscaled submits with a disposed upscaler or model");
     }
 
+    static object Field(object o, string name)
+    {
+        return o.GetType().GetField(name, BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public).GetValue(o);
+    }
+
+    static void WaitFor(Func<bool> condition, string what)
+    {
+        // The job's own lease goes back on whichever thread saw it finish last.
+        DateTime giveUp = DateTime.UtcNow.AddSeconds(60);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > giveUp) throw new Exception("never true: " + what);
+            Thread.Sleep(2);
+        }
+    }
+
+    static void ModelJobs()
+    {
+        // SubmitLoad and SubmitWithLoras: the job's model is the blocking call's (same bytes);
+        // TakeModel hands out a model of its own per call that outlives the job; submit-time
+        // errors queue nothing; a missing LoRA fails the job; an image job has no model.
+        var settings = Quick("mossy stone brick wall", 11);
+        byte[] basePixels;
+        using (KilnImage image = model.Generate(settings)) basePixels = image.ToArray();
+        int previews = 0, finishedEvents = 0;
+        var js = new KilnJobSettings
+        {
+            PreviewInterval = 1,
+            OnEvent = ev =>
+            {
+                if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
+                if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finishedEvents);
+            },
+        };
+        KilnModel loaded, second;
+        ulong loadId;
+        using (KilnJob job = KilnModel.SubmitLoad(runtime, modelDir, js))
+        {
+            loadId = job.Id;
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "load job state (" + job.ErrorMessage + ")");
+            Console.WriteLine("    load job: step " + s.Step + " of " + s.TotalSteps + ", preview step " + s.PreviewStep);
+            Check(s.Step == 1 && s.TotalSteps == 1 && s.PreviewStep == 0, "load job progress: 1 of 1, no preview");
+            loaded = job.TakeModel();
+            second = job.TakeModel();
+            Check(loaded.Handle.DangerousGetHandle() != second.Handle.DangerousGetHandle(), "TakeModel gives a handle of its own per call");
+            int w, h;
+            Throws(() => job.ImageSize(out w, out h), KilnStatus.InvalidArgument, "ImageSize of a model job");
+            Throws(() => job.CopyImage(), KilnStatus.InvalidArgument, "CopyImage of a model job");
+        }
+        WaitUntilFreed(loadId);
+        second.Dispose();
+        Check(finishedEvents == 1 && previews == 0, "load job events: " + previews + " previews, " + finishedEvents + " Finished");
+        try
+        {
+            Equal(64u, loaded.Info.default_size, "the job's model info");
+            using (KilnImage image = loaded.Generate(settings)) SamePixels(basePixels, image.ToArray(), "SubmitLoad job's model vs KilnModel.Load's");
+
+            // A LoRA switch as a job gives WithLoras' model; the base model stays as it was.
+            string detail = Path.Combine(FixturesDir(), "lora", "detail.kohya.safetensors");
+            byte[] blocking;
+            using (KilnModel styled = loaded.WithLoras(new KilnLoraSpec(detail, 0.8f)))
+            using (KilnImage image = styled.Generate(settings))
+                blocking = image.ToArray();
+            using (KilnJob job = loaded.SubmitWithLoras(new[] { new KilnLoraSpec(detail, 0.8f) }))
+            {
+                KilnJobStatus s = PollUntilEnded(job);
+                Equal(KilnJobState.Succeeded, s.State, "LoRA job state (" + job.ErrorMessage + ")");
+                Check(s.Step == 1 && s.TotalSteps == 1, "LoRA job progress " + s.Step + " of " + s.TotalSteps);
+                using (KilnModel styled = job.TakeModel())
+                {
+                    KilnLoraSpec[] listed = styled.Loras;
+                    Check(listed.Length == 1 && listed[0].Path.EndsWith("detail.kohya.safetensors") && listed[0].Scale == 0.8f, "the job's model lists its LoRA");
+                    using (KilnImage image = styled.Generate(settings)) SamePixels(blocking, image.ToArray(), "SubmitWithLoras job's model vs WithLoras'");
+                }
+            }
+            int differing = basePixels.Zip(blocking, (x, y) => x != y).Count(d => d);
+            Console.WriteLine("    detail LoRA at 0.8: " + differing + " bytes differ from the base model's image (need > 0)");
+            Check(differing > 0, "the LoRA did not change the image");
+            Equal(0, loaded.Loras.Length, "base model's Loras after the LoRA job");
+
+            // Files are read by the job: a missing LoRA fails it, and it has no model.
+            string gone = Path.Combine(scratch, "no-such-lora.safetensors");
+            using (KilnJob job = loaded.SubmitWithAdapters(new[] { new KilnLoraSpec(gone, 0.8f) }, null))
+            {
+                Equal(KilnJobState.Failed, PollUntilEnded(job).State, "missing-LoRA job state");
+                Check(job.ErrorMessage.Contains("no-such-lora.safetensors"), "job message names the file: " + job.ErrorMessage);
+                Console.WriteLine("    missing-LoRA job -> " + job.ErrorMessage);
+                KilnModel none;
+                Equal(KilnStatus.InvalidArgument, job.TryTakeModel(out none).Status, "TryTakeModel of a failed job");
+                Check(none == null, "TryTakeModel of a failed job gave a model");
+                Throws(() => job.TakeModel(), KilnStatus.InvalidArgument, "TakeModel of a failed job");
+            }
+
+            // Checked at submit: nothing queued, no event.
+            int refused = 0;
+            var counting = new KilnJobSettings { OnEvent = ev => Interlocked.Increment(ref refused) };
+            object[] before = LiveJobStates();
+            KilnException e = Throws(() => KilnModel.SubmitLoad(runtime, Path.Combine(scratch, "no-such-model"), counting).Dispose(), KilnStatus.ModelNotFound, "SubmitLoad of a missing folder");
+            Check(e.NativeMessage.Contains("no-such-model"), "message names the folder: " + e.NativeMessage);
+            Throws(() => KilnModel.SubmitLoad(runtime, modelDir, (KilnSeamless)9, null, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitLoad with an unknown seamless");
+            Throws(() => loaded.SubmitWithLoras(new[] { new KilnLoraSpec(detail, float.NaN) }, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitWithLoras with a NaN scale");
+            try { KilnModel.SubmitLoad(runtime, "bad\0path", counting).Dispose(); throw new Exception("a NUL in the path accepted"); }
+            catch (ArgumentException) { }
+            try { KilnModel.SubmitLoad(null, modelDir).Dispose(); throw new Exception("null runtime accepted"); }
+            catch (ArgumentNullException) { }
+            Thread.Sleep(20);
+            NoNewJob(before, Volatile.Read(ref refused), "model-job submits");
+
+            // Queued behind a long generation: BUSY; cancelled it never runs and has no model.
+            using (KilnJob longJob = loaded.Submit(new KilnGenerateSettings { Prompt = "long", Steps = 500 }))
+            {
+                PollUntilRunning(longJob);
+                using (KilnJob job = KilnModel.SubmitLoad(runtime, modelDir))
+                {
+                    Equal(1u, job.Poll().TotalSteps, "load job total steps at submit");
+                    KilnModel none;
+                    Equal(KilnStatus.Busy, job.TryTakeModel(out none).Status, "TryTakeModel of a queued load");
+                    Check(none == null, "TryTakeModel of a queued load gave a model");
+                    job.Cancel();
+                    longJob.Cancel();
+                    KilnJobStatus s = PollUntilEnded(job);
+                    Equal(KilnJobState.Cancelled, s.State, "cancelled load job");
+                    Equal(0u, s.Step, "a cancelled queued load's step");
+                    Throws(() => job.TakeModel(), KilnStatus.InvalidArgument, "TakeModel of a cancelled job");
+                }
+                PollUntilEnded(longJob);
+            }
+
+            // The other way round: an image job has no model.
+            using (KilnJob job = loaded.Submit(Quick("an image", 1)))
+            {
+                Equal(KilnJobState.Succeeded, PollUntilEnded(job).State, "image job state");
+                KilnException x = Throws(() => job.TakeModel(), KilnStatus.InvalidArgument, "TakeModel of an image job");
+                Check(x.NativeMessage.Contains("image"), "message says the job made an image: " + x.NativeMessage);
+                job.Dispose();
+                try { job.TakeModel().Dispose(); throw new Exception("TakeModel of a disposed job"); }
+                catch (ObjectDisposedException) { }
+            }
+
+            // A disposed model or runtime throws before Kiln is called, and queues nothing.
+            before = LiveJobStates();
+            KilnModel disposed = KilnModel.Load(runtime, modelDir);
+            disposed.Dispose();
+            try { disposed.SubmitWithLoras(new[] { new KilnLoraSpec(detail, 0.8f) }).Dispose(); throw new Exception("submitted on a disposed model"); }
+            catch (ObjectDisposedException) { }
+            var rt = new KilnRuntime();
+            rt.Dispose();
+            try { KilnModel.SubmitLoad(rt, modelDir).Dispose(); throw new Exception("submitted on a disposed runtime"); }
+            catch (ObjectDisposedException) { }
+            NoNewJob(before, 0, "model-job submits on disposed handles");
+        }
+        finally
+        {
+            loaded.Dispose();
+        }
+    }
+
+    static void ModelJobsLeaseTheLog()
+    {
+        // A job's model logs through the runtime's handler like a loaded one: the job leases the
+        // runtime's log sink, and each model taken from it a lease of its own, so the runtime
+        // and the job may be disposed first; the sink's GCHandle goes with the last lease.
+        var lines = new List<string>();
+        var rt = new KilnRuntime(new KilnRuntimeSettings { Log = (level, text) => { lock (lines) lines.Add(text); }, LogLevel = KilnLogLevel.Debug });
+        object sink = Field(rt.Handle, "Sink");
+        Func<int> references = () => (int)Field(sink, "references");
+        KilnJob job = KilnModel.SubmitLoad(rt, modelDir);
+        rt.Dispose();
+        Equal(1, references(), "leases while only the job holds the sink");
+        Equal(KilnJobState.Succeeded, PollUntilEnded(job).State, "load job of a disposed runtime (" + job.ErrorMessage + ")");
+        KilnModel m = job.TakeModel();
+        Check(ReferenceEquals(sink, Field(m.Handle, "Sink")), "the job's model holds the runtime's log sink");
+        Equal(2, references(), "leases with the job and its model");
+        ulong id = job.Id;
+        job.Dispose();
+        WaitUntilFreed(id);
+        WaitFor(() => references() == 1, "leases once the job is freed: " + references());
+        KilnJob lora = m.SubmitWithLoras(new[] { new KilnLoraSpec(Path.Combine(FixturesDir(), "lora", "detail.kohya.safetensors"), 0.8f) });
+        Equal(KilnJobState.Succeeded, PollUntilEnded(lora).State, "LoRA job (" + lora.ErrorMessage + ")");
+        KilnModel styled = lora.TakeModel();
+        Check(ReferenceEquals(sink, Field(styled.Handle, "Sink")), "the LoRA job's model holds the log sink");
+        id = lora.Id;
+        lora.Dispose();
+        WaitUntilFreed(id);
+        m.Dispose();
+        WaitFor(() => references() == 1, "leases with only the LoRA model: " + references());
+        int before;
+        lock (lines) before = lines.Count;
+        using (KilnImage image = styled.Generate(Quick("logged", 1))) Equal(64, image.Width, "the job's model generates");
+        lock (lines) Console.WriteLine("    " + lines.Count + " log lines (" + (lines.Count - before) + " from the generation)");
+        styled.Dispose();
+        Equal(0, references(), "leases after the last model");
+        Check(!((GCHandle)Field(sink, "self")).IsAllocated, "the sink's GCHandle is freed with the last lease");
+    }
+
     static void DefaultExampleRequest()
     {
         // What Txt2Img does (defaults, seed 42), written for tests/csharp.rs to compare
@@ -1588,6 +1784,8 @@ static class KilnTests
             new KeyValuePair<string, Action>("upscale jobs: blocking bytes, graph runs as steps, submit errors, dispose after submit", UpscaleJobs),
             new KeyValuePair<string, Action>("upscale jobs: cancel by job and by upscaler", UpscaleJobCancel),
             new KeyValuePair<string, Action>("upscaled jobs: generation + seamless upscale bytes, one step count, submit errors", UpscaledJobs),
+            new KeyValuePair<string, Action>("model jobs: load and LoRA switch give the blocking bytes, TakeModel, submit and job errors", ModelJobs),
+            new KeyValuePair<string, Action>("model jobs: taken models lease the runtime's log sink", ModelJobsLeaseTheLog),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };
         if (controlNetModelDir != null)

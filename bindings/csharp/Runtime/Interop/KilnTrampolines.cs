@@ -144,6 +144,8 @@ namespace Kiln.Interop
         }
 
         internal IntPtr UserData { get { return GCHandle.ToIntPtr(self); } }
+        /// <summary>The job's log lease (null without a log handler); valid until the owner releases the job.</summary>
+        internal LogSink Sink { get { return sink; } }
         internal bool Finished { get { return (Volatile.Read(ref flags) & FinishedBit) != 0; } }
         internal bool Released { get { return (Volatile.Read(ref flags) & ReleasedBit) != 0; } }
 
