@@ -230,8 +230,8 @@ enum kiln_job_event_kind
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-    // A U-Net call (upscale jobs: a tile's graph run) finished: `step` of
-    // `total_steps`.
+    // A U-Net call (upscale jobs: a tile's graph run; model jobs: the
+    // model, 1 of 1) finished: `step` of `total_steps`.
     KILN_JOB_EVENT_KIND_PROGRESS = 0,
     // A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
     KILN_JOB_EVENT_KIND_PREVIEW = 1,

@@ -418,12 +418,26 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     assert_eq!(job, 0);
 
     // A load job's model generates the blocking load's bytes.
-    assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
+    let recorder = Box::new(Recorder::default());
+    let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };
+    unsafe { kiln_job_options_init(&mut jo) };
+    jo.callback = Some(record);
+    jo.user_data = &*recorder as *const Recorder as *mut _;
+    assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), &jo, &mut job) }, kiln_status::Ok);
     assert_eq!(poll(job).total_steps, 1);
     let mut state = 0u32;
     assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
     assert_eq!((poll(job).step, poll(job).total_steps), (1, 1));
+    let start = Instant::now();
+    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let events = recorder.events.lock().unwrap().clone();
+    let progress = kiln_job_event_kind::Progress as u32;
+    let finished = (kiln_job_event_kind::Finished as u32, 0, 0, kiln_job_state::Succeeded as u32);
+    assert_eq!(events, vec![(progress, 1, 1, 0), finished], "the model as 1 of 1, then FINISHED");
     let (mut a, mut b) = (ptr::null_mut(), ptr::null_mut());
     assert_eq!(unsafe { kiln_job_model(job, &mut a) }, kiln_status::Ok);
     assert_eq!(unsafe { kiln_job_model(job, &mut b) }, kiln_status::Ok);

@@ -70,8 +70,8 @@ pub struct kiln_job_progress {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum kiln_job_event_kind {
-    /// A U-Net call (upscale jobs: a tile's graph run) finished: `step` of
-    /// `total_steps`.
+    /// A U-Net call (upscale jobs: a tile's graph run; model jobs: the
+    /// model, 1 of 1) finished: `step` of `total_steps`.
     Progress = 0,
     /// A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
     Preview = 1,

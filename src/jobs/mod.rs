@@ -174,9 +174,10 @@ fn upscaled_on(model: &Model, options: &UpscaleOptions) -> UpscaleOptions {
 pub struct JobSnapshot {
     /// Current state.
     pub state: JobState,
-    /// U-Net calls finished (for an upscale: tiles finished).
+    /// U-Net calls finished (an upscale: tiles finished; a model job: 1
+    /// once it succeeded).
     pub step: u32,
-    /// U-Net calls in total (for an upscale: tiles in total).
+    /// U-Net calls in total (an upscale: tiles in total; a model job: 1).
     pub total_steps: u32,
     /// Step of the newest preview (0 = none yet).
     pub preview_step: u32,
@@ -187,11 +188,12 @@ pub struct JobSnapshot {
 /// What an observer hears about, on the worker thread running the job.
 #[derive(Debug)]
 pub enum JobEvent<'a> {
-    /// A U-Net call and its scheduler step finished.
+    /// A U-Net call and its scheduler step finished (an upscale: a tile's
+    /// graph run; a model job: the model, as 1 of 1).
     Progress {
-        /// U-Net calls finished.
+        /// Calls finished.
         step: u32,
-        /// U-Net calls in total.
+        /// Calls in total.
         total: u32,
     },
     /// A new preview image (valid only during the call).
@@ -656,6 +658,9 @@ fn execute(item: &Queued, job: &Job) -> JobState {
         Ok(Ok(output)) => {
             if matches!(output, JobOutput::Model(_)) {
                 job.step.store(1, Ordering::Relaxed);
+                if let Some(o) = item.config.observer.as_deref() {
+                    notify(o, item.id, &JobEvent::Progress { step: 1, total: 1 });
+                }
             }
             *job.result.lock() = Some(output);
             JobState::Succeeded
