@@ -153,6 +153,19 @@ struct Recorder {
     events: std::sync::Mutex<Vec<(u32, u32, u32, u32)>>,
 }
 
+impl Recorder {
+    /// The events so far, once FINISHED has come (it follows the state
+    /// change a waiter sees, so give it a moment).
+    fn until_finished(&self) -> Vec<(u32, u32, u32, u32)> {
+        let start = Instant::now();
+        while !self.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
+            assert!(start.elapsed() < Duration::from_secs(10), "no FINISHED event");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.events.lock().unwrap().clone()
+    }
+}
+
 unsafe extern "C" fn record(user: *mut std::ffi::c_void, e: *const kiln_job_event) {
     let r = unsafe { &*(user as *const Recorder) };
     let e = unsafe { &*e };
@@ -218,13 +231,7 @@ fn upscale_jobs_give_the_direct_calls_bytes_and_count_graph_runs() {
     assert_eq!((p.step, p.total_steps, p.preview_step), (runs, runs, 0));
     let mut buf = vec![0u8; 16];
     assert_eq!(unsafe { kiln_job_copy_preview(job, buf.as_mut_ptr(), buf.len(), 0, ptr::null_mut()) }, kiln_status::Busy);
-    // FINISHED comes right after the state changes; give it a moment.
-    let start = Instant::now();
-    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let events = recorder.events.lock().unwrap().clone();
+    let events = recorder.until_finished();
     let progress: Vec<(u32, u32)> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Progress as u32).map(|e| (e.1, e.2)).collect();
     assert_eq!(progress, (1..=runs).map(|s| (s, runs)).collect::<Vec<_>>(), "one progress event per graph run");
     assert!(!events.iter().any(|e| e.0 == kiln_job_event_kind::Preview as u32), "no previews");
@@ -343,12 +350,7 @@ fn a_generation_and_its_upscale_run_as_one_job() {
     assert_eq!(differ, 0, "the generation on the seamless view, upscaled wrapping on x and y");
     let p = poll(job);
     assert_eq!((p.step, p.total_steps, p.preview_step), (total, total, 4), "previews from the generation");
-    let start = Instant::now();
-    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let events = recorder.events.lock().unwrap().clone();
+    let events = recorder.until_finished();
     let progress: Vec<(u32, u32)> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Progress as u32).map(|e| (e.1, e.2)).collect();
     assert_eq!(progress, (1..=total).map(|s| (s, total)).collect::<Vec<_>>(), "one count: U-Net calls, then tiles");
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
@@ -429,12 +431,7 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
     assert_eq!((poll(job).step, poll(job).total_steps), (1, 1));
-    let start = Instant::now();
-    while !recorder.events.lock().unwrap().iter().any(|e| e.0 == kiln_job_event_kind::Finished as u32) {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let events = recorder.events.lock().unwrap().clone();
+    let events = recorder.until_finished();
     let progress = kiln_job_event_kind::Progress as u32;
     let finished = (kiln_job_event_kind::Finished as u32, 0, 0, kiln_job_state::Succeeded as u32);
     assert_eq!(events, vec![(progress, 1, 1, 0), finished], "the model as 1 of 1, then FINISHED");
