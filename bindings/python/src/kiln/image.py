@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kiln import _abi, _library
+from kiln._closeable import Closeable
 from kiln._convert import ImageLike, as_pixels, writable_rgba
 from kiln.enums import CellColor, Matte, NormalConvention, Seamless
 from kiln.errors import check
@@ -69,7 +70,7 @@ def sprite_options(**kw: Any) -> Any:
     return o
 
 
-class Image:
+class Image(Closeable):
     """An RGBA8 image (sRGB, straight alpha) owned by Kiln. Close it, or use ``with``; numpy arrays
     and PIL images made from it are copies."""
 
@@ -214,18 +215,6 @@ class Image:
         handle, self._handle = self._handle, None
         if handle:
             _library.lib().kiln_image_free(handle)
-
-    def __enter__(self) -> Image:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<kiln.Image {self.width}x{self.height}>" if self._handle else "<kiln.Image closed>"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from kiln import _abi, _library
+from kiln._closeable import Closeable
 from kiln.enums import JobState, Status
 from kiln.errors import CancelledError, JobFailedError, check, read_string
 
@@ -56,7 +57,7 @@ class Preview:
     step: int
 
 
-class Job:
+class Job(Closeable):
     """A generation, texture helper or upscale running on Kiln's worker threads (``Model.submit``,
     ``Model.submit_extend_texture``, ``Model.submit_make_tileable``, ``Model.submit_upscaled``,
     ``Upscaler.submit``), taken with ``result()``; or a model load or LoRA switch
@@ -179,18 +180,6 @@ class Job:
         job, self._id = self._id, None
         if job is not None:
             check(_library.lib().kiln_job_free(job))
-
-    def __enter__(self) -> Job:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<kiln.Job {self._id}>" if self._id is not None else "<kiln.Job closed>"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, cast
 import numpy as np
 
 from kiln import _abi, _library
+from kiln._closeable import Closeable
 from kiln._convert import ImageLike, writable_rgba
 from kiln._options import GenerateOptions, Request
 from kiln.enums import Graph, Seamless, UpscaleAlpha
@@ -83,7 +84,7 @@ class ModelInfo:
     has_matting: bool
 
 
-class Model:
+class Model(Closeable):
     """A loaded model (``Runtime.load_model``). Thread-safe; close it, or use ``with``."""
 
     def __init__(self, handle: int, runtime: Runtime | None = None) -> None:
@@ -286,14 +287,3 @@ class Model:
         if handle:
             _library.lib().kiln_model_free(handle)
 
-    def __enter__(self) -> Model:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -8,6 +8,7 @@ import threading
 from typing import Callable, Sequence
 
 from kiln import _abi, _library
+from kiln._closeable import Closeable
 from kiln.enums import GpuMath, LogLevel, Provider, Residency, Seamless
 from kiln.errors import check, read_string
 from kiln.job import Job, submit
@@ -51,7 +52,7 @@ def _trampoline(log: LogCallback) -> object:
     return fn
 
 
-class Runtime:
+class Runtime(Closeable):
     """ONNX Runtime loaded with Kiln's settings (``kiln_runtime_create``). Thread-safe; close it, or
     use ``with``. Models and upscalers loaded from it stay usable after it is closed."""
 
@@ -177,14 +178,3 @@ class Runtime:
         if handle:
             _library.lib().kiln_runtime_destroy(handle)
 
-    def __enter__(self) -> Runtime:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -11,6 +11,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Union
 
 from kiln import _abi, _library
+from kiln._closeable import Closeable
 from kiln._convert import ImageLike
 from kiln.enums import Seamless, UpscaleAlpha
 from kiln.errors import check
@@ -39,7 +40,7 @@ def _options(tile: int, context: int, seamless: Union[Seamless, int, str],
     return o
 
 
-class Upscaler:
+class Upscaler(Closeable):
     """A loaded super-resolution graph (``Runtime.load_upscaler``). Thread-safe: several threads may
     upscale with it at once (its graph runs one window at a time) and ``cancel()`` may come from any
     thread. ``submit()`` queues an upscale as a ``kiln.Job`` instead. Close it, or use ``with``;
@@ -156,18 +157,6 @@ class Upscaler:
                 _library.lib().kiln_upscaler_cancel(handle)
                 self._lock.wait(0.01)
         _library.lib().kiln_upscaler_free(handle)
-
-    def __enter__(self) -> Upscaler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self) -> str:
         return f"<kiln.Upscaler {self.scale}x>" if self._handle else "<kiln.Upscaler closed>"
