@@ -93,11 +93,7 @@ fn parse() -> Result<Args, String> {
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(v()?)),
             "--sequential-load" => a.sequential_load = true,
             "--provider" => {
-                use kiln::runtime::Provider;
-                for name in v()?.split(',') {
-                    let p = Provider::from_name(name).ok_or_else(|| format!("--provider: unknown {name:?}"))?;
-                    a.providers.preferred.push(p);
-                }
+                a.providers.preferred.extend(kiln::runtime::Provider::list_from_names(&v()?).map_err(|e| format!("--provider: {e}"))?);
                 // A benchmark that silently fell back to the CPU would measure the wrong thing.
                 a.providers.require = true;
             }

@@ -387,13 +387,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--out-latents" => a.out_latents = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
             "--threads" => a.threads = number(flag, value()?)?,
-            "--provider" => {
-                use kiln::runtime::Provider;
-                for name in value()?.split(',') {
-                    let p = Provider::from_name(name.trim()).ok_or_else(|| format!("--provider: unknown {name:?}"))?;
-                    a.providers.preferred.push(p);
-                }
-            }
+            "--provider" => a.providers.preferred.extend(kiln::runtime::Provider::list_from_names(&value()?).map_err(|e| format!("--provider: {e}"))?),
             "--require-provider" => a.providers.require = true,
             "--gpu-math" => {
                 let v = value()?;

@@ -73,12 +73,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             }
             "--repeat" => a.repeat = number(value()?)?.max(1) as usize,
             "--threads" => a.threads = number(value()?)? as usize,
-            "--provider" => {
-                for name in value()?.split(',') {
-                    let p = kiln::runtime::Provider::from_name(name.trim()).ok_or_else(|| format!("--provider: unknown {name:?}"))?;
-                    a.providers.preferred.push(p);
-                }
-            }
+            "--provider" => a.providers.preferred.extend(kiln::runtime::Provider::list_from_names(&value()?).map_err(|e| format!("--provider: {e}"))?),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown option {other:?}")),
         }

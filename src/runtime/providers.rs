@@ -46,6 +46,17 @@ impl Provider {
         Self::ALL.into_iter().find(|p| p.short_name() == name)
     }
 
+    /// A comma-separated list of short names, best first (`cuda,cpu`), as
+    /// `--provider` and `KILN_TEST_PROVIDERS` take it; spaces around names
+    /// and empty entries are ignored. The error names the unknown entry.
+    pub fn list_from_names(list: &str) -> std::result::Result<Vec<Provider>, String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| Self::from_name(n).ok_or_else(|| format!("unknown execution provider {n:?} (cpu, cuda, tensorrt, directml, coreml)")))
+            .collect()
+    }
+
     /// The short name [`Provider::from_name`] reads.
     pub fn short_name(self) -> &'static str {
         match self {
@@ -305,5 +316,7 @@ mod tests {
         }
         assert_eq!(Provider::from_name("CUDA"), None);
         assert_eq!(Provider::from_name(""), None);
+        assert_eq!(Provider::list_from_names(" cuda, cpu,"), Ok(vec![Provider::Cuda, Provider::Cpu]));
+        assert!(Provider::list_from_names("cuda,gpu").unwrap_err().contains("\"gpu\""));
     }
 }

@@ -49,11 +49,7 @@ pub fn runtime() -> &'static Runtime {
 pub fn env_providers() -> kiln::runtime::ProviderPolicy {
     let mut providers = kiln::runtime::ProviderPolicy::default();
     if let Ok(list) = std::env::var("KILN_TEST_PROVIDERS") {
-        for name in list.split(',').filter(|n| !n.is_empty()) {
-            use kiln::runtime::Provider;
-            let p = Provider::from_name(name).unwrap_or_else(|| panic!("KILN_TEST_PROVIDERS: unknown provider {name}"));
-            providers.preferred.push(p);
-        }
+        providers.preferred = kiln::runtime::Provider::list_from_names(&list).unwrap_or_else(|e| panic!("KILN_TEST_PROVIDERS: {e}"));
         providers.require = true;
     }
     if let Ok(math) = std::env::var("KILN_TEST_GPU_MATH") {
