@@ -362,6 +362,7 @@ impl Upscaler {
         options: &UpscaleOptions,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
+        self.check(width, height, options)?;
         let call = self.begin(None)?;
         let total = self.tiles(width, height, options);
         let result = self.planes_in(&call, None, planes, width, height, options, (0, total), progress);
@@ -385,6 +386,7 @@ impl Upscaler {
         self.in_flight.lock().retain(|c| !Arc::ptr_eq(c, call));
     }
 
+    /// One pass over three planes; the caller has run [`Upscaler::check`].
     #[allow(clippy::too_many_arguments)]
     fn planes_in(
         &self,
@@ -397,7 +399,6 @@ impl Upscaler {
         (done_before, total): (usize, usize),
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
-        self.check(width, height, options)?;
         if planes.len() != 3 * width * height {
             return Err(Error::invalid(format!("{} values are not three {width}x{height} planes", planes.len())));
         }
@@ -488,7 +489,8 @@ impl Upscaler {
         let opaque = is_opaque(image);
         let alpha_pass = !opaque && options.alpha == UpscaleAlpha::Graph;
         let per_pass = self.tiles(w, h, options);
-        let total = self.runs(image, options);
+        // As `runs` counts them; the opacity is already known.
+        let total = per_pass * if alpha_pass { 2 } else { 1 };
         let call = self.begin(run_options)?;
         let result = (|| {
             let rgb = planes(image, |p| [p[0], p[1], p[2]])?;
