@@ -106,12 +106,38 @@ namespace Kiln
             this.state = state;
         }
 
+        /// <summary>A <c>kiln_job_submit*</c> call with all but the job options and the id bound.</summary>
+        internal delegate uint NativeSubmit(ref KilnJobOptions jobOptions, out ulong id);
+
+        /// <summary>
+        /// The body of every submit: the job options for <c>jobSettings</c> and their callback
+        /// state (the job leases <c>sink</c>), <c>call</c>, and the job. When <c>call</c> throws
+        /// (a disposed handle, a NUL in a string) or returns an error, Kiln queued nothing and never
+        /// saw user_data: the state is abandoned and the exception, or the status, thrown.
+        /// </summary>
+        internal static KilnJob Submit(KilnJobSettings jobSettings, LogSink sink, NativeSubmit call)
+        {
+            KilnJobOptions jo;
+            JobCallbackState state = Prepare(jobSettings, sink, out jo);
+            ulong id;
+            uint status;
+            try
+            {
+                status = call(ref jo, out id);
+            }
+            catch
+            {
+                state.Abandon();
+                throw;
+            }
+            return Accept(state, status, id);
+        }
+
         /// <summary>
         /// The job options for <c>jobSettings</c> (null = defaults), with the callback state that
-        /// travels as their <c>user_data</c>. The caller submits, then calls <see cref="Accept"/>
-        /// with the status, or <c>state.Abandon()</c> if the call threw before reaching Kiln.
+        /// travels as their <c>user_data</c>.
         /// </summary>
-        internal static JobCallbackState Prepare(KilnJobSettings jobSettings, LogSink sink, out KilnJobOptions jo)
+        static JobCallbackState Prepare(KilnJobSettings jobSettings, LogSink sink, out KilnJobOptions jo)
         {
             if (jobSettings == null) jobSettings = new KilnJobSettings();
             // The job may log after its model or upscaler handle is gone: it holds its own lease.
@@ -128,10 +154,10 @@ namespace Kiln
 
         /// <summary>
         /// The job a submit call returned, or (status not OK: Kiln queued nothing and never saw
-        /// user_data) the state abandoned and the status thrown. Call it right after the submit,
+        /// user_data) the state abandoned and the status thrown. Called right after the submit,
         /// on the same thread, so the message is that call's.
         /// </summary>
-        internal static KilnJob Accept(JobCallbackState state, uint status, ulong id)
+        static KilnJob Accept(JobCallbackState state, uint status, ulong id)
         {
             if (status != 0)
             {

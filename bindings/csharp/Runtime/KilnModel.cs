@@ -92,23 +92,12 @@ namespace Kiln
             {
                 // A disposed runtime throws here, before its log sink is leased to the job.
                 pins.Borrow(runtime.Handle);
-                KilnJobOptions jo;
                 // The job (and each model taken from it) may log after the runtime handle is gone.
-                JobCallbackState state = KilnJob.Prepare(jobSettings, runtime.Handle.Sink, out jo);
-                ulong id;
-                uint status;
-                try
+                return KilnJob.Submit(jobSettings, runtime.Handle.Sink, (ref KilnJobOptions jo, out ulong id) =>
                 {
                     o.matting_path = pins.PinString(mattingPath);
-                    status = KilnNative.kiln_job_submit_model_load(runtime.Handle, Utf8.ToNative(modelDir), ref o, ref jo, out id);
-                }
-                catch
-                {
-                    // A NUL in a path: Kiln never saw user_data.
-                    state.Abandon();
-                    throw;
-                }
-                return KilnJob.Accept(state, status, id);
+                    return KilnNative.kiln_job_submit_model_load(runtime.Handle, Utf8.ToNative(modelDir), ref o, ref jo, out id);
+                });
             }
         }
 
@@ -206,24 +195,13 @@ namespace Kiln
             {
                 // A disposed model throws here, before its log sink is leased to the job.
                 pins.Borrow(Handle);
-                KilnJobOptions jo;
-                JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
-                ulong id;
-                uint status;
-                try
+                return KilnJob.Submit(jobSettings, Handle.Sink, (ref KilnJobOptions jo, out ulong id) =>
                 {
                     KilnLora[] c = NativeLoras(loras, pins);
                     KilnEmbedding[] e = NativeEmbeddings(embeddings, pins);
-                    status = KilnNative.kiln_job_submit_with_adapters(Handle, c, (UIntPtr)(c == null ? 0 : c.Length),
+                    return KilnNative.kiln_job_submit_with_adapters(Handle, c, (UIntPtr)(c == null ? 0 : c.Length),
                         e, (UIntPtr)(e == null ? 0 : e.Length), ref jo, out id);
-                }
-                catch
-                {
-                    // A NUL in a path or token: Kiln never saw user_data.
-                    state.Abandon();
-                    throw;
-                }
-                return KilnJob.Accept(state, status, id);
+                });
             }
         }
 
@@ -474,27 +452,16 @@ namespace Kiln
         private KilnJob SubmitWith(KilnGenerateSettings settings, KilnJobSettings jobSettings, SubmitCall call, SafeHandle borrow = null)
         {
             if (settings == null) throw new ArgumentNullException("settings");
-            KilnJobOptions jo;
-            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
-            ulong id;
-            uint status;
-            try
+            return KilnJob.Submit(jobSettings, Handle.Sink, (ref KilnJobOptions jo, out ulong id) =>
             {
                 using (var pins = new Pins())
                 {
                     // A disposed second handle throws here, before the call (see SubmitUpscaled).
                     pins.Borrow(borrow);
                     KilnGenerateOptions o = settings.ToNative(pins);
-                    status = call(ref o, ref jo, out id);
+                    return call(ref o, ref jo, out id);
                 }
-            }
-            catch
-            {
-                // A bad setting (a NUL in a string), a disposed model or upscaler: Kiln never saw user_data.
-                state.Abandon();
-                throw;
-            }
-            return KilnJob.Accept(state, status, id);
+            });
         }
 
         /// <summary>Frees the model (jobs already submitted finish safely).</summary>

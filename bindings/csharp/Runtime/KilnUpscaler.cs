@@ -108,11 +108,7 @@ namespace Kiln
             if (image == null) throw new ArgumentNullException("image");
             KilnUpscaleOptions o = options ?? KilnDefaults.UpscaleOptions();
             o.struct_size = (uint)Marshal.SizeOf(typeof(KilnUpscaleOptions));
-            KilnJobOptions jo;
-            JobCallbackState state = KilnJob.Prepare(jobSettings, Handle.Sink, out jo);
-            ulong id;
-            uint status;
-            try
+            return KilnJob.Submit(jobSettings, Handle.Sink, (ref KilnJobOptions jo, out ulong id) =>
             {
                 using (var pins = new Pins())
                 {
@@ -120,16 +116,9 @@ namespace Kiln
                     // second handle, would keep the reference it had taken on the first (this
                     // upscaler), which then could never be freed.
                     pins.Borrow(image.Handle);
-                    status = KilnNative.kiln_job_submit_upscale(Handle, image.Handle, ref o, ref jo, out id);
+                    return KilnNative.kiln_job_submit_upscale(Handle, image.Handle, ref o, ref jo, out id);
                 }
-            }
-            catch
-            {
-                // A disposed image or upscaler: Kiln never saw user_data.
-                state.Abandon();
-                throw;
-            }
-            return KilnJob.Accept(state, status, id);
+            });
         }
 
         /// <summary>
