@@ -1154,7 +1154,14 @@ void kiln_job_options_init(struct kiln_job_options *options);
 // Jobs run on Kiln's worker threads (see `kiln_runtime_options.job_workers`),
 // higher priority first, then in submission order. `job_options` may be NULL.
 // The options and their strings are copied before this returns. Free every
-// job with `kiln_job_free`.
+// job with `kiln_job_free`. What a generation checks before it runs is
+// checked here, so a bad request queues nothing and returns its status:
+// `kiln_model_generate`'s argument errors, INVALID_SIZE for a size the model
+// cannot generate, INVALID_ARGUMENT for a guidance scale that is not finite,
+// a guidance rescale outside 0..1, VAE tiling or scheduler overrides it
+// refuses, UNSUPPORTED for the fast final decode without a preview decoder.
+// What can only fail while it runs (img2img whose strength leaves no step
+// to run, a graph that fails) ends the job FAILED.
 kiln_status kiln_job_submit(const struct kiln_model *model,
                             const struct kiln_generate_options *options,
                             const struct kiln_job_options *job_options,
@@ -1172,8 +1179,7 @@ kiln_status kiln_job_submit(const struct kiln_model *model,
 // once per step (PNDM's warm-up, Heun). Previews come from the generation. `kiln_job_cancel`
 // stops either part within one graph call. The job holds the model and the
 // upscaler. Errors at submit: `kiln_job_submit`'s and
-// `kiln_job_submit_upscale`'s, and INVALID_SIZE for a size the model cannot
-// generate (checked here, not in the job).
+// `kiln_job_submit_upscale`'s.
 kiln_status kiln_job_submit_upscaled(const struct kiln_model *model,
                                      const struct kiln_generate_options *options,
                                      const struct kiln_upscaler *upscaler,

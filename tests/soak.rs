@@ -63,10 +63,10 @@ fn soak_random_jobs_keep_memory_flat() {
         g.prompt_weighting = next() % 2;
         // One job in four is invalid in some way.
         match next() % 16 {
-            0 => g.width = 60,                   // not a multiple: fails in the job
+            0 => g.width = 60,                   // not a multiple: refused at submit
             1 => g.scheduler = 99,               // refused at submit
-            2 => g.scheduler_overrides = bad_json.as_ptr(), // fails in the job
-            3 => g.guidance_scale = f32::NAN,    // fails in the job
+            2 => g.scheduler_overrides = bad_json.as_ptr(), // refused at submit
+            3 => g.guidance_scale = f32::NAN,    // refused at submit
             _ => {}
         }
         let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };

@@ -249,7 +249,14 @@ unsafe fn submit(
 /// Jobs run on Kiln's worker threads (see `kiln_runtime_options.job_workers`),
 /// higher priority first, then in submission order. `job_options` may be NULL.
 /// The options and their strings are copied before this returns. Free every
-/// job with `kiln_job_free`.
+/// job with `kiln_job_free`. What a generation checks before it runs is
+/// checked here, so a bad request queues nothing and returns its status:
+/// `kiln_model_generate`'s argument errors, INVALID_SIZE for a size the model
+/// cannot generate, INVALID_ARGUMENT for a guidance scale that is not finite,
+/// a guidance rescale outside 0..1, VAE tiling or scheduler overrides it
+/// refuses, UNSUPPORTED for the fast final decode without a preview decoder.
+/// What can only fail while it runs (img2img whose strength leaves no step
+/// to run, a graph that fails) ends the job FAILED.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_submit(
     model: *const kiln_model,
@@ -263,6 +270,7 @@ pub unsafe extern "C" fn kiln_job_submit(
             submit(job_out, job_options, || {
                 let m = handles::borrow(model)?;
                 let request = finish_request(m, request_from(options)?)?;
+                m.check_request(&request)?;
                 Ok((JobWork::Generate { model: m.clone(), request }, m.runtime().job_workers()))
             })
         }
@@ -281,8 +289,7 @@ pub unsafe extern "C" fn kiln_job_submit(
 /// once per step (PNDM's warm-up, Heun). Previews come from the generation. `kiln_job_cancel`
 /// stops either part within one graph call. The job holds the model and the
 /// upscaler. Errors at submit: `kiln_job_submit`'s and
-/// `kiln_job_submit_upscale`'s, and INVALID_SIZE for a size the model cannot
-/// generate (checked here, not in the job).
+/// `kiln_job_submit_upscale`'s.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_submit_upscaled(
     model: *const kiln_model,
@@ -301,7 +308,7 @@ pub unsafe extern "C" fn kiln_job_submit_upscaled(
                 let u = handles::borrow(upscaler)?;
                 let request = finish_request(m, request_from(options)?)?;
                 let options = UpscaleOptions { seamless: m.seamless_axes(), ..read_upscale_options(upscale_options)? };
-                let (w, h) = m.output_size(&request)?;
+                let (w, h) = m.check_request(&request)?;
                 u.check(w, h, &options)?;
                 let work = JobWork::GenerateUpscaled { model: m.clone(), request, upscaler: Arc::clone(u), options };
                 Ok((work, m.runtime().job_workers().max(u.job_workers())))

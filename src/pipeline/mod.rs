@@ -333,6 +333,14 @@ impl Model {
         check_size(&self.inner, request)
     }
 
+    /// Checks what a generation checks before it runs anything (size, VAE
+    /// tiling, final decoder, guidance, scheduler overrides) and returns the
+    /// size, so a job can refuse a request at submit. A hand-off's refiner
+    /// decodes, so the base is not asked for a decoder then.
+    pub fn check_request(&self, request: &GenerateRequest) -> Result<(usize, usize)> {
+        check_request(&self.inner, request, request.refiner.is_none()).map(|(size, _)| size)
+    }
+
     /// Token embeddings for a prompt read with `syntax`: `[1, 77, dim]` when
     /// plain, `[1, 77·chunks, dim]` when weighted (A1111 chunks, weights and
     /// mean restoration; see the README's "Prompts").
@@ -343,6 +351,27 @@ impl Model {
 
 /// Largest width or height a generation (and a texture extension) may have.
 pub const MAX_GENERATE_SIDE: usize = 8192;
+
+/// What a request is checked for before anything runs: its size, VAE tiling,
+/// final decoder (when this model `decodes`), guidance and scheduler
+/// overrides. Returns the size and the scheduler built.
+fn check_request(m: &ModelInner, request: &GenerateRequest, decodes: bool) -> Result<((usize, usize), (Box<dyn scheduler::Scheduler>, bool))> {
+    let size = check_size(m, request)?;
+    request.vae_tiling.validate()?;
+    if decodes && request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
+        return Err(Error::unsupported(format!(
+            "the fast final decode needs a preview decoder (preview_decoder/model.onnx); {} has none",
+            m.layout.root.display()
+        )));
+    }
+    if !request.guidance_scale.is_finite() {
+        return Err(Error::invalid("guidance_scale must be a finite number"));
+    }
+    if !(0.0..=1.0).contains(&request.guidance_rescale) {
+        return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
+    }
+    Ok((size, build_scheduler(m, request)?))
+}
 
 fn check_size(m: &ModelInner, request: &GenerateRequest) -> Result<(usize, usize)> {
     let default = m.layout.default_size();
@@ -547,23 +576,9 @@ fn run(
 ) -> Result<RunOutput> {
     let Hooks { cancel, mut on_step, run_options, step_latents } = hooks;
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let (width, height) = check_size(m, request)?;
-    request.vae_tiling.validate()?;
     // A hand-off's base decodes nothing: the refiner's decoder is the one that counts.
     let decodes = !matches!(stage, handoff::Stage::Base { .. });
-    if decodes && request.decoder == FinalDecoder::Preview && m.preview_decoder.is_none() {
-        return Err(Error::unsupported(format!(
-            "the fast final decode needs a preview decoder (preview_decoder/model.onnx); {} has none",
-            m.layout.root.display()
-        )));
-    }
-    if !request.guidance_scale.is_finite() {
-        return Err(Error::invalid("guidance_scale must be a finite number"));
-    }
-    if !(0.0..=1.0).contains(&request.guidance_rescale) {
-        return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
-    }
-    let (mut scheduler, lcm_shortened) = build_scheduler(m, request)?;
+    let ((width, height), (mut scheduler, lcm_shortened)) = check_request(m, request, decodes)?;
     let channels = m.layout.vae_config.latent_channels;
     let f = m.layout.vae_config.downsampling;
     let latent_shape = [1, channels, height / f, width / f];

@@ -365,8 +365,22 @@ static void hostile_jobs(void) {
     base_options(&o);
     CHECK(kiln_job_submit(model, &o, &jo, &job), KILN_STATUS_STRUCT_SIZE_MISMATCH);
     EXPECT(job == 0);
+    /* What a generation checks first is checked at submit: nothing queues. */
     base_options(&o); o.width = 3;
-    CHECK(kiln_job_submit(model, &o, NULL, &job), KILN_STATUS_OK); /* fails in the job */
+    CHECK(kiln_job_submit(model, &o, NULL, &job), KILN_STATUS_INVALID_SIZE);
+    EXPECT(job == 0);
+    base_options(&o); o.guidance_scale = NAN;
+    CHECK(kiln_job_submit(model, &o, NULL, &job), KILN_STATUS_INVALID_ARGUMENT);
+    base_options(&o); o.scheduler_overrides = "[1, 2]";
+    CHECK(kiln_job_submit(model, &o, NULL, &job), KILN_STATUS_INVALID_ARGUMENT);
+    EXPECT(job == 0);
+    {
+        /* img2img whose strength leaves no step to run fails in the job. */
+        static unsigned char still[64 * 64 * 4];
+        base_options(&o); o.init_image = still; o.init_image_len = sizeof still;
+        o.init_image_width = 64; o.init_image_height = 64; o.strength = 0.1f;
+        CHECK(kiln_job_submit(model, &o, NULL, &job), KILN_STATUS_OK);
+    }
     CHECK(kiln_job_wait(job, 60000, &state), KILN_STATUS_OK);
     EXPECT(state == KILN_JOB_STATE_FAILED);
     CHECK(kiln_job_image_size(job, &w, &h), KILN_STATUS_INVALID_ARGUMENT);

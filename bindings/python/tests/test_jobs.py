@@ -46,12 +46,24 @@ def test_cancel_a_long_job(model: kiln.Model) -> None:
     job.close()
 
 
+def test_a_bad_request_is_refused_at_submit(model: kiln.Model) -> None:
+    with pytest.raises(kiln.ArgumentError) as bad_size:
+        model.submit("x", width=7, steps=1)
+    assert bad_size.value.status == kiln.Status.INVALID_SIZE
+    assert "width 7" in bad_size.value.message
+    with pytest.raises(kiln.ArgumentError) as bad_guidance:
+        model.submit("x", guidance_scale=float("nan"), steps=1)
+    assert bad_guidance.value.status == kiln.Status.INVALID_ARGUMENT
+
+
 def test_a_failed_job_raises_with_its_own_message(model: kiln.Model) -> None:
-    with model.submit("x", width=7, steps=1) as job:
+    # img2img whose strength leaves no step to run fails in the job.
+    still = np.zeros((64, 64, 4), dtype=np.uint8)
+    with model.submit("x", init_image=still, strength=0.1, steps=2) as job:
         assert job.wait(60) == kiln.JobState.FAILED
         with pytest.raises(kiln.JobFailedError) as failed:
             job.result()
-        assert "width 7" in failed.value.message
+        assert "runs no denoising step" in failed.value.message
         assert failed.value.message == job.error_message
 
 

@@ -130,7 +130,11 @@ class Model(Closeable):
     def submit(self, prompt: str, *, priority: int = 0, preview_interval: int = 0,
                **options: Unpack[GenerateOptions]) -> Job:
         """Queues a generation and returns at once. Higher ``priority`` runs first; a preview is made
-        every ``preview_interval`` U-Net calls (0: none)."""
+        every ``preview_interval`` U-Net calls (0: none). What a generation checks before it runs is
+        checked here, nothing queued on an error: ArgumentError for a size the model cannot generate
+        (INVALID_SIZE), a guidance scale that is not finite or scheduler overrides it refuses
+        (INVALID_ARGUMENT), and ``generate``'s argument errors. What fails while it runs (img2img
+        whose strength leaves no step) fails the job."""
         lib, request, handle = _library.lib(), Request(prompt, options), self.handle
         return submit(lambda jo, out: lib.kiln_job_submit(handle, request.ref(), jo, out),
                       priority=priority, preview_interval=preview_interval)
