@@ -513,13 +513,16 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
     assert_eq!(kiln_job_free(long), kiln_status::Ok);
 
-    // Cancelled while it loads: it ends CANCELLED and its model is dropped.
+    // Cancelled while it loads: it ends CANCELLED without a model, stopped in
+    // a session's creation or, when the cancel came after the last one, with
+    // the model dropped (tests/jobs.rs lands it inside a creation every time).
     assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
     wait_for(job, |p| p.state == kiln_job_state::Running as u32, "the load to start");
     assert_eq!(kiln_job_cancel(job), kiln_status::Ok);
     assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Cancelled as u32);
-    assert!(job_error(job).contains("dropped"), "{}", job_error(job));
+    let why = job_error(job);
+    assert!(why.contains("dropped") || why.contains("session was being created") || why.contains("before creating"), "{why}");
     assert_eq!(unsafe { kiln_job_model(job, &mut none) }, kiln_status::InvalidArgument);
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
 

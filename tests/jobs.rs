@@ -225,3 +225,115 @@ fn a_failed_jobs_error_kind_is_kept() {
     pool.release(bad).unwrap();
     assert_eq!(pool.error_kind(bad).unwrap_err().kind(), ErrorKind::InvalidHandle);
 }
+
+/// Cancels the job in `target` when ONNX Runtime logs that it starts to
+/// initialize a session and `armed` is set: the cancel then lands inside a
+/// session's creation every time, not before or after it.
+struct CancelOnSessionStart {
+    pool: std::sync::Weak<kiln::jobs::JobPool>,
+    target: parking_lot::Mutex<Option<u64>>,
+    armed: std::sync::atomic::AtomicBool,
+    sessions: std::sync::atomic::AtomicUsize,
+}
+
+impl CancelOnSessionStart {
+    fn on_log(&self, message: &str) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if message != "onnxruntime: Initializing session." {
+            return;
+        }
+        self.sessions.fetch_add(1, SeqCst);
+        if !self.armed.swap(false, SeqCst) {
+            return;
+        }
+        // The id is set as soon as submit returns; the job may start first.
+        let id = loop {
+            if let Some(id) = *self.target.lock() {
+                break id;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        if let Some(pool) = self.pool.upgrade() {
+            pool.cancel(id).unwrap();
+        }
+    }
+
+    /// Submits `work` with the trigger armed and returns the job's end state.
+    fn run(&self, pool: &kiln::jobs::JobPool, work: kiln::jobs::JobWork) -> (u64, kiln::jobs::JobState) {
+        use std::sync::atomic::Ordering::SeqCst;
+        *self.target.lock() = None;
+        self.sessions.store(0, SeqCst);
+        self.armed.store(true, SeqCst);
+        let id = pool.submit_work(work, kiln::jobs::JobConfig::default());
+        *self.target.lock() = Some(id);
+        (id, pool.wait(id, Duration::from_secs(120)).unwrap())
+    }
+}
+
+/// A model load or LoRA switch cancelled while ONNX Runtime creates one of
+/// its sessions stops inside that creation (ONNX Runtime's load
+/// cancellation), starts no further session and keeps no model; a cancel
+/// that comes after a load finished changes nothing about its model.
+#[test]
+fn a_model_load_cancelled_mid_session_stops_inside_onnx_runtime() {
+    use kiln::jobs::{JobPool, JobState, JobWork};
+    use kiln::runtime::{LogLevel, Runtime, RuntimeOptions};
+    use kiln::{ErrorKind, GenerateRequest, Model};
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+    let pool = Arc::new(JobPool::new(1));
+    let trigger = Arc::new(CancelOnSessionStart {
+        pool: Arc::downgrade(&pool),
+        target: Default::default(),
+        armed: Default::default(),
+        sessions: Default::default(),
+    });
+    let on_log = Arc::clone(&trigger);
+    // Sequential loading, so the session that is cancelled is the text encoder's.
+    let rt = Runtime::new(&RuntimeOptions {
+        log: Some(Arc::new(move |_: LogLevel, m: &str| on_log.on_log(m))),
+        log_level: LogLevel::Debug,
+        sequential_load: true,
+        providers: common::env_providers(),
+        ..Default::default()
+    })
+    .unwrap();
+    let load = || JobWork::LoadModel { runtime: rt.clone(), dir: common::fixture(), options: Default::default() };
+
+    let (id, state) = trigger.run(&pool, load());
+    let message = pool.error_message(id).unwrap();
+    println!("cancelled load: {message}");
+    assert_eq!(state, JobState::Cancelled, "{message}");
+    assert_eq!(pool.error_kind(id).unwrap(), Some(ErrorKind::Cancelled));
+    assert!(message.contains("while the text_encoder session was being created"), "{message}");
+    assert!(message.contains("canceled due to user request"), "ONNX Runtime's own refusal: {message}");
+    assert_eq!(trigger.sessions.load(SeqCst), 1, "no session started after the cancel");
+    assert!(pool.model(id).is_err());
+    pool.release(id).unwrap();
+
+    // A LoRA switch as well: the U-Net session being made with merged weights stops.
+    let base = Model::load(&rt, &common::fixture()).unwrap();
+    let lora = kiln::model::lora::LoraSpec::new(&common::root().join("tests/fixtures/lora/detail.kohya.safetensors"), 0.8);
+    let adapters = kiln::model::Adapters { loras: vec![lora], ..Default::default() };
+    let (id, state) = trigger.run(&pool, JobWork::WithAdapters { model: base.clone(), adapters: adapters.clone() });
+    let message = pool.error_message(id).unwrap();
+    println!("cancelled LoRA switch: {message}");
+    assert_eq!(state, JobState::Cancelled, "{message}");
+    assert!(message.contains("session was being created") && message.contains("canceled due to user request"), "{message}");
+    pool.release(id).unwrap();
+    let one_step = GenerateRequest { prompt: "x".into(), steps: 1, ..Default::default() };
+    assert!(base.generate(&one_step).is_ok(), "the base model is untouched");
+
+    // Not armed: the same jobs succeed; cancelling them afterwards changes nothing.
+    let id = pool.submit_work(load(), Default::default());
+    assert_eq!(pool.wait(id, Duration::from_secs(120)).unwrap(), JobState::Succeeded);
+    pool.cancel(id).unwrap();
+    let loaded = pool.model(id).unwrap();
+    pool.release(id).unwrap();
+    let id = pool.submit_work(JobWork::WithAdapters { model: loaded.clone(), adapters }, Default::default());
+    assert_eq!(pool.wait(id, Duration::from_secs(120)).unwrap(), JobState::Succeeded);
+    pool.cancel(id).unwrap();
+    let styled = pool.model(id).unwrap();
+    pool.release(id).unwrap();
+    assert!(loaded.generate(&one_step).is_ok() && styled.generate(&one_step).is_ok());
+}

@@ -979,8 +979,8 @@ public:
      * (paths included) is checked and copied here (with_loras()'s errors for its arguments and submit()'s,
      * no job queued); the files are read by the job, whose errors are with_loras()'. This model stays
      * usable meanwhile and may be destroyed once submit returns. Progress is 0 of 1, then 1 of 1; no
-     * previews. A queued switch cancelled never starts; a running one finishes, then ends cancelled with
-     * its model dropped.
+     * previews. A queued switch cancelled never starts; a running one stops inside the session ONNX Runtime
+     * is creating for the merged weights and ends cancelled without a model.
      */
     Result<Job> submit_with_loras(const std::vector<LoraSpec> &loras, const ::kiln_job_options *job_options = nullptr) const {
         const std::vector<::kiln_lora> c = detail::c_loras(loras);
@@ -1215,8 +1215,8 @@ public:
      * defaults. The folder and options are checked and copied here (Status::model_not_found when the
      * folder does not exist, invalid_argument, struct_size_mismatch, invalid_utf8; no job queued); the
      * files are read by the job, whose errors are load_model()'s. Progress is 0 of 1, then 1 of 1; no
-     * previews. A queued load cancelled never starts; a running one is not interrupted, but ends cancelled
-     * with its model dropped.
+     * previews. A queued load cancelled never starts; a running one stops inside the graph session ONNX
+     * Runtime is creating (at its next check), starts no other and ends cancelled without a model.
      */
     Result<Job> submit_load_model(const std::string &model_dir, const ::kiln_model_load_options *options = nullptr,
                                   const ::kiln_job_options *job_options = nullptr) const {

@@ -419,8 +419,11 @@ pub unsafe extern "C" fn kiln_job_submit_upscale(
 /// copied here (NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH,
 /// INVALID_ARGUMENT, MODEL_NOT_FOUND when the folder does not exist); the
 /// files are read by the job, whose errors are `kiln_model_load_with`'s. A
-/// queued load cancelled never starts; a running one is not interrupted (the
-/// graphs it is creating finish), but ends CANCELLED with its model dropped.
+/// queued load cancelled never starts; a running one stops inside the graph
+/// session ONNX Runtime is creating, at its next check (between graph
+/// transformations, per weight), starts no other and ends CANCELLED; one
+/// cancelled after its last session was made ends CANCELLED with its model
+/// dropped.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_submit_model_load(
     runtime: *const kiln_runtime,

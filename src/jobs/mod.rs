@@ -116,8 +116,10 @@ pub enum JobWork {
         options: UpscaleOptions,
     },
     /// Loads a model folder ([`Model::load_with`]); the job ends with the
-    /// model. Progress is 0 of 1, then 1 of 1; a load under way is not
-    /// interrupted by a cancel, but its model is then dropped.
+    /// model. Progress is 0 of 1, then 1 of 1. A cancel stops a load under
+    /// way inside the session ONNX Runtime is creating (at its next check:
+    /// between graph transformations, per initializer) and starts no other;
+    /// one that comes after the last session was made drops the model.
     LoadModel {
         /// The runtime to load with.
         runtime: Runtime,
@@ -234,6 +236,8 @@ struct Job {
     total: AtomicU32,
     cancel: AtomicBool,
     run_options: Mutex<Option<Arc<ort::session::RunOptions>>>,
+    /// Reaches the sessions a model job is creating (run options only reach runs).
+    load_cancel: crate::runtime::LoadCancel,
     result: Mutex<Option<JobOutput>>,
     preview: Mutex<Option<(u32, Rgba8Image)>>,
     error: Mutex<String>,
@@ -397,6 +401,7 @@ impl JobPool {
             total: AtomicU32::new(work.planned_steps()),
             cancel: AtomicBool::new(false),
             run_options: Mutex::new(None),
+            load_cancel: Default::default(),
             result: Mutex::new(None),
             preview: Mutex::new(None),
             error: Mutex::new(String::new()),
@@ -566,6 +571,7 @@ fn cancel_job(job: &Job) {
     if let Some(ro) = job.run_options.lock().as_ref() {
         let _ = ro.terminate();
     }
+    job.load_cancel.cancel();
 }
 
 fn worker(state: &(Mutex<State>, Condvar)) {
@@ -645,9 +651,13 @@ fn execute(item: &Queued, job: &Job) -> JobState {
         JobWork::Generate { model, .. } | JobWork::ExtendTexture { model, .. } | JobWork::MakeTileable { model, .. } => {
             generate(item, job, model, &run_options).map(|g| JobOutput::Image(g.image.to_rgba8()))
         }
-        JobWork::LoadModel { runtime, dir, options } => Model::load_with(runtime, dir, options).map(JobOutput::Model),
-        JobWork::WithAdapters { model, adapters } => model.with_adapters(adapters).map(JobOutput::Model),
+        JobWork::LoadModel { runtime, dir, options } => {
+            Model::load_with(&runtime.loading_under(&job.load_cancel), dir, options).map(JobOutput::Model)
+        }
+        JobWork::WithAdapters { model, adapters } => model.with_adapters_under(adapters, Some(&job.load_cancel)).map(JobOutput::Model),
     }));
+    // A cancel from now on finds nothing loading.
+    job.load_cancel.finish();
     *job.run_options.lock() = None;
     match outcome {
         // A model nobody wants any more is dropped rather than kept for a free.

@@ -37,9 +37,21 @@ impl Model {
     /// architecture, ranks that disagree, keys that match no layer (listed)
     /// — (`AdapterMismatch`). On error this model is unchanged.
     pub fn with_adapters(&self, adapters: &Adapters) -> Result<Model> {
+        self.with_adapters_under(adapters, None)
+    }
+
+    /// [`Model::with_adapters`] as a job runs it: `cancel` stops it between
+    /// merges and inside the creation of each new session.
+    pub(crate) fn with_adapters_under(&self, adapters: &Adapters, cancel: Option<&crate::runtime::LoadCancel>) -> Result<Model> {
         let m = &self.inner;
+        // New sessions answer to the cancel switch; the new model keeps m.runtime.
+        let runtime = match cancel {
+            Some(c) => m.runtime.loading_under(c),
+            None => m.runtime.clone(),
+        };
         let started = std::time::Instant::now();
         let mut loaded: Vec<LoadedLora> = adapters.loras.iter().map(LoadedLora::read).collect::<Result<_>>()?;
+        runtime.check_load_cancel("merging the adapters")?;
         fit_to_family(&mut loaded, m)?;
         let embeddings: Vec<Embedding> = adapters.embeddings.iter().map(Embedding::read).collect::<Result<_>>()?;
         fit_embeddings_to_family(&embeddings, m)?;
@@ -89,6 +101,7 @@ impl Model {
             }
             m.runtime.logger().log(crate::runtime::LogLevel::Warning, &format!("{what}; skipped"));
         }
+        runtime.check_load_cancel("merging the U-Net's weights")?;
         let unet_overrides: lora::Overrides = match &unet_index {
             Some(i) => Arc::new(lora::merge(i, Component::Unet, &loaded)?),
             None => Default::default(),
@@ -113,6 +126,7 @@ impl Model {
             }
             None => (Default::default(), base_tokenizer_2.clone()),
         };
+        runtime.check_load_cancel("merging the text encoder's weights")?;
         let base_tokenizer = m.adapters.base_tokenizer.clone().unwrap_or_else(|| Arc::clone(&m.tokenizer));
         let (text_overrides, tokenizer): (lora::Overrides, _) = match &text_index {
             Some(i) => {
@@ -178,14 +192,14 @@ impl Model {
         let unet = if applied.unet.is_empty() && m.adapters.unet.is_empty() {
             Arc::clone(&m.unet)
         } else {
-            Arc::new(super::load_unet(&m.runtime, &m.layout, m.seamless, &group, &applied.unet)?)
+            Arc::new(super::load_unet(&runtime, &m.layout, m.seamless, &group, &applied.unet)?)
         };
         let same_text = applied.text_encoder.is_empty() && m.adapters.text_encoder.is_empty();
         let same_text_2 = applied.text_encoder_2.is_empty() && m.adapters.text_encoder_2.is_empty();
         let text_encoder = if same_text {
             Arc::clone(&m.text_encoder)
         } else {
-            Arc::new(super::load_text_encoder(&m.runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?)
+            Arc::new(super::load_text_encoder(&runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?)
         };
         // SDXL caches both encoders' outputs in one cache: a new one when either changes.
         let embedding_cache = if same_text && same_text_2 {
@@ -198,7 +212,7 @@ impl Model {
             (Some(xl), Some(path)) if !same_text_2 => {
                 let (_, io, _) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
                 let tokenizer = tokenizer_2.ok_or_else(|| Error::internal("SDXL model without tokenizer_2"))?;
-                let g = super::load_text_encoder_2(&m.runtime, path, &group, &applied.text_encoder_2)?;
+                let g = super::load_text_encoder_2(&runtime, path, &group, &applied.text_encoder_2)?;
                 Some(Arc::new(super::xl::XlText {
                     second: Some((Arc::new(g), io.clone(), tokenizer)),
                     text_embeds: xl.text_embeds.clone(),

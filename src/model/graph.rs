@@ -241,7 +241,8 @@ impl Graph {
             outputs,
             provider,
             session: slot,
-            runtime: runtime.clone(),
+            // A reopen later (per-stage residency) is no part of this load.
+            runtime: runtime.detached(),
             source,
             overrides,
             source_digest,
@@ -424,11 +425,11 @@ fn open_session(
     } else {
         runtime.logger().log(LogLevel::Warning, &line);
     }
-    let session = match &runtime.inner.graph_cache {
+    let opened = match &runtime.inner.graph_cache {
         // Merged weights bypass the cache: an optimized graph bakes its
         // initializers in (folded, fused, renamed), so it can neither take
         // overrides nor be shared between LoRA sets.
-        Some(cache) if overrides.is_empty() && !flags.uncached => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider)?,
+        Some(cache) if overrides.is_empty() && !flags.uncached => open_through_cache(runtime, cache, name, (source, digest), &label, builder, &provider),
         cache => {
             if let Some(cache) = cache {
                 cache.note_skipped();
@@ -450,9 +451,14 @@ fn open_session(
             for (init, value) in overrides.iter() {
                 builder = builder.with_initializer(init, Arc::clone(value)).map_err(|e| load_error(name, &label, e.into()))?;
             }
-            commit(builder, source).map_err(|e| external_data_problem(name, source).unwrap_or_else(|| load_error(name, &label, e)))?
+            commit(builder, source).map_err(|e| external_data_problem(name, source).unwrap_or_else(|| load_error(name, &label, e)))
         }
     };
+    // ONNX Runtime words a cancelled creation as a failure.
+    let session = opened.map_err(|e| match e.kind() {
+        ErrorKind::Cancelled => e,
+        _ => runtime.load_cancelled(name, e.message()).unwrap_or(e),
+    })?;
     Ok((session, provider))
 }
 
@@ -535,6 +541,9 @@ pub(crate) fn session_builder(
         logger.log(level, &format!("onnxruntime: {msg}"));
     });
     let mut builder = Session::builder(&rt.environment).map_err(fail)?;
+    if let Some(cancel) = &runtime.load_cancel {
+        cancel.watch(&builder, name)?;
+    }
     let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name, cuda_graph)?;
     let builder = builder
         .with_intra_threads(rt.intra_op_threads)
@@ -645,7 +654,11 @@ fn open_through_cache(
                     ));
                     return Ok(session);
                 }
-                Err(e) => Some(format!("ONNX Runtime refused it: {e}")),
+                Err(e) => match runtime.load_cancelled(name, &e.to_string()) {
+                    // A cancelled load is no fault of the cached graph: keep it.
+                    Some(cancelled) => return Err(cancelled),
+                    None => Some(format!("ONNX Runtime refused it: {e}")),
+                },
             }
         }
     };
@@ -708,9 +721,12 @@ fn open_through_cache(
             Ok(session)
         }
         Err(e) => {
+            drop(pending);
+            if let Some(cancelled) = runtime.load_cancelled(name, &e.to_string()) {
+                return Err(cancelled);
+            }
             // Saving may be what failed (a full disk, a graph ONNX Runtime
             // cannot serialize); a broken model fails again just below.
-            drop(pending);
             skip(format!("creating the session while saving its optimized graph failed ({e}); loading without it"));
             plain(session_builder(runtime, name, label, false)?.0)
         }

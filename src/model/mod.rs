@@ -228,6 +228,10 @@ impl Model {
 
     /// Loads a model folder with options: a seamless view without the plain
     /// graphs, a matting graph from elsewhere.
+    ///
+    /// A load job (`JobWork::LoadModel`) runs this with its cancel switch
+    /// lent to the runtime: each session being created then gives up when
+    /// the job is cancelled.
     pub fn load_with(runtime: &Runtime, dir: &Path, options: &ModelOptions) -> Result<Self> {
         let layout = ModelLayout::open(dir)?;
         let matting_source = match &options.matting {
@@ -290,7 +294,8 @@ impl Model {
         ));
         Ok(Self {
             inner: Arc::new(ModelInner {
-                runtime: runtime.clone(),
+                // What the model keeps outlives the load (and a job's cancel).
+                runtime: runtime.detached(),
                 layout,
                 tokenizer: Arc::new(tokenizer),
                 text_encoder: Arc::new(text_encoder),
@@ -663,6 +668,7 @@ fn load_rewritten(
 /// `path` rewritten in memory by `f`, as a graph source whose external-data
 /// weights are still read from the original folder.
 fn rewritten_source(runtime: &Runtime, name: &str, path: &Path, what: &str, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>) -> Result<graph::GraphSource> {
+    runtime.check_load_cancel(&format!("rewriting the {name} graph for {what}"))?;
     let bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
     let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;

@@ -6,6 +6,7 @@
 //! runtimes share it, and asking for a different library afterwards is an error
 //! rather than a silent mismatch.
 pub mod graph_cache;
+mod load_cancel;
 mod loader;
 pub mod log;
 pub mod providers;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use self::graph_cache::{GraphCacheStats, GraphOptimization};
+pub(crate) use self::load_cancel::LoadCancel;
 pub use self::loader::{LoadedLibrary, ONNXRUNTIME_NEWEST_TESTED, ONNXRUNTIME_OLDEST_SUPPORTED};
 pub use self::log::{LogCallback, LogLevel};
 pub use self::providers::{GpuMath, Provider, ProviderChoice, ProviderPolicy};
@@ -69,6 +71,10 @@ pub struct RuntimeOptions {
 #[derive(Clone)]
 pub struct Runtime {
     pub(crate) inner: Arc<RuntimeInner>,
+    /// The cancel switch of the load this clone runs (a model-load or
+    /// LoRA-switch job); `None` for the runtime itself and for what a load
+    /// keeps ([`Runtime::detached`]).
+    pub(crate) load_cancel: Option<LoadCancel>,
 }
 
 pub(crate) struct RuntimeInner {
@@ -125,6 +131,33 @@ impl Runtime {
                 graph_optimization: options.graph_optimization,
                 sequential_load: options.sequential_load,
             }),
+            load_cancel: None,
+        })
+    }
+
+    /// A clone whose sessions, and Kiln's steps between them, answer to
+    /// `cancel`: what a job's model load runs with.
+    pub(crate) fn loading_under(&self, cancel: &LoadCancel) -> Runtime {
+        Runtime { inner: Arc::clone(&self.inner), load_cancel: Some(cancel.clone()) }
+    }
+
+    /// This runtime without a load's cancel switch: what a loaded model and
+    /// its graphs keep, so a later reload never answers to a finished job.
+    pub(crate) fn detached(&self) -> Runtime {
+        Runtime { inner: Arc::clone(&self.inner), load_cancel: None }
+    }
+
+    /// CANCELLED when the load this runtime runs was cancelled; `what` names
+    /// the step that is then not taken.
+    pub(crate) fn check_load_cancel(&self, what: &str) -> Result<()> {
+        self.load_cancel.as_ref().map_or(Ok(()), |c| c.check(what))
+    }
+
+    /// The error for a session creation that failed (`failure`, ONNX
+    /// Runtime's words) because its load was cancelled; `None` otherwise.
+    pub(crate) fn load_cancelled(&self, graph: &str, failure: &str) -> Option<Error> {
+        self.load_cancel.as_ref().filter(|c| c.is_cancelled()).map(|_| {
+            Error::new(ErrorKind::Cancelled, format!("the load was cancelled while the {graph} session was being created ({failure})"))
         })
     }
 

@@ -77,8 +77,8 @@ namespace Kiln
         /// <c>kiln_job_submit_model_load</c>): the folder and options are checked and copied here,
         /// the files read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
         /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
-        /// load before it starts; a running one finishes creating its graphs, then ends
-        /// <see cref="KilnJobState.Cancelled"/> with its model dropped. The job holds its own log
+        /// load before it starts; a running one stops inside the graph session ONNX Runtime is
+        /// creating and ends <see cref="KilnJobState.Cancelled"/> without a model. The job holds its own log
         /// lease, so <c>runtime</c> may be disposed once this returns.
         /// </summary>
         /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless value), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string, KilnSeamless, string)"/>'s.</exception>

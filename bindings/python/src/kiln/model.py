@@ -197,7 +197,8 @@ class Model(Closeable):
         entry raises TypeError, a non-finite scale ArgumentError, nothing queued. The files are read by
         the job, so a missing, unreadable or mismatched one fails it (``Job.model()`` raises
         JobFailedError with the job's message). ``Job.cancel()`` stops a queued switch; a running one
-        ends CANCELLED with its model dropped."""
+        stops inside the session ONNX Runtime is creating for the merged weights and ends CANCELLED
+        without a model."""
         lib, a, handle = _library.lib(), _Adapters(loras, embeddings), self.handle
         return submit(lambda jo, out: lib.kiln_job_submit_with_adapters(handle, a.loras, a.lora_count, a.embeddings,
                                                                         a.embedding_count, jo, out),

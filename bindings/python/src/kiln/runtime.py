@@ -134,7 +134,8 @@ class Runtime(Closeable):
         queued on an error: ModelNotFoundError for a folder that does not exist, ArgumentError for an
         unknown ``seamless``. The files are read by the job, so a folder that is not a model fails it
         (``Job.model()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
-        load; a running one is not interrupted but ends CANCELLED with its model dropped. The job holds
+        load; a running one stops inside the graph session ONNX Runtime is creating (at its next check)
+        and ends CANCELLED without a model. The job holds
         what it needs of this runtime, which may be closed right after."""
         lib, o, handle, path = _library.lib(), _load_options(seamless, matting), self.handle, os.fsencode(model_dir)
         options = None if o is None else ctypes.byref(o)
