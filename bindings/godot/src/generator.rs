@@ -62,10 +62,10 @@ pub struct KilnGenerator {
     device_latents: bool,
     /// A super-resolution upscaler (ESRGAN-family ONNX): a folder holding
     /// `model.onnx`, or an `.onnx` file; empty = off. When set, every
-    /// generated image is upscaled off the main thread, as a job in Kiln's
-    /// pool (with the job's `seamless` axes, so textures keep tiling),
-    /// before `done` carries it, and `upscale_image` works. Loaded once,
-    /// again when the path changes; `res://` and `user://` as for `model_path`.
+    /// generated image is upscaled off the main thread, in the same Kiln job
+    /// as its generation (with the job's `seamless` axes, so textures keep
+    /// tiling), before `done` carries it, and `upscale_image` works. Loaded
+    /// once, again when the path changes; `res://` and `user://` as for `model_path`.
     #[export]
     upscaler_path: GString,
     /// Tile side in input pixels (0 = the whole image in one run).

@@ -5,14 +5,15 @@
 //! Everything slow (loading ONNX Runtime, the model and a refiner, merging
 //! LoRAs and embeddings into a view, rewriting the graphs for a seamless
 //! view, loading an upscaler) happens on a short-lived preparation thread
-//! that ends by submitting the job to Kiln's pool, so `generate` never
-//! blocks a frame. With an upscaler ([`UpscaleSettings`]) the generated
-//! image is upscaled before `done` carries it (as
-//! `kiln::pipeline::outputs::finish` orders it: the upscale first, with the
-//! job's seamless axes), by an upscale job queued in the same pool when the
-//! generation succeeds; [`Session::upscale`] queues one for a given image.
-//! So every graph runs on Kiln's job workers, and a cancel stops one job's
-//! upscale without touching another's on the same graph.
+//! that ends by submitting one job to Kiln's pool, so `generate` never
+//! blocks a frame. With an upscaler ([`UpscaleSettings`]) that job is a
+//! `JobWork::GenerateUpscaled`: Kiln generates, then upscales the image with
+//! the model view's seamless axes (the job's `seamless`) before `done`
+//! carries it, as `kiln::pipeline::outputs::finish` orders it (the upscale
+//! first; the node has no post-processing after it), with one progress count
+//! and one cancel. [`Session::upscale`] queues a `JobWork::Upscale` for a
+//! given image. So every graph runs on Kiln's job workers, and a cancel stops
+//! one job's graph run without touching another's on the same graph.
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -26,7 +27,7 @@ use kiln::pipeline::handoff::Refiner;
 use kiln::{Error, ErrorKind, Model, Rgba8Image, Runtime, RuntimeOptions};
 
 use crate::options::{self, GenerateOptions, OptionValue};
-use crate::tracker::{Prepared, Tracker, UpscaleNext};
+use crate::tracker::Tracker;
 
 /// How many adapter views a session keeps: each holds its own U-Net and/or
 /// text-encoder sessions (an SD 1.5 U-Net is about 1.7 GB), so only the
@@ -238,12 +239,13 @@ impl Session {
     }
 
     /// As [`Session::start`], and with an upscaler in `upscale` the image is
-    /// upscaled (with the job's `seamless` axes) before `done` carries it:
-    /// an upscale job at the job's priority, queued in Kiln's pool when the
-    /// generation succeeds, whose tiles `progress` counts after the U-Net
-    /// calls. The upscaler is loaded on the preparation thread, before the
-    /// job is submitted, so a bad one fails the job without generating; a
-    /// cancel stops the upscale too.
+    /// upscaled (with the job's `seamless` axes) before `done` carries it, in
+    /// the same Kiln job (`JobWork::GenerateUpscaled`, at the job's
+    /// priority): `progress` counts the U-Net calls, then the upscale's tiles,
+    /// against their sum from the first event, and a cancel stops either
+    /// part. The upscaler is loaded and the upscale checked on the
+    /// preparation thread, before the job is submitted, so a bad upscaler or
+    /// a result too big to make fails the job without generating.
     pub fn start_upscaled(&self, prompt: &str, entries: &[(String, OptionValue)], upscale: &UpscaleSettings) -> Tracker {
         let parsed = match options::parse(prompt, entries) {
             Ok(o) => o,
@@ -260,16 +262,12 @@ impl Session {
         let config = self.config.clone();
         let loaded = Arc::clone(&self.loaded);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
-            let submitted = prepare(&loaded, &config, parsed).and_then(|(model, request, job)| {
-                let upscale = match upscale {
-                    Some((path, options)) => {
-                        let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
-                        Some(upscale_next(upscaler, options, planned_size(&model, &request), job.priority))
-                    }
-                    None => None,
-                };
-                let id = kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job);
-                Ok(Prepared::Generation { id, upscale })
+            let submitted = prepare(&loaded, &config, parsed).and_then(|(model, request, job)| match upscale {
+                Some((path, options)) => {
+                    let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
+                    submit_generate_upscaled(model, request, upscaler, options, job)
+                }
+                None => Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job)),
             });
             send_or_release(&tx, submitted);
         });
@@ -305,8 +303,7 @@ impl Session {
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
             let submitted = runtime(&loaded, &config)
                 .and_then(|rt| upscaler(&loaded, &rt, &path))
-                .and_then(|upscaler| submit_upscale(upscaler, image, options, 0))
-                .map(|id| Prepared::Upscale { id });
+                .and_then(|upscaler| submit_upscale(upscaler, image, options));
             send_or_release(&tx, submitted);
         });
         match spawned {
@@ -316,39 +313,46 @@ impl Session {
     }
 }
 
-/// Sends what a preparation thread made to its tracker. The receiver is gone
-/// only when the node was freed (or left the tree): nobody will read a job
-/// submitted meanwhile, so it is freed (cancelled) at once.
-fn send_or_release(tx: &mpsc::Sender<Result<Prepared, Error>>, submitted: Result<Prepared, Error>) {
-    if let Err(mpsc::SendError(Ok(Prepared::Generation { id, .. } | Prepared::Upscale { id }))) = tx.send(submitted) {
+/// Sends the Kiln job a preparation thread submitted (or why it could not)
+/// to its tracker. The receiver is gone only when the node was freed (or
+/// left the tree): nobody will read a job submitted meanwhile, so it is
+/// freed (cancelled) at once.
+fn send_or_release(tx: &mpsc::Sender<Result<u64, Error>>, submitted: Result<u64, Error>) {
+    if let Err(mpsc::SendError(Ok(id))) = tx.send(submitted) {
         let _ = Session::pool().release(id);
     }
 }
 
-/// Queues the upscale of `image` in Kiln's pool (with at least the workers
-/// the upscaler's runtime asks for) and returns its job id; a size it cannot
-/// upscale fails here, before anything is queued (Kiln's `Upscaler::check`).
-fn submit_upscale(upscaler: Arc<Upscaler>, image: Rgba8Image, options: UpscaleOptions, priority: i32) -> Result<u64, Error> {
+/// Queues the upscale of `image` in Kiln's pool (priority 0, with at least
+/// the workers the upscaler's runtime asks for) and returns its job id; a
+/// size it cannot upscale fails here, before anything is queued (Kiln's
+/// `Upscaler::check`).
+fn submit_upscale(upscaler: Arc<Upscaler>, image: Rgba8Image, options: UpscaleOptions) -> Result<u64, Error> {
     upscaler.check(image.width, image.height, &options)?;
     let pool = kiln::jobs::pool_with(upscaler.job_workers())?;
-    let job = JobConfig { priority, ..Default::default() };
-    Ok(pool.submit_work(JobWork::Upscale { upscaler, image, options }, job))
+    Ok(pool.submit_work(JobWork::Upscale { upscaler, image, options }, JobConfig::default()))
 }
 
-/// The upscale that follows a generation of `size` (width, height) pixels:
-/// its tiles (a generated image is opaque, so one pass), and the submit the
-/// tracker calls with the generated image once the generation succeeds.
-fn upscale_next(upscaler: Arc<Upscaler>, options: UpscaleOptions, size: (usize, usize), priority: i32) -> UpscaleNext {
-    let tiles = u32::try_from(upscaler.tiles(size.0, size.1, &options)).unwrap_or(u32::MAX);
-    UpscaleNext { tiles, submit: Box::new(move |image| submit_upscale(upscaler, image, options, priority)) }
-}
-
-/// The size `request` generates on `model`: its own, or the model's native
-/// size where it gives 0 (as Kiln resolves it).
-fn planned_size(model: &Model, request: &kiln::GenerateRequest) -> (usize, usize) {
-    let native = model.layout().default_size();
-    let side = |v: usize| if v == 0 { native } else { v };
-    (side(request.width), side(request.height))
+/// Queues the generation of `request` on `model` and the upscale of its
+/// image as one Kiln job (`JobWork::GenerateUpscaled`, with at least the
+/// workers the model's and the upscaler's runtimes ask for) and returns its
+/// id. Checked first as `kiln_job_submit_upscaled` checks it, so a request
+/// the model refuses or an upscale that cannot run (the result too big...)
+/// fails here, before anything is queued, with Kiln's status. The upscale
+/// wraps on the model view's seamless axes (the job's `seamless`): Kiln
+/// replaces `options.seamless` with them in the job, and so does the check.
+fn submit_generate_upscaled(
+    model: Model,
+    request: kiln::GenerateRequest,
+    upscaler: Arc<Upscaler>,
+    options: UpscaleOptions,
+    job: JobConfig,
+) -> Result<u64, Error> {
+    let options = UpscaleOptions { seamless: model.seamless_axes(), ..options };
+    let (width, height) = model.check_request(&request)?;
+    upscaler.check(width, height, &options)?;
+    let pool = kiln::jobs::pool_with(model.runtime().job_workers().max(upscaler.job_workers()))?;
+    Ok(pool.submit_work(JobWork::GenerateUpscaled { model, request, upscaler, options }, job))
 }
 
 /// The upscaler at `path`, loaded with `runtime` unless it is the one loaded

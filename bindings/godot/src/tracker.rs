@@ -4,13 +4,13 @@
 //!
 //! Engine-independent and unit-tested without Godot. The rules it keeps:
 //! `progress` only when the step changed, `preview` only for a newer preview,
-//! then exactly one of `done` / `failed`, and nothing after that. Reading a
-//! job never blocks: a job that is still being prepared (model or upscaler
-//! loading, a seamless view being made) is waited on through a channel, not
-//! a join. Everything heavy runs in Kiln's job pool: a generation with an
-//! upscaler is two Kiln jobs, the generation and then the upscale of its
-//! image, queued when the generation succeeds, and the tracker follows both
-//! as one job with one progress count.
+//! then exactly one of `done` / `failed`, and nothing after that; a cancel
+//! asked for before `done` wins. Reading a job never blocks: a job that is
+//! still being prepared (model or upscaler loading, a seamless view being
+//! made) is waited on through a channel, not a join. Every node job is one
+//! Kiln job in Kiln's pool (a generation, a generation and its upscale as
+//! `JobWork::GenerateUpscaled`, or an upscale alone), so the tracker passes
+//! on that job's own progress count, previews, image and status.
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use kiln::jobs::{JobPool, JobSnapshot, JobState};
@@ -19,11 +19,12 @@ use kiln::{Error, ErrorKind, Rgba8Image};
 /// What happened to a job since the last update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// Work finished out of the total. A generation counts U-Net calls; with
-    /// an upscaler the upscaler's graph runs (tiles) follow in the same
-    /// count (`total` = U-Net calls + tiles from the first event on, `step`
-    /// goes on past the U-Net calls while the image is upscaled); an upscale
-    /// alone (`upscale_image`) counts its tiles.
+    /// Work finished out of the total: the Kiln job's own count. A
+    /// generation counts U-Net calls; with an upscaler the upscaler's graph
+    /// runs (tiles) follow in the same count (`total` = U-Net calls + tiles
+    /// from the first event on, `step` goes on past the U-Net calls while
+    /// the image is upscaled); an upscale alone (`upscale_image`) counts its
+    /// tiles.
     Progress {
         /// Work finished.
         step: u32,
@@ -39,7 +40,7 @@ pub enum Event {
     },
     /// The job finished with this image.
     Done {
-        /// The generated image.
+        /// The finished image (upscaled, with an upscaler).
         image: Rgba8Image,
     },
     /// The job failed or was cancelled.
@@ -109,50 +110,13 @@ pub enum Phase {
     Failed = 3,
 }
 
-/// The upscale that follows a generation: a Kiln job of its own, queued
-/// when the generation succeeds, whose image `done` carries.
-pub struct UpscaleNext {
-    /// Graph runs (tiles) the upscale will take, known before the generation
-    /// ends so that `progress` counts them from its first event.
-    pub tiles: u32,
-    /// Queues the upscale of the generated image in Kiln's pool and returns
-    /// its job id, or why it cannot run (the image too big to upscale...).
-    pub submit: Box<dyn FnOnce(Rgba8Image) -> Result<u64, Error> + Send>,
-}
-
-/// What a preparation thread sends: the Kiln job it submitted.
-pub enum Prepared {
-    /// A generation, and the upscale queued once it succeeds (None: `done`
-    /// carries Kiln's image).
-    Generation {
-        /// The Kiln job id.
-        id: u64,
-        /// The upscale that follows it.
-        upscale: Option<UpscaleNext>,
-    },
-    /// An upscale alone (`upscale_image`).
-    Upscale {
-        /// The Kiln job id.
-        id: u64,
-    },
-}
-
-impl From<u64> for Prepared {
-    /// A generation with no upscale.
-    fn from(id: u64) -> Self {
-        Self::Generation { id, upscale: None }
-    }
-}
-
 enum Stage {
     /// Invalid before it started: report this on the first update.
     Rejected(Error),
     /// A thread is preparing it and sends the Kiln job id (or why not).
-    Preparing(Receiver<Result<Prepared, Error>>),
-    /// Kiln generation job `id`.
+    Preparing(Receiver<Result<u64, Error>>),
+    /// Kiln job `id`: a generation (maybe with its upscale) or an upscale alone.
     Submitted(u64),
-    /// Kiln upscale job `id` (a generation's upscale, or an upscale alone).
-    Upscaling(u64),
     /// Ended; nothing more to say.
     Ended(Phase),
 }
@@ -163,50 +127,31 @@ pub struct Tracker {
     cancel_requested: bool,
     last_progress: (u32, u32),
     last_preview_step: u32,
-    /// Queued when the generation succeeds.
-    upscale: Option<UpscaleNext>,
-    /// Steps counted before the Kiln job now followed (the generation's
-    /// U-Net calls, while its image is upscaled).
-    steps_before: u32,
-    /// Steps still to come after it (the upscale's tiles, while generating).
-    steps_after: u32,
 }
 
 impl Tracker {
     fn with(stage: Stage) -> Self {
-        Self {
-            stage,
-            cancel_requested: false,
-            last_progress: (0, 0),
-            last_preview_step: 0,
-            upscale: None,
-            steps_before: 0,
-            steps_after: 0,
-        }
+        Self { stage, cancel_requested: false, last_progress: (0, 0), last_preview_step: 0 }
     }
     /// A job that failed before it started (bad options).
     pub fn rejected(error: Error) -> Self {
         Self::with(Stage::Rejected(error))
     }
-    /// A job being prepared elsewhere that will send its Kiln id (and, for a
-    /// generation, maybe the upscale that follows it).
-    pub fn preparing(rx: Receiver<Result<Prepared, Error>>) -> Self {
+    /// A job being prepared elsewhere that will send its Kiln job id, or why
+    /// it could not be submitted.
+    pub fn preparing(rx: Receiver<Result<u64, Error>>) -> Self {
         Self::with(Stage::Preparing(rx))
     }
-    /// A generation already in Kiln's pool.
+    /// A job already in Kiln's pool.
     pub fn submitted(id: u64) -> Self {
         Self::with(Stage::Submitted(id))
-    }
-    /// An upscale alone already in Kiln's pool.
-    pub fn upscaling(id: u64) -> Self {
-        Self::with(Stage::Upscaling(id))
     }
 
     /// Where the job is now (upscaling counts as running).
     pub fn phase(&self) -> Phase {
         match &self.stage {
             Stage::Rejected(_) | Stage::Preparing(_) => Phase::Preparing,
-            Stage::Submitted(_) | Stage::Upscaling(_) => Phase::Running,
+            Stage::Submitted(_) => Phase::Running,
             Stage::Ended(p) => *p,
         }
     }
@@ -216,23 +161,18 @@ impl Tracker {
         matches!(self.stage, Stage::Ended(_))
     }
 
-    /// Whether the Kiln job now followed is an upscale (a generation's,
-    /// once it succeeded, or an upscale alone).
-    pub fn is_upscaling(&self) -> bool {
-        matches!(self.stage, Stage::Upscaling(_))
-    }
-
     /// Asks the job to stop; it then ends with `failed(KILN_STATUS_CANCELLED, ..)`
-    /// on a later update (a job that already ended is left as it was).
-    /// Returns whether there was anything to cancel. An upscale is stopped
-    /// by its own Kiln job's cancel, which leaves other upscales alone.
+    /// on a later update (a job that already ended is left as it was), even
+    /// if Kiln's job gets through first. Returns whether there was anything
+    /// to cancel. Kiln stops the job's graph run in flight (a U-Net call or
+    /// an upscale tile), which leaves other jobs on the same graphs alone.
     pub fn cancel(&mut self, source: &dyn JobSource) -> bool {
         match &self.stage {
             Stage::Preparing(_) | Stage::Rejected(_) => {
                 self.cancel_requested = true;
                 true
             }
-            Stage::Submitted(id) | Stage::Upscaling(id) => {
+            Stage::Submitted(id) => {
                 self.cancel_requested = true;
                 source.cancel(*id).is_ok()
             }
@@ -240,43 +180,12 @@ impl Tracker {
         }
     }
 
-    /// Frees the Kiln job if one is still held (cancelling it if it runs);
-    /// a generation's upscale is then never queued.
+    /// Frees the Kiln job if one is still held (cancelling it if it runs).
     pub fn release(&mut self, source: &dyn JobSource) {
-        if let Stage::Submitted(id) | Stage::Upscaling(id) = self.stage {
+        if let Stage::Submitted(id) = self.stage {
             let _ = source.release(id);
-            self.upscale = None;
             self.stage = Stage::Ended(Phase::Failed);
         }
-    }
-
-    /// Kiln's job succeeded with `image` after `steps` steps: queues the
-    /// generation's upscale, or reports the image.
-    fn succeeded(&mut self, events: &mut Vec<Event>, image: Rgba8Image, steps: u32) {
-        if self.is_upscaling() {
-            if self.cancel_requested {
-                // A cancel asked for before `done` wins, even if the upscale got through.
-                let e = Error::new(ErrorKind::Cancelled, "cancelled while the image was upscaled");
-                return self.end_failed(events, &e);
-            }
-        } else if let Some(next) = self.upscale.take() {
-            if self.cancel_requested {
-                // The cancel came too late for the generation but before the upscale.
-                let e = Error::new(ErrorKind::Cancelled, "cancelled before the image was upscaled");
-                return self.end_failed(events, &e);
-            }
-            match (next.submit)(image) {
-                Ok(id) => {
-                    self.stage = Stage::Upscaling(id);
-                    self.steps_before = self.steps_before.saturating_add(steps);
-                    self.steps_after = 0;
-                }
-                Err(e) => self.end_failed(events, &e),
-            }
-            return;
-        }
-        events.push(Event::Done { image });
-        self.stage = Stage::Ended(Phase::Done);
     }
 
     fn end_failed(&mut self, events: &mut Vec<Event>, error: &Error) {
@@ -304,22 +213,14 @@ impl Tracker {
                     self.end_failed(&mut events, &e);
                     return events;
                 }
-                Ok(Ok(Prepared::Generation { id, upscale })) => {
-                    self.stage = Stage::Submitted(id);
-                    self.steps_after = upscale.as_ref().map_or(0, |u| u.tiles);
-                    self.upscale = upscale;
-                    id
-                }
-                Ok(Ok(Prepared::Upscale { id })) => {
-                    self.stage = Stage::Upscaling(id);
-                    id
-                }
+                Ok(Ok(id)) => id,
             };
+            self.stage = Stage::Submitted(id);
             if self.cancel_requested {
                 let _ = source.cancel(id);
             }
         }
-        let (Stage::Submitted(id) | Stage::Upscaling(id)) = self.stage else { return events };
+        let Stage::Submitted(id) = self.stage else { return events };
         let snapshot = match source.poll(id) {
             Ok(s) => s,
             Err(e) => {
@@ -327,9 +228,8 @@ impl Tracker {
                 return events;
             }
         };
-        // One count over the whole job: the generation's U-Net calls, then the upscale's tiles.
-        let step = self.steps_before.saturating_add(snapshot.step);
-        let progress = (step, self.steps_before.saturating_add(snapshot.total_steps).saturating_add(self.steps_after));
+        // Kiln's one count over the whole job (a generation's upscale tiles follow its U-Net calls).
+        let progress = (snapshot.step, snapshot.total_steps);
         if progress != self.last_progress && progress.0 > 0 {
             self.last_progress = progress;
             events.push(Event::Progress { step: progress.0, total: progress.1 });
@@ -343,8 +243,16 @@ impl Tracker {
         }
         match snapshot.state {
             JobState::Queued | JobState::Running => return events,
+            JobState::Succeeded if self.cancel_requested => {
+                // A cancel asked for before `done` wins, even if Kiln's job got through.
+                let e = Error::new(ErrorKind::Cancelled, "cancelled; the job finished before the cancel reached it, and its image was dropped");
+                self.end_failed(&mut events, &e);
+            }
             JobState::Succeeded => match source.image(id) {
-                Ok(image) => self.succeeded(&mut events, image, snapshot.step),
+                Ok(image) => {
+                    events.push(Event::Done { image });
+                    self.stage = Stage::Ended(Phase::Done);
+                }
                 Err(e) => self.end_failed(&mut events, &e),
             },
             JobState::Failed | JobState::Cancelled => {
@@ -359,7 +267,7 @@ impl Tracker {
                 self.end_failed(&mut events, &e);
             }
         }
-        // Ended (or upscaling in a job of its own): the image was copied out, so Kiln's copy can go.
+        // Ended: the image was copied out, so Kiln's copy can go.
         let _ = source.release(id);
         events
     }
@@ -370,7 +278,6 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
 
     /// Jobs whose snapshots are scripted: each poll of a job returns its
     /// next one. Job 7 is the one most tests follow.
@@ -490,7 +397,7 @@ mod tests {
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(t.phase(), Phase::Preparing);
         assert!(t.cancel(&src));
-        tx.send(Ok(7.into())).unwrap();
+        tx.send(Ok(7)).unwrap();
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(src.calls.borrow()[0], "cancel 7");
         let ev = t.update(&src);
@@ -505,7 +412,7 @@ mod tests {
         assert_eq!(t.update(&src), vec![Event::Failed { status: 101, message: "options[\"steps\"]: bad".into() }]);
         assert_eq!(t.update(&src), vec![]);
 
-        let (tx, rx) = std::sync::mpsc::channel::<Result<Prepared, Error>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<u64, Error>>();
         let mut t = Tracker::preparing(rx);
         drop(tx);
         let ev = t.update(&src);
@@ -544,99 +451,103 @@ mod tests {
         assert_eq!(t.update(&Gone), vec![Event::Failed { status: 106, message: "job 0x9 is unknown or was already freed".into() }]);
     }
 
-    /// A tracker whose generation (job 7) is followed by an upscale of
-    /// `tiles` tiles that `submit` queues (returning its id); the images
-    /// handed to `submit` are kept in the returned list.
-    fn with_upscale(tiles: u32, submit: Result<u64, Error>) -> (Tracker, Arc<Mutex<Vec<Rgba8Image>>>) {
-        let handed = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&handed);
-        let submit = Box::new(move |image| {
-            seen.lock().unwrap().push(image);
-            submit
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        tx.send(Ok(Prepared::Generation { id: 7, upscale: Some(UpscaleNext { tiles, submit }) })).unwrap();
-        (Tracker::preparing(rx), handed)
+    /// A generation with an upscaler (`JobWork::GenerateUpscaled`): 2 U-Net
+    /// calls, then 4 tiles, as Kiln's one job reports them.
+    fn generate_upscaled(end: JobSnapshot) -> Vec<JobSnapshot> {
+        use JobState::*;
+        vec![snap(Queued, 0, 6, 0), snap(Running, 1, 6, 1), snap(Running, 2, 6, 2), snap(Running, 3, 6, 2), snap(Running, 5, 6, 2), end]
     }
 
     #[test]
-    fn an_upscale_is_queued_when_the_generation_succeeds_and_counted_after_its_steps() {
+    fn a_generation_and_its_upscale_are_one_job_with_one_count_and_done_carries_the_upscaled_image() {
         use JobState::*;
-        let src = Scripted::new(vec![snap(Running, 1, 2, 0), snap(Succeeded, 2, 2, 0)]).and_job(
-            8,
-            vec![snap(Queued, 0, 4, 0), snap(Running, 1, 4, 0), snap(Running, 3, 4, 0), snap(Succeeded, 4, 4, 0)],
-            tiny(201),
-        );
-        let (mut t, handed) = with_upscale(4, Ok(8));
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 1, total: 6 }], "the total counts the upscale's tiles from the start");
-        assert!(!t.is_upscaling());
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 6 }], "no done before the upscale");
-        assert!(t.is_upscaling() && t.phase() == Phase::Running);
-        assert_eq!(*handed.lock().unwrap(), vec![tiny(200)], "the upscale got the generated image");
-        assert_eq!(*src.calls.borrow(), vec!["release 7"], "the generation is freed once its image is copied out");
-        assert_eq!(t.update(&src), vec![], "queued: nothing new");
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 6 }]);
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 5, total: 6 }]);
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 6, total: 6 }, Event::Done { image: tiny(201) }]);
+        let mut src = Scripted::new(generate_upscaled(snap(Succeeded, 6, 6, 2)));
+        src.images.insert(7, tiny(201));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut t = Tracker::preparing(rx);
+        assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the model and upscaler are loading");
+        tx.send(Ok(7)).unwrap();
+        assert_eq!(t.update(&src), vec![], "queued: nothing yet");
+        assert_eq!(t.phase(), Phase::Running);
+        let frames: Vec<Vec<Event>> = (0..4).map(|_| t.update(&src)).collect();
+        assert_eq!(frames[0], vec![Event::Progress { step: 1, total: 6 }, Event::Preview { step: 1, image: tiny(1) }], "the total counts the tiles from the start");
+        assert_eq!(frames[1], vec![Event::Progress { step: 2, total: 6 }, Event::Preview { step: 2, image: tiny(2) }]);
+        assert_eq!(frames[2], vec![Event::Progress { step: 3, total: 6 }], "the tiles go on in the same count; no new preview");
+        assert_eq!(frames[3], vec![Event::Progress { step: 5, total: 6 }]);
+        assert_eq!(t.phase(), Phase::Running, "still running while upscaling");
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 6, total: 6 }, Event::Done { image: tiny(201) }], "done carries the job's (upscaled) image");
         assert_eq!(t.phase(), Phase::Done);
         assert_eq!(t.update(&src), vec![]);
-        assert_eq!(*src.calls.borrow(), vec!["release 7", "release 8"]);
+        assert_eq!(*src.calls.borrow(), vec!["release 7"], "one Kiln job, freed once");
     }
 
     #[test]
-    fn an_upscale_that_cannot_be_queued_or_fails_fails_the_job_with_its_status() {
-        let src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]);
-        let (mut t, _) = with_upscale(4, Err(Error::new(ErrorKind::InvalidSize, "too big")));
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 6 }, Event::Failed { status: 104, message: "too big".into() }]);
-        assert_eq!(t.phase(), Phase::Failed);
+    fn a_failure_of_either_part_fails_the_job_with_its_status() {
+        use JobState::*;
+        // The upscale part failed (after 2 U-Net calls and 1 tile).
+        let mut src = Scripted::new(vec![snap(Running, 2, 6, 0), snap(Failed, 3, 6, 0)]);
+        src.failure = (Some(ErrorKind::Inference), "upscaler graph failed".into());
+        let mut t = Tracker::submitted(7);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 6 }]);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 6 }, Event::Failed { status: 302, message: "upscaler graph failed".into() }]);
+        assert_eq!((t.phase(), t.update(&src)), (Phase::Failed, vec![]));
         assert_eq!(*src.calls.borrow(), vec!["release 7"]);
 
-        let mut src = Scripted::new(vec![snap(JobState::Succeeded, 2, 2, 0)]).and_job(8, vec![snap(JobState::Failed, 1, 4, 0)], tiny(0));
-        src.failure = (Some(ErrorKind::Inference), "upscaler graph failed".into());
-        let (mut t, _) = with_upscale(4, Ok(8));
-        let _ = t.update(&src);
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 6 }, Event::Failed { status: 302, message: "upscaler graph failed".into() }]);
-        assert_eq!(*src.calls.borrow(), vec!["release 7", "release 8"]);
+        // The generation part failed: nothing of the upscale ran.
+        let mut src = Scripted::new(vec![snap(Failed, 1, 6, 0)]);
+        src.failure = (Some(ErrorKind::OutOfMemory), "the U-Net ran out of memory".into());
+        let mut t = Tracker::submitted(7);
+        assert_eq!(t.update(&src), vec![Event::Progress { step: 1, total: 6 }, Event::Failed { status: 500, message: "the U-Net ran out of memory".into() }]);
+
+        // An upscale that cannot run (the result too big) fails while the job is prepared, with its status.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut t = Tracker::preparing(rx);
+        tx.send(Err(Error::new(ErrorKind::InvalidSize, "the 4x upscale of 8192x64 would be 32768x256 pixels"))).unwrap();
+        assert_eq!(t.update(&src), vec![Event::Failed { status: 104, message: "the 4x upscale of 8192x64 would be 32768x256 pixels".into() }]);
+        assert_eq!(t.phase(), Phase::Failed);
     }
 
     #[test]
-    fn cancel_while_upscaling_cancels_the_upscale_job_alone() {
+    fn cancel_while_generating_or_while_upscaling_cancels_the_one_job() {
         use JobState::*;
-        let mut src = Scripted::new(vec![snap(Succeeded, 2, 2, 0)])
-            .and_job(8, vec![snap(Running, 1, 9, 0), snap(Cancelled, 3, 9, 0)], tiny(0));
-        src.failure = (None, "upscale cancelled after 3 of 9 tiles".into());
-        let (mut t, _) = with_upscale(9, Ok(8));
-        let _ = t.update(&src);
-        assert!(t.is_upscaling());
-        assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 11 }]);
-        assert!(t.cancel(&src), "an upscaling job can be cancelled");
-        assert_eq!(src.calls.borrow().last().map(String::as_str), Some("cancel 8"), "the upscale's job, not the generation's");
-        let ev = t.update(&src);
-        assert_eq!(ev, vec![Event::Progress { step: 5, total: 11 }, Event::Failed { status: 400, message: "upscale cancelled after 3 of 9 tiles".into() }]);
-        assert!(!t.cancel(&src));
-        assert_eq!(*src.calls.borrow(), vec!["release 7", "cancel 8", "release 8"]);
+        for (at, part) in [(1, "generating"), (4, "upscaling")] {
+            let mut src = Scripted::new(vec![snap(Running, at, 6, 0), snap(Cancelled, at + 1, 6, 0)]);
+            src.failure = (None, format!("cancelled while {part}"));
+            let mut t = Tracker::submitted(7);
+            assert_eq!(t.update(&src), vec![Event::Progress { step: at, total: 6 }]);
+            assert!(t.cancel(&src), "{part}: a running job can be cancelled");
+            assert_eq!(*src.calls.borrow(), vec!["cancel 7"], "{part}: Kiln's job itself");
+            let ev = t.update(&src);
+            assert_eq!(ev, vec![Event::Progress { step: at + 1, total: 6 }, Event::Failed { status: 400, message: format!("cancelled while {part}") }]);
+            assert!(!t.cancel(&src), "{part}: nothing left to cancel");
+            assert_eq!(*src.calls.borrow(), vec!["cancel 7", "release 7"]);
+        }
     }
 
     #[test]
-    fn a_cancel_before_done_wins_over_an_upscale_that_got_through() {
+    fn a_cancel_before_done_wins_over_a_job_that_got_through() {
         use JobState::*;
-        // Asked while Kiln's generation ran, which succeeded anyway: no upscale is queued.
-        let src = Scripted::new(vec![snap(Running, 1, 2, 0), snap(Succeeded, 2, 2, 0)]);
-        let (mut t, handed) = with_upscale(4, Ok(8));
+        // Asked while upscaling, but Kiln finished the last tile before the cancel reached it.
+        let src = Scripted::new(generate_upscaled(snap(Succeeded, 6, 6, 2)));
+        let mut t = Tracker::submitted(7);
+        let _ = t.update(&src);
         let _ = t.update(&src);
         assert!(t.cancel(&src));
-        let ev = t.update(&src);
-        assert_eq!(ev.last(), Some(&Event::Failed { status: 400, message: "cancelled before the image was upscaled".into() }));
-        assert!(handed.lock().unwrap().is_empty(), "the upscale was never queued");
+        let ev: Vec<Event> = (0..4).flat_map(|_| t.update(&src)).collect();
+        assert!(!ev.iter().any(|e| matches!(e, Event::Done { .. })), "no done after a cancel: {ev:?}");
+        assert!(matches!(ev.last(), Some(Event::Failed { status: 400, .. })), "{ev:?}");
+        assert_eq!(t.phase(), Phase::Failed);
+        assert_eq!(*src.calls.borrow(), vec!["cancel 7", "release 7"], "the job is freed, its image with it");
 
-        // Asked while upscaling, but the upscale job finished first: still cancelled.
-        let src = Scripted::new(vec![snap(Succeeded, 2, 2, 0)]).and_job(8, vec![snap(Running, 1, 4, 0), snap(Succeeded, 4, 4, 0)], tiny(9));
-        let (mut t, _) = with_upscale(4, Ok(8));
-        let _ = t.update(&src);
-        let _ = t.update(&src);
+        // Asked while preparing; the job was submitted and succeeded before the cancel landed.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let src = Scripted::new(vec![snap(Succeeded, 6, 6, 0)]);
+        let mut t = Tracker::preparing(rx);
         assert!(t.cancel(&src));
+        tx.send(Ok(7)).unwrap();
         let ev = t.update(&src);
-        assert_eq!(ev.last(), Some(&Event::Failed { status: 400, message: "cancelled while the image was upscaled".into() }));
+        assert_eq!(ev.last().map(|e| matches!(e, Event::Failed { status: 400, .. })), Some(true), "{ev:?}");
+        assert_eq!(*src.calls.borrow(), vec!["cancel 7", "release 7"]);
     }
 
     #[test]
@@ -646,15 +557,15 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut t = Tracker::preparing(rx);
         assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the upscaler is loading");
-        tx.send(Ok(Prepared::Upscale { id: 8 })).unwrap();
+        tx.send(Ok(8)).unwrap();
         assert_eq!(t.update(&src), vec![]);
-        assert!(t.is_upscaling() && t.phase() == Phase::Running);
+        assert_eq!(t.phase(), Phase::Running);
         assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 3 }]);
         assert_eq!(t.update(&src), vec![Event::Progress { step: 3, total: 3 }, Event::Done { image: tiny(9) }]);
         assert_eq!(*src.calls.borrow(), vec!["release 8"]);
 
         let src = Scripted::new(vec![]).and_job(8, vec![snap(Running, 1, 3, 0)], tiny(9));
-        let mut t = Tracker::upscaling(8);
+        let mut t = Tracker::submitted(8);
         let _ = t.update(&src);
         t.release(&src);
         assert!(t.has_ended());

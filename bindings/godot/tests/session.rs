@@ -829,15 +829,15 @@ fn progress_of(events: &[Event]) -> Vec<(u32, u32)> {
     events.iter().filter_map(|e| if let Event::Progress { step, total } = e { Some((*step, *total)) } else { None }).collect()
 }
 
-/// Polls `jobs` as frames would until each is upscaling and its `progress`
-/// passed `past` (its upscale job runs on a worker); returns each one's
-/// events so far. Kiln's pool runs one job per worker, so the upscales of
-/// jobs that all got there run at the same time.
+/// Polls `jobs` as frames would until each one's `progress` passed `past`
+/// (the U-Net calls before its upscale, if any: it is upscaling on a
+/// worker); returns each one's events so far. Kiln's pool runs one job per
+/// worker, so the upscales of jobs that all got there run at the same time.
 fn until_upscaling_past(jobs: &mut [&mut Tracker], past: u32) -> Vec<Vec<Event>> {
     let start = Instant::now();
     let mut events: Vec<Vec<Event>> = jobs.iter().map(|_| Vec::new()).collect();
-    let running = |t: &Tracker, ev: &[Event]| t.is_upscaling() && progress_of(ev).last().is_some_and(|p| p.0 > past);
-    while !jobs.iter().zip(&events).all(|(t, ev)| running(t, ev) || t.has_ended()) {
+    let running = |ev: &[Event]| progress_of(ev).last().is_some_and(|p| p.0 > past);
+    while !jobs.iter().zip(&events).all(|(t, ev)| running(ev) || t.has_ended()) {
         for (t, ev) in jobs.iter_mut().zip(events.iter_mut()) {
             ev.extend(t.update(Session::pool()));
         }
@@ -867,10 +867,10 @@ fn assert_one_count(progress: &[(u32, u32)], total: u32) {
     assert_eq!(progress.last(), Some(&(total, total)), "{progress:?}");
 }
 
-/// A generation with an upscaler is followed by an upscale job in Kiln's
-/// pool: one `progress` count over the U-Net calls and then the upscale's
-/// tiles (its total known from the first event), and `done` carries
-/// `Upscaler::upscale` of the generated image.
+/// A generation with an upscaler is one Kiln job (`GenerateUpscaled`): one
+/// `progress` count over the U-Net calls and then the upscale's tiles (its
+/// total known from the first event), and `done` carries `Upscaler::upscale`
+/// of the generated image.
 #[test]
 fn a_generation_with_an_upscaler_counts_steps_then_tiles_and_ends_with_the_upscale() {
     use OptionValue::*;
@@ -878,17 +878,9 @@ fn a_generation_with_an_upscaler_counts_steps_then_tiles_and_ends_with_the_upsca
     let settings = UpscaleSettings { tile: 16, context: 2, ..upscale_with(upscalers().join("x4")) };
     let options = UpscaleOptions { tile: 16, context: 2, ..Default::default() };
     // Euler: one U-Net call per step (the default PNDM makes one more than its steps).
-    let mut t = s.start_upscaled("mossy stone", &opts(&[("steps", Int(3)), ("seed", Int(4)), ("scheduler", String("euler".into()))]), &settings);
-    let mut events = Vec::new();
-    let start = Instant::now();
-    while !t.is_upscaling() && !t.has_ended() {
-        events.extend(t.update(Session::pool()));
-        assert!(start.elapsed() < Duration::from_secs(300), "the generation did not end");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert!(t.is_upscaling() && t.phase() == Phase::Running, "the upscale follows the generation: {events:?}");
-    let generated = progress_of(&events);
-    events.extend(run_to_end(&mut t));
+    let request = [("steps", Int(3)), ("seed", Int(4)), ("scheduler", String("euler".into())), ("preview_interval", Int(1))];
+    let mut t = s.start_upscaled("mossy stone", &opts(&request), &settings);
+    let events = run_to_end(&mut t);
     let progress = progress_of(&events);
     println!("generation + upscale progress: {progress:?}");
 
@@ -898,17 +890,72 @@ fn a_generation_with_an_upscaler_counts_steps_then_tiles_and_ends_with_the_upsca
     let tiles = upscaler.runs(&plain, &options) as u32;
     assert_eq!(tiles, 16, "a 64x64 image in 16-pixel tiles");
     assert_one_count(&progress, 3 + tiles);
-    assert_eq!(generated.last(), Some(&(3, 3 + tiles)), "the U-Net calls come first, the tiles counted in the total");
+    // Previews come from the generation only: their steps are U-Net calls.
+    let previews: Vec<u32> = events.iter().filter_map(|e| if let Event::Preview { step, .. } = e { Some(*step) } else { None }).collect();
+    println!("generation + upscale previews at steps {previews:?}");
+    assert!(!previews.is_empty() && previews.iter().all(|s| (1..=3).contains(s)), "previews of the U-Net calls only: {previews:?}");
     let want = upscaler.upscale(&plain, &options).unwrap();
     let got = done_image(&events);
     println!("generation + upscale: {} of {} values differ from Upscaler::upscale of Model::generate's image (bound 0)", count_differing(got, &want), want.pixels.len());
     assert_eq!((got.width, got.height, count_differing(got, &want)), (256, 256, 0));
 }
 
-/// `cancel` during the upscale stops that job's upscale job and the job
-/// fails with 400; another job upscaling on the same graph at the time is
-/// not touched (a job's cancel terminates its own graph run only) and
-/// finishes with the right pixels, its count never going back.
+/// An upscale that cannot run fails the job while it is prepared, with
+/// Kiln's status (as `kiln_job_submit_upscaled` refuses it): nothing is
+/// generated, no `progress` comes; a request the model refuses fails there
+/// too, as it would in the job. The session goes on working.
+#[test]
+fn an_upscale_that_cannot_run_fails_before_anything_is_generated() {
+    use OptionValue::*;
+    let s = session();
+    let x4 = upscale_with(upscalers().join("x4"));
+    // 8192 pixels wide is a size the model makes, but 4x that is over Kiln's largest image side.
+    let started = Instant::now();
+    let events = run_to_end(&mut s.start_upscaled("x", &opts(&[("width", Int(8192)), ("steps", Int(1))]), &x4));
+    let (status, message) = failure(&events);
+    println!("too big to upscale: {status} {message:?} after {:?}", started.elapsed());
+    assert_eq!(status, 104);
+    assert!(message.contains("the 4x upscale of 8192x64"), "{message}");
+    assert!(progress_of(&events).is_empty(), "nothing ran: {events:?}");
+
+    let events = run_to_end(&mut s.start_upscaled("x", &opts(&[("width", Int(65)), ("steps", Int(1))]), &x4));
+    let (status, message) = failure(&events);
+    assert_eq!(status, 104, "{message}");
+    assert!(message.starts_with("width 65 is not usable"), "{message}");
+    assert!(progress_of(&events).is_empty(), "{events:?}");
+
+    let image = done_image(&run_to_end(&mut s.start_upscaled("x", &opts(&[("steps", Int(1))]), &x4))).clone();
+    assert_eq!((image.width, image.height, s.upscalers_loaded()), (256, 256, 1));
+}
+
+/// `cancel` while a job with an upscaler is still generating ends it with
+/// 400 before any tile is counted.
+#[test]
+fn cancel_while_generating_with_an_upscaler_ends_the_job_cancelled() {
+    use OptionValue::*;
+    let s = session();
+    let mut t = s.start_upscaled("x", &opts(&[("steps", Int(500)), ("scheduler", String("ddim".into()))]), &upscale_with(upscalers().join("x4")));
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while progress_of(&events).is_empty() && !t.has_ended() {
+        events.extend(t.update(Session::pool()));
+        assert!(start.elapsed() < Duration::from_secs(300), "the job did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(t.cancel(Session::pool()));
+    events.extend(run_to_end(&mut t));
+    let (status, message) = failure(&events);
+    let progress = progress_of(&events);
+    println!("cancelled while generating: {status} {message:?}, progress {:?}", progress.last());
+    assert_eq!(status, 400);
+    let tiles = 1; // 64x64 in one 256-pixel tile
+    assert!(progress.iter().all(|p| p.1 == 500 + tiles && p.0 <= 500), "the tiles in the total from the start, none of them run: {progress:?}");
+}
+
+/// `cancel` during the upscale stops that job's upscale and the job fails
+/// with 400; another job upscaling on the same graph at the time is not
+/// touched (a job's cancel terminates its own graph run only) and finishes
+/// with the right pixels, its count never going back.
 #[test]
 fn cancel_stops_an_upscale_in_flight_and_spares_the_other_jobs() {
     use OptionValue::*;
@@ -919,7 +966,7 @@ fn cancel_stops_an_upscale_in_flight_and_spares_the_other_jobs() {
     let base = opts(&[("steps", Int(1)), ("seed", Int(9))]);
     let mut cancelled = s.start_upscaled("x", &base, &slow);
     let mut other = s.start_upscaled("x", &base, &slow);
-    // Past the one U-Net call: both upscale jobs are running.
+    // Past the one U-Net call: both jobs are upscaling.
     let mut before = until_upscaling_past(&mut [&mut cancelled, &mut other], 1);
     let other_before = before.pop().unwrap();
     let asked = Instant::now();
