@@ -303,7 +303,7 @@ fn a_generation_and_its_upscale_run_as_one_job() {
     let mut o = unsafe { std::mem::zeroed::<kiln_generate_options>() };
     unsafe { kiln_generate_options_init(&mut o) };
     o.prompt = prompt.as_ptr();
-    o.steps = 4;
+    o.steps = 5;
     o.seed = 5;
     o.scheduler = kiln_scheduler::Ddim as u32;
     let mut uo = unsafe { std::mem::zeroed::<kiln_upscale_options>() };
@@ -338,19 +338,21 @@ fn a_generation_and_its_upscale_run_as_one_job() {
     // Every handle may go now: the job holds what it needs.
     unsafe { kiln_model_free(model) };
     unsafe { kiln_upscaler_free(up) };
-    let total = 4 + 2 * 2; // four DDIM U-Net calls, then 2x2 tiles of 32 px
+    let total = 5 + 2 * 2; // five DDIM U-Net calls, then 2x2 tiles of 32 px
     assert_eq!(poll(job).total_steps, total, "the total is known from submission on");
     let (w, h, bytes) = result_of(job);
     assert_eq!((w, h), (256, 256));
-    let request = kiln::GenerateRequest { prompt: "mossy cobblestone".into(), steps: 4, seed: 5, scheduler: kiln::SchedulerKind::Ddim, ..Default::default() };
+    let request = kiln::GenerateRequest { prompt: "mossy cobblestone".into(), steps: 5, seed: 5, scheduler: kiln::SchedulerKind::Ddim, ..Default::default() };
     let generated = common::tiny_model().seamless(Seamless::Xy).unwrap().generate(&request).unwrap().to_rgba8();
     let graph = Upscaler::load(common::runtime(), &common::root().join("tests/fixtures/upscaler/x4")).unwrap();
     let expected = graph.upscale(&generated, &UpscaleOptions { tile: 32, seamless: Seamless::Xy, ..Default::default() }).unwrap();
     let differ = bytes.iter().zip(&expected.pixels).filter(|(a, b)| a != b).count();
     assert_eq!(differ, 0, "the generation on the seamless view, upscaled wrapping on x and y");
     let p = poll(job);
-    assert_eq!((p.step, p.total_steps, p.preview_step), (total, total, 4), "previews from the generation");
+    assert_eq!((p.step, p.total_steps, p.preview_step), (total, total, 5), "previews from the generation");
     let events = recorder.until_finished();
+    let previews: Vec<u32> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Preview as u32).map(|e| e.1).collect();
+    assert_eq!(previews, vec![2, 4, 5], "every second U-Net call and the last, though the total counts tiles after it");
     let progress: Vec<(u32, u32)> = events.iter().filter(|e| e.0 == kiln_job_event_kind::Progress as u32).map(|e| (e.1, e.2)).collect();
     assert_eq!(progress, (1..=total).map(|s| (s, total)).collect::<Vec<_>>(), "one count: U-Net calls, then tiles");
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
@@ -361,13 +363,13 @@ fn a_generation_and_its_upscale_run_as_one_job() {
     uo.tile = 2;
     uo.context = 28;
     assert_eq!(unsafe { kiln_job_submit_upscaled(plain, &o, up, &uo, ptr::null(), &mut job) }, kiln_status::Ok);
-    let p = wait_for(job, |p| p.step > 4, "the upscale to start");
-    assert_eq!(p.total_steps, 4 + 32 * 32);
+    let p = wait_for(job, |p| p.step > 5, "the upscale to start");
+    assert_eq!(p.total_steps, 5 + 32 * 32);
     assert_eq!(kiln_job_cancel(job), kiln_status::Ok);
     let mut state = 0u32;
     assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Cancelled as u32, "{}", job_error(job));
-    assert!(poll(job).step < 4 + 32 * 32);
+    assert!(poll(job).step < 5 + 32 * 32);
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
     unsafe { kiln_upscaler_free(up) };
     unsafe { kiln_model_free(plain) };

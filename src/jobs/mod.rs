@@ -706,7 +706,8 @@ fn generate(item: &Queued, job: &Job, model: &Model, run_options: &ort::session:
         if let Some(o) = observer {
             notify(o, item.id, &JobEvent::Progress { step, total });
         }
-        if interval > 0 && (step % interval == 0 || step == total) {
+        // The last U-Net call has its preview (the total may count an upscale after it).
+        if interval > 0 && (step % interval == 0 || p.step == p.total) {
             match model.preview(p.latents) {
                 Ok(image) => {
                     if let Some(o) = observer {
