@@ -1268,9 +1268,44 @@ kiln_status kiln_job_submit_with_adapters(const struct kiln_model *model,
                                           const struct kiln_job_options *job_options,
                                           uint64_t *job_out);
 
-// A new handle to the model a succeeded `kiln_job_submit_model_load` or
-// `kiln_job_submit_with_adapters` job made, in `*model_out` (NULL on
-// failure). Each call gives a handle of its own, freed with
+// Queues `kiln_model_seamless` as a job: the job ends with the view of
+// `model` whose images tile along `axes` (a `kiln_seamless`), taken with
+// `kiln_job_model`. Making a view rewrites the U-Net's and VAE decoder's
+// convolutions and creates their sessions, seconds for an SD 1.5 model, so
+// a game switching between tileable textures and ordinary images asks for
+// it without blocking a frame. A view the model already has (or `axes` the
+// model's own) is ready at once. Progress and cancel as
+// `kiln_job_submit_model_load`'s: a cancel stops the rewrite or the
+// session being created; `model` stays usable meanwhile. Errors at submit:
+// NULL_ARGUMENT, INVALID_HANDLE, INVALID_ARGUMENT (`axes` not a
+// `kiln_seamless`, bad job options), STRUCT_SIZE_MISMATCH; the job's own
+// errors are `kiln_model_seamless`'.
+kiln_status kiln_job_submit_seamless(const struct kiln_model *model,
+                                     uint32_t axes,
+                                     const struct kiln_job_options *job_options,
+                                     uint64_t *job_out);
+
+// Queues `kiln_upscaler_load` as a job: the job ends with the upscaler,
+// taken with `kiln_job_upscaler`. Progress and cancel as
+// `kiln_job_submit_model_load`'s (a cancel stops the session being
+// created). `path` is checked and copied here (NULL_ARGUMENT, INVALID_UTF8,
+// MODEL_NOT_FOUND when no graph file is there; no job queued); the graph is
+// read by the job, whose errors are `kiln_upscaler_load`'s.
+kiln_status kiln_job_submit_upscaler_load(const struct kiln_runtime *runtime,
+                                          const char *path,
+                                          const struct kiln_job_options *job_options,
+                                          uint64_t *job_out);
+
+// A new handle to the upscaler a succeeded `kiln_job_submit_upscaler_load`
+// job loaded, in `*upscaler_out` (NULL on failure), freed with
+// `kiln_upscaler_free` independently of the job. Errors: NULL_ARGUMENT,
+// INVALID_HANDLE, BUSY (queued or running), INVALID_ARGUMENT (the job
+// failed, was cancelled, or made something else).
+kiln_status kiln_job_upscaler(uint64_t job, struct kiln_upscaler **upscaler_out);
+
+// A new handle to the model a succeeded `kiln_job_submit_model_load`,
+// `kiln_job_submit_with_adapters` or `kiln_job_submit_seamless` job made,
+// in `*model_out` (NULL on failure). Each call gives a handle of its own, freed with
 // `kiln_model_free` independently of the job and of each other. Errors:
 // NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY (queued or
 // running), INVALID_ARGUMENT (the job failed, was cancelled, or made an

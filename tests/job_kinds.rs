@@ -543,3 +543,111 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     unsafe { kiln_model_free(direct) };
     unsafe { kiln_runtime_destroy(rt) };
 }
+
+/// A seamless view as a job: the view it makes generates exactly what
+/// `kiln_model_seamless`' view does (not what the plain model makes), the
+/// job holds its model, and a bad `axes` is refused at submit.
+#[test]
+fn a_seamless_view_is_made_as_a_job() {
+    use kiln::ffi::seamless::*;
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let prompt = CString::new("mossy stone").unwrap();
+    let model = common::ffi_load_model(rt, &common::fixture());
+    let mut job = 7u64;
+    assert_eq!(unsafe { kiln_job_submit_seamless(model, 9, ptr::null(), &mut job) }, kiln_status::InvalidArgument);
+    assert_eq!(job, 0);
+    assert!(common::ffi_last_error().contains("axes"), "{}", common::ffi_last_error());
+    assert_eq!(unsafe { kiln_job_submit_seamless(ptr::null(), 3, ptr::null(), &mut job) }, kiln_status::NullArgument);
+    assert_eq!(unsafe { kiln_job_submit_seamless(model, 3, ptr::null(), ptr::null_mut()) }, kiln_status::NullArgument);
+
+    // Submitted from a handle freed right after: the job holds the model.
+    let own = common::ffi_load_model(rt, &common::fixture());
+    assert_eq!(unsafe { kiln_job_submit_seamless(own, kiln_seamless::Xy as u32, ptr::null(), &mut job) }, kiln_status::Ok);
+    unsafe { kiln_model_free(own) };
+    assert_eq!(poll(job).total_steps, 1);
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    let mut view = ptr::null_mut();
+    assert_eq!(unsafe { kiln_job_model(job, &mut view) }, kiln_status::Ok);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    let mut blocking = ptr::null_mut();
+    assert_eq!(unsafe { kiln_model_seamless(model, kiln_seamless::Xy as u32, &mut blocking) }, kiln_status::Ok);
+    let tiled = generate_bytes(view, &prompt);
+    assert!(tiled == generate_bytes(blocking, &prompt), "the job's view is kiln_model_seamless'");
+    assert!(tiled != generate_bytes(model, &prompt), "and its image differs from the plain model's");
+    unsafe {
+        kiln_model_free(view);
+        kiln_model_free(blocking);
+        kiln_model_free(model);
+        kiln_runtime_destroy(rt);
+    }
+}
+
+/// An upscaler loaded as a job upscales exactly as one loaded by the
+/// blocking call, outlives the runtime it was submitted on, and is taken
+/// only with `kiln_job_upscaler`; a missing graph is refused at submit.
+#[test]
+fn an_upscaler_is_loaded_as_a_job() {
+    let mut rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut rt) }, kiln_status::Ok);
+    let mut job = 7u64;
+    let missing = CString::new("/nonexistent/esrgan").unwrap();
+    assert_eq!(unsafe { kiln_job_submit_upscaler_load(rt, missing.as_ptr(), ptr::null(), &mut job) }, kiln_status::ModelNotFound);
+    assert_eq!(job, 0);
+    assert!(common::ffi_last_error().contains("/nonexistent/esrgan"), "{}", common::ffi_last_error());
+    assert_eq!(unsafe { kiln_job_submit_upscaler_load(rt, ptr::null(), ptr::null(), &mut job) }, kiln_status::NullArgument);
+    let bad_utf8 = [0xffu8, 0];
+    assert_eq!(unsafe { kiln_job_submit_upscaler_load(rt, bad_utf8.as_ptr().cast(), ptr::null(), &mut job) }, kiln_status::InvalidUtf8);
+    assert_eq!(job, 0);
+
+    let mut direct = ptr::null_mut();
+    assert_eq!(unsafe { kiln_upscaler_load(rt, upscaler_dir().as_ptr(), &mut direct) }, kiln_status::Ok);
+    // The job keeps what it needs of the runtime.
+    let mut own_rt = ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut own_rt) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_submit_upscaler_load(own_rt, upscaler_dir().as_ptr(), ptr::null(), &mut job) }, kiln_status::Ok);
+    unsafe { kiln_runtime_destroy(own_rt) };
+    assert_eq!(poll(job).total_steps, 1);
+    let mut state = 0u32;
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    assert_eq!((poll(job).step, poll(job).total_steps), (1, 1));
+    let mut none = ptr::dangling_mut();
+    assert_eq!(unsafe { kiln_job_model(job, &mut none) }, kiln_status::InvalidArgument);
+    assert!(none.is_null());
+    assert!(common::ffi_last_error().contains("kiln_job_upscaler"), "{}", common::ffi_last_error());
+    let (mut w, mut h) = (0u32, 0u32);
+    assert_eq!(unsafe { kiln_job_image_size(job, &mut w, &mut h) }, kiln_status::InvalidArgument);
+    let mut loaded = ptr::null_mut();
+    assert_eq!(unsafe { kiln_job_upscaler(job, &mut loaded) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_upscaler(job, ptr::null_mut()) }, kiln_status::NullArgument);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+
+    let input = c_image(&sprite());
+    let upscaled = |u: *const kiln_upscaler| {
+        let mut out = ptr::null_mut();
+        assert_eq!(unsafe { kiln_upscaler_upscale(u, input, ptr::null(), &mut out) }, kiln_status::Ok, "{}", common::ffi_last_error());
+        let bytes = image_bytes(out);
+        unsafe { kiln_image_free(out) };
+        bytes
+    };
+    let (w, h, bytes) = upscaled(loaded);
+    assert_eq!((w, h), (96, 80));
+    assert!(bytes == upscaled(direct).2, "the job's upscaler is kiln_upscaler_load's");
+
+    // An image job has no upscaler.
+    assert_eq!(unsafe { kiln_job_submit_upscale(loaded, input, ptr::null(), ptr::null(), &mut job) }, kiln_status::Ok);
+    assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
+    let mut other = ptr::dangling_mut();
+    assert_eq!(unsafe { kiln_job_upscaler(job, &mut other) }, kiln_status::InvalidArgument);
+    assert!(other.is_null());
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    unsafe {
+        kiln_image_free(input);
+        kiln_upscaler_free(loaded);
+        kiln_upscaler_free(direct);
+        kiln_runtime_destroy(rt);
+    }
+}

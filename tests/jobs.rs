@@ -270,8 +270,8 @@ impl CancelOnSessionStart {
     }
 }
 
-/// A model load or LoRA switch cancelled while ONNX Runtime creates one of
-/// its sessions stops inside that creation (ONNX Runtime's load
+/// A model load, LoRA switch, seamless view or upscaler load cancelled while ONNX Runtime
+/// creates one of its sessions stops inside that creation (ONNX Runtime's load
 /// cancellation), starts no further session and keeps no model; a cancel
 /// that comes after a load finished changes nothing about its model.
 #[test]
@@ -323,6 +323,30 @@ fn a_model_load_cancelled_mid_session_stops_inside_onnx_runtime() {
     pool.release(id).unwrap();
     let one_step = GenerateRequest { prompt: "x".into(), steps: 1, ..Default::default() };
     assert!(base.generate(&one_step).is_ok(), "the base model is untouched");
+
+    // A seamless view too; the model keeps no half-made view and makes it later.
+    let (id, state) = trigger.run(&pool, JobWork::Seamless { model: base.clone(), axes: kiln::model::seamless::Seamless::Xy });
+    let message = pool.error_message(id).unwrap();
+    println!("cancelled seamless view: {message}");
+    assert_eq!(state, JobState::Cancelled, "{message}");
+    assert!(message.contains("session was being created") && message.contains("canceled due to user request"), "{message}");
+    pool.release(id).unwrap();
+    let view = base.seamless(kiln::model::seamless::Seamless::Xy).unwrap();
+    assert!(view.generate(&one_step).is_ok());
+
+    // An upscaler load too.
+    let upscaler = common::root().join("tests/fixtures/upscaler/x4");
+    let (id, state) = trigger.run(&pool, JobWork::LoadUpscaler { runtime: rt.clone(), path: upscaler.clone() });
+    let message = pool.error_message(id).unwrap();
+    println!("cancelled upscaler load: {message}");
+    assert_eq!(state, JobState::Cancelled, "{message}");
+    assert!(message.contains("while the upscaler session was being created") && message.contains("canceled due to user request"), "{message}");
+    assert!(pool.upscaler(id).is_err());
+    pool.release(id).unwrap();
+    let id = pool.submit_work(JobWork::LoadUpscaler { runtime: rt.clone(), path: upscaler }, Default::default());
+    assert_eq!(pool.wait(id, Duration::from_secs(60)).unwrap(), JobState::Succeeded);
+    assert_eq!(pool.upscaler(id).unwrap().scale(), 4);
+    pool.release(id).unwrap();
 
     // Not armed: the same jobs succeed; cancelling them afterwards changes nothing.
     let id = pool.submit_work(load(), Default::default());

@@ -481,9 +481,96 @@ pub unsafe extern "C" fn kiln_job_submit_with_adapters(
     })
 }
 
-/// A new handle to the model a succeeded `kiln_job_submit_model_load` or
-/// `kiln_job_submit_with_adapters` job made, in `*model_out` (NULL on
-/// failure). Each call gives a handle of its own, freed with
+/// Queues `kiln_model_seamless` as a job: the job ends with the view of
+/// `model` whose images tile along `axes` (a `kiln_seamless`), taken with
+/// `kiln_job_model`. Making a view rewrites the U-Net's and VAE decoder's
+/// convolutions and creates their sessions, seconds for an SD 1.5 model, so
+/// a game switching between tileable textures and ordinary images asks for
+/// it without blocking a frame. A view the model already has (or `axes` the
+/// model's own) is ready at once. Progress and cancel as
+/// `kiln_job_submit_model_load`'s: a cancel stops the rewrite or the
+/// session being created; `model` stays usable meanwhile. Errors at submit:
+/// NULL_ARGUMENT, INVALID_HANDLE, INVALID_ARGUMENT (`axes` not a
+/// `kiln_seamless`, bad job options), STRUCT_SIZE_MISMATCH; the job's own
+/// errors are `kiln_model_seamless`'.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_seamless(
+    model: *const kiln_model,
+    axes: u32,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s; NULL or a live handle.
+        unsafe {
+            submit(job_out, job_options, || {
+                let m = handles::borrow(model)?;
+                let axes = super::seamless::seamless_from_c(axes, "axes")?;
+                Ok((JobWork::Seamless { model: m.clone(), axes }, m.runtime().job_workers()))
+            })
+        }
+    })
+}
+
+/// Queues `kiln_upscaler_load` as a job: the job ends with the upscaler,
+/// taken with `kiln_job_upscaler`. Progress and cancel as
+/// `kiln_job_submit_model_load`'s (a cancel stops the session being
+/// created). `path` is checked and copied here (NULL_ARGUMENT, INVALID_UTF8,
+/// MODEL_NOT_FOUND when no graph file is there; no job queued); the graph is
+/// read by the job, whose errors are `kiln_upscaler_load`'s.
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_submit_upscaler_load(
+    runtime: *const kiln_runtime,
+    path: *const c_char,
+    job_options: *const kiln_job_options,
+    job_out: *mut u64,
+) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller's contract is `submit`'s; NULL or a live handle,
+        // NULL or a NUL-terminated string.
+        unsafe {
+            submit(job_out, job_options, || {
+                let rt = handles::borrow(runtime)?;
+                let path = std::path::PathBuf::from(utf8_arg(path, "path")?);
+                crate::model::side_graph::existing_graph_file(&path, "upscaler graph")?;
+                Ok((JobWork::LoadUpscaler { runtime: rt.clone(), path }, rt.job_workers()))
+            })
+        }
+    })
+}
+
+/// A new handle to the upscaler a succeeded `kiln_job_submit_upscaler_load`
+/// job loaded, in `*upscaler_out` (NULL on failure), freed with
+/// `kiln_upscaler_free` independently of the job. Errors: NULL_ARGUMENT,
+/// INVALID_HANDLE, BUSY (queued or running), INVALID_ARGUMENT (the job
+/// failed, was cancelled, or made something else).
+#[no_mangle]
+pub unsafe extern "C" fn kiln_job_upscaler(job: u64, upscaler_out: *mut *mut kiln_upscaler) -> kiln_status {
+    boundary!({
+        // SAFETY: the caller passes NULL or a writable pointer.
+        unsafe { made_out(upscaler_out, "upscaler_out", || crate::jobs::job_table().upscaler(job)) }
+    })
+}
+
+/// Clears `*out` (NULL checked), then writes a new handle to what `made`
+/// takes from a job: the shared body of `kiln_job_model` and
+/// `kiln_job_upscaler`.
+///
+/// # Safety
+/// `out` NULL or writable.
+unsafe fn made_out<H: handles::Handle>(out: *mut *mut H, name: &str, made: impl FnOnce() -> Result<H::Target>) -> Result<()> {
+    non_null(out, name)?;
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(out, std::ptr::null_mut()) };
+    let value = made()?;
+    // SAFETY: checked non-null.
+    unsafe { handles::write_out(out, handles::into_raw::<H>(value)) };
+    Ok(())
+}
+
+/// A new handle to the model a succeeded `kiln_job_submit_model_load`,
+/// `kiln_job_submit_with_adapters` or `kiln_job_submit_seamless` job made,
+/// in `*model_out` (NULL on failure). Each call gives a handle of its own, freed with
 /// `kiln_model_free` independently of the job and of each other. Errors:
 /// NULL_ARGUMENT, INVALID_HANDLE (unknown or freed id), BUSY (queued or
 /// running), INVALID_ARGUMENT (the job failed, was cancelled, or made an
@@ -491,13 +578,8 @@ pub unsafe extern "C" fn kiln_job_submit_with_adapters(
 #[no_mangle]
 pub unsafe extern "C" fn kiln_job_model(job: u64, model_out: *mut *mut kiln_model) -> kiln_status {
     boundary!({
-        non_null(model_out, "model_out")?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(model_out, std::ptr::null_mut()) };
-        let model = crate::jobs::job_table().model(job)?;
-        // SAFETY: checked non-null.
-        unsafe { handles::write_out(model_out, handles::into_raw::<kiln_model>(model)) };
-        Ok(())
+        // SAFETY: the caller passes NULL or a writable pointer.
+        unsafe { made_out(model_out, "model_out", || crate::jobs::job_table().model(job)) }
     })
 }
 

@@ -3,9 +3,9 @@
 //! game's main thread (no callbacks needed, so IL2CPP/Godot can drive it).
 //! A job is any of Kiln's heavy operations ([`JobWork`]): a generation, a
 //! texture extended or made tileable, a super-resolution upscale, or making a
-//! model (loading one, applying LoRAs). All run on the same workers, so a
+//! model (loading one, applying LoRAs, a seamless view) or an upscaler. All run on the same workers, so a
 //! game that queues them never runs more graphs at once than it asked for.
-//! A job ends with an image or a model ([`JobOutput`]).
+//! A job ends with an image, a model or an upscaler ([`JobOutput`]).
 //!
 //! Jobs are named by generation-counted ids (slot index + generation), so a
 //! stale or freed id is reported as such instead of touching freed memory.
@@ -22,6 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::Rgba8Image;
 use crate::model::upscaler::{UpscaleHooks, UpscaleOptions, Upscaler};
+use crate::model::seamless::Seamless;
 use crate::model::{Adapters, Model, ModelOptions};
 use crate::pipeline::texture::Extend;
 use crate::runtime::Runtime;
@@ -136,14 +137,33 @@ pub enum JobWork {
         /// The LoRAs and embeddings (replacing what `model` has).
         adapters: Adapters,
     },
+    /// Loads a super-resolution graph ([`Upscaler::load`]); the job ends
+    /// with the upscaler. Progress and cancel as `LoadModel`'s.
+    LoadUpscaler {
+        /// The runtime to load with.
+        runtime: Runtime,
+        /// The graph: a folder with `model.onnx`, or the `.onnx` file.
+        path: std::path::PathBuf,
+    },
+    /// A view of `model` whose images tile along `axes` ([`Model::seamless`]):
+    /// the job ends with the view, made at once when the model already has
+    /// it. Progress and cancel as `LoadModel`'s.
+    Seamless {
+        /// The model the view is of.
+        model: Model,
+        /// The axes its images tile along.
+        axes: Seamless,
+    },
 }
 
 /// What a succeeded job made.
 pub enum JobOutput {
     /// An image (generations, texture helpers, upscales).
     Image(Rgba8Image),
-    /// A model (`LoadModel`, `WithAdapters`).
+    /// A model (`LoadModel`, `WithAdapters`, `Seamless`).
     Model(Model),
+    /// An upscaler (`LoadUpscaler`).
+    Upscaler(Arc<Upscaler>),
 }
 
 impl JobWork {
@@ -155,7 +175,7 @@ impl JobWork {
             }
             Self::GenerateUpscaled { model, request, upscaler, options } => request.steps as u32 + upscale_runs(model, request, upscaler, options),
             Self::Upscale { upscaler, image, options } => upscaler.runs(image, options) as u32,
-            Self::LoadModel { .. } | Self::WithAdapters { .. } => 1,
+            Self::LoadModel { .. } | Self::WithAdapters { .. } | Self::Seamless { .. } | Self::LoadUpscaler { .. } => 1,
         }
     }
 }
@@ -488,16 +508,28 @@ impl JobPool {
         self.with_output(id, "image", |output| match output {
             JobOutput::Image(image) => f(image),
             JobOutput::Model(_) => Err(Error::invalid("the job made a model, not an image: take it with kiln_job_model")),
+            JobOutput::Upscaler(_) => Err(Error::invalid("the job made an upscaler, not an image: take it with kiln_job_upscaler")),
         })
     }
 
-    /// The model a succeeded `LoadModel` / `WithAdapters` job made (a cheap
+    /// The model a succeeded `LoadModel` / `WithAdapters` / `Seamless` job made (a cheap
     /// clone: the job keeps it until freed). `Busy` while the job is not
     /// done, INVALID_ARGUMENT when it failed, was cancelled or made an image.
     pub fn model(&self, id: u64) -> Result<Model> {
         self.with_output(id, "model", |output| match output {
             JobOutput::Model(model) => Ok(model.clone()),
             JobOutput::Image(_) => Err(Error::invalid("the job made an image, not a model: copy it with kiln_job_copy_image")),
+            JobOutput::Upscaler(_) => Err(Error::invalid("the job made an upscaler, not a model: take it with kiln_job_upscaler")),
+        })
+    }
+
+    /// The upscaler a succeeded `LoadUpscaler` job made (shared: the job
+    /// keeps it until freed). `Busy` while the job is not done,
+    /// INVALID_ARGUMENT when it failed, was cancelled or made something else.
+    pub fn upscaler(&self, id: u64) -> Result<Arc<Upscaler>> {
+        self.with_output(id, "upscaler", |output| match output {
+            JobOutput::Upscaler(upscaler) => Ok(Arc::clone(upscaler)),
+            _ => Err(Error::invalid("the job did not load an upscaler")),
         })
     }
 
@@ -655,18 +687,23 @@ fn execute(item: &Queued, job: &Job) -> JobState {
             Model::load_with(&runtime.loading_under(&job.load_cancel), dir, options).map(JobOutput::Model)
         }
         JobWork::WithAdapters { model, adapters } => model.with_adapters_under(adapters, Some(&job.load_cancel)).map(JobOutput::Model),
+        JobWork::Seamless { model, axes } => model.seamless_under(*axes, &job.load_cancel).map(JobOutput::Model),
+        JobWork::LoadUpscaler { runtime, path } => {
+            Upscaler::load(&runtime.loading_under(&job.load_cancel), path).map(|u| JobOutput::Upscaler(Arc::new(u)))
+        }
     }));
     // A cancel from now on finds nothing loading.
     job.load_cancel.finish();
     *job.run_options.lock() = None;
     match outcome {
         // A model nobody wants any more is dropped rather than kept for a free.
-        Ok(Ok(JobOutput::Model(_))) if job.cancel.load(Ordering::Acquire) => {
-            job.fail(ErrorKind::Cancelled, "cancelled while the model was made; it was dropped");
+        Ok(Ok(made @ (JobOutput::Model(_) | JobOutput::Upscaler(_)))) if job.cancel.load(Ordering::Acquire) => {
+            let what = if matches!(made, JobOutput::Model(_)) { "model" } else { "upscaler" };
+            job.fail(ErrorKind::Cancelled, format!("cancelled while the {what} was made; it was dropped"));
             JobState::Cancelled
         }
         Ok(Ok(output)) => {
-            if matches!(output, JobOutput::Model(_)) {
+            if matches!(output, JobOutput::Model(_) | JobOutput::Upscaler(_)) {
                 job.step.store(1, Ordering::Relaxed);
                 if let Some(o) = item.config.observer.as_deref() {
                     notify(o, item.id, &JobEvent::Progress { step: 1, total: 1 });

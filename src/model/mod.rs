@@ -11,7 +11,7 @@ pub mod lora;
 pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod seamless;
-mod side_graph;
+pub(crate) mod side_graph;
 pub mod static_unet;
 pub mod step_graph;
 mod text;
@@ -398,6 +398,12 @@ impl Model {
         self.variant(axes, self.inner.clip_skip)
     }
 
+    /// [`Model::seamless`] as a job runs it: `cancel` stops the rewrite and
+    /// the creation of the view's sessions.
+    pub(crate) fn seamless_under(&self, axes: seamless::Seamless, cancel: &crate::runtime::LoadCancel) -> Result<Model> {
+        self.variant_under(axes, self.inner.clip_skip, Some(cancel))
+    }
+
     /// A view of this model that takes its text embeddings `skip` layers
     /// before the end of the text encoder (diffusers' `clip_skip`); 0 = off.
     pub fn clip_skip(&self, skip: u32) -> Result<Model> {
@@ -405,8 +411,12 @@ impl Model {
     }
 
     fn variant(&self, axes: seamless::Seamless, skip: u32) -> Result<Model> {
+        self.variant_under(axes, skip, None)
+    }
+
+    fn variant_under(&self, axes: seamless::Seamless, skip: u32, cancel: Option<&crate::runtime::LoadCancel>) -> Result<Model> {
         if let Some(base) = self.inner.base.as_ref().and_then(std::sync::Weak::upgrade) {
-            return Model { inner: base }.variant(axes, skip);
+            return Model { inner: base }.variant_under(axes, skip, cancel);
         }
         if (axes, skip) == (self.inner.seamless, self.inner.clip_skip) {
             return Ok(self.clone());
@@ -416,6 +426,11 @@ impl Model {
             return Ok(m.clone());
         }
         let m = &self.inner;
+        // The new sessions answer to the cancel switch; the view keeps m.runtime.
+        let runtime = match cancel {
+            Some(c) => m.runtime.loading_under(c),
+            None => m.runtime.clone(),
+        };
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
         // `m` is the root (its U-Net and decoder are plain or, when loaded with
         // `ModelOptions::seamless`, already rewritten) or a view that outlived
@@ -427,8 +442,8 @@ impl Model {
                 m.runtime.logger().info("loading the plain U-Net and VAE decoder for a view without seamless tiling");
             }
             (
-                Arc::new(load_unet(&m.runtime, &m.layout, axes, &group, &m.adapters.unet)?),
-                Arc::new(load_vae_decoder(&m.runtime, &m.layout, axes, &group)?),
+                Arc::new(load_unet(&runtime, &m.layout, axes, &group, &m.adapters.unet)?),
+                Arc::new(load_vae_decoder(&runtime, &m.layout, axes, &group)?),
                 Default::default(),
             )
         };
@@ -441,7 +456,7 @@ impl Model {
             // rewrite. The cache is keyed by layer, so it can be shared.
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
         } else {
-            let g = load_text_encoder(&m.runtime, &m.layout, skip, &group, &m.adapters.text_encoder)?;
+            let g = load_text_encoder(&runtime, &m.layout, skip, &group, &m.adapters.text_encoder)?;
             // Different embeddings for the same prompt: a cache of its own.
             let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
             (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
