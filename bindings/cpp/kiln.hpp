@@ -52,6 +52,9 @@
     X(kiln_status, kiln_job_submit_upscaled, (const struct kiln_model *, const struct kiln_generate_options *, const struct kiln_upscaler *, const struct kiln_upscale_options *, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_submit_model_load, (const struct kiln_runtime *, const char *, const struct kiln_model_load_options *, const struct kiln_job_options *, uint64_t *)) \
     X(kiln_status, kiln_job_submit_with_adapters, (const struct kiln_model *, const struct kiln_lora *, size_t, const struct kiln_embedding *, size_t, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_seamless, (const struct kiln_model *, uint32_t, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_submit_upscaler_load, (const struct kiln_runtime *, const char *, const struct kiln_job_options *, uint64_t *)) \
+    X(kiln_status, kiln_job_upscaler, (uint64_t, struct kiln_upscaler **)) \
     X(kiln_status, kiln_job_model, (uint64_t, struct kiln_model **)) \
     X(kiln_status, kiln_job_poll, (uint64_t, struct kiln_job_progress *)) \
     X(kiln_status, kiln_job_wait, (uint64_t, uint32_t, uint32_t *)) \
@@ -741,9 +744,10 @@ struct Size {
 
 /**
  * A queued generation, texture helper (Model::submit_extend_texture, submit_make_tileable), upscale
- * (Upscaler::submit), generation and its upscale in one (Model::submit_upscaled), or model load
- * (Runtime::submit_load_model, Model::submit_with_loras, submit_with_adapters). Poll it once a frame;
- * the destructor frees it (and cancels it if it still runs).
+ * (Upscaler::submit), generation and its upscale in one (Model::submit_upscaled), model load
+ * (Runtime::submit_load_model, Model::submit_with_loras, submit_with_adapters, submit_seamless), or
+ * upscaler load (Runtime::submit_load_upscaler). Poll it once a frame; the destructor frees it (and
+ * cancels it if it still runs).
  */
 class Job {
 public:
@@ -812,11 +816,18 @@ public:
     }
     /**
      * A new Model handle of its own (each call gives another) to the model a succeeded model job made
-     * (Runtime::submit_load_model, Model::submit_with_loras, submit_with_adapters); it outlives the Job.
-     * Status::busy while the job is queued or running, Status::invalid_argument when it failed, was
-     * cancelled or made an image. Defined after Model.
+     * (Runtime::submit_load_model, Model::submit_with_loras, submit_with_adapters, submit_seamless); it
+     * outlives the Job. Status::busy while the job is queued or running, Status::invalid_argument when it
+     * failed, was cancelled or made an image or an upscaler. Defined after Model.
      */
     inline Result<Model> model() const;
+    /**
+     * A new Upscaler handle of its own (each call gives another) to the upscaler a succeeded
+     * Runtime::submit_load_upscaler job loaded; it outlives the Job. Status::busy while the job is queued or
+     * running, Status::invalid_argument when it failed, was cancelled or made an image or a model. Defined
+     * after Upscaler.
+     */
+    inline Result<Upscaler> upscaler() const;
     /** The newest preview; Status::busy while there is none. */
     Result<Preview> preview() const {
         for (int attempt = 0;; ++attempt) {
@@ -1001,6 +1012,23 @@ public:
         return Job(id);
     }
     /**
+     * Queues seamless() as a Job and returns at once: the job ends with the view whose images tile along
+     * `axes`, taken with Job::model(). Making a view rewrites the U-Net's and VAE decoder's convolutions and
+     * creates their sessions (seconds for an SD 1.5 model), so a game switching between tileable textures and
+     * ordinary images asks for one without blocking a frame; a view this model already has (or its own axes)
+     * is ready at once. `job_options` nullptr = defaults. Progress and cancel as submit_with_loras()': 0 of 1,
+     * then 1 of 1, no previews; a cancel stops the rewrite or the session being created. `axes` is checked
+     * here (Status::invalid_argument for a value that is no Seamless, and submit()'s errors, no job
+     * queued); the job's own errors are seamless()'. This model stays usable meanwhile and may be destroyed
+     * once submit returns.
+     */
+    Result<Job> submit_seamless(Seamless axes, const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_seamless(p_, to_c(axes), job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
+    }
+    /**
      * The LoRAs merged into this handle, in order (empty for a plain model). `text_encoder_scale` is set where
      * it differs from `scale`: Kiln reports the strength in effect, not whether one was given, and either way
      * with_loras of the list merges the same weights.
@@ -1105,7 +1133,8 @@ inline Result<Model> Job::model() const {
 
 /**
  * A loaded super-resolution graph (ESRGAN, Real-ESRGAN, SwinIR, ... exported to ONNX), from
- * Runtime::load_upscaler. Move-only; internally synchronized, so several threads may upscale with one.
+ * Runtime::load_upscaler (or a Runtime::submit_load_upscaler job). Move-only; internally synchronized, so several
+ * threads may upscale with one.
  */
 class Upscaler {
 public:
@@ -1173,6 +1202,13 @@ private:
     ::kiln_upscaler *p_ = nullptr;
 };
 
+inline Result<Upscaler> Job::upscaler() const {
+    ::kiln_upscaler *out = nullptr;
+    ::kiln_status s = ::kiln_job_upscaler(id_, &out);
+    if (s != KILN_STATUS_OK) return detail::last_error(s);
+    return Upscaler(out);
+}
+
 inline Result<Job> Model::submit_upscaled(const ::kiln_generate_options &options, const Upscaler &upscaler,
                                           const ::kiln_upscale_options *upscale_options,
                                           const ::kiln_job_options *job_options) const {
@@ -1235,6 +1271,21 @@ public:
         ::kiln_status s = ::kiln_upscaler_load(p_, path.c_str(), &out);
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Upscaler(out);
+    }
+    /**
+     * Queues load_upscaler() as a Job and returns at once, so a game loads a super-resolution graph without a
+     * thread of its own; the job ends with the upscaler, taken with Job::upscaler(). `job_options` nullptr =
+     * defaults. `path` is checked and copied here (Status::model_not_found when no graph file is there,
+     * invalid_utf8, and submit()'s errors; no job queued); the graph is read by the job, whose errors are
+     * load_upscaler()'s. Progress is 0 of 1, then 1 of 1; no previews. A queued load cancelled never starts;
+     * a running one stops inside the graph session ONNX Runtime is creating and ends cancelled without an
+     * upscaler. The job keeps what it needs of this Runtime, which may be destroyed once submit returns.
+     */
+    Result<Job> submit_load_upscaler(const std::string &path, const ::kiln_job_options *job_options = nullptr) const {
+        std::uint64_t id = 0;
+        ::kiln_status s = ::kiln_job_submit_upscaler_load(p_, path.c_str(), job_options, &id);
+        if (s != KILN_STATUS_OK) return detail::last_error(s);
+        return Job(id);
     }
     /** The loaded ONNX Runtime's version, e.g. "1.31.1". */
     Result<std::string> onnxruntime_version() const {

@@ -25,6 +25,11 @@ int main() {
     if (kiln::Runtime().submit_load_model("/nonexistent/kiln-model").status() != kiln::Status::null_argument) return 1;
     if (kiln::Model().submit_with_loras({}).status() != kiln::Status::null_argument) return 1;
     if (kiln::Model().submit_with_adapters({}, {}).status() != kiln::Status::null_argument) return 1;
+    if (kiln::Model().submit_seamless(kiln::Seamless::xy).status() != kiln::Status::null_argument) return 1;
     if (kiln::Job().model().status() != kiln::Status::invalid_handle) return 1;
+    kiln::Result<kiln::Job> no_graph = rt->submit_load_upscaler("/nonexistent/kiln-upscaler");
+    if (no_graph.status() != kiln::Status::model_not_found || no_graph.error().message().empty()) return 1;
+    if (kiln::Runtime().submit_load_upscaler("/nonexistent/kiln-upscaler").status() != kiln::Status::null_argument) return 1;
+    if (kiln::Job().upscaler().status() != kiln::Status::invalid_handle) return 1;
     return empty.upscale(kiln::Image()).status() == kiln::Status::null_argument ? 0 : 1;
 }

@@ -1237,6 +1237,157 @@ static void test_model_jobs(const kiln::Model &blocking, const std::string &mode
     CHECK(!none && none.error().message().find("made an image") != std::string::npos);
 }
 
+// A seamless view as a job (Model::submit_seamless, Job::model; the inputs of tests/job_kinds.rs): its view
+// generates exactly the bytes seamless()'s view does, not the plain model's, from a model destroyed right after
+// submit; progress 0 of 1 then 1 of 1; axes that are no Seamless are refused at submit, with no job.
+static void test_seamless_job(const kiln::Runtime &rt, const kiln::Model &blocking, const std::string &model_dir) {
+    CHECK(blocking.submit_seamless(static_cast<kiln::Seamless>(9)).status() == kiln::Status::invalid_argument);
+    kiln::Result<kiln::Job> bad_axes = blocking.submit_seamless(static_cast<kiln::Seamless>(9));
+    CHECK(!bad_axes && bad_axes.error().message().find("axes") != std::string::npos);
+    CHECK(kiln::Model().submit_seamless(kiln::Seamless::xy).status() == kiln::Status::null_argument);
+    auto bad_jo = kiln::defaults<kiln_job_options>();
+    bad_jo.struct_size = 3;
+    CHECK(blocking.submit_seamless(kiln::Seamless::xy, &bad_jo).status() == kiln::Status::struct_size_mismatch);
+
+    // Submitted from a handle destroyed right after: the job holds the model.
+    kiln::Result<kiln::Job> job = kiln::Error();
+    {
+        kiln::Result<kiln::Model> own = rt.load_model(model_dir);
+        CHECK(own.ok());
+        if (!own) return;
+        job = own->submit_seamless(kiln::Seamless::xy);
+    }
+    CHECK(job.ok());
+    if (!job) {
+        std::printf("seamless job: %s\n", job.error().describe().c_str());
+        return;
+    }
+    kiln::Result<kiln::Progress> first = job->poll();
+    CHECK(first.ok() && first->total_steps == 1);
+    kiln::Result<kiln::Model> view = finished_model(*job);
+    CHECK(view.ok());
+    if (!view) return;
+    kiln::Result<kiln::Progress> done = job->poll();
+    CHECK(done.ok() && done->state == kiln::JobState::succeeded && done->step == 1 && done->total_steps == 1);
+    CHECK(job->image_size().status() == kiln::Status::invalid_argument);
+    CHECK(job->error_message().value_or("x").empty());
+    CHECK(job->free().ok());  // the view outlives the job
+
+    kiln::Result<kiln::Model> blocking_view = blocking.seamless(kiln::Seamless::xy);
+    CHECK(blocking_view.ok());
+    if (!blocking_view) return;
+    kiln::Result<std::vector<std::uint8_t>> tiled = generated_bytes(*view);
+    kiln::Result<std::vector<std::uint8_t>> direct = generated_bytes(*blocking_view);
+    kiln::Result<std::vector<std::uint8_t>> plain = generated_bytes(blocking);
+    CHECK(tiled.ok() && direct.ok() && plain.ok());
+    if (!tiled || !direct || !plain) return;
+    CHECK(*tiled == *direct);
+    CHECK(*tiled != *plain);
+    std::printf("seamless job: its view generated seamless()'s %zu bytes: %s\n", tiled->size(),
+                *tiled == *direct ? "yes" : "no");
+}
+
+// An upscaler load as a job (Runtime::submit_load_upscaler, Job::upscaler; tests/fixtures/upscaler/x4): a missing
+// path is refused at submit with no job; queued on a runtime destroyed right after submit, the job counts 0 of 1
+// then 1 of 1 with no previews and its upscaler (a handle of its own per Job::upscaler call, outliving the job)
+// upscales a picture to exactly the bytes of the blocking load's upscaler; Job::model on it, and Job::upscaler on
+// a model load or an image job, are Status::invalid_argument.
+static void test_upscaler_load_job(const kiln::Runtime &rt, const kiln::Model &model, const std::string &model_dir) {
+    const std::string x4 = model_dir + "/../upscaler/x4";
+
+    // Checked at submit; nothing queued.
+    kiln::Result<kiln::Job> refused = rt.submit_load_upscaler(model_dir + "/../upscaler/missing");
+    CHECK(refused.status() == kiln::Status::model_not_found);
+    CHECK(!refused && refused.error().message().find("missing") != std::string::npos);
+    if (!refused) std::printf("upscaler load job of a missing path: %s\n", refused.error().describe().c_str());
+    auto bad_jo = kiln::defaults<kiln_job_options>();
+    bad_jo.struct_size = 3;
+    CHECK(rt.submit_load_upscaler(x4, &bad_jo).status() == kiln::Status::struct_size_mismatch);
+    CHECK(kiln::Runtime().submit_load_upscaler(x4).status() == kiln::Status::null_argument);
+#ifdef KILN_CPP_EXCEPTIONS
+    bool thrown = false;
+    try {
+        kiln::Job never = kiln::check(rt.submit_load_upscaler("/nonexistent/kiln-upscaler"));
+        (void)never;
+    } catch (const kiln::Exception &e) {
+        thrown = e.error().status() == kiln::Status::model_not_found;
+    }
+    CHECK(thrown);
+#endif
+
+    // Submitted on a runtime of its own, destroyed right after: the job keeps what it needs of it.
+    kiln::Result<kiln::Job> job = kiln::Error();
+    {
+        kiln::Result<kiln::Runtime> own = kiln::Runtime::create();
+        CHECK(own.ok());
+        if (!own) return;
+        job = own->submit_load_upscaler(x4);
+    }
+    CHECK(job.ok());
+    if (!job) {
+        std::printf("upscaler load job: %s\n", job.error().describe().c_str());
+        return;
+    }
+    kiln::Result<kiln::Progress> first = job->poll();
+    CHECK(first.ok() && first->total_steps == 1);
+    const kiln::JobState state = job->wait(300000).value_or(kiln::JobState::failed);
+    if (state != kiln::JobState::succeeded)
+        std::printf("upscaler load job ended %u: %s\n", kiln::to_c(state),
+                    job->error_message().value_or("(no message)").c_str());
+    CHECK(state == kiln::JobState::succeeded);
+    kiln::Result<kiln::Upscaler> loaded = job->upscaler();
+    kiln::Result<kiln::Upscaler> again = job->upscaler();
+    CHECK(loaded.ok() && again.ok());
+    if (!loaded || !again) return;
+    CHECK(loaded->get() != again->get());
+    kiln::Result<kiln::Progress> done = job->poll();
+    CHECK(done.ok() && done->state == kiln::JobState::succeeded && done->step == 1 && done->total_steps == 1 &&
+          done->preview_step == 0);
+    CHECK(job->preview().status() == kiln::Status::busy);
+    CHECK(job->error_message().value_or("x").empty());
+    kiln::Result<kiln::Model> no_model = job->model();
+    CHECK(no_model.status() == kiln::Status::invalid_argument);
+    CHECK(!no_model && no_model.error().message().find("kiln_job_upscaler") != std::string::npos);
+    CHECK(job->image_size().status() == kiln::Status::invalid_argument);
+    const std::uint64_t job_id = job->id();
+    CHECK(job->free().ok());  // the handles outlive the job
+    CHECK(kiln::Job(job_id).upscaler().status() == kiln::Status::invalid_handle);
+    CHECK(loaded->scale().value_or(0) == 4 && again->scale().value_or(0) == 4);
+
+    // Its upscaler upscales exactly as the blocking load's: a 24x20 picture with falling alpha, 3x3 tiles of 8.
+    std::vector<std::uint8_t> rgba;
+    for (std::uint32_t y = 0; y < 20; ++y)
+        for (std::uint32_t x = 0; x < 24; ++x)
+            rgba.insert(rgba.end(), {std::uint8_t(x * 10), std::uint8_t(y * 12), std::uint8_t((x + y) * 5),
+                                     std::uint8_t(255 - y * 10)});
+    kiln::Result<kiln::Image> picture = kiln::Image::create(24, 20, rgba.data(), rgba.size());
+    kiln::Result<kiln::Upscaler> blocking = rt.load_upscaler(x4);
+    CHECK(picture.ok() && blocking.ok());
+    if (!picture || !blocking) return;
+    auto o = kiln::defaults<kiln_upscale_options>();
+    o.tile = 8;
+    o.context = 20;
+    kiln::Result<kiln::Image> from_job = loaded->upscale(*picture, &o);
+    kiln::Result<kiln::Image> direct = blocking->upscale(*picture, &o);
+    CHECK(from_job.ok() && direct.ok());
+    if (!from_job || !direct) return;
+    CHECK(from_job->width() == 96 && from_job->height() == 80);
+    CHECK(from_job->to_vector() == direct->to_vector());
+    CHECK(again->upscale(*picture, &o).value_or(kiln::Image()).to_vector() == direct->to_vector());
+    std::printf("upscaler load job: its upscaler gave the blocking load's %zu bytes: %s\n", direct->size_bytes(),
+                from_job->to_vector() == direct->to_vector() ? "yes" : "no");
+
+    // The other way round: a model load and an image job have no upscaler.
+    kiln::Result<kiln::Job> model_job = rt.submit_load_model(model_dir);
+    kiln::Result<kiln::Job> image_job = model.submit(options_for("brick wall", 3, 2));
+    CHECK(model_job.ok() && image_job.ok());
+    if (!model_job || !image_job) return;
+    CHECK(model_job->wait(300000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+    CHECK(image_job->wait(60000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+    CHECK(model_job->upscaler().status() == kiln::Status::invalid_argument);
+    CHECK(image_job->upscaler().status() == kiln::Status::invalid_argument);
+}
+
 static void test_job(const kiln::Model &model) {
     auto o = options_for("weathered oak planks", 7, 4);
     kiln::Result<kiln::Image> reference = model.generate(o);
@@ -1337,6 +1488,8 @@ int main(int argc, char **argv) {
         test_loras(*model, std::string(argv[1]) + "/../lora");
         test_lora_text_encoder_scale(*model, std::string(argv[1]) + "/../lora");
         test_model_jobs(*model, argv[1]);
+        test_seamless_job(*rt, *model, argv[1]);
+        test_upscaler_load_job(*rt, *model, argv[1]);
         test_sdxl(*rt, *model, std::string(argv[1]) + "/../tiny-sdxl");
         if (argc == 5) {
             // The goldens' readers throw on a missing or malformed file: a failure, not a crash.

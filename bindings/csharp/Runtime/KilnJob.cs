@@ -9,7 +9,7 @@ namespace Kiln
     {
         /// <summary>Higher runs first; equal priorities run in submission order.</summary>
         public int Priority;
-        /// <summary>A preview every this many U-Net calls (and at the last); 0 = none. Upscale and model jobs make no previews.</summary>
+        /// <summary>A preview every this many U-Net calls (and at the last); 0 = none. Upscale, model and upscaler load jobs make no previews.</summary>
         public uint PreviewInterval;
         /// <summary>
         /// Optional event handler. It runs on a Kiln worker thread, never the main thread:
@@ -67,9 +67,9 @@ namespace Kiln
     {
         /// <summary>Where the job is.</summary>
         public KilnJobState State;
-        /// <summary>U-Net calls finished; graph runs (tiles) for an upscale job; 0, then 1 once it succeeded, for a model job.</summary>
+        /// <summary>U-Net calls finished; graph runs (tiles) for an upscale job; 0, then 1 once it succeeded, for a model or upscaler load job.</summary>
         public uint Step;
-        /// <summary>U-Net calls in total; graph runs for an upscale job; 1 for a model job (known from submission on).</summary>
+        /// <summary>U-Net calls in total; graph runs for an upscale job; 1 for a model or upscaler load job (known from submission on).</summary>
         public uint TotalSteps;
         /// <summary>Step of the newest preview; 0 while none.</summary>
         public uint PreviewStep;
@@ -84,16 +84,18 @@ namespace Kiln
     /// <summary>
     /// A queued generation, texture helper or upscale (a Kiln job id; <see cref="KilnModel.Submit"/>,
     /// <see cref="KilnModel.SubmitExtendTexture"/>, <see cref="KilnModel.SubmitMakeTileable"/>,
-    /// <see cref="KilnUpscaler.Submit"/>), or a model load or LoRA switch
+    /// <see cref="KilnUpscaler.Submit"/>), a model load, LoRA switch or seamless view
     /// (<see cref="KilnModel.SubmitLoad(KilnRuntime, string, KilnJobSettings)"/>,
-    /// <see cref="KilnModel.SubmitWithLoras"/>, <see cref="KilnModel.SubmitWithAdapters"/>). Poll it
-    /// once a frame from the main thread; copy the image (or take the model) once it succeeded.
+    /// <see cref="KilnModel.SubmitWithLoras"/>, <see cref="KilnModel.SubmitWithAdapters"/>,
+    /// <see cref="KilnModel.SubmitSeamless"/>), or an upscaler load
+    /// (<see cref="KilnUpscaler.SubmitLoad"/>). Poll it once a frame from the main thread; copy
+    /// the image (or take the model or upscaler) once it succeeded.
     /// Dispose cancels it if it is still running and frees it.
     /// </summary>
     public sealed class KilnJob : IDisposable
     {
         readonly JobCallbackState state;
-        // Orders TryTakeModel's log lease before Release gives the job's own back.
+        // Orders TryTakeModel's and TryTakeUpscaler's log leases before Release gives the job's own back.
         readonly object gate = new object();
         int disposed;
 
@@ -263,12 +265,12 @@ namespace Kiln
         /// <summary>
         /// A new model handle (C: <c>kiln_job_model</c>) from a succeeded model job
         /// (<see cref="KilnModel.SubmitLoad(KilnRuntime, string, KilnJobSettings)"/>,
-        /// <see cref="KilnModel.SubmitWithLoras"/>, <see cref="KilnModel.SubmitWithAdapters"/>):
-        /// each call gives a <see cref="KilnModel"/> of its own, disposed independently of the job
+        /// <see cref="KilnModel.SubmitWithLoras"/>, <see cref="KilnModel.SubmitWithAdapters"/>,
+        /// <see cref="KilnModel.SubmitSeamless"/>): each call gives a <see cref="KilnModel"/> of its own, disposed independently of the job
         /// and of each other (each outlives the job's Dispose). With the runtime's log handler, as
         /// <see cref="KilnModel.Load(KilnRuntime, string)"/>'s models have.
         /// </summary>
-        /// <exception cref="KilnException">BUSY (queued or running), INVALID_ARGUMENT (the job failed, was cancelled, or made an image).</exception>
+        /// <exception cref="KilnException">BUSY (queued or running), INVALID_ARGUMENT (the job failed, was cancelled, or made an image or an upscaler).</exception>
         /// <exception cref="ObjectDisposedException">The job was disposed.</exception>
         public KilnModel TakeModel()
         {
@@ -297,6 +299,45 @@ namespace Kiln
             GC.KeepAlive(this);
             KilnError error = KilnStatusNames.Error(status);
             if (status == 0) model = new KilnModel(raw, sink);
+            else if (sink != null) sink.Release();
+            return error;
+        }
+
+        /// <summary>
+        /// A new upscaler handle (C: <c>kiln_job_upscaler</c>) from a succeeded
+        /// <see cref="KilnUpscaler.SubmitLoad"/> job: each call gives a <see cref="KilnUpscaler"/> of
+        /// its own, disposed independently of the job and of each other (each outlives the job's
+        /// Dispose). With the runtime's log handler, as <see cref="KilnUpscaler.Load"/>'s upscalers have.
+        /// </summary>
+        /// <exception cref="KilnException">BUSY (queued or running), INVALID_ARGUMENT (the job failed, was cancelled, or made an image or a model).</exception>
+        /// <exception cref="ObjectDisposedException">The job was disposed.</exception>
+        public KilnUpscaler TakeUpscaler()
+        {
+            KilnUpscaler upscaler;
+            KilnError e = TryTakeUpscaler(out upscaler);
+            if (!e.Ok) throw new KilnException(e.Status, e.Message);
+            return upscaler;
+        }
+
+        /// <summary>As <see cref="TakeUpscaler"/>, returning the status instead of throwing (BUSY = not yet); <c>upscaler</c> is null unless it is OK.</summary>
+        /// <exception cref="ObjectDisposedException">The job was disposed.</exception>
+        public KilnError TryTakeUpscaler(out KilnUpscaler upscaler)
+        {
+            upscaler = null;
+            LogSink sink;
+            lock (gate)
+            {
+                if (disposed != 0) throw new ObjectDisposedException("KilnJob");
+                // The upscaler may log after the runtime and this job are gone: it holds its own
+                // lease, taken while the job's still stands.
+                sink = state.Sink != null ? state.Sink.AddRef() : null;
+            }
+            IntPtr raw;
+            uint status = KilnNative.kiln_job_upscaler(Id, out raw);
+            // The finalizer must not free the id during the call.
+            GC.KeepAlive(this);
+            KilnError error = KilnStatusNames.Error(status);
+            if (status == 0) upscaler = new KilnUpscaler(raw, sink);
             else if (sink != null) sink.Release();
             return error;
         }

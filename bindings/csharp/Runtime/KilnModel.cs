@@ -136,6 +136,31 @@ namespace Kiln
         }
 
         /// <summary>
+        /// <see cref="Seamless"/> as a job on Kiln's worker threads (C:
+        /// <c>kiln_job_submit_seamless</c>): returns at once; the job ends with the view whose
+        /// images tile along <c>axes</c>, taken with <see cref="KilnJob.TakeModel"/> once it
+        /// succeeded. Making a view rewrites the U-Net's and VAE decoder's convolutions and
+        /// creates their sessions (seconds for an SD 1.5 model), so a game switching between
+        /// tileable textures and ordinary images asks for one without blocking its frame loop; a
+        /// view this model already has (or its own axes) is ready at once. Progress (0 of 1, then
+        /// 1 of 1) and cancel as for <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>:
+        /// a cancel stops the rewrite or the session being created. This model stays usable
+        /// meanwhile; the job holds what it needs of it, so it may be disposed once this returns.
+        /// </summary>
+        /// <exception cref="KilnException">INVALID_ARGUMENT (<c>axes</c> not a <see cref="KilnSeamless"/> value), ...; no job is queued. The job's own errors are <see cref="Seamless"/>'.</exception>
+        /// <exception cref="ObjectDisposedException">This model was disposed; no job is queued.</exception>
+        public KilnJob SubmitSeamless(KilnSeamless axes, KilnJobSettings jobSettings = null)
+        {
+            using (var pins = new Pins())
+            {
+                // A disposed model throws here, before its log sink is leased to the job.
+                pins.Borrow(Handle);
+                return KilnJob.Submit(jobSettings, Handle.Sink, (ref KilnJobOptions jo, out ulong id) =>
+                    KilnNative.kiln_job_submit_seamless(Handle, (uint)axes, ref jo, out id));
+            }
+        }
+
+        /// <summary>
         /// A new model handle with these LoRAs merged into the original weights (a switch, not a
         /// stack: no LoRAs gives the plain weights back). This model is unchanged; dispose the new
         /// one independently.

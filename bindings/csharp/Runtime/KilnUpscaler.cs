@@ -13,7 +13,8 @@ namespace Kiln
         /// <summary>The owned native handle.</summary>
         public readonly KilnUpscalerHandle Handle;
 
-        KilnUpscaler(IntPtr raw, LogSink sink) { Handle = new KilnUpscalerHandle(raw, sink); }
+        /// <summary>Owns <c>raw</c>; <c>sink</c> is a log lease of the upscaler's own (released with the handle).</summary>
+        internal KilnUpscaler(IntPtr raw, LogSink sink) { Handle = new KilnUpscalerHandle(raw, sink); }
 
         /// <summary>
         /// Loads a folder holding <c>model.onnx</c> (and optionally <c>config.json</c>), or an
@@ -52,6 +53,33 @@ namespace Kiln
             if (status == 0) upscaler = new KilnUpscaler(raw, sink);
             else if (sink != null) sink.Release();
             return error;
+        }
+
+        /// <summary>
+        /// <see cref="Load"/> as a job on Kiln's worker threads (C: <c>kiln_job_submit_upscaler_load</c>),
+        /// so a game loads a super-resolution graph without blocking its frame loop or starting a
+        /// thread: returns at once; poll the job and take the upscaler with
+        /// <see cref="KilnJob.TakeUpscaler"/> once it succeeded. <c>path</c> is checked and copied
+        /// here, the graph read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
+        /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
+        /// load before it starts; a running one stops inside the graph session ONNX Runtime is
+        /// creating and ends <see cref="KilnJobState.Cancelled"/> without an upscaler. The job holds
+        /// what it needs of the runtime and its own log lease, so <c>runtime</c> may be disposed once
+        /// this returns.
+        /// </summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (no graph file there), ...; no job is queued. The job's own errors are <see cref="Load"/>'s.</exception>
+        /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
+        public static KilnJob SubmitLoad(KilnRuntime runtime, string path, KilnJobSettings jobSettings = null)
+        {
+            if (runtime == null) throw new ArgumentNullException("runtime");
+            using (var pins = new Pins())
+            {
+                // A disposed runtime throws here, before its log sink is leased to the job.
+                pins.Borrow(runtime.Handle);
+                // The job (and each upscaler taken from it) may log after the runtime handle is gone.
+                return KilnJob.Submit(jobSettings, runtime.Handle.Sink, (ref KilnJobOptions jo, out ulong id) =>
+                    KilnNative.kiln_job_submit_upscaler_load(runtime.Handle, Utf8.ToNative(path), ref jo, out id));
+            }
         }
 
         /// <summary>Output pixels per input pixel along each axis (2, 4, ...).</summary>

@@ -1693,6 +1693,169 @@ static class KilnTests
         }
     }
 
+    static void SeamlessJob()
+    {
+        // SubmitSeamless: the job's view generates Seamless()'s bytes (not the plain model's),
+        // from a model disposed right after submit; 0 of 1, then 1 of 1, no previews; axes that
+        // are no KilnSeamless are refused at submit and queue nothing.
+        var settings = Quick("mossy stone", 5);
+        byte[] plain, blocking;
+        using (KilnImage image = model.Generate(settings)) plain = image.ToArray();
+        using (KilnModel view = model.Seamless(KilnSeamless.XY))
+        using (KilnImage image = view.Generate(settings))
+            blocking = image.ToArray();
+        int previews = 0, finishedEvents = 0;
+        var js = new KilnJobSettings
+        {
+            PreviewInterval = 1,
+            OnEvent = ev =>
+            {
+                if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
+                if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finishedEvents);
+            },
+        };
+        KilnJob job;
+        using (KilnModel own = KilnModel.Load(runtime, modelDir))
+            job = own.SubmitSeamless(KilnSeamless.XY, js);
+        ulong id = job.Id;
+        using (job)
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "seamless job state (" + job.ErrorMessage + ")");
+            Console.WriteLine("    seamless job: step " + s.Step + " of " + s.TotalSteps + ", preview step " + s.PreviewStep);
+            Check(s.Step == 1 && s.TotalSteps == 1 && s.PreviewStep == 0, "seamless job progress: 1 of 1, no preview");
+            int w, h;
+            Throws(() => job.ImageSize(out w, out h), KilnStatus.InvalidArgument, "ImageSize of a seamless job");
+            using (KilnModel view = job.TakeModel())
+            using (KilnImage image = view.Generate(settings))
+            {
+                byte[] tiled = image.ToArray();
+                SamePixels(blocking, tiled, "SubmitSeamless job's view vs Seamless()'s");
+                int differing = plain.Zip(tiled, (x, y) => x != y).Count(d => d);
+                Console.WriteLine("    seamless view: " + differing + " bytes differ from the plain model's image (need > 0)");
+                Check(differing > 0, "the seamless view did not change the image");
+            }
+        }
+        WaitUntilFreed(id);
+        Check(finishedEvents == 1 && previews == 0, "seamless job events: " + previews + " previews, " + finishedEvents + " Finished");
+
+        // Checked at submit: nothing queued, no event.
+        int refused = 0;
+        var counting = new KilnJobSettings { OnEvent = ev => Interlocked.Increment(ref refused) };
+        object[] before = LiveJobStates();
+        KilnException e = Throws(() => model.SubmitSeamless((KilnSeamless)9, counting).Dispose(), KilnStatus.InvalidArgument, "SubmitSeamless with an unknown axes value");
+        Check(e.NativeMessage.Contains("axes"), "message names axes: " + e.NativeMessage);
+        KilnModel disposed = KilnModel.Load(runtime, modelDir);
+        disposed.Dispose();
+        try { disposed.SubmitSeamless(KilnSeamless.XY, counting).Dispose(); throw new Exception("submitted on a disposed model"); }
+        catch (ObjectDisposedException) { }
+        Thread.Sleep(20);
+        NoNewJob(before, Volatile.Read(ref refused), "seamless-job submits");
+    }
+
+    static void UpscalerLoadJob()
+    {
+        // KilnUpscaler.SubmitLoad: the job's upscaler upscales to the blocking Load's bytes, from a
+        // runtime disposed right after submit (the job and each upscaler taken from it lease its log
+        // sink); 0 of 1, then 1 of 1, no previews; TakeUpscaler gives a handle of its own per call;
+        // a missing path is refused at submit and queues nothing; TakeModel of it, and
+        // TakeUpscaler of a model or an image job, throw INVALID_ARGUMENT.
+        string x4 = Path.Combine(UpscalerDir(), "x4");
+        KilnUpscaleOptions o = UpscaleOptions(8, 20, KilnSeamless.None);
+        byte[] blocking;
+        using (KilnUpscaler u = KilnUpscaler.Load(runtime, x4))
+        using (KilnImage picture = KilnImage.Create(24, 20, UpscalerPicture()))
+        using (KilnImage up = u.Upscale(picture, o))
+            blocking = up.ToArray();
+        int previews = 0, finishedEvents = 0;
+        var js = new KilnJobSettings
+        {
+            PreviewInterval = 1,
+            OnEvent = ev =>
+            {
+                if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
+                if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finishedEvents);
+            },
+        };
+        var lines = new List<string>();
+        var rt = new KilnRuntime(new KilnRuntimeSettings { Log = (level, text) => { lock (lines) lines.Add(text); }, LogLevel = KilnLogLevel.Debug });
+        object sink = Field(rt.Handle, "Sink");
+        Func<int> references = () => (int)Field(sink, "references");
+        KilnJob job = KilnUpscaler.SubmitLoad(rt, x4, js);
+        rt.Dispose();
+        Equal(1, references(), "leases while only the job holds the sink");
+        ulong id = job.Id;
+        KilnUpscaler loaded, second;
+        using (job)
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "upscaler load job state (" + job.ErrorMessage + ")");
+            Console.WriteLine("    upscaler load job: step " + s.Step + " of " + s.TotalSteps + ", preview step " + s.PreviewStep);
+            Check(s.Step == 1 && s.TotalSteps == 1 && s.PreviewStep == 0, "upscaler load job progress: 1 of 1, no preview");
+            loaded = job.TakeUpscaler();
+            second = job.TakeUpscaler();
+            Check(loaded.Handle.DangerousGetHandle() != second.Handle.DangerousGetHandle(), "TakeUpscaler gives a handle of its own per call");
+            Check(ReferenceEquals(sink, Field(loaded.Handle, "Sink")), "the job's upscaler holds the runtime's log sink");
+            Equal(3, references(), "leases with the job and its two upscalers");
+            KilnException e = Throws(() => job.TakeModel(), KilnStatus.InvalidArgument, "TakeModel of an upscaler load job");
+            Check(e.NativeMessage.Contains("kiln_job_upscaler"), "message names kiln_job_upscaler: " + e.NativeMessage);
+            KilnModel noModel;
+            Equal(KilnStatus.InvalidArgument, job.TryTakeModel(out noModel).Status, "TryTakeModel of an upscaler load job");
+            Check(noModel == null, "TryTakeModel of an upscaler load job gave a model");
+            int w, h;
+            Throws(() => job.ImageSize(out w, out h), KilnStatus.InvalidArgument, "ImageSize of an upscaler load job");
+        }
+        WaitUntilFreed(id);
+        Check(finishedEvents == 1 && previews == 0, "upscaler load job events: " + previews + " previews, " + finishedEvents + " Finished");
+        try { job.TakeUpscaler().Dispose(); throw new Exception("TakeUpscaler of a disposed job"); }
+        catch (ObjectDisposedException) { }
+        second.Dispose();
+        WaitFor(() => references() == 1, "leases with only the first upscaler: " + references());
+        using (loaded)
+        using (KilnImage picture = KilnImage.Create(24, 20, UpscalerPicture()))
+        {
+            Equal(4, loaded.Scale, "the job's upscaler's Scale");
+            using (KilnImage up = loaded.Upscale(picture, o))
+            {
+                Equal(96, up.Width, "upscaled width");
+                SamePixels(blocking, up.ToArray(), "SubmitLoad job's upscaler vs KilnUpscaler.Load's");
+            }
+        }
+        Equal(0, references(), "leases after the last upscaler");
+        Check(!((GCHandle)Field(sink, "self")).IsAllocated, "the sink's GCHandle is freed with the last lease");
+
+        // Checked at submit: nothing queued, no event.
+        int refused = 0;
+        var counting = new KilnJobSettings { OnEvent = ev => Interlocked.Increment(ref refused) };
+        object[] before = LiveJobStates();
+        KilnException missing = Throws(() => KilnUpscaler.SubmitLoad(runtime, Path.Combine(UpscalerDir(), "no-such-upscaler"), counting).Dispose(), KilnStatus.ModelNotFound, "SubmitLoad of a missing upscaler");
+        Check(missing.NativeMessage.Contains("no-such-upscaler"), "message names the path: " + missing.NativeMessage);
+        Throws(() => KilnUpscaler.SubmitLoad(runtime, null, counting).Dispose(), KilnStatus.NullArgument, "SubmitLoad of a null path");
+        try { KilnUpscaler.SubmitLoad(runtime, "bad\0path", counting).Dispose(); throw new Exception("a NUL in the path accepted"); }
+        catch (ArgumentException) { }
+        try { KilnUpscaler.SubmitLoad(null, x4).Dispose(); throw new Exception("null runtime accepted"); }
+        catch (ArgumentNullException) { }
+        var gone = new KilnRuntime();
+        gone.Dispose();
+        try { KilnUpscaler.SubmitLoad(gone, x4, counting).Dispose(); throw new Exception("submitted on a disposed runtime"); }
+        catch (ObjectDisposedException) { }
+        Thread.Sleep(20);
+        NoNewJob(before, Volatile.Read(ref refused), "upscaler-load submits");
+
+        // The other way round: a model load and an image job have no upscaler.
+        using (KilnJob modelJob = KilnModel.SubmitLoad(runtime, modelDir))
+        using (KilnJob imageJob = model.Submit(Quick("an image", 1)))
+        {
+            Equal(KilnJobState.Succeeded, PollUntilEnded(modelJob).State, "model load job state");
+            Equal(KilnJobState.Succeeded, PollUntilEnded(imageJob).State, "image job state");
+            Throws(() => modelJob.TakeUpscaler(), KilnStatus.InvalidArgument, "TakeUpscaler of a model load job");
+            KilnUpscaler none;
+            Equal(KilnStatus.InvalidArgument, imageJob.TryTakeUpscaler(out none).Status, "TryTakeUpscaler of an image job");
+            Check(none == null, "TryTakeUpscaler of an image job gave an upscaler");
+            Throws(() => imageJob.TakeUpscaler(), KilnStatus.InvalidArgument, "TakeUpscaler of an image job");
+        }
+    }
+
     static void ModelJobsLeaseTheLog()
     {
         // A job's model logs through the runtime's handler like a loaded one: the job leases the
@@ -1785,6 +1948,8 @@ static class KilnTests
             new KeyValuePair<string, Action>("upscale jobs: cancel by job and by upscaler", UpscaleJobCancel),
             new KeyValuePair<string, Action>("upscaled jobs: generation + seamless upscale bytes, one step count, submit errors", UpscaledJobs),
             new KeyValuePair<string, Action>("model jobs: load and LoRA switch give the blocking bytes, TakeModel, submit and job errors", ModelJobs),
+            new KeyValuePair<string, Action>("seamless job: Seamless()'s bytes, source disposed after submit, 1 of 1, bad axes", SeamlessJob),
+            new KeyValuePair<string, Action>("upscaler load job: Load's bytes, runtime disposed after submit, 1 of 1, TakeUpscaler, submit errors", UpscalerLoadJob),
             new KeyValuePair<string, Action>("model jobs: taken models lease the runtime's log sink", ModelJobsLeaseTheLog),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };

@@ -1,5 +1,5 @@
 """The async job API: poll each frame, previews, wait, cancel, results, freed ids; the texture helpers' jobs;
-model loads and LoRA switches as jobs."""
+model loads, LoRA switches, seamless views and upscaler loads as jobs."""
 
 from __future__ import annotations
 
@@ -129,8 +129,9 @@ def test_texture_jobs_check_their_arguments_at_submit(model: kiln.Model) -> None
         assert job.result(60).shape == (64, 80, 4)
 
 
-# Model loads and LoRA switches as jobs (kiln_job_submit_model_load, kiln_job_submit_with_adapters,
-# kiln_job_model). DDIM, 3 steps, seed 9: tests/job_kinds.rs's generation.
+# Model loads, LoRA switches, seamless views and upscaler loads as jobs (kiln_job_submit_model_load,
+# kiln_job_submit_with_adapters, kiln_job_submit_seamless, kiln_job_model; kiln_job_submit_upscaler_load,
+# kiln_job_upscaler). DDIM, 3 steps, seed 9: tests/job_kinds.rs's generation.
 MODEL_JOB: kiln.GenerateOptions = {"steps": 3, "seed": 9, "scheduler": "ddim"}
 
 
@@ -179,6 +180,70 @@ def test_a_lora_job_gives_with_loras_model(model: kiln.Model, root: Path) -> Non
         assert np.array_equal(styled_pixels, pixels(blocking)), "the job's model is with_loras'"
     assert not np.array_equal(styled_pixels, pixels(model)), "and the LoRA changed the image"
     assert model.loras == []
+
+
+def test_a_seamless_job_gives_seamless_view(runtime: kiln.Runtime, model: kiln.Model, root: Path) -> None:
+    own = runtime.load_model(root / "tests" / "fixtures" / "tiny-sd")
+    with own:
+        job = own.submit_seamless(kiln.Seamless.XY)
+    # The model it came from was closed right after submit: the job holds what it needs.
+    with job:
+        assert job.poll().total_steps == 1
+        tiled = job.model(120)
+        p = job.poll()
+        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, 1, 1, 0)
+        assert job.error_message == ""
+    with tiled, model.seamless(kiln.Seamless.XY) as blocking:
+        assert tiled._runtime is runtime
+        tiled_pixels = pixels(tiled)
+        assert np.array_equal(tiled_pixels, pixels(blocking)), "the job's view is seamless()'"
+    assert not np.array_equal(tiled_pixels, pixels(model)), "and it tiles: not the plain model's image"
+    # The forms seamless() takes (an int too); anything else is refused at submit, nothing queued.
+    with model.submit_seamless(3, priority=1) as again, again.model(120) as view:  # type: ignore[arg-type]
+        assert np.array_equal(pixels(view), tiled_pixels)
+    with pytest.raises(ValueError):
+        model.submit_seamless(9)  # type: ignore[arg-type]
+
+
+def test_an_upscaler_load_job_gives_load_upscalers_upscaler(runtime: kiln.Runtime, model: kiln.Model,
+                                                            root: Path) -> None:
+    fixtures = root / "tests" / "fixtures" / "upscaler"
+    picture = np.load(fixtures / "image.npy").astype(np.uint8)  # (20, 24, 4), alpha falling from 255 to 40
+    with pytest.raises(kiln.ModelNotFoundError) as missing:
+        runtime.submit_load_upscaler(fixtures / "missing")  # nothing queued: no job to close
+    assert missing.value.status == kiln.Status.MODEL_NOT_FOUND and "missing" in missing.value.message
+
+    with kiln.Runtime() as rt:
+        job = rt.submit_load_upscaler(fixtures / "x4", priority=1)
+    # The runtime was closed right after submit: the job holds what it needs of it.
+    with job:
+        assert job.poll().total_steps == 1
+        loaded = job.upscaler(120)
+        p = job.poll()
+        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, 1, 1, 0)
+        assert job.preview() is None and job.error_message == ""
+        again = job.upscaler()
+        assert again.handle != loaded.handle, "a handle of its own per call"
+        again.close()
+        with pytest.raises(kiln.ArgumentError) as no_model:
+            job.model()
+        assert no_model.value.status == kiln.Status.INVALID_ARGUMENT and "kiln_job_upscaler" in no_model.value.message
+        with pytest.raises(kiln.ArgumentError) as no_image:
+            job.result()
+        assert no_image.value.status == kiln.Status.INVALID_ARGUMENT
+    with loaded, runtime.load_upscaler(fixtures / "x4") as blocking:  # outlives its job
+        assert loaded.scale == 4
+        with loaded.upscale(picture, tile=8, context=20) as ours, blocking.upscale(picture, tile=8, context=20) as want:
+            assert ours.to_numpy().shape == (80, 96, 4)
+            assert np.array_equal(ours.to_numpy(), want.to_numpy()), "the job's upscaler is load_upscaler's"
+
+    # The other way round: a model load and an image job have no upscaler.
+    with runtime.submit_load_model(root / "tests" / "fixtures" / "tiny-sd") as model_job, \
+            model.submit("brick wall", **MODEL_JOB) as image_job:
+        for other in (model_job, image_job):
+            with pytest.raises(kiln.ArgumentError) as no_upscaler:
+                other.upscaler(120)
+            assert no_upscaler.value.status == kiln.Status.INVALID_ARGUMENT
 
 
 def test_model_jobs_check_arguments_at_submit_and_files_in_the_job(runtime: kiln.Runtime, model: kiln.Model,

@@ -173,6 +173,10 @@ namespace Kiln.Interop
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_submit_with_adapters(KilnModelHandle model, [In] KilnLora[] loras, UIntPtr lora_count, [In] KilnEmbedding[] embeddings, UIntPtr embedding_count, ref KilnJobOptions job_options, out ulong job_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_submit_seamless(KilnModelHandle model, uint axes, ref KilnJobOptions job_options, out ulong job_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_submit_upscaler_load(KilnRuntimeHandle runtime, byte[] path, ref KilnJobOptions job_options, out ulong job_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_poll(ulong job, ref KilnJobProgress progress_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_wait(ulong job, uint timeout_ms, out uint state_out);
@@ -188,6 +192,8 @@ namespace Kiln.Interop
         public static extern uint kiln_job_copy_preview(ulong job, [In, Out] byte[] pixels_out, UIntPtr pixels_len, UIntPtr row_pitch, out uint step_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_model(ulong job, out IntPtr model_out);
+        [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
+        public static extern uint kiln_job_upscaler(ulong job, out IntPtr upscaler_out);
         [DllImport(Library, CallingConvention = Cc, ExactSpelling = true)]
         public static extern uint kiln_job_free(ulong job);
     }

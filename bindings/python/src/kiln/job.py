@@ -1,5 +1,5 @@
-"""kiln.Job: a queued generation, texture helper, upscale, model load or LoRA switch, pollable once a
-frame, waitable from a bake script."""
+"""kiln.Job: a queued generation, texture helper, upscale, model load, LoRA switch or upscaler load,
+pollable once a frame, waitable from a bake script."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from kiln.model import Model
     from kiln.runtime import Runtime
+    from kiln.upscaler import Upscaler
 
 __all__ = ["Job", "Progress", "Preview"]
 
@@ -35,7 +36,8 @@ class Progress:
     #: U-Net calls finished, of ``total_steps``; for an upscale job, graph runs (tiles; twice as many
     #: when alpha goes through the graph), the total known from submission on; for a generation and its
     #: upscale (``Model.submit_upscaled``), the U-Net calls and then the tiles in one count; for a model
-    #: job (``Runtime.submit_load_model``, ``Model.submit_with_loras``), 0 of 1 until it succeeds, then 1 of 1.
+    #: job (``Runtime.submit_load_model``, ``Model.submit_with_loras``, ``Model.submit_seamless``) or an
+    #: upscaler load (``Runtime.submit_load_upscaler``), 0 of 1 until it succeeds, then 1 of 1.
     step: int
     total_steps: int
     #: Step of the newest preview; 0 while there is none (always, for an upscale job).
@@ -60,16 +62,19 @@ class Preview:
 class Job(Closeable):
     """A generation, texture helper or upscale running on Kiln's worker threads (``Model.submit``,
     ``Model.submit_extend_texture``, ``Model.submit_make_tileable``, ``Model.submit_upscaled``,
-    ``Upscaler.submit``), taken with ``result()``; or a model load or LoRA switch
-    (``Runtime.submit_load_model``, ``Model.submit_with_loras``), taken with ``model()``. ``poll()``
-    never blocks; ``wait()`` does. Closing (or leaving ``with``) frees it, cancelling it first if it
-    still runs."""
+    ``Upscaler.submit``), taken with ``result()``; a model load, LoRA switch or seamless view
+    (``Runtime.submit_load_model``, ``Model.submit_with_loras``, ``Model.submit_seamless``), taken with
+    ``model()``; or an upscaler load (``Runtime.submit_load_upscaler``), taken with ``upscaler()``.
+    ``poll()`` never blocks; ``wait()`` does. Closing (or leaving ``with``) frees it, cancelling it first
+    if it still runs."""
 
     def __init__(self, job_id: int, runtime: Runtime | None = None) -> None:
         """Takes ownership of a job id from ``kiln_job_submit`` or one of its kinds (use
-        ``Model.submit`` and the others). ``runtime``: the one a model job's models come from."""
+        ``Model.submit`` and the others). ``runtime``: the one a model or upscaler load job's models and
+        upscalers come from."""
         self._id: int | None = job_id
-        # Handed to the models model() makes, as Runtime.load_model hands it to its model.
+        # Handed to the models model() and upscalers upscaler() make, as Runtime.load_model hands it to
+        # its model.
         self._runtime = runtime
 
     @property
@@ -132,7 +137,7 @@ class Job(Closeable):
         """Waits for the job and returns its image as an (H, W, 4) uint8 array. Raises CancelledError
         for a cancelled job, JobFailedError (with the job's message) for a failed one, and
         BusyError when ``timeout`` passes first; ArgumentError (INVALID_ARGUMENT) for a model job,
-        which has no image (take it with ``model()``)."""
+        which has no image (take it with ``model()``), or an upscaler load job (``upscaler()``)."""
         state = self.wait(timeout)
         lib, job = _library.lib(), self.id
         self._raise_if_failed(state, lambda: int(lib.kiln_job_image_size(
@@ -144,11 +149,12 @@ class Job(Closeable):
         return out
 
     def model(self, timeout: float | None = None) -> Model:
-        """Waits for a model job (``Runtime.submit_load_model``, ``Model.submit_with_loras``) and returns
-        the model it made (``kiln_job_model``): a new handle on each call, closed independently of the
-        job and of each other, usable after the job is closed. Raises as ``result()`` does: CancelledError,
-        JobFailedError (with the job's message), BusyError when ``timeout`` passes first; ArgumentError
-        (INVALID_ARGUMENT) for a job that made an image (take that with ``result()``)."""
+        """Waits for a model job (``Runtime.submit_load_model``, ``Model.submit_with_loras``,
+        ``Model.submit_seamless``) and returns the model it made (``kiln_job_model``): a new handle on each
+        call, closed independently of the job and of each other, usable after the job is closed. Raises as
+        ``result()`` does: CancelledError, JobFailedError (with the job's message), BusyError when
+        ``timeout`` passes first; ArgumentError (INVALID_ARGUMENT) for a job that made an image (take that
+        with ``result()``) or an upscaler (take that with ``upscaler()``)."""
         from kiln.model import Model
 
         state = self.wait(timeout)
@@ -157,6 +163,21 @@ class Job(Closeable):
         out = ctypes.c_void_p()
         check(lib.kiln_job_model(job, ctypes.byref(out)))
         return Model(out.value or 0, self._runtime)
+
+    def upscaler(self, timeout: float | None = None) -> Upscaler:
+        """Waits for an upscaler load job (``Runtime.submit_load_upscaler``) and returns the upscaler it
+        loaded (``kiln_job_upscaler``): a new handle on each call, closed independently of the job and of
+        each other, usable after the job is closed. Raises as ``model()`` does: CancelledError,
+        JobFailedError (with the job's message), BusyError when ``timeout`` passes first; ArgumentError
+        (INVALID_ARGUMENT) for a job that made an image or a model."""
+        from kiln.upscaler import Upscaler
+
+        state = self.wait(timeout)
+        lib, job = _library.lib(), self.id
+        self._raise_if_failed(state, lambda: int(lib.kiln_job_upscaler(job, ctypes.byref(ctypes.c_void_p()))))
+        out = ctypes.c_void_p()
+        check(lib.kiln_job_upscaler(job, ctypes.byref(out)))
+        return Upscaler(out.value or 0, self._runtime)
 
     def result_pil(self, timeout: float | None = None) -> PIL.Image.Image:
         """``result()`` as a PIL RGBA image."""
@@ -187,8 +208,8 @@ class Job(Closeable):
 
 def submit(call: SubmitCall, *, priority: int = 0, preview_interval: int = 0, runtime: Runtime | None = None) -> Job:
     """Fills ``kiln_job_options`` (no callback: the binding polls), makes ``call`` with it and the job
-    id's out-parameter, and wraps the id in a Job (with ``runtime``, for a model job's models); raises as
-    ``check`` does (nothing is queued then)."""
+    id's out-parameter, and wraps the id in a Job (with ``runtime``, for a model or upscaler load job's
+    models and upscalers); raises as ``check`` does (nothing is queued then)."""
     jo = _abi.JobOptions()
     _library.lib().kiln_job_options_init(ctypes.byref(jo))
     jo.priority, jo.preview_interval = int(priority), int(preview_interval)

@@ -204,6 +204,22 @@ class Model(Closeable):
                                                                         a.embedding_count, jo, out),
                       priority=priority, runtime=self._runtime)
 
+    def submit_seamless(self, axes: Seamless, *, priority: int = 0) -> Job:
+        """Queues ``seamless`` as a job and returns at once (``kiln_job_submit_seamless``): ``Job.model()``
+        gives the view whose images tile along ``axes`` (what ``seamless(axes)`` makes), this model staying
+        usable meanwhile. Making a view rewrites the U-Net's and VAE decoder's convolutions and creates
+        their sessions, seconds for an SD 1.5 model, so a game switching between tileable textures and
+        ordinary images asks for one without blocking a frame; a view this model already has (or its own
+        ``axes``) is ready at once. Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1; no
+        previews. ``axes`` is checked here, as ``seamless`` checks it: a value that is no ``Seamless``
+        raises ValueError, nothing queued; the job's own errors are ``seamless``'. ``Job.cancel()`` stops
+        a queued view; a running one stops inside the rewrite or the session ONNX Runtime is creating and
+        ends CANCELLED without a model. The job holds what it needs of this model, which may be closed
+        right after."""
+        lib, value, handle = _library.lib(), int(Seamless(axes)), self.handle
+        return submit(lambda jo, out: lib.kiln_job_submit_seamless(handle, value, jo, out),
+                      priority=priority, runtime=self._runtime)
+
     @property
     def loras(self) -> list[tuple[str, float, float]]:
         """The ``(path, scale, text_encoder_scale)`` LoRAs merged into this model, in order (``[]`` for a

@@ -151,6 +151,20 @@ class Runtime(Closeable):
         check(_library.lib().kiln_upscaler_load(self.handle, os.fsencode(path), ctypes.byref(out)))
         return Upscaler(out.value or 0, self)
 
+    def submit_load_upscaler(self, path: str | os.PathLike[str], *, priority: int = 0) -> Job:
+        """Queues ``load_upscaler`` as a job and returns at once (``kiln_job_submit_upscaler_load``), so a
+        game loads a super-resolution graph without a thread of its own: ``Job.upscaler()`` gives the
+        upscaler (what ``load_upscaler(path)`` gives). Higher ``priority`` runs first; progress is 0 of 1,
+        then 1 of 1; no previews. ``path`` is checked here, nothing queued on an error: ModelNotFoundError
+        when no graph file is there. The graph is read by the job, so one that is not an upscaler fails it
+        (``Job.upscaler()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
+        load; a running one stops inside the graph session ONNX Runtime is creating and ends CANCELLED
+        without an upscaler. The job holds what it needs of this runtime, which may be closed right
+        after."""
+        lib, handle, encoded = _library.lib(), self.handle, os.fsencode(path)
+        return submit(lambda jo, out: lib.kiln_job_submit_upscaler_load(handle, encoded, jo, out),
+                      priority=priority, runtime=self)
+
     @property
     def onnxruntime_version(self) -> str:
         """The loaded ONNX Runtime's version, e.g. "1.31.1"."""
