@@ -64,6 +64,28 @@ static class KilnTests
         return new KilnGenerateSettings { Prompt = prompt, Seed = seed, Steps = 4 };
     }
 
+    /// <summary>Counts a job's Preview and Finished events (its callback runs on Kiln's worker thread).</summary>
+    sealed class EventCounts
+    {
+        int previews, finished;
+        public int Previews { get { return Volatile.Read(ref previews); } }
+        public int Finished { get { return Volatile.Read(ref finished); } }
+
+        /// <summary>Job settings asking for a preview at every step and counting what comes.</summary>
+        public KilnJobSettings Settings()
+        {
+            return new KilnJobSettings
+            {
+                PreviewInterval = 1,
+                OnEvent = ev =>
+                {
+                    if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
+                    if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finished);
+                },
+            };
+        }
+    }
+
     static KilnJobStatus PollUntilEnded(KilnJob job)
     {
         // The frame loop a game runs: poll, do other work, poll again.
@@ -1559,16 +1581,8 @@ static class KilnTests
         var settings = Quick("mossy stone brick wall", 11);
         byte[] basePixels;
         using (KilnImage image = model.Generate(settings)) basePixels = image.ToArray();
-        int previews = 0, finishedEvents = 0;
-        var js = new KilnJobSettings
-        {
-            PreviewInterval = 1,
-            OnEvent = ev =>
-            {
-                if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
-                if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finishedEvents);
-            },
-        };
+        var counts = new EventCounts();
+        var js = counts.Settings();
         KilnModel loaded, second;
         ulong loadId;
         using (KilnJob job = KilnModel.SubmitLoad(runtime, modelDir, js))
@@ -1587,7 +1601,7 @@ static class KilnTests
         }
         WaitUntilFreed(loadId);
         second.Dispose();
-        Check(finishedEvents == 1 && previews == 0, "load job events: " + previews + " previews, " + finishedEvents + " Finished");
+        Check(counts.Finished == 1 && counts.Previews == 0, "load job events: " + counts.Previews + " previews, " + counts.Finished + " Finished");
         try
         {
             Equal(64u, loaded.Info.default_size, "the job's model info");
@@ -1704,16 +1718,8 @@ static class KilnTests
         using (KilnModel view = model.Seamless(KilnSeamless.XY))
         using (KilnImage image = view.Generate(settings))
             blocking = image.ToArray();
-        int previews = 0, finishedEvents = 0;
-        var js = new KilnJobSettings
-        {
-            PreviewInterval = 1,
-            OnEvent = ev =>
-            {
-                if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
-                if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finishedEvents);
-            },
-        };
+        var counts = new EventCounts();
+        var js = counts.Settings();
         KilnJob job;
         using (KilnModel own = KilnModel.Load(runtime, modelDir))
             job = own.SubmitSeamless(KilnSeamless.XY, js);
@@ -1737,7 +1743,7 @@ static class KilnTests
             }
         }
         WaitUntilFreed(id);
-        Check(finishedEvents == 1 && previews == 0, "seamless job events: " + previews + " previews, " + finishedEvents + " Finished");
+        Check(counts.Finished == 1 && counts.Previews == 0, "seamless job events: " + counts.Previews + " previews, " + counts.Finished + " Finished");
 
         // Checked at submit: nothing queued, no event.
         int refused = 0;
@@ -1767,16 +1773,8 @@ static class KilnTests
         using (KilnImage picture = KilnImage.Create(24, 20, UpscalerPicture()))
         using (KilnImage up = u.Upscale(picture, o))
             blocking = up.ToArray();
-        int previews = 0, finishedEvents = 0;
-        var js = new KilnJobSettings
-        {
-            PreviewInterval = 1,
-            OnEvent = ev =>
-            {
-                if (ev.Kind == KilnJobEventKind.Preview) Interlocked.Increment(ref previews);
-                if (ev.Kind == KilnJobEventKind.Finished) Interlocked.Increment(ref finishedEvents);
-            },
-        };
+        var counts = new EventCounts();
+        var js = counts.Settings();
         var lines = new List<string>();
         var rt = new KilnRuntime(new KilnRuntimeSettings { Log = (level, text) => { lock (lines) lines.Add(text); }, LogLevel = KilnLogLevel.Debug });
         object sink = Field(rt.Handle, "Sink");
@@ -1806,7 +1804,7 @@ static class KilnTests
             Throws(() => job.ImageSize(out w, out h), KilnStatus.InvalidArgument, "ImageSize of an upscaler load job");
         }
         WaitUntilFreed(id);
-        Check(finishedEvents == 1 && previews == 0, "upscaler load job events: " + previews + " previews, " + finishedEvents + " Finished");
+        Check(counts.Finished == 1 && counts.Previews == 0, "upscaler load job events: " + counts.Previews + " previews, " + counts.Finished + " Finished");
         try { job.TakeUpscaler().Dispose(); throw new Exception("TakeUpscaler of a disposed job"); }
         catch (ObjectDisposedException) { }
         second.Dispose();
