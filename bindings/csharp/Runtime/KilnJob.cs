@@ -284,21 +284,33 @@ namespace Kiln
         /// <exception cref="ObjectDisposedException">The job was disposed.</exception>
         public KilnError TryTakeModel(out KilnModel model)
         {
-            model = null;
+            return TryTake(KilnNative.kiln_job_model, (raw, sink) => new KilnModel(raw, sink), out model);
+        }
+
+        /// <summary>The native call that hands out a new handle to what a job made.</summary>
+        delegate uint TakeCall(ulong job, out IntPtr raw);
+
+        /// <summary>
+        /// The body of <see cref="TryTakeModel"/> and <see cref="TryTakeUpscaler"/>: a new handle from
+        /// <c>take</c>, wrapped by <c>wrap</c> with a log lease of its own (what it wraps may log after
+        /// the runtime and this job are gone), taken while the job's still stands and released again
+        /// when there is nothing to take.
+        /// </summary>
+        KilnError TryTake<T>(TakeCall take, Func<IntPtr, LogSink, T> wrap, out T made) where T : class
+        {
+            made = null;
             LogSink sink;
             lock (gate)
             {
                 if (disposed != 0) throw new ObjectDisposedException("KilnJob");
-                // The model may log after the runtime, its model and this job are gone: it holds
-                // its own lease, taken while the job's still stands.
                 sink = state.Sink != null ? state.Sink.AddRef() : null;
             }
             IntPtr raw;
-            uint status = KilnNative.kiln_job_model(Id, out raw);
+            uint status = take(Id, out raw);
             // The finalizer must not free the id during the call.
             GC.KeepAlive(this);
             KilnError error = KilnStatusNames.Error(status);
-            if (status == 0) model = new KilnModel(raw, sink);
+            if (status == 0) made = wrap(raw, sink);
             else if (sink != null) sink.Release();
             return error;
         }
@@ -323,23 +335,7 @@ namespace Kiln
         /// <exception cref="ObjectDisposedException">The job was disposed.</exception>
         public KilnError TryTakeUpscaler(out KilnUpscaler upscaler)
         {
-            upscaler = null;
-            LogSink sink;
-            lock (gate)
-            {
-                if (disposed != 0) throw new ObjectDisposedException("KilnJob");
-                // The upscaler may log after the runtime and this job are gone: it holds its own
-                // lease, taken while the job's still stands.
-                sink = state.Sink != null ? state.Sink.AddRef() : null;
-            }
-            IntPtr raw;
-            uint status = KilnNative.kiln_job_upscaler(Id, out raw);
-            // The finalizer must not free the id during the call.
-            GC.KeepAlive(this);
-            KilnError error = KilnStatusNames.Error(status);
-            if (status == 0) upscaler = new KilnUpscaler(raw, sink);
-            else if (sink != null) sink.Release();
-            return error;
+            return TryTake(KilnNative.kiln_job_upscaler, (raw, sink) => new KilnUpscaler(raw, sink), out upscaler);
         }
 
         /// <summary>Copies the newest preview (size from <see cref="Poll"/>); BUSY while there is none.</summary>
