@@ -157,12 +157,7 @@ class Job(Closeable):
         with ``result()``) or an upscaler (take that with ``upscaler()``)."""
         from kiln.model import Model
 
-        state = self.wait(timeout)
-        lib, job = _library.lib(), self.id
-        self._raise_if_failed(state, lambda: int(lib.kiln_job_model(job, ctypes.byref(ctypes.c_void_p()))))
-        out = ctypes.c_void_p()
-        check(lib.kiln_job_model(job, ctypes.byref(out)))
-        return Model(out.value or 0, self._runtime)
+        return Model(self._take(_library.lib().kiln_job_model, timeout), self._runtime)
 
     def upscaler(self, timeout: float | None = None) -> Upscaler:
         """Waits for an upscaler load job (``Runtime.submit_load_upscaler``) and returns the upscaler it
@@ -172,12 +167,17 @@ class Job(Closeable):
         (INVALID_ARGUMENT) for a job that made an image or a model."""
         from kiln.upscaler import Upscaler
 
+        return Upscaler(self._take(_library.lib().kiln_job_upscaler, timeout), self._runtime)
+
+    def _take(self, take: Callable[..., int], timeout: float | None) -> int:
+        """Waits for the job, raises as ``result()`` does, and returns the new native handle ``take``
+        (``kiln_job_model`` or ``kiln_job_upscaler``) gives for what it made."""
         state = self.wait(timeout)
-        lib, job = _library.lib(), self.id
-        self._raise_if_failed(state, lambda: int(lib.kiln_job_upscaler(job, ctypes.byref(ctypes.c_void_p()))))
+        job = self.id
+        self._raise_if_failed(state, lambda: int(take(job, ctypes.byref(ctypes.c_void_p()))))
         out = ctypes.c_void_p()
-        check(lib.kiln_job_upscaler(job, ctypes.byref(out)))
-        return Upscaler(out.value or 0, self._runtime)
+        check(take(job, ctypes.byref(out)))
+        return out.value or 0
 
     def result_pil(self, timeout: float | None = None) -> PIL.Image.Image:
         """``result()`` as a PIL RGBA image."""
