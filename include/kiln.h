@@ -48,11 +48,13 @@
  *   threads may use one at once (a model or upscaler runs one graph call at a time).
  *   kiln_image is immutable.
  * - Do not free or destroy an object while another thread is inside a call on it.
- * - Generation, the texture helpers, upscaling, model loads and LoRA switches block for
- *   seconds; each has a job form (kiln_job_submit, _extend_texture, _make_tileable,
- *   _upscale, _upscaled for a generation and its upscale in one, _model_load,
- *   _with_adapters) that returns at once and runs on Kiln's job workers. A job holds what it needs of its model or
- *   upscaler, so either may be freed while its jobs are queued or running.
+ * - Generation, the texture helpers, upscaling, model loads, LoRA switches, seamless
+ *   views and upscaler loads block for seconds; each has a job form (kiln_job_submit,
+ *   _extend_texture, _make_tileable, _upscale, _upscaled for a generation and its
+ *   upscale in one, _model_load, _with_adapters, _seamless, _upscaler_load) that returns
+ *   at once and runs on Kiln's job workers; a cancel stops a load inside the session
+ *   being created. A job holds what it needs of its model or upscaler, so either may be
+ *   freed while its jobs are queued or running.
  * - The last-error message is per thread.
  * - Log callbacks run on the thread doing the work that logs.
  */
