@@ -78,3 +78,26 @@ impl LoadCancel {
 fn cancelled(what: &str) -> Error {
     Error::new(ErrorKind::Cancelled, format!("the load was cancelled before {what}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::LoadCancel;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn a_cancel_counts_until_the_load_is_over_and_not_after() {
+        let during = LoadCancel::default();
+        assert!(during.check("merging").is_ok());
+        during.cancel();
+        let e = during.check("merging the U-Net's weights").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Cancelled);
+        assert!(e.message().contains("before merging the U-Net's weights"), "{}", e.message());
+        // What a finished load left behind (a model's runtime) answers to nothing.
+        during.finish();
+        assert!(!during.is_cancelled() && during.check("reloading").is_ok());
+        let after = LoadCancel::default();
+        after.finish();
+        after.cancel();
+        assert!(!after.is_cancelled(), "a cancel after the end is a no-op");
+    }
+}
