@@ -299,8 +299,9 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 // never holds the plain U-Net (other axes come as views of it).
                 let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| a.model == asset.model));
                 progress.log(&format!("loading model {} (seamless {axes:?})", asset.model.display()));
-                Model::load_with(runtime, &asset.model, &ModelOptions { seamless: axes, matting: None })
-                    .map_err(|e| format!("model {}: {e}", asset.model.display()))
+                let options = ModelOptions { seamless: axes, matting: None };
+                let load = JobWork::LoadModel { runtime: runtime.clone(), dir: asset.model.clone(), options };
+                make_with_job(runtime, load, "the model load", JobPool::model).map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
             let set = lora_set(asset);
             let model: Result<&Model, String> = match model {
@@ -321,7 +322,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                             .collect::<Vec<_>>()
                             .join(", ");
                         progress.log(&format!("merging {names} into {}", asset.model.display()));
-                        let view = base.with_adapters(&adapters(asset, true)).map_err(|e| format!("{names}: {e}"));
+                        let work = JobWork::WithAdapters { model: base.clone(), adapters: adapters(asset, true) };
+                        let view = make_with_job(runtime, work, "the LoRA merge", JobPool::model).map_err(|e| format!("{names}: {e}"));
                         lora_view = Some((group, view));
                     }
                     lora_view.as_ref().expect("just set").1.as_ref().map_err(Clone::clone)
@@ -330,7 +332,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             let refiner = asset.refiner.as_deref().map(|dir| {
                 let plain = refiners.entry(dir).or_insert_with(|| {
                     progress.log(&format!("loading refiner model {}", dir.display()));
-                    Model::load(runtime, dir).map_err(|e| format!("refiner model {}: {e}", dir.display()))
+                    let load = JobWork::LoadModel { runtime: runtime.clone(), dir: dir.to_path_buf(), options: Default::default() };
+                    make_with_job(runtime, load, "the refiner load", JobPool::model).map_err(|e| format!("refiner model {}: {e}", dir.display()))
                 });
                 match plain {
                     Ok(plain) if !asset.embeddings.is_empty() => refiner_views
@@ -338,7 +341,9 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                         .or_insert_with(|| {
                             let names = asset.embeddings.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>().join(", ");
                             progress.log(&format!("adding embedding {names} to refiner model {}", dir.display()));
-                            plain.with_adapters(&adapters(asset, false)).map_err(|e| format!("refiner model {} with embedding {names}: {e}", dir.display()))
+                            let work = JobWork::WithAdapters { model: plain.clone(), adapters: adapters(asset, false) };
+                            make_with_job(runtime, work, "the refiner's embeddings", JobPool::model)
+                                .map_err(|e| format!("refiner model {} with embedding {names}: {e}", dir.display()))
                         })
                         .as_ref()
                         .map_err(Clone::clone),
@@ -350,7 +355,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     .entry(u.path.as_path())
                     .or_insert_with(|| {
                         progress.log(&format!("loading upscaler {}", u.path.display()));
-                        Upscaler::load(runtime, &u.path).map(Arc::new).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
+                        let load = JobWork::LoadUpscaler { runtime: runtime.clone(), path: u.path.clone() };
+                        make_with_job(runtime, load, "the upscaler load", JobPool::upscaler).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
                     })
                     .as_ref()
                     .map_err(Clone::clone)
@@ -488,7 +494,10 @@ fn bake_one(
     out: &Path,
     progress: &mut Progress,
 ) -> Result<Vec<String>, String> {
-    let seamless_view = |m: &Model| if m.seamless_axes() == asset.seamless { Ok(m.clone()) } else { m.seamless(asset.seamless).map_err(|e| e.to_string()) };
+    let seamless_view = |m: &Model| match m.seamless_axes() == asset.seamless {
+        true => Ok(m.clone()),
+        false => make_with_job(runtime, JobWork::Seamless { model: m.clone(), axes: asset.seamless }, "the seamless view", JobPool::model),
+    };
     let view = seamless_view(model)?;
     // The refiner finishes the schedule, so a tiling asset needs it wrapped too.
     let refiner = match (refiner, asset.refiner_start) {
@@ -577,31 +586,53 @@ fn bake_one(
 /// returns its image, or why there is none (`what` names it: "the job",
 /// "the upscale"). The job is released either way.
 fn run_job(pool: &JobPool, id: u64, name: &str, progress: &mut Progress, what: &str) -> Result<kiln::Rgba8Image, String> {
+    finish_job(pool, id, |step, total| progress.step(name, step, total), what, |pool, id| pool.with_image(id, |img| Ok(img.clone())))
+}
+
+/// Runs `work` (a model load, a LoRA view, a seamless view, an upscaler
+/// load) as a job and returns what `take` takes from it: so Ctrl-C stops a
+/// load inside the session ONNX Runtime is creating instead of after it.
+fn make_with_job<T>(runtime: &Runtime, work: JobWork, what: &str, take: impl FnOnce(&JobPool, u64) -> kiln::Result<T>) -> Result<T, String> {
+    let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
+    let id = pool.submit_work(work, Default::default());
+    finish_job(pool, id, |_, _| {}, what, take)
+}
+
+/// Waits for job `id`, passing its progress to `on_step` and cancelling it
+/// on Ctrl-C, then takes what it made with `take`, or says why there is
+/// none (`what` names the job). The job is released either way.
+fn finish_job<T>(
+    pool: &JobPool,
+    id: u64,
+    mut on_step: impl FnMut(u32, u32),
+    what: &str,
+    take: impl FnOnce(&JobPool, u64) -> kiln::Result<T>,
+) -> Result<T, String> {
     let mut step = 0;
     let mut cancelled = false;
-    let state = loop {
+    let mut follow = || loop {
         let state = pool.wait(id, Duration::from_millis(100)).map_err(|e| e.to_string())?;
         if let Ok(snap) = pool.poll(id) {
             if snap.step != step {
                 step = snap.step;
-                progress.step(name, snap.step, snap.total_steps);
+                on_step(snap.step, snap.total_steps);
             }
         }
         if state.is_terminal() {
-            break state;
+            return Ok(state);
         }
         if INTERRUPTED.load(Ordering::SeqCst) && !cancelled {
             cancelled = true;
             pool.cancel(id).map_err(|e| e.to_string())?;
         }
     };
-    let image = match state {
-        JobState::Succeeded => pool.with_image(id, |img| Ok(img.clone())).map_err(|e| e.to_string()),
+    let made = follow().and_then(|state| match state {
+        JobState::Succeeded => take(pool, id).map_err(|e| e.to_string()),
         JobState::Cancelled => Err(format!("interrupted (Ctrl-C): {what} was cancelled; nothing was written")),
         _ => Err(pool.error_message(id).unwrap_or_else(|e| e.to_string())),
-    };
+    });
     let _ = pool.release(id);
-    image
+    made
 }
 
 /// Packs an atlas from its members' PNGs (baked now or earlier).
