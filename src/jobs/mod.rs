@@ -684,12 +684,12 @@ fn execute(item: &Queued, job: &Job) -> JobState {
             generate(item, job, model, &run_options).map(|g| JobOutput::Image(g.image.to_rgba8()))
         }
         JobWork::LoadModel { runtime, dir, options } => {
-            Model::load_with(&runtime.loading_under(&job.load_cancel), dir, options).map(JobOutput::Model)
+            Model::load_with(&runtime.loading_under(Some(&job.load_cancel)), dir, options).map(JobOutput::Model)
         }
         JobWork::WithAdapters { model, adapters } => model.with_adapters_under(adapters, Some(&job.load_cancel)).map(JobOutput::Model),
         JobWork::Seamless { model, axes } => model.seamless_under(*axes, &job.load_cancel).map(JobOutput::Model),
         JobWork::LoadUpscaler { runtime, path } => {
-            Upscaler::load(&runtime.loading_under(&job.load_cancel), path).map(|u| JobOutput::Upscaler(Arc::new(u)))
+            Upscaler::load(&runtime.loading_under(Some(&job.load_cancel)), path).map(|u| JobOutput::Upscaler(Arc::new(u)))
         }
     }));
     // A cancel from now on finds nothing loading.

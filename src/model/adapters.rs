@@ -45,10 +45,7 @@ impl Model {
     pub(crate) fn with_adapters_under(&self, adapters: &Adapters, cancel: Option<&crate::runtime::LoadCancel>) -> Result<Model> {
         let m = &self.inner;
         // New sessions answer to the cancel switch; the new model keeps m.runtime.
-        let runtime = match cancel {
-            Some(c) => m.runtime.loading_under(c),
-            None => m.runtime.clone(),
-        };
+        let runtime = m.runtime.loading_under(cancel);
         let started = std::time::Instant::now();
         let mut loaded: Vec<LoadedLora> = adapters.loras.iter().map(LoadedLora::read).collect::<Result<_>>()?;
         runtime.check_load_cancel("merging the adapters")?;

@@ -427,10 +427,7 @@ impl Model {
         }
         let m = &self.inner;
         // The new sessions answer to the cancel switch; the view keeps m.runtime.
-        let runtime = match cancel {
-            Some(c) => m.runtime.loading_under(c),
-            None => m.runtime.clone(),
-        };
+        let runtime = m.runtime.loading_under(cancel);
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
         // `m` is the root (its U-Net and decoder are plain or, when loaded with
         // `ModelOptions::seamless`, already rewritten) or a view that outlived

@@ -136,9 +136,9 @@ impl Runtime {
     }
 
     /// A clone whose sessions, and Kiln's steps between them, answer to
-    /// `cancel`: what a job's model load runs with.
-    pub(crate) fn loading_under(&self, cancel: &LoadCancel) -> Runtime {
-        Runtime { inner: Arc::clone(&self.inner), load_cancel: Some(cancel.clone()) }
+    /// `cancel` (what a job's model load runs with); `None`: to nothing.
+    pub(crate) fn loading_under(&self, cancel: Option<&LoadCancel>) -> Runtime {
+        Runtime { inner: Arc::clone(&self.inner), load_cancel: cancel.cloned() }
     }
 
     /// This runtime without a load's cancel switch: what a loaded model and
