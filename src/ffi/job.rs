@@ -23,7 +23,6 @@ use super::texture::texture_request;
 use super::upscale::{kiln_upscale_options, kiln_upscaler, read_upscale_options};
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{JobConfig, JobEvent, JobObserver, JobWork};
-use crate::model::upscaler::UpscaleOptions;
 use crate::model::Adapters;
 use crate::pipeline::texture::Extend;
 
@@ -307,10 +306,7 @@ pub unsafe extern "C" fn kiln_job_submit_upscaled(
                 let m = handles::borrow(model)?;
                 let u = handles::borrow(upscaler)?;
                 let request = finish_request(m, request_from(options)?)?;
-                let options = UpscaleOptions { seamless: m.seamless_axes(), ..read_upscale_options(upscale_options)? };
-                let (w, h) = m.check_request(&request)?;
-                u.check(w, h, &options)?;
-                let work = JobWork::GenerateUpscaled { model: m.clone(), request, upscaler: Arc::clone(u), options };
+                let work = JobWork::generate_upscaled(m.clone(), request, Arc::clone(u), read_upscale_options(upscale_options)?)?;
                 Ok((work, m.runtime().job_workers().max(u.job_workers())))
             })
         }

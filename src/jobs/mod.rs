@@ -167,6 +167,18 @@ pub enum JobOutput {
 }
 
 impl JobWork {
+    /// A generation and its upscale as one job ([`JobWork::GenerateUpscaled`]),
+    /// checked as a submit checks it: the request as the generation checks
+    /// it, then the upscale of that size with `options` on the model's
+    /// seamless axes (they replace `options.seamless`: the image tiles along
+    /// exactly those), so a bad one is refused before anything is queued.
+    pub fn generate_upscaled(model: Model, request: GenerateRequest, upscaler: Arc<Upscaler>, options: UpscaleOptions) -> Result<Self> {
+        let options = upscaled_on(&model, &options);
+        let (width, height) = model.check_request(&request)?;
+        upscaler.check(width, height, &options)?;
+        Ok(Self::GenerateUpscaled { model, request, upscaler, options })
+    }
+
     /// The steps a job of this work reports before it has started.
     fn planned_steps(&self) -> u32 {
         match self {

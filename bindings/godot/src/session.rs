@@ -336,11 +336,12 @@ fn submit_upscale(upscaler: Arc<Upscaler>, image: Rgba8Image, options: UpscaleOp
 /// Queues the generation of `request` on `model` and the upscale of its
 /// image as one Kiln job (`JobWork::GenerateUpscaled`, with at least the
 /// workers the model's and the upscaler's runtimes ask for) and returns its
-/// id. Checked first as `kiln_job_submit_upscaled` checks it, so a request
-/// the model refuses or an upscale that cannot run (the result too big...)
-/// fails here, before anything is queued, with Kiln's status. The upscale
-/// wraps on the model view's seamless axes (the job's `seamless`): Kiln
-/// replaces `options.seamless` with them in the job, and so does the check.
+/// id. Checked first by `JobWork::generate_upscaled`, as
+/// `kiln_job_submit_upscaled` checks it, so a request the model refuses or
+/// an upscale that cannot run (the result too big...) fails here, before
+/// anything is queued, with Kiln's status. The upscale wraps on the model
+/// view's seamless axes (the job's `seamless`), which replace
+/// `options.seamless`.
 fn submit_generate_upscaled(
     model: Model,
     request: kiln::GenerateRequest,
@@ -348,11 +349,8 @@ fn submit_generate_upscaled(
     options: UpscaleOptions,
     job: JobConfig,
 ) -> Result<u64, Error> {
-    let options = UpscaleOptions { seamless: model.seamless_axes(), ..options };
-    let (width, height) = model.check_request(&request)?;
-    upscaler.check(width, height, &options)?;
     let pool = kiln::jobs::pool_with(model.runtime().job_workers().max(upscaler.job_workers()))?;
-    Ok(pool.submit_work(JobWork::GenerateUpscaled { model, request, upscaler, options }, job))
+    Ok(pool.submit_work(JobWork::generate_upscaled(model, request, upscaler, options)?, job))
 }
 
 /// The upscaler at `path`, loaded with `runtime` unless it is the one loaded
