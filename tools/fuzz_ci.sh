@@ -3,7 +3,8 @@
 #   tools/fuzz_ci.sh [SECONDS] [TARGET...]
 # Installs the nightly toolchain and cargo-fuzz when missing (idempotent),
 # builds every target once, then fuzzes each from its committed seeds
-# (fuzz/seeds/T) into a scratch corpus (fuzz/corpus/T, not committed). Any
+# (fuzz/seeds/T) into a scratch corpus (fuzz/corpus/T, not committed), as many
+# targets at once as the machine has cores. Any
 # crash, leak, timeout (30 s per input) or out-of-memory (2 GB) fails the run;
 # libFuzzer leaves the input in fuzz/artifacts/T/ and prints how to replay it.
 # The run's last status lines (executions, coverage) go to stdout.
@@ -25,17 +26,34 @@ cd fuzz
 # The fuzz targets never touch ONNX Runtime: skip build.rs's download.
 export KILN_FETCH_ORT=0
 cargo +nightly fuzz build 2>&1 | tail -n 3
-for t in "${targets[@]}"; do
+
+# One target per core at a time (KILN_FUZZ_JOBS overrides): each target still
+# gets its SECONDS of a core to itself, and the stage takes 6 x 60 s / cores.
+jobs=${KILN_FUZZ_JOBS:-$(nproc)}
+fuzz_one() {
+    local t=$1
     mkdir -p "corpus/$t"
-    echo "== fuzz target $t, ${seconds} s"
-    log="corpus/$t.log"
-    status=0
     cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
-    grep -E '^#[0-9]+.*(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb' "$log" || true
+        -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 >"corpus/$t.log" 2>&1
+}
+declare -A pid_of
+for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    echo "== fuzz target $t, ${seconds} s"
+    fuzz_one "$t" &
+    pid_of[$t]=$!
+done
+
+failed=()
+for t in "${targets[@]}"; do
+    status=0
+    wait "${pid_of[$t]}" || status=$?
+    echo "== fuzz target $t: exit $status"
+    grep -E '^#[0-9]+.*(INITED|DONE)|stat::number_of_executed_units|stat::peak_rss_mb' "corpus/$t.log" || true
     if [ "$status" -ne 0 ]; then
-        tail -n 60 "$log"
+        tail -n 60 "corpus/$t.log"
         echo "fuzz target $t failed (exit $status); the input is in fuzz/artifacts/$t/"
-        exit 1
+        failed+=("$t")
     fi
 done
+[ ${#failed[@]} -eq 0 ] || { echo "fuzz targets failed: ${failed[*]}"; exit 1; }
