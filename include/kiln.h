@@ -74,6 +74,10 @@
 #define KILN_VERSION_STRING "0.1.0"
 
 
+// The fewest values one draw of PyTorch-compatible noise may have: torch
+// fills smaller float tensors by another algorithm, which Kiln does not copy.
+#define TORCH_MIN_DRAW 16
+
 // Result of a fallible call. 0 is success; values are grouped by family
 // (1xx argument, 2xx model/IO, 3xx runtime/provider, 4xx flow, 5xx resources,
 // 9xx internal)
@@ -198,6 +202,30 @@ enum kiln_scheduler
 typedef enum kiln_scheduler kiln_scheduler;
 #else
 typedef uint32_t kiln_scheduler;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Seeded noise generators; the value goes in
+// `kiln_generate_options.noise_generator`.
+enum kiln_noise_generator
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Kiln's portable noise: the same values on every platform, bit for bit.
+    KILN_NOISE_GENERATOR_KILN = 0,
+    // PyTorch's CPU generator (`torch.Generator("cpu").manual_seed(seed)`):
+    // a seed gives diffusers' image for that seed, and ComfyUI's initial
+    // noise; values equal torch's on x86-64 to a few float ulps. Only the
+    // seed's low 32 bits count, as in PyTorch. Needs latents of at least 16
+    // values (any size from 16x16 pixels).
+    KILN_NOISE_GENERATOR_TORCH_CPU = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_noise_generator kiln_noise_generator;
+#else
+typedef uint32_t kiln_noise_generator;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -578,7 +606,7 @@ typedef struct kiln_job_options {
 //
 // Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 // older published layout, one that ended after `initial_noise_len`,
-// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
+// `guidance_rescale`, `reserved`, `noise_generator`, `reserved3`, `mask_height`,
 // `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
 // targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
 typedef struct kiln_generate_options {
@@ -594,7 +622,8 @@ typedef struct kiln_generate_options {
     float guidance_scale;
     // A `kiln_scheduler` value. Default `KILN_SCHEDULER_DEFAULT`.
     uint32_t scheduler;
-    // Seed of Kiln's portable noise (same seed, same image on every platform).
+    // Seed of the noise (same seed, same image on every platform); see
+    // `noise_generator`.
     uint64_t seed;
     // UTF-8 prompt, required (may be empty).
     const char *prompt;
@@ -638,8 +667,12 @@ typedef struct kiln_generate_options {
     float strength;
     // img2img: non-zero starts from the VAE posterior's mean instead of a sample.
     uint32_t posterior_mean;
-    // Reserved; 0.
-    uint32_t reserved2;
+    // Which generator `seed` drives, a `kiln_noise_generator`: 0 = Kiln's
+    // portable noise (default), 1 = PyTorch's CPU generator, for the images
+    // diffusers makes with `generator=torch.Generator("cpu").manual_seed(seed)`
+    // (and ComfyUI's initial noise for the seed). Was `reserved2` (0) in
+    // older layouts, so their callers get Kiln's noise.
+    uint32_t noise_generator;
     // Text-encoder layers to skip from the end (diffusers' `clip_skip`); 0 = off.
     uint32_t clip_skip;
     // Reserved; 0.

@@ -169,7 +169,7 @@
     X(kiln_generate_options, init_image_channels, uint32_t) \
     X(kiln_generate_options, strength, float) \
     X(kiln_generate_options, posterior_mean, uint32_t) \
-    X(kiln_generate_options, reserved2, uint32_t) \
+    X(kiln_generate_options, noise_generator, uint32_t) \
     X(kiln_generate_options, clip_skip, uint32_t) \
     X(kiln_generate_options, reserved3, uint32_t) \
     X(kiln_generate_options, mask, const uint8_t *) \
@@ -366,6 +366,10 @@
     X(all_resident, KILN_RESIDENCY_ALL_RESIDENT) \
     X(per_stage, KILN_RESIDENCY_PER_STAGE)
 
+#define KILN_HPP_ENUM_NOISEGENERATOR(X) \
+    X(kiln, KILN_NOISE_GENERATOR_KILN) \
+    X(torch_cpu, KILN_NOISE_GENERATOR_TORCH_CPU)
+
 #define KILN_HPP_ENUM_GPUMATH(X) \
     X(fast, KILN_GPU_MATH_FAST) \
     X(exact, KILN_GPU_MATH_EXACT)
@@ -430,6 +434,8 @@ enum class Status : std::uint32_t { KILN_HPP_ENUM_STATUS(KILN_HPP_ENUMERATOR) };
 enum class LogLevel : std::uint32_t { KILN_HPP_ENUM_LOGLEVEL(KILN_HPP_ENUMERATOR) };
 /** A scheduler (`kiln_scheduler`); `model_default` is the model's own. */
 enum class Scheduler : std::uint32_t { KILN_HPP_ENUM_SCHEDULER(KILN_HPP_ENUMERATOR) };
+/** Which generator a seed drives (`kiln_noise_generator`): Kiln's portable noise, or PyTorch's CPU generator (diffusers' image for the seed). */
+enum class NoiseGenerator : std::uint32_t { KILN_HPP_ENUM_NOISEGENERATOR(KILN_HPP_ENUMERATOR) };
 /** Where a job is in its life (`kiln_job_state`). */
 enum class JobState : std::uint32_t { KILN_HPP_ENUM_JOBSTATE(KILN_HPP_ENUMERATOR) };
 /** What a job event reports (`kiln_job_event_kind`). */

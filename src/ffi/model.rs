@@ -10,7 +10,7 @@ use super::runtime::kiln_runtime;
 use super::status::kiln_status;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
-use crate::pipeline::{GenerateRequest, InitialNoise, PromptSyntax, XlConditioning};
+use crate::pipeline::{GenerateRequest, InitialNoise, NoiseGenerator, PromptSyntax, XlConditioning};
 use crate::scheduler::SchedulerKind;
 
 /// A loaded model. Internally synchronized: several threads may generate from
@@ -25,6 +25,21 @@ pub struct kiln_model {
 impl Handle for kiln_model {
     type Target = Model;
     const NAME: &'static str = "model";
+}
+
+/// Seeded noise generators; the value goes in
+/// `kiln_generate_options.noise_generator`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_noise_generator {
+    /// Kiln's portable noise: the same values on every platform, bit for bit.
+    Kiln = 0,
+    /// PyTorch's CPU generator (`torch.Generator("cpu").manual_seed(seed)`):
+    /// a seed gives diffusers' image for that seed, and ComfyUI's initial
+    /// noise; values equal torch's on x86-64 to a few float ulps. Only the
+    /// seed's low 32 bits count, as in PyTorch. Needs latents of at least 16
+    /// values (any size from 16x16 pixels).
+    TorchCpu = 1,
 }
 
 /// Schedulers; the value goes in `kiln_generate_options.scheduler`.
@@ -90,7 +105,7 @@ pub struct kiln_model_info {
 ///
 /// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 /// older published layout, one that ended after `initial_noise_len`,
-/// `guidance_rescale`, `reserved`, `reserved2`, `reserved3`, `mask_height`,
+/// `guidance_rescale`, `reserved`, `noise_generator`, `reserved3`, `mask_height`,
 /// `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
 /// targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
 #[repr(C)]
@@ -108,7 +123,8 @@ pub struct kiln_generate_options {
     pub guidance_scale: f32,
     /// A `kiln_scheduler` value. Default `KILN_SCHEDULER_DEFAULT`.
     pub scheduler: u32,
-    /// Seed of Kiln's portable noise (same seed, same image on every platform).
+    /// Seed of the noise (same seed, same image on every platform); see
+    /// `noise_generator`.
     pub seed: u64,
     /// UTF-8 prompt, required (may be empty).
     pub prompt: *const c_char,
@@ -152,8 +168,12 @@ pub struct kiln_generate_options {
     pub strength: f32,
     /// img2img: non-zero starts from the VAE posterior's mean instead of a sample.
     pub posterior_mean: u32,
-    /// Reserved; 0.
-    pub reserved2: u32,
+    /// Which generator `seed` drives, a `kiln_noise_generator`: 0 = Kiln's
+    /// portable noise (default), 1 = PyTorch's CPU generator, for the images
+    /// diffusers makes with `generator=torch.Generator("cpu").manual_seed(seed)`
+    /// (and ComfyUI's initial noise for the seed). Was `reserved2` (0) in
+    /// older layouts, so their callers get Kiln's noise.
+    pub noise_generator: u32,
     /// Text-encoder layers to skip from the end (diffusers' `clip_skip`); 0 = off.
     pub clip_skip: u32,
     /// Reserved; 0.
@@ -285,7 +305,7 @@ const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_
 
 /// Sizes of every published layout of `kiln_generate_options` before the
 /// current one, oldest first: each ended just before the named field
-/// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `reserved2`,
+/// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `noise_generator`,
 /// `reserved3`, `mask_height`, `scheduler_overrides`, `reserved4`,
 /// `negative_aesthetic_score`).
 const GENERATE_OPTIONS_OLDER: [usize; 9] = [
@@ -323,7 +343,7 @@ pub(crate) fn default_generate_options() -> kiln_generate_options {
         init_image_channels: 4,
         strength: 0.8,
         posterior_mean: 0,
-        reserved2: 0,
+        noise_generator: kiln_noise_generator::Kiln as u32,
         clip_skip: 0,
         reserved3: 0,
         mask: std::ptr::null(),
@@ -594,6 +614,15 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         let model = unsafe { handles::borrow(o.refiner)? }.clone();
         Some(crate::pipeline::handoff::Refiner { model, start: o.refiner_start })
     };
+    let noise = match o.noise_generator {
+        0 => NoiseGenerator::Kiln,
+        1 => NoiseGenerator::TorchCpu,
+        other => {
+            return Err(Error::invalid(format!(
+                "options->noise_generator {other} is not a kiln_noise_generator (0 = Kiln's portable noise, 1 = PyTorch's CPU generator)"
+            )))
+        }
+    };
     let scheduler = SchedulerKind::from_u32(o.scheduler)
         .ok_or_else(|| Error::invalid(format!("options->scheduler {} is not a kiln_scheduler", o.scheduler)))?;
     let initial_noise = if o.initial_noise.is_null() {
@@ -632,6 +661,7 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         guidance_scale: o.guidance_scale,
         guidance_rescale: o.guidance_rescale,
         seed: o.seed,
+        noise,
         scheduler,
         // The shape is completed once the model's latent size is known.
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),

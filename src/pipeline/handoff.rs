@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use ndarray::ArrayD;
 
-use super::noise::{NoiseRng, RecordedNoise};
+use super::noise::{RecordedNoise, SeededNoise};
 use super::{GenerateRequest, Generation, Hooks, StepLatents, StepProgress};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelInner};
@@ -104,13 +104,13 @@ pub(crate) fn refiner_start(schedule: &[f64], cutoff: f64) -> usize {
 /// recorded draws, shared by a hand-off's two stages so the refiner's draws
 /// follow the base's, as one generator (or one recording) would give them.
 pub(crate) struct RequestNoise<'a> {
-    pub(crate) rng: NoiseRng,
+    pub(crate) rng: SeededNoise,
     pub(crate) recorded: Option<RecordedNoise<'a>>,
 }
 
 impl<'a> RequestNoise<'a> {
     pub(crate) fn new(request: &'a GenerateRequest) -> Self {
-        Self { rng: NoiseRng::new(request.seed), recorded: request.step_noise.as_deref().map(RecordedNoise::new) }
+        Self { rng: SeededNoise::new(request.noise, request.seed), recorded: request.step_noise.as_deref().map(RecordedNoise::new) }
     }
 
     /// Recorded draws must be used up exactly.

@@ -20,9 +20,10 @@ use ndarray::{concatenate, s, ArrayD, Axis, IxDyn};
 use crate::error::{Error, ErrorKind, Result};
 use crate::image::FloatImage;
 use crate::model::{GraphInput, Model, ModelInner};
-use crate::scheduler::{self, SchedulerKind};
+use crate::scheduler::{self, NoiseSource, SchedulerKind};
 pub use crate::model::vae::{FinalDecoder, VaeTiling};
 pub use crate::tokenizer::weighting::PromptSyntax;
+pub use noise::NoiseGenerator;
 
 /// Caller-provided initial latents, used exactly as diffusers' `latents=`
 /// argument (multiplied by the scheduler's `init_noise_sigma`).
@@ -56,8 +57,13 @@ pub struct GenerateRequest {
     /// 2023 §3.4): the guided prediction is rescaled to the conditional one's
     /// standard deviation and mixed in by φ. 0 = off; only used with CFG.
     pub guidance_rescale: f32,
-    /// Seed of Kiln's portable noise (ignored when `initial_noise` is given).
+    /// Seed of the noise (the initial latents unless `initial_noise` is
+    /// given, then img2img's and stochastic schedulers' draws).
     pub seed: u64,
+    /// Which generator the seed drives: Kiln's portable stream (default) or
+    /// PyTorch's CPU generator, for the images diffusers makes with
+    /// `torch.Generator("cpu").manual_seed(seed)`.
+    pub noise: NoiseGenerator,
     /// Which scheduler.
     pub scheduler: SchedulerKind,
     /// Exact initial latents instead of seeded noise.
@@ -209,6 +215,7 @@ impl Default for GenerateRequest {
             guidance_scale: 7.5,
             guidance_rescale: 0.0,
             seed: 0,
+            noise: NoiseGenerator::Kiln,
             scheduler: SchedulerKind::Default,
             initial_noise: None,
             step_noise: None,
@@ -366,6 +373,16 @@ fn check_request(m: &ModelInner, request: &GenerateRequest, decodes: bool) -> Re
     }
     if !request.guidance_scale.is_finite() {
         return Err(Error::invalid("guidance_scale must be a finite number"));
+    }
+    let f = m.layout.vae_config.downsampling;
+    let latent_values = m.layout.vae_config.latent_channels * (size.0 / f) * (size.1 / f);
+    if request.noise == NoiseGenerator::TorchCpu && latent_values < noise::TORCH_MIN_DRAW {
+        return Err(Error::invalid(format!(
+            "PyTorch-compatible noise needs latents of at least {} values; {}x{} pixels make {latent_values}",
+            noise::TORCH_MIN_DRAW,
+            size.0,
+            size.1
+        )));
     }
     if !(0.0..=1.0).contains(&request.guidance_rescale) {
         return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
@@ -685,7 +702,11 @@ fn run(
             }
             n.data.clone()
         }
-        None => rng.normals(latent_shape.iter().product()),
+        None => {
+            let mut n = vec![0.0f32; latent_shape.iter().product()];
+            rng.fill_normals(&mut n)?;
+            n
+        }
     };
     let step_noise: &mut dyn scheduler::NoiseSource = match recorded.as_mut() {
         Some(r) => r,

@@ -1,3 +1,6 @@
+//! Seeded noise: Kiln's portable stream (the default), or PyTorch's CPU
+//! generator for seeds that give the images diffusers and ComfyUI give.
+//!
 //! Kiln's portable noise: the same seed gives the same latents on every
 //! platform, build and execution provider.
 //!
@@ -17,6 +20,11 @@
 //! latents, the stream starts at the seed with no initial draw. For exact
 //! replays (the parity tests use diffusers' recorded draws) a request can carry
 //! the per-step noise itself ([`RecordedNoise`]).
+//!
+//! PyTorch's CPU generator ([`TorchCpuRng`], [`NoiseGenerator::TorchCpu`])
+//! draws what `torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))`
+//! draws, one `randn` per draw, in the order diffusers' pipelines draw
+//! (the pipeline keeps that order for both generators).
 use crate::error::{Error, Result};
 use crate::scheduler::NoiseSource;
 
@@ -88,6 +96,176 @@ impl NoiseSource for NoiseRng {
     }
 }
 
+/// Which seeded generator a request's noise comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoiseGenerator {
+    /// Kiln's portable stream ([`NoiseRng`]): the same values on every
+    /// platform, bit for bit.
+    #[default]
+    Kiln,
+    /// PyTorch's CPU generator ([`TorchCpuRng`]): a seed gives the initial
+    /// latents diffusers draws with `generator=torch.Generator("cpu").manual_seed(seed)`
+    /// and ComfyUI draws for the same seed, and diffusers' per-step and
+    /// posterior draws after them; only the seed's low 32 bits count, as in
+    /// PyTorch. Values equal torch's on x86-64 to a few float ulps (its
+    /// vector math library and `libm` round differently in the last bit).
+    TorchCpu,
+}
+
+impl NoiseGenerator {
+    /// The name the CLI, the bake manifest and the bindings use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kiln => "kiln",
+            Self::TorchCpu => "torch",
+        }
+    }
+
+    /// The generator called `name` (see [`NoiseGenerator::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Kiln, Self::TorchCpu].into_iter().find(|g| g.name() == name)
+    }
+}
+
+/// A request's seeded stream, of either generator.
+pub(crate) enum SeededNoise {
+    Kiln(NoiseRng),
+    TorchCpu(TorchCpuRng),
+}
+
+impl SeededNoise {
+    pub(crate) fn new(generator: NoiseGenerator, seed: u64) -> Self {
+        match generator {
+            NoiseGenerator::Kiln => Self::Kiln(NoiseRng::new(seed)),
+            NoiseGenerator::TorchCpu => Self::TorchCpu(TorchCpuRng::new(seed)),
+        }
+    }
+}
+
+impl NoiseSource for SeededNoise {
+    fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+        match self {
+            Self::Kiln(r) => r.fill_normals(out),
+            Self::TorchCpu(r) => r.fill_normals(out),
+        }
+    }
+}
+
+/// The fewest values one draw of PyTorch-compatible noise may have: torch
+/// fills smaller float tensors by another algorithm, which Kiln does not copy.
+pub const TORCH_MIN_DRAW: usize = 16;
+
+/// PyTorch's CPU generator as `torch.randn` uses it for a contiguous float32
+/// tensor of at least 16 values on x86-64 (its AVX2 and AVX-512 kernels):
+///
+/// 1. `manual_seed(seed)` seeds a standard MT19937 with the seed's low 32 bits.
+/// 2. Every value of the tensor first gets a uniform float
+///    `(next_u32() & 0xFFFFFF) · 2^-24`.
+/// 3. Each whole block of 16 becomes normals by Box–Muller on its halves, in
+///    float32: for j < 8, `u1 = 1 - d[j]`, `u2 = d[j+8]`,
+///    `r = sqrt(-2 ln u1)`, `θ = f32(2π) · u2`, `d[j] = r cos θ`, `d[j+8] = r sin θ`.
+/// 4. When the count is not a multiple of 16, the last 16 values are drawn
+///    again as 16 fresh uniforms and transformed as one block (overwriting
+///    the ones step 3 made there).
+///
+/// Torch's kernels on other CPUs (its scalar build, e.g. on ARM) form θ in
+/// double and differ from these values by up to about 1e-6.
+pub struct TorchCpuRng {
+    mt: Mt19937,
+}
+
+impl TorchCpuRng {
+    /// `torch.Generator("cpu").manual_seed(seed)`.
+    pub fn new(seed: u64) -> Self {
+        Self { mt: Mt19937::new(seed as u32) }
+    }
+
+    fn uniform(&mut self) -> f32 {
+        (self.mt.next_u32() & 0xFF_FFFF) as f32 * (1.0 / 16_777_216.0)
+    }
+}
+
+/// Box–Muller over one block of 16 uniforms, as torch's vector kernel does it.
+fn torch_box_muller_16(d: &mut [f32]) {
+    const TWO_PI: f32 = 2.0 * std::f32::consts::PI;
+    for j in 0..8 {
+        let u1 = 1.0 - d[j];
+        let u2 = d[j + 8];
+        let radius = libm::sqrtf(-2.0 * libm::logf(u1));
+        let theta = TWO_PI * u2;
+        d[j] = radius * libm::cosf(theta);
+        d[j + 8] = radius * libm::sinf(theta);
+    }
+}
+
+impl NoiseSource for TorchCpuRng {
+    /// One `torch.randn` of `out.len()` values.
+    fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+        let n = out.len();
+        if n < TORCH_MIN_DRAW {
+            return Err(Error::invalid(format!(
+                "PyTorch-compatible noise needs at least {TORCH_MIN_DRAW} values per draw; this one has {n} (torch draws fewer another way)"
+            )));
+        }
+        for v in out.iter_mut() {
+            *v = self.uniform();
+        }
+        for block in out.chunks_exact_mut(16) {
+            torch_box_muller_16(block);
+        }
+        if n % 16 != 0 {
+            let tail = &mut out[n - 16..];
+            for v in tail.iter_mut() {
+                *v = self.uniform();
+            }
+            torch_box_muller_16(tail);
+        }
+        Ok(())
+    }
+}
+
+/// The 32-bit Mersenne Twister (`std::mt19937`), which PyTorch's CPU
+/// generator is.
+struct Mt19937 {
+    state: [u32; 624],
+    index: usize,
+}
+
+impl Mt19937 {
+    fn new(seed: u32) -> Self {
+        let mut state = [0u32; 624];
+        state[0] = seed;
+        for i in 1..624 {
+            state[i] = 1_812_433_253u32.wrapping_mul(state[i - 1] ^ (state[i - 1] >> 30)).wrapping_add(i as u32);
+        }
+        Self { state, index: 624 }
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            self.twist();
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9D2C_5680;
+        y ^= (y << 15) & 0xEFC6_0000;
+        y ^ (y >> 18)
+    }
+
+    fn twist(&mut self) {
+        for i in 0..624 {
+            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7FFF_FFFF);
+            let mut next = self.state[(i + 397) % 624] ^ (y >> 1);
+            if y & 1 != 0 {
+                next ^= 0x9908_B0DF;
+            }
+            self.state[i] = next;
+        }
+        self.index = 0;
+    }
+}
+
 /// Caller-given noise, handed out in order: the draws of a stochastic
 /// scheduler replayed exactly (e.g. recorded from diffusers).
 pub struct RecordedNoise<'a> {
@@ -125,7 +303,7 @@ impl NoiseSource for RecordedNoise<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{NoiseRng, NoiseSource, RecordedNoise};
+    use super::{Mt19937, NoiseRng, NoiseSource, RecordedNoise, TorchCpuRng};
 
     #[test]
     fn step_noise_continues_the_stream() {
@@ -152,5 +330,30 @@ mod tests {
         assert!((var - 1.0).abs() < 0.1, "variance {var}");
         // Pinned so a change to the algorithm cannot go unnoticed.
         assert_eq!(NoiseRng::new(0).next_u64(), 0x99EC_5F36_CB75_F2B4);
+    }
+
+    #[test]
+    fn mersenne_twister_gives_the_standard_sequence() {
+        // The C++ standard's check: the 10000th output of a default-seeded
+        // std::mt19937 (seed 5489) is 4123659995.
+        let mut mt = Mt19937::new(5489);
+        let last = (0..10_000).map(|_| mt.next_u32()).last();
+        assert_eq!(last, Some(4_123_659_995));
+    }
+
+    #[test]
+    fn torch_noise_uses_the_seeds_low_32_bits_and_redraws_a_partial_tail() {
+        let mut a = vec![0.0f32; 40];
+        let mut b = vec![0.0f32; 40];
+        TorchCpuRng::new(5).fill_normals(&mut a).unwrap();
+        TorchCpuRng::new((1 << 32) + 5).fill_normals(&mut b).unwrap();
+        assert_eq!(a, b);
+        // 40 = two blocks + 8: the first block is untouched by the tail's redraw.
+        let mut c = vec![0.0f32; 32];
+        TorchCpuRng::new(5).fill_normals(&mut c).unwrap();
+        assert_eq!(a[..16], c[..16]);
+        assert_ne!(a[24..32], c[24..32], "the last 16 are redrawn");
+        let e = TorchCpuRng::new(5).fill_normals(&mut [0.0; 15]).unwrap_err();
+        assert!(e.message().contains("at least 16"), "{}", e.message());
     }
 }

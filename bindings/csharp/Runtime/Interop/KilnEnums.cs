@@ -102,6 +102,15 @@ namespace Kiln.Interop
         VaeDecoder = 2,
     }
 
+    /// <summary>Which generator a seed drives (C: <c>kiln_noise_generator</c>): Kiln's portable
+    /// noise, or PyTorch's CPU generator, which gives diffusers' image for the seed.</summary>
+    [NativeEnum("KILN_NOISE_GENERATOR_")]
+    public enum KilnNoiseGenerator : uint
+    {
+        Kiln = 0,
+        TorchCpu = 1,
+    }
+
     /// <summary>Which graphs stay loaded (C: <c>kiln_residency</c>).</summary>
     [NativeEnum("KILN_RESIDENCY_")]
     public enum KilnResidency : uint

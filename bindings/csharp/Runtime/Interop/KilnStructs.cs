@@ -70,7 +70,7 @@ namespace Kiln.Interop
         public uint init_image_channels;
         public float strength;
         public uint posterior_mean;
-        public uint reserved2;
+        public uint noise_generator;
         public uint clip_skip;
         public uint reserved3;
         public IntPtr mask;

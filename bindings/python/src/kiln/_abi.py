@@ -84,7 +84,7 @@ GenerateOptions = _struct("kiln_generate_options", [
     ("initial_noise_len", USIZE), ("guidance_rescale", F32), ("prompt_weighting", U32), ("reserved", U32),
     ("init_image", PTR), ("init_image_len", USIZE), ("init_image_width", U32), ("init_image_height", U32),
     ("init_image_row_pitch", USIZE), ("init_image_channels", U32), ("strength", F32), ("posterior_mean", U32),
-    ("reserved2", U32), ("clip_skip", U32), ("reserved3", U32), ("mask", PTR), ("mask_len", USIZE),
+    ("noise_generator", U32), ("clip_skip", U32), ("reserved3", U32), ("mask", PTR), ("mask_len", USIZE),
     ("mask_width", U32), ("mask_height", U32), ("scheduler_overrides", STR),
     ("vae_tile_size", U32), ("vae_tile_overlap", U32), ("vae_memory_budget_mib", U32), ("final_decoder", U32),
     ("controls", PTR), ("control_count", USIZE), ("guess_mode", U32), ("reserved4", U32),

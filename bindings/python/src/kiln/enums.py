@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 __all__ = [
-    "Status", "LogLevel", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph", "Residency", "GpuMath",
+    "Status", "LogLevel", "Scheduler", "NoiseGenerator", "JobState", "JobEventKind", "Provider", "Graph", "Residency", "GpuMath",
     "Seamless", "NormalConvention", "CellColor", "Matte", "ControlPreprocess", "UpscaleAlpha", "C_PREFIXES",
 ]
 
@@ -98,6 +98,14 @@ class Graph(IntEnum):
     VAE_DECODER = 2
 
 
+class NoiseGenerator(IntEnum):
+    """Which generator a seed drives (``kiln_noise_generator``): Kiln's portable noise (default), or
+    PyTorch's CPU generator, which gives diffusers' image for the seed."""
+
+    KILN = 0
+    TORCH_CPU = 1
+
+
 class Residency(IntEnum):
     """Which graphs of a model stay loaded (``kiln_residency``)."""
 
@@ -166,6 +174,7 @@ C_PREFIXES: dict[type[IntEnum], str] = {
     Status: "KILN_STATUS_",
     LogLevel: "KILN_LOG_LEVEL_",
     Scheduler: "KILN_SCHEDULER_",
+    NoiseGenerator: "KILN_NOISE_GENERATOR_",
     JobState: "KILN_JOB_STATE_",
     JobEventKind: "KILN_JOB_EVENT_KIND_",
     Provider: "KILN_PROVIDER_",

@@ -1,0 +1,210 @@
+//! PyTorch-compatible seeds (`NoiseGenerator::TorchCpu`): a seed gives what
+//! `torch.Generator("cpu").manual_seed(seed)` gives, so a user's diffusers
+//! seed makes the same image in Kiln, with no noise passed in.
+//!
+//! Goldens: tests/fixtures/golden/torch-seed (tools/make_torch_seed_golden.py:
+//! `torch.randn` draws, and optimum's ORTStableDiffusionPipeline on tiny-sd
+//! called with only a generator), plus the draws the other golden scripts
+//! recorded from their seeded generators (parity, img2img, inpainting).
+//!
+//! Tolerances: each noise value within 1e-6 of torch's (the uniforms and the
+//! Box–Muller arithmetic are the same; torch's vector math library and Rust's
+//! `libm` each round log/sin/cos within about an ulp, and 1e-6 is two ulps of
+//! the largest normals, |z| in [4, 8); the ulps are printed too);
+//! generations as tests/parity.rs: final latents ≤ 1e-3 × max|reference|,
+//! image ≤ 2e-3 absolute.
+mod common;
+
+use kiln::pipeline::noise::{NoiseGenerator, TorchCpuRng};
+use kiln::pipeline::{GenerateRequest, Hooks, InitImage, Mask};
+use kiln::scheduler::NoiseSource;
+use kiln::SchedulerKind;
+
+const NOISE_ABS_TOL: f64 = 1e-6;
+const LATENT_TOL: f64 = 1e-3;
+const IMAGE_TOL: f64 = 2e-3;
+
+fn cases() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(common::golden("torch-seed/cases.json")).unwrap()).unwrap()
+}
+
+/// Largest distance between `got` and torch's `want`, in ulps of torch's value.
+fn max_ulps(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            let ulp = f32::from_bits(w.abs().to_bits() + 1) - w.abs();
+            ((g - w).abs() / ulp) as f64
+        })
+        .fold(0.0, f64::max)
+}
+
+/// `count` values of blocks of `block` draws from `seed`'s generator.
+fn draws(seed: u64, block: usize, count: usize) -> Vec<f32> {
+    let mut rng = TorchCpuRng::new(seed);
+    let mut out = vec![0.0f32; count];
+    for chunk in out.chunks_mut(block) {
+        rng.fill_normals(chunk).unwrap();
+    }
+    out
+}
+
+#[test]
+fn torch_randn_draws_are_pytorchs() {
+    let (_, want) = common::read_npy("torch-seed/randn.npy");
+    let mut at = 0;
+    for g in cases()["draws"].as_array().unwrap() {
+        let seed = g["seed"].as_u64().unwrap();
+        let mut rng = TorchCpuRng::new(seed);
+        for shape in g["shapes"].as_array().unwrap() {
+            let n: usize = shape.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).product();
+            let mut got = vec![0.0f32; n];
+            rng.fill_normals(&mut got).unwrap();
+            let ulps = max_ulps(&got, &want[at..at + n]);
+            let abs = common::max_abs_diff(&got, &want[at..at + n]);
+            eprintln!("seed {seed} shape {shape}: {abs:e} absolute, at most {ulps} ulps");
+            common::check_margin(&format!("torch_seed::randn::{seed}::{n}_abs"), abs as f64, NOISE_ABS_TOL);
+            at += n;
+        }
+    }
+    assert_eq!(at, want.len(), "every golden value checked");
+}
+
+#[test]
+fn the_other_goldens_recorded_draws_are_this_generators_stream() {
+    // Each script seeded a torch.Generator and recorded every randn_tensor
+    // call, all of one latent's size (tiny-sd at 64x64: 256 values).
+    for (file, seed) in [
+        ("euler_a_cfg.step_noise.npy", 4321),
+        ("dpmpp_2m_sde_cfg.step_noise.npy", 4321),
+        ("img2img/euler_s06.draws.npy", 777),
+        ("img2img/dpmpp_2m_sde_s06.draws.npy", 777),
+        ("inpaint/ddim_s075.draws.npy", 31),
+    ] {
+        let (_, want) = common::read_npy(file);
+        let got = draws(seed, 256, want.len());
+        eprintln!("{file}: at most {} ulps", max_ulps(&got, &want));
+        common::check_margin(&format!("torch_seed::recorded::{file}_abs"), common::max_abs_diff(&got, &want) as f64, NOISE_ABS_TOL);
+    }
+}
+
+#[test]
+fn a_seed_gives_diffusers_image_for_that_seed() {
+    for c in cases()["cases"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let request = GenerateRequest {
+            prompt: c["prompt"].as_str().unwrap().into(),
+            negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+            width: c["width"].as_u64().unwrap() as usize,
+            height: c["height"].as_u64().unwrap() as usize,
+            steps: c["steps"].as_u64().unwrap() as usize,
+            guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+            scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+            scheduler_overrides: Some(c["scheduler_overrides"].clone()),
+            seed: c["seed"].as_u64().unwrap(),
+            noise: NoiseGenerator::TorchCpu,
+            ..Default::default()
+        };
+        let out = common::tiny_model().generate_with(&request, Hooks::default()).unwrap();
+        let (_, want) = common::read_npy(&format!("torch-seed/{}", c["latents"].as_str().unwrap()));
+        let got: Vec<f32> = out.latents.iter().copied().collect();
+        let rel = common::max_abs_diff(&got, &want) / want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        common::check_margin(&format!("torch_seed::{name}::latents_rel"), rel as f64, LATENT_TOL);
+        let (_, want_img) = common::read_npy(&format!("torch-seed/{}", c["image"].as_str().unwrap()));
+        let d = common::max_abs_diff(&out.image.data, &want_img);
+        common::check_margin(&format!("torch_seed::{name}::image_abs"), d as f64, IMAGE_TOL);
+        // Kiln's own generator makes another picture from the same seed.
+        let own = common::tiny_model().generate_with(&GenerateRequest { noise: NoiseGenerator::Kiln, ..request }, Hooks::default()).unwrap();
+        assert!(common::max_abs_diff(&own.image.data, &want_img) > 0.05, "{name}: Kiln's stream is not torch's");
+    }
+}
+
+fn init_image() -> InitImage {
+    kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()
+}
+
+/// Golden case `name` of `dir` (img2img or inpaint) run from its seed, with
+/// no draws given; returns the latents' relative error.
+fn seeded_case(dir: &str, name: &str, seed: u64, mask: Option<Mask>) -> f32 {
+    let c = common::golden_case(&common::golden(&format!("{dir}/cases.json")), name);
+    let request = GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        strength: c["strength"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        init_image: Some(init_image()),
+        mask,
+        seed,
+        noise: NoiseGenerator::TorchCpu,
+        ..Default::default()
+    };
+    let out = common::tiny_model().generate_with(&request, Hooks::default()).unwrap();
+    let (_, want) = common::read_npy(&format!("{dir}/{name}.latents.npy"));
+    let got: Vec<f32> = out.latents.iter().copied().collect();
+    let rel = common::max_abs_diff(&got, &want) / want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    common::check_margin(&format!("torch_seed::{dir}::{name}::latents_rel"), rel as f64, LATENT_TOL);
+    rel
+}
+
+#[test]
+fn img2img_from_a_seed_draws_the_posterior_start_and_step_noise_as_diffusers() {
+    // tools/make_img2img_golden.py called the pipeline with manual_seed(777).
+    seeded_case("img2img", "euler_s06", 777, None);
+    seeded_case("img2img", "dpmpp_2m_sde_s06", 777, None);
+}
+
+#[test]
+fn inpainting_from_a_seed_draws_as_diffusers() {
+    // tools/make_inpaint_golden.py: manual_seed(31); four draws before the steps.
+    let (w, h, ch, buf) = common::png_samples(common::golden("inpaint/mask.png"));
+    let mask = Mask { width: w, height: h, data: buf.chunks(ch).map(|p| p[0]).collect() };
+    seeded_case("inpaint", "ddim_s075", 31, Some(mask));
+}
+
+#[test]
+fn the_c_api_takes_the_generator_and_refuses_an_unknown_one() {
+    use kiln::ffi::model::kiln_noise_generator;
+    let c = &cases()["cases"][0];
+    assert_eq!(c["name"], "euler_a_64");
+    let pixels = common::c_generate_tiny(
+        64,
+        |_| {},
+        |g| {
+            g.seed = c["seed"].as_u64().unwrap();
+            g.steps = c["steps"].as_u64().unwrap() as u32;
+            g.scheduler = kiln::ffi::model::kiln_scheduler::EulerA as u32;
+            g.noise_generator = kiln_noise_generator::TorchCpu as u32;
+        },
+    );
+    let (_, want) = common::read_npy("torch-seed/euler_a_64.image.npy");
+    let got: Vec<f32> = pixels.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect();
+    // 8-bit output: half a step of rounding on top of the float bound.
+    common::check_margin("torch_seed::c_api::euler_a_64_abs", common::max_abs_diff(&got, &want) as f64, IMAGE_TOL + 0.5 / 255.0);
+
+    use kiln::ffi::kiln_status;
+    use kiln::ffi::model::*;
+    let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
+    unsafe { kiln_generate_options_init(&mut g) };
+    assert_eq!(g.noise_generator, kiln_noise_generator::Kiln as u32, "Kiln's noise by default");
+    let mut o = unsafe { std::mem::zeroed::<kiln::ffi::runtime::kiln_runtime_options>() };
+    unsafe { kiln::ffi::runtime::kiln_runtime_options_init(&mut o) };
+    let mut crt = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln::ffi::runtime::kiln_runtime_create(&o, &mut crt) }, kiln_status::Ok);
+    let model = common::ffi_load_model(crt, &common::fixture());
+    let prompt = std::ffi::CString::new("x").unwrap();
+    g.prompt = prompt.as_ptr();
+    (g.width, g.height, g.steps) = (64, 64, 1);
+    g.noise_generator = 2;
+    let mut buf = vec![0u8; 64 * 64 * 4];
+    let s = unsafe { kiln_model_generate_into(model, &g, buf.as_mut_ptr(), buf.len(), 0) };
+    assert_eq!(s, kiln_status::InvalidArgument);
+    assert!(common::ffi_last_error().contains("noise_generator 2"), "{}", common::ffi_last_error());
+    // The handle stays usable after the refusal.
+    g.noise_generator = kiln_noise_generator::TorchCpu as u32;
+    assert_eq!(unsafe { kiln_model_generate_into(model, &g, buf.as_mut_ptr(), buf.len(), 0) }, kiln_status::Ok);
+    unsafe { kiln_model_free(model) };
+    unsafe { kiln::ffi::runtime::kiln_runtime_destroy(crt) };
+}
