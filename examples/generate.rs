@@ -24,7 +24,10 @@ const USAGE: &str = "usage: generate [options]
   --guidance-rescale PHI  diffusers' guidance_rescale, 0..=1 (default 0)
   --scheduler-config JSON fields that override scheduler_config.json, e.g. {\"timestep_spacing\": \"trailing\"}
   --width N, --height N   size in pixels (default: the model's native size)
-  --seed N                seed of Kiln's portable noise (default 0)
+  --seed N                seed of the noise (default 0)
+  --noise NAME            kiln (default: Kiln's portable noise, the same on every platform) | torch
+                          (PyTorch's CPU generator: the seed gives diffusers' image for that seed,
+                          generator=torch.Generator(\"cpu\").manual_seed(N), and ComfyUI's noise)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
   --noise-draws FILE.npz  replay diffusers' random draws exactly: arrays draw_0, draw_1, ... in the
                           order its pipeline asks for them after the txt2img initial latents (img2img:
@@ -286,6 +289,10 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--width" => a.request.width = number(flag, value()?)?,
             "--height" => a.request.height = number(flag, value()?)?,
             "--seed" => a.request.seed = number(flag, value()?)?,
+            "--noise" => {
+                let v = value()?;
+                a.request.noise = kiln::pipeline::NoiseGenerator::from_name(&v).ok_or_else(|| format!("--noise: unknown {v:?}; one of kiln, torch"))?;
+            }
             "--init-noise" => a.init_noise = Some(PathBuf::from(value()?)),
             "--noise-draws" => a.noise_draws = Some(PathBuf::from(value()?)),
             "--out" => a.out = PathBuf::from(value()?),

@@ -521,7 +521,7 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         &manifest,
         format!(
             "[defaults]\nmodel = {:?}\nformat = \"png\"\n\
-             [[asset]]\nname = \"brick\"\nprompt = \"red brick wall\"\nnegative_prompt = \"blurry\"\nseed = 4\nsteps = 6\nscheduler = \"euler_a\"\nguidance = 5.0\nseamless = \"xy\"\nnormal_map = true\nheight_map = true\n\
+             [[asset]]\nname = \"brick\"\nprompt = \"red brick wall\"\nnegative_prompt = \"blurry\"\nseed = 4\nnoise = \"torch\"\nsteps = 6\nscheduler = \"euler_a\"\nguidance = 5.0\nseamless = \"xy\"\nnormal_map = true\nheight_map = true\n\
              [[asset]]\nname = \"gem\"\nprompt = \"red gem\"\nseed = 2\nsteps = 5\nscheduler = \"ddim\"\nsize = [48, 32]\nsprite = true\npixel_art = \"4:8\"\n",
             model.display().to_string()
         ),
@@ -538,7 +538,7 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         succeeds(&mut cmd);
     };
     generate(
-        &["--prompt", "red brick wall", "--negative-prompt", "blurry", "--seed", "4", "--steps", "6", "--scheduler", "euler_a", "--guidance", "5", "--seamless", "xy"],
+        &["--prompt", "red brick wall", "--negative-prompt", "blurry", "--seed", "4", "--noise", "torch", "--steps", "6", "--scheduler", "euler_a", "--guidance", "5", "--seamless", "xy"],
         &[("--out", "brick.png"), ("--normal-map", "brick_n.png"), ("--height-map", "brick_h.png")],
     );
     generate(
@@ -553,7 +553,10 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
             assert_eq!(ta.get(key), tb.get(key), "{baked}: text chunk {key}");
         }
     }
+    let (_, brick) = read_png(&out.join("brick.png"));
+    assert!(brick["kiln:settings"].contains(" noise=torch"), "{brick:?}");
     let (_, text) = read_png(&out.join("gem.png"));
+    assert!(!text["kiln:settings"].contains(" noise="), "Kiln's own noise is not named: {text:?}");
     assert!(text["kiln:settings"].contains("seed=2") && text["kiln:settings"].contains("pixel_art=Some((4, 8))"), "{text:?}");
 }
 

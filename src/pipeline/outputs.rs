@@ -134,6 +134,10 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
         post.pixel_art,
     );
     let mut settings = settings;
+    // The generator only when it is not Kiln's, so other images keep their text exactly.
+    if request.noise != crate::pipeline::NoiseGenerator::Kiln {
+        settings.push_str(&format!(" noise={}", request.noise.name()));
+    }
     // SDXL conditioning only when given, so other images keep their text exactly.
     let xl = &request.xl;
     if *xl != crate::pipeline::XlConditioning::default() {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use kiln::model::seamless::Seamless;
 use kiln::pipeline::outputs::PostProcess;
+use kiln::pipeline::NoiseGenerator;
 use kiln::SchedulerKind;
 use serde::Deserialize;
 use toml::Spanned;
@@ -29,6 +30,7 @@ struct Table {
     refiner: Option<Spanned<String>>,
     refiner_start: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
+    noise: Option<Spanned<String>>,
     steps: Option<Spanned<i64>>,
     scheduler: Option<Spanned<String>>,
     guidance: Option<Spanned<f64>>,
@@ -279,8 +281,13 @@ pub struct Asset {
     /// SDXL `target_size` as `[W, H]`; None = the output size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_size: Option<[usize; 2]>,
-    /// Seed of Kiln's portable noise.
+    /// Seed of the noise.
     pub seed: u64,
+    /// Which generator the seed drives ("kiln" or "torch"). Left out of the
+    /// serialized settings when it is Kiln's, so existing assets keep their
+    /// content keys.
+    #[serde(skip_serializing_if = "is_kiln_noise", serialize_with = "noise_name")]
+    pub noise: NoiseGenerator,
     /// Denoising steps.
     pub steps: usize,
     /// Scheduler name as written (validated).
@@ -320,6 +327,14 @@ pub struct Asset {
     pub mipmaps: bool,
 }
 
+fn is_kiln_noise(g: &NoiseGenerator) -> bool {
+    *g == NoiseGenerator::Kiln
+}
+
+fn noise_name<S: serde::Serializer>(g: &NoiseGenerator, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(g.name())
+}
+
 fn is_origin(p: &[usize; 2]) -> bool {
     *p == [0, 0]
 }
@@ -340,6 +355,7 @@ impl Asset {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
             seed: self.seed,
+            noise: self.noise,
             steps: self.steps,
             scheduler: SchedulerKind::from_name(&self.scheduler).expect("validated"),
             guidance_scale: self.guidance,
@@ -729,6 +745,13 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             0
         }
     };
+    let noise = match pick!(noise) {
+        None => NoiseGenerator::Kiln,
+        Some((s, line)) => NoiseGenerator::from_name(s).unwrap_or_else(|| {
+            errors.push(err(line, "noise", format!("unknown {s:?}; one of kiln, torch")));
+            NoiseGenerator::Kiln
+        }),
+    };
     let steps = match pick!(steps) {
         None => kiln::GenerateRequest::default().steps,
         Some((&s, _)) if (1..=1000).contains(&s) => s as usize,
@@ -912,6 +935,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             crop_top_left,
             target_size,
             seed,
+            noise,
             steps,
             scheduler,
             guidance,
@@ -999,6 +1023,23 @@ mod tests {
         let e = errors("[defaults]\nmodel = \"tiny-sdxl\"\n[[asset]]\nname = \"a\"\noriginal_size = [0, 64]\ncrop_top_left = [1]\n");
         let got: Vec<(usize, &str)> = e.iter().map(|e| (e.line, e.key.as_deref().unwrap())).collect();
         assert_eq!(got, vec![(5, "original_size"), (6, "crop_top_left")], "{e:?}");
+    }
+
+    #[test]
+    fn noise_reaches_the_request_and_stays_out_of_kiln_noise_content_keys() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nnoise = \"torch\"\n[[asset]]\nname = \"a\"\n[[asset]]\nname = \"b\"\nnoise = \"kiln\"\n",
+            &model_dir(),
+        )
+        .unwrap();
+        assert_eq!(m.assets[0].request().noise, NoiseGenerator::TorchCpu);
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["noise"], "torch");
+        assert_eq!(m.assets[1].request().noise, NoiseGenerator::Kiln);
+        // Kiln's noise serializes as before, so existing assets keep their content keys.
+        assert!(serde_json::to_value(&m.assets[1]).unwrap().get("noise").is_none());
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nnoise = \"numpy\"\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("noise")), "{}", e[0]);
+        assert!(e[0].to_string().contains("one of kiln, torch"), "{}", e[0]);
     }
 
     #[test]
