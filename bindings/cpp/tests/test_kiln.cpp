@@ -385,6 +385,40 @@ static void test_lora_component_golden(const kiln::Model &sd1, const std::string
     CHECK(far > image_bound);  // else this test would not catch the text-encoder scale dropped
 }
 
+// tests/fixtures/golden/torch-seed, case euler_a_64 (tests/torch_seed.rs checks it from Rust): diffusers called
+// with only generator=torch.Generator("cpu").manual_seed(seed). With noise_generator = torch_cpu the seed alone
+// gives that image within the parity bound past 8-bit rounding; Kiln's own generator gives another picture
+// from the same seed; an unknown generator is invalid_argument and the model generates after it.
+static void test_torch_seed(const kiln::Model &sd1, const std::string &fixtures) {
+    const std::string folder = fixtures + "/golden/torch-seed";
+    const goldens::Json all = goldens::JsonParser(goldens::read_file(folder + "/cases.json")).document();
+    const goldens::Json &c = all["cases"].items.at(0);
+    CHECK(c["name"].text == "euler_a_64" && c["kiln_scheduler"].text == "euler_a");
+    const std::vector<float> want = goldens::read_npy_f32(folder + "/" + c["image"].text);
+    auto o = options_for(c["prompt"].text.c_str(), std::uint64_t(c["seed"].number), std::uint32_t(c["steps"].number));
+    o.negative_prompt = c["negative_prompt"].text.c_str();
+    o.width = o.height = 64;
+    o.guidance_scale = float(c["guidance_scale"].number);
+    o.scheduler = kiln::to_c(kiln::Scheduler::euler_a);
+    CHECK(o.noise_generator == kiln::to_c(kiln::NoiseGenerator::kiln));  // the default
+    kiln::Result<std::vector<std::uint8_t>> own = pixels(sd1, o);
+    o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cpu);
+    kiln::Result<std::vector<std::uint8_t>> torch = pixels(sd1, o);
+    CHECK(own.ok() && torch.ok());
+    if (!own || !torch) return;
+    const double d = goldens::past_rounding(*torch, want), far = goldens::past_rounding(*own, want);
+    std::printf("torch seed: %.3e from diffusers' image past 8-bit rounding (bound %.0e); Kiln's noise %.3e\n", d, image_bound, far);
+    margin("cpp_binding::torch_seed::euler_a_64::image_abs_past_8bit", d, image_bound);
+    CHECK(far > image_bound);
+    o.noise_generator = 7;
+    kiln::Result<std::vector<std::uint8_t>> bad = pixels(sd1, o);
+    CHECK(bad.status() == kiln::Status::invalid_argument);
+    CHECK(bad.error().message().find("noise_generator 7") != std::string::npos);
+    o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cpu);
+    kiln::Result<std::vector<std::uint8_t>> again = pixels(sd1, o);
+    CHECK(again.ok() && *again == *torch);
+}
+
 // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
 // options.refiner + refiner_start give the golden within the parity bound past 8-bit rounding, NULL (an empty
 // kiln::Model's get()) is the base alone and far from it, a job gives the same pixels with its refiner handle
@@ -1497,6 +1531,7 @@ int main(int argc, char **argv) {
             try {
                 test_sdxl_embedding(*rt, *model, fixtures, argv[4]);
                 test_lora_component_golden(*model, fixtures);
+                test_torch_seed(*model, fixtures);
                 test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
             } catch (const std::exception &e) {
                 ++failed;

@@ -57,8 +57,19 @@ namespace Kiln
         public float? GuidanceScale;
         /// <summary>The scheduler.</summary>
         public KilnScheduler Scheduler = KilnScheduler.Default;
-        /// <summary>Seed of Kiln's portable noise (same seed, same image everywhere).</summary>
+        /// <summary>Seed of the noise generator below (same seed, same image everywhere).</summary>
         public ulong Seed;
+        /// <summary>
+        /// Which generator <see cref="Seed"/> drives (C: <c>noise_generator</c>).
+        /// <see cref="KilnNoiseGenerator.Kiln"/>, the default, is Kiln's portable noise, identical
+        /// on every platform. <see cref="KilnNoiseGenerator.TorchCpu"/> is PyTorch's CPU generator:
+        /// a seed gives the image diffusers makes with
+        /// <c>generator=torch.Generator("cpu").manual_seed(seed)</c> (and ComfyUI's initial noise),
+        /// so a seed brought from those tools gives their picture (only the seed's low 32 bits
+        /// count, as in PyTorch). Any other value throws <see cref="KilnException"/> with
+        /// <see cref="KilnStatus.InvalidArgument"/>.
+        /// </summary>
+        public KilnNoiseGenerator NoiseGenerator = KilnNoiseGenerator.Kiln;
         /// <summary>Guidance rescale φ in [0, 1]; 0 = off.</summary>
         public float GuidanceRescale;
         /// <summary>Read prompts with AUTOMATIC1111 weighting syntax.</summary>
@@ -147,6 +158,7 @@ namespace Kiln
             if (GuidanceScale.HasValue) o.guidance_scale = GuidanceScale.Value;
             o.scheduler = (uint)Scheduler;
             o.seed = Seed;
+            o.noise_generator = (uint)NoiseGenerator;
             o.prompt = pins.PinString(Prompt ?? "");
             o.negative_prompt = pins.PinString(NegativePrompt);
             o.initial_noise = pins.Pin(InitialNoise);

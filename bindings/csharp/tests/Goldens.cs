@@ -32,10 +32,13 @@ static class Goldens
         return values;
     }
 
-    /// <summary>The case named <c>name</c> in a golden cases.json (null: the first).</summary>
+    /// <summary>The case named <c>name</c> in a golden cases.json (null: the first): a list of
+    /// cases, or an object whose "cases" is one (torch-seed's, beside its "draws").</summary>
     public static Dictionary<string, object> Case(string casesJson, string name)
     {
-        var all = (List<object>)Json.Parse(File.ReadAllText(casesJson));
+        object parsed = Json.Parse(File.ReadAllText(casesJson));
+        var top = parsed as Dictionary<string, object>;
+        var all = (List<object>)(top != null ? top["cases"] : parsed);
         foreach (Dictionary<string, object> c in all.Cast<Dictionary<string, object>>())
             if (name == null || (string)c["name"] == name) return c;
         throw new Exception(casesJson + " has no case " + name);
@@ -62,12 +65,18 @@ static class Goldens
     /// </summary>
     public static double PastRounding(byte[] rgba, float[] rgb)
     {
+        return Math.Max(MaxAbs(rgba, rgb) - 0.5 / 255, 0);
+    }
+
+    /// <summary>max |byte/255 − golden| of RGBA8 pixels against a float RGB image in [0, 1] (H×W×3).</summary>
+    public static double MaxAbs(byte[] rgba, float[] rgb)
+    {
         if (rgba.Length / 4 * 3 != rgb.Length) throw new Exception("pixel counts differ: " + rgba.Length / 4 + " vs " + rgb.Length / 3);
         double worst = 0;
         for (int i = 0; i < rgb.Length / 3; i++)
             for (int ch = 0; ch < 3; ch++)
                 worst = Math.Max(worst, Math.Abs(rgba[i * 4 + ch] / 255.0 - rgb[i * 3 + ch]));
-        return Math.Max(worst - 0.5 / 255, 0);
+        return worst;
     }
 }
 

@@ -552,6 +552,61 @@ static class KilnTests
         }
     }
 
+    static void TorchSeedGivesDiffusersImage()
+    {
+        // tests/fixtures/golden/torch-seed, case euler_a_64 (tests/torch_seed.rs: diffusers called
+        // with only generator=torch.Generator("cpu").manual_seed(2026), no latents passed):
+        // NoiseGenerator TorchCpu gives its image within the parity bound plus half an 8-bit step
+        // (the bound tests/torch_seed.rs applies to the C API's bytes), and a job the same bytes;
+        // Kiln's default generator makes another image from the same seed; an unknown generator
+        // throws InvalidArgument naming the field, at Generate and at Submit, with the model usable.
+        Equal(KilnNoiseGenerator.Kiln, new KilnGenerateSettings().NoiseGenerator, "default NoiseGenerator");
+        string golden = Path.Combine(FixturesDir(), "golden", "torch-seed");
+        Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_a_64");
+        Equal(0, ((Dictionary<string, object>)c["scheduler_overrides"]).Count, "euler_a_64 has no scheduler overrides");
+        float[] want = Goldens.ReadNpyF32(Path.Combine(golden, Goldens.Text(c, "image")));
+        var settings = new KilnGenerateSettings
+        {
+            Prompt = Goldens.Text(c, "prompt"),
+            NegativePrompt = Goldens.Text(c, "negative_prompt"),
+            Width = (uint)Goldens.Number(c, "width"),
+            Height = (uint)Goldens.Number(c, "height"),
+            Steps = (uint)Goldens.Number(c, "steps"),
+            GuidanceScale = (float)Goldens.Number(c, "guidance_scale"),
+            Scheduler = SchedulerNamed(Goldens.Text(c, "kiln_scheduler")),
+            Seed = (ulong)Goldens.Number(c, "seed"),
+            NoiseGenerator = KilnNoiseGenerator.TorchCpu,
+        };
+        byte[] got = Pixels(model, settings);
+        const double bound = ImageBound + 0.5 / 255;
+        double d = Goldens.MaxAbs(got, want);
+        var kilnNoise = settings.Clone();
+        kilnNoise.NoiseGenerator = KilnNoiseGenerator.Kiln;
+        byte[] own = Pixels(model, kilnNoise);
+        double control = Goldens.MaxAbs(own, want);
+        Console.WriteLine("    torch seed: " + d.ToString("e3") + " from diffusers' image (bound " + bound.ToString("e3") + ", " + Goldens.PastRounding(got, want).ToString("e3") + " past 8-bit rounding); Kiln's noise, same seed: " + control.ToString("e3"));
+        Margin("csharp::torch_seed::euler_a_64::image_abs", d, bound);
+        Check(control > 0.05, "Kiln's noise gave nearly diffusers' image (" + control + "): the generator was not passed");
+        int differing = got.Zip(own, (x, y) => x != y).Count(x => x);
+        Console.WriteLine("    torch seed vs Kiln's noise: " + differing + " of " + got.Length + " bytes differ (need > 0)");
+        Check(differing > 0, "the same seed gave the same image with both generators");
+        using (KilnJob job = model.Submit(settings))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "TorchCpu job state (" + job.ErrorMessage + ")");
+            SamePixels(got, job.CopyImage(), "TorchCpu job vs Generate");
+        }
+
+        var bad = settings.Clone();
+        bad.NoiseGenerator = (KilnNoiseGenerator)7;
+        KilnException e = Throws(() => model.Generate(bad).Dispose(), KilnStatus.InvalidArgument, "NoiseGenerator 7");
+        Check(e.NativeMessage.Contains("noise_generator"), "message names noise_generator: " + e.NativeMessage);
+        e = Throws(() => model.Submit(bad).Dispose(), KilnStatus.InvalidArgument, "NoiseGenerator 7 at Submit");
+        Check(e.NativeMessage.Contains("noise_generator"), "Submit message names noise_generator: " + e.NativeMessage);
+        SamePixels(got, Pixels(model, settings), "TorchCpu after the refused generator");
+        SamePixels(own, Pixels(model, kilnNoise), "Kiln's noise after the refused generator");
+    }
+
     static void Utf8PromptsAndPaths()
     {
         // Non-ASCII text must reach Kiln as UTF-8 (Windows .NET's ANSI marshalling would not).
@@ -1930,6 +1985,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("LoRA text-encoder scale: query, pixels, non-finite throws", LoraTextEncoderScale),
             new KeyValuePair<string, Action>("SDXL Prompt2 on tiny-sdxl", SdxlSecondPrompt),
             new KeyValuePair<string, Action>("SDXL embedding gives the golden; SD 1.x file throws", SdxlEmbeddingMatchesTheGolden),
+            new KeyValuePair<string, Action>("torch CPU seed gives diffusers' image; Kiln's noise differs; generator 7 throws", TorchSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from kiln import _library
 from kiln._options import Control, GenerateOptions
-from kiln.enums import (CellColor, ControlPreprocess, Graph, JobEventKind, JobState, LogLevel, Matte, NormalConvention, Provider,
-                        Residency, GpuMath, Scheduler, Seamless, Status, UpscaleAlpha)
+from kiln.enums import (CellColor, ControlPreprocess, Graph, JobEventKind, JobState, LogLevel, Matte, NoiseGenerator,
+                        NormalConvention, Provider, Residency, GpuMath, Scheduler, Seamless, Status, UpscaleAlpha)
 from kiln.errors import (AdapterMismatchError, ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
                          InternalError, InvalidHandleError, JobFailedError, KilnError, KilnIOError, ModelError,
                          ModelNotFoundError, OutOfMemoryError, ProviderError, RuntimeLoadError,
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Runtime", "Model", "ModelInfo", "Image", "Job", "Progress", "Preview", "Rect", "Sprite", "MaterialMaps",
-    "GenerateOptions", "Control", "ControlPreprocess", "LogCallback", "Status", "Scheduler", "JobState", "JobEventKind", "Provider", "Graph",
+    "GenerateOptions", "Control", "ControlPreprocess", "LogCallback", "Status", "Scheduler", "NoiseGenerator", "JobState", "JobEventKind", "Provider", "Graph",
     "Residency", "GpuMath", "Seamless", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
     "BufferTooSmallError", "InvalidHandleError", "ModelError", "ModelNotFoundError", "KilnIOError",
     "UnsupportedError", "RuntimeLoadError", "ProviderError", "InferenceError", "CancelledError", "BusyError",

@@ -12,7 +12,8 @@ import numpy as np
 
 from kiln import _abi, _library
 from kiln._convert import ImageLike, as_mask, as_pixels
-from kiln.enums import ControlPreprocess, Scheduler
+from kiln.enums import ControlPreprocess, NoiseGenerator, Scheduler, Status
+from kiln.errors import ArgumentError
 
 __all__ = ["Control", "GenerateOptions", "Request"]
 
@@ -49,8 +50,12 @@ class GenerateOptions(TypedDict, total=False):
     guidance_scale: float
     #: A Scheduler or its name ("euler_a").
     scheduler: Union[Scheduler, str]
-    #: Seed of Kiln's portable noise (default 0).
+    #: The seed (default 0) of the generator ``noise_generator`` names.
     seed: int
+    #: Which generator the seed drives: a NoiseGenerator or its name, "kiln" (default: Kiln's
+    #: portable noise) or "torch" / "torch_cpu" (PyTorch's CPU generator: diffusers' image for
+    #: ``generator=torch.Generator("cpu").manual_seed(seed)``, ComfyUI's initial noise).
+    noise_generator: Union[NoiseGenerator, int, str]
     negative_prompt: str
     #: Exact initial latents, float32 NCHW [1, C, H/f, W/f].
     initial_noise: "np.ndarray[Any, Any]"
@@ -100,6 +105,27 @@ class GenerateOptions(TypedDict, total=False):
     refiner_start: float
 
 
+#: The names ``noise_generator`` takes, upper-cased: the members' own ("kiln", "torch_cpu") and "torch".
+_NOISE_GENERATOR_NAMES: dict[str, NoiseGenerator] = {**NoiseGenerator.__members__, "TORCH": NoiseGenerator.TORCH_CPU}
+
+
+def _noise_generator(value: Union[NoiseGenerator, int, str]) -> int:
+    """``kiln_noise_generator``'s value from a member, a name or an int. A uint32 passes through
+    unchecked, so Kiln refuses an unknown one with its own status and message; an unknown name, or
+    an int the field cannot hold (which ctypes would wrap), is refused here the same way
+    (ArgumentError, INVALID_ARGUMENT)."""
+    if isinstance(value, str):
+        member = _NOISE_GENERATOR_NAMES.get(value.upper())
+        if member is None:
+            raise ArgumentError(Status.INVALID_ARGUMENT, f"options->noise_generator {value!r} is not a "
+                                "kiln.NoiseGenerator name ('kiln', 'torch' or 'torch_cpu')")
+        return int(member)
+    number = int(value)
+    if not 0 <= number <= 0xFFFF_FFFF:
+        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->noise_generator {number} is not a kiln_noise_generator")
+    return number
+
+
 class Request:
     """A filled ``kiln_generate_options`` and the objects whose memory it points into."""
 
@@ -123,6 +149,8 @@ class Request:
         if "scheduler" in kw:
             s = kw.pop("scheduler")
             o.scheduler = int(Scheduler[s.upper()] if isinstance(s, str) else Scheduler(s))
+        if "noise_generator" in kw:
+            o.noise_generator = _noise_generator(kw.pop("noise_generator"))
         for name in ("negative_prompt", "prompt_2", "negative_prompt_2"):
             if kw.get(name) is not None:
                 setattr(o, name, self._text(kw.pop(name)))
