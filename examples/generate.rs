@@ -291,7 +291,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--seed" => a.request.seed = number(flag, value()?)?,
             "--noise" => {
                 let v = value()?;
-                a.request.noise = kiln::pipeline::NoiseGenerator::from_name(&v).ok_or_else(|| format!("--noise: unknown {v:?}; one of kiln, torch"))?;
+                a.request.noise = kiln::pipeline::NoiseGenerator::from_name(&v).ok_or_else(|| format!("--noise: unknown {v:?}; one of {}", kiln::pipeline::NoiseGenerator::NAMES.join(", ")))?;
             }
             "--init-noise" => a.init_noise = Some(PathBuf::from(value()?)),
             "--noise-draws" => a.noise_draws = Some(PathBuf::from(value()?)),

@@ -113,6 +113,11 @@ pub enum NoiseGenerator {
 }
 
 impl NoiseGenerator {
+    /// Every generator, in [`NoiseGenerator::NAMES`]' order.
+    pub const ALL: [Self; 2] = [Self::Kiln, Self::TorchCpu];
+    /// Every generator's name.
+    pub const NAMES: [&'static str; 2] = ["kiln", "torch"];
+
     /// The name the CLI, the bake manifest and the bindings use.
     pub fn name(self) -> &'static str {
         match self {
@@ -123,7 +128,7 @@ impl NoiseGenerator {
 
     /// The generator called `name` (see [`NoiseGenerator::name`]).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Kiln, Self::TorchCpu].into_iter().find(|g| g.name() == name)
+        Self::ALL.into_iter().find(|g| g.name() == name)
     }
 }
 
@@ -355,5 +360,13 @@ mod tests {
         assert_ne!(a[24..32], c[24..32], "the last 16 are redrawn");
         let e = TorchCpuRng::new(5).fill_normals(&mut [0.0; 15]).unwrap_err();
         assert!(e.message().contains("at least 16"), "{}", e.message());
+    }
+
+    #[test]
+    fn generator_names_round_trip() {
+        for (g, name) in super::NoiseGenerator::ALL.into_iter().zip(super::NoiseGenerator::NAMES) {
+            assert_eq!((g.name(), super::NoiseGenerator::from_name(name)), (name, Some(g)));
+        }
+        assert_eq!(super::NoiseGenerator::from_name("numpy"), None);
     }
 }

@@ -748,7 +748,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
     let noise = match pick!(noise) {
         None => NoiseGenerator::Kiln,
         Some((s, line)) => NoiseGenerator::from_name(s).unwrap_or_else(|| {
-            errors.push(err(line, "noise", format!("unknown {s:?}; one of kiln, torch")));
+            errors.push(err(line, "noise", format!("unknown {s:?}; one of {}", NoiseGenerator::NAMES.join(", "))));
             NoiseGenerator::Kiln
         }),
     };
