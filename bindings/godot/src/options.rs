@@ -10,7 +10,7 @@ use kiln::image::control::{ControlImage, Preprocess};
 use kiln::model::seamless::Seamless;
 use kiln::model::{Adapters, EmbeddingSpec, LoraSpec};
 use kiln::pipeline::control::Control;
-use kiln::pipeline::{InitImage, Mask, PromptSyntax};
+use kiln::pipeline::{InitImage, Mask, NoiseGenerator, PromptSyntax};
 use kiln::{Error, ErrorKind, GenerateRequest, SchedulerKind};
 
 /// One dictionary value, reduced to what the options can hold.
@@ -61,6 +61,7 @@ pub const KEYS: &[&str] = &[
     "guidance_scale",
     "guidance_rescale",
     "seed",
+    "noise_generator",
     "scheduler",
     "prompt_syntax",
     "clip_skip",
@@ -408,6 +409,11 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
                 r.guidance_rescale = g as f32;
             }
             "seed" => r.seed = int_in(key, value, 0, i64::MAX)? as u64,
+            "noise_generator" => {
+                let name = string(key, value)?;
+                r.noise = NoiseGenerator::from_name(name)
+                    .ok_or_else(|| bad(key, format!("unknown noise generator {name:?}; one of {}", NoiseGenerator::NAMES.join(", "))))?;
+            }
             "scheduler" => {
                 let name = string(key, value)?;
                 r.scheduler = SchedulerKind::from_name(name).ok_or_else(|| {
@@ -525,6 +531,7 @@ mod tests {
         assert_eq!((o.request.width, o.request.height, o.request.steps, o.request.seed), (d.width, d.height, d.steps, d.seed));
         assert_eq!(o.request.guidance_scale, d.guidance_scale);
         assert_eq!(o.request.scheduler, SchedulerKind::Default);
+        assert_eq!(o.request.noise, NoiseGenerator::Kiln);
         assert_eq!((o.seamless, o.preview_interval, o.priority), (Seamless::None, 0, 0));
     }
 
@@ -541,6 +548,7 @@ mod tests {
                 ("guidance_scale", Int(3)),
                 ("guidance_rescale", Float(0.5)),
                 ("seed", Int(42)),
+                ("noise_generator", String("torch".into())),
                 ("scheduler", String("euler_a".into())),
                 ("prompt_syntax", String("weighted".into())),
                 ("clip_skip", Int(1)),
@@ -555,8 +563,18 @@ mod tests {
         assert_eq!((r.width, r.height, r.steps, r.seed, r.clip_skip), (128, 64, 4, 42, 1));
         assert_eq!((r.guidance_scale, r.guidance_rescale), (3.0, 0.5));
         assert_eq!(r.scheduler, SchedulerKind::EulerA);
+        assert_eq!(r.noise, NoiseGenerator::TorchCpu);
         assert_eq!(r.prompt_syntax, PromptSyntax::Weighted);
         assert_eq!((o.seamless, o.preview_interval, o.priority), (Seamless::Xy, 2, -3));
+    }
+
+    #[test]
+    fn noise_generator_takes_kilns_names() {
+        for g in NoiseGenerator::ALL {
+            let o = parse("p", &entries(&[("noise_generator", OptionValue::String(g.name().into()))])).unwrap();
+            assert_eq!(o.request.noise, g, "{}", g.name());
+        }
+        assert_eq!(parse("p", &[]).unwrap().request.noise, NoiseGenerator::default(), "Kiln's noise unless asked");
     }
 
     #[test]
@@ -573,6 +591,8 @@ mod tests {
             ("guidance_scale", Nil, "expected a number, got null"),
             ("guidance_rescale", Float(1.5), "1.5 is out of range 0..=1"),
             ("scheduler", String("eulerr".into()), "unknown scheduler \"eulerr\"; one of default, ddim"),
+            ("noise_generator", String("pytorch".into()), "unknown noise generator \"pytorch\"; one of kiln, torch"),
+            ("noise_generator", Int(1), "expected a String, got int 1"),
             ("seamless", Bool(true), "expected a String, got bool true"),
             ("seamless", String("z".into()), "unknown axes \"z\""),
             ("prompt_syntax", String("a1111".into()), "unknown syntax \"a1111\""),

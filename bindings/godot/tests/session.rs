@@ -101,6 +101,77 @@ fn seamless_option_generates_from_the_seamless_view() {
     assert_ne!(image.pixels, plain.pixels, "and not the plain model's");
 }
 
+/// `noise_generator: "torch"` with the settings of Kiln's torch-seed golden
+/// `euler_a_64` (tests/fixtures/golden/torch-seed/cases.json): the job's
+/// pixels are `Model::generate_with`'s for the same request with
+/// `NoiseGenerator::TorchCpu`, differ from Kiln's own noise for that seed,
+/// and match diffusers' image for `torch.Generator("cpu").manual_seed(2026)`.
+#[test]
+fn noise_generator_torch_gives_diffusers_seed() {
+    use kiln::pipeline::{Hooks, NoiseGenerator};
+    use OptionValue::*;
+    let s = session();
+    let settings = [
+        ("negative_prompt", String("blurry".into())),
+        ("width", Int(64)),
+        ("height", Int(64)),
+        ("steps", Int(6)),
+        ("guidance_scale", Float(7.5)),
+        ("scheduler", String("euler_a".into())),
+        ("seed", Int(2026)),
+    ];
+    let mut torch = settings.to_vec();
+    torch.push(("noise_generator", String("torch".into())));
+    let mut t = s.start("mossy stone brick wall", &opts(&torch));
+    let events = run_to_end(&mut t);
+    let image = done_image(&events);
+
+    let request = GenerateRequest {
+        prompt: "mossy stone brick wall".into(),
+        negative_prompt: "blurry".into(),
+        width: 64,
+        height: 64,
+        steps: 6,
+        guidance_scale: 7.5,
+        scheduler: SchedulerKind::EulerA,
+        seed: 2026,
+        noise: NoiseGenerator::TorchCpu,
+        ..Default::default()
+    };
+    let model = fixture_model();
+    let want = model.generate_with(&request, Hooks::default()).expect("direct generation").image.to_rgba8();
+    let differing = count_differing(image, &want);
+    println!("noise_generator torch: pixels differing from Model::generate_with: {differing} of {} (bound 0)", want.pixels.len());
+    assert_eq!(differing, 0);
+
+    // The key's default is Kiln's own noise, another picture from the same seed.
+    let mut t = s.start("mossy stone brick wall", &opts(&settings));
+    let events = run_to_end(&mut t);
+    let kiln_noise = done_image(&events);
+    let own = direct(&model, &GenerateRequest { noise: NoiseGenerator::Kiln, ..request.clone() });
+    assert_eq!(count_differing(kiln_noise, &own), 0, "no key: Kiln's noise");
+    let moved = count_differing(image, kiln_noise);
+    println!("noise_generator torch: {moved} of {} channel values differ from Kiln's noise", want.pixels.len());
+    assert!(moved > want.pixels.len() / 4, "the generator changes the image");
+
+    // diffusers' float32 image for that seed (HWC RGB in [0, 1]); 8-bit
+    // output, so half a step of rounding on top of Kiln's 2e-3 image bound.
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/torch-seed/euler_a_64.image.npy");
+    let (shape, diffusers) = kiln::image::npy::read_f32(&golden).expect("golden image");
+    assert_eq!(shape, [64, 64, 3]);
+    let from_diffusers = |img: &kiln::Rgba8Image| -> f32 {
+        let rgb = img.pixels.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0));
+        assert_eq!(img.pixels.len() / 4 * 3, diffusers.len());
+        rgb.zip(&diffusers).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    };
+    let d = from_diffusers(image);
+    let bound = 2e-3 + 0.5 / 255.0;
+    println!("noise_generator torch: max |job - diffusers| {d:e} (bound {bound:e})");
+    assert!(d <= bound, "{d} > {bound}");
+    let d_own = from_diffusers(kiln_noise);
+    assert!(d_own > 0.05, "Kiln's noise is not diffusers' image ({d_own})");
+}
+
 /// SDXL keys on tests/fixtures/tiny-sdxl: the job's pixels are those of the
 /// same request made directly, and differ from the request without them.
 #[test]
