@@ -3,8 +3,8 @@
 //! seed makes the same image in Kiln, with no noise passed in.
 //!
 //! Goldens: tests/fixtures/golden/torch-seed (tools/make_torch_seed_golden.py:
-//! `torch.randn` draws, and optimum's ORTStableDiffusionPipeline on tiny-sd
-//! called with only a generator), plus the draws the other golden scripts
+//! `torch.randn` draws, and optimum's ORTStableDiffusionPipeline on tiny-sd,
+//! and its SDXL pipeline on tiny-sdxl, called with only a generator), plus the draws the other golden scripts
 //! recorded from their seeded generators (parity, img2img, inpainting).
 //!
 //! Tolerances: each noise value within 1e-6 of torch's (the uniforms and the
@@ -106,7 +106,8 @@ fn a_seed_gives_diffusers_image_for_that_seed() {
             noise: NoiseGenerator::TorchCpu,
             ..Default::default()
         };
-        let out = common::tiny_model().generate_with(&request, Hooks::default()).unwrap();
+        let model = if name.starts_with("sdxl_") { sdxl_model() } else { common::tiny_model() };
+        let out = model.generate_with(&request, Hooks::default()).unwrap();
         let (_, want) = common::read_npy(&format!("torch-seed/{}", c["latents"].as_str().unwrap()));
         let got: Vec<f32> = out.latents.iter().copied().collect();
         let rel = common::max_abs_diff(&got, &want) / want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -115,9 +116,15 @@ fn a_seed_gives_diffusers_image_for_that_seed() {
         let d = common::max_abs_diff(&out.image.data, &want_img);
         common::check_margin(&format!("torch_seed::{name}::image_abs"), d as f64, IMAGE_TOL);
         // Kiln's own generator makes another picture from the same seed.
-        let own = common::tiny_model().generate_with(&GenerateRequest { noise: NoiseGenerator::Kiln, ..request }, Hooks::default()).unwrap();
+        let own = model.generate_with(&GenerateRequest { noise: NoiseGenerator::Kiln, ..request }, Hooks::default()).unwrap();
         assert!(common::max_abs_diff(&own.image.data, &want_img) > 0.05, "{name}: Kiln's stream is not torch's");
     }
+}
+
+/// tests/fixtures/tiny-sdxl, loaded once per test process.
+fn sdxl_model() -> &'static kiln::Model {
+    static M: std::sync::OnceLock<kiln::Model> = std::sync::OnceLock::new();
+    M.get_or_init(|| kiln::Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny-sdxl loads"))
 }
 
 fn init_image() -> InitImage {

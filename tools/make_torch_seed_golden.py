@@ -9,7 +9,8 @@ What it makes (in tests/fixtures/golden/torch-seed/):
                   in cases.json); counts that are and are not multiples of 16
   <case>.latents.npy / <case>.image.npy
                   optimum's ORTStableDiffusionPipeline (diffusers' loop over
-                  tests/fixtures/tiny-sd's ONNX graphs, CPU EP) called with only
+                  tests/fixtures/tiny-sd's ONNX graphs, CPU EP; "sdxl_" cases its
+                  SDXL pipeline on tests/fixtures/tiny-sdxl) called with only
                   `generator=torch.Generator("cpu").manual_seed(seed)`: the
                   initial latents and every stochastic draw come from the seed
   cases.json      every case's parameters (read by tests/torch_seed.rs)
@@ -33,6 +34,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "tiny-sd"
+SDXL_FIXTURE = REPO / "tests" / "fixtures" / "tiny-sdxl"
 OUT = REPO / "tests" / "fixtures" / "golden" / "torch-seed"
 
 # seed, shapes drawn in a row from one generator
@@ -44,10 +46,12 @@ DRAWS = [
 ]
 
 # name, kiln scheduler, diffusers class, overrides, steps, guidance, width, height, seed
+# (names starting "sdxl_" run ORTStableDiffusionXLPipeline on tests/fixtures/tiny-sdxl)
 CASES = [
     ("euler_a_64", "euler_a", "EulerAncestralDiscreteScheduler", {}, 6, 7.5, 64, 64, 2026),
     ("ddim_80x48", "ddim", "DDIMScheduler", {}, 6, 7.5, 80, 48, 7),
     ("dpmpp_2m_sde_48x80", "dpmpp_2m_sde", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}, 6, 7.5, 48, 80, 99),
+    ("sdxl_euler_a_64", "euler_a", "EulerAncestralDiscreteScheduler", {}, 6, 5.0, 64, 64, 314),
 ]
 PROMPT = "mossy stone brick wall"
 NEGATIVE = "blurry"
@@ -57,8 +61,11 @@ def run(case):
     import diffusers
     from optimum.onnxruntime import ORTStableDiffusionPipeline
 
+    from optimum.onnxruntime import ORTStableDiffusionXLPipeline
+
     name, _kiln, cls, overrides, steps, guidance, width, height, seed = case
-    pipe = ORTStableDiffusionPipeline.from_pretrained(str(FIXTURE), provider="CPUExecutionProvider", local_files_only=True)
+    pipeline, fixture = (ORTStableDiffusionXLPipeline, SDXL_FIXTURE) if name.startswith("sdxl_") else (ORTStableDiffusionPipeline, FIXTURE)
+    pipe = pipeline.from_pretrained(str(fixture), provider="CPUExecutionProvider", local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **overrides)
     common = dict(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance, width=width, height=height)
