@@ -74,10 +74,6 @@
 #define KILN_VERSION_STRING "0.1.0"
 
 
-// The fewest values one draw of PyTorch-compatible noise may have: torch
-// fills smaller float tensors by another algorithm, which Kiln does not copy.
-#define TORCH_MIN_DRAW 16
-
 // Result of a fallible call. 0 is success; values are grouped by family
 // (1xx argument, 2xx model/IO, 3xx runtime/provider, 4xx flow, 5xx resources,
 // 9xx internal)
@@ -1125,6 +1121,8 @@ typedef struct kiln_runtime_options {
     // to the host loop (logged). Default 0. (Added with `static_unet`.)
     uint32_t device_latents;
 } kiln_runtime_options;
+
+
 
 
 

@@ -158,7 +158,7 @@ impl NoiseSource for SeededNoise {
 
 /// The fewest values one draw of PyTorch-compatible noise may have: torch
 /// fills smaller float tensors by another algorithm, which Kiln does not copy.
-pub const TORCH_MIN_DRAW: usize = 16;
+pub(crate) const TORCH_MIN_DRAW: usize = 16;
 
 /// PyTorch's CPU generator as `torch.randn` uses it for a contiguous float32
 /// tensor of at least 16 values on x86-64 (its AVX2 and AVX-512 kernels):
