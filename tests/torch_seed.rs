@@ -89,22 +89,30 @@ fn the_other_goldens_recorded_draws_are_this_generators_stream() {
     }
 }
 
+/// Golden case `c`'s prompts, steps, guidance and scheduler, with no noise
+/// given: only `seed`, through PyTorch's generator.
+fn seeded_request(c: &serde_json::Value, seed: u64) -> GenerateRequest {
+    GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        seed,
+        noise: NoiseGenerator::TorchCpu,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn a_seed_gives_diffusers_image_for_that_seed() {
     for c in cases()["cases"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
         let request = GenerateRequest {
-            prompt: c["prompt"].as_str().unwrap().into(),
-            negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
             width: c["width"].as_u64().unwrap() as usize,
             height: c["height"].as_u64().unwrap() as usize,
-            steps: c["steps"].as_u64().unwrap() as usize,
-            guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-            scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
             scheduler_overrides: Some(c["scheduler_overrides"].clone()),
-            seed: c["seed"].as_u64().unwrap(),
-            noise: NoiseGenerator::TorchCpu,
-            ..Default::default()
+            ..seeded_request(c, c["seed"].as_u64().unwrap())
         };
         let model = if name.starts_with("sdxl_") { sdxl_model() } else { common::tiny_model() };
         let out = model.generate_with(&request, Hooks::default()).unwrap();
@@ -136,17 +144,10 @@ fn init_image() -> InitImage {
 fn seeded_case(dir: &str, name: &str, seed: u64, mask: Option<Mask>) -> f32 {
     let c = common::golden_case(&common::golden(&format!("{dir}/cases.json")), name);
     let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
         strength: c["strength"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
         init_image: Some(init_image()),
         mask,
-        seed,
-        noise: NoiseGenerator::TorchCpu,
-        ..Default::default()
+        ..seeded_request(&c, seed)
     };
     let out = common::tiny_model().generate_with(&request, Hooks::default()).unwrap();
     let (_, want) = common::read_npy(&format!("{dir}/{name}.latents.npy"));

@@ -120,10 +120,7 @@ impl NoiseGenerator {
 
     /// The name the CLI, the bake manifest and the bindings use.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Kiln => "kiln",
-            Self::TorchCpu => "torch",
-        }
+        Self::NAMES[self as usize]
     }
 
     /// The generator called `name` (see [`NoiseGenerator::name`]).
@@ -174,7 +171,7 @@ pub(crate) const TORCH_MIN_DRAW: usize = 16;
 ///    the ones step 3 made there).
 ///
 /// Torch's kernels on other CPUs (its scalar build, e.g. on ARM) form θ in
-/// double and differ from these values by up to about 1e-6.
+/// double and differ from these values by up to about 2e-6.
 pub struct TorchCpuRng {
     mt: Mt19937,
 }
