@@ -174,45 +174,39 @@ fn inpainting_from_a_seed_draws_as_diffusers() {
 
 #[test]
 fn the_c_api_takes_the_generator_and_refuses_an_unknown_one() {
-    use kiln::ffi::model::kiln_noise_generator;
-    let c = &cases()["cases"][0];
-    assert_eq!(c["name"], "euler_a_64");
-    let pixels = common::c_generate_tiny(
-        64,
-        |_| {},
-        |g| {
-            g.seed = c["seed"].as_u64().unwrap();
-            g.steps = c["steps"].as_u64().unwrap() as u32;
-            g.scheduler = kiln::ffi::model::kiln_scheduler::EulerA as u32;
-            g.noise_generator = kiln_noise_generator::TorchCpu as u32;
-        },
-    );
-    let (_, want) = common::read_npy("torch-seed/euler_a_64.image.npy");
-    let got: Vec<f32> = pixels.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0)).collect();
-    // 8-bit output: half a step of rounding on top of the float bound.
-    common::check_margin("torch_seed::c_api::euler_a_64_abs", common::max_abs_diff(&got, &want) as f64, IMAGE_TOL + 0.5 / 255.0);
-
     use kiln::ffi::kiln_status;
     use kiln::ffi::model::*;
+    use kiln::ffi::runtime::*;
+    let c = &cases()["cases"][0];
+    assert_eq!((c["name"].as_str(), c["kiln_scheduler"].as_str()), (Some("euler_a_64"), Some("euler_a")));
     let mut g = unsafe { std::mem::zeroed::<kiln_generate_options>() };
     unsafe { kiln_generate_options_init(&mut g) };
     assert_eq!(g.noise_generator, kiln_noise_generator::Kiln as u32, "Kiln's noise by default");
-    let mut o = unsafe { std::mem::zeroed::<kiln::ffi::runtime::kiln_runtime_options>() };
-    unsafe { kiln::ffi::runtime::kiln_runtime_options_init(&mut o) };
-    let mut crt = std::ptr::null_mut();
-    assert_eq!(unsafe { kiln::ffi::runtime::kiln_runtime_create(&o, &mut crt) }, kiln_status::Ok);
-    let model = common::ffi_load_model(crt, &common::fixture());
-    let prompt = std::ffi::CString::new("x").unwrap();
-    g.prompt = prompt.as_ptr();
-    (g.width, g.height, g.steps) = (64, 64, 1);
+    let mut o = unsafe { std::mem::zeroed::<kiln_runtime_options>() };
+    unsafe { kiln_runtime_options_init(&mut o) };
+    let mut rt = std::ptr::null_mut();
+    assert_eq!(unsafe { kiln_runtime_create(&o, &mut rt) }, kiln_status::Ok);
+    let model = common::ffi_load_model(rt, &common::fixture());
+    let text = |key: &str| std::ffi::CString::new(c[key].as_str().unwrap()).unwrap();
+    let (prompt, negative) = (text("prompt"), text("negative_prompt"));
+    (g.prompt, g.negative_prompt) = (prompt.as_ptr(), negative.as_ptr());
+    (g.width, g.height) = (c["width"].as_u64().unwrap() as u32, c["height"].as_u64().unwrap() as u32);
+    (g.steps, g.guidance_scale) = (c["steps"].as_u64().unwrap() as u32, c["guidance_scale"].as_f64().unwrap() as f32);
+    (g.seed, g.scheduler) = (c["seed"].as_u64().unwrap(), kiln_scheduler::EulerA as u32);
+    g.noise_generator = kiln_noise_generator::TorchCpu as u32;
+    let got = common::ffi_generate_rgb_64(model, &g);
+    let (_, want) = common::read_npy("torch-seed/euler_a_64.image.npy");
+    // 8-bit output: half a step of rounding on top of the float bound.
+    common::check_margin("torch_seed::c_api::euler_a_64_abs", common::max_abs_diff(&got, &want) as f64, IMAGE_TOL + 0.5 / 255.0);
+
     g.noise_generator = 2;
     let mut buf = vec![0u8; 64 * 64 * 4];
     let s = unsafe { kiln_model_generate_into(model, &g, buf.as_mut_ptr(), buf.len(), 0) };
     assert_eq!(s, kiln_status::InvalidArgument);
     assert!(common::ffi_last_error().contains("noise_generator 2"), "{}", common::ffi_last_error());
-    // The handle stays usable after the refusal.
+    // The handle stays usable after the refusal: the same pixels again.
     g.noise_generator = kiln_noise_generator::TorchCpu as u32;
-    assert_eq!(unsafe { kiln_model_generate_into(model, &g, buf.as_mut_ptr(), buf.len(), 0) }, kiln_status::Ok);
+    assert_eq!(common::ffi_generate_rgb_64(model, &g), got);
     unsafe { kiln_model_free(model) };
-    unsafe { kiln::ffi::runtime::kiln_runtime_destroy(crt) };
+    unsafe { kiln_runtime_destroy(rt) };
 }
