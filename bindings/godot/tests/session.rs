@@ -108,7 +108,7 @@ fn seamless_option_generates_from_the_seamless_view() {
 /// and match diffusers' image for `torch.Generator("cpu").manual_seed(2026)`.
 #[test]
 fn noise_generator_torch_gives_diffusers_seed() {
-    use kiln::pipeline::{Hooks, NoiseGenerator};
+    use kiln::pipeline::NoiseGenerator;
     use OptionValue::*;
     let s = session();
     let settings = [
@@ -139,7 +139,7 @@ fn noise_generator_torch_gives_diffusers_seed() {
         ..Default::default()
     };
     let model = fixture_model();
-    let want = model.generate_with(&request, Hooks::default()).expect("direct generation").image.to_rgba8();
+    let want = direct(&model, &request);
     let differing = count_differing(image, &want);
     println!("noise_generator torch: pixels differing from Model::generate_with: {differing} of {} (bound 0)", want.pixels.len());
     assert_eq!(differing, 0);
