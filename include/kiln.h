@@ -216,6 +216,12 @@ enum kiln_noise_generator
     // seed's low 32 bits count, as in PyTorch. Needs latents of at least 16
     // values (any size from 16x16 pixels).
     KILN_NOISE_GENERATOR_TORCH_CPU = 1,
+    // PyTorch's CUDA generator (`torch.manual_seed(seed)`, then
+    // `torch.randn(..., device="cuda")`), computed on the host: a seed gives
+    // AUTOMATIC1111's initial noise with its default ("GPU") or "NV" random
+    // source, and diffusers' image with a `torch.Generator("cuda")`; within
+    // a few 1e-6 of the GPU's values. The whole 64-bit seed counts.
+    KILN_NOISE_GENERATOR_TORCH_CUDA = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -666,7 +672,8 @@ typedef struct kiln_generate_options {
     // Which generator `seed` drives, a `kiln_noise_generator`: 0 = Kiln's
     // portable noise (default), 1 = PyTorch's CPU generator, for the images
     // diffusers makes with `generator=torch.Generator("cpu").manual_seed(seed)`
-    // (and ComfyUI's initial noise for the seed). Was `reserved2` (0) in
+    // (and ComfyUI's initial noise for the seed), 2 = PyTorch's CUDA
+    // generator (AUTOMATIC1111's default seeds). Was `reserved2` (0) in
     // older layouts, so their callers get Kiln's noise.
     uint32_t noise_generator;
     // Text-encoder layers to skip from the end (diffusers' `clip_skip`); 0 = off.

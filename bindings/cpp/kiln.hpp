@@ -368,7 +368,8 @@
 
 #define KILN_HPP_ENUM_NOISEGENERATOR(X) \
     X(kiln, KILN_NOISE_GENERATOR_KILN) \
-    X(torch_cpu, KILN_NOISE_GENERATOR_TORCH_CPU)
+    X(torch_cpu, KILN_NOISE_GENERATOR_TORCH_CPU) \
+    X(torch_cuda, KILN_NOISE_GENERATOR_TORCH_CUDA)
 
 #define KILN_HPP_ENUM_GPUMATH(X) \
     X(fast, KILN_GPU_MATH_FAST) \
@@ -434,7 +435,7 @@ enum class Status : std::uint32_t { KILN_HPP_ENUM_STATUS(KILN_HPP_ENUMERATOR) };
 enum class LogLevel : std::uint32_t { KILN_HPP_ENUM_LOGLEVEL(KILN_HPP_ENUMERATOR) };
 /** A scheduler (`kiln_scheduler`); `model_default` is the model's own. */
 enum class Scheduler : std::uint32_t { KILN_HPP_ENUM_SCHEDULER(KILN_HPP_ENUMERATOR) };
-/** Which generator a seed drives (`kiln_noise_generator`): Kiln's portable noise, or PyTorch's CPU generator (diffusers' image for the seed). */
+/** Which generator a seed drives (`kiln_noise_generator`): Kiln's portable noise, PyTorch's CPU generator (diffusers' image for the seed), or PyTorch's CUDA generator computed on the host (AUTOMATIC1111's default seeds). */
 enum class NoiseGenerator : std::uint32_t { KILN_HPP_ENUM_NOISEGENERATOR(KILN_HPP_ENUMERATOR) };
 /** Where a job is in its life (`kiln_job_state`). */
 enum class JobState : std::uint32_t { KILN_HPP_ENUM_JOBSTATE(KILN_HPP_ENUMERATOR) };

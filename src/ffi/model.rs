@@ -40,6 +40,12 @@ pub enum kiln_noise_generator {
     /// seed's low 32 bits count, as in PyTorch. Needs latents of at least 16
     /// values (any size from 16x16 pixels).
     TorchCpu = 1,
+    /// PyTorch's CUDA generator (`torch.manual_seed(seed)`, then
+    /// `torch.randn(..., device="cuda")`), computed on the host: a seed gives
+    /// AUTOMATIC1111's initial noise with its default ("GPU") or "NV" random
+    /// source, and diffusers' image with a `torch.Generator("cuda")`; within
+    /// a few 1e-6 of the GPU's values. The whole 64-bit seed counts.
+    TorchCuda = 2,
 }
 
 /// Schedulers; the value goes in `kiln_generate_options.scheduler`.
@@ -171,7 +177,8 @@ pub struct kiln_generate_options {
     /// Which generator `seed` drives, a `kiln_noise_generator`: 0 = Kiln's
     /// portable noise (default), 1 = PyTorch's CPU generator, for the images
     /// diffusers makes with `generator=torch.Generator("cpu").manual_seed(seed)`
-    /// (and ComfyUI's initial noise for the seed). Was `reserved2` (0) in
+    /// (and ComfyUI's initial noise for the seed), 2 = PyTorch's CUDA
+    /// generator (AUTOMATIC1111's default seeds). Was `reserved2` (0) in
     /// older layouts, so their callers get Kiln's noise.
     pub noise_generator: u32,
     /// Text-encoder layers to skip from the end (diffusers' `clip_skip`); 0 = off.
@@ -617,9 +624,10 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
     let noise = match o.noise_generator {
         0 => NoiseGenerator::Kiln,
         1 => NoiseGenerator::TorchCpu,
+        2 => NoiseGenerator::TorchCuda,
         other => {
             return Err(Error::invalid(format!(
-                "options->noise_generator {other} is not a kiln_noise_generator (0 = Kiln's portable noise, 1 = PyTorch's CPU generator)"
+                "options->noise_generator {other} is not a kiln_noise_generator (0 = Kiln's portable noise, 1 = PyTorch's CPU generator, 2 = PyTorch's CUDA generator)"
             )))
         }
     };

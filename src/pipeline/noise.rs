@@ -1,5 +1,6 @@
-//! Seeded noise: Kiln's portable stream (the default), or PyTorch's CPU
-//! generator for seeds that give the images diffusers and ComfyUI give.
+//! Seeded noise: Kiln's portable stream (the default), or PyTorch's CPU or
+//! CUDA generator for seeds that give the images diffusers, ComfyUI and
+//! AUTOMATIC1111 give.
 //!
 //! Kiln's portable noise: the same seed gives the same latents on every
 //! platform, build and execution provider.
@@ -24,7 +25,10 @@
 //! PyTorch's CPU generator ([`TorchCpuRng`], [`NoiseGenerator::TorchCpu`])
 //! draws what `torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))`
 //! draws, one `randn` per draw, in the order diffusers' pipelines draw
-//! (the pipeline keeps that order for both generators).
+//! (the pipeline keeps that order for every generator). PyTorch's CUDA
+//! generator ([`TorchCudaRng`], [`NoiseGenerator::TorchCuda`]) draws what
+//! `torch.randn(shape, device="cuda")` draws after `manual_seed(seed)`,
+//! computed on the host.
 use crate::error::{Error, Result};
 use crate::scheduler::NoiseSource;
 
@@ -110,13 +114,20 @@ pub enum NoiseGenerator {
     /// PyTorch. Values equal torch's on x86-64 to a few float ulps (its
     /// vector math library and `libm` round differently in the last bit).
     TorchCpu,
+    /// PyTorch's CUDA generator ([`TorchCudaRng`]), computed on the host: a
+    /// seed gives the initial latents AUTOMATIC1111 draws with its default
+    /// ("GPU") random number source on an NVIDIA GPU, and diffusers with
+    /// `generator=torch.Generator("cuda").manual_seed(seed)`, and diffusers'
+    /// later draws; the whole 64-bit seed counts. Within a few 1e-6 of the
+    /// GPU's values (CUDA's fast sine is not reproduced bit for bit).
+    TorchCuda,
 }
 
 impl NoiseGenerator {
     /// Every generator, in [`NoiseGenerator::NAMES`]' order.
-    pub const ALL: [Self; 2] = [Self::Kiln, Self::TorchCpu];
+    pub const ALL: [Self; 3] = [Self::Kiln, Self::TorchCpu, Self::TorchCuda];
     /// Every generator's name.
-    pub const NAMES: [&'static str; 2] = ["kiln", "torch"];
+    pub const NAMES: [&'static str; 3] = ["kiln", "torch", "torch_cuda"];
 
     /// The name the CLI, the bake manifest and the bindings use.
     pub fn name(self) -> &'static str {
@@ -129,10 +140,11 @@ impl NoiseGenerator {
     }
 }
 
-/// A request's seeded stream, of either generator.
+/// A request's seeded stream, of any generator.
 pub(crate) enum SeededNoise {
     Kiln(NoiseRng),
     TorchCpu(TorchCpuRng),
+    TorchCuda(TorchCudaRng),
 }
 
 impl SeededNoise {
@@ -140,6 +152,7 @@ impl SeededNoise {
         match generator {
             NoiseGenerator::Kiln => Self::Kiln(NoiseRng::new(seed)),
             NoiseGenerator::TorchCpu => Self::TorchCpu(TorchCpuRng::new(seed)),
+            NoiseGenerator::TorchCuda => Self::TorchCuda(TorchCudaRng::new(seed)),
         }
     }
 }
@@ -149,6 +162,7 @@ impl NoiseSource for SeededNoise {
         match self {
             Self::Kiln(r) => r.fill_normals(out),
             Self::TorchCpu(r) => r.fill_normals(out),
+            Self::TorchCuda(r) => r.fill_normals(out),
         }
     }
 }
@@ -222,6 +236,85 @@ impl NoiseSource for TorchCpuRng {
             }
             torch_box_muller_16(tail);
         }
+        Ok(())
+    }
+}
+
+/// PyTorch's CUDA generator as `torch.randn(shape, device="cuda")` uses it
+/// for a float32 tensor, computed on the host:
+///
+/// 1. `manual_seed(seed)` keys Philox-4x32-10 with the whole 64-bit seed
+///    (low word first). The `k`-th `randn` since the seed (k = 0, 1, ...)
+///    uses the counter offset `4k`.
+/// 2. Value `i` of the tensor (in its contiguous order) is made by CUDA
+///    thread `i`: Philox of the counter `(k, 0, i, 0)` gives four words
+///    `x, y, z, w` (cuRAND's `curand_init(seed, i, 4k)` then
+///    `curand_normal4`), and the value is the first of Box–Muller's pair on
+///    `x, y`, in float32: `u = x·2^-32 + 2^-33`, `v = y·(2^-32·2π) + 2^-33·2π`,
+///    `sqrt(-2 ln u) · sin v`.
+///
+/// Step 2's one-thread-per-value holds when the GPU runs at least as many
+/// threads at once as the tensor has values (its multiprocessor count times
+/// its threads per multiprocessor; torch then launches one thread per
+/// value): 16,384 latents (SD 1.x at 512²) on every GPU with 11 or more
+/// multiprocessors, 65,536 (SDXL at 1024²) on an RTX 3080 or 4070 but not
+/// on an RTX 3060. AUTOMATIC1111's "NV" random source computes this stream
+/// on any machine. On the GPU the sine is CUDA's fast `__sincosf`, which is
+/// not reproduced bit for bit: values agree to a few 1e-6.
+pub struct TorchCudaRng {
+    key: [u32; 2],
+    draws: u64,
+}
+
+impl TorchCudaRng {
+    /// `torch.manual_seed(seed)` for the CUDA generator.
+    pub fn new(seed: u64) -> Self {
+        Self { key: [seed as u32, (seed >> 32) as u32], draws: 0 }
+    }
+}
+
+/// Philox-4x32 with 10 rounds (Salmon et al., "Parallel random numbers: as
+/// easy as 1, 2, 3"), as cuRAND's `curandStatePhilox4_32_10_t` runs it.
+pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    const M0: u64 = 0xD251_1F53;
+    const M1: u64 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let (mut c, mut k) = (counter, key);
+    for round in 0..10 {
+        if round > 0 {
+            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+        }
+        let p0 = M0 * c[0] as u64;
+        let p1 = M1 * c[2] as u64;
+        c = [(p1 >> 32) as u32 ^ c[1] ^ k[0], p1 as u32, (p0 >> 32) as u32 ^ c[3] ^ k[1], p0 as u32];
+    }
+    c
+}
+
+/// The first value of cuRAND's float Box–Muller pair on two words.
+fn curand_box_muller_first(x: u32, y: u32) -> f32 {
+    const TWO_POW32_INV: f32 = 2.328_306_4e-10; // 2^-32
+    const TWO_POW32_INV_2PI: f32 = 2.328_306_4e-10 * 6.283_185_5;
+    // nvcc contracts `a * b + c` into one fused multiply-add; `libm`'s is
+    // the same on every platform.
+    let u = libm::fmaf(x as f32, TWO_POW32_INV, TWO_POW32_INV / 2.0);
+    let v = libm::fmaf(y as f32, TWO_POW32_INV_2PI, TWO_POW32_INV_2PI / 2.0);
+    libm::sqrtf(-2.0 * libm::logf(u)) * libm::sinf(v)
+}
+
+impl NoiseSource for TorchCudaRng {
+    /// One `torch.randn` of `out.len()` values on the device.
+    fn fill_normals(&mut self, out: &mut [f32]) -> Result<()> {
+        if out.len() > u32::MAX as usize {
+            return Err(Error::invalid(format!("CUDA-compatible noise draws at most 2^32 values at once; this draw has {}", out.len())));
+        }
+        let counter_hi = [self.draws as u32, (self.draws >> 32) as u32];
+        for (i, v) in out.iter_mut().enumerate() {
+            let [x, y, _, _] = philox4x32_10([counter_hi[0], counter_hi[1], i as u32, 0], self.key);
+            *v = curand_box_muller_first(x, y);
+        }
+        self.draws += 1;
         Ok(())
     }
 }
@@ -305,7 +398,7 @@ impl NoiseSource for RecordedNoise<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mt19937, NoiseRng, NoiseSource, RecordedNoise, TorchCpuRng};
+    use super::{philox4x32_10, Mt19937, NoiseRng, NoiseSource, RecordedNoise, TorchCpuRng, TorchCudaRng};
 
     #[test]
     fn step_noise_continues_the_stream() {
@@ -357,6 +450,30 @@ mod tests {
         assert_ne!(a[24..32], c[24..32], "the last 16 are redrawn");
         let e = TorchCpuRng::new(5).fill_normals(&mut [0.0; 15]).unwrap_err();
         assert!(e.message().contains("at least 16"), "{}", e.message());
+    }
+
+    #[test]
+    fn philox_gives_random123s_known_answers() {
+        // Random123's kat_vectors for philox4x32_10.
+        assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]);
+        assert_eq!(philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd]);
+        assert_eq!(
+            philox4x32_10([0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344], [0xa409_3822, 0x299f_31d0]),
+            [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
+        );
+    }
+
+    #[test]
+    fn cuda_noise_restarts_per_draw_at_the_next_offset_with_the_whole_seed() {
+        let mut rng = TorchCudaRng::new(7);
+        let (mut a, mut b, mut c) = (vec![0.0f32; 8], vec![0.0f32; 8], vec![0.0f32; 4]);
+        rng.fill_normals(&mut a).unwrap();
+        rng.fill_normals(&mut b).unwrap();
+        TorchCudaRng::new(7).fill_normals(&mut c).unwrap();
+        assert_eq!(a[..4], c[..], "value i depends on i and the draw, not on the draw's size");
+        assert_ne!(a, b, "the second draw uses the next counter offset");
+        TorchCudaRng::new((1 << 32) + 7).fill_normals(&mut c).unwrap();
+        assert_ne!(a[..4], c[..], "the seed's high word keys the generator too");
     }
 
     #[test]

@@ -103,12 +103,14 @@ namespace Kiln.Interop
     }
 
     /// <summary>Which generator a seed drives (C: <c>kiln_noise_generator</c>): Kiln's portable
-    /// noise, or PyTorch's CPU generator, which gives diffusers' image for the seed.</summary>
+    /// noise, PyTorch's CPU generator, which gives diffusers' image for the seed, or PyTorch's CUDA
+    /// generator computed on the host (AUTOMATIC1111's default seeds).</summary>
     [NativeEnum("KILN_NOISE_GENERATOR_")]
     public enum KilnNoiseGenerator : uint
     {
         Kiln = 0,
         TorchCpu = 1,
+        TorchCuda = 2,
     }
 
     /// <summary>Which graphs stay loaded (C: <c>kiln_residency</c>).</summary>

@@ -99,11 +99,14 @@ class Graph(IntEnum):
 
 
 class NoiseGenerator(IntEnum):
-    """Which generator a seed drives (``kiln_noise_generator``): Kiln's portable noise (default), or
-    PyTorch's CPU generator, which gives diffusers' image for the seed."""
+    """Which generator a seed drives (``kiln_noise_generator``): Kiln's portable noise (default),
+    PyTorch's CPU generator, which gives diffusers' image for the seed, or PyTorch's CUDA generator
+    (computed on the host), which gives AUTOMATIC1111's default seeds and diffusers' with a CUDA
+    generator."""
 
     KILN = 0
     TORCH_CPU = 1
+    TORCH_CUDA = 2
 
 
 class Residency(IntEnum):
