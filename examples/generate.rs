@@ -27,7 +27,9 @@ const USAGE: &str = "usage: generate [options]
   --seed N                seed of the noise (default 0)
   --noise NAME            kiln (default: Kiln's portable noise, the same on every platform) | torch
                           (PyTorch's CPU generator: the seed gives diffusers' image for that seed,
-                          generator=torch.Generator(\"cpu\").manual_seed(N), and ComfyUI's noise)
+                          generator=torch.Generator(\"cpu\").manual_seed(N), and ComfyUI's noise) |
+                          torch_cuda (PyTorch's CUDA generator, computed here: AUTOMATIC1111's
+                          default seeds, diffusers with torch.Generator(\"cuda\"))
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
   --noise-draws FILE.npz  replay diffusers' random draws exactly: arrays draw_0, draw_1, ... in the
                           order its pipeline asks for them after the txt2img initial latents (img2img:

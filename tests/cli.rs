@@ -57,26 +57,30 @@ fn cli_reproduces_the_reference_from_its_noise() {
 
 #[test]
 fn cli_noise_torch_gives_diffusers_image_for_the_seed() {
-    // tests/fixtures/golden/torch-seed: diffusers called with only
-    // generator=torch.Generator("cpu").manual_seed(2026) (tests/torch_seed.rs).
+    // tests/fixtures/golden/torch-seed and torch-cuda-seed: diffusers with
+    // only a CPU or CUDA generator seeded with 2026 (tests/torch_seed.rs).
     let out = std::env::temp_dir().join(format!("kiln-cli-torch-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
-    let r = Command::new(generate_bin())
-        .args(["--model"])
-        .arg(common::fixture())
-        .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "6", "--guidance", "7.5"])
-        .args(["--scheduler", "euler_a", "--width", "64", "--height", "64", "--seed", "2026", "--noise", "torch", "--out"])
-        .arg(out.join("a.png"))
-        .arg("--out-npy")
-        .arg(out.join("i.npy"))
-        .output()
-        .unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let (_, img) = kiln::image::npy::read_f32(&out.join("i.npy")).unwrap();
-    let (_, want) = common::read_npy("torch-seed/euler_a_64.image.npy");
-    common::check_margin("cli::noise_torch::euler_a_64::image_abs", common::max_abs_diff(&img, &want) as f64, 2e-3);
-    let png = std::fs::read(out.join("a.png")).unwrap();
-    assert!(String::from_utf8_lossy(&png).contains(" noise=torch"), "the PNG records the generator");
+    for (noise, golden) in [("torch", "torch-seed"), ("torch_cuda", "torch-cuda-seed")] {
+        let r = Command::new(generate_bin())
+            .args(["--model"])
+            .arg(common::fixture())
+            .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "6", "--guidance", "7.5"])
+            .args(["--scheduler", "euler_a", "--width", "64", "--height", "64", "--seed", "2026", "--noise", noise, "--out"])
+            .arg(out.join("a.png"))
+            .arg("--out-npy")
+            .arg(out.join("i.npy"))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let (_, img) = kiln::image::npy::read_f32(&out.join("i.npy")).unwrap();
+        let (_, want) = common::read_npy(&format!("{golden}/euler_a_64.image.npy"));
+        common::check_margin(&format!("cli::noise_{noise}::euler_a_64::image_abs"), common::max_abs_diff(&img, &want) as f64, 2e-3);
+        let png = std::fs::read(out.join("a.png")).unwrap();
+        let reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let settings = &reader.info().uncompressed_latin1_text.iter().find(|t| t.keyword == "kiln:settings").unwrap().text;
+        assert!(settings.split(' ').any(|w| w == format!("noise={noise}")), "the PNG records the generator: {settings}");
+    }
     std::fs::remove_dir_all(&out).ok();
 }
 

@@ -113,6 +113,7 @@ static void hostile_arguments(void) {
     base_options(&o); o.prompt_weighting = 7; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
     base_options(&o); o.noise_generator = 9; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
     base_options(&o); o.noise_generator = KILN_NOISE_GENERATOR_TORCH_CPU; CHECK(gen(&o), KILN_STATUS_OK);
+    base_options(&o); o.noise_generator = KILN_NOISE_GENERATOR_TORCH_CUDA; CHECK(gen(&o), KILN_STATUS_OK);
     {
         kiln_model *view = NULL;
         CHECK(kiln_model_seamless(model, 42, &view), KILN_STATUS_INVALID_ARGUMENT);

@@ -1037,6 +1037,9 @@ mod tests {
         assert_eq!(m.assets[1].request().noise, NoiseGenerator::Kiln);
         // Kiln's noise serializes as before, so existing assets keep their content keys.
         assert!(serde_json::to_value(&m.assets[1]).unwrap().get("noise").is_none());
+        let m = parse("[defaults]\nmodel = \"tiny-sd\"\nnoise = \"torch_cuda\"\n[[asset]]\nname = \"a\"\n", &model_dir()).unwrap();
+        assert_eq!(m.assets[0].request().noise, NoiseGenerator::TorchCuda);
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["noise"], "torch_cuda");
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nnoise = \"numpy\"\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("noise")), "{}", e[0]);
         assert!(e[0].to_string().contains("one of kiln, torch"), "{}", e[0]);
