@@ -388,7 +388,9 @@ static void test_lora_component_golden(const kiln::Model &sd1, const std::string
 // tests/fixtures/golden/torch-seed, case euler_a_64 (tests/torch_seed.rs checks it from Rust): diffusers called
 // with only generator=torch.Generator("cpu").manual_seed(seed). With noise_generator = torch_cpu the seed alone
 // gives that image within the parity bound past 8-bit rounding; Kiln's own generator gives another picture
-// from the same seed; an unknown generator is invalid_argument and the model generates after it.
+// from the same seed; torch_cuda gives golden/torch-cuda-seed's image for the same request (diffusers with
+// torch.Generator("cuda"), AUTOMATIC1111's default seeds) within the same bound, another picture than
+// torch_cpu's; an unknown generator is invalid_argument and the model generates after it.
 static void test_torch_seed(const kiln::Model &sd1, const std::string &fixtures) {
     const std::string folder = fixtures + "/golden/torch-seed";
     const goldens::Json all = goldens::JsonParser(goldens::read_file(folder + "/cases.json")).document();
@@ -410,6 +412,28 @@ static void test_torch_seed(const kiln::Model &sd1, const std::string &fixtures)
     std::printf("torch seed: %.3e from diffusers' image past 8-bit rounding (bound %.0e); Kiln's noise %.3e\n", d, image_bound, far);
     margin("cpp_binding::torch_seed::euler_a_64::image_abs_past_8bit", d, image_bound);
     CHECK(far > image_bound);
+
+    // PyTorch's CUDA generator, computed on the host: the CUDA golden's first case is the same request.
+    const std::string cuda_folder = fixtures + "/golden/torch-cuda-seed";
+    const goldens::Json cuda_all = goldens::JsonParser(goldens::read_file(cuda_folder + "/cases.json")).document();
+    const goldens::Json &cc = cuda_all["cases"].items.at(0);
+    for (const char *key : {"name", "prompt", "negative_prompt", "kiln_scheduler"}) CHECK(cc[key].text == c[key].text);
+    for (const char *key : {"steps", "guidance_scale", "width", "height", "seed"}) CHECK(cc[key].number == c[key].number);
+    const std::vector<float> want_cuda = goldens::read_npy_f32(cuda_folder + "/" + cc["image"].text);
+    o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cuda);
+    kiln::Result<std::vector<std::uint8_t>> cuda = pixels(sd1, o);
+    CHECK(cuda.ok());
+    if (!cuda) return;
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < cuda->size(); ++i) differing += (*cuda)[i] != (*torch)[i];
+    const double dc = goldens::past_rounding(*cuda, want_cuda), cpu_far = goldens::past_rounding(*torch, want_cuda);
+    std::printf("torch cuda seed: %.3e from diffusers' image past 8-bit rounding (bound %.0e); torch_cpu's image %.3e; "
+                "%zu of %zu bytes differ from torch_cpu's (need > 0)\n",
+                dc, image_bound, cpu_far, differing, cuda->size());
+    margin("cpp_binding::torch_cuda_seed::euler_a_64::image_abs_past_8bit", dc, image_bound);
+    CHECK(cpu_far > image_bound);  // else this test would not catch torch_cuda read as torch_cpu
+    CHECK(differing > 0);
+
     o.noise_generator = 7;
     kiln::Result<std::vector<std::uint8_t>> bad = pixels(sd1, o);
     CHECK(bad.status() == kiln::Status::invalid_argument);

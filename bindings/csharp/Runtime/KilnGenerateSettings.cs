@@ -66,8 +66,12 @@ namespace Kiln
         /// a seed gives the image diffusers makes with
         /// <c>generator=torch.Generator("cpu").manual_seed(seed)</c> (and ComfyUI's initial noise),
         /// so a seed brought from those tools gives their picture (only the seed's low 32 bits
-        /// count, as in PyTorch). Any other value throws <see cref="KilnException"/> with
-        /// <see cref="KilnStatus.InvalidArgument"/>.
+        /// count, as in PyTorch). <see cref="KilnNoiseGenerator.TorchCuda"/> is PyTorch's CUDA
+        /// generator (<c>torch.manual_seed(seed)</c>, then <c>torch.randn(..., device="cuda")</c>),
+        /// computed on the host, so no GPU is needed: a seed gives AUTOMATIC1111's initial noise
+        /// with its default ("GPU") or "NV" random source, and the image diffusers makes with
+        /// <c>torch.Generator("cuda")</c> (the whole 64-bit seed counts). Any other value throws
+        /// <see cref="KilnException"/> with <see cref="KilnStatus.InvalidArgument"/>.
         /// </summary>
         public KilnNoiseGenerator NoiseGenerator = KilnNoiseGenerator.Kiln;
         /// <summary>Guidance rescale φ in [0, 1]; 0 = off.</summary>

@@ -33,7 +33,8 @@ static class Goldens
     }
 
     /// <summary>The case named <c>name</c> in a golden cases.json (null: the first): a list of
-    /// cases, or an object whose "cases" is one (torch-seed's, beside its "draws").</summary>
+    /// cases, or an object whose "cases" is one (torch-seed's and torch-cuda-seed's, beside their
+    /// "draws").</summary>
     public static Dictionary<string, object> Case(string casesJson, string name)
     {
         object parsed = Json.Parse(File.ReadAllText(casesJson));
@@ -42,6 +43,19 @@ static class Goldens
         foreach (Dictionary<string, object> c in all.Cast<Dictionary<string, object>>())
             if (name == null || (string)c["name"] == name) return c;
         throw new Exception(casesJson + " has no case " + name);
+    }
+
+    /// <summary>The keys among <c>keys</c> whose values differ between two cases (a key missing
+    /// from one counts as differing): empty when both describe the same request.</summary>
+    public static List<string> DifferingFields(Dictionary<string, object> a, Dictionary<string, object> b, params string[] keys)
+    {
+        var differing = new List<string>();
+        foreach (string key in keys)
+        {
+            object x, y;
+            if (!a.TryGetValue(key, out x) || !b.TryGetValue(key, out y) || !object.Equals(x, y)) differing.Add(key);
+        }
+        return differing;
     }
 
     /// <summary>A string field, or null when the case has none (e.g. no negative prompt).</summary>

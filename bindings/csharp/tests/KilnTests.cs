@@ -565,18 +565,7 @@ static class KilnTests
         Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_a_64");
         Equal(0, ((Dictionary<string, object>)c["scheduler_overrides"]).Count, "euler_a_64 has no scheduler overrides");
         float[] want = Goldens.ReadNpyF32(Path.Combine(golden, Goldens.Text(c, "image")));
-        var settings = new KilnGenerateSettings
-        {
-            Prompt = Goldens.Text(c, "prompt"),
-            NegativePrompt = Goldens.Text(c, "negative_prompt"),
-            Width = (uint)Goldens.Number(c, "width"),
-            Height = (uint)Goldens.Number(c, "height"),
-            Steps = (uint)Goldens.Number(c, "steps"),
-            GuidanceScale = (float)Goldens.Number(c, "guidance_scale"),
-            Scheduler = SchedulerNamed(Goldens.Text(c, "kiln_scheduler")),
-            Seed = (ulong)Goldens.Number(c, "seed"),
-            NoiseGenerator = KilnNoiseGenerator.TorchCpu,
-        };
+        var settings = TorchSeedRequest(c, KilnNoiseGenerator.TorchCpu);
         byte[] got = Pixels(model, settings);
         const double bound = ImageBound + 0.5 / 255;
         double d = Goldens.MaxAbs(got, want);
@@ -605,6 +594,62 @@ static class KilnTests
         Check(e.NativeMessage.Contains("noise_generator"), "Submit message names noise_generator: " + e.NativeMessage);
         SamePixels(got, Pixels(model, settings), "TorchCpu after the refused generator");
         SamePixels(own, Pixels(model, kilnNoise), "Kiln's noise after the refused generator");
+    }
+
+    /// <summary>A torch-seed golden case's request: the seed alone drives <c>generator</c>, no
+    /// latents passed (what diffusers was called with).</summary>
+    static KilnGenerateSettings TorchSeedRequest(Dictionary<string, object> c, KilnNoiseGenerator generator)
+    {
+        return new KilnGenerateSettings
+        {
+            Prompt = Goldens.Text(c, "prompt"),
+            NegativePrompt = Goldens.Text(c, "negative_prompt"),
+            Width = (uint)Goldens.Number(c, "width"),
+            Height = (uint)Goldens.Number(c, "height"),
+            Steps = (uint)Goldens.Number(c, "steps"),
+            GuidanceScale = (float)Goldens.Number(c, "guidance_scale"),
+            Scheduler = SchedulerNamed(Goldens.Text(c, "kiln_scheduler")),
+            Seed = (ulong)Goldens.Number(c, "seed"),
+            NoiseGenerator = generator,
+        };
+    }
+
+    static void TorchCudaSeedGivesDiffusersImage()
+    {
+        // tests/fixtures/golden/torch-cuda-seed, case euler_a_64 (tests/torch_seed.rs: diffusers
+        // called with only a torch.Generator("cuda") seeded 2026, AUTOMATIC1111's default "GPU"
+        // seeds; the same request as torch-seed's euler_a_64): NoiseGenerator TorchCuda gives its
+        // image within the bound TorchCpu's check uses (the parity bound plus half an 8-bit step),
+        // and a job the same bytes; TorchCpu makes another image from the same seed.
+        string cpuGolden = Path.Combine(FixturesDir(), "golden", "torch-seed");
+        string golden = Path.Combine(FixturesDir(), "golden", "torch-cuda-seed");
+        Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_a_64");
+        Dictionary<string, object> cpuCase = Goldens.Case(Path.Combine(cpuGolden, "cases.json"), "euler_a_64");
+        List<string> differ = Goldens.DifferingFields(c, cpuCase, "prompt", "negative_prompt", "kiln_scheduler", "steps",
+            "guidance_scale", "width", "height", "seed");
+        Check(differ.Count == 0, "torch-cuda-seed's euler_a_64 is torch-seed's request, but differs in " + string.Join(", ", differ));
+        Equal(0, ((Dictionary<string, object>)c["scheduler_overrides"]).Count, "euler_a_64 has no scheduler overrides");
+        float[] want = Goldens.ReadNpyF32(Path.Combine(golden, Goldens.Text(c, "image")));
+        var settings = TorchSeedRequest(c, KilnNoiseGenerator.TorchCuda);
+        byte[] got = Pixels(model, settings);
+        const double bound = ImageBound + 0.5 / 255;
+        double d = Goldens.MaxAbs(got, want);
+        var cpu = settings.Clone();
+        cpu.NoiseGenerator = KilnNoiseGenerator.TorchCpu;
+        byte[] cpuPixels = Pixels(model, cpu);
+        double control = Goldens.MaxAbs(cpuPixels, want);
+        Console.WriteLine("    torch cuda seed: " + d.ToString("e3") + " from diffusers' image (bound " + bound.ToString("e3") + ", " + Goldens.PastRounding(got, want).ToString("e3") + " past 8-bit rounding); TorchCpu, same seed: " + control.ToString("e3"));
+        Margin("csharp::torch_cuda_seed::euler_a_64::image_abs", d, bound);
+        Check(control > bound, "TorchCpu gave nearly the CUDA golden's image (" + control + "): TorchCuda would not be told apart");
+        int differing = got.Zip(cpuPixels, (x, y) => x != y).Count(x => x);
+        Console.WriteLine("    torch cuda seed vs TorchCpu: " + differing + " of " + got.Length + " bytes differ (need > 0)");
+        Check(differing > 0, "the same seed gave the same image with TorchCuda and TorchCpu");
+        using (KilnJob job = model.Submit(settings))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "TorchCuda job state (" + job.ErrorMessage + ")");
+            SamePixels(got, job.CopyImage(), "TorchCuda job vs Generate");
+        }
     }
 
     static void Utf8PromptsAndPaths()
@@ -1986,6 +2031,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("SDXL Prompt2 on tiny-sdxl", SdxlSecondPrompt),
             new KeyValuePair<string, Action>("SDXL embedding gives the golden; SD 1.x file throws", SdxlEmbeddingMatchesTheGolden),
             new KeyValuePair<string, Action>("torch CPU seed gives diffusers' image; Kiln's noise differs; generator 7 throws", TorchSeedGivesDiffusersImage),
+            new KeyValuePair<string, Action>("torch CUDA seed gives diffusers' image; TorchCpu's differs", TorchCudaSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

@@ -574,6 +574,12 @@ mod tests {
             let o = parse("p", &entries(&[("noise_generator", OptionValue::String(g.name().into()))])).unwrap();
             assert_eq!(o.request.noise, g, "{}", g.name());
         }
+        let names = ["kiln", "torch", "torch_cuda"];
+        assert_eq!(NoiseGenerator::NAMES, names, "the names the README documents");
+        for (name, want) in names.into_iter().zip([NoiseGenerator::Kiln, NoiseGenerator::TorchCpu, NoiseGenerator::TorchCuda]) {
+            let o = parse("p", &entries(&[("noise_generator", OptionValue::String(name.into()))])).unwrap();
+            assert_eq!(o.request.noise, want, "{name}");
+        }
         assert_eq!(parse("p", &[]).unwrap().request.noise, NoiseGenerator::default(), "Kiln's noise unless asked");
     }
 
@@ -591,7 +597,7 @@ mod tests {
             ("guidance_scale", Nil, "expected a number, got null"),
             ("guidance_rescale", Float(1.5), "1.5 is out of range 0..=1"),
             ("scheduler", String("eulerr".into()), "unknown scheduler \"eulerr\"; one of default, ddim"),
-            ("noise_generator", String("pytorch".into()), "unknown noise generator \"pytorch\"; one of kiln, torch"),
+            ("noise_generator", String("pytorch".into()), "unknown noise generator \"pytorch\"; one of kiln, torch, torch_cuda"),
             ("noise_generator", Int(1), "expected a String, got int 1"),
             ("seamless", Bool(true), "expected a String, got bool true"),
             ("seamless", String("z".into()), "unknown axes \"z\""),

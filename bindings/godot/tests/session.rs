@@ -101,32 +101,12 @@ fn seamless_option_generates_from_the_seamless_view() {
     assert_ne!(image.pixels, plain.pixels, "and not the plain model's");
 }
 
-/// `noise_generator: "torch"` with the settings of Kiln's torch-seed golden
-/// `euler_a_64` (tests/fixtures/golden/torch-seed/cases.json): the job's
-/// pixels are `Model::generate_with`'s for the same request with
-/// `NoiseGenerator::TorchCpu`, differ from Kiln's own noise for that seed,
-/// and match diffusers' image for `torch.Generator("cpu").manual_seed(2026)`.
-#[test]
-fn noise_generator_torch_gives_diffusers_seed() {
-    use kiln::pipeline::NoiseGenerator;
-    use OptionValue::*;
-    let s = session();
-    let settings = [
-        ("negative_prompt", String("blurry".into())),
-        ("width", Int(64)),
-        ("height", Int(64)),
-        ("steps", Int(6)),
-        ("guidance_scale", Float(7.5)),
-        ("scheduler", String("euler_a".into())),
-        ("seed", Int(2026)),
-    ];
-    let mut torch = settings.to_vec();
-    torch.push(("noise_generator", String("torch".into())));
-    let mut t = s.start("mossy stone brick wall", &opts(&torch));
-    let events = run_to_end(&mut t);
-    let image = done_image(&events);
-
-    let request = GenerateRequest {
+/// The request of the `euler_a_64` case that Kiln's torch-seed and
+/// torch-cuda-seed goldens share (the first case of each
+/// tests/fixtures/golden/*/cases.json): "mossy stone brick wall", negative
+/// "blurry", 64x64, 6 steps, guidance 7.5, euler_a, seed 2026.
+fn euler_a_64_request(noise: kiln::pipeline::NoiseGenerator) -> GenerateRequest {
+    GenerateRequest {
         prompt: "mossy stone brick wall".into(),
         negative_prompt: "blurry".into(),
         width: 64,
@@ -135,41 +115,107 @@ fn noise_generator_torch_gives_diffusers_seed() {
         guidance_scale: 7.5,
         scheduler: SchedulerKind::EulerA,
         seed: 2026,
-        noise: NoiseGenerator::TorchCpu,
+        noise,
         ..Default::default()
-    };
-    let model = fixture_model();
-    let want = direct(&model, &request);
-    let differing = count_differing(image, &want);
-    println!("noise_generator torch: pixels differing from Model::generate_with: {differing} of {} (bound 0)", want.pixels.len());
+    }
+}
+
+/// Runs `euler_a_64_request` as a job with `"noise_generator": name` (the
+/// key left out for `None`) and checks that its pixels are `Model::generate`'s
+/// for the same request with `noise` as its `GenerateRequest::noise`.
+fn euler_a_64_job(s: &Session, model: &Model, name: Option<&str>, noise: kiln::pipeline::NoiseGenerator) -> kiln::Rgba8Image {
+    use OptionValue::*;
+    let mut options = opts(&[
+        ("negative_prompt", String("blurry".into())),
+        ("width", Int(64)),
+        ("height", Int(64)),
+        ("steps", Int(6)),
+        ("guidance_scale", Float(7.5)),
+        ("scheduler", String("euler_a".into())),
+        ("seed", Int(2026)),
+    ]);
+    if let Some(name) = name {
+        options.push(("noise_generator".into(), String(name.into())));
+    }
+    let mut t = s.start("mossy stone brick wall", &options);
+    let image = done_image(&run_to_end(&mut t)).clone();
+    let want = direct(model, &euler_a_64_request(noise));
+    let differing = count_differing(&image, &want);
+    println!(
+        "noise_generator {}: pixels differing from Model::generate ({noise:?}): {differing} of {} (bound 0)",
+        name.unwrap_or("(none)"),
+        want.pixels.len()
+    );
     assert_eq!(differing, 0);
+    image
+}
+
+/// Half an 8-bit step of rounding on top of Kiln's 2e-3 float image bound.
+const EULER_A_64_BOUND: f32 = 2e-3 + 0.5 / 255.0;
+
+/// The largest |job - diffusers| over the RGB values, against diffusers'
+/// float32 image (HWC RGB in [0, 1]) in
+/// tests/fixtures/golden/<golden>/euler_a_64.image.npy.
+fn from_diffusers(image: &kiln::Rgba8Image, golden: &str) -> f32 {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden").join(golden).join("euler_a_64.image.npy");
+    let (shape, diffusers) = kiln::image::npy::read_f32(&path).expect("golden image");
+    assert_eq!(shape, [64, 64, 3]);
+    assert_eq!(image.pixels.len() / 4 * 3, diffusers.len());
+    let rgb = image.pixels.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0));
+    rgb.zip(&diffusers).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+/// `noise_generator: "torch"` with the settings of Kiln's torch-seed golden
+/// `euler_a_64` (tests/fixtures/golden/torch-seed/cases.json): the job's
+/// pixels are `Model::generate_with`'s for the same request with
+/// `NoiseGenerator::TorchCpu`, differ from Kiln's own noise for that seed,
+/// and match diffusers' image for `torch.Generator("cpu").manual_seed(2026)`.
+#[test]
+fn noise_generator_torch_gives_diffusers_seed() {
+    use kiln::pipeline::NoiseGenerator;
+    let s = session();
+    let model = fixture_model();
+    let image = euler_a_64_job(&s, &model, Some("torch"), NoiseGenerator::TorchCpu);
 
     // The key's default is Kiln's own noise, another picture from the same seed.
-    let mut t = s.start("mossy stone brick wall", &opts(&settings));
-    let events = run_to_end(&mut t);
-    let kiln_noise = done_image(&events);
-    let own = direct(&model, &GenerateRequest { noise: NoiseGenerator::Kiln, ..request.clone() });
-    assert_eq!(count_differing(kiln_noise, &own), 0, "no key: Kiln's noise");
-    let moved = count_differing(image, kiln_noise);
-    println!("noise_generator torch: {moved} of {} channel values differ from Kiln's noise", want.pixels.len());
-    assert!(moved > want.pixels.len() / 4, "the generator changes the image");
+    let kiln_noise = euler_a_64_job(&s, &model, None, NoiseGenerator::Kiln);
+    let moved = count_differing(&image, &kiln_noise);
+    println!("noise_generator torch: {moved} of {} channel values differ from Kiln's noise", image.pixels.len());
+    assert!(moved > image.pixels.len() / 4, "the generator changes the image");
 
-    // diffusers' float32 image for that seed (HWC RGB in [0, 1]); 8-bit
-    // output, so half a step of rounding on top of Kiln's 2e-3 image bound.
-    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden/torch-seed/euler_a_64.image.npy");
-    let (shape, diffusers) = kiln::image::npy::read_f32(&golden).expect("golden image");
-    assert_eq!(shape, [64, 64, 3]);
-    let from_diffusers = |img: &kiln::Rgba8Image| -> f32 {
-        let rgb = img.pixels.chunks_exact(4).flat_map(|p| p[..3].iter().map(|&v| v as f32 / 255.0));
-        assert_eq!(img.pixels.len() / 4 * 3, diffusers.len());
-        rgb.zip(&diffusers).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
-    };
-    let d = from_diffusers(image);
-    let bound = 2e-3 + 0.5 / 255.0;
-    println!("noise_generator torch: max |job - diffusers| {d:e} (bound {bound:e})");
-    assert!(d <= bound, "{d} > {bound}");
-    let d_own = from_diffusers(kiln_noise);
+    let d = from_diffusers(&image, "torch-seed");
+    println!("noise_generator torch: max |job - diffusers| {d:e} (bound {EULER_A_64_BOUND:e})");
+    assert!(d <= EULER_A_64_BOUND, "{d} > {EULER_A_64_BOUND}");
+    let d_own = from_diffusers(&kiln_noise, "torch-seed");
     assert!(d_own > 0.05, "Kiln's noise is not diffusers' image ({d_own})");
+}
+
+/// `noise_generator: "torch_cuda"`, same request: the job's pixels are
+/// `Model::generate_with`'s with `NoiseGenerator::TorchCuda`, differ from
+/// the `"torch"` (CPU generator) job's, and match diffusers' image for
+/// `torch.Generator("cuda").manual_seed(2026)` (AUTOMATIC1111's default GPU
+/// seed) in tests/fixtures/golden/torch-cuda-seed, within the same bound.
+#[test]
+fn noise_generator_torch_cuda_gives_diffusers_cuda_seed() {
+    use kiln::pipeline::NoiseGenerator;
+    let s = session();
+    let model = fixture_model();
+    let image = euler_a_64_job(&s, &model, Some("torch_cuda"), NoiseGenerator::TorchCuda);
+
+    let cpu = euler_a_64_job(&s, &model, Some("torch"), NoiseGenerator::TorchCpu);
+    let moved = count_differing(&image, &cpu);
+    println!("noise_generator torch_cuda: {moved} of {} channel values differ from the torch (CPU) job's", image.pixels.len());
+    assert!(moved > image.pixels.len() / 4, "the CUDA stream is another picture than the CPU one");
+
+    let d = from_diffusers(&image, "torch-cuda-seed");
+    println!("noise_generator torch_cuda: max |job - diffusers| {d:e} (bound {EULER_A_64_BOUND:e})");
+    assert!(d <= EULER_A_64_BOUND, "{d} > {EULER_A_64_BOUND}");
+    let cpu_from_cuda_golden = from_diffusers(&cpu, "torch-cuda-seed");
+    let cuda_from_cpu_golden = from_diffusers(&image, "torch-seed");
+    println!(
+        "noise_generator torch_cuda: max |torch job - CUDA golden| {cpu_from_cuda_golden:e}, max |torch_cuda job - CPU golden| {cuda_from_cpu_golden:e}"
+    );
+    assert!(cpu_from_cuda_golden > 0.05 && cuda_from_cpu_golden > 0.05, "each generator gives its own golden only");
 }
 
 /// SDXL keys on tests/fixtures/tiny-sdxl: the job's pixels are those of the

@@ -53,8 +53,10 @@ class GenerateOptions(TypedDict, total=False):
     #: The seed (default 0) of the generator ``noise_generator`` names.
     seed: int
     #: Which generator the seed drives: a NoiseGenerator or its name, "kiln" (default: Kiln's
-    #: portable noise) or "torch" / "torch_cpu" (PyTorch's CPU generator: diffusers' image for
-    #: ``generator=torch.Generator("cpu").manual_seed(seed)``, ComfyUI's initial noise).
+    #: portable noise), "torch" / "torch_cpu" (PyTorch's CPU generator: diffusers' image for
+    #: ``generator=torch.Generator("cpu").manual_seed(seed)``, ComfyUI's initial noise) or
+    #: "torch_cuda" (PyTorch's CUDA generator, computed on the host: AUTOMATIC1111's default "GPU"
+    #: seeds, diffusers' image for ``generator=torch.Generator("cuda").manual_seed(seed)``).
     noise_generator: Union[NoiseGenerator, int, str]
     negative_prompt: str
     #: Exact initial latents, float32 NCHW [1, C, H/f, W/f].
@@ -105,8 +107,13 @@ class GenerateOptions(TypedDict, total=False):
     refiner_start: float
 
 
-#: The names ``noise_generator`` takes, upper-cased: the members' own ("kiln", "torch_cpu") and "torch".
+#: The names ``noise_generator`` takes, upper-cased: the members' own ("kiln", "torch_cpu",
+#: "torch_cuda") and "torch" (the CPU generator, as diffusers' and ComfyUI's seeds are).
 _NOISE_GENERATOR_NAMES: dict[str, NoiseGenerator] = {**NoiseGenerator.__members__, "TORCH": NoiseGenerator.TORCH_CPU}
+#: Those names as the error for an unknown one lists them: 'kiln', 'torch', 'torch_cpu' or 'torch_cuda'.
+_NOISE_GENERATOR_LIST = " or ".join(
+    (", ".join(repr(name.lower()) for name in sorted(_NOISE_GENERATOR_NAMES)[:-1]),
+     repr(sorted(_NOISE_GENERATOR_NAMES)[-1].lower())))
 
 
 def _noise_generator(value: Union[NoiseGenerator, int, str]) -> int:
@@ -118,7 +125,7 @@ def _noise_generator(value: Union[NoiseGenerator, int, str]) -> int:
         member = _NOISE_GENERATOR_NAMES.get(value.upper())
         if member is None:
             raise ArgumentError(Status.INVALID_ARGUMENT, f"options->noise_generator {value!r} is not a "
-                                "kiln.NoiseGenerator name ('kiln', 'torch' or 'torch_cpu')")
+                                f"kiln.NoiseGenerator name ({_NOISE_GENERATOR_LIST})")
         return int(member)
     number = int(value)
     if not 0 <= number <= 0xFFFF_FFFF:
