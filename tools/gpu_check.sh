@@ -67,8 +67,12 @@
 #    fixture (and on --sd15): peak GPU memory used (nvidia-smi) and RSS while
 #    the text encoder, the U-Net and the VAE decoder ran. Run it alone on the
 #    GPU: nvidia-smi reports the whole device.
-# 7. Stages: --only takes a comma-separated list of parity, generate, oom,
-#    static, device, controlnet, timings, memory, sd15 (the timings and memory
+# 7. Seeds (stage `seed`): tools/check_cuda_seed.py compares torch.randn on
+#    the GPU with the stream Kiln's NoiseGenerator::TorchCuda computes on the
+#    host, draw by draw, and where a draw is larger than the GPU runs threads
+#    at once, with a model of torch's launch (needs torch with CUDA).
+# 8. Stages: --only takes a comma-separated list of parity, generate, oom,
+#    static, device, controlnet, timings, memory, seed, sd15 (the timings and memory
 #    on --sd15's export; --sd15-wait SECONDS waits that long for it to
 #    appear), bench (tools/gpu_bench.py: Kiln against raw ONNX Runtime with
 #    I/O binding on the tiny fixture and --sd15, levers off and on; needs
@@ -82,7 +86,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ORT_DIR="" BIN_DIR="" OUT="gpu-check" SD15="" SD15_WAIT=0 BUDGET=0
-STAGES="parity,generate,oom,static,device,controlnet,timings,memory,sd15,bench"
+STAGES="parity,generate,oom,static,device,controlnet,timings,memory,seed,sd15,bench"
 # A rehearsal on a machine without a GPU (does everything unpack, does every
 # test find its fixtures): KILN_GPU_CHECK_PROVIDER=cpu. Its figures mean nothing.
 PROVIDER="${KILN_GPU_CHECK_PROVIDER:-cuda}"
@@ -122,8 +126,8 @@ else
     DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench" CONTROLNET="$BIN_DIR/controlnet"
 fi
 for stage in ${STAGES//,/ }; do
-    case "$stage" in parity|generate|oom|static|device|controlnet|timings|memory|sd15|bench) ;;
-        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, timings, memory, sd15, bench)" >&2; exit 2 ;;
+    case "$stage" in parity|generate|oom|static|device|controlnet|timings|memory|seed|sd15|bench) ;;
+        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, timings, memory, seed, sd15, bench)" >&2; exit 2 ;;
     esac
 done
 status=0
@@ -274,6 +278,14 @@ sd15_ready() {  # whether --sd15's export is there, waiting up to --sd15-wait fo
         sleep 5; waited=$((waited + 5))
     done
     [ -f "$SD15/model_index.json" ] || { echo "== sd15: skipped ($SD15 is not there after ${waited} s)"; return 1; }
+}
+
+stage_seed() {  # torch.randn on the GPU against NoiseGenerator::TorchCuda's stream
+    echo "== torch.randn(device=\"cuda\") against Kiln's torch_cuda noise"
+    timeout 300 "${KILN_GPU_CHECK_PYTHON:-python3}" tools/check_cuda_seed.py --launch-model 2>&1 | tee "$OUT/seed.log"
+    local rc=${PIPESTATUS[0]}
+    lever cuda_seed $rc
+    [ $rc -eq 0 ] || status=1
 }
 
 stage_bench() {  # Kiln against raw ONNX Runtime with I/O binding, levers on and off (issue 21 item 5)

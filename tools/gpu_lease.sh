@@ -57,7 +57,7 @@ TESTS="parity static_unet providers device_latents controlnet"
 EXAMPLES="generate bench"
 # Issue 21's missing figures first: the device loop has never run on a GPU.
 # KILN_LEASE_STAGES and KILN_LEASE_BUDGET override them, at prepare or remote.
-STAGES="${KILN_LEASE_STAGES:-device,controlnet,memory,bench,sd15,timings,static,parity,oom,generate}"
+STAGES="${KILN_LEASE_STAGES:-device,seed,controlnet,memory,bench,sd15,timings,static,parity,oom,generate}"
 # The SD 1.5-size export for the sd15 stage is made there (torch and
 # transformers are there; the diffusers wheel is carried), on 4 cores, beside
 # the first stages.
@@ -93,7 +93,8 @@ prepare() {
     git rev-parse HEAD >"$LEASE/lease/commit"
     echo "$STAGES" >"$LEASE/lease/stages"
     echo "$BUDGET" >"$LEASE/lease/budget"
-    cp tools/gpu_lease.sh tools/gpu_check.sh tools/gpu_bench.py tools/make_sd15_random.py "$LEASE/lease/"
+    cp tools/gpu_lease.sh tools/gpu_check.sh tools/gpu_bench.py tools/make_sd15_random.py tools/check_cuda_seed.py \
+        tools/make_torch_cuda_seed_golden.py "$LEASE/lease/"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 -d "$LEASE/lease/wheels" "$DIFFUSERS"
     # One wheel gives both: the runtime libraries for Kiln (ort/, all in one
@@ -184,7 +185,8 @@ remote() {
     mkdir -p "$here/ortpy" && unxz lease/ortpy.tar.xz | tar -x -C "$here/ortpy"
     ln -sf "$here"/ort/* "$here/ortpy/onnxruntime/capi/"
     export PYTHONPATH="$here/ortpy${PYTHONPATH:+:$PYTHONPATH}"
-    mkdir -p "$root/tools" && cp lease/gpu_check.sh lease/gpu_bench.py lease/make_sd15_random.py "$root/tools/"
+    mkdir -p "$root/tools" && cp lease/gpu_check.sh lease/gpu_bench.py lease/make_sd15_random.py lease/check_cuda_seed.py \
+        lease/make_torch_cuda_seed_golden.py "$root/tools/"
     local stages budget sd15=()
     stages="${KILN_LEASE_STAGES:-$(cat lease/stages)}" budget="${KILN_LEASE_BUDGET:-$(cat lease/budget)}"
     echo "lease of $(cat lease/commit): fixtures under $root, stages $stages, budget $budget s"
