@@ -30,6 +30,8 @@ const USAGE: &str = "usage: generate [options]
                           generator=torch.Generator(\"cpu\").manual_seed(N), and ComfyUI's noise) |
                           torch_cuda (PyTorch's CUDA generator, computed here: AUTOMATIC1111's
                           default seeds, diffusers with torch.Generator(\"cuda\"))
+  --variation-seed N      AUTOMATIC1111's variation seed: the starting noise is blended with this
+  --variation-strength S  seed's (same generator) by S in 0..1 (default 0: none; 1: its noise)
   --init-noise FILE.npy   exact initial latents, float32 [1, C, H/8, W/8] (as diffusers' latents=)
   --noise-draws FILE.npz  replay diffusers' random draws exactly: arrays draw_0, draw_1, ... in the
                           order its pipeline asks for them after the txt2img initial latents (img2img:
@@ -291,6 +293,8 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
             "--width" => a.request.width = number(flag, value()?)?,
             "--height" => a.request.height = number(flag, value()?)?,
             "--seed" => a.request.seed = number(flag, value()?)?,
+            "--variation-seed" => a.request.variation_seed = number(flag, value()?)?,
+            "--variation-strength" => a.request.variation_strength = number(flag, value()?)?,
             "--noise" => {
                 let v = value()?;
                 a.request.noise = kiln::pipeline::NoiseGenerator::from_name(&v).ok_or_else(|| format!("--noise: unknown {v:?}; one of {}", kiln::pipeline::NoiseGenerator::NAMES.join(", ")))?;

@@ -609,8 +609,9 @@ typedef struct kiln_job_options {
 // Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 // older published layout, one that ended after `initial_noise_len`,
 // `guidance_rescale`, `reserved`, `noise_generator`, `reserved3`, `mask_height`,
-// `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
-// targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
+// `scheduler_overrides`, `reserved4`, `negative_aesthetic_score` or
+// `refiner_start` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168, 208,
+// 280, 296; the current size is 312).
 typedef struct kiln_generate_options {
     // `sizeof(kiln_generate_options)`, set by `kiln_generate_options_init`.
     uint32_t struct_size;
@@ -792,6 +793,18 @@ typedef struct kiln_generate_options {
     // refiner takes over, strictly between 0 and 1 (default 0.8). Unused
     // without a refiner.
     float refiner_start;
+    // The variation seed: with `variation_strength` > 0 the starting noise
+    // (txt2img's initial latents; img2img's and inpainting's start noise)
+    // is AUTOMATIC1111's spherical blend of `seed`'s draw and this seed's,
+    // drawn with the same `noise_generator`; every other draw still comes
+    // from `seed`.
+    uint64_t variation_seed;
+    // How far towards `variation_seed`'s noise, 0..=1; 0 (default) = no
+    // variation, 1 = the variation seed's starting noise. Out of range, or
+    // > 0 with `initial_noise`: INVALID_ARGUMENT.
+    float variation_strength;
+    // Reserved; 0.
+    uint32_t reserved5;
 } kiln_generate_options;
 
 // How `kiln_upscaler_upscale` works through an image. Fill with

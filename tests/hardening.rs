@@ -158,6 +158,7 @@ fn only_published_generate_options_sizes_are_accepted() {
         std::mem::offset_of!(kiln_generate_options, vae_tile_size),
         std::mem::offset_of!(kiln_generate_options, prompt_2),
         std::mem::offset_of!(kiln_generate_options, refiner),
+        std::mem::offset_of!(kiln_generate_options, variation_seed),
         full,
     ];
     let mut buf = [0u8; 4];

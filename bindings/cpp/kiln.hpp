@@ -117,7 +117,7 @@
 #define KILN_HPP_STRUCTS(X) \
     X(kiln_job_event, pixels) \
     X(kiln_job_options, user_data) \
-    X(kiln_generate_options, refiner_start) \
+    X(kiln_generate_options, reserved5) \
     X(kiln_job_progress, preview_height) \
     X(kiln_model_load_options, matting_path) \
     X(kiln_model_info, has_matting) \
@@ -203,6 +203,9 @@
     X(kiln_generate_options, negative_aesthetic_score, float) \
     X(kiln_generate_options, refiner, const struct kiln_model *) \
     X(kiln_generate_options, refiner_start, float) \
+    X(kiln_generate_options, variation_seed, uint64_t) \
+    X(kiln_generate_options, variation_strength, float) \
+    X(kiln_generate_options, reserved5, uint32_t) \
     X(kiln_job_progress, struct_size, uint32_t) \
     X(kiln_job_progress, state, uint32_t) \
     X(kiln_job_progress, step, uint32_t) \

@@ -112,8 +112,9 @@ pub struct kiln_model_info {
 /// Accepted `struct_size`: `sizeof(kiln_generate_options)`, or the size of an
 /// older published layout, one that ended after `initial_noise_len`,
 /// `guidance_rescale`, `reserved`, `noise_generator`, `reserved3`, `mask_height`,
-/// `scheduler_overrides`, `reserved4` or `negative_aesthetic_score` (on 64-bit
-/// targets 64, 72, 80, 128, 136, 160, 168, 208, 280; the current size is 296).
+/// `scheduler_overrides`, `reserved4`, `negative_aesthetic_score` or
+/// `refiner_start` (on 64-bit targets 64, 72, 80, 128, 136, 160, 168, 208,
+/// 280, 296; the current size is 312).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_generate_options {
@@ -300,6 +301,20 @@ pub struct kiln_generate_options {
     /// refiner takes over, strictly between 0 and 1 (default 0.8). Unused
     /// without a refiner.
     pub refiner_start: f32,
+    // A variation seed (AUTOMATIC1111's), one block appended after
+    // `refiner_start`.
+    /// The variation seed: with `variation_strength` > 0 the starting noise
+    /// (txt2img's initial latents; img2img's and inpainting's start noise)
+    /// is AUTOMATIC1111's spherical blend of `seed`'s draw and this seed's,
+    /// drawn with the same `noise_generator`; every other draw still comes
+    /// from `seed`.
+    pub variation_seed: u64,
+    /// How far towards `variation_seed`'s noise, 0..=1; 0 (default) = no
+    /// variation, 1 = the variation seed's starting noise. Out of range, or
+    /// > 0 with `initial_noise`: INVALID_ARGUMENT.
+    pub variation_strength: f32,
+    /// Reserved; 0.
+    pub reserved5: u32,
 }
 
 /// The first published layout ended after `initial_noise_len`.
@@ -314,8 +329,8 @@ const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_
 /// current one, oldest first: each ended just before the named field
 /// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `noise_generator`,
 /// `reserved3`, `mask_height`, `scheduler_overrides`, `reserved4`,
-/// `negative_aesthetic_score`).
-const GENERATE_OPTIONS_OLDER: [usize; 9] = [
+/// `negative_aesthetic_score`, `refiner_start`).
+const GENERATE_OPTIONS_OLDER: [usize; 10] = [
     GENERATE_OPTIONS_V1,
     GENERATE_OPTIONS_V2,
     layout_before!(kiln_generate_options, init_image),
@@ -325,6 +340,7 @@ const GENERATE_OPTIONS_OLDER: [usize; 9] = [
     layout_before!(kiln_generate_options, vae_tile_size),
     layout_before!(kiln_generate_options, prompt_2),
     layout_before!(kiln_generate_options, refiner),
+    layout_before!(kiln_generate_options, variation_seed),
 ];
 
 pub(crate) fn default_generate_options() -> kiln_generate_options {
@@ -380,6 +396,9 @@ pub(crate) fn default_generate_options() -> kiln_generate_options {
         negative_aesthetic_score: XlConditioning::default().negative_aesthetic_score,
         refiner: std::ptr::null(),
         refiner_start: 0.8,
+        variation_seed: 0,
+        variation_strength: 0.0,
+        reserved5: 0,
         reserved: 0,
         vae_tile_size: 0,
         vae_tile_overlap: 0,
@@ -670,6 +689,8 @@ pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Resu
         guidance_rescale: o.guidance_rescale,
         seed: o.seed,
         noise,
+        variation_seed: o.variation_seed,
+        variation_strength: o.variation_strength,
         scheduler,
         // The shape is completed once the model's latent size is known.
         initial_noise: initial_noise.map(|data| InitialNoise { shape: [0; 4], data }),

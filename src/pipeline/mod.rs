@@ -60,10 +60,19 @@ pub struct GenerateRequest {
     /// Seed of the noise (the initial latents unless `initial_noise` is
     /// given, then img2img's and stochastic schedulers' draws).
     pub seed: u64,
-    /// Which generator the seed drives: Kiln's portable stream (default) or
+    /// Which generator the seed drives: Kiln's portable stream (default),
     /// PyTorch's CPU generator, for the images diffusers makes with
-    /// `torch.Generator("cpu").manual_seed(seed)`.
+    /// `torch.Generator("cpu").manual_seed(seed)`, or PyTorch's CUDA one.
     pub noise: NoiseGenerator,
+    /// A variation (AUTOMATIC1111's "variation seed"): the starting noise
+    /// (txt2img's initial latents; img2img's and inpainting's start noise)
+    /// becomes the spherical blend of the seed's draw and this seed's, drawn
+    /// with the same generator, by `variation_strength`. The seed's stream
+    /// goes on for every other draw.
+    pub variation_seed: u64,
+    /// How far towards `variation_seed`'s noise, 0..=1: 0 = off (the seed's
+    /// noise), 1 = the variation seed's starting noise.
+    pub variation_strength: f32,
     /// Which scheduler.
     pub scheduler: SchedulerKind,
     /// Exact initial latents instead of seeded noise.
@@ -216,6 +225,8 @@ impl Default for GenerateRequest {
             guidance_rescale: 0.0,
             seed: 0,
             noise: NoiseGenerator::Kiln,
+            variation_seed: 0,
+            variation_strength: 0.0,
             scheduler: SchedulerKind::Default,
             initial_noise: None,
             step_noise: None,
@@ -386,6 +397,14 @@ fn check_request(m: &ModelInner, request: &GenerateRequest, decodes: bool) -> Re
     }
     if !(0.0..=1.0).contains(&request.guidance_rescale) {
         return Err(Error::invalid(format!("guidance_rescale {} must be within 0..=1", request.guidance_rescale)));
+    }
+    if !(0.0..=1.0).contains(&request.variation_strength) {
+        return Err(Error::invalid(format!("variation_strength {} must be within 0..=1", request.variation_strength)));
+    }
+    if request.variation_strength > 0.0 && (request.initial_noise.is_some() || request.step_noise.is_some()) {
+        return Err(Error::invalid(
+            "variation_strength blends seeded noise; this request gives its own noise (initial_noise or step_noise)",
+        ));
     }
     Ok((size, build_scheduler(m, request)?))
 }
@@ -705,6 +724,7 @@ fn run(
         None => {
             let mut n = vec![0.0f32; latent_shape.iter().product()];
             rng.fill_normals(&mut n)?;
+            noise::blend_variation(&mut n, &latent_shape, request)?;
             n
         }
     };
@@ -746,7 +766,9 @@ fn run(
             // diffusers: `is_strength_max` inpainting starts from pure noise.
             let pure_noise = inpaint.is_some() && request.strength >= 1.0;
             let clean = if inpainting_unet && pure_noise { None } else { Some(encode(image.clone(), step_noise)?) };
-            let n = step_noise.draw(&latent_shape)?;
+            let mut n = step_noise.draw(&latent_shape)?;
+            let values = n.as_slice_mut().ok_or_else(|| Error::internal("a noise draw is not contiguous"))?;
+            noise::blend_variation(values, &latent_shape, request)?;
             let start_latents = match &clean {
                 _ if pure_noise => n.mapv(|x| x * scheduler.init_noise_sigma()),
                 Some(clean) => scheduler.add_noise(clean, &n, start)?,

@@ -167,6 +167,68 @@ impl NoiseSource for SeededNoise {
     }
 }
 
+/// A variation seed (`GenerateRequest::variation_strength` > 0): blends the
+/// starting noise `noise` (latents `[1, C, H, W]`, drawn from the request's
+/// seed) with one draw of the same generator seeded with
+/// `variation_seed`, by [`variation_slerp`].
+pub(crate) fn blend_variation(noise: &mut [f32], shape: &[usize], request: &super::GenerateRequest) -> Result<()> {
+    if request.variation_strength <= 0.0 {
+        return Ok(());
+    }
+    let mut other = vec![0.0f32; noise.len()];
+    SeededNoise::new(request.noise, request.variation_seed).fill_normals(&mut other)?;
+    variation_slerp(request.variation_strength, noise, &other, shape)
+}
+
+/// AUTOMATIC1111's blend of a seed's noise `low` with a variation seed's
+/// `high` (its `slerp(val, low, high)`), in place on latents `[1, C, H, W]`:
+/// it treats each channel's column (the values of one `x`, down the rows)
+/// as a vector, normalises both, and interpolates spherically by the angle
+/// between them, `sin((1 − val)ω)/sin ω · low + sin(val ω)/sin ω · high`.
+/// When the columns' cosines average above 0.9995 it takes
+/// `val · low + (1 − val) · high` instead, as A1111 does (weights as it
+/// writes them). Computed in f64; a column whose angle is 0 takes the
+/// limit, `(1 − val) · low + val · high`, where A1111 divides by zero.
+pub fn variation_slerp(val: f32, low: &mut [f32], high: &[f32], shape: &[usize]) -> Result<()> {
+    let &[1, channels, rows, cols] = shape else {
+        return Err(Error::internal(format!("a variation blends latents [1, C, H, W]; got {shape:?}")));
+    };
+    if low.len() != channels * rows * cols || high.len() != low.len() {
+        return Err(Error::internal("variation noise of another size than the latents"));
+    }
+    let at = |c: usize, y: usize, x: usize| (c * rows + y) * cols + x;
+    let norm = |v: &[f32], c: usize, x: usize| (0..rows).map(|y| (v[at(c, y, x)] as f64).powi(2)).sum::<f64>().sqrt();
+    let mut cosines = Vec::with_capacity(channels * cols);
+    for c in 0..channels {
+        for x in 0..cols {
+            let (nl, nh) = (norm(low, c, x), norm(high, c, x));
+            let dot: f64 = (0..rows).map(|y| (low[at(c, y, x)] as f64 / nl) * (high[at(c, y, x)] as f64 / nh)).sum();
+            cosines.push(dot);
+        }
+    }
+    let val = val as f64;
+    if cosines.iter().sum::<f64>() / cosines.len() as f64 > 0.9995 {
+        for (l, &h) in low.iter_mut().zip(high) {
+            *l = (*l as f64 * val + h as f64 * (1.0 - val)) as f32;
+        }
+        return Ok(());
+    }
+    for c in 0..channels {
+        for x in 0..cols {
+            let omega = cosines[c * cols + x].clamp(-1.0, 1.0).acos();
+            let (a, b) = match omega.sin() {
+                s if s > 0.0 => (((1.0 - val) * omega).sin() / s, (val * omega).sin() / s),
+                _ => (1.0 - val, val),
+            };
+            for y in 0..rows {
+                let i = at(c, y, x);
+                low[i] = (a * low[i] as f64 + b * high[i] as f64) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The fewest values one draw of PyTorch-compatible noise may have: torch
 /// fills smaller float tensors by another algorithm, which Kiln does not copy.
 pub(crate) const TORCH_MIN_DRAW: usize = 16;

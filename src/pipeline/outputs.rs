@@ -138,6 +138,9 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
     if request.noise != crate::pipeline::NoiseGenerator::Kiln {
         settings.push_str(&format!(" noise={}", request.noise.name()));
     }
+    if request.variation_strength > 0.0 {
+        settings.push_str(&format!(" variation_seed={} variation_strength={}", request.variation_seed, request.variation_strength));
+    }
     // SDXL conditioning only when given, so other images keep their text exactly.
     let xl = &request.xl;
     if *xl != crate::pipeline::XlConditioning::default() {

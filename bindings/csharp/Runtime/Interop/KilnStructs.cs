@@ -104,6 +104,9 @@ namespace Kiln.Interop
         public float negative_aesthetic_score;
         public IntPtr refiner;
         public float refiner_start;
+        public ulong variation_seed;
+        public float variation_strength;
+        public uint reserved5;
     }
 
     /// <summary>C: <c>kiln_control</c>: one ControlNet in <c>kiln_generate_options.controls</c>.</summary>

@@ -94,6 +94,7 @@ GenerateOptions = _struct("kiln_generate_options", [
     ("negative_crop_left", U32), ("negative_target_width", U32), ("negative_target_height", U32),
     ("aesthetic_score", F32), ("negative_aesthetic_score", F32),
     ("refiner", PTR), ("refiner_start", F32),
+    ("variation_seed", U64), ("variation_strength", F32), ("reserved5", U32),
 ])
 JobProgress = _struct("kiln_job_progress", [
     ("struct_size", U32), ("state", U32), ("step", U32), ("total_steps", U32), ("preview_step", U32),
