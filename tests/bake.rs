@@ -522,7 +522,7 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         format!(
             "[defaults]\nmodel = {:?}\nformat = \"png\"\n\
              [[asset]]\nname = \"brick\"\nprompt = \"red brick wall\"\nnegative_prompt = \"blurry\"\nseed = 4\nnoise = \"torch\"\nsteps = 6\nscheduler = \"euler_a\"\nguidance = 5.0\nseamless = \"xy\"\nnormal_map = true\nheight_map = true\n\
-             [[asset]]\nname = \"gem\"\nprompt = \"red gem\"\nseed = 2\nsteps = 5\nscheduler = \"ddim\"\nsize = [48, 32]\nsprite = true\npixel_art = \"4:8\"\n",
+             [[asset]]\nname = \"gem\"\nprompt = \"red gem\"\nseed = 2\nvariation_seed = 5\nvariation_strength = 0.4\nsteps = 5\nscheduler = \"ddim\"\nsize = [48, 32]\nsprite = true\npixel_art = \"4:8\"\n",
             model.display().to_string()
         ),
     )
@@ -542,7 +542,7 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         &[("--out", "brick.png"), ("--normal-map", "brick_n.png"), ("--height-map", "brick_h.png")],
     );
     generate(
-        &["--prompt", "red gem", "--seed", "2", "--steps", "5", "--scheduler", "ddim", "--width", "48", "--height", "32", "--sprite", "--pixel-art", "4:8"],
+        &["--prompt", "red gem", "--seed", "2", "--variation-seed", "5", "--variation-strength", "0.4", "--steps", "5", "--scheduler", "ddim", "--width", "48", "--height", "32", "--sprite", "--pixel-art", "4:8"],
         &[("--out", "gem.png")],
     );
     for (baked, generated) in [("brick.png", "brick.png"), ("brick_normal.png", "brick_n.png"), ("brick_height.png", "brick_h.png"), ("gem.png", "gem.png")] {
@@ -558,6 +558,8 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
     let (_, text) = read_png(&out.join("gem.png"));
     assert!(!text["kiln:settings"].contains(" noise="), "Kiln's own noise is not named: {text:?}");
     assert!(text["kiln:settings"].contains("seed=2") && text["kiln:settings"].contains("pixel_art=Some((4, 8))"), "{text:?}");
+    assert!(text["kiln:settings"].contains(" variation_seed=5 variation_strength=0.4"), "{text:?}");
+    assert!(!brick["kiln:settings"].contains("variation"), "no variation, no text: {brick:?}");
 }
 
 #[test]

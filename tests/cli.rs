@@ -85,6 +85,34 @@ fn cli_noise_torch_gives_diffusers_image_for_the_seed() {
 }
 
 #[test]
+fn cli_variation_seed_gives_the_blended_image() {
+    // tests/fixtures/golden/variation, case euler_a_64_cpu (tests/variation.rs).
+    let out = std::env::temp_dir().join(format!("kiln-cli-variation-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let run = |strength: &str| {
+        Command::new(generate_bin())
+            .args(["--model"])
+            .arg(common::fixture())
+            .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "6", "--guidance", "7.5"])
+            .args(["--scheduler", "euler_a", "--width", "64", "--height", "64", "--seed", "2026", "--noise", "torch"])
+            .args(["--variation-seed", "7", "--variation-strength", strength, "--out"])
+            .arg(out.join("v.png"))
+            .arg("--out-npy")
+            .arg(out.join("v.npy"))
+            .output()
+            .unwrap()
+    };
+    let r = run("0.3");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, img) = kiln::image::npy::read_f32(&out.join("v.npy")).unwrap();
+    let (_, want) = common::read_npy("variation/euler_a_64_cpu.image.npy");
+    common::check_margin("cli::variation::euler_a_64_cpu::image_abs", common::max_abs_diff(&img, &want) as f64, 2e-3);
+    let r = run("2");
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("variation_strength 2"), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
 fn cli_rejects_bad_flags_and_values() {
     for args in [&["--bogus"][..], &["--steps", "ten"], &["--scheduler", "warp"], &["--steps"], &["--noise", "numpy"]] {
         let r = Command::new(generate_bin()).args(args).output().unwrap();

@@ -31,6 +31,8 @@ struct Table {
     refiner_start: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
     noise: Option<Spanned<String>>,
+    variation_seed: Option<Spanned<i64>>,
+    variation_strength: Option<Spanned<f64>>,
     steps: Option<Spanned<i64>>,
     scheduler: Option<Spanned<String>>,
     guidance: Option<Spanned<f64>>,
@@ -288,6 +290,11 @@ pub struct Asset {
     /// content keys.
     #[serde(skip_serializing_if = "is_kiln_noise", serialize_with = "noise_name")]
     pub noise: NoiseGenerator,
+    /// AUTOMATIC1111's variation seed; with `variation_strength` 0 (no
+    /// variation) both stay out of the serialized settings, so existing
+    /// assets keep their content keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variation: Option<(u64, f32)>,
     /// Denoising steps.
     pub steps: usize,
     /// Scheduler name as written (validated).
@@ -356,6 +363,8 @@ impl Asset {
             negative_prompt: self.negative_prompt.clone(),
             seed: self.seed,
             noise: self.noise,
+            variation_seed: self.variation.map_or(0, |v| v.0),
+            variation_strength: self.variation.map_or(0.0, |v| v.1),
             steps: self.steps,
             scheduler: SchedulerKind::from_name(&self.scheduler).expect("validated"),
             guidance_scale: self.guidance,
@@ -752,6 +761,27 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             NoiseGenerator::Kiln
         }),
     };
+    let variation_strength = match pick!(variation_strength) {
+        None => 0.0,
+        Some((&f, _)) if (0.0..=1.0).contains(&f) => f as f32,
+        Some((f, line)) => {
+            errors.push(err(line, "variation_strength", format!("{f} is outside 0..=1")));
+            0.0
+        }
+    };
+    let variation = match pick!(variation_seed) {
+        Some((&s, _)) if s >= 0 => (variation_strength > 0.0).then_some((s as u64, variation_strength)),
+        Some((s, line)) => {
+            errors.push(err(line, "variation_seed", format!("{s} is negative")));
+            None
+        }
+        None => {
+            if let Some((_, line)) = pick!(variation_strength).filter(|_| variation_strength > 0.0) {
+                errors.push(err(line, "variation_strength", "needs a `variation_seed` to blend towards".into()));
+            }
+            None
+        }
+    };
     let steps = match pick!(steps) {
         None => kiln::GenerateRequest::default().steps,
         Some((&s, _)) if (1..=1000).contains(&s) => s as usize,
@@ -936,6 +966,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             target_size,
             seed,
             noise,
+            variation,
             steps,
             scheduler,
             guidance,
@@ -1042,7 +1073,30 @@ mod tests {
         assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["noise"], "torch_cuda");
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nnoise = \"numpy\"\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("noise")), "{}", e[0]);
-        assert!(e[0].to_string().contains("one of kiln, torch"), "{}", e[0]);
+        assert!(e[0].to_string().contains("one of kiln, torch, torch_cuda"), "{}", e[0]);
+    }
+
+    #[test]
+    fn a_variation_reaches_the_request_and_only_then_the_content_key() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nvariation_strength = 0.25\n[[asset]]\nname = \"a\"\nvariation_seed = 9\n[[asset]]\nname = \"b\"\nvariation_seed = 9\nvariation_strength = 0.0\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let r = m.assets[0].request();
+        assert_eq!((r.variation_seed, r.variation_strength), (9, 0.25));
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["variation"], serde_json::json!([9, 0.25]));
+        // Strength 0 is no variation: the settings (and content key) are a plain asset's.
+        assert_eq!(m.assets[1].request().variation_strength, 0.0);
+        assert!(serde_json::to_value(&m.assets[1]).unwrap().get("variation").is_none());
+        for (body, key) in [
+            ("variation_seed = 1\nvariation_strength = 1.5\n", "variation_strength"),
+            ("variation_seed = -1\nvariation_strength = 0.5\n", "variation_seed"),
+            ("variation_strength = 0.5\n", "variation_strength"),
+        ] {
+            let e = errors(&format!("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\n{body}"));
+            assert!(e.iter().any(|e| e.key.as_deref() == Some(key)), "{body}: {e:?}");
+        }
     }
 
     #[test]
