@@ -443,6 +443,57 @@ static void test_torch_seed(const kiln::Model &sd1, const std::string &fixtures)
     CHECK(again.ok() && *again == *torch);
 }
 
+// tests/fixtures/golden/variation, case euler_a_64_cpu (tests/variation.rs checks it from Rust): diffusers started
+// from AUTOMATIC1111's blend of seed 2026's torch CPU draw with variation seed 7's at strength 0.3, every other
+// draw from the seed's generator. variation_seed + variation_strength give that image within the parity bound
+// past 8-bit rounding (the bound test_torch_seed uses); strength 0 (the default) is the seed's own picture, far
+// from it; a job gives the same pixels; strength 2 is invalid_argument naming variation_strength (at the blocking
+// call and at submit), and the model generates the variation after it.
+static void test_variation(const kiln::Model &sd1, const std::string &fixtures) {
+    const std::string folder = fixtures + "/golden/variation";
+    const goldens::Json all = goldens::JsonParser(goldens::read_file(folder + "/cases.json")).document();
+    const goldens::Json &c = all["cases"].items.at(0);
+    CHECK(c["name"].text == "euler_a_64_cpu" && c["kind"].text == "txt2img" && c["kiln_scheduler"].text == "euler_a");
+    CHECK(c["noise"].text == "torch" && c["width"].number == 64 && c["height"].number == 64);
+    const std::vector<float> want = goldens::read_npy_f32(folder + "/" + c["image"].text);
+    auto o = options_for(c["prompt"].text.c_str(), std::uint64_t(c["seed"].number), std::uint32_t(c["steps"].number));
+    o.negative_prompt = c["negative_prompt"].text.c_str();
+    o.width = o.height = 64;
+    o.guidance_scale = float(c["guidance_scale"].number);
+    o.scheduler = kiln::to_c(kiln::Scheduler::euler_a);
+    o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cpu);
+    CHECK(o.variation_seed == 0 && o.variation_strength == 0.0f);  // the defaults: no variation
+    o.variation_seed = std::uint64_t(c["variation_seed"].number);
+    kiln::Result<std::vector<std::uint8_t>> plain = pixels(sd1, o);  // strength still 0: the seed's own picture
+    o.variation_strength = float(c["variation_strength"].number);
+    kiln::Result<std::vector<std::uint8_t>> varied = pixels(sd1, o);
+    CHECK(plain.ok() && varied.ok());
+    if (!plain || !varied) return;
+    const double d = goldens::past_rounding(*varied, want), far = goldens::past_rounding(*plain, want);
+    std::printf("variation: %.3e from diffusers' image past 8-bit rounding (bound %.0e); strength 0 %.3e\n", d, image_bound, far);
+    margin("cpp_binding::variation::euler_a_64_cpu::image_abs_past_8bit", d, image_bound);
+    CHECK(far > image_bound);  // else this test would not catch the variation dropped
+
+    kiln::Result<kiln::Job> job = sd1.submit(o);
+    CHECK(job.ok());
+    if (job) {
+        CHECK(job->wait(300000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+        kiln::Result<std::vector<std::uint8_t>> queued = job->image();
+        CHECK(queued.ok() && *queued == *varied);
+    }
+
+    o.variation_strength = 2.0f;
+    kiln::Result<std::vector<std::uint8_t>> bad = pixels(sd1, o);
+    CHECK(bad.status() == kiln::Status::invalid_argument);
+    CHECK(bad.error().message().find("variation_strength 2") != std::string::npos);
+    kiln::Result<kiln::Job> bad_job = sd1.submit(o);  // refused at submit, no job queued
+    CHECK(bad_job.status() == kiln::Status::invalid_argument);
+    CHECK(!bad_job && bad_job.error().message().find("variation_strength") != std::string::npos);
+    o.variation_strength = float(c["variation_strength"].number);
+    kiln::Result<std::vector<std::uint8_t>> again = pixels(sd1, o);
+    CHECK(again.ok() && *again == *varied);
+}
+
 // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
 // options.refiner + refiner_start give the golden within the parity bound past 8-bit rounding, NULL (an empty
 // kiln::Model's get()) is the base alone and far from it, a job gives the same pixels with its refiner handle
@@ -1556,6 +1607,7 @@ int main(int argc, char **argv) {
                 test_sdxl_embedding(*rt, *model, fixtures, argv[4]);
                 test_lora_component_golden(*model, fixtures);
                 test_torch_seed(*model, fixtures);
+                test_variation(*model, fixtures);
                 test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
             } catch (const std::exception &e) {
                 ++failed;

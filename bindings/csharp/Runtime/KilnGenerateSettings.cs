@@ -74,6 +74,23 @@ namespace Kiln
         /// <see cref="KilnException"/> with <see cref="KilnStatus.InvalidArgument"/>.
         /// </summary>
         public KilnNoiseGenerator NoiseGenerator = KilnNoiseGenerator.Kiln;
+        /// <summary>
+        /// AUTOMATIC1111's variation seed (C: <c>variation_seed</c>): with
+        /// <see cref="VariationStrength"/> above 0 the starting noise (text-to-image's initial
+        /// latents; img2img's and inpainting's start noise) is A1111's spherical blend of
+        /// <see cref="Seed"/>'s draw and one draw of the same <see cref="NoiseGenerator"/> seeded
+        /// with this. Every other draw (an ancestral sampler's step noise, for one) still comes from
+        /// <see cref="Seed"/>, as in A1111. Unused while <see cref="VariationStrength"/> is 0.
+        /// </summary>
+        public ulong VariationSeed;
+        /// <summary>
+        /// How far the starting noise moves towards <see cref="VariationSeed"/>'s (C:
+        /// <c>variation_strength</c>), 0..1: 0, the default, is no variation (the seed's picture),
+        /// 1 the variation seed's starting noise. Outside 0..1 (NaN included), or above 0 together
+        /// with <see cref="InitialNoise"/>, throws <see cref="KilnException"/> with
+        /// <see cref="KilnStatus.InvalidArgument"/> naming <c>variation_strength</c>.
+        /// </summary>
+        public float VariationStrength;
         /// <summary>Guidance rescale φ in [0, 1]; 0 = off.</summary>
         public float GuidanceRescale;
         /// <summary>Read prompts with AUTOMATIC1111 weighting syntax.</summary>
@@ -163,6 +180,8 @@ namespace Kiln
             o.scheduler = (uint)Scheduler;
             o.seed = Seed;
             o.noise_generator = (uint)NoiseGenerator;
+            o.variation_seed = VariationSeed;
+            o.variation_strength = VariationStrength;
             o.prompt = pins.PinString(Prompt ?? "");
             o.negative_prompt = pins.PinString(NegativePrompt);
             o.initial_noise = pins.Pin(InitialNoise);

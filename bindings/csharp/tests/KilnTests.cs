@@ -652,6 +652,52 @@ static class KilnTests
         }
     }
 
+    static void VariationSeedGivesDiffusersImage()
+    {
+        // tests/fixtures/golden/variation, case euler_a_64_cpu (tests/variation.rs: diffusers
+        // started from AUTOMATIC1111's blend of seed 2026's torch CPU draw with variation seed 7's
+        // at strength 0.3, every other draw from the seed's generator): VariationSeed and
+        // VariationStrength give its image within the bound TorchCpu's check uses (the parity
+        // bound plus half an 8-bit step), and a job the same bytes; strength 0 (the default) is
+        // the seed's own picture, far from it; strength 2 throws InvalidArgument naming the field,
+        // at Generate and at Submit, with the model usable after.
+        var defaults = new KilnGenerateSettings();
+        Equal(0UL, defaults.VariationSeed, "default VariationSeed");
+        Equal(0f, defaults.VariationStrength, "default VariationStrength");
+        string golden = Path.Combine(FixturesDir(), "golden", "variation");
+        Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_a_64_cpu");
+        Equal("txt2img", Goldens.Text(c, "kind"), "euler_a_64_cpu kind");
+        Equal("torch", Goldens.Text(c, "noise"), "euler_a_64_cpu noise generator");
+        float[] want = Goldens.ReadNpyF32(Path.Combine(golden, Goldens.Text(c, "image")));
+        var settings = TorchSeedRequest(c, KilnNoiseGenerator.TorchCpu);
+        settings.VariationSeed = (ulong)Goldens.Number(c, "variation_seed");
+        settings.VariationStrength = (float)Goldens.Number(c, "variation_strength");
+        byte[] got = Pixels(model, settings);
+        const double bound = ImageBound + 0.5 / 255;
+        double d = Goldens.MaxAbs(got, want);
+        var plain = settings.Clone();
+        plain.VariationStrength = 0;
+        byte[] seedOnly = Pixels(model, plain);
+        double control = Goldens.MaxAbs(seedOnly, want);
+        Console.WriteLine("    variation: " + d.ToString("e3") + " from diffusers' image (bound " + bound.ToString("e3") + ", " + Goldens.PastRounding(got, want).ToString("e3") + " past 8-bit rounding); strength 0, same seeds: " + control.ToString("e3"));
+        Margin("csharp::variation::euler_a_64_cpu::image_abs", d, bound);
+        Check(control > bound, "strength 0 gave nearly the variation's image (" + control + "): the variation would not be told apart");
+        using (KilnJob job = model.Submit(settings))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "variation job state (" + job.ErrorMessage + ")");
+            SamePixels(got, job.CopyImage(), "variation job vs Generate");
+        }
+
+        var bad = settings.Clone();
+        bad.VariationStrength = 2.0f;
+        KilnException e = Throws(() => model.Generate(bad).Dispose(), KilnStatus.InvalidArgument, "VariationStrength 2");
+        Check(e.NativeMessage.Contains("variation_strength"), "message names variation_strength: " + e.NativeMessage);
+        e = Throws(() => model.Submit(bad).Dispose(), KilnStatus.InvalidArgument, "VariationStrength 2 at Submit");
+        Check(e.NativeMessage.Contains("variation_strength"), "Submit message names variation_strength: " + e.NativeMessage);
+        SamePixels(got, Pixels(model, settings), "variation after the refused strength");
+    }
+
     static void Utf8PromptsAndPaths()
     {
         // Non-ASCII text must reach Kiln as UTF-8 (Windows .NET's ANSI marshalling would not).
@@ -2032,6 +2078,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("SDXL embedding gives the golden; SD 1.x file throws", SdxlEmbeddingMatchesTheGolden),
             new KeyValuePair<string, Action>("torch CPU seed gives diffusers' image; Kiln's noise differs; generator 7 throws", TorchSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("torch CUDA seed gives diffusers' image; TorchCpu's differs", TorchCudaSeedGivesDiffusersImage),
+            new KeyValuePair<string, Action>("variation seed gives diffusers' image; strength 0 differs; strength 2 throws", VariationSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

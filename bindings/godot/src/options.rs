@@ -62,6 +62,8 @@ pub const KEYS: &[&str] = &[
     "guidance_rescale",
     "seed",
     "noise_generator",
+    "variation_seed",
+    "variation_strength",
     "scheduler",
     "prompt_syntax",
     "clip_skip",
@@ -414,6 +416,14 @@ pub fn parse(prompt: &str, entries: &[(String, OptionValue)]) -> Result<Generate
                 r.noise = NoiseGenerator::from_name(name)
                     .ok_or_else(|| bad(key, format!("unknown noise generator {name:?}; one of {}", NoiseGenerator::NAMES.join(", "))))?;
             }
+            "variation_seed" => r.variation_seed = int_in(key, value, 0, i64::MAX)? as u64,
+            "variation_strength" => {
+                let v = float(key, value)?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(bad(key, format!("{v} is out of range 0..=1")));
+                }
+                r.variation_strength = v as f32;
+            }
             "scheduler" => {
                 let name = string(key, value)?;
                 r.scheduler = SchedulerKind::from_name(name).ok_or_else(|| {
@@ -581,6 +591,51 @@ mod tests {
             assert_eq!(o.request.noise, want, "{name}");
         }
         assert_eq!(parse("p", &[]).unwrap().request.noise, NoiseGenerator::default(), "Kiln's noise unless asked");
+    }
+
+    #[test]
+    fn variation_keys_reach_the_request() {
+        use OptionValue::*;
+        let o = parse("p", &entries(&[("seed", Int(2026)), ("variation_seed", Int(7)), ("variation_strength", Float(0.3))])).unwrap();
+        let r = &o.request;
+        assert_eq!((r.seed, r.variation_seed, r.variation_strength), (2026, 7, 0.3f32));
+        // JSON-loaded numbers are floats; the ends of the range are accepted.
+        let o = parse("p", &entries(&[("variation_seed", Float(9.0)), ("variation_strength", Int(1))])).unwrap();
+        assert_eq!((o.request.variation_seed, o.request.variation_strength), (9, 1.0));
+        let o = parse("p", &entries(&[("variation_seed", Int(i64::MAX)), ("variation_strength", Float(0.0))])).unwrap();
+        assert_eq!((o.request.variation_seed, o.request.variation_strength), (i64::MAX as u64, 0.0));
+        // Either key alone is accepted, as in Kiln's request (strength 0 = no variation; variation seed 0 by default).
+        assert_eq!(parse("p", &entries(&[("variation_strength", Float(0.5))])).unwrap().request.variation_seed, 0);
+        assert_eq!(parse("p", &entries(&[("variation_seed", Int(3))])).unwrap().request.variation_strength, 0.0);
+        // Without them, Kiln's defaults: no variation.
+        let (d, plain) = (GenerateRequest::default(), parse("p", &[]).unwrap().request);
+        assert_eq!((plain.variation_seed, plain.variation_strength), (d.variation_seed, d.variation_strength));
+        assert_eq!((d.variation_seed, d.variation_strength), (0, 0.0));
+    }
+
+    #[test]
+    fn variation_mistakes_name_the_key_and_what_came() {
+        use OptionValue::*;
+        let cases: Vec<(&str, OptionValue, &str)> = vec![
+            ("variation_seed", Int(-1), "options[\"variation_seed\"]: -1 is out of range 0..=9223372036854775807"),
+            ("variation_seed", Float(7.5), "options[\"variation_seed\"]: expected an integer, got float 7.5"),
+            ("variation_seed", String("7".into()), "options[\"variation_seed\"]: expected an integer, got String \"7\""),
+            ("variation_seed", Nil, "options[\"variation_seed\"]: expected an integer, got null"),
+            ("variation_strength", Float(1.5), "options[\"variation_strength\"]: 1.5 is out of range 0..=1"),
+            ("variation_strength", Float(-0.1), "options[\"variation_strength\"]: -0.1 is out of range 0..=1"),
+            ("variation_strength", Int(2), "options[\"variation_strength\"]: 2 is out of range 0..=1"),
+            ("variation_strength", Float(f64::NAN), "options[\"variation_strength\"]: expected a finite number, got NaN"),
+            ("variation_strength", Float(f64::INFINITY), "options[\"variation_strength\"]: expected a finite number, got inf"),
+            ("variation_strength", String("0.3".into()), "options[\"variation_strength\"]: expected a number, got String \"0.3\""),
+            ("variation_strength", Bool(true), "options[\"variation_strength\"]: expected a number, got bool true"),
+        ];
+        for (key, value, want) in cases {
+            let e = err(&[(key, value.clone())]);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{key}={value:?}");
+            assert_eq!(e.message(), want, "{key}={value:?}");
+        }
+        let e = err(&[("variation_seed", Int(1)), ("variation_seed", Int(2))]);
+        assert_eq!(e.message(), "options[\"variation_seed\"]: given twice");
     }
 
     #[test]

@@ -157,7 +157,12 @@ const EULER_A_64_BOUND: f32 = 2e-3 + 0.5 / 255.0;
 /// float32 image (HWC RGB in [0, 1]) in
 /// tests/fixtures/golden/<golden>/euler_a_64.image.npy.
 fn from_diffusers(image: &kiln::Rgba8Image, golden: &str) -> f32 {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden").join(golden).join("euler_a_64.image.npy");
+    from_diffusers_npy(image, &format!("{golden}/euler_a_64.image.npy"))
+}
+
+/// [`from_diffusers`] against tests/fixtures/golden/<file>, a 64x64 image.
+fn from_diffusers_npy(image: &kiln::Rgba8Image, file: &str) -> f32 {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/golden").join(file);
     let (shape, diffusers) = kiln::image::npy::read_f32(&path).expect("golden image");
     assert_eq!(shape, [64, 64, 3]);
     assert_eq!(image.pixels.len() / 4 * 3, diffusers.len());
@@ -216,6 +221,60 @@ fn noise_generator_torch_cuda_gives_diffusers_cuda_seed() {
         "noise_generator torch_cuda: max |torch job - CUDA golden| {cpu_from_cuda_golden:e}, max |torch_cuda job - CPU golden| {cuda_from_cpu_golden:e}"
     );
     assert!(cpu_from_cuda_golden > 0.05 && cuda_from_cpu_golden > 0.05, "each generator gives its own golden only");
+}
+
+/// `variation_seed` and `variation_strength` with the settings of Kiln's
+/// variation golden `euler_a_64_cpu` (the first case of
+/// tests/fixtures/golden/variation/cases.json: the `euler_a_64` request with
+/// `noise_generator: "torch"`, variation seed 7 at strength 0.3): the job's
+/// pixels are `Model::generate_with`'s for the same request, differ from the
+/// seed's own picture, and match diffusers' image started from AUTOMATIC1111's
+/// blend of the two seeds' noise (`euler_a_64_cpu.image.npy`) within the
+/// bound of the `noise_generator` tests.
+#[test]
+fn variation_seed_gives_a1111s_variation_of_diffusers_seed() {
+    use kiln::pipeline::{Hooks, NoiseGenerator};
+    use OptionValue::*;
+    let s = session();
+    let model = fixture_model();
+    let options = opts(&[
+        ("negative_prompt", String("blurry".into())),
+        ("width", Int(64)),
+        ("height", Int(64)),
+        ("steps", Int(6)),
+        ("guidance_scale", Float(7.5)),
+        ("scheduler", String("euler_a".into())),
+        ("seed", Int(2026)),
+        ("noise_generator", String("torch".into())),
+        ("variation_seed", Int(7)),
+        ("variation_strength", Float(0.3)),
+    ]);
+    let mut t = s.start("mossy stone brick wall", &options);
+    let image = done_image(&run_to_end(&mut t)).clone();
+    let request = GenerateRequest { variation_seed: 7, variation_strength: 0.3, ..euler_a_64_request(NoiseGenerator::TorchCpu) };
+    let want = model.generate_with(&request, Hooks::default()).expect("direct generation").image.to_rgba8();
+    let differing = count_differing(&image, &want);
+    println!("variation: pixels differing from Model::generate_with: {differing} of {} (bound 0)", want.pixels.len());
+    assert_eq!(differing, 0);
+
+    // The seed alone (the same job without the two keys) is another picture.
+    let plain = euler_a_64_job(&s, &model, Some("torch"), NoiseGenerator::TorchCpu);
+    let moved = count_differing(&image, &plain);
+    println!("variation: {moved} of {} channel values differ from the seed's own picture", image.pixels.len());
+    assert!(moved > image.pixels.len() / 4, "the variation changes the image");
+
+    let golden = "variation/euler_a_64_cpu.image.npy";
+    let d = from_diffusers_npy(&image, golden);
+    println!("variation: max |job - diffusers| {d:e} (bound {EULER_A_64_BOUND:e})");
+    assert!(d <= EULER_A_64_BOUND, "{d} > {EULER_A_64_BOUND}");
+    let d_plain = from_diffusers_npy(&plain, golden);
+    println!("variation: max |seed's own picture - variation golden| {d_plain:e}");
+    assert!(d_plain > 0.05, "the seed's own picture is not the variation's ({d_plain})");
+
+    // Out of range: the job fails with INVALID_ARGUMENT before touching the model.
+    let mut t = s.start("x", &opts(&[("variation_strength", Float(1.5))]));
+    let (status, message) = failure(&run_to_end(&mut t));
+    assert_eq!((status, message.as_str()), (101, "options[\"variation_strength\"]: 1.5 is out of range 0..=1"));
 }
 
 /// SDXL keys on tests/fixtures/tiny-sdxl: the job's pixels are those of the

@@ -58,6 +58,14 @@ class GenerateOptions(TypedDict, total=False):
     #: "torch_cuda" (PyTorch's CUDA generator, computed on the host: AUTOMATIC1111's default "GPU"
     #: seeds, diffusers' image for ``generator=torch.Generator("cuda").manual_seed(seed)``).
     noise_generator: Union[NoiseGenerator, int, str]
+    #: AUTOMATIC1111's variation seed (0..2**64-1, default 0): with ``variation_strength`` > 0 the
+    #: starting noise (txt2img's initial latents; img2img's and inpainting's start noise) is the
+    #: spherical blend of ``seed``'s draw and this seed's, drawn with the same ``noise_generator``;
+    #: every other draw still comes from ``seed``.
+    variation_seed: int
+    #: How far towards ``variation_seed``'s noise, 0..=1: 0 (default) = no variation, 1 = the
+    #: variation seed's starting noise. Outside 0..=1, or > 0 with ``initial_noise``: ArgumentError.
+    variation_strength: float
     negative_prompt: str
     #: Exact initial latents, float32 NCHW [1, C, H/f, W/f].
     initial_noise: "np.ndarray[Any, Any]"
@@ -133,6 +141,27 @@ def _noise_generator(value: Union[NoiseGenerator, int, str]) -> int:
     return number
 
 
+def _variation_seed(value: int) -> int:
+    """``variation_seed`` as the uint64 field holds it; an int it cannot hold (which ctypes would
+    wrap) is refused (ArgumentError, INVALID_ARGUMENT) rather than becoming another seed."""
+    number = int(value)
+    if not 0 <= number <= 0xFFFF_FFFF_FFFF_FFFF:
+        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->variation_seed {number} is not a uint64 (0..2**64-1)")
+    return number
+
+
+def _variation_strength(value: float) -> float:
+    """``variation_strength`` for the float32 field. Kiln refuses a value outside 0..=1 (NaN and the
+    infinities included) with its own status and message; one that the float32 rounding would carry
+    into 0..=1 (1 + 1e-12, -1e-50), and so past Kiln's check, is refused here the same way
+    (ArgumentError, INVALID_ARGUMENT, naming variation_strength)."""
+    number = float(value)
+    rounded = ctypes.c_float(number).value
+    if not 0.0 <= number <= 1.0 and 0.0 <= rounded <= 1.0:
+        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->variation_strength {number!r} must be within 0..=1")
+    return number
+
+
 class Request:
     """A filled ``kiln_generate_options`` and the objects whose memory it points into."""
 
@@ -158,6 +187,10 @@ class Request:
             o.scheduler = int(Scheduler[s.upper()] if isinstance(s, str) else Scheduler(s))
         if "noise_generator" in kw:
             o.noise_generator = _noise_generator(kw.pop("noise_generator"))
+        if "variation_seed" in kw:
+            o.variation_seed = _variation_seed(kw.pop("variation_seed"))
+        if "variation_strength" in kw:
+            o.variation_strength = _variation_strength(kw.pop("variation_strength"))
         for name in ("negative_prompt", "prompt_2", "negative_prompt_2"):
             if kw.get(name) is not None:
                 setattr(o, name, self._text(kw.pop(name)))
