@@ -115,21 +115,25 @@ def check_against_the_gpu() -> None:
           f"a + b/2 + bias within {max(err_out.max(), 0):.2e} past its rounding; vs A1111's values {err_doc:.2e}")
 
 
-def patch_randn_tensor(stream_box: dict) -> None:
-    """Every diffusers/optimum randn_tensor call draws from stream_box["g"]."""
-    import diffusers.utils.torch_utils as tu
+def randn_tensor_from(stream_box: dict):
+    """A randn_tensor that draws from stream_box["g"] (a CudaStream)."""
     import torch
-
-    original = tu.randn_tensor
 
     def from_model(shape, generator=None, device=None, dtype=None, layout=None):
         assert generator is not None, "every draw in these cases has a generator"
         return torch.from_numpy(stream_box["g"].randn(tuple(shape))).to(dtype=dtype or torch.float32)
+    return from_model
 
+
+def patch_randn_tensor(replacement) -> None:
+    """Every diffusers/optimum module's randn_tensor becomes `replacement`."""
+    import diffusers.utils.torch_utils as tu
+
+    current = tu.randn_tensor
     for name, module in list(sys.modules.items()):
-        if (name.startswith("diffusers") or name.startswith("optimum")) and getattr(module, "randn_tensor", None) is original:
-            module.randn_tensor = from_model
-    tu.randn_tensor = from_model
+        if (name.startswith("diffusers") or name.startswith("optimum")) and getattr(module, "randn_tensor", None) is current:
+            module.randn_tensor = replacement
+    tu.randn_tensor = replacement
 
 
 # seed, shapes drawn in a row from one generator
@@ -203,7 +207,7 @@ def main() -> None:
     stream_box: dict = {}
     import diffusers  # noqa: F401  (load the modules to patch)
     import optimum.onnxruntime  # noqa: F401
-    patch_randn_tensor(stream_box)
+    patch_randn_tensor(randn_tensor_from(stream_box))
     cases = []
     for case in CASES:
         a, b = run(case, stream_box), run(case, stream_box)

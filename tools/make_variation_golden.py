@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_torch_cuda_seed_golden import CudaStream  # noqa: E402
+from make_torch_cuda_seed_golden import CudaStream, patch_randn_tensor, randn_tensor_from  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
@@ -76,22 +76,6 @@ CASES = [
     ("euler_a_64_cuda", "txt2img", "torch_cuda", "euler_a", "EulerAncestralDiscreteScheduler", 6, 7.5, 64, 64, 2026, 7, 0.6, None),
     ("img2img_euler_s06_cpu", "img2img", "torch", "euler", "EulerDiscreteScheduler", 10, 7.5, 64, 64, 777, 12, 0.5, 0.6),
 ]
-
-
-def cuda_randn_tensor(box: dict):
-    def from_model(shape, generator=None, device=None, dtype=None, layout=None):
-        return torch.from_numpy(box["g"].randn(tuple(shape))).to(dtype=dtype or torch.float32)
-    return from_model
-
-
-def patch_randn_tensor(replacement) -> None:
-    import diffusers.utils.torch_utils as tu
-
-    current = tu.randn_tensor
-    for name, module in list(sys.modules.items()):
-        if (name.startswith("diffusers") or name.startswith("optimum")) and getattr(module, "randn_tensor", None) is current:
-            module.randn_tensor = replacement
-    tu.randn_tensor = replacement
 
 
 def run(case, box):
@@ -160,7 +144,7 @@ def main() -> None:
     import diffusers.utils.torch_utils as tu
 
     box: dict = {}
-    torch_draws, model_draws = tu.randn_tensor, cuda_randn_tensor(box)
+    torch_draws, model_draws = tu.randn_tensor, randn_tensor_from(box)
     cases = []
     for case in CASES:
         name, kind, gen, kiln, cls, steps, guidance, width, height, seed, vseed, vstrength, strength = case
