@@ -141,6 +141,9 @@ static void hostile_arguments(void) {
     base_options(&o); o.guidance_scale = INFINITY; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
     base_options(&o); o.guidance_rescale = NAN; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
     base_options(&o); o.guidance_rescale = 5.0f; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
+    base_options(&o); o.variation_strength = NAN; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
+    base_options(&o); o.variation_strength = -0.5f; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
+    base_options(&o); o.variation_seed = UINT64_MAX; o.variation_strength = 0.5f; CHECK(gen(&o), KILN_STATUS_OK);
     {
         static float noise[4 * 8 * 8];
         for (size_t i = 0; i < sizeof noise / sizeof noise[0]; ++i) noise[i] = 0.25f;
@@ -150,6 +153,9 @@ static void hostile_arguments(void) {
         noise[17] = -INFINITY;
         CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
         noise[17] = 0.0f;
+        /* A variation blends seeded noise: not with the caller's own. */
+        o.variation_strength = 0.5f; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
+        o.variation_strength = 0.0f;
         o.initial_noise_len = 5; CHECK(gen(&o), KILN_STATUS_INVALID_SIZE);
         o.initial_noise = NULL; o.initial_noise_len = 5; CHECK(gen(&o), KILN_STATUS_NULL_ARGUMENT);
         base_options(&o); o.initial_noise = noise; o.initial_noise_len = (size_t)-1; CHECK(gen(&o), KILN_STATUS_INVALID_SIZE);
