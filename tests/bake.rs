@@ -562,6 +562,47 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
     assert!(!brick["kiln:settings"].contains("variation"), "no variation, no text: {brick:?}");
 }
 
+/// `variants = 3` bakes three assets, `<name>_1..3`, each `generate`'s picture
+/// for the next variation seed; an atlas listing the name packs all three.
+#[test]
+fn variants_bake_generates_variations_and_fill_an_atlas() {
+    let dir = scratch("variants");
+    let model = bundled_model();
+    let manifest = dir.join("variants.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\n\
+             [[asset]]\nname = \"brick\"\nprompt = \"red brick wall\"\nseed = 4\nsteps = 4\nscheduler = \"ddim\"\nvariants = 3\nvariation_strength = 0.3\n\
+             [[atlas]]\nname = \"bricks\"\nassets = [\"brick\"]\npadding = 0\n",
+            model.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (_, report) = bake_ok(&manifest, &out, &[]);
+    let mut pictures = Vec::new();
+    for k in 1..=3 {
+        let png = dir.join(format!("g{k}.png"));
+        let mut cmd = Command::new(generate_bin());
+        cmd.arg("--model").arg(&model);
+        cmd.args(["--prompt", "red brick wall", "--seed", "4", "--steps", "4", "--scheduler", "ddim"]);
+        cmd.args(["--variation-seed", &(4 + k).to_string(), "--variation-strength", "0.3", "--out"]).arg(&png);
+        succeeds(&mut cmd);
+        let (a, ta) = read_png(&out.join(format!("brick_{k}.png")));
+        let (b, tb) = read_png(&png);
+        assert!(a == b, "brick_{k}: kiln-bake's pixels differ from generate's with variation seed {}", 4 + k);
+        assert_eq!(ta.get("kiln:settings"), tb.get("kiln:settings"), "brick_{k}: settings text");
+        pictures.push(a);
+    }
+    assert!(pictures[0] != pictures[1] && pictures[1] != pictures[2], "the variants are different pictures");
+    let atlas: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("bricks.json")).unwrap()).unwrap();
+    let packed: Vec<&str> = atlas["sprites"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(packed, ["brick_1", "brick_2", "brick_3"], "the atlas packs the three variants");
+    let text = report.to_string();
+    assert!(["brick_1", "brick_2", "brick_3"].iter().all(|n| text.contains(n)), "{report}");
+}
+
 #[test]
 fn a_failed_asset_does_not_stop_the_others_and_the_exit_status_says_so() {
     let dir = scratch("failure");

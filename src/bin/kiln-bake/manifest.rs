@@ -33,6 +33,7 @@ struct Table {
     noise: Option<Spanned<String>>,
     variation_seed: Option<Spanned<i64>>,
     variation_strength: Option<Spanned<f64>>,
+    variants: Option<Spanned<i64>>,
     steps: Option<Spanned<i64>>,
     scheduler: Option<Spanned<String>>,
     guidance: Option<Spanned<f64>>,
@@ -503,32 +504,73 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
     let doc: Document = toml::from_str(text).map_err(|e| vec![syntax_error(text, &lines, &e)])?;
     let mut errors = Vec::new();
     let defaults = doc.defaults.unwrap_or_default();
-    if let Some(n) = &defaults.name {
-        errors.push(ManifestError {
-            line: lines.of(n.span().start),
-            asset: Some("[defaults]".into()),
-            key: Some("name".into()),
-            message: "`name` belongs to an asset, not to [defaults]".into(),
-        });
+    for (key, span) in [("name", defaults.name.as_ref().map(|n| n.span())), ("variants", defaults.variants.as_ref().map(|n| n.span()))] {
+        if let Some(span) = span {
+            errors.push(ManifestError {
+                line: lines.of(span.start),
+                asset: Some("[defaults]".into()),
+                key: Some(key.into()),
+                message: format!("`{key}` belongs to an asset, not to [defaults]"),
+            });
+        }
     }
     let mut assets = Vec::new();
     let mut names = HashSet::new();
+    // An asset with `variants = N` stands for its N variants in atlases.
+    let mut variant_groups: Vec<(String, Vec<String>)> = Vec::new();
     for (i, table) in doc.asset.iter().enumerate() {
         let header = lines.of(table.span().start);
-        if let Some(n) = &table.get_ref().name {
+        let t = table.get_ref();
+        let name_error = |name: &str, line: usize, message: String| ManifestError {
+            line,
+            asset: Some(format!("asset \"{name}\"")),
+            key: Some("name".into()),
+            message,
+        };
+        if let Some(n) = &t.name {
             if !names.insert(n.get_ref().clone()) {
-                errors.push(ManifestError {
-                    line: lines.of(n.span().start),
-                    asset: Some(format!("asset \"{}\"", n.get_ref())),
-                    key: Some("name".into()),
-                    message: "an earlier asset has this name; names must be unique".into(),
-                });
+                errors.push(name_error(n.get_ref(), lines.of(n.span().start), "an earlier asset has this name; names must be unique".into()));
             }
         }
-        match resolve(table.get_ref(), &defaults, header, i, base, &lines) {
-            Ok(asset) => assets.push(asset),
-            Err(mut e) => errors.append(&mut e),
+        let asset = match resolve(t, &defaults, header, i, base, &lines) {
+            Ok(asset) => asset,
+            Err(mut e) => {
+                errors.append(&mut e);
+                continue;
+            }
+        };
+        let Some(v) = &t.variants else {
+            assets.push(asset);
+            continue;
+        };
+        let line = lines.of(v.span().start);
+        let count = *v.get_ref();
+        let variant_error = |message: String| ManifestError { line, asset: Some(format!("asset \"{}\"", asset.name)), key: Some("variants".into()), message };
+        if !(1..=256).contains(&count) {
+            errors.push(variant_error(format!("{count} is outside 1..=256")));
+            continue;
         }
+        let Some((first_seed, strength)) = asset.variation.or_else(|| {
+            // Without a variation_seed the variants take seed + 1, seed + 2, ...
+            let strength = t.variation_strength.as_ref().or(defaults.variation_strength.as_ref()).map(|s| *s.get_ref() as f32);
+            strength.filter(|s| *s > 0.0).map(|s| (asset.seed.wrapping_add(1), s))
+        }) else {
+            errors.push(variant_error("variants need a `variation_strength` above 0 (or they would all be the same picture)".into()));
+            continue;
+        };
+        let mut group = Vec::new();
+        for k in 0..count as u64 {
+            let name = format!("{}_{}", asset.name, k + 1);
+            if let Err(m) = check_name(&name) {
+                errors.push(variant_error(m));
+            }
+            if !names.insert(name.clone()) {
+                errors.push(name_error(&name, line, "a variant's name is already taken; names must be unique".into()));
+            }
+            group.push(name.clone());
+            assets.push(Asset { name, variation: Some((first_seed.wrapping_add(k), strength)), ..asset.clone() });
+        }
+        variant_groups.push((asset.name.clone(), group));
     }
     if doc.asset.is_empty() {
         errors.push(ManifestError { line: 1, asset: None, key: None, message: "the manifest has no [[asset]] tables".into() });
@@ -552,6 +594,19 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
         }
         let mut members = Vec::new();
         for m in t.assets.get_ref() {
+            // A name with variants packs all of them, in order.
+            if let Some((_, group)) = variant_groups.iter().find(|(n, _)| n == m.get_ref()) {
+                for v in group {
+                    if members.contains(v) {
+                        errors.push(err(m.span(), "assets", format!("\"{v}\" is listed twice")));
+                    } else if assets.iter().any(|a| &a.name == v && a.format == Format::Png) {
+                        members.push(v.clone());
+                    } else {
+                        errors.push(err(m.span(), "assets", format!("asset \"{v}\" is not PNG; atlases are packed from PNG assets")));
+                    }
+                }
+                continue;
+            }
             match assets.iter().find(|a| &a.name == m.get_ref()) {
                 None => errors.push(err(m.span(), "assets", format!("no asset is named \"{}\"", m.get_ref()))),
                 Some(a) if a.format != Format::Png => errors.push(err(
@@ -775,8 +830,9 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             errors.push(err(line, "variation_seed", format!("{s} is negative")));
             None
         }
+        // `variants` gives its variants seeds of their own (see `parse`).
         None => {
-            if let Some((_, line)) = pick!(variation_strength).filter(|_| variation_strength > 0.0) {
+            if let Some((_, line)) = pick!(variation_strength).filter(|_| variation_strength > 0.0 && t.variants.is_none()) {
                 errors.push(err(line, "variation_strength", "needs a `variation_seed` to blend towards".into()));
             }
             None
@@ -1077,6 +1133,31 @@ mod tests {
     }
 
     #[test]
+    fn variants_expand_into_assets_with_their_own_variation_seeds_and_fill_atlases() {
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nseed = 40\n\
+             [[asset]]\nname = \"gem\"\nvariants = 3\nvariation_strength = 0.2\n\
+             [[asset]]\nname = \"rock\"\nvariants = 2\nvariation_seed = 100\nvariation_strength = 0.5\n\
+             [[asset]]\nname = \"plain\"\n\
+             [[atlas]]\nname = \"gems\"\nassets = [\"gem\", \"plain\", \"rock_2\"]\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let got: Vec<(&str, u64, u64, f32)> =
+            m.assets.iter().map(|a| (a.name.as_str(), a.seed, a.request().variation_seed, a.request().variation_strength)).collect();
+        assert_eq!(
+            got,
+            [("gem_1", 40, 41, 0.2), ("gem_2", 40, 42, 0.2), ("gem_3", 40, 43, 0.2), ("rock_1", 40, 100, 0.5), ("rock_2", 40, 101, 0.5), ("plain", 40, 0, 0.0)]
+        );
+        assert_eq!(m.atlases[0].assets, ["gem_1", "gem_2", "gem_3", "plain", "rock_2"]);
+        // A variant's name may not collide, and [defaults] cannot have variants.
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a_1\"\n[[asset]]\nname = \"a\"\nvariants = 2\nvariation_strength = 0.3\n");
+        assert!(e.iter().any(|e| e.key.as_deref() == Some("name") && e.message.contains("variant")), "{e:?}");
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\nvariants = 2\n[[asset]]\nname = \"a\"\n");
+        assert!(e.iter().any(|e| e.key.as_deref() == Some("variants") && e.asset.as_deref() == Some("[defaults]")), "{e:?}");
+    }
+
+    #[test]
     fn a_variation_reaches_the_request_and_only_then_the_content_key() {
         let m = parse(
             "[defaults]\nmodel = \"tiny-sd\"\nvariation_strength = 0.25\n[[asset]]\nname = \"a\"\nvariation_seed = 9\n[[asset]]\nname = \"b\"\nvariation_seed = 9\nvariation_strength = 0.0\n",
@@ -1093,6 +1174,8 @@ mod tests {
             ("variation_seed = 1\nvariation_strength = 1.5\n", "variation_strength"),
             ("variation_seed = -1\nvariation_strength = 0.5\n", "variation_seed"),
             ("variation_strength = 0.5\n", "variation_strength"),
+            ("variants = 3\n", "variants"),
+            ("variants = 0\nvariation_strength = 0.5\n", "variants"),
         ] {
             let e = errors(&format!("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\n{body}"));
             assert!(e.iter().any(|e| e.key.as_deref() == Some(key)), "{body}: {e:?}");
