@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_torch_cuda_seed_golden import TWO_POW32_INV, TWO_POW32_INV_2PI, CudaStream, philox  # noqa: E402
+from make_torch_cuda_seed_golden import CudaStream, box_muller, philox  # noqa: E402
 
 # Kiln's claim: within a few 1e-6 (the GPU's fast sine against libm's).
 MATCH = 1e-5
@@ -41,13 +41,8 @@ def launch_model(seed: int, offset_words: int, n: int, threads: int) -> np.ndarr
     t, ii, k = li % stride, (li // stride) % 4, li // (4 * stride)
     zero = np.zeros(n, dtype=np.uint64)
     w = philox([zero + np.uint64(offset_words) + k, zero, t, zero], (seed & 0xFFFFFFFF, seed >> 32))
-    first = np.where(ii < 2, w[0], w[2])
-    second = np.where(ii < 2, w[1], w[3])
-    u = (first.astype(np.float32).astype(np.float64) * float(TWO_POW32_INV) + float(TWO_POW32_INV) / 2).astype(np.float32)
-    v = (second.astype(np.float32).astype(np.float64) * float(TWO_POW32_INV_2PI) + float(TWO_POW32_INV_2PI) / 2).astype(np.float32)
-    s = np.sqrt(-2.0 * np.log(u.astype(np.float64)))
-    z = np.where(ii % 2 == 0, s * np.sin(v.astype(np.float64)), s * np.cos(v.astype(np.float64)))
-    return z.astype(np.float32)
+    sin_part, cos_part = box_muller(np.where(ii < 2, w[0], w[2]), np.where(ii < 2, w[1], w[3]))
+    return np.where(ii % 2 == 0, sin_part, cos_part).astype(np.float32)
 
 
 def main() -> int:

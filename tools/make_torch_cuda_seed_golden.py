@@ -67,6 +67,17 @@ def philox(counter: list[np.ndarray], key: tuple[int, int]) -> list[np.ndarray]:
     return c
 
 
+def box_muller(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cuRAND's float Box-Muller pair on two words, as the exact value on
+    its float inputs: u exactly as float32 fma forms it (the product by
+    2^-32 is exact), v rounded once from the exact product; then log, sqrt,
+    sin and cos in float64. Returns (sin part, cos part), float64."""
+    u = (x.astype(np.float32).astype(np.float64) * float(TWO_POW32_INV) + float(TWO_POW32_INV) / 2).astype(np.float32)
+    v = (y.astype(np.float32).astype(np.float64) * float(TWO_POW32_INV_2PI) + float(TWO_POW32_INV_2PI) / 2).astype(np.float32)
+    s = np.sqrt(-2.0 * np.log(u.astype(np.float64)))
+    return s * np.sin(v.astype(np.float64)), s * np.cos(v.astype(np.float64))
+
+
 class CudaStream:
     """torch.manual_seed(seed), then one randn per call, as on an NVIDIA GPU
     that runs a thread per value."""
@@ -82,12 +93,7 @@ class CudaStream:
         k = self.draws
         x, y, _, _ = philox([zero + (k & MASK32), zero + (k >> 32), idx, zero], self.key)
         self.draws += 1
-        # cuRAND's float inputs: u exactly as float32 fma forms it (the
-        # product by 2^-32 is exact), v rounded once from the exact product.
-        u = (x.astype(np.float32).astype(np.float64) * float(TWO_POW32_INV) + float(TWO_POW32_INV) / 2).astype(np.float32)
-        v = (y.astype(np.float32).astype(np.float64) * float(TWO_POW32_INV_2PI) + float(TWO_POW32_INV_2PI) / 2).astype(np.float32)
-        z = np.sqrt(-2.0 * np.log(u.astype(np.float64))) * np.sin(v.astype(np.float64))
-        return z.astype(np.float32).reshape(shape)
+        return box_muller(x, y)[0].astype(np.float32).reshape(shape)
 
 
 def check_against_the_gpu() -> None:
