@@ -27,7 +27,6 @@ mod common;
 use kiln::pipeline::noise::{NoiseGenerator, TorchCpuRng, TorchCudaRng};
 use kiln::pipeline::{GenerateRequest, Hooks, InitImage, Mask};
 use kiln::scheduler::NoiseSource;
-use kiln::SchedulerKind;
 
 const NOISE_ABS_TOL: f64 = 1e-6;
 const LATENT_TOL: f64 = 1e-3;
@@ -98,19 +97,9 @@ fn the_other_goldens_recorded_draws_are_this_generators_stream() {
     }
 }
 
-/// Golden case `c`'s prompts, steps, guidance and scheduler, with no noise
-/// given: only `seed`, through PyTorch's CPU generator.
+/// Golden case `c`'s request from `seed` alone, through PyTorch's CPU generator.
 fn seeded_request(c: &serde_json::Value, seed: u64) -> GenerateRequest {
-    GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        seed,
-        noise: NoiseGenerator::TorchCpu,
-        ..Default::default()
-    }
+    common::seeded_golden_request(c, seed, NoiseGenerator::TorchCpu)
 }
 
 #[test]
@@ -322,8 +311,7 @@ fn a_cuda_seed_gives_diffusers_image_for_that_seed() {
             mask: (kind == "inpaint").then(inpaint_mask),
             // diffusers returns the decoded image as is: compare all of it.
             paste_unmasked: Some(false),
-            noise: NoiseGenerator::TorchCuda,
-            ..seeded_request(c, c["seed"].as_u64().unwrap())
+            ..common::seeded_golden_request(c, c["seed"].as_u64().unwrap(), NoiseGenerator::TorchCuda)
         };
         let model = if kind == "sdxl" { sdxl_model() } else { common::tiny_model() };
         check_golden_generation(model, &request, c, "torch-cuda-seed", "torch_cuda_seed");

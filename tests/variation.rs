@@ -55,21 +55,15 @@ fn the_blend_is_a1111s() {
 
 fn request(c: &serde_json::Value) -> GenerateRequest {
     let img2img = c["kind"] == "img2img";
+    let noise = NoiseGenerator::from_name(c["noise"].as_str().unwrap()).unwrap();
     GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
         width: c["width"].as_u64().unwrap() as usize,
         height: c["height"].as_u64().unwrap() as usize,
-        seed: c["seed"].as_u64().unwrap(),
-        noise: NoiseGenerator::from_name(c["noise"].as_str().unwrap()).unwrap(),
         variation_seed: c["variation_seed"].as_u64().unwrap(),
         variation_strength: c["variation_strength"].as_f64().unwrap() as f32,
         init_image: img2img.then(|| kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap()),
         strength: c["strength"].as_f64().unwrap_or(0.8) as f32,
-        ..Default::default()
+        ..common::seeded_golden_request(c, c["seed"].as_u64().unwrap(), noise)
     }
 }
 

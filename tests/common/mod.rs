@@ -218,6 +218,22 @@ pub fn golden_case(cases_json: &std::path::Path, name: &str) -> serde_json::Valu
     cases.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no case {name}")).clone()
 }
 
+/// Golden case `c`'s prompts, steps, guidance and scheduler, with no noise
+/// given: only `seed`, through `noise` (the seed goldens: tests/torch_seed.rs,
+/// tests/variation.rs).
+pub fn seeded_golden_request(c: &serde_json::Value, seed: u64, noise: kiln::pipeline::NoiseGenerator) -> kiln::GenerateRequest {
+    kiln::GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap().into(),
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        scheduler: kiln::SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        seed,
+        noise,
+        ..Default::default()
+    }
+}
+
 /// The request of a ControlNet golden case `c` (the tools/make_*controlnet*_golden.py
 /// scripts): prompts, steps, guidance, scheduler, its controls on net `net`
 /// (scale; window and guess mode where the case has them), and `draws` as the
