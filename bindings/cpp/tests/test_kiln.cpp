@@ -385,6 +385,17 @@ static void test_lora_component_golden(const kiln::Model &sd1, const std::string
     CHECK(far > image_bound);  // else this test would not catch the text-encoder scale dropped
 }
 
+// A seed golden's euler_a 64x64 case `c` (torch-seed's euler_a_64, variation's euler_a_64_cpu) as options; the
+// strings point into `c`, which must outlive them.
+static kiln_generate_options euler_a_64_options(const goldens::Json &c) {
+    auto o = options_for(c["prompt"].text.c_str(), std::uint64_t(c["seed"].number), std::uint32_t(c["steps"].number));
+    o.negative_prompt = c["negative_prompt"].text.c_str();
+    o.width = o.height = 64;
+    o.guidance_scale = float(c["guidance_scale"].number);
+    o.scheduler = kiln::to_c(kiln::Scheduler::euler_a);
+    return o;
+}
+
 // tests/fixtures/golden/torch-seed, case euler_a_64 (tests/torch_seed.rs checks it from Rust): diffusers called
 // with only generator=torch.Generator("cpu").manual_seed(seed). With noise_generator = torch_cpu the seed alone
 // gives that image within the parity bound past 8-bit rounding; Kiln's own generator gives another picture
@@ -397,11 +408,7 @@ static void test_torch_seed(const kiln::Model &sd1, const std::string &fixtures)
     const goldens::Json &c = all["cases"].items.at(0);
     CHECK(c["name"].text == "euler_a_64" && c["kiln_scheduler"].text == "euler_a");
     const std::vector<float> want = goldens::read_npy_f32(folder + "/" + c["image"].text);
-    auto o = options_for(c["prompt"].text.c_str(), std::uint64_t(c["seed"].number), std::uint32_t(c["steps"].number));
-    o.negative_prompt = c["negative_prompt"].text.c_str();
-    o.width = o.height = 64;
-    o.guidance_scale = float(c["guidance_scale"].number);
-    o.scheduler = kiln::to_c(kiln::Scheduler::euler_a);
+    auto o = euler_a_64_options(c);
     CHECK(o.noise_generator == kiln::to_c(kiln::NoiseGenerator::kiln));  // the default
     kiln::Result<std::vector<std::uint8_t>> own = pixels(sd1, o);
     o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cpu);
@@ -456,11 +463,7 @@ static void test_variation(const kiln::Model &sd1, const std::string &fixtures) 
     CHECK(c["name"].text == "euler_a_64_cpu" && c["kind"].text == "txt2img" && c["kiln_scheduler"].text == "euler_a");
     CHECK(c["noise"].text == "torch" && c["width"].number == 64 && c["height"].number == 64);
     const std::vector<float> want = goldens::read_npy_f32(folder + "/" + c["image"].text);
-    auto o = options_for(c["prompt"].text.c_str(), std::uint64_t(c["seed"].number), std::uint32_t(c["steps"].number));
-    o.negative_prompt = c["negative_prompt"].text.c_str();
-    o.width = o.height = 64;
-    o.guidance_scale = float(c["guidance_scale"].number);
-    o.scheduler = kiln::to_c(kiln::Scheduler::euler_a);
+    auto o = euler_a_64_options(c);
     o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cpu);
     CHECK(o.variation_seed == 0 && o.variation_strength == 0.0f);  // the defaults: no variation
     o.variation_seed = std::uint64_t(c["variation_seed"].number);
