@@ -550,11 +550,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
             errors.push(variant_error(format!("{count} is outside 1..=256")));
             continue;
         }
-        let Some((first_seed, strength)) = asset.variation.or_else(|| {
-            // Without a variation_seed the variants take seed + 1, seed + 2, ...
-            let strength = t.variation_strength.as_ref().or(defaults.variation_strength.as_ref()).map(|s| *s.get_ref() as f32);
-            strength.filter(|s| *s > 0.0).map(|s| (asset.seed.wrapping_add(1), s))
-        }) else {
+        let Some((first_seed, strength)) = asset.variation else {
             errors.push(variant_error("variants need a `variation_strength` above 0 (or they would all be the same picture)".into()));
             continue;
         };
@@ -830,9 +826,10 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             errors.push(err(line, "variation_seed", format!("{s} is negative")));
             None
         }
-        // `variants` gives its variants seeds of their own (see `parse`).
+        // `variants` without a variation seed start at seed + 1 (see `parse`).
+        None if t.variants.is_some() => (variation_strength > 0.0).then_some((seed.wrapping_add(1), variation_strength)),
         None => {
-            if let Some((_, line)) = pick!(variation_strength).filter(|_| variation_strength > 0.0 && t.variants.is_none()) {
+            if let Some((_, line)) = pick!(variation_strength).filter(|_| variation_strength > 0.0) {
                 errors.push(err(line, "variation_strength", "needs a `variation_seed` to blend towards".into()));
             }
             None
