@@ -834,7 +834,8 @@ typedef struct kiln_upscale_options {
 // How `kiln_model_load_with` loads a model. Fill with
 // `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
 // does). Strings are borrowed for the call only. Accepted `struct_size`:
-// `sizeof(kiln_model_load_options)` only (one layout published).
+// `sizeof(kiln_model_load_options)` (24 on 64-bit targets) or the layout
+// before `quantization` (16).
 typedef struct kiln_model_load_options {
     // `sizeof(kiln_model_load_options)`, set by `kiln_model_load_options_init`.
     uint32_t struct_size;
@@ -853,6 +854,14 @@ typedef struct kiln_model_load_options {
     // (MODEL_NOT_FOUND otherwise) and is loaded on the first sprite. NULL
     // (default) = the model folder's `matting/` when there is one.
     const char *matting_path;
+    // A `kiln_quantization` value. `KILN_QUANTIZATION_INT8` stores the text
+    // encoders' and U-Net's matrix-product weights as int8, rewritten at
+    // load as ONNX Runtime's `quantize_dynamic` makes them (convolutions and
+    // the VAE stay float): less memory, pictures close to but not equal to
+    // the float model's (README "Quantized weights"). Views, LoRA sets and
+    // ControlNet's U-Net of the handle are quantized too. Default 0 (as
+    // exported).
+    uint32_t quantization;
 } kiln_model_load_options;
 
 // One LoRA file and its strength. Fill with `kiln_lora_init`, then set
@@ -913,7 +922,8 @@ typedef struct kiln_job_progress {
 } kiln_job_progress;
 
 // Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
-// `struct_size`: `sizeof(kiln_model_info)` (32) or 28 (before `has_matting`).
+// `struct_size`: `sizeof(kiln_model_info)` (36), 32 (before `quantization`)
+// or 28 (before `has_matting`).
 typedef struct kiln_model_info {
     // Set by the caller to `sizeof(kiln_model_info)` before the call.
     uint32_t struct_size;
@@ -932,6 +942,8 @@ typedef struct kiln_model_info {
     // 1 if sprites from `kiln_model_make_sprite` can use a matting graph
     // (`matting/` in the model folder, or `matting_path` given at load), else 0.
     uint32_t has_matting;
+    // The `kiln_quantization` the model was loaded with.
+    uint32_t quantization;
 } kiln_model_info;
 
 // How `kiln_image_make_sprite` and `kiln_model_make_sprite` cut a sprite out
@@ -1541,8 +1553,8 @@ void kiln_model_free(struct kiln_model *model);
 
 // Fills `*info_out`, whose `struct_size` the caller sets first to
 // `sizeof(kiln_model_info)` or an older published size (28: the layout
-// without `has_matting`); other sizes are STRUCT_SIZE_MISMATCH. On failure
-// every field after `struct_size` is 0.
+// without `has_matting`; 32: without `quantization`); other sizes are
+// STRUCT_SIZE_MISMATCH. On failure every field after `struct_size` is 0.
 kiln_status kiln_model_get_info(const struct kiln_model *model, struct kiln_model_info *info_out);
 
 // Generates an image into a new Kiln-owned `kiln_image` (RGBA8, alpha 255).

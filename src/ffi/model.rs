@@ -83,7 +83,8 @@ pub enum kiln_scheduler {
 }
 
 /// Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
-/// `struct_size`: `sizeof(kiln_model_info)` (32) or 28 (before `has_matting`).
+/// `struct_size`: `sizeof(kiln_model_info)` (36), 32 (before `quantization`)
+/// or 28 (before `has_matting`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct kiln_model_info {
@@ -104,6 +105,8 @@ pub struct kiln_model_info {
     /// 1 if sprites from `kiln_model_make_sprite` can use a matting graph
     /// (`matting/` in the model folder, or `matting_path` given at load), else 0.
     pub has_matting: u32,
+    /// The `kiln_quantization` the model was loaded with.
+    pub quantization: u32,
 }
 
 /// One text-to-image request. Fill with `kiln_generate_options_init`, then set
@@ -439,7 +442,8 @@ pub unsafe extern "C" fn kiln_model_load(
 /// How `kiln_model_load_with` loads a model. Fill with
 /// `kiln_model_load_options_init`; NULL = defaults (what `kiln_model_load`
 /// does). Strings are borrowed for the call only. Accepted `struct_size`:
-/// `sizeof(kiln_model_load_options)` only (one layout published).
+/// `sizeof(kiln_model_load_options)` (24 on 64-bit targets) or the layout
+/// before `quantization` (16).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct kiln_model_load_options {
@@ -460,18 +464,51 @@ pub struct kiln_model_load_options {
     /// (MODEL_NOT_FOUND otherwise) and is loaded on the first sprite. NULL
     /// (default) = the model folder's `matting/` when there is one.
     pub matting_path: *const c_char,
+    /// A `kiln_quantization` value. `KILN_QUANTIZATION_INT8` stores the text
+    /// encoders' and U-Net's matrix-product weights as int8, rewritten at
+    /// load as ONNX Runtime's `quantize_dynamic` makes them (convolutions and
+    /// the VAE stay float): less memory, pictures close to but not equal to
+    /// the float model's (README "Quantized weights"). Views, LoRA sets and
+    /// ControlNet's U-Net of the handle are quantized too. Default 0 (as
+    /// exported).
+    pub quantization: u32,
 }
 
-const MODEL_LOAD_OPTIONS_V1: usize = std::mem::size_of::<kiln_model_load_options>();
+/// How a model's weights are stored for running.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_quantization {
+    /// As exported.
+    None = 0,
+    /// int8 matrix-product weights in the text encoders and U-Net.
+    Int8 = 1,
+}
 
-/// `kiln_model_info` first ended before `has_matting`.
-const MODEL_INFO_OLDER: [usize; 1] = [layout_before!(kiln_model_info, has_matting)];
+const MODEL_LOAD_OPTIONS_V2: usize = std::mem::size_of::<kiln_model_load_options>();
+
+/// `kiln_model_load_options` first ended after `matting_path`.
+const MODEL_LOAD_OPTIONS_OLDER: [usize; 1] = [layout_before!(kiln_model_load_options, quantization)];
+
+/// A `kiln_quantization` value from C; `what` names the argument in the message.
+pub(crate) fn quantization_from_c(value: u32, what: &str) -> Result<crate::model::quantize::Quantization> {
+    use crate::model::quantize::Quantization;
+    match value {
+        0 => Ok(Quantization::None),
+        1 => Ok(Quantization::Int8),
+        other => Err(Error::invalid(format!("{what} {other} is not a kiln_quantization (0 none, 1 int8)"))),
+    }
+}
+
+/// `kiln_model_info` first ended before `has_matting`, then before `quantization`.
+const MODEL_INFO_OLDER: [usize; 2] =
+    [layout_before!(kiln_model_info, has_matting), layout_before!(kiln_model_info, quantization)];
 
 fn default_model_load_options() -> kiln_model_load_options {
     kiln_model_load_options {
-        struct_size: MODEL_LOAD_OPTIONS_V1 as u32,
+        struct_size: MODEL_LOAD_OPTIONS_V2 as u32,
         seamless: 0,
         matting_path: std::ptr::null(),
+        quantization: 0,
     }
 }
 
@@ -513,12 +550,13 @@ pub(super) unsafe fn model_load_options(options: *const kiln_model_load_options)
         default_model_load_options()
     } else {
         // SAFETY: non-null; the caller's struct holds struct_size bytes.
-        unsafe { read_versioned(options, default_model_load_options(), &[], "options")? }
+        unsafe { read_versioned(options, default_model_load_options(), &MODEL_LOAD_OPTIONS_OLDER, "options")? }
     };
     let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
     // SAFETY: NULL or a NUL-terminated string.
     let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
-    Ok(crate::model::ModelOptions { seamless, matting })
+    let quantization = quantization_from_c(o.quantization, "options->quantization")?;
+    Ok(crate::model::ModelOptions { seamless, matting, quantization })
 }
 
 /// The one body of `kiln_model_load` (NULL options) and `kiln_model_load_with`.
@@ -558,8 +596,8 @@ pub unsafe extern "C" fn kiln_model_free(model: *mut kiln_model) {
 
 /// Fills `*info_out`, whose `struct_size` the caller sets first to
 /// `sizeof(kiln_model_info)` or an older published size (28: the layout
-/// without `has_matting`); other sizes are STRUCT_SIZE_MISMATCH. On failure
-/// every field after `struct_size` is 0.
+/// without `has_matting`; 32: without `quantization`); other sizes are
+/// STRUCT_SIZE_MISMATCH. On failure every field after `struct_size` is 0.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out: *mut kiln_model_info) -> kiln_status {
     boundary!({
@@ -577,6 +615,7 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
             embedding_dim: i.embedding_dim as u32,
             has_vae_encoder: i.has_vae_encoder as u32,
             has_matting: i.has_matting as u32,
+            quantization: i.quantization as u32,
         };
         // SAFETY: NULL or a struct of its struct_size bytes.
         unsafe { write_versioned(info_out, info, &MODEL_INFO_OLDER, "info_out") }

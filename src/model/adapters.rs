@@ -209,7 +209,7 @@ impl Model {
             (Some(xl), Some(path)) if !same_text_2 => {
                 let (_, io, _) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
                 let tokenizer = tokenizer_2.ok_or_else(|| Error::internal("SDXL model without tokenizer_2"))?;
-                let g = super::load_text_encoder_2(&runtime, path, &group, &applied.text_encoder_2)?;
+                let g = super::load_text_encoder_2(&runtime, &m.layout, path, &group, &applied.text_encoder_2)?;
                 Some(Arc::new(super::xl::XlText {
                     second: Some((Arc::new(g), io.clone(), tokenizer)),
                     text_embeds: xl.text_embeds.clone(),

@@ -29,10 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::graph::{Graph, GraphSource, ResidencyGroup, SessionFlags, TensorSpec};
+use crate::model::graph::{Graph, ResidencyGroup, SessionFlags, TensorSpec};
 use crate::model::lora::{self, Overrides};
 use crate::model::layout::UnetConfig;
-use crate::model::{seamless, ModelInner, UnetIo};
+use crate::model::{ModelInner, UnetIo};
 use crate::runtime::LogLevel;
 
 /// A ControlNet graph's inputs and outputs.
@@ -135,10 +135,7 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
 }
 
 fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides, flags: SessionFlags) -> Result<Graph> {
-    match m.seamless {
-        seamless::Seamless::None => Graph::load_flagged(&m.runtime, name, GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides), flags),
-        axes => super::load_seamless(&m.runtime, name, path, axes, group, overrides, flags),
-    }
+    super::load_seamless(&m.runtime, name, path, (m.seamless, m.layout.quantization), group, overrides, flags)
 }
 
 impl ModelInner {

@@ -97,21 +97,39 @@ pub(crate) enum GraphSource {
     /// An ONNX file (external data resolved beside it).
     File(PathBuf),
     /// A graph rewritten in memory; `dir` is the original file's folder, where
-    /// its external-data files live.
-    Memory { bytes: Arc<Vec<u8>>, dir: PathBuf, label: String },
+    /// its external-data files live. With `release_after_open`, the bytes are
+    /// freed once a session that is never reopened has been made from them.
+    Memory { bytes: Arc<Vec<u8>>, dir: PathBuf, label: String, release_after_open: bool },
+    /// A `Memory` source whose bytes were freed after its session was made:
+    /// the graph stays loaded for the model's life (all resident, made at
+    /// load), so nothing reads them again.
+    Released { label: String },
 }
 
 impl GraphSource {
     /// A graph rewritten in memory whose external data lives in `dir`.
     pub(crate) fn memory(bytes: Vec<u8>, dir: PathBuf, label: String) -> Self {
-        Self::Memory { bytes: Arc::new(bytes), dir, label }
+        Self::Memory { bytes: Arc::new(bytes), dir, label, release_after_open: false }
+    }
+
+    /// As [`GraphSource::memory`], for bytes as large as the weights they
+    /// hold (int8 weights): freed once a session that is never reopened
+    /// exists, so the model does not hold its weights twice. Graphs loaded
+    /// lazily or per stage keep them.
+    pub(crate) fn memory_released_after_open(bytes: Vec<u8>, dir: PathBuf, label: String) -> Self {
+        Self::Memory { bytes: Arc::new(bytes), dir, label, release_after_open: true }
     }
 
     fn label(&self) -> String {
         match self {
             Self::File(p) => p.display().to_string(),
-            Self::Memory { label, .. } => label.clone(),
+            Self::Memory { label, .. } | Self::Released { label } => label.clone(),
         }
+    }
+
+    /// The error for reading a released source (a bug: such a graph is never reopened).
+    fn released(label: &str) -> Error {
+        Error::internal(format!("{label}: the rewritten graph's bytes were freed after its session was made"))
     }
 }
 
@@ -232,6 +250,12 @@ impl Graph {
         } else {
             let (session, provider) = open_session(runtime, name, (&source, &overrides), &source_digest, flags)?;
             (spec(session.inputs())?, spec(session.outputs())?, provider, Some(session))
+        };
+        // A session made at load is kept for the model's life: bytes that
+        // asked to be freed then are.
+        let source = match source {
+            GraphSource::Memory { label, release_after_open: true, .. } if session.is_some() => GraphSource::Released { label },
+            other => other,
         };
         let slot = Arc::new(Mutex::new(session));
         group.slots.lock().push((name, Arc::clone(&slot)));
@@ -376,6 +400,7 @@ fn declared_specs(name: &str, source: &GraphSource) -> Result<(Vec<TensorSpec>, 
             declared_io(file)
         }
         GraphSource::Memory { bytes, .. } => declared_io(std::io::Cursor::new(bytes.as_slice())),
+        GraphSource::Released { label } => return Err(GraphSource::released(label)),
     }
     .map_err(|e| Error::model(format!("{name} graph {}: {}", source.label(), e.message())))?;
     let convert = |list: Vec<DeclaredTensor>| -> Vec<TensorSpec> {
@@ -473,6 +498,7 @@ fn external_data_problem(name: &str, source: &GraphSource) -> Option<Error> {
     let (dir, (_, initializers)) = match source {
         GraphSource::File(p) => (p.parent()?.to_path_buf(), graph_summary(std::fs::File::open(p).ok()?).ok()?),
         GraphSource::Memory { bytes, dir, .. } => (dir.clone(), graph_summary(std::io::Cursor::new(bytes.as_slice())).ok()?),
+        GraphSource::Released { .. } => return None,
     };
     for init in &initializers {
         let TensorData::External { location, offset, len } = &init.data else { continue };
@@ -575,6 +601,7 @@ fn commit(mut builder: ort::session::builder::SessionBuilder, source: &GraphSour
             .with_config_entry("session.model_external_initializers_file_folder_path", dir.to_string_lossy())
             .map_err(ort::Error::<()>::from)?
             .commit_from_memory(bytes),
+        GraphSource::Released { label } => Err(ort::Error::new(GraphSource::released(label).message())),
     }
 }
 
@@ -624,6 +651,7 @@ fn open_through_cache(
     let id = match source {
         GraphSource::File(p) => graph_cache::SourceId::File(p),
         GraphSource::Memory { bytes, dir, .. } => graph_cache::SourceId::Memory { bytes, dir, digest },
+        GraphSource::Released { .. } => return plain(builder),
     };
     let key = match graph_cache::key(&settings, &id) {
         Ok(k) => k,
@@ -743,7 +771,8 @@ impl Graph {
                     .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", p.display())))?;
                 Ok((bytes, p.parent().map(Path::to_path_buf).unwrap_or_default(), p.display().to_string()))
             }
-            GraphSource::Memory { bytes, dir, label } => Ok((bytes.to_vec(), dir.clone(), label.clone())),
+            GraphSource::Memory { bytes, dir, label, .. } => Ok((bytes.to_vec(), dir.clone(), label.clone())),
+            GraphSource::Released { label } => Err(GraphSource::released(label)),
         }
     }
 

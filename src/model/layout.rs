@@ -66,6 +66,11 @@ pub struct ModelLayout {
     /// Per-graph config files the export lacks (older diffusers-script exports
     /// have none); their values come from defaults and the graphs.
     pub missing_configs: Vec<String>,
+    /// How the text encoders' and U-Nets' weights are stored for running (the
+    /// load option [`crate::model::ModelOptions::quantization`]). Kept with the
+    /// paths so every graph loaded from them, in views and LoRA sets too, is
+    /// loaded the same way.
+    pub quantization: super::quantize::Quantization,
 }
 
 /// What Kiln needs from `unet/config.json`.
@@ -289,6 +294,7 @@ impl ModelLayout {
             text_config,
             scheduler_config,
             missing_configs,
+            quantization: Default::default(),
         })
     }
 

@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod lora;
 pub(crate) mod onnx_proto;
 pub mod preview;
+pub mod quantize;
 pub mod seamless;
 pub(crate) mod side_graph;
 pub mod static_unet;
@@ -180,6 +181,10 @@ pub struct ModelOptions {
     /// first sprite. `None` = the model folder's `matting/` when present (see
     /// [`matting`]).
     pub matting: Option<PathBuf>,
+    /// Store the text encoders' and U-Net's matrix-product weights as int8,
+    /// rewritten at load as ONNX Runtime's `quantize_dynamic` would (see
+    /// [`quantize`]). Default: as exported.
+    pub quantization: quantize::Quantization,
 }
 
 /// A decoder made on first use (the float32 retry of `vae_decoder`).
@@ -218,6 +223,8 @@ pub struct ModelInfo {
     pub has_vae_encoder: bool,
     /// Whether sprites can use a matting graph ([`Model::has_matting`]).
     pub has_matting: bool,
+    /// How the weights are stored for running ([`ModelOptions::quantization`]).
+    pub quantization: quantize::Quantization,
 }
 
 impl Model {
@@ -233,7 +240,8 @@ impl Model {
     /// lent to the runtime: each session being created then gives up when
     /// the job is cancelled.
     pub fn load_with(runtime: &Runtime, dir: &Path, options: &ModelOptions) -> Result<Self> {
-        let layout = ModelLayout::open(dir)?;
+        let mut layout = ModelLayout::open(dir)?;
+        layout.quantization = options.quantization;
         let matting_source = match &options.matting {
             Some(p) => {
                 let file = side_graph::graph_file(p);
@@ -268,7 +276,6 @@ impl Model {
             }
             None => None,
         };
-        let mut layout = layout;
         fill_from_graphs(&mut layout, &unet_io, &vae_io);
         let xl = load_xl(runtime, &layout, &unet_io, &text_io, &group)?;
         check_consistency(&layout, &unet_io)?;
@@ -336,6 +343,7 @@ impl Model {
             embedding_dim: l.text_config.hidden_size + l.text_config_2.as_ref().map_or(0, |c| c.hidden_size),
             has_vae_encoder: l.vae_encoder.is_some(),
             has_matting: self.has_matting(),
+            quantization: l.quantization,
         }
     }
 
@@ -663,45 +671,72 @@ fn load_core_graphs(
     })
 }
 
-/// Loads `path` rewritten in memory by `f` (seamless tiling, CLIP skip);
-/// external-data weights are still read from the original folder.
-fn load_rewritten(
+/// A rewrite of a graph's bytes (seamless tiling, CLIP skip) and what it is for.
+type Rewrite<'a> = (&'a str, &'a dyn Fn(&[u8]) -> Result<Vec<u8>>);
+
+/// `path` as the model runs it: the file itself, or rewritten in memory by
+/// `rewrite` and then, with [`quantize::Quantization::Int8`], with its matrix
+/// weights made int8; external-data weights are still read from the original
+/// folder. `overrides` (LoRA-merged weights) come back in the form the graph
+/// holds them (int8 and a scale for a quantized weight).
+fn prepared_source(
     runtime: &Runtime,
-    name: &'static str,
+    name: &str,
     path: &Path,
-    what: &str,
-    group: &Arc<graph::ResidencyGroup>,
-    f: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
+    quantization: quantize::Quantization,
+    rewrite: Option<Rewrite<'_>>,
     overrides: &lora::Overrides,
-) -> Result<Graph> {
-    Graph::load_with_overrides(runtime, name, rewritten_source(runtime, name, path, what, f)?, group, Arc::clone(overrides))
-}
-
-/// `path` rewritten in memory by `f`, as a graph source whose external-data
-/// weights are still read from the original folder.
-fn rewritten_source(runtime: &Runtime, name: &str, path: &Path, what: &str, f: &dyn Fn(&[u8]) -> Result<Vec<u8>>) -> Result<graph::GraphSource> {
+) -> Result<(graph::GraphSource, lora::Overrides)> {
+    let int8 = quantization == quantize::Quantization::Int8;
+    if rewrite.is_none() && !int8 {
+        return Ok((graph::GraphSource::File(path.to_path_buf()), Arc::clone(overrides)));
+    }
+    let what: Vec<&str> = rewrite.iter().map(|(w, _)| *w).chain(int8.then_some("int8 weights")).collect();
+    let what = what.join(", ");
     runtime.check_load_cancel(&format!("rewriting the {name} graph for {what}"))?;
-    let bytes = std::fs::read(path)
+    let mut bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
-    let rewritten = f(&bytes).map_err(|e| e.context(format!("{name} ({})", path.display())))?;
-    runtime.logger().info(&format!("{name}: rewritten for {what}"));
+    let in_context = |e: Error| e.context(format!("{name} ({})", path.display()));
+    if let Some((_, f)) = rewrite {
+        bytes = f(&bytes).map_err(in_context)?;
+    }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(graph::GraphSource::memory(rewritten, dir, format!("{} ({what})", path.display())))
+    let mut overrides = Arc::clone(overrides);
+    if int8 {
+        runtime.check_load_cancel(&format!("quantizing the {name} graph"))?;
+        let (quantized, report) = quantize::quantize_int8(&bytes, &dir).map_err(in_context)?;
+        bytes = quantized;
+        overrides = quantize::quantize_overrides(&report, &overrides).map_err(in_context)?;
+        runtime.logger().info(&format!(
+            "{name}: {} matrix products with int8 weights ({:.1} MB of float32 weights now {:.1} MB)",
+            report.matmuls,
+            report.float_bytes as f64 / 1e6,
+            report.int8_bytes as f64 / 1e6
+        ));
+    }
+    runtime.logger().info(&format!("{name}: rewritten for {what}"));
+    let label = format!("{} ({what})", path.display());
+    // int8 bytes are the weights themselves: not kept once the session holds them.
+    let source = if int8 { graph::GraphSource::memory_released_after_open(bytes, dir, label) } else { graph::GraphSource::memory(bytes, dir, label) };
+    Ok((source, overrides))
 }
 
-/// Loads `path` with its padded convolutions wrapping around on `axes`.
+/// Loads `path` with its padded convolutions wrapping around on `axes`
+/// (none: as it is) and its weights stored as `quantization` says.
 pub(crate) fn load_seamless(
     runtime: &Runtime,
     name: &'static str,
     path: &Path,
-    axes: seamless::Seamless,
+    (axes, quantization): (seamless::Seamless, quantize::Quantization),
     group: &Arc<graph::ResidencyGroup>,
     overrides: &lora::Overrides,
     flags: graph::SessionFlags,
 ) -> Result<Graph> {
     let wrap = |b: &[u8]| seamless::make_seamless(b, axes).map(|(out, _)| out);
-    let source = rewritten_source(runtime, name, path, &format!("seamless {axes:?}"), &wrap)?;
-    Graph::load_flagged(runtime, name, source, group, Arc::clone(overrides), flags)
+    let what = format!("seamless {axes:?}");
+    let rewrite = (axes != seamless::Seamless::None).then_some((what.as_str(), &wrap as &dyn Fn(&[u8]) -> Result<Vec<u8>>));
+    let (source, overrides) = prepared_source(runtime, name, path, quantization, rewrite, overrides)?;
+    Graph::load_flagged(runtime, name, source, group, overrides, flags)
 }
 
 /// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
@@ -717,34 +752,34 @@ fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, 
     let policy = &runtime.inner.providers;
     let lazy = policy.static_unet || policy.cuda_graph || layout.unet_controlnet.is_some();
     let flags = graph::SessionFlags { lazy, ..Default::default() };
-    match axes {
-        seamless::Seamless::None => {
-            Graph::load_flagged(runtime, "unet", graph::GraphSource::File(layout.unet.clone()), group, Arc::clone(overrides), flags)
-        }
-        _ => load_seamless(runtime, "unet", &layout.unet, axes, group, overrides, flags),
-    }
+    load_seamless(runtime, "unet", &layout.unet, (axes, layout.quantization), group, overrides, flags)
 }
 
 /// The VAE decoder, wrapping around on `axes`.
 fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
-    match axes {
-        seamless::Seamless::None => Graph::load(runtime, "vae_decoder", &layout.vae_decoder, group),
-        _ => load_seamless(runtime, "vae_decoder", &layout.vae_decoder, axes, group, &Default::default(), Default::default()),
-    }
+    // The decoder is convolutions but for one attention block: it stays float.
+    let plain = quantize::Quantization::None;
+    load_seamless(runtime, "vae_decoder", &layout.vae_decoder, (axes, plain), group, &Default::default(), Default::default())
 }
 
 /// The text encoder, `skip` layers cut from the end, with LoRA-merged weights when given.
 fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    let q = layout.quantization;
     // SDXL exports output every hidden state: CLIP skip picks one instead.
     if skip == 0 || layout.xl.is_some() {
-        return Graph::load_with_overrides(runtime, "text_encoder", graph::GraphSource::File(layout.text_encoder.clone()), group, Arc::clone(overrides));
+        let (source, overrides) = prepared_source(runtime, "text_encoder", &layout.text_encoder, q, None, overrides)?;
+        return Graph::load_with_overrides(runtime, "text_encoder", source, group, overrides);
     }
-    load_rewritten(runtime, "text_encoder", &layout.text_encoder, &format!("CLIP skip {skip}"), group, &|b| clip_skip::rewrite(b, skip), overrides)
+    let cut = |b: &[u8]| clip_skip::rewrite(b, skip);
+    let what = format!("CLIP skip {skip}");
+    let (source, overrides) = prepared_source(runtime, "text_encoder", &layout.text_encoder, q, Some((&what, &cut)), overrides)?;
+    Graph::load_with_overrides(runtime, "text_encoder", source, group, overrides)
 }
 
 /// SDXL's second text encoder, with LoRA-merged weights when given.
-fn load_text_encoder_2(runtime: &Runtime, path: &Path, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
-    Graph::load_with_overrides(runtime, "text_encoder_2", graph::GraphSource::File(path.to_path_buf()), group, Arc::clone(overrides))
+fn load_text_encoder_2(runtime: &Runtime, layout: &ModelLayout, path: &Path, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
+    let (source, overrides) = prepared_source(runtime, "text_encoder_2", path, layout.quantization, None, overrides)?;
+    Graph::load_with_overrides(runtime, "text_encoder_2", source, group, overrides)
 }
 
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {
@@ -794,7 +829,7 @@ fn load_xl(
     };
     let second = match (&layout.text_encoder_2, &layout.tokenizer_2_dir) {
         (Some(path), Some(dir)) => {
-            let g = load_text_encoder_2(runtime, path, group, &Default::default())?;
+            let g = load_text_encoder_2(runtime, layout, path, group, &Default::default())?;
             let io = text_encoder_io(&g).map_err(|e| e.context("text_encoder_2"))?;
             let max = layout.text_config_2.as_ref().map_or(77, |c| c.max_position_embeddings);
             let tok = ClipTokenizer::from_dir(dir, max)?;

@@ -343,6 +343,7 @@ fn make(runtime: &Runtime, unet: &Graph, shapes: &[(&str, Vec<usize>)], output: 
             p.parent().map(Path::to_path_buf).unwrap_or_default(),
         ),
         GraphSource::Memory { bytes, dir, .. } => (Arc::clone(bytes), dir.clone()),
+        GraphSource::Released { label } => return Err(Error::internal(format!("{label}: the graph's bytes were freed; it cannot be specialised"))),
     };
     let mut fixed: Vec<(String, Vec<i64>)> =
         shapes.iter().map(|(n, s)| (n.to_string(), s.iter().map(|&d| d as i64).collect())).collect();

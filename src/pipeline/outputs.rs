@@ -108,6 +108,8 @@ pub struct Provenance<'a> {
     pub init_image: Option<&'a Path>,
     /// The upscaler's graph, when the image was upscaled.
     pub upscaler: Option<&'a Path>,
+    /// How the model's weights were stored (int8 pictures differ from float ones).
+    pub quantization: crate::model::quantize::Quantization,
 }
 
 /// The PNG `tEXt` chunks (key, value) for an image of `width` × `height` made
@@ -158,6 +160,9 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
     }
     if let Some(r) = &request.refiner {
         settings.push_str(&format!(" refiner={} refiner_start={}", path_text(&r.model.layout().root), r.start));
+    }
+    if from.quantization != crate::model::quantize::Quantization::None {
+        settings.push_str(&format!(" quantization={}", from.quantization.name()));
     }
     // Only when used, so other images keep their text exactly.
     if let Some(u) = &post.upscale {
