@@ -44,6 +44,8 @@ const USAGE: &str = "usage: generate [options]
   --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
+  --quantize int8|none    load the text encoder and U-Net with int8 matrix weights (less memory;
+                          pictures close to, not equal to, the float model's)
   --vae-tile SIZE|auto    tiled VAE decode/encode: SIZE-pixel tiles, or auto = tiles only when a
                           whole pass is estimated above --vae-memory (wrap on --seamless axes)
   --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)
@@ -146,6 +148,7 @@ struct Args {
     init_image: Option<PathBuf>,
     mask: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
+    quantization: kiln::model::quantize::Quantization,
     extend: Option<kiln::pipeline::texture::Extend>,
     make_tileable: Option<usize>,
     sprite: bool,
@@ -240,6 +243,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         init_image: None,
         mask: None,
         seamless: Default::default(),
+        quantization: Default::default(),
         extend: None,
         make_tileable: None,
         sprite: false,
@@ -396,6 +400,10 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 a.seamless = kiln::model::seamless::Seamless::from_name(&v)
                     .ok_or_else(|| format!("--seamless: {v:?} is not x, y, xy or none"))?;
             }
+            "--quantize" => {
+                let v = value()?;
+                a.quantization = kiln::model::quantize::Quantization::from_name(&v).ok_or_else(|| format!("--quantize: {v:?} is not int8 or none"))?;
+            }
             "--out-npy" => a.out_npy = Some(PathBuf::from(value()?)),
             "--out-latents" => a.out_latents = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
@@ -447,7 +455,7 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
     })?;
     let t0 = std::time::Instant::now();
     // A seamless load holds only the rewritten U-Net and decoder.
-    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone() };
+    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone(), quantization: a.quantization };
     let mut model = Model::load_with(&runtime, &a.model, &options)?;
     if !a.loras.is_empty() || !a.embeddings.is_empty() {
         let adapters = kiln::model::Adapters { loras: a.loras.clone(), embeddings: a.embeddings.clone(), ..Default::default() };
@@ -560,6 +568,7 @@ fn generate_one(
         init_noise: a.init_noise.as_deref(),
         init_image: a.init_image.as_deref(),
         upscaler: a.upscaler.as_deref(),
+        quantization: a.quantization,
     };
     let text = outputs::png_text(&request, &post, &from, image.width, image.height);
     let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -113,8 +113,38 @@ fn cli_variation_seed_gives_the_blended_image() {
 }
 
 #[test]
+fn cli_quantize_int8_gives_the_int8_picture_and_records_it() {
+    // tests/fixtures/golden/quantize, case euler_cfg (tests/quantize.rs): the
+    // CLI's int8 picture is the Rust API's, bit for bit.
+    let out = std::env::temp_dir().join(format!("kiln-cli-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let r = Command::new(generate_bin())
+        .args(["--model"])
+        .arg(common::fixture())
+        .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "8", "--guidance", "7.5"])
+        .args(["--scheduler", "euler", "--width", "64", "--height", "64", "--seed", "42", "--noise", "torch", "--quantize", "int8", "--out"])
+        .arg(out.join("q.png"))
+        .arg("--out-latents")
+        .arg(out.join("q.npy"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, got) = kiln::image::npy::read_f32(&out.join("q.npy")).unwrap();
+    let options = kiln::ModelOptions { quantization: kiln::model::quantize::Quantization::Int8, ..Default::default() };
+    let model = kiln::Model::load_with(common::runtime(), &common::fixture(), &options).unwrap();
+    let c = common::golden_case(&common::golden("quantize/cases.json"), "euler_cfg");
+    let want = model.generate_with(&common::seeded_golden_request(&c, 42, kiln::pipeline::NoiseGenerator::TorchCpu), kiln::pipeline::Hooks::default()).unwrap().latents;
+    assert!(got.iter().zip(want.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "CLI and Rust int8 latents differ");
+    let png = std::fs::read(out.join("q.png")).unwrap();
+    let reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+    let settings = &reader.info().uncompressed_latin1_text.iter().find(|t| t.keyword == "kiln:settings").unwrap().text;
+    assert!(settings.split(' ').any(|w| w == "quantization=int8"), "the PNG records int8: {settings}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
 fn cli_rejects_bad_flags_and_values() {
-    for args in [&["--bogus"][..], &["--steps", "ten"], &["--scheduler", "warp"], &["--steps"], &["--noise", "numpy"]] {
+    for args in [&["--bogus"][..], &["--steps", "ten"], &["--scheduler", "warp"], &["--steps"], &["--noise", "numpy"], &["--quantize", "int4"]] {
         let r = Command::new(generate_bin()).args(args).output().unwrap();
         assert_eq!(r.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&r.stderr).contains("usage:"), "{args:?}");

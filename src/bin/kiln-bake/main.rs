@@ -299,7 +299,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 // never holds the plain U-Net (other axes come as views of it).
                 let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| a.model == asset.model));
                 progress.log(&format!("loading model {} (seamless {axes:?})", asset.model.display()));
-                let options = ModelOptions { seamless: axes, matting: None };
+                let options = ModelOptions { seamless: axes, matting: None, quantization: Default::default() };
                 let load = JobWork::LoadModel { runtime: runtime.clone(), dir: asset.model.clone(), options };
                 make_with_job(runtime, load, "the model load", JobPool::model).map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
@@ -528,7 +528,7 @@ fn bake_one(
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()) };
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: Default::default() };
             let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?
