@@ -44,8 +44,9 @@ const USAGE: &str = "usage: generate [options]
   --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
-  --quantize int8|none    load the text encoder and U-Net with int8 matrix weights (less memory;
-                          pictures close to, not equal to, the float model's)
+  --quantize int8|none    load the text encoders and U-Net (the --refiner's too) with int8
+                          matrix weights (less memory; pictures close to, not equal to, the
+                          float model's)
   --vae-tile SIZE|auto    tiled VAE decode/encode: SIZE-pixel tiles, or auto = tiles only when a
                           whole pass is estimated above --vae-memory (wrap on --seamless axes)
   --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)
@@ -465,7 +466,8 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
         }
     }
     if let Some(dir) = &a.refiner {
-        let mut refiner = Model::load(&runtime, dir)?;
+        // --quantize covers every model the run loads.
+        let mut refiner = Model::load_with(&runtime, dir, &kiln::ModelOptions { quantization: a.quantization, ..Default::default() })?;
         // The refiner reads the same prompt, so it learns the same tokens (an
         // SDXL file's `clip_g` into its one encoder); LoRAs stay --model's.
         if !a.embeddings.is_empty() {

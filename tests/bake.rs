@@ -522,7 +522,8 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         format!(
             "[defaults]\nmodel = {:?}\nformat = \"png\"\n\
              [[asset]]\nname = \"brick\"\nprompt = \"red brick wall\"\nnegative_prompt = \"blurry\"\nseed = 4\nnoise = \"torch\"\nsteps = 6\nscheduler = \"euler_a\"\nguidance = 5.0\nseamless = \"xy\"\nnormal_map = true\nheight_map = true\n\
-             [[asset]]\nname = \"gem\"\nprompt = \"red gem\"\nseed = 2\nvariation_seed = 5\nvariation_strength = 0.4\nsteps = 5\nscheduler = \"ddim\"\nsize = [48, 32]\nsprite = true\npixel_art = \"4:8\"\n",
+             [[asset]]\nname = \"gem\"\nprompt = \"red gem\"\nseed = 2\nvariation_seed = 5\nvariation_strength = 0.4\nsteps = 5\nscheduler = \"ddim\"\nsize = [48, 32]\nsprite = true\npixel_art = \"4:8\"\n\
+             [[asset]]\nname = \"brick_int8\"\nprompt = \"red brick wall\"\nnegative_prompt = \"blurry\"\nseed = 4\nnoise = \"torch\"\nsteps = 6\nscheduler = \"euler_a\"\nguidance = 5.0\nseamless = \"xy\"\nquantize = \"int8\"\n",
             model.display().to_string()
         ),
     )
@@ -545,7 +546,18 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
         &["--prompt", "red gem", "--seed", "2", "--variation-seed", "5", "--variation-strength", "0.4", "--steps", "5", "--scheduler", "ddim", "--width", "48", "--height", "32", "--sprite", "--pixel-art", "4:8"],
         &[("--out", "gem.png")],
     );
-    for (baked, generated) in [("brick.png", "brick.png"), ("brick_normal.png", "brick_n.png"), ("brick_height.png", "brick_h.png"), ("gem.png", "gem.png")] {
+    // The same model with int8 weights in the same bake: its own load.
+    generate(
+        &["--prompt", "red brick wall", "--negative-prompt", "blurry", "--seed", "4", "--noise", "torch", "--steps", "6", "--scheduler", "euler_a", "--guidance", "5", "--seamless", "xy", "--quantize", "int8"],
+        &[("--out", "brick_int8.png")],
+    );
+    for (baked, generated) in [
+        ("brick.png", "brick.png"),
+        ("brick_normal.png", "brick_n.png"),
+        ("brick_height.png", "brick_h.png"),
+        ("gem.png", "gem.png"),
+        ("brick_int8.png", "brick_int8.png"),
+    ] {
         let (a, ta) = read_png(&out.join(baked));
         let (b, tb) = read_png(&dir.join(generated));
         assert!(a == b, "{baked}: kiln-bake's pixels differ from generate's");
@@ -560,6 +572,10 @@ fn an_asset_with_generates_settings_gives_generates_pixels_and_metadata() {
     assert!(text["kiln:settings"].contains("seed=2") && text["kiln:settings"].contains("pixel_art=Some((4, 8))"), "{text:?}");
     assert!(text["kiln:settings"].contains(" variation_seed=5 variation_strength=0.4"), "{text:?}");
     assert!(!brick["kiln:settings"].contains("variation"), "no variation, no text: {brick:?}");
+    assert!(!brick["kiln:settings"].contains("quantization"), "{brick:?}");
+    let (int8_pixels, int8_text) = read_png(&out.join("brick_int8.png"));
+    assert!(int8_text["kiln:settings"].ends_with(" quantization=int8"), "{int8_text:?}");
+    assert!(int8_pixels != read_png(&out.join("brick.png")).0, "the int8 asset is not the float one");
 }
 
 /// `variants = 3` bakes three assets, `<name>_1..3`, each `generate`'s picture

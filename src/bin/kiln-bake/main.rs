@@ -22,6 +22,7 @@ use kiln::jobs::{JobPool, JobState, JobWork};
 use kiln::model::seamless::Seamless;
 use kiln::model::upscaler::Upscaler;
 use kiln::pipeline::outputs;
+use kiln::model::quantize::Quantization;
 use kiln::{Model, ModelOptions, Runtime, RuntimeOptions};
 
 use manifest::{Asset, Format, Manifest};
@@ -271,19 +272,20 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         // assets of one LoRA set in a row, so its view is built once and dropped
         // before the next one is made; file order otherwise.
         let mut order: Vec<usize> = (0..todo.len()).collect();
-        let first_of: HashMap<&Path, usize> = todo.iter().enumerate().rev().map(|(i, t)| (t.asset.model.as_path(), i)).collect();
+        let first_of: HashMap<ModelKey<'_>, usize> = todo.iter().enumerate().rev().map(|(i, t)| (model_key(t.asset), i)).collect();
         let first_of_set: HashMap<LoraGroup<'_>, usize> =
-            todo.iter().enumerate().rev().map(|(i, t)| ((t.asset.model.as_path(), lora_set(t.asset)), i)).collect();
+            todo.iter().enumerate().rev().map(|(i, t)| ((model_key(t.asset), lora_set(t.asset)), i)).collect();
         order.sort_by_key(|&i| {
             let a = todo[i].asset;
-            (first_of[a.model.as_path()], first_of_set[&(a.model.as_path(), lora_set(a))], i)
+            (first_of[&model_key(a)], first_of_set[&(model_key(a), lora_set(a))], i)
         });
-        let mut models: HashMap<&Path, Result<Model, String>> = HashMap::new();
+        // Models by folder and quantization (an int8 load is another model).
+        let mut models: HashMap<ModelKey<'_>, Result<Model, String>> = HashMap::new();
         // Refiner models, each loaded once (plain; a seamless asset takes a view),
         // and their views with an asset's embeddings (SDXL's `clip_g` into the
         // refiner's one encoder, so it reads the token the model reads).
-        let mut refiners: HashMap<&Path, Result<Model, String>> = HashMap::new();
-        let mut refiner_views: HashMap<(&Path, EmbeddingSet), Result<Model, String>> = HashMap::new();
+        let mut refiners: HashMap<ModelKey<'_>, Result<Model, String>> = HashMap::new();
+        let mut refiner_views: HashMap<(ModelKey<'_>, EmbeddingSet), Result<Model, String>> = HashMap::new();
         // Upscalers, each loaded once for the run (by path) on the same runtime.
         let mut upscalers: HashMap<&Path, Result<Arc<Upscaler>, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
@@ -294,12 +296,14 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 entries.push(failed(asset, "interrupted before it started (Ctrl-C)".into(), 0.0));
                 continue;
             }
-            let model = models.entry(asset.model.as_path()).or_insert_with(|| {
+            let model = models.entry(model_key(asset)).or_insert_with(|| {
                 // Load the graphs most of this model's assets use, so an all-seamless set
                 // never holds the plain U-Net (other axes come as views of it).
-                let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| a.model == asset.model));
-                progress.log(&format!("loading model {} (seamless {axes:?})", asset.model.display()));
-                let options = ModelOptions { seamless: axes, matting: None, quantization: Default::default() };
+                let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| model_key(a) == model_key(asset)));
+                let q = asset.quantization;
+                let weights = if q == Quantization::None { String::new() } else { format!(", {} weights", q.name()) };
+                progress.log(&format!("loading model {} (seamless {axes:?}{weights})", asset.model.display()));
+                let options = ModelOptions { seamless: axes, matting: None, quantization: q };
                 let load = JobWork::LoadModel { runtime: runtime.clone(), dir: asset.model.clone(), options };
                 make_with_job(runtime, load, "the model load", JobPool::model).map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
@@ -308,7 +312,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 Err(e) => Err(e.clone()),
                 Ok(base) if set.0.is_empty() && set.1.is_empty() => Ok(base),
                 Ok(base) => {
-                    let group = (asset.model.as_path(), set);
+                    let group = (model_key(asset), set);
                     if lora_view.as_ref().is_none_or(|(g, _)| *g != group) {
                         drop(lora_view.take()); // free the previous view's merged weights first
                         let names = asset
@@ -330,14 +334,15 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 }
             };
             let refiner = asset.refiner.as_deref().map(|dir| {
-                let plain = refiners.entry(dir).or_insert_with(|| {
+                let plain = refiners.entry((dir, asset.quantization)).or_insert_with(|| {
                     progress.log(&format!("loading refiner model {}", dir.display()));
-                    let load = JobWork::LoadModel { runtime: runtime.clone(), dir: dir.to_path_buf(), options: Default::default() };
+                    let options = ModelOptions { quantization: asset.quantization, ..Default::default() };
+                    let load = JobWork::LoadModel { runtime: runtime.clone(), dir: dir.to_path_buf(), options };
                     make_with_job(runtime, load, "the refiner load", JobPool::model).map_err(|e| format!("refiner model {}: {e}", dir.display()))
                 });
                 match plain {
                     Ok(plain) if !asset.embeddings.is_empty() => refiner_views
-                        .entry((dir, asset.embeddings.clone()))
+                        .entry(((dir, asset.quantization), asset.embeddings.clone()))
                         .or_insert_with(|| {
                             let names = asset.embeddings.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>().join(", ");
                             progress.log(&format!("adding embedding {names} to refiner model {}", dir.display()));
@@ -442,7 +447,14 @@ type EmbeddingSet = Vec<manifest::AssetEmbedding>;
 type LoraSet = (Vec<(PathBuf, u32, Option<u32>)>, EmbeddingSet);
 
 /// The assets that share one adapter view: a model folder and an adapter set.
-type LoraGroup<'a> = (&'a Path, LoraSet);
+/// A model folder as loaded: with its weights as float or int8.
+type ModelKey<'a> = (&'a Path, Quantization);
+
+fn model_key(asset: &Asset) -> ModelKey<'_> {
+    (asset.model.as_path(), asset.quantization)
+}
+
+type LoraGroup<'a> = (ModelKey<'a>, LoraSet);
 
 fn lora_set(asset: &Asset) -> LoraSet {
     (asset.loras.iter().map(|l| (l.path.clone(), l.scale.to_bits(), l.text_encoder_scale.map(f32::to_bits))).collect(), asset.embeddings.clone())
@@ -528,7 +540,7 @@ fn bake_one(
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: Default::default() };
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: asset.quantization };
             let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?

@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use kiln::model::quantize::Quantization;
 use kiln::model::seamless::Seamless;
 use kiln::pipeline::outputs::PostProcess;
 use kiln::pipeline::NoiseGenerator;
@@ -27,6 +28,7 @@ struct Table {
     crop_top_left: Option<Spanned<Vec<i64>>>,
     target_size: Option<Spanned<Vec<i64>>>,
     model: Option<Spanned<String>>,
+    quantize: Option<Spanned<String>>,
     refiner: Option<Spanned<String>>,
     refiner_start: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
@@ -284,6 +286,11 @@ pub struct Asset {
     /// SDXL `target_size` as `[W, H]`; None = the output size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_size: Option<[usize; 2]>,
+    /// How the model (and refiner) is loaded: `quantize = "int8"` stores its
+    /// matrix weights as int8 (`ModelOptions::quantization`). Left out of the
+    /// serialized settings when off, so existing assets keep their content keys.
+    #[serde(skip_serializing_if = "is_float", serialize_with = "quantization_name")]
+    pub quantization: Quantization,
     /// Seed of the noise.
     pub seed: u64,
     /// Which generator the seed drives ("kiln" or "torch"). Left out of the
@@ -333,6 +340,14 @@ pub struct Asset {
     pub format: Format,
     /// Full mip chain in DDS files.
     pub mipmaps: bool,
+}
+
+fn is_float(q: &Quantization) -> bool {
+    *q == Quantization::None
+}
+
+fn quantization_name<S: serde::Serializer>(q: &Quantization, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(q.name())
 }
 
 fn is_kiln_noise(g: &NoiseGenerator) -> bool {
@@ -805,6 +820,13 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             0
         }
     };
+    let quantization = match pick!(quantize) {
+        None => Quantization::None,
+        Some((s, line)) => Quantization::from_name(s).unwrap_or_else(|| {
+            errors.push(err(line, "quantize", format!("unknown {s:?}; one of none, int8")));
+            Quantization::None
+        }),
+    };
     let noise = match pick!(noise) {
         None => NoiseGenerator::Kiln,
         Some((s, line)) => NoiseGenerator::from_name(s).unwrap_or_else(|| {
@@ -1017,6 +1039,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             original_size,
             crop_top_left,
             target_size,
+            quantization,
             seed,
             noise,
             variation,
@@ -1127,6 +1150,19 @@ mod tests {
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nnoise = \"numpy\"\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("noise")), "{}", e[0]);
         assert!(e[0].to_string().contains("one of kiln, torch, torch_cuda"), "{}", e[0]);
+    }
+
+    #[test]
+    fn quantize_picks_int8_weights_and_stays_out_of_float_assets_keys() {
+        let m = parse("[defaults]\nmodel = \"tiny-sd\"\nquantize = \"int8\"\n[[asset]]\nname = \"a\"\n[[asset]]\nname = \"b\"\nquantize = \"none\"\n", &model_dir()).unwrap();
+        assert_eq!(m.assets[0].quantization, Quantization::Int8);
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["quantization"], "int8");
+        assert_eq!(m.assets[1].quantization, Quantization::None);
+        // Float assets serialize as before, so existing assets keep their content keys.
+        assert!(serde_json::to_value(&m.assets[1]).unwrap().get("quantization").is_none());
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nquantize = \"int4\"\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("quantize")), "{}", e[0]);
+        assert!(e[0].message.contains("none, int8"), "{}", e[0]);
     }
 
     #[test]
