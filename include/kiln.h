@@ -392,6 +392,25 @@ typedef uint32_t kiln_seamless;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How a model's weights are stored for running.
+enum kiln_quantization
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // As exported.
+    KILN_QUANTIZATION_NONE = 0,
+    // int8 matrix-product weights in the text encoders and U-Net.
+    KILN_QUANTIZATION_INT8 = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum kiln_quantization kiln_quantization;
+#else
+typedef uint32_t kiln_quantization;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Green channel convention of a normal map.
 enum kiln_normal_convention
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L

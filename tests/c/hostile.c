@@ -33,6 +33,7 @@ static void check_status(kiln_status got, kiln_status want, const char *what, in
 
 static kiln_runtime *rt;
 static kiln_model *model;
+static const char *model_dir;
 
 static void base_options(kiln_generate_options *o) {
     kiln_generate_options_init(o);
@@ -114,6 +115,27 @@ static void hostile_arguments(void) {
     base_options(&o); o.noise_generator = 9; CHECK(gen(&o), KILN_STATUS_INVALID_ARGUMENT);
     base_options(&o); o.noise_generator = KILN_NOISE_GENERATOR_TORCH_CPU; CHECK(gen(&o), KILN_STATUS_OK);
     base_options(&o); o.noise_generator = KILN_NOISE_GENERATOR_TORCH_CUDA; CHECK(gen(&o), KILN_STATUS_OK);
+    {
+        /* An unknown quantization is refused; int8 loads, reports itself and generates. */
+        kiln_model_load_options lo;
+        kiln_model_load_options_init(&lo);
+        lo.quantization = 9;
+        kiln_model *q = (kiln_model *)(uintptr_t)1;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_INVALID_ARGUMENT);
+        EXPECT(q == NULL);
+        lo.quantization = KILN_QUANTIZATION_INT8;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_OK);
+        kiln_model_info info;
+        memset(&info, 0, sizeof info);
+        info.struct_size = sizeof info;
+        CHECK(kiln_model_get_info(q, &info), KILN_STATUS_OK);
+        EXPECT(info.quantization == KILN_QUANTIZATION_INT8);
+        kiln_image *qi = NULL;
+        base_options(&o);
+        CHECK(kiln_model_generate(q, &o, &qi), KILN_STATUS_OK);
+        kiln_image_free(qi);
+        kiln_model_free(q);
+    }
     {
         kiln_model *view = NULL;
         CHECK(kiln_model_seamless(model, 42, &view), KILN_STATUS_INVALID_ARGUMENT);
@@ -430,6 +452,7 @@ static void hostile_jobs(void) {
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: hostile MODEL_DIR\n"); return 2; }
     if (kiln_runtime_create(NULL, &rt) != KILN_STATUS_OK) { fprintf(stderr, "runtime\n"); return 1; }
+    model_dir = argv[1];
     if (kiln_model_load(rt, argv[1], &model) != KILN_STATUS_OK) { fprintf(stderr, "model\n"); return 1; }
     hostile_arguments();
     hostile_jobs();
