@@ -119,8 +119,8 @@
     X(kiln_job_options, user_data) \
     X(kiln_generate_options, reserved5) \
     X(kiln_job_progress, preview_height) \
-    X(kiln_model_load_options, matting_path) \
-    X(kiln_model_info, has_matting) \
+    X(kiln_model_load_options, quantization) \
+    X(kiln_model_info, quantization) \
     X(kiln_sprite_options, matte) \
     X(kiln_rect, height) \
     X(kiln_pixel_art_options, palette_len) \
@@ -216,6 +216,7 @@
     X(kiln_model_load_options, struct_size, uint32_t) \
     X(kiln_model_load_options, seamless, uint32_t) \
     X(kiln_model_load_options, matting_path, const char *) \
+    X(kiln_model_load_options, quantization, uint32_t) \
     X(kiln_model_info, struct_size, uint32_t) \
     X(kiln_model_info, default_size, uint32_t) \
     X(kiln_model_info, size_multiple, uint32_t) \
@@ -224,6 +225,7 @@
     X(kiln_model_info, embedding_dim, uint32_t) \
     X(kiln_model_info, has_vae_encoder, uint32_t) \
     X(kiln_model_info, has_matting, uint32_t) \
+    X(kiln_model_info, quantization, uint32_t) \
     X(kiln_sprite_options, struct_size, uint32_t) \
     X(kiln_sprite_options, auto_key, uint32_t) \
     X(kiln_sprite_options, key_rgb, uint32_t) \
@@ -384,6 +386,10 @@
     X(y, KILN_SEAMLESS_Y) \
     X(xy, KILN_SEAMLESS_XY)
 
+#define KILN_HPP_ENUM_QUANTIZATION(X) \
+    X(none, KILN_QUANTIZATION_NONE) \
+    X(int8, KILN_QUANTIZATION_INT8)
+
 #define KILN_HPP_ENUM_NORMALCONVENTION(X) \
     X(opengl, KILN_NORMAL_CONVENTION_OPENGL) \
     X(directx, KILN_NORMAL_CONVENTION_DIRECTX)
@@ -454,6 +460,8 @@ enum class Residency : std::uint32_t { KILN_HPP_ENUM_RESIDENCY(KILN_HPP_ENUMERAT
 enum class GpuMath : std::uint32_t { KILN_HPP_ENUM_GPUMATH(KILN_HPP_ENUMERATOR) };
 /** Which axes tile (`kiln_seamless`). */
 enum class Seamless : std::uint32_t { KILN_HPP_ENUM_SEAMLESS(KILN_HPP_ENUMERATOR) };
+/** How a model's weights are stored once loaded (`kiln_model_load_options.quantization`, `kiln_model_info.quantization`): as exported, or the text encoders' and U-Net's matrix-product weights as int8 (ONNX Runtime's quantize_dynamic; less memory, pictures close to but not equal to the float model's). */
+enum class Quantization : std::uint32_t { KILN_HPP_ENUM_QUANTIZATION(KILN_HPP_ENUMERATOR) };
 /** Normal-map green channel convention (`kiln_normal_convention`). */
 enum class NormalConvention : std::uint32_t { KILN_HPP_ENUM_NORMALCONVENTION(KILN_HPP_ENUMERATOR) };
 /** How a pixel-art cell becomes one colour (`kiln_cell_color`). */
@@ -923,7 +931,7 @@ public:
     Model &operator=(const Model &) = delete;
     ~Model() { reset(); }
 
-    /** Native size, size multiple, latent layout and what the export has. */
+    /** Native size, size multiple, latent layout, what the export has and the Quantization it was loaded with. */
     Result<::kiln_model_info> info() const {
         ::kiln_model_info info{};
         info.struct_size = sizeof info;
@@ -1247,7 +1255,10 @@ public:
         if (s != KILN_STATUS_OK) return detail::last_error(s);
         return Runtime(out);
     }
-    /** Loads a diffusers/optimum ONNX model folder; `options` nullptr = defaults. */
+    /**
+     * Loads a diffusers/optimum ONNX model folder; `options` nullptr = defaults (kiln::defaults<kiln_model_load_options>():
+     * `seamless`, `matting_path`, `quantization`, e.g. `kiln::to_c(kiln::Quantization::int8)`).
+     */
     Result<Model> load_model(const std::string &model_dir, const ::kiln_model_load_options *options = nullptr) const {
         ::kiln_model *out = nullptr;
         ::kiln_status s = options ? ::kiln_model_load_with(p_, model_dir.c_str(), options, &out)

@@ -213,4 +213,27 @@ inline double past_rounding(const std::vector<std::uint8_t> &rgba, const std::ve
     return std::max(worst - 0.5 / 255, 0.0);
 }
 
+/** The mean |byte/255 − golden| over the RGB values, 8-bit rounding included. */
+inline double mean_abs(const std::vector<std::uint8_t> &rgba, const std::vector<float> &rgb) {
+    if (rgba.size() / 4 * 3 != rgb.size() || rgb.empty()) throw std::runtime_error("pixel counts differ");
+    double sum = 0;
+    for (std::size_t i = 0; i < rgb.size() / 3; ++i)
+        for (std::size_t ch = 0; ch < 3; ++ch) sum += std::fabs(rgba[i * 4 + ch] / 255.0 - double(rgb[i * 3 + ch]));
+    return sum / double(rgb.size());
+}
+
+/**
+ * The mean of the same per-value distance: mean over the RGB values of max(|byte/255 − golden| − 0.5/255, 0),
+ * for goldens whose bound is on the mean |difference| of the float image (the bytes' own rounding left out,
+ * as past_rounding does for the maximum).
+ */
+inline double mean_past_rounding(const std::vector<std::uint8_t> &rgba, const std::vector<float> &rgb) {
+    if (rgba.size() / 4 * 3 != rgb.size() || rgb.empty()) throw std::runtime_error("pixel counts differ");
+    double sum = 0;
+    for (std::size_t i = 0; i < rgb.size() / 3; ++i)
+        for (std::size_t ch = 0; ch < 3; ++ch)
+            sum += std::max(std::fabs(rgba[i * 4 + ch] / 255.0 - double(rgb[i * 3 + ch])) - 0.5 / 255, 0.0);
+    return sum / double(rgb.size());
+}
+
 }  // namespace goldens

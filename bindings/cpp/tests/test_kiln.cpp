@@ -1,9 +1,9 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
-// embeddings, a LoRA's own text-encoder strength and the base-to-refiner hand-off against the Rust tests'
-// goldens, the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another thread), the
-// texture helpers, upscales and generations with their upscale as jobs (against the blocking calls), the throwing
-// layer. Run by tests/cpp_binding.rs as `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`;
-// prints "N passed, N failed".
+// embeddings, a LoRA's own text-encoder strength, int8 weights and the base-to-refiner hand-off against the
+// Rust tests' goldens, the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another
+// thread), the texture helpers, upscales and generations with their upscale as jobs (against the blocking
+// calls), the throwing layer. Run by tests/cpp_binding.rs as
+// `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
 // MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component, upscaler, matting and
 // golden/ are found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
 #include "kiln.hpp"
@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -495,6 +496,72 @@ static void test_variation(const kiln::Model &sd1, const std::string &fixtures) 
     o.variation_strength = float(c["variation_strength"].number);
     kiln::Result<std::vector<std::uint8_t>> again = pixels(sd1, o);
     CHECK(again.ok() && *again == *varied);
+}
+
+// int8 weights at load (tests/quantize.rs checks the same case from Rust): the default load options and a
+// default load say Quantization::none; quantization 7 is invalid_argument naming options->quantization 7 (at
+// load and at submit); the layout before the field (struct_size 16 on 64-bit) loads as exported whatever the
+// field holds; Quantization::int8 loads tiny-sd with int8 weights, which model info reports, and its image for
+// golden/quantize's euler_cfg (seed 42, torch_cpu, euler, 8 steps, 64x64) is within twice the int8 reference's
+// own spread in mean |difference| from the reference's image (cases.json's int8_jittered_1e-6.image_mean_abs;
+// dynamic quantization spreads any float pipeline's result that much), past 8-bit rounding as the other goldens
+// here are compared. The float model's bytes differ (else the option did nothing: the float image is within the
+// bound too).
+static void test_quantization(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &fixtures) {
+    const std::string folder = fixtures + "/golden/quantize", model_dir = fixtures + "/tiny-sd";
+    const goldens::Json c = goldens::golden_case(folder + "/cases.json", "euler_cfg");
+    CHECK(c["fixture"].text == "tiny-sd" && c["kiln_scheduler"].text == "euler" && c["lora"].kind == goldens::Json::Kind::null);
+    const std::vector<float> want = goldens::read_npy_f32(folder + "/euler_cfg.image.npy");
+
+    auto lo = kiln::defaults<kiln_model_load_options>();
+    CHECK(lo.quantization == kiln::to_c(kiln::Quantization::none) && lo.struct_size == sizeof(kiln_model_load_options));
+    kiln::Result<kiln_model_info> plain_info = sd1.info();
+    CHECK(plain_info.ok() && plain_info->quantization == kiln::to_c(kiln::Quantization::none));
+
+    lo.quantization = 7;
+    kiln::Result<kiln::Model> bad = rt.load_model(model_dir, &lo);
+    CHECK(bad.status() == kiln::Status::invalid_argument);
+    CHECK(!bad && bad.error().message().find("options->quantization 7") != std::string::npos);
+    if (!bad) std::printf("quantization 7: %s\n", bad.error().describe().c_str());
+    kiln::Result<kiln::Job> bad_job = rt.submit_load_model(model_dir, &lo);  // refused at submit, no job queued
+    CHECK(bad_job.status() == kiln::Status::invalid_argument);
+    CHECK(!bad_job && bad_job.error().message().find("options->quantization 7") != std::string::npos);
+
+    lo.quantization = kiln::to_c(kiln::Quantization::int8);
+    auto older = lo;
+    older.struct_size = std::uint32_t(offsetof(kiln_model_load_options, quantization));  // 16 on 64-bit targets
+    kiln::Result<kiln::Model> as_exported = rt.load_model(model_dir, &older);
+    kiln::Result<kiln::Model> q = rt.load_model(model_dir, &lo);
+    CHECK(as_exported.ok() && q.ok());
+    if (!as_exported || !q) return;
+    kiln::Result<kiln_model_info> older_info = as_exported->info(), info = q->info();
+    CHECK(older_info.ok() && older_info->quantization == kiln::to_c(kiln::Quantization::none));
+    CHECK(info.ok() && info->quantization == kiln::to_c(kiln::Quantization::int8));
+    CHECK(info.ok() && plain_info.ok() && info->default_size == plain_info->default_size &&
+          info->has_vae_encoder == plain_info->has_vae_encoder);
+
+    auto o = options_for(c["prompt"].text.c_str(), std::uint64_t(c["seed"].number), std::uint32_t(c["steps"].number));
+    o.negative_prompt = c["negative_prompt"].text.c_str();
+    o.width = o.height = 64;
+    o.guidance_scale = float(c["guidance_scale"].number);
+    o.scheduler = kiln::to_c(kiln::Scheduler::euler);
+    o.noise_generator = kiln::to_c(kiln::NoiseGenerator::torch_cpu);
+    kiln::Result<std::vector<std::uint8_t>> got = pixels(*q, o), float_model = pixels(sd1, o);
+    CHECK(got.ok() && float_model.ok());
+    if (!got || !float_model) return;
+    const double bound = 2.0 * c["int8_jittered_1e-6"]["image_mean_abs"].number;
+    const double d = goldens::mean_past_rounding(*got, want), float_d = goldens::mean_past_rounding(*float_model, want);
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < got->size(); ++i) differing += (*got)[i] != (*float_model)[i];
+    const double raw = goldens::mean_abs(*got, want), float_raw = goldens::mean_abs(*float_model, want);
+    std::printf("int8 euler_cfg: mean |difference| %.3e from the int8 reference past 8-bit rounding (bound %.3e, twice the "
+                "reference's own spread; %.3e with the rounding); the float model %.3e (%.3e); %zu of %zu bytes differ "
+                "from the float model's (need > 0)\n",
+                d, bound, raw, float_d, float_raw, differing, got->size());
+    margin("cpp_binding::quantize::euler_cfg::image_mean_abs_past_8bit", d, bound);
+    CHECK(differing > 0);
+    kiln::Result<std::vector<std::uint8_t>> again = pixels(*q, o);
+    CHECK(again.ok() && *again == *got);
 }
 
 // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
@@ -1611,6 +1678,7 @@ int main(int argc, char **argv) {
                 test_lora_component_golden(*model, fixtures);
                 test_torch_seed(*model, fixtures);
                 test_variation(*model, fixtures);
+                test_quantization(*rt, *model, fixtures);
                 test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
             } catch (const std::exception &e) {
                 ++failed;
