@@ -82,6 +82,18 @@ static class Goldens
         return Math.Max(MaxAbs(rgba, rgb) - 0.5 / 255, 0);
     }
 
+    /// <summary>mean |byte/255 − golden| of RGBA8 pixels against a float RGB image in [0, 1] (H×W×3),
+    /// over every R, G and B value (alpha is not compared).</summary>
+    public static double MeanAbs(byte[] rgba, float[] rgb)
+    {
+        if (rgba.Length / 4 * 3 != rgb.Length) throw new Exception("pixel counts differ: " + rgba.Length / 4 + " vs " + rgb.Length / 3);
+        double sum = 0;
+        for (int i = 0; i < rgb.Length / 3; i++)
+            for (int ch = 0; ch < 3; ch++)
+                sum += Math.Abs(rgba[i * 4 + ch] / 255.0 - rgb[i * 3 + ch]);
+        return sum / rgb.Length;
+    }
+
     /// <summary>max |byte/255 − golden| of RGBA8 pixels against a float RGB image in [0, 1] (H×W×3).</summary>
     public static double MaxAbs(byte[] rgba, float[] rgb)
     {

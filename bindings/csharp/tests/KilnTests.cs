@@ -698,6 +698,77 @@ static class KilnTests
         SamePixels(got, Pixels(model, settings), "variation after the refused strength");
     }
 
+    static void QuantizedLoadStaysWithinTheSpread()
+    {
+        // KilnQuantization (kiln_model_load_options.quantization, kiln_model_info.quantization;
+        // tests/quantize.rs): a default load reports none, an int8 load of tiny-sd reports int8 and
+        // generates golden/quantize's euler_cfg (torch CPU seed) with its RGB image's MEAN |difference|
+        // from the int8 reference within twice the reference's own spread (cases.json
+        // "int8_jittered_1e-6".image_mean_abs: dynamic int8 rounds activations at run time, so no
+        // pixel-exact bound holds), and not the float model's bytes; a SubmitLoad job's int8 model
+        // gives the blocking load's bytes; quantization 7 throws InvalidArgument naming the field,
+        // at Load, TryLoad and SubmitLoad.
+        // kiln_model_info has no *_init: its size (all uint32_t, 36 on every target) is checked here.
+        Equal(36, Marshal.SizeOf(typeof(KilnModelInfo)), "KilnModelInfo size (sizeof(kiln_model_info))");
+        Equal((uint)KilnQuantization.None, model.Info.quantization, "default load's quantization");
+        Equal((uint)KilnQuantization.None, KilnDefaults.ModelLoadOptions().quantization, "kiln_model_load_options_init's quantization");
+        string golden = Path.Combine(FixturesDir(), "golden", "quantize");
+        Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_cfg");
+        Equal("tiny-sd", Goldens.Text(c, "fixture"), "euler_cfg fixture");
+        float[] want = Goldens.ReadNpyF32(Path.Combine(golden, "euler_cfg.image.npy"));
+        var settings = new KilnGenerateSettings
+        {
+            Prompt = Goldens.Text(c, "prompt"),
+            NegativePrompt = Goldens.Text(c, "negative_prompt"),
+            Width = 64,
+            Height = 64,
+            Steps = (uint)Goldens.Number(c, "steps"),
+            GuidanceScale = (float)Goldens.Number(c, "guidance_scale"),
+            Scheduler = SchedulerNamed(Goldens.Text(c, "kiln_scheduler")),
+            Seed = (ulong)Goldens.Number(c, "seed"),
+            NoiseGenerator = KilnNoiseGenerator.TorchCpu,
+        };
+        double bound = 2 * Goldens.Number((Dictionary<string, object>)c["int8_jittered_1e-6"], "image_mean_abs");
+        byte[] got;
+        using (KilnModel int8 = KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.Int8))
+        {
+            KilnModelInfo info = int8.Info;
+            Equal((uint)KilnQuantization.Int8, info.quantization, "int8 load's quantization");
+            Equal(64u, info.default_size, "int8 load's default_size");
+            got = Pixels(int8, settings);
+        }
+        double d = Goldens.MeanAbs(got, want);
+        byte[] floatPixels = Pixels(model, settings);
+        Console.WriteLine("    int8 euler_cfg: mean |difference| " + d.ToString("e3") + " from the int8 reference (bound " + bound.ToString("e3")
+            + " = 2 x its 1e-6-jitter spread); the float model " + Goldens.MeanAbs(floatPixels, want).ToString("e3"));
+        Margin("csharp::quantize::euler_cfg::image_mean_abs", d, bound);
+        int differing = got.Zip(floatPixels, (x, y) => x != y).Count(x => x);
+        Console.WriteLine("    int8 vs float: " + differing + " of " + got.Length + " bytes differ (need > 0)");
+        Check(differing > 0, "the int8 load gave the float model's bytes: the quantization was not passed");
+
+        using (KilnJob job = KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.Int8))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "int8 load job state (" + job.ErrorMessage + ")");
+            using (KilnModel loaded = job.TakeModel())
+            {
+                Equal((uint)KilnQuantization.Int8, loaded.Info.quantization, "int8 load job's model quantization");
+                SamePixels(got, Pixels(loaded, settings), "int8 SubmitLoad job's model vs the blocking int8 load");
+            }
+        }
+
+        var bad = (KilnQuantization)7;
+        KilnException e = Throws(() => KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, bad).Dispose(), KilnStatus.InvalidArgument, "quantization 7");
+        Check(e.NativeMessage.Contains("options->quantization 7"), "message names options->quantization 7: " + e.NativeMessage);
+        KilnModel none;
+        KilnError err = KilnModel.TryLoad(runtime, modelDir, KilnSeamless.None, null, bad, out none);
+        Equal(KilnStatus.InvalidArgument, err.Status, "TryLoad quantization 7 status");
+        Check(none == null && err.Message.Contains("options->quantization 7"), "TryLoad quantization 7: " + err);
+        e = Throws(() => KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, bad).Dispose(), KilnStatus.InvalidArgument, "quantization 7 at SubmitLoad");
+        Check(e.NativeMessage.Contains("options->quantization 7"), "SubmitLoad message names options->quantization 7: " + e.NativeMessage);
+        SamePixels(floatPixels, Pixels(model, settings), "float model after the refused quantization");
+    }
+
     static void Utf8PromptsAndPaths()
     {
         // Non-ASCII text must reach Kiln as UTF-8 (Windows .NET's ANSI marshalling would not).
@@ -2079,6 +2150,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("torch CPU seed gives diffusers' image; Kiln's noise differs; generator 7 throws", TorchSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("torch CUDA seed gives diffusers' image; TorchCpu's differs", TorchCudaSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("variation seed gives diffusers' image; strength 0 differs; strength 2 throws", VariationSeedGivesDiffusersImage),
+            new KeyValuePair<string, Action>("int8 load: info reports it, golden within the spread, job's bytes, quantization 7 throws", QuantizedLoadStaysWithinTheSpread),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

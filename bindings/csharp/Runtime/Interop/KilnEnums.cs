@@ -139,6 +139,16 @@ namespace Kiln.Interop
         XY = 3,
     }
 
+    /// <summary>How a model's weights are stored once loaded (C: <c>kiln_quantization</c>): as
+    /// exported, or the text encoders' and U-Net's matrix-product weights as int8 (ONNX Runtime's
+    /// <c>quantize_dynamic</c>; less memory, pictures close to but not equal to the float model's).</summary>
+    [NativeEnum("KILN_QUANTIZATION_")]
+    public enum KilnQuantization : uint
+    {
+        None = 0,
+        Int8 = 1,
+    }
+
     /// <summary>Green channel convention of a normal map (C: <c>kiln_normal_convention</c>).</summary>
     [NativeEnum("KILN_NORMAL_CONVENTION_")]
     public enum KilnNormalConvention : uint

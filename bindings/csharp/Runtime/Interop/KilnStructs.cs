@@ -145,6 +145,8 @@ namespace Kiln.Interop
         public uint struct_size;
         public uint seamless;
         public IntPtr matting_path;
+        /// <summary>A <see cref="KilnQuantization"/> value (default none: as exported).</summary>
+        public uint quantization;
     }
 
     /// <summary>C: <c>kiln_model_info</c>.</summary>
@@ -159,6 +161,8 @@ namespace Kiln.Interop
         public uint embedding_dim;
         public uint has_vae_encoder;
         public uint has_matting;
+        /// <summary>The <see cref="KilnQuantization"/> the model was loaded with.</summary>
+        public uint quantization;
     }
 
     /// <summary>C: <c>kiln_sprite_options</c>.</summary>
