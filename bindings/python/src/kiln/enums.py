@@ -7,7 +7,7 @@ from enum import IntEnum
 
 __all__ = [
     "Status", "LogLevel", "Scheduler", "NoiseGenerator", "JobState", "JobEventKind", "Provider", "Graph", "Residency", "GpuMath",
-    "Seamless", "NormalConvention", "CellColor", "Matte", "ControlPreprocess", "UpscaleAlpha", "C_PREFIXES",
+    "Seamless", "Quantization", "NormalConvention", "CellColor", "Matte", "ControlPreprocess", "UpscaleAlpha", "C_PREFIXES",
 ]
 
 
@@ -132,6 +132,15 @@ class Seamless(IntEnum):
     XY = 3
 
 
+class Quantization(IntEnum):
+    """How a model's weights are stored once loaded (``kiln_quantization``): as exported, or the text
+    encoders' and U-Net's matrix-product weights as int8 (ONNX Runtime's ``quantize_dynamic``; less
+    memory, pictures close to but not equal to the float model's)."""
+
+    NONE = 0
+    INT8 = 1
+
+
 class NormalConvention(IntEnum):
     """Green channel convention of a normal map (``kiln_normal_convention``)."""
 
@@ -185,6 +194,7 @@ C_PREFIXES: dict[type[IntEnum], str] = {
     Residency: "KILN_RESIDENCY_",
     GpuMath: "KILN_GPU_MATH_",
     Seamless: "KILN_SEAMLESS_",
+    Quantization: "KILN_QUANTIZATION_",
     NormalConvention: "KILN_NORMAL_CONVENTION_",
     CellColor: "KILN_CELL_COLOR_",
     Matte: "KILN_MATTE_",

@@ -15,7 +15,7 @@ from kiln import _abi, _library
 from kiln._closeable import Closeable
 from kiln._convert import ImageLike, writable_rgba
 from kiln._options import GenerateOptions, Request
-from kiln.enums import Graph, Seamless, UpscaleAlpha
+from kiln.enums import Graph, Quantization, Seamless, UpscaleAlpha
 from kiln.errors import check, read_string
 from kiln.image import Image, Rect, Sprite, sprite_options
 from kiln.job import Job, submit
@@ -82,6 +82,8 @@ class ModelInfo:
     embedding_dim: int
     has_vae_encoder: bool
     has_matting: bool
+    #: How the weights were loaded (``Runtime.load_model``'s ``quantization``).
+    quantization: Quantization
 
 
 class Model(Closeable):
@@ -104,12 +106,12 @@ class Model(Closeable):
 
     @property
     def info(self) -> ModelInfo:
-        """Native size, size multiple, latent layout and what the export has."""
+        """Native size, size multiple, latent layout, what the export has and how it was loaded."""
         i = _abi.ModelInfo()
         i.struct_size = ctypes.sizeof(i)
         check(_library.lib().kiln_model_get_info(self.handle, ctypes.byref(i)))
         return ModelInfo(i.default_size, i.size_multiple, i.latent_channels, i.vae_downsampling, i.embedding_dim,
-                         bool(i.has_vae_encoder), bool(i.has_matting))
+                         bool(i.has_vae_encoder), bool(i.has_matting), Quantization(i.quantization))
 
     def generate(self, prompt: str, **options: Unpack[GenerateOptions]) -> Image:
         """Generates an image, blocking until done. Options: see ``kiln.GenerateOptions``."""

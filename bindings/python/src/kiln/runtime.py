@@ -9,8 +9,8 @@ from typing import Callable, Sequence
 
 from kiln import _abi, _library
 from kiln._closeable import Closeable
-from kiln.enums import GpuMath, LogLevel, Provider, Residency, Seamless
-from kiln.errors import check, read_string
+from kiln.enums import GpuMath, LogLevel, Provider, Quantization, Residency, Seamless, Status
+from kiln.errors import ArgumentError, check, read_string
 from kiln.job import Job, submit
 from kiln.model import Model
 from kiln.upscaler import Upscaler
@@ -18,15 +18,41 @@ from kiln.upscaler import Upscaler
 __all__ = ["Runtime", "LogCallback"]
 
 
-def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None) -> ctypes.Structure | None:
+#: The names ``quantization`` takes, upper-cased: the members' own ("none", "int8").
+_QUANTIZATION_NAMES: dict[str, Quantization] = dict(Quantization.__members__)
+#: Those names as the error for an unknown one lists them: 'int8' or 'none'.
+_QUANTIZATION_LIST = " or ".join(repr(name.lower()) for name in sorted(_QUANTIZATION_NAMES))
+
+
+def _quantization(value: Quantization | int | str) -> int:
+    """``kiln_quantization``'s value from a member, a name or an int. A uint32 passes through
+    unchecked, so Kiln refuses an unknown one with its own status and message; an unknown name, or
+    an int the field cannot hold (which ctypes would wrap), is refused here the same way
+    (ArgumentError, INVALID_ARGUMENT)."""
+    if isinstance(value, str):
+        member = _QUANTIZATION_NAMES.get(value.upper())
+        if member is None:
+            raise ArgumentError(Status.INVALID_ARGUMENT, f"options->quantization {value!r} is not a "
+                                f"kiln.Quantization name ({_QUANTIZATION_LIST})")
+        return int(member)
+    number = int(value)
+    if not 0 <= number <= 0xFFFF_FFFF:
+        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->quantization {number} is not a kiln_quantization")
+    return number
+
+
+def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None,
+                  quantization: Quantization | int | str) -> ctypes.Structure | None:
     """``load_model``'s ``kiln_model_load_options``; None for the defaults."""
-    if seamless == Seamless.NONE and matting is None:
+    quantized = _quantization(quantization)
+    if seamless == Seamless.NONE and matting is None and quantized == Quantization.NONE:
         return None
     o = _abi.ModelLoadOptions()
     _library.lib().kiln_model_load_options_init(ctypes.byref(o))
     o.seamless = int(Seamless(seamless))
     if matting is not None:
         o.matting_path = os.fsencode(matting)
+    o.quantization = quantized
     return o
 
 #: Receives Kiln's log lines: (level, message). Called on whichever thread does the work.
@@ -113,12 +139,16 @@ class Runtime(Closeable):
         return self._handle
 
     def load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
-                   matting: str | os.PathLike[str] | None = None) -> Model:
+                   matting: str | os.PathLike[str] | None = None,
+                   quantization: Quantization | int | str = Quantization.NONE) -> Model:
         """Loads a diffusers/optimum ONNX model folder. ``seamless`` loads only the tiling graphs;
-        ``matting`` names a matting graph for ``Model.make_sprite``."""
+        ``matting`` names a matting graph for ``Model.make_sprite``; ``quantization`` (a Quantization
+        or its name, "none" or "int8") INT8 stores the text encoders' and U-Net's matrix-product
+        weights as int8 (less memory; pictures close to but not equal to the float model's). An
+        unknown ``quantization`` raises ArgumentError (INVALID_ARGUMENT)."""
         lib = _library.lib()
         out = ctypes.c_void_p()
-        o = _load_options(seamless, matting)
+        o = _load_options(seamless, matting, quantization)
         if o is None:
             check(lib.kiln_model_load(self.handle, os.fsencode(model_dir), ctypes.byref(out)))
         else:
@@ -126,18 +156,20 @@ class Runtime(Closeable):
         return Model(out.value or 0, self)
 
     def submit_load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
-                          matting: str | os.PathLike[str] | None = None, priority: int = 0) -> Job:
+                          matting: str | os.PathLike[str] | None = None,
+                          quantization: Quantization | int | str = Quantization.NONE, priority: int = 0) -> Job:
         """Queues ``load_model`` as a job and returns at once (``kiln_job_submit_model_load``), so a game
         loads a model without a thread of its own: ``Job.model()`` gives the model (what
-        ``load_model(model_dir, seamless=seamless, matting=matting)`` gives). Higher ``priority`` runs
-        first; progress is 0 of 1, then 1 of 1; no previews. The arguments are checked here, nothing
-        queued on an error: ModelNotFoundError for a folder that does not exist, ArgumentError for an
-        unknown ``seamless``. The files are read by the job, so a folder that is not a model fails it
-        (``Job.model()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
-        load; a running one stops inside the graph session ONNX Runtime is creating (at its next check)
-        and ends CANCELLED without a model. The job holds
+        ``load_model(model_dir, seamless=seamless, matting=matting, quantization=quantization)`` gives).
+        Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1; no previews. The arguments are
+        checked here, nothing queued on an error: ModelNotFoundError for a folder that does not exist,
+        ArgumentError for an unknown ``seamless`` or ``quantization``. The files are read by the job, so
+        a folder that is not a model fails it (``Job.model()`` raises JobFailedError with the job's
+        message). ``Job.cancel()`` stops a queued load; a running one stops inside the graph session
+        ONNX Runtime is creating (at its next check) and ends CANCELLED without a model. The job holds
         what it needs of this runtime, which may be closed right after."""
-        lib, o, handle, path = _library.lib(), _load_options(seamless, matting), self.handle, os.fsencode(model_dir)
+        lib, o, handle = _library.lib(), _load_options(seamless, matting, quantization), self.handle
+        path = os.fsencode(model_dir)
         options = None if o is None else ctypes.byref(o)
         return submit(lambda jo, out: lib.kiln_job_submit_model_load(handle, path, options, jo, out),
                       priority=priority, runtime=self)
