@@ -11,7 +11,7 @@ use kiln::image::control::ControlImage;
 
 use crate::image_data::{from_godot_pixels, to_godot_rgba8};
 use crate::options::{self, OptionValue};
-use crate::session::{GpuSettings, Session, SessionConfig, UpscaleSettings};
+use crate::session::{info_entries, GpuSettings, InfoValue, Session, SessionConfig, UpscaleSettings};
 use crate::tracker::{status_of, Event, Phase, Tracker};
 
 /// Generates textures with Kiln without blocking the main thread.
@@ -60,6 +60,14 @@ pub struct KilnGenerator {
     /// Keep the latents on the GPU between steps.
     #[export]
     device_latents: bool,
+    /// How the model's weights are stored: `none` (as exported) or `int8`
+    /// (the text encoders' and U-Net's matrix-product weights as int8, as
+    /// ONNX Runtime's `quantize_dynamic` makes them: less memory, pictures
+    /// close to but not equal to the float model's). A `refiner` is loaded
+    /// the same way. Applies from the next `generate`, which loads the model
+    /// afresh; another name fails the job with status 101.
+    #[export]
+    quantization: GString,
     /// A super-resolution upscaler (ESRGAN-family ONNX): a folder holding
     /// `model.onnx`, or an `.onnx` file; empty = off. When set, every
     /// generated image is upscaled off the main thread, in the same Kiln job
@@ -101,6 +109,7 @@ impl INode for KilnGenerator {
             static_unet: false,
             cuda_graph: false,
             device_latents: false,
+            quantization: GString::from("none"),
             upscaler_path: GString::new(),
             upscale_tile: UpscaleSettings::default().tile,
             upscale_context: UpscaleSettings::default().context,
@@ -228,6 +237,27 @@ impl KilnGenerator {
     fn pending_jobs(&self) -> i64 {
         self.jobs.len() as i64
     }
+
+    /// Facts about the model the node's jobs run on, as the C API's
+    /// `kiln_model_info`: `default_size`, `size_multiple`, `latent_channels`,
+    /// `vae_downsampling`, `embedding_dim` (ints), `has_vae_encoder`,
+    /// `has_matting` (bools) and `quantization` (`none` or `int8`). Empty
+    /// until a job has loaded the model (the first `generate`, or the first
+    /// after a setting that loads it afresh), and while it loads; never waits.
+    #[func]
+    fn model_info(&self) -> VarDictionary {
+        let mut info = VarDictionary::new();
+        if let Some(facts) = self.session.as_ref().and_then(Session::model_info) {
+            for (key, value) in info_entries(&facts) {
+                match value {
+                    InfoValue::Int(n) => info.set(key, n),
+                    InfoValue::Bool(b) => info.set(key, b),
+                    InfoValue::Name(name) => info.set(key, name),
+                }
+            }
+        }
+        info
+    }
 }
 
 impl KilnGenerator {
@@ -269,7 +299,9 @@ impl KilnGenerator {
             cuda_graph: self.cuda_graph,
             device_latents: self.device_latents,
         };
-        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu }
+        // A bad `quantization` is refused when the model loads (status 101).
+        let quantization = self.quantization.to_string();
+        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu, quantization }
     }
 
     /// Polls every job once and emits what happened, in job order.

@@ -17,14 +17,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 
 use kiln::jobs::{JobConfig, JobPool, JobWork};
+use kiln::model::quantize::Quantization;
 use kiln::model::seamless::Seamless;
 use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
-use kiln::model::{Adapters, EmbeddingSpec};
+use kiln::model::{Adapters, EmbeddingSpec, ModelInfo};
 use kiln::pipeline::handoff::Refiner;
-use kiln::{Error, ErrorKind, Model, Rgba8Image, Runtime, RuntimeOptions};
+use kiln::{Error, ErrorKind, Model, ModelOptions, Rgba8Image, Runtime, RuntimeOptions};
 
 use crate::options::{self, GenerateOptions, OptionValue};
 use crate::tracker::Tracker;
@@ -44,6 +45,59 @@ pub struct SessionConfig {
     pub onnxruntime_path: Option<PathBuf>,
     /// The GPU settings of the session's runtime.
     pub gpu: GpuSettings,
+    /// How the model's and a refiner's weights are stored: the node's
+    /// `quantization` property, a `kiln::model::quantize::Quantization` by
+    /// name (`none`, `int8`; "" = `none`). Checked when the model loads, so
+    /// a name Kiln does not know fails the job (status 101).
+    pub quantization: String,
+}
+
+impl SessionConfig {
+    /// Kiln's options for loading the model folder (`Model::load_with`), or
+    /// why a property is not one Kiln takes (INVALID_ARGUMENT naming it).
+    pub fn model_options(&self) -> Result<ModelOptions, Error> {
+        Ok(ModelOptions { quantization: parse_quantization(&self.quantization)?, ..Default::default() })
+    }
+}
+
+/// The node's `quantization` property as Kiln's [`Quantization`]: `none` or
+/// `int8` (case and surrounding spaces ignored; "" = `none`), or
+/// INVALID_ARGUMENT naming the property and the names Kiln knows.
+pub fn parse_quantization(name: &str) -> Result<Quantization, Error> {
+    match name.trim() {
+        "" => Ok(Quantization::None),
+        n => Quantization::from_name(&n.to_ascii_lowercase())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, format!("quantization: {n:?} is not none or int8"))),
+    }
+}
+
+/// A value in the node's `model_info()` dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InfoValue {
+    /// A size or count.
+    Int(i64),
+    /// A yes/no fact.
+    Bool(bool),
+    /// A name, such as the quantization's (`none`, `int8`).
+    Name(&'static str),
+}
+
+/// A loaded model's facts as the node's `model_info()` reports them: the C
+/// API's `kiln_model_info` field names, the flags as bools and
+/// `quantization` by name (`Quantization::name`: `none`, `int8`).
+pub fn info_entries(info: &ModelInfo) -> Vec<(&'static str, InfoValue)> {
+    use InfoValue::*;
+    let int = |n: usize| Int(i64::try_from(n).unwrap_or(i64::MAX));
+    vec![
+        ("default_size", int(info.default_size)),
+        ("size_multiple", int(info.size_multiple)),
+        ("latent_channels", int(info.latent_channels)),
+        ("vae_downsampling", int(info.vae_downsampling)),
+        ("embedding_dim", int(info.embedding_dim)),
+        ("has_vae_encoder", Bool(info.has_vae_encoder)),
+        ("has_matting", Bool(info.has_matting)),
+        ("quantization", Name(info.quantization.name())),
+    ]
 }
 
 /// How the session's runtime uses a GPU: the node's GPU properties, as
@@ -205,6 +259,17 @@ impl Session {
     /// diagnostics: its runtime's settings, `resident_graphs`).
     pub fn loaded_model(&self) -> Option<Model> {
         lock(&self.loaded.model).clone()
+    }
+
+    /// The loaded model's facts (`Model::info`: sizes, `quantization`...), or
+    /// `None` before a job has loaded it and while one is loading it (never
+    /// waits for a load, so the node's main thread can ask each frame).
+    pub fn model_info(&self) -> Option<ModelInfo> {
+        match self.loaded.model.try_lock() {
+            Ok(guard) => guard.as_ref().map(Model::info),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().as_ref().map(Model::info),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// How many adapter views (`loras` / `embeddings` sets, and a refiner's
@@ -474,13 +539,15 @@ fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Err
     Error::new(e.kind(), format!("options[\"{key}\"]: {message}"))
 }
 
-/// The refiner in folder `path`, loaded on first use with `base`'s runtime.
+/// The refiner in folder `path`, loaded on first use with `base`'s runtime
+/// and quantization (the node's `quantization` covers both models).
 fn refiner_model(loaded: &Loaded, base: &Model, path: &Path) -> Result<Model, Error> {
     let mut refiners = lock(&loaded.refiners);
     if let Some((_, m)) = refiners.iter().find(|(p, _)| p == path) {
         return Ok(m.clone());
     }
-    let m = Model::load(base.runtime(), path).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
+    let options = ModelOptions { quantization: base.info().quantization, ..Default::default() };
+    let m = Model::load_with(base.runtime(), path, &options).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
     refiners.push((path.to_path_buf(), m.clone()));
     Ok(m)
 }
@@ -522,7 +589,8 @@ fn model(loaded: &Loaded, config: &SessionConfig) -> Result<Model, Error> {
     if config.model_dir.as_os_str().is_empty() {
         return Err(Error::new(ErrorKind::InvalidArgument, "model_path is empty; set it to a Kiln model folder"));
     }
-    let model = Model::load(&runtime(loaded, config)?, &config.model_dir)?;
+    let options = config.model_options()?;
+    let model = Model::load_with(&runtime(loaded, config)?, &config.model_dir, &options)?;
     *guard = Some(model.clone());
     Ok(model)
 }
@@ -549,5 +617,56 @@ mod tests {
             let e = bad.options(Seamless::None).unwrap_err();
             assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidArgument, want));
         }
+    }
+
+    #[test]
+    fn quantization_property_takes_kilns_names_and_rejects_others() {
+        for (name, want) in [("int8", Quantization::Int8), ("none", Quantization::None), ("", Quantization::None), (" INT8 ", Quantization::Int8)] {
+            assert_eq!(parse_quantization(name).unwrap(), want, "{name:?}");
+        }
+        for q in [Quantization::None, Quantization::Int8] {
+            assert_eq!(parse_quantization(q.name()).unwrap(), q, "Kiln's own names read back");
+        }
+        for (bad, want) in [("int4", "quantization: \"int4\" is not none or int8"), ("fp16", "quantization: \"fp16\" is not none or int8")] {
+            let e = parse_quantization(bad).unwrap_err();
+            assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidArgument, want));
+        }
+        // The session's load options carry it; a bad name is refused before any load.
+        let config = |q: &str| SessionConfig { quantization: q.into(), ..Default::default() };
+        assert_eq!(config("int8").model_options().unwrap(), ModelOptions { quantization: Quantization::Int8, ..Default::default() });
+        assert_eq!(config("").model_options().unwrap(), ModelOptions::default(), "the default is Model::load's");
+        assert_eq!(config("int4").model_options().unwrap_err().kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn model_info_entries_use_the_c_field_names_and_quantization_by_name() {
+        let info = ModelInfo {
+            default_size: 512,
+            size_multiple: 8,
+            latent_channels: 4,
+            vae_downsampling: 8,
+            embedding_dim: 768,
+            has_vae_encoder: true,
+            has_matting: false,
+            quantization: Quantization::Int8,
+        };
+        use InfoValue::*;
+        assert_eq!(
+            info_entries(&info),
+            vec![
+                ("default_size", Int(512)),
+                ("size_multiple", Int(8)),
+                ("latent_channels", Int(4)),
+                ("vae_downsampling", Int(8)),
+                ("embedding_dim", Int(768)),
+                ("has_vae_encoder", Bool(true)),
+                ("has_matting", Bool(false)),
+                ("quantization", Name("int8")),
+            ]
+        );
+        let plain = info_entries(&ModelInfo { quantization: Quantization::None, ..info });
+        assert_eq!(plain.last(), Some(&("quantization", Name("none"))));
+        // Before any job, a session reports nothing (and does not wait).
+        assert_eq!(Session::new(SessionConfig::default()).model_info(), None);
     }
 }

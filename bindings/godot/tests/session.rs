@@ -806,7 +806,7 @@ fn refiner_hand_off_generates_what_kiln_makes_directly() {
 }
 
 fn gpu_session(gpu: GpuSettings) -> Session {
-    Session::new(SessionConfig { model_dir: fixture(), onnxruntime_path: None, gpu })
+    Session::new(SessionConfig { model_dir: fixture(), onnxruntime_path: None, gpu, ..Default::default() })
 }
 
 /// The node's GPU properties reach the runtime the model is loaded with: the
@@ -876,6 +876,93 @@ fn bad_or_unavailable_gpu_settings_fail_the_job_with_a_status() {
     let mut t = gpu_session(fallback).start("x", &opts(&[("steps", Int(1))]));
     let events = run_to_end(&mut t);
     assert!(matches!(events.last(), Some(Event::Done { .. })), "without require_provider the CPU runs: {:?}", events.last());
+}
+
+// ---- Int8 weights (`quantization`) and `model_info` ----
+
+fn quantized_session(model_dir: PathBuf, quantization: &str) -> Session {
+    Session::new(SessionConfig { model_dir, quantization: quantization.into(), ..Default::default() })
+}
+
+fn int8_model(rt: &Runtime, dir: &Path) -> Model {
+    use kiln::model::quantize::Quantization;
+    let options = kiln::ModelOptions { quantization: Quantization::Int8, ..Default::default() };
+    Model::load_with(rt, dir, &options).expect("int8 load")
+}
+
+/// The node's `quantization` property: `int8` loads tiny-sd with Kiln's int8
+/// weights, so the job's pixels are `Model::load_with(Int8)` + `generate`'s
+/// (0 differ) and not the float model's, and `model_info` reports `int8`
+/// (`none` for the default); the job's `seamless` view and a `refiner` are
+/// int8 too; an unknown name fails the job with 101 before anything loads.
+#[test]
+fn quantization_int8_loads_int8_weights_and_model_info_says_so() {
+    use kiln::model::quantize::Quantization;
+    use kiln::pipeline::handoff::Refiner;
+    use kiln_godot::session::{info_entries, InfoValue};
+    use OptionValue::*;
+    let job = [("steps", Int(4)), ("seed", Int(3)), ("scheduler", String("euler".into()))];
+    let request = GenerateRequest { prompt: "mossy stone".into(), steps: 4, seed: 3, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let int8 = int8_model(&rt, &fixture());
+
+    let s = quantized_session(fixture(), "int8");
+    assert_eq!(s.model_info(), None, "nothing is loaded before the first job");
+    let got = done_image(&run_to_end(&mut s.start("mossy stone", &opts(&job)))).clone();
+    let info = s.model_info().expect("the job loaded the model");
+    println!("int8 model_info: {:?}", info_entries(&info));
+    assert_eq!(info.quantization, Quantization::Int8);
+    assert!(info_entries(&info).contains(&("quantization", InfoValue::Name("int8"))));
+    let differing = count_differing(&got, &direct(&int8, &request));
+    let from_float = count_differing(&got, &direct(&fixture_model(), &request));
+    println!("int8: {differing} of {} differ from Model::load_with(Int8) + generate (bound 0); {from_float} from the float model", got.pixels.len());
+    assert_eq!(differing, 0);
+    assert!(from_float > 0, "int8 weights change the picture");
+
+    // The job's seamless view keeps the int8 weights.
+    let mut seamless_job = job.to_vec();
+    seamless_job.push(("seamless", String("xy".into())));
+    let tiled = done_image(&run_to_end(&mut s.start("mossy stone", &opts(&seamless_job)))).clone();
+    let differing = count_differing(&tiled, &direct(&int8.seamless(Seamless::Xy).unwrap(), &request));
+    println!("int8 + seamless: {differing} differ from the int8 model's seamless view (bound 0)");
+    assert_eq!(differing, 0);
+
+    // The default (the property's "none", or empty) is the float model.
+    for name in ["none", ""] {
+        let plain = quantized_session(fixture(), name);
+        let got = done_image(&run_to_end(&mut plain.start("mossy stone", &opts(&job)))).clone();
+        let info = plain.model_info().expect("the job loaded the model");
+        assert_eq!(info.quantization, Quantization::None, "{name:?}");
+        assert!(info_entries(&info).contains(&("quantization", InfoValue::Name("none"))));
+        assert_eq!(count_differing(&got, &direct(&fixture_model(), &request)), 0, "{name:?} is the float model");
+    }
+
+    // A refiner is loaded as the model was: tiny-sdxl and the refiner fixture, both int8.
+    let sdxl = fixture().join("../tiny-sdxl");
+    let refiner_path = refiner_dir();
+    let s = quantized_session(sdxl.clone(), "int8");
+    let refined = done_image(&run_to_end(&mut s.start(
+        "mossy stone",
+        &opts(&[job[0].clone(), job[1].clone(), job[2].clone(), ("refiner", String(refiner_path.display().to_string())), ("refiner_start", Float(0.6))]),
+    )))
+    .clone();
+    let handoff = |refiner: Model| GenerateRequest { refiner: Some(Refiner { model: refiner, start: 0.6 }), ..request.clone() };
+    let base = int8_model(&rt, &sdxl);
+    let differing = count_differing(&refined, &direct(&base, &handoff(int8_model(&rt, &refiner_path))));
+    let float_refiner = count_differing(&refined, &direct(&base, &handoff(Model::load(&rt, &refiner_path).unwrap())));
+    println!("int8 refiner hand-off: {differing} differ from both int8 models' hand-off (bound 0); {float_refiner} from a float refiner's");
+    assert_eq!(differing, 0);
+    assert!(float_refiner > 0, "the refiner's int8 weights count");
+
+    // Unknown names fail the job with 101 naming the property; nothing loads.
+    for bad in ["int4", "fp16"] {
+        let s = quantized_session(fixture(), bad);
+        let (status, message) = failure(&run_to_end(&mut s.start("x", &opts(&[("steps", Int(1))]))));
+        println!("quantization {bad:?}: {status} {message}");
+        assert_eq!((status, message), (101, format!("quantization: \"{bad}\" is not none or int8")));
+        assert_eq!(s.model_info(), None);
+        assert!(s.loaded_model().is_none());
+    }
 }
 
 // ---- The upscaler (`upscaler_path`, `upscale_tile`, `upscale_context`, `upscale_alpha`) ----
