@@ -60,8 +60,9 @@ fn spread_bound(c: &serde_json::Value) -> f64 {
     2.0 * c["int8_jittered_1e-6"]["latents_max_rel"].as_f64().unwrap()
 }
 
-/// Case `c` on `model` against the golden's latents, within [`spread_bound`];
-/// returns the relative distance.
+/// Case `c` on `model` against the golden's latents, within [`spread_bound`],
+/// and its image, its mean |difference| within twice the reference's own
+/// (cases.json); returns the latents' relative distance.
 fn check(model: &Model, c: &serde_json::Value) -> f64 {
     let name = c["name"].as_str().unwrap();
     let out = model.generate_with(&request(c), Hooks::default()).expect("generation succeeds");
@@ -74,6 +75,10 @@ fn check(model: &Model, c: &serde_json::Value) -> f64 {
         c["int8_vs_float"]["latents_max_rel"].as_f64().unwrap()
     );
     common::check_margin(&format!("quantize::{name}::latents_rel"), d, spread_bound(c));
+    let (_, want_image) = npy(&format!("{name}.image.npy"));
+    let mean = out.image.data.iter().zip(&want_image).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / want_image.len() as f64;
+    let image_bound = 2.0 * c["int8_jittered_1e-6"]["image_mean_abs"].as_f64().unwrap();
+    common::check_margin(&format!("quantize::{name}::image_mean_abs"), mean, image_bound);
     d
 }
 

@@ -9,6 +9,7 @@ and draws the contact sheet (one row per family) and a 2x2 tiling for the README
 
     python tools/evaluate_default_model.py                 # writes docs/default-model/
     python tools/evaluate_default_model.py --sweep         # compare samplers/guidance on a subset
+    python tools/evaluate_default_model.py --quantize-gate # int8 weights against float (quantize.md)
 
 Needs the training venv (torch) for the classifier; it trains the classifier itself (a few minutes,
 tools/train_default_model.py --stages data,classifier) when --work has none.
@@ -128,11 +129,16 @@ def main():
     ap.add_argument("--scheduler", default="default")
     ap.add_argument("--sweep", action="store_true", help="compare sampler settings on 4 images per family")
     ap.add_argument("--no-build", action="store_true", help="use target/release/examples/generate as it is")
+    ap.add_argument("--quantize-gate", action="store_true", help="int8 weights against float on the held-out prompts; writes quantize.md")
     a = ap.parse_args()
     work = Path(a.work)
     if not a.no_build:
         ensure_generate()
     ensure_classifier(work)
+
+    if a.quantize_gate:
+        quantize_gate(a, work)
+        return
 
     if a.sweep:
         prompts = heldout_prompts(4)
@@ -192,6 +198,86 @@ def main():
     json.dump(report, open(out / "quality.json", "w"), indent=1)
     write_markdown(report, out / "quality.md")
     print("wrote", out)
+
+
+def ssim(a, b):
+    """Mean SSIM (Wang et al. 2004: Gaussian window sigma 1.5, 11 taps; K1 0.01, K2 0.03;
+    data range 255) over the RGB channels of two uint8 images."""
+    from scipy.ndimage import gaussian_filter
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    out = []
+    for ch in range(3):
+        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
+        blur = lambda v: gaussian_filter(v, 1.5, truncate=3.5, mode="wrap")  # noqa: E731 (textures tile)
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        out.append(((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean())
+    return float(np.mean(out))
+
+
+# The gate: int8 keeps the float model's family accuracy within this many points,
+# and its pictures stay this close to the float ones at the same seed.
+GATE_ACCURACY_POINTS = 5.0
+GATE_MEAN_SSIM = 0.90
+
+
+def quantize_gate(a, work):
+    """int8 weights (`--quantize int8`) against float, same held-out prompts and seeds,
+    the report's sampler with --seamless xy: family accuracy of each, SSIM and mean
+    |difference| between each pair of pictures, seam score of the int8 ones. Writes
+    quantize.json and quantize.md to --out; exits 1 when the gate fails."""
+    out = Path(a.out)
+    prompts = heldout_prompts(a.per_family)
+    truth = np.array([p[0] for p in prompts])
+    items = [(c, s) for _, c, s in prompts]
+    flags = sampler_flags(a) + ["--seamless", "xy"]
+    with tempfile.TemporaryDirectory() as tmp:
+        fp, fsecs = run_batch(a.model, items, Path(tmp) / "float", flags)
+        qp, qsecs = run_batch(a.model, items, Path(tmp) / "int8", flags + ["--quantize", "int8"])
+        f_imgs, q_imgs = load(fp), load(qp)
+    f_acc = float((classify(work, f_imgs) == truth).mean())
+    q_acc = float((classify(work, q_imgs) == truth).mean())
+    ssims = [ssim(x, y) for x, y in zip(f_imgs, q_imgs)]
+    diffs = [float(np.abs(x.astype(np.float64) - y.astype(np.float64)).mean()) for x, y in zip(f_imgs, q_imgs)]
+    seams = {ax: float(np.mean([seam_score(im, ax) for im in q_imgs])) for ax in ("x", "y")}
+    r = {
+        "sampler": {"scheduler": a.scheduler, "steps": a.steps, "guidance": a.guidance, "seamless": "xy"},
+        "images": len(items),
+        "accuracy": {"float": f_acc, "int8": q_acc},
+        "ssim": {"mean": float(np.mean(ssims)), "min": float(np.min(ssims)), "p10": float(np.percentile(ssims, 10))},
+        "mean_abs_difference_8bit": {"mean": float(np.mean(diffs)), "max": float(np.max(diffs))},
+        "int8_seam_score": seams,
+        "median_seconds_per_image_64px": {"float": statistics.median(fsecs[1:]), "int8": statistics.median(qsecs[1:])},
+        "gate": {"accuracy_points": GATE_ACCURACY_POINTS, "mean_ssim": GATE_MEAN_SSIM},
+    }
+    passed = (f_acc - q_acc) * 100 <= GATE_ACCURACY_POINTS and r["ssim"]["mean"] >= GATE_MEAN_SSIM
+    r["gate"]["passed"] = passed
+    json.dump(r, open(out / "quantize.json", "w"), indent=1)
+    lines = [
+        "# kiln-tiny-textures: int8 weights against float",
+        "",
+        f"Made by `tools/evaluate_default_model.py --quantize-gate`: the quality report's {len(items)} held-out prompts and seeds, "
+        f"sampler `{a.scheduler}`, {a.steps} steps, guidance {a.guidance}, `--seamless xy`, once as exported and once with "
+        "`--quantize int8` (the text encoder's and U-Net's matrix weights as int8, ONNX Runtime's dynamic quantization).",
+        "",
+        "| | float | int8 |",
+        "| --- | ---: | ---: |",
+        f"| family accuracy | {f_acc * 100:.1f} % | {q_acc * 100:.1f} % |",
+        f"| seam score x / y | | {seams['x']:.2f} / {seams['y']:.2f} |",
+        f"| median seconds per 64 px image | {r['median_seconds_per_image_64px']['float']:.3f} | {r['median_seconds_per_image_64px']['int8']:.3f} |",
+        "",
+        f"Same seed, float against int8: SSIM mean {r['ssim']['mean']:.3f} (10th percentile {r['ssim']['p10']:.3f}, "
+        f"lowest {r['ssim']['min']:.3f}); mean |difference| {r['mean_abs_difference_8bit']['mean']:.2f} of 255 "
+        f"(largest image {r['mean_abs_difference_8bit']['max']:.2f}).",
+        "",
+        f"Gate: int8 accuracy at most {GATE_ACCURACY_POINTS:.0f} points below float, and mean SSIM at least {GATE_MEAN_SSIM}: "
+        f"**{'passed' if passed else 'FAILED'}**.",
+    ]
+    (out / "quantize.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if not passed:
+        raise SystemExit(1)
 
 
 def platform_cpu():
