@@ -188,6 +188,21 @@ impl<'a> Message<'a> {
     }
 }
 
+/// A field value that owns its bytes, for a message built from borrowed parts.
+pub fn owned(v: &Value<'_>) -> Value<'static> {
+    match v {
+        Value::Varint(x) => Value::Varint(*x),
+        Value::Fixed64(b) => Value::Fixed64(*b),
+        Value::Fixed32(b) => Value::Fixed32(*b),
+        Value::Bytes(b) => Value::Bytes(std::borrow::Cow::Owned(b.to_vec())),
+    }
+}
+
+/// `m` with every field owning its bytes.
+pub fn to_static(m: &Message<'_>) -> Message<'static> {
+    Message { fields: m.fields.iter().map(|(n, v)| (*n, owned(v))).collect() }
+}
+
 /// A node's attribute of type INTS (AttributeProto.type = 7), by name.
 pub fn attribute_ints(node: &Message<'_>, name: &str) -> Result<Option<Vec<i64>>> {
     for b in node.bytes_of(5) {

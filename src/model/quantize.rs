@@ -30,7 +30,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::onnx_proto::{node, Message, Value};
+use super::onnx_proto::{node, owned, to_static, Message, Value};
 use crate::error::{Error, Result};
 
 /// How a model's weights are stored for running. Values match
@@ -441,19 +441,6 @@ pub(crate) fn quantize_overrides(
     Ok(std::sync::Arc::new(out))
 }
 
-fn owned(v: &Value<'_>) -> Value<'static> {
-    match v {
-        Value::Varint(x) => Value::Varint(*x),
-        Value::Fixed64(b) => Value::Fixed64(*b),
-        Value::Fixed32(b) => Value::Fixed32(*b),
-        Value::Bytes(b) => Value::Bytes(Cow::Owned(b.to_vec())),
-    }
-}
-
-fn to_static(m: &Message<'_>) -> Message<'static> {
-    Message { fields: m.fields.iter().map(|(n, v)| (*n, owned(v))).collect() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,6 +534,16 @@ mod tests {
         }
     }
 
+    /// A model of one `MatMul` of input `x` by initializer `w`.
+    fn one_matmul_model(w: &Message<'_>) -> Vec<u8> {
+        let mut g = Message::default();
+        g.push_message(1, &node("MatMul", "m", &["x", "w"], &["y"], &[]));
+        g.push_message(5, w);
+        let mut m = Message::default();
+        m.push_message(7, &g);
+        m.to_bytes()
+    }
+
     #[test]
     fn a_float16_graph_is_refused() {
         let mut w = Message::default();
@@ -555,12 +552,7 @@ mod tests {
         w.push_varint(2, FLOAT16);
         w.push_string(8, "w");
         w.fields.push((9, Value::Bytes(Cow::Owned(vec![0; 8]))));
-        let mut g = Message::default();
-        g.push_message(1, &node("MatMul", "m", &["x", "w"], &["y"], &[]));
-        g.push_message(5, &w);
-        let mut m = Message::default();
-        m.push_message(7, &g);
-        let e = quantize_int8(&m.to_bytes(), Path::new(".")).unwrap_err();
+        let e = quantize_int8(&one_matmul_model(&w), Path::new(".")).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::Unsupported, "{}", e.message());
     }
 
@@ -575,12 +567,7 @@ mod tests {
         entry.push_string(2, "../secret.bin");
         w.push_message(13, &entry);
         w.push_varint(14, 1);
-        let mut g = Message::default();
-        g.push_message(1, &node("MatMul", "m", &["x", "w"], &["y"], &[]));
-        g.push_message(5, &w);
-        let mut m = Message::default();
-        m.push_message(7, &g);
-        let e = quantize_int8(&m.to_bytes(), Path::new(".")).unwrap_err();
+        let e = quantize_int8(&one_matmul_model(&w), Path::new(".")).unwrap_err();
         assert_eq!(e.kind(), crate::error::ErrorKind::ModelInvalid);
         assert!(e.message().contains("outside the model's folder"), "{}", e.message());
     }

@@ -10,7 +10,7 @@
 //! kept byte for byte (see `onnx_proto`).
 use std::borrow::Cow;
 
-use super::onnx_proto::{Message, Value};
+use super::onnx_proto::{owned, to_static, Message, Value};
 use crate::error::{Error, Result};
 
 const FLOAT: u64 = 1;
@@ -170,19 +170,6 @@ fn value_info(bytes: &[u8], report: &mut UpcastReport) -> Result<Message<'static
         }
     }
     Ok(out)
-}
-
-fn owned(v: &Value<'_>) -> Value<'static> {
-    match v {
-        Value::Varint(x) => Value::Varint(*x),
-        Value::Fixed64(b) => Value::Fixed64(*b),
-        Value::Fixed32(b) => Value::Fixed32(*b),
-        Value::Bytes(b) => Value::Bytes(Cow::Owned(b.to_vec())),
-    }
-}
-
-fn to_static(m: &Message<'_>) -> Message<'static> {
-    Message { fields: m.fields.iter().map(|(n, v)| (*n, owned(v))).collect() }
 }
 
 #[cfg(test)]
