@@ -6,7 +6,8 @@ from __future__ import annotations
 import ctypes
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence, TypedDict, Union
+from enum import IntEnum
+from typing import Any, Mapping, Sequence, TypedDict, Union
 
 import numpy as np
 
@@ -124,21 +125,28 @@ _NOISE_GENERATOR_LIST = " or ".join(
      repr(sorted(_NOISE_GENERATOR_NAMES)[-1].lower())))
 
 
-def _noise_generator(value: Union[NoiseGenerator, int, str]) -> int:
-    """``kiln_noise_generator``'s value from a member, a name or an int. A uint32 passes through
-    unchecked, so Kiln refuses an unknown one with its own status and message; an unknown name, or
-    an int the field cannot hold (which ctypes would wrap), is refused here the same way
-    (ArgumentError, INVALID_ARGUMENT)."""
+def _enum_field(value: Union[IntEnum, int, str], names: Mapping[str, IntEnum], listed: str, field: str,
+                c_type: str, python_type: str) -> int:
+    """The uint32 value of enum field ``options->{field}`` from a member, a name or an int. A
+    uint32 passes through unchecked, so Kiln refuses an unknown one with its own status and
+    message; an unknown name, or an int the field cannot hold (which ctypes would wrap), is refused
+    here the same way (ArgumentError, INVALID_ARGUMENT)."""
     if isinstance(value, str):
-        member = _NOISE_GENERATOR_NAMES.get(value.upper())
+        member = names.get(value.upper())
         if member is None:
-            raise ArgumentError(Status.INVALID_ARGUMENT, f"options->noise_generator {value!r} is not a "
-                                f"kiln.NoiseGenerator name ({_NOISE_GENERATOR_LIST})")
+            raise ArgumentError(Status.INVALID_ARGUMENT, f"options->{field} {value!r} is not a "
+                                f"kiln.{python_type} name ({listed})")
         return int(member)
     number = int(value)
     if not 0 <= number <= 0xFFFF_FFFF:
-        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->noise_generator {number} is not a kiln_noise_generator")
+        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->{field} {number} is not a {c_type}")
     return number
+
+
+def _noise_generator(value: Union[NoiseGenerator, int, str]) -> int:
+    """``kiln_noise_generator``'s value from a member, a name or an int (see ``_enum_field``)."""
+    return _enum_field(value, _NOISE_GENERATOR_NAMES, _NOISE_GENERATOR_LIST, "noise_generator",
+                       "kiln_noise_generator", "NoiseGenerator")
 
 
 def _variation_seed(value: int) -> int:

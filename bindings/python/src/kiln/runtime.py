@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 from kiln import _abi, _library
 from kiln._closeable import Closeable
 from kiln.enums import GpuMath, LogLevel, Provider, Quantization, Residency, Seamless, Status
-from kiln.errors import ArgumentError, check, read_string
+from kiln._options import _enum_field
+from kiln.errors import check, read_string
 from kiln.job import Job, submit
 from kiln.model import Model
 from kiln.upscaler import Upscaler
@@ -25,20 +26,8 @@ _QUANTIZATION_LIST = " or ".join(repr(name.lower()) for name in sorted(_QUANTIZA
 
 
 def _quantization(value: Quantization | int | str) -> int:
-    """``kiln_quantization``'s value from a member, a name or an int. A uint32 passes through
-    unchecked, so Kiln refuses an unknown one with its own status and message; an unknown name, or
-    an int the field cannot hold (which ctypes would wrap), is refused here the same way
-    (ArgumentError, INVALID_ARGUMENT)."""
-    if isinstance(value, str):
-        member = _QUANTIZATION_NAMES.get(value.upper())
-        if member is None:
-            raise ArgumentError(Status.INVALID_ARGUMENT, f"options->quantization {value!r} is not a "
-                                f"kiln.Quantization name ({_QUANTIZATION_LIST})")
-        return int(member)
-    number = int(value)
-    if not 0 <= number <= 0xFFFF_FFFF:
-        raise ArgumentError(Status.INVALID_ARGUMENT, f"options->quantization {number} is not a kiln_quantization")
-    return number
+    """``kiln_quantization``'s value from a member, a name or an int (see ``_options._enum_field``)."""
+    return _enum_field(value, _QUANTIZATION_NAMES, _QUANTIZATION_LIST, "quantization", "kiln_quantization", "Quantization")
 
 
 def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None,
