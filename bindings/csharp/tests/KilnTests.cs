@@ -433,7 +433,7 @@ static class KilnTests
         throw new Exception("no KilnScheduler for " + name);
     }
 
-    /// <summary>A golden case's request: its prompts, steps, guidance, scheduler and recorded draws.</summary>
+    /// <summary>A golden case's request: its prompts, steps, guidance, scheduler and recorded draws (null: none).</summary>
     static KilnGenerateSettings GoldenRequest(Dictionary<string, object> c, float[] draws)
     {
         return new KilnGenerateSettings
@@ -716,18 +716,10 @@ static class KilnTests
         Dictionary<string, object> c = Goldens.Case(Path.Combine(golden, "cases.json"), "euler_cfg");
         Equal("tiny-sd", Goldens.Text(c, "fixture"), "euler_cfg fixture");
         float[] want = Goldens.ReadNpyF32(Path.Combine(golden, "euler_cfg.image.npy"));
-        var settings = new KilnGenerateSettings
-        {
-            Prompt = Goldens.Text(c, "prompt"),
-            NegativePrompt = Goldens.Text(c, "negative_prompt"),
-            Width = 64,
-            Height = 64,
-            Steps = (uint)Goldens.Number(c, "steps"),
-            GuidanceScale = (float)Goldens.Number(c, "guidance_scale"),
-            Scheduler = SchedulerNamed(Goldens.Text(c, "kiln_scheduler")),
-            Seed = (ulong)Goldens.Number(c, "seed"),
-            NoiseGenerator = KilnNoiseGenerator.TorchCpu,
-        };
+        // The case's request with no recorded draws: its seed through PyTorch's CPU generator.
+        KilnGenerateSettings settings = GoldenRequest(c, null);
+        settings.Seed = (ulong)Goldens.Number(c, "seed");
+        settings.NoiseGenerator = KilnNoiseGenerator.TorchCpu;
         double bound = 2 * Goldens.Number((Dictionary<string, object>)c["int8_jittered_1e-6"], "image_mean_abs");
         byte[] got;
         using (KilnModel int8 = KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.Int8))
