@@ -59,7 +59,26 @@ def conv_model(pads, opset, auto_pad=None, group=1):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString()
 
 
+def matmul_model():
+    """The shapes the int8 rewrite handles: two MatMuls sharing an input and a
+    weight used twice, a Gemm with transB and a bias (converted), and a Gemm
+    with alpha 2 (left alone)."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    g = numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32), "g")
+    c = numpy_helper.from_array(rng.standard_normal((5,)).astype(np.float32), "c")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"], name="mm1"),
+             helper.make_node("MatMul", ["x", "w"], ["b"], name=""),
+             helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+             helper.make_node("Gemm", ["s", "g", "c"], ["t"], name="gemm", transB=1),
+             helper.make_node("Gemm", ["t", "g"], ["u"], name="gemm2", alpha=2.0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, 3])], [w, g, c])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
 def onnx_graphs():
+    write("onnx", "matmul-gemm", bytes([0]) + matmul_model())
     for axes in range(3):
         write("onnx", f"conv-pads-{axes}", bytes([axes]) + conv_model([1, 1, 1, 1], 17))
     write("onnx", "conv-asymmetric", bytes([2]) + conv_model([0, 2, 1, 0], 13, group=2))

@@ -1,9 +1,11 @@
-//! Kiln's ONNX protobuf reader and the seamless-tiling rewrite on mutated
-//! graphs. The first byte picks the wrapped axes; the rest is a model file.
-//! Properties: a parsed message re-serializes to bytes that parse to the same
-//! bytes again; a rewritten model parses, and rewriting it again with the
-//! same axes changes no further convolution.
+//! Kiln's ONNX protobuf reader, the seamless-tiling rewrite and the int8
+//! quantization rewrite on mutated graphs. The first byte picks the wrapped
+//! axes; the rest is a model file. Properties: a parsed message re-serializes
+//! to bytes that parse to the same bytes again; a rewritten model parses, and
+//! rewriting it again with the same axes changes no further convolution; a
+//! quantized model parses and has no float matrix product left to quantize.
 #![no_main]
+use kiln::model::quantize::quantize_int8;
 use kiln::model::seamless::{make_seamless, Seamless};
 use libfuzzer_sys::fuzz_target;
 
@@ -18,5 +20,13 @@ fuzz_target!(|data: &[u8]| {
         kiln::fuzzing::onnx_reader(&rewritten).expect("the rewritten model parses");
         let (_, second) = make_seamless(&rewritten, axes).expect("a rewritten model rewrites again");
         assert_eq!(second.convs_rewritten, 0, "the rewrite leaves no padded convolution on a wrapped axis");
+    }
+    // External weights are looked up in a folder that does not exist: a
+    // reference to one is an error, never a read elsewhere.
+    let nowhere = std::path::Path::new("/nonexistent/kiln-fuzz");
+    if let Ok((quantized, _report)) = quantize_int8(model, nowhere) {
+        kiln::fuzzing::onnx_reader(&quantized).expect("the quantized model parses");
+        let (_, second) = quantize_int8(&quantized, nowhere).expect("a quantized model quantizes again");
+        assert_eq!((second.matmuls, second.gemms), (0, 0), "no float matrix product is left");
     }
 });

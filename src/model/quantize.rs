@@ -322,15 +322,17 @@ fn gemm_as_matmul(n: &Message<'_>) -> Result<Option<Vec<(Message<'static>, bool)
 /// A float32 tensor's values: `raw_data`, packed `float_data` or an external file.
 fn float_values(t: &Message<'_>, name: &str, dims: &[i64], dir: &Path) -> Result<Vec<f32>> {
     let count = dims.iter().try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)));
-    let count = count.ok_or_else(|| Error::model(format!("initializer `{name}` has dimensions {dims:?}")))?;
+    let size = count.and_then(|c| c.checked_mul(4));
+    let (count, size) = count.zip(size).ok_or_else(|| Error::model(format!("initializer `{name}` has dimensions {dims:?}")))?;
     let external = t.fields.iter().any(|(n, v)| *n == 14 && *v == Value::Varint(1));
     let bytes: Cow<'_, [u8]> = if external {
-        Cow::Owned(external_bytes(t, name, 4 * count as u64, dir)?)
+        Cow::Owned(external_bytes(t, name, size as u64, dir)?)
     } else if let Some(raw) = t.bytes_of(9).next() {
         Cow::Borrowed(raw)
     } else {
-        // float_data (4): packed fixed32, or one Fixed32 per value.
-        let mut v = Vec::with_capacity(4 * count);
+        // float_data (4): packed fixed32, or one Fixed32 per value. Not
+        // reserved from `dims`: a damaged file can claim any size.
+        let mut v = Vec::new();
         for (n, value) in &t.fields {
             match (n, value) {
                 (4, Value::Bytes(b)) => v.extend_from_slice(b),
@@ -340,7 +342,7 @@ fn float_values(t: &Message<'_>, name: &str, dims: &[i64], dir: &Path) -> Result
         }
         Cow::Owned(v)
     };
-    if bytes.len() != 4 * count {
+    if bytes.len() != size {
         return Err(Error::model(format!("initializer `{name}` holds {} bytes for {count} float32 values", bytes.len())));
     }
     Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
@@ -375,6 +377,15 @@ fn external_bytes(t: &Message<'_>, name: &str, expected: u64, dir: &Path) -> Res
     }
     let mut file = std::fs::File::open(&path)
         .map_err(|e| Error::new(crate::error::ErrorKind::ModelNotFound, format!("initializer `{name}`: cannot open {}: {e}", path.display())))?;
+    // The file must hold the bytes before they are allocated: a damaged
+    // graph can claim any size.
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if offset.checked_add(len).is_none_or(|end| end > file_len) {
+        return Err(Error::model(format!(
+            "initializer `{name}`: {} is {file_len} bytes, but the tensor is stored at bytes {offset}..+{len} of it (truncated, or not this graph's)",
+            path.display()
+        )));
+    }
     let mut buf = vec![0u8; len as usize];
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut buf))
