@@ -599,62 +599,6 @@ fn merged_graphs_bypass_the_optimized_graph_cache() {
     check(&style, "style_ddim_s1", "graph cache runtime");
 }
 
-/// FNV-1a 64, as tools/make_external_data_fixture.py records the data files.
-fn fnv1a64(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("{h:016x}")
-}
-
-/// tests/fixtures/tiny-sd with its U-Net in optimum's external-data layout
-/// (`model.onnx_data`) and its text encoder in one file per tensor
-/// (tools/make_external_data_fixture.py). The data files are rebuilt from the
-/// plain fixture's bytes and must hash to what onnx.save wrote.
-fn external_data_fixture() -> PathBuf {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-external-data-tiny-sd");
-        let _ = std::fs::remove_dir_all(&dir);
-        let plain = common::fixture();
-        let ext = common::root().join("tests/fixtures/external-data");
-        for entry in walk(&plain) {
-            let rel = entry.strip_prefix(&plain).unwrap();
-            let to = dir.join(rel);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            let replaced = ext.join(rel);
-            std::fs::copy(if replaced.is_file() { &replaced } else { &entry }, &to).unwrap();
-        }
-        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ext.join("data-files.json")).unwrap()).unwrap();
-        for (part, files) in manifest.as_object().unwrap() {
-            let source = std::fs::read(plain.join(part).join("model.onnx")).unwrap();
-            for f in files.as_array().unwrap() {
-                let mut data = vec![0u8; f["length"].as_u64().unwrap() as usize];
-                for p in f["pieces"].as_array().unwrap() {
-                    let [at, len, from] = [0, 1, 2].map(|i| p[i].as_u64().unwrap() as usize);
-                    data[at..at + len].copy_from_slice(&source[from..from + len]);
-                }
-                let name = f["file"].as_str().unwrap();
-                assert_eq!(fnv1a64(&data), f["fnv1a64"].as_str().unwrap(), "{part}/{name} rebuilt as onnx.save wrote it");
-                std::fs::write(dir.join(part).join(name), data).unwrap();
-            }
-        }
-        dir
-    })
-    .clone()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Bytes this thread has read through read(2) and friends so far
 /// (`rchar` of /proc/thread-self/io; memory-mapped pages are not counted).
 #[cfg(target_os = "linux")]
@@ -665,7 +609,7 @@ fn thread_read_bytes() -> u64 {
 
 #[test]
 fn loras_and_embeddings_apply_to_an_external_data_export_with_the_same_goldens() {
-    let dir = external_data_fixture();
+    let dir = common::external_data_fixture();
     let ext = Model::load(common::runtime(), &dir).expect("the external-data export loads");
     // Plain: the same weights as the single-file fixture, so the same output.
     let c = cases().into_iter().find(|c| c["name"] == "style_ddim_s1").unwrap();
@@ -699,7 +643,7 @@ fn loras_and_embeddings_apply_to_an_external_data_export_with_the_same_goldens()
 #[test]
 fn switching_loras_on_an_external_data_export_reads_only_the_adapted_weights() {
     use kiln::model::lora::GraphIndex;
-    let dir = external_data_fixture();
+    let dir = common::external_data_fixture();
     let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
     let base = Model::load(common::runtime(), &dir).unwrap();
     let style = with_case_loras(&base, "style_ddim_s1", false);
@@ -716,7 +660,7 @@ fn switching_loras_on_an_external_data_export_reads_only_the_adapted_weights() {
         names.iter().map(|n| index.modules.values().find(|s| s.initializer == *n).map_or(0, |s| s.dims.iter().product::<usize>() as u64 * 4)).sum()
     };
     let adapted = adapted_bytes("unet", &unet) + adapted_bytes("text_encoder", &text);
-    let data: u64 = walk(&dir).iter().filter(|p| p.extension().is_none_or(|e| e != "onnx" && e != "json" && e != "txt")).map(|p| size(p)).sum();
+    let data: u64 = common::walk(&dir).iter().filter(|p| p.extension().is_none_or(|e| e != "onnx" && e != "json" && e != "txt")).map(|p| size(p)).sum();
     let needed = lora_files + graphs + adapted;
     eprintln!(
         "switch style -> stack: this thread read {read} bytes; needed {needed} (LoRA files {lora_files}, graphs {graphs}, adapted weights {adapted}); the external data is {data} bytes"

@@ -173,6 +173,22 @@ fn int8_holds_through_views_residency_static_unet_cache_and_controlnet_folders()
     assert_same(&controlnet.generate_with(&req, Hooks::default()).unwrap().image.data, &want, "ControlNet folder, plain job");
 }
 
+/// Weights in external-data files (optimum's `model.onnx_data`, and one
+/// file per tensor) are read from them and quantized as inline ones are: the
+/// same graph, so the same picture bit for bit.
+#[test]
+fn int8_reads_external_data_weights_like_inline_ones() {
+    let c = case("euler_cfg");
+    let req = request(&c);
+    let external = int8(common::runtime(), &common::external_data_fixture());
+    let inline = int8(common::runtime(), &common::fixture());
+    assert_same(
+        &external.generate_with(&req, Hooks::default()).unwrap().image.data,
+        &inline.generate_with(&req, Hooks::default()).unwrap().image.data,
+        "external-data export, int8",
+    );
+}
+
 #[test]
 fn int8_pngs_record_it_and_float_ones_do_not() {
     let c = case("euler_cfg");

@@ -476,3 +476,59 @@ pub fn ffi_wait_for_job(
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// FNV-1a 64, as tools/make_external_data_fixture.py records the data files.
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{h:016x}")
+}
+
+/// tests/fixtures/tiny-sd with its U-Net in optimum's external-data layout
+/// (`model.onnx_data`) and its text encoder in one file per tensor
+/// (tools/make_external_data_fixture.py). The data files are rebuilt from the
+/// plain fixture's bytes and must hash to what onnx.save wrote.
+pub fn external_data_fixture() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-external-data-tiny-sd");
+        let _ = std::fs::remove_dir_all(&dir);
+        let plain = fixture();
+        let ext = root().join("tests/fixtures/external-data");
+        for entry in walk(&plain) {
+            let rel = entry.strip_prefix(&plain).unwrap();
+            let to = dir.join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            let replaced = ext.join(rel);
+            std::fs::copy(if replaced.is_file() { &replaced } else { &entry }, &to).unwrap();
+        }
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ext.join("data-files.json")).unwrap()).unwrap();
+        for (part, files) in manifest.as_object().unwrap() {
+            let source = std::fs::read(plain.join(part).join("model.onnx")).unwrap();
+            for f in files.as_array().unwrap() {
+                let mut data = vec![0u8; f["length"].as_u64().unwrap() as usize];
+                for p in f["pieces"].as_array().unwrap() {
+                    let [at, len, from] = [0, 1, 2].map(|i| p[i].as_u64().unwrap() as usize);
+                    data[at..at + len].copy_from_slice(&source[from..from + len]);
+                }
+                let name = f["file"].as_str().unwrap();
+                assert_eq!(fnv1a64(&data), f["fnv1a64"].as_str().unwrap(), "{part}/{name} rebuilt as onnx.save wrote it");
+                std::fs::write(dir.join(part).join(name), data).unwrap();
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
