@@ -11,8 +11,9 @@
 //!   quantization rounds every activation to 8 bits at run time, so float
 //!   differences of 1e-6 (what separates any two float pipelines, Kiln's and
 //!   optimum's included) flip roundings, and the flips compound over the steps:
-//!   the golden script measures the reference itself moving by 0.8–1.2e-2
-//!   (latents, relative) when its starting latents move by 1e-6. The pipeline
+//!   the golden script measures the reference itself moving by up to
+//!   0.8–1.5e-2 (latents, relative; 1.1e-3 on the tiny SDXL) when its
+//!   starting latents move by 1e-6 (the widest of six draws). The pipeline
 //!   cases therefore check Kiln's result stays within twice that spread, which
 //!   catches a structural mistake (a LoRA left out of the int8 weights moves
 //!   the result past it; checked below) but not a difference as small as

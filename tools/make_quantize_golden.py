@@ -3,7 +3,9 @@
 
 The reference is ONNX Runtime's own quantizer, the tool users run today:
 `onnxruntime.quantization.quantize_dynamic(model, out,
-op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)` on each text
+op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+reduce_range=True)` (7-bit weights, which no CPU's int8 kernel saturates on;
+see src/model/quantize.rs) on each text
 encoder and U-Net of a fixture (Gemm becomes MatMul first, as that function
 does; convolutions and the VAE stay float), then optimum's ORT pipeline on the
 quantized folder.
@@ -22,7 +24,8 @@ What it makes (in tests/fixtures/golden/quantize/):
                   seeded torch CPU generator (Kiln: `NoiseGenerator::Torch`)
   cases.json      the parameters; how far each case's int8 result is from the
                   float model's (what quantization itself changes); and how far
-                  it moves when the starting latents move by 1e-6 (relative):
+                  it moves, at most over six seeded draws, when the starting
+                  latents move by 1e-6 (relative):
                   dynamic quantization rounds activations, so float noise that
                   small flips roundings and the int8 pipeline's result spreads
                   by about as much as quantization itself moves it
@@ -56,6 +59,8 @@ OUT = FIXTURES / "golden" / "quantize"
 PROMPT = "mossy stone brick wall"
 NEGATIVE = "blurry"
 QUANTIZED = ["text_encoder", "text_encoder_2", "unet"]
+# Seeds of the 1e-6 jitters whose widest spread cases.json records.
+JITTER_SEEDS = [5, 6, 7, 8, 9, 10]
 
 # name, fixture, kiln scheduler, diffusers class, steps, guidance, seed, lora (file, scale) or None
 CASES = [
@@ -75,7 +80,8 @@ def quantize_folder(src: Path, dest: Path) -> None:
         graph = dest / part / "model.onnx"
         if graph.is_file():
             quantized = dest / part / "model.int8.onnx"
-            quantize_dynamic(str(graph), str(quantized), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+            quantize_dynamic(str(graph), str(quantized), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                             reduce_range=True)
             quantized.replace(graph)
 
 
@@ -115,7 +121,7 @@ def node_digest(model) -> dict:
     return {"nodes": len(keys), "nodes_fnv1a64": fnv1a64("\n".join(keys).encode())}
 
 
-def run(folder: Path, case, perturb: float = 0.0) -> dict:
+def run(folder: Path, case, perturb: float = 0.0, jitter_seed: int = 5) -> dict:
     import diffusers
     import torch
     from optimum.onnxruntime import ORTDiffusionPipeline
@@ -138,7 +144,7 @@ def run(folder: Path, case, perturb: float = 0.0) -> dict:
         channels = pipe.unet.config.in_channels
         side = pipe.unet.config.sample_size
         latents = torch.randn((1, channels, side, side), generator=generator)
-        jitter = torch.randn(latents.shape, generator=torch.Generator().manual_seed(5))
+        jitter = torch.randn(latents.shape, generator=torch.Generator().manual_seed(jitter_seed))
         extra["latents"] = latents * (1 + perturb * jitter)
     out = pipe(
         prompt=PROMPT,
@@ -188,7 +194,7 @@ def main() -> None:
             quantize_folder(float_folder, int8_folder)
             q = run(int8_folder, case)
             f = run(float_folder, case)
-            jittered = run(int8_folder, case, perturb=1e-6)
+            jittered = [run(int8_folder, case, perturb=1e-6, jitter_seed=j) for j in JITTER_SEEDS]
             np.save(OUT / f"{name}.latents.npy", q["latents"])
             np.save(OUT / f"{name}.image.npy", q["image"])
             scale = float(np.abs(q["latents"]).max())
@@ -198,7 +204,8 @@ def main() -> None:
                 return float(d.max()) / scale, float(d.mean()) / scale, float(np.abs(q["image"] - other["image"]).mean())
 
             effect = distance(f)
-            sensitivity = distance(jittered)
+            # The widest of the jittered runs, each measure on its own.
+            sensitivity = tuple(max(v) for v in zip(*(distance(j) for j in jittered)))
             print(f"{name}: int8 vs float latents max/mean rel {effect[0]:.3e}/{effect[1]:.3e}, image mean abs {effect[2]:.3e}; "
                   f"int8 with 1e-6 jitter {sensitivity[0]:.3e}/{sensitivity[1]:.3e}, {sensitivity[2]:.3e}")
             cases.append({
