@@ -42,7 +42,7 @@ fn copy_fixture(dest: &std::path::Path, skip: &[&str]) {
     if dest.exists() {
         std::fs::remove_dir_all(dest).unwrap();
     }
-    for entry in walk(&fixture()) {
+    for entry in common::walk(&fixture()) {
         let rel = entry.strip_prefix(fixture()).unwrap();
         if skip.iter().any(|s| rel.starts_with(s)) {
             continue;
@@ -51,19 +51,6 @@ fn copy_fixture(dest: &std::path::Path, skip: &[&str]) {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&entry, &to).unwrap();
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn init_image() -> InitImage {
