@@ -254,6 +254,10 @@ fn graph(bytes: &[u8], dir: &Path, report: &mut QuantizeReport) -> Result<Messag
         return Err(Error::model("the graph already has initializers named like Kiln's int8 weights (`*_quantized`, `*_scale`)"));
     }
 
+    // Float weights nothing reads any more: dropped from the initializers,
+    // and from the graph inputs where old exporters list weights too (they
+    // would become required inputs).
+    let removed: HashSet<&str> = report.weights.keys().map(String::as_str).filter(|w| !still_read.contains(*w)).collect();
     let mut out = Message::default();
     let mut nodes_written = false;
     for (number, value) in &g.fields {
@@ -266,11 +270,17 @@ fn graph(bytes: &[u8], dir: &Path, report: &mut QuantizeReport) -> Result<Messag
                     nodes_written = true;
                 }
             }
-            (5, Value::Bytes(b)) => {
-                let t = Message::parse(b)?;
-                let name = t.string(8).unwrap_or_default();
-                if !(report.weights.contains_key(name) && !still_read.contains(name)) {
-                    out.fields.push((5, owned(value)));
+            // TensorProto.name = 8, ValueInfoProto.name = 1 (an input that
+            // does not parse is kept for ONNX Runtime to judge).
+            (5 | 11, Value::Bytes(b)) => {
+                let name_field = if *number == 5 { 8 } else { 1 };
+                let keep = match Message::parse(b) {
+                    Ok(m) => !m.string(name_field).is_some_and(|n| removed.contains(n)),
+                    Err(e) if *number == 5 => return Err(e),
+                    Err(_) => true,
+                };
+                if keep {
+                    out.fields.push((*number, owned(value)));
                 }
             }
             _ => out.fields.push((*number, owned(value))),
@@ -284,13 +294,6 @@ fn graph(bytes: &[u8], dir: &Path, report: &mut QuantizeReport) -> Result<Messag
     for t in &new_initializers {
         out.push_message(5, t);
     }
-    // Graph inputs that named a removed initializer (old exporters list
-    // weights as inputs too) would now be required inputs: drop them.
-    let removed: HashSet<&str> = report.weights.keys().map(String::as_str).filter(|w| !still_read.contains(*w)).collect();
-    out.fields.retain(|(number, value)| match (number, value) {
-        (11, Value::Bytes(b)) => Message::parse(b).ok().and_then(|m| m.string(1).map(|n| !removed.contains(n))).unwrap_or(true),
-        _ => true,
-    });
     Ok(out)
 }
 
