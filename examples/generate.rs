@@ -47,6 +47,9 @@ const USAGE: &str = "usage: generate [options]
   --quantize int8|none    load the text encoders and U-Net (the --refiner's too) with int8
                           matrix weights (less memory; pictures close to, not equal to, the
                           float model's)
+  --attention MODE        auto | exported | fused: run the U-Net's attention layers as ONNX
+                          Runtime's fused MultiHeadAttention (auto, the default: unless the
+                          providers include TensorRT or CoreML) or as exported
   --vae-tile SIZE|auto    tiled VAE decode/encode: SIZE-pixel tiles, or auto = tiles only when a
                           whole pass is estimated above --vae-memory (wrap on --seamless axes)
   --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)
@@ -150,6 +153,7 @@ struct Args {
     mask: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
     quantization: kiln::model::quantize::Quantization,
+    attention: kiln::model::attention::Attention,
     extend: Option<kiln::pipeline::texture::Extend>,
     make_tileable: Option<usize>,
     sprite: bool,
@@ -245,6 +249,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         mask: None,
         seamless: Default::default(),
         quantization: Default::default(),
+        attention: Default::default(),
         extend: None,
         make_tileable: None,
         sprite: false,
@@ -405,6 +410,11 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 let v = value()?;
                 a.quantization = kiln::model::quantize::Quantization::from_name(&v).ok_or_else(|| format!("--quantize: {v:?} is not int8 or none"))?;
             }
+            "--attention" => {
+                let v = value()?;
+                a.attention = kiln::model::attention::Attention::from_name(&v)
+                    .ok_or_else(|| format!("--attention: {v:?} is not auto, exported or fused"))?;
+            }
             "--out-npy" => a.out_npy = Some(PathBuf::from(value()?)),
             "--out-latents" => a.out_latents = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
@@ -456,7 +466,7 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
     })?;
     let t0 = std::time::Instant::now();
     // A seamless load holds only the rewritten U-Net and decoder.
-    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone(), quantization: a.quantization };
+    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone(), quantization: a.quantization, attention: a.attention };
     let mut model = Model::load_with(&runtime, &a.model, &options)?;
     if !a.loras.is_empty() || !a.embeddings.is_empty() {
         let adapters = kiln::model::Adapters { loras: a.loras.clone(), embeddings: a.embeddings.clone(), ..Default::default() };
@@ -467,7 +477,7 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
     }
     if let Some(dir) = &a.refiner {
         // --quantize covers every model the run loads.
-        let mut refiner = Model::load_with(&runtime, dir, &kiln::ModelOptions { quantization: a.quantization, ..Default::default() })?;
+        let mut refiner = Model::load_with(&runtime, dir, &kiln::ModelOptions { quantization: a.quantization, attention: a.attention, ..Default::default() })?;
         // The refiner reads the same prompt, so it learns the same tokens (an
         // SDXL file's `clip_g` into its one encoder); LoRAs stay --model's.
         if !a.embeddings.is_empty() {

@@ -11,59 +11,7 @@ use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
 use kiln::SchedulerKind;
 
 fn case(name: &str) {
-    let cases: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(common::golden("cases.json")).unwrap()).unwrap();
-    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).expect("case in cases.json");
-    // `kiln_scheduler` is the Kiln name the case stands for (the class alone
-    // does not tell DPM-Solver++ 2M from its Karras variant).
-    let kiln_name = c["kiln_scheduler"].as_str().expect("case names its kiln_scheduler");
-    let scheduler = SchedulerKind::from_name(kiln_name).unwrap_or_else(|| panic!("no Kiln scheduler {kiln_name}"));
-    if !matches!(kiln_name, "dpmpp_2m_karras" | "dpmpp_2m_sde") {
-        let class = c["scheduler"].as_str().unwrap();
-        assert_eq!(SchedulerKind::from_class_name(class), Some(scheduler), "{name}: {class} maps to {kiln_name}");
-    }
-    let (shape, noise) = common::read_npy(c["noise"].as_str().unwrap());
-    // Stochastic schedulers replay diffusers' recorded draws.
-    let step_noise = c["files"]["step_noise"].as_str().map(|f| {
-        let (s, data) = common::read_npy(f);
-        assert_eq!(s[0] as u64, c["step_noise_draws"].as_u64().unwrap(), "{name}: draws");
-        assert_eq!(&s[1..], &shape[..], "{name}: one latent-sized block per draw");
-        data
-    });
-    assert_eq!(step_noise.is_some(), scheduler.is_stochastic(), "{name}: step noise iff stochastic");
-    let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
-        width: c["width"].as_u64().unwrap() as usize,
-        height: c["height"].as_u64().unwrap() as usize,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        guidance_rescale: c["guidance_rescale"].as_f64().unwrap_or(0.0) as f32,
-        seed: 0,
-        scheduler,
-        initial_noise: Some(InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
-        step_noise,
-        // The case's scheduler config as diffusers built it (overrides included).
-        scheduler_overrides: Some(c["scheduler_config"].clone()),
-        ..Default::default()
-    };
-    let out = common::tiny_model().generate_with(&request, Hooks::default()).expect("generation succeeds");
-
-    let want_t: Vec<f64> = c["unet_timestep_feed"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    assert_eq!(out.timesteps, want_t, "{name}: U-Net timesteps");
-
-    let (lshape, want_latents) = common::read_npy(c["files"]["latents"].as_str().unwrap());
-    assert_eq!(out.latents.shape(), &lshape[..], "{name}: latent shape");
-    let got_latents: Vec<f32> = out.latents.iter().copied().collect();
-    let scale = want_latents.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let rel = common::max_abs_diff(&got_latents, &want_latents) / scale;
-    common::check_margin(&format!("parity::{name}::latents_rel"), rel as f64, 1e-3);
-
-    let (ishape, want_image) = common::read_npy(c["files"]["image"].as_str().unwrap());
-    assert_eq!(ishape, vec![out.image.height, out.image.width, 3], "{name}: image shape");
-    let d = common::max_abs_diff(&out.image.data, &want_image);
-    common::check_margin(&format!("parity::{name}::image_abs"), d as f64, 2e-3);
-    eprintln!("{name}: latents rel {rel:e}, image abs {d:e}");
+    common::golden_parity(common::tiny_model(), name, "parity");
 }
 
 #[test]

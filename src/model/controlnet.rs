@@ -135,7 +135,7 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
 }
 
 fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides, flags: SessionFlags) -> Result<Graph> {
-    super::load_seamless(&m.runtime, name, path, (m.seamless, m.layout.quantization), group, overrides, flags)
+    super::load_seamless(&m.runtime, name, path, (m.seamless, super::Preparation::denoiser(&m.runtime, &m.layout)), group, overrides, flags)
 }
 
 impl ModelInner {

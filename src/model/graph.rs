@@ -73,6 +73,8 @@ pub struct Graph {
     /// recognised (they cannot be dropped on reopening: the device loop holds
     /// `fixed_io` while it opens the session).
     session_epoch: std::sync::atomic::AtomicU64,
+    /// Attention layers that run as one fused node (see `model::attention`).
+    pub(crate) fused_attention: usize,
 }
 
 /// How a graph's session is made, beyond the runtime's settings.
@@ -277,6 +279,7 @@ impl Graph {
             bound: Mutex::new(None),
             fixed_io: Mutex::new(None),
             session_epoch: Default::default(),
+            fused_attention: 0,
         })
     }
 

@@ -71,6 +71,9 @@ pub struct ModelLayout {
     /// paths so every graph loaded from them, in views and LoRA sets too, is
     /// loaded the same way.
     pub quantization: super::quantize::Quantization,
+    /// Whether attention runs fused (the load option
+    /// [`crate::model::ModelOptions::attention`]), kept for the same reason.
+    pub attention: super::attention::Attention,
 }
 
 /// What Kiln needs from `unet/config.json`.
@@ -295,6 +298,7 @@ impl ModelLayout {
             scheduler_config,
             missing_configs,
             quantization: Default::default(),
+            attention: Default::default(),
         })
     }
 

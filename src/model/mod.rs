@@ -11,6 +11,7 @@ pub mod lora;
 pub(crate) mod onnx_proto;
 pub mod preview;
 pub mod quantize;
+pub mod attention;
 pub mod seamless;
 pub(crate) mod side_graph;
 pub mod static_unet;
@@ -185,6 +186,11 @@ pub struct ModelOptions {
     /// rewritten at load as ONNX Runtime's `quantize_dynamic` would (see
     /// [`quantize`]). Default: as exported.
     pub quantization: quantize::Quantization,
+    /// Whether attention layers run as ONNX Runtime's fused
+    /// `MultiHeadAttention` instead of as exported (see [`attention`]): far
+    /// less memory at large sizes, and faster. Default: fused unless the
+    /// runtime prefers TensorRT or CoreML.
+    pub attention: attention::Attention,
 }
 
 /// A decoder made on first use (the float32 retry of `vae_decoder`).
@@ -225,6 +231,9 @@ pub struct ModelInfo {
     pub has_matting: bool,
     /// How the weights are stored for running ([`ModelOptions::quantization`]).
     pub quantization: quantize::Quantization,
+    /// Attention layers of the U-Net that run fused ([`ModelOptions::attention`]);
+    /// 0 when none do.
+    pub fused_attention: usize,
 }
 
 impl Model {
@@ -242,6 +251,7 @@ impl Model {
     pub fn load_with(runtime: &Runtime, dir: &Path, options: &ModelOptions) -> Result<Self> {
         let mut layout = ModelLayout::open(dir)?;
         layout.quantization = options.quantization;
+        layout.attention = options.attention;
         let matting_source = match &options.matting {
             Some(p) => {
                 let file = side_graph::graph_file(p);
@@ -344,6 +354,7 @@ impl Model {
             has_vae_encoder: l.vae_encoder.is_some(),
             has_matting: self.has_matting(),
             quantization: l.quantization,
+            fused_attention: self.inner.unet.fused_attention,
         }
     }
 
@@ -674,31 +685,68 @@ fn load_core_graphs(
 /// A rewrite of a graph's bytes (seamless tiling, CLIP skip) and what it is for.
 type Rewrite<'a> = (&'a str, &'a dyn Fn(&[u8]) -> Result<Vec<u8>>);
 
+/// How a graph's bytes are prepared at load beyond a view's rewrite: its
+/// matrix weights' storage and whether its attention is fused.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Preparation {
+    pub quantization: quantize::Quantization,
+    pub fuse_attention: bool,
+}
+
+impl Preparation {
+    /// For a U-Net or ControlNet of `layout`: both, as the load options say.
+    pub(crate) fn denoiser(runtime: &Runtime, layout: &ModelLayout) -> Self {
+        Self { quantization: layout.quantization, fuse_attention: layout.attention.fuses(&runtime.inner.providers.preferred) }
+    }
+
+    /// For a text encoder: int8 when asked; its attention is causal (never fused).
+    fn text(layout: &ModelLayout) -> Self {
+        Self { quantization: layout.quantization, fuse_attention: false }
+    }
+}
+
+/// A graph's source as the model runs it, and how many attention layers in it run fused.
+pub(crate) struct Prepared {
+    source: graph::GraphSource,
+    overrides: lora::Overrides,
+    fused_attention: usize,
+}
+
 /// `path` as the model runs it: the file itself, or rewritten in memory by
-/// `rewrite` and then, with [`quantize::Quantization::Int8`], with its matrix
-/// weights made int8; external-data weights are still read from the original
+/// `rewrite`, then with its attention fused and its matrix weights made int8
+/// as `prep` says; external-data weights are still read from the original
 /// folder. `overrides` (LoRA-merged weights) come back in the form the graph
 /// holds them (int8 and a scale for a quantized weight).
 fn prepared_source(
     runtime: &Runtime,
     name: &str,
     path: &Path,
-    quantization: quantize::Quantization,
+    prep: Preparation,
     rewrite: Option<Rewrite<'_>>,
     overrides: &lora::Overrides,
-) -> Result<(graph::GraphSource, lora::Overrides)> {
-    let int8 = quantization == quantize::Quantization::Int8;
-    if rewrite.is_none() && !int8 {
-        return Ok((graph::GraphSource::File(path.to_path_buf()), Arc::clone(overrides)));
+) -> Result<Prepared> {
+    let int8 = prep.quantization == quantize::Quantization::Int8;
+    if rewrite.is_none() && !int8 && !prep.fuse_attention {
+        return Ok(Prepared { source: graph::GraphSource::File(path.to_path_buf()), overrides: Arc::clone(overrides), fused_attention: 0 });
     }
-    let what: Vec<&str> = rewrite.iter().map(|(w, _)| *w).chain(int8.then_some("int8 weights")).collect();
-    let what = what.join(", ");
-    runtime.check_load_cancel(&format!("rewriting the {name} graph for {what}"))?;
+    let mut what: Vec<&str> = rewrite.iter().map(|(w, _)| *w).collect();
+    let described = |what: &[&str]| what.join(", ");
+    runtime.check_load_cancel(&format!("preparing the {name} graph"))?;
     let mut bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
     let in_context = |e: Error| e.context(format!("{name} ({})", path.display()));
     if let Some((_, f)) = rewrite {
         bytes = f(&bytes).map_err(in_context)?;
+    }
+    let mut fused_attention = 0;
+    if prep.fuse_attention {
+        let (fused, report) = attention::fuse(&bytes).map_err(in_context)?;
+        if let Some(fused) = fused {
+            bytes = fused;
+            fused_attention = report.fused;
+            what.push("fused attention");
+            runtime.logger().info(&format!("{name}: {} of {} attention layers fused", report.fused, report.softmaxes));
+        }
     }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut overrides = Arc::clone(overrides);
@@ -707,6 +755,7 @@ fn prepared_source(
         let (quantized, report) = quantize::quantize_int8(&bytes, &dir).map_err(in_context)?;
         bytes = quantized;
         overrides = quantize::quantize_overrides(&report, &overrides).map_err(in_context)?;
+        what.push("int8 weights");
         runtime.logger().info(&format!(
             "{name}: {} matrix products with int8 weights ({:.1} MB of float32 weights now {:.1} MB)",
             report.matmuls,
@@ -714,20 +763,31 @@ fn prepared_source(
             report.int8_bytes as f64 / 1e6
         ));
     }
+    if what.is_empty() {
+        // Nothing to fuse: the file as it is.
+        return Ok(Prepared { source: graph::GraphSource::File(path.to_path_buf()), overrides, fused_attention });
+    }
+    let what = described(&what);
     runtime.logger().info(&format!("{name}: rewritten for {what}"));
     let label = format!("{} ({what})", path.display());
-    // int8 bytes are the weights themselves: not kept once the session holds them.
-    let source = if int8 { graph::GraphSource::memory_released_after_open(bytes, dir, label) } else { graph::GraphSource::memory(bytes, dir, label) };
-    Ok((source, overrides))
+    // int8 and fused U-Nets are read only to make their session: their bytes
+    // (every weight stored inline in the file) are not kept once it exists
+    // (graphs loaded lazily or per stage keep them to reopen).
+    let source = if int8 || fused_attention > 0 {
+        graph::GraphSource::memory_released_after_open(bytes, dir, label)
+    } else {
+        graph::GraphSource::memory(bytes, dir, label)
+    };
+    Ok(Prepared { source, overrides, fused_attention })
 }
 
 /// Loads `path` with its padded convolutions wrapping around on `axes`
-/// (none: as it is) and its weights stored as `quantization` says.
+/// (none: as it is), prepared as `prep` says.
 pub(crate) fn load_seamless(
     runtime: &Runtime,
     name: &'static str,
     path: &Path,
-    (axes, quantization): (seamless::Seamless, quantize::Quantization),
+    (axes, prep): (seamless::Seamless, Preparation),
     group: &Arc<graph::ResidencyGroup>,
     overrides: &lora::Overrides,
     flags: graph::SessionFlags,
@@ -735,8 +795,15 @@ pub(crate) fn load_seamless(
     let wrap = |b: &[u8]| seamless::make_seamless(b, axes).map(|(out, _)| out);
     let what = format!("seamless {axes:?}");
     let rewrite = (axes != seamless::Seamless::None).then_some((what.as_str(), &wrap as &dyn Fn(&[u8]) -> Result<Vec<u8>>));
-    let (source, overrides) = prepared_source(runtime, name, path, quantization, rewrite, overrides)?;
-    Graph::load_flagged(runtime, name, source, group, overrides, flags)
+    let prepared = prepared_source(runtime, name, path, prep, rewrite, overrides)?;
+    load_prepared(runtime, name, prepared, group, flags)
+}
+
+/// Makes the graph of a prepared source.
+fn load_prepared(runtime: &Runtime, name: &'static str, prepared: Prepared, group: &Arc<graph::ResidencyGroup>, flags: graph::SessionFlags) -> Result<Graph> {
+    let mut graph = Graph::load_flagged(runtime, name, prepared.source, group, prepared.overrides, flags)?;
+    graph.fused_attention = prepared.fused_attention;
+    Ok(graph)
 }
 
 /// The U-Net, wrapping around on `axes`, with LoRA-merged weights when given.
@@ -752,34 +819,35 @@ fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, 
     let policy = &runtime.inner.providers;
     let lazy = policy.static_unet || policy.cuda_graph || layout.unet_controlnet.is_some();
     let flags = graph::SessionFlags { lazy, ..Default::default() };
-    load_seamless(runtime, "unet", &layout.unet, (axes, layout.quantization), group, overrides, flags)
+    load_seamless(runtime, "unet", &layout.unet, (axes, Preparation::denoiser(runtime, layout)), group, overrides, flags)
 }
 
 /// The VAE decoder, wrapping around on `axes`.
 fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
-    // The decoder is convolutions but for one attention block: it stays float.
-    let plain = quantize::Quantization::None;
-    load_seamless(runtime, "vae_decoder", &layout.vae_decoder, (axes, plain), group, &Default::default(), Default::default())
+    // The decoder is convolutions but for one attention block: it stays float,
+    // and as exported (its float32 retry re-reads the bytes its session was made from).
+    let prep = Preparation::default();
+    load_seamless(runtime, "vae_decoder", &layout.vae_decoder, (axes, prep), group, &Default::default(), Default::default())
 }
 
 /// The text encoder, `skip` layers cut from the end, with LoRA-merged weights when given.
 fn load_text_encoder(runtime: &Runtime, layout: &ModelLayout, skip: u32, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
-    let q = layout.quantization;
+    let prep = Preparation::text(layout);
     // SDXL exports output every hidden state: CLIP skip picks one instead.
     if skip == 0 || layout.xl.is_some() {
-        let (source, overrides) = prepared_source(runtime, "text_encoder", &layout.text_encoder, q, None, overrides)?;
-        return Graph::load_with_overrides(runtime, "text_encoder", source, group, overrides);
+        let prepared = prepared_source(runtime, "text_encoder", &layout.text_encoder, prep, None, overrides)?;
+        return load_prepared(runtime, "text_encoder", prepared, group, Default::default());
     }
     let cut = |b: &[u8]| clip_skip::rewrite(b, skip);
     let what = format!("CLIP skip {skip}");
-    let (source, overrides) = prepared_source(runtime, "text_encoder", &layout.text_encoder, q, Some((&what, &cut)), overrides)?;
-    Graph::load_with_overrides(runtime, "text_encoder", source, group, overrides)
+    let prepared = prepared_source(runtime, "text_encoder", &layout.text_encoder, prep, Some((&what, &cut)), overrides)?;
+    load_prepared(runtime, "text_encoder", prepared, group, Default::default())
 }
 
 /// SDXL's second text encoder, with LoRA-merged weights when given.
 fn load_text_encoder_2(runtime: &Runtime, layout: &ModelLayout, path: &Path, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
-    let (source, overrides) = prepared_source(runtime, "text_encoder_2", path, layout.quantization, None, overrides)?;
-    Graph::load_with_overrides(runtime, "text_encoder_2", source, group, overrides)
+    let prepared = prepared_source(runtime, "text_encoder_2", path, Preparation::text(layout), None, overrides)?;
+    load_prepared(runtime, "text_encoder_2", prepared, group, Default::default())
 }
 
 fn text_encoder_io(g: &Graph) -> Result<TextEncoderIo> {

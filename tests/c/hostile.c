@@ -135,6 +135,25 @@ static void hostile_arguments(void) {
         CHECK(kiln_model_generate(q, &o, &qi), KILN_STATUS_OK);
         kiln_image_free(qi);
         kiln_model_free(q);
+        /* An unknown attention mode is refused; exported and fused load and say which. */
+        kiln_model_load_options_init(&lo);
+        lo.attention = 7;
+        q = (kiln_model *)(uintptr_t)1;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_INVALID_ARGUMENT);
+        EXPECT(q == NULL);
+        lo.attention = KILN_ATTENTION_EXPORTED;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_OK);
+        CHECK(kiln_model_get_info(q, &info), KILN_STATUS_OK);
+        EXPECT(info.fused_attention == 0);
+        kiln_model_free(q);
+        lo.attention = KILN_ATTENTION_FUSED;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_OK);
+        CHECK(kiln_model_get_info(q, &info), KILN_STATUS_OK);
+        EXPECT(info.fused_attention > 0);
+        qi = NULL;
+        CHECK(kiln_model_generate(q, &o, &qi), KILN_STATUS_OK);
+        kiln_image_free(qi);
+        kiln_model_free(q);
     }
     {
         kiln_model *view = NULL;

@@ -532,3 +532,63 @@ pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Runs golden case `name` of `cases.json` (tools/make_golden.py) on `model`
+/// and checks it against diffusers' latents (1e-3 relative) and image (2e-3
+/// absolute), margins named `{prefix}::{name}::…`; returns the generation.
+pub fn golden_parity(model: &Model, name: &str, prefix: &str) -> kiln::pipeline::Generation {
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden("cases.json")).unwrap()).unwrap();
+    let c = cases.as_array().unwrap().iter().find(|c| c["name"] == name).expect("case in cases.json");
+    // `kiln_scheduler` is the Kiln name the case stands for (the class alone
+    // does not tell DPM-Solver++ 2M from its Karras variant).
+    let kiln_name = c["kiln_scheduler"].as_str().expect("case names its kiln_scheduler");
+    let scheduler = kiln::SchedulerKind::from_name(kiln_name).unwrap_or_else(|| panic!("no Kiln scheduler {kiln_name}"));
+    if !matches!(kiln_name, "dpmpp_2m_karras" | "dpmpp_2m_sde") {
+        let class = c["scheduler"].as_str().unwrap();
+        assert_eq!(kiln::SchedulerKind::from_class_name(class), Some(scheduler), "{name}: {class} maps to {kiln_name}");
+    }
+    let (shape, noise) = read_npy(c["noise"].as_str().unwrap());
+    // Stochastic schedulers replay diffusers' recorded draws.
+    let step_noise = c["files"]["step_noise"].as_str().map(|f| {
+        let (s, data) = read_npy(f);
+        assert_eq!(s[0] as u64, c["step_noise_draws"].as_u64().unwrap(), "{name}: draws");
+        assert_eq!(&s[1..], &shape[..], "{name}: one latent-sized block per draw");
+        data
+    });
+    assert_eq!(step_noise.is_some(), scheduler.is_stochastic(), "{name}: step noise iff stochastic");
+    let request = kiln::pipeline::GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
+        width: c["width"].as_u64().unwrap() as usize,
+        height: c["height"].as_u64().unwrap() as usize,
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        guidance_rescale: c["guidance_rescale"].as_f64().unwrap_or(0.0) as f32,
+        seed: 0,
+        scheduler,
+        initial_noise: Some(kiln::pipeline::InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
+        step_noise,
+        // The case's scheduler config as diffusers built it (overrides included).
+        scheduler_overrides: Some(c["scheduler_config"].clone()),
+        ..Default::default()
+    };
+    let out = model.generate_with(&request, kiln::pipeline::Hooks::default()).expect("generation succeeds");
+
+    let want_t: Vec<f64> = c["unet_timestep_feed"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(out.timesteps, want_t, "{name}: U-Net timesteps");
+
+    let (lshape, want_latents) = read_npy(c["files"]["latents"].as_str().unwrap());
+    assert_eq!(out.latents.shape(), &lshape[..], "{name}: latent shape");
+    let got_latents: Vec<f32> = out.latents.iter().copied().collect();
+    let scale = want_latents.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let rel = max_abs_diff(&got_latents, &want_latents) / scale;
+    check_margin(&format!("{prefix}::{name}::latents_rel"), rel as f64, 1e-3);
+
+    let (ishape, want_image) = read_npy(c["files"]["image"].as_str().unwrap());
+    assert_eq!(ishape, vec![out.image.height, out.image.width, 3], "{name}: image shape");
+    let d = max_abs_diff(&out.image.data, &want_image);
+    check_margin(&format!("{prefix}::{name}::image_abs"), d as f64, 2e-3);
+    eprintln!("{name}: latents rel {rel:e}, image abs {d:e}");
+    out
+}
