@@ -48,8 +48,8 @@ const USAGE: &str = "usage: generate [options]
                           matrix weights (less memory; pictures close to, not equal to, the
                           float model's)
   --attention MODE        auto | exported | fused: run the U-Net's attention layers as ONNX
-                          Runtime's fused MultiHeadAttention (auto, the default: unless the
-                          providers include TensorRT or CoreML) or as exported
+                          Runtime's fused MultiHeadAttention (auto, the default: when the
+                          graphs run on the CPU provider) or as exported
   --vae-tile SIZE|auto    tiled VAE decode/encode: SIZE-pixel tiles, or auto = tiles only when a
                           whole pass is estimated above --vae-memory (wrap on --seamless axes)
   --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)

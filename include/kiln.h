@@ -417,7 +417,7 @@ enum kiln_attention
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-    // Fused unless the runtime prefers TensorRT or CoreML.
+    // Fused when the graphs run on the CPU provider.
     KILN_ATTENTION_AUTO = 0,
     // As exported.
     KILN_ATTENTION_EXPORTED = 1,
@@ -904,12 +904,13 @@ typedef struct kiln_model_load_options {
     uint32_t quantization;
     // A `kiln_attention` value. `KILN_ATTENTION_AUTO` (default) runs each
     // attention layer of the U-Net and ControlNets as ONNX Runtime's fused
-    // `MultiHeadAttention` node, rewritten at load, unless the runtime
-    // prefers TensorRT or CoreML: a 512x512 SD 1.5 U-Net call needs about
-    // 4 GB less memory and is faster; pictures differ from the exported
-    // graph's by float rounding only (README "Fused attention").
-    // `KILN_ATTENTION_EXPORTED` runs the graphs as exported;
-    // `KILN_ATTENTION_FUSED` fuses whatever the providers.
+    // `MultiHeadAttention` node, rewritten at load, when the graphs run on
+    // the CPU provider: a 512x512 SD 1.5 U-Net call needs about 4 GB less
+    // memory and is faster; pictures differ from the exported graph's by
+    // float rounding only (README "Fused attention"). On a GPU provider auto
+    // keeps the graphs as exported (not measured there yet).
+    // `KILN_ATTENTION_EXPORTED` runs them as exported; `KILN_ATTENTION_FUSED`
+    // fuses whatever the providers.
     uint32_t attention;
     // Reserved; 0.
     uint32_t reserved;

@@ -477,12 +477,13 @@ pub struct kiln_model_load_options {
     pub quantization: u32,
     /// A `kiln_attention` value. `KILN_ATTENTION_AUTO` (default) runs each
     /// attention layer of the U-Net and ControlNets as ONNX Runtime's fused
-    /// `MultiHeadAttention` node, rewritten at load, unless the runtime
-    /// prefers TensorRT or CoreML: a 512x512 SD 1.5 U-Net call needs about
-    /// 4 GB less memory and is faster; pictures differ from the exported
-    /// graph's by float rounding only (README "Fused attention").
-    /// `KILN_ATTENTION_EXPORTED` runs the graphs as exported;
-    /// `KILN_ATTENTION_FUSED` fuses whatever the providers.
+    /// `MultiHeadAttention` node, rewritten at load, when the graphs run on
+    /// the CPU provider: a 512x512 SD 1.5 U-Net call needs about 4 GB less
+    /// memory and is faster; pictures differ from the exported graph's by
+    /// float rounding only (README "Fused attention"). On a GPU provider auto
+    /// keeps the graphs as exported (not measured there yet).
+    /// `KILN_ATTENTION_EXPORTED` runs them as exported; `KILN_ATTENTION_FUSED`
+    /// fuses whatever the providers.
     pub attention: u32,
     /// Reserved; 0.
     pub reserved: u32,
@@ -502,7 +503,7 @@ pub enum kiln_quantization {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum kiln_attention {
-    /// Fused unless the runtime prefers TensorRT or CoreML.
+    /// Fused when the graphs run on the CPU provider.
     Auto = 0,
     /// As exported.
     Exported = 1,

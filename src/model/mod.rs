@@ -188,8 +188,8 @@ pub struct ModelOptions {
     pub quantization: quantize::Quantization,
     /// Whether attention layers run as ONNX Runtime's fused
     /// `MultiHeadAttention` instead of as exported (see [`attention`]): far
-    /// less memory at large sizes, and faster. Default: fused unless the
-    /// runtime prefers TensorRT or CoreML.
+    /// less memory at large sizes, and faster. Default: fused when the graphs
+    /// run on the CPU provider.
     pub attention: attention::Attention,
 }
 
@@ -696,7 +696,8 @@ pub(crate) struct Preparation {
 impl Preparation {
     /// For a U-Net or ControlNet of `layout`: both, as the load options say.
     pub(crate) fn denoiser(runtime: &Runtime, layout: &ModelLayout) -> Self {
-        Self { quantization: layout.quantization, fuse_attention: layout.attention.fuses(&runtime.inner.providers.preferred) }
+        let cpu_only = crate::runtime::providers::cpu_only(&runtime.inner.providers);
+        Self { quantization: layout.quantization, fuse_attention: layout.attention.fuses(cpu_only) }
     }
 
     /// For a text encoder: int8 when asked; its attention is causal (never fused).

@@ -230,6 +230,14 @@ pub fn available_in_runtime() -> Vec<String> {
     }
 }
 
+/// Whether graphs under `policy` run on the CPU provider alone: no provider
+/// it asks for besides the CPU is compiled into this build and present in the
+/// loaded ONNX Runtime (registration itself may still fail later).
+pub(crate) fn cpu_only(policy: &ProviderPolicy) -> bool {
+    let available = available_in_runtime();
+    policy.preferred.iter().all(|&p| p == Provider::Cpu || !p.compiled_in() || !available.iter().any(|a| a == p.ort_name()))
+}
+
 /// Registers the policy's providers on `builder` for graph `graph`.
 ///
 /// `cuda_graph` asks the CUDA provider to capture and replay the graph; only a
