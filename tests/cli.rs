@@ -143,8 +143,37 @@ fn cli_quantize_int8_gives_the_int8_picture_and_records_it() {
 }
 
 #[test]
+fn cli_attention_modes_give_the_rust_pictures() {
+    // Each --attention mode's latents are the Rust API's with that mode, bit for bit.
+    let out = std::env::temp_dir().join(format!("kiln-cli-attention-{}", std::process::id()));
+    std::fs::create_dir_all(&out).unwrap();
+    let c = common::golden_case(&common::golden("quantize/cases.json"), "euler_cfg");
+    let request = common::seeded_golden_request(&c, 42, kiln::pipeline::NoiseGenerator::TorchCpu);
+    for (flag, mode) in [("exported", kiln::model::attention::Attention::Exported), ("fused", kiln::model::attention::Attention::Fused)] {
+        let npy = out.join(format!("{flag}.npy"));
+        let r = Command::new(generate_bin())
+            .args(["--model"])
+            .arg(common::fixture())
+            .args(["--prompt", "mossy stone brick wall", "--negative-prompt", "blurry", "--steps", "8", "--guidance", "7.5"])
+            .args(["--scheduler", "euler", "--width", "64", "--height", "64", "--seed", "42", "--noise", "torch", "--attention", flag, "--out"])
+            .arg(out.join(format!("{flag}.png")))
+            .arg("--out-latents")
+            .arg(&npy)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let (_, got) = kiln::image::npy::read_f32(&npy).unwrap();
+        let options = kiln::ModelOptions { attention: mode, ..Default::default() };
+        let model = kiln::Model::load_with(common::runtime(), &common::fixture(), &options).unwrap();
+        let want = model.generate_with(&request, kiln::pipeline::Hooks::default()).unwrap().latents;
+        assert!(got.iter().zip(want.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "--attention {flag}: CLI and Rust latents differ");
+    }
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
 fn cli_rejects_bad_flags_and_values() {
-    for args in [&["--bogus"][..], &["--steps", "ten"], &["--scheduler", "warp"], &["--steps"], &["--noise", "numpy"], &["--quantize", "int4"]] {
+    for args in [&["--bogus"][..], &["--steps", "ten"], &["--scheduler", "warp"], &["--steps"], &["--noise", "numpy"], &["--quantize", "int4"], &["--attention", "flash"]] {
         let r = Command::new(generate_bin()).args(args).output().unwrap();
         assert_eq!(r.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&r.stderr).contains("usage:"), "{args:?}");

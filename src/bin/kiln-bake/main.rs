@@ -22,6 +22,7 @@ use kiln::jobs::{JobPool, JobState, JobWork};
 use kiln::model::seamless::Seamless;
 use kiln::model::upscaler::Upscaler;
 use kiln::pipeline::outputs;
+use kiln::model::attention::Attention;
 use kiln::model::quantize::Quantization;
 use kiln::{Model, ModelOptions, Runtime, RuntimeOptions};
 
@@ -279,7 +280,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             let a = todo[i].asset;
             (first_of[&model_key(a)], first_of_set[&(model_key(a), lora_set(a))], i)
         });
-        // Models by folder and quantization (an int8 load is another model).
+        // Models by folder, quantization and attention (an int8 load is another model).
         let mut models: HashMap<ModelKey<'_>, Result<Model, String>> = HashMap::new();
         // Refiner models, each loaded once (plain; a seamless asset takes a view),
         // and their views with an asset's embeddings (SDXL's `clip_g` into the
@@ -303,7 +304,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 let q = asset.quantization;
                 let weights = if q == Quantization::None { String::new() } else { format!(", {} weights", q.name()) };
                 progress.log(&format!("loading model {} (seamless {axes:?}{weights})", asset.model.display()));
-                let options = ModelOptions { seamless: axes, matting: None, quantization: q, ..Default::default() };
+                let options = ModelOptions { seamless: axes, matting: None, quantization: q, attention: asset.attention };
                 let load = JobWork::LoadModel { runtime: runtime.clone(), dir: asset.model.clone(), options };
                 make_with_job(runtime, load, "the model load", JobPool::model).map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
@@ -334,15 +335,15 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 }
             };
             let refiner = asset.refiner.as_deref().map(|dir| {
-                let plain = refiners.entry((dir, asset.quantization)).or_insert_with(|| {
+                let plain = refiners.entry((dir, asset.quantization, asset.attention)).or_insert_with(|| {
                     progress.log(&format!("loading refiner model {}", dir.display()));
-                    let options = ModelOptions { quantization: asset.quantization, ..Default::default() };
+                    let options = ModelOptions { quantization: asset.quantization, attention: asset.attention, ..Default::default() };
                     let load = JobWork::LoadModel { runtime: runtime.clone(), dir: dir.to_path_buf(), options };
                     make_with_job(runtime, load, "the refiner load", JobPool::model).map_err(|e| format!("refiner model {}: {e}", dir.display()))
                 });
                 match plain {
                     Ok(plain) if !asset.embeddings.is_empty() => refiner_views
-                        .entry(((dir, asset.quantization), asset.embeddings.clone()))
+                        .entry(((dir, asset.quantization, asset.attention), asset.embeddings.clone()))
                         .or_insert_with(|| {
                             let names = asset.embeddings.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>().join(", ");
                             progress.log(&format!("adding embedding {names} to refiner model {}", dir.display()));
@@ -447,11 +448,11 @@ type EmbeddingSet = Vec<manifest::AssetEmbedding>;
 type LoraSet = (Vec<(PathBuf, u32, Option<u32>)>, EmbeddingSet);
 
 /// The assets that share one adapter view: a model folder and an adapter set.
-/// A model folder as loaded: with its weights as float or int8.
-type ModelKey<'a> = (&'a Path, Quantization);
+/// A model folder as loaded: with its weights as float or int8, its attention fused or not.
+type ModelKey<'a> = (&'a Path, Quantization, Attention);
 
 fn model_key(asset: &Asset) -> ModelKey<'_> {
-    (asset.model.as_path(), asset.quantization)
+    (asset.model.as_path(), asset.quantization, asset.attention)
 }
 
 type LoraGroup<'a> = (ModelKey<'a>, LoraSet);

@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use kiln::model::attention::Attention;
 use kiln::model::quantize::Quantization;
 use kiln::model::seamless::Seamless;
 use kiln::pipeline::outputs::PostProcess;
@@ -29,6 +30,7 @@ struct Table {
     target_size: Option<Spanned<Vec<i64>>>,
     model: Option<Spanned<String>>,
     quantize: Option<Spanned<String>>,
+    attention: Option<Spanned<String>>,
     refiner: Option<Spanned<String>>,
     refiner_start: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
@@ -291,6 +293,12 @@ pub struct Asset {
     /// serialized settings when off, so existing assets keep their content keys.
     #[serde(skip_serializing_if = "is_float", serialize_with = "quantization_name")]
     pub quantization: Quantization,
+    /// How the U-Net's attention runs: `attention = "exported" | "fused" |
+    /// "auto"` (`ModelOptions::attention`). Left out of the serialized
+    /// settings when auto, so existing assets keep their content keys (the
+    /// pictures differ by float rounding only).
+    #[serde(skip_serializing_if = "is_auto_attention", serialize_with = "attention_name")]
+    pub attention: Attention,
     /// Seed of the noise.
     pub seed: u64,
     /// Which generator the seed drives ("kiln" or "torch"). Left out of the
@@ -348,6 +356,14 @@ fn is_float(q: &Quantization) -> bool {
 
 fn quantization_name<S: serde::Serializer>(q: &Quantization, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(q.name())
+}
+
+fn is_auto_attention(a: &Attention) -> bool {
+    *a == Attention::Auto
+}
+
+fn attention_name<S: serde::Serializer>(a: &Attention, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(a.name())
 }
 
 fn is_kiln_noise(g: &NoiseGenerator) -> bool {
@@ -827,6 +843,13 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             Quantization::None
         }),
     };
+    let attention = match pick!(attention) {
+        None => Attention::Auto,
+        Some((s, line)) => Attention::from_name(s).unwrap_or_else(|| {
+            errors.push(err(line, "attention", format!("unknown {s:?}; one of auto, exported, fused")));
+            Attention::Auto
+        }),
+    };
     let noise = match pick!(noise) {
         None => NoiseGenerator::Kiln,
         Some((s, line)) => NoiseGenerator::from_name(s).unwrap_or_else(|| {
@@ -1040,6 +1063,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             crop_top_left,
             target_size,
             quantization,
+            attention,
             seed,
             noise,
             variation,
@@ -1150,6 +1174,17 @@ mod tests {
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nnoise = \"numpy\"\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("noise")), "{}", e[0]);
         assert!(e[0].to_string().contains("one of kiln, torch, torch_cuda"), "{}", e[0]);
+    }
+
+    #[test]
+    fn attention_picks_the_mode_and_stays_out_of_auto_assets_keys() {
+        let m = parse("[defaults]\nmodel = \"tiny-sd\"\nattention = \"exported\"\n[[asset]]\nname = \"a\"\n[[asset]]\nname = \"b\"\nattention = \"auto\"\n", &model_dir()).unwrap();
+        assert_eq!(m.assets[0].attention, Attention::Exported);
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["attention"], "exported");
+        assert_eq!(m.assets[1].attention, Attention::Auto);
+        assert!(serde_json::to_value(&m.assets[1]).unwrap().get("attention").is_none());
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nattention = \"flash\"\n");
+        assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("attention")), "{}", e[0]);
     }
 
     #[test]
