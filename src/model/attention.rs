@@ -385,6 +385,13 @@ impl<'g, 'a> Index<'g, 'a> {
             }
         };
         let (q, k, v) = (want!(self.input(r_q, 0)), want!(self.input(r_k, 0)), want!(self.input(r_v, 0)));
+        // The fused node takes `[B, S, C]`: the projections' outputs (a MatMul,
+        // or its bias Add), never a tensor that is already split.
+        for t in [&q, &k, &v] {
+            if self.made_by(t, "MatMul").or_else(|| self.made_by(t, "Add")).is_none() {
+                return Ok(None);
+            }
+        }
         let out = want!(self.output(r_o));
         let softmax_name = self.nodes[softmax].string(3).unwrap_or("attention");
         let name = match softmax_name.rsplit_once('/') {
