@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
-//!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--threads N] [--graph-cache DIR] [--sequential-load]
+//!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--attention auto|exported|fused] [--threads N] [--graph-cache DIR] [--sequential-load]
 //!     [--provider cuda,...] [--gpu-math fast|exact] [--static-unet] [--cuda-graph] [--device-latents] [--json FILE] [--markdown FILE]
 //! ```
 //!
@@ -44,6 +44,7 @@ struct Args {
     json: Option<PathBuf>,
     markdown: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
+    attention: kiln::model::attention::Attention,
     graph_cache: Option<PathBuf>,
     sequential_load: bool,
     providers: kiln::runtime::ProviderPolicy,
@@ -63,6 +64,7 @@ fn parse() -> Result<Args, String> {
         json: None,
         markdown: None,
         seamless: Default::default(),
+        attention: Default::default(),
         graph_cache: None,
         sequential_load: false,
         providers: Default::default(),
@@ -88,6 +90,10 @@ fn parse() -> Result<Args, String> {
             "--seamless" => {
                 let name = v()?;
                 a.seamless = kiln::model::seamless::Seamless::from_name(&name).ok_or_else(|| format!("--seamless: {name:?}"))?;
+            }
+            "--attention" => {
+                let name = v()?;
+                a.attention = kiln::model::attention::Attention::from_name(&name).ok_or_else(|| format!("--attention: {name:?}"))?;
             }
             "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(v()?)),
@@ -285,7 +291,8 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         ..Default::default()
     })?;
     let t = Instant::now();
-    let model = Model::load(&runtime, &a.model)?.seamless(a.seamless)?;
+    let options = kiln::ModelOptions { attention: a.attention, ..Default::default() };
+    let model = Model::load_with(&runtime, &a.model, &options)?.seamless(a.seamless)?;
     let load_s = t.elapsed().as_secs_f64();
     let request = GenerateRequest {
         prompt: "mossy stone brick wall".into(),
@@ -391,6 +398,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         "threads": a.threads,
         "residency": format!("{:?}", a.residency),
         "seamless": format!("{:?}", a.seamless),
+        "attention": a.attention.name(),
         "onnxruntime": runtime.onnxruntime_version(),
         "unet_provider": model.graph_providers()[1].1.describe(),
         // U-Net calls of the first image that kept their latents on the device (0 = host loop).
