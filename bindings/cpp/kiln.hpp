@@ -119,8 +119,8 @@
     X(kiln_job_options, user_data) \
     X(kiln_generate_options, reserved5) \
     X(kiln_job_progress, preview_height) \
-    X(kiln_model_load_options, quantization) \
-    X(kiln_model_info, quantization) \
+    X(kiln_model_load_options, reserved) \
+    X(kiln_model_info, fused_attention) \
     X(kiln_sprite_options, matte) \
     X(kiln_rect, height) \
     X(kiln_pixel_art_options, palette_len) \
@@ -217,6 +217,8 @@
     X(kiln_model_load_options, seamless, uint32_t) \
     X(kiln_model_load_options, matting_path, const char *) \
     X(kiln_model_load_options, quantization, uint32_t) \
+    X(kiln_model_load_options, attention, uint32_t) \
+    X(kiln_model_load_options, reserved, uint32_t) \
     X(kiln_model_info, struct_size, uint32_t) \
     X(kiln_model_info, default_size, uint32_t) \
     X(kiln_model_info, size_multiple, uint32_t) \
@@ -226,6 +228,7 @@
     X(kiln_model_info, has_vae_encoder, uint32_t) \
     X(kiln_model_info, has_matting, uint32_t) \
     X(kiln_model_info, quantization, uint32_t) \
+    X(kiln_model_info, fused_attention, uint32_t) \
     X(kiln_sprite_options, struct_size, uint32_t) \
     X(kiln_sprite_options, auto_key, uint32_t) \
     X(kiln_sprite_options, key_rgb, uint32_t) \
@@ -390,6 +393,11 @@
     X(none, KILN_QUANTIZATION_NONE) \
     X(int8, KILN_QUANTIZATION_INT8)
 
+#define KILN_HPP_ENUM_ATTENTION(X) \
+    X(automatic, KILN_ATTENTION_AUTO) \
+    X(exported, KILN_ATTENTION_EXPORTED) \
+    X(fused, KILN_ATTENTION_FUSED)
+
 #define KILN_HPP_ENUM_NORMALCONVENTION(X) \
     X(opengl, KILN_NORMAL_CONVENTION_OPENGL) \
     X(directx, KILN_NORMAL_CONVENTION_DIRECTX)
@@ -462,6 +470,8 @@ enum class GpuMath : std::uint32_t { KILN_HPP_ENUM_GPUMATH(KILN_HPP_ENUMERATOR) 
 enum class Seamless : std::uint32_t { KILN_HPP_ENUM_SEAMLESS(KILN_HPP_ENUMERATOR) };
 /** How a model's weights are stored once loaded (`kiln_model_load_options.quantization`, `kiln_model_info.quantization`): as exported, or the text encoders' and U-Net's matrix-product weights as int8 (ONNX Runtime's quantize_dynamic; less memory, pictures close to but not equal to the float model's). */
 enum class Quantization : std::uint32_t { KILN_HPP_ENUM_QUANTIZATION(KILN_HPP_ENUMERATOR) };
+/** How the U-Net's (and ControlNets') attention layers run (`kiln_model_load_options.attention`; `kiln_model_info.fused_attention` counts the fused ones): `automatic` (the default) fuses each into one ONNX Runtime MultiHeadAttention node at load when the graphs run on the CPU provider, `exported` runs the graphs as exported, `fused` fuses whatever the providers. Fused pictures differ from exported ones by float rounding only, and need far less memory at large sizes. */
+enum class Attention : std::uint32_t { KILN_HPP_ENUM_ATTENTION(KILN_HPP_ENUMERATOR) };
 /** Normal-map green channel convention (`kiln_normal_convention`). */
 enum class NormalConvention : std::uint32_t { KILN_HPP_ENUM_NORMALCONVENTION(KILN_HPP_ENUMERATOR) };
 /** How a pixel-art cell becomes one colour (`kiln_cell_color`). */
@@ -931,7 +941,7 @@ public:
     Model &operator=(const Model &) = delete;
     ~Model() { reset(); }
 
-    /** Native size, size multiple, latent layout, what the export has and the Quantization it was loaded with. */
+    /** Native size, size multiple, latent layout, what the export has, the Quantization it was loaded with and how many U-Net attention layers run fused (`fused_attention`). */
     Result<::kiln_model_info> info() const {
         ::kiln_model_info info{};
         info.struct_size = sizeof info;
@@ -1257,7 +1267,8 @@ public:
     }
     /**
      * Loads a diffusers/optimum ONNX model folder; `options` nullptr = defaults (kiln::defaults<kiln_model_load_options>():
-     * `seamless`, `matting_path`, `quantization`, e.g. `kiln::to_c(kiln::Quantization::int8)`).
+     * `seamless`, `matting_path`, `quantization`, e.g. `kiln::to_c(kiln::Quantization::int8)`, and `attention`,
+     * e.g. `kiln::to_c(kiln::Attention::exported)`).
      */
     Result<Model> load_model(const std::string &model_dir, const ::kiln_model_load_options *options = nullptr) const {
         ::kiln_model *out = nullptr;

@@ -1,8 +1,8 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
 // embeddings, a LoRA's own text-encoder strength, int8 weights and the base-to-refiner hand-off against the
-// Rust tests' goldens, the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another
-// thread), the texture helpers, upscales and generations with their upscale as jobs (against the blocking
-// calls), the throwing layer. Run by tests/cpp_binding.rs as
+// Rust tests' goldens, fused attention against the exported graphs' pictures, the upscaler (against the C API
+// and tests/upscaler.rs's golden, cancelled from another thread), the texture helpers, upscales and generations
+// with their upscale as jobs (against the blocking calls), the throwing layer. Run by tests/cpp_binding.rs as
 // `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
 // MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component, upscaler, matting and
 // golden/ are found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
@@ -562,6 +562,90 @@ static void test_quantization(const kiln::Runtime &rt, const kiln::Model &sd1, c
     CHECK(differing > 0);
     kiln::Result<std::vector<std::uint8_t>> again = pixels(*q, o);
     CHECK(again.ok() && *again == *got);
+}
+
+// Fused attention at load (kiln_model_load_options.attention, kiln_model_info.fused_attention): the default load
+// options say Attention::automatic and sizeof (32 on 64-bit targets); a default load of tiny-sd (no TensorRT or
+// CoreML preferred) runs its 12 U-Net attention layers fused, as does Attention::fused, and Attention::exported
+// none; the layout before the field (struct_size 24 on 64-bit) loads with the default;
+// model info at its older size 36 leaves the bytes past it alone; attention 9 is invalid_argument naming
+// options->attention 9 (at load and at submit); a load job with Attention::exported reports 0. The exported and
+// the fused pictures for one request (64x64, 4 steps, seed 7) differ by float rounding only: at most 2 in any
+// 8-bit channel (not asserted equal or unequal byte for byte).
+static void test_attention(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &model_dir) {
+    auto lo = kiln::defaults<kiln_model_load_options>();
+    CHECK(lo.attention == kiln::to_c(kiln::Attention::automatic) && lo.reserved == 0);
+    CHECK(lo.struct_size == sizeof(kiln_model_load_options));
+    CHECK(kiln::to_c(kiln::Attention::exported) == KILN_ATTENTION_EXPORTED && kiln::to_c(kiln::Attention::fused) == KILN_ATTENTION_FUSED);
+    kiln::Result<kiln_model_info> default_info = sd1.info();
+    CHECK(default_info.ok() && default_info->fused_attention == 12);
+    if (default_info) std::printf("default load: %u attention layers fused\n", default_info->fused_attention);
+
+    // kiln_model_info at the size before fused_attention: the C API writes none of it.
+    kiln_model_info older_info{};
+    older_info.struct_size = std::uint32_t(offsetof(kiln_model_info, fused_attention));  // 36
+    older_info.fused_attention = 0xABCD;
+    CHECK(::kiln_model_get_info(sd1.get(), &older_info) == KILN_STATUS_OK);
+    CHECK(older_info.fused_attention == 0xABCD && default_info.ok() && older_info.default_size == default_info->default_size);
+
+    lo.attention = 9;
+    kiln::Result<kiln::Model> bad = rt.load_model(model_dir, &lo);
+    CHECK(bad.status() == kiln::Status::invalid_argument);
+    CHECK(!bad && bad.error().message().find("options->attention 9") != std::string::npos);
+    if (!bad) std::printf("attention 9: %s\n", bad.error().describe().c_str());
+    kiln::Result<kiln::Job> bad_job = rt.submit_load_model(model_dir, &lo);  // refused at submit, no job queued
+    CHECK(bad_job.status() == kiln::Status::invalid_argument);
+    CHECK(!bad_job && bad_job.error().message().find("options->attention 9") != std::string::npos);
+
+    lo.attention = kiln::to_c(kiln::Attention::exported);
+    // The layout before `attention` ends padded to the pointer's alignment: 24 on 64-bit targets, whose last 4
+    // bytes (padding then) are where `attention` now lies; Kiln does not read them as a setting.
+    auto older = kiln::defaults<kiln_model_load_options>();
+    older.attention = kiln::to_c(kiln::Attention::exported);
+    older.struct_size = std::uint32_t(kiln::abi::round_up(offsetof(kiln_model_load_options, attention), alignof(kiln_model_load_options)));
+    kiln::Result<kiln::Model> exported = rt.load_model(model_dir, &lo);
+    kiln::Result<kiln::Model> as_default = rt.load_model(model_dir, &older);
+    auto fo = kiln::defaults<kiln_model_load_options>();
+    fo.attention = kiln::to_c(kiln::Attention::fused);
+    kiln::Result<kiln::Model> fused = rt.load_model(model_dir, &fo);
+    CHECK(exported.ok() && as_default.ok() && fused.ok());
+    for (const kiln::Result<kiln::Model> *m : {&exported, &as_default, &fused})
+        if (!*m) std::printf("attention load: %s\n", m->error().describe().c_str());
+    if (!exported || !as_default || !fused) return;
+    kiln::Result<kiln_model_info> exported_info = exported->info(), as_default_info = as_default->info(),
+                                  fused_info = fused->info();
+    CHECK(exported_info.ok() && exported_info->fused_attention == 0);
+    CHECK(as_default_info.ok() && as_default_info->fused_attention == 12);
+    CHECK(fused_info.ok() && fused_info->fused_attention == 12);
+    CHECK(exported_info.ok() && exported_info->quantization == kiln::to_c(kiln::Quantization::none));
+
+    kiln::Result<kiln::Job> job = rt.submit_load_model(model_dir, &lo);
+    CHECK(job.ok());
+    if (job) {
+        CHECK(job->wait(300000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+        kiln::Result<kiln::Model> queued = job->model();
+        kiln::Result<kiln_model_info> queued_info = queued ? queued->info() : kiln::Result<kiln_model_info>(queued.error());
+        CHECK(queued_info.ok() && queued_info->fused_attention == 0);
+    }
+
+    auto o = options_for("weathered oak planks", 7, 4);
+    o.width = o.height = 64;
+    kiln::Result<std::vector<std::uint8_t>> plain = pixels(*exported, o), fast = pixels(sd1, o), forced = pixels(*fused, o);
+    CHECK(plain.ok() && fast.ok() && forced.ok());
+    if (!plain || !fast || !forced) return;
+    int worst = 0, forced_worst = 0;
+    std::size_t differing = 0;
+    for (std::size_t i = 0; i < plain->size(); ++i) {
+        const int e = std::abs(int((*plain)[i]) - int((*fast)[i]));
+        differing += e != 0;
+        worst = std::max(worst, e);
+        forced_worst = std::max(forced_worst, std::abs(int((*plain)[i]) - int((*forced)[i])));
+    }
+    std::printf("attention: exported vs fused (default load) max 8-bit difference %d (bound 2), %zu of %zu bytes "
+                "differ; exported vs Attention::fused max %d\n",
+                worst, differing, plain->size(), forced_worst);
+    margin("cpp_binding::attention::exported_vs_fused::max_8bit_abs", worst, 2);
+    margin("cpp_binding::attention::exported_vs_forced_fused::max_8bit_abs", forced_worst, 2);
 }
 
 // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
@@ -1679,6 +1763,7 @@ int main(int argc, char **argv) {
                 test_torch_seed(*model, fixtures);
                 test_variation(*model, fixtures);
                 test_quantization(*rt, *model, fixtures);
+                test_attention(*rt, *model, argv[1]);
                 test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
             } catch (const std::exception &e) {
                 ++failed;

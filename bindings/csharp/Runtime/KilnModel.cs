@@ -24,28 +24,39 @@ namespace Kiln
         }
 
         /// <summary>
-        /// Loads a model as a seamless view, with a matting graph and/or with int8 weights
-        /// (<c>kiln_model_load_options</c>: <c>seamless</c>, <c>matting_path</c>, <c>quantization</c>).
+        /// Loads a model as a seamless view, with a matting graph, with int8 weights and/or with its
+        /// attention as exported or fused (<c>kiln_model_load_options</c>: <c>seamless</c>,
+        /// <c>matting_path</c>, <c>quantization</c>, <c>attention</c>).
         /// <see cref="KilnQuantization.Int8"/> stores the text encoders' and U-Net's matrix-product
         /// weights as int8 (less memory; pictures close to but not equal to the float model's).
+        /// <see cref="KilnAttention.Auto"/> (the default) runs each attention layer of the U-Net and
+        /// ControlNets as one fused ONNX Runtime node when the graphs run on the CPU provider;
+        /// <see cref="KilnAttention.Exported"/> runs the graphs as exported; pictures differ by float
+        /// rounding only (<see cref="KilnModelInfo.fused_attention"/> counts the fused layers).
         /// </summary>
-        /// <exception cref="KilnException">INVALID_ARGUMENT (an unknown seamless or quantization value), MODEL_NOT_FOUND, ...</exception>
-        public static KilnModel Load(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnQuantization quantization = KilnQuantization.None)
+        /// <exception cref="KilnException">INVALID_ARGUMENT (an unknown seamless, quantization or attention value), MODEL_NOT_FOUND, ...</exception>
+        public static KilnModel Load(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnQuantization quantization = KilnQuantization.None, KilnAttention attention = KilnAttention.Auto)
         {
             KilnModel model;
-            KilnError error = TryLoad(runtime, modelDir, seamless, mattingPath, quantization, out model);
+            KilnError error = TryLoad(runtime, modelDir, seamless, mattingPath, quantization, attention, out model);
             if (!error.Ok) throw new KilnException(error.Status, error.Message);
             return model;
         }
 
-        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization)"/> with the weights as exported, returning the status instead of throwing.</summary>
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> with the weights as exported and the default attention (auto), returning the status instead of throwing.</summary>
         public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, out KilnModel model)
         {
             return TryLoad(runtime, modelDir, seamless, mattingPath, KilnQuantization.None, out model);
         }
 
-        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization)"/>, returning the status instead of throwing.</summary>
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> with the default attention (auto), returning the status instead of throwing.</summary>
         public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, out KilnModel model)
+        {
+            return TryLoad(runtime, modelDir, seamless, mattingPath, quantization, KilnAttention.Auto, out model);
+        }
+
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/>, returning the status instead of throwing.</summary>
+        public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnAttention attention, out KilnModel model)
         {
             if (runtime == null) throw new ArgumentNullException("runtime");
             model = null;
@@ -53,7 +64,7 @@ namespace Kiln
             LogSink sink = runtime.Handle.Sink != null ? runtime.Handle.Sink.AddRef() : null;
             IntPtr raw;
             uint status;
-            if (seamless == KilnSeamless.None && mattingPath == null && quantization == KilnQuantization.None)
+            if (seamless == KilnSeamless.None && mattingPath == null && quantization == KilnQuantization.None && attention == KilnAttention.Auto)
             {
                 status = KilnNative.kiln_model_load(runtime.Handle, Utf8.ToNative(modelDir), out raw);
             }
@@ -62,6 +73,7 @@ namespace Kiln
                 KilnModelLoadOptions o = KilnDefaults.ModelLoadOptions();
                 o.seamless = (uint)seamless;
                 o.quantization = (uint)quantization;
+                o.attention = (uint)attention;
                 using (var pins = new Pins())
                 {
                     o.matting_path = pins.PinString(mattingPath);
@@ -86,7 +98,7 @@ namespace Kiln
         }
 
         /// <summary>
-        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization)"/> as a job (C:
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> as a job (C:
         /// <c>kiln_job_submit_model_load</c>): the folder and options are checked and copied here,
         /// the files read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
         /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
@@ -94,7 +106,7 @@ namespace Kiln
         /// creating and ends <see cref="KilnJobState.Cancelled"/> without a model. The job holds its own log
         /// lease, so <c>runtime</c> may be disposed once this returns.
         /// </summary>
-        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless value), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization)"/>'s.</exception>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless value), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/>'s.</exception>
         /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
         public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnJobSettings jobSettings = null)
         {
@@ -102,18 +114,31 @@ namespace Kiln
         }
 
         /// <summary>
-        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization)"/> as a job:
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> as a job:
         /// as <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>,
-        /// with the weights stored as <c>quantization</c> says.
+        /// with the weights stored as <c>quantization</c> says and the default attention (auto).
         /// </summary>
         /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless or quantization value), ...; no job is queued.</exception>
         /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
         public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnJobSettings jobSettings = null)
         {
+            return SubmitLoad(runtime, modelDir, seamless, mattingPath, quantization, KilnAttention.Auto, jobSettings);
+        }
+
+        /// <summary>
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> as a job:
+        /// as <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>,
+        /// with the weights stored as <c>quantization</c> says and the attention run as <c>attention</c> says.
+        /// </summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless, quantization or attention value), ...; no job is queued.</exception>
+        /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
+        public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnAttention attention, KilnJobSettings jobSettings = null)
+        {
             if (runtime == null) throw new ArgumentNullException("runtime");
             KilnModelLoadOptions o = KilnDefaults.ModelLoadOptions();
             o.seamless = (uint)seamless;
             o.quantization = (uint)quantization;
+            o.attention = (uint)attention;
             using (var pins = new Pins())
             {
                 // A disposed runtime throws here, before its log sink is leased to the job.
@@ -127,7 +152,7 @@ namespace Kiln
             }
         }
 
-        /// <summary>Facts about the model (native size, size multiple, the <see cref="KilnQuantization"/> it was loaded with in <c>quantization</c>, ...).</summary>
+        /// <summary>Facts about the model (native size, size multiple, the <see cref="KilnQuantization"/> it was loaded with in <c>quantization</c>, the number of U-Net attention layers that run fused in <c>fused_attention</c>, ...).</summary>
         public KilnModelInfo Info
         {
             get

@@ -708,8 +708,8 @@ static class KilnTests
         // pixel-exact bound holds), and not the float model's bytes; a SubmitLoad job's int8 model
         // gives the blocking load's bytes; quantization 7 throws InvalidArgument naming the field,
         // at Load, TryLoad and SubmitLoad.
-        // kiln_model_info has no *_init: its size (all uint32_t, 36 on every target) is checked here.
-        Equal(36, Marshal.SizeOf(typeof(KilnModelInfo)), "KilnModelInfo size (sizeof(kiln_model_info))");
+        // kiln_model_info has no *_init: its size (all uint32_t, 40 on every target) is checked here.
+        Equal(40, Marshal.SizeOf(typeof(KilnModelInfo)), "KilnModelInfo size (sizeof(kiln_model_info))");
         Equal((uint)KilnQuantization.None, model.Info.quantization, "default load's quantization");
         Equal((uint)KilnQuantization.None, KilnDefaults.ModelLoadOptions().quantization, "kiln_model_load_options_init's quantization");
         string golden = Path.Combine(FixturesDir(), "golden", "quantize");
@@ -759,6 +759,72 @@ static class KilnTests
         e = Throws(() => KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, bad).Dispose(), KilnStatus.InvalidArgument, "quantization 7 at SubmitLoad");
         Check(e.NativeMessage.Contains("options->quantization 7"), "SubmitLoad message names options->quantization 7: " + e.NativeMessage);
         SamePixels(floatPixels, Pixels(model, settings), "float model after the refused quantization");
+    }
+
+    static void FusedAttentionMatchesTheExportedGraph()
+    {
+        // KilnAttention (kiln_model_load_options.attention, kiln_model_info.fused_attention): the
+        // default load options say Auto; a default load of tiny-sd (on the CPU provider)
+        // runs its 12 U-Net attention layers fused, as Fused does, and Exported none (also from a
+        // SubmitLoad job); kiln_model_info at its size before fused_attention (36) leaves the field
+        // alone; attention 9 throws InvalidArgument naming options->attention 9 at Load, TryLoad and
+        // SubmitLoad. The exported and the fused pictures for one request (64x64, 4 steps, seed 7)
+        // differ by float rounding only: at most 2 in any 8-bit channel (not compared byte for byte).
+        // StructSizesMatchTheLibrary checks the size against kiln_model_load_options_init's; 32 on 64-bit targets.
+        if (IntPtr.Size == 8) Equal(32, Marshal.SizeOf(typeof(KilnModelLoadOptions)), "KilnModelLoadOptions size on 64-bit");
+        KilnModelLoadOptions defaults = KilnDefaults.ModelLoadOptions();
+        Equal((uint)KilnAttention.Auto, defaults.attention, "kiln_model_load_options_init's attention");
+        Equal(0u, defaults.reserved, "kiln_model_load_options_init's reserved");
+        Equal(12u, model.Info.fused_attention, "default load's fused_attention");
+        var older = new KilnModelInfo { struct_size = 36, fused_attention = 0xABCD };
+        Equal(0u, KilnNative.kiln_model_get_info(model.Handle, ref older), "kiln_model_get_info at struct_size 36");
+        Equal(0xABCDu, older.fused_attention, "fused_attention past struct_size 36");
+        Equal(64u, older.default_size, "default_size at struct_size 36");
+
+        var settings = new KilnGenerateSettings { Prompt = "weathered oak planks", Seed = 7, Steps = 4, Width = 64, Height = 64 };
+        byte[] exportedPixels, forcedPixels;
+        using (KilnModel exported = KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, KilnAttention.Exported))
+        {
+            Equal(0u, exported.Info.fused_attention, "exported load's fused_attention");
+            exportedPixels = Pixels(exported, settings);
+        }
+        using (KilnModel fused = KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, KilnAttention.Fused))
+        {
+            Equal(12u, fused.Info.fused_attention, "fused load's fused_attention");
+            forcedPixels = Pixels(fused, settings);
+        }
+        using (KilnJob job = KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, KilnAttention.Exported))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "exported load job state (" + job.ErrorMessage + ")");
+            using (KilnModel loaded = job.TakeModel())
+                Equal(0u, loaded.Info.fused_attention, "exported load job's model fused_attention");
+        }
+        byte[] fusedPixels = Pixels(model, settings);
+        Equal(exportedPixels.Length, fusedPixels.Length, "exported vs fused length");
+        int worst = 0, forcedWorst = 0, differing = 0;
+        for (int i = 0; i < exportedPixels.Length; i++)
+        {
+            int e = Math.Abs(exportedPixels[i] - fusedPixels[i]);
+            if (e != 0) differing++;
+            worst = Math.Max(worst, e);
+            forcedWorst = Math.Max(forcedWorst, Math.Abs(exportedPixels[i] - forcedPixels[i]));
+        }
+        Console.WriteLine("    attention: exported vs fused (default load) max 8-bit difference " + worst + " (bound 2), "
+            + differing + " of " + exportedPixels.Length + " bytes differ; exported vs KilnAttention.Fused max " + forcedWorst);
+        Margin("csharp::attention::exported_vs_fused::max_8bit_abs", worst, 2);
+        Margin("csharp::attention::exported_vs_forced_fused::max_8bit_abs", forcedWorst, 2);
+
+        var bad = (KilnAttention)9;
+        KilnException ex = Throws(() => KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, bad).Dispose(), KilnStatus.InvalidArgument, "attention 9");
+        Check(ex.NativeMessage.Contains("options->attention 9"), "message names options->attention 9: " + ex.NativeMessage);
+        KilnModel none;
+        KilnError err = KilnModel.TryLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, bad, out none);
+        Equal(KilnStatus.InvalidArgument, err.Status, "TryLoad attention 9 status");
+        Check(none == null && err.Message.Contains("options->attention 9"), "TryLoad attention 9: " + err);
+        ex = Throws(() => KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, bad).Dispose(), KilnStatus.InvalidArgument, "attention 9 at SubmitLoad");
+        Check(ex.NativeMessage.Contains("options->attention 9"), "SubmitLoad message names options->attention 9: " + ex.NativeMessage);
+        SamePixels(fusedPixels, Pixels(model, settings), "default model after the refused attention");
     }
 
     static void Utf8PromptsAndPaths()
@@ -2143,6 +2209,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("torch CUDA seed gives diffusers' image; TorchCpu's differs", TorchCudaSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("variation seed gives diffusers' image; strength 0 differs; strength 2 throws", VariationSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("int8 load: info reports it, golden within the spread, job's bytes, quantization 7 throws", QuantizedLoadStaysWithinTheSpread),
+            new KeyValuePair<string, Action>("attention: default and fused report 12 fused layers, exported 0, pictures within 2; attention 9 throws", FusedAttentionMatchesTheExportedGraph),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

@@ -149,6 +149,19 @@ namespace Kiln.Interop
         Int8 = 1,
     }
 
+    /// <summary>How the U-Net's (and ControlNets') attention layers run (C: <c>kiln_attention</c>):
+    /// <c>Auto</c> (the default) fuses each into one ONNX Runtime <c>MultiHeadAttention</c> node at
+    /// load when the graphs run on the CPU provider, <c>Exported</c> runs the graphs as
+    /// exported, <c>Fused</c> fuses whatever the providers. Pictures differ from the exported
+    /// graph's by float rounding only; fused attention needs far less memory at large sizes.</summary>
+    [NativeEnum("KILN_ATTENTION_")]
+    public enum KilnAttention : uint
+    {
+        Auto = 0,
+        Exported = 1,
+        Fused = 2,
+    }
+
     /// <summary>Green channel convention of a normal map (C: <c>kiln_normal_convention</c>).</summary>
     [NativeEnum("KILN_NORMAL_CONVENTION_")]
     public enum KilnNormalConvention : uint

@@ -147,6 +147,10 @@ namespace Kiln.Interop
         public IntPtr matting_path;
         /// <summary>A <see cref="KilnQuantization"/> value (default none: as exported).</summary>
         public uint quantization;
+        /// <summary>A <see cref="KilnAttention"/> value (default auto: fused when the graphs run on the CPU provider).</summary>
+        public uint attention;
+        /// <summary>Reserved; 0.</summary>
+        public uint reserved;
     }
 
     /// <summary>C: <c>kiln_model_info</c>.</summary>
@@ -163,6 +167,8 @@ namespace Kiln.Interop
         public uint has_matting;
         /// <summary>The <see cref="KilnQuantization"/> the model was loaded with.</summary>
         public uint quantization;
+        /// <summary>How many of the U-Net's attention layers run as one fused node (see <see cref="KilnAttention"/>); 0 when none do.</summary>
+        public uint fused_attention;
     }
 
     /// <summary>C: <c>kiln_sprite_options</c>.</summary>

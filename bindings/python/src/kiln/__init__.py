@@ -15,7 +15,7 @@ from kiln import _library
 from kiln._options import Control, GenerateOptions
 from kiln.enums import (CellColor, ControlPreprocess, Graph, JobEventKind, JobState, LogLevel, Matte, NoiseGenerator,
                         NormalConvention, Provider, Quantization, Residency, GpuMath, Scheduler, Seamless, Status,
-                        UpscaleAlpha)
+                        UpscaleAlpha, Attention)
 from kiln.errors import (AdapterMismatchError, ArgumentError, BufferTooSmallError, BusyError, CancelledError, InferenceError,
                          InternalError, InvalidHandleError, JobFailedError, KilnError, KilnIOError, ModelError,
                          ModelNotFoundError, OutOfMemoryError, ProviderError, RuntimeLoadError,
@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Runtime", "Model", "ModelInfo", "Image", "Job", "Progress", "Preview", "Rect", "Sprite", "MaterialMaps",
     "GenerateOptions", "Control", "ControlPreprocess", "LogCallback", "Status", "Scheduler", "NoiseGenerator", "JobState", "JobEventKind", "Provider", "Graph",
-    "Residency", "GpuMath", "Seamless", "Quantization", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
+    "Residency", "GpuMath", "Seamless", "Quantization", "Attention", "NormalConvention", "CellColor", "Matte", "LogLevel", "KilnError", "ArgumentError",
     "BufferTooSmallError", "InvalidHandleError", "ModelError", "ModelNotFoundError", "KilnIOError",
     "UnsupportedError", "RuntimeLoadError", "ProviderError", "InferenceError", "CancelledError", "BusyError",
     "InternalError", "JobFailedError", "AdapterMismatchError", "OutOfMemoryError", "library_path", "version", "providers_compiled",

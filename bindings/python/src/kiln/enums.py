@@ -7,7 +7,7 @@ from enum import IntEnum
 
 __all__ = [
     "Status", "LogLevel", "Scheduler", "NoiseGenerator", "JobState", "JobEventKind", "Provider", "Graph", "Residency", "GpuMath",
-    "Seamless", "Quantization", "NormalConvention", "CellColor", "Matte", "ControlPreprocess", "UpscaleAlpha", "C_PREFIXES",
+    "Seamless", "Quantization", "Attention", "NormalConvention", "CellColor", "Matte", "ControlPreprocess", "UpscaleAlpha", "C_PREFIXES",
 ]
 
 
@@ -141,6 +141,18 @@ class Quantization(IntEnum):
     INT8 = 1
 
 
+class Attention(IntEnum):
+    """How the U-Net's (and ControlNets') attention layers run (``kiln_attention``): AUTO (the
+    default) fuses each into one ONNX Runtime ``MultiHeadAttention`` node at load when the graphs
+    run on the CPU provider, EXPORTED runs the graphs as exported, FUSED fuses whatever the
+    providers. Pictures differ from the exported graph's by float rounding only; fused attention
+    needs far less memory at large sizes."""
+
+    AUTO = 0
+    EXPORTED = 1
+    FUSED = 2
+
+
 class NormalConvention(IntEnum):
     """Green channel convention of a normal map (``kiln_normal_convention``)."""
 
@@ -195,6 +207,7 @@ C_PREFIXES: dict[type[IntEnum], str] = {
     GpuMath: "KILN_GPU_MATH_",
     Seamless: "KILN_SEAMLESS_",
     Quantization: "KILN_QUANTIZATION_",
+    Attention: "KILN_ATTENTION_",
     NormalConvention: "KILN_NORMAL_CONVENTION_",
     CellColor: "KILN_CELL_COLOR_",
     Matte: "KILN_MATTE_",

@@ -84,6 +84,9 @@ class ModelInfo:
     has_matting: bool
     #: How the weights were loaded (``Runtime.load_model``'s ``quantization``).
     quantization: Quantization
+    #: How many of the U-Net's attention layers run as one fused node (``Runtime.load_model``'s
+    #: ``attention``); 0 when none do.
+    fused_attention: int
 
 
 class Model(Closeable):
@@ -106,12 +109,14 @@ class Model(Closeable):
 
     @property
     def info(self) -> ModelInfo:
-        """Native size, size multiple, latent layout, what the export has and how it was loaded."""
+        """Native size, size multiple, latent layout, what the export has, how it was loaded and how
+        many U-Net attention layers run fused."""
         i = _abi.ModelInfo()
         i.struct_size = ctypes.sizeof(i)
         check(_library.lib().kiln_model_get_info(self.handle, ctypes.byref(i)))
         return ModelInfo(i.default_size, i.size_multiple, i.latent_channels, i.vae_downsampling, i.embedding_dim,
-                         bool(i.has_vae_encoder), bool(i.has_matting), Quantization(i.quantization))
+                         bool(i.has_vae_encoder), bool(i.has_matting), Quantization(i.quantization),
+                         int(i.fused_attention))
 
     def generate(self, prompt: str, **options: Unpack[GenerateOptions]) -> Image:
         """Generates an image, blocking until done. Options: see ``kiln.GenerateOptions``."""

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 from kiln import _abi, _library
 from kiln._closeable import Closeable
-from kiln.enums import GpuMath, LogLevel, Provider, Quantization, Residency, Seamless, Status
+from kiln.enums import Attention, GpuMath, LogLevel, Provider, Quantization, Residency, Seamless, Status
 from kiln._options import _enum_field
 from kiln.errors import check, read_string
 from kiln.job import Job, submit
@@ -30,11 +30,24 @@ def _quantization(value: Quantization | int | str) -> int:
     return _enum_field(value, _QUANTIZATION_NAMES, _QUANTIZATION_LIST, "quantization", "kiln_quantization", "Quantization")
 
 
+#: The names ``attention`` takes, upper-cased: the members' own ("auto", "exported", "fused").
+_ATTENTION_NAMES: dict[str, Attention] = dict(Attention.__members__)
+#: Those names as the error for an unknown one lists them: 'auto' or 'exported' or 'fused'.
+_ATTENTION_LIST = " or ".join(repr(name.lower()) for name in sorted(_ATTENTION_NAMES))
+
+
+def _attention(value: Attention | int | str) -> int:
+    """``kiln_attention``'s value from a member, a name or an int (see ``_options._enum_field``)."""
+    return _enum_field(value, _ATTENTION_NAMES, _ATTENTION_LIST, "attention", "kiln_attention", "Attention")
+
+
 def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None,
-                  quantization: Quantization | int | str) -> ctypes.Structure | None:
+                  quantization: Quantization | int | str,
+                  attention: Attention | int | str) -> ctypes.Structure | None:
     """``load_model``'s ``kiln_model_load_options``; None for the defaults."""
     quantized = _quantization(quantization)
-    if seamless == Seamless.NONE and matting is None and quantized == Quantization.NONE:
+    fused = _attention(attention)
+    if seamless == Seamless.NONE and matting is None and quantized == Quantization.NONE and fused == Attention.AUTO:
         return None
     o = _abi.ModelLoadOptions()
     _library.lib().kiln_model_load_options_init(ctypes.byref(o))
@@ -42,6 +55,7 @@ def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None,
     if matting is not None:
         o.matting_path = os.fsencode(matting)
     o.quantization = quantized
+    o.attention = fused
     return o
 
 #: Receives Kiln's log lines: (level, message). Called on whichever thread does the work.
@@ -129,15 +143,21 @@ class Runtime(Closeable):
 
     def load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
                    matting: str | os.PathLike[str] | None = None,
-                   quantization: Quantization | int | str = Quantization.NONE) -> Model:
+                   quantization: Quantization | int | str = Quantization.NONE,
+                   attention: Attention | int | str = Attention.AUTO) -> Model:
         """Loads a diffusers/optimum ONNX model folder. ``seamless`` loads only the tiling graphs;
         ``matting`` names a matting graph for ``Model.make_sprite``; ``quantization`` (a Quantization
         or its name, "none" or "int8") INT8 stores the text encoders' and U-Net's matrix-product
-        weights as int8 (less memory; pictures close to but not equal to the float model's). An
-        unknown ``quantization`` raises ArgumentError (INVALID_ARGUMENT)."""
+        weights as int8 (less memory; pictures close to but not equal to the float model's);
+        ``attention`` (an Attention or its name, "auto", "exported" or "fused"): AUTO, the default,
+        runs each attention layer of the U-Net and ControlNets as one fused ONNX Runtime node when
+        the graphs run on the CPU provider, EXPORTED as exported, FUSED fused whatever the
+        providers (pictures differ by float rounding only; ``ModelInfo.fused_attention`` counts the
+        fused layers). An unknown ``quantization`` or ``attention`` raises ArgumentError
+        (INVALID_ARGUMENT)."""
         lib = _library.lib()
         out = ctypes.c_void_p()
-        o = _load_options(seamless, matting, quantization)
+        o = _load_options(seamless, matting, quantization, attention)
         if o is None:
             check(lib.kiln_model_load(self.handle, os.fsencode(model_dir), ctypes.byref(out)))
         else:
@@ -146,18 +166,20 @@ class Runtime(Closeable):
 
     def submit_load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
                           matting: str | os.PathLike[str] | None = None,
-                          quantization: Quantization | int | str = Quantization.NONE, priority: int = 0) -> Job:
+                          quantization: Quantization | int | str = Quantization.NONE,
+                          attention: Attention | int | str = Attention.AUTO, priority: int = 0) -> Job:
         """Queues ``load_model`` as a job and returns at once (``kiln_job_submit_model_load``), so a game
         loads a model without a thread of its own: ``Job.model()`` gives the model (what
-        ``load_model(model_dir, seamless=seamless, matting=matting, quantization=quantization)`` gives).
-        Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1; no previews. The arguments are
-        checked here, nothing queued on an error: ModelNotFoundError for a folder that does not exist,
-        ArgumentError for an unknown ``seamless`` or ``quantization``. The files are read by the job, so
-        a folder that is not a model fails it (``Job.model()`` raises JobFailedError with the job's
-        message). ``Job.cancel()`` stops a queued load; a running one stops inside the graph session
-        ONNX Runtime is creating (at its next check) and ends CANCELLED without a model. The job holds
-        what it needs of this runtime, which may be closed right after."""
-        lib, o, handle = _library.lib(), _load_options(seamless, matting, quantization), self.handle
+        ``load_model(model_dir, seamless=seamless, matting=matting, quantization=quantization,
+        attention=attention)`` gives). Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1;
+        no previews. The arguments are checked here, nothing queued on an error: ModelNotFoundError for
+        a folder that does not exist, ArgumentError for an unknown ``seamless``, ``quantization`` or
+        ``attention``. The files are read by the job, so a folder that is not a model fails it
+        (``Job.model()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
+        load; a running one stops inside the graph session ONNX Runtime is creating (at its next check)
+        and ends CANCELLED without a model. The job holds what it needs of this runtime, which may be
+        closed right after."""
+        lib, o, handle = _library.lib(), _load_options(seamless, matting, quantization, attention), self.handle
         path = os.fsencode(model_dir)
         options = None if o is None else ctypes.byref(o)
         return submit(lambda jo, out: lib.kiln_job_submit_model_load(handle, path, options, jo, out),
