@@ -68,6 +68,16 @@ pub struct KilnGenerator {
     /// afresh; another name fails the job with status 101.
     #[export]
     quantization: GString,
+    /// How the U-Net's attention layers run: `auto` (the default: each
+    /// rewritten at load into ONNX Runtime's fused `MultiHeadAttention` node
+    /// when the graphs run on the CPU, as exported on a GPU provider),
+    /// `exported` or `fused` (whatever the providers). Fused attention needs
+    /// far less memory at large sizes; pictures differ from the exported
+    /// graph's by float rounding only. A `refiner` is loaded the same way.
+    /// Applies from the next `generate`, which loads the model afresh;
+    /// another name fails the job with status 101.
+    #[export]
+    attention: GString,
     /// A super-resolution upscaler (ESRGAN-family ONNX): a folder holding
     /// `model.onnx`, or an `.onnx` file; empty = off. When set, every
     /// generated image is upscaled off the main thread, in the same Kiln job
@@ -110,6 +120,7 @@ impl INode for KilnGenerator {
             cuda_graph: false,
             device_latents: false,
             quantization: GString::from("none"),
+            attention: GString::from("auto"),
             upscaler_path: GString::new(),
             upscale_tile: UpscaleSettings::default().tile,
             upscale_context: UpscaleSettings::default().context,
@@ -241,9 +252,11 @@ impl KilnGenerator {
     /// Facts about the model the node's jobs run on, as the C API's
     /// `kiln_model_info`: `default_size`, `size_multiple`, `latent_channels`,
     /// `vae_downsampling`, `embedding_dim` (ints), `has_vae_encoder`,
-    /// `has_matting` (bools) and `quantization` (`none` or `int8`). Empty
-    /// until a job has loaded the model (the first `generate`, or the first
-    /// after a setting that loads it afresh), and while it loads; never waits.
+    /// `has_matting` (bools), `quantization` (`none` or `int8`) and
+    /// `fused_attention` (int: the U-Net's attention layers that run fused,
+    /// 0 = none). Empty until a job has loaded the model (the first
+    /// `generate`, or the first after a setting that loads it afresh), and
+    /// while it loads; never waits.
     #[func]
     fn model_info(&self) -> VarDictionary {
         let mut info = VarDictionary::new();
@@ -299,9 +312,9 @@ impl KilnGenerator {
             cuda_graph: self.cuda_graph,
             device_latents: self.device_latents,
         };
-        // A bad `quantization` is refused when the model loads (status 101).
-        let quantization = self.quantization.to_string();
-        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu, quantization }
+        // A bad `quantization` or `attention` is refused when the model loads (status 101).
+        let (quantization, attention) = (self.quantization.to_string(), self.attention.to_string());
+        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu, quantization, attention }
     }
 
     /// Polls every job once and emits what happened, in job order.

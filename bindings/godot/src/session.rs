@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, TryLockError};
 
 use kiln::jobs::{JobConfig, JobPool, JobWork};
+use kiln::model::attention::Attention;
 use kiln::model::quantize::Quantization;
 use kiln::model::seamless::Seamless;
 use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
@@ -50,13 +51,22 @@ pub struct SessionConfig {
     /// name (`none`, `int8`; "" = `none`). Checked when the model loads, so
     /// a name Kiln does not know fails the job (status 101).
     pub quantization: String,
+    /// How the model's and a refiner's U-Net run attention: the node's
+    /// `attention` property, a `kiln::model::attention::Attention` by name
+    /// (`auto`, `exported`, `fused`; "" = `auto`). Checked when the model
+    /// loads, so a name Kiln does not know fails the job (status 101).
+    pub attention: String,
 }
 
 impl SessionConfig {
     /// Kiln's options for loading the model folder (`Model::load_with`), or
     /// why a property is not one Kiln takes (INVALID_ARGUMENT naming it).
     pub fn model_options(&self) -> Result<ModelOptions, Error> {
-        Ok(ModelOptions { quantization: parse_quantization(&self.quantization)?, ..Default::default() })
+        Ok(ModelOptions {
+            quantization: parse_quantization(&self.quantization)?,
+            attention: parse_attention(&self.attention)?,
+            ..Default::default()
+        })
     }
 }
 
@@ -68,6 +78,17 @@ pub fn parse_quantization(name: &str) -> Result<Quantization, Error> {
         "" => Ok(Quantization::None),
         n => Quantization::from_name(&n.to_ascii_lowercase())
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, format!("quantization: {n:?} is not none or int8"))),
+    }
+}
+
+/// The node's `attention` property as Kiln's [`Attention`]: `auto`,
+/// `exported` or `fused` (case and surrounding spaces ignored; "" = `auto`),
+/// or INVALID_ARGUMENT naming the property and the names Kiln knows.
+pub fn parse_attention(name: &str) -> Result<Attention, Error> {
+    match name.trim() {
+        "" => Ok(Attention::Auto),
+        n => Attention::from_name(&n.to_ascii_lowercase())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, format!("attention: {n:?} is not auto, exported or fused"))),
     }
 }
 
@@ -83,8 +104,9 @@ pub enum InfoValue {
 }
 
 /// A loaded model's facts as the node's `model_info()` reports them: the C
-/// API's `kiln_model_info` field names, the flags as bools and
-/// `quantization` by name (`Quantization::name`: `none`, `int8`).
+/// API's `kiln_model_info` field names, the flags as bools,
+/// `quantization` by name (`Quantization::name`: `none`, `int8`) and
+/// `fused_attention` (the U-Net's attention layers that run fused; 0 = none).
 pub fn info_entries(info: &ModelInfo) -> Vec<(&'static str, InfoValue)> {
     use InfoValue::*;
     let int = |n: usize| Int(i64::try_from(n).unwrap_or(i64::MAX));
@@ -97,6 +119,7 @@ pub fn info_entries(info: &ModelInfo) -> Vec<(&'static str, InfoValue)> {
         ("has_vae_encoder", Bool(info.has_vae_encoder)),
         ("has_matting", Bool(info.has_matting)),
         ("quantization", Name(info.quantization.name())),
+        ("fused_attention", int(info.fused_attention)),
     ]
 }
 
@@ -261,9 +284,16 @@ impl Session {
         lock(&self.loaded.model).clone()
     }
 
-    /// The loaded model's facts (`Model::info`: sizes, `quantization`...), or
-    /// `None` before a job has loaded it and while one is loading it (never
-    /// waits for a load, so the node's main thread can ask each frame).
+    /// The refiner loaded from folder `path` for a job's `refiner` option, if
+    /// one has been (for tests and diagnostics: its `info`).
+    pub fn loaded_refiner(&self, path: &Path) -> Option<Model> {
+        lock(&self.loaded.refiners).iter().find(|(p, _)| p == path).map(|(_, m)| m.clone())
+    }
+
+    /// The loaded model's facts (`Model::info`: sizes, `quantization`,
+    /// `fused_attention`...), or `None` before a job has loaded it and while
+    /// one is loading it (never waits for a load, so the node's main thread
+    /// can ask each frame).
     pub fn model_info(&self) -> Option<ModelInfo> {
         match self.loaded.model.try_lock() {
             Ok(guard) => guard.as_ref().map(Model::info),
@@ -448,7 +478,7 @@ fn prepare(loaded: &Loaded, config: &SessionConfig, parsed: GenerateOptions) -> 
     if let Some(choice) = &parsed.refiner {
         // The refiner reads the same prompt, so it takes the embeddings too
         // (an SDXL file's `clip_g`); it decodes the image, so it tiles alike.
-        let refiner = refiner_model(loaded, &base, &choice.path)?;
+        let refiner = refiner_model(loaded, &base, config, &choice.path)?;
         let refiner = refiner_view(loaded, refiner, &choice.path, &parsed.adapters.embeddings)?;
         let refiner = seamless(refiner, parsed.seamless)?;
         request.refiner = Some(Refiner { model: refiner, start: choice.start });
@@ -539,14 +569,16 @@ fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Err
     Error::new(e.kind(), format!("options[\"{key}\"]: {message}"))
 }
 
-/// The refiner in folder `path`, loaded on first use with `base`'s runtime
-/// and quantization (the node's `quantization` covers both models).
-fn refiner_model(loaded: &Loaded, base: &Model, path: &Path) -> Result<Model, Error> {
+/// The refiner in folder `path`, loaded on first use with the model's
+/// runtime and load options (the node's `quantization` and `attention`
+/// cover both models).
+fn refiner_model(loaded: &Loaded, base: &Model, config: &SessionConfig, path: &Path) -> Result<Model, Error> {
     let mut refiners = lock(&loaded.refiners);
     if let Some((_, m)) = refiners.iter().find(|(p, _)| p == path) {
         return Ok(m.clone());
     }
-    let options = ModelOptions { quantization: base.info().quantization, ..Default::default() };
+    // The options `base` loaded with (they parsed then).
+    let options = config.model_options()?;
     let m = Model::load_with(base.runtime(), path, &options).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
     refiners.push((path.to_path_buf(), m.clone()));
     Ok(m)
@@ -639,6 +671,40 @@ mod tests {
     }
 
     #[test]
+    fn attention_property_takes_kilns_names_and_rejects_others() {
+        for (name, want) in [
+            ("auto", Attention::Auto),
+            ("exported", Attention::Exported),
+            ("fused", Attention::Fused),
+            ("", Attention::Auto),
+            (" Exported ", Attention::Exported),
+            ("FUSED", Attention::Fused),
+        ] {
+            assert_eq!(parse_attention(name).unwrap(), want, "{name:?}");
+        }
+        for a in [Attention::Auto, Attention::Exported, Attention::Fused] {
+            assert_eq!(parse_attention(a.name()).unwrap(), a, "Kiln's own names read back");
+        }
+        for (bad, want) in [("flash", "attention: \"flash\" is not auto, exported or fused"), ("none", "attention: \"none\" is not auto, exported or fused")] {
+            let e = parse_attention(bad).unwrap_err();
+            assert_eq!((e.kind(), e.message()), (ErrorKind::InvalidArgument, want));
+        }
+        // The session's load options carry it, beside `quantization`; a bad name is refused before any load.
+        let config = |a: &str| SessionConfig { attention: a.into(), ..Default::default() };
+        assert_eq!(config("exported").model_options().unwrap(), ModelOptions { attention: Attention::Exported, ..Default::default() });
+        assert_eq!(config("auto").model_options().unwrap(), ModelOptions::default(), "the default is Model::load's");
+        assert_eq!(config("").model_options().unwrap(), ModelOptions::default());
+        let both = SessionConfig { quantization: "int8".into(), attention: "fused".into(), ..Default::default() };
+        assert_eq!(
+            both.model_options().unwrap(),
+            ModelOptions { quantization: Quantization::Int8, attention: Attention::Fused, ..Default::default() }
+        );
+        assert_eq!(config("flash").model_options().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // Another attention is another session config, so the node loads the model afresh.
+        assert_ne!(config("exported"), config("auto"));
+    }
+
+    #[test]
     fn model_info_entries_use_the_c_field_names_and_quantization_by_name() {
         let info = ModelInfo {
             default_size: 512,
@@ -649,6 +715,7 @@ mod tests {
             has_vae_encoder: true,
             has_matting: false,
             quantization: Quantization::Int8,
+            fused_attention: 12,
         };
         use InfoValue::*;
         assert_eq!(
@@ -662,10 +729,12 @@ mod tests {
                 ("has_vae_encoder", Bool(true)),
                 ("has_matting", Bool(false)),
                 ("quantization", Name("int8")),
+                ("fused_attention", Int(12)),
             ]
         );
-        let plain = info_entries(&ModelInfo { quantization: Quantization::None, ..info });
-        assert_eq!(plain.last(), Some(&("quantization", Name("none"))));
+        let plain = info_entries(&ModelInfo { quantization: Quantization::None, fused_attention: 0, ..info });
+        assert!(plain.contains(&("quantization", Name("none"))));
+        assert_eq!(plain.last(), Some(&("fused_attention", Int(0))));
         // Before any job, a session reports nothing (and does not wait).
         assert_eq!(Session::new(SessionConfig::default()).model_info(), None);
     }

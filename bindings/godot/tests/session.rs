@@ -712,15 +712,21 @@ fn sdxl_adapters_generate_what_kiln_makes_directly() {
 
 /// tests/fixtures/sdxl-refiner over tiny-sdxl's second encoder and VAE, as
 /// tests/common::sdxl_refiner_folder assembles it, under the target dir.
+/// Assembled once per test binary: tests run in parallel, and one must not
+/// empty the folder while another loads from it.
 fn refiner_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
-    let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-godot-refiner");
-    let _ = std::fs::remove_dir_all(&dest);
-    for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
-        copy_tree(&root.join("tiny-sdxl").join(sub), &dest.join(sub));
-    }
-    copy_tree(&root.join("sdxl-refiner"), &dest);
-    dest
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        let dest = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kiln-godot-refiner");
+        let _ = std::fs::remove_dir_all(&dest);
+        for sub in ["text_encoder_2", "tokenizer_2", "vae_decoder", "vae_encoder"] {
+            copy_tree(&root.join("tiny-sdxl").join(sub), &dest.join(sub));
+        }
+        copy_tree(&root.join("sdxl-refiner"), &dest);
+        dest
+    })
+    .clone()
 }
 
 /// `refiner` and `refiner_start` on tiny-sdxl: the job's pixels are those of
@@ -960,6 +966,110 @@ fn quantization_int8_loads_int8_weights_and_model_info_says_so() {
         let (status, message) = failure(&run_to_end(&mut s.start("x", &opts(&[("steps", Int(1))]))));
         println!("quantization {bad:?}: {status} {message}");
         assert_eq!((status, message), (101, format!("quantization: \"{bad}\" is not none or int8")));
+        assert_eq!(s.model_info(), None);
+        assert!(s.loaded_model().is_none());
+    }
+}
+
+// ---- Fused attention (`attention`) and `model_info`'s `fused_attention` ----
+
+fn attention_session(model_dir: PathBuf, attention: &str) -> Session {
+    Session::new(SessionConfig { model_dir, attention: attention.into(), ..Default::default() })
+}
+
+fn attention_model(rt: &Runtime, dir: &Path, attention: kiln::model::attention::Attention) -> Model {
+    let options = kiln::ModelOptions { attention, ..Default::default() };
+    Model::load_with(rt, dir, &options).expect("load with attention")
+}
+
+/// The node's `attention` property: `exported` loads tiny-sd with its
+/// attention as exported, so the job's pixels are `Model::load_with(Exported)`
+/// + `generate`'s (0 differ) and `model_info` reports `fused_attention` 0;
+/// the default (`auto`, or empty) is `Model::load`'s model, whose 12
+/// attention layers run fused on the CPU, and `fused` the same; the job's
+/// `seamless` view and a `refiner` keep it; an unknown name fails the job
+/// with 101 before anything loads. On tiny-sd the fused and the exported
+/// pictures round to the same 8-bit values, so the pixel checks hold either
+/// way and the `fused_attention` counts are what tell the loads apart.
+#[test]
+fn attention_exported_loads_the_exported_graphs_and_model_info_counts_the_fused_layers() {
+    use kiln::model::attention::Attention;
+    use kiln::pipeline::handoff::Refiner;
+    use kiln_godot::session::{info_entries, InfoValue};
+    use OptionValue::*;
+    let job = [("steps", Int(4)), ("seed", Int(3)), ("scheduler", String("euler".into()))];
+    let request = GenerateRequest { prompt: "mossy stone".into(), steps: 4, seed: 3, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let exported = attention_model(&rt, &fixture(), Attention::Exported);
+    assert_eq!(exported.info().fused_attention, 0);
+
+    let s = attention_session(fixture(), "exported");
+    assert_eq!(s.model_info(), None, "nothing is loaded before the first job");
+    let got = done_image(&run_to_end(&mut s.start("mossy stone", &opts(&job)))).clone();
+    let info = s.model_info().expect("the job loaded the model");
+    println!("exported model_info: {:?}", info_entries(&info));
+    assert_eq!(info.fused_attention, 0);
+    assert!(info_entries(&info).contains(&("fused_attention", InfoValue::Int(0))));
+    let differing = count_differing(&got, &direct(&exported, &request));
+    let from_fused = count_differing(&got, &direct(&fixture_model(), &request));
+    println!("exported: {differing} of {} differ from Model::load_with(Exported) + generate (bound 0); {from_fused} from the default (fused) model", got.pixels.len());
+    assert_eq!(differing, 0);
+
+    // The job's seamless view keeps the exported attention.
+    let mut seamless_job = job.to_vec();
+    seamless_job.push(("seamless", String("xy".into())));
+    let tiled = done_image(&run_to_end(&mut s.start("mossy stone", &opts(&seamless_job)))).clone();
+    let differing = count_differing(&tiled, &direct(&exported.seamless(Seamless::Xy).unwrap(), &request));
+    println!("exported + seamless: {differing} differ from the exported model's seamless view (bound 0)");
+    assert_eq!(differing, 0);
+
+    // The default (the property's "auto", or empty) is Model::load's model: fused on the CPU.
+    let default_model = fixture_model();
+    assert_eq!(default_model.info().fused_attention, 12, "Model::load fuses tiny-sd's 12 attention layers on the CPU");
+    for name in ["auto", ""] {
+        let plain = attention_session(fixture(), name);
+        let got = done_image(&run_to_end(&mut plain.start("mossy stone", &opts(&job)))).clone();
+        let info = plain.model_info().expect("the job loaded the model");
+        assert_eq!(info.fused_attention, 12, "{name:?}");
+        assert!(info_entries(&info).contains(&("fused_attention", InfoValue::Int(12))));
+        assert_eq!(count_differing(&got, &direct(&default_model, &request)), 0, "{name:?} is Model::load's model");
+    }
+    // `fused` fuses whatever the providers: on the CPU, the same 12 layers and pixels.
+    let fused = attention_session(fixture(), "fused");
+    let got = done_image(&run_to_end(&mut fused.start("mossy stone", &opts(&job)))).clone();
+    assert_eq!(fused.model_info().expect("loaded").fused_attention, 12);
+    assert_eq!(count_differing(&got, &direct(&attention_model(&rt, &fixture(), Attention::Fused), &request)), 0);
+
+    // A refiner is loaded as the model was: tiny-sdxl and the refiner fixture, both exported.
+    let sdxl = fixture().join("../tiny-sdxl");
+    let refiner_path = refiner_dir();
+    let s = attention_session(sdxl.clone(), "exported");
+    let refined = done_image(&run_to_end(&mut s.start(
+        "mossy stone",
+        &opts(&[job[0].clone(), job[1].clone(), job[2].clone(), ("refiner", String(refiner_path.display().to_string())), ("refiner_start", Float(0.6))]),
+    )))
+    .clone();
+    assert_eq!(s.model_info().expect("loaded").fused_attention, 0);
+    let loaded_refiner = s.loaded_refiner(&refiner_path).expect("the job loaded the refiner");
+    assert_eq!(loaded_refiner.info().fused_attention, 0, "the refiner runs its attention as exported too");
+    let handoff = |refiner: Model| GenerateRequest { refiner: Some(Refiner { model: refiner, start: 0.6 }), ..request.clone() };
+    let base = attention_model(&rt, &sdxl, Attention::Exported);
+    let refiner = attention_model(&rt, &refiner_path, Attention::Exported);
+    assert_eq!(refiner.info().fused_attention, 0);
+    let differing = count_differing(&refined, &direct(&base, &handoff(refiner)));
+    let auto_refiner = Model::load(&rt, &refiner_path).unwrap();
+    println!("default refiner: {} attention layers fused", auto_refiner.info().fused_attention);
+    assert!(auto_refiner.info().fused_attention > 0, "by default the refiner fixture's attention runs fused");
+    let fused_refiner = count_differing(&refined, &direct(&base, &handoff(auto_refiner)));
+    println!("exported refiner hand-off: {differing} differ from both exported models' hand-off (bound 0); {fused_refiner} from a fused refiner's");
+    assert_eq!(differing, 0);
+
+    // Unknown names fail the job with 101 naming the property; nothing loads.
+    for bad in ["flash", "none"] {
+        let s = attention_session(fixture(), bad);
+        let (status, message) = failure(&run_to_end(&mut s.start("x", &opts(&[("steps", Int(1))]))));
+        println!("attention {bad:?}: {status} {message}");
+        assert_eq!((status, message), (101, format!("attention: \"{bad}\" is not auto, exported or fused")));
         assert_eq!(s.model_info(), None);
         assert!(s.loaded_model().is_none());
     }
