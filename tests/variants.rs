@@ -120,13 +120,7 @@ fn case(name: &str, latent_tol: f32, image_tol: f32) -> (f32, f32) {
     }
     let (shape, noise) = read_npy(c["noise"].as_str().unwrap());
     // Stochastic schedulers replay diffusers' recorded draws (as tests/parity.rs).
-    let step_noise = c["files"]["step_noise"].as_str().map(|f| {
-        let (s, data) = read_npy(f);
-        assert_eq!(s[0] as u64, c["step_noise_draws"].as_u64().unwrap(), "{name}: draws");
-        assert_eq!(&s[1..], &shape[..], "{name}: one latent-sized block per draw");
-        data
-    });
-    assert_eq!(step_noise.is_some(), scheduler.is_stochastic(), "{name}: step noise iff stochastic");
+    let step_noise = common::golden_step_noise(c, name, &shape, scheduler, read_npy);
     let request = GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),
         negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),

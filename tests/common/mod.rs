@@ -549,14 +549,7 @@ pub fn golden_parity(model: &Model, name: &str, prefix: &str) -> kiln::pipeline:
         assert_eq!(kiln::SchedulerKind::from_class_name(class), Some(scheduler), "{name}: {class} maps to {kiln_name}");
     }
     let (shape, noise) = read_npy(c["noise"].as_str().unwrap());
-    // Stochastic schedulers replay diffusers' recorded draws.
-    let step_noise = c["files"]["step_noise"].as_str().map(|f| {
-        let (s, data) = read_npy(f);
-        assert_eq!(s[0] as u64, c["step_noise_draws"].as_u64().unwrap(), "{name}: draws");
-        assert_eq!(&s[1..], &shape[..], "{name}: one latent-sized block per draw");
-        data
-    });
-    assert_eq!(step_noise.is_some(), scheduler.is_stochastic(), "{name}: step noise iff stochastic");
+    let step_noise = golden_step_noise(c, name, &shape, scheduler, read_npy);
     let request = kiln::pipeline::GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),
         negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
@@ -591,4 +584,25 @@ pub fn golden_parity(model: &Model, name: &str, prefix: &str) -> kiln::pipeline:
     check_margin(&format!("{prefix}::{name}::image_abs"), d as f64, 2e-3);
     eprintln!("{name}: latents rel {rel:e}, image abs {d:e}");
     out
+}
+
+/// The per-step noise draws golden case `c` recorded from diffusers (one
+/// latent-sized block of `shape` per draw, read by `read` from the case's
+/// golden folder), which stochastic schedulers replay; `None` for a
+/// deterministic `scheduler` (checked both ways).
+pub fn golden_step_noise(
+    c: &serde_json::Value,
+    name: &str,
+    shape: &[usize],
+    scheduler: kiln::SchedulerKind,
+    read: impl Fn(&str) -> (Vec<usize>, Vec<f32>),
+) -> Option<Vec<f32>> {
+    let step_noise = c["files"]["step_noise"].as_str().map(|f| {
+        let (s, data) = read(f);
+        assert_eq!(s[0] as u64, c["step_noise_draws"].as_u64().unwrap(), "{name}: draws");
+        assert_eq!(&s[1..], shape, "{name}: one latent-sized block per draw");
+        data
+    });
+    assert_eq!(step_noise.is_some(), scheduler.is_stochastic(), "{name}: step noise iff stochastic");
+    step_noise
 }
