@@ -12,8 +12,8 @@
 #    (site-packages/nvidia/*/lib) go on LD_LIBRARY_PATH.
 # 3. Kiln: built here with `--features cuda` when cargo exists; else
 #    --bin-dir names prebuilt binaries, copied there after
-#      cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --test controlnet --example generate --example bench
-#    as `parity`, `static_unet`, `providers`, `device_latents` and `controlnet` (the newest
+#      cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --test controlnet --test attention --example generate --example bench
+#    as `parity`, `static_unet`, `providers`, `device_latents`, `controlnet` and `attention` (the newest
 #    target/release/deps/parity-* etc. without .d) and `generate` and `bench` (target/release/examples/).
 #    Strip them for transfer (release builds carry debug info, ~60 MB each;
 #    stripped ~7 MB):
@@ -62,6 +62,11 @@
 #      --device-latents (the residuals no longer cross to the host), and a
 #      plain job's in the ControlNet folder against the plain folder (the
 #      host loop copies zero residuals to the device at every call).
+#    - fused attention (stage `attention`): tests/attention.rs on CUDA with
+#      exact math (the fused MultiHeadAttention node against diffusers and
+#      against the exported graph; auto keeps the export on a GPU provider
+#      until this has passed), then `bench` at 512x512, 20 CFG steps, with
+#      --attention exported and fused on --sd15's export (else the tiny one).
 # 6. Per-stage GPU memory (issue 21 item 4): the `bench` example at 512x512,
 #    20 CFG steps, with --residency all and --residency per-stage, on the tiny
 #    fixture (and on --sd15): peak GPU memory used (nvidia-smi) and RSS while
@@ -72,7 +77,7 @@
 #    host, draw by draw, and where a draw is larger than the GPU runs threads
 #    at once, with a model of torch's launch (needs torch with CUDA).
 # 8. Stages: --only takes a comma-separated list of parity, generate, oom,
-#    static, device, controlnet, timings, memory, seed, sd15 (the timings and memory
+#    static, device, controlnet, attention, timings, memory, seed, sd15 (the timings and memory
 #    on --sd15's export; --sd15-wait SECONDS waits that long for it to
 #    appear), bench (tools/gpu_bench.py: Kiln against raw ONNX Runtime with
 #    I/O binding on the tiny fixture and --sd15, levers off and on; needs
@@ -86,7 +91,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ORT_DIR="" BIN_DIR="" OUT="gpu-check" SD15="" SD15_WAIT=0 BUDGET=0
-STAGES="parity,generate,oom,static,device,controlnet,timings,memory,seed,sd15,bench"
+STAGES="parity,generate,oom,static,device,controlnet,attention,timings,memory,seed,sd15,bench"
 # A rehearsal on a machine without a GPU (does everything unpack, does every
 # test find its fixtures): KILN_GPU_CHECK_PROVIDER=cpu. Its figures mean nothing.
 PROVIDER="${KILN_GPU_CHECK_PROVIDER:-cuda}"
@@ -114,20 +119,21 @@ NV=$(python3 -c 'import site,glob,os; print(":".join(sorted(p for s in site.gets
 export LD_LIBRARY_PATH="$ORT_DIR:$NV:${LD_LIBRARY_PATH:-}" ORT_DYLIB_PATH="$ORT_LIB"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 if [ -z "$BIN_DIR" ]; then
-    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --test controlnet --example generate --example bench || exit 1
+    cargo build --release --features cuda --test parity --test static_unet --test providers --test device_latents --test controlnet --test attention --example generate --example bench || exit 1
     PARITY=$(ls -t target/release/deps/parity-* | grep -v '\.d$' | head -1)
     STATIC=$(ls -t target/release/deps/static_unet-* | grep -v '\.d$' | head -1)
     PROVIDERS_TEST=$(ls -t target/release/deps/providers-* | grep -v '\.d$' | head -1)
     DEVICE_LATENTS=$(ls -t target/release/deps/device_latents-* | grep -v '\.d$' | head -1)
     CONTROLNET=$(ls -t target/release/deps/controlnet-* | grep -v '\.d$' | head -1)
+    ATTENTION=$(ls -t target/release/deps/attention-* | grep -v '\.d$' | head -1)
     GENERATE=target/release/examples/generate BENCH=target/release/examples/bench
 else
     PARITY="$BIN_DIR/parity" STATIC="$BIN_DIR/static_unet" GENERATE="$BIN_DIR/generate" PROVIDERS_TEST="$BIN_DIR/providers"
-    DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench" CONTROLNET="$BIN_DIR/controlnet"
+    DEVICE_LATENTS="$BIN_DIR/device_latents" BENCH="$BIN_DIR/bench" CONTROLNET="$BIN_DIR/controlnet" ATTENTION="$BIN_DIR/attention"
 fi
 for stage in ${STAGES//,/ }; do
-    case "$stage" in parity|generate|oom|static|device|controlnet|timings|memory|seed|sd15|bench) ;;
-        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, timings, memory, seed, sd15, bench)" >&2; exit 2 ;;
+    case "$stage" in parity|generate|oom|static|device|controlnet|attention|timings|memory|seed|sd15|bench) ;;
+        *) echo "unknown stage $stage (parity, generate, oom, static, device, controlnet, attention, timings, memory, seed, sd15, bench)" >&2; exit 2 ;;
     esac
 done
 status=0
@@ -244,6 +250,24 @@ timings() {  # timings MODEL LABEL: one process per setting, 3 images (the first
             grep -E "^wrote|rror" "$OUT/lever.log" | sed "s/^/[$2 $shape ${flags:-levers-off}] /"
             lever "timing_$2_$(echo ${flags:-off} | tr -d ' -')_$(echo $shape | tr -d ' -')" $rc
         done
+    done
+}
+
+stage_attention() {  # the fused attention node on CUDA: parity with exact math (must pass), then its speed and memory
+    echo "== fused attention on $PROVIDER (tests/attention.rs, gpu math exact)"
+    KILN_TEST_PROVIDERS=$PROVIDER KILN_TEST_GPU_MATH=exact RUST_TEST_THREADS=1 timeout 300 "$ATTENTION" --nocapture >"$OUT/attention.log" 2>&1
+    local rc=$?
+    grep -E "^margin|test result|SKIPPED" "$OUT/attention.log"
+    lever attention_parity $rc
+    [ $rc -eq 0 ] || status=1
+    local model=tests/fixtures/tiny-sd label=tiny
+    sd15_ready && model="$SD15" label=sd15
+    for mode in exported fused; do
+        timeout 300 "$BENCH" --model "$model" --size $SIZE --steps 20 --guidance 7.5 --runs 2 --warmup 1 \
+            --provider $PROVIDER --gpu-math fast --attention $mode >"$OUT/attention-$label-$mode.log" 2>&1
+        rc=$?
+        grep -E "image \(warm|inside ONNX|peak RSS|^\| unet " "$OUT/attention-$label-$mode.log" | sed "s/^/[$label $mode] /"
+        lever "attention_bench_${label}_$mode" $rc
     done
 }
 

@@ -49,15 +49,15 @@ cd "$(dirname "$0")/.."
 
 LEASE=.gpu
 # What the checks read: tests/parity.rs, static_unet.rs, providers.rs,
-# device_latents.rs, controlnet.rs and tests/common, and the examples' runs.
+# device_latents.rs, controlnet.rs, attention.rs and tests/common, and the examples' runs.
 FIXTURES="tests/fixtures/tiny-sd tests/fixtures/tiny-sdxl tests/fixtures/controlnet tests/fixtures/controlnet-inpaint9
   tests/fixtures/golden tests/fixtures/variants/inpaint9 tests/fixtures/sdxl-controlnet tests/fixtures/sdxl-refiner
   tests/fixtures/sdxl-embedding tests/fixtures/controlnet-unscaled"
-TESTS="parity static_unet providers device_latents controlnet"
+TESTS="parity static_unet providers device_latents controlnet attention"
 EXAMPLES="generate bench"
 # Issue 21's missing figures first: the device loop has never run on a GPU.
 # KILN_LEASE_STAGES and KILN_LEASE_BUDGET override them, at prepare or remote.
-STAGES="${KILN_LEASE_STAGES:-device,seed,controlnet,memory,bench,sd15,timings,static,parity,oom,generate}"
+STAGES="${KILN_LEASE_STAGES:-device,seed,controlnet,attention,memory,bench,sd15,timings,static,parity,oom,generate}"
 # The SD 1.5-size export for the sd15 stage is made there (torch and
 # transformers are there; the diffusers wheel is carried), on 4 cores, beside
 # the first stages.
