@@ -90,6 +90,28 @@ fn controlnet_graphs_are_fused_too() {
 }
 
 #[test]
+fn the_vae_keeps_its_exported_attention_and_img2img_agrees() {
+    // The VAE's one attention block (one 512-wide head) stays as exported:
+    // fused, it used more memory at 1024² (see model::attention).
+    let rt = common::runtime();
+    let (logged, log) = common::logged_runtime(common::env_providers(), kiln::model::Residency::AllResident);
+    let fused = load(&logged, &common::fixture(), Attention::Fused);
+    let exported = load(rt, &common::fixture(), Attention::Exported);
+    let init = kiln::pipeline::inputs::read_init_image(&common::golden("ddim_cfg.png")).unwrap();
+    let request = kiln::GenerateRequest { prompt: "planks".into(), steps: 4, seed: 9, init_image: Some(init), strength: 0.6, ..Default::default() };
+    let f = fused.generate_with(&request, kiln::pipeline::Hooks::default()).unwrap();
+    let e = exported.generate_with(&request, kiln::pipeline::Hooks::default()).unwrap();
+    let lines = log.lock().unwrap().clone();
+    assert!(lines.iter().any(|l| l.starts_with("unet: ") && l.contains("attention layers fused")), "{lines:#?}");
+    for graph in ["vae_decoder", "vae_encoder"] {
+        assert!(!lines.iter().any(|l| l.starts_with(&format!("{graph}: ")) && l.contains("fused")), "{graph}: {lines:#?}");
+    }
+    common::check_margin("attention::img2img::fused_vs_exported::latents_rel", latents_rel(&f, &e), 1e-4);
+    let d = common::max_abs_diff(&f.image.data, &e.image.data) as f64;
+    common::check_margin("attention::img2img::fused_vs_exported::image_abs", d, 1e-4);
+}
+
+#[test]
 fn the_graph_cache_keeps_fused_and_exported_apart() {
     if !common::env_providers().preferred.is_empty() {
         eprintln!("SKIPPED: only CPU sessions are cached");

@@ -18,6 +18,9 @@
 //!
 //! The numbers differ from the exported graph's only by summation order
 //! (about 1e-6 relative on a U-Net call, checked in `tests/attention.rs`).
+//! Kiln fuses the U-Net's and ControlNets' attention, not the VAE's: its one
+//! block has a single 512-wide head, and fused it peaked higher (an SD 1.5
+//! decoder at 1024²: 4.6 GB against 3.8 GB, measured in Python).
 use std::collections::{HashMap, HashSet};
 
 use super::onnx_proto::{int_attribute, to_static, Message, Value};

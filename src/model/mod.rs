@@ -826,7 +826,8 @@ fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, 
 /// The VAE decoder, wrapping around on `axes`.
 fn load_vae_decoder(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>) -> Result<Graph> {
     // The decoder is convolutions but for one attention block: it stays float,
-    // and as exported (its float32 retry re-reads the bytes its session was made from).
+    // and as exported (one 512-wide head: fused, it took more memory at 1024²,
+    // and its float32 retry re-reads the bytes its session was made from).
     let prep = Preparation::default();
     load_seamless(runtime, "vae_decoder", &layout.vae_decoder, (axes, prep), group, &Default::default(), Default::default())
 }
