@@ -3,7 +3,7 @@
 
 Small, valid inputs from which libFuzzer's mutations start: prompts, the
 tiny fixture's configs, tiny ONNX graphs with padded convolutions, and PNGs
-of every colour type. Needs numpy, Pillow and onnx (/work/venv has them).
+of every colour type. Needs numpy, Pillow, onnx and torch (/work/venv has them).
 Run from the repository root: /work/venv/bin/python tools/make_fuzz_seeds.py
 """
 import io
@@ -77,8 +77,35 @@ def matmul_model():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
+def attention_model():
+    """diffusers' attention as PyTorch exports it (torch.onnx.export, as
+    optimum does): q, k, v projections, heads split, scaled_dot_product_attention,
+    heads merged; self-attention over dynamic tokens, 2 heads of 4."""
+    import torch
+    import torch.nn.functional as F
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(5)
+            self.q, self.k, self.v = (torch.nn.Linear(8, 8, bias=False) for _ in range(3))
+            self.out = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            b = x.shape[0]
+            split = lambda t: t.view(b, -1, 2, 4).transpose(1, 2)
+            o = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+            return self.out(o.transpose(1, 2).reshape(b, -1, 8))
+
+    buf = io.BytesIO()
+    torch.onnx.export(Attention().eval(), (torch.zeros(1, 6, 8),), buf, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 1: "s"}, "y": {0: "b", 1: "s"}}, opset_version=17, dynamo=False)
+    return buf.getvalue()
+
+
 def onnx_graphs():
     write("onnx", "matmul-gemm", bytes([0]) + matmul_model())
+    write("onnx", "attention-sdpa", bytes([0]) + attention_model())
     for axes in range(3):
         write("onnx", f"conv-pads-{axes}", bytes([axes]) + conv_model([1, 1, 1, 1], 17))
     write("onnx", "conv-asymmetric", bytes([2]) + conv_model([0, 2, 1, 0], 13, group=2))

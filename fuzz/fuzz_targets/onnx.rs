@@ -3,8 +3,10 @@
 //! axes; the rest is a model file. Properties: a parsed message re-serializes
 //! to bytes that parse to the same bytes again; a rewritten model parses, and
 //! rewriting it again with the same axes changes no further convolution; a
-//! quantized model parses and has no float matrix product left to quantize.
+//! quantized model parses and has no float matrix product left to quantize; a
+//! model with fused attention parses and has no attention left to fuse.
 #![no_main]
+use kiln::model::attention;
 use kiln::model::quantize::quantize_int8;
 use kiln::model::seamless::{make_seamless, Seamless};
 use libfuzzer_sys::fuzz_target;
@@ -28,5 +30,11 @@ fuzz_target!(|data: &[u8]| {
         kiln::fuzzing::onnx_reader(&quantized).expect("the quantized model parses");
         let (_, second) = quantize_int8(&quantized, nowhere).expect("a quantized model quantizes again");
         assert_eq!((second.matmuls, second.gemms), (0, 0), "no float matrix product is left");
+    }
+    if let Ok((Some(fused), report)) = attention::fuse(model) {
+        assert!(report.fused > 0 && report.fused <= report.softmaxes, "{report:?}");
+        kiln::fuzzing::onnx_reader(&fused).expect("the fused model parses");
+        let (again, second) = attention::fuse(&fused).expect("a fused model is read again");
+        assert!(again.is_none() && second.fused == 0, "no attention is left to fuse");
     }
 });
