@@ -731,7 +731,6 @@ fn prepared_source(
         return Ok(Prepared { source: graph::GraphSource::File(path.to_path_buf()), overrides: Arc::clone(overrides), fused_attention: 0 });
     }
     let mut what: Vec<&str> = rewrite.iter().map(|(w, _)| *w).collect();
-    let described = |what: &[&str]| what.join(", ");
     runtime.check_load_cancel(&format!("preparing the {name} graph"))?;
     let mut bytes = std::fs::read(path)
         .map_err(|e| Error::new(crate::error::ErrorKind::Io, format!("cannot read {}: {e}", path.display())))?;
@@ -768,7 +767,7 @@ fn prepared_source(
         // Nothing to fuse: the file as it is.
         return Ok(Prepared { source: graph::GraphSource::File(path.to_path_buf()), overrides, fused_attention });
     }
-    let what = described(&what);
+    let what = what.join(", ");
     runtime.logger().info(&format!("{name}: rewritten for {what}"));
     let label = format!("{} ({what})", path.display());
     // int8 and fused U-Nets are read only to make their session: their bytes
