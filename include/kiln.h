@@ -912,8 +912,16 @@ typedef struct kiln_model_load_options {
     // `KILN_ATTENTION_EXPORTED` runs them as exported; `KILN_ATTENTION_FUSED`
     // fuses whatever the providers.
     uint32_t attention;
-    // Reserved; 0.
-    uint32_t reserved;
+    // Nonzero (1): give the U-Net and text encoders a LoRA slot beside every
+    // adaptable layer, so that `kiln_model_with_loras` and
+    // `kiln_model_with_adapters` feed plain low-rank LoRAs at run time
+    // instead of merging them: no new session and no second copy of the
+    // weights per LoRA set (milliseconds instead of seconds), for a few
+    // extra nodes per layer in every U-Net call. LoHa, LoKr, full diffs,
+    // DoRA and embeddings are merged as without slots. Not with
+    // `static_unet` or `cuda_graph` (UNSUPPORTED). Default 0. (Was
+    // `reserved`, 0.)
+    uint32_t lora_slots;
 } kiln_model_load_options;
 
 // One LoRA file and its strength. Fill with `kiln_lora_init`, then set
@@ -974,8 +982,9 @@ typedef struct kiln_job_progress {
 } kiln_job_progress;
 
 // Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
-// `struct_size`: `sizeof(kiln_model_info)` (40), 36 (before
-// `fused_attention`), 32 (before `quantization`) or 28 (before `has_matting`).
+// `struct_size`: `sizeof(kiln_model_info)` (44), 40 (before `lora_slots`),
+// 36 (before `fused_attention`), 32 (before `quantization`) or 28 (before
+// `has_matting`).
 typedef struct kiln_model_info {
     // Set by the caller to `sizeof(kiln_model_info)` before the call.
     uint32_t struct_size;
@@ -999,6 +1008,9 @@ typedef struct kiln_model_info {
     // Attention layers of the U-Net that run as one fused node
     // (`kiln_model_load_options.attention`); 0 when none do.
     uint32_t fused_attention;
+    // Layers of the U-Net with a LoRA slot
+    // (`kiln_model_load_options.lora_slots`); 0 when loaded without.
+    uint32_t lora_slots;
 } kiln_model_info;
 
 // How `kiln_image_make_sprite` and `kiln_model_make_sprite` cut a sprite out
@@ -1609,7 +1621,7 @@ void kiln_model_free(struct kiln_model *model);
 // Fills `*info_out`, whose `struct_size` the caller sets first to
 // `sizeof(kiln_model_info)` or an older published size (28: the layout
 // without `has_matting`; 32: without `quantization`; 36: without
-// `fused_attention`); other sizes are
+// `fused_attention`; 40: without `lora_slots`); other sizes are
 // STRUCT_SIZE_MISMATCH. On failure every field after `struct_size` is 0.
 kiln_status kiln_model_get_info(const struct kiln_model *model, struct kiln_model_info *info_out);
 

@@ -143,7 +143,7 @@ fn c_api_takes_the_mode_and_reports_the_fused_count() {
     let dir = std::ffi::CString::new(common::fixture().to_str().unwrap()).unwrap();
     let mut o = unsafe { std::mem::zeroed::<kiln_model_load_options>() };
     unsafe { kiln_model_load_options_init(&mut o) };
-    assert_eq!((o.attention, o.reserved), (kiln_attention::Auto as u32, 0));
+    assert_eq!((o.attention, o.lora_slots), (kiln_attention::Auto as u32, 0));
     assert_eq!(o.struct_size as usize, std::mem::size_of::<kiln_model_load_options>());
 
     o.attention = 9;

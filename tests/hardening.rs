@@ -226,7 +226,7 @@ fn only_published_runtime_options_sizes_are_accepted() {
 fn only_published_sizes_of_the_small_structs_are_accepted() {
     let h = open();
     // kiln_model_info: 28 (before has_matting), 32 (before quantization), 36
-    // (before fused_attention) and the current size.
+    // (before fused_attention), 40 (before lora_slots) and the current size.
     let mut accepted = Vec::new();
     for size in 0..=48u32 {
         let mut info = kiln_model_info { struct_size: size, ..Default::default() };
@@ -242,6 +242,7 @@ fn only_published_sizes_of_the_small_structs_are_accepted() {
             std::mem::offset_of!(kiln_model_info, has_matting),
             std::mem::offset_of!(kiln_model_info, quantization),
             std::mem::offset_of!(kiln_model_info, fused_attention),
+            std::mem::offset_of!(kiln_model_info, lora_slots),
             std::mem::size_of::<kiln_model_info>()
         ]
     );

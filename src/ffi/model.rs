@@ -83,8 +83,9 @@ pub enum kiln_scheduler {
 }
 
 /// Facts about a loaded model, filled by `kiln_model_get_info`. Accepted
-/// `struct_size`: `sizeof(kiln_model_info)` (40), 36 (before
-/// `fused_attention`), 32 (before `quantization`) or 28 (before `has_matting`).
+/// `struct_size`: `sizeof(kiln_model_info)` (44), 40 (before `lora_slots`),
+/// 36 (before `fused_attention`), 32 (before `quantization`) or 28 (before
+/// `has_matting`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct kiln_model_info {
@@ -110,6 +111,9 @@ pub struct kiln_model_info {
     /// Attention layers of the U-Net that run as one fused node
     /// (`kiln_model_load_options.attention`); 0 when none do.
     pub fused_attention: u32,
+    /// Layers of the U-Net with a LoRA slot
+    /// (`kiln_model_load_options.lora_slots`); 0 when loaded without.
+    pub lora_slots: u32,
 }
 
 /// One text-to-image request. Fill with `kiln_generate_options_init`, then set
@@ -485,8 +489,16 @@ pub struct kiln_model_load_options {
     /// `KILN_ATTENTION_EXPORTED` runs them as exported; `KILN_ATTENTION_FUSED`
     /// fuses whatever the providers.
     pub attention: u32,
-    /// Reserved; 0.
-    pub reserved: u32,
+    /// Nonzero (1): give the U-Net and text encoders a LoRA slot beside every
+    /// adaptable layer, so that `kiln_model_with_loras` and
+    /// `kiln_model_with_adapters` feed plain low-rank LoRAs at run time
+    /// instead of merging them: no new session and no second copy of the
+    /// weights per LoRA set (milliseconds instead of seconds), for a few
+    /// extra nodes per layer in every U-Net call. LoHa, LoKr, full diffs,
+    /// DoRA and embeddings are merged as without slots. Not with
+    /// `static_unet` or `cuda_graph` (UNSUPPORTED). Default 0. (Was
+    /// `reserved`, 0.)
+    pub lora_slots: u32,
 }
 
 /// How a model's weights are stored for running.
@@ -534,11 +546,12 @@ pub(crate) fn quantization_from_c(value: u32, what: &str) -> Result<crate::model
 }
 
 /// `kiln_model_info` first ended before `has_matting`, then before
-/// `quantization`, then before `fused_attention`.
-const MODEL_INFO_OLDER: [usize; 3] = [
+/// `quantization`, then before `fused_attention`, then before `lora_slots`.
+const MODEL_INFO_OLDER: [usize; 4] = [
     layout_before!(kiln_model_info, has_matting),
     layout_before!(kiln_model_info, quantization),
     layout_before!(kiln_model_info, fused_attention),
+    layout_before!(kiln_model_info, lora_slots),
 ];
 
 fn default_model_load_options() -> kiln_model_load_options {
@@ -548,7 +561,7 @@ fn default_model_load_options() -> kiln_model_load_options {
         matting_path: std::ptr::null(),
         quantization: 0,
         attention: 0,
-        reserved: 0,
+        lora_slots: 0,
     }
 }
 
@@ -603,7 +616,12 @@ pub(super) unsafe fn model_load_options(options: *const kiln_model_load_options)
     let matting = unsafe { utf8_opt(o.matting_path, "options->matting_path")? }.map(std::path::PathBuf::from);
     let quantization = quantization_from_c(o.quantization, "options->quantization")?;
     let attention = attention_from_c(o.attention, "options->attention")?;
-    Ok(crate::model::ModelOptions { seamless, matting, quantization, attention })
+    let lora_slots = match o.lora_slots {
+        0 => false,
+        1 => true,
+        other => return Err(Error::invalid(format!("options->lora_slots {other} must be 0 or 1"))),
+    };
+    Ok(crate::model::ModelOptions { seamless, matting, quantization, attention, lora_slots })
 }
 
 /// The one body of `kiln_model_load` (NULL options) and `kiln_model_load_with`.
@@ -644,7 +662,7 @@ pub unsafe extern "C" fn kiln_model_free(model: *mut kiln_model) {
 /// Fills `*info_out`, whose `struct_size` the caller sets first to
 /// `sizeof(kiln_model_info)` or an older published size (28: the layout
 /// without `has_matting`; 32: without `quantization`; 36: without
-/// `fused_attention`); other sizes are
+/// `fused_attention`; 40: without `lora_slots`); other sizes are
 /// STRUCT_SIZE_MISMATCH. On failure every field after `struct_size` is 0.
 #[no_mangle]
 pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out: *mut kiln_model_info) -> kiln_status {
@@ -665,6 +683,7 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
             has_matting: i.has_matting as u32,
             quantization: i.quantization as u32,
             fused_attention: i.fused_attention as u32,
+            lora_slots: i.lora_slots as u32,
         };
         // SAFETY: NULL or a struct of its struct_size bytes.
         unsafe { write_versioned(info_out, info, &MODEL_INFO_OLDER, "info_out") }

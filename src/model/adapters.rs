@@ -98,8 +98,30 @@ impl Model {
             }
             m.runtime.logger().log(crate::runtime::LogLevel::Warning, &format!("{what}; skipped"));
         }
+        // A graph with LoRA slots takes the set's factors as inputs when every
+        // module of its component is a plain low-rank pair; otherwise merged.
+        // `None`: merged.
+        let slot_factors = |c: Component, g: &graph::Graph| -> Option<lora::slots::SlotMap> {
+            if g.slot_inputs.is_empty() {
+                return None;
+            }
+            match lora::slots::factors(c, &loaded, &lora::slots::slotted_keys(&g.slot_inputs)) {
+                Some(f) => Some(Arc::new(f)),
+                None => {
+                    m.runtime.logger().info(&format!(
+                        "{}: the LoRA set has modules a slot cannot take (LoHa, LoKr, full diff, DoRA, a kernel over 1x1, or a layer without a slot): merged into new sessions instead",
+                        g.name
+                    ));
+                    None
+                }
+            }
+        };
+        let unet_factors = slot_factors(Component::Unet, &m.unet);
+        let text_factors = slot_factors(Component::TextEncoder, &m.text_encoder);
+        let text2_factors = m.xl.as_ref().and_then(|xl| xl.second.as_ref()).and_then(|(g, _, _)| slot_factors(Component::TextEncoder2, g));
         runtime.check_load_cancel("merging the U-Net's weights")?;
         let unet_overrides: lora::Overrides = match &unet_index {
+            Some(_) if unet_factors.is_some() => Default::default(),
             Some(i) => Arc::new(lora::merge(i, Component::Unet, &loaded)?),
             None => Default::default(),
         };
@@ -108,7 +130,7 @@ impl Model {
             m.adapters.base_tokenizer_2.clone().or_else(|| m.xl.as_ref().and_then(|xl| xl.second.as_ref()).map(|(_, _, t)| Arc::clone(t)));
         let (text2_overrides, tokenizer_2): (lora::Overrides, _) = match &text2_index {
             Some(i) => {
-                let mut merged = lora::merge(i, Component::TextEncoder2, &loaded)?;
+                let mut merged = if text2_factors.is_some() { Vec::new() } else { lora::merge(i, Component::TextEncoder2, &loaded)? };
                 let base = base_tokenizer_2.as_ref().ok_or_else(|| Error::internal("SDXL model without tokenizer_2"))?;
                 let tokenizer = if embeddings.is_empty() {
                     Arc::clone(base)
@@ -127,7 +149,7 @@ impl Model {
         let base_tokenizer = m.adapters.base_tokenizer.clone().unwrap_or_else(|| Arc::clone(&m.tokenizer));
         let (text_overrides, tokenizer): (lora::Overrides, _) = match &text_index {
             Some(i) => {
-                let mut merged = lora::merge(i, Component::TextEncoder, &loaded)?;
+                let mut merged = if text_factors.is_some() { Vec::new() } else { lora::merge(i, Component::TextEncoder, &loaded)? };
                 let tokenizer = if embeddings.is_empty() {
                     Arc::clone(&base_tokenizer)
                 } else {
@@ -180,36 +202,47 @@ impl Model {
             unet: unet_overrides,
             text_encoder: text_overrides,
             text_encoder_2: text2_overrides,
+            unet_factors: unet_factors.unwrap_or_default(),
+            text_encoder_factors: text_factors.unwrap_or_default(),
+            text_encoder_2_factors: text2_factors.unwrap_or_default(),
             base_tokenizer: (!embeddings.is_empty()).then(|| Arc::clone(&base_tokenizer)),
             base_tokenizer_2: if embeddings.is_empty() { None } else { base_tokenizer_2.clone() },
         };
 
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
         // A graph whose overrides are empty here and in this model is the same graph: share it.
+        // With LoRA slots the session is shared and only the feeds change.
         let unet = if applied.unet.is_empty() && m.adapters.unet.is_empty() {
-            Arc::clone(&m.unet)
+            m.unet.refed(&applied.unet_factors)?.map_or_else(|| Arc::clone(&m.unet), Arc::new)
         } else {
-            Arc::new(super::load_unet(&runtime, &m.layout, m.seamless, &group, &applied.unet)?)
+            Arc::new(super::load_unet(&runtime, &m.layout, m.seamless, &group, &applied.unet)?.fed(&applied.unet_factors)?)
         };
+        let fed = |a: &super::AppliedAdapters| (!a.text_encoder_factors.is_empty(), !a.text_encoder_2_factors.is_empty());
         let same_text = applied.text_encoder.is_empty() && m.adapters.text_encoder.is_empty();
         let same_text_2 = applied.text_encoder_2.is_empty() && m.adapters.text_encoder_2.is_empty();
+        // The same prompt gives other embeddings when either encoder's feeds change.
+        let same_feeds = fed(&applied) == (false, false) && fed(&m.adapters) == (false, false);
         let text_encoder = if same_text {
-            Arc::clone(&m.text_encoder)
+            m.text_encoder.refed(&applied.text_encoder_factors)?.map_or_else(|| Arc::clone(&m.text_encoder), Arc::new)
         } else {
-            Arc::new(super::load_text_encoder(&runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?)
+            Arc::new(super::load_text_encoder(&runtime, &m.layout, m.clip_skip, &group, &applied.text_encoder)?.fed(&applied.text_encoder_factors)?)
         };
         // SDXL caches both encoders' outputs in one cache: a new one when either changes.
-        let embedding_cache = if same_text && same_text_2 {
+        let embedding_cache = if same_text && same_text_2 && same_feeds {
             Arc::clone(&m.embedding_cache)
         } else {
             Arc::new(parking_lot::Mutex::new(text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries)))
         };
+        let text2_refed = fed(&applied).1 || fed(&m.adapters).1;
         let xl = match (&m.xl, &m.layout.text_encoder_2) {
-            // Only the second encoder's session changes; the rest is shared.
-            (Some(xl), Some(path)) if !same_text_2 => {
-                let (_, io, _) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
+            // Only the second encoder's session (or its feeds) change; the rest is shared.
+            (Some(xl), Some(path)) if !same_text_2 || text2_refed => {
+                let (old, io, _) = xl.second.as_ref().ok_or_else(|| Error::internal("SDXL model without its second encoder"))?;
                 let tokenizer = tokenizer_2.ok_or_else(|| Error::internal("SDXL model without tokenizer_2"))?;
-                let g = super::load_text_encoder_2(&runtime, &m.layout, path, &group, &applied.text_encoder_2)?;
+                let g = match same_text_2 {
+                    true => old.refed(&applied.text_encoder_2_factors)?.ok_or_else(|| Error::internal("text_encoder_2 fed without slots"))?,
+                    false => super::load_text_encoder_2(&runtime, &m.layout, path, &group, &applied.text_encoder_2)?.fed(&applied.text_encoder_2_factors)?,
+                };
                 Some(Arc::new(super::xl::XlText {
                     second: Some((Arc::new(g), io.clone(), tokenizer)),
                     text_embeds: xl.text_embeds.clone(),
@@ -221,11 +254,14 @@ impl Model {
             (xl, _) => xl.clone(),
         };
         m.runtime.logger().info(&format!(
-            "applied {} LoRA(s): {} U-Net, {} text-encoder and {} text_encoder_2 weights merged in {:.2} s, sessions ready after {:.2} s",
+            "applied {} LoRA(s): {} U-Net, {} text-encoder and {} text_encoder_2 weights merged, {} U-Net, {} text-encoder and {} text_encoder_2 layers fed to LoRA slots, in {:.2} s, sessions ready after {:.2} s",
             loaded.len(),
             applied.unet.len(),
             applied.text_encoder.len(),
             applied.text_encoder_2.len(),
+            applied.unet_factors.len(),
+            applied.text_encoder_factors.len(),
+            applied.text_encoder_2_factors.len(),
             merged_at,
             started.elapsed().as_secs_f64()
         ));
@@ -277,6 +313,13 @@ impl Model {
             o.iter().map(|(n, _)| n.as_str()).collect()
         }
         (names(&self.inner.adapters.unet), names(&self.inner.adapters.text_encoder))
+    }
+
+    /// Layers whose LoRA factors are fed to slots instead of merged
+    /// ([`super::ModelOptions::lora_slots`]): (U-Net, text encoders).
+    pub fn lora_fed_layers(&self) -> (usize, usize) {
+        let a = &self.inner.adapters;
+        (a.unet_factors.len(), a.text_encoder_factors.len() + a.text_encoder_2_factors.len())
     }
 }
 

@@ -135,7 +135,10 @@ pub(crate) fn available(root: &Path) -> Vec<String> {
 }
 
 fn load_graph(m: &ModelInner, name: &'static str, path: &Path, group: &Arc<ResidencyGroup>, overrides: &Overrides, flags: SessionFlags) -> Result<Graph> {
-    super::load_seamless(&m.runtime, name, path, (m.seamless, super::Preparation::denoiser(&m.runtime, &m.layout)), group, overrides, flags)
+    let mut prep = super::Preparation::denoiser(&m.runtime, &m.layout);
+    // LoRAs adapt the U-Net (`unet_controlnet` too), never the ControlNet itself.
+    prep.lora_slots &= name != "controlnet";
+    super::load_seamless(&m.runtime, name, path, (m.seamless, prep), group, overrides, flags)
 }
 
 impl ModelInner {
@@ -160,7 +163,7 @@ impl ModelInner {
                 // only if a shape cannot be specialised.
                 let policy = &self.runtime.inner.providers;
                 let flags = SessionFlags { lazy: policy.static_unet || policy.cuda_graph, ..Default::default() };
-                let graph = load_graph(self, "unet_controlnet", &path, &self.residency, &overrides, flags)?;
+                let graph = load_graph(self, "unet_controlnet", &path, &self.residency, &overrides, flags)?.fed(&self.adapters.unet_factors)?;
                 let io = super::unet_io(&graph).map_err(|e| e.context("unet_controlnet"))?;
                 let ordinary = [&io.sample.name, &io.timestep.name, &io.encoder_hidden_states.name];
                 let extra: Vec<TensorSpec> = graph

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ndarray::{ArrayD, IxDyn};
 use ort::session::{RunOptions, Session};
-use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
+use ort::value::{Tensor, TensorElementType, ValueType};
 use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -75,6 +75,12 @@ pub struct Graph {
     session_epoch: std::sync::atomic::AtomicU64,
     /// Attention layers that run as one fused node (see `model::attention`).
     pub(crate) fused_attention: usize,
+    /// LoRA slot inputs (see `model::lora::slots`), kept out of `inputs`:
+    /// Kiln feeds them from `feeds`, not the pipeline.
+    pub(crate) slot_inputs: Vec<crate::model::lora::slots::SlotInput>,
+    /// A tensor for every slot input: the factors of the LoRAs this graph
+    /// applies, zeros for the other layers.
+    feeds: crate::model::lora::Overrides,
 }
 
 /// How a graph's session is made, beyond the runtime's settings.
@@ -242,7 +248,7 @@ impl Graph {
                 })
                 .collect()
         };
-        let (inputs, outputs, provider, session) = if group.per_stage || flags.lazy {
+        let (mut inputs, outputs, provider, session) = if group.per_stage || flags.lazy {
             // Per stage, the session is made when the stage first runs: the
             // inputs and outputs come from the file, so loading the model opens
             // nothing and a one-shot generation loads each graph once.
@@ -259,6 +265,13 @@ impl Graph {
             GraphSource::Memory { label, release_after_open: true, .. } if session.is_some() => GraphSource::Released { label },
             other => other,
         };
+        let slot_inputs: Vec<crate::model::lora::slots::SlotInput> = inputs
+            .iter()
+            .filter(|s| crate::model::lora::slots::is_slot_input(&s.name))
+            .map(|s| crate::model::lora::slots::SlotInput { name: s.name.clone(), ty: s.ty, shape: s.shape.clone() })
+            .collect();
+        inputs.retain(|s| !crate::model::lora::slots::is_slot_input(&s.name));
+        let feeds = crate::model::lora::slots::feeds(name, &slot_inputs, &Default::default())?;
         let slot = Arc::new(Mutex::new(session));
         group.slots.lock().push((name, Arc::clone(&slot)));
         Ok(Self {
@@ -280,7 +293,60 @@ impl Graph {
             fixed_io: Mutex::new(None),
             session_epoch: Default::default(),
             fused_attention: 0,
+            slot_inputs,
+            feeds,
         })
+    }
+
+    /// This graph's session fed other LoRA slot factors (`feeds`, from
+    /// `lora::slots::feeds` for this graph's slot inputs): a LoRA switch
+    /// without a new session. The session, its residency and its source are
+    /// shared; run statistics start at zero.
+    pub(crate) fn with_feeds(&self, feeds: crate::model::lora::Overrides) -> Self {
+        Self {
+            name: self.name,
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+            provider: self.provider.clone(),
+            session: Arc::clone(&self.session),
+            runtime: self.runtime.clone(),
+            source: self.source.clone(),
+            overrides: Arc::clone(&self.overrides),
+            source_digest: self.source_digest.clone(),
+            group: Arc::clone(&self.group),
+            run_calls: Default::default(),
+            run_nanos: Default::default(),
+            flags: self.flags,
+            bound: Mutex::new(None),
+            fixed_io: Mutex::new(None),
+            session_epoch: Default::default(),
+            fused_attention: self.fused_attention,
+            slot_inputs: self.slot_inputs.clone(),
+            feeds,
+        }
+    }
+
+    /// This graph with its LoRA slots fed `factors` (a graph just loaded
+    /// for a LoRA view; no factors: as it is).
+    pub(crate) fn fed(mut self, factors: &crate::model::lora::slots::SlotMap) -> Result<Self> {
+        if !factors.is_empty() {
+            self.feeds = crate::model::lora::slots::feeds(self.name, &self.slot_inputs, factors)?;
+        }
+        Ok(self)
+    }
+
+    /// This graph's session fed `factors` instead (a LoRA switch on a
+    /// slotted graph), or `None` when it has no LoRA slots.
+    pub(crate) fn refed(&self, factors: &crate::model::lora::slots::SlotMap) -> Result<Option<Self>> {
+        if self.slot_inputs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.with_feeds(crate::model::lora::slots::feeds(self.name, &self.slot_inputs, factors)?)))
+    }
+
+    /// How many layers have a LoRA slot.
+    pub(crate) fn lora_slots(&self) -> usize {
+        self.slot_inputs.iter().filter(|s| s.name.starts_with(crate::model::lora::slots::DOWN)).count()
     }
 
     /// Calls of ONNX Runtime's run so far and the seconds spent inside them
@@ -355,8 +421,15 @@ impl Graph {
     pub(crate) fn create_binding_in_session(&self) -> Result<(ort::session::IoBinding, u64)> {
         let guard = self.acquire()?;
         let session = guard.as_ref().ok_or_else(|| Error::internal("graph session missing after load"))?;
-        let binding =
+        let mut binding =
             session.create_binding().map_err(|e| Error::new(ErrorKind::Inference, format!("{} graph: I/O binding: {e}", self.name)))?;
+        // LoRA slot factors, copied to the device with each run (ONNX Runtime
+        // copies host inputs of a binding); zeros for a plain model.
+        for (name, value) in self.feeds.iter() {
+            binding
+                .bind_input(name.as_str(), value.as_ref())
+                .map_err(|e| Error::new(ErrorKind::Inference, format!("{} graph: binding LoRA slot `{name}`: {e}", self.name)))?;
+        }
         Ok((binding, self.session_epoch.load(std::sync::atomic::Ordering::Acquire)))
     }
 
@@ -823,7 +896,11 @@ impl Graph {
             return Ok(out);
         }
         let started = std::time::Instant::now();
-        let values: Vec<(String, DynValue)> = values.into_iter().map(|(n, v)| (n, v.into_dyn())).collect();
+        let values: Vec<(String, ort::session::SessionInputValue<'_>)> = values
+            .into_iter()
+            .map(|(n, v)| (n, v.into_dyn().into()))
+            .chain(self.feeds.iter().map(|(n, v)| (n.clone(), v.as_ref().into())))
+            .collect();
         let outputs = match options {
             Some(o) => session.run_with_options(values, o),
             None => session.run(values),

@@ -74,6 +74,9 @@ pub struct ModelLayout {
     /// Whether attention runs fused (the load option
     /// [`crate::model::ModelOptions::attention`]), kept for the same reason.
     pub attention: super::attention::Attention,
+    /// Whether the U-Net and text encoders get LoRA slots (the load option
+    /// [`crate::model::ModelOptions::lora_slots`]), kept for the same reason.
+    pub lora_slots: bool,
 }
 
 /// What Kiln needs from `unet/config.json`.
@@ -299,6 +302,7 @@ impl ModelLayout {
             missing_configs,
             quantization: Default::default(),
             attention: Default::default(),
+            lora_slots: false,
         })
     }
 

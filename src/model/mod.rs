@@ -158,6 +158,11 @@ pub(crate) struct AppliedAdapters {
     pub(crate) text_encoder: lora::Overrides,
     /// SDXL's second text encoder.
     pub(crate) text_encoder_2: lora::Overrides,
+    /// LoRA factors fed to the slots of each graph instead of merged
+    /// ([`ModelOptions::lora_slots`]); empty when merged or without slots.
+    pub(crate) unet_factors: lora::slots::SlotMap,
+    pub(crate) text_encoder_factors: lora::slots::SlotMap,
+    pub(crate) text_encoder_2_factors: lora::slots::SlotMap,
     /// The tokenizer before any embedding was added (set when this model has
     /// embeddings, so a switch starts from the original vocabulary).
     pub(crate) base_tokenizer: Option<Arc<ClipTokenizer>>,
@@ -191,6 +196,13 @@ pub struct ModelOptions {
     /// less memory at large sizes, and faster. Default: fused when the graphs
     /// run on the CPU provider.
     pub attention: attention::Attention,
+    /// Give the U-Net and text encoders a LoRA slot beside every adaptable
+    /// layer (see [`lora::slots`]): LoRAs are then fed at run time, so
+    /// [`Model::with_adapters`] makes no session and copies no weight for
+    /// plain low-rank LoRAs (milliseconds instead of seconds, no second copy
+    /// of the U-Net), at the cost of a few extra nodes per layer in every
+    /// call. Other adapter kinds are merged as without slots. Default: off.
+    pub lora_slots: bool,
 }
 
 /// A decoder made on first use (the float32 retry of `vae_decoder`).
@@ -234,6 +246,9 @@ pub struct ModelInfo {
     /// Attention layers of the U-Net that run fused ([`ModelOptions::attention`]);
     /// 0 when none do.
     pub fused_attention: usize,
+    /// Layers of the U-Net with a LoRA slot ([`ModelOptions::lora_slots`]);
+    /// 0 when loaded without.
+    pub lora_slots: usize,
 }
 
 impl Model {
@@ -252,6 +267,13 @@ impl Model {
         let mut layout = ModelLayout::open(dir)?;
         layout.quantization = options.quantization;
         layout.attention = options.attention;
+        layout.lora_slots = options.lora_slots;
+        let policy = &runtime.inner.providers;
+        if options.lora_slots && (policy.static_unet || policy.cuda_graph) {
+            return Err(Error::unsupported(
+                "LoRA slots cannot be combined with the static U-Net or CUDA graphs (their specialised graphs fix every input's shape, and a slot's rank changes with the LoRA): load without `lora_slots`, or without `static_unet`/`cuda_graph`",
+            ));
+        }
         let matting_source = match &options.matting {
             Some(p) => {
                 let file = side_graph::graph_file(p);
@@ -355,6 +377,7 @@ impl Model {
             has_matting: self.has_matting(),
             quantization: l.quantization,
             fused_attention: self.inner.unet.fused_attention,
+            lora_slots: self.inner.unet.lora_slots(),
         }
     }
 
@@ -458,7 +481,7 @@ impl Model {
                 m.runtime.logger().info("loading the plain U-Net and VAE decoder for a view without seamless tiling");
             }
             (
-                Arc::new(load_unet(&runtime, &m.layout, axes, &group, &m.adapters.unet)?),
+                Arc::new(load_unet(&runtime, &m.layout, axes, &group, &m.adapters.unet)?.fed(&m.adapters.unet_factors)?),
                 Arc::new(load_vae_decoder(&runtime, &m.layout, axes, &group)?),
                 Default::default(),
             )
@@ -472,7 +495,7 @@ impl Model {
             // rewrite. The cache is keyed by layer, so it can be shared.
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
         } else {
-            let g = load_text_encoder(&runtime, &m.layout, skip, &group, &m.adapters.text_encoder)?;
+            let g = load_text_encoder(&runtime, &m.layout, skip, &group, &m.adapters.text_encoder)?.fed(&m.adapters.text_encoder_factors)?;
             // Different embeddings for the same prompt: a cache of its own.
             let cache = text::EmbeddingCache::new(m.runtime.inner.embedding_cache_entries);
             (Arc::new(g), Arc::new(parking_lot::Mutex::new(cache)))
@@ -691,18 +714,20 @@ type Rewrite<'a> = (&'a str, &'a dyn Fn(&[u8]) -> Result<Vec<u8>>);
 pub(crate) struct Preparation {
     pub quantization: quantize::Quantization,
     pub fuse_attention: bool,
+    /// LoRA slots beside the adaptable layers ([`ModelOptions::lora_slots`]).
+    pub lora_slots: bool,
 }
 
 impl Preparation {
     /// For a U-Net or ControlNet of `layout`: both, as the load options say.
     pub(crate) fn denoiser(runtime: &Runtime, layout: &ModelLayout) -> Self {
         let cpu_only = crate::runtime::providers::cpu_only(&runtime.inner.providers);
-        Self { quantization: layout.quantization, fuse_attention: layout.attention.fuses(cpu_only) }
+        Self { quantization: layout.quantization, fuse_attention: layout.attention.fuses(cpu_only), lora_slots: layout.lora_slots }
     }
 
     /// For a text encoder: int8 when asked; its attention is causal (never fused).
     fn text(layout: &ModelLayout) -> Self {
-        Self { quantization: layout.quantization, fuse_attention: false }
+        Self { quantization: layout.quantization, fuse_attention: false, lora_slots: layout.lora_slots }
     }
 }
 
@@ -727,7 +752,7 @@ fn prepared_source(
     overrides: &lora::Overrides,
 ) -> Result<Prepared> {
     let int8 = prep.quantization == quantize::Quantization::Int8;
-    if rewrite.is_none() && !int8 && !prep.fuse_attention {
+    if rewrite.is_none() && !int8 && !prep.fuse_attention && !prep.lora_slots {
         return Ok(Prepared { source: graph::GraphSource::File(path.to_path_buf()), overrides: Arc::clone(overrides), fused_attention: 0 });
     }
     let mut what: Vec<&str> = rewrite.iter().map(|(w, _)| *w).collect();
@@ -737,6 +762,17 @@ fn prepared_source(
     let in_context = |e: Error| e.context(format!("{name} ({})", path.display()));
     if let Some((_, f)) = rewrite {
         bytes = f(&bytes).map_err(in_context)?;
+    }
+    // Slots first: the fusion and int8 take their sums like any projection's bias.
+    let mut slots = 0;
+    if prep.lora_slots {
+        let (slotted, count) = lora::slots::add_slots(&bytes).map_err(in_context)?;
+        if let Some(slotted) = slotted {
+            bytes = slotted;
+            slots = count;
+            what.push("LoRA slots");
+            runtime.logger().info(&format!("{name}: {count} layers with a LoRA slot"));
+        }
     }
     let mut fused_attention = 0;
     if prep.fuse_attention {
@@ -773,7 +809,7 @@ fn prepared_source(
     // int8 and fused U-Nets are read only to make their session: their bytes
     // (every weight stored inline in the file) are not kept once it exists
     // (graphs loaded lazily or per stage keep them to reopen).
-    let source = if int8 || fused_attention > 0 {
+    let source = if int8 || fused_attention > 0 || slots > 0 {
         graph::GraphSource::memory_released_after_open(bytes, dir, label)
     } else {
         graph::GraphSource::memory(bytes, dir, label)

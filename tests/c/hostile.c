@@ -154,6 +154,20 @@ static void hostile_arguments(void) {
         CHECK(kiln_model_generate(q, &o, &qi), KILN_STATUS_OK);
         kiln_image_free(qi);
         kiln_model_free(q);
+        /* LoRA slots: only 0 and 1; a slotted model says how many layers have one. */
+        kiln_model_load_options_init(&lo);
+        lo.lora_slots = 3;
+        q = (kiln_model *)(uintptr_t)1;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_INVALID_ARGUMENT);
+        EXPECT(q == NULL);
+        lo.lora_slots = 1;
+        CHECK(kiln_model_load_with(rt, model_dir, &lo, &q), KILN_STATUS_OK);
+        CHECK(kiln_model_get_info(q, &info), KILN_STATUS_OK);
+        EXPECT(info.lora_slots > 0);
+        qi = NULL;
+        CHECK(kiln_model_generate(q, &o, &qi), KILN_STATUS_OK);
+        kiln_image_free(qi);
+        kiln_model_free(q);
     }
     {
         kiln_model *view = NULL;

@@ -304,7 +304,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 let q = asset.quantization;
                 let weights = if q == Quantization::None { String::new() } else { format!(", {} weights", q.name()) };
                 progress.log(&format!("loading model {} (seamless {axes:?}{weights})", asset.model.display()));
-                let options = ModelOptions { seamless: axes, matting: None, quantization: q, attention: asset.attention };
+                let options = ModelOptions { seamless: axes, matting: None, quantization: q, attention: asset.attention, lora_slots: false };
                 let load = JobWork::LoadModel { runtime: runtime.clone(), dir: asset.model.clone(), options };
                 make_with_job(runtime, load, "the model load", JobPool::model).map_err(|e| format!("model {}: {e}", asset.model.display()))
             });

@@ -69,7 +69,7 @@ pub struct GraphIndex {
 /// `/down_blocks.0/attentions.0/.../to_q/MatMul` → `down_blocks_0_attentions_0_..._to_q`.
 /// The legacy diffusers script exports through a wrapper, so its names start
 /// with `/unet/`; that scope is dropped.
-fn module_key(node_name: &str) -> Option<String> {
+pub(crate) fn module_key(node_name: &str) -> Option<String> {
     let mut parts: Vec<&str> = node_name.split('/').filter(|p| !p.is_empty()).collect();
     if parts.len() > 2 && matches!(parts[0], "unet" | "text_encoder") {
         parts.remove(0);

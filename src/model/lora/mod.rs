@@ -12,6 +12,7 @@ pub mod factors;
 pub mod format;
 pub mod graph_index;
 pub mod sgm;
+pub(crate) mod slots;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
