@@ -253,15 +253,26 @@ impl Model {
             }
             (xl, _) => xl.clone(),
         };
+        // A fed U-Net on the model's own session: unet_controlnet too (loaded
+        // once by the model, in a ControlNet folder, so no view opens its own).
+        let fed_unet = applied.unet.is_empty() && m.adapters.unet.is_empty() && !m.unet.slot_inputs.is_empty();
+        if fed_unet && m.layout.unet_controlnet.is_some() {
+            // A failure is the ControlNet job's to report, as without slots.
+            let _ = m.residual_unet();
+        }
+        let controlnets = match fed_unet {
+            true => m.controlnets.for_fed_view(&applied.unet_factors)?.unwrap_or_else(|| m.controlnets.for_lora_view()),
+            false => m.controlnets.for_lora_view(),
+        };
         m.runtime.logger().info(&format!(
-            "applied {} LoRA(s): {} U-Net, {} text-encoder and {} text_encoder_2 weights merged, {} U-Net, {} text-encoder and {} text_encoder_2 layers fed to LoRA slots, in {:.2} s, sessions ready after {:.2} s",
+            "applied {} LoRA(s): {} U-Net, {} text-encoder and {} text_encoder_2 layers fed to LoRA slots; {} U-Net, {} text-encoder and {} text_encoder_2 weights merged in {:.2} s, sessions ready after {:.2} s",
             loaded.len(),
-            applied.unet.len(),
-            applied.text_encoder.len(),
-            applied.text_encoder_2.len(),
             applied.unet_factors.len(),
             applied.text_encoder_factors.len(),
             applied.text_encoder_2_factors.len(),
+            applied.unet.len(),
+            applied.text_encoder.len(),
+            applied.text_encoder_2.len(),
             merged_at,
             started.elapsed().as_secs_f64()
         ));
@@ -290,7 +301,7 @@ impl Model {
                 matting: Arc::clone(&m.matting),
                 adapters: Arc::new(applied),
                 lora_indexes: Arc::clone(&m.lora_indexes),
-                controlnets: m.controlnets.for_lora_view(),
+                controlnets,
                 static_unets: Default::default(),
                 step_graphs: Default::default(),
             }),

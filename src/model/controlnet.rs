@@ -96,6 +96,28 @@ impl ControlNetSlot {
         Self { unet: OnceLock::new(), plain: OnceLock::new(), nets: Arc::clone(&self.nets) }
     }
 
+    /// A slot for a view whose U-Net LoRAs are fed to slots (`factors`):
+    /// this model's residual U-Net session with the view's feeds, and the
+    /// same decision about plain calls. `None` when this model has not
+    /// loaded its residual U-Net or it has no slots.
+    pub(crate) fn for_fed_view(&self, factors: &crate::model::lora::slots::SlotMap) -> Result<Option<Self>> {
+        let Some(Ok(unet)) = self.unet.get() else { return Ok(None) };
+        let Some(graph) = unet.graph.refed(factors)? else { return Ok(None) };
+        let fed = Arc::new(ResidualUnet {
+            graph,
+            io: unet.io.clone(),
+            down: unet.down.clone(),
+            mid: unet.mid.clone(),
+            static_unets: Default::default(),
+        });
+        let slot = Self { unet: OnceLock::new(), plain: OnceLock::new(), nets: Arc::clone(&self.nets) };
+        let _ = slot.unet.set(Ok(Arc::clone(&fed)));
+        if let Some(plain) = self.plain.get() {
+            let _ = slot.plain.set(plain.as_ref().map(|_| fed));
+        }
+        Ok(Some(slot))
+    }
+
     /// Calls and seconds inside ONNX Runtime of `unet_controlnet` and the
     /// graphs specialised from it.
     pub(crate) fn residual_unet_run_time(&self) -> (u64, f64) {

@@ -197,7 +197,7 @@ pub struct ModelOptions {
     /// run on the CPU provider.
     pub attention: attention::Attention,
     /// Give the U-Net and text encoders a LoRA slot beside every adaptable
-    /// layer (see [`lora::slots`]): LoRAs are then fed at run time, so
+    /// layer (`src/model/lora/slots.rs`): LoRAs are then fed at run time, so
     /// [`Model::with_adapters`] makes no session and copies no weight for
     /// plain low-rank LoRAs (milliseconds instead of seconds, no second copy
     /// of the U-Net), at the cost of a few extra nodes per layer in every
