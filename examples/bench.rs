@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--model DIR] [--size N] [--steps N] [--guidance G]
-//!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--attention auto|exported|fused] [--threads N] [--graph-cache DIR] [--sequential-load]
+//!     [--runs N] [--warmup N] [--residency all|per-stage] [--seamless x|y|xy] [--attention auto|exported|fused] [--lora-slots] [--lora FILE:SCALE] [--threads N] [--graph-cache DIR] [--sequential-load]
 //!     [--provider cuda,...] [--gpu-math fast|exact] [--static-unet] [--cuda-graph] [--device-latents] [--json FILE] [--markdown FILE]
 //! ```
 //!
@@ -45,6 +45,8 @@ struct Args {
     markdown: Option<PathBuf>,
     seamless: kiln::model::seamless::Seamless,
     attention: kiln::model::attention::Attention,
+    lora_slots: bool,
+    loras: Vec<(PathBuf, f32)>,
     graph_cache: Option<PathBuf>,
     sequential_load: bool,
     providers: kiln::runtime::ProviderPolicy,
@@ -65,6 +67,8 @@ fn parse() -> Result<Args, String> {
         markdown: None,
         seamless: Default::default(),
         attention: Default::default(),
+        lora_slots: false,
+        loras: Vec::new(),
         graph_cache: None,
         sequential_load: false,
         providers: Default::default(),
@@ -94,6 +98,12 @@ fn parse() -> Result<Args, String> {
             "--attention" => {
                 let name = v()?;
                 a.attention = kiln::model::attention::Attention::from_name(&name).ok_or_else(|| format!("--attention: {name:?}"))?;
+            }
+            "--lora-slots" => a.lora_slots = true,
+            "--lora" => {
+                let spec = v()?;
+                let (path, scale) = spec.rsplit_once(':').ok_or_else(|| format!("--lora: {spec:?} is not FILE:SCALE"))?;
+                a.loras.push((PathBuf::from(path), scale.parse().map_err(|e| format!("--lora: {e}"))?));
             }
             "--markdown" => a.markdown = Some(PathBuf::from(v()?)),
             "--graph-cache" => a.graph_cache = Some(PathBuf::from(v()?)),
@@ -291,8 +301,13 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         ..Default::default()
     })?;
     let t = Instant::now();
-    let options = kiln::ModelOptions { attention: a.attention, ..Default::default() };
-    let model = Model::load_with(&runtime, &a.model, &options)?.seamless(a.seamless)?;
+    let options = kiln::ModelOptions { attention: a.attention, lora_slots: a.lora_slots, ..Default::default() };
+    let mut model = Model::load_with(&runtime, &a.model, &options)?.seamless(a.seamless)?;
+    if !a.loras.is_empty() {
+        let started = Instant::now();
+        model = model.with_loras(&a.loras)?;
+        eprintln!("LoRAs applied in {:.3} s ({:?} layers fed to slots)", started.elapsed().as_secs_f64(), model.lora_fed_layers());
+    }
     let load_s = t.elapsed().as_secs_f64();
     let request = GenerateRequest {
         prompt: "mossy stone brick wall".into(),

@@ -50,6 +50,8 @@ const USAGE: &str = "usage: generate [options]
   --attention MODE        auto | exported | fused: run the U-Net's attention layers as ONNX
                           Runtime's fused MultiHeadAttention (auto, the default: when the
                           graphs run on the CPU provider) or as exported
+  --lora-slots            load the U-Net and text encoders with LoRA slots: --lora files that
+                          are plain low-rank LoRAs are fed at run time instead of merged
   --vae-tile SIZE|auto    tiled VAE decode/encode: SIZE-pixel tiles, or auto = tiles only when a
                           whole pass is estimated above --vae-memory (wrap on --seamless axes)
   --vae-tile-overlap PX   overlap of VAE tiles (default: a quarter of the tile)
@@ -154,6 +156,7 @@ struct Args {
     seamless: kiln::model::seamless::Seamless,
     quantization: kiln::model::quantize::Quantization,
     attention: kiln::model::attention::Attention,
+    lora_slots: bool,
     extend: Option<kiln::pipeline::texture::Extend>,
     make_tileable: Option<usize>,
     sprite: bool,
@@ -250,6 +253,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
         seamless: Default::default(),
         quantization: Default::default(),
         attention: Default::default(),
+        lora_slots: false,
         extend: None,
         make_tileable: None,
         sprite: false,
@@ -415,6 +419,7 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
                 a.attention = kiln::model::attention::Attention::from_name(&v)
                     .ok_or_else(|| format!("--attention: {v:?} is not auto, exported or fused"))?;
             }
+            "--lora-slots" => a.lora_slots = true,
             "--out-npy" => a.out_npy = Some(PathBuf::from(value()?)),
             "--out-latents" => a.out_latents = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
@@ -466,7 +471,7 @@ fn run(mut a: Args) -> Result<(), kiln::Error> {
     })?;
     let t0 = std::time::Instant::now();
     // A seamless load holds only the rewritten U-Net and decoder.
-    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone(), quantization: a.quantization, attention: a.attention };
+    let options = kiln::ModelOptions { seamless: a.seamless, matting: a.matting.clone(), quantization: a.quantization, attention: a.attention, lora_slots: a.lora_slots };
     let mut model = Model::load_with(&runtime, &a.model, &options)?;
     if !a.loras.is_empty() || !a.embeddings.is_empty() {
         let adapters = kiln::model::Adapters { loras: a.loras.clone(), embeddings: a.embeddings.clone(), ..Default::default() };

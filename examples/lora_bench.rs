@@ -1,7 +1,7 @@
 //! `lora_bench`: what applying and switching LoRAs costs, against a full model load.
 //!
 //! ```text
-//! cargo run --release --example lora_bench -- --model DIR --loras DIR [--repeats N] [--threads N] [--json FILE]
+//! cargo run --release --example lora_bench -- --model DIR --loras DIR [--repeats N] [--threads N] [--lora-slots] [--json FILE]
 //! cargo run --release --example lora_bench -- --model DIR --loras DIR --memory-only kohya|peft [--json FILE]
 //! ```
 //!
@@ -37,10 +37,12 @@ struct Args {
     threads: usize,
     json: Option<PathBuf>,
     memory_only: Option<String>,
+    /// Load the model with LoRA slots (`ModelOptions::lora_slots`).
+    lora_slots: bool,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { model: PathBuf::new(), loras: PathBuf::new(), repeats: 5, threads: 2, json: None, memory_only: None };
+    let mut a = Args { model: PathBuf::new(), loras: PathBuf::new(), repeats: 5, threads: 2, json: None, memory_only: None, lora_slots: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -50,12 +52,13 @@ fn parse() -> Result<Args, String> {
             "--repeats" => a.repeats = value()?.parse().map_err(|e| format!("--repeats: {e}"))?,
             "--threads" => a.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--json" => a.json = Some(value()?.into()),
+            "--lora-slots" => a.lora_slots = true,
             "--memory-only" => a.memory_only = Some(value()?).filter(|f| FORMATS.contains(&f.as_str())).map(Some).ok_or("--memory-only: kohya or peft")?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     if a.model.as_os_str().is_empty() || a.loras.as_os_str().is_empty() || a.repeats == 0 {
-        return Err("usage: lora_bench --model DIR --loras DIR [--repeats N>0] [--threads N] [--json FILE] [--memory-only kohya|peft]".into());
+        return Err("usage: lora_bench --model DIR --loras DIR [--repeats N>0] [--threads N] [--lora-slots] [--json FILE] [--memory-only kohya|peft]".into());
     }
     Ok(a)
 }
@@ -175,8 +178,9 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
         return memory_only(a, &rt, fmt);
     }
     eprintln!("warm-up load of {} ({model_mib:.0} MiB)", a.model.display());
-    drop(Model::load(&rt, &a.model)?);
-    let base = Model::load(&rt, &a.model)?;
+    let options = kiln::ModelOptions { lora_slots: a.lora_slots, ..Default::default() };
+    drop(Model::load_with(&rt, &a.model, &options)?);
+    let base = Model::load_with(&rt, &a.model, &options)?;
     // Rounds alternate every measurement, so a shared machine's changing load
     // hits them alike; each round's times are also taken as ratios to that
     // round's full load.
@@ -186,7 +190,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
     let mut switch: Vec<Samples> = vec![Samples::default(); FORMATS.len()];
     let mut ratios: Vec<[Vec<f64>; 2]> = vec![Default::default(); FORMATS.len()];
     for round in 0..a.repeats {
-        let l = measure(1, &|| None, || Model::load(&rt, &a.model).expect("load"));
+        let l = measure(1, &|| None, || Model::load_with(&rt, &a.model, &options).expect("load"));
         let t_load = l.seconds[0];
         load.extend(&l);
         for (i, fmt) in FORMATS.iter().enumerate() {
@@ -265,7 +269,7 @@ fn run(a: &Args) -> Result<(), kiln::Error> {
 fn memory_only(a: &Args, rt: &Runtime, fmt: &str) -> Result<(), kiln::Error> {
     let lora = |name: &str| -> PathBuf { a.loras.join(format!("{name}.{fmt}.safetensors")) };
     let start = memory();
-    let base = Model::load(rt, &a.model)?;
+    let base = Model::load_with(rt, &a.model, &kiln::ModelOptions { lora_slots: a.lora_slots, ..Default::default() })?;
     let with_base = memory();
     let view_a = base.with_loras(&[(lora("a"), 1.0)])?;
     let with_a = memory();

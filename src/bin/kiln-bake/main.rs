@@ -304,7 +304,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 let q = asset.quantization;
                 let weights = if q == Quantization::None { String::new() } else { format!(", {} weights", q.name()) };
                 progress.log(&format!("loading model {} (seamless {axes:?}{weights})", asset.model.display()));
-                let options = ModelOptions { seamless: axes, matting: None, quantization: q, attention: asset.attention, lora_slots: false };
+                let options = ModelOptions { seamless: axes, matting: None, quantization: q, attention: asset.attention, lora_slots: asset.lora_slots };
                 let load = JobWork::LoadModel { runtime: runtime.clone(), dir: asset.model.clone(), options };
                 make_with_job(runtime, load, "the model load", JobPool::model).map_err(|e| format!("model {}: {e}", asset.model.display()))
             });
@@ -335,7 +335,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 }
             };
             let refiner = asset.refiner.as_deref().map(|dir| {
-                let plain = refiners.entry((dir, asset.quantization, asset.attention)).or_insert_with(|| {
+                // LoRAs adapt the base, never the refiner: it loads without slots.
+                let plain = refiners.entry((dir, asset.quantization, asset.attention, false)).or_insert_with(|| {
                     progress.log(&format!("loading refiner model {}", dir.display()));
                     let options = ModelOptions { quantization: asset.quantization, attention: asset.attention, ..Default::default() };
                     let load = JobWork::LoadModel { runtime: runtime.clone(), dir: dir.to_path_buf(), options };
@@ -343,7 +344,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 });
                 match plain {
                     Ok(plain) if !asset.embeddings.is_empty() => refiner_views
-                        .entry(((dir, asset.quantization, asset.attention), asset.embeddings.clone()))
+                        .entry(((dir, asset.quantization, asset.attention, false), asset.embeddings.clone()))
                         .or_insert_with(|| {
                             let names = asset.embeddings.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>().join(", ");
                             progress.log(&format!("adding embedding {names} to refiner model {}", dir.display()));
@@ -448,11 +449,12 @@ type EmbeddingSet = Vec<manifest::AssetEmbedding>;
 type LoraSet = (Vec<(PathBuf, u32, Option<u32>)>, EmbeddingSet);
 
 /// The assets that share one adapter view: a model folder and an adapter set.
-/// A model folder as loaded: with its weights as float or int8, its attention fused or not.
-type ModelKey<'a> = (&'a Path, Quantization, Attention);
+/// A model folder as loaded: with its weights as float or int8, its attention
+/// fused or not, with LoRA slots or without.
+type ModelKey<'a> = (&'a Path, Quantization, Attention, bool);
 
 fn model_key(asset: &Asset) -> ModelKey<'_> {
-    (asset.model.as_path(), asset.quantization, asset.attention)
+    (asset.model.as_path(), asset.quantization, asset.attention, asset.lora_slots)
 }
 
 type LoraGroup<'a> = (ModelKey<'a>, LoraSet);

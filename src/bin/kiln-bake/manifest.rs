@@ -31,6 +31,7 @@ struct Table {
     model: Option<Spanned<String>>,
     quantize: Option<Spanned<String>>,
     attention: Option<Spanned<String>>,
+    lora_slots: Option<Spanned<bool>>,
     refiner: Option<Spanned<String>>,
     refiner_start: Option<Spanned<f64>>,
     seed: Option<Spanned<i64>>,
@@ -299,6 +300,13 @@ pub struct Asset {
     /// pictures differ by float rounding only).
     #[serde(skip_serializing_if = "is_auto_attention", serialize_with = "attention_name")]
     pub attention: Attention,
+    /// `lora_slots = true`: the model is loaded with LoRA slots
+    /// (`ModelOptions::lora_slots`), so switching between the assets' LoRA
+    /// sets feeds them instead of merging each into new sessions. Left out of
+    /// the serialized settings when off, so existing assets keep their
+    /// content keys (fed pictures differ from merged ones by float rounding).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lora_slots: bool,
     /// Seed of the noise.
     pub seed: u64,
     /// Which generator the seed drives ("kiln" or "torch"). Left out of the
@@ -850,6 +858,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             Attention::Auto
         }),
     };
+    let lora_slots = pick!(lora_slots).is_some_and(|(b, _)| *b);
     let noise = match pick!(noise) {
         None => NoiseGenerator::Kiln,
         Some((s, line)) => NoiseGenerator::from_name(s).unwrap_or_else(|| {
@@ -1064,6 +1073,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             target_size,
             quantization,
             attention,
+            lora_slots,
             seed,
             noise,
             variation,
@@ -1174,6 +1184,17 @@ mod tests {
         let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nnoise = \"numpy\"\n");
         assert_eq!((e[0].line, e[0].key.as_deref()), (5, Some("noise")), "{}", e[0]);
         assert!(e[0].to_string().contains("one of kiln, torch, torch_cuda"), "{}", e[0]);
+    }
+
+    #[test]
+    fn lora_slots_load_with_slots_and_stay_out_of_other_assets_keys() {
+        let m = parse("[defaults]\nmodel = \"tiny-sd\"\nlora_slots = true\n[[asset]]\nname = \"a\"\n[[asset]]\nname = \"b\"\nlora_slots = false\n", &model_dir()).unwrap();
+        assert!(m.assets[0].lora_slots);
+        assert_eq!(serde_json::to_value(&m.assets[0]).unwrap()["lora_slots"], true);
+        assert!(!m.assets[1].lora_slots);
+        assert!(serde_json::to_value(&m.assets[1]).unwrap().get("lora_slots").is_none());
+        let e = errors("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\nlora_slots = \"yes\"\n");
+        assert!(!e.is_empty(), "a string is not a bool");
     }
 
     #[test]
