@@ -859,6 +859,47 @@ fn control_assets_give_generates_pixels_and_rebake_when_the_control_image_change
 /// An asset with a LoRA and a ControlNet (both keys in one recipe) bakes the
 /// pixels `generate --lora … --controlnet …` makes, and the LoRA changes them
 /// from the same asset without it.
+/// `lora_slots = true`: two LoRA sets on one slotted model give
+/// `generate --lora-slots --lora`'s pixels, and the key is in the content
+/// key (turning it on re-bakes the assets).
+#[test]
+fn lora_slots_assets_give_generates_pixels_and_rebake_when_turned_on() {
+    let dir = scratch("lora-slots");
+    let write = |slots: &str| {
+        std::fs::write(
+            dir.join("slots.toml"),
+            format!(
+                "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone brick wall\"\nseed = 7\nsteps = 4\nscheduler = \"ddim\"\n{slots}\
+                 [[asset]]\nname = \"style\"\nlora = {{ path = {:?} }}\n\
+                 [[asset]]\nname = \"detail\"\nlora = {{ path = {:?}, scale = -0.6 }}\n",
+                common::fixture().display().to_string(),
+                lora_fixture("style.kohya.safetensors").display().to_string(),
+                lora_fixture("detail.kohya.safetensors").display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let (manifest, out) = (dir.join("slots.toml"), dir.join("out"));
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["style".into(), "detail".into()]), "{}", stderr(&o));
+    write("lora_slots = true\n");
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["style".into(), "detail".into()]), "turning slots on re-bakes: {}", stderr(&o));
+    for (name, lora) in [("style", format!("{}:1", lora_fixture("style.kohya.safetensors").display())), ("detail", format!("{}:-0.6", lora_fixture("detail.kohya.safetensors").display()))] {
+        let file = dir.join(format!("{name}_gen.png"));
+        succeeds(
+            Command::new(generate_bin())
+                .arg("--model")
+                .arg(common::fixture())
+                .args(["--prompt", "mossy stone brick wall", "--seed", "7", "--steps", "4", "--scheduler", "ddim", "--lora-slots", "--lora", &lora])
+                .arg("--out")
+                .arg(&file),
+        );
+        assert!(read_png(&out.join(format!("{name}.png"))).0 == read_png(&file).0, "{name}: kiln-bake's pixels differ from generate --lora-slots --lora's");
+    }
+}
+
 #[test]
 fn lora_and_control_in_one_asset_give_generates_pixels() {
     let dir = scratch("control-lora");

@@ -20,7 +20,9 @@ use kiln::{Model, SchedulerKind};
 
 fn model() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(common::runtime(), &common::controlnet_folder("controlnet-lora-tests")).expect("controlnet model loads"))
+    M.get_or_init(|| {
+        Model::load_with(common::runtime(), &common::controlnet_folder("controlnet-lora-tests"), &common::lora_model_options()).expect("controlnet model loads")
+    })
 }
 
 fn lora_dir() -> PathBuf {
@@ -47,7 +49,9 @@ fn case(name: &str, layout: &str) {
         .iter()
         .map(|e| EmbeddingSpec { path: lora_dir().join(e["file"].as_str().unwrap()), token: e["token"].as_str().map(str::to_string) })
         .collect();
+    let lora_count = c["loras"].as_array().unwrap().len();
     let view = model().with_adapters(&Adapters { loras, embeddings, ..Default::default() }).expect("adapters apply");
+    common::check_lora_path(name, &view, lora_count > 0);
     let (_, draws) = common::read_npy(&format!("controlnet_lora/{name}.draws.npy"));
     let request = common::controlnet_request(c, "tiny", draws);
     let out = view.generate_with(&request, Hooks::default()).unwrap();

@@ -10,8 +10,8 @@ mod common;
 use std::path::PathBuf;
 
 use kiln::model::{Adapters, LoraSpec};
-use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
-use kiln::{ErrorKind, Model, SchedulerKind};
+use kiln::pipeline::{GenerateRequest, Hooks};
+use kiln::{ErrorKind, Model};
 
 fn lora_dir() -> PathBuf {
     common::root().join("tests/fixtures/lora")
@@ -62,23 +62,7 @@ fn npy_in(dir: &std::path::Path, name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn request(c: &serde_json::Value) -> GenerateRequest {
-    let dir = case_dir(c);
-    let (shape, noise) = npy_in(&dir, "noise_1x4x8x8.npy");
-    let step_noise = c["files"]["step_noise"].as_str().map(|f| npy_in(&dir, f).1);
-    GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
-        width: c["width"].as_u64().unwrap() as usize,
-        height: c["height"].as_u64().unwrap() as usize,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        seed: 0,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        initial_noise: Some(InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
-        step_noise,
-        scheduler_overrides: Some(c["scheduler_config"].clone()),
-        ..Default::default()
-    }
+    common::lora_case_request(&case_dir(c), c)
 }
 
 /// Runs case `name` on `model` and compares with the golden; returns (latents rel, image abs).

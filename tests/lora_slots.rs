@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use kiln::model::{Adapters, EmbeddingSpec, LoraSpec, ModelOptions};
-use kiln::pipeline::{GenerateRequest, Hooks, InitialNoise};
+use kiln::pipeline::{GenerateRequest, Hooks};
 use kiln::{Model, SchedulerKind};
 
 fn slotted(runtime: &kiln::Runtime) -> Model {
@@ -25,22 +25,7 @@ fn case(dir: &std::path::Path, name: &str) -> serde_json::Value {
 }
 
 fn request(dir: &std::path::Path, c: &serde_json::Value) -> GenerateRequest {
-    let (shape, noise) = kiln::image::npy::read_f32(&dir.join("noise_1x4x8x8.npy")).unwrap();
-    let step_noise = c["files"]["step_noise"].as_str().map(|f| kiln::image::npy::read_f32(&dir.join(f)).unwrap().1);
-    GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
-        width: c["width"].as_u64().unwrap() as usize,
-        height: c["height"].as_u64().unwrap() as usize,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        seed: 0,
-        scheduler: SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        initial_noise: Some(InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
-        step_noise,
-        scheduler_overrides: Some(c["scheduler_config"].clone()),
-        ..Default::default()
-    }
+    common::lora_case_request(dir, c)
 }
 
 fn case_loras(dir: &std::path::Path, c: &serde_json::Value, peft: bool) -> Adapters {
@@ -65,6 +50,8 @@ fn case_loras(dir: &std::path::Path, c: &serde_json::Value, peft: bool) -> Adapt
 fn check(model: &Model, dir: &std::path::Path, name: &str, label: &str) -> (Vec<f32>, Vec<f32>) {
     let c = case(dir, name);
     let out = model.generate_with(&request(dir, &c), Hooks::default()).expect("generates");
+    // Under KILN_TEST_DEVICE_LATENTS=1 every U-Net call ran on the device loop (its bindings carry the feeds).
+    common::check_controlnet_device_loop(name, &out);
     let (_, want_latents) = kiln::image::npy::read_f32(&dir.join(c["files"]["latents"].as_str().unwrap())).unwrap();
     let (_, want_image) = kiln::image::npy::read_f32(&dir.join(c["files"]["image"].as_str().unwrap())).unwrap();
     let latents: Vec<f32> = out.latents.iter().copied().collect();
@@ -259,4 +246,67 @@ fn c_api_loads_with_slots_and_refuses_bad_values() {
         kiln_model_free(model);
         kiln_runtime_destroy(rt);
     }
+}
+
+/// In a ControlNet folder every job runs `unet_controlnet`: a fed view runs
+/// the model's session of it with its own feeds, so switching LoRAs there
+/// opens no session either, and the LoRA changes ControlNet jobs.
+#[test]
+fn a_fed_view_in_a_controlnet_folder_shares_unet_controlnet() {
+    use kiln::pipeline::control::Control;
+    let (rt, log) = common::logged_runtime(Default::default(), Default::default());
+    let opts = ModelOptions { lora_slots: true, ..Default::default() };
+    let base = Model::load_with(&rt, &common::controlnet_folder("lora-slots-controlnet"), &opts).unwrap();
+    let r = GenerateRequest {
+        prompt: "x".into(),
+        steps: 2,
+        scheduler: SchedulerKind::Ddim,
+        controls: vec![Control::new("tiny", common::control_image("control_a.png"))],
+        ..Default::default()
+    };
+    let plain = base.generate_with(&r, Hooks::default()).unwrap();
+    let opened = || log.lock().unwrap().iter().filter(|l| l.contains(": execution provider")).count();
+    let before = opened();
+    let style = base.with_loras(&[(lora_dir().join("style.kohya.safetensors"), 1.0)]).unwrap();
+    let a = style.generate_with(&r, Hooks::default()).unwrap();
+    let detail = style.with_loras(&[(lora_dir().join("detail.kohya.safetensors"), 1.0)]).unwrap();
+    let b = detail.generate_with(&r, Hooks::default()).unwrap();
+    let without_controls = GenerateRequest { controls: Vec::new(), ..r.clone() };
+    detail.generate_with(&without_controls, Hooks::default()).unwrap();
+    assert_eq!(opened(), before, "two switches, ControlNet and plain jobs: no session opened");
+    assert_ne!(a.latents, plain.latents, "the LoRA reaches unet_controlnet");
+    assert_ne!(a.latents, b.latents);
+    // The same LoRA merged (a model without slots) draws the same picture to float rounding.
+    let merged = Model::load(&rt, &common::controlnet_folder("lora-slots-controlnet-merged"))
+        .unwrap()
+        .with_loras(&[(lora_dir().join("style.kohya.safetensors"), 1.0)])
+        .unwrap()
+        .generate_with(&r, Hooks::default())
+        .unwrap();
+    let (x, y): (Vec<f32>, Vec<f32>) = (a.latents.iter().copied().collect(), merged.latents.iter().copied().collect());
+    let d = common::max_abs_diff(&x, &y) / y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    eprintln!("ControlNet job, fed vs merged: latents rel {d:e} (bound 1e-4)");
+    common::check_margin("lora_slots::controlnet::fed_vs_merged_latents", d as f64, 1e-4);
+}
+
+/// With int8 weights the slots stay float (their factors are inputs, which
+/// the quantizer leaves alone): the plain slotted int8 model draws the int8
+/// model's pictures bit for bit, and a fed LoRA moves them.
+#[test]
+fn slots_on_an_int8_model_add_exact_zeros_and_feed_float_factors() {
+    use kiln::model::quantize::Quantization;
+    let int8 = ModelOptions { quantization: Quantization::Int8, ..Default::default() };
+    let plain = Model::load_with(common::runtime(), &common::fixture(), &int8).unwrap();
+    let slotted = Model::load_with(common::runtime(), &common::fixture(), &ModelOptions { lora_slots: true, ..int8 }).unwrap();
+    let req = request(&lora_dir(), &case(&lora_dir(), "style_ddim_s1"));
+    let a = plain.generate_with(&req, Hooks::default()).unwrap();
+    let b = slotted.generate_with(&req, Hooks::default()).unwrap();
+    assert_eq!(a.latents, b.latents, "zero factors beside int8 layers add exact zeros");
+    let fed = slotted.with_loras(&[(lora_dir().join("style.kohya.safetensors"), 1.0)]).unwrap();
+    assert!(fed.lora_fed_layers().0 > 0);
+    let c = fed.generate_with(&req, Hooks::default()).unwrap();
+    let (x, y): (Vec<f32>, Vec<f32>) = (a.latents.iter().copied().collect(), c.latents.iter().copied().collect());
+    let effect = common::max_abs_diff(&x, &y) / x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    eprintln!("int8: the fed LoRA moves the latents by {effect:e} (relative)");
+    assert!(effect > 1e-2);
 }

@@ -21,7 +21,7 @@ fn lora_dir() -> PathBuf {
 
 fn sdxl() -> &'static Model {
     static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| Model::load(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl")).expect("tiny SDXL loads"))
+    M.get_or_init(|| Model::load_with(common::runtime(), &common::root().join("tests/fixtures/tiny-sdxl"), &common::lora_model_options()).expect("tiny SDXL loads"))
 }
 
 fn lycoris_dir() -> PathBuf {
@@ -95,6 +95,8 @@ fn check(name: &str, file: &str) {
     let model = sdxl().with_loras(&[(case_dir(&c).join(file), scale)]).expect("SDXL LoRA applies");
     let info = model.adapter_descriptions().join("; ");
     assert!(info.contains("text_encoder_2"), "both encoders adapted: {info}");
+    // LyCORIS LoHa, LoKr and full files are merged even on a slotted model.
+    common::check_lora_path(name, &model, !["loha", "lokr", "full"].iter().any(|k| file.contains(k)));
     let (te1, te2) = model.merged_initializers();
     eprintln!("{name} ({file}): {} U-Net and {} text-encoder weights merged; {info}", te1.len(), te2.len());
     let out = generate(&model, &c);

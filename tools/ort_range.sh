@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 OLDEST=1.23.2   # oldest supported (src/runtime/loader.rs: ONNXRUNTIME_OLDEST_SUPPORTED)
 NEWEST=1.32.0   # newest on PyPI when last checked (ONNXRUNTIME_NEWEST_TESTED)
 REFUSED=1.22.1  # the last release before the range
-TESTS=(--test parity --test img2img --test variants)
+TESTS=(--test parity --test img2img --test variants --test lora_slots)
 
 fetch() {
     python3 tools/fetch_onnxruntime.py --dest "target/ort-range/$1" --version "$1" | tail -n 1

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
 NUMERIC = ["parity", "img2img", "inpaint", "variants", "prompts", "clip_skip", "matting", "preview", "seamless", "cli", "vae",
            "sdxl", "controlnet", "static_unet", "lora", "device_latents", "sdxl_lora", "sdxl_features", "sdxl_refiner",
-           "sdxl_controlnet", "controlnet_lora", "sdxl_handoff", "sdxl_controlnet_handoff", "sdxl_inpaint_handoff", "lcm_img2img", "sdxl_embedding", "torch_seed", "variation", "quantize", "attention", "csharp", "cpp_binding"]
+           "sdxl_controlnet", "controlnet_lora", "sdxl_handoff", "sdxl_controlnet_handoff", "sdxl_inpaint_handoff", "lcm_img2img", "sdxl_embedding", "torch_seed", "variation", "quantize", "attention", "lora_slots", "csharp", "cpp_binding"]
 # Tests whose margins are measured in a child process, which qemu-user would run natively.
 CHILD_PROCESS = {"cli", "csharp", "cpp_binding"}
 # Cases that cannot have 10x headroom by construction (the tests say why too).

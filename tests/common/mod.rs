@@ -63,6 +63,46 @@ pub fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1")
 }
 
+/// The request of a LoRA golden case (tools/make_lora_fixture.py and its
+/// siblings) whose files are in `dir`: its prompt, size, schedule and the
+/// recorded initial (and, for stochastic schedulers, per-step) noise.
+pub fn lora_case_request(dir: &std::path::Path, c: &serde_json::Value) -> kiln::GenerateRequest {
+    let npy = |f: &str| kiln::image::npy::read_f32(&dir.join(f)).expect("golden file");
+    let (shape, noise) = npy("noise_1x4x8x8.npy");
+    kiln::GenerateRequest {
+        prompt: c["prompt"].as_str().unwrap().into(),
+        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
+        width: c["width"].as_u64().unwrap() as usize,
+        height: c["height"].as_u64().unwrap() as usize,
+        steps: c["steps"].as_u64().unwrap() as usize,
+        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
+        seed: 0,
+        scheduler: kiln::SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        initial_noise: Some(kiln::pipeline::InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
+        step_noise: c["files"]["step_noise"].as_str().map(|f| npy(f).1),
+        scheduler_overrides: Some(c["scheduler_config"].clone()),
+        ..Default::default()
+    }
+}
+
+/// Load options for the LoRA golden suites: with `KILN_TEST_LORA_SLOTS=1`
+/// the model gets LoRA slots, so the same goldens check the fed path.
+pub fn lora_model_options() -> kiln::ModelOptions {
+    kiln::ModelOptions { lora_slots: env_flag("KILN_TEST_LORA_SLOTS"), ..Default::default() }
+}
+
+/// Under `KILN_TEST_LORA_SLOTS=1`, checks that `view`'s U-Net LoRA was fed to
+/// the slots (`plain`: the files are plain low-rank LoRAs) or merged (others),
+/// so a golden passing there really tested the path asked for.
+pub fn check_lora_path(label: &str, view: &Model, plain: bool) {
+    if !env_flag("KILN_TEST_LORA_SLOTS") {
+        return;
+    }
+    let (fed, text_fed) = view.lora_fed_layers();
+    eprintln!("{label}: {fed} U-Net and {text_fed} text-encoder layers fed to LoRA slots");
+    assert_eq!(fed > 0, plain, "{label}: fed {fed} U-Net layers");
+}
+
 /// A runtime's log lines, as its log callback received them.
 pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
