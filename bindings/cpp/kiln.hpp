@@ -119,8 +119,8 @@
     X(kiln_job_options, user_data) \
     X(kiln_generate_options, reserved5) \
     X(kiln_job_progress, preview_height) \
-    X(kiln_model_load_options, reserved) \
-    X(kiln_model_info, fused_attention) \
+    X(kiln_model_load_options, lora_slots) \
+    X(kiln_model_info, lora_slots) \
     X(kiln_sprite_options, matte) \
     X(kiln_rect, height) \
     X(kiln_pixel_art_options, palette_len) \
@@ -218,7 +218,7 @@
     X(kiln_model_load_options, matting_path, const char *) \
     X(kiln_model_load_options, quantization, uint32_t) \
     X(kiln_model_load_options, attention, uint32_t) \
-    X(kiln_model_load_options, reserved, uint32_t) \
+    X(kiln_model_load_options, lora_slots, uint32_t) \
     X(kiln_model_info, struct_size, uint32_t) \
     X(kiln_model_info, default_size, uint32_t) \
     X(kiln_model_info, size_multiple, uint32_t) \
@@ -229,6 +229,7 @@
     X(kiln_model_info, has_matting, uint32_t) \
     X(kiln_model_info, quantization, uint32_t) \
     X(kiln_model_info, fused_attention, uint32_t) \
+    X(kiln_model_info, lora_slots, uint32_t) \
     X(kiln_sprite_options, struct_size, uint32_t) \
     X(kiln_sprite_options, auto_key, uint32_t) \
     X(kiln_sprite_options, key_rgb, uint32_t) \
@@ -941,7 +942,7 @@ public:
     Model &operator=(const Model &) = delete;
     ~Model() { reset(); }
 
-    /** Native size, size multiple, latent layout, what the export has, the Quantization it was loaded with and how many U-Net attention layers run fused (`fused_attention`). */
+    /** Native size, size multiple, latent layout, what the export has, the Quantization it was loaded with, how many U-Net attention layers run fused (`fused_attention`) and how many U-Net layers have a LoRA slot (`lora_slots`; 0 when loaded without). */
     Result<::kiln_model_info> info() const {
         ::kiln_model_info info{};
         info.struct_size = sizeof info;
@@ -995,7 +996,8 @@ public:
      * A handle with these LoRAs merged into the original weights (a switch, not a stack: an empty list gives
      * the plain model back); independent of this one, which is unchanged. Each entry is a `kiln::LoraSpec`:
      * a path (borrowed for the call), a scale and optionally a text-encoder scale, each finite (else
-     * Status::invalid_argument).
+     * Status::invalid_argument). On a model loaded with `lora_slots` 1, plain low-rank LoRAs are fed to its
+     * slots instead of merged (no new session or weight copy; the same pictures to float rounding).
      */
     Result<Model> with_loras(const std::vector<LoraSpec> &loras) const {
         const std::vector<::kiln_lora> c = detail::c_loras(loras);
@@ -1267,8 +1269,9 @@ public:
     }
     /**
      * Loads a diffusers/optimum ONNX model folder; `options` nullptr = defaults (kiln::defaults<kiln_model_load_options>():
-     * `seamless`, `matting_path`, `quantization`, e.g. `kiln::to_c(kiln::Quantization::int8)`, and `attention`,
-     * e.g. `kiln::to_c(kiln::Attention::exported)`).
+     * `seamless`, `matting_path`, `quantization`, e.g. `kiln::to_c(kiln::Quantization::int8)`, `attention`,
+     * e.g. `kiln::to_c(kiln::Attention::exported)`, and `lora_slots`, 1 (true) for LoRA slots: with_loras() and
+     * with_adapters() of such a model feed plain low-rank LoRAs at run time instead of merging them).
      */
     Result<Model> load_model(const std::string &model_dir, const ::kiln_model_load_options *options = nullptr) const {
         ::kiln_model *out = nullptr;

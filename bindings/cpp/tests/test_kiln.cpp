@@ -1,8 +1,9 @@
 // Tests of kiln.hpp against the built library: ownership, results and errors, the job API, ControlNet, SDXL
 // embeddings, a LoRA's own text-encoder strength, int8 weights and the base-to-refiner hand-off against the
-// Rust tests' goldens, fused attention against the exported graphs' pictures, the upscaler (against the C API
-// and tests/upscaler.rs's golden, cancelled from another thread), the texture helpers, upscales and generations
-// with their upscale as jobs (against the blocking calls), the throwing layer. Run by tests/cpp_binding.rs as
+// Rust tests' goldens, fused attention against the exported graphs' pictures, LoRA slots (fed LoRAs against
+// the merged ones), the upscaler (against the C API and tests/upscaler.rs's golden, cancelled from another
+// thread), the texture helpers, upscales and generations with their upscale as jobs (against the blocking
+// calls), the throwing layer. Run by tests/cpp_binding.rs as
 // `test_kiln MODEL_DIR CONTROLNET_MODEL_DIR REFINER_MODEL_DIR SCRATCH_DIR`; prints "N passed, N failed".
 // MODEL_DIR is tests/fixtures/tiny-sd: tiny-sdxl, sdxl-embedding, lora, lora_component, upscaler, matting and
 // golden/ are found beside it; REFINER_MODEL_DIR is the refiner-style fixture tests/common assembles.
@@ -574,7 +575,7 @@ static void test_quantization(const kiln::Runtime &rt, const kiln::Model &sd1, c
 // 8-bit channel (not asserted equal or unequal byte for byte).
 static void test_attention(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &model_dir) {
     auto lo = kiln::defaults<kiln_model_load_options>();
-    CHECK(lo.attention == kiln::to_c(kiln::Attention::automatic) && lo.reserved == 0);
+    CHECK(lo.attention == kiln::to_c(kiln::Attention::automatic) && lo.lora_slots == 0);
     CHECK(lo.struct_size == sizeof(kiln_model_load_options));
     CHECK(kiln::to_c(kiln::Attention::exported) == KILN_ATTENTION_EXPORTED && kiln::to_c(kiln::Attention::fused) == KILN_ATTENTION_FUSED);
     kiln::Result<kiln_model_info> default_info = sd1.info();
@@ -646,6 +647,106 @@ static void test_attention(const kiln::Runtime &rt, const kiln::Model &sd1, cons
                 worst, differing, plain->size(), forced_worst);
     margin("cpp_binding::attention::exported_vs_fused::max_8bit_abs", worst, 2);
     margin("cpp_binding::attention::exported_vs_forced_fused::max_8bit_abs", forced_worst, 2);
+}
+
+// LoRA slots at load (kiln_model_load_options.lora_slots, kiln_model_info.lora_slots): the default load options
+// say 0 (the field that was `reserved`, so sizeof stays 32 on 64-bit targets) and a default load of tiny-sd
+// reports no slotted layer; model info at its older size 40 leaves the field alone; lora_slots 2 is
+// invalid_argument naming options->lora_slots (at load and at submit); lora_slots 1 (true) gives the U-Net's
+// 121 layers a slot (also from a load job). Such a model's plain pictures, and those of its empty LoRA set, are
+// the model's loaded without slots bit for bit; with_loras of the style LoRA at 1.0 feeds it (the pictures
+// change, the same request twice gives the same bytes, a job gives the blocking call's bytes) and draws the
+// merged LoRA's pictures to float rounding: at most 2 in any 8-bit channel (64x64, 4 steps, seed 11).
+static void test_lora_slots(const kiln::Runtime &rt, const kiln::Model &sd1, const std::string &model_dir) {
+    const std::uint32_t tiny_sd_slotted_layers = 121;
+    auto lo = kiln::defaults<kiln_model_load_options>();
+    CHECK(lo.lora_slots == 0 && lo.struct_size == sizeof(kiln_model_load_options));
+    CHECK(sizeof(void *) != 8 || sizeof(kiln_model_load_options) == 32);
+    CHECK(sizeof(kiln_model_info) == 44 && offsetof(kiln_model_info, lora_slots) == 40);
+    kiln::Result<kiln_model_info> default_info = sd1.info();
+    CHECK(default_info.ok() && default_info->lora_slots == 0);
+
+    // kiln_model_info at the size before lora_slots: the C API writes none of it.
+    kiln_model_info older_info{};
+    older_info.struct_size = std::uint32_t(offsetof(kiln_model_info, lora_slots));  // 40
+    older_info.lora_slots = 0xABCD;
+    CHECK(::kiln_model_get_info(sd1.get(), &older_info) == KILN_STATUS_OK);
+    CHECK(older_info.lora_slots == 0xABCD && default_info.ok() && older_info.default_size == default_info->default_size &&
+          older_info.fused_attention == default_info->fused_attention);
+
+    lo.lora_slots = 2;
+    kiln::Result<kiln::Model> bad = rt.load_model(model_dir, &lo);
+    CHECK(bad.status() == kiln::Status::invalid_argument);
+    CHECK(!bad && bad.error().message().find("lora_slots") != std::string::npos);
+    if (!bad) std::printf("lora_slots 2: %s\n", bad.error().describe().c_str());
+    kiln::Result<kiln::Job> bad_job = rt.submit_load_model(model_dir, &lo);  // refused at submit, no job queued
+    CHECK(bad_job.status() == kiln::Status::invalid_argument);
+    CHECK(!bad_job && bad_job.error().message().find("lora_slots") != std::string::npos);
+
+    lo.lora_slots = true;
+    kiln::Result<kiln::Model> slotted = rt.load_model(model_dir, &lo);
+    CHECK(slotted.ok());
+    if (!slotted) {
+        std::printf("lora_slots load: %s\n", slotted.error().describe().c_str());
+        return;
+    }
+    kiln::Result<kiln_model_info> info = slotted->info();
+    CHECK(info.ok() && info->lora_slots == tiny_sd_slotted_layers);
+    if (info) std::printf("lora_slots: %u U-Net layers with a LoRA slot\n", info->lora_slots);
+    kiln::Result<kiln::Job> job = rt.submit_load_model(model_dir, &lo);
+    CHECK(job.ok());
+    if (job) {
+        CHECK(job->wait(300000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+        kiln::Result<kiln::Model> queued = job->model();
+        kiln::Result<kiln_model_info> queued_info = queued ? queued->info() : kiln::Result<kiln_model_info>(queued.error());
+        CHECK(queued_info.ok() && queued_info->lora_slots == tiny_sd_slotted_layers);
+    }
+
+    const std::string style = model_dir + "/../lora/style.kohya.safetensors";
+    auto o = options_for("mossy stone brick wall", 11, 4);
+    o.width = o.height = 64;
+    kiln::Result<kiln::Model> empty = slotted->with_loras({});
+    kiln::Result<kiln::Model> fed = slotted->with_loras({{style, 1.0f}});
+    kiln::Result<kiln::Model> merged = sd1.with_loras({{style, 1.0f}});
+    CHECK(empty.ok() && fed.ok() && merged.ok());
+    for (const kiln::Result<kiln::Model> *m : {&empty, &fed, &merged})
+        if (!*m) std::printf("lora_slots with_loras: %s\n", m->error().describe().c_str());
+    if (!empty || !fed || !merged) return;
+    kiln::Result<std::vector<kiln::LoraSpec>> listed = fed->loras();
+    CHECK(listed.ok() && listed->size() == 1 && listed->front().path.find("style.kohya.safetensors") != std::string::npos);
+    kiln::Result<kiln_model_info> fed_info = fed->info();
+    CHECK(fed_info.ok() && fed_info->lora_slots == tiny_sd_slotted_layers);
+
+    kiln::Result<std::vector<std::uint8_t>> plain = pixels(sd1, o), slotted_plain = pixels(*slotted, o),
+                                            slotted_empty = pixels(*empty, o), styled = pixels(*fed, o),
+                                            styled_again = pixels(*fed, o), styled_merged = pixels(*merged, o);
+    CHECK(plain.ok() && slotted_plain.ok() && slotted_empty.ok() && styled.ok() && styled_again.ok() && styled_merged.ok());
+    if (!plain || !slotted_plain || !slotted_empty || !styled || !styled_again || !styled_merged) return;
+    CHECK(*slotted_plain == *plain);  // bit for bit
+    CHECK(*slotted_empty == *plain);
+    CHECK(*styled_again == *styled);  // deterministic
+    std::size_t differing = 0;
+    int worst = 0;
+    for (std::size_t i = 0; i < plain->size(); ++i) {
+        differing += (*plain)[i] != (*styled)[i];
+        worst = std::max(worst, std::abs(int((*styled)[i]) - int((*styled_merged)[i])));
+    }
+    std::printf("lora_slots: the fed style LoRA changes %zu of %zu bytes (need > 0); fed vs merged max 8-bit "
+                "difference %d (bound 2); plain and empty set equal the unslotted model's bytes: %s\n",
+                differing, plain->size(), worst, *slotted_plain == *plain && *slotted_empty == *plain ? "yes" : "no");
+    CHECK(differing > 0);
+    margin("cpp_binding::lora_slots::fed_vs_merged::max_8bit_abs", worst, 2);
+
+    // The job form feeds it too: with_loras' bytes.
+    kiln::Result<kiln::Job> switched = slotted->submit_with_loras({{style, 1.0f}});
+    CHECK(switched.ok());
+    if (switched) {
+        CHECK(switched->wait(300000).value_or(kiln::JobState::failed) == kiln::JobState::succeeded);
+        kiln::Result<kiln::Model> queued = switched->model();
+        kiln::Result<std::vector<std::uint8_t>> queued_pixels =
+            queued ? pixels(*queued, o) : kiln::Result<std::vector<std::uint8_t>>(queued.error());
+        CHECK(queued_pixels.ok() && *queued_pixels == *styled);
+    }
 }
 
 // The base-to-refiner hand-off (tests/sdxl_handoff.rs, case euler_08: its only draw is the initial noise):
@@ -1764,6 +1865,7 @@ int main(int argc, char **argv) {
                 test_variation(*model, fixtures);
                 test_quantization(*rt, *model, fixtures);
                 test_attention(*rt, *model, argv[1]);
+                test_lora_slots(*rt, *model, argv[1]);
                 test_refiner(*rt, *model, fixtures, argv[3], argv[4]);
             } catch (const std::exception &e) {
                 ++failed;

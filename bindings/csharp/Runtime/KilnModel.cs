@@ -24,39 +24,51 @@ namespace Kiln
         }
 
         /// <summary>
-        /// Loads a model as a seamless view, with a matting graph, with int8 weights and/or with its
-        /// attention as exported or fused (<c>kiln_model_load_options</c>: <c>seamless</c>,
-        /// <c>matting_path</c>, <c>quantization</c>, <c>attention</c>).
+        /// Loads a model as a seamless view, with a matting graph, with int8 weights, with its
+        /// attention as exported or fused and/or with LoRA slots (<c>kiln_model_load_options</c>:
+        /// <c>seamless</c>, <c>matting_path</c>, <c>quantization</c>, <c>attention</c>, <c>lora_slots</c>).
         /// <see cref="KilnQuantization.Int8"/> stores the text encoders' and U-Net's matrix-product
         /// weights as int8 (less memory; pictures close to but not equal to the float model's).
         /// <see cref="KilnAttention.Auto"/> (the default) runs each attention layer of the U-Net and
         /// ControlNets as one fused ONNX Runtime node when the graphs run on the CPU provider;
         /// <see cref="KilnAttention.Exported"/> runs the graphs as exported; pictures differ by float
         /// rounding only (<see cref="KilnModelInfo.fused_attention"/> counts the fused layers).
+        /// <c>loraSlots</c> gives the U-Net and text encoders a LoRA slot beside every adaptable layer:
+        /// <see cref="WithLoras"/> and <see cref="WithAdapters"/> of such a model feed plain low-rank
+        /// LoRAs at run time instead of merging them (no new session and no second copy of the weights
+        /// per LoRA set; pictures the merged ones' to float rounding; LoHa, LoKr, full diffs, DoRA and
+        /// embeddings are merged as without slots); its plain pictures are those of a model loaded
+        /// without, bit for bit (<see cref="KilnModelInfo.lora_slots"/> counts the slotted U-Net layers).
         /// </summary>
-        /// <exception cref="KilnException">INVALID_ARGUMENT (an unknown seamless, quantization or attention value), MODEL_NOT_FOUND, ...</exception>
-        public static KilnModel Load(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnQuantization quantization = KilnQuantization.None, KilnAttention attention = KilnAttention.Auto)
+        /// <exception cref="KilnException">INVALID_ARGUMENT (an unknown seamless, quantization or attention value), UNSUPPORTED (LoRA slots with the runtime's static U-Net or CUDA graphs), MODEL_NOT_FOUND, ...</exception>
+        public static KilnModel Load(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnQuantization quantization = KilnQuantization.None, KilnAttention attention = KilnAttention.Auto, bool loraSlots = false)
         {
             KilnModel model;
-            KilnError error = TryLoad(runtime, modelDir, seamless, mattingPath, quantization, attention, out model);
+            KilnError error = TryLoad(runtime, modelDir, seamless, mattingPath, quantization, attention, loraSlots, out model);
             if (!error.Ok) throw new KilnException(error.Status, error.Message);
             return model;
         }
 
-        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> with the weights as exported and the default attention (auto), returning the status instead of throwing.</summary>
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> with the weights as exported and the default attention (auto), returning the status instead of throwing.</summary>
         public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, out KilnModel model)
         {
             return TryLoad(runtime, modelDir, seamless, mattingPath, KilnQuantization.None, out model);
         }
 
-        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> with the default attention (auto), returning the status instead of throwing.</summary>
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> with the default attention (auto), returning the status instead of throwing.</summary>
         public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, out KilnModel model)
         {
             return TryLoad(runtime, modelDir, seamless, mattingPath, quantization, KilnAttention.Auto, out model);
         }
 
-        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/>, returning the status instead of throwing.</summary>
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> without LoRA slots, returning the status instead of throwing.</summary>
         public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnAttention attention, out KilnModel model)
+        {
+            return TryLoad(runtime, modelDir, seamless, mattingPath, quantization, attention, false, out model);
+        }
+
+        /// <summary>As <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/>, returning the status instead of throwing.</summary>
+        public static KilnError TryLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnAttention attention, bool loraSlots, out KilnModel model)
         {
             if (runtime == null) throw new ArgumentNullException("runtime");
             model = null;
@@ -64,7 +76,7 @@ namespace Kiln
             LogSink sink = runtime.Handle.Sink != null ? runtime.Handle.Sink.AddRef() : null;
             IntPtr raw;
             uint status;
-            if (seamless == KilnSeamless.None && mattingPath == null && quantization == KilnQuantization.None && attention == KilnAttention.Auto)
+            if (seamless == KilnSeamless.None && mattingPath == null && quantization == KilnQuantization.None && attention == KilnAttention.Auto && !loraSlots)
             {
                 status = KilnNative.kiln_model_load(runtime.Handle, Utf8.ToNative(modelDir), out raw);
             }
@@ -74,6 +86,7 @@ namespace Kiln
                 o.seamless = (uint)seamless;
                 o.quantization = (uint)quantization;
                 o.attention = (uint)attention;
+                o.lora_slots = loraSlots ? 1u : 0u;
                 using (var pins = new Pins())
                 {
                     o.matting_path = pins.PinString(mattingPath);
@@ -98,7 +111,7 @@ namespace Kiln
         }
 
         /// <summary>
-        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> as a job (C:
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> as a job (C:
         /// <c>kiln_job_submit_model_load</c>): the folder and options are checked and copied here,
         /// the files read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
         /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
@@ -106,7 +119,7 @@ namespace Kiln
         /// creating and ends <see cref="KilnJobState.Cancelled"/> without a model. The job holds its own log
         /// lease, so <c>runtime</c> may be disposed once this returns.
         /// </summary>
-        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless value), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/>'s.</exception>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless value), ...; no job is queued. The job's own errors are <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/>'s.</exception>
         /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
         public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath = null, KilnJobSettings jobSettings = null)
         {
@@ -114,7 +127,7 @@ namespace Kiln
         }
 
         /// <summary>
-        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> as a job:
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> as a job:
         /// as <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>,
         /// with the weights stored as <c>quantization</c> says and the default attention (auto).
         /// </summary>
@@ -126,19 +139,34 @@ namespace Kiln
         }
 
         /// <summary>
-        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention)"/> as a job:
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> as a job:
         /// as <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>,
-        /// with the weights stored as <c>quantization</c> says and the attention run as <c>attention</c> says.
+        /// with the weights stored as <c>quantization</c> says, the attention run as <c>attention</c> says
+        /// and no LoRA slots.
         /// </summary>
         /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless, quantization or attention value), ...; no job is queued.</exception>
         /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
         public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnAttention attention, KilnJobSettings jobSettings = null)
+        {
+            return SubmitLoad(runtime, modelDir, seamless, mattingPath, quantization, attention, false, jobSettings);
+        }
+
+        /// <summary>
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> as a job:
+        /// as <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>,
+        /// with the weights stored as <c>quantization</c> says, the attention run as <c>attention</c> says
+        /// and LoRA slots where <c>loraSlots</c> is true.
+        /// </summary>
+        /// <exception cref="KilnException">MODEL_NOT_FOUND (the folder does not exist), INVALID_ARGUMENT (an unknown seamless, quantization or attention value), ...; no job is queued.</exception>
+        /// <exception cref="ObjectDisposedException">The runtime was disposed; no job is queued.</exception>
+        public static KilnJob SubmitLoad(KilnRuntime runtime, string modelDir, KilnSeamless seamless, string mattingPath, KilnQuantization quantization, KilnAttention attention, bool loraSlots, KilnJobSettings jobSettings = null)
         {
             if (runtime == null) throw new ArgumentNullException("runtime");
             KilnModelLoadOptions o = KilnDefaults.ModelLoadOptions();
             o.seamless = (uint)seamless;
             o.quantization = (uint)quantization;
             o.attention = (uint)attention;
+            o.lora_slots = loraSlots ? 1u : 0u;
             using (var pins = new Pins())
             {
                 // A disposed runtime throws here, before its log sink is leased to the job.
@@ -152,7 +180,7 @@ namespace Kiln
             }
         }
 
-        /// <summary>Facts about the model (native size, size multiple, the <see cref="KilnQuantization"/> it was loaded with in <c>quantization</c>, the number of U-Net attention layers that run fused in <c>fused_attention</c>, ...).</summary>
+        /// <summary>Facts about the model (native size, size multiple, the <see cref="KilnQuantization"/> it was loaded with in <c>quantization</c>, the number of U-Net attention layers that run fused in <c>fused_attention</c>, the number of U-Net layers with a LoRA slot in <c>lora_slots</c>, ...).</summary>
         public KilnModelInfo Info
         {
             get
@@ -214,7 +242,9 @@ namespace Kiln
         /// <summary>
         /// A new model handle with these LoRAs merged into the original weights (a switch, not a
         /// stack: no LoRAs gives the plain weights back). This model is unchanged; dispose the new
-        /// one independently.
+        /// one independently. On a model loaded with LoRA slots (<c>loraSlots</c> of
+        /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/>)
+        /// plain low-rank LoRAs are fed to its slots instead (milliseconds, no weight copy).
         /// </summary>
         /// <exception cref="KilnException">ADAPTER_MISMATCH (made for another model), MODEL_INVALID, MODEL_NOT_FOUND, UNSUPPORTED, ...</exception>
         public KilnModel WithLoras(params KilnLoraSpec[] loras)

@@ -708,8 +708,8 @@ static class KilnTests
         // pixel-exact bound holds), and not the float model's bytes; a SubmitLoad job's int8 model
         // gives the blocking load's bytes; quantization 7 throws InvalidArgument naming the field,
         // at Load, TryLoad and SubmitLoad.
-        // kiln_model_info has no *_init: its size (all uint32_t, 40 on every target) is checked here.
-        Equal(40, Marshal.SizeOf(typeof(KilnModelInfo)), "KilnModelInfo size (sizeof(kiln_model_info))");
+        // kiln_model_info has no *_init: its size (all uint32_t, 44 on every target) is checked here.
+        Equal(44, Marshal.SizeOf(typeof(KilnModelInfo)), "KilnModelInfo size (sizeof(kiln_model_info))");
         Equal((uint)KilnQuantization.None, model.Info.quantization, "default load's quantization");
         Equal((uint)KilnQuantization.None, KilnDefaults.ModelLoadOptions().quantization, "kiln_model_load_options_init's quantization");
         string golden = Path.Combine(FixturesDir(), "golden", "quantize");
@@ -774,7 +774,7 @@ static class KilnTests
         if (IntPtr.Size == 8) Equal(32, Marshal.SizeOf(typeof(KilnModelLoadOptions)), "KilnModelLoadOptions size on 64-bit");
         KilnModelLoadOptions defaults = KilnDefaults.ModelLoadOptions();
         Equal((uint)KilnAttention.Auto, defaults.attention, "kiln_model_load_options_init's attention");
-        Equal(0u, defaults.reserved, "kiln_model_load_options_init's reserved");
+        Equal(0u, defaults.lora_slots, "kiln_model_load_options_init's lora_slots");
         Equal(12u, model.Info.fused_attention, "default load's fused_attention");
         var older = new KilnModelInfo { struct_size = 36, fused_attention = 0xABCD };
         Equal(0u, KilnNative.kiln_model_get_info(model.Handle, ref older), "kiln_model_get_info at struct_size 36");
@@ -825,6 +825,92 @@ static class KilnTests
         ex = Throws(() => KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, bad).Dispose(), KilnStatus.InvalidArgument, "attention 9 at SubmitLoad");
         Check(ex.NativeMessage.Contains("options->attention 9"), "SubmitLoad message names options->attention 9: " + ex.NativeMessage);
         SamePixels(fusedPixels, Pixels(model, settings), "default model after the refused attention");
+    }
+
+    static void LoraSlotsFeedTheLoras()
+    {
+        // LoRA slots (kiln_model_load_options.lora_slots, kiln_model_info.lora_slots): the default
+        // load options say 0 (the field that was reserved: the struct stays 32 bytes on 64-bit
+        // targets) and a default load of tiny-sd reports no slotted layer; kiln_model_info at its
+        // size before lora_slots (40) leaves the field alone; lora_slots 2 (the raw struct) is
+        // INVALID_ARGUMENT naming options->lora_slots; loraSlots true (Load, TryLoad, SubmitLoad)
+        // gives the U-Net's 121 layers a slot. Such a model's plain pictures, and its empty LoRA
+        // set's, are the unslotted model's bit for bit; WithLoras of the style LoRA at 1 feeds it: the
+        // pictures change, the same request twice gives the same bytes, SubmitWithLoras gives
+        // WithLoras' bytes, and the merged LoRA's pictures (of the unslotted model) are the same to
+        // float rounding: at most 2 in any 8-bit channel (64x64, 4 steps, seed 11; a MARGIN line).
+        const uint slottedLayers = 121;
+        if (IntPtr.Size == 8) Equal(32, Marshal.SizeOf(typeof(KilnModelLoadOptions)), "KilnModelLoadOptions size on 64-bit");
+        Equal(44, Marshal.SizeOf(typeof(KilnModelInfo)), "KilnModelInfo size");
+        Equal(40, (int)Marshal.OffsetOf(typeof(KilnModelInfo), "lora_slots"), "offset of kiln_model_info.lora_slots");
+        Equal(0u, KilnDefaults.ModelLoadOptions().lora_slots, "kiln_model_load_options_init's lora_slots");
+        KilnModelInfo info = model.Info;
+        Equal(0u, info.lora_slots, "default load's lora_slots");
+        var older = new KilnModelInfo { struct_size = 40, lora_slots = 0xABCD };
+        Equal(0u, KilnNative.kiln_model_get_info(model.Handle, ref older), "kiln_model_get_info at struct_size 40");
+        Equal(0xABCDu, older.lora_slots, "lora_slots past struct_size 40");
+        Equal(info.default_size, older.default_size, "default_size at struct_size 40");
+        Equal(info.fused_attention, older.fused_attention, "fused_attention at struct_size 40");
+
+        // Only 0 and 1 are lora_slots values; the binding's bool cannot say 2, the C struct can.
+        KilnModelLoadOptions raw = KilnDefaults.ModelLoadOptions();
+        raw.lora_slots = 2;
+        IntPtr refused;
+        uint status = KilnNative.kiln_model_load_with(runtime.Handle, Utf8.ToNative(modelDir), ref raw, out refused);
+        string message = KilnStatusNames.LastErrorMessage();
+        Console.WriteLine("    lora_slots 2 -> " + KilnStatusNames.Name((KilnStatus)status) + ": " + message);
+        Equal(KilnStatus.InvalidArgument, (KilnStatus)status, "lora_slots 2 status");
+        Check(refused == IntPtr.Zero, "no model for lora_slots 2");
+        Check(message.Contains("lora_slots"), "message names lora_slots: " + message);
+
+        string style = Path.Combine(FixturesDir(), "lora", "style.kohya.safetensors");
+        var settings = new KilnGenerateSettings { Prompt = "mossy stone brick wall", Seed = 11, Steps = 4, Width = 64, Height = 64 };
+        byte[] plain = Pixels(model, settings), merged;
+        using (KilnModel m = model.WithLoras(new KilnLoraSpec(style, 1f))) merged = Pixels(m, settings);
+        byte[] fed;
+        using (KilnModel slotted = KilnModel.Load(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, KilnAttention.Auto, true))
+        {
+            Equal(slottedLayers, slotted.Info.lora_slots, "slotted load's lora_slots");
+            Console.WriteLine("    lora_slots: " + slotted.Info.lora_slots + " U-Net layers with a LoRA slot");
+            SamePixels(plain, Pixels(slotted, settings), "slotted model vs the unslotted one");
+            using (KilnModel empty = slotted.WithLoras()) SamePixels(plain, Pixels(empty, settings), "slotted model's empty LoRA set vs the unslotted model");
+            using (KilnModel styled = slotted.WithLoras(new KilnLoraSpec(style, 1f)))
+            {
+                Equal(slottedLayers, styled.Info.lora_slots, "fed LoRA set's lora_slots");
+                KilnLoraSpec[] listed = styled.Loras;
+                Check(listed.Length == 1 && listed[0].Path.EndsWith("style.kohya.safetensors"), "fed LoRA set's Loras");
+                fed = Pixels(styled, settings);
+                SamePixels(fed, Pixels(styled, settings), "the fed LoRA's request twice");
+            }
+            using (KilnJob job = slotted.SubmitWithLoras(new[] { new KilnLoraSpec(style, 1f) }))
+            {
+                KilnJobStatus s = PollUntilEnded(job);
+                Equal(KilnJobState.Succeeded, s.State, "SubmitWithLoras on the slotted model (" + job.ErrorMessage + ")");
+                using (KilnModel queued = job.TakeModel()) SamePixels(fed, Pixels(queued, settings), "SubmitWithLoras' fed LoRA vs WithLoras'");
+            }
+        }
+        int differing = 0, worst = 0;
+        for (int i = 0; i < plain.Length; i++)
+        {
+            if (plain[i] != fed[i]) differing++;
+            worst = Math.Max(worst, Math.Abs(fed[i] - merged[i]));
+        }
+        Console.WriteLine("    lora_slots: the fed style LoRA changes " + differing + " of " + plain.Length
+            + " bytes (need > 0); fed vs merged max 8-bit difference " + worst + " (bound 2)");
+        Check(differing > 0, "the fed LoRA did not change the image");
+        Margin("csharp::lora_slots::fed_vs_merged::max_8bit_abs", worst, 2);
+
+        KilnModel tried;
+        KilnError err = KilnModel.TryLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, KilnAttention.Auto, true, out tried);
+        Check(err.Ok && tried != null, "TryLoad with LoRA slots: " + err);
+        using (tried) Equal(slottedLayers, tried.Info.lora_slots, "TryLoad's lora_slots");
+        using (KilnJob job = KilnModel.SubmitLoad(runtime, modelDir, KilnSeamless.None, null, KilnQuantization.None, KilnAttention.Auto, true))
+        {
+            KilnJobStatus s = PollUntilEnded(job);
+            Equal(KilnJobState.Succeeded, s.State, "slotted load job state (" + job.ErrorMessage + ")");
+            using (KilnModel loaded = job.TakeModel())
+                Equal(slottedLayers, loaded.Info.lora_slots, "slotted load job's model lora_slots");
+        }
     }
 
     static void Utf8PromptsAndPaths()
@@ -2210,6 +2296,7 @@ static class KilnTests
             new KeyValuePair<string, Action>("variation seed gives diffusers' image; strength 0 differs; strength 2 throws", VariationSeedGivesDiffusersImage),
             new KeyValuePair<string, Action>("int8 load: info reports it, golden within the spread, job's bytes, quantization 7 throws", QuantizedLoadStaysWithinTheSpread),
             new KeyValuePair<string, Action>("attention: default and fused report 12 fused layers, exported 0, pictures within 2; attention 9 throws", FusedAttentionMatchesTheExportedGraph),
+            new KeyValuePair<string, Action>("LoRA slots: 121 slotted layers, plain pixels unchanged, a fed LoRA within 2 of the merged one; lora_slots 2 refused", LoraSlotsFeedTheLoras),
             new KeyValuePair<string, Action>("error statuses and messages", ErrorStatuses),
             new KeyValuePair<string, Action>("image post-processing", ImagePostProcessing),
             new KeyValuePair<string, Action>("extend, make tileable, model sprite", TextureHelpers),

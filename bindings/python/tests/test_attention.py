@@ -30,16 +30,16 @@ def _request(m: kiln.Model) -> "np.ndarray[Any, Any]":
 
 
 def test_the_structs_carry_attention() -> None:
-    # kiln.h: attention and reserved follow quantization; the layout before attention is 24 bytes on
+    # kiln.h: attention and lora_slots (once reserved) follow quantization; the layout before attention is 24 bytes on
     # 64-bit targets (16 on 32-bit ones), kiln_model_info's before fused_attention 36.
     assert _abi.ModelLoadOptions.attention.offset == _abi.ModelLoadOptions.quantization.offset + 4
-    assert _abi.ModelLoadOptions.reserved.offset == _abi.ModelLoadOptions.attention.offset + 4
+    assert _abi.ModelLoadOptions.lora_slots.offset == _abi.ModelLoadOptions.attention.offset + 4
     assert _abi.ModelInfo.fused_attention.offset == 36
     if ctypes.sizeof(ctypes.c_void_p) == 8:
         assert (ctypes.sizeof(_abi.ModelLoadOptions), _abi.ModelLoadOptions.attention.offset) == (32, 20)
     o = _abi.ModelLoadOptions()
     _library.lib().kiln_model_load_options_init(ctypes.byref(o))
-    assert (o.struct_size, o.attention, o.reserved) == (ctypes.sizeof(o), kiln.Attention.AUTO, 0)
+    assert (o.struct_size, o.attention, o.lora_slots) == (ctypes.sizeof(o), kiln.Attention.AUTO, 0)
     assert [(m.name, int(m)) for m in kiln.Attention] == [("AUTO", 0), ("EXPORTED", 1), ("FUSED", 2)]
 
 

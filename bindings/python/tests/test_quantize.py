@@ -51,10 +51,11 @@ def test_the_golden_case_is_as_expected(root: Path) -> None:
 
 def test_the_structs_carry_quantization() -> None:
     # kiln.h: sizeof(kiln_model_load_options) 32 on 64-bit targets (24 before ``attention``),
-    # sizeof(kiln_model_info) 40 (36 before ``fused_attention``); test_attention.py checks those fields.
+    # sizeof(kiln_model_info) 44 (40 before ``lora_slots``, 36 before ``fused_attention``); test_attention.py
+    # and test_lora_slots.py check those fields.
     if ctypes.sizeof(ctypes.c_void_p) == 8:
         assert ctypes.sizeof(_abi.ModelLoadOptions) == 32
-    assert ctypes.sizeof(_abi.ModelInfo) == 40
+    assert ctypes.sizeof(_abi.ModelInfo) == 44
     o = _abi.ModelLoadOptions()
     _library.lib().kiln_model_load_options_init(ctypes.byref(o))
     assert o.quantization == kiln.Quantization.NONE, "default: as exported"

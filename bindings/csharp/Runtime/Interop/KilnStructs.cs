@@ -149,8 +149,8 @@ namespace Kiln.Interop
         public uint quantization;
         /// <summary>A <see cref="KilnAttention"/> value (default auto: fused when the graphs run on the CPU provider).</summary>
         public uint attention;
-        /// <summary>Reserved; 0.</summary>
-        public uint reserved;
+        /// <summary>1: LoRA slots beside every adaptable layer of the U-Net and text encoders, so that plain low-rank LoRAs are fed at run time instead of merged; 0 (the default): none. Other values are INVALID_ARGUMENT. (Was <c>reserved</c>.)</summary>
+        public uint lora_slots;
     }
 
     /// <summary>C: <c>kiln_model_info</c>.</summary>
@@ -169,6 +169,8 @@ namespace Kiln.Interop
         public uint quantization;
         /// <summary>How many of the U-Net's attention layers run as one fused node (see <see cref="KilnAttention"/>); 0 when none do.</summary>
         public uint fused_attention;
+        /// <summary>How many of the U-Net's layers have a LoRA slot (<see cref="KilnModelLoadOptions.lora_slots"/>); 0 when loaded without.</summary>
+        public uint lora_slots;
     }
 
     /// <summary>C: <c>kiln_sprite_options</c>.</summary>

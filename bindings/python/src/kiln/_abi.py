@@ -102,12 +102,12 @@ JobProgress = _struct("kiln_job_progress", [
 ])
 ModelLoadOptions = _struct("kiln_model_load_options", [
     ("struct_size", U32), ("seamless", U32), ("matting_path", STR), ("quantization", U32), ("attention", U32),
-    ("reserved", U32),
+    ("lora_slots", U32),
 ])
 ModelInfo = _struct("kiln_model_info", [
     ("struct_size", U32), ("default_size", U32), ("size_multiple", U32), ("latent_channels", U32),
     ("vae_downsampling", U32), ("embedding_dim", U32), ("has_vae_encoder", U32), ("has_matting", U32),
-    ("quantization", U32), ("fused_attention", U32),
+    ("quantization", U32), ("fused_attention", U32), ("lora_slots", U32),
 ])
 SpriteOptions = _struct("kiln_sprite_options", [
     ("struct_size", U32), ("auto_key", U32), ("key_rgb", U32), ("inner_tolerance", F32),

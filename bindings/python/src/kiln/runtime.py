@@ -43,11 +43,12 @@ def _attention(value: Attention | int | str) -> int:
 
 def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None,
                   quantization: Quantization | int | str,
-                  attention: Attention | int | str) -> ctypes.Structure | None:
+                  attention: Attention | int | str, lora_slots: bool) -> ctypes.Structure | None:
     """``load_model``'s ``kiln_model_load_options``; None for the defaults."""
     quantized = _quantization(quantization)
     fused = _attention(attention)
-    if seamless == Seamless.NONE and matting is None and quantized == Quantization.NONE and fused == Attention.AUTO:
+    if (seamless == Seamless.NONE and matting is None and quantized == Quantization.NONE and fused == Attention.AUTO
+            and not lora_slots):
         return None
     o = _abi.ModelLoadOptions()
     _library.lib().kiln_model_load_options_init(ctypes.byref(o))
@@ -56,6 +57,7 @@ def _load_options(seamless: Seamless, matting: str | os.PathLike[str] | None,
         o.matting_path = os.fsencode(matting)
     o.quantization = quantized
     o.attention = fused
+    o.lora_slots = 1 if lora_slots else 0
     return o
 
 #: Receives Kiln's log lines: (level, message). Called on whichever thread does the work.
@@ -144,7 +146,7 @@ class Runtime(Closeable):
     def load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
                    matting: str | os.PathLike[str] | None = None,
                    quantization: Quantization | int | str = Quantization.NONE,
-                   attention: Attention | int | str = Attention.AUTO) -> Model:
+                   attention: Attention | int | str = Attention.AUTO, lora_slots: bool = False) -> Model:
         """Loads a diffusers/optimum ONNX model folder. ``seamless`` loads only the tiling graphs;
         ``matting`` names a matting graph for ``Model.make_sprite``; ``quantization`` (a Quantization
         or its name, "none" or "int8") INT8 stores the text encoders' and U-Net's matrix-product
@@ -153,11 +155,17 @@ class Runtime(Closeable):
         runs each attention layer of the U-Net and ControlNets as one fused ONNX Runtime node when
         the graphs run on the CPU provider, EXPORTED as exported, FUSED fused whatever the
         providers (pictures differ by float rounding only; ``ModelInfo.fused_attention`` counts the
-        fused layers). An unknown ``quantization`` or ``attention`` raises ArgumentError
-        (INVALID_ARGUMENT)."""
+        fused layers); ``lora_slots`` True gives the U-Net and text encoders a LoRA slot beside every
+        adaptable layer, so that ``Model.with_loras`` (and its job form) feeds plain low-rank LoRAs at
+        run time instead of merging them (no new session or weight copy per LoRA set; pictures the
+        merged ones' to float rounding; LoHa, LoKr, full diffs, DoRA and embeddings are merged as
+        without slots; the plain model draws the unslotted one's pictures bit for bit;
+        ``ModelInfo.lora_slots`` counts the slotted U-Net layers). An unknown ``quantization`` or
+        ``attention`` raises ArgumentError (INVALID_ARGUMENT); ``lora_slots`` with the runtime's
+        static U-Net or CUDA graphs raises UnsupportedError."""
         lib = _library.lib()
         out = ctypes.c_void_p()
-        o = _load_options(seamless, matting, quantization, attention)
+        o = _load_options(seamless, matting, quantization, attention, lora_slots)
         if o is None:
             check(lib.kiln_model_load(self.handle, os.fsencode(model_dir), ctypes.byref(out)))
         else:
@@ -167,11 +175,12 @@ class Runtime(Closeable):
     def submit_load_model(self, model_dir: str | os.PathLike[str], *, seamless: Seamless = Seamless.NONE,
                           matting: str | os.PathLike[str] | None = None,
                           quantization: Quantization | int | str = Quantization.NONE,
-                          attention: Attention | int | str = Attention.AUTO, priority: int = 0) -> Job:
+                          attention: Attention | int | str = Attention.AUTO, lora_slots: bool = False,
+                          priority: int = 0) -> Job:
         """Queues ``load_model`` as a job and returns at once (``kiln_job_submit_model_load``), so a game
         loads a model without a thread of its own: ``Job.model()`` gives the model (what
         ``load_model(model_dir, seamless=seamless, matting=matting, quantization=quantization,
-        attention=attention)`` gives). Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1;
+        attention=attention, lora_slots=lora_slots)`` gives). Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1;
         no previews. The arguments are checked here, nothing queued on an error: ModelNotFoundError for
         a folder that does not exist, ArgumentError for an unknown ``seamless``, ``quantization`` or
         ``attention``. The files are read by the job, so a folder that is not a model fails it
@@ -179,7 +188,7 @@ class Runtime(Closeable):
         load; a running one stops inside the graph session ONNX Runtime is creating (at its next check)
         and ends CANCELLED without a model. The job holds what it needs of this runtime, which may be
         closed right after."""
-        lib, o, handle = _library.lib(), _load_options(seamless, matting, quantization, attention), self.handle
+        lib, o, handle = _library.lib(), _load_options(seamless, matting, quantization, attention, lora_slots), self.handle
         path = os.fsencode(model_dir)
         options = None if o is None else ctypes.byref(o)
         return submit(lambda jo, out: lib.kiln_job_submit_model_load(handle, path, options, jo, out),
