@@ -78,6 +78,18 @@ pub struct KilnGenerator {
     /// another name fails the job with status 101.
     #[export]
     attention: GString,
+    /// Load the model (and a `refiner`) with a LoRA slot beside every
+    /// adaptable layer of its U-Net and text encoders: the `loras` of a job
+    /// are then fed to the graphs at run time instead of merged into a copy
+    /// of the weights, so switching LoRA sets takes milliseconds and no
+    /// second U-Net. Plain low-rank LoRAs (kohya/PEFT LoRA, LoCon) use the
+    /// slots; LoHa, LoKr, full diffs, DoRA, Tucker and embeddings are merged
+    /// as without. Without a LoRA the pictures are the plain model's, bit for
+    /// bit. Off by default; applies from the next `generate`, which loads
+    /// the model afresh. With `static_unet` or `cuda_graph` the job fails
+    /// with status 203.
+    #[export]
+    lora_slots: bool,
     /// A super-resolution upscaler (ESRGAN-family ONNX): a folder holding
     /// `model.onnx`, or an `.onnx` file; empty = off. When set, every
     /// generated image is upscaled off the main thread, in the same Kiln job
@@ -121,6 +133,7 @@ impl INode for KilnGenerator {
             device_latents: false,
             quantization: GString::from("none"),
             attention: GString::from("auto"),
+            lora_slots: false,
             upscaler_path: GString::new(),
             upscale_tile: UpscaleSettings::default().tile,
             upscale_context: UpscaleSettings::default().context,
@@ -252,9 +265,10 @@ impl KilnGenerator {
     /// Facts about the model the node's jobs run on, as the C API's
     /// `kiln_model_info`: `default_size`, `size_multiple`, `latent_channels`,
     /// `vae_downsampling`, `embedding_dim` (ints), `has_vae_encoder`,
-    /// `has_matting` (bools), `quantization` (`none` or `int8`) and
+    /// `has_matting` (bools), `quantization` (`none` or `int8`),
     /// `fused_attention` (int: the U-Net's attention layers that run fused,
-    /// 0 = none). Empty until a job has loaded the model (the first
+    /// 0 = none) and `lora_slots` (int: the U-Net's layers with a LoRA slot,
+    /// 0 = loaded without). Empty until a job has loaded the model (the first
     /// `generate`, or the first after a setting that loads it afresh), and
     /// while it loads; never waits.
     #[func]
@@ -314,7 +328,8 @@ impl KilnGenerator {
         };
         // A bad `quantization` or `attention` is refused when the model loads (status 101).
         let (quantization, attention) = (self.quantization.to_string(), self.attention.to_string());
-        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu, quantization, attention }
+        let lora_slots = self.lora_slots;
+        SessionConfig { model_dir: globalized(&self.model_path), onnxruntime_path, gpu, quantization, attention, lora_slots }
     }
 
     /// Polls every job once and emits what happened, in job order.

@@ -34,6 +34,8 @@ use crate::tracker::Tracker;
 /// How many adapter views a session keeps: each holds its own U-Net and/or
 /// text-encoder sessions (an SD 1.5 U-Net is about 1.7 GB), so only the
 /// most recently used sets stay; two covers a game alternating two styles.
+/// (A model loaded with LoRA slots shares its sessions with views of plain
+/// low-rank LoRAs, which then hold only the LoRAs' factors.)
 pub const ADAPTER_VIEWS_KEPT: usize = 2;
 
 /// Where the model and ONNX Runtime come from, and how they use a GPU.
@@ -56,6 +58,12 @@ pub struct SessionConfig {
     /// (`auto`, `exported`, `fused`; "" = `auto`). Checked when the model
     /// loads, so a name Kiln does not know fails the job (status 101).
     pub attention: String,
+    /// Load the model and a refiner with LoRA slots (the node's `lora_slots`
+    /// property, `ModelOptions::lora_slots`): plain low-rank LoRAs are then
+    /// fed to the graphs at run time instead of merged, so an adapter view
+    /// makes no session and copies no weight. Refused with the static U-Net
+    /// or CUDA graphs (status 203 when the model loads).
+    pub lora_slots: bool,
 }
 
 impl SessionConfig {
@@ -65,6 +73,7 @@ impl SessionConfig {
         Ok(ModelOptions {
             quantization: parse_quantization(&self.quantization)?,
             attention: parse_attention(&self.attention)?,
+            lora_slots: self.lora_slots,
             ..Default::default()
         })
     }
@@ -105,8 +114,9 @@ pub enum InfoValue {
 
 /// A loaded model's facts as the node's `model_info()` reports them: the C
 /// API's `kiln_model_info` field names, the flags as bools,
-/// `quantization` by name (`Quantization::name`: `none`, `int8`) and
-/// `fused_attention` (the U-Net's attention layers that run fused; 0 = none).
+/// `quantization` by name (`Quantization::name`: `none`, `int8`),
+/// `fused_attention` (the U-Net's attention layers that run fused; 0 = none)
+/// and `lora_slots` (the U-Net's layers with a LoRA slot; 0 = loaded without).
 pub fn info_entries(info: &ModelInfo) -> Vec<(&'static str, InfoValue)> {
     use InfoValue::*;
     let int = |n: usize| Int(i64::try_from(n).unwrap_or(i64::MAX));
@@ -120,6 +130,7 @@ pub fn info_entries(info: &ModelInfo) -> Vec<(&'static str, InfoValue)> {
         ("has_matting", Bool(info.has_matting)),
         ("quantization", Name(info.quantization.name())),
         ("fused_attention", int(info.fused_attention)),
+        ("lora_slots", int(info.lora_slots)),
     ]
 }
 
@@ -291,7 +302,7 @@ impl Session {
     }
 
     /// The loaded model's facts (`Model::info`: sizes, `quantization`,
-    /// `fused_attention`...), or `None` before a job has loaded it and while
+    /// `fused_attention`, `lora_slots`...), or `None` before a job has loaded it and while
     /// one is loading it (never waits for a load, so the node's main thread
     /// can ask each frame).
     pub fn model_info(&self) -> Option<ModelInfo> {
@@ -496,7 +507,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// `base` with `adapters` merged: the cached view for this set, or a new one
-/// (slow: weights are merged and sessions made). An empty set is `base`.
+/// (slow: weights are merged and sessions made; on a model loaded with LoRA
+/// slots, plain low-rank LoRAs are fed to its sessions instead, in
+/// milliseconds, and Kiln merges only the other kinds). An empty set is `base`.
 fn adapter_view(loaded: &Loaded, base: &Model, adapters: &Adapters) -> Result<Model, Error> {
     if adapters.loras.is_empty() && adapters.embeddings.is_empty() {
         return Ok(base.clone());
@@ -570,8 +583,8 @@ fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Err
 }
 
 /// The refiner in folder `path`, loaded on first use with the model's
-/// runtime and load options (the node's `quantization` and `attention`
-/// cover both models).
+/// runtime and load options (the node's `quantization`, `attention` and
+/// `lora_slots` cover both models).
 fn refiner_model(loaded: &Loaded, base: &Model, config: &SessionConfig, path: &Path) -> Result<Model, Error> {
     let mut refiners = lock(&loaded.refiners);
     if let Some((_, m)) = refiners.iter().find(|(p, _)| p == path) {
@@ -705,6 +718,24 @@ mod tests {
     }
 
     #[test]
+    fn lora_slots_property_becomes_the_load_option() {
+        let slotted = SessionConfig { lora_slots: true, ..Default::default() };
+        assert_eq!(slotted.model_options().unwrap(), ModelOptions { lora_slots: true, ..Default::default() });
+        assert_eq!(SessionConfig::default().model_options().unwrap(), ModelOptions::default(), "off by default, as Model::load");
+        assert!(!ModelOptions::default().lora_slots);
+        let all = SessionConfig { quantization: "int8".into(), attention: "exported".into(), lora_slots: true, ..Default::default() };
+        assert_eq!(
+            all.model_options().unwrap(),
+            ModelOptions { quantization: Quantization::Int8, attention: Attention::Exported, lora_slots: true, ..Default::default() }
+        );
+        // A bad name beside it is still refused before any load.
+        let bad = SessionConfig { attention: "flash".into(), lora_slots: true, ..Default::default() };
+        assert_eq!(bad.model_options().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // Slots on or off is another session config, so the node loads the model afresh.
+        assert_ne!(slotted, SessionConfig::default());
+    }
+
+    #[test]
     fn model_info_entries_use_the_c_field_names_and_quantization_by_name() {
         let info = ModelInfo {
             default_size: 512,
@@ -716,6 +747,7 @@ mod tests {
             has_matting: false,
             quantization: Quantization::Int8,
             fused_attention: 12,
+            lora_slots: 121,
         };
         use InfoValue::*;
         assert_eq!(
@@ -730,11 +762,13 @@ mod tests {
                 ("has_matting", Bool(false)),
                 ("quantization", Name("int8")),
                 ("fused_attention", Int(12)),
+                ("lora_slots", Int(121)),
             ]
         );
-        let plain = info_entries(&ModelInfo { quantization: Quantization::None, fused_attention: 0, ..info });
+        let plain = info_entries(&ModelInfo { quantization: Quantization::None, fused_attention: 0, lora_slots: 0, ..info });
         assert!(plain.contains(&("quantization", Name("none"))));
-        assert_eq!(plain.last(), Some(&("fused_attention", Int(0))));
+        assert!(plain.contains(&("fused_attention", Int(0))));
+        assert_eq!(plain.last(), Some(&("lora_slots", Int(0))));
         // Before any job, a session reports nothing (and does not wait).
         assert_eq!(Session::new(SessionConfig::default()).model_info(), None);
     }

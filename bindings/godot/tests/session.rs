@@ -1075,6 +1075,151 @@ fn attention_exported_loads_the_exported_graphs_and_model_info_counts_the_fused_
     }
 }
 
+// ---- LoRA slots (`lora_slots`) and `model_info`'s `lora_slots` ----
+
+fn slots_session(model_dir: PathBuf, lora_slots: bool, gpu: GpuSettings) -> Session {
+    Session::new(SessionConfig { model_dir, lora_slots, gpu, ..Default::default() })
+}
+
+fn slotted_model(rt: &Runtime, dir: &Path) -> Model {
+    let options = kiln::ModelOptions { lora_slots: true, ..Default::default() };
+    Model::load_with(rt, dir, &options).expect("load with LoRA slots")
+}
+
+/// The node's `lora_slots` property on tiny-sd: off (the default)
+/// `model_info` says `lora_slots` 0; on, the job loads the model with
+/// `ModelOptions::lora_slots` and says how many U-Net layers have a slot
+/// (121); without a LoRA its pixels are the plain model's (0 differ); with
+/// tests/fixtures/lora/style.kohya.safetensors at 1.0 they are
+/// `Model::load_with(lora_slots)` + `with_loras` + `generate`'s (0 differ),
+/// the LoRA fed to the slots (no layer merged), and differ from the plain
+/// picture; the job's `seamless` view keeps the fed LoRA; a second job with
+/// the set reuses the view. With `static_unet` the job fails with 203 before
+/// anything loads.
+#[test]
+fn lora_slots_feed_the_jobs_loras_and_model_info_counts_the_slots() {
+    use kiln_godot::session::{info_entries, InfoValue};
+    use OptionValue::*;
+    let style = lora_dir().join("style.kohya.safetensors");
+    let job = [("steps", Int(4)), ("seed", Int(3)), ("scheduler", String("euler".into()))];
+    let with_lora = |extra: &[(&'static str, OptionValue)]| {
+        let mut list = job.to_vec();
+        list.push(("loras", Array(vec![lora_entry(style.clone(), 1.0)])));
+        list.extend(extra.iter().cloned());
+        opts(&list)
+    };
+    let request = GenerateRequest { prompt: "mossy stone".into(), steps: 4, seed: 3, scheduler: SchedulerKind::Euler, ..Default::default() };
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let plain_model = Model::load(&rt, &fixture()).expect("fixture loads");
+    let plain_picture = direct(&plain_model, &request);
+    let slotted = slotted_model(&rt, &fixture());
+    let slots = slotted.info().lora_slots;
+    println!("Model::load_with(lora_slots): {slots} U-Net layers with a slot; Model::load: {}", plain_model.info().lora_slots);
+    assert_eq!(plain_model.info().lora_slots, 0);
+    assert_eq!(slots, 121, "tiny-sd's adaptable U-Net layers");
+
+    // Off (the default): the model has no slots.
+    let off = slots_session(fixture(), false, GpuSettings::default());
+    let got = done_image(&run_to_end(&mut off.start("mossy stone", &opts(&job)))).clone();
+    let info = off.model_info().expect("the job loaded the model");
+    assert_eq!(info.lora_slots, 0);
+    assert!(info_entries(&info).contains(&("lora_slots", InfoValue::Int(0))));
+    assert_eq!(count_differing(&got, &plain_picture), 0);
+
+    // On, without a LoRA: the plain model's pixels, and the info counts the slots.
+    let s = slots_session(fixture(), true, GpuSettings::default());
+    assert_eq!(s.model_info(), None, "nothing is loaded before the first job");
+    let unadapted = done_image(&run_to_end(&mut s.start("mossy stone", &opts(&job)))).clone();
+    let info = s.model_info().expect("the job loaded the model");
+    println!("lora_slots model_info: {:?}", info_entries(&info));
+    assert_eq!(info.lora_slots, slots);
+    assert!(info_entries(&info).contains(&("lora_slots", InfoValue::Int(121))));
+    let differing = count_differing(&unadapted, &plain_picture);
+    println!("lora_slots, no LoRA: {differing} of {} differ from the model loaded without slots (bound 0)", unadapted.pixels.len());
+    assert_eq!(differing, 0);
+    assert_eq!(s.adapter_views_built(), 0, "no LoRA, no view");
+
+    // On, with the LoRA at 1.0: the slotted model's with_loras view, fed.
+    let got = done_image(&run_to_end(&mut s.start("mossy stone", &with_lora(&[])))).clone();
+    let view = slotted.with_loras(&[(style.clone(), 1.0)]).expect("the LoRA fits tiny-sd");
+    let (fed_unet, fed_text) = view.lora_fed_layers();
+    let (merged_unet, merged_text) = view.merged_initializers();
+    println!("slotted view: {fed_unet} U-Net and {fed_text} text-encoder layers fed, {} + {} initializers merged", merged_unet.len(), merged_text.len());
+    assert!(fed_unet > 0, "the kohya LoRA is fed to the U-Net's slots");
+    assert!(merged_unet.is_empty() && merged_text.is_empty(), "a plain LoRA is not merged on a slotted model");
+    let differing = count_differing(&got, &direct(&view, &request));
+    let from_plain = count_differing(&got, &plain_picture);
+    let from_merged = count_differing(&got, &direct(&plain_model.with_loras(&[(style.clone(), 1.0)]).unwrap(), &request));
+    println!("lora_slots + LoRA 1.0: {differing} differ from Model::load_with(lora_slots) + with_loras + generate (bound 0); {from_plain} from the plain picture; {from_merged} from the merged LoRA's");
+    assert_eq!(differing, 0);
+    assert!(from_plain > 0, "the fed LoRA changes the image");
+    assert_eq!(s.adapter_views_built(), 1);
+    let again = done_image(&run_to_end(&mut s.start("mossy stone", &with_lora(&[])))).clone();
+    assert_eq!((s.adapter_views_built(), again.pixels == got.pixels), (1, true), "the cached view is reused");
+    assert_eq!(s.model_info().expect("loaded").lora_slots, slots, "the views do not reload the model");
+
+    // The seamless view of the LoRA view keeps the LoRA fed.
+    let tiled = done_image(&run_to_end(&mut s.start("mossy stone", &with_lora(&[("seamless", String("xy".into()))])))).clone();
+    let differing = count_differing(&tiled, &direct(&view.seamless(Seamless::Xy).unwrap(), &request));
+    println!("lora_slots + LoRA + seamless: {differing} differ from the view's seamless view (bound 0); {} from the view without seamless", count_differing(&tiled, &got));
+    assert_eq!(differing, 0);
+    assert_ne!(tiled.pixels, got.pixels, "seamless still acts on the fed view");
+
+    // Slots with the static U-Net: Kiln refuses the load (203, Unsupported); nothing loads.
+    let s = slots_session(fixture(), true, GpuSettings { static_unet: true, ..Default::default() });
+    let (status, message) = failure(&run_to_end(&mut s.start("x", &opts(&[("steps", Int(1))]))));
+    println!("lora_slots + static_unet: {status} {message}");
+    assert_eq!(status, 203, "{message}");
+    assert!(message.contains("LoRA slots"), "{message}");
+    assert!(s.loaded_model().is_none());
+}
+
+/// `lora_slots` on tiny-sdxl with the refiner fixture: the refiner the job
+/// loads has slots too, and a job with the SDXL LoRA fixture hands off as
+/// both models loaded with slots (the LoRA on the base) do (0 differ).
+#[test]
+fn lora_slots_load_the_refiner_with_slots_too() {
+    use kiln::pipeline::handoff::Refiner;
+    use OptionValue::*;
+    let sdxl = fixture().join("../tiny-sdxl");
+    let lora = fixture().join("../sdxl-lora/style.kohya.safetensors");
+    let refiner_path = refiner_dir();
+    let s = slots_session(sdxl.clone(), true, GpuSettings::default());
+    let list = [
+        ("steps", Int(4)),
+        ("seed", Int(3)),
+        ("scheduler", String("euler".into())),
+        ("refiner", String(refiner_path.display().to_string())),
+        ("refiner_start", Float(0.6)),
+        ("loras", Array(vec![lora_entry(lora.clone(), 1.0)])),
+    ];
+    let got = done_image(&run_to_end(&mut s.start("mossy stone", &opts(&list)))).clone();
+    let base_slots = s.model_info().expect("loaded").lora_slots;
+    let refiner_slots = s.loaded_refiner(&refiner_path).expect("the job loaded the refiner").info().lora_slots;
+    println!("tiny-sdxl with lora_slots: {base_slots} U-Net layers with a slot; the refiner {refiner_slots}");
+    assert!(base_slots > 0 && refiner_slots > 0, "both models are loaded with slots");
+
+    let rt = Runtime::new(&RuntimeOptions::default()).expect("ONNX Runtime loads");
+    let (base, refiner) = (slotted_model(&rt, &sdxl), slotted_model(&rt, &refiner_path));
+    assert_eq!((base.info().lora_slots, refiner.info().lora_slots), (base_slots, refiner_slots));
+    let view = base.with_loras(&[(lora, 1.0)]).expect("the SDXL LoRA fits tiny-sdxl");
+    println!("tiny-sdxl LoRA view: {:?} layers fed (U-Net, text encoders)", view.lora_fed_layers());
+    assert!(view.lora_fed_layers().0 > 0);
+    let request = GenerateRequest {
+        prompt: "mossy stone".into(),
+        steps: 4,
+        seed: 3,
+        scheduler: SchedulerKind::Euler,
+        refiner: Some(Refiner { model: refiner, start: 0.6 }),
+        ..Default::default()
+    };
+    let differing = count_differing(&got, &direct(&view, &request));
+    let without_lora = count_differing(&got, &direct(&base, &request));
+    println!("lora_slots refiner hand-off: {differing} differ from both slotted models' hand-off with the LoRA view (bound 0); {without_lora} without the LoRA");
+    assert_eq!(differing, 0);
+    assert!(without_lora > 0, "the fed LoRA changes the hand-off");
+}
+
 // ---- The upscaler (`upscaler_path`, `upscale_tile`, `upscale_context`, `upscale_alpha`) ----
 
 use kiln::model::upscaler::{UpscaleAlpha, UpscaleOptions, Upscaler};
