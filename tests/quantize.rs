@@ -31,7 +31,7 @@ use kiln::model::{LoraSpec, Residency};
 use kiln::pipeline::{Hooks, NoiseGenerator};
 use kiln::{GenerateRequest, Model, ModelOptions, Runtime, RuntimeOptions};
 
-const INT8: ModelOptions = ModelOptions { seamless: Seamless::None, matting: None, quantization: Quantization::Int8, attention: kiln::model::attention::Attention::Auto };
+const INT8: ModelOptions = ModelOptions { seamless: Seamless::None, matting: None, quantization: Quantization::Int8, attention: kiln::model::attention::Attention::Auto, lora_slots: false };
 
 fn golden_dir() -> PathBuf {
     common::golden("quantize")
