@@ -140,13 +140,22 @@ pub(crate) unsafe fn write_string(text: &str, buf: *mut c_char, buf_len: usize, 
     Ok(())
 }
 
-/// `sizeof` of a published layout of `T` that ended just before `field` (the
-/// first field it did not have), rounded up to `T`'s alignment as a C compiler
-/// pads it. Written as a field name, so it is right on 32- and 64-bit targets.
+/// A published layout of `T` that ended just before `field` (the first field
+/// it did not have), as the end of its fields: `offset_of!(T, field)`. Its
+/// `sizeof`, what its callers pass as `struct_size`, is that rounded up to
+/// `T`'s alignment ([`published_size`]); Kiln reads only the fields, never
+/// that padding, where a later layout may have put a field. Written as a
+/// field name, so it is right on 32- and 64-bit targets.
 macro_rules! layout_before {
     ($t:ty, $field:ident) => {
-        $crate::ffi::boundary::padded(std::mem::offset_of!($t, $field), std::mem::align_of::<$t>())
+        std::mem::offset_of!($t, $field)
     };
+}
+
+/// `sizeof` of `T`'s published layout whose fields end at `end`, padded as a
+/// C compiler pads it.
+pub(crate) const fn published_size<T>(end: usize) -> usize {
+    padded(end, std::mem::align_of::<T>())
 }
 
 /// `end` rounded up to a multiple of `align`.
@@ -155,15 +164,24 @@ pub(crate) const fn padded(end: usize, align: usize) -> usize {
 }
 
 /// Checks a caller's `struct_size` against the sizes of the layouts this
-/// library published for `T`: `older` (oldest first) and `size_of::<T>()`.
-/// Any other value, even one between two of them, would make Kiln read half
-/// a field (a pointer cut in two), so it is `STRUCT_SIZE_MISMATCH`.
-pub(crate) fn check_struct_size<T>(size: usize, older: &[usize], name: &str) -> Result<()> {
+/// library published for `T`: `older` (their fields' ends, oldest first, from
+/// [`layout_before!`]) and `size_of::<T>()`. Any other value, even one between
+/// two of them, would make Kiln read half a field (a pointer cut in two), so
+/// it is `STRUCT_SIZE_MISMATCH`. Returns how many bytes of the caller's struct
+/// are fields: all of them for the current layout, an older layout's fields
+/// without the padding after them (the oldest such layout when two share a
+/// size: a field placed in padding reads as its default).
+pub(crate) fn check_struct_size<T>(size: usize, older: &[usize], name: &str) -> Result<usize> {
     let ours = std::mem::size_of::<T>();
-    if size == ours || older.contains(&size) {
-        return Ok(());
+    if size == ours {
+        return Ok(size);
     }
-    let accepted: Vec<String> = older.iter().chain(std::iter::once(&ours)).map(|s| s.to_string()).collect();
+    if let Some(&end) = older.iter().find(|&&end| published_size::<T>(end) == size) {
+        return Ok(end);
+    }
+    let mut sizes: Vec<usize> = older.iter().map(|&e| published_size::<T>(e)).chain(std::iter::once(ours)).collect();
+    sizes.dedup();
+    let accepted: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
     Err(Error::new(
         ErrorKind::StructSizeMismatch,
         format!(
@@ -175,8 +193,9 @@ pub(crate) fn check_struct_size<T>(size: usize, older: &[usize], name: &str) -> 
 
 /// Reads a versioned options struct whose first field is `uint32_t struct_size`.
 /// Only the sizes of published layouts are accepted (see
-/// [`check_struct_size`]); fields past `struct_size` keep the values from
-/// `defaults`.
+/// [`check_struct_size`]); fields that layout did not have keep the values
+/// from `defaults`, including one a later layout put in its trailing padding
+/// (the caller's padding bytes are never read).
 ///
 /// # Safety
 /// `p` must be NULL or point to at least `struct_size` readable bytes.
@@ -184,11 +203,11 @@ pub(crate) unsafe fn read_versioned<T: Copy>(p: *const T, defaults: T, older: &[
     non_null(p, name)?;
     // SAFETY: every versioned struct starts with a u32 size.
     let size = unsafe { *(p as *const u32) } as usize;
-    check_struct_size::<T>(size, older, name)?;
+    let fields = check_struct_size::<T>(size, older, name)?;
     let mut out = defaults;
-    // SAFETY: copying `size` bytes that the caller promised are readable into a
-    // value of at least that size; T is plain old data (Copy, repr(C)).
-    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, size) };
+    // SAFETY: copying `fields` (<= `size`) bytes that the caller promised are
+    // readable into a value of at least that size; T is plain old data (Copy, repr(C)).
+    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, fields) };
     Ok(out)
 }
 
@@ -264,4 +283,49 @@ pub unsafe extern "C" fn kiln_last_error_message(buf: *mut c_char, buf_len: usiz
             }
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A versioned struct whose second layout put `late` into the first
+    /// layout's trailing padding (as `kiln_model_load_options.attention` did).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Versioned {
+        struct_size: u32,
+        early: u32,
+        pointer: u64,
+        last_of_v1: u32,
+        late: u32,
+        after: u64,
+    }
+
+    const OLDER: [usize; 2] = [layout_before!(Versioned, late), layout_before!(Versioned, after)];
+
+    fn defaults() -> Versioned {
+        Versioned { struct_size: std::mem::size_of::<Versioned>() as u32, early: 1, pointer: 2, last_of_v1: 3, late: 4, after: 5 }
+    }
+
+    #[test]
+    fn an_older_layout_is_read_without_its_trailing_padding() {
+        // Both older layouts are 24 bytes: v1 ends at 20 (4 bytes of padding), v2 at 24.
+        assert_eq!(OLDER.map(published_size::<Versioned>), [24, 24]);
+        let caller = Versioned { struct_size: 24, early: 10, pointer: 20, last_of_v1: 30, late: 0xdead_beef, after: 0xbad };
+        // SAFETY: `caller` is a whole struct, readable for its size.
+        let read = unsafe { read_versioned(&caller, defaults(), &OLDER, "options") }.unwrap();
+        assert_eq!((read.early, read.pointer, read.last_of_v1), (10, 20, 30), "the fields of the layout");
+        assert_eq!((read.late, read.after), (4, 5), "the padding (and what follows) keep the defaults");
+        assert_eq!(read.struct_size, 24);
+        // The current layout reads everything; an unpublished size is refused with the padded sizes listed.
+        let full = Versioned { struct_size: std::mem::size_of::<Versioned>() as u32, ..caller };
+        // SAFETY: as above.
+        assert_eq!(unsafe { read_versioned(&full, defaults(), &OLDER, "options") }.unwrap(), full);
+        let odd = Versioned { struct_size: 20, ..caller };
+        // SAFETY: as above.
+        let e = unsafe { read_versioned(&odd, defaults(), &OLDER, "options") }.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StructSizeMismatch);
+        assert!(e.message().contains("sizes 24, 32 "), "{e}");
+    }
 }

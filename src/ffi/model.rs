@@ -330,13 +330,14 @@ pub struct kiln_generate_options {
 /// The first published layout ended after `initial_noise_len`.
 const GENERATE_OPTIONS_V1: usize = layout_before!(kiln_generate_options, guidance_rescale);
 
-/// `sizeof` of the second layout, which ended after `guidance_rescale`: a
-/// caller built against it passes this size, and the bytes after
-/// `guidance_rescale` are its struct's padding, not `prompt_weighting`.
+/// The second layout, which ended after `guidance_rescale`: a caller built
+/// against it passes this layout's padded size, and the bytes after
+/// `guidance_rescale` are its struct's padding, not `prompt_weighting`
+/// (never read: see `read_versioned`).
 const GENERATE_OPTIONS_V2: usize = layout_before!(kiln_generate_options, prompt_weighting);
 
-/// Sizes of every published layout of `kiln_generate_options` before the
-/// current one, oldest first: each ended just before the named field
+/// Every published layout of `kiln_generate_options` before the current
+/// one, oldest first: each ended just before the named field
 /// (after `initial_noise_len`, `guidance_rescale`, `reserved`, `noise_generator`,
 /// `reserved3`, `mask_height`, `scheduler_overrides`, `reserved4`,
 /// `negative_aesthetic_score`, `refiner_start`).
@@ -602,14 +603,9 @@ pub(super) unsafe fn model_load_options(options: *const kiln_model_load_options)
     let o = if options.is_null() {
         default_model_load_options()
     } else {
-        // SAFETY: non-null; the caller's struct holds struct_size bytes.
-        let mut o = unsafe { read_versioned(options, default_model_load_options(), &MODEL_LOAD_OPTIONS_OLDER, "options")? };
-        // The 24-byte layout ended in padding where `attention` now is: whatever
-        // a caller of that layout left there is not a setting.
-        if o.struct_size as usize <= MODEL_LOAD_OPTIONS_OLDER[1] {
-            o.attention = default_model_load_options().attention;
-        }
-        o
+        // SAFETY: non-null; the caller's struct holds struct_size bytes. (The
+        // 24-byte layout ended in padding where `attention` now is: not read.)
+        unsafe { read_versioned(options, default_model_load_options(), &MODEL_LOAD_OPTIONS_OLDER, "options")? }
     };
     let seamless = super::seamless::seamless_from_c(o.seamless, "options->seamless")?;
     // SAFETY: NULL or a NUL-terminated string.
@@ -693,10 +689,7 @@ pub unsafe extern "C" fn kiln_model_get_info(model: *const kiln_model, info_out:
 /// Converts the C request to the Rust one, validating every field.
 pub(crate) unsafe fn request_from(options: *const kiln_generate_options) -> Result<GenerateRequest> {
     // SAFETY: caller passes a struct of at least struct_size bytes.
-    let mut o = unsafe { read_versioned(options, default_generate_options(), &GENERATE_OPTIONS_OLDER, "options")? };
-    if o.struct_size as usize <= GENERATE_OPTIONS_V2 {
-        o.prompt_weighting = 0;
-    }
+    let o = unsafe { read_versioned(options, default_generate_options(), &GENERATE_OPTIONS_OLDER, "options")? };
     let prompt_syntax = match o.prompt_weighting {
         0 => PromptSyntax::Plain,
         1 => PromptSyntax::Weighted,
@@ -1039,6 +1032,7 @@ pub unsafe extern "C" fn kiln_model_generate_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ffi::boundary::published_size;
 
     #[test]
     fn c_scheduler_values_match_the_rust_enum() {
@@ -1066,7 +1060,7 @@ mod tests {
     fn v1_options_keep_the_new_defaults() {
         // A caller built against the first layout passes the shorter size.
         let mut o = default_generate_options();
-        o.struct_size = GENERATE_OPTIONS_V1 as u32;
+        o.struct_size = published_size::<kiln_generate_options>(GENERATE_OPTIONS_V1) as u32;
         o.guidance_rescale = 123.0; // past struct_size: must not be read
         o.prompt = c"x".as_ptr();
         let r = unsafe { request_from(&o) }.unwrap();
@@ -1107,7 +1101,7 @@ mod tests {
         assert_eq!(r.xl, want);
         // A caller built against the 208-byte layout: the SDXL fields past its
         // struct_size are never read.
-        o.struct_size = layout_before!(kiln_generate_options, prompt_2) as u32;
+        o.struct_size = published_size::<kiln_generate_options>(layout_before!(kiln_generate_options, prompt_2)) as u32;
         let r = unsafe { request_from(&o) }.unwrap();
         assert_eq!((r.prompt_2.as_str(), &r.xl), ("", &XlConditioning::default()));
     }
@@ -1187,11 +1181,12 @@ mod tests {
 
     #[test]
     fn v2_options_never_read_prompt_weighting_from_padding() {
-        assert!(GENERATE_OPTIONS_V2 < std::mem::size_of::<kiln_generate_options>());
-        assert!(GENERATE_OPTIONS_V2 > std::mem::offset_of!(kiln_generate_options, prompt_weighting));
+        let v2 = published_size::<kiln_generate_options>(GENERATE_OPTIONS_V2);
+        assert!(v2 < std::mem::size_of::<kiln_generate_options>());
+        assert!(v2 > std::mem::offset_of!(kiln_generate_options, prompt_weighting), "prompt_weighting lies in the V2 layout's padding");
         // A caller built against the guidance_rescale layout: its padding may hold anything.
         let mut o = default_generate_options();
-        o.struct_size = GENERATE_OPTIONS_V2 as u32;
+        o.struct_size = v2 as u32;
         o.prompt_weighting = 0xdead_beef;
         o.guidance_rescale = 0.5;
         o.prompt = c"x".as_ptr();

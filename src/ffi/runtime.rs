@@ -434,7 +434,7 @@ mod tests {
         // A caller built against the first layout passes the shorter size; the
         // bytes after it are not its to give.
         let mut o = default_runtime_options();
-        o.struct_size = RUNTIME_OPTIONS_V1 as u32;
+        o.struct_size = crate::ffi::boundary::published_size::<kiln_runtime_options>(RUNTIME_OPTIONS_V1) as u32;
         o.graph_cache_dir = c"/must/not/be/read".as_ptr();
         let read = unsafe { read_versioned(&o, default_runtime_options(), &RUNTIME_OPTIONS_OLDER, "options") }.unwrap();
         assert!(read.graph_cache_dir.is_null());
@@ -460,7 +460,7 @@ mod tests {
     fn v3_options_get_default_gpu_math_and_no_memory_cap() {
         // The third layout ended with `sequential_load` and padding (96 bytes on 64-bit).
         let v3 = std::mem::offset_of!(kiln_runtime_options, gpu_memory_limit);
-        assert!(RUNTIME_OPTIONS_OLDER.contains(&v3), "{v3} is a published size");
+        assert!(RUNTIME_OPTIONS_OLDER.contains(&v3), "{v3} is a published layout's end (and size: no padding)");
         let mut o = default_runtime_options();
         o.struct_size = v3 as u32;
         o.gpu_math = kiln_gpu_math::Exact as u32;
@@ -478,8 +478,7 @@ mod tests {
     #[test]
     fn v4_options_never_read_the_static_unet_levers() {
         // The fourth layout ended with `gpu_math` and padding (112 bytes on 64-bit).
-        let v4 = layout_before!(kiln_runtime_options, padding_after_gpu_math);
-        assert!(RUNTIME_OPTIONS_OLDER.contains(&v4), "{v4} is a published size");
+        let v4 = crate::ffi::boundary::published_size::<kiln_runtime_options>(layout_before!(kiln_runtime_options, padding_after_gpu_math));
         #[cfg(target_pointer_width = "64")]
         assert_eq!((v4, std::mem::size_of::<kiln_runtime_options>()), (112, 128));
         let mut o = default_runtime_options();
