@@ -122,17 +122,11 @@ fn case(name: &str, latent_tol: f32, image_tol: f32) -> (f32, f32) {
     // Stochastic schedulers replay diffusers' recorded draws (as tests/parity.rs).
     let step_noise = common::golden_step_noise(c, name, &shape, scheduler, read_npy);
     let request = GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
-        width: c["width"].as_u64().unwrap() as usize,
-        height: c["height"].as_u64().unwrap() as usize,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
         seed: 0,
         scheduler,
         initial_noise: Some(InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
         step_noise,
-        ..Default::default()
+        ..common::case_basics(c)
     };
     let out = model(variant)
         .generate_with(&request, Hooks::default())

@@ -70,17 +70,25 @@ pub fn lora_case_request(dir: &std::path::Path, c: &serde_json::Value) -> kiln::
     let npy = |f: &str| kiln::image::npy::read_f32(&dir.join(f)).expect("golden file");
     let (shape, noise) = npy("noise_1x4x8x8.npy");
     kiln::GenerateRequest {
+        seed: 0,
+        scheduler: kiln::SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
+        initial_noise: Some(kiln::pipeline::InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
+        step_noise: c["files"]["step_noise"].as_str().map(|f| npy(f).1),
+        scheduler_overrides: Some(c["scheduler_config"].clone()),
+        ..case_basics(c)
+    }
+}
+
+/// A golden case's prompt, negative prompt, size, steps and guidance, as
+/// every tools/make_*_fixture.py script writes them; the rest default.
+pub fn case_basics(c: &serde_json::Value) -> kiln::GenerateRequest {
+    kiln::GenerateRequest {
         prompt: c["prompt"].as_str().unwrap().into(),
         negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
         width: c["width"].as_u64().unwrap() as usize,
         height: c["height"].as_u64().unwrap() as usize,
         steps: c["steps"].as_u64().unwrap() as usize,
         guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
-        seed: 0,
-        scheduler: kiln::SchedulerKind::from_name(c["kiln_scheduler"].as_str().unwrap()).unwrap(),
-        initial_noise: Some(kiln::pipeline::InitialNoise { shape: [shape[0], shape[1], shape[2], shape[3]], data: noise }),
-        step_noise: c["files"]["step_noise"].as_str().map(|f| npy(f).1),
-        scheduler_overrides: Some(c["scheduler_config"].clone()),
         ..Default::default()
     }
 }
@@ -591,12 +599,6 @@ pub fn golden_parity(model: &Model, name: &str, prefix: &str) -> kiln::pipeline:
     let (shape, noise) = read_npy(c["noise"].as_str().unwrap());
     let step_noise = golden_step_noise(c, name, &shape, scheduler, read_npy);
     let request = kiln::pipeline::GenerateRequest {
-        prompt: c["prompt"].as_str().unwrap().into(),
-        negative_prompt: c["negative_prompt"].as_str().unwrap_or("").into(),
-        width: c["width"].as_u64().unwrap() as usize,
-        height: c["height"].as_u64().unwrap() as usize,
-        steps: c["steps"].as_u64().unwrap() as usize,
-        guidance_scale: c["guidance_scale"].as_f64().unwrap() as f32,
         guidance_rescale: c["guidance_rescale"].as_f64().unwrap_or(0.0) as f32,
         seed: 0,
         scheduler,
@@ -604,7 +606,7 @@ pub fn golden_parity(model: &Model, name: &str, prefix: &str) -> kiln::pipeline:
         step_noise,
         // The case's scheduler config as diffusers built it (overrides included).
         scheduler_overrides: Some(c["scheduler_config"].clone()),
-        ..Default::default()
+        ..case_basics(c)
     };
     let out = model.generate_with(&request, kiln::pipeline::Hooks::default()).expect("generation succeeds");
 
