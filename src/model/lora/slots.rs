@@ -64,6 +64,11 @@ pub(crate) fn add_slots(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
     if nodes.iter().any(|n| matches!(op(n).as_str(), "If" | "Loop" | "Scan")) {
         return Ok((None, 0));
     }
+    // A graph that has slots already (slotted twice, the names would clash).
+    let declared = graph.bytes_of(11).map(Message::parse).collect::<Result<Vec<_>>>()?;
+    if declared.iter().any(|i| i.string(1).is_some_and(is_slot_input)) {
+        return Ok((None, 0));
+    }
     // Initializers: name → (element type, dims).
     let mut inits: HashMap<String, (i64, Vec<i64>)> = HashMap::new();
     for b in graph.bytes_of(5) {
@@ -327,16 +332,30 @@ fn pair(m: &LoraModule) -> Option<(Array2<f32>, Array2<f32>)> {
 /// of rank 1 for the rest. A factor whose layer this graph has no slot for, or whose
 /// widths differ from the layer's, is an error.
 pub(crate) fn feeds(graph: &str, inputs: &[SlotInput], factors: &HashMap<String, SlotFactors>) -> Result<Overrides> {
+    let arrays = feed_arrays(graph, inputs, factors)?;
+    let tensors = arrays
+        .into_iter()
+        .zip(inputs)
+        .map(|((name, shape, data), s)| Ok((name, Arc::new(tensor(graph, &s.name, s.ty, shape, data)?))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(tensors))
+}
+
+/// [`feeds`]' values before they become tensors: (name, shape, row-major
+/// data) for each of `inputs`, in order.
+fn feed_arrays(graph: &str, inputs: &[SlotInput], factors: &HashMap<String, SlotFactors>) -> Result<Vec<(String, Vec<i64>, Vec<f32>)>> {
     let by_name: HashMap<&str, &SlotInput> = inputs.iter().map(|s| (s.name.as_str(), s)).collect();
     if let Some(key) = factors.keys().find(|k| !by_name.contains_key(format!("{DOWN}{k}").as_str())) {
-        return Err(Error::internal(format!("{graph}: no LoRA slot for module `{key}`")));
+        // A graph of another network than the one the factors were matched
+        // against (an unet_controlnet exported from another U-Net).
+        return Err(Error::model(format!("{graph}: no layer `{key}` with a LoRA slot, which the U-Net has: an export of another network?")));
     }
     let mut out = Vec::with_capacity(inputs.len());
     for s in inputs {
         let (key, is_down) = match (s.name.strip_prefix(DOWN), s.name.strip_prefix(UP)) {
             (Some(k), _) => (k, true),
             (_, Some(k)) => (k, false),
-            _ => continue,
+            _ => return Err(Error::internal(format!("{graph}: `{}` is not a LoRA slot input", s.name))),
         };
         let conv = s.shape.len() == 4;
         // The layer's width on this factor's fixed side (a convolution's
@@ -393,9 +412,9 @@ pub(crate) fn feeds(graph: &str, inputs: &[SlotInput], factors: &HashMap<String,
             }
         };
         let shape: Vec<i64> = s.shape.iter().map(|&d| if d < 0 { rank as i64 } else { d }).collect();
-        out.push((s.name.clone(), Arc::new(tensor(graph, &s.name, s.ty, shape, data)?)));
+        out.push((s.name.clone(), shape, data));
     }
-    Ok(Arc::new(out))
+    Ok(out)
 }
 
 fn tensor(graph: &str, name: &str, ty: ort::value::TensorElementType, shape: Vec<i64>, data: Vec<f32>) -> Result<ort::value::DynValue> {
@@ -407,4 +426,66 @@ fn tensor(graph: &str, name: &str, ty: ort::value::TensorElementType, shape: Vec
         other => return Err(Error::model(format!("{graph}: LoRA slot `{name}` has element type {other:?}"))),
     };
     made.map_err(|e| Error::internal(format!("{graph}: cannot make the tensor for `{name}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ort::value::TensorElementType as T;
+
+    fn inputs() -> Vec<SlotInput> {
+        vec![
+            SlotInput { name: format!("{DOWN}lin"), ty: T::Float32, shape: vec![3, -1] },
+            SlotInput { name: format!("{UP}lin"), ty: T::Float32, shape: vec![-1, 2] },
+            SlotInput { name: format!("{DOWN}conv"), ty: T::Float32, shape: vec![-1, 2, 3, 3] },
+            SlotInput { name: format!("{UP}conv"), ty: T::Float32, shape: vec![4, -1, 1, 1] },
+        ]
+    }
+
+    type Arrays = Vec<(String, Vec<i64>, Vec<f32>)>;
+
+    fn shape_of(feeds: &Arrays, name: &str) -> Vec<i64> {
+        feeds.iter().find(|(n, ..)| n == name).unwrap().1.clone()
+    }
+
+    #[test]
+    fn stacked_factors_take_the_declared_layouts_and_unfed_slots_get_zero_rank_one() {
+        let m = |r: usize, c: usize| Array2::from_shape_fn((r, c), |(i, j)| (i * c + j) as f32);
+        // Two LoRAs on `lin` (ranks 1 and 2), none on `conv`.
+        let f = SlotFactors { down: vec![m(1, 3), m(2, 3)], up: vec![m(2, 1), m(2, 2)] };
+        let feeds = feed_arrays("unet", &inputs(), &HashMap::from([("lin".to_string(), f)])).unwrap();
+        assert_eq!(shape_of(&feeds, &format!("{DOWN}lin")), [3, 3]);
+        assert_eq!(shape_of(&feeds, &format!("{UP}lin")), [3, 2]);
+        assert_eq!(shape_of(&feeds, &format!("{DOWN}conv")), [1, 2, 3, 3]);
+        assert_eq!(shape_of(&feeds, &format!("{UP}conv")), [4, 1, 1, 1]);
+        let values = |name: &str| -> Vec<f32> { feeds.iter().find(|(n, ..)| n == name).unwrap().2.clone() };
+        // down [in, r]: column 0 is the first LoRA's row, columns 1-2 the second's rows.
+        assert_eq!(values(&format!("{DOWN}lin")), [0., 0., 3., 1., 1., 4., 2., 2., 5.]);
+        // up [r, out]: the transposes stacked along the rank.
+        assert_eq!(values(&format!("{UP}lin")), [0., 1., 0., 2., 1., 3.]);
+        assert!(values(&format!("{DOWN}conv")).iter().chain(&values(&format!("{UP}conv"))).all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn factors_for_a_missing_or_narrower_layer_are_errors() {
+        let one = |a: usize, b: usize| SlotFactors { down: vec![Array2::zeros((1, a))], up: vec![Array2::zeros((b, 1))] };
+        let e = feed_arrays("unet_controlnet", &inputs(), &HashMap::from([("other".to_string(), one(3, 2))])).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::ModelInvalid, "{e}");
+        assert!(e.message().contains("`other`"), "{e}");
+        let e = feed_arrays("unet", &inputs(), &HashMap::from([("lin".to_string(), one(5, 2))])).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::AdapterMismatch, "{e}");
+        assert!(e.message().contains("input side is 5 wide but the layer's is 3"), "{e}");
+    }
+
+    #[test]
+    fn every_adaptable_layer_of_the_tiny_unet_gets_a_slot_once() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-sd/unet/model.onnx")).unwrap();
+        let (slotted, count) = add_slots(&bytes).unwrap();
+        assert_eq!(count, 121);
+        let slotted = slotted.unwrap();
+        let (inputs, _) = crate::model::onnx_proto::declared_io(std::io::Cursor::new(&slotted)).unwrap();
+        assert_eq!(inputs.iter().filter(|i| is_slot_input(&i.name)).count(), 2 * 121);
+        // A slotted graph is left as it is (a second set of slots would clash by name).
+        assert_eq!(add_slots(&slotted).unwrap(), (None, 0));
+    }
 }
