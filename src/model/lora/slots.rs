@@ -32,6 +32,10 @@ pub(crate) const DOWN: &str = "kiln.lora_down.";
 /// Input name prefix of a slot's up factor: `[r, out]` (MatMul) or `[out, r, 1, 1]` (Conv).
 pub(crate) const UP: &str = "kiln.lora_up.";
 
+/// The widest layer side a slot takes (SDXL's widest is 10,240 inputs): a
+/// bound on what a graph's declaration can make Kiln allocate.
+const MAX_WIDTH: i64 = 1 << 20;
+
 /// Whether a graph input is a slot's factor (fed by Kiln, not by the pipeline).
 pub(crate) fn is_slot_input(name: &str) -> bool {
     name.starts_with(DOWN) || name.starts_with(UP)
@@ -357,15 +361,32 @@ fn feed_arrays(graph: &str, inputs: &[SlotInput], factors: &HashMap<String, Slot
             (_, Some(k)) => (k, false),
             _ => return Err(Error::internal(format!("{graph}: `{}` is not a LoRA slot input", s.name))),
         };
+        // The rank is the one free dimension, where the rewrite put it; any
+        // other declaration (a graph of someone else's naming its inputs so)
+        // is refused before its sizes are trusted.
+        let rank_at = match (s.shape.len(), is_down) {
+            (2, true) => 1,
+            (2, false) | (4, true) => 0,
+            (4, false) => 1,
+            _ => usize::MAX,
+        };
+        let fixed_ok = s.shape.iter().enumerate().all(|(i, &d)| if i == rank_at { d < 0 } else { (1..=MAX_WIDTH).contains(&d) });
+        if rank_at == usize::MAX || !fixed_ok || (s.shape.len() == 4 && !is_down && s.shape[2..] != [1, 1]) {
+            return Err(Error::model(format!("{graph}: input `{}` is named as a LoRA slot but declared {:?}", s.name, s.shape)));
+        }
         let conv = s.shape.len() == 4;
         // The layer's width on this factor's fixed side (a convolution's
-        // input side times its kernel).
+        // input side times its kernel; each dimension at most MAX_WIDTH, so
+        // the product fits).
         let width = match (conv, is_down) {
             (false, true) => s.shape[0],
             (false, false) => s.shape[1],
             (true, true) => s.shape[1..].iter().product(),
             (true, false) => s.shape[0],
         };
+        if width > MAX_WIDTH {
+            return Err(Error::model(format!("{graph}: LoRA slot `{}` is {width} wide", s.name)));
+        }
         let (rank, data): (usize, Vec<f32>) = match factors.get(key) {
             // One zero column, not rank 0: ONNX Runtime's Conv leaves its
             // output unwritten when it has no input channels (seen in 1.31),
@@ -464,6 +485,17 @@ mod tests {
         // up [r, out]: the transposes stacked along the rank.
         assert_eq!(values(&format!("{UP}lin")), [0., 1., 0., 2., 1., 3.]);
         assert!(values(&format!("{DOWN}conv")).iter().chain(&values(&format!("{UP}conv"))).all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn inputs_named_as_slots_with_other_shapes_are_refused_before_allocating() {
+        for shape in [vec![-1, -1], vec![1 << 40, -1], vec![0, -1], vec![3, 2], vec![3, -1, 1], vec![-1, 1 << 20, 1 << 20, 4]] {
+            let odd = [SlotInput { name: format!("{DOWN}x"), ty: T::Float32, shape: shape.clone() }];
+            let e = feed_arrays("unet", &odd, &HashMap::new()).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::ModelInvalid, "{shape:?}: {e}");
+        }
+        let up_kernel = [SlotInput { name: format!("{UP}x"), ty: T::Float32, shape: vec![4, -1, 3, 3] }];
+        assert!(feed_arrays("unet", &up_kernel, &HashMap::new()).is_err(), "the up factor is 1x1");
     }
 
     #[test]
