@@ -250,8 +250,29 @@ fn graph(bytes: &[u8], dir: &Path, report: &mut QuantizeReport) -> Result<Messag
         new_nodes.push(node("Mul", &out_mul, &[&cast_out, &scales_out], &[&output], &[]));
         report.matmuls += 1;
     }
-    if new_initializers.iter().any(|t| t.string(8).is_some_and(|n| initializers.contains_key(n))) {
-        return Err(Error::model("the graph already has initializers named like Kiln's int8 weights (`*_quantized`, `*_scale`)"));
+    // Every name the rewrite gives a new tensor must be new to the graph: one
+    // that a node already reads (even one nothing produced) would silently
+    // become the new tensor.
+    let mut original: HashSet<String> = initializers.keys().cloned().collect();
+    let mut original_outputs: HashSet<String> = HashSet::new();
+    for n in &nodes {
+        original.extend(n.strings(1));
+        original_outputs.extend(n.strings(2));
+    }
+    original.extend(original_outputs.iter().cloned());
+    for field in [11, 12] {
+        for b in g.bytes_of(field) {
+            original.extend(Message::parse(b)?.string(1).map(str::to_string));
+        }
+    }
+    let generated = new_initializers
+        .iter()
+        .filter_map(|t| t.string(8).map(str::to_string))
+        .chain(new_nodes.iter().flat_map(|n| n.strings(2)).filter(|o| !original_outputs.contains(o)));
+    for name in generated {
+        if original.contains(&name) {
+            return Err(Error::model(format!("the graph already has a tensor named `{name}`, a name Kiln's int8 rewrite gives a new tensor")));
+        }
     }
 
     // Float weights nothing reads any more: dropped from the initializers,
