@@ -285,7 +285,7 @@ impl<'g, 'a> Index<'g, 'a> {
         let Some(shape) = self.input(reshape, 1) else { return Ok(None) };
         if let Some(v) = self.constant(&shape)? {
             // A constant shape: [B, S, H, D] with H known.
-            return Ok((v.len() == 4 && v[2] > 0.0).then_some(v[2] as i64));
+            return Ok((v.len() == 4 && v[2] > 0.0).then(|| v[2] as i64));
         }
         let Some(concat) = self.made_by(&shape, "Concat") else { return Ok(None) };
         let parts = self.nodes[concat].strings(1);
