@@ -82,15 +82,7 @@ pub fn rewrite(model_bytes: &[u8], skip: u32) -> Result<Vec<u8>> {
     if rewired == 0 {
         return Err(unsupported("no final_layer_norm node reads the last layer's output"));
     }
-    let mut new_model = Message::default();
-    for (number, value) in &model.fields {
-        if *number == 7 {
-            new_model.push_message(7, &new_graph);
-        } else {
-            new_model.fields.push((*number, value.clone()));
-        }
-    }
-    Ok(new_model.to_bytes())
+    Ok(super::onnx_proto::with_graph(&model, &new_graph))
 }
 
 fn single(set: &HashSet<String>) -> Option<String> {

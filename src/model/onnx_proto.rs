@@ -214,6 +214,31 @@ pub fn attribute_ints(node: &Message<'_>, name: &str) -> Result<Option<Vec<i64>>
     Ok(None)
 }
 
+/// A node's INT attribute (AttributeProto.type = 2), by name.
+pub fn attribute_int(node: &Message<'_>, name: &str) -> Result<Option<i64>> {
+    for b in node.bytes_of(5) {
+        let attr = Message::parse(b)?;
+        if attr.string(1) == Some(name) {
+            return Ok(attr.ints(3)?.first().copied());
+        }
+    }
+    Ok(None)
+}
+
+/// `model` (a ModelProto) with its graph replaced by `graph`, serialized;
+/// every other field kept as it was.
+pub fn with_graph(model: &Message<'_>, graph: &Message<'_>) -> Vec<u8> {
+    let mut out = Message::default();
+    for (number, value) in &model.fields {
+        if *number == 7 {
+            out.push_message(7, graph);
+        } else {
+            out.fields.push((*number, value.clone()));
+        }
+    }
+    out.to_bytes()
+}
+
 /// A node's STRING attribute, by name.
 pub fn attribute_string(node: &Message<'_>, name: &str) -> Result<Option<String>> {
     for b in node.bytes_of(5) {

@@ -173,15 +173,7 @@ pub fn make_seamless(model_bytes: &[u8], axes: Seamless) -> Result<(Vec<u8>, Rew
     for init in &b.new_initializers {
         new_graph.push_message(5, init);
     }
-    let mut new_model = Message::default();
-    for (number, value) in &model.fields {
-        if *number == 7 {
-            new_model.push_message(7, &new_graph);
-        } else {
-            new_model.fields.push((*number, value.clone()));
-        }
-    }
-    Ok((new_model.to_bytes(), RewriteReport { convs_rewritten: rewritten }))
+    Ok((super::onnx_proto::with_graph(&model, &new_graph), RewriteReport { convs_rewritten: rewritten }))
 }
 
 fn check_opset(model: &Message<'_>) -> Result<()> {

@@ -124,16 +124,16 @@ pub(crate) fn add_slots(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
         let (in_features, out_features, conv) = match kind.as_str() {
             "MatMul" if dims.len() == 2 => (dims[0], dims[1], None),
             "Gemm" if dims.len() == 2 => {
-                if int_attribute(n, "transA")?.unwrap_or(0) != 0 {
+                if onnx_proto::attribute_int(n, "transA")?.unwrap_or(0) != 0 {
                     continue;
                 }
-                match int_attribute(n, "transB")?.unwrap_or(0) {
+                match onnx_proto::attribute_int(n, "transB")?.unwrap_or(0) {
                     0 => (dims[0], dims[1], None),
                     _ => (dims[1], dims[0], None),
                 }
             }
             "Conv" if dims.len() == 4 => {
-                if int_attribute(n, "group")?.unwrap_or(1) != 1 {
+                if onnx_proto::attribute_int(n, "group")?.unwrap_or(1) != 1 {
                     continue;
                 }
                 // The down convolution strides and pads as the layer does.
@@ -245,25 +245,7 @@ pub(crate) fn add_slots(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
     if !inputs_written {
         new_inputs.iter().for_each(|v| new_graph.push_message(11, v));
     }
-    let mut new_model = Message::default();
-    for (number, value) in &model_msg.fields {
-        if *number == 7 {
-            new_model.push_message(7, &new_graph);
-        } else {
-            new_model.fields.push((*number, value.clone()));
-        }
-    }
-    Ok((Some(new_model.to_bytes()), plans.len()))
-}
-
-fn int_attribute(node: &Message<'_>, name: &str) -> Result<Option<i64>> {
-    for b in node.bytes_of(5) {
-        let attr = Message::parse(b)?;
-        if attr.string(1) == Some(name) {
-            return Ok(attr.ints(3)?.first().copied());
-        }
-    }
-    Ok(None)
+    Ok((Some(onnx_proto::with_graph(&model_msg, &new_graph)), plans.len()))
 }
 
 /// A graph's slot input: its name, element type and declared shape (-1 = the rank).
