@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::onnx_proto::{int_attribute, to_static, Message, Value};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Whether attention runs as exported or fused. Values match
 /// `kiln_attention` in the C header.
@@ -84,7 +84,7 @@ pub struct FuseReport {
 /// `model` with every recognised attention fused; `None` when there is none.
 pub fn fuse(model: &[u8]) -> Result<(Option<Vec<u8>>, FuseReport)> {
     let model_msg = Message::parse(model)?;
-    let graph_bytes = model_msg.bytes_of(7).next().ok_or_else(|| Error::model("ONNX model has no graph"))?;
+    let graph_bytes = super::onnx_proto::only_graph(&model_msg)?;
     let graph = Message::parse(graph_bytes)?;
     let nodes: Vec<Message<'_>> = graph.bytes_of(1).map(Message::parse).collect::<Result<_>>()?;
     let op = |n: &Message<'_>| n.string(4).unwrap_or("").to_string();

@@ -22,7 +22,7 @@ fn layer_of(node_name: &str) -> Option<usize> {
 /// Rewrites `model_bytes` so the final LayerNorm reads layer `N - 1 - skip`.
 pub fn rewrite(model_bytes: &[u8], skip: u32) -> Result<Vec<u8>> {
     let model = Message::parse(model_bytes)?;
-    let graph_bytes = model.bytes_of(7).next().ok_or_else(|| Error::model("ONNX model has no graph"))?;
+    let graph_bytes = super::onnx_proto::only_graph(&model)?;
     let graph = Message::parse(graph_bytes)?;
     let nodes: Vec<Message<'_>> = graph.bytes_of(1).map(Message::parse).collect::<Result<_>>()?;
     let name = |n: &Message<'_>| n.string(3).unwrap_or("").to_string();

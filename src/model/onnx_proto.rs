@@ -225,6 +225,23 @@ pub fn attribute_int(node: &Message<'_>, name: &str) -> Result<Option<i64>> {
     Ok(None)
 }
 
+/// The model's one `GraphProto`. Protobuf merges a message field that
+/// appears twice, so a file with two `graph` fields is, to ONNX Runtime, the
+/// two merged; a rewrite of the first alone would not be what runs.
+pub fn only_graph<'m>(model: &'m Message<'_>) -> Result<&'m [u8]> {
+    // Every field numbered 7, whatever its wire type: `with_graph` replaces them all.
+    let mut graphs = model.fields.iter().filter(|(n, _)| *n == 7).map(|(_, v)| v);
+    let graph = match graphs.next() {
+        None => return Err(Error::model("ONNX model has no graph")),
+        Some(Value::Bytes(b)) => b.as_ref(),
+        Some(_) => return Err(Error::model("malformed ONNX protobuf: the model's `graph` field is not a message")),
+    };
+    match graphs.count() {
+        0 => Ok(graph),
+        more => Err(Error::model(format!("ONNX model has {} `graph` fields (protobuf merges them); Kiln rewrites only a model with one", more + 1))),
+    }
+}
+
 /// `model` (a ModelProto) with its graph replaced by `graph`, serialized;
 /// every other field kept as it was.
 pub fn with_graph(model: &Message<'_>, graph: &Message<'_>) -> Vec<u8> {
@@ -648,6 +665,29 @@ mod tests {
         for junk in [&[0x0a, 0x05, 1][..], &[0xff; 11][..], &[0x0b][..], &[0x00, 0x01][..]] {
             assert!(Message::parse(junk).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn a_model_with_two_graph_fields_is_refused_by_the_rewrites() {
+        let mut graph = Message::default();
+        graph.push_message(1, &node("Relu", "r", &["x"], &["y"], &[]));
+        let mut model = Message::default();
+        model.push_varint(1, 8);
+        model.push_message(7, &graph);
+        assert!(only_graph(&model).is_ok());
+        model.push_message(7, &graph);
+        let e = only_graph(&model).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::ModelInvalid);
+        assert!(e.message().contains("2 `graph` fields"), "{}", e.message());
+        assert!(only_graph(&Message::default()).is_err(), "no graph");
+        // A field 7 of another wire type counts too: `with_graph` would replace it.
+        let mut odd = Message::default();
+        odd.push_varint(7, 1);
+        assert!(only_graph(&odd).unwrap_err().message().contains("not a message"));
+        let mut after = Message::default();
+        after.push_message(7, &graph);
+        after.push_varint(7, 1);
+        assert!(only_graph(&after).unwrap_err().message().contains("2 `graph` fields"));
     }
 
     #[test]

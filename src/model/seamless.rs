@@ -103,7 +103,7 @@ impl Builder {
 pub fn make_seamless(model_bytes: &[u8], axes: Seamless) -> Result<(Vec<u8>, RewriteReport)> {
     let model = Message::parse(model_bytes)?;
     check_opset(&model)?;
-    let graph_bytes = model.bytes_of(7).next().ok_or_else(|| Error::model("ONNX model has no graph"))?;
+    let graph_bytes = super::onnx_proto::only_graph(&model)?;
     let graph = Message::parse(graph_bytes)?;
     let mut b = Builder { nodes: Vec::new(), constants: HashMap::new(), new_initializers: Vec::new(), counter: 0 };
     let mut rewritten = 0;
