@@ -65,6 +65,38 @@ pub fn onnx_reader(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(Message::parse(bytes)?.to_bytes())
 }
 
+/// The LoRA-slot rewrite on a model file. When it adds slots, the result
+/// parses, declares two factor inputs per slot in the layouts the feeding
+/// code accepts (zero factors are made for every one), and a second rewrite
+/// adds none. Returns the number of slots added.
+pub fn lora_slots(bytes: &[u8]) -> Result<usize> {
+    use crate::model::lora::slots;
+    let (Some(slotted), count) = slots::add_slots(bytes)? else { return Ok(0) };
+    onnx_reader(&slotted).map_err(|e| Error::internal(format!("the slotted model does not parse: {}", e.message())))?;
+    let (inputs, _) = onnx_proto::declared_io(std::io::Cursor::new(&slotted))?;
+    let declared = inputs
+        .iter()
+        .filter(|i| slots::is_slot_input(&i.name))
+        .map(|i| {
+            let ty = match i.elem_type {
+                1 => ort::value::TensorElementType::Float32,
+                10 => ort::value::TensorElementType::Float16,
+                other => return Err(Error::internal(format!("slot input `{}` declared with element type {other}", i.name))),
+            };
+            Ok(slots::SlotInput { name: i.name.clone(), ty, shape: i.dims.clone() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if declared.len() != 2 * count {
+        return Err(Error::internal(format!("{count} slots added but {} slot inputs declared", declared.len())));
+    }
+    slots::feed_arrays("fuzz", &declared, &Default::default())
+        .map_err(|e| Error::internal(format!("the rewrite's own slot inputs were refused: {}", e.message())))?;
+    match slots::add_slots(&slotted)? {
+        (None, 0) => Ok(count),
+        (_, again) => Err(Error::internal(format!("a slotted model was slotted again ({again} slots)"))),
+    }
+}
+
 /// A LoRA `.safetensors` file (LoRA, DoRA, LoHa or LoKr) as Kiln reads one, then what a merge does with
 /// each module: SDXL's SGM names mapped for 1 to 3 layers per block, and the
 /// delta added to a weight shaped as the module claims (in each layout an

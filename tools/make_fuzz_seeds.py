@@ -103,8 +103,29 @@ def attention_model():
     return buf.getvalue()
 
 
+def lora_slots_model():
+    """Layers the LoRA-slot rewrite adapts, named as exports name them: a
+    MatMul with its bias Add, a Gemm with transB, a strided 3x3 Conv."""
+    rng = np.random.default_rng(4)
+    w = numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal((6,)).astype(np.float32), "b")
+    g = numpy_helper.from_array(rng.standard_normal((2, 6)).astype(np.float32), "g")
+    k = numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "k")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"], name="/blocks.0/ff/MatMul"),
+             helper.make_node("Add", ["b", "a"], ["ab"], name="/blocks.0/ff/Add"),
+             helper.make_node("Gemm", ["ab", "g"], ["t"], name="/blocks.0/proj/Gemm", transB=1),
+             helper.make_node("Reshape", ["t", "shape"], ["img"], name="/reshape"),
+             helper.make_node("Conv", ["img", "k"], ["y"], name="/down.0/conv/Conv",
+                              kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2])]
+    shape = numpy_helper.from_array(np.array([1, 2, 2, 2], np.int64), "shape")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 1, 1])], [w, b, g, k, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
 def onnx_graphs():
     write("onnx", "matmul-gemm", bytes([0]) + matmul_model())
+    write("onnx", "lora-slots", bytes([0]) + lora_slots_model())
     write("onnx", "attention-sdpa", bytes([0]) + attention_model())
     for axes in range(3):
         write("onnx", f"conv-pads-{axes}", bytes([axes]) + conv_model([1, 1, 1, 1], 17))

@@ -1,10 +1,12 @@
-//! Kiln's ONNX protobuf reader, the seamless-tiling rewrite and the int8
-//! quantization rewrite on mutated graphs. The first byte picks the wrapped
+//! Kiln's ONNX protobuf reader and its graph rewrites (seamless tiling, int8
+//! quantization, attention fusion, LoRA slots) on mutated graphs. The first byte picks the wrapped
 //! axes; the rest is a model file. Properties: a parsed message re-serializes
 //! to bytes that parse to the same bytes again; a rewritten model parses, and
 //! rewriting it again with the same axes changes no further convolution; a
 //! quantized model parses and has no float matrix product left to quantize; a
-//! model with fused attention parses and has no attention left to fuse.
+//! model with fused attention parses and has no attention left to fuse; a
+//! model given LoRA slots parses, declares factor inputs the feeding code
+//! takes, and is not slotted twice.
 #![no_main]
 use kiln::model::attention;
 use kiln::model::quantize::quantize_int8;
@@ -30,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         kiln::fuzzing::onnx_reader(&quantized).expect("the quantized model parses");
         let (_, second) = quantize_int8(&quantized, nowhere).expect("a quantized model quantizes again");
         assert_eq!((second.matmuls, second.gemms), (0, 0), "no float matrix product is left");
+    }
+    if let Err(e) = kiln::fuzzing::lora_slots(model) {
+        assert_ne!(e.kind(), kiln::ErrorKind::Internal, "{}", e.message());
     }
     if let Ok((Some(fused), report)) = attention::fuse(model) {
         assert!(report.fused > 0 && report.fused <= report.softmaxes, "{report:?}");

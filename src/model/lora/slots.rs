@@ -61,7 +61,7 @@ struct Plan {
 /// added (`None` when the graph has none).
 pub(crate) fn add_slots(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
     let model_msg = Message::parse(model)?;
-    let graph_bytes = model_msg.bytes_of(7).next().ok_or_else(|| Error::model("ONNX model has no graph"))?;
+    let graph_bytes = onnx_proto::only_graph(&model_msg)?;
     let graph = Message::parse(graph_bytes)?;
     let nodes: Vec<Message<'_>> = graph.bytes_of(1).map(Message::parse).collect::<Result<_>>()?;
     let op = |n: &Message<'_>| n.string(4).unwrap_or("").to_string();
@@ -149,6 +149,13 @@ pub(crate) fn add_slots(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
             }
             _ => continue,
         };
+        // Widths the feeding code takes (a zero or absurd weight dimension
+        // is a graph's oddity, not a layer a LoRA adapts): no slot.
+        let sane = |d: i64| (1..=MAX_WIDTH).contains(&d);
+        let [kh, kw] = conv.as_ref().map_or([1, 1], |(_, k)| *k);
+        if ![in_features, out_features, kh, kw].into_iter().all(sane) || !sane(in_features.saturating_mul(kh).saturating_mul(kw)) {
+            continue;
+        }
         let Some(mut target) = n.strings(2).into_iter().next() else { continue };
         let mut producer = i;
         // A MatMul's bias Add, when it is the only reader: the sum goes after it.
@@ -329,7 +336,7 @@ pub(crate) fn feeds(graph: &str, inputs: &[SlotInput], factors: &HashMap<String,
 
 /// [`feeds`]' values before they become tensors: (name, shape, row-major
 /// data) for each of `inputs`, in order.
-fn feed_arrays(graph: &str, inputs: &[SlotInput], factors: &HashMap<String, SlotFactors>) -> Result<Vec<(String, Vec<i64>, Vec<f32>)>> {
+pub(crate) fn feed_arrays(graph: &str, inputs: &[SlotInput], factors: &HashMap<String, SlotFactors>) -> Result<Vec<(String, Vec<i64>, Vec<f32>)>> {
     let by_name: HashMap<&str, &SlotInput> = inputs.iter().map(|s| (s.name.as_str(), s)).collect();
     if let Some(key) = factors.keys().find(|k| !by_name.contains_key(format!("{DOWN}{k}").as_str())) {
         // A graph of another network than the one the factors were matched
@@ -501,5 +508,33 @@ mod tests {
         assert_eq!(inputs.iter().filter(|i| is_slot_input(&i.name)).count(), 2 * 121);
         // A slotted graph is left as it is (a second set of slots would clash by name).
         assert_eq!(add_slots(&slotted).unwrap(), (None, 0));
+    }
+
+    #[test]
+    fn weights_with_a_zero_or_absurd_width_get_no_slot() {
+        use crate::model::onnx_proto::{node, tensor_value_info};
+        // A float weight initializer with these dims and no data (only its shape is read).
+        let weight = |name: &str, dims: &[i64]| {
+            let mut t = Message::default();
+            dims.iter().for_each(|&d| t.push_varint(1, d as u64));
+            t.push_varint(2, 1);
+            t.push_string(8, name);
+            t
+        };
+        let slots_for = |dims: &[i64]| {
+            let mut graph = Message::default();
+            graph.push_message(1, &node("MatMul", "/blocks.0/proj/MatMul", &["x", "w"], &["y"], &[]));
+            graph.push_message(5, &weight("w", dims));
+            graph.push_message(11, &tensor_value_info("x", 1, &[Err("n"), Ok(dims[0])]));
+            graph.push_message(12, &tensor_value_info("y", 1, &[Err("n"), Ok(dims[1])]));
+            let mut model = Message::default();
+            model.push_varint(1, 8);
+            model.push_message(7, &graph);
+            add_slots(&model.to_bytes()).unwrap().1
+        };
+        assert_eq!(slots_for(&[3, 4]), 1);
+        for dims in [[0, 4], [3, 0], [-2, 4], [MAX_WIDTH + 1, 4]] {
+            assert_eq!(slots_for(&dims), 0, "{dims:?}");
+        }
     }
 }
