@@ -141,6 +141,7 @@ fn switching_fed_loras_opens_no_session() {
     let opened = || log.lock().unwrap().iter().filter(|l| l.contains(": execution provider")).count();
     let at_load = opened();
     assert!(at_load >= 3, "text encoder, U-Net and VAE decoder opened at load ({at_load})");
+    let held = m.loaded_sessions();
     let c = case(&lora_dir(), "style_ddim_s1");
     let req = request(&lora_dir(), &c);
     let style = m.with_loras(&[(lora_dir().join("style.kohya.safetensors"), 1.0)]).unwrap();
@@ -151,6 +152,7 @@ fn switching_fed_loras_opens_no_session() {
     let again = back.generate_with(&req, Hooks::default()).unwrap();
     let plain = back.with_loras::<PathBuf>(&[]).unwrap().generate_with(&req, Hooks::default()).unwrap();
     assert_eq!(opened(), at_load, "no session opened by three switches and a switch off");
+    assert_eq!((back.loaded_sessions(), m.loaded_sessions()), (held, held), "a fed view holds no session of its own");
     assert_ne!(a.latents, b.latents);
     assert_eq!(a.latents, again.latents, "switching back gives the same pictures");
     assert_eq!(a.image.data, again.image.data);

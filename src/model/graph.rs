@@ -344,6 +344,12 @@ impl Graph {
         Ok(Some(self.with_feeds(crate::model::lora::slots::feeds(self.name, &self.slot_inputs, factors)?)))
     }
 
+    /// Which session this graph runs: graphs made by [`Self::with_feeds`]
+    /// share their source's, so memory counts go by this, not by graph.
+    pub(crate) fn session_id(&self) -> usize {
+        Arc::as_ptr(&self.session) as usize
+    }
+
     /// How many layers have a LoRA slot.
     pub(crate) fn lora_slots(&self) -> usize {
         self.slot_inputs.iter().filter(|s| s.name.starts_with(crate::model::lora::slots::DOWN)).count()

@@ -596,7 +596,7 @@ impl Model {
     /// its graphs, those of the views made from it (seamless, CLIP skip) that
     /// are still alive, and the optional ones once loaded (VAE encoder,
     /// preview decoder, matting, ControlNets, specialised U-Nets); each
-    /// shared graph counted once. Under
+    /// shared session counted once (a LoRA-fed view adds none). Under
     /// per-stage residency only the resident ones count. A measure of the
     /// memory the model holds, for tests and tools.
     pub fn loaded_sessions(&self) -> usize {
@@ -606,9 +606,10 @@ impl Model {
         if !models.iter().any(|m| Arc::ptr_eq(m, &self.inner)) {
             models.push(Arc::clone(&self.inner)); // a view whose root is gone
         }
-        let mut seen: Vec<*const Graph> = Vec::new();
+        // By session: a LoRA-fed view's graphs run the base's sessions.
+        let mut seen: Vec<usize> = Vec::new();
         let mut add = |g: &Graph| {
-            let p = g as *const Graph;
+            let p = g.session_id();
             if g.is_loaded() && !seen.contains(&p) {
                 seen.push(p);
             }
