@@ -24,6 +24,15 @@ pub use self::format::{Component, DoraAxis, DoraStrength, LoraFile, LoraModule};
 pub use self::graph_index::{GraphIndex, WeightLayout, WeightSlot};
 use crate::error::{Error, Result};
 
+/// `model` (a U-Net or text-encoder ONNX file's bytes) with the LoRA slots
+/// a load with [`crate::ModelOptions::lora_slots`] gives it, and how many
+/// (`None`: no layer takes one). For tools that profile or inspect the
+/// slotted graph (`examples/lora_slots_graph.rs`); not needed to use slots.
+#[doc(hidden)]
+pub fn slotted_graph(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
+    slots::add_slots(model)
+}
+
 /// Initializers that replace a graph's own: (name, tensor).
 pub(crate) type Overrides = Arc<Vec<(String, Arc<DynValue>)>>;
 
