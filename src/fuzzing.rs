@@ -156,6 +156,11 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
                 }
             }
         }
+        // A module LoRA slots can feed: its factors' product is the delta a
+        // merge adds, so a fed and a merged switch change the layer alike.
+        if let Some((down, up)) = crate::model::lora::slots::pair(m) {
+            fed_matches_merged(m, &down, &up, out, inn, &kernel)?;
+        }
         // A `diff_b` goes into a bias of the weight's outputs, and not into one of another length.
         for len in [out, out + 1] {
             let slot = WeightSlot { initializer: "b".into(), layout: WeightLayout::OutIn, dims: vec![len], data_type: 1, data: TensorData::Typed, users: vec![m.key.clone()] };
@@ -170,6 +175,54 @@ pub fn lora_file(bytes: &[u8]) -> Result<usize> {
     Ok(merged)
 }
 
+/// `up · down · alpha/rank` (what a LoRA slot is fed, before the strength)
+/// against the delta a merge at strength 1 adds to a zero weight. They may
+/// differ by rounding only: each entry within (rank + 2) float32 roundings
+/// of the sum of its terms' magnitudes, plus what products too small for
+/// float32 lose.
+fn fed_matches_merged(m: &crate::model::lora::LoraModule, down: &ndarray::Array2<f32>, up: &ndarray::Array2<f32>, out: usize, inn: usize, kernel: &Option<Vec<usize>>) -> Result<()> {
+    if up.nrows() != out || down.ncols() != inn || up.ncols() != down.nrows() {
+        return Err(Error::internal(format!(
+            "`{}`: slot factors {:?} and {:?} for a {out}x{inn} layer",
+            m.key,
+            up.dim(),
+            down.dim()
+        )));
+    }
+    let dims = match kernel {
+        Some(k) => [vec![out, inn / k.iter().product::<usize>()], k.clone()].concat(),
+        None => vec![out, inn],
+    };
+    let slot = WeightSlot { initializer: "w".into(), layout: WeightLayout::OutIn, dims, data_type: 1, data: TensorData::Typed, users: vec![m.key.clone()] };
+    let zeros = vec![0f32; out * inn];
+    let mut merged = zeros.clone();
+    add_delta(&mut merged, &zeros, &slot, m, 1.0).map_err(|e| Error::internal(format!("`{}`: a slot-shaped module did not merge: {}", m.key, e.message())))?;
+    let alpha = m.alpha_scale();
+    let rank = up.ncols();
+    for o in 0..out {
+        for i in 0..inn {
+            let (mut fed, mut magnitude) = (0f64, 0f64);
+            for k in 0..rank {
+                let term = f64::from(up[[o, k]]) * f64::from(down[[k, i]]) * f64::from(alpha);
+                fed += term;
+                magnitude += term.abs();
+            }
+            let got = f64::from(merged[o * inn + i]);
+            if !(fed.is_finite() && got.is_finite() && magnitude.is_finite()) {
+                continue;
+            }
+            // Relative roundings, plus products below float32's range (the merge
+            // multiplies by alpha after the product, so each may lose 2^-149 · |alpha|).
+            let underflow = (rank as f64 + 2.0) * 2f64.powi(-149) * f64::from(alpha.abs()).max(1.0);
+            let bound = (rank as f64 + 2.0) * f64::from(f32::EPSILON) * magnitude + underflow;
+            if (fed - got).abs() > bound {
+                return Err(Error::internal(format!("`{}` [{o}, {i}]: fed factors give {fed:e}, the merge {got:e}", m.key)));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A textual-inversion `.safetensors` file as Kiln reads one for `token`
 /// (`None`: the file's own), named `fuzz.safetensors`. Returns the number
 /// of vectors; every vector of one encoder must have the same width.
@@ -182,4 +235,39 @@ pub fn embedding_file(bytes: &[u8], token: Option<&str>) -> Result<usize> {
         }
     }
     Ok(e.vectors.len())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The `adapters` target's properties hold on every LoRA file the tests
+    /// use (kohya, PEFT, LoCon, LoHa, LoKr, full, DoRA; SD 1.x and SDXL): a
+    /// property that real files break would be a false alarm, not a find.
+    #[test]
+    fn the_lora_fixtures_keep_the_adapters_targets_properties() {
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.ends_with("broken") {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "safetensors") {
+                    files.push(p);
+                }
+            }
+        }
+        let (mut lora_files, mut modules) = (0, 0);
+        for f in &files {
+            match super::lora_file(&std::fs::read(f).unwrap()) {
+                Ok(n) => {
+                    lora_files += 1;
+                    modules += n;
+                }
+                Err(e) => assert_ne!(e.kind(), crate::ErrorKind::Internal, "{}: {}", f.display(), e.message()),
+            }
+        }
+        eprintln!("{lora_files} LoRA files, {modules} modules checked");
+        assert!(lora_files >= 20 && modules > 1000, "{lora_files} files, {modules} modules");
+    }
 }

@@ -305,7 +305,7 @@ pub(crate) fn factors(component: Component, loras: &[LoadedLora], slotted: &Hash
 
 /// A module's `(down [r, in·kh·kw], up [out, r])` when it is a plain
 /// low-rank pair (the up side 1×1).
-fn pair(m: &LoraModule) -> Option<(Array2<f32>, Array2<f32>)> {
+pub(crate) fn pair(m: &LoraModule) -> Option<(Array2<f32>, Array2<f32>)> {
     if m.magnitude.is_some() || m.bias.is_some() {
         return None;
     }
