@@ -28,7 +28,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -38,22 +37,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+# Kiln's CPU session settings and the CPU's name, as the U-Net profile uses them.
+from profile_unet import cpu_name, session
+
 REPO = Path(__file__).resolve().parent.parent
 CONV3 = ("conv1", "conv2", "downsamplers", "upsamplers", "conv_in", "conv_out")
 CONV1 = ("proj_in", "proj_out", "conv_shortcut")
-
-
-def session(path: Path, threads: int, profile_dir: Path | None) -> ort.InferenceSession:
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.inter_op_num_threads = 1
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    o.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if profile_dir is not None:
-        o.enable_profiling = True
-        o.profile_file_prefix = str(profile_dir / "unet")
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
 
 
 def feeds(sess: ort.InferenceSession, latent: int, rank: int) -> dict:
@@ -162,13 +151,6 @@ def main() -> None:
     md = render(result)
     (out / f"{name}.md").write_text(md)
     print(md)
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def render(r: dict) -> str:
