@@ -916,8 +916,10 @@ typedef struct kiln_model_load_options {
     // adaptable layer, so that `kiln_model_with_loras` and
     // `kiln_model_with_adapters` feed plain low-rank LoRAs at run time
     // instead of merging them: no new session and no second copy of the
-    // weights per LoRA set (milliseconds instead of seconds), for a few
-    // extra nodes per layer in every U-Net call. LoHa, LoKr, full diffs,
+    // weights per LoRA set (milliseconds instead of seconds). Slots no
+    // LoRA uses are switched off (about 0.5 % per U-Net call for all of
+    // them); the layers a fed LoRA adapts run their side paths (about 5-7 %
+    // with every layer adapted; README "LoRA slots"). LoHa, LoKr, full diffs,
     // DoRA and embeddings are merged as without slots. Not with
     // `static_unet` or `cuda_graph` (UNSUPPORTED). Default 0. (Was
     // `reserved`, 0.)

@@ -66,8 +66,8 @@ pub fn onnx_reader(bytes: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// The LoRA-slot rewrite on a model file. When it adds slots, the result
-/// parses, declares two factor inputs per slot in the layouts the feeding
-/// code accepts (zero factors are made for every one), and a second rewrite
+/// parses, declares two factor inputs and a switch per slot in the layouts
+/// the feeding code accepts (zero factors and an off switch are made for every one), and a second rewrite
 /// adds none. Returns the number of slots added.
 pub fn lora_slots(bytes: &[u8]) -> Result<usize> {
     use crate::model::lora::slots;
@@ -81,12 +81,13 @@ pub fn lora_slots(bytes: &[u8]) -> Result<usize> {
             let ty = match i.elem_type {
                 1 => ort::value::TensorElementType::Float32,
                 10 => ort::value::TensorElementType::Float16,
+                9 => ort::value::TensorElementType::Bool,
                 other => return Err(Error::internal(format!("slot input `{}` declared with element type {other}", i.name))),
             };
             Ok(slots::SlotInput { name: i.name.clone(), ty, shape: i.dims.clone() })
         })
         .collect::<Result<Vec<_>>>()?;
-    if declared.len() != 2 * count {
+    if declared.len() != 3 * count {
         return Err(Error::internal(format!("{count} slots added but {} slot inputs declared", declared.len())));
     }
     slots::feed_arrays("fuzz", &declared, &Default::default())

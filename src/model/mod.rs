@@ -200,8 +200,10 @@ pub struct ModelOptions {
     /// layer (`src/model/lora/slots.rs`): LoRAs are then fed at run time, so
     /// [`Model::with_adapters`] makes no session and copies no weight for
     /// plain low-rank LoRAs (milliseconds instead of seconds, no second copy
-    /// of the U-Net), at the cost of a few extra nodes per layer in every
-    /// call. Other adapter kinds are merged as without slots. Default: off.
+    /// of the U-Net). Unused slots are switched off (about 0.5 % per U-Net
+    /// call); a fed LoRA runs the side paths of its layers (about 5-7 % with
+    /// every layer adapted). Other adapter kinds are merged as without
+    /// slots. Default: off.
     pub lora_slots: bool,
 }
 
@@ -764,17 +766,6 @@ fn prepared_source(
     if let Some((_, f)) = rewrite {
         bytes = f(&bytes).map_err(in_context)?;
     }
-    // Slots first: the fusion and int8 take their sums like any projection's bias.
-    let mut slots = 0;
-    if prep.lora_slots {
-        let (slotted, count) = lora::slots::add_slots(&bytes).map_err(in_context)?;
-        if let Some(slotted) = slotted {
-            bytes = slotted;
-            slots = count;
-            what.push("LoRA slots");
-            runtime.logger().info(&format!("{name}: {count} layers with a LoRA slot"));
-        }
-    }
     let mut fused_attention = 0;
     if prep.fuse_attention {
         let (fused, report) = attention::fuse(&bytes).map_err(in_context)?;
@@ -783,6 +774,18 @@ fn prepared_source(
             fused_attention = report.fused;
             what.push("fused attention");
             runtime.logger().info(&format!("{name}: {} of {} attention layers fused", report.fused, report.softmaxes));
+        }
+    }
+    // Slots after the fusion (it reads no `If` branch; the projections it
+    // feeds keep their names) and before int8 (their branches stay float).
+    let mut slots = 0;
+    if prep.lora_slots {
+        let (slotted, count) = lora::slots::add_slots(&bytes).map_err(in_context)?;
+        if let Some(slotted) = slotted {
+            bytes = slotted;
+            slots = count;
+            what.push("LoRA slots");
+            runtime.logger().info(&format!("{name}: {count} layers with a LoRA slot"));
         }
     }
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();

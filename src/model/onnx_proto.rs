@@ -304,6 +304,28 @@ pub fn node(op_type: &str, name: &str, inputs: &[&str], outputs: &[&str], attrib
     n
 }
 
+/// Builds a GRAPH attribute (an `If` branch).
+pub fn graph_attribute(name: &str, graph: &Message<'_>) -> Message<'static> {
+    let mut a = Message::default();
+    a.push_string(1, name);
+    a.push_message(6, graph);
+    a.push_varint(20, 5); // AttributeProto.GRAPH
+    a
+}
+
+/// A `ValueInfoProto` of a tensor of element type `elem` and any shape (a
+/// subgraph's output, whose shape its outer graph already knows).
+pub fn tensor_value_info_any_shape(name: &str, elem: u64) -> Message<'static> {
+    let mut tensor = Message::default();
+    tensor.push_varint(1, elem);
+    let mut ty = Message::default();
+    ty.push_message(1, &tensor);
+    let mut info = Message::default();
+    info.push_string(1, name);
+    info.push_message(2, &ty);
+    info
+}
+
 /// A `ValueInfoProto` declaring a tensor of ONNX element type `elem` (1 =
 /// FLOAT, 7 = INT64, ...) whose dimensions are fixed (`Ok`) or symbolic
 /// (`Err(name)`): a graph's declared input or output.

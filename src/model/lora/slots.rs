@@ -4,9 +4,11 @@
 //! Merging a LoRA needs new sessions (seconds, and a second copy of the
 //! weights). With slots, `y = layer(x) + (x · down) · up` is part of the
 //! graph, so applying or switching LoRAs only changes what is fed: no
-//! session is made and no weight is copied. Fed zero factors of rank 1 (the
-//! plain model) the side path adds exact zeros, so pictures are the exported
-//! graph's bit for bit; each call pays the side path's few extra nodes.
+//! session is made and no weight is copied. Each side path sits in an `If`
+//! on a boolean input, on only for the layers a fed LoRA adapts: a switched
+//! off slot passes the layer's output on as it is, so the plain model draws
+//! the exported graph's pictures bit for bit and pays about one `If` per
+//! layer, and a LoRA pays the side paths of its own layers only.
 //!
 //! Slots are added where the LoRA index finds a module (see `graph_index`):
 //! MatMul and Gemm with a 2-D weight (attention, feed-forward, SDXL's
@@ -16,6 +18,10 @@
 //! MatMul's following `Add`) so ONNX Runtime's MatMul+bias fusions still
 //! apply to the layer itself. Inputs are named by module key, so the same
 //! feeds serve another export of the same network (`unet_controlnet`).
+//!
+//! The rewrite runs after attention fusion (which leaves the projections
+//! as they are, and does not look into `If` branches) and before int8
+//! quantization (which leaves the branches' float products alone).
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -36,9 +42,16 @@ pub(crate) const UP: &str = "kiln.lora_up.";
 /// bound on what a graph's declaration can make Kiln allocate.
 const MAX_WIDTH: i64 = 1 << 20;
 
-/// Whether a graph input is a slot's factor (fed by Kiln, not by the pipeline).
+/// Input name prefix of a slot's switch: a boolean scalar, true when the
+/// slot's layer has factors fed (the side path runs only then).
+pub(crate) const ON: &str = "kiln.lora_on.";
+
+/// ONNX's BOOL element type.
+const BOOL: u64 = 9;
+
+/// Whether a graph input is a slot's factor or switch (fed by Kiln, not by the pipeline).
 pub(crate) fn is_slot_input(name: &str) -> bool {
-    name.starts_with(DOWN) || name.starts_with(UP)
+    name.starts_with(DOWN) || name.starts_with(UP) || name.starts_with(ON)
 }
 
 /// One side path to add.
@@ -206,25 +219,39 @@ pub(crate) fn add_slots(model: &[u8]) -> Result<(Option<Vec<u8>>, usize)> {
         }
         new_nodes.push(base);
         for p in here {
-            let (down, up) = (format!("{DOWN}{}", p.key), format!("{UP}{}", p.key));
+            let (down, up, on) = (format!("{DOWN}{}", p.key), format!("{UP}{}", p.key), format!("{ON}{}", p.key));
             let rank = format!("kiln_lora_rank.{}", p.key);
             let (t, l) = (format!("{}/kiln.lora_down", p.target), format!("{}/kiln.lora_up", p.target));
             let scope = format!("/kiln.lora/{}", p.key);
+            let base_out = &renamed[p.target.as_str()];
+            // The side path runs only when the slot is on: an `If` on a
+            // boolean input, whose other branch passes the layer's output on.
+            let mut then_branch = Message::default();
             match &p.conv {
                 None => {
-                    new_nodes.push(onnx_proto::node("MatMul", &format!("{scope}/down"), &[&p.x, &down], &[&t], &[]));
-                    new_nodes.push(onnx_proto::node("MatMul", &format!("{scope}/up"), &[&t, &up], &[&l], &[]));
+                    then_branch.push_message(1, &onnx_proto::node("MatMul", &format!("{scope}/down"), &[&p.x, &down], &[&t], &[]));
+                    then_branch.push_message(1, &onnx_proto::node("MatMul", &format!("{scope}/up"), &[&t, &up], &[&l], &[]));
                     new_inputs.push(onnx_proto::tensor_value_info(&down, p.elem, &[Ok(p.in_features), Err(&rank)]));
                     new_inputs.push(onnx_proto::tensor_value_info(&up, p.elem, &[Err(&rank), Ok(p.out_features)]));
                 }
                 Some((attrs, [kh, kw])) => {
-                    new_nodes.push(onnx_proto::node("Conv", &format!("{scope}/down"), &[&p.x, &down], &[&t], attrs));
-                    new_nodes.push(onnx_proto::node("Conv", &format!("{scope}/up"), &[&t, &up], &[&l], &[]));
+                    then_branch.push_message(1, &onnx_proto::node("Conv", &format!("{scope}/down"), &[&p.x, &down], &[&t], attrs));
+                    then_branch.push_message(1, &onnx_proto::node("Conv", &format!("{scope}/up"), &[&t, &up], &[&l], &[]));
                     new_inputs.push(onnx_proto::tensor_value_info(&down, p.elem, &[Err(&rank), Ok(p.in_features), Ok(*kh), Ok(*kw)]));
                     new_inputs.push(onnx_proto::tensor_value_info(&up, p.elem, &[Ok(p.out_features), Err(&rank), Ok(1), Ok(1)]));
                 }
             }
-            new_nodes.push(onnx_proto::node("Add", &format!("{scope}/add"), &[&renamed[p.target.as_str()], &l], &[&p.target], &[]));
+            new_inputs.push(onnx_proto::tensor_value_info(&on, BOOL, &[]));
+            let (sum, pass) = (format!("{}/kiln.lora_sum", p.target), format!("{}/kiln.lora_off", p.target));
+            then_branch.push_message(1, &onnx_proto::node("Add", &format!("{scope}/add"), &[base_out, &l], &[&sum], &[]));
+            then_branch.push_string(2, &format!("{scope}/on"));
+            then_branch.push_message(12, &onnx_proto::tensor_value_info_any_shape(&sum, p.elem));
+            let mut else_branch = Message::default();
+            else_branch.push_message(1, &onnx_proto::node("Identity", &format!("{scope}/off"), &[base_out], &[&pass], &[]));
+            else_branch.push_string(2, &format!("{scope}/off"));
+            else_branch.push_message(12, &onnx_proto::tensor_value_info_any_shape(&pass, p.elem));
+            let branches = [onnx_proto::graph_attribute("then_branch", &then_branch), onnx_proto::graph_attribute("else_branch", &else_branch)];
+            new_nodes.push(onnx_proto::node("If", &format!("{scope}/if"), &[&on], &[&p.target], &branches));
         }
     }
 
@@ -345,6 +372,13 @@ pub(crate) fn feed_arrays(graph: &str, inputs: &[SlotInput], factors: &HashMap<S
     }
     let mut out = Vec::with_capacity(inputs.len());
     for s in inputs {
+        if let Some(key) = s.name.strip_prefix(ON) {
+            if !s.shape.is_empty() || s.ty != ort::value::TensorElementType::Bool {
+                return Err(Error::model(format!("{graph}: input `{}` is named as a LoRA slot's switch but declared {:?} {:?}", s.name, s.ty, s.shape)));
+            }
+            out.push((s.name.clone(), Vec::new(), vec![if factors.contains_key(key) { 1.0 } else { 0.0 }]));
+            continue;
+        }
         let (key, is_down) = match (s.name.strip_prefix(DOWN), s.name.strip_prefix(UP)) {
             (Some(k), _) => (k, true),
             (_, Some(k)) => (k, false),
@@ -377,9 +411,10 @@ pub(crate) fn feed_arrays(graph: &str, inputs: &[SlotInput], factors: &HashMap<S
             return Err(Error::model(format!("{graph}: LoRA slot `{}` is {width} wide", s.name)));
         }
         let (rank, data): (usize, Vec<f32>) = match factors.get(key) {
-            // One zero column, not rank 0: ONNX Runtime's Conv leaves its
-            // output unwritten when it has no input channels (seen in 1.31),
-            // while x · 0 is exactly 0 and the sum the layer's own output.
+            // An unfed slot is switched off, so these are never read; one
+            // zero column, not rank 0, all the same: ONNX Runtime's Conv
+            // leaves its output unwritten when it has no input channels
+            // (seen in 1.31), while x · 0 is exactly 0.
             None => (1, vec![0.0; width as usize]),
             Some(f) => {
                 let parts = if is_down { &f.down } else { &f.up };
@@ -433,6 +468,8 @@ fn tensor(graph: &str, name: &str, ty: ort::value::TensorElementType, shape: Vec
     let made = match ty {
         T::Float32 => Tensor::from_array((shape, data)).map(|t| t.into_dyn()),
         T::Float16 => Tensor::from_array((shape, data.into_iter().map(half::f16::from_f32).collect::<Vec<_>>())).map(|t| t.into_dyn()),
+        // A switch ([`feed_arrays`] checked that only switches are boolean).
+        T::Bool if name.starts_with(ON) => Tensor::from_array((shape, data.into_iter().map(|v| v != 0.0).collect::<Vec<_>>())).map(|t| t.into_dyn()),
         other => return Err(Error::model(format!("{graph}: LoRA slot `{name}` has element type {other:?}"))),
     };
     made.map_err(|e| Error::internal(format!("{graph}: cannot make the tensor for `{name}`: {e}")))
@@ -449,6 +486,8 @@ mod tests {
             SlotInput { name: format!("{UP}lin"), ty: T::Float32, shape: vec![-1, 2] },
             SlotInput { name: format!("{DOWN}conv"), ty: T::Float32, shape: vec![-1, 2, 3, 3] },
             SlotInput { name: format!("{UP}conv"), ty: T::Float32, shape: vec![4, -1, 1, 1] },
+            SlotInput { name: format!("{ON}lin"), ty: T::Bool, shape: vec![] },
+            SlotInput { name: format!("{ON}conv"), ty: T::Bool, shape: vec![] },
         ]
     }
 
@@ -474,6 +513,9 @@ mod tests {
         // up [r, out]: the transposes stacked along the rank.
         assert_eq!(values(&format!("{UP}lin")), [0., 1., 0., 2., 1., 3.]);
         assert!(values(&format!("{DOWN}conv")).iter().chain(&values(&format!("{UP}conv"))).all(|&x| x == 0.0));
+        // The fed slot is switched on, the other off.
+        assert_eq!((values(&format!("{ON}lin")), values(&format!("{ON}conv"))), (vec![1.0], vec![0.0]));
+        assert_eq!(shape_of(&feeds, &format!("{ON}lin")), Vec::<i64>::new());
     }
 
     #[test]
@@ -485,6 +527,11 @@ mod tests {
         }
         let up_kernel = [SlotInput { name: format!("{UP}x"), ty: T::Float32, shape: vec![4, -1, 3, 3] }];
         assert!(feed_arrays("unet", &up_kernel, &HashMap::new()).is_err(), "the up factor is 1x1");
+        // A switch is a boolean scalar.
+        for (ty, shape) in [(T::Float32, vec![]), (T::Bool, vec![1])] {
+            let odd = [SlotInput { name: format!("{ON}x"), ty, shape }];
+            assert_eq!(feed_arrays("unet", &odd, &HashMap::new()).unwrap_err().kind(), crate::error::ErrorKind::ModelInvalid);
+        }
     }
 
     #[test]
@@ -505,7 +552,7 @@ mod tests {
         assert_eq!(count, 121);
         let slotted = slotted.unwrap();
         let (inputs, _) = crate::model::onnx_proto::declared_io(std::io::Cursor::new(&slotted)).unwrap();
-        assert_eq!(inputs.iter().filter(|i| is_slot_input(&i.name)).count(), 2 * 121);
+        assert_eq!(inputs.iter().filter(|i| is_slot_input(&i.name)).count(), 3 * 121);
         // A slotted graph is left as it is (a second set of slots would clash by name).
         assert_eq!(add_slots(&slotted).unwrap(), (None, 0));
     }
