@@ -316,14 +316,7 @@ pub fn graph_attribute(name: &str, graph: &Message<'_>) -> Message<'static> {
 /// A `ValueInfoProto` of a tensor of element type `elem` and any shape (a
 /// subgraph's output, whose shape its outer graph already knows).
 pub fn tensor_value_info_any_shape(name: &str, elem: u64) -> Message<'static> {
-    let mut tensor = Message::default();
-    tensor.push_varint(1, elem);
-    let mut ty = Message::default();
-    ty.push_message(1, &tensor);
-    let mut info = Message::default();
-    info.push_string(1, name);
-    info.push_message(2, &ty);
-    info
+    tensor_info(name, elem, None)
 }
 
 /// A `ValueInfoProto` declaring a tensor of ONNX element type `elem` (1 =
@@ -339,9 +332,16 @@ pub fn tensor_value_info(name: &str, elem: u64, dims: &[std::result::Result<i64,
         }
         shape.push_message(1, &dim);
     }
+    tensor_info(name, elem, Some(&shape))
+}
+
+/// A tensor's `ValueInfoProto`, with a `TensorShapeProto` or none.
+fn tensor_info(name: &str, elem: u64, shape: Option<&Message<'_>>) -> Message<'static> {
     let mut tensor = Message::default();
     tensor.push_varint(1, elem);
-    tensor.push_message(2, &shape);
+    if let Some(shape) = shape {
+        tensor.push_message(2, shape);
+    }
     let mut ty = Message::default();
     ty.push_message(1, &tensor);
     let mut info = Message::default();
