@@ -78,12 +78,11 @@ pub fn lora_slots(bytes: &[u8]) -> Result<usize> {
         .iter()
         .filter(|i| slots::is_slot_input(&i.name))
         .map(|i| {
-            let ty = match i.elem_type {
-                1 => ort::value::TensorElementType::Float32,
-                10 => ort::value::TensorElementType::Float16,
-                9 => ort::value::TensorElementType::Bool,
-                other => return Err(Error::internal(format!("slot input `{}` declared with element type {other}", i.name))),
-            };
+            use ort::value::TensorElementType as T;
+            let ty = crate::model::graph::element_type(i.elem_type);
+            if !matches!(ty, T::Float32 | T::Float16 | T::Bool) {
+                return Err(Error::internal(format!("slot input `{}` declared with element type {}", i.name, i.elem_type)));
+            }
             Ok(slots::SlotInput { name: i.name.clone(), ty, shape: i.dims.clone() })
         })
         .collect::<Result<Vec<_>>>()?;

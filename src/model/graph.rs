@@ -494,7 +494,7 @@ fn declared_specs(name: &str, source: &GraphSource) -> Result<(Vec<TensorSpec>, 
 }
 
 /// ONNX's TensorProto.DataType number as ONNX Runtime's element type.
-fn element_type(onnx: i32) -> TensorElementType {
+pub(crate) fn element_type(onnx: i32) -> TensorElementType {
     use TensorElementType as T;
     match onnx {
         1 => T::Float32,
