@@ -710,6 +710,24 @@ mod tests {
         after.push_message(7, &graph);
         after.push_varint(7, 1);
         assert!(only_graph(&after).unwrap_err().message().contains("2 `graph` fields"));
+        // Every rewrite of a model's bytes refuses it the same way, not just
+        // those that call `only_graph` by name.
+        let two = { let mut m = Message::default(); m.push_message(7, &graph); m.push_message(7, &graph); m.to_bytes() };
+        use crate::model::{attention, clip_skip, lora, quantize, seamless, static_unet, upcast};
+        let refusals: [(&str, crate::Result<()>); 7] = [
+            ("seamless", seamless::make_seamless(&two, seamless::Seamless::Xy).map(drop)),
+            ("clip skip", clip_skip::rewrite(&two, 1).map(drop)),
+            ("attention", attention::fuse(&two).map(drop)),
+            ("slots", lora::slots::add_slots(&two).map(drop)),
+            ("int8", quantize::quantize_int8(&two, std::path::Path::new(".")).map(drop)),
+            ("upcast", upcast::upcast_to_f32(&two).map(drop)),
+            ("static dims", static_unet::fix_input_dims(&two, &[("y".into(), vec![1])]).map(drop)),
+        ];
+        for (what, result) in refusals {
+            let e = result.expect_err(what);
+            assert_eq!(e.kind(), crate::ErrorKind::ModelInvalid, "{what}: {}", e.message());
+            assert!(e.message().contains("2 `graph` fields"), "{what}: {}", e.message());
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use super::onnx_proto::{node, owned, to_static, Message, Value};
+use super::onnx_proto::{self, node, owned, to_static, Message, Value};
 use crate::error::{Error, Result};
 
 /// How a model's weights are stored for running. Values match
@@ -126,21 +126,8 @@ pub fn quantize_tensor(values: &[f32]) -> (Vec<i8>, f32) {
 pub fn quantize_int8(model_bytes: &[u8], dir: &Path) -> Result<(Vec<u8>, QuantizeReport)> {
     let model = Message::parse(model_bytes)?;
     let mut report = QuantizeReport::default();
-    let mut out = Message::default();
-    let mut found = false;
-    for (number, value) in &model.fields {
-        match (number, value) {
-            (7, Value::Bytes(b)) => {
-                found = true;
-                out.push_message(7, &graph(b, dir, &mut report)?);
-            }
-            _ => out.fields.push((*number, value.clone())),
-        }
-    }
-    if !found {
-        return Err(Error::model("malformed ONNX protobuf: no graph in the model"));
-    }
-    Ok((out.to_bytes(), report))
+    let quantized = graph(onnx_proto::only_graph(&model)?, dir, &mut report)?;
+    Ok((onnx_proto::with_graph(&model, &quantized), report))
 }
 
 /// An initializer as parsed, with its shape and element type.

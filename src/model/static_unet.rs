@@ -95,30 +95,23 @@ pub struct StaticReport {
 /// `fixed` to the given dimensions (ModelProto.graph = 7, GraphProto.input =
 /// 11, .output = 12). Every other field is kept as read.
 pub fn fix_input_dims(model: &[u8], fixed: &[(String, Vec<i64>)]) -> Result<Vec<u8>> {
-    let mut top = Message::parse(model)?;
+    let top = Message::parse(model)?;
+    let mut graph = Message::parse(super::onnx_proto::only_graph(&top)?)?;
     let mut found = vec![false; fixed.len()];
-    for (number, value) in top.fields.iter_mut() {
-        if *number != 7 {
+    for (n, v) in graph.fields.iter_mut() {
+        if *n != 11 && *n != 12 {
             continue;
         }
-        let Value::Bytes(graph_bytes) = value else { continue };
-        let mut graph = Message::parse(graph_bytes)?;
-        for (n, v) in graph.fields.iter_mut() {
-            if *n != 11 && *n != 12 {
-                continue;
-            }
-            let Value::Bytes(info_bytes) = v else { continue };
-            let info = Message::parse(info_bytes)?;
-            let Some(k) = info.string(1).and_then(|name| fixed.iter().position(|(f, _)| f == name)) else { continue };
-            found[k] = true;
-            *v = Value::Bytes(with_dims(&info, &fixed[k].1)?.to_bytes().into());
-        }
-        *value = Value::Bytes(graph.to_bytes().into());
+        let Value::Bytes(info_bytes) = v else { continue };
+        let info = Message::parse(info_bytes)?;
+        let Some(k) = info.string(1).and_then(|name| fixed.iter().position(|(f, _)| f == name)) else { continue };
+        found[k] = true;
+        *v = Value::Bytes(with_dims(&info, &fixed[k].1)?.to_bytes().into());
     }
     if let Some(k) = found.iter().position(|f| !f) {
         return Err(Error::model(format!("the graph declares no input or output `{}` to fix", fixed[k].0)));
     }
-    Ok(top.to_bytes())
+    Ok(super::onnx_proto::with_graph(&top, &graph))
 }
 
 /// ValueInfoProto with TypeProto.tensor_type(1).shape(2) replaced by `dims`.

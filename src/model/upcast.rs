@@ -10,7 +10,7 @@
 //! kept byte for byte (see `onnx_proto`).
 use std::borrow::Cow;
 
-use super::onnx_proto::{owned, to_static, Message, Value};
+use super::onnx_proto::{self, owned, to_static, Message, Value};
 use crate::error::{Error, Result};
 
 const FLOAT: u64 = 1;
@@ -36,17 +36,8 @@ impl UpcastReport {
 pub fn upcast_to_f32(model_bytes: &[u8]) -> Result<(Vec<u8>, UpcastReport)> {
     let model = Message::parse(model_bytes)?;
     let mut report = UpcastReport::default();
-    let mut out = Message::default();
-    for (number, value) in &model.fields {
-        match (number, value) {
-            (7, Value::Bytes(b)) => {
-                let g = graph(b, &mut report)?;
-                out.push_message(7, &g);
-            }
-            _ => out.fields.push((*number, value.clone())),
-        }
-    }
-    Ok((out.to_bytes(), report))
+    let upcast = graph(onnx_proto::only_graph(&model)?, &mut report)?;
+    Ok((onnx_proto::with_graph(&model, &upcast), report))
 }
 
 /// GraphProto: node 1, initializer 5, input 11, output 12, value_info 13.
