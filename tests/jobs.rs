@@ -361,3 +361,41 @@ fn a_model_load_cancelled_mid_session_stops_inside_onnx_runtime() {
     pool.release(id).unwrap();
     assert!(loaded.generate(&one_step).is_ok() && styled.generate(&one_step).is_ok());
 }
+
+/// For `tools/tsan.sh` only: a data race on purpose. The job's callback bumps
+/// a plain counter on a worker thread while this thread reads it with no
+/// lock. ThreadSanitizer must report it, or its suppressions (ONNX Runtime's
+/// own, uninstrumented accesses) would be hiding races in Kiln's code and its
+/// callers' too, and the script's clean runs would prove nothing.
+#[test]
+#[ignore = "a deliberate data race: tools/tsan.sh runs it and expects ThreadSanitizer to report it"]
+fn tsan_canary_an_unsynchronised_callback_counter_is_reported() {
+    struct Racy(std::cell::UnsafeCell<u64>);
+    // SAFETY: not sound, on purpose; see the test's comment.
+    unsafe impl Sync for Racy {}
+    static EVENTS: Racy = Racy(std::cell::UnsafeCell::new(0));
+    unsafe extern "C" fn bump(_: *mut std::ffi::c_void, _: *const kiln_job_event) {
+        unsafe { *EVENTS.0.get() += 1 };
+    }
+    let h = open();
+    let prompt = CString::new("moss").unwrap();
+    let mut jo = unsafe { std::mem::zeroed::<kiln_job_options>() };
+    unsafe { kiln_job_options_init(&mut jo) };
+    jo.callback = Some(bump);
+    let mut job = 0u64;
+    assert_eq!(unsafe { kiln_job_submit(h.model, &options(&prompt, 4), &jo, &mut job) }, kiln_status::Ok);
+    // No Kiln call inside the loop: polling takes the lock the callbacks run
+    // under, which would order the accesses and hide the race. (A tight loop
+    // of reads went unreported in a trial; reads between sleeps are.)
+    let start = Instant::now();
+    let mut seen = 0;
+    while seen == 0 && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+        seen = unsafe { *EVENTS.0.get() };
+    }
+    println!("the racy counter read {seen} while the job ran");
+    assert_eq!(unsafe { kiln_job_wait(job, 120_000, ptr::null_mut()) }, kiln_status::Ok);
+    assert_eq!(kiln_job_free(job), kiln_status::Ok);
+    unsafe { kiln_model_free(h.model) };
+    unsafe { kiln_runtime_destroy(h.rt) };
+}
