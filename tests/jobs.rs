@@ -384,9 +384,10 @@ fn tsan_canary_an_unsynchronised_callback_counter_is_reported() {
     jo.callback = Some(bump);
     let mut job = 0u64;
     assert_eq!(unsafe { kiln_job_submit(h.model, &options(&prompt, 4), &jo, &mut job) }, kiln_status::Ok);
-    // No Kiln call inside the loop: polling takes the lock the callbacks run
-    // under, which would order the accesses and hide the race. (A tight loop
-    // of reads went unreported in a trial; reads between sleeps are.)
+    // No Kiln call between the reads: a call may synchronise with the worker
+    // (locks, atomics) and order the accesses. In trials, reads between polls
+    // and reads in a tight loop both went unreported; reads between sleeps
+    // are reported.
     let start = Instant::now();
     let mut seen = 0;
     while seen == 0 && start.elapsed() < Duration::from_secs(120) {
