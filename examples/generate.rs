@@ -41,7 +41,8 @@ const USAGE: &str = "usage: generate [options]
   --strength S            img2img: how much of the schedule runs, 0..=1 (default 0.8)
   --mask FILE.png         inpainting: white (>= 128) is repainted, the rest kept exactly
   --extend L,R,T,B        outpaint the --init-image by these pixels per side
-  --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it)
+  --make-tileable BAND    make the --init-image tile (inpaint a BAND-pixel cross after offsetting it;
+                          implies --seamless xy)
   --seamless AXES         x | y | xy: the texture tiles along these axes
   --clip-skip N           take text embeddings N layers before the encoder's end
   --quantize int8|none    load the text encoders and U-Net (the --refiner's too) with int8
@@ -455,6 +456,22 @@ fn parse(argv: &[String]) -> Result<Option<Args>, String> {
     }
     if a.upscaler.is_some() && a.pixel_art.is_some() {
         return Err("--upscale and --pixel-art do not combine: pixel art scales its cells itself".into());
+    }
+    let picture_jobs = [("--mask", a.mask.is_some()), ("--extend", a.extend.is_some()), ("--make-tileable", a.make_tileable.is_some())];
+    if let [first, second, ..] = picture_jobs.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect::<Vec<_>>()[..] {
+        return Err(format!("{first} and {second} are different jobs on the picture; give one"));
+    }
+    if (a.extend.is_some() || a.make_tileable.is_some()) && (a.request.width != 0 || a.request.height != 0) {
+        return Err("--extend and --make-tileable take their size from the picture: drop --width and --height".into());
+    }
+    if a.make_tileable.is_some() {
+        // The result tiles on both axes, so the upscale and the material maps
+        // wrap on both (and the model loads as the xy view make_tileable runs).
+        use kiln::model::seamless::Seamless;
+        if !matches!(a.seamless, Seamless::None | Seamless::Xy) {
+            return Err("--make-tileable makes the picture tile on both axes: --seamless must be xy or left out".into());
+        }
+        a.seamless = Seamless::Xy;
     }
     Ok(Some(a))
 }

@@ -178,6 +178,18 @@ fn cli_rejects_bad_flags_and_values() {
         assert_eq!(r.status.code(), Some(2), "{args:?}");
         assert!(String::from_utf8_lossy(&r.stderr).contains("usage:"), "{args:?}");
     }
+    // Jobs on a picture that exclude each other, or sizes the picture sets, are refused before any load.
+    for (args, want) in [
+        (&["--init-image", "a.png", "--mask", "m.png", "--extend", "8,8,0,0"][..], "--mask and --extend are different jobs"),
+        (&["--init-image", "a.png", "--extend", "8,8,0,0", "--make-tileable", "8"], "--extend and --make-tileable are different jobs"),
+        (&["--init-image", "a.png", "--make-tileable", "8", "--width", "64"], "drop --width and --height"),
+        (&["--init-image", "a.png", "--make-tileable", "8", "--seamless", "x"], "--seamless must be xy or left out"),
+    ] {
+        let r = Command::new(generate_bin()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
     let r = Command::new(generate_bin()).args(["--width", "100", "--out", "/tmp/kiln-never.png"]).output().unwrap();
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("multiple of 16"));
