@@ -6,8 +6,11 @@
 //! `generate`'s settings gives `generate`'s pixels, with and without LoRAs, and
 //! a LoRA's scale or bytes re-bake exactly the assets that use it, and so
 //! does a control image's (an asset with a ControlNet gives `generate
-//! --controlnet`'s pixels), and an upscaled asset gives the Rust API's
-//! upscale and re-bakes when its upscaler or its tile and context change.
+//! --controlnet`'s pixels), an upscaled asset gives the Rust API's upscale
+//! and re-bakes when its upscaler or its tile and context change, and an
+//! asset that starts from a picture (img2img, inpainting, outpainting,
+//! make-tileable) gives `generate --init-image`'s pixels and re-bakes when
+//! the picture or its mask changes.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1307,4 +1310,159 @@ fn upscale_manifest_errors_name_asset_key_and_line() {
     }
     assert!(log.contains("5 error(s) in the manifest"), "`upscale = false` lets pixels_off have pixel art:\n{log}");
     assert!(!out.exists(), "nothing is written for an invalid manifest");
+}
+
+fn write_picture_manifest(dir: &Path, extra: &str) -> PathBuf {
+    let manifest = dir.join("pictures.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nformat = \"png\"\nprompt = \"mossy stone brick wall\"\nseed = 5\nsteps = 4\nscheduler = \"ddim\"\nstrength = 0.6\n\
+             [[asset]]\nname = \"plain\"\n\
+             [[asset]]\nname = \"restyled\"\ninit_image = \"photo.png\"\n\
+             [[asset]]\nname = \"patched\"\ninit_image = \"photo.png\"\nmask = \"mask.png\"\nstrength = 1.0\n\
+             [[asset]]\nname = \"wider\"\ninit_image = \"photo.png\"\nextend = [16, 16, 0, 0]\nstrength = 1.0\n\
+             [[asset]]\nname = \"tiled\"\ninit_image = \"photo.png\"\nmake_tileable = 16\nstrength = 1.0\nnormal_map = true\n{extra}",
+            bundled_model().display().to_string()
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+/// `init_image` in a manifest, with `strength`, `mask`, `extend` or
+/// `make_tileable`: each asset bakes the pixels and settings `generate
+/// --init-image …` makes from the same flags (img2img, inpainting,
+/// outpainting, make-tileable); a made-tileable asset is `seamless = "xy"`,
+/// so its wrap seam is gone and its normal map wraps; a `[defaults]`
+/// strength leaves the asset without a picture as it was; new bytes in the
+/// picture re-bake exactly the assets that start from it, and new bytes in
+/// the mask exactly the inpainted one.
+#[test]
+fn picture_assets_give_generates_pixels_and_rebake_when_their_picture_changes() {
+    let dir = scratch("pictures");
+    std::fs::copy(common::golden("canny/drawn.png"), dir.join("photo.png")).unwrap();
+    std::fs::copy(common::golden("inpaint/mask.png"), dir.join("mask.png")).unwrap();
+    let manifest = write_picture_manifest(&dir, "");
+    let out = dir.join("out");
+    let (_, report) = bake_ok(&manifest, &out, &[]);
+    let all: BTreeSet<String> = ["plain", "restyled", "patched", "wider", "tiled"].map(String::from).into();
+    assert_eq!(names_with(&report, "baked"), all);
+
+    let photo = dir.join("photo.png");
+    let generate = |args: &[&str], out_name: &str, extra: &[(&str, PathBuf)]| {
+        let mut cmd = Command::new(generate_bin());
+        cmd.arg("--model").arg(bundled_model());
+        cmd.args(["--prompt", "mossy stone brick wall", "--seed", "5", "--steps", "4", "--scheduler", "ddim"]).args(args);
+        for (flag, path) in extra {
+            cmd.arg(flag).arg(path);
+        }
+        succeeds(cmd.arg("--out").arg(dir.join(out_name)));
+    };
+    generate(&["--strength", "0.6"], "restyled.png", &[("--init-image", photo.clone())]);
+    generate(&["--strength", "1"], "patched.png", &[("--init-image", photo.clone()), ("--mask", dir.join("mask.png"))]);
+    generate(&["--strength", "1", "--extend", "16,16,0,0"], "wider.png", &[("--init-image", photo.clone())]);
+    generate(&["--strength", "1", "--make-tileable", "16"], "tiled.png", &[("--init-image", photo.clone()), ("--normal-map", dir.join("tiled_n.png"))]);
+    generate(&[], "plain.png", &[]);
+    for (baked, generated) in [("restyled.png", "restyled.png"), ("patched.png", "patched.png"), ("wider.png", "wider.png"), ("tiled.png", "tiled.png"), ("tiled_normal.png", "tiled_n.png"), ("plain.png", "plain.png")] {
+        let (a, ta) = read_png(&out.join(baked));
+        let (b, tb) = read_png(&dir.join(generated));
+        assert!(a == b, "{baked}: kiln-bake's pixels differ from generate's");
+        for key in ["prompt", "negative_prompt", "kiln:settings", "Software"] {
+            assert_eq!(ta.get(key), tb.get(key), "{baked}: text chunk {key}");
+        }
+    }
+    let (_, restyled) = read_png(&out.join("restyled.png"));
+    assert!(restyled["kiln:settings"].contains("strength=0.6") && restyled["kiln:settings"].contains("photo.png"), "{restyled:?}");
+    let (_, plain) = read_png(&out.join("plain.png"));
+    assert!(plain["kiln:settings"].contains("init_image=none strength=0.8"), "the default strength is not the plain asset's: {plain:?}");
+
+    // Each job did what it says: the kept pixels of the inpainted and the
+    // extended pictures are the photo's, the extended one is wider, and the
+    // tileable one tiles (its normal map too) where the photo does not.
+    let png = |p: &Path| image::open(p).unwrap().to_rgba8();
+    let (src, patched, wider, tiled) = (png(&photo), png(&out.join("patched.png")), png(&out.join("wider.png")), png(&out.join("tiled.png")));
+    let mask = image::open(dir.join("mask.png")).unwrap().to_luma8();
+    let kept = mask.pixels().zip(src.pixels().zip(patched.pixels())).filter(|(m, _)| m.0[0] < 128);
+    let (kept_n, kept_same) = kept.fold((0, 0), |(n, same), (_, (a, b))| (n + 1, same + usize::from(a == b)));
+    assert!(kept_n > 0 && kept_same == kept_n, "inpainting keeps the unmasked pixels: {kept_same} of {kept_n}");
+    assert_eq!(wider.dimensions(), (96, 64));
+    assert!((0..64).all(|y| (0..64).all(|x| wider.get_pixel(x + 16, y) == src.get_pixel(x, y))), "extend keeps the photo in the middle");
+    let seams = |img: &image::RgbaImage| {
+        let img = Rgba8Image { width: img.width() as usize, height: img.height() as usize, pixels: img.as_raw().clone() };
+        (seam_score(&img, Axis::X).unwrap(), seam_score(&img, Axis::Y).unwrap())
+    };
+    let ((sx, sy), (tx, ty), (nx, ny)) = (seams(&src), seams(&tiled), seams(&png(&out.join("tiled_normal.png"))));
+    println!("seam scores x/y: photo {sx:.2}/{sy:.2}, made tileable {tx:.2}/{ty:.2}, its normal map {nx:.2}/{ny:.2} (bound 1.5)");
+    assert!(sx > 1.5 || sy > 1.5, "the photo must have a seam, so the check can fail");
+    assert!(tx < 1.5 && ty < 1.5 && nx < 1.5 && ny < 1.5);
+    let (_, tiled_text) = read_png(&out.join("tiled.png"));
+    assert!(tiled_text["kiln:settings"].contains("seamless=Xy"), "{tiled_text:?}");
+
+    // A rerun skips all; a new picture re-bakes the four that start from it,
+    // a new mask only the inpainted one.
+    let (_, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "skipped"), all);
+    std::fs::copy(common::golden("canny/noise.png"), &photo).unwrap();
+    let (_, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), ["restyled", "patched", "wider", "tiled"].map(String::from).into());
+    assert!(png(&out.join("restyled.png")) != png(&dir.join("restyled.png")), "another picture makes other pixels");
+    let mut mask_bytes = image::open(dir.join("mask.png")).unwrap().to_luma8();
+    mask_bytes.put_pixel(0, 0, image::Luma([255 - mask_bytes.get_pixel(0, 0).0[0]]));
+    mask_bytes.save(dir.join("mask.png")).unwrap();
+    let (_, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), ["patched".to_string()].into());
+}
+
+/// Picture keys without a picture, bad values and jobs that exclude each
+/// other are manifest errors naming asset, key and line; nothing bakes.
+#[test]
+fn picture_manifest_errors_name_asset_key_and_line() {
+    let dir = scratch("picture-errors");
+    std::fs::copy(common::golden("canny/drawn.png"), dir.join("photo.png")).unwrap();
+    std::fs::copy(common::golden("inpaint/mask.png"), dir.join("mask.png")).unwrap();
+    let manifest = write_picture_manifest(
+        &dir,
+        "[[asset]]\nname = \"no_picture\"\nmask = \"mask.png\"\n\
+         [[asset]]\nname = \"missing\"\ninit_image = \"nowhere.png\"\n\
+         [[asset]]\nname = \"both\"\ninit_image = \"photo.png\"\nmask = \"mask.png\"\nmake_tileable = 8\n\
+         [[asset]]\nname = \"sized\"\ninit_image = \"photo.png\"\nextend = [8, 8, 0, 0]\nsize = [64, 64]\n\
+         [[asset]]\nname = \"x_only\"\ninit_image = \"photo.png\"\nmake_tileable = 8\nseamless = \"x\"\n\
+         [[asset]]\nname = \"sides\"\ninit_image = \"photo.png\"\nextend = [8, 8]\n\
+         [[asset]]\nname = \"strong\"\ninit_image = \"photo.png\"\nstrength = 1.5\n",
+    );
+    let out = dir.join("out");
+    let (o, _) = bake(&manifest, &out, &[]);
+    let log = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{log}");
+    for want in [
+        "line 32, asset \"no_picture\", key `mask`: works on a picture: set `init_image` (a PNG) too",
+        &format!("line 35, asset \"missing\", key `init_image`: init image {} is not a file", dir.join("nowhere.png").display()),
+        "line 40, asset \"both\", key `make_tileable`: `mask` and `make_tileable` are different jobs on the picture",
+        "line 45, asset \"sized\", key `size`: the picture (and `extend`) sets this asset's size",
+        "line 50, asset \"x_only\", key `seamless`: `make_tileable` makes the picture tile on both axes",
+        "line 54, asset \"sides\", key `extend`: [8, 8] is not [LEFT, RIGHT, TOP, BOTTOM]",
+        "line 58, asset \"strong\", key `strength`: 1.5 is outside 0..=1",
+    ] {
+        assert!(log.contains(want), "wanted {want:?} in\n{log}");
+    }
+    assert!(log.contains("7 error(s) in the manifest"), "{log}");
+    assert!(!out.exists(), "nothing is written for an invalid manifest");
+
+    // A picture that is not a PNG fails its asset alone, at bake time, with the file named.
+    std::fs::write(dir.join("notes.png"), "not a picture").unwrap();
+    let manifest = dir.join("corrupt.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = {:?}\nsteps = 2\n[[asset]]\nname = \"bad\"\ninit_image = \"notes.png\"\n[[asset]]\nname = \"good\"\ninit_image = \"photo.png\"\n",
+            bundled_model().display().to_string()
+        ),
+    )
+    .unwrap();
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "baked"), ["good".to_string()].into());
+    let error = report["assets"][0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("init image") && error.contains("notes.png") && error.contains("not a readable PNG"), "{error}");
 }

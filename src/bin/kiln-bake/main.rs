@@ -179,7 +179,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     let mut identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut lora_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut embedding_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
-    let mut control_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
+    let mut picture_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut upscaler_identities: HashMap<PathBuf, Result<String, String>> = HashMap::new();
     let mut entries: Vec<Entry> = Vec::new();
     let mut todo: Vec<Todo<'_>> = Vec::new();
@@ -192,9 +192,15 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         let identity = identity.and_then(|id| {
             let loras = file_identities(&mut lora_identities, asset.loras.iter().map(|l| l.path.as_path()), "LoRA")?;
             let embeddings = file_identities(&mut embedding_identities, asset.embeddings.iter().map(|e| e.path.as_path()), "embedding")?;
-            let controls = file_identities(&mut control_identities, asset.controls.iter().map(|c| c.image.as_path()), "control image")?;
+            let controls = file_identities(&mut picture_identities, asset.controls.iter().map(|c| c.image.as_path()), "control image")?;
+            // The picture and mask it starts from (read once per run, as control images are).
+            let mut one_picture = |path: &Option<PathBuf>, what: &str| {
+                path.as_deref().map(|p| file_identities(&mut picture_identities, std::iter::once(p), what).map(|mut ids| ids.remove(0))).transpose()
+            };
+            let init_image = one_picture(&asset.init_image, "init image")?;
+            let mask = one_picture(&asset.mask, "mask")?;
             // A refiner's files are part of what the asset is made from.
-            let id = match &asset.refiner {
+            let model = match &asset.refiner {
                 None => id,
                 Some(dir) => {
                     let refiner = identities
@@ -215,13 +221,13 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                         .clone()
                 })
                 .transpose()?;
-            Ok((id, loras, embeddings, controls, upscaler))
+            Ok(store::Identities { model, loras, embeddings, controls, upscaler, init_image, mask })
         });
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
             Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
-            Ok((id, loras, embeddings, controls, upscaler)) => {
-                let key = store::content_key(asset, &id, &loras, &embeddings, &controls, upscaler.as_deref());
+            Ok(ids) => {
+                let key = store::content_key(asset, &ids);
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
                     entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
@@ -520,8 +526,16 @@ fn bake_one(
         _ => None,
     };
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
-    let request = kiln::GenerateRequest { refiner: refiner.clone(), ..asset.request_with_controls()? };
-    let id = pool.submit(&view, request, Default::default());
+    let mut request = kiln::GenerateRequest { refiner: refiner.clone(), ..asset.request_with_files()? };
+    // As `generate`: `extend` and `make_tileable` take the picture out of the request.
+    let work = match (asset.extend, asset.make_tileable, request.init_image.take()) {
+        (Some([left, right, top, bottom]), _, Some(picture)) => {
+            JobWork::ExtendTexture { model: view.clone(), request, picture, extend: kiln::pipeline::texture::Extend { left, right, top, bottom } }
+        }
+        (None, Some(band), Some(picture)) => JobWork::MakeTileable { model: view.clone(), request, picture, band },
+        (_, _, picture) => JobWork::Generate { model: view.clone(), request: kiln::GenerateRequest { init_image: picture, ..request } },
+    };
+    let id = pool.submit_work(work, Default::default());
     let image = run_job(pool, id, &asset.name, progress, "the job")?;
     let post = asset.post();
     // The upscale is a job too: its tiles show as progress, and Ctrl-C cancels it.
@@ -543,7 +557,7 @@ fn bake_one(
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: None, upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: asset.quantization };
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: asset.init_image.as_deref(), upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: asset.quantization };
             let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?
@@ -584,6 +598,12 @@ fn bake_one(
     if !asset.embeddings.is_empty() {
         let embeddings = asset.embeddings.iter().map(|e| serde_json::json!({"path": e.path.display().to_string(), "token": e.token})).collect();
         settings["embedding"] = serde_json::Value::Array(embeddings);
+    }
+    // The pictures' paths likewise (the key holds their bytes' identities).
+    for (key, path) in [("init_image", &asset.init_image), ("mask", &asset.mask)] {
+        if let Some(p) = path {
+            settings[key] = p.display().to_string().into();
+        }
     }
     if let (Some(u), Some(up)) = (&asset.upscale, upscaler) {
         // Beside tile and context (in the key's settings): the path, and the scale it gave.

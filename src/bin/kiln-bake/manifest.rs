@@ -47,6 +47,11 @@ struct Table {
     lora: Option<Spanned<Lora>>,
     embedding: Option<Spanned<EmbeddingEntry>>,
     control: Option<Spanned<ControlEntry>>,
+    init_image: Option<Spanned<toml::Value>>,
+    strength: Option<Spanned<f64>>,
+    mask: Option<Spanned<toml::Value>>,
+    extend: Option<Spanned<toml::Value>>,
+    make_tileable: Option<Spanned<toml::Value>>,
     upscale: Option<Spanned<toml::Value>>,
     sprite: Option<Spanned<bool>>,
     pixel_art: Option<Spanned<String>>,
@@ -340,6 +345,30 @@ pub struct Asset {
     pub embeddings: Vec<AssetEmbedding>,
     /// ControlNets, in manifest order; their residuals add.
     pub controls: Vec<AssetControl>,
+    /// The picture an asset starts from (`generate --init-image`): img2img,
+    /// or with `mask`, `extend` or `make_tileable` what they work on; a PNG,
+    /// relative paths resolved against the manifest's folder. Like the control
+    /// images, not in the serialized settings: the content key holds the
+    /// file's identity.
+    #[serde(skip)]
+    pub init_image: Option<PathBuf>,
+    /// With `init_image`: how much of the schedule runs (`generate
+    /// --strength`, default 0.8). `None` without a picture, and then left
+    /// out of the serialized settings, so other assets keep their content keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f32>,
+    /// Inpainting mask for `init_image` (`generate --mask`; white is
+    /// repainted); in the content key by identity.
+    #[serde(skip)]
+    pub mask: Option<PathBuf>,
+    /// Outpaint `init_image` by `[left, right, top, bottom]` pixels
+    /// (`generate --extend`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extend: Option<[usize; 4]>,
+    /// Make `init_image` tile, inpainting a band this many pixels wide over
+    /// its offset seams (`generate --make-tileable`); `seamless` is then `xy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub make_tileable: Option<usize>,
     /// Super-resolution upscale. Left out of the serialized settings when
     /// off, so other assets keep their content keys.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -408,6 +437,7 @@ impl Asset {
             steps: self.steps,
             scheduler: SchedulerKind::from_name(&self.scheduler).expect("validated"),
             guidance_scale: self.guidance,
+            strength: self.strength.unwrap_or(kiln::GenerateRequest::default().strength),
             width: self.size[0],
             height: self.size[1],
             prompt_2: self.prompt_2.clone(),
@@ -422,9 +452,16 @@ impl Asset {
         }
     }
 
-    /// [`Asset::request`] with the control images read from their files.
-    pub fn request_with_controls(&self) -> Result<kiln::GenerateRequest, String> {
+    /// [`Asset::request`] with its pictures read from their files: the
+    /// control images, the init image and the mask (as `generate` reads them).
+    pub fn request_with_files(&self) -> Result<kiln::GenerateRequest, String> {
         let mut request = self.request();
+        if let Some(path) = &self.init_image {
+            request.init_image = Some(kiln::pipeline::inputs::read_init_image(path).map_err(|e| format!("init image: {e}"))?);
+        }
+        if let Some(path) = &self.mask {
+            request.mask = Some(kiln::pipeline::inputs::read_mask(path).map_err(|e| format!("mask: {e}"))?);
+        }
         for c in &self.controls {
             let rgb = kiln::pipeline::inputs::read_init_image(&c.image).map_err(|e| format!("control image: {e}"))?;
             let image = kiln::image::control::ControlImage { width: rgb.width, height: rgb.height, channels: 3, data: rgb.rgb };
@@ -913,7 +950,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             1.0
         }
     };
-    let size = match pick!(size) {
+    let mut size = match pick!(size) {
         None => [0, 0],
         Some((s, line)) => match s[..] {
             [w, h] if (8..=8192).contains(&w) && (8..=8192).contains(&h) && w % 8 == 0 && h % 8 == 0 => [w as usize, h as usize],
@@ -923,7 +960,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             }
         },
     };
-    let seamless = match pick!(seamless) {
+    let mut seamless = match pick!(seamless) {
         None => Seamless::None,
         Some((s, line)) => match s.as_str() {
             "x" | "y" | "xy" | "none" => Seamless::from_name(s).expect("known name"),
@@ -1002,6 +1039,104 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
                 fail(format!("start {start} and end {end} of controlnet {name:?} are not 0 <= start < end <= 1"));
             }
             controls.push(AssetControl { controlnet: name.clone(), image, preprocess, scale: scale as f32, start: start as f32, end: end as f32 });
+        }
+    }
+    // The picture the asset starts from, and what is done with it. The keys
+    // that work on a picture apply, from [defaults], to the assets that have
+    // one; an asset's own needs one. `false` turns a default off.
+    let is_off = |v: &toml::Value| matches!(v, toml::Value::Boolean(false));
+    let picture_file = |v: &toml::Value, what: &str| match v {
+        toml::Value::String(s) => {
+            let path = base.join(s);
+            if path.is_file() {
+                Ok(Some(path))
+            } else {
+                Err(format!("{what} {} is not a file", path.display()))
+            }
+        }
+        v if is_off(v) => Ok(None),
+        other => Err(format!("{other} is not a PNG file (relative to the manifest), or false for none")),
+    };
+    let has_picture = pick!(init_image).is_some_and(|(v, _)| !is_off(v));
+    let init_image = pick!(init_image).and_then(|(v, line)| picture_file(v, "init image").unwrap_or_else(|m| {
+        errors.push(err(line, "init_image", m));
+        None
+    }));
+    if !has_picture {
+        let own = |v: &Option<Spanned<toml::Value>>| v.as_ref().filter(|v| !is_off(v.get_ref())).map(|v| v.span());
+        let keys = [("strength", t.strength.as_ref().map(|v| v.span())), ("mask", own(&t.mask)), ("extend", own(&t.extend)), ("make_tileable", own(&t.make_tileable))];
+        for (key, span) in keys.into_iter().filter_map(|(k, s)| s.map(|s| (k, s))) {
+            errors.push(err(lines.of(span.start), key, "works on a picture: set `init_image` (a PNG) too".into()));
+        }
+    }
+    let strength = match (has_picture, pick!(strength)) {
+        (false, _) => None,
+        (true, None) => Some(kiln::GenerateRequest::default().strength),
+        (true, Some((&f, _))) if (0.0..=1.0).contains(&f) => Some(f as f32),
+        (true, Some((f, line))) => {
+            errors.push(err(line, "strength", format!("{f} is outside 0..=1")));
+            None
+        }
+    };
+    let mask = match (has_picture, pick!(mask)) {
+        (true, Some((v, line))) => picture_file(v, "mask").unwrap_or_else(|m| {
+            errors.push(err(line, "mask", m));
+            None
+        }),
+        _ => None,
+    };
+    let max_side = kiln::pipeline::MAX_GENERATE_SIDE as i64;
+    let extend = match (has_picture, pick!(extend)) {
+        (true, Some((v, _))) if is_off(v) => None,
+        (true, Some((v, line))) => {
+            let sides: Vec<i64> = v.as_array().map_or(vec![], |a| a.iter().map_while(toml::Value::as_integer).collect());
+            let whole = v.as_array().is_some_and(|a| a.len() == sides.len());
+            match sides[..] {
+                [left, right, top, bottom] if whole && sides.iter().all(|n| (0..=max_side).contains(n)) && sides.iter().any(|&n| n > 0) => {
+                    Some([left as usize, right as usize, top as usize, bottom as usize])
+                }
+                _ => {
+                    errors.push(err(line, "extend", format!("{v} is not [LEFT, RIGHT, TOP, BOTTOM] pixels, each in 0..={max_side} and not all 0, or false for none")));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let make_tileable = match (has_picture, pick!(make_tileable)) {
+        (true, Some((v, _))) if is_off(v) => None,
+        (true, Some((toml::Value::Integer(n), _))) if (1..=max_side / 2).contains(n) => Some(*n as usize),
+        (true, Some((v, line))) => {
+            errors.push(err(line, "make_tileable", format!("{v} is not a band width in pixels (1..={}), or false for none", max_side / 2)));
+            None
+        }
+        _ => None,
+    };
+    let line_of = |v: Option<(&toml::Value, usize)>| v.map_or(header, |(_, line)| line);
+    let picture_jobs = [
+        ("mask", mask.is_some(), line_of(pick!(mask))),
+        ("extend", extend.is_some(), line_of(pick!(extend))),
+        ("make_tileable", make_tileable.is_some(), line_of(pick!(make_tileable))),
+    ];
+    if let [(first, ..), (second, _, line), ..] = picture_jobs.into_iter().filter(|(_, on, _)| *on).collect::<Vec<_>>()[..] {
+        errors.push(err(line, second, format!("`{first}` and `{second}` are different jobs on the picture; an asset does one")));
+    }
+    if extend.is_some() || make_tileable.is_some() {
+        // The picture (and `extend`) gives the size; one from [defaults] does not apply.
+        if let Some(s) = &t.size {
+            errors.push(err(lines.of(s.span().start), "size", "the picture (and `extend`) sets this asset's size; drop `size`".into()));
+        }
+        size = [0, 0];
+    }
+    if make_tileable.is_some() {
+        // The result tiles on both axes: its mips, material maps and upscale wrap so.
+        match seamless {
+            Seamless::None | Seamless::Xy => seamless = Seamless::Xy,
+            _ => errors.push(err(
+                pick!(seamless).map_or(header, |(_, line)| line),
+                "seamless",
+                "`make_tileable` makes the picture tile on both axes: seamless must be \"xy\" or unset".into(),
+            )),
         }
     }
     let sprite = pick!(sprite).is_some_and(|(b, _)| *b);
@@ -1085,6 +1220,11 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             loras,
             embeddings,
             controls,
+            init_image,
+            strength,
+            mask,
+            extend,
+            make_tileable,
             upscale,
             sprite,
             pixel_art,
@@ -1265,6 +1405,54 @@ mod tests {
             ("variation_strength = 0.5\n", "variation_strength"),
             ("variants = 3\n", "variants"),
             ("variants = 0\nvariation_strength = 0.5\n", "variants"),
+        ] {
+            let e = errors(&format!("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\n{body}"));
+            assert!(e.iter().any(|e| e.key.as_deref() == Some(key)), "{body}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn picture_keys_apply_from_defaults_only_with_a_picture_and_stay_out_of_plain_keys() {
+        // model_dir() holds golden/inpaint/mask.png: a PNG to stand for both files.
+        let m = parse(
+            "[defaults]\nmodel = \"tiny-sd\"\nstrength = 0.6\nmask = \"golden/inpaint/mask.png\"\n\
+             [[asset]]\nname = \"plain\"\n\
+             [[asset]]\nname = \"inpainted\"\ninit_image = \"golden/inpaint/mask.png\"\n\
+             [[asset]]\nname = \"restyled\"\ninit_image = \"golden/inpaint/mask.png\"\nmask = false\nstrength = 0.3\n\
+             [[asset]]\nname = \"tiled\"\ninit_image = \"golden/inpaint/mask.png\"\nmask = false\nmake_tileable = 8\n\
+             [[asset]]\nname = \"wider\"\ninit_image = \"golden/inpaint/mask.png\"\nmask = false\nextend = [8, 0, 16, 0]\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let [plain, inpainted, restyled, tiled, wider] = &m.assets[..] else { panic!("five assets") };
+        // Without a picture the defaults' picture keys do not apply, and the
+        // settings (hence the content key) are what they were before those keys.
+        assert_eq!((plain.init_image.as_ref(), plain.strength, plain.mask.as_ref()), (None, None, None));
+        let settings = serde_json::to_value(plain).unwrap();
+        for key in ["init_image", "strength", "mask", "extend", "make_tileable"] {
+            assert!(settings.get(key).is_none(), "{key} in {settings}");
+        }
+        assert_eq!(plain.request().strength, 0.8, "generate's default strength, as before");
+        let mask = model_dir().join("golden/inpaint/mask.png");
+        assert_eq!((inpainted.mask.as_ref(), inpainted.strength), (Some(&mask), Some(0.6)));
+        assert_eq!(inpainted.request().strength, 0.6);
+        assert_eq!((restyled.mask.as_ref(), restyled.strength), (None, Some(0.3)));
+        assert_eq!((tiled.make_tileable, tiled.seamless, tiled.size), (Some(8), Seamless::Xy, [0, 0]));
+        assert_eq!(wider.extend, Some([8, 0, 16, 0]));
+        let s = serde_json::to_value(wider).unwrap();
+        assert_eq!((&s["extend"], s["strength"].as_f64().map(|f| f as f32)), (&serde_json::json!([8, 0, 16, 0]), Some(0.6)));
+        assert!(s.get("init_image").is_none(), "paths stay out of the settings: the key holds the files' identities");
+        for (body, key) in [
+            ("make_tileable = 8\n", "make_tileable"),
+            ("strength = 0.5\n", "strength"),
+            ("init_image = 3\n", "init_image"),
+            ("init_image = \"golden/inpaint/mask.png\"\nmake_tileable = 0\n", "make_tileable"),
+            ("init_image = \"golden/inpaint/mask.png\"\nmake_tileable = 5000\n", "make_tileable"),
+            ("init_image = \"golden/inpaint/mask.png\"\nextend = [0, 0, 0, 0]\n", "extend"),
+            ("init_image = \"golden/inpaint/mask.png\"\nextend = [-8, 0, 0, 0]\n", "extend"),
+            ("init_image = \"golden/inpaint/mask.png\"\nextend = [8, 0, 0, 0.5]\n", "extend"),
+            ("init_image = \"golden/inpaint/mask.png\"\nextend = [8, 0, 0, 0]\nmake_tileable = 8\n", "make_tileable"),
+            ("init_image = \"golden/inpaint/mask.png\"\nmask = \"nowhere.png\"\n", "mask"),
         ] {
             let e = errors(&format!("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\n{body}"));
             assert!(e.iter().any(|e| e.key.as_deref() == Some(key)), "{body}: {e:?}");

@@ -112,27 +112,40 @@ pub fn upscaler_identity(path: &Path) -> std::io::Result<String> {
     })
 }
 
-/// The content key of an asset: its resolved settings, the model's identity,
-/// each LoRA's file identity and scale (`lora_identities` in the order of
-/// `asset.loras`) and Kiln's version (a new Kiln may make other pixels).
-/// An asset without LoRAs keeps the key it had before LoRAs existed; likewise
-/// without an upscale (`upscaler_identity`: the upscaler's files; its tile
-/// and context are in the settings).
-pub fn content_key(
-    asset: &Asset,
-    model_identity: &str,
-    lora_identities: &[String],
-    embedding_identities: &[String],
-    control_identities: &[String],
-    upscaler_identity: Option<&str>,
-) -> String {
+/// The identities of the files an asset is made from (each as
+/// [`model_identity`], [`file_identity`] or [`upscaler_identity`] gives it).
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    /// The model folder's, and a refiner's after it when there is one.
+    pub model: String,
+    /// Each LoRA file's, in the order of `asset.loras`.
+    pub loras: Vec<String>,
+    /// Each embedding file's, in the order of `asset.embeddings`.
+    pub embeddings: Vec<String>,
+    /// Each control image's, in the order of `asset.controls`.
+    pub controls: Vec<String>,
+    /// The upscaler's files, when the asset is upscaled.
+    pub upscaler: Option<String>,
+    /// The init image's, when the asset starts from a picture.
+    pub init_image: Option<String>,
+    /// The inpainting mask's.
+    pub mask: Option<String>,
+}
+
+/// The content key of an asset: its resolved settings, the identities of the
+/// files it is made from, each LoRA's scale, and Kiln's version (a new Kiln
+/// may make other pixels). Each kind of file enters the key only when the
+/// asset has one, so an asset keeps the key it had before that kind existed
+/// (an upscale's tile and context, a picture's strength, `extend` and
+/// `make_tileable` are in the settings).
+pub fn content_key(asset: &Asset, ids: &Identities) -> String {
     let settings = serde_json::to_string(asset).expect("asset settings serialize");
     let mut h = Fnv::new();
     h.field(b"kiln-bake key v1");
     h.field(kiln::VERSION.as_bytes());
-    h.field(model_identity.as_bytes());
+    h.field(ids.model.as_bytes());
     h.field(settings.as_bytes());
-    for (lora, identity) in asset.loras.iter().zip(lora_identities) {
+    for (lora, identity) in asset.loras.iter().zip(&ids.loras) {
         h.field(b"lora");
         h.field(identity.as_bytes());
         h.field(&lora.scale.to_bits().to_le_bytes());
@@ -142,20 +155,21 @@ pub fn content_key(
             h.field(&t.to_bits().to_le_bytes());
         }
     }
-    // Embeddings (none: the key is what it was before the `embedding` key existed).
-    for (embedding, identity) in asset.embeddings.iter().zip(embedding_identities) {
+    for (embedding, identity) in asset.embeddings.iter().zip(&ids.embeddings) {
         h.field(b"embedding");
         h.field(identity.as_bytes());
         h.field(embedding.token.as_deref().unwrap_or("").as_bytes());
     }
     // The control images' bytes (their settings are in `settings`).
-    for identity in control_identities {
+    for identity in &ids.controls {
         h.field(b"control image");
         h.field(identity.as_bytes());
     }
-    if let Some(identity) = upscaler_identity {
-        h.field(b"upscaler");
-        h.field(identity.as_bytes());
+    for (tag, identity) in [(&b"upscaler"[..], &ids.upscaler), (b"init image", &ids.init_image), (b"mask", &ids.mask)] {
+        if let Some(identity) = identity {
+            h.field(tag);
+            h.field(identity.as_bytes());
+        }
     }
     format!("{:016x}", h.finish())
 }
