@@ -1396,8 +1396,12 @@ fn picture_assets_give_generates_pixels_and_rebake_when_their_picture_changes() 
     println!("seam scores x/y: photo {sx:.2}/{sy:.2}, made tileable {tx:.2}/{ty:.2}, its normal map {nx:.2}/{ny:.2} (bound 1.5)");
     assert!(sx > 1.5 || sy > 1.5, "the photo must have a seam, so the check can fail");
     assert!(tx < 1.5 && ty < 1.5 && nx < 1.5 && ny < 1.5);
-    let (_, tiled_text) = read_png(&out.join("tiled.png"));
-    assert!(tiled_text["kiln:settings"].contains("seamless=Xy"), "{tiled_text:?}");
+    // The PNGs record what was done with the picture, so a reader can redo it.
+    let settings = |name: &str| read_png(&out.join(name)).1["kiln:settings"].clone();
+    assert!(settings("tiled.png").contains("seamless=Xy") && settings("tiled.png").ends_with(" make_tileable=16"), "{}", settings("tiled.png"));
+    assert!(settings("wider.png").ends_with(" extend=16,16,0,0"), "{}", settings("wider.png"));
+    assert!(settings("patched.png").ends_with(&format!(" mask={}", dir.join("mask.png").display())), "{}", settings("patched.png"));
+    assert!(!settings("restyled.png").contains("mask=") && !settings("plain.png").contains("extend="));
 
     // A rerun skips all; a new picture re-bakes the four that start from it,
     // a new mask only the inpainted one.

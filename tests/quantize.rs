@@ -195,7 +195,7 @@ fn int8_pngs_record_it_and_float_ones_do_not() {
     let c = case("euler_cfg");
     let req = request(&c);
     let post = kiln::pipeline::outputs::PostProcess::default();
-    let mut from = kiln::pipeline::outputs::Provenance { model: &common::fixture(), init_noise: None, init_image: None, upscaler: None, quantization: Quantization::None };
+    let mut from = kiln::pipeline::outputs::Provenance { model: &common::fixture(), init_noise: None, init_image: None, picture_job: None, upscaler: None, quantization: Quantization::None };
     let settings = |from: &kiln::pipeline::outputs::Provenance<'_>| {
         kiln::pipeline::outputs::png_text(&req, &post, from, 64, 64).into_iter().find(|(k, _)| *k == "kiln:settings").unwrap().1
     };

@@ -106,10 +106,23 @@ pub struct Provenance<'a> {
     pub init_noise: Option<&'a Path>,
     /// `--init-image` file, for img2img.
     pub init_image: Option<&'a Path>,
+    /// What was done with `init_image` besides img2img, when anything.
+    pub picture_job: Option<PictureJob<'a>>,
     /// The upscaler's graph, when the image was upscaled.
     pub upscaler: Option<&'a Path>,
     /// How the model's weights were stored (int8 pictures differ from float ones).
     pub quantization: crate::model::quantize::Quantization,
+}
+
+/// A job on the init image other than img2img, as the PNG records it.
+#[derive(Debug, Clone, Copy)]
+pub enum PictureJob<'a> {
+    /// Inpainting with this mask file (`--mask`).
+    Inpaint(&'a Path),
+    /// Outpainting by these pixels (`--extend`).
+    Extend(crate::pipeline::texture::Extend),
+    /// Made tileable with a band this wide (`--make-tileable`).
+    MakeTileable(usize),
 }
 
 /// The PNG `tEXt` chunks (key, value) for an image of `width` × `height` made
@@ -160,6 +173,13 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
     }
     if let Some(r) = &request.refiner {
         settings.push_str(&format!(" refiner={} refiner_start={}", path_text(&r.model.layout().root), r.start));
+    }
+    // Only when used, so other images keep their text exactly.
+    match from.picture_job {
+        None => {}
+        Some(PictureJob::Inpaint(mask)) => settings.push_str(&format!(" mask={}", path_text(mask))),
+        Some(PictureJob::Extend(e)) => settings.push_str(&format!(" extend={},{},{},{}", e.left, e.right, e.top, e.bottom)),
+        Some(PictureJob::MakeTileable(band)) => settings.push_str(&format!(" make_tileable={band}")),
     }
     if from.quantization != crate::model::quantize::Quantization::None {
         settings.push_str(&format!(" quantization={}", from.quantization.name()));

@@ -557,7 +557,7 @@ fn bake_one(
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: asset.init_image.as_deref(), upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: asset.quantization };
+            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: asset.init_image.as_deref(), picture_job: asset.picture_job(), upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: asset.quantization };
             let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?

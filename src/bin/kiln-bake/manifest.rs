@@ -476,6 +476,17 @@ impl Asset {
         Ok(request)
     }
 
+    /// What is done with the picture besides img2img, as the PNG records it.
+    pub fn picture_job(&self) -> Option<kiln::pipeline::outputs::PictureJob<'_>> {
+        use kiln::pipeline::outputs::PictureJob;
+        match (&self.mask, self.extend, self.make_tileable) {
+            (Some(mask), _, _) => Some(PictureJob::Inpaint(mask)),
+            (_, Some([left, right, top, bottom]), _) => Some(PictureJob::Extend(kiln::pipeline::texture::Extend { left, right, top, bottom })),
+            (_, _, Some(band)) => Some(PictureJob::MakeTileable(band)),
+            _ => None,
+        }
+    }
+
     /// The post-processing asked for.
     pub fn post(&self) -> PostProcess {
         PostProcess {
