@@ -601,12 +601,7 @@ fn generate_one(
         model: &a.model,
         init_noise: a.init_noise.as_deref(),
         init_image: a.init_image.as_deref(),
-        picture_job: match (&a.mask, a.extend, a.make_tileable) {
-            (Some(mask), _, _) => Some(outputs::PictureJob::Inpaint(mask)),
-            (_, Some(extend), _) => Some(outputs::PictureJob::Extend(extend)),
-            (_, _, Some(band)) => Some(outputs::PictureJob::MakeTileable(band)),
-            _ => None,
-        },
+        picture_job: outputs::PictureJob::of(a.mask.as_deref(), a.extend, a.make_tileable),
         upscaler: a.upscaler.as_deref(),
         quantization: a.quantization,
     };

@@ -125,6 +125,19 @@ pub enum PictureJob<'a> {
     MakeTileable(usize),
 }
 
+impl<'a> PictureJob<'a> {
+    /// The job a tool's mask, extend and make-tileable settings ask for (the
+    /// tools refuse more than one); `None` for plain img2img or none.
+    pub fn of(mask: Option<&'a Path>, extend: Option<crate::pipeline::texture::Extend>, make_tileable: Option<usize>) -> Option<Self> {
+        match (mask, extend, make_tileable) {
+            (Some(mask), _, _) => Some(Self::Inpaint(mask)),
+            (_, Some(extend), _) => Some(Self::Extend(extend)),
+            (_, _, Some(band)) => Some(Self::MakeTileable(band)),
+            _ => None,
+        }
+    }
+}
+
 /// The PNG `tEXt` chunks (key, value) for an image of `width` × `height` made
 /// from `request` with `post`: `prompt`, `negative_prompt`, (SDXL, when
 /// given) `prompt_2` and `negative_prompt_2`, `kiln:settings` (with the SDXL

@@ -478,13 +478,8 @@ impl Asset {
 
     /// What is done with the picture besides img2img, as the PNG records it.
     pub fn picture_job(&self) -> Option<kiln::pipeline::outputs::PictureJob<'_>> {
-        use kiln::pipeline::outputs::PictureJob;
-        match (&self.mask, self.extend, self.make_tileable) {
-            (Some(mask), _, _) => Some(PictureJob::Inpaint(mask)),
-            (_, Some([left, right, top, bottom]), _) => Some(PictureJob::Extend(kiln::pipeline::texture::Extend { left, right, top, bottom })),
-            (_, _, Some(band)) => Some(PictureJob::MakeTileable(band)),
-            _ => None,
-        }
+        let extend = self.extend.map(|[left, right, top, bottom]| kiln::pipeline::texture::Extend { left, right, top, bottom });
+        kiln::pipeline::outputs::PictureJob::of(self.mask.as_deref(), extend, self.make_tileable)
     }
 
     /// The post-processing asked for.
