@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::image::material::{material_maps, MaterialOptions};
 use crate::image::pixel_art::{pixel_art, PixelArtOptions, Quantize};
 use crate::image::Rgba8Image;
-use crate::model::matting::Matte;
+use crate::model::matting::{Matte, Matting};
 use crate::model::upscaler::{UpscaleOptions, Upscaler};
 use crate::model::seamless::Seamless;
 use crate::model::Model;
@@ -75,6 +75,24 @@ pub fn upscale_options(post: &PostProcess) -> Result<Option<UpscaleOptions>> {
 /// The steps of [`finish`] after the upscale, for a caller that ran the
 /// upscale ([`upscale_options`]) itself, e.g. as a job.
 pub fn finish_upscaled(model: &Model, image: Rgba8Image, post: &PostProcess) -> Result<Finished> {
+    finish_with(SpriteMatte::Model(model), image, post)
+}
+
+/// Where [`finish_with`] takes a sprite's alpha from.
+#[derive(Clone, Copy)]
+pub enum SpriteMatte<'a> {
+    /// The model's matting graph when it has one, else the chroma key (as
+    /// `generate --sprite`).
+    Model(&'a Model),
+    /// This matting graph.
+    Graph(&'a Matting),
+    /// The chroma key ([`crate::image::sprite::make_sprite`]).
+    Key,
+}
+
+/// [`finish_upscaled`] for a picture no model made (`kiln-bake`'s `source`
+/// assets): the sprite's alpha comes from `matte`.
+pub fn finish_with(matte: SpriteMatte<'_>, image: Rgba8Image, post: &PostProcess) -> Result<Finished> {
     let mut image = image;
     let (mut height, mut normal) = (None, None);
     if post.height_map || post.normal_map {
@@ -84,7 +102,11 @@ pub fn finish_upscaled(model: &Model, image: Rgba8Image, post: &PostProcess) -> 
     }
     let mut sprite_note = None;
     if post.sprite {
-        let sprite = model.make_sprite(&image, &Default::default(), Matte::Auto)?;
+        let sprite = match matte {
+            SpriteMatte::Model(model) => model.make_sprite(&image, &Default::default(), Matte::Auto)?,
+            SpriteMatte::Graph(graph) => graph.make_sprite(&image, &Default::default())?,
+            SpriteMatte::Key => crate::image::sprite::make_sprite(&image, &Default::default())?,
+        };
         sprite_note = Some(match sprite.key {
             Some(key) => format!("sprite: chroma key {key:?}, visible box {:?}", sprite.bbox),
             None => format!("sprite: matting graph, visible box {:?}", sprite.bbox),
@@ -197,11 +219,7 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
     if from.quantization != crate::model::quantize::Quantization::None {
         settings.push_str(&format!(" quantization={}", from.quantization.name()));
     }
-    // Only when used, so other images keep their text exactly.
-    if let Some(u) = &post.upscale {
-        let path = path_or_none(from.upscaler);
-        settings.push_str(&format!(" upscaler={path} upscale_tile={} upscale_context={}", u.tile, u.context));
-    }
+    settings.push_str(&upscale_text(post, from.upscaler));
     let mut text = vec![("prompt", request.prompt.clone()), ("negative_prompt", request.negative_prompt.clone())];
     for (key, value) in [("prompt_2", &request.prompt_2), ("negative_prompt_2", &request.negative_prompt_2)] {
         if !value.is_empty() {
@@ -214,6 +232,31 @@ pub fn png_text(request: &GenerateRequest, post: &PostProcess, from: &Provenance
         ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")).to_string()),
     ]);
     text
+}
+
+/// The PNG `tEXt` chunks for a picture that no model made but that was
+/// finished from the file `source` (`kiln-bake`'s `source` assets), at
+/// `width` × `height`: `kiln:settings` (`source=PATH`, the size and the
+/// post-processing) and `Software`. No prompt and no model: nothing was drawn.
+pub fn source_png_text(source: &Path, post: &PostProcess, upscaler: Option<&Path>, width: usize, height: usize) -> Vec<(&'static str, String)> {
+    let settings = format!(
+        "source={} size={width}x{height} seamless={:?} sprite={} pixel_art={:?}{}",
+        path_text(source),
+        post.seamless,
+        post.sprite,
+        post.pixel_art,
+        upscale_text(post, upscaler)
+    );
+    vec![("kiln:settings", settings), ("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")).to_string())]
+}
+
+/// The upscale's part of `kiln:settings`: empty without one, so other
+/// images keep their text exactly.
+fn upscale_text(post: &PostProcess, upscaler: Option<&Path>) -> String {
+    match &post.upscale {
+        None => String::new(),
+        Some(u) => format!(" upscaler={} upscale_tile={} upscale_context={}", upscaler.map_or("none".to_string(), path_text), u.tile, u.context),
+    }
 }
 
 /// A path as text in one style on every platform: `/` separators (Windows
