@@ -10,7 +10,9 @@
 //! and re-bakes when its upscaler or its tile and context change, and an
 //! asset that starts from a picture (img2img, inpainting, outpainting,
 //! make-tileable) gives `generate --init-image`'s pixels and re-bakes when
-//! the picture or its mask changes.
+//! the picture or its mask changes; a `source` asset finishes a picture that
+//! exists exactly as the library's finishing steps do, and re-bakes only
+//! when the picture or its finishing settings change.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +43,8 @@ fn bundled_model() -> PathBuf {
 fn example_manifest_in(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(common::root().join("examples/bake/textures.toml")).unwrap();
     let text = text.replace("\"../../models/kiln-tiny-textures\"", &format!("{:?}", bundled_model().display().to_string()));
+    let pictures = common::root().join("examples/bake/pictures");
+    let text = text.replace("\"pictures/", &format!("\"{}/", pictures.display()));
     let path = dir.join("textures.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -80,7 +84,8 @@ fn names_with(report: &serde_json::Value, status: &str) -> BTreeSet<String> {
     statuses(report).into_iter().filter(|(_, s)| s == status).map(|(n, _)| n).collect()
 }
 
-const EXAMPLE_ASSETS: [&str; 6] = ["floor_planks_pixel", "ground_cobblestone", "ground_grass", "ground_sand_bc1", "item_gem", "item_lava_rock"];
+const EXAMPLE_ASSETS: [&str; 8] =
+    ["decal_cliff", "floor_planks_pixel", "ground_cliff", "ground_cobblestone", "ground_grass", "ground_sand_bc1", "item_gem", "item_lava_rock"];
 
 /// Every output file in `out` is whole: PNGs decode, DDS files hold as many
 /// bytes as their header promises, key files parse. Returns how many it checked.
@@ -175,7 +180,7 @@ fn example_bakes_then_skips_then_redoes_only_the_edited_asset() {
         }
         assert!(e["seconds"].as_f64().unwrap() > 0.0 && e["error"].is_null());
     }
-    for f in ["ground_cobblestone.dds", "ground_cobblestone_normal.dds", "ground_cobblestone_height.dds", "items.png", "items.json"] {
+    for f in ["ground_cobblestone.dds", "ground_cobblestone_normal.dds", "ground_cobblestone_height.dds", "ground_cliff_normal.dds", "decal_cliff.dds", "items.png", "items.json"] {
         assert!(out.join(f).is_file(), "{f}");
     }
     // The atlas JSON holds one rectangle per sprite, inside the sheet.
@@ -189,7 +194,7 @@ fn example_bakes_then_skips_then_redoes_only_the_edited_asset() {
         assert!(r["y"].as_u64().unwrap() + r["height"].as_u64().unwrap() <= sheet.height() as u64);
     }
     let snapshot = |names: &[&str]| -> Vec<Vec<u8>> { names.iter().map(|n| std::fs::read(out.join(n)).unwrap()).collect() };
-    let others = ["ground_cobblestone.dds", "ground_sand_bc1.dds", "floor_planks_pixel.png", "item_gem.png", "items.png"];
+    let others = ["ground_cobblestone.dds", "ground_sand_bc1.dds", "floor_planks_pixel.png", "item_gem.png", "items.png", "ground_cliff.dds", "decal_cliff.dds"];
     let before = snapshot(&others);
     let grass_before = std::fs::read(out.join("ground_grass.dds")).unwrap();
 
@@ -212,7 +217,7 @@ fn example_bakes_then_skips_then_redoes_only_the_edited_asset() {
     let (_, report) = bake_ok(&manifest, &out, &["--force"]);
     assert_eq!(names_with(&report, "baked"), all);
     assert_eq!(snapshot(&others), before, "a forced rebake reproduces every file byte for byte");
-    assert_eq!(assert_no_truncated_file(&out), 17);
+    assert_eq!(assert_no_truncated_file(&out), 22);
 }
 
 #[test]
@@ -366,7 +371,7 @@ fn a_bake_killed_midway_leaves_no_truncated_file_and_a_rerun_completes() {
     assert_eq!(names_with(&report, "baked").len(), EXAMPLE_ASSETS.len(), "the other five assets and the atlas");
     let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".kiln-tmp")).collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(assert_no_truncated_file(&out), 17);
+    assert_eq!(assert_no_truncated_file(&out), 22);
 }
 
 #[cfg(unix)]
@@ -1469,4 +1474,181 @@ fn picture_manifest_errors_name_asset_key_and_line() {
     assert_eq!(names_with(&report, "baked"), ["good".to_string()].into());
     let error = report["assets"][0]["error"].as_str().unwrap_or_default().to_string();
     assert!(error.contains("init image") && error.contains("notes.png") && error.contains("not a readable PNG"), "{error}");
+}
+
+/// Pictures for the `source` assets: a texture that tiles (whole periods of
+/// sines, 48×40), one that does not (a ramp), and a disc on a flat backdrop.
+fn write_source_pictures(dir: &Path) {
+    let picture = |w: usize, h: usize, f: &dyn Fn(usize, usize) -> [u8; 4]| -> Vec<u8> { (0..h).flat_map(|y| (0..w).flat_map(move |x| f(x, y))).collect() };
+    let save = |name: &str, w: usize, h: usize, pixels: Vec<u8>| image::save_buffer(dir.join(name), &pixels, w as u32, h as u32, image::ExtendedColorType::Rgba8).unwrap();
+    let tau = std::f32::consts::TAU;
+    save("wall.png", 48, 40, picture(48, 40, &|x, y| {
+        // Phases put the wrap edge where a sine is as steep as on average (|cos| = 2/π),
+        // so the seam score of this tiling picture is about 1.
+        let (u, v) = (x as f32 / 48.0 * tau + 0.44, y as f32 / 40.0 * tau + 0.88);
+        let a = 0.5 + 0.3 * (2.0 * u).sin() + 0.15 * (3.0 * v + u).cos();
+        [(a * 255.0) as u8, (120.0 + 60.0 * v.sin()) as u8, 70, 255]
+    }));
+    save("ramp.png", 40, 40, picture(40, 40, &|x, y| [(x * 6) as u8, (y * 6) as u8, 128, 255]));
+    save("gem.png", 40, 40, picture(40, 40, &|x, y| {
+        let (dx, dy) = (x as f32 - 19.5, y as f32 - 21.0);
+        if dx * dx + dy * dy < 100.0 { [200, 30, (40 + x) as u8, 255] } else { [90, 160, 200, 255] }
+    }));
+}
+
+fn write_source_manifest(dir: &Path, steps: u32) -> PathBuf {
+    let manifest = dir.join("pictures.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[defaults]\nmodel = \"matting-model\"\nprompt = \"lava\"\nsteps = {steps}\nscheduler = \"ddim\"\nformat = \"png\"\n\
+             [[asset]]\nname = \"wall\"\nsource = \"wall.png\"\nseamless = \"xy\"\nnormal_map = true\nheight_map = true\n\
+             [[asset]]\nname = \"wall_dds\"\nsource = \"wall.png\"\nseamless = \"xy\"\nformat = \"dds\"\nnormal_map = true\n\
+             [[asset]]\nname = \"wall_up\"\nsource = \"wall.png\"\nseamless = \"xy\"\nupscale = {{ path = \"x4\", tile = 16, context = 4 }}\n\
+             [[asset]]\nname = \"ramp\"\nsource = \"ramp.png\"\nseamless = \"xy\"\n\
+             [[asset]]\nname = \"gem_matte\"\nsource = \"gem.png\"\nsprite = true\n\
+             [[asset]]\nname = \"gem_key\"\nsource = \"gem.png\"\nsprite = true\nmodel = {:?}\n\
+             [[asset]]\nname = \"generated\"\nsprite = true\n\
+             [[atlas]]\nname = \"sheet\"\nassets = [\"gem_matte\", \"generated\"]\n",
+            common::fixture().display().to_string()
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
+/// `source` assets finish pictures that exist, with nothing generated: the
+/// main image is the picture's pixels exactly, the material maps are
+/// `material_maps` of it (wrapping), the upscaled DDS is `Upscaler::upscale`
+/// of it with a full mip chain that tiles at every level, a sprite is cut out
+/// with the model folder's matting graph (`Matting::make_sprite`) or, on a
+/// model without one, the chroma key (`make_sprite`); a picture that does not
+/// tile gets a warning; an atlas packs a finished and a generated sprite. A
+/// new generation default re-bakes only the generated asset, new bytes in a
+/// picture only its assets, and a corrupt picture fails its assets alone.
+#[test]
+fn source_assets_finish_pictures_as_they_are_and_rebake_only_when_the_picture_changes() {
+    use kiln::image::material::{material_maps, MaterialOptions};
+    use kiln::model::matting::Matting;
+    use kiln::model::seamless::Seamless;
+    use kiln::model::upscaler::{UpscaleOptions, Upscaler};
+
+    let dir = scratch("source");
+    write_source_pictures(&dir);
+    // A model folder with a matting graph: tiny-sd's files and the matting fixture.
+    let model = dir.join("matting-model");
+    copy_dir(&common::fixture(), &model);
+    let matting_dir = common::root().join("tests/fixtures/matting/dynamic");
+    for f in ["model.onnx", "config.json"] {
+        std::fs::create_dir_all(model.join("matting")).unwrap();
+        std::fs::copy(matting_dir.join(f), model.join("matting").join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("x4")).unwrap();
+    std::fs::copy(common::root().join("tests/fixtures/upscaler/x4/model.onnx"), dir.join("x4/model.onnx")).unwrap();
+    let manifest = write_source_manifest(&dir, 2);
+    let out = dir.join("out");
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    let log = stderr(&o);
+    let all: BTreeSet<String> = ["wall", "wall_dds", "wall_up", "ramp", "gem_matte", "gem_key", "generated", "sheet"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(names_with(&report, "baked"), all, "{log}");
+    assert_eq!(log.matches("loading model").count(), 1, "only the generated asset loads a model:\n{log}");
+    assert_eq!(log.matches("loading matting graph").count(), 1, "{log}");
+
+    // The picture's own pixels, and its maps as material_maps makes them.
+    let wall = kiln::pipeline::inputs::read_rgba(&dir.join("wall.png")).unwrap();
+    let (pixels, text) = read_png(&out.join("wall.png"));
+    assert!(pixels == wall.pixels, "a source asset without finishing steps keeps the picture's pixels");
+    let settings = &text["kiln:settings"];
+    assert!(settings.starts_with(&format!("source={} size=48x40 seamless=Xy", dir.join("wall.png").display())), "{settings}");
+    assert!(!text.contains_key("prompt") && !text.contains_key("kiln:model"), "nothing was drawn from a prompt or a model: {text:?}");
+    let maps = material_maps(&wall, &MaterialOptions { wrap: true, ..Default::default() }).unwrap();
+    assert!(read_png(&out.join("wall_normal.png")).0 == maps.normal.pixels, "normal map");
+    assert!(read_png(&out.join("wall_height.png")).0 == maps.height.pixels, "height map");
+    for axis in [Axis::X, Axis::Y] {
+        let (p, n) = (seam_score(&wall, axis).unwrap(), seam_score(&maps.normal, axis).unwrap());
+        println!("wall picture seam score {axis:?}: {p:.2}, its normal map {n:.2} (bound 1.5)");
+        assert!(p < 1.5 && n < 1.5);
+    }
+    let key: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("wall.kiln-key")).unwrap()).unwrap();
+    assert_eq!(key["settings"]["source"], dir.join("wall.png").display().to_string());
+    assert!(key["settings"].get("prompt").is_none() && key["settings"].get("steps").is_none(), "{key}");
+
+    // Stored as BC7 with a full mip chain that tiles at every level.
+    let dds = read_dds(&out.join("wall_dds.dds"));
+    assert_eq!((dds.dxgi_format, dds.levels[0].width, dds.levels[0].height), (99, 48, 40));
+    assert_eq!(dds.levels.len(), 6, "48x40 down to 1x1");
+    let err: f64 = wall.pixels.iter().zip(&dds.levels[0].pixels).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / wall.pixels.len() as f64;
+    println!("source BC7 level 0 vs the picture: mean abs error {err:.2} (bound 3.0 of 255)");
+    assert!(err <= 3.0, "BC7 level 0 is not the picture: mean abs error {err}");
+    // Levels under 8 pixels are left out, as in the DDS test above: their few columns make it noise.
+    for (l, level) in dds.levels.iter().enumerate().filter(|(_, l)| l.width >= 8 && l.height >= 8) {
+        let (sx, sy) = (seam_score(level, Axis::X).unwrap(), seam_score(level, Axis::Y).unwrap());
+        println!("wall_dds level {l} ({}x{}): seam scores {sx:.2} {sy:.2} (bound 1.5)", level.width, level.height);
+        assert!(sx < 1.5 && sy < 1.5, "level {l} does not tile");
+    }
+    let normal = read_dds(&out.join("wall_dds_normal.dds"));
+    assert_eq!((normal.dxgi_format, normal.levels.len()), (83, 6), "BC5 normal map with its mips");
+    // Upscaled 4x as Upscaler::upscale does it, wrapping on both axes.
+    let runtime = common::runtime();
+    let x4 = Upscaler::load(runtime, &dir.join("x4")).unwrap();
+    let up = x4.upscale(&wall, &UpscaleOptions { tile: 16, context: 4, seamless: Seamless::Xy, ..Default::default() }).unwrap();
+    let (pixels, text) = read_png(&out.join("wall_up.png"));
+    assert_eq!((up.width, up.height), (192, 160));
+    assert!(pixels == up.pixels, "kiln-bake's upscaled picture differs from Upscaler::upscale's");
+    let x4_path = dir.join("x4").display().to_string();
+    assert!(text["kiln:settings"].ends_with(&format!("size=192x160 seamless=Xy sprite=false pixel_art=None upscaler={x4_path} upscale_tile=16 upscale_context=4")), "{text:?}");
+
+    // A picture that does not tile is finished as asked, with a warning.
+    for axis in ["X", "Y"] {
+        assert!(log.contains(&format!("ramp: warning: the picture does not tile along {axis}")), "{log}");
+    }
+    assert_eq!(log.matches("warning").count(), 2, "the wall tiles: no warning for it: {log}");
+
+    // Sprites: the model folder's matting graph, or the chroma key on a model without one.
+    let gem = kiln::pipeline::inputs::read_rgba(&dir.join("gem.png")).unwrap();
+    let matted = Matting::load(runtime, &model.join("matting")).unwrap().make_sprite(&gem, &Default::default()).unwrap();
+    assert!(read_png(&out.join("gem_matte.png")).0 == matted.image.pixels, "matting graph sprite");
+    let keyed = kiln::image::sprite::make_sprite(&gem, &Default::default()).unwrap();
+    assert!(read_png(&out.join("gem_key.png")).0 == keyed.image.pixels, "chroma key sprite");
+    assert!(matted.image.pixels != keyed.image.pixels, "the two cut-outs differ, so the test tells them apart");
+    let atlas: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("sheet.json")).unwrap()).unwrap();
+    let names: Vec<&str> = atlas["sprites"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from(["gem_matte", "generated"]), "{atlas}");
+
+    // A rerun skips everything and loads nothing.
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "skipped"), all, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("loading"), "{}", stderr(&o));
+    // A new generation default (steps) re-bakes the generated asset and its atlas only.
+    write_source_manifest(&dir, 3);
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["generated".into(), "sheet".into()]), "{}", stderr(&o));
+    // New bytes in a picture re-bake exactly the assets made from it (and the atlas).
+    let mut moved = gem.clone();
+    moved.pixels[0] = 91;
+    image::save_buffer(dir.join("gem.png"), &moved.pixels, 40, 40, image::ExtendedColorType::Rgba8).unwrap();
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["gem_matte".into(), "gem_key".into(), "sheet".into()]), "{}", stderr(&o));
+    // A corrupt picture fails its assets alone, and says why.
+    std::fs::write(dir.join("ramp.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let (o, report) = bake(&manifest, &out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "failed"), BTreeSet::from(["ramp".into()]), "{}", stderr(&o));
+    let error = report["assets"].as_array().unwrap().iter().find(|a| a["name"] == "ramp").unwrap()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("source picture") && error.contains("ramp.png"), "{error}");
+    assert_eq!(assert_no_truncated_file(&out), 20);
+}
+
+/// Copies a folder's files, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
 }

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln::jobs::{JobPool, JobState, JobWork};
+use kiln::image::seam::{seam_score, Axis};
 use kiln::model::seamless::Seamless;
+use kiln::model::matting::Matting;
 use kiln::model::upscaler::Upscaler;
 use kiln::pipeline::outputs;
 use kiln::model::attention::Attention;
@@ -185,44 +187,10 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     let mut todo: Vec<Todo<'_>> = Vec::new();
     let mut keys: HashMap<String, String> = HashMap::new();
     for asset in &selected {
-        let identity = identities
-            .entry(asset.model.clone())
-            .or_insert_with(|| store::model_identity(&asset.model).map_err(|e| format!("cannot read model {}: {e}", asset.model.display())))
-            .clone();
-        let identity = identity.and_then(|id| {
-            let loras = file_identities(&mut lora_identities, asset.loras.iter().map(|l| l.path.as_path()), "LoRA")?;
-            let embeddings = file_identities(&mut embedding_identities, asset.embeddings.iter().map(|e| e.path.as_path()), "embedding")?;
-            let controls = file_identities(&mut picture_identities, asset.controls.iter().map(|c| c.image.as_path()), "control image")?;
-            // The picture and mask it starts from (read once per run, as control images are).
-            let mut one_picture = |path: &Option<PathBuf>, what: &str| {
-                path.as_deref().map(|p| file_identities(&mut picture_identities, std::iter::once(p), what).map(|mut ids| ids.remove(0))).transpose()
-            };
-            let init_image = one_picture(&asset.init_image, "init image")?;
-            let mask = one_picture(&asset.mask, "mask")?;
-            // A refiner's files are part of what the asset is made from.
-            let model = match &asset.refiner {
-                None => id,
-                Some(dir) => {
-                    let refiner = identities
-                        .entry(dir.clone())
-                        .or_insert_with(|| store::model_identity(dir).map_err(|e| format!("cannot read refiner model {}: {e}", dir.display())))
-                        .clone()?;
-                    format!("{id} refiner {refiner}")
-                }
-            };
-            // The upscaler's files (its tile and context are in the settings).
-            let upscaler = asset
-                .upscale
-                .as_ref()
-                .map(|u| {
-                    upscaler_identities
-                        .entry(u.path.clone())
-                        .or_insert_with(|| store::upscaler_identity(&u.path).map_err(|e| format!("cannot read upscaler {}: {e}", u.path.display())))
-                        .clone()
-                })
-                .transpose()?;
-            Ok(store::Identities { model, loras, embeddings, controls, upscaler, init_image, mask })
-        });
+        let identity = match &asset.source {
+            Some(source) => source_identities(asset, source, &mut picture_identities, &mut identities, &mut upscaler_identities),
+            None => generated_identities(asset, &mut identities, &mut lora_identities, &mut embedding_identities, &mut picture_identities, &mut upscaler_identities),
+        };
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
             Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
@@ -295,6 +263,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         let mut refiner_views: HashMap<(ModelKey<'_>, EmbeddingSet), Result<Model, String>> = HashMap::new();
         // Upscalers, each loaded once for the run (by path) on the same runtime.
         let mut upscalers: HashMap<&Path, Result<Arc<Upscaler>, String>> = HashMap::new();
+        // Matting graphs of `source` sprites, each loaded once for the run.
+        let mut mattings: HashMap<PathBuf, Result<Matting, String>> = HashMap::new();
         // The LoRA view of the group being baked (model, LoRA set), or why it could not be made.
         let mut lora_view: Option<(LoraGroup<'_>, Result<Model, String>)> = None;
         for i in order {
@@ -303,10 +273,43 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 entries.push(failed(asset, "interrupted before it started (Ctrl-C)".into(), 0.0));
                 continue;
             }
+            let upscaler = asset.upscale.as_ref().map(|u| {
+                upscalers
+                    .entry(u.path.as_path())
+                    .or_insert_with(|| {
+                        progress.log(&format!("loading upscaler {}", u.path.display()));
+                        let load = JobWork::LoadUpscaler { runtime: runtime.clone(), path: u.path.clone() };
+                        make_with_job(runtime, load, "the upscaler load", JobPool::upscaler).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
+                    })
+                    .as_ref()
+                    .map_err(Clone::clone)
+            });
+            if let Some(source) = &asset.source {
+                // A picture as it is: no model loads; a sprite takes its model's
+                // matting graph (loaded once per run) or the chroma key.
+                let matting = source_matting(asset).map(|dir| {
+                    mattings
+                        .entry(dir.clone())
+                        .or_insert_with(|| {
+                            progress.log(&format!("loading matting graph {}", dir.display()));
+                            Matting::load(runtime, &dir).map_err(|e| format!("matting graph {}: {e}", dir.display()))
+                        })
+                        .as_ref()
+                        .map_err(Clone::clone)
+                });
+                let t0 = Instant::now();
+                progress.start(&asset.name, &format!("finishing {}", source.display()));
+                let result = match (upscaler.transpose(), matting.transpose()) {
+                    (Ok(upscaler), Ok(matting)) => bake_source(runtime, source, matting, upscaler, asset, key, out, &mut progress),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                record(&mut entries, &mut progress, asset, result, t0.elapsed().as_secs_f64());
+                continue;
+            }
             let model = models.entry(model_key(asset)).or_insert_with(|| {
                 // Load the graphs most of this model's assets use, so an all-seamless set
                 // never holds the plain U-Net (other axes come as views of it).
-                let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| model_key(a) == model_key(asset)));
+                let axes = most_common_axes(todo.iter().map(|t| t.asset).filter(|a| a.source.is_none() && model_key(a) == model_key(asset)));
                 let q = asset.quantization;
                 let weights = if q == Quantization::None { String::new() } else { format!(", {} weights", q.name()) };
                 progress.log(&format!("loading model {} (seamless {axes:?}{weights})", asset.model.display()));
@@ -363,34 +366,13 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                     plain => plain.as_ref().map_err(Clone::clone),
                 }
             });
-            let upscaler = asset.upscale.as_ref().map(|u| {
-                upscalers
-                    .entry(u.path.as_path())
-                    .or_insert_with(|| {
-                        progress.log(&format!("loading upscaler {}", u.path.display()));
-                        let load = JobWork::LoadUpscaler { runtime: runtime.clone(), path: u.path.clone() };
-                        make_with_job(runtime, load, "the upscaler load", JobPool::upscaler).map_err(|e| format!("upscaler {}: {e}", u.path.display()))
-                    })
-                    .as_ref()
-                    .map_err(Clone::clone)
-            });
             let t0 = Instant::now();
-            progress.start(&asset.name);
+            progress.start(&asset.name, "generating");
             let result = match (model, refiner.transpose(), upscaler.transpose()) {
                 (Ok(model), Ok(refiner), Ok(upscaler)) => bake_one(runtime, model, refiner, upscaler, asset, key, out, &mut progress),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
             };
-            let seconds = t0.elapsed().as_secs_f64();
-            match result {
-                Ok(paths) => {
-                    progress.finish(&format!("{}: baked in {seconds:.2}s -> {}", asset.name, paths.join(", ")));
-                    entries.push(Entry { name: asset.name.clone(), status: "baked", outputs: paths, seconds, error: None });
-                }
-                Err(e) => {
-                    progress.finish(&format!("{}: failed: {e}", asset.name));
-                    entries.push(failed(asset, e, seconds));
-                }
-            }
+            record(&mut entries, &mut progress, asset, result, t0.elapsed().as_secs_f64());
         }
     }
     progress.close();
@@ -432,6 +414,86 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The identities of the files a generated asset is made from, each file
+/// read once per run through its cache.
+fn generated_identities(
+    asset: &Asset,
+    identities: &mut HashMap<PathBuf, Result<String, String>>,
+    lora_identities: &mut HashMap<PathBuf, Result<String, String>>,
+    embedding_identities: &mut HashMap<PathBuf, Result<String, String>>,
+    picture_identities: &mut HashMap<PathBuf, Result<String, String>>,
+    upscaler_identities: &mut HashMap<PathBuf, Result<String, String>>,
+) -> Result<store::Identities, String> {
+    let id = identities
+        .entry(asset.model.clone())
+        .or_insert_with(|| store::model_identity(&asset.model).map_err(|e| format!("cannot read model {}: {e}", asset.model.display())))
+        .clone()?;
+    let loras = file_identities(lora_identities, asset.loras.iter().map(|l| l.path.as_path()), "LoRA")?;
+    let embeddings = file_identities(embedding_identities, asset.embeddings.iter().map(|e| e.path.as_path()), "embedding")?;
+    let controls = file_identities(picture_identities, asset.controls.iter().map(|c| c.image.as_path()), "control image")?;
+    // The picture and mask it starts from (read once per run, as control images are).
+    let mut one_picture = |path: &Option<PathBuf>, what: &str| {
+        path.as_deref().map(|p| file_identities(picture_identities, std::iter::once(p), what).map(|mut ids| ids.remove(0))).transpose()
+    };
+    let init_image = one_picture(&asset.init_image, "init image")?;
+    let mask = one_picture(&asset.mask, "mask")?;
+    // A refiner's files are part of what the asset is made from.
+    let model = match &asset.refiner {
+        None => id,
+        Some(dir) => {
+            let refiner = identities
+                .entry(dir.clone())
+                .or_insert_with(|| store::model_identity(dir).map_err(|e| format!("cannot read refiner model {}: {e}", dir.display())))
+                .clone()?;
+            format!("{id} refiner {refiner}")
+        }
+    };
+    // The upscaler's files (its tile and context are in the settings).
+    let upscaler = upscaler_identity(upscaler_identities, asset)?;
+    Ok(store::Identities { model, loras, embeddings, controls, upscaler, init_image, mask, source: None })
+}
+
+/// The identities of the files a `source` asset is made from: the picture,
+/// the upscaler's, and what cuts its sprite out (its model's matting graph,
+/// or the chroma key).
+fn source_identities(
+    asset: &Asset,
+    source: &Path,
+    picture_identities: &mut HashMap<PathBuf, Result<String, String>>,
+    identities: &mut HashMap<PathBuf, Result<String, String>>,
+    upscaler_identities: &mut HashMap<PathBuf, Result<String, String>>,
+) -> Result<store::Identities, String> {
+    let picture = file_identities(picture_identities, std::iter::once(source), "source picture")?.remove(0);
+    let cutout = match (asset.sprite, source_matting(asset)) {
+        (false, _) => String::new(),
+        (true, None) => "chroma key".into(),
+        (true, Some(dir)) => {
+            let id = identities
+                .entry(dir.clone())
+                .or_insert_with(|| store::model_identity(&dir).map_err(|e| format!("cannot read matting graph {}: {e}", dir.display())))
+                .clone()?;
+            format!("matting {id}")
+        }
+    };
+    Ok(store::Identities { model: cutout, upscaler: upscaler_identity(upscaler_identities, asset)?, source: Some(picture), ..Default::default() })
+}
+
+/// The matting graph a `source` sprite is cut out with: its model folder's
+/// `matting/`, when it names a model that has one (as a generated sprite's).
+fn source_matting(asset: &Asset) -> Option<PathBuf> {
+    let dir = asset.model.join("matting");
+    (asset.sprite && !asset.model.as_os_str().is_empty() && dir.is_dir()).then_some(dir)
+}
+
+/// The identity of the asset's upscaler's files, when it is upscaled.
+fn upscaler_identity(cache: &mut HashMap<PathBuf, Result<String, String>>, asset: &Asset) -> Result<Option<String>, String> {
+    asset
+        .upscale
+        .as_ref()
+        .map(|u| cache.entry(u.path.clone()).or_insert_with(|| store::upscaler_identity(&u.path).map_err(|e| format!("cannot read upscaler {}: {e}", u.path.display()))).clone())
+        .transpose()
 }
 
 /// The identities (`store::file_identity`) of `paths`, each read once per
@@ -476,6 +538,20 @@ fn adapters(asset: &Asset, loras: bool) -> kiln::model::Adapters {
         loras: if loras { asset.loras.iter().map(|l| kiln::model::LoraSpec { path: l.path.clone(), scale: l.scale, text_encoder_scale: l.text_encoder_scale }).collect() } else { Vec::new() },
         embeddings: asset.embeddings.iter().map(|e| kiln::model::EmbeddingSpec { path: e.path.clone(), token: e.token.clone() }).collect(),
         ..Default::default()
+    }
+}
+
+/// Records how one asset's bake ended, in the log and the report.
+fn record(entries: &mut Vec<Entry>, progress: &mut Progress, asset: &Asset, result: Result<Vec<String>, String>, seconds: f64) {
+    match result {
+        Ok(paths) => {
+            progress.finish(&format!("{}: baked in {seconds:.2}s -> {}", asset.name, paths.join(", ")));
+            entries.push(Entry { name: asset.name.clone(), status: "baked", outputs: paths, seconds, error: None });
+        }
+        Err(e) => {
+            progress.finish(&format!("{}: failed: {e}", asset.name));
+            entries.push(failed(asset, e, seconds));
+        }
     }
 }
 
@@ -538,27 +614,95 @@ fn bake_one(
     let id = pool.submit_work(work, Default::default());
     let image = run_job(pool, id, &asset.name, progress, "the job")?;
     let post = asset.post();
-    // The upscale is a job too: its tiles show as progress, and Ctrl-C cancels it.
-    let image = match (upscaler, outputs::upscale_options(&post).map_err(|e| e.to_string())?) {
+    let image = upscale(pool, upscaler, image, asset, progress)?;
+    let finished = outputs::finish_upscaled(&view, image, &post).map_err(|e| e.to_string())?;
+    let request = kiln::GenerateRequest { refiner, ..asset.request() };
+    let from = outputs::Provenance {
+        model: &asset.model,
+        init_noise: None,
+        init_image: asset.init_image.as_deref(),
+        picture_job: asset.picture_job(),
+        upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()),
+        quantization: asset.quantization,
+    };
+    let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
+    write_outputs(asset, key, out, &finished, &text, upscaler, progress)
+}
+
+/// Bakes a `source` asset: reads its picture and finishes it as a generated
+/// image is finished (the upscale as a job, then material maps, the sprite
+/// cut out with `matting` or the chroma key, pixel art), then writes every
+/// output and its key. Nothing is generated.
+#[allow(clippy::too_many_arguments)]
+fn bake_source(
+    runtime: &Runtime,
+    source: &Path,
+    matting: Option<&Matting>,
+    upscaler: Option<&Arc<Upscaler>>,
+    asset: &Asset,
+    key: &str,
+    out: &Path,
+    progress: &mut Progress,
+) -> Result<Vec<String>, String> {
+    let image = kiln::pipeline::inputs::read_rgba(source).map_err(|e| format!("source picture: {e}"))?;
+    // Wrapped mips, maps and upscales of a picture that does not tile keep its
+    // seam; say so, since nothing else would.
+    for (axis, on) in [(Axis::X, matches!(asset.seamless, Seamless::X | Seamless::Xy)), (Axis::Y, matches!(asset.seamless, Seamless::Y | Seamless::Xy))] {
+        let score = if on { seam_score(&image, axis).ok() } else { None };
+        if let Some(score) = score.filter(|s| *s > SEAM_WARNING) {
+            progress.log(&format!(
+                "{}: warning: the picture does not tile along {axis:?} (seam score {score:.1}; a tiling texture scores about 1): \
+                 its seam stays; `init_image` with `make_tileable` makes it tile",
+                asset.name
+            ));
+        }
+    }
+    let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
+    let post = asset.post();
+    let image = upscale(pool, upscaler, image, asset, progress)?;
+    let matte = matting.map_or(outputs::SpriteMatte::Key, outputs::SpriteMatte::Graph);
+    let finished = outputs::finish_with(matte, image, &post).map_err(|e| e.to_string())?;
+    let text = outputs::source_png_text(source, &post, asset.upscale.as_ref().map(|u| u.path.as_path()), finished.image.width, finished.image.height);
+    write_outputs(asset, key, out, &finished, &text, upscaler, progress)
+}
+
+/// A seam score above this on a `source` asset's seamless axis gets a
+/// warning. Tiling textures score about 1 (Kiln's seamless generations 0.2 to
+/// 1.5 in `tests/bake.rs`), photos tens; 3 leaves room on both sides.
+const SEAM_WARNING: f32 = 3.0;
+
+/// Upscales `image` as the asset asks, as a job: its tiles show as
+/// progress, and Ctrl-C cancels it.
+fn upscale(pool: &JobPool, upscaler: Option<&Arc<Upscaler>>, image: kiln::Rgba8Image, asset: &Asset, progress: &mut Progress) -> Result<kiln::Rgba8Image, String> {
+    match (upscaler, outputs::upscale_options(&asset.post()).map_err(|e| e.to_string())?) {
         (Some(up), Some(options)) => {
             progress.upscaling(&asset.name);
             let id = pool.submit_work(JobWork::Upscale { upscaler: Arc::clone(up), image, options }, Default::default());
-            run_job(pool, id, &asset.name, progress, "the upscale")?
+            run_job(pool, id, &asset.name, progress, "the upscale")
         }
-        (None, Some(_)) => return Err("an upscale was asked for without an upscaler".into()),
-        _ => image,
-    };
-    let finished = outputs::finish_upscaled(&view, image, &post).map_err(|e| e.to_string())?;
+        (None, Some(_)) => Err("an upscale was asked for without an upscaler".into()),
+        _ => Ok(image),
+    }
+}
+
+/// Writes a finished asset's files (the main image as PNG with `text`, or
+/// as DDS, then its maps), each atomically, then its key file.
+fn write_outputs(
+    asset: &Asset,
+    key: &str,
+    out: &Path,
+    finished: &outputs::Finished,
+    text: &[(&str, String)],
+    upscaler: Option<&Arc<Upscaler>>,
+    progress: &mut Progress,
+) -> Result<Vec<String>, String> {
     if let Some(note) = &finished.sprite_note {
         progress.log(&format!("{}: {note}", asset.name));
     }
     let names = asset.outputs();
     let mut files: Vec<(&String, Vec<u8>)> = Vec::new();
-    let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let main = match asset.format {
         Format::Png => {
-            let from = outputs::Provenance { model: &asset.model, init_noise: None, init_image: asset.init_image.as_deref(), picture_job: asset.picture_job(), upscaler: asset.upscale.as_ref().map(|u| u.path.as_path()), quantization: asset.quantization };
-            let text = outputs::png_text(&request, &post, &from, finished.image.width, finished.image.height);
             let text: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
             finished.image.encode_png_with_text(&text).map_err(|e| e.to_string())?
         }
@@ -579,7 +723,7 @@ fn bake_one(
         store::write_atomic(&out.join(name), bytes).map_err(|e| format!("cannot write {}: {e}", out.join(name).display()))?;
     }
     // The key goes last: a bake killed before this point is redone next time.
-    let mut settings = serde_json::to_value(asset).map_err(|e| e.to_string())?;
+    let mut settings = asset.settings_value();
     if !asset.loras.is_empty() {
         // For people reading the key file; the key itself holds the files' identities.
         let loras = asset
@@ -600,7 +744,7 @@ fn bake_one(
         settings["embedding"] = serde_json::Value::Array(embeddings);
     }
     // The pictures' paths likewise (the key holds their bytes' identities).
-    for (key, path) in [("init_image", &asset.init_image), ("mask", &asset.mask)] {
+    for (key, path) in [("init_image", &asset.init_image), ("mask", &asset.mask), ("source", &asset.source)] {
         if let Some(p) = path {
             settings[key] = p.display().to_string().into();
         }

@@ -17,7 +17,7 @@ use toml::Spanned;
 
 /// Keys shared by `[defaults]` and `[[asset]]`. Every value keeps its span so
 /// a bad one can be reported with its line.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Table {
     name: Option<Spanned<String>>,
@@ -59,19 +59,57 @@ struct Table {
     height_map: Option<Spanned<bool>>,
     format: Option<Spanned<String>>,
     mipmaps: Option<Spanned<bool>>,
+    source: Option<Spanned<String>>,
+}
+
+impl Table {
+    /// The keys of a `source` asset's defaults: those that finish a picture
+    /// (and `model`, whose matting graph cuts sprites out). The others
+    /// describe a generation, which such an asset does not have.
+    fn finishing_only(&self) -> Table {
+        Table {
+            model: self.model.clone(),
+            seamless: self.seamless.clone(),
+            upscale: self.upscale.clone(),
+            sprite: self.sprite.clone(),
+            pixel_art: self.pixel_art.clone(),
+            normal_map: self.normal_map.clone(),
+            height_map: self.height_map.clone(),
+            format: self.format.clone(),
+            mipmaps: self.mipmaps.clone(),
+            ..Table::default()
+        }
+    }
+
+    /// The keys set here that describe a generation, with their spans.
+    fn generation_keys(&self) -> Vec<(&'static str, Range<usize>)> {
+        macro_rules! set {
+            ($($field:ident),*) => {
+                [$((stringify!($field), self.$field.as_ref().map(|v| v.span()))),*]
+            };
+        }
+        set!(
+            prompt, negative_prompt, prompt_2, negative_prompt_2, original_size, crop_top_left, target_size, quantize, attention, lora_slots,
+            refiner, refiner_start, seed, noise, variation_seed, variation_strength, variants, steps, scheduler, guidance, size, lora,
+            embedding, control, init_image, strength, mask, extend, make_tileable
+        )
+        .into_iter()
+        .filter_map(|(key, span)| span.map(|s| (key, s)))
+        .collect()
+    }
 }
 
 /// `lora = { path = "…", scale = 0.8 }` or a list of them (`[]` = none,
 /// which turns a `[defaults]` LoRA off for one asset); `text_encoder_scale`
 /// gives the text encoders their own strength.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum Lora {
     One(LoraSpec),
     Many(Vec<LoraSpec>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoraSpec {
     path: String,
@@ -81,14 +119,14 @@ struct LoraSpec {
 
 /// `embedding = { path = "…", token = "<tok>" }` or a list of them (`[]` =
 /// none, which turns a `[defaults]` embedding off for one asset).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum EmbeddingEntry {
     One(EmbeddingSpec),
     Many(Vec<EmbeddingSpec>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmbeddingSpec {
     path: String,
@@ -97,14 +135,14 @@ struct EmbeddingSpec {
 
 /// `control = { controlnet = "canny", image = "edges.png", ... }` or a list of
 /// them (`[]` = none, which turns a `[defaults]` control off for one asset).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum ControlEntry {
     One(ControlSpec),
     Many(Vec<ControlSpec>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ControlSpec {
     controlnet: String,
@@ -385,6 +423,30 @@ pub struct Asset {
     pub format: Format,
     /// Full mip chain in DDS files.
     pub mipmaps: bool,
+    /// A picture that is the asset as it is (a PNG): nothing is generated, and
+    /// only the finishing steps run on it (upscale, material maps, sprite,
+    /// pixel art, the format and its mips). Its settings are then
+    /// [`SourceSettings`]; the content key holds the file's identity.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// What a `source` asset's settings are, in its content key and key file:
+/// the finishing steps only, so a change to a generation default never
+/// re-bakes it.
+#[derive(serde::Serialize)]
+struct SourceSettings<'a> {
+    name: &'a str,
+    #[serde(serialize_with = "seamless_name")]
+    seamless: Seamless,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upscale: Option<&'a AssetUpscale>,
+    sprite: bool,
+    pixel_art: Option<(u32, u32)>,
+    normal_map: bool,
+    height_map: bool,
+    format: Format,
+    mipmaps: bool,
 }
 
 fn is_float(q: &Quantization) -> bool {
@@ -480,6 +542,39 @@ impl Asset {
     pub fn picture_job(&self) -> Option<kiln::pipeline::outputs::PictureJob<'_>> {
         let extend = self.extend.map(|[left, right, top, bottom]| kiln::pipeline::texture::Extend { left, right, top, bottom });
         kiln::pipeline::outputs::PictureJob::of(self.mask.as_deref(), extend, self.make_tileable)
+    }
+
+    /// The settings as JSON text, for the content key: the asset's fields,
+    /// or a `source` asset's [`SourceSettings`].
+    pub fn settings_text(&self) -> String {
+        match &self.source {
+            None => serde_json::to_string(self),
+            Some(_) => serde_json::to_string(&self.source_settings()),
+        }
+        .expect("asset settings serialize")
+    }
+
+    /// The settings as a JSON value, for the key file (as [`Asset::settings_text`]).
+    pub fn settings_value(&self) -> serde_json::Value {
+        match &self.source {
+            None => serde_json::to_value(self),
+            Some(_) => serde_json::to_value(self.source_settings()),
+        }
+        .expect("asset settings serialize")
+    }
+
+    fn source_settings(&self) -> SourceSettings<'_> {
+        SourceSettings {
+            name: &self.name,
+            seamless: self.seamless,
+            upscale: self.upscale.as_ref(),
+            sprite: self.sprite,
+            pixel_art: self.pixel_art,
+            normal_map: self.normal_map,
+            height_map: self.height_map,
+            format: self.format,
+            mipmaps: self.mipmaps,
+        }
     }
 
     /// The post-processing asked for.
@@ -586,7 +681,8 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
     let doc: Document = toml::from_str(text).map_err(|e| vec![syntax_error(text, &lines, &e)])?;
     let mut errors = Vec::new();
     let defaults = doc.defaults.unwrap_or_default();
-    for (key, span) in [("name", defaults.name.as_ref().map(|n| n.span())), ("variants", defaults.variants.as_ref().map(|n| n.span()))] {
+    let own_keys = [("name", defaults.name.as_ref().map(|n| n.span())), ("variants", defaults.variants.as_ref().map(|n| n.span())), ("source", defaults.source.as_ref().map(|n| n.span()))];
+    for (key, span) in own_keys {
         if let Some(span) = span {
             errors.push(ManifestError {
                 line: lines.of(span.start),
@@ -811,6 +907,26 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
         None => format!("asset #{}", index + 1),
     };
     let err = |line: usize, key: &str, message: String| ManifestError { line, asset: Some(who.clone()), key: Some(key.into()), message };
+    // A `source` asset is a picture that exists: nothing is generated, so only
+    // the keys that finish a picture apply, from [defaults] too.
+    let finishing_defaults;
+    let d = match &t.source {
+        None => d,
+        Some(_) => {
+            finishing_defaults = d.finishing_only();
+            &finishing_defaults
+        }
+    };
+    let source = t.source.as_ref().map(|v| {
+        let path = base.join(v.get_ref());
+        if !path.is_file() {
+            errors.push(err(lines.of(v.span().start), "source", format!("{} is not a file", path.display())));
+        }
+        for (key, span) in t.generation_keys() {
+            errors.push(err(lines.of(span.start), key, "describes a generation, and a `source` asset is its picture as it is: drop this key or `source`".into()));
+        }
+        path
+    });
     // The asset's own value, else the default's.
     macro_rules! pick {
         ($field:ident) => {
@@ -837,6 +953,8 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             }
             dir
         }
+        // A `source` asset needs none: a sprite then takes the chroma key.
+        None if source.is_some() => PathBuf::new(),
         None => {
             errors.push(err(header, "model", "no `model` folder (set it in [defaults] or in the asset)".into()));
             PathBuf::new()
@@ -1238,6 +1356,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
             height_map,
             format,
             mipmaps,
+            source,
         })
     } else {
         Err(errors)
@@ -1463,6 +1582,59 @@ mod tests {
             let e = errors(&format!("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\n{body}"));
             assert!(e.iter().any(|e| e.key.as_deref() == Some(key)), "{body}: {e:?}");
         }
+    }
+
+    #[test]
+    fn source_assets_take_only_finishing_defaults_and_keep_their_settings_when_generation_defaults_change() {
+        // model_dir() holds golden/inpaint/mask.png: a PNG to stand for the picture.
+        let manifest = |steps: u32| {
+            format!(
+                "[defaults]\nmodel = \"tiny-sd\"\nprompt = \"stone\"\nsteps = {steps}\nstrength = 0.5\ninit_image = \"golden/inpaint/mask.png\"\n\
+                 format = \"dds\"\nseamless = \"xy\"\nnormal_map = true\n\
+                 [[asset]]\nname = \"painted\"\nsource = \"golden/inpaint/mask.png\"\n\
+                 [[asset]]\nname = \"cutout\"\nsource = \"golden/inpaint/mask.png\"\nseamless = \"none\"\nsprite = true\nformat = \"png\"\nnormal_map = false\n\
+                 [[asset]]\nname = \"generated\"\n"
+            )
+        };
+        let m = parse(&manifest(12), &model_dir()).unwrap();
+        let [painted, cutout, generated] = &m.assets[..] else { panic!("three assets") };
+        let picture = model_dir().join("golden/inpaint/mask.png");
+        assert_eq!(painted.source.as_ref(), Some(&picture));
+        // The finishing defaults apply; the generation defaults do not.
+        assert_eq!((painted.format, painted.seamless, painted.normal_map, painted.mipmaps), (Format::DdsBc7, Seamless::Xy, true, true));
+        assert_eq!((painted.prompt.as_str(), painted.init_image.as_ref(), painted.strength), ("", None, None));
+        assert_eq!((cutout.format, cutout.seamless, cutout.sprite, cutout.normal_map), (Format::Png, Seamless::None, true, false));
+        assert_eq!(generated.init_image.as_ref(), Some(&picture));
+        // Its settings are the finishing steps alone, so a new generation
+        // default changes the generated asset's settings and not the picture's.
+        let settings: serde_json::Value = serde_json::from_str(&painted.settings_text()).unwrap();
+        assert_eq!(
+            settings,
+            serde_json::json!({"name": "painted", "seamless": "xy", "sprite": false, "pixel_art": null, "normal_map": true, "height_map": false, "format": "dds-bc7", "mipmaps": true})
+        );
+        assert_eq!(painted.settings_value(), settings);
+        let m13 = parse(&manifest(13), &model_dir()).unwrap();
+        assert_eq!(m13.assets[0].settings_text(), painted.settings_text());
+        assert_ne!(m13.assets[2].settings_text(), generated.settings_text());
+        // A generated asset's settings are what they always were.
+        assert_eq!(generated.settings_text(), serde_json::to_string(generated).unwrap());
+        // No model is needed for a picture.
+        let m = parse("[[asset]]\nname = \"p\"\nsource = \"golden/inpaint/mask.png\"\nsprite = true\n", &model_dir()).unwrap();
+        assert_eq!(m.assets[0].model, PathBuf::new());
+        for (body, key) in [
+            ("source = \"nowhere.png\"\n", "source"),
+            ("source = \"golden/inpaint/mask.png\"\nprompt = \"x\"\n", "prompt"),
+            ("source = \"golden/inpaint/mask.png\"\nsteps = 4\n", "steps"),
+            ("source = \"golden/inpaint/mask.png\"\nsize = [64, 64]\n", "size"),
+            ("source = \"golden/inpaint/mask.png\"\ninit_image = \"golden/inpaint/mask.png\"\n", "init_image"),
+            ("source = \"golden/inpaint/mask.png\"\nvariants = 2\nvariation_strength = 0.5\n", "variants"),
+            ("source = \"golden/inpaint/mask.png\"\nlora = []\n", "lora"),
+        ] {
+            let e = errors(&format!("[defaults]\nmodel = \"tiny-sd\"\n[[asset]]\nname = \"a\"\n{body}"));
+            assert!(e.iter().any(|e| e.key.as_deref() == Some(key)), "{body}: {e:?}");
+        }
+        let e = errors("[defaults]\nsource = \"golden/inpaint/mask.png\"\n[[asset]]\nname = \"a\"\nsource = \"golden/inpaint/mask.png\"\n");
+        assert!(e.iter().any(|e| e.key.as_deref() == Some("source") && e.line == 2), "{e:?}");
     }
 
     #[test]

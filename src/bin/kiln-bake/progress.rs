@@ -36,8 +36,8 @@ impl Progress {
         }
     }
 
-    /// An asset starts generating.
-    pub fn start(&mut self, name: &str) {
+    /// An asset starts; `doing` says what happens first ("generating").
+    pub fn start(&mut self, name: &str, doing: &str) {
         match self {
             Self::Bars { multi, asset, .. } => {
                 let bar = multi.add(ProgressBar::new(0));
@@ -48,7 +48,7 @@ impl Progress {
             Self::Plain { total, done, last_quarter, unit } => {
                 *last_quarter = 0;
                 *unit = "step";
-                eprintln!("kiln-bake: [{}/{}] {name}: generating", *done + 1, total);
+                eprintln!("kiln-bake: [{}/{}] {name}: {doing}", *done + 1, total);
             }
         }
     }

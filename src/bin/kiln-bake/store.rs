@@ -116,7 +116,9 @@ pub fn upscaler_identity(path: &Path) -> std::io::Result<String> {
 /// [`model_identity`], [`file_identity`] or [`upscaler_identity`] gives it).
 #[derive(Debug, Clone, Default)]
 pub struct Identities {
-    /// The model folder's, and a refiner's after it when there is one.
+    /// The model folder's, and a refiner's after it when there is one; for
+    /// a `source` asset, what cuts its sprite out (the matting graph's
+    /// files, or the chroma key), or nothing.
     pub model: String,
     /// Each LoRA file's, in the order of `asset.loras`.
     pub loras: Vec<String>,
@@ -130,6 +132,8 @@ pub struct Identities {
     pub init_image: Option<String>,
     /// The inpainting mask's.
     pub mask: Option<String>,
+    /// The picture's, for a `source` asset.
+    pub source: Option<String>,
 }
 
 /// The content key of an asset: its resolved settings, the identities of the
@@ -139,7 +143,7 @@ pub struct Identities {
 /// (an upscale's tile and context, a picture's strength, `extend` and
 /// `make_tileable` are in the settings).
 pub fn content_key(asset: &Asset, ids: &Identities) -> String {
-    let settings = serde_json::to_string(asset).expect("asset settings serialize");
+    let settings = asset.settings_text();
     let mut h = Fnv::new();
     h.field(b"kiln-bake key v1");
     h.field(kiln::VERSION.as_bytes());
@@ -165,7 +169,7 @@ pub fn content_key(asset: &Asset, ids: &Identities) -> String {
         h.field(b"control image");
         h.field(identity.as_bytes());
     }
-    for (tag, identity) in [(&b"upscaler"[..], &ids.upscaler), (b"init image", &ids.init_image), (b"mask", &ids.mask)] {
+    for (tag, identity) in [(&b"upscaler"[..], &ids.upscaler), (b"init image", &ids.init_image), (b"mask", &ids.mask), (b"source", &ids.source)] {
         if let Some(identity) = identity {
             h.field(tag);
             h.field(identity.as_bytes());
