@@ -1639,6 +1639,37 @@ fn source_assets_finish_pictures_as_they_are_and_rebake_only_when_the_picture_ch
     assert_eq!(assert_no_truncated_file(&out), 20);
 }
 
+/// A `source` pattern bakes one asset per matching picture, named by the
+/// name's `*`; a picture added to the folder later bakes alone on the next
+/// run, and the others are skipped.
+#[test]
+fn a_source_pattern_bakes_every_matching_picture_and_a_new_one_alone() {
+    let dir = scratch("source-pattern");
+    write_source_pictures(&dir);
+    let painted = dir.join("painted");
+    std::fs::create_dir_all(&painted).unwrap();
+    for f in ["wall.png", "ramp.png"] {
+        std::fs::copy(dir.join(f), painted.join(f)).unwrap();
+    }
+    std::fs::write(painted.join("notes.txt"), "not a picture").unwrap();
+    let manifest = dir.join("pattern.toml");
+    std::fs::write(&manifest, "[defaults]\nformat = \"dds\"\n[[asset]]\nname = \"painted_*\"\nsource = \"painted/*.png\"\nnormal_map = true\n").unwrap();
+    let out = dir.join("out");
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["painted_ramp".into(), "painted_wall".into()]), "{}", stderr(&o));
+    let wall = kiln::pipeline::inputs::read_rgba(&dir.join("wall.png")).unwrap();
+    let dds = read_dds(&out.join("painted_wall.dds"));
+    let err: f64 = wall.pixels.iter().zip(&dds.levels[0].pixels).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / wall.pixels.len() as f64;
+    println!("painted_wall BC7 level 0 vs its picture: mean abs error {err:.2} (bound 3.0 of 255)");
+    assert!(err <= 3.0, "painted_wall.dds is not painted/wall.png: mean abs error {err}");
+    assert!(out.join("painted_ramp_normal.dds").is_file());
+
+    std::fs::copy(dir.join("gem.png"), painted.join("gem.png")).unwrap();
+    let (o, report) = bake_ok(&manifest, &out, &[]);
+    assert_eq!(names_with(&report, "baked"), BTreeSet::from(["painted_gem".into()]), "{}", stderr(&o));
+    assert_eq!(names_with(&report, "skipped").len(), 2, "{}", stderr(&o));
+}
+
 /// Copies a folder's files, recursively.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

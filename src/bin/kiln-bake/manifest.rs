@@ -717,6 +717,25 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
                 continue;
             }
         };
+        if let Some(pattern) = asset.source.clone().filter(|p| p.to_string_lossy().contains('*')) {
+            // One asset per file the pattern matches, named by the name's `*`;
+            // an atlas that lists the pattern name packs them all.
+            let line = t.source.as_ref().map_or(header, |v| lines.of(v.span().start));
+            let mut group = Vec::new();
+            for (file, part) in source_files(&pattern).unwrap_or_default() {
+                let name = asset.name.replace('*', &part);
+                let source_error = |message: String| ManifestError { line, asset: Some(format!("asset \"{name}\"")), key: Some("source".into()), message };
+                if let Err(m) = check_name(&name) {
+                    errors.push(source_error(format!("{}: {m}", file.display())));
+                } else if !names.insert(name.clone()) {
+                    errors.push(source_error(format!("{} gives a name that is already taken; names must be unique", file.display())));
+                }
+                group.push(name.clone());
+                assets.push(Asset { name, source: Some(file), ..asset.clone() });
+            }
+            variant_groups.push((asset.name.clone(), group));
+            continue;
+        }
         let Some(v) = &t.variants else {
             assets.push(asset);
             continue;
@@ -887,6 +906,36 @@ fn upscale_spec(v: &toml::Value, base: &Path) -> Result<Option<AssetUpscale>, St
     }
 }
 
+/// The files a `source` pattern matches, with the part each gives its
+/// `*`, sorted by file name. The one `*` is in the file name (`painted/*.png`,
+/// `ui/icon_*.png`) and matches any run of characters; hidden files are left
+/// out. Errors: more than one `*`, one in a folder name, an unreadable folder,
+/// or no match.
+fn source_files(pattern: &Path) -> Result<Vec<(PathBuf, String)>, String> {
+    let shown = pattern.display();
+    let file = pattern.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = pattern.parent().unwrap_or(Path::new(""));
+    let (prefix, suffix) = match file.split_once('*') {
+        Some((p, s)) if !s.contains('*') && !dir.to_string_lossy().contains('*') => (p, s),
+        _ => return Err(format!("{shown}: a pattern has one `*`, in the file name (like painted/*.png)")),
+    };
+    let entries = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }).map_err(|e| format!("{shown}: cannot read {}: {e}", dir.display()))?;
+    let mut files: Vec<(PathBuf, String)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let matches = !name.starts_with('.') && name.len() >= prefix.len() + suffix.len() && name.starts_with(prefix) && name.ends_with(suffix);
+            matches.then(|| (dir.join(&name), name[prefix.len()..name.len() - suffix.len()].to_string()))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("{shown} matches no file"));
+    }
+    Ok(files)
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -907,6 +956,7 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
         None => format!("asset #{}", index + 1),
     };
     let err = |line: usize, key: &str, message: String| ManifestError { line, asset: Some(who.clone()), key: Some(key.into()), message };
+    let pattern = t.source.as_ref().is_some_and(|v| v.get_ref().contains('*'));
     // A `source` asset is a picture that exists: nothing is generated, so only
     // the keys that finish a picture apply, from [defaults] too.
     let finishing_defaults;
@@ -919,8 +969,14 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
     };
     let source = t.source.as_ref().map(|v| {
         let path = base.join(v.get_ref());
-        if !path.is_file() {
-            errors.push(err(lines.of(v.span().start), "source", format!("{} is not a file", path.display())));
+        let line = lines.of(v.span().start);
+        if pattern {
+            // Expanded in `parse`, once the asset is valid.
+            if let Err(m) = source_files(&path) {
+                errors.push(err(line, "source", m));
+            }
+        } else if !path.is_file() {
+            errors.push(err(line, "source", format!("{} is not a file", path.display())));
         }
         for (key, span) in t.generation_keys() {
             errors.push(err(lines.of(span.start), key, "describes a generation, and a `source` asset is its picture as it is: drop this key or `source`".into()));
@@ -935,8 +991,14 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
     }
     let name = match &t.name {
         Some(n) => {
-            if let Err(m) = check_name(n.get_ref()) {
-                errors.push(err(lines.of(n.span().start), "name", m));
+            // With a `source` pattern, the name's one `*` takes each file's part.
+            let stars = n.get_ref().matches('*').count();
+            let checked = if pattern && stars == 1 { n.get_ref().replace('*', "x") } else { n.get_ref().clone() };
+            let line = lines.of(n.span().start);
+            if pattern && stars != 1 {
+                errors.push(err(line, "name", "a `source` pattern needs one `*` in `name`, for each file's part of it".into()));
+            } else if let Err(m) = check_name(&checked) {
+                errors.push(err(line, "name", m));
             }
             n.get_ref().clone()
         }
@@ -1635,6 +1697,36 @@ mod tests {
         }
         let e = errors("[defaults]\nsource = \"golden/inpaint/mask.png\"\n[[asset]]\nname = \"a\"\nsource = \"golden/inpaint/mask.png\"\n");
         assert!(e.iter().any(|e| e.key.as_deref() == Some("source") && e.line == 2), "{e:?}");
+    }
+
+    #[test]
+    fn a_source_pattern_gives_one_asset_per_file_and_an_atlas_group() {
+        let m = parse(
+            "[defaults]\nformat = \"png\"\n[[asset]]\nname = \"edges_*\"\nsource = \"golden/canny/*.edges.png\"\nsprite = true\n\
+             [[atlas]]\nname = \"sheet\"\nassets = [\"edges_*\"]\n",
+            &model_dir(),
+        )
+        .unwrap();
+        let names: Vec<&str> = m.assets.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["edges_brick", "edges_brick_low", "edges_drawn", "edges_material", "edges_noise"], "sorted by file name");
+        let dir = model_dir().join("golden/canny");
+        assert_eq!(m.assets[1].source.as_ref(), Some(&dir.join("brick_low.edges.png")));
+        assert!(m.assets.iter().all(|a| a.sprite), "the pattern's settings apply to every file");
+        assert_eq!(m.atlases[0].assets, names, "an atlas listing the pattern name packs them all");
+        let name_of = |e: &ManifestError| e.key.clone().unwrap_or_default();
+        for (body, key) in [
+            ("name = \"edges\"\nsource = \"golden/canny/*.png\"\n", "name"),
+            ("name = \"e_*_*\"\nsource = \"golden/canny/*.png\"\n", "name"),
+            ("name = \"e_*\"\nsource = \"golden/canny/*.nothing\"\n", "source"),
+            ("name = \"e_*\"\nsource = \"golden/*/brick.png\"\n", "source"),
+            ("name = \"e_*\"\nsource = \"golden/canny/**.png\"\n", "source"),
+            ("name = \"e_*\"\nsource = \"nowhere/*.png\"\n", "source"),
+            // brick.png as `*` = "brick" gives the name of the asset before it.
+            ("name = \"brick\"\nsource = \"golden/canny/brick.png\"\n[[asset]]\nname = \"*\"\nsource = \"golden/canny/*.png\"\n", "source"),
+        ] {
+            let e = errors(&format!("[[asset]]\n{body}"));
+            assert!(e.iter().any(|e| name_of(e) == key), "{body}: {e:?}");
+        }
     }
 
     #[test]
