@@ -1670,6 +1670,60 @@ fn a_source_pattern_bakes_every_matching_picture_and_a_new_one_alone() {
     assert_eq!(names_with(&report, "skipped").len(), 2, "{}", stderr(&o));
 }
 
+/// `--prune` removes what earlier bakes wrote and the manifest no longer
+/// makes: an asset and an atlas taken out (outputs and keys), a map turned
+/// off, the PNG of an asset now stored as DDS; it keeps every current output,
+/// a failed asset's files and files no key lists; `--dry-run` only lists the
+/// files (as if every asset baked), and `--shard` refuses it.
+#[test]
+fn prune_removes_only_what_the_manifest_no_longer_makes() {
+    let dir = scratch("prune");
+    write_source_pictures(&dir);
+    let manifest = dir.join("prune.toml");
+    let write = |body: &str| std::fs::write(&manifest, body).unwrap();
+    write(
+        "[[asset]]\nname = \"wall\"\nsource = \"wall.png\"\nnormal_map = true\nheight_map = true\n\
+         [[asset]]\nname = \"gem\"\nsource = \"gem.png\"\nsprite = true\n\
+         [[asset]]\nname = \"ramp\"\nsource = \"ramp.png\"\n\
+         [[atlas]]\nname = \"sheet\"\nassets = [\"gem\"]\n",
+    );
+    let out = dir.join("out");
+    bake_ok(&manifest, &out, &[]);
+    std::fs::write(out.join("notes.txt"), "the studio's own file").unwrap();
+    let files = || -> BTreeSet<String> { std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect() };
+    let set = |names: &[&str]| -> BTreeSet<String> { names.iter().map(|s| s.to_string()).collect() };
+    // The gem and the atlas are taken out, the wall keeps its height map only and
+    // becomes DDS, and so does the ramp, whose picture is now corrupt: its bake
+    // fails, and its PNG stays, as the last good output it has.
+    write(
+        "[[asset]]\nname = \"wall\"\nsource = \"wall.png\"\nheight_map = true\nformat = \"dds\"\n\
+         [[asset]]\nname = \"ramp\"\nsource = \"ramp.png\"\nformat = \"dds\"\n",
+    );
+    std::fs::write(dir.join("ramp.png"), b"not a png").unwrap();
+    let stale = set(&["gem.png", "gem.kiln-key", "sheet.png", "sheet.json", "sheet.kiln-key", "wall.png", "wall_normal.png", "wall_height.png"]);
+    let before = files();
+    let (o, report) = bake_ok(&manifest, &out, &["--prune", "--dry-run"]);
+    let listed: BTreeSet<String> = report["pruned"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    // A dry run bakes nothing, so it cannot know that the ramp will fail: it lists the ramp's PNG too.
+    let mut if_all_bake = stale.clone();
+    if_all_bake.insert("ramp.png".into());
+    assert_eq!(listed, if_all_bake, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(files(), before, "a dry run removes nothing");
+
+    let (o, report) = bake(&manifest, &out, &["--prune"]);
+    assert_eq!(o.status.code(), Some(1), "the ramp fails: {}", stderr(&o));
+    let pruned: BTreeSet<String> = report["pruned"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    assert_eq!(pruned, stale, "{}", stderr(&o));
+    assert_eq!(files(), set(&["wall.dds", "wall_height.dds", "wall.kiln-key", "ramp.png", "ramp.kiln-key", "notes.txt"]), "{}", stderr(&o));
+    // Nothing left to prune; a bake without --prune reports no `pruned`.
+    let (_, report) = bake(&manifest, &out, &["--prune"]);
+    assert_eq!(report["pruned"], serde_json::json!([]));
+    let (_, report) = bake(&manifest, &out, &[]);
+    assert!(report.get("pruned").is_none(), "{report}");
+    let (o, _) = bake(&manifest, &out, &["--prune", "--shard", "1/2"]);
+    assert_eq!(o.status.code(), Some(2), "a shard cannot tell what is stale: {}", stderr(&o));
+}
+
 /// Copies a folder's files, recursively.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

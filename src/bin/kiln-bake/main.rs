@@ -3,7 +3,7 @@
 //! sprite atlases), resumably, on one machine or split over many.
 //!
 //! ```text
-//! kiln-bake MANIFEST.toml --out DIR [--shard I/N] [--force] [--dry-run] [--report FILE.json]
+//! kiln-bake MANIFEST.toml --out DIR [--shard I/N] [--force] [--dry-run] [--prune] [--report FILE.json]
 //! ```
 mod atlas;
 mod dds;
@@ -38,6 +38,10 @@ const USAGE: &str = "usage: kiln-bake MANIFEST.toml --out DIR [options]
   --force              bake even assets whose key says they are up to date
   --dry-run            validate and say what would be baked or skipped; generate nothing
   --report FILE.json   write {\"assets\": [{name, status, outputs, seconds, error}]} there
+  --prune              after the bake, remove what earlier bakes wrote to DIR that the manifest no
+                       longer makes (assets and atlases taken out, outputs turned off or renamed);
+                       only files listed in DIR's .kiln-key files; not with --shard; with
+                       --dry-run it lists what would go if every asset baked
   --onnxruntime PATH   ONNX Runtime library to load (default: search)
   --threads N          threads per graph (default: all cores)
   --help               this text
@@ -50,6 +54,7 @@ struct Args {
     shard: Option<(u32, u32)>,
     force: bool,
     dry_run: bool,
+    prune: bool,
     report: Option<PathBuf>,
     onnxruntime: Option<PathBuf>,
     threads: usize,
@@ -64,6 +69,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
         shard: None,
         force: false,
         dry_run: false,
+        prune: false,
         report: None,
         onnxruntime: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -84,6 +90,7 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             }
             "--force" => a.force = true,
             "--dry-run" => a.dry_run = true,
+            "--prune" => a.prune = true,
             "--report" => a.report = Some(PathBuf::from(value()?)),
             "--onnxruntime" => a.onnxruntime = Some(PathBuf::from(value()?)),
             "--threads" => {
@@ -94,6 +101,10 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             s if manifest.is_none() => manifest = Some(PathBuf::from(s)),
             s => return Err(format!("one manifest only; {s:?} is extra")),
         }
+    }
+    if a.prune && a.shard.is_some() {
+        // A shard knows only its part of the manifest: the rest would look stale.
+        return Err("--prune needs the whole manifest: run it without --shard (the gather run)".into());
     }
     a.manifest = manifest.ok_or("no MANIFEST.toml given")?;
     a.out = out.ok_or("--out DIR is required")?;
@@ -115,6 +126,9 @@ struct Entry {
 struct Report {
     assets: Vec<Entry>,
     atlases: Vec<Entry>,
+    /// With `--prune`: the files removed (in a dry run, those that would be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pruned: Option<Vec<String>>,
 }
 
 /// Set by Ctrl-C; the running job is cancelled through Kiln and nothing new starts.
@@ -168,6 +182,8 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             eprintln!("kiln-bake: removed {stale} temporary file(s) left by an interrupted bake");
         }
     }
+    // What earlier bakes wrote, read before this one rewrites the key files.
+    let earlier = if args.prune { store::key_files(out) } else { Vec::new() };
     let selected: Vec<&Asset> = manifest
         .assets
         .iter()
@@ -213,7 +229,11 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
             println!("{:8} {}", e.status, e.name);
         }
         let atlases = if args.shard.is_some() { vec![] } else { manifest.atlases.iter().map(|a| planned(&a.name)).collect() };
-        write_report(args, &Report { assets: entries, atlases })?;
+        let pruned = args.prune.then(|| prune(manifest, &earlier, &[], out, false));
+        for f in pruned.iter().flatten() {
+            println!("prune    {f}");
+        }
+        write_report(args, &Report { assets: entries, atlases, pruned })?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -405,7 +425,22 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     let count = |s: &str| entries.iter().chain(&atlases).filter(|e| e.status == s).count();
     let (baked, skipped, failed_n) = (count("baked"), count("skipped"), count("failed"));
     eprintln!("kiln-bake: {baked} baked, {skipped} skipped, {failed_n} failed");
-    write_report(args, &Report { assets: entries, atlases })?;
+    let pruned = match (args.prune, INTERRUPTED.load(Ordering::SeqCst)) {
+        (false, _) => None,
+        (true, true) => {
+            eprintln!("kiln-bake: interrupted: nothing pruned");
+            Some(Vec::new())
+        }
+        (true, false) => {
+            let failed: Vec<&str> = entries.iter().chain(&atlases).filter(|e| e.status == "failed").map(|e| e.name.as_str()).collect();
+            let removed = prune(manifest, &earlier, &failed, out, true);
+            for f in &removed {
+                eprintln!("kiln-bake: pruned {}", out.join(f).display());
+            }
+            Some(removed)
+        }
+    };
+    write_report(args, &Report { assets: entries, atlases, pruned })?;
     Ok(if INTERRUPTED.load(Ordering::SeqCst) {
         eprintln!("kiln-bake: interrupted; run the same command again to finish");
         ExitCode::from(130)
@@ -864,6 +899,51 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
         Ok(()) => Entry { name: atlas.name.clone(), status: "baked", outputs: paths, seconds: t0.elapsed().as_secs_f64(), error: None },
         Err(e) => fail(e),
     }
+}
+
+/// The files in `out` that earlier bakes wrote (as their key files list
+/// them, `earlier`) and the manifest no longer makes: every output and the
+/// key of a name that is no longer an asset or atlas, and the outputs a
+/// current asset no longer lists (a map turned off, another format). A name
+/// in `failed` keeps its files. Never a file any current asset or atlas
+/// makes, and only plain names inside `out`. Removes them when `remove`;
+/// returns their names, sorted (a file that cannot be removed is left out,
+/// with a warning).
+fn prune(manifest: &Manifest, earlier: &[(String, store::KeyFile)], failed: &[&str], out: &Path, remove: bool) -> Vec<String> {
+    let atlas_outputs = |name: &str| vec![format!("{name}.png"), format!("{name}.json")];
+    let current: HashMap<&str, Vec<String>> = manifest
+        .assets
+        .iter()
+        .map(|a| (a.name.as_str(), a.outputs()))
+        .chain(manifest.atlases.iter().map(|a| (a.name.as_str(), atlas_outputs(&a.name))))
+        .collect();
+    let keep: std::collections::HashSet<String> =
+        current.iter().flat_map(|(name, outputs)| outputs.iter().cloned().chain([format!("{name}{}", store::KEY_SUFFIX)])).collect();
+    let mut stale: Vec<String> = Vec::new();
+    for (name, key_file) in earlier {
+        if failed.contains(&name.as_str()) {
+            continue;
+        }
+        let key = format!("{name}{}", store::KEY_SUFFIX);
+        let candidates = match current.get(name.as_str()) {
+            None => key_file.outputs.iter().cloned().chain([key]).collect::<Vec<_>>(),
+            Some(outputs) => key_file.outputs.iter().filter(|o| !outputs.contains(o)).cloned().collect(),
+        };
+        let plain = |f: &String| Path::new(f).file_name().is_some_and(|n| n == f.as_str()) && f != "." && f != "..";
+        stale.extend(candidates.into_iter().filter(|f| plain(f) && !keep.contains(f) && out.join(f).is_file()));
+    }
+    stale.sort();
+    stale.dedup();
+    if remove {
+        stale.retain(|f| match std::fs::remove_file(out.join(f)) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("kiln-bake: warning: cannot prune {}: {e}", out.join(f).display());
+                false
+            }
+        });
+    }
+    stale
 }
 
 fn write_report(args: &Args, report: &Report) -> Result<(), String> {

@@ -189,6 +189,24 @@ pub struct KeyFile {
     pub settings: serde_json::Value,
 }
 
+/// The key files in `out`, by the name they are for, in name order. Those
+/// that cannot be read or parsed are left out: `--prune` removes only what a
+/// key file it understands lists.
+pub fn key_files(out: &Path) -> Vec<(String, KeyFile)> {
+    let Ok(entries) = std::fs::read_dir(out) else { return Vec::new() };
+    let mut files: Vec<(String, KeyFile)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let name = file.strip_suffix(KEY_SUFFIX)?.to_string();
+            let key = serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok()?;
+            Some((name, key))
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
 /// `DIR/<name>.kiln-key`.
 pub fn key_path(out: &Path, name: &str) -> PathBuf {
     out.join(format!("{name}{KEY_SUFFIX}"))
