@@ -1603,6 +1603,12 @@ fn source_assets_finish_pictures_as_they_are_and_rebake_only_when_the_picture_ch
         assert!(log.contains(&format!("ramp: warning: the picture does not tile along {axis}")), "{log}");
     }
     assert_eq!(log.matches("warning").count(), 2, "the wall tiles: no warning for it: {log}");
+    // The report carries them too, for farms that read it instead of the log.
+    let warnings_of = |name: &str| report["assets"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap().get("warnings").cloned();
+    let ramp = warnings_of("ramp").expect("the ramp's warnings are in the report");
+    assert_eq!(ramp.as_array().unwrap().len(), 2, "{ramp}");
+    assert!(ramp[0].as_str().unwrap().starts_with("the picture does not tile along X (seam score"), "{ramp}");
+    assert_eq!(warnings_of("wall"), None, "no `warnings` key without one");
 
     // Sprites: the model folder's matting graph, or the chroma key on a model without one.
     let gem = kiln::pipeline::inputs::read_rgba(&dir.join("gem.png")).unwrap();

@@ -120,6 +120,10 @@ struct Entry {
     outputs: Vec<String>,
     seconds: f64,
     error: Option<String>,
+    /// What went as asked but may not be what was meant (a `source` picture
+    /// marked seamless that does not tile); left out when there is none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -209,15 +213,15 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         };
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
-            Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e) }),
+            Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e), warnings: vec![] }),
             Ok(ids) => {
                 let key = store::content_key(asset, &ids);
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
-                    entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None });
+                    entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None, warnings: vec![] });
                 } else {
                     if args.dry_run {
-                        entries.push(Entry { name: asset.name.clone(), status: "planned", outputs: paths, seconds: 0.0, error: None });
+                        entries.push(Entry { name: asset.name.clone(), status: "planned", outputs: paths, seconds: 0.0, error: None, warnings: vec![] });
                     }
                     todo.push(Todo { asset, key });
                 }
@@ -319,11 +323,12 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 });
                 let t0 = Instant::now();
                 progress.start(&asset.name, &format!("finishing {}", source.display()));
+                let mut warnings = Vec::new();
                 let result = match (upscaler.transpose(), matting.transpose()) {
-                    (Ok(upscaler), Ok(matting)) => bake_source(runtime, source, matting, upscaler, asset, key, out, &mut progress),
+                    (Ok(upscaler), Ok(matting)) => bake_source(runtime, source, matting, upscaler, asset, key, out, &mut progress, &mut warnings),
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 };
-                record(&mut entries, &mut progress, asset, result, t0.elapsed().as_secs_f64());
+                record(&mut entries, &mut progress, asset, result, t0.elapsed().as_secs_f64(), warnings);
                 continue;
             }
             let model = models.entry(model_key(asset)).or_insert_with(|| {
@@ -392,7 +397,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 (Ok(model), Ok(refiner), Ok(upscaler)) => bake_one(runtime, model, refiner, upscaler, asset, key, out, &mut progress),
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
             };
-            record(&mut entries, &mut progress, asset, result, t0.elapsed().as_secs_f64());
+            record(&mut entries, &mut progress, asset, result, t0.elapsed().as_secs_f64(), Vec::new());
         }
     }
     progress.close();
@@ -408,6 +413,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
                 outputs: vec![],
                 seconds: 0.0,
                 error: Some("atlases are made by a run without --shard, after the shards".into()),
+                warnings: vec![],
             });
             continue;
         }
@@ -577,25 +583,25 @@ fn adapters(asset: &Asset, loras: bool) -> kiln::model::Adapters {
 }
 
 /// Records how one asset's bake ended, in the log and the report.
-fn record(entries: &mut Vec<Entry>, progress: &mut Progress, asset: &Asset, result: Result<Vec<String>, String>, seconds: f64) {
+fn record(entries: &mut Vec<Entry>, progress: &mut Progress, asset: &Asset, result: Result<Vec<String>, String>, seconds: f64, warnings: Vec<String>) {
     match result {
         Ok(paths) => {
             progress.finish(&format!("{}: baked in {seconds:.2}s -> {}", asset.name, paths.join(", ")));
-            entries.push(Entry { name: asset.name.clone(), status: "baked", outputs: paths, seconds, error: None });
+            entries.push(Entry { name: asset.name.clone(), status: "baked", outputs: paths, seconds, error: None, warnings });
         }
         Err(e) => {
             progress.finish(&format!("{}: failed: {e}", asset.name));
-            entries.push(failed(asset, e, seconds));
+            entries.push(Entry { warnings, ..failed(asset, e, seconds) });
         }
     }
 }
 
 fn planned(name: &str) -> Entry {
-    Entry { name: name.to_string(), status: "planned", outputs: vec![], seconds: 0.0, error: None }
+    Entry { name: name.to_string(), status: "planned", outputs: vec![], seconds: 0.0, error: None, warnings: vec![] }
 }
 
 fn failed(asset: &Asset, error: String, seconds: f64) -> Entry {
-    Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds, error: Some(error) }
+    Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds, error: Some(error), warnings: vec![] }
 }
 
 fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
@@ -667,7 +673,8 @@ fn bake_one(
 /// Bakes a `source` asset: reads its picture and finishes it as a generated
 /// image is finished (the upscale as a job, then material maps, the sprite
 /// cut out with `matting` or the chroma key, pixel art), then writes every
-/// output and its key. Nothing is generated.
+/// output and its key. Nothing is generated. What may not be what was meant
+/// goes to the log and to `warnings` (for the report).
 #[allow(clippy::too_many_arguments)]
 fn bake_source(
     runtime: &Runtime,
@@ -678,6 +685,7 @@ fn bake_source(
     key: &str,
     out: &Path,
     progress: &mut Progress,
+    warnings: &mut Vec<String>,
 ) -> Result<Vec<String>, String> {
     let image = kiln::pipeline::inputs::read_rgba(source).map_err(|e| format!("source picture: {e}"))?;
     // Wrapped mips, maps and upscales of a picture that does not tile keep its
@@ -685,11 +693,12 @@ fn bake_source(
     for (axis, on) in [(Axis::X, matches!(asset.seamless, Seamless::X | Seamless::Xy)), (Axis::Y, matches!(asset.seamless, Seamless::Y | Seamless::Xy))] {
         let score = if on { seam_score(&image, axis).ok() } else { None };
         if let Some(score) = score.filter(|s| *s > SEAM_WARNING) {
-            progress.log(&format!(
-                "{}: warning: the picture does not tile along {axis:?} (seam score {score:.1}; a tiling texture scores about 1): \
-                 its seam stays; `init_image` with `make_tileable` makes it tile",
-                asset.name
-            ));
+            let warning = format!(
+                "the picture does not tile along {axis:?} (seam score {score:.1}; a tiling texture scores about 1): \
+                 its seam stays; `init_image` with `make_tileable` makes it tile"
+            );
+            progress.log(&format!("{}: warning: {warning}", asset.name));
+            warnings.push(warning);
         }
     }
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
@@ -852,7 +861,7 @@ fn finish_job<T>(
 /// Packs an atlas from its members' PNGs (baked now or earlier).
 fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<String, String>, entries: &[Entry], out: &Path, force: bool) -> Entry {
     let t0 = Instant::now();
-    let fail = |e: String| Entry { name: atlas.name.clone(), status: "failed", outputs: vec![], seconds: t0.elapsed().as_secs_f64(), error: Some(e) };
+    let fail = |e: String| Entry { name: atlas.name.clone(), status: "failed", outputs: vec![], seconds: t0.elapsed().as_secs_f64(), error: Some(e), warnings: vec![] };
     let paths = vec![out.join(format!("{}.png", atlas.name)).display().to_string(), out.join(format!("{}.json", atlas.name)).display().to_string()];
     let mut h = store::Fnv::new();
     h.field(b"kiln-bake atlas v1");
@@ -867,7 +876,7 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
     }
     let key = format!("{:016x}", h.finish());
     if !force && store::is_current(out, &atlas.name, &key) {
-        return Entry { name: atlas.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None };
+        return Entry { name: atlas.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None, warnings: vec![] };
     }
     let mut sprites = Vec::new();
     for m in &atlas.assets {
@@ -896,7 +905,7 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
         store::write_atomic(&store::key_path(out, &atlas.name), &serde_json::to_vec_pretty(&key_file).expect("json")).map_err(|e| e.to_string())
     };
     match write() {
-        Ok(()) => Entry { name: atlas.name.clone(), status: "baked", outputs: paths, seconds: t0.elapsed().as_secs_f64(), error: None },
+        Ok(()) => Entry { name: atlas.name.clone(), status: "baked", outputs: paths, seconds: t0.elapsed().as_secs_f64(), error: None, warnings: vec![] },
         Err(e) => fail(e),
     }
 }
