@@ -40,10 +40,12 @@ impl Seamless {
             _ => None,
         }
     }
-    pub(crate) fn wraps_x(self) -> bool {
+    /// Whether images tile left-right.
+    pub fn wraps_x(self) -> bool {
         matches!(self, Self::X | Self::Xy)
     }
-    pub(crate) fn wraps_y(self) -> bool {
+    /// Whether images tile top-bottom.
+    pub fn wraps_y(self) -> bool {
         matches!(self, Self::Y | Self::Xy)
     }
 }

@@ -119,7 +119,7 @@ fn halve(src: &Plane, horizontal: bool, wrap: bool) -> Plane {
 
 /// The full mip chain of `image` down to 1×1, level 0 being `image` itself.
 pub fn mip_chain(image: &Rgba8Image, content: Content, seamless: Seamless) -> Vec<Rgba8Image> {
-    let (wrap_x, wrap_y) = (matches!(seamless, Seamless::X | Seamless::Xy), matches!(seamless, Seamless::Y | Seamless::Xy));
+    let (wrap_x, wrap_y) = (seamless.wraps_x(), seamless.wraps_y());
     let mut levels = vec![image.clone()];
     let mut plane = decode(image, content);
     while plane.w > 1 || plane.h > 1 {
