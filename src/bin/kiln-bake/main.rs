@@ -23,7 +23,7 @@ use kiln::image::seam::{seam_score, Axis};
 use kiln::model::seamless::Seamless;
 use kiln::model::matting::Matting;
 use kiln::model::upscaler::Upscaler;
-use kiln::pipeline::outputs;
+use kiln::pipeline::outputs::{self, PostProcess};
 use kiln::model::attention::Attention;
 use kiln::model::quantize::Quantization;
 use kiln::{Model, ModelOptions, Runtime, RuntimeOptions};
@@ -126,6 +126,13 @@ struct Entry {
     warnings: Vec<String>,
 }
 
+impl Entry {
+    /// An entry without warnings (only a baked or failed asset can have them).
+    fn new(name: &str, status: &'static str, outputs: Vec<String>, seconds: f64, error: Option<String>) -> Self {
+        Entry { name: name.to_string(), status, outputs, seconds, error, warnings: Vec::new() }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 struct Report {
     assets: Vec<Entry>,
@@ -213,15 +220,15 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
         };
         let paths = asset.outputs().iter().map(|o| out.join(o).display().to_string()).collect();
         match identity {
-            Err(e) => entries.push(Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds: 0.0, error: Some(e), warnings: vec![] }),
+            Err(e) => entries.push(Entry::new(&asset.name, "failed", vec![], 0.0, Some(e))),
             Ok(ids) => {
                 let key = store::content_key(asset, &ids);
                 keys.insert(asset.name.clone(), key.clone());
                 if !args.force && store::is_current(out, &asset.name, &key) {
-                    entries.push(Entry { name: asset.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None, warnings: vec![] });
+                    entries.push(Entry::new(&asset.name, "skipped", paths, 0.0, None));
                 } else {
                     if args.dry_run {
-                        entries.push(Entry { name: asset.name.clone(), status: "planned", outputs: paths, seconds: 0.0, error: None, warnings: vec![] });
+                        entries.push(Entry::new(&asset.name, "planned", paths, 0.0, None));
                     }
                     todo.push(Todo { asset, key });
                 }
@@ -407,14 +414,7 @@ fn bake(args: &Args, manifest: &Manifest) -> Result<ExitCode, String> {
     let mut atlases = Vec::new();
     for atlas in &manifest.atlases {
         if args.shard.is_some() {
-            atlases.push(Entry {
-                name: atlas.name.clone(),
-                status: "skipped",
-                outputs: vec![],
-                seconds: 0.0,
-                error: Some("atlases are made by a run without --shard, after the shards".into()),
-                warnings: vec![],
-            });
+            atlases.push(Entry::new(&atlas.name, "skipped", vec![], 0.0, Some("atlases are made by a run without --shard, after the shards".into())));
             continue;
         }
         atlases.push(bake_atlas(atlas, manifest, &keys, &entries, out, args.force));
@@ -587,7 +587,7 @@ fn record(entries: &mut Vec<Entry>, progress: &mut Progress, asset: &Asset, resu
     match result {
         Ok(paths) => {
             progress.finish(&format!("{}: baked in {seconds:.2}s -> {}", asset.name, paths.join(", ")));
-            entries.push(Entry { name: asset.name.clone(), status: "baked", outputs: paths, seconds, error: None, warnings });
+            entries.push(Entry { warnings, ..Entry::new(&asset.name, "baked", paths, seconds, None) });
         }
         Err(e) => {
             progress.finish(&format!("{}: failed: {e}", asset.name));
@@ -597,11 +597,11 @@ fn record(entries: &mut Vec<Entry>, progress: &mut Progress, asset: &Asset, resu
 }
 
 fn planned(name: &str) -> Entry {
-    Entry { name: name.to_string(), status: "planned", outputs: vec![], seconds: 0.0, error: None, warnings: vec![] }
+    Entry::new(name, "planned", vec![], 0.0, None)
 }
 
 fn failed(asset: &Asset, error: String, seconds: f64) -> Entry {
-    Entry { name: asset.name.clone(), status: "failed", outputs: vec![], seconds, error: Some(error), warnings: vec![] }
+    Entry::new(&asset.name, "failed", vec![], seconds, Some(error))
 }
 
 fn most_common_axes<'a>(assets: impl Iterator<Item = &'a Asset>) -> Seamless {
@@ -655,7 +655,7 @@ fn bake_one(
     let id = pool.submit_work(work, Default::default());
     let image = run_job(pool, id, &asset.name, progress, "the job")?;
     let post = asset.post();
-    let image = upscale(pool, upscaler, image, asset, progress)?;
+    let image = upscale(pool, upscaler, image, &post, &asset.name, progress)?;
     let finished = outputs::finish_upscaled(&view, image, &post).map_err(|e| e.to_string())?;
     let request = kiln::GenerateRequest { refiner, ..asset.request() };
     let from = outputs::Provenance {
@@ -690,7 +690,7 @@ fn bake_source(
     let image = kiln::pipeline::inputs::read_rgba(source).map_err(|e| format!("source picture: {e}"))?;
     // Wrapped mips, maps and upscales of a picture that does not tile keep its
     // seam; say so, since nothing else would.
-    for (axis, on) in [(Axis::X, matches!(asset.seamless, Seamless::X | Seamless::Xy)), (Axis::Y, matches!(asset.seamless, Seamless::Y | Seamless::Xy))] {
+    for (axis, on) in [(Axis::X, asset.seamless.wraps_x()), (Axis::Y, asset.seamless.wraps_y())] {
         let score = if on { seam_score(&image, axis).ok() } else { None };
         if let Some(score) = score.filter(|s| *s > SEAM_WARNING) {
             let warning = format!(
@@ -703,7 +703,7 @@ fn bake_source(
     }
     let pool = kiln::jobs::pool_for(runtime).map_err(|e| e.to_string())?;
     let post = asset.post();
-    let image = upscale(pool, upscaler, image, asset, progress)?;
+    let image = upscale(pool, upscaler, image, &post, &asset.name, progress)?;
     let matte = matting.map_or(outputs::SpriteMatte::Key, outputs::SpriteMatte::Graph);
     let finished = outputs::finish_with(matte, image, &post).map_err(|e| e.to_string())?;
     let text = outputs::source_png_text(source, &post, asset.upscale.as_ref().map(|u| u.path.as_path()), finished.image.width, finished.image.height);
@@ -715,14 +715,14 @@ fn bake_source(
 /// 1.5 in `tests/bake.rs`), photos tens; 3 leaves room on both sides.
 const SEAM_WARNING: f32 = 3.0;
 
-/// Upscales `image` as the asset asks, as a job: its tiles show as
-/// progress, and Ctrl-C cancels it.
-fn upscale(pool: &JobPool, upscaler: Option<&Arc<Upscaler>>, image: kiln::Rgba8Image, asset: &Asset, progress: &mut Progress) -> Result<kiln::Rgba8Image, String> {
-    match (upscaler, outputs::upscale_options(&asset.post()).map_err(|e| e.to_string())?) {
+/// Upscales `image` as `post` asks, as a job: its tiles show as progress
+/// (under the asset's `name`), and Ctrl-C cancels it.
+fn upscale(pool: &JobPool, upscaler: Option<&Arc<Upscaler>>, image: kiln::Rgba8Image, post: &PostProcess, name: &str, progress: &mut Progress) -> Result<kiln::Rgba8Image, String> {
+    match (upscaler, outputs::upscale_options(post).map_err(|e| e.to_string())?) {
         (Some(up), Some(options)) => {
-            progress.upscaling(&asset.name);
+            progress.upscaling(name);
             let id = pool.submit_work(JobWork::Upscale { upscaler: Arc::clone(up), image, options }, Default::default());
-            run_job(pool, id, &asset.name, progress, "the upscale")
+            run_job(pool, id, name, progress, "the upscale")
         }
         (None, Some(_)) => Err("an upscale was asked for without an upscaler".into()),
         _ => Ok(image),
@@ -861,8 +861,9 @@ fn finish_job<T>(
 /// Packs an atlas from its members' PNGs (baked now or earlier).
 fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<String, String>, entries: &[Entry], out: &Path, force: bool) -> Entry {
     let t0 = Instant::now();
-    let fail = |e: String| Entry { name: atlas.name.clone(), status: "failed", outputs: vec![], seconds: t0.elapsed().as_secs_f64(), error: Some(e), warnings: vec![] };
-    let paths = vec![out.join(format!("{}.png", atlas.name)).display().to_string(), out.join(format!("{}.json", atlas.name)).display().to_string()];
+    let fail = |e: String| Entry::new(&atlas.name, "failed", vec![], t0.elapsed().as_secs_f64(), Some(e));
+    let names = atlas.outputs();
+    let paths: Vec<String> = names.iter().map(|n| out.join(n).display().to_string()).collect();
     let mut h = store::Fnv::new();
     h.field(b"kiln-bake atlas v1");
     h.field(&atlas.padding.to_le_bytes());
@@ -876,7 +877,7 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
     }
     let key = format!("{:016x}", h.finish());
     if !force && store::is_current(out, &atlas.name, &key) {
-        return Entry { name: atlas.name.clone(), status: "skipped", outputs: paths, seconds: 0.0, error: None, warnings: vec![] };
+        return Entry::new(&atlas.name, "skipped", paths, 0.0, None);
     }
     let mut sprites = Vec::new();
     for m in &atlas.assets {
@@ -891,7 +892,7 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
     }
     let sheet = atlas::pack(&sprites, atlas.padding);
     let json = serde_json::json!({
-        "image": format!("{}.png", atlas.name),
+        "image": names[0],
         "width": sheet.image.width,
         "height": sheet.image.height,
         "sprites": sheet.placements,
@@ -900,12 +901,11 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
         let png = sheet.image.encode_png_with_text(&[("Software", concat!("Kiln ", env!("CARGO_PKG_VERSION")))]).map_err(|e| e.to_string())?;
         store::write_atomic(Path::new(&paths[0]), &png).map_err(|e| e.to_string())?;
         store::write_atomic(Path::new(&paths[1]), &serde_json::to_vec_pretty(&json).expect("json")).map_err(|e| e.to_string())?;
-        let names = vec![format!("{}.png", atlas.name), format!("{}.json", atlas.name)];
         let key_file = store::KeyFile { key: key.clone(), outputs: names, settings: serde_json::json!({"assets": atlas.assets, "padding": atlas.padding}) };
         store::write_atomic(&store::key_path(out, &atlas.name), &serde_json::to_vec_pretty(&key_file).expect("json")).map_err(|e| e.to_string())
     };
     match write() {
-        Ok(()) => Entry { name: atlas.name.clone(), status: "baked", outputs: paths, seconds: t0.elapsed().as_secs_f64(), error: None, warnings: vec![] },
+        Ok(()) => Entry::new(&atlas.name, "baked", paths, t0.elapsed().as_secs_f64(), None),
         Err(e) => fail(e),
     }
 }
@@ -919,26 +919,25 @@ fn bake_atlas(atlas: &manifest::Atlas, manifest: &Manifest, keys: &HashMap<Strin
 /// returns their names, sorted (a file that cannot be removed is left out,
 /// with a warning).
 fn prune(manifest: &Manifest, earlier: &[(String, store::KeyFile)], failed: &[&str], out: &Path, remove: bool) -> Vec<String> {
-    let atlas_outputs = |name: &str| vec![format!("{name}.png"), format!("{name}.json")];
     let current: HashMap<&str, Vec<String>> = manifest
         .assets
         .iter()
         .map(|a| (a.name.as_str(), a.outputs()))
-        .chain(manifest.atlases.iter().map(|a| (a.name.as_str(), atlas_outputs(&a.name))))
+        .chain(manifest.atlases.iter().map(|a| (a.name.as_str(), a.outputs())))
         .collect();
     let keep: std::collections::HashSet<String> =
-        current.iter().flat_map(|(name, outputs)| outputs.iter().cloned().chain([format!("{name}{}", store::KEY_SUFFIX)])).collect();
+        current.iter().flat_map(|(name, outputs)| outputs.iter().cloned().chain([store::key_name(name)])).collect();
+    // Key files are ours, but the folder is not: only plain names inside it.
+    let plain = |f: &String| Path::new(f).file_name().is_some_and(|n| n == f.as_str()) && f != "." && f != "..";
     let mut stale: Vec<String> = Vec::new();
     for (name, key_file) in earlier {
         if failed.contains(&name.as_str()) {
             continue;
         }
-        let key = format!("{name}{}", store::KEY_SUFFIX);
         let candidates = match current.get(name.as_str()) {
-            None => key_file.outputs.iter().cloned().chain([key]).collect::<Vec<_>>(),
+            None => key_file.outputs.iter().cloned().chain([store::key_name(name)]).collect::<Vec<_>>(),
             Some(outputs) => key_file.outputs.iter().filter(|o| !outputs.contains(o)).cloned().collect(),
         };
-        let plain = |f: &String| Path::new(f).file_name().is_some_and(|n| n == f.as_str()) && f != "." && f != "..";
         stale.extend(candidates.into_iter().filter(|f| plain(f) && !keep.contains(f) && out.join(f).is_file()));
     }
     stale.sort();

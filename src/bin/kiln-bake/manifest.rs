@@ -81,6 +81,11 @@ impl Table {
         }
     }
 
+    /// Whether `source` is a pattern (`painted/*.png`) rather than one file.
+    fn source_is_pattern(&self) -> bool {
+        self.source.as_ref().is_some_and(|v| v.get_ref().contains('*'))
+    }
+
     /// The keys set here that describe a generation, with their spans.
     fn generation_keys(&self) -> Vec<(&'static str, Range<usize>)> {
         macro_rules! set {
@@ -614,6 +619,13 @@ pub struct Atlas {
     pub padding: u32,
 }
 
+impl Atlas {
+    /// Output file names (relative to the output folder): the sheet, then its JSON.
+    pub fn outputs(&self) -> Vec<String> {
+        vec![format!("{}.png", self.name), format!("{}.json", self.name)]
+    }
+}
+
 /// A validated manifest.
 #[derive(Debug, Clone)]
 pub struct Manifest {
@@ -710,6 +722,16 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
                 errors.push(name_error(n.get_ref(), lines.of(n.span().start), "an earlier asset has this name; names must be unique".into()));
             }
         }
+        // A `source` pattern's files, read here once: listed as an error beside
+        // the asset's others, and expanded below when the asset is valid.
+        let pattern = t.source.as_ref().filter(|_| t.source_is_pattern()).map(|v| {
+            let line = lines.of(v.span().start);
+            let files = source_files(&base.join(v.get_ref()));
+            if let Err(m) = &files {
+                errors.push(ManifestError { line, asset: Some(asset_label(t, i)), key: Some("source".into()), message: m.clone() });
+            }
+            (files, line)
+        });
         let asset = match resolve(t, &defaults, header, i, base, &lines) {
             Ok(asset) => asset,
             Err(mut e) => {
@@ -717,12 +739,12 @@ pub fn parse(text: &str, base: &Path) -> Result<Manifest, Vec<ManifestError>> {
                 continue;
             }
         };
-        if let Some(pattern) = asset.source.clone().filter(|p| p.to_string_lossy().contains('*')) {
+        if let Some((files, line)) = pattern {
             // One asset per file the pattern matches, named by the name's `*`;
             // an atlas that lists the pattern name packs them all.
-            let line = t.source.as_ref().map_or(header, |v| lines.of(v.span().start));
+            let Ok(files) = files else { continue };
             let mut group = Vec::new();
-            for (file, part) in source_files(&pattern).unwrap_or_default() {
+            for (file, part) in files {
                 let name = asset.name.replace('*', &part);
                 let source_error = |message: String| ManifestError { line, asset: Some(format!("asset \"{name}\"")), key: Some("source".into()), message };
                 if let Err(m) = check_name(&name) {
@@ -948,15 +970,20 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// How errors name the asset of table `t`, the `index`th (0-based).
+fn asset_label(t: &Table, index: usize) -> String {
+    match &t.name {
+        Some(n) => format!("asset \"{}\"", n.get_ref()),
+        None => format!("asset #{}", index + 1),
+    }
+}
+
 /// Applies the defaults to one asset table and checks every value.
 fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines: &Lines<'_>) -> Result<Asset, Vec<ManifestError>> {
     let mut errors = Vec::new();
-    let who = match &t.name {
-        Some(n) => format!("asset \"{}\"", n.get_ref()),
-        None => format!("asset #{}", index + 1),
-    };
+    let who = asset_label(t, index);
     let err = |line: usize, key: &str, message: String| ManifestError { line, asset: Some(who.clone()), key: Some(key.into()), message };
-    let pattern = t.source.as_ref().is_some_and(|v| v.get_ref().contains('*'));
+    let pattern = t.source_is_pattern();
     // A `source` asset is a picture that exists: nothing is generated, so only
     // the keys that finish a picture apply, from [defaults] too.
     let finishing_defaults;
@@ -969,14 +996,9 @@ fn resolve(t: &Table, d: &Table, header: usize, index: usize, base: &Path, lines
     };
     let source = t.source.as_ref().map(|v| {
         let path = base.join(v.get_ref());
-        let line = lines.of(v.span().start);
-        if pattern {
-            // Expanded in `parse`, once the asset is valid.
-            if let Err(m) = source_files(&path) {
-                errors.push(err(line, "source", m));
-            }
-        } else if !path.is_file() {
-            errors.push(err(line, "source", format!("{} is not a file", path.display())));
+        // A pattern's files are read and checked in `parse`.
+        if !pattern && !path.is_file() {
+            errors.push(err(lines.of(v.span().start), "source", format!("{} is not a file", path.display())));
         }
         for (key, span) in t.generation_keys() {
             errors.push(err(lines.of(span.start), key, "describes a generation, and a `source` asset is its picture as it is: drop this key or `source`".into()));

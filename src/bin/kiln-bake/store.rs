@@ -207,9 +207,14 @@ pub fn key_files(out: &Path) -> Vec<(String, KeyFile)> {
     files
 }
 
+/// `<name>.kiln-key`: the file name of `name`'s key.
+pub fn key_name(name: &str) -> String {
+    format!("{name}{KEY_SUFFIX}")
+}
+
 /// `DIR/<name>.kiln-key`.
 pub fn key_path(out: &Path, name: &str) -> PathBuf {
-    out.join(format!("{name}{KEY_SUFFIX}"))
+    out.join(key_name(name))
 }
 
 /// Whether `name` is up to date: its key file holds `key` and every output it lists exists.
