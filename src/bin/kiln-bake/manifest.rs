@@ -62,45 +62,51 @@ struct Table {
     source: Option<Spanned<String>>,
 }
 
-impl Table {
-    /// The keys of a `source` asset's defaults: those that finish a picture
-    /// (and `model`, whose matting graph cuts sprites out). The others
-    /// describe a generation, which such an asset does not have.
-    fn finishing_only(&self) -> Table {
-        Table {
-            model: self.model.clone(),
-            seamless: self.seamless.clone(),
-            upscale: self.upscale.clone(),
-            sprite: self.sprite.clone(),
-            pixel_art: self.pixel_art.clone(),
-            normal_map: self.normal_map.clone(),
-            height_map: self.height_map.clone(),
-            format: self.format.clone(),
-            mipmaps: self.mipmaps.clone(),
-            ..Table::default()
-        }
-    }
+/// Sorts every key of [`Table`] by what a `source` asset (a picture that is
+/// the asset) does with it: `identity` keys name the asset, `finishing` keys
+/// finish its picture (and `model` lends its matting graph), `generation`
+/// keys describe a generation, which such an asset does not have. The
+/// destructuring in `finishing_only` names every field with no `..`, so a
+/// key added to `Table` and to no class here does not compile.
+macro_rules! key_classes {
+    (identity: $($i:ident),*; finishing: $($f:ident),*; generation: $($g:ident),*;) => {
+        impl Table {
+            /// Every key, as the manifest spells it.
+            #[cfg(test)]
+            const KEYS: &'static [&'static str] = &[$(stringify!($i),)* $(stringify!($f),)* $(stringify!($g),)*];
+            /// The finishing keys, as the manifest spells them.
+            #[cfg(test)]
+            const FINISHING_KEYS: &'static [&'static str] = &[$(stringify!($f)),*];
 
+            /// The finishing keys set here: a `source` asset's defaults.
+            fn finishing_only(&self) -> Table {
+                let Table { $($i: _,)* $($f,)* $($g: _,)* } = self;
+                Table { $($f: $f.clone(),)* ..Table::default() }
+            }
+
+            /// The generation keys set here, with their spans.
+            fn generation_keys(&self) -> Vec<(&'static str, Range<usize>)> {
+                [$((stringify!($g), self.$g.as_ref().map(|v| v.span()))),*]
+                    .into_iter()
+                    .filter_map(|(key, span)| span.map(|s| (key, s)))
+                    .collect()
+            }
+        }
+    };
+}
+
+key_classes! {
+    identity: name, source;
+    finishing: model, seamless, upscale, sprite, pixel_art, normal_map, height_map, format, mipmaps;
+    generation: prompt, negative_prompt, prompt_2, negative_prompt_2, original_size, crop_top_left, target_size, quantize,
+        attention, lora_slots, refiner, refiner_start, seed, noise, variation_seed, variation_strength, variants, steps,
+        scheduler, guidance, size, lora, embedding, control, init_image, strength, mask, extend, make_tileable;
+}
+
+impl Table {
     /// Whether `source` is a pattern (`painted/*.png`) rather than one file.
     fn source_is_pattern(&self) -> bool {
         self.source.as_ref().is_some_and(|v| v.get_ref().contains('*'))
-    }
-
-    /// The keys set here that describe a generation, with their spans.
-    fn generation_keys(&self) -> Vec<(&'static str, Range<usize>)> {
-        macro_rules! set {
-            ($($field:ident),*) => {
-                [$((stringify!($field), self.$field.as_ref().map(|v| v.span()))),*]
-            };
-        }
-        set!(
-            prompt, negative_prompt, prompt_2, negative_prompt_2, original_size, crop_top_left, target_size, quantize, attention, lora_slots,
-            refiner, refiner_start, seed, noise, variation_seed, variation_strength, variants, steps, scheduler, guidance, size, lora,
-            embedding, control, init_image, strength, mask, extend, make_tileable
-        )
-        .into_iter()
-        .filter_map(|(key, span)| span.map(|s| (key, s)))
-        .collect()
     }
 }
 
@@ -1719,6 +1725,31 @@ mod tests {
         }
         let e = errors("[defaults]\nsource = \"golden/inpaint/mask.png\"\n[[asset]]\nname = \"a\"\nsource = \"golden/inpaint/mask.png\"\n");
         assert!(e.iter().any(|e| e.key.as_deref() == Some("source") && e.line == 2), "{e:?}");
+    }
+
+    /// The backticked words of `text` that are key names (`matting/` is not).
+    fn backticked_keys(text: &str) -> Vec<&str> {
+        text.split('`').skip(1).step_by(2).filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit())).collect()
+    }
+
+    #[test]
+    fn the_readme_documents_every_key_and_the_finishing_keys_of_a_source_asset() {
+        let readme = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let table = readme.split("| key | value | default |").nth(1).expect("the README's manifest key table");
+        let rows: Vec<&str> = table.lines().skip(2).take_while(|l| l.starts_with('|')).collect();
+        let mut documented: Vec<&str> = rows.iter().flat_map(|r| backticked_keys(r.split('|').nth(1).unwrap())).collect();
+        documented.sort_unstable();
+        let mut keys = Table::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(documented, keys, "the README's manifest table against Table's keys");
+
+        let source_row = rows.iter().find(|r| r.starts_with("| `source` |")).expect("a `source` row");
+        let list = source_row.split("only the finishing keys apply to it (").nth(1).and_then(|s| s.split(')').next()).expect("its list of finishing keys");
+        let mut said = backticked_keys(list);
+        said.sort_unstable();
+        let mut finishing = Table::FINISHING_KEYS.to_vec();
+        finishing.sort_unstable();
+        assert_eq!(said, finishing, "the `source` row's finishing keys against Table's");
     }
 
     #[test]
