@@ -42,6 +42,8 @@ fn main() {
     let _ = std::fs::copy("include/kiln.h", include.join("kiln.h"));
     println!("cargo:include={}", include.display());
 
+    ispc_kernels(&out_dir);
+
     let mut fetched = String::new();
     if std::env::var("KILN_FETCH_ORT").map(|v| v != "0").unwrap_or(true) {
         let python = std::env::var("KILN_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -81,5 +83,55 @@ fn wheel_platform() -> String {
         ("linux", "aarch64") => "manylinux_2_28_aarch64".into(),
         ("macos", "aarch64") => "macosx_13_0_arm64".into(),
         _ => "unknown".into(),
+    }
+}
+
+/// kiln-bake's block-compression kernels (`src/bin/kiln-bake/ispc.rs`): sets
+/// `kiln_ispc_kernels` where they link. `intel_tex_2` links them everywhere
+/// but MinGW, for which it ships no library under a MinGW name; there its
+/// MSVC library (COFF objects that need nothing from the C runtime but
+/// `memcpy`) is linked instead, found in `KILN_ISPC_KERNEL_LIB` or in cargo's
+/// registry copy of the `intel_tex_2` that Cargo.lock names. Not found: a
+/// warning, and kiln-bake refuses DDS with a message.
+fn ispc_kernels(out_dir: &std::path::Path) {
+    println!("cargo::rustc-check-cfg=cfg(kiln_ispc_kernels)");
+    println!("cargo:rerun-if-env-changed=KILN_ISPC_KERNEL_LIB");
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    if !(var("CARGO_CFG_TARGET_OS") == "windows" && var("CARGO_CFG_TARGET_ENV") == "gnu") {
+        println!("cargo:rustc-cfg=kiln_ispc_kernels");
+        return;
+    }
+    let arch = var("CARGO_CFG_TARGET_ARCH");
+    let file = format!("kernel{arch}-pc-windows-msvc.lib");
+    let found = std::env::var_os("KILN_ISPC_KERNEL_LIB").map(PathBuf::from).or_else(|| {
+        let version = std::fs::read_to_string("Cargo.lock").ok().and_then(|lock| {
+            let entry = lock.split("[[package]]").find(|p| p.contains("name = \"intel_tex_2\""))?.to_string();
+            let line = entry.lines().find(|l| l.starts_with("version = "))?;
+            Some(line.trim_start_matches("version = ").trim_matches('"').to_string())
+        })?;
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")).map(|h| PathBuf::from(h).join(".cargo")))?;
+        let registries = std::fs::read_dir(home.join("registry").join("src")).ok()?;
+        registries
+            .flatten()
+            .map(|r| r.path().join(format!("intel_tex_2-{version}")).join("src").join("ispc").join(&file))
+            .find(|p| p.is_file())
+    });
+    match found.filter(|p| p.is_file()) {
+        Some(lib) => {
+            println!("cargo:rerun-if-changed={}", lib.display());
+            // GNU ld reads the archive whatever its name; rustc looks for lib<name>.a.
+            match std::fs::copy(&lib, out_dir.join("libkiln_ispc_kernels.a")) {
+                Ok(_) => {
+                    println!("cargo:rustc-link-search=native={}", out_dir.display());
+                    println!("cargo:rustc-cfg=kiln_ispc_kernels");
+                }
+                Err(e) => println!("cargo:warning=cannot copy {}: {e}; kiln-bake will refuse DDS", lib.display()),
+            }
+        }
+        None => println!(
+            "cargo:warning=no ISPC kernel library ({file}) for this MinGW build: kiln-bake will refuse DDS (set KILN_ISPC_KERNEL_LIB to intel_tex_2's copy)"
+        ),
     }
 }

@@ -5,6 +5,9 @@
 #   - every C example (built with x86_64-w64-mingw32-gcc against kiln.dll's
 #     import library), the PNG-writing ones with pixels equal to the Linux build's;
 #   - the README's first command, pixels equal to the Linux build's;
+#   - kiln-bake on the example manifest (DDS through the MSVC ISPC kernels that
+#     build.rs links for MinGW): every file equal to the Linux bake's, byte for
+#     byte, and a rerun that skips every asset;
 #   - the parity, FFI-error, runtime-loading and C-example test binaries;
 #   - `--features directml` compiles for Windows (it cannot run here).
 #
@@ -36,7 +39,7 @@ WINE=$(command -v wine64 || command -v wine)
 
 step "cross-build: library, examples, test binaries ($TARGET)"
 TESTS=(parity ffi_errors runtime_load c_examples)
-cargo build --release --target "$TARGET" --lib --examples
+cargo build --release --target "$TARGET" --lib --examples --bin kiln-bake
 test_list=$(cargo test --release --target "$TARGET" --no-run $(printf -- '--test %s ' "${TESTS[@]}") 2>&1 \
     | sed -n 's/.*Executable .* (\(.*\.exe\))$/\1/p')
 OUT="$ROOT/target/$TARGET/release"
@@ -113,6 +116,27 @@ cp "$OUT/examples/generate.exe" "$ORT_DLL" "$CDIR/win/"
 win "$CDIR/win" generate.exe "${FIRST[@]}" --out brick.png
 target/release/examples/generate "${FIRST[@]}" --out "$CDIR/linux/brick.png"
 same_pixels "$CDIR/linux/brick.png" "$CDIR/win/brick.png"
+
+step "kiln-bake under Wine: the example manifest, files equal to the Linux bake's"
+cargo build --release --bin kiln-bake
+BAKE="$WORK/bake"
+rm -rf "$BAKE" && mkdir -p "$BAKE/win"
+cp "$OUT/kiln-bake.exe" "$ORT_DLL" "$BAKE/win/"
+# From the manifest's folder with relative paths, as a build machine runs it:
+# the PNGs' model path and the content keys are then the same on both.
+(cd examples/bake && "$WINE" "$BAKE/win/kiln-bake.exe" textures.toml --out "$BAKE/win/baked" >"$BAKE/win.txt" 2>&1) \
+    || { cat "$BAKE/win.txt"; exit 1; }
+grep "baked, " "$BAKE/win.txt"
+(cd examples/bake && "$ROOT/target/release/kiln-bake" textures.toml --out "$BAKE/linux" >/dev/null 2>&1)
+diff <(ls "$BAKE/linux") <(ls "$BAKE/win/baked")
+ls "$BAKE/linux" | grep -q '\.dds$'
+for f in "$BAKE/linux"/*; do
+    cmp "$f" "$BAKE/win/baked/$(basename "$f")"
+done
+echo "kiln-bake: $(ls "$BAKE/linux" | wc -l) files equal to Linux's"
+(cd examples/bake && "$WINE" "$BAKE/win/kiln-bake.exe" textures.toml --out "$BAKE/win/baked" >"$BAKE/rerun.txt" 2>&1)
+grep "baked, " "$BAKE/rerun.txt"
+grep -Eq '^kiln-bake: 0 baked, [1-9][0-9]* skipped, 0 failed' "$BAKE/rerun.txt"
 
 step "test binaries under Wine"
 failed=0

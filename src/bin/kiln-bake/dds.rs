@@ -1,11 +1,9 @@
 //! DDS output: a mip chain filtered with wrap-around on the seamless axes (so a
 //! tiling texture still tiles at every level), block-compressed with Intel's
-//! ISPC texture compressor (`intel_tex_2`) and stored with `ddsfile` in a DX10
+//! ISPC texture compressor ([`crate::ispc`]) and stored with `ddsfile` in a DX10
 //! header: colour as BC1/BC3/BC7 sRGB, normal maps as BC5 (X and Y; engines
 //! rebuild Z), height maps as BC4.
 use ddsfile::{AlphaMode, D3D10ResourceDimension, Dds, DxgiFormat, NewDxgiParams};
-#[cfg(not(all(windows, target_env = "gnu")))]
-use intel_tex_2::{bc1, bc3, bc4, bc5, bc7, RSurface, RgSurface, RgbaSurface};
 use kiln::model::seamless::Seamless;
 use kiln::Rgba8Image;
 
@@ -137,6 +135,7 @@ pub fn mip_chain(image: &Rgba8Image, content: Content, seamless: Seamless) -> Ve
 /// Pads a level to whole 4×4 blocks (the compressor works on blocks) by
 /// repeating it, which wraps seamless textures correctly and only adds
 /// pixels that the DDS size never shows.
+#[cfg_attr(not(kiln_ispc_kernels), allow(dead_code))]
 fn pad_to_blocks(level: &Rgba8Image) -> Rgba8Image {
     let (w, h) = (level.width.div_ceil(4) * 4, level.height.div_ceil(4) * 4);
     if (w, h) == (level.width, level.height) {
@@ -152,41 +151,37 @@ fn pad_to_blocks(level: &Rgba8Image) -> Rgba8Image {
     Rgba8Image { width: w, height: h, pixels }
 }
 
-/// Block-compresses one level. Not in MinGW builds: intel_tex_2 ships its
-/// ISPC kernels for MSVC, Linux and macOS only, so a `x86_64-pc-windows-gnu`
-/// kiln-bake writes PNG and says so for DDS.
-#[cfg(all(windows, target_env = "gnu"))]
+/// Block-compresses one level. Only where the kernels were linked: a MinGW
+/// build whose `build.rs` found no kernel library writes PNG and says so for DDS.
+#[cfg(not(kiln_ispc_kernels))]
 fn compress(_level: &Rgba8Image, _content: Content, _format: Format) -> Result<Vec<u8>, String> {
-    Err("DDS block compression is not available in this MinGW build of kiln-bake (intel_tex_2 has no \
-         MinGW kernels); use format = \"png\", or an MSVC or Linux build for DDS"
+    Err("DDS block compression is not available in this build of kiln-bake: its build found no ISPC \
+         kernel library (see KILN_ISPC_KERNEL_LIB in the README); use format = \"png\", or rebuild"
         .into())
 }
 
 /// Block-compresses one level.
-#[cfg(not(all(windows, target_env = "gnu")))]
+#[cfg(kiln_ispc_kernels)]
 fn compress(level: &Rgba8Image, content: Content, format: Format) -> Result<Vec<u8>, String> {
+    use crate::ispc::{self, Pixels};
     let padded = pad_to_blocks(level);
-    let (w, h) = (padded.width as u32, padded.height as u32);
+    let (width, height) = (padded.width, padded.height);
     Ok(match content {
         Content::Colour => {
-            let surface = RgbaSurface { data: &padded.pixels, width: w, height: h, stride: w * 4 };
-            let opaque = padded.pixels.chunks_exact(4).all(|p| p[3] == 255);
+            let rgba = Pixels { data: &padded.pixels, width, height };
             match format {
-                Format::DdsBc1 => bc1::compress_blocks(&surface),
-                Format::DdsBc3 => bc3::compress_blocks(&surface),
-                _ => {
-                    let settings = if opaque { bc7::opaque_basic_settings() } else { bc7::alpha_basic_settings() };
-                    bc7::compress_blocks(&settings, &surface)
-                }
+                Format::DdsBc1 => ispc::bc1(&rgba),
+                Format::DdsBc3 => ispc::bc3(&rgba),
+                _ => ispc::bc7(&rgba, padded.pixels.chunks_exact(4).all(|p| p[3] == 255)),
             }
         }
         Content::Normal => {
             let rg: Vec<u8> = padded.pixels.chunks_exact(4).flat_map(|p| [p[0], p[1]]).collect();
-            bc5::compress_blocks(&RgSurface { data: &rg, width: w, height: h, stride: w * 2 })
+            ispc::bc5(&Pixels { data: &rg, width, height })
         }
         Content::Height => {
             let r: Vec<u8> = padded.pixels.chunks_exact(4).map(|p| p[0]).collect();
-            bc4::compress_blocks(&RSurface { data: &r, width: w, height: h, stride: w })
+            ispc::bc4(&Pixels { data: &r, width, height })
         }
     })
 }

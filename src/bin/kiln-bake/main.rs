@@ -7,6 +7,8 @@
 //! ```
 mod atlas;
 mod dds;
+#[cfg(kiln_ispc_kernels)]
+mod ispc;
 mod manifest;
 mod progress;
 mod store;
