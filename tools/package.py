@@ -11,6 +11,7 @@ writes DIR/kiln-<version>-<triple>/ and its archive (.tar.gz; .zip for Windows):
     bin/kiln.dll, lib/libkiln.dll.a                  (Windows; stripped DLL, import library)
     debug/<library>.debug               split debug info (objcopy --only-keep-debug)
     lib/ or bin/ ONNX Runtime           the pinned release, beside libkiln where Kiln looks
+    bin/kiln-bake[.exe]                 the bake tool (stripped, no debug file; Linux: bin/ links to lib/'s ONNX Runtime)
     lib/pkgconfig/kiln.pc               relocatable (${pcfiledir})
     lib/cmake/Kiln/KilnConfig.cmake     imported target Kiln::kiln (+ KilnConfigVersion.cmake)
     share/kiln/models/kiln-tiny-textures   the default model
@@ -76,7 +77,7 @@ def build(plat, cross):
     # (and CI does not compile the whole tree a second time, ~17 minutes on two
     # cores). The unified features add nothing that links into the library:
     # Cargo.toml keeps the dev-dependencies on the normal graph's flate2 backend.
-    cmd = ["cargo", "build", "--release", "--lib", "--example", "generate"]
+    cmd = ["cargo", "build", "--release", "--lib", "--example", "generate", "--bin", "kiln-bake"]
     if cross:
         cmd += ["--target", plat.triple]
     run(cmd, cwd=ROOT)
@@ -113,11 +114,16 @@ def rust_licenses(plat, dest_dir):
                    "--filter-platform", plat.triple, "--manifest-path", os.path.join(ROOT, "Cargo.toml")],
                   capture_output=True, text=True).stdout
     crates = [c for c in json.loads(listing) if c["name"] != "kiln"]
+    # Every platform's packages: a MinGW kiln-bake links intel_tex_2's kernels
+    # (build.rs) although the crate is no dependency on that target.
+    meta = json.loads(run(["cargo", "metadata", "--format-version", "1", "--locked",
+                           "--manifest-path", os.path.join(ROOT, "Cargo.toml")],
+                          capture_output=True, text=True).stdout)
+    if plat.windows and plat.triple.endswith("-gnu") and not any(c["name"] == "intel_tex_2" for c in crates):
+        crates += [{"name": p["name"], "version": p["version"], "license": p.get("license"), "authors": p.get("authors")}
+                   for p in meta["packages"] if p["name"] == "intel_tex_2"]
     with open(os.path.join(dest_dir, "dependencies.json"), "w") as f:
         json.dump(crates, f, indent=1)
-    meta = json.loads(run(["cargo", "metadata", "--format-version", "1", "--locked",
-                           "--filter-platform", plat.triple, "--manifest-path", os.path.join(ROOT, "Cargo.toml")],
-                          capture_output=True, text=True).stdout)
     sources = {(p["name"], p["version"]): os.path.dirname(p["manifest_path"]) for p in meta["packages"]}
     missing = []
     lines = []
@@ -151,6 +157,21 @@ def kiln_license(dest_dir, spdx):
               file=sys.stderr)
         with open(os.path.join(dest_dir, "LICENSE"), "w") as f:
             f.write(f"Kiln is licensed under {spdx} (SPDX expression from Cargo.toml).\n")
+
+
+def bake_tool(plat, built, stage, ort_file):
+    """kiln-bake, for build machines that should not need a Rust toolchain. It
+    links Kiln statically and looks for ONNX Runtime beside itself, as libkiln
+    does: on Windows that is bin/ already; on Linux a link in bin/ points at
+    lib/'s copy, so the package holds one runtime."""
+    exe = "kiln-bake.exe" if plat.windows else "kiln-bake"
+    os.makedirs(os.path.join(stage, "bin"), exist_ok=True)
+    dest = os.path.join(stage, "bin", exe)
+    # No split debug info: it would be 77 MB (Linux) for a tool no engine links.
+    run([plat.objcopy, "--strip-debug", "--strip-unneeded", os.path.join(built, exe), dest])
+    if not plat.windows:
+        os.symlink(os.path.join("..", "lib", ort_file), os.path.join(stage, "bin", ort_file))
+    return dest
 
 
 def pkg_config(version, plat):
@@ -313,7 +334,7 @@ def main():
     shutil.copy2(os.path.join(ROOT, "include", "kiln.h"), os.path.join(stage, "include"))
 
     if plat.windows:
-        os.makedirs(os.path.join(stage, "bin"))
+        os.makedirs(os.path.join(stage, "bin"), exist_ok=True)
         lib = os.path.join(stage, "bin", "kiln.dll")
         strip_split(plat, os.path.join(built, "kiln.dll"), lib, os.path.join(stage, "debug"))
         shutil.copy2(os.path.join(built, "libkiln.dll.a"), os.path.join(stage, "lib"))
@@ -324,6 +345,7 @@ def main():
         os.symlink(f"libkiln.so.{major}", os.path.join(stage, "lib", "libkiln.so"))
         runtime_dir = os.path.join(stage, "lib")
     ort_file = fetch_onnxruntime(plat, runtime_dir, os.path.join(stage, "licenses", "onnxruntime"))
+    bake = bake_tool(plat, built, stage, ort_file)
 
     with open(os.path.join(stage, "lib", "pkgconfig", "kiln.pc"), "w") as f:
         f.write(pkg_config(version, plat))
@@ -341,7 +363,7 @@ def main():
     path = archive(stage, plat.windows)
     mb = 1e6
     print(f"package: {stage} ({size(stage) / mb:.1f} MB unpacked; library {size(lib) / mb:.1f} MB, "
-          f"debug info {size(os.path.join(stage, 'debug')) / mb:.1f} MB, ONNX Runtime "
+          f"kiln-bake {size(bake) / mb:.1f} MB, debug info {size(os.path.join(stage, 'debug')) / mb:.1f} MB, ONNX Runtime "
           f"{size(os.path.join(runtime_dir, ort_file)) / mb:.1f} MB, model "
           f"{size(os.path.join(stage, 'share')) / mb:.1f} MB)")
     print(f"archive: {path} ({size(path) / mb:.1f} MB)")

@@ -4,7 +4,8 @@
 #   - a tiny CMake project: find_package(Kiln CONFIG REQUIRED), links Kiln::kiln,
 #     builds examples/c/txt2img.c and runs it on the packaged default model;
 #   - the same program built with `pkg-config --cflags --libs kiln`;
-# both must load the packaged ONNX Runtime (the one beside libkiln), and the
+#   - the packaged kiln-bake on a small manifest (a DDS texture and a PNG);
+# all must load the packaged ONNX Runtime (the one beside libkiln), and the
 # packaged library must be stripped, with its debug info split off, SONAME
 # libkiln.so.<major> and only kiln_* exports.
 #
@@ -71,4 +72,25 @@ cc -std=c99 -Wall -Wextra -Werror examples/c/txt2img.c $flags \
     -Wl,-rpath,"$(pkg-config --variable=libdir kiln)" -o "$WORK/txt2img-pc"
 runs_on_packaged_runtime "$WORK/txt2img-pc" "$MODEL" "mossy stone brick wall" "$WORK/pc.png"
 cmp "$WORK/cmake.png" "$WORK/pc.png"
-echo "package_ci: OK ($(du -h "$archive" | cut -f1) archive; CMake and pkg-config builds wrote identical PNGs)"
+
+echo "== kiln-bake from the package"
+if readelf -S "$PREFIX/bin/kiln-bake" | grep -q '\.debug_info'; then echo "kiln-bake is not stripped" >&2; exit 1; fi
+cat > "$WORK/bake.toml" <<TOML
+[defaults]
+model = "$MODEL"
+steps = 4
+seamless = "xy"
+
+[[asset]]
+name = "ground"
+prompt = "mossy stone brick wall"
+format = "dds"
+
+[[asset]]
+name = "ground_preview"
+prompt = "mossy stone brick wall"
+TOML
+runs_on_packaged_runtime "$PREFIX/bin/kiln-bake" "$WORK/bake.toml" --out "$WORK/baked"
+[ "$(head -c 4 "$WORK/baked/ground.dds")" = "DDS " ] || { echo "kiln-bake wrote no DDS file" >&2; exit 1; }
+echo "kiln-bake wrote ground.dds ($(stat -c %s "$WORK/baked/ground.dds") bytes) and ground_preview.png"
+echo "package_ci: OK ($(du -h "$archive" | cut -f1) archive; CMake and pkg-config builds wrote identical PNGs; kiln-bake baked)"
