@@ -9,6 +9,9 @@
 #     build.rs links for MinGW): every file equal to the Linux bake's, byte for
 #     byte, and a rerun that skips every asset;
 #   - the parity, FFI-error, runtime-loading and C-example test binaries;
+#   - the Windows release package (tools/package.py), unpacked: its txt2img
+#     links the packaged import library, and it and its kiln-bake.exe run on
+#     the packaged model and runtime;
 #   - `--features directml` compiles for Windows (it cannot run here).
 #
 #   tools/windows_ci.sh          # from the repository root; CI runs it from .ci/run
@@ -153,4 +156,32 @@ for exe in $test_list; do
     grep -q "test result: ok" "$WORK/$name.log" || failed=1
 done
 [ "$failed" -eq 0 ] || { echo "windows_ci: a test binary failed under Wine" >&2; exit 1; }
+
+step "the Windows release package, unpacked"
+PKG="$WORK/package"
+rm -rf "$PKG" && mkdir -p "$PKG/unpacked"
+python3 tools/package.py --target "$TARGET" --out "$PKG/dist" >"$PKG/package.log" 2>&1 || { cat "$PKG/package.log"; exit 1; }
+grep -E '^(package|archive):' "$PKG/package.log"
+python3 -m zipfile -e "$PKG"/dist/kiln-*.zip "$PKG/unpacked"
+PREFIX=$(echo "$PKG"/unpacked/kiln-*)
+x86_64-w64-mingw32-gcc -std=c99 -Wall -Werror -O1 -I"$PREFIX/include" examples/c/txt2img.c \
+    -o "$PREFIX/bin/txt2img.exe" -L"$PREFIX/lib" -lkiln
+PMODEL="$PREFIX/share/kiln/models/kiln-tiny-textures"
+win "$PREFIX/bin" txt2img.exe "$PMODEL" "mossy stone brick wall" "$PKG/txt2img.png" >"$PKG/txt2img.txt" 2>&1 \
+    || { cat "$PKG/txt2img.txt"; exit 1; }
+cat > "$PKG/bake.toml" <<TOML
+[defaults]
+model = "$PMODEL"
+steps = 4
+seamless = "xy"
+
+[[asset]]
+name = "ground"
+prompt = "mossy stone brick wall"
+format = "dds"
+TOML
+win "$PKG" "$PREFIX/bin/kiln-bake.exe" bake.toml --out baked >"$PKG/bake.txt" 2>&1 || { cat "$PKG/bake.txt"; exit 1; }
+grep "baked, " "$PKG/bake.txt"
+[ "$(head -c 4 "$PKG/baked/ground.dds")" = "DDS " ] || { echo "the packaged kiln-bake.exe wrote no DDS" >&2; exit 1; }
+echo "package: txt2img.exe wrote $(stat -c %s "$PKG/txt2img.png") bytes, kiln-bake.exe ground.dds $(stat -c %s "$PKG/baked/ground.dds") bytes"
 step "windows_ci: OK"
