@@ -685,6 +685,25 @@ fn manifest_errors_name_asset_key_and_line_and_nothing_is_baked() {
     }
 }
 
+#[test]
+fn version_names_the_onnx_runtime_it_finds_and_fails_when_none_loads() {
+    let run = |extra: &[&str]| Command::new(bin()).arg("--version").args(extra).output().unwrap();
+    let o = run(&[]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{text}{}", stderr(&o));
+    assert!(text.starts_with(&format!("kiln-bake {}: writes DDS", kiln::VERSION)), "{text}");
+    // The search finds the runtime the project's setup fetched (or ORT_DYLIB_PATH's), and says where.
+    let line = text.lines().nth(1).unwrap_or_default();
+    assert!(line.starts_with("ONNX Runtime 1.") && line.contains(" from ") && line.contains("onnxruntime"), "{text}");
+
+    // An explicit runtime that is not there: said, and exit 1 (a setup check in a build script).
+    let missing = scratch("version").join("libonnxruntime.so");
+    let o = run(&["--onnxruntime", missing.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("ONNX Runtime: none loads") && text.contains(&missing.display().to_string()), "{text}");
+}
+
 /// The LoRA fixtures (made for tests/fixtures/tiny-sd; see their README).
 fn lora_fixture(name: &str) -> PathBuf {
     common::root().join("tests/fixtures/lora").join(name)

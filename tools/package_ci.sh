@@ -90,6 +90,8 @@ format = "dds"
 name = "ground_preview"
 prompt = "mossy stone brick wall"
 TOML
+"$PREFIX/bin/kiln-bake" --version | tee "$WORK/version.txt"
+grep -q "^ONNX Runtime .* from $PREFIX/bin/libonnxruntime" "$WORK/version.txt"
 runs_on_packaged_runtime "$PREFIX/bin/kiln-bake" "$WORK/bake.toml" --out "$WORK/baked"
 [ "$(head -c 4 "$WORK/baked/ground.dds")" = "DDS " ] || { echo "kiln-bake wrote no DDS file" >&2; exit 1; }
 echo "kiln-bake wrote ground.dds ($(stat -c %s "$WORK/baked/ground.dds") bytes) and ground_preview.png"

@@ -180,6 +180,11 @@ name = "ground"
 prompt = "mossy stone brick wall"
 format = "dds"
 TOML
+# --version: this MinGW build writes DDS, and finds the packaged runtime.
+win "$PKG" "$PREFIX/bin/kiln-bake.exe" --version >"$PKG/version.txt" 2>&1 || { cat "$PKG/version.txt"; exit 1; }
+grep -E '^kiln-bake|^ONNX' "$PKG/version.txt"
+grep -q '^kiln-bake .*: writes DDS' "$PKG/version.txt"
+grep -q "^ONNX Runtime .*$(basename "$PREFIX").bin.onnxruntime.dll" "$PKG/version.txt"
 win "$PKG" "$PREFIX/bin/kiln-bake.exe" bake.toml --out baked >"$PKG/bake.txt" 2>&1 || { cat "$PKG/bake.txt"; exit 1; }
 grep "baked, " "$PKG/bake.txt"
 [ "$(head -c 4 "$PKG/baked/ground.dds")" = "DDS " ] || { echo "the packaged kiln-bake.exe wrote no DDS" >&2; exit 1; }

@@ -46,6 +46,8 @@ const USAGE: &str = "usage: kiln-bake MANIFEST.toml --out DIR [options]
                        --dry-run it lists what would go if every asset baked
   --onnxruntime PATH   ONNX Runtime library to load (default: search)
   --threads N          threads per graph (default: all cores)
+  --version            print kiln-bake's version, whether it writes DDS, and the ONNX Runtime it
+                       finds (with --onnxruntime: that one); exit 1 when none loads
   --help               this text
 Exit status: 0 when every asset baked or was skipped, 1 when any failed, 2 for a bad command
 line or manifest, 130 when interrupted (Ctrl-C cancels the running job; run again to resume).";
@@ -62,7 +64,15 @@ struct Args {
     threads: usize,
 }
 
-fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
+/// What the command line asks for.
+enum Command {
+    Help,
+    /// `--version`, with the `--onnxruntime` given beside it.
+    Version(Option<PathBuf>),
+    Bake(Args),
+}
+
+fn parse_args(argv: &[String]) -> Result<Command, String> {
     let mut manifest = None;
     let mut out = None;
     let mut a = Args {
@@ -76,11 +86,13 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
         onnxruntime: None,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
+    let mut version = false;
     let mut it = argv.iter();
     while let Some(arg) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{arg} needs a value"));
         match arg.as_str() {
-            "--help" | "-h" => return Ok(None),
+            "--help" | "-h" => return Ok(Command::Help),
+            "--version" => version = true,
             "--out" => out = Some(PathBuf::from(value()?)),
             "--shard" => {
                 let v = value()?;
@@ -104,13 +116,33 @@ fn parse_args(argv: &[String]) -> Result<Option<Args>, String> {
             s => return Err(format!("one manifest only; {s:?} is extra")),
         }
     }
+    if version {
+        return Ok(Command::Version(a.onnxruntime));
+    }
     if a.prune && a.shard.is_some() {
         // A shard knows only its part of the manifest: the rest would look stale.
         return Err("--prune needs the whole manifest: run it without --shard (the gather run)".into());
     }
     a.manifest = manifest.ok_or("no MANIFEST.toml given")?;
     a.out = out.ok_or("--out DIR is required")?;
-    Ok(Some(a))
+    Ok(Command::Bake(a))
+}
+
+/// `--version`: what a build machine checks before a bake, the ONNX Runtime
+/// above all, since the search may find another copy than the one meant.
+fn print_version(onnxruntime: Option<PathBuf>) -> ExitCode {
+    let dds = if cfg!(kiln_ispc_kernels) { "DDS (BC1/BC3/BC4/BC5/BC7) and PNG" } else { "PNG only (no ISPC kernels in this build)" };
+    println!("kiln-bake {}: writes {dds}", kiln::VERSION);
+    match Runtime::new(&RuntimeOptions { onnxruntime_path: onnxruntime, ..Default::default() }) {
+        Ok(rt) => {
+            println!("ONNX Runtime {} from {}", rt.onnxruntime_version(), rt.onnxruntime_path().display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("ONNX Runtime: none loads: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// One line of the JSON report.
@@ -150,8 +182,9 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = match parse_args(&argv) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+        Ok(Command::Bake(a)) => a,
+        Ok(Command::Version(onnxruntime)) => return print_version(onnxruntime),
+        Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
