@@ -51,7 +51,11 @@ step "directml feature compiles for Windows"
 cargo check --release --target "$TARGET" --lib --features directml
 
 step "C examples with MinGW, and on Linux for the reference pixels"
-cargo build --release --lib --example generate
+# The same target set as tools/package.py: with an example in it, features unify
+# as in `cargo test`, so after the suite this builds nothing. `--bin kiln-bake`
+# alone would rebuild the library with other features (minutes, and then again
+# for the package).
+cargo build --release --lib --example generate --bin kiln-bake
 CDIR="$WORK/c"
 rm -rf "$CDIR" && mkdir -p "$CDIR/win" "$CDIR/linux"
 for ex in txt2img async_poll cancel sprite controlnet sdxl upscale_job; do
@@ -121,7 +125,6 @@ target/release/examples/generate "${FIRST[@]}" --out "$CDIR/linux/brick.png"
 same_pixels "$CDIR/linux/brick.png" "$CDIR/win/brick.png"
 
 step "kiln-bake under Wine: the example manifest, files equal to the Linux bake's"
-cargo build --release --bin kiln-bake
 BAKE="$WORK/bake"
 rm -rf "$BAKE" && mkdir -p "$BAKE/win"
 cp "$OUT/kiln-bake.exe" "$ORT_DLL" "$BAKE/win/"
