@@ -262,8 +262,9 @@ enum kiln_job_event_kind
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-    // A U-Net call (upscale jobs: a tile's graph run; model jobs: the
-    // model, 1 of 1) finished: `step` of `total_steps`.
+    // A U-Net call (upscale jobs: a tile's graph run; load jobs: a graph's
+    // session, in KiB, as `kiln_job_progress` says) finished: `step` of
+    // `total_steps`.
     KILN_JOB_EVENT_KIND_PROGRESS = 0,
     // A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
     KILN_JOB_EVENT_KIND_PREVIEW = 1,
@@ -594,9 +595,10 @@ typedef struct kiln_job_event {
     uint32_t kind;
     // The job's id.
     uint64_t job;
-    // U-Net calls (upscale jobs: graph runs) finished (progress) or shown (preview).
+    // U-Net calls (upscale jobs: graph runs; load jobs: KiB of graphs
+    // opened) finished (progress) or shown (preview).
     uint32_t step;
-    // U-Net calls (upscale jobs: graph runs) in total.
+    // U-Net calls (upscale jobs: graph runs; load jobs: KiB) in total.
     uint32_t total_steps;
     // A `kiln_job_state` value (for `KILN_JOB_EVENT_KIND_FINISHED`).
     uint32_t state;
@@ -969,11 +971,17 @@ typedef struct kiln_job_progress {
     uint32_t struct_size;
     // A `kiln_job_state` value.
     uint32_t state;
-    // Denoising U-Net calls finished (upscale jobs: graph runs, one per tile).
+    // Denoising U-Net calls finished (upscale jobs: graph runs, one per tile;
+    // load jobs: KiB of the graph files whose sessions are made).
     uint32_t step;
     // U-Net calls in total: the step count, or more for schedulers that call
     // the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
-    // graph runs in total, known from submission on. Model jobs: 1.
+    // graph runs in total, known from submission on. Load jobs (a model,
+    // LoRA switch, seamless view or upscaler): 1 until the job knows which
+    // graphs it opens, then their files' size in KiB (graph plus external
+    // weights), which tracks load time; `step` reaches it when the job
+    // succeeds. A load that opens no session (per-stage residency, a LoRA set
+    // fed to slots) counts 0 of 1, then 1 of 1.
     uint32_t total_steps;
     // Step shown by the newest preview; 0 while there is none.
     uint32_t preview_step;
@@ -1371,8 +1379,8 @@ kiln_status kiln_job_submit_upscale(const struct kiln_upscaler *upscaler,
 
 // Queues `kiln_model_load_with` as a job, so a game loads a model without
 // a thread of its own: the job ends with the model, taken with
-// `kiln_job_model`. Progress is 0 of 1 until it succeeds, then 1 of 1; no
-// previews. `model_dir` and `options` (NULL = defaults) are checked and
+// `kiln_job_model`. Progress counts KiB of the graphs whose sessions are
+// made, as each is (see `kiln_job_progress`); no previews. `model_dir` and `options` (NULL = defaults) are checked and
 // copied here (NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH,
 // INVALID_ARGUMENT, MODEL_NOT_FOUND when the folder does not exist); the
 // files are read by the job, whose errors are `kiln_model_load_with`'s. A

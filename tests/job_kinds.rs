@@ -428,15 +428,27 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     jo.callback = Some(record);
     jo.user_data = &*recorder as *const Recorder as *mut _;
     assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), &jo, &mut job) }, kiln_status::Ok);
-    assert_eq!(poll(job).total_steps, 1);
+    // Progress counts KiB of the graphs whose sessions the load makes: the
+    // text encoder, U-Net and VAE decoder here (the VAE encoder opens on first use).
+    let fixture_graph = |g: &str| std::fs::metadata(common::fixture().join(g).join("model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let graphs = [fixture_graph("text_encoder"), fixture_graph("unet"), fixture_graph("vae_decoder")];
+    let total: u32 = graphs.iter().sum();
+    let first = poll(job).total_steps;
+    assert!(first == 1 || first == total, "1 until the load plans its graphs, then {total} KiB: {first}");
     let mut state = 0u32;
     assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
-    assert_eq!((poll(job).step, poll(job).total_steps), (1, 1));
+    assert_eq!((poll(job).step, poll(job).total_steps), (total, total));
     let events = recorder.until_finished();
     let progress = kiln_job_event_kind::Progress as u32;
     let finished = (kiln_job_event_kind::Finished as u32, 0, 0, kiln_job_state::Succeeded as u32);
-    assert_eq!(events, vec![(progress, 1, 1, 0), finished], "the model as 1 of 1, then FINISHED");
+    // The graphs load at once on three threads, so in any order; each is told once.
+    let steps: Vec<u32> = events.iter().filter(|e| e.0 == progress).map(|e| e.1).collect();
+    assert!(events.iter().filter(|e| e.0 == progress).all(|e| e.2 == total), "{events:?}");
+    assert_eq!((steps.len(), steps.first(), steps.last()), (4, Some(&0), Some(&total)), "0, a step per graph, then FINISHED: {events:?}");
+    assert!(steps.windows(2).all(|w| graphs.contains(&(w[1] - w[0]))), "each step is one graph's KiB: {steps:?} {graphs:?}");
+    assert_eq!(events.last(), Some(&finished));
+    println!("model load progress (KiB of {graphs:?}): {steps:?}");
     let (mut a, mut b) = (ptr::null_mut(), ptr::null_mut());
     assert_eq!(unsafe { kiln_job_model(job, &mut a) }, kiln_status::Ok);
     assert_eq!(unsafe { kiln_job_model(job, &mut b) }, kiln_status::Ok);
@@ -460,6 +472,9 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     let mut styled = ptr::null_mut();
     assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    // The LoRA has U-Net and text-encoder modules: those two sessions are remade.
+    let remade = graphs[0] + graphs[1];
+    assert_eq!((poll(job).step, poll(job).total_steps), (remade, remade), "the switch counts the graphs it remakes");
     assert_eq!(unsafe { kiln_job_model(job, &mut styled) }, kiln_status::Ok);
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
     let mut blocking = ptr::null_mut();
@@ -565,10 +580,13 @@ fn a_seamless_view_is_made_as_a_job() {
     let own = common::ffi_load_model(rt, &common::fixture());
     assert_eq!(unsafe { kiln_job_submit_seamless(own, kiln_seamless::Xy as u32, ptr::null(), &mut job) }, kiln_status::Ok);
     unsafe { kiln_model_free(own) };
-    assert_eq!(poll(job).total_steps, 1);
+    let graph_kib = |g: &str| std::fs::metadata(common::fixture().join(g).join("model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let remade = graph_kib("unet") + graph_kib("vae_decoder");
+    assert!([1, remade].contains(&poll(job).total_steps), "1 until the view plans, then the KiB of the U-Net and decoder it remakes");
     let mut state = 0u32;
     assert_eq!(unsafe { kiln_job_wait(job, 120_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
+    assert_eq!((poll(job).step, poll(job).total_steps), (remade, remade));
     let mut view = ptr::null_mut();
     assert_eq!(unsafe { kiln_job_model(job, &mut view) }, kiln_status::Ok);
     assert_eq!(kiln_job_free(job), kiln_status::Ok);
@@ -609,11 +627,12 @@ fn an_upscaler_is_loaded_as_a_job() {
     assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut own_rt) }, kiln_status::Ok);
     assert_eq!(unsafe { kiln_job_submit_upscaler_load(own_rt, upscaler_dir().as_ptr(), ptr::null(), &mut job) }, kiln_status::Ok);
     unsafe { kiln_runtime_destroy(own_rt) };
-    assert_eq!(poll(job).total_steps, 1);
+    let kib = std::fs::metadata(common::root().join("tests/fixtures/upscaler/x4/model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    assert!([1, kib].contains(&poll(job).total_steps), "1 until the load plans its graph, then its KiB");
     let mut state = 0u32;
     assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
     assert_eq!(state, kiln_job_state::Succeeded as u32, "{}", job_error(job));
-    assert_eq!((poll(job).step, poll(job).total_steps), (1, 1));
+    assert_eq!((poll(job).step, poll(job).total_steps), (kib, kib));
     let mut none = ptr::dangling_mut();
     assert_eq!(unsafe { kiln_job_model(job, &mut none) }, kiln_status::InvalidArgument);
     assert!(none.is_null());
@@ -650,4 +669,58 @@ fn an_upscaler_is_loaded_as_a_job() {
         kiln_upscaler_free(direct);
         kiln_runtime_destroy(rt);
     }
+}
+
+/// What a model-load job's progress counts: KiB of the graphs whose sessions
+/// the load makes, told as each is made. Loaded one after another, the steps
+/// are the text encoder, then the U-Net, then the VAE decoder; in a ControlNet
+/// folder the U-Net opens on first use, so it is not counted; under per-stage
+/// residency the load makes no session, and reports 0 of 1, then 1 of 1.
+#[test]
+fn a_model_loads_progress_counts_the_graphs_it_opens() {
+    use kiln::jobs::{JobConfig, JobEvent, JobObserver, JobPool, JobState, JobWork};
+    use kiln::model::Residency;
+    use kiln::runtime::{Runtime, RuntimeOptions};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Steps(parking_lot::Mutex<Vec<(u32, u32)>>);
+    impl JobObserver for Steps {
+        fn on_event(&self, _id: u64, event: &JobEvent<'_>) {
+            if let JobEvent::Progress { step, total } = event {
+                self.0.lock().push((*step, *total));
+            }
+        }
+    }
+    let kib = |dir: &std::path::Path, g: &str| std::fs::metadata(dir.join(g).join("model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let load = |residency: Residency, dir: std::path::PathBuf| {
+        let rt = Runtime::new(&RuntimeOptions { sequential_load: true, residency, providers: common::env_providers(), ..Default::default() }).unwrap();
+        let pool = JobPool::new(1);
+        let steps = Arc::new(Steps::default());
+        let config = JobConfig { observer: Some(Arc::clone(&steps) as Arc<dyn JobObserver>), ..Default::default() };
+        let id = pool.submit_work(JobWork::LoadModel { runtime: rt, dir, options: Default::default() }, config);
+        assert_eq!(pool.wait(id, Duration::from_secs(120)).unwrap(), JobState::Succeeded, "{:?}", pool.error_message(id));
+        let polled = pool.poll(id).unwrap();
+        pool.release(id).unwrap();
+        let told = steps.0.lock().clone();
+        (told, (polled.step, polled.total_steps))
+    };
+
+    let dir = common::fixture();
+    let (te, unet, vae) = (kib(&dir, "text_encoder"), kib(&dir, "unet"), kib(&dir, "vae_decoder"));
+    let total = te + unet + vae;
+    let (told, polled) = load(Residency::AllResident, dir);
+    println!("sequential load: {told:?} (KiB: text encoder {te}, U-Net {unet}, VAE decoder {vae})");
+    assert_eq!(told, vec![(0, total), (te, total), (te + unet, total), (total, total)]);
+    assert_eq!(polled, (total, total));
+
+    let controlnet = common::controlnet_folder("load-progress");
+    let (told, polled) = load(Residency::AllResident, controlnet);
+    println!("ControlNet folder: {told:?}");
+    assert_eq!(told, vec![(0, te + vae), (te, te + vae), (te + vae, te + vae)], "unet/ opens on first use: not counted");
+    assert_eq!(polled, (te + vae, te + vae));
+
+    let (told, polled) = load(Residency::PerStage, common::fixture());
+    assert_eq!(told, vec![(1, 1)], "per stage, the load makes no session");
+    assert_eq!(polled, (1, 1));
 }

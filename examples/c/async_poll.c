@@ -1,6 +1,7 @@
-/* async_poll: the frame-loop pattern. Submits two jobs, polls them once per
- * "frame" without ever blocking, shows progress, cancels the second, and copies
- * the first into an engine-owned texture buffer with a row pitch.
+/* async_poll: the frame-loop pattern. Loads the model as a job behind a
+ * loading bar, then submits two jobs, polls them once per "frame" without ever
+ * blocking, shows progress, cancels the second, and copies the first into an
+ * engine-owned texture buffer with a row pitch.
  *
  *   async_poll MODEL_DIR */
 #include <stdio.h>
@@ -23,9 +24,34 @@ int main(int argc, char **argv) {
     kiln_runtime *runtime = NULL;
     kiln_status status = kiln_runtime_create(NULL, &runtime);
     if (status != KILN_STATUS_OK) return fail("kiln_runtime_create", status);
+    /* The loading screen: a load job's progress counts KiB of the graphs whose
+     * sessions are made, so step / total_steps is the bar's fraction. */
+    uint64_t load_job = 0;
+    status = kiln_job_submit_model_load(runtime, argv[1], NULL, NULL, &load_job);
+    if (status != KILN_STATUS_OK) return fail("kiln_job_submit_model_load", status);
+    kiln_job_progress loading = {0};
+    loading.struct_size = sizeof loading;
+    unsigned shown = 101;
+    do {
+        if ((status = kiln_job_poll(load_job, &loading)) != KILN_STATUS_OK) return fail("kiln_job_poll", status);
+        unsigned percent = (unsigned)(100.0 * loading.step / loading.total_steps);
+        if (percent != shown) {
+            printf("loading %u%%", shown = percent);
+            /* 0 of 1 until the job knows which graphs it opens */
+            if (loading.total_steps > 1) printf(" (%u of %u KiB)", loading.step, loading.total_steps);
+            printf("\n");
+        }
+        /* ... render the loading screen ... */
+    } while (loading.state < KILN_JOB_STATE_SUCCEEDED);
+    if (loading.state != KILN_JOB_STATE_SUCCEEDED) {
+        char message[1024];
+        kiln_job_error_message(load_job, message, sizeof message, NULL);
+        fprintf(stderr, "async_poll: loading %s ended in state %u: %s\n", argv[1], loading.state, message);
+        return 1;
+    }
     kiln_model *model = NULL;
-    status = kiln_model_load(runtime, argv[1], &model);
-    if (status != KILN_STATUS_OK) return fail("kiln_model_load", status);
+    if ((status = kiln_job_model(load_job, &model)) != KILN_STATUS_OK) return fail("kiln_job_model", status);
+    kiln_job_free(load_job);
 
     kiln_generate_options options;
     kiln_generate_options_init(&options);

@@ -51,11 +51,17 @@ pub struct kiln_job_progress {
     pub struct_size: u32,
     /// A `kiln_job_state` value.
     pub state: u32,
-    /// Denoising U-Net calls finished (upscale jobs: graph runs, one per tile).
+    /// Denoising U-Net calls finished (upscale jobs: graph runs, one per tile;
+    /// load jobs: KiB of the graph files whose sessions are made).
     pub step: u32,
     /// U-Net calls in total: the step count, or more for schedulers that call
     /// the U-Net several times per step (PNDM's warm-up, Heun). Upscale jobs:
-    /// graph runs in total, known from submission on. Model jobs: 1.
+    /// graph runs in total, known from submission on. Load jobs (a model,
+    /// LoRA switch, seamless view or upscaler): 1 until the job knows which
+    /// graphs it opens, then their files' size in KiB (graph plus external
+    /// weights), which tracks load time; `step` reaches it when the job
+    /// succeeds. A load that opens no session (per-stage residency, a LoRA set
+    /// fed to slots) counts 0 of 1, then 1 of 1.
     pub total_steps: u32,
     /// Step shown by the newest preview; 0 while there is none.
     pub preview_step: u32,
@@ -69,8 +75,9 @@ pub struct kiln_job_progress {
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum kiln_job_event_kind {
-    /// A U-Net call (upscale jobs: a tile's graph run; model jobs: the
-    /// model, 1 of 1) finished: `step` of `total_steps`.
+    /// A U-Net call (upscale jobs: a tile's graph run; load jobs: a graph's
+    /// session, in KiB, as `kiln_job_progress` says) finished: `step` of
+    /// `total_steps`.
     Progress = 0,
     /// A new preview: `pixels`, `width`, `height`, `row_pitch`, `step`.
     Preview = 1,
@@ -89,9 +96,10 @@ pub struct kiln_job_event {
     pub kind: u32,
     /// The job's id.
     pub job: u64,
-    /// U-Net calls (upscale jobs: graph runs) finished (progress) or shown (preview).
+    /// U-Net calls (upscale jobs: graph runs; load jobs: KiB of graphs
+    /// opened) finished (progress) or shown (preview).
     pub step: u32,
-    /// U-Net calls (upscale jobs: graph runs) in total.
+    /// U-Net calls (upscale jobs: graph runs; load jobs: KiB) in total.
     pub total_steps: u32,
     /// A `kiln_job_state` value (for `KILN_JOB_EVENT_KIND_FINISHED`).
     pub state: u32,
@@ -410,8 +418,8 @@ pub unsafe extern "C" fn kiln_job_submit_upscale(
 
 /// Queues `kiln_model_load_with` as a job, so a game loads a model without
 /// a thread of its own: the job ends with the model, taken with
-/// `kiln_job_model`. Progress is 0 of 1 until it succeeds, then 1 of 1; no
-/// previews. `model_dir` and `options` (NULL = defaults) are checked and
+/// `kiln_job_model`. Progress counts KiB of the graphs whose sessions are
+/// made, as each is (see `kiln_job_progress`); no previews. `model_dir` and `options` (NULL = defaults) are checked and
 /// copied here (NULL_ARGUMENT, INVALID_UTF8, STRUCT_SIZE_MISMATCH,
 /// INVALID_ARGUMENT, MODEL_NOT_FOUND when the folder does not exist); the
 /// files are read by the job, whose errors are `kiln_model_load_with`'s. A

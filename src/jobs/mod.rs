@@ -117,7 +117,8 @@ pub enum JobWork {
         options: UpscaleOptions,
     },
     /// Loads a model folder ([`Model::load_with`]); the job ends with the
-    /// model. Progress is 0 of 1, then 1 of 1. A cancel stops a load under
+    /// model. Progress counts KiB of the graph files whose sessions the load
+    /// makes, as each is made (see [`JobSnapshot::total_steps`]). A cancel stops a load under
     /// way inside the session ONNX Runtime is creating (at its next check:
     /// between graph transformations, per initializer) and starts no other;
     /// one that comes after the last session was made drops the model.
@@ -180,6 +181,11 @@ impl JobWork {
     }
 
     /// The steps a job of this work reports before it has started.
+    /// A model or upscaler made by loading graphs (progress in KiB of them).
+    fn loads(&self) -> bool {
+        matches!(self, Self::LoadModel { .. } | Self::WithAdapters { .. } | Self::Seamless { .. } | Self::LoadUpscaler { .. })
+    }
+
     fn planned_steps(&self) -> u32 {
         match self {
             Self::Generate { request, .. } | Self::ExtendTexture { request, .. } | Self::MakeTileable { request, .. } => {
@@ -208,10 +214,15 @@ fn upscaled_on(model: &Model, options: &UpscaleOptions) -> UpscaleOptions {
 pub struct JobSnapshot {
     /// Current state.
     pub state: JobState,
-    /// U-Net calls finished (an upscale: tiles finished; a model job: 1
-    /// once it succeeded).
+    /// U-Net calls finished (an upscale: tiles finished; a load job: KiB of
+    /// the graph files whose sessions are made).
     pub step: u32,
-    /// U-Net calls in total (an upscale: tiles in total; a model job: 1).
+    /// U-Net calls in total (an upscale: tiles in total). A load job (a
+    /// model, LoRA switch, seamless view or upscaler): 1 until it knows which
+    /// graphs it opens, then their files' KiB (graph and external weights,
+    /// which tracks load time); all of it once it succeeded. One that opens
+    /// no session (per-stage residency, a LoRA set fed to slots): 0 of 1,
+    /// then 1 of 1.
     pub total_steps: u32,
     /// Step of the newest preview (0 = none yet).
     pub preview_step: u32,
@@ -223,7 +234,8 @@ pub struct JobSnapshot {
 #[derive(Debug)]
 pub enum JobEvent<'a> {
     /// A U-Net call and its scheduler step finished (an upscale: a tile's
-    /// graph run; a model job: the model, as 1 of 1).
+    /// graph run; a load job: a graph's session, in KiB as
+    /// [`JobSnapshot::total_steps`] says).
     Progress {
         /// Calls finished.
         step: u32,
@@ -269,7 +281,7 @@ struct Job {
     cancel: AtomicBool,
     run_options: Mutex<Option<Arc<ort::session::RunOptions>>>,
     /// Reaches the sessions a model job is creating (run options only reach runs).
-    load_cancel: crate::runtime::LoadCancel,
+    load_control: crate::runtime::LoadControl,
     result: Mutex<Option<JobOutput>>,
     preview: Mutex<Option<(u32, Rgba8Image)>>,
     error: Mutex<String>,
@@ -433,7 +445,7 @@ impl JobPool {
             total: AtomicU32::new(work.planned_steps()),
             cancel: AtomicBool::new(false),
             run_options: Mutex::new(None),
-            load_cancel: Default::default(),
+            load_control: Default::default(),
             result: Mutex::new(None),
             preview: Mutex::new(None),
             error: Mutex::new(String::new()),
@@ -615,7 +627,7 @@ fn cancel_job(job: &Job) {
     if let Some(ro) = job.run_options.lock().as_ref() {
         let _ = ro.terminate();
     }
-    job.load_cancel.cancel();
+    job.load_control.cancel();
 }
 
 fn worker(state: &(Mutex<State>, Condvar)) {
@@ -650,12 +662,34 @@ fn worker(state: &(Mutex<State>, Condvar)) {
     }
 }
 
-fn run_job(item: &Queued, job: &Job) {
+fn run_job(item: &Queued, job: &Arc<Job>) {
+    if item.work.loads() {
+        job.load_control.report_to(load_progress_report(item, job));
+    }
     let state = execute(item, job);
     job.finish(state);
     if let Some(observer) = &item.config.observer {
         notify(observer.as_ref(), item.id, &JobEvent::Finished { state });
     }
+}
+
+/// Where a load job's progress goes: the job's step and total (KiB of the
+/// graph files whose sessions are made, of those the load makes; see
+/// `runtime::LoadControl`) and its observer. It holds the job weakly, so the
+/// job's own control never keeps the job alive.
+fn load_progress_report(item: &Queued, job: &Arc<Job>) -> crate::runtime::ProgressReport {
+    let job = Arc::downgrade(job);
+    let (id, observer) = (item.id, item.config.observer.clone());
+    Arc::new(move |done, total| {
+        let Some(job) = job.upgrade() else { return };
+        // The total first, so a poll never sees more done than in all.
+        job.total.store(total, Ordering::Relaxed);
+        let step = done;
+        job.step.store(step, Ordering::Relaxed);
+        if let Some(o) = observer.as_deref() {
+            notify(o, id, &JobEvent::Progress { step, total });
+        }
+    })
 }
 
 /// Calls an observer, containing any panic that crosses back from it.
@@ -696,16 +730,16 @@ fn execute(item: &Queued, job: &Job) -> JobState {
             generate(item, job, model, &run_options).map(|g| JobOutput::Image(g.image.to_rgba8()))
         }
         JobWork::LoadModel { runtime, dir, options } => {
-            Model::load_with(&runtime.loading_under(Some(&job.load_cancel)), dir, options).map(JobOutput::Model)
+            Model::load_with(&runtime.loading_under(Some(&job.load_control)), dir, options).map(JobOutput::Model)
         }
-        JobWork::WithAdapters { model, adapters } => model.with_adapters_under(adapters, Some(&job.load_cancel)).map(JobOutput::Model),
-        JobWork::Seamless { model, axes } => model.seamless_under(*axes, &job.load_cancel).map(JobOutput::Model),
+        JobWork::WithAdapters { model, adapters } => model.with_adapters_under(adapters, Some(&job.load_control)).map(JobOutput::Model),
+        JobWork::Seamless { model, axes } => model.seamless_under(*axes, &job.load_control).map(JobOutput::Model),
         JobWork::LoadUpscaler { runtime, path } => {
-            Upscaler::load(&runtime.loading_under(Some(&job.load_cancel)), path).map(|u| JobOutput::Upscaler(Arc::new(u)))
+            Upscaler::load(&runtime.loading_under(Some(&job.load_control)), path).map(|u| JobOutput::Upscaler(Arc::new(u)))
         }
     }));
     // A cancel from now on finds nothing loading.
-    job.load_cancel.finish();
+    job.load_control.finish();
     *job.run_options.lock() = None;
     match outcome {
         // A model nobody wants any more is dropped rather than kept for a free.
@@ -716,9 +750,12 @@ fn execute(item: &Queued, job: &Job) -> JobState {
         }
         Ok(Ok(output)) => {
             if matches!(output, JobOutput::Model(_) | JobOutput::Upscaler(_)) {
-                job.step.store(1, Ordering::Relaxed);
-                if let Some(o) = item.config.observer.as_deref() {
-                    notify(o, item.id, &JobEvent::Progress { step: 1, total: 1 });
+                // All of it, whether or not the load opened all it planned
+                // (told once: the last graph opened may have said so).
+                let total = job.total.load(Ordering::Relaxed);
+                let before = job.step.swap(total, Ordering::Relaxed);
+                if let Some(o) = item.config.observer.as_deref().filter(|_| before != total) {
+                    notify(o, item.id, &JobEvent::Progress { step: total, total });
                 }
             }
             *job.result.lock() = Some(output);

@@ -42,7 +42,7 @@ impl Model {
 
     /// [`Model::with_adapters`] as a job runs it: `cancel` stops it between
     /// merges and inside the creation of each new session.
-    pub(crate) fn with_adapters_under(&self, adapters: &Adapters, cancel: Option<&crate::runtime::LoadCancel>) -> Result<Model> {
+    pub(crate) fn with_adapters_under(&self, adapters: &Adapters, cancel: Option<&crate::runtime::LoadControl>) -> Result<Model> {
         let m = &self.inner;
         // New sessions answer to the cancel switch; the new model keeps m.runtime.
         let runtime = m.runtime.loading_under(cancel);
@@ -209,17 +209,25 @@ impl Model {
             base_tokenizer_2: if embeddings.is_empty() { None } else { base_tokenizer_2.clone() },
         };
 
-        let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
         // A graph whose overrides are empty here and in this model is the same graph: share it.
         // With LoRA slots the session is shared and only the feeds change.
-        let unet = if applied.unet.is_empty() && m.adapters.unet.is_empty() {
+        let same_unet = applied.unet.is_empty() && m.adapters.unet.is_empty();
+        let same_text = applied.text_encoder.is_empty() && m.adapters.text_encoder.is_empty();
+        let same_text_2 = applied.text_encoder_2.is_empty() && m.adapters.text_encoder_2.is_empty();
+        let second = m.layout.text_encoder_2.as_deref().filter(|_| m.xl.is_some() && !same_text_2);
+        let reopened: Vec<(&'static str, &std::path::Path)> = [(!same_unet).then_some(("unet", m.layout.unet.as_path())), (!same_text).then_some(("text_encoder", m.layout.text_encoder.as_path()))]
+            .into_iter()
+            .flatten()
+            .chain(second.map(|p| ("text_encoder_2", p)))
+            .collect();
+        runtime.plan_load(&super::opened_at_load(&runtime, &m.layout, &reopened));
+        let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
+        let unet = if same_unet {
             m.unet.refed(&applied.unet_factors)?.map_or_else(|| Arc::clone(&m.unet), Arc::new)
         } else {
             Arc::new(super::load_unet(&runtime, &m.layout, m.seamless, &group, &applied.unet)?.fed(&applied.unet_factors)?)
         };
         let fed = |a: &super::AppliedAdapters| (!a.text_encoder_factors.is_empty(), !a.text_encoder_2_factors.is_empty());
-        let same_text = applied.text_encoder.is_empty() && m.adapters.text_encoder.is_empty();
-        let same_text_2 = applied.text_encoder_2.is_empty() && m.adapters.text_encoder_2.is_empty();
         // The same prompt gives other embeddings when either encoder's feeds change.
         let same_feeds = fed(&applied) == (false, false) && fed(&m.adapters) == (false, false);
         let text_encoder = if same_text {

@@ -566,6 +566,9 @@ fn open_session(
         ErrorKind::Cancelled => e,
         _ => runtime.load_cancelled(name, e.message()).unwrap_or(e),
     })?;
+    if let Some(control) = &runtime.load_control {
+        control.opened(name);
+    }
     Ok((session, provider))
 }
 
@@ -649,7 +652,7 @@ pub(crate) fn session_builder(
         logger.log(level, &format!("onnxruntime: {msg}"));
     });
     let mut builder = Session::builder(&rt.environment).map_err(fail)?;
-    if let Some(cancel) = &runtime.load_cancel {
+    if let Some(cancel) = &runtime.load_control {
         cancel.watch(&builder, name)?;
     }
     let provider = crate::runtime::providers::register(&mut builder, &rt.providers, name, cuda_graph)?;

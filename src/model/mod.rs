@@ -292,6 +292,12 @@ impl Model {
             None => Some(layout.root.join("matting")).filter(|p| p.is_dir()),
         };
         let tokenizer = ClipTokenizer::from_dir(&layout.tokenizer_dir, layout.text_config.max_position_embeddings)?;
+        let second = layout.text_encoder_2.as_deref().filter(|_| layout.tokenizer_2_dir.is_some()).map(|p| ("text_encoder_2", p));
+        let core = [("text_encoder", layout.text_encoder.as_path()), ("unet", &layout.unet), ("vae_decoder", &layout.vae_decoder)];
+        let mut plan = opened_at_load(runtime, &layout, &core.into_iter().chain(second).collect::<Vec<_>>());
+        // The preview decoder stays resident under either residency (below).
+        plan.extend(layout.preview_decoder.as_deref().map(|p| ("preview_decoder", p)));
+        runtime.plan_load(&plan);
         let group = graph::ResidencyGroup::new(runtime.inner.residency);
         let axes = options.seamless;
         let no_adapters = AppliedAdapters::default();
@@ -444,7 +450,7 @@ impl Model {
 
     /// [`Model::seamless`] as a job runs it: `cancel` stops the rewrite and
     /// the creation of the view's sessions.
-    pub(crate) fn seamless_under(&self, axes: seamless::Seamless, cancel: &crate::runtime::LoadCancel) -> Result<Model> {
+    pub(crate) fn seamless_under(&self, axes: seamless::Seamless, cancel: &crate::runtime::LoadControl) -> Result<Model> {
         self.variant_under(axes, self.inner.clip_skip, Some(cancel))
     }
 
@@ -458,7 +464,7 @@ impl Model {
         self.variant_under(axes, skip, None)
     }
 
-    fn variant_under(&self, axes: seamless::Seamless, skip: u32, cancel: Option<&crate::runtime::LoadCancel>) -> Result<Model> {
+    fn variant_under(&self, axes: seamless::Seamless, skip: u32, cancel: Option<&crate::runtime::LoadControl>) -> Result<Model> {
         if let Some(base) = self.inner.base.as_ref().and_then(std::sync::Weak::upgrade) {
             return Model { inner: base }.variant_under(axes, skip, cancel);
         }
@@ -472,11 +478,16 @@ impl Model {
         let m = &self.inner;
         // The new sessions answer to the cancel switch; the view keeps m.runtime.
         let runtime = m.runtime.loading_under(cancel);
+        let new_unet = axes != m.seamless;
+        let new_text = skip != m.clip_skip && m.xl.is_none();
+        let graphs = [("unet", new_unet, &m.layout.unet), ("vae_decoder", new_unet, &m.layout.vae_decoder), ("text_encoder", new_text, &m.layout.text_encoder)];
+        let reopened: Vec<_> = graphs.iter().filter(|g| g.1).map(|&(name, _, file)| (name, file.as_path())).collect();
+        runtime.plan_load(&opened_at_load(&runtime, &m.layout, &reopened));
         let group = graph::ResidencyGroup::new(m.runtime.inner.residency);
         // `m` is the root (its U-Net and decoder are plain or, when loaded with
         // `ModelOptions::seamless`, already rewritten) or a view that outlived
         // its root: either way its own graphs serve only its own setting.
-        let (unet, vae_decoder, vae_decoder_f32) = if axes == m.seamless {
+        let (unet, vae_decoder, vae_decoder_f32) = if !new_unet {
             (Arc::clone(&m.unet), Arc::clone(&m.vae_decoder), Arc::clone(&m.vae_decoder_f32))
         } else {
             if axes == seamless::Seamless::None {
@@ -492,7 +503,7 @@ impl Model {
         // its own text encoder is only reused for its own setting.
         let (text_encoder, embedding_cache) = if skip == m.clip_skip {
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
-        } else if m.xl.is_some() {
+        } else if !new_text {
             // SDXL exports output every hidden state: CLIP skip picks one, no
             // rewrite. The cache is keyed by layer, so it can be shared.
             (Arc::clone(&m.text_encoder), Arc::clone(&m.embedding_cache))
@@ -856,10 +867,24 @@ fn load_prepared(runtime: &Runtime, name: &'static str, prepared: Prepared, grou
 ///   residuals (`ModelInner::residual_unet_for_plain_calls`), so `unet/`
 ///   opens only when that cannot serve them.
 fn load_unet(runtime: &Runtime, layout: &ModelLayout, axes: seamless::Seamless, group: &Arc<graph::ResidencyGroup>, overrides: &lora::Overrides) -> Result<Graph> {
-    let policy = &runtime.inner.providers;
-    let lazy = policy.static_unet || policy.cuda_graph || layout.unet_controlnet.is_some();
-    let flags = graph::SessionFlags { lazy, ..Default::default() };
+    let flags = graph::SessionFlags { lazy: !unet_opens_at_load(runtime, layout), ..Default::default() };
     load_seamless(runtime, "unet", &layout.unet, (axes, Preparation::denoiser(runtime, layout)), group, overrides, flags)
+}
+
+/// Whether `unet/`'s session is made when the model loads (see [`load_unet`]).
+fn unet_opens_at_load(runtime: &Runtime, layout: &ModelLayout) -> bool {
+    let policy = &runtime.inner.providers;
+    !(policy.static_unet || policy.cuda_graph || layout.unet_controlnet.is_some())
+}
+
+/// Which of `graphs` (name, file) a load opens sessions for now, for the
+/// job's progress: none under per-stage residency (each opens when its stage
+/// first runs), and the U-Net only when [`unet_opens_at_load`].
+fn opened_at_load<'a>(runtime: &Runtime, layout: &ModelLayout, graphs: &[(&'static str, &'a Path)]) -> Vec<(&'static str, &'a Path)> {
+    if runtime.inner.residency == Residency::PerStage {
+        return Vec::new();
+    }
+    graphs.iter().copied().filter(|(name, _)| *name != "unet" || unet_opens_at_load(runtime, layout)).collect()
 }
 
 /// The VAE decoder, wrapping around on `axes`.

@@ -222,6 +222,7 @@ impl Upscaler {
         let file = side_graph::existing_graph_file(path, "upscaler graph")?;
         let config = side_graph::read_settings(path, UpscalerConfig::from_json)?.unwrap_or_default();
         let group = graph::ResidencyGroup::new(graph::Residency::AllResident);
+        runtime.plan_load(&[("upscaler", &file)]);
         let graph = Graph::load(runtime, "upscaler", &file, &group)?;
         let bad = |what: String| Error::model(format!("upscaler graph {}: {what}", file.display()));
         let input = side_graph::image_input(&graph, "an upscaler", &bad)?;

@@ -6,7 +6,7 @@
 //! runtimes share it, and asking for a different library afterwards is an error
 //! rather than a silent mismatch.
 pub mod graph_cache;
-mod load_cancel;
+mod load_control;
 mod loader;
 pub mod log;
 pub mod providers;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 pub use self::graph_cache::{GraphCacheStats, GraphOptimization};
-pub(crate) use self::load_cancel::LoadCancel;
+pub(crate) use self::load_control::{LoadControl, ProgressReport};
 pub use self::loader::{LoadedLibrary, ONNXRUNTIME_NEWEST_TESTED, ONNXRUNTIME_OLDEST_SUPPORTED};
 pub use self::log::{LogCallback, LogLevel};
 pub use self::providers::{GpuMath, Provider, ProviderChoice, ProviderPolicy};
@@ -71,10 +71,10 @@ pub struct RuntimeOptions {
 #[derive(Clone)]
 pub struct Runtime {
     pub(crate) inner: Arc<RuntimeInner>,
-    /// The cancel switch of the load this clone runs (a model-load or
-    /// LoRA-switch job); `None` for the runtime itself and for what a load
-    /// keeps ([`Runtime::detached`]).
-    pub(crate) load_cancel: Option<LoadCancel>,
+    /// The cancel switch and progress meter of the load this clone runs (a
+    /// model-load or LoRA-switch job); `None` for the runtime itself and for
+    /// what a load keeps ([`Runtime::detached`]).
+    pub(crate) load_control: Option<LoadControl>,
 }
 
 pub(crate) struct RuntimeInner {
@@ -131,32 +131,41 @@ impl Runtime {
                 graph_optimization: options.graph_optimization,
                 sequential_load: options.sequential_load,
             }),
-            load_cancel: None,
+            load_control: None,
         })
     }
 
     /// A clone whose sessions, and Kiln's steps between them, answer to
-    /// `cancel` (what a job's model load runs with); `None`: to nothing.
-    pub(crate) fn loading_under(&self, cancel: Option<&LoadCancel>) -> Runtime {
-        Runtime { inner: Arc::clone(&self.inner), load_cancel: cancel.cloned() }
+    /// `control` and report to it (what a job's model load runs with);
+    /// `None`: to nothing.
+    pub(crate) fn loading_under(&self, control: Option<&LoadControl>) -> Runtime {
+        Runtime { inner: Arc::clone(&self.inner), load_control: control.cloned() }
     }
 
-    /// This runtime without a load's cancel switch: what a loaded model and
+    /// Tells the job this load runs for, if any, which graphs (name, file) it
+    /// will open now, so its progress counts them as their sessions are made.
+    pub(crate) fn plan_load(&self, graphs: &[(&'static str, &std::path::Path)]) {
+        if let Some(control) = &self.load_control {
+            control.plan(graphs);
+        }
+    }
+
+    /// This runtime without a load's control: what a loaded model and
     /// its graphs keep, so a later reload never answers to a finished job.
     pub(crate) fn detached(&self) -> Runtime {
-        Runtime { inner: Arc::clone(&self.inner), load_cancel: None }
+        Runtime { inner: Arc::clone(&self.inner), load_control: None }
     }
 
     /// CANCELLED when the load this runtime runs was cancelled; `what` names
     /// the step that is then not taken.
     pub(crate) fn check_load_cancel(&self, what: &str) -> Result<()> {
-        self.load_cancel.as_ref().map_or(Ok(()), |c| c.check(what))
+        self.load_control.as_ref().map_or(Ok(()), |c| c.check(what))
     }
 
     /// The error for a session creation that failed (`failure`, ONNX
     /// Runtime's words) because its load was cancelled; `None` otherwise.
     pub(crate) fn load_cancelled(&self, graph: &str, failure: &str) -> Option<Error> {
-        self.load_cancel.as_ref().filter(|c| c.is_cancelled()).map(|_| {
+        self.load_control.as_ref().filter(|c| c.is_cancelled()).map(|_| {
             Error::new(ErrorKind::Cancelled, format!("the load was cancelled while the {graph} session was being created ({failure})"))
         })
     }

@@ -67,9 +67,9 @@ namespace Kiln
     {
         /// <summary>Where the job is.</summary>
         public KilnJobState State;
-        /// <summary>U-Net calls finished; graph runs (tiles) for an upscale job; 0, then 1 once it succeeded, for a model or upscaler load job.</summary>
+        /// <summary>U-Net calls finished; graph runs (tiles) for an upscale job; KiB of the graph files whose sessions are made for a load job (a model, LoRA switch, seamless view or upscaler), all of <see cref="TotalSteps"/> once it succeeded.</summary>
         public uint Step;
-        /// <summary>U-Net calls in total; graph runs for an upscale job; 1 for a model or upscaler load job (known from submission on).</summary>
+        /// <summary>U-Net calls in total; graph runs for an upscale job (known from submission on). A load job: 1 until it knows which graphs it opens, then their files' size in KiB (graph and external weights, which tracks load time); 1 throughout when it opens none (per-stage residency, a LoRA set fed to slots).</summary>
         public uint TotalSteps;
         /// <summary>Step of the newest preview; 0 while none.</summary>
         public uint PreviewStep;

@@ -113,8 +113,8 @@ namespace Kiln
         /// <summary>
         /// <see cref="Load(KilnRuntime, string, KilnSeamless, string, KilnQuantization, KilnAttention, bool)"/> as a job (C:
         /// <c>kiln_job_submit_model_load</c>): the folder and options are checked and copied here,
-        /// the files read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
-        /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
+        /// the files read by the job. Its <see cref="KilnJobStatus.Step"/> counts KiB of the graphs
+        /// whose sessions are made, as each is (see <see cref="KilnJobStatus.TotalSteps"/>); it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
         /// load before it starts; a running one stops inside the graph session ONNX Runtime is
         /// creating and ends <see cref="KilnJobState.Cancelled"/> without a model. The job holds its own log
         /// lease, so <c>runtime</c> may be disposed once this returns.
@@ -221,8 +221,8 @@ namespace Kiln
         /// succeeded. Making a view rewrites the U-Net's and VAE decoder's convolutions and
         /// creates their sessions (seconds for an SD 1.5 model), so a game switching between
         /// tileable textures and ordinary images asks for one without blocking its frame loop; a
-        /// view this model already has (or its own axes) is ready at once. Progress (0 of 1, then
-        /// 1 of 1) and cancel as for <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>:
+        /// view this model already has (or its own axes) is ready at once. Progress (KiB of the
+        /// graphs it remakes) and cancel as for <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>:
         /// a cancel stops the rewrite or the session being created. This model stays usable
         /// meanwhile; the job holds what it needs of it, so it may be disposed once this returns.
         /// </summary>

@@ -60,8 +60,8 @@ namespace Kiln
         /// so a game loads a super-resolution graph without blocking its frame loop or starting a
         /// thread: returns at once; poll the job and take the upscaler with
         /// <see cref="KilnJob.TakeUpscaler"/> once it succeeded. <c>path</c> is checked and copied
-        /// here, the graph read by the job. Its <see cref="KilnJobStatus.Step"/> is 0 of 1 until it
-        /// succeeds, then 1 of 1; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
+        /// here, the graph read by the job. Its <see cref="KilnJobStatus.Step"/> counts KiB of the
+        /// graph once its session is made; it makes no previews. <see cref="KilnJob.Cancel"/> stops a queued
         /// load before it starts; a running one stops inside the graph session ONNX Runtime is
         /// creating and ends <see cref="KilnJobState.Cancelled"/> without an upscaler. The job holds
         /// what it needs of the runtime and its own log lease, so <c>runtime</c> may be disposed once

@@ -1952,7 +1952,7 @@ static class KilnTests
             KilnJobStatus s = PollUntilEnded(job);
             Equal(KilnJobState.Succeeded, s.State, "load job state (" + job.ErrorMessage + ")");
             Console.WriteLine("    load job: step " + s.Step + " of " + s.TotalSteps + ", preview step " + s.PreviewStep);
-            Check(s.Step == 1 && s.TotalSteps == 1 && s.PreviewStep == 0, "load job progress: 1 of 1, no preview");
+            Check(s.Step == s.TotalSteps && s.TotalSteps > 1 && s.PreviewStep == 0, "load job progress: all of its graphs' KiB, no preview");
             loaded = job.TakeModel();
             second = job.TakeModel();
             Check(loaded.Handle.DangerousGetHandle() != second.Handle.DangerousGetHandle(), "TakeModel gives a handle of its own per call");
@@ -1978,7 +1978,7 @@ static class KilnTests
             {
                 KilnJobStatus s = PollUntilEnded(job);
                 Equal(KilnJobState.Succeeded, s.State, "LoRA job state (" + job.ErrorMessage + ")");
-                Check(s.Step == 1 && s.TotalSteps == 1, "LoRA job progress " + s.Step + " of " + s.TotalSteps);
+                Check(s.Step == s.TotalSteps && s.TotalSteps > 1, "LoRA job progress " + s.Step + " of " + s.TotalSteps + " (KiB of the U-Net and text encoder it remakes)");
                 using (KilnModel styled = job.TakeModel())
                 {
                     KilnLoraSpec[] listed = styled.Loras;
@@ -2071,7 +2071,7 @@ static class KilnTests
     static void SeamlessJob()
     {
         // SubmitSeamless: the job's view generates Seamless()'s bytes (not the plain model's),
-        // from a model disposed right after submit; 0 of 1, then 1 of 1, no previews; axes that
+        // from a model disposed right after submit; progress in KiB of the graphs it remakes, no previews; axes that
         // are no KilnSeamless are refused at submit and queue nothing.
         var settings = Quick("mossy stone", 5);
         byte[] plain, blocking;
@@ -2090,7 +2090,7 @@ static class KilnTests
             KilnJobStatus s = PollUntilEnded(job);
             Equal(KilnJobState.Succeeded, s.State, "seamless job state (" + job.ErrorMessage + ")");
             Console.WriteLine("    seamless job: step " + s.Step + " of " + s.TotalSteps + ", preview step " + s.PreviewStep);
-            Check(s.Step == 1 && s.TotalSteps == 1 && s.PreviewStep == 0, "seamless job progress: 1 of 1, no preview");
+            Check(s.Step == s.TotalSteps && s.TotalSteps > 1 && s.PreviewStep == 0, "seamless job progress: all of its graphs' KiB, no preview");
             int w, h;
             Throws(() => job.ImageSize(out w, out h), KilnStatus.InvalidArgument, "ImageSize of a seamless job");
             using (KilnModel view = job.TakeModel())
@@ -2124,7 +2124,7 @@ static class KilnTests
     {
         // KilnUpscaler.SubmitLoad: the job's upscaler upscales to the blocking Load's bytes, from a
         // runtime disposed right after submit (the job and each upscaler taken from it lease its log
-        // sink); 0 of 1, then 1 of 1, no previews; TakeUpscaler gives a handle of its own per call;
+        // sink); progress in KiB of its graph, no previews; TakeUpscaler gives a handle of its own per call;
         // a missing path is refused at submit and queues nothing; TakeModel of it, and
         // TakeUpscaler of a model or an image job, throw INVALID_ARGUMENT.
         string x4 = Path.Combine(UpscalerDir(), "x4");
@@ -2150,7 +2150,7 @@ static class KilnTests
             KilnJobStatus s = PollUntilEnded(job);
             Equal(KilnJobState.Succeeded, s.State, "upscaler load job state (" + job.ErrorMessage + ")");
             Console.WriteLine("    upscaler load job: step " + s.Step + " of " + s.TotalSteps + ", preview step " + s.PreviewStep);
-            Check(s.Step == 1 && s.TotalSteps == 1 && s.PreviewStep == 0, "upscaler load job progress: 1 of 1, no preview");
+            Check(s.Step == s.TotalSteps && s.TotalSteps > 1 && s.PreviewStep == 0, "upscaler load job progress: all of its graphs' KiB, no preview");
             loaded = job.TakeUpscaler();
             second = job.TakeUpscaler();
             Check(loaded.Handle.DangerousGetHandle() != second.Handle.DangerousGetHandle(), "TakeUpscaler gives a handle of its own per call");
@@ -2313,8 +2313,8 @@ static class KilnTests
             new KeyValuePair<string, Action>("upscale jobs: cancel by job and by upscaler", UpscaleJobCancel),
             new KeyValuePair<string, Action>("upscaled jobs: generation + seamless upscale bytes, one step count, submit errors", UpscaledJobs),
             new KeyValuePair<string, Action>("model jobs: load and LoRA switch give the blocking bytes, TakeModel, submit and job errors", ModelJobs),
-            new KeyValuePair<string, Action>("seamless job: Seamless()'s bytes, source disposed after submit, 1 of 1, bad axes", SeamlessJob),
-            new KeyValuePair<string, Action>("upscaler load job: Load's bytes, runtime disposed after submit, 1 of 1, TakeUpscaler, submit errors", UpscalerLoadJob),
+            new KeyValuePair<string, Action>("seamless job: Seamless()'s bytes, source disposed after submit, progress in KiB, bad axes", SeamlessJob),
+            new KeyValuePair<string, Action>("upscaler load job: Load's bytes, runtime disposed after submit, progress in KiB, TakeUpscaler, submit errors", UpscalerLoadJob),
             new KeyValuePair<string, Action>("model jobs: taken models lease the runtime's log sink", ModelJobsLeaseTheLog),
             new KeyValuePair<string, Action>("default example request", DefaultExampleRequest),
         };

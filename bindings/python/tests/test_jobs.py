@@ -142,10 +142,10 @@ def pixels(model: kiln.Model) -> np.ndarray[Any, Any]:
 
 def test_a_load_job_gives_load_models_model(runtime: kiln.Runtime, model: kiln.Model, root: Path) -> None:
     with runtime.submit_load_model(root / "tests" / "fixtures" / "tiny-sd", priority=1) as job:
-        assert job.poll().total_steps == 1
+        assert job.poll().total_steps >= 1  # 1 until the job plans its graphs, then their KiB
         loaded = job.model(120)
         p = job.poll()
-        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, 1, 1, 0)
+        assert (p.state, p.step, p.preview_step) == (kiln.JobState.SUCCEEDED, p.total_steps, 0) and p.total_steps > 1
         again = job.model()
         assert again.handle != loaded.handle, "a handle of its own per call"
         again.close()
@@ -172,7 +172,8 @@ def test_a_lora_job_gives_with_loras_model(model: kiln.Model, root: Path) -> Non
     with model.submit_with_loras([lora]) as job:
         styled = job.model(120)
         p = job.poll()
-        assert (p.step, p.total_steps) == (1, 1)
+        # KiB of the U-Net and text encoder the switch remakes, all done.
+        assert p.step == p.total_steps > 1
     with styled, model.with_loras([lora]) as blocking:
         assert styled._runtime is model._runtime
         assert styled.loras == blocking.loras and styled.loras[0][1] == pytest.approx(0.8)
@@ -188,10 +189,10 @@ def test_a_seamless_job_gives_seamless_view(runtime: kiln.Runtime, model: kiln.M
         job = own.submit_seamless(kiln.Seamless.XY)
     # The model it came from was closed right after submit: the job holds what it needs.
     with job:
-        assert job.poll().total_steps == 1
+        assert job.poll().total_steps >= 1  # 1 until the job plans its graphs, then their KiB
         tiled = job.model(120)
         p = job.poll()
-        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, 1, 1, 0)
+        assert (p.state, p.step, p.preview_step) == (kiln.JobState.SUCCEEDED, p.total_steps, 0) and p.total_steps > 1
         assert job.error_message == ""
     with tiled, model.seamless(kiln.Seamless.XY) as blocking:
         assert tiled._runtime is runtime
@@ -217,10 +218,10 @@ def test_an_upscaler_load_job_gives_load_upscalers_upscaler(runtime: kiln.Runtim
         job = rt.submit_load_upscaler(fixtures / "x4", priority=1)
     # The runtime was closed right after submit: the job holds what it needs of it.
     with job:
-        assert job.poll().total_steps == 1
+        assert job.poll().total_steps >= 1  # 1 until the job plans its graphs, then their KiB
         loaded = job.upscaler(120)
         p = job.poll()
-        assert (p.state, p.step, p.total_steps, p.preview_step) == (kiln.JobState.SUCCEEDED, 1, 1, 0)
+        assert (p.state, p.step, p.preview_step) == (kiln.JobState.SUCCEEDED, p.total_steps, 0) and p.total_steps > 1
         assert job.preview() is None and job.error_message == ""
         again = job.upscaler()
         assert again.handle != loaded.handle, "a handle of its own per call"

@@ -37,7 +37,9 @@ class Progress:
     #: when alpha goes through the graph), the total known from submission on; for a generation and its
     #: upscale (``Model.submit_upscaled``), the U-Net calls and then the tiles in one count; for a model
     #: job (``Runtime.submit_load_model``, ``Model.submit_with_loras``, ``Model.submit_seamless``) or an
-    #: upscaler load (``Runtime.submit_load_upscaler``), 0 of 1 until it succeeds, then 1 of 1.
+    #: upscaler load (``Runtime.submit_load_upscaler``), KiB of the graph files whose sessions are made,
+    #: of those it makes (``total_steps`` is 1 until the job knows them; 0 of 1, then 1 of 1, when it
+    #: makes none: per-stage residency, a LoRA set fed to slots).
     step: int
     total_steps: int
     #: Step of the newest preview; 0 while there is none (always, for an upscale job).
