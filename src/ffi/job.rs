@@ -113,9 +113,11 @@ pub struct kiln_job_event {
     pub pixels: *const u8,
 }
 
-/// Receives job events. Called on a Kiln worker thread (never on the caller's
-/// thread), so it must be thread-safe and quick; everything it reports can
-/// also be polled with `kiln_job_poll` / `kiln_job_copy_preview`.
+/// Receives job events. Called on a Kiln thread (the worker running the job;
+/// a model load's progress also comes from the threads that open its graphs
+/// at once), never on the caller's thread and one call at a time per job, so
+/// it must be thread-safe and quick; everything it reports can also be
+/// polled with `kiln_job_poll` / `kiln_job_copy_preview`.
 ///
 /// Every job submitted with a callback gets exactly one
 /// `KILN_JOB_EVENT_KIND_FINISHED` event, its last: when it ends, or when it is

@@ -180,12 +180,12 @@ impl JobWork {
         Ok(Self::GenerateUpscaled { model, request, upscaler, options })
     }
 
-    /// The steps a job of this work reports before it has started.
     /// A model or upscaler made by loading graphs (progress in KiB of them).
     fn loads(&self) -> bool {
         matches!(self, Self::LoadModel { .. } | Self::WithAdapters { .. } | Self::Seamless { .. } | Self::LoadUpscaler { .. })
     }
 
+    /// The steps a job of this work reports before it has started.
     fn planned_steps(&self) -> u32 {
         match self {
             Self::Generate { request, .. } | Self::ExtendTexture { request, .. } | Self::MakeTileable { request, .. } => {
@@ -230,7 +230,9 @@ pub struct JobSnapshot {
     pub preview_size: (u32, u32),
 }
 
-/// What an observer hears about, on the worker thread running the job.
+/// What an observer hears about, on the worker thread running the job (a
+/// model load's progress: also on the threads that open its graphs), one
+/// event at a time per job.
 #[derive(Debug)]
 pub enum JobEvent<'a> {
     /// A U-Net call and its scheduler step finished (an upscale: a tile's
@@ -256,8 +258,8 @@ pub enum JobEvent<'a> {
     },
 }
 
-/// Receives a job's events on the worker thread. Must not block for long:
-/// the job waits for it.
+/// Receives a job's events on Kiln's threads (see [`JobEvent`]). Must not
+/// block for long: the job waits for it.
 pub trait JobObserver: Send + Sync {
     /// Called for every event of job `id`.
     fn on_event(&self, id: u64, event: &JobEvent<'_>);

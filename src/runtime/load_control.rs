@@ -13,6 +13,11 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// One load's cancel switch and progress meter. A job holds it and lends it
+/// to the runtime its load runs with ([`super::Runtime::loading_under`]):
+/// every session built under it registers ONNX Runtime's canceler here, so
+/// [`LoadControl::cancel`] reaches the sessions being created on every
+/// loading thread at once, and tells it when it is made ([`LoadControl::opened`]).
 #[derive(Clone, Default)]
 pub(crate) struct LoadControl(Arc<State>);
 

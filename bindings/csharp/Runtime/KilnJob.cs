@@ -12,7 +12,8 @@ namespace Kiln
         /// <summary>A preview every this many U-Net calls (and at the last); 0 = none. Upscale, model and upscaler load jobs make no previews.</summary>
         public uint PreviewInterval;
         /// <summary>
-        /// Optional event handler. It runs on a Kiln worker thread, never the main thread:
+        /// Optional event handler. It runs on a Kiln thread (the job's worker; a model load's
+        /// progress also comes from the threads that open its graphs), one call at a time per job, never the main thread:
         /// do not touch engine objects there (poll instead). Exceptions it throws are caught,
         /// kept in <see cref="KilnJob.HandlerException"/> and sent to <see cref="KilnCallbacks"/>.
         /// A blocking generation started here holds that worker until it ends; on the same
