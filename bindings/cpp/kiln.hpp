@@ -1019,8 +1019,8 @@ public:
      * job ends with the new model, taken with Job::model(). `job_options` nullptr = defaults. The list
      * (paths included) is checked and copied here (with_loras()'s errors for its arguments and submit()'s,
      * no job queued); the files are read by the job, whose errors are with_loras()'. This model stays
-     * usable meanwhile and may be destroyed once submit returns. Progress is 0 of 1, then 1 of 1; no
-     * previews. A queued switch cancelled never starts; a running one stops inside the session ONNX Runtime
+     * usable meanwhile and may be destroyed once submit returns. Progress counts KiB of the graphs it
+     * remakes (see kiln_job_progress); no previews. A queued switch cancelled never starts; a running one stops inside the session ONNX Runtime
      * is creating for the merged weights and ends cancelled without a model.
      */
     Result<Job> submit_with_loras(const std::vector<LoraSpec> &loras, const ::kiln_job_options *job_options = nullptr) const {
@@ -1046,8 +1046,8 @@ public:
      * `axes`, taken with Job::model(). Making a view rewrites the U-Net's and VAE decoder's convolutions and
      * creates their sessions (seconds for an SD 1.5 model), so a game switching between tileable textures and
      * ordinary images asks for one without blocking a frame; a view this model already has (or its own axes)
-     * is ready at once. `job_options` nullptr = defaults. Progress and cancel as submit_with_loras()': 0 of 1,
-     * then 1 of 1, no previews; a cancel stops the rewrite or the session being created. `axes` is checked
+     * is ready at once. `job_options` nullptr = defaults. Progress and cancel as submit_with_loras()': KiB
+     * of the graphs it remakes, no previews; a cancel stops the rewrite or the session being created. `axes` is checked
      * here (Status::invalid_argument for a value that is no Seamless, and submit()'s errors, no job
      * queued); the job's own errors are seamless()'. This model stays usable meanwhile and may be destroyed
      * once submit returns.
@@ -1285,8 +1285,8 @@ public:
      * own; the job ends with the model, taken with Job::model(). `options` and `job_options` nullptr =
      * defaults. The folder and options are checked and copied here (Status::model_not_found when the
      * folder does not exist, invalid_argument, struct_size_mismatch, invalid_utf8; no job queued); the
-     * files are read by the job, whose errors are load_model()'s. Progress is 0 of 1, then 1 of 1; no
-     * previews. A queued load cancelled never starts; a running one stops inside the graph session ONNX
+     * files are read by the job, whose errors are load_model()'s. Progress counts KiB of the graphs
+     * whose sessions are made (step / total_steps is a loading bar; see kiln_job_progress); no previews. A queued load cancelled never starts; a running one stops inside the graph session ONNX
      * Runtime is creating (at its next check), starts no other and ends cancelled without a model.
      */
     Result<Job> submit_load_model(const std::string &model_dir, const ::kiln_model_load_options *options = nullptr,
@@ -1312,7 +1312,7 @@ public:
      * thread of its own; the job ends with the upscaler, taken with Job::upscaler(). `job_options` nullptr =
      * defaults. `path` is checked and copied here (Status::model_not_found when no graph file is there,
      * invalid_utf8, and submit()'s errors; no job queued); the graph is read by the job, whose errors are
-     * load_upscaler()'s. Progress is 0 of 1, then 1 of 1; no previews. A queued load cancelled never starts;
+     * load_upscaler()'s. Progress counts KiB of its graph; no previews. A queued load cancelled never starts;
      * a running one stops inside the graph session ONNX Runtime is creating and ends cancelled without an
      * upscaler. The job keeps what it needs of this Runtime, which may be destroyed once submit returns.
      */

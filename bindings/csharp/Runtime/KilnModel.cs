@@ -289,8 +289,8 @@ namespace Kiln
 
         /// <summary>
         /// <see cref="WithAdapters"/> as a job (C: <c>kiln_job_submit_with_adapters</c>): the lists
-        /// and their strings are checked and copied here, the files read by the job. Progress (0 of
-        /// 1, then 1 of 1), cancel and the model as for <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>.
+        /// and their strings are checked and copied here, the files read by the job. Progress (KiB of
+        /// the graphs it remakes), cancel and the model as for <see cref="SubmitLoad(KilnRuntime, string, KilnSeamless, string, KilnJobSettings)"/>.
         /// The job holds what it needs of this model, so it may be disposed once this returns.
         /// </summary>
         /// <exception cref="KilnException">INVALID_ARGUMENT (a non-finite scale, ...), ...; no job is queued. The job's own errors (a missing or mismatched file) are <see cref="WithAdapters"/>'.</exception>

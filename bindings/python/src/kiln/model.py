@@ -204,7 +204,7 @@ class Model(Closeable):
         """Queues ``with_loras`` as a job and returns at once (``kiln_job_submit_with_adapters``), so a
         LoRA switch does not block the game: ``Job.model()`` gives the new model (what ``with_loras(loras,
         embeddings)`` makes), this model staying usable meanwhile. Higher ``priority`` runs first;
-        progress is 0 of 1, then 1 of 1; no previews. The entries are checked and copied here: a bad
+        progress counts KiB of the graphs it remakes (see ``Progress``); no previews. The entries are checked and copied here: a bad
         entry raises TypeError, a non-finite scale ArgumentError, nothing queued. The files are read by
         the job, so a missing, unreadable or mismatched one fails it (``Job.model()`` raises
         JobFailedError with the job's message). ``Job.cancel()`` stops a queued switch; a running one
@@ -221,8 +221,8 @@ class Model(Closeable):
         usable meanwhile. Making a view rewrites the U-Net's and VAE decoder's convolutions and creates
         their sessions, seconds for an SD 1.5 model, so a game switching between tileable textures and
         ordinary images asks for one without blocking a frame; a view this model already has (or its own
-        ``axes``) is ready at once. Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1; no
-        previews. ``axes`` is checked here, as ``seamless`` checks it: a value that is no ``Seamless``
+        ``axes``) is ready at once. Higher ``priority`` runs first; progress counts KiB of the graphs it
+        remakes (see ``Progress``); no previews. ``axes`` is checked here, as ``seamless`` checks it: a value that is no ``Seamless``
         raises ValueError, nothing queued; the job's own errors are ``seamless``'. ``Job.cancel()`` stops
         a queued view; a running one stops inside the rewrite or the session ONNX Runtime is creating and
         ends CANCELLED without a model. The job holds what it needs of this model, which may be closed

@@ -180,8 +180,8 @@ class Runtime(Closeable):
         """Queues ``load_model`` as a job and returns at once (``kiln_job_submit_model_load``), so a game
         loads a model without a thread of its own: ``Job.model()`` gives the model (what
         ``load_model(model_dir, seamless=seamless, matting=matting, quantization=quantization,
-        attention=attention, lora_slots=lora_slots)`` gives). Higher ``priority`` runs first; progress is 0 of 1, then 1 of 1;
-        no previews. The arguments are checked here, nothing queued on an error: ModelNotFoundError for
+        attention=attention, lora_slots=lora_slots)`` gives). Higher ``priority`` runs first; progress counts
+        KiB of the graphs it opens (see ``Progress``); no previews. The arguments are checked here, nothing queued on an error: ModelNotFoundError for
         a folder that does not exist, ArgumentError for an unknown ``seamless``, ``quantization`` or
         ``attention``. The files are read by the job, so a folder that is not a model fails it
         (``Job.model()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
@@ -206,8 +206,8 @@ class Runtime(Closeable):
     def submit_load_upscaler(self, path: str | os.PathLike[str], *, priority: int = 0) -> Job:
         """Queues ``load_upscaler`` as a job and returns at once (``kiln_job_submit_upscaler_load``), so a
         game loads a super-resolution graph without a thread of its own: ``Job.upscaler()`` gives the
-        upscaler (what ``load_upscaler(path)`` gives). Higher ``priority`` runs first; progress is 0 of 1,
-        then 1 of 1; no previews. ``path`` is checked here, nothing queued on an error: ModelNotFoundError
+        upscaler (what ``load_upscaler(path)`` gives). Higher ``priority`` runs first; progress counts
+        KiB of its graph; no previews. ``path`` is checked here, nothing queued on an error: ModelNotFoundError
         when no graph file is there. The graph is read by the job, so one that is not an upscaler fails it
         (``Job.upscaler()`` raises JobFailedError with the job's message). ``Job.cancel()`` stops a queued
         load; a running one stops inside the graph session ONNX Runtime is creating and ends CANCELLED
