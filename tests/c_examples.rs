@@ -201,8 +201,7 @@ fn async_poll_runs_the_frame_loop_and_cancels() {
     assert!(out.status.success(), "async_poll failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("texture 64x64 ready") && stdout.contains("second job state 4"), "{stdout}");
     // The loading bar ends full, at the KiB of the three graphs the load opens.
-    let kib = |g: &str| std::fs::metadata(common::fixture().join(g).join("model.onnx")).unwrap().len().div_ceil(1024);
-    let total = kib("text_encoder") + kib("unet") + kib("vae_decoder");
+    let total: u32 = ["text_encoder", "unet", "vae_decoder"].iter().map(|g| common::graph_kib(&common::fixture().join(g))).sum();
     assert!(stdout.contains(&format!("loading 100% ({total} of {total} KiB)")), "{stdout}");
 }
 

@@ -430,7 +430,7 @@ fn model_loads_and_lora_switches_run_as_jobs() {
     assert_eq!(unsafe { kiln_job_submit_model_load(rt, dir.as_ptr(), ptr::null(), &jo, &mut job) }, kiln_status::Ok);
     // Progress counts KiB of the graphs whose sessions the load makes: the
     // text encoder, U-Net and VAE decoder here (the VAE encoder opens on first use).
-    let fixture_graph = |g: &str| std::fs::metadata(common::fixture().join(g).join("model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let fixture_graph = |g: &str| common::graph_kib(&common::fixture().join(g));
     let graphs = [fixture_graph("text_encoder"), fixture_graph("unet"), fixture_graph("vae_decoder")];
     let total: u32 = graphs.iter().sum();
     let first = poll(job).total_steps;
@@ -580,7 +580,7 @@ fn a_seamless_view_is_made_as_a_job() {
     let own = common::ffi_load_model(rt, &common::fixture());
     assert_eq!(unsafe { kiln_job_submit_seamless(own, kiln_seamless::Xy as u32, ptr::null(), &mut job) }, kiln_status::Ok);
     unsafe { kiln_model_free(own) };
-    let graph_kib = |g: &str| std::fs::metadata(common::fixture().join(g).join("model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let graph_kib = |g: &str| common::graph_kib(&common::fixture().join(g));
     let remade = graph_kib("unet") + graph_kib("vae_decoder");
     assert!([1, remade].contains(&poll(job).total_steps), "1 until the view plans, then the KiB of the U-Net and decoder it remakes");
     let mut state = 0u32;
@@ -627,7 +627,7 @@ fn an_upscaler_is_loaded_as_a_job() {
     assert_eq!(unsafe { kiln_runtime_create(ptr::null(), &mut own_rt) }, kiln_status::Ok);
     assert_eq!(unsafe { kiln_job_submit_upscaler_load(own_rt, upscaler_dir().as_ptr(), ptr::null(), &mut job) }, kiln_status::Ok);
     unsafe { kiln_runtime_destroy(own_rt) };
-    let kib = std::fs::metadata(common::root().join("tests/fixtures/upscaler/x4/model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let kib = common::graph_kib(&common::root().join("tests/fixtures/upscaler/x4"));
     assert!([1, kib].contains(&poll(job).total_steps), "1 until the load plans its graph, then its KiB");
     let mut state = 0u32;
     assert_eq!(unsafe { kiln_job_wait(job, 60_000, &mut state) }, kiln_status::Ok);
@@ -692,7 +692,7 @@ fn a_model_loads_progress_counts_the_graphs_it_opens() {
             }
         }
     }
-    let kib = |dir: &std::path::Path, g: &str| std::fs::metadata(dir.join(g).join("model.onnx")).unwrap().len().div_ceil(1024) as u32;
+    let kib = |dir: &std::path::Path, g: &str| common::graph_kib(&dir.join(g));
     let load = |residency: Residency, dir: std::path::PathBuf| {
         let rt = Runtime::new(&RuntimeOptions { sequential_load: true, residency, providers: common::env_providers(), ..Default::default() }).unwrap();
         let pool = JobPool::new(1);

@@ -686,10 +686,9 @@ fn load_progress_report(item: &Queued, job: &Arc<Job>) -> crate::runtime::Progre
         let Some(job) = job.upgrade() else { return };
         // The total first, so a poll never sees more done than in all.
         job.total.store(total, Ordering::Relaxed);
-        let step = done;
-        job.step.store(step, Ordering::Relaxed);
+        job.step.store(done, Ordering::Relaxed);
         if let Some(o) = observer.as_deref() {
-            notify(o, id, &JobEvent::Progress { step, total });
+            notify(o, id, &JobEvent::Progress { step: done, total });
         }
     })
 }

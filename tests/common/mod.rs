@@ -17,6 +17,12 @@ pub fn fixture() -> PathBuf {
     root().join("tests/fixtures/tiny-sd")
 }
 
+/// What a load job counts for the graph in `dir` (its `model.onnx`; the
+/// fixtures keep no external weights): its size in KiB, rounded up.
+pub fn graph_kib(dir: &std::path::Path) -> u32 {
+    std::fs::metadata(dir.join("model.onnx")).unwrap().len().div_ceil(1024) as u32
+}
+
 pub fn golden(name: &str) -> PathBuf {
     root().join("tests/fixtures/golden").join(name)
 }
