@@ -19,6 +19,7 @@ func _ready() -> void:
 		if arg.begins_with("--save="):
 			save_path = arg.trim_prefix("--save=")
 	kiln.model_path = _model_dir()
+	kiln.loading.connect(_on_loading)
 	kiln.progress.connect(_on_progress)
 	kiln.preview.connect(_on_preview)
 	kiln.done.connect(_on_done)
@@ -34,6 +35,11 @@ func _model_dir() -> String:
 	if from_env != "":
 		return from_env
 	return ProjectSettings.globalize_path("res://").path_join("../../../models/kiln-tiny-textures").simplify_path()
+
+
+func _on_loading(id: int, what: String, step: int, total: int) -> void:
+	if id == job:
+		status.text = "Loading the %s: %d%%" % [what, 100 * step / max(total, 1)]
 
 
 func _on_progress(id: int, step: int, total: int) -> void:

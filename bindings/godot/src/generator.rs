@@ -170,6 +170,16 @@ impl KilnGenerator {
     /// for `upscale_image`, its tiles alone.
     #[signal]
     fn progress(job: i64, step: i64, total: i64);
+    /// The job's preparation is loading `what` before the job can run:
+    /// `step` of `total` KiB of its graph files are open (a loading bar that
+    /// follows load time). `what` is `model`, `adapters` (LoRAs and
+    /// embeddings merged into a view), `seamless`, `refiner`,
+    /// `refiner_adapters`, `refiner_seamless` or `upscaler`; each starts at 0
+    /// and ends at `step == total`. Only the job that loads something
+    /// reports it: not a job whose model and views are loaded already, nor
+    /// one waiting for another job's load.
+    #[signal]
+    fn loading(job: i64, what: GString, step: i64, total: i64);
     /// A low-resolution preview (enable with `options.preview_interval`).
     #[signal]
     fn preview(job: i64, image: Gd<Image>);
@@ -359,6 +369,7 @@ impl KilnGenerator {
     fn emit(&mut self, id: i64, event: Event) {
         match event {
             Event::Progress { step, total } => self.signals().progress().emit(id, step as i64, total as i64),
+            Event::Loading { what, step, total } => self.signals().loading().emit(id, &GString::from(what), step as i64, total as i64),
             Event::Preview { image, .. } => match godot_image(&image) {
                 Ok(img) => self.signals().preview().emit(id, &img),
                 Err((status, message)) => godot_warn!("Kiln job {id}: preview dropped ({status}): {message}"),

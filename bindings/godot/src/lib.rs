@@ -5,12 +5,14 @@
 //! The engine-independent parts are plain Rust with their own tests
 //! (`cargo test` here needs no Godot): [`options`] (the options dictionary →
 //! a Kiln request), [`tracker`] (a job's events, frame by frame), [`session`]
-//! (model loading and job start off the main thread) and [`image_data`]
+//! (model loading and job start off the main thread), [`loading`] (the
+//! loads' progress, for the `loading` signal) and [`image_data`]
 //! (RGBA8 → Godot image data). `generator` is the Godot node (`KilnGenerator`) over them.
 #![warn(missing_docs)]
 
 mod generator;
 pub mod image_data;
+pub mod loading;
 pub mod options;
 pub mod session;
 pub mod tracker;

@@ -4,9 +4,10 @@
 //!
 //! Everything slow (loading ONNX Runtime, the model and a refiner, merging
 //! LoRAs and embeddings into a view, rewriting the graphs for a seamless
-//! view, loading an upscaler) happens on a short-lived preparation thread
-//! that ends by submitting one job to Kiln's pool, so `generate` never
-//! blocks a frame. With an upscaler ([`UpscaleSettings`]) that job is a
+//! view, loading an upscaler) happens for a short-lived preparation thread
+//! (each load as a Kiln load job whose progress the job's tracker reports,
+//! see [`crate::loading`]) that ends by submitting one job to Kiln's pool,
+//! so `generate` never blocks a frame. With an upscaler ([`UpscaleSettings`]) that job is a
 //! `JobWork::GenerateUpscaled`: Kiln generates, then upscales the image with
 //! the model view's seamless axes (the job's `seamless`) before `done`
 //! carries it, as `kiln::pipeline::outputs::finish` orders it (the upscale
@@ -28,6 +29,7 @@ use kiln::model::{Adapters, EmbeddingSpec, ModelInfo};
 use kiln::pipeline::handoff::Refiner;
 use kiln::{Error, ErrorKind, Model, ModelOptions, Rgba8Image, Runtime, RuntimeOptions};
 
+use crate::loading::{self, LoadMeter};
 use crate::options::{self, GenerateOptions, OptionValue};
 use crate::tracker::Tracker;
 
@@ -367,10 +369,12 @@ impl Session {
         let (tx, rx) = mpsc::channel();
         let config = self.config.clone();
         let loaded = Arc::clone(&self.loaded);
+        let meter = Arc::new(LoadMeter::default());
+        let loads = Arc::clone(&meter);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
-            let submitted = prepare(&loaded, &config, parsed).and_then(|(model, request, job)| match upscale {
+            let submitted = prepare(&loaded, &config, parsed, &loads).and_then(|(model, request, job)| match upscale {
                 Some((path, options)) => {
-                    let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path)?;
+                    let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path, &loads)?;
                     submit_generate_upscaled(model, request, upscaler, options, job)
                 }
                 None => Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job)),
@@ -378,7 +382,7 @@ impl Session {
             send_or_release(&tx, submitted);
         });
         match spawned {
-            Ok(_) => Tracker::preparing(rx),
+            Ok(_) => Tracker::preparing(rx, meter),
             Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
         }
     }
@@ -406,14 +410,16 @@ impl Session {
         };
         let (tx, rx) = mpsc::channel();
         let (config, loaded, path) = (self.config.clone(), Arc::clone(&self.loaded), settings.path.clone());
+        let meter = Arc::new(LoadMeter::default());
+        let loads = Arc::clone(&meter);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
             let submitted = runtime(&loaded, &config)
-                .and_then(|rt| upscaler(&loaded, &rt, &path))
+                .and_then(|rt| upscaler(&loaded, &rt, &path, &loads))
                 .and_then(|upscaler| submit_upscale(upscaler, image, options));
             send_or_release(&tx, submitted);
         });
         match spawned {
-            Ok(_) => Tracker::preparing(rx),
+            Ok(_) => Tracker::preparing(rx, meter),
             Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
         }
     }
@@ -462,7 +468,7 @@ fn submit_generate_upscaled(
 /// The upscaler at `path`, loaded with `runtime` unless it is the one loaded
 /// last. Errors are Kiln's (200 no such file, 201 not an upscaler graph...),
 /// their message prefixed with the property's name.
-fn upscaler(loaded: &Loaded, runtime: &Runtime, path: &Path) -> Result<Arc<Upscaler>, Error> {
+fn upscaler(loaded: &Loaded, runtime: &Runtime, path: &Path, meter: &Arc<LoadMeter>) -> Result<Arc<Upscaler>, Error> {
     let mut slot = lock(&loaded.upscaler);
     if let Some((p, u)) = slot.as_ref() {
         if p == path {
@@ -471,8 +477,8 @@ fn upscaler(loaded: &Loaded, runtime: &Runtime, path: &Path) -> Result<Arc<Upsca
     }
     // One upscaler at a time: let the old graph go before the new one loads.
     *slot = None;
-    let u = Upscaler::load(runtime, path).map_err(|e| Error::new(e.kind(), format!("upscaler_path: {}", e.message())))?;
-    let u = Arc::new(u);
+    let work = JobWork::LoadUpscaler { runtime: runtime.clone(), path: path.to_path_buf() };
+    let u = loading::upscaler(meter, "upscaler", work).map_err(|e| Error::new(e.kind(), format!("upscaler_path: {}", e.message())))?;
     loaded.upscalers_loaded.fetch_add(1, Ordering::Relaxed);
     *slot = Some((path.to_path_buf(), Arc::clone(&u)));
     Ok(u)
@@ -480,26 +486,32 @@ fn upscaler(loaded: &Loaded, runtime: &Runtime, path: &Path) -> Result<Arc<Upsca
 
 /// On the preparation thread: the model view the job runs on (adapters
 /// merged, then seamless), its request (with the refiner loaded), and its
-/// job settings.
-fn prepare(loaded: &Loaded, config: &SessionConfig, parsed: GenerateOptions) -> Result<(Model, kiln::GenerateRequest, JobConfig), Error> {
-    let base = model(loaded, config)?;
-    let model = adapter_view(loaded, &base, &parsed.adapters)?;
-    let model = seamless(model, parsed.seamless)?;
+/// job settings. Each load reports to `meter` under its own name.
+fn prepare(
+    loaded: &Loaded,
+    config: &SessionConfig,
+    parsed: GenerateOptions,
+    meter: &Arc<LoadMeter>,
+) -> Result<(Model, kiln::GenerateRequest, JobConfig), Error> {
+    let base = model(loaded, config, meter)?;
+    let model = adapter_view(loaded, &base, &parsed.adapters, meter)?;
+    let model = seamless(model, parsed.seamless, meter, "seamless")?;
     let mut request = parsed.request;
     if let Some(choice) = &parsed.refiner {
         // The refiner reads the same prompt, so it takes the embeddings too
         // (an SDXL file's `clip_g`); it decodes the image, so it tiles alike.
-        let refiner = refiner_model(loaded, &base, config, &choice.path)?;
-        let refiner = refiner_view(loaded, refiner, &choice.path, &parsed.adapters.embeddings)?;
-        let refiner = seamless(refiner, parsed.seamless)?;
+        let refiner = refiner_model(loaded, &base, config, &choice.path, meter)?;
+        let refiner = refiner_view(loaded, refiner, &choice.path, &parsed.adapters.embeddings, meter)?;
+        let refiner = seamless(refiner, parsed.seamless, meter, "refiner_seamless")?;
         request.refiner = Some(Refiner { model: refiner, start: choice.start });
     }
     let job = JobConfig { priority: parsed.priority, preview_interval: parsed.preview_interval, observer: None };
     Ok((model, request, job))
 }
 
-fn seamless(model: Model, axes: Seamless) -> Result<Model, Error> {
-    if axes == Seamless::None { Ok(model) } else { model.seamless(axes) }
+/// `model`'s view tiling on `axes` (made at once when the model has it).
+fn seamless(model: Model, axes: Seamless, meter: &Arc<LoadMeter>, what: &'static str) -> Result<Model, Error> {
+    if axes == Seamless::None { Ok(model) } else { loading::model(meter, what, JobWork::Seamless { model, axes }) }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -510,7 +522,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// (slow: weights are merged and sessions made; on a model loaded with LoRA
 /// slots, plain low-rank LoRAs are fed to its sessions instead, in
 /// milliseconds, and Kiln merges only the other kinds). An empty set is `base`.
-fn adapter_view(loaded: &Loaded, base: &Model, adapters: &Adapters) -> Result<Model, Error> {
+fn adapter_view(loaded: &Loaded, base: &Model, adapters: &Adapters, meter: &Arc<LoadMeter>) -> Result<Model, Error> {
     if adapters.loras.is_empty() && adapters.embeddings.is_empty() {
         return Ok(base.clone());
     }
@@ -520,7 +532,8 @@ fn adapter_view(loaded: &Loaded, base: &Model, adapters: &Adapters) -> Result<Mo
         if let Some((key, path)) = files.iter().find(|(_, p)| !p.is_file()) {
             return Err(Error::new(ErrorKind::ModelNotFound, format!("options[\"{key}\"]: no such file {}", path.display())));
         }
-        base.with_adapters(adapters).map_err(|e| name_entry(e, &files, adapters))
+        let work = JobWork::WithAdapters { model: base.clone(), adapters: adapters.clone() };
+        loading::model(meter, "adapters", work).map_err(|e| name_entry(e, &files, adapters))
     })
 }
 
@@ -585,27 +598,29 @@ fn name_entry(e: Error, files: &[(String, PathBuf)], adapters: &Adapters) -> Err
 /// The refiner in folder `path`, loaded on first use with the model's
 /// runtime and load options (the node's `quantization`, `attention` and
 /// `lora_slots` cover both models).
-fn refiner_model(loaded: &Loaded, base: &Model, config: &SessionConfig, path: &Path) -> Result<Model, Error> {
+fn refiner_model(loaded: &Loaded, base: &Model, config: &SessionConfig, path: &Path, meter: &Arc<LoadMeter>) -> Result<Model, Error> {
     let mut refiners = lock(&loaded.refiners);
     if let Some((_, m)) = refiners.iter().find(|(p, _)| p == path) {
         return Ok(m.clone());
     }
     // The options `base` loaded with (they parsed then).
     let options = config.model_options()?;
-    let m = Model::load_with(base.runtime(), path, &options).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
+    let work = JobWork::LoadModel { runtime: base.runtime().clone(), dir: path.to_path_buf(), options };
+    let m = loading::model(meter, "refiner", work).map_err(|e| Error::new(e.kind(), format!("options[\"refiner\"]: {}", e.message())))?;
     refiners.push((path.to_path_buf(), m.clone()));
     Ok(m)
 }
 
 /// `refiner` (from folder `path`) with `embeddings` added: the cached view
 /// for this set, or a new one (its encoder's session is made). None: `refiner`.
-fn refiner_view(loaded: &Loaded, refiner: Model, path: &Path, embeddings: &[EmbeddingSpec]) -> Result<Model, Error> {
+fn refiner_view(loaded: &Loaded, refiner: Model, path: &Path, embeddings: &[EmbeddingSpec], meter: &Arc<LoadMeter>) -> Result<Model, Error> {
     if embeddings.is_empty() {
         return Ok(refiner);
     }
     let adapters = Adapters { embeddings: embeddings.to_vec(), ..Default::default() };
     cached_view(&loaded.refiner_views, (path.to_path_buf(), embeddings.to_vec()), &loaded.views_built, || {
-        refiner.with_adapters(&adapters).map_err(|e| {
+        let work = JobWork::WithAdapters { model: refiner, adapters: adapters.clone() };
+        loading::model(meter, "refiner_adapters", work).map_err(|e| {
             let named = name_entry(e, &adapter_entries(&adapters), &adapters);
             Error::new(named.kind(), format!("options[\"refiner\"] with {}", named.message()))
         })
@@ -626,7 +641,7 @@ fn runtime(loaded: &Loaded, config: &SessionConfig) -> Result<Runtime, Error> {
 
 /// The session's model, loading it (and ONNX Runtime) if this is the first use.
 /// Concurrent first jobs wait on the lock and share one load.
-fn model(loaded: &Loaded, config: &SessionConfig) -> Result<Model, Error> {
+fn model(loaded: &Loaded, config: &SessionConfig, meter: &Arc<LoadMeter>) -> Result<Model, Error> {
     let mut guard = lock(&loaded.model);
     if let Some(m) = guard.as_ref() {
         return Ok(m.clone());
@@ -635,7 +650,8 @@ fn model(loaded: &Loaded, config: &SessionConfig) -> Result<Model, Error> {
         return Err(Error::new(ErrorKind::InvalidArgument, "model_path is empty; set it to a Kiln model folder"));
     }
     let options = config.model_options()?;
-    let model = Model::load_with(&runtime(loaded, config)?, &config.model_dir, &options)?;
+    let work = JobWork::LoadModel { runtime: runtime(loaded, config)?, dir: config.model_dir.clone(), options };
+    let model = loading::model(meter, "model", work)?;
     *guard = Some(model.clone());
     Ok(model)
 }

@@ -7,18 +7,39 @@
 //! then exactly one of `done` / `failed`, and nothing after that; a cancel
 //! asked for before `done` wins. Reading a job never blocks: a job that is
 //! still being prepared (model or upscaler loading, a seamless view being
-//! made) is waited on through a channel, not a join. Every node job is one
+//! made) is waited on through a channel, not a join, and its loads' progress
+//! comes through a [`LoadMeter`] as `loading` events. A cancel during the
+//! preparation ends the job on the next update; what it was loading goes on
+//! loading for the jobs after it. Every node job is one
 //! Kiln job in Kiln's pool (a generation, a generation and its upscale as
 //! `JobWork::GenerateUpscaled`, or an upscale alone), so the tracker passes
 //! on that job's own progress count, previews, image and status.
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
 
 use kiln::jobs::{JobPool, JobSnapshot, JobState};
 use kiln::{Error, ErrorKind, Rgba8Image};
 
+use crate::loading::LoadMeter;
+
 /// What happened to a job since the last update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// The job's preparation is loading `what` (`model`, `adapters`,
+    /// `seamless`, `refiner`, `refiner_adapters`, `refiner_seamless`,
+    /// `upscaler`, in that order as the job needs them): `step` of `total`
+    /// KiB of its graph files are open. Each load starts at 0 and its last
+    /// event has `step == total`. Only loads this job makes are reported:
+    /// none when the model and views are loaded already, or while another
+    /// job's preparation loads what this one waits for.
+    Loading {
+        /// What is loading.
+        what: &'static str,
+        /// KiB of its graph files opened.
+        step: u32,
+        /// KiB of graph files it opens.
+        total: u32,
+    },
     /// Work finished out of the total: the Kiln job's own count. A
     /// generation counts U-Net calls; with an upscaler the upscaler's graph
     /// runs (tiles) follow in the same count (`total` = U-Net calls + tiles
@@ -124,6 +145,8 @@ enum Stage {
 /// Follows one job from `generate` (or `upscale_image`) to `done` or `failed`.
 pub struct Tracker {
     stage: Stage,
+    /// The preparation's loads, until the job is in Kiln's pool.
+    loads: Option<Arc<LoadMeter>>,
     cancel_requested: bool,
     last_progress: (u32, u32),
     last_preview_step: u32,
@@ -131,16 +154,16 @@ pub struct Tracker {
 
 impl Tracker {
     fn with(stage: Stage) -> Self {
-        Self { stage, cancel_requested: false, last_progress: (0, 0), last_preview_step: 0 }
+        Self { stage, loads: None, cancel_requested: false, last_progress: (0, 0), last_preview_step: 0 }
     }
     /// A job that failed before it started (bad options).
     pub fn rejected(error: Error) -> Self {
         Self::with(Stage::Rejected(error))
     }
     /// A job being prepared elsewhere that will send its Kiln job id, or why
-    /// it could not be submitted.
-    pub fn preparing(rx: Receiver<Result<u64, Error>>) -> Self {
-        Self::with(Stage::Preparing(rx))
+    /// it could not be submitted, and whose loads report to `loads`.
+    pub fn preparing(rx: Receiver<Result<u64, Error>>, loads: Arc<LoadMeter>) -> Self {
+        Self { loads: Some(loads), ..Self::with(Stage::Preparing(rx)) }
     }
     /// A job already in Kiln's pool.
     pub fn submitted(id: u64) -> Self {
@@ -166,6 +189,9 @@ impl Tracker {
     /// if Kiln's job gets through first. Returns whether there was anything
     /// to cancel. Kiln stops the job's graph run in flight (a U-Net call or
     /// an upscale tile), which leaves other jobs on the same graphs alone.
+    /// A job still being prepared ends on the next update, without waiting
+    /// for its loads: they go on, and the model or view they make is kept
+    /// for the next job (another job may be waiting for it already).
     pub fn cancel(&mut self, source: &dyn JobSource) -> bool {
         match &self.stage {
             Stage::Preparing(_) | Stage::Rejected(_) => {
@@ -191,6 +217,7 @@ impl Tracker {
     fn end_failed(&mut self, events: &mut Vec<Event>, error: &Error) {
         events.push(Event::Failed { status: status_of(error.kind()), message: error.message().to_string() });
         self.stage = Stage::Ended(Phase::Failed);
+        self.loads = None;
     }
 
     /// Reads the job and returns what happened since the last call. Never blocks.
@@ -201,8 +228,17 @@ impl Tracker {
             self.end_failed(&mut events, &e);
             return events;
         }
+        if let Some(loads) = &self.loads {
+            events.extend(loads.drain().into_iter().map(|l| Event::Loading { what: l.what, step: l.step, total: l.total }));
+        }
         if let Stage::Preparing(rx) = &self.stage {
             let id = match rx.try_recv() {
+                Err(TryRecvError::Empty) if self.cancel_requested => {
+                    // The preparation thread finds nobody to send its job to and frees it.
+                    let e = Error::new(ErrorKind::Cancelled, "cancelled while the job was being prepared, before it was queued");
+                    self.end_failed(&mut events, &e);
+                    return events;
+                }
                 Err(TryRecvError::Empty) => return events,
                 Err(TryRecvError::Disconnected) => {
                     let e = Error::new(ErrorKind::Internal, "the thread preparing the job ended without a result");
@@ -215,6 +251,7 @@ impl Tracker {
                 }
                 Ok(Ok(id)) => id,
             };
+            self.loads = None;
             self.stage = Stage::Submitted(id);
             if self.cancel_requested {
                 let _ = source.cancel(id);
@@ -393,7 +430,7 @@ mod tests {
     fn cancel_before_the_id_arrives_cancels_it_on_arrival() {
         let (tx, rx) = std::sync::mpsc::channel();
         let src = Scripted::new(vec![snap(JobState::Running, 0, 4, 0), snap(JobState::Cancelled, 1, 4, 0)]);
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(t.phase(), Phase::Preparing);
         assert!(t.cancel(&src));
@@ -406,6 +443,55 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_while_preparing_ends_the_job_at_once_and_frees_what_arrives_later() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loads = Arc::new(LoadMeter::default());
+        let src = Scripted::new(vec![snap(JobState::Running, 0, 4, 0)]);
+        let mut t = Tracker::preparing(rx, Arc::clone(&loads));
+        loads.heard("model", 0, 10);
+        assert!(t.cancel(&src));
+        assert_eq!(
+            t.update(&src),
+            vec![
+                Event::Loading { what: "model", step: 0, total: 10 },
+                Event::Failed { status: 400, message: "cancelled while the job was being prepared, before it was queued".into() }
+            ]
+        );
+        assert_eq!(t.phase(), Phase::Failed);
+        // The load goes on, but the ended job says nothing more of it.
+        loads.heard("model", 10, 10);
+        assert_eq!(t.update(&src), vec![]);
+        assert!(tx.send(Ok(7)).is_err(), "the preparation thread learns nobody waits, and frees its job");
+        assert!(src.calls.borrow().is_empty(), "nothing of Kiln's was touched: {:?}", src.calls.borrow());
+        assert!(!t.cancel(&src));
+    }
+
+    #[test]
+    fn loads_are_reported_while_preparing_and_their_last_count_before_the_job_runs() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loads = Arc::new(LoadMeter::default());
+        let src = Scripted::new(vec![snap(JobState::Running, 1, 4, 0), snap(JobState::Succeeded, 4, 4, 0)]);
+        let mut t = Tracker::preparing(rx, Arc::clone(&loads));
+        assert_eq!(t.update(&src), vec![]);
+        loads.heard("model", 0, 300);
+        loads.heard("model", 120, 300);
+        assert_eq!(t.update(&src), vec![Event::Loading { what: "model", step: 120, total: 300 }]);
+        assert_eq!(t.update(&src), vec![], "nothing new, nothing said");
+        // The load ends and the job is queued between two frames: the end still comes first.
+        loads.heard("model", 300, 300);
+        loads.heard("seamless", 1, 1);
+        tx.send(Ok(7)).unwrap();
+        assert_eq!(
+            t.update(&src),
+            vec![Event::Loading { what: "model", step: 300, total: 300 }, Event::Progress { step: 1, total: 4 }]
+        );
+        loads.heard("upscaler", 0, 9);
+        let ev = t.update(&src);
+        assert!(ev.iter().all(|e| !matches!(e, Event::Loading { .. })), "a queued job has no loads: {ev:?}");
+        assert!(matches!(ev.last(), Some(Event::Done { .. })), "{ev:?}");
+    }
+
+    #[test]
     fn rejected_and_lost_preparations_fail_once() {
         let src = Scripted::new(vec![snap(JobState::Queued, 0, 0, 0)]);
         let mut t = Tracker::rejected(Error::new(ErrorKind::InvalidArgument, "options[\"steps\"]: bad"));
@@ -413,13 +499,13 @@ mod tests {
         assert_eq!(t.update(&src), vec![]);
 
         let (tx, rx) = std::sync::mpsc::channel::<Result<u64, Error>>();
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         drop(tx);
         let ev = t.update(&src);
         assert!(matches!(&ev[..], [Event::Failed { status: 900, .. }]), "{ev:?}");
 
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         tx.send(Err(Error::new(ErrorKind::ModelNotFound, "no such folder"))).unwrap();
         assert_eq!(t.update(&src), vec![Event::Failed { status: 200, message: "no such folder".into() }]);
     }
@@ -464,7 +550,7 @@ mod tests {
         let mut src = Scripted::new(generate_upscaled(snap(Succeeded, 6, 6, 2)));
         src.images.insert(7, tiny(201));
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the model and upscaler are loading");
         tx.send(Ok(7)).unwrap();
         assert_eq!(t.update(&src), vec![], "queued: nothing yet");
@@ -501,7 +587,7 @@ mod tests {
 
         // An upscale that cannot run (the result too big) fails while the job is prepared, with its status.
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         tx.send(Err(Error::new(ErrorKind::InvalidSize, "the 4x upscale of 8192x64 would be 32768x256 pixels"))).unwrap();
         assert_eq!(t.update(&src), vec![Event::Failed { status: 104, message: "the 4x upscale of 8192x64 would be 32768x256 pixels".into() }]);
         assert_eq!(t.phase(), Phase::Failed);
@@ -542,7 +628,7 @@ mod tests {
         // Asked while preparing; the job was submitted and succeeded before the cancel landed.
         let (tx, rx) = std::sync::mpsc::channel();
         let src = Scripted::new(vec![snap(Succeeded, 6, 6, 0)]);
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         assert!(t.cancel(&src));
         tx.send(Ok(7)).unwrap();
         let ev = t.update(&src);
@@ -555,7 +641,7 @@ mod tests {
         use JobState::*;
         let src = Scripted::new(vec![]).and_job(8, vec![snap(Queued, 0, 3, 0), snap(Running, 2, 3, 0), snap(Succeeded, 3, 3, 0)], tiny(9));
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut t = Tracker::preparing(rx);
+        let mut t = Tracker::preparing(rx, Default::default());
         assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the upscaler is loading");
         tx.send(Ok(8)).unwrap();
         assert_eq!(t.update(&src), vec![]);

@@ -373,6 +373,107 @@ fn cancel_ends_the_job_with_cancelled() {
     assert!(!t.cancel(Session::pool()), "an ended job has nothing to cancel");
 }
 
+/// KiB of the graphs `files` (under `dir`), as Kiln's load jobs weigh them:
+/// each file rounded up to whole KiB (these fixtures keep their weights
+/// inside the graph, so no external-data file counts).
+fn graph_kib(dir: &Path, files: &[&str]) -> u32 {
+    files.iter().map(|f| std::fs::metadata(dir.join(f)).unwrap().len().div_ceil(1024) as u32).sum()
+}
+
+/// The `loading` events in `events`, in order.
+fn loading_of(events: &[Event]) -> Vec<(&'static str, u32, u32)> {
+    events.iter().filter_map(|e| if let Event::Loading { what, step, total } = e { Some((*what, *step, *total)) } else { None }).collect()
+}
+
+/// Each load the job reports, in order, is `what` out of `total` KiB: its
+/// counts only go up, from 0 or more to `total`, before the job's first
+/// `progress`.
+fn assert_loads(events: &[Event], want: &[(&str, u32)]) {
+    let loads = loading_of(events);
+    let mut whats: Vec<&str> = Vec::new();
+    for l in &loads {
+        if whats.last() != Some(&l.0) {
+            whats.push(l.0);
+        }
+    }
+    assert_eq!(whats, want.iter().map(|w| w.0).collect::<Vec<_>>(), "loads in order: {loads:?}");
+    for (what, total) in want {
+        let one: Vec<(u32, u32)> = loads.iter().filter(|l| l.0 == *what).map(|l| (l.1, l.2)).collect();
+        assert!(one.windows(2).all(|w| w[0].0 < w[1].0), "{what}: counts only go up: {one:?}");
+        assert!(one.iter().all(|l| l.1 == *total), "{what}: every total is {total} KiB: {one:?}");
+        assert_eq!(one.last(), Some(&(*total, *total)), "{what}: ends with all of it open");
+    }
+    let first_progress = events.iter().position(|e| matches!(e, Event::Progress { .. })).unwrap_or(events.len());
+    let last_loading = events.iter().rposition(|e| matches!(e, Event::Loading { .. }));
+    assert!(last_loading.is_none_or(|l| l < first_progress), "loads come before the job runs: {loads:?}");
+}
+
+/// `loading` reports what a job's preparation loads, in KiB of the graphs
+/// each load opens: the model on the first job (text encoder, U-Net, VAE
+/// decoder), a seamless view (U-Net and decoder rewritten), a LoRA view
+/// (U-Net and text encoder merged), an upscaler; a job that finds them
+/// loaded reports nothing.
+#[test]
+fn loading_reports_each_load_a_job_makes_in_kib_of_its_graphs() {
+    use OptionValue::*;
+    let s = session();
+    let dir = fixture();
+    let kib = |files: &[&str]| graph_kib(&dir, files);
+    let model = kib(&["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]);
+    let steps = [("steps", Int(2))];
+    let mut first = s.start("x", &opts(&steps));
+    let events = run_to_end(&mut first);
+    println!("first job's loads: {:?}", loading_of(&events));
+    assert_loads(&events, &[("model", model)]);
+    assert!(matches!(events.last(), Some(Event::Done { .. })));
+    let mut again = s.start("x", &opts(&steps));
+    assert_loads(&run_to_end(&mut again), &[]);
+
+    let tiled = [("steps", Int(2)), ("seamless", String("xy".into()))];
+    let mut t = s.start("x", &opts(&tiled));
+    let events = run_to_end(&mut t);
+    println!("seamless view's loads: {:?}", loading_of(&events));
+    assert_loads(&events, &[("seamless", kib(&["unet/model.onnx", "vae_decoder/model.onnx"]))]);
+    let mut t = s.start("x", &opts(&tiled));
+    assert_loads(&run_to_end(&mut t), &[]);
+
+    let lora = [("steps", Int(2)), ("loras", Array(vec![lora_entry(lora_dir().join("style.kohya.safetensors"), 1.0)]))];
+    let mut t = s.start("x", &opts(&lora));
+    let events = run_to_end(&mut t);
+    println!("LoRA view's loads: {:?}", loading_of(&events));
+    assert_loads(&events, &[("adapters", kib(&["unet/model.onnx", "text_encoder/model.onnx"]))]);
+
+    let upscaled = upscale_with(upscalers().join("x4"));
+    let mut t = s.start_upscaled("x", &opts(&steps), &upscaled);
+    let events = run_to_end(&mut t);
+    println!("upscaler's loads: {:?}", loading_of(&events));
+    assert_loads(&events, &[("upscaler", graph_kib(&upscalers(), &["x4/model.onnx"]))]);
+    let mut t = s.upscale(picture(8, 8), "none", &upscaled);
+    assert_loads(&run_to_end(&mut t), &[]);
+}
+
+/// `cancel` while the first job loads the model ends that job on the next
+/// frame (it does not wait for the load), and the next job runs to Kiln's
+/// own pixels on the same session.
+#[test]
+fn cancel_while_the_model_loads_ends_the_job_at_once_and_the_session_goes_on() {
+    use OptionValue::*;
+    let s = session();
+    let mut t = s.start("x", &opts(&[("steps", Int(2))]));
+    assert!(t.cancel(Session::pool()));
+    let events = t.update(Session::pool());
+    assert!(t.has_ended(), "ended on the first update after the cancel: {events:?}");
+    println!("cancelled while loading: {:?}", events.last());
+    assert!(events[..events.len() - 1].iter().all(|e| matches!(e, Event::Loading { what: "model", .. })), "{events:?}");
+    assert_eq!(failure(&events), (400, "cancelled while the job was being prepared, before it was queued".into()));
+    assert!(run_to_end(&mut t).is_empty());
+
+    let mut next = s.start("x", &opts(&[("steps", Int(2)), ("seed", Int(5))]));
+    let events = run_to_end(&mut next);
+    let request = GenerateRequest { prompt: "x".into(), steps: 2, seed: 5, ..Default::default() };
+    assert_eq!(done_image(&events).pixels, direct(&fixture_model(), &request).pixels, "Model::generate's pixels");
+}
+
 /// Copies the folder tree `src` into `to` (created as needed).
 fn copy_tree(src: &Path, to: &Path) {
     let mut stack = vec![src.to_path_buf()];
