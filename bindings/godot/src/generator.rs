@@ -186,6 +186,9 @@ impl KilnGenerator {
     /// The job finished; `texture` holds the image (RGBA8).
     #[signal]
     fn done(job: i64, texture: Gd<ImageTexture>);
+    /// A `prepare` job finished: what its options need is loaded.
+    #[signal]
+    fn prepared(job: i64);
     /// The job failed or was cancelled; `status` is the `kiln_status` number
     /// from `kiln.h` (101 bad argument, 200 model not found, 400 cancelled...).
     #[signal]
@@ -197,7 +200,7 @@ impl KilnGenerator {
     /// The job is queued in Kiln, generating or upscaling.
     #[constant]
     const JOB_RUNNING: i64 = 1;
-    /// `done` was emitted.
+    /// `done` (or, for `prepare`, `prepared`) was emitted.
     #[constant]
     const JOB_DONE: i64 = 2;
     /// `failed` was emitted.
@@ -209,12 +212,26 @@ impl KilnGenerator {
     /// other failure. The model is loaded on the first job, off the main thread.
     #[func]
     fn generate(&mut self, prompt: GString, options: VarDictionary) -> i64 {
-        let mut entries: Vec<(String, OptionValue)> =
-            options.iter_shared().map(|(k, v)| (key_name(&k), option_value(&v))).collect();
-        // `refiner` and the adapter files may be res:// or user:// paths.
-        options::map_paths(&mut entries, |p| globalized(&GString::from(p)).to_string_lossy().into_owned());
+        let entries = option_entries(&options);
         let upscale = self.upscale_settings();
         let tracker = self.session().start_upscaled(&prompt.to_string(), &entries, &upscale);
+        self.add_job(tracker)
+    }
+
+    /// Loads, off the main thread, what a `generate` with these `options`
+    /// needs (the model, a view with its `loras` and `embeddings`, its
+    /// `seamless` view, its `refiner`, and the upscaler when `upscaler_path`
+    /// is set) without generating, and returns the job id at once: for a
+    /// loading screen before the first texture is wanted. `loading` reports
+    /// each load, then `prepared(job)` says all is in, or `failed` why not
+    /// (the status `generate` would report); `cancel(job)` ends it on the
+    /// next frame. Other options (prompt-side ones such as `steps`) are
+    /// checked, and otherwise unused.
+    #[func]
+    fn prepare(&mut self, options: VarDictionary) -> i64 {
+        let entries = option_entries(&options);
+        let upscale = self.upscale_settings();
+        let tracker = self.session().prepare(&entries, &upscale);
         self.add_job(tracker)
     }
 
@@ -382,9 +399,18 @@ impl KilnGenerator {
                     Err((status, message)) => self.signals().failed().emit(id, status, &GString::from(&message)),
                 }
             }
+            Event::Prepared => self.signals().prepared().emit(id),
             Event::Failed { status, message } => self.signals().failed().emit(id, status as i64, &GString::from(&message)),
         }
     }
+}
+
+/// A job's options dictionary as the binding's entries, with `refiner` and
+/// the adapter files' `res://` and `user://` paths made absolute.
+fn option_entries(options: &VarDictionary) -> Vec<(String, OptionValue)> {
+    let mut entries: Vec<(String, OptionValue)> = options.iter_shared().map(|(k, v)| (key_name(&k), option_value(&v))).collect();
+    options::map_paths(&mut entries, |p| globalized(&GString::from(p)).to_string_lossy().into_owned());
+    entries
 }
 
 /// Kiln's RGBA8 image as a Godot `Image`, or the status and message why not.

@@ -31,7 +31,7 @@ use kiln::{Error, ErrorKind, Model, ModelOptions, Rgba8Image, Runtime, RuntimeOp
 
 use crate::loading::{self, LoadMeter};
 use crate::options::{self, GenerateOptions, OptionValue};
-use crate::tracker::Tracker;
+use crate::tracker::{Prepared, Tracker};
 
 /// How many adapter views a session keeps: each holds its own U-Net and/or
 /// text-encoder sessions (an SD 1.5 U-Net is about 1.7 GB), so only the
@@ -366,25 +366,45 @@ impl Session {
                 Err(e) => return Tracker::rejected(e),
             },
         };
-        let (tx, rx) = mpsc::channel();
-        let config = self.config.clone();
-        let loaded = Arc::clone(&self.loaded);
-        let meter = Arc::new(LoadMeter::default());
-        let loads = Arc::clone(&meter);
-        let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
-            let submitted = prepare(&loaded, &config, parsed, &loads).and_then(|(model, request, job)| match upscale {
+        self.preparing(move |loaded, config, loads| {
+            let (model, request, job) = prepare(loaded, config, parsed, loads)?;
+            let id = match upscale {
                 Some((path, options)) => {
-                    let upscaler = upscaler(&loaded, &runtime(&loaded, &config)?, &path, &loads)?;
-                    submit_generate_upscaled(model, request, upscaler, options, job)
+                    let upscaler = upscaler(loaded, &runtime(loaded, config)?, &path, loads)?;
+                    submit_generate_upscaled(model, request, upscaler, options, job)?
                 }
-                None => Ok(kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job)),
-            });
-            send_or_release(&tx, submitted);
-        });
-        match spawned {
-            Ok(_) => Tracker::preparing(rx, meter),
-            Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
-        }
+                None => kiln::jobs::pool_for(model.runtime())?.submit(&model, request, job),
+            };
+            Ok(Prepared::Job(id))
+        })
+    }
+
+    /// Loads what a job with these options needs (the model, its adapter and
+    /// seamless views, a refiner, with `upscale` the upscaler) and runs
+    /// nothing: `KilnGenerator.prepare`, for a loading screen. The tracker
+    /// reports each load as `generate`'s does and ends with
+    /// [`Event::Prepared`](crate::tracker::Event::Prepared); a later job with
+    /// the same options finds everything loaded. Bad options fail as they
+    /// would fail that job.
+    pub fn prepare(&self, entries: &[(String, OptionValue)], upscale: &UpscaleSettings) -> Tracker {
+        let parsed = match options::parse("", entries) {
+            Ok(o) => o,
+            Err(e) => return Tracker::rejected(e),
+        };
+        let upscale = match upscale.is_off() {
+            true => None,
+            false => match upscale.options(parsed.seamless) {
+                Ok(_) => Some(upscale.path.clone()),
+                Err(e) => return Tracker::rejected(e),
+            },
+        };
+        self.preparing(move |loaded, config, loads| {
+            prepare(loaded, config, parsed, loads)?;
+            if let Some(path) = upscale {
+                upscaler(loaded, &runtime(loaded, config)?, &path, loads)?;
+            }
+            Ok(Prepared::Ready)
+        })
     }
 
     /// Upscales `image` alone (`KilnGenerator.upscale_image`): a preparation
@@ -408,15 +428,25 @@ impl Session {
             Ok(o) => o,
             Err(e) => return Tracker::rejected(e),
         };
+        let path = settings.path.clone();
+        self.preparing(move |loaded, config, loads| {
+            let upscaler = upscaler(loaded, &runtime(loaded, config)?, &path, loads)?;
+            Ok(Prepared::Job(submit_upscale(upscaler, image, options)?))
+        })
+    }
+
+    /// A tracker following `work` on a new preparation thread, whose loads
+    /// report to the tracker's [`LoadMeter`].
+    fn preparing(
+        &self,
+        work: impl FnOnce(&Loaded, &SessionConfig, &Arc<LoadMeter>) -> Result<Prepared, Error> + Send + 'static,
+    ) -> Tracker {
         let (tx, rx) = mpsc::channel();
-        let (config, loaded, path) = (self.config.clone(), Arc::clone(&self.loaded), settings.path.clone());
+        let (config, loaded) = (self.config.clone(), Arc::clone(&self.loaded));
         let meter = Arc::new(LoadMeter::default());
         let loads = Arc::clone(&meter);
         let spawned = std::thread::Builder::new().name("kiln-godot-prepare".into()).spawn(move || {
-            let submitted = runtime(&loaded, &config)
-                .and_then(|rt| upscaler(&loaded, &rt, &path, &loads))
-                .and_then(|upscaler| submit_upscale(upscaler, image, options));
-            send_or_release(&tx, submitted);
+            send_or_release(&tx, work(&loaded, &config, &loads));
         });
         match spawned {
             Ok(_) => Tracker::preparing(rx, meter),
@@ -429,8 +459,8 @@ impl Session {
 /// to its tracker. The receiver is gone only when the node was freed (or
 /// left the tree): nobody will read a job submitted meanwhile, so it is
 /// freed (cancelled) at once.
-fn send_or_release(tx: &mpsc::Sender<Result<u64, Error>>, submitted: Result<u64, Error>) {
-    if let Err(mpsc::SendError(Ok(id))) = tx.send(submitted) {
+fn send_or_release(tx: &mpsc::Sender<Result<Prepared, Error>>, submitted: Result<Prepared, Error>) {
+    if let Err(mpsc::SendError(Ok(Prepared::Job(id)))) = tx.send(submitted) {
         let _ = Session::pool().release(id);
     }
 }

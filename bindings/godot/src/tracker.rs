@@ -64,6 +64,8 @@ pub enum Event {
         /// The finished image (upscaled, with an upscaler).
         image: Rgba8Image,
     },
+    /// A `prepare` job: everything its options need is loaded; it ends here.
+    Prepared,
     /// The job failed or was cancelled.
     Failed {
         /// The `kiln_status` value, as the C header numbers it.
@@ -125,17 +127,27 @@ pub enum Phase {
     Preparing = 0,
     /// In Kiln's queue or running (generating or upscaling).
     Running = 1,
-    /// Ended with an image (`done` was emitted).
+    /// Ended with an image (`done` was emitted), or prepared (`prepared`).
     Done = 2,
     /// Ended without one (`failed` was emitted).
     Failed = 3,
+}
+
+/// What a preparation thread sends its tracker when it is done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prepared {
+    /// The Kiln job it submitted.
+    Job(u64),
+    /// What the job's options need is loaded, and there is nothing to run
+    /// (`KilnGenerator.prepare`).
+    Ready,
 }
 
 enum Stage {
     /// Invalid before it started: report this on the first update.
     Rejected(Error),
     /// A thread is preparing it and sends the Kiln job id (or why not).
-    Preparing(Receiver<Result<u64, Error>>),
+    Preparing(Receiver<Result<Prepared, Error>>),
     /// Kiln job `id`: a generation (maybe with its upscale) or an upscale alone.
     Submitted(u64),
     /// Ended; nothing more to say.
@@ -162,7 +174,7 @@ impl Tracker {
     }
     /// A job being prepared elsewhere that will send its Kiln job id, or why
     /// it could not be submitted, and whose loads report to `loads`.
-    pub fn preparing(rx: Receiver<Result<u64, Error>>, loads: Arc<LoadMeter>) -> Self {
+    pub fn preparing(rx: Receiver<Result<Prepared, Error>>, loads: Arc<LoadMeter>) -> Self {
         Self { loads: Some(loads), ..Self::with(Stage::Preparing(rx)) }
     }
     /// A job already in Kiln's pool.
@@ -249,7 +261,18 @@ impl Tracker {
                     self.end_failed(&mut events, &e);
                     return events;
                 }
-                Ok(Ok(id)) => id,
+                Ok(Ok(Prepared::Ready)) if self.cancel_requested => {
+                    let e = Error::new(ErrorKind::Cancelled, "cancelled; what it prepared stays loaded");
+                    self.end_failed(&mut events, &e);
+                    return events;
+                }
+                Ok(Ok(Prepared::Ready)) => {
+                    events.push(Event::Prepared);
+                    self.stage = Stage::Ended(Phase::Done);
+                    self.loads = None;
+                    return events;
+                }
+                Ok(Ok(Prepared::Job(id))) => id,
             };
             self.loads = None;
             self.stage = Stage::Submitted(id);
@@ -434,7 +457,7 @@ mod tests {
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(t.phase(), Phase::Preparing);
         assert!(t.cancel(&src));
-        tx.send(Ok(7)).unwrap();
+        tx.send(Ok(Prepared::Job(7))).unwrap();
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(src.calls.borrow()[0], "cancel 7");
         let ev = t.update(&src);
@@ -461,7 +484,7 @@ mod tests {
         // The load goes on, but the ended job says nothing more of it.
         loads.heard("model", 10, 10);
         assert_eq!(t.update(&src), vec![]);
-        assert!(tx.send(Ok(7)).is_err(), "the preparation thread learns nobody waits, and frees its job");
+        assert!(tx.send(Ok(Prepared::Job(7))).is_err(), "the preparation thread learns nobody waits, and frees its job");
         assert!(src.calls.borrow().is_empty(), "nothing of Kiln's was touched: {:?}", src.calls.borrow());
         assert!(!t.cancel(&src));
     }
@@ -480,7 +503,7 @@ mod tests {
         // The load ends and the job is queued between two frames: the end still comes first.
         loads.heard("model", 300, 300);
         loads.heard("seamless", 1, 1);
-        tx.send(Ok(7)).unwrap();
+        tx.send(Ok(Prepared::Job(7))).unwrap();
         assert_eq!(
             t.update(&src),
             vec![Event::Loading { what: "model", step: 300, total: 300 }, Event::Progress { step: 1, total: 4 }]
@@ -492,13 +515,36 @@ mod tests {
     }
 
     #[test]
+    fn a_preparation_with_nothing_to_run_ends_prepared_unless_cancelled_first() {
+        let src = Scripted::new(vec![snap(JobState::Running, 0, 4, 0)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loads = Arc::new(LoadMeter::default());
+        let mut t = Tracker::preparing(rx, Arc::clone(&loads));
+        loads.heard("model", 0, 8);
+        loads.heard("model", 8, 8);
+        tx.send(Ok(Prepared::Ready)).unwrap();
+        assert_eq!(t.update(&src), vec![Event::Loading { what: "model", step: 8, total: 8 }, Event::Prepared]);
+        assert_eq!((t.phase(), t.has_ended()), (Phase::Done, true));
+        assert_eq!(t.update(&src), vec![]);
+        assert!(!t.cancel(&src));
+
+        // Cancelled while the last load ended: the cancel wins, as over a job that got through.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut t = Tracker::preparing(rx, Default::default());
+        assert!(t.cancel(&src));
+        tx.send(Ok(Prepared::Ready)).unwrap();
+        assert_eq!(t.update(&src), vec![Event::Failed { status: 400, message: "cancelled; what it prepared stays loaded".into() }]);
+        assert!(src.calls.borrow().is_empty(), "no Kiln job was involved: {:?}", src.calls.borrow());
+    }
+
+    #[test]
     fn rejected_and_lost_preparations_fail_once() {
         let src = Scripted::new(vec![snap(JobState::Queued, 0, 0, 0)]);
         let mut t = Tracker::rejected(Error::new(ErrorKind::InvalidArgument, "options[\"steps\"]: bad"));
         assert_eq!(t.update(&src), vec![Event::Failed { status: 101, message: "options[\"steps\"]: bad".into() }]);
         assert_eq!(t.update(&src), vec![]);
 
-        let (tx, rx) = std::sync::mpsc::channel::<Result<u64, Error>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Prepared, Error>>();
         let mut t = Tracker::preparing(rx, Default::default());
         drop(tx);
         let ev = t.update(&src);
@@ -552,7 +598,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut t = Tracker::preparing(rx, Default::default());
         assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the model and upscaler are loading");
-        tx.send(Ok(7)).unwrap();
+        tx.send(Ok(Prepared::Job(7))).unwrap();
         assert_eq!(t.update(&src), vec![], "queued: nothing yet");
         assert_eq!(t.phase(), Phase::Running);
         let frames: Vec<Vec<Event>> = (0..4).map(|_| t.update(&src)).collect();
@@ -630,7 +676,7 @@ mod tests {
         let src = Scripted::new(vec![snap(Succeeded, 6, 6, 0)]);
         let mut t = Tracker::preparing(rx, Default::default());
         assert!(t.cancel(&src));
-        tx.send(Ok(7)).unwrap();
+        tx.send(Ok(Prepared::Job(7))).unwrap();
         let ev = t.update(&src);
         assert_eq!(ev.last().map(|e| matches!(e, Event::Failed { status: 400, .. })), Some(true), "{ev:?}");
         assert_eq!(*src.calls.borrow(), vec!["cancel 7", "release 7"]);
@@ -643,7 +689,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut t = Tracker::preparing(rx, Default::default());
         assert_eq!((t.phase(), t.update(&src)), (Phase::Preparing, vec![]), "the upscaler is loading");
-        tx.send(Ok(8)).unwrap();
+        tx.send(Ok(Prepared::Job(8))).unwrap();
         assert_eq!(t.update(&src), vec![]);
         assert_eq!(t.phase(), Phase::Running);
         assert_eq!(t.update(&src), vec![Event::Progress { step: 2, total: 3 }]);

@@ -452,6 +452,50 @@ fn loading_reports_each_load_a_job_makes_in_kib_of_its_graphs() {
     assert_loads(&run_to_end(&mut t), &[]);
 }
 
+/// `prepare` loads what a job with its options needs (model, LoRA view,
+/// seamless view, upscaler), reports each load and ends with `Prepared`;
+/// the job after it then loads nothing. Bad options fail as `generate`'s.
+#[test]
+fn prepare_loads_what_the_options_need_and_the_job_after_it_loads_nothing() {
+    use OptionValue::*;
+    let s = session();
+    let dir = fixture();
+    let kib = |files: &[&str]| graph_kib(&dir, files);
+    let options = opts(&[
+        ("seamless", String("xy".into())),
+        ("loras", Array(vec![lora_entry(lora_dir().join("style.kohya.safetensors"), 1.0)])),
+    ]);
+    let upscaled = upscale_with(upscalers().join("x4"));
+    let mut t = s.prepare(&options, &upscaled);
+    let events = run_to_end(&mut t);
+    println!("prepare's loads: {:?}", loading_of(&events));
+    assert_eq!(events.last(), Some(&Event::Prepared));
+    assert_eq!(t.phase(), Phase::Done);
+    assert_loads(
+        &events,
+        &[
+            ("model", kib(&["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"])),
+            ("adapters", kib(&["unet/model.onnx", "text_encoder/model.onnx"])),
+            ("seamless", kib(&["unet/model.onnx", "vae_decoder/model.onnx"])),
+            ("upscaler", graph_kib(&upscalers(), &["x4/model.onnx"])),
+        ],
+    );
+    let mut job = vec![("steps".to_string(), Int(2))];
+    job.extend(options);
+    let mut t = s.start_upscaled("brick", &job, &upscaled);
+    let events = run_to_end(&mut t);
+    assert_loads(&events, &[]);
+    assert_eq!((done_image(&events).width, done_image(&events).height), (256, 256), "generated and upscaled");
+
+    let mut bad = s.prepare(&opts(&[("seamless", String("z".into()))]), &UpscaleSettings::default());
+    let (status, message) = failure(&run_to_end(&mut bad));
+    println!("bad option: {status} {message}");
+    assert_eq!(status, 101);
+    let empty = Session::new(SessionConfig::default());
+    let mut t = empty.prepare(&[], &UpscaleSettings::default());
+    assert_eq!(failure(&run_to_end(&mut t)), (101, "model_path is empty; set it to a Kiln model folder".into()));
+}
+
 /// `cancel` while the first job loads the model ends that job on the next
 /// frame (it does not wait for the load), and the next job runs to Kiln's
 /// own pixels on the same session.
