@@ -8,7 +8,8 @@ writes DIR/kiln-<version>-<triple>/ and its archive (.tar.gz; .zip for Windows):
 
     include/kiln.h                      (+ kiln.hpp when bindings/cpp/kiln.hpp exists)
     lib/libkiln.so.<major>, lib/libkiln.so -> it     (Linux; stripped)
-    bin/kiln.dll, lib/libkiln.dll.a                  (Windows; stripped DLL, import library)
+    bin/kiln.dll, lib/libkiln.dll.a                  (Windows; stripped DLL, MinGW import library)
+    lib/kiln.lib, lib/kiln.def                       (Windows; MSVC import library, and its exports)
     debug/<library>.debug               split debug info (objcopy --only-keep-debug)
     lib/ or bin/ ONNX Runtime           the pinned release, beside libkiln where Kiln looks
     bin/kiln-bake[.exe]                 the bake tool (stripped, no debug file; Linux: bin/ links to lib/'s ONNX Runtime)
@@ -19,13 +20,15 @@ writes DIR/kiln-<version>-<triple>/ and its archive (.tar.gz; .zip for Windows):
     bindings/...                        what the bindings folders provide, when present
 
 It builds with cargo first (release profile, `--target` when cross-building). Needs
-Python 3.11+, binutils for the target (objcopy), pip, and cargo-license (installed with
-`cargo install --locked cargo-license` when missing).
+Python 3.11+, binutils for the target (objcopy), pip, cargo-license (installed with
+`cargo install --locked cargo-license` when missing), and for Windows llvm-dlltool
+(Debian: llvm), which writes the MSVC import library.
 """
 import argparse
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -91,6 +94,56 @@ def strip_split(plat, built, dest, debug_dir):
     run([plat.objcopy, "--only-keep-debug", built, debug])
     run([plat.objcopy, "--strip-debug", "--strip-unneeded", f"--add-gnu-debuglink={debug}", built, dest])
     return debug
+
+
+def dll_exports(path):
+    """The names a PE DLL exports, read from its export directory."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    if data[pe:pe + 4] != b"PE\0\0":
+        sys.exit(f"package.py: {path} is not a PE file")
+    coff = pe + 4
+    nsections, = struct.unpack_from("<H", data, coff + 2)
+    opt_size, = struct.unpack_from("<H", data, coff + 16)
+    opt = coff + 20
+    # The data directories follow the optional header's fixed part (PE32+: 112 bytes).
+    magic, = struct.unpack_from("<H", data, opt)
+    export_rva, = struct.unpack_from("<I", data, opt + (112 if magic == 0x20B else 96))
+    # Each section header: virtual size, virtual address, raw size, raw offset at +8.
+    sections = [struct.unpack_from("<IIII", data, opt + opt_size + 40 * i + 8) for i in range(nsections)]
+
+    def offset(rva):
+        for vsize, vaddr, rawsize, rawptr in sections:
+            if vaddr <= rva < vaddr + max(vsize, rawsize):
+                return rva - vaddr + rawptr
+        sys.exit(f"package.py: {path}: address {rva:#x} is in no section")
+
+    directory = offset(export_rva)
+    count, names_rva = struct.unpack_from("<I", data, directory + 24)[0], struct.unpack_from("<I", data, directory + 32)[0]
+    names = []
+    for i in range(count):
+        at = offset(struct.unpack_from("<I", data, offset(names_rva) + 4 * i)[0])
+        names.append(data[at:data.index(b"\0", at)].decode("ascii"))
+    return names
+
+
+def msvc_import_library(dll, lib_dir):
+    """lib/kiln.def (kiln.dll's exports) and lib/kiln.lib, the import library
+    MSVC's link.exe (and lld-link) take, in the short import format lib.exe
+    writes: MinGW's libkiln.dll.a is not what an MSVC toolchain expects."""
+    dlltool = shutil.which("llvm-dlltool") or next(
+        (shutil.which(f"llvm-dlltool-{v}") for v in range(30, 13, -1) if shutil.which(f"llvm-dlltool-{v}")), None)
+    if dlltool is None:
+        sys.exit("package.py: llvm-dlltool not found (Debian: apt-get install llvm); it writes lib/kiln.lib for MSVC")
+    names = dll_exports(dll)
+    if not names or any(not n.startswith("kiln_") for n in names):
+        sys.exit(f"package.py: {dll} exports {len(names)} names, not only kiln_*: {names[:5]}")
+    def_file = os.path.join(lib_dir, "kiln.def")
+    with open(def_file, "w", newline="\r\n") as f:
+        f.write("LIBRARY kiln.dll\nEXPORTS\n" + "".join(f"    {n}\n" for n in names))
+    run([dlltool, "-m", "i386:x86-64", "-d", def_file, "-l", os.path.join(lib_dir, "kiln.lib")])
+    return len(names)
 
 
 def fetch_onnxruntime(plat, dest_dir, license_dir):
@@ -190,10 +243,17 @@ Libs: -L${{libdir}} -lkiln
 
 def cmake_config(version, major, plat, ort_file):
     if plat.windows:
-        target = f"""    set_target_properties(Kiln::kiln PROPERTIES
+        # MSVC and clang-cl link lib.exe's format; MinGW its own.
+        target = f"""    if(MSVC OR CMAKE_C_SIMULATE_ID STREQUAL "MSVC" OR CMAKE_CXX_SIMULATE_ID STREQUAL "MSVC")
+        set(_kiln_implib "${{_kiln_prefix}}/lib/kiln.lib")
+    else()
+        set(_kiln_implib "${{_kiln_prefix}}/lib/libkiln.dll.a")
+    endif()
+    set_target_properties(Kiln::kiln PROPERTIES
         IMPORTED_LOCATION "${{_kiln_prefix}}/bin/kiln.dll"
-        IMPORTED_IMPLIB "${{_kiln_prefix}}/lib/libkiln.dll.a"
-        INTERFACE_INCLUDE_DIRECTORIES "${{_kiln_prefix}}/include")"""
+        IMPORTED_IMPLIB "${{_kiln_implib}}"
+        INTERFACE_INCLUDE_DIRECTORIES "${{_kiln_prefix}}/include")
+    unset(_kiln_implib)"""
         ort = f"${{_kiln_prefix}}/bin/{ort_file}"
     else:
         target = f"""    set_target_properties(Kiln::kiln PROPERTIES
@@ -338,6 +398,8 @@ def main():
         lib = os.path.join(stage, "bin", "kiln.dll")
         strip_split(plat, os.path.join(built, "kiln.dll"), lib, os.path.join(stage, "debug"))
         shutil.copy2(os.path.join(built, "libkiln.dll.a"), os.path.join(stage, "lib"))
+        exports = msvc_import_library(lib, os.path.join(stage, "lib"))
+        print(f"import libraries: lib/libkiln.dll.a (MinGW), lib/kiln.lib (MSVC, {exports} exports in lib/kiln.def)")
         runtime_dir = os.path.join(stage, "bin")
     else:
         lib = os.path.join(stage, "lib", f"libkiln.so.{major}")

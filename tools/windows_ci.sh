@@ -12,11 +12,14 @@
 #   - the Windows release package (tools/package.py), unpacked: its txt2img
 #     links the packaged import library, and it and its kiln-bake.exe run on
 #     the packaged model and runtime;
+#   - an MSVC-ABI program (clang for x86_64-pc-windows-msvc, linked by lld-link
+#     against the package's MSVC import library lib/kiln.lib) gets the MinGW
+#     txt2img's pixels, and kiln.h compiles as C++ for that target;
 #   - `--features directml` compiles for Windows (it cannot run here).
 #
 #   tools/windows_ci.sh          # from the repository root; CI runs it from .ci/run
 #
-# Installs what it lacks (MinGW, Wine, the rustup target). The Wine prefix lives
+# Installs what it lacks (MinGW, Wine, clang, lld, llvm-dlltool, CMake, the rustup target). The Wine prefix lives
 # outside the source tree (KILN_WINE_DIR, default ~/.cache/kiln-wine): its `z:`
 # link back to / makes cargo's fingerprinting fail when it sits inside the tree.
 set -euo pipefail
@@ -33,6 +36,13 @@ if ! command -v x86_64-w64-mingw32-gcc >/dev/null || ! command -v wine >/dev/nul
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         gcc-mingw-w64-x86-64 wine wine64 >/dev/null
+fi
+# The MSVC-ABI check: clang, lld-link, llvm-dlltool (package.py writes kiln.lib with
+# it) and CMake (which import library the package's CMake config picks).
+if ! command -v clang >/dev/null || ! command -v lld-link >/dev/null || ! command -v llvm-dlltool >/dev/null \
+    || ! command -v cmake >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang lld llvm cmake >/dev/null
 fi
 if ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
@@ -192,4 +202,32 @@ win "$PKG" "$PREFIX/bin/kiln-bake.exe" bake.toml --out baked >"$PKG/bake.txt" 2>
 grep "baked, " "$PKG/bake.txt"
 [ "$(head -c 4 "$PKG/baked/ground.dds")" = "DDS " ] || { echo "the packaged kiln-bake.exe wrote no DDS" >&2; exit 1; }
 echo "package: txt2img.exe wrote $(stat -c %s "$PKG/txt2img.png") bytes, kiln-bake.exe ground.dds $(stat -c %s "$PKG/baked/ground.dds") bytes"
+
+step "the package's kiln.lib from an MSVC-ABI program (clang --target=x86_64-pc-windows-msvc, lld-link)"
+# What a Visual Studio or Unreal project does with the package: link lib/kiln.lib
+# by link.exe's rules. No MSVC runtime or SDK exists here, so the program needs
+# none (tests/c/msvc_txt2img.c) and kernel32.lib is made from a .def.
+MSVC="$PKG/msvc"
+mkdir -p "$MSVC"
+clang --target=x86_64-pc-windows-msvc -std=c11 -Wall -Wextra -Wpedantic -Werror -O1 -ffreestanding -fno-builtin \
+    -I"$PREFIX/include" -c tests/c/msvc_txt2img.c -o "$MSVC/msvc_txt2img.obj"
+clang++ --target=x86_64-pc-windows-msvc -std=c++17 -Wall -Wextra -Wpedantic -Werror -ffreestanding -fsyntax-only \
+    -x c++ "$PREFIX/include/kiln.h"
+printf 'LIBRARY kernel32.dll\nEXPORTS\n    ExitProcess\n    GetEnvironmentVariableA\n    GetStdHandle\n    WriteFile\n' >"$MSVC/kernel32.def"
+llvm-dlltool -m i386:x86-64 -d "$MSVC/kernel32.def" -l "$MSVC/kernel32.lib"
+lld-link /nologo /entry:start /subsystem:console /nodefaultlib "$MSVC/msvc_txt2img.obj" "$PREFIX/lib/kiln.lib" \
+    "$MSVC/kernel32.lib" /out:"$PREFIX/bin/msvc_txt2img.exe"
+(cd "$PREFIX/bin" && KILN_MODEL_DIR="$PMODEL" KILN_PROMPT="mossy stone brick wall" KILN_OUT="$PKG/msvc.png" \
+    "$WINE" msvc_txt2img.exe >"$PKG/msvc.txt" 2>&1) || { cat "$PKG/msvc.txt"; exit 1; }
+grep -E '^(ONNX Runtime|generated)' "$PKG/msvc.txt"
+same_pixels "$PKG/txt2img.png" "$PKG/msvc.png"
+# The CMake package hands an MSVC-ABI compiler kiln.lib and MinGW libkiln.dll.a
+# (configure only: without MSVC's runtime CMake cannot link a test program).
+printf 'cmake_minimum_required(VERSION 3.16)\nproject(consumer C)\nfind_package(Kiln CONFIG REQUIRED)\nget_target_property(implib Kiln::kiln IMPORTED_IMPLIB)\nmessage(STATUS "Kiln implib: ${implib}")\n' \
+    >"$MSVC/CMakeLists.txt"
+implib() { cmake -S "$MSVC" -B "$MSVC/build-$1" -DCMAKE_SYSTEM_NAME=Windows -DCMAKE_PREFIX_PATH="$PREFIX" "${@:2}" | sed -n 's/^-- Kiln implib: //p'; }
+msvc_implib=$(implib clang -DCMAKE_C_COMPILER=clang -DCMAKE_C_COMPILER_TARGET=x86_64-pc-windows-msvc -DCMAKE_TRY_COMPILE_TARGET_TYPE=STATIC_LIBRARY)
+mingw_implib=$(implib mingw -DCMAKE_C_COMPILER=x86_64-w64-mingw32-gcc)
+echo "CMake: clang for MSVC links $msvc_implib; MinGW links $mingw_implib"
+[ "$msvc_implib" = "$PREFIX/lib/kiln.lib" ] && [ "$mingw_implib" = "$PREFIX/lib/libkiln.dll.a" ]
 step "windows_ci: OK"
