@@ -147,6 +147,49 @@ fn csharp_binding_tests_pass() {
     assert_eq!(differing, 0);
 }
 
+/// The Unity sample (Samples~/FrameLoop), driven as Unity drives a MonoBehaviour by
+/// tests/UnitySampleRunner.cs against the UnityEngine stub: it loads the model as a job
+/// behind a loading bar, then generates to a full bar, and the texture it hands Unity is
+/// the C API's pixels for the same request, rows bottom-up as Unity stores them.
+#[test]
+fn csharp_unity_sample_loads_as_a_job_then_generates_the_c_api_pixels() {
+    if common::programs::skipped("csharp") {
+        return;
+    }
+    let dir = scratch("unity-sample");
+    build(&dir.join("build"));
+    let rgba = dir.join("unity.rgba");
+    let out = run_limited(command("mono").arg(dir.join("build/UnitySampleRunner.exe")).arg(common::fixture()).arg(&rgba), 600);
+    let log = text(&out);
+    let lines: Vec<&str> = log.lines().filter(|l| !l.starts_with("Debug.Log: ")).collect();
+    println!("{}", lines.join("\n"));
+    assert!(out.status.success(), "the Unity sample did not finish:\n{log}");
+    let statuses: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix("status: ")).collect();
+    assert_eq!(statuses, ["Loading the model", "Generating", "Done"], "{log}");
+    let progress: Vec<Vec<f32>> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("progress: "))
+        .map(|l| l.split(' ').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    // The frame a job ends on moves the sample to its next phase, so a bar's last value
+    // before that frame need not be full; the generation's ends full on the last frame.
+    assert_eq!(progress.len(), 2, "{log}");
+    for (phase, p) in ["loading", "generating"].iter().zip(&progress) {
+        assert!(p.windows(2).all(|w| w[0] < w[1]) && p.iter().all(|v| (0.0..=1.0).contains(v)), "{phase}: the bar only moves forward: {p:?}");
+    }
+    assert!(log.contains("final progress: 1.000"), "{log}");
+    assert!(log.contains("texture 64x64, wrap Clamp"), "{log}");
+
+    let (w, h, expected) = c_api_pixels("mossy stone brick wall");
+    let row = (w * 4) as usize;
+    let bottom_up: Vec<u8> = expected.chunks_exact(row).rev().flatten().copied().collect();
+    let got = std::fs::read(&rgba).expect("the runner writes the texture's bytes");
+    assert_eq!(got.len(), (w * h * 4) as usize);
+    let differing = count_differing(&bottom_up, &got);
+    println!("Unity sample's texture vs C API (rows flipped): {differing} of {} bytes differ (bound: 0)", got.len());
+    assert_eq!(differing, 0);
+}
+
 #[test]
 fn csharp_example_writes_the_c_api_pixels() {
     if common::programs::skipped("csharp") {

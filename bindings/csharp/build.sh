@@ -2,7 +2,7 @@
 # Builds the C# binding with Mono's compiler into OUT_DIR (default: a new temp folder,
 # printed on stdout): Kiln.dll from Runtime/ (the Unity-only files compile to nothing
 # outside Unity), Kiln.dll.config mapping DllImport("kiln") to the native library, and
-# the example, the tests and the ABI-manifest tool.
+# the example, the tests, the ABI-manifest tool and the Unity sample's runner.
 #   build.sh [OUT_DIR]
 # The native library: $KILN_LIBRARY if set, else target/release/libkiln.so.
 set -euo pipefail
@@ -34,4 +34,8 @@ mcs "${mcs_flags[@]}" -r:"$out/Kiln.dll" -r:System.Core.dll -out:"$out/AbiManife
 mcs "${mcs_flags[@]}" -target:library -out:"$out/UnityEngineStub.dll" "$here/tests/unity-stubs/UnityEngine.cs"
 mcs "${mcs_flags[@]}" -target:library -define:UNITY_5_3_OR_NEWER -define:UNITY_EDITOR -r:"$out/UnityEngineStub.dll" \
     -out:"$out/Kiln.UnityCheck.dll" -recurse:"$here/Runtime/*.cs" "$here/Samples~/FrameLoop/KilnFrameLoopSample.cs"
+# ...and a runner that drives the sample as Unity would (tests/csharp.rs runs it).
+cp "$out/Kiln.dll.config" "$out/Kiln.UnityCheck.dll.config"
+mcs "${mcs_flags[@]}" -r:"$out/UnityEngineStub.dll" -r:"$out/Kiln.UnityCheck.dll" -out:"$out/UnitySampleRunner.exe" \
+    "$here/tests/UnitySampleRunner.cs"
 echo "$out"
