@@ -283,7 +283,7 @@ impl KilnGenerator {
         }
     }
 
-    /// Jobs that have not yet emitted `done` or `failed`.
+    /// Jobs that have not yet emitted `done`, `prepared` or `failed`.
     #[func]
     fn pending_jobs(&self) -> i64 {
         self.jobs.len() as i64

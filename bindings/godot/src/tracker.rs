@@ -4,7 +4,7 @@
 //!
 //! Engine-independent and unit-tested without Godot. The rules it keeps:
 //! `progress` only when the step changed, `preview` only for a newer preview,
-//! then exactly one of `done` / `failed`, and nothing after that; a cancel
+//! then exactly one of `done` / `prepared` / `failed`, and nothing after that; a cancel
 //! asked for before `done` wins. Reading a job never blocks: a job that is
 //! still being prepared (model or upscaler loading, a seamless view being
 //! made) is waited on through a channel, not a join, and its loads' progress
@@ -154,7 +154,8 @@ enum Stage {
     Ended(Phase),
 }
 
-/// Follows one job from `generate` (or `upscale_image`) to `done` or `failed`.
+/// Follows one job from `generate`, `upscale_image` or `prepare` to `done`,
+/// `prepared` or `failed`.
 pub struct Tracker {
     stage: Stage,
     /// The preparation's loads, until the job is in Kiln's pool.
@@ -191,7 +192,7 @@ impl Tracker {
         }
     }
 
-    /// Whether `done` or `failed` has been reported.
+    /// Whether `done`, `prepared` or `failed` has been reported.
     pub fn has_ended(&self) -> bool {
         matches!(self.stage, Stage::Ended(_))
     }
