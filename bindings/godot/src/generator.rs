@@ -175,9 +175,9 @@ impl KilnGenerator {
     /// follows load time). `what` is `model`, `adapters` (LoRAs and
     /// embeddings merged into a view), `seamless`, `refiner`,
     /// `refiner_adapters`, `refiner_seamless` or `upscaler`; each starts at 0
-    /// and ends at `step == total`. Only the job that loads something
-    /// reports it: not a job whose model and views are loaded already, nor
-    /// one waiting for another job's load.
+    /// and ends at `step == total`. A job whose model and views are loaded
+    /// already reports none; jobs started together all report the one model
+    /// load they wait for (other loads only the job that makes them).
     #[signal]
     fn loading(job: i64, what: GString, step: i64, total: i64);
     /// A low-resolution preview (enable with `options.preview_interval`).

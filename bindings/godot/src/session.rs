@@ -29,7 +29,7 @@ use kiln::model::{Adapters, EmbeddingSpec, ModelInfo};
 use kiln::pipeline::handoff::Refiner;
 use kiln::{Error, ErrorKind, Model, ModelOptions, Rgba8Image, Runtime, RuntimeOptions};
 
-use crate::loading::{self, LoadMeter};
+use crate::loading::{self, LoadMeter, SharedLoad};
 use crate::options::{self, GenerateOptions, OptionValue};
 use crate::tracker::{Prepared, Tracker};
 
@@ -263,6 +263,8 @@ struct Loaded {
     runtime: Mutex<Option<Runtime>>,
     /// The model folder's model, loaded on the first job.
     model: Mutex<Option<Model>>,
+    /// Its load, which the jobs that wait for it report too.
+    model_load: Arc<SharedLoad>,
     /// Views of `model` with adapters merged, most recently used last.
     views: Mutex<Vec<(Adapters, Model)>>,
     /// Adapter views built so far (for tests and diagnostics).
@@ -672,7 +674,15 @@ fn runtime(loaded: &Loaded, config: &SessionConfig) -> Result<Runtime, Error> {
 /// The session's model, loading it (and ONNX Runtime) if this is the first use.
 /// Concurrent first jobs wait on the lock and share one load.
 fn model(loaded: &Loaded, config: &SessionConfig, meter: &Arc<LoadMeter>) -> Result<Model, Error> {
-    let mut guard = lock(&loaded.model);
+    let mut guard = match loaded.model.try_lock() {
+        Ok(guard) => guard,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => {
+            // Another job's preparation holds it, most likely loading it: this job reports that load.
+            loaded.model_load.wait_with(meter);
+            lock(&loaded.model)
+        }
+    };
     if let Some(m) = guard.as_ref() {
         return Ok(m.clone());
     }
@@ -681,7 +691,7 @@ fn model(loaded: &Loaded, config: &SessionConfig, meter: &Arc<LoadMeter>) -> Res
     }
     let options = config.model_options()?;
     let work = JobWork::LoadModel { runtime: runtime(loaded, config)?, dir: config.model_dir.clone(), options };
-    let model = loading::model(meter, "model", work)?;
+    let model = loading::shared_model(meter, &loaded.model_load, "model", work)?;
     *guard = Some(model.clone());
     Ok(model)
 }

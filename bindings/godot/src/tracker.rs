@@ -29,9 +29,9 @@ pub enum Event {
     /// `seamless`, `refiner`, `refiner_adapters`, `refiner_seamless`,
     /// `upscaler`, in that order as the job needs them): `step` of `total`
     /// KiB of its graph files are open. Each load starts at 0 and its last
-    /// event has `step == total`. Only loads this job makes are reported:
-    /// none when the model and views are loaded already, or while another
-    /// job's preparation loads what this one waits for.
+    /// event has `step == total`. None when the model and views are loaded
+    /// already; the session's model load is reported by every job waiting
+    /// for it, other loads by the job that makes them only.
     Loading {
         /// What is loading.
         what: &'static str,

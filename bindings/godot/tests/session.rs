@@ -452,6 +452,32 @@ fn loading_reports_each_load_a_job_makes_in_kib_of_its_graphs() {
     assert_loads(&run_to_end(&mut t), &[]);
 }
 
+/// Jobs started together on a fresh session share one model load, and each
+/// reports it: the one that loads it, and the ones that wait for it, from
+/// where it was when they started waiting to the end.
+#[test]
+fn jobs_waiting_for_the_model_report_its_load_too() {
+    use OptionValue::*;
+    let s = session();
+    let model = graph_kib(&fixture(), &["text_encoder/model.onnx", "unet/model.onnx", "vae_decoder/model.onnx"]);
+    let mut jobs: Vec<Tracker> = (0..3).map(|i| s.start("x", &opts(&[("steps", Int(2)), ("seed", Int(i))]))).collect();
+    let start = Instant::now();
+    let mut events: Vec<Vec<Event>> = jobs.iter().map(|_| Vec::new()).collect();
+    while !jobs.iter().all(Tracker::has_ended) {
+        for (t, ev) in jobs.iter_mut().zip(events.iter_mut()) {
+            ev.extend(t.update(Session::pool()));
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "jobs did not end");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for ev in &events {
+        println!("a job's loads: {:?}", loading_of(ev));
+        assert_loads(ev, &[("model", model)]);
+        assert_eq!(loading_of(ev)[0], ("model", 0, model), "each starts at 0");
+        assert!(matches!(ev.last(), Some(Event::Done { .. })));
+    }
+}
+
 /// `prepare` loads what a job with its options needs (model, LoRA view,
 /// seamless view, upscaler), reports each load and ends with `Prepared`;
 /// the job after it then loads nothing. Bad options fail as `generate`'s.
