@@ -357,16 +357,9 @@ impl Session {
     /// preparation thread, before the job is submitted, so a bad upscaler or
     /// a result too big to make fails the job without generating.
     pub fn start_upscaled(&self, prompt: &str, entries: &[(String, OptionValue)], upscale: &UpscaleSettings) -> Tracker {
-        let parsed = match options::parse(prompt, entries) {
-            Ok(o) => o,
+        let (parsed, upscale) = match parse_job(prompt, entries, upscale) {
+            Ok(job) => job,
             Err(e) => return Tracker::rejected(e),
-        };
-        let upscale = match upscale.is_off() {
-            true => None,
-            false => match upscale.options(parsed.seamless) {
-                Ok(o) => Some((upscale.path.clone(), o)),
-                Err(e) => return Tracker::rejected(e),
-            },
         };
         self.preparing(move |loaded, config, loads| {
             let (model, request, job) = prepare(loaded, config, parsed, loads)?;
@@ -389,20 +382,13 @@ impl Session {
     /// the same options finds everything loaded. Bad options fail as they
     /// would fail that job.
     pub fn prepare(&self, entries: &[(String, OptionValue)], upscale: &UpscaleSettings) -> Tracker {
-        let parsed = match options::parse("", entries) {
-            Ok(o) => o,
+        let (parsed, upscale) = match parse_job("", entries, upscale) {
+            Ok(job) => job,
             Err(e) => return Tracker::rejected(e),
-        };
-        let upscale = match upscale.is_off() {
-            true => None,
-            false => match upscale.options(parsed.seamless) {
-                Ok(_) => Some(upscale.path.clone()),
-                Err(e) => return Tracker::rejected(e),
-            },
         };
         self.preparing(move |loaded, config, loads| {
             prepare(loaded, config, parsed, loads)?;
-            if let Some(path) = upscale {
+            if let Some((path, _)) = upscale {
                 upscaler(loaded, &runtime(loaded, config)?, &path, loads)?;
             }
             Ok(Prepared::Ready)
@@ -455,6 +441,22 @@ impl Session {
             Err(e) => Tracker::rejected(Error::new(ErrorKind::Internal, format!("cannot start a thread: {e}"))),
         }
     }
+}
+
+/// A job's options, and with the node's upscaler set its path and the
+/// upscale's options (on the job's seamless axes): what `generate` and
+/// `prepare` check before a preparation thread starts.
+fn parse_job(
+    prompt: &str,
+    entries: &[(String, OptionValue)],
+    upscale: &UpscaleSettings,
+) -> Result<(GenerateOptions, Option<(PathBuf, UpscaleOptions)>), Error> {
+    let parsed = options::parse(prompt, entries)?;
+    let upscale = match upscale.is_off() {
+        true => None,
+        false => Some((upscale.path.clone(), upscale.options(parsed.seamless)?)),
+    };
+    Ok((parsed, upscale))
 }
 
 /// Sends the Kiln job a preparation thread submitted (or why it could not)
