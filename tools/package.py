@@ -132,8 +132,9 @@ def msvc_import_library(dll, lib_dir):
     """lib/kiln.def (kiln.dll's exports) and lib/kiln.lib, the import library
     MSVC's link.exe (and lld-link) take, in the short import format lib.exe
     writes: MinGW's libkiln.dll.a is not what an MSVC toolchain expects."""
-    dlltool = shutil.which("llvm-dlltool") or next(
-        (shutil.which(f"llvm-dlltool-{v}") for v in range(30, 13, -1) if shutil.which(f"llvm-dlltool-{v}")), None)
+    # Debian's `llvm` links llvm-dlltool; a lone llvm-N package has only the versioned name.
+    names = ["llvm-dlltool"] + [f"llvm-dlltool-{v}" for v in range(30, 13, -1)]
+    dlltool = next(filter(None, map(shutil.which, names)), None)
     if dlltool is None:
         sys.exit("package.py: llvm-dlltool not found (Debian: apt-get install llvm); it writes lib/kiln.lib for MSVC")
     names = dll_exports(dll)
